@@ -1,0 +1,56 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/err.h"
+
+/* Indexed by -code. The names are a stable interface: see err.h. */
+static const char *const names[JIT_ERR__COUNT] = {
+	[0] = "ok",
+	[-JIT_ERR_MALFORMED] = "malformed",
+	[-JIT_ERR_BAD_HEADER] = "bad_header",
+	[-JIT_ERR_BAD_SIGNATURE] = "bad_signature",
+	[-JIT_ERR_UNKNOWN_KEY] = "unknown_key",
+	[-JIT_ERR_WRONG_AUDIENCE] = "wrong_audience",
+	[-JIT_ERR_EXPIRED] = "expired",
+	[-JIT_ERR_NOT_YET_VALID] = "not_yet_valid",
+	[-JIT_ERR_PORT_NOT_PROTECTED] = "port_not_protected",
+	[-JIT_ERR_SOURCE_NOT_ALLOWED] = "source_not_allowed",
+	[-JIT_ERR_DURATION_EXCEEDS_MAX] = "duration_exceeds_max",
+	[-JIT_ERR_TOO_LARGE] = "too_large",
+	[-JIT_ERR_KERNEL] = "kernel_refused",
+	[-JIT_ERR_INTERNAL] = "internal",
+	[-JIT_ERR_BAD_REQUEST] = "bad_request",
+	[-JIT_ERR_BAD_CONFIG] = "bad_config",
+	[-JIT_ERR_DUPLICATE] = "duplicate",
+	[-JIT_ERR_PERMISSION] = "permission_denied",
+};
+
+const char *jit_err_name(int code)
+{
+	if (code > 0 || -code >= JIT_ERR__COUNT || !names[-code])
+		return names[-JIT_ERR_INTERNAL];
+	return names[-code];
+}
+
+int jit_err_from_name(const char *name)
+{
+	for (int i = 0; i < JIT_ERR__COUNT; i++)
+		if (names[i] && !strcmp(names[i], name))
+			return -i;
+	return JIT_ERR_INTERNAL;
+}
+
+int jit_fail(struct jit_error *e, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return code;
+	e->code = code;
+	va_start(ap, fmt);
+	/* A truncated message is still a correct (shorter) explanation; the code carries the meaning. */
+	(void)vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	return code;
+}

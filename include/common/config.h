@@ -1,0 +1,60 @@
+#ifndef JITD_COMMON_CONFIG_H
+#define JITD_COMMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/prefix.h"
+
+struct jit_error;
+
+#define CONFIG_DEFAULT_PATH "/etc/jitd/jitd.json"
+#define CONFIG_MAX_BYTES (1024 * 1024)
+#define CONFIG_MAX_PORTS 256
+#define CONFIG_MAX_PREFIXES 1024	   /* per list */
+#define CONFIG_MIN_MAX_DURATION 1	   /* seconds */
+#define CONFIG_MAX_MAX_DURATION (24 * 3600) /* as the cloud products: at most one day */
+
+enum deny_action {
+	DENY_DROP = 0,
+	DENY_REJECT = 1,
+};
+
+/* One protected port: the policy a grant for it must satisfy. */
+struct port_policy {
+	uint16_t port;
+	unsigned protos;	/* enum port_proto mask */
+	uint64_t max_duration;	/* seconds */
+	bool any_source;	/* allowed_sources contains "*" */
+	struct prefix *sources; /* allowed prefixes (unused when any_source) */
+	size_t n_sources;
+};
+
+/* The agent configuration. Owned by whoever called config_load/config_parse; free with config_free. */
+struct config {
+	char *host_id;
+	char *keys_dir;
+	char *state_dir;
+	char *control_socket;
+	enum deny_action deny_action;
+	uint64_t clock_skew; /* seconds */
+	struct prefix *always_allow;
+	size_t n_always_allow;
+	struct port_policy *ports;
+	size_t n_ports;
+};
+
+/*
+ * Parses a configuration document. Unknown keys, wrong types, out-of-range values, a second entry
+ * for the same port, and duplicate JSON keys are errors. Returns 0, or JIT_ERR_BAD_CONFIG with
+ * e->msg naming the key and the reason ("ports[1].port: 70000 is not a port number").
+ */
+int config_parse(const char *json, size_t len, struct config **out, struct jit_error *e);
+/* Reads path (at most CONFIG_MAX_BYTES) and parses it. Same returns; I/O errors name the path. */
+int config_load(const char *path, struct config **out, struct jit_error *e);
+void config_free(struct config *c);
+/* The policy entry for port, or NULL if the port is not protected. */
+const struct port_policy *config_find_port(const struct config *c, uint16_t port);
+
+#endif

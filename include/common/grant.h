@@ -1,0 +1,59 @@
+#ifndef JITD_COMMON_GRANT_H
+#define JITD_COMMON_GRANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/port.h"
+#include "common/prefix.h"
+
+struct jit_error;
+
+#define GRANT_TYP "jit-grant+jwt"
+#define GRANT_MAX_SOURCES 64
+#define GRANT_MAX_PORTS 64
+#define GRANT_MAX_STRING 256 /* iss, sub, jti, reason */
+
+/* A verified grant's claims. All strings and arrays are owned; free with grant_clear. */
+struct grant {
+	char *jti;
+	char *iss;
+	char *sub;
+	char *kid;
+	char *reason;		/* NULL when absent */
+	int64_t iat;
+	int64_t nbf;		/* 0 when absent */
+	int64_t exp;
+	struct prefix *src;	/* canonical, deduplicated */
+	size_t n_src;
+	struct port_spec *ports; /* one entry per (port, protocol); "*" expands to tcp and udp */
+	size_t n_ports;
+};
+
+/* What grant_verify checks against, besides the signature. */
+struct grant_verify_ctx {
+	const char *keys_dir;
+	const char *host_id;	/* must appear in aud */
+	int64_t now;		/* seconds since the epoch */
+	uint64_t clock_skew;	/* seconds of tolerance for exp and nbf */
+};
+
+/*
+ * Full envelope + claims verification, cheapest checks first: size, syntax, header, key,
+ * signature, claim types, audience, time. Does NOT apply port policy (see policy_check).
+ * Returns 0 and fills *out, or a negative enum jit_err with e->msg set; *out is then cleared.
+ */
+int grant_verify(const char *token, size_t len, const struct grant_verify_ctx *ctx,
+	struct grant *out, struct jit_error *e);
+/*
+ * Parses the claims object alone (types, required claims, src and ports syntax). Used by
+ * grant_verify after the signature, and by tests. Returns 0 or JIT_ERR_MALFORMED.
+ */
+int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error *e);
+/* Deep copy. Returns 0 or -ENOMEM. */
+int grant_copy(const struct grant *src, struct grant *dst);
+void grant_clear(struct grant *g);
+
+#endif

@@ -1,0 +1,54 @@
+#ifndef JITD_COMMON_JWS_H
+#define JITD_COMMON_JWS_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+struct jit_error;
+
+#define JWS_MAX_TOKEN (16 * 1024) /* grants above this are refused as too_large before decoding */
+#define JWS_SIG_LEN 64
+
+/*
+ * A decoded compact JWS. The signing input is token[0..signing_input_len), exactly as received,
+ * because RFC 7515 signs the encoded bytes, never a re-serialisation.
+ */
+struct jws {
+	const char *token;	 /* borrowed: the caller's buffer */
+	size_t signing_input_len;
+	json_t *header;		 /* owned; a JSON object (duplicate names refused) */
+	unsigned char *payload;	 /* owned; decoded bytes, NUL-terminated for convenience */
+	size_t payload_len;
+	unsigned char sig[JWS_SIG_LEN];
+};
+
+/*
+ * Splits and strictly decodes a compact JWS (exactly three segments, canonical base64url, header
+ * a JSON object without duplicate names, signature exactly 64 bytes). Does not look at header
+ * values. Returns 0, JIT_ERR_TOO_LARGE (len > JWS_MAX_TOKEN) or JIT_ERR_MALFORMED.
+ */
+int jws_decode(const char *token, size_t len, struct jws *out, struct jit_error *e);
+/*
+ * Header rules for a jitd token: "alg" exactly "EdDSA" or "Ed25519", "typ" equal to want_typ
+ * (ASCII case-insensitive, media-type rules), a "kid" string, no "crit", no key-carrying
+ * parameters (jwk, jku, x5u, x5c, x5t, x5t#S256). Sets *kid (borrowed from the header).
+ * Returns 0 or JIT_ERR_BAD_HEADER.
+ */
+int jws_check_header(const struct jws *j, const char *want_typ, const char **kid,
+	struct jit_error *e);
+/* Ed25519 verification of the signing input. Returns 0 or JIT_ERR_BAD_SIGNATURE. */
+int jws_verify(const struct jws *j, EVP_PKEY *pub, struct jit_error *e);
+/* Releases what jws_decode allocated; safe on a zeroed or already-cleared struct. */
+void jws_clear(struct jws *j);
+
+/*
+ * Signs: BASE64URL(header JSON) "." BASE64URL(payload) "." BASE64URL(sig) with an Ed25519 private
+ * key. header is serialised compactly. Returns 0 and a malloc'ed NUL-terminated token in *out,
+ * or -ENOMEM / -EINVAL.
+ */
+int jws_sign(const json_t *header, const unsigned char *payload, size_t payload_len,
+	EVP_PKEY *priv, char **out);
+
+#endif

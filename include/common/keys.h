@@ -1,0 +1,27 @@
+#ifndef JITD_COMMON_KEYS_H
+#define JITD_COMMON_KEYS_H
+
+#include <stdbool.h>
+#include <openssl/evp.h>
+
+struct jit_error;
+
+#define KEYS_KID_MAX 64
+
+/* A kid is 1..64 of [A-Za-z0-9._-], not starting with '.', so it can only name a file in keys_dir. */
+bool keys_kid_valid(const char *kid);
+/*
+ * Loads the trusted public key keys_dir/<kid>.pem (PEM SubjectPublicKeyInfo, Ed25519 only). The
+ * file must be a regular file not writable by group or others. Returns 0 and a new key in *out
+ * (caller frees with EVP_PKEY_free), or JIT_ERR_UNKNOWN_KEY with the reason in e->msg.
+ */
+int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, struct jit_error *e);
+/* Loads an Ed25519 private key (PEM PKCS#8). Returns 0, or -errno / -EINVAL (not Ed25519). */
+int keys_load_private(const char *path, EVP_PKEY **out);
+/*
+ * Generates an Ed25519 key pair and writes dir/<kid>.key (mode 0600) and dir/<kid>.pem (0644).
+ * Refuses to overwrite existing files. Returns 0 or -errno.
+ */
+int keys_generate(const char *dir, const char *kid);
+
+#endif

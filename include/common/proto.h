@@ -1,0 +1,38 @@
+#ifndef JITD_COMMON_PROTO_H
+#define JITD_COMMON_PROTO_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+struct jit_error;
+
+/*
+ * The control socket protocol between jitctl and jitd: one JSON object per line in each
+ * direction, one request per connection.
+ *   request:  {"op":"submit","token":"<compact JWS>"} | {"op":"status"}
+ *   reply:    {"ok":true, ...op-specific members...}
+ *           | {"ok":false,"error":"<jit_err_name>","message":"<sentence>"}
+ */
+#define PROTO_MAX_MESSAGE (64 * 1024)
+#define PROTO_TIMEOUT_MS 10000
+
+/*
+ * Parses one message (without or with its trailing newline). Must be a JSON object without
+ * duplicate names, no longer than PROTO_MAX_MESSAGE. Returns 0 and a new reference in *out, or
+ * JIT_ERR_TOO_LARGE / JIT_ERR_BAD_REQUEST.
+ */
+int proto_decode(const char *buf, size_t len, json_t **out, struct jit_error *e);
+/* Serialises msg compactly with a trailing newline. Returns a malloc'ed string or NULL. */
+char *proto_encode(const json_t *msg);
+/* {"ok":false,"error":name,"message":msg} (new reference, NULL on OOM). */
+json_t *proto_error(int code, const char *msg);
+
+/*
+ * Client side: connects to the Unix socket at path, sends request, reads one reply line.
+ * Returns 0 and a new reference in *reply; -errno when the agent cannot be reached or the
+ * exchange fails (-ETIMEDOUT after PROTO_TIMEOUT_MS, -EPROTO for an unparseable reply).
+ */
+int proto_call(const char *path, const json_t *request, json_t **reply);
+
+#endif
