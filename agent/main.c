@@ -1,1 +1,140 @@
-/* stub: not yet written */
+#include <err.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "agent/ctl.h"
+#include "agent/enforce.h"
+#include "agent/nft.h"
+#include "agent/store.h"
+#include "common/config.h"
+#include "common/err.h"
+#include "common/log.h"
+
+/* How often jitd forgets grants the kernel has already expired. */
+#define EXPIRE_INTERVAL_SEC 1
+
+struct opts {
+	const char *config_path;
+	bool check_only;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: jitd [-c CONFIG] [--check-config] [-v] [--help] [--version]\n"
+		"Just-in-time access agent: keeps management ports closed in nftables table\n"
+		"'inet jitd' and opens them for signed, time-bounded grants.\n\n"
+		"  -c, --config PATH   configuration file (default %s)\n"
+		"  -t, --check-config  validate the configuration and exit\n"
+		"  -v, --verbose       log debug messages\n"
+		"  -h, --help          show this help\n"
+		"  -V, --version       show the version\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+static void parse_opts(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	o->config_path = CONFIG_DEFAULT_PATH;
+	while ((ch = getopt_long(argc, argv, "c:tvhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': o->config_path = optarg; break;
+		case 't': o->check_only = true; break;
+		case 'v': log_set_level(LOG_LVL_DEBUG); break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf("jitd %s\n", JITD_VERSION); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "jitd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		exit(2);
+	}
+}
+
+static void jitd_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("received %s, stopping (table inet jitd stays: ports remain closed)",
+		strsignal((int)sig));
+	event_base_loopexit(arg, NULL);
+}
+
+static void jitd_expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	enforce_expire(arg);
+}
+
+int main(int argc, char **argv)
+{
+	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
+	struct event *sigterm, *sigint, *expire;
+	struct jit_error jerr = { 0 };
+	struct config *cfg = NULL;
+	struct enforce *enf = NULL;
+	struct store *store = NULL;
+	struct event_base *base;
+	struct ctl *ctl = NULL;
+	struct nft *nft = NULL;
+	struct opts o = { 0 };
+	char kerr[256];
+	int ret;
+
+	parse_opts(argc, argv, &o);
+	if (config_load(o.config_path, &cfg, &jerr))
+		errx(1, "%s", jerr.msg);
+	if (o.check_only) {
+		printf("%s: configuration OK (%zu protected port(s))\n", o.config_path, cfg->n_ports);
+		config_free(cfg);
+		return 0;
+	}
+	/* A client that goes away mid-reply must not kill the agent. */
+	signal(SIGPIPE, SIG_IGN);
+	if (!(base = event_base_new()))
+		errx(1, "cannot create the event loop");
+	if ((ret = nft_open(&nft)))
+		errx(1, "cannot open the nf_tables netlink socket: %s", strerror(-ret));
+	if ((ret = store_open(cfg->state_dir, &store)))
+		errx(1, "cannot open state directory %s: %s", cfg->state_dir, strerror(-ret));
+	if ((ret = enforce_open(cfg, nft, store, &enf, kerr, sizeof(kerr))))
+		errx(1, "cannot install table inet jitd: %s", kerr[0] ? kerr : strerror(-ret));
+	if ((ret = ctl_open(base, cfg->control_socket, enf, &ctl)))
+		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
+
+	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
+	sigint = evsignal_new(base, SIGINT, jitd_signal_cb, base);
+	expire = event_new(base, -1, EV_PERSIST, jitd_expire_cb, enf);
+	if (!sigterm || !sigint || !expire || evsignal_add(sigterm, NULL) ||
+		evsignal_add(sigint, NULL) || event_add(expire, &tick))
+		errx(1, "cannot register events");
+	log_info("ready: host %s, %zu protected port(s), control socket %s", cfg->host_id,
+		cfg->n_ports, cfg->control_socket);
+
+	event_base_dispatch(base);
+
+	event_free(expire);
+	event_free(sigint);
+	event_free(sigterm);
+	ctl_close(&ctl);
+	enforce_close(&enf);
+	store_close(&store);
+	nft_close(&nft);
+	event_base_free(base);
+	config_free(cfg);
+	return 0;
+}

@@ -1,1 +1,424 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/batch.h>
+#include <libnftnl/common.h>
+#include <libnftnl/object.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+
+#include "agent/nft.h"
+
+/* Sized like nftables' mnl.c: a page holds a full netlink message plus the overrun. */
+#define NFT_NLMSG_MAXSIZE (UINT16_MAX + 4096)
+#define BATCH_PAGE_SIZE (2 * 1024 * 1024)
+#define ACK_TIMEOUT_MS 5000
+#define DUMP_RETRIES 5
+/* Acks of a 100k-element restore arrive together; the default receive buffer would drop them. */
+#define SOCK_BUFSIZE (8 * 1024 * 1024)
+
+struct nft {
+	struct mnl_socket *nl;
+	uint32_t portid;
+	uint32_t seq;
+};
+
+struct batch_msg {
+	uint32_t seq;
+	const char *what;
+};
+
+struct nft_batch {
+	struct nft *nft;
+	struct nftnl_batch *nb;
+	struct batch_msg *msgs;
+	size_t n, cap;
+};
+
+static void set_bufsize(struct mnl_socket *nl, int opt_force, int opt, int size)
+{
+	int fd = mnl_socket_get_fd(nl);
+
+	/* FORCE needs CAP_NET_ADMIN, which jitd has; the plain option is the capped fallback. */
+	if (setsockopt(fd, SOL_SOCKET, opt_force, &size, sizeof(size)) < 0)
+		(void)setsockopt(fd, SOL_SOCKET, opt, &size, sizeof(size));
+}
+
+int nft_open(struct nft **out)
+{
+	struct nft *n;
+	int one = 1, ret;
+
+	*out = NULL;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!n->nl) {
+		ret = -errno;
+		goto fail;
+	}
+	if (mnl_socket_bind(n->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	/* Without extended acks a refusal is a bare errno; with them the kernel says which attribute. */
+	(void)mnl_socket_setsockopt(n->nl, NETLINK_EXT_ACK, &one, sizeof(one));
+	set_bufsize(n->nl, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUFSIZE);
+	set_bufsize(n->nl, SO_SNDBUFFORCE, SO_SNDBUF, SOCK_BUFSIZE);
+	n->portid = mnl_socket_get_portid(n->nl);
+	n->seq = (uint32_t)time(NULL);
+	*out = n;
+	return 0;
+fail:
+	if (n->nl)
+		mnl_socket_close(n->nl);
+	free(n);
+	return ret;
+}
+
+void nft_close(struct nft **n)
+{
+	if (!n || !*n)
+		return;
+	mnl_socket_close((*n)->nl);
+	free(*n);
+	*n = NULL;
+}
+
+int nft_batch_new(struct nft *n, struct nft_batch **out)
+{
+	struct nft_batch *b;
+
+	*out = NULL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->nft = n;
+	b->nb = nftnl_batch_alloc(BATCH_PAGE_SIZE, NFT_NLMSG_MAXSIZE);
+	if (!b->nb) {
+		free(b);
+		return -ENOMEM;
+	}
+	nftnl_batch_begin(nftnl_batch_buffer(b->nb), n->seq++);
+	nftnl_batch_update(b->nb);
+	*out = b;
+	return 0;
+}
+
+void nft_batch_free(struct nft_batch *b)
+{
+	if (!b)
+		return;
+	nftnl_batch_free(b->nb);
+	free(b->msgs);
+	free(b);
+}
+
+size_t nft_batch_count(const struct nft_batch *b)
+{
+	return b->n;
+}
+
+struct nlmsghdr *nft_batch_msg(struct nft_batch *b, uint16_t type, uint16_t family,
+	uint16_t flags, const char *what)
+{
+	struct nlmsghdr *nlh;
+
+	/* The previous message's payload is complete now: account for it before starting ours. */
+	if (b->n && nftnl_batch_update(b->nb) < 0)
+		return NULL;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 16;
+		struct batch_msg *m = realloc(b->msgs, cap * sizeof(*m));
+
+		if (!m)
+			return NULL;
+		b->msgs = m;
+		b->cap = cap;
+	}
+	b->msgs[b->n].seq = b->nft->seq;
+	b->msgs[b->n].what = what;
+	b->n++;
+	nlh = nftnl_nlmsg_build_hdr(nftnl_batch_buffer(b->nb), type, family, flags | NLM_F_ACK,
+		b->nft->seq++);
+	return nlh;
+}
+
+static const char *msg_what(const struct nft_batch *b, uint32_t seq)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->msgs[i].seq == seq)
+			return b->msgs[i].what;
+	return "batch";
+}
+
+/* Records the first failure with the kernel's own explanation when it gave one. */
+static void note_error(const struct nft_batch *b, const struct nlmsghdr *nlh, int *first,
+	char err[static NFT_ERRLEN])
+{
+	const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *attr;
+	const char *text = NULL;
+	size_t off = sizeof(*e);
+
+	if (*first)
+		return;
+	*first = e->error;
+	/* Without NLM_F_CAPPED the kernel echoes the offending message before the TLVs. */
+	if (!(nlh->nlmsg_flags & NLM_F_CAPPED))
+		off += e->msg.nlmsg_len - sizeof(struct nlmsghdr);
+	if (nlh->nlmsg_flags & NLM_F_ACK_TLVS) {
+		mnl_attr_for_each(attr, nlh, off) {
+			if (mnl_attr_get_type(attr) == NLMSGERR_ATTR_MSG &&
+				mnl_attr_validate(attr, MNL_TYPE_NUL_STRING) == 0)
+				text = mnl_attr_get_str(attr);
+		}
+	}
+	snprintf(err, NFT_ERRLEN, "%s: %s", msg_what(b, e->msg.nlmsg_seq),
+		text ? text : strerror(-e->error));
+}
+
+static int send_batch(struct nft_batch *b)
+{
+	struct sockaddr_nl snl = { .nl_family = AF_NETLINK };
+	struct msghdr msg = { 0 };
+	struct iovec *iov;
+	int iovlen, ret = 0;
+
+	iovlen = nftnl_batch_iovec_len(b->nb);
+	iov = calloc((size_t)iovlen, sizeof(*iov));
+	if (!iov)
+		return -ENOMEM;
+	nftnl_batch_iovec(b->nb, iov, (uint32_t)iovlen);
+	msg.msg_name = &snl;
+	msg.msg_namelen = sizeof(snl);
+	msg.msg_iov = iov;
+	msg.msg_iovlen = (size_t)iovlen;
+	if (sendmsg(mnl_socket_get_fd(b->nft->nl), &msg, 0) < 0)
+		ret = -errno;
+	free(iov);
+	return ret;
+}
+
+/* Reads until every message has been acknowledged (ok or error) or the deadline passes. */
+static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
+	struct pollfd pfd = { .fd = mnl_socket_get_fd(b->nft->nl), .events = POLLIN };
+	size_t acked = 0;
+	int first = 0;
+
+	while (acked < b->n) {
+		const struct nlmsghdr *nlh;
+		ssize_t len;
+		int rest, r = poll(&pfd, 1, ACK_TIMEOUT_MS);
+
+		if (r == 0) {
+			snprintf(err, NFT_ERRLEN, "no answer from the kernel for %zu of %zu changes",
+				b->n - acked, b->n);
+			return -ETIMEDOUT;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		len = r < 0 ? -1 : mnl_socket_recvfrom(b->nft->nl, buf, sizeof(buf));
+		if (len < 0) {
+			snprintf(err, NFT_ERRLEN, "reading kernel acks: %s", strerror(errno));
+			return -errno;
+		}
+		rest = (int)len;
+		for (nlh = (void *)buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest)) {
+			if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_pid != b->nft->portid)
+				continue;
+			if (((const struct nlmsgerr *)mnl_nlmsg_get_payload(nlh))->error)
+				note_error(b, nlh, &first, err);
+			acked++;
+		}
+	}
+	return first;
+}
+
+int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN])
+{
+	int ret;
+
+	err[0] = '\0';
+	if (!b->n)
+		return 0;
+	if (nftnl_batch_update(b->nb) < 0)
+		return -ENOMEM;
+	nftnl_batch_end(nftnl_batch_buffer(b->nb), b->nft->seq++);
+	if (nftnl_batch_update(b->nb) < 0)
+		return -ENOMEM;
+	ret = send_batch(b);
+	if (ret < 0) {
+		snprintf(err, NFT_ERRLEN, "sending %zu changes: %s", b->n, strerror(-ret));
+		return ret;
+	}
+	return digest_acks(b, err);
+}
+
+static int dump_interrupted(const char *buf, ssize_t len)
+{
+	const struct nlmsghdr *nlh;
+	int rest = (int)len;
+
+	for (nlh = (const void *)buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest))
+		if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
+			return 1;
+	return 0;
+}
+
+/*
+ * Runs one dump request and feeds every reply to cb. NLM_F_DUMP_INTR means the ruleset changed
+ * while the kernel was answering: the result is retried rather than trusted.
+ */
+static int dump(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg,
+	void (*reset)(void *))
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
+
+	for (int attempt = 0; attempt < DUMP_RETRIES; attempt++) {
+		int ret, intr = 0;
+
+		req->nlmsg_seq = n->seq++;
+		if (mnl_socket_sendto(n->nl, req, req->nlmsg_len) < 0)
+			return -errno;
+		do {
+			ssize_t len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf));
+
+			if (len < 0)
+				return -errno;
+			intr |= dump_interrupted(buf, len);
+			ret = mnl_cb_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg);
+		} while (ret > 0);
+		if (ret < 0)
+			return -errno;
+		if (!intr)
+			return 0;
+		if (reset)
+			reset(arg);
+	}
+	return -EINTR;
+}
+
+static int table_cb(const struct nlmsghdr *nlh __attribute__((unused)), void *arg)
+{
+	*(bool *)arg = true;
+	return MNL_CB_OK;
+}
+
+int nft_table_exists(struct nft *n, const char *table, bool *exists)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nlmsghdr *nlh;
+	int ret;
+
+	*exists = false;
+	if (!t)
+		return -ENOMEM;
+	nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, 0);
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, table);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	nftnl_table_free(t);
+	ret = dump(n, nlh, table_cb, exists, NULL);
+	if (ret == -ENOENT)
+		ret = 0;
+	return ret;
+}
+
+static int set_elems_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct nftnl_set **s = arg;
+
+	return nftnl_set_elems_nlmsg_parse(nlh, *s) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
+}
+
+static struct nftnl_set *set_named(const char *table, const char *set)
+{
+	struct nftnl_set *s = nftnl_set_alloc();
+
+	if (s) {
+		nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+		nftnl_set_set_str(s, NFTNL_SET_NAME, set);
+	}
+	return s;
+}
+
+/* A retried dump must not append to the interrupted one's elements: start from a fresh set. */
+static void set_reset(void *arg)
+{
+	struct nftnl_set **s = arg;
+	struct nftnl_set *fresh = set_named(nftnl_set_get_str(*s, NFTNL_SET_TABLE),
+		nftnl_set_get_str(*s, NFTNL_SET_NAME));
+
+	if (!fresh)
+		return; /* keeps the old set; the retry limit still ends the loop */
+	nftnl_set_free(*s);
+	*s = fresh;
+}
+
+int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl_set **out)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nftnl_set *s = set_named(table, set);
+	struct nlmsghdr *nlh;
+	int ret;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
+	nftnl_set_elems_nlmsg_build_payload(nlh, s);
+	ret = dump(n, nlh, set_elems_cb, &s, set_reset);
+	if (ret < 0) {
+		nftnl_set_free(s);
+		return ret;
+	}
+	*out = s;
+	return 0;
+}
+
+static int obj_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	return nftnl_obj_nlmsg_parse(nlh, arg) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
+}
+
+int nft_counter_get(struct nft *n, const char *table, const char *name, uint64_t *packets,
+	uint64_t *bytes)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nftnl_obj *req = nftnl_obj_alloc(), *reply = nftnl_obj_alloc();
+	struct nlmsghdr *nlh;
+	int ret = -ENOMEM;
+
+	*packets = *bytes = 0;
+	if (!req || !reply)
+		goto out;
+	nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETOBJ, NFPROTO_INET, NLM_F_ACK, 0);
+	nftnl_obj_set_str(req, NFTNL_OBJ_TABLE, table);
+	nftnl_obj_set_str(req, NFTNL_OBJ_NAME, name);
+	nftnl_obj_set_u32(req, NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+	nftnl_obj_nlmsg_build_payload(nlh, req);
+	/* A separate reply object: libnftnl's parser overwrites strings without freeing them. */
+	ret = dump(n, nlh, obj_cb, reply, NULL);
+	if (ret == 0) {
+		*packets = nftnl_obj_get_u64(reply, NFTNL_OBJ_CTR_PKTS);
+		*bytes = nftnl_obj_get_u64(reply, NFTNL_OBJ_CTR_BYTES);
+	}
+out:
+	nftnl_obj_free(reply);
+	nftnl_obj_free(req);
+	return ret;
+}

@@ -1,1 +1,676 @@
-/* stub: not yet written */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <libnftnl/chain.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/object.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netlink.h>
+
+#include "agent/nft.h"
+#include "agent/ranges.h"
+#include "agent/ruleset.h"
+#include "common/config.h"
+#include "common/port.h"
+
+/*
+ * nft's datatype ids, combined for concatenations as nft does (6 bits per member), so that
+ * `nft list table inet jitd` prints our sets with their real types.
+ */
+#define TYPE_IPADDR 7
+#define TYPE_IP6ADDR 8
+#define TYPE_INET_PROTOCOL 12
+#define TYPE_INET_SERVICE 13
+#define TYPE_BITS 6
+#define CONCAT2(a, b) (((a) << TYPE_BITS) | (b))
+#define CONCAT3(a, b, c) ((((a) << TYPE_BITS | (b)) << TYPE_BITS) | (c))
+
+/* Concatenated keys use 32-bit register slots; every member is padded to 4 bytes. */
+#define REG(slot) (NFT_REG32_00 + (slot))
+
+enum { SET_PROTECTED, SET_ALWAYS4, SET_ALWAYS6, SET_ALLOW4, SET_ALLOW6, SET__COUNT };
+
+static const struct set_shape {
+	const char *name;
+	uint32_t flags;
+	uint32_t key_type;
+	uint32_t key_len;
+	uint8_t fields[4]; /* concat member lengths, for interval concatenations */
+} shapes[SET__COUNT] = {
+	[SET_PROTECTED] = { RULESET_SET_PROTECTED, 0,
+		CONCAT2(TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 8, { 0 } },
+	[SET_ALWAYS4] = { RULESET_SET_ALWAYS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, { 0 } },
+	[SET_ALWAYS6] = { RULESET_SET_ALWAYS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, { 0 } },
+	[SET_ALLOW4] = { RULESET_SET_ALLOW4, NFT_SET_INTERVAL | NFT_SET_TIMEOUT | NFT_SET_CONCAT,
+		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 } },
+	[SET_ALLOW6] = { RULESET_SET_ALLOW6, NFT_SET_INTERVAL | NFT_SET_TIMEOUT | NFT_SET_CONCAT,
+		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 } },
+};
+
+static int add_table(struct nft_batch *b)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!t)
+		return -ENOMEM;
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE);
+	nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, "create table inet jitd");
+	if (nlh)
+		nftnl_table_nlmsg_build_payload(nlh, t);
+	nftnl_table_free(t);
+	return nlh ? 0 : -ENOMEM;
+}
+
+static struct nftnl_set *set_new(const char *name)
+{
+	struct nftnl_set *s = nftnl_set_alloc();
+
+	if (!s)
+		return NULL;
+	nftnl_set_set_str(s, NFTNL_SET_TABLE, RULESET_TABLE);
+	nftnl_set_set_str(s, NFTNL_SET_NAME, name);
+	nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+	return s;
+}
+
+static int add_set(struct nft_batch *b, const struct set_shape *sh, uint32_t id)
+{
+	struct nftnl_set *s = set_new(sh->name);
+	struct nlmsghdr *nlh;
+	size_t nfields = strlen((const char *)sh->fields);
+
+	if (!s)
+		return -ENOMEM;
+	nftnl_set_set_u32(s, NFTNL_SET_ID, id);
+	nftnl_set_set_u32(s, NFTNL_SET_FLAGS, sh->flags);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, sh->key_type);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, sh->key_len);
+	if (nfields)
+		nftnl_set_set_data(s, NFTNL_SET_DESC_CONCAT, sh->fields, (uint32_t)nfields);
+	nlh = nft_batch_msg(b, NFT_MSG_NEWSET, NFPROTO_INET, NLM_F_CREATE, sh->name);
+	if (nlh)
+		nftnl_set_nlmsg_build_payload(nlh, s);
+	nftnl_set_free(s);
+	return nlh ? 0 : -ENOMEM;
+}
+
+/* A DELSETELEM without elements empties the set (nft's `flush set`). */
+static int flush_set(struct nft_batch *b, const char *name)
+{
+	struct nftnl_set *s = set_new(name);
+	struct nlmsghdr *nlh;
+
+	if (!s)
+		return -ENOMEM;
+	nlh = nft_batch_msg(b, NFT_MSG_DELSETELEM, NFPROTO_INET, 0, name);
+	if (nlh)
+		nftnl_set_elems_nlmsg_build_payload(nlh, s);
+	nftnl_set_free(s);
+	return nlh ? 0 : -ENOMEM;
+}
+
+/*
+ * Sends s's elements as NEWSETELEM/DELSETELEM messages, starting a new message whenever the
+ * element nest would overflow (the iterator build returns 1 while elements remain).
+ */
+static int send_elems(struct nft_batch *b, struct nftnl_set *s, size_t count, uint16_t type,
+	const char *what)
+{
+	struct nftnl_set_elems_iter *it;
+	int more = 1;
+
+	if (!count)
+		return 0;
+	it = nftnl_set_elems_iter_create(s);
+	if (!it)
+		return -ENOMEM;
+	while (more > 0) {
+		struct nlmsghdr *nlh = nft_batch_msg(b, type, NFPROTO_INET,
+			type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE | NLM_F_EXCL : 0, what);
+
+		more = nlh ? nftnl_set_elems_nlmsg_build_payload_iter(nlh, it) : -ENOMEM;
+	}
+	nftnl_set_elems_iter_destroy(it);
+	return more < 0 ? -ENOMEM : 0;
+}
+
+static int fill_protected(struct nft_batch *b, const struct config *cfg)
+{
+	struct nftnl_set *s = set_new(RULESET_SET_PROTECTED);
+	size_t count = 0;
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < cfg->n_ports; i++) {
+		for (unsigned proto = PORT_PROTO_TCP; proto <= PORT_PROTO_UDP; proto <<= 1) {
+			uint8_t key[8] = { 0 };
+			uint16_t port = htons(cfg->ports[i].port);
+			struct nftnl_set_elem *e;
+
+			if (!(cfg->ports[i].protos & proto))
+				continue;
+			e = nftnl_set_elem_alloc();
+			if (!e) {
+				nftnl_set_free(s);
+				return -ENOMEM;
+			}
+			key[0] = port_proto_ipproto(proto);
+			memcpy(&key[4], &port, 2);
+			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, sizeof(key));
+			nftnl_set_elem_add(s, e);
+			count++;
+		}
+	}
+	ret = send_elems(b, s, count, NFT_MSG_NEWSETELEM, "protected ports");
+	nftnl_set_free(s);
+	return ret;
+}
+
+static bool all_ones(const uint8_t *a, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (a[i] != 0xff)
+			return false;
+	return true;
+}
+
+static void increment(uint8_t *a, size_t len)
+{
+	for (size_t i = len; i-- > 0;)
+		if (++a[i])
+			break;
+}
+
+/*
+ * Single-field interval sets (rbtree) take an interval as a start element plus an end element
+ * one past the last address, flagged INTERVAL_END; a range reaching the top needs no end.
+ */
+static int add_interval(struct nftnl_set *s, const struct span *sp, size_t alen, size_t *count)
+{
+	struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+	uint8_t end[16];
+
+	if (!e)
+		return -ENOMEM;
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, sp->lo, (uint32_t)alen);
+	nftnl_set_elem_add(s, e);
+	(*count)++;
+	if (all_ones(sp->hi, alen))
+		return 0;
+	memcpy(end, sp->hi, alen);
+	increment(end, alen);
+	e = nftnl_set_elem_alloc();
+	if (!e)
+		return -ENOMEM;
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, end, (uint32_t)alen);
+	nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+	nftnl_set_elem_add(s, e);
+	(*count)++;
+	return 0;
+}
+
+static int fill_always(struct nft_batch *b, const struct config *cfg, int family)
+{
+	const char *name = family == AF_INET ? RULESET_SET_ALWAYS4 : RULESET_SET_ALWAYS6;
+	size_t alen = family == AF_INET ? 4 : 16, n = 0, nout = 0, count = 0;
+	struct span *in = calloc(cfg->n_always_allow + 1, sizeof(*in)), *out = NULL;
+	struct nftnl_set *s = set_new(name);
+	int ret = -ENOMEM;
+
+	if (!in || !s)
+		goto out;
+	for (size_t i = 0; i < cfg->n_always_allow; i++)
+		if (cfg->always_allow[i].family == family)
+			prefix_range(&cfg->always_allow[i], in[n].lo, in[n].hi), n++;
+	/* Overlapping or adjacent config prefixes must become disjoint intervals for the kernel. */
+	ret = ranges_disjoint(in, n, alen, &out, &nout);
+	for (size_t i = 0; ret == 0 && i < nout; i++)
+		ret = add_interval(s, &out[i], alen, &count);
+	if (ret == 0)
+		ret = send_elems(b, s, count, NFT_MSG_NEWSETELEM, name);
+out:
+	nftnl_set_free(s);
+	free(out);
+	free(in);
+	return ret;
+}
+
+static int add_counter(struct nft_batch *b)
+{
+	struct nftnl_obj *o = nftnl_obj_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!o)
+		return -ENOMEM;
+	nftnl_obj_set_str(o, NFTNL_OBJ_TABLE, RULESET_TABLE);
+	nftnl_obj_set_str(o, NFTNL_OBJ_NAME, RULESET_COUNTER_DENIED);
+	nftnl_obj_set_u32(o, NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+	nlh = nft_batch_msg(b, NFT_MSG_NEWOBJ, NFPROTO_INET, NLM_F_CREATE, "counter denied");
+	if (nlh)
+		nftnl_obj_nlmsg_build_payload(nlh, o);
+	nftnl_obj_free(o);
+	return nlh ? 0 : -ENOMEM;
+}
+
+static int add_chain(struct nft_batch *b)
+{
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!c)
+		return -ENOMEM;
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, RULESET_TABLE);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, RULESET_CHAIN);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, 0);
+	/* accept: traffic jitd does not guard continues to the host's own rules untouched. */
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+	nlh = nft_batch_msg(b, NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, "chain input");
+	if (nlh)
+		nftnl_chain_nlmsg_build_payload(nlh, c);
+	nftnl_chain_free(c);
+	return nlh ? 0 : -ENOMEM;
+}
+
+/* A DELRULE naming only the chain removes all its rules (nft's `flush chain`). */
+static int flush_chain(struct nft_batch *b)
+{
+	struct nftnl_rule *r = nftnl_rule_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!r)
+		return -ENOMEM;
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, RULESET_TABLE);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, RULESET_CHAIN);
+	nlh = nft_batch_msg(b, NFT_MSG_DELRULE, NFPROTO_INET, 0, "flush chain input");
+	if (nlh)
+		nftnl_rule_nlmsg_build_payload(nlh, r);
+	nftnl_rule_free(r);
+	return nlh ? 0 : -ENOMEM;
+}
+
+/* One tiny builder per expression, as in libnftnl's nft-rule-add example. */
+static bool expr_add(struct nftnl_rule *r, struct nftnl_expr *e)
+{
+	if (!e)
+		return false;
+	nftnl_rule_add_expr(r, e);
+	return true;
+}
+
+static bool add_meta(struct nftnl_rule *r, uint32_t key, uint32_t dreg)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("meta");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_payload(struct nftnl_rule *r, uint32_t base, uint32_t off, uint32_t len,
+	uint32_t dreg)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("payload");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, off);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_bitwise(struct nftnl_rule *r, uint32_t mask)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
+	uint32_t zero = 0;
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, sizeof(mask));
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, sizeof(mask));
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, sizeof(zero));
+	}
+	return expr_add(r, e);
+}
+
+static bool add_ct_state(struct nftnl_rule *r)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("ct");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_lookup(struct nftnl_rule *r, const char *set, uint32_t sreg, bool invert)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("lookup");
+
+	if (e) {
+		nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
+		if (invert)
+			nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_verdict(struct nftnl_rule *r, int verdict)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)verdict);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_counter_ref(struct nftnl_rule *r)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("objref");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+		nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, RULESET_COUNTER_DENIED);
+	}
+	return expr_add(r, e);
+}
+
+static bool add_reject(struct nftnl_rule *r, uint32_t type, uint8_t code)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("reject");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, type);
+		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, code);
+	}
+	return expr_add(r, e);
+}
+
+/* meta l4proto . th dport into slots first, first + 1. */
+static bool add_proto_port(struct nftnl_rule *r, uint32_t first)
+{
+	return add_meta(r, NFT_META_L4PROTO, REG(first)) &&
+		add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, REG(first + 1));
+}
+
+static bool add_nfproto(struct nftnl_rule *r, int family)
+{
+	uint8_t proto = family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6;
+
+	return add_meta(r, NFT_META_NFPROTO, NFT_REG_1) && add_cmp(r, NFT_CMP_EQ, &proto, 1);
+}
+
+/* ip saddr / ip6 saddr into slot 0. */
+static bool add_saddr(struct nftnl_rule *r, int family)
+{
+	return family == AF_INET ? add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, REG(0)) :
+				   add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, REG(0));
+}
+
+static bool rule_ct(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+{
+	uint32_t zero = 0;
+
+	return add_ct_state(r) &&
+		add_bitwise(r, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED)) &&
+		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero)) && add_verdict(r, NF_ACCEPT);
+}
+
+static bool rule_unprotected(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+{
+	return add_proto_port(r, 0) && add_lookup(r, RULESET_SET_PROTECTED, REG(0), true) &&
+		add_verdict(r, NFT_RETURN);
+}
+
+static bool rule_always(struct nftnl_rule *r, const void *arg)
+{
+	int family = *(const int *)arg;
+
+	return add_nfproto(r, family) && add_saddr(r, family) &&
+		add_lookup(r, family == AF_INET ? RULESET_SET_ALWAYS4 : RULESET_SET_ALWAYS6, REG(0),
+			false) &&
+		add_verdict(r, NF_ACCEPT);
+}
+
+static bool rule_allow(struct nftnl_rule *r, const void *arg)
+{
+	int family = *(const int *)arg;
+	uint32_t slots = family == AF_INET ? 1 : 4;
+
+	return add_nfproto(r, family) && add_saddr(r, family) && add_proto_port(r, slots) &&
+		add_lookup(r, family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6, REG(0),
+			false) &&
+		add_verdict(r, NF_ACCEPT);
+}
+
+/*
+ * The deny rule matches @protected again rather than relying on rule order alone: a packet
+ * whose transport header cannot be read makes the `return` rule break, not match, and must
+ * then fall through to the policy, not into a drop.
+ */
+static bool rule_deny(struct nftnl_rule *r, const void *arg)
+{
+	enum deny_action action = *(const enum deny_action *)arg;
+
+	if (!add_proto_port(r, 0) || !add_lookup(r, RULESET_SET_PROTECTED, REG(0), false) ||
+		!add_counter_ref(r))
+		return false;
+	if (action == DENY_DROP)
+		return add_verdict(r, NF_DROP);
+	return add_reject(r, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_PORT_UNREACH);
+}
+
+/* TCP gets a reset, as a closed port would answer; everything else ICMP port unreachable. */
+static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+{
+	uint8_t tcp = IPPROTO_TCP;
+
+	return add_meta(r, NFT_META_L4PROTO, NFT_REG_1) && add_cmp(r, NFT_CMP_EQ, &tcp, 1) &&
+		add_proto_port(r, 0) && add_lookup(r, RULESET_SET_PROTECTED, REG(0), false) &&
+		add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
+}
+
+static int add_rule(struct nft_batch *b, bool (*build)(struct nftnl_rule *, const void *),
+	const void *arg, const char *what)
+{
+	struct nftnl_rule *r = nftnl_rule_alloc();
+	struct nlmsghdr *nlh = NULL;
+
+	if (!r)
+		return -ENOMEM;
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, RULESET_TABLE);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, RULESET_CHAIN);
+	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+	if (build(r, arg))
+		nlh = nft_batch_msg(b, NFT_MSG_NEWRULE, NFPROTO_INET, NLM_F_CREATE | NLM_F_APPEND,
+			what);
+	if (nlh)
+		nftnl_rule_nlmsg_build_payload(nlh, r);
+	nftnl_rule_free(r);
+	return nlh ? 0 : -ENOMEM;
+}
+
+static int add_rules(struct nft_batch *b, const struct config *cfg)
+{
+	static const int v4 = AF_INET, v6 = AF_INET6;
+	int ret;
+
+	if ((ret = add_rule(b, rule_ct, NULL, "rule ct state")) ||
+		(ret = add_rule(b, rule_unprotected, NULL, "rule unprotected ports")) ||
+		(ret = add_rule(b, rule_always, &v4, "rule always4")) ||
+		(ret = add_rule(b, rule_always, &v6, "rule always6")) ||
+		(ret = add_rule(b, rule_allow, &v4, "rule allow4")) ||
+		(ret = add_rule(b, rule_allow, &v6, "rule allow6")))
+		return ret;
+	if (cfg->deny_action == DENY_REJECT &&
+		(ret = add_rule(b, rule_deny_tcp, NULL, "rule reject tcp")))
+		return ret;
+	return add_rule(b, rule_deny, &cfg->deny_action, "rule deny");
+}
+
+int ruleset_build(struct nft_batch *b, const struct config *cfg)
+{
+	int ret;
+
+	if ((ret = add_table(b)))
+		return ret;
+	for (uint32_t i = 0; i < SET__COUNT; i++)
+		if ((ret = add_set(b, &shapes[i], i + 1)))
+			return ret;
+	if ((ret = add_counter(b)) || (ret = add_chain(b)) || (ret = flush_chain(b)))
+		return ret;
+	if ((ret = flush_set(b, RULESET_SET_PROTECTED)) || (ret = fill_protected(b, cfg)) ||
+		(ret = flush_set(b, RULESET_SET_ALWAYS4)) || (ret = fill_always(b, cfg, AF_INET)) ||
+		(ret = flush_set(b, RULESET_SET_ALWAYS6)) || (ret = fill_always(b, cfg, AF_INET6)))
+		return ret;
+	return add_rules(b, cfg);
+}
+
+int ruleset_delete(struct nft_batch *b)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!t)
+		return -ENOMEM;
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE);
+	nlh = nft_batch_msg(b, NFT_MSG_DELTABLE, NFPROTO_INET, 0, "delete table inet jitd");
+	if (nlh)
+		nftnl_table_nlmsg_build_payload(nlh, t);
+	nftnl_table_free(t);
+	return nlh ? 0 : -ENOMEM;
+}
+
+/* addr . proto . port with each member padded to its 4-byte register slot. */
+static uint32_t elem_key(const struct ruleset_elem *e, const uint8_t *addr, uint8_t key[24])
+{
+	size_t alen = e->family == AF_INET ? 4 : 16;
+	uint16_t port = htons(e->port);
+
+	memset(key, 0, 24);
+	memcpy(key, addr, alen);
+	key[alen] = e->ipproto;
+	memcpy(&key[alen + 4], &port, 2);
+	return (uint32_t)(alen + 8);
+}
+
+static int put_elem(struct nftnl_set *s, const struct ruleset_elem *re, int64_t timeout_ms)
+{
+	struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+	uint8_t key[24];
+	uint32_t klen;
+
+	if (!e)
+		return -ENOMEM;
+	klen = elem_key(re, re->lo, key);
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, klen);
+	klen = elem_key(re, re->hi, key);
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, key, klen);
+	if (timeout_ms > 0)
+		nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, (uint64_t)timeout_ms);
+	nftnl_set_elem_add(s, e);
+	return 0;
+}
+
+/* One message series per (set, direction): the family decides the set. */
+static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n, int family,
+	bool add, int64_t now_ms)
+{
+	const char *name = family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6;
+	struct nftnl_set *s = set_new(name);
+	size_t count = 0;
+	int ret = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		int64_t left = v[i].exp_ms - now_ms;
+
+		if (v[i].family != family)
+			continue;
+		if (v[i].ipproto != IPPROTO_TCP && v[i].ipproto != IPPROTO_UDP)
+			ret = -EINVAL;
+		else
+			ret = put_elem(s, &v[i], add ? (left > 0 ? left : 1) : 0);
+		count++;
+	}
+	if (ret == 0)
+		ret = send_elems(b, s, count, add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
+			add ? (family == AF_INET ? "add element to allow4" : "add element to allow6") :
+			      (family == AF_INET ? "delete element from allow4" :
+						   "delete element from allow6"));
+	nftnl_set_free(s);
+	return ret;
+}
+
+int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_del,
+	const struct ruleset_elem *add, size_t n_add, int64_t now_ms)
+{
+	int ret;
+
+	if ((ret = elems_for(b, del, n_del, AF_INET, false, now_ms)) ||
+		(ret = elems_for(b, del, n_del, AF_INET6, false, now_ms)) ||
+		(ret = elems_for(b, add, n_add, AF_INET, true, now_ms)))
+		return ret;
+	return elems_for(b, add, n_add, AF_INET6, true, now_ms);
+}
+
+int ruleset_elem_parse(struct nftnl_set_elem *e, int family, int64_t now_ms,
+	struct ruleset_elem *out)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+	const uint8_t *key, *end;
+	uint32_t klen = 0, elen = 0;
+	uint16_t port;
+
+	memset(out, 0, sizeof(*out));
+	key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
+	end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
+	if (!key || !end || klen != alen + 8 || elen != klen)
+		return -EINVAL;
+	if (key[alen] != end[alen] || memcmp(&key[alen + 4], &end[alen + 4], 2))
+		return -EINVAL;
+	out->family = family;
+	memcpy(out->lo, key, alen);
+	memcpy(out->hi, end, alen);
+	out->ipproto = key[alen];
+	memcpy(&port, &key[alen + 4], 2);
+	out->port = ntohs(port);
+	/* No expiration means no timeout: nothing jitd writes lives forever, so the caller sees 0. */
+	if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
+		out->exp_ms = now_ms + (int64_t)nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
+	return 0;
+}

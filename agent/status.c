@@ -1,1 +1,351 @@
-/* stub: not yet written */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <libnftnl/set.h>
+
+#include "agent/enforce.h"
+#include "agent/nft.h"
+#include "agent/ruleset.h"
+#include "agent/status.h"
+#include "common/config.h"
+#include "common/duration.h"
+#include "common/grant.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+#define STATUS_VERSION 1
+/* Kernel and model are compared after both have moved on by the time a dump takes. */
+#define SYNC_TOLERANCE_MS 2000
+
+/* What the kernel holds, read once per status request. */
+struct kview {
+	bool present;
+	uint64_t denied;
+	struct ruleset_elem *v;
+	size_t n;
+	int64_t now_ms;
+};
+
+static json_t *time_json(int64_t secs)
+{
+	char buf[32];
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
+		return json_null();
+	return json_string(buf);
+}
+
+static json_t *prefix_json(const struct prefix *p)
+{
+	char buf[PREFIX_STRLEN];
+
+	return prefix_format(p, buf, sizeof(buf)) ? json_null() : json_string(buf);
+}
+
+/* [lo, hi] as a prefix when it is one, "lo-hi" otherwise. */
+static json_t *range_json(int family, const uint8_t *lo, const uint8_t *hi)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+	char a[INET6_ADDRSTRLEN], b[INET6_ADDRSTRLEN], buf[2 * INET6_ADDRSTRLEN + 8];
+	struct prefix p = { .family = family };
+	unsigned bits = 0;
+
+	while (bits < alen * 8) {
+		unsigned byte = bits / 8, mask = 0x80u >> (bits % 8);
+
+		if ((lo[byte] & mask) != (hi[byte] & mask))
+			break;
+		bits++;
+	}
+	memcpy(p.addr, lo, alen);
+	p.len = (uint8_t)bits;
+	{
+		uint8_t plo[16], phi[16];
+
+		prefix_range(&p, plo, phi);
+		if (!memcmp(plo, lo, alen) && !memcmp(phi, hi, alen))
+			return prefix_json(&p);
+	}
+	inet_ntop(family, lo, a, sizeof(a));
+	inet_ntop(family, hi, b, sizeof(b));
+	snprintf(buf, sizeof(buf), "%s-%s", a, b);
+	return json_string(buf);
+}
+
+static int read_allow(struct nft *n, const char *set, int family, struct kview *kv)
+{
+	struct nftnl_set_elems_iter *it;
+	struct nftnl_set_elem *el;
+	struct nftnl_set *s = NULL;
+	int ret = nft_set_dump(n, RULESET_TABLE, set, &s);
+
+	if (ret)
+		return ret;
+	it = nftnl_set_elems_iter_create(s);
+	while (it && (el = nftnl_set_elems_iter_next(it))) {
+		struct ruleset_elem *nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv));
+
+		if (!nv) {
+			ret = -ENOMEM;
+			break;
+		}
+		kv->v = nv;
+		if (ruleset_elem_parse(el, family, kv->now_ms, &kv->v[kv->n]) == 0)
+			kv->n++;
+	}
+	nftnl_set_elems_iter_destroy(it);
+	nftnl_set_free(s);
+	return it ? ret : -ENOMEM;
+}
+
+static void kview_read(struct nft *n, struct kview *kv)
+{
+	uint64_t bytes;
+
+	memset(kv, 0, sizeof(*kv));
+	kv->now_ms = enforce_now_ms();
+	if (nft_table_exists(n, RULESET_TABLE, &kv->present) || !kv->present)
+		return;
+	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
+	if (read_allow(n, RULESET_SET_ALLOW4, AF_INET, kv) ||
+		read_allow(n, RULESET_SET_ALLOW6, AF_INET6, kv))
+		kv->present = false; /* a table without its sets is not the table jitd built */
+}
+
+static int cmp_lo(const void *a, const void *b)
+{
+	const struct ruleset_elem *x = *(const struct ruleset_elem *const *)a;
+	const struct ruleset_elem *y = *(const struct ruleset_elem *const *)b;
+
+	return memcmp(x->lo, y->lo, 16);
+}
+
+static bool next_addr(uint8_t *a, size_t alen)
+{
+	for (size_t i = alen; i-- > 0;)
+		if (++a[i])
+			return true;
+	return false;
+}
+
+/*
+ * Milliseconds until the first piece of [lo, hi] on (proto, port) leaves the kernel, or -1 if
+ * the kernel does not cover the whole range right now.
+ */
+static int64_t covered_until(const struct kview *kv, int family, uint8_t ipproto, uint16_t port,
+	const uint8_t *lo, const uint8_t *hi)
+{
+	size_t alen = family == AF_INET ? 4 : 16, n = 0;
+	const struct ruleset_elem **hit = calloc(kv->n + 1, sizeof(*hit));
+	int64_t until = INT64_MAX;
+	uint8_t want[16];
+
+	if (!hit)
+		return -1;
+	for (size_t i = 0; i < kv->n; i++) {
+		const struct ruleset_elem *k = &kv->v[i];
+
+		if (k->family == family && k->ipproto == ipproto && k->port == port &&
+			memcmp(k->hi, lo, alen) >= 0 && memcmp(k->lo, hi, alen) <= 0)
+			hit[n++] = k;
+	}
+	qsort(hit, n, sizeof(*hit), cmp_lo);
+	memcpy(want, lo, alen);
+	for (size_t i = 0; i < n && until >= 0; i++) {
+		if (memcmp(hit[i]->lo, want, alen) > 0)
+			until = -1; /* a gap */
+		else if (hit[i]->exp_ms < until)
+			until = hit[i]->exp_ms;
+		memcpy(want, hit[i]->hi, alen);
+		if (memcmp(want, hi, alen) >= 0 || !next_addr(want, alen))
+			break;
+		if (i + 1 == n)
+			until = -1; /* ends short of hi */
+	}
+	free(hit);
+	if (!n || until < 0 || until == INT64_MAX)
+		return -1;
+	return until - kv->now_ms;
+}
+
+static int64_t grant_kernel_left(const struct kview *kv, const struct grant *g)
+{
+	int64_t left = INT64_MAX;
+
+	for (size_t p = 0; p < g->n_ports; p++) {
+		for (size_t s = 0; s < g->n_src; s++) {
+			uint8_t lo[16], hi[16];
+			int64_t l;
+
+			prefix_range(&g->src[s], lo, hi);
+			l = covered_until(kv, g->src[s].family, port_proto_ipproto(g->ports[p].proto),
+				g->ports[p].port, lo, hi);
+			if (l < 0)
+				return -1;
+			if (l < left)
+				left = l;
+		}
+	}
+	return left == INT64_MAX ? -1 : left;
+}
+
+static json_t *port_list(const struct grant *g)
+{
+	json_t *a = json_array();
+	char buf[32];
+
+	for (size_t i = 0; a && i < g->n_ports; i++)
+		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)))
+			json_array_append_new(a, json_string(buf));
+	return a;
+}
+
+static json_t *grant_elements(const struct grant *g)
+{
+	json_t *a = json_array();
+
+	for (size_t s = 0; a && s < g->n_src; s++)
+		for (size_t p = 0; p < g->n_ports; p++)
+			json_array_append_new(a, json_pack("{s:o, s:s, s:i}", "source",
+				prefix_json(&g->src[s]), "protocol",
+				port_proto_name(g->ports[p].proto), "port", g->ports[p].port));
+	return a;
+}
+
+static json_t *grant_json(const struct grant *g, const struct kview *kv)
+{
+	json_t *src = json_array(), *o;
+	int64_t left = grant_kernel_left(kv, g), in = g->exp - kv->now_ms / 1000;
+
+	for (size_t i = 0; src && i < g->n_src; i++)
+		json_array_append_new(src, prefix_json(&g->src[i]));
+	o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "id", g->jti,
+		"sub", g->sub, "iss", g->iss, "kid", g->kid,
+		"reason", g->reason ? json_string(g->reason) : json_null(), "sources", src,
+		"ports", port_list(g), "issued_at", time_json(g->iat), "expires_at",
+		time_json(g->exp), "expires_in", (json_int_t)(in > 0 ? in : 0),
+		"kernel_expires_in", left < 0 ? json_null() : json_integer((left + 999) / 1000));
+	return o;
+}
+
+json_t *status_grant_json(struct enforce *e, const struct grant *g)
+{
+	struct kview kv;
+	json_t *o;
+
+	kview_read(enforce_nft(e), &kv);
+	o = grant_json(g, &kv);
+	if (o)
+		json_object_set_new(o, "elements", grant_elements(g));
+	free(kv.v);
+	return o;
+}
+
+static json_t *sources_json(const struct port_policy *pp)
+{
+	json_t *a = json_array();
+
+	if (pp->any_source)
+		json_array_append_new(a, json_string("*"));
+	for (size_t i = 0; a && !pp->any_source && i < pp->n_sources; i++)
+		json_array_append_new(a, prefix_json(&pp->sources[i]));
+	return a;
+}
+
+static json_t *ports_json(const struct config *cfg, const struct grant *g, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < cfg->n_ports; i++) {
+		const struct port_policy *pp = &cfg->ports[i];
+		char dur[32] = "";
+		int active = 0;
+
+		for (size_t j = 0; j < n; j++)
+			for (size_t p = 0; p < g[j].n_ports; p++)
+				active += g[j].ports[p].port == pp->port &&
+					(g[j].ports[p].proto & pp->protos);
+		duration_format(pp->max_duration, dur, sizeof(dur));
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:I, s:o, s:i}", "port",
+			pp->port, "protocol", port_proto_name(pp->protos), "max_duration", dur,
+			"max_duration_seconds", (json_int_t)pp->max_duration, "allowed_sources",
+			sources_json(pp), "active_grants", active));
+	}
+	return a;
+}
+
+static bool elem_match(const struct ruleset_elem *a, const struct ruleset_elem *b)
+{
+	int64_t d = a->exp_ms - b->exp_ms;
+
+	return a->family == b->family && a->ipproto == b->ipproto && a->port == b->port &&
+		!memcmp(a->lo, b->lo, 16) && !memcmp(a->hi, b->hi, 16) &&
+		d <= SYNC_TOLERANCE_MS && d >= -SYNC_TOLERANCE_MS;
+}
+
+/* Every element on one side has its twin on the other, except those expiring this instant. */
+static bool contained(const struct ruleset_elem *a, size_t na, const struct ruleset_elem *b,
+	size_t nb, int64_t now_ms)
+{
+	for (size_t i = 0; i < na; i++) {
+		bool found = a[i].exp_ms <= now_ms + SYNC_TOLERANCE_MS;
+
+		for (size_t j = 0; j < nb && !found; j++)
+			found = elem_match(&a[i], &b[j]);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static json_t *kernel_json(const struct kview *kv, const struct ruleset_elem *model, size_t nm)
+{
+	json_t *els = json_array();
+	bool in_sync = kv->present && contained(kv->v, kv->n, model, nm, kv->now_ms) &&
+		contained(model, nm, kv->v, kv->n, kv->now_ms);
+
+	for (size_t i = 0; els && i < kv->n; i++) {
+		const struct ruleset_elem *k = &kv->v[i];
+
+		json_array_append_new(els, json_pack("{s:s, s:o, s:s, s:i, s:I}", "family",
+			k->family == AF_INET ? "ipv4" : "ipv6", "source",
+			range_json(k->family, k->lo, k->hi), "protocol",
+			k->ipproto == IPPROTO_TCP ? "tcp" : "udp", "port", k->port, "expires_in_ms",
+			(json_int_t)(k->exp_ms > kv->now_ms ? k->exp_ms - kv->now_ms : 0)));
+	}
+	return json_pack("{s:s, s:b, s:b, s:I, s:o}", "table", "inet " RULESET_TABLE, "present",
+		kv->present, "in_sync", in_sync, "denied_packets", (json_int_t)kv->denied,
+		"elements", els);
+}
+
+json_t *status_build(struct enforce *e)
+{
+	const struct config *cfg = enforce_config(e);
+	const struct ruleset_elem *model;
+	const struct grant *g;
+	json_t *grants = json_array(), *always = json_array(), *o;
+	size_t n, nm;
+	struct kview kv;
+
+	enforce_expire(e);
+	g = enforce_grants(e, &n);
+	model = enforce_model(e, &nm);
+	kview_read(enforce_nft(e), &kv);
+	for (size_t i = 0; grants && i < n; i++)
+		json_array_append_new(grants, grant_json(&g[i], &kv));
+	for (size_t i = 0; always && i < cfg->n_always_allow; i++)
+		json_array_append_new(always, prefix_json(&cfg->always_allow[i]));
+	o = json_pack("{s:i, s:s, s:o, s:s, s:o, s:o, s:o, s:o}", "version", STATUS_VERSION,
+		"host_id", cfg->host_id, "time", time_json(kv.now_ms / 1000), "deny_action",
+		cfg->deny_action == DENY_REJECT ? "reject" : "drop", "kernel",
+		kernel_json(&kv, model, nm), "always_allow", always, "ports",
+		ports_json(cfg, g, n), "grants", grants);
+	free(kv.v);
+	return o;
+}

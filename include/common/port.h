@@ -23,7 +23,7 @@ int port_proto_parse(const char *s, unsigned *mask);
 const char *port_proto_name(unsigned mask);
 /* IPPROTO_TCP / IPPROTO_UDP for a single-protocol mask, 0 otherwise. */
 uint8_t port_proto_ipproto(unsigned mask);
-/* Parses "22", "22/tcp", "53/udp", "22/*" (default tcp). Returns 0 or -EINVAL. */
+/* Parses "22", "22/tcp", "53/udp"; the protocol may be "*" for both; default tcp. 0 or -EINVAL. */
 int port_spec_parse(const char *s, uint16_t *port, unsigned *mask);
 /* Formats "22/tcp". Returns 0 or -ENOSPC. */
 int port_spec_format(const struct port_spec *p, char *buf, size_t len);

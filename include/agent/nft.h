@@ -1,0 +1,56 @@
+#ifndef JITD_AGENT_NFT_H
+#define JITD_AGENT_NFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct nlmsghdr;
+struct nftnl_set;
+
+/*
+ * Every nf_tables conversation jitd has with the kernel: atomic batches with every ack digested,
+ * and consistent dumps. Functions return 0 or -errno; where the kernel explained a refusal
+ * (NETLINK_EXT_ACK), the text is copied into the caller's err buffer.
+ */
+struct nft;
+struct nft_batch;
+
+#define NFT_ERRLEN 256
+
+/* Opens a NETLINK_NETFILTER socket with extended acks. Returns 0 or -errno. */
+int nft_open(struct nft **out);
+/* Closes and NULLs *n; accepts NULL and *n == NULL. */
+void nft_close(struct nft **n);
+
+/* A new empty transaction on n. Returns 0 or -ENOMEM. */
+int nft_batch_new(struct nft *n, struct nft_batch **out);
+/*
+ * Appends a message header of NFT_MSG_<type> with NLM_F_ACK added to flags; the caller fills the
+ * payload with nftnl_*_nlmsg_build_payload before the next call. what names the change in error
+ * reports ("add element to allow4"). Returns the header, or NULL on allocation failure.
+ */
+struct nlmsghdr *nft_batch_msg(struct nft_batch *b, uint16_t type, uint16_t family,
+	uint16_t flags, const char *what);
+/* Number of messages in the batch (0 = nothing to commit). */
+size_t nft_batch_count(const struct nft_batch *b);
+/*
+ * Sends the batch as one transaction and waits for every ack. Returns 0 only if the kernel
+ * acknowledged every message; otherwise -errno of the first failure, and err holds
+ * "<what>: <kernel text or strerror>". Either everything was applied or nothing was.
+ */
+int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN]);
+void nft_batch_free(struct nft_batch *b);
+
+/* Sets *exists to whether table (family inet) exists. Returns 0 or -errno. */
+int nft_table_exists(struct nft *n, const char *table, bool *exists);
+/*
+ * Dumps the elements of set into s (a new nftnl_set the caller frees), retried if the ruleset
+ * changed during the dump. Returns 0, -ENOENT if the set does not exist, or -errno.
+ */
+int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl_set **s);
+/* Reads a named counter's packet and byte counts. Returns 0 or -errno. */
+int nft_counter_get(struct nft *n, const char *table, const char *name, uint64_t *packets,
+	uint64_t *bytes);
+
+#endif
