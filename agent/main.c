@@ -11,6 +11,7 @@
 #include "agent/ctl.h"
 #include "agent/enforce.h"
 #include "agent/nft.h"
+#include "agent/sdnotify.h"
 #include "agent/store.h"
 #include "common/config.h"
 #include "common/err.h"
@@ -122,10 +123,13 @@ int main(int argc, char **argv)
 	if (!sigterm || !sigint || !expire || evsignal_add(sigterm, NULL) ||
 		evsignal_add(sigint, NULL) || event_add(expire, &tick))
 		errx(1, "cannot register events");
+	/* Only now are the deny rules in the kernel: what systemd orders sshd after. */
+	(void)sdnotify_send("READY=1");
 	log_info("ready: host %s, %zu protected port(s), control socket %s", cfg->host_id,
 		cfg->n_ports, cfg->control_socket);
 
 	event_base_dispatch(base);
+	(void)sdnotify_send("STOPPING=1");
 
 	event_free(expire);
 	event_free(sigint);
