@@ -164,11 +164,11 @@ static const char *msg_what(const struct nft_batch *b, uint32_t seq)
 }
 
 /* Records the first failure with the kernel's own explanation when it gave one. */
-static void note_error(const struct nft_batch *b, const struct nlmsghdr *nlh, int *first,
+static void note_error(const struct nft_batch *b, struct nlmsghdr *nlh, int *first,
 	char err[static NFT_ERRLEN])
 {
 	const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
-	const struct nlattr *attr;
+	struct nlattr *attr;
 	const char *text = NULL;
 	size_t off = sizeof(*e);
 
@@ -220,7 +220,7 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 	int first = 0;
 
 	while (acked < b->n) {
-		const struct nlmsghdr *nlh;
+		struct nlmsghdr *nlh; /* mutable only because mnl_attr_for_each wants it so */
 		ssize_t len;
 		int rest, r = poll(&pfd, 1, ACK_TIMEOUT_MS);
 

@@ -1,1 +1,574 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/config.h"
+#include "common/duration.h"
+#include "common/err.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+#define BAD(e, ...) jit_fail((e), JIT_ERR_BAD_CONFIG, __VA_ARGS__)
+#define OOM(e) jit_fail((e), JIT_ERR_INTERNAL, "out of memory")
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Sized so that gcc can prove "ports[N]" + ".allowed_sources" + "[N]" never truncates. */
+#define WHERE_LEN 32	/* "ports[255]" */
+#define KEY_PATH_LEN 64 /* "ports[255].allowed_sources" */
+#define ITEM_LEN 96	/* "ports[255].allowed_sources[1023]" */
+#define HOST_ID_MAX 253 /* a DNS name: what the controller puts in aud */
+#define HOST_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+#define DEFAULT_KEYS_DIR "/etc/jitd/keys.d"
+#define DEFAULT_STATE_DIR "/var/lib/jitd"
+#define DEFAULT_CONTROL_SOCKET "/run/jitd/jitd.sock"
+#define DEFAULT_PORT 22
+#define DEFAULT_MAX_DURATION (3 * 3600)
+#define DEFAULT_CLOCK_SKEW 60
+#define MAX_CLOCK_SKEW 600
+
+static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
+	"deny_action", "clock_skew", "always_allow", "ports" };
+static const char *const port_keys[] = { "port", "protocol", "max_duration", "allowed_sources" };
+
+static const char *type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		break;
+	}
+	return "null";
+}
+
+/* where is NULL at the top level, else the path of the object ("ports[1]"). */
+static int check_keys(json_t *o, const char *const *keys, size_t n, const char *where,
+	struct jit_error *e)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(o, k, v) {
+		size_t i = 0;
+
+		while (i < n && strcmp(k, keys[i]))
+			i++;
+		if (i < n)
+			continue;
+		if (where)
+			return BAD(e, "%s: unknown key '%.64s'", where, k);
+		return BAD(e, "unknown key '%.64s'", k);
+	}
+	return 0;
+}
+
+static int get_string(const json_t *v, const char *path, const char **s, struct jit_error *e)
+{
+	*s = NULL;
+	if (!json_is_string(v))
+		return BAD(e, "%s: expected a string, not %s", path, type_name(v));
+	*s = json_string_value(v);
+	return 0;
+}
+
+static int copy_str(char **dst, const char *s, struct jit_error *e)
+{
+	if (!(*dst = strdup(s)))
+		return OOM(e);
+	return 0;
+}
+
+static bool host_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= HOST_ID_MAX && strspn(s, HOST_ID_CHARS) == n;
+}
+
+static int set_host_id(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "host_id");
+	char name[HOST_NAME_MAX + 1] = "";
+	const char *s;
+	int ret;
+
+	if (v) {
+		if ((ret = get_string(v, "host_id", &s, e)))
+			return ret;
+		if (!host_id_valid(s))
+			return BAD(e, "host_id: '%.64s' is not 1-253 of A-Z a-z 0-9 . _ -", s);
+		return copy_str(&c->host_id, s, e);
+	}
+	/* gethostname may leave the name unterminated when it is truncated. */
+	if (gethostname(name, sizeof(name) - 1))
+		return BAD(e, "host_id: not set, and gethostname failed: %s", strerror(errno));
+	if (!host_id_valid(name))
+		return BAD(e, "host_id: not set, and the host name '%.64s' is not usable", name);
+	return copy_str(&c->host_id, name, e);
+}
+
+static int set_path(const json_t *root, const char *key, const char *def, char **dst,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, key);
+	const char *s;
+	int ret;
+
+	if (!v)
+		return copy_str(dst, def, e);
+	if ((ret = get_string(v, key, &s, e)))
+		return ret;
+	/* A relative path would depend on the directory the daemon happened to start in. */
+	if (s[0] != '/')
+		return BAD(e, "%s: '%.64s' is not an absolute path", key, s);
+	if (strlen(s) >= PATH_MAX)
+		return BAD(e, "%s: longer than %d bytes", key, PATH_MAX - 1);
+	return copy_str(dst, s, e);
+}
+
+static int set_deny(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "deny_action");
+	const char *s;
+	int ret;
+
+	c->deny_action = DENY_DROP;
+	if (!v)
+		return 0;
+	if ((ret = get_string(v, "deny_action", &s, e)))
+		return ret;
+	if (!strcmp(s, "reject"))
+		c->deny_action = DENY_REJECT;
+	else if (strcmp(s, "drop"))
+		return BAD(e, "deny_action: '%.32s' is neither drop nor reject", s);
+	return 0;
+}
+
+static int check_range(uint64_t secs, const char *path, const char *shown, uint64_t min,
+	uint64_t max, struct jit_error *e)
+{
+	char lim[32];
+
+	if (secs < min) {
+		duration_format(min, lim, sizeof(lim));
+		return BAD(e, "%s: %s is below the minimum %s", path, shown, lim);
+	}
+	if (secs > max) {
+		duration_format(max, lim, sizeof(lim));
+		return BAD(e, "%s: %s exceeds the maximum %s", path, shown, lim);
+	}
+	return 0;
+}
+
+/* A duration is an ISO 8601 string ("PT3H") or integer seconds, within [min, max]. */
+static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_t max,
+	uint64_t *secs, struct jit_error *e)
+{
+	char shown[48];
+	const char *s;
+	int ret;
+
+	if (json_is_integer(v)) {
+		json_int_t i = json_integer_value(v);
+
+		if (i < 0)
+			return BAD(e, "%s: %lld is not a duration (negative)", path, (long long)i);
+		snprintf(shown, sizeof(shown), "%lld", (long long)i);
+		*secs = (uint64_t)i;
+		return check_range(*secs, path, shown, min, max, e);
+	}
+	if (!json_is_string(v))
+		return BAD(e, "%s: expected an ISO 8601 duration or integer seconds, not %s", path,
+			type_name(v));
+	s = json_string_value(v);
+	snprintf(shown, sizeof(shown), "'%.32s'", s);
+	ret = duration_parse(s, secs);
+	if (ret == -ERANGE)
+		*secs = UINT64_MAX;
+	else if (ret)
+		return BAD(e, "%s: %s is not a duration (ISO 8601 such as PT3H, or seconds)", path,
+			shown);
+	return check_range(*secs, path, shown, min, max, e);
+}
+
+static int set_skew(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "clock_skew");
+
+	c->clock_skew = DEFAULT_CLOCK_SKEW;
+	if (!v)
+		return 0;
+	return get_duration(v, "clock_skew", 0, MAX_CLOCK_SKEW, &c->clock_skew, e);
+}
+
+/* prefix_parse only says -EINVAL; an administrator deserves to know which half is wrong. */
+static const char *prefix_why(const char *s)
+{
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	char addr[64], probe[80];
+	struct prefix p;
+	int len;
+
+	if (!slash || n >= sizeof(addr))
+		return "not an IPv4 or IPv6 address";
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	if (prefix_parse(addr, &p))
+		return "not an IPv4 or IPv6 address";
+	/* The all-zero address has no host bits, so only the length can make the probe fail. */
+	len = snprintf(probe, sizeof(probe), "%s/%s", strchr(addr, ':') ? "::" : "0.0.0.0",
+		slash + 1);
+	if (len < 0 || (size_t)len >= sizeof(probe) || prefix_parse(probe, &p))
+		return "bad prefix length";
+	return "host bits set";
+}
+
+static int get_prefix(const json_t *v, const char *path, struct prefix *p, struct jit_error *e)
+{
+	const char *s;
+
+	if (!json_is_string(v))
+		return BAD(e, "%s: expected a prefix string, not %s", path, type_name(v));
+	s = json_string_value(v);
+	if (prefix_parse(s, p))
+		return BAD(e, "%s: '%.64s' is not a prefix (%s)", path, s, prefix_why(s));
+	return 0;
+}
+
+/* Fills *out and *n (owned by the config, freed by config_free even on error). */
+static int get_prefixes(const json_t *a, const char *path, bool *star, struct prefix **out,
+	size_t *n, struct jit_error *e)
+{
+	size_t cnt = json_array_size(a), i;
+	char item[ITEM_LEN];
+	json_t *v;
+	int ret;
+
+	if (!json_is_array(a))
+		return BAD(e, "%s: expected an array, not %s", path, type_name(a));
+	if (cnt > CONFIG_MAX_PREFIXES)
+		return BAD(e, "%s: %zu entries, at most %d allowed", path, cnt,
+			CONFIG_MAX_PREFIXES);
+	if (cnt && !(*out = calloc(cnt, sizeof(**out))))
+		return OOM(e);
+	json_array_foreach(a, i, v) {
+		snprintf(item, sizeof(item), "%s[%zu]", path, i);
+		if (star && json_is_string(v) && !strcmp(json_string_value(v), "*")) {
+			/* ["*", "10.0.0.0/8"] has no single sensible meaning: refuse it. */
+			if (cnt > 1)
+				return BAD(e, "%s: '*' cannot be mixed with prefixes", item);
+			*star = true;
+			continue;
+		}
+		if ((ret = get_prefix(v, item, &(*out)[*n], e)))
+			return ret;
+		(*n)++;
+	}
+	return 0;
+}
+
+static int set_always(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "always_allow");
+
+	if (!v)
+		return 0;
+	return get_prefixes(v, "always_allow", NULL, &c->always_allow, &c->n_always_allow, e);
+}
+
+static int port_number(const json_t *o, const char *where, struct port_policy *pp,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(o, "port");
+	json_int_t n;
+
+	if (!v)
+		return BAD(e, "%s: missing required key 'port'", where);
+	if (!json_is_integer(v))
+		return BAD(e, "%s.port: expected an integer, not %s", where, type_name(v));
+	n = json_integer_value(v);
+	if (n < 1 || n > 65535)
+		return BAD(e, "%s.port: %lld is not a port number (1-65535)", where, (long long)n);
+	pp->port = (uint16_t)n;
+	return 0;
+}
+
+static int port_protocol(const json_t *o, const char *where, struct port_policy *pp,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(o, "protocol");
+	char path[KEY_PATH_LEN];
+	const char *s;
+	int ret;
+
+	pp->protos = PORT_PROTO_TCP;
+	if (!v)
+		return 0;
+	snprintf(path, sizeof(path), "%s.protocol", where);
+	if ((ret = get_string(v, path, &s, e)))
+		return ret;
+	if (port_proto_parse(s, &pp->protos))
+		return BAD(e, "%s: '%.32s' is not tcp, udp or *", path, s);
+	return 0;
+}
+
+static int port_duration(const json_t *o, const char *where, struct port_policy *pp,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(o, "max_duration");
+	char path[KEY_PATH_LEN];
+
+	if (!v)
+		return BAD(e, "%s: missing required key 'max_duration'", where);
+	snprintf(path, sizeof(path), "%s.max_duration", where);
+	return get_duration(v, path, CONFIG_MIN_MAX_DURATION, CONFIG_MAX_MAX_DURATION,
+		&pp->max_duration, e);
+}
+
+static int port_sources(const json_t *o, const char *where, struct port_policy *pp,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(o, "allowed_sources");
+	char path[KEY_PATH_LEN];
+	int ret;
+
+	pp->any_source = !v;
+	if (!v)
+		return 0;
+	snprintf(path, sizeof(path), "%s.allowed_sources", where);
+	if ((ret = get_prefixes(v, path, &pp->any_source, &pp->sources, &pp->n_sources, e)))
+		return ret;
+	if (!pp->any_source && !pp->n_sources)
+		return BAD(e, "%s: empty, so nothing can match (use [\"*\"] for any source)", path);
+	if (pp->any_source) {
+		free(pp->sources);
+		pp->sources = NULL;
+	}
+	return 0;
+}
+
+static int parse_port(json_t *o, size_t i, struct port_policy *pp, struct jit_error *e)
+{
+	char where[WHERE_LEN];
+	int ret;
+
+	snprintf(where, sizeof(where), "ports[%zu]", i);
+	if (!json_is_object(o))
+		return BAD(e, "%s: expected an object, not %s", where, type_name(o));
+	if ((ret = check_keys(o, port_keys, ARRAY_LEN(port_keys), where, e)) ||
+		(ret = port_number(o, where, pp, e)) ||
+		(ret = port_protocol(o, where, pp, e)) ||
+		(ret = port_duration(o, where, pp, e)) ||
+		(ret = port_sources(o, where, pp, e)))
+		return ret;
+	return 0;
+}
+
+static int set_default_port(struct config *c, struct jit_error *e)
+{
+	if (!(c->ports = calloc(1, sizeof(*c->ports))))
+		return OOM(e);
+	c->n_ports = 1;
+	c->ports[0].port = DEFAULT_PORT;
+	c->ports[0].protos = PORT_PROTO_TCP;
+	c->ports[0].max_duration = DEFAULT_MAX_DURATION;
+	c->ports[0].any_source = true;
+	return 0;
+}
+
+static int set_ports(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *a = json_object_get(root, "ports");
+	size_t cnt = json_array_size(a), i;
+	json_t *v;
+	int ret;
+
+	if (!a)
+		return set_default_port(c, e);
+	if (!json_is_array(a))
+		return BAD(e, "ports: expected an array, not %s", type_name(a));
+	if (!cnt)
+		return BAD(e, "ports: empty, so nothing is protected (omit the key for 22/tcp)");
+	if (cnt > CONFIG_MAX_PORTS)
+		return BAD(e, "ports: %zu entries, at most %d allowed", cnt, CONFIG_MAX_PORTS);
+	if (!(c->ports = calloc(cnt, sizeof(*c->ports))))
+		return OOM(e);
+	c->n_ports = cnt;
+	json_array_foreach(a, i, v) {
+		if ((ret = parse_port(v, i, &c->ports[i], e)))
+			return ret;
+		/* One entry per port number, as in the cloud products: tcp plus udp is "*". */
+		for (size_t j = 0; j < i; j++)
+			if (c->ports[j].port == c->ports[i].port)
+				return BAD(e, "ports[%zu]: port %u is listed twice (ports[%zu])", i,
+					(unsigned)c->ports[i].port, j);
+	}
+	return 0;
+}
+
+static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
+{
+	int ret;
+
+	if (!json_is_object(root))
+		return BAD(e, "expected a JSON object, not %s", type_name(root));
+	if ((ret = check_keys(root, top_keys, ARRAY_LEN(top_keys), NULL, e)) ||
+		(ret = set_host_id(root, c, e)) ||
+		(ret = set_path(root, "keys_dir", DEFAULT_KEYS_DIR, &c->keys_dir, e)) ||
+		(ret = set_path(root, "state_dir", DEFAULT_STATE_DIR, &c->state_dir, e)) ||
+		(ret = set_path(root, "control_socket", DEFAULT_CONTROL_SOCKET, &c->control_socket,
+			e)) ||
+		(ret = set_deny(root, c, e)) ||
+		(ret = set_skew(root, c, e)) ||
+		(ret = set_always(root, c, e)) ||
+		(ret = set_ports(root, c, e)))
+		return ret;
+	return 0;
+}
+
+int config_parse(const char *json, size_t len, struct config **out, struct jit_error *e)
+{
+	struct config *c = NULL;
+	json_t *root = NULL;
+	json_error_t jerr;
+	int ret;
+
+	*out = NULL;
+	if (len > CONFIG_MAX_BYTES) {
+		ret = BAD(e, "larger than %d bytes", CONFIG_MAX_BYTES);
+		goto out;
+	}
+	/* jansson takes a NUL as the end of input and would ignore what follows it. */
+	if (len && memchr(json, '\0', len)) {
+		ret = BAD(e, "contains a NUL byte");
+		goto out;
+	}
+	/* Never JSON_ALLOW_NUL: paths and names are C strings and must not be cut short. */
+	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		ret = BAD(e, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+		goto out;
+	}
+	if (!(c = calloc(1, sizeof(*c)))) {
+		ret = OOM(e);
+		goto out;
+	}
+	if ((ret = parse_doc(root, c, e)))
+		goto out;
+	*out = c;
+	c = NULL;
+	ret = 0;
+out:
+	config_free(c);
+	json_decref(root);
+	return ret;
+}
+
+/*
+ * The file decides who may reach the management ports: like doas, refuse one that someone other
+ * than root (or the user testing it) could have changed.
+ */
+static int check_file(int fd, const char *path, struct jit_error *e)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return BAD(e, "%s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return BAD(e, "%s: not a regular file", path);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return BAD(e, "%s: writable by group or others", path);
+	if (st.st_uid != 0 && st.st_uid != geteuid())
+		return BAD(e, "%s: owned by uid %u, not root", path, (unsigned)st.st_uid);
+	return 0;
+}
+
+/* Reads one byte past the cap so that an oversized file is refused, never silently truncated. */
+static int slurp(int fd, const char *path, char **buf, size_t *len, struct jit_error *e)
+{
+	size_t cap = CONFIG_MAX_BYTES + 1;
+	ssize_t n;
+
+	if (!(*buf = malloc(cap)))
+		return OOM(e);
+	while (*len < cap) {
+		n = read(fd, *buf + *len, cap - *len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return BAD(e, "%s: %s", path, strerror(errno));
+		if (n == 0)
+			break;
+		*len += (size_t)n;
+	}
+	if (*len > CONFIG_MAX_BYTES)
+		return BAD(e, "%s: larger than %d bytes", path, CONFIG_MAX_BYTES);
+	return 0;
+}
+
+int config_load(const char *path, struct config **out, struct jit_error *e)
+{
+	struct jit_error perr = { 0 };
+	char *buf = NULL;
+	size_t len = 0;
+	int fd, ret;
+
+	*out = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		ret = BAD(e, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if ((ret = check_file(fd, path, e)) || (ret = slurp(fd, path, &buf, &len, e)))
+		goto out;
+	/* The caller prints only the message, so it must say which file. */
+	if ((ret = config_parse(buf, len, out, &perr)))
+		jit_fail(e, ret, "%s: %s", path, perr.msg);
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_ports; i++)
+		free(c->ports[i].sources);
+	free(c->ports);
+	free(c->always_allow);
+	free(c->control_socket);
+	free(c->state_dir);
+	free(c->keys_dir);
+	free(c->host_id);
+	free(c);
+}
+
+const struct port_policy *config_find_port(const struct config *c, uint16_t port)
+{
+	for (size_t i = 0; i < c->n_ports; i++)
+		if (c->ports[i].port == port)
+			return &c->ports[i];
+	return NULL;
+}

@@ -1,1 +1,503 @@
-/* stub: not yet written */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+/* The example from the configuration brief, byte for byte. */
+static const char example[] =
+	"{\"host_id\":\"web-01\",\"keys_dir\":\"/etc/jitd/keys.d\","
+	"\"state_dir\":\"/var/lib/jitd\",\"control_socket\":\"/run/jitd/jitd.sock\","
+	"\"deny_action\":\"drop\",\"clock_skew\":\"PT1M\",\"always_allow\":[\"192.0.2.0/24\"],"
+	"\"ports\":[{\"port\":22,\"protocol\":\"tcp\",\"max_duration\":\"PT3H\","
+	"\"allowed_sources\":[\"*\"]},{\"port\":3389,\"protocol\":\"tcp\","
+	"\"max_duration\":\"PT3H\",\"allowed_sources\":[\"10.0.0.0/8\",\"2001:db8::/32\"]}]}";
+
+/* Test documents are written with ' for " so they stay readable; none needs a literal '. */
+static char *dq(const char *in)
+{
+	char *s = strdup(in);
+
+	assert_non_null(s);
+	for (char *p = s; *p; p++)
+		if (*p == '\'')
+			*p = '"';
+	return s;
+}
+
+static struct config *parse_ok(const char *text)
+{
+	struct jit_error e = { 0 };
+	struct config *c = NULL;
+	char *json = dq(text);
+
+	if (config_parse(json, strlen(json), &c, &e))
+		fail_msg("refused: %s: %s", json, e.msg);
+	assert_non_null(c);
+	free(json);
+	return c;
+}
+
+static void parse_bad(const char *text, const char *needle)
+{
+	struct jit_error e = { 0 };
+	struct config *c = (struct config *)1;
+	char *json = dq(text);
+
+	if (config_parse(json, strlen(json), &c, &e) != JIT_ERR_BAD_CONFIG)
+		fail_msg("accepted: %s", json);
+	assert_int_equal(e.code, JIT_ERR_BAD_CONFIG);
+	assert_null(c);
+	if (!strstr(e.msg, needle))
+		fail_msg("message '%s' lacks '%s' for %s", e.msg, needle, json);
+	free(json);
+}
+
+static void assert_prefix(const struct prefix *p, const char *text)
+{
+	char buf[PREFIX_STRLEN];
+
+	assert_int_equal(prefix_format(p, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, text);
+}
+
+static void test_example(void **state)
+{
+	struct config *c = parse_ok(example);
+
+	assert_string_equal(c->host_id, "web-01");
+	assert_string_equal(c->keys_dir, "/etc/jitd/keys.d");
+	assert_string_equal(c->state_dir, "/var/lib/jitd");
+	assert_string_equal(c->control_socket, "/run/jitd/jitd.sock");
+	assert_int_equal(c->deny_action, DENY_DROP);
+	assert_int_equal(c->clock_skew, 60);
+	assert_int_equal(c->n_always_allow, 1);
+	assert_prefix(&c->always_allow[0], "192.0.2.0/24");
+	assert_int_equal(c->n_ports, 2);
+	assert_int_equal(c->ports[0].port, 22);
+	assert_int_equal(c->ports[0].protos, PORT_PROTO_TCP);
+	assert_int_equal(c->ports[0].max_duration, 3 * 3600);
+	assert_true(c->ports[0].any_source);
+	assert_int_equal(c->ports[0].n_sources, 0);
+	assert_int_equal(c->ports[1].port, 3389);
+	assert_int_equal(c->ports[1].protos, PORT_PROTO_TCP);
+	assert_int_equal(c->ports[1].max_duration, 3 * 3600);
+	assert_false(c->ports[1].any_source);
+	assert_int_equal(c->ports[1].n_sources, 2);
+	assert_prefix(&c->ports[1].sources[0], "10.0.0.0/8");
+	assert_prefix(&c->ports[1].sources[1], "2001:db8::/32");
+	assert_ptr_equal(config_find_port(c, 3389), &c->ports[1]);
+	assert_ptr_equal(config_find_port(c, 22), &c->ports[0]);
+	assert_null(config_find_port(c, 23));
+	config_free(c);
+}
+
+static void test_defaults(void **state)
+{
+	char host[HOST_NAME_MAX + 1] = "";
+	struct config *c = parse_ok("{}");
+
+	assert_int_equal(gethostname(host, sizeof(host) - 1), 0);
+	assert_string_equal(c->host_id, host);
+	assert_string_equal(c->keys_dir, "/etc/jitd/keys.d");
+	assert_string_equal(c->state_dir, "/var/lib/jitd");
+	assert_string_equal(c->control_socket, "/run/jitd/jitd.sock");
+	assert_int_equal(c->deny_action, DENY_DROP);
+	assert_int_equal(c->clock_skew, 60);
+	assert_int_equal(c->n_always_allow, 0);
+	assert_null(c->always_allow);
+	assert_int_equal(c->n_ports, 1);
+	assert_int_equal(c->ports[0].port, 22);
+	assert_int_equal(c->ports[0].protos, PORT_PROTO_TCP);
+	assert_int_equal(c->ports[0].max_duration, 3 * 3600);
+	assert_true(c->ports[0].any_source);
+	config_free(c);
+	config_free(NULL);
+}
+
+static void test_port_defaults(void **state)
+{
+	struct config *c = parse_ok("{'ports':[{'port':5985,'max_duration':3600}]}");
+
+	assert_int_equal(c->n_ports, 1);
+	assert_int_equal(c->ports[0].port, 5985);
+	assert_int_equal(c->ports[0].protos, PORT_PROTO_TCP);
+	assert_int_equal(c->ports[0].max_duration, 3600);
+	assert_true(c->ports[0].any_source);
+	assert_null(c->ports[0].sources);
+	config_free(c);
+}
+
+static void test_values(void **state)
+{
+	struct config *c = parse_ok("{'host_id':'a.b_c-D9','deny_action':'reject','clock_skew':0,"
+		"'always_allow':['::ffff:198.51.100.0/120','2001:db8::1'],'ports':["
+		"{'port':22,'protocol':'TCP','max_duration':'P1D'},"
+		"{'port':53,'protocol':'Udp','max_duration':1},"
+		"{'port':3389,'protocol':'*','max_duration':86400,"
+		"'allowed_sources':['2001:db8::/32']},"
+		"{'port':65535,'max_duration':'PT1S'}]}");
+
+	assert_string_equal(c->host_id, "a.b_c-D9");
+	assert_int_equal(c->deny_action, DENY_REJECT);
+	assert_int_equal(c->clock_skew, 0);
+	assert_int_equal(c->n_always_allow, 2);
+	assert_int_equal(c->always_allow[0].family, AF_INET);
+	assert_prefix(&c->always_allow[0], "198.51.100.0/24");
+	assert_prefix(&c->always_allow[1], "2001:db8::1");
+	assert_int_equal(c->ports[0].protos, PORT_PROTO_TCP);
+	assert_int_equal(c->ports[0].max_duration, 86400);
+	assert_int_equal(c->ports[1].protos, PORT_PROTO_UDP);
+	assert_int_equal(c->ports[1].max_duration, 1);
+	assert_int_equal(c->ports[2].protos, PORT_PROTO_ANY);
+	assert_int_equal(c->ports[2].max_duration, 86400);
+	assert_false(c->ports[2].any_source);
+	assert_int_equal(c->ports[3].port, 65535);
+	config_free(c);
+	c = parse_ok("{'clock_skew':'PT10M','ports':[{'port':1,'max_duration':'PT24H'}]}");
+	assert_int_equal(c->clock_skew, 600);
+	assert_int_equal(c->ports[0].max_duration, 86400);
+	config_free(c);
+}
+
+static void test_syntax(void **state)
+{
+	parse_bad("", "line 1");
+	parse_bad("{", "line 1");
+	parse_bad("{} x", "end of file expected");
+	parse_bad("[]", "expected a JSON object, not an array");
+	parse_bad("'x'", "line 1");
+	parse_bad("{'host_id':'a\\u0000b'}", "\\u0000 is not allowed");
+	parse_bad("{'host_id':'a','host_id':'b'}", "duplicate object key near '\"host_id\"'");
+	parse_bad("{'ports':[{'port':22,'port':23,'max_duration':1}]}",
+		"duplicate object key near '\"port\"'");
+	parse_bad("{'clock_skew':99999999999999999999}", "too big integer");
+}
+
+static void test_nul_byte(void **state)
+{
+	struct jit_error e = { 0 };
+	struct config *c = NULL;
+
+	assert_int_equal(config_parse("{}\0", 3, &c, &e), JIT_ERR_BAD_CONFIG);
+	assert_non_null(strstr(e.msg, "NUL"));
+	assert_null(c);
+}
+
+static void test_unknown_keys(void **state)
+{
+	parse_bad("{'portz':[]}", "unknown key 'portz'");
+	parse_bad("{'Host_id':'x'}", "unknown key 'Host_id'");
+	parse_bad("{'ports':[{'port':22,'max_duration':1,'prot':'tcp'}]}",
+		"ports[0]: unknown key 'prot'");
+	parse_bad("{'ports':[{'port':22,'max_duration':1},{'port':23,'max_duration':1,"
+		  "'source':[]}]}",
+		"ports[1]: unknown key 'source'");
+}
+
+static void test_strings(void **state)
+{
+	char big[400];
+
+	parse_bad("{'host_id':5}", "host_id: expected a string, not an integer");
+	parse_bad("{'host_id':''}", "host_id: '' is not");
+	parse_bad("{'host_id':'web 01'}", "host_id: 'web 01' is not");
+	parse_bad("{'host_id':'web/01'}", "host_id: 'web/01' is not");
+	snprintf(big, sizeof(big), "{\"host_id\":\"%0254d\"}", 0);
+	parse_bad(big, "host_id: '000");
+	snprintf(big, sizeof(big), "{\"host_id\":\"%0253d\"}", 0);
+	config_free(parse_ok(big));
+	parse_bad("{'keys_dir':'etc/jitd'}", "keys_dir: 'etc/jitd' is not an absolute path");
+	parse_bad("{'keys_dir':''}", "keys_dir: '' is not an absolute path");
+	parse_bad("{'state_dir':null}", "state_dir: expected a string, not null");
+	parse_bad("{'state_dir':'./x'}", "state_dir: './x' is not an absolute path");
+	parse_bad("{'control_socket':['/run']}", "control_socket: expected a string, not an array");
+	parse_bad("{'control_socket':'jitd.sock'}", "control_socket: 'jitd.sock' is not");
+	parse_bad("{'deny_action':'DROP'}", "deny_action: 'DROP' is neither drop nor reject");
+	parse_bad("{'deny_action':'accept'}", "deny_action: 'accept'");
+	parse_bad("{'deny_action':true}", "deny_action: expected a string, not a boolean");
+}
+
+static void test_long_path(void **state)
+{
+	size_t n = PATH_MAX + 32;
+	char *json = malloc(n);
+
+	assert_non_null(json);
+	memset(json, 'a', n - 1);
+	memcpy(json, "{\"keys_dir\":\"/", 14);
+	memcpy(json + n - 3, "\"}", 3);
+	parse_bad(json, "keys_dir: longer than");
+	free(json);
+}
+
+static void test_clock_skew(void **state)
+{
+	parse_bad("{'clock_skew':'PT11M'}", "clock_skew: 'PT11M' exceeds the maximum PT10M");
+	parse_bad("{'clock_skew':601}", "clock_skew: 601 exceeds the maximum PT10M");
+	parse_bad("{'clock_skew':'P999D'}", "clock_skew: 'P999D' exceeds the maximum PT10M");
+	parse_bad("{'clock_skew':-1}", "clock_skew: -1 is not a duration");
+	parse_bad("{'clock_skew':'1m'}", "clock_skew: '1m' is not a duration");
+	parse_bad("{'clock_skew':'pt1m'}", "clock_skew: 'pt1m' is not a duration");
+	parse_bad("{'clock_skew':1.5}", "clock_skew: expected an ISO 8601 duration or integer "
+					 "seconds, not a real number");
+	parse_bad("{'clock_skew':{}}", "clock_skew: expected");
+}
+
+static void test_prefixes(void **state)
+{
+	parse_bad("{'always_allow':'10.0.0.0/8'}", "always_allow: expected an array, not a string");
+	parse_bad("{'always_allow':['10.0.0.5/24']}",
+		"always_allow[0]: '10.0.0.5/24' is not a prefix (host bits set)");
+	parse_bad("{'always_allow':['10.0.0.0/8','10.0.0.0/33']}",
+		"always_allow[1]: '10.0.0.0/33' is not a prefix (bad prefix length)");
+	parse_bad("{'always_allow':['10.0.0.0/08']}", "(bad prefix length)");
+	parse_bad("{'always_allow':['2001:db8::1/64']}", "(host bits set)");
+	parse_bad("{'always_allow':['::ffff:10.0.0.1/120']}", "(host bits set)");
+	parse_bad("{'always_allow':['bastion']}",
+		"always_allow[0]: 'bastion' is not a prefix (not an IPv4 or IPv6 address)");
+	parse_bad("{'always_allow':['bastion/24']}", "(not an IPv4 or IPv6 address)");
+	parse_bad("{'always_allow':['*']}", "always_allow[0]: '*' is not a prefix");
+	parse_bad("{'always_allow':[24]}",
+		"always_allow[0]: expected a prefix string, not an integer");
+}
+
+static void test_port_entries(void **state)
+{
+	parse_bad("{'ports':[]}", "ports: empty, so nothing is protected");
+	parse_bad("{'ports':{}}", "ports: expected an array, not an object");
+	parse_bad("{'ports':[22]}", "ports[0]: expected an object, not an integer");
+	parse_bad("{'ports':[{'max_duration':'PT3H'}]}", "ports[0]: missing required key 'port'");
+	parse_bad("{'ports':[{'port':22}]}", "ports[0]: missing required key 'max_duration'");
+	parse_bad("{'ports':[{'port':22,'max_duration':1},{'port':70000,'max_duration':1}]}",
+		"ports[1].port: 70000 is not a port number (1-65535)");
+	parse_bad("{'ports':[{'port':0,'max_duration':1}]}",
+		"ports[0].port: 0 is not a port number");
+	parse_bad("{'ports':[{'port':-22,'max_duration':1}]}",
+		"ports[0].port: -22 is not a port number");
+	parse_bad("{'ports':[{'port':'22','max_duration':1}]}",
+		"ports[0].port: expected an integer, not a string");
+	parse_bad("{'ports':[{'port':22.0,'max_duration':1}]}",
+		"ports[0].port: expected an integer, not a real number");
+	parse_bad("{'ports':[{'port':22,'protocol':'sctp','max_duration':1}]}",
+		"ports[0].protocol: 'sctp' is not tcp, udp or *");
+	parse_bad("{'ports':[{'port':22,'protocol':6,'max_duration':1}]}",
+		"ports[0].protocol: expected a string, not an integer");
+}
+
+static void test_duplicate_port(void **state)
+{
+	parse_bad("{'ports':[{'port':22,'max_duration':1},{'port':80,'max_duration':1},"
+		  "{'port':22,'protocol':'udp','max_duration':1}]}",
+		"ports[2]: port 22 is listed twice (ports[0])");
+	parse_bad("{'ports':[{'port':53,'protocol':'tcp','max_duration':1},"
+		  "{'port':53,'protocol':'tcp','max_duration':1}]}",
+		"ports[1]: port 53 is listed twice (ports[0])");
+}
+
+static void test_max_duration(void **state)
+{
+	parse_bad("{'ports':[{'port':22,'max_duration':'PT25H'}]}",
+		"ports[0].max_duration: 'PT25H' exceeds the maximum P1D");
+	parse_bad("{'ports':[{'port':22,'max_duration':86401}]}",
+		"ports[0].max_duration: 86401 exceeds the maximum P1D");
+	parse_bad("{'ports':[{'port':22,'max_duration':0}]}",
+		"ports[0].max_duration: 0 is below the minimum PT1S");
+	parse_bad("{'ports':[{'port':22,'max_duration':'PT0S'}]}",
+		"ports[0].max_duration: 'PT0S' is below the minimum PT1S");
+	parse_bad("{'ports':[{'port':22,'max_duration':'P2W'}]}",
+		"ports[0].max_duration: 'P2W' is not a duration");
+	parse_bad("{'ports':[{'port':22,'max_duration':null}]}",
+		"ports[0].max_duration: expected an ISO 8601 duration");
+}
+
+static void test_sources(void **state)
+{
+	parse_bad("{'ports':[{'port':22,'max_duration':1,'allowed_sources':[]}]}",
+		"ports[0].allowed_sources: empty");
+	parse_bad("{'ports':[{'port':22,'max_duration':1,'allowed_sources':'*'}]}",
+		"ports[0].allowed_sources: expected an array, not a string");
+	parse_bad("{'ports':[{'port':22,'max_duration':1,"
+		  "'allowed_sources':['*','10.0.0.0/8']}]}",
+		"ports[0].allowed_sources[0]: '*' cannot be mixed with prefixes");
+	parse_bad("{'ports':[{'port':22,'max_duration':1},{'port':23,'max_duration':1,"
+		  "'allowed_sources':['10.0.0.0/8','*']}]}",
+		"ports[1].allowed_sources[1]: '*' cannot be mixed with prefixes");
+	parse_bad("{'ports':[{'port':22,'max_duration':1,"
+		  "'allowed_sources':['10.0.0.1/8']}]}",
+		"ports[0].allowed_sources[0]: '10.0.0.1/8' is not a prefix (host bits set)");
+	parse_bad("{'ports':[{'port':22,'max_duration':1,'allowed_sources':[null]}]}",
+		"ports[0].allowed_sources[0]: expected a prefix string, not null");
+}
+
+/* Builds {"<key>":[<n> copies of item]} in a malloc'ed buffer. */
+static char *repeat(const char *head, const char *item, size_t n, const char *tail)
+{
+	size_t len = strlen(head) + n * (strlen(item) + 1) + strlen(tail) + 1, off;
+	char *s = malloc(len);
+
+	assert_non_null(s);
+	off = (size_t)sprintf(s, "%s", head);
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)sprintf(s + off, i ? ",%s" : "%s", item);
+	sprintf(s + off, "%s", tail);
+	return s;
+}
+
+static void test_limits(void **state)
+{
+	char *s = repeat("{'always_allow':[", "'10.0.0.0/8'", CONFIG_MAX_PREFIXES + 1, "]}");
+	struct config *c;
+	char *ports;
+	size_t off = 0;
+
+	parse_bad(s, "always_allow: 1025 entries, at most 1024 allowed");
+	free(s);
+	s = repeat("{'always_allow':[", "'10.0.0.0/8'", CONFIG_MAX_PREFIXES, "]}");
+	c = parse_ok(s);
+	assert_int_equal(c->n_always_allow, CONFIG_MAX_PREFIXES);
+	config_free(c);
+	free(s);
+	ports = malloc(64 * (CONFIG_MAX_PORTS + 2));
+	assert_non_null(ports);
+	off = (size_t)sprintf(ports, "{'ports':[");
+	for (int i = 1; i <= CONFIG_MAX_PORTS + 1; i++)
+		off += (size_t)sprintf(ports + off, "%s{'port':%d,'max_duration':60}",
+			i > 1 ? "," : "", i);
+	sprintf(ports + off, "]}");
+	parse_bad(ports, "ports: 257 entries, at most 256 allowed");
+	free(ports);
+}
+
+static void test_too_large(void **state)
+{
+	size_t n = CONFIG_MAX_BYTES + 1;
+	char *s = malloc(n);
+	struct jit_error e = { 0 };
+	struct config *c = NULL;
+
+	assert_non_null(s);
+	memset(s, ' ', n);
+	s[0] = '{';
+	s[n - 1] = '}';
+	assert_int_equal(config_parse(s, n, &c, &e), JIT_ERR_BAD_CONFIG);
+	assert_non_null(strstr(e.msg, "larger than 1048576 bytes"));
+	s[n - 2] = '}';
+	assert_int_equal(config_parse(s, n - 1, &c, &e), 0);
+	config_free(c);
+	free(s);
+}
+
+static char tmpdir[] = "/tmp/jitd-test-config.XXXXXX";
+
+static int make_dir(void **state)
+{
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int remove_dir(void **state)
+{
+	char cmd[64];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	return system(cmd);
+}
+
+static const char *write_file(const char *name, const char *data, size_t len, mode_t mode)
+{
+	static char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(chmod(path, mode), 0);
+	return path;
+}
+
+static void load_bad(const char *path, const char *needle)
+{
+	struct jit_error e = { 0 };
+	struct config *c = (struct config *)1;
+
+	assert_int_equal(config_load(path, &c, &e), JIT_ERR_BAD_CONFIG);
+	assert_null(c);
+	if (!strstr(e.msg, path) || !strstr(e.msg, needle))
+		fail_msg("message '%s' lacks '%s' or the path", e.msg, needle);
+}
+
+static void test_load(void **state)
+{
+	struct jit_error e = { 0 };
+	struct config *c = NULL;
+	const char *path = write_file("ok.json", example, strlen(example), 0644);
+	char missing[160];
+	char *big;
+
+	assert_int_equal(config_load(path, &c, &e), 0);
+	assert_string_equal(c->host_id, "web-01");
+	config_free(c);
+	path = write_file("bad.json", "{\"portz\":1}", 11, 0600);
+	load_bad(path, ": unknown key 'portz'");
+	path = write_file("gw.json", "{}", 2, 0664);
+	load_bad(path, "writable by group or others");
+	path = write_file("ow.json", "{}", 2, 0646);
+	load_bad(path, "writable by group or others");
+	snprintf(missing, sizeof(missing), "%s/missing.json", tmpdir);
+	load_bad(missing, strerror(ENOENT));
+	load_bad(tmpdir, "not a regular file");
+	big = malloc(CONFIG_MAX_BYTES + 1);
+	assert_non_null(big);
+	memset(big, ' ', CONFIG_MAX_BYTES + 1);
+	big[0] = '{';
+	big[CONFIG_MAX_BYTES] = '}';
+	path = write_file("big.json", big, CONFIG_MAX_BYTES + 1, 0600);
+	load_bad(path, "larger than 1048576 bytes");
+	big[CONFIG_MAX_BYTES - 1] = '}';
+	path = write_file("max.json", big, CONFIG_MAX_BYTES, 0600);
+	assert_int_equal(config_load(path, &c, &e), 0);
+	config_free(c);
+	free(big);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_example),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_port_defaults),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_syntax),
+		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_unknown_keys),
+		cmocka_unit_test(test_strings),
+		cmocka_unit_test(test_long_path),
+		cmocka_unit_test(test_clock_skew),
+		cmocka_unit_test(test_prefixes),
+		cmocka_unit_test(test_port_entries),
+		cmocka_unit_test(test_duplicate_port),
+		cmocka_unit_test(test_max_duration),
+		cmocka_unit_test(test_sources),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_too_large),
+		cmocka_unit_test_setup_teardown(test_load, make_dir, remove_dir),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
