@@ -1,1 +1,422 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "common/err.h"
+#include "common/grant.h"
+#include "common/jws.h"
+#include "common/keys.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+#define MALFORMED(e, ...) jit_fail((e), JIT_ERR_MALFORMED, __VA_ARGS__)
+#define OOM(e) jit_fail((e), JIT_ERR_INTERNAL, "out of memory")
+#define SHOWN_LEN 65 /* at most 64 bytes of attacker text in a message */
+/*
+ * 9999-12-31T23:59:59Z. Far beyond any grant, yet small enough that neither the skew arithmetic
+ * here nor the millisecond arithmetic of callers can overflow.
+ */
+#define GRANT_MAX_TIME 253402300799LL
+
+static const char *type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		break;
+	}
+	return "null";
+}
+
+/* Messages reach logs and JSON replies: printable ASCII only, so neither can be forged. */
+static const char *shown(const char *s, char buf[static SHOWN_LEN])
+{
+	size_t i;
+
+	for (i = 0; s[i] && i < SHOWN_LEN - 1; i++)
+		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+/* iss, sub, jti and reason end up in log lines, so control characters are refused outright. */
+static int copy_string(const json_t *c, const char *name, bool required, char **dst,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(c, name);
+	const char *s;
+	size_t n;
+
+	if (!v)
+		return required ? MALFORMED(e, "claim '%s': missing", name) : 0;
+	if (!json_is_string(v))
+		return MALFORMED(e, "claim '%s': expected a string, not %s", name, type_name(v));
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (required && !n)
+		return MALFORMED(e, "claim '%s': empty", name);
+	if (n > GRANT_MAX_STRING)
+		return MALFORMED(e, "claim '%s': %zu bytes, at most %d allowed", name, n,
+			GRANT_MAX_STRING);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return MALFORMED(e, "claim '%s': contains a control character", name);
+	if (!(*dst = strdup(s)))
+		return OOM(e);
+	return 0;
+}
+
+/* RFC 7519 NumericDate, restricted to whole positive seconds: 1.5 or 1e9 is refused. */
+static int get_time(const json_t *c, const char *name, bool required, int64_t *t,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(c, name);
+	json_int_t i;
+
+	*t = 0;
+	if (!v)
+		return required ? MALFORMED(e, "claim '%s': missing", name) : 0;
+	if (!json_is_integer(v))
+		return MALFORMED(e, "claim '%s': expected an integer, not %s", name, type_name(v));
+	i = json_integer_value(v);
+	if (i < 1 || i > GRANT_MAX_TIME)
+		return MALFORMED(e, "claim '%s': %lld is not a time (1-%lld)", name, (long long)i,
+			GRANT_MAX_TIME);
+	*t = (int64_t)i;
+	return 0;
+}
+
+/* RFC 7519 section 4.1.3: a string or an array of strings. Which host it names is checked later. */
+static int check_aud(const json_t *c, struct jit_error *e)
+{
+	const json_t *a = json_object_get(c, "aud");
+	size_t i;
+	json_t *v;
+
+	if (!a)
+		return MALFORMED(e, "claim 'aud': missing");
+	if (json_is_string(a))
+		return 0;
+	if (!json_is_array(a))
+		return MALFORMED(e, "claim 'aud': expected a string or an array of strings, not %s",
+			type_name(a));
+	json_array_foreach(a, i, v) {
+		if (!json_is_string(v))
+			return MALFORMED(e, "claim 'aud[%zu]': expected a string, not %s", i,
+				type_name(v));
+	}
+	return 0;
+}
+
+static bool prefix_equal(const struct prefix *a, const struct prefix *b)
+{
+	return a->family == b->family && a->len == b->len && !memcmp(a->addr, b->addr, 16);
+}
+
+static int parse_src(const json_t *c, struct grant *g, struct jit_error *e)
+{
+	const json_t *a = json_object_get(c, "src");
+	size_t cnt = json_array_size(a), i, j;
+	char buf[SHOWN_LEN];
+	struct prefix p;
+	json_t *v;
+
+	if (!a)
+		return MALFORMED(e, "claim 'src': missing");
+	if (!json_is_array(a))
+		return MALFORMED(e, "claim 'src': expected an array, not %s", type_name(a));
+	if (!cnt)
+		return MALFORMED(e, "claim 'src': empty");
+	if (cnt > GRANT_MAX_SOURCES)
+		return MALFORMED(e, "claim 'src': %zu entries, at most %d allowed", cnt,
+			GRANT_MAX_SOURCES);
+	if (!(g->src = calloc(cnt, sizeof(*g->src))))
+		return OOM(e);
+	json_array_foreach(a, i, v) {
+		if (!json_is_string(v))
+			return MALFORMED(e, "claim 'src[%zu]': expected a string, not %s", i,
+				type_name(v));
+		if (prefix_parse(json_string_value(v), &p))
+			return MALFORMED(e, "claim 'src[%zu]': '%s' is not an IP prefix", i,
+				shown(json_string_value(v), buf));
+		/* Canonical forms compare equal, so "::ffff:10.0.0.1" and "10.0.0.1" are one. */
+		for (j = 0; j < g->n_src && !prefix_equal(&g->src[j], &p); j++)
+			;
+		if (j == g->n_src)
+			g->src[g->n_src++] = p;
+	}
+	return 0;
+}
+
+/* One port object: {"port": 1-65535, "protocol": "tcp" | "udp" | "*"}, nothing else. */
+static int parse_port(const json_t *o, size_t i, uint16_t *port, unsigned *mask,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(o, "port"), *p = json_object_get(o, "protocol");
+	char buf[SHOWN_LEN];
+	json_int_t n;
+
+	*mask = PORT_PROTO_TCP;
+	if (!json_is_object(o))
+		return MALFORMED(e, "claim 'ports[%zu]': expected an object, not %s", i,
+			type_name(o));
+	if (!v)
+		return MALFORMED(e, "claim 'ports[%zu]': missing 'port'", i);
+	if (!json_is_integer(v))
+		return MALFORMED(e, "claim 'ports[%zu].port': expected an integer, not %s", i,
+			type_name(v));
+	n = json_integer_value(v);
+	if (n < 1 || n > 65535)
+		return MALFORMED(e, "claim 'ports[%zu].port': %lld is not a port number (1-65535)",
+			i, (long long)n);
+	*port = (uint16_t)n;
+	if (p && !json_is_string(p))
+		return MALFORMED(e, "claim 'ports[%zu].protocol': expected a string, not %s", i,
+			type_name(p));
+	if (p && port_proto_parse(json_string_value(p), mask))
+		return MALFORMED(e, "claim 'ports[%zu].protocol': '%s' is not tcp, udp or *", i,
+			shown(json_string_value(p), buf));
+	/* A member we do not know might restrict the grant in a way we would silently ignore. */
+	if (json_object_size(o) != (p ? 2 : 1))
+		return MALFORMED(e, "claim 'ports[%zu]': members other than port and protocol", i);
+	return 0;
+}
+
+static void add_port(struct grant *g, uint16_t port, uint8_t proto)
+{
+	for (size_t i = 0; i < g->n_ports; i++)
+		if (g->ports[i].port == port && g->ports[i].proto == proto)
+			return;
+	g->ports[g->n_ports].port = port;
+	g->ports[g->n_ports].proto = proto;
+	g->n_ports++;
+}
+
+static int parse_ports(const json_t *c, struct grant *g, struct jit_error *e)
+{
+	const json_t *a = json_object_get(c, "ports");
+	size_t cnt = json_array_size(a), i;
+	uint16_t port = 0;
+	unsigned mask;
+	json_t *v;
+	int ret;
+
+	if (!a)
+		return MALFORMED(e, "claim 'ports': missing");
+	if (!json_is_array(a))
+		return MALFORMED(e, "claim 'ports': expected an array, not %s", type_name(a));
+	if (!cnt)
+		return MALFORMED(e, "claim 'ports': empty");
+	if (cnt > GRANT_MAX_PORTS)
+		return MALFORMED(e, "claim 'ports': %zu entries, at most %d allowed", cnt,
+			GRANT_MAX_PORTS);
+	/* Room for "*" expanding every entry to two. */
+	if (!(g->ports = calloc(2 * cnt, sizeof(*g->ports))))
+		return OOM(e);
+	json_array_foreach(a, i, v) {
+		if ((ret = parse_port(v, i, &port, &mask, e)))
+			return ret;
+		if (mask & PORT_PROTO_TCP)
+			add_port(g, port, PORT_PROTO_TCP);
+		if (mask & PORT_PROTO_UDP)
+			add_port(g, port, PORT_PROTO_UDP);
+	}
+	if (g->n_ports > GRANT_MAX_PORTS)
+		return MALFORMED(e, "claim 'ports': %zu port/protocol pairs, at most %d allowed",
+			g->n_ports, GRANT_MAX_PORTS);
+	return 0;
+}
+
+int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error *e)
+{
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(claims)) {
+		ret = MALFORMED(e, "claims: not a JSON object");
+		goto out;
+	}
+	/* Claims we do not know are ignored, as JWT consumers do; every one we use is checked. */
+	if ((ret = copy_string(claims, "jti", true, &out->jti, e)) ||
+		(ret = copy_string(claims, "iss", true, &out->iss, e)) ||
+		(ret = copy_string(claims, "sub", true, &out->sub, e)) ||
+		(ret = get_time(claims, "iat", true, &out->iat, e)) ||
+		(ret = get_time(claims, "exp", true, &out->exp, e)) ||
+		(ret = get_time(claims, "nbf", false, &out->nbf, e)) ||
+		(ret = check_aud(claims, e)) ||
+		(ret = parse_src(claims, out, e)) ||
+		(ret = parse_ports(claims, out, e)) ||
+		(ret = copy_string(claims, "reason", false, &out->reason, e)))
+		goto out;
+	ret = 0;
+out:
+	if (ret)
+		grant_clear(out);
+	return ret;
+}
+
+static int parse_payload(const struct jws *j, json_t **claims, struct jit_error *e)
+{
+	char buf[SHOWN_LEN];
+	json_error_t jerr;
+
+	*claims = NULL;
+	/* jansson stops at a NUL, which would let bytes after it ride along unparsed. */
+	if (memchr(j->payload, '\0', j->payload_len))
+		return MALFORMED(e, "claims: contain a NUL byte");
+	*claims = json_loadb((const char *)j->payload, j->payload_len, JSON_REJECT_DUPLICATES,
+		&jerr);
+	if (!*claims)
+		return MALFORMED(e, "claims: not valid JSON: %s", shown(jerr.text, buf));
+	if (!json_is_object(*claims))
+		return MALFORMED(e, "claims: not a JSON object");
+	return 0;
+}
+
+/* RFC 8725 section 3.9: the controller signs for many hosts, so aud must name this one. */
+static int check_audience(const json_t *claims, const char *host_id, struct jit_error *e)
+{
+	const json_t *a = json_object_get(claims, "aud");
+	size_t i;
+	json_t *v;
+
+	if (json_is_string(a) && !strcmp(json_string_value(a), host_id))
+		return 0;
+	json_array_foreach(a, i, v) {
+		if (!strcmp(json_string_value(v), host_id))
+			return 0;
+	}
+	return jit_fail(e, JIT_ERR_WRONG_AUDIENCE, "claim 'aud': does not name this host '%s'",
+		host_id);
+}
+
+/* Claims are at most GRANT_MAX_TIME and the skew is clamped to it, so nothing here overflows. */
+static int check_time(const struct grant *g, const struct grant_verify_ctx *ctx,
+	struct jit_error *e)
+{
+	int64_t skew = ctx->clock_skew > (uint64_t)GRANT_MAX_TIME ? GRANT_MAX_TIME :
+		(int64_t)ctx->clock_skew;
+	int64_t now = ctx->now;
+
+	if (g->exp + skew <= now)
+		return jit_fail(e, JIT_ERR_EXPIRED, "claim 'exp': expired at %lld, now is %lld",
+			(long long)g->exp, (long long)now);
+	if (g->nbf && g->nbf - skew > now)
+		return jit_fail(e, JIT_ERR_NOT_YET_VALID,
+			"claim 'nbf': not before %lld, now is %lld", (long long)g->nbf,
+			(long long)now);
+	if (g->iat - skew > now)
+		return jit_fail(e, JIT_ERR_NOT_YET_VALID,
+			"claim 'iat': issued at %lld, now is %lld", (long long)g->iat,
+			(long long)now);
+	if (g->exp <= g->iat)
+		return MALFORMED(e, "claim 'exp': %lld is not after iat %lld", (long long)g->exp,
+			(long long)g->iat);
+	/* A window that closes before it opens is a broken issuer, not a timing problem. */
+	if (g->nbf && g->exp <= g->nbf)
+		return MALFORMED(e, "claim 'exp': %lld is not after nbf %lld", (long long)g->exp,
+			(long long)g->nbf);
+	return 0;
+}
+
+int grant_verify(const char *token, size_t len, const struct grant_verify_ctx *ctx,
+	struct grant *out, struct jit_error *e)
+{
+	struct jws j = { 0 };
+	EVP_PKEY *pub = NULL;
+	json_t *claims = NULL;
+	const char *kid = NULL;
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	/* Cheapest first: jws_decode refuses an oversized token before it looks at a byte. */
+	if ((ret = jws_decode(token, len, &j, e)) ||
+		(ret = jws_check_header(&j, GRANT_TYP, &kid, e)) ||
+		(ret = keys_load_public(ctx->keys_dir, kid, &pub, e)) ||
+		(ret = jws_verify(&j, pub, e)) ||
+		(ret = parse_payload(&j, &claims, e)) ||
+		(ret = grant_parse_claims(claims, out, e)) ||
+		(ret = check_audience(claims, ctx->host_id, e)) ||
+		(ret = check_time(out, ctx, e)))
+		goto out;
+	if (!(out->kid = strdup(kid))) {
+		ret = OOM(e);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (ret)
+		grant_clear(out);
+	json_decref(claims);
+	EVP_PKEY_free(pub);
+	jws_clear(&j);
+	return ret;
+}
+
+static bool dup_str(const char *s, char **dst)
+{
+	*dst = NULL;
+	return !s || (*dst = strdup(s));
+}
+
+static void *dup_mem(const void *p, size_t n)
+{
+	void *q;
+
+	if (!n || !(q = malloc(n)))
+		return NULL;
+	return memcpy(q, p, n);
+}
+
+int grant_copy(const struct grant *src, struct grant *dst)
+{
+	struct grant g = { .iat = src->iat, .nbf = src->nbf, .exp = src->exp,
+		.n_src = src->n_src, .n_ports = src->n_ports };
+	int ret;
+
+	memset(dst, 0, sizeof(*dst));
+	g.src = dup_mem(src->src, src->n_src * sizeof(*src->src));
+	g.ports = dup_mem(src->ports, src->n_ports * sizeof(*src->ports));
+	if (!dup_str(src->jti, &g.jti) || !dup_str(src->iss, &g.iss) ||
+		!dup_str(src->sub, &g.sub) || !dup_str(src->kid, &g.kid) ||
+		!dup_str(src->reason, &g.reason) || (src->n_src && !g.src) ||
+		(src->n_ports && !g.ports)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	*dst = g;
+	memset(&g, 0, sizeof(g));
+	ret = 0;
+out:
+	grant_clear(&g);
+	return ret;
+}
+
+void grant_clear(struct grant *g)
+{
+	free(g->jti);
+	free(g->iss);
+	free(g->sub);
+	free(g->kid);
+	free(g->reason);
+	free(g->src);
+	free(g->ports);
+	memset(g, 0, sizeof(*g));
+}

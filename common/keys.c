@@ -1,1 +1,258 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "common/err.h"
+#include "common/keys.h"
+
+#define UNKNOWN(e, ...) jit_fail((e), JIT_ERR_UNKNOWN_KEY, __VA_ARGS__)
+#define KID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+#define KEY_FILE_MAX 16384 /* an Ed25519 PEM is about 113 bytes; anything huge is not a key */
+#define SHOWN_LEN (KEYS_KID_MAX + 1)
+
+bool keys_kid_valid(const char *kid)
+{
+	size_t n;
+
+	if (!kid)
+		return false;
+	n = strnlen(kid, KEYS_KID_MAX + 1);
+	return n >= 1 && n <= KEYS_KID_MAX && kid[0] != '.' && strspn(kid, KID_CHARS) == n;
+}
+
+/* An invalid kid is attacker text bound for logs: printable ASCII only, at most 64 bytes. */
+static const char *shown(const char *s, char buf[static SHOWN_LEN])
+{
+	size_t i;
+
+	for (i = 0; s && s[i] && i < SHOWN_LEN - 1; i++)
+		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Whoever can rewrite a trusted key can grant themselves access: refuse such files, like doas. */
+static int check_file(int fd, const char *kid, const char *path, struct jit_error *e)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return UNKNOWN(e, "key '%s': %s is not a regular file", kid, path);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return UNKNOWN(e, "key '%s': %s is writable by group or others", kid, path);
+	if (st.st_uid != 0 && st.st_uid != geteuid())
+		return UNKNOWN(e, "key '%s': %s is owned by uid %u, not root", kid, path,
+			(unsigned)st.st_uid);
+	if (st.st_size > KEY_FILE_MAX)
+		return UNKNOWN(e, "key '%s': %s is larger than %d bytes", kid, path, KEY_FILE_MAX);
+	return 0;
+}
+
+static int read_public(int fd, const char *kid, const char *path, EVP_PKEY **out,
+	struct jit_error *e)
+{
+	FILE *fp = fdopen(fd, "r");
+	int ret;
+
+	if (!fp) {
+		ret = UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+		close(fd);
+		goto out;
+	}
+	if (!(*out = PEM_read_PUBKEY(fp, NULL, NULL, NULL))) {
+		ret = UNKNOWN(e, "key '%s': %s is not a PEM public key", kid, path);
+		goto out;
+	}
+	if (EVP_PKEY_base_id(*out) != EVP_PKEY_ED25519) {
+		ret = UNKNOWN(e, "key '%s': %s is not an Ed25519 key", kid, path);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (ret) {
+		EVP_PKEY_free(*out);
+		*out = NULL;
+	}
+	if (fp)
+		fclose(fp);
+	ERR_clear_error();
+	return ret;
+}
+
+int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, struct jit_error *e)
+{
+	char path[PATH_MAX], buf[SHOWN_LEN];
+	int fd = -1, n, ret;
+
+	*out = NULL;
+	/* Checked before the kid reaches a path: "../x" or "/x" must never name a file. */
+	if (!keys_kid_valid(kid)) {
+		ret = UNKNOWN(e, "key '%s': not a valid key id", shown(kid, buf));
+		goto out;
+	}
+	n = snprintf(path, sizeof(path), "%s/%s.pem", keys_dir, kid);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		ret = UNKNOWN(e, "key '%s': path too long (keys_dir %s)", kid, keys_dir);
+		goto out;
+	}
+	/* O_NONBLOCK so that a FIFO planted in keys_dir cannot hang the daemon before fstat. */
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			ret = UNKNOWN(e, "key '%s': no such key in %s", kid, keys_dir);
+		else
+			ret = UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+		goto out;
+	}
+	if ((ret = check_file(fd, kid, path, e)))
+		goto out;
+	/* read_public owns the descriptor from here on. */
+	ret = read_public(fd, kid, path, out, e);
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/* Never prompt on a terminal for a passphrase: an encrypted key is simply refused. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	return -1;
+}
+
+int keys_load_private(const char *path, EVP_PKEY **out)
+{
+	FILE *fp = NULL;
+	int fd, ret;
+
+	*out = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (!(fp = fdopen(fd, "r"))) {
+		ret = -errno;
+		close(fd);
+		goto out;
+	}
+	if (!(*out = PEM_read_PrivateKey(fp, NULL, no_passphrase, NULL)) ||
+		EVP_PKEY_base_id(*out) != EVP_PKEY_ED25519) {
+		EVP_PKEY_free(*out);
+		*out = NULL;
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = 0;
+out:
+	if (fp)
+		fclose(fp);
+	ERR_clear_error();
+	return ret;
+}
+
+static int generate(EVP_PKEY **out)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	if (!ctx)
+		goto out;
+	if (EVP_PKEY_keygen_init(ctx) != 1 || EVP_PKEY_keygen(ctx, out) != 1) {
+		ret = -EIO;
+		goto out;
+	}
+	ret = 0;
+out:
+	ERR_clear_error();
+	EVP_PKEY_CTX_free(ctx);
+	return ret;
+}
+
+/*
+ * Creates path (never replacing anything, never through a symlink) and writes one PEM to it. On
+ * failure nothing is left behind: a half-written key (0 bytes, say) must not look usable.
+ */
+static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, bool private)
+{
+	FILE *fp = NULL;
+	int fd, ok, ret;
+
+	if ((fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode)) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	/* The umask may only narrow the mode; the public half is meant to be world-readable. */
+	if (fchmod(fd, mode) || !(fp = fdopen(fd, "w"))) {
+		ret = -errno;
+		close(fd);
+		unlink(path);
+		goto out;
+	}
+	/* Unbuffered, so that no copy of the private key is left in a freed stdio buffer. */
+	if (private && setvbuf(fp, NULL, _IONBF, 0)) {
+		ret = -EIO;
+		goto out;
+	}
+	if (private)
+		ok = PEM_write_PrivateKey(fp, key, NULL, NULL, 0, NULL, NULL);
+	else
+		ok = PEM_write_PUBKEY(fp, key);
+	if (ok != 1 || fflush(fp) || fsync(fileno(fp))) {
+		ret = ok != 1 ? -EIO : -errno;
+		goto out;
+	}
+	ret = 0;
+out:
+	if (fp && fclose(fp) && !ret)
+		ret = -errno;
+	if (fp && ret)
+		unlink(path);
+	ERR_clear_error();
+	return ret;
+}
+
+int keys_generate(const char *dir, const char *kid)
+{
+	char key_path[PATH_MAX], pub_path[PATH_MAX];
+	EVP_PKEY *pkey = NULL;
+	int n, ret;
+
+	if (!keys_kid_valid(kid)) {
+		ret = -EINVAL;
+		goto out;
+	}
+	n = snprintf(key_path, sizeof(key_path), "%s/%s.key", dir, kid);
+	if (n < 0 || (size_t)n >= sizeof(key_path)) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	n = snprintf(pub_path, sizeof(pub_path), "%s/%s.pem", dir, kid);
+	if (n < 0 || (size_t)n >= sizeof(pub_path)) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	if ((ret = generate(&pkey)) || (ret = write_pem(key_path, 0600, pkey, true)))
+		goto out;
+	/* A private key without its public half would be refused next time as existing. */
+	if ((ret = write_pem(pub_path, 0644, pkey, false))) {
+		unlink(key_path);
+		goto out;
+	}
+	ret = 0;
+out:
+	EVP_PKEY_free(pkey);
+	return ret;
+}
