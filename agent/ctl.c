@@ -62,14 +62,16 @@ static void reply(struct client *c, json_t *msg)
 
 static json_t *do_submit(struct client *c, json_t *req)
 {
-	const char *token = json_string_value(json_object_get(req, "token"));
+	const json_t *tok = json_object_get(req, "token");
 	struct jit_error err = { 0 };
 	const struct grant *g;
 	int ret;
 
-	if (!token)
+	if (!json_is_string(tok))
 		return proto_error(JIT_ERR_BAD_REQUEST, "submit needs a \"token\" string");
-	ret = enforce_submit(c->ctl->enf, token, strlen(token), c->peer, &g, &err);
+	/* The JSON length, not strlen: a "\u0000" must not cut trailing garbage off the token. */
+	ret = enforce_submit(c->ctl->enf, json_string_value(tok), json_string_length(tok), c->peer,
+		&g, &err);
 	if (ret)
 		return proto_error(ret, err.msg);
 	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));

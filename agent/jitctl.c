@@ -1,1 +1,101 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/jitctl.h"
+#include "common/proto.h"
+
+#define DEFAULT_SOCKET "/run/jitd/jitd.sock"
+
+static int cmd_help(const struct jitctl_opts *o, int argc, char **argv);
+
+/* The command table, as in wireguard-tools: adding a command is one line here. */
+static const struct {
+	const char *name;
+	int (*fn)(const struct jitctl_opts *o, int argc, char **argv);
+	const char *help;
+} commands[] = {
+	{ "status", cmd_status, "Shows protected ports, active grants and the kernel state" },
+	{ "submit", cmd_submit, "Hands a signed grant (file or -) to the agent" },
+	{ "keygen", cmd_keygen, "Generates an Ed25519 key pair for signing grants" },
+	{ "sign", cmd_sign, "Prints a grant signed with a private key" },
+	{ "help", cmd_help, "Shows this help" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: jitctl [-s SOCKET] [COMMAND] [ARGS...]\n\n"
+		   "Controls and inspects the jitd just-in-time access agent.\n\n"
+		   "Options:\n"
+		   "  -s, --socket PATH  agent control socket (default " DEFAULT_SOCKET ")\n"
+		   "  -h, --help         show this help\n"
+		   "  -V, --version      show the version\n\n"
+		   "Commands (default: status):\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\n'jitctl COMMAND --help' describes a command. Exit status: 0 success, "
+		   "1 refused, 2 usage error, 3 agent unreachable.\n");
+}
+
+static int cmd_help(const struct jitctl_opts *o, int argc, char **argv)
+{
+	usage(stdout);
+	return JITCTL_OK;
+}
+
+int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply)
+{
+	int ret = proto_call(o->socket, request, reply);
+
+	if (!ret)
+		return JITCTL_OK;
+	if (ret == -EPROTO)
+		fprintf(stderr, "jitctl: %s: the agent sent no valid reply\n", o->socket);
+	else
+		fprintf(stderr, "jitctl: cannot reach jitd at %s: %s%s\n", o->socket,
+			strerror(-ret),
+			ret == -EACCES ? " (the control socket is for root and group jitd)" : "");
+	return JITCTL_UNREACHABLE;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct jitctl_opts o = { .socket = DEFAULT_SOCKET };
+	static char status_name[] = "status";
+	char *status_argv[] = { status_name, NULL };
+	int c;
+
+	/* '+': options after the command name belong to the command. */
+	while ((c = getopt_long(argc, argv, "+s:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o.socket = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return JITCTL_OK;
+		case 'V':
+			printf("jitctl %s\n", JITD_VERSION);
+			return JITCTL_OK;
+		default:
+			usage(stderr);
+			return JITCTL_USAGE;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (!argc)
+		return cmd_status(&o, 1, status_argv);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[0], commands[i].name))
+			return commands[i].fn(&o, argc, argv);
+	fprintf(stderr, "jitctl: unknown command '%s'; try 'jitctl --help'\n", argv[0]);
+	return JITCTL_USAGE;
+}

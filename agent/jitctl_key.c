@@ -1,1 +1,434 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "agent/jitctl.h"
+#include "common/duration.h"
+#include "common/grant.h"
+#include "common/jws.h"
+#include "common/keys.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+#define JTI_BYTES 16 /* 128 bits: a random jti never collides with an active one in practice */
+
+/* getopt's own messages would start with argv[0], the bare command name: say it our way. */
+static void bad_option(const char *cmd, int c, char **argv)
+{
+	const char *opt = argv[optind - 1];
+
+	if (c == ':')
+		fprintf(stderr, "jitctl %s: %s: missing argument\n", cmd, opt);
+	else if (optopt && optopt < 256)
+		fprintf(stderr, "jitctl %s: -%c: unknown option\n", cmd, optopt);
+	else
+		fprintf(stderr, "jitctl %s: %s: unknown or ambiguous option\n", cmd, opt);
+	fprintf(stderr, "Try 'jitctl %s --help'.\n", cmd);
+}
+
+static void keygen_usage(FILE *f)
+{
+	fprintf(f, "usage: jitctl keygen --kid KID --dir DIR\n"
+		   "  Writes DIR/KID.key (private, mode 0600) and DIR/KID.pem (public).\n");
+}
+
+/* keys_generate does not say which file was in the way; the private one is named if it was. */
+static void report_exists(const char *dir, const char *kid)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s.key", dir, kid);
+	if (lstat(path, &st))
+		snprintf(path, sizeof(path), "%s/%s.pem", dir, kid);
+	fprintf(stderr, "jitctl keygen: refusing to overwrite existing %s\n", path);
+}
+
+int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "kid", required_argument, NULL, 'k' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *kid = NULL, *dir = NULL;
+	int c, ret;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			kid = optarg;
+			break;
+		case 'd':
+			dir = optarg;
+			break;
+		case 'h':
+			keygen_usage(stdout);
+			return JITCTL_OK;
+		default:
+			bad_option("keygen", c, argv);
+			return JITCTL_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "jitctl keygen: '%s': unexpected argument\n", argv[optind]);
+		goto usage;
+	}
+	if (!kid || !dir) {
+		fprintf(stderr, "jitctl keygen: missing --%s\n", !kid ? "kid" : "dir");
+		goto usage;
+	}
+	/* The kid becomes a file name here and on every agent: only what keys_load_public takes. */
+	if (!keys_kid_valid(kid)) {
+		fprintf(stderr, "jitctl keygen: --kid '%s': not a key id (1-%d of A-Z a-z 0-9 . _ -, "
+				"not starting with '.')\n", kid, KEYS_KID_MAX);
+		goto usage;
+	}
+	if (!*dir) {
+		fprintf(stderr, "jitctl keygen: --dir: empty\n");
+		goto usage;
+	}
+	ret = keys_generate(dir, kid);
+	if (ret == -EEXIST) {
+		report_exists(dir, kid);
+		return JITCTL_REFUSED;
+	}
+	if (ret) {
+		fprintf(stderr, "jitctl keygen: writing key pair '%s' in %s: %s\n", kid, dir,
+			strerror(-ret));
+		return JITCTL_REFUSED;
+	}
+	printf("private key: %s/%s.key\n", dir, kid);
+	printf("public key:  %s/%s.pem (copy it into the agent's keys_dir to trust it)\n", dir, kid);
+	return JITCTL_OK;
+usage:
+	fprintf(stderr, "Try 'jitctl keygen --help'.\n");
+	return JITCTL_USAGE;
+}
+
+static void sign_usage(FILE *f)
+{
+	fprintf(f, "usage: jitctl sign --key KEY --kid KID --aud HOST[,HOST...] --sub USER\n"
+		   "                  --src PREFIX[,...] --port PORT[/PROTO][,...] --for DURATION\n"
+		   "                  [--iss ISS] [--jti ID] [--reason TEXT] [--not-before DURATION]\n"
+		   "  Prints a grant (compact JWS, EdDSA) signed with an Ed25519 private key.\n\n"
+		   "  --key PATH              private key (PEM PKCS#8, as written by jitctl keygen)\n"
+		   "  --kid KID               key id; the agent verifies with keys_dir/KID.pem\n"
+		   "  --aud HOST[,...]        host ids (the agents' host_id) the grant is for\n"
+		   "  --sub USER              who the access is for\n"
+		   "  --src PREFIX[,...]      source addresses or prefixes (192.0.2.7, 2001:db8::/64)\n"
+		   "  --port PORT[/PROTO][,...]  ports; PROTO tcp (default), udp or * (both)\n"
+		   "  --for DURATION          how long the grant is valid from now (at least 1 s)\n"
+		   "  --iss ISS               issuer (default jitctl)\n"
+		   "  --jti ID                grant id (default 32 random hex digits)\n"
+		   "  --reason TEXT           why, for the agent's audit log\n"
+		   "  --not-before DURATION   valid only from now + DURATION\n"
+		   "  -h, --help              show this help\n\n"
+		   "Durations are ISO 8601 (PT10M, PT3H, P1D) or seconds. Ports default to tcp.\n"
+		   "If an option is repeated the last one wins. Nothing but syntax is checked here:\n"
+		   "the agent decides whether it accepts the grant.\n");
+}
+
+/* Indexes into sign's option table; the required ones come first. */
+enum {
+	S_KEY,
+	S_KID,
+	S_AUD,
+	S_SUB,
+	S_SRC,
+	S_PORT,
+	S_FOR,
+	S_ISS,
+	S_JTI,
+	S_REASON,
+	S_NBF,
+	S__COUNT,
+	S__REQUIRED = S_ISS,
+};
+
+#define S_VAL 256 /* getopt_long's val for S_x: above every char, so never confused with one */
+
+/* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */
+typedef int (*item_fn)(const char *item, json_t *arr);
+
+static int add_string(const char *item, json_t *arr)
+{
+	return json_array_append_new(arr, json_string(item)) ? -ENOMEM : 0;
+}
+
+/* The canonical text, so that the token says exactly what the agent will enforce. */
+static int add_src(const char *item, json_t *arr)
+{
+	char buf[PREFIX_STRLEN];
+	struct prefix p;
+
+	if (prefix_parse(item, &p) || prefix_format(&p, buf, sizeof(buf)))
+		return -EINVAL;
+	return add_string(buf, arr);
+}
+
+static int add_port(const char *item, json_t *arr)
+{
+	uint16_t port;
+	unsigned mask;
+
+	if (port_spec_parse(item, &port, &mask))
+		return -EINVAL;
+	return json_array_append_new(arr, json_pack("{s:i, s:s}", "port", (int)port, "protocol",
+		port_proto_name(mask))) ? -ENOMEM : 0;
+}
+
+/*
+ * Splits the comma list s (the value of --opt) into a new array in *out, one fn call per item.
+ * strtok_r would skip empty items silently; "22,,23" is more likely a typo than a wish, so it is
+ * refused. On -EINVAL the offending item has been reported with what it should have been.
+ */
+static int parse_list(const char *opt, const char *s, item_fn fn, const char *what, json_t **out)
+{
+	char *copy = NULL, *item, *save;
+	size_t n = strlen(s);
+	int ret;
+
+	if (!(*out = json_array())) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (!n || s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,")) {
+		fprintf(stderr, "jitctl sign: --%s '%s': empty item in the list\n", opt, s);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (!(copy = strdup(s))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		ret = fn(item, *out);
+		if (ret == -EINVAL)
+			fprintf(stderr, "jitctl sign: --%s '%s': %s\n", opt, item, what);
+		if (ret)
+			goto out;
+	}
+	ret = 0;
+out:
+	if (ret) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	free(copy);
+	return ret;
+}
+
+static int parse_duration(const char *opt, const char *s, uint64_t *secs)
+{
+	int ret = duration_parse(s, secs);
+
+	if (ret == -ERANGE)
+		fprintf(stderr, "jitctl sign: --%s '%s': longer than %llu s\n", opt, s,
+			(unsigned long long)DURATION_MAX_SECS);
+	else if (ret)
+		fprintf(stderr, "jitctl sign: --%s '%s': not a duration (ISO 8601 like PT10M, "
+				"or seconds)\n", opt, s);
+	return ret ? -EINVAL : 0;
+}
+
+/*
+ * jansson refuses strings that are not UTF-8, which would otherwise surface as a vague failure
+ * to build the claims. 0, -EILSEQ or -ENOMEM.
+ */
+static int check_text(const char *s)
+{
+	json_t *v = json_string(s);
+	int ret = 0;
+
+	if (!v)
+		ret = (v = json_string_nocheck(s)) ? -EILSEQ : -ENOMEM;
+	json_decref(v);
+	return ret;
+}
+
+/* 32 lowercase hex digits from the CSPRNG into buf. 0 or -EIO. */
+static int random_jti(char buf[static 2 * JTI_BYTES + 1])
+{
+	unsigned char r[JTI_BYTES];
+
+	if (RAND_bytes(r, sizeof(r)) != 1)
+		return -EIO;
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(buf + 2 * i, 3, "%02x", r[i]);
+	return 0;
+}
+
+/* Sets name to v, which it steals (json_object_set_new releases v on failure as well). */
+static int set(json_t *obj, const char *name, json_t *v)
+{
+	return json_object_set_new(obj, name, v) ? -ENOMEM : 0;
+}
+
+int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		[S_KEY] = { "key", required_argument, NULL, S_VAL + S_KEY },
+		[S_KID] = { "kid", required_argument, NULL, S_VAL + S_KID },
+		[S_AUD] = { "aud", required_argument, NULL, S_VAL + S_AUD },
+		[S_SUB] = { "sub", required_argument, NULL, S_VAL + S_SUB },
+		[S_SRC] = { "src", required_argument, NULL, S_VAL + S_SRC },
+		[S_PORT] = { "port", required_argument, NULL, S_VAL + S_PORT },
+		[S_FOR] = { "for", required_argument, NULL, S_VAL + S_FOR },
+		[S_ISS] = { "iss", required_argument, NULL, S_VAL + S_ISS },
+		[S_JTI] = { "jti", required_argument, NULL, S_VAL + S_JTI },
+		[S_REASON] = { "reason", required_argument, NULL, S_VAL + S_REASON },
+		[S_NBF] = { "not-before", required_argument, NULL, S_VAL + S_NBF },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *arg[S__COUNT] = { [S_ISS] = "jitctl" };
+	char jti[2 * JTI_BYTES + 1], *payload = NULL, *token = NULL;
+	json_t *aud = NULL, *src = NULL, *ports = NULL, *claims = NULL, *header = NULL;
+	uint64_t valid_for = 0, not_before = 0;
+	EVP_PKEY *key = NULL;
+	bool missing = false;
+	int c, i, err, ret;
+	time_t now;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		if (c >= S_VAL && c < S_VAL + S__COUNT) {
+			/* Last wins: tests override one claim of a ready-made command line. */
+			arg[c - S_VAL] = optarg;
+			continue;
+		}
+		if (c == 'h') {
+			sign_usage(stdout);
+			return JITCTL_OK;
+		}
+		bad_option("sign", c, argv);
+		return JITCTL_USAGE;
+	}
+
+	/* Everything the command line alone can get wrong is a usage error, before any I/O. */
+	if (optind < argc) {
+		fprintf(stderr, "jitctl sign: '%s': unexpected argument\n", argv[optind]);
+		goto usage;
+	}
+	for (i = 0; i < S__REQUIRED; i++) {
+		if (!arg[i]) {
+			fprintf(stderr, "jitctl sign: missing --%s\n", longopts[i].name);
+			missing = true;
+		}
+	}
+	if (missing)
+		goto usage;
+	/*
+	 * Deliberately no keys_kid_valid: a signer that could only produce well-formed grants
+	 * could not test that the agent refuses a kid such as "../keys.d/ctl".
+	 */
+	if (!*arg[S_KID]) {
+		fprintf(stderr, "jitctl sign: --kid: empty\n");
+		goto usage;
+	}
+	for (i = 0; i < S__COUNT; i++) {
+		if (i == S_KEY || !arg[i] || !(err = check_text(arg[i])))
+			continue;
+		if (err == -ENOMEM)
+			goto nomem;
+		fprintf(stderr, "jitctl sign: --%s: not valid UTF-8\n", longopts[i].name);
+		goto usage;
+	}
+	if ((err = parse_list("aud", arg[S_AUD], add_string, "not a host id", &aud)) ||
+		(err = parse_list("src", arg[S_SRC], add_src,
+			"not an IP address or prefix (host bits must be zero)", &src)) ||
+		(err = parse_list("port", arg[S_PORT], add_port,
+			"not a port (1-65535)[/tcp|udp|*]", &ports)))
+		goto fail;
+	if (parse_duration("for", arg[S_FOR], &valid_for) ||
+		(arg[S_NBF] && parse_duration("not-before", arg[S_NBF], &not_before)))
+		goto usage;
+	if (!valid_for) {
+		fprintf(stderr, "jitctl sign: --for '%s': must be at least 1 s\n", arg[S_FOR]);
+		goto usage;
+	}
+
+	ret = JITCTL_REFUSED;
+	if ((err = keys_load_private(arg[S_KEY], &key))) {
+		fprintf(stderr, "jitctl sign: --key %s: %s\n", arg[S_KEY],
+			err == -EINVAL ? "not an Ed25519 private key" : strerror(-err));
+		goto out;
+	}
+	if (!arg[S_JTI]) {
+		if (random_jti(jti)) {
+			fprintf(stderr, "jitctl sign: no random bytes for a jti\n");
+			goto out;
+		}
+		arg[S_JTI] = jti;
+	}
+	if ((now = time(NULL)) == (time_t)-1) {
+		fprintf(stderr, "jitctl sign: cannot read the clock: %s\n", strerror(errno));
+		goto out;
+	}
+
+	/*
+	 * RFC 7519 allows a single audience as a plain string, which is what most grants carry.
+	 * "O" takes a new reference, so aud, src and ports stay ours to release whatever happens.
+	 * Durations are capped at DURATION_MAX_SECS, so now + either cannot overflow.
+	 */
+	if (!(claims = json_pack("{s:s, s:O, s:s, s:s, s:I, s:I}", "iss", arg[S_ISS], "aud",
+		json_array_size(aud) == 1 ? json_array_get(aud, 0) : aud, "sub", arg[S_SUB],
+		"jti", arg[S_JTI], "iat", (json_int_t)now, "exp",
+		(json_int_t)now + (json_int_t)valid_for)))
+		goto nomem;
+	if ((arg[S_NBF] && set(claims, "nbf", json_integer((json_int_t)now +
+		(json_int_t)not_before))) || set(claims, "src", json_incref(src)) ||
+		set(claims, "ports", json_incref(ports)) ||
+		(arg[S_REASON] && set(claims, "reason", json_string(arg[S_REASON]))))
+		goto nomem;
+	if (!(header = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "typ", GRANT_TYP, "kid",
+		arg[S_KID])) || !(payload = json_dumps(claims, JSON_COMPACT)))
+		goto nomem;
+	if ((err = jws_sign(header, (const unsigned char *)payload, strlen(payload), key,
+		&token))) {
+		fprintf(stderr, "jitctl sign: signing failed: %s\n", strerror(-err));
+		goto out;
+	}
+	printf("%s\n", token);
+	/* A token lost to a full disk or a closed pipe must not look like success. */
+	if (fflush(stdout) == EOF) {
+		fprintf(stderr, "jitctl sign: writing the token: %s\n", strerror(errno));
+		goto out;
+	}
+	ret = JITCTL_OK;
+	goto out;
+fail:
+	if (err != -ENOMEM)
+		goto usage;
+nomem:
+	fprintf(stderr, "jitctl sign: out of memory\n");
+	ret = JITCTL_REFUSED;
+	goto out;
+usage:
+	ret = JITCTL_USAGE;
+	fprintf(stderr, "Try 'jitctl sign --help'.\n");
+out:
+	EVP_PKEY_free(key);
+	json_decref(aud);
+	json_decref(src);
+	json_decref(ports);
+	json_decref(claims);
+	json_decref(header);
+	free(payload);
+	free(token);
+	return ret;
+}

@@ -1,1 +1,183 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/jitctl.h"
+#include "common/err.h"
+#include "common/jws.h"
+#include "common/proto.h"
+
+/*
+ * What jitctl reads before giving up locally. Larger than JWS_MAX_TOKEN on purpose: tokens up to
+ * here reach the agent, which refuses them as too_large itself (and will audit it); only what
+ * could not even fit a control message is refused here.
+ */
+#define SUBMIT_MAX_INPUT (PROTO_MAX_MESSAGE - 64)
+
+static void submit_usage(FILE *f)
+{
+	fprintf(f, "Usage: jitctl [-s SOCKET] submit FILE|- [--json]\n\n"
+		   "Hands a compact JWS grant, read from FILE or standard input, to the agent and\n"
+		   "prints what was applied (grant id, elements, expiry) or the error code and message.\n\n"
+		   "  --json  print the applied grant, or {\"error\",\"message\"}, as JSON\n\n"
+		   "Exit status: 0 applied, 1 refused, 2 usage error, 3 agent unreachable.\n");
+}
+
+/* Reads the whole input; -EFBIG when it is over max (the token cannot be a grant). */
+static int read_input(const char *path, char **out, size_t *outlen, size_t max)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "re") : stdin;
+	char *buf = NULL;
+	size_t len = 0;
+	int ret = 0;
+
+	if (!f)
+		return -errno;
+	if (!(buf = malloc(max + 2))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	len = fread(buf, 1, max + 1, f);
+	if (ferror(f)) {
+		ret = -EIO;
+		goto out;
+	}
+	if (len > max) {
+		ret = -EFBIG;
+		goto out;
+	}
+	buf[len] = '\0';
+out:
+	if (f != stdin)
+		fclose(f);
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+/* A token file ends with a newline; the agent gets exactly the token. */
+static char *trim(char *s, size_t *len)
+{
+	while (*len && strchr(" \t\r\n", s[*len - 1]))
+		s[--*len] = '\0';
+	while (*len && strchr(" \t\r\n", *s)) {
+		s++;
+		--*len;
+	}
+	return s;
+}
+
+static void print_refusal(bool json, const char *code, const char *msg)
+{
+	if (json) {
+		json_t *o = json_pack("{s:s, s:s}", "error", code, "message", msg);
+
+		if (o)
+			json_dumpf(o, stdout, JSON_INDENT(2));
+		printf("\n");
+		json_decref(o);
+		return;
+	}
+	fprintf(stderr, "jitctl submit: refused: %s: %s\n", code, msg);
+}
+
+static void print_applied(const json_t *g)
+{
+	const json_t *el;
+	size_t i;
+
+	printf("applied grant %s for %s (issuer %s, key %s)\n",
+		json_string_value(json_object_get(g, "id")),
+		json_string_value(json_object_get(g, "sub")),
+		json_string_value(json_object_get(g, "iss")),
+		json_string_value(json_object_get(g, "kid")));
+	printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n",
+		json_string_value(json_object_get(g, "expires_at")),
+		json_integer_value(json_object_get(g, "expires_in")));
+	json_array_foreach(json_object_get(g, "elements"), i, el)
+		printf("  allow %s -> %" JSON_INTEGER_FORMAT "/%s\n",
+			json_string_value(json_object_get(el, "source")),
+			json_integer_value(json_object_get(el, "port")),
+			json_string_value(json_object_get(el, "protocol")));
+}
+
+int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	json_t *req = NULL, *rep = NULL;
+	char *buf = NULL, *token;
+	bool json = false;
+	size_t len;
+	int c, ret;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			submit_usage(stdout);
+			return JITCTL_OK;
+		default:
+			submit_usage(stderr);
+			return JITCTL_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "jitctl submit: expected one FILE (or - for standard input)\n");
+		return JITCTL_USAGE;
+	}
+	ret = read_input(argv[optind], &buf, &len, SUBMIT_MAX_INPUT);
+	if (ret == -EFBIG) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "token exceeds %d bytes", JWS_MAX_TOKEN);
+		print_refusal(json, jit_err_name(JIT_ERR_TOO_LARGE), msg);
+		return JITCTL_REFUSED;
+	}
+	if (ret) {
+		fprintf(stderr, "jitctl submit: %s: %s\n", argv[optind], strerror(-ret));
+		return JITCTL_USAGE;
+	}
+	token = trim(buf, &len);
+	if (!(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
+		/* jansson refuses strings that are not UTF-8; no grant can be that. */
+		print_refusal(json, jit_err_name(JIT_ERR_MALFORMED), "token is not text");
+		ret = JITCTL_REFUSED;
+		goto out;
+	}
+	if ((ret = jitctl_call(o, req, &rep)))
+		goto out;
+	if (!json_is_true(json_object_get(rep, "ok"))) {
+		const char *code = json_string_value(json_object_get(rep, "error"));
+		const char *msg = json_string_value(json_object_get(rep, "message"));
+
+		print_refusal(json, code ? code : "internal", msg ? msg : "");
+		ret = JITCTL_REFUSED;
+		goto out;
+	}
+	if (json) {
+		json_dumpf(json_object_get(rep, "grant"), stdout, JSON_INDENT(2));
+		printf("\n");
+	} else {
+		print_applied(json_object_get(rep, "grant"));
+	}
+	ret = JITCTL_OK;
+out:
+	json_decref(req);
+	json_decref(rep);
+	free(buf);
+	return ret;
+}

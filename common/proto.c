@@ -1,1 +1,216 @@
-/* stub: not yet written */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/proto.h"
+
+static int decode(const char *buf, size_t len, size_t max, json_t **out, struct jit_error *e)
+{
+	json_error_t jerr;
+	json_t *v;
+
+	*out = NULL;
+	if (len && buf[len - 1] == '\n')
+		len--;
+	if (len > max)
+		return jit_fail(e, JIT_ERR_TOO_LARGE, "message of %zu bytes exceeds %zu", len, max);
+	/* Duplicates refused so that {"op":"status","op":"submit"} cannot mean two things. */
+	v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!v)
+		return jit_fail(e, JIT_ERR_BAD_REQUEST, "not JSON: %s at offset %d", jerr.text,
+			jerr.position);
+	if (!json_is_object(v)) {
+		json_decref(v);
+		return jit_fail(e, JIT_ERR_BAD_REQUEST, "message is not a JSON object");
+	}
+	*out = v;
+	return 0;
+}
+
+int proto_decode(const char *buf, size_t len, json_t **out, struct jit_error *e)
+{
+	return decode(buf, len, PROTO_MAX_MESSAGE, out, e);
+}
+
+char *proto_encode(const json_t *msg)
+{
+	char *body = json_dumps(msg, JSON_COMPACT), *line;
+	size_t n;
+
+	if (!body)
+		return NULL;
+	n = strlen(body);
+	line = realloc(body, n + 2);
+	if (!line) {
+		free(body);
+		return NULL;
+	}
+	line[n] = '\n';
+	line[n + 1] = '\0';
+	return line;
+}
+
+json_t *proto_error(int code, const char *msg)
+{
+	return json_pack("{s:b, s:s, s:s}", "ok", 0, "error", jit_err_name(code), "message",
+		msg ? msg : "");
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for events on fd until the shared deadline; -ETIMEDOUT once it has passed. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	int64_t left;
+	int r;
+
+	for (;;) {
+		left = deadline - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		r = poll(&p, 1, (int)left);
+		if (r > 0)
+			return 0;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static int send_all(int fd, const char *buf, size_t len, int64_t deadline)
+{
+	while (len) {
+		ssize_t w = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		int r;
+
+		if (w > 0) {
+			buf += w;
+			len -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		if ((r = wait_fd(fd, POLLOUT, deadline)))
+			return r;
+	}
+	return 0;
+}
+
+/* Reads up to the first newline; the agent closes after one reply, so EOF also ends it. */
+static int recv_line(int fd, char **out, size_t *outlen, int64_t deadline)
+{
+	size_t cap = 4096, len = 0, scanned = 0;
+	char *buf = malloc(cap), *tmp;
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t r;
+
+		if (memchr(buf + scanned, '\n', len - scanned))
+			break;
+		scanned = len;
+		if (len == cap) {
+			if (cap > PROTO_MAX_REPLY) {
+				ret = -EMSGSIZE;
+				goto out;
+			}
+			tmp = realloc(buf, cap * 2);
+			if (!tmp) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			buf = tmp;
+			cap *= 2;
+		}
+		r = recv(fd, buf + len, cap - len, MSG_DONTWAIT);
+		if (r > 0) {
+			len += (size_t)r;
+			continue;
+		}
+		if (r == 0) {
+			if (!len)
+				ret = -EPROTO; /* closed without a reply */
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			ret = -errno;
+			goto out;
+		}
+		if ((ret = wait_fd(fd, POLLIN, deadline)))
+			goto out;
+	}
+out:
+	if (ret) {
+		free(buf);
+		return ret;
+	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+}
+
+int proto_call(const char *path, const json_t *request, json_t **reply)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int64_t deadline = now_ms() + PROTO_TIMEOUT_MS;
+	char *text = NULL, *line = NULL, *nl;
+	size_t len = 0;
+	int fd = -1, ret;
+
+	*reply = NULL;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (!(text = proto_encode(request)))
+		return -ENOMEM;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if ((ret = send_all(fd, text, strlen(text), deadline)))
+		goto out;
+	if ((ret = recv_line(fd, &line, &len, deadline)))
+		goto out;
+	nl = memchr(line, '\n', len);
+	if (nl && (size_t)(nl - line) + 1 != len) {
+		ret = -EPROTO; /* one request, one reply: anything after the line is a broken agent */
+		goto out;
+	}
+	if (len > PROTO_MAX_REPLY + 1) {
+		ret = -EMSGSIZE;
+		goto out;
+	}
+	ret = decode(line, len, PROTO_MAX_REPLY, reply, NULL) ? -EPROTO : 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	free(line);
+	return ret;
+}

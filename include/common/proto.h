@@ -14,11 +14,12 @@ struct jit_error;
  *   reply:    {"ok":true, ...op-specific members...}
  *           | {"ok":false,"error":"<jit_err_name>","message":"<sentence>"}
  */
-#define PROTO_MAX_MESSAGE (64 * 1024)
+#define PROTO_MAX_MESSAGE (64 * 1024)	    /* a request: a grant is at most 16 KiB */
+#define PROTO_MAX_REPLY (32 * 1024 * 1024) /* a reply: status grows with the active grants */
 #define PROTO_TIMEOUT_MS 10000
 
 /*
- * Parses one message (without or with its trailing newline). Must be a JSON object without
+ * Parses one request (without or with its trailing newline). Must be a JSON object without
  * duplicate names, no longer than PROTO_MAX_MESSAGE. Returns 0 and a new reference in *out, or
  * JIT_ERR_TOO_LARGE / JIT_ERR_BAD_REQUEST.
  */
@@ -31,7 +32,9 @@ json_t *proto_error(int code, const char *msg);
 /*
  * Client side: connects to the Unix socket at path, sends request, reads one reply line.
  * Returns 0 and a new reference in *reply; -errno when the agent cannot be reached or the
- * exchange fails (-ETIMEDOUT after PROTO_TIMEOUT_MS, -EPROTO for an unparseable reply).
+ * exchange fails (-ETIMEDOUT after PROTO_TIMEOUT_MS, -EPROTO for an unparseable reply or a
+ * connection closed without one, -EMSGSIZE over PROTO_MAX_REPLY, -ENAMETOOLONG for a path that
+ * does not fit sockaddr_un).
  */
 int proto_call(const char *path, const json_t *request, json_t **reply);
 

@@ -1,1 +1,207 @@
-/* stub: not yet written */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/err.h"
+#include "common/proto.h"
+
+static void decodes(const char *text)
+{
+	struct jit_error e = { 0 };
+	json_t *v = NULL;
+
+	if (proto_decode(text, strlen(text), &v, &e))
+		fail_msg("'%s' refused: %s", text, e.msg);
+	assert_true(json_is_object(v));
+	json_decref(v);
+}
+
+static void refused(const char *text, size_t len, int code)
+{
+	struct jit_error e = { 0 };
+	json_t *v = (json_t *)1;
+
+	assert_int_equal(proto_decode(text, len, &v, &e), code);
+	assert_int_equal(e.code, code);
+	assert_null(v);
+	assert_true(e.msg[0] != '\0');
+}
+
+static void test_decode(void **state)
+{
+	static const char *const bad[] = {
+		"", "\n", "[]", "\"op\"", "42", "null", "{", "{\"op\":\"status\"} x",
+		"{\"op\":\"status\",\"op\":\"submit\"}",
+	};
+
+	decodes("{\"op\":\"status\"}");
+	decodes("{\"op\":\"status\"}\n");
+	decodes("{}");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		refused(bad[i], strlen(bad[i]), JIT_ERR_BAD_REQUEST);
+	/* An embedded NUL ends nothing: the declared length is parsed, and it is not JSON. */
+	refused("{}\0{}", 5, JIT_ERR_BAD_REQUEST);
+}
+
+static void test_decode_size(void **state)
+{
+	size_t n = PROTO_MAX_MESSAGE + 1;
+	char *big = malloc(n + 1);
+
+	assert_non_null(big);
+	/* {"t":"aaaa..."} exactly one byte over the limit, then exactly at it. */
+	memset(big, 'a', n);
+	memcpy(big, "{\"t\":\"", 6);
+	memcpy(big + n - 2, "\"}", 2);
+	refused(big, n, JIT_ERR_TOO_LARGE);
+	memcpy(big + n - 3, "\"}", 2);
+	{
+		struct jit_error e = { 0 };
+		json_t *v = NULL;
+
+		assert_int_equal(proto_decode(big, n - 1, &v, &e), 0);
+		json_decref(v);
+		/* ... and the trailing newline does not count. */
+		big[n - 1] = '\n';
+		assert_int_equal(proto_decode(big, n, &v, &e), 0);
+		json_decref(v);
+	}
+	free(big);
+}
+
+static void test_encode_error(void **state)
+{
+	json_t *err = proto_error(JIT_ERR_SOURCE_NOT_ALLOWED, "source 203.0.113.9 is outside"), *back;
+	struct jit_error e = { 0 };
+	char *text;
+
+	assert_non_null(err);
+	text = proto_encode(err);
+	assert_non_null(text);
+	assert_string_equal(text, "{\"ok\":false,\"error\":\"source_not_allowed\","
+				  "\"message\":\"source 203.0.113.9 is outside\"}\n");
+	assert_int_equal(proto_decode(text, strlen(text), &back, &e), 0);
+	assert_true(json_equal(err, back));
+	json_decref(back);
+	json_decref(err);
+	free(text);
+}
+
+/* A one-shot server in a child: accepts one connection, reads one line, sends reply bytes. */
+struct server {
+	char path[108];
+	char dir[64];
+	pid_t pid;
+};
+
+static void server_start(struct server *s, const char *reply, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	strcpy(s->dir, "/tmp/jitd-test-proto-XXXXXX");
+	assert_non_null(mkdtemp(s->dir));
+	snprintf(s->path, sizeof(s->path), "%s/sock", s->dir);
+	strcpy(sa.sun_path, s->path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 1), 0);
+	s->pid = fork();
+	assert_true(s->pid >= 0);
+	if (s->pid == 0) {
+		char buf[4096];
+		int c = accept(fd, NULL, NULL);
+		ssize_t r;
+
+		alarm(20); /* never outlive a broken test */
+		while ((r = read(c, buf, sizeof(buf))) > 0 && !memchr(buf, '\n', (size_t)r))
+			;
+		if (len)
+			(void)!write(c, reply, len);
+		_exit(0);
+	}
+	close(fd);
+}
+
+static void server_stop(struct server *s)
+{
+	int st;
+
+	assert_int_equal(waitpid(s->pid, &st, 0), s->pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	unlink(s->path);
+	rmdir(s->dir);
+}
+
+static int call_with_reply(const char *reply, size_t len, json_t **out)
+{
+	json_t *req = json_pack("{s:s}", "op", "status");
+	struct server s;
+	int ret;
+
+	server_start(&s, reply, len);
+	ret = proto_call(s.path, req, out);
+	server_stop(&s);
+	json_decref(req);
+	return ret;
+}
+
+static void test_call(void **state)
+{
+	static const char ok[] = "{\"ok\":true,\"status\":{}}\n";
+	json_t *rep = NULL;
+
+	assert_int_equal(call_with_reply(ok, strlen(ok), &rep), 0);
+	assert_true(json_is_true(json_object_get(rep, "ok")));
+	json_decref(rep);
+	/* The agent closing after the reply without a newline is still a reply. */
+	assert_int_equal(call_with_reply(ok, strlen(ok) - 1, &rep), 0);
+	json_decref(rep);
+	assert_int_equal(call_with_reply("", 0, &rep), -EPROTO);
+	assert_null(rep);
+	assert_int_equal(call_with_reply("nonsense\n", 9, &rep), -EPROTO);
+	assert_int_equal(call_with_reply("[1]\n", 4, &rep), -EPROTO);
+	assert_int_equal(call_with_reply("{}\n{}\n", 6, &rep), -EPROTO);
+	assert_null(rep);
+}
+
+static void test_call_unreachable(void **state)
+{
+	char longpath[200];
+	json_t *req = json_pack("{s:s}", "op", "status"), *rep = (json_t *)1;
+
+	assert_int_equal(proto_call("/nonexistent/jitd.sock", req, &rep), -ENOENT);
+	assert_null(rep);
+	memset(longpath, 'x', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	assert_int_equal(proto_call(longpath, req, &rep), -ENAMETOOLONG);
+	json_decref(req);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_decode),
+		cmocka_unit_test(test_decode_size),
+		cmocka_unit_test(test_encode_error),
+		cmocka_unit_test(test_call),
+		cmocka_unit_test(test_call_unreachable),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

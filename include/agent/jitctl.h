@@ -1,0 +1,33 @@
+#ifndef JITD_AGENT_JITCTL_H
+#define JITD_AGENT_JITCTL_H
+
+#include <jansson.h>
+
+/*
+ * jitctl subcommands. Each gets argv with argv[0] the command name and returns the process exit
+ * status: JITCTL_OK, JITCTL_REFUSED (the agent or the operation said no), JITCTL_USAGE,
+ * JITCTL_UNREACHABLE. Each prints its own errors to stderr, once, with the context it has.
+ */
+enum {
+	JITCTL_OK = 0,
+	JITCTL_REFUSED = 1,
+	JITCTL_USAGE = 2,
+	JITCTL_UNREACHABLE = 3,
+};
+
+struct jitctl_opts {
+	const char *socket; /* -s, or the default control socket */
+};
+
+int cmd_status(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_submit(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_sign(const struct jitctl_opts *o, int argc, char **argv);
+
+/*
+ * Sends request to the agent and returns its reply (new reference) in *reply. On failure prints
+ * why to stderr and returns JITCTL_UNREACHABLE.
+ */
+int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply);
+
+#endif
