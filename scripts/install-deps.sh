@@ -9,7 +9,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-	build-essential clang cmake pkg-config \
+	build-essential clang libclang-rt-dev cmake pkg-config \
 	libmnl-dev libnftnl-dev libjansson-dev libevent-dev libssl-dev \
 	libcmocka-dev \
-	nftables iproute2 openssl ca-certificates >/dev/null
+	nftables iproute2 iputils-ping jq openssl ca-certificates >/dev/null

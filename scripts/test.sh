@@ -1,0 +1,29 @@
+#!/bin/sh
+# The README's test command (and what CI runs through .ci/run): installs the dependencies, then
+#  1. gcc with ASan + UBSan: every unit and end-to-end test (the e2e tests need root);
+#  2. clang with -Werror: builds everything again and runs the unit tests under its sanitizers;
+#  3. clang libFuzzer: a short run of each fuzz harness, so a crash found by a fuzzer fails CI.
+set -eu
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+	echo "test.sh: run as root: the end-to-end tests create network namespaces" >&2
+	exit 1
+fi
+./scripts/install-deps.sh
+jobs=$(nproc)
+
+echo "== gcc, ASan + UBSan: unit and end-to-end tests"
+./scripts/build.sh build-test -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON
+(cd build-test && ctest --output-on-failure -j"$jobs")
+
+echo "== clang, ASan + UBSan: build and unit tests"
+./scripts/build.sh build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON
+(cd build-clang && ctest --output-on-failure -L unit -j"$jobs")
+
+echo "== clang libFuzzer: 15 s per harness"
+cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config
+for f in build-fuzz/tests/fuzz_jws build-fuzz/tests/fuzz_grant build-fuzz/tests/fuzz_config; do
+	"$f" -max_total_time=15 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -n 2
+done
+echo "== all tests passed"

@@ -1,0 +1,29 @@
+# The same promise over IPv6: allow6, an IPv6 prefix grant, expiry, and a surviving session.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+
+expect_connect drop "$C1" 2001:db8:1::1 22
+expect_connect drop "$C2" 2001:db8:2::1 22
+expect_connect ok "$C1" 2001:db8:1::1 8080
+
+log "grant 2001:db8:1::/64 -> 22/tcp for 6 s"
+sign --src 2001:db8:1::/64 --port 22 --for 6 --jti v6-1 | submit - >/dev/null || fail "submit refused"
+allow_elems allow6 | grep -q "tcp 22" || fail "kernel has no allow6 element"
+[ -z "$(allow_elems allow4)" ] || fail "an IPv6 grant put something in allow4"
+pass "kernel: allow6 holds $(allow_elems allow6 | head -n1)"
+expect_connect ok "$C1" 2001:db8:1::1 22
+expect_connect drop "$C2" 2001:db8:2::1 22
+expect_connect drop "$C1" 192.0.2.1 22	# an IPv6 grant says nothing about the client's IPv4
+session_open "$C1" 2001:db8:1::1 22
+session_say v6-before-expiry
+
+wait_until 15 "allow6 element to expire" no_allow_elems
+pass "kernel removed the IPv6 element by itself"
+session_say v6-after-expiry
+expect_connect drop "$C1" 2001:db8:1::1 22
+
+log "port 3389 allows only 2001:db8:2::/48 and 10.0.0.0/8"
+sign --src 2001:db8:2::2 --port 3389 --for 30 --jti v6-2 | submit - >/dev/null || fail "submit refused"
+expect_connect ok "$C2" 2001:db8:2::1 3389
+expect_connect drop "$C2" 2001:db8:2::1 22

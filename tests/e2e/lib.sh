@@ -1,0 +1,267 @@
+# shellcheck shell=bash
+# Shared helpers for the end-to-end tests. Sourced by each test script (through run.sh).
+#
+# Topology, all in namespaces this file creates and always removes (nothing on the host):
+#
+#   C1 (eth0) 192.0.2.2, 192.0.2.3, 2001:db8:1::2  <-veth->  SRV (c1) 192.0.2.1, 2001:db8:1::1
+#   C2 (eth0) 198.51.100.2, .3, 2001:db8:2::2      <-veth->  SRV (c2) 198.51.100.1, 2001:db8:2::1
+#
+# jitd runs in SRV with its own config, keys, state and control socket under a temp directory.
+# The kernel witness is the official reader: `nft -j list table inet jitd` inside SRV.
+set -euo pipefail
+
+: "${JITD_BIN:?set JITD_BIN to the jitd binary}"
+: "${JITCTL_BIN:?set JITCTL_BIN to the jitctl binary}"
+: "${TCPPROBE_BIN:?set TCPPROBE_BIN to the tcpprobe binary}"
+
+E2E_TAG="jitd-e2e-$$"
+SRV="$E2E_TAG-srv"
+C1="$E2E_TAG-c1"
+C2="$E2E_TAG-c2"
+TMP=$(mktemp -d /tmp/jitd-e2e.XXXXXX)
+SOCK="$TMP/run/jitd.sock"
+CONFIG="$TMP/jitd.json"
+HOST_ID="e2e-host"
+JITD_PID=""
+BG_PIDS=()
+CHECKS=0
+
+log() { printf '%s\n' "--- $*"; }
+fail() {
+	printf 'FAIL: %s\n' "$*" >&2
+	if [ -s "$TMP/jitd.log" ]; then
+		printf -- '--- jitd log (last 30 lines):\n' >&2
+		tail -n 30 "$TMP/jitd.log" >&2
+	fi
+	exit 1
+}
+pass() { CHECKS=$((CHECKS + 1)); printf 'ok %d - %s\n' "$CHECKS" "$*"; }
+
+e2e_cleanup() {
+	local rc=$?
+	set +e
+	exec 7>&- 2>/dev/null
+	for p in "${BG_PIDS[@]}" $JITD_PID; do
+		kill "$p" 2>/dev/null
+	done
+	for p in "${BG_PIDS[@]}" $JITD_PID; do
+		wait "$p" 2>/dev/null
+	done
+	# A process still inside a namespace would keep it (and its table) alive after `ip netns del`.
+	local ns left
+	for ns in "$SRV" "$C1" "$C2"; do
+		left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+		if [ -n "$left" ]; then
+			printf 'FAIL: processes left in %s: %s\n' "$ns" "$left" >&2
+			kill -KILL $left 2>/dev/null
+			rc=1
+		fi
+	done
+	# Deleting the namespaces takes their interfaces and their nftables tables with them.
+	for ns in "$SRV" "$C1" "$C2"; do
+		ip netns del "$ns" 2>/dev/null
+	done
+	rm -rf "$TMP"
+	if [ "$rc" -eq 0 ] && [ "${E2E_SUMMARY:-1}" = 1 ]; then
+		printf 'PASS: %s (%d checks)\n' "$(basename "$0")" "$CHECKS"
+	fi
+	exit "$rc"
+}
+trap e2e_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Polls CMD (every 0.2 s) until it succeeds or SECONDS_MAX pass. Never unbounded.
+wait_until() {
+	local max=$1 what=$2 i
+	shift 2
+	for ((i = 0; i < max * 5; i++)); do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	fail "timed out after ${max}s waiting for: $what"
+}
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# Background jobs call `ip netns exec` directly, never through a function: a backgrounded
+# function is a subshell, and killing its pid would leave the real process running.
+
+setup_net() {
+	local ns
+	for ns in "$SRV" "$C1" "$C2"; do
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+	done
+	ip -n "$SRV" link add c1 type veth peer name eth0 netns "$C1"
+	ip -n "$SRV" link add c2 type veth peer name eth0 netns "$C2"
+	ip -n "$SRV" addr add 192.0.2.1/24 dev c1
+	ip -n "$SRV" addr add 2001:db8:1::1/64 dev c1 nodad
+	ip -n "$SRV" addr add 198.51.100.1/24 dev c2
+	ip -n "$SRV" addr add 2001:db8:2::1/64 dev c2 nodad
+	ip -n "$C1" addr add 192.0.2.2/24 dev eth0
+	ip -n "$C1" addr add 192.0.2.3/24 dev eth0
+	ip -n "$C1" addr add 2001:db8:1::2/64 dev eth0 nodad
+	ip -n "$C2" addr add 198.51.100.2/24 dev eth0
+	ip -n "$C2" addr add 198.51.100.3/24 dev eth0
+	ip -n "$C2" addr add 2001:db8:2::2/64 dev eth0 nodad
+	ip -n "$SRV" link set c1 up
+	ip -n "$SRV" link set c2 up
+	ip -n "$C1" link set eth0 up
+	ip -n "$C2" link set eth0 up
+	# Both ends up and reachable before any test asserts a failure means "blocked".
+	wait_until 10 "C1 reaches SRV over IPv4" in_ns "$C1" ping -c1 -W1 192.0.2.1
+	wait_until 10 "C2 reaches SRV over IPv4" in_ns "$C2" ping -c1 -W1 198.51.100.1
+	wait_until 10 "C1 reaches SRV over IPv6" in_ns "$C1" ping -6 -c1 -W1 2001:db8:1::1
+	wait_until 10 "C2 reaches SRV over IPv6" in_ns "$C2" ping -6 -c1 -W1 2001:db8:2::1
+}
+
+# Echo listeners in SRV on every address: the protected ports and one unprotected port.
+start_listeners() {
+	local port
+	for port in "$@"; do
+		ip netns exec "$SRV" "$TCPPROBE_BIN" listen :: "$port" >/dev/null &
+		BG_PIDS+=($!)
+	done
+	for port in "$@"; do
+		wait_until 5 "listener on port $port" in_ns "$SRV" "$TCPPROBE_BIN" connect 127.0.0.1 "$port"
+	done
+}
+
+# A controller key pair; only the public half goes to jitd's keys_dir.
+setup_keys() {
+	mkdir -p "$TMP/signer" "$TMP/keys.d" "$TMP/state" "$TMP/run"
+	"$JITCTL_BIN" keygen --kid ctl --dir "$TMP/signer" >/dev/null
+	cp "$TMP/signer/ctl.pem" "$TMP/keys.d/ctl.pem"
+	chmod 0644 "$TMP/keys.d/ctl.pem"
+}
+
+# write_config DENY_ACTION ALWAYS_ALLOW_JSON PORTS_JSON
+write_config() {
+	cat >"$CONFIG" <<EOF
+{
+  "host_id": "$HOST_ID",
+  "keys_dir": "$TMP/keys.d",
+  "state_dir": "$TMP/state",
+  "control_socket": "$SOCK",
+  "deny_action": "$1",
+  "clock_skew": "PT5S",
+  "always_allow": $2,
+  "ports": $3
+}
+EOF
+	chmod 0600 "$CONFIG"
+}
+
+start_jitd() {
+	ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
+	JITD_PID=$!
+	local i
+	for ((i = 0; i < 50; i++)); do
+		if "$JITCTL_BIN" -s "$SOCK" status --json >/dev/null 2>&1; then
+			return 0
+		fi
+		kill -0 "$JITD_PID" 2>/dev/null || fail "jitd exited during start-up"
+		sleep 0.2
+	done
+	fail "jitd did not answer on $SOCK within 10s"
+}
+
+# stop_jitd [SIGNAL]: a SIGTERM must end in a clean exit 0 (which, under ASan, includes LeakSanitizer).
+stop_jitd() {
+	local sig=${1:-TERM} rc=0
+	kill -"$sig" "$JITD_PID"
+	wait "$JITD_PID" 2>/dev/null || rc=$?
+	JITD_PID=""
+	if [ "$sig" = TERM ] && [ "$rc" -ne 0 ]; then
+		fail "jitd exited with status $rc on SIGTERM"
+	fi
+}
+
+# The standard set-up most tests want.
+e2e_default_setup() {
+	setup_net
+	setup_keys
+	write_config "${1:-drop}" '["198.51.100.3"]' \
+		'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
+		  {"port": 3389, "protocol": "TCP", "max_duration": "PT1H", "allowed_sources": ["10.0.0.0/8", "2001:db8:2::/48"]}]'
+	start_listeners 22 3389 8080
+	start_jitd
+}
+
+# sign ARGS...: a grant for this host from the test controller (extra args override/add).
+sign() {
+	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --sub alice "$@"
+}
+
+submit() { "$JITCTL_BIN" -s "$SOCK" submit "$@"; }
+status_json() { "$JITCTL_BIN" -s "$SOCK" status --json; }
+status_has_no_grants() { status_json | jq -e '.grants == []'; }
+
+# --- the kernel witness -------------------------------------------------------------------------
+
+kernel_json() { in_ns "$SRV" nft -j list table inet jitd; }
+
+# Elements of allow4/allow6 as "SOURCE PROTO PORT" lines, sorted. SOURCE is an address, a/len,
+# or lo-hi, exactly as nft prints the interval.
+allow_elems() {
+	kernel_json | jq -r --arg set "$1" '
+		.nftables[] | select(.set? and .set.name == $set) | (.set.elem // [])[]
+		| (if type == "object" and has("elem") then .elem.val else . end) | .concat
+		| [ (.[0] | if type == "string" then .
+			elif has("range") then "\(.range[0])-\(.range[1])"
+			elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)"
+			else tostring end),
+		    (.[1] | tostring), (.[2] | tostring) ] | join(" ")' | sort
+}
+
+# Seconds left on the allow element whose source text is $2 in set $1 ("" when absent).
+elem_expires() {
+	kernel_json | jq -r --arg set "$1" --arg src "$2" '
+		.nftables[] | select(.set? and .set.name == $set) | (.set.elem // [])[]
+		| select(type == "object" and has("elem")) | .elem
+		| select(.val.concat[0] | (if type == "string" then .
+			elif has("range") then "\(.range[0])-\(.range[1])"
+			elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)" else "" end) == $src)
+		| .expires'
+}
+
+denied_packets() {
+	kernel_json | jq -r '.nftables[] | select(.counter? and .counter.name == "denied") | .counter.packets'
+}
+
+no_allow_elems() { [ -z "$(allow_elems allow4)" ] && [ -z "$(allow_elems allow6)" ]; }
+has_elem() { allow_elems "$1" | grep -qxF "$2"; }
+lacks_elem() { ! allow_elems "$1" | grep -qxF "$2"; }
+
+# --- traffic ------------------------------------------------------------------------------------
+
+# expect_connect RESULT NS [tcpprobe connect args...]; RESULT is ok, drop (timeout) or reject.
+expect_connect() {
+	local want=$1 ns=$2 rc=0 code
+	shift 2
+	in_ns "$ns" "$TCPPROBE_BIN" connect -t 1500 "$@" >/dev/null 2>&1 || rc=$?
+	case $want in
+	ok) code=0 ;;
+	drop) code=1 ;;
+	reject) code=2 ;;
+	*) fail "expect_connect: unknown expectation $want" ;;
+	esac
+	[ "$rc" -eq "$code" ] || fail "connect from $ns ($*): wanted $want (exit $code), got exit $rc"
+	pass "connect from $ns to $* -> $want"
+}
+
+# A long-lived session from NS: session_open NS ADDR PORT; then session_say WORD.
+session_open() {
+	mkfifo "$TMP/session.in"
+	ip netns exec "$1" "$TCPPROBE_BIN" session -t 3000 "$2" "$3" <"$TMP/session.in" >"$TMP/session.out" 2>&1 &
+	BG_PIDS+=($!)
+	exec 7>"$TMP/session.in"
+	wait_until 5 "session to $2 port $3 to connect" grep -qx connected "$TMP/session.out"
+}
+session_say() {
+	echo "$1" >&7
+	wait_until 8 "session echo of '$1'" grep -qE "^(ok|failed) $1" "$TMP/session.out"
+	grep -qx "ok $1" "$TMP/session.out" || fail "session exchange '$1' failed: $(cat "$TMP/session.out")"
+	pass "established session still exchanges data ('$1')"
+}

@@ -1,0 +1,87 @@
+# Every refusal leaves the kernel exactly as it was (nft -j as the witness), answers with its
+# stable error code, and applies nothing of a partly-bad grant. Tokens are made by jitctl sign and,
+# independently, by hand with openssl, so jitd is not only tested against its own signer.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+
+b64url() { basenc --base64url -w0 | tr -d '='; }
+# craft HEADER_JSON CLAIMS_JSON: a compact JWS signed with the controller key by openssl itself.
+craft() {
+	local input
+	input="$(printf '%s' "$1" | b64url).$(printf '%s' "$2" | b64url)"
+	printf '%s' "$input" >"$TMP/signing-input"
+	openssl pkeyutl -sign -rawin -inkey "$TMP/signer/ctl.key" -in "$TMP/signing-input" -out "$TMP/sig"
+	printf '%s.%s\n' "$input" "$(b64url <"$TMP/sig")"
+}
+now=$(date +%s)
+hdr='{"alg":"EdDSA","typ":"jit-grant+jwt","kid":"ctl"}'
+claims() { # claims JTI EXP [extra members]
+	printf '{"iss":"e2e","aud":"%s","sub":"bob","jti":"%s","iat":%d,"exp":%d,"src":["192.0.2.2"],"ports":[{"port":22,"protocol":"tcp"}]%s}' \
+		"$HOST_ID" "$1" "$now" "$2" "${3:-}"
+}
+
+log "a grant made by openssl, not jitctl, is accepted"
+craft "$hdr" "$(claims by-openssl $((now + 600)))" | submit - >/dev/null || fail "openssl-made grant refused"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "openssl-made grant not in the kernel"
+pass "independent signer interoperates"
+good=$(sign --src 192.0.2.3 --port 22 --for 300 --jti dup-1)
+echo "$good" | submit - >/dev/null || fail "valid grant refused"
+
+strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
+before=$(kernel_json | strip_expires)
+
+# refuse CODE DESCRIPTION < <(token maker): reads a token on stdin, expects exit 1 and error CODE.
+# Fed by process substitution, not a pipe, so it runs in this shell and counts its checks.
+refuse() {
+	local want=$1 what=$2 out rc=0
+	out=$(submit - --json) || rc=$?
+	[ "$rc" -eq 1 ] || fail "$what: jitctl submit exit $rc, want 1 (refused); output: $out"
+	[ "$(echo "$out" | jq -r .error)" = "$want" ] || fail "$what: error $(echo "$out" | jq -c .), want $want"
+	[ -n "$(echo "$out" | jq -r '.message // empty')" ] || fail "$what: no message"
+	pass "refused $what -> $want"
+}
+
+refuse wrong_audience "grant for another host" < <(sign --src 192.0.2.2 --port 22 --for 60 --aud other-host)
+refuse expired "grant that expired an hour ago" < <(craft "$hdr" "$(claims old $((now - 3600)))")
+refuse not_yet_valid "grant valid only in 10 min" < <(sign --src 192.0.2.2 --port 22 --for 60 --not-before 600)
+refuse port_not_protected "port 2222 (not protected)" < <(sign --src 192.0.2.2 --port 2222 --for 60)
+refuse port_not_protected "22/udp (only tcp protected)" < <(sign --src 192.0.2.2 --port 22/udp --for 60)
+refuse source_not_allowed "3389 from outside 10.0.0.0/8" < <(sign --src 192.0.2.2 --port 3389 --for 60)
+refuse source_not_allowed "one good and one bad source" < <(sign --src 10.1.2.3,192.0.2.2 --port 3389 --for 60)
+refuse port_not_protected "one bad port among good ones" < <(sign --src 10.1.2.3 --port 22,3389,2222 --for 60)
+refuse duration_exceeds_max "20 min on a PT10M port" < <(sign --src 192.0.2.2 --port 22 --for PT20M)
+refuse unknown_key "unknown kid" < <(sign --src 192.0.2.2 --port 22 --for 60 --kid nokey)
+refuse bad_header "kid naming a path" < <(craft '{"alg":"EdDSA","typ":"jit-grant+jwt","kid":"../keys.d/ctl"}' "$(claims path $((now + 60)))")
+tok=$(sign --src 192.0.2.2 --port 22 --for 60)
+sig=${tok##*.}
+flipped=${sig:0:20}$([ "${sig:20:1}" = A ] && echo B || echo A)${sig:21}
+refuse bad_signature "flipped signature character" < <(echo "${tok%.*}.$flipped")
+refuse bad_header "alg none" < <(craft '{"alg":"none","typ":"jit-grant+jwt","kid":"ctl"}' "$(claims none $((now + 60)))")
+refuse bad_header "alg HS256" < <(craft '{"alg":"HS256","typ":"jit-grant+jwt","kid":"ctl"}' "$(claims hs $((now + 60)))")
+refuse bad_header "typ JWT (not a grant)" < <(craft '{"alg":"EdDSA","typ":"JWT","kid":"ctl"}' "$(claims typ $((now + 60)))")
+refuse bad_header "crit header" < <(craft '{"alg":"EdDSA","typ":"jit-grant+jwt","kid":"ctl","crit":["exp"]}' "$(claims crit $((now + 60)))")
+refuse malformed "duplicate alg member" < <(craft '{"alg":"EdDSA","alg":"none","typ":"jit-grant+jwt","kid":"ctl"}' "$(claims dupalg $((now + 60)))")
+refuse malformed "port as a string" < <(craft "$hdr" "$(claims types $((now + 60)) | sed 's/"port":22/"port":"22"/')")
+refuse malformed "missing claims" < <(craft "$hdr" '{"iss":"e2e","aud":"e2e-host"}')
+refuse malformed "garbage" < <(echo 'not-a-token')
+refuse malformed "trailing garbage" < <(echo "${tok}x")
+refuse malformed "bad base64url" < <(echo "${tok%%.*}.!!!.${sig}")
+refuse too_large "20 KB token" < <(head -c 20000 /dev/zero | tr '\0' a)
+refuse duplicate "the same grant twice" < <(echo "$good")
+
+after=$(kernel_json | strip_expires)
+[ "$before" = "$after" ] || fail "a refused grant changed the kernel:$(diff <(echo "$before") <(echo "$after"))"
+pass "kernel table unchanged by every refusal (nft -j list table inet jitd)"
+expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 3389
+
+log "a bad configuration is refused before the kernel is touched"
+sed 's/"port": 3389/"port": 22/' "$CONFIG" >"$TMP/bad.json"
+chmod 0600 "$TMP/bad.json"
+rc=0
+msg=$("$JITD_BIN" --check-config -c "$TMP/bad.json" 2>&1) || rc=$?
+[ "$rc" -ne 0 ] || fail "jitd --check-config accepted a second entry for port 22"
+echo "$msg" | grep -q 'ports\[1\]' || fail "config error does not name the key: $msg"
+pass "jitd --check-config refuses a duplicate port: $msg"
+"$JITD_BIN" --check-config -c "$CONFIG" >/dev/null || fail "jitd --check-config refuses the good config"
+pass "jitd --check-config accepts the good config"

@@ -1,0 +1,43 @@
+# jitd may die or restart at any time: granted access and closed ports are the kernel's business
+# meanwhile. A restart restores grants from the state directory and removes any element that has
+# no grant behind it (fail closed).
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+
+sign --src 192.0.2.2 --port 22 --for 60 --jti keep | submit - >/dev/null || fail "grant refused"
+expect_connect ok "$C1" 192.0.2.1 22
+session_open "$C1" 192.0.2.1 22
+session_say before-crash
+
+log "jitd crashes (SIGKILL)"
+stop_jitd KILL
+has_elem allow4 "192.0.2.2 tcp 22" || fail "grant element vanished with jitd"
+pass "kernel: grant element outlives the jitd process"
+expect_connect ok "$C1" 192.0.2.1 22
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+session_say while-jitd-is-dead
+
+log "someone adds an element nobody granted, then jitd comes back"
+in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22 timeout 60s }'
+has_elem allow4 "192.0.2.3 tcp 22" || fail "could not plant a stray element"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+start_jitd
+lacks_elem allow4 "192.0.2.3 tcp 22" || fail "stray element survived the restart: $(allow_elems allow4)"
+pass "kernel: stray element removed on start"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "granted element lost on restart: $(allow_elems allow4)"
+left=$(elem_expires allow4 192.0.2.2)
+[ "$left" -ge 40 ] && [ "$left" -le 60 ] || fail "restored element expires in $left s, want 40..60"
+pass "kernel: granted element kept with ${left}s left"
+status_json | jq -e '.grants | map(.id) == ["keep"]' >/dev/null || fail "status lost the grant"
+pass "jitctl status lists the restored grant"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" 192.0.2.1 22
+session_say after-restart
+
+log "SIGTERM leaves the ports closed"
+stop_jitd TERM
+kernel_json | jq -e '.nftables[] | select(.chain? and .chain.name == "input")' >/dev/null \
+	|| fail "table inet jitd removed on SIGTERM"
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+expect_connect ok "$C1" 192.0.2.1 22
