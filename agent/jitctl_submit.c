@@ -118,7 +118,7 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 	json_t *req = NULL, *rep = NULL;
 	char *buf = NULL, *token;
 	bool json = false;
-	size_t len;
+	size_t len = 0;
 	int c, ret;
 
 	optind = 0;

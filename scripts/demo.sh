@@ -50,7 +50,7 @@ echo "$token" >"$TMP/grant.jws"
 show "$JITCTL_BIN" -s "$SOCK" submit "$TMP/grant.jws"
 
 say "The grant is an element with a kernel timeout in table inet jitd"
-show in_ns "$SRV" nft list set inet jitd allow4
+show ip netns exec "$SRV" nft list set inet jitd allow4
 
 say "The client connects and keeps a session open; the other client is still refused"
 echo "client 192.0.2.2 -> 192.0.2.1:22"
@@ -58,7 +58,7 @@ try_connect "$C1" 192.0.2.1 22
 echo "client 198.51.100.2 -> 198.51.100.1:22"
 try_connect "$C2" 198.51.100.1 22
 session_open "$C1" 192.0.2.1 22
-echo "session: hello" >&7
+echo "hello" >&7
 sleep 0.5
 sed 's/^/   session: /' "$TMP/session.out"
 show "$JITCTL_BIN" -s "$SOCK" status
@@ -70,7 +70,7 @@ for ((i = 0; i < GRANT_SECONDS + 10; i++)); do
 	sleep 1
 done
 printf '\n'
-show in_ns "$SRV" nft list set inet jitd allow4
+show ip netns exec "$SRV" nft list set inet jitd allow4
 
 say "After expiry: the open session lives on, a new connection is refused"
 echo "still-here" >&7

@@ -2,7 +2,9 @@
 # The README's test command (and what CI runs through .ci/run): installs the dependencies, then
 #  1. gcc with ASan + UBSan: every unit and end-to-end test (the e2e tests need root);
 #  2. clang with -Werror: builds everything again and runs the unit tests under its sanitizers;
-#  3. clang libFuzzer: a short run of each fuzz harness, so a crash found by a fuzzer fails CI.
+#  3. clang libFuzzer: a short run of each fuzz harness, so a crash found by a fuzzer fails CI;
+#  4. gcc, default (optimised) build as the demo and packages build it: -O2 warnings such as
+#     maybe-uninitialized only show there, and -Werror turns them into failures.
 set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,4 +28,6 @@ cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config
 for f in build-fuzz/tests/fuzz_jws build-fuzz/tests/fuzz_grant build-fuzz/tests/fuzz_config; do
 	"$f" -max_total_time=15 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -n 2
 done
+echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"
+./scripts/build.sh build-release -DCMAKE_C_COMPILER=gcc >/dev/null
 echo "== all tests passed"
