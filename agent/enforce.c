@@ -618,3 +618,15 @@ struct nft *enforce_nft(const struct enforce *e)
 {
 	return e->nft;
 }
+
+int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
+	struct revoke_result *res, struct jit_error *err)
+{
+	return jit_fail(err, JIT_ERR_INTERNAL, "revocation is not implemented yet");
+}
+
+int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, const char *peer,
+	struct revoke_result *res, struct jit_error *err)
+{
+	return jit_fail(err, JIT_ERR_INTERNAL, "revocation is not implemented yet");
+}

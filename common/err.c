@@ -24,6 +24,10 @@ static const char *const names[JIT_ERR__COUNT] = {
 	[-JIT_ERR_BAD_CONFIG] = "bad_config",
 	[-JIT_ERR_DUPLICATE] = "duplicate",
 	[-JIT_ERR_PERMISSION] = "permission_denied",
+	[-JIT_ERR_REPLAY] = "replay",
+	[-JIT_ERR_BUSY] = "busy",
+	[-JIT_ERR_NOT_FOUND] = "not_found",
+	[-JIT_ERR_RATE_LIMITED] = "rate_limited",
 };
 
 const char *jit_err_name(int code)

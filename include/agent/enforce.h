@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_ENFORCE_H
 #define JITD_AGENT_ENFORCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,25 @@ void enforce_close(struct enforce **e);
  */
 int enforce_submit(struct enforce *e, const char *token, size_t len, const char *peer,
 	const struct grant **applied, struct jit_error *err);
+/* What a revocation did. */
+struct revoke_result {
+	char grant_id[257];	/* the revoked grant's jti */
+	bool terminate;		/* established flows were asked to be cut */
+	long flows_terminated;	/* conntrack entries deleted (0 without terminate) */
+};
+
+/*
+ * Verifies a revocation token (typ jit-revoke+jwt, see common/revoke.h), checks it against the
+ * replay cache, and revokes the grant it names: its access goes at once (other grants covering the
+ * same sources keep theirs), and with "terminate" its established flows are cut. Returns 0 and
+ * fills *res, or a negative enum jit_err (JIT_ERR_NOT_FOUND when no such grant is active).
+ */
+int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
+	struct revoke_result *res, struct jit_error *err);
+/* The same for a local, already-authorised request (jitctl revoke). */
+int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, const char *peer,
+	struct revoke_result *res, struct jit_error *err);
+
 /* Forgets grants whose time is over (the kernel already removed their elements). */
 void enforce_expire(struct enforce *e);
 

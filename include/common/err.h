@@ -27,7 +27,11 @@ enum jit_err {
 	JIT_ERR_BAD_CONFIG = -15,	  /* "bad_config" */
 	JIT_ERR_DUPLICATE = -16,	  /* "duplicate": same jti already active */
 	JIT_ERR_PERMISSION = -17,	  /* "permission_denied" */
-	JIT_ERR__COUNT = 18
+	JIT_ERR_REPLAY = -18,		  /* "replay": this jti was already accepted */
+	JIT_ERR_BUSY = -19,		  /* "busy": a bounded resource is full; retry later */
+	JIT_ERR_NOT_FOUND = -20,	  /* "not_found": no such active grant */
+	JIT_ERR_RATE_LIMITED = -21,	  /* "rate_limited" */
+	JIT_ERR__COUNT = 22
 };
 
 /* A code plus the one human sentence that explains this occurrence (names the offending input). */
