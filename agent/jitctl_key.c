@@ -20,6 +20,7 @@
 #include "common/keys.h"
 #include "common/port.h"
 #include "common/prefix.h"
+#include "common/revoke.h"
 
 #define JTI_BYTES 16 /* 128 bits: a random jti never collides with an active one in practice */
 
@@ -124,25 +125,34 @@ static void sign_usage(FILE *f)
 	fprintf(f, "usage: jitctl sign --key KEY --kid KID --aud HOST[,HOST...] --sub USER\n"
 		   "                  --src PREFIX[,...] --port PORT[/PROTO][,...] --for DURATION\n"
 		   "                  [--iss ISS] [--jti ID] [--reason TEXT] [--not-before DURATION]\n"
-		   "  Prints a grant (compact JWS, EdDSA) signed with an Ed25519 private key.\n\n"
+		   "       jitctl sign --key KEY --kid KID --aud HOST[,HOST...] --revokes GRANT_ID\n"
+		   "                  [--terminate] --for DURATION\n"
+		   "                  [--iss ISS] [--jti ID] [--not-before DURATION]\n"
+		   "  Prints a grant, or with --revokes a revocation of one (compact JWS, EdDSA),\n"
+		   "  signed with an Ed25519 private key.\n\n"
 		   "  --key PATH              private key (PEM PKCS#8, as written by jitctl keygen)\n"
 		   "  --kid KID               key id; the agent verifies with keys_dir/KID.pem\n"
-		   "  --aud HOST[,...]        host ids (the agents' host_id) the grant is for\n"
+		   "  --aud HOST[,...]        host ids (the agents' host_id) the token is for\n"
 		   "  --sub USER              who the access is for\n"
 		   "  --src PREFIX[,...]      source addresses or prefixes (192.0.2.7, 2001:db8::/64)\n"
 		   "  --port PORT[/PROTO][,...]  ports; PROTO tcp (default), udp or * (both)\n"
-		   "  --for DURATION          how long the grant is valid from now (at least 1 s)\n"
+		   "  --revokes GRANT_ID      sign a revocation (typ " REVOKE_TYP ") of the grant\n"
+		   "                          with this jti instead; --sub, --src, --port and\n"
+		   "                          --reason are then refused\n"
+		   "  --terminate             with --revokes: also cut the grant's open sessions\n"
+		   "  --for DURATION          how long the token is valid from now (at least 1 s);\n"
+		   "                          for a revocation, how long agents accept it\n"
 		   "  --iss ISS               issuer (default jitctl)\n"
-		   "  --jti ID                grant id (default 32 random hex digits)\n"
+		   "  --jti ID                token id (default 32 random hex digits)\n"
 		   "  --reason TEXT           why, for the agent's audit log\n"
 		   "  --not-before DURATION   valid only from now + DURATION\n"
 		   "  -h, --help              show this help\n\n"
 		   "Durations are ISO 8601 (PT10M, PT3H, P1D) or seconds. Ports default to tcp.\n"
 		   "If an option is repeated the last one wins. Nothing but syntax is checked here:\n"
-		   "the agent decides whether it accepts the grant.\n");
+		   "the agent decides whether it accepts the token.\n");
 }
 
-/* Indexes into sign's option table; the required ones come first. */
+/* Indexes into sign's option table; the required ones (for a grant) come first. */
 enum {
 	S_KEY,
 	S_KID,
@@ -155,11 +165,19 @@ enum {
 	S_JTI,
 	S_REASON,
 	S_NBF,
+	S_REVOKES,
 	S__COUNT,
 	S__REQUIRED = S_ISS,
 };
 
 #define S_VAL 256 /* getopt_long's val for S_x: above every char, so never confused with one */
+#define S_TERMINATE (S_VAL + S__COUNT) /* a flag, so it has no slot in arg[] */
+
+/* What a revocation does not carry: refused with --revokes rather than silently dropped. */
+static bool grant_only(int i)
+{
+	return i == S_SUB || i == S_SRC || i == S_PORT || i == S_REASON;
+}
 
 /* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */
 typedef int (*item_fn)(const char *item, json_t *arr);
@@ -292,15 +310,17 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		[S_JTI] = { "jti", required_argument, NULL, S_VAL + S_JTI },
 		[S_REASON] = { "reason", required_argument, NULL, S_VAL + S_REASON },
 		[S_NBF] = { "not-before", required_argument, NULL, S_VAL + S_NBF },
+		[S_REVOKES] = { "revokes", required_argument, NULL, S_VAL + S_REVOKES },
+		{ "terminate", no_argument, NULL, S_TERMINATE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *arg[S__COUNT] = { [S_ISS] = "jitctl" };
 	char jti[2 * JTI_BYTES + 1], *payload = NULL, *token = NULL;
-	json_t *aud = NULL, *src = NULL, *ports = NULL, *claims = NULL, *header = NULL;
+	json_t *aud = NULL, *src = NULL, *ports = NULL, *claims = NULL, *header = NULL, *aud_claim;
 	uint64_t valid_for = 0, not_before = 0;
+	bool bad = false, revocation, terminate = false;
 	EVP_PKEY *key = NULL;
-	bool missing = false;
 	int c, i, err, ret;
 	time_t now;
 
@@ -309,6 +329,10 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		if (c >= S_VAL && c < S_VAL + S__COUNT) {
 			/* Last wins: tests override one claim of a ready-made command line. */
 			arg[c - S_VAL] = optarg;
+			continue;
+		}
+		if (c == S_TERMINATE) {
+			terminate = true;
 			continue;
 		}
 		if (c == 'h') {
@@ -324,13 +348,25 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl sign: '%s': unexpected argument\n", argv[optind]);
 		goto usage;
 	}
+	revocation = arg[S_REVOKES] != NULL;
 	for (i = 0; i < S__REQUIRED; i++) {
-		if (!arg[i]) {
+		if (!arg[i] && !(revocation && grant_only(i))) {
 			fprintf(stderr, "jitctl sign: missing --%s\n", longopts[i].name);
-			missing = true;
+			bad = true;
 		}
 	}
-	if (missing)
+	for (i = 0; revocation && i < S__COUNT; i++) {
+		if (arg[i] && grant_only(i)) {
+			fprintf(stderr, "jitctl sign: --%s: not allowed with --revokes\n",
+				longopts[i].name);
+			bad = true;
+		}
+	}
+	if (!revocation && terminate) {
+		fprintf(stderr, "jitctl sign: --terminate: only with --revokes\n");
+		bad = true;
+	}
+	if (bad)
 		goto usage;
 	/*
 	 * Deliberately no keys_kid_valid: a signer that could only produce well-formed grants
@@ -349,10 +385,10 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		goto usage;
 	}
 	if ((err = parse_list("aud", arg[S_AUD], add_string, "not a host id", &aud)) ||
-		(err = parse_list("src", arg[S_SRC], add_src,
+		(!revocation && ((err = parse_list("src", arg[S_SRC], add_src,
 			"not an IP address or prefix (host bits must be zero)", &src)) ||
 		(err = parse_list("port", arg[S_PORT], add_port,
-			"not a port (1-65535)[/tcp|udp|*]", &ports)))
+			"not a port (1-65535)[/tcp|udp|*]", &ports)))))
 		goto fail;
 	if (parse_duration("for", arg[S_FOR], &valid_for) ||
 		(arg[S_NBF] && parse_duration("not-before", arg[S_NBF], &not_before)))
@@ -385,18 +421,29 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 	 * "O" takes a new reference, so aud, src and ports stay ours to release whatever happens.
 	 * Durations are capped at DURATION_MAX_SECS, so now + either cannot overflow.
 	 */
-	if (!(claims = json_pack("{s:s, s:O, s:s, s:s, s:I, s:I}", "iss", arg[S_ISS], "aud",
-		json_array_size(aud) == 1 ? json_array_get(aud, 0) : aud, "sub", arg[S_SUB],
-		"jti", arg[S_JTI], "iat", (json_int_t)now, "exp",
-		(json_int_t)now + (json_int_t)valid_for)))
+	aud_claim = json_array_size(aud) == 1 ? json_array_get(aud, 0) : aud;
+	if (revocation)
+		claims = json_pack("{s:s, s:O, s:s, s:I, s:I}", "iss", arg[S_ISS], "aud", aud_claim,
+			"jti", arg[S_JTI], "iat", (json_int_t)now, "exp",
+			(json_int_t)now + (json_int_t)valid_for);
+	else
+		claims = json_pack("{s:s, s:O, s:s, s:s, s:I, s:I}", "iss", arg[S_ISS], "aud",
+			aud_claim, "sub", arg[S_SUB], "jti", arg[S_JTI], "iat", (json_int_t)now,
+			"exp", (json_int_t)now + (json_int_t)valid_for);
+	if (!claims || (arg[S_NBF] && set(claims, "nbf", json_integer((json_int_t)now +
+		(json_int_t)not_before))))
 		goto nomem;
-	if ((arg[S_NBF] && set(claims, "nbf", json_integer((json_int_t)now +
-		(json_int_t)not_before))) || set(claims, "src", json_incref(src)) ||
+	/* terminate only when asked: absent and false mean the same to the agent. */
+	if (revocation && (set(claims, "revokes", json_string(arg[S_REVOKES])) ||
+		(terminate && set(claims, "terminate", json_true()))))
+		goto nomem;
+	if (!revocation && (set(claims, "src", json_incref(src)) ||
 		set(claims, "ports", json_incref(ports)) ||
-		(arg[S_REASON] && set(claims, "reason", json_string(arg[S_REASON]))))
+		(arg[S_REASON] && set(claims, "reason", json_string(arg[S_REASON])))))
 		goto nomem;
-	if (!(header = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "typ", GRANT_TYP, "kid",
-		arg[S_KID])) || !(payload = json_dumps(claims, JSON_COMPACT)))
+	if (!(header = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "typ",
+		revocation ? REVOKE_TYP : GRANT_TYP, "kid", arg[S_KID])) ||
+		!(payload = json_dumps(claims, JSON_COMPACT)))
 		goto nomem;
 	if ((err = jws_sign(header, (const unsigned char *)payload, strlen(payload), key,
 		&token))) {

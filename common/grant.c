@@ -57,7 +57,7 @@ static const char *shown(const char *s, char buf[static SHOWN_LEN])
 }
 
 /* iss, sub, jti and reason end up in log lines, so control characters are refused outright. */
-static int copy_string(const json_t *c, const char *name, bool required, char **dst,
+int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
 	struct jit_error *e)
 {
 	const json_t *v = json_object_get(c, name);
@@ -84,7 +84,7 @@ static int copy_string(const json_t *c, const char *name, bool required, char **
 }
 
 /* RFC 7519 NumericDate, restricted to whole positive seconds: 1.5 or 1e9 is refused. */
-static int get_time(const json_t *c, const char *name, bool required, int64_t *t,
+int grant_claim_time(const json_t *c, const char *name, bool required, int64_t *t,
 	struct jit_error *e)
 {
 	const json_t *v = json_object_get(c, name);
@@ -104,7 +104,7 @@ static int get_time(const json_t *c, const char *name, bool required, int64_t *t
 }
 
 /* RFC 7519 section 4.1.3: a string or an array of strings. Which host it names is checked later. */
-static int check_aud(const json_t *c, struct jit_error *e)
+int grant_claim_aud(const json_t *c, struct jit_error *e)
 {
 	const json_t *a = json_object_get(c, "aud");
 	size_t i;
@@ -122,6 +122,20 @@ static int check_aud(const json_t *c, struct jit_error *e)
 			return MALFORMED(e, "claim 'aud[%zu]': expected a string, not %s", i,
 				type_name(v));
 	}
+	return 0;
+}
+
+int grant_claim_bool(const json_t *c, const char *name, bool *b, struct jit_error *e)
+{
+	const json_t *v = json_object_get(c, name);
+
+	*b = false;
+	if (!v)
+		return 0;
+	/* Only true and false: 1 or "yes" would be a guess at what the issuer meant. */
+	if (!json_is_boolean(v))
+		return MALFORMED(e, "claim '%s': expected a boolean, not %s", name, type_name(v));
+	*b = json_is_true(v);
 	return 0;
 }
 
@@ -254,16 +268,16 @@ int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error
 		goto out;
 	}
 	/* Claims we do not know are ignored, as JWT consumers do; every one we use is checked. */
-	if ((ret = copy_string(claims, "jti", true, &out->jti, e)) ||
-		(ret = copy_string(claims, "iss", true, &out->iss, e)) ||
-		(ret = copy_string(claims, "sub", true, &out->sub, e)) ||
-		(ret = get_time(claims, "iat", true, &out->iat, e)) ||
-		(ret = get_time(claims, "exp", true, &out->exp, e)) ||
-		(ret = get_time(claims, "nbf", false, &out->nbf, e)) ||
-		(ret = check_aud(claims, e)) ||
+	if ((ret = grant_claim_string(claims, "jti", true, &out->jti, e)) ||
+		(ret = grant_claim_string(claims, "iss", true, &out->iss, e)) ||
+		(ret = grant_claim_string(claims, "sub", true, &out->sub, e)) ||
+		(ret = grant_claim_time(claims, "iat", true, &out->iat, e)) ||
+		(ret = grant_claim_time(claims, "exp", true, &out->exp, e)) ||
+		(ret = grant_claim_time(claims, "nbf", false, &out->nbf, e)) ||
+		(ret = grant_claim_aud(claims, e)) ||
 		(ret = parse_src(claims, out, e)) ||
 		(ret = parse_ports(claims, out, e)) ||
-		(ret = copy_string(claims, "reason", false, &out->reason, e)))
+		(ret = grant_claim_string(claims, "reason", false, &out->reason, e)))
 		goto out;
 	ret = 0;
 out:
@@ -272,26 +286,8 @@ out:
 	return ret;
 }
 
-static int parse_payload(const struct jws *j, json_t **claims, struct jit_error *e)
-{
-	char buf[SHOWN_LEN];
-	json_error_t jerr;
-
-	*claims = NULL;
-	/* jansson stops at a NUL, which would let bytes after it ride along unparsed. */
-	if (memchr(j->payload, '\0', j->payload_len))
-		return MALFORMED(e, "claims: contain a NUL byte");
-	*claims = json_loadb((const char *)j->payload, j->payload_len, JSON_REJECT_DUPLICATES,
-		&jerr);
-	if (!*claims)
-		return MALFORMED(e, "claims: not valid JSON: %s", shown(jerr.text, buf));
-	if (!json_is_object(*claims))
-		return MALFORMED(e, "claims: not a JSON object");
-	return 0;
-}
-
 /* RFC 8725 section 3.9: the controller signs for many hosts, so aud must name this one. */
-static int check_audience(const json_t *claims, const char *host_id, struct jit_error *e)
+int grant_check_audience(const json_t *claims, const char *host_id, struct jit_error *e)
 {
 	const json_t *a = json_object_get(claims, "aud");
 	size_t i;
@@ -308,31 +304,31 @@ static int check_audience(const json_t *claims, const char *host_id, struct jit_
 }
 
 /* Claims are at most GRANT_MAX_TIME and the skew is clamped to it, so nothing here overflows. */
-static int check_time(const struct grant *g, const struct grant_verify_ctx *ctx,
+int grant_check_time(int64_t iat, int64_t nbf, int64_t exp, const struct grant_verify_ctx *ctx,
 	struct jit_error *e)
 {
 	int64_t skew = ctx->clock_skew > (uint64_t)GRANT_MAX_TIME ? GRANT_MAX_TIME :
 		(int64_t)ctx->clock_skew;
 	int64_t now = ctx->now;
 
-	if (g->exp + skew <= now)
+	if (exp + skew <= now)
 		return jit_fail(e, JIT_ERR_EXPIRED, "claim 'exp': expired at %lld, now is %lld",
-			(long long)g->exp, (long long)now);
-	if (g->nbf && g->nbf - skew > now)
+			(long long)exp, (long long)now);
+	if (nbf && nbf - skew > now)
 		return jit_fail(e, JIT_ERR_NOT_YET_VALID,
-			"claim 'nbf': not before %lld, now is %lld", (long long)g->nbf,
+			"claim 'nbf': not before %lld, now is %lld", (long long)nbf,
 			(long long)now);
-	if (g->iat - skew > now)
+	if (iat - skew > now)
 		return jit_fail(e, JIT_ERR_NOT_YET_VALID,
-			"claim 'iat': issued at %lld, now is %lld", (long long)g->iat,
+			"claim 'iat': issued at %lld, now is %lld", (long long)iat,
 			(long long)now);
-	if (g->exp <= g->iat)
-		return MALFORMED(e, "claim 'exp': %lld is not after iat %lld", (long long)g->exp,
-			(long long)g->iat);
+	if (exp <= iat)
+		return MALFORMED(e, "claim 'exp': %lld is not after iat %lld", (long long)exp,
+			(long long)iat);
 	/* A window that closes before it opens is a broken issuer, not a timing problem. */
-	if (g->nbf && g->exp <= g->nbf)
-		return MALFORMED(e, "claim 'exp': %lld is not after nbf %lld", (long long)g->exp,
-			(long long)g->nbf);
+	if (nbf && exp <= nbf)
+		return MALFORMED(e, "claim 'exp': %lld is not after nbf %lld", (long long)exp,
+			(long long)nbf);
 	return 0;
 }
 
@@ -351,10 +347,10 @@ int grant_verify(const char *token, size_t len, const struct grant_verify_ctx *c
 		(ret = jws_check_header(&j, GRANT_TYP, &kid, e)) ||
 		(ret = keys_load_public(ctx->keys_dir, kid, &pub, e)) ||
 		(ret = jws_verify(&j, pub, e)) ||
-		(ret = parse_payload(&j, &claims, e)) ||
+		(ret = jws_claims(&j, &claims, e)) ||
 		(ret = grant_parse_claims(claims, out, e)) ||
-		(ret = check_audience(claims, ctx->host_id, e)) ||
-		(ret = check_time(out, ctx, e)))
+		(ret = grant_check_audience(claims, ctx->host_id, e)) ||
+		(ret = grant_check_time(out->iat, out->nbf, out->exp, ctx, e)))
 		goto out;
 	if (!(out->kid = strdup(kid))) {
 		ret = OOM(e);

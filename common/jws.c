@@ -129,6 +129,26 @@ out:
 	return ret;
 }
 
+int jws_claims(const struct jws *j, json_t **out, struct jit_error *e)
+{
+	char buf[SHOWN_LEN];
+	json_error_t jerr;
+
+	*out = NULL;
+	/* jansson stops at a NUL, which would let bytes after it ride along unparsed. */
+	if (memchr(j->payload, '\0', j->payload_len))
+		return MALFORMED(e, "claims: contain a NUL byte");
+	*out = json_loadb((const char *)j->payload, j->payload_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*out)
+		return MALFORMED(e, "claims: not valid JSON: %s", shown(jerr.text, buf));
+	if (!json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		return MALFORMED(e, "claims: not a JSON object");
+	}
+	return 0;
+}
+
 /* Media types compare case-insensitively; strcasecmp would follow the locale. */
 static int ascii_lower(int c)
 {

@@ -1,6 +1,7 @@
 #ifndef JITD_COMMON_GRANT_H
 #define JITD_COMMON_GRANT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,37 @@ int grant_verify(const char *token, size_t len, const struct grant_verify_ctx *c
  * grant_verify after the signature, and by tests. Returns 0 or JIT_ERR_MALFORMED.
  */
 int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error *e);
+
+/*
+ * The claim checks grant_verify is built from, shared with the other tokens jitd verifies
+ * (common/revoke.c) so that all are held to exactly the same rules. Each returns 0 or a negative
+ * enum jit_err with e->msg naming the claim.
+ */
+
+/*
+ * Claim `name` as a new string in *dst: at most GRANT_MAX_STRING bytes, no control characters,
+ * not empty if required. Absent and optional: 0, *dst untouched. JIT_ERR_MALFORMED or
+ * JIT_ERR_INTERNAL (out of memory).
+ */
+int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
+	struct jit_error *e);
+/* Claim `name` as whole seconds, 1 to the end of year 9999; *t = 0 when absent and optional. */
+int grant_claim_time(const json_t *c, const char *name, bool required, int64_t *t,
+	struct jit_error *e);
+/* Optional claim `name`: true or false, nothing else; *b = false when absent. */
+int grant_claim_bool(const json_t *c, const char *name, bool *b, struct jit_error *e);
+/* "aud" is present and a string or an array of strings. JIT_ERR_MALFORMED. */
+int grant_claim_aud(const json_t *c, struct jit_error *e);
+/* "aud" names host_id. Only on claims grant_claim_aud accepted. JIT_ERR_WRONG_AUDIENCE. */
+int grant_check_audience(const json_t *claims, const char *host_id, struct jit_error *e);
+/*
+ * Times from grant_claim_time (nbf 0 when absent) against ctx->now with ctx->clock_skew:
+ * JIT_ERR_EXPIRED, JIT_ERR_NOT_YET_VALID (nbf or iat in the future), JIT_ERR_MALFORMED (exp not
+ * after iat or nbf).
+ */
+int grant_check_time(int64_t iat, int64_t nbf, int64_t exp, const struct grant_verify_ctx *ctx,
+	struct jit_error *e);
+
 /* Deep copy. Returns 0 or -ENOMEM. */
 int grant_copy(const struct grant *src, struct grant *dst);
 void grant_clear(struct grant *g);

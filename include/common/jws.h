@@ -40,6 +40,12 @@ int jws_check_header(const struct jws *j, const char *want_typ, const char **kid
 	struct jit_error *e);
 /* Ed25519 verification of the signing input. Returns 0 or JIT_ERR_BAD_SIGNATURE. */
 int jws_verify(const struct jws *j, EVP_PKEY *pub, struct jit_error *e);
+/*
+ * The payload as a JWT claims set: a JSON object without duplicate names or NUL bytes. Call it
+ * only after jws_verify, so that no unauthenticated bytes reach the JSON parser. Returns 0 and a
+ * new reference in *out, or JIT_ERR_MALFORMED with *out NULL.
+ */
+int jws_claims(const struct jws *j, json_t **out, struct jit_error *e);
 /* Releases what jws_decode allocated; safe on a zeroed or already-cleared struct. */
 void jws_clear(struct jws *j);
 
