@@ -1,1 +1,277 @@
-/* placeholder: being written */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/audit.h"
+#include "common/grant.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+#define DEFAULT_MAX_BYTES (10u * 1024 * 1024)
+#define DEFAULT_KEEP 5
+#define MAX_LINE (256 * 1024)
+
+struct audit {
+	char path[4096];
+	int fd;
+	uint64_t size, max_bytes;
+	unsigned keep;
+};
+
+static int open_file(struct audit *a)
+{
+	struct stat st;
+
+	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (a->fd < 0)
+		return -errno;
+	if (fstat(a->fd, &st) < 0)
+		return -errno;
+	a->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out)
+{
+	struct audit *a = calloc(1, sizeof(*a));
+	int ret;
+
+	*out = NULL;
+	if (!a)
+		return -ENOMEM;
+	a->fd = -1;
+	a->max_bytes = o && o->max_bytes ? o->max_bytes : DEFAULT_MAX_BYTES;
+	a->keep = o && o->keep ? o->keep : DEFAULT_KEEP;
+	if ((size_t)snprintf(a->path, sizeof(a->path), "%s/audit.jsonl", state_dir) >=
+		sizeof(a->path)) {
+		free(a);
+		return -ENAMETOOLONG;
+	}
+	if ((ret = open_file(a))) {
+		audit_close(&a);
+		return ret;
+	}
+	openlog("jitd", LOG_PID, LOG_AUTHPRIV);
+	*out = a;
+	return 0;
+}
+
+void audit_close(struct audit **a)
+{
+	if (!a || !*a)
+		return;
+	if ((*a)->fd >= 0)
+		close((*a)->fd);
+	free(*a);
+	*a = NULL;
+}
+
+static void rotated(const struct audit *a, unsigned n, char *buf, size_t len)
+{
+	if (n)
+		snprintf(buf, len, "%s.%u", a->path, n);
+	else
+		snprintf(buf, len, "%s", a->path);
+}
+
+static int rotate(struct audit *a)
+{
+	char from[4200], to[4200];
+
+	close(a->fd);
+	a->fd = -1;
+	rotated(a, a->keep, to, sizeof(to));
+	(void)unlink(to);
+	for (unsigned n = a->keep; n-- > 0;) {
+		rotated(a, n, from, sizeof(from));
+		rotated(a, n + 1, to, sizeof(to));
+		if (rename(from, to) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	return open_file(a);
+}
+
+static json_t *time_str(int64_t secs)
+{
+	char buf[32];
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
+		return json_null();
+	return json_string(buf);
+}
+
+static void add_grant(json_t *o, const struct grant *g)
+{
+	json_t *src = json_array(), *ports = json_array();
+	char buf[PREFIX_STRLEN];
+
+	for (size_t i = 0; src && i < g->n_src; i++)
+		if (!prefix_format(&g->src[i], buf, sizeof(buf)))
+			json_array_append_new(src, json_string(buf));
+	for (size_t i = 0; ports && i < g->n_ports; i++)
+		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)))
+			json_array_append_new(ports, json_string(buf));
+	json_object_set_new(o, "grant", json_string(g->jti));
+	json_object_set_new(o, "sub", json_string(g->sub));
+	json_object_set_new(o, "iss", json_string(g->iss));
+	if (g->kid)
+		json_object_set_new(o, "kid", json_string(g->kid));
+	json_object_set_new(o, "sources", src);
+	json_object_set_new(o, "ports", ports);
+	json_object_set_new(o, "expires_at", time_str(g->exp));
+	if (g->reason)
+		json_object_set_new(o, "reason", json_string(g->reason));
+}
+
+static void set_str(json_t *o, const char *key, const char *v)
+{
+	json_t *s;
+
+	/* jansson refuses invalid UTF-8; a client's bytes are then recorded as escaped ASCII. */
+	if (!v)
+		return;
+	if (!(s = json_string(v))) {
+		char buf[512];
+		size_t j = 0;
+
+		for (size_t i = 0; v[i] && j < sizeof(buf) - 1; i++)
+			buf[j++] = (unsigned char)v[i] < 0x80 ? v[i] : '?';
+		buf[j] = '\0';
+		s = json_string(buf);
+	}
+	json_object_set_new(o, key, s);
+}
+
+/* The syslog copy: no client byte may start a new log line or a terminal escape. */
+static void sanitize(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+int audit_log(struct audit *a, const struct audit_rec *r)
+{
+	int64_t now = (int64_t)time(NULL);
+	json_t *o = json_object();
+	char *line = NULL;
+	size_t len;
+	int ret = 0;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_set_new(o, "time", time_str(now));
+	json_object_set_new(o, "ts", json_integer(now));
+	set_str(o, "event", r->event);
+	if (r->grant)
+		add_grant(o, r->grant);
+	else
+		set_str(o, "grant", r->grant_id);
+	set_str(o, "peer", r->peer);
+	set_str(o, "code", r->code);
+	set_str(o, "message", r->message);
+	if (r->count >= 0)
+		json_object_set_new(o, "count", json_integer(r->count));
+	if (!(line = json_dumps(o, JSON_COMPACT))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	len = strlen(line);
+	line[len++] = '\n'; /* replaces the NUL; the buffer is written by length */
+	if (a->size && a->size + len > a->max_bytes && (ret = rotate(a)))
+		goto out;
+	if (write(a->fd, line, len) != (ssize_t)len) {
+		ret = errno ? -errno : -EIO;
+		goto out;
+	}
+	if (fsync(a->fd) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	a->size += len;
+	line[len - 1] = '\0';
+	sanitize(line);
+	syslog(r->code ? LOG_WARNING : LOG_INFO, "audit %s", line);
+out:
+	free(line);
+	json_decref(o);
+	return ret;
+}
+
+static bool wanted(const json_t *ev, int64_t since, const char *grant_id)
+{
+	const char *g = json_string_value(json_object_get(ev, "grant"));
+
+	if (json_integer_value(json_object_get(ev, "ts")) < since)
+		return false;
+	return !grant_id || (g && !strcmp(g, grant_id));
+}
+
+int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
+	void *arg)
+{
+	char path[4200], *line = malloc(MAX_LINE);
+	int ret = 0;
+
+	if (!line)
+		return -ENOMEM;
+	for (unsigned n = a->keep + 1; ret == 0 && n-- > 0;) {
+		FILE *f;
+
+		rotated(a, n, path, sizeof(path));
+		if (!(f = fopen(path, "re")))
+			continue;
+		while (ret == 0 && fgets(line, MAX_LINE, f)) {
+			json_t *ev = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+
+			/* Lines that do not parse (a torn write) are skipped. */
+			if (json_is_object(ev) && wanted(ev, since, NULL))
+				ret = cb(ev, arg);
+			json_decref(ev);
+		}
+		fclose(f);
+	}
+	free(line);
+	return ret;
+}
+
+struct query {
+	const char *grant_id;
+	json_t *out;
+	size_t max;
+	bool truncated;
+};
+
+static int query_cb(const json_t *ev, void *arg)
+{
+	struct query *q = arg;
+
+	if (!wanted(ev, 0, q->grant_id))
+		return 0;
+	if (json_array_size(q->out) == q->max) {
+		json_array_remove(q->out, 0); /* the newest win */
+		q->truncated = true;
+	}
+	return json_array_append_new(q->out, json_deep_copy(ev)) ? -ENOMEM : 0;
+}
+
+json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
+	bool *truncated)
+{
+	struct query q = { .grant_id = grant_id, .out = json_array(), .max = max ? max : 1 };
+
+	if (!q.out || audit_foreach(a, since, query_cb, &q)) {
+		json_decref(q.out);
+		return NULL;
+	}
+	*truncated = q.truncated;
+	return q.out;
+}

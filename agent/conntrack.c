@@ -1,1 +1,342 @@
-/* placeholder: being written */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <linux/netfilter/nf_conntrack_tcp.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <netinet/in.h>
+#include <netlink/addr.h>
+#include <netlink/errno.h>
+#include <netlink/handlers.h>
+#include <netlink/netfilter/ct.h>
+#include <netlink/netfilter/nfnl.h>
+#include <netlink/netlink.h>
+#include <netlink/socket.h>
+
+#include "agent/conntrack.h"
+#include "common/grant.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+/*
+ * A ctnetlink dump is no snapshot: a flow created or deleted meanwhile may be missed, which a
+ * count can live with. NLM_F_DUMP_INTR is not set on them today; the bound is for a kernel that
+ * does.
+ */
+#define DUMP_TRIES 3
+
+struct conntrack {
+	struct nl_sock *sk;
+	/* A dump that failed half-way leaves messages on the socket: reconnect before the next. */
+	bool stale;
+};
+
+/* What one dump is looking for, and what it found. */
+struct dump {
+	const struct grant *grants;
+	size_t n;
+	long *counts;		/* counting: per grant, TCP only when ESTABLISHED */
+	struct nfnl_ct **hits;	/* killing: one reference per entry of grants[0] */
+	size_t n_hits, cap;
+	int err;		/* first failure inside the callback, as -errno */
+};
+
+/* libnl returns negative NLE_* codes; jitd speaks -errno. */
+static int nlerr(int err)
+{
+	switch (err < 0 ? -err : err) {
+	case 0:
+		return 0;
+	case NLE_NOMEM:
+		return -ENOMEM;
+	case NLE_PERM:
+		return -EPERM;
+	case NLE_NOACCESS:
+		return -EACCES;
+	case NLE_OBJ_NOTFOUND:
+		return -ENOENT;
+	case NLE_OPNOTSUPP:
+		return -EOPNOTSUPP;
+	case NLE_AF_NOSUPPORT:
+		return -EAFNOSUPPORT;
+	case NLE_DUMP_INTR:
+		return -EINTR;
+	default:
+		return -EIO;
+	}
+}
+
+static void disconnect(struct conntrack *c)
+{
+	nl_socket_free(c->sk); /* closes the fd too; accepts NULL */
+	c->sk = NULL;
+}
+
+static int connect_sock(struct conntrack *c)
+{
+	int ret = -ENOMEM;
+
+	disconnect(c);
+	c->stale = true;
+	if (!(c->sk = nl_socket_alloc()))
+		goto out;
+	if ((ret = nlerr(nl_connect(c->sk, NETLINK_NETFILTER))))
+		goto out;
+	c->stale = false;
+	ret = 0;
+out:
+	if (ret)
+		disconnect(c);
+	return ret;
+}
+
+static int ready(struct conntrack *c)
+{
+	return c->stale ? connect_sock(c) : 0;
+}
+
+/* A GET_STATS answered proves the module is there and we may talk to it, at no dump's cost. */
+static int probe(struct conntrack *c)
+{
+	int ret = nfnl_send_simple(c->sk, NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET_STATS, 0,
+		AF_UNSPEC, 0);
+
+	if (ret >= 0)
+		ret = nl_wait_for_ack(c->sk);
+	return nlerr(ret);
+}
+
+int conntrack_open(struct conntrack **out)
+{
+	struct conntrack *c = NULL;
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	if (!(c = calloc(1, sizeof(*c))))
+		goto out;
+	if ((ret = connect_sock(c)) || (ret = probe(c)))
+		goto out;
+	*out = c;
+	c = NULL;
+	ret = 0;
+out:
+	conntrack_close(&c);
+	return ret;
+}
+
+void conntrack_close(struct conntrack **c)
+{
+	if (!c || !*c)
+		return;
+	disconnect(*c);
+	free(*c);
+	*c = NULL;
+}
+
+static bool port_match(const struct grant *g, uint8_t proto, uint16_t port)
+{
+	for (size_t i = 0; i < g->n_ports; i++)
+		if (g->ports[i].port == port && port_proto_ipproto(g->ports[i].proto) == proto)
+			return true;
+	return false;
+}
+
+static bool src_match(const struct grant *g, const struct prefix *host)
+{
+	for (size_t i = 0; i < g->n_src; i++)
+		if (prefix_contains(&g->src[i], host))
+			return true;
+	return false;
+}
+
+/* Address dir's source as a host prefix; false for families grants cannot name. */
+static bool tuple_source(const struct nfnl_ct *ct, int dir, struct prefix *host)
+{
+	struct nl_addr *a = nfnl_ct_get_src(ct, dir);
+	unsigned len;
+
+	if (!a)
+		return false;
+	len = nl_addr_get_len(a);
+	host->family = nl_addr_get_family(a);
+	if (!((host->family == AF_INET && len == 4) || (host->family == AF_INET6 && len == 16)))
+		return false;
+	memset(host->addr, 0, sizeof(host->addr));
+	memcpy(host->addr, nl_addr_get_binary_addr(a), len);
+	host->len = (uint8_t)(len * 8);
+	return true;
+}
+
+/*
+ * The remote end normally opened the flow: its address is the original source and the local
+ * port the reply's source, i.e. after any DNAT, as jitd's input chain saw it. But once an
+ * entry is deleted, conntrack (nf_conntrack_tcp_loose, the default) picks the flow up again
+ * from whichever packet comes next; if the local server sends first, the new entry runs the
+ * other way, and that flow is the grant's too.
+ */
+static bool entry_matches(const struct grant *g, const struct nfnl_ct *ct, uint8_t proto)
+{
+	struct prefix host;
+
+	if (port_match(g, proto, nfnl_ct_get_src_port(ct, 1)) && tuple_source(ct, 0, &host) &&
+		src_match(g, &host))
+		return true;
+	return port_match(g, proto, nfnl_ct_get_src_port(ct, 0)) && tuple_source(ct, 1, &host) &&
+		src_match(g, &host);
+}
+
+static int keep_hit(struct dump *d, struct nfnl_ct *ct)
+{
+	if (d->n_hits == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 16;
+		struct nfnl_ct **h = reallocarray(d->hits, cap, sizeof(*h));
+
+		if (!h)
+			return -ENOMEM;
+		d->hits = h;
+		d->cap = cap;
+	}
+	nfnl_ct_get(ct);
+	d->hits[d->n_hits++] = ct;
+	return 0;
+}
+
+static void match(struct dump *d, struct nfnl_ct *ct)
+{
+	uint8_t proto = nfnl_ct_get_proto(ct);
+	bool live;
+	int ret;
+
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return;
+	live = proto == IPPROTO_UDP || (nfnl_ct_test_tcp_state(ct) &&
+		nfnl_ct_get_tcp_state(ct) == TCP_CONNTRACK_ESTABLISHED);
+	for (size_t i = 0; i < d->n; i++) {
+		if (!entry_matches(&d->grants[i], ct, proto))
+			continue;
+		if (d->counts) {
+			d->counts[i] += live;
+			continue;
+		}
+		/* One reference per entry, whichever grant it belongs to. */
+		if ((ret = keep_hit(d, ct)) && !d->err)
+			d->err = ret;
+		break;
+	}
+}
+
+/* Never NL_STOP: the rest of the dump would be left on the socket for the next request. */
+static int dump_valid_cb(struct nl_msg *msg, void *arg)
+{
+	struct dump *d = arg;
+	struct nlmsghdr *nlh = nlmsg_hdr(msg);
+	struct nfnl_ct *ct = NULL;
+	int ret;
+
+	if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_CTNETLINK)
+		return NL_SKIP;
+	if ((ret = nfnlmsg_ct_parse(nlh, &ct)) < 0) {
+		if (!d->err)
+			d->err = nlerr(ret);
+		return NL_SKIP;
+	}
+	match(d, ct);
+	nfnl_ct_put(ct);
+	return NL_OK;
+}
+
+static void dump_reset(struct dump *d)
+{
+	for (size_t i = 0; i < d->n_hits; i++)
+		nfnl_ct_put(d->hits[i]);
+	d->n_hits = 0;
+	if (d->counts)
+		memset(d->counts, 0, d->n * sizeof(*d->counts));
+	d->err = 0;
+}
+
+static int dump_once(struct conntrack *c, struct dump *d)
+{
+	struct nl_cb *cb = NULL;
+	int ret;
+
+	dump_reset(d);
+	if ((ret = ready(c)))
+		goto out;
+	if (!(cb = nl_cb_alloc(NL_CB_DEFAULT))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, dump_valid_cb, d);
+	c->stale = true;
+	/* Returns the bytes sent, not 0, on success (a documented libnl quirk). */
+	if ((ret = nfnl_ct_dump_request(c->sk)) < 0 || (ret = nl_recvmsgs(c->sk, cb)) < 0) {
+		ret = nlerr(ret);
+		goto out;
+	}
+	c->stale = false;
+	ret = d->err;
+out:
+	nl_cb_put(cb);
+	return ret;
+}
+
+static int dump(struct conntrack *c, struct dump *d)
+{
+	int ret = -EINTR;
+
+	for (int i = 0; i < DUMP_TRIES && ret == -EINTR; i++)
+		ret = dump_once(c, d);
+	return ret;
+}
+
+/* Deletes by tuple and CTA_ID, so an entry reused for another flow meanwhile is left alone. */
+static int kill_hits(struct conntrack *c, struct dump *d, long *count)
+{
+	int ret, r;
+
+	if ((ret = ready(c)))
+		return ret;
+	for (size_t i = 0; i < d->n_hits; i++) {
+		r = nlerr(nfnl_ct_del(c->sk, d->hits[i], 0));
+		if (r == 0)
+			(*count)++;
+		else if (r != -ENOENT && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
+int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long *count)
+{
+	struct dump d = {.grants = g, .n = 1};
+	int ret, r;
+
+	*count = 0;
+	if (!kill)
+		return conntrack_count_many(c, g, 1, count);
+	/* A dump that failed part-way still cuts what it found: the error is reported anyway. */
+	ret = dump(c, &d);
+	if ((r = kill_hits(c, &d, count)) && !ret)
+		ret = r;
+	dump_reset(&d);
+	free(d.hits);
+	return ret;
+}
+
+int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts)
+{
+	struct dump d = {.grants = grants, .n = n, .counts = counts};
+	int ret = 0;
+
+	if (n == 0)
+		goto out;
+	memset(counts, 0, n * sizeof(*counts));
+	if ((ret = dump(c, &d)))
+		memset(counts, 0, n * sizeof(*counts));
+out:
+	return ret;
+}

@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +14,20 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "agent/audit.h"
 #include "agent/ctl.h"
 #include "agent/enforce.h"
 #include "agent/status.h"
+#include "common/config.h"
 #include "common/err.h"
+#include "common/grant.h"
 #include "common/log.h"
+#include "common/port.h"
+#include "common/prefix.h"
 #include "common/proto.h"
+
+/* A log reply must fit PROTO_MAX_REPLY: the newest events win, the reply says it was cut. */
+#define LOG_MAX_EVENTS 50000
 
 struct ctl {
 	struct evconnlistener *lev;
@@ -28,7 +38,9 @@ struct ctl {
 struct client {
 	struct ctl *ctl;
 	struct bufferevent *bev;
-	char peer[64];
+	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
+	char user[64];
+	char peer[128];
 };
 
 static void client_free(struct client *c)
@@ -60,6 +72,12 @@ static void reply(struct client *c, json_t *msg)
 	json_decref(msg);
 }
 
+/* Changing calls are root's; the socket's group may only read (status, log). */
+static bool may_change(const struct client *c)
+{
+	return c->uid == 0;
+}
+
 static json_t *do_submit(struct client *c, json_t *req)
 {
 	const json_t *tok = json_object_get(req, "token");
@@ -77,16 +95,128 @@ static json_t *do_submit(struct client *c, json_t *req)
 	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));
 }
 
+static json_t *do_revoke(struct client *c, json_t *req)
+{
+	const char *id = json_string_value(json_object_get(req, "id"));
+	const json_t *term = json_object_get(req, "terminate");
+	struct jit_error err = { 0 };
+	struct revoke_result res;
+	int ret;
+
+	if (!id || (term && !json_is_boolean(term)))
+		return proto_error(JIT_ERR_BAD_REQUEST,
+			"revoke needs an \"id\" string and an optional \"terminate\" boolean");
+	ret = enforce_revoke_id(c->ctl->enf, id, json_is_true(term), c->peer, &res, &err);
+	if (ret)
+		return proto_error(ret, err.msg);
+	return json_pack("{s:b, s:s, s:b, s:I}", "ok", 1, "revoked", res.grant_id, "terminate",
+		res.terminate, "flows_terminated", (json_int_t)res.flows_terminated);
+}
+
+/* Ports as "22" or "22/tcp"; one for both protocols becomes two single-protocol entries. */
+static int parse_local_ports(const json_t *a, struct port_spec *out, size_t cap, size_t *n)
+{
+	const json_t *v;
+	size_t i;
+
+	*n = 0;
+	json_array_foreach(a, i, v) {
+		unsigned mask;
+		uint16_t port;
+
+		if (!json_is_string(v) || port_spec_parse(json_string_value(v), &port, &mask))
+			return -EINVAL;
+		for (unsigned bit = PORT_PROTO_TCP; bit <= PORT_PROTO_UDP; bit <<= 1) {
+			if (!(mask & bit))
+				continue;
+			if (*n == cap)
+				return -E2BIG;
+			out[(*n)++] = (struct port_spec){ .port = port, .proto = (uint8_t)bit };
+		}
+	}
+	return *n ? 0 : -EINVAL;
+}
+
+static json_t *do_grant(struct client *c, json_t *req)
+{
+	const json_t *src = json_object_get(req, "src"), *ports = json_object_get(req, "ports"), *v;
+	const json_t *dur = json_object_get(req, "duration");
+	const char *reason = json_string_value(json_object_get(req, "reason"));
+	struct prefix pfx[GRANT_MAX_SOURCES];
+	struct port_spec ps[GRANT_MAX_PORTS];
+	struct jit_error err = { 0 };
+	struct local_request r = { 0 };
+	const struct grant *g;
+	size_t i;
+	int ret;
+
+	if (!json_is_array(src) || !json_is_array(ports) || !json_is_integer(dur) ||
+		json_integer_value(dur) <= 0 || !reason || !*reason)
+		return proto_error(JIT_ERR_BAD_REQUEST, "grant needs \"src\" and \"ports\" arrays, "
+			"a positive \"duration\" and a \"reason\"");
+	if (json_array_size(src) == 0 || json_array_size(src) > GRANT_MAX_SOURCES)
+		return proto_error(JIT_ERR_BAD_REQUEST, "grant needs 1 to 64 sources");
+	json_array_foreach(src, i, v)
+		if (!json_is_string(v) || prefix_parse(json_string_value(v), &pfx[i]))
+			return proto_error(JIT_ERR_BAD_REQUEST, "a source is not an address or prefix");
+	if (parse_local_ports(ports, ps, GRANT_MAX_PORTS, &r.n_ports))
+		return proto_error(JIT_ERR_BAD_REQUEST, "ports must be 1 to 64 of PORT[/PROTO]");
+	r.src = pfx;
+	r.n_src = json_array_size(src);
+	r.ports = ps;
+	r.duration = (uint64_t)json_integer_value(dur);
+	r.reason = reason;
+	r.user = c->user;
+	ret = enforce_grant_local(c->ctl->enf, &r, c->peer, &g, &err);
+	if (ret)
+		return proto_error(ret, err.msg);
+	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));
+}
+
+static json_t *do_log(struct client *c, json_t *req)
+{
+	const json_t *since = json_object_get(req, "since"), *grant = json_object_get(req, "grant");
+	json_t *events;
+	bool truncated = false;
+
+	if ((since && !json_is_integer(since)) || (grant && !json_is_string(grant)))
+		return proto_error(JIT_ERR_BAD_REQUEST,
+			"log takes an optional \"since\" integer and \"grant\" string");
+	events = audit_query(enforce_audit(c->ctl->enf), since ? json_integer_value(since) : 0,
+		json_string_value(grant), LOG_MAX_EVENTS, &truncated);
+	if (!events)
+		return proto_error(JIT_ERR_INTERNAL, "cannot read the audit trail");
+	return json_pack("{s:b, s:o, s:b}", "ok", 1, "events", events, "truncated", truncated);
+}
+
+static const struct {
+	const char *op;
+	bool changes;
+	json_t *(*fn)(struct client *c, json_t *req);
+} ops[] = {
+	{ "status", false, NULL },
+	{ "log", false, do_log },
+	{ "submit", true, do_submit },
+	{ "revoke", true, do_revoke },
+	{ "grant", true, do_grant },
+};
+
 static json_t *dispatch(struct client *c, json_t *req)
 {
 	const char *op = json_string_value(json_object_get(req, "op"));
 
 	if (!op)
 		return proto_error(JIT_ERR_BAD_REQUEST, "request needs an \"op\" string");
-	if (!strcmp(op, "submit"))
-		return do_submit(c, req);
-	if (!strcmp(op, "status"))
-		return json_pack("{s:b, s:o}", "ok", 1, "status", status_build(c->ctl->enf));
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		if (strcmp(op, ops[i].op))
+			continue;
+		if (ops[i].changes && !may_change(c))
+			return proto_error(JIT_ERR_PERMISSION, "only root may change grants");
+		if (!ops[i].fn)
+			return json_pack("{s:b, s:o}", "ok", 1, "status",
+				status_build(c->ctl->enf));
+		return ops[i].fn(c, req);
+	}
 	return proto_error(JIT_ERR_BAD_REQUEST, "unknown op");
 }
 
@@ -121,15 +251,27 @@ static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
 	client_free(c);
 }
 
-static void peer_name(int fd, char *buf, size_t len)
+/* Who is on the other end, as the kernel says. A failure leaves the client unprivileged. */
+static void peer_identify(int fd, struct client *c)
 {
+	struct passwd pw, *res = NULL;
 	struct ucred cred;
 	socklen_t sl = sizeof(cred);
+	char buf[1024];
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) == 0)
-		snprintf(buf, len, "uid=%u pid=%d", cred.uid, cred.pid);
+	c->uid = (uid_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) < 0) {
+		snprintf(c->user, sizeof(c->user), "unknown");
+		snprintf(c->peer, sizeof(c->peer), "unknown");
+		return;
+	}
+	c->uid = cred.uid;
+	if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &res) == 0 && res)
+		snprintf(c->user, sizeof(c->user), "%s", pw.pw_name);
 	else
-		snprintf(buf, len, "unknown");
+		snprintf(c->user, sizeof(c->user), "uid:%u", (unsigned)cred.uid);
+	snprintf(c->peer, sizeof(c->peer), "uid=%u pid=%d user=%s", (unsigned)cred.uid,
+		(int)cred.pid, c->user);
 }
 
 static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -143,7 +285,7 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 		return;
 	}
 	c->ctl = arg;
-	peer_name(fd, c->peer, sizeof(c->peer));
+	peer_identify(fd, c);
 	c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev) {
 		close(fd);
@@ -181,11 +323,33 @@ static int claim_path(const char *path, const struct sockaddr_un *sun)
 	return unlink(path) < 0 ? -errno : 0;
 }
 
-int ctl_open(struct event_base *base, const char *path, struct enforce *enf, struct ctl **out)
+/* The group that may read: a name or a decimal gid. -ENOENT when there is no such group. */
+static int resolve_group(const char *name, gid_t *gid)
+{
+	struct group gr, *res = NULL;
+	char buf[4096], *end;
+	unsigned long n;
+
+	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) == 0 && res) {
+		*gid = gr.gr_gid;
+		return 0;
+	}
+	n = strtoul(name, &end, 10);
+	if (*name && !*end && n < (gid_t)-1) {
+		*gid = (gid_t)n;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
+	struct ctl **out)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	const char *path = cfg->control_socket;
 	struct ctl *c;
 	mode_t old;
+	gid_t gid;
 	int ret;
 
 	*out = NULL;
@@ -199,8 +363,8 @@ int ctl_open(struct event_base *base, const char *path, struct enforce *enf, str
 		return -ENOMEM;
 	c->enf = enf;
 	strcpy(c->path, path);
-	/* Created 0660 from the start: no window in which others could connect. */
-	old = umask(0117);
+	/* Created 0600 from the start: no window in which others could connect. */
+	old = umask(0177);
 	c->lev = evconnlistener_new_bind(base, ctl_accept_cb, c,
 		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16, (struct sockaddr *)&sun,
 		sizeof(sun));
@@ -211,6 +375,13 @@ int ctl_open(struct event_base *base, const char *path, struct enforce *enf, str
 		return ret ? ret : -EIO;
 	}
 	evconnlistener_set_error_cb(c->lev, ctl_error_cb);
+	/* Then opened to the reading group, if it exists; otherwise root alone keeps it. */
+	if (resolve_group(cfg->control_group, &gid))
+		log_warn("control: group '%s' does not exist; only root can use %s",
+			cfg->control_group, path);
+	else if (chown(path, 0, gid) < 0 || chmod(path, 0660) < 0)
+		log_warn("control: cannot give group '%s' access to %s: %s", cfg->control_group,
+			path, strerror(errno));
 	*out = c;
 	return 0;
 }

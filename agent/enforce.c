@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,17 +7,23 @@
 #include <time.h>
 
 #include <libnftnl/set.h>
+#include <openssl/rand.h>
 
+#include "agent/activity.h"
+#include "agent/audit.h"
+#include "agent/conntrack.h"
 #include "agent/enforce.h"
 #include "agent/nft.h"
 #include "agent/ranges.h"
 #include "agent/ruleset.h"
+#include "agent/replay.h"
 #include "agent/store.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
 #include "common/log.h"
 #include "common/policy.h"
+#include "common/revoke.h"
 
 /*
  * A kernel element re-read after a restart carries its remaining time, not the grant's exact
@@ -41,8 +48,15 @@ struct elems {
 
 struct enforce {
 	const struct config *cfg;
+	const char *config_path;
 	struct nft *nft;
 	struct store *store;
+	struct replay *replay;
+	struct audit *audit;
+	struct activity *activity;
+	struct conntrack *ct;
+	int64_t started;
+	char last_error[256];
 	struct grant *grants;
 	size_t n_grants, cap_grants;
 	struct elems model;
@@ -379,7 +393,7 @@ static const struct grant *find_grant(const struct enforce *e, const char *jti)
 
 /* Signature, claims, policy and freshness: everything but the kernel. */
 static int check(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
-	struct grant *g, struct jit_error *err)
+	struct grant *g, struct jit_error *err, char *jti, size_t jtilen)
 {
 	const struct grant_verify_ctx ctx = {
 		.keys_dir = e->cfg->keys_dir,
@@ -391,6 +405,9 @@ static int check(const struct enforce *e, const char *token, size_t len, int64_t
 
 	if ((ret = grant_verify(token, len, &ctx, g, err)))
 		return ret;
+	/* Signed by a trusted key: from here on a refusal can name the grant. */
+	if (jti)
+		snprintf(jti, jtilen, "%s", g->jti);
 	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		goto fail;
 	/* Skew lets a just-expired grant verify; it must still not open anything. */
@@ -398,13 +415,40 @@ static int check(const struct enforce *e, const char *token, size_t len, int64_t
 		ret = jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g->jti);
 		goto fail;
 	}
-	if (find_grant(e, g->jti)) {
-		ret = jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", g->jti);
-		goto fail;
-	}
 	return 0;
 fail:
 	grant_clear(g);
+	return ret;
+}
+
+/* An operational failure, kept for status ("last error") as well as logged. */
+static void note_error(struct enforce *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_error(struct enforce *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(e->last_error, sizeof(e->last_error), fmt, ap);
+	va_end(ap);
+	log_err("%s", e->last_error);
+}
+
+static int audit(struct enforce *e, const char *event, const struct grant *g,
+	const char *grant_id, const char *peer, int code, const char *message, long long count)
+{
+	const struct audit_rec rec = {
+		.event = event,
+		.grant = g,
+		.grant_id = grant_id,
+		.peer = peer,
+		.code = code ? jit_err_name(code) : NULL,
+		.message = message,
+		.count = count,
+	};
+	int ret = audit_log(e->audit, &rec);
+
+	if (ret)
+		note_error(e, "audit: cannot record %s: %s", event, strerror(-ret));
 	return ret;
 }
 
@@ -430,48 +474,195 @@ static void log_applied(const struct grant *g, const char *peer)
 		g->kid, g->sub, src, ports, (long long)g->exp, peer);
 }
 
+/*
+ * Takes a checked grant g (consumed) to the kernel: the common tail of every way in. record is
+ * what the store keeps to restore it. Whatever fails undoes what came before it.
+ */
+static int apply(struct enforce *e, struct grant *g, const char *record, size_t record_len,
+	const char *peer, const struct grant **applied, struct jit_error *err)
+{
+	char kerr[NFT_ERRLEN], jti[GRANT_MAX_STRING + 1];
+	struct group *groups = NULL;
+	size_t n_groups = 0;
+	bool remembered = false, stored = false, pushed = false;
+	int ret;
+
+	snprintf(jti, sizeof(jti), "%s", g->jti);
+	/* Remembered before anything opens, so that no crash can make the same token work twice. */
+	if ((ret = replay_check(e->replay, jti, enforce_now_ms() / 1000))) {
+		ret = ret == JIT_ERR_BUSY ?
+			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
+			jit_fail(err, JIT_ERR_REPLAY, "grant '%s' was already used", jti);
+		goto undo;
+	}
+	/* Only reachable if the replay cache was lost: still never the same grant twice. */
+	if (find_grant(e, jti)) {
+		ret = jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", jti);
+		goto undo;
+	}
+	if ((ret = replay_add(e->replay, jti, g->exp + (int64_t)e->cfg->clock_skew))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember grant id '%s': %s", jti,
+			strerror(-ret));
+		goto undo;
+	}
+	remembered = true;
+	if ((ret = grant_groups(g, &groups, &n_groups)) ||
+		(ret = store_put(e->store, jti, record, record_len))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot record grant '%s': %s", jti,
+			strerror(-ret));
+		goto undo;
+	}
+	stored = true;
+	if ((ret = grants_push(e, g))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		goto undo;
+	}
+	pushed = true;
+	if ((ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))) {
+		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel refused the change: %s", kerr);
+		note_error(e, "kernel: %s", err->msg);
+		goto undo;
+	}
+	/* An access nobody can trace must not exist: no audit record, no grant. */
+	if (audit(e, "grant.applied", &e->grants[e->n_grants - 1], NULL, peer, 0, NULL, -1)) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot write the audit trail; nothing applied");
+		grants_remove(e, e->n_grants - 1);
+		pushed = false;
+		if (sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
+			note_error(e, "kernel: cannot withdraw an unaudited grant: %s", kerr);
+		goto undo;
+	}
+	*applied = &e->grants[e->n_grants - 1];
+	(void)activity_note(e->activity, *applied, enforce_now_ms() / 1000);
+	log_applied(*applied, peer);
+	free(groups);
+	return 0;
+undo:
+	if (pushed)
+		grants_remove(e, e->n_grants - 1);
+	else
+		grant_clear(g);
+	if (stored)
+		(void)store_del(e->store, jti);
+	if (remembered && replay_forget(e->replay, jti))
+		log_warn("replay: cannot forget '%s'; that grant id stays unusable", jti);
+	free(groups);
+	return ret;
+}
+
+static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
+	const struct jit_error *err)
+{
+	log_warn("%s refused: %s: %s (peer=%s)", what, jit_err_name(err->code), err->msg, peer);
+	(void)audit(e, !strcmp(what, "revocation") ? "revocation.refused" : "grant.refused", NULL,
+		grant_id, peer, err->code, err->msg, -1);
+}
+
 int enforce_submit(struct enforce *e, const char *token, size_t len, const char *peer,
 	const struct grant **applied, struct jit_error *err)
 {
-	char kerr[NFT_ERRLEN];
-	struct group *groups = NULL;
-	size_t n_groups = 0;
+	char jti[GRANT_MAX_STRING + 1] = "";
 	struct grant g = { 0 };
-	int64_t now = enforce_now_ms();
 	int ret;
 
 	*applied = NULL;
 	enforce_expire(e);
-	if ((ret = check(e, token, len, now, &g, err)))
-		goto refused;
-	if ((ret = grant_groups(&g, &groups, &n_groups)) || (ret = store_put(e->store, g.jti, token, len))) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot record grant '%s': %s", g.jti,
-			strerror(-ret));
-		goto refused;
+	if ((ret = check(e, token, len, enforce_now_ms(), &g, err, jti, sizeof(jti)))) {
+		refused(e, "grant", jti[0] ? jti : NULL, peer, err);
+		return ret;
 	}
-	if ((ret = grants_push(e, &g))) {
-		(void)store_del(e->store, g.jti);
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
-		goto refused;
-	}
-	ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr));
-	if (ret) {
-		struct grant *last = &e->grants[e->n_grants - 1];
+	if ((ret = apply(e, &g, token, len, peer, applied, err)))
+		refused(e, "grant", jti, peer, err);
+	return ret;
+}
 
-		(void)store_del(e->store, last->jti);
-		grants_remove(e, e->n_grants - 1);
-		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel refused the change: %s", kerr);
-		goto refused;
+/* A local grant is stored as its claims object, marked so that restore knows it is unsigned. */
+#define LOCAL_MARK "jitd_local_grant"
+
+static json_t *local_claims(const struct enforce *e, const struct local_request *r,
+	const char *jti, int64_t now)
+{
+	json_t *c, *src = json_array(), *ports = json_array();
+
+	for (size_t i = 0; src && i < r->n_src; i++) {
+		char buf[PREFIX_STRLEN];
+
+		if (prefix_format(&r->src[i], buf, sizeof(buf)) ||
+			json_array_append_new(src, json_string(buf)))
+			goto fail;
 	}
-	*applied = &e->grants[e->n_grants - 1];
-	log_applied(*applied, peer);
-	ret = 0;
-	goto out;
-refused:
-	log_warn("grant refused: %s: %s (peer=%s)", jit_err_name(ret), err->msg, peer);
-	grant_clear(&g);
+	for (size_t i = 0; ports && i < r->n_ports; i++)
+		if (json_array_append_new(ports, json_pack("{s:i, s:s}", "port", r->ports[i].port,
+			"protocol", port_proto_name(r->ports[i].proto))))
+			goto fail;
+	if (!src || !ports)
+		goto fail;
+	c = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s}", LOCAL_MARK, 1,
+		"iss", "local", "aud", e->cfg->host_id, "sub", r->user, "jti", jti,
+		"iat", (json_int_t)now, "exp", (json_int_t)(now + (int64_t)r->duration),
+		"src", src, "ports", ports, "reason", r->reason);
+	return c;
+fail:
+	json_decref(src);
+	json_decref(ports);
+	return NULL;
+}
+
+/* Claims of a local grant, checked as strictly as a signed one, minus the signature. */
+static int check_local(const struct enforce *e, const json_t *claims, int64_t now_ms,
+	struct grant *g, struct jit_error *err)
+{
+	int ret;
+
+	if ((ret = grant_parse_claims(claims, g, err)))
+		return ret;
+	if (!(g->kid = strdup("local"))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		goto fail;
+	}
+	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
+		goto fail;
+	if (g->exp * 1000 - now_ms < MIN_TIME_LEFT_MS) {
+		ret = jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g->jti);
+		goto fail;
+	}
+	return 0;
+fail:
+	grant_clear(g);
+	return ret;
+}
+
+int enforce_grant_local(struct enforce *e, const struct local_request *r, const char *peer,
+	const struct grant **applied, struct jit_error *err)
+{
+	int64_t now_ms = enforce_now_ms();
+	unsigned char rnd[8];
+	char jti[32], *text = NULL;
+	struct grant g = { 0 };
+	json_t *claims = NULL;
+	int ret;
+
+	*applied = NULL;
+	enforce_expire(e);
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "no randomness for a grant id");
+		goto out;
+	}
+	snprintf(jti, sizeof(jti), "local-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+		rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	if (!(claims = local_claims(e, r, jti, now_ms / 1000)) ||
+		!(text = json_dumps(claims, JSON_COMPACT))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	if ((ret = check_local(e, claims, now_ms, &g, err)))
+		goto out;
+	ret = apply(e, &g, text, strlen(text), peer, applied, err);
 out:
-	free(groups);
+	if (ret)
+		refused(e, "grant", jti, peer, err);
+	free(text);
+	json_decref(claims);
 	return ret;
 }
 
@@ -484,6 +675,7 @@ void enforce_expire(struct enforce *e)
 		if (e->grants[i].exp * 1000 > now)
 			continue;
 		log_info("grant expired: jti=%s sub=%s", e->grants[i].jti, e->grants[i].sub);
+		(void)audit(e, "grant.expired", &e->grants[i], NULL, NULL, 0, NULL, -1);
 		(void)store_del(e->store, e->grants[i].jti);
 		grants_remove(e, i);
 	}
@@ -498,16 +690,166 @@ static int restore_cb(const char *token, size_t len, void *arg)
 	struct enforce *e = arg;
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
+	int64_t now = enforce_now_ms();
+	int ret;
 
-	if (check(e, token, len, enforce_now_ms(), &g, &err)) {
+	if (token[0] == '{') {
+		json_t *claims = json_loadb(token, len, JSON_REJECT_DUPLICATES, NULL);
+
+		ret = claims && json_is_true(json_object_get(claims, LOCAL_MARK)) ?
+			check_local(e, claims, now, &g, &err) :
+			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
+		json_decref(claims);
+	} else {
+		ret = check(e, token, len, now, &g, &err, NULL, 0);
+	}
+	if (ret) {
 		log_info("state: dropping recorded grant: %s: %s", jit_err_name(err.code), err.msg);
 		return STORE_REMOVE;
 	}
+	/* A lost replay file must not make a restored grant's token usable a second time. */
+	ret = replay_add(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
+	if (ret && ret != -EEXIST)
+		log_warn("replay: cannot remember restored grant '%s': %s", g.jti, strerror(-ret));
 	if (grants_push(e, &g)) {
 		grant_clear(&g);
 		return -ENOMEM;
 	}
 	return STORE_KEEP;
+}
+
+/* Removes grant i from the kernel and the state; with terminate, cuts its flows afterwards. */
+static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *peer,
+	const char *why, struct revoke_result *res, struct jit_error *err)
+{
+	struct group *groups = NULL;
+	size_t n_groups = 0;
+	char kerr[NFT_ERRLEN];
+	struct grant g;
+	long flows = 0;
+	int ret;
+
+	memset(res, 0, sizeof(*res));
+	if ((ret = grant_copy(&e->grants[i], &g))) {
+		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+	}
+	if ((ret = grant_groups(&g, &groups, &n_groups))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	grants_remove(e, i);
+	if ((ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))) {
+		struct grant back;
+
+		/* Still in the kernel, so still a grant: keep the books true. */
+		if (grant_copy(&g, &back) == 0 && grants_push(e, &back))
+			grant_clear(&back);
+		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel refused the change: %s", kerr);
+		note_error(e, "kernel: %s", err->msg);
+		goto out;
+	}
+	(void)store_del(e->store, g.jti);
+	snprintf(res->grant_id, sizeof(res->grant_id), "%s", g.jti);
+	res->terminate = terminate;
+	log_info("grant revoked: jti=%s sub=%s peer=%s%s", g.jti, g.sub, peer,
+		terminate ? " (terminating its flows)" : "");
+	(void)audit(e, "grant.revoked", &g, NULL, peer, 0, why, -1);
+	/* After the elements are gone, so a cut client cannot simply come back in. */
+	if (terminate) {
+		if (!e->ct || (ret = conntrack_flows(e->ct, &g, true, &flows))) {
+			note_error(e, "conntrack: cannot cut the flows of '%s': %s", g.jti,
+				e->ct ? strerror(-ret) : "conntrack unavailable");
+			ret = 0; /* the access itself is gone: the revocation stands */
+		} else {
+			res->flows_terminated = flows;
+			(void)audit(e, "flows.terminated", &g, NULL, peer, 0, NULL, flows);
+		}
+	}
+	ret = 0;
+out:
+	grant_clear(&g);
+	free(groups);
+	return ret;
+}
+
+static ssize_t find_index(const struct enforce *e, const char *jti)
+{
+	for (size_t i = 0; i < e->n_grants; i++)
+		if (!strcmp(e->grants[i].jti, jti))
+			return (ssize_t)i;
+	return -1;
+}
+
+int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, const char *peer,
+	struct revoke_result *res, struct jit_error *err)
+{
+	ssize_t i;
+	int ret;
+
+	enforce_expire(e);
+	if ((i = find_index(e, grant_id)) < 0) {
+		ret = jit_fail(err, JIT_ERR_NOT_FOUND, "no active grant '%.64s'", grant_id);
+		goto refused;
+	}
+	if ((ret = revoke_at(e, (size_t)i, terminate, peer, "revoked locally", res, err)))
+		goto refused;
+	return 0;
+refused:
+	refused(e, "revocation", grant_id, peer, err);
+	return ret;
+}
+
+int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
+	struct revoke_result *res, struct jit_error *err)
+{
+	const struct grant_verify_ctx ctx = {
+		.keys_dir = e->cfg->keys_dir,
+		.host_id = e->cfg->host_id,
+		.now = enforce_now_ms() / 1000,
+		.clock_skew = e->cfg->clock_skew,
+	};
+	struct revocation rv = { 0 };
+	char why[GRANT_MAX_STRING * 2 + 64];
+	ssize_t i;
+	int ret;
+
+	enforce_expire(e);
+	if ((ret = revoke_verify(token, len, &ctx, &rv, err)))
+		goto refused;
+	if ((ret = replay_check(e->replay, rv.jti, ctx.now))) {
+		ret = ret == JIT_ERR_BUSY ?
+			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
+			jit_fail(err, JIT_ERR_REPLAY, "revocation '%s' was already used", rv.jti);
+		goto refused;
+	}
+	if ((ret = replay_add(e->replay, rv.jti, rv.exp + (int64_t)e->cfg->clock_skew))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember revocation id: %s",
+			strerror(-ret));
+		goto refused;
+	}
+	if ((i = find_index(e, rv.revokes)) < 0) {
+		/*
+		 * The grant may still be on its way: burn its id for as long as any grant can live,
+		 * so a revocation that overtook its grant still wins.
+		 */
+		ret = replay_add(e->replay, rv.revokes,
+			ctx.now + CONFIG_MAX_MAX_DURATION + (int64_t)e->cfg->clock_skew);
+		ret = jit_fail(err, JIT_ERR_NOT_FOUND,
+			ret && ret != -EEXIST ?
+				"no active grant '%.64s'" :
+				"no active grant '%.64s'; it will be refused if it arrives",
+			rv.revokes);
+		goto refused;
+	}
+	snprintf(why, sizeof(why), "revocation %s from %s", rv.jti, rv.iss);
+	if ((ret = revoke_at(e, (size_t)i, rv.terminate, peer, why, res, err)))
+		goto refused;
+	revoke_clear(&rv);
+	return 0;
+refused:
+	refused(e, "revocation", rv.revokes, peer, err);
+	revoke_clear(&rv);
+	return ret;
 }
 
 static int build_table(struct enforce *e, char *err, size_t errlen)
@@ -556,8 +898,7 @@ out:
 	return ret;
 }
 
-int enforce_open(const struct config *cfg, struct nft *nft, struct store *store,
-	struct enforce **out, char *err, size_t errlen)
+int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, size_t errlen)
 {
 	struct enforce *e;
 	int ret;
@@ -567,9 +908,15 @@ int enforce_open(const struct config *cfg, struct nft *nft, struct store *store,
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->cfg = cfg;
-	e->nft = nft;
-	e->store = store;
+	e->cfg = d->cfg;
+	e->config_path = d->config_path;
+	e->nft = d->nft;
+	e->store = d->store;
+	e->replay = d->replay;
+	e->audit = d->audit;
+	e->activity = d->activity;
+	e->ct = d->ct;
+	e->started = enforce_now_ms() / 1000;
 	if ((ret = build_table(e, err, errlen)))
 		goto fail;
 	if ((ret = resync(e))) {
@@ -619,14 +966,32 @@ struct nft *enforce_nft(const struct enforce *e)
 	return e->nft;
 }
 
-int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
-	struct revoke_result *res, struct jit_error *err)
+struct audit *enforce_audit(const struct enforce *e)
 {
-	return jit_fail(err, JIT_ERR_INTERNAL, "revocation is not implemented yet");
+	return e->audit;
 }
 
-int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, const char *peer,
-	struct revoke_result *res, struct jit_error *err)
+struct conntrack *enforce_conntrack(const struct enforce *e)
 {
-	return jit_fail(err, JIT_ERR_INTERNAL, "revocation is not implemented yet");
+	return e->ct;
+}
+
+const struct activity *enforce_activity(const struct enforce *e)
+{
+	return e->activity;
+}
+
+const char *enforce_config_path(const struct enforce *e)
+{
+	return e->config_path;
+}
+
+int64_t enforce_started(const struct enforce *e)
+{
+	return e->started;
+}
+
+const char *enforce_last_error(const struct enforce *e)
+{
+	return e->last_error;
 }

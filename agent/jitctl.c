@@ -18,6 +18,9 @@ static const struct {
 } commands[] = {
 	{ "status", cmd_status, "Shows protected ports, active grants and the kernel state" },
 	{ "submit", cmd_submit, "Hands a signed grant (file or -) to the agent" },
+	{ "revoke", cmd_revoke, "Ends an active grant at once, optionally cutting its sessions" },
+	{ "grant", cmd_grant, "Break-glass: opens a port locally, within policy (root only)" },
+	{ "log", cmd_log, "Shows the audit trail (--json, --csv)" },
 	{ "keygen", cmd_keygen, "Generates an Ed25519 key pair for signing grants" },
 	{ "sign", cmd_sign, "Prints a grant signed with a private key" },
 	{ "help", cmd_help, "Shows this help" },

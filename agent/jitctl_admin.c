@@ -1,1 +1,189 @@
-/* placeholder: being written */
+/* jitctl revoke and jitctl grant: the local, root-only calls that change grants. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/jitctl.h"
+#include "common/duration.h"
+#include "common/port.h"
+#include "common/prefix.h"
+
+static void revoke_usage(FILE *f)
+{
+	fprintf(f, "Usage: jitctl [-s SOCKET] revoke GRANT_ID [--terminate] [--json]\n\n"
+		   "Ends an active grant at once (root only). Other grants covering the same\n"
+		   "sources keep their access. Established sessions live on, as on expiry,\n"
+		   "unless --terminate is given: then the connections the grant let in are cut.\n\n"
+		   "  --terminate  also cut the grant's established connections (conntrack)\n"
+		   "  --json       print the agent's reply as JSON\n");
+}
+
+int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "terminate", no_argument, NULL, 't' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool terminate = false, json = false;
+	json_t *req = NULL, *rep = NULL;
+	int c, ret;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 't': terminate = true; break;
+		case 'j': json = true; break;
+		case 'h': revoke_usage(stdout); return JITCTL_OK;
+		default: revoke_usage(stderr); return JITCTL_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "jitctl revoke: expected one GRANT_ID\n");
+		return JITCTL_USAGE;
+	}
+	req = json_pack("{s:s, s:s, s:b}", "op", "revoke", "id", argv[optind], "terminate",
+		terminate);
+	if (!req) {
+		fprintf(stderr, "jitctl revoke: GRANT_ID is not text\n");
+		return JITCTL_USAGE;
+	}
+	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("revoke", json, rep)))
+		goto out;
+	if (json) {
+		json_object_del(rep, "ok");
+		json_dumpf(rep, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else {
+		printf("revoked grant %s", json_string_value(json_object_get(rep, "revoked")));
+		if (terminate)
+			printf("; %" JSON_INTEGER_FORMAT " connection(s) cut",
+				json_integer_value(json_object_get(rep, "flows_terminated")));
+		printf("\n");
+	}
+out:
+	json_decref(req);
+	json_decref(rep);
+	return ret;
+}
+
+static void grant_usage(FILE *f)
+{
+	fprintf(f, "Usage: jitctl [-s SOCKET] grant --src PREFIX[,...] --port PORT[/PROTO][,...]\n"
+		   "                   --for DURATION --reason TEXT [--json]\n\n"
+		   "Break-glass access without a controller (root only): opens the ports for the\n"
+		   "sources within the same policy as a signed grant (protected port, allowed\n"
+		   "sources, maximum duration). The grant is audited with your user name.\n\n"
+		   "  --src PREFIX[,...]         source addresses or prefixes\n"
+		   "  --port PORT[/PROTO][,...]  ports; PROTO tcp (default), udp or * (both)\n"
+		   "  --for DURATION             ISO 8601 (PT30M) or seconds\n"
+		   "  --reason TEXT              why (required: break-glass must be explained)\n"
+		   "  --json                     print the applied grant, or the error, as JSON\n");
+}
+
+/* Splits a comma list into a JSON array of strings, checking each item with check. */
+static json_t *split_list(const char *list, int (*check)(const char *item), const char *what)
+{
+	char *copy = strdup(list), *save = NULL, *item;
+	json_t *a = json_array();
+
+	if (!copy || !a)
+		goto fail;
+	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		if (check(item)) {
+			fprintf(stderr, "jitctl grant: %s '%s' is not valid\n", what, item);
+			goto fail;
+		}
+		if (json_array_append_new(a, json_string(item)))
+			goto fail;
+	}
+	if (json_array_size(a) == 0) {
+		fprintf(stderr, "jitctl grant: %s list is empty\n", what);
+		goto fail;
+	}
+	free(copy);
+	return a;
+fail:
+	free(copy);
+	json_decref(a);
+	return NULL;
+}
+
+static int check_prefix(const char *s)
+{
+	struct prefix p;
+
+	return prefix_parse(s, &p);
+}
+
+static int check_port(const char *s)
+{
+	unsigned mask;
+	uint16_t port;
+
+	return port_spec_parse(s, &port, &mask);
+}
+
+int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "src", required_argument, NULL, 's' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "for", required_argument, NULL, 'f' },
+		{ "reason", required_argument, NULL, 'r' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *src = NULL, *ports = NULL, *dur = NULL, *reason = NULL;
+	json_t *req = NULL, *rep = NULL, *jsrc = NULL, *jports = NULL;
+	bool json = false;
+	uint64_t secs;
+	int c, ret = JITCTL_USAGE;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': src = optarg; break;
+		case 'p': ports = optarg; break;
+		case 'f': dur = optarg; break;
+		case 'r': reason = optarg; break;
+		case 'j': json = true; break;
+		case 'h': grant_usage(stdout); return JITCTL_OK;
+		default: grant_usage(stderr); return JITCTL_USAGE;
+		}
+	}
+	if (optind != argc || !src || !ports || !dur || !reason || !*reason) {
+		fprintf(stderr, "jitctl grant: --src, --port, --for and --reason are required\n");
+		return JITCTL_USAGE;
+	}
+	if (duration_parse(dur, &secs) || secs == 0) {
+		fprintf(stderr, "jitctl grant: --for '%s' is not a duration (PT30M, 600)\n", dur);
+		return JITCTL_USAGE;
+	}
+	if (!(jsrc = split_list(src, check_prefix, "source")) ||
+		!(jports = split_list(ports, check_port, "port")))
+		goto out;
+	req = json_pack("{s:s, s:O, s:O, s:I, s:s}", "op", "grant", "src", jsrc, "ports", jports,
+		"duration", (json_int_t)secs, "reason", reason);
+	if (!req) {
+		fprintf(stderr, "jitctl grant: --reason is not valid UTF-8 text\n");
+		goto out;
+	}
+	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("grant", json, rep)))
+		goto out;
+	if (json) {
+		json_dumpf(json_object_get(rep, "grant"), stdout, JSON_INDENT(2));
+		printf("\n");
+	} else {
+		jitctl_print_grant(json_object_get(rep, "grant"));
+	}
+out:
+	json_decref(jsrc);
+	json_decref(jports);
+	json_decref(req);
+	json_decref(rep);
+	return ret;
+}

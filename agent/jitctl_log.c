@@ -1,1 +1,202 @@
-/* placeholder: being written */
+/* jitctl log: the agent's audit trail, filtered, as a table, JSON or RFC 4180 CSV. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent/jitctl.h"
+#include "common/duration.h"
+
+static const char *const csv_fields[] = { "time", "event", "grant", "sub", "iss", "kid",
+	"sources", "ports", "expires_at", "reason", "peer", "code", "message", "count" };
+
+static void log_usage(FILE *f)
+{
+	fprintf(f, "Usage: jitctl [-s SOCKET] log [--since 7d|24h|30m|DATE] [--grant ID] [--json|--csv]\n\n"
+		   "Shows the agent's audit trail, oldest first: every grant applied, refused,\n"
+		   "expired or revoked, and the agent's own start and stop.\n\n"
+		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s) or a date\n"
+		   "                (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)\n"
+		   "  --grant ID    only the events of one grant\n"
+		   "  --json        the events as a JSON array\n"
+		   "  --csv         RFC 4180 CSV with a header row, for spreadsheets\n");
+}
+
+/* "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these. */
+static long long parse_since(const char *s, time_t now)
+{
+	char *end;
+	unsigned long long n = strtoull(s, &end, 10);
+	uint64_t secs;
+	struct tm tm;
+
+	if (end != s && end[0] && !end[1]) {
+		switch (end[0]) {
+		case 'd': return (long long)now - (long long)n * 86400;
+		case 'h': return (long long)now - (long long)n * 3600;
+		case 'm': return (long long)now - (long long)n * 60;
+		case 's': return (long long)now - (long long)n;
+		}
+	}
+	if (s[0] == 'P' && !duration_parse(s, &secs))
+		return (long long)now - (long long)secs;
+	memset(&tm, 0, sizeof(tm));
+	if ((end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm)) && !*end)
+		return (long long)timegm(&tm);
+	memset(&tm, 0, sizeof(tm));
+	if ((end = strptime(s, "%Y-%m-%d", &tm)) && !*end)
+		return (long long)timegm(&tm);
+	return -1;
+}
+
+/* A member as text: lists joined by one space, numbers in decimal, absent as "". */
+static void field_text(const json_t *v, char *buf, size_t len)
+{
+	const json_t *x;
+	size_t i, used = 0;
+
+	buf[0] = '\0';
+	if (json_is_string(v)) {
+		snprintf(buf, len, "%s", json_string_value(v));
+	} else if (json_is_integer(v)) {
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, x) {
+			int n = snprintf(buf + used, len - used, "%s%s", i ? " " : "",
+				json_string_value(x) ? json_string_value(x) : "");
+
+			if (n < 0 || (size_t)n >= len - used)
+				break;
+			used += (size_t)n;
+		}
+	}
+}
+
+/* RFC 4180: quote a field holding a comma, quote, CR or LF, doubling the quotes. */
+static void csv_field(const char *s)
+{
+	if (!strpbrk(s, ",\"\r\n")) {
+		fputs(s, stdout);
+		return;
+	}
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"')
+			putchar('"');
+		putchar(*s);
+	}
+	putchar('"');
+}
+
+static void print_csv(const json_t *events)
+{
+	char buf[4096];
+	const json_t *ev;
+	size_t i, n = sizeof(csv_fields) / sizeof(csv_fields[0]);
+
+	for (size_t f = 0; f < n; f++)
+		printf("%s%s", f ? "," : "", csv_fields[f]);
+	printf("\r\n");
+	json_array_foreach(events, i, ev) {
+		for (size_t f = 0; f < n; f++) {
+			if (f)
+				putchar(',');
+			field_text(json_object_get(ev, csv_fields[f]), buf, sizeof(buf));
+			csv_field(buf);
+		}
+		printf("\r\n");
+	}
+}
+
+static void print_table(const json_t *events)
+{
+	char grant[64], sub[64], src[64], ports[64], detail[512], code[64], msg[256], peer[128];
+	const json_t *ev;
+	size_t i;
+
+	printf("%-20s %-18s %-16s %-10s %-15s %-8s %s\n", "TIME", "EVENT", "GRANT", "USER",
+		"SOURCES", "PORTS", "DETAIL");
+	json_array_foreach(events, i, ev) {
+		field_text(json_object_get(ev, "grant"), grant, sizeof(grant));
+		field_text(json_object_get(ev, "sub"), sub, sizeof(sub));
+		field_text(json_object_get(ev, "sources"), src, sizeof(src));
+		field_text(json_object_get(ev, "ports"), ports, sizeof(ports));
+		field_text(json_object_get(ev, "code"), code, sizeof(code));
+		field_text(json_object_get(ev, "message"), msg, sizeof(msg));
+		field_text(json_object_get(ev, "peer"), peer, sizeof(peer));
+		snprintf(detail, sizeof(detail), "%s%s%s%s%s", code, *code && *msg ? ": " : "", msg,
+			(*code || *msg) && *peer ? "; " : "", peer);
+		printf("%-20.20s %-18.18s %-16.16s %-10.10s %-15.15s %-8.8s %s\n",
+			json_string_value(json_object_get(ev, "time")) ?
+				json_string_value(json_object_get(ev, "time")) : "-",
+			json_string_value(json_object_get(ev, "event")) ?
+				json_string_value(json_object_get(ev, "event")) : "-",
+			*grant ? grant : "-", *sub ? sub : "-", *src ? src : "-",
+			*ports ? ports : "-", *detail ? detail : "-");
+	}
+}
+
+int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "since", required_argument, NULL, 's' },
+		{ "grant", required_argument, NULL, 'g' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "csv", no_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *grant = NULL;
+	json_t *req = NULL, *rep = NULL, *events;
+	bool json = false, csv = false;
+	long long since = -1;
+	int c, ret = JITCTL_USAGE;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if ((since = parse_since(optarg, time(NULL))) < 0) {
+				fprintf(stderr, "jitctl log: --since '%s' is not 7d, 24h, 30m or a "
+						"date (YYYY-MM-DD)\n", optarg);
+				return JITCTL_USAGE;
+			}
+			break;
+		case 'g': grant = optarg; break;
+		case 'j': json = true; break;
+		case 'c': csv = true; break;
+		case 'h': log_usage(stdout); return JITCTL_OK;
+		default: log_usage(stderr); return JITCTL_USAGE;
+		}
+	}
+	if (optind != argc || (json && csv)) {
+		fprintf(stderr, "jitctl log: %s\n", json && csv ? "--json and --csv exclude each other" :
+			"unexpected argument");
+		return JITCTL_USAGE;
+	}
+	if (!(req = json_pack("{s:s}", "op", "log")) ||
+		(since >= 0 && json_object_set_new(req, "since", json_integer(since))) ||
+		(grant && json_object_set_new(req, "grant", json_string(grant)))) {
+		fprintf(stderr, "jitctl log: --grant is not text\n");
+		goto out;
+	}
+	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("log", json, rep)))
+		goto out;
+	events = json_object_get(rep, "events");
+	if (json_is_true(json_object_get(rep, "truncated")))
+		fprintf(stderr, "jitctl log: only the newest %zu events are shown\n",
+			json_array_size(events));
+	if (json) {
+		json_dumpf(events, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else if (csv) {
+		print_csv(events);
+	} else {
+		print_table(events);
+	}
+out:
+	json_decref(req);
+	json_decref(rep);
+	return ret;
+}

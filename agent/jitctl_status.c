@@ -9,9 +9,11 @@
 static void status_usage(FILE *f)
 {
 	fprintf(f, "Usage: jitctl [-s SOCKET] status [--json]\n\n"
-		   "Shows the protected ports with their policy, the always-allowed sources, the active\n"
-		   "grants with the time left as read back from the kernel, and whether the kernel's\n"
-		   "table matches what the agent computed.\n\n"
+		   "Shows the agent's health, the protected ports with their policy and recent\n"
+		   "activity (grants in the last 7 days, last access, last user), the always-allowed\n"
+		   "sources, the active grants with the time left as read back from the kernel and\n"
+		   "the connections each let in, and whether the kernel's table matches what the\n"
+		   "agent computed. Root and members of the agent's control group may use it.\n\n"
 		   "  --json  print the status document (schema version 1, see the README)\n");
 }
 
@@ -62,10 +64,21 @@ static void print_kernel(const json_t *k, const char *deny)
 		!strcmp(deny, "reject") ? "rejected" : "dropped");
 }
 
+/* Cuts s to width columns with a trailing "~", so that a long value cannot break the table. */
+static const char *fit(const char *s, size_t width, char *buf, size_t len)
+{
+	if (strlen(s) <= width || width >= len)
+		return s;
+	memmove(buf, s, width - 1); /* s may be buf itself */
+	buf[width - 1] = '~';
+	buf[width] = '\0';
+	return buf;
+}
+
 static void print_ports(const json_t *ports)
 {
 	const json_t *p;
-	char src[256];
+	char src[256], user[16];
 	size_t i;
 
 	printf("\nProtected ports:\n");
@@ -73,19 +86,24 @@ static void print_ports(const json_t *ports)
 		printf("  (none)\n");
 		return;
 	}
-	printf("  %-6s %-5s %-10s %-6s %s\n", "PORT", "PROTO", "MAX", "GRANTS", "ALLOWED SOURCES");
+	printf("  %-5s %-5s %-6s %-6s %-6s %-20s %-12s %s\n", "PORT", "PROTO", "MAX", "ACTIVE",
+		"7 DAYS", "LAST ACCESS", "LAST USER", "ALLOWED SOURCES");
 	json_array_foreach(ports, i, p)
-		printf("  %-6" JSON_INTEGER_FORMAT " %-5s %-10s %-6" JSON_INTEGER_FORMAT " %s\n",
+		printf("  %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
+			" %-6" JSON_INTEGER_FORMAT " %-20s %-12s %s\n",
 			json_integer_value(json_object_get(p, "port")), str(p, "protocol"),
 			str(p, "max_duration"),
 			json_integer_value(json_object_get(p, "active_grants")),
-			join(json_object_get(p, "allowed_sources"), src, sizeof(src)));
+			json_integer_value(json_object_get(p, "grants_7d")), str(p, "last_access"),
+			fit(str(p, "last_user"), 12, user, sizeof(user)),
+			fit(join(json_object_get(p, "allowed_sources"), src, sizeof(src)), 30, src,
+				sizeof(src)));
 }
 
 static void print_grants(const json_t *grants)
 {
+	char src[256], ports[128], left[32], kleft[32], both[64], user[16], flows[16];
 	const json_t *g;
-	char src[256], ports[128], left[32], kleft[32];
 	size_t i;
 
 	printf("\nActive grants:\n");
@@ -93,20 +111,39 @@ static void print_grants(const json_t *grants)
 		printf("  (none)\n");
 		return;
 	}
-	printf("  %-32s %-16s %-24s %-12s %-20s %s\n", "ID", "USER", "SOURCES", "PORTS",
-		"EXPIRES", "LEFT (KERNEL)");
+	printf("  %-32s %-12s %-18s %-10s %-16s %s\n", "ID", "USER", "SOURCES", "PORTS",
+		"LEFT (KERNEL)", "FLOWS");
 	json_array_foreach(grants, i, g) {
 		const json_t *kexp = json_object_get(g, "kernel_expires_in");
+		const json_t *fl = json_object_get(g, "flows");
 
-		printf("  %-32s %-16s %-24s %-12s %-20s %s (%s)\n", str(g, "id"), str(g, "sub"),
-			join(json_object_get(g, "sources"), src, sizeof(src)),
-			join(json_object_get(g, "ports"), ports, sizeof(ports)),
-			str(g, "expires_at"), human(json_object_get(g, "expires_in"), left,
-				sizeof(left)),
+		snprintf(both, sizeof(both), "%s (%s)",
+			human(json_object_get(g, "expires_in"), left, sizeof(left)),
 			json_is_null(kexp) ? "NOT IN KERNEL" : human(kexp, kleft, sizeof(kleft)));
+		snprintf(flows, sizeof(flows), json_is_integer(fl) ? "%" JSON_INTEGER_FORMAT : "-",
+			json_integer_value(fl));
+		printf("  %-32s %-12s %-18s %-10s %-16s %s\n", str(g, "id"),
+			fit(str(g, "sub"), 12, user, sizeof(user)),
+			fit(join(json_object_get(g, "sources"), src, sizeof(src)), 18, src,
+				sizeof(src)),
+			fit(join(json_object_get(g, "ports"), ports, sizeof(ports)), 10, ports,
+				sizeof(ports)),
+			both, flows);
+		printf("  %-32s granted %s, expires %s\n", "", str(g, "issued_at"),
+			str(g, "expires_at"));
 		if (json_is_string(json_object_get(g, "reason")))
 			printf("  %-32s reason: %s\n", "", str(g, "reason"));
 	}
+}
+
+static void print_agent(const json_t *a)
+{
+	char up[32];
+
+	printf("Agent:          jitd %s, up %s, config %s%s\n", str(a, "version"),
+		human(json_object_get(a, "uptime"), up, sizeof(up)), str(a, "config"),
+		json_is_false(json_object_get(a, "conntrack")) ? ", conntrack unavailable" : "");
+	printf("Last error:     %s\n", str(a, "last_error"));
 }
 
 static void print_status(const json_t *s)
@@ -116,6 +153,7 @@ static void print_status(const json_t *s)
 	printf("Host:           %s (jitd status schema %" JSON_INTEGER_FORMAT ")\n",
 		str(s, "host_id"), json_integer_value(json_object_get(s, "version")));
 	printf("Time:           %s\n", str(s, "time"));
+	print_agent(json_object_get(s, "agent"));
 	printf("Deny action:    %s\n", str(s, "deny_action"));
 	print_kernel(json_object_get(s, "kernel"), str(s, "deny_action"));
 	printf("Always allowed: %s\n", join(json_object_get(s, "always_allow"), always,

@@ -74,7 +74,7 @@ static char *trim(char *s, size_t *len)
 	return s;
 }
 
-static void print_refusal(bool json, const char *code, const char *msg)
+void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg)
 {
 	if (json) {
 		json_t *o = json_pack("{s:s, s:s}", "error", code, "message", msg);
@@ -85,10 +85,21 @@ static void print_refusal(bool json, const char *code, const char *msg)
 		json_decref(o);
 		return;
 	}
-	fprintf(stderr, "jitctl submit: refused: %s: %s\n", code, msg);
+	fprintf(stderr, "jitctl %s: refused: %s: %s\n", cmd, code, msg);
 }
 
-static void print_applied(const json_t *g)
+int jitctl_check_reply(const char *cmd, bool json, const json_t *reply)
+{
+	const char *code = json_string_value(json_object_get(reply, "error"));
+	const char *msg = json_string_value(json_object_get(reply, "message"));
+
+	if (json_is_true(json_object_get(reply, "ok")))
+		return JITCTL_OK;
+	jitctl_print_refusal(cmd, json, code ? code : "internal", msg ? msg : "");
+	return JITCTL_REFUSED;
+}
+
+void jitctl_print_grant(const json_t *g)
 {
 	const json_t *el;
 	size_t i;
@@ -144,7 +155,7 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 		char msg[128];
 
 		snprintf(msg, sizeof(msg), "token exceeds %d bytes", JWS_MAX_TOKEN);
-		print_refusal(json, jit_err_name(JIT_ERR_TOO_LARGE), msg);
+		jitctl_print_refusal("submit", json, jit_err_name(JIT_ERR_TOO_LARGE), msg);
 		return JITCTL_REFUSED;
 	}
 	if (ret) {
@@ -154,25 +165,19 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 	token = trim(buf, &len);
 	if (!(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
 		/* jansson refuses strings that are not UTF-8; no grant can be that. */
-		print_refusal(json, jit_err_name(JIT_ERR_MALFORMED), "token is not text");
+		jitctl_print_refusal("submit", json, jit_err_name(JIT_ERR_MALFORMED), "token is not text");
 		ret = JITCTL_REFUSED;
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)))
 		goto out;
-	if (!json_is_true(json_object_get(rep, "ok"))) {
-		const char *code = json_string_value(json_object_get(rep, "error"));
-		const char *msg = json_string_value(json_object_get(rep, "message"));
-
-		print_refusal(json, code ? code : "internal", msg ? msg : "");
-		ret = JITCTL_REFUSED;
+	if ((ret = jitctl_check_reply("submit", json, rep)))
 		goto out;
-	}
 	if (json) {
 		json_dumpf(json_object_get(rep, "grant"), stdout, JSON_INDENT(2));
 		printf("\n");
 	} else {
-		print_applied(json_object_get(rep, "grant"));
+		jitctl_print_grant(json_object_get(rep, "grant"));
 	}
 	ret = JITCTL_OK;
 out:

@@ -8,9 +8,13 @@
 
 #include <event2/event.h>
 
+#include "agent/activity.h"
+#include "agent/audit.h"
+#include "agent/conntrack.h"
 #include "agent/ctl.h"
 #include "agent/enforce.h"
 #include "agent/nft.h"
+#include "agent/replay.h"
 #include "agent/sdnotify.h"
 #include "agent/store.h"
 #include "common/config.h"
@@ -81,19 +85,40 @@ static void jitd_expire_cb(evutil_socket_t fd, short what, void *arg)
 	enforce_expire(arg);
 }
 
+static int activity_cb(const json_t *ev, void *arg)
+{
+	return activity_note_event(arg, ev);
+}
+
+/* Lifecycle events go to the audit trail too; a failure there is already logged by audit. */
+static void audit_agent(struct audit *a, const char *event, const char *message)
+{
+	const struct audit_rec rec = { .event = event, .message = message, .count = -1 };
+
+	if (audit_log(a, &rec))
+		log_warn("audit: cannot record %s", event);
+}
+
 int main(int argc, char **argv)
 {
 	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
 	struct event *sigterm, *sigint, *expire;
+	struct enforce_deps deps = { 0 };
+	struct audit_opts aopts;
 	struct jit_error jerr = { 0 };
+	struct activity *activity = NULL;
+	struct conntrack *ct = NULL;
+	struct replay *replay = NULL;
 	struct config *cfg = NULL;
 	struct enforce *enf = NULL;
 	struct store *store = NULL;
+	struct audit *audit = NULL;
 	struct event_base *base;
 	struct ctl *ctl = NULL;
 	struct nft *nft = NULL;
 	struct opts o = { 0 };
-	char kerr[256];
+	char kerr[256], msg[512];
+	int64_t now;
 	int ret;
 
 	parse_opts(argc, argv, &o);
@@ -106,15 +131,33 @@ int main(int argc, char **argv)
 	}
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
+	now = enforce_now_ms() / 1000;
 	if (!(base = event_base_new()))
 		errx(1, "cannot create the event loop");
 	if ((ret = nft_open(&nft)))
 		errx(1, "cannot open the nf_tables netlink socket: %s", strerror(-ret));
 	if ((ret = store_open(cfg->state_dir, &store)))
 		errx(1, "cannot open state directory %s: %s", cfg->state_dir, strerror(-ret));
-	if ((ret = enforce_open(cfg, nft, store, &enf, kerr, sizeof(kerr))))
+	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
+		errx(1, "cannot open the replay cache in %s: %s", cfg->state_dir, strerror(-ret));
+	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
+	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
+		errx(1, "cannot open the audit trail in %s: %s", cfg->state_dir, strerror(-ret));
+	if ((ret = activity_new(&activity)) ||
+		(ret = audit_foreach(audit, now - ACTIVITY_WINDOW_SEC, activity_cb, activity)))
+		errx(1, "cannot read the audit trail: %s", strerror(-ret));
+	/* Without conntrack jitd still enforces; it cannot count or cut flows. */
+	if ((ret = conntrack_open(&ct)))
+		log_warn("conntrack unavailable (%s): flows are not counted and cannot be cut",
+			strerror(-ret));
+	snprintf(msg, sizeof(msg), "%s: %zu protected port(s)", o.config_path, cfg->n_ports);
+	audit_agent(audit, "config.loaded", msg);
+
+	deps = (struct enforce_deps){ .cfg = cfg, .config_path = o.config_path, .nft = nft,
+		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct };
+	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
 		errx(1, "cannot install table inet jitd: %s", kerr[0] ? kerr : strerror(-ret));
-	if ((ret = ctl_open(base, cfg->control_socket, enf, &ctl)))
+	if ((ret = ctl_open(base, cfg, enf, &ctl)))
 		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
 
 	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
@@ -127,15 +170,21 @@ int main(int argc, char **argv)
 	(void)sdnotify_send("READY=1");
 	log_info("ready: host %s, %zu protected port(s), control socket %s", cfg->host_id,
 		cfg->n_ports, cfg->control_socket);
+	audit_agent(audit, "agent.started", "version " JITD_VERSION);
 
 	event_base_dispatch(base);
 	(void)sdnotify_send("STOPPING=1");
+	audit_agent(audit, "agent.stopped", "table inet jitd stays: ports remain closed");
 
 	event_free(expire);
 	event_free(sigint);
 	event_free(sigterm);
 	ctl_close(&ctl);
 	enforce_close(&enf);
+	conntrack_close(&ct);
+	activity_free(&activity);
+	audit_close(&audit);
+	replay_close(&replay);
 	store_close(&store);
 	nft_close(&nft);
 	event_base_free(base);

@@ -1,1 +1,289 @@
-/* placeholder: being written */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/replay.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#define JTI_MAX 256
+
+struct entry {
+	char *jti;	/* NULL: free slot; TOMB: deleted slot (keeps probe chains intact) */
+	int64_t until;
+};
+
+static char tomb[1];
+#define TOMB tomb
+
+struct replay {
+	struct entry *slots;
+	size_t cap, live, max;
+	int fd;
+	char path[4096];
+};
+
+static uint64_t hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+static bool valid_jti(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > JTI_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static struct entry *lookup(const struct replay *r, const char *jti)
+{
+	for (size_t i = hash(jti) & (r->cap - 1), n = 0; n < r->cap; i = (i + 1) & (r->cap - 1), n++) {
+		if (!r->slots[i].jti)
+			return NULL;
+		if (r->slots[i].jti != TOMB && !strcmp(r->slots[i].jti, jti))
+			return &r->slots[i];
+	}
+	return NULL;
+}
+
+static int grow(struct replay *r)
+{
+	size_t cap = r->cap ? r->cap * 2 : 1024;
+	struct entry *old = r->slots, *nv = calloc(cap, sizeof(*nv));
+	size_t oldcap = r->cap;
+
+	if (!nv)
+		return -ENOMEM;
+	r->slots = nv;
+	r->cap = cap;
+	for (size_t i = 0; i < oldcap; i++) {
+		size_t j;
+
+		if (!old[i].jti || old[i].jti == TOMB)
+			continue;
+		for (j = hash(old[i].jti) & (cap - 1); nv[j].jti; j = (j + 1) & (cap - 1))
+			;
+		nv[j] = old[i];
+	}
+	free(old);
+	return 0;
+}
+
+static int put(struct replay *r, const char *jti, int64_t until)
+{
+	struct entry *e = lookup(r, jti);
+	size_t i;
+
+	if (e) {
+		if (until > e->until)
+			e->until = until;
+		return 0;
+	}
+	/* Tombstones count as used so that probing always ends at a free slot. */
+	if ((r->live + 1) * 2 > r->cap) {
+		int ret = grow(r);
+
+		if (ret)
+			return ret;
+	}
+	for (i = hash(jti) & (r->cap - 1); r->slots[i].jti && r->slots[i].jti != TOMB;
+		i = (i + 1) & (r->cap - 1))
+		;
+	if (!(r->slots[i].jti = strdup(jti)))
+		return -ENOMEM;
+	r->slots[i].until = until;
+	r->live++;
+	return 0;
+}
+
+static void drop(struct replay *r, struct entry *e)
+{
+	free(e->jti);
+	e->jti = TOMB;
+	r->live--;
+}
+
+static void prune(struct replay *r, int64_t now)
+{
+	for (size_t i = 0; i < r->cap; i++)
+		if (r->slots[i].jti && r->slots[i].jti != TOMB && r->slots[i].until < now)
+			drop(r, &r->slots[i]);
+}
+
+static int append(struct replay *r, const char *line)
+{
+	size_t len = strlen(line);
+
+	if (write(r->fd, line, len) != (ssize_t)len)
+		return errno ? -errno : -EIO;
+	return fsync(r->fd) < 0 ? -errno : 0;
+}
+
+/* Rewrites the file with the live entries only: tmp + fsync + rename. */
+static int compact(struct replay *r)
+{
+	char tmp[4200];
+	FILE *f;
+	int fd, ret = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (!(f = fdopen(fd, "w"))) {
+		close(fd);
+		return -errno;
+	}
+	for (size_t i = 0; i < r->cap; i++)
+		if (r->slots[i].jti && r->slots[i].jti != TOMB)
+			fprintf(f, "A %" PRId64 " %s\n", r->slots[i].until, r->slots[i].jti);
+	if (fflush(f) || fsync(fileno(f)) < 0)
+		ret = -errno;
+	if (fclose(f) && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, r->path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	return ret;
+}
+
+static int load(struct replay *r, int64_t now)
+{
+	char line[JTI_MAX + 64], jti[JTI_MAX + 2];
+	FILE *f = fopen(r->path, "re");
+	int ret = 0;
+
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (ret == 0 && fgets(line, sizeof(line), f)) {
+		int64_t until;
+		struct entry *e;
+
+		/* A line without its newline was never fully written, so never acknowledged. */
+		if (!strchr(line, '\n')) {
+			log_warn("replay: skipping a torn last line in %s", r->path);
+			break;
+		}
+		if (sscanf(line, "A %" SCNd64 " %257s", &until, jti) == 2 && valid_jti(jti)) {
+			if (until >= now)
+				ret = put(r, jti, until);
+		} else if (sscanf(line, "F %257s", jti) == 1) {
+			if ((e = lookup(r, jti)))
+				drop(r, e);
+		} else {
+			/* A torn last line after a crash is expected; anything else is noise. */
+			log_warn("replay: skipping an unreadable line in %s", r->path);
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
+int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out)
+{
+	struct replay *r = calloc(1, sizeof(*r));
+	int ret;
+
+	*out = NULL;
+	if (!r)
+		return -ENOMEM;
+	r->fd = -1;
+	r->max = max_entries ? max_entries : 1;
+	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/replay.db", state_dir) >= sizeof(r->path)) {
+		ret = -ENAMETOOLONG;
+		goto fail;
+	}
+	if ((ret = grow(r)) || (ret = load(r, now)) || (ret = compact(r)))
+		goto fail;
+	r->fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (r->fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	replay_close(&r);
+	return ret;
+}
+
+void replay_close(struct replay **r)
+{
+	if (!r || !*r)
+		return;
+	for (size_t i = 0; i < (*r)->cap; i++)
+		if ((*r)->slots[i].jti != TOMB)
+			free((*r)->slots[i].jti);
+	free((*r)->slots);
+	if ((*r)->fd >= 0)
+		close((*r)->fd);
+	free(*r);
+	*r = NULL;
+}
+
+int replay_check(struct replay *r, const char *jti, int64_t now)
+{
+	struct entry *e = lookup(r, jti);
+
+	if (e && e->until >= now)
+		return JIT_ERR_REPLAY;
+	if (!e && r->live >= r->max) {
+		prune(r, now);
+		if (r->live >= r->max)
+			return JIT_ERR_BUSY;
+	}
+	return 0;
+}
+
+int replay_add(struct replay *r, const char *jti, int64_t until)
+{
+	char line[JTI_MAX + 64];
+	struct entry *e;
+	int ret;
+
+	if (!valid_jti(jti))
+		return -EINVAL;
+	if ((e = lookup(r, jti)) && e->until >= until)
+		return -EEXIST;
+	if (!e && r->live >= r->max)
+		return -ENOBUFS;
+	snprintf(line, sizeof(line), "A %" PRId64 " %s\n", until, jti);
+	if ((ret = append(r, line)))
+		return ret;
+	return put(r, jti, until);
+}
+
+int replay_forget(struct replay *r, const char *jti)
+{
+	char line[JTI_MAX + 8];
+	struct entry *e = lookup(r, jti);
+	int ret;
+
+	if (!e)
+		return 0;
+	snprintf(line, sizeof(line), "F %s\n", jti);
+	if ((ret = append(r, line)))
+		return ret;
+	drop(r, e);
+	return 0;
+}
+
+size_t replay_count(const struct replay *r)
+{
+	return r->live;
+}

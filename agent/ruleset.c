@@ -503,6 +503,33 @@ static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg __attribute__((u
 		add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
 }
 
+/*
+ * In drop mode, a TCP segment without SYN to a protected port that no rule accepted belongs to a
+ * flow conntrack no longer knows: one a revocation with "terminate" cut. A reset ends the
+ * client's session at once instead of leaving it to retransmit for minutes. A stray ACK to a
+ * closed or an open port gets a reset from the stack anyway, so this tells a scanner nothing.
+ */
+static bool rule_reset_stale(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+{
+	uint8_t tcp = IPPROTO_TCP, syn = 0x02, zero = 0;
+	struct nftnl_expr *e;
+
+	if (!add_meta(r, NFT_META_L4PROTO, NFT_REG_1) || !add_cmp(r, NFT_CMP_EQ, &tcp, 1) ||
+		!add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1, NFT_REG_1))
+		return false;
+	e = nftnl_expr_alloc("bitwise");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 1);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &syn, 1);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
+	}
+	return expr_add(r, e) && add_cmp(r, NFT_CMP_EQ, &zero, 1) && add_proto_port(r, 0) &&
+		add_lookup(r, RULESET_SET_PROTECTED, REG(0), false) && add_counter_ref(r) &&
+		add_reject(r, NFT_REJECT_TCP_RST, 0);
+}
+
 static int add_rule(struct nft_batch *b, bool (*build)(struct nftnl_rule *, const void *),
 	const void *arg, const char *what)
 {
@@ -537,6 +564,9 @@ static int add_rules(struct nft_batch *b, const struct config *cfg)
 		return ret;
 	if (cfg->deny_action == DENY_REJECT &&
 		(ret = add_rule(b, rule_deny_tcp, NULL, "rule reject tcp")))
+		return ret;
+	if (cfg->deny_action == DENY_DROP &&
+		(ret = add_rule(b, rule_reset_stale, NULL, "rule reset stale tcp")))
 		return ret;
 	return add_rule(b, rule_deny, &cfg->deny_action, "rule deny");
 }

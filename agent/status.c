@@ -7,6 +7,8 @@
 
 #include <libnftnl/set.h>
 
+#include "agent/activity.h"
+#include "agent/conntrack.h"
 #include "agent/enforce.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
@@ -218,7 +220,8 @@ static json_t *grant_elements(const struct grant *g)
 	return a;
 }
 
-static json_t *grant_json(const struct grant *g, const struct kview *kv)
+/* flows < 0: not known (conntrack unavailable). */
+static json_t *grant_json(const struct grant *g, const struct kview *kv, long flows)
 {
 	json_t *src = json_array(), *o;
 	int64_t left = grant_kernel_left(kv, g), in = g->exp - kv->now_ms / 1000;
@@ -231,6 +234,8 @@ static json_t *grant_json(const struct grant *g, const struct kview *kv)
 		"ports", port_list(g), "issued_at", time_json(g->iat), "expires_at",
 		time_json(g->exp), "expires_in", (json_int_t)(in > 0 ? in : 0),
 		"kernel_expires_in", left < 0 ? json_null() : json_integer((left + 999) / 1000));
+	if (o)
+		json_object_set_new(o, "flows", flows < 0 ? json_null() : json_integer(flows));
 	return o;
 }
 
@@ -240,7 +245,7 @@ json_t *status_grant_json(struct enforce *e, const struct grant *g)
 	json_t *o;
 
 	kview_read(enforce_nft(e), &kv);
-	o = grant_json(g, &kv);
+	o = grant_json(g, &kv, -1);
 	if (o)
 		json_object_set_new(o, "elements", grant_elements(g));
 	free(kv.v);
@@ -258,26 +263,58 @@ static json_t *sources_json(const struct port_policy *pp)
 	return a;
 }
 
-static json_t *ports_json(const struct config *cfg, const struct grant *g, size_t n)
+static json_t *ports_json(const struct config *cfg, const struct activity *act,
+	const struct grant *g, size_t n, int64_t now)
 {
 	json_t *a = json_array();
 
 	for (size_t i = 0; a && i < cfg->n_ports; i++) {
 		const struct port_policy *pp = &cfg->ports[i];
+		struct port_activity sum = { 0 }, one;
 		char dur[32] = "";
 		int active = 0;
+		json_t *o;
 
 		for (size_t j = 0; j < n; j++)
 			for (size_t p = 0; p < g[j].n_ports; p++)
 				active += g[j].ports[p].port == pp->port &&
 					(g[j].ports[p].proto & pp->protos);
+		/* A "*" port is one row: its TCP and UDP activity together. */
+		for (unsigned bit = PORT_PROTO_TCP; bit <= PORT_PROTO_UDP; bit <<= 1) {
+			if (!(pp->protos & bit))
+				continue;
+			activity_port(act, pp->port, port_proto_ipproto(bit), now, &one);
+			sum.grants_7d += one.grants_7d;
+			if (one.last_access > sum.last_access) {
+				sum.last_access = one.last_access;
+				memcpy(sum.last_user, one.last_user, sizeof(sum.last_user));
+			}
+		}
 		duration_format(pp->max_duration, dur, sizeof(dur));
-		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:I, s:o, s:i}", "port",
-			pp->port, "protocol", port_proto_name(pp->protos), "max_duration", dur,
-			"max_duration_seconds", (json_int_t)pp->max_duration, "allowed_sources",
-			sources_json(pp), "active_grants", active));
+		o = json_pack("{s:i, s:s, s:s, s:I, s:o, s:i, s:i}", "port", pp->port, "protocol",
+			port_proto_name(pp->protos), "max_duration", dur, "max_duration_seconds",
+			(json_int_t)pp->max_duration, "allowed_sources", sources_json(pp),
+			"active_grants", active, "grants_7d", (int)sum.grants_7d);
+		if (o) {
+			json_object_set_new(o, "last_access",
+				sum.last_access ? time_json(sum.last_access) : json_null());
+			json_object_set_new(o, "last_user",
+				sum.last_access ? json_string(sum.last_user) : json_null());
+		}
+		json_array_append_new(a, o);
 	}
 	return a;
+}
+
+static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
+{
+	const char *err = enforce_last_error(e);
+	int64_t started = enforce_started(e);
+
+	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:b}", "version", JITD_VERSION, "started_at",
+		time_json(started), "uptime", (json_int_t)(now - started), "config",
+		enforce_config_path(e), "last_error", *err ? json_string(err) : json_null(),
+		"conntrack", conntrack);
 }
 
 static bool elem_match(const struct ruleset_elem *a, const struct ruleset_elem *b)
@@ -327,9 +364,11 @@ static json_t *kernel_json(const struct kview *kv, const struct ruleset_elem *mo
 json_t *status_build(struct enforce *e)
 {
 	const struct config *cfg = enforce_config(e);
+	struct conntrack *ct = enforce_conntrack(e);
 	const struct ruleset_elem *model;
 	const struct grant *g;
 	json_t *grants = json_array(), *always = json_array(), *o;
+	long *flows = NULL;
 	size_t n, nm;
 	struct kview kv;
 
@@ -337,15 +376,23 @@ json_t *status_build(struct enforce *e)
 	g = enforce_grants(e, &n);
 	model = enforce_model(e, &nm);
 	kview_read(enforce_nft(e), &kv);
+	/* One conntrack dump for all grants; without it the counts are unknown, not zero. */
+	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
+		conntrack_count_many(ct, g, n, flows)) {
+		free(flows);
+		flows = NULL;
+	}
 	for (size_t i = 0; grants && i < n; i++)
-		json_array_append_new(grants, grant_json(&g[i], &kv));
+		json_array_append_new(grants, grant_json(&g[i], &kv, flows ? flows[i] : -1));
 	for (size_t i = 0; always && i < cfg->n_always_allow; i++)
 		json_array_append_new(always, prefix_json(&cfg->always_allow[i]));
-	o = json_pack("{s:i, s:s, s:o, s:s, s:o, s:o, s:o, s:o}", "version", STATUS_VERSION,
-		"host_id", cfg->host_id, "time", time_json(kv.now_ms / 1000), "deny_action",
+	o = json_pack("{s:i, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "version", STATUS_VERSION,
+		"host_id", cfg->host_id, "time", time_json(kv.now_ms / 1000), "agent",
+		agent_json(e, kv.now_ms / 1000, ct != NULL), "deny_action",
 		cfg->deny_action == DENY_REJECT ? "reject" : "drop", "kernel",
 		kernel_json(&kv, model, nm), "always_allow", always, "ports",
-		ports_json(cfg, g, n), "grants", grants);
+		ports_json(cfg, enforce_activity(e), g, n, kv.now_ms / 1000), "grants", grants);
+	free(flows);
 	free(kv.v);
 	return o;
 }

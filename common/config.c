@@ -34,7 +34,9 @@
 #define MAX_CLOCK_SKEW 600
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
-	"deny_action", "clock_skew", "always_allow", "ports" };
+	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
+	"audit" };
+static const char *const audit_keys[] = { "max_bytes", "keep" };
 static const char *const port_keys[] = { "port", "protocol", "max_duration", "allowed_sources" };
 
 static const char *type_name(const json_t *v)
@@ -425,6 +427,51 @@ static int set_ports(const json_t *root, struct config *c, struct jit_error *e)
 	return 0;
 }
 
+/* An integer member within [min, max], or def when absent. */
+static int get_int(const json_t *obj, const char *key, const char *path, long long def,
+	long long min, long long max, long long *out, struct jit_error *e)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	*out = def;
+	if (!v)
+		return 0;
+	if (!json_is_integer(v))
+		return BAD(e, "%s: expected an integer, not %s", path, type_name(v));
+	*out = json_integer_value(v);
+	if (*out < min || *out > max)
+		return BAD(e, "%s: %lld is outside %lld..%lld", path, *out, min, max);
+	return 0;
+}
+
+static int set_access(json_t *root, struct config *c, struct jit_error *e)
+{
+	json_t *g = json_object_get(root, "control_group"), *a = json_object_get(root, "audit");
+	long long n;
+	int ret;
+
+	if (g && (!json_is_string(g) || !json_string_length(g)))
+		return BAD(e, "control_group: expected a group name or gid");
+	if (!(c->control_group = strdup(g ? json_string_value(g) : DEFAULT_CONTROL_GROUP)))
+		return BAD(e, "out of memory");
+	if ((ret = get_int(root, "replay_cache_max", "replay_cache_max", 100000, 1, 10000000, &n,
+		e)))
+		return ret;
+	c->replay_cache_max = (size_t)n;
+	if (a && !json_is_object(a))
+		return BAD(e, "audit: expected an object, not %s", type_name(a));
+	if (a && (ret = check_keys(a, audit_keys, ARRAY_LEN(audit_keys), "audit", e)))
+		return ret;
+	if ((ret = get_int(a, "max_bytes", "audit.max_bytes", 10 * 1024 * 1024, 65536,
+		(long long)1 << 40, &n, e)))
+		return ret;
+	c->audit_max_bytes = (uint64_t)n;
+	if ((ret = get_int(a, "keep", "audit.keep", 5, 1, 100, &n, e)))
+		return ret;
+	c->audit_keep = (unsigned)n;
+	return 0;
+}
+
 static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 {
 	int ret;
@@ -440,6 +487,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		(ret = set_deny(root, c, e)) ||
 		(ret = set_skew(root, c, e)) ||
 		(ret = set_always(root, c, e)) ||
+		(ret = set_access(root, c, e)) ||
 		(ret = set_ports(root, c, e)))
 		return ret;
 	return 0;
@@ -559,6 +607,7 @@ void config_free(struct config *c)
 	free(c->ports);
 	free(c->always_allow);
 	free(c->control_socket);
+	free(c->control_group);
 	free(c->state_dir);
 	free(c->keys_dir);
 	free(c->host_id);

@@ -24,8 +24,9 @@ echo "== clang, ASan + UBSan: build and unit tests"
 
 echo "== clang libFuzzer: 15 s per harness"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config
-for f in build-fuzz/tests/fuzz_jws build-fuzz/tests/fuzz_grant build-fuzz/tests/fuzz_config; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz_revoke
+for f in build-fuzz/tests/fuzz_jws build-fuzz/tests/fuzz_grant build-fuzz/tests/fuzz_config \
+	build-fuzz/tests/fuzz_revoke; do
 	"$f" -max_total_time=15 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -n 2
 done
 echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"

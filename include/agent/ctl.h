@@ -1,16 +1,21 @@
 #ifndef JITD_AGENT_CTL_H
 #define JITD_AGENT_CTL_H
 
+struct config;
 struct ctl;
 struct enforce;
 struct event_base;
 
 /*
- * The local control socket (Unix, newline-delimited JSON, see common/proto.h). Binds path with
- * mode 0660, refusing to start if another agent answers there, and serves each client with a
- * size cap and a timeout. Returns 0 or -errno.
+ * The local control socket (Unix, newline-delimited JSON, see common/proto.h) at
+ * cfg->control_socket: mode 0660, owner root, group cfg->control_group (0600 when that group
+ * does not exist). Refuses to start if another agent answers there, and serves each client with
+ * a size cap and a timeout. Read-only calls (status, log) for anyone who can connect; calls
+ * that change grants (submit, revoke, grant) for uid 0 only, as SO_PEERCRED says. Returns 0 or
+ * -errno.
  */
-int ctl_open(struct event_base *base, const char *path, struct enforce *enf, struct ctl **out);
+int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
+	struct ctl **out);
 /* Stops listening, drops clients, removes the socket file; NULLs *c; accepts NULL. */
 void ctl_close(struct ctl **c);
 

@@ -6,36 +6,68 @@
 #include <stdint.h>
 
 struct config;
+struct activity;
+struct audit;
+struct conntrack;
 struct grant;
 struct jit_error;
+struct port_spec;
+struct prefix;
+struct replay;
 struct nft;
 struct ruleset_elem;
 struct store;
 
 /*
  * The only place where grants, the state store and the kernel meet. Every transport (the control
- * socket now, the controller endpoint later) and the start-up restore go through it, so every
- * path gets the same checks in the same fail-closed order:
- *   verify -> policy -> duplicate -> durable record -> one kernel transaction -> success.
+ * socket, the controller endpoint) and the start-up restore go through it, so every path gets
+ * the same checks in the same fail-closed order:
+ *   verify -> policy -> replay -> durable record -> one kernel transaction -> audit -> success.
  */
 struct enforce;
 
+/* What the enforcer works with. Everything is borrowed and must outlive the handle. */
+struct enforce_deps {
+	const struct config *cfg;
+	const char *config_path;	/* for status */
+	struct nft *nft;
+	struct store *store;
+	struct replay *replay;
+	struct audit *audit;
+	struct activity *activity;
+	struct conntrack *ct;
+};
+
 /*
  * Makes table inet jitd match cfg (one transaction; live grant elements kept), then restores the
- * recorded grants that still verify and removes kernel elements no grant stands behind.
- * cfg, nft and store are borrowed and must outlive the handle. Returns 0 or -errno; err
- * explains a kernel refusal.
+ * recorded grants that still verify and removes kernel elements no grant stands behind. Returns
+ * 0 or -errno; err explains a kernel refusal.
  */
-int enforce_open(const struct config *cfg, struct nft *nft, struct store *store,
-	struct enforce **out, char *err, size_t errlen);
+int enforce_open(const struct enforce_deps *deps, struct enforce **out, char *err, size_t errlen);
 void enforce_close(struct enforce **e);
 
 /*
- * Verifies and applies one compact JWS grant. peer names the submitter for the log. Returns 0
- * and a pointer to the applied grant in *applied (valid until the next enforce_* call), or a
- * negative enum jit_err with e->msg set; on any error the kernel and the state are unchanged.
+ * Verifies and applies one compact JWS grant. peer names the submitter for the audit trail.
+ * Returns 0 and a pointer to the applied grant in *applied (valid until the next enforce_* call),
+ * or a negative enum jit_err with err->msg set; on any error the kernel and the state are
+ * unchanged. Every outcome is audited before this returns; a grant that cannot be audited is
+ * not applied.
  */
 int enforce_submit(struct enforce *e, const char *token, size_t len, const char *peer,
+	const struct grant **applied, struct jit_error *err);
+
+/* A break-glass request from the local root user (jitctl grant). */
+struct local_request {
+	const struct prefix *src;
+	size_t n_src;
+	const struct port_spec *ports;
+	size_t n_ports;
+	uint64_t duration;	/* seconds */
+	const char *reason;
+	const char *user;	/* the local user's name: the grant's sub */
+};
+/* Applies a local grant under the same policy and with the same guarantees as enforce_submit. */
+int enforce_grant_local(struct enforce *e, const struct local_request *r, const char *peer,
 	const struct grant **applied, struct jit_error *err);
 /* What a revocation did. */
 struct revoke_result {
@@ -65,6 +97,13 @@ const struct grant *enforce_grants(const struct enforce *e, size_t *n);
 /* The allow-set elements jitd believes the kernel holds (expired ones may linger). */
 const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n);
 struct nft *enforce_nft(const struct enforce *e);
+struct audit *enforce_audit(const struct enforce *e);
+struct conntrack *enforce_conntrack(const struct enforce *e);
+const struct activity *enforce_activity(const struct enforce *e);
+const char *enforce_config_path(const struct enforce *e);
+/* When the agent started (seconds since the epoch), and its last operational error ("" if none). */
+int64_t enforce_started(const struct enforce *e);
+const char *enforce_last_error(const struct enforce *e);
 
 /* Wall clock in milliseconds since the epoch: grant times and element timeouts use it. */
 int64_t enforce_now_ms(void);

@@ -1,6 +1,8 @@
 #ifndef JITD_AGENT_JITCTL_H
 #define JITD_AGENT_JITCTL_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 /*
@@ -23,11 +25,22 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv);
 int cmd_submit(const struct jitctl_opts *o, int argc, char **argv);
 int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv);
 int cmd_sign(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_log(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_grant(const struct jitctl_opts *o, int argc, char **argv);
 
 /*
  * Sends request to the agent and returns its reply (new reference) in *reply. On failure prints
  * why to stderr and returns JITCTL_UNREACHABLE.
  */
 int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply);
+/*
+ * Shared by the commands that change grants: a refusal as "jitctl CMD: refused: CODE: MSG" on
+ * stderr, or {"error","message"} on stdout with json; an applied grant as readable lines.
+ */
+void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg);
+void jitctl_print_grant(const json_t *grant);
+/* For a reply with "ok": false, prints the refusal and returns JITCTL_REFUSED; else JITCTL_OK. */
+int jitctl_check_reply(const char *cmd, bool json, const json_t *reply);
 
 #endif

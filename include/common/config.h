@@ -10,6 +10,7 @@
 struct jit_error;
 
 #define CONFIG_DEFAULT_PATH "/etc/jitd/jitd.json"
+#define DEFAULT_CONTROL_GROUP "jitd"
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define CONFIG_MAX_PORTS 256
 #define CONFIG_MAX_PREFIXES 1024	   /* per list */
@@ -37,6 +38,10 @@ struct config {
 	char *keys_dir;
 	char *state_dir;
 	char *control_socket;
+	char *control_group;	  /* may read the control socket: a group name or a gid */
+	size_t replay_cache_max;  /* remembered grant/revocation ids */
+	uint64_t audit_max_bytes; /* audit.jsonl rotates beyond this */
+	unsigned audit_keep;	  /* rotated audit files kept */
 	enum deny_action deny_action;
 	uint64_t clock_skew; /* seconds */
 	struct prefix *always_allow;

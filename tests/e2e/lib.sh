@@ -136,8 +136,10 @@ setup_keys() {
 	chmod 0644 "$TMP/keys.d/ctl.pem"
 }
 
-# write_config DENY_ACTION ALWAYS_ALLOW_JSON PORTS_JSON
+# write_config DENY_ACTION ALWAYS_ALLOW_JSON PORTS_JSON [EXTRA_MEMBERS_JSON]
 write_config() {
+	local extra=${4:+,
+  $4}
 	cat >"$CONFIG" <<EOF
 {
   "host_id": "$HOST_ID",
@@ -147,7 +149,7 @@ write_config() {
   "deny_action": "$1",
   "clock_skew": "PT5S",
   "always_allow": $2,
-  "ports": $3
+  "ports": $3$extra
 }
 EOF
 	chmod 0600 "$CONFIG"
@@ -251,10 +253,16 @@ expect_connect() {
 	pass "connect from $ns to $* -> $want"
 }
 
-# A long-lived session from NS: session_open NS ADDR PORT; then session_say WORD.
+# A long-lived session from NS: session_open NS ADDR PORT [SRC]; then session_say WORD.
+# One session at a time; session_close ends it so that another can be opened.
+SESSION_PID=""
 session_open() {
+	local bind=()
+	[ -n "${4:-}" ] && bind=(-b "$4")
+	rm -f "$TMP/session.in" "$TMP/session.out"
 	mkfifo "$TMP/session.in"
-	ip netns exec "$1" "$TCPPROBE_BIN" session -t 3000 "$2" "$3" <"$TMP/session.in" >"$TMP/session.out" 2>&1 &
+	ip netns exec "$1" "$TCPPROBE_BIN" session -t 3000 "${bind[@]}" "$2" "$3" <"$TMP/session.in" >"$TMP/session.out" 2>&1 &
+	SESSION_PID=$!
 	BG_PIDS+=($!)
 	exec 7>"$TMP/session.in"
 	wait_until 5 "session to $2 port $3 to connect" grep -qx connected "$TMP/session.out"
@@ -264,4 +272,18 @@ session_say() {
 	wait_until 8 "session echo of '$1'" grep -qE "^(ok|failed) $1" "$TMP/session.out"
 	grep -qx "ok $1" "$TMP/session.out" || fail "session exchange '$1' failed: $(cat "$TMP/session.out")"
 	pass "established session still exchanges data ('$1')"
+}
+# session_cut WORD: the session must now fail, with a reset (not a silent timeout).
+session_cut() {
+	echo "$1" >&7
+	wait_until 8 "session answer to '$1'" grep -qE "^(ok|failed) $1" "$TMP/session.out"
+	grep -q "^failed $1: Connection reset by peer" "$TMP/session.out" ||
+		fail "session was not cut by a reset: $(cat "$TMP/session.out")"
+	pass "session cut with a reset ('$1')"
+}
+session_close() {
+	exec 7>&-
+	[ -z "$SESSION_PID" ] || wait "$SESSION_PID" 2>/dev/null || true
+	SESSION_PID=""
+	return 0
 }

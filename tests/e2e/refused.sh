@@ -68,7 +68,7 @@ refuse malformed "garbage" < <(echo 'not-a-token')
 refuse malformed "trailing garbage" < <(echo "${tok}x")
 refuse malformed "bad base64url" < <(echo "${tok%%.*}.!!!.${sig}")
 refuse too_large "20 KB token" < <(head -c 20000 /dev/zero | tr '\0' a)
-refuse duplicate "the same grant twice" < <(echo "$good")
+refuse replay "the same grant twice" < <(echo "$good")
 
 after=$(kernel_json | strip_expires)
 [ "$before" = "$after" ] || fail "a refused grant changed the kernel:$(diff <(echo "$before") <(echo "$after"))"

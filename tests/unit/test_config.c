@@ -209,6 +209,32 @@ static void test_unknown_keys(void **state)
 		"ports[1]: unknown key 'source'");
 }
 
+static void test_access_keys(void **state)
+{
+	struct config *c = parse_ok("{}");
+
+	assert_string_equal(c->control_group, "jitd");
+	assert_int_equal(c->replay_cache_max, 100000);
+	assert_int_equal(c->audit_max_bytes, 10 * 1024 * 1024);
+	assert_int_equal(c->audit_keep, 5);
+	config_free(c);
+	c = parse_ok("{'control_group':'4242','replay_cache_max':7,'audit':{'max_bytes':65536,"
+		     "'keep':2}}");
+	assert_string_equal(c->control_group, "4242");
+	assert_int_equal(c->replay_cache_max, 7);
+	assert_int_equal(c->audit_max_bytes, 65536);
+	assert_int_equal(c->audit_keep, 2);
+	config_free(c);
+	parse_bad("{'control_group':''}", "control_group");
+	parse_bad("{'control_group':7}", "control_group");
+	parse_bad("{'replay_cache_max':0}", "replay_cache_max: 0 is outside");
+	parse_bad("{'replay_cache_max':'9'}", "replay_cache_max: expected an integer");
+	parse_bad("{'audit':[]}", "audit: expected an object");
+	parse_bad("{'audit':{'max_bytes':100}}", "audit.max_bytes: 100 is outside");
+	parse_bad("{'audit':{'keep':0}}", "audit.keep: 0 is outside");
+	parse_bad("{'audit':{'kept':1}}", "audit: unknown key 'kept'");
+}
+
 static void test_strings(void **state)
 {
 	char big[400];
@@ -486,6 +512,7 @@ int main(void)
 		cmocka_unit_test(test_syntax),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_unknown_keys),
+		cmocka_unit_test(test_access_keys),
 		cmocka_unit_test(test_strings),
 		cmocka_unit_test(test_long_path),
 		cmocka_unit_test(test_clock_skew),

@@ -1,12 +1,161 @@
-/* placeholder: being written */
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
+#include <setjmp.h>
 #include <cmocka.h>
-static void placeholder(void **state) { assert_true(1); }
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/replay.h"
+#include "common/err.h"
+
+#define NOW 1800000000
+
+struct fixture {
+	char dir[64];
+	char db[96];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_replay.XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->db, sizeof(f->db), "%s/replay.db", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char tmp[128];
+
+	unlink(f->db);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", f->db);
+	unlink(tmp);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void test_add_check(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_check(r, "g1", NOW), 0);
+	assert_int_equal(replay_add(r, "g1", NOW + 60), 0);
+	assert_int_equal(replay_check(r, "g1", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "g2", NOW), 0);
+	/* Once its time is over an id may come again: the token itself is expired by then. */
+	assert_int_equal(replay_check(r, "g1", NOW + 61), 0);
+	assert_int_equal(replay_add(r, "g1", NOW + 60), -EEXIST);
+	assert_int_equal(replay_add(r, "with space", NOW + 60), -EINVAL);
+	assert_int_equal(replay_add(r, "", NOW + 60), -EINVAL);
+	assert_int_equal(replay_count(r), 1);
+	replay_close(&r);
+	assert_null(r);
+}
+
+static void test_survives_restart(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "kept", NOW + 600), 0);
+	assert_int_equal(replay_add(r, "short", NOW + 5), 0);
+	assert_int_equal(replay_add(r, "forgotten", NOW + 600), 0);
+	assert_int_equal(replay_forget(r, "forgotten"), 0);
+	replay_close(&r);
+
+	assert_int_equal(replay_open(f->dir, 10, NOW + 10, &r), 0);
+	assert_int_equal(replay_check(r, "kept", NOW + 10), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "short", NOW + 10), 0);
+	assert_int_equal(replay_check(r, "forgotten", NOW + 10), 0);
+	assert_int_equal(replay_count(r), 1);
+	replay_close(&r);
+}
+
+static void test_compaction_and_garbage(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+	char buf[256] = "";
+	FILE *fp;
+
+	fp = fopen(f->db, "w");
+	assert_non_null(fp);
+	fprintf(fp, "A %d old\nnonsense line\nA %d live\nF gone\nA %d torn", NOW - 1, NOW + 100,
+		NOW + 100);
+	fclose(fp);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_check(r, "live", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "old", NOW), 0);
+	replay_close(&r);
+	fp = fopen(f->db, "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(buf, sizeof(buf), fp));
+	assert_string_equal(buf, "A 1800000100 live\n");
+	assert_null(fgets(buf, sizeof(buf), fp)); /* only live entries remain */
+	fclose(fp);
+}
+
+static void test_busy_when_full(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+
+	assert_int_equal(replay_open(f->dir, 2, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "a", NOW + 10), 0);
+	assert_int_equal(replay_add(r, "b", NOW + 100), 0);
+	assert_int_equal(replay_check(r, "c", NOW), JIT_ERR_BUSY);
+	assert_int_equal(replay_add(r, "c", NOW + 10), -ENOBUFS);
+	/* After "a" expired there is room again, and nothing unexpired was forgotten. */
+	assert_int_equal(replay_check(r, "c", NOW + 11), 0);
+	assert_int_equal(replay_add(r, "c", NOW + 50), 0);
+	assert_int_equal(replay_check(r, "b", NOW + 11), JIT_ERR_REPLAY);
+	replay_close(&r);
+}
+
+static void test_many(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+	char id[32];
+
+	assert_int_equal(replay_open(f->dir, 200000, NOW, &r), 0);
+	for (int i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		assert_int_equal(replay_check(r, id, NOW), 0);
+		assert_int_equal(replay_add(r, id, NOW + 3600), 0);
+	}
+	assert_int_equal(replay_count(r), 100000);
+	for (int i = 0; i < 100000; i += 997) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		assert_int_equal(replay_check(r, id, NOW), JIT_ERR_REPLAY);
+	}
+	assert_int_equal(replay_check(r, "id-100000", NOW), 0);
+	replay_close(&r);
+}
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = { cmocka_unit_test(placeholder) };
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_add_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
+	};
+
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

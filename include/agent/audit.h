@@ -1,0 +1,50 @@
+#ifndef JITD_AGENT_AUDIT_H
+#define JITD_AGENT_AUDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct grant;
+
+/*
+ * The audit trail: one compact JSON object per line in state_dir/audit.jsonl (0640), written and
+ * fsync'd before audit_log returns, plus one syslog line (authpriv). When the file would pass
+ * max_bytes it becomes audit.jsonl.1 (.1 -> .2, ... keep files at most). Record members, absent
+ * ones omitted: time (UTC RFC 3339), ts (seconds), event, grant, sub, iss, kid, sources, ports,
+ * expires_at, reason, peer, code, message, count.
+ */
+struct audit;
+
+struct audit_opts {
+	uint64_t max_bytes;	/* 0: 10 MiB */
+	unsigned keep;		/* 0: 5 */
+};
+
+struct audit_rec {
+	const char *event;
+	const struct grant *grant;	/* optional: fills grant, sub, iss, kid, sources, ... */
+	const char *grant_id;		/* when there is no struct grant */
+	const char *peer;
+	const char *code;
+	const char *message;
+	long long count;		/* < 0: absent */
+};
+
+int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out);
+void audit_close(struct audit **a);
+/* 0 or -errno; on error the record may be lost and the caller must not act as if audited. */
+int audit_log(struct audit *a, const struct audit_rec *r);
+/*
+ * Events oldest first across the rotated files, with ts >= since and, if grant_id is set, only
+ * that grant's; at most max (the newest), *truncated set if more. New array, NULL on OOM.
+ */
+json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
+	bool *truncated);
+/* Calls cb for every event with ts >= since, oldest first; a non-zero return stops the walk. */
+int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
+	void *arg);
+
+#endif

@@ -1,0 +1,27 @@
+#ifndef JITD_AGENT_REPLAY_H
+#define JITD_AGENT_REPLAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Replay protection: every accepted grant or revocation id (jti) is remembered until a time
+ * (its exp plus the clock skew), in state_dir/replay.db, appended and fsync'd before the caller
+ * acts on it, so a restart does not reopen the window. Lines: "A UNTIL JTI" and "F JTI"
+ * (forget); the file is compacted on open.
+ */
+struct replay;
+
+/* Loads state_dir/replay.db (created 0600 if absent), dropping expired ids. 0 or -errno. */
+int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out);
+/* NULLs *r; accepts NULL. */
+void replay_close(struct replay **r);
+/* 0 when jti may be accepted, JIT_ERR_REPLAY when it is remembered, JIT_ERR_BUSY when full. */
+int replay_check(struct replay *r, const char *jti, int64_t now);
+/* Durably remembers jti until `until`. 0, -EEXIST, -ENOBUFS (full), -EINVAL or -errno. */
+int replay_add(struct replay *r, const char *jti, int64_t until);
+/* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */
+int replay_forget(struct replay *r, const char *jti);
+size_t replay_count(const struct replay *r);
+
+#endif

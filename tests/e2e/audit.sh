@@ -1,0 +1,72 @@
+# The audit trail: every decision of the test is one JSON line in state_dir/audit.jsonl, and
+# `jitctl log` gives it back filtered, as JSON and as CSV that a real CSV parser reads. Per-port
+# activity in `jitctl status` (grants in 7 days, last access, last user) survives a restart.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+
+sign --src 192.0.2.2 --port 22 --for 3 --jti au-short --sub alice | submit - >/dev/null || fail "au-short refused"
+sign --src 192.0.2.3 --port 22 --for 120 --jti au-long --sub 'bob, "the admin"' --reason 'INC-7, "urgent"' | submit - >/dev/null || fail "au-long refused"
+rc=0
+sign --src 192.0.2.2 --port 2222 --for 60 --jti au-bad | submit - >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 1 ] || fail "au-bad was not refused"
+"$JITCTL_BIN" -s "$SOCK" revoke au-long >/dev/null || fail "revoke failed"
+wait_until 15 "au-short to expire" status_has_no_grants
+wait_until 5 "grant.expired to be audited" \
+	bash -c "'$JITCTL_BIN' -s '$SOCK' log --grant au-short --json | jq -e 'map(.event) | index(\"grant.expired\")'"
+
+log "the file itself"
+file="$TMP/state/audit.jsonl"
+[ "$(stat -c %a "$file")" = 640 ] || fail "audit.jsonl mode $(stat -c %a "$file")"
+jq -e . "$file" >/dev/null || fail "audit.jsonl holds a line that is not JSON"
+events=$(jq -r .event "$file" | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')
+for want in config.loaded=1 agent.started=1 grant.applied=2 grant.refused=1 grant.revoked=1 grant.expired=1; do
+	case " $events" in *" $want "*) ;; *) fail "audit events: want $want, have: $events" ;; esac
+done
+pass "audit.jsonl (0640): $events"
+# -s: jq -e judges only the last input's result, and most lines are other events.
+jq -s -e 'any(.[]; .event == "grant.refused" and .code == "port_not_protected" and .grant == "au-bad")' "$file" >/dev/null ||
+	fail "the refusal is not recorded with its code and grant id: $(grep refused "$file")"
+jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "au-long"
+	and .sub == "bob, \"the admin\"" and .sources == ["192.0.2.3"] and .ports == ["22/tcp"] and (.peer | test("uid=0")))' \
+	"$file" >/dev/null || fail "grant.applied lacks fields: $(grep au-long "$file" | head -n1)"
+pass "records carry code, grant, sub, sources, ports and peer"
+
+log "jitctl log"
+"$JITCTL_BIN" -s "$SOCK" log --json >"$TMP/all.json" || fail "jitctl log --json failed"
+[ "$(jq length "$TMP/all.json")" -eq "$(grep -c . "$file")" ] || fail "log --json does not return every event"
+"$JITCTL_BIN" -s "$SOCK" log --grant au-long --json | jq -e 'length == 2 and all(.grant == "au-long")' >/dev/null ||
+	fail "--grant does not filter"
+"$JITCTL_BIN" -s "$SOCK" log --since 1h --json | jq -e "length == $(jq length "$TMP/all.json")" >/dev/null ||
+	fail "--since 1h lost events"
+"$JITCTL_BIN" -s "$SOCK" log --since 2099-01-01 --json | jq -e 'length == 0' >/dev/null || fail "--since in the future returned events"
+pass "--json returns every event; --grant and --since filter"
+"$JITCTL_BIN" -s "$SOCK" log --csv >"$TMP/log.csv" || fail "jitctl log --csv failed"
+python3 - "$TMP/log.csv" "$TMP/all.json" <<'PY' || fail "CSV check failed"
+import csv, json, sys
+rows = list(csv.reader(open(sys.argv[1], newline="")))
+events = json.load(open(sys.argv[2]))
+header = rows[0]
+assert header[:2] == ["time", "event"], header
+body = [dict(zip(header, r)) for r in rows[1:]]
+assert len(body) == len(events), (len(body), len(events))
+for row, ev in zip(body, events):
+    assert row["event"] == ev["event"] and row["time"] == ev["time"], (row, ev)
+long = [r for r in body if r["grant"] == "au-long" and r["event"] == "grant.applied"][0]
+assert long["sub"] == 'bob, "the admin"', long["sub"]
+assert long["reason"] == 'INC-7, "urgent"', repr(long["reason"])
+PY
+pass "--csv parses with Python's csv module: one row per event, commas and quotes intact"
+
+log "per-port activity, before and after a restart"
+check_activity() {
+	status_json | jq -e '.ports[] | select(.port == 22) | .grants_7d == 2 and .last_user == "bob, \"the admin\"" and (.last_access | type) == "string"' >/dev/null ||
+		fail "$1: port 22 activity: $(status_json | jq -c '.ports[] | select(.port == 22)')"
+	pass "$1: port 22 shows 2 grants in 7 days, last user bob"
+}
+check_activity "live"
+stop_jitd TERM
+start_jitd
+check_activity "after a restart"
+jq -s -e 'any(.[]; .event == "agent.stopped")' "$file" >/dev/null || fail "agent.stopped not audited"
+pass "agent.stopped audited"

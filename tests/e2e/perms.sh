@@ -1,0 +1,69 @@
+# Local access control: the control socket's group may read (status, log) but not change grants;
+# others cannot connect at all; root may also open a port locally (break-glass), within policy,
+# audited with the user's name. Users are numeric uids/gids made up for the test (setpriv), so
+# the host's user database is never touched.
+. "$(dirname "$0")/lib.sh"
+
+READER_GID=4242
+OTHER_UID=4243
+setup_net
+setup_keys
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"]}]' \
+	"\"control_group\": \"$READER_GID\""
+start_listeners 22
+start_jitd
+# The unprivileged caller needs to reach the socket and run jitctl, nothing more.
+chmod 0711 "$TMP" "$TMP/run"
+install -m 0755 "$JITCTL_BIN" "$TMP/jitctl"
+[ "$(stat -c '%a %g' "$SOCK")" = "660 $READER_GID" ] || fail "socket mode/group: $(stat -c '%a %g' "$SOCK")"
+pass "control socket is 0660, group $READER_GID"
+
+as_reader() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --groups=$READER_GID -- "$TMP/jitctl" -s "$SOCK" "$@"; }
+as_other() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups -- "$TMP/jitctl" -s "$SOCK" "$@"; }
+# expect_exit CODE ERROR DESCRIPTION -- CMD...: exit status and, for refusals, the error code.
+expect_exit() {
+	local want=$1 code=$2 what=$3 rc=0
+	shift 4
+	"$@" >"$TMP/out" 2>"$TMP/err" || rc=$?
+	[ "$rc" -eq "$want" ] || fail "$what: exit $rc, want $want; $(cat "$TMP/out" "$TMP/err")"
+	[ -z "$code" ] || grep -q "$code" "$TMP/out" "$TMP/err" || fail "$what: no '$code' in $(cat "$TMP/out" "$TMP/err")"
+	pass "$what -> exit $rc${code:+ ($code)}"
+}
+
+token=$(sign --src 192.0.2.2 --port 22 --for 60 --jti perm-1)
+expect_exit 0 "" "group member: status" -- as_reader status --json
+expect_exit 0 "" "group member: log" -- as_reader log --json
+expect_exit 1 permission_denied "group member: submit" -- as_reader submit - <<<"$token"
+expect_exit 1 permission_denied "group member: grant" -- as_reader grant --src 192.0.2.2 --port 22 --for 60 --reason x
+expect_exit 1 permission_denied "group member: revoke" -- as_reader revoke perm-1
+expect_exit 3 "Permission denied" "not in the group: status" -- as_other status
+no_allow_elems || fail "a refused caller changed the kernel"
+pass "kernel untouched by the refused callers"
+
+log "break-glass as root"
+expect_exit 2 "" "grant without --reason" -- "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60
+expect_exit 1 duration_exceeds_max "grant over the port's maximum" -- \
+	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for PT20M --reason "too long"
+expect_exit 1 source_not_allowed "grant outside allowed_sources" -- \
+	"$JITCTL_BIN" -s "$SOCK" grant --src 198.51.100.2 --port 22 --for 60 --reason "wrong source"
+expect_exit 1 port_not_protected "grant for an unprotected port" -- \
+	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 2222 --for 60 --reason "wrong port"
+no_allow_elems || fail "a refused local grant changed the kernel"
+expect_connect drop "$C1" 192.0.2.1 22
+"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60 --reason "INC-42 sshd down" --json >"$TMP/g.json" ||
+	fail "break-glass grant refused: $(cat "$TMP/g.json")"
+id=$(jq -r .id "$TMP/g.json")
+jq -e '.sub == "root" and .iss == "local" and .reason == "INC-42 sshd down"' "$TMP/g.json" >/dev/null ||
+	fail "local grant does not name its user: $(cat "$TMP/g.json")"
+pass "break-glass grant $id applied for user root"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "no kernel element for the local grant"
+expect_connect ok "$C1" 192.0.2.1 22
+stop_jitd KILL
+start_jitd
+status_json | jq -e --arg id "$id" '.grants | map(.id) == [$id]' >/dev/null || fail "local grant not restored after a crash"
+pass "the local grant is restored after a crash"
+"$JITCTL_BIN" -s "$SOCK" log --grant "$id" --json >"$TMP/log.json" || fail "jitctl log failed"
+jq -e '[.[] | select(.event == "grant.applied" and .sub == "root" and (.peer | test("user=root")))] | length == 1' \
+	"$TMP/log.json" >/dev/null || fail "audit does not record the local grant with its user: $(cat "$TMP/log.json")"
+pass "audit records the break-glass grant with the local user"

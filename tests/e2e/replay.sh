@@ -1,0 +1,36 @@
+# Replay protection survives a restart: a grant already used is refused with "replay" after jitd
+# comes back, also after it was revoked (so it is no longer in the grant store), and a refused
+# replay opens nothing.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
+# resubmit TOKEN: must be refused with replay.
+resubmit() {
+	local rc=0
+	echo "$1" | submit - --json >"$TMP/out" || rc=$?
+	[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = replay ] ||
+		fail "$2: exit $rc $(cat "$TMP/out")"
+	pass "$2: refused as replay"
+}
+
+token=$(sign --src 192.0.2.2 --port 22 --for 300 --jti replay-1)
+echo "$token" | submit - >/dev/null || fail "first submission refused"
+pass "first submission applied"
+resubmit "$token" "second submission while active"
+
+log "restart (SIGTERM), then revoke and crash (SIGKILL)"
+stop_jitd TERM
+start_jitd
+resubmit "$token" "after a restart"
+"$JITCTL_BIN" -s "$SOCK" revoke replay-1 >/dev/null || fail "revoke failed"
+stop_jitd KILL
+start_jitd
+before=$(kernel_json | strip_expires)
+resubmit "$token" "revoked, then a crash and a restart"
+no_allow_elems || fail "a replayed grant opened something: $(allow_elems allow4)"
+[ "$before" = "$(kernel_json | strip_expires)" ] || fail "a refused replay changed the kernel"
+pass "kernel unchanged by the replays"
+expect_connect drop "$C1" 192.0.2.1 22
+[ -s "$TMP/state/replay.db" ] || fail "no replay cache in the state directory"
+pass "replay cache persisted in state_dir"

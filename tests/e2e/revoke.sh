@@ -1,0 +1,65 @@
+# Revocation on live TCP sessions: without "terminate" access ends at once but an open session
+# lives on (as on expiry); with it, the session is cut by a reset at once. Other grants covering
+# the same source keep theirs. (Signed revocations are unit-tested; their HTTP transport is the
+# controller endpoint's job.)
+. "$(dirname "$0")/lib.sh"
+
+setup_net
+setup_keys
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+start_listeners 22
+start_jitd
+
+flows_from() { # conntrack's own count of TCP flows from $1 to port 22 (independent witness)
+	in_ns "$SRV" conntrack -L -p tcp -s "$1" --dport 22 2>/dev/null | grep -c . || true
+}
+
+log "local revoke without --terminate: access ends, the open session lives on"
+sign --src 192.0.2.2 --port 22 --for 120 --jti rv-a | submit - >/dev/null || fail "grant rv-a refused"
+session_open "$C1" 192.0.2.1 22
+session_say a-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-a) || fail "jitctl revoke failed: $out"
+[ "$out" = "revoked grant rv-a" ] || fail "unexpected revoke output: $out"
+lacks_elem allow4 "192.0.2.2 tcp 22" || fail "element still in the kernel after revoke: $(allow_elems allow4)"
+pass "kernel: element removed at once by the revocation"
+session_say a-after-revoke
+expect_connect drop "$C1" 192.0.2.1 22
+status_has_no_grants >/dev/null || fail "status still lists rv-a"
+session_close
+rc=0
+"$JITCTL_BIN" -s "$SOCK" revoke rv-a 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "not_found" "$TMP/err" || fail "second revoke: exit $rc, $(cat "$TMP/err")"
+pass "revoking an unknown grant is refused with not_found"
+
+log "overlap: revoking the narrow grant leaves the broad one's access intact"
+sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-broad | submit - >/dev/null || fail "rv-broad refused"
+sign --src 192.0.2.2 --port 22 --for 300 --jti rv-narrow | submit - >/dev/null || fail "rv-narrow refused"
+"$JITCTL_BIN" -s "$SOCK" revoke rv-narrow >/dev/null || fail "revoke rv-narrow failed"
+has_elem allow4 "192.0.2.0/24 tcp 22" || fail "broad grant's range not restored whole: $(allow_elems allow4)"
+left=$(elem_expires allow4 192.0.2.0/24)
+[ "$left" -gt 60 ] && [ "$left" -le 120 ] || fail "broad range expires in $left s, want its own 120 s"
+pass "kernel: 192.0.2.0/24 back as one range with the broad grant's expiry (${left}s)"
+expect_connect ok "$C1" 192.0.2.1 22
+"$JITCTL_BIN" -s "$SOCK" revoke rv-broad >/dev/null || fail "revoke rv-broad failed"
+no_allow_elems || fail "allow sets not empty: $(allow_elems allow4)"
+pass "kernel: empty after both revocations"
+
+log "revocation with --terminate: the session is cut"
+sign --src 192.0.2.3 --port 22 --for 120 --jti rv-c | submit - >/dev/null || fail "rv-c refused"
+session_open "$C1" 192.0.2.1 22 192.0.2.3
+session_say c-before
+[ "$(flows_from 192.0.2.3)" -ge 1 ] || fail "conntrack shows no flow from 192.0.2.3"
+"$JITCTL_BIN" -s "$SOCK" status --json | jq -e '.grants[0].flows == 1' >/dev/null ||
+	fail "status does not count the grant's flow: $("$JITCTL_BIN" -s "$SOCK" status --json | jq -c '.grants')"
+pass "status counts 1 established flow for rv-c"
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-c --terminate --json) || fail "revoke --terminate failed: $out"
+echo "$out" | jq -e '.revoked == "rv-c" and .terminate == true and .flows_terminated >= 1' >/dev/null ||
+	fail "revoke reply: $out"
+pass "jitctl revoke --terminate: $(echo "$out" | jq .flows_terminated) flow(s) terminated"
+[ "$(flows_from 192.0.2.3)" -eq 0 ] || fail "conntrack still holds the flow: $(in_ns "$SRV" conntrack -L 2>/dev/null)"
+pass "conntrack: the flow is gone"
+session_cut c-after-terminate
+session_close
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
