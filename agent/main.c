@@ -13,6 +13,7 @@
 #include "agent/conntrack.h"
 #include "agent/ctl.h"
 #include "agent/enforce.h"
+#include "agent/http.h"
 #include "agent/nft.h"
 #include "agent/replay.h"
 #include "agent/sdnotify.h"
@@ -115,6 +116,7 @@ int main(int argc, char **argv)
 	struct audit *audit = NULL;
 	struct event_base *base;
 	struct ctl *ctl = NULL;
+	struct http *http = NULL;
 	struct nft *nft = NULL;
 	struct opts o = { 0 };
 	char kerr[256], msg[512];
@@ -159,6 +161,9 @@ int main(int argc, char **argv)
 		errx(1, "cannot install table inet jitd: %s", kerr[0] ? kerr : strerror(-ret));
 	if ((ret = ctl_open(base, cfg, enf, &ctl)))
 		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
+	if ((ret = http_open(base, cfg, enf, &http, msg, sizeof(msg))))
+		errx(1, "cannot open the controller endpoint on %s:%u: %s", cfg->listen.host,
+			(unsigned)cfg->listen.port, msg);
 
 	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
 	sigint = evsignal_new(base, SIGINT, jitd_signal_cb, base);
@@ -179,6 +184,7 @@ int main(int argc, char **argv)
 	event_free(expire);
 	event_free(sigint);
 	event_free(sigterm);
+	http_close(&http);
 	ctl_close(&ctl);
 	enforce_close(&enf);
 	conntrack_close(&ct);

@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -32,11 +33,17 @@
 #define DEFAULT_MAX_DURATION (3 * 3600)
 #define DEFAULT_CLOCK_SKEW 60
 #define MAX_CLOCK_SKEW 600
+#define DEFAULT_LISTEN_MAX_CONNECTIONS 64
+#define DEFAULT_LISTEN_TIMEOUT 10
+#define MAX_LISTEN_TIMEOUT 300
+#define DEFAULT_LISTEN_RATE 100
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
-	"audit" };
+	"audit", "listen" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
+static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
+	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
 static const char *const port_keys[] = { "port", "protocol", "max_duration", "allowed_sources" };
 
 static const char *type_name(const json_t *v)
@@ -127,8 +134,9 @@ static int set_host_id(const json_t *root, struct config *c, struct jit_error *e
 	return copy_str(&c->host_id, name, e);
 }
 
-static int set_path(const json_t *root, const char *key, const char *def, char **dst,
-	struct jit_error *e)
+/* where names the key in messages ("listen.tls_cert"). */
+static int set_path(const json_t *root, const char *key, const char *where, const char *def,
+	char **dst, struct jit_error *e)
 {
 	const json_t *v = json_object_get(root, key);
 	const char *s;
@@ -136,13 +144,13 @@ static int set_path(const json_t *root, const char *key, const char *def, char *
 
 	if (!v)
 		return copy_str(dst, def, e);
-	if ((ret = get_string(v, key, &s, e)))
+	if ((ret = get_string(v, where, &s, e)))
 		return ret;
 	/* A relative path would depend on the directory the daemon happened to start in. */
 	if (s[0] != '/')
-		return BAD(e, "%s: '%.64s' is not an absolute path", key, s);
+		return BAD(e, "%s: '%.64s' is not an absolute path", where, s);
 	if (strlen(s) >= PATH_MAX)
-		return BAD(e, "%s: longer than %d bytes", key, PATH_MAX - 1);
+		return BAD(e, "%s: longer than %d bytes", where, PATH_MAX - 1);
 	return copy_str(dst, s, e);
 }
 
@@ -472,6 +480,101 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 	return 0;
 }
 
+/* "192.0.2.1:7443" or "[2001:db8::1]:7443": numeric only, since a name would need DNS at boot. */
+static int parse_address(const char *s, struct listen_config *l, struct jit_error *e)
+{
+	const char *colon = strrchr(s, ':'), *host = s;
+	size_t n = colon ? (size_t)(colon - s) : 0;
+	unsigned char buf[sizeof(struct in6_addr)];
+	char *end;
+	unsigned long port;
+
+	if (!colon || !colon[1])
+		return BAD(e, "listen.address: '%.64s' is not ADDRESS:PORT", s);
+	if (s[0] == '[') {
+		if (n < 2 || s[n - 1] != ']')
+			return BAD(e, "listen.address: '%.64s': write IPv6 as [ADDRESS]:PORT", s);
+		host = s + 1;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof(l->host))
+		return BAD(e, "listen.address: '%.64s' is not ADDRESS:PORT", s);
+	memcpy(l->host, host, n);
+	l->host[n] = '\0';
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || errno || port < 1 || port > 65535 || colon[1] == '+' || colon[1] == '-')
+		return BAD(e, "listen.address: '%.16s' is not a port number", colon + 1);
+	l->port = (uint16_t)port;
+	if (inet_pton(AF_INET, l->host, buf) == 1) {
+		if (s[0] == '[')
+			return BAD(e, "listen.address: brackets are for IPv6 addresses");
+		l->loopback = buf[0] == 127;
+		return 0;
+	}
+	if (s[0] != '[' || inet_pton(AF_INET6, l->host, buf) != 1)
+		return BAD(e, "listen.address: '%.64s' is not a numeric IPv4 or [IPv6] address",
+			l->host);
+	l->loopback = IN6_IS_ADDR_LOOPBACK((struct in6_addr *)buf);
+	return 0;
+}
+
+static int set_listen(json_t *root, struct config *c, struct jit_error *e)
+{
+	json_t *o = json_object_get(root, "listen"), *v;
+	struct listen_config *l = &c->listen;
+	const char *s;
+	long long n;
+	int ret;
+
+	if (!o)
+		return 0;
+	if (!json_is_object(o))
+		return BAD(e, "listen: expected an object, not %s", type_name(o));
+	if ((ret = check_keys(o, listen_keys, ARRAY_LEN(listen_keys), "listen", e)))
+		return ret;
+	l->enabled = true;
+	if (!(v = json_object_get(o, "address")))
+		return BAD(e, "listen.address: missing (e.g. \"0.0.0.0:7443\")");
+	if ((ret = get_string(v, "listen.address", &s, e)) || (ret = parse_address(s, l, e)))
+		return ret;
+	v = json_object_get(o, "insecure_plaintext");
+	if (v && !json_is_boolean(v))
+		return BAD(e, "listen.insecure_plaintext: expected a boolean, not %s", type_name(v));
+	l->insecure_plaintext = json_is_true(v);
+	if ((json_object_get(o, "tls_cert") &&
+		(ret = set_path(o, "tls_cert", "listen.tls_cert", NULL, &l->tls_cert, e))) ||
+		(json_object_get(o, "tls_key") &&
+			(ret = set_path(o, "tls_key", "listen.tls_key", NULL, &l->tls_key, e))) ||
+		(json_object_get(o, "client_ca") &&
+			(ret = set_path(o, "client_ca", "listen.client_ca", NULL, &l->client_ca, e))))
+		return ret;
+	if (l->insecure_plaintext) {
+		/* Grants are signed, but status is not, and a network path deserves TLS. */
+		if (!l->loopback)
+			return BAD(e, "listen.insecure_plaintext: only on a loopback address, not %s",
+				l->host);
+		if (l->tls_cert || l->tls_key || l->client_ca)
+			return BAD(e, "listen.insecure_plaintext: contradicts tls_cert/tls_key/client_ca");
+	} else if (!l->tls_cert || !l->tls_key) {
+		return BAD(e, "listen: tls_cert and tls_key are required (or insecure_plaintext "
+			      "on a loopback address)");
+	}
+	if ((ret = get_int(o, "max_connections", "listen.max_connections",
+		DEFAULT_LISTEN_MAX_CONNECTIONS, 1, 65536, &n, e)))
+		return ret;
+	l->max_connections = (unsigned)n;
+	l->timeout = DEFAULT_LISTEN_TIMEOUT;
+	if ((v = json_object_get(o, "timeout")) &&
+		(ret = get_duration(v, "listen.timeout", 1, MAX_LISTEN_TIMEOUT, &l->timeout, e)))
+		return ret;
+	if ((ret = get_int(o, "rate_limit", "listen.rate_limit", DEFAULT_LISTEN_RATE, 0, 1000000,
+		&n, e)))
+		return ret;
+	l->rate_limit = (unsigned)n;
+	return 0;
+}
+
 static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 {
 	int ret;
@@ -480,14 +583,16 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		return BAD(e, "expected a JSON object, not %s", type_name(root));
 	if ((ret = check_keys(root, top_keys, ARRAY_LEN(top_keys), NULL, e)) ||
 		(ret = set_host_id(root, c, e)) ||
-		(ret = set_path(root, "keys_dir", DEFAULT_KEYS_DIR, &c->keys_dir, e)) ||
-		(ret = set_path(root, "state_dir", DEFAULT_STATE_DIR, &c->state_dir, e)) ||
-		(ret = set_path(root, "control_socket", DEFAULT_CONTROL_SOCKET, &c->control_socket,
+		(ret = set_path(root, "keys_dir", "keys_dir", DEFAULT_KEYS_DIR, &c->keys_dir, e)) ||
+		(ret = set_path(root, "state_dir", "state_dir", DEFAULT_STATE_DIR, &c->state_dir,
 			e)) ||
+		(ret = set_path(root, "control_socket", "control_socket", DEFAULT_CONTROL_SOCKET,
+			&c->control_socket, e)) ||
 		(ret = set_deny(root, c, e)) ||
 		(ret = set_skew(root, c, e)) ||
 		(ret = set_always(root, c, e)) ||
 		(ret = set_access(root, c, e)) ||
+		(ret = set_listen(root, c, e)) ||
 		(ret = set_ports(root, c, e)))
 		return ret;
 	return 0;
@@ -611,6 +716,9 @@ void config_free(struct config *c)
 	free(c->state_dir);
 	free(c->keys_dir);
 	free(c->host_id);
+	free(c->listen.tls_cert);
+	free(c->listen.tls_key);
+	free(c->listen.client_ca);
 	free(c);
 }
 

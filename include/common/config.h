@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
 #include "common/prefix.h"
 
 struct jit_error;
@@ -32,6 +34,24 @@ struct port_policy {
 	size_t n_sources;
 };
 
+/*
+ * The controller endpoint ("listen"). Absent: jitd does not listen on the network. TLS unless
+ * insecure_plaintext, which config_parse allows only on a loopback address.
+ */
+struct listen_config {
+	bool enabled;
+	char host[INET6_ADDRSTRLEN]; /* numeric, without the brackets of "[::1]:7443" */
+	uint16_t port;
+	bool loopback;		     /* host is 127.0.0.0/8 or ::1 */
+	char *tls_cert;		     /* PEM chain; NULL only with insecure_plaintext */
+	char *tls_key;		     /* PEM private key */
+	char *client_ca;	     /* PEM CA bundle: clients must present a certificate it signed */
+	bool insecure_plaintext;
+	unsigned max_connections; /* concurrent; more are closed at accept */
+	uint64_t timeout;	  /* seconds: read, write and idle keep-alive, TLS handshake included */
+	unsigned rate_limit;	  /* requests per second per client address (burst 2x); 0: off */
+};
+
 /* The agent configuration. Owned by whoever called config_load/config_parse; free with config_free. */
 struct config {
 	char *host_id;
@@ -48,6 +68,7 @@ struct config {
 	size_t n_always_allow;
 	struct port_policy *ports;
 	size_t n_ports;
+	struct listen_config listen;
 };
 
 /*

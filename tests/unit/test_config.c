@@ -235,6 +235,74 @@ static void test_access_keys(void **state)
 	parse_bad("{'audit':{'kept':1}}", "audit: unknown key 'kept'");
 }
 
+static void test_listen(void **state)
+{
+	struct config *c = parse_ok("{}");
+
+	assert_false(c->listen.enabled);
+	config_free(c);
+	c = parse_ok("{'listen':{'address':'0.0.0.0:7443','tls_cert':'/etc/jitd/tls/cert.pem',"
+		     "'tls_key':'/etc/jitd/tls/key.pem','client_ca':'/etc/jitd/tls/ca.pem'}}");
+	assert_true(c->listen.enabled);
+	assert_string_equal(c->listen.host, "0.0.0.0");
+	assert_int_equal(c->listen.port, 7443);
+	assert_false(c->listen.loopback);
+	assert_string_equal(c->listen.tls_cert, "/etc/jitd/tls/cert.pem");
+	assert_string_equal(c->listen.tls_key, "/etc/jitd/tls/key.pem");
+	assert_string_equal(c->listen.client_ca, "/etc/jitd/tls/ca.pem");
+	assert_false(c->listen.insecure_plaintext);
+	assert_int_equal(c->listen.max_connections, 64);
+	assert_int_equal(c->listen.timeout, 10);
+	assert_int_equal(c->listen.rate_limit, 100);
+	config_free(c);
+	c = parse_ok("{'listen':{'address':'[::1]:8080','insecure_plaintext':true,"
+		     "'max_connections':2,'timeout':'PT30S','rate_limit':0}}");
+	assert_string_equal(c->listen.host, "::1");
+	assert_int_equal(c->listen.port, 8080);
+	assert_true(c->listen.loopback);
+	assert_null(c->listen.tls_cert);
+	assert_int_equal(c->listen.max_connections, 2);
+	assert_int_equal(c->listen.timeout, 30);
+	assert_int_equal(c->listen.rate_limit, 0);
+	config_free(c);
+	c = parse_ok("{'listen':{'address':'127.0.0.2:1','insecure_plaintext':true}}");
+	assert_true(c->listen.loopback);
+	config_free(c);
+
+	parse_bad("{'listen':true}", "listen: expected an object");
+	parse_bad("{'listen':{}}", "listen.address: missing");
+	parse_bad("{'listen':{'address':'0.0.0.0:7443','port':1}}", "listen: unknown key 'port'");
+	parse_bad("{'listen':{'address':'0.0.0.0:7443'}}", "tls_cert and tls_key are required");
+	parse_bad("{'listen':{'address':'0.0.0.0:7443','tls_cert':'/c'}}", "are required");
+	parse_bad("{'listen':{'address':'0.0.0.0:7443','tls_cert':'c','tls_key':'/k'}}",
+		"listen.tls_cert: 'c' is not an absolute path");
+	parse_bad("{'listen':{'address':'192.0.2.1:80','insecure_plaintext':true}}",
+		"only on a loopback address");
+	parse_bad("{'listen':{'address':'[::]:80','insecure_plaintext':true}}",
+		"only on a loopback address");
+	parse_bad("{'listen':{'address':'127.0.0.1:80','insecure_plaintext':true,'tls_key':'/k'}}",
+		"contradicts");
+	parse_bad("{'listen':{'address':'127.0.0.1:80','insecure_plaintext':1}}",
+		"insecure_plaintext: expected a boolean");
+	parse_bad("{'listen':{'address':'localhost:80'}}", "not a numeric IPv4");
+	parse_bad("{'listen':{'address':'::1:80'}}", "not a numeric IPv4");
+	parse_bad("{'listen':{'address':'[127.0.0.1]:80'}}", "brackets are for IPv6");
+	parse_bad("{'listen':{'address':'[::1:80'}}", "write IPv6 as [ADDRESS]:PORT");
+	parse_bad("{'listen':{'address':'127.0.0.1'}}", "is not ADDRESS:PORT");
+	parse_bad("{'listen':{'address':'127.0.0.1:'}}", "is not ADDRESS:PORT");
+	parse_bad("{'listen':{'address':'127.0.0.1:0'}}", "is not a port number");
+	parse_bad("{'listen':{'address':'127.0.0.1:65536'}}", "is not a port number");
+	parse_bad("{'listen':{'address':'127.0.0.1:+80'}}", "is not a port number");
+	parse_bad("{'listen':{'address':'127.0.0.1:80x'}}", "is not a port number");
+	parse_bad("{'listen':{'address':7443}}", "listen.address: expected a string");
+	parse_bad("{'listen':{'address':'127.0.0.1:80','insecure_plaintext':true,"
+		  "'max_connections':0}}", "listen.max_connections: 0 is outside");
+	parse_bad("{'listen':{'address':'127.0.0.1:80','insecure_plaintext':true,"
+		  "'timeout':'PT0S'}}", "listen.timeout");
+	parse_bad("{'listen':{'address':'127.0.0.1:80','insecure_plaintext':true,"
+		  "'rate_limit':-1}}", "listen.rate_limit: -1 is outside");
+}
+
 static void test_strings(void **state)
 {
 	char big[400];
@@ -513,6 +581,7 @@ int main(void)
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_unknown_keys),
 		cmocka_unit_test(test_access_keys),
+		cmocka_unit_test(test_listen),
 		cmocka_unit_test(test_strings),
 		cmocka_unit_test(test_long_path),
 		cmocka_unit_test(test_clock_skew),

@@ -1,0 +1,563 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <jansson.h>
+#include <openssl/ssl.h>
+
+#include "agent/audit.h"
+#include "agent/enforce.h"
+#include "agent/http.h"
+#include "agent/ratelimit.h"
+#include "agent/status.h"
+#include "agent/tls.h"
+#include "common/config.h"
+#include "common/err.h"
+#include "common/log.h"
+
+/*
+ * Bodies up to this size reach the grant verifier, which refuses anything above JWS_MAX_TOKEN
+ * as too_large (JSON reply, audited); evhttp itself answers a larger one with a bare 413.
+ */
+#define HTTP_MAX_BODY (64 * 1024)
+#define HTTP_MAX_HEADERS (8 * 1024)
+#define HTTP_BACKLOG 128
+#define RATE_SLOTS 4096
+/* Floods are logged, not audited: one line per interval, so they cannot fill the disk. */
+#define FLOOD_LOG_INTERVAL_MS 10000
+/* After accept fails (out of descriptors), pause the listener instead of spinning on it. */
+#define ACCEPT_PAUSE_MS 1000
+
+struct http {
+	struct evhttp *eh;
+	struct evconnlistener *lev;
+	struct event *resume;
+	SSL_CTX *ssl_ctx;		/* NULL: insecure_plaintext */
+	struct enforce *enf;
+	const struct listen_config *l;
+	struct ratelimit *rl;		/* NULL: rate_limit 0 */
+	size_t n_conns;			/* open connections, handshakes included */
+	struct bufferevent **pending;	/* accepted, close callback not attached yet */
+	size_t n_pending;
+	struct event *adopt;
+	bool paused_full;		/* the listener waits for n_conns to drop */
+	bool closing;
+	unsigned long flood;		/* connections or requests refused since the last log line */
+	int64_t flood_logged_ms;
+};
+
+/* Who sent a request: for the audit trail, the rate limit and the status permission. */
+struct peer {
+	char name[192];		/* "https 192.0.2.7:50412 cn=controller-1" */
+	const struct sockaddr *sa;
+	bool loopback;
+	bool verified;		/* a client certificate the client CA signed */
+};
+
+struct route {
+	const char *path;
+	enum evhttp_cmd_type method;
+	void (*fn)(struct http *h, struct evhttp_request *req, const struct peer *p);
+};
+
+static int status_of(int code)
+{
+	switch (code) {
+	case JIT_ERR_BAD_SIGNATURE:
+	case JIT_ERR_UNKNOWN_KEY:
+		return 401;
+	case JIT_ERR_WRONG_AUDIENCE:
+	case JIT_ERR_EXPIRED:
+	case JIT_ERR_NOT_YET_VALID:
+	case JIT_ERR_PORT_NOT_PROTECTED:
+	case JIT_ERR_SOURCE_NOT_ALLOWED:
+	case JIT_ERR_DURATION_EXCEEDS_MAX:
+	case JIT_ERR_PERMISSION:
+		return 403;
+	case JIT_ERR_NOT_FOUND:
+		return 404;
+	case JIT_ERR_REPLAY:
+	case JIT_ERR_DUPLICATE:
+		return 409;
+	case JIT_ERR_TOO_LARGE:
+		return 413;
+	case JIT_ERR_RATE_LIMITED:
+		return 429;
+	case JIT_ERR_KERNEL:
+	case JIT_ERR_BUSY:
+		return 503;
+	case JIT_ERR_INTERNAL:
+		return 500;
+	default:
+		return 400;	/* malformed, bad_header, bad_request */
+	}
+}
+
+static void send_json(struct evhttp_request *req, int status, json_t *doc)
+{
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	struct evbuffer *out = evbuffer_new();
+
+	json_decref(doc);
+	if (!text || !out || evbuffer_add(out, text, strlen(text)) || evbuffer_add(out, "\n", 1)) {
+		evhttp_send_error(req, 500, NULL);
+		goto out;
+	}
+	evhttp_add_header(hdr, "Content-Type", "application/json");
+	evhttp_add_header(hdr, "Cache-Control", "no-store");
+	evhttp_add_header(hdr, "X-Content-Type-Options", "nosniff");
+	evhttp_send_reply(req, status, NULL, out);
+out:
+	if (out)
+		evbuffer_free(out);
+	free(text);
+}
+
+static void send_error(struct evhttp_request *req, int status, int code, const char *msg)
+{
+	send_json(req, status, json_pack("{s:s, s:s}", "error", jit_err_name(code), "message", msg));
+}
+
+static void flood_note(struct http *h, const char *what)
+{
+	int64_t now = enforce_now_ms();
+
+	h->flood++;
+	if (now - h->flood_logged_ms < FLOOD_LOG_INTERVAL_MS)
+		return;
+	log_warn("controller endpoint: refused %lu connection(s) or request(s) in the last %d s "
+		 "(latest: %s)", h->flood, FLOOD_LOG_INTERVAL_MS / 1000, what);
+	h->flood = 0;
+	h->flood_logged_ms = now;
+}
+
+/* A request refused before it reached the verifier is still bad input: audit it. */
+static void audit_refusal(struct http *h, const char *event, const struct peer *p, int code,
+	const char *msg)
+{
+	const struct audit_rec rec = { .event = event, .peer = p->name,
+		.code = jit_err_name(code), .message = msg, .count = -1 };
+
+	if (audit_log(enforce_audit(h->enf), &rec))
+		log_warn("audit: cannot record %s from %s", event, p->name);
+}
+
+/* "application/jwt" or "application/jose" (RFC 7515's compact type), parameters ignored. */
+static bool jws_media_type(const char *ct)
+{
+	static const char *const ok[] = { "application/jwt", "application/jose" };
+	size_t n;
+
+	if (!ct)
+		return false;
+	n = strcspn(ct, "; \t");
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (n == strlen(ok[i]) && !strncasecmp(ct, ok[i], n))
+			return true;
+	return false;
+}
+
+/*
+ * The body as a NUL-terminated copy, without one trailing newline (what `curl --data-binary @f`
+ * sends for a file that ends in one). NULL after replying with the error (which it audits).
+ */
+static char *take_token(struct http *h, struct evhttp_request *req, const struct peer *p,
+	const char *event, size_t *len)
+{
+	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t n = evbuffer_get_length(in);
+	char *buf;
+
+	if (!jws_media_type(ct)) {
+		audit_refusal(h, event, p, JIT_ERR_BAD_REQUEST, "Content-Type is not application/jwt");
+		send_error(req, 415, JIT_ERR_BAD_REQUEST,
+			"Content-Type must be application/jwt (a compact JWS)");
+		return NULL;
+	}
+	if (!(buf = malloc(n + 1)) || evbuffer_copyout(in, buf, n) != (ev_ssize_t)n) {
+		free(buf);
+		send_error(req, 500, JIT_ERR_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if (n && buf[n - 1] == '\n')
+		n--;
+	if (n && buf[n - 1] == '\r')
+		n--;
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+static void post_grant(struct http *h, struct evhttp_request *req, const struct peer *p)
+{
+	struct jit_error err = { 0 };
+	const struct grant *g;
+	char *token;
+	size_t len;
+	int ret;
+
+	if (!(token = take_token(h, req, p, "grant.refused", &len)))
+		return;
+	ret = enforce_submit(h->enf, token, len, p->name, &g, &err);
+	free(token);
+	if (ret) {
+		send_error(req, status_of(ret), ret, err.msg);
+		return;
+	}
+	send_json(req, 201, status_grant_json(h->enf, g));
+}
+
+static void post_revocation(struct http *h, struct evhttp_request *req, const struct peer *p)
+{
+	struct jit_error err = { 0 };
+	struct revoke_result res;
+	char *token;
+	size_t len;
+	int ret;
+
+	if (!(token = take_token(h, req, p, "revocation.refused", &len)))
+		return;
+	ret = enforce_revoke_token(h->enf, token, len, p->name, &res, &err);
+	free(token);
+	if (ret) {
+		send_error(req, status_of(ret), ret, err.msg);
+		return;
+	}
+	send_json(req, 200, json_pack("{s:s, s:b, s:I}", "revoked", res.grant_id, "terminate",
+		res.terminate, "flows_terminated", (json_int_t)res.flows_terminated));
+}
+
+/* Status names who has access to what: authenticated controllers and the host itself only. */
+static void get_status(struct http *h, struct evhttp_request *req, const struct peer *p)
+{
+	if (!p->verified && !p->loopback) {
+		send_error(req, 403, JIT_ERR_PERMISSION,
+			"status is served over mutual TLS (listen.client_ca) or to loopback clients");
+		return;
+	}
+	send_json(req, 200, status_build(h->enf));
+}
+
+static const struct route routes[] = {
+	{ "/v1/grants", EVHTTP_REQ_POST, post_grant },
+	{ "/v1/revocations", EVHTTP_REQ_POST, post_revocation },
+	{ "/v1/status", EVHTTP_REQ_GET, get_status },
+};
+
+static bool addr_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+static void peer_identify(struct evhttp_request *req, struct peer *p)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	char host[64] = "?", serv[8] = "?", cn[64] = "";
+	socklen_t sl;
+
+	p->sa = evhttp_connection_get_addr(evcon);
+	if (p->sa) {
+		sl = p->sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+						    sizeof(struct sockaddr_in);
+		(void)getnameinfo(p->sa, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV);
+		p->loopback = addr_loopback(p->sa);
+	}
+	p->verified = tls_peer_verified(ssl);
+	if (p->verified)
+		tls_peer_cn(ssl, cn, sizeof(cn));
+	snprintf(p->name, sizeof(p->name), "%s %s%s%s:%s%s%s", ssl ? "https" : "http",
+		strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", serv,
+		cn[0] ? " cn=" : "", cn);
+}
+
+static void request_cb(struct evhttp_request *req, void *arg)
+{
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	struct http *h = arg;
+	struct peer p = { 0 };
+	unsigned retry;
+	char num[16];
+	bool known = false;
+
+	peer_identify(req, &p);
+	/* The handshake already demanded it; never serve a mutual-TLS endpoint without it. */
+	if (h->l->client_ca && !p.verified) {
+		send_error(req, 403, JIT_ERR_PERMISSION, "no verified client certificate");
+		return;
+	}
+	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.sa, enforce_now_ms(), &retry)) {
+		flood_note(h, p.name);
+		snprintf(num, sizeof(num), "%u", retry);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", num);
+		send_error(req, 429, JIT_ERR_RATE_LIMITED, "too many requests from this address");
+		return;
+	}
+	for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (strcmp(path, routes[i].path))
+			continue;
+		known = true;
+		if (method == routes[i].method) {
+			routes[i].fn(h, req, &p);
+			return;
+		}
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+			routes[i].method == EVHTTP_REQ_GET ? "GET" : "POST");
+	}
+	if (known)
+		send_error(req, 405, JIT_ERR_BAD_REQUEST, "method not allowed on this path");
+	else
+		send_error(req, 404, JIT_ERR_NOT_FOUND, "no such endpoint");
+}
+
+/*
+ * Every connection is counted from the moment evhttp asks for its bufferevent until evhttp's
+ * close callback for it, however it ends. At the limit the listener stops accepting, so further
+ * clients wait in the kernel's backlog instead of costing descriptors and handshakes. evhttp
+ * only creates the connection object after bev_cb returns, so its close callback is attached
+ * in adopt_cb, queued as an active event: it runs before the loop polls again, so before any
+ * I/O could end the connection. (libevent 2.1 has no server connection hook of its own.)
+ */
+static void conn_gone(struct http *h)
+{
+	h->n_conns--;
+	if (!h->closing && h->paused_full && h->n_conns < h->l->max_connections) {
+		h->paused_full = false;
+		evconnlistener_enable(h->lev);
+	}
+}
+
+static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+	conn_gone(arg);
+}
+
+static void adopt_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http *h = arg;
+	int one = 1;
+
+	for (size_t i = 0; i < h->n_pending; i++) {
+		struct bufferevent *bev = h->pending[i];
+		void *evcon = NULL;
+
+		/* evhttp_connection_free clears the callbacks; our reference kept the memory. */
+		bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+		if (evcon) {
+			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
+			/*
+			 * OpenSSL writes a reply as several records: with Nagle, the second waits
+			 * for the client's delayed ACK (40 ms per request on keep-alive).
+			 */
+			(void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one,
+				sizeof(one));
+		} else {
+			conn_gone(h);
+		}
+		bufferevent_decref(bev);
+	}
+	h->n_pending = 0;
+}
+
+static struct bufferevent *new_bev(struct http *h, struct event_base *base)
+{
+	struct bufferevent *bev;
+	SSL *ssl;
+
+	if (!h->ssl_ctx)
+		return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!(ssl = SSL_new(h->ssl_ctx)))
+		return NULL;
+	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
+		SSL_free(ssl);
+	return bev;
+}
+
+/* evhttp calls this for each accepted socket, before it makes the connection object. */
+static struct bufferevent *bev_cb(struct event_base *base, void *arg)
+{
+	struct http *h = arg;
+	struct bufferevent *bev = new_bev(h, base);
+
+	/* On NULL evhttp would speak plain HTTP itself: a TLS port must never do that. */
+	if (!bev || h->n_pending == h->l->max_connections) {
+		log_err("controller endpoint: cannot set up a connection; stopping");
+		abort();
+	}
+	bufferevent_incref(bev);
+	h->pending[h->n_pending++] = bev;
+	event_active(h->adopt, EV_TIMEOUT, 0);
+	if (++h->n_conns >= h->l->max_connections && !h->paused_full) {
+		h->paused_full = true;
+		evconnlistener_disable(h->lev);
+		flood_note(h, "listen.max_connections reached, accepting paused");
+	}
+	return bev;
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http *h = arg;
+
+	if (!h->paused_full)
+		evconnlistener_enable(h->lev);
+}
+
+/*
+ * accept failed for a reason that will not pass at once (out of descriptors): without a pause
+ * the listener would spin. (arg is evhttp's, so the periodic resume_cb restarts it.)
+ */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	log_warn("controller endpoint: accept: %s; pausing for up to %d ms", strerror(errno),
+		ACCEPT_PAUSE_MS);
+	evconnlistener_disable(lev);
+}
+
+static int bind_address(const struct listen_config *l, struct sockaddr_storage *ss,
+	socklen_t *sl)
+{
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, l->host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(l->port);
+		*sl = sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, l->host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(l->port);
+		*sl = sizeof(*s6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int http_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
+	struct http **out, char *err, size_t errlen)
+{
+	const struct listen_config *l = &cfg->listen;
+	struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
+	struct sockaddr_storage ss;
+	struct http *h = NULL;
+	socklen_t sl;
+	int ret;
+
+	*out = NULL;
+	if (!l->enabled)
+		return 0;
+	snprintf(err, errlen, "out of memory");
+	if (!(h = calloc(1, sizeof(*h))) ||
+		!(h->pending = calloc(l->max_connections, sizeof(*h->pending)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	h->enf = enf;
+	h->l = l;
+	if (!l->insecure_plaintext && (ret = tls_server_ctx(l, &h->ssl_ctx, err, errlen)))
+		goto out;
+
+	if (l->rate_limit && (ret = ratelimit_new(l->rate_limit, 2 * l->rate_limit, RATE_SLOTS,
+		&h->rl)))
+		goto out;
+	if (!(h->eh = evhttp_new(base)) || !(h->resume = event_new(base, -1, EV_PERSIST, resume_cb, h)) ||
+		!(h->adopt = event_new(base, -1, 0, adopt_cb, h))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	evhttp_set_bevcb(h->eh, bev_cb, h);
+	evhttp_set_gencb(h->eh, request_cb, h);
+	evhttp_set_allowed_methods(h->eh, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+	evhttp_set_max_headers_size(h->eh, HTTP_MAX_HEADERS);
+	evhttp_set_max_body_size(h->eh, HTTP_MAX_BODY);
+	evhttp_set_timeout(h->eh, (int)l->timeout);
+	if ((ret = bind_address(l, &ss, &sl))) {
+		snprintf(err, errlen, "%s is not a numeric address", l->host);
+		goto out;
+	}
+	/* Our listener, so that accepting can pause; evhttp frees it with itself. */
+	h->lev = evconnlistener_new_bind(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE |
+		LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, HTTP_BACKLOG, (struct sockaddr *)&ss,
+		(int)sl);
+	if (!h->lev) {
+		ret = -errno;
+		snprintf(err, errlen, "%s", strerror(errno));
+		goto out;
+	}
+	if (!evhttp_bind_listener(h->eh, h->lev)) {
+		evconnlistener_free(h->lev);
+		h->lev = NULL;
+		ret = -ENOMEM;
+		goto out;
+	}
+	evconnlistener_set_error_cb(h->lev, accept_error_cb);
+	if (event_add(h->resume, &pause)) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	log_info("controller endpoint on %s%s%s:%u (%s)", strchr(l->host, ':') ? "[" : "",
+		l->host, strchr(l->host, ':') ? "]" : "", (unsigned)l->port,
+		l->insecure_plaintext ? "plain HTTP, loopback only" :
+		l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
+	*out = h;
+	h = NULL;
+	ret = 0;
+out:
+	http_close(&h);
+	return ret;
+}
+
+void http_close(struct http **hp)
+{
+	struct http *h = *hp;
+
+	if (!h)
+		return;
+	/* evhttp frees the listener and the connections (conn_gone then only counts). */
+	h->closing = true;
+	if (h->eh)
+		evhttp_free(h->eh);
+	if (h->resume)
+		event_free(h->resume);
+	if (h->adopt)
+		event_free(h->adopt);
+	for (size_t i = 0; i < h->n_pending; i++)
+		bufferevent_decref(h->pending[i]);
+	free(h->pending);
+	SSL_CTX_free(h->ssl_ctx);
+	ratelimit_free(&h->rl);
+	free(h);
+	*hp = NULL;
+}

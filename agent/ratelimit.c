@@ -1,0 +1,123 @@
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include "agent/ratelimit.h"
+
+/* Slots searched around an address's home slot: a small, bounded cost per request. */
+#define PROBE 8
+/* Tokens are counted in thousandths so that refill needs no floating point. */
+#define MILLI 1000
+
+struct bucket {
+	uint8_t addr[16];	/* IPv6, or IPv4-mapped */
+	bool used;
+	int64_t last_ms;	/* last refill */
+	uint64_t tokens;	/* in thousandths */
+};
+
+struct ratelimit {
+	uint64_t rate;		/* tokens per second */
+	uint64_t burst;		/* in thousandths */
+	size_t mask;
+	uint64_t seed;		/* keyed hash: a client cannot aim its addresses at one slot */
+	struct bucket *b;
+};
+
+int ratelimit_new(unsigned rate, unsigned burst, size_t slots, struct ratelimit **out)
+{
+	struct ratelimit *r;
+
+	*out = NULL;
+	if (!rate || !burst || slots < PROBE || (slots & (slots - 1)))
+		return -EINVAL;
+	if (!(r = calloc(1, sizeof(*r))) || !(r->b = calloc(slots, sizeof(*r->b)))) {
+		free(r);
+		return -ENOMEM;
+	}
+	if (getrandom(&r->seed, sizeof(r->seed), 0) != sizeof(r->seed))
+		r->seed = (uint64_t)(uintptr_t)r ^ 0x9e3779b97f4a7c15ULL;
+	r->rate = rate;
+	r->burst = (uint64_t)burst * MILLI;
+	r->mask = slots - 1;
+	*out = r;
+	return 0;
+}
+
+void ratelimit_free(struct ratelimit **r)
+{
+	if (!*r)
+		return;
+	free((*r)->b);
+	free(*r);
+	*r = NULL;
+}
+
+static void key_of(const struct sockaddr *sa, uint8_t key[16])
+{
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	}
+}
+
+/* FNV-1a, seeded. */
+static size_t slot_of(const struct ratelimit *r, const uint8_t key[16])
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ r->seed;
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 0x100000001b3ULL;
+	return (size_t)(h ^ (h >> 32)) & r->mask;
+}
+
+static struct bucket *find(struct ratelimit *r, const uint8_t key[16], int64_t now_ms)
+{
+	size_t home = slot_of(r, key);
+	struct bucket *victim = NULL;
+
+	for (size_t i = 0; i < PROBE; i++) {
+		struct bucket *b = &r->b[(home + i) & r->mask];
+
+		if (b->used && !memcmp(b->addr, key, 16))
+			return b;
+		if (!victim || !b->used || (victim->used && b->last_ms < victim->last_ms))
+			victim = b;
+	}
+	memcpy(victim->addr, key, 16);
+	victim->used = true;
+	victim->last_ms = now_ms;
+	victim->tokens = r->burst;
+	return victim;
+}
+
+bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms,
+	unsigned *retry_after)
+{
+	struct bucket *b;
+	uint8_t key[16];
+
+	*retry_after = 0;
+	key_of(sa, key);
+	b = find(r, key, now_ms);
+	/* A clock that steps back refills nothing; one that jumps ahead refills at most a burst. */
+	if (now_ms > b->last_ms) {
+		uint64_t add = (uint64_t)(now_ms - b->last_ms) * r->rate;
+
+		b->tokens = add >= r->burst - b->tokens ? r->burst : b->tokens + add;
+		b->last_ms = now_ms;
+	}
+	if (b->tokens >= MILLI) {
+		b->tokens -= MILLI;
+		return true;
+	}
+	/* Milliseconds until one whole token, rounded up to seconds for Retry-After. */
+	*retry_after = (unsigned)(((MILLI - b->tokens + r->rate - 1) / r->rate + 999) / 1000);
+	return false;
+}

@@ -1,0 +1,107 @@
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "agent/tls.h"
+#include "common/config.h"
+
+/* OpenSSL 3 deprecates the name without the reference count in it. */
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+#define peer_certificate SSL_get1_peer_certificate
+#else
+#define peer_certificate SSL_get_peer_certificate
+#endif
+
+/* OpenSSL's queue holds the reason; keep the first (root cause) and clear the rest. */
+static int fail(char *err, size_t errlen, const char *what, const char *path)
+{
+	unsigned long e = ERR_get_error();
+	char reason[160] = "unknown error";
+
+	if (e)
+		ERR_error_string_n(e, reason, sizeof(reason));
+	ERR_clear_error();
+	snprintf(err, errlen, "%s %s: %s", what, path ? path : "", reason);
+	return -EINVAL;
+}
+
+int tls_server_ctx(const struct listen_config *l, SSL_CTX **out, char *err, size_t errlen)
+{
+	STACK_OF(X509_NAME) *names = NULL;
+	SSL_CTX *ctx;
+	int ret;
+
+	*out = NULL;
+	if (!(ctx = SSL_CTX_new(TLS_server_method())))
+		return fail(err, errlen, "cannot create a TLS context", NULL);
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+		ret = fail(err, errlen, "cannot require TLS 1.2", NULL);
+		goto out;
+	}
+	/* No renegotiation, no tickets that outlive a revoked client certificate's session. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
+		SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	if (SSL_CTX_use_certificate_chain_file(ctx, l->tls_cert) != 1) {
+		ret = fail(err, errlen, "cannot load tls_cert", l->tls_cert);
+		goto out;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, l->tls_key, SSL_FILETYPE_PEM) != 1) {
+		ret = fail(err, errlen, "cannot load tls_key", l->tls_key);
+		goto out;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ret = fail(err, errlen, "tls_key does not match tls_cert", l->tls_key);
+		goto out;
+	}
+	if (l->client_ca) {
+		if (SSL_CTX_load_verify_locations(ctx, l->client_ca, NULL) != 1 ||
+			!(names = SSL_load_client_CA_file(l->client_ca))) {
+			ret = fail(err, errlen, "cannot load client_ca", l->client_ca);
+			goto out;
+		}
+		SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
+	*out = ctx;
+	ctx = NULL;
+	ret = 0;
+out:
+	SSL_CTX_free(ctx);
+	return ret;
+}
+
+int tls_peer_verified(SSL *ssl)
+{
+	X509 *cert = ssl ? peer_certificate(ssl) : NULL;
+	int ok = cert && SSL_get_verify_result(ssl) == X509_V_OK;
+
+	X509_free(cert);
+	return ok;
+}
+
+void tls_peer_cn(SSL *ssl, char *buf, size_t len)
+{
+	X509 *cert = ssl ? peer_certificate(ssl) : NULL;
+	char cn[256] = "";
+	size_t n = 0;
+
+	if (len)
+		buf[0] = '\0';
+	if (!cert || !len)
+		goto out;
+	if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn,
+		sizeof(cn)) < 0)
+		goto out;
+	/* The CN goes into audit lines and syslog: no control characters, no quotes. */
+	for (const char *p = cn; *p && n + 1 < len; p++)
+		buf[n++] = (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') ? *p : '_';
+	buf[n] = '\0';
+out:
+	X509_free(cert);
+}

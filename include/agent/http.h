@@ -1,0 +1,24 @@
+#ifndef JITD_AGENT_HTTP_H
+#define JITD_AGENT_HTTP_H
+
+struct config;
+struct enforce;
+struct event_base;
+struct http;
+
+/*
+ * The controller endpoint (libevent evhttp, TLS through OpenSSL) on cfg->listen.address:
+ *   POST /v1/grants       compact JWS (application/jwt)  -> 201 the applied grant
+ *   POST /v1/revocations  compact JWS, typ jit-revoke+jwt -> 200 what was revoked
+ *   GET  /v1/status       the status document (mutual TLS or loopback clients only)
+ * Errors are {"error":"<jit_err_name>","message":"..."} with the HTTP status README.md lists.
+ * Bounded: header and body size, per-connection timeouts, concurrent connections, requests per
+ * second per client address. Does nothing (*out = NULL) when cfg->listen is not enabled.
+ * Returns 0, or -errno with err saying why (a TLS file OpenSSL refused, a busy address).
+ */
+int http_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
+	struct http **out, char *err, size_t errlen);
+/* Stops listening and drops every connection; NULLs *h; accepts NULL. */
+void http_close(struct http **h);
+
+#endif

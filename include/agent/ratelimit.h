@@ -1,0 +1,28 @@
+#ifndef JITD_AGENT_RATELIMIT_H
+#define JITD_AGENT_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sockaddr;
+
+/*
+ * Per-client-address token buckets for the controller endpoint: rate requests per second, up to
+ * burst at once. The table is fixed-size, so a flood from many addresses costs no memory; it
+ * evicts the least recently seen address of a full neighbourhood, which at worst hands an
+ * evicted address a fresh bucket, never blocks one that is within its rate.
+ */
+struct ratelimit;
+
+/* rate > 0, burst >= 1, slots a power of two. 0 or -errno. */
+int ratelimit_new(unsigned rate, unsigned burst, size_t slots, struct ratelimit **out);
+void ratelimit_free(struct ratelimit **r);
+/*
+ * Takes one token for sa's address (port ignored; IPv4-mapped IPv6 counts as IPv4) at now_ms.
+ * false when the bucket is empty; *retry_after then says in whole seconds when one is back.
+ */
+bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms,
+	unsigned *retry_after);
+
+#endif

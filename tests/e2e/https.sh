@@ -1,0 +1,236 @@
+# The controller endpoint over HTTPS with mutual TLS, curl as the controller: grants and
+# revocations apply; clients without a certificate, or with one from another CA, are refused in
+# the handshake; oversized, replayed, forged and mistyped requests get their JSON error and
+# status; every refusal leaves the kernel table unchanged; status is served over mutual TLS;
+# connection count, idle timeout and per-address rate limit hold. Then plain HTTP on loopback.
+. "$(dirname "$0")/lib.sh"
+
+command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
+setup_net
+setup_keys
+PKI="$TMP/pki"
+mkdir -p "$PKI"
+
+# ca NAME: a throwaway certificate authority.
+ca() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+		-subj "/CN=$1" -keyout "$PKI/$1.key" -out "$PKI/$1.pem" 2>/dev/null
+}
+# cert CA NAME EXTENSIONS: a leaf certificate that CA signs.
+cert() {
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+		-keyout "$PKI/$2.key" -out "$PKI/$2.csr" 2>/dev/null
+	printf '%s\n' "$3" >"$PKI/$2.ext"
+	openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.pem" -CAkey "$PKI/$1.key" \
+		-CAcreateserial -days 1 -extfile "$PKI/$2.ext" -out "$PKI/$2.pem" 2>/dev/null
+}
+ca fleet-ca
+ca rogue-ca
+cert fleet-ca jitd-server $'subjectAltName=IP:192.0.2.1,IP:198.51.100.1\nextendedKeyUsage=serverAuth'
+cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
+cert rogue-ca intruder 'extendedKeyUsage=clientAuth'
+chmod 0600 "$PKI"/*.key
+
+listen='"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.pem'",
+  "tls_key": "'$PKI/jitd-server.key'", "client_ca": "'$PKI/fleet-ca.pem'",
+  "max_connections": 4, "timeout": "PT3S", "rate_limit": 20}'
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	"$listen"
+start_listeners 22
+start_jitd
+URL=https://192.0.2.1:7443
+
+# req NS CERT METHOD PATH [BODY_FILE [CONTENT_TYPE]]: prints the HTTP status (000 when the
+# connection or handshake failed); the body lands in $TMP/body. CERT "-" means none.
+req() {
+	local ns=$1 cert=$2 method=$3 path=$4 body=${5:-} ct=${6:-application/jwt}
+	local args=(-sS --max-time 10 --cacert "$PKI/fleet-ca.pem" -o "$TMP/body" -w '%{http_code}'
+		-X "$method")
+	[ "$cert" = - ] || args+=(--cert "$PKI/$cert.pem" --key "$PKI/$cert.key")
+	[ -z "$body" ] || args+=(-H "Content-Type: $ct" --data-binary "@$body")
+	: >"$TMP/body"
+	in_ns "$ns" curl "${args[@]}" "$URL$path" 2>"$TMP/curl.err" || true
+}
+# expect STATUS ERROR_CODE WHAT NS CERT METHOD PATH [BODY_FILE [CONTENT_TYPE]]
+expect() {
+	local want=$1 code=$2 what=$3 got
+	shift 3
+	got=$(req "$@")
+	[ "$got" = "$want" ] || fail "$what: HTTP $got, expected $want: $(cat "$TMP/body" "$TMP/curl.err")"
+	if [ "$code" != - ]; then
+		[ "$(jq -r .error "$TMP/body")" = "$code" ] ||
+			fail "$what: error $(cat "$TMP/body"), expected $code"
+	fi
+	pass "$what: HTTP $want $([ "$code" = - ] || echo "$code")"
+}
+strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
+# unchanged WHAT: the kernel table is as it was at the last snapshot.
+snapshot() { kernel_json | strip_expires >"$TMP/kernel.before"; }
+unchanged() {
+	kernel_json | strip_expires | cmp -s - "$TMP/kernel.before" ||
+		fail "$1 changed table inet jitd"
+	pass "$1 left the kernel unchanged"
+}
+audited() {
+	jq -s -e --arg ev "$1" --arg code "$2" \
+		'any(.[]; .event == $ev and (.code // "") == $code)' "$TMP/state/audit.jsonl" >/dev/null ||
+		fail "no $1 audit record with code '$2'"
+}
+
+log "a grant over mutual TLS"
+sign --src 192.0.2.2 --port 22 --for 120 --jti https-1 >"$TMP/g1"
+expect_connect drop "$C1" 192.0.2.1 22
+expect 201 - "grant over HTTPS" "$C1" controller-1 POST /v1/grants "$TMP/g1"
+[ "$(jq -r .id "$TMP/body")" = https-1 ] && jq -e '.elements | length > 0' "$TMP/body" >/dev/null &&
+	jq -e '.expires_at | test("Z$")' "$TMP/body" >/dev/null ||
+	fail "201 body lacks id, expires_at or elements: $(cat "$TMP/body")"
+pass "201 body: id, expires_at, elements"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "the grant is not in the kernel: $(allow_elems allow4)"
+expect_connect ok "$C1" 192.0.2.1 22
+pass "granted source connects"
+jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "https-1"
+	and (.peer | test("^https 192[.]0[.]2[.]2:[0-9]+ cn=controller-1$")))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "grant.applied lacks the TLS peer"
+pass "audit names the peer and its certificate"
+
+log "refusals: handshake, size, replay, forgery, media type; none touches the kernel"
+snapshot
+sign --src 192.0.2.3 --port 22 --for 120 --jti https-2 >"$TMP/g2"
+expect 000 - "no client certificate: refused in the handshake" "$C1" - POST /v1/grants "$TMP/g2"
+expect 000 - "certificate from another CA: refused in the handshake" \
+	"$C1" intruder POST /v1/grants "$TMP/g2"
+unchanged "handshake refusals"
+head -c 20000 /dev/zero | tr '\0' A >"$TMP/big"
+expect 413 too_large "a 20 KB body" "$C1" controller-1 POST /v1/grants "$TMP/big"
+audited grant.refused too_large
+head -c 200000 /dev/zero | tr '\0' A >"$TMP/huge"
+expect 413 - "a 200 KB body (refused by the HTTP layer)" "$C1" controller-1 POST /v1/grants "$TMP/huge"
+expect 409 replay "the same grant again" "$C1" controller-1 POST /v1/grants "$TMP/g1"
+mkdir -p "$TMP/forger"
+"$JITCTL_BIN" keygen --kid ctl --dir "$TMP/forger" >/dev/null
+"$JITCTL_BIN" sign --key "$TMP/forger/ctl.key" --kid ctl --aud "$HOST_ID" --sub mallory \
+	--src 192.0.2.3 --port 22 --for 120 >"$TMP/forged"
+expect 401 bad_signature "a grant signed by another key" "$C1" controller-1 POST /v1/grants "$TMP/forged"
+sign --src 192.0.2.3 --port 3389 --for 120 >"$TMP/unprotected"
+expect 403 port_not_protected "a grant for a port that is not protected" \
+	"$C1" controller-1 POST /v1/grants "$TMP/unprotected"
+expect 415 bad_request "Content-Type text/plain" "$C1" controller-1 POST /v1/grants "$TMP/g2" text/plain
+audited grant.refused bad_request
+printf 'not a token' >"$TMP/junk"
+expect 400 malformed "a body that is no JWS" "$C1" controller-1 POST /v1/grants "$TMP/junk"
+expect 404 not_found "an unknown path" "$C1" controller-1 GET /v1/nothing
+expect 405 bad_request "GET on /v1/grants" "$C1" controller-1 GET /v1/grants
+unchanged "every refused request"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "status over mutual TLS"
+expect 200 - "GET /v1/status" "$C1" controller-1 GET /v1/status
+jq -e '[.grants[].id] == ["https-1"] and (.ports | length) == 1' "$TMP/body" >/dev/null ||
+	fail "status over HTTPS: $(head -c 400 "$TMP/body")"
+[ "$(jq -S '.grants[0] | del(.kernel_expires_in, .expires_in, .flows)' "$TMP/body")" = \
+  "$(status_json | jq -S '.grants[0] | del(.kernel_expires_in, .expires_in, .flows)')" ] ||
+	fail "HTTPS status and jitctl status --json disagree"
+pass "the same document as jitctl status --json"
+
+log "revocations"
+sign_revocation() { "$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" "$@"; }
+sign_revocation --revokes https-1 --for 60 --jti rev-1 >"$TMP/r1"
+expect 200 - "revocation of https-1" "$C1" controller-1 POST /v1/revocations "$TMP/r1"
+[ "$(jq -r .revoked "$TMP/body")" = https-1 ] || fail "revocation reply: $(cat "$TMP/body")"
+no_allow_elems || fail "revoked grant still in the kernel: $(allow_elems allow4)"
+pass "the grant's elements are gone"
+expect_connect drop "$C1" 192.0.2.1 22
+snapshot
+expect 409 replay "the same revocation again" "$C1" controller-1 POST /v1/revocations "$TMP/r1"
+expect 400 bad_header "a grant posted as a revocation" "$C1" controller-1 POST /v1/revocations "$TMP/g2"
+sign_revocation --revokes https-3 --for 60 >"$TMP/r3"
+expect 404 not_found "revocation of a grant not (yet) applied" "$C1" controller-1 POST /v1/revocations "$TMP/r3"
+sign --src 192.0.2.3 --port 22 --for 120 --jti https-3 >"$TMP/g3"
+expect 409 replay "the grant revoked before it arrived" "$C1" controller-1 POST /v1/grants "$TMP/g3"
+unchanged "refused revocations and the pre-revoked grant"
+
+log "connection limit (4), idle timeout (3 s), rate limit (20/s per address)"
+# Four idle connections fill the endpoint; a fifth waits in the backlog until one closes.
+cat >"$TMP/idle.py" <<'PY'
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+idle = [socket.create_connection(("192.0.2.1", 7443), timeout=5) for _ in range(4)]
+time.sleep(0.5)
+def handshake(timeout):
+    s = socket.create_connection(("192.0.2.1", 7443), timeout=timeout)
+    try:
+        ctx.wrap_socket(s, server_hostname="192.0.2.1").close()
+        return True
+    except (socket.timeout, ssl.SSLError, OSError):
+        return False
+if handshake(1.0):
+    sys.exit("a fifth connection was served while four were open")
+print("fifth connection waits")
+# The server closes idle connections after its timeout: recv sees EOF, not our 5 s timeout.
+start = time.monotonic()
+for s in idle:
+    if s.recv(1) != b"":
+        sys.exit("an idle connection got data")
+waited = time.monotonic() - start
+if waited > 4.5:
+    sys.exit("idle connections lived %.1f s" % waited)
+print("idle connections closed by the server")
+if not handshake(5.0):
+    sys.exit("no connection served after the idle ones closed")
+print("served again")
+PY
+in_ns "$C1" python3 "$TMP/idle.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" \
+	"$PKI/controller-1.key" >"$TMP/idle.out" 2>&1 || fail "connection limit: $(cat "$TMP/idle.out")"
+pass "max_connections holds: $(paste -sd, "$TMP/idle.out")"
+# 150 cheap requests (404s) on one keep-alive connection from C2, as fast as they go: the
+# burst (40) passes, then about 20 a second; the limit applies before routing.
+cat >"$TMP/flood.py" <<'PY'
+import http.client, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+conn = http.client.HTTPSConnection("198.51.100.1", 7443, context=ctx, timeout=10)
+
+codes = {}
+retry_after = set()
+for _ in range(150):
+    conn.request("GET", "/v1/nothing")
+    r = conn.getresponse()
+    r.read()
+    codes[r.status] = codes.get(r.status, 0) + 1
+    if r.status == 429:
+        retry_after.add(r.getheader("Retry-After"))
+print(codes.get(404, 0), codes.get(429, 0), sum(codes.values()), ",".join(sorted(map(str, retry_after))), file=sys.stdout)
+PY
+read -r ok limited total retry < <(in_ns "$C2" python3 "$TMP/flood.py" "$PKI/fleet-ca.pem" \
+	"$PKI/controller-1.pem" "$PKI/controller-1.key") || fail "rate test failed"
+[ "$ok" -ge 40 ] && [ "$limited" -ge 1 ] && [ "$total" -eq 150 ] && [ "$retry" = 1 ] ||
+	fail "rate limit: $ok x 404, $limited x 429 (Retry-After '$retry') of $total"
+pass "rate limit: $ok served, $limited refused with 429 and Retry-After: 1"
+expect 200 - "another address keeps its own budget" "$C1" controller-1 GET /v1/status
+
+log "plain HTTP, loopback only"
+stop_jitd TERM
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
+start_jitd
+sign --src 192.0.2.3 --port 22 --for 120 --jti plain-1 >"$TMP/p1"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	-H 'Content-Type: application/jwt' --data-binary "@$TMP/p1" http://127.0.0.1:7080/v1/grants)
+[ "$code" = 201 ] || fail "plain HTTP grant: $code $(cat "$TMP/body")"
+has_elem allow4 "192.0.2.3 tcp 22" || fail "plain HTTP grant not in the kernel"
+pass "grant over plain HTTP on loopback applies"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http://127.0.0.1:7080/v1/status)
+[ "$code" = 200 ] && jq -e '[.grants[].id] == ["plain-1"]' "$TMP/body" >/dev/null ||
+	fail "plain HTTP status: $code"
+pass "status to a loopback client"
+stop_jitd TERM
+write_config drop '[]' '[{"port": 22}]' \
+	'"listen": {"address": "192.0.2.1:7080", "insecure_plaintext": true}'
+rc=0
+in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "only on a loopback address" "$TMP/out" ||
+	fail "plain HTTP on a network address was accepted: $(cat "$TMP/out")"
+pass "plain HTTP on a network address is a configuration error"

@@ -1,0 +1,128 @@
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "agent/ratelimit.h"
+
+static struct sockaddr_in v4(const char *a, uint16_t port)
+{
+	struct sockaddr_in s = { .sin_family = AF_INET, .sin_port = htons(port) };
+
+	assert_int_equal(inet_pton(AF_INET, a, &s.sin_addr), 1);
+	return s;
+}
+
+static struct sockaddr_in6 v6(const char *a)
+{
+	struct sockaddr_in6 s = { .sin6_family = AF_INET6 };
+
+	assert_int_equal(inet_pton(AF_INET6, a, &s.sin6_addr), 1);
+	return s;
+}
+
+static bool allow(struct ratelimit *r, const void *sa, int64_t now, unsigned *retry)
+{
+	return ratelimit_allow(r, (const struct sockaddr *)sa, now, retry);
+}
+
+static void test_burst_then_rate(void **state)
+{
+	struct sockaddr_in a = v4("192.0.2.7", 1000);
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(10, 20, 64, &r), 0);
+	for (int i = 0; i < 20; i++)
+		assert_true(allow(r, &a, 1000, &retry));
+	assert_false(allow(r, &a, 1000, &retry));
+	assert_int_equal(retry, 1);
+	/* 10 per second: one token every 100 ms, none before. */
+	assert_false(allow(r, &a, 1099, &retry));
+	assert_true(allow(r, &a, 1100, &retry));
+	assert_false(allow(r, &a, 1100, &retry));
+	/* A long pause refills to the burst, not beyond. */
+	for (int i = 0; i < 20; i++)
+		assert_true(allow(r, &a, 100000, &retry));
+	assert_false(allow(r, &a, 100000, &retry));
+	ratelimit_free(&r);
+	assert_null(r);
+}
+
+static void test_addresses_are_separate(void **state)
+{
+	struct sockaddr_in a = v4("192.0.2.7", 1000), a2 = v4("192.0.2.7", 2000);
+	struct sockaddr_in b = v4("192.0.2.8", 1000);
+	struct sockaddr_in6 mapped = v6("::ffff:192.0.2.7"), c = v6("2001:db8::1");
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(1, 2, 64, &r), 0);
+	assert_true(allow(r, &a, 0, &retry));
+	/* The port does not make a new client; IPv4-mapped IPv6 is the same address. */
+	assert_true(allow(r, &a2, 0, &retry));
+	assert_false(allow(r, &mapped, 0, &retry));
+	assert_true(allow(r, &b, 0, &retry));
+	assert_true(allow(r, &c, 0, &retry));
+	ratelimit_free(&r);
+}
+
+static void test_clock_steps_back(void **state)
+{
+	struct sockaddr_in a = v4("192.0.2.7", 1);
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(1, 1, 64, &r), 0);
+	assert_true(allow(r, &a, 5000, &retry));
+	assert_false(allow(r, &a, 1000, &retry));
+	assert_false(allow(r, &a, 5999, &retry));
+	assert_true(allow(r, &a, 6000, &retry));
+	ratelimit_free(&r);
+}
+
+/* A flood of distinct addresses fills the fixed table but never blocks a fresh one. */
+static void test_eviction_bounded(void **state)
+{
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(1, 1, 16, &r), 0);
+	for (uint32_t i = 0; i < 10000; i++) {
+		struct sockaddr_in s = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(i) };
+
+		assert_true(allow(r, &s, i, &retry));
+	}
+	ratelimit_free(&r);
+}
+
+static void test_bad_arguments(void **state)
+{
+	struct ratelimit *r = (struct ratelimit *)&r;
+
+	assert_int_equal(ratelimit_new(0, 1, 64, &r), -EINVAL);
+	assert_null(r);
+	assert_int_equal(ratelimit_new(1, 0, 64, &r), -EINVAL);
+	assert_int_equal(ratelimit_new(1, 1, 100, &r), -EINVAL);
+	assert_int_equal(ratelimit_new(1, 1, 4, &r), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_burst_then_rate),
+		cmocka_unit_test(test_addresses_are_separate),
+		cmocka_unit_test(test_clock_steps_back),
+		cmocka_unit_test(test_eviction_bounded),
+		cmocka_unit_test(test_bad_arguments),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
