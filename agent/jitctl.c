@@ -23,6 +23,7 @@ static const struct {
 	{ "log", cmd_log, "Shows the audit trail (--json, --csv)" },
 	{ "keygen", cmd_keygen, "Generates an Ed25519 key pair for signing grants" },
 	{ "sign", cmd_sign, "Prints a grant signed with a private key" },
+	{ "teardown", cmd_teardown, "Deletes table inet jitd (agent stopped; root only)" },
 	{ "help", cmd_help, "Shows this help" },
 };
 
@@ -36,7 +37,7 @@ static void usage(FILE *f)
 		   "  -V, --version      show the version\n\n"
 		   "Commands (default: status):\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'jitctl COMMAND --help' describes a command. Exit status: 0 success, "
 		   "1 refused, 2 usage error, 3 agent unreachable.\n");
 }

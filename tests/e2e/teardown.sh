@@ -1,0 +1,30 @@
+# jitctl teardown: refused while the agent runs; after a stop (which leaves the ports closed) it
+# deletes table inet jitd in one transaction and nothing else; a second run is a no-op.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+# Another tool's table in the same namespace: teardown must not touch it.
+in_ns "$SRV" nft add table inet other
+in_ns "$SRV" nft add chain inet other keep '{ type filter hook input priority 10; policy accept; }'
+other_before=$(in_ns "$SRV" nft -j list table inet other)
+
+rc=0
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" || fail "teardown with the agent up: exit $rc: $(cat "$TMP/out")"
+kernel_json >/dev/null || fail "table gone after a refused teardown"
+pass "refused while jitd runs; table kept"
+
+stop_jitd TERM
+kernel_json >/dev/null || fail "SIGTERM removed the table"
+expect_connect drop "$C1" 192.0.2.1 22
+pass "stopped agent: table and deny rule stay"
+
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || fail "teardown: $(cat "$TMP/out")"
+! kernel_json >/dev/null 2>&1 || fail "table inet jitd still there after teardown"
+[ "$(in_ns "$SRV" nft -j list table inet other)" = "$other_before" ] || fail "teardown changed table inet other"
+pass "table inet jitd deleted, table inet other untouched"
+expect_connect ok "$C1" 192.0.2.1 22
+pass "port 22 no longer closed by jitd"
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || fail "second teardown: $(cat "$TMP/out")"
+grep -q "nothing to remove" "$TMP/out" || fail "second teardown said: $(cat "$TMP/out")"
+pass "second teardown: nothing to remove, exit 0"
