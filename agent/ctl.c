@@ -348,6 +348,7 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	const char *path = cfg->control_socket;
 	struct ctl *c;
+	struct stat st;
 	mode_t old;
 	gid_t gid;
 	int ret;
@@ -375,11 +376,15 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 		return ret ? ret : -EIO;
 	}
 	evconnlistener_set_error_cb(c->lev, ctl_error_cb);
-	/* Then opened to the reading group, if it exists; otherwise root alone keeps it. */
+	/*
+	 * Then opened to the reading group, if it exists; otherwise root alone keeps it. Under the
+	 * systemd unit (Group=jitd, no CAP_CHOWN) the socket is born with that group already.
+	 */
 	if (resolve_group(cfg->control_group, &gid))
 		log_warn("control: group '%s' does not exist; only root can use %s",
 			cfg->control_group, path);
-	else if (chown(path, 0, gid) < 0 || chmod(path, 0660) < 0)
+	else if ((stat(path, &st) < 0 || (st.st_gid != gid && chown(path, (uid_t)-1, gid) < 0)) ||
+		chmod(path, 0660) < 0)
 		log_warn("control: cannot give group '%s' access to %s: %s", cfg->control_group,
 			path, strerror(errno));
 	*out = c;

@@ -28,6 +28,7 @@
 struct opts {
 	const char *config_path;
 	bool check_only;
+	bool verbose;
 };
 
 static void usage(FILE *f)
@@ -61,7 +62,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		switch (ch) {
 		case 'c': o->config_path = optarg; break;
 		case 't': o->check_only = true; break;
-		case 'v': log_set_level(LOG_LVL_DEBUG); break;
+		case 'v': o->verbose = true; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("jitd %s\n", JITD_VERSION); exit(0);
 		default: usage(stderr); exit(2);
@@ -79,6 +80,12 @@ static void jitd_signal_cb(evutil_socket_t sig, short what, void *arg)
 	log_info("received %s, stopping (table inet jitd stays: ports remain closed)",
 		strsignal((int)sig));
 	event_base_loopexit(arg, NULL);
+}
+
+/* From the event loop itself: a wedged loop stops the pings and systemd restarts jitd. */
+static void jitd_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)sdnotify_send("WATCHDOG=1");
 }
 
 static void jitd_expire_cb(evutil_socket_t fd, short what, void *arg)
@@ -103,7 +110,9 @@ static void audit_agent(struct audit *a, const char *event, const char *message)
 int main(int argc, char **argv)
 {
 	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
-	struct event *sigterm, *sigint, *expire;
+	struct event *sigterm, *sigint, *expire, *watchdog = NULL;
+	struct timeval wd_tick;
+	uint64_t wd_usec;
 	struct enforce_deps deps = { 0 };
 	struct audit_opts aopts;
 	struct jit_error jerr = { 0 };
@@ -126,6 +135,7 @@ int main(int argc, char **argv)
 	parse_opts(argc, argv, &o);
 	if (config_load(o.config_path, &cfg, &jerr))
 		errx(1, "%s", jerr.msg);
+	log_set_level(o.verbose ? LOG_LVL_DEBUG : cfg->log_level);
 	if (o.check_only) {
 		printf("%s: configuration OK (%zu protected port(s))\n", o.config_path, cfg->n_ports);
 		config_free(cfg);
@@ -171,6 +181,14 @@ int main(int argc, char **argv)
 	if (!sigterm || !sigint || !expire || evsignal_add(sigterm, NULL) ||
 		evsignal_add(sigint, NULL) || event_add(expire, &tick))
 		errx(1, "cannot register events");
+	if ((wd_usec = sdnotify_watchdog_usec())) {
+		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
+		wd_tick = (struct timeval){ (time_t)(wd_usec / 2 / 1000000),
+			(suseconds_t)(wd_usec / 2 % 1000000) };
+		if (!(watchdog = event_new(base, -1, EV_PERSIST, jitd_watchdog_cb, NULL)) ||
+			event_add(watchdog, &wd_tick))
+			errx(1, "cannot register the watchdog timer");
+	}
 	/* Only now are the deny rules in the kernel: what systemd orders sshd after. */
 	(void)sdnotify_send("READY=1");
 	log_info("ready: host %s, %zu protected port(s), control socket %s", cfg->host_id,
@@ -181,6 +199,8 @@ int main(int argc, char **argv)
 	(void)sdnotify_send("STOPPING=1");
 	audit_agent(audit, "agent.stopped", "table inet jitd stays: ports remain closed");
 
+	if (watchdog)
+		event_free(watchdog);
 	event_free(expire);
 	event_free(sigint);
 	event_free(sigterm);

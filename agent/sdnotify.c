@@ -6,7 +6,29 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #include "agent/sdnotify.h"
+
+#ifdef HAVE_LIBSYSTEMD
+
+int sdnotify_send(const char *state)
+{
+	int ret = sd_notify(0, state);
+
+	return ret < 0 ? ret : 0;
+}
+
+uint64_t sdnotify_watchdog_usec(void)
+{
+	uint64_t usec = 0;
+
+	return sd_watchdog_enabled(0, &usec) > 0 ? usec : 0;
+}
+
+#else
 
 int sdnotify_send(const char *state)
 {
@@ -32,3 +54,25 @@ int sdnotify_send(const char *state)
 	close(fd);
 	return ret;
 }
+
+/* WATCHDOG_PID, when set, names the process the interval is for (not a child of it). */
+uint64_t sdnotify_watchdog_usec(void)
+{
+	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	unsigned long long v;
+	char *end;
+
+	if (!usec || !*usec)
+		return 0;
+	if (pid && *pid) {
+		errno = 0;
+		v = strtoull(pid, &end, 10);
+		if (errno || *end || v != (unsigned long long)getpid())
+			return 0;
+	}
+	errno = 0;
+	v = strtoull(usec, &end, 10);
+	return errno || *end ? 0 : (uint64_t)v;
+}
+
+#endif

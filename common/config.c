@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/err.h"
+#include "common/log.h"
 #include "common/port.h"
 #include "common/prefix.h"
 
@@ -40,7 +41,7 @@
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
-	"audit", "listen" };
+	"audit", "listen", "log_level" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
@@ -452,6 +453,27 @@ static int get_int(const json_t *obj, const char *key, const char *path, long lo
 	return 0;
 }
 
+static int set_log_level(const json_t *root, struct config *c, struct jit_error *e)
+{
+	static const char *const names[] = { "error", "warning", "info", "debug" };
+	const json_t *v = json_object_get(root, "log_level");
+	const char *s;
+	int ret;
+
+	c->log_level = LOG_LVL_INFO;
+	if (!v)
+		return 0;
+	if ((ret = get_string(v, "log_level", &s, e)))
+		return ret;
+	for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+		if (!strcmp(s, names[i])) {
+			c->log_level = (enum log_level)i;
+			return 0;
+		}
+	}
+	return BAD(e, "log_level: '%.32s' is not error, warning, info or debug", s);
+}
+
 static int set_access(json_t *root, struct config *c, struct jit_error *e)
 {
 	json_t *g = json_object_get(root, "control_group"), *a = json_object_get(root, "audit");
@@ -593,6 +615,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		(ret = set_always(root, c, e)) ||
 		(ret = set_access(root, c, e)) ||
 		(ret = set_listen(root, c, e)) ||
+		(ret = set_log_level(root, c, e)) ||
 		(ret = set_ports(root, c, e)))
 		return ret;
 	return 0;

@@ -11,6 +11,6 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential clang libclang-rt-dev cmake pkg-config \
 	libmnl-dev libnftnl-dev libjansson-dev libevent-dev libssl-dev \
-	libnl-3-dev libnl-nf-3-dev \
+	libnl-3-dev libnl-nf-3-dev libsystemd-dev \
 	libcmocka-dev \
 	nftables iproute2 iputils-ping jq openssl ca-certificates conntrack python3 curl >/dev/null

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The README's test command (and what CI runs through .ci/run): installs the dependencies, then
 #  1. gcc with ASan + UBSan: every unit and end-to-end test (the e2e tests need root);
-#  2. clang with -Werror: builds everything again and runs the unit tests under its sanitizers;
+#  2. clang with -Werror and without libsystemd: builds everything again, runs the unit tests
+#     under its sanitizers and the sd_notify test against the built-in notify code;
 #  3. clang libFuzzer: a short run of each fuzz harness, so a crash found by a fuzzer fails CI;
 #  4. gcc, default (optimised) build as the demo and packages build it: -O2 warnings such as
 #     maybe-uninitialized only show there, and -Werror turns them into failures.
@@ -18,9 +19,10 @@ echo "== gcc, ASan + UBSan: unit and end-to-end tests"
 ./scripts/build.sh build-test -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON
 (cd build-test && ctest --output-on-failure -j"$jobs")
 
-echo "== clang, ASan + UBSan: build and unit tests"
-./scripts/build.sh build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON
-(cd build-clang && ctest --output-on-failure -L unit -j"$jobs")
+echo "== clang, ASan + UBSan, without libsystemd: build, unit tests, sd_notify end to end"
+./scripts/build.sh build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON \
+	-DJITD_LIBSYSTEMD=OFF
+(cd build-clang && ctest --output-on-failure -L unit -j"$jobs" && ctest --output-on-failure -R e2e.notify)
 
 echo "== clang libFuzzer: 15 s per harness"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null

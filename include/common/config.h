@@ -7,6 +7,7 @@
 
 #include <netinet/in.h>
 
+#include "common/log.h"
 #include "common/prefix.h"
 
 struct jit_error;
@@ -69,6 +70,7 @@ struct config {
 	struct port_policy *ports;
 	size_t n_ports;
 	struct listen_config listen;
+	enum log_level log_level; /* "log_level"; jitd -v raises it to debug */
 };
 
 /*

@@ -240,6 +240,7 @@ static void test_listen(void **state)
 	struct config *c = parse_ok("{}");
 
 	assert_false(c->listen.enabled);
+	assert_int_equal(c->log_level, LOG_LVL_INFO);
 	config_free(c);
 	c = parse_ok("{'listen':{'address':'0.0.0.0:7443','tls_cert':'/etc/jitd/tls/cert.pem',"
 		     "'tls_key':'/etc/jitd/tls/key.pem','client_ca':'/etc/jitd/tls/ca.pem'}}");
@@ -269,6 +270,9 @@ static void test_listen(void **state)
 	assert_true(c->listen.loopback);
 	config_free(c);
 
+	parse_bad("{'log_level':'verbose'}", "log_level: 'verbose' is not");
+	parse_bad("{'log_level':3}", "log_level: expected a string");
+	config_free(c = parse_ok("{'log_level':'debug'}"));
 	parse_bad("{'listen':true}", "listen: expected an object");
 	parse_bad("{'listen':{}}", "listen.address: missing");
 	parse_bad("{'listen':{'address':'0.0.0.0:7443','port':1}}", "listen: unknown key 'port'");
