@@ -13,6 +13,7 @@
 #include "agent/audit.h"
 #include "agent/conntrack.h"
 #include "agent/enforce.h"
+#include "agent/metrics.h"
 #include "agent/nft.h"
 #include "agent/ranges.h"
 #include "agent/ruleset.h"
@@ -60,7 +61,18 @@ struct enforce {
 	struct grant *grants;
 	size_t n_grants, cap_grants;
 	struct elems model;
+	struct metrics metrics;
+	bool repairing;		/* the start-up restore: its changes are drift repairs */
 };
+
+/* Durations for the metrics: immune to wall-clock steps. */
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 int64_t enforce_now_ms(void)
 {
@@ -283,6 +295,7 @@ static int commit_plan(struct enforce *e, const struct plan *p, int64_t now_ms, 
 {
 	char kerr[NFT_ERRLEN] = "";
 	struct nft_batch *b = NULL;
+	int64_t t0;
 	int ret;
 
 	if (!p->del.n && !p->add.n)
@@ -291,7 +304,11 @@ static int commit_plan(struct enforce *e, const struct plan *p, int64_t now_ms, 
 		goto out;
 	if ((ret = ruleset_elems(b, p->del.v, p->del.n, p->add.v, p->add.n, now_ms)))
 		goto out;
+	t0 = mono_us();
 	ret = nft_batch_commit(b, kerr);
+	metrics_observe(&e->metrics.kernel, mono_us() - t0);
+	if (!ret && e->repairing)
+		e->metrics.drift_repairs++;
 out:
 	if (ret)
 		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
@@ -474,6 +491,22 @@ static void log_applied(const struct grant *g, const char *peer)
 		g->kid, g->sub, src, ports, (long long)g->exp, peer);
 }
 
+static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
+	const struct jit_error *err)
+{
+	log_warn("%s refused: %s: %s (peer=%s)", what, jit_err_name(err->code), err->msg, peer);
+	metrics_refused(!strcmp(what, "revocation") ? e->metrics.revocations_refused :
+						      e->metrics.grants_refused, err->code);
+	(void)audit(e, !strcmp(what, "revocation") ? "revocation.refused" : "grant.refused", NULL,
+		grant_id, peer, err->code, err->msg, -1);
+}
+
+void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
+	const struct jit_error *err)
+{
+	refused(e, revocation ? "revocation" : "grant", NULL, peer, err);
+}
+
 /*
  * Takes a checked grant g (consumed) to the kernel: the common tail of every way in. record is
  * what the store keeps to restore it. Whatever fails undoes what came before it.
@@ -485,6 +518,7 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 	struct group *groups = NULL;
 	size_t n_groups = 0;
 	bool remembered = false, stored = false, pushed = false;
+	int64_t t0;
 	int ret;
 
 	snprintf(jti, sizeof(jti), "%s", g->jti);
@@ -500,6 +534,7 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 		ret = jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", jti);
 		goto undo;
 	}
+	t0 = mono_us();
 	if ((ret = replay_add(e->replay, jti, g->exp + (int64_t)e->cfg->clock_skew))) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember grant id '%s': %s", jti,
 			strerror(-ret));
@@ -513,6 +548,7 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 		goto undo;
 	}
 	stored = true;
+	metrics_observe(&e->metrics.state, mono_us() - t0);
 	if ((ret = grants_push(e, g))) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		goto undo;
@@ -533,6 +569,7 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 		goto undo;
 	}
 	*applied = &e->grants[e->n_grants - 1];
+	e->metrics.grants_applied++;
 	(void)activity_note(e->activity, *applied, enforce_now_ms() / 1000);
 	log_applied(*applied, peer);
 	free(groups);
@@ -550,13 +587,6 @@ undo:
 	return ret;
 }
 
-static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
-	const struct jit_error *err)
-{
-	log_warn("%s refused: %s: %s (peer=%s)", what, jit_err_name(err->code), err->msg, peer);
-	(void)audit(e, !strcmp(what, "revocation") ? "revocation.refused" : "grant.refused", NULL,
-		grant_id, peer, err->code, err->msg, -1);
-}
 
 int enforce_submit(struct enforce *e, const char *token, size_t len, const char *peer,
 	const struct grant **applied, struct jit_error *err)
@@ -676,6 +706,7 @@ void enforce_expire(struct enforce *e)
 			continue;
 		log_info("grant expired: jti=%s sub=%s", e->grants[i].jti, e->grants[i].sub);
 		(void)audit(e, "grant.expired", &e->grants[i], NULL, NULL, 0, NULL, -1);
+		e->metrics.grants_expired++;
 		(void)store_del(e->store, e->grants[i].jti);
 		grants_remove(e, i);
 	}
@@ -754,6 +785,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 	log_info("grant revoked: jti=%s sub=%s peer=%s%s", g.jti, g.sub, peer,
 		terminate ? " (terminating its flows)" : "");
 	(void)audit(e, "grant.revoked", &g, NULL, peer, 0, why, -1);
+	e->metrics.grants_revoked++;
 	/* After the elements are gone, so a cut client cannot simply come back in. */
 	if (terminate) {
 		if (!e->ct || (ret = conntrack_flows(e->ct, &g, true, &flows))) {
@@ -762,6 +794,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 			ret = 0; /* the access itself is gone: the revocation stands */
 		} else {
 			res->flows_terminated = flows;
+			e->metrics.flows_terminated += (uint64_t)flows;
 			(void)audit(e, "flows.terminated", &g, NULL, peer, 0, NULL, flows);
 		}
 	}
@@ -888,8 +921,10 @@ static int restore(struct enforce *e, char *err, size_t errlen)
 		g.port = e->model.v[i].port;
 		ret = add_group(&groups, &n_groups, &g);
 	}
+	e->repairing = true;
 	if (ret == 0)
 		ret = sync_groups(e, groups, n_groups, err, errlen);
+	e->repairing = false;
 	if (ret == 0)
 		log_info("restored %zu grant(s); kernel held %zu element(s), now %zu", e->n_grants,
 			stray, e->model.n);
@@ -984,6 +1019,11 @@ const struct activity *enforce_activity(const struct enforce *e)
 const char *enforce_config_path(const struct enforce *e)
 {
 	return e->config_path;
+}
+
+const struct metrics *enforce_metrics(const struct enforce *e)
+{
+	return &e->metrics;
 }
 
 int64_t enforce_started(const struct enforce *e)

@@ -20,10 +20,12 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
-#include "agent/audit.h"
 #include "agent/enforce.h"
 #include "agent/http.h"
+#include "agent/metrics.h"
+#include "agent/nft.h"
 #include "agent/ratelimit.h"
+#include "agent/ruleset.h"
 #include "agent/status.h"
 #include "agent/tls.h"
 #include "common/config.h"
@@ -147,16 +149,6 @@ static void flood_note(struct http *h, const char *what)
 	h->flood_logged_ms = now;
 }
 
-/* A request refused before it reached the verifier is still bad input: audit it. */
-static void audit_refusal(struct http *h, const char *event, const struct peer *p, int code,
-	const char *msg)
-{
-	const struct audit_rec rec = { .event = event, .peer = p->name,
-		.code = jit_err_name(code), .message = msg, .count = -1 };
-
-	if (audit_log(enforce_audit(h->enf), &rec))
-		log_warn("audit: cannot record %s from %s", event, p->name);
-}
 
 /* "application/jwt" or "application/jose" (RFC 7515's compact type), parameters ignored. */
 static bool jws_media_type(const char *ct)
@@ -178,7 +170,7 @@ static bool jws_media_type(const char *ct)
  * sends for a file that ends in one). NULL after replying with the error (which it audits).
  */
 static char *take_token(struct http *h, struct evhttp_request *req, const struct peer *p,
-	const char *event, size_t *len)
+	bool revocation, size_t *len)
 {
 	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -186,9 +178,13 @@ static char *take_token(struct http *h, struct evhttp_request *req, const struct
 	char *buf;
 
 	if (!jws_media_type(ct)) {
-		audit_refusal(h, event, p, JIT_ERR_BAD_REQUEST, "Content-Type is not application/jwt");
-		send_error(req, 415, JIT_ERR_BAD_REQUEST,
+		struct jit_error err = { .code = JIT_ERR_BAD_REQUEST };
+
+		snprintf(err.msg, sizeof(err.msg),
 			"Content-Type must be application/jwt (a compact JWS)");
+		/* Bad input is still bad input: logged, audited and counted like the rest. */
+		enforce_refuse(h->enf, revocation, p->name, &err);
+		send_error(req, 415, err.code, err.msg);
 		return NULL;
 	}
 	if (!(buf = malloc(n + 1)) || evbuffer_copyout(in, buf, n) != (ev_ssize_t)n) {
@@ -213,7 +209,7 @@ static void post_grant(struct http *h, struct evhttp_request *req, const struct 
 	size_t len;
 	int ret;
 
-	if (!(token = take_token(h, req, p, "grant.refused", &len)))
+	if (!(token = take_token(h, req, p, false, &len)))
 		return;
 	ret = enforce_submit(h->enf, token, len, p->name, &g, &err);
 	free(token);
@@ -232,7 +228,7 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 	size_t len;
 	int ret;
 
-	if (!(token = take_token(h, req, p, "revocation.refused", &len)))
+	if (!(token = take_token(h, req, p, true, &len)))
 		return;
 	ret = enforce_revoke_token(h->enf, token, len, p->name, &res, &err);
 	free(token);
@@ -255,10 +251,47 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	send_json(req, 200, status_build(h->enf));
 }
 
+/* Prometheus text format, under the same rule as status (it counts who was refused why). */
+static void get_metrics(struct http *h, struct evhttp_request *req, const struct peer *p)
+{
+	struct metrics_gauges g = { .denied_packets = -1, .started = enforce_started(h->enf) };
+	struct evbuffer *out = evbuffer_new();
+	uint64_t packets, bytes;
+	size_t n;
+	char *text;
+
+	if (!p->verified && !p->loopback) {
+		if (out)
+			evbuffer_free(out);
+		send_error(req, 403, JIT_ERR_PERMISSION,
+			"metrics are served over mutual TLS (listen.client_ca) or to loopback clients");
+		return;
+	}
+	(void)enforce_grants(h->enf, &n);
+	g.active_grants = n;
+	(void)enforce_model(h->enf, &n);
+	g.kernel_elements = n;
+	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
+		&bytes))
+		g.denied_packets = (int64_t)packets;
+	text = metrics_render(enforce_metrics(h->enf), &g);
+	if (!out || !text || evbuffer_add(out, text, strlen(text))) {
+		send_error(req, 500, JIT_ERR_INTERNAL, "out of memory");
+	} else {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			"text/plain; version=0.0.4; charset=utf-8");
+		evhttp_send_reply(req, 200, NULL, out);
+	}
+	if (out)
+		evbuffer_free(out);
+	free(text);
+}
+
 static const struct route routes[] = {
 	{ "/v1/grants", EVHTTP_REQ_POST, post_grant },
 	{ "/v1/revocations", EVHTTP_REQ_POST, post_revocation },
 	{ "/v1/status", EVHTTP_REQ_GET, get_status },
+	{ "/metrics", EVHTTP_REQ_GET, get_metrics },
 };
 
 static bool addr_loopback(const struct sockaddr *sa)

@@ -11,6 +11,7 @@ struct audit;
 struct conntrack;
 struct grant;
 struct jit_error;
+struct metrics;
 struct port_spec;
 struct prefix;
 struct replay;
@@ -88,6 +89,13 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, const char *peer,
 	struct revoke_result *res, struct jit_error *err);
 
+/*
+ * Records a grant or revocation that a transport refused before it reached the checks above (a
+ * wrong content type): logged, audited and counted like any refusal.
+ */
+void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
+	const struct jit_error *err);
+
 /* Forgets grants whose time is over (the kernel already removed their elements). */
 void enforce_expire(struct enforce *e);
 
@@ -101,6 +109,7 @@ struct audit *enforce_audit(const struct enforce *e);
 struct conntrack *enforce_conntrack(const struct enforce *e);
 const struct activity *enforce_activity(const struct enforce *e);
 const char *enforce_config_path(const struct enforce *e);
+const struct metrics *enforce_metrics(const struct enforce *e);
 /* When the agent started (seconds since the epoch), and its last operational error ("" if none). */
 int64_t enforce_started(const struct enforce *e);
 const char *enforce_last_error(const struct enforce *e);

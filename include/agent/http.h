@@ -11,6 +11,7 @@ struct http;
  *   POST /v1/grants       compact JWS (application/jwt)  -> 201 the applied grant
  *   POST /v1/revocations  compact JWS, typ jit-revoke+jwt -> 200 what was revoked
  *   GET  /v1/status       the status document (mutual TLS or loopback clients only)
+ *   GET  /metrics         Prometheus text format (same rule as status)
  * Errors are {"error":"<jit_err_name>","message":"..."} with the HTTP status README.md lists.
  * Bounded: header and body size, per-connection timeouts, concurrent connections, requests per
  * second per client address. Does nothing (*out = NULL) when cfg->listen is not enabled.

@@ -150,6 +150,30 @@ sign --src 192.0.2.3 --port 22 --for 120 --jti https-3 >"$TMP/g3"
 expect 409 replay "the grant revoked before it arrived" "$C1" controller-1 POST /v1/grants "$TMP/g3"
 unchanged "refused revocations and the pre-revoked grant"
 
+log "metrics (Prometheus text) count what happened above"
+expect 200 - "GET /metrics" "$C1" controller-1 GET /metrics
+metric() {
+	grep -qxF "$1" "$TMP/body" || fail "no line '$1' in /metrics: $(grep -F "${1%% *}" "$TMP/body")"
+}
+metric 'jitd_grants_applied_total 1'
+metric 'jitd_grants_revoked_total 1'
+metric 'jitd_active_grants 0'
+metric 'jitd_grants_refused_total{code="replay"} 2'
+metric 'jitd_grants_refused_total{code="too_large"} 1'
+metric 'jitd_grants_refused_total{code="bad_signature"} 1'
+metric 'jitd_grants_refused_total{code="port_not_protected"} 1'
+metric 'jitd_grants_refused_total{code="bad_request"} 1'
+metric 'jitd_grants_refused_total{code="malformed"} 1'
+metric 'jitd_revocations_refused_total{code="replay"} 1'
+metric 'jitd_revocations_refused_total{code="bad_header"} 1'
+metric 'jitd_revocations_refused_total{code="not_found"} 1'
+metric 'jitd_state_write_seconds_count 1'
+grep -qE '^jitd_kernel_transaction_seconds_count [2-9]' "$TMP/body" ||
+	fail "kernel transactions not counted: $(grep kernel_transaction_seconds_count "$TMP/body")"
+[ "$(sed -n 's/^jitd_denied_packets_total //p' "$TMP/body")" = "$(denied_packets)" ] ||
+	fail "denied packets differ from the kernel counter"
+pass "every outcome above is counted, denied packets match the kernel counter"
+
 log "connection limit (4), idle timeout (3 s), rate limit (20/s per address)"
 # Four idle connections fill the endpoint; a fifth waits in the backlog until one closes.
 cat >"$TMP/idle.py" <<'PY'
@@ -226,6 +250,9 @@ code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http
 [ "$code" = 200 ] && jq -e '[.grants[].id] == ["plain-1"]' "$TMP/body" >/dev/null ||
 	fail "plain HTTP status: $code"
 pass "status to a loopback client"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http://127.0.0.1:7080/metrics)
+[ "$code" = 200 ] && grep -qxF 'jitd_grants_applied_total 1' "$TMP/body" || fail "plain HTTP metrics: $code"
+pass "metrics to a loopback client"
 stop_jitd TERM
 write_config drop '[]' '[{"port": 22}]' \
 	'"listen": {"address": "192.0.2.1:7080", "insecure_plaintext": true}'

@@ -1,0 +1,45 @@
+#ifndef JITD_AGENT_METRICS_H
+#define JITD_AGENT_METRICS_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+
+/*
+ * What jitd counts for GET /metrics (Prometheus text format 0.0.4). Plain counters, written by
+ * the enforcer on the event loop and read there too: no locking.
+ */
+#define METRICS_BUCKETS 12
+
+struct metrics_hist {
+	uint64_t le[METRICS_BUCKETS];	/* observations <= bucket bound (not cumulative) */
+	uint64_t count;
+	uint64_t sum_us;
+};
+
+struct metrics {
+	uint64_t grants_applied;
+	uint64_t grants_refused[JIT_ERR__COUNT];	/* by -code */
+	uint64_t grants_expired;
+	uint64_t grants_revoked;
+	uint64_t revocations_refused[JIT_ERR__COUNT];
+	uint64_t flows_terminated;
+	uint64_t drift_repairs;		/* transactions that put the kernel back to the grants */
+	struct metrics_hist kernel;	/* one nf_tables transaction, send to last ack */
+	struct metrics_hist state;	/* durable record of a grant: replay cache + store, fsync'd */
+};
+
+/* What only the caller knows at render time. */
+struct metrics_gauges {
+	uint64_t active_grants;
+	uint64_t kernel_elements;
+	int64_t denied_packets;		/* < 0: unknown */
+	int64_t started;		/* seconds since the epoch */
+};
+
+void metrics_observe(struct metrics_hist *h, int64_t usec);
+void metrics_refused(uint64_t *by_code, int code);
+/* The exposition text (NUL-terminated, malloc'd), or NULL on OOM. */
+char *metrics_render(const struct metrics *m, const struct metrics_gauges *g);
+
+#endif
