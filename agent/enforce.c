@@ -901,6 +901,25 @@ out:
 	return ret;
 }
 
+/* Every (family, protocol, port) that a grant covers or the kernel holds elements for. */
+static int all_groups(const struct enforce *e, struct group **groups, size_t *n_groups)
+{
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < e->n_grants; i++)
+		ret = grant_groups(&e->grants[i], groups, n_groups);
+	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
+		struct group g;
+
+		memset(&g, 0, sizeof(g));
+		g.family = e->model.v[i].family;
+		g.ipproto = e->model.v[i].ipproto;
+		g.port = e->model.v[i].port;
+		ret = add_group(groups, n_groups, &g);
+	}
+	return ret;
+}
+
 /* Restores recorded grants and removes kernel elements that no grant stands behind. */
 static int restore(struct enforce *e, char *err, size_t errlen)
 {
@@ -910,17 +929,7 @@ static int restore(struct enforce *e, char *err, size_t errlen)
 
 	if ((ret = store_foreach(e->store, restore_cb, e)))
 		goto out;
-	for (size_t i = 0; ret == 0 && i < e->n_grants; i++)
-		ret = grant_groups(&e->grants[i], &groups, &n_groups);
-	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
-		struct group g;
-
-		memset(&g, 0, sizeof(g));
-		g.family = e->model.v[i].family;
-		g.ipproto = e->model.v[i].ipproto;
-		g.port = e->model.v[i].port;
-		ret = add_group(&groups, &n_groups, &g);
-	}
+	ret = all_groups(e, &groups, &n_groups);
 	e->repairing = true;
 	if (ret == 0)
 		ret = sync_groups(e, groups, n_groups, err, errlen);
@@ -929,6 +938,52 @@ static int restore(struct enforce *e, char *err, size_t errlen)
 		log_info("restored %zu grant(s); kernel held %zu element(s), now %zu", e->n_grants,
 			stray, e->model.n);
 out:
+	free(groups);
+	return ret;
+}
+
+int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
+{
+	char err[NFT_ERRLEN] = "", what[256];
+	struct group *groups = NULL;
+	size_t n_groups = 0;
+	struct plan p = { 0 };
+	bool exists;
+	int ret;
+
+	if ((ret = nft_table_exists(e->nft, RULESET_TABLE, &exists))) {
+		snprintf(err, sizeof(err), "cannot read the ruleset: %s", strerror(-ret));
+		goto out;
+	}
+	rebuild |= !exists;
+	/* The table, its chain, rules and fixed sets as the config says; live elements kept. */
+	if (rebuild && (ret = build_table(e, err, sizeof(err))))
+		goto out;
+	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
+		(ret = plan_build(e, groups, n_groups, enforce_now_ms(), &p))) {
+		snprintf(err, sizeof(err), "cannot compare the allow sets: %s", strerror(-ret));
+		goto out;
+	}
+	if (!rebuild && !p.del.n && !p.add.n)
+		goto out;	/* in sync: nothing happened that needs undoing */
+	snprintf(what, sizeof(what), "%s: %s; %zu element(s) nobody granted removed, %zu granted "
+		"element(s) restored", trigger, !exists ? "table inet jitd was missing, recreated" :
+		rebuild ? "table structure re-applied" : "table intact", p.del.n, p.add.n);
+	e->repairing = true;
+	ret = sync_groups(e, groups, n_groups, err, sizeof(err));
+	e->repairing = false;
+	if (ret)
+		goto out;
+	if (rebuild)
+		e->metrics.drift_repairs += !p.del.n && !p.add.n;	/* build_table's own commit */
+	log_warn("drift repaired: %s", what);
+	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what, (long long)(p.del.n + p.add.n));
+out:
+	if (ret) {
+		note_error(e, "repair (%s): %s", trigger, err[0] ? err : strerror(-ret));
+		log_err("cannot repair table inet jitd (%s): %s", trigger, err[0] ? err : strerror(-ret));
+	}
+	plan_free(&p);
 	free(groups);
 	return ret;
 }

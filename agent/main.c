@@ -18,6 +18,7 @@
 #include "agent/replay.h"
 #include "agent/sdnotify.h"
 #include "agent/store.h"
+#include "agent/watch.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -126,6 +127,7 @@ int main(int argc, char **argv)
 	struct event_base *base;
 	struct ctl *ctl = NULL;
 	struct http *http = NULL;
+	struct watch *watch = NULL;
 	struct nft *nft = NULL;
 	struct opts o = { 0 };
 	char kerr[256], msg[512];
@@ -169,6 +171,9 @@ int main(int argc, char **argv)
 		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct };
 	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
 		errx(1, "cannot install table inet jitd: %s", kerr[0] ? kerr : strerror(-ret));
+	/* Before anything can be granted: from here on, whoever touches the table is undone. */
+	if ((ret = watch_open(base, cfg, enf, &watch)))
+		errx(1, "cannot watch nftables events: %s", strerror(-ret));
 	if ((ret = ctl_open(base, cfg, enf, &ctl)))
 		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
 	if ((ret = http_open(base, cfg, enf, &http, msg, sizeof(msg))))
@@ -206,6 +211,7 @@ int main(int argc, char **argv)
 	event_free(sigterm);
 	http_close(&http);
 	ctl_close(&ctl);
+	watch_close(&watch);
 	enforce_close(&enf);
 	conntrack_close(&ct);
 	activity_free(&activity);

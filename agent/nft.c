@@ -422,3 +422,130 @@ out:
 	nftnl_obj_free(req);
 	return ret;
 }
+
+/* --- the event monitor ------------------------------------------------------------------------ */
+
+struct nft_monitor {
+	struct mnl_socket *nl;
+	char *buf;
+};
+
+int nft_monitor_open(struct nft_monitor **out)
+{
+	struct nft_monitor *m;
+	int ret;
+
+	*out = NULL;
+	if (!(m = calloc(1, sizeof(*m))) || !(m->buf = malloc(NFT_NLMSG_MAXSIZE))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	m->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (!m->nl || mnl_socket_bind(m->nl, 1u << (NFNLGRP_NFTABLES - 1), MNL_SOCKET_AUTOPID) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	/* A `nft flush ruleset` on a big ruleset is a burst; an overrun still only means resync. */
+	set_bufsize(m->nl, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUFSIZE);
+	*out = m;
+	return 0;
+fail:
+	nft_monitor_close(&m);
+	return ret;
+}
+
+void nft_monitor_close(struct nft_monitor **m)
+{
+	if (!*m)
+		return;
+	if ((*m)->nl)
+		mnl_socket_close((*m)->nl);
+	free((*m)->buf);
+	free(*m);
+	*m = NULL;
+}
+
+int nft_monitor_fd(const struct nft_monitor *m)
+{
+	return mnl_socket_get_fd(m->nl);
+}
+
+uint32_t nft_portid(const struct nft *n)
+{
+	return n->portid;
+}
+
+struct event_attrs {
+	const char *table;	/* attribute 1 of every object message: NFTA_*_TABLE / _NAME */
+	const char *set;	/* attribute 2 of a set element message: NFTA_SET_ELEM_LIST_SET */
+};
+
+static int event_attr_cb(const struct nlattr *a, void *arg)
+{
+	struct event_attrs *ea = arg;
+	uint16_t type = mnl_attr_get_type(a);
+
+	if ((type == 1 || type == 2) && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
+		*(type == 1 ? &ea->table : &ea->set) = mnl_attr_get_str(a);
+	return MNL_CB_OK;
+}
+
+static bool in_list(const char *s, const char *const *list)
+{
+	for (; s && list && *list; list++)
+		if (!strcmp(s, *list))
+			return true;
+	return false;
+}
+
+/* What an event did to table: 0, NFT_DRIFT_ELEMS or NFT_DRIFT_STRUCTURE. */
+static unsigned event_drift(const struct nlmsghdr *nlh, const char *table,
+	const char *const *elem_sets, uint32_t own_portid)
+{
+	uint16_t type = NFNL_MSG_TYPE(nlh->nlmsg_type);
+	struct event_attrs ea = { 0 };
+	const struct nfgenmsg *nfg;
+
+	if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_NFTABLES || type == NFT_MSG_NEWGEN)
+		return 0;
+	/* The kernel stamps each event with the port of the socket whose transaction caused it. */
+	if (nlh->nlmsg_pid == own_portid)
+		return 0;
+	if (nlh->nlmsg_len < NLMSG_SPACE(sizeof(*nfg)))
+		return 0;
+	nfg = mnl_nlmsg_get_payload(nlh);
+	if (nfg->nfgen_family != NFPROTO_INET)
+		return 0;
+	(void)mnl_attr_parse(nlh, sizeof(*nfg), event_attr_cb, &ea);
+	if (!ea.table || strcmp(ea.table, table))
+		return 0;
+	if ((type == NFT_MSG_NEWSETELEM || type == NFT_MSG_DELSETELEM) && in_list(ea.set, elem_sets))
+		return NFT_DRIFT_ELEMS;
+	return NFT_DRIFT_STRUCTURE;
+}
+
+int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const *elem_sets,
+	uint32_t own_portid, unsigned *drift)
+{
+	for (int rounds = 0; rounds < 1024; rounds++) {
+		ssize_t len = mnl_socket_recvfrom(m->nl, m->buf, NFT_NLMSG_MAXSIZE);
+		const struct nlmsghdr *nlh;
+		int left;
+
+		if (len < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			/* ENOBUFS: events were lost, so anything may have happened. */
+			if (errno == ENOBUFS)
+				*drift |= NFT_DRIFT_STRUCTURE;
+			return -errno;
+		}
+		left = (int)len;
+		for (nlh = (const struct nlmsghdr *)m->buf; mnl_nlmsg_ok(nlh, left);
+			nlh = mnl_nlmsg_next(nlh, &left))
+			*drift |= event_drift(nlh, table, elem_sets, own_portid);
+	}
+	return 0;
+}

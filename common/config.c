@@ -38,10 +38,12 @@
 #define DEFAULT_LISTEN_TIMEOUT 10
 #define MAX_LISTEN_TIMEOUT 300
 #define DEFAULT_LISTEN_RATE 100
+#define DEFAULT_RECONCILE_INTERVAL 30
+#define MAX_RECONCILE_INTERVAL 3600
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
-	"audit", "listen", "log_level" };
+	"audit", "listen", "log_level", "reconcile_interval" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
@@ -218,6 +220,17 @@ static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_
 		return BAD(e, "%s: %s is not a duration (ISO 8601 such as PT3H, or seconds)", path,
 			shown);
 	return check_range(*secs, path, shown, min, max, e);
+}
+
+static int set_reconcile(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "reconcile_interval");
+
+	c->reconcile_interval = DEFAULT_RECONCILE_INTERVAL;
+	if (!v)
+		return 0;
+	return get_duration(v, "reconcile_interval", 1, MAX_RECONCILE_INTERVAL,
+		&c->reconcile_interval, e);
 }
 
 static int set_skew(const json_t *root, struct config *c, struct jit_error *e)
@@ -612,6 +625,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 			&c->control_socket, e)) ||
 		(ret = set_deny(root, c, e)) ||
 		(ret = set_skew(root, c, e)) ||
+		(ret = set_reconcile(root, c, e)) ||
 		(ret = set_always(root, c, e)) ||
 		(ret = set_access(root, c, e)) ||
 		(ret = set_listen(root, c, e)) ||

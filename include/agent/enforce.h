@@ -96,6 +96,15 @@ int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, c
 void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
 	const struct jit_error *err);
 
+/*
+ * Puts the kernel back in line with the grants after someone else changed table inet jitd:
+ * recreates the table (and with rebuild, its chain, rules and fixed sets) when needed, removes
+ * elements nobody granted and restores granted ones with their remaining time, in one
+ * transaction each. Audits drift.repaired with what it found (trigger says what noticed it).
+ * Does nothing when all is in line. 0 or -errno.
+ */
+int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger);
+
 /* Forgets grants whose time is over (the kernel already removed their elements). */
 void enforce_expire(struct enforce *e);
 

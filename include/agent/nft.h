@@ -53,4 +53,25 @@ int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl
 int nft_counter_get(struct nft *n, const char *table, const char *name, uint64_t *packets,
 	uint64_t *bytes);
 
+/* The port of n's socket: events its own transactions cause carry it. */
+uint32_t nft_portid(const struct nft *n);
+
+/*
+ * A non-blocking socket subscribed to NFNLGRP_NFTABLES: every change anyone makes to the ruleset.
+ */
+struct nft_monitor;
+
+int nft_monitor_open(struct nft_monitor **out);
+void nft_monitor_close(struct nft_monitor **m);
+int nft_monitor_fd(const struct nft_monitor *m);
+#define NFT_DRIFT_ELEMS 1u	/* elements of one of elem_sets were added or deleted */
+#define NFT_DRIFT_STRUCTURE 2u	/* anything else in the table: table, chains, rules, sets */
+/*
+ * Drains the pending events and ORs into *drift what changed in table (family inet) by anyone
+ * but own_portid. Lost events (-ENOBUFS, also returned) count as NFT_DRIFT_STRUCTURE: the caller
+ * must compare everything. elem_sets is NULL-terminated. 0 or -errno.
+ */
+int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const *elem_sets,
+	uint32_t own_portid, unsigned *drift);
+
 #endif

@@ -65,6 +65,7 @@ struct config {
 	unsigned audit_keep;	  /* rotated audit files kept */
 	enum deny_action deny_action;
 	uint64_t clock_skew; /* seconds */
+	uint64_t reconcile_interval; /* seconds between full comparisons with the kernel */
 	struct prefix *always_allow;
 	size_t n_always_allow;
 	struct port_policy *ports;

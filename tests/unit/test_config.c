@@ -268,8 +268,13 @@ static void test_listen(void **state)
 	config_free(c);
 	c = parse_ok("{'listen':{'address':'127.0.0.2:1','insecure_plaintext':true}}");
 	assert_true(c->listen.loopback);
+	assert_int_equal(c->reconcile_interval, 30);
 	config_free(c);
-
+	c = parse_ok("{'reconcile_interval':'PT5M'}");
+	assert_int_equal(c->reconcile_interval, 300);
+	config_free(c);
+	parse_bad("{'reconcile_interval':0}", "reconcile_interval");
+	parse_bad("{'reconcile_interval':'PT2H'}", "reconcile_interval");
 	parse_bad("{'log_level':'verbose'}", "log_level: 'verbose' is not");
 	parse_bad("{'log_level':3}", "log_level: expected a string");
 	config_free(c = parse_ok("{'log_level':'debug'}"));

@@ -1,0 +1,83 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <event2/event.h>
+
+#include "agent/enforce.h"
+#include "agent/nft.h"
+#include "agent/ruleset.h"
+#include "agent/watch.h"
+#include "common/config.h"
+#include "common/log.h"
+
+struct watch {
+	struct enforce *enf;
+	struct nft_monitor *mon;
+	struct event *ev, *timer;
+};
+
+/* Sets whose elements are grants; a change anywhere else is a change of structure. */
+static const char *const grant_sets[] = { RULESET_SET_ALLOW4, RULESET_SET_ALLOW6, NULL };
+
+static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct watch *w = arg;
+	unsigned drift = 0;
+	int ret;
+
+	ret = nft_monitor_read(w->mon, RULESET_TABLE, grant_sets,
+		nft_portid(enforce_nft(w->enf)), &drift);
+	if (ret && ret != -ENOBUFS)
+		log_warn("nftables events: %s", strerror(-ret));
+	if (drift)
+		(void)enforce_reconcile(w->enf, drift & NFT_DRIFT_STRUCTURE,
+			ret == -ENOBUFS ? "nftables events were lost" : "nftables event");
+}
+
+static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct watch *w = arg;
+
+	(void)enforce_reconcile(w->enf, false, "periodic check");
+}
+
+int watch_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
+	struct watch **out)
+{
+	struct timeval tv = { (time_t)cfg->reconcile_interval, 0 };
+	struct watch *w;
+	int ret;
+
+	*out = NULL;
+	if (!(w = calloc(1, sizeof(*w))))
+		return -ENOMEM;
+	w->enf = enf;
+	if ((ret = nft_monitor_open(&w->mon)))
+		goto fail;
+	w->ev = event_new(base, nft_monitor_fd(w->mon), EV_READ | EV_PERSIST, watch_event_cb, w);
+	w->timer = event_new(base, -1, EV_PERSIST, watch_timer_cb, w);
+	if (!w->ev || !w->timer || event_add(w->ev, NULL) || event_add(w->timer, &tv)) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	*out = w;
+	return 0;
+fail:
+	watch_close(&w);
+	return ret;
+}
+
+void watch_close(struct watch **w)
+{
+	if (!*w)
+		return;
+	if ((*w)->ev)
+		event_free((*w)->ev);
+	if ((*w)->timer)
+		event_free((*w)->timer);
+	nft_monitor_close(&(*w)->mon);
+	free(*w);
+	*w = NULL;
+}

@@ -1,0 +1,21 @@
+#ifndef JITD_AGENT_WATCH_H
+#define JITD_AGENT_WATCH_H
+
+struct config;
+struct enforce;
+struct event_base;
+struct watch;
+
+/*
+ * Self-healing: watches every nf_tables change (NFNLGRP_NFTABLES) and has the enforcer repair
+ * table inet jitd as soon as anyone else touches it (`nft flush ruleset`, as nftables.service
+ * does on start and reload; a deleted table, chain, rule or element; an element nobody granted).
+ * Events caused by jitd's own socket are ignored, so a repair cannot trigger itself. Lost events
+ * (ENOBUFS) mean a full comparison. A timer compares again every cfg->reconcile_interval
+ * seconds, as a second line of defence. 0 or -errno.
+ */
+int watch_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
+	struct watch **out);
+void watch_close(struct watch **w);
+
+#endif

@@ -1,0 +1,70 @@
+# Self-healing: whatever another tool does to table inet jitd — `nft flush ruleset` (what
+# Debian's nftables.service does on start and reload), deleting the table, deleting a granted
+# element, adding one nobody granted, flushing the chain — jitd undoes it at once from the
+# nftables event stream, granted access keeps its remaining time, nothing else opens, each
+# repair is audited, and repairs do not feed on themselves.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+sign --src 192.0.2.2 --port 22 --for 300 --jti heal-1 | submit - >/dev/null || fail "grant refused"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "grant not in the kernel"
+session_open "$C1" 192.0.2.1 22 192.0.2.2
+session_say before
+
+repairs() { jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl"; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# healed WHAT: the granted element is back with its remaining time and the deny rules work.
+healed() {
+	local what=$1 start=$2 left
+	wait_until 5 "repair after $what" has_elem allow4 "192.0.2.2 tcp 22"
+	wait_until 5 "deny rules after $what" \
+		sh -c "ip netns exec '$SRV' nft -j list chain inet jitd input | grep -q '\"drop\"'"
+	pass "$what repaired in $(($(now_ms) - start)) ms (bounded poll, 200 ms steps)"
+	left=$(elem_expires allow4 192.0.2.2)
+	[ -n "$left" ] && [ "$left" -gt 200 ] && [ "$left" -le 300 ] ||
+		fail "after $what the element expires in '$left' s, not the grant's remaining time"
+	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+	expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+	expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+}
+
+log "nft flush ruleset"
+start=$(now_ms)
+in_ns "$SRV" nft flush ruleset
+healed "nft flush ruleset" "$start"
+session_say "after-flush"
+
+log "nft delete table inet jitd"
+start=$(now_ms)
+in_ns "$SRV" nft delete table inet jitd
+healed "nft delete table" "$start"
+
+log "nft delete element (the grant's)"
+start=$(now_ms)
+in_ns "$SRV" nft delete element inet jitd allow4 '{ 192.0.2.2 . tcp . 22 }'
+healed "a deleted granted element" "$start"
+
+log "nft add element nobody granted"
+in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
+wait_until 5 "the stray element removed" lacks_elem allow4 "192.0.2.3 tcp 22"
+pass "an element nobody granted is removed"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "nft flush chain inet jitd input"
+start=$(now_ms)
+in_ns "$SRV" nft flush chain inet jitd input
+healed "a flushed chain" "$start"
+session_say "after-all"
+
+log "no repair loop"
+n=$(repairs)
+[ "$n" -ge 5 ] || fail "only $n drift.repaired records for 5 tamperings"
+jq -s -e 'any(.[]; .event == "drift.repaired" and (.message | test("was missing, recreated")))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "no record says the table was recreated"
+pass "$n repairs audited as drift.repaired, with what was found"
+sleep 2
+[ "$(repairs)" = "$n" ] || fail "repairs continue with nobody touching the table: $(repairs)"
+pass "quiet once repaired: jitd ignores the events of its own transactions"
+status_json | jq -e '.kernel.in_sync' >/dev/null || fail "status says not in sync"
+pass "status: in sync"
+session_close
