@@ -5,7 +5,9 @@
 #     under its sanitizers and the sd_notify test against the built-in notify code;
 #  3. clang libFuzzer: a short run of each fuzz harness, so a crash found by a fuzzer fails CI;
 #  4. gcc, default (optimised) build as the demo and packages build it: -O2 warnings such as
-#     maybe-uninitialized only show there, and -Werror turns them into failures.
+#     maybe-uninitialized only show there, and -Werror turns them into failures;
+#  5. the .deb and .rpm (scripts/package.sh: lintian and rpmlint, no errors allowed), then the
+#     .deb installed on this machine with apt, run end to end in namespaces, and purged.
 set -eu
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -33,4 +35,7 @@ for f in build-fuzz/tests/fuzz_jws build-fuzz/tests/fuzz_grant build-fuzz/tests/
 done
 echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"
 ./scripts/build.sh build-release -DCMAKE_C_COMPILER=gcc >/dev/null
+echo "== packages: .deb and .rpm (CPack), lintian, rpmlint; the .deb installed and tested here"
+./scripts/package.sh build-packages
+./tests/pkg/install-test.sh build-packages/jitd_*.deb build-test/tests/tcpprobe
 echo "== all tests passed"

@@ -1,0 +1,61 @@
+# jitd %post ($1: 1 on install, 2 or more on upgrade). POSIX sh: Debian's rpm has no systemd
+# macros, so these are the literal forms of %sysusers_create, %tmpfiles_create and
+# %systemd_post; the restart on upgrade is in %postun, as %systemd_postun_with_restart does.
+#
+# jitd closes the protected ports (SSH by default) as soon as it runs. Without a trusted
+# controller key no grant can ever open them again, so a first install enables and starts
+# jitd only when a key is already in /etc/jitd/keys.d: enabling it without one would lock
+# the administrator out of SSH at the next boot.
+set -e
+
+if ! getent group jitd >/dev/null && command -v systemd-sysusers >/dev/null 2>&1; then
+	systemd-sysusers /usr/lib/sysusers.d/jitd.conf || true
+fi
+if ! getent group jitd >/dev/null; then
+	groupadd -r jitd
+fi
+if command -v systemd-tmpfiles >/dev/null 2>&1; then
+	systemd-tmpfiles --create /usr/lib/tmpfiles.d/jitd.conf
+else
+	[ -d /var/lib/jitd ] || mkdir -m 0700 /var/lib/jitd
+fi
+
+[ "$1" -eq 1 ] || exit 0
+
+have_key=no
+for key in /etc/jitd/keys.d/*.pem; do
+	[ -f "$key" ] && have_key=yes
+done
+if [ "$have_key" = no ]; then
+	cat >&2 <<'EOF'
+
+************************************************************************************
+* jitd was installed but NOT enabled and NOT started.
+*
+* jitd closes SSH (port 22, see /etc/jitd/jitd.json) as soon as it runs, and opens it
+* only for grants signed by a trusted controller key. There is no key in
+* /etc/jitd/keys.d yet, so nobody could ever get a grant: starting jitd now would
+* lock every administrator out of SSH.
+*
+* To start it:
+*   1. on the controller: jitctl keygen --kid KID --dir DIR
+*   2. copy DIR/KID.pem (the public key) to /etc/jitd/keys.d/KID.pem on this host
+*   3. check the ports and always_allow in /etc/jitd/jitd.json, then:
+*        systemctl enable --now jitd
+************************************************************************************
+
+EOF
+	exit 0
+fi
+# Without a running systemd, enable only writes the links (systemctl's offline mode).
+if command -v systemctl >/dev/null 2>&1; then
+	systemctl --no-reload enable jitd.service >/dev/null 2>&1 || true
+fi
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || true
+	systemctl start jitd.service ||
+		echo "jitd: the service did not start; see: journalctl -u jitd" >&2
+else
+	echo "jitd: systemd is not running: jitd was not started." >&2
+fi
+exit 0

@@ -1,0 +1,24 @@
+# jitd %preun ($1: 0 on erase, 1 or more on upgrade). On erase: stop and disable jitd, then
+# delete its table (stopping jitd alone leaves table inet jitd in place and the protected ports
+# closed, which would lock out every administrator once the package is gone). On upgrade
+# nothing is stopped: %postun restarts jitd, and the table keeps the ports closed meanwhile.
+set -e
+
+[ "$1" -eq 0 ] || exit 0
+
+if [ -d /run/systemd/system ]; then
+	systemctl --no-reload disable --now jitd.service >/dev/null 2>&1 || true
+elif command -v systemctl >/dev/null 2>&1; then
+	systemctl --no-reload disable jitd.service >/dev/null 2>&1 || true
+fi
+
+# Our own binary, not whatever jitctl comes first in PATH.
+jitctl=/usr/bin/jitctl
+if [ ! -x "$jitctl" ]; then
+	echo "jitd: $jitctl is missing; if table inet jitd exists, remove it with:" \
+		"nft delete table inet jitd" >&2
+elif ! "$jitctl" teardown; then
+	echo "jitd: WARNING: 'jitctl teardown' failed: table inet jitd may still" \
+		"close the protected ports. Stop jitd, then: nft delete table inet jitd" >&2
+fi
+exit 0

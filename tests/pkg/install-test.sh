@@ -1,0 +1,238 @@
+#!/bin/bash
+# Installs a built jitd .deb with apt (dependencies from the archive), checks what it put where,
+# runs the basic end-to-end test against the installed binaries, then purges the package and
+# checks that nothing is left. Leaves the machine as it found it: run as root, on a host where
+# jitd is not installed.
+#   sudo tests/pkg/install-test.sh build-packages/jitd_VERSION_ARCH.deb BUILD/tests/tcpprobe
+# (tcpprobe: tests/e2e/tcpprobe.c, built by scripts/build.sh BUILD.)
+set -euo pipefail
+
+deb=${1:?usage: install-test.sh DEB_FILE TCPPROBE_BIN}
+probe=${2:?usage: install-test.sh DEB_FILE TCPPROBE_BIN}
+cd "$(dirname "$0")/../.."
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-test: must run as root (apt-get, network namespaces)" >&2
+	exit 1
+fi
+[ -f "$deb" ] || { echo "install-test: no such package: $deb" >&2; exit 1; }
+[ -x "$probe" ] || { echo "install-test: no tcpprobe at $probe (scripts/build.sh DIR builds" \
+	"DIR/tests/tcpprobe)" >&2; exit 1; }
+# Known to dpkg in any state (installed, or removed with its configuration left).
+known() { dpkg-query -W -f='${db:Status-Status}' jitd 2>/dev/null | grep -qv '^not-installed$'; }
+if known; then
+	echo "install-test: jitd is already installed here; this test needs a host without it" >&2
+	exit 1
+fi
+deb=$(realpath "$deb")
+probe=$(realpath "$probe")
+version=$(dpkg-deb -f "$deb" Version)
+
+export DEBIAN_FRONTEND=noninteractive
+APT=(apt-get -y -q -o DPkg::Lock::Timeout=300)
+TMP=$(mktemp -d /tmp/pkg-jitd-test.XXXXXX)
+group_before=$(getent group jitd >/dev/null && echo yes || echo no)
+CHECKS=0
+FILES=()
+placed_key=no
+
+pass() { CHECKS=$((CHECKS + 1)); printf 'ok %d - %s\n' "$CHECKS" "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# Runs a command into TMP/LOG; shows the log and fails if the command does.
+logged() { # LOG WHAT COMMAND...
+	local log=$TMP/$1 what=$2
+	shift 2
+	"$@" >"$log" 2>&1 || { cat "$log"; fail "$what"; }
+}
+
+# Whatever happens, the package goes, and so do the test's key and the group the package
+# created: the package keeps the group on purge, as Debian keeps system groups, but this host
+# did not have it before.
+cleanup() {
+	local rc=$?
+	set +e
+	if known; then
+		echo "install-test: purging jitd after a failure" >&2
+		"${APT[@]}" purge jitd >/dev/null 2>&1
+	fi
+	if [ "$placed_key" = yes ]; then
+		rm -f /etc/jitd/keys.d/pkgtest.pem
+		rmdir /etc/jitd/keys.d /etc/jitd 2>/dev/null
+	fi
+	if [ "$group_before" = no ] && getent group jitd >/dev/null; then
+		groupdel jitd
+	fi
+	rm -rf "$TMP"
+	if [ "$rc" -eq 0 ]; then
+		printf 'PASS: install-test (%d checks)\n' "$CHECKS"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+running_jitd() {
+	local p
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/exe" 2>/dev/null)" = /usr/sbin/jitd ] && return 0
+	done
+	return 1
+}
+
+echo "--- apt-get install $deb"
+logged install.log "apt-get install" "${APT[@]}" install "$deb"
+sed -n '/^\*\*\*\*/,/^\*\*\*\*/p' "$TMP/install.log"
+[ "$(dpkg-query -W -f='${Version}' jitd)" = "$version" ] || fail "jitd $version is not installed"
+pass "apt-get install resolved the dependencies and installed jitd $version"
+
+# No key in keys.d: the package must neither start nor enable jitd (it would close SSH).
+grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" ||
+	fail "postinst did not explain why jitd was not started"
+[ ! -e /etc/systemd/system/multi-user.target.wants/jitd.service ] ||
+	fail "jitd was enabled without a controller key"
+! running_jitd || fail "jitd runs after an install without a controller key"
+pass "without a controller key jitd is neither enabled nor started, and the admin is told why"
+
+unitdir=$(dirname "$(dpkg -L jitd | grep '/systemd/system/jitd\.service$')")
+expect_file() { # MODE PATH
+	[ -f "$2" ] || fail "missing: $2"
+	[ "$(stat -c %a "$2")" = "$1" ] || fail "$2: mode $(stat -c %a "$2"), expected $1"
+	FILES+=("$2")
+}
+expect_file 755 /usr/sbin/jitd
+expect_file 755 /usr/bin/jitctl
+expect_file 644 "$unitdir/jitd.service"
+expect_file 644 /etc/jitd/jitd.json
+expect_file 644 /usr/lib/sysusers.d/jitd.conf
+expect_file 644 /usr/lib/tmpfiles.d/jitd.conf
+expect_file 644 /usr/share/man/man8/jitd.8.gz
+expect_file 644 /usr/share/man/man8/jitctl.8.gz
+expect_file 644 /usr/share/man/man5/jitd.json.5.gz
+expect_file 644 /usr/share/bash-completion/completions/jitctl
+expect_file 644 /usr/share/doc/jitd/copyright
+expect_file 644 /usr/share/doc/jitd/changelog.gz
+pass "binaries, unit ($unitdir), config, sysusers.d, tmpfiles.d, man pages, completion, docs"
+
+dpkg-query -W -f='${Conffiles}\n' jitd | grep -q '^ /etc/jitd/jitd.json ' ||
+	fail "/etc/jitd/jitd.json is not a conffile"
+pass "/etc/jitd/jitd.json is a conffile"
+if [ ! -d /etc/jitd/keys.d ] || [ -n "$(ls -A /etc/jitd/keys.d)" ]; then
+	fail "/etc/jitd/keys.d: not an empty directory"
+fi
+pass "/etc/jitd/keys.d is an empty directory"
+getent group jitd >/dev/null || fail "no group jitd"
+[ -z "$(getent passwd jitd)" ] || fail "a user jitd was created"
+pass "system group jitd exists ($(getent group jitd))"
+[ "$(stat -c '%a %U %G' /var/lib/jitd)" = "700 root root" ] ||
+	fail "/var/lib/jitd: $(stat -c '%a %U %G' /var/lib/jitd 2>&1), expected 700 root root"
+pass "/var/lib/jitd is 0700 root:root"
+
+for page in jitd.8 jitctl.8 jitd.json.5; do
+	f=/usr/share/man/man${page##*.}/$page.gz
+	gzip -t "$f" || fail "$f: not gzip"
+	zcat "$f" | grep -q '^\.TH ' || fail "$f: not a man page"
+done
+pass "man pages are gzip'd troff"
+
+bash -c '. /usr/share/bash-completion/completions/jitctl && complete -p jitctl' >/dev/null ||
+	fail "the completion does not register for jitctl"
+pass "bash completion registers for jitctl"
+
+out=$(/usr/sbin/jitd --version)
+[ "$out" = "jitd $version" ] || fail "jitd --version: '$out', expected 'jitd $version'"
+out=$(/usr/bin/jitctl --version)
+[ "$out" = "jitctl $version" ] || fail "jitctl --version: '$out', expected 'jitctl $version'"
+pass "jitd --version and jitctl --version print $version"
+/usr/sbin/jitd --check-config -c /etc/jitd/jitd.json || fail "the shipped configuration is refused"
+pass "jitd --check-config accepts the shipped /etc/jitd/jitd.json"
+
+if command -v systemd-analyze >/dev/null; then
+	systemd-analyze verify --man=no "$unitdir/jitd.service" || fail "systemd-analyze verify"
+	pass "systemd-analyze verify accepts the installed unit"
+fi
+
+echo "--- tests/e2e/basic.sh against the installed binaries"
+logged e2e.log "tests/e2e/basic.sh" env JITD_BIN=/usr/sbin/jitd JITCTL_BIN=/usr/bin/jitctl \
+	TCPPROBE_BIN="$probe" tests/e2e/run.sh tests/e2e/basic.sh
+tail -n 1 "$TMP/e2e.log"
+pass "end-to-end basic.sh passes with /usr/sbin/jitd and /usr/bin/jitctl"
+
+# Everything dpkg installed, minus the directories other packages share.
+mapfile -t owned < <(dpkg -L jitd | while read -r f; do
+	[ -d "$f" ] && [ "$f" != /etc/jitd ] && [ "$f" != /etc/jitd/keys.d ] &&
+		[ "$f" != /usr/share/doc/jitd ] && continue
+	echo "$f"
+done)
+
+# A key for the second round, made by the installed jitctl.
+mkdir -m 0700 "$TMP/keys"
+/usr/bin/jitctl keygen --kid pkgtest --dir "$TMP/keys" >/dev/null || fail "jitctl keygen"
+have_teardown=$(/usr/bin/jitctl teardown --help >/dev/null 2>&1 && echo yes || echo no)
+
+purge() {
+	echo "--- apt-get purge jitd"
+	logged purge.log "apt-get purge" "${APT[@]}" purge jitd
+	grep -E 'inet jitd|^jitd: ' "$TMP/purge.log" || true
+	# Without the subcommand (an older jitctl) prerm warns and goes on; that is all it can do.
+	if [ "$have_teardown" = yes ]; then
+		if grep -q 'WARNING' "$TMP/purge.log"; then
+			fail "removal warned"
+		fi
+		grep -q 'table inet jitd does not exist' "$TMP/purge.log" ||
+			fail "prerm did not run jitctl teardown"
+	fi
+	return 0
+}
+purge
+! known || fail "jitd is still known to dpkg"
+pass "apt-get purge removed jitd"
+
+left=()
+for f in "${owned[@]}" "${FILES[@]}" /etc/jitd /var/lib/jitd /run/jitd \
+	/etc/systemd/system/jitd.service /etc/systemd/system/multi-user.target.wants/jitd.service \
+	/var/lib/systemd/deb-systemd-helper-enabled/jitd.service.dsh-also \
+	/var/lib/systemd/deb-systemd-helper-masked/jitd.service; do
+	if [ -e "$f" ] || [ -L "$f" ]; then
+		left+=("$f")
+	fi
+done
+[ "${#left[@]}" -eq 0 ] || fail "left behind after purge: ${left[*]}"
+! running_jitd || fail "a jitd from /usr/sbin still runs"
+pass "nothing left: package files, /etc/jitd, /var/lib/jitd, /run/jitd, unit links"
+
+# Second round, with a controller key already in place: the package enables jitd (and would
+# start it under systemd, so this round runs only where systemd is not running: it must never
+# start jitd on the host). An upgrade keeps it enabled; purge removes the links again and
+# leaves only the administrator's key.
+if [ -d /run/systemd/system ]; then
+	echo "--- systemd runs here: skipping the round with a controller key (it would start jitd)"
+	exit 0
+fi
+wants=/etc/systemd/system/multi-user.target.wants/jitd.service
+install -d -m 0755 /etc/jitd/keys.d
+placed_key=yes
+install -m 0644 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
+echo "--- apt-get install $deb (controller key present)"
+logged install.log "apt-get install" "${APT[@]}" install "$deb"
+if grep -q 'NOT enabled' "$TMP/install.log"; then
+	fail "postinst ignored the controller key"
+fi
+grep -q 'systemd is not running: jitd was not started' "$TMP/install.log" ||
+	fail "postinst did not say why jitd was not started"
+[ -L "$wants" ] || fail "jitd was not enabled although a controller key is present"
+! running_jitd || fail "jitd was started without systemd"
+pass "with a controller key jitd is enabled (and not started: systemd is not running)"
+logged install.log "apt-get install --reinstall" "${APT[@]}" install --reinstall "$deb"
+[ -L "$wants" ] || fail "an upgrade disabled jitd"
+pass "an upgrade (reinstall) keeps jitd enabled"
+purge
+if [ -e "$wants" ] || [ -L "$wants" ]; then
+	fail "purge left $wants"
+fi
+[ "$(ls -A /etc/jitd/keys.d)" = pkgtest.pem ] ||
+	fail "purge removed the administrator's key, or left more than it"
+rm -f /etc/jitd/keys.d/pkgtest.pem
+rmdir /etc/jitd/keys.d /etc/jitd
+placed_key=no
+[ ! -e /var/lib/jitd ] || fail "purge left /var/lib/jitd"
+pass "purge removed the enable link and state, and kept only the administrator's key"
