@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -31,6 +32,8 @@
  * expiry; within this tolerance it is the same element and is left alone.
  */
 #define EXP_TOLERANCE_MS 1500
+/* A jump of CLOCK_BOOTTIME over CLOCK_MONOTONIC this large between two ticks is a suspend. */
+#define SUSPEND_DETECT_MS 2000
 /* A grant with less time left than this would be gone before the kernel saw it. */
 #define MIN_TIME_LEFT_MS 1000
 /* Commits that race an element's own expiry (ENOENT/EEXIST) are retried after a resync. */
@@ -47,6 +50,35 @@ struct elems {
 	size_t n, cap;
 };
 
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds only (-DJITD_TEST_HOOKS=ON; never in packages): a test cannot suspend the machine,
+ * so it writes a number of milliseconds to $JITD_TEST_SUSPEND_FILE and jitd's wall clock and
+ * CLOCK_BOOTTIME jump ahead by it, as after a suspend; CLOCK_MONOTONIC and the kernel's element
+ * timeouts do not.
+ */
+static int64_t test_suspended_ms;
+
+static void test_hook_poll(void)
+{
+	const char *path = getenv("JITD_TEST_SUSPEND_FILE");
+	long long ms = 0;
+	FILE *f;
+
+	if (!path || !(f = fopen(path, "r")))
+		return;
+	if (fscanf(f, "%lld", &ms) == 1 && ms > 0)
+		test_suspended_ms += ms;
+	fclose(f);
+	(void)unlink(path);
+}
+#else
+#define test_suspended_ms 0
+static void test_hook_poll(void)
+{
+}
+#endif
+
 struct enforce {
 	const struct config *cfg;
 	const char *config_path;
@@ -59,11 +91,40 @@ struct enforce {
 	int64_t started;
 	char last_error[256];
 	struct grant *grants;
+	/*
+	 * Per grant, when it ends on CLOCK_BOOTTIME (ms), fixed when it was applied: the kernel's
+	 * timeouts do not follow wall-clock steps, and neither may jitd's idea of the time left.
+	 */
+	int64_t *deadline;
 	size_t n_grants, cap_grants;
+	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
+	bool gap_measured;
 	struct elems model;
 	struct metrics metrics;
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
 };
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
+		(id == CLOCK_BOOTTIME ? test_suspended_ms : 0);
+}
+
+/*
+ * When grant i's access ends, in wall-clock ms: its exp, or earlier if less time has really
+ * passed since it was applied than the wall clock claims (a clock stepped back must not lengthen
+ * access, nor reopen what the kernel already expired); time spent suspended counts as passed.
+ */
+static int64_t grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms)
+{
+	int64_t by_exp = e->grants[i].exp * 1000;
+	int64_t by_boot = now_ms + (e->deadline[i] - clock_ms(CLOCK_BOOTTIME));
+
+	return by_boot < by_exp ? by_boot : by_exp;
+}
 
 /* Durations for the metrics: immune to wall-clock steps. */
 static int64_t mono_us(void)
@@ -74,12 +135,13 @@ static int64_t mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+
 int64_t enforce_now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + test_suspended_ms;
 }
 
 static int elems_push(struct elems *v, const struct ruleset_elem *e)
@@ -137,13 +199,15 @@ static int desired(const struct enforce *e, const struct group *g, int64_t now_m
 	for (size_t i = 0; i < e->n_grants; i++) {
 		const struct grant *gr = &e->grants[i];
 
-		if (!grant_in_group(gr, g, &pi) || gr->exp * 1000 <= now_ms)
+		int64_t end = grant_end_ms(e, i, now_ms);
+
+		if (!grant_in_group(gr, g, &pi) || end <= now_ms)
 			continue;
 		for (size_t s = 0; s < gr->n_src; s++) {
 			if (gr->src[s].family != g->family)
 				continue;
 			prefix_range(&gr->src[s], in[n].lo, in[n].hi);
-			in[n++].exp_ms = gr->exp * 1000;
+			in[n++].exp_ms = end;
 		}
 	}
 	ret = ranges_disjoint(in, n, alen, &res, &nout);
@@ -383,12 +447,18 @@ static int grants_push(struct enforce *e, struct grant *g)
 	if (e->n_grants == e->cap_grants) {
 		size_t cap = e->cap_grants ? 2 * e->cap_grants : 16;
 		struct grant *nv = realloc(e->grants, cap * sizeof(*nv));
+		int64_t *nd;
 
 		if (!nv)
 			return -ENOMEM;
 		e->grants = nv;
+		if (!(nd = realloc(e->deadline, cap * sizeof(*nd))))
+			return -ENOMEM;
+		e->deadline = nd;
 		e->cap_grants = cap;
 	}
+	/* The time left as the wall clock says now, counted from here on CLOCK_BOOTTIME. */
+	e->deadline[e->n_grants] = clock_ms(CLOCK_BOOTTIME) + (g->exp * 1000 - enforce_now_ms());
 	e->grants[e->n_grants++] = *g;
 	memset(g, 0, sizeof(*g));
 	return 0;
@@ -398,6 +468,7 @@ static void grants_remove(struct enforce *e, size_t i)
 {
 	grant_clear(&e->grants[i]);
 	e->grants[i] = e->grants[--e->n_grants];
+	e->deadline[i] = e->deadline[e->n_grants];
 }
 
 static const struct grant *find_grant(const struct enforce *e, const char *jti)
@@ -696,13 +767,44 @@ out:
 	return ret;
 }
 
+static void expire_grants(struct enforce *e, int64_t now);
+
 void enforce_expire(struct enforce *e)
 {
-	int64_t now = enforce_now_ms();
+	int64_t now, gap;
+	char why[64];
 	size_t kept = 0;
 
+	test_hook_poll();
+	now = enforce_now_ms();
+	gap = clock_ms(CLOCK_BOOTTIME) - clock_ms(CLOCK_MONOTONIC);
+
+	/*
+	 * The kernel's element timeouts stood still while the machine was suspended: without this,
+	 * a grant with 1 h left, suspended for 2 h, would stay open for 3 h of real time.
+	 */
+	/* gap is 0 on a machine that never slept: "not measured yet" needs its own mark. */
+	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS) {
+		snprintf(why, sizeof(why), "resume after %lld s suspended",
+			(long long)(gap - e->suspend_gap_ms) / 1000);
+		e->suspend_gap_ms = gap;
+		expire_grants(e, now);
+		(void)enforce_reconcile(e, false, why);
+		return;
+	}
+	e->suspend_gap_ms = gap;
+	e->gap_measured = true;
+	expire_grants(e, now);
+	for (size_t i = 0; i < e->model.n; i++)
+		if (e->model.v[i].exp_ms > now)
+			e->model.v[kept++] = e->model.v[i];
+	e->model.n = kept;
+}
+
+static void expire_grants(struct enforce *e, int64_t now)
+{
 	for (size_t i = e->n_grants; i-- > 0;) {
-		if (e->grants[i].exp * 1000 > now)
+		if (grant_end_ms(e, i, now) > now)
 			continue;
 		log_info("grant expired: jti=%s sub=%s", e->grants[i].jti, e->grants[i].sub);
 		(void)audit(e, "grant.expired", &e->grants[i], NULL, NULL, 0, NULL, -1);
@@ -710,10 +812,6 @@ void enforce_expire(struct enforce *e)
 		(void)store_del(e->store, e->grants[i].jti);
 		grants_remove(e, i);
 	}
-	for (size_t i = 0; i < e->model.n; i++)
-		if (e->model.v[i].exp_ms > now)
-			e->model.v[kept++] = e->model.v[i];
-	e->model.n = kept;
 }
 
 static int restore_cb(const char *token, size_t len, void *arg)
@@ -1029,6 +1127,7 @@ void enforce_close(struct enforce **e)
 	for (size_t i = 0; i < (*e)->n_grants; i++)
 		grant_clear(&(*e)->grants[i]);
 	free((*e)->grants);
+	free((*e)->deadline);
 	elems_free(&(*e)->model);
 	free(*e);
 	*e = NULL;

@@ -18,7 +18,8 @@ fi
 jobs=$(nproc)
 
 echo "== gcc, ASan + UBSan: unit and end-to-end tests"
-./scripts/build.sh build-test -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON
+./scripts/build.sh build-test -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Debug -DJITD_SANITIZE=ON \
+	-DJITD_TEST_HOOKS=ON
 (cd build-test && ctest --output-on-failure -j"$jobs")
 
 echo "== clang, ASan + UBSan, without libsystemd: build, unit tests, sd_notify end to end"
