@@ -95,6 +95,18 @@ static json_t *do_submit(struct client *c, json_t *req)
 	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));
 }
 
+static json_t *do_reload(struct client *c, json_t *req)
+{
+	char msg[256];
+
+	log_info("control: reload requested by %s", c->peer);
+	if (enforce_reload(c->ctl->enf, msg, sizeof(msg)))
+		return proto_error(JIT_ERR_BAD_CONFIG, msg);
+	return json_pack("{s:b, s:s, s:I, s:i}", "ok", 1, "config",
+		enforce_config_path(c->ctl->enf), "ports",
+		(json_int_t)enforce_config(c->ctl->enf)->n_ports, "grants_removed", atoi(msg));
+}
+
 static json_t *do_revoke(struct client *c, json_t *req)
 {
 	const char *id = json_string_value(json_object_get(req, "id"));
@@ -199,6 +211,7 @@ static const struct {
 	{ "submit", true, do_submit },
 	{ "revoke", true, do_revoke },
 	{ "grant", true, do_grant },
+	{ "reload", true, do_reload },
 };
 
 static json_t *dispatch(struct client *c, json_t *req)

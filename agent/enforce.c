@@ -98,6 +98,7 @@ struct enforce {
 	int64_t *deadline;
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
+	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
 	bool gap_measured;
 	struct elems model;
 	struct metrics metrics;
@@ -1086,6 +1087,120 @@ out:
 	return ret;
 }
 
+/* What a reload cannot change in a running agent: named so the operator knows to restart. */
+static void note_restart_only(const struct config *o, const struct config *n)
+{
+	const struct listen_config *a = &o->listen, *b = &n->listen;
+	char list[256] = "";
+
+#define DIFF_STR(x, y) (((x) == NULL) != ((y) == NULL) || ((x) && strcmp((x), (y))))
+	if (DIFF_STR(o->state_dir, n->state_dir))
+		strcat(list, " state_dir");
+	if (DIFF_STR(o->control_socket, n->control_socket))
+		strcat(list, " control_socket");
+	if (DIFF_STR(o->control_group, n->control_group))
+		strcat(list, " control_group");
+	if (o->replay_cache_max != n->replay_cache_max || o->audit_max_bytes != n->audit_max_bytes ||
+		o->audit_keep != n->audit_keep)
+		strcat(list, " replay_cache_max/audit");
+	if (o->reconcile_interval != n->reconcile_interval)
+		strcat(list, " reconcile_interval");
+	if (a->enabled != b->enabled || strcmp(a->host, b->host) || a->port != b->port ||
+		DIFF_STR(a->tls_cert, b->tls_cert) || DIFF_STR(a->tls_key, b->tls_key) ||
+		DIFF_STR(a->client_ca, b->client_ca) || a->insecure_plaintext != b->insecure_plaintext ||
+		a->max_connections != b->max_connections || a->timeout != b->timeout ||
+		a->rate_limit != b->rate_limit)
+		strcat(list, " listen");
+#undef DIFF_STR
+	if (list[0])
+		log_warn("reload: changed but applied only at the next start:%s", list);
+}
+
+int enforce_reload(struct enforce *e, char *err, size_t errlen)
+{
+	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64];
+	struct jit_error jerr = { 0 };
+	struct grant *dropped = NULL;
+	struct config *nc = NULL;
+	struct group *groups = NULL;
+	struct nft_batch *b = NULL;
+	size_t n_groups = 0, n_dropped = 0;
+	struct plan p = { 0 };
+	char (*reasons)[256] = NULL;
+	int64_t now = enforce_now_ms();
+	int ret;
+
+	if ((ret = config_load(e->config_path, &nc, &jerr))) {
+		snprintf(err, errlen, "%s", jerr.msg);
+		log_err("reload refused, the running configuration stays: %s", jerr.msg);
+		(void)audit(e, "config.refused", NULL, NULL, NULL, ret, jerr.msg, -1);
+		return ret;
+	}
+	note_restart_only(e->cfg, nc);
+	/* Grants the new policy would not admit now leave with it, in the same transaction. */
+	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
+		!(reasons = calloc(e->n_grants + 1, sizeof(*reasons)))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = e->n_grants; i-- > 0;) {
+		if (!policy_check(nc, &e->grants[i], now / 1000, &jerr))
+			continue;
+		snprintf(reasons[n_dropped], sizeof(reasons[0]), "%s", jerr.msg);
+		dropped[n_dropped++] = e->grants[i];
+		memset(&e->grants[i], 0, sizeof(e->grants[i]));
+		e->grants[i] = e->grants[e->n_grants - 1];
+		e->deadline[i] = e->deadline[--e->n_grants];
+	}
+	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
+		(ret = plan_build(e, groups, n_groups, now, &p)) || (ret = nft_batch_new(e->nft, &b)) ||
+		(ret = ruleset_build(b, nc)) ||
+		(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
+		goto fail;
+	/* Structure, fixed sets and elements: all of the new policy or none of it. */
+	if ((ret = nft_batch_commit(b, kerr)))
+		goto fail;
+	elems_free(&e->model);
+	e->model = p.model;
+	p.model = (struct elems){ 0 };
+	for (size_t i = 0; i < n_dropped; i++) {
+		snprintf(why, sizeof(why), "configuration reload: %s", reasons[i]);
+		log_info("grant revoked: jti=%s sub=%s (%s)", dropped[i].jti, dropped[i].sub, why);
+		(void)audit(e, "grant.revoked", &dropped[i], NULL, "jitd", 0, why, -1);
+		(void)store_del(e->store, dropped[i].jti);
+		e->metrics.grants_revoked++;
+		grant_clear(&dropped[i]);
+	}
+	e->cfg = nc;
+	config_free(e->owned_cfg);
+	e->owned_cfg = nc;
+	log_set_level(nc->log_level);
+	snprintf(why, sizeof(why), "%s: reloaded, %zu protected port(s), %zu grant(s) removed",
+		e->config_path, nc->n_ports, n_dropped);
+	log_info("%s", why);
+	(void)audit(e, "config.loaded", NULL, NULL, NULL, 0, why, -1);
+	snprintf(err, errlen, "%zu", n_dropped);
+	ret = 0;
+	goto out;
+fail:
+	snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
+	log_err("reload failed, the running configuration stays: %s", err);
+	note_error(e, "reload: %s", err);
+	/* Nothing reached the kernel: the dropped grants are simply live again. */
+	for (size_t i = 0; i < n_dropped; i++)
+		if (grants_push(e, &dropped[i]))
+			grant_clear(&dropped[i]);
+	config_free(nc);
+	ret = ret < 0 ? ret : -EIO;
+out:
+	nft_batch_free(b);
+	plan_free(&p);
+	free(groups);
+	free(dropped);
+	free(reasons);
+	return ret;
+}
+
 int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, size_t errlen)
 {
 	struct enforce *e;
@@ -1128,6 +1243,7 @@ void enforce_close(struct enforce **e)
 		grant_clear(&(*e)->grants[i]);
 	free((*e)->grants);
 	free((*e)->deadline);
+	config_free((*e)->owned_cfg);
 	elems_free(&(*e)->model);
 	free(*e);
 	*e = NULL;

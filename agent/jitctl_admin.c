@@ -187,3 +187,55 @@ out:
 	json_decref(rep);
 	return ret;
 }
+
+static void reload_usage(FILE *f)
+{
+	fprintf(f, "Usage: jitctl [-s SOCKET] reload [--json]\n\n"
+		   "Has the agent re-read its configuration file (root only), as SIGHUP does. A\n"
+		   "valid file is applied in one transaction; grants the new policy would not\n"
+		   "admit are removed and audited. An invalid file is refused and the running\n"
+		   "configuration stays. Keys in keys_dir need no reload.\n\n"
+		   "  --json  print the agent's reply as JSON\n");
+}
+
+int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	json_t *req = NULL, *rep = NULL;
+	bool json = false;
+	int c, ret;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'h': reload_usage(stdout); return JITCTL_OK;
+		default: reload_usage(stderr); return JITCTL_USAGE;
+		}
+	}
+	if (optind != argc) {
+		reload_usage(stderr);
+		return JITCTL_USAGE;
+	}
+	req = json_pack("{s:s}", "op", "reload");
+	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("reload", json, rep)))
+		goto out;
+	if (json) {
+		json_object_del(rep, "ok");
+		json_dumpf(rep, stdout, JSON_INDENT(2));
+		printf("\n");
+	} else {
+		printf("reloaded %s: %lld protected port(s), %lld grant(s) removed\n",
+			json_string_value(json_object_get(rep, "config")),
+			(long long)json_integer_value(json_object_get(rep, "ports")),
+			(long long)json_integer_value(json_object_get(rep, "grants_removed")));
+	}
+out:
+	json_decref(req);
+	json_decref(rep);
+	return ret;
+}

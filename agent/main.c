@@ -89,6 +89,14 @@ static void jitd_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	(void)sdnotify_send("WATCHDOG=1");
 }
 
+static void jitd_reload_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char msg[256];
+
+	log_info("received SIGHUP: reloading the configuration");
+	(void)enforce_reload(arg, msg, sizeof(msg));
+}
+
 static void jitd_expire_cb(evutil_socket_t fd, short what, void *arg)
 {
 	enforce_expire(arg);
@@ -111,7 +119,7 @@ static void audit_agent(struct audit *a, const char *event, const char *message)
 int main(int argc, char **argv)
 {
 	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
-	struct event *sigterm, *sigint, *expire, *watchdog = NULL;
+	struct event *sigterm, *sigint, *sighup, *expire, *watchdog = NULL;
 	struct timeval wd_tick;
 	uint64_t wd_usec;
 	struct enforce_deps deps = { 0 };
@@ -145,6 +153,8 @@ int main(int argc, char **argv)
 	}
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
+	/* A reload request before the loop can serve it must not kill the agent (the default). */
+	signal(SIGHUP, SIG_IGN);
 	now = enforce_now_ms() / 1000;
 	if (!(base = event_base_new()))
 		errx(1, "cannot create the event loop");
@@ -182,9 +192,10 @@ int main(int argc, char **argv)
 
 	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
 	sigint = evsignal_new(base, SIGINT, jitd_signal_cb, base);
+	sighup = evsignal_new(base, SIGHUP, jitd_reload_cb, enf);
 	expire = event_new(base, -1, EV_PERSIST, jitd_expire_cb, enf);
-	if (!sigterm || !sigint || !expire || evsignal_add(sigterm, NULL) ||
-		evsignal_add(sigint, NULL) || event_add(expire, &tick))
+	if (!sigterm || !sigint || !sighup || !expire || evsignal_add(sigterm, NULL) ||
+		evsignal_add(sigint, NULL) || evsignal_add(sighup, NULL) || event_add(expire, &tick))
 		errx(1, "cannot register events");
 	if ((wd_usec = sdnotify_watchdog_usec())) {
 		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
@@ -207,6 +218,7 @@ int main(int argc, char **argv)
 	if (watchdog)
 		event_free(watchdog);
 	event_free(expire);
+	event_free(sighup);
 	event_free(sigint);
 	event_free(sigterm);
 	http_close(&http);

@@ -105,6 +105,18 @@ void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
  */
 int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger);
 
+/*
+ * Re-reads the configuration file (SIGHUP, jitctl reload). A valid one is applied in one
+ * transaction: the table's structure and fixed sets as it says, and the grants it would no
+ * longer admit (policy_check now) removed with their elements and audited as grant.revoked.
+ * Keys are read from keys_dir at each verification, so new keys need no reload. An invalid file,
+ * or a refused transaction, changes nothing: the running configuration stays (-errno or
+ * JIT_ERR_BAD_CONFIG, err says why; on success err holds the number of grants removed).
+ * What cannot change while running (state_dir, sockets, listen, ...) waits for a restart, with a
+ * warning. The enforcer owns reloaded configurations; enforce_config() returns the current one.
+ */
+int enforce_reload(struct enforce *e, char *err, size_t errlen);
+
 /* Forgets grants whose time is over (the kernel already removed their elements). */
 void enforce_expire(struct enforce *e);
 

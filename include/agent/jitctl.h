@@ -29,6 +29,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv);
 int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv);
 int cmd_grant(const struct jitctl_opts *o, int argc, char **argv);
 int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv);
+int cmd_reload(const struct jitctl_opts *o, int argc, char **argv);
 
 /*
  * Sends request to the agent and returns its reply (new reference) in *reply. On failure prints

@@ -1,0 +1,67 @@
+# Reload (SIGHUP and jitctl reload): an invalid file changes nothing; a valid one is applied in
+# one transaction — a port dropped from the policy is no longer closed and its grants are
+# removed and audited, a new port is closed, other grants keep their elements and time.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+sign --src 192.0.2.2 --port 22 --for 300 --jti keep | submit - >/dev/null || fail "grant refused"
+sign --src 2001:db8:2::2 --port 3389 --for 300 --jti gone | submit - >/dev/null || fail "grant refused"
+has_elem allow6 "2001:db8:2::2 tcp 3389" || fail "the 3389 grant is not in the kernel"
+strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
+protected_ports() {
+	kernel_json | jq -c '[.nftables[] | select(.set? and .set.name == "protected") | .set.elem[]
+		| .concat[1]] | sort'
+}
+
+log "an invalid configuration is refused; nothing changes"
+cp "$CONFIG" "$TMP/good.json"
+before=$(kernel_json | strip_expires)
+printf '{"ports": [{"port": 70000}]}\n' >"$CONFIG"
+kill -HUP "$JITD_PID"
+wait_until 5 "config.refused in the audit trail" \
+	jq -s -e 'any(.[]; .event == "config.refused")' "$TMP/state/audit.jsonl"
+kill -0 "$JITD_PID" || fail "jitd died on a bad reload"
+[ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
+pass "SIGHUP with an invalid file: refused, audited, agent up, kernel unchanged"
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "bad_config" "$TMP/out" && grep -q "70000" "$TMP/out" ||
+	fail "jitctl reload of an invalid file: exit $rc: $(cat "$TMP/out")"
+pass "jitctl reload of an invalid file: exit 1, bad_config, the reason"
+[ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
+
+log "a valid change: 3389 no longer protected, 2222 protected"
+keep_left=$(elem_expires allow4 192.0.2.2)
+write_config drop '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
+	  {"port": 2222, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]'
+kill -HUP "$JITD_PID"
+ports_are() { [ "$(protected_ports)" = "$1" ]; }
+wait_until 5 "the reload applied" ports_are '[22,2222]'
+pass "protected ports now 22 and 2222: $(protected_ports)"
+lacks_elem allow6 "2001:db8:2::2 tcp 3389" || fail "the 3389 grant's element survived the reload"
+jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "gone"
+	and (.message | test("configuration reload: .*3389")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the removed grant is not audited with the reason"
+pass "the 3389 grant is removed and audited with the reason"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "the port 22 grant lost its element"
+left=$(elem_expires allow4 192.0.2.2)
+[ "$left" -le "$keep_left" ] && [ "$left" -ge $((keep_left - 10)) ] ||
+	fail "the port 22 grant's timeout changed: $keep_left -> $left"
+pass "the port 22 grant keeps its element and its time ($left s)"
+expect_connect ok "$C2" 2001:db8:2::1 3389
+pass "3389 is no longer closed by jitd"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "jitctl reload: deny_action reject"
+write_config reject '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
+grep -q "1 protected port(s), 0 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
+pass "jitctl reload: $(cat "$TMP/out")"
+expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+status_json | jq -e '.kernel.in_sync and ([.grants[].id] == ["keep"])' >/dev/null ||
+	fail "status after reloads: $(status_json | jq -c '.kernel.in_sync, [.grants[].id]')"
+pass "status: in sync, the kept grant only"
