@@ -594,7 +594,7 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 	int ret;
 
 	snprintf(jti, sizeof(jti), "%s", g->jti);
-	/* Remembered before anything opens, so that no crash can make the same token work twice. */
+	/* Checked and remembered before anything opens: no crash can make a token work twice. */
 	if ((ret = replay_check(e->replay, jti, enforce_now_ms() / 1000))) {
 		ret = ret == JIT_ERR_BUSY ?
 			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
@@ -606,13 +606,12 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 		ret = jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", jti);
 		goto undo;
 	}
+	/*
+	 * The grant's record first, then its id: a crash between the two restores the grant on
+	 * start (which remembers its id again), whereas the other order would burn the id of a
+	 * grant that never opened anything, and the controller's retry would get "replay".
+	 */
 	t0 = mono_us();
-	if ((ret = replay_add(e->replay, jti, g->exp + (int64_t)e->cfg->clock_skew))) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember grant id '%s': %s", jti,
-			strerror(-ret));
-		goto undo;
-	}
-	remembered = true;
 	if ((ret = grant_groups(g, &groups, &n_groups)) ||
 		(ret = store_put(e->store, jti, record, record_len))) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot record grant '%s': %s", jti,
@@ -620,6 +619,12 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 		goto undo;
 	}
 	stored = true;
+	if ((ret = replay_add(e->replay, jti, g->exp + (int64_t)e->cfg->clock_skew))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember grant id '%s': %s", jti,
+			strerror(-ret));
+		goto undo;
+	}
+	remembered = true;
 	metrics_observe(&e->metrics.state, mono_us() - t0);
 	if ((ret = grants_push(e, g))) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
