@@ -579,6 +579,13 @@ void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
 	refused(e, revocation ? "revocation" : "grant", NULL, peer, err);
 }
 
+/* A full state directory is the operator's to fix, and worth a code of its own. */
+static int storage_code(int errno_ret)
+{
+	return errno_ret == -ENOSPC || errno_ret == -EDQUOT ? JIT_ERR_STORAGE_FULL :
+							      JIT_ERR_INTERNAL;
+}
+
 /*
  * Takes a checked grant g (consumed) to the kernel: the common tail of every way in. record is
  * what the store keeps to restore it. Whatever fails undoes what came before it.
@@ -614,13 +621,13 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 	t0 = mono_us();
 	if ((ret = grant_groups(g, &groups, &n_groups)) ||
 		(ret = store_put(e->store, jti, record, record_len))) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot record grant '%s': %s", jti,
+		ret = jit_fail(err, storage_code(ret), "cannot record grant '%s': %s", jti,
 			strerror(-ret));
 		goto undo;
 	}
 	stored = true;
 	if ((ret = replay_add(e->replay, jti, g->exp + (int64_t)e->cfg->clock_skew))) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember grant id '%s': %s", jti,
+		ret = jit_fail(err, storage_code(ret), "cannot remember grant id '%s': %s", jti,
 			strerror(-ret));
 		goto undo;
 	}
@@ -637,8 +644,10 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 		goto undo;
 	}
 	/* An access nobody can trace must not exist: no audit record, no grant. */
-	if (audit(e, "grant.applied", &e->grants[e->n_grants - 1], NULL, peer, 0, NULL, -1)) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot write the audit trail; nothing applied");
+	if ((ret = audit(e, "grant.applied", &e->grants[e->n_grants - 1], NULL, peer, 0, NULL,
+		-1))) {
+		ret = jit_fail(err, storage_code(ret), "cannot write the audit trail (%s); nothing "
+			"applied", strerror(-ret));
 		grants_remove(e, e->n_grants - 1);
 		pushed = false;
 		if (sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))

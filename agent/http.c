@@ -105,6 +105,8 @@ static int status_of(int code)
 		return 503;
 	case JIT_ERR_INTERNAL:
 		return 500;
+	case JIT_ERR_STORAGE_FULL:
+		return 507;
 	default:
 		return 400;	/* malformed, bad_header, bad_request */
 	}

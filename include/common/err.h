@@ -31,7 +31,8 @@ enum jit_err {
 	JIT_ERR_BUSY = -19,		  /* "busy": a bounded resource is full; retry later */
 	JIT_ERR_NOT_FOUND = -20,	  /* "not_found": no such active grant */
 	JIT_ERR_RATE_LIMITED = -21,	  /* "rate_limited" */
-	JIT_ERR__COUNT = 22
+	JIT_ERR_STORAGE_FULL = -22,	  /* "storage_full": state_dir is full; nothing was applied */
+	JIT_ERR__COUNT = 23
 };
 
 /* A code plus the one human sentence that explains this occurrence (names the offending input). */
