@@ -99,6 +99,7 @@ struct enforce {
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
+	uint32_t table_flags;		/* RULESET_TABLE_F_OWNER | _PERSIST, or 0 */
 	bool gap_measured;
 	struct elems model;
 	struct metrics metrics;
@@ -1004,9 +1005,25 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 	struct nft_batch *b = NULL;
 	int ret;
 
-	if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg)))
+	if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg, e->table_flags)))
 		goto out;
 	ret = nft_batch_commit(b, kerr);
+	/*
+	 * Kernels before 6.9 know no PERSIST flag (EOPNOTSUPP). Ownership without it is not an
+	 * option: the kernel deletes an owned table with its owner, so a crash would open the
+	 * ports. Fall back to an unowned table, which the event watch defends instead.
+	 */
+	if (ret == -EOPNOTSUPP && e->table_flags) {
+		log_warn("this kernel cannot keep an owned table after its owner exits (Linux 6.9+): "
+			 "table inet jitd is not owned; changes by others are repaired instead");
+		e->table_flags = 0;
+		nft_batch_free(b);
+		b = NULL;
+		kerr[0] = '\0';
+		if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg, 0)))
+			goto out;
+		ret = nft_batch_commit(b, kerr);
+	}
 out:
 	if (ret)
 		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
@@ -1168,7 +1185,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	}
 	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
 		(ret = plan_build(e, groups, n_groups, now, &p)) || (ret = nft_batch_new(e->nft, &b)) ||
-		(ret = ruleset_build(b, nc)) ||
+		(ret = ruleset_build(b, nc, e->table_flags)) ||
 		(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
 		goto fail;
 	/* Structure, fixed sets and elements: all of the new policy or none of it. */
@@ -1234,6 +1251,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->activity = d->activity;
 	e->ct = d->ct;
 	e->started = enforce_now_ms() / 1000;
+	if (e->cfg->table_owner)
+		e->table_flags = RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST;
 	if ((ret = build_table(e, err, errlen)))
 		goto fail;
 	if ((ret = resync(e))) {
@@ -1303,6 +1322,11 @@ const struct activity *enforce_activity(const struct enforce *e)
 const char *enforce_config_path(const struct enforce *e)
 {
 	return e->config_path;
+}
+
+bool enforce_table_owned(const struct enforce *e)
+{
+	return e->table_flags != 0;
 }
 
 const struct metrics *enforce_metrics(const struct enforce *e)

@@ -56,7 +56,7 @@ static const struct set_shape {
 		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 } },
 };
 
-static int add_table(struct nft_batch *b)
+static int add_table(struct nft_batch *b, uint32_t flags)
 {
 	struct nftnl_table *t = nftnl_table_alloc();
 	struct nlmsghdr *nlh;
@@ -64,6 +64,8 @@ static int add_table(struct nft_batch *b)
 	if (!t)
 		return -ENOMEM;
 	nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE);
+	if (flags)
+		nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, flags);
 	nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, "create table inet jitd");
 	if (nlh)
 		nftnl_table_nlmsg_build_payload(nlh, t);
@@ -571,11 +573,11 @@ static int add_rules(struct nft_batch *b, const struct config *cfg)
 	return add_rule(b, rule_deny, &cfg->deny_action, "rule deny");
 }
 
-int ruleset_build(struct nft_batch *b, const struct config *cfg)
+int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags)
 {
 	int ret;
 
-	if ((ret = add_table(b)))
+	if ((ret = add_table(b, table_flags)))
 		return ret;
 	for (uint32_t i = 0; i < SET__COUNT; i++)
 		if ((ret = add_set(b, &shapes[i], i + 1)))

@@ -341,7 +341,8 @@ static bool contained(const struct ruleset_elem *a, size_t na, const struct rule
 	return true;
 }
 
-static json_t *kernel_json(const struct kview *kv, const struct ruleset_elem *model, size_t nm)
+static json_t *kernel_json(struct enforce *e, const struct kview *kv,
+	const struct ruleset_elem *model, size_t nm)
 {
 	json_t *els = json_array();
 	bool in_sync = kv->present && contained(kv->v, kv->n, model, nm, kv->now_ms) &&
@@ -356,9 +357,9 @@ static json_t *kernel_json(const struct kview *kv, const struct ruleset_elem *mo
 			k->ipproto == IPPROTO_TCP ? "tcp" : "udp", "port", k->port, "expires_in_ms",
 			(json_int_t)(k->exp_ms > kv->now_ms ? k->exp_ms - kv->now_ms : 0)));
 	}
-	return json_pack("{s:s, s:b, s:b, s:I, s:o}", "table", "inet " RULESET_TABLE, "present",
-		kv->present, "in_sync", in_sync, "denied_packets", (json_int_t)kv->denied,
-		"elements", els);
+	return json_pack("{s:s, s:b, s:b, s:b, s:I, s:o}", "table", "inet " RULESET_TABLE, "present",
+		kv->present, "owned", enforce_table_owned(e), "in_sync", in_sync, "denied_packets",
+		(json_int_t)kv->denied, "elements", els);
 }
 
 json_t *status_build(struct enforce *e)
@@ -390,7 +391,7 @@ json_t *status_build(struct enforce *e)
 		"host_id", cfg->host_id, "time", time_json(kv.now_ms / 1000), "agent",
 		agent_json(e, kv.now_ms / 1000, ct != NULL), "deny_action",
 		cfg->deny_action == DENY_REJECT ? "reject" : "drop", "kernel",
-		kernel_json(&kv, model, nm), "always_allow", always, "ports",
+		kernel_json(e, &kv, model, nm), "always_allow", always, "ports",
 		ports_json(cfg, enforce_activity(e), g, n, kv.now_ms / 1000), "grants", grants);
 	free(flows);
 	free(kv.v);

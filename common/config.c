@@ -43,7 +43,7 @@
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
-	"audit", "listen", "log_level", "reconcile_interval" };
+	"audit", "listen", "log_level", "reconcile_interval", "table_owner" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
@@ -220,6 +220,23 @@ static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_
 		return BAD(e, "%s: %s is not a duration (ISO 8601 such as PT3H, or seconds)", path,
 			shown);
 	return check_range(*secs, path, shown, min, max, e);
+}
+
+static int set_owner(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "table_owner");
+
+	/*
+	 * Off unless asked: nft before 1.1 misprints the flags of a table that outlived its owner
+	 * (Debian 12's nft on a 6.9+ kernel), which breaks `nft -j` readers while jitd is stopped.
+	 */
+	c->table_owner = false;
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v))
+		return BAD(e, "table_owner: expected a boolean, not %s", type_name(v));
+	c->table_owner = json_is_true(v);
+	return 0;
 }
 
 static int set_reconcile(const json_t *root, struct config *c, struct jit_error *e)
@@ -626,6 +643,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		(ret = set_deny(root, c, e)) ||
 		(ret = set_skew(root, c, e)) ||
 		(ret = set_reconcile(root, c, e)) ||
+		(ret = set_owner(root, c, e)) ||
 		(ret = set_always(root, c, e)) ||
 		(ret = set_access(root, c, e)) ||
 		(ret = set_listen(root, c, e)) ||

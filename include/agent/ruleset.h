@@ -48,7 +48,16 @@ struct ruleset_elem {
  * always-allow sets are replaced; allow-set elements (live grants) are left untouched.
  * Returns 0 or -ENOMEM / -EINVAL.
  */
-int ruleset_build(struct nft_batch *b, const struct config *cfg);
+int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags);
+
+/*
+ * Table ownership (Linux 6.9+): while jitd's socket owns the table no other process can change
+ * it, and with PERSIST the table stays (unowned) when jitd exits, instead of being deleted with
+ * its owner, which would open the ports on a crash. The uapi headers of Debian 12 predate
+ * PERSIST, hence the number.
+ */
+#define RULESET_TABLE_F_OWNER 0x2u   /* NFT_TABLE_F_OWNER */
+#define RULESET_TABLE_F_PERSIST 0x4u /* NFT_TABLE_F_PERSIST */
 /* Appends the deletion of the whole table (jitctl teardown, tests). */
 int ruleset_delete(struct nft_batch *b);
 /*

@@ -66,6 +66,7 @@ struct config {
 	enum deny_action deny_action;
 	uint64_t clock_skew; /* seconds */
 	uint64_t reconcile_interval; /* seconds between full comparisons with the kernel */
+	bool table_owner;	     /* claim inet jitd (Linux 6.9+); watch and repair regardless */
 	struct prefix *always_allow;
 	size_t n_always_allow;
 	struct port_policy *ports;

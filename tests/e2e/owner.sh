@@ -1,0 +1,47 @@
+# Table ownership (Linux 6.9+, "table_owner": true): while jitd runs, no other process can change
+# inet jitd — `nft delete table` is refused, `nft flush ruleset` passes it by, a stray element
+# cannot be added — and when jitd dies the table stays (PERSIST), unowned, still closing the
+# ports; a restart claims it again. On an older kernel jitd falls back to an unowned table (the
+# path e2e heal covers) and this test checks only that it says so.
+. "$(dirname "$0")/lib.sh"
+
+setup_net
+setup_keys
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"table_owner": true'
+start_listeners 22
+start_jitd
+if ! status_json | jq -e '.kernel.owned' >/dev/null; then
+	grep -q "cannot keep an owned table" "$TMP/jitd.log" || fail "not owned, and jitd did not say why"
+	pass "kernel $(uname -r) has no PERSIST: jitd fell back to an unowned table and said so"
+	exit 0
+fi
+pass "jitd owns table inet jitd (kernel $(uname -r))"
+sign --src 192.0.2.2 --port 22 --for 300 --jti owned-1 | submit - >/dev/null || fail "grant refused"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "grant not in the kernel"
+
+log "other processes cannot change it"
+in_ns "$SRV" nft delete table inet jitd 2>/dev/null && fail "nft delete table succeeded"
+pass "nft delete table inet jitd: refused"
+in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22 timeout 1h }' 2>/dev/null &&
+	fail "nft add element succeeded"
+pass "nft add element: refused"
+in_ns "$SRV" nft flush ruleset
+has_elem allow4 "192.0.2.2 tcp 22" || fail "nft flush ruleset removed the grant"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "nft flush ruleset passes the owned table by"
+
+log "jitd dies: the table stays, unowned"
+stop_jitd KILL
+# Text, not JSON: nft before 1.1 misprints the flags of an unowned persistent table in JSON.
+in_ns "$SRV" nft list table inet jitd >/dev/null || fail "the table died with its owner"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "after SIGKILL the table outlives jitd and keeps enforcing"
+start_jitd
+status_json | jq -e '.kernel.owned and ([.grants[].id] == ["owned-1"])' >/dev/null ||
+	fail "restart: $(status_json | jq -c '.kernel.owned, [.grants[].id]')"
+in_ns "$SRV" nft delete table inet jitd 2>/dev/null && fail "nft delete table succeeded after restart"
+pass "restarted jitd claims the table again, grant restored"
