@@ -57,23 +57,35 @@ struct elems {
  * CLOCK_BOOTTIME jump ahead by it, as after a suspend; CLOCK_MONOTONIC and the kernel's element
  * timeouts do not.
  */
-static int64_t test_suspended_ms;
+static int64_t test_suspended_ms, test_stepped_ms;
 
-static void test_hook_poll(void)
+static long long test_hook_read(const char *env)
 {
-	const char *path = getenv("JITD_TEST_SUSPEND_FILE");
+	const char *path = getenv(env);
 	long long ms = 0;
 	FILE *f;
 
 	if (!path || !(f = fopen(path, "r")))
-		return;
-	if (fscanf(f, "%lld", &ms) == 1 && ms > 0)
-		test_suspended_ms += ms;
+		return 0;
+	if (fscanf(f, "%lld", &ms) != 1)
+		ms = 0;
 	fclose(f);
 	(void)unlink(path);
+	return ms;
+}
+
+/* $JITD_TEST_CLOCK_STEP_FILE: the wall clock alone is stepped by that many ms (may be < 0). */
+static void test_hook_poll(void)
+{
+	long long ms = test_hook_read("JITD_TEST_SUSPEND_FILE");
+
+	if (ms > 0)
+		test_suspended_ms += ms;
+	test_stepped_ms += test_hook_read("JITD_TEST_CLOCK_STEP_FILE");
 }
 #else
 #define test_suspended_ms 0
+#define test_stepped_ms 0
 static void test_hook_poll(void)
 {
 }
@@ -116,16 +128,14 @@ static int64_t clock_ms(clockid_t id)
 }
 
 /*
- * When grant i's access ends, in wall-clock ms: its exp, or earlier if less time has really
- * passed since it was applied than the wall clock claims (a clock stepped back must not lengthen
- * access, nor reopen what the kernel already expired); time spent suspended counts as passed.
+ * When grant i's access ends, in wall-clock ms: the time it had left when it was applied,
+ * counted on CLOCK_BOOTTIME from then, as the kernel counts its timeout except that suspended
+ * time counts too. A wall clock stepped forward or back after that changes nothing: the grant
+ * keeps its time (new grants are judged by the clock as it is, with clock_skew).
  */
 static int64_t grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms)
 {
-	int64_t by_exp = e->grants[i].exp * 1000;
-	int64_t by_boot = now_ms + (e->deadline[i] - clock_ms(CLOCK_BOOTTIME));
-
-	return by_boot < by_exp ? by_boot : by_exp;
+	return now_ms + (e->deadline[i] - clock_ms(CLOCK_BOOTTIME));
 }
 
 /* Durations for the metrics: immune to wall-clock steps. */
@@ -143,7 +153,8 @@ int64_t enforce_now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + test_suspended_ms;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + test_suspended_ms +
+		test_stepped_ms;
 }
 
 static int elems_push(struct elems *v, const struct ruleset_elem *e)

@@ -1,0 +1,58 @@
+# Wall-clock steps. Grants already applied keep their time: a step forward does not end them, a
+# step back does not lengthen them, not even when a repair re-adds their elements. New grants
+# are judged by the clock as it is (with clock_skew). A test build (-DJITD_TEST_HOOKS=ON) lets the
+# test step jitd's wall clock alone ($JITD_TEST_CLOCK_STEP_FILE); the host's clock is not touched.
+. "$(dirname "$0")/lib.sh"
+
+export JITD_TEST_CLOCK_STEP_FILE
+JITD_TEST_CLOCK_STEP_FILE=$TMP/step
+e2e_default_setup drop
+sign --src 192.0.2.2 --port 22 --for 300 --jti before | submit - >/dev/null || fail "grant refused"
+step() {
+	echo "$1" >"$JITD_TEST_CLOCK_STEP_FILE"
+	wait_until 5 "jitd took the clock step" test ! -e "$JITD_TEST_CLOCK_STEP_FILE"
+}
+# still_granted: the element is there with about the time the grant had (300 s minus elapsed).
+still_granted() {
+	local left
+	has_elem allow4 "192.0.2.2 tcp 22" || fail "$1: the grant's element is gone"
+	left=$(elem_expires allow4 192.0.2.2)
+	[ "$left" -le 300 ] && [ "$left" -ge 270 ] || fail "$1: the element has $left s left"
+	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+	status_json | jq -e '[.grants[].id] == ["before"]' >/dev/null || fail "$1: grant not active"
+	pass "$1: the grant keeps its element and time ($left s)"
+}
+# refused CODE...: a grant signed now is refused with one of the codes.
+refused() {
+	local rc=0 code
+	sign --src 192.0.2.3 --port 22 --for 120 | submit - --json >"$TMP/out" 2>&1 || rc=$?
+	code=$(jq -r .error "$TMP/out" 2>/dev/null || true)
+	for want in "$@"; do
+		[ "$rc" -eq 1 ] && [ "$code" = "$want" ] && return 0
+	done
+	fail "a grant signed now: exit $rc, $(cat "$TMP/out"); wanted one of $*"
+}
+
+log "wall clock 1000 s forward"
+step 1000000
+sleep 1.5
+still_granted "after a 1000 s step forward"
+refused expired
+pass "a grant signed now is judged by jitd's clock: expired"
+
+log "wall clock 2000 s back (1000 s behind)"
+step -2000000
+sleep 1.5
+still_granted "after a 2000 s step back"
+# A stray element makes jitd repair the allow set, re-adding granted elements if needed: the
+# clock must not give the grant more time in the process.
+in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.4 . tcp . 22 timeout 1h }'
+wait_until 5 "the stray element removed" lacks_elem allow4 "192.0.2.4 tcp 22"
+still_granted "after a repair with the clock 1000 s behind"
+refused not_yet_valid duration_exceeds_max
+pass "a grant signed now is judged by jitd's clock: refused"
+
+log "clock back to true time"
+step 1000000
+sign --src 192.0.2.3 --port 22 --for 120 | submit - >/dev/null || fail "a fresh grant is refused"
+pass "with the clock right again a fresh grant applies"
