@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -32,6 +33,8 @@
 struct ctl {
 	struct evconnlistener *lev;
 	struct enforce *enf;
+	unsigned n_clients;
+	time_t refused_logged;	/* at most one "too many clients" line a minute */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
@@ -45,6 +48,7 @@ struct client {
 
 static void client_free(struct client *c)
 {
+	c->ctl->n_clients--;
 	bufferevent_free(c->bev);
 	free(c);
 }
@@ -291,13 +295,24 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 	int salen, void *arg)
 {
 	struct timeval tv = { PROTO_TIMEOUT_MS / 1000, 0 };
-	struct client *c = calloc(1, sizeof(*c));
+	struct ctl *ctl = arg;
+	struct client *c;
 
-	if (!c) {
+	/* Each client is served within PROTO_TIMEOUT_MS, so a full table empties on its own. */
+	if (ctl->n_clients >= enforce_config(ctl->enf)->control_connections) {
+		if (time(NULL) - ctl->refused_logged >= 60) {
+			log_warn("control: %u clients connected (limits.control_connections); "
+				 "refusing more", ctl->n_clients);
+			ctl->refused_logged = time(NULL);
+		}
 		close(fd);
 		return;
 	}
-	c->ctl = arg;
+	if (!(c = calloc(1, sizeof(*c)))) {
+		close(fd);
+		return;
+	}
+	c->ctl = ctl;
 	peer_identify(fd, c);
 	c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev) {
@@ -305,6 +320,7 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 		free(c);
 		return;
 	}
+	ctl->n_clients++;
 	bufferevent_setcb(c->bev, ctl_read_cb, NULL, ctl_event_cb, c);
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 	bufferevent_enable(c->bev, EV_READ);

@@ -613,6 +613,18 @@ static int apply(struct enforce *e, struct grant *g, const char *record, size_t 
 	int ret;
 
 	snprintf(jti, sizeof(jti), "%s", g->jti);
+	/* Bounded: a full agent says so and stays healthy. */
+	if (e->n_grants >= e->cfg->max_grants) {
+		ret = jit_fail(err, JIT_ERR_BUSY, "%zu grants are active, the limit "
+			"(limits.max_grants); retry later", e->n_grants);
+		goto undo;
+	}
+	if (g->n_src > e->cfg->max_sources || g->n_ports > e->cfg->max_ports) {
+		ret = jit_fail(err, JIT_ERR_TOO_LARGE, "%zu source(s) and %zu port(s); at most %zu and "
+			"%zu per grant (limits)", g->n_src, g->n_ports, e->cfg->max_sources,
+			e->cfg->max_ports);
+		goto undo;
+	}
 	/* Checked and remembered before anything opens: no crash can make a token work twice. */
 	if ((ret = replay_check(e->replay, jti, enforce_now_ms() / 1000))) {
 		ret = ret == JIT_ERR_BUSY ?

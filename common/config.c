@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/err.h"
+#include "common/grant.h"
 #include "common/log.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -43,7 +44,9 @@
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
-	"audit", "listen", "log_level", "reconcile_interval", "table_owner" };
+	"audit", "listen", "log_level", "reconcile_interval", "table_owner", "limits" };
+static const char *const limit_keys[] = { "max_grants", "max_sources_per_grant",
+	"max_ports_per_grant", "control_connections" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
@@ -627,6 +630,34 @@ static int set_listen(json_t *root, struct config *c, struct jit_error *e)
 	return 0;
 }
 
+static int set_limits(json_t *root, struct config *c, struct jit_error *e)
+{
+	json_t *o = json_object_get(root, "limits");
+	long long n;
+	int ret;
+
+	if (o && !json_is_object(o))
+		return BAD(e, "limits: expected an object, not %s", type_name(o));
+	if (o && (ret = check_keys(o, limit_keys, ARRAY_LEN(limit_keys), "limits", e)))
+		return ret;
+	if ((ret = get_int(o, "max_grants", "limits.max_grants", 200000, 1, 10000000, &n, e)))
+		return ret;
+	c->max_grants = (size_t)n;
+	if ((ret = get_int(o, "max_sources_per_grant", "limits.max_sources_per_grant",
+		GRANT_MAX_SOURCES, 1, GRANT_MAX_SOURCES, &n, e)))
+		return ret;
+	c->max_sources = (size_t)n;
+	if ((ret = get_int(o, "max_ports_per_grant", "limits.max_ports_per_grant", GRANT_MAX_PORTS,
+		1, GRANT_MAX_PORTS, &n, e)))
+		return ret;
+	c->max_ports = (size_t)n;
+	if ((ret = get_int(o, "control_connections", "limits.control_connections", 32, 1, 1024, &n,
+		e)))
+		return ret;
+	c->control_connections = (unsigned)n;
+	return 0;
+}
+
 static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 {
 	int ret;
@@ -644,6 +675,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		(ret = set_skew(root, c, e)) ||
 		(ret = set_reconcile(root, c, e)) ||
 		(ret = set_owner(root, c, e)) ||
+		(ret = set_limits(root, c, e)) ||
 		(ret = set_always(root, c, e)) ||
 		(ret = set_access(root, c, e)) ||
 		(ret = set_listen(root, c, e)) ||

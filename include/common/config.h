@@ -67,6 +67,11 @@ struct config {
 	uint64_t clock_skew; /* seconds */
 	uint64_t reconcile_interval; /* seconds between full comparisons with the kernel */
 	bool table_owner;	     /* claim inet jitd (Linux 6.9+); watch and repair regardless */
+	/* "limits": at a limit jitd refuses (busy, too_large) and stays healthy. */
+	size_t max_grants;	     /* active grants */
+	size_t max_sources;	     /* sources per grant (<= GRANT_MAX_SOURCES) */
+	size_t max_ports;	     /* ports per grant (<= GRANT_MAX_PORTS) */
+	unsigned control_connections; /* concurrent control-socket clients */
 	struct prefix *always_allow;
 	size_t n_always_allow;
 	struct port_policy *ports;

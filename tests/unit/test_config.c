@@ -275,6 +275,26 @@ static void test_listen(void **state)
 	config_free(c);
 	parse_bad("{'reconcile_interval':0}", "reconcile_interval");
 	parse_bad("{'reconcile_interval':'PT2H'}", "reconcile_interval");
+	c = parse_ok("{}");
+	assert_int_equal(c->max_grants, 200000);
+	assert_int_equal(c->max_sources, 64);
+	assert_int_equal(c->max_ports, 64);
+	assert_int_equal(c->control_connections, 32);
+	assert_false(c->table_owner);
+	config_free(c);
+	c = parse_ok("{'limits':{'max_grants':5,'max_sources_per_grant':2,'max_ports_per_grant':1,"
+		     "'control_connections':3},'table_owner':true}");
+	assert_int_equal(c->max_grants, 5);
+	assert_int_equal(c->max_sources, 2);
+	assert_int_equal(c->max_ports, 1);
+	assert_int_equal(c->control_connections, 3);
+	assert_true(c->table_owner);
+	config_free(c);
+	parse_bad("{'limits':{'max_sources_per_grant':65}}", "limits.max_sources_per_grant: 65");
+	parse_bad("{'limits':{'max_grants':0}}", "limits.max_grants: 0 is outside");
+	parse_bad("{'limits':{'grants':1}}", "limits: unknown key 'grants'");
+	parse_bad("{'limits':7}", "limits: expected an object");
+	parse_bad("{'table_owner':'yes'}", "table_owner: expected a boolean");
 	parse_bad("{'log_level':'verbose'}", "log_level: 'verbose' is not");
 	parse_bad("{'log_level':3}", "log_level: expected a string");
 	config_free(c = parse_ok("{'log_level':'debug'}"));

@@ -1,0 +1,61 @@
+# Bounded resources: at each limit jitd refuses with a clear code and stays healthy.
+. "$(dirname "$0")/lib.sh"
+
+setup_net
+setup_keys
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "*", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"limits": {"max_grants": 2, "max_sources_per_grant": 2, "max_ports_per_grant": 1,
+	  "control_connections": 3}'
+start_listeners 22
+start_jitd
+# refused CODE ARGS...: a grant signed with ARGS is refused with CODE and changes nothing.
+refused() {
+	local code=$1 rc=0 before
+	shift
+	before=$(allow_elems allow4)
+	sign "$@" | submit - --json >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = "$code" ] ||
+		fail "wanted $code: exit $rc, $(cat "$TMP/out")"
+	[ "$(allow_elems allow4)" = "$before" ] || fail "a refused grant changed the kernel"
+	pass "refused with $code: $(jq -r .message "$TMP/out")"
+}
+refused too_large --src 192.0.2.2,192.0.2.3,192.0.2.4 --port 22 --for 60
+refused too_large --src 192.0.2.2 --port '22/*' --for 60
+sign --src 192.0.2.2 --port 22 --for 60 | submit - >/dev/null || fail "first grant refused"
+sign --src 192.0.2.3 --port 22 --for 60 | submit - >/dev/null || fail "second grant refused"
+refused busy --src 192.0.2.4 --port 22 --for 60
+"$JITCTL_BIN" -s "$SOCK" revoke "$(status_json | jq -r '.grants[0].id')" >/dev/null ||
+	fail "revoke failed"
+sign --src 192.0.2.4 --port 22 --for 60 | submit - >/dev/null || fail "grant refused below the limit"
+pass "below the limit again, a grant applies"
+
+log "control connections"
+cat >"$TMP/clients.py" <<'PY'
+import socket, sys, time
+path = sys.argv[1]
+held = []
+for _ in range(3):
+    s = socket.socket(socket.AF_UNIX); s.connect(path); held.append(s)
+time.sleep(0.3)
+extra = socket.socket(socket.AF_UNIX); extra.connect(path); extra.settimeout(3)
+try:
+    got = extra.recv(1)
+except socket.timeout:
+    sys.exit("a fourth client was kept waiting instead of refused")
+if got != b"":
+    sys.exit("a fourth client got data")
+print("fourth client refused")
+for s in held:
+    s.close()
+time.sleep(0.3)
+s = socket.socket(socket.AF_UNIX); s.connect(path); s.settimeout(5)
+s.sendall(b'{"op":"status"}\n')
+if b'"ok":true' not in s.recv(65536).replace(b" ", b""):
+    sys.exit("no status once the clients left")
+print("served again")
+PY
+python3 "$TMP/clients.py" "$SOCK" >"$TMP/out" 2>&1 || fail "control connections: $(cat "$TMP/out")"
+pass "control_connections holds: $(paste -sd, "$TMP/out")"
+status_json | jq -e '(.grants | length) == 2' >/dev/null || fail "status after the limits"
+pass "agent healthy"
