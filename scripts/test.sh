@@ -3,7 +3,8 @@
 #  1. gcc with ASan + UBSan: every unit and end-to-end test (the e2e tests need root);
 #  2. clang with -Werror and without libsystemd: builds everything again, runs the unit tests
 #     under its sanitizers and the sd_notify test against the built-in notify code;
-#  3. clang libFuzzer: a short run of each fuzz harness, so a crash found by a fuzzer fails CI;
+#  3. clang libFuzzer: each harness over its corpus in tests/fuzz/corpus (seeds and regressions),
+#     then a short search, so a crash found by a fuzzer fails CI;
 #  4. gcc, default (optimised) build as the demo and packages build it: -O2 warnings such as
 #     maybe-uninitialized only show there, and -Werror turns them into failures;
 #  5. the .deb and .rpm (scripts/package.sh: lintian and rpmlint, no errors allowed), then the
@@ -27,12 +28,18 @@ echo "== clang, ASan + UBSan, without libsystemd: build, unit tests, sd_notify e
 	-DJITD_LIBSYSTEMD=OFF
 (cd build-clang && ctest --output-on-failure -L unit -j"$jobs" && ctest --output-on-failure -R e2e.notify)
 
-echo "== clang libFuzzer: 15 s per harness"
+echo "== clang libFuzzer: seed/regression corpus, then 15 s per harness"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz_revoke
-for f in build-fuzz/tests/fuzz_jws build-fuzz/tests/fuzz_grant build-fuzz/tests/fuzz_config \
-	build-fuzz/tests/fuzz_revoke; do
-	"$f" -max_total_time=15 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -n 2
+cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz_revoke fuzz_proto
+for name in jws grant config revoke proto; do
+	f=build-fuzz/tests/fuzz_$name
+	# Every input in tests/fuzz/corpus/NAME once (seeds, and crashes kept as regressions)...
+	"$f" -runs=0 "tests/fuzz/corpus/$name" 2>&1 | tail -n 1
+	# ...then a bounded search; what it finds goes to a scratch directory, not the repository.
+	scratch=$(mktemp -d /tmp/jitd-fuzz.XXXXXX)
+	"$f" -max_total_time=15 -rss_limit_mb=1024 -print_final_stats=0 "$scratch" \
+		"tests/fuzz/corpus/$name" 2>&1 | tail -n 2
+	rm -rf "$scratch"
 done
 echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"
 ./scripts/build.sh build-release -DCMAKE_C_COMPILER=gcc >/dev/null
