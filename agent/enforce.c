@@ -853,6 +853,26 @@ static void expire_grants(struct enforce *e, int64_t now)
 	}
 }
 
+/*
+ * A recorded grant that ran out while jitd was not running: named in the trail like any expiry.
+ * Verified again with the clock check relaxed, only to know whose grant it was.
+ */
+static void audit_expired_record(struct enforce *e, const char *token, size_t len)
+{
+	struct grant_verify_ctx ctx = { .keys_dir = e->cfg->keys_dir, .host_id = e->cfg->host_id,
+		.now = enforce_now_ms() / 1000, .clock_skew = 10ULL * 366 * 86400 };
+	struct jit_error err = { 0 };
+	struct grant g;
+
+	if (grant_verify(token, len, &ctx, &g, &err))
+		return;
+	log_info("grant expired: jti=%s sub=%s (while jitd was not running)", g.jti, g.sub);
+	(void)audit(e, "grant.expired", &g, NULL, NULL, 0, "expired while jitd was not running",
+		-1);
+	e->metrics.grants_expired++;
+	grant_clear(&g);
+}
+
 static int restore_cb(const char *token, size_t len, void *arg)
 {
 	struct enforce *e = arg;
@@ -872,7 +892,11 @@ static int restore_cb(const char *token, size_t len, void *arg)
 		ret = check(e, token, len, now, &g, &err, NULL, 0);
 	}
 	if (ret) {
-		log_info("state: dropping recorded grant: %s: %s", jit_err_name(err.code), err.msg);
+		if (err.code == JIT_ERR_EXPIRED && token[0] != '{')
+			audit_expired_record(e, token, len);
+		else
+			log_info("state: dropping recorded grant: %s: %s", jit_err_name(err.code),
+				err.msg);
 		return STORE_REMOVE;
 	}
 	/* A lost replay file must not make a restored grant's token usable a second time. */

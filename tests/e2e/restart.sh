@@ -41,3 +41,15 @@ kernel_json | jq -e '.nftables[] | select(.chain? and .chain.name == "input")' >
 	|| fail "table inet jitd removed on SIGTERM"
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 expect_connect ok "$C1" 192.0.2.1 22
+
+log "a grant that runs out while jitd is stopped is audited as expired on start"
+start_jitd
+sign --src 192.0.2.3 --port 22 --for 2 --jti brief | submit - >/dev/null || fail "brief grant refused"
+stop_jitd TERM
+sleep 3
+start_jitd
+jq -s -e 'any(.[]; .event == "grant.expired" and .grant == "brief"
+	and .message == "expired while jitd was not running")' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the grant that expired during the downtime is not audited"
+status_json | jq -e 'all(.grants[]; .id != "brief")' >/dev/null || fail "expired grant restored"
+pass "grant.expired recorded for the grant that ran out during the downtime"
