@@ -55,8 +55,9 @@ static const char *human(const json_t *secs, char *buf, size_t len)
 
 static void print_kernel(const json_t *k, const char *deny)
 {
-	printf("Kernel:         table %s %s", str(k, "table"),
-		json_is_true(json_object_get(k, "present")) ? "present" : "MISSING");
+	printf("Kernel:         table %s %s%s", str(k, "table"),
+		json_is_true(json_object_get(k, "present")) ? "present" : "MISSING",
+		json_is_true(json_object_get(k, "owned")) ? " (owned by jitd)" : "");
 	printf(", %s", json_is_true(json_object_get(k, "in_sync")) ? "in sync" :
 		"NOT IN SYNC with the agent's grants");
 	printf(", %" JSON_INTEGER_FORMAT " packets %s\n",
