@@ -1,192 +1,437 @@
-#include <dirent.h>
-#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "agent/store.h"
+#include "common/grant.h"
 #include "common/jws.h"
 #include "common/log.h"
 
-#define SUFFIX ".jws"
+#define JOURNAL "grants.journal"
+#define SNAPSHOT "grants.snap"
+#define SNAPSHOT_TMP ".grants.snap.tmp"
+#define LEGACY_DIR "grants" /* one file per grant, before the journal */
+/* A snapshot replaces the journal once it holds this many records. */
+#define COMPACT_RECORDS 4096
+/* Record: 4-byte big-endian payload length, 8 bytes of SHA-256 of the payload, the payload. */
+#define HDR 12
+#define SUM 8
+#define MAX_PAYLOAD (1 + GRANT_MAX_STRING + 1 + JWS_MAX_TOKEN)
+
+struct entry {
+	char *jti;
+	char *token;
+	size_t len;
+};
 
 struct store {
 	int dirfd;
-	char path[4096];
+	int jfd;		/* the journal, opened for appending */
+	off_t jsize;
+	size_t jrecords;
+	struct entry *v;
+	size_t n, cap;
 };
 
-int store_open(const char *state_dir, struct store **out)
-{
-	struct store *s;
-	int ret;
-
-	*out = NULL;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	s->dirfd = -1;
-	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
-		goto fail_errno;
-	ret = snprintf(s->path, sizeof(s->path), "%s/grants", state_dir);
-	if (ret < 0 || (size_t)ret >= sizeof(s->path)) {
-		free(s);
-		return -ENAMETOOLONG;
-	}
-	if (mkdir(s->path, 0700) < 0 && errno != EEXIST)
-		goto fail_errno;
-	s->dirfd = open(s->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (s->dirfd < 0)
-		goto fail_errno;
-	*out = s;
-	return 0;
-fail_errno:
-	ret = -errno;
-	free(s);
-	return ret;
-}
-
-void store_close(struct store **s)
-{
-	if (!s || !*s)
-		return;
-	if ((*s)->dirfd >= 0)
-		close((*s)->dirfd);
-	free(*s);
-	*s = NULL;
-}
-
-/* jti is controller-chosen text: its hash makes a safe, fixed-length file name. */
-static int record_name(const char *jti, char name[static 80])
+static int checksum(const void *p, size_t n, unsigned char out[SUM])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 
-	if (!EVP_Digest(jti, strlen(jti), md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+	if (!EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) || mdlen < SUM)
 		return -EIO;
-	for (unsigned i = 0; i < 32; i++)
-		sprintf(&name[2 * i], "%02x", md[i]);
-	strcpy(&name[64], SUFFIX);
+	memcpy(out, md, SUM);
 	return 0;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
+static struct entry *find(struct store *s, const char *jti)
 {
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->v[i].jti, jti))
+			return &s->v[i];
+	return NULL;
+}
+
+static void mem_del(struct store *s, const char *jti)
+{
+	struct entry *e = find(s, jti);
+
+	if (!e)
+		return;
+	free(e->jti);
+	free(e->token);
+	*e = s->v[--s->n];
+}
+
+/* Takes a copy of jti and token; replaces an earlier token for the same jti. */
+static int mem_put(struct store *s, const char *jti, const char *token, size_t len)
+{
+	char *t = malloc(len + 1), *j = strdup(jti);
+	struct entry *e;
+
+	if (!t || !j) {
+		free(t);
+		free(j);
+		return -ENOMEM;
+	}
+	memcpy(t, token, len);
+	t[len] = '\0';
+	mem_del(s, jti);
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 64;
+
+		if (!(e = realloc(s->v, cap * sizeof(*e)))) {
+			free(t);
+			free(j);
+			return -ENOMEM;
+		}
+		s->v = e;
+		s->cap = cap;
+	}
+	s->v[s->n++] = (struct entry){ .jti = j, .token = t, .len = len };
+	return 0;
+}
+
+/* payload: 'P' jti NUL token, or 'D' jti. */
+static int encode(char op, const char *jti, const char *token, size_t len, unsigned char **out,
+	size_t *outlen)
+{
+	size_t jl = strlen(jti), pl = 1 + jl + (op == 'P' ? 1 + len : 0);
+	unsigned char *b;
+	int ret;
+
+	if (jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD || !(b = malloc(HDR + pl)))
+		return jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD ? -EINVAL : -ENOMEM;
+	b[0] = (unsigned char)(pl >> 24);
+	b[1] = (unsigned char)(pl >> 16);
+	b[2] = (unsigned char)(pl >> 8);
+	b[3] = (unsigned char)pl;
+	b[HDR] = (unsigned char)op;
+	memcpy(b + HDR + 1, jti, jl);
+	if (op == 'P') {
+		b[HDR + 1 + jl] = '\0';
+		memcpy(b + HDR + 2 + jl, token, len);
+	}
+	if ((ret = checksum(b + HDR, pl, b + 4))) {
+		free(b);
+		return ret;
+	}
+	*out = b;
+	*outlen = HDR + pl;
+	return 0;
+}
+
+/* Applies one verified payload to the in-memory set. */
+static int apply_payload(struct store *s, const unsigned char *p, size_t n)
+{
+	const unsigned char *nul;
+	char jti[GRANT_MAX_STRING + 1];
+	size_t jl;
+
+	if (n < 2 || (p[0] != 'P' && p[0] != 'D'))
+		return -EINVAL;
+	nul = p[0] == 'P' ? memchr(p + 1, '\0', n - 1) : p + n;
+	if (!nul || (jl = (size_t)(nul - p - 1)) == 0 || jl > GRANT_MAX_STRING)
+		return -EINVAL;
+	memcpy(jti, p + 1, jl);
+	jti[jl] = '\0';
+	if (p[0] == 'D') {
+		mem_del(s, jti);
+		return 0;
+	}
+	return mem_put(s, jti, (const char *)nul + 1, n - (size_t)(nul - p) - 1);
+}
+
+/*
+ * Reads records from fd until the end or the first that is short or fails its checksum.
+ * *good is the offset after the last good record; *bad tells whether anything followed it.
+ */
+static int load(struct store *s, int fd, off_t *good, size_t *records, bool *bad)
+{
+	unsigned char hdr[HDR], sum[SUM], *p = malloc(MAX_PAYLOAD);
+	int ret = 0;
+
+	*good = 0;
+	*records = 0;
+	*bad = false;
+	if (!p)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = pread(fd, hdr, HDR, *good);
+		size_t pl;
+
+		if (n == 0)
+			break;
+		if (n != HDR) {
+			*bad = true;
+			break;
+		}
+		pl = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+		if (pl < 2 || pl > MAX_PAYLOAD || pread(fd, p, pl, *good + HDR) != (ssize_t)pl ||
+			checksum(p, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
+			apply_payload(s, p, pl) == -EINVAL) {
+			*bad = true;
+			break;
+		}
+		*good += (off_t)(HDR + pl);
+		(*records)++;
+	}
+	free(p);
+	return ret;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *b = buf;
+
 	while (len) {
-		ssize_t n = write(fd, buf, len);
+		ssize_t n = write(fd, b, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
-		buf += n;
+		b += n;
 		len -= (size_t)n;
 	}
 	return 0;
 }
 
-int store_put(struct store *s, const char *jti, const char *token, size_t len)
+/* One record, durable before return; on failure the journal is cut back to where it was. */
+static int append(struct store *s, char op, const char *jti, const char *token, size_t len)
 {
-	char name[80], tmp[96];
-	int fd = -1, ret;
-
-	if ((ret = record_name(jti, name)))
-		return ret;
-	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-	fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	if ((ret = write_all(fd, token, len)) || (fsync(fd) < 0 && (ret = -errno)))
-		goto out;
-	if (renameat(s->dirfd, tmp, s->dirfd, name) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	/* The rename is durable only once the directory entry is. */
-	if (fsync(s->dirfd) < 0)
-		ret = -errno;
-out:
-	close(fd);
-	if (ret)
-		(void)unlinkat(s->dirfd, tmp, 0);
-	return ret;
-}
-
-int store_del(struct store *s, const char *jti)
-{
-	char name[80];
+	unsigned char *rec;
+	size_t n;
 	int ret;
 
-	if ((ret = record_name(jti, name)))
+	if ((ret = encode(op, jti, token, len, &rec, &n)))
 		return ret;
-	if (unlinkat(s->dirfd, name, 0) < 0 && errno != ENOENT)
+	ret = write_all(s->jfd, rec, n);
+	if (!ret && fdatasync(s->jfd) < 0)
+		ret = -errno;
+	free(rec);
+	if (ret) {
+		/* A half-written record would only be a torn tail, but the next append follows it. */
+		if (ftruncate(s->jfd, s->jsize) < 0 || lseek(s->jfd, s->jsize, SEEK_SET) < 0)
+			log_warn("state: cannot cut the journal back after: %s", strerror(-ret));
+		return ret;
+	}
+	s->jsize += (off_t)n;
+	s->jrecords++;
+	return 0;
+}
+
+/*
+ * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory),
+ * then an empty journal. A crash in between replays the old journal over the new snapshot, which
+ * gives the same set.
+ */
+static int compact(struct store *s)
+{
+	int fd, ret = 0;
+
+	fd = openat(s->dirfd, SNAPSHOT_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; !ret && i < s->n; i++) {
+		unsigned char *rec;
+		size_t n;
+
+		if (!(ret = encode('P', s->v[i].jti, s->v[i].token, s->v[i].len, &rec, &n))) {
+			ret = write_all(fd, rec, n);
+			free(rec);
+		}
+	}
+	if (!ret && fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	if (!ret && renameat(s->dirfd, SNAPSHOT_TMP, s->dirfd, SNAPSHOT) < 0)
+		ret = -errno;
+	if (!ret && fsync(s->dirfd) < 0)
+		ret = -errno;
+	if (ret) {
+		(void)unlinkat(s->dirfd, SNAPSHOT_TMP, 0);
+		return ret;
+	}
+	if (ftruncate(s->jfd, 0) < 0 || lseek(s->jfd, 0, SEEK_SET) < 0 || fsync(s->jfd) < 0)
+		return -errno;
+	s->jsize = 0;
+	s->jrecords = 0;
+	return 0;
+}
+
+static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
+{
+	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	char aside[64];
+	size_t records;
+	off_t good;
+	bool bad;
+	int ret;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	ret = load(s, fd, &good, &records, &bad);
+	close(fd);
+	*damaged = bad;
+	if (ret || !bad)
+		return ret;
+	/* Never written in place, so damage is not a crash: keep it for a post-mortem. */
+	snprintf(aside, sizeof(aside), SNAPSHOT ".corrupt-%lld", (long long)time(NULL));
+	log_err("state: %s/%s is corrupt after %zu good record(s); moved aside as %s (the grants "
+		"in it are re-verified on start, the rest are lost to this agent, none opens)",
+		state_dir, SNAPSHOT, records, aside);
+	if (renameat(s->dirfd, SNAPSHOT, s->dirfd, aside) < 0)
 		return -errno;
 	return 0;
 }
 
-static int read_record(int dirfd, const char *name, char *buf, size_t cap, size_t *len)
+/*
+ * jitd 0.1 before the journal kept one file per grant under state_dir/grants/. No release
+ * shipped it, so its records are not carried over: they are named, and ignored (fail closed).
+ */
+static void note_legacy(struct store *s, const char *state_dir)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	ssize_t n;
-	int ret = 0;
+	struct stat st;
 
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, cap);
-	if (n < 0)
+	if (fstatat(s->dirfd, LEGACY_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+		log_warn("state: %s/%s is from an earlier development version; its grants are not "
+			 "restored (remove the directory)", state_dir, LEGACY_DIR);
+}
+
+int store_open(const char *state_dir, struct store **out)
+{
+	struct store *s;
+	bool bad, damaged = false;
+	size_t records;
+	off_t good;
+	int ret;
+
+	*out = NULL;
+	if (!(s = calloc(1, sizeof(*s))))
+		return -ENOMEM;
+	s->dirfd = s->jfd = -1;
+	if ((mkdir(state_dir, 0700) < 0 && errno != EEXIST) ||
+		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+		(s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+			 0600)) < 0) {
 		ret = -errno;
-	else if ((size_t)n == cap)
-		ret = -EFBIG;
-	else
-		buf[n] = '\0', *len = (size_t)n;
-	close(fd);
+		goto fail;
+	}
+	if ((ret = load_snapshot(s, state_dir, &damaged)) ||
+		(ret = load(s, s->jfd, &good, &records, &bad)))
+		goto fail;
+	if (bad) {
+		/* A crash in the middle of an append: that record was never acknowledged. */
+		log_warn("state: ignoring a torn or damaged tail of %s/%s after %zu record(s)",
+			state_dir, JOURNAL, records);
+		if (ftruncate(s->jfd, good) < 0 || fsync(s->jfd) < 0) {
+			ret = -errno;
+			goto fail;
+		}
+	}
+	s->jsize = good;
+	s->jrecords = records;
+	if (lseek(s->jfd, good, SEEK_SET) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	/* What survived a damaged snapshot must not depend on the copy that was moved aside. */
+	if (damaged && (ret = compact(s)))
+		goto fail;
+	note_legacy(s, state_dir);
+	*out = s;
+	return 0;
+fail:
+	store_close(&s);
 	return ret;
 }
 
-static bool is_record(const char *name)
+void store_close(struct store **sp)
 {
-	size_t len = strlen(name);
+	struct store *s = *sp;
 
-	return len == 64 + strlen(SUFFIX) && !strcmp(name + 64, SUFFIX);
+	if (!s)
+		return;
+	if (s->jfd >= 0)
+		close(s->jfd);
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].jti);
+		free(s->v[i].token);
+	}
+	free(s->v);
+	free(s);
+	*sp = NULL;
+}
+
+int store_compact(struct store *s)
+{
+	return compact(s);
+}
+
+static int maybe_compact(struct store *s)
+{
+	int ret;
+
+	if (s->jrecords < COMPACT_RECORDS)
+		return 0;
+	/* The records are durable in the journal already: a failed compaction loses nothing. */
+	if ((ret = compact(s)))
+		log_warn("state: cannot write a snapshot: %s", strerror(-ret));
+	return 0;
+}
+
+int store_put(struct store *s, const char *jti, const char *token, size_t len)
+{
+	int ret;
+
+	if ((ret = append(s, 'P', jti, token, len)) || (ret = mem_put(s, jti, token, len)))
+		return ret;
+	return maybe_compact(s);
+}
+
+int store_del(struct store *s, const char *jti)
+{
+	int ret;
+
+	if (!find(s, jti))
+		return 0;
+	if ((ret = append(s, 'D', jti, NULL, 0)))
+		return ret;
+	mem_del(s, jti);
+	return maybe_compact(s);
 }
 
 int store_foreach(struct store *s, int (*cb)(const char *token, size_t len, void *arg), void *arg)
 {
-	static char buf[JWS_MAX_TOKEN + 1];
-	int fd = dup(s->dirfd), ret = 0;
-	struct dirent *de;
-	DIR *d;
+	for (size_t i = 0; i < s->n;) {
+		char jti[GRANT_MAX_STRING + 1];
+		int ret;
 
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	rewinddir(d);
-	while (ret >= 0 && (de = readdir(d))) {
-		size_t len = 0;
-		int r;
+		snprintf(jti, sizeof(jti), "%s", s->v[i].jti);
+		ret = cb(s->v[i].token, s->v[i].len, arg);
+		if (ret < 0)
+			return ret;
+		if (ret == STORE_REMOVE) {
+			int r = store_del(s, jti);
 
-		if (!is_record(de->d_name))
-			continue;
-		r = read_record(s->dirfd, de->d_name, buf, sizeof(buf), &len);
-		if (r < 0) {
-			log_warn("state: skipping grant record %s/%s: %s", s->path, de->d_name,
-				strerror(-r));
-			continue;
+			if (r)
+				log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-r));
+			if (!r)
+				continue;	/* v[i] now holds the former last entry */
 		}
-		ret = cb(buf, len, arg);
-		if (ret == STORE_REMOVE && unlinkat(s->dirfd, de->d_name, 0) < 0)
-			log_warn("state: cannot remove %s/%s: %s", s->path, de->d_name,
-				strerror(errno));
+		i++;
 	}
-	closedir(d);
-	return ret < 0 ? ret : 0;
+	return 0;
 }

@@ -5,16 +5,22 @@
 
 /*
  * Durable record of the active grants, so that a restart of jitd restores exactly what it had
- * granted: one file per grant under state_dir/grants/, holding the signed token as received
- * (re-verified on load, so a removed key or a tightened policy takes effect). Each write is
- * temporary file + fsync + rename + fsync of the directory, done before the kernel changes.
+ * granted: the signed token as received (re-verified on load, so a removed key or a tightened
+ * policy takes effect). An append-only journal, state_dir/grants.journal, takes one record per
+ * change, fdatasync'd before the call returns (so before the kernel changes); every 4096
+ * records a snapshot, state_dir/grants.snap (temporary file, fsync, rename, fsync of the
+ * directory), replaces it. Each record carries its length and a SHA-256-based checksum: a torn
+ * journal tail (a crash mid-append) is cut off, a damaged snapshot is reported and moved aside;
+ * neither can add a grant, since every token is verified again on start.
  */
 struct store;
 
-/* Creates state_dir/grants (0700) if needed. Returns 0 or -errno. */
+/* Creates state_dir (0700) if needed and loads the snapshot and journal. 0 or -errno. */
 int store_open(const char *state_dir, struct store **out);
 /* Closes and NULLs *s; accepts NULL. */
 void store_close(struct store **s);
+/* Writes a snapshot now and empties the journal (also done every 4096 records). 0 or -errno. */
+int store_compact(struct store *s);
 /* Durably records token as the grant jti. Returns 0 or -errno. */
 int store_put(struct store *s, const char *jti, const char *token, size_t len);
 /* Removes the record of jti (absent is fine). Returns 0 or -errno. */

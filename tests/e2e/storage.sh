@@ -30,7 +30,7 @@ pass "refused with storage_full: $(jq -r .message "$TMP/out")"
 	fail "the refused grant changed the kernel"
 no_allow_elems || fail "an element appeared"
 pass "kernel unchanged, nothing applied"
-[ -z "$(in_jitd_mnt find "$TMP/state/grants" -name '.*tmp')" ] || fail "a partial record was left"
+[ -z "$(in_jitd_mnt find "$TMP/state" -name '.*.tmp')" ] || fail "a partial record was left"
 status_json | jq -e '.grants == []' >/dev/null || fail "status shows a grant"
 pass "no partial record, agent up, no grant"
 expect_connect drop "$C1" 192.0.2.1 22
