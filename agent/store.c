@@ -31,7 +31,10 @@ struct entry {
 	char *jti;
 	char *token;
 	size_t len;
+	size_t next;		/* next entry in the same hash bucket, or NONE */
 };
+
+#define NONE SIZE_MAX
 
 struct store {
 	int dirfd;
@@ -40,7 +43,52 @@ struct store {
 	size_t jrecords;
 	struct entry *v;
 	size_t n, cap;
+	/* jti -> entry: expiring 100k grants must not cost 100k x 100k string compares. */
+	size_t *bucket;		/* first entry of each bucket, or NONE */
+	size_t nbuckets;	/* a power of two, >= cap */
 };
+
+static size_t hash(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static size_t *link_to(struct store *s, size_t i)
+{
+	size_t *p = &s->bucket[hash(s->v[i].jti) & (s->nbuckets - 1)];
+
+	while (*p != i)
+		p = &s->v[*p].next;
+	return p;
+}
+
+static int rehash(struct store *s, size_t want)
+{
+	size_t nb = s->nbuckets ? s->nbuckets : 64, *b;
+
+	while (nb < want)
+		nb *= 2;
+	if (nb == s->nbuckets)
+		return 0;
+	if (!(b = malloc(nb * sizeof(*b))))
+		return -ENOMEM;
+	for (size_t i = 0; i < nb; i++)
+		b[i] = NONE;
+	for (size_t i = 0; i < s->n; i++) {
+		size_t h = hash(s->v[i].jti) & (nb - 1);
+
+		s->v[i].next = b[h];
+		b[h] = i;
+	}
+	free(s->bucket);
+	s->bucket = b;
+	s->nbuckets = nb;
+	return 0;
+}
 
 static int checksum(const void *p, size_t n, unsigned char out[SUM])
 {
@@ -55,7 +103,9 @@ static int checksum(const void *p, size_t n, unsigned char out[SUM])
 
 static struct entry *find(struct store *s, const char *jti)
 {
-	for (size_t i = 0; i < s->n; i++)
+	if (!s->nbuckets)
+		return NULL;
+	for (size_t i = s->bucket[hash(jti) & (s->nbuckets - 1)]; i != NONE; i = s->v[i].next)
 		if (!strcmp(s->v[i].jti, jti))
 			return &s->v[i];
 	return NULL;
@@ -64,12 +114,20 @@ static struct entry *find(struct store *s, const char *jti)
 static void mem_del(struct store *s, const char *jti)
 {
 	struct entry *e = find(s, jti);
+	size_t i, last;
 
 	if (!e)
 		return;
+	i = (size_t)(e - s->v);
+	*link_to(s, i) = e->next;
 	free(e->jti);
 	free(e->token);
-	*e = s->v[--s->n];
+	/* The last entry moves into the hole: repoint whatever led to it. */
+	last = --s->n;
+	if (i != last) {
+		*link_to(s, last) = i;
+		s->v[i] = s->v[last];
+	}
 }
 
 /* Takes a copy of jti and token; replaces an earlier token for the same jti. */
@@ -77,6 +135,7 @@ static int mem_put(struct store *s, const char *jti, const char *token, size_t l
 {
 	char *t = malloc(len + 1), *j = strdup(jti);
 	struct entry *e;
+	size_t h;
 
 	if (!t || !j) {
 		free(t);
@@ -97,7 +156,14 @@ static int mem_put(struct store *s, const char *jti, const char *token, size_t l
 		s->v = e;
 		s->cap = cap;
 	}
-	s->v[s->n++] = (struct entry){ .jti = j, .token = t, .len = len };
+	if (rehash(s, s->cap)) {
+		free(t);
+		free(j);
+		return -ENOMEM;
+	}
+	h = hash(j) & (s->nbuckets - 1);
+	s->v[s->n] = (struct entry){ .jti = j, .token = t, .len = len, .next = s->bucket[h] };
+	s->bucket[h] = s->n++;
 	return 0;
 }
 
@@ -371,6 +437,7 @@ void store_close(struct store **sp)
 		free(s->v[i].token);
 	}
 	free(s->v);
+	free(s->bucket);
 	free(s);
 	*sp = NULL;
 }

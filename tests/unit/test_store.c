@@ -172,6 +172,49 @@ static void test_snapshot(void **state)
 			aside = true;
 	closedir(d);
 	assert_true(aside);
+	assert_int_equal(store_del(st, "p"), 0);
+	assert_int_equal(store_del(st, "r"), 0);
+	store_close(&st);
+}
+
+static int count_cb(const char *token, size_t len, void *arg)
+{
+	char want[16];
+
+	/* Every token left must be one that was not deleted: t<i> with i not a multiple of 3. */
+	snprintf(want, sizeof(want), "t%d", atoi(token + 1));
+	assert_string_equal(token, want);
+	assert_int_not_equal(atoi(token + 1) % 3, 0);
+	(*(size_t *)arg)++;
+	return STORE_KEEP;
+}
+
+/* Enough entries for several rehashes and shared buckets; deletes in an order that moves many. */
+static void test_many(void **state)
+{
+	struct store *st;
+	char jti[16], tok[16];
+	size_t n = 0;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	for (int i = 0; i < 300; i++) {
+		snprintf(jti, sizeof(jti), "g%d", i);
+		snprintf(tok, sizeof(tok), "t%d", i);
+		assert_int_equal(store_put(st, jti, tok, strlen(tok)), 0);
+	}
+	for (int i = 0; i < 300; i += 3) {
+		snprintf(jti, sizeof(jti), "g%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	st = reopen(st);
+	assert_int_equal(store_foreach(st, count_cb, &n), 0);
+	assert_int_equal(n, 200);
+	for (int i = 299; i >= 0; i--) {
+		snprintf(jti, sizeof(jti), "g%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	st = reopen(st);
+	assert_tokens(st, "");
 	store_close(&st);
 }
 
@@ -181,6 +224,7 @@ int main(void)
 		cmocka_unit_test(test_journal),
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_snapshot),
+		cmocka_unit_test(test_many),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
