@@ -1054,7 +1054,13 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 
 	if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg, e->table_flags)))
 		goto out;
-	ret = nft_batch_commit(b, kerr);
+#ifdef JITD_TEST_HOOKS
+	/* Test builds: answer as a kernel before 6.9 would, to test the fallback on any kernel. */
+	if (e->table_flags && getenv("JITD_TEST_NO_PERSIST"))
+		ret = -EOPNOTSUPP;
+	else
+#endif
+		ret = nft_batch_commit(b, kerr);
 	/*
 	 * Kernels before 6.9 know no PERSIST flag (EOPNOTSUPP). Ownership without it is not an
 	 * option: the kernel deletes an owned table with its owner, so a crash would open the
