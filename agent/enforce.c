@@ -133,9 +133,10 @@ static int64_t clock_ms(clockid_t id)
  * time counts too. A wall clock stepped forward or back after that changes nothing: the grant
  * keeps its time (new grants are judged by the clock as it is, with clock_skew).
  */
-static int64_t grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms)
+static int64_t grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms,
+	int64_t boot_ms)
 {
-	return now_ms + (e->deadline[i] - clock_ms(CLOCK_BOOTTIME));
+	return now_ms + (e->deadline[i] - boot_ms);
 }
 
 /* Durations for the metrics: immune to wall-clock steps. */
@@ -200,6 +201,8 @@ static int desired(const struct enforce *e, const struct group *g, int64_t now_m
 	struct elems *out)
 {
 	size_t alen = g->family == AF_INET ? 4 : 16, n = 0, nout = 0, cap = 0, pi;
+	/* Once per plan, not per grant: this loop runs over every grant on each submit. */
+	int64_t boot = clock_ms(CLOCK_BOOTTIME);
 	struct span *in = NULL, *res = NULL;
 	int ret = 0;
 
@@ -212,7 +215,7 @@ static int desired(const struct enforce *e, const struct group *g, int64_t now_m
 	for (size_t i = 0; i < e->n_grants; i++) {
 		const struct grant *gr = &e->grants[i];
 
-		int64_t end = grant_end_ms(e, i, now_ms);
+		int64_t end = grant_end_ms(e, i, now_ms, boot);
 
 		if (!grant_in_group(gr, g, &pi) || end <= now_ms)
 			continue;
@@ -842,8 +845,10 @@ void enforce_expire(struct enforce *e)
 
 static void expire_grants(struct enforce *e, int64_t now)
 {
+	int64_t boot = clock_ms(CLOCK_BOOTTIME);
+
 	for (size_t i = e->n_grants; i-- > 0;) {
-		if (grant_end_ms(e, i, now) > now)
+		if (grant_end_ms(e, i, now, boot) > now)
 			continue;
 		log_info("grant expired: jti=%s sub=%s", e->grants[i].jti, e->grants[i].sub);
 		(void)audit(e, "grant.expired", &e->grants[i], NULL, NULL, 0, NULL, -1);

@@ -244,10 +244,14 @@ static int load(struct store *s, int fd, off_t *good, size_t *records, bool *bad
 		pl = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
 		if (pl < 2 || pl > MAX_PAYLOAD || pread(fd, p, pl, *good + HDR) != (ssize_t)pl ||
 			checksum(p, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
-			apply_payload(s, p, pl) == -EINVAL) {
+			(ret = apply_payload(s, p, pl)) == -EINVAL) {
+			ret = 0;
 			*bad = true;
 			break;
 		}
+		/* Out of memory is no damage: fail the open rather than drop a sound record. */
+		if (ret)
+			break;
 		*good += (off_t)(HDR + pl);
 		(*records)++;
 	}

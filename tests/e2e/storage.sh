@@ -20,6 +20,8 @@ pass "state_dir is a 512 KiB tmpfs private to jitd"
 log "fill it"
 in_jitd_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
 sign --src 192.0.2.2 --port 22 --for 120 --jti full-1 >"$TMP/g1"
+journal_size() { in_jitd_mnt stat -c %s "$TMP/state/grants.journal"; }
+journal_before=$(journal_size)
 before=$(kernel_json | jq -S 'walk(if type == "object" then del(.expires) else . end)')
 rc=0
 "$JITCTL_BIN" -s "$SOCK" submit "$TMP/g1" --json >"$TMP/out" 2>&1 || rc=$?
@@ -30,7 +32,10 @@ pass "refused with storage_full: $(jq -r .message "$TMP/out")"
 	fail "the refused grant changed the kernel"
 no_allow_elems || fail "an element appeared"
 pass "kernel unchanged, nothing applied"
-[ -z "$(in_jitd_mnt find "$TMP/state" -name '.*.tmp')" ] || fail "a partial record was left"
+# A half-written journal record would be cut off on the next start, but must not even be there.
+[ "$(journal_size)" = "$journal_before" ] ||
+	fail "the journal changed: $journal_before -> $(journal_size) bytes"
+[ -z "$(in_jitd_mnt find "$TMP/state" -name '.*.tmp')" ] || fail "a partial snapshot was left"
 status_json | jq -e '.grants == []' >/dev/null || fail "status shows a grant"
 pass "no partial record, agent up, no grant"
 expect_connect drop "$C1" 192.0.2.1 22
