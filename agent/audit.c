@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "common/log.h"
 #include "common/grant.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -22,6 +23,8 @@ struct audit {
 	int fd;
 	uint64_t size, max_bytes;
 	unsigned keep;
+	bool deferred;	/* audit_defer: records wait for audit_sync */
+	bool dirty;	/* written since the last fsync */
 };
 
 static int open_file(struct audit *a)
@@ -66,6 +69,8 @@ void audit_close(struct audit **a)
 {
 	if (!a || !*a)
 		return;
+	if ((*a)->fd >= 0 && audit_sync(*a))
+		log_warn("audit: cannot sync %s", (*a)->path);
 	if ((*a)->fd >= 0)
 		close((*a)->fd);
 	free(*a);
@@ -83,7 +88,10 @@ static void rotated(const struct audit *a, unsigned n, char *buf, size_t len)
 static int rotate(struct audit *a)
 {
 	char from[4200], to[4200];
+	int ret;
 
+	if ((ret = audit_sync(a)))
+		return ret;
 	close(a->fd);
 	a->fd = -1;
 	rotated(a, a->keep, to, sizeof(to));
@@ -158,6 +166,21 @@ static void sanitize(char *s)
 			*s = '?';
 }
 
+void audit_defer(struct audit *a, bool on)
+{
+	a->deferred = on;
+}
+
+int audit_sync(struct audit *a)
+{
+	if (!a->dirty)
+		return 0;
+	if (fsync(a->fd) < 0)
+		return -errno;
+	a->dirty = false;
+	return 0;
+}
+
 int audit_log(struct audit *a, const struct audit_rec *r)
 {
 	int64_t now = (int64_t)time(NULL);
@@ -192,11 +215,10 @@ int audit_log(struct audit *a, const struct audit_rec *r)
 		ret = errno ? -errno : -EIO;
 		goto out;
 	}
-	if (fsync(a->fd) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	a->size += len;
+	a->dirty = true;
+	if (!a->deferred && (ret = audit_sync(a)))
+		goto out;
 	line[len - 1] = '\0';
 	sanitize(line);
 	syslog(r->code ? LOG_WARNING : LOG_INFO, "audit %s", line);

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdbool.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 struct ctl {
 	struct evconnlistener *lev;
 	struct enforce *enf;
+	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
 	time_t refused_logged;	/* at most one "too many clients" line a minute */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -40,7 +42,13 @@ struct ctl {
 
 struct client {
 	struct ctl *ctl;
+	struct client *prev, *next;
 	struct bufferevent *bev;
+	/*
+	 * A submit is with the enforcer: its answer comes later. A client that goes away meanwhile
+	 * is only marked gone; the answer then frees it.
+	 */
+	bool waiting, gone;
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
 	char user[64];
 	char peer[128];
@@ -48,9 +56,19 @@ struct client {
 
 static void client_free(struct client *c)
 {
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->ctl->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	c->ctl->n_clients--;
 	bufferevent_free(c->bev);
-	free(c);
+	c->bev = NULL;
+	if (c->waiting)
+		c->gone = true;
+	else
+		free(c);
 }
 
 /* Close once the reply has left: the protocol is one request per connection. */
@@ -82,21 +100,35 @@ static bool may_change(const struct client *c)
 	return c->uid == 0;
 }
 
+static void submitted_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
+{
+	struct client *c = arg;
+
+	c->waiting = false;
+	if (c->gone) {
+		free(c);
+		return;
+	}
+	reply(c, ret ? proto_error(ret, err->msg) :
+		json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g)));
+}
+
+/* NULL when the answer is on its way (submitted_cb). */
 static json_t *do_submit(struct client *c, json_t *req)
 {
 	const json_t *tok = json_object_get(req, "token");
 	struct jit_error err = { 0 };
-	const struct grant *g;
 	int ret;
 
 	if (!json_is_string(tok))
 		return proto_error(JIT_ERR_BAD_REQUEST, "submit needs a \"token\" string");
 	/* The JSON length, not strlen: a "\u0000" must not cut trailing garbage off the token. */
 	ret = enforce_submit(c->ctl->enf, json_string_value(tok), json_string_length(tok), c->peer,
-		&g, &err);
+		submitted_cb, c, &err);
 	if (ret)
 		return proto_error(ret, err.msg);
-	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));
+	c->waiting = true;
+	return NULL;
 }
 
 static json_t *do_reload(struct client *c, json_t *req)
@@ -251,10 +283,17 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
 			reply(c, proto_error(JIT_ERR_TOO_LARGE, "request exceeds 64 KiB"));
 		return;
 	}
-	if (proto_decode(line, len, &req, &err))
+	if (proto_decode(line, len, &req, &err)) {
 		reply(c, proto_error(err.code, err.msg));
-	else
-		reply(c, dispatch(c, req));
+	} else {
+		json_t *msg = dispatch(c, req);
+
+		/* One request per connection: nothing more is read while its answer is pending. */
+		if (c->waiting)
+			bufferevent_disable(c->bev, EV_READ);
+		else
+			reply(c, msg);
+	}
 	json_decref(req);
 	free(line);
 }
@@ -321,6 +360,9 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 		return;
 	}
 	ctl->n_clients++;
+	if ((c->next = ctl->clients))
+		c->next->prev = c;
+	ctl->clients = c;
 	bufferevent_setcb(c->bev, ctl_read_cb, NULL, ctl_event_cb, c);
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
 	bufferevent_enable(c->bev, EV_READ);
@@ -396,7 +438,8 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	/* Created 0600 from the start: no window in which others could connect. */
 	old = umask(0177);
 	c->lev = evconnlistener_new_bind(base, ctl_accept_cb, c,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16, (struct sockaddr *)&sun,
+		/* A controller sends grants in bursts: room for them before they are accepted. */
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128, (struct sockaddr *)&sun,
 		sizeof(sun));
 	ret = c->lev ? 0 : -errno;
 	umask(old);
@@ -425,6 +468,8 @@ void ctl_close(struct ctl **c)
 	if (!c || !*c)
 		return;
 	evconnlistener_free((*c)->lev);
+	while ((*c)->clients)
+		client_free((*c)->clients);
 	(void)unlink((*c)->path);
 	free(*c);
 	*c = NULL;

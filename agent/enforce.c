@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <libnftnl/set.h>
 #include <openssl/rand.h>
 
@@ -20,6 +21,7 @@
 #include "agent/ruleset.h"
 #include "agent/replay.h"
 #include "agent/store.h"
+#include "agent/verifier.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
@@ -116,6 +118,11 @@ struct enforce {
 	struct elems model;
 	struct metrics metrics;
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
+	/* Group commit: grants being verified, and verified ones waiting for their group. */
+	struct verifier *verifier;
+	struct event *group_timer;
+	size_t in_flight, n_ready;
+	struct pending *ready, *ready_tail;
 };
 
 static int64_t clock_ms(clockid_t id)
@@ -487,14 +494,6 @@ static void grants_remove(struct enforce *e, size_t i)
 	e->deadline[i] = e->deadline[e->n_grants];
 }
 
-static const struct grant *find_grant(const struct enforce *e, const char *jti)
-{
-	for (size_t i = 0; i < e->n_grants; i++)
-		if (!strcmp(e->grants[i].jti, jti))
-			return &e->grants[i];
-	return NULL;
-}
-
 /* Signature, claims, policy and freshness: everything but the kernel. */
 static int check(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
 	struct grant *g, struct jit_error *err, char *jti, size_t jtilen)
@@ -601,122 +600,373 @@ static int storage_code(int errno_ret)
 							      JIT_ERR_INTERNAL;
 }
 
-/*
- * Takes a checked grant g (consumed) to the kernel: the common tail of every way in. record is
- * what the store keeps to restore it. Whatever fails undoes what came before it.
- */
-static int apply(struct enforce *e, struct grant *g, const char *record, size_t record_len,
-	const char *peer, const struct grant **applied, struct jit_error *err)
+/* A grant on its way in, from receipt to its submitter's callback. */
+struct pending {
+	struct pending *next;		/* in e->ready */
+	struct enforce *e;
+	struct verify_job *job;		/* the token (the store's record) and its verification */
+	struct grant local;		/* a local grant: checked already, no job */
+	const char *record;
+	size_t record_len;
+	char *peer;
+	enforce_done_fn done;
+	void *arg;
+	int64_t received_us;
+	/* The outcome, as commit_group decides it. */
+	int ret;
+	struct jit_error err;
+	char jti[GRANT_MAX_STRING + 1];
+	ssize_t idx;			/* in e->grants once pushed, else -1 */
+	bool audited;
+};
+
+static struct grant *pending_grant(struct pending *p)
 {
-	char kerr[NFT_ERRLEN], jti[GRANT_MAX_STRING + 1];
+	return p->job ? &p->job->grant : &p->local;
+}
+
+static void pending_free(struct pending *p)
+{
+	if (!p)
+		return;
+	verify_job_free(p->job);
+	grant_clear(&p->local);
+	free(p->peer);
+	free(p);
+}
+
+/* Replay ids are written lazily (replay_add_lazy): durable before any record goes. */
+static void drop_record(struct enforce *e, const char *jti)
+{
+	int ret;
+
+	if ((ret = replay_sync(e->replay)))
+		log_warn("replay: cannot sync: %s", strerror(-ret));
+	if ((ret = store_del(e->store, jti)))
+		log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-ret));
+}
+
+/*
+ * What may be decided per grant before the group touches anything: policy as configured now
+ * (a reload may have come since the grant was received), time left, limits, replay. accepted
+ * are the group's grants admitted so far, which count against the limits and ids too.
+ */
+static int admit(struct enforce *e, struct pending *p, struct pending **accepted,
+	size_t n_accepted, int64_t now_ms)
+{
+	struct grant *g = pending_grant(p);
+	struct jit_error *err = &p->err;
+	int ret;
+
+	if (p->job && (ret = policy_check(e->cfg, g, now_ms / 1000, err)))
+		return ret;
+	/* Skew lets a just-expired grant verify; it must still not open anything. */
+	if (g->exp * 1000 - now_ms < MIN_TIME_LEFT_MS)
+		return jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g->jti);
+	/* Bounded: a full agent says so and stays healthy. */
+	if (e->n_grants + n_accepted >= e->cfg->max_grants)
+		return jit_fail(err, JIT_ERR_BUSY, "%zu grants are active, the limit "
+			"(limits.max_grants); retry later", e->n_grants + n_accepted);
+	if (g->n_src > e->cfg->max_sources || g->n_ports > e->cfg->max_ports)
+		return jit_fail(err, JIT_ERR_TOO_LARGE, "%zu source(s) and %zu port(s); at most %zu "
+			"and %zu per grant (limits)", g->n_src, g->n_ports, e->cfg->max_sources,
+			e->cfg->max_ports);
+	/* Remembered before anything opens (below): no crash can make a token work twice. */
+	if ((ret = replay_check(e->replay, g->jti, now_ms / 1000)))
+		return ret == JIT_ERR_BUSY ?
+			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
+			jit_fail(err, JIT_ERR_REPLAY, "grant '%s' was already used", g->jti);
+	for (size_t i = 0; i < n_accepted; i++)
+		if (!strcmp(pending_grant(accepted[i])->jti, g->jti))
+			return jit_fail(err, JIT_ERR_REPLAY, "grant '%s' was already used", g->jti);
+	/* Only reachable if the replay cache was lost: still never the same grant twice. */
+	if (store_contains(e->store, g->jti))
+		return jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", g->jti);
+	return 0;
+}
+
+/* Takes pushed grants back out of the books (the kernel is synced by the caller). */
+static void unpush(struct enforce *e, struct pending **v, size_t n, struct pending *p)
+{
+	size_t last = e->n_grants - 1;
+
+	grants_remove(e, (size_t)p->idx);
+	/* grants_remove moved the last grant into the hole: follow it. */
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->idx == (ssize_t)last)
+			v[i]->idx = p->idx;
+	p->idx = -1;
+}
+
+static void fail_all(struct pending **v, size_t n, int code, const char *what, const char *why)
+{
+	for (size_t i = 0; i < n; i++)
+		v[i]->ret = jit_fail(&v[i]->err, code, "%s '%s': %s", what, v[i]->jti, why);
+}
+
+/*
+ * Group commit: the admitted grants of a group (all of v) go to the state journal in one write
+ * and one fdatasync, to the kernel in one transaction, to the audit trail with one fsync. Each
+ * one's outcome lands in its pending; whatever fails is undone for the grants it concerns.
+ */
+static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
+{
+	struct store_rec *recs = calloc(n + 1, sizeof(*recs));
 	struct group *groups = NULL;
-	size_t n_groups = 0;
-	bool remembered = false, stored = false, pushed = false;
+	size_t n_groups = 0, pushed = 0;
+	char kerr[NFT_ERRLEN];
 	int64_t t0;
 	int ret;
 
-	snprintf(jti, sizeof(jti), "%s", g->jti);
-	/* Bounded: a full agent says so and stays healthy. */
-	if (e->n_grants >= e->cfg->max_grants) {
-		ret = jit_fail(err, JIT_ERR_BUSY, "%zu grants are active, the limit "
-			"(limits.max_grants); retry later", e->n_grants);
-		goto undo;
+	if (!recs) {
+		fail_all(v, n, JIT_ERR_INTERNAL, "cannot apply grant", "out of memory");
+		return;
 	}
-	if (g->n_src > e->cfg->max_sources || g->n_ports > e->cfg->max_ports) {
-		ret = jit_fail(err, JIT_ERR_TOO_LARGE, "%zu source(s) and %zu port(s); at most %zu and "
-			"%zu per grant (limits)", g->n_src, g->n_ports, e->cfg->max_sources,
-			e->cfg->max_ports);
-		goto undo;
-	}
-	/* Checked and remembered before anything opens: no crash can make a token work twice. */
-	if ((ret = replay_check(e->replay, jti, enforce_now_ms() / 1000))) {
-		ret = ret == JIT_ERR_BUSY ?
-			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
-			jit_fail(err, JIT_ERR_REPLAY, "grant '%s' was already used", jti);
-		goto undo;
-	}
-	/* Only reachable if the replay cache was lost: still never the same grant twice. */
-	if (find_grant(e, jti)) {
-		ret = jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", jti);
-		goto undo;
-	}
+	for (size_t i = 0; i < n; i++)
+		recs[i] = (struct store_rec){ v[i]->jti, v[i]->record, v[i]->record_len };
 	/*
-	 * The grant's record first, then its id: a crash between the two restores the grant on
-	 * start (which remembers its id again), whereas the other order would burn the id of a
-	 * grant that never opened anything, and the controller's retry would get "replay".
+	 * The records first, then the ids: a crash between the two restores the grants on start
+	 * (which remembers their ids again), whereas the other order would burn the id of a grant
+	 * that never opened anything, and the controller's retry would get "replay".
 	 */
 	t0 = mono_us();
-	if ((ret = grant_groups(g, &groups, &n_groups)) ||
-		(ret = store_put(e->store, jti, record, record_len))) {
-		ret = jit_fail(err, storage_code(ret), "cannot record grant '%s': %s", jti,
-			strerror(-ret));
-		goto undo;
+	if ((ret = store_put_many(e->store, recs, n))) {
+		fail_all(v, n, storage_code(ret), "cannot record grant", strerror(-ret));
+		goto out;
 	}
-	stored = true;
-	if ((ret = replay_add(e->replay, jti, g->exp + (int64_t)e->cfg->clock_skew))) {
-		ret = jit_fail(err, storage_code(ret), "cannot remember grant id '%s': %s", jti,
-			strerror(-ret));
-		goto undo;
-	}
-	remembered = true;
 	metrics_observe(&e->metrics.state, mono_us() - t0);
-	if ((ret = grants_push(e, g))) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
-		goto undo;
+	for (size_t i = 0; i < n; i++) {
+		struct grant *g = pending_grant(v[i]);
+
+		if ((ret = replay_add_lazy(e->replay, v[i]->jti,
+			g->exp + (int64_t)e->cfg->clock_skew)) ||
+			(ret = grant_groups(g, &groups, &n_groups))) {
+			v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
+				"cannot remember grant id '%s': %s", v[i]->jti, strerror(-ret));
+			drop_record(e, v[i]->jti);
+			continue;
+		}
+		if (grants_push(e, g)) {
+			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_INTERNAL, "out of memory");
+			drop_record(e, v[i]->jti);
+			(void)replay_forget(e->replay, v[i]->jti);
+			continue;
+		}
+		v[i]->idx = (ssize_t)e->n_grants - 1;
+		pushed++;
 	}
-	pushed = true;
+	if (!pushed)
+		goto out;
 	if ((ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))) {
-		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel refused the change: %s", kerr);
-		note_error(e, "kernel: %s", err->msg);
-		goto undo;
+		for (size_t i = 0; i < n; i++) {
+			if (v[i]->idx < 0)
+				continue;
+			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_KERNEL,
+				"the kernel refused the change: %s", kerr);
+			unpush(e, v, n, v[i]);
+			drop_record(e, v[i]->jti);
+			if (replay_forget(e->replay, v[i]->jti))
+				log_warn("replay: cannot forget '%s'; that grant id stays unusable",
+					v[i]->jti);
+		}
+		note_error(e, "kernel: the kernel refused the change: %s", kerr);
+		goto out;
 	}
 	/* An access nobody can trace must not exist: no audit record, no grant. */
-	if ((ret = audit(e, "grant.applied", &e->grants[e->n_grants - 1], NULL, peer, 0, NULL,
-		-1))) {
-		ret = jit_fail(err, storage_code(ret), "cannot write the audit trail (%s); nothing "
-			"applied", strerror(-ret));
-		grants_remove(e, e->n_grants - 1);
-		pushed = false;
-		if (sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
-			note_error(e, "kernel: cannot withdraw an unaudited grant: %s", kerr);
-		goto undo;
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->idx >= 0)
+			v[i]->audited = !audit(e, "grant.applied", &e->grants[v[i]->idx], NULL,
+				v[i]->peer, 0, NULL, -1);
+	if ((ret = audit_sync(e->audit))) {
+		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
+		for (size_t i = 0; i < n; i++)
+			v[i]->audited = false;
 	}
-	*applied = &e->grants[e->n_grants - 1];
-	e->metrics.grants_applied++;
-	(void)activity_note(e->activity, *applied, enforce_now_ms() / 1000);
-	log_applied(*applied, peer);
+	pushed = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i]->idx < 0 || v[i]->audited)
+			continue;
+		v[i]->ret = jit_fail(&v[i]->err, storage_code(ret ? ret : -EIO),
+			"cannot write the audit trail for '%s'; nothing applied", v[i]->jti);
+		unpush(e, v, n, v[i]);
+		drop_record(e, v[i]->jti);
+		(void)replay_forget(e->replay, v[i]->jti);
+		pushed++;
+	}
+	if (pushed && sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
+		note_error(e, "kernel: cannot withdraw unaudited grants: %s", kerr);
+out:
 	free(groups);
-	return 0;
-undo:
-	if (pushed)
-		grants_remove(e, e->n_grants - 1);
-	else
-		grant_clear(g);
-	if (stored)
-		(void)store_del(e->store, jti);
-	if (remembered && replay_forget(e->replay, jti))
-		log_warn("replay: cannot forget '%s'; that grant id stays unusable", jti);
-	free(groups);
-	return ret;
+	free(recs);
 }
 
+/*
+ * Everything ready goes through at once: admission one by one, then one commit for all that
+ * were admitted. Each outcome is in its pending (ret, err, idx); refusals are audited here.
+ */
+static void commit_group(struct enforce *e, struct pending **v, size_t n)
+{
+	struct pending **ok = calloc(n + 1, sizeof(*ok));
+	int64_t now_ms;
+	size_t n_ok = 0;
+
+	enforce_expire(e);
+	now_ms = enforce_now_ms();
+	audit_defer(e->audit, true);
+	e->metrics.group_commits++;
+	e->metrics.group_grants += n;
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+
+		p->idx = -1;
+		if (p->job) {
+			metrics_observe(&e->metrics.verify, p->job->verify_us);
+			if ((p->ret = p->job->ret)) {
+				p->err = p->job->err;
+				continue;
+			}
+		}
+		/* Signed by a trusted key: from here on a refusal can name the grant. */
+		snprintf(p->jti, sizeof(p->jti), "%s", pending_grant(p)->jti);
+		if (!ok)
+			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
+		else if (!(p->ret = admit(e, p, ok, n_ok, now_ms)))
+			ok[n_ok++] = p;
+	}
+	if (n_ok)
+		commit_admitted(e, ok, n_ok);
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+
+		if (p->ret) {
+			refused(e, "grant", p->jti[0] ? p->jti : NULL, p->peer, &p->err);
+			continue;
+		}
+		e->metrics.grants_applied++;
+		metrics_observe(&e->metrics.grant, mono_us() - p->received_us);
+		(void)activity_note(e->activity, &e->grants[p->idx], now_ms / 1000);
+		log_applied(&e->grants[p->idx], p->peer);
+	}
+	audit_defer(e->audit, false);
+	if (audit_sync(e->audit))
+		log_warn("audit: cannot sync the refusals of a group");
+	free(ok);
+}
+
+/* Grants that arrive while others are still being verified wait for them, this long at most. */
+#define GROUP_WAIT_US 2000
+/* And a group holds at most this many. */
+#define GROUP_MAX 256
+
+static void run_group(struct enforce *e)
+{
+	struct pending **v, *p;
+	size_t n = 0;
+
+	if (!e->ready)
+		return;
+	evtimer_del(e->group_timer);
+	v = calloc(e->n_ready, sizeof(*v));
+	for (p = e->ready; p; p = p->next) {
+		if (v)
+			v[n++] = p;
+		else
+			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
+	}
+	p = e->ready;
+	e->ready = e->ready_tail = NULL;
+	e->n_ready = 0;
+	if (v)
+		commit_group(e, v, n);
+	/* Replies last: a callback may submit again, which must find the books closed. */
+	while (p) {
+		struct pending *next = p->next;
+
+		p->done(p->arg, p->ret, p->ret ? NULL : &e->grants[p->idx], &p->err);
+		pending_free(p);
+		p = next;
+	}
+	free(v);
+}
+
+static void group_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	run_group(arg);
+}
+
+/* Verified grants come back from the workers: commit now, or wait a little for the rest. */
+static void verified_cb(struct verify_job *jobs, void *arg)
+{
+	struct enforce *e = arg;
+
+	while (jobs) {
+		struct verify_job *next = jobs->next;
+		struct pending *p = jobs->arg;
+
+		jobs->next = NULL;
+		p->next = NULL;
+		if (e->ready_tail)
+			e->ready_tail->next = p;
+		else
+			e->ready = p;
+		e->ready_tail = p;
+		e->n_ready++;
+		e->in_flight--;
+		jobs = next;
+	}
+	if (!e->in_flight || e->n_ready >= GROUP_MAX) {
+		run_group(e);
+		return;
+	}
+	if (!evtimer_pending(e->group_timer, NULL)) {
+		struct timeval tv = { 0, GROUP_WAIT_US };
+
+		evtimer_add(e->group_timer, &tv);
+	}
+}
+
+static struct pending *pending_new(struct enforce *e, const char *peer, enforce_done_fn done,
+	void *arg)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	if (!(p->peer = strdup(peer ? peer : "-"))) {
+		free(p);
+		return NULL;
+	}
+	p->e = e;
+	p->done = done;
+	p->arg = arg;
+	p->idx = -1;
+	p->received_us = mono_us();
+	return p;
+}
 
 int enforce_submit(struct enforce *e, const char *token, size_t len, const char *peer,
-	const struct grant **applied, struct jit_error *err)
+	enforce_done_fn done, void *arg, struct jit_error *err)
 {
-	char jti[GRANT_MAX_STRING + 1] = "";
-	struct grant g = { 0 };
+	const struct grant_verify_ctx ctx = {
+		.keys_dir = e->cfg->keys_dir,
+		.host_id = e->cfg->host_id,
+		.now = enforce_now_ms() / 1000,
+		.clock_skew = e->cfg->clock_skew,
+	};
+	struct pending *p = pending_new(e, peer, done, arg);
 	int ret;
 
-	*applied = NULL;
-	enforce_expire(e);
-	if ((ret = check(e, token, len, enforce_now_ms(), &g, err, jti, sizeof(jti)))) {
-		refused(e, "grant", jti[0] ? jti : NULL, peer, err);
+	if (!p || !(p->job = verify_job_new(token, len, &ctx, p))) {
+		pending_free(p);
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		refused(e, "grant", NULL, peer, err);
 		return ret;
 	}
-	if ((ret = apply(e, &g, token, len, peer, applied, err)))
-		refused(e, "grant", jti, peer, err);
-	return ret;
+	p->record = p->job->token;
+	p->record_len = p->job->len;
+	e->in_flight++;
+	verifier_submit(e->verifier, p->job);
+	return 0;
 }
 
 /* A local grant is stored as its claims object, marked so that restore knows it is unsigned. */
@@ -781,12 +1031,12 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 	int64_t now_ms = enforce_now_ms();
 	unsigned char rnd[8];
 	char jti[32], *text = NULL;
-	struct grant g = { 0 };
+	struct pending p = { 0 }, *pp = &p;
 	json_t *claims = NULL;
+	bool committed = false;
 	int ret;
 
 	*applied = NULL;
-	enforce_expire(e);
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "no randomness for a grant id");
 		goto out;
@@ -798,12 +1048,29 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		goto out;
 	}
-	if ((ret = check_local(e, claims, now_ms, &g, err)))
+	if ((ret = check_local(e, claims, now_ms, &p.local, err)))
 		goto out;
-	ret = apply(e, &g, text, strlen(text), peer, applied, err);
+	/* A group of one, at once: root at the console does not wait for a controller's batch. */
+	p.record = text;
+	p.record_len = strlen(text);
+	if (!(p.peer = strdup(peer))) {
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	p.received_us = mono_us();
+	commit_group(e, &pp, 1);
+	grant_clear(&p.local);
+	if ((ret = p.ret))
+		*err = p.err;
+	else
+		*applied = &e->grants[p.idx];
+	committed = true;
 out:
-	if (ret)
+	/* commit_group audits its own refusals. */
+	if (ret && !committed)
 		refused(e, "grant", jti, peer, err);
+	grant_clear(&p.local);
+	free(p.peer);
 	free(text);
 	json_decref(claims);
 	return ret;
@@ -843,19 +1110,50 @@ void enforce_expire(struct enforce *e)
 	e->model.n = kept;
 }
 
+/* Grants that ran out, together: one audit fsync and one journal write for all of them. */
 static void expire_grants(struct enforce *e, int64_t now)
 {
 	int64_t boot = clock_ms(CLOCK_BOOTTIME);
+	size_t *gone = NULL, n = 0;
+	const char **jti = NULL;
+	int ret;
 
 	for (size_t i = e->n_grants; i-- > 0;) {
+		size_t *ng;
+
 		if (grant_end_ms(e, i, now, boot) > now)
 			continue;
-		log_info("grant expired: jti=%s sub=%s", e->grants[i].jti, e->grants[i].sub);
-		(void)audit(e, "grant.expired", &e->grants[i], NULL, NULL, 0, NULL, -1);
-		e->metrics.grants_expired++;
-		(void)store_del(e->store, e->grants[i].jti);
-		grants_remove(e, i);
+		/* Out of memory: the rest wait for the next tick. */
+		if (!(ng = realloc(gone, (n + 1) * sizeof(*ng))))
+			break;
+		gone = ng;
+		gone[n++] = i;
 	}
+	if (!n || !(jti = calloc(n, sizeof(*jti)))) {
+		free(gone);
+		return;
+	}
+	audit_defer(e->audit, true);
+	for (size_t k = 0; k < n; k++) {
+		const struct grant *g = &e->grants[gone[k]];
+
+		log_info("grant expired: jti=%s sub=%s", g->jti, g->sub);
+		(void)audit(e, "grant.expired", g, NULL, NULL, 0, NULL, -1);
+		jti[k] = g->jti;
+	}
+	audit_defer(e->audit, false);
+	if ((ret = audit_sync(e->audit)))
+		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
+	/* Their ids must outlive their records (replay_add_lazy). */
+	if ((ret = replay_sync(e->replay)) || (ret = store_del_many(e->store, jti, n)))
+		log_warn("state: cannot drop the records of %zu expired grant(s): %s", n,
+			strerror(-ret));
+	/* Highest index first: grants_remove moves the last grant into the hole. */
+	for (size_t k = 0; k < n; k++)
+		grants_remove(e, gone[k]);
+	e->metrics.grants_expired += n;
+	free(jti);
+	free(gone);
 }
 
 /*
@@ -945,7 +1243,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 		note_error(e, "kernel: %s", err->msg);
 		goto out;
 	}
-	(void)store_del(e->store, g.jti);
+	drop_record(e, g.jti);
 	snprintf(res->grant_id, sizeof(res->grant_id), "%s", g.jti);
 	res->terminate = terminate;
 	log_info("grant revoked: jti=%s sub=%s peer=%s%s", g.jti, g.sub, peer,
@@ -1256,7 +1554,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		snprintf(why, sizeof(why), "configuration reload: %s", reasons[i]);
 		log_info("grant revoked: jti=%s sub=%s (%s)", dropped[i].jti, dropped[i].sub, why);
 		(void)audit(e, "grant.revoked", &dropped[i], NULL, "jitd", 0, why, -1);
-		(void)store_del(e->store, dropped[i].jti);
+		drop_record(e, dropped[i].jti);
 		e->metrics.grants_revoked++;
 		grant_clear(&dropped[i]);
 	}
@@ -1319,6 +1617,14 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	}
 	if ((ret = restore(e, err, errlen)))
 		goto fail;
+	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if ((ret = verifier_open(d->base, d->verify_threads, verified_cb, e, &e->verifier))) {
+		snprintf(err, errlen, "cannot start the verification threads: %s", strerror(-ret));
+		goto fail;
+	}
 	*out = e;
 	return 0;
 fail:
@@ -1326,10 +1632,39 @@ fail:
 	return ret;
 }
 
+/* Stopping: grants still being verified or waiting for their group are refused, not applied. */
+static void cancel_pending(struct enforce *e)
+{
+	struct verify_job *rest = verifier_close(&e->verifier);
+	struct pending *p;
+
+	while (rest) {
+		struct verify_job *next = rest->next;
+
+		p = rest->arg;
+		rest->next = NULL;
+		p->next = e->ready;
+		e->ready = p;
+		rest = next;
+	}
+	while ((p = e->ready)) {
+		e->ready = p->next;
+		p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "the agent is stopping; retry");
+		refused(e, "grant", NULL, p->peer, &p->err);
+		p->done(p->arg, p->ret, NULL, &p->err);
+		pending_free(p);
+	}
+	e->ready_tail = NULL;
+	e->n_ready = e->in_flight = 0;
+}
+
 void enforce_close(struct enforce **e)
 {
 	if (!e || !*e)
 		return;
+	cancel_pending(*e);
+	if ((*e)->group_timer)
+		event_free((*e)->group_timer);
 	for (size_t i = 0; i < (*e)->n_grants; i++)
 		grant_clear(&(*e)->grants[i]);
 	free((*e)->grants);

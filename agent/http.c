@@ -57,6 +57,7 @@ struct http {
 	struct bufferevent **pending;	/* accepted, close callback not attached yet */
 	size_t n_pending;
 	struct event *adopt;
+	struct submission *waiting;	/* grants with the enforcer, their replies owed */
 	bool paused_full;		/* the listener waits for n_conns to drop */
 	bool closing;
 	unsigned long flood;		/* connections or requests refused since the last log line */
@@ -69,6 +70,16 @@ struct peer {
 	const struct sockaddr *sa;
 	bool loopback;
 	bool verified;		/* a client certificate the client CA signed */
+};
+
+/*
+ * A grant with the enforcer. evhttp keeps a request whose reply is owed even if its connection
+ * goes (and frees it when the reply is sent); only closing the endpoint must cut the tie.
+ */
+struct submission {
+	struct http *h;
+	struct evhttp_request *req;	/* NULL: the endpoint closed; drop the answer */
+	struct submission *prev, *next;
 };
 
 struct route {
@@ -203,23 +214,52 @@ static char *take_token(struct http *h, struct evhttp_request *req, const struct
 	return buf;
 }
 
+static void submitted_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
+{
+	struct submission *s = arg;
+
+	if (s->req && ret)
+		send_error(s->req, status_of(ret), ret, err->msg);
+	else if (s->req)
+		send_json(s->req, 201, status_grant_json(s->h->enf, g));
+	if (s->req) {
+		if (s->prev)
+			s->prev->next = s->next;
+		else
+			s->h->waiting = s->next;
+		if (s->next)
+			s->next->prev = s->prev;
+	}
+	free(s);
+}
+
 static void post_grant(struct http *h, struct evhttp_request *req, const struct peer *p)
 {
 	struct jit_error err = { 0 };
-	const struct grant *g;
+	struct submission *s;
 	char *token;
 	size_t len;
 	int ret;
 
 	if (!(token = take_token(h, req, p, false, &len)))
 		return;
-	ret = enforce_submit(h->enf, token, len, p->name, &g, &err);
+	if (!(s = calloc(1, sizeof(*s)))) {
+		free(token);
+		send_error(req, 500, JIT_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	s->h = h;
+	s->req = req;
+	ret = enforce_submit(h->enf, token, len, p->name, submitted_cb, s, &err);
 	free(token);
 	if (ret) {
+		free(s);
 		send_error(req, status_of(ret), ret, err.msg);
 		return;
 	}
-	send_json(req, 201, status_grant_json(h->enf, g));
+	if ((s->next = h->waiting))
+		s->next->prev = s;
+	h->waiting = s;
 }
 
 static void post_revocation(struct http *h, struct evhttp_request *req, const struct peer *p)
@@ -580,6 +620,10 @@ void http_close(struct http **hp)
 
 	if (!h)
 		return;
+	/* Answers still owed go nowhere: evhttp is about to free their requests. */
+	for (struct submission *s = h->waiting; s; s = s->next)
+		s->req = NULL;
+	h->waiting = NULL;
 	/* evhttp frees the listener and the connections (conn_gone then only counts). */
 	h->closing = true;
 	if (h->eh)

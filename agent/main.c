@@ -178,7 +178,8 @@ int main(int argc, char **argv)
 	audit_agent(audit, "config.loaded", msg);
 
 	deps = (struct enforce_deps){ .cfg = cfg, .config_path = o.config_path, .nft = nft,
-		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct };
+		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct,
+		.base = base };
 	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
 		errx(1, "cannot install table inet jitd: %s", kerr[0] ? kerr : strerror(-ret));
 	/* Before anything can be granted: from here on, whoever touches the table is undone. */

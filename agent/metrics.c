@@ -110,11 +110,21 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		"Established flows cut by revocations with terminate.", m->flows_terminated);
 	scalar(&o, "jitd_drift_repairs_total", "counter",
 		"Transactions that put the kernel back in line with the grants.", m->drift_repairs);
+	scalar(&o, "jitd_group_commits_total", "counter",
+		"Groups of grants committed together (one fdatasync, one kernel transaction).",
+		m->group_commits);
+	scalar(&o, "jitd_group_grants_total", "counter",
+		"Grants that went through those groups, applied or refused.", m->group_grants);
+	hist(&o, "jitd_grant_seconds",
+		"One grant, from receipt to applied (kernel acknowledgement and audit record).",
+		&m->grant);
+	hist(&o, "jitd_verify_seconds",
+		"One signature and claims verification, on a worker thread.", &m->verify);
 	hist(&o, "jitd_kernel_transaction_seconds",
 		"One nf_tables transaction, from send to the last acknowledgement.", &m->kernel);
 	hist(&o, "jitd_state_write_seconds",
-		"Durable record of a grant before the kernel changes (replay cache and store).",
-		&m->state);
+		"Durable record of a group of grants before the kernel changes (one journal "
+		"write and fdatasync).", &m->state);
 	if (fclose(o.f)) {
 		free(o.buf);
 		return NULL;

@@ -25,6 +25,7 @@ struct replay {
 	struct entry *slots;
 	size_t cap, live, max;
 	int fd;
+	bool dirty;	/* lines written since the last fsync */
 	char path[4096];
 };
 
@@ -124,13 +125,24 @@ static void prune(struct replay *r, int64_t now)
 			drop(r, &r->slots[i]);
 }
 
-static int append(struct replay *r, const char *line)
+static int append(struct replay *r, const char *line, bool sync)
 {
 	size_t len = strlen(line);
 
 	if (write(r->fd, line, len) != (ssize_t)len)
 		return errno ? -errno : -EIO;
-	return fsync(r->fd) < 0 ? -errno : 0;
+	r->dirty = true;
+	return sync ? replay_sync(r) : 0;
+}
+
+int replay_sync(struct replay *r)
+{
+	if (!r->dirty)
+		return 0;
+	if (fsync(r->fd) < 0)
+		return -errno;
+	r->dirty = false;
+	return 0;
 }
 
 /* Rewrites the file with the live entries only: tmp + fsync + rename. */
@@ -226,6 +238,8 @@ void replay_close(struct replay **r)
 {
 	if (!r || !*r)
 		return;
+	if (replay_sync(*r))
+		log_warn("replay: cannot sync %s", (*r)->path);
 	for (size_t i = 0; i < (*r)->cap; i++)
 		if ((*r)->slots[i].jti != TOMB)
 			free((*r)->slots[i].jti);
@@ -250,7 +264,7 @@ int replay_check(struct replay *r, const char *jti, int64_t now)
 	return 0;
 }
 
-int replay_add(struct replay *r, const char *jti, int64_t until)
+static int add(struct replay *r, const char *jti, int64_t until, bool sync)
 {
 	char line[JTI_MAX + 64];
 	struct entry *e;
@@ -263,9 +277,19 @@ int replay_add(struct replay *r, const char *jti, int64_t until)
 	if (!e && r->live >= r->max)
 		return -ENOBUFS;
 	snprintf(line, sizeof(line), "A %" PRId64 " %s\n", until, jti);
-	if ((ret = append(r, line)))
+	if ((ret = append(r, line, sync)))
 		return ret;
 	return put(r, jti, until);
+}
+
+int replay_add(struct replay *r, const char *jti, int64_t until)
+{
+	return add(r, jti, until, true);
+}
+
+int replay_add_lazy(struct replay *r, const char *jti, int64_t until)
+{
+	return add(r, jti, until, false);
 }
 
 int replay_forget(struct replay *r, const char *jti)
@@ -277,7 +301,7 @@ int replay_forget(struct replay *r, const char *jti)
 	if (!e)
 		return 0;
 	snprintf(line, sizeof(line), "F %s\n", jti);
-	if ((ret = append(r, line)))
+	if ((ret = append(r, line, true)))
 		return ret;
 	drop(r, e);
 	return 0;

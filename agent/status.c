@@ -239,12 +239,48 @@ static json_t *grant_json(const struct grant *g, const struct kview *kv, long fl
 	return o;
 }
 
+/*
+ * The elements that can cover g, from what the kernel acknowledged last (the enforcer's model):
+ * a reply to a grant must not cost a dump of every element in the table.
+ */
+static int kview_model(struct enforce *e, const struct grant *g, struct kview *kv)
+{
+	size_t n;
+	const struct ruleset_elem *m = enforce_model(e, &n);
+
+	memset(kv, 0, sizeof(*kv));
+	kv->now_ms = enforce_now_ms();
+	kv->present = true;
+	for (size_t i = 0; i < n; i++) {
+		bool near = false;
+
+		for (size_t s = 0; s < g->n_src && !near; s++) {
+			size_t alen = g->src[s].family == AF_INET ? 4 : 16;
+			uint8_t lo[16], hi[16];
+
+			prefix_range(&g->src[s], lo, hi);
+			near = m[i].family == g->src[s].family && memcmp(m[i].hi, lo, alen) >= 0 &&
+				memcmp(m[i].lo, hi, alen) <= 0;
+		}
+		if (near) {
+			struct ruleset_elem *nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv));
+
+			if (!nv)
+				return -ENOMEM;
+			kv->v = nv;
+			kv->v[kv->n++] = m[i];
+		}
+	}
+	return 0;
+}
+
 json_t *status_grant_json(struct enforce *e, const struct grant *g)
 {
 	struct kview kv;
 	json_t *o;
 
-	kview_read(enforce_nft(e), &kv);
+	if (kview_model(e, g, &kv))
+		kv.present = false; /* kernel_expires_in: null, "not known" */
 	o = grant_json(g, &kv, -1);
 	if (o)
 		json_object_set_new(o, "elements", grant_elements(g));

@@ -276,7 +276,27 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* One record, durable before return; on failure the journal is cut back to where it was. */
+/*
+ * Records already encoded back to back, durable before return: one write, one fdatasync. On
+ * failure the journal is cut back to where it was, so that none of them can come back on start.
+ */
+static int append_raw(struct store *s, const unsigned char *buf, size_t n, size_t records)
+{
+	int ret = write_all(s->jfd, buf, n);
+
+	if (!ret && fdatasync(s->jfd) < 0)
+		ret = -errno;
+	if (ret) {
+		/* A half-written record would only be a torn tail, but the next append follows it. */
+		if (ftruncate(s->jfd, s->jsize) < 0 || lseek(s->jfd, s->jsize, SEEK_SET) < 0)
+			log_warn("state: cannot cut the journal back after: %s", strerror(-ret));
+		return ret;
+	}
+	s->jsize += (off_t)n;
+	s->jrecords += records;
+	return 0;
+}
+
 static int append(struct store *s, char op, const char *jti, const char *token, size_t len)
 {
 	unsigned char *rec;
@@ -285,19 +305,9 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 
 	if ((ret = encode(op, jti, token, len, &rec, &n)))
 		return ret;
-	ret = write_all(s->jfd, rec, n);
-	if (!ret && fdatasync(s->jfd) < 0)
-		ret = -errno;
+	ret = append_raw(s, rec, n, 1);
 	free(rec);
-	if (ret) {
-		/* A half-written record would only be a torn tail, but the next append follows it. */
-		if (ftruncate(s->jfd, s->jsize) < 0 || lseek(s->jfd, s->jsize, SEEK_SET) < 0)
-			log_warn("state: cannot cut the journal back after: %s", strerror(-ret));
-		return ret;
-	}
-	s->jsize += (off_t)n;
-	s->jrecords++;
-	return 0;
+	return ret;
 }
 
 /*
@@ -472,6 +482,50 @@ int store_put(struct store *s, const char *jti, const char *token, size_t len)
 	return maybe_compact(s);
 }
 
+int store_put_many(struct store *s, const struct store_rec *r, size_t n)
+{
+	unsigned char *buf = NULL, *rec;
+	size_t used = 0, len, done = 0;
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		unsigned char *nb;
+
+		if ((ret = encode('P', r[i].jti, r[i].token, r[i].len, &rec, &len)))
+			break;
+		if (!(nb = realloc(buf, used + len))) {
+			free(rec);
+			ret = -ENOMEM;
+			break;
+		}
+		buf = nb;
+		memcpy(buf + used, rec, len);
+		used += len;
+		free(rec);
+	}
+	if (ret == 0 && n)
+		ret = append_raw(s, buf, used, n);
+	free(buf);
+	for (; ret == 0 && done < n; done++)
+		ret = mem_put(s, r[done].jti, r[done].token, r[done].len);
+	if (ret && done) {
+		/* Durable but not all in memory (out of memory): take every one of them back. */
+		for (size_t i = 0; i < n; i++) {
+			if (append(s, 'D', r[i].jti, NULL, 0))
+				log_warn("state: cannot drop the record of '%s'", r[i].jti);
+			mem_del(s, r[i].jti);
+		}
+	}
+	if (ret)
+		return ret;
+	return maybe_compact(s);
+}
+
+bool store_contains(struct store *s, const char *jti)
+{
+	return find(s, jti) != NULL;
+}
+
 int store_del(struct store *s, const char *jti)
 {
 	int ret;
@@ -481,6 +535,40 @@ int store_del(struct store *s, const char *jti)
 	if ((ret = append(s, 'D', jti, NULL, 0)))
 		return ret;
 	mem_del(s, jti);
+	return maybe_compact(s);
+}
+
+int store_del_many(struct store *s, const char *const *jti, size_t n)
+{
+	unsigned char *buf = NULL, *rec;
+	size_t used = 0, len, records = 0;
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		unsigned char *nb;
+
+		if (!find(s, jti[i]))
+			continue;
+		if ((ret = encode('D', jti[i], NULL, 0, &rec, &len)))
+			break;
+		if (!(nb = realloc(buf, used + len))) {
+			free(rec);
+			ret = -ENOMEM;
+			break;
+		}
+		buf = nb;
+		memcpy(buf + used, rec, len);
+		used += len;
+		records++;
+		free(rec);
+	}
+	if (ret == 0 && records)
+		ret = append_raw(s, buf, used, records);
+	free(buf);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n; i++)
+		mem_del(s, jti[i]);
 	return maybe_compact(s);
 }
 

@@ -11,7 +11,7 @@ struct grant;
 
 /*
  * The audit trail: one compact JSON object per line in state_dir/audit.jsonl (0640), written and
- * fsync'd before audit_log returns, plus one syslog line (authpriv). When the file would pass
+ * fsync'd before audit_log returns (or audit_sync, see audit_defer), plus one syslog line (authpriv). When the file would pass
  * max_bytes it becomes audit.jsonl.1 (.1 -> .2, ... keep files at most). Record members, absent
  * ones omitted: time (UTC RFC 3339), ts (seconds), event, grant, sub, iss, kid, sources, ports,
  * expires_at, reason, peer, code, message, count.
@@ -37,6 +37,13 @@ int audit_open(const char *state_dir, const struct audit_opts *o, struct audit *
 void audit_close(struct audit **a);
 /* 0 or -errno; on error the record may be lost and the caller must not act as if audited. */
 int audit_log(struct audit *a, const struct audit_rec *r);
+/*
+ * Group commit: while deferred, audit_log writes without fsync; audit_sync then makes every
+ * record so far durable with one fsync (0 or -errno), and must succeed before the caller acts as
+ * if any of them was audited.
+ */
+void audit_defer(struct audit *a, bool on);
+int audit_sync(struct audit *a);
 /*
  * Events oldest first across the rotated files, with ts >= since and, if grant_id is set, only
  * that grant's; at most max (the newest), *truncated set if more. New array, NULL on OOM.

@@ -26,6 +26,7 @@ struct store;
  *   verify -> policy -> replay -> durable record -> one kernel transaction -> audit -> success.
  */
 struct enforce;
+struct event_base;
 
 /* What the enforcer works with. Everything is borrowed and must outlive the handle. */
 struct enforce_deps {
@@ -37,6 +38,8 @@ struct enforce_deps {
 	struct audit *audit;
 	struct activity *activity;
 	struct conntrack *ct;
+	struct event_base *base;	/* the loop the verification results come back on */
+	unsigned verify_threads;	/* 0: one per CPU */
 };
 
 /*
@@ -48,14 +51,22 @@ int enforce_open(const struct enforce_deps *deps, struct enforce **out, char *er
 void enforce_close(struct enforce **e);
 
 /*
- * Verifies and applies one compact JWS grant. peer names the submitter for the audit trail.
- * Returns 0 and a pointer to the applied grant in *applied (valid until the next enforce_* call),
- * or a negative enum jit_err with err->msg set; on any error the kernel and the state are
- * unchanged. Every outcome is audited before this returns; a grant that cannot be audited is
- * not applied.
+ * The outcome of enforce_submit, on the event loop: ret 0 and the applied grant (valid only
+ * during the call), or a negative enum jit_err with err->msg set. By then the outcome is audited.
+ */
+typedef void (*enforce_done_fn)(void *arg, int ret, const struct grant *applied,
+	const struct jit_error *err);
+/*
+ * Takes one compact JWS grant. Its signature is verified on a worker thread; grants verified
+ * together are committed together (group commit): one journal fdatasync, one kernel
+ * transaction, one audit fsync for the group, each grant acknowledged through done only after
+ * all three. On any error the kernel and the state are unchanged for that grant; a grant that
+ * cannot be audited is not applied. peer names the submitter for the audit trail.
+ * Returns 0 when the grant is on its way (done follows, never before this returns), or a
+ * negative enum jit_err with err set if it could not even be queued (done is not called).
  */
 int enforce_submit(struct enforce *e, const char *token, size_t len, const char *peer,
-	const struct grant **applied, struct jit_error *err);
+	enforce_done_fn done, void *arg, struct jit_error *err);
 
 /* A break-glass request from the local root user (jitctl grant). */
 struct local_request {

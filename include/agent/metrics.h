@@ -25,8 +25,12 @@ struct metrics {
 	uint64_t revocations_refused[JIT_ERR__COUNT];
 	uint64_t flows_terminated;
 	uint64_t drift_repairs;		/* transactions that put the kernel back to the grants */
+	uint64_t group_commits;		/* groups of grants committed together */
+	uint64_t group_grants;		/* grants those groups held (applied or not) */
 	struct metrics_hist kernel;	/* one nf_tables transaction, send to last ack */
-	struct metrics_hist state;	/* durable record of a grant: replay cache + store, fsync'd */
+	struct metrics_hist state;	/* durable record of a group: one journal write + fdatasync */
+	struct metrics_hist verify;	/* one signature and claims verification (a worker thread) */
+	struct metrics_hist grant;	/* one grant, received to applied (kernel ack, audit) */
 };
 
 /* What only the caller knows at render time. */

@@ -20,6 +20,14 @@ void replay_close(struct replay **r);
 int replay_check(struct replay *r, const char *jti, int64_t now);
 /* Durably remembers jti until `until`. 0, -EEXIST, -ENOBUFS (full), -EINVAL or -errno. */
 int replay_add(struct replay *r, const char *jti, int64_t until);
+/*
+ * The same, written but not yet fsync'd: for a grant whose own record in the state journal is
+ * durable, which brings its id back on start anyway. The id must be durable before that record
+ * goes (replay_sync before store_del): the group commit saves one fsync per group this way.
+ */
+int replay_add_lazy(struct replay *r, const char *jti, int64_t until);
+/* Makes every id written so far durable. 0 or -errno. */
+int replay_sync(struct replay *r);
 /* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */
 int replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);

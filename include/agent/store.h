@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_STORE_H
 #define JITD_AGENT_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -23,8 +24,23 @@ void store_close(struct store **s);
 int store_compact(struct store *s);
 /* Durably records token as the grant jti. Returns 0 or -errno. */
 int store_put(struct store *s, const char *jti, const char *token, size_t len);
+/* One grant's record, for store_put_many. */
+struct store_rec {
+	const char *jti;
+	const char *token;
+	size_t len;
+};
+/*
+ * Durably records n grants together: one write and one fdatasync for all (group commit). All or
+ * none: on failure none of them is recorded. Returns 0 or -errno.
+ */
+int store_put_many(struct store *s, const struct store_rec *r, size_t n);
+/* Whether jti has a record (a hash lookup). */
+bool store_contains(struct store *s, const char *jti);
 /* Removes the record of jti (absent is fine). Returns 0 or -errno. */
 int store_del(struct store *s, const char *jti);
+/* Removes the records of n grants with one write and one fdatasync. 0 or -errno. */
+int store_del_many(struct store *s, const char *const *jti, size_t n);
 #define STORE_KEEP 0
 #define STORE_REMOVE 1
 /*

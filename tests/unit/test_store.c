@@ -113,6 +113,35 @@ static void test_journal(void **state)
 	store_close(&st);
 }
 
+/* A group's records go in with one write and come back as a group; so do their deletions. */
+static void test_group(void **state)
+{
+	const struct store_rec recs[] = { { "g1", "tok-g1", 6 }, { "g2", "tok-g2", 6 },
+		{ "g3", "tok-g3", 6 } };
+	const char *gone[] = { "g1", "g3", "never-there" };
+	struct store *st;
+	struct stat sb;
+	off_t before;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	before = sb.st_size;
+	assert_int_equal(store_put_many(st, recs, 3), 0);
+	assert_true(store_contains(st, "g2"));
+	assert_false(store_contains(st, "g4"));
+	st = reopen(st);
+	assert_tokens(st, "tok-g1;tok-g2;tok-g3;");
+	assert_int_equal(store_del_many(st, gone, 3), 0);
+	assert_false(store_contains(st, "g1"));
+	st = reopen(st);
+	assert_tokens(st, "tok-g2;");
+	/* Three puts and two deletions: five records, none for the id that was never there. */
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	assert_int_equal(sb.st_size - before, 3 * (12 + 1 + 2 + 1 + 6) + 2 * (12 + 1 + 2));
+	assert_int_equal(store_del(st, "g2"), 0);
+	store_close(&st);
+}
+
 static void test_torn_tail(void **state)
 {
 	struct store *st;
@@ -222,6 +251,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_journal),
+		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_many),

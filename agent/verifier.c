@@ -1,0 +1,252 @@
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "agent/verifier.h"
+#include "common/log.h"
+
+#define MAX_THREADS 16
+
+struct verifier {
+	pthread_mutex_t lock;
+	pthread_cond_t work;
+	/* Queued jobs (FIFO) and finished ones not yet delivered (LIFO), both under lock. */
+	struct verify_job *head, *tail, *done;
+	bool stopping;
+	pthread_t thread[MAX_THREADS];
+	unsigned n_threads;
+	int efd;
+	struct event *ev;
+	verifier_done_fn done_fn;
+	void *arg;
+};
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void *worker(void *arg)
+{
+	struct verifier *v = arg;
+
+	pthread_mutex_lock(&v->lock);
+	for (;;) {
+		struct verify_job *j;
+		bool wake;
+		int64_t t0;
+
+		while (!v->head && !v->stopping)
+			pthread_cond_wait(&v->work, &v->lock);
+		if (v->stopping)
+			break;
+		j = v->head;
+		if (!(v->head = j->next))
+			v->tail = NULL;
+		pthread_mutex_unlock(&v->lock);
+
+		const struct grant_verify_ctx ctx = { .keys_dir = j->keys_dir,
+			.host_id = j->host_id, .now = j->now, .clock_skew = j->clock_skew };
+		t0 = mono_us();
+		j->ret = grant_verify(j->token, j->len, &ctx, &j->grant, &j->err);
+		j->verify_us = mono_us() - t0;
+
+		pthread_mutex_lock(&v->lock);
+		/* One wake-up per batch: the loop takes everything finished when it runs. */
+		wake = !v->done;
+		j->next = v->done;
+		v->done = j;
+		if (wake) {
+			uint64_t one = 1;
+
+			if (write(v->efd, &one, sizeof(one)) < 0)
+				log_warn("verifier: cannot wake the event loop: %s", strerror(errno));
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+static struct verify_job *reverse(struct verify_job *j)
+{
+	struct verify_job *r = NULL;
+
+	while (j) {
+		struct verify_job *next = j->next;
+
+		j->next = r;
+		r = j;
+		j = next;
+	}
+	return r;
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct verifier *v = arg;
+	struct verify_job *done;
+	uint64_t n;
+
+	if (read(v->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn("verifier: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&v->lock);
+	done = v->done;
+	v->done = NULL;
+	pthread_mutex_unlock(&v->lock);
+	if (done)
+		v->done_fn(reverse(done), v->arg);
+}
+
+static unsigned cpus(void)
+{
+	cpu_set_t set;
+	int n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && (n = CPU_COUNT(&set)) > 0)
+		return (unsigned)n;
+	n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+int verifier_open(struct event_base *base, unsigned threads, verifier_done_fn done, void *arg,
+	struct verifier **out)
+{
+	struct verifier *v;
+	int ret;
+
+	*out = NULL;
+	if (!(v = calloc(1, sizeof(*v))))
+		return -ENOMEM;
+	v->done_fn = done;
+	v->arg = arg;
+	v->efd = -1;
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_cond_init(&v->work, NULL);
+	if ((v->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (!(v->ev = event_new(base, v->efd, EV_READ | EV_PERSIST, wake_cb, v)) ||
+		event_add(v->ev, NULL)) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	/* jansson seeds its hash function on first use; do it before there are threads. */
+	json_object_seed(0);
+	if (!threads)
+		threads = cpus();
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	for (; v->n_threads < threads; v->n_threads++) {
+		if ((ret = -pthread_create(&v->thread[v->n_threads], NULL, worker, v)))
+			goto fail;
+	}
+	*out = v;
+	return 0;
+fail:
+	verify_job_free(verifier_close(&v));
+	return ret;
+}
+
+struct verify_job *verifier_close(struct verifier **vp)
+{
+	struct verifier *v = *vp;
+	struct verify_job *rest;
+
+	if (!v)
+		return NULL;
+	pthread_mutex_lock(&v->lock);
+	v->stopping = true;
+	pthread_cond_broadcast(&v->work);
+	pthread_mutex_unlock(&v->lock);
+	for (unsigned i = 0; i < v->n_threads; i++)
+		pthread_join(v->thread[i], NULL);
+	/* Undelivered results first, then what no worker took. */
+	rest = reverse(v->done);
+	if (rest) {
+		struct verify_job *t = rest;
+
+		while (t->next)
+			t = t->next;
+		t->next = v->head;
+	} else {
+		rest = v->head;
+	}
+	if (v->ev)
+		event_free(v->ev);
+	if (v->efd >= 0)
+		close(v->efd);
+	pthread_cond_destroy(&v->work);
+	pthread_mutex_destroy(&v->lock);
+	free(v);
+	*vp = NULL;
+	return rest;
+}
+
+struct verify_job *verify_job_new(const char *token, size_t len, const struct grant_verify_ctx *ctx,
+	void *arg)
+{
+	struct verify_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->token = malloc(len + 1);
+	j->keys_dir = strdup(ctx->keys_dir);
+	j->host_id = strdup(ctx->host_id);
+	if (!j->token || !j->keys_dir || !j->host_id) {
+		verify_job_free(j);
+		return NULL;
+	}
+	memcpy(j->token, token, len);
+	j->token[len] = '\0';
+	j->len = len;
+	j->now = ctx->now;
+	j->clock_skew = ctx->clock_skew;
+	j->arg = arg;
+	return j;
+}
+
+/* Frees j and every job linked after it. */
+void verify_job_free(struct verify_job *j)
+{
+	while (j) {
+		struct verify_job *next = j->next;
+
+		free(j->token);
+		free(j->keys_dir);
+		free(j->host_id);
+		grant_clear(&j->grant);
+		free(j);
+		j = next;
+	}
+}
+
+void verifier_submit(struct verifier *v, struct verify_job *j)
+{
+	j->next = NULL;
+	pthread_mutex_lock(&v->lock);
+	if (v->tail)
+		v->tail->next = j;
+	else
+		v->head = j;
+	v->tail = j;
+	pthread_cond_signal(&v->work);
+	pthread_mutex_unlock(&v->lock);
+}
+
+unsigned verifier_threads(const struct verifier *v)
+{
+	return v->n_threads;
+}

@@ -1,0 +1,172 @@
+/*
+ * The verification pool: every job comes back exactly once, with grant_verify's verdict, whether
+ * it is delivered on the loop or handed back by verifier_close; jobs submitted together are
+ * delivered in batches, not one wake-up each.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "agent/verifier.h"
+#include "common/jws.h"
+#include "common/keys.h"
+
+#define HOST "verifier-host"
+#define NOW 1800000000
+#define JOBS 64
+
+static char dir[] = "/tmp/jitd-test-verifier-XXXXXX";
+static EVP_PKEY *priv;
+
+struct tally {
+	struct event_base *base;
+	unsigned delivered, batches, ok, refused;
+	unsigned char seen[JOBS];
+};
+
+static int setup(void **state)
+{
+	char path[sizeof(dir) + 16];
+
+	if (!mkdtemp(dir) || keys_generate(dir, "k1"))
+		return -1;
+	snprintf(path, sizeof(path), "%s/k1.key", dir);
+	return keys_load_private(path, &priv);
+}
+
+static int teardown(void **state)
+{
+	char path[sizeof(dir) + 16];
+
+	snprintf(path, sizeof(path), "%s/k1.key", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/k1.pem", dir);
+	unlink(path);
+	rmdir(dir);
+	EVP_PKEY_free(priv);
+	return 0;
+}
+
+/* Even i: a valid grant with jti "j<i>"; odd i: not a JWS at all. */
+static struct verify_job *job(int i, struct tally *t)
+{
+	const struct grant_verify_ctx ctx = { .keys_dir = dir, .host_id = HOST, .now = NOW,
+		.clock_skew = 30 };
+	json_t *h = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "typ", GRANT_TYP, "kid", "k1");
+	json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:[s], s:[{s:i, s:s}]}", "iss", "ctl",
+		"sub", "alice", "jti", "", "aud", HOST, "iat", (json_int_t)NOW - 5, "exp",
+		(json_int_t)NOW + 600, "src", "192.0.2.7", "ports", "port", 22, "protocol", "tcp");
+	char jti[16], *payload, *tok = NULL;
+	struct verify_job *j;
+
+	snprintf(jti, sizeof(jti), "j%d", i);
+	assert_int_equal(json_object_set_new(c, "jti", json_string(jti)), 0);
+	payload = json_dumps(c, JSON_COMPACT);
+	assert_non_null(payload);
+	assert_int_equal(jws_sign(h, (const unsigned char *)payload, strlen(payload), priv, &tok), 0);
+	if (i % 2)
+		tok[0] = '!';
+	j = verify_job_new(tok, strlen(tok), &ctx, t);
+	assert_non_null(j);
+	free(tok);
+	free(payload);
+	json_decref(c);
+	json_decref(h);
+	return j;
+}
+
+static void count(struct tally *t, struct verify_job *j)
+{
+	int i;
+
+	if (j->ret == 0) {
+		assert_int_equal(j->grant.jti[0], 'j');
+		i = atoi(j->grant.jti + 1);
+		assert_true(i >= 0 && i < JOBS && i % 2 == 0);
+		assert_int_equal(t->seen[i]++, 0);
+		t->ok++;
+	} else {
+		assert_int_equal(j->token[0], '!');
+		assert_int_equal(j->ret, JIT_ERR_MALFORMED);
+		t->refused++;
+	}
+}
+
+static void done(struct verify_job *jobs, void *arg)
+{
+	struct tally *t = arg;
+
+	t->batches++;
+	for (struct verify_job *j = jobs; j; j = j->next) {
+		count(t, j);
+		t->delivered++;
+	}
+	verify_job_free(jobs);
+	if (t->delivered == JOBS)
+		event_base_loopbreak(t->base);
+}
+
+static void all_delivered(void **state)
+{
+	struct timeval limit = { 20, 0 };
+	struct tally t = { 0 };
+	struct verifier *v;
+
+	t.base = event_base_new();
+	assert_non_null(t.base);
+	assert_int_equal(verifier_open(t.base, 2, done, &t, &v), 0);
+	assert_int_equal(verifier_threads(v), 2);
+	for (int i = 0; i < JOBS; i++)
+		verifier_submit(v, job(i, &t));
+	/* Bounded: a lost job ends the loop here instead of hanging the test. */
+	event_base_loopexit(t.base, &limit);
+	event_base_dispatch(t.base);
+	assert_int_equal(t.delivered, JOBS);
+	assert_int_equal(t.ok, JOBS / 2);
+	assert_int_equal(t.refused, JOBS / 2);
+	/* One wake-up per batch of finished jobs, not per job. */
+	assert_true(t.batches < JOBS);
+	assert_null(verifier_close(&v));
+	assert_null(v);
+	event_base_free(t.base);
+}
+
+static void close_hands_back(void **state)
+{
+	struct tally t = { 0 };
+	struct verifier *v;
+	struct verify_job *rest;
+	unsigned n = 0;
+
+	t.base = event_base_new();
+	assert_non_null(t.base);
+	assert_int_equal(verifier_open(t.base, 1, done, &t, &v), 0);
+	for (int i = 0; i < JOBS; i++)
+		verifier_submit(v, job(i, &t));
+	/* The loop never ran: nothing was delivered, everything comes back, verified or not. */
+	rest = verifier_close(&v);
+	for (struct verify_job *j = rest; j; j = j->next)
+		n++;
+	assert_int_equal(n, JOBS);
+	assert_int_equal(t.delivered, 0);
+	verify_job_free(rest);
+	event_base_free(t.base);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(all_delivered),
+		cmocka_unit_test(close_hands_back),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
