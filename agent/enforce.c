@@ -266,45 +266,61 @@ static void plan_free(struct plan *p)
 	elems_free(&p->model);
 }
 
+static int cmp_range(const void *a, const void *b)
+{
+	const struct ruleset_elem *x = a, *y = b;
+	int c = memcmp(x->lo, y->lo, 16);
+
+	return c ? c : memcmp(x->hi, y->hi, 16);
+}
+
 /*
  * Diffs one group: model elements that match a wanted one stay untouched, the rest are deleted,
  * wanted ones not yet in the kernel are added. An element whose time is up is neither kept
- * nor deleted: the kernel is removing it on its own.
+ * nor deleted: the kernel is removing it on its own. Both sides are disjoint ranges, so one
+ * walk over both sorted by address finds every match: this runs on every commit, over every
+ * element of the group.
  */
 static int plan_group(const struct enforce *e, const struct group *g, int64_t now_ms,
 	struct plan *p)
 {
-	struct elems want = { 0 };
-	bool *used = NULL;
+	struct elems want = { 0 }, have = { 0 };
+	size_t i = 0, j = 0;
 	int ret;
 
 	if ((ret = desired(e, g, now_ms, &want)))
 		goto out;
-	used = calloc(want.n + 1, sizeof(*used));
-	if (!used) {
-		ret = -ENOMEM;
+	for (size_t k = 0; ret == 0 && k < e->model.n; k++)
+		if (in_group(&e->model.v[k], g) && e->model.v[k].exp_ms > now_ms)
+			ret = elems_push(&have, &e->model.v[k]);
+	if (ret)
 		goto out;
-	}
-	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
-		const struct ruleset_elem *m = &e->model.v[i];
-		size_t j;
+	/* want comes sorted from ranges_disjoint; the kernel's order is its own. */
+	if (have.n)
+		qsort(have.v, have.n, sizeof(*have.v), cmp_range);
+	while (ret == 0 && (i < have.n || j < want.n)) {
+		int c = i == have.n ? 1 : j == want.n ? -1 : cmp_range(&have.v[i], &want.v[j]);
 
-		if (!in_group(m, g) || m->exp_ms <= now_ms)
-			continue;
-		for (j = 0; j < want.n && (used[j] || !same_elem(m, &want.v[j])); j++)
-			;
-		if (j < want.n) {
-			used[j] = true;
-			ret = elems_push(&p->model, m);
+		if (c < 0) {
+			ret = elems_push(&p->del, &have.v[i++]);
+		} else if (c > 0) {
+			if (!(ret = elems_push(&p->add, &want.v[j])))
+				ret = elems_push(&p->model, &want.v[j]);
+			j++;
+		} else if (same_elem(&have.v[i], &want.v[j])) {
+			ret = elems_push(&p->model, &have.v[i]);
+			i++;
+			j++;
 		} else {
-			ret = elems_push(&p->del, m);
+			/* Same range, another timeout: replaced in the same transaction. */
+			if (!(ret = elems_push(&p->del, &have.v[i++])) &&
+				!(ret = elems_push(&p->add, &want.v[j])))
+				ret = elems_push(&p->model, &want.v[j]);
+			j++;
 		}
 	}
-	for (size_t j = 0; ret == 0 && j < want.n; j++)
-		if (!used[j] && !(ret = elems_push(&p->add, &want.v[j])))
-			ret = elems_push(&p->model, &want.v[j]);
 out:
-	free(used);
+	elems_free(&have);
 	elems_free(&want);
 	return ret;
 }
@@ -432,6 +448,140 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 	return ret;
 }
 
+/* Group first, then address: the order plan_added searches in. */
+static int cmp_elem(const void *a, const void *b)
+{
+	const struct ruleset_elem *x = a, *y = b;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	if (x->ipproto != y->ipproto)
+		return x->ipproto < y->ipproto ? -1 : 1;
+	if (x->port != y->port)
+		return x->port < y->port ? -1 : 1;
+	return memcmp(x->lo, y->lo, 16);
+}
+
+/*
+ * Whether a and b (same group) would not stay two elements of their own in desired(): they
+ * overlap, or they adjoin with the same expiry (ranges_disjoint merges those).
+ */
+static bool touch(const struct ruleset_elem *a, const struct ruleset_elem *b)
+{
+	size_t alen = a->family == AF_INET ? 4 : 16;
+	uint8_t next[16];
+	size_t i;
+
+	if (memcmp(a->hi, b->lo, alen) >= 0 && memcmp(b->hi, a->lo, alen) >= 0)
+		return true;
+	/* Disjoint: a before b or b before a, with a gap or without one. */
+	for (int round = 0; round < 2; round++) {
+		const struct ruleset_elem *x = round ? b : a, *y = round ? a : b;
+
+		memcpy(next, x->hi, alen);
+		for (i = alen; i-- > 0;)
+			if (++next[i])
+				break;
+		if (i != (size_t)-1 && !memcmp(next, y->lo, alen))
+			return a->exp_ms == b->exp_ms;
+	}
+	return false;
+}
+
+/*
+ * The common case, without recomputing every grant: the grants from index first on are new,
+ * and none of their ranges overlaps or adjoins an element already there or one another. Then
+ * the disjoint ranges desired() would compute are exactly the old elements plus one element per
+ * new range, and only those need adding. Returns 0 with p->add filled (p->model and p->del
+ * untouched), 1 when this does not apply (the caller plans in full), or -errno.
+ */
+static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, struct plan *p)
+{
+	int64_t boot = clock_ms(CLOCK_BOOTTIME);
+	struct elems add = { 0 };
+	int ret = 0;
+
+	for (size_t i = first; ret == 0 && i < e->n_grants; i++) {
+		const struct grant *g = &e->grants[i];
+		int64_t end = grant_end_ms(e, i, now_ms, boot);
+
+		for (size_t s = 0; ret == 0 && s < g->n_src; s++) {
+			for (size_t q = 0; ret == 0 && q < g->n_ports; q++) {
+				struct ruleset_elem re = { .family = g->src[s].family,
+					.ipproto = port_proto_ipproto(g->ports[q].proto),
+					.port = g->ports[q].port, .exp_ms = end };
+
+				prefix_range(&g->src[s], re.lo, re.hi);
+				ret = elems_push(&add, &re);
+			}
+		}
+	}
+	if (ret || !add.n)
+		goto out;
+	qsort(add.v, add.n, sizeof(*add.v), cmp_elem);
+	for (size_t i = 1; i < add.n; i++) {
+		if (in_group(&add.v[i - 1], &(struct group){ add.v[i].family, add.v[i].ipproto,
+			add.v[i].port }) && touch(&add.v[i - 1], &add.v[i])) {
+			ret = 1;
+			goto out;
+		}
+	}
+	for (size_t k = 0; k < e->model.n; k++) {
+		const struct ruleset_elem *m = &e->model.v[k];
+		size_t lo = 0, hi = add.n;
+
+		if (m->exp_ms <= now_ms)
+			continue;
+		/* The first new element not before m; it and the one before are all that can touch. */
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (cmp_elem(&add.v[mid], m) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (size_t c = lo ? lo - 1 : 0; c <= lo && c < add.n; c++) {
+			const struct ruleset_elem *a = &add.v[c];
+
+			if (a->family == m->family && a->ipproto == m->ipproto &&
+				a->port == m->port && touch(a, m)) {
+				ret = 1;
+				goto out;
+			}
+		}
+	}
+	p->add = add;
+	add = (struct elems){ 0 };
+out:
+	elems_free(&add);
+	return ret;
+}
+
+/* Brings the kernel in line after grants [first, n_grants) were added: cheaply if it can. */
+static int sync_added(struct enforce *e, size_t first, const struct group *groups,
+	size_t n_groups, char *err, size_t errlen)
+{
+	int64_t now = enforce_now_ms();
+	struct plan p = { 0 };
+	int ret = plan_added(e, first, now, &p);
+
+	if (ret == 0) {
+		ret = commit_plan(e, &p, now, err, errlen);
+		for (size_t i = 0; ret == 0 && i < p.add.n; i++)
+			if ((ret = elems_push(&e->model, &p.add.v[i])))
+				(void)resync(e); /* the kernel has them: the model must say so */
+		plan_free(&p);
+		/* A race with the kernel's own expiry: the full plan sorts it out. */
+		if (ret != -ENOENT && ret != -EEXIST)
+			return ret;
+	}
+	plan_free(&p);
+	if (ret < 0 && ret != -ENOENT && ret != -EEXIST)
+		return ret;
+	return sync_groups(e, groups, n_groups, err, errlen);
+}
+
 static int add_group(struct group **v, size_t *n, const struct group *g)
 {
 	struct group *nv;
@@ -494,9 +644,12 @@ static void grants_remove(struct enforce *e, size_t i)
 	e->deadline[i] = e->deadline[e->n_grants];
 }
 
-/* Signature, claims, policy and freshness: everything but the kernel. */
-static int check(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
-	struct grant *g, struct jit_error *err, char *jti, size_t jtilen)
+/*
+ * A recorded grant, as it restores: claims, a still trusted key, policy and freshness (its
+ * signature was verified when it was received, see grant_verify_recorded).
+ */
+static int check_recorded(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
+	struct grant *g, struct jit_error *err)
 {
 	const struct grant_verify_ctx ctx = {
 		.keys_dir = e->cfg->keys_dir,
@@ -506,11 +659,8 @@ static int check(const struct enforce *e, const char *token, size_t len, int64_t
 	};
 	int ret;
 
-	if ((ret = grant_verify(token, len, &ctx, g, err)))
+	if ((ret = grant_verify_recorded(token, len, &ctx, g, err)))
 		return ret;
-	/* Signed by a trusted key: from here on a refusal can name the grant. */
-	if (jti)
-		snprintf(jti, jtilen, "%s", g->jti);
 	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		goto fail;
 	/* Skew lets a just-expired grant verify; it must still not open anything. */
@@ -757,7 +907,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 	}
 	if (!pushed)
 		goto out;
-	if ((ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))) {
+	if ((ret = sync_added(e, e->n_grants - pushed, groups, n_groups, kerr, sizeof(kerr)))) {
 		for (size_t i = 0; i < n; i++) {
 			if (v[i]->idx < 0)
 				continue;
@@ -1192,7 +1342,7 @@ static int restore_cb(const char *token, size_t len, void *arg)
 			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
 		json_decref(claims);
 	} else {
-		ret = check(e, token, len, now, &g, &err, NULL, 0);
+		ret = check_recorded(e, token, len, now, &g, &err);
 	}
 	if (ret) {
 		if (err.code == JIT_ERR_EXPIRED && token[0] != '{')
@@ -1202,8 +1352,11 @@ static int restore_cb(const char *token, size_t len, void *arg)
 				err.msg);
 		return STORE_REMOVE;
 	}
-	/* A lost replay file must not make a restored grant's token usable a second time. */
-	ret = replay_add(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
+	/*
+	 * A lost replay file must not make a restored grant's token usable a second time (synced
+	 * once for all at the end of restore).
+	 */
+	ret = replay_add_lazy(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
 	if (ret && ret != -EEXIST)
 		log_warn("replay: cannot remember restored grant '%s': %s", g.jti, strerror(-ret));
 	if (grants_push(e, &g)) {
@@ -1415,6 +1568,8 @@ static int restore(struct enforce *e, char *err, size_t errlen)
 
 	if ((ret = store_foreach(e->store, restore_cb, e)))
 		goto out;
+	if ((ret = replay_sync(e->replay)))
+		log_warn("replay: cannot sync the restored grant ids: %s", strerror(-ret));
 	ret = all_groups(e, &groups, &n_groups);
 	e->repairing = true;
 	if (ret == 0)

@@ -167,9 +167,8 @@ int main(int argc, char **argv)
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		errx(1, "cannot open the audit trail in %s: %s", cfg->state_dir, strerror(-ret));
-	if ((ret = activity_new(&activity)) ||
-		(ret = audit_foreach(audit, now - ACTIVITY_WINDOW_SEC, activity_cb, activity)))
-		errx(1, "cannot read the audit trail: %s", strerror(-ret));
+	if ((ret = activity_new(&activity)))
+		errx(1, "cannot keep activity: %s", strerror(-ret));
 	/* Without conntrack jitd still enforces; it cannot count or cut flows. */
 	if ((ret = conntrack_open(&ct)))
 		log_warn("conntrack unavailable (%s): flows are not counted and cannot be cut",
@@ -211,6 +210,13 @@ int main(int argc, char **argv)
 	log_info("ready: host %s, %zu protected port(s), control socket %s", cfg->host_id,
 		cfg->n_ports, cfg->control_socket);
 	audit_agent(audit, "agent.started", "version " JITD_VERSION);
+	/*
+	 * Status's per-port activity (7 days of the audit trail) is rebuilt after ready: it costs
+	 * a second per 100,000 records and protects nothing, so it must not delay the deny rules.
+	 */
+	if ((ret = audit_foreach(audit, now - ACTIVITY_WINDOW_SEC, activity_cb, activity)))
+		log_warn("cannot read the audit trail: %s; recent activity starts empty",
+			strerror(-ret));
 
 	event_base_dispatch(base);
 	(void)sdnotify_send("STOPPING=1");

@@ -120,12 +120,32 @@ static void kview_read(struct nft *n, struct kview *kv)
 		kv->present = false; /* a table without its sets is not the table jitd built */
 }
 
-static int cmp_lo(const void *a, const void *b)
+/* (family, protocol, port), then address: both sides of a comparison are sorted this way. */
+static int cmp_group(const struct ruleset_elem *x, int family, uint8_t ipproto, uint16_t port)
 {
-	const struct ruleset_elem *x = *(const struct ruleset_elem *const *)a;
-	const struct ruleset_elem *y = *(const struct ruleset_elem *const *)b;
+	if (x->family != family)
+		return x->family < family ? -1 : 1;
+	if (x->ipproto != ipproto)
+		return x->ipproto < ipproto ? -1 : 1;
+	if (x->port != port)
+		return x->port < port ? -1 : 1;
+	return 0;
+}
 
-	return memcmp(x->lo, y->lo, 16);
+static int cmp_elem(const void *a, const void *b)
+{
+	const struct ruleset_elem *x = a, *y = b;
+	int c = cmp_group(x, y->family, y->ipproto, y->port);
+
+	if (!c)
+		c = memcmp(x->lo, y->lo, 16);
+	return c ? c : memcmp(x->hi, y->hi, 16);
+}
+
+static void kview_sort(struct kview *kv)
+{
+	if (kv->n)
+		qsort(kv->v, kv->n, sizeof(*kv->v), cmp_elem);
 }
 
 static bool next_addr(uint8_t *a, size_t alen)
@@ -138,42 +158,39 @@ static bool next_addr(uint8_t *a, size_t alen)
 
 /*
  * Milliseconds until the first piece of [lo, hi] on (proto, port) leaves the kernel, or -1 if
- * the kernel does not cover the whole range right now.
+ * the kernel does not cover the whole range right now. kv is sorted (kview_sort): a set's
+ * elements are disjoint, so within a group both ends ascend and a binary search finds the
+ * first element that can reach lo.
  */
 static int64_t covered_until(const struct kview *kv, int family, uint8_t ipproto, uint16_t port,
 	const uint8_t *lo, const uint8_t *hi)
 {
-	size_t alen = family == AF_INET ? 4 : 16, n = 0;
-	const struct ruleset_elem **hit = calloc(kv->n + 1, sizeof(*hit));
+	size_t alen = family == AF_INET ? 4 : 16, first = 0, end = kv->n;
 	int64_t until = INT64_MAX;
 	uint8_t want[16];
 
-	if (!hit)
-		return -1;
-	for (size_t i = 0; i < kv->n; i++) {
+	while (first < end) {
+		size_t mid = first + (end - first) / 2;
+		int c = cmp_group(&kv->v[mid], family, ipproto, port);
+
+		if (c < 0 || (c == 0 && memcmp(kv->v[mid].hi, lo, alen) < 0))
+			first = mid + 1;
+		else
+			end = mid;
+	}
+	memcpy(want, lo, alen);
+	for (size_t i = first; i < kv->n; i++) {
 		const struct ruleset_elem *k = &kv->v[i];
 
-		if (k->family == family && k->ipproto == ipproto && k->port == port &&
-			memcmp(k->hi, lo, alen) >= 0 && memcmp(k->lo, hi, alen) <= 0)
-			hit[n++] = k;
-	}
-	qsort(hit, n, sizeof(*hit), cmp_lo);
-	memcpy(want, lo, alen);
-	for (size_t i = 0; i < n && until >= 0; i++) {
-		if (memcmp(hit[i]->lo, want, alen) > 0)
-			until = -1; /* a gap */
-		else if (hit[i]->exp_ms < until)
-			until = hit[i]->exp_ms;
-		memcpy(want, hit[i]->hi, alen);
+		if (cmp_group(k, family, ipproto, port) || memcmp(k->lo, want, alen) > 0)
+			return -1; /* a gap, or nothing left that covers the rest */
+		if (k->exp_ms < until)
+			until = k->exp_ms;
+		memcpy(want, k->hi, alen);
 		if (memcmp(want, hi, alen) >= 0 || !next_addr(want, alen))
-			break;
-		if (i + 1 == n)
-			until = -1; /* ends short of hi */
+			return until - kv->now_ms;
 	}
-	free(hit);
-	if (!n || until < 0 || until == INT64_MAX)
-		return -1;
-	return until - kv->now_ms;
+	return -1;
 }
 
 static int64_t grant_kernel_left(const struct kview *kv, const struct grant *g)
@@ -281,6 +298,7 @@ json_t *status_grant_json(struct enforce *e, const struct grant *g)
 
 	if (kview_model(e, g, &kv))
 		kv.present = false; /* kernel_expires_in: null, "not known" */
+	kview_sort(&kv);
 	o = grant_json(g, &kv, -1);
 	if (o)
 		json_object_set_new(o, "elements", grant_elements(g));
@@ -362,16 +380,20 @@ static bool elem_match(const struct ruleset_elem *a, const struct ruleset_elem *
 		d <= SYNC_TOLERANCE_MS && d >= -SYNC_TOLERANCE_MS;
 }
 
-/* Every element on one side has its twin on the other, except those expiring this instant. */
+/*
+ * Every element of a has its twin in b (sorted, kview_sort's order), except those expiring this
+ * instant. A set's elements are disjoint, so a twin is found by its range alone.
+ */
 static bool contained(const struct ruleset_elem *a, size_t na, const struct ruleset_elem *b,
 	size_t nb, int64_t now_ms)
 {
 	for (size_t i = 0; i < na; i++) {
-		bool found = a[i].exp_ms <= now_ms + SYNC_TOLERANCE_MS;
+		const struct ruleset_elem *t;
 
-		for (size_t j = 0; j < nb && !found; j++)
-			found = elem_match(&a[i], &b[j]);
-		if (!found)
+		if (a[i].exp_ms <= now_ms + SYNC_TOLERANCE_MS)
+			continue;
+		t = nb ? bsearch(&a[i], b, nb, sizeof(*b), cmp_elem) : NULL;
+		if (!t || !elem_match(&a[i], t))
 			return false;
 	}
 	return true;
@@ -381,8 +403,17 @@ static json_t *kernel_json(struct enforce *e, const struct kview *kv,
 	const struct ruleset_elem *model, size_t nm)
 {
 	json_t *els = json_array();
-	bool in_sync = kv->present && contained(kv->v, kv->n, model, nm, kv->now_ms) &&
+	struct ruleset_elem *sorted = nm ? malloc(nm * sizeof(*sorted)) : NULL;
+	bool in_sync;
+
+	if (sorted) {
+		memcpy(sorted, model, nm * sizeof(*sorted));
+		qsort(sorted, nm, sizeof(*sorted), cmp_elem);
+	}
+	in_sync = kv->present && (sorted || !nm) &&
+		contained(kv->v, kv->n, sorted, nm, kv->now_ms) &&
 		contained(model, nm, kv->v, kv->n, kv->now_ms);
+	free(sorted);
 
 	for (size_t i = 0; els && i < kv->n; i++) {
 		const struct ruleset_elem *k = &kv->v[i];
@@ -413,6 +444,7 @@ json_t *status_build(struct enforce *e)
 	g = enforce_grants(e, &n);
 	model = enforce_model(e, &nm);
 	kview_read(enforce_nft(e), &kv);
+	kview_sort(&kv);
 	/* One conntrack dump for all grants; without it the counts are unknown, not zero. */
 	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
 		conntrack_count_many(ct, g, n, flows)) {

@@ -368,7 +368,7 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 	/* Never written in place, so damage is not a crash: keep it for a post-mortem. */
 	snprintf(aside, sizeof(aside), SNAPSHOT ".corrupt-%lld", (long long)time(NULL));
 	log_err("state: %s/%s is corrupt after %zu good record(s); moved aside as %s (the grants "
-		"in it are re-verified on start, the rest are lost to this agent, none opens)",
+		"in it are checked again on start, the rest are lost to this agent, none opens)",
 		state_dir, SNAPSHOT, records, aside);
 	if (renameat(s->dirfd, SNAPSHOT, s->dirfd, aside) < 0)
 		return -errno;

@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,7 +42,8 @@ static const char *shown(const char *s, char buf[static SHOWN_LEN])
 }
 
 /* Whoever can rewrite a trusted key can grant themselves access: refuse such files, like doas. */
-static int check_file(int fd, const char *kid, const char *path, struct jit_error *e)
+static int check_file(int fd, const char *kid, const char *path, struct stat *stp,
+	struct jit_error *e)
 {
 	struct stat st;
 
@@ -56,7 +58,71 @@ static int check_file(int fd, const char *kid, const char *path, struct jit_erro
 			(unsigned)st.st_uid);
 	if (st.st_size > KEY_FILE_MAX)
 		return UNKNOWN(e, "key '%s': %s is larger than %d bytes", kid, path, KEY_FILE_MAX);
+	*stp = st;
 	return 0;
+}
+
+/*
+ * Decoding a PEM key costs OpenSSL 3 about as much as verifying a signature, so decoded keys are
+ * remembered by the identity of the file they came from. The file is still opened and checked
+ * on every load: a removed or loosened key stops working at once, and any rewrite (new inode,
+ * size, mtime or ctime) is decoded afresh. Shared by the verification threads.
+ */
+#define KEY_CACHE_SLOTS 32
+
+static struct key_cache_slot {
+	char path[PATH_MAX];
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime, ctime;
+	EVP_PKEY *key;
+} key_cache[KEY_CACHE_SLOTS];
+static unsigned key_cache_next;
+static pthread_mutex_t key_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool same_file(const struct key_cache_slot *c, const char *path, const struct stat *st)
+{
+	return c->key && c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
+		c->mtime.tv_sec == st->st_mtim.tv_sec && c->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+		c->ctime.tv_sec == st->st_ctim.tv_sec && c->ctime.tv_nsec == st->st_ctim.tv_nsec &&
+		!strcmp(c->path, path);
+}
+
+static EVP_PKEY *cache_get(const char *path, const struct stat *st)
+{
+	EVP_PKEY *k = NULL;
+
+	pthread_mutex_lock(&key_cache_lock);
+	for (unsigned i = 0; i < KEY_CACHE_SLOTS && !k; i++)
+		if (same_file(&key_cache[i], path, st) && EVP_PKEY_up_ref(key_cache[i].key) == 1)
+			k = key_cache[i].key;
+	pthread_mutex_unlock(&key_cache_lock);
+	return k;
+}
+
+static void cache_put(const char *path, const struct stat *st, EVP_PKEY *k)
+{
+	struct key_cache_slot *c = NULL;
+
+	if (EVP_PKEY_up_ref(k) != 1)
+		return;
+	pthread_mutex_lock(&key_cache_lock);
+	/* The slot of an earlier version of the same file, else the next in turn. */
+	for (unsigned i = 0; i < KEY_CACHE_SLOTS && !c; i++)
+		if (key_cache[i].key && !strcmp(key_cache[i].path, path))
+			c = &key_cache[i];
+	if (!c)
+		c = &key_cache[key_cache_next++ % KEY_CACHE_SLOTS];
+	EVP_PKEY_free(c->key);
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	c->dev = st->st_dev;
+	c->ino = st->st_ino;
+	c->size = st->st_size;
+	c->mtime = st->st_mtim;
+	c->ctime = st->st_ctim;
+	c->key = k;
+	pthread_mutex_unlock(&key_cache_lock);
 }
 
 static int read_public(int fd, const char *kid, const char *path, EVP_PKEY **out,
@@ -93,6 +159,7 @@ out:
 int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, struct jit_error *e)
 {
 	char path[PATH_MAX], buf[SHOWN_LEN];
+	struct stat st = { 0 };
 	int fd = -1, n, ret;
 
 	*out = NULL;
@@ -115,11 +182,17 @@ int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, stru
 			ret = UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
 		goto out;
 	}
-	if ((ret = check_file(fd, kid, path, e)))
+	if ((ret = check_file(fd, kid, path, &st, e)))
 		goto out;
+	if ((*out = cache_get(path, &st))) {
+		ret = 0;
+		goto out;
+	}
 	/* read_public owns the descriptor from here on. */
 	ret = read_public(fd, kid, path, out, e);
 	fd = -1;
+	if (ret == 0)
+		cache_put(path, &st, *out);
 out:
 	if (fd >= 0)
 		close(fd);

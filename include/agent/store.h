@@ -6,13 +6,13 @@
 
 /*
  * Durable record of the active grants, so that a restart of jitd restores exactly what it had
- * granted: the signed token as received (re-verified on load, so a removed key or a tightened
+ * granted: the signed token as received (checked again on load, so a removed key or a tightened
  * policy takes effect). An append-only journal, state_dir/grants.journal, takes one record per
  * change, fdatasync'd before the call returns (so before the kernel changes); every 4096
  * records a snapshot, state_dir/grants.snap (temporary file, fsync, rename, fsync of the
  * directory), replaces it. Each record carries its length and a SHA-256-based checksum: a torn
  * journal tail (a crash mid-append) is cut off, a damaged snapshot is reported and moved aside;
- * neither can add a grant, since every token is verified again on start.
+ * neither can add a grant, since only records whose checksum holds are read.
  */
 struct store;
 

@@ -19,7 +19,7 @@ still_granted() {
 	left=$(elem_expires allow4 192.0.2.2)
 	[ "$left" -le 300 ] && [ "$left" -ge 270 ] || fail "$1: the element has $left s left"
 	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
-	status_json | jq -e '[.grants[].id] == ["before"]' >/dev/null || fail "$1: grant not active"
+	status_json | jq -e '[.grants[].id] == ["before"]' >/dev/null || fail "$1: grant not active: $(status_json | jq -c .grants)"
 	pass "$1: the grant keeps its element and time ($left s)"
 }
 # refused CODE...: a grant signed now is refused with one of the codes.
