@@ -1,7 +1,8 @@
 /*
  * The verification pool: every job comes back exactly once, with grant_verify's verdict, whether
  * it is delivered on the loop or handed back by verifier_close; jobs submitted together are
- * delivered in batches, not one wake-up each.
+ * delivered in batches, not one wake-up each. And the decoded-key cache the workers share
+ * never outlives a change to the key file.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -161,11 +163,52 @@ static void close_hands_back(void **state)
 	event_base_free(t.base);
 }
 
+/* Verifies a grant signed with the original k1 against whatever keys_dir holds now. */
+static int verify_now(void)
+{
+	struct tally t = { 0 };
+	struct verify_job *j = job(0, &t);
+	const struct grant_verify_ctx ctx = { .keys_dir = dir, .host_id = HOST, .now = NOW,
+		.clock_skew = 30 };
+	int ret = grant_verify(j->token, j->len, &ctx, &j->grant, &j->err);
+
+	verify_job_free(j);
+	return ret;
+}
+
+/*
+ * Decoded keys are remembered by file identity (common/keys.c); any change to the file must be
+ * seen at once: a key replaced in place, loosened permissions, a removed file.
+ */
+static void key_changes_seen(void **state)
+{
+	char other[] = "/tmp/jitd-test-verifier-other-XXXXXX", from[64], to[64];
+
+	assert_int_equal(verify_now(), 0);
+	assert_int_equal(verify_now(), 0); /* from the cache */
+	assert_non_null(mkdtemp(other));
+	assert_int_equal(keys_generate(other, "k1"), 0);
+	snprintf(from, sizeof(from), "%s/k1.pem", other);
+	snprintf(to, sizeof(to), "%s/k1.pem", dir);
+	/* Another key under the same name: the old signature no longer verifies. */
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(verify_now(), JIT_ERR_BAD_SIGNATURE);
+	assert_int_equal(chmod(to, 0666), 0);
+	assert_int_equal(verify_now(), JIT_ERR_UNKNOWN_KEY);
+	assert_int_equal(unlink(to), 0);
+	assert_int_equal(verify_now(), JIT_ERR_UNKNOWN_KEY);
+	snprintf(from, sizeof(from), "%s/k1.key", other);
+	unlink(from);
+	rmdir(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(all_delivered),
 		cmocka_unit_test(close_hands_back),
+		/* Last: it replaces and removes k1. */
+		cmocka_unit_test(key_changes_seen),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
