@@ -118,6 +118,7 @@ struct enforce {
 	struct elems model;
 	struct metrics metrics;
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
+	bool in_place;		/* at start: the kernel's table is already what cfg wants */
 	/* Group commit: grants being verified, and verified ones waiting for their group. */
 	struct verifier *verifier;
 	struct event *group_timer;
@@ -1508,7 +1509,18 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 	struct nft_batch *b = NULL;
 	int ret;
 
-	if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg, e->table_flags)))
+	if ((ret = nft_batch_new(e->nft, &b)))
+		goto out;
+	/*
+	 * A table that is already right stays as it is (a restart of jitd): no flush, no
+	 * re-added rule, nothing for a watcher to see. Ownership is a property of the socket,
+	 * so an owned table is claimed again, with a message that touches nothing else.
+	 */
+	if (e->in_place)
+		ret = ruleset_claim(b, e->table_flags);
+	else
+		ret = ruleset_build(b, e->cfg, e->table_flags);
+	if (ret)
 		goto out;
 #ifdef JITD_TEST_HOOKS
 	/* Test builds: answer as a kernel before 6.9 would, to test the fallback on any kernel. */
@@ -1529,6 +1541,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 		nft_batch_free(b);
 		b = NULL;
 		kerr[0] = '\0';
+		e->in_place = false; /* it was checked with the owner flag, which it will not get */
 		if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg, 0)))
 			goto out;
 		ret = nft_batch_commit(b, kerr);
@@ -1745,6 +1758,7 @@ out:
 
 int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, size_t errlen)
 {
+	const char *differs;
 	struct enforce *e;
 	int ret;
 
@@ -1764,7 +1778,19 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->started = enforce_now_ms() / 1000;
 	if (e->cfg->table_owner)
 		e->table_flags = RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST;
-	if ((ret = build_table(e, err, errlen)))
+	ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, &differs);
+	if (ret < 0) {
+		snprintf(err, errlen, "reading table inet jitd: %s", strerror(-ret));
+		goto fail;
+	}
+	e->in_place = ret == 1;
+	if (e->in_place)
+		log_info("table inet jitd is in place: left as it is");
+	else if (strcmp(differs, "table inet jitd is missing"))
+		log_info("table inet jitd: %s; bringing it in line (one transaction)", differs);
+	ret = build_table(e, err, errlen);
+	e->in_place = false; /* from here on a rebuild rebuilds */
+	if (ret)
 		goto fail;
 	if ((ret = resync(e))) {
 		snprintf(err, errlen, "reading the allow sets: %s", strerror(-ret));

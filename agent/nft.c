@@ -8,8 +8,10 @@
 
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
+#include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/object.h>
+#include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
 #include <linux/netfilter.h>
@@ -388,6 +390,131 @@ int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl
 	}
 	*out = s;
 	return 0;
+}
+
+/* What the kernel holds of one table: its attributes, sets, chains and rules (nft_table_view). */
+struct view_dump {
+	struct nft_table_view *v;
+	int what;	/* NFT_MSG_GET* being dumped */
+};
+
+static int view_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct view_dump *d = arg;
+	struct nft_table_view *v = d->v;
+
+	switch (d->what) {
+	case NFT_MSG_GETTABLE:
+		if (!v->table && !(v->table = nftnl_table_alloc()))
+			return MNL_CB_ERROR;
+		return nftnl_table_nlmsg_parse(nlh, v->table) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
+	case NFT_MSG_GETSET: {
+		struct nftnl_set *s = nftnl_set_alloc();
+
+		if (!s || nftnl_set_nlmsg_parse(nlh, s) < 0) {
+			nftnl_set_free(s);
+			return MNL_CB_ERROR;
+		}
+		nftnl_set_list_add_tail(s, v->sets);
+		return MNL_CB_OK;
+	}
+	case NFT_MSG_GETCHAIN: {
+		struct nftnl_chain *c = nftnl_chain_alloc();
+
+		if (!c || nftnl_chain_nlmsg_parse(nlh, c) < 0) {
+			nftnl_chain_free(c);
+			return MNL_CB_ERROR;
+		}
+		nftnl_chain_list_add_tail(c, v->chains);
+		return MNL_CB_OK;
+	}
+	default: {
+		struct nftnl_rule *r = nftnl_rule_alloc();
+
+		if (!r || nftnl_rule_nlmsg_parse(nlh, r) < 0) {
+			nftnl_rule_free(r);
+			return MNL_CB_ERROR;
+		}
+		nftnl_rule_list_add_tail(r, v->rules);
+		return MNL_CB_OK;
+	}
+	}
+}
+
+/* A retried dump starts over: drop what the interrupted one collected. */
+static void view_reset(void *arg)
+{
+	struct view_dump *d = arg;
+	struct nft_table_view *v = d->v;
+
+	switch (d->what) {
+	case NFT_MSG_GETTABLE:
+		if (v->table)
+			nftnl_table_free(v->table);
+		v->table = NULL;
+		break;
+	case NFT_MSG_GETSET:
+		nftnl_set_list_free(v->sets);
+		v->sets = nftnl_set_list_alloc();
+		break;
+	case NFT_MSG_GETCHAIN:
+		nftnl_chain_list_free(v->chains);
+		v->chains = nftnl_chain_list_alloc();
+		break;
+	default:
+		nftnl_rule_list_free(v->rules);
+		v->rules = nftnl_rule_list_alloc();
+	}
+}
+
+void nft_table_view_free(struct nft_table_view *v)
+{
+	if (v->table)
+		nftnl_table_free(v->table);
+	if (v->sets)
+		nftnl_set_list_free(v->sets);
+	if (v->chains)
+		nftnl_chain_list_free(v->chains);
+	if (v->rules)
+		nftnl_rule_list_free(v->rules);
+	memset(v, 0, sizeof(*v));
+}
+
+int nft_table_view(struct nft *n, const char *table, struct nft_table_view *v)
+{
+	static const int what[] = { NFT_MSG_GETTABLE, NFT_MSG_GETSET, NFT_MSG_GETCHAIN,
+		NFT_MSG_GETRULE };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	int ret = 0;
+
+	memset(v, 0, sizeof(*v));
+	v->sets = nftnl_set_list_alloc();
+	v->chains = nftnl_chain_list_alloc();
+	v->rules = nftnl_rule_list_alloc();
+	if (!v->sets || !v->chains || !v->rules) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; ret == 0 && i < sizeof(what) / sizeof(what[0]); i++) {
+		struct view_dump d = { .v = v, .what = what[i] };
+		uint16_t flags = what[i] == NFT_MSG_GETTABLE ? NLM_F_ACK : NLM_F_DUMP;
+		struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, (uint16_t)what[i], NFPROTO_INET,
+			flags, 0);
+
+		/* Every request names the table: the kernel answers for it alone. */
+		mnl_attr_put_strz(nlh, what[i] == NFT_MSG_GETTABLE ? NFTA_TABLE_NAME :
+			what[i] == NFT_MSG_GETSET ? NFTA_SET_TABLE :
+			what[i] == NFT_MSG_GETCHAIN ? NFTA_CHAIN_TABLE : NFTA_RULE_TABLE, table);
+		ret = dump(n, nlh, view_cb, &d, view_reset);
+		if (ret == -ENOENT && what[i] == NFT_MSG_GETTABLE) {
+			ret = 0; /* no table: nothing else to read */
+			break;
+		}
+	}
+out:
+	if (ret)
+		nft_table_view_free(v);
+	return ret;
 }
 
 static int obj_cb(const struct nlmsghdr *nlh, void *arg)

@@ -1,6 +1,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@
 #include "agent/ranges.h"
 #include "agent/ruleset.h"
 #include "common/config.h"
+#include "common/log.h"
 #include "common/port.h"
 
 /*
@@ -146,12 +148,13 @@ static int send_elems(struct nft_batch *b, struct nftnl_set *s, size_t count, ui
 	return more < 0 ? -ENOMEM : 0;
 }
 
-static int fill_protected(struct nft_batch *b, const struct config *cfg)
+/* The protected-ports set's elements as cfg wants them (a new set, *count elements). */
+static int want_protected(const struct config *cfg, struct nftnl_set **out, size_t *countp)
 {
 	struct nftnl_set *s = set_new(RULESET_SET_PROTECTED);
 	size_t count = 0;
-	int ret;
 
+	*out = NULL;
 	if (!s)
 		return -ENOMEM;
 	for (size_t i = 0; i < cfg->n_ports; i++) {
@@ -174,6 +177,19 @@ static int fill_protected(struct nft_batch *b, const struct config *cfg)
 			count++;
 		}
 	}
+	*out = s;
+	*countp = count;
+	return 0;
+}
+
+static int fill_protected(struct nft_batch *b, const struct config *cfg)
+{
+	struct nftnl_set *s;
+	size_t count;
+	int ret;
+
+	if ((ret = want_protected(cfg, &s, &count)))
+		return ret;
 	ret = send_elems(b, s, count, NFT_MSG_NEWSETELEM, "protected ports");
 	nftnl_set_free(s);
 	return ret;
@@ -222,7 +238,9 @@ static int add_interval(struct nftnl_set *s, const struct span *sp, size_t alen,
 	return 0;
 }
 
-static int fill_always(struct nft_batch *b, const struct config *cfg, int family)
+/* An always-allow set's elements as cfg wants them (a new set, *count elements). */
+static int want_always(const struct config *cfg, int family, struct nftnl_set **sp,
+	size_t *countp)
 {
 	const char *name = family == AF_INET ? RULESET_SET_ALWAYS4 : RULESET_SET_ALWAYS6;
 	size_t alen = family == AF_INET ? 4 : 16, n = 0, nout = 0, count = 0;
@@ -230,6 +248,7 @@ static int fill_always(struct nft_batch *b, const struct config *cfg, int family
 	struct nftnl_set *s = set_new(name);
 	int ret = -ENOMEM;
 
+	*sp = NULL;
 	if (!in || !s)
 		goto out;
 	for (size_t i = 0; i < cfg->n_always_allow; i++)
@@ -239,12 +258,30 @@ static int fill_always(struct nft_batch *b, const struct config *cfg, int family
 	ret = ranges_disjoint(in, n, alen, &out, &nout);
 	for (size_t i = 0; ret == 0 && i < nout; i++)
 		ret = add_interval(s, &out[i], alen, &count);
-	if (ret == 0)
-		ret = send_elems(b, s, count, NFT_MSG_NEWSETELEM, name);
+	if (ret == 0) {
+		*sp = s;
+		*countp = count;
+		s = NULL;
+	}
 out:
-	nftnl_set_free(s);
+	if (s)
+		nftnl_set_free(s);
 	free(out);
 	free(in);
+	return ret;
+}
+
+static int fill_always(struct nft_batch *b, const struct config *cfg, int family)
+{
+	struct nftnl_set *s;
+	size_t count;
+	int ret;
+
+	if ((ret = want_always(cfg, family, &s, &count)))
+		return ret;
+	ret = send_elems(b, s, count, NFT_MSG_NEWSETELEM,
+		family == AF_INET ? RULESET_SET_ALWAYS4 : RULESET_SET_ALWAYS6);
+	nftnl_set_free(s);
 	return ret;
 }
 
@@ -382,8 +419,8 @@ static bool add_lookup(struct nftnl_rule *r, const char *set, uint32_t sreg, boo
 	if (e) {
 		nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, sreg);
-		if (invert)
-			nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+		/* Always, as the kernel reports it: ruleset_in_place compares the two. */
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, invert ? NFT_LOOKUP_F_INV : 0);
 	}
 	return expr_add(r, e);
 }
@@ -532,45 +569,72 @@ static bool rule_reset_stale(struct nftnl_rule *r, const void *arg __attribute__
 		add_reject(r, NFT_REJECT_TCP_RST, 0);
 }
 
-static int add_rule(struct nft_batch *b, bool (*build)(struct nftnl_rule *, const void *),
-	const void *arg, const char *what)
+/* One rule of the chain: how to build it, and its name in error reports. */
+struct rule_spec {
+	bool (*build)(struct nftnl_rule *r, const void *arg);
+	const void *arg;
+	const char *what;
+};
+
+/* The chain's rules in order, as cfg wants them. Returns how many (at most 9). */
+static size_t rule_specs(const struct config *cfg, struct rule_spec out[9])
+{
+	static const int v4 = AF_INET, v6 = AF_INET6;
+	size_t n = 0;
+
+	out[n++] = (struct rule_spec){ rule_ct, NULL, "rule ct state" };
+	out[n++] = (struct rule_spec){ rule_unprotected, NULL, "rule unprotected ports" };
+	out[n++] = (struct rule_spec){ rule_always, &v4, "rule always4" };
+	out[n++] = (struct rule_spec){ rule_always, &v6, "rule always6" };
+	out[n++] = (struct rule_spec){ rule_allow, &v4, "rule allow4" };
+	out[n++] = (struct rule_spec){ rule_allow, &v6, "rule allow6" };
+	if (cfg->deny_action == DENY_REJECT)
+		out[n++] = (struct rule_spec){ rule_deny_tcp, NULL, "rule reject tcp" };
+	if (cfg->deny_action == DENY_DROP)
+		out[n++] = (struct rule_spec){ rule_reset_stale, NULL, "rule reset stale tcp" };
+	out[n++] = (struct rule_spec){ rule_deny, &cfg->deny_action, "rule deny" };
+	return n;
+}
+
+static struct nftnl_rule *rule_new(const struct rule_spec *sp)
 {
 	struct nftnl_rule *r = nftnl_rule_alloc();
-	struct nlmsghdr *nlh = NULL;
 
 	if (!r)
-		return -ENOMEM;
+		return NULL;
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, RULESET_TABLE);
 	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, RULESET_CHAIN);
 	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-	if (build(r, arg))
-		nlh = nft_batch_msg(b, NFT_MSG_NEWRULE, NFPROTO_INET, NLM_F_CREATE | NLM_F_APPEND,
-			what);
-	if (nlh)
-		nftnl_rule_nlmsg_build_payload(nlh, r);
-	nftnl_rule_free(r);
-	return nlh ? 0 : -ENOMEM;
+	if (!sp->build(r, sp->arg)) {
+		nftnl_rule_free(r);
+		return NULL;
+	}
+	return r;
 }
 
 static int add_rules(struct nft_batch *b, const struct config *cfg)
 {
-	static const int v4 = AF_INET, v6 = AF_INET6;
-	int ret;
+	struct rule_spec spec[9];
+	size_t n = rule_specs(cfg, spec);
 
-	if ((ret = add_rule(b, rule_ct, NULL, "rule ct state")) ||
-		(ret = add_rule(b, rule_unprotected, NULL, "rule unprotected ports")) ||
-		(ret = add_rule(b, rule_always, &v4, "rule always4")) ||
-		(ret = add_rule(b, rule_always, &v6, "rule always6")) ||
-		(ret = add_rule(b, rule_allow, &v4, "rule allow4")) ||
-		(ret = add_rule(b, rule_allow, &v6, "rule allow6")))
-		return ret;
-	if (cfg->deny_action == DENY_REJECT &&
-		(ret = add_rule(b, rule_deny_tcp, NULL, "rule reject tcp")))
-		return ret;
-	if (cfg->deny_action == DENY_DROP &&
-		(ret = add_rule(b, rule_reset_stale, NULL, "rule reset stale tcp")))
-		return ret;
-	return add_rule(b, rule_deny, &cfg->deny_action, "rule deny");
+	for (size_t i = 0; i < n; i++) {
+		struct nftnl_rule *r = rule_new(&spec[i]);
+		struct nlmsghdr *nlh = r ? nft_batch_msg(b, NFT_MSG_NEWRULE, NFPROTO_INET,
+			NLM_F_CREATE | NLM_F_APPEND, spec[i].what) : NULL;
+
+		if (nlh)
+			nftnl_rule_nlmsg_build_payload(nlh, r);
+		if (r)
+			nftnl_rule_free(r);
+		if (!nlh)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int ruleset_claim(struct nft_batch *b, uint32_t table_flags)
+{
+	return table_flags ? add_table(b, table_flags) : 0;
 }
 
 int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags)
@@ -589,6 +653,261 @@ int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_
 		(ret = flush_set(b, RULESET_SET_ALWAYS6)) || (ret = fill_always(b, cfg, AF_INET6)))
 		return ret;
 	return add_rules(b, cfg);
+}
+
+/*
+ * The kernel keeps registers as 32-bit slots and names one that starts a 128-bit register by
+ * the old name: our "reg 8" (NFT_REG32_00) comes back as "reg 1" (NFT_REG_1), the same slot.
+ * Text from either side is put in that form before it is compared.
+ */
+static void canonical_regs(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+
+	while (*in && o + 1 < len) {
+		if (!strncmp(in, "reg ", 4) && in[4] >= '0' && in[4] <= '9') {
+			char *end;
+			unsigned long r = strtoul(in + 4, &end, 10);
+
+			if (r == 8 || r == 12 || r == 16 || r == 20)
+				r = (r - 4) / 4;
+			o += (size_t)snprintf(out + o, len - o, "reg %lu", r);
+			in = end;
+			continue;
+		}
+		out[o++] = *in++;
+	}
+	out[o < len ? o : len - 1] = '\0';
+}
+
+/* A rule as text, without what only the kernel assigns (handle, position). */
+static int rule_text(struct nftnl_rule *r, char *buf, size_t len)
+{
+	char raw[2048];
+
+	nftnl_rule_unset(r, NFTNL_RULE_HANDLE);
+	nftnl_rule_unset(r, NFTNL_RULE_POSITION);
+	nftnl_rule_unset(r, NFTNL_RULE_ID);
+	if (nftnl_rule_snprintf(raw, sizeof(raw), r, NFTNL_OUTPUT_DEFAULT, 0) >= (int)sizeof(raw))
+		return -E2BIG;
+	canonical_regs(raw, buf, len);
+	return 0;
+}
+
+static bool rules_match(const struct config *cfg, struct nftnl_rule_list *have)
+{
+	struct rule_spec spec[9];
+	size_t n = rule_specs(cfg, spec), i = 0;
+	struct nftnl_rule_list_iter *it = nftnl_rule_list_iter_create(have);
+	struct nftnl_rule *k;
+	bool same = it != NULL;
+
+	while (same && (k = nftnl_rule_list_iter_next(it))) {
+		char want[2048], got[2048];
+		struct nftnl_rule *r;
+
+		if (strcmp(nftnl_rule_get_str(k, NFTNL_RULE_CHAIN), RULESET_CHAIN))
+			continue;
+		if (i == n || !(r = rule_new(&spec[i++]))) {
+			same = false;
+			break;
+		}
+		same = !rule_text(r, want, sizeof(want)) && !rule_text(k, got, sizeof(got)) &&
+			!strcmp(want, got);
+		if (!same)
+			log_debug("kernel: rule %zu differs:\n  want %s\n  have %s", i, want, got);
+		nftnl_rule_free(r);
+	}
+	if (it)
+		nftnl_rule_list_iter_destroy(it);
+	return same && i == n;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A set's elements as sorted text: key bytes and the interval-end flag. */
+static char *elems_text(struct nftnl_set *s)
+{
+	struct nftnl_set_elems_iter *it = nftnl_set_elems_iter_create(s);
+	struct nftnl_set_elem *e;
+	char **v = NULL, *out = NULL;
+	size_t n = 0, len = 1;
+
+	while (it && (e = nftnl_set_elems_iter_next(it))) {
+		uint32_t klen = 0, flags = 0;
+		const uint8_t *key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
+		char **nv = realloc(v, (n + 1) * sizeof(*v));
+
+		if (!nv || !(nv[n] = malloc(2 * klen + 4)))
+			goto out;
+		v = nv;
+		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS))
+			flags = nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS);
+		for (uint32_t b = 0; key && b < klen; b++)
+			sprintf(v[n] + 2 * b, "%02x", key[b]);
+		strcpy(v[n] + 2 * (key ? klen : 0), flags & NFT_SET_ELEM_INTERVAL_END ? "e;" : ";");
+		len += strlen(v[n++]);
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_str);
+	if ((out = malloc(len))) {
+		out[0] = '\0';
+		for (size_t i = 0; i < n; i++)
+			strcat(out, v[i]);
+	}
+out:
+	if (it)
+		nftnl_set_elems_iter_destroy(it);
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+	return out;
+}
+
+/* 1: the kernel's fixed set name holds exactly want's elements; 0: it does not; -errno. */
+static int elems_match(struct nft *nft, const char *name, struct nftnl_set *want)
+{
+	struct nftnl_set *have = NULL;
+	char *a = NULL, *b = NULL;
+	int ret = nft_set_dump(nft, RULESET_TABLE, name, &have);
+
+	if (ret == -ENOENT)
+		return 0;
+	if (ret)
+		return ret;
+	a = elems_text(want);
+	b = elems_text(have);
+	ret = a && b ? !strcmp(a, b) : -ENOMEM;
+	free(a);
+	free(b);
+	nftnl_set_free(have);
+	return ret;
+}
+
+static bool set_matches(struct nftnl_set_list *sets, const struct set_shape *sh)
+{
+	struct nftnl_set_list_iter *it = nftnl_set_list_iter_create(sets);
+	struct nftnl_set *s;
+	bool same = false;
+
+	while (it && (s = nftnl_set_list_iter_next(it))) {
+		if (strcmp(nftnl_set_get_str(s, NFTNL_SET_NAME), sh->name))
+			continue;
+		same = nftnl_set_get_u32(s, NFTNL_SET_FLAGS) == sh->flags &&
+			nftnl_set_get_u32(s, NFTNL_SET_KEY_TYPE) == sh->key_type &&
+			nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN) == sh->key_len;
+		break;
+	}
+	if (it)
+		nftnl_set_list_iter_destroy(it);
+	return same;
+}
+
+static size_t sets_count(struct nftnl_set_list *sets)
+{
+	struct nftnl_set_list_iter *it = nftnl_set_list_iter_create(sets);
+	size_t n = 0;
+
+	while (it && nftnl_set_list_iter_next(it))
+		n++;
+	if (it)
+		nftnl_set_list_iter_destroy(it);
+	return n;
+}
+
+static bool chain_matches(struct nftnl_chain_list *chains)
+{
+	struct nftnl_chain_list_iter *it = nftnl_chain_list_iter_create(chains);
+	struct nftnl_chain *c;
+	size_t n = 0;
+	bool same = false;
+
+	while (it && (c = nftnl_chain_list_iter_next(it))) {
+		n++;
+		if (strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_NAME), RULESET_CHAIN))
+			continue;
+		same = nftnl_chain_is_set(c, NFTNL_CHAIN_TYPE) &&
+			!strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TYPE), "filter") &&
+			nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM) == NF_INET_LOCAL_IN &&
+			nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO) == 0 &&
+			nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) == NF_ACCEPT;
+	}
+	if (it)
+		nftnl_chain_list_iter_destroy(it);
+	return same && n == 1;
+}
+
+int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
+	const char **differs)
+{
+	struct nft_table_view v;
+	struct nftnl_set *want = NULL;
+	uint64_t packets, bytes;
+	size_t count;
+	int ret;
+
+	*differs = "";
+	if ((ret = nft_table_view(nft, RULESET_TABLE, &v)))
+		return ret;
+	ret = 0;
+	if (!v.table) {
+		*differs = "table inet jitd is missing";
+		goto out;
+	}
+	/*
+	 * Persistence only: an owned table whose owner exited has lost its owner flag, and is
+	 * claimed again anyway (ruleset_claim). Other flags (dormant) are the kernel's own.
+	 */
+	if ((nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) ^ table_flags) &
+		RULESET_TABLE_F_PERSIST) {
+		*differs = "table flags differ";
+		goto out;
+	}
+	for (size_t i = 0; i < SET__COUNT; i++) {
+		if (!set_matches(v.sets, &shapes[i])) {
+			*differs = "a set is missing or has another type";
+			goto out;
+		}
+	}
+	if (sets_count(v.sets) != SET__COUNT) {
+		*differs = "the table holds sets jitd did not make";
+		goto out;
+	}
+	if (!chain_matches(v.chains)) {
+		*differs = "the chain is missing or differs";
+		goto out;
+	}
+	if (!rules_match(cfg, v.rules)) {
+		*differs = "the rules differ";
+		goto out;
+	}
+	if (nft_counter_get(nft, RULESET_TABLE, RULESET_COUNTER_DENIED, &packets, &bytes)) {
+		*differs = "the counter is missing";
+		goto out;
+	}
+	if ((ret = want_protected(cfg, &want, &count)) ||
+		(ret = elems_match(nft, RULESET_SET_PROTECTED, want)) <= 0)
+		goto fixed;
+	nftnl_set_free(want);
+	if ((ret = want_always(cfg, AF_INET, &want, &count)) ||
+		(ret = elems_match(nft, RULESET_SET_ALWAYS4, want)) <= 0)
+		goto fixed;
+	nftnl_set_free(want);
+	if ((ret = want_always(cfg, AF_INET6, &want, &count)) ||
+		(ret = elems_match(nft, RULESET_SET_ALWAYS6, want)) <= 0)
+		goto fixed;
+	ret = 1;
+fixed:
+	if (ret == 0)
+		*differs = "the protected ports or always-allowed sources differ";
+	if (want)
+		nftnl_set_free(want);
+out:
+	nft_table_view_free(&v);
+	return ret;
 }
 
 int ruleset_delete(struct nft_batch *b)

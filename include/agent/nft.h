@@ -49,6 +49,23 @@ int nft_table_exists(struct nft *n, const char *table, bool *exists);
  * changed during the dump. Returns 0, -ENOENT if the set does not exist, or -errno.
  */
 int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl_set **s);
+/*
+ * The kernel's copy of one table (family inet): table NULL when it does not exist; otherwise
+ * its sets (attributes only, no elements), chains and rules, as libnftnl objects.
+ */
+struct nftnl_table;
+struct nftnl_set_list;
+struct nftnl_chain_list;
+struct nftnl_rule_list;
+struct nft_table_view {
+	struct nftnl_table *table;
+	struct nftnl_set_list *sets;
+	struct nftnl_chain_list *chains;
+	struct nftnl_rule_list *rules;
+};
+/* Each part is one consistent dump, retried if the ruleset changed meanwhile. 0 or -errno. */
+int nft_table_view(struct nft *n, const char *table, struct nft_table_view *v);
+void nft_table_view_free(struct nft_table_view *v);
 /* Reads a named counter's packet and byte counts. Returns 0 or -errno. */
 int nft_counter_get(struct nft *n, const char *table, const char *name, uint64_t *packets,
 	uint64_t *bytes);

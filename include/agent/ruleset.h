@@ -49,6 +49,17 @@ struct ruleset_elem {
  * Returns 0 or -ENOMEM / -EINVAL.
  */
 int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags);
+/* Claims an existing table with table_flags (ownership), changing nothing else; 0 flags: no-op. */
+int ruleset_claim(struct nft_batch *b, uint32_t table_flags);
+/*
+ * Whether the kernel already holds exactly what ruleset_build would make of cfg: table flags,
+ * sets and their types, chain, rules (compared as libnftnl renders them) and the fixed sets'
+ * elements. The allow sets' elements are not looked at. 1: in place; 0: not, *differs says
+ * what first differed; -errno. Lets a restart leave a table that is right untouched.
+ */
+struct nft;
+int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
+	const char **differs);
 
 /*
  * Table ownership (Linux 6.9+): while jitd's socket owns the table no other process can change

@@ -53,3 +53,30 @@ jq -s -e 'any(.[]; .event == "grant.expired" and .grant == "brief"
 	fail "the grant that expired during the downtime is not audited"
 status_json | jq -e 'all(.grants[]; .id != "brief")' >/dev/null || fail "expired grant restored"
 pass "grant.expired recorded for the grant that ran out during the downtime"
+
+log "a restart leaves a table that is right exactly as it is"
+# Handles are the kernel's witness: a flushed and re-added rule or element gets a new one.
+handles() {
+	kernel_json | jq -c '[.nftables[] | (.rule? | select(.) | .handle),
+		(.set? | select(.) | {(.name): [.handle, (.elem // [] | length)]})]'
+}
+sign --src 192.0.2.2 --port 22 --for 120 --jti again | submit - >/dev/null || fail "grant refused"
+before=$(handles)
+stop_jitd TERM
+start_jitd
+[ "$(handles)" = "$before" ] || fail "a restart changed the table: $before -> $(handles)"
+grep -q "table inet jitd is in place: left as it is" "$TMP/jitd.log" ||
+	fail "jitd did not say the table was in place"
+pass "rules, sets and their elements untouched by a restart (same handles)"
+
+log "a restart with another configuration changes what differs, in one transaction"
+write_config reject '["198.51.100.3/32"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
+	  {"port": 3389, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+stop_jitd TERM
+start_jitd
+grep -q "table inet jitd: the rules differ; bringing it in line" "$TMP/jitd.log" ||
+	fail "jitd did not say what differed: $(grep 'table inet jitd' "$TMP/jitd.log")"
+expect_connect reject "$C2" -b 198.51.100.2 198.51.100.1 3389
+expect_connect ok "$C1" 192.0.2.1 22
+pass "the new rules are in force and the grant kept its access"
