@@ -20,7 +20,12 @@
 #define SNAPSHOT "grants.snap"
 #define SNAPSHOT_TMP ".grants.snap.tmp"
 #define LEGACY_DIR "grants" /* one file per grant, before the journal */
-/* A snapshot replaces the journal once it holds this many records. */
+/*
+ * A snapshot replaces the journal once it holds this many records, and at least as many as
+ * there are live grants: a snapshot rewrites them all, so with 100,000 of them it must not come
+ * every 4096 changes (the cost stays proportional to the changes, and a start reads at most
+ * about twice the live records).
+ */
 #define COMPACT_RECORDS 4096
 /* Record: 4-byte big-endian payload length, 8 bytes of SHA-256 of the payload, the payload. */
 #define HDR 12
@@ -465,7 +470,7 @@ static int maybe_compact(struct store *s)
 {
 	int ret;
 
-	if (s->jrecords < COMPACT_RECORDS)
+	if (s->jrecords < COMPACT_RECORDS || s->jrecords < s->n)
 		return 0;
 	/* The records are durable in the journal already: a failed compaction loses nothing. */
 	if ((ret = compact(s)))

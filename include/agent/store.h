@@ -8,9 +8,9 @@
  * Durable record of the active grants, so that a restart of jitd restores exactly what it had
  * granted: the signed token as received (checked again on load, so a removed key or a tightened
  * policy takes effect). An append-only journal, state_dir/grants.journal, takes one record per
- * change, fdatasync'd before the call returns (so before the kernel changes); every 4096
- * records a snapshot, state_dir/grants.snap (temporary file, fsync, rename, fsync of the
- * directory), replaces it. Each record carries its length and a SHA-256-based checksum: a torn
+ * change, fdatasync'd before the call returns (so before the kernel changes); once it holds
+ * 4096 records and at least as many as there are live grants, a snapshot,
+ * state_dir/grants.snap (temporary file, fsync, rename, fsync of the directory), replaces it. Each record carries its length and a SHA-256-based checksum: a torn
  * journal tail (a crash mid-append) is cut off, a damaged snapshot is reported and moved aside;
  * neither can add a grant, since only records whose checksum holds are read.
  */
@@ -20,7 +20,7 @@ struct store;
 int store_open(const char *state_dir, struct store **out);
 /* Closes and NULLs *s; accepts NULL. */
 void store_close(struct store **s);
-/* Writes a snapshot now and empties the journal (also done every 4096 records). 0 or -errno. */
+/* Writes a snapshot now and empties the journal (also done as the journal grows). 0 or -errno. */
 int store_compact(struct store *s);
 /* Durably records token as the grant jti. Returns 0 or -errno. */
 int store_put(struct store *s, const char *jti, const char *token, size_t len);

@@ -247,6 +247,59 @@ static void test_many(void **state)
 	store_close(&st);
 }
 
+static int count_any(const char *token, size_t len, void *arg)
+{
+	(*(size_t *)arg)++;
+	return STORE_KEEP;
+}
+
+static off_t journal_size(void)
+{
+	struct stat sb;
+
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	return sb.st_size;
+}
+
+/*
+ * A snapshot rewrites every live grant, so it comes only once the journal holds as many records
+ * as there are live grants (and at least 4096): its cost stays proportional to the changes.
+ */
+static void test_compaction_pace(void **state)
+{
+	struct store *st;
+	char jti[16], tok[16];
+	size_t n = 0;
+	off_t before;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_compact(st), 0); /* what earlier tests left: out of the count */
+	for (int i = 0; i < 4096; i++) {
+		snprintf(jti, sizeof(jti), "p%d", i);
+		snprintf(tok, sizeof(tok), "t%d", i);
+		assert_int_equal(store_put(st, jti, tok, strlen(tok)), 0);
+	}
+	assert_int_equal(journal_size(), 0); /* 4096 records, 4096 live: into the snapshot */
+	for (int i = 4096; i < 8192; i++) {
+		snprintf(jti, sizeof(jti), "p%d", i);
+		snprintf(tok, sizeof(tok), "t%d", i);
+		assert_int_equal(store_put(st, jti, tok, strlen(tok)), 0);
+	}
+	/* 4096 records now, but 8192 live: a snapshot would rewrite twice what changed. */
+	before = journal_size();
+	assert_true(before > 0);
+	assert_int_equal(store_del(st, "p0"), 0);
+	assert_true(journal_size() > before);
+	st = reopen(st);
+	assert_int_equal(store_foreach(st, count_any, &n), 0);
+	assert_int_equal(n, 8191);
+	for (int i = 1; i < 8192; i++) {
+		snprintf(jti, sizeof(jti), "p%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	store_close(&st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -255,6 +308,7 @@ int main(void)
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_many),
+		cmocka_unit_test(test_compaction_pace),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
