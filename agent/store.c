@@ -487,27 +487,35 @@ int store_put(struct store *s, const char *jti, const char *token, size_t len)
 	return maybe_compact(s);
 }
 
+/* One more record at the end of *buf (used bytes so far): a group is written in one go. */
+static int encode_onto(char op, const char *jti, const char *token, size_t len,
+	unsigned char **buf, size_t *used)
+{
+	unsigned char *rec, *nb;
+	size_t n;
+	int ret;
+
+	if ((ret = encode(op, jti, token, len, &rec, &n)))
+		return ret;
+	if (!(nb = realloc(*buf, *used + n))) {
+		free(rec);
+		return -ENOMEM;
+	}
+	memcpy(nb + *used, rec, n);
+	*buf = nb;
+	*used += n;
+	free(rec);
+	return 0;
+}
+
 int store_put_many(struct store *s, const struct store_rec *r, size_t n)
 {
-	unsigned char *buf = NULL, *rec;
-	size_t used = 0, len, done = 0;
+	unsigned char *buf = NULL;
+	size_t used = 0, done = 0;
 	int ret = 0;
 
-	for (size_t i = 0; ret == 0 && i < n; i++) {
-		unsigned char *nb;
-
-		if ((ret = encode('P', r[i].jti, r[i].token, r[i].len, &rec, &len)))
-			break;
-		if (!(nb = realloc(buf, used + len))) {
-			free(rec);
-			ret = -ENOMEM;
-			break;
-		}
-		buf = nb;
-		memcpy(buf + used, rec, len);
-		used += len;
-		free(rec);
-	}
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		ret = encode_onto('P', r[i].jti, r[i].token, r[i].len, &buf, &used);
 	if (ret == 0 && n)
 		ret = append_raw(s, buf, used, n);
 	free(buf);
@@ -545,28 +553,13 @@ int store_del(struct store *s, const char *jti)
 
 int store_del_many(struct store *s, const char *const *jti, size_t n)
 {
-	unsigned char *buf = NULL, *rec;
-	size_t used = 0, len, records = 0;
+	unsigned char *buf = NULL;
+	size_t used = 0, records = 0;
 	int ret = 0;
 
-	for (size_t i = 0; ret == 0 && i < n; i++) {
-		unsigned char *nb;
-
-		if (!find(s, jti[i]))
-			continue;
-		if ((ret = encode('D', jti[i], NULL, 0, &rec, &len)))
-			break;
-		if (!(nb = realloc(buf, used + len))) {
-			free(rec);
-			ret = -ENOMEM;
-			break;
-		}
-		buf = nb;
-		memcpy(buf + used, rec, len);
-		used += len;
-		records++;
-		free(rec);
-	}
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, &buf, &used)))
+			records++;
 	if (ret == 0 && records)
 		ret = append_raw(s, buf, used, records);
 	free(buf);
