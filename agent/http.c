@@ -73,8 +73,9 @@ struct peer {
 };
 
 /*
- * A grant with the enforcer. evhttp keeps a request whose reply is owed even if its connection
- * goes (and frees it when the reply is sent); only closing the endpoint must cut the tie.
+ * A grant with the enforcer. evhttp keeps a request whose reply is owed: it stops reading its
+ * connection meanwhile, and a connection found gone when the reply is written is freed then.
+ * Only closing the endpoint must cut the tie.
  */
 struct submission {
 	struct http *h;

@@ -12,7 +12,8 @@ struct http;
  *   POST /v1/revocations  compact JWS, typ jit-revoke+jwt -> 200 what was revoked
  *   GET  /v1/status       the status document (mutual TLS or loopback clients only)
  *   GET  /metrics         Prometheus text format (same rule as status)
- * Errors are {"error":"<jit_err_name>","message":"..."} with the HTTP status README.md lists.
+ * Errors are {"error":"<jit_err_name>","message":"..."} with the HTTP status README.md lists
+ * (requests libevent refuses before any handler runs get its own bare replies, as README says).
  * Bounded: header and body size, per-connection timeouts, concurrent connections, requests per
  * second per client address. Does nothing (*out = NULL) when cfg->listen is not enabled.
  * Returns 0, or -errno with err saying why (a TLS file OpenSSL refused, a busy address).
