@@ -103,7 +103,7 @@ static void print_ports(const json_t *ports)
 
 static void print_grants(const json_t *grants)
 {
-	char src[256], ports[128], left[32], kleft[32], both[64], user[16], flows[16];
+	char src[256], ports[128], left[32], kleft[32], both[80], user[16], flows[16];
 	const json_t *g;
 	size_t i;
 

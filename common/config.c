@@ -517,9 +517,17 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 		return BAD(e, "control_group: expected a group name or gid");
 	if (!(c->control_group = strdup(g ? json_string_value(g) : DEFAULT_CONTROL_GROUP)))
 		return BAD(e, "out of memory");
-	if ((ret = get_int(root, "replay_cache_max", "replay_cache_max", 100000, 1, 10000000, &n,
+	/*
+	 * Every active grant's id is in the cache, and so are revoked ones and revocations until
+	 * they expire: by default twice the grant limit (set_limits runs first), never less than it.
+	 */
+	if ((ret = get_int(root, "replay_cache_max", "replay_cache_max",
+		c->max_grants > 5000000 ? 10000000 : 2 * (long long)c->max_grants, 1, 10000000, &n,
 		e)))
 		return ret;
+	if ((size_t)n < c->max_grants)
+		return BAD(e, "replay_cache_max: %lld is below limits.max_grants (%zu): grants under "
+			"the limit would be refused as busy", n, c->max_grants);
 	c->replay_cache_max = (size_t)n;
 	if (a && !json_is_object(a))
 		return BAD(e, "audit: expected an object, not %s", type_name(a));

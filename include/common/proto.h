@@ -15,7 +15,8 @@ struct jit_error;
  *           | {"ok":false,"error":"<jit_err_name>","message":"<sentence>"}
  */
 #define PROTO_MAX_MESSAGE (64 * 1024)	    /* a request: a grant is at most 16 KiB */
-#define PROTO_MAX_REPLY (32 * 1024 * 1024) /* a reply: status grows with the active grants */
+/* A reply: status grows with the active grants, about 350 bytes each (70 MB at 200,000). */
+#define PROTO_MAX_REPLY (256 * 1024 * 1024)
 #define PROTO_TIMEOUT_MS 10000
 
 /*

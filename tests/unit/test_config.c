@@ -214,12 +214,16 @@ static void test_access_keys(void **state)
 	struct config *c = parse_ok("{}");
 
 	assert_string_equal(c->control_group, "jitd");
-	assert_int_equal(c->replay_cache_max, 100000);
+	/* Twice the grant limit: a full agent's ids, plus revoked ones until they expire. */
+	assert_int_equal(c->replay_cache_max, 400000);
 	assert_int_equal(c->audit_max_bytes, 10 * 1024 * 1024);
 	assert_int_equal(c->audit_keep, 5);
 	config_free(c);
-	c = parse_ok("{'control_group':'4242','replay_cache_max':7,'audit':{'max_bytes':65536,"
-		     "'keep':2}}");
+	c = parse_ok("{'limits':{'max_grants':5}}");
+	assert_int_equal(c->replay_cache_max, 10);
+	config_free(c);
+	c = parse_ok("{'control_group':'4242','replay_cache_max':7,'limits':{'max_grants':7},"
+		     "'audit':{'max_bytes':65536,'keep':2}}");
 	assert_string_equal(c->control_group, "4242");
 	assert_int_equal(c->replay_cache_max, 7);
 	assert_int_equal(c->audit_max_bytes, 65536);
@@ -228,6 +232,7 @@ static void test_access_keys(void **state)
 	parse_bad("{'control_group':''}", "control_group");
 	parse_bad("{'control_group':7}", "control_group");
 	parse_bad("{'replay_cache_max':0}", "replay_cache_max: 0 is outside");
+	parse_bad("{'replay_cache_max':1000}", "replay_cache_max: 1000 is below limits.max_grants");
 	parse_bad("{'replay_cache_max':'9'}", "replay_cache_max: expected an integer");
 	parse_bad("{'audit':[]}", "audit: expected an object");
 	parse_bad("{'audit':{'max_bytes':100}}", "audit.max_bytes: 100 is outside");
