@@ -6,7 +6,8 @@
 #  3. clang libFuzzer: each harness over its corpus in tests/fuzz/corpus (seeds and regressions),
 #     then a short search, so a crash found by a fuzzer fails CI;
 #  4. gcc, default (optimised) build as the demo and packages build it: -O2 warnings such as
-#     maybe-uninitialized only show there, and -Werror turns them into failures;
+#     maybe-uninitialized only show there, and -Werror turns them into failures; the benchmark
+#     (scripts/bench --tiny) runs on it once, so that it cannot rot;
 #  5. the .deb and .rpm (scripts/package.sh: lintian and rpmlint, no errors allowed), then the
 #     .deb installed on this machine with apt, run end to end in namespaces, and purged.
 set -eu
@@ -44,6 +45,9 @@ for name in jws grant config revoke proto http; do
 done
 echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"
 ./scripts/build.sh build-release -DCMAKE_C_COMPILER=gcc >/dev/null
+echo "== benchmark at tiny sizes on the optimised build: it must run and find every grant in"
+echo "   the kernel with its timeout (nothing is timed here; scripts/bench alone for figures)"
+./scripts/bench --tiny --build build-release
 echo "== packages: .deb and .rpm (CPack), lintian, rpmlint; the .deb installed and tested here"
 ./scripts/package.sh build-packages
 ./tests/pkg/install-test.sh build-packages/jitd_*.deb build-test/tests/tcpprobe
