@@ -187,6 +187,34 @@ static void elems_free(struct elems *v)
 	memset(v, 0, sizeof(*v));
 }
 
+static int cmp_elem(const void *a, const void *b);
+
+/*
+ * The model stays sorted by group, then address: a new grant's neighbours, and the elements
+ * covering a grant, are then found by binary search instead of a walk over every element.
+ */
+static void model_sort(struct enforce *e)
+{
+	if (e->model.n > 1)
+		qsort(e->model.v, e->model.n, sizeof(*e->model.v), cmp_elem);
+}
+
+/* Index of the first model element not ordered before key. */
+static size_t model_lower(const struct enforce *e, const struct ruleset_elem *key)
+{
+	size_t lo = 0, hi = e->model.n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cmp_elem(&e->model.v[mid], key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static bool in_group(const struct ruleset_elem *e, const struct group *g)
 {
 	return e->family == g->family && e->ipproto == g->ipproto && e->port == g->port;
@@ -391,6 +419,7 @@ static int resync(struct enforce *e)
 	}
 	elems_free(&e->model);
 	e->model = fresh;
+	model_sort(e);
 	return 0;
 }
 
@@ -437,6 +466,7 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 			elems_free(&e->model);
 			e->model = p.model;
 			p.model = (struct elems){ 0 };
+			model_sort(e);
 		}
 		plan_free(&p);
 		/* Only a race with the kernel's own expiry is worth another look. */
@@ -527,29 +557,29 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 			goto out;
 		}
 	}
-	for (size_t k = 0; k < e->model.n; k++) {
-		const struct ruleset_elem *m = &e->model.v[k];
-		size_t lo = 0, hi = add.n;
+	for (size_t k = 0; k < add.n; k++) {
+		const struct ruleset_elem *a = &add.v[k], *m;
+		size_t pos = model_lower(e, a), i;
 
-		if (m->exp_ms <= now_ms)
-			continue;
-		/* The first new element not before m; it and the one before are all that can touch. */
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (cmp_elem(&add.v[mid], m) < 0)
-				lo = mid + 1;
-			else
-				hi = mid;
+		/*
+		 * Live elements of a group are disjoint, so only the last live one before a and the
+		 * first live one from a on can touch it; expired ones may linger until the next tick.
+		 */
+		for (i = pos; i-- > 0 && in_group(&e->model.v[i], &(struct group){ a->family,
+			a->ipproto, a->port }) && e->model.v[i].exp_ms <= now_ms;)
+			;
+		if (i != (size_t)-1 && (m = &e->model.v[i])->exp_ms > now_ms &&
+			m->family == a->family && m->ipproto == a->ipproto && m->port == a->port &&
+			touch(a, m)) {
+			ret = 1;
+			goto out;
 		}
-		for (size_t c = lo ? lo - 1 : 0; c <= lo && c < add.n; c++) {
-			const struct ruleset_elem *a = &add.v[c];
-
-			if (a->family == m->family && a->ipproto == m->ipproto &&
-				a->port == m->port && touch(a, m)) {
-				ret = 1;
-				goto out;
-			}
+		for (i = pos; i < e->model.n && e->model.v[i].exp_ms <= now_ms; i++)
+			;
+		if (i < e->model.n && (m = &e->model.v[i])->family == a->family &&
+			m->ipproto == a->ipproto && m->port == a->port && touch(a, m)) {
+			ret = 1;
+			goto out;
 		}
 	}
 	p->add = add;
@@ -557,6 +587,22 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 out:
 	elems_free(&add);
 	return ret;
+}
+
+/* Adds sorted elements to the sorted model, keeping it sorted. 0 or -ENOMEM. */
+static int model_merge(struct enforce *e, const struct elems *add)
+{
+	size_t n = e->model.n + add->n, i = 0, j = 0, k = 0;
+	struct ruleset_elem *v = malloc((n ? n : 1) * sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	while (i < e->model.n || j < add->n)
+		v[k++] = j == add->n || (i < e->model.n &&
+			cmp_elem(&e->model.v[i], &add->v[j]) <= 0) ? e->model.v[i++] : add->v[j++];
+	free(e->model.v);
+	e->model = (struct elems){ .v = v, .n = n, .cap = n };
+	return 0;
 }
 
 /* Brings the kernel in line after grants [first, n_grants) were added: cheaply if it can. */
@@ -569,9 +615,8 @@ static int sync_added(struct enforce *e, size_t first, const struct group *group
 
 	if (ret == 0) {
 		ret = commit_plan(e, &p, now, err, errlen);
-		for (size_t i = 0; ret == 0 && i < p.add.n; i++)
-			if ((ret = elems_push(&e->model, &p.add.v[i])))
-				(void)resync(e); /* the kernel has them: the model must say so */
+		if (ret == 0 && model_merge(e, &p.add))
+			(void)resync(e); /* the kernel has them: the model must say so */
 		plan_free(&p);
 		/* A race with the kernel's own expiry: the full plan sorts it out. */
 		if (ret != -ENOENT && ret != -EEXIST)
@@ -961,7 +1006,7 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n)
 	int64_t now_ms;
 	size_t n_ok = 0;
 
-	enforce_expire(e);
+	/* Expiry is the timer's business: it walks every grant, this runs per group. */
 	now_ms = enforce_now_ms();
 	audit_defer(e->audit, true);
 	e->metrics.group_commits++;
@@ -1718,6 +1763,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	elems_free(&e->model);
 	e->model = p.model;
 	p.model = (struct elems){ 0 };
+	model_sort(e);
 	for (size_t i = 0; i < n_dropped; i++) {
 		snprintf(why, sizeof(why), "configuration reload: %s", reasons[i]);
 		log_info("grant revoked: jti=%s sub=%s (%s)", dropped[i].jti, dropped[i].sub, why);

@@ -257,8 +257,9 @@ static json_t *grant_json(const struct grant *g, const struct kview *kv, long fl
 }
 
 /*
- * The elements that can cover g, from what the kernel acknowledged last (the enforcer's model):
- * a reply to a grant must not cost a dump of every element in the table.
+ * The elements that can cover g, from what the kernel acknowledged last (the enforcer's model,
+ * sorted by group and address): a reply to a grant must cost neither a dump of every element
+ * in the table nor a walk over the model, so each (source, port) is a binary search.
  */
 static int kview_model(struct enforce *e, const struct grant *g, struct kview *kv)
 {
@@ -268,24 +269,37 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	memset(kv, 0, sizeof(*kv));
 	kv->now_ms = enforce_now_ms();
 	kv->present = true;
-	for (size_t i = 0; i < n; i++) {
-		bool near = false;
+	for (size_t s = 0; s < g->n_src; s++) {
+		for (size_t p = 0; p < g->n_ports; p++) {
+			struct ruleset_elem key = { .family = g->src[s].family,
+				.ipproto = port_proto_ipproto(g->ports[p].proto),
+				.port = g->ports[p].port };
+			size_t alen = key.family == AF_INET ? 4 : 16, lo = 0, hi = n, i;
 
-		for (size_t s = 0; s < g->n_src && !near; s++) {
-			size_t alen = g->src[s].family == AF_INET ? 4 : 16;
-			uint8_t lo[16], hi[16];
+			prefix_range(&g->src[s], key.lo, key.hi);
+			while (lo < hi) {
+				size_t mid = lo + (hi - lo) / 2;
 
-			prefix_range(&g->src[s], lo, hi);
-			near = m[i].family == g->src[s].family && memcmp(m[i].hi, lo, alen) >= 0 &&
-				memcmp(m[i].lo, hi, alen) <= 0;
-		}
-		if (near) {
-			struct ruleset_elem *nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv));
+				if (cmp_elem(&m[mid], &key) < 0)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			/* Back to the first element of the group that still reaches key.lo. */
+			for (i = lo; i > 0 && !cmp_group(&m[i - 1], key.family, key.ipproto,
+				key.port) && memcmp(m[i - 1].hi, key.lo, alen) >= 0; i--)
+				;
+			for (; i < n && !cmp_group(&m[i], key.family, key.ipproto, key.port) &&
+				memcmp(m[i].lo, key.hi, alen) <= 0; i++) {
+				struct ruleset_elem *nv;
 
-			if (!nv)
-				return -ENOMEM;
-			kv->v = nv;
-			kv->v[kv->n++] = m[i];
+				if (memcmp(m[i].hi, key.lo, alen) < 0)
+					continue;
+				if (!(nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv))))
+					return -ENOMEM;
+				kv->v = nv;
+				kv->v[kv->n++] = m[i];
+			}
 		}
 	}
 	return 0;

@@ -134,7 +134,10 @@ void enforce_expire(struct enforce *e);
 /* Read-only views for status reporting. */
 const struct config *enforce_config(const struct enforce *e);
 const struct grant *enforce_grants(const struct enforce *e, size_t *n);
-/* The allow-set elements jitd believes the kernel holds (expired ones may linger). */
+/*
+ * The allow-set elements jitd believes the kernel holds (expired ones may linger), sorted by
+ * family, protocol, port and then address.
+ */
 const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n);
 struct nft *enforce_nft(const struct enforce *e);
 struct audit *enforce_audit(const struct enforce *e);
