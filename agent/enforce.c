@@ -799,7 +799,6 @@ static int storage_code(int errno_ret)
 /* A grant on its way in, from receipt to its submitter's callback. */
 struct pending {
 	struct pending *next;		/* in e->ready */
-	struct enforce *e;
 	struct verify_job *job;		/* the token (the store's record) and its verification */
 	struct grant local;		/* a local grant: checked already, no job */
 	const char *record;
@@ -894,6 +893,19 @@ static void unpush(struct enforce *e, struct pending **v, size_t n, struct pendi
 	p->idx = -1;
 }
 
+/*
+ * Undoes what commit_admitted did for one grant: out of the books (if pushed), its record, its
+ * id (forgetting an id never added is a no-op). The caller syncs the kernel.
+ */
+static void take_back(struct enforce *e, struct pending **v, size_t n, struct pending *p)
+{
+	if (p->idx >= 0)
+		unpush(e, v, n, p);
+	drop_record(e, p->jti);
+	if (replay_forget(e->replay, p->jti))
+		log_warn("replay: cannot forget '%s'; that grant id stays unusable", p->jti);
+}
+
 static void fail_all(struct pending **v, size_t n, int code, const char *what, const char *why)
 {
 	for (size_t i = 0; i < n; i++)
@@ -909,7 +921,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 {
 	struct store_rec *recs = calloc(n + 1, sizeof(*recs));
 	struct group *groups = NULL;
-	size_t n_groups = 0, pushed = 0;
+	size_t n_groups = 0, pushed = 0, withdrawn;
 	char kerr[NFT_ERRLEN];
 	int64_t t0;
 	int ret;
@@ -939,13 +951,12 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 			(ret = grant_groups(g, &groups, &n_groups))) {
 			v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
 				"cannot remember grant id '%s': %s", v[i]->jti, strerror(-ret));
-			drop_record(e, v[i]->jti);
+			take_back(e, v, n, v[i]);
 			continue;
 		}
 		if (grants_push(e, g)) {
 			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_INTERNAL, "out of memory");
-			drop_record(e, v[i]->jti);
-			(void)replay_forget(e->replay, v[i]->jti);
+			take_back(e, v, n, v[i]);
 			continue;
 		}
 		v[i]->idx = (ssize_t)e->n_grants - 1;
@@ -959,11 +970,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 				continue;
 			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_KERNEL,
 				"the kernel refused the change: %s", kerr);
-			unpush(e, v, n, v[i]);
-			drop_record(e, v[i]->jti);
-			if (replay_forget(e->replay, v[i]->jti))
-				log_warn("replay: cannot forget '%s'; that grant id stays unusable",
-					v[i]->jti);
+			take_back(e, v, n, v[i]);
 		}
 		note_error(e, "kernel: the kernel refused the change: %s", kerr);
 		goto out;
@@ -978,18 +985,16 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 		for (size_t i = 0; i < n; i++)
 			v[i]->audited = false;
 	}
-	pushed = 0;
+	withdrawn = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (v[i]->idx < 0 || v[i]->audited)
 			continue;
 		v[i]->ret = jit_fail(&v[i]->err, storage_code(ret ? ret : -EIO),
 			"cannot write the audit trail for '%s'; nothing applied", v[i]->jti);
-		unpush(e, v, n, v[i]);
-		drop_record(e, v[i]->jti);
-		(void)replay_forget(e->replay, v[i]->jti);
-		pushed++;
+		take_back(e, v, n, v[i]);
+		withdrawn++;
 	}
-	if (pushed && sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
+	if (withdrawn && sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
 		note_error(e, "kernel: cannot withdraw unaudited grants: %s", kerr);
 out:
 	free(groups);
@@ -1132,7 +1137,6 @@ static struct pending *pending_new(struct enforce *e, const char *peer, enforce_
 		free(p);
 		return NULL;
 	}
-	p->e = e;
 	p->done = done;
 	p->arg = arg;
 	p->idx = -1;

@@ -191,6 +191,17 @@ e2e_default_setup() {
 	start_jitd
 }
 
+# One port, any source, with "table_owner": true (e2e owner and owner_fallback).
+e2e_owner_setup() {
+	setup_net
+	setup_keys
+	write_config drop '[]' \
+		'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+		'"table_owner": true'
+	start_listeners 22
+	start_jitd
+}
+
 # sign ARGS...: a grant for this host from the test controller (extra args override/add).
 sign() {
 	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --sub alice "$@"

@@ -5,13 +5,7 @@
 # path e2e heal covers) and this test checks only that it says so.
 . "$(dirname "$0")/lib.sh"
 
-setup_net
-setup_keys
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"table_owner": true'
-start_listeners 22
-start_jitd
+e2e_owner_setup
 if ! status_json | jq -e '.kernel.owned' >/dev/null; then
 	grep -q "cannot keep an owned table" "$TMP/jitd.log" || fail "not owned, and jitd did not say why"
 	pass "kernel $(uname -r) has no PERSIST: jitd fell back to an unowned table and said so"

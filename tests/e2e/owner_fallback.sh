@@ -5,13 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_NO_PERSIST=1
-setup_net
-setup_keys
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"table_owner": true'
-start_listeners 22
-start_jitd
+e2e_owner_setup
 grep -q "cannot keep an owned table" "$TMP/jitd.log" || fail "no warning about the fallback"
 status_json | jq -e '.kernel.owned == false and .kernel.present' >/dev/null ||
 	fail "status: $(status_json | jq -c .kernel.owned)"
