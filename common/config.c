@@ -23,9 +23,9 @@
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Sized so that gcc can prove "ports[N]" + ".allowed_sources" + "[N]" never truncates. */
-#define WHERE_LEN 32	/* "ports[255]" */
-#define KEY_PATH_LEN 64 /* "ports[255].allowed_sources" */
-#define ITEM_LEN 96	/* "ports[255].allowed_sources[1023]" */
+#define WHERE_LEN 32	/* "targets[255]" */
+#define KEY_PATH_LEN 64 /* "targets[255].dnat.listen_port_range" */
+#define ITEM_LEN 96	/* "targets[255].allowed_sources[1023]" */
 #define HOST_ID_MAX 253 /* a DNS name: what the controller puts in aud */
 #define HOST_ID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define DEFAULT_KEYS_DIR "/etc/jitd/keys.d"
@@ -44,13 +44,17 @@
 
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
-	"audit", "listen", "log_level", "reconcile_interval", "table_owner", "limits" };
+	"audit", "listen", "log_level", "reconcile_interval", "table_owner", "limits", "mode",
+	"targets" };
 static const char *const limit_keys[] = { "max_grants", "max_sources_per_grant",
 	"max_ports_per_grant", "control_connections" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
 static const char *const port_keys[] = { "port", "protocol", "max_duration", "allowed_sources" };
+static const char *const target_keys[] = { "address", "port", "protocol", "max_duration",
+	"allowed_sources", "dnat" };
+static const char *const dnat_keys[] = { "listen_port_range", "address" };
 
 static const char *type_name(const json_t *v)
 {
@@ -410,6 +414,20 @@ static int port_sources(const json_t *o, const char *where, struct port_policy *
 	return 0;
 }
 
+/* The keys of a ports[] and a targets[] entry. pp->sources is the caller's, even on error. */
+static int parse_rule(const json_t *o, const char *where, struct port_policy *pp,
+	struct jit_error *e)
+{
+	int ret;
+
+	if ((ret = port_number(o, where, pp, e)) ||
+		(ret = port_protocol(o, where, pp, e)) ||
+		(ret = port_duration(o, where, pp, e)) ||
+		(ret = port_sources(o, where, pp, e)))
+		return ret;
+	return 0;
+}
+
 static int parse_port(json_t *o, size_t i, struct port_policy *pp, struct jit_error *e)
 {
 	char where[WHERE_LEN];
@@ -419,10 +437,7 @@ static int parse_port(json_t *o, size_t i, struct port_policy *pp, struct jit_er
 	if (!json_is_object(o))
 		return BAD(e, "%s: expected an object, not %s", where, type_name(o));
 	if ((ret = check_keys(o, port_keys, ARRAY_LEN(port_keys), where, e)) ||
-		(ret = port_number(o, where, pp, e)) ||
-		(ret = port_protocol(o, where, pp, e)) ||
-		(ret = port_duration(o, where, pp, e)) ||
-		(ret = port_sources(o, where, pp, e)))
+		(ret = parse_rule(o, where, pp, e)))
 		return ret;
 	return 0;
 }
@@ -446,6 +461,12 @@ static int set_ports(const json_t *root, struct config *c, struct jit_error *e)
 	json_t *v;
 	int ret;
 
+	if (!(c->mode & CONFIG_MODE_HOST)) {
+		if (a)
+			return BAD(e, "ports: mode gateway guards only targets; use \"mode\": "
+				      "\"both\" to guard this host's ports too");
+		return 0;
+	}
 	if (!a)
 		return set_default_port(c, e);
 	if (!json_is_array(a))
@@ -465,6 +486,232 @@ static int set_ports(const json_t *root, struct config *c, struct jit_error *e)
 			if (c->ports[j].port == c->ports[i].port)
 				return BAD(e, "ports[%zu]: port %u is listed twice (ports[%zu])", i,
 					(unsigned)c->ports[i].port, j);
+	}
+	return 0;
+}
+
+static const char *mode_name(unsigned mode)
+{
+	switch (mode) {
+	case CONFIG_MODE_HOST:
+		return "host";
+	case CONFIG_MODE_GATEWAY:
+		return "gateway";
+	}
+	return "both";
+}
+
+static int set_mode(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *v = json_object_get(root, "mode");
+	const char *s;
+	int ret;
+
+	c->mode = CONFIG_MODE_HOST;
+	if (!v)
+		return 0;
+	if ((ret = get_string(v, "mode", &s, e)))
+		return ret;
+	if (!strcmp(s, "gateway"))
+		c->mode = CONFIG_MODE_GATEWAY;
+	else if (!strcmp(s, "both"))
+		c->mode = CONFIG_MODE_HOST | CONFIG_MODE_GATEWAY;
+	else if (strcmp(s, "host"))
+		return BAD(e, "mode: '%.32s' is not host, gateway or both", s);
+	return 0;
+}
+
+/* Exactly 1-5 decimal digits: no sign, no space. */
+static bool port_digits(const char *s, size_t n, unsigned long *v)
+{
+	*v = 0;
+	if (n < 1 || n > 5 || strspn(s, "0123456789") < n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		*v = *v * 10 + (unsigned long)(s[i] - '0');
+	return true;
+}
+
+/* "LO-HI": the gateway ports a target's grants are given, LO <= HI. */
+static int dnat_range(const json_t *v, const char *path, struct target_policy *t,
+	struct jit_error *e)
+{
+	const char *s, *dash;
+	unsigned long lo, hi;
+	int ret;
+
+	if ((ret = get_string(v, path, &s, e)))
+		return ret;
+	dash = strchr(s, '-');
+	if (!dash || !port_digits(s, (size_t)(dash - s), &lo) ||
+		!port_digits(dash + 1, strlen(dash + 1), &hi))
+		return BAD(e, "%s: '%.32s' is not LO-HI (e.g. \"50000-50999\")", path, s);
+	if (lo < 1 || hi > 65535)
+		return BAD(e, "%s: '%.32s' is not within 1-65535", path, s);
+	if (lo > hi)
+		return BAD(e, "%s: '%.32s' starts above its end", path, s);
+	t->dnat_lo = (uint16_t)lo;
+	t->dnat_hi = (uint16_t)hi;
+	return 0;
+}
+
+/* What clients connect to, shown to them: one IPv4 address, kept in canonical form. */
+static int dnat_address(const json_t *v, const char *path, struct target_policy *t,
+	struct jit_error *e)
+{
+	struct prefix p;
+	const char *s;
+	int ret;
+
+	if ((ret = get_string(v, path, &s, e)))
+		return ret;
+	if (prefix_parse(s, &p) || p.family != AF_INET || p.len != 32 ||
+		prefix_format(&p, t->dnat_address, sizeof(t->dnat_address)))
+		return BAD(e, "%s: '%.64s' is not an IPv4 address", path, s);
+	return 0;
+}
+
+static int target_dnat(const json_t *o, const char *where, struct target_policy *t,
+	struct jit_error *e)
+{
+	json_t *d = json_object_get(o, "dnat");
+	char path[KEY_PATH_LEN];
+	const json_t *v;
+	int ret;
+
+	if (!d)
+		return 0;
+	snprintf(path, sizeof(path), "%s.dnat", where);
+	if (!json_is_object(d))
+		return BAD(e, "%s: expected an object, not %s", path, type_name(d));
+	/* Mapping ports stands in for public IPv4 addresses; IPv6 targets are routed to. */
+	if (t->addr.family != AF_INET)
+		return BAD(e, "%s: only IPv4 targets can map ports", path);
+	if ((ret = check_keys(d, dnat_keys, ARRAY_LEN(dnat_keys), path, e)))
+		return ret;
+	if (!(v = json_object_get(d, "listen_port_range")))
+		return BAD(e, "%s: missing required key 'listen_port_range'", path);
+	snprintf(path, sizeof(path), "%s.dnat.listen_port_range", where);
+	if ((ret = dnat_range(v, path, t, e)))
+		return ret;
+	t->dnat = true;
+	if (!(v = json_object_get(d, "address")))
+		return 0;
+	snprintf(path, sizeof(path), "%s.dnat.address", where);
+	return dnat_address(v, path, t, e);
+}
+
+static int parse_target(json_t *o, size_t i, struct target_policy *t, struct jit_error *e)
+{
+	struct port_policy pp = { 0 };
+	char where[WHERE_LEN], path[KEY_PATH_LEN];
+	const json_t *a;
+	int ret;
+
+	snprintf(where, sizeof(where), "targets[%zu]", i);
+	if (!json_is_object(o))
+		return BAD(e, "%s: expected an object, not %s", where, type_name(o));
+	if ((ret = check_keys(o, target_keys, ARRAY_LEN(target_keys), where, e)))
+		return ret;
+	if (!(a = json_object_get(o, "address")))
+		return BAD(e, "%s: missing required key 'address'", where);
+	snprintf(path, sizeof(path), "%s.address", where);
+	if ((ret = get_prefix(a, path, &t->addr, e)))
+		return ret;
+	ret = parse_rule(o, where, &pp, e);
+	/* Handed over on error too, so that config_free frees the sources. */
+	t->port = pp.port;
+	t->protos = pp.protos;
+	t->max_duration = pp.max_duration;
+	t->any_source = pp.any_source;
+	t->sources = pp.sources;
+	t->n_sources = pp.n_sources;
+	if (ret)
+		return ret;
+	return target_dnat(o, where, t, e);
+}
+
+/* Canonical prefixes: equal when neither is longer and one contains the other. */
+static bool same_prefix(const struct prefix *a, const struct prefix *b)
+{
+	return a->len == b->len && prefix_contains(a, b);
+}
+
+/* targets[i] against the ones before it: one policy per (address, port, protocol). */
+static int check_target(const struct config *c, size_t i, struct jit_error *e)
+{
+	const struct target_policy *t = &c->targets[i];
+	char addr[PREFIX_STRLEN];
+
+	for (size_t j = 0; j < i; j++) {
+		const struct target_policy *u = &c->targets[j];
+		unsigned common = t->protos & u->protos;
+
+		if (t->port != u->port || !common || !same_prefix(&t->addr, &u->addr))
+			continue;
+		if (prefix_format(&t->addr, addr, sizeof(addr)))
+			addr[0] = '\0';
+		return BAD(e, "targets[%zu]: %s port %u/%s is also in targets[%zu]", i, addr,
+			(unsigned)t->port, port_proto_name(common), j);
+	}
+	return 0;
+}
+
+/* A gateway port belongs to one grant of one target, and never to the host's own ports. */
+static int check_dnat(const struct config *c, size_t i, struct jit_error *e)
+{
+	const struct target_policy *t = &c->targets[i];
+
+	if (!t->dnat)
+		return 0;
+	for (size_t j = 0; j < i; j++) {
+		const struct target_policy *u = &c->targets[j];
+
+		if (u->dnat && t->dnat_lo <= u->dnat_hi && u->dnat_lo <= t->dnat_hi)
+			return BAD(e, "targets[%zu].dnat.listen_port_range: %u-%u overlaps "
+				      "targets[%zu]'s %u-%u", i, (unsigned)t->dnat_lo,
+				(unsigned)t->dnat_hi, j, (unsigned)u->dnat_lo,
+				(unsigned)u->dnat_hi);
+	}
+	for (size_t j = 0; j < c->n_ports; j++) {
+		const struct port_policy *pp = &c->ports[j];
+
+		if (pp->port >= t->dnat_lo && pp->port <= t->dnat_hi && (pp->protos & t->protos))
+			return BAD(e, "targets[%zu].dnat.listen_port_range: %u-%u contains the "
+				      "protected port %u/%s (ports[%zu])", i, (unsigned)t->dnat_lo,
+				(unsigned)t->dnat_hi, (unsigned)pp->port,
+				port_proto_name(pp->protos & t->protos), j);
+	}
+	return 0;
+}
+
+static int set_targets(const json_t *root, struct config *c, struct jit_error *e)
+{
+	const json_t *a = json_object_get(root, "targets");
+	size_t cnt = json_array_size(a), i;
+	json_t *v;
+	int ret;
+
+	if (!(c->mode & CONFIG_MODE_GATEWAY))
+		return a ? BAD(e, "targets: needs \"mode\": \"gateway\" or \"both\"") : 0;
+	if (!a)
+		return BAD(e, "targets: missing, and mode %s needs at least one target",
+			mode_name(c->mode));
+	if (!json_is_array(a))
+		return BAD(e, "targets: expected an array, not %s", type_name(a));
+	if (!cnt)
+		return BAD(e, "targets: empty, and mode %s needs at least one target",
+			mode_name(c->mode));
+	if (cnt > CONFIG_MAX_TARGETS)
+		return BAD(e, "targets: %zu entries, at most %d allowed", cnt, CONFIG_MAX_TARGETS);
+	if (!(c->targets = calloc(cnt, sizeof(*c->targets))))
+		return OOM(e);
+	c->n_targets = cnt;
+	json_array_foreach(a, i, v) {
+		if ((ret = parse_target(v, i, &c->targets[i], e)) ||
+			(ret = check_target(c, i, e)) ||
+			(ret = check_dnat(c, i, e)))
+			return ret;
 	}
 	return 0;
 }
@@ -688,7 +935,9 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		(ret = set_access(root, c, e)) ||
 		(ret = set_listen(root, c, e)) ||
 		(ret = set_log_level(root, c, e)) ||
-		(ret = set_ports(root, c, e)))
+		(ret = set_mode(root, c, e)) ||
+		(ret = set_ports(root, c, e)) ||
+		(ret = set_targets(root, c, e)))
 		return ret;
 	return 0;
 }
@@ -805,6 +1054,9 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_ports; i++)
 		free(c->ports[i].sources);
 	free(c->ports);
+	for (size_t i = 0; i < c->n_targets; i++)
+		free(c->targets[i].sources);
+	free(c->targets);
 	free(c->always_allow);
 	free(c->control_socket);
 	free(c->control_group);
@@ -823,4 +1075,21 @@ const struct port_policy *config_find_port(const struct config *c, uint16_t port
 		if (c->ports[i].port == port)
 			return &c->ports[i];
 	return NULL;
+}
+
+const struct target_policy *config_find_target(const struct config *c, const struct prefix *dst,
+	uint16_t port, unsigned proto)
+{
+	const struct target_policy *best = NULL;
+
+	for (size_t i = 0; i < c->n_targets; i++) {
+		const struct target_policy *t = &c->targets[i];
+
+		if (t->addr.family != dst->family || t->port != port || !(t->protos & proto) ||
+			!prefix_contains(&t->addr, dst))
+			continue;
+		if (!best || t->addr.len > best->addr.len)
+			best = t;
+	}
+	return best;
 }

@@ -29,6 +29,7 @@ static const char *const names[JIT_ERR__COUNT] = {
 	[-JIT_ERR_NOT_FOUND] = "not_found",
 	[-JIT_ERR_RATE_LIMITED] = "rate_limited",
 	[-JIT_ERR_STORAGE_FULL] = "storage_full",
+	[-JIT_ERR_DESTINATION_NOT_PROTECTED] = "destination_not_protected",
 };
 
 const char *jit_err_name(int code)

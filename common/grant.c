@@ -144,37 +144,41 @@ static bool prefix_equal(const struct prefix *a, const struct prefix *b)
 	return a->family == b->family && a->len == b->len && !memcmp(a->addr, b->addr, 16);
 }
 
-static int parse_src(const json_t *c, struct grant *g, struct jit_error *e)
+/*
+ * Claim `name`: a non-empty array of at most max IP prefixes, canonical and deduplicated in *v
+ * (owned by the grant, also on error). Absent and optional: 0, *v untouched.
+ */
+static int parse_prefixes(const json_t *c, const char *name, bool required, size_t max,
+	struct prefix **v, size_t *n, struct jit_error *e)
 {
-	const json_t *a = json_object_get(c, "src");
+	const json_t *a = json_object_get(c, name);
 	size_t cnt = json_array_size(a), i, j;
 	char buf[SHOWN_LEN];
 	struct prefix p;
-	json_t *v;
+	json_t *s;
 
 	if (!a)
-		return MALFORMED(e, "claim 'src': missing");
+		return required ? MALFORMED(e, "claim '%s': missing", name) : 0;
 	if (!json_is_array(a))
-		return MALFORMED(e, "claim 'src': expected an array, not %s", type_name(a));
+		return MALFORMED(e, "claim '%s': expected an array, not %s", name, type_name(a));
 	if (!cnt)
-		return MALFORMED(e, "claim 'src': empty");
-	if (cnt > GRANT_MAX_SOURCES)
-		return MALFORMED(e, "claim 'src': %zu entries, at most %d allowed", cnt,
-			GRANT_MAX_SOURCES);
-	if (!(g->src = calloc(cnt, sizeof(*g->src))))
+		return MALFORMED(e, "claim '%s': empty", name);
+	if (cnt > max)
+		return MALFORMED(e, "claim '%s': %zu entries, at most %zu allowed", name, cnt, max);
+	if (!(*v = calloc(cnt, sizeof(**v))))
 		return OOM(e);
-	json_array_foreach(a, i, v) {
-		if (!json_is_string(v))
-			return MALFORMED(e, "claim 'src[%zu]': expected a string, not %s", i,
-				type_name(v));
-		if (prefix_parse(json_string_value(v), &p))
-			return MALFORMED(e, "claim 'src[%zu]': '%s' is not an IP prefix", i,
-				shown(json_string_value(v), buf));
+	json_array_foreach(a, i, s) {
+		if (!json_is_string(s))
+			return MALFORMED(e, "claim '%s[%zu]': expected a string, not %s", name, i,
+				type_name(s));
+		if (prefix_parse(json_string_value(s), &p))
+			return MALFORMED(e, "claim '%s[%zu]': '%s' is not an IP prefix", name, i,
+				shown(json_string_value(s), buf));
 		/* Canonical forms compare equal, so "::ffff:10.0.0.1" and "10.0.0.1" are one. */
-		for (j = 0; j < g->n_src && !prefix_equal(&g->src[j], &p); j++)
+		for (j = 0; j < *n && !prefix_equal(&(*v)[j], &p); j++)
 			;
-		if (j == g->n_src)
-			g->src[g->n_src++] = p;
+		if (j == *n)
+			(*v)[(*n)++] = p;
 	}
 	return 0;
 }
@@ -275,8 +279,11 @@ int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error
 		(ret = grant_claim_time(claims, "exp", true, &out->exp, e)) ||
 		(ret = grant_claim_time(claims, "nbf", false, &out->nbf, e)) ||
 		(ret = grant_claim_aud(claims, e)) ||
-		(ret = parse_src(claims, out, e)) ||
+		(ret = parse_prefixes(claims, "src", true, GRANT_MAX_SOURCES, &out->src,
+			&out->n_src, e)) ||
 		(ret = parse_ports(claims, out, e)) ||
+		(ret = parse_prefixes(claims, "dst", false, GRANT_MAX_DESTINATIONS, &out->dst,
+			&out->n_dst, e)) ||
 		(ret = grant_claim_string(claims, "reason", false, &out->reason, e)))
 		goto out;
 	ret = 0;
@@ -396,16 +403,20 @@ static void *dup_mem(const void *p, size_t n)
 int grant_copy(const struct grant *src, struct grant *dst)
 {
 	struct grant g = { .iat = src->iat, .nbf = src->nbf, .exp = src->exp,
-		.n_src = src->n_src, .n_ports = src->n_ports };
+		.n_src = src->n_src, .n_ports = src->n_ports, .n_dst = src->n_dst,
+		.n_dnat_ports = src->n_dnat_ports };
 	int ret;
 
 	memset(dst, 0, sizeof(*dst));
 	g.src = dup_mem(src->src, src->n_src * sizeof(*src->src));
 	g.ports = dup_mem(src->ports, src->n_ports * sizeof(*src->ports));
+	g.dst = dup_mem(src->dst, src->n_dst * sizeof(*src->dst));
+	g.dnat_ports = dup_mem(src->dnat_ports, src->n_dnat_ports * sizeof(*src->dnat_ports));
 	if (!dup_str(src->jti, &g.jti) || !dup_str(src->iss, &g.iss) ||
 		!dup_str(src->sub, &g.sub) || !dup_str(src->kid, &g.kid) ||
 		!dup_str(src->reason, &g.reason) || (src->n_src && !g.src) ||
-		(src->n_ports && !g.ports)) {
+		(src->n_ports && !g.ports) || (src->n_dst && !g.dst) ||
+		(src->n_dnat_ports && !g.dnat_ports)) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -426,5 +437,7 @@ void grant_clear(struct grant *g)
 	free(g->reason);
 	free(g->src);
 	free(g->ports);
+	free(g->dst);
+	free(g->dnat_ports);
 	memset(g, 0, sizeof(*g));
 }

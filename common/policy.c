@@ -10,17 +10,31 @@
 #include "common/port.h"
 #include "common/prefix.h"
 
+#define WHAT_LEN (24 + PREFIX_STRLEN + 16) /* "destination <prefix> port <port/proto>" */
+
+static bool single(const struct port_spec *ps)
+{
+	return ps->proto == PORT_PROTO_TCP || ps->proto == PORT_PROTO_UDP;
+}
+
+static int need_ports(const struct grant *g, struct jit_error *e)
+{
+	return g->n_ports ? 0 : jit_fail(e, JIT_ERR_PORT_NOT_PROTECTED, "the grant names no port");
+}
+
+static int need_sources(const struct grant *g, struct jit_error *e)
+{
+	return g->n_src ? 0 : jit_fail(e, JIT_ERR_SOURCE_NOT_ALLOWED, "the grant names no source");
+}
+
 static int check_ports(const struct config *c, const struct grant *g, struct jit_error *e)
 {
-	if (!g->n_ports)
-		return jit_fail(e, JIT_ERR_PORT_NOT_PROTECTED, "the grant names no port");
 	for (size_t i = 0; i < g->n_ports; i++) {
 		const struct port_spec *ps = &g->ports[i];
 		const struct port_policy *pp = config_find_port(c, ps->port);
-		bool single = ps->proto == PORT_PROTO_TCP || ps->proto == PORT_PROTO_UDP;
 
 		/* A spec for both protocols would pass the mask test with one of them allowed. */
-		if (!pp || !single || !(pp->protos & ps->proto))
+		if (!pp || !single(ps) || !(pp->protos & ps->proto))
 			return jit_fail(e, JIT_ERR_PORT_NOT_PROTECTED,
 				"port %u/%s is not protected", (unsigned)ps->port,
 				port_proto_name(ps->proto));
@@ -28,12 +42,12 @@ static int check_ports(const struct config *c, const struct grant *g, struct jit
 	return 0;
 }
 
-static bool allowed(const struct port_policy *pp, const struct prefix *src)
+static bool allowed(bool any, const struct prefix *sources, size_t n, const struct prefix *src)
 {
-	if (pp->any_source)
+	if (any)
 		return true;
-	for (size_t i = 0; i < pp->n_sources; i++)
-		if (prefix_contains(&pp->sources[i], src))
+	for (size_t i = 0; i < n; i++)
+		if (prefix_contains(&sources[i], src))
 			return true;
 	return false;
 }
@@ -42,13 +56,11 @@ static int check_sources(const struct config *c, const struct grant *g, struct j
 {
 	char src[PREFIX_STRLEN], port[16];
 
-	if (!g->n_src)
-		return jit_fail(e, JIT_ERR_SOURCE_NOT_ALLOWED, "the grant names no source");
 	for (size_t i = 0; i < g->n_ports; i++) {
 		const struct port_policy *pp = config_find_port(c, g->ports[i].port);
 
 		for (size_t s = 0; s < g->n_src; s++) {
-			if (allowed(pp, &g->src[s]))
+			if (allowed(pp->any_source, pp->sources, pp->n_sources, &g->src[s]))
 				continue;
 			prefix_format(&g->src[s], src, sizeof(src));
 			port_spec_format(&g->ports[i], port, sizeof(port));
@@ -59,51 +71,173 @@ static int check_sources(const struct config *c, const struct grant *g, struct j
 	return 0;
 }
 
-static int too_long(uint64_t req, const struct port_policy *pp, const struct port_spec *ps,
-	struct jit_error *e)
-{
-	char a[48], b[48], port[16];
-
-	duration_human(req, a, sizeof(a));
-	duration_human(pp->max_duration, b, sizeof(b));
-	/* "requested 3h exceeds the 3h maximum" would read as a bug: show exact seconds then. */
-	if (!strcmp(a, b)) {
-		snprintf(a, sizeof(a), "%llus", (unsigned long long)req);
-		snprintf(b, sizeof(b), "%llus", (unsigned long long)pp->max_duration);
-	}
-	port_spec_format(ps, port, sizeof(port));
-	return jit_fail(e, JIT_ERR_DURATION_EXCEEDS_MAX,
-		"requested %s exceeds the %s maximum for port %s", a, b, port);
-}
-
 /*
  * Signed on purpose: a grant already past exp is grant_verify's to refuse, not a huge unsigned
  * duration; a future exp too far away for int64 is refused rather than wrapped into the past.
  */
+static uint64_t requested(const struct grant *g, int64_t now)
+{
+	int64_t left = 0;
+
+	if (__builtin_sub_overflow(g->exp, now, &left))
+		return g->exp > now ? UINT64_MAX : 0;
+	return left > 0 ? (uint64_t)left : 0;
+}
+
+/* what: "port 22/tcp" or "destination 10.1.0.5 port 22/tcp". */
+static int too_long(uint64_t req, uint64_t max, const char *what, struct jit_error *e)
+{
+	char a[48], b[48];
+
+	duration_human(req, a, sizeof(a));
+	duration_human(max, b, sizeof(b));
+	/* "requested 3h exceeds the 3h maximum" would read as a bug: show exact seconds then. */
+	if (!strcmp(a, b)) {
+		snprintf(a, sizeof(a), "%llus", (unsigned long long)req);
+		snprintf(b, sizeof(b), "%llus", (unsigned long long)max);
+	}
+	return jit_fail(e, JIT_ERR_DURATION_EXCEEDS_MAX,
+		"requested %s exceeds the %s maximum for %s", a, b, what);
+}
+
 static int check_duration(const struct config *c, const struct grant *g, int64_t now,
 	struct jit_error *e)
 {
-	int64_t left = 0;
-	bool overflow = __builtin_sub_overflow(g->exp, now, &left);
-	uint64_t req = left > 0 ? (uint64_t)left : 0;
+	uint64_t req = requested(g, now);
+	char what[WHAT_LEN], port[16];
 
-	if (overflow)
-		req = g->exp > now ? UINT64_MAX : 0;
 	for (size_t i = 0; i < g->n_ports; i++) {
 		const struct port_policy *pp = config_find_port(c, g->ports[i].port);
 
-		if (req > pp->max_duration)
-			return too_long(req, pp, &g->ports[i], e);
+		if (req <= pp->max_duration)
+			continue;
+		port_spec_format(&g->ports[i], port, sizeof(port));
+		snprintf(what, sizeof(what), "port %s", port);
+		return too_long(req, pp->max_duration, what, e);
+	}
+	return 0;
+}
+
+static int check_host(const struct config *c, const struct grant *g, int64_t now,
+	struct jit_error *e)
+{
+	int ret;
+
+	if (!(c->mode & CONFIG_MODE_HOST))
+		return jit_fail(e, JIT_ERR_DESTINATION_NOT_PROTECTED,
+			"the grant names no dst; this gateway guards forwarded targets only");
+	if ((ret = need_ports(g, e)) || (ret = check_ports(c, g, e)) ||
+		(ret = need_sources(g, e)) || (ret = check_sources(c, g, e)) ||
+		(ret = check_duration(c, g, now, e)))
+		return ret;
+	return 0;
+}
+
+/* "destination 10.1.0.5 port 22/tcp", for messages. */
+static const char *dst_port(const struct prefix *d, const struct port_spec *ps,
+	char what[static WHAT_LEN])
+{
+	char addr[PREFIX_STRLEN], port[16];
+
+	prefix_format(d, addr, sizeof(addr));
+	port_spec_format(ps, port, sizeof(port));
+	snprintf(what, WHAT_LEN, "destination %s port %s", addr, port);
+	return what;
+}
+
+static const struct target_policy *target_of(const struct config *c, const struct prefix *d,
+	const struct port_spec *ps)
+{
+	/* As for the host's ports: a spec for both protocols must not pass on one of them. */
+	return single(ps) ? config_find_target(c, d, ps->port, ps->proto) : NULL;
+}
+
+/* The target of (d, ps): protected, and one machine when the target maps a gateway port. */
+static int check_target(const struct config *c, const struct prefix *d,
+	const struct port_spec *ps, struct jit_error *e)
+{
+	const struct target_policy *t = target_of(c, d, ps);
+	char what[WHAT_LEN], addr[PREFIX_STRLEN];
+
+	if (!t)
+		return jit_fail(e, JIT_ERR_DESTINATION_NOT_PROTECTED,
+			"%s is not a protected target", dst_port(d, ps, what));
+	/* A gateway port is DNAT'ed to one address, and a prefix names several machines. */
+	if (t->dnat && d->len != 32) {
+		prefix_format(&t->addr, addr, sizeof(addr));
+		return jit_fail(e, JIT_ERR_DESTINATION_NOT_PROTECTED,
+			"%s: target %s port %u/%s maps a gateway port to one machine: "
+			"name one address in dst", dst_port(d, ps, what), addr,
+			(unsigned)ps->port, port_proto_name(ps->proto));
+	}
+	return 0;
+}
+
+/*
+ * Each source reaches the destinations of its own address family only, so each is judged
+ * against those, and a destination no source can reach is a mistake in the grant.
+ */
+static int check_target_sources(const struct target_policy *t, const struct grant *g,
+	const struct prefix *d, const struct port_spec *ps, struct jit_error *e)
+{
+	char what[WHAT_LEN], src[PREFIX_STRLEN], addr[PREFIX_STRLEN];
+	bool reached = false;
+
+	for (size_t s = 0; s < g->n_src; s++) {
+		if (g->src[s].family != d->family)
+			continue;
+		reached = true;
+		if (allowed(t->any_source, t->sources, t->n_sources, &g->src[s]))
+			continue;
+		prefix_format(&g->src[s], src, sizeof(src));
+		return jit_fail(e, JIT_ERR_SOURCE_NOT_ALLOWED, "source %s is not allowed for %s",
+			src, dst_port(d, ps, what));
+	}
+	if (reached)
+		return 0;
+	prefix_format(d, addr, sizeof(addr));
+	return jit_fail(e, JIT_ERR_SOURCE_NOT_ALLOWED,
+		"no source of destination %s's address family", addr);
+}
+
+/*
+ * As for the host's ports: every (dst, port) must have a target before any source is judged,
+ * and every source must be allowed before any duration is.
+ */
+static int check_forward(const struct config *c, const struct grant *g, int64_t now,
+	struct jit_error *e)
+{
+	uint64_t req = requested(g, now);
+	char what[WHAT_LEN];
+	int ret;
+
+	if (!(c->mode & CONFIG_MODE_GATEWAY))
+		return jit_fail(e, JIT_ERR_DESTINATION_NOT_PROTECTED,
+			"claim 'dst': this host is not a gateway (mode host)");
+	if ((ret = need_ports(g, e)) || (ret = need_sources(g, e)))
+		return ret;
+	for (size_t i = 0; i < g->n_ports; i++)
+		for (size_t d = 0; d < g->n_dst; d++)
+			if ((ret = check_target(c, &g->dst[d], &g->ports[i], e)))
+				return ret;
+	for (size_t i = 0; i < g->n_ports; i++)
+		for (size_t d = 0; d < g->n_dst; d++)
+			if ((ret = check_target_sources(target_of(c, &g->dst[d], &g->ports[i]), g,
+				&g->dst[d], &g->ports[i], e)))
+				return ret;
+	for (size_t i = 0; i < g->n_ports; i++) {
+		for (size_t d = 0; d < g->n_dst; d++) {
+			const struct target_policy *t = target_of(c, &g->dst[d], &g->ports[i]);
+
+			if (req > t->max_duration)
+				return too_long(req, t->max_duration,
+					dst_port(&g->dst[d], &g->ports[i], what), e);
+		}
 	}
 	return 0;
 }
 
 int policy_check(const struct config *c, const struct grant *g, int64_t now, struct jit_error *e)
 {
-	int ret;
-
-	if ((ret = check_ports(c, g, e)) || (ret = check_sources(c, g, e)) ||
-		(ret = check_duration(c, g, now, e)))
-		return ret;
-	return 0;
+	return g->n_dst ? check_forward(c, g, now, e) : check_host(c, g, now, e);
 }

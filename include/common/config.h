@@ -19,6 +19,11 @@ struct jit_error;
 #define CONFIG_MAX_PREFIXES 1024	   /* per list */
 #define CONFIG_MIN_MAX_DURATION 1	   /* seconds */
 #define CONFIG_MAX_MAX_DURATION (24 * 3600) /* as the cloud products: at most one day */
+#define CONFIG_MAX_TARGETS 256
+
+/* "mode": what jitd guards. A bit mask: "both" is host and gateway. */
+#define CONFIG_MODE_HOST 0x1u	 /* the host's own ports ("ports"): hook input */
+#define CONFIG_MODE_GATEWAY 0x2u /* machines behind it ("targets"): hook forward */
 
 enum deny_action {
 	DENY_DROP = 0,
@@ -33,6 +38,28 @@ struct port_policy {
 	bool any_source;	/* allowed_sources contains "*" */
 	struct prefix *sources; /* allowed prefixes (unused when any_source) */
 	size_t n_sources;
+};
+
+/*
+ * One forwarded target (gateway mode): the machines in addr, one port, its protocols. A grant
+ * with a "dst" claim inside addr gets forwarded access to them under this policy.
+ */
+struct target_policy {
+	struct prefix addr;	/* "address" */
+	uint16_t port;
+	unsigned protos;	/* enum port_proto mask; "protocol", tcp by default */
+	uint64_t max_duration;	/* seconds */
+	bool any_source;
+	struct prefix *sources;
+	size_t n_sources;
+	/*
+	 * "dnat": {"listen_port_range": "50000-50999", "address": "198.51.100.10"}: a grant gets a
+	 * gateway port from the range for its lifetime, DNAT'ed to dst:port for its sources only.
+	 * IPv4 targets only. address (optional) is what clients connect to, for display: "" if absent.
+	 */
+	bool dnat;
+	uint16_t dnat_lo, dnat_hi;
+	char dnat_address[INET6_ADDRSTRLEN];
 };
 
 /*
@@ -74,8 +101,11 @@ struct config {
 	unsigned control_connections; /* concurrent control-socket clients */
 	struct prefix *always_allow;
 	size_t n_always_allow;
-	struct port_policy *ports;
+	unsigned mode;		     /* CONFIG_MODE_* mask; "host" (the default), "gateway", "both" */
+	struct port_policy *ports;   /* empty in mode gateway */
 	size_t n_ports;
+	struct target_policy *targets; /* empty in mode host */
+	size_t n_targets;
 	struct listen_config listen;
 	enum log_level log_level; /* "log_level"; jitd -v raises it to debug */
 };
@@ -91,5 +121,12 @@ int config_load(const char *path, struct config **out, struct jit_error *e);
 void config_free(struct config *c);
 /* The policy entry for port, or NULL if the port is not protected. */
 const struct port_policy *config_find_port(const struct config *c, uint16_t port);
+/*
+ * The target policy for forwarded traffic to every address of dst on (port, one proto of enum
+ * port_proto): among the targets whose address contains dst and that list port with proto, the
+ * one with the longest address prefix, as a route lookup would pick. NULL if none.
+ */
+const struct target_policy *config_find_target(const struct config *c, const struct prefix *dst,
+	uint16_t port, unsigned proto);
 
 #endif

@@ -15,6 +15,7 @@ struct jit_error;
 #define GRANT_TYP "jit-grant+jwt"
 #define GRANT_MAX_SOURCES 64
 #define GRANT_MAX_PORTS 64
+#define GRANT_MAX_DESTINATIONS 64
 #define GRANT_MAX_STRING 256 /* iss, sub, jti, reason */
 
 /* A verified grant's claims. All strings and arrays are owned; free with grant_clear. */
@@ -31,6 +32,19 @@ struct grant {
 	size_t n_src;
 	struct port_spec *ports; /* one entry per (port, protocol); "*" expands to tcp and udp */
 	size_t n_ports;
+	/*
+	 * "dst" (optional; gateway mode): the machines behind the gateway the grant opens, as
+	 * prefixes like src (canonical, deduplicated). Absent: a grant for the host's own ports.
+	 */
+	struct prefix *dst;
+	size_t n_dst;
+	/*
+	 * Not a claim: the gateway ports jitd allocated to this grant (agent/dnat.c), one per
+	 * (port, dst) pair whose target maps ports, in ports-then-dst order. Copied and freed
+	 * with the grant.
+	 */
+	uint16_t *dnat_ports;
+	size_t n_dnat_ports;
 };
 
 /* What grant_verify checks against, besides the signature. */
@@ -58,7 +72,7 @@ int grant_verify(const char *token, size_t len, const struct grant_verify_ctx *c
 int grant_verify_recorded(const char *token, size_t len, const struct grant_verify_ctx *ctx,
 	struct grant *out, struct jit_error *e);
 /*
- * Parses the claims object alone (types, required claims, src and ports syntax). Used by
+ * Parses the claims object alone (types, required claims, src, dst and ports syntax). Used by
  * grant_verify after the signature, and by tests. Returns 0 or JIT_ERR_MALFORMED.
  */
 int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error *e);

@@ -201,6 +201,7 @@ static void test_nul_byte(void **state)
 static void test_unknown_keys(void **state)
 {
 	parse_bad("{'portz':[]}", "unknown key 'portz'");
+	parse_bad("{'target':[]}", "unknown key 'target'");
 	parse_bad("{'Host_id':'x'}", "unknown key 'Host_id'");
 	parse_bad("{'ports':[{'port':22,'max_duration':1,'prot':'tcp'}]}",
 		"ports[0]: unknown key 'prot'");
@@ -530,6 +531,309 @@ static void test_too_large(void **state)
 	free(s);
 }
 
+/* A gateway document with the given target entries (written with '). */
+static char *gateway(const char *mode, const char *targets)
+{
+	char *s = malloc(strlen(targets) + 64);
+
+	assert_non_null(s);
+	sprintf(s, "{'mode':'%s','targets':[%s]}", mode, targets);
+	return s;
+}
+
+static void gw_bad(const char *targets, const char *needle)
+{
+	char *s = gateway("gateway", targets);
+
+	parse_bad(s, needle);
+	free(s);
+}
+
+static struct config *gw_ok(const char *targets)
+{
+	char *s = gateway("gateway", targets);
+	struct config *c = parse_ok(s);
+
+	free(s);
+	return c;
+}
+
+#define T22 "{'address':'10.1.0.0/24','port':22,'max_duration':'PT1H'}"
+
+static void test_mode(void **state)
+{
+	struct config *c = parse_ok("{}");
+
+	assert_int_equal(c->mode, CONFIG_MODE_HOST);
+	assert_int_equal(c->n_targets, 0);
+	assert_null(c->targets);
+	config_free(c);
+	c = parse_ok("{'mode':'host'}");
+	assert_int_equal(c->mode, CONFIG_MODE_HOST);
+	assert_int_equal(c->n_ports, 1);
+	config_free(c);
+	/* No default port in mode gateway: it guards forwarded traffic only. */
+	c = gw_ok(T22);
+	assert_int_equal(c->mode, CONFIG_MODE_GATEWAY);
+	assert_int_equal(c->n_ports, 0);
+	assert_null(c->ports);
+	assert_null(config_find_port(c, 22));
+	assert_int_equal(c->n_targets, 1);
+	config_free(c);
+	c = parse_ok("{'mode':'both','targets':[" T22 "]}");
+	assert_int_equal(c->mode, CONFIG_MODE_HOST | CONFIG_MODE_GATEWAY);
+	assert_int_equal(c->n_ports, 1);
+	assert_int_equal(c->ports[0].port, 22);
+	assert_int_equal(c->n_targets, 1);
+	config_free(c);
+	c = parse_ok("{'mode':'both','ports':[{'port':3389,'max_duration':60}],'targets':["
+		     T22 "]}");
+	assert_int_equal(c->n_ports, 1);
+	assert_int_equal(c->ports[0].port, 3389);
+	config_free(c);
+	parse_bad("{'mode':'Gateway'}", "mode: 'Gateway' is not host, gateway or both");
+	parse_bad("{'mode':''}", "mode: '' is not host, gateway or both");
+	parse_bad("{'mode':2}", "mode: expected a string, not an integer");
+	parse_bad("{'targets':[" T22 "]}", "targets: needs \"mode\": \"gateway\" or \"both\"");
+	parse_bad("{'mode':'host','targets':[]}", "targets: needs \"mode\"");
+	parse_bad("{'mode':'gateway','ports':[{'port':22,'max_duration':1}],'targets':[" T22 "]}",
+		"ports: mode gateway guards only targets; use \"mode\": \"both\" to guard this "
+		"host's ports too");
+	parse_bad("{'mode':'gateway'}", "targets: missing, and mode gateway needs at least one "
+					"target");
+	parse_bad("{'mode':'both'}", "targets: missing, and mode both needs at least one target");
+	parse_bad("{'mode':'gateway','targets':[]}", "targets: empty, and mode gateway needs");
+	parse_bad("{'mode':'both','targets':[]}", "targets: empty, and mode both needs");
+	parse_bad("{'mode':'both','targets':{}}", "targets: expected an array, not an object");
+	parse_bad("{'mode':'both','ports':[],'targets':[" T22 "]}", "ports: empty");
+}
+
+static void test_targets(void **state)
+{
+	struct config *c = gw_ok(T22 ",{'address':'2001:db8:10::5','port':3389,"
+		"'protocol':'*','max_duration':'PT3H','allowed_sources':['192.0.2.0/24',"
+		"'2001:db8:1::/48']},{'address':'::ffff:10.2.0.5','port':53,'protocol':'udp',"
+		"'max_duration':60,'allowed_sources':['*']}");
+	const struct target_policy *t = c->targets;
+
+	assert_int_equal(c->n_targets, 3);
+	assert_prefix(&t[0].addr, "10.1.0.0/24");
+	assert_int_equal(t[0].port, 22);
+	assert_int_equal(t[0].protos, PORT_PROTO_TCP);
+	assert_int_equal(t[0].max_duration, 3600);
+	assert_true(t[0].any_source);
+	assert_null(t[0].sources);
+	assert_false(t[0].dnat);
+	assert_string_equal(t[0].dnat_address, "");
+	assert_prefix(&t[1].addr, "2001:db8:10::5");
+	assert_int_equal(t[1].addr.len, 128);
+	assert_int_equal(t[1].protos, PORT_PROTO_ANY);
+	assert_int_equal(t[1].max_duration, 3 * 3600);
+	assert_false(t[1].any_source);
+	assert_int_equal(t[1].n_sources, 2);
+	assert_prefix(&t[1].sources[0], "192.0.2.0/24");
+	assert_prefix(&t[1].sources[1], "2001:db8:1::/48");
+	assert_int_equal(t[2].addr.family, AF_INET);
+	assert_prefix(&t[2].addr, "10.2.0.5");
+	assert_int_equal(t[2].protos, PORT_PROTO_UDP);
+	assert_true(t[2].any_source);
+	assert_null(t[2].sources);
+	config_free(c);
+	/* Same address and port with other protocols, or another port: distinct targets. */
+	c = gw_ok(T22 ",{'address':'10.1.0.0/24','port':22,'protocol':'udp','max_duration':1},"
+		"{'address':'10.1.0.0/24','port':23,'max_duration':1},"
+		"{'address':'10.1.0.0/25','port':22,'max_duration':1}");
+	assert_int_equal(c->n_targets, 4);
+	config_free(c);
+}
+
+static void test_target_errors(void **state)
+{
+	char *many, *s;
+	size_t off;
+
+	gw_bad("22", "targets[0]: expected an object, not an integer");
+	gw_bad(T22 ",{'address':'10.1.0.5','port':22,'max_duration':1,'src':[]}",
+		"targets[1]: unknown key 'src'");
+	gw_bad("{'port':22,'max_duration':1}", "targets[0]: missing required key 'address'");
+	gw_bad("{'address':'10.1.0.5/24','port':22,'max_duration':1}",
+		"targets[0].address: '10.1.0.5/24' is not a prefix (host bits set)");
+	gw_bad("{'address':'db-01','port':22,'max_duration':1}",
+		"targets[0].address: 'db-01' is not a prefix (not an IPv4 or IPv6 address)");
+	gw_bad("{'address':['10.1.0.5'],'port':22,'max_duration':1}",
+		"targets[0].address: expected a prefix string, not an array");
+	gw_bad("{'address':'10.1.0.5','max_duration':1}", "targets[0]: missing required key 'port'");
+	gw_bad("{'address':'10.1.0.5','port':0,'max_duration':1}",
+		"targets[0].port: 0 is not a port number (1-65535)");
+	gw_bad("{'address':'10.1.0.5','port':22}",
+		"targets[0]: missing required key 'max_duration'");
+	gw_bad("{'address':'10.1.0.5','port':22,'max_duration':'PT25H'}",
+		"targets[0].max_duration: 'PT25H' exceeds the maximum P1D");
+	gw_bad("{'address':'10.1.0.5','port':22,'max_duration':1,'protocol':'icmp'}",
+		"targets[0].protocol: 'icmp' is not tcp, udp or *");
+	gw_bad("{'address':'10.1.0.5','port':22,'max_duration':1,'allowed_sources':[]}",
+		"targets[0].allowed_sources: empty, so nothing can match");
+	gw_bad("{'address':'10.1.0.5','port':22,'max_duration':1,"
+	       "'allowed_sources':['10.0.0.0/8','*']}",
+		"targets[0].allowed_sources[1]: '*' cannot be mixed with prefixes");
+	/* One policy per (address, port, protocol), whatever the spelling of the address. */
+	gw_bad("{'address':'10.1.0.5','port':22,'max_duration':1},"
+	       "{'address':'10.1.0.0/24','port':22,'max_duration':1},"
+	       "{'address':'::ffff:10.1.0.5/128','port':22,'protocol':'*','max_duration':1}",
+		"targets[2]: 10.1.0.5 port 22/tcp is also in targets[0]");
+	gw_bad("{'address':'2001:db8::/64','port':53,'protocol':'*','max_duration':1},"
+	       "{'address':'2001:db8:0:0::/64','port':53,'protocol':'udp','max_duration':1}",
+		"targets[1]: 2001:db8::/64 port 53/udp is also in targets[0]");
+	many = malloc(80 * (CONFIG_MAX_TARGETS + 1));
+	assert_non_null(many);
+	off = 0;
+	for (int i = 0; i <= CONFIG_MAX_TARGETS; i++)
+		off += (size_t)sprintf(many + off, "%s{'address':'10.1.%d.0/24','port':22,"
+			"'max_duration':1}", i ? "," : "", i);
+	gw_bad(many, "targets: 257 entries, at most 256 allowed");
+	*strrchr(many, '{') = '\0';
+	many[strlen(many) - 1] = '\0';
+	s = gateway("gateway", many);
+	config_free(parse_ok(s));
+	free(s);
+	free(many);
+}
+
+#define DNAT(addr, range) "{'address':'" addr "','port':3389,'max_duration':60," \
+	"'dnat':{'listen_port_range':'" range "'}}"
+
+static void test_dnat(void **state)
+{
+	struct config *c = gw_ok("{'address':'10.3.0.5','port':3389,'max_duration':60,"
+		"'dnat':{'listen_port_range':'50000-50999','address':'::ffff:198.51.100.10'}},"
+		DNAT("10.4.0.0/24", "1-1") "," DNAT("10.5.0.0/24", "65535-65535") ","
+		DNAT("10.6.0.0/24", "51000-51999"));
+
+	assert_true(c->targets[0].dnat);
+	assert_int_equal(c->targets[0].dnat_lo, 50000);
+	assert_int_equal(c->targets[0].dnat_hi, 50999);
+	assert_string_equal(c->targets[0].dnat_address, "198.51.100.10");
+	assert_true(c->targets[1].dnat);
+	assert_int_equal(c->targets[1].dnat_lo, 1);
+	assert_int_equal(c->targets[1].dnat_hi, 1);
+	assert_string_equal(c->targets[1].dnat_address, "");
+	assert_int_equal(c->targets[2].dnat_lo, 65535);
+	config_free(c);
+	/* In mode both, beside ports the range leaves alone (by number or protocol). */
+	c = parse_ok("{'mode':'both','ports':[{'port':22,'max_duration':60},{'port':50010,"
+		     "'protocol':'udp','max_duration':60}],'targets':["
+		     DNAT("10.3.0.5", "50000-50999") "]}");
+	assert_int_equal(c->n_ports, 2);
+	assert_true(c->targets[0].dnat);
+	config_free(c);
+}
+
+static void test_dnat_errors(void **state)
+{
+	static const char *const ranges[] = { "50000", "50000-", "-50000", "a-b", "1 -2", "+1-2",
+		"1-+2", "1-2-3", "123456-123457", "0x10-0x20", "" };
+	char doc[160], needle[96];
+
+	gw_bad("{'address':'2001:db8::5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':'50000-50999'}}",
+		"targets[0].dnat: only IPv4 targets can map ports");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,'dnat':'50000-50999'}",
+		"targets[0].dnat: expected an object, not a string");
+	gw_bad(T22 ",{'address':'10.3.0.5','port':22,'max_duration':1,'dnat':{}}",
+		"targets[1].dnat: missing required key 'listen_port_range'");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':'1-2','port':3}}",
+		"targets[0].dnat: unknown key 'port'");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':[1,2]}}",
+		"targets[0].dnat.listen_port_range: expected a string, not an array");
+	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+		snprintf(doc, sizeof(doc), "{'address':'10.3.0.5','port':22,'max_duration':1,"
+			"'dnat':{'listen_port_range':'%s'}}", ranges[i]);
+		snprintf(needle, sizeof(needle),
+			"targets[0].dnat.listen_port_range: '%s' is not LO-HI", ranges[i]);
+		gw_bad(doc, needle);
+	}
+	gw_bad(DNAT("10.3.0.5", "0-10"),
+		"targets[0].dnat.listen_port_range: '0-10' is not within 1-65535");
+	gw_bad(DNAT("10.3.0.5", "1-65536"),
+		"targets[0].dnat.listen_port_range: '1-65536' is not within 1-65535");
+	gw_bad(DNAT("10.3.0.5", "600-500"),
+		"targets[0].dnat.listen_port_range: '600-500' starts above its end");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':'1-2','address':'198.51.100.0/24'}}",
+		"targets[0].dnat.address: '198.51.100.0/24' is not an IPv4 address");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':'1-2','address':'2001:db8::1'}}",
+		"targets[0].dnat.address: '2001:db8::1' is not an IPv4 address");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':'1-2','address':'gw.example'}}",
+		"targets[0].dnat.address: 'gw.example' is not an IPv4 address");
+	gw_bad("{'address':'10.3.0.5','port':22,'max_duration':1,"
+	       "'dnat':{'listen_port_range':'1-2','address':7}}",
+		"targets[0].dnat.address: expected a string, not an integer");
+}
+
+static void test_dnat_overlap(void **state)
+{
+	gw_bad(DNAT("10.3.0.5", "50000-50999") "," T22 "," DNAT("10.3.0.6", "50999-51999"),
+		"targets[2].dnat.listen_port_range: 50999-51999 overlaps targets[0]'s 50000-50999");
+	gw_bad(DNAT("10.3.0.5", "50000-50999") "," DNAT("10.3.0.6", "49000-52000"),
+		"targets[1].dnat.listen_port_range: 49000-52000 overlaps targets[0]'s 50000-50999");
+	gw_bad(DNAT("10.3.0.5", "50500-50500") "," DNAT("10.3.0.6", "50000-50999"),
+		"targets[1].dnat.listen_port_range: 50000-50999 overlaps targets[0]'s 50500-50500");
+	parse_bad("{'mode':'both','targets':[" DNAT("10.3.0.5", "1-1000") "]}",
+		"targets[0].dnat.listen_port_range: 1-1000 contains the protected port 22/tcp "
+		"(ports[0])");
+	parse_bad("{'mode':'both','ports':[{'port':22,'max_duration':60},{'port':50010,"
+		  "'protocol':'*','max_duration':60}],'targets':[" T22 ","
+		  DNAT("10.3.0.5", "50000-50999") "]}",
+		"targets[1].dnat.listen_port_range: 50000-50999 contains the protected port "
+		"50010/tcp (ports[1])");
+}
+
+static void test_find_target(void **state)
+{
+	struct config *c = gw_ok("{'address':'10.0.0.0/8','port':22,'protocol':'*',"
+		"'max_duration':60},{'address':'10.1.2.0/24','port':22,'max_duration':60},"
+		"{'address':'10.1.0.0/16','port':22,'max_duration':60},"
+		"{'address':'10.1.2.5','port':22,'protocol':'udp','max_duration':60},"
+		"{'address':'2001:db8::/32','port':22,'max_duration':60},"
+		"{'address':'0.0.0.0/0','port':3389,'max_duration':60}");
+	const struct target_policy *t = c->targets;
+	struct prefix p;
+
+	assert_int_equal(prefix_parse("10.1.2.5", &p), 0);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_TCP), &t[1]);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_UDP), &t[3]);
+	assert_ptr_equal(config_find_target(c, &p, 3389, PORT_PROTO_TCP), &t[5]);
+	assert_null(config_find_target(c, &p, 3389, PORT_PROTO_UDP));
+	assert_null(config_find_target(c, &p, 23, PORT_PROTO_TCP));
+	assert_int_equal(prefix_parse("10.1.2.0/24", &p), 0);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_TCP), &t[1]);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_UDP), &t[0]);
+	assert_int_equal(prefix_parse("10.1.0.0/23", &p), 0);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_TCP), &t[2]);
+	assert_int_equal(prefix_parse("10.200.0.1", &p), 0);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_TCP), &t[0]);
+	/* Wider than every target, or outside all of them. */
+	assert_int_equal(prefix_parse("10.0.0.0/7", &p), 0);
+	assert_null(config_find_target(c, &p, 22, PORT_PROTO_TCP));
+	assert_int_equal(prefix_parse("11.0.0.1", &p), 0);
+	assert_null(config_find_target(c, &p, 22, PORT_PROTO_TCP));
+	/* Families never mix. */
+	assert_int_equal(prefix_parse("2001:db8::5", &p), 0);
+	assert_ptr_equal(config_find_target(c, &p, 22, PORT_PROTO_TCP), &t[4]);
+	assert_null(config_find_target(c, &p, 3389, PORT_PROTO_TCP));
+	assert_int_equal(prefix_parse("2001:db9::5", &p), 0);
+	assert_null(config_find_target(c, &p, 22, PORT_PROTO_TCP));
+	config_free(c);
+	c = parse_ok("{}");
+	assert_int_equal(prefix_parse("10.1.2.5", &p), 0);
+	assert_null(config_find_target(c, &p, 22, PORT_PROTO_TCP));
+	config_free(c);
+}
+
 static char tmpdir[] = "/tmp/jitd-test-config.XXXXXX";
 
 static int make_dir(void **state)
@@ -626,6 +930,13 @@ int main(void)
 		cmocka_unit_test(test_sources),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_too_large),
+		cmocka_unit_test(test_mode),
+		cmocka_unit_test(test_targets),
+		cmocka_unit_test(test_target_errors),
+		cmocka_unit_test(test_dnat),
+		cmocka_unit_test(test_dnat_errors),
+		cmocka_unit_test(test_dnat_overlap),
+		cmocka_unit_test(test_find_target),
 		cmocka_unit_test_setup_teardown(test_load, make_dir, remove_dir),
 	};
 

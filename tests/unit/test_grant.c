@@ -217,6 +217,7 @@ static void expect_tok(const char *tok, int code, const char *needle)
 		assert_null(g.jti);
 		assert_null(g.src);
 		assert_null(g.ports);
+		assert_null(g.dst);
 		assert_null(g.kid);
 	}
 	grant_clear(&g);
@@ -273,6 +274,9 @@ static void test_valid(void **state)
 	assert_prefix(&g.src[0], "203.0.113.7");
 	assert_int_equal(g.n_ports, 1);
 	assert_port(&g.ports[0], 22, PORT_PROTO_TCP);
+	/* No "dst": a grant for the host's own ports. */
+	assert_null(g.dst);
+	assert_int_equal(g.n_dst, 0);
 	grant_clear(&g);
 	assert_null(g.jti);
 	assert_int_equal(g.n_ports, 0);
@@ -320,6 +324,36 @@ static void test_positive_variants(void **state)
 	json_object_set_new(c, "azp", json_string("portal"));
 	g = accept(c);
 	grant_clear(&g);
+}
+
+static void test_dst(void **state)
+{
+	struct grant g = accept(with("dst", js("['10.1.0.5', '::ffff:10.1.0.5', '10.2.0.0/24', "
+		"'2001:DB8:0::/64', '10.1.0.5/32', '2001:db8::/64', '0.0.0.0/0']")));
+
+	assert_int_equal(g.n_dst, 4);
+	assert_prefix(&g.dst[0], "10.1.0.5");
+	assert_prefix(&g.dst[1], "10.2.0.0/24");
+	assert_prefix(&g.dst[2], "2001:db8::/64");
+	assert_prefix(&g.dst[3], "0.0.0.0/0");
+	/* The sources are unaffected. */
+	assert_int_equal(g.n_src, 1);
+	assert_prefix(&g.src[0], "203.0.113.7");
+	grant_clear(&g);
+	assert_null(g.dst);
+	assert_int_equal(g.n_dst, 0);
+	expect(with("dst", json_string("10.1.0.5")), JIT_ERR_MALFORMED,
+		"claim 'dst': expected an array, not a string");
+	expect(with("dst", json_null()), JIT_ERR_MALFORMED,
+		"claim 'dst': expected an array, not null");
+	expect(with("dst", js("[]")), JIT_ERR_MALFORMED, "claim 'dst': empty");
+	expect(with("dst", js("['10.1.0.5', 7]")), JIT_ERR_MALFORMED,
+		"claim 'dst[1]': expected a string, not an integer");
+	expect(with("dst", js("['10.1.0.5/24']")), JIT_ERR_MALFORMED,
+		"claim 'dst[0]': '10.1.0.5/24' is not an IP prefix");
+	expect(with("dst", js("['*']")), JIT_ERR_MALFORMED, "claim 'dst[0]': '*'");
+	expect(with("dst", js("['db-01.example']")), JIT_ERR_MALFORMED, "claim 'dst[0]'");
+	expect(with("dst", js("['10.1.0.5\\u001b']")), JIT_ERR_MALFORMED, "'10.1.0.5?'");
 }
 
 static void test_header_alg_ed25519(void **state)
@@ -739,13 +773,16 @@ static void test_too_large(void **state)
 
 static void test_limits(void **state)
 {
-	json_t *src = json_array(), *ports = json_array(), *stars = json_array();
+	json_t *src = json_array(), *ports = json_array(), *stars = json_array(),
+	       *dst = json_array();
 	char buf[32];
 	struct grant g;
 
 	for (int i = 0; i < GRANT_MAX_SOURCES; i++) {
 		snprintf(buf, sizeof(buf), "10.0.%d.0/24", i);
 		json_array_append_new(src, json_string(buf));
+		snprintf(buf, sizeof(buf), "10.1.%d.5", i);
+		json_array_append_new(dst, json_string(buf));
 	}
 	for (int i = 0; i < GRANT_MAX_PORTS; i++) {
 		json_array_append_new(ports, json_pack("{s:i}", "port", 1000 + i));
@@ -759,11 +796,17 @@ static void test_limits(void **state)
 	g = accept(with("ports", json_incref(ports)));
 	assert_int_equal(g.n_ports, GRANT_MAX_PORTS);
 	grant_clear(&g);
+	g = accept(with("dst", json_incref(dst)));
+	assert_int_equal(g.n_dst, GRANT_MAX_DESTINATIONS);
+	grant_clear(&g);
 	g = accept(with("ports", json_incref(stars)));
 	assert_int_equal(g.n_ports, GRANT_MAX_PORTS);
 	grant_clear(&g);
 	json_array_append_new(src, json_string("192.0.2.1"));
 	expect(with("src", src), JIT_ERR_MALFORMED, "claim 'src': 65 entries");
+	/* Counted before deduplication, like src. */
+	json_array_append_new(dst, json_string("10.1.0.5"));
+	expect(with("dst", dst), JIT_ERR_MALFORMED, "claim 'dst': 65 entries, at most 64 allowed");
 	json_array_append_new(ports, json_pack("{s:i}", "port", 1));
 	expect(with("ports", ports), JIT_ERR_MALFORMED, "claim 'ports': 65 entries");
 	json_array_append_new(stars, json_pack("{s:i,s:s}", "port", 1, "protocol", "*"));
@@ -816,7 +859,34 @@ static void test_copy(void **state)
 	assert_int_equal(grant_copy(&empty, &d), 0);
 	assert_null(d.jti);
 	assert_null(d.src);
+	assert_null(d.dst);
+	assert_null(d.dnat_ports);
 	grant_clear(&d);
+}
+
+static void test_copy_dst(void **state)
+{
+	static const uint16_t mapped[] = { 50000, 50001 };
+	struct grant g = accept(with("dst", js("['10.1.0.5', '2001:db8::/64']"))), d;
+
+	/* The agent's gateway ports travel with the grant. */
+	assert_non_null(g.dnat_ports = malloc(sizeof(mapped)));
+	memcpy(g.dnat_ports, mapped, sizeof(mapped));
+	g.n_dnat_ports = 2;
+	assert_int_equal(grant_copy(&g, &d), 0);
+	assert_ptr_not_equal(d.dst, g.dst);
+	assert_int_equal(d.n_dst, 2);
+	assert_memory_equal(d.dst, g.dst, g.n_dst * sizeof(*g.dst));
+	assert_ptr_not_equal(d.dnat_ports, g.dnat_ports);
+	assert_int_equal(d.n_dnat_ports, 2);
+	assert_memory_equal(d.dnat_ports, mapped, sizeof(mapped));
+	grant_clear(&g);
+	assert_null(g.dnat_ports);
+	assert_int_equal(g.n_dnat_ports, 0);
+	assert_prefix(&d.dst[1], "2001:db8::/64");
+	grant_clear(&d);
+	assert_null(d.dst);
+	assert_int_equal(d.n_dst, 0);
 }
 
 static void read_file(const char *path, char *buf, size_t len)
@@ -939,6 +1009,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid),
 		cmocka_unit_test(test_positive_variants),
+		cmocka_unit_test(test_dst),
 		cmocka_unit_test(test_header_alg_ed25519),
 		cmocka_unit_test(test_alg_none),
 		cmocka_unit_test(test_alg_hmac),
@@ -956,6 +1027,7 @@ int main(void)
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_parse_claims),
 		cmocka_unit_test(test_copy),
+		cmocka_unit_test(test_copy_dst),
 		cmocka_unit_test(test_keys_generate),
 		cmocka_unit_test(test_kid_valid),
 	};

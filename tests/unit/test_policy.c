@@ -24,7 +24,29 @@ static struct port_policy policies[] = {
 	{ .port = 53, .protos = PORT_PROTO_UDP, .max_duration = HOUR, .any_source = true },
 	{ .port = 5985, .protos = PORT_PROTO_ANY, .max_duration = 24 * HOUR, .any_source = true },
 };
-static const struct config cfg = { .ports = policies, .n_ports = 4 };
+static const struct config cfg = { .mode = CONFIG_MODE_HOST, .ports = policies, .n_ports = 4 };
+
+static struct prefix office[2]; /* 192.0.2.0/24, 2001:db8:1::/48 */
+/* Filled in setup(): addresses are parsed, so the table names only ports and limits here. */
+static struct target_policy targets[] = {
+	{ .port = 22, .protos = PORT_PROTO_TCP, .max_duration = 3 * HOUR, .any_source = true },
+	{ .port = 22, .protos = PORT_PROTO_TCP, .max_duration = HOUR, .sources = office,
+		.n_sources = 2 },
+	{ .port = 3389, .protos = PORT_PROTO_TCP, .max_duration = 2 * HOUR, .any_source = true,
+		.dnat = true, .dnat_lo = 50000, .dnat_hi = 50999 },
+	{ .port = 3389, .protos = PORT_PROTO_TCP, .max_duration = 2 * HOUR, .any_source = true,
+		.dnat = true, .dnat_lo = 51000, .dnat_hi = 51999 },
+	{ .port = 22, .protos = PORT_PROTO_TCP, .max_duration = 3 * HOUR, .sources = office,
+		.n_sources = 2 },
+	{ .port = 53, .protos = PORT_PROTO_ANY, .max_duration = HOUR, .any_source = true },
+};
+static const char *const target_addrs[] = { "10.1.0.0/16", "10.1.2.0/24", "10.3.0.5",
+	"10.4.0.0/24", "2001:db8:10::/48", "10.1.0.0/16" };
+#define N_TARGETS (sizeof(targets) / sizeof(targets[0]))
+static const struct config gw = { .mode = CONFIG_MODE_GATEWAY, .targets = targets,
+	.n_targets = N_TARGETS };
+static const struct config both = { .mode = CONFIG_MODE_HOST | CONFIG_MODE_GATEWAY,
+	.ports = policies, .n_ports = 4, .targets = targets, .n_targets = N_TARGETS };
 
 static struct prefix pfx(const char *s)
 {
@@ -39,6 +61,10 @@ static int setup(void **state)
 {
 	rdp_sources[0] = pfx("10.0.0.0/8");
 	rdp_sources[1] = pfx("2001:db8::/32");
+	office[0] = pfx("192.0.2.0/24");
+	office[1] = pfx("2001:db8:1::/48");
+	for (size_t i = 0; i < N_TARGETS; i++)
+		targets[i].addr = pfx(target_addrs[i]);
 	return 0;
 }
 
@@ -61,6 +87,19 @@ static int check1(const char *src, uint16_t port, unsigned proto, int64_t exp)
 	struct grant g = { .src = &s, .n_src = 1, .ports = &ps, .n_ports = 1, .exp = exp };
 
 	return check(&g, NOW);
+}
+
+/* One source, one destination, one port, against config c. */
+static int check_dst(const struct config *c, const char *src, const char *dst, uint16_t port,
+	unsigned proto, int64_t exp)
+{
+	struct prefix s = pfx(src), d = pfx(dst);
+	struct port_spec ps = { .port = port, .proto = (uint8_t)proto };
+	struct grant g = { .src = &s, .n_src = 1, .ports = &ps, .n_ports = 1, .dst = &d,
+		.n_dst = 1, .exp = exp };
+
+	memset(&err, 0, sizeof(err));
+	return policy_check(c, &g, NOW, &err);
 }
 
 static void refused(int got, int code, const char *msg)
@@ -192,6 +231,187 @@ static void test_multi(void **state)
 	refused(check(&g, NOW), JIT_ERR_PORT_NOT_PROTECTED, "port 23/tcp is not protected");
 }
 
+static void test_host_grant_on_gateway(void **state)
+{
+	struct prefix s = pfx("192.0.2.1");
+	struct port_spec ps = { .port = 22, .proto = TCP };
+	struct grant g = { .src = &s, .n_src = 1, .ports = &ps, .n_ports = 1, .exp = NOW + 60 };
+
+	memset(&err, 0, sizeof(err));
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"the grant names no dst; this gateway guards forwarded targets only");
+	/* Mode both still guards the host's own ports, by exactly the host rules. */
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(policy_check(&both, &g, NOW, &err), 0);
+	ps.port = 23;
+	refused(policy_check(&both, &g, NOW, &err), JIT_ERR_PORT_NOT_PROTECTED,
+		"port 23/tcp is not protected");
+}
+
+static void test_dst_grant_on_host(void **state)
+{
+	refused(check_dst(&cfg, "192.0.2.1", "10.1.0.5", 22, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"claim 'dst': this host is not a gateway (mode host)");
+}
+
+static void test_dst_allowed(void **state)
+{
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.1.0.5", 22, TCP, NOW + 3 * HOUR), 0);
+	assert_int_equal(check_dst(&gw, "0.0.0.0/0", "10.1.0.0/16", 22, TCP, NOW + 60), 0);
+	assert_int_equal(check_dst(&gw, "192.0.2.9", "10.1.2.7", 22, TCP, NOW + HOUR), 0);
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.3.0.5", 3389, TCP, NOW + HOUR), 0);
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.4.0.200", 3389, TCP, NOW + HOUR), 0);
+	assert_int_equal(check_dst(&gw, "2001:db8:1::5", "2001:db8:10::/64", 22, TCP, NOW + 60),
+		0);
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.1.9.9", 53, UDP, NOW + 60), 0);
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.1.9.9", 53, TCP, NOW + 60), 0);
+	/* A mapped destination is an IPv4 one. */
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "::ffff:10.1.0.5", 22, TCP, NOW + 60), 0);
+	assert_int_equal(check_dst(&both, "198.51.100.7", "10.1.0.5", 22, TCP, NOW + 60), 0);
+}
+
+static void test_dst_not_protected(void **state)
+{
+	refused(check_dst(&gw, "192.0.2.1", "10.2.0.5", 22, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.2.0.5 port 22/tcp is not a protected target");
+	refused(check_dst(&gw, "192.0.2.1", "10.1.0.5", 23, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.1.0.5 port 23/tcp is not a protected target");
+	refused(check_dst(&gw, "192.0.2.1", "10.1.0.5", 22, UDP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.1.0.5 port 22/udp is not a protected target");
+	/* Wider than every target: partly outside is outside. */
+	refused(check_dst(&gw, "192.0.2.1", "10.0.0.0/8", 22, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.0.0.0/8 port 22/tcp is not a protected target");
+	refused(check_dst(&gw, "192.0.2.1", "10.3.0.4/31", 3389, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.3.0.4/31 port 3389/tcp is not a protected target");
+	refused(check_dst(&gw, "2001:db8:1::5", "2001:db8::1", 22, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 2001:db8::1 port 22/tcp is not a protected target");
+	/* One protocol per spec, as for the host's ports, even where the target has both. */
+	refused(check_dst(&gw, "192.0.2.1", "10.1.0.5", 53, PORT_PROTO_ANY, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.1.0.5 port 53/* is not a protected target");
+	refused(check_dst(&gw, "192.0.2.1", "10.1.0.5", 22, 0, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.1.0.5 port 22/? is not a protected target");
+	/* The host's own ports are no targets. */
+	refused(check_dst(&both, "192.0.2.1", "10.9.0.1", 3389, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.9.0.1 port 3389/tcp is not a protected target");
+}
+
+static void test_dst_dnat_one_address(void **state)
+{
+	refused(check_dst(&gw, "192.0.2.1", "10.4.0.0/28", 3389, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.4.0.0/28 port 3389/tcp: target 10.4.0.0/24 port 3389/tcp maps a "
+		"gateway port to one machine: name one address in dst");
+	refused(check_dst(&gw, "192.0.2.1", "10.4.0.0/24", 3389, TCP, NOW + 60),
+		JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.4.0.0/24 port 3389/tcp: target 10.4.0.0/24 port 3389/tcp maps a "
+		"gateway port to one machine: name one address in dst");
+}
+
+static void test_dst_sources(void **state)
+{
+	/* The longest prefix decides: 10.1.2.0/24 allows the office only, 10.1.0.0/16 anyone. */
+	refused(check_dst(&gw, "198.51.100.7", "10.1.2.7", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED,
+		"source 198.51.100.7 is not allowed for destination 10.1.2.7 port 22/tcp");
+	refused(check_dst(&gw, "192.0.0.0/16", "10.1.2.0/24", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED,
+		"source 192.0.0.0/16 is not allowed for destination 10.1.2.0/24 port 22/tcp");
+	refused(check_dst(&gw, "2001:db8:2::1", "2001:db8:10::5", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED,
+		"source 2001:db8:2::1 is not allowed for destination 2001:db8:10::5 port 22/tcp");
+}
+
+static void test_dst_family(void **state)
+{
+	struct prefix src[] = { pfx("2001:db8:1::5"), pfx("192.0.2.9"), pfx("198.51.100.7") };
+	struct prefix dst[] = { pfx("10.1.2.7"), pfx("2001:db8:10::5") };
+	struct port_spec ps = { .port = 22, .proto = TCP };
+	struct grant g = { .src = src, .n_src = 2, .ports = &ps, .n_ports = 1, .dst = dst,
+		.n_dst = 2, .exp = NOW + HOUR };
+
+	/* Each source is judged by the destinations of its family only. */
+	assert_int_equal(policy_check(&gw, &g, NOW, NULL), 0);
+	g.n_src = 3;
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_SOURCE_NOT_ALLOWED,
+		"source 198.51.100.7 is not allowed for destination 10.1.2.7 port 22/tcp");
+	refused(check_dst(&gw, "2001:db8:1::5", "10.1.0.5", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED, "no source of destination 10.1.0.5's address family");
+	refused(check_dst(&gw, "192.0.2.1", "2001:db8:10::5", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED,
+		"no source of destination 2001:db8:10::5's address family");
+}
+
+static void test_dst_duration(void **state)
+{
+	assert_int_equal(check_dst(&gw, "192.0.2.9", "10.1.2.7", 22, TCP, NOW + HOUR), 0);
+	refused(check_dst(&gw, "192.0.2.9", "10.1.2.7", 22, TCP, NOW + HOUR + 1),
+		JIT_ERR_DURATION_EXCEEDS_MAX,
+		"requested 3601s exceeds the 3600s maximum for destination 10.1.2.7 port 22/tcp");
+	refused(check_dst(&gw, "192.0.2.9", "10.1.0.5", 22, TCP, NOW + 4 * HOUR),
+		JIT_ERR_DURATION_EXCEEDS_MAX,
+		"requested 4h exceeds the 3h maximum for destination 10.1.0.5 port 22/tcp");
+	refused(check_dst(&gw, "192.0.2.9", "10.1.0.5", 22, TCP, INT64_MAX),
+		JIT_ERR_DURATION_EXCEEDS_MAX, "requested 106751991147624d 17h exceeds the 3h "
+		"maximum for destination 10.1.0.5 port 22/tcp");
+	/* Past exp is grant_verify's to refuse. */
+	assert_int_equal(check_dst(&gw, "192.0.2.9", "10.1.0.5", 22, TCP, INT64_MIN + 5), 0);
+}
+
+static void test_dst_multi(void **state)
+{
+	struct prefix src[] = { pfx("192.0.2.9"), pfx("2001:db8:1::5") };
+	struct prefix dst[] = { pfx("10.1.0.5"), pfx("10.1.2.7"), pfx("2001:db8:10::5"),
+		pfx("10.9.9.9") };
+	struct port_spec ps[] = { { 22, TCP }, { 53, UDP } };
+	struct grant g = { .src = src, .n_src = 2, .ports = ps, .n_ports = 1, .dst = dst,
+		.n_dst = 3, .exp = NOW + HOUR };
+
+	assert_int_equal(check(&g, NOW), JIT_ERR_DESTINATION_NOT_PROTECTED);
+	assert_int_equal(policy_check(&both, &g, NOW, NULL), 0);
+	assert_int_equal(policy_check(&gw, &g, NOW, NULL), 0);
+	/* The shortest maximum among the grant's targets is the bound. */
+	g.exp = NOW + 2 * HOUR;
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_DURATION_EXCEEDS_MAX,
+		"requested 2h exceeds the 1h maximum for destination 10.1.2.7 port 22/tcp");
+	/* Sources are checked before durations. */
+	src[0] = pfx("198.51.100.7");
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_SOURCE_NOT_ALLOWED,
+		"source 198.51.100.7 is not allowed for destination 10.1.2.7 port 22/tcp");
+	/* Targets are checked before sources, for every port and destination. */
+	g.n_ports = 2;
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 2001:db8:10::5 port 53/udp is not a protected target");
+	g.n_ports = 1;
+	g.n_dst = 4;
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_DESTINATION_NOT_PROTECTED,
+		"destination 10.9.9.9 port 22/tcp is not a protected target");
+}
+
+static void test_dst_empty(void **state)
+{
+	struct prefix s = pfx("192.0.2.1"), d = pfx("10.1.0.5");
+	struct port_spec ps = { .port = 22, .proto = TCP };
+	struct grant g = { .src = &s, .ports = &ps, .n_ports = 1, .dst = &d, .n_dst = 1,
+		.exp = NOW + 60 };
+
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_SOURCE_NOT_ALLOWED,
+		"the grant names no source");
+	g.n_ports = 0;
+	g.n_src = 1;
+	refused(policy_check(&gw, &g, NOW, &err), JIT_ERR_PORT_NOT_PROTECTED,
+		"the grant names no port");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -205,6 +425,16 @@ int main(void)
 		cmocka_unit_test(test_expired_and_wrap),
 		cmocka_unit_test(test_wrap_negative_now),
 		cmocka_unit_test(test_multi),
+		cmocka_unit_test(test_host_grant_on_gateway),
+		cmocka_unit_test(test_dst_grant_on_host),
+		cmocka_unit_test(test_dst_allowed),
+		cmocka_unit_test(test_dst_not_protected),
+		cmocka_unit_test(test_dst_dnat_one_address),
+		cmocka_unit_test(test_dst_sources),
+		cmocka_unit_test(test_dst_family),
+		cmocka_unit_test(test_dst_duration),
+		cmocka_unit_test(test_dst_multi),
+		cmocka_unit_test(test_dst_empty),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
