@@ -105,6 +105,9 @@ int activity_note(struct activity *a, const struct grant *g, int64_t when)
 {
 	int ret = 0;
 
+	/* Per host port: a gateway grant's ports are its targets', not this host's. */
+	if (g->n_dst)
+		return 0;
 	for (size_t i = 0; ret == 0 && i < g->n_ports; i++)
 		ret = note_one(a, g->ports[i].port, port_proto_ipproto(g->ports[i].proto), g->sub,
 			when);
@@ -134,7 +137,8 @@ int activity_note_event(struct activity *a, const json_t *ev)
 	size_t i;
 	int ret = 0;
 
-	if (!event || strcmp(event, "grant.applied") || when <= 0)
+	if (!event || strcmp(event, "grant.applied") || when <= 0 ||
+		json_object_get(ev, "destinations"))
 		return 0;
 	json_array_foreach(json_object_get(ev, "ports"), i, p) {
 		unsigned mask;

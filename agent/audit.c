@@ -135,6 +135,17 @@ static void add_grant(json_t *o, const struct grant *g)
 	json_object_set_new(o, "sources", src);
 	json_object_set_new(o, "ports", ports);
 	json_object_set_new(o, "expires_at", time_str(g->exp));
+	if (g->n_dst) {
+		json_t *dst = json_array(), *gw = json_array();
+
+		for (size_t i = 0; dst && i < g->n_dst; i++)
+			if (!prefix_format(&g->dst[i], buf, sizeof(buf)))
+				json_array_append_new(dst, json_string(buf));
+		for (size_t i = 0; gw && i < g->n_dnat_ports; i++)
+			json_array_append_new(gw, json_integer(g->dnat_ports[i]));
+		json_object_set_new(o, "destinations", dst);
+		json_object_set_new(o, "gateway_ports", gw);
+	}
 	if (g->reason)
 		json_object_set_new(o, "reason", json_string(g->reason));
 }

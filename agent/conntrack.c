@@ -152,6 +152,14 @@ static bool src_match(const struct grant *g, const struct prefix *host)
 	return false;
 }
 
+static bool dst_match(const struct grant *g, const struct prefix *host)
+{
+	for (size_t i = 0; i < g->n_dst; i++)
+		if (prefix_contains(&g->dst[i], host))
+			return true;
+	return false;
+}
+
 /* Address dir's source as a host prefix; false for families grants cannot name. */
 static bool tuple_source(const struct nfnl_ct *ct, int dir, struct prefix *host)
 {
@@ -181,11 +189,16 @@ static bool entry_matches(const struct grant *g, const struct nfnl_ct *ct, uint8
 {
 	struct prefix host;
 
-	if (port_match(g, proto, nfnl_ct_get_src_port(ct, 1)) && tuple_source(ct, 0, &host) &&
-		src_match(g, &host))
-		return true;
-	return port_match(g, proto, nfnl_ct_get_src_port(ct, 0)) && tuple_source(ct, 1, &host) &&
-		src_match(g, &host);
+	for (int dir = 0; dir < 2; dir++) {
+		/* dir 0: opened by the granted source; 1: picked up again the other way. */
+		if (!port_match(g, proto, nfnl_ct_get_src_port(ct, !dir)) ||
+			!tuple_source(ct, dir, &host) || !src_match(g, &host))
+			continue;
+		/* A gateway grant's flows lead to its destinations (after any DNAT). */
+		if (!g->n_dst || (tuple_source(ct, !dir, &host) && dst_match(g, &host)))
+			return true;
+	}
+	return false;
 }
 
 static int keep_hit(struct dump *d, struct nfnl_ct *ct)

@@ -14,6 +14,7 @@
 #include "agent/activity.h"
 #include "agent/audit.h"
 #include "agent/conntrack.h"
+#include "agent/dnat.h"
 #include "agent/enforce.h"
 #include "agent/metrics.h"
 #include "agent/nft.h"
@@ -41,10 +42,12 @@
 /* Commits that race an element's own expiry (ENOENT/EEXIST) are retried after a resync. */
 #define COMMIT_ATTEMPTS 4
 
+/* The elements one change can touch: one set's (protocol, port). Compared with memcmp. */
 struct group {
 	int family;
+	uint8_t kind;	 /* enum ruleset_kind */
 	uint8_t ipproto;
-	uint16_t port;
+	uint16_t port;	 /* for RULESET_DNAT: the gateway's port */
 };
 
 struct elems {
@@ -93,6 +96,8 @@ static void test_hook_poll(void)
 }
 #endif
 
+struct rerec;
+
 struct enforce {
 	const struct config *cfg;
 	const char *config_path;
@@ -119,6 +124,10 @@ struct enforce {
 	struct metrics metrics;
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
+	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
+	struct dnat_used *restore_used;
+	struct rerec *rerecord;
+	size_t n_rerecord;
 	/* Group commit: grants being verified, and verified ones waiting for their group. */
 	struct verifier *verifier;
 	struct event *group_timer;
@@ -217,11 +226,27 @@ static size_t model_lower(const struct enforce *e, const struct ruleset_elem *ke
 
 static bool in_group(const struct ruleset_elem *e, const struct group *g)
 {
-	return e->family == g->family && e->ipproto == g->ipproto && e->port == g->port;
+	return e->kind == g->kind && e->family == g->family && e->ipproto == g->ipproto &&
+		e->port == g->port;
 }
 
+static struct group group_of(const struct ruleset_elem *e)
+{
+	struct group g;
+
+	memset(&g, 0, sizeof(g)); /* compared with memcmp: padding too */
+	g.family = e->family;
+	g.kind = e->kind;
+	g.ipproto = e->ipproto;
+	g.port = e->port;
+	return g;
+}
+
+/* A host or forward grant naming g's (protocol, port); *port_idx is which of its ports. */
 static bool grant_in_group(const struct grant *gr, const struct group *g, size_t *port_idx)
 {
+	if ((gr->n_dst > 0) != (g->kind == RULESET_FORWARD))
+		return false;
 	for (size_t i = 0; i < gr->n_ports; i++) {
 		if (gr->ports[i].port == g->port &&
 			port_proto_ipproto(gr->ports[i].proto) == g->ipproto) {
@@ -232,8 +257,8 @@ static bool grant_in_group(const struct grant *gr, const struct group *g, size_t
 	return false;
 }
 
-/* The disjoint ranges the kernel must hold for one group, from every live grant. */
-static int desired(const struct enforce *e, const struct group *g, int64_t now_ms,
+/* The disjoint ranges the kernel must hold for one host group, from every live grant. */
+static int desired_host(const struct enforce *e, const struct group *g, int64_t now_ms,
 	struct elems *out)
 {
 	size_t alen = g->family == AF_INET ? 4 : 16, n = 0, nout = 0, cap = 0, pi;
@@ -276,12 +301,125 @@ static int desired(const struct enforce *e, const struct group *g, int64_t now_m
 	return ret;
 }
 
+/*
+ * A forward group: every live grant's sources x destinations of g's family, as disjoint boxes
+ * (the kernel refuses overlapping elements in one set, in any dimension).
+ */
+static int desired_forward(const struct enforce *e, const struct group *g, int64_t now_ms,
+	struct elems *out)
+{
+	size_t alen = g->family == AF_INET ? 4 : 16, n = 0, nout = 0, cap = 0, pi;
+	int64_t boot = clock_ms(CLOCK_BOOTTIME);
+	struct box *in = NULL, *res = NULL;
+	int ret;
+
+	for (size_t i = 0; i < e->n_grants; i++)
+		if (grant_in_group(&e->grants[i], g, &pi))
+			cap += e->grants[i].n_src * e->grants[i].n_dst;
+	if (!(in = calloc(cap ? cap : 1, sizeof(*in))))
+		return -ENOMEM;
+	for (size_t i = 0; i < e->n_grants; i++) {
+		const struct grant *gr = &e->grants[i];
+		int64_t end = grant_end_ms(e, i, now_ms, boot);
+
+		if (!grant_in_group(gr, g, &pi) || end <= now_ms)
+			continue;
+		for (size_t d = 0; d < gr->n_dst; d++) {
+			if (gr->dst[d].family != g->family)
+				continue;
+			for (size_t s = 0; s < gr->n_src; s++) {
+				if (gr->src[s].family != g->family)
+					continue;
+				prefix_range(&gr->src[s], in[n].lo, in[n].hi);
+				prefix_range(&gr->dst[d], in[n].dlo, in[n].dhi);
+				in[n++].exp_ms = end;
+			}
+		}
+	}
+	ret = ranges_disjoint2(in, n, alen, &res, &nout);
+	for (size_t i = 0; ret == 0 && i < nout; i++) {
+		struct ruleset_elem re = { .kind = RULESET_FORWARD, .family = g->family,
+			.ipproto = g->ipproto, .port = g->port, .exp_ms = res[i].exp_ms };
+
+		memcpy(re.lo, res[i].lo, alen);
+		memcpy(re.hi, res[i].hi, alen);
+		memcpy(re.dlo, res[i].dlo, alen);
+		memcpy(re.dhi, res[i].dhi, alen);
+		ret = elems_push(out, &re);
+	}
+	free(res);
+	free(in);
+	return ret;
+}
+
+/*
+ * A dnat group is one gateway port, so one grant's: its IPv4 sources (made disjoint: they may
+ * nest) mapped to the pair's machine and port.
+ */
+static int desired_dnat(const struct enforce *e, const struct group *g, int64_t now_ms,
+	struct elems *out)
+{
+	int64_t boot = clock_ms(CLOCK_BOOTTIME);
+	struct dnat_pair pairs[DNAT_MAX_PAIRS];
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < e->n_grants; i++) {
+		const struct grant *gr = &e->grants[i];
+		int64_t end = grant_end_ms(e, i, now_ms, boot);
+		struct span in[GRANT_MAX_SOURCES], *res = NULL;
+		size_t n = 0, nout = 0, k;
+
+		for (k = 0; k < gr->n_dnat_ports && gr->dnat_ports[k] != g->port; k++)
+			;
+		if (k == gr->n_dnat_ports || end <= now_ms)
+			continue;
+		/* One grant names at most one machine per port when a target maps ports. */
+		if (dnat_pairs(e->cfg, gr, NULL) != gr->n_dnat_ports ||
+			gr->n_dnat_ports > DNAT_MAX_PAIRS)
+			continue;
+		dnat_pairs(e->cfg, gr, pairs);
+		if (port_proto_ipproto(gr->ports[pairs[k].port_idx].proto) != g->ipproto)
+			continue;
+		for (size_t s = 0; s < gr->n_src; s++) {
+			if (gr->src[s].family != AF_INET)
+				continue;
+			prefix_range(&gr->src[s], in[n].lo, in[n].hi);
+			in[n++].exp_ms = end;
+		}
+		ret = ranges_disjoint(in, n, 4, &res, &nout);
+		for (size_t j = 0; ret == 0 && j < nout; j++) {
+			struct ruleset_elem re = { .kind = RULESET_DNAT, .family = AF_INET,
+				.ipproto = g->ipproto, .port = g->port,
+				.to_port = gr->ports[pairs[k].port_idx].port, .exp_ms = end };
+
+			memcpy(re.lo, res[j].lo, 4);
+			memcpy(re.hi, res[j].hi, 4);
+			memcpy(re.dlo, gr->dst[pairs[k].dst_idx].addr, 4);
+			memcpy(re.dhi, re.dlo, 4);
+			ret = elems_push(out, &re);
+		}
+		free(res);
+	}
+	return ret;
+}
+
+static int desired(const struct enforce *e, const struct group *g, int64_t now_ms,
+	struct elems *out)
+{
+	if (g->kind == RULESET_FORWARD)
+		return desired_forward(e, g, now_ms, out);
+	if (g->kind == RULESET_DNAT)
+		return desired_dnat(e, g, now_ms, out);
+	return desired_host(e, g, now_ms, out);
+}
+
 static bool same_elem(const struct ruleset_elem *a, const struct ruleset_elem *b)
 {
 	int64_t d = a->exp_ms - b->exp_ms;
 
 	return !memcmp(a->lo, b->lo, 16) && !memcmp(a->hi, b->hi, 16) &&
-		d <= EXP_TOLERANCE_MS && d >= -EXP_TOLERANCE_MS;
+		!memcmp(a->dlo, b->dlo, 16) && !memcmp(a->dhi, b->dhi, 16) &&
+		a->to_port == b->to_port && d <= EXP_TOLERANCE_MS && d >= -EXP_TOLERANCE_MS;
 }
 
 struct plan {
@@ -298,9 +436,13 @@ static void plan_free(struct plan *p)
 static int cmp_range(const void *a, const void *b)
 {
 	const struct ruleset_elem *x = a, *y = b;
-	int c = memcmp(x->lo, y->lo, 16);
+	int c = memcmp(x->dlo, y->dlo, 16);
 
-	return c ? c : memcmp(x->hi, y->hi, 16);
+	if (!c)
+		c = memcmp(x->lo, y->lo, 16);
+	if (!c)
+		c = memcmp(x->hi, y->hi, 16);
+	return c ? c : memcmp(x->dhi, y->dhi, 16);
 }
 
 /*
@@ -324,9 +466,11 @@ static int plan_group(const struct enforce *e, const struct group *g, int64_t no
 			ret = elems_push(&have, &e->model.v[k]);
 	if (ret)
 		goto out;
-	/* want comes sorted from ranges_disjoint; the kernel's order is its own. */
+	/* Both sides in one order: the kernel's is its own. */
 	if (have.n)
 		qsort(have.v, have.n, sizeof(*have.v), cmp_range);
+	if (want.n && g->kind != RULESET_HOST) /* host ones come sorted, and are many */
+		qsort(want.v, want.n, sizeof(*want.v), cmp_range);
 	while (ret == 0 && (i < have.n || j < want.n)) {
 		int c = i == have.n ? 1 : j == want.n ? -1 : cmp_range(&have.v[i], &want.v[j]);
 
@@ -376,14 +520,17 @@ static int plan_build(const struct enforce *e, const struct group *groups, size_
 	return ret;
 }
 
-static int read_set(struct enforce *e, const char *name, int family, int64_t now_ms,
-	struct elems *out)
+static int read_set(struct enforce *e, int kind, int family, int64_t now_ms, struct elems *out)
 {
+	const char *name = ruleset_set_name(kind, family);
 	struct nftnl_set_elems_iter *it;
 	struct nftnl_set_elem *el;
 	struct nftnl_set *s = NULL;
 	int ret;
 
+	/* A set the configuration does not want is not there (or goes with the next build). */
+	if (!name || !ruleset_wants(e->cfg, kind))
+		return 0;
 	if ((ret = nft_set_dump(e->nft, RULESET_TABLE, name, &s)))
 		return ret;
 	it = nftnl_set_elems_iter_create(s);
@@ -395,7 +542,7 @@ static int read_set(struct enforce *e, const char *name, int family, int64_t now
 		struct ruleset_elem re;
 
 		/* Something jitd cannot have written is still ours to remove: keep it in the model. */
-		if (ruleset_elem_parse(el, family, now_ms, &re))
+		if (ruleset_elem_parse(el, kind, family, now_ms, &re))
 			log_warn("kernel: %s holds an element jitd cannot decode", name);
 		else
 			ret = elems_push(out, &re);
@@ -410,10 +557,12 @@ static int resync(struct enforce *e)
 {
 	struct elems fresh = { 0 };
 	int64_t now = enforce_now_ms();
-	int ret;
+	int ret = 0;
 
-	if ((ret = read_set(e, RULESET_SET_ALLOW4, AF_INET, now, &fresh)) ||
-		(ret = read_set(e, RULESET_SET_ALLOW6, AF_INET6, now, &fresh))) {
+	for (int kind = RULESET_HOST; ret == 0 && kind <= RULESET_DNAT; kind++)
+		if (!(ret = read_set(e, kind, AF_INET, now, &fresh)))
+			ret = read_set(e, kind, AF_INET6, now, &fresh);
+	if (ret) {
 		elems_free(&fresh);
 		return ret;
 	}
@@ -484,13 +633,15 @@ static int cmp_elem(const void *a, const void *b)
 {
 	const struct ruleset_elem *x = a, *y = b;
 
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
 	if (x->family != y->family)
 		return x->family < y->family ? -1 : 1;
 	if (x->ipproto != y->ipproto)
 		return x->ipproto < y->ipproto ? -1 : 1;
 	if (x->port != y->port)
 		return x->port < y->port ? -1 : 1;
-	return memcmp(x->lo, y->lo, 16);
+	return cmp_range(x, y);
 }
 
 /*
@@ -536,9 +687,15 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		const struct grant *g = &e->grants[i];
 		int64_t end = grant_end_ms(e, i, now_ms, boot);
 
+		/* Gateway grants are few and two-dimensional: they take the full plan. */
+		if (g->n_dst) {
+			ret = 1;
+			goto out;
+		}
 		for (size_t s = 0; ret == 0 && s < g->n_src; s++) {
 			for (size_t q = 0; ret == 0 && q < g->n_ports; q++) {
-				struct ruleset_elem re = { .family = g->src[s].family,
+				struct ruleset_elem re = { .kind = RULESET_HOST,
+					.family = g->src[s].family,
 					.ipproto = port_proto_ipproto(g->ports[q].proto),
 					.port = g->ports[q].port, .exp_ms = end };
 
@@ -551,8 +708,9 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		goto out;
 	qsort(add.v, add.n, sizeof(*add.v), cmp_elem);
 	for (size_t i = 1; i < add.n; i++) {
-		if (in_group(&add.v[i - 1], &(struct group){ add.v[i].family, add.v[i].ipproto,
-			add.v[i].port }) && touch(&add.v[i - 1], &add.v[i])) {
+		if (in_group(&add.v[i - 1], &(struct group){ .family = add.v[i].family,
+			.ipproto = add.v[i].ipproto, .port = add.v[i].port }) &&
+			touch(&add.v[i - 1], &add.v[i])) {
 			ret = 1;
 			goto out;
 		}
@@ -565,18 +723,20 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		 * Live elements of a group are disjoint, so only the last live one before a and the
 		 * first live one from a on can touch it; expired ones may linger until the next tick.
 		 */
-		for (i = pos; i-- > 0 && in_group(&e->model.v[i], &(struct group){ a->family,
-			a->ipproto, a->port }) && e->model.v[i].exp_ms <= now_ms;)
+		for (i = pos; i-- > 0 && in_group(&e->model.v[i], &(struct group){
+			.family = a->family, .ipproto = a->ipproto, .port = a->port }) &&
+			e->model.v[i].exp_ms <= now_ms;)
 			;
 		if (i != (size_t)-1 && (m = &e->model.v[i])->exp_ms > now_ms &&
-			m->family == a->family && m->ipproto == a->ipproto && m->port == a->port &&
+			m->kind == a->kind && m->family == a->family && m->ipproto == a->ipproto && m->port == a->port &&
 			touch(a, m)) {
 			ret = 1;
 			goto out;
 		}
 		for (i = pos; i < e->model.n && e->model.v[i].exp_ms <= now_ms; i++)
 			;
-		if (i < e->model.n && (m = &e->model.v[i])->family == a->family &&
+		if (i < e->model.n && (m = &e->model.v[i])->kind == a->kind &&
+			m->family == a->family &&
 			m->ipproto == a->ipproto && m->port == a->port && touch(a, m)) {
 			ret = 1;
 			goto out;
@@ -643,20 +803,34 @@ static int add_group(struct group **v, size_t *n, const struct group *g)
 	return 0;
 }
 
-static int grant_groups(const struct grant *gr, struct group **v, size_t *n)
+/* The groups a grant has elements in: host or forward ones, and its gateway ports'. */
+static int grant_groups(const struct enforce *e, const struct grant *gr, struct group **v,
+	size_t *n)
 {
+	struct dnat_pair pairs[DNAT_MAX_PAIRS];
+	struct group g;
 	int ret = 0;
 
+	memset(&g, 0, sizeof(g)); /* compared with memcmp: padding too */
+	g.kind = gr->n_dst ? RULESET_FORWARD : RULESET_HOST;
 	for (size_t p = 0; ret == 0 && p < gr->n_ports; p++) {
 		for (size_t s = 0; ret == 0 && s < gr->n_src; s++) {
-			struct group g;
-
-			memset(&g, 0, sizeof(g)); /* compared with memcmp: padding too */
 			g.family = gr->src[s].family;
 			g.ipproto = port_proto_ipproto(gr->ports[p].proto);
 			g.port = gr->ports[p].port;
 			ret = add_group(v, n, &g);
 		}
+	}
+	if (ret || !gr->n_dnat_ports || gr->n_dnat_ports > DNAT_MAX_PAIRS ||
+		dnat_pairs(e->cfg, gr, NULL) != gr->n_dnat_ports)
+		return ret;
+	dnat_pairs(e->cfg, gr, pairs);
+	g.kind = RULESET_DNAT;
+	g.family = AF_INET;
+	for (size_t k = 0; ret == 0 && k < gr->n_dnat_ports; k++) {
+		g.ipproto = port_proto_ipproto(gr->ports[pairs[k].port_idx].proto);
+		g.port = gr->dnat_ports[k];
+		ret = add_group(v, n, &g);
 	}
 	return ret;
 }
@@ -751,26 +925,38 @@ static int audit(struct enforce *e, const char *event, const struct grant *g,
 	return ret;
 }
 
-static void log_applied(const struct grant *g, const char *peer)
+/* Prefixes as "a,b,c", cut short (never mid-prefix) when buf is full. */
+static void prefix_list(const struct prefix *v, size_t n, char *buf, size_t len)
 {
-	char src[256] = "", ports[256] = "";
 	size_t off = 0;
 
-	for (size_t i = 0; i < g->n_src && off < sizeof(src) - PREFIX_STRLEN; i++) {
+	buf[0] = '\0';
+	for (size_t i = 0; i < n && off + PREFIX_STRLEN + 1 < len; i++) {
 		if (i)
-			src[off++] = ',';
-		prefix_format(&g->src[i], src + off, sizeof(src) - off);
-		off += strlen(src + off);
+			buf[off++] = ',';
+		prefix_format(&v[i], buf + off, len - off);
+		off += strlen(buf + off);
 	}
-	off = 0;
+}
+
+static void log_applied(const struct grant *g, const char *peer)
+{
+	char src[256], dst[256] = "", ports[256] = "";
+	size_t off = 0;
+
+	prefix_list(g->src, g->n_src, src, sizeof(src));
+	if (g->n_dst) {
+		memcpy(dst, " dst=", 6);
+		prefix_list(g->dst, g->n_dst, dst + 5, sizeof(dst) - 5);
+	}
 	for (size_t i = 0; i < g->n_ports && off < sizeof(ports) - 16; i++) {
 		if (i)
 			ports[off++] = ',';
 		port_spec_format(&g->ports[i], ports + off, sizeof(ports) - off);
 		off += strlen(ports + off);
 	}
-	log_info("grant applied: jti=%s kid=%s sub=%s src=%s ports=%s exp=%lld peer=%s", g->jti,
-		g->kid, g->sub, src, ports, (long long)g->exp, peer);
+	log_info("grant applied: jti=%s kid=%s sub=%s src=%s%s ports=%s exp=%lld peer=%s", g->jti,
+		g->kid, g->sub, src, dst, ports, (long long)g->exp, peer);
 }
 
 static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
@@ -813,6 +999,7 @@ struct pending {
 	char jti[GRANT_MAX_STRING + 1];
 	ssize_t idx;			/* in e->grants once pushed, else -1 */
 	bool audited;
+	char annex[DNAT_ANNEX_MAX];	/* its gateway ports, recorded with it */
 };
 
 static struct grant *pending_grant(struct pending *p)
@@ -839,6 +1026,32 @@ static void drop_record(struct enforce *e, const char *jti)
 		log_warn("replay: cannot sync: %s", strerror(-ret));
 	if ((ret = store_del(e->store, jti)))
 		log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-ret));
+}
+
+/*
+ * Gateway ports for a grant to targets that map them: free of every live grant's and of those
+ * admitted earlier in the group. Recorded with the grant (the annex).
+ */
+static int allocate_ports(struct enforce *e, struct pending *p, struct pending **accepted,
+	size_t n_accepted)
+{
+	struct grant *g = pending_grant(p);
+	struct dnat_used *u;
+	int ret;
+
+	if (!dnat_pairs(e->cfg, g, NULL))
+		return 0;
+	if (!(u = calloc(1, sizeof(*u))))
+		return jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
+	for (size_t i = 0; i < e->n_grants; i++)
+		dnat_mark(u, &e->grants[i]);
+	for (size_t i = 0; i < n_accepted; i++)
+		dnat_mark(u, pending_grant(accepted[i]));
+	if (!(ret = dnat_allocate(e->cfg, g, u, &p->err)) &&
+		dnat_annex(g, p->annex, sizeof(p->annex)))
+		ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "gateway ports do not fit the record");
+	free(u);
+	return ret;
 }
 
 /*
@@ -877,7 +1090,7 @@ static int admit(struct enforce *e, struct pending *p, struct pending **accepted
 	/* Only reachable if the replay cache was lost: still never the same grant twice. */
 	if (store_contains(e->store, g->jti))
 		return jit_fail(err, JIT_ERR_DUPLICATE, "grant '%s' is already active", g->jti);
-	return 0;
+	return g->n_dst ? allocate_ports(e, p, accepted, n_accepted) : 0;
 }
 
 /* Takes pushed grants back out of the books (the kernel is synced by the caller). */
@@ -912,6 +1125,13 @@ static void fail_all(struct pending **v, size_t n, int code, const char *what, c
 		v[i]->ret = jit_fail(&v[i]->err, code, "%s '%s': %s", what, v[i]->jti, why);
 }
 
+/* A gateway grant's "connect to ..." for its audit record; NULL for none. */
+static const char *connect_details(const struct enforce *e, const struct grant *g, char *buf,
+	size_t len)
+{
+	return g->n_dnat_ports && !dnat_describe(e->cfg, g, buf, len) && buf[0] ? buf : NULL;
+}
+
 /*
  * Group commit: the admitted grants of a group (all of v) go to the state journal in one write
  * and one fdatasync, to the kernel in one transaction, to the audit trail with one fsync. Each
@@ -920,6 +1140,7 @@ static void fail_all(struct pending **v, size_t n, int code, const char *what, c
 static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 {
 	struct store_rec *recs = calloc(n + 1, sizeof(*recs));
+	char connect[DNAT_MAX_PAIRS * 64];
 	struct group *groups = NULL;
 	size_t n_groups = 0, pushed = 0, withdrawn;
 	char kerr[NFT_ERRLEN];
@@ -931,7 +1152,8 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
-		recs[i] = (struct store_rec){ v[i]->jti, v[i]->record, v[i]->record_len };
+		recs[i] = (struct store_rec){ v[i]->jti, v[i]->record, v[i]->record_len,
+			v[i]->annex[0] ? v[i]->annex : NULL };
 	/*
 	 * The records first, then the ids: a crash between the two restores the grants on start
 	 * (which remembers their ids again), whereas the other order would burn the id of a grant
@@ -948,7 +1170,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 
 		if ((ret = replay_add_lazy(e->replay, v[i]->jti,
 			g->exp + (int64_t)e->cfg->clock_skew)) ||
-			(ret = grant_groups(g, &groups, &n_groups))) {
+			(ret = grant_groups(e, g, &groups, &n_groups))) {
 			v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
 				"cannot remember grant id '%s': %s", v[i]->jti, strerror(-ret));
 			take_back(e, v, n, v[i]);
@@ -979,7 +1201,8 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		if (v[i]->idx >= 0)
 			v[i]->audited = !audit(e, "grant.applied", &e->grants[v[i]->idx], NULL,
-				v[i]->peer, 0, NULL, -1);
+				v[i]->peer, 0, connect_details(e, &e->grants[v[i]->idx], connect,
+				sizeof(connect)), -1);
 	if ((ret = audit_sync(e->audit))) {
 		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
 		for (size_t i = 0; i < n; i++)
@@ -1376,7 +1599,71 @@ static void audit_expired_record(struct enforce *e, const char *token, size_t le
 	grant_clear(&g);
 }
 
-static int restore_cb(const char *token, size_t len, void *arg)
+/* A restored grant whose gateway ports changed: recorded again after the walk. */
+struct rerec {
+	char *jti, *token, *annex;
+	size_t len;
+};
+
+/*
+ * A restored gateway grant takes back its recorded ports; if the configuration moved them, it
+ * gets new ones, recorded again once the walk is over. 0, or a refusal in err.
+ */
+static int restore_ports(struct enforce *e, struct grant *g, const char *token, size_t len,
+	const char *annex, struct jit_error *err)
+{
+	char buf[DNAT_ANNEX_MAX];
+	struct rerec *nv, *r;
+	int ret;
+
+	if (!e->restore_used)
+		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+	if ((ret = dnat_restore(e->cfg, g, annex, e->restore_used, err)) <= 0)
+		return ret;
+	log_warn("state: grant '%s' gets new gateway ports: the configuration changed", g->jti);
+	if (dnat_annex(g, buf, sizeof(buf)) ||
+		!(nv = realloc(e->rerecord, (e->n_rerecord + 1) * sizeof(*nv))))
+		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+	e->rerecord = nv;
+	r = &nv[e->n_rerecord];
+	*r = (struct rerec){ strdup(g->jti), strndup(token, len), buf[0] ? strdup(buf) : NULL,
+		len };
+	if (!r->jti || !r->token || (buf[0] && !r->annex)) {
+		free(r->jti);
+		free(r->token);
+		free(r->annex);
+		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+	}
+	e->n_rerecord++;
+	return 0;
+}
+
+/* Records the grants restore_ports gave new ports, in one write. */
+static void rerecord(struct enforce *e)
+{
+	struct store_rec *recs = calloc(e->n_rerecord + 1, sizeof(*recs));
+	int ret = recs ? 0 : -ENOMEM;
+
+	for (size_t i = 0; recs && i < e->n_rerecord; i++)
+		recs[i] = (struct store_rec){ e->rerecord[i].jti, e->rerecord[i].token,
+			e->rerecord[i].len, e->rerecord[i].annex };
+	if (e->n_rerecord && (ret || (ret = store_put_many(e->store, recs, e->n_rerecord))))
+		log_warn("state: cannot record the new gateway ports of %zu grant(s): %s",
+			e->n_rerecord, strerror(-ret));
+	for (size_t i = 0; i < e->n_rerecord; i++) {
+		free(e->rerecord[i].jti);
+		free(e->rerecord[i].token);
+		free(e->rerecord[i].annex);
+	}
+	free(recs);
+	free(e->rerecord);
+	e->rerecord = NULL;
+	e->n_rerecord = 0;
+	free(e->restore_used);
+	e->restore_used = NULL;
+}
+
+static int restore_cb(const char *token, size_t len, const char *annex, void *arg)
 {
 	struct enforce *e = arg;
 	struct jit_error err = { 0 };
@@ -1394,6 +1681,8 @@ static int restore_cb(const char *token, size_t len, void *arg)
 	} else {
 		ret = check_recorded(e, token, len, now, &g, &err);
 	}
+	if (!ret && g.n_dst && (ret = restore_ports(e, &g, token, len, annex, &err)))
+		grant_clear(&g);
 	if (ret) {
 		if (err.code == JIT_ERR_EXPIRED && token[0] != '{')
 			audit_expired_record(e, token, len);
@@ -1431,7 +1720,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 	if ((ret = grant_copy(&e->grants[i], &g))) {
 		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 	}
-	if ((ret = grant_groups(&g, &groups, &n_groups))) {
+	if ((ret = grant_groups(e, &g, &groups, &n_groups))) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		goto out;
 	}
@@ -1552,6 +1841,26 @@ refused:
 	return ret;
 }
 
+/* The table as cfg wants it: claimed if it is in place, else built (see build_table). */
+static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
+{
+	int ret;
+
+	if (e->in_place)
+		return ruleset_claim(b, flags);
+	/*
+	 * A set or chain the config does not want (the mode changed, or dnat went away) goes with
+	 * the whole table, in the same transaction that builds it again; the caller re-reads the
+	 * (then empty) grant sets and restores every grant.
+	 */
+	if ((ret = ruleset_extra(e->nft, e->cfg)) == 1) {
+		log_warn("table inet jitd holds sets or chains this configuration does not make: "
+			 "rebuilding it from scratch");
+		ret = ruleset_delete(b);
+	}
+	return ret < 0 ? ret : ruleset_build(b, e->cfg, flags);
+}
+
 static int build_table(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "";
@@ -1565,11 +1874,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 	 * re-added rule, nothing for a watcher to see. Ownership is a property of the socket,
 	 * so an owned table is claimed again, with a message that touches nothing else.
 	 */
-	if (e->in_place)
-		ret = ruleset_claim(b, e->table_flags);
-	else
-		ret = ruleset_build(b, e->cfg, e->table_flags);
-	if (ret)
+	if ((ret = build_batch(e, b, e->table_flags)))
 		goto out;
 #ifdef JITD_TEST_HOOKS
 	/* Test builds: answer as a kernel before 6.9 would, to test the fallback on any kernel. */
@@ -1591,7 +1896,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 		b = NULL;
 		kerr[0] = '\0';
 		e->in_place = false; /* it was checked with the owner flag, which it will not get */
-		if ((ret = nft_batch_new(e->nft, &b)) || (ret = ruleset_build(b, e->cfg, 0)))
+		if ((ret = nft_batch_new(e->nft, &b)) || (ret = build_batch(e, b, 0)))
 			goto out;
 		ret = nft_batch_commit(b, kerr);
 	}
@@ -1608,14 +1913,10 @@ static int all_groups(const struct enforce *e, struct group **groups, size_t *n_
 	int ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < e->n_grants; i++)
-		ret = grant_groups(&e->grants[i], groups, n_groups);
+		ret = grant_groups(e, &e->grants[i], groups, n_groups);
 	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
-		struct group g;
+		struct group g = group_of(&e->model.v[i]);
 
-		memset(&g, 0, sizeof(g));
-		g.family = e->model.v[i].family;
-		g.ipproto = e->model.v[i].ipproto;
-		g.port = e->model.v[i].port;
 		ret = add_group(groups, n_groups, &g);
 	}
 	return ret;
@@ -1628,7 +1929,10 @@ static int restore(struct enforce *e, char *err, size_t errlen)
 	size_t n_groups = 0, stray = e->model.n;
 	int ret;
 
-	if ((ret = store_foreach(e->store, restore_cb, e)))
+	e->restore_used = calloc(1, sizeof(*e->restore_used));
+	ret = store_foreach(e->store, restore_cb, e);
+	rerecord(e);
+	if (ret)
 		goto out;
 	if ((ret = replay_sync(e->replay)))
 		log_warn("replay: cannot sync the restored grant ids: %s", strerror(-ret));
@@ -1740,6 +2044,14 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		(void)audit(e, "config.refused", NULL, NULL, NULL, ret, jerr.msg, -1);
 		return ret;
 	}
+	if (!ruleset_same_shape(e->cfg, nc)) {
+		snprintf(err, errlen, "%s: \"mode\", or whether any target maps ports (dnat), "
+			"changed: that takes a restart", e->config_path);
+		log_err("reload refused, the running configuration stays: %s", err);
+		(void)audit(e, "config.refused", NULL, NULL, NULL, JIT_ERR_BAD_CONFIG, err, -1);
+		config_free(nc);
+		return JIT_ERR_BAD_CONFIG;
+	}
 	note_restart_only(e->cfg, nc);
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
@@ -1748,8 +2060,12 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		goto fail;
 	}
 	for (size_t i = e->n_grants; i-- > 0;) {
-		if (!policy_check(nc, &e->grants[i], now / 1000, &jerr))
-			continue;
+		if (!policy_check(nc, &e->grants[i], now / 1000, &jerr)) {
+			if (dnat_fits(nc, &e->grants[i]))
+				continue;
+			jit_fail(&jerr, JIT_ERR_DESTINATION_NOT_PROTECTED, "its gateway ports (dnat) "
+				"are no longer in the configured ranges");
+		}
 		snprintf(reasons[n_dropped], sizeof(reasons[0]), "%s", jerr.msg);
 		dropped[n_dropped++] = e->grants[i];
 		memset(&e->grants[i], 0, sizeof(e->grants[i]));
@@ -1780,8 +2096,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
 	log_set_level(nc->log_level);
-	snprintf(why, sizeof(why), "%s: reloaded, %zu protected port(s), %zu grant(s) removed",
-		e->config_path, nc->n_ports, n_dropped);
+	snprintf(why, sizeof(why), "%s: reloaded, %zu protected port(s), %zu forwarded target(s), "
+		"%zu grant(s) removed", e->config_path, nc->n_ports, nc->n_targets, n_dropped);
 	log_info("%s", why);
 	(void)audit(e, "config.loaded", NULL, NULL, NULL, 0, why, -1);
 	snprintf(err, errlen, "%zu", n_dropped);

@@ -229,9 +229,14 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 		json_dumpf(rep, stdout, JSON_INDENT(2));
 		printf("\n");
 	} else {
-		printf("reloaded %s: %lld protected port(s), %lld grant(s) removed\n",
+		json_int_t targets = json_integer_value(json_object_get(rep, "targets"));
+		char tn[48] = "";
+
+		if (targets)
+			snprintf(tn, sizeof(tn), ", %lld forwarded target(s)", (long long)targets);
+		printf("reloaded %s: %lld protected port(s)%s, %lld grant(s) removed\n",
 			json_string_value(json_object_get(rep, "config")),
-			(long long)json_integer_value(json_object_get(rep, "ports")),
+			(long long)json_integer_value(json_object_get(rep, "ports")), tn,
 			(long long)json_integer_value(json_object_get(rep, "grants_removed")));
 	}
 out:

@@ -124,7 +124,8 @@ static void sign_usage(FILE *f)
 {
 	fprintf(f, "usage: jitctl sign --key KEY --kid KID --aud HOST[,HOST...] --sub USER\n"
 		   "                  --src PREFIX[,...] --port PORT[/PROTO][,...] --for DURATION\n"
-		   "                  [--iss ISS] [--jti ID] [--reason TEXT] [--not-before DURATION]\n"
+		   "                  [--dst PREFIX[,...]] [--iss ISS] [--jti ID] [--reason TEXT]\n"
+		   "                  [--not-before DURATION]\n"
 		   "       jitctl sign --key KEY --kid KID --aud HOST[,HOST...] --revokes GRANT_ID\n"
 		   "                  [--terminate] --for DURATION\n"
 		   "                  [--iss ISS] [--jti ID] [--not-before DURATION]\n"
@@ -136,9 +137,11 @@ static void sign_usage(FILE *f)
 		   "  --sub USER              who the access is for\n"
 		   "  --src PREFIX[,...]      source addresses or prefixes (192.0.2.7, 2001:db8::/64)\n"
 		   "  --port PORT[/PROTO][,...]  ports; PROTO tcp (default), udp or * (both)\n"
+		   "  --dst PREFIX[,...]      machines behind a gateway the grant opens (gateway\n"
+		   "                          mode); without it the grant is for the host itself\n"
 		   "  --revokes GRANT_ID      sign a revocation (typ " REVOKE_TYP ") of the grant\n"
-		   "                          with this jti instead; --sub, --src, --port and\n"
-		   "                          --reason are then refused\n"
+		   "                          with this jti instead; --sub, --src, --port, --dst\n"
+		   "                          and --reason are then refused\n"
 		   "  --terminate             with --revokes: also cut the grant's open sessions\n"
 		   "  --for DURATION          how long the token is valid from now (at least 1 s);\n"
 		   "                          for a revocation, how long agents accept it\n"
@@ -166,6 +169,7 @@ enum {
 	S_REASON,
 	S_NBF,
 	S_REVOKES,
+	S_DST,
 	S__COUNT,
 	S__REQUIRED = S_ISS,
 };
@@ -176,7 +180,7 @@ enum {
 /* What a revocation does not carry: refused with --revokes rather than silently dropped. */
 static bool grant_only(int i)
 {
-	return i == S_SUB || i == S_SRC || i == S_PORT || i == S_REASON;
+	return i == S_SUB || i == S_SRC || i == S_PORT || i == S_REASON || i == S_DST;
 }
 
 /* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */
@@ -311,13 +315,14 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		[S_REASON] = { "reason", required_argument, NULL, S_VAL + S_REASON },
 		[S_NBF] = { "not-before", required_argument, NULL, S_VAL + S_NBF },
 		[S_REVOKES] = { "revokes", required_argument, NULL, S_VAL + S_REVOKES },
+		[S_DST] = { "dst", required_argument, NULL, S_VAL + S_DST },
 		{ "terminate", no_argument, NULL, S_TERMINATE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *arg[S__COUNT] = { [S_ISS] = "jitctl" };
 	char jti[2 * JTI_BYTES + 1], *payload = NULL, *token = NULL;
-	json_t *aud = NULL, *src = NULL, *ports = NULL, *claims = NULL, *header = NULL, *aud_claim;
+	json_t *aud = NULL, *src = NULL, *dst = NULL, *ports = NULL, *claims = NULL, *header = NULL, *aud_claim;
 	uint64_t valid_for = 0, not_before = 0;
 	bool bad = false, revocation, terminate = false;
 	EVP_PKEY *key = NULL;
@@ -388,7 +393,9 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		(!revocation && ((err = parse_list("src", arg[S_SRC], add_src,
 			"not an IP address or prefix (host bits must be zero)", &src)) ||
 		(err = parse_list("port", arg[S_PORT], add_port,
-			"not a port (1-65535)[/tcp|udp|*]", &ports)))))
+			"not a port (1-65535)[/tcp|udp|*]", &ports)) ||
+		(arg[S_DST] && (err = parse_list("dst", arg[S_DST], add_src,
+			"not an IP address or prefix (host bits must be zero)", &dst))))))
 		goto fail;
 	if (parse_duration("for", arg[S_FOR], &valid_for) ||
 		(arg[S_NBF] && parse_duration("not-before", arg[S_NBF], &not_before)))
@@ -439,6 +446,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		goto nomem;
 	if (!revocation && (set(claims, "src", json_incref(src)) ||
 		set(claims, "ports", json_incref(ports)) ||
+		(dst && set(claims, "dst", json_incref(dst))) ||
 		(arg[S_REASON] && set(claims, "reason", json_string(arg[S_REASON])))))
 		goto nomem;
 	if (!(header = json_pack("{s:s, s:s, s:s}", "alg", "EdDSA", "typ",
@@ -472,6 +480,7 @@ out:
 	EVP_PKEY_free(key);
 	json_decref(aud);
 	json_decref(src);
+	json_decref(dst);
 	json_decref(ports);
 	json_decref(claims);
 	json_decref(header);

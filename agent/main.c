@@ -116,6 +116,15 @@ static void audit_agent(struct audit *a, const char *event, const char *message)
 		log_warn("audit: cannot record %s", event);
 }
 
+/* ", 3 forwarded target(s)" in gateway mode; "" on a host, whose messages stay as they were. */
+static const char *targets_note(const struct config *cfg, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (cfg->mode & CONFIG_MODE_GATEWAY)
+		snprintf(buf, len, ", %zu forwarded target(s)", cfg->n_targets);
+	return buf;
+}
+
 int main(int argc, char **argv)
 {
 	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
@@ -133,6 +142,7 @@ int main(int argc, char **argv)
 	struct store *store = NULL;
 	struct audit *audit = NULL;
 	struct event_base *base;
+	char note[64];
 	struct ctl *ctl = NULL;
 	struct http *http = NULL;
 	struct watch *watch = NULL;
@@ -147,7 +157,8 @@ int main(int argc, char **argv)
 		errx(1, "%s", jerr.msg);
 	log_set_level(o.verbose ? LOG_LVL_DEBUG : cfg->log_level);
 	if (o.check_only) {
-		printf("%s: configuration OK (%zu protected port(s))\n", o.config_path, cfg->n_ports);
+		printf("%s: configuration OK (%zu protected port(s)%s)\n", o.config_path,
+			cfg->n_ports, targets_note(cfg, note, sizeof(note)));
 		config_free(cfg);
 		return 0;
 	}
@@ -173,7 +184,8 @@ int main(int argc, char **argv)
 	if ((ret = conntrack_open(&ct)))
 		log_warn("conntrack unavailable (%s): flows are not counted and cannot be cut",
 			strerror(-ret));
-	snprintf(msg, sizeof(msg), "%s: %zu protected port(s)", o.config_path, cfg->n_ports);
+	snprintf(msg, sizeof(msg), "%s: %zu protected port(s)%s", o.config_path, cfg->n_ports,
+		targets_note(cfg, note, sizeof(note)));
 	audit_agent(audit, "config.loaded", msg);
 
 	deps = (struct enforce_deps){ .cfg = cfg, .config_path = o.config_path, .nft = nft,
@@ -207,8 +219,8 @@ int main(int argc, char **argv)
 	}
 	/* Only now are the deny rules in the kernel: what systemd orders sshd after. */
 	(void)sdnotify_send("READY=1");
-	log_info("ready: host %s, %zu protected port(s), control socket %s", cfg->host_id,
-		cfg->n_ports, cfg->control_socket);
+	log_info("ready: host %s, %zu protected port(s)%s, control socket %s", cfg->host_id,
+		cfg->n_ports, targets_note(cfg, note, sizeof(note)), cfg->control_socket);
 	audit_agent(audit, "agent.started", "version " JITD_VERSION);
 	/*
 	 * Status's per-port activity (7 days of the audit trail) is rebuilt after ready: it costs

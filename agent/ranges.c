@@ -184,3 +184,134 @@ out:
 	free(w.s);
 	return ret;
 }
+
+/* The destination cut points: every box's dlo and the address after its dhi, sorted, unique. */
+static int cmp_addr(const void *a, const void *b)
+{
+	return memcmp(a, b, 16);
+}
+
+static size_t cuts(const struct box *in, size_t n, size_t alen, uint8_t (*pt)[16])
+{
+	size_t m = 0, u = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		memset(pt[m], 0, 16);
+		memcpy(pt[m++], in[i].dlo, alen);
+		memset(pt[m], 0, 16);
+		memcpy(pt[m], in[i].dhi, alen);
+		if (inc(pt[m], alen))
+			m++;
+	}
+	qsort(pt, m, 16, cmp_addr);
+	for (size_t i = 0; i < m; i++)
+		if (!u || memcmp(pt[u - 1], pt[i], 16))
+			memmove(pt[u++], pt[i], 16);
+	return u;
+}
+
+static bool same_spans(const struct span *a, size_t na, const struct span *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (memcmp(a[i].lo, b[i].lo, 16) || memcmp(a[i].hi, b[i].hi, 16) ||
+			a[i].exp_ms != b[i].exp_ms)
+			return false;
+	return true;
+}
+
+int ranges_disjoint2(const struct box *in, size_t n, size_t alen, struct box **out, size_t *nout)
+{
+	uint8_t (*pt)[16] = NULL;
+	struct span *src = NULL, *prev = NULL, *cur = NULL;
+	size_t m, nprev = 0, ncur = 0, run = 0, cap = 0;
+	struct box *res = NULL;
+	uint8_t top[16];
+	int ret = -ENOMEM;
+
+	*out = NULL;
+	*nout = 0;
+	if (alen != 4 && alen != 16)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	memset(top, 0, sizeof(top));
+	memset(top, 0xff, alen);
+	if (!(pt = calloc(2 * n, 16)) || !(src = calloc(n, sizeof(*src))))
+		goto out;
+	m = cuts(in, n, alen, pt);
+	for (size_t k = 0; k < m; k++) {
+		uint8_t last[16];
+		size_t ns = 0;
+
+		/* The slice [pt[k], pt[k + 1] - 1]; the last one runs to the top of the space. */
+		memcpy(last, top, 16);
+		if (k + 1 < m) {
+			memcpy(last, pt[k + 1], 16);
+			dec(last, alen);
+		}
+		for (size_t i = 0; i < n; i++) {
+			uint8_t dlo[16] = { 0 }, dhi[16] = { 0 };
+
+			memcpy(dlo, in[i].dlo, alen);
+			memcpy(dhi, in[i].dhi, alen);
+			if (memcmp(dlo, pt[k], 16) <= 0 && memcmp(dhi, pt[k], 16) >= 0) {
+				src[ns] = (struct span){ .exp_ms = in[i].exp_ms };
+				memcpy(src[ns].lo, in[i].lo, alen);
+				memcpy(src[ns].hi, in[i].hi, alen);
+				ns++;
+			}
+		}
+		free(cur);
+		cur = NULL;
+		ncur = 0;
+		if (ns && (ret = ranges_disjoint(src, ns, alen, &cur, &ncur)))
+			goto out;
+		ret = -ENOMEM;
+		/* The previous slice ends right before this one: the same sources join it. */
+		if (ncur && run && same_spans(prev, nprev, cur, ncur)) {
+			for (size_t j = *nout - run; j < *nout; j++)
+				memcpy(res[j].dhi, last, 16);
+			continue;
+		}
+		run = 0;
+		if (*nout + ncur > cap) {
+			size_t ncap = 2 * (*nout + ncur);
+			struct box *nv = realloc(res, ncap * sizeof(*nv));
+
+			if (!nv)
+				goto out;
+			res = nv;
+			cap = ncap;
+		}
+		for (size_t j = 0; j < ncur; j++) {
+			struct box *bx = &res[(*nout)++];
+
+			memset(bx, 0, sizeof(*bx));
+			memcpy(bx->lo, cur[j].lo, 16);
+			memcpy(bx->hi, cur[j].hi, 16);
+			memcpy(bx->dlo, pt[k], 16);
+			memcpy(bx->dhi, last, 16);
+			bx->exp_ms = cur[j].exp_ms;
+		}
+		run = ncur;
+		free(prev);
+		prev = cur;
+		nprev = ncur;
+		cur = NULL;
+		ncur = 0;
+	}
+	*out = res;
+	res = NULL;
+	ret = 0;
+out:
+	if (ret)
+		*nout = 0;
+	free(res);
+	free(cur);
+	free(prev);
+	free(src);
+	free(pt);
+	return ret;
+}

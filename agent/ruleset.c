@@ -14,8 +14,10 @@
 #include <libnftnl/table.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 
 #include "agent/nft.h"
 #include "agent/ranges.h"
@@ -39,24 +41,115 @@
 /* Concatenated keys use 32-bit register slots; every member is padded to 4 bytes. */
 #define REG(slot) (NFT_REG32_00 + (slot))
 
-enum { SET_PROTECTED, SET_ALWAYS4, SET_ALWAYS6, SET_ALLOW4, SET_ALLOW6, SET__COUNT };
+#define CONCAT4(a, b, c, d) (((((a) << TYPE_BITS | (b)) << TYPE_BITS | (c)) << TYPE_BITS) | (d))
+
+/* What a config needs in the table: the host's part always, the rest by mode and targets. */
+#define NEED_HOST 0x1u
+#define NEED_GATEWAY 0x2u
+#define NEED_DNAT 0x4u
+
+enum {
+	SET_PROTECTED,
+	SET_ALWAYS4,
+	SET_ALWAYS6,
+	SET_ALLOW4,
+	SET_ALLOW6,
+	SET_TARGETS4,
+	SET_TARGETS6,
+	SET_FWD4,
+	SET_FWD6,
+	SET_DNAT4,
+	SET__COUNT
+};
+
+#define F_GRANTS (NFT_SET_INTERVAL | NFT_SET_TIMEOUT | NFT_SET_CONCAT)
 
 static const struct set_shape {
 	const char *name;
+	unsigned need;
 	uint32_t flags;
 	uint32_t key_type;
 	uint32_t key_len;
-	uint8_t fields[4]; /* concat member lengths, for interval concatenations */
+	uint8_t fields[5]; /* concat member lengths, for interval concatenations */
+	uint32_t data_type, data_len; /* maps */
 } shapes[SET__COUNT] = {
-	[SET_PROTECTED] = { RULESET_SET_PROTECTED, 0,
-		CONCAT2(TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 8, { 0 } },
-	[SET_ALWAYS4] = { RULESET_SET_ALWAYS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, { 0 } },
-	[SET_ALWAYS6] = { RULESET_SET_ALWAYS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, { 0 } },
-	[SET_ALLOW4] = { RULESET_SET_ALLOW4, NFT_SET_INTERVAL | NFT_SET_TIMEOUT | NFT_SET_CONCAT,
-		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 } },
-	[SET_ALLOW6] = { RULESET_SET_ALLOW6, NFT_SET_INTERVAL | NFT_SET_TIMEOUT | NFT_SET_CONCAT,
-		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 } },
+	[SET_PROTECTED] = { RULESET_SET_PROTECTED, NEED_HOST, 0,
+		CONCAT2(TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 8, { 0 }, 0, 0 },
+	[SET_ALWAYS4] = { RULESET_SET_ALWAYS4, NEED_HOST, NFT_SET_INTERVAL, TYPE_IPADDR, 4, { 0 },
+		0, 0 },
+	[SET_ALWAYS6] = { RULESET_SET_ALWAYS6, NEED_HOST, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, { 0 },
+		0, 0 },
+	[SET_ALLOW4] = { RULESET_SET_ALLOW4, NEED_HOST, F_GRANTS,
+		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 }, 0, 0 },
+	[SET_ALLOW6] = { RULESET_SET_ALLOW6, NEED_HOST, F_GRANTS,
+		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 }, 0, 0 },
+	[SET_TARGETS4] = { RULESET_SET_TARGETS4, NEED_GATEWAY, NFT_SET_INTERVAL | NFT_SET_CONCAT,
+		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 }, 0, 0 },
+	[SET_TARGETS6] = { RULESET_SET_TARGETS6, NEED_GATEWAY, NFT_SET_INTERVAL | NFT_SET_CONCAT,
+		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 }, 0, 0 },
+	[SET_FWD4] = { RULESET_SET_FWD4, NEED_GATEWAY, F_GRANTS,
+		CONCAT4(TYPE_IPADDR, TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 16,
+		{ 4, 4, 1, 2 }, 0, 0 },
+	[SET_FWD6] = { RULESET_SET_FWD6, NEED_GATEWAY, F_GRANTS,
+		CONCAT4(TYPE_IP6ADDR, TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 40,
+		{ 16, 16, 1, 2 }, 0, 0 },
+	[SET_DNAT4] = { RULESET_MAP_DNAT4, NEED_DNAT, F_GRANTS | NFT_SET_MAP,
+		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 },
+		CONCAT2(TYPE_IPADDR, TYPE_INET_SERVICE), 8 },
 };
+
+enum { CHAIN_INPUT, CHAIN_FORWARD, CHAIN_NAT, CHAIN__COUNT };
+
+static const struct chain_shape {
+	const char *name;
+	unsigned need;
+	const char *type;
+	uint32_t hook;
+	int32_t prio;
+} chains[CHAIN__COUNT] = {
+	[CHAIN_INPUT] = { RULESET_CHAIN, NEED_HOST, "filter", NF_INET_LOCAL_IN, 0 },
+	[CHAIN_FORWARD] = { RULESET_CHAIN_FORWARD, NEED_GATEWAY, "filter", NF_INET_FORWARD, 0 },
+	/* dstnat: before routing, so a mapped connection is routed to the machine behind. */
+	[CHAIN_NAT] = { RULESET_CHAIN_NAT, NEED_DNAT, "nat", NF_INET_PRE_ROUTING, -100 },
+};
+
+static unsigned needs(const struct config *cfg)
+{
+	unsigned n = NEED_HOST;
+
+	if (cfg->mode & CONFIG_MODE_GATEWAY)
+		n |= NEED_GATEWAY;
+	for (size_t i = 0; i < cfg->n_targets; i++)
+		if (cfg->targets[i].dnat)
+			n |= NEED_DNAT;
+	return n;
+}
+
+int ruleset_wants(const struct config *cfg, int kind)
+{
+	unsigned need = needs(cfg);
+
+	return kind == RULESET_HOST || (kind == RULESET_FORWARD && (need & NEED_GATEWAY)) ||
+		(kind == RULESET_DNAT && (need & NEED_DNAT));
+}
+
+int ruleset_same_shape(const struct config *a, const struct config *b)
+{
+	return needs(a) == needs(b);
+}
+
+const char *ruleset_set_name(int kind, int family)
+{
+	switch (kind) {
+	case RULESET_HOST:
+		return family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6;
+	case RULESET_FORWARD:
+		return family == AF_INET ? RULESET_SET_FWD4 : RULESET_SET_FWD6;
+	case RULESET_DNAT:
+		return family == AF_INET ? RULESET_MAP_DNAT4 : NULL;
+	}
+	return NULL;
+}
 
 static int add_table(struct nft_batch *b, uint32_t flags)
 {
@@ -101,6 +194,10 @@ static int add_set(struct nft_batch *b, const struct set_shape *sh, uint32_t id)
 	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, sh->key_len);
 	if (nfields)
 		nftnl_set_set_data(s, NFTNL_SET_DESC_CONCAT, sh->fields, (uint32_t)nfields);
+	if (sh->data_len) {
+		nftnl_set_set_u32(s, NFTNL_SET_DATA_TYPE, sh->data_type);
+		nftnl_set_set_u32(s, NFTNL_SET_DATA_LEN, sh->data_len);
+	}
 	nlh = nft_batch_msg(b, NFT_MSG_NEWSET, NFPROTO_INET, NLM_F_CREATE, sh->name);
 	if (nlh)
 		nftnl_set_nlmsg_build_payload(nlh, s);
@@ -302,7 +399,103 @@ static int add_counter(struct nft_batch *b)
 	return nlh ? 0 : -ENOMEM;
 }
 
-static int add_chain(struct nft_batch *b)
+/* addr . proto . port with each member padded to its 4-byte register slot; the key's length. */
+static uint32_t addr_proto_port(uint8_t *key, const uint8_t *addr, size_t alen, uint8_t ipproto,
+	uint16_t port)
+{
+	uint16_t be = htons(port);
+
+	memset(key, 0, alen + 8);
+	memcpy(key, addr, alen);
+	key[alen] = ipproto;
+	memcpy(&key[alen + 4], &be, 2);
+	return (uint32_t)(alen + 8);
+}
+
+/*
+ * A targets set's elements as cfg wants them: per (protocol, port), the target addresses as
+ * disjoint ranges (targets may nest: 10.1.0.0/24 and 10.1.0.5 with another maximum).
+ */
+static int want_targets(const struct config *cfg, int family, struct nftnl_set **sp,
+	size_t *countp)
+{
+	const char *name = family == AF_INET ? RULESET_SET_TARGETS4 : RULESET_SET_TARGETS6;
+	size_t alen = family == AF_INET ? 4 : 16, count = 0;
+	struct span *in = calloc(cfg->n_targets + 1, sizeof(*in)), *out = NULL;
+	struct nftnl_set *s = set_new(name);
+	int ret = in && s ? 0 : -ENOMEM;
+
+	*sp = NULL;
+	for (size_t t = 0; ret == 0 && t < cfg->n_targets; t++) {
+		const struct target_policy *tp = &cfg->targets[t];
+
+		for (unsigned proto = PORT_PROTO_TCP; ret == 0 && proto <= PORT_PROTO_UDP;
+			proto <<= 1) {
+			size_t n = 0, nout = 0;
+			bool first = true;
+
+			if (tp->addr.family != family || !(tp->protos & proto))
+				continue;
+			/* Each (protocol, port) once: at the first target that lists it. */
+			for (size_t u = 0; u < t && first; u++)
+				first = !(cfg->targets[u].addr.family == family &&
+					cfg->targets[u].port == tp->port &&
+					(cfg->targets[u].protos & proto));
+			if (!first)
+				continue;
+			for (size_t u = t; u < cfg->n_targets; u++)
+				if (cfg->targets[u].addr.family == family &&
+					cfg->targets[u].port == tp->port &&
+					(cfg->targets[u].protos & proto))
+					prefix_range(&cfg->targets[u].addr, in[n].lo, in[n].hi), n++;
+			free(out);
+			out = NULL;
+			ret = ranges_disjoint(in, n, alen, &out, &nout);
+			for (size_t i = 0; ret == 0 && i < nout; i++) {
+				struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+				uint8_t key[24];
+				uint8_t ipproto = port_proto_ipproto(proto);
+
+				if (!e) {
+					ret = -ENOMEM;
+					break;
+				}
+				nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key,
+					addr_proto_port(key, out[i].lo, alen, ipproto, tp->port));
+				nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, key,
+					addr_proto_port(key, out[i].hi, alen, ipproto, tp->port));
+				nftnl_set_elem_add(s, e);
+				count++;
+			}
+		}
+	}
+	if (ret == 0) {
+		*sp = s;
+		*countp = count;
+		s = NULL;
+	}
+	if (s)
+		nftnl_set_free(s);
+	free(out);
+	free(in);
+	return ret;
+}
+
+static int fill_targets(struct nft_batch *b, const struct config *cfg, int family)
+{
+	struct nftnl_set *s;
+	size_t count;
+	int ret;
+
+	if ((ret = want_targets(cfg, family, &s, &count)))
+		return ret;
+	ret = send_elems(b, s, count, NFT_MSG_NEWSETELEM,
+		family == AF_INET ? RULESET_SET_TARGETS4 : RULESET_SET_TARGETS6);
+	nftnl_set_free(s);
+	return ret;
+}
+
+static int add_chain(struct nft_batch *b, const struct chain_shape *sh)
 {
 	struct nftnl_chain *c = nftnl_chain_alloc();
 	struct nlmsghdr *nlh;
@@ -310,13 +503,13 @@ static int add_chain(struct nft_batch *b)
 	if (!c)
 		return -ENOMEM;
 	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, RULESET_TABLE);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, RULESET_CHAIN);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
-	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, 0);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, sh->name);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, sh->type);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, sh->hook);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, sh->prio);
 	/* accept: traffic jitd does not guard continues to the host's own rules untouched. */
 	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
-	nlh = nft_batch_msg(b, NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, "chain input");
+	nlh = nft_batch_msg(b, NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, sh->name);
 	if (nlh)
 		nftnl_chain_nlmsg_build_payload(nlh, c);
 	nftnl_chain_free(c);
@@ -324,7 +517,7 @@ static int add_chain(struct nft_batch *b)
 }
 
 /* A DELRULE naming only the chain removes all its rules (nft's `flush chain`). */
-static int flush_chain(struct nft_batch *b)
+static int flush_chain(struct nft_batch *b, const char *name)
 {
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	struct nlmsghdr *nlh;
@@ -332,8 +525,8 @@ static int flush_chain(struct nft_batch *b)
 	if (!r)
 		return -ENOMEM;
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, RULESET_TABLE);
-	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, RULESET_CHAIN);
-	nlh = nft_batch_msg(b, NFT_MSG_DELRULE, NFPROTO_INET, 0, "flush chain input");
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, name);
+	nlh = nft_batch_msg(b, NFT_MSG_DELRULE, NFPROTO_INET, 0, "flush chain");
 	if (nlh)
 		nftnl_rule_nlmsg_build_payload(nlh, r);
 	nftnl_rule_free(r);
@@ -510,36 +703,81 @@ static bool rule_allow(struct nftnl_rule *r, const void *arg)
 	uint32_t slots = family == AF_INET ? 1 : 4;
 
 	return add_nfproto(r, family) && add_saddr(r, family) && add_proto_port(r, slots) &&
-		add_lookup(r, family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6, REG(0),
-			false) &&
+		add_lookup(r, ruleset_set_name(RULESET_HOST, family), REG(0), false) &&
+		add_verdict(r, NF_ACCEPT);
+}
+
+/* ip daddr / ip6 daddr into a slot. */
+static bool add_daddr(struct nftnl_rule *r, int family, uint32_t slot)
+{
+	return family == AF_INET ?
+		add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, REG(slot)) :
+		add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 24, 16, REG(slot));
+}
+
+/* ip saddr . ip daddr . meta l4proto . th dport @fwd4 accept (ip6 likewise). */
+static bool rule_forward(struct nftnl_rule *r, const void *arg)
+{
+	int family = *(const int *)arg;
+	uint32_t slots = family == AF_INET ? 1 : 4;
+
+	return add_nfproto(r, family) && add_saddr(r, family) && add_daddr(r, family, slots) &&
+		add_proto_port(r, 2 * slots) &&
+		add_lookup(r, ruleset_set_name(RULESET_FORWARD, family), REG(0), false) &&
 		add_verdict(r, NF_ACCEPT);
 }
 
 /*
- * The deny rule matches @protected again rather than relying on rule order alone: a packet
+ * What the deny rules guard, and how: the host's protected ports (family AF_UNSPEC) or one
+ * family's targets, dropped or rejected.
+ */
+struct guard {
+	int family;
+	enum deny_action action;
+};
+
+static const struct guard guards[3][2] = {
+	{ { AF_UNSPEC, DENY_DROP }, { AF_UNSPEC, DENY_REJECT } },
+	{ { AF_INET, DENY_DROP }, { AF_INET, DENY_REJECT } },
+	{ { AF_INET6, DENY_DROP }, { AF_INET6, DENY_REJECT } },
+};
+
+/* Matches packets to what g guards: @protected, or daddr . l4proto . dport @targets4/6. */
+static bool add_guarded(struct nftnl_rule *r, const struct guard *g)
+{
+	uint32_t slots = g->family == AF_INET ? 1 : 4;
+
+	if (g->family == AF_UNSPEC)
+		return add_proto_port(r, 0) && add_lookup(r, RULESET_SET_PROTECTED, REG(0), false);
+	return add_nfproto(r, g->family) && add_daddr(r, g->family, 0) &&
+		add_proto_port(r, slots) &&
+		add_lookup(r, g->family == AF_INET ? RULESET_SET_TARGETS4 : RULESET_SET_TARGETS6,
+			REG(0), false);
+}
+
+/*
+ * The deny rule matches what it guards again rather than relying on rule order alone: a packet
  * whose transport header cannot be read makes the `return` rule break, not match, and must
  * then fall through to the policy, not into a drop.
  */
 static bool rule_deny(struct nftnl_rule *r, const void *arg)
 {
-	enum deny_action action = *(const enum deny_action *)arg;
+	const struct guard *g = arg;
 
-	if (!add_proto_port(r, 0) || !add_lookup(r, RULESET_SET_PROTECTED, REG(0), false) ||
-		!add_counter_ref(r))
+	if (!add_guarded(r, g) || !add_counter_ref(r))
 		return false;
-	if (action == DENY_DROP)
+	if (g->action == DENY_DROP)
 		return add_verdict(r, NF_DROP);
 	return add_reject(r, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_PORT_UNREACH);
 }
 
 /* TCP gets a reset, as a closed port would answer; everything else ICMP port unreachable. */
-static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg)
 {
 	uint8_t tcp = IPPROTO_TCP;
 
 	return add_meta(r, NFT_META_L4PROTO, NFT_REG_1) && add_cmp(r, NFT_CMP_EQ, &tcp, 1) &&
-		add_proto_port(r, 0) && add_lookup(r, RULESET_SET_PROTECTED, REG(0), false) &&
-		add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
+		add_guarded(r, arg) && add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
 }
 
 /*
@@ -548,7 +786,7 @@ static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg __attribute__((u
  * client's session at once instead of leaving it to retransmit for minutes. A stray ACK to a
  * closed or an open port gets a reset from the stack anyway, so this tells a scanner nothing.
  */
-static bool rule_reset_stale(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+static bool rule_reset_stale(struct nftnl_rule *r, const void *arg)
 {
 	uint8_t tcp = IPPROTO_TCP, syn = 0x02, zero = 0;
 	struct nftnl_expr *e;
@@ -564,46 +802,110 @@ static bool rule_reset_stale(struct nftnl_rule *r, const void *arg __attribute__
 		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &syn, 1);
 		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
 	}
-	return expr_add(r, e) && add_cmp(r, NFT_CMP_EQ, &zero, 1) && add_proto_port(r, 0) &&
-		add_lookup(r, RULESET_SET_PROTECTED, REG(0), false) && add_counter_ref(r) &&
-		add_reject(r, NFT_REJECT_TCP_RST, 0);
+	return expr_add(r, e) && add_cmp(r, NFT_CMP_EQ, &zero, 1) && add_guarded(r, arg) &&
+		add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
 }
 
-/* One rule of the chain: how to build it, and its name in error reports. */
+/*
+ * meta l4proto P fib daddr type local dnat ip to ip saddr . meta l4proto . th dport map @dnat4:
+ * only connections to the gateway itself are mapped, never traffic passing through it.
+ */
+static bool rule_dnat(struct nftnl_rule *r, const void *arg)
+{
+	uint8_t proto = *(const uint8_t *)arg;
+	uint32_t local = RTN_LOCAL;
+	struct nftnl_expr *e;
+
+	if (!add_meta(r, NFT_META_L4PROTO, NFT_REG_1) || !add_cmp(r, NFT_CMP_EQ, &proto, 1))
+		return false;
+	if ((e = nftnl_expr_alloc("fib"))) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
+	}
+	if (!expr_add(r, e) || !add_cmp(r, NFT_CMP_EQ, &local, sizeof(local)) ||
+		!add_nfproto(r, AF_INET) || !add_saddr(r, AF_INET) || !add_proto_port(r, 1))
+		return false;
+	if ((e = nftnl_expr_alloc("lookup"))) {
+		nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, RULESET_MAP_DNAT4);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, REG(0));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, REG(0));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, 0);
+	}
+	if (!expr_add(r, e))
+		return false;
+	if ((e = nftnl_expr_alloc("nat"))) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_TYPE, NFT_NAT_DNAT);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FAMILY, NFPROTO_IPV4);
+		/* Max = min and the flags: as the kernel reports them back, for ruleset_in_place. */
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_ADDR_MIN, REG(0));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_ADDR_MAX, REG(0));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_PROTO_MIN, REG(1));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_PROTO_MAX, REG(1));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FLAGS,
+			NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED);
+	}
+	return expr_add(r, e);
+}
+
+/* One rule of a chain: how to build it, and its name in error reports. */
 struct rule_spec {
 	bool (*build)(struct nftnl_rule *r, const void *arg);
 	const void *arg;
 	const char *what;
 };
 
-/* The chain's rules in order, as cfg wants them. Returns how many (at most 9). */
-static size_t rule_specs(const struct config *cfg, struct rule_spec out[9])
+#define MAX_RULES 12
+
+/* The deny rules for one guard, as the deny action wants them. */
+static size_t deny_specs(const struct guard *g, struct rule_spec *out)
 {
-	static const int v4 = AF_INET, v6 = AF_INET6;
 	size_t n = 0;
 
-	out[n++] = (struct rule_spec){ rule_ct, NULL, "rule ct state" };
-	out[n++] = (struct rule_spec){ rule_unprotected, NULL, "rule unprotected ports" };
-	out[n++] = (struct rule_spec){ rule_always, &v4, "rule always4" };
-	out[n++] = (struct rule_spec){ rule_always, &v6, "rule always6" };
-	out[n++] = (struct rule_spec){ rule_allow, &v4, "rule allow4" };
-	out[n++] = (struct rule_spec){ rule_allow, &v6, "rule allow6" };
-	if (cfg->deny_action == DENY_REJECT)
-		out[n++] = (struct rule_spec){ rule_deny_tcp, NULL, "rule reject tcp" };
-	if (cfg->deny_action == DENY_DROP)
-		out[n++] = (struct rule_spec){ rule_reset_stale, NULL, "rule reset stale tcp" };
-	out[n++] = (struct rule_spec){ rule_deny, &cfg->deny_action, "rule deny" };
+	if (g->action == DENY_REJECT)
+		out[n++] = (struct rule_spec){ rule_deny_tcp, g, "rule reject tcp" };
+	if (g->action == DENY_DROP)
+		out[n++] = (struct rule_spec){ rule_reset_stale, g, "rule reset stale tcp" };
+	out[n++] = (struct rule_spec){ rule_deny, g, "rule deny" };
 	return n;
 }
 
-static struct nftnl_rule *rule_new(const struct rule_spec *sp)
+/* A chain's rules in order, as cfg wants them. Returns how many (at most MAX_RULES). */
+static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spec out[MAX_RULES])
+{
+	static const int v4 = AF_INET, v6 = AF_INET6;
+	static const uint8_t tcp = IPPROTO_TCP, udp = IPPROTO_UDP;
+	size_t n = 0, action = cfg->deny_action == DENY_REJECT;
+
+	if (chain == CHAIN_NAT) {
+		out[n++] = (struct rule_spec){ rule_dnat, &tcp, "rule dnat tcp" };
+		out[n++] = (struct rule_spec){ rule_dnat, &udp, "rule dnat udp" };
+		return n;
+	}
+	out[n++] = (struct rule_spec){ rule_ct, NULL, "rule ct state" };
+	if (chain == CHAIN_INPUT)
+		out[n++] = (struct rule_spec){ rule_unprotected, NULL, "rule unprotected ports" };
+	out[n++] = (struct rule_spec){ rule_always, &v4, "rule always4" };
+	out[n++] = (struct rule_spec){ rule_always, &v6, "rule always6" };
+	if (chain == CHAIN_INPUT) {
+		out[n++] = (struct rule_spec){ rule_allow, &v4, "rule allow4" };
+		out[n++] = (struct rule_spec){ rule_allow, &v6, "rule allow6" };
+		return n + deny_specs(&guards[0][action], &out[n]);
+	}
+	out[n++] = (struct rule_spec){ rule_forward, &v4, "rule fwd4" };
+	out[n++] = (struct rule_spec){ rule_forward, &v6, "rule fwd6" };
+	n += deny_specs(&guards[1][action], &out[n]);
+	return n + deny_specs(&guards[2][action], &out[n]);
+}
+
+static struct nftnl_rule *rule_new(const char *chain, const struct rule_spec *sp)
 {
 	struct nftnl_rule *r = nftnl_rule_alloc();
 
 	if (!r)
 		return NULL;
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, RULESET_TABLE);
-	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, RULESET_CHAIN);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
 	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
 	if (!sp->build(r, sp->arg)) {
 		nftnl_rule_free(r);
@@ -612,13 +914,13 @@ static struct nftnl_rule *rule_new(const struct rule_spec *sp)
 	return r;
 }
 
-static int add_rules(struct nft_batch *b, const struct config *cfg)
+static int add_rules(struct nft_batch *b, const struct config *cfg, size_t chain)
 {
-	struct rule_spec spec[9];
-	size_t n = rule_specs(cfg, spec);
+	struct rule_spec spec[MAX_RULES];
+	size_t n = rule_specs(cfg, chain, spec);
 
 	for (size_t i = 0; i < n; i++) {
-		struct nftnl_rule *r = rule_new(&spec[i]);
+		struct nftnl_rule *r = rule_new(chains[chain].name, &spec[i]);
 		struct nlmsghdr *nlh = r ? nft_batch_msg(b, NFT_MSG_NEWRULE, NFPROTO_INET,
 			NLM_F_CREATE | NLM_F_APPEND, spec[i].what) : NULL;
 
@@ -639,20 +941,32 @@ int ruleset_claim(struct nft_batch *b, uint32_t table_flags)
 
 int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags)
 {
+	unsigned need = needs(cfg);
 	int ret;
 
 	if ((ret = add_table(b, table_flags)))
 		return ret;
 	for (uint32_t i = 0; i < SET__COUNT; i++)
-		if ((ret = add_set(b, &shapes[i], i + 1)))
+		if ((shapes[i].need & need) && (ret = add_set(b, &shapes[i], i + 1)))
 			return ret;
-	if ((ret = add_counter(b)) || (ret = add_chain(b)) || (ret = flush_chain(b)))
+	if ((ret = add_counter(b)))
 		return ret;
+	for (size_t i = 0; i < CHAIN__COUNT; i++)
+		if ((chains[i].need & need) &&
+			((ret = add_chain(b, &chains[i])) || (ret = flush_chain(b, chains[i].name))))
+			return ret;
 	if ((ret = flush_set(b, RULESET_SET_PROTECTED)) || (ret = fill_protected(b, cfg)) ||
 		(ret = flush_set(b, RULESET_SET_ALWAYS4)) || (ret = fill_always(b, cfg, AF_INET)) ||
 		(ret = flush_set(b, RULESET_SET_ALWAYS6)) || (ret = fill_always(b, cfg, AF_INET6)))
 		return ret;
-	return add_rules(b, cfg);
+	if ((need & NEED_GATEWAY) &&
+		((ret = flush_set(b, RULESET_SET_TARGETS4)) || (ret = fill_targets(b, cfg, AF_INET)) ||
+		(ret = flush_set(b, RULESET_SET_TARGETS6)) || (ret = fill_targets(b, cfg, AF_INET6))))
+		return ret;
+	for (size_t i = 0; i < CHAIN__COUNT; i++)
+		if ((chains[i].need & need) && (ret = add_rules(b, cfg, i)))
+			return ret;
+	return 0;
 }
 
 /*
@@ -694,11 +1008,13 @@ static int rule_text(struct nftnl_rule *r, char *buf, size_t len)
 	return 0;
 }
 
-static bool rules_match(const struct config *cfg, struct nftnl_rule_list *have)
+/* Whether the kernel's rules of one chain are, in order, the ones cfg wants there. */
+static bool rules_match(const struct config *cfg, size_t chain, struct nftnl_rule_list *have)
 {
-	struct rule_spec spec[9];
-	size_t n = rule_specs(cfg, spec), i = 0;
+	struct rule_spec spec[MAX_RULES];
+	size_t n = rule_specs(cfg, chain, spec), i = 0;
 	struct nftnl_rule_list_iter *it = nftnl_rule_list_iter_create(have);
+	const char *name = chains[chain].name;
 	struct nftnl_rule *k;
 	bool same = it != NULL;
 
@@ -706,16 +1022,17 @@ static bool rules_match(const struct config *cfg, struct nftnl_rule_list *have)
 		char want[2048], got[2048];
 		struct nftnl_rule *r;
 
-		if (strcmp(nftnl_rule_get_str(k, NFTNL_RULE_CHAIN), RULESET_CHAIN))
+		if (strcmp(nftnl_rule_get_str(k, NFTNL_RULE_CHAIN), name))
 			continue;
-		if (i == n || !(r = rule_new(&spec[i++]))) {
+		if (i == n || !(r = rule_new(name, &spec[i++]))) {
 			same = false;
 			break;
 		}
 		same = !rule_text(r, want, sizeof(want)) && !rule_text(k, got, sizeof(got)) &&
 			!strcmp(want, got);
 		if (!same)
-			log_debug("kernel: rule %zu differs:\n  want %s\n  have %s", i, want, got);
+			log_debug("kernel: %s rule %zu differs:\n  want %s\n  have %s", name, i, want,
+				got);
 		nftnl_rule_free(r);
 	}
 	if (it)
@@ -737,18 +1054,28 @@ static char *elems_text(struct nftnl_set *s)
 	size_t n = 0, len = 1;
 
 	while (it && (e = nftnl_set_elems_iter_next(it))) {
-		uint32_t klen = 0, flags = 0;
+		uint32_t klen = 0, elen = 0, flags = 0;
 		const uint8_t *key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
+		const uint8_t *end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
 		char **nv = realloc(v, (n + 1) * sizeof(*v));
+		size_t o = 0;
 
-		if (!nv || !(nv[n] = malloc(2 * klen + 4)))
+		if (!key)
+			klen = 0;
+		if (!end)
+			elen = 0;
+		if (!nv || !(nv[n] = malloc(2 * (klen + elen) + 4)))
 			goto out;
 		v = nv;
 		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS))
 			flags = nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS);
-		for (uint32_t b = 0; key && b < klen; b++)
-			sprintf(v[n] + 2 * b, "%02x", key[b]);
-		strcpy(v[n] + 2 * (key ? klen : 0), flags & NFT_SET_ELEM_INTERVAL_END ? "e;" : ";");
+		for (uint32_t b = 0; b < klen; b++)
+			o += (size_t)sprintf(v[n] + o, "%02x", key[b]);
+		if (elen)
+			v[n][o++] = '-';
+		for (uint32_t b = 0; b < elen; b++)
+			o += (size_t)sprintf(v[n] + o, "%02x", end[b]);
+		strcpy(v[n] + o, flags & NFT_SET_ELEM_INTERVAL_END ? "e;" : ";");
 		len += strlen(v[n++]);
 	}
 	if (n)
@@ -798,7 +1125,10 @@ static bool set_matches(struct nftnl_set_list *sets, const struct set_shape *sh)
 			continue;
 		same = nftnl_set_get_u32(s, NFTNL_SET_FLAGS) == sh->flags &&
 			nftnl_set_get_u32(s, NFTNL_SET_KEY_TYPE) == sh->key_type &&
-			nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN) == sh->key_len;
+			nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN) == sh->key_len &&
+			(!sh->data_len ||
+				(nftnl_set_get_u32(s, NFTNL_SET_DATA_TYPE) == sh->data_type &&
+					nftnl_set_get_u32(s, NFTNL_SET_DATA_LEN) == sh->data_len));
 		break;
 	}
 	if (it)
@@ -818,35 +1148,94 @@ static size_t sets_count(struct nftnl_set_list *sets)
 	return n;
 }
 
-static bool chain_matches(struct nftnl_chain_list *chains)
+static bool chain_matches(struct nftnl_chain_list *list, const struct chain_shape *sh)
 {
-	struct nftnl_chain_list_iter *it = nftnl_chain_list_iter_create(chains);
+	struct nftnl_chain_list_iter *it = nftnl_chain_list_iter_create(list);
 	struct nftnl_chain *c;
-	size_t n = 0;
 	bool same = false;
 
 	while (it && (c = nftnl_chain_list_iter_next(it))) {
-		n++;
-		if (strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_NAME), RULESET_CHAIN))
+		if (strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_NAME), sh->name))
 			continue;
 		same = nftnl_chain_is_set(c, NFTNL_CHAIN_TYPE) &&
-			!strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TYPE), "filter") &&
-			nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM) == NF_INET_LOCAL_IN &&
-			nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO) == 0 &&
+			!strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TYPE), sh->type) &&
+			nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM) == sh->hook &&
+			nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO) == sh->prio &&
 			nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) == NF_ACCEPT;
+		break;
 	}
 	if (it)
 		nftnl_chain_list_iter_destroy(it);
-	return same && n == 1;
+	return same;
+}
+
+static size_t chains_count(struct nftnl_chain_list *list)
+{
+	struct nftnl_chain_list_iter *it = nftnl_chain_list_iter_create(list);
+	size_t n = 0;
+
+	while (it && nftnl_chain_list_iter_next(it))
+		n++;
+	if (it)
+		nftnl_chain_list_iter_destroy(it);
+	return n;
+}
+
+/* How many sets and chains cfg wants in the table. */
+static void wanted(const struct config *cfg, size_t *n_sets, size_t *n_chains)
+{
+	unsigned need = needs(cfg);
+
+	*n_sets = *n_chains = 0;
+	for (size_t i = 0; i < SET__COUNT; i++)
+		*n_sets += !!(shapes[i].need & need);
+	for (size_t i = 0; i < CHAIN__COUNT; i++)
+		*n_chains += !!(chains[i].need & need);
+}
+
+int ruleset_extra(struct nft *nft, const struct config *cfg)
+{
+	struct nft_table_view v;
+	size_t n_sets, n_chains;
+	int ret;
+
+	if ((ret = nft_table_view(nft, RULESET_TABLE, &v)))
+		return ret;
+	wanted(cfg, &n_sets, &n_chains);
+	/* Each wanted one is there at most once, so any surplus is something cfg would not make. */
+	ret = v.table && (sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains);
+	nft_table_view_free(&v);
+	return ret;
+}
+
+/* 1: the kernel's fixed set name holds exactly what want() makes of cfg; 0: not; -errno. */
+static int fixed_match(struct nft *nft, const struct config *cfg, const char *name,
+	int (*want)(const struct config *, int, struct nftnl_set **, size_t *), int family)
+{
+	struct nftnl_set *s = NULL;
+	size_t count;
+	int ret = want(cfg, family, &s, &count);
+
+	if (ret == 0)
+		ret = elems_match(nft, name, s);
+	if (s)
+		nftnl_set_free(s);
+	return ret;
+}
+
+static int want_protected_any(const struct config *cfg, int family __attribute__((unused)),
+	struct nftnl_set **out, size_t *countp)
+{
+	return want_protected(cfg, out, countp);
 }
 
 int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
 	const char **differs)
 {
 	struct nft_table_view v;
-	struct nftnl_set *want = NULL;
+	unsigned need = needs(cfg);
+	size_t n_sets, n_chains;
 	uint64_t packets, bytes;
-	size_t count;
 	int ret;
 
 	*differs = "";
@@ -866,45 +1255,49 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 		*differs = "table flags differ";
 		goto out;
 	}
+	wanted(cfg, &n_sets, &n_chains);
 	for (size_t i = 0; i < SET__COUNT; i++) {
-		if (!set_matches(v.sets, &shapes[i])) {
+		if ((shapes[i].need & need) && !set_matches(v.sets, &shapes[i])) {
 			*differs = "a set is missing or has another type";
 			goto out;
 		}
 	}
-	if (sets_count(v.sets) != SET__COUNT) {
+	if (sets_count(v.sets) != n_sets) {
 		*differs = "the table holds sets jitd did not make";
 		goto out;
 	}
-	if (!chain_matches(v.chains)) {
-		*differs = "the chain is missing or differs";
-		goto out;
+	for (size_t i = 0; i < CHAIN__COUNT; i++) {
+		if (!(chains[i].need & need))
+			continue;
+		if (!chain_matches(v.chains, &chains[i])) {
+			*differs = "a chain is missing or differs";
+			goto out;
+		}
+		if (!rules_match(cfg, i, v.rules)) {
+			*differs = "the rules differ";
+			goto out;
+		}
 	}
-	if (!rules_match(cfg, v.rules)) {
-		*differs = "the rules differ";
+	if (chains_count(v.chains) != n_chains) {
+		*differs = "the table holds chains jitd did not make";
 		goto out;
 	}
 	if (nft_counter_get(nft, RULESET_TABLE, RULESET_COUNTER_DENIED, &packets, &bytes)) {
 		*differs = "the counter is missing";
 		goto out;
 	}
-	if ((ret = want_protected(cfg, &want, &count)) ||
-		(ret = elems_match(nft, RULESET_SET_PROTECTED, want)) <= 0)
+	if ((ret = fixed_match(nft, cfg, RULESET_SET_PROTECTED, want_protected_any, 0)) <= 0 ||
+		(ret = fixed_match(nft, cfg, RULESET_SET_ALWAYS4, want_always, AF_INET)) <= 0 ||
+		(ret = fixed_match(nft, cfg, RULESET_SET_ALWAYS6, want_always, AF_INET6)) <= 0)
 		goto fixed;
-	nftnl_set_free(want);
-	if ((ret = want_always(cfg, AF_INET, &want, &count)) ||
-		(ret = elems_match(nft, RULESET_SET_ALWAYS4, want)) <= 0)
-		goto fixed;
-	nftnl_set_free(want);
-	if ((ret = want_always(cfg, AF_INET6, &want, &count)) ||
-		(ret = elems_match(nft, RULESET_SET_ALWAYS6, want)) <= 0)
+	if ((need & NEED_GATEWAY) &&
+		((ret = fixed_match(nft, cfg, RULESET_SET_TARGETS4, want_targets, AF_INET)) <= 0 ||
+		(ret = fixed_match(nft, cfg, RULESET_SET_TARGETS6, want_targets, AF_INET6)) <= 0))
 		goto fixed;
 	ret = 1;
 fixed:
 	if (ret == 0)
-		*differs = "the protected ports or always-allowed sources differ";
-	if (want)
-		nftnl_set_free(want);
+		*differs = "the protected ports, targets or always-allowed sources differ";
 out:
 	nft_table_view_free(&v);
 	return ret;
@@ -925,52 +1318,62 @@ int ruleset_delete(struct nft_batch *b)
 	return nlh ? 0 : -ENOMEM;
 }
 
-/* addr . proto . port with each member padded to its 4-byte register slot. */
-static uint32_t elem_key(const struct ruleset_elem *e, const uint8_t *addr, uint8_t key[24])
+/*
+ * An element's key, its start (lo side) or its end (hi side): src . proto . port (host, dnat)
+ * or src . dst . proto . port (forward), each member padded to its register slot.
+ */
+static uint32_t elem_key(const struct ruleset_elem *e, bool end, uint8_t key[48])
 {
 	size_t alen = e->family == AF_INET ? 4 : 16;
-	uint16_t port = htons(e->port);
 
-	memset(key, 0, 24);
-	memcpy(key, addr, alen);
-	key[alen] = e->ipproto;
-	memcpy(&key[alen + 4], &port, 2);
-	return (uint32_t)(alen + 8);
+	if (e->kind != RULESET_FORWARD)
+		return addr_proto_port(key, end ? e->hi : e->lo, alen, e->ipproto, e->port);
+	memcpy(key, end ? e->hi : e->lo, alen);
+	return (uint32_t)alen + addr_proto_port(key + alen, end ? e->dhi : e->dlo, alen, e->ipproto,
+		e->port);
 }
 
 static int put_elem(struct nftnl_set *s, const struct ruleset_elem *re, int64_t timeout_ms)
 {
 	struct nftnl_set_elem *e = nftnl_set_elem_alloc();
-	uint8_t key[24];
-	uint32_t klen;
+	uint8_t key[48];
 
 	if (!e)
 		return -ENOMEM;
-	klen = elem_key(re, re->lo, key);
-	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, klen);
-	klen = elem_key(re, re->hi, key);
-	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, key, klen);
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, elem_key(re, false, key));
+	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, key, elem_key(re, true, key));
+	if (re->kind == RULESET_DNAT) {
+		uint8_t data[8] = { 0 };
+		uint16_t port = htons(re->to_port);
+
+		memcpy(data, re->dlo, 4);
+		memcpy(&data[4], &port, 2);
+		nftnl_set_elem_set(e, NFTNL_SET_ELEM_DATA, data, sizeof(data));
+	}
 	if (timeout_ms > 0)
 		nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, (uint64_t)timeout_ms);
 	nftnl_set_elem_add(s, e);
 	return 0;
 }
 
-/* One message series per (set, direction): the family decides the set. */
-static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n, int family,
-	bool add, int64_t now_ms)
+/* One message series per (set, direction): kind and family decide the set. */
+static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n, int kind,
+	int family, bool add, int64_t now_ms)
 {
-	const char *name = family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6;
-	struct nftnl_set *s = set_new(name);
+	const char *name = ruleset_set_name(kind, family);
+	struct nftnl_set *s;
+	char what[64];
 	size_t count = 0;
 	int ret = 0;
 
-	if (!s)
+	if (!name)
+		return 0;
+	if (!(s = set_new(name)))
 		return -ENOMEM;
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		int64_t left = v[i].exp_ms - now_ms;
 
-		if (v[i].family != family)
+		if (v[i].kind != kind || v[i].family != family)
 			continue;
 		if (v[i].ipproto != IPPROTO_TCP && v[i].ipproto != IPPROTO_UDP)
 			ret = -EINVAL;
@@ -978,48 +1381,71 @@ static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n
 			ret = put_elem(s, &v[i], add ? (left > 0 ? left : 1) : 0);
 		count++;
 	}
+	snprintf(what, sizeof(what), "%s element %s %s", add ? "add" : "delete",
+		add ? "to" : "from", name);
 	if (ret == 0)
-		ret = send_elems(b, s, count, add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
-			add ? (family == AF_INET ? "add element to allow4" : "add element to allow6") :
-			      (family == AF_INET ? "delete element from allow4" :
-						   "delete element from allow6"));
+		ret = send_elems(b, s, count, add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, what);
 	nftnl_set_free(s);
+	return ret;
+}
+
+/* Deletions of every set first, so that a changed element is delete + add in one transaction. */
+static int elems_all(struct nft_batch *b, const struct ruleset_elem *v, size_t n, bool add,
+	int64_t now_ms)
+{
+	static const int families[] = { AF_INET, AF_INET6 };
+	int ret = 0;
+
+	for (int kind = RULESET_HOST; ret == 0 && kind <= RULESET_DNAT; kind++)
+		for (size_t f = 0; ret == 0 && f < 2; f++)
+			ret = elems_for(b, v, n, kind, families[f], add, now_ms);
 	return ret;
 }
 
 int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_del,
 	const struct ruleset_elem *add, size_t n_add, int64_t now_ms)
 {
-	int ret;
+	int ret = elems_all(b, del, n_del, false, now_ms);
 
-	if ((ret = elems_for(b, del, n_del, AF_INET, false, now_ms)) ||
-		(ret = elems_for(b, del, n_del, AF_INET6, false, now_ms)) ||
-		(ret = elems_for(b, add, n_add, AF_INET, true, now_ms)))
-		return ret;
-	return elems_for(b, add, n_add, AF_INET6, true, now_ms);
+	return ret ? ret : elems_all(b, add, n_add, true, now_ms);
 }
 
-int ruleset_elem_parse(struct nftnl_set_elem *e, int family, int64_t now_ms,
+int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, int64_t now_ms,
 	struct ruleset_elem *out)
 {
-	size_t alen = family == AF_INET ? 4 : 16;
-	const uint8_t *key, *end;
-	uint32_t klen = 0, elen = 0;
+	size_t alen = family == AF_INET ? 4 : 16, off = kind == RULESET_FORWARD ? alen : 0;
+	const uint8_t *key, *end, *data;
+	uint32_t klen = 0, elen = 0, dlen = 0;
 	uint16_t port;
 
 	memset(out, 0, sizeof(*out));
 	key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
 	end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
-	if (!key || !end || klen != alen + 8 || elen != klen)
+	if (!key || !end || klen != off + alen + 8 || elen != klen)
 		return -EINVAL;
-	if (key[alen] != end[alen] || memcmp(&key[alen + 4], &end[alen + 4], 2))
+	/* One (protocol, port) per element: jitd never writes a range of them. */
+	if (key[off + alen] != end[off + alen] || memcmp(&key[off + alen + 4], &end[off + alen + 4], 2))
 		return -EINVAL;
+	out->kind = (uint8_t)kind;
 	out->family = family;
 	memcpy(out->lo, key, alen);
 	memcpy(out->hi, end, alen);
-	out->ipproto = key[alen];
-	memcpy(&port, &key[alen + 4], 2);
+	if (kind == RULESET_FORWARD) {
+		memcpy(out->dlo, key + alen, alen);
+		memcpy(out->dhi, end + alen, alen);
+	}
+	out->ipproto = key[off + alen];
+	memcpy(&port, &key[off + alen + 4], 2);
 	out->port = ntohs(port);
+	if (kind == RULESET_DNAT) {
+		data = nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &dlen);
+		if (!data || dlen != 8)
+			return -EINVAL;
+		memcpy(out->dlo, data, 4);
+		memcpy(out->dhi, data, 4);
+		memcpy(&port, &data[4], 2);
+		out->to_port = ntohs(port);
+	}
 	/* No expiration means no timeout: nothing jitd writes lives forever, so the caller sees 0. */
 	if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
 		out->exp_ms = now_ms + (int64_t)nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);

@@ -9,6 +9,7 @@
 
 #include "agent/activity.h"
 #include "agent/conntrack.h"
+#include "agent/dnat.h"
 #include "agent/enforce.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
@@ -80,14 +81,18 @@ static json_t *range_json(int family, const uint8_t *lo, const uint8_t *hi)
 	return json_string(buf);
 }
 
-static int read_allow(struct nft *n, const char *set, int family, struct kview *kv)
+static int read_allow(struct nft *n, const struct config *cfg, int kind, int family,
+	struct kview *kv)
 {
+	const char *set = ruleset_set_name(kind, family);
 	struct nftnl_set_elems_iter *it;
 	struct nftnl_set_elem *el;
 	struct nftnl_set *s = NULL;
-	int ret = nft_set_dump(n, RULESET_TABLE, set, &s);
+	int ret;
 
-	if (ret)
+	if (!set || !ruleset_wants(cfg, kind))
+		return 0;
+	if ((ret = nft_set_dump(n, RULESET_TABLE, set, &s)))
 		return ret;
 	it = nftnl_set_elems_iter_create(s);
 	while (it && (el = nftnl_set_elems_iter_next(it))) {
@@ -98,7 +103,7 @@ static int read_allow(struct nft *n, const char *set, int family, struct kview *
 			break;
 		}
 		kv->v = nv;
-		if (ruleset_elem_parse(el, family, kv->now_ms, &kv->v[kv->n]) == 0)
+		if (ruleset_elem_parse(el, kind, family, kv->now_ms, &kv->v[kv->n]) == 0)
 			kv->n++;
 	}
 	nftnl_set_elems_iter_destroy(it);
@@ -106,7 +111,7 @@ static int read_allow(struct nft *n, const char *set, int family, struct kview *
 	return it ? ret : -ENOMEM;
 }
 
-static void kview_read(struct nft *n, struct kview *kv)
+static void kview_read(struct nft *n, const struct config *cfg, struct kview *kv)
 {
 	uint64_t bytes;
 
@@ -115,14 +120,20 @@ static void kview_read(struct nft *n, struct kview *kv)
 	if (nft_table_exists(n, RULESET_TABLE, &kv->present) || !kv->present)
 		return;
 	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
-	if (read_allow(n, RULESET_SET_ALLOW4, AF_INET, kv) ||
-		read_allow(n, RULESET_SET_ALLOW6, AF_INET6, kv))
-		kv->present = false; /* a table without its sets is not the table jitd built */
+	for (int kind = RULESET_HOST; kv->present && kind <= RULESET_DNAT; kind++)
+		if (read_allow(n, cfg, kind, AF_INET, kv) || read_allow(n, cfg, kind, AF_INET6, kv))
+			kv->present = false; /* without its sets it is not the table jitd built */
 }
 
-/* (family, protocol, port), then address: both sides of a comparison are sorted this way. */
-static int cmp_group(const struct ruleset_elem *x, int family, uint8_t ipproto, uint16_t port)
+/*
+ * (kind, family, protocol, port), then addresses: both sides of a comparison are sorted this
+ * way, as the enforcer keeps its model.
+ */
+static int cmp_group(const struct ruleset_elem *x, int kind, int family, uint8_t ipproto,
+	uint16_t port)
 {
+	if (x->kind != kind)
+		return x->kind < kind ? -1 : 1;
 	if (x->family != family)
 		return x->family < family ? -1 : 1;
 	if (x->ipproto != ipproto)
@@ -135,11 +146,15 @@ static int cmp_group(const struct ruleset_elem *x, int family, uint8_t ipproto, 
 static int cmp_elem(const void *a, const void *b)
 {
 	const struct ruleset_elem *x = a, *y = b;
-	int c = cmp_group(x, y->family, y->ipproto, y->port);
+	int c = cmp_group(x, y->kind, y->family, y->ipproto, y->port);
 
 	if (!c)
+		c = memcmp(x->dlo, y->dlo, 16);
+	if (!c)
 		c = memcmp(x->lo, y->lo, 16);
-	return c ? c : memcmp(x->hi, y->hi, 16);
+	if (!c)
+		c = memcmp(x->hi, y->hi, 16);
+	return c ? c : memcmp(x->dhi, y->dhi, 16);
 }
 
 static void kview_sort(struct kview *kv)
@@ -162,8 +177,8 @@ static bool next_addr(uint8_t *a, size_t alen)
  * elements are disjoint, so within a group both ends ascend and a binary search finds the
  * first element that can reach lo.
  */
-static int64_t covered_until(const struct kview *kv, int family, uint8_t ipproto, uint16_t port,
-	const uint8_t *lo, const uint8_t *hi)
+static int64_t covered_until(const struct kview *kv, int kind, int family, uint8_t ipproto,
+	uint16_t port, const uint8_t *lo, const uint8_t *hi)
 {
 	size_t alen = family == AF_INET ? 4 : 16, first = 0, end = kv->n;
 	int64_t until = INT64_MAX;
@@ -171,7 +186,7 @@ static int64_t covered_until(const struct kview *kv, int family, uint8_t ipproto
 
 	while (first < end) {
 		size_t mid = first + (end - first) / 2;
-		int c = cmp_group(&kv->v[mid], family, ipproto, port);
+		int c = cmp_group(&kv->v[mid], kind, family, ipproto, port);
 
 		if (c < 0 || (c == 0 && memcmp(kv->v[mid].hi, lo, alen) < 0))
 			first = mid + 1;
@@ -182,7 +197,7 @@ static int64_t covered_until(const struct kview *kv, int family, uint8_t ipproto
 	for (size_t i = first; i < kv->n; i++) {
 		const struct ruleset_elem *k = &kv->v[i];
 
-		if (cmp_group(k, family, ipproto, port) || memcmp(k->lo, want, alen) > 0)
+		if (cmp_group(k, kind, family, ipproto, port) || memcmp(k->lo, want, alen) > 0)
 			return -1; /* a gap, or nothing left that covers the rest */
 		if (k->exp_ms < until)
 			until = k->exp_ms;
@@ -193,18 +208,128 @@ static int64_t covered_until(const struct kview *kv, int family, uint8_t ipproto
 	return -1;
 }
 
-static int64_t grant_kernel_left(const struct kview *kv, const struct grant *g)
+/*
+ * Forward elements are boxes (source x destination). Milliseconds until the first box covering
+ * part of src x dst on (proto, port) leaves the kernel, or -1 if the boxes do not cover all of
+ * it: the destination range is cut at every box edge inside it, and each slice's source range
+ * must be covered by the boxes spanning the slice.
+ */
+static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipproto,
+	uint16_t port, const struct prefix *src, const struct prefix *dst)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+	uint8_t lo[16] = { 0 }, hi[16] = { 0 }, dlo[16] = { 0 }, dhi[16] = { 0 }, at[16];
+	int64_t until = INT64_MAX;
+
+	prefix_range(src, lo, hi);
+	prefix_range(dst, dlo, dhi);
+	memcpy(at, dlo, 16);
+	for (;;) {
+		uint8_t want[16], next[16];
+		bool more = true, done = false;
+
+		/* The slice starting at `at` ends before the next box edge above it. */
+		memcpy(next, dhi, 16);
+		for (size_t i = 0; i < kv->n; i++) {
+			const struct ruleset_elem *k = &kv->v[i];
+
+			if (cmp_group(k, RULESET_FORWARD, family, ipproto, port) ||
+				memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0)
+				continue;
+			if (memcmp(k->dhi, next, 16) < 0)
+				memcpy(next, k->dhi, 16);
+		}
+		/* The boxes spanning the slice, walked by source; they are disjoint. */
+		memcpy(want, lo, 16);
+		while (!done) {
+			const struct ruleset_elem *best = NULL;
+
+			for (size_t i = 0; i < kv->n; i++) {
+				const struct ruleset_elem *k = &kv->v[i];
+
+				if (cmp_group(k, RULESET_FORWARD, family, ipproto, port) ||
+					memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0 ||
+					memcmp(k->lo, want, 16) > 0 || memcmp(k->hi, want, 16) < 0)
+					continue;
+				best = k;
+				break;
+			}
+			if (!best)
+				return -1;
+			if (best->exp_ms < until)
+				until = best->exp_ms;
+			memcpy(want, best->hi, 16);
+			done = memcmp(want, hi, 16) >= 0 || !next_addr(want, alen);
+		}
+		if (memcmp(next, dhi, 16) >= 0)
+			break;
+		memcpy(at, next, 16);
+		more = next_addr(at, alen);
+		if (!more)
+			break;
+	}
+	return until == INT64_MAX ? -1 : until - kv->now_ms;
+}
+
+/* A gateway grant's boxes, and its gateway ports' mappings from each IPv4 source. */
+static int64_t gateway_kernel_left(const struct kview *kv, const struct config *cfg,
+	const struct grant *g)
+{
+	struct dnat_pair pairs[DNAT_MAX_PAIRS];
+	int64_t left = INT64_MAX, l;
+	size_t np = dnat_pairs(cfg, g, NULL);
+
+	for (size_t p = 0; p < g->n_ports; p++) {
+		uint8_t ipproto = port_proto_ipproto(g->ports[p].proto);
+
+		for (size_t d = 0; d < g->n_dst; d++) {
+			for (size_t s = 0; s < g->n_src; s++) {
+				if (g->src[s].family != g->dst[d].family)
+					continue;
+				l = box_covered_until(kv, g->dst[d].family, ipproto, g->ports[p].port,
+					&g->src[s], &g->dst[d]);
+				if (l < 0)
+					return -1;
+				left = l < left ? l : left;
+			}
+		}
+	}
+	if (np != g->n_dnat_ports || np > DNAT_MAX_PAIRS)
+		return -1;
+	dnat_pairs(cfg, g, pairs);
+	for (size_t k = 0; k < np; k++) {
+		for (size_t s = 0; s < g->n_src; s++) {
+			uint8_t lo[16] = { 0 }, hi[16] = { 0 };
+
+			if (g->src[s].family != AF_INET)
+				continue;
+			prefix_range(&g->src[s], lo, hi);
+			l = covered_until(kv, RULESET_DNAT, AF_INET,
+				port_proto_ipproto(g->ports[pairs[k].port_idx].proto),
+				g->dnat_ports[k], lo, hi);
+			if (l < 0)
+				return -1;
+			left = l < left ? l : left;
+		}
+	}
+	return left == INT64_MAX ? -1 : left;
+}
+
+static int64_t grant_kernel_left(const struct kview *kv, const struct config *cfg,
+	const struct grant *g)
 {
 	int64_t left = INT64_MAX;
 
+	if (g->n_dst)
+		return gateway_kernel_left(kv, cfg, g);
 	for (size_t p = 0; p < g->n_ports; p++) {
 		for (size_t s = 0; s < g->n_src; s++) {
 			uint8_t lo[16], hi[16];
 			int64_t l;
 
 			prefix_range(&g->src[s], lo, hi);
-			l = covered_until(kv, g->src[s].family, port_proto_ipproto(g->ports[p].proto),
-				g->ports[p].port, lo, hi);
+			l = covered_until(kv, RULESET_HOST, g->src[s].family,
+				port_proto_ipproto(g->ports[p].proto), g->ports[p].port, lo, hi);
 			if (l < 0)
 				return -1;
 			if (l < left)
@@ -229,19 +354,64 @@ static json_t *grant_elements(const struct grant *g)
 {
 	json_t *a = json_array();
 
-	for (size_t s = 0; a && s < g->n_src; s++)
-		for (size_t p = 0; p < g->n_ports; p++)
-			json_array_append_new(a, json_pack("{s:o, s:s, s:i}", "source",
-				prefix_json(&g->src[s]), "protocol",
-				port_proto_name(g->ports[p].proto), "port", g->ports[p].port));
+	for (size_t s = 0; a && s < g->n_src; s++) {
+		for (size_t p = 0; p < g->n_ports; p++) {
+			json_t *o = json_pack("{s:o, s:s, s:i}", "source", prefix_json(&g->src[s]),
+				"protocol", port_proto_name(g->ports[p].proto), "port",
+				g->ports[p].port);
+
+			/* A gateway grant's element is per destination of the source's family. */
+			for (size_t d = 0; o && d < g->n_dst; d++) {
+				json_t *c;
+
+				if (g->dst[d].family != g->src[s].family || !(c = json_deep_copy(o)))
+					continue;
+				json_object_set_new(c, "destination", prefix_json(&g->dst[d]));
+				json_array_append_new(a, c);
+			}
+			if (g->n_dst)
+				json_decref(o);
+			else
+				json_array_append_new(a, o);
+		}
+	}
+	return a;
+}
+
+/*
+ * The gateway ports a grant was given, as a cloud console shows them: where to connect, and
+ * where that leads. connect names the configured gateway address, or just the port.
+ */
+static json_t *dnat_json(const struct config *cfg, const struct grant *g)
+{
+	struct dnat_pair pairs[DNAT_MAX_PAIRS];
+	size_t np = dnat_pairs(cfg, g, NULL);
+	json_t *a = json_array();
+
+	if (np != g->n_dnat_ports || np > DNAT_MAX_PAIRS)
+		return a;
+	dnat_pairs(cfg, g, pairs);
+	for (size_t k = 0; a && k < np; k++) {
+		const struct port_spec *ps = &g->ports[pairs[k].port_idx];
+		char to[PREFIX_STRLEN + 8], connect[INET6_ADDRSTRLEN + 8], addr[PREFIX_STRLEN];
+
+		prefix_format(&g->dst[pairs[k].dst_idx], addr, sizeof(addr));
+		snprintf(to, sizeof(to), "%s:%u", addr, (unsigned)ps->port);
+		snprintf(connect, sizeof(connect), "%s:%u", pairs[k].t->dnat_address[0] ?
+			pairs[k].t->dnat_address : "gateway", (unsigned)g->dnat_ports[k]);
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:s}", "gateway_port",
+			g->dnat_ports[k], "protocol", port_proto_name(ps->proto), "to", to, "connect",
+			connect));
+	}
 	return a;
 }
 
 /* flows < 0: not known (conntrack unavailable). */
-static json_t *grant_json(const struct grant *g, const struct kview *kv, long flows)
+static json_t *grant_json(const struct config *cfg, const struct grant *g,
+	const struct kview *kv, long flows)
 {
 	json_t *src = json_array(), *o;
-	int64_t left = grant_kernel_left(kv, g), in = g->exp - kv->now_ms / 1000;
+	int64_t left = grant_kernel_left(kv, cfg, g), in = g->exp - kv->now_ms / 1000;
 
 	for (size_t i = 0; src && i < g->n_src; i++)
 		json_array_append_new(src, prefix_json(&g->src[i]));
@@ -253,6 +423,14 @@ static json_t *grant_json(const struct grant *g, const struct kview *kv, long fl
 		"kernel_expires_in", left < 0 ? json_null() : json_integer((left + 999) / 1000));
 	if (o)
 		json_object_set_new(o, "flows", flows < 0 ? json_null() : json_integer(flows));
+	if (o && g->n_dst) {
+		json_t *dst = json_array();
+
+		for (size_t i = 0; dst && i < g->n_dst; i++)
+			json_array_append_new(dst, prefix_json(&g->dst[i]));
+		json_object_set_new(o, "destinations", dst);
+		json_object_set_new(o, "dnat", dnat_json(cfg, g));
+	}
 	return o;
 }
 
@@ -269,9 +447,20 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	memset(kv, 0, sizeof(*kv));
 	kv->now_ms = enforce_now_ms();
 	kv->present = true;
-	for (size_t s = 0; s < g->n_src; s++) {
+	/* Gateway grants are few: their elements are simply all the gateway ones. */
+	for (size_t i = 0; g->n_dst && i < n; i++) {
+		struct ruleset_elem *nv;
+
+		if (m[i].kind == RULESET_HOST)
+			continue;
+		if (!(nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv))))
+			return -ENOMEM;
+		kv->v = nv;
+		kv->v[kv->n++] = m[i];
+	}
+	for (size_t s = 0; !g->n_dst && s < g->n_src; s++) {
 		for (size_t p = 0; p < g->n_ports; p++) {
-			struct ruleset_elem key = { .family = g->src[s].family,
+			struct ruleset_elem key = { .kind = RULESET_HOST, .family = g->src[s].family,
 				.ipproto = port_proto_ipproto(g->ports[p].proto),
 				.port = g->ports[p].port };
 			size_t alen = key.family == AF_INET ? 4 : 16, lo = 0, hi = n, i;
@@ -286,10 +475,11 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 					hi = mid;
 			}
 			/* Back to the first element of the group that still reaches key.lo. */
-			for (i = lo; i > 0 && !cmp_group(&m[i - 1], key.family, key.ipproto,
-				key.port) && memcmp(m[i - 1].hi, key.lo, alen) >= 0; i--)
+			for (i = lo; i > 0 && !cmp_group(&m[i - 1], key.kind, key.family,
+				key.ipproto, key.port) && memcmp(m[i - 1].hi, key.lo, alen) >= 0; i--)
 				;
-			for (; i < n && !cmp_group(&m[i], key.family, key.ipproto, key.port) &&
+			for (; i < n && !cmp_group(&m[i], key.kind, key.family, key.ipproto,
+				key.port) &&
 				memcmp(m[i].lo, key.hi, alen) <= 0; i++) {
 				struct ruleset_elem *nv;
 
@@ -313,7 +503,7 @@ json_t *status_grant_json(struct enforce *e, const struct grant *g)
 	if (kview_model(e, g, &kv))
 		kv.present = false; /* kernel_expires_in: null, "not known" */
 	kview_sort(&kv);
-	o = grant_json(g, &kv, -1);
+	o = grant_json(enforce_config(e), g, &kv, -1);
 	if (o)
 		json_object_set_new(o, "elements", grant_elements(g));
 	free(kv.v);
@@ -345,7 +535,7 @@ static json_t *ports_json(const struct config *cfg, const struct activity *act,
 
 		for (size_t j = 0; j < n; j++)
 			for (size_t p = 0; p < g[j].n_ports; p++)
-				active += g[j].ports[p].port == pp->port &&
+				active += !g[j].n_dst && g[j].ports[p].port == pp->port &&
 					(g[j].ports[p].proto & pp->protos);
 		/* A "*" port is one row: its TCP and UDP activity together. */
 		for (unsigned bit = PORT_PROTO_TCP; bit <= PORT_PROTO_UDP; bit <<= 1) {
@@ -374,6 +564,53 @@ static json_t *ports_json(const struct config *cfg, const struct activity *act,
 	return a;
 }
 
+static const char *mode_name(unsigned mode)
+{
+	if (mode == (CONFIG_MODE_HOST | CONFIG_MODE_GATEWAY))
+		return "both";
+	return mode & CONFIG_MODE_GATEWAY ? "gateway" : "host";
+}
+
+/* The forwarded targets (gateway mode), with how many live grants name each. */
+static json_t *targets_json(const struct config *cfg, const struct grant *g, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < cfg->n_targets; i++) {
+		const struct target_policy *t = &cfg->targets[i];
+		const struct port_policy pp = { .any_source = t->any_source, .sources = t->sources,
+			.n_sources = t->n_sources };
+		char dur[32] = "", range[16];
+		int active = 0;
+		json_t *o;
+
+		/* Counted where policy would place it: the most specific target for the dst. */
+		for (size_t j = 0; j < n; j++) {
+			bool hit = false;
+
+			for (size_t p = 0; p < g[j].n_ports && !hit; p++)
+				for (size_t d = 0; d < g[j].n_dst && !hit; d++)
+					hit = config_find_target(cfg, &g[j].dst[d], g[j].ports[p].port,
+						g[j].ports[p].proto) == t;
+			active += hit;
+		}
+		duration_format(t->max_duration, dur, sizeof(dur));
+		o = json_pack("{s:o, s:i, s:s, s:s, s:I, s:o, s:i}", "address", prefix_json(&t->addr),
+			"port", t->port, "protocol", port_proto_name(t->protos), "max_duration", dur,
+			"max_duration_seconds", (json_int_t)t->max_duration, "allowed_sources",
+			sources_json(&pp), "active_grants", active);
+		if (o && t->dnat) {
+			snprintf(range, sizeof(range), "%u-%u", (unsigned)t->dnat_lo,
+				(unsigned)t->dnat_hi);
+			json_object_set_new(o, "dnat", json_pack("{s:s, s:o}", "listen_port_range",
+				range, "address", t->dnat_address[0] ? json_string(t->dnat_address) :
+								      json_null()));
+		}
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
 static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 {
 	const char *err = enforce_last_error(e);
@@ -389,8 +626,10 @@ static bool elem_match(const struct ruleset_elem *a, const struct ruleset_elem *
 {
 	int64_t d = a->exp_ms - b->exp_ms;
 
-	return a->family == b->family && a->ipproto == b->ipproto && a->port == b->port &&
-		!memcmp(a->lo, b->lo, 16) && !memcmp(a->hi, b->hi, 16) &&
+	return a->kind == b->kind && a->family == b->family && a->ipproto == b->ipproto &&
+		a->port == b->port && a->to_port == b->to_port && !memcmp(a->lo, b->lo, 16) &&
+		!memcmp(a->hi, b->hi, 16) && !memcmp(a->dlo, b->dlo, 16) &&
+		!memcmp(a->dhi, b->dhi, 16) &&
 		d <= SYNC_TOLERANCE_MS && d >= -SYNC_TOLERANCE_MS;
 }
 
@@ -431,12 +670,23 @@ static json_t *kernel_json(struct enforce *e, const struct kview *kv,
 
 	for (size_t i = 0; els && i < kv->n; i++) {
 		const struct ruleset_elem *k = &kv->v[i];
-
-		json_array_append_new(els, json_pack("{s:s, s:o, s:s, s:i, s:I}", "family",
+		json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:i, s:I}", "set",
+			ruleset_set_name(k->kind, k->family), "family",
 			k->family == AF_INET ? "ipv4" : "ipv6", "source",
 			range_json(k->family, k->lo, k->hi), "protocol",
 			k->ipproto == IPPROTO_TCP ? "tcp" : "udp", "port", k->port, "expires_in_ms",
-			(json_int_t)(k->exp_ms > kv->now_ms ? k->exp_ms - kv->now_ms : 0)));
+			(json_int_t)(k->exp_ms > kv->now_ms ? k->exp_ms - kv->now_ms : 0));
+
+		if (o && k->kind == RULESET_FORWARD)
+			json_object_set_new(o, "destination", range_json(k->family, k->dlo, k->dhi));
+		if (o && k->kind == RULESET_DNAT) {
+			char to[INET_ADDRSTRLEN + 8], a[INET_ADDRSTRLEN];
+
+			inet_ntop(AF_INET, k->dlo, a, sizeof(a));
+			snprintf(to, sizeof(to), "%s:%u", a, (unsigned)k->to_port);
+			json_object_set_new(o, "to", json_string(to));
+		}
+		json_array_append_new(els, o);
 	}
 	return json_pack("{s:s, s:b, s:b, s:b, s:I, s:o}", "table", "inet " RULESET_TABLE, "present",
 		kv->present, "owned", enforce_table_owned(e), "in_sync", in_sync, "denied_packets",
@@ -457,7 +707,7 @@ json_t *status_build(struct enforce *e)
 	enforce_expire(e);
 	g = enforce_grants(e, &n);
 	model = enforce_model(e, &nm);
-	kview_read(enforce_nft(e), &kv);
+	kview_read(enforce_nft(e), cfg, &kv);
 	kview_sort(&kv);
 	/* One conntrack dump for all grants; without it the counts are unknown, not zero. */
 	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
@@ -466,7 +716,7 @@ json_t *status_build(struct enforce *e)
 		flows = NULL;
 	}
 	for (size_t i = 0; grants && i < n; i++)
-		json_array_append_new(grants, grant_json(&g[i], &kv, flows ? flows[i] : -1));
+		json_array_append_new(grants, grant_json(cfg, &g[i], &kv, flows ? flows[i] : -1));
 	for (size_t i = 0; always && i < cfg->n_always_allow; i++)
 		json_array_append_new(always, prefix_json(&cfg->always_allow[i]));
 	o = json_pack("{s:i, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "version", STATUS_VERSION,
@@ -475,6 +725,10 @@ json_t *status_build(struct enforce *e)
 		cfg->deny_action == DENY_REJECT ? "reject" : "drop", "kernel",
 		kernel_json(e, &kv, model, nm), "always_allow", always, "ports",
 		ports_json(cfg, enforce_activity(e), g, n, kv.now_ms / 1000), "grants", grants);
+	if (o) {
+		json_object_set_new(o, "mode", json_string(mode_name(cfg->mode)));
+		json_object_set_new(o, "targets", targets_json(cfg, g, n));
+	}
 	free(flows);
 	free(kv.v);
 	return o;

@@ -30,12 +30,13 @@
 /* Record: 4-byte big-endian payload length, 8 bytes of SHA-256 of the payload, the payload. */
 #define HDR 12
 #define SUM 8
-#define MAX_PAYLOAD (1 + GRANT_MAX_STRING + 1 + JWS_MAX_TOKEN)
+#define MAX_PAYLOAD (1 + GRANT_MAX_STRING + 1 + JWS_MAX_TOKEN + 1 + STORE_MAX_ANNEX)
 
 struct entry {
 	char *jti;
-	char *token;
+	char *token;		/* token NUL [annex NUL]: one allocation */
 	size_t len;
+	const char *annex;	/* inside token's allocation, or NULL */
 	size_t next;		/* next entry in the same hash bucket, or NONE */
 };
 
@@ -135,10 +136,12 @@ static void mem_del(struct store *s, const char *jti)
 	}
 }
 
-/* Takes a copy of jti and token; replaces an earlier token for the same jti. */
-static int mem_put(struct store *s, const char *jti, const char *token, size_t len)
+/* Takes a copy of jti, token and annex; replaces an earlier record for the same jti. */
+static int mem_put(struct store *s, const char *jti, const char *token, size_t len,
+	const char *annex)
 {
-	char *t = malloc(len + 1), *j = strdup(jti);
+	size_t al = annex ? strlen(annex) + 1 : 0;
+	char *t = malloc(len + 1 + al), *j = strdup(jti);
 	struct entry *e;
 	size_t h;
 
@@ -149,6 +152,8 @@ static int mem_put(struct store *s, const char *jti, const char *token, size_t l
 	}
 	memcpy(t, token, len);
 	t[len] = '\0';
+	if (annex)
+		memcpy(t + len + 1, annex, al);
 	mem_del(s, jti);
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? 2 * s->cap : 64;
@@ -167,16 +172,18 @@ static int mem_put(struct store *s, const char *jti, const char *token, size_t l
 		return -ENOMEM;
 	}
 	h = hash(j) & (s->nbuckets - 1);
-	s->v[s->n] = (struct entry){ .jti = j, .token = t, .len = len, .next = s->bucket[h] };
+	s->v[s->n] = (struct entry){ .jti = j, .token = t, .len = len,
+		.annex = annex ? t + len + 1 : NULL, .next = s->bucket[h] };
 	s->bucket[h] = s->n++;
 	return 0;
 }
 
-/* payload: 'P' jti NUL token, or 'D' jti. */
-static int encode(char op, const char *jti, const char *token, size_t len, unsigned char **out,
-	size_t *outlen)
+/* payload: 'P' jti NUL token [NUL annex], or 'D' jti. */
+static int encode(char op, const char *jti, const char *token, size_t len, const char *annex,
+	unsigned char **out, size_t *outlen)
 {
-	size_t jl = strlen(jti), pl = 1 + jl + (op == 'P' ? 1 + len : 0);
+	size_t al = annex ? strlen(annex) : 0;
+	size_t jl = strlen(jti), pl = 1 + jl + (op == 'P' ? 1 + len + (annex ? 1 + al : 0) : 0);
 	unsigned char *b;
 	int ret;
 
@@ -191,6 +198,10 @@ static int encode(char op, const char *jti, const char *token, size_t len, unsig
 	if (op == 'P') {
 		b[HDR + 1 + jl] = '\0';
 		memcpy(b + HDR + 2 + jl, token, len);
+		if (annex) {
+			b[HDR + 2 + jl + len] = '\0';
+			memcpy(b + HDR + 3 + jl + len, annex, al);
+		}
 	}
 	if ((ret = checksum(b + HDR, pl, b + 4))) {
 		free(b);
@@ -199,6 +210,22 @@ static int encode(char op, const char *jti, const char *token, size_t len, unsig
 	*out = b;
 	*outlen = HDR + pl;
 	return 0;
+}
+
+/* token [NUL annex] of a 'P' record into memory. */
+static int put_payload(struct store *s, const char *jti, const unsigned char *p, size_t n)
+{
+	const unsigned char *nul = memchr(p, '\0', n);
+	char annex[STORE_MAX_ANNEX + 1];
+	size_t al;
+
+	if (!nul)
+		return mem_put(s, jti, (const char *)p, n, NULL);
+	if ((al = n - (size_t)(nul - p) - 1) > STORE_MAX_ANNEX || memchr(nul + 1, '\0', al))
+		return -EINVAL;
+	memcpy(annex, nul + 1, al);
+	annex[al] = '\0';
+	return mem_put(s, jti, (const char *)p, (size_t)(nul - p), annex);
 }
 
 /* Applies one verified payload to the in-memory set. */
@@ -219,7 +246,7 @@ static int apply_payload(struct store *s, const unsigned char *p, size_t n)
 		mem_del(s, jti);
 		return 0;
 	}
-	return mem_put(s, jti, (const char *)nul + 1, n - (size_t)(nul - p) - 1);
+	return put_payload(s, jti, nul + 1, n - (size_t)(nul - p) - 1);
 }
 
 /*
@@ -308,7 +335,7 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 	size_t n;
 	int ret;
 
-	if ((ret = encode(op, jti, token, len, &rec, &n)))
+	if ((ret = encode(op, jti, token, len, NULL, &rec, &n)))
 		return ret;
 	ret = append_raw(s, rec, n, 1);
 	free(rec);
@@ -331,7 +358,8 @@ static int compact(struct store *s)
 		unsigned char *rec;
 		size_t n;
 
-		if (!(ret = encode('P', s->v[i].jti, s->v[i].token, s->v[i].len, &rec, &n))) {
+		if (!(ret = encode('P', s->v[i].jti, s->v[i].token, s->v[i].len, s->v[i].annex, &rec,
+			&n))) {
 			ret = write_all(fd, rec, n);
 			free(rec);
 		}
@@ -482,20 +510,20 @@ int store_put(struct store *s, const char *jti, const char *token, size_t len)
 {
 	int ret;
 
-	if ((ret = append(s, 'P', jti, token, len)) || (ret = mem_put(s, jti, token, len)))
+	if ((ret = append(s, 'P', jti, token, len)) || (ret = mem_put(s, jti, token, len, NULL)))
 		return ret;
 	return maybe_compact(s);
 }
 
 /* One more record at the end of *buf (used bytes so far): a group is written in one go. */
 static int encode_onto(char op, const char *jti, const char *token, size_t len,
-	unsigned char **buf, size_t *used)
+	const char *annex, unsigned char **buf, size_t *used)
 {
 	unsigned char *rec, *nb;
 	size_t n;
 	int ret;
 
-	if ((ret = encode(op, jti, token, len, &rec, &n)))
+	if ((ret = encode(op, jti, token, len, annex, &rec, &n)))
 		return ret;
 	if (!(nb = realloc(*buf, *used + n))) {
 		free(rec);
@@ -515,12 +543,13 @@ int store_put_many(struct store *s, const struct store_rec *r, size_t n)
 	int ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		ret = encode_onto('P', r[i].jti, r[i].token, r[i].len, &buf, &used);
+		ret = encode_onto('P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
+			&used);
 	if (ret == 0 && n)
 		ret = append_raw(s, buf, used, n);
 	free(buf);
 	for (; ret == 0 && done < n; done++)
-		ret = mem_put(s, r[done].jti, r[done].token, r[done].len);
+		ret = mem_put(s, r[done].jti, r[done].token, r[done].len, r[done].annex);
 	if (ret && done) {
 		/* Durable but not all in memory (out of memory): take every one of them back. */
 		for (size_t i = 0; i < n; i++) {
@@ -558,7 +587,7 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	int ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, &buf, &used)))
+		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, NULL, &buf, &used)))
 			records++;
 	if (ret == 0 && records)
 		ret = append_raw(s, buf, used, records);
@@ -570,14 +599,15 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	return maybe_compact(s);
 }
 
-int store_foreach(struct store *s, int (*cb)(const char *token, size_t len, void *arg), void *arg)
+int store_foreach(struct store *s,
+	int (*cb)(const char *token, size_t len, const char *annex, void *arg), void *arg)
 {
 	for (size_t i = 0; i < s->n;) {
 		char jti[GRANT_MAX_STRING + 1];
 		int ret;
 
 		snprintf(jti, sizeof(jti), "%s", s->v[i].jti);
-		ret = cb(s->v[i].token, s->v[i].len, arg);
+		ret = cb(s->v[i].token, s->v[i].len, s->v[i].annex, arg);
 		if (ret < 0)
 			return ret;
 		if (ret == STORE_REMOVE) {

@@ -22,4 +22,21 @@ struct span {
  */
 int ranges_disjoint(const struct span *in, size_t n, size_t alen, struct span **out, size_t *nout);
 
+/* A source range x destination range, open until exp_ms (gateway grants). */
+struct box {
+	uint8_t lo[16], hi[16];	  /* source */
+	uint8_t dlo[16], dhi[16]; /* destination */
+	int64_t exp_ms;
+};
+
+/*
+ * ranges_disjoint in two dimensions: the union of the boxes as disjoint boxes, each point with
+ * the latest expiry of the inputs covering it. The destination axis is cut at every box edge;
+ * each slice gets the disjoint source ranges of the boxes spanning it, and neighbouring slices
+ * with the same source ranges are joined again. Output is sorted by destination, then source,
+ * and deterministic. Returns 0 and a malloc'ed array in *out (NULL when empty), or -ENOMEM.
+ */
+int ranges_disjoint2(const struct box *in, size_t n, size_t alen, struct box **out,
+	size_t *nout);
+
 #endif

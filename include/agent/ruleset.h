@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 struct config;
+struct nft;
 struct nft_batch;
 struct nftnl_set_elem;
 
@@ -22,6 +23,23 @@ struct nftnl_set_elem;
  *     ip saddr @always4 accept;  ip6 saddr @always6 accept
  *     ip saddr . meta l4proto . th dport @allow4 accept;  (ip6 likewise)
  *     meta l4proto . th dport @protected counter name denied drop|reject }
+ *
+ * Mode gateway or both adds what guards the machines behind the host (config "targets"):
+ *
+ *   set targets4/6 { ipv4_addr|ipv6_addr . inet_proto . inet_service; flags interval }  config
+ *   set fwd4/6     { saddr . daddr . inet_proto . inet_service; flags interval, timeout } grants
+ *   chain forward { type filter hook forward priority 0; policy accept;
+ *     ct state established,related accept;  ip saddr @always4 accept (ip6 likewise)
+ *     ip saddr . ip daddr . meta l4proto . th dport @fwd4 accept (ip6 likewise)
+ *     ip daddr . meta l4proto . th dport @targets4 counter name denied drop|reject (ip6 likewise) }
+ *
+ * and, when a target maps ports (dnat), the gateway ports granted sources may connect to:
+ *
+ *   map dnat4 { ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;
+ *               flags interval, timeout }                                        grants
+ *   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+ *     meta l4proto tcp fib daddr type local
+ *       dnat ip to ip saddr . meta l4proto . th dport map @dnat4  (udp likewise) }
  */
 #define RULESET_TABLE "jitd"
 #define RULESET_CHAIN "input"
@@ -31,16 +49,40 @@ struct nftnl_set_elem;
 #define RULESET_SET_ALLOW4 "allow4"
 #define RULESET_SET_ALLOW6 "allow6"
 #define RULESET_COUNTER_DENIED "denied"
+#define RULESET_CHAIN_FORWARD "forward"
+#define RULESET_CHAIN_NAT "prerouting"
+#define RULESET_SET_TARGETS4 "targets4"
+#define RULESET_SET_TARGETS6 "targets6"
+#define RULESET_SET_FWD4 "fwd4"
+#define RULESET_SET_FWD6 "fwd6"
+#define RULESET_MAP_DNAT4 "dnat4"
 
-/* One allow-set element: [lo, hi] source range x protocol x port, open until exp_ms. */
+/* Which set an element lives in: allow4/6, fwd4/6 or the dnat4 map. */
+enum ruleset_kind {
+	RULESET_HOST = 0,
+	RULESET_FORWARD = 1,
+	RULESET_DNAT = 2,
+};
+
+/*
+ * One element of a grant set: [lo, hi] source range x protocol x port, open until exp_ms. For
+ * RULESET_FORWARD also x [dlo, dhi], the destination range. For RULESET_DNAT, port is the
+ * gateway's port and the element maps it to dlo:to_port (dhi == dlo).
+ */
 struct ruleset_elem {
-	int family;	/* AF_INET or AF_INET6 */
+	uint8_t kind;	/* enum ruleset_kind */
 	uint8_t ipproto; /* IPPROTO_TCP or IPPROTO_UDP */
 	uint16_t port;
+	uint16_t to_port;
+	int family;	/* AF_INET or AF_INET6 */
 	uint8_t lo[16];
 	uint8_t hi[16];
+	uint8_t dlo[16];
+	uint8_t dhi[16];
 	int64_t exp_ms;	/* wall clock */
 };
+/* The set (or map) holding elements of kind and family; NULL for a combination there is not. */
+const char *ruleset_set_name(int kind, int family);
 
 /*
  * Appends to b everything that makes the table match cfg, in one transaction: table, sets,
@@ -49,6 +91,15 @@ struct ruleset_elem {
  * Returns 0 or -ENOMEM / -EINVAL.
  */
 int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags);
+/*
+ * 1 when the kernel's table holds a set or chain that ruleset_build(cfg) would not make (a mode
+ * or dnat change since it was built): the table must then be rebuilt from scratch. 0 or -errno.
+ */
+int ruleset_extra(struct nft *nft, const struct config *cfg);
+/* Whether cfg's table has the set(s) for elements of kind (enum ruleset_kind). */
+int ruleset_wants(const struct config *cfg, int kind);
+/* Whether two configs make tables of the same shape (same sets and chains). */
+int ruleset_same_shape(const struct config *a, const struct config *b);
 /* Claims an existing table with table_flags (ownership), changing nothing else; 0 flags: no-op. */
 int ruleset_claim(struct nft_batch *b, uint32_t table_flags);
 /*
@@ -57,7 +108,6 @@ int ruleset_claim(struct nft_batch *b, uint32_t table_flags);
  * elements. The allow sets' elements are not looked at. 1: in place; 0: not, *differs says
  * what first differed; -errno. Lets a restart leave a table that is right untouched.
  */
-struct nft;
 int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
 	const char **differs);
 
@@ -79,10 +129,10 @@ int ruleset_delete(struct nft_batch *b);
 int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_del,
 	const struct ruleset_elem *add, size_t n_add, int64_t now_ms);
 /*
- * Decodes a dumped allow-set element of family into *out (exp_ms from its remaining time and
+ * Decodes a dumped element of a kind and family set into *out (exp_ms from its remaining time and
  * now_ms). Returns 0, or -EINVAL for an element jitd cannot have written.
  */
-int ruleset_elem_parse(struct nftnl_set_elem *e, int family, int64_t now_ms,
+int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, int64_t now_ms,
 	struct ruleset_elem *out);
 
 #endif

@@ -24,12 +24,18 @@ void store_close(struct store **s);
 int store_compact(struct store *s);
 /* Durably records token as the grant jti. Returns 0 or -errno. */
 int store_put(struct store *s, const char *jti, const char *token, size_t len);
-/* One grant's record, for store_put_many. */
+/*
+ * One grant's record, for store_put_many. annex (NULL for none): what jitd decided about the
+ * grant that must survive with it, such as its gateway ports; a string of at most
+ * STORE_MAX_ANNEX bytes.
+ */
 struct store_rec {
 	const char *jti;
 	const char *token;
 	size_t len;
+	const char *annex;
 };
+#define STORE_MAX_ANNEX 32768
 /*
  * Durably records n grants together: one write and one fdatasync for all (group commit). All or
  * none: on failure none of them is recorded. Returns 0 or -errno.
@@ -44,10 +50,12 @@ int store_del_many(struct store *s, const char *const *jti, size_t n);
 #define STORE_KEEP 0
 #define STORE_REMOVE 1
 /*
- * Calls cb(token, len, arg) for every recorded token (NUL-terminated, at most 16 KiB). cb returns
+ * Calls cb(token, len, annex, arg) for every recorded token (NUL-terminated, at most 16 KiB;
+ * annex NULL when the record has none). cb returns
  * STORE_KEEP, STORE_REMOVE (the record is deleted: no longer valid), or < 0 to stop the walk with
  * that error. Unreadable records are skipped with a warning.
  */
-int store_foreach(struct store *s, int (*cb)(const char *token, size_t len, void *arg), void *arg);
+int store_foreach(struct store *s,
+	int (*cb)(const char *token, size_t len, const char *annex, void *arg), void *arg);
 
 #endif

@@ -18,6 +18,7 @@ E2E_TAG="jitd-e2e-$$"
 SRV="$E2E_TAG-srv"
 C1="$E2E_TAG-c1"
 C2="$E2E_TAG-c2"
+B2="$E2E_TAG-b2" # gateway tests only: a second machine behind SRV
 TMP=$(mktemp -d /tmp/jitd-e2e.XXXXXX)
 SOCK="$TMP/run/jitd.sock"
 CONFIG="$TMP/jitd.json"
@@ -49,7 +50,7 @@ e2e_cleanup() {
 	done
 	# A process still inside a namespace would keep it (and its table) alive after `ip netns del`.
 	local ns left
-	for ns in "$SRV" "$C1" "$C2"; do
+	for ns in "$SRV" "$C1" "$C2" "$B2"; do
 		left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
 		if [ -n "$left" ]; then
 			printf 'FAIL: processes left in %s: %s\n' "$ns" "$left" >&2
@@ -58,7 +59,7 @@ e2e_cleanup() {
 		fi
 	done
 	# Deleting the namespaces takes their interfaces and their nftables tables with them.
-	for ns in "$SRV" "$C1" "$C2"; do
+	for ns in "$SRV" "$C1" "$C2" "$B2"; do
 		ip netns del "$ns" 2>/dev/null
 	done
 	rm -rf "$TMP"
@@ -116,6 +117,54 @@ setup_net() {
 	wait_until 10 "C2 reaches SRV over IPv6" in_ns "$C2" ping -6 -c1 -W1 2001:db8:2::1
 }
 
+# Gateway topology (e2e gateway): SRV routes between a client and two machines behind it.
+#
+#   C1 (eth0) 192.0.2.2, .3, 2001:db8:1::2  <-veth->  (c1) 192.0.2.1, 2001:db8:1::1   SRV
+#   C2 (eth0) 10.1.0.5, 2001:db8:10::5  <-veth->  (b1) \  bridge br0 in SRV:
+#   B2 (eth0) 10.1.0.6, 2001:db8:10::6  <-veth->  (b2) /  10.1.0.1/24, 2001:db8:10::1/64
+#
+# Forwarding is switched on in SRV's namespace only; every other namespace routes via SRV.
+setup_gateway_net() {
+	local ns
+	for ns in "$SRV" "$C1" "$C2" "$B2"; do
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+	done
+	in_ns "$SRV" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+	ip -n "$SRV" link add c1 type veth peer name eth0 netns "$C1"
+	ip -n "$SRV" link add b1 type veth peer name eth0 netns "$C2"
+	ip -n "$SRV" link add b2 type veth peer name eth0 netns "$B2"
+	ip -n "$SRV" link add br0 type bridge
+	ip -n "$SRV" link set b1 master br0
+	ip -n "$SRV" link set b2 master br0
+	ip -n "$SRV" addr add 192.0.2.1/24 dev c1
+	ip -n "$SRV" addr add 2001:db8:1::1/64 dev c1 nodad
+	ip -n "$SRV" addr add 10.1.0.1/24 dev br0
+	ip -n "$SRV" addr add 2001:db8:10::1/64 dev br0 nodad
+	ip -n "$C1" addr add 192.0.2.2/24 dev eth0
+	ip -n "$C1" addr add 192.0.2.3/24 dev eth0
+	ip -n "$C1" addr add 2001:db8:1::2/64 dev eth0 nodad
+	ip -n "$C2" addr add 10.1.0.5/24 dev eth0
+	ip -n "$C2" addr add 2001:db8:10::5/64 dev eth0 nodad
+	ip -n "$B2" addr add 10.1.0.6/24 dev eth0
+	ip -n "$B2" addr add 2001:db8:10::6/64 dev eth0 nodad
+	for ns in "$SRV" "$C1" "$C2" "$B2"; do
+		ip -n "$ns" link set eth0 up 2>/dev/null || true
+	done
+	for dev in c1 b1 b2 br0; do
+		ip -n "$SRV" link set "$dev" up
+	done
+	ip -n "$C1" route add default via 192.0.2.1
+	ip -n "$C1" -6 route add default via 2001:db8:1::1
+	for ns in "$C2" "$B2"; do
+		ip -n "$ns" route add default via 10.1.0.1
+		ip -n "$ns" -6 route add default via 2001:db8:10::1
+	done
+	wait_until 10 "C1 reaches 10.1.0.5 through SRV" in_ns "$C1" ping -c1 -W1 10.1.0.5
+	wait_until 10 "C1 reaches 10.1.0.6 through SRV" in_ns "$C1" ping -c1 -W1 10.1.0.6
+	wait_until 10 "C1 reaches 2001:db8:10::5 through SRV" in_ns "$C1" ping -6 -c1 -W1 2001:db8:10::5
+}
+
 # Echo listeners in SRV on every address: the protected ports and one unprotected port.
 start_listeners() {
 	local port
@@ -136,9 +185,10 @@ setup_keys() {
 	chmod 0644 "$TMP/keys.d/ctl.pem"
 }
 
-# write_config DENY_ACTION ALWAYS_ALLOW_JSON PORTS_JSON [EXTRA_MEMBERS_JSON]
+# write_config DENY_ACTION ALWAYS_ALLOW_JSON PORTS_JSON [EXTRA_MEMBERS_JSON]; PORTS_JSON "": none
 write_config() {
-	local extra=${4:+,
+	local ports=${3:+,
+  \"ports\": $3} extra=${4:+,
   $4}
 	cat >"$CONFIG" <<EOF
 {
@@ -148,8 +198,7 @@ write_config() {
   "control_socket": "$SOCK",
   "deny_action": "$1",
   "clock_skew": "PT5S",
-  "always_allow": $2,
-  "ports": $3$extra
+  "always_allow": $2$ports$extra
 }
 EOF
 	chmod 0600 "$CONFIG"

@@ -359,6 +359,122 @@ static void test_many(void **state)
 	free(in);
 }
 
+static struct box box4(const char *lo, const char *hi, const char *dlo, const char *dhi, int64_t exp)
+{
+	struct box b = { .exp_ms = exp };
+
+	assert_int_equal(inet_pton(AF_INET, lo, b.lo), 1);
+	assert_int_equal(inet_pton(AF_INET, hi, b.hi), 1);
+	assert_int_equal(inet_pton(AF_INET, dlo, b.dlo), 1);
+	assert_int_equal(inet_pton(AF_INET, dhi, b.dhi), 1);
+	return b;
+}
+
+/* The e2e gateway example: a /24 to one machine, one address to a /24 of machines. */
+static void test_boxes_example(void **state)
+{
+	const struct box in[] = {
+		box4("192.0.2.0", "192.0.2.255", "10.1.0.5", "10.1.0.5", 1 * H),
+		box4("192.0.2.2", "192.0.2.2", "10.1.0.0", "10.1.0.255", 2 * H),
+	};
+	const struct box want[] = {
+		box4("192.0.2.2", "192.0.2.2", "10.1.0.0", "10.1.0.4", 2 * H),
+		box4("192.0.2.0", "192.0.2.1", "10.1.0.5", "10.1.0.5", 1 * H),
+		box4("192.0.2.2", "192.0.2.2", "10.1.0.5", "10.1.0.5", 2 * H),
+		box4("192.0.2.3", "192.0.2.255", "10.1.0.5", "10.1.0.5", 1 * H),
+		box4("192.0.2.2", "192.0.2.2", "10.1.0.6", "10.1.0.255", 2 * H),
+	};
+	struct box *out = NULL;
+	size_t nout = 0;
+
+	(void)state;
+	assert_int_equal(ranges_disjoint2(in, 2, 4, &out, &nout), 0);
+	assert_int_equal(nout, 5);
+	for (size_t i = 0; i < nout; i++)
+		assert_memory_equal(&out[i], &want[i], sizeof(want[i]));
+	free(out);
+	assert_int_equal(ranges_disjoint2(in, 0, 4, &out, &nout), 0);
+	assert_null(out);
+	assert_int_equal(nout, 0);
+}
+
+/* Same sources on neighbouring destinations become one box; a gap keeps them apart. */
+static void test_boxes_join(void **state)
+{
+	const struct box in[] = {
+		box4("192.0.2.0", "192.0.2.9", "10.0.0.0", "10.0.0.9", 1 * H),
+		box4("192.0.2.0", "192.0.2.9", "10.0.0.10", "10.0.0.19", 1 * H),
+		box4("192.0.2.0", "192.0.2.9", "10.0.0.30", "10.0.0.39", 1 * H),
+		box4("0.0.0.0", "255.255.255.255", "255.255.255.255", "255.255.255.255", 3 * H),
+	};
+	struct box *out = NULL;
+	size_t nout = 0;
+
+	(void)state;
+	assert_int_equal(ranges_disjoint2(in, 4, 4, &out, &nout), 0);
+	assert_int_equal(nout, 3);
+	{
+		struct box a = box4("192.0.2.0", "192.0.2.9", "10.0.0.0", "10.0.0.19", 1 * H);
+		struct box b = box4("192.0.2.0", "192.0.2.9", "10.0.0.30", "10.0.0.39", 1 * H);
+		struct box c = box4("0.0.0.0", "255.255.255.255", "255.255.255.255",
+			"255.255.255.255", 3 * H);
+
+		assert_memory_equal(&out[0], &a, sizeof(a));
+		assert_memory_equal(&out[1], &b, sizeof(b));
+		assert_memory_equal(&out[2], &c, sizeof(c));
+	}
+	free(out);
+}
+
+/*
+ * Random boxes on a 32 x 32 corner of the space against brute force: every point carries the
+ * latest expiry of the inputs covering it, in exactly one output box, and nothing else is
+ * covered. (Joining is test_boxes_join's.)
+ */
+static void test_boxes_oracle(void **state)
+{
+	enum { SIDE = 32, ROUNDS = 300 };
+
+	(void)state;
+	srand(7);
+	for (int round = 0; round < ROUNDS; round++) {
+		struct box in[6], *out = NULL;
+		size_t n = 1 + (size_t)(rand() % 6), nout = 0;
+		int64_t want[SIDE][SIDE] = { { 0 } };
+
+		for (size_t i = 0; i < n; i++) {
+			int a = rand() % SIDE, b = rand() % SIDE, c = rand() % SIDE, d = rand() % SIDE;
+
+			memset(&in[i], 0, sizeof(in[i]));
+			in[i].lo[3] = (uint8_t)(a < b ? a : b);
+			in[i].hi[3] = (uint8_t)(a < b ? b : a);
+			in[i].dlo[3] = (uint8_t)(c < d ? c : d);
+			in[i].dhi[3] = (uint8_t)(c < d ? d : c);
+			in[i].exp_ms = 1 + rand() % 3;
+			for (int x = in[i].lo[3]; x <= in[i].hi[3]; x++)
+				for (int y = in[i].dlo[3]; y <= in[i].dhi[3]; y++)
+					if (in[i].exp_ms > want[x][y])
+						want[x][y] = in[i].exp_ms;
+		}
+		assert_int_equal(ranges_disjoint2(in, n, 4, &out, &nout), 0);
+		for (int x = 0; x < SIDE; x++) {
+			for (int y = 0; y < SIDE; y++) {
+				int hits = 0;
+
+				for (size_t k = 0; k < nout; k++) {
+					if (x < out[k].lo[3] || x > out[k].hi[3] || y < out[k].dlo[3] ||
+						y > out[k].dhi[3])
+						continue;
+					hits++;
+					assert_int_equal(out[k].exp_ms, want[x][y]);
+				}
+				assert_int_equal(hits, want[x][y] ? 1 : 0);
+			}
+		}
+		free(out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +490,9 @@ int main(void)
 		cmocka_unit_test(test_edges),
 		cmocka_unit_test(test_oracle),
 		cmocka_unit_test(test_many),
+		cmocka_unit_test(test_boxes_example),
+		cmocka_unit_test(test_boxes_join),
+		cmocka_unit_test(test_boxes_oracle),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

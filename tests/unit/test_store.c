@@ -29,7 +29,8 @@ struct seen {
 	const char *remove;	/* token to drop during the walk */
 };
 
-static int collect(const char *token, size_t len, void *arg)
+static int collect(const char *token, size_t len, const char *annex __attribute__((unused)),
+	void *arg)
 {
 	struct seen *s = arg;
 
@@ -116,8 +117,8 @@ static void test_journal(void **state)
 /* A group's records go in with one write and come back as a group; so do their deletions. */
 static void test_group(void **state)
 {
-	const struct store_rec recs[] = { { "g1", "tok-g1", 6 }, { "g2", "tok-g2", 6 },
-		{ "g3", "tok-g3", 6 } };
+	const struct store_rec recs[] = { { "g1", "tok-g1", 6, NULL }, { "g2", "tok-g2", 6, NULL },
+		{ "g3", "tok-g3", 6, NULL } };
 	const char *gone[] = { "g1", "g3", "never-there" };
 	struct store *st;
 	struct stat sb;
@@ -206,7 +207,8 @@ static void test_snapshot(void **state)
 	store_close(&st);
 }
 
-static int count_cb(const char *token, size_t len, void *arg)
+static int count_cb(const char *token, size_t len, const char *annex __attribute__((unused)),
+	void *arg)
 {
 	char want[16];
 
@@ -247,7 +249,8 @@ static void test_many(void **state)
 	store_close(&st);
 }
 
-static int count_any(const char *token, size_t len, void *arg)
+static int count_any(const char *token, size_t len, const char *annex __attribute__((unused)),
+	void *arg)
 {
 	(*(size_t *)arg)++;
 	return STORE_KEEP;
@@ -300,6 +303,46 @@ static void test_compaction_pace(void **state)
 	store_close(&st);
 }
 
+static int find_annex(const char *token, size_t len, const char *annex, void *arg)
+{
+	const char **want = arg;
+
+	if (len == strlen(want[0]) && !memcmp(token, want[0], len)) {
+		assert_non_null(annex);
+		assert_string_equal(annex, want[1]);
+		want[2] = "seen";
+	} else if (!strcmp(token, "tok-plain")) {
+		assert_null(annex);
+	}
+	return STORE_KEEP;
+}
+
+/* A grant's annex (its gateway ports) comes back with it, from the journal and a snapshot. */
+static void test_annex(void **state)
+{
+	const struct store_rec r[2] = {
+		{ "an1", "tok-annexed", 11, "dnat=50017,50018" },
+		{ "an2", "tok-plain", 9, NULL },
+	};
+	const char *want[3] = { "tok-annexed", "dnat=50017,50018", NULL };
+	struct store *st;
+
+	(void)state;
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put_many(st, r, 2), 0);
+	st = reopen(st);
+	assert_int_equal(store_foreach(st, find_annex, want), 0);
+	assert_non_null(want[2]);
+	assert_int_equal(store_compact(st), 0);
+	st = reopen(st);
+	want[2] = NULL;
+	assert_int_equal(store_foreach(st, find_annex, want), 0);
+	assert_non_null(want[2]);
+	assert_int_equal(store_del(st, "an1"), 0);
+	assert_int_equal(store_del(st, "an2"), 0);
+	store_close(&st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -309,6 +352,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
+		cmocka_unit_test(test_annex),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,231 @@
+# Gateway mode: jitd on SRV guards forwarded traffic to the machines behind it (C2 = 10.1.0.5,
+# B2 = 10.1.0.6) and its own port 22 ("mode": "both"). Real TCP through the forward hook, over
+# IPv4 and IPv6; overlapping gateway grants honoured exactly (disjoint source x destination
+# boxes); expiry, revocation with terminate, refusals; DNAT gateway ports only from the granted
+# source, kept across a restart onto an empty kernel, reused only after expiry.
+. "$(dirname "$0")/lib.sh"
+
+setup_gateway_net
+setup_keys
+# gw_config MODE DNAT_RANGE
+gw_config() {
+	local ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+	[ "$1" = gateway ] && ports=""
+	write_config drop '[]' "$ports" \
+		'"mode": "'"$1"'",
+  "targets": [
+    {"address": "10.1.0.0/24", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"]},
+    {"address": "2001:db8:10::/64", "port": 22, "max_duration": "PT10M"},
+    {"address": "10.1.0.6", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"],
+     "dnat": {"listen_port_range": "'"$2"'", "address": "192.0.2.1"}}]'
+}
+gw_config both 50000-50001
+for ns in "$C2" "$B2"; do
+	ip netns exec "$ns" "$TCPPROBE_BIN" listen :: 22 >/dev/null &
+	BG_PIDS+=($!)
+done
+wait_until 5 "listener on 10.1.0.5" in_ns "$C2" "$TCPPROBE_BIN" connect 127.0.0.1 22
+wait_until 5 "listener on 10.1.0.6" in_ns "$B2" "$TCPPROBE_BIN" connect 127.0.0.1 22
+start_jitd
+
+# Elements of a set as "MEMBER MEMBER ..." lines (ranges lo-hi, prefixes a/len), sorted; for a
+# map, " : " and the value's members follow.
+member() {
+	printf '%s' '(if type == "string" or type == "number" then tostring
+		elif has("range") then "\(.range[0])-\(.range[1])"
+		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)" else tostring end)'
+}
+set_elems() {
+	kernel_json | jq -r --arg set "$1" "
+		.nftables[] | select((.set? // .map?) and ((.set // .map).name == \$set))
+		| ((.set // .map).elem // [])[]
+		| (if type == \"array\" then . else [., null] end) as [\$k, \$v]
+		| (\$k | if type == \"object\" and has(\"elem\") then .elem.val else . end | .concat
+			| map($(member)) | join(\" \"))
+		+ (if \$v then \" : \" + (\$v.concat | map($(member)) | join(\" \")) else \"\" end)" | sort
+}
+fwd_count() { set_elems fwd4 | grep -c . || true; }
+
+log "the table: a forward chain, a nat chain, the gateway sets next to the host's"
+kernel_json | jq -e '[.nftables[] | .chain? | select(.) | "\(.name) \(.type) \(.hook)"] | sort ==
+	["forward filter forward", "input filter input", "prerouting nat prerouting"]' >/dev/null ||
+	fail "chains: $(kernel_json | jq -c '[.nftables[] | .chain? | select(.)]')"
+[ "$(set_elems targets4)" = "10.1.0.0/24 tcp 22" ] || fail "targets4: $(set_elems targets4)"
+pass "kernel: chains input, forward and prerouting (nat); targets4 = 10.1.0.0/24 tcp 22"
+
+log "closed before a grant, over IPv4 and IPv6"
+expect_connect drop "$C1" 10.1.0.5 22
+expect_connect drop "$C1" 10.1.0.6 22
+expect_connect drop "$C1" 2001:db8:10::5 22
+
+log "a grant for the host itself opens nothing behind it"
+sign --src 192.0.2.2 --port 22 --for 120 --jti host-a | submit - >/dev/null || fail "host-a refused"
+expect_connect drop "$C1" -b 192.0.2.2 10.1.0.5 22
+"$JITCTL_BIN" -s "$SOCK" revoke host-a >/dev/null || fail "revoke host-a failed"
+
+log "refusals name the reason and leave the kernel as it was"
+refuse() { # refuse CODE SIGN-ARGS...
+	local code=$1 rc=0 out
+	shift
+	out=$(sign "$@" | submit - --json) || rc=$?
+	[ "$rc" -ne 0 ] && echo "$out" | jq -e --arg c "$code" '.error == $c' >/dev/null ||
+		fail "wanted $code for $*: exit $rc, $out"
+	pass "refused $code: $(echo "$out" | jq -r .message)"
+}
+refuse destination_not_protected --src 192.0.2.2 --dst 10.2.0.5 --port 22 --for 60
+refuse destination_not_protected --src 192.0.2.2 --dst 10.1.0.5 --port 2222 --for 60
+refuse source_not_allowed --src 198.51.100.7 --dst 10.1.0.5 --port 22 --for 60
+refuse duration_exceeds_max --src 192.0.2.2 --dst 10.1.0.5 --port 22 --for 3600
+[ "$(fwd_count)" -eq 0 ] && [ -z "$(set_elems dnat4)" ] || fail "kernel changed: $(set_elems fwd4)"
+pass "kernel: fwd4 and dnat4 still empty"
+
+log "a gateway grant opens one source to one machine, until it expires"
+sign --src 192.0.2.2 --dst 10.1.0.5 --port 22 --for 6 --jti gw-a | submit - >/dev/null ||
+	fail "gw-a refused"
+[ "$(set_elems fwd4)" = "192.0.2.2 10.1.0.5 tcp 22" ] || fail "fwd4: $(set_elems fwd4)"
+pass "kernel: fwd4 holds 192.0.2.2 . 10.1.0.5 . tcp . 22"
+expect_connect ok "$C1" -b 192.0.2.2 10.1.0.5 22
+expect_connect drop "$C1" -b 192.0.2.3 10.1.0.5 22
+expect_connect drop "$C1" -b 192.0.2.2 10.1.0.6 22
+session_open "$C1" 10.1.0.5 22 192.0.2.2
+session_say before-expiry
+wait_until 12 "gw-a to expire" status_has_no_grants
+wait_until 5 "fwd4 to empty" test "$(fwd_count)" -eq 0
+pass "kernel: the element expired on its own"
+session_say after-expiry
+session_close
+expect_connect drop "$C1" -b 192.0.2.2 10.1.0.5 22
+
+log "IPv6 through the gateway"
+sign --src 2001:db8:1::2 --dst 2001:db8:10::5 --port 22 --for 120 --jti gw-6 | submit - >/dev/null ||
+	fail "gw-6 refused"
+expect_connect ok "$C1" 2001:db8:10::5 22
+expect_connect drop "$C1" 2001:db8:10::6 22
+"$JITCTL_BIN" -s "$SOCK" revoke gw-6 >/dev/null || fail "revoke gw-6 failed"
+expect_connect drop "$C1" 2001:db8:10::5 22
+
+log "overlapping grants: disjoint boxes, each point with the latest expiry"
+sign --src 192.0.2.0/24 --dst 10.1.0.5 --port 22 --for 60 --jti gw-broad | submit - >/dev/null ||
+	fail "gw-broad refused"
+sign --src 192.0.2.2 --dst 10.1.0.0/24 --port 22 --for 120 --jti gw-narrow | submit - >/dev/null ||
+	fail "gw-narrow refused"
+want="192.0.2.0/31 10.1.0.5 tcp 22
+192.0.2.2 10.1.0.0-10.1.0.4 tcp 22
+192.0.2.2 10.1.0.5 tcp 22
+192.0.2.2 10.1.0.6-10.1.0.255 tcp 22
+192.0.2.3-192.0.2.255 10.1.0.5 tcp 22"
+[ "$(set_elems fwd4)" = "$want" ] || fail "fwd4 is not the 5 disjoint boxes: $(set_elems fwd4)"
+pass "kernel: fwd4 holds exactly the 5 disjoint boxes of the two grants"
+expect_connect ok "$C1" -b 192.0.2.3 10.1.0.5 22
+expect_connect ok "$C1" -b 192.0.2.2 10.1.0.6 22
+expect_connect drop "$C1" -b 192.0.2.3 10.1.0.6 22
+"$JITCTL_BIN" -s "$SOCK" revoke gw-narrow >/dev/null || fail "revoke gw-narrow failed"
+[ "$(set_elems fwd4)" = "192.0.2.0/24 10.1.0.5 tcp 22" ] || fail "fwd4 after revoke: $(set_elems fwd4)"
+pass "kernel: after revoking the narrow grant, the broad one is one element again"
+expect_connect drop "$C1" -b 192.0.2.2 10.1.0.6 22
+expect_connect ok "$C1" -b 192.0.2.2 10.1.0.5 22
+
+log "revocation with --terminate cuts a forwarded session"
+session_open "$C1" 10.1.0.5 22 192.0.2.3
+session_say fwd-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke gw-broad --terminate --json) || fail "revoke --terminate: $out"
+echo "$out" | jq -e '.flows_terminated >= 1' >/dev/null || fail "revoke reply: $out"
+pass "revoke --terminate: $(echo "$out" | jq .flows_terminated) forwarded flow(s) terminated"
+session_cut fwd-after-terminate
+session_close
+[ "$(fwd_count)" -eq 0 ] || fail "fwd4 not empty: $(set_elems fwd4)"
+
+log "DNAT: a gateway port for the granted source only"
+out=$(sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-d | submit - --json) ||
+	fail "gw-d refused: $out"
+echo "$out" | jq -e '.dnat == [{"gateway_port": 50000, "protocol": "tcp", "to": "10.1.0.6:22",
+	"connect": "192.0.2.1:50000"}]' >/dev/null || fail "grant reply: $(echo "$out" | jq -c .dnat)"
+pass "the grant reply says: connect to 192.0.2.1:50000"
+[ "$(set_elems dnat4)" = "192.0.2.2 tcp 50000 : 10.1.0.6 22" ] || fail "dnat4: $(set_elems dnat4)"
+pass "kernel: dnat4 maps 192.0.2.2 . tcp . 50000 to 10.1.0.6 . 22"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 50000
+expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 50000
+grep -q 'connect to 192.0.2.1:50000 for 10.1.0.6:22/tcp' "$TMP/state/audit.jsonl" ||
+	fail "the audit record lacks the connection details"
+pass "audit: grant.applied says where to connect"
+status_json | jq -e '.grants[] | select(.id == "gw-d") | .dnat[0].connect == "192.0.2.1:50000"' \
+	>/dev/null || fail "status lacks the connection details"
+pass "status: gw-d shows connect 192.0.2.1:50000"
+
+sign --src 192.0.2.3 --dst 10.1.0.6 --port 22 --for 14 --jti gw-e | submit - >/dev/null ||
+	fail "gw-e refused"
+gateway_port() { status_json | jq -r --arg id "$1" '.grants[] | select(.id == $id) | .dnat[0].gateway_port'; }
+[ "$(gateway_port gw-e)" = 50001 ] || fail "gw-e got $(gateway_port gw-e), not 50001"
+pass "a second grant gets the next port, 50001"
+refuse busy --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60
+"$JITCTL_BIN" -s "$SOCK" revoke gw-d >/dev/null || fail "revoke gw-d failed"
+expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
+
+log "restart: a gateway table that is right is left as it is"
+handles() {
+	kernel_json | jq -c '[.nftables[] | (.rule? | select(.) | .handle),
+		((.set? // .map?) | select(.) | {(.name): [.handle, (.elem // [] | length)]})]'
+}
+before=$(handles)
+stop_jitd
+start_jitd
+[ "$(handles)" = "$before" ] || fail "a restart changed the table: $before -> $(handles)"
+pass "rules, sets, the map and their elements untouched by a restart (same handles)"
+
+log "restart onto an empty kernel (as after a reboot): a grant keeps its gateway port"
+stop_jitd
+in_ns "$SRV" nft delete table inet jitd
+start_jitd
+# 50000 is free now, so only the record can say that gw-e had 50001.
+[ "$(set_elems dnat4)" = "192.0.2.3 tcp 50001 : 10.1.0.6 22" ] ||
+	fail "dnat4 after restart: $(set_elems dnat4)"
+pass "kernel: dnat4 restored with gw-e's own port, 50001"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 50001
+out=$(sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-f | submit - --json) ||
+	fail "gw-f refused: $out"
+echo "$out" | jq -e '.dnat[0].gateway_port == 50000' >/dev/null || fail "gw-f: $(echo "$out" | jq -c .dnat)"
+pass "the port of the revoked grant is given again: 50000"
+
+log "expiry ends a mapping; its port is free again"
+gone() { status_json | jq -e --arg id "$1" '[.grants[].id] | index($id) == null'; }
+wait_until 20 "gw-e to expire" gone gw-e
+expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 50001
+[ "$(set_elems dnat4)" = "192.0.2.2 tcp 50000 : 10.1.0.6 22" ] || fail "dnat4: $(set_elems dnat4)"
+pass "kernel: gw-e's mapping expired, gw-f's stays"
+out=$(sign --src 192.0.2.3 --dst 10.1.0.6 --port 22 --for 60 --jti gw-g | submit - --json) ||
+	fail "gw-g refused: $out"
+echo "$out" | jq -e '.dnat[0].gateway_port == 50001' >/dev/null || fail "gw-g: $(echo "$out" | jq -c .dnat)"
+pass "after expiry, port 50001 is given again"
+
+log "drift: a flushed ruleset comes back with the gateway's grants and ports"
+want_dnat="192.0.2.2 tcp 50000 : 10.1.0.6 22
+192.0.2.3 tcp 50001 : 10.1.0.6 22"
+[ "$(set_elems dnat4)" = "$want_dnat" ] || fail "dnat4 before the flush: $(set_elems dnat4)"
+in_ns "$SRV" nft flush ruleset
+wait_until 10 "dnat4 to be repaired" test "$(set_elems dnat4)" = "$want_dnat"
+[ "$(fwd_count)" -eq 2 ] || fail "fwd4 after the repair: $(set_elems fwd4)"
+pass "kernel: dnat4 and fwd4 repaired after nft flush ruleset"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 50000
+
+log "reload: leaving gateway mode waits for a restart; a moved dnat range takes its grants along"
+write_config drop '[]' '[{"port": 22, "max_duration": "PT10M"}]'
+rc=0
+out=$("$JITCTL_BIN" -s "$SOCK" reload 2>&1) || rc=$?
+[ "$rc" -ne 0 ] && echo "$out" | grep -q "takes a restart" || fail "mode change reload: exit $rc, $out"
+[ "$(set_elems dnat4)" = "$want_dnat" ] || fail "dnat4 after a refused reload: $(set_elems dnat4)"
+pass "reload refused ($out), kernel unchanged"
+gw_config gateway 50000-50001
+out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload to mode gateway failed: $out"
+echo "$out" | grep -q ": 0 protected port(s), 3 forwarded target(s), 0 grant(s) removed" ||
+	fail "reload said: $out"
+[ "$(set_elems protected)" = "" ] && [ "$(set_elems dnat4)" = "$want_dnat" ] ||
+	fail "kernel after reload: protected $(set_elems protected), dnat4 $(set_elems dnat4)"
+pass "reload from both to gateway (same table shape): host ports gone, gateway grants kept"
+gw_config both 51000-51001
+out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
+echo "$out" | grep -q "3 forwarded target(s), 2 grant(s) removed" || fail "reload said: $out"
+[ -z "$(set_elems dnat4)" ] && [ "$(fwd_count)" -eq 0 ] ||
+	fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
+pass "reload: both grants with ports outside the new range revoked, their elements gone"
+expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
+stop_jitd
