@@ -13,7 +13,9 @@ static void status_usage(FILE *f)
 		   "activity (grants in the last 7 days, last access, last user), the always-allowed\n"
 		   "sources, the active grants with the time left as read back from the kernel and\n"
 		   "the connections each let in, and whether the kernel's table matches what the\n"
-		   "agent computed. Root and members of the agent's control group may use it.\n\n"
+		   "agent computed. In modes gateway and both also the mode, the protected targets\n"
+		   "behind this host and, per grant, its destinations and the gateway ports to\n"
+		   "connect to. Root and members of the agent's control group may use it.\n\n"
 		   "  --json  print the status document (schema version 1, see the README)\n");
 }
 
@@ -76,7 +78,8 @@ static const char *fit(const char *s, size_t width, char *buf, size_t len)
 	return buf;
 }
 
-static void print_ports(const json_t *ports)
+/* mode is NULL in host mode, whose output stays as it was before gateway mode. */
+static void print_ports(const json_t *ports, const char *mode)
 {
 	const json_t *p;
 	char src[256], user[16];
@@ -84,7 +87,11 @@ static void print_ports(const json_t *ports)
 
 	printf("\nProtected ports:\n");
 	if (!json_array_size(ports)) {
-		printf("  (none)\n");
+		/* Mode gateway has no host ports by design: say so, not just "none". */
+		if (mode && !strcmp(mode, "gateway"))
+			printf("  (none in mode gateway: only the targets below)\n");
+		else
+			printf("  (none)\n");
 		return;
 	}
 	printf("  %-5s %-5s %-6s %-6s %-6s %-20s %-12s %s\n", "PORT", "PROTO", "MAX", "ACTIVE",
@@ -99,6 +106,64 @@ static void print_ports(const json_t *ports)
 			fit(str(p, "last_user"), 12, user, sizeof(user)),
 			fit(join(json_object_get(p, "allowed_sources"), src, sizeof(src)), 30, src,
 				sizeof(src)));
+}
+
+/*
+ * "198.51.100.10:50000-50999"; without a configured address "gateway:50000-50999", as the
+ * grants' connect lines say it.
+ */
+static const char *dnat_range(const json_t *d, char *buf, size_t len)
+{
+	const char *addr = json_string_value(json_object_get(d, "address"));
+
+	if (!json_is_object(d))
+		return "-";
+	snprintf(buf, len, "%s:%s", addr ? addr : "gateway", str(d, "listen_port_range"));
+	return buf;
+}
+
+static void print_targets(const json_t *targets)
+{
+	const json_t *t;
+	char src[256], range[96];
+	int aw = (int)strlen("ADDRESS");
+	size_t i;
+
+	printf("\nProtected targets:\n");
+	if (!json_array_size(targets)) {
+		printf("  (none)\n");
+		return;
+	}
+	/* Addresses are not cut like user names: the column is as wide as the longest one. */
+	json_array_foreach(targets, i, t)
+		if ((int)strlen(str(t, "address")) > aw)
+			aw = (int)strlen(str(t, "address"));
+	printf("  %-*s %-5s %-5s %-6s %-6s %-27s %s\n", aw, "ADDRESS", "PORT", "PROTO", "MAX",
+		"ACTIVE", "DNAT", "ALLOWED SOURCES");
+	json_array_foreach(targets, i, t)
+		printf("  %-*s %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
+			" %-27s %s\n", aw, str(t, "address"),
+			json_integer_value(json_object_get(t, "port")), str(t, "protocol"),
+			str(t, "max_duration"),
+			json_integer_value(json_object_get(t, "active_grants")),
+			dnat_range(json_object_get(t, "dnat"), range, sizeof(range)),
+			fit(join(json_object_get(t, "allowed_sources"), src, sizeof(src)), 30, src,
+				sizeof(src)));
+}
+
+/* A gateway grant's destinations and gateway ports, under its row (indent: the ID column). */
+static void print_gateway_grant(const json_t *g)
+{
+	const json_t *dst = json_object_get(g, "destinations"), *d;
+	char buf[1024];
+	size_t i;
+
+	if (!json_is_array(dst))
+		return;
+	printf("  %-32s destinations: %s\n", "", join(dst, buf, sizeof(buf)));
+	json_array_foreach(json_object_get(g, "dnat"), i, d)
+		printf("  %-32s connect to %s -> %s/%s\n", "", str(d, "connect"), str(d, "to"),
+			str(d, "protocol"));
 }
 
 static void print_grants(const json_t *grants)
@@ -134,6 +199,7 @@ static void print_grants(const json_t *grants)
 			str(g, "expires_at"));
 		if (json_is_string(json_object_get(g, "reason")))
 			printf("  %-32s reason: %s\n", "", str(g, "reason"));
+		print_gateway_grant(g);
 	}
 }
 
@@ -149,17 +215,25 @@ static void print_agent(const json_t *a)
 
 static void print_status(const json_t *s)
 {
+	const char *mode = json_string_value(json_object_get(s, "mode"));
 	char always[512];
 
+	/* Host mode (or an agent from before gateway mode) prints exactly what it always did. */
+	if (mode && !strcmp(mode, "host"))
+		mode = NULL;
 	printf("Host:           %s (jitd status schema %" JSON_INTEGER_FORMAT ")\n",
 		str(s, "host_id"), json_integer_value(json_object_get(s, "version")));
 	printf("Time:           %s\n", str(s, "time"));
 	print_agent(json_object_get(s, "agent"));
+	if (mode)
+		printf("Mode:           %s\n", mode);
 	printf("Deny action:    %s\n", str(s, "deny_action"));
 	print_kernel(json_object_get(s, "kernel"), str(s, "deny_action"));
 	printf("Always allowed: %s\n", join(json_object_get(s, "always_allow"), always,
 		sizeof(always)));
-	print_ports(json_object_get(s, "ports"));
+	print_ports(json_object_get(s, "ports"), mode);
+	if (mode)
+		print_targets(json_object_get(s, "targets"));
 	print_grants(json_object_get(s, "grants"));
 }
 

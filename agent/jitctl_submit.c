@@ -99,6 +99,14 @@ int jitctl_check_reply(const char *cmd, bool json, const json_t *reply)
 	return JITCTL_REFUSED;
 }
 
+/* A missing string prints as "-", not as whatever printf makes of NULL. */
+static const char *str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "-";
+}
+
 void jitctl_print_grant(const json_t *g)
 {
 	const json_t *el;
@@ -112,11 +120,22 @@ void jitctl_print_grant(const json_t *g)
 	printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n",
 		json_string_value(json_object_get(g, "expires_at")),
 		json_integer_value(json_object_get(g, "expires_in")));
-	json_array_foreach(json_object_get(g, "elements"), i, el)
-		printf("  allow %s -> %" JSON_INTEGER_FORMAT "/%s\n",
-			json_string_value(json_object_get(el, "source")),
-			json_integer_value(json_object_get(el, "port")),
-			json_string_value(json_object_get(el, "protocol")));
+	json_array_foreach(json_object_get(g, "elements"), i, el) {
+		/* A gateway grant's element is per destination: name it, or rows look doubled. */
+		if (json_is_string(json_object_get(el, "destination")))
+			printf("  allow %s -> %s port %" JSON_INTEGER_FORMAT "/%s\n",
+				str(el, "source"), str(el, "destination"),
+				json_integer_value(json_object_get(el, "port")), str(el, "protocol"));
+		else
+			printf("  allow %s -> %" JSON_INTEGER_FORMAT "/%s\n",
+				json_string_value(json_object_get(el, "source")),
+				json_integer_value(json_object_get(el, "port")),
+				json_string_value(json_object_get(el, "protocol")));
+	}
+	/* Where the user connects when the grant was given gateway ports (DNAT). */
+	json_array_foreach(json_object_get(g, "dnat"), i, el)
+		printf("  connect to %s -> %s/%s\n", str(el, "connect"), str(el, "to"),
+			str(el, "protocol"));
 }
 
 int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
