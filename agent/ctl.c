@@ -90,8 +90,9 @@ static void reply(struct client *c, json_t *msg)
 		client_free(c);
 		return;
 	}
-	free(text);
 	json_decref(msg);
+	status_release_memory(strlen(text));
+	free(text);
 }
 
 /* Changing calls are root's; the socket's group may only read (status, log). */

@@ -143,6 +143,8 @@ static void send_json(struct evhttp_request *req, int status, json_t *doc)
 out:
 	if (out)
 		evbuffer_free(out);
+	if (text)
+		status_release_memory(strlen(text));
 	free(text);
 }
 

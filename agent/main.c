@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@
 #include "agent/nft.h"
 #include "agent/replay.h"
 #include "agent/sdnotify.h"
+#include "agent/status.h"
 #include "agent/store.h"
 #include "agent/watch.h"
 #include "common/config.h"
@@ -229,6 +231,8 @@ int main(int argc, char **argv)
 	if ((ret = audit_foreach(audit, now - ACTIVITY_WINDOW_SEC, activity_cb, activity)))
 		log_warn("cannot read the audit trail: %s; recent activity starts empty",
 			strerror(-ret));
+	/* Restoring and the scan peak well above what the running agent holds. */
+	status_release_memory(SIZE_MAX);
 
 	event_base_dispatch(base);
 	(void)sdnotify_send("STOPPING=1");

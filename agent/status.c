@@ -1,5 +1,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -732,4 +734,13 @@ json_t *status_build(struct enforce *e)
 	free(flows);
 	free(kv.v);
 	return o;
+}
+
+/* Below this a reply's garbage is small enough to stay for reuse. */
+#define RELEASE_AFTER_BYTES (1024 * 1024)
+
+void status_release_memory(size_t len)
+{
+	if (len >= RELEASE_AFTER_BYTES)
+		(void)malloc_trim(0);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,12 +32,20 @@
 #define HDR 12
 #define SUM 8
 #define MAX_PAYLOAD (1 + GRANT_MAX_STRING + 1 + JWS_MAX_TOKEN + 1 + STORE_MAX_ANNEX)
+/* A snapshot is written in chunks of this much. */
+#define COPY_CHUNK (1024 * 1024)
+
+/*
+ * Where a grant's record is: the token stays on disk, in the snapshot or the journal, so that
+ * 100,000 grants cost their ids in memory, not their 600-byte tokens.
+ */
+enum { IN_SNAPSHOT, IN_JOURNAL };
 
 struct entry {
 	char *jti;
-	char *token;		/* token NUL [annex NUL]: one allocation */
-	size_t len;
-	const char *annex;	/* inside token's allocation, or NULL */
+	off_t off;		/* of the record's header */
+	uint32_t plen;		/* its payload's length */
+	uint8_t file;		/* IN_SNAPSHOT or IN_JOURNAL */
 	size_t next;		/* next entry in the same hash bucket, or NONE */
 };
 
@@ -45,7 +54,9 @@ struct entry {
 struct store {
 	int dirfd;
 	int jfd;		/* the journal, opened for appending */
+	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
+	bool walking;		/* in store_foreach: no compaction may move the records */
 	size_t jrecords;
 	struct entry *v;
 	size_t n, cap;
@@ -127,7 +138,6 @@ static void mem_del(struct store *s, const char *jti)
 	i = (size_t)(e - s->v);
 	*link_to(s, i) = e->next;
 	free(e->jti);
-	free(e->token);
 	/* The last entry moves into the hole: repoint whatever led to it. */
 	last = --s->n;
 	if (i != last) {
@@ -136,30 +146,20 @@ static void mem_del(struct store *s, const char *jti)
 	}
 }
 
-/* Takes a copy of jti, token and annex; replaces an earlier record for the same jti. */
-static int mem_put(struct store *s, const char *jti, const char *token, size_t len,
-	const char *annex)
+/* Takes a copy of jti; where its record is replaces an earlier one for the same jti. */
+static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, uint32_t plen)
 {
-	size_t al = annex ? strlen(annex) + 1 : 0;
-	char *t = malloc(len + 1 + al), *j = strdup(jti);
+	char *j = strdup(jti);
 	struct entry *e;
 	size_t h;
 
-	if (!t || !j) {
-		free(t);
-		free(j);
+	if (!j)
 		return -ENOMEM;
-	}
-	memcpy(t, token, len);
-	t[len] = '\0';
-	if (annex)
-		memcpy(t + len + 1, annex, al);
 	mem_del(s, jti);
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? 2 * s->cap : 64;
 
 		if (!(e = realloc(s->v, cap * sizeof(*e)))) {
-			free(t);
 			free(j);
 			return -ENOMEM;
 		}
@@ -167,13 +167,12 @@ static int mem_put(struct store *s, const char *jti, const char *token, size_t l
 		s->cap = cap;
 	}
 	if (rehash(s, s->cap)) {
-		free(t);
 		free(j);
 		return -ENOMEM;
 	}
 	h = hash(j) & (s->nbuckets - 1);
-	s->v[s->n] = (struct entry){ .jti = j, .token = t, .len = len,
-		.annex = annex ? t + len + 1 : NULL, .next = s->bucket[h] };
+	s->v[s->n] = (struct entry){ .jti = j, .off = off, .plen = plen, .file = file,
+		.next = s->bucket[h] };
 	s->bucket[h] = s->n++;
 	return 0;
 }
@@ -212,48 +211,59 @@ static int encode(char op, const char *jti, const char *token, size_t len, const
 	return 0;
 }
 
-/* token [NUL annex] of a 'P' record into memory. */
-static int put_payload(struct store *s, const char *jti, const unsigned char *p, size_t n)
+/*
+ * A 'P' payload's parts: token [NUL annex] after 'P' jti NUL. -EINVAL for anything jitd cannot
+ * have written.
+ */
+static int split_put(const unsigned char *p, size_t n, const char **token, size_t *len,
+	const char **annex, size_t *alen)
 {
-	const unsigned char *nul = memchr(p, '\0', n);
-	char annex[STORE_MAX_ANNEX + 1];
-	size_t al;
+	const unsigned char *j = memchr(p + 1, '\0', n - 1), *t, *nul;
+	size_t rest;
 
-	if (!nul)
-		return mem_put(s, jti, (const char *)p, n, NULL);
-	if ((al = n - (size_t)(nul - p) - 1) > STORE_MAX_ANNEX || memchr(nul + 1, '\0', al))
+	if (!j || j == p + 1 || (size_t)(j - p - 1) > GRANT_MAX_STRING)
 		return -EINVAL;
-	memcpy(annex, nul + 1, al);
-	annex[al] = '\0';
-	return mem_put(s, jti, (const char *)p, (size_t)(nul - p), annex);
+	t = j + 1;
+	rest = n - (size_t)(t - p);
+	nul = memchr(t, '\0', rest);
+	*token = (const char *)t;
+	*len = nul ? (size_t)(nul - t) : rest;
+	*annex = nul ? (const char *)nul + 1 : NULL;
+	*alen = nul ? rest - *len - 1 : 0;
+	if (*len > JWS_MAX_TOKEN || *alen > STORE_MAX_ANNEX ||
+		(*annex && memchr(*annex, '\0', *alen)))
+		return -EINVAL;
+	return 0;
 }
 
-/* Applies one verified payload to the in-memory set. */
-static int apply_payload(struct store *s, const unsigned char *p, size_t n)
+/* Applies one verified payload, the record at off in file, to the in-memory set. */
+static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint8_t file,
+	off_t off)
 {
-	const unsigned char *nul;
+	const char *token, *annex;
 	char jti[GRANT_MAX_STRING + 1];
-	size_t jl;
+	size_t len, alen, jl;
 
 	if (n < 2 || (p[0] != 'P' && p[0] != 'D'))
 		return -EINVAL;
-	nul = p[0] == 'P' ? memchr(p + 1, '\0', n - 1) : p + n;
-	if (!nul || (jl = (size_t)(nul - p - 1)) == 0 || jl > GRANT_MAX_STRING)
-		return -EINVAL;
-	memcpy(jti, p + 1, jl);
-	jti[jl] = '\0';
 	if (p[0] == 'D') {
+		if ((jl = n - 1) > GRANT_MAX_STRING || memchr(p + 1, '\0', jl))
+			return -EINVAL;
+		memcpy(jti, p + 1, jl);
+		jti[jl] = '\0';
 		mem_del(s, jti);
 		return 0;
 	}
-	return put_payload(s, jti, nul + 1, n - (size_t)(nul - p) - 1);
+	if (split_put(p, n, &token, &len, &annex, &alen))
+		return -EINVAL;
+	return mem_put(s, (const char *)p + 1, file, off, (uint32_t)n);
 }
 
 /*
  * Reads records from fd until the end or the first that is short or fails its checksum.
  * *good is the offset after the last good record; *bad tells whether anything followed it.
  */
-static int load(struct store *s, int fd, off_t *good, size_t *records, bool *bad)
+static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *records, bool *bad)
 {
 	unsigned char hdr[HDR], sum[SUM], *p = malloc(MAX_PAYLOAD);
 	int ret = 0;
@@ -276,7 +286,7 @@ static int load(struct store *s, int fd, off_t *good, size_t *records, bool *bad
 		pl = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
 		if (pl < 2 || pl > MAX_PAYLOAD || pread(fd, p, pl, *good + HDR) != (ssize_t)pl ||
 			checksum(p, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
-			(ret = apply_payload(s, p, pl)) == -EINVAL) {
+			(ret = apply_payload(s, p, pl, file, *good)) == -EINVAL) {
 			ret = 0;
 			*bad = true;
 			break;
@@ -342,44 +352,135 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 	return ret;
 }
 
+/* Both files mapped read-only for a walk over the records; unmapped by unmap_files. */
+struct files {
+	const unsigned char *p[2];
+	size_t len[2];
+};
+
+static void unmap_files(struct files *f)
+{
+	for (int i = 0; i < 2; i++)
+		if (f->len[i])
+			munmap((void *)(uintptr_t)f->p[i], f->len[i]);
+	memset(f, 0, sizeof(*f));
+}
+
+static int map_files(struct store *s, struct files *f)
+{
+	const int fds[2] = { [IN_SNAPSHOT] = s->sfd, [IN_JOURNAL] = s->jfd };
+
+	memset(f, 0, sizeof(*f));
+	for (int i = 0; i < 2; i++) {
+		struct stat st;
+		void *p;
+
+		if (fds[i] < 0)
+			continue;
+		if (fstat(fds[i], &st) < 0) {
+			unmap_files(f);
+			return -errno;
+		}
+		if (!st.st_size)
+			continue;
+		p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fds[i], 0);
+		if (p == MAP_FAILED) {
+			unmap_files(f);
+			return -errno;
+		}
+		f->p[i] = p;
+		f->len[i] = (size_t)st.st_size;
+	}
+	return 0;
+}
+
+/* e's whole record (header and payload) in the mapped files, or NULL if it is not there. */
+static const unsigned char *record_of(const struct files *f, const struct entry *e)
+{
+	const unsigned char *r;
+
+	if (e->off < 0 || (size_t)e->off > f->len[e->file] ||
+		f->len[e->file] - (size_t)e->off < HDR + (size_t)e->plen)
+		return NULL;
+	r = f->p[e->file] + e->off;
+	/* The length it was loaded with: the file is jitd's own and only ever appended to. */
+	if (((size_t)r[0] << 24 | (size_t)r[1] << 16 | (size_t)r[2] << 8 | r[3]) != e->plen)
+		return NULL;
+	return r;
+}
+
 /*
  * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory),
  * then an empty journal. A crash in between replays the old journal over the new snapshot, which
- * gives the same set.
+ * gives the same set. The records are copied as they are, from the files they are in.
  */
 static int compact(struct store *s)
 {
-	int fd, ret = 0;
+	unsigned char *buf = NULL;
+	off_t *moved = NULL;
+	size_t used = 0;
+	struct files f;
+	off_t at = 0;
+	int fd, ret;
 
-	fd = openat(s->dirfd, SNAPSHOT_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	for (size_t i = 0; !ret && i < s->n; i++) {
-		unsigned char *rec;
-		size_t n;
-
-		if (!(ret = encode('P', s->v[i].jti, s->v[i].token, s->v[i].len, s->v[i].annex, &rec,
-			&n))) {
-			ret = write_all(fd, rec, n);
-			free(rec);
-		}
+	if ((ret = map_files(s, &f)))
+		return ret;
+	fd = openat(s->dirfd, SNAPSHOT_TMP, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || !(buf = malloc(COPY_CHUNK)) || !(moved = calloc(s->n + 1, sizeof(*moved)))) {
+		ret = fd < 0 ? -errno : -ENOMEM;
+		goto out;
 	}
+	for (size_t i = 0; !ret && i < s->n; i++) {
+		const unsigned char *r = record_of(&f, &s->v[i]);
+		size_t n = HDR + s->v[i].plen;
+
+		if (!r) {
+			ret = -EIO;
+			break;
+		}
+		if (used + n > COPY_CHUNK) {
+			ret = write_all(fd, buf, used);
+			used = 0;
+		}
+		memcpy(buf + used, r, n);
+		used += n;
+		moved[i] = at;
+		at += (off_t)n;
+	}
+	if (!ret && used)
+		ret = write_all(fd, buf, used);
 	if (!ret && fsync(fd) < 0)
 		ret = -errno;
-	close(fd);
 	if (!ret && renameat(s->dirfd, SNAPSHOT_TMP, s->dirfd, SNAPSHOT) < 0)
 		ret = -errno;
 	if (!ret && fsync(s->dirfd) < 0)
 		ret = -errno;
 	if (ret) {
 		(void)unlinkat(s->dirfd, SNAPSHOT_TMP, 0);
-		return ret;
+		goto out;
 	}
-	if (ftruncate(s->jfd, 0) < 0 || lseek(s->jfd, 0, SEEK_SET) < 0 || fsync(s->jfd) < 0)
-		return -errno;
+	/* The new file is the snapshot now: every record is in it, at its new place. */
+	if (s->sfd >= 0)
+		close(s->sfd);
+	s->sfd = fd;
+	fd = -1;
+	for (size_t i = 0; i < s->n; i++) {
+		s->v[i].file = IN_SNAPSHOT;
+		s->v[i].off = moved[i];
+	}
+	if (ftruncate(s->jfd, 0) < 0 || lseek(s->jfd, 0, SEEK_SET) < 0 || fsync(s->jfd) < 0) {
+		ret = -errno;
+		goto out;
+	}
 	s->jsize = 0;
 	s->jrecords = 0;
-	return 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	unmap_files(&f);
+	free(moved);
+	free(buf);
+	return ret;
 }
 
 static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
@@ -393,8 +494,8 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	ret = load(s, fd, &good, &records, &bad);
-	close(fd);
+	s->sfd = fd; /* where the loaded entries' records are, even if moved aside below */
+	ret = load(s, fd, IN_SNAPSHOT, &good, &records, &bad);
 	*damaged = bad;
 	if (ret || !bad)
 		return ret;
@@ -432,7 +533,7 @@ int store_open(const char *state_dir, struct store **out)
 	*out = NULL;
 	if (!(s = calloc(1, sizeof(*s))))
 		return -ENOMEM;
-	s->dirfd = s->jfd = -1;
+	s->dirfd = s->jfd = s->sfd = -1;
 	if ((mkdir(state_dir, 0700) < 0 && errno != EEXIST) ||
 		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
 		(s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
@@ -441,7 +542,7 @@ int store_open(const char *state_dir, struct store **out)
 		goto fail;
 	}
 	if ((ret = load_snapshot(s, state_dir, &damaged)) ||
-		(ret = load(s, s->jfd, &good, &records, &bad)))
+		(ret = load(s, s->jfd, IN_JOURNAL, &good, &records, &bad)))
 		goto fail;
 	if (bad) {
 		/* A crash in the middle of an append: that record was never acknowledged. */
@@ -477,12 +578,12 @@ void store_close(struct store **sp)
 		return;
 	if (s->jfd >= 0)
 		close(s->jfd);
+	if (s->sfd >= 0)
+		close(s->sfd);
 	if (s->dirfd >= 0)
 		close(s->dirfd);
-	for (size_t i = 0; i < s->n; i++) {
+	for (size_t i = 0; i < s->n; i++)
 		free(s->v[i].jti);
-		free(s->v[i].token);
-	}
 	free(s->v);
 	free(s->bucket);
 	free(s);
@@ -498,7 +599,7 @@ static int maybe_compact(struct store *s)
 {
 	int ret;
 
-	if (s->jrecords < COMPACT_RECORDS || s->jrecords < s->n)
+	if (s->walking || s->jrecords < COMPACT_RECORDS || s->jrecords < s->n)
 		return 0;
 	/* The records are durable in the journal already: a failed compaction loses nothing. */
 	if ((ret = compact(s)))
@@ -508,16 +609,17 @@ static int maybe_compact(struct store *s)
 
 int store_put(struct store *s, const char *jti, const char *token, size_t len)
 {
-	int ret;
+	const struct store_rec r = { jti, token, len, NULL };
 
-	if ((ret = append(s, 'P', jti, token, len)) || (ret = mem_put(s, jti, token, len, NULL)))
-		return ret;
-	return maybe_compact(s);
+	return store_put_many(s, &r, 1);
 }
 
-/* One more record at the end of *buf (used bytes so far): a group is written in one go. */
+/*
+ * One more record at the end of *buf (used bytes so far): a group is written in one go. *at
+ * (may be NULL) is where in *buf the record starts.
+ */
 static int encode_onto(char op, const char *jti, const char *token, size_t len,
-	const char *annex, unsigned char **buf, size_t *used)
+	const char *annex, unsigned char **buf, size_t *used, size_t *at)
 {
 	unsigned char *rec, *nb;
 	size_t n;
@@ -525,6 +627,8 @@ static int encode_onto(char op, const char *jti, const char *token, size_t len,
 
 	if ((ret = encode(op, jti, token, len, annex, &rec, &n)))
 		return ret;
+	if (at)
+		*at = *used;
 	if (!(nb = realloc(*buf, *used + n))) {
 		free(rec);
 		return -ENOMEM;
@@ -538,18 +642,25 @@ static int encode_onto(char op, const char *jti, const char *token, size_t len,
 
 int store_put_many(struct store *s, const struct store_rec *r, size_t n)
 {
+	size_t *at = calloc(n + 1, sizeof(*at)), used = 0, done = 0;
 	unsigned char *buf = NULL;
-	size_t used = 0, done = 0;
-	int ret = 0;
+	off_t base = s->jsize;
+	int ret = at ? 0 : -ENOMEM;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
 		ret = encode_onto('P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
-			&used);
+			&used, &at[i]);
 	if (ret == 0 && n)
 		ret = append_raw(s, buf, used, n);
+	/* Each record's payload length, from its header, for the entry that points at it. */
+	for (; ret == 0 && done < n; done++) {
+		const unsigned char *h = buf + at[done];
+
+		ret = mem_put(s, r[done].jti, IN_JOURNAL, base + (off_t)at[done],
+			(uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3]);
+	}
 	free(buf);
-	for (; ret == 0 && done < n; done++)
-		ret = mem_put(s, r[done].jti, r[done].token, r[done].len, r[done].annex);
+	free(at);
 	if (ret && done) {
 		/* Durable but not all in memory (out of memory): take every one of them back. */
 		for (size_t i = 0; i < n; i++) {
@@ -587,7 +698,7 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	int ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, NULL, &buf, &used)))
+		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
 			records++;
 	if (ret == 0 && records)
 		ret = append_raw(s, buf, used, records);
@@ -599,26 +710,59 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	return maybe_compact(s);
 }
 
+/*
+ * The records are read from the files, mapped for the walk; no compaction may move them
+ * meanwhile (a removal appends, which leaves every mapped record where it was). Each was
+ * checksummed when store_open loaded it.
+ */
 int store_foreach(struct store *s,
 	int (*cb)(const char *token, size_t len, const char *annex, void *arg), void *arg)
 {
+	char *tok = malloc(JWS_MAX_TOKEN + 1), annex[STORE_MAX_ANNEX + 1];
+	struct files f;
+	int ret;
+
+	if (!tok)
+		return -ENOMEM;
+	if ((ret = map_files(s, &f))) {
+		free(tok);
+		return ret;
+	}
+	s->walking = true;
 	for (size_t i = 0; i < s->n;) {
+		const unsigned char *r = record_of(&f, &s->v[i]);
+		const char *t, *a;
 		char jti[GRANT_MAX_STRING + 1];
-		int ret;
+		size_t len, alen;
 
+		if (!r || split_put(r + HDR, s->v[i].plen, &t, &len, &a, &alen)) {
+			ret = -EIO;
+			break;
+		}
+		/* NUL-terminated copies: the token is not, in the file, unless an annex follows. */
+		memcpy(tok, t, len);
+		tok[len] = '\0';
+		if (a) {
+			memcpy(annex, a, alen);
+			annex[alen] = '\0';
+		}
 		snprintf(jti, sizeof(jti), "%s", s->v[i].jti);
-		ret = cb(s->v[i].token, s->v[i].len, s->v[i].annex, arg);
-		if (ret < 0)
-			return ret;
+		if ((ret = cb(tok, len, a ? annex : NULL, arg)) < 0)
+			break;
 		if (ret == STORE_REMOVE) {
-			int r = store_del(s, jti);
+			int r2 = store_del(s, jti);
 
-			if (r)
-				log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-r));
-			if (!r)
+			if (r2)
+				log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-r2));
+			if (!r2)
 				continue;	/* v[i] now holds the former last entry */
 		}
 		i++;
 	}
-	return 0;
+	s->walking = false;
+	unmap_files(&f);
+	free(tok);
+	if (ret < 0)
+		return ret;
+	return maybe_compact(s);
 }

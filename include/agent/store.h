@@ -10,9 +10,12 @@
  * policy takes effect). An append-only journal, state_dir/grants.journal, takes one record per
  * change, fdatasync'd before the call returns (so before the kernel changes); once it holds
  * 4096 records and at least as many as there are live grants, a snapshot,
- * state_dir/grants.snap (temporary file, fsync, rename, fsync of the directory), replaces it. Each record carries its length and a SHA-256-based checksum: a torn
- * journal tail (a crash mid-append) is cut off, a damaged snapshot is reported and moved aside;
- * neither can add a grant, since only records whose checksum holds are read.
+ * state_dir/grants.snap (temporary file, fsync, rename, fsync of the directory), replaces it.
+ * Each record carries its length and a SHA-256-based checksum: a torn journal tail (a crash
+ * mid-append) is cut off, a damaged snapshot is reported and moved aside; neither can add a
+ * grant, since only records whose checksum holds are read. Memory holds each grant's id and
+ * where its record is; tokens are read back from the files (mapped) when they are walked or
+ * compacted.
  */
 struct store;
 

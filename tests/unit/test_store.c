@@ -343,6 +343,57 @@ static void test_annex(void **state)
 	store_close(&st);
 }
 
+/* Keeps tokens t<odd>, removes t<even>; counts what it kept. */
+static int keep_odd(const char *token, size_t len, const char *annex __attribute__((unused)),
+	void *arg)
+{
+	char want[16];
+
+	snprintf(want, sizeof(want), "t%d", atoi(token + 1));
+	assert_string_equal(token, want);
+	assert_int_equal(len, strlen(want));
+	if (atoi(token + 1) % 2 == 0)
+		return STORE_REMOVE;
+	(*(size_t *)arg)++;
+	return STORE_KEEP;
+}
+
+/*
+ * Tokens are read from the files, not kept in memory. A walk that removes half of 10,000
+ * records appends enough to call for a snapshot half-way: it must wait for the walk's end,
+ * when it moves every record, and the survivors must read back whole from it.
+ */
+static void test_walk_removes(void **state)
+{
+	struct store *st;
+	char jti[16], tok[16];
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_compact(st), 0);
+	for (int i = 0; i < 10000; i++) {
+		snprintf(jti, sizeof(jti), "w%d", i);
+		snprintf(tok, sizeof(tok), "t%d", i);
+		assert_int_equal(store_put(st, jti, tok, strlen(tok)), 0);
+	}
+	assert_int_equal(store_foreach(st, keep_odd, &n), 0);
+	assert_int_equal(n, 5000);
+	assert_int_equal(journal_size(), 0); /* the walk's removals were compacted after it */
+	n = 0;
+	assert_int_equal(store_foreach(st, keep_odd, &n), 0);
+	assert_int_equal(n, 5000);
+	st = reopen(st);
+	n = 0;
+	assert_int_equal(store_foreach(st, keep_odd, &n), 0);
+	assert_int_equal(n, 5000);
+	for (int i = 1; i < 10000; i += 2) {
+		snprintf(jti, sizeof(jti), "w%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	store_close(&st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_annex),
+		cmocka_unit_test(test_walk_removes),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
