@@ -1,6 +1,7 @@
 #include <err.h>
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -231,8 +232,11 @@ int main(int argc, char **argv)
 	if ((ret = audit_foreach(audit, now - ACTIVITY_WINDOW_SEC, activity_cb, activity)))
 		log_warn("cannot read the audit trail: %s; recent activity starts empty",
 			strerror(-ret));
-	/* Restoring and the scan peak well above what the running agent holds. */
-	status_release_memory(SIZE_MAX);
+	/*
+	 * Restoring and the scan peak well above what the running agent holds; glibc would keep
+	 * the freed heap, and the agent at that high-water mark.
+	 */
+	(void)malloc_trim(0);
 
 	event_base_dispatch(base);
 	(void)sdnotify_send("STOPPING=1");

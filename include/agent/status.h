@@ -21,9 +21,8 @@ json_t *status_build(struct enforce *e);
 json_t *status_grant_json(struct enforce *e, const struct grant *g);
 /*
  * After a reply of len bytes was handed to the network: a large one (status at 100,000 grants
- * builds hundreds of MB of jansson objects) leaves freed heap that glibc keeps for reuse. That
- * memory goes back to the system here, so the agent's size stays what its grants need. Also
- * for any other one-off peak (restore, the activity scan): pass SIZE_MAX.
+ * builds hundreds of MB of jansson objects) leaves freed heap that glibc would keep for reuse,
+ * leaving the agent at that high-water mark. It goes back to the system here.
  */
 void status_release_memory(size_t len);
 
