@@ -151,6 +151,11 @@ pass "audit: grant.applied says where to connect"
 status_json | jq -e '.grants[] | select(.id == "gw-d") | .dnat[0].connect == "192.0.2.1:50000"' \
 	>/dev/null || fail "status lacks the connection details"
 pass "status: gw-d shows connect 192.0.2.1:50000"
+text=$("$JITCTL_BIN" -s "$SOCK" status)
+echo "$text" | grep -q "^Mode: *both$" && echo "$text" | grep -q "^Protected targets:" &&
+	echo "$text" | grep -q "connect to 192.0.2.1:50000 -> 10.1.0.6:22/tcp" ||
+	fail "jitctl status text lacks the gateway parts: $text"
+pass "jitctl status: mode, protected targets and the connect line"
 
 sign --src 192.0.2.3 --dst 10.1.0.6 --port 22 --for 14 --jti gw-e | submit - >/dev/null ||
 	fail "gw-e refused"

@@ -218,3 +218,8 @@ json_t *status_grant_json(struct enforce *e, const struct grant *g)
 {
 	return json_pack("{s:s, s:i}", "jti", "fuzz-grant", "expires_in", 60);
 }
+
+/* The real one trims the heap after large replies: nothing for the stand-in to give back. */
+void status_release_memory(size_t len)
+{
+}
