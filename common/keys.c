@@ -42,13 +42,11 @@ static const char *shown(const char *s, char buf[static SHOWN_LEN])
 }
 
 /* Whoever can rewrite a trusted key can grant themselves access: refuse such files, like doas. */
-static int check_file(int fd, const char *kid, const char *path, struct stat *stp,
+static int check_stat(const struct stat *stp, const char *kid, const char *path,
 	struct jit_error *e)
 {
-	struct stat st;
+	const struct stat st = *stp;
 
-	if (fstat(fd, &st))
-		return UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return UNKNOWN(e, "key '%s': %s is not a regular file", kid, path);
 	if (st.st_mode & (S_IWGRP | S_IWOTH))
@@ -58,15 +56,24 @@ static int check_file(int fd, const char *kid, const char *path, struct stat *st
 			(unsigned)st.st_uid);
 	if (st.st_size > KEY_FILE_MAX)
 		return UNKNOWN(e, "key '%s': %s is larger than %d bytes", kid, path, KEY_FILE_MAX);
-	*stp = st;
 	return 0;
+}
+
+/* The same checks on an opened file, whose identity *stp then holds. */
+static int check_file(int fd, const char *kid, const char *path, struct stat *stp,
+	struct jit_error *e)
+{
+	if (fstat(fd, stp))
+		return UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+	return check_stat(stp, kid, path, e);
 }
 
 /*
  * Decoding a PEM key costs OpenSSL 3 about as much as verifying a signature, so decoded keys are
- * remembered by the identity of the file they came from. The file is still opened and checked
- * on every load: a removed or loosened key stops working at once, and any rewrite (new inode,
- * size, mtime or ctime) is decoded afresh. Shared by the verification threads.
+ * remembered by the identity of the file they came from. The file is still looked up and checked
+ * on every load (lstat: one system call, where opening it took three): a removed or loosened
+ * key stops working at once, and any rewrite (new inode, size, mtime or ctime) is decoded
+ * afresh. Shared by the verification threads.
  */
 #define KEY_CACHE_SLOTS 32
 
@@ -173,6 +180,21 @@ int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, stru
 		ret = UNKNOWN(e, "key '%s': path too long (keys_dir %s)", kid, keys_dir);
 		goto out;
 	}
+	/*
+	 * lstat, not stat: a symbolic link is not a regular file, so it is refused as opening with
+	 * O_NOFOLLOW refuses it. A hit needs the very file (inode, size, times) that was decoded.
+	 */
+	if (lstat(path, &st)) {
+		ret = errno == ENOENT ? UNKNOWN(e, "key '%s': no such key in %s", kid, keys_dir) :
+					UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+		goto out;
+	}
+	if ((ret = check_stat(&st, kid, path, e)))
+		goto out;
+	if ((*out = cache_get(path, &st))) {
+		ret = 0;
+		goto out;
+	}
 	/* O_NONBLOCK so that a FIFO planted in keys_dir cannot hang the daemon before fstat. */
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
@@ -182,12 +204,9 @@ int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, stru
 			ret = UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
 		goto out;
 	}
+	/* What is read must pass the checks itself: the file may have changed since lstat. */
 	if ((ret = check_file(fd, kid, path, &st, e)))
 		goto out;
-	if ((*out = cache_get(path, &st))) {
-		ret = 0;
-		goto out;
-	}
 	/* read_public owns the descriptor from here on. */
 	ret = read_public(fd, kid, path, out, e);
 	fd = -1;
