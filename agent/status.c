@@ -216,10 +216,34 @@ static int64_t covered_until(const struct kview *kv, int kind, int family, uint8
  * it: the destination range is cut at every box edge inside it, and each slice's source range
  * must be covered by the boxes spanning the slice.
  */
+/*
+ * The first element of v (sorted as kview_sort sorts) not ordered before the group, or after
+ * it with past: a binary search, so that a gateway grant is not checked against every host
+ * element of a table that holds 100,000 of them.
+ */
+static size_t group_bound(const struct ruleset_elem *v, size_t n, int kind, int family,
+	uint8_t ipproto, uint16_t port, bool past)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = cmp_group(&v[mid], kind, family, ipproto, port);
+
+		if (c < 0 || (past && c == 0))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipproto,
 	uint16_t port, const struct prefix *src, const struct prefix *dst)
 {
 	size_t alen = family == AF_INET ? 4 : 16;
+	size_t first = group_bound(kv->v, kv->n, RULESET_FORWARD, family, ipproto, port, false);
+	size_t end = group_bound(kv->v, kv->n, RULESET_FORWARD, family, ipproto, port, true);
 	uint8_t lo[16] = { 0 }, hi[16] = { 0 }, dlo[16] = { 0 }, dhi[16] = { 0 }, at[16];
 	int64_t until = INT64_MAX;
 
@@ -228,15 +252,14 @@ static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipp
 	memcpy(at, dlo, 16);
 	for (;;) {
 		uint8_t want[16], next[16];
-		bool more = true, done = false;
+		bool done = false;
 
 		/* The slice starting at `at` ends before the next box edge above it. */
 		memcpy(next, dhi, 16);
-		for (size_t i = 0; i < kv->n; i++) {
+		for (size_t i = first; i < end; i++) {
 			const struct ruleset_elem *k = &kv->v[i];
 
-			if (cmp_group(k, RULESET_FORWARD, family, ipproto, port) ||
-				memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0)
+			if (memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0)
 				continue;
 			if (memcmp(k->dhi, next, 16) < 0)
 				memcpy(next, k->dhi, 16);
@@ -246,11 +269,10 @@ static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipp
 		while (!done) {
 			const struct ruleset_elem *best = NULL;
 
-			for (size_t i = 0; i < kv->n; i++) {
+			for (size_t i = first; i < end; i++) {
 				const struct ruleset_elem *k = &kv->v[i];
 
-				if (cmp_group(k, RULESET_FORWARD, family, ipproto, port) ||
-					memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0 ||
+				if (memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0 ||
 					memcmp(k->lo, want, 16) > 0 || memcmp(k->hi, want, 16) < 0)
 					continue;
 				best = k;
@@ -266,8 +288,7 @@ static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipp
 		if (memcmp(next, dhi, 16) >= 0)
 			break;
 		memcpy(at, next, 16);
-		more = next_addr(at, alen);
-		if (!more)
+		if (!next_addr(at, alen))
 			break;
 	}
 	return until == INT64_MAX ? -1 : until - kv->now_ms;
@@ -449,12 +470,14 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	memset(kv, 0, sizeof(*kv));
 	kv->now_ms = enforce_now_ms();
 	kv->present = true;
-	/* Gateway grants are few: their elements are simply all the gateway ones. */
-	for (size_t i = 0; g->n_dst && i < n; i++) {
+	/*
+	 * Gateway grants are few: their elements are simply all the gateway ones, which the model
+	 * keeps after every host element (it is sorted by kind first).
+	 */
+	for (size_t i = g->n_dst ? group_bound(m, n, RULESET_FORWARD, 0, 0, 0, false) : n; i < n;
+		i++) {
 		struct ruleset_elem *nv;
 
-		if (m[i].kind == RULESET_HOST)
-			continue;
 		if (!(nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv))))
 			return -ENOMEM;
 		kv->v = nv;
