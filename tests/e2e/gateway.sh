@@ -29,14 +29,22 @@ wait_until 5 "listener on 10.1.0.6" in_ns "$B2" "$TCPPROBE_BIN" connect 127.0.0.
 start_jitd
 
 # Elements of a set as "MEMBER MEMBER ..." lines (ranges lo-hi, prefixes a/len), sorted; for a
-# map, " : " and the value's members follow.
+# map, " : " and the value's members follow. A set (or table) that is not there prints a line
+# saying so: "empty" must never be what a missing set looks like.
 member() {
 	printf '%s' '(if type == "string" or type == "number" then tostring
 		elif has("range") then "\(.range[0])-\(.range[1])"
 		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)" else tostring end)'
 }
 set_elems() {
-	kernel_json | jq -r --arg set "$1" "
+	local doc
+	doc=$(kernel_json 2>/dev/null) &&
+		echo "$doc" | jq -e --arg set "$1" '[.nftables[] | (.set? // .map?) | select(.) |
+			select(.name == $set)] | length == 1' >/dev/null || {
+		echo "$NO_SET"
+		return 0
+	}
+	echo "$doc" | jq -r --arg set "$1" "
 		.nftables[] | select((.set? // .map?) and ((.set // .map).name == \$set))
 		| ((.set // .map).elem // [])[]
 		| (if type == \"array\" then . else [., null] end) as [\$k, \$v]

@@ -265,9 +265,17 @@ status_has_no_grants() { status_json | jq -e '.grants == []'; }
 kernel_json() { in_ns "$SRV" nft -j list table inet jitd; }
 
 # Elements of allow4/allow6 as "SOURCE PROTO PORT" lines, sorted. SOURCE is an address, a/len,
-# or lo-hi, exactly as nft prints the interval.
+# or lo-hi, exactly as nft prints the interval. A set (or table) that is not there prints
+# NO_SET: "no elements" must never be what a missing table looks like.
+NO_SET="(set not in the kernel)"
 allow_elems() {
-	kernel_json | jq -r --arg set "$1" '
+	local doc
+	doc=$(kernel_json 2>/dev/null) && echo "$doc" | jq -e --arg set "$1" \
+		'[.nftables[] | .set? | select(.) | select(.name == $set)] | length == 1' >/dev/null || {
+		echo "$NO_SET"
+		return 0
+	}
+	echo "$doc" | jq -r --arg set "$1" '
 		.nftables[] | select(.set? and .set.name == $set) | (.set.elem // [])[]
 		| (if type == "object" and has("elem") then .elem.val else . end) | .concat
 		| [ (.[0] | if type == "string" then .
@@ -294,7 +302,11 @@ denied_packets() {
 
 no_allow_elems() { [ -z "$(allow_elems allow4)" ] && [ -z "$(allow_elems allow6)" ]; }
 has_elem() { allow_elems "$1" | grep -qxF "$2"; }
-lacks_elem() { ! allow_elems "$1" | grep -qxF "$2"; }
+lacks_elem() {
+	local elems
+	elems=$(allow_elems "$1")
+	[ "$elems" != "$NO_SET" ] && ! grep -qxF "$2" <<<"$elems"
+}
 
 # --- traffic ------------------------------------------------------------------------------------
 
