@@ -23,7 +23,7 @@ size_t dnat_pairs(const struct config *c, const struct grant *g, struct dnat_pai
 
 			if (!t || !t->dnat)
 				continue;
-			if (out)
+			if (out && n < DNAT_MAX_PAIRS)
 				out[n] = (struct dnat_pair){ t, q, d };
 			n++;
 		}
@@ -47,47 +47,31 @@ void dnat_mark(struct dnat_used *u, const struct grant *g)
 		use(u, g->dnat_ports[i]);
 }
 
-/* The pairs of g, malloc'ed; *n their count. NULL with *n == 0 for none. */
-static struct dnat_pair *pairs_of(const struct config *c, const struct grant *g, size_t *n,
-	int *ret)
+size_t dnat_granted(const struct config *c, const struct grant *g, struct dnat_pair *out)
 {
-	struct dnat_pair *p;
+	size_t n = dnat_pairs(c, g, out);
 
-	*ret = 0;
-	if (!(*n = dnat_pairs(c, g, NULL)))
-		return NULL;
-	if (!(p = calloc(*n, sizeof(*p)))) {
-		*ret = -ENOMEM;
-		return NULL;
-	}
-	dnat_pairs(c, g, p);
-	return p;
+	return n == g->n_dnat_ports && n <= DNAT_MAX_PAIRS ? n : 0;
 }
 
 int dnat_allocate(const struct config *c, struct grant *g, struct dnat_used *u,
 	struct jit_error *e)
 {
-	size_t n;
-	int ret;
-	struct dnat_pair *p = pairs_of(c, g, &n, &ret);
+	struct dnat_pair p[DNAT_MAX_PAIRS];
+	size_t n = dnat_pairs(c, g, p);
 	uint16_t *ports = NULL;
+	int ret;
 
 	free(g->dnat_ports);
 	g->dnat_ports = NULL;
 	g->n_dnat_ports = 0;
-	if (ret)
-		return jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
 	if (!n)
 		return 0;
-	if (n > DNAT_MAX_PAIRS) {
-		free(p);
+	if (n > DNAT_MAX_PAIRS)
 		return jit_fail(e, JIT_ERR_TOO_LARGE, "%zu (port, dst) pairs need a gateway port; "
 			"at most %d per grant", n, DNAT_MAX_PAIRS);
-	}
-	if (!(ports = calloc(n, sizeof(*ports)))) {
-		free(p);
+	if (!(ports = calloc(n, sizeof(*ports))))
 		return jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
-	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned port = p[i].t->dnat_lo;
 
@@ -101,7 +85,6 @@ int dnat_allocate(const struct config *c, struct grant *g, struct dnat_used *u,
 			for (size_t j = 0; j < i; j++)
 				u->bits[ports[j] / 8] &= (uint8_t) ~(1u << (ports[j] % 8));
 			free(ports);
-			free(p);
 			return ret;
 		}
 		ports[i] = (uint16_t)port;
@@ -109,7 +92,6 @@ int dnat_allocate(const struct config *c, struct grant *g, struct dnat_used *u,
 	}
 	g->dnat_ports = ports;
 	g->n_dnat_ports = n;
-	free(p);
 	return 0;
 }
 
@@ -146,23 +128,18 @@ static int parse_annex(const char *annex, const struct dnat_pair *p, size_t n,
 int dnat_restore(const struct config *c, struct grant *g, const char *annex, struct dnat_used *u,
 	struct jit_error *e)
 {
-	size_t n;
-	int ret;
-	struct dnat_pair *p = pairs_of(c, g, &n, &ret);
+	struct dnat_pair p[DNAT_MAX_PAIRS];
+	size_t n = dnat_pairs(c, g, p);
 	uint16_t *ports;
+	int ret;
 
-	if (ret)
-		return jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
-	if (!n) {
-		free(p);
+	if (!n)
 		return annex && *annex ? 1 : 0;
-	}
-	if (!(ports = calloc(n, sizeof(*ports)))) {
-		free(p);
-		return jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
-	}
+	/* Too many pairs: dnat_allocate says so. */
+	if (n > DNAT_MAX_PAIRS || !(ports = calloc(n, sizeof(*ports))))
+		return n > DNAT_MAX_PAIRS ? dnat_allocate(c, g, u, e) :
+					    jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
 	ret = parse_annex(annex, p, n, u, ports);
-	free(p);
 	if (ret) {
 		free(ports);
 		ret = dnat_allocate(c, g, u, e);
@@ -178,11 +155,10 @@ int dnat_restore(const struct config *c, struct grant *g, const char *annex, str
 bool dnat_fits(const struct config *c, const struct grant *g)
 {
 	struct dnat_pair p[DNAT_MAX_PAIRS];
-	size_t n = dnat_pairs(c, g, NULL);
+	size_t n = dnat_pairs(c, g, p);
 
 	if (n != g->n_dnat_ports || n > DNAT_MAX_PAIRS)
 		return false;
-	dnat_pairs(c, g, p);
 	for (size_t i = 0; i < n; i++)
 		if (g->dnat_ports[i] < p[i].t->dnat_lo || g->dnat_ports[i] > p[i].t->dnat_hi)
 			return false;
@@ -192,14 +168,11 @@ bool dnat_fits(const struct config *c, const struct grant *g)
 int dnat_describe(const struct config *c, const struct grant *g, char *buf, size_t len)
 {
 	struct dnat_pair p[DNAT_MAX_PAIRS];
-	size_t n = dnat_pairs(c, g, NULL), o = 0;
+	size_t n = dnat_granted(c, g, p), o = 0;
 
 	if (!len)
 		return -ENOSPC;
 	buf[0] = '\0';
-	if (n != g->n_dnat_ports || n > DNAT_MAX_PAIRS)
-		return 0;
-	dnat_pairs(c, g, p);
 	for (size_t i = 0; i < n; i++) {
 		char to[PREFIX_STRLEN], spec[16];
 		int w;

@@ -373,12 +373,8 @@ static int desired_dnat(const struct enforce *e, const struct group *g, int64_t 
 			;
 		if (k == gr->n_dnat_ports || end <= now_ms)
 			continue;
-		/* One grant names at most one machine per port when a target maps ports. */
-		if (dnat_pairs(e->cfg, gr, NULL) != gr->n_dnat_ports ||
-			gr->n_dnat_ports > DNAT_MAX_PAIRS)
-			continue;
-		dnat_pairs(e->cfg, gr, pairs);
-		if (port_proto_ipproto(gr->ports[pairs[k].port_idx].proto) != g->ipproto)
+		if (!dnat_granted(e->cfg, gr, pairs) ||
+			port_proto_ipproto(gr->ports[pairs[k].port_idx].proto) != g->ipproto)
 			continue;
 		for (size_t s = 0; s < gr->n_src; s++) {
 			if (gr->src[s].family != AF_INET)
@@ -821,10 +817,8 @@ static int grant_groups(const struct enforce *e, const struct grant *gr, struct 
 			ret = add_group(v, n, &g);
 		}
 	}
-	if (ret || !gr->n_dnat_ports || gr->n_dnat_ports > DNAT_MAX_PAIRS ||
-		dnat_pairs(e->cfg, gr, NULL) != gr->n_dnat_ports)
+	if (ret || !dnat_granted(e->cfg, gr, pairs))
 		return ret;
-	dnat_pairs(e->cfg, gr, pairs);
 	g.kind = RULESET_DNAT;
 	g.family = AF_INET;
 	for (size_t k = 0; ret == 0 && k < gr->n_dnat_ports; k++) {

@@ -300,7 +300,7 @@ static int64_t gateway_kernel_left(const struct kview *kv, const struct config *
 {
 	struct dnat_pair pairs[DNAT_MAX_PAIRS];
 	int64_t left = INT64_MAX, l;
-	size_t np = dnat_pairs(cfg, g, NULL);
+	size_t np = dnat_granted(cfg, g, pairs);
 
 	for (size_t p = 0; p < g->n_ports; p++) {
 		uint8_t ipproto = port_proto_ipproto(g->ports[p].proto);
@@ -317,9 +317,8 @@ static int64_t gateway_kernel_left(const struct kview *kv, const struct config *
 			}
 		}
 	}
-	if (np != g->n_dnat_ports || np > DNAT_MAX_PAIRS)
-		return -1;
-	dnat_pairs(cfg, g, pairs);
+	if (np != g->n_dnat_ports)
+		return -1; /* the configuration no longer maps what the grant was given */
 	for (size_t k = 0; k < np; k++) {
 		for (size_t s = 0; s < g->n_src; s++) {
 			uint8_t lo[16] = { 0 }, hi[16] = { 0 };
@@ -408,12 +407,9 @@ static json_t *grant_elements(const struct grant *g)
 static json_t *dnat_json(const struct config *cfg, const struct grant *g)
 {
 	struct dnat_pair pairs[DNAT_MAX_PAIRS];
-	size_t np = dnat_pairs(cfg, g, NULL);
+	size_t np = dnat_granted(cfg, g, pairs);
 	json_t *a = json_array();
 
-	if (np != g->n_dnat_ports || np > DNAT_MAX_PAIRS)
-		return a;
-	dnat_pairs(cfg, g, pairs);
 	for (size_t k = 0; a && k < np; k++) {
 		const struct port_spec *ps = &g->ports[pairs[k].port_idx];
 		char to[PREFIX_STRLEN + 8], connect[INET6_ADDRSTRLEN + 8], addr[PREFIX_STRLEN];

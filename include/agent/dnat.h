@@ -29,8 +29,18 @@ struct dnat_pair {
 	size_t port_idx, dst_idx;
 };
 
-/* The grant's pairs in ports-then-dst order into out (may be NULL); returns how many. */
+/* The most pairs a grant may have (each costs a gateway port). */
+#define DNAT_MAX_PAIRS 64
+/*
+ * The grant's pairs in ports-then-dst order: how many there are, and the first DNAT_MAX_PAIRS
+ * of them in out (may be NULL).
+ */
 size_t dnat_pairs(const struct config *c, const struct grant *g, struct dnat_pair *out);
+/*
+ * The pairs behind g's allocated ports, in out (DNAT_MAX_PAIRS of room): g->n_dnat_ports of
+ * them, or 0 when its allocation no longer matches c's pairs.
+ */
+size_t dnat_granted(const struct config *c, const struct grant *g, struct dnat_pair *out);
 /* Marks g's allocated ports as used. */
 void dnat_mark(struct dnat_used *u, const struct grant *g);
 /*
@@ -49,8 +59,6 @@ int dnat_restore(const struct config *c, struct grant *g, const char *annex, str
 	struct jit_error *e);
 /* Whether g's allocation still fits c: one port per pair, each in its pair's range. */
 bool dnat_fits(const struct config *c, const struct grant *g);
-/* The most pairs a grant may have (each costs a gateway port). */
-#define DNAT_MAX_PAIRS 64
 /*
  * The connection details of g's gateway ports, as a console shows them: "connect to
  * 198.51.100.10:50017 for 10.1.0.5:22/tcp", several joined by "; " ("gateway" when the target
