@@ -49,6 +49,7 @@ struct client {
 	 * is only marked gone; the answer then frees it.
 	 */
 	bool waiting, gone;
+	struct evbuffer *written; /* a reply written, not built (status), to send as it is */
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
 	char user[64];
 	char peer[128];
@@ -78,21 +79,35 @@ static void ctl_written_cb(struct bufferevent *bev, void *arg)
 		client_free(arg);
 }
 
-static void reply(struct client *c, json_t *msg)
+/* Hands a whole reply line to the connection, which closes once it has left. */
+static void reply_buffer(struct client *c, struct evbuffer *line)
 {
-	char *text = msg ? proto_encode(msg) : NULL;
+	size_t len = evbuffer_get_length(line);
 
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setcb(c->bev, NULL, ctl_written_cb, NULL, c);
-	if (!text || bufferevent_write(c->bev, text, strlen(text)) < 0) {
+	if (bufferevent_write_buffer(c->bev, line) < 0)
+		client_free(c);
+	else
+		status_release_memory(len);
+	evbuffer_free(line);
+}
+
+static void reply(struct client *c, json_t *msg)
+{
+	char *text = msg ? proto_encode(msg) : NULL;
+	struct evbuffer *line = evbuffer_new();
+
+	json_decref(msg);
+	if (!text || !line || evbuffer_add(line, text, strlen(text))) {
 		free(text);
-		json_decref(msg);
+		if (line)
+			evbuffer_free(line);
 		client_free(c);
 		return;
 	}
-	json_decref(msg);
-	status_release_memory(strlen(text));
 	free(text);
+	reply_buffer(c, line);
 }
 
 /* Changing calls are root's; the socket's group may only read (status, log). */
@@ -223,6 +238,22 @@ static json_t *do_grant(struct client *c, json_t *req)
 	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));
 }
 
+/* Written straight into the reply: see status_write. */
+static json_t *do_status(struct client *c, json_t *req)
+{
+	struct evbuffer *line = evbuffer_new();
+
+	(void)req;
+	if (!line || evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
+		status_write(c->ctl->enf, line) || evbuffer_add(line, "}\n", 2)) {
+		if (line)
+			evbuffer_free(line);
+		return proto_error(JIT_ERR_INTERNAL, "out of memory writing the status");
+	}
+	c->written = line;
+	return NULL;
+}
+
 static json_t *do_log(struct client *c, json_t *req)
 {
 	const json_t *since = json_object_get(req, "since"), *grant = json_object_get(req, "grant");
@@ -244,7 +275,7 @@ static const struct {
 	bool changes;
 	json_t *(*fn)(struct client *c, json_t *req);
 } ops[] = {
-	{ "status", false, NULL },
+	{ "status", false, do_status },
 	{ "log", false, do_log },
 	{ "submit", true, do_submit },
 	{ "revoke", true, do_revoke },
@@ -263,9 +294,6 @@ static json_t *dispatch(struct client *c, json_t *req)
 			continue;
 		if (ops[i].changes && !may_change(c))
 			return proto_error(JIT_ERR_PERMISSION, "only root may change grants");
-		if (!ops[i].fn)
-			return json_pack("{s:b, s:o}", "ok", 1, "status",
-				status_build(c->ctl->enf));
 		return ops[i].fn(c, req);
 	}
 	return proto_error(JIT_ERR_BAD_REQUEST, "unknown op");
@@ -289,10 +317,14 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
 		reply(c, proto_error(err.code, err.msg));
 	} else {
 		json_t *msg = dispatch(c, req);
+		struct evbuffer *written = c->written;
 
 		/* One request per connection: nothing more is read while its answer is pending. */
+		c->written = NULL;
 		if (c->waiting)
 			bufferevent_disable(c->bev, EV_READ);
+		else if (written)
+			reply_buffer(c, written);
 		else
 			reply(c, msg);
 	}

@@ -125,26 +125,33 @@ static int status_of(int code)
 	}
 }
 
-static void send_json(struct evhttp_request *req, int status, json_t *doc)
+/* Sends body (a JSON text with its newline) and frees it. */
+static void send_body(struct evhttp_request *req, int status, struct evbuffer *body)
 {
 	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	size_t len = evbuffer_get_length(body);
+
+	evhttp_add_header(hdr, "Content-Type", "application/json");
+	evhttp_add_header(hdr, "Cache-Control", "no-store");
+	evhttp_add_header(hdr, "X-Content-Type-Options", "nosniff");
+	evhttp_send_reply(req, status, NULL, body);
+	evbuffer_free(body);
+	status_release_memory(len);
+}
+
+static void send_json(struct evhttp_request *req, int status, json_t *doc)
+{
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	struct evbuffer *out = evbuffer_new();
 
 	json_decref(doc);
 	if (!text || !out || evbuffer_add(out, text, strlen(text)) || evbuffer_add(out, "\n", 1)) {
 		evhttp_send_error(req, 500, NULL);
-		goto out;
+		if (out)
+			evbuffer_free(out);
+	} else {
+		send_body(req, status, out);
 	}
-	evhttp_add_header(hdr, "Content-Type", "application/json");
-	evhttp_add_header(hdr, "Cache-Control", "no-store");
-	evhttp_add_header(hdr, "X-Content-Type-Options", "nosniff");
-	evhttp_send_reply(req, status, NULL, out);
-out:
-	if (out)
-		evbuffer_free(out);
-	if (text)
-		status_release_memory(strlen(text));
 	free(text);
 }
 
@@ -289,12 +296,20 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 /* Status names who has access to what: authenticated controllers and the host itself only. */
 static void get_status(struct http *h, struct evhttp_request *req, const struct peer *p)
 {
+	struct evbuffer *out;
+
 	if (!p->verified && !p->loopback) {
 		send_error(req, 403, JIT_ERR_PERMISSION,
 			"status is served over mutual TLS (listen.client_ca) or to loopback clients");
 		return;
 	}
-	send_json(req, 200, status_build(h->enf));
+	if (!(out = evbuffer_new()) || status_write(h->enf, out) || evbuffer_add(out, "\n", 1)) {
+		evhttp_send_error(req, 500, NULL);
+		if (out)
+			evbuffer_free(out);
+		return;
+	}
+	send_body(req, 200, out);
 }
 
 /* Prometheus text format, under the same rule as status (it counts who was refused why). */

@@ -49,12 +49,9 @@ static int cmd_help(const struct jitctl_opts *o, int argc, char **argv)
 	return JITCTL_OK;
 }
 
-int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply)
+/* Says once why the agent could not be asked. */
+static int call_failed(const struct jitctl_opts *o, int ret)
 {
-	int ret = proto_call(o->socket, request, reply);
-
-	if (!ret)
-		return JITCTL_OK;
 	if (ret == -EPROTO)
 		fprintf(stderr, "jitctl: %s: the agent sent no valid reply\n", o->socket);
 	else
@@ -62,6 +59,21 @@ int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **rep
 			strerror(-ret),
 			ret == -EACCES ? " (the control socket is for root and group jitd)" : "");
 	return JITCTL_UNREACHABLE;
+}
+
+int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply)
+{
+	int ret = proto_call(o->socket, request, reply);
+
+	return ret ? call_failed(o, ret) : JITCTL_OK;
+}
+
+int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **line,
+	size_t *len)
+{
+	int ret = proto_call_line(o->socket, request, line, len);
+
+	return ret ? call_failed(o, ret) : JITCTL_OK;
 }
 
 int main(int argc, char **argv)

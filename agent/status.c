@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <libnftnl/set.h>
 
 #include "agent/activity.h"
@@ -673,10 +674,12 @@ static bool contained(const struct ruleset_elem *a, size_t na, const struct rule
 	return true;
 }
 
-static json_t *kernel_json(struct enforce *e, const struct kview *kv,
-	const struct ruleset_elem *model, size_t nm)
+/*
+ * The kernel's elements are compared with the model: the status says whether what jitd
+ * believes is what the kernel enforces.
+ */
+static bool kernel_in_sync(const struct kview *kv, const struct ruleset_elem *model, size_t nm)
 {
-	json_t *els = json_array();
 	struct ruleset_elem *sorted = nm ? malloc(nm * sizeof(*sorted)) : NULL;
 	bool in_sync;
 
@@ -688,40 +691,101 @@ static json_t *kernel_json(struct enforce *e, const struct kview *kv,
 		contained(kv->v, kv->n, sorted, nm, kv->now_ms) &&
 		contained(model, nm, kv->v, kv->n, kv->now_ms);
 	free(sorted);
-
-	for (size_t i = 0; els && i < kv->n; i++) {
-		const struct ruleset_elem *k = &kv->v[i];
-		json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:i, s:I}", "set",
-			ruleset_set_name(k->kind, k->family), "family",
-			k->family == AF_INET ? "ipv4" : "ipv6", "source",
-			range_json(k->family, k->lo, k->hi), "protocol",
-			k->ipproto == IPPROTO_TCP ? "tcp" : "udp", "port", k->port, "expires_in_ms",
-			(json_int_t)(k->exp_ms > kv->now_ms ? k->exp_ms - kv->now_ms : 0));
-
-		if (o && k->kind == RULESET_FORWARD)
-			json_object_set_new(o, "destination", range_json(k->family, k->dlo, k->dhi));
-		if (o && k->kind == RULESET_DNAT) {
-			char to[INET_ADDRSTRLEN + 8], a[INET_ADDRSTRLEN];
-
-			inet_ntop(AF_INET, k->dlo, a, sizeof(a));
-			snprintf(to, sizeof(to), "%s:%u", a, (unsigned)k->to_port);
-			json_object_set_new(o, "to", json_string(to));
-		}
-		json_array_append_new(els, o);
-	}
-	return json_pack("{s:s, s:b, s:b, s:b, s:I, s:o}", "table", "inet " RULESET_TABLE, "present",
-		kv->present, "owned", enforce_table_owned(e), "in_sync", in_sync, "denied_packets",
-		(json_int_t)kv->denied, "elements", els);
+	return in_sync;
 }
 
-json_t *status_build(struct enforce *e)
+static json_t *kernel_elem_json(const struct ruleset_elem *k, int64_t now_ms)
+{
+	json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:i, s:I}", "set",
+		ruleset_set_name(k->kind, k->family), "family",
+		k->family == AF_INET ? "ipv4" : "ipv6", "source", range_json(k->family, k->lo, k->hi),
+		"protocol", k->ipproto == IPPROTO_TCP ? "tcp" : "udp", "port", k->port,
+		"expires_in_ms", (json_int_t)(k->exp_ms > now_ms ? k->exp_ms - now_ms : 0));
+
+	if (o && k->kind == RULESET_FORWARD)
+		json_object_set_new(o, "destination", range_json(k->family, k->dlo, k->dhi));
+	if (o && k->kind == RULESET_DNAT) {
+		char to[INET_ADDRSTRLEN + 8], a[INET_ADDRSTRLEN];
+
+		inet_ntop(AF_INET, k->dlo, a, sizeof(a));
+		snprintf(to, sizeof(to), "%s:%u", a, (unsigned)k->to_port);
+		json_object_set_new(o, "to", json_string(to));
+	}
+	return o;
+}
+
+/*
+ * The document is written, not built: at 100,000 grants a jansson tree of it is hundreds of MB
+ * of small objects and most of the time a status takes. Small members are still jansson
+ * values; the two long arrays (kernel elements, grants) are written one entry at a time, each
+ * entry a small jansson object dumped and freed at once. Member names are literals that need
+ * no escaping.
+ */
+struct writer {
+	struct evbuffer *out;
+	bool first;	/* no comma before the next member or entry */
+	int err;
+};
+
+static int writer_add(const char *buf, size_t len, void *arg)
+{
+	return evbuffer_add(arg, buf, len);
+}
+
+static void w_raw(struct writer *w, const char *text)
+{
+	if (!w->err && evbuffer_add(w->out, text, strlen(text)))
+		w->err = -ENOMEM;
+}
+
+/* An array entry, or with name a member; v is consumed. */
+static void w_value(struct writer *w, const char *name, json_t *v)
+{
+	if (!w->first)
+		w_raw(w, ",");
+	w->first = false;
+	if (name && !w->err && evbuffer_add_printf(w->out, "\"%s\":", name) < 0)
+		w->err = -ENOMEM;
+	if (!v) {
+		w->err = -ENOMEM;
+	} else if (!w->err) {
+		char buf[2048];
+		size_t len = json_dumpb(v, buf, sizeof(buf), JSON_COMPACT | JSON_ENCODE_ANY);
+
+		/* One copy into out for an entry: jansson's callback hands over every token. */
+		if (!len || (len <= sizeof(buf) ? evbuffer_add(w->out, buf, len) :
+			json_dump_callback(v, writer_add, w->out, JSON_COMPACT | JSON_ENCODE_ANY)))
+			w->err = -ENOMEM;
+	}
+	json_decref(v);
+}
+
+/* Opens a member object or array (open is "{" or "["); the next value is its first. */
+static void w_open(struct writer *w, const char *name, const char *open)
+{
+	if (!w->first)
+		w_raw(w, ",");
+	if (!w->err && evbuffer_add_printf(w->out, "\"%s\":%s", name, open) < 0)
+		w->err = -ENOMEM;
+	w->first = true;
+}
+
+static void w_close(struct writer *w, const char *close)
+{
+	w_raw(w, close);
+	w->first = false;
+}
+
+int status_write(struct enforce *e, struct evbuffer *out)
 {
 	const struct config *cfg = enforce_config(e);
 	struct conntrack *ct = enforce_conntrack(e);
+	struct writer w = { .out = out, .first = true };
 	const struct ruleset_elem *model;
 	const struct grant *g;
-	json_t *grants = json_array(), *always = json_array(), *o;
+	json_t *always = json_array();
 	long *flows = NULL;
+	int64_t now;
 	size_t n, nm;
 	struct kview kv;
 
@@ -730,29 +794,44 @@ json_t *status_build(struct enforce *e)
 	model = enforce_model(e, &nm);
 	kview_read(enforce_nft(e), cfg, &kv);
 	kview_sort(&kv);
+	now = kv.now_ms / 1000;
 	/* One conntrack dump for all grants; without it the counts are unknown, not zero. */
 	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
 		conntrack_count_many(ct, g, n, flows)) {
 		free(flows);
 		flows = NULL;
 	}
-	for (size_t i = 0; grants && i < n; i++)
-		json_array_append_new(grants, grant_json(cfg, &g[i], &kv, flows ? flows[i] : -1));
 	for (size_t i = 0; always && i < cfg->n_always_allow; i++)
 		json_array_append_new(always, prefix_json(&cfg->always_allow[i]));
-	o = json_pack("{s:i, s:s, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "version", STATUS_VERSION,
-		"host_id", cfg->host_id, "time", time_json(kv.now_ms / 1000), "agent",
-		agent_json(e, kv.now_ms / 1000, ct != NULL), "deny_action",
-		cfg->deny_action == DENY_REJECT ? "reject" : "drop", "kernel",
-		kernel_json(e, &kv, model, nm), "always_allow", always, "ports",
-		ports_json(cfg, enforce_activity(e), g, n, kv.now_ms / 1000), "grants", grants);
-	if (o) {
-		json_object_set_new(o, "mode", json_string(mode_name(cfg->mode)));
-		json_object_set_new(o, "targets", targets_json(cfg, g, n));
-	}
+
+	w_raw(&w, "{");
+	w_value(&w, "version", json_integer(STATUS_VERSION));
+	w_value(&w, "host_id", json_string(cfg->host_id));
+	w_value(&w, "mode", json_string(mode_name(cfg->mode)));
+	w_value(&w, "time", time_json(now));
+	w_value(&w, "agent", agent_json(e, now, ct != NULL));
+	w_value(&w, "deny_action", json_string(cfg->deny_action == DENY_REJECT ? "reject" :
+									     "drop"));
+	w_value(&w, "always_allow", always);
+	w_value(&w, "ports", ports_json(cfg, enforce_activity(e), g, n, now));
+	w_value(&w, "targets", targets_json(cfg, g, n));
+	w_open(&w, "kernel", "{");
+	w_value(&w, "table", json_string("inet " RULESET_TABLE));
+	w_value(&w, "present", json_boolean(kv.present));
+	w_value(&w, "owned", json_boolean(enforce_table_owned(e)));
+	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv, model, nm)));
+	w_value(&w, "denied_packets", json_integer((json_int_t)kv.denied));
+	w_open(&w, "elements", "[");
+	for (size_t i = 0; !w.err && i < kv.n; i++)
+		w_value(&w, NULL, kernel_elem_json(&kv.v[i], kv.now_ms));
+	w_close(&w, "]}");
+	w_open(&w, "grants", "[");
+	for (size_t i = 0; !w.err && i < n; i++)
+		w_value(&w, NULL, grant_json(cfg, &g[i], &kv, flows ? flows[i] : -1));
+	w_close(&w, "]}");
 	free(flows);
 	free(kv.v);
-	return o;
+	return w.err;
 }
 
 /* Below this a reply's garbage is small enough to stay for reuse. */

@@ -170,15 +170,16 @@ out:
 	return 0;
 }
 
-int proto_call(const char *path, const json_t *request, json_t **reply)
+int proto_call_line(const char *path, const json_t *request, char **line, size_t *len)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int64_t deadline = now_ms() + PROTO_TIMEOUT_MS;
-	char *text = NULL, *line = NULL, *nl;
-	size_t len = 0;
+	char *text = NULL, *buf = NULL, *nl;
+	size_t n = 0;
 	int fd = -1, ret;
 
-	*reply = NULL;
+	*line = NULL;
+	*len = 0;
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
@@ -195,22 +196,38 @@ int proto_call(const char *path, const json_t *request, json_t **reply)
 	}
 	if ((ret = send_all(fd, text, strlen(text), deadline)))
 		goto out;
-	if ((ret = recv_line(fd, &line, &len, deadline)))
+	if ((ret = recv_line(fd, &buf, &n, deadline)))
 		goto out;
-	nl = memchr(line, '\n', len);
-	if (nl && (size_t)(nl - line) + 1 != len) {
+	nl = memchr(buf, '\n', n);
+	if (nl && (size_t)(nl - buf) + 1 != n) {
 		ret = -EPROTO; /* one request, one reply: anything after the line is a broken agent */
 		goto out;
 	}
-	if (len > PROTO_MAX_REPLY + 1) {
+	if (n > PROTO_MAX_REPLY + 1) {
 		ret = -EMSGSIZE;
 		goto out;
 	}
-	ret = decode(line, len, PROTO_MAX_REPLY, reply, NULL) ? -EPROTO : 0;
+	*line = buf;
+	*len = n;
+	buf = NULL;
 out:
 	if (fd >= 0)
 		close(fd);
 	free(text);
+	free(buf);
+	return ret;
+}
+
+int proto_call(const char *path, const json_t *request, json_t **reply)
+{
+	char *line;
+	size_t len;
+	int ret;
+
+	*reply = NULL;
+	if ((ret = proto_call_line(path, request, &line, &len)))
+		return ret;
+	ret = decode(line, len, PROTO_MAX_REPLY, reply, NULL) ? -EPROTO : 0;
 	free(line);
 	return ret;
 }

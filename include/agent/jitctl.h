@@ -36,6 +36,9 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv);
  * why to stderr and returns JITCTL_UNREACHABLE.
  */
 int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply);
+/* The same, with the reply line unparsed (proto_call_line); *line is the caller's to free. */
+int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **line,
+	size_t *len);
 /*
  * Shared by the commands that change grants: a refusal as "jitctl CMD: refused: CODE: MSG" on
  * stderr, or {"error","message"} on stdout with json; an applied grant as readable lines.

@@ -7,13 +7,15 @@
 #include <jansson.h>
 
 struct enforce;
+struct evbuffer;
 struct grant;
 
 /*
- * The status document (schema version 1, documented in README.md): configuration, live grants
- * and what the kernel really holds, read back from it. New reference, or NULL on OOM.
+ * Appends the status document (schema version 1, documented in README.md) to out as compact
+ * JSON, without a newline: configuration, live grants and what the kernel really holds, read
+ * back from it. 0, or -ENOMEM with a partial document in out.
  */
-json_t *status_build(struct enforce *e);
+int status_write(struct enforce *e, struct evbuffer *out);
 /*
  * One grant as the control protocol reports it after a submit (with its elements). Its
  * kernel_expires_in comes from the transaction the kernel just acknowledged, not a read-back.
@@ -21,7 +23,7 @@ json_t *status_build(struct enforce *e);
 json_t *status_grant_json(struct enforce *e, const struct grant *g);
 /*
  * After a reply of len bytes was handed to the network: a large one (status at 100,000 grants
- * builds hundreds of MB of jansson objects) leaves freed heap that glibc would keep for reuse,
+ * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse,
  * leaving the agent at that high-water mark. It goes back to the system here.
  */
 void status_release_memory(size_t len);

@@ -18,6 +18,12 @@ struct jit_error;
 /* A reply: status grows with the active grants, about 350 bytes each (70 MB at 200,000). */
 #define PROTO_MAX_REPLY (256 * 1024 * 1024)
 #define PROTO_TIMEOUT_MS 10000
+/*
+ * A status reply that succeeded begins with exactly these bytes and ends with "}\n": the agent
+ * writes it so (status_write), and jitctl status --json passes the document between them on
+ * as it came instead of parsing 35 MB only to print it again.
+ */
+#define PROTO_STATUS_HEAD "{\"ok\":true,\"status\":"
 
 /*
  * Parses one request (without or with its trailing newline). Must be a JSON object without
@@ -38,5 +44,10 @@ json_t *proto_error(int code, const char *msg);
  * does not fit sockaddr_un).
  */
 int proto_call(const char *path, const json_t *request, json_t **reply);
+/*
+ * proto_call without the parsing: the reply line as it came, its newline included (none when
+ * the agent closed without one). *line is the caller's to free.
+ */
+int proto_call_line(const char *path, const json_t *request, char **line, size_t *len);
 
 #endif
