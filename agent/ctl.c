@@ -50,6 +50,7 @@ struct client {
 	 */
 	bool waiting, gone;
 	struct evbuffer *written; /* a reply written, not built (status), to send as it is */
+	size_t reply_len;
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
 	char user[64];
 	char peer[128];
@@ -75,21 +76,23 @@ static void client_free(struct client *c)
 /* Close once the reply has left: the protocol is one request per connection. */
 static void ctl_written_cb(struct bufferevent *bev, void *arg)
 {
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		client_free(arg);
+	struct client *c = arg;
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)))
+		return;
+	/* Only now is a large reply's buffer freed, and worth giving back. */
+	status_release_memory(c->reply_len);
+	client_free(c);
 }
 
 /* Hands a whole reply line to the connection, which closes once it has left. */
 static void reply_buffer(struct client *c, struct evbuffer *line)
 {
-	size_t len = evbuffer_get_length(line);
-
+	c->reply_len = evbuffer_get_length(line);
 	bufferevent_disable(c->bev, EV_READ);
 	bufferevent_setcb(c->bev, NULL, ctl_written_cb, NULL, c);
 	if (bufferevent_write_buffer(c->bev, line) < 0)
 		client_free(c);
-	else
-		status_release_memory(len);
 	evbuffer_free(line);
 }
 

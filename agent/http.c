@@ -125,6 +125,13 @@ static int status_of(int code)
 	}
 }
 
+/* Only once a large reply has left is its buffer freed, and worth giving back. */
+static void reply_sent_cb(struct evhttp_request *req, void *arg)
+{
+	(void)req;
+	status_release_memory((size_t)(uintptr_t)arg);
+}
+
 /* Sends body (a JSON text with its newline) and frees it. */
 static void send_body(struct evhttp_request *req, int status, struct evbuffer *body)
 {
@@ -134,9 +141,9 @@ static void send_body(struct evhttp_request *req, int status, struct evbuffer *b
 	evhttp_add_header(hdr, "Content-Type", "application/json");
 	evhttp_add_header(hdr, "Cache-Control", "no-store");
 	evhttp_add_header(hdr, "X-Content-Type-Options", "nosniff");
+	evhttp_request_set_on_complete_cb(req, reply_sent_cb, (void *)(uintptr_t)len);
 	evhttp_send_reply(req, status, NULL, body);
 	evbuffer_free(body);
-	status_release_memory(len);
 }
 
 static void send_json(struct evhttp_request *req, int status, json_t *doc)

@@ -22,9 +22,9 @@ int status_write(struct enforce *e, struct evbuffer *out);
  */
 json_t *status_grant_json(struct enforce *e, const struct grant *g);
 /*
- * After a reply of len bytes was handed to the network: a large one (status at 100,000 grants
- * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse,
- * leaving the agent at that high-water mark. It goes back to the system here.
+ * Once a reply of len bytes has been written to its peer: a large one (status at 100,000 grants
+ * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse, leaving the agent at
+ * that high-water mark. It goes back to the system here.
  */
 void status_release_memory(size_t len);
 
