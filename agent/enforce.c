@@ -846,6 +846,8 @@ static int grants_push(struct enforce *e, struct grant *g)
 	}
 	/* The time left as the wall clock says now, counted from here on CLOCK_BOOTTIME. */
 	e->deadline[e->n_grants] = clock_ms(CLOCK_BOOTTIME) + (g->exp * 1000 - enforce_now_ms());
+	/* Kept for its lifetime: one allocation, not six. Unpacked it works the same. */
+	(void)grant_pack(g);
 	e->grants[e->n_grants++] = *g;
 	memset(g, 0, sizeof(*g));
 	return 0;

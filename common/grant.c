@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,16 +429,78 @@ out:
 	return ret;
 }
 
+/* Where the next piece of a packed grant goes: arrays first, each at an aligned offset. */
+static size_t pack_at(size_t *off, size_t len)
+{
+	size_t at = (*off + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+
+	*off = at + len;
+	return at;
+}
+
+static void *pack_mem(char *block, size_t at, const void *p, size_t len)
+{
+	return len ? memcpy(block + at, p, len) : NULL;
+}
+
+static char *pack_str(char *block, size_t *off, const char *s)
+{
+	size_t len = s ? strlen(s) + 1 : 0;
+	char *at = block + *off;
+
+	if (!s)
+		return NULL;
+	*off += len;
+	return memcpy(at, s, len);
+}
+
+int grant_pack(struct grant *g)
+{
+	size_t src_len = g->n_src * sizeof(*g->src), ports_len = g->n_ports * sizeof(*g->ports);
+	size_t dst_len = g->n_dst * sizeof(*g->dst), off = 0, src_at, ports_at, dst_at, str_at;
+	const char *strs[] = { g->jti, g->iss, g->sub, g->kid, g->reason };
+	struct grant old = *g;
+	char *block;
+
+	if (g->block)
+		return 0;
+	src_at = pack_at(&off, src_len);
+	ports_at = pack_at(&off, ports_len);
+	dst_at = pack_at(&off, dst_len);
+	str_at = off;
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		off += strs[i] ? strlen(strs[i]) + 1 : 0;
+	if (!(block = malloc(off ? off : 1)))
+		return -ENOMEM;
+	g->src = pack_mem(block, src_at, old.src, src_len);
+	g->ports = pack_mem(block, ports_at, old.ports, ports_len);
+	g->dst = pack_mem(block, dst_at, old.dst, dst_len);
+	g->jti = pack_str(block, &str_at, old.jti);
+	g->iss = pack_str(block, &str_at, old.iss);
+	g->sub = pack_str(block, &str_at, old.sub);
+	g->kid = pack_str(block, &str_at, old.kid);
+	g->reason = pack_str(block, &str_at, old.reason);
+	g->block = block;
+	old.dnat_ports = NULL;
+	old.n_dnat_ports = 0;
+	grant_clear(&old);
+	return 0;
+}
+
 void grant_clear(struct grant *g)
 {
-	free(g->jti);
-	free(g->iss);
-	free(g->sub);
-	free(g->kid);
-	free(g->reason);
-	free(g->src);
-	free(g->ports);
-	free(g->dst);
+	if (g->block) {
+		free(g->block);
+	} else {
+		free(g->jti);
+		free(g->iss);
+		free(g->sub);
+		free(g->kid);
+		free(g->reason);
+		free(g->src);
+		free(g->ports);
+		free(g->dst);
+	}
 	free(g->dnat_ports);
 	memset(g, 0, sizeof(*g));
 }

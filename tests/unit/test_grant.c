@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -889,6 +890,54 @@ static void test_copy_dst(void **state)
 	assert_int_equal(d.n_dst, 0);
 }
 
+/* A packed grant says what it said before, from one block, and still owns its gateway ports. */
+static void test_pack(void **state)
+{
+	static const uint16_t mapped[] = { 50000, 50001 };
+	struct grant g = accept(with("dst", js("['10.1.0.5', '2001:db8::/64']"))), want, empty = { 0 };
+	uint16_t *ports;
+	char *block;
+
+	assert_non_null(g.reason = strdup("INC-7"));
+	assert_non_null(ports = g.dnat_ports = malloc(sizeof(mapped)));
+	memcpy(g.dnat_ports, mapped, sizeof(mapped));
+	g.n_dnat_ports = 2;
+	assert_int_equal(grant_copy(&g, &want), 0);
+	assert_int_equal(grant_pack(&g), 0);
+	assert_non_null(block = g.block);
+	/* Every string and claim array now lives in the block; the gateway ports do not. */
+	{
+		const char *in[] = { g.jti, g.iss, g.sub, g.kid, g.reason, (char *)g.src,
+			(char *)g.ports, (char *)g.dst };
+
+		for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+			assert_true(in[i] >= block);
+			assert_true(in[i] < block + malloc_usable_size(block));
+		}
+	}
+	assert_string_equal(g.jti, want.jti);
+	assert_string_equal(g.iss, want.iss);
+	assert_string_equal(g.sub, want.sub);
+	assert_string_equal(g.kid, want.kid);
+	assert_string_equal(g.reason, "INC-7");
+	assert_int_equal(g.n_src, want.n_src);
+	assert_memory_equal(g.src, want.src, want.n_src * sizeof(*want.src));
+	assert_memory_equal(g.ports, want.ports, want.n_ports * sizeof(*want.ports));
+	assert_memory_equal(g.dst, want.dst, want.n_dst * sizeof(*want.dst));
+	assert_ptr_equal(g.dnat_ports, ports);
+	assert_int_equal(grant_pack(&g), 0); /* already packed: nothing moves */
+	assert_ptr_equal(g.block, block);
+	assert_ptr_equal((void *)g.src, (void *)block);
+	grant_clear(&g); /* ASan: the block and the ports freed, nothing twice */
+	assert_null(g.block);
+	assert_null(g.dnat_ports);
+	grant_clear(&want);
+	assert_int_equal(grant_pack(&empty), 0);
+	assert_null(empty.jti);
+	assert_null(empty.src);
+	grant_clear(&empty);
+}
+
 static void read_file(const char *path, char *buf, size_t len)
 {
 	FILE *f = fopen(path, "r");
@@ -1028,6 +1077,7 @@ int main(void)
 		cmocka_unit_test(test_parse_claims),
 		cmocka_unit_test(test_copy),
 		cmocka_unit_test(test_copy_dst),
+		cmocka_unit_test(test_pack),
 		cmocka_unit_test(test_keys_generate),
 		cmocka_unit_test(test_kid_valid),
 	};
