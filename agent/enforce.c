@@ -745,19 +745,31 @@ out:
 	return ret;
 }
 
-/* Adds sorted elements to the sorted model, keeping it sorted. 0 or -ENOMEM. */
+/*
+ * Adds sorted elements to the sorted model, keeping it sorted. 0 or -ENOMEM. In place, from
+ * the back: a group commit at 100,000 grants must not copy the whole model (and with large
+ * arrays mapped, fault in a fresh copy of it); only elements sorting after the first added
+ * one move.
+ */
 static int model_merge(struct enforce *e, const struct elems *add)
 {
-	size_t n = e->model.n + add->n, i = 0, j = 0, k = 0;
-	struct ruleset_elem *v = malloc((n ? n : 1) * sizeof(*v));
+	struct elems *m = &e->model;
+	size_t i = m->n, j = add->n, k = m->n + add->n;
 
-	if (!v)
-		return -ENOMEM;
-	while (i < e->model.n || j < add->n)
-		v[k++] = j == add->n || (i < e->model.n &&
-			cmp_elem(&e->model.v[i], &add->v[j]) <= 0) ? e->model.v[i++] : add->v[j++];
-	free(e->model.v);
-	e->model = (struct elems){ .v = v, .n = n, .cap = n };
+	if (k > m->cap) {
+		size_t cap = k > 2 * m->cap ? k : 2 * m->cap;
+		struct ruleset_elem *nv = realloc(m->v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		m->v = nv;
+		m->cap = cap;
+	}
+	/* Equal ones: the model's first, as a forward merge would place them. */
+	while (j > 0)
+		m->v[--k] = i > 0 && cmp_elem(&m->v[i - 1], &add->v[j - 1]) > 0 ? m->v[--i] :
+										   add->v[--j];
+	m->n += add->n;
 	return 0;
 }
 
