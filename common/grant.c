@@ -340,6 +340,12 @@ int grant_check_time(int64_t iat, int64_t nbf, int64_t exp, const struct grant_v
 	return 0;
 }
 
+/* A recorded token's key, already found trusted in this pass (grant_verify_ctx.trusted_kid). */
+static bool key_checked(const struct grant_verify_ctx *ctx, bool signature, const char *kid)
+{
+	return !signature && ctx->trusted_kid && !strcmp(kid, ctx->trusted_kid);
+}
+
 static int verify(const char *token, size_t len, const struct grant_verify_ctx *ctx,
 	bool signature, struct grant *out, struct jit_error *e)
 {
@@ -353,7 +359,8 @@ static int verify(const char *token, size_t len, const struct grant_verify_ctx *
 	/* Cheapest first: jws_decode refuses an oversized token before it looks at a byte. */
 	if ((ret = jws_decode(token, len, &j, e)) ||
 		(ret = jws_check_header(&j, GRANT_TYP, &kid, e)) ||
-		(ret = keys_load_public(ctx->keys_dir, kid, &pub, e)) ||
+		(!key_checked(ctx, signature, kid) &&
+			(ret = keys_load_public(ctx->keys_dir, kid, &pub, e))) ||
 		(signature && (ret = jws_verify(&j, pub, e))) ||
 		(ret = jws_claims(&j, &claims, e)) ||
 		(ret = grant_parse_claims(claims, out, e)) ||

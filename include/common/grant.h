@@ -55,6 +55,11 @@ struct grant_verify_ctx {
 	const char *host_id;	/* must appear in aud */
 	int64_t now;		/* seconds since the epoch */
 	uint64_t clock_skew;	/* seconds of tolerance for exp and nbf */
+	/*
+	 * grant_verify_recorded only, may be NULL: a kid whose key file this pass (the start-up
+	 * restore) has just found trusted. It is not looked up again for every grant it signed.
+	 */
+	const char *trusted_kid;
 };
 
 /*

@@ -80,3 +80,30 @@ grep -q "table inet jitd: the rules differ; bringing it in line" "$TMP/jitd.log"
 expect_connect reject "$C2" -b 198.51.100.2 198.51.100.1 3389
 expect_connect ok "$C1" 192.0.2.1 22
 pass "the new rules are in force and the grant kept its access"
+
+log "a key file removed while jitd is stopped takes the grants it signed with it"
+# Interleaved in the journal: the restore looks a key up once per pass, never past a refusal.
+# Sources apart, so that each grant is an element of its own.
+"$JITCTL_BIN" keygen --kid ctl2 --dir "$TMP/signer" >/dev/null
+install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
+sign2() {
+	"$JITCTL_BIN" sign --key "$TMP/signer/ctl2.key" --kid ctl2 --aud "$HOST_ID" --sub bob "$@"
+}
+sign2 --src 192.0.2.10 --port 22 --for 120 --jti by-ctl2-a | submit - >/dev/null ||
+	fail "grant signed by ctl2 refused"
+sign --src 192.0.2.20 --port 22 --for 120 --jti by-ctl-b | submit - >/dev/null ||
+	fail "grant signed by ctl refused"
+sign2 --src 192.0.2.30 --port 22 --for 120 --jti by-ctl2-c | submit - >/dev/null ||
+	fail "grant signed by ctl2 refused"
+has_elem allow4 "192.0.2.30 tcp 22" || fail "ctl2's grant is not in the kernel: $(allow_elems allow4)"
+stop_jitd TERM
+rm "$TMP/keys.d/ctl2.pem"
+start_jitd
+lacks_elem allow4 "192.0.2.10 tcp 22" || fail "a grant of the removed key was restored"
+lacks_elem allow4 "192.0.2.30 tcp 22" || fail "a grant of the removed key was restored"
+has_elem allow4 "192.0.2.20 tcp 22" || fail "the other key's grant was lost: $(allow_elems allow4)"
+status_json | jq -e '[.grants[].id] | index("by-ctl-b") != null and index("by-ctl2-a") == null
+	and index("by-ctl2-c") == null' >/dev/null || fail "status: $(status_json | jq -c '[.grants[].id]')"
+grep -q "dropping recorded grant: unknown_key" "$TMP/jitd.log" ||
+	fail "jitd did not say why it dropped the grants"
+pass "the removed key's grants are gone from kernel and status; the other key's grant stays"
