@@ -676,22 +676,13 @@ static bool contained(const struct ruleset_elem *a, size_t na, const struct rule
 
 /*
  * The kernel's elements are compared with the model: the status says whether what jitd
- * believes is what the kernel enforces.
+ * believes is what the kernel enforces. The model is kept sorted in kview_sort's order (see
+ * enforce_model), so it is searched as it is.
  */
 static bool kernel_in_sync(const struct kview *kv, const struct ruleset_elem *model, size_t nm)
 {
-	struct ruleset_elem *sorted = nm ? malloc(nm * sizeof(*sorted)) : NULL;
-	bool in_sync;
-
-	if (sorted) {
-		memcpy(sorted, model, nm * sizeof(*sorted));
-		qsort(sorted, nm, sizeof(*sorted), cmp_elem);
-	}
-	in_sync = kv->present && (sorted || !nm) &&
-		contained(kv->v, kv->n, sorted, nm, kv->now_ms) &&
+	return kv->present && contained(kv->v, kv->n, model, nm, kv->now_ms) &&
 		contained(model, nm, kv->v, kv->n, kv->now_ms);
-	free(sorted);
-	return in_sync;
 }
 
 static json_t *kernel_elem_json(const struct ruleset_elem *k, int64_t now_ms)

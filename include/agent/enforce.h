@@ -135,8 +135,8 @@ void enforce_expire(struct enforce *e);
 const struct config *enforce_config(const struct enforce *e);
 const struct grant *enforce_grants(const struct enforce *e, size_t *n);
 /*
- * The allow-set elements jitd believes the kernel holds (expired ones may linger), sorted by
- * family, protocol, port and then address.
+ * The elements jitd believes the kernel holds (expired ones may linger), always sorted by kind,
+ * family, protocol and port, then destination and source range: status searches it as it is.
  */
 const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n);
 struct nft *enforce_nft(const struct enforce *e);

@@ -159,6 +159,11 @@ pass "audit: grant.applied says where to connect"
 status_json | jq -e '.grants[] | select(.id == "gw-d") | .dnat[0].connect == "192.0.2.1:50000"' \
 	>/dev/null || fail "status lacks the connection details"
 pass "status: gw-d shows connect 192.0.2.1:50000"
+# Forward and dnat elements, read back from the kernel, match the model.
+status_json | jq -e '.kernel.in_sync and ([.kernel.elements[].set] | index("fwd4") != null
+	and index("dnat4") != null)' >/dev/null ||
+	fail "status: kernel not in sync: $(status_json | jq -c '.kernel | del(.elements)')"
+pass "status: the kernel's forward and dnat elements are in sync with the model"
 text=$("$JITCTL_BIN" -s "$SOCK" status)
 echo "$text" | grep -q "^Mode: *both$" && echo "$text" | grep -q "^Protected targets:" &&
 	echo "$text" | grep -q "connect to 192.0.2.1:50000 -> 10.1.0.6:22/tcp" ||
