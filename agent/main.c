@@ -165,12 +165,6 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 0;
 	}
-	/*
-	 * Large arrays (the grants, the model: MBs at 100,000 grants) are mapped and unmapped, never
-	 * carved from the heap. glibc otherwise raises its threshold after the first such free,
-	 * and the next copies land on the heap, where what is freed stays in the agent.
-	 */
-	(void)mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload request before the loop can serve it must not kill the agent (the default). */
