@@ -49,8 +49,7 @@ static int cmd_help(const struct jitctl_opts *o, int argc, char **argv)
 	return JITCTL_OK;
 }
 
-/* Says once why the agent could not be asked. */
-static int call_failed(const struct jitctl_opts *o, int ret)
+int jitctl_unreachable(const struct jitctl_opts *o, int ret)
 {
 	if (ret == -EPROTO)
 		fprintf(stderr, "jitctl: %s: the agent sent no valid reply\n", o->socket);
@@ -65,7 +64,7 @@ int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **rep
 {
 	int ret = proto_call(o->socket, request, reply);
 
-	return ret ? call_failed(o, ret) : JITCTL_OK;
+	return ret ? jitctl_unreachable(o, ret) : JITCTL_OK;
 }
 
 int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **line,
@@ -73,7 +72,7 @@ int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **
 {
 	int ret = proto_call_line(o->socket, request, line, len);
 
-	return ret ? call_failed(o, ret) : JITCTL_OK;
+	return ret ? jitctl_unreachable(o, ret) : JITCTL_OK;
 }
 
 int main(int argc, char **argv)

@@ -291,9 +291,8 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 		ret = JITCTL_OK;
 		goto out;
 	}
-	if (!(rep = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL)) || !json_is_object(rep)) {
-		fprintf(stderr, "jitctl: %s: the agent sent no valid reply\n", o->socket);
-		ret = JITCTL_UNREACHABLE;
+	if ((ret = proto_decode_reply(line, len, &rep))) {
+		ret = jitctl_unreachable(o, ret);
 		goto out;
 	}
 	st = json_object_get(rep, "status");

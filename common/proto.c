@@ -218,6 +218,11 @@ out:
 	return ret;
 }
 
+int proto_decode_reply(const char *line, size_t len, json_t **reply)
+{
+	return decode(line, len, PROTO_MAX_REPLY, reply, NULL) ? -EPROTO : 0;
+}
+
 int proto_call(const char *path, const json_t *request, json_t **reply)
 {
 	char *line;
@@ -227,7 +232,7 @@ int proto_call(const char *path, const json_t *request, json_t **reply)
 	*reply = NULL;
 	if ((ret = proto_call_line(path, request, &line, &len)))
 		return ret;
-	ret = decode(line, len, PROTO_MAX_REPLY, reply, NULL) ? -EPROTO : 0;
+	ret = proto_decode_reply(line, len, reply);
 	free(line);
 	return ret;
 }

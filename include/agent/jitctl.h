@@ -36,6 +36,8 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv);
  * why to stderr and returns JITCTL_UNREACHABLE.
  */
 int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply);
+/* Says why the agent could not be asked (err: -errno, -EPROTO for no valid reply). */
+int jitctl_unreachable(const struct jitctl_opts *o, int err);
 /* The same, with the reply line unparsed (proto_call_line); *line is the caller's to free. */
 int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **line,
 	size_t *len);

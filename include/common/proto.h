@@ -49,5 +49,7 @@ int proto_call(const char *path, const json_t *request, json_t **reply);
  * the agent closed without one). *line is the caller's to free.
  */
 int proto_call_line(const char *path, const json_t *request, char **line, size_t *len);
+/* A reply line as proto_call parses it: 0 and a new reference, or -EPROTO. */
+int proto_decode_reply(const char *line, size_t len, json_t **reply);
 
 #endif
