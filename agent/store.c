@@ -259,6 +259,37 @@ static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint
 	return mem_put(s, (const char *)p + 1, file, off, (uint32_t)n);
 }
 
+/* A record's payload length, from the first 4 bytes of its header (big-endian). */
+static uint32_t payload_len(const unsigned char *hdr)
+{
+	return (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+}
+
+/* fd's whole content mapped read-only; *len 0 (and nothing mapped) for an empty file. */
+static int map_file(int fd, const unsigned char **p, size_t *len)
+{
+	struct stat st;
+	void *m;
+
+	*p = NULL;
+	*len = 0;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!st.st_size)
+		return 0;
+	if ((m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+		return -errno;
+	*p = m;
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+static void unmap_file(const unsigned char *p, size_t len)
+{
+	if (len)
+		munmap((void *)(uintptr_t)p, len);
+}
+
 /*
  * Reads records from fd until the end or the first that is short or fails its checksum.
  * *good is the offset after the last good record; *bad tells whether anything followed it.
@@ -268,23 +299,14 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 {
 	unsigned char sum[SUM];
 	const unsigned char *p;
-	struct stat st;
-	void *map;
 	size_t len;
-	int ret = 0;
+	int ret;
 
 	*good = 0;
 	*records = 0;
 	*bad = false;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!st.st_size)
-		return 0;
-	len = (size_t)st.st_size;
-	if ((map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
-		return -errno;
-	(void)madvise(map, len, MADV_SEQUENTIAL);
-	p = map;
+	if ((ret = map_file(fd, &p, &len)))
+		return ret;
 	while ((size_t)*good < len) {
 		const unsigned char *hdr = p + *good;
 		size_t left = len - (size_t)*good, pl;
@@ -293,7 +315,7 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 			*bad = true;
 			break;
 		}
-		pl = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+		pl = payload_len(hdr);
 		if (pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl ||
 			checksum(hdr + HDR, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
 			(ret = apply_payload(s, hdr + HDR, pl, file, *good)) == -EINVAL) {
@@ -307,7 +329,7 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		*good += (off_t)(HDR + pl);
 		(*records)++;
 	}
-	munmap(map, len);
+	unmap_file(p, len);
 	return ret;
 }
 
@@ -371,35 +393,21 @@ struct files {
 static void unmap_files(struct files *f)
 {
 	for (int i = 0; i < 2; i++)
-		if (f->len[i])
-			munmap((void *)(uintptr_t)f->p[i], f->len[i]);
+		unmap_file(f->p[i], f->len[i]);
 	memset(f, 0, sizeof(*f));
 }
 
 static int map_files(struct store *s, struct files *f)
 {
 	const int fds[2] = { [IN_SNAPSHOT] = s->sfd, [IN_JOURNAL] = s->jfd };
+	int ret;
 
 	memset(f, 0, sizeof(*f));
 	for (int i = 0; i < 2; i++) {
-		struct stat st;
-		void *p;
-
-		if (fds[i] < 0)
-			continue;
-		if (fstat(fds[i], &st) < 0) {
+		if (fds[i] >= 0 && (ret = map_file(fds[i], &f->p[i], &f->len[i]))) {
 			unmap_files(f);
-			return -errno;
+			return ret;
 		}
-		if (!st.st_size)
-			continue;
-		p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fds[i], 0);
-		if (p == MAP_FAILED) {
-			unmap_files(f);
-			return -errno;
-		}
-		f->p[i] = p;
-		f->len[i] = (size_t)st.st_size;
 	}
 	return 0;
 }
@@ -414,7 +422,7 @@ static const unsigned char *record_of(const struct files *f, const struct entry 
 		return NULL;
 	r = f->p[e->file] + e->off;
 	/* The length it was loaded with: the file is jitd's own and only ever appended to. */
-	if (((size_t)r[0] << 24 | (size_t)r[1] << 16 | (size_t)r[2] << 8 | r[3]) != e->plen)
+	if (payload_len(r) != e->plen)
 		return NULL;
 	return r;
 }
@@ -666,8 +674,7 @@ int store_put_many(struct store *s, const struct store_rec *r, size_t n)
 	for (; ret == 0 && done < n; done++) {
 		const unsigned char *h = buf + at[done];
 
-		ret = mem_put(s, r[done].jti, IN_JOURNAL, base + (off_t)at[done],
-			(uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3]);
+		ret = mem_put(s, r[done].jti, IN_JOURNAL, base + (off_t)at[done], payload_len(h));
 	}
 	free(buf);
 	free(at);
