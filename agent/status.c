@@ -32,7 +32,7 @@ struct kview {
 	bool present;
 	uint64_t denied;
 	struct ruleset_elem *v;
-	size_t n;
+	size_t n, cap;
 	int64_t now_ms;
 };
 
@@ -84,6 +84,25 @@ static json_t *range_json(int family, const uint8_t *lo, const uint8_t *hi)
 	return json_string(buf);
 }
 
+/* Appends n elements to kv (kv->cap grows by doubling). */
+static int kview_add(struct kview *kv, const struct ruleset_elem *v, size_t n)
+{
+	if (kv->n + n > kv->cap) {
+		size_t cap = kv->cap ? 2 * kv->cap : 16;
+		struct ruleset_elem *nv;
+
+		while (cap < kv->n + n)
+			cap *= 2;
+		if (!(nv = realloc(kv->v, cap * sizeof(*nv))))
+			return -ENOMEM;
+		kv->v = nv;
+		kv->cap = cap;
+	}
+	memcpy(kv->v + kv->n, v, n * sizeof(*v));
+	kv->n += n;
+	return 0;
+}
+
 static int read_allow(struct nft *n, const struct config *cfg, int kind, int family,
 	struct kview *kv)
 {
@@ -99,15 +118,11 @@ static int read_allow(struct nft *n, const struct config *cfg, int kind, int fam
 		return ret;
 	it = nftnl_set_elems_iter_create(s);
 	while (it && (el = nftnl_set_elems_iter_next(it))) {
-		struct ruleset_elem *nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv));
+		struct ruleset_elem re;
 
-		if (!nv) {
-			ret = -ENOMEM;
+		if (ruleset_elem_parse(el, kind, family, kv->now_ms, &re) == 0 &&
+			(ret = kview_add(kv, &re, 1)))
 			break;
-		}
-		kv->v = nv;
-		if (ruleset_elem_parse(el, kind, family, kv->now_ms, &kv->v[kv->n]) == 0)
-			kv->n++;
 	}
 	nftnl_set_elems_iter_destroy(it);
 	nftnl_set_free(s);
@@ -471,16 +486,12 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	 * Gateway grants are few: their elements are simply all the gateway ones, which the model
 	 * keeps after every host element (it is sorted by kind first).
 	 */
-	for (size_t i = g->n_dst ? group_bound(m, n, RULESET_FORWARD, 0, 0, 0, false) : n; i < n;
-		i++) {
-		struct ruleset_elem *nv;
+	if (g->n_dst) {
+		size_t first = group_bound(m, n, RULESET_FORWARD, 0, 0, 0, false);
 
-		if (!(nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv))))
-			return -ENOMEM;
-		kv->v = nv;
-		kv->v[kv->n++] = m[i];
+		return n > first ? kview_add(kv, m + first, n - first) : 0;
 	}
-	for (size_t s = 0; !g->n_dst && s < g->n_src; s++) {
+	for (size_t s = 0; s < g->n_src; s++) {
 		for (size_t p = 0; p < g->n_ports; p++) {
 			struct ruleset_elem key = { .kind = RULESET_HOST, .family = g->src[s].family,
 				.ipproto = port_proto_ipproto(g->ports[p].proto),
@@ -503,14 +514,8 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 			for (; i < n && !cmp_group(&m[i], key.kind, key.family, key.ipproto,
 				key.port) &&
 				memcmp(m[i].lo, key.hi, alen) <= 0; i++) {
-				struct ruleset_elem *nv;
-
-				if (memcmp(m[i].hi, key.lo, alen) < 0)
-					continue;
-				if (!(nv = realloc(kv->v, (kv->n + 1) * sizeof(*nv))))
+				if (memcmp(m[i].hi, key.lo, alen) >= 0 && kview_add(kv, &m[i], 1))
 					return -ENOMEM;
-				kv->v = nv;
-				kv->v[kv->n++] = m[i];
 			}
 		}
 	}
