@@ -126,11 +126,6 @@ struct enforce {
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
-	/*
-	 * The last kid whose key file the restore found trusted: 100,000 grants of one controller
-	 * need one lookup of its key, not one each (10% of a restart).
-	 */
-	char restore_kid[GRANT_MAX_STRING + 1];
 	struct rerec *rerecord;
 	size_t n_rerecord;
 	/* Group commit: grants being verified, and verified ones waiting for their group. */
@@ -882,14 +877,14 @@ static void grants_remove(struct enforce *e, size_t i)
  * signature was verified when it was received, see grant_verify_recorded).
  */
 static int check_recorded(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
-	struct grant *g, struct jit_error *err)
+	const char *trusted_kid, struct grant *g, struct jit_error *err)
 {
 	const struct grant_verify_ctx ctx = {
 		.keys_dir = e->cfg->keys_dir,
 		.host_id = e->cfg->host_id,
 		.now = now_ms / 1000,
 		.clock_skew = e->cfg->clock_skew,
-		.trusted_kid = e->restore_kid[0] ? e->restore_kid : NULL,
+		.trusted_kid = trusted_kid,
 	};
 	int ret;
 
@@ -1677,33 +1672,100 @@ static void rerecord(struct enforce *e)
 	e->restore_used = NULL;
 }
 
-static int restore_cb(const char *token, size_t len, const char *annex, void *arg)
+#define RESTORE_KEEP 0
+#define RESTORE_DROP 1
+
+/* A recorded signed grant as a restore worker left it. */
+struct restored {
+	struct grant g;
+	int ret;
+	struct jit_error *err;	/* on failure, if there was memory for it */
+};
+
+struct restore_pass {
+	const struct enforce *e;
+	const struct store_item *item;
+	struct restored *out;
+	int64_t now_ms;
+};
+
+static bool local_record(const struct store_item *it)
 {
-	struct enforce *e = arg;
+	return it->len && it->token[0] == '{';
+}
+
+/*
+ * Signed records, parsed and checked on every CPU: at 100,000 grants that is most of a
+ * restart. Nothing here touches jitd's state; restore_item does that, one record at a time.
+ */
+static void restore_range(void *arg, size_t begin, size_t end)
+{
+	struct restore_pass *p = arg;
+	/* This thread's last trusted key: the grants it signed do not look it up again. */
+	char kid[GRANT_MAX_STRING + 1] = "";
+
+	for (size_t i = begin; i < end; i++) {
+		const struct store_item *it = &p->item[i];
+		struct restored *r = &p->out[i];
+		struct jit_error err = { 0 };
+
+		if (local_record(it))
+			continue;
+		r->ret = check_recorded(p->e, it->token, it->len, p->now_ms, kid[0] ? kid : NULL,
+			&r->g, &err);
+		if (!r->ret) {
+			snprintf(kid, sizeof(kid), "%s", r->g.kid);
+			(void)grant_pack(&r->g);
+		} else if ((r->err = malloc(sizeof(*r->err)))) {
+			*r->err = err;
+		}
+	}
+}
+
+/*
+ * One record, in the store's order: a local grant (claims, no signature) is checked here, a
+ * gateway grant takes back its ports, the grant id is remembered and the grant kept.
+ * RESTORE_KEEP, RESTORE_DROP (no longer valid) or -ENOMEM.
+ */
+static int restore_item(struct enforce *e, const struct store_item *it, struct restored *r,
+	int64_t now_ms)
+{
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
-	int64_t now = enforce_now_ms();
+	char *annex = NULL;
 	int ret;
 
-	if (token[0] == '{') {
-		json_t *claims = json_loadb(token, len, JSON_REJECT_DUPLICATES, NULL);
+	if (local_record(it)) {
+		json_t *claims = json_loadb(it->token, it->len, JSON_REJECT_DUPLICATES, NULL);
 
 		ret = claims && json_is_true(json_object_get(claims, LOCAL_MARK)) ?
-			check_local(e, claims, now, &g, &err) :
+			check_local(e, claims, now_ms, &g, &err) :
 			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
 		json_decref(claims);
-	} else if (!(ret = check_recorded(e, token, len, now, &g, &err))) {
-		snprintf(e->restore_kid, sizeof(e->restore_kid), "%s", g.kid);
+	} else if (!(ret = r->ret)) {
+		g = r->g;
+		memset(&r->g, 0, sizeof(r->g));
+	} else if (r->err) {
+		err = *r->err;
+	} else {
+		(void)jit_fail(&err, ret, "(no memory was left for the reason)");
 	}
-	if (!ret && g.n_dst && (ret = restore_ports(e, &g, token, len, annex, &err)))
-		grant_clear(&g);
+	if (!ret && g.n_dst) {
+		if (it->annex && !(annex = strndup(it->annex, it->annex_len)))
+			ret = jit_fail(&err, JIT_ERR_INTERNAL, "out of memory");
+		else
+			ret = restore_ports(e, &g, it->token, it->len, annex, &err);
+		free(annex);
+		if (ret)
+			grant_clear(&g);
+	}
 	if (ret) {
-		if (err.code == JIT_ERR_EXPIRED && token[0] != '{')
-			audit_expired_record(e, token, len);
+		if (err.code == JIT_ERR_EXPIRED && !local_record(it))
+			audit_expired_record(e, it->token, it->len);
 		else
 			log_info("state: dropping recorded grant: %s: %s", jit_err_name(err.code),
 				err.msg);
-		return STORE_REMOVE;
+		return RESTORE_DROP;
 	}
 	/*
 	 * A lost replay file must not make a restored grant's token usable a second time (synced
@@ -1716,7 +1778,53 @@ static int restore_cb(const char *token, size_t len, const char *annex, void *ar
 		grant_clear(&g);
 		return -ENOMEM;
 	}
-	return STORE_KEEP;
+	return RESTORE_KEEP;
+}
+
+/*
+ * Every record: parsed in parallel, then taken in order. Records no longer valid are dropped
+ * together once the walk is over (one journal write).
+ */
+static int restore_records(struct enforce *e, unsigned threads)
+{
+	struct restore_pass pass = { .e = e, .now_ms = enforce_now_ms() };
+	struct store_item *items = NULL;
+	struct restored *parsed = NULL;
+	char **drop = NULL;
+	size_t n = 0, n_drop = 0;
+	int ret, dropped;
+
+	if ((ret = store_items(e->store, &items, &n)))
+		return ret;
+	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || !(drop = calloc(n + 1, sizeof(*drop)))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pass.item = items;
+	pass.out = parsed;
+	verifier_run(threads, n, restore_range, &pass);
+	for (size_t i = 0; i < n; i++) {
+		if ((ret = restore_item(e, &items[i], &parsed[i], pass.now_ms)) < 0)
+			goto out;
+		/* Without memory for its id a record stays, to be dropped at the next start. */
+		if (ret == RESTORE_DROP && (drop[n_drop] = strdup(items[i].jti)))
+			n_drop++;
+	}
+	ret = 0;
+out:
+	for (size_t i = 0; parsed && i < n; i++) {
+		grant_clear(&parsed[i].g);
+		free(parsed[i].err);
+	}
+	free(parsed);
+	store_items_end(e->store, &items);
+	if (n_drop && (dropped = store_del_many(e->store, (const char *const *)drop, n_drop)))
+		log_warn("state: cannot drop %zu record(s) no longer valid: %s", n_drop,
+			strerror(-dropped));
+	for (size_t i = 0; i < n_drop; i++)
+		free(drop[i]);
+	free(drop);
+	return ret;
 }
 
 /* Removes grant i from the kernel and the state; with terminate, cuts its flows afterwards. */
@@ -1937,15 +2045,14 @@ static int all_groups(const struct enforce *e, struct group **groups, size_t *n_
 }
 
 /* Restores recorded grants and removes kernel elements that no grant stands behind. */
-static int restore(struct enforce *e, char *err, size_t errlen)
+static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen)
 {
 	struct group *groups = NULL;
 	size_t n_groups = 0, stray = e->model.n;
 	int ret;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
-	ret = store_foreach(e->store, restore_cb, e);
-	e->restore_kid[0] = '\0'; /* after the restore every key file is looked up each time */
+	ret = restore_records(e, threads);
 	rerecord(e);
 	if (ret)
 		goto out;
@@ -2177,7 +2284,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		snprintf(err, errlen, "reading the allow sets: %s", strerror(-ret));
 		goto fail;
 	}
-	if ((ret = restore(e, err, errlen)))
+	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
 	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e))) {
 		ret = -ENOMEM;

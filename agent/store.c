@@ -51,12 +51,18 @@ struct entry {
 
 #define NONE SIZE_MAX
 
+struct files {
+	const unsigned char *p[2];
+	size_t len[2];
+};
+
 struct store {
 	int dirfd;
 	int jfd;		/* the journal, opened for appending */
 	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
-	bool walking;		/* in store_foreach: no compaction may move the records */
+	bool walking;		/* store_items is out: no compaction may move the records */
+	struct files walk;	/* the files as mapped for it */
 	size_t jrecords;
 	struct entry *v;
 	size_t n, cap;
@@ -385,11 +391,6 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 }
 
 /* Both files mapped read-only for a walk over the records; unmapped by unmap_files. */
-struct files {
-	const unsigned char *p[2];
-	size_t len[2];
-};
-
 static void unmap_files(struct files *f)
 {
 	for (int i = 0; i < 2; i++)
@@ -594,6 +595,8 @@ void store_close(struct store **sp)
 
 	if (!s)
 		return;
+	if (s->walking)
+		unmap_files(&s->walk);
 	if (s->jfd >= 0)
 		close(s->jfd);
 	if (s->sfd >= 0)
@@ -728,58 +731,49 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 }
 
 /*
- * The records are read from the files, mapped for the walk; no compaction may move them
- * meanwhile (a removal appends, which leaves every mapped record where it was). Each was
- * checksummed when store_open loaded it.
+ * The records are read from the files, mapped until store_items_end; no compaction may move
+ * them meanwhile (a removal or an addition appends, which leaves every mapped record where it
+ * was). Each was checksummed when store_open loaded it.
  */
-int store_foreach(struct store *s,
-	int (*cb)(const char *token, size_t len, const char *annex, void *arg), void *arg)
+int store_items(struct store *s, struct store_item **out, size_t *n_out)
 {
-	char *tok = malloc(JWS_MAX_TOKEN + 1), annex[STORE_MAX_ANNEX + 1];
-	struct files f;
+	struct store_item *v;
 	int ret;
 
-	if (!tok)
+	*out = NULL;
+	*n_out = 0;
+	if (s->walking)
+		return -EBUSY;
+	if (!(v = calloc(s->n + 1, sizeof(*v))))
 		return -ENOMEM;
-	if ((ret = map_files(s, &f))) {
-		free(tok);
+	if ((ret = map_files(s, &s->walk))) {
+		free(v);
 		return ret;
+	}
+	for (size_t i = 0; i < s->n; i++) {
+		const unsigned char *r = record_of(&s->walk, &s->v[i]);
+
+		v[i].jti = s->v[i].jti;
+		if (!r || split_put(r + HDR, s->v[i].plen, &v[i].token, &v[i].len, &v[i].annex,
+			&v[i].annex_len)) {
+			unmap_files(&s->walk);
+			free(v);
+			return -EIO;
+		}
 	}
 	s->walking = true;
-	for (size_t i = 0; i < s->n;) {
-		const unsigned char *r = record_of(&f, &s->v[i]);
-		const char *t, *a;
-		char jti[GRANT_MAX_STRING + 1];
-		size_t len, alen;
+	*out = v;
+	*n_out = s->n;
+	return 0;
+}
 
-		if (!r || split_put(r + HDR, s->v[i].plen, &t, &len, &a, &alen)) {
-			ret = -EIO;
-			break;
-		}
-		/* NUL-terminated copies: the token is not, in the file, unless an annex follows. */
-		memcpy(tok, t, len);
-		tok[len] = '\0';
-		if (a) {
-			memcpy(annex, a, alen);
-			annex[alen] = '\0';
-		}
-		snprintf(jti, sizeof(jti), "%s", s->v[i].jti);
-		if ((ret = cb(tok, len, a ? annex : NULL, arg)) < 0)
-			break;
-		if (ret == STORE_REMOVE) {
-			int r2 = store_del(s, jti);
-
-			if (r2)
-				log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-r2));
-			if (!r2)
-				continue;	/* v[i] now holds the former last entry */
-		}
-		i++;
-	}
+void store_items_end(struct store *s, struct store_item **v)
+{
+	if (!*v)
+		return;
+	free(*v);
+	*v = NULL;
 	s->walking = false;
-	unmap_files(&f);
-	free(tok);
-	if (ret < 0)
-		return ret;
-	return maybe_compact(s);
+	unmap_files(&s->walk);
+	(void)maybe_compact(s);
 }

@@ -160,6 +160,47 @@ fail:
 	return ret;
 }
 
+struct range {
+	void (*fn)(void *arg, size_t begin, size_t end);
+	void *arg;
+	size_t begin, end;
+};
+
+static void *range_worker(void *arg)
+{
+	struct range *r = arg;
+
+	r->fn(r->arg, r->begin, r->end);
+	return NULL;
+}
+
+void verifier_run(unsigned threads, size_t n, void (*fn)(void *arg, size_t begin, size_t end),
+	void *arg)
+{
+	pthread_t thread[MAX_THREADS];
+	struct range r[MAX_THREADS];
+	bool started[MAX_THREADS] = { false };
+
+	if (!threads)
+		threads = cpus();
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	if (threads > n)
+		threads = n ? (unsigned)n : 1;
+	json_object_seed(0);
+	for (unsigned i = 0; i < threads; i++)
+		r[i] = (struct range){ fn, arg, n * i / threads, n * (i + 1) / threads };
+	for (unsigned i = 1; i < threads; i++)
+		started[i] = !pthread_create(&thread[i], NULL, range_worker, &r[i]);
+	fn(arg, r[0].begin, r[0].end);
+	for (unsigned i = 1; i < threads; i++) {
+		if (started[i])
+			pthread_join(thread[i], NULL);
+		else
+			fn(arg, r[i].begin, r[i].end);
+	}
+}
+
 struct verify_job *verifier_close(struct verifier **vp)
 {
 	struct verifier *v = *vp;

@@ -50,15 +50,25 @@ bool store_contains(struct store *s, const char *jti);
 int store_del(struct store *s, const char *jti);
 /* Removes the records of n grants with one write and one fdatasync. 0 or -errno. */
 int store_del_many(struct store *s, const char *const *jti, size_t n);
-#define STORE_KEEP 0
-#define STORE_REMOVE 1
 /*
- * Calls cb(token, len, annex, arg) for every recorded token (NUL-terminated, at most 16 KiB;
- * annex NULL when the record has none). cb returns
- * STORE_KEEP, STORE_REMOVE (the record is deleted: no longer valid), or < 0 to stop the walk with
- * that error. Unreadable records are skipped with a warning.
+ * One record, for a pass that decides about many at once (the restore). token and annex point
+ * into the mapped files and are not NUL-terminated; annex is NULL when the record has none. jti
+ * is the store's own string: valid until that record is removed.
  */
-int store_foreach(struct store *s,
-	int (*cb)(const char *token, size_t len, const char *annex, void *arg), void *arg);
+struct store_item {
+	const char *jti;
+	const char *token;
+	size_t len;
+	const char *annex;
+	size_t annex_len;
+};
+/*
+ * Every record, in *v (*n of them), valid until store_items_end. Meanwhile records may be added
+ * and removed, but no compaction runs. 0, -EBUSY (a walk is open already), -EIO (a record
+ * loaded at open no longer reads back) or -errno.
+ */
+int store_items(struct store *s, struct store_item **v, size_t *n);
+/* Ends the walk and frees *v (NULLed; accepts NULL). A compaction that waited runs now. */
+void store_items_end(struct store *s, struct store_item **v);
 
 #endif

@@ -54,4 +54,13 @@ void verify_job_free(struct verify_job *j);
 void verifier_submit(struct verifier *v, struct verify_job *j);
 unsigned verifier_threads(const struct verifier *v);
 
+/*
+ * For work with no event loop to come back to (the start-up restore): runs fn(arg, begin, end)
+ * over [0, n) cut into one contiguous range per thread (threads 0: one per CPU, as above), the
+ * caller's thread taking the first, and returns once every range is done. A thread that cannot
+ * be started leaves its range to the caller. fn must be safe to run on several threads at once.
+ */
+void verifier_run(unsigned threads, size_t n, void (*fn)(void *arg, size_t begin, size_t end),
+	void *arg);
+
 #endif

@@ -202,11 +202,40 @@ static void key_changes_seen(void **state)
 	rmdir(other);
 }
 
+static void count_range(void *arg, size_t begin, size_t end)
+{
+	unsigned char *seen = arg;
+
+	for (size_t i = begin; i < end; i++)
+		seen[i]++;
+}
+
+/* verifier_run covers every index exactly once, whatever the threads for the size. */
+static void run_covers_all(void **state)
+{
+	static const struct { unsigned threads; size_t n; } cases[] = {
+		{ 0, 0 }, { 0, 1 }, { 16, 5 }, { 3, 1000 }, { 2, 100001 }, { 64, 77 }, { 1, 9 },
+	};
+	unsigned char *seen = calloc(100001, 1);
+
+	assert_non_null(seen);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		memset(seen, 0, 100001);
+		verifier_run(cases[c].threads, cases[c].n, count_range, seen);
+		for (size_t i = 0; i < cases[c].n; i++)
+			assert_int_equal(seen[i], 1);
+		for (size_t i = cases[c].n; i < 100001; i++)
+			assert_int_equal(seen[i], 0);
+	}
+	free(seen);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(all_delivered),
 		cmocka_unit_test(close_hands_back),
+		cmocka_unit_test(run_covers_all),
 		/* Last: it replaces and removes k1. */
 		cmocka_unit_test(key_changes_seen),
 	};
