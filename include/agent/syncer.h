@@ -1,0 +1,43 @@
+#ifndef JITD_AGENT_SYNCER_H
+#define JITD_AGENT_SYNCER_H
+
+#include <stdint.h>
+
+struct event_base;
+struct syncer;
+
+/*
+ * Durability off the event loop. A group commit writes its journal records and audit lines,
+ * sends its kernel transaction, and hands the fdatasyncs to this thread; the loop reads,
+ * verifies and commits the next group meanwhile, and answers the first group's grants once
+ * its files are durable. A pass of the thread takes every request queued by then and syncs
+ * each file they name once.
+ */
+#define SYNC_MAX_FDS 2
+
+/* One request. The caller owns the storage and keeps it until the request comes back. */
+struct sync_req {
+	struct sync_req *next;
+	/* In: dup()s of the files to make durable, or -1; the syncer closes them. */
+	int fd[SYNC_MAX_FDS];
+	/* Out: 0 or the first -errno of the pass that covered it, and that pass's duration. */
+	int ret;
+	int64_t sync_us;
+};
+
+/* Called on the loop with finished requests, oldest first. */
+typedef void (*syncer_done_fn)(struct sync_req *done, void *arg);
+
+/* 0 or -errno. */
+int syncer_open(struct event_base *base, syncer_done_fn done, void *arg, struct syncer **out);
+/* Finishes and delivers every request first (syncer_wait), then stops; NULLs *s, accepts NULL. */
+void syncer_close(struct syncer **s);
+/* Queues r (its fds set). */
+void syncer_request(struct syncer *s, struct sync_req *r);
+/*
+ * Blocks until every request made so far is finished, and delivers them through done on this
+ * thread before it returns: for whatever must not overtake a commit still settling.
+ */
+void syncer_wait(struct syncer *s);
+
+#endif

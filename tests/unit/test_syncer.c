@@ -1,0 +1,169 @@
+/*
+ * The sync thread: every request comes back exactly once, oldest first, with the result of the
+ * pass that covered it; the descriptors it was given are closed; a failure reaches every
+ * request of its pass and no other; syncer_wait and syncer_close deliver before they return.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "agent/syncer.h"
+
+#define REQS 32
+
+static char path[] = "/tmp/jitd-test-syncer-XXXXXX";
+static int file = -1;
+
+struct tally {
+	struct event_base *base;
+	struct sync_req *req;	/* the requests, in the order they were made */
+	size_t made, delivered;
+	int fd[REQS];		/* what each was given */
+};
+
+static int setup(void **state)
+{
+	return (file = mkstemp(path)) < 0 ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+	close(file);
+	return unlink(path);
+}
+
+static void done_cb(struct sync_req *done, void *arg)
+{
+	struct tally *t = arg;
+
+	for (; done; done = done->next) {
+		/* Oldest first, each once. */
+		assert_ptr_equal(done, &t->req[t->delivered]);
+		t->delivered++;
+	}
+	if (t->base && t->delivered == t->made)
+		event_base_loopbreak(t->base);
+}
+
+static void request(struct syncer *s, struct tally *t, int fd)
+{
+	struct sync_req *r = &t->req[t->made];
+
+	r->fd[0] = fd;
+	r->fd[1] = -1;
+	r->ret = 1; /* must be overwritten */
+	t->fd[t->made++] = fd;
+	syncer_request(s, r);
+}
+
+static int dup_file(void)
+{
+	int fd;
+
+	assert_int_equal(write(file, "x", 1), 1);
+	assert_true((fd = fcntl(file, F_DUPFD_CLOEXEC, 0)) >= 0);
+	return fd;
+}
+
+static void assert_closed(const struct tally *t)
+{
+	for (size_t i = 0; i < t->made; i++)
+		assert_true(fcntl(t->fd[i], F_GETFD) < 0 && errno == EBADF);
+}
+
+/* Requests made faster than the thread syncs: all back, in order, each fd closed. */
+static void all_back_in_order(void **state)
+{
+	struct sync_req req[REQS] = { 0 };
+	struct tally t = { .req = req };
+	struct timeval limit = { 10, 0 };
+	struct syncer *s;
+
+	assert_non_null(t.base = event_base_new());
+	assert_int_equal(syncer_open(t.base, done_cb, &t, &s), 0);
+	for (int i = 0; i < REQS; i++)
+		request(s, &t, dup_file());
+	event_base_loopexit(t.base, &limit);
+	event_base_dispatch(t.base);
+	assert_int_equal(t.delivered, REQS);
+	for (int i = 0; i < REQS; i++) {
+		assert_int_equal(req[i].ret, 0);
+		assert_true(req[i].sync_us >= 0);
+	}
+	assert_closed(&t);
+	syncer_close(&s);
+	assert_null(s);
+	event_base_free(t.base);
+}
+
+/* A descriptor that cannot be synced fails its own pass; the passes before and after hold. */
+static void failure_stays_in_its_pass(void **state)
+{
+	struct sync_req req[3] = { 0 };
+	struct tally t = { .req = req };
+	struct event_base *base = event_base_new();
+	struct syncer *s;
+	int p[2];
+
+	assert_non_null(base);
+	assert_int_equal(pipe(p), 0);
+	close(p[1]);
+	assert_int_equal(syncer_open(base, done_cb, &t, &s), 0);
+	request(s, &t, dup_file());
+	syncer_wait(s);
+	assert_int_equal(t.delivered, 1);
+	request(s, &t, p[0]); /* fdatasync of a pipe: EINVAL */
+	syncer_wait(s);
+	assert_int_equal(t.delivered, 2);
+	request(s, &t, dup_file());
+	syncer_wait(s);
+	assert_int_equal(t.delivered, 3);
+	assert_int_equal(req[0].ret, 0);
+	assert_int_equal(req[1].ret, -EINVAL);
+	assert_int_equal(req[2].ret, 0);
+	assert_closed(&t);
+	syncer_close(&s);
+	event_base_free(base);
+}
+
+/* Closing delivers what is still owed, on the caller's thread, with no loop running. */
+static void close_delivers(void **state)
+{
+	struct sync_req req[REQS] = { 0 };
+	struct tally t = { .req = req };
+	struct event_base *base = event_base_new();
+	struct syncer *s;
+
+	assert_non_null(base);
+	assert_int_equal(syncer_open(base, done_cb, &t, &s), 0);
+	for (int i = 0; i < REQS; i++)
+		request(s, &t, i % 2 ? dup_file() : -1);
+	syncer_close(&s);
+	assert_int_equal(t.delivered, REQS);
+	for (int i = 0; i < REQS; i++)
+		assert_int_equal(req[i].ret, 0);
+	for (int i = 1; i < REQS; i += 2)
+		assert_true(fcntl(t.fd[i], F_GETFD) < 0 && errno == EBADF);
+	event_base_free(base);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(all_back_in_order),
+		cmocka_unit_test(failure_stays_in_its_pass),
+		cmocka_unit_test(close_delivers),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
