@@ -192,6 +192,17 @@ int audit_sync(struct audit *a)
 	return 0;
 }
 
+int audit_unsynced_fd(struct audit *a, int *fd)
+{
+	*fd = -1;
+	if (!a->dirty)
+		return 0;
+	if ((*fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -errno;
+	a->dirty = false;
+	return 0;
+}
+
 int audit_log(struct audit *a, const struct audit_rec *r)
 {
 	int64_t now = (int64_t)time(NULL);

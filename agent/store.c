@@ -59,6 +59,7 @@ struct files {
 struct store {
 	int dirfd;
 	int jfd;		/* the journal, opened for appending */
+	bool unsynced;		/* written since its last fdatasync (store_write_many) */
 	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
 	bool walking;		/* store_items is out: no compaction may move the records */
@@ -357,14 +358,16 @@ static int write_all(int fd, const void *buf, size_t len)
 }
 
 /*
- * Records already encoded back to back, durable before return: one write, one fdatasync. On
- * failure the journal is cut back to where it was, so that none of them can come back on start.
+ * Records already encoded back to back, in one write; durable before return unless the caller
+ * makes them durable itself (store_write_many), with one fdatasync. On failure the journal is
+ * cut back to where it was, so that none of them can come back on start.
  */
-static int append_raw(struct store *s, const unsigned char *buf, size_t n, size_t records)
+static int append_raw(struct store *s, const unsigned char *buf, size_t n, size_t records,
+	bool durable)
 {
 	int ret = write_all(s->jfd, buf, n);
 
-	if (!ret && fdatasync(s->jfd) < 0)
+	if (!ret && durable && fdatasync(s->jfd) < 0)
 		ret = -errno;
 	if (ret) {
 		/* A half-written record would only be a torn tail, but the next append follows it. */
@@ -372,6 +375,8 @@ static int append_raw(struct store *s, const unsigned char *buf, size_t n, size_
 			log_warn("state: cannot cut the journal back after: %s", strerror(-ret));
 		return ret;
 	}
+	/* Synced, it carries every earlier write with it. */
+	s->unsynced = !durable;
 	s->jsize += (off_t)n;
 	s->jrecords += records;
 	return 0;
@@ -385,7 +390,7 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 
 	if ((ret = encode(op, jti, token, len, NULL, &rec, &n)))
 		return ret;
-	ret = append_raw(s, rec, n, 1);
+	ret = append_raw(s, rec, n, 1, true);
 	free(rec);
 	return ret;
 }
@@ -493,6 +498,7 @@ static int compact(struct store *s)
 	}
 	s->jsize = 0;
 	s->jrecords = 0;
+	s->unsynced = false;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -661,7 +667,7 @@ static int encode_onto(char op, const char *jti, const char *token, size_t len,
 	return 0;
 }
 
-int store_put_many(struct store *s, const struct store_rec *r, size_t n)
+static int put_many(struct store *s, const struct store_rec *r, size_t n, bool durable)
 {
 	size_t *at = calloc(n + 1, sizeof(*at)), used = 0, done = 0;
 	unsigned char *buf = NULL;
@@ -672,7 +678,7 @@ int store_put_many(struct store *s, const struct store_rec *r, size_t n)
 		ret = encode_onto('P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
 			&used, &at[i]);
 	if (ret == 0 && n)
-		ret = append_raw(s, buf, used, n);
+		ret = append_raw(s, buf, used, n, durable);
 	/* Each record's payload length, from its header, for the entry that points at it. */
 	for (; ret == 0 && done < n; done++) {
 		const unsigned char *h = buf + at[done];
@@ -692,6 +698,35 @@ int store_put_many(struct store *s, const struct store_rec *r, size_t n)
 	if (ret)
 		return ret;
 	return maybe_compact(s);
+}
+
+int store_put_many(struct store *s, const struct store_rec *r, size_t n)
+{
+	return put_many(s, r, n, true);
+}
+
+int store_write_many(struct store *s, const struct store_rec *r, size_t n)
+{
+	return put_many(s, r, n, false);
+}
+
+int store_unsynced_fd(struct store *s, int *fd)
+{
+	*fd = -1;
+	if (!s->unsynced)
+		return 0;
+	if ((*fd = fcntl(s->jfd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -errno;
+	s->unsynced = false;
+	return 0;
+}
+
+int store_sync(struct store *s)
+{
+	if (s->unsynced && fdatasync(s->jfd) < 0)
+		return -errno;
+	s->unsynced = false;
+	return 0;
 }
 
 bool store_contains(struct store *s, const char *jti)
@@ -721,7 +756,7 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
 			records++;
 	if (ret == 0 && records)
-		ret = append_raw(s, buf, used, records);
+		ret = append_raw(s, buf, used, records, true);
 	free(buf);
 	if (ret)
 		return ret;

@@ -45,6 +45,11 @@ int audit_log(struct audit *a, const struct audit_rec *r);
 void audit_defer(struct audit *a, bool on);
 int audit_sync(struct audit *a);
 /*
+ * If records were written since the last fsync: *fd = a dup() of the trail, whose fsync is now
+ * the caller's (another thread's), else *fd = -1. 0 or -errno (then nothing changed).
+ */
+int audit_unsynced_fd(struct audit *a, int *fd);
+/*
  * Events oldest first across the rotated files, with ts >= since and, if grant_id is set, only
  * that grant's; at most max (the newest), *truncated set if more. New array, NULL on OOM.
  */

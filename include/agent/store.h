@@ -8,7 +8,8 @@
  * Durable record of the active grants, so that a restart of jitd restores exactly what it had
  * granted: the signed token as received (checked again on load, so a removed key or a tightened
  * policy takes effect). An append-only journal, state_dir/grants.journal, takes one record per
- * change, fdatasync'd before the call returns (so before the kernel changes); once it holds
+ * change, written before the kernel changes and fdatasync'd before the grant is answered
+ * (before the call returns, but for store_write_many); once it holds
  * 4096 records and at least as many as there are live grants, a snapshot,
  * state_dir/grants.snap (temporary file, fsync, rename, fsync of the directory), replaces it.
  * Each record carries its length and a SHA-256-based checksum: a torn journal tail (a crash
@@ -44,6 +45,19 @@ struct store_rec {
  * none: on failure none of them is recorded. Returns 0 or -errno.
  */
 int store_put_many(struct store *s, const struct store_rec *r, size_t n);
+/*
+ * The same, written but not yet durable: a group commit hands the fdatasync to another thread
+ * (store_unsynced_fd) and answers no grant before it is done. A later durable call, or
+ * store_sync, makes these records durable too.
+ */
+int store_write_many(struct store *s, const struct store_rec *r, size_t n);
+/*
+ * If records were written since the last fdatasync: *fd = a dup() of the journal, whose
+ * fdatasync is now the caller's, else *fd = -1. 0 or -errno (then nothing changed).
+ */
+int store_unsynced_fd(struct store *s, int *fd);
+/* fdatasync of the journal if anything was written since the last one. 0 or -errno. */
+int store_sync(struct store *s);
 /* Whether jti has a record (a hash lookup). */
 bool store_contains(struct store *s, const char *jti);
 /* Removes the record of jti (absent is fine). Returns 0 or -errno. */
