@@ -22,6 +22,7 @@
 #include "agent/ruleset.h"
 #include "agent/replay.h"
 #include "agent/store.h"
+#include "agent/syncer.h"
 #include "agent/verifier.h"
 #include "common/config.h"
 #include "common/err.h"
@@ -88,11 +89,22 @@ static void test_hook_poll(void)
 		test_suspended_ms += ms;
 	test_stepped_ms += test_hook_read("JITD_TEST_CLOCK_STEP_FILE");
 }
+
+/* $JITD_TEST_SYNC_FAIL_FILE holding 1: the next group's sync fails with EIO, as on a bad disk. */
+static int test_hook_sync(int ret)
+{
+	return test_hook_read("JITD_TEST_SYNC_FAIL_FILE") > 0 ? -EIO : ret;
+}
 #else
 #define test_suspended_ms 0
 #define test_stepped_ms 0
 static void test_hook_poll(void)
 {
+}
+
+static int test_hook_sync(int ret)
+{
+	return ret;
 }
 #endif
 
@@ -133,6 +145,9 @@ struct enforce {
 	struct event *group_timer;
 	size_t in_flight, n_ready;
 	struct pending *ready, *ready_tail;
+	/* Groups committed and waiting for their files to be durable, to be answered. */
+	struct syncer *syncer;
+	struct settling *settling;
 };
 
 static int64_t clock_ms(clockid_t id)
@@ -841,6 +856,21 @@ static int grant_groups(const struct enforce *e, const struct grant *gr, struct 
 	return ret;
 }
 
+/* Every (family, protocol, port) that a grant covers or the kernel holds elements for. */
+static int all_groups(const struct enforce *e, struct group **groups, size_t *n_groups)
+{
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < e->n_grants; i++)
+		ret = grant_groups(e, &e->grants[i], groups, n_groups);
+	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
+		struct group g = group_of(&e->model.v[i]);
+
+		ret = add_group(groups, n_groups, &g);
+	}
+	return ret;
+}
+
 static int grants_push(struct enforce *e, struct grant *g)
 {
 	if (e->n_grants == e->cap_grants) {
@@ -1011,6 +1041,18 @@ struct pending {
 	char annex[DNAT_ANNEX_MAX];	/* its gateway ports, recorded with it */
 };
 
+/*
+ * A committed group: in the books and the kernel, its records and audit lines written; answered
+ * once the syncer has made them durable.
+ */
+struct settling {
+	struct sync_req req;		/* first: the syncer hands req back */
+	struct settling *next;
+	struct pending **v;		/* the whole group, refusals too */
+	size_t n;
+	int64_t write_us;		/* its journal write (-1: none), for the state histogram */
+};
+
 static struct grant *pending_grant(struct pending *p)
 {
 	return p->job ? &p->job->grant : &p->local;
@@ -1102,17 +1144,24 @@ static int admit(struct enforce *e, struct pending *p, struct pending **accepted
 	return g->n_dst ? allocate_ports(e, p, accepted, n_accepted) : 0;
 }
 
+static void follow_move(struct pending **v, size_t n, ssize_t from, ssize_t to)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->idx == from)
+			v[i]->idx = to;
+}
+
 /* Takes pushed grants back out of the books (the kernel is synced by the caller). */
 static void unpush(struct enforce *e, struct pending **v, size_t n, struct pending *p)
 {
-	size_t last = e->n_grants - 1;
+	ssize_t last = (ssize_t)e->n_grants - 1, hole = p->idx;
 
-	grants_remove(e, (size_t)p->idx);
-	/* grants_remove moved the last grant into the hole: follow it. */
-	for (size_t i = 0; i < n; i++)
-		if (v[i]->idx == (ssize_t)last)
-			v[i]->idx = p->idx;
+	grants_remove(e, (size_t)hole);
+	/* grants_remove moved the last grant into the hole: follow it, in every open group. */
 	p->idx = -1;
+	follow_move(v, n, last, hole);
+	for (struct settling *st = e->settling; st; st = st->next)
+		follow_move(st->v, st->n, last, hole);
 }
 
 /*
@@ -1142,11 +1191,14 @@ static const char *connect_details(const struct enforce *e, const struct grant *
 }
 
 /*
- * Group commit: the admitted grants of a group (all of v) go to the state journal in one write
- * and one fdatasync, to the kernel in one transaction, to the audit trail with one fsync. Each
- * one's outcome lands in its pending; whatever fails is undone for the grants it concerns.
+ * Group commit: the admitted grants of a group (all of v) go to the state journal in one write,
+ * to the kernel in one transaction, to the audit trail; the syncer makes journal and trail
+ * durable before any is answered. A record in the page cache survives a crash of jitd, and a
+ * power loss takes the kernel's elements with it, so the kernel may change first. Each one's
+ * outcome lands in its pending; whatever fails is undone for the grants it concerns. *write_us:
+ * the journal write's duration.
  */
-static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
+static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int64_t *write_us)
 {
 	struct store_rec *recs = calloc(n + 1, sizeof(*recs));
 	char connect[DNAT_MAX_PAIRS * 64];
@@ -1169,11 +1221,11 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 	 * that never opened anything, and the controller's retry would get "replay".
 	 */
 	t0 = mono_us();
-	if ((ret = store_put_many(e->store, recs, n))) {
+	if ((ret = store_write_many(e->store, recs, n))) {
 		fail_all(v, n, storage_code(ret), "cannot record grant", strerror(-ret));
 		goto out;
 	}
-	metrics_observe(&e->metrics.state, mono_us() - t0);
+	*write_us = mono_us() - t0;
 	for (size_t i = 0; i < n; i++) {
 		struct grant *g = pending_grant(v[i]);
 
@@ -1206,17 +1258,15 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n)
 		note_error(e, "kernel: the kernel refused the change: %s", kerr);
 		goto out;
 	}
-	/* An access nobody can trace must not exist: no audit record, no grant. */
+	/*
+	 * An access nobody can trace must not exist: no audit record, no grant (its fsync is the
+	 * syncer's, see settle_group).
+	 */
 	for (size_t i = 0; i < n; i++)
 		if (v[i]->idx >= 0)
-			v[i]->audited = !audit(e, "grant.applied", &e->grants[v[i]->idx], NULL,
-				v[i]->peer, 0, connect_details(e, &e->grants[v[i]->idx], connect,
-				sizeof(connect)), -1);
-	if ((ret = audit_sync(e->audit))) {
-		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
-		for (size_t i = 0; i < n; i++)
-			v[i]->audited = false;
-	}
+			v[i]->audited = !(ret = audit(e, "grant.applied", &e->grants[v[i]->idx],
+				NULL, v[i]->peer, 0, connect_details(e, &e->grants[v[i]->idx],
+				connect, sizeof(connect)), -1));
 	withdrawn = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (v[i]->idx < 0 || v[i]->audited)
@@ -1236,8 +1286,9 @@ out:
 /*
  * Everything ready goes through at once: admission one by one, then one commit for all that
  * were admitted. Each outcome is in its pending (ret, err, idx); refusals are audited here.
+ * Nothing is durable yet: settle_group follows once it is.
  */
-static void commit_group(struct enforce *e, struct pending **v, size_t n)
+static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_t *write_us)
 {
 	struct pending **ok = calloc(n + 1, sizeof(*ok));
 	int64_t now_ms;
@@ -1266,24 +1317,136 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n)
 		else if (!(p->ret = admit(e, p, ok, n_ok, now_ms)))
 			ok[n_ok++] = p;
 	}
+	*write_us = -1;
 	if (n_ok)
-		commit_admitted(e, ok, n_ok);
+		commit_admitted(e, ok, n_ok, write_us);
+	for (size_t i = 0; i < n; i++)
+		if (v[i]->ret)
+			refused(e, "grant", v[i]->jti[0] ? v[i]->jti : NULL, v[i]->peer, &v[i]->err);
+	audit_defer(e->audit, false);
+	free(ok);
+}
+
+/* A group's records and audit lines are durable (sync_ret 0), or could not be made so. */
+static void settle_group(struct enforce *e, struct pending **v, size_t n, int sync_ret)
+{
+	struct group *groups = NULL;
+	size_t n_groups = 0, withdrawn = 0;
+	char kerr[NFT_ERRLEN];
+	int64_t now_ms = enforce_now_ms();
+
+	for (size_t i = 0; sync_ret && i < n; i++) {
+		struct pending *p = v[i];
+
+		if (p->ret || p->idx < 0)
+			continue;
+		p->ret = jit_fail(&p->err, storage_code(sync_ret), "cannot make grant '%s' durable: "
+			"%s; nothing applied", p->jti, strerror(-sync_ret));
+		take_back(e, v, n, p);
+		refused(e, "grant", p->jti, p->peer, &p->err);
+		withdrawn++;
+	}
+	if (withdrawn) {
+		note_error(e, "state: cannot make %zu grant(s) durable: %s", withdrawn,
+			strerror(-sync_ret));
+		/* Rare: the whole table is planned again rather than each grant's groups kept. */
+		if (all_groups(e, &groups, &n_groups) ||
+			sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
+			note_error(e, "kernel: cannot withdraw grants that are not durable: %s", kerr);
+		free(groups);
+		if (audit_sync(e->audit))
+			log_warn("audit: cannot sync the withdrawal of %zu grant(s)", withdrawn);
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 
-		if (p->ret) {
-			refused(e, "grant", p->jti[0] ? p->jti : NULL, p->peer, &p->err);
+		if (p->ret)
 			continue;
-		}
 		e->metrics.grants_applied++;
 		metrics_observe(&e->metrics.grant, mono_us() - p->received_us);
 		(void)activity_note(e->activity, &e->grants[p->idx], now_ms / 1000);
 		log_applied(&e->grants[p->idx], p->peer);
 	}
-	audit_defer(e->audit, false);
-	if (audit_sync(e->audit))
-		log_warn("audit: cannot sync the refusals of a group");
-	free(ok);
+}
+
+/* When the syncs cannot be handed over: made durable here, on the loop. */
+static int durable_here(struct enforce *e, struct sync_req *r)
+{
+	int ret = 0;
+
+	for (int i = 0; i < SYNC_MAX_FDS; i++) {
+		if (r->fd[i] < 0)
+			continue;
+		if (fdatasync(r->fd[i]) < 0 && !ret)
+			ret = -errno;
+		close(r->fd[i]);
+		r->fd[i] = -1;
+	}
+	if (!ret)
+		ret = store_sync(e->store);
+	if (!ret)
+		ret = audit_sync(e->audit);
+	return ret;
+}
+
+/* The files a group wrote, for the syncer. 0 or -errno (then durable_here with what is in r). */
+static int unsynced_fds(struct enforce *e, struct sync_req *r)
+{
+	int ret;
+
+	r->fd[0] = r->fd[1] = -1;
+	if ((ret = store_unsynced_fd(e->store, &r->fd[0])))
+		return ret;
+	return audit_unsynced_fd(e->audit, &r->fd[1]);
+}
+
+/* Answers every group still settling, once durable: before anything that removes grants. */
+static void settle_all(struct enforce *e)
+{
+	if (e->syncer)
+		syncer_wait(e->syncer);
+}
+
+/* Settles a group and answers it; replies last: a callback may submit again. */
+static void finish(struct enforce *e, struct pending **v, size_t n, int sync_ret)
+{
+	settle_group(e, v, n, sync_ret);
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+
+		p->done(p->arg, p->ret, p->ret ? NULL : &e->grants[p->idx], &p->err);
+		pending_free(p);
+	}
+}
+
+static void unlink_settling(struct enforce *e, struct settling *st)
+{
+	struct settling **pp = &e->settling;
+
+	while (*pp && *pp != st)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = st->next;
+}
+
+/* Groups whose files are durable now (or failed to be), oldest first. */
+static void synced_cb(struct sync_req *done, void *arg)
+{
+	struct enforce *e = arg;
+
+	while (done) {
+		struct sync_req *next = done->next;
+		struct settling *st = (struct settling *)done;
+
+		if (st->write_us >= 0)
+			metrics_observe(&e->metrics.state, st->write_us + done->sync_us);
+		/* Still listed while it answers: a take-back meanwhile must follow its grants. */
+		finish(e, st->v, st->n, test_hook_sync(done->ret));
+		unlink_settling(e, st);
+		free(st->v);
+		free(st);
+		done = next;
+	}
 }
 
 /* Grants that arrive while others are still being verified wait for them, this long at most. */
@@ -1291,8 +1454,14 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n)
 /* And a group holds at most this many. */
 #define GROUP_MAX 256
 
+/*
+ * Commits what is ready and hands its syncs to the syncer; synced_cb answers the group. The
+ * loop goes on reading and verifying meanwhile, and the next group may commit before this one
+ * is durable (it is answered after it).
+ */
 static void run_group(struct enforce *e)
 {
+	struct settling *st, **tail;
 	struct pending **v, *p;
 	size_t n = 0;
 
@@ -1300,26 +1469,42 @@ static void run_group(struct enforce *e)
 		return;
 	evtimer_del(e->group_timer);
 	v = calloc(e->n_ready, sizeof(*v));
-	for (p = e->ready; p; p = p->next) {
-		if (v)
-			v[n++] = p;
-		else
-			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
-	}
+	st = calloc(1, sizeof(*st));
 	p = e->ready;
 	e->ready = e->ready_tail = NULL;
 	e->n_ready = 0;
-	if (v)
-		commit_group(e, v, n);
-	/* Replies last: a callback may submit again, which must find the books closed. */
-	while (p) {
-		struct pending *next = p->next;
+	if (!v || !st) {
+		/* Nothing committed: each is refused at once. */
+		while (p) {
+			struct pending *next = p->next;
 
-		p->done(p->arg, p->ret, p->ret ? NULL : &e->grants[p->idx], &p->err);
-		pending_free(p);
-		p = next;
+			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
+			p->done(p->arg, p->ret, NULL, &p->err);
+			pending_free(p);
+			p = next;
+		}
+		goto out;
 	}
+	for (; p; p = p->next)
+		v[n++] = p;
+	commit_group(e, v, n, &st->write_us);
+	st->v = v;
+	st->n = n;
+	for (tail = &e->settling; *tail; tail = &(*tail)->next)
+		;
+	*tail = st;
+	if (unsynced_fds(e, &st->req)) {
+		/* No descriptor to hand over: durable here, after every group before it. */
+		settle_all(e);
+		finish(e, v, n, durable_here(e, &st->req));
+		unlink_settling(e, st);
+		goto out;
+	}
+	syncer_request(e->syncer, &st->req);
+	return;
+out:
 	free(v);
+	free(st);
 }
 
 static void group_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1464,8 +1649,10 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 	unsigned char rnd[8];
 	char jti[32], *text = NULL;
 	struct pending p = { 0 }, *pp = &p;
+	struct sync_req sr = { .fd = { -1, -1 } };
 	json_t *claims = NULL;
 	bool committed = false;
+	int64_t write_us, t0;
 	int ret;
 
 	*applied = NULL;
@@ -1490,7 +1677,14 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 		goto out;
 	}
 	p.received_us = mono_us();
-	commit_group(e, &pp, 1);
+	/* Answered here, not by the syncer: nothing may still be settling while it commits. */
+	settle_all(e);
+	commit_group(e, &pp, 1, &write_us);
+	t0 = mono_us();
+	ret = durable_here(e, &sr);
+	if (write_us >= 0)
+		metrics_observe(&e->metrics.state, write_us + mono_us() - t0);
+	settle_group(e, &pp, 1, ret);
 	grant_clear(&p.local);
 	if ((ret = p.ret))
 		*err = p.err;
@@ -1516,6 +1710,8 @@ void enforce_expire(struct enforce *e)
 	char why[64];
 	size_t kept = 0;
 
+	/* Grants still settling are answered first: expiry and revocations remove grants. */
+	settle_all(e);
 	test_hook_poll();
 	now = enforce_now_ms();
 	gap = clock_ms(CLOCK_BOOTTIME) - clock_ms(CLOCK_MONOTONIC);
@@ -2029,21 +2225,6 @@ out:
 	return ret;
 }
 
-/* Every (family, protocol, port) that a grant covers or the kernel holds elements for. */
-static int all_groups(const struct enforce *e, struct group **groups, size_t *n_groups)
-{
-	int ret = 0;
-
-	for (size_t i = 0; ret == 0 && i < e->n_grants; i++)
-		ret = grant_groups(e, &e->grants[i], groups, n_groups);
-	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
-		struct group g = group_of(&e->model.v[i]);
-
-		ret = add_group(groups, n_groups, &g);
-	}
-	return ret;
-}
-
 /* Restores recorded grants and removes kernel elements that no grant stands behind. */
 static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen)
 {
@@ -2160,6 +2341,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	int64_t now = enforce_now_ms();
 	int ret;
 
+	/* A reload may drop grants: those still settling are answered first. */
+	settle_all(e);
 	if ((ret = config_load(e->config_path, &nc, &jerr))) {
 		snprintf(err, errlen, "%s", jerr.msg);
 		log_err("reload refused, the running configuration stays: %s", jerr.msg);
@@ -2294,6 +2477,10 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		snprintf(err, errlen, "cannot start the verification threads: %s", strerror(-ret));
 		goto fail;
 	}
+	if ((ret = syncer_open(d->base, synced_cb, e, &e->syncer))) {
+		snprintf(err, errlen, "cannot start the sync thread: %s", strerror(-ret));
+		goto fail;
+	}
 	*out = e;
 	return 0;
 fail:
@@ -2332,6 +2519,8 @@ void enforce_close(struct enforce **e)
 	if (!e || !*e)
 		return;
 	cancel_pending(*e);
+	/* Committed groups are answered once durable, as ever. */
+	syncer_close(&(*e)->syncer);
 	if ((*e)->group_timer)
 		event_free((*e)->group_timer);
 	for (size_t i = 0; i < (*e)->n_grants; i++)

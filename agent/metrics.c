@@ -123,8 +123,8 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 	hist(&o, "jitd_kernel_transaction_seconds",
 		"One nf_tables transaction, from send to the last acknowledgement.", &m->kernel);
 	hist(&o, "jitd_state_write_seconds",
-		"Durable record of a group of grants before the kernel changes (one journal "
-		"write and fdatasync).", &m->state);
+		"Durable record of a group of grants: its journal write, then the sync "
+		"thread's fdatasync of the journal and the audit trail.", &m->state);
 	if (fclose(o.f)) {
 		free(o.buf);
 		return NULL;

@@ -1,0 +1,47 @@
+# A group commit is answered only once its journal records and audit lines are durable; the
+# fdatasyncs run on jitd's sync thread while the loop goes on. When that sync fails (a test
+# build makes the next one fail with EIO, $JITD_TEST_SYNC_FAIL_FILE), every grant of the group
+# is refused, withdrawn from the kernel, its record dropped (a restart does not bring it back)
+# and its id not burned; the refusal is audited. Grants that were answered stay.
+. "$(dirname "$0")/lib.sh"
+
+export JITD_TEST_SYNC_FAIL_FILE
+JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
+e2e_default_setup drop
+
+sign --src 192.0.2.2 --port 22 --for 300 --jti before | submit - >/dev/null || fail "grant refused"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "the first grant is not in the kernel"
+pass "a grant answered before the failure is in the kernel"
+
+log "the next sync fails"
+echo 1 >"$JITD_TEST_SYNC_FAIL_FILE"
+sign --src 192.0.2.3 --port 22 --for 300 --jti lost >"$TMP/lost"
+rc=0
+submit "$TMP/lost" --json >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = internal ] &&
+	jq -r .message "$TMP/out" | grep -q "cannot make grant 'lost' durable" ||
+	fail "grant whose sync failed: exit $rc: $(cat "$TMP/out")"
+pass "refused: $(jq -r .message "$TMP/out")"
+[ ! -e "$JITD_TEST_SYNC_FAIL_FILE" ] || fail "jitd did not take the failure"
+lacks_elem allow4 "192.0.2.3 tcp 22" || fail "the refused grant stayed in the kernel"
+has_elem allow4 "192.0.2.2 tcp 22" || fail "the earlier grant went with it"
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status: $(status_json | jq -c '.grants | map(.id)')"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "withdrawn from the kernel and the books; the earlier grant stays"
+jq -s -e 'any(.[]; .event == "grant.refused" and .grant == "lost" and .code == "internal")' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "no grant.refused record for 'lost'"
+pass "the refusal is in the audit trail"
+
+log "a restart does not bring it back"
+stop_jitd TERM
+start_jitd
+lacks_elem allow4 "192.0.2.3 tcp 22" || fail "the refused grant came back on restart"
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
+pass "after a restart: only the grant that was answered"
+
+log "its id was not burned: the same token applies now"
+submit "$TMP/lost" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "$TMP/out")"
+has_elem allow4 "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "the grant refused for a failed sync applies once the sync holds"
