@@ -36,15 +36,19 @@ struct kview {
 	int64_t now_ms;
 };
 
-static json_t *time_json(int64_t secs)
+static int time_format(int64_t secs, char *buf, size_t len)
 {
-	char buf[32];
 	time_t t = (time_t)secs;
 	struct tm tm;
 
-	if (!gmtime_r(&t, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
-		return json_null();
-	return json_string(buf);
+	return gmtime_r(&t, &tm) && strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) ? 0 : -1;
+}
+
+static json_t *time_json(int64_t secs)
+{
+	char buf[32];
+
+	return time_format(secs, buf, sizeof(buf)) ? json_null() : json_string(buf);
 }
 
 static json_t *prefix_json(const struct prefix *p)
@@ -692,6 +696,93 @@ static bool kernel_in_sync(const struct kview *kv, const struct ruleset_elem *mo
 }
 
 /*
+ * A host grant's object for the grants array, built once per status and refilled for each
+ * grant: at 100,000 grants, a new jansson object, hashtable and values per grant were most
+ * of what the array cost. Members and order are grant_json's.
+ */
+struct grant_tpl {
+	json_t *o, *id, *sub, *iss, *kid, *reason, *sources, *ports, *issued, *expires, *in,
+		*kin, *flows;
+};
+
+static void grant_tpl_free(struct grant_tpl *t)
+{
+	json_t *v[] = { t->o, t->id, t->sub, t->iss, t->kid, t->reason, t->sources, t->ports,
+		t->issued, t->expires, t->in, t->kin, t->flows };
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		json_decref(v[i]);
+}
+
+/* 0, or -ENOMEM (then t->o is NULL and every grant takes grant_json). */
+static int grant_tpl_init(struct grant_tpl *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = json_string("");
+	t->sub = json_string("");
+	t->iss = json_string("");
+	t->kid = json_string("");
+	t->reason = json_string("");
+	t->sources = json_array();
+	t->ports = json_array();
+	t->issued = json_string("");
+	t->expires = json_string("");
+	t->in = json_integer(0);
+	t->kin = json_integer(0);
+	t->flows = json_integer(0);
+	if (!t->id || !t->sub || !t->iss || !t->kid || !t->reason || !t->sources || !t->ports ||
+		!t->issued || !t->expires || !t->in || !t->kin || !t->flows ||
+		!(t->o = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+			"id", t->id, "sub", t->sub, "iss", t->iss, "kid", t->kid, "reason",
+			t->reason, "sources", t->sources, "ports", t->ports, "issued_at", t->issued,
+			"expires_at", t->expires, "expires_in", t->in, "kernel_expires_in", t->kin,
+			"flows", t->flows))) {
+		grant_tpl_free(t);
+		memset(t, 0, sizeof(*t));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * g in t->o, or NULL: a gateway grant (more members), a value that does not fit, or out of
+ * memory; grant_json then answers for g.
+ */
+static json_t *grant_tpl_fill(struct grant_tpl *t, const struct config *cfg,
+	const struct grant *g, const struct kview *kv, long flows)
+{
+	int64_t left, in = g->exp - kv->now_ms / 1000;
+	char buf[PREFIX_STRLEN], iat[32], exp[32];
+
+	if (!t->o || g->n_dst || time_format(g->iat, iat, sizeof(iat)) ||
+		time_format(g->exp, exp, sizeof(exp)))
+		return NULL;
+	left = grant_kernel_left(kv, cfg, g);
+	json_array_clear(t->sources);
+	json_array_clear(t->ports);
+	for (size_t i = 0; i < g->n_src; i++)
+		if (prefix_format(&g->src[i], buf, sizeof(buf)) ||
+			json_array_append_new(t->sources, json_string(buf)))
+			return NULL;
+	for (size_t i = 0; i < g->n_ports; i++)
+		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)) &&
+			json_array_append_new(t->ports, json_string(buf)))
+			return NULL;
+	if (json_string_set(t->id, g->jti) || json_string_set(t->sub, g->sub) ||
+		json_string_set(t->iss, g->iss) || json_string_set(t->kid, g->kid) ||
+		(g->reason && json_string_set(t->reason, g->reason)) ||
+		json_object_set(t->o, "reason", g->reason ? t->reason : json_null()) ||
+		json_string_set(t->issued, iat) || json_string_set(t->expires, exp) ||
+		json_integer_set(t->in, (json_int_t)(in > 0 ? in : 0)) ||
+		json_integer_set(t->kin, (json_int_t)((left + 999) / 1000)) ||
+		json_object_set(t->o, "kernel_expires_in", left < 0 ? json_null() : t->kin) ||
+		json_integer_set(t->flows, flows) ||
+		json_object_set(t->o, "flows", flows < 0 ? json_null() : t->flows))
+		return NULL;
+	return t->o;
+}
+
+/*
  * The document is written, not built: at 100,000 grants a jansson tree of it is hundreds of MB
  * of small objects and most of the time a status takes. Small members are still jansson
  * values; the two long arrays (kernel elements, grants) are written one entry at a time, each
@@ -715,8 +806,8 @@ static void w_raw(struct writer *w, const char *text)
 		w->err = -ENOMEM;
 }
 
-/* An array entry, or with name a member; v is consumed. */
-static void w_value(struct writer *w, const char *name, json_t *v)
+/* An array entry, or with name a member; v stays the caller's. */
+static void w_dump(struct writer *w, const char *name, json_t *v)
 {
 	if (!w->first)
 		w_raw(w, ",");
@@ -734,6 +825,12 @@ static void w_value(struct writer *w, const char *name, json_t *v)
 			json_dump_callback(v, writer_add, w->out, JSON_COMPACT | JSON_ENCODE_ANY)))
 			w->err = -ENOMEM;
 	}
+}
+
+/* The same, v consumed. */
+static void w_value(struct writer *w, const char *name, json_t *v)
+{
+	w_dump(w, name, v);
 	json_decref(v);
 }
 
@@ -801,6 +898,7 @@ int status_write(struct enforce *e, struct evbuffer *out)
 	struct conntrack *ct = enforce_conntrack(e);
 	struct writer w = { .out = out, .first = true };
 	const struct ruleset_elem *model;
+	struct grant_tpl tpl;
 	const struct grant *g;
 	json_t *always = json_array();
 	long *flows = NULL;
@@ -845,8 +943,17 @@ int status_write(struct enforce *e, struct evbuffer *out)
 		w_kernel_elem(&w, &kv.v[i], kv.now_ms);
 	w_close(&w, "]}");
 	w_open(&w, "grants", "[");
-	for (size_t i = 0; !w.err && i < n; i++)
-		w_value(&w, NULL, grant_json(cfg, &g[i], &kv, flows ? flows[i] : -1));
+	(void)grant_tpl_init(&tpl);
+	for (size_t i = 0; !w.err && i < n; i++) {
+		long f = flows ? flows[i] : -1;
+		json_t *o = grant_tpl_fill(&tpl, cfg, &g[i], &kv, f);
+
+		if (o)
+			w_dump(&w, NULL, o);
+		else
+			w_value(&w, NULL, grant_json(cfg, &g[i], &kv, f));
+	}
+	grant_tpl_free(&tpl);
 	w_close(&w, "]}");
 	free(flows);
 	free(kv.v);
