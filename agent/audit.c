@@ -259,23 +259,79 @@ static bool wanted(const json_t *ev, int64_t since, const char *grant_id)
 	return !grant_id || (g && !strcmp(g, grant_id));
 }
 
-int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
-	void *arg)
+/* The files oldest first, each with the length it had: what a scan on another thread reads. */
+struct audit_snapshot {
+	unsigned n;
+	int *fd;
+	off_t *size;
+};
+
+void audit_snapshot_free(struct audit_snapshot **sp)
 {
-	char path[4200], *line = malloc(MAX_LINE);
+	struct audit_snapshot *s = *sp;
+
+	if (!s)
+		return;
+	for (unsigned i = 0; i < s->n; i++)
+		close(s->fd[i]);
+	free(s->fd);
+	free(s->size);
+	free(s);
+	*sp = NULL;
+}
+
+int audit_snapshot(struct audit *a, struct audit_snapshot **out)
+{
+	struct audit_snapshot *s = calloc(1, sizeof(*s));
+	char path[4200];
+
+	*out = NULL;
+	if (!s || !(s->fd = calloc(a->keep + 1, sizeof(*s->fd))) ||
+		!(s->size = calloc(a->keep + 1, sizeof(*s->size)))) {
+		audit_snapshot_free(&s);
+		return -ENOMEM;
+	}
+	for (unsigned n = a->keep + 1; n-- > 0;) {
+		struct stat st;
+		int fd;
+
+		rotated(a, n, path, sizeof(path));
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		if (fstat(fd, &st) < 0) {
+			close(fd);
+			continue;
+		}
+		s->fd[s->n] = fd;
+		s->size[s->n++] = st.st_size;
+	}
+	*out = s;
+	return 0;
+}
+
+int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
+	int (*cb)(const json_t *ev, void *arg), void *arg)
+{
+	char *line = malloc(MAX_LINE);
 	int ret = 0;
 
 	if (!line)
 		return -ENOMEM;
-	for (unsigned n = a->keep + 1; ret == 0 && n-- > 0;) {
+	for (unsigned i = 0; ret == 0 && i < s->n; i++) {
+		int fd = dup(s->fd[i]);
+		off_t at = 0;
 		FILE *f;
 
-		rotated(a, n, path, sizeof(path));
-		if (!(f = fopen(path, "re")))
+		if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0 || !(f = fdopen(fd, "re"))) {
+			if (fd >= 0)
+				close(fd);
 			continue;
-		while (ret == 0 && fgets(line, MAX_LINE, f)) {
+		}
+		/* Lines appended since the snapshot are not its business. */
+		while (ret == 0 && at < s->size[i] && fgets(line, MAX_LINE, f)) {
 			json_t *ev = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
 
+			at += (off_t)strlen(line);
 			/* Lines that do not parse (a torn write) are skipped. */
 			if (json_is_object(ev) && wanted(ev, since, NULL))
 				ret = cb(ev, arg);
@@ -284,6 +340,19 @@ int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, vo
 		fclose(f);
 	}
 	free(line);
+	return ret;
+}
+
+int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
+	void *arg)
+{
+	struct audit_snapshot *s;
+	int ret;
+
+	if ((ret = audit_snapshot(a, &s)))
+		return ret;
+	ret = audit_snapshot_foreach(s, since, cb, arg);
+	audit_snapshot_free(&s);
 	return ret;
 }
 

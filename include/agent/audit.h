@@ -55,6 +55,18 @@ int audit_unsynced_fd(struct audit *a, int *fd);
  */
 json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
 	bool *truncated);
+/*
+ * The trail as it is now, for a walk on another thread: its files opened and their lengths
+ * noted, so that records written and files rotated meanwhile change nothing of what the walk
+ * reads. 0 or -ENOMEM.
+ */
+struct audit_snapshot;
+int audit_snapshot(struct audit *a, struct audit_snapshot **out);
+/* audit_foreach over a snapshot; touches no struct audit, so any thread may run it. */
+int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
+	int (*cb)(const json_t *ev, void *arg), void *arg);
+/* NULLs *s; accepts NULL. */
+void audit_snapshot_free(struct audit_snapshot **s);
 /* Calls cb for every event with ts >= since, oldest first; a non-zero return stops the walk. */
 int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
 	void *arg);

@@ -171,12 +171,68 @@ static void test_rotation(void **state)
 	audit_close(&a);
 }
 
+static int collect_ids(const json_t *ev, void *arg)
+{
+	json_t *ids = arg;
+
+	return json_array_append_new(ids, json_string(json_string_value(json_object_get(ev,
+		"grant"))));
+}
+
+static void log_ids(struct audit *a, int from, int to)
+{
+	char id[32];
+
+	for (int i = from; i < to; i++) {
+		snprintf(id, sizeof(id), "s-%04d", i);
+		assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.expired",
+			.grant_id = id, .message = "padding padding padding padding padding",
+			.count = -1 }), 0);
+	}
+}
+
+/*
+ * A snapshot reads the trail as it was when taken, oldest first, whatever is written and
+ * rotated after it (the activity rebuild reads it on another thread meanwhile).
+ */
+static void test_snapshot(void **state)
+{
+	struct fixture *f = *state;
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 3 };
+	struct audit_snapshot *snap;
+	json_t *before = json_array(), *seen = json_array();
+	struct audit *a;
+	bool trunc;
+	json_t *all;
+
+	assert_int_equal(audit_open(f->dir, &o, &a), 0);
+	log_ids(a, 0, 500);
+	all = audit_query(a, 0, NULL, 100000, &trunc);
+	assert_int_equal(audit_foreach(a, 0, collect_ids, before), 0);
+	assert_int_equal(audit_snapshot(a, &snap), 0);
+	/* More than a file's worth afterwards: every file rotates at least once. */
+	log_ids(a, 500, 1500);
+	assert_int_equal(audit_snapshot_foreach(snap, 0, collect_ids, seen), 0);
+	audit_snapshot_free(&snap);
+	assert_null(snap);
+	assert_true(json_array_size(before) > 100);
+	assert_true(json_equal(before, seen));
+	assert_int_equal(json_array_size(all), json_array_size(seen));
+	assert_string_equal(json_string_value(json_array_get(seen, json_array_size(seen) - 1)),
+		"s-0499");
+	json_decref(all);
+	json_decref(before);
+	json_decref(seen);
+	audit_close(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_grant_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_filters_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
