@@ -1,10 +1,16 @@
 #include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "agent/activity.h"
+#include "agent/audit.h"
+#include "common/log.h"
 #include "common/port.h"
 
 /* Grant times older than the window are dropped when a port's list would otherwise grow. */
@@ -17,9 +23,20 @@ struct port_hist {
 	char last_user[GRANT_MAX_STRING + 1];
 };
 
+/* The start-up rebuild from the audit trail, on a thread of its own until it joins. */
+struct rebuild {
+	pthread_t thread;
+	struct audit_snapshot *snap;
+	struct activity *found;	/* the thread's own, merged into the live one at the end */
+	int64_t since;
+	int ret;
+	atomic_bool done;
+};
+
 struct activity {
 	struct port_hist *v;
 	size_t n, cap;
+	struct rebuild *rb;
 };
 
 int activity_new(struct activity **out)
@@ -32,6 +49,7 @@ void activity_free(struct activity **a)
 {
 	if (!a || !*a)
 		return;
+	activity_settle(*a, true);
 	for (size_t i = 0; i < (*a)->n; i++)
 		free((*a)->v[i].when);
 	free((*a)->v);
@@ -70,7 +88,7 @@ static struct port_hist *find_or_add(struct activity *a, uint16_t port, uint8_t 
 }
 
 static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const char *user,
-	int64_t when)
+	int64_t when, bool ties_win)
 {
 	struct port_hist *h = find_or_add(a, port, ipproto);
 	size_t kept = 0;
@@ -94,7 +112,7 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
 		h->cap = cap;
 	}
 	h->when[h->n++] = when;
-	if (when >= h->last_access) {
+	if (when > h->last_access || (ties_win && when == h->last_access)) {
 		h->last_access = when;
 		snprintf(h->last_user, sizeof(h->last_user), "%s", user ? user : "");
 	}
@@ -110,7 +128,7 @@ int activity_note(struct activity *a, const struct grant *g, int64_t when)
 		return 0;
 	for (size_t i = 0; ret == 0 && i < g->n_ports; i++)
 		ret = note_one(a, g->ports[i].port, port_proto_ipproto(g->ports[i].proto), g->sub,
-			when);
+			when, true);
 	return ret;
 }
 
@@ -148,21 +166,23 @@ int activity_note_event(struct activity *a, const json_t *ev)
 			continue;
 		if (mask & PORT_PROTO_TCP)
 			ret = note_one(a, port, port_proto_ipproto(PORT_PROTO_TCP),
-				json_string_value(json_object_get(ev, "sub")), when);
+				json_string_value(json_object_get(ev, "sub")), when, true);
 		if (ret == 0 && (mask & PORT_PROTO_UDP))
 			ret = note_one(a, port, port_proto_ipproto(PORT_PROTO_UDP),
-				json_string_value(json_object_get(ev, "sub")), when);
+				json_string_value(json_object_get(ev, "sub")), when, true);
 		if (ret)
 			break;
 	}
 	return ret;
 }
 
-void activity_port(const struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
+void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out)
 {
-	const struct port_hist *h = find(a, port, ipproto);
+	const struct port_hist *h;
 
+	activity_settle(a, true);
+	h = find(a, port, ipproto);
 	memset(out, 0, sizeof(*out));
 	if (!h)
 		return;
@@ -171,4 +191,81 @@ void activity_port(const struct activity *a, uint16_t port, uint8_t ipproto, int
 			out->grants_7d++;
 	out->last_access = h->last_access;
 	snprintf(out->last_user, sizeof(out->last_user), "%s", h->last_user);
+}
+
+static int rebuild_cb(const json_t *ev, void *arg)
+{
+	return activity_note_event(arg, ev);
+}
+
+static void *rebuild_main(void *arg)
+{
+	struct rebuild *r = arg;
+
+	r->ret = audit_snapshot_foreach(r->snap, r->since, rebuild_cb, r->found);
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+/* The older history into a: grants noted live since the start stay the last access on a tie. */
+static int merge(struct activity *a, const struct activity *old)
+{
+	for (size_t i = 0; i < old->n; i++) {
+		const struct port_hist *o = &old->v[i];
+
+		for (size_t k = 0; k < o->n; k++) {
+			bool last = o->when[k] == o->last_access;
+			int ret = note_one(a, o->port, o->ipproto, last ? o->last_user : NULL,
+				o->when[k], false);
+
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
+{
+	struct rebuild *r = calloc(1, sizeof(*r));
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	r->since = since;
+	atomic_init(&r->done, false);
+	if ((ret = audit_snapshot(audit, &r->snap)) || (ret = activity_new(&r->found)))
+		goto fail;
+	/* jansson seeds its hash function on first use; the loop has used it long since. */
+	if (pthread_create(&r->thread, NULL, rebuild_main, r)) {
+		/* No thread: read here, as jitd did before it had one. */
+		ret = audit_snapshot_foreach(r->snap, since, rebuild_cb, a);
+		goto fail;
+	}
+	a->rb = r;
+	return 0;
+fail:
+	activity_free(&r->found);
+	audit_snapshot_free(&r->snap);
+	free(r);
+	return ret;
+}
+
+void activity_settle(struct activity *a, bool wait)
+{
+	struct rebuild *r = a->rb;
+	int ret;
+
+	if (!r || (!wait && !atomic_load(&r->done)))
+		return;
+	a->rb = NULL;
+	pthread_join(r->thread, NULL);
+	if ((ret = r->ret) || (ret = merge(a, r->found)))
+		log_warn("cannot read the audit trail: %s; recent activity starts from now",
+			strerror(ret < 0 ? -ret : EIO));
+	activity_free(&r->found);
+	audit_snapshot_free(&r->snap);
+	free(r);
+	/* The scan peaked well above what the history holds; glibc would keep the freed heap. */
+	(void)malloc_trim(0);
 }

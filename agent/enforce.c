@@ -2565,7 +2565,7 @@ struct conntrack *enforce_conntrack(const struct enforce *e)
 	return e->ct;
 }
 
-const struct activity *enforce_activity(const struct enforce *e)
+struct activity *enforce_activity(const struct enforce *e)
 {
 	return e->activity;
 }

@@ -553,7 +553,7 @@ static json_t *sources_json(const struct port_policy *pp)
 	return a;
 }
 
-static json_t *ports_json(const struct config *cfg, const struct activity *act,
+static json_t *ports_json(const struct config *cfg, struct activity *act,
 	const struct grant *g, size_t n, int64_t now)
 {
 	json_t *a = json_array();

@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_ACTIVITY_H
 #define JITD_AGENT_ACTIVITY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -10,7 +11,7 @@
 /*
  * Recent activity per protected port, the columns operators know from cloud JIT consoles:
  * grants approved in the last 7 days, when access was last granted and to whom. Kept in memory,
- * rebuilt at start-up from the audit trail's grant.applied events.
+ * rebuilt at start-up from the audit trail's grant.applied events (activity_rebuild).
  */
 #define ACTIVITY_WINDOW_SEC (7 * 24 * 3600)
 
@@ -30,8 +31,23 @@ void activity_free(struct activity **a);
 int activity_note(struct activity *a, const struct grant *g, int64_t when);
 /* The same from an audit record; events other than grant.applied are ignored. 0 or -ENOMEM. */
 int activity_note_event(struct activity *a, const json_t *ev);
-/* Activity of (port, ipproto) as of now; zeroed when there was none. */
-void activity_port(const struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
+/*
+ * Activity of (port, ipproto) as of now; zeroed when there was none. Waits for a rebuild still
+ * running (activity_rebuild).
+ */
+void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out);
+
+struct audit;
+/*
+ * Rebuilds the history from the audit trail's grant.applied events since `since`, on a thread
+ * of its own: at 100,000 records that is 0.4 s, which start-up must not wait for. Grants noted
+ * meanwhile count as well; what the trail held when this was called is read, nothing later.
+ * The result joins the history when activity_port needs it or activity_settle finds it done.
+ * 0 or -errno (then the history starts from now).
+ */
+int activity_rebuild(struct activity *a, struct audit *audit, int64_t since);
+/* Takes a finished rebuild into the history; with wait, waits for it first. */
+void activity_settle(struct activity *a, bool wait);
 
 #endif

@@ -142,7 +142,7 @@ const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n);
 struct nft *enforce_nft(const struct enforce *e);
 struct audit *enforce_audit(const struct enforce *e);
 struct conntrack *enforce_conntrack(const struct enforce *e);
-const struct activity *enforce_activity(const struct enforce *e);
+struct activity *enforce_activity(const struct enforce *e);
 const char *enforce_config_path(const struct enforce *e);
 const struct metrics *enforce_metrics(const struct enforce *e);
 /* Whether jitd's socket owns table inet jitd (Linux 6.9+, config table_owner). */
