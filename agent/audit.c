@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "agent/syncer.h"
 #include "common/log.h"
 #include "common/grant.h"
 #include "common/port.h"
@@ -194,13 +195,7 @@ int audit_sync(struct audit *a)
 
 int audit_unsynced_fd(struct audit *a, int *fd)
 {
-	*fd = -1;
-	if (!a->dirty)
-		return 0;
-	if ((*fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 0)) < 0)
-		return -errno;
-	a->dirty = false;
-	return 0;
+	return syncer_take(a->fd, &a->dirty, fd);
 }
 
 int audit_log(struct audit *a, const struct audit_rec *r)

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 
 #include "agent/store.h"
+#include "agent/syncer.h"
 #include "common/grant.h"
 #include "common/jws.h"
 #include "common/log.h"
@@ -712,13 +713,7 @@ int store_write_many(struct store *s, const struct store_rec *r, size_t n)
 
 int store_unsynced_fd(struct store *s, int *fd)
 {
-	*fd = -1;
-	if (!s->unsynced)
-		return 0;
-	if ((*fd = fcntl(s->jfd, F_DUPFD_CLOEXEC, 0)) < 0)
-		return -errno;
-	s->unsynced = false;
-	return 0;
+	return syncer_take(s->jfd, &s->unsynced, fd);
 }
 
 int store_sync(struct store *s)

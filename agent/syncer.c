@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -27,6 +28,28 @@ struct syncer {
 	syncer_done_fn done_fn;
 	void *arg;
 };
+
+int syncer_take(int fd, bool *dirty, int *out)
+{
+	*out = -1;
+	if (!*dirty)
+		return 0;
+	if ((*out = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -errno;
+	*dirty = false;
+	return 0;
+}
+
+/* first..last (linked) onto the end of the list head..tail. */
+static void fifo_append(struct sync_req **head, struct sync_req **tail, struct sync_req *first,
+	struct sync_req *last)
+{
+	if (*tail)
+		(*tail)->next = first;
+	else
+		*head = first;
+	*tail = last;
+}
 
 static int64_t mono_us(void)
 {
@@ -97,11 +120,7 @@ static void *worker(void *arg)
 		}
 
 		pthread_mutex_lock(&s->lock);
-		if (s->done_tail)
-			s->done_tail->next = batch;
-		else
-			s->done = batch;
-		s->done_tail = last;
+		fifo_append(&s->done, &s->done_tail, batch, last);
 		s->busy = false;
 		pthread_cond_broadcast(&s->idle);
 		if (s->efd >= 0) {
@@ -174,11 +193,7 @@ void syncer_request(struct syncer *s, struct sync_req *r)
 {
 	r->next = NULL;
 	pthread_mutex_lock(&s->lock);
-	if (s->tail)
-		s->tail->next = r;
-	else
-		s->head = r;
-	s->tail = r;
+	fifo_append(&s->head, &s->tail, r, r);
 	pthread_cond_signal(&s->work);
 	pthread_mutex_unlock(&s->lock);
 }

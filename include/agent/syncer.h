@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_SYNCER_H
 #define JITD_AGENT_SYNCER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct event_base;
@@ -24,6 +25,13 @@ struct sync_req {
 	int ret;
 	int64_t sync_us;
 };
+
+/*
+ * For the modules that own the files: if *dirty (written since the last sync), *out = a dup() of
+ * fd for a request, and *dirty cleared (its sync is the syncer's now); else *out = -1.
+ * 0 or -errno (then nothing changed).
+ */
+int syncer_take(int fd, bool *dirty, int *out);
 
 /* Called on the loop with finished requests, oldest first. */
 typedef void (*syncer_done_fn)(struct sync_req *done, void *arg);
