@@ -44,9 +44,11 @@ expect_connect ok "$C1" 192.0.2.1 22
 
 log "a grant that runs out while jitd is stopped is audited as expired on start"
 start_jitd
-sign --src 192.0.2.3 --port 22 --for 2 --jti brief | submit - >/dev/null || fail "brief grant refused"
+# 3 s: exp is whole seconds and a grant needs 1 s left to apply, so 2 s left too little margin for
+# signing and submitting on a loaded machine.
+sign --src 192.0.2.3 --port 22 --for 3 --jti brief | submit - >/dev/null || fail "brief grant refused"
 stop_jitd TERM
-sleep 3
+sleep 4
 start_jitd
 jq -s -e 'any(.[]; .event == "grant.expired" and .grant == "brief"
 	and .message == "expired while jitd was not running")' "$TMP/state/audit.jsonl" >/dev/null ||
