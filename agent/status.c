@@ -382,17 +382,6 @@ static int64_t grant_kernel_left(const struct kview *kv, const struct config *cf
 	return left == INT64_MAX ? -1 : left;
 }
 
-static json_t *port_list(const struct grant *g)
-{
-	json_t *a = json_array();
-	char buf[32];
-
-	for (size_t i = 0; a && i < g->n_ports; i++)
-		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)))
-			json_array_append_new(a, json_string(buf));
-	return a;
-}
-
 static json_t *grant_elements(const struct grant *g)
 {
 	json_t *a = json_array();
@@ -446,31 +435,126 @@ static json_t *dnat_json(const struct config *cfg, const struct grant *g)
 	return a;
 }
 
-/* flows < 0: not known (conntrack unavailable). */
+/*
+ * A grant's object, refilled in place: status_write fills one for every grant, because a new
+ * jansson object, hashtable and values per grant were most of what the grants array cost at
+ * 100,000 grants; a reply fills a fresh one (grant_json).
+ */
+struct grant_tpl {
+	json_t *o, *id, *sub, *iss, *kid, *reason, *sources, *ports, *issued, *expires, *in,
+		*kin, *flows;
+};
+
+static void grant_tpl_free(struct grant_tpl *t)
+{
+	json_t *v[] = { t->o, t->id, t->sub, t->iss, t->kid, t->reason, t->sources, t->ports,
+		t->issued, t->expires, t->in, t->kin, t->flows };
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		json_decref(v[i]);
+	memset(t, 0, sizeof(*t));
+}
+
+/* 0 or -ENOMEM. */
+static int grant_tpl_init(struct grant_tpl *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = json_string("");
+	t->sub = json_string("");
+	t->iss = json_string("");
+	t->kid = json_string("");
+	t->reason = json_string("");
+	t->sources = json_array();
+	t->ports = json_array();
+	t->issued = json_string("");
+	t->expires = json_string("");
+	t->in = json_integer(0);
+	t->kin = json_integer(0);
+	t->flows = json_integer(0);
+	if (!t->id || !t->sub || !t->iss || !t->kid || !t->reason || !t->sources || !t->ports ||
+		!t->issued || !t->expires || !t->in || !t->kin || !t->flows ||
+		!(t->o = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+			"id", t->id, "sub", t->sub, "iss", t->iss, "kid", t->kid, "reason",
+			t->reason, "sources", t->sources, "ports", t->ports, "issued_at", t->issued,
+			"expires_at", t->expires, "expires_in", t->in, "kernel_expires_in", t->kin,
+			"flows", t->flows))) {
+		grant_tpl_free(t);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* o's member key: the string s, held in v, or null for no s. 0, or -1 out of memory. */
+static int set_str(json_t *o, const char *key, json_t *v, const char *s)
+{
+	if (!s)
+		return json_object_set(o, key, json_null());
+	return json_string_set(v, s) || json_object_set(o, key, v) ? -1 : 0;
+}
+
+/* The same for a number, null unless known. */
+static int set_int(json_t *o, const char *key, json_t *v, bool known, json_int_t i)
+{
+	if (!known)
+		return json_object_set(o, key, json_null());
+	return json_integer_set(v, i) || json_object_set(o, key, v) ? -1 : 0;
+}
+
+/* g in t->o (flows < 0: not known, conntrack unavailable); NULL when out of memory. */
+static json_t *grant_tpl_fill(struct grant_tpl *t, const struct config *cfg,
+	const struct grant *g, const struct kview *kv, long flows)
+{
+	int64_t left = grant_kernel_left(kv, cfg, g), in = g->exp - kv->now_ms / 1000;
+	char buf[32], iat[32], exp[32];
+	json_t *dst;
+
+	json_array_clear(t->sources);
+	json_array_clear(t->ports);
+	for (size_t i = 0; i < g->n_src; i++)
+		if (json_array_append_new(t->sources, prefix_json(&g->src[i])))
+			return NULL;
+	for (size_t i = 0; i < g->n_ports; i++)
+		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)) &&
+			json_array_append_new(t->ports, json_string(buf)))
+			return NULL;
+	if (set_str(t->o, "id", t->id, g->jti) || set_str(t->o, "sub", t->sub, g->sub) ||
+		set_str(t->o, "iss", t->iss, g->iss) || set_str(t->o, "kid", t->kid, g->kid) ||
+		set_str(t->o, "reason", t->reason, g->reason) ||
+		set_str(t->o, "issued_at", t->issued,
+			time_format(g->iat, iat, sizeof(iat)) ? NULL : iat) ||
+		set_str(t->o, "expires_at", t->expires,
+			time_format(g->exp, exp, sizeof(exp)) ? NULL : exp) ||
+		set_int(t->o, "expires_in", t->in, true, (json_int_t)(in > 0 ? in : 0)) ||
+		set_int(t->o, "kernel_expires_in", t->kin, left >= 0,
+			(json_int_t)((left + 999) / 1000)) ||
+		set_int(t->o, "flows", t->flows, flows >= 0, flows))
+		return NULL;
+	/* A gateway grant's: last, as the member order has them; gone again for the next grant. */
+	if (!g->n_dst) {
+		json_object_del(t->o, "destinations");
+		json_object_del(t->o, "dnat");
+		return t->o;
+	}
+	dst = json_array();
+	for (size_t i = 0; dst && i < g->n_dst; i++)
+		if (json_array_append_new(dst, prefix_json(&g->dst[i])))
+			break;
+	if (json_object_set_new(t->o, "destinations", dst) ||
+		json_object_set_new(t->o, "dnat", dnat_json(cfg, g)))
+		return NULL;
+	return t->o;
+}
+
+/* A grant's object of its own (a reply). */
 static json_t *grant_json(const struct config *cfg, const struct grant *g,
 	const struct kview *kv, long flows)
 {
-	json_t *src = json_array(), *o;
-	int64_t left = grant_kernel_left(kv, cfg, g), in = g->exp - kv->now_ms / 1000;
+	struct grant_tpl t;
+	json_t *o = NULL;
 
-	for (size_t i = 0; src && i < g->n_src; i++)
-		json_array_append_new(src, prefix_json(&g->src[i]));
-	o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "id", g->jti,
-		"sub", g->sub, "iss", g->iss, "kid", g->kid,
-		"reason", g->reason ? json_string(g->reason) : json_null(), "sources", src,
-		"ports", port_list(g), "issued_at", time_json(g->iat), "expires_at",
-		time_json(g->exp), "expires_in", (json_int_t)(in > 0 ? in : 0),
-		"kernel_expires_in", left < 0 ? json_null() : json_integer((left + 999) / 1000));
-	if (o)
-		json_object_set_new(o, "flows", flows < 0 ? json_null() : json_integer(flows));
-	if (o && g->n_dst) {
-		json_t *dst = json_array();
-
-		for (size_t i = 0; dst && i < g->n_dst; i++)
-			json_array_append_new(dst, prefix_json(&g->dst[i]));
-		json_object_set_new(o, "destinations", dst);
-		json_object_set_new(o, "dnat", dnat_json(cfg, g));
-	}
+	if (!grant_tpl_init(&t) && grant_tpl_fill(&t, cfg, g, kv, flows))
+		o = json_incref(t.o);
+	grant_tpl_free(&t);
 	return o;
 }
 
@@ -696,93 +780,6 @@ static bool kernel_in_sync(const struct kview *kv, const struct ruleset_elem *mo
 }
 
 /*
- * A host grant's object for the grants array, built once per status and refilled for each
- * grant: at 100,000 grants, a new jansson object, hashtable and values per grant were most
- * of what the array cost. Members and order are grant_json's.
- */
-struct grant_tpl {
-	json_t *o, *id, *sub, *iss, *kid, *reason, *sources, *ports, *issued, *expires, *in,
-		*kin, *flows;
-};
-
-static void grant_tpl_free(struct grant_tpl *t)
-{
-	json_t *v[] = { t->o, t->id, t->sub, t->iss, t->kid, t->reason, t->sources, t->ports,
-		t->issued, t->expires, t->in, t->kin, t->flows };
-
-	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-		json_decref(v[i]);
-}
-
-/* 0, or -ENOMEM (then t->o is NULL and every grant takes grant_json). */
-static int grant_tpl_init(struct grant_tpl *t)
-{
-	memset(t, 0, sizeof(*t));
-	t->id = json_string("");
-	t->sub = json_string("");
-	t->iss = json_string("");
-	t->kid = json_string("");
-	t->reason = json_string("");
-	t->sources = json_array();
-	t->ports = json_array();
-	t->issued = json_string("");
-	t->expires = json_string("");
-	t->in = json_integer(0);
-	t->kin = json_integer(0);
-	t->flows = json_integer(0);
-	if (!t->id || !t->sub || !t->iss || !t->kid || !t->reason || !t->sources || !t->ports ||
-		!t->issued || !t->expires || !t->in || !t->kin || !t->flows ||
-		!(t->o = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
-			"id", t->id, "sub", t->sub, "iss", t->iss, "kid", t->kid, "reason",
-			t->reason, "sources", t->sources, "ports", t->ports, "issued_at", t->issued,
-			"expires_at", t->expires, "expires_in", t->in, "kernel_expires_in", t->kin,
-			"flows", t->flows))) {
-		grant_tpl_free(t);
-		memset(t, 0, sizeof(*t));
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/*
- * g in t->o, or NULL: a gateway grant (more members), a value that does not fit, or out of
- * memory; grant_json then answers for g.
- */
-static json_t *grant_tpl_fill(struct grant_tpl *t, const struct config *cfg,
-	const struct grant *g, const struct kview *kv, long flows)
-{
-	int64_t left, in = g->exp - kv->now_ms / 1000;
-	char buf[PREFIX_STRLEN], iat[32], exp[32];
-
-	if (!t->o || g->n_dst || time_format(g->iat, iat, sizeof(iat)) ||
-		time_format(g->exp, exp, sizeof(exp)))
-		return NULL;
-	left = grant_kernel_left(kv, cfg, g);
-	json_array_clear(t->sources);
-	json_array_clear(t->ports);
-	for (size_t i = 0; i < g->n_src; i++)
-		if (prefix_format(&g->src[i], buf, sizeof(buf)) ||
-			json_array_append_new(t->sources, json_string(buf)))
-			return NULL;
-	for (size_t i = 0; i < g->n_ports; i++)
-		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)) &&
-			json_array_append_new(t->ports, json_string(buf)))
-			return NULL;
-	if (json_string_set(t->id, g->jti) || json_string_set(t->sub, g->sub) ||
-		json_string_set(t->iss, g->iss) || json_string_set(t->kid, g->kid) ||
-		(g->reason && json_string_set(t->reason, g->reason)) ||
-		json_object_set(t->o, "reason", g->reason ? t->reason : json_null()) ||
-		json_string_set(t->issued, iat) || json_string_set(t->expires, exp) ||
-		json_integer_set(t->in, (json_int_t)(in > 0 ? in : 0)) ||
-		json_integer_set(t->kin, (json_int_t)((left + 999) / 1000)) ||
-		json_object_set(t->o, "kernel_expires_in", left < 0 ? json_null() : t->kin) ||
-		json_integer_set(t->flows, flows) ||
-		json_object_set(t->o, "flows", flows < 0 ? json_null() : t->flows))
-		return NULL;
-	return t->o;
-}
-
-/*
  * The document is written, not built: at 100,000 grants a jansson tree of it is hundreds of MB
  * of small objects and most of the time a status takes. Small members are still jansson
  * values; the two long arrays (kernel elements, grants) are written one entry at a time, each
@@ -943,15 +940,15 @@ int status_write(struct enforce *e, struct evbuffer *out)
 		w_kernel_elem(&w, &kv.v[i], kv.now_ms);
 	w_close(&w, "]}");
 	w_open(&w, "grants", "[");
-	(void)grant_tpl_init(&tpl);
+	if (grant_tpl_init(&tpl))
+		w.err = -ENOMEM;
 	for (size_t i = 0; !w.err && i < n; i++) {
-		long f = flows ? flows[i] : -1;
-		json_t *o = grant_tpl_fill(&tpl, cfg, &g[i], &kv, f);
+		json_t *o = grant_tpl_fill(&tpl, cfg, &g[i], &kv, flows ? flows[i] : -1);
 
 		if (o)
 			w_dump(&w, NULL, o);
 		else
-			w_value(&w, NULL, grant_json(cfg, &g[i], &kv, f));
+			w.err = -ENOMEM;
 	}
 	grant_tpl_free(&tpl);
 	w_close(&w, "]}");
