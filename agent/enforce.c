@@ -1372,16 +1372,8 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 /* When the syncs cannot be handed over: made durable here, on the loop. */
 static int durable_here(struct enforce *e, struct sync_req *r)
 {
-	int ret = 0;
+	int ret = syncer_sync_here(r);
 
-	for (int i = 0; i < SYNC_MAX_FDS; i++) {
-		if (r->fd[i] < 0)
-			continue;
-		if (fdatasync(r->fd[i]) < 0 && !ret)
-			ret = -errno;
-		close(r->fd[i]);
-		r->fd[i] = -1;
-	}
 	if (!ret)
 		ret = store_sync(e->store);
 	if (!ret)

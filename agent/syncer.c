@@ -4,7 +4,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,7 +11,7 @@
 #include <event2/event.h>
 
 #include "agent/syncer.h"
-#include "common/log.h"
+#include "agent/wake.h"
 
 struct syncer {
 	pthread_mutex_t lock;
@@ -23,8 +22,7 @@ struct syncer {
 	bool busy, stopping;
 	pthread_t thread;
 	bool started;
-	int efd;
-	struct event *ev;
+	struct wake *wake;
 	syncer_done_fn done_fn;
 	void *arg;
 };
@@ -123,19 +121,15 @@ static void *worker(void *arg)
 		fifo_append(&s->done, &s->done_tail, batch, last);
 		s->busy = false;
 		pthread_cond_broadcast(&s->idle);
-		if (s->efd >= 0) {
-			uint64_t one = 1;
-
-			if (write(s->efd, &one, sizeof(one)) < 0)
-				log_warn("syncer: cannot wake the event loop: %s", strerror(errno));
-		}
+		wake_signal(s->wake);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
 }
 
-static void deliver(struct syncer *s)
+static void deliver(void *arg)
 {
+	struct syncer *s = arg;
 	struct sync_req *done;
 
 	pthread_mutex_lock(&s->lock);
@@ -144,16 +138,6 @@ static void deliver(struct syncer *s)
 	pthread_mutex_unlock(&s->lock);
 	if (done)
 		s->done_fn(done, s->arg);
-}
-
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct syncer *s = arg;
-	uint64_t n;
-
-	if (read(s->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		log_warn("syncer: eventfd: %s", strerror(errno));
-	deliver(s);
 }
 
 int syncer_open(struct event_base *base, syncer_done_fn done, void *arg, struct syncer **out)
@@ -166,20 +150,11 @@ int syncer_open(struct event_base *base, syncer_done_fn done, void *arg, struct 
 		return -ENOMEM;
 	s->done_fn = done;
 	s->arg = arg;
-	s->efd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->idle, NULL);
-	if ((s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-		ret = -errno;
-		goto fail;
-	}
-	if (!(s->ev = event_new(base, s->efd, EV_READ | EV_PERSIST, wake_cb, s)) ||
-		event_add(s->ev, NULL)) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	if ((ret = -pthread_create(&s->thread, NULL, worker, s)))
+	if ((ret = wake_open(base, deliver, s, &s->wake)) ||
+		(ret = -pthread_create(&s->thread, NULL, worker, s)))
 		goto fail;
 	s->started = true;
 	*out = s;
@@ -187,6 +162,12 @@ int syncer_open(struct event_base *base, syncer_done_fn done, void *arg, struct 
 fail:
 	syncer_close(&s);
 	return ret;
+}
+
+int syncer_sync_here(struct sync_req *r)
+{
+	r->next = NULL;
+	return sync_all(r);
 }
 
 void syncer_request(struct syncer *s, struct sync_req *r)
@@ -221,10 +202,7 @@ void syncer_close(struct syncer **sp)
 		pthread_mutex_unlock(&s->lock);
 		pthread_join(s->thread, NULL);
 	}
-	if (s->ev)
-		event_free(s->ev);
-	if (s->efd >= 0)
-		close(s->efd);
+	wake_close(&s->wake);
 	pthread_cond_destroy(&s->idle);
 	pthread_cond_destroy(&s->work);
 	pthread_mutex_destroy(&s->lock);

@@ -4,7 +4,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,7 +11,7 @@
 #include <jansson.h>
 
 #include "agent/verifier.h"
-#include "common/log.h"
+#include "agent/wake.h"
 
 #define MAX_THREADS 16
 
@@ -24,8 +23,7 @@ struct verifier {
 	bool stopping;
 	pthread_t thread[MAX_THREADS];
 	unsigned n_threads;
-	int efd;
-	struct event *ev;
+	struct wake *wake;
 	verifier_done_fn done_fn;
 	void *arg;
 };
@@ -68,12 +66,8 @@ static void *worker(void *arg)
 		wake = !v->done;
 		j->next = v->done;
 		v->done = j;
-		if (wake) {
-			uint64_t one = 1;
-
-			if (write(v->efd, &one, sizeof(one)) < 0)
-				log_warn("verifier: cannot wake the event loop: %s", strerror(errno));
-		}
+		if (wake)
+			wake_signal(v->wake);
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
@@ -93,14 +87,11 @@ static struct verify_job *reverse(struct verify_job *j)
 	return r;
 }
 
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
+static void deliver(void *arg)
 {
 	struct verifier *v = arg;
 	struct verify_job *done;
-	uint64_t n;
 
-	if (read(v->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		log_warn("verifier: eventfd: %s", strerror(errno));
 	pthread_mutex_lock(&v->lock);
 	done = v->done;
 	v->done = NULL;
@@ -131,18 +122,10 @@ int verifier_open(struct event_base *base, unsigned threads, verifier_done_fn do
 		return -ENOMEM;
 	v->done_fn = done;
 	v->arg = arg;
-	v->efd = -1;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->work, NULL);
-	if ((v->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-		ret = -errno;
+	if ((ret = wake_open(base, deliver, v, &v->wake)))
 		goto fail;
-	}
-	if (!(v->ev = event_new(base, v->efd, EV_READ | EV_PERSIST, wake_cb, v)) ||
-		event_add(v->ev, NULL)) {
-		ret = -ENOMEM;
-		goto fail;
-	}
 	/* jansson seeds its hash function on first use; do it before there are threads. */
 	json_object_seed(0);
 	if (!threads)
@@ -225,10 +208,7 @@ struct verify_job *verifier_close(struct verifier **vp)
 	} else {
 		rest = v->head;
 	}
-	if (v->ev)
-		event_free(v->ev);
-	if (v->efd >= 0)
-		close(v->efd);
+	wake_close(&v->wake);
 	pthread_cond_destroy(&v->work);
 	pthread_mutex_destroy(&v->lock);
 	free(v);

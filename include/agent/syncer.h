@@ -40,6 +40,11 @@ typedef void (*syncer_done_fn)(struct sync_req *done, void *arg);
 int syncer_open(struct event_base *base, syncer_done_fn done, void *arg, struct syncer **out);
 /* Finishes and delivers every request first (syncer_wait), then stops; NULLs *s, accepts NULL. */
 void syncer_close(struct syncer **s);
+/*
+ * What a pass does, for r alone and on the caller's thread: when a group's files cannot be
+ * handed over. Closes r's fds; 0 or the first -errno.
+ */
+int syncer_sync_here(struct sync_req *r);
 /* Queues r (its fds set). */
 void syncer_request(struct syncer *s, struct sync_req *r);
 /*
