@@ -63,6 +63,59 @@ json_t *proto_error(int code, const char *msg)
 		msg ? msg : "");
 }
 
+int proto_put_string(const char *s, json_dump_callback_t put, void *arg)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *run = s;
+
+	if (!s)
+		return put("null", 4, arg);
+	if (put("\"", 1, arg))
+		return -1;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[6] = { '\\', 0 };
+		size_t n = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		switch (c) {
+		case '"':
+			esc[1] = '"';
+			break;
+		case '\\':
+			esc[1] = '\\';
+			break;
+		case '\b':
+			esc[1] = 'b';
+			break;
+		case '\f':
+			esc[1] = 'f';
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			n = 6;
+		}
+		if ((s > run && put(run, (size_t)(s - run), arg)) || put(esc, n, arg))
+			return -1;
+		run = s + 1;
+	}
+	if (s > run && put(run, (size_t)(s - run), arg))
+		return -1;
+	return put("\"", 1, arg);
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;

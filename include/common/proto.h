@@ -37,6 +37,14 @@ char *proto_encode(const json_t *msg);
 json_t *proto_error(int code, const char *msg);
 
 /*
+ * s as a JSON string, quoted, exactly as jansson's JSON_COMPACT dump prints it (", \\ and
+ * control characters escaped, UTF-8 as it is), or null for NULL; put as json_dump_callback's.
+ * For writers that print a large document directly (status) and still take strings from
+ * outside: s must be valid UTF-8, as every string jansson parsed is. 0, or -1 when put fails.
+ */
+int proto_put_string(const char *s, json_dump_callback_t put, void *arg);
+
+/*
  * Client side: connects to the Unix socket at path, sends request, reads one reply line.
  * Returns 0 and a new reference in *reply; -errno when the agent cannot be reached or the
  * exchange fails (-ETIMEDOUT after PROTO_TIMEOUT_MS, -EPROTO for an unparseable reply or a

@@ -192,12 +192,76 @@ static void test_call_unreachable(void **state)
 	json_decref(req);
 }
 
+struct sbuf {
+	char b[4096];
+	size_t n;
+};
+
+static int sbuf_put(const char *buf, size_t len, void *arg)
+{
+	struct sbuf *s = arg;
+
+	if (s->n + len >= sizeof(s->b))
+		return -1;
+	memcpy(s->b + s->n, buf, len);
+	s->n += len;
+	s->b[s->n] = '\0';
+	return 0;
+}
+
+/* proto_put_string prints what jansson's dump of the same string prints, byte for byte. */
+static void same_as_jansson(const char *text)
+{
+	json_t *v = json_string(text);
+	char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	struct sbuf got = { .n = 0 };
+
+	assert_non_null(want);
+	assert_int_equal(proto_put_string(text, sbuf_put, &got), 0);
+	assert_string_equal(got.b, want);
+	free(want);
+	json_decref(v);
+}
+
+static void test_put_string(void **state)
+{
+	static const char *const fixed[] = { "", "plain", "a\"quote", "back\\slash", "/slash/",
+		"\b\f\n\r\t", "del\x7f", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80 smile",
+		"\"\"\\\\", "end\x1f", "\x01start" };
+	struct sbuf got = { .n = 0 };
+	char s[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		same_as_jansson(fixed[i]);
+	/* Every byte below 0x80 alone, then in bounded pseudo-random mixtures. */
+	for (int c = 1; c < 0x80; c++) {
+		snprintf(s, sizeof(s), "x%cy", c);
+		same_as_jansson(s);
+	}
+	srand(6);
+	for (int round = 0; round < 2000; round++) {
+		size_t n = (size_t)(rand() % 40);
+
+		for (size_t i = 0; i < n; i++)
+			s[i] = (char)(1 + rand() % 0x7f);
+		s[n] = '\0';
+		same_as_jansson(s);
+	}
+	assert_int_equal(proto_put_string(NULL, sbuf_put, &got), 0);
+	assert_string_equal(got.b, "null");
+	/* A writer's failure is the caller's to see. */
+	got.n = sizeof(got.b) - 2;
+	assert_int_equal(proto_put_string("long enough to overflow", sbuf_put, &got), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decode),
 		cmocka_unit_test(test_decode_size),
 		cmocka_unit_test(test_encode_error),
+		cmocka_unit_test(test_put_string),
 		cmocka_unit_test(test_call),
 		cmocka_unit_test(test_call_unreachable),
 	};
