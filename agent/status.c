@@ -22,6 +22,7 @@
 #include "common/grant.h"
 #include "common/port.h"
 #include "common/prefix.h"
+#include "common/proto.h"
 
 #define STATUS_VERSION 1
 /* Kernel and model are compared after both have moved on by the time a dump takes. */
@@ -410,17 +411,46 @@ static json_t *grant_elements(const struct grant *g)
 	return a;
 }
 
+static int put_raw(struct evbuffer *out, const char *s)
+{
+	return evbuffer_add(out, s, strlen(s));
+}
+
+/* json_dump_callback's writer, into an evbuffer. */
+static int put_buf(const char *buf, size_t len, void *out)
+{
+	return evbuffer_add(out, buf, len);
+}
+
+/* A value jansson would not escape (an address, a port, a time) quoted, or null for NULL. */
+static int put_plain(struct evbuffer *out, const char *s)
+{
+	if (!s)
+		return put_raw(out, "null");
+	return evbuffer_add(out, "\"", 1) | put_raw(out, s) | evbuffer_add(out, "\"", 1);
+}
+
+static int put_int(struct evbuffer *out, bool known, long long v)
+{
+	char buf[24];
+
+	if (!known)
+		return put_raw(out, "null");
+	snprintf(buf, sizeof(buf), "%lld", v);
+	return put_raw(out, buf);
+}
+
 /*
- * The gateway ports a grant was given, as a cloud console shows them: where to connect, and
- * where that leads. connect names the configured gateway address, or just the port.
+ * A gateway grant's "dnat" entries, as a cloud console shows them: where to connect, and where
+ * that leads. connect names the configured gateway address, or just the port.
  */
-static json_t *dnat_json(const struct config *cfg, const struct grant *g)
+static int put_dnat(struct evbuffer *out, const struct config *cfg, const struct grant *g)
 {
 	struct dnat_pair pairs[DNAT_MAX_PAIRS];
 	size_t np = dnat_granted(cfg, g, pairs);
-	json_t *a = json_array();
+	int ret = 0;
 
-	for (size_t k = 0; a && k < np; k++) {
+	for (size_t k = 0; k < np; k++) {
 		const struct port_spec *ps = &g->ports[pairs[k].port_idx];
 		char to[PREFIX_STRLEN + 8], connect[INET6_ADDRSTRLEN + 8], addr[PREFIX_STRLEN];
 
@@ -428,135 +458,80 @@ static json_t *dnat_json(const struct config *cfg, const struct grant *g)
 		snprintf(to, sizeof(to), "%s:%u", addr, (unsigned)ps->port);
 		snprintf(connect, sizeof(connect), "%s:%u", pairs[k].t->dnat_address[0] ?
 			pairs[k].t->dnat_address : "gateway", (unsigned)g->dnat_ports[k]);
-		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:s}", "gateway_port",
-			g->dnat_ports[k], "protocol", port_proto_name(ps->proto), "to", to, "connect",
-			connect));
+		ret |= put_raw(out, k ? ",{\"gateway_port\":" : "{\"gateway_port\":");
+		ret |= put_int(out, true, g->dnat_ports[k]);
+		ret |= put_raw(out, ",\"protocol\":") | put_plain(out, port_proto_name(ps->proto));
+		ret |= put_raw(out, ",\"to\":") | put_plain(out, to);
+		ret |= put_raw(out, ",\"connect\":") | proto_put_string(connect, put_buf, out);
+		ret |= put_raw(out, "}");
 	}
-	return a;
+	return ret;
 }
 
 /*
- * A grant's object, refilled in place: status_write fills one for every grant, because a new
- * jansson object, hashtable and values per grant were most of what the grants array cost at
- * 100,000 grants; a reply fills a fresh one (grant_json).
+ * A grant's object, printed: what jansson's JSON_COMPACT prints for it, member for member. At
+ * 100,000 grants, building and dumping a jansson object per grant was most of a status. What
+ * comes from outside (the claims, a configured address) goes through proto_put_string; the
+ * rest is formatted here and needs no escape. flows < 0: not known (conntrack unavailable).
  */
-struct grant_tpl {
-	json_t *o, *id, *sub, *iss, *kid, *reason, *sources, *ports, *issued, *expires, *in,
-		*kin, *flows;
-};
-
-static void grant_tpl_free(struct grant_tpl *t)
-{
-	json_t *v[] = { t->o, t->id, t->sub, t->iss, t->kid, t->reason, t->sources, t->ports,
-		t->issued, t->expires, t->in, t->kin, t->flows };
-
-	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
-		json_decref(v[i]);
-	memset(t, 0, sizeof(*t));
-}
-
-/* 0 or -ENOMEM. */
-static int grant_tpl_init(struct grant_tpl *t)
-{
-	memset(t, 0, sizeof(*t));
-	t->id = json_string("");
-	t->sub = json_string("");
-	t->iss = json_string("");
-	t->kid = json_string("");
-	t->reason = json_string("");
-	t->sources = json_array();
-	t->ports = json_array();
-	t->issued = json_string("");
-	t->expires = json_string("");
-	t->in = json_integer(0);
-	t->kin = json_integer(0);
-	t->flows = json_integer(0);
-	if (!t->id || !t->sub || !t->iss || !t->kid || !t->reason || !t->sources || !t->ports ||
-		!t->issued || !t->expires || !t->in || !t->kin || !t->flows ||
-		!(t->o = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
-			"id", t->id, "sub", t->sub, "iss", t->iss, "kid", t->kid, "reason",
-			t->reason, "sources", t->sources, "ports", t->ports, "issued_at", t->issued,
-			"expires_at", t->expires, "expires_in", t->in, "kernel_expires_in", t->kin,
-			"flows", t->flows))) {
-		grant_tpl_free(t);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/* o's member key: the string s, held in v, or null for no s. 0, or -1 out of memory. */
-static int set_str(json_t *o, const char *key, json_t *v, const char *s)
-{
-	if (!s)
-		return json_object_set(o, key, json_null());
-	return json_string_set(v, s) || json_object_set(o, key, v) ? -1 : 0;
-}
-
-/* The same for a number, null unless known. */
-static int set_int(json_t *o, const char *key, json_t *v, bool known, json_int_t i)
-{
-	if (!known)
-		return json_object_set(o, key, json_null());
-	return json_integer_set(v, i) || json_object_set(o, key, v) ? -1 : 0;
-}
-
-/* g in t->o (flows < 0: not known, conntrack unavailable); NULL when out of memory. */
-static json_t *grant_tpl_fill(struct grant_tpl *t, const struct config *cfg,
-	const struct grant *g, const struct kview *kv, long flows)
+static int print_grant(struct evbuffer *out, const struct config *cfg, const struct grant *g,
+	const struct kview *kv, long flows)
 {
 	int64_t left = grant_kernel_left(kv, cfg, g), in = g->exp - kv->now_ms / 1000;
-	char buf[32], iat[32], exp[32];
-	json_t *dst;
+	char buf[PREFIX_STRLEN + 32];
+	bool first = true;
+	int ret = 0;
 
-	json_array_clear(t->sources);
-	json_array_clear(t->ports);
+	ret |= put_raw(out, "{\"id\":") | proto_put_string(g->jti, put_buf, out);
+	ret |= put_raw(out, ",\"sub\":") | proto_put_string(g->sub, put_buf, out);
+	ret |= put_raw(out, ",\"iss\":") | proto_put_string(g->iss, put_buf, out);
+	ret |= put_raw(out, ",\"kid\":") | proto_put_string(g->kid, put_buf, out);
+	ret |= put_raw(out, ",\"reason\":") | proto_put_string(g->reason, put_buf, out);
+	ret |= put_raw(out, ",\"sources\":[");
 	for (size_t i = 0; i < g->n_src; i++)
-		if (json_array_append_new(t->sources, prefix_json(&g->src[i])))
-			return NULL;
-	for (size_t i = 0; i < g->n_ports; i++)
-		if (!port_spec_format(&g->ports[i], buf, sizeof(buf)) &&
-			json_array_append_new(t->ports, json_string(buf)))
-			return NULL;
-	if (set_str(t->o, "id", t->id, g->jti) || set_str(t->o, "sub", t->sub, g->sub) ||
-		set_str(t->o, "iss", t->iss, g->iss) || set_str(t->o, "kid", t->kid, g->kid) ||
-		set_str(t->o, "reason", t->reason, g->reason) ||
-		set_str(t->o, "issued_at", t->issued,
-			time_format(g->iat, iat, sizeof(iat)) ? NULL : iat) ||
-		set_str(t->o, "expires_at", t->expires,
-			time_format(g->exp, exp, sizeof(exp)) ? NULL : exp) ||
-		set_int(t->o, "expires_in", t->in, true, (json_int_t)(in > 0 ? in : 0)) ||
-		set_int(t->o, "kernel_expires_in", t->kin, left >= 0,
-			(json_int_t)((left + 999) / 1000)) ||
-		set_int(t->o, "flows", t->flows, flows >= 0, flows))
-		return NULL;
-	/* A gateway grant's: last, as the member order has them; gone again for the next grant. */
-	if (!g->n_dst) {
-		json_object_del(t->o, "destinations");
-		json_object_del(t->o, "dnat");
-		return t->o;
+		ret |= (i ? put_raw(out, ",") : 0) |
+			put_plain(out, prefix_format(&g->src[i], buf, sizeof(buf)) ? NULL : buf);
+	ret |= put_raw(out, "],\"ports\":[");
+	for (size_t i = 0; i < g->n_ports; i++) {
+		if (port_spec_format(&g->ports[i], buf, sizeof(buf)))
+			continue;
+		ret |= (first ? 0 : put_raw(out, ",")) | put_plain(out, buf);
+		first = false;
 	}
-	dst = json_array();
-	for (size_t i = 0; dst && i < g->n_dst; i++)
-		if (json_array_append_new(dst, prefix_json(&g->dst[i])))
-			break;
-	if (json_object_set_new(t->o, "destinations", dst) ||
-		json_object_set_new(t->o, "dnat", dnat_json(cfg, g)))
-		return NULL;
-	return t->o;
+	ret |= put_raw(out, "],\"issued_at\":") |
+		put_plain(out, time_format(g->iat, buf, sizeof(buf)) ? NULL : buf);
+	ret |= put_raw(out, ",\"expires_at\":") |
+		put_plain(out, time_format(g->exp, buf, sizeof(buf)) ? NULL : buf);
+	ret |= put_raw(out, ",\"expires_in\":") | put_int(out, true, in > 0 ? in : 0);
+	ret |= put_raw(out, ",\"kernel_expires_in\":") |
+		put_int(out, left >= 0, (left + 999) / 1000);
+	ret |= put_raw(out, ",\"flows\":") | put_int(out, flows >= 0, flows);
+	if (g->n_dst) {
+		ret |= put_raw(out, ",\"destinations\":[");
+		for (size_t i = 0; i < g->n_dst; i++)
+			ret |= (i ? put_raw(out, ",") : 0) | put_plain(out,
+				prefix_format(&g->dst[i], buf, sizeof(buf)) ? NULL : buf);
+		ret |= put_raw(out, "],\"dnat\":[") | put_dnat(out, cfg, g) | put_raw(out, "]");
+	}
+	ret |= put_raw(out, "}");
+	return ret ? -ENOMEM : 0;
 }
 
-/* A grant's object of its own (a reply). */
+/* A grant's object of its own (a reply): the same text, parsed. */
 static json_t *grant_json(const struct config *cfg, const struct grant *g,
 	const struct kview *kv, long flows)
 {
-	struct grant_tpl t;
+	struct evbuffer *b = evbuffer_new();
 	json_t *o = NULL;
 
-	if (!grant_tpl_init(&t) && grant_tpl_fill(&t, cfg, g, kv, flows))
-		o = json_incref(t.o);
-	grant_tpl_free(&t);
+	if (b && !print_grant(b, cfg, g, kv, flows))
+		o = json_loadb((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), 0,
+			NULL);
+	if (b)
+		evbuffer_free(b);
 	return o;
 }
+
 
 /*
  * The elements that can cover g, from what the kernel acknowledged last (the enforcer's model,
@@ -792,11 +767,6 @@ struct writer {
 	int err;
 };
 
-static int writer_add(const char *buf, size_t len, void *arg)
-{
-	return evbuffer_add(arg, buf, len);
-}
-
 static void w_raw(struct writer *w, const char *text)
 {
 	if (!w->err && evbuffer_add(w->out, text, strlen(text)))
@@ -819,7 +789,7 @@ static void w_dump(struct writer *w, const char *name, json_t *v)
 
 		/* One copy into out for an entry: jansson's callback hands over every token. */
 		if (!len || (len <= sizeof(buf) ? evbuffer_add(w->out, buf, len) :
-			json_dump_callback(v, writer_add, w->out, JSON_COMPACT | JSON_ENCODE_ANY)))
+			json_dump_callback(v, put_buf, w->out, JSON_COMPACT | JSON_ENCODE_ANY)))
 			w->err = -ENOMEM;
 	}
 }
@@ -895,7 +865,6 @@ int status_write(struct enforce *e, struct evbuffer *out)
 	struct conntrack *ct = enforce_conntrack(e);
 	struct writer w = { .out = out, .first = true };
 	const struct ruleset_elem *model;
-	struct grant_tpl tpl;
 	const struct grant *g;
 	json_t *always = json_array();
 	long *flows = NULL;
@@ -940,17 +909,10 @@ int status_write(struct enforce *e, struct evbuffer *out)
 		w_kernel_elem(&w, &kv.v[i], kv.now_ms);
 	w_close(&w, "]}");
 	w_open(&w, "grants", "[");
-	if (grant_tpl_init(&tpl))
-		w.err = -ENOMEM;
-	for (size_t i = 0; !w.err && i < n; i++) {
-		json_t *o = grant_tpl_fill(&tpl, cfg, &g[i], &kv, flows ? flows[i] : -1);
-
-		if (o)
-			w_dump(&w, NULL, o);
-		else
+	for (size_t i = 0; !w.err && i < n; i++)
+		if ((i && evbuffer_add(out, ",", 1)) ||
+			print_grant(out, cfg, &g[i], &kv, flows ? flows[i] : -1))
 			w.err = -ENOMEM;
-	}
-	grant_tpl_free(&tpl);
 	w_close(&w, "]}");
 	free(flows);
 	free(kv.v);
