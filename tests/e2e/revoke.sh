@@ -50,9 +50,17 @@ sign --src 192.0.2.3 --port 22 --for 120 --jti rv-c | submit - >/dev/null || fai
 session_open "$C1" 192.0.2.1 22 192.0.2.3
 session_say c-before
 [ "$(flows_from 192.0.2.3)" -ge 1 ] || fail "conntrack shows no flow from 192.0.2.3"
-"$JITCTL_BIN" -s "$SOCK" status --json | jq -e '.grants[0].flows == 1' >/dev/null ||
-	fail "status does not count the grant's flow: $("$JITCTL_BIN" -s "$SOCK" status --json | jq -c '.grants')"
-pass "status counts 1 established flow for rv-c"
+# Two more grants: one whose /24 holds 192.0.2.3 (found by prefix) and one for an address with
+# no flow (found by address, and not counted); each grant counts the flow it covers.
+sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-wide | submit - >/dev/null || fail "rv-wide refused"
+sign --src 192.0.2.9 --port 22 --for 120 --jti rv-other | submit - >/dev/null || fail "rv-other refused"
+counts=$("$JITCTL_BIN" -s "$SOCK" status --json | jq -cS '[.grants[] | {(.id): .flows}] | add')
+[ "$counts" = '{"rv-c":1,"rv-other":0,"rv-wide":1}' ] ||
+	fail "status flow counts: $counts, want rv-c 1, rv-wide 1, rv-other 0"
+pass "status counts the established flow for rv-c and rv-wide, none for rv-other"
+for jti in rv-wide rv-other; do
+	"$JITCTL_BIN" -s "$SOCK" revoke "$jti" >/dev/null || fail "revoke $jti failed"
+done
 out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-c --terminate --json) || fail "revoke --terminate failed: $out"
 echo "$out" | jq -e '.revoked == "rv-c" and .terminate == true and .flows_terminated >= 1' >/dev/null ||
 	fail "revoke reply: $out"
