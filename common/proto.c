@@ -65,6 +65,9 @@ json_t *proto_error(int code, const char *msg)
 
 int proto_put_string(const char *s, json_dump_callback_t put, void *arg)
 {
+	/* The two-character escapes jansson uses; every other control character is \u00XX. */
+	static const char two[0x20] = { ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
+		['\t'] = 't' };
 	static const char hex[] = "0123456789ABCDEF";
 	const char *run = s;
 
@@ -74,35 +77,15 @@ int proto_put_string(const char *s, json_dump_callback_t put, void *arg)
 		return -1;
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
-		char esc[6] = { '\\', 0 };
+		char esc[6] = { '\\', (char)c, '0', '0', 0, 0 };
 		size_t n = 2;
 
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		switch (c) {
-		case '"':
-			esc[1] = '"';
-			break;
-		case '\\':
-			esc[1] = '\\';
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		default:
-			memcpy(esc + 1, "u00", 3);
+		if (c < 0x20 && two[c]) {
+			esc[1] = two[c];
+		} else if (c < 0x20) {
+			esc[1] = 'u';
 			esc[4] = hex[c >> 4];
 			esc[5] = hex[c & 15];
 			n = 6;
