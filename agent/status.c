@@ -532,7 +532,6 @@ static json_t *grant_json(const struct config *cfg, const struct grant *g,
 	return o;
 }
 
-
 /*
  * The elements that can cover g, from what the kernel acknowledged last (the enforcer's model,
  * sorted by group and address): a reply to a grant must cost neither a dump of every element
@@ -769,7 +768,7 @@ struct writer {
 
 static void w_raw(struct writer *w, const char *text)
 {
-	if (!w->err && evbuffer_add(w->out, text, strlen(text)))
+	if (!w->err && put_raw(w->out, text))
 		w->err = -ENOMEM;
 }
 
