@@ -119,17 +119,36 @@ static bool may_change(const struct client *c)
 	return c->uid == 0;
 }
 
+/* {"ok":true,"grant":{...}} and its newline, the grant printed as status prints it; or NULL. */
+static struct evbuffer *grant_line(struct client *c, const struct grant *g)
+{
+	static const char head[] = "{\"ok\":true,\"grant\":";
+	struct evbuffer *line = evbuffer_new();
+
+	if (line && !evbuffer_add(line, head, sizeof(head) - 1) &&
+		!status_grant_write(c->ctl->enf, g, line) && !evbuffer_add(line, "}\n", 2))
+		return line;
+	if (line)
+		evbuffer_free(line);
+	return NULL;
+}
+
 static void submitted_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
 {
 	struct client *c = arg;
+	struct evbuffer *line;
 
 	c->waiting = false;
 	if (c->gone) {
 		free(c);
 		return;
 	}
-	reply(c, ret ? proto_error(ret, err->msg) :
-		json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g)));
+	if (ret)
+		reply(c, proto_error(ret, err->msg));
+	else if ((line = grant_line(c, g)))
+		reply_buffer(c, line);
+	else
+		reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory writing the reply"));
 }
 
 /* NULL when the answer is on its way (submitted_cb). */
@@ -238,7 +257,9 @@ static json_t *do_grant(struct client *c, json_t *req)
 	ret = enforce_grant_local(c->ctl->enf, &r, c->peer, &g, &err);
 	if (ret)
 		return proto_error(ret, err.msg);
-	return json_pack("{s:b, s:o}", "ok", 1, "grant", status_grant_json(c->ctl->enf, g));
+	if (!(c->written = grant_line(c, g)))
+		return proto_error(JIT_ERR_INTERNAL, "out of memory writing the reply");
+	return NULL;
 }
 
 /* Written straight into the reply: see status_write. */

@@ -162,6 +162,20 @@ static void send_json(struct evhttp_request *req, int status, json_t *doc)
 	free(text);
 }
 
+/* 201 and the grant as status prints it. */
+static void send_grant(struct evhttp_request *req, struct enforce *enf, const struct grant *g)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	if (!out || status_grant_write(enf, g, out) || evbuffer_add(out, "\n", 1)) {
+		evhttp_send_error(req, 500, NULL);
+		if (out)
+			evbuffer_free(out);
+		return;
+	}
+	send_body(req, 201, out);
+}
+
 static void send_error(struct evhttp_request *req, int status, int code, const char *msg)
 {
 	send_json(req, status, json_pack("{s:s, s:s}", "error", jit_err_name(code), "message", msg));
@@ -239,7 +253,7 @@ static void submitted_cb(void *arg, int ret, const struct grant *g, const struct
 	if (s->req && ret)
 		send_error(s->req, status_of(ret), ret, err->msg);
 	else if (s->req)
-		send_json(s->req, 201, status_grant_json(s->h->enf, g));
+		send_grant(s->req, s->h->enf, g);
 	if (s->req) {
 		if (s->prev)
 			s->prev->next = s->next;

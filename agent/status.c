@@ -383,34 +383,6 @@ static int64_t grant_kernel_left(const struct kview *kv, const struct config *cf
 	return left == INT64_MAX ? -1 : left;
 }
 
-static json_t *grant_elements(const struct grant *g)
-{
-	json_t *a = json_array();
-
-	for (size_t s = 0; a && s < g->n_src; s++) {
-		for (size_t p = 0; p < g->n_ports; p++) {
-			json_t *o = json_pack("{s:o, s:s, s:i}", "source", prefix_json(&g->src[s]),
-				"protocol", port_proto_name(g->ports[p].proto), "port",
-				g->ports[p].port);
-
-			/* A gateway grant's element is per destination of the source's family. */
-			for (size_t d = 0; o && d < g->n_dst; d++) {
-				json_t *c;
-
-				if (g->dst[d].family != g->src[s].family || !(c = json_deep_copy(o)))
-					continue;
-				json_object_set_new(c, "destination", prefix_json(&g->dst[d]));
-				json_array_append_new(a, c);
-			}
-			if (g->n_dst)
-				json_decref(o);
-			else
-				json_array_append_new(a, o);
-		}
-	}
-	return a;
-}
-
 static int put_raw(struct evbuffer *out, const char *s)
 {
 	return evbuffer_add(out, s, strlen(s));
@@ -468,14 +440,54 @@ static int put_dnat(struct evbuffer *out, const struct config *cfg, const struct
 	return ret;
 }
 
+/* One element: a source x port, and for a gateway grant a destination of the source's family. */
+static int put_element(struct evbuffer *out, const struct prefix *src, const struct port_spec *ps,
+	const struct prefix *dst)
+{
+	char buf[PREFIX_STRLEN];
+	int ret;
+
+	ret = put_raw(out, "{\"source\":") |
+		put_plain(out, prefix_format(src, buf, sizeof(buf)) ? NULL : buf);
+	ret |= put_raw(out, ",\"protocol\":") | put_plain(out, port_proto_name(ps->proto));
+	ret |= put_raw(out, ",\"port\":") | put_int(out, true, ps->port);
+	if (dst)
+		ret |= put_raw(out, ",\"destination\":") |
+			put_plain(out, prefix_format(dst, buf, sizeof(buf)) ? NULL : buf);
+	return ret | put_raw(out, "}");
+}
+
+/* The elements a grant asks for, as a reply lists them. */
+static int put_elements(struct evbuffer *out, const struct grant *g)
+{
+	bool first = true;
+	int ret = 0;
+
+	for (size_t s = 0; s < g->n_src; s++) {
+		for (size_t p = 0; p < g->n_ports; p++) {
+			for (size_t d = 0; d < (g->n_dst ? g->n_dst : 1); d++) {
+				const struct prefix *dst = g->n_dst ? &g->dst[d] : NULL;
+
+				if (dst && dst->family != g->src[s].family)
+					continue;
+				ret |= (first ? 0 : put_raw(out, ",")) |
+					put_element(out, &g->src[s], &g->ports[p], dst);
+				first = false;
+			}
+		}
+	}
+	return ret;
+}
+
 /*
  * A grant's object, printed: what jansson's JSON_COMPACT prints for it, member for member. At
  * 100,000 grants, building and dumping a jansson object per grant was most of a status. What
  * comes from outside (the claims, a configured address) goes through proto_put_string; the
  * rest is formatted here and needs no escape. flows < 0: not known (conntrack unavailable).
+ * With elements, the reply to a submit: the elements the grant asked for, last.
  */
 static int print_grant(struct evbuffer *out, const struct config *cfg, const struct grant *g,
-	const struct kview *kv, long flows)
+	const struct kview *kv, long flows, bool elements)
 {
 	int64_t left = grant_kernel_left(kv, cfg, g), in = g->exp - kv->now_ms / 1000;
 	char buf[PREFIX_STRLEN + 32];
@@ -513,23 +525,10 @@ static int print_grant(struct evbuffer *out, const struct config *cfg, const str
 				prefix_format(&g->dst[i], buf, sizeof(buf)) ? NULL : buf);
 		ret |= put_raw(out, "],\"dnat\":[") | put_dnat(out, cfg, g) | put_raw(out, "]");
 	}
+	if (elements)
+		ret |= put_raw(out, ",\"elements\":[") | put_elements(out, g) | put_raw(out, "]");
 	ret |= put_raw(out, "}");
 	return ret ? -ENOMEM : 0;
-}
-
-/* A grant's object of its own (a reply): the same text, parsed. */
-static json_t *grant_json(const struct config *cfg, const struct grant *g,
-	const struct kview *kv, long flows)
-{
-	struct evbuffer *b = evbuffer_new();
-	json_t *o = NULL;
-
-	if (b && !print_grant(b, cfg, g, kv, flows))
-		o = json_loadb((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), 0,
-			NULL);
-	if (b)
-		evbuffer_free(b);
-	return o;
 }
 
 /*
@@ -585,19 +584,17 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	return 0;
 }
 
-json_t *status_grant_json(struct enforce *e, const struct grant *g)
+int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer *out)
 {
 	struct kview kv;
-	json_t *o;
+	int ret;
 
 	if (kview_model(e, g, &kv))
 		kv.present = false; /* kernel_expires_in: null, "not known" */
 	kview_sort(&kv);
-	o = grant_json(enforce_config(e), g, &kv, -1);
-	if (o)
-		json_object_set_new(o, "elements", grant_elements(g));
+	ret = print_grant(out, enforce_config(e), g, &kv, -1, true);
 	free(kv.v);
-	return o;
+	return ret;
 }
 
 static json_t *sources_json(const struct port_policy *pp)
@@ -910,7 +907,7 @@ int status_write(struct enforce *e, struct evbuffer *out)
 	w_open(&w, "grants", "[");
 	for (size_t i = 0; !w.err && i < n; i++)
 		if ((i && evbuffer_add(out, ",", 1)) ||
-			print_grant(out, cfg, &g[i], &kv, flows ? flows[i] : -1))
+			print_grant(out, cfg, &g[i], &kv, flows ? flows[i] : -1, false))
 			w.err = -ENOMEM;
 	w_close(&w, "]}");
 	free(flows);

@@ -17,10 +17,11 @@ struct grant;
  */
 int status_write(struct enforce *e, struct evbuffer *out);
 /*
- * One grant as the control protocol reports it after a submit (with its elements). Its
- * kernel_expires_in comes from the transaction the kernel just acknowledged, not a read-back.
+ * One grant as the control protocol reports it after a submit (with its elements), printed
+ * into out as status prints its grants. Its kernel_expires_in comes from the transaction the
+ * kernel just acknowledged, not a read-back. 0, or -ENOMEM with a partial object in out.
  */
-json_t *status_grant_json(struct enforce *e, const struct grant *g);
+int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer *out);
 /*
  * Once a reply of len bytes has been written to its peer: a large one (status at 100,000 grants
  * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse, leaving the agent at
