@@ -272,7 +272,37 @@ static bool grant_in_group(const struct grant *gr, const struct group *g, size_t
 	return false;
 }
 
-/* The disjoint ranges the kernel must hold for one host group, from every live grant. */
+/*
+ * Host elements of one address sort by address; two grants from the same address are one
+ * element that lasts as long as the longer of them.
+ */
+static int cmp_span_lo(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+	int c = memcmp(x->lo, y->lo, 16);
+
+	return c ? c : (x->exp_ms > y->exp_ms) - (x->exp_ms < y->exp_ms);
+}
+
+/* Sorts v and keeps one span per address, the one lasting longest; returns how many. */
+static size_t one_per_address(struct span *v, size_t n)
+{
+	size_t k = 0;
+
+	qsort(v, n, sizeof(*v), cmp_span_lo);
+	for (size_t i = 0; i < n; i++) {
+		/* Sorted by expiry within an address: the last of a run is the longest. */
+		if (k > 0 && !memcmp(v[k - 1].lo, v[i].lo, 16))
+			k--;
+		v[k++] = v[i];
+	}
+	return k;
+}
+
+/*
+ * What the kernel must hold for one host group, from every live grant: its sources of one
+ * address (RULESET_HOST_ADDR) or its wider ones as disjoint ranges (RULESET_HOST), sorted.
+ */
 static int desired_host(const struct enforce *e, const struct group *g, int64_t now_ms,
 	struct elems *out)
 {
@@ -296,16 +326,23 @@ static int desired_host(const struct enforce *e, const struct group *g, int64_t 
 		if (!grant_in_group(gr, g, &pi) || end <= now_ms)
 			continue;
 		for (size_t s = 0; s < gr->n_src; s++) {
-			if (gr->src[s].family != g->family)
+			if (gr->src[s].family != g->family ||
+				ruleset_host_kind(g->family, gr->src[s].len) != g->kind)
 				continue;
 			prefix_range(&gr->src[s], in[n].lo, in[n].hi);
 			in[n++].exp_ms = end;
 		}
 	}
-	ret = ranges_disjoint(in, n, alen, &res, &nout);
+	if (g->kind == RULESET_HOST_ADDR) {
+		nout = one_per_address(in, n);
+		res = in;
+		in = NULL;
+	} else {
+		ret = ranges_disjoint(in, n, alen, &res, &nout);
+	}
 	for (size_t i = 0; ret == 0 && i < nout; i++) {
-		struct ruleset_elem re = { .family = g->family, .ipproto = g->ipproto,
-			.port = g->port, .exp_ms = res[i].exp_ms };
+		struct ruleset_elem re = { .kind = g->kind, .family = g->family,
+			.ipproto = g->ipproto, .port = g->port, .exp_ms = res[i].exp_ms };
 
 		memcpy(re.lo, res[i].lo, alen);
 		memcpy(re.hi, res[i].hi, alen);
@@ -480,7 +517,8 @@ static int plan_group(const struct enforce *e, const struct group *g, int64_t no
 	/* Both sides in one order: the kernel's is its own. */
 	if (have.n)
 		qsort(have.v, have.n, sizeof(*have.v), cmp_range);
-	if (want.n && g->kind != RULESET_HOST) /* host ones come sorted, and are many */
+	/* host ones come sorted, and are many */
+	if (want.n && g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
 		qsort(want.v, want.n, sizeof(*want.v), cmp_range);
 	while (ret == 0 && (i < have.n || j < want.n)) {
 		int c = i == have.n ? 1 : j == want.n ? -1 : cmp_range(&have.v[i], &want.v[j]);
@@ -570,7 +608,7 @@ static int resync(struct enforce *e)
 	int64_t now = enforce_now_ms();
 	int ret = 0;
 
-	for (int kind = RULESET_HOST; ret == 0 && kind <= RULESET_DNAT; kind++)
+	for (int kind = 0; ret == 0 && kind < RULESET_KINDS; kind++)
 		if (!(ret = read_set(e, kind, AF_INET, now, &fresh)))
 			ret = read_set(e, kind, AF_INET6, now, &fresh);
 	if (ret) {
@@ -667,6 +705,8 @@ static bool touch(const struct ruleset_elem *a, const struct ruleset_elem *b)
 
 	if (memcmp(a->hi, b->lo, alen) >= 0 && memcmp(b->hi, a->lo, alen) >= 0)
 		return true;
+	if (a->kind == RULESET_HOST_ADDR) /* one element per address, never merged */
+		return false;
 	/* Disjoint: a before b or b before a, with a gap or without one. */
 	for (int round = 0; round < 2; round++) {
 		const struct ruleset_elem *x = round ? b : a, *y = round ? a : b;
@@ -705,7 +745,9 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		}
 		for (size_t s = 0; ret == 0 && s < g->n_src; s++) {
 			for (size_t q = 0; ret == 0 && q < g->n_ports; q++) {
-				struct ruleset_elem re = { .kind = RULESET_HOST,
+				struct ruleset_elem re = {
+					.kind = (uint8_t)ruleset_host_kind(g->src[s].family,
+						g->src[s].len),
 					.family = g->src[s].family,
 					.ipproto = port_proto_ipproto(g->ports[q].proto),
 					.port = g->ports[q].port, .exp_ms = end };
@@ -719,36 +761,33 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		goto out;
 	qsort(add.v, add.n, sizeof(*add.v), cmp_elem);
 	for (size_t i = 1; i < add.n; i++) {
-		if (in_group(&add.v[i - 1], &(struct group){ .family = add.v[i].family,
-			.ipproto = add.v[i].ipproto, .port = add.v[i].port }) &&
-			touch(&add.v[i - 1], &add.v[i])) {
+		struct group g = group_of(&add.v[i]);
+
+		if (in_group(&add.v[i - 1], &g) && touch(&add.v[i - 1], &add.v[i])) {
 			ret = 1;
 			goto out;
 		}
 	}
 	for (size_t k = 0; k < add.n; k++) {
 		const struct ruleset_elem *a = &add.v[k], *m;
+		struct group g = group_of(a);
 		size_t pos = model_lower(e, a), i;
 
 		/*
 		 * Live elements of a group are disjoint, so only the last live one before a and the
 		 * first live one from a on can touch it; expired ones may linger until the next tick.
 		 */
-		for (i = pos; i-- > 0 && in_group(&e->model.v[i], &(struct group){
-			.family = a->family, .ipproto = a->ipproto, .port = a->port }) &&
+		for (i = pos; i-- > 0 && in_group(&e->model.v[i], &g) &&
 			e->model.v[i].exp_ms <= now_ms;)
 			;
-		if (i != (size_t)-1 && (m = &e->model.v[i])->exp_ms > now_ms &&
-			m->kind == a->kind && m->family == a->family && m->ipproto == a->ipproto && m->port == a->port &&
+		if (i != (size_t)-1 && (m = &e->model.v[i])->exp_ms > now_ms && in_group(m, &g) &&
 			touch(a, m)) {
 			ret = 1;
 			goto out;
 		}
 		for (i = pos; i < e->model.n && e->model.v[i].exp_ms <= now_ms; i++)
 			;
-		if (i < e->model.n && (m = &e->model.v[i])->kind == a->kind &&
-			m->family == a->family &&
-			m->ipproto == a->ipproto && m->port == a->port && touch(a, m)) {
+		if (i < e->model.n && in_group(m = &e->model.v[i], &g) && touch(a, m)) {
 			ret = 1;
 			goto out;
 		}
@@ -835,9 +874,10 @@ static int grant_groups(const struct enforce *e, const struct grant *gr, struct 
 	int ret = 0;
 
 	memset(&g, 0, sizeof(g)); /* compared with memcmp: padding too */
-	g.kind = gr->n_dst ? RULESET_FORWARD : RULESET_HOST;
 	for (size_t p = 0; ret == 0 && p < gr->n_ports; p++) {
 		for (size_t s = 0; ret == 0 && s < gr->n_src; s++) {
+			g.kind = (uint8_t)(gr->n_dst ? RULESET_FORWARD :
+				ruleset_host_kind(gr->src[s].family, gr->src[s].len));
 			g.family = gr->src[s].family;
 			g.ipproto = port_proto_ipproto(gr->ports[p].proto);
 			g.port = gr->ports[p].port;

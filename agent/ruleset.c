@@ -54,6 +54,8 @@ enum {
 	SET_ALWAYS6,
 	SET_ALLOW4,
 	SET_ALLOW6,
+	SET_ALLOW4_ADDR,
+	SET_ALLOW6_ADDR,
 	SET_TARGETS4,
 	SET_TARGETS6,
 	SET_FWD4,
@@ -83,6 +85,11 @@ static const struct set_shape {
 		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 }, 0, 0 },
 	[SET_ALLOW6] = { RULESET_SET_ALLOW6, NEED_HOST, F_GRANTS,
 		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 }, 0, 0 },
+	/* No interval flag: the kernel picks a hash set. */
+	[SET_ALLOW4_ADDR] = { RULESET_SET_ALLOW4_ADDR, NEED_HOST, NFT_SET_TIMEOUT,
+		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 0 }, 0, 0 },
+	[SET_ALLOW6_ADDR] = { RULESET_SET_ALLOW6_ADDR, NEED_HOST, NFT_SET_TIMEOUT,
+		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 0 }, 0, 0 },
 	[SET_TARGETS4] = { RULESET_SET_TARGETS4, NEED_GATEWAY, NFT_SET_INTERVAL | NFT_SET_CONCAT,
 		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 }, 0, 0 },
 	[SET_TARGETS6] = { RULESET_SET_TARGETS6, NEED_GATEWAY, NFT_SET_INTERVAL | NFT_SET_CONCAT,
@@ -129,7 +136,8 @@ int ruleset_wants(const struct config *cfg, int kind)
 {
 	unsigned need = needs(cfg);
 
-	return kind == RULESET_HOST || (kind == RULESET_FORWARD && (need & NEED_GATEWAY)) ||
+	return kind == RULESET_HOST || kind == RULESET_HOST_ADDR ||
+		(kind == RULESET_FORWARD && (need & NEED_GATEWAY)) ||
 		(kind == RULESET_DNAT && (need & NEED_DNAT));
 }
 
@@ -143,12 +151,19 @@ const char *ruleset_set_name(int kind, int family)
 	switch (kind) {
 	case RULESET_HOST:
 		return family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6;
+	case RULESET_HOST_ADDR:
+		return family == AF_INET ? RULESET_SET_ALLOW4_ADDR : RULESET_SET_ALLOW6_ADDR;
 	case RULESET_FORWARD:
 		return family == AF_INET ? RULESET_SET_FWD4 : RULESET_SET_FWD6;
 	case RULESET_DNAT:
 		return family == AF_INET ? RULESET_MAP_DNAT4 : NULL;
 	}
 	return NULL;
+}
+
+int ruleset_host_kind(int family, unsigned len)
+{
+	return len == (family == AF_INET ? 32u : 128u) ? RULESET_HOST_ADDR : RULESET_HOST;
 }
 
 static int add_table(struct nft_batch *b, uint32_t flags)
@@ -697,13 +712,18 @@ static bool rule_always(struct nftnl_rule *r, const void *arg)
 		add_verdict(r, NF_ACCEPT);
 }
 
+/* Which allow set a rule_allow looks up. */
+struct allow_rule {
+	int kind, family;
+};
+
 static bool rule_allow(struct nftnl_rule *r, const void *arg)
 {
-	int family = *(const int *)arg;
-	uint32_t slots = family == AF_INET ? 1 : 4;
+	const struct allow_rule *a = arg;
+	uint32_t slots = a->family == AF_INET ? 1 : 4;
 
-	return add_nfproto(r, family) && add_saddr(r, family) && add_proto_port(r, slots) &&
-		add_lookup(r, ruleset_set_name(RULESET_HOST, family), REG(0), false) &&
+	return add_nfproto(r, a->family) && add_saddr(r, a->family) && add_proto_port(r, slots) &&
+		add_lookup(r, ruleset_set_name(a->kind, a->family), REG(0), false) &&
 		add_verdict(r, NF_ACCEPT);
 }
 
@@ -874,6 +894,9 @@ static size_t deny_specs(const struct guard *g, struct rule_spec *out)
 static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spec out[MAX_RULES])
 {
 	static const int v4 = AF_INET, v6 = AF_INET6;
+	/* Single addresses first: that is where most grants are, and a hash lookup is cheap. */
+	static const struct allow_rule allow[4] = { { RULESET_HOST_ADDR, AF_INET },
+		{ RULESET_HOST_ADDR, AF_INET6 }, { RULESET_HOST, AF_INET }, { RULESET_HOST, AF_INET6 } };
 	static const uint8_t tcp = IPPROTO_TCP, udp = IPPROTO_UDP;
 	size_t n = 0, action = cfg->deny_action == DENY_REJECT;
 
@@ -888,8 +911,10 @@ static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spe
 	out[n++] = (struct rule_spec){ rule_always, &v4, "rule always4" };
 	out[n++] = (struct rule_spec){ rule_always, &v6, "rule always6" };
 	if (chain == CHAIN_INPUT) {
-		out[n++] = (struct rule_spec){ rule_allow, &v4, "rule allow4" };
-		out[n++] = (struct rule_spec){ rule_allow, &v6, "rule allow6" };
+		out[n++] = (struct rule_spec){ rule_allow, &allow[0], "rule allow4_addr" };
+		out[n++] = (struct rule_spec){ rule_allow, &allow[1], "rule allow6_addr" };
+		out[n++] = (struct rule_spec){ rule_allow, &allow[2], "rule allow4" };
+		out[n++] = (struct rule_spec){ rule_allow, &allow[3], "rule allow6" };
 		return n + deny_specs(&guards[0][action], &out[n]);
 	}
 	out[n++] = (struct rule_spec){ rule_forward, &v4, "rule fwd4" };
@@ -1341,7 +1366,8 @@ static int put_elem(struct nftnl_set *s, const struct ruleset_elem *re, int64_t 
 	if (!e)
 		return -ENOMEM;
 	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, elem_key(re, false, key));
-	nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, key, elem_key(re, true, key));
+	if (re->kind != RULESET_HOST_ADDR)
+		nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, key, elem_key(re, true, key));
 	if (re->kind == RULESET_DNAT) {
 		uint8_t data[8] = { 0 };
 		uint16_t port = htons(re->to_port);
@@ -1396,7 +1422,7 @@ static int elems_all(struct nft_batch *b, const struct ruleset_elem *v, size_t n
 	static const int families[] = { AF_INET, AF_INET6 };
 	int ret = 0;
 
-	for (int kind = RULESET_HOST; ret == 0 && kind <= RULESET_DNAT; kind++)
+	for (int kind = 0; ret == 0 && kind < RULESET_KINDS; kind++)
 		for (size_t f = 0; ret == 0 && f < 2; f++)
 			ret = elems_for(b, v, n, kind, families[f], add, now_ms);
 	return ret;
@@ -1421,6 +1447,11 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, int64_t n
 	memset(out, 0, sizeof(*out));
 	key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
 	end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
+	/* A hash set's element is one key: its own end. */
+	if (kind == RULESET_HOST_ADDR && !end) {
+		end = key;
+		elen = klen;
+	}
 	if (!key || !end || klen != off + alen + 8 || elen != klen)
 		return -EINVAL;
 	/* One (protocol, port) per element: jitd never writes a range of them. */

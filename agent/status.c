@@ -144,7 +144,7 @@ static void kview_read(struct nft *n, const struct config *cfg, struct kview *kv
 	if (nft_table_exists(n, RULESET_TABLE, &kv->present) || !kv->present)
 		return;
 	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
-	for (int kind = RULESET_HOST; kv->present && kind <= RULESET_DNAT; kind++)
+	for (int kind = 0; kv->present && kind < RULESET_KINDS; kind++)
 		if (read_allow(n, cfg, kind, AF_INET, kv) || read_allow(n, cfg, kind, AF_INET6, kv))
 			kv->present = false; /* without its sets it is not the table jitd built */
 }
@@ -372,7 +372,8 @@ static int64_t grant_kernel_left(const struct kview *kv, const struct config *cf
 			int64_t l;
 
 			prefix_range(&g->src[s], lo, hi);
-			l = covered_until(kv, RULESET_HOST, g->src[s].family,
+			l = covered_until(kv, ruleset_host_kind(g->src[s].family, g->src[s].len),
+				g->src[s].family,
 				port_proto_ipproto(g->ports[p].proto), g->ports[p].port, lo, hi);
 			if (l < 0)
 				return -1;
@@ -555,7 +556,9 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	}
 	for (size_t s = 0; s < g->n_src; s++) {
 		for (size_t p = 0; p < g->n_ports; p++) {
-			struct ruleset_elem key = { .kind = RULESET_HOST, .family = g->src[s].family,
+			struct ruleset_elem key = {
+				.kind = (uint8_t)ruleset_host_kind(g->src[s].family, g->src[s].len),
+				.family = g->src[s].family,
 				.ipproto = port_proto_ipproto(g->ports[p].proto),
 				.port = g->ports[p].port };
 			size_t alen = key.family == AF_INET ? 4 : 16, lo = 0, hi = n, i;

@@ -20,7 +20,7 @@ struct watch {
 
 /* Sets whose elements are grants; a change anywhere else is a change of structure. */
 static const char *const grant_sets[] = { RULESET_SET_ALLOW4, RULESET_SET_ALLOW6,
-	RULESET_SET_FWD4, RULESET_SET_FWD6, RULESET_MAP_DNAT4, NULL };
+	RULESET_SET_ALLOW4_ADDR, RULESET_SET_ALLOW6_ADDR, RULESET_SET_FWD4, RULESET_SET_FWD6, RULESET_MAP_DNAT4, NULL };
 
 static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -14,13 +14,16 @@ struct nftnl_set_elem;
  *
  *   set protected  { inet_proto . inet_service }                         config ports
  *   set always4/6  { ipv4_addr / ipv6_addr; flags interval }             config always_allow
+ *   set allow4_addr/allow6_addr { ipv4_addr|ipv6_addr . inet_proto . inet_service;
+ *                    flags timeout }                            grants from one address
  *   set allow4/6   { ipv4_addr|ipv6_addr . inet_proto . inet_service;
- *                    flags interval, timeout }                            grants
+ *                    flags interval, timeout }                  grants from wider prefixes
  *   counter denied
  *   chain input { type filter hook input priority 0; policy accept;
  *     ct state established,related accept
  *     meta l4proto . th dport != @protected return
  *     ip saddr @always4 accept;  ip6 saddr @always6 accept
+ *     ip saddr . meta l4proto . th dport @allow4_addr accept;  (ip6 likewise)
  *     ip saddr . meta l4proto . th dport @allow4 accept;  (ip6 likewise)
  *     meta l4proto . th dport @protected counter name denied drop|reject }
  *
@@ -48,6 +51,8 @@ struct nftnl_set_elem;
 #define RULESET_SET_ALWAYS6 "always6"
 #define RULESET_SET_ALLOW4 "allow4"
 #define RULESET_SET_ALLOW6 "allow6"
+#define RULESET_SET_ALLOW4_ADDR "allow4_addr"
+#define RULESET_SET_ALLOW6_ADDR "allow6_addr"
 #define RULESET_COUNTER_DENIED "denied"
 #define RULESET_CHAIN_FORWARD "forward"
 #define RULESET_CHAIN_NAT "prerouting"
@@ -57,11 +62,18 @@ struct nftnl_set_elem;
 #define RULESET_SET_FWD6 "fwd6"
 #define RULESET_MAP_DNAT4 "dnat4"
 
-/* Which set an element lives in: allow4/6, fwd4/6 or the dnat4 map. */
+/*
+ * Which set an element lives in: allow4/6, allow4_addr/allow6_addr, fwd4/6 or the dnat4 map.
+ * A grant from one address goes to the hash set: a transaction that adds to an interval set
+ * makes the kernel clone the whole set (pipapo), which at 100,000 grants costs more than the
+ * rest of the grant; a hash set takes an insert alone.
+ */
 enum ruleset_kind {
-	RULESET_HOST = 0,
-	RULESET_FORWARD = 1,
-	RULESET_DNAT = 2,
+	RULESET_HOST = 0,      /* prefixes wider than one address: disjoint ranges */
+	RULESET_HOST_ADDR = 1, /* single addresses: lo == hi */
+	RULESET_FORWARD = 2,
+	RULESET_DNAT = 3,
+	RULESET_KINDS = 4
 };
 
 /*
@@ -83,6 +95,8 @@ struct ruleset_elem {
 };
 /* The set (or map) holding elements of kind and family; NULL for a combination there is not. */
 const char *ruleset_set_name(int kind, int family);
+/* Where a host grant's source of prefix length len goes: RULESET_HOST_ADDR or RULESET_HOST. */
+int ruleset_host_kind(int family, unsigned len);
 
 /*
  * Appends to b everything that makes the table match cfg, in one transaction: table, sets,

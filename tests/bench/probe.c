@@ -43,7 +43,7 @@ static int parse_ip(const char *s, uint32_t *out)
 	return 0;
 }
 
-/* The source of an allow4 element: an address, a range or a prefix, as nft -j prints them. */
+/* The source of a grant set's element: an address, a range or a prefix, as nft -j prints them. */
 static int elem_source(const json_t *v, uint32_t *lo, uint32_t *hi)
 {
 	const json_t *r = json_object_get(v, "range"), *p = json_object_get(v, "prefix");

@@ -26,10 +26,10 @@ out=$(echo "$token" | submit - --json) || fail "submit refused: $out"
 echo "$out" | jq -e '.id == "basic-1" and .sub == "alice" and (.elements | length) == 1' >/dev/null \
 	|| fail "submit reply does not describe the grant: $out"
 pass "jitctl submit applied the grant"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "kernel has no allow4 element for 192.0.2.2 . tcp . 22: $(allow_elems allow4)"
-left=$(elem_expires allow4 192.0.2.2)
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "kernel has no allow4_addr element for 192.0.2.2 . tcp . 22: $(host_elems)"
+left=$(elem_expires allow4_addr 192.0.2.2)
 [ -n "$left" ] && [ "$left" -ge 1 ] && [ "$left" -le 6 ] || fail "element timeout left $left s, want 1..6"
-pass "kernel: allow4 holds 192.0.2.2 . tcp . 22 expiring in ${left}s"
+pass "kernel: allow4_addr holds 192.0.2.2 . tcp . 22 expiring in ${left}s"
 status_json | jq -e '.grants | map(.id) == ["basic-1"]' >/dev/null || fail "status does not list the grant"
 status_json | jq -e '.kernel.in_sync == true' >/dev/null || fail "status: kernel not in sync"
 pass "jitctl status lists the grant, kernel in sync"
@@ -42,7 +42,7 @@ session_open "$C1" 192.0.2.1 22
 session_say before-expiry
 
 log "waiting for the kernel to expire the element"
-wait_until 15 "allow4 element to expire" lacks_elem allow4 "192.0.2.2 tcp 22"
+wait_until 15 "allow4_addr element to expire" lacks_elem allow4_addr "192.0.2.2 tcp 22"
 pass "kernel removed the element by itself"
 session_say after-expiry
 expect_connect drop "$C1" 192.0.2.1 22

@@ -15,8 +15,8 @@ step() {
 # still_granted: the element is there with about the time the grant had (300 s minus elapsed).
 still_granted() {
 	local left
-	has_elem allow4 "192.0.2.2 tcp 22" || fail "$1: the grant's element is gone"
-	left=$(elem_expires allow4 192.0.2.2)
+	has_elem allow4_addr "192.0.2.2 tcp 22" || fail "$1: the grant's element is gone"
+	left=$(elem_expires allow4_addr 192.0.2.2)
 	[ "$left" -le 300 ] && [ "$left" -ge 270 ] || fail "$1: the element has $left s left"
 	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 	status_json | jq -e '[.grants[].id] == ["before"]' >/dev/null || fail "$1: grant not active: $(status_json | jq -c .grants)"
@@ -46,8 +46,8 @@ sleep 1.5
 still_granted "after a 2000 s step back"
 # A stray element makes jitd repair the allow set, re-adding granted elements if needed: the
 # clock must not give the grant more time in the process.
-in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.4 . tcp . 22 timeout 1h }'
-wait_until 5 "the stray element removed" lacks_elem allow4 "192.0.2.4 tcp 22"
+in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.4 . tcp . 22 timeout 1h }'
+wait_until 5 "the stray element removed" lacks_elem allow4_addr "192.0.2.4 tcp 22"
 still_granted "after a repair with the clock 1000 s behind"
 refused not_yet_valid duration_exceeds_max
 pass "a grant signed now is judged by jitd's clock: refused"

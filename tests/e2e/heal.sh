@@ -7,7 +7,7 @@
 
 e2e_default_setup drop
 sign --src 192.0.2.2 --port 22 --for 300 --jti heal-1 | submit - >/dev/null || fail "grant refused"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "grant not in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "grant not in the kernel"
 session_open "$C1" 192.0.2.1 22 192.0.2.2
 session_say before
 
@@ -16,11 +16,11 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # healed WHAT: the granted element is back with its remaining time and the deny rules work.
 healed() {
 	local what=$1 start=$2 left
-	wait_until 5 "repair after $what" has_elem allow4 "192.0.2.2 tcp 22"
+	wait_until 5 "repair after $what" has_elem allow4_addr "192.0.2.2 tcp 22"
 	wait_until 5 "deny rules after $what" \
 		sh -c "ip netns exec '$SRV' nft -j list chain inet jitd input | grep -q '\"drop\"'"
 	pass "$what repaired in $(($(now_ms) - start)) ms (bounded poll, 200 ms steps)"
-	left=$(elem_expires allow4 192.0.2.2)
+	left=$(elem_expires allow4_addr 192.0.2.2)
 	[ -n "$left" ] && [ "$left" -gt 200 ] && [ "$left" -le 300 ] ||
 		fail "after $what the element expires in '$left' s, not the grant's remaining time"
 	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
@@ -41,13 +41,17 @@ healed "nft delete table" "$start"
 
 log "nft delete element (the grant's)"
 start=$(now_ms)
-in_ns "$SRV" nft delete element inet jitd allow4 '{ 192.0.2.2 . tcp . 22 }'
+in_ns "$SRV" nft delete element inet jitd allow4_addr '{ 192.0.2.2 . tcp . 22 }'
 healed "a deleted granted element" "$start"
 
 log "nft add element nobody granted"
-in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
-wait_until 5 "the stray element removed" lacks_elem allow4 "192.0.2.3 tcp 22"
+in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.3 . tcp . 22 timeout 1h }'
+wait_until 5 "the stray element removed" lacks_elem allow4_addr "192.0.2.3 tcp 22"
 pass "an element nobody granted is removed"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.0/30 . tcp . 22 timeout 1h }'
+wait_until 5 "the stray range removed" lacks_elem allow4 "192.0.2.0/30 tcp 22"
+pass "a range nobody granted is removed"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 
 log "nft flush chain inet jitd input"

@@ -86,7 +86,7 @@ expect 201 - "grant over HTTPS" "$C1" controller-1 POST /v1/grants "$TMP/g1"
 	jq -e '.expires_at | test("Z$")' "$TMP/body" >/dev/null ||
 	fail "201 body lacks id, expires_at or elements: $(cat "$TMP/body")"
 pass "201 body: id, expires_at, elements"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "the grant is not in the kernel: $(allow_elems allow4)"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant is not in the kernel: $(host_elems)"
 expect_connect ok "$C1" 192.0.2.1 22
 pass "granted source connects"
 jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "https-1"
@@ -138,7 +138,7 @@ sign_revocation() { "$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --a
 sign_revocation --revokes https-1 --for 60 --jti rev-1 >"$TMP/r1"
 expect 200 - "revocation of https-1" "$C1" controller-1 POST /v1/revocations "$TMP/r1"
 [ "$(jq -r .revoked "$TMP/body")" = https-1 ] || fail "revocation reply: $(cat "$TMP/body")"
-no_allow_elems || fail "revoked grant still in the kernel: $(allow_elems allow4)"
+no_allow_elems || fail "revoked grant still in the kernel: $(host_elems)"
 pass "the grant's elements are gone"
 expect_connect drop "$C1" 192.0.2.1 22
 snapshot
@@ -244,7 +244,7 @@ sign --src 192.0.2.3 --port 22 --for 120 --jti plain-1 >"$TMP/p1"
 code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
 	-H 'Content-Type: application/jwt' --data-binary "@$TMP/p1" http://127.0.0.1:7080/v1/grants)
 [ "$code" = 201 ] || fail "plain HTTP grant: $code $(cat "$TMP/body")"
-has_elem allow4 "192.0.2.3 tcp 22" || fail "plain HTTP grant not in the kernel"
+has_elem allow4_addr "192.0.2.3 tcp 22" || fail "plain HTTP grant not in the kernel"
 pass "grant over plain HTTP on loopback applies"
 code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http://127.0.0.1:7080/v1/status)
 [ "$code" = 200 ] && jq -e '[.grants[].id] == ["plain-1"]' "$TMP/body" >/dev/null ||

@@ -10,6 +10,6 @@ e2e_default_setup drop
 	fail "unexpected header"
 submit "$TMP/grant" --json >"$TMP/out" || fail "PyJWT grant refused: $(cat "$TMP/out")"
 pass "a PyJWT-signed grant is applied"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "not in the kernel: $(allow_elems allow4)"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "not in the kernel: $(host_elems)"
 expect_connect ok "$C1" 192.0.2.1 22
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22

@@ -264,7 +264,8 @@ status_has_no_grants() { status_json | jq -e '.grants == []'; }
 
 kernel_json() { in_ns "$SRV" nft -j list table inet jitd; }
 
-# Elements of allow4/allow6 as "SOURCE PROTO PORT" lines, sorted. SOURCE is an address, a/len,
+# Elements of one grant set (allow4_addr/allow6_addr: one address each; allow4/allow6: wider
+# ranges) as "SOURCE PROTO PORT" lines, sorted. SOURCE is an address, a/len,
 # or lo-hi, exactly as nft prints the interval. A set (or table) that is not there prints
 # NO_SET: "no elements" must never be what a missing table looks like.
 NO_SET="(set not in the kernel)"
@@ -300,7 +301,16 @@ denied_packets() {
 	kernel_json | jq -r '.nftables[] | select(.counter? and .counter.name == "denied") | .counter.packets'
 }
 
-no_allow_elems() { [ -z "$(allow_elems allow4)" ] && [ -z "$(allow_elems allow6)" ]; }
+HOST_SETS="allow4_addr allow4 allow6_addr allow6"
+# Every host grant set's elements, one "SET SOURCE PROTO PORT" line each.
+host_elems() {
+	local set
+	for set in $HOST_SETS; do allow_elems "$set" | sed "s/^/$set /"; done
+}
+no_allow_elems() {
+	local set
+	for set in $HOST_SETS; do [ -z "$(allow_elems "$set")" ] || return 1; done
+}
 has_elem() { allow_elems "$1" | grep -qxF "$2"; }
 lacks_elem() {
 	local elems

@@ -13,11 +13,11 @@ start_jitd
 refused() {
 	local code=$1 rc=0 before
 	shift
-	before=$(allow_elems allow4)
+	before=$(host_elems)
 	sign "$@" | submit - --json >"$TMP/out" 2>&1 || rc=$?
 	[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = "$code" ] ||
 		fail "wanted $code: exit $rc, $(cat "$TMP/out")"
-	[ "$(allow_elems allow4)" = "$before" ] || fail "a refused grant changed the kernel"
+	[ "$(host_elems)" = "$before" ] || fail "a refused grant changed the kernel"
 	pass "refused with $code: $(jq -r .message "$TMP/out")"
 }
 refused too_large --src 192.0.2.2,192.0.2.3,192.0.2.4 --port 22 --for 60

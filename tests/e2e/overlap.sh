@@ -1,51 +1,68 @@
-# Overlapping grants are honoured exactly: jitd keeps disjoint ranges per port, each carrying the
-# latest expiry of the grants covering it, and the kernel expires each range at its own time.
+# Overlapping grants are honoured exactly. Prefix grants become disjoint ranges in allow4, each
+# carrying the latest expiry of the grants covering it; one-address grants are elements of their
+# own in allow4_addr beside any range covering them. The kernel expires each at its own time.
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup drop
 
-count_allow4() { allow_elems allow4 | grep -c . || true; }
-a_gone() { ! allow_elems allow4 | grep -q '^192\.0\.2\.[03]'; }
-b_gone() { lacks_elem allow4 "192.0.2.2 tcp 22"; }
+elems() { allow_elems "$1" | awk '{print $1}' | tr '\n' ' '; }
+a_gone() { ! allow_elems allow4 | grep -q '^192\.0\.2\.4-'; }
+e_gone() { ! allow_elems allow4 | grep -q '^192\.0\.2\.'; }
+b_gone() { lacks_elem allow4_addr "192.0.2.2 tcp 22"; }
 c_gone() { ! allow_elems allow4 | grep -q '^198\.51\.100\.'; }
+# in_range SET SOURCE MIN MAX: the element's seconds left are within [MIN, MAX].
+in_range() {
+	local left
+	left=$(elem_expires "$1" "$2")
+	[ -n "$left" ] && [ "$left" -ge "$3" ] && [ "$left" -le "$4" ] ||
+		fail "$1 $2 expires in '${left}' s, want $3..$4: $(host_elems | tr '\n' ';')"
+}
 
-log "A: 192.0.2.0/24 for 5 s; B: 192.0.2.2 for 11 s (narrow outlives broad)"
-log "C: 198.51.100.0/24 for 12 s; D: 198.51.100.2 for 4 s (broad outlives narrow)"
+log "A: 192.0.2.0/24 for 5 s; E: 192.0.2.0/30 for 9 s; B: 192.0.2.2 for 13 s"
+log "C: 198.51.100.0/24 for 14 s; D: 198.51.100.2 for 4 s"
 sign --src 192.0.2.0/24 --port 22 --for 5 --jti A | submit - >/dev/null || fail "A refused"
-sign --src 192.0.2.2 --port 22 --for 11 --jti B | submit - >/dev/null || fail "B refused"
-sign --src 198.51.100.0/24 --port 22 --for 12 --jti C | submit - >/dev/null || fail "C refused"
+sign --src 192.0.2.0/30 --port 22 --for 9 --jti E | submit - >/dev/null || fail "E refused"
+sign --src 192.0.2.2 --port 22 --for 13 --jti B | submit - >/dev/null || fail "B refused"
+sign --src 198.51.100.0/24 --port 22 --for 14 --jti C | submit - >/dev/null || fail "C refused"
 sign --src 198.51.100.2 --port 22 --for 4 --jti D | submit - >/dev/null || fail "D refused"
 
-# A+B: three ranges (below, the host, above); C+D: one, because D adds nothing C does not cover.
-[ "$(count_allow4)" -eq 4 ] || fail "want 4 disjoint allow4 ranges, kernel has: $(allow_elems allow4)"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "no range for exactly 192.0.2.2: $(allow_elems allow4)"
-b_left=$(elem_expires allow4 192.0.2.2)
-[ "$b_left" -ge 7 ] && [ "$b_left" -le 11 ] || fail "B's range expires in $b_left s, want 7..11"
-allow_elems allow4 | grep -q '^192\.0\.2\.3.* tcp 22$' || fail "no range starting at 192.0.2.3"
-c_elem=$(allow_elems allow4 | awk '/^198\.51\.100\./ {print $1}')
-[ "$(echo "$c_elem" | wc -l)" -eq 1 ] || fail "C and D should share one range, got: $c_elem"
-c_left=$(elem_expires allow4 "$c_elem")
-[ "$c_left" -ge 8 ] && [ "$c_left" -le 12 ] || fail "C's range expires in $c_left s, want 8..12 (the later expiry)"
-pass "kernel: disjoint ranges $(allow_elems allow4 | awk '{print $1}' | tr '\n' ' ')"
-status_json | jq -e '[.grants[].id] | sort == ["A","B","C","D"]' >/dev/null || fail "status lists other grants"
-pass "jitctl status lists A, B, C and D"
+# A+E: the narrow prefix outlives the broad one, so A keeps only what E does not cover.
+[ "$(elems allow4)" = "192.0.2.0/30 192.0.2.4-192.0.2.255 198.51.100.0/24 " ] ||
+	fail "want 3 disjoint allow4 ranges, kernel has: $(elems allow4)"
+[ "$(elems allow4_addr)" = "192.0.2.2 198.51.100.2 " ] ||
+	fail "want B and D alone in allow4_addr, kernel has: $(elems allow4_addr)"
+in_range allow4 192.0.2.0/30 5 9
+in_range allow4 192.0.2.4-192.0.2.255 1 5
+in_range allow4 198.51.100.0/24 10 14
+in_range allow4_addr 192.0.2.2 9 13
+in_range allow4_addr 198.51.100.2 0 4
+pass "kernel: ranges $(elems allow4)and addresses $(elems allow4_addr)with their own expiries"
+status_json | jq -e '[.grants[].id] | sort == ["A","B","C","D","E"]' >/dev/null ||
+	fail "status lists other grants"
+pass "jitctl status lists A to E"
 
 expect_connect ok "$C1" 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
+expect_connect ok "$C2" -b 198.51.100.3 198.51.100.1 22
 
 log "after A (5 s) and D (4 s) expire"
-wait_until 15 "A's ranges to expire" a_gone
-has_elem allow4 "192.0.2.2 tcp 22" || fail "B's range expired with A's"
-pass "kernel: A's ranges gone, B's remains"
-expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
-expect_connect ok "$C1" 192.0.2.1 22
+wait_until 15 "A's range to expire" a_gone
+wait_until 5 "D's element to expire" lacks_elem allow4_addr "198.51.100.2 tcp 22"
+has_elem allow4 "192.0.2.0/30 tcp 22" || fail "E's range expired with A's: $(elems allow4)"
+pass "kernel: A's range and D's element gone, E's range remains"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22	# E still covers it
 expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22	# D expired, C still covers it
 
-log "after B (11 s) and C (12 s) expire"
-wait_until 15 "B's range to expire" b_gone
+log "after E (9 s) expires"
+wait_until 15 "E's range to expire" e_gone
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" 192.0.2.1 22	# B's own element
+
+log "after B (13 s) and C (14 s) expire"
+wait_until 15 "B's element to expire" b_gone
 expect_connect drop "$C1" 192.0.2.1 22
 wait_until 15 "C's range to expire" c_gone
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
-no_allow_elems || fail "allow sets not empty after every grant expired: $(allow_elems allow4)"
-pass "kernel: every range expired at its own time"
+no_allow_elems || fail "allow sets not empty after every grant expired: $(host_elems)"
+pass "kernel: every range and element expired at its own time"

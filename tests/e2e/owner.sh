@@ -13,16 +13,16 @@ if ! status_json | jq -e '.kernel.owned' >/dev/null; then
 fi
 pass "jitd owns table inet jitd (kernel $(uname -r))"
 sign --src 192.0.2.2 --port 22 --for 300 --jti owned-1 | submit - >/dev/null || fail "grant refused"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "grant not in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "grant not in the kernel"
 
 log "other processes cannot change it"
 in_ns "$SRV" nft delete table inet jitd 2>/dev/null && fail "nft delete table succeeded"
 pass "nft delete table inet jitd: refused"
-in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22 timeout 1h }' 2>/dev/null &&
+in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.3 . tcp . 22 timeout 1h }' 2>/dev/null &&
 	fail "nft add element succeeded"
 pass "nft add element: refused"
 in_ns "$SRV" nft flush ruleset
-has_elem allow4 "192.0.2.2 tcp 22" || fail "nft flush ruleset removed the grant"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "nft flush ruleset removed the grant"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "nft flush ruleset passes the owned table by"

@@ -13,7 +13,7 @@ in_ns "$SRV" nft list table inet jitd | grep -q "flags.*owner" && fail "the tabl
 pass "no PERSIST: jitd warns, and its table is present and not owned"
 sign --src 192.0.2.2 --port 22 --for 120 --jti fb-1 | submit - >/dev/null || fail "grant refused"
 in_ns "$SRV" nft delete table inet jitd
-wait_until 5 "repair of the deleted table" has_elem allow4 "192.0.2.2 tcp 22"
+wait_until 5 "repair of the deleted table" has_elem allow4_addr "192.0.2.2 tcp 22"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "the unowned table is defended by repair instead"

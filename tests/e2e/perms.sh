@@ -57,7 +57,7 @@ id=$(jq -r .id "$TMP/g.json")
 jq -e '.sub == "root" and .iss == "local" and .reason == "INC-42 sshd down"' "$TMP/g.json" >/dev/null ||
 	fail "local grant does not name its user: $(cat "$TMP/g.json")"
 pass "break-glass grant $id applied for user root"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "no kernel element for the local grant"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "no kernel element for the local grant"
 expect_connect ok "$C1" 192.0.2.1 22
 stop_jitd KILL
 start_jitd

@@ -23,7 +23,7 @@ claims() { # claims JTI EXP [extra members]
 
 log "a grant made by openssl, not jitctl, is accepted"
 craft "$hdr" "$(claims by-openssl $((now + 600)))" | submit - >/dev/null || fail "openssl-made grant refused"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "openssl-made grant not in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "openssl-made grant not in the kernel"
 pass "independent signer interoperates"
 good=$(sign --src 192.0.2.3 --port 22 --for 300 --jti dup-1)
 echo "$good" | submit - >/dev/null || fail "valid grant refused"

@@ -6,7 +6,7 @@
 e2e_default_setup drop
 sign --src 192.0.2.2 --port 22 --for 300 --jti keep | submit - >/dev/null || fail "grant refused"
 sign --src 2001:db8:2::2 --port 3389 --for 300 --jti gone | submit - >/dev/null || fail "grant refused"
-has_elem allow6 "2001:db8:2::2 tcp 3389" || fail "the 3389 grant is not in the kernel"
+has_elem allow6_addr "2001:db8:2::2 tcp 3389" || fail "the 3389 grant is not in the kernel"
 strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 protected_ports() {
 	kernel_json | jq -c '[.nftables[] | select(.set? and .set.name == "protected") | .set.elem[]
@@ -31,7 +31,7 @@ pass "jitctl reload of an invalid file: exit 1, bad_config, the reason"
 [ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
 
 log "a valid change: 3389 no longer protected, 2222 protected"
-keep_left=$(elem_expires allow4 192.0.2.2)
+keep_left=$(elem_expires allow4_addr 192.0.2.2)
 write_config drop '["198.51.100.3"]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
 	  {"port": 2222, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]'
@@ -39,13 +39,13 @@ kill -HUP "$JITD_PID"
 ports_are() { [ "$(protected_ports)" = "$1" ]; }
 wait_until 5 "the reload applied" ports_are '[22,2222]'
 pass "protected ports now 22 and 2222: $(protected_ports)"
-lacks_elem allow6 "2001:db8:2::2 tcp 3389" || fail "the 3389 grant's element survived the reload"
+lacks_elem allow6_addr "2001:db8:2::2 tcp 3389" || fail "the 3389 grant's element survived the reload"
 jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "gone"
 	and (.message | test("configuration reload: .*3389")))' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the removed grant is not audited with the reason"
 pass "the 3389 grant is removed and audited with the reason"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "the port 22 grant lost its element"
-left=$(elem_expires allow4 192.0.2.2)
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the port 22 grant lost its element"
+left=$(elem_expires allow4_addr 192.0.2.2)
 [ "$left" -le "$keep_left" ] && [ "$left" -ge $((keep_left - 10)) ] ||
 	fail "the port 22 grant's timeout changed: $keep_left -> $left"
 pass "the port 22 grant keeps its element and its time ($left s)"

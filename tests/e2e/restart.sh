@@ -12,21 +12,21 @@ session_say before-crash
 
 log "jitd crashes (SIGKILL)"
 stop_jitd KILL
-has_elem allow4 "192.0.2.2 tcp 22" || fail "grant element vanished with jitd"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "grant element vanished with jitd"
 pass "kernel: grant element outlives the jitd process"
 expect_connect ok "$C1" 192.0.2.1 22
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 session_say while-jitd-is-dead
 
 log "someone adds an element nobody granted, then jitd comes back"
-in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22 timeout 60s }'
-has_elem allow4 "192.0.2.3 tcp 22" || fail "could not plant a stray element"
+in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.3 . tcp . 22 timeout 60s }'
+has_elem allow4_addr "192.0.2.3 tcp 22" || fail "could not plant a stray element"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 start_jitd
-lacks_elem allow4 "192.0.2.3 tcp 22" || fail "stray element survived the restart: $(allow_elems allow4)"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "stray element survived the restart: $(host_elems)"
 pass "kernel: stray element removed on start"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "granted element lost on restart: $(allow_elems allow4)"
-left=$(elem_expires allow4 192.0.2.2)
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "granted element lost on restart: $(host_elems)"
+left=$(elem_expires allow4_addr 192.0.2.2)
 [ "$left" -ge 40 ] && [ "$left" -le 60 ] || fail "restored element expires in $left s, want 40..60"
 pass "kernel: granted element kept with ${left}s left"
 status_json | jq -e '.grants | map(.id) == ["keep"]' >/dev/null || fail "status lost the grant"
@@ -97,13 +97,13 @@ sign --src 192.0.2.20 --port 22 --for 120 --jti by-ctl-b | submit - >/dev/null |
 	fail "grant signed by ctl refused"
 sign2 --src 192.0.2.30 --port 22 --for 120 --jti by-ctl2-c | submit - >/dev/null ||
 	fail "grant signed by ctl2 refused"
-has_elem allow4 "192.0.2.30 tcp 22" || fail "ctl2's grant is not in the kernel: $(allow_elems allow4)"
+has_elem allow4_addr "192.0.2.30 tcp 22" || fail "ctl2's grant is not in the kernel: $(host_elems)"
 stop_jitd TERM
 rm "$TMP/keys.d/ctl2.pem"
 start_jitd
-lacks_elem allow4 "192.0.2.10 tcp 22" || fail "a grant of the removed key was restored"
-lacks_elem allow4 "192.0.2.30 tcp 22" || fail "a grant of the removed key was restored"
-has_elem allow4 "192.0.2.20 tcp 22" || fail "the other key's grant was lost: $(allow_elems allow4)"
+lacks_elem allow4_addr "192.0.2.10 tcp 22" || fail "a grant of the removed key was restored"
+lacks_elem allow4_addr "192.0.2.30 tcp 22" || fail "a grant of the removed key was restored"
+has_elem allow4_addr "192.0.2.20 tcp 22" || fail "the other key's grant was lost: $(host_elems)"
 status_json | jq -e '[.grants[].id] | index("by-ctl-b") != null and index("by-ctl2-a") == null
 	and index("by-ctl2-c") == null' >/dev/null || fail "status: $(status_json | jq -c '[.grants[].id]')"
 grep -q "dropping recorded grant: unknown_key" "$TMP/jitd.log" ||

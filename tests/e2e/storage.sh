@@ -43,6 +43,6 @@ expect_connect drop "$C1" 192.0.2.1 22
 log "make room: the same grant is accepted (its id was not burned)"
 in_jitd_mnt rm -f "$TMP/state/fill"
 "$JITCTL_BIN" -s "$SOCK" submit "$TMP/g1" >"$TMP/out" 2>&1 || fail "after making room: $(cat "$TMP/out")"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "not in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "not in the kernel"
 expect_connect ok "$C1" 192.0.2.1 22
 pass "the grant refused for lack of space applies once there is room"

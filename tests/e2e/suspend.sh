@@ -13,15 +13,15 @@ sign --src 192.0.2.2 --port 22 --for 300 --jti short | submit - >/dev/null || fa
 sign --src 192.0.2.3 --port 22 --for 590 --jti long | submit - >/dev/null || fail "grant refused"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
-left=$(elem_expires allow4 192.0.2.3)
+left=$(elem_expires allow4_addr 192.0.2.3)
 [ "$left" -gt 580 ] || fail "long grant has only $left s in the kernel before the suspend"
 
 log "a 400 s suspend"
 echo 400000 >"$JITD_TEST_SUSPEND_FILE"
-wait_until 5 "the 300 s grant removed after 400 s suspended" lacks_elem allow4 "192.0.2.2 tcp 22"
+wait_until 5 "the 300 s grant removed after 400 s suspended" lacks_elem allow4_addr "192.0.2.2 tcp 22"
 pass "the grant whose time passed during the suspend is gone from the kernel"
 expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
-left=$(elem_expires allow4 192.0.2.3)
+left=$(elem_expires allow4_addr 192.0.2.3)
 [ -n "$left" ] && [ "$left" -le 195 ] && [ "$left" -ge 150 ] ||
 	fail "the 590 s grant has $left s left in the kernel after 400 s suspended (want ~190)"
 pass "the other grant's kernel timeout shortened to its real time left ($left s)"

@@ -10,7 +10,7 @@ JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
 e2e_default_setup drop
 
 sign --src 192.0.2.2 --port 22 --for 300 --jti before | submit - >/dev/null || fail "grant refused"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "the first grant is not in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the first grant is not in the kernel"
 pass "a grant answered before the failure is in the kernel"
 
 log "the next sync fails"
@@ -25,8 +25,8 @@ submit "$TMP/lost" --json >"$TMP/out" 2>&1 || rc=$?
 	fail "grant whose sync failed: exit $rc: $(cat "$TMP/out")"
 pass "refused: $(jq -r .message "$TMP/out")"
 [ ! -e "$JITD_TEST_SYNC_FAIL_FILE" ] || fail "jitd did not take the failure"
-lacks_elem allow4 "192.0.2.3 tcp 22" || fail "the refused grant stayed in the kernel"
-has_elem allow4 "192.0.2.2 tcp 22" || fail "the earlier grant went with it"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the refused grant stayed in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the earlier grant went with it"
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status: $(status_json | jq -c '.grants | map(.id)')"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
@@ -38,12 +38,12 @@ pass "the refusal is in the audit trail"
 log "a restart does not bring it back"
 stop_jitd TERM
 start_jitd
-lacks_elem allow4 "192.0.2.3 tcp 22" || fail "the refused grant came back on restart"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the refused grant came back on restart"
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
 pass "after a restart: only the grant that was answered"
 
 log "its id was not burned: the same token applies now"
 submit "$TMP/lost" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "$TMP/out")"
-has_elem allow4 "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
+has_elem allow4_addr "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "the grant refused for a failed sync applies once the sync holds"
