@@ -569,17 +569,14 @@ static int plan_build(const struct enforce *e, const struct group *groups, size_
 	return ret;
 }
 
-static int read_set(struct enforce *e, int kind, int family, int64_t now_ms, struct elems *out)
+static int read_one_set(struct enforce *e, int kind, const char *name, int family,
+	int64_t now_ms, struct elems *out)
 {
-	const char *name = ruleset_set_name(kind, family);
 	struct nftnl_set_elems_iter *it;
 	struct nftnl_set_elem *el;
 	struct nftnl_set *s = NULL;
 	int ret;
 
-	/* A set the configuration does not want is not there (or goes with the next build). */
-	if (!name || !ruleset_wants(e->cfg, kind))
-		return 0;
 	if ((ret = nft_set_dump(e->nft, RULESET_TABLE, name, &s)))
 		return ret;
 	it = nftnl_set_elems_iter_create(s);
@@ -598,6 +595,23 @@ static int read_set(struct enforce *e, int kind, int family, int64_t now_ms, str
 	}
 	nftnl_set_elems_iter_destroy(it);
 	nftnl_set_free(s);
+	return ret;
+}
+
+/* Every element of kind and family, from each of its sets. */
+static int read_set(struct enforce *e, int kind, int family, int64_t now_ms, struct elems *out)
+{
+	int ret = 0;
+
+	/* A set the configuration does not want is not there (or goes with the next build). */
+	if (!ruleset_wants(e->cfg, kind))
+		return 0;
+	for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++) {
+		const char *name = ruleset_set_name(kind, family, k);
+
+		if (name)
+			ret = read_one_set(e, kind, name, family, now_ms, out);
+	}
 	return ret;
 }
 

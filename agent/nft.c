@@ -37,7 +37,7 @@ struct nft {
 
 struct batch_msg {
 	uint32_t seq;
-	const char *what;
+	char what[64]; /* a copy: callers describe a message from their own stack */
 };
 
 struct nft_batch {
@@ -76,6 +76,11 @@ int nft_open(struct nft **out)
 	}
 	/* Without extended acks a refusal is a bare errno; with them the kernel says which attribute. */
 	(void)mnl_socket_setsockopt(n->nl, NETLINK_EXT_ACK, &one, sizeof(one));
+	/*
+	 * An error ack would otherwise echo the refused message whole: a set-element message is up
+	 * to 64 KiB, more than the ack buffer, and a truncated read loses the kernel's reason.
+	 */
+	(void)mnl_socket_setsockopt(n->nl, NETLINK_CAP_ACK, &one, sizeof(one));
 	set_bufsize(n->nl, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUFSIZE);
 	set_bufsize(n->nl, SO_SNDBUFFORCE, SO_SNDBUF, SOCK_BUFSIZE);
 	n->portid = mnl_socket_get_portid(n->nl);
@@ -150,7 +155,7 @@ struct nlmsghdr *nft_batch_msg(struct nft_batch *b, uint16_t type, uint16_t fami
 		b->cap = cap;
 	}
 	b->msgs[b->n].seq = b->nft->seq;
-	b->msgs[b->n].what = what;
+	snprintf(b->msgs[b->n].what, sizeof(b->msgs[b->n].what), "%s", what);
 	b->n++;
 	nlh = nftnl_nlmsg_build_hdr(nftnl_batch_buffer(b->nb), type, family, flags | NLM_F_ACK,
 		b->nft->seq++);
@@ -240,7 +245,14 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 		}
 		rest = (int)len;
 		for (nlh = (void *)buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest)) {
-			if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_pid != b->nft->portid)
+			/*
+			 * Only this batch's acks count (its begin and end included, which the kernel
+			 * answers when it refuses the whole batch): one that an earlier batch left
+			 * unread, having given up on a timeout or a bad read, must not stand in for
+			 * one of ours.
+			 */
+			if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_pid != b->nft->portid ||
+				nlh->nlmsg_seq - (b->msgs[0].seq - 1) > b->n + 1)
 				continue;
 			if (((const struct nlmsgerr *)mnl_nlmsg_get_payload(nlh))->error)
 				note_error(b, nlh, &first, err);

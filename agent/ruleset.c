@@ -54,9 +54,9 @@ enum {
 	SET_ALWAYS6,
 	SET_ALLOW4,
 	SET_ALLOW6,
-	SET_ALLOW4_ADDR,
-	SET_ALLOW6_ADDR,
-	SET_TARGETS4,
+	SET_ALLOW4_ADDR,					/* .. + RULESET_ADDR_SHARDS - 1 */
+	SET_ALLOW6_ADDR = SET_ALLOW4_ADDR + RULESET_ADDR_SHARDS, /* likewise */
+	SET_TARGETS4 = SET_ALLOW6_ADDR + RULESET_ADDR_SHARDS,
 	SET_TARGETS6,
 	SET_FWD4,
 	SET_FWD6,
@@ -65,6 +65,17 @@ enum {
 };
 
 #define F_GRANTS (NFT_SET_INTERVAL | NFT_SET_TIMEOUT | NFT_SET_CONCAT)
+
+/* One shape per one-address shard; no interval flag, so the kernel picks a hash set. */
+#define SHARDS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) \
+	X(15)
+_Static_assert(RULESET_ADDR_SHARDS == 16, "SHARDS lists sixteen");
+#define ADDR4_SHAPE(k)                                                                      \
+	[SET_ALLOW4_ADDR + (k)] = { RULESET_SET_ALLOW4_ADDR "_" #k, NEED_HOST, NFT_SET_TIMEOUT, \
+		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 0 }, 0, 0 },
+#define ADDR6_SHAPE(k)                                                                      \
+	[SET_ALLOW6_ADDR + (k)] = { RULESET_SET_ALLOW6_ADDR "_" #k, NEED_HOST, NFT_SET_TIMEOUT, \
+		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 0 }, 0, 0 },
 
 static const struct set_shape {
 	const char *name;
@@ -85,11 +96,8 @@ static const struct set_shape {
 		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 }, 0, 0 },
 	[SET_ALLOW6] = { RULESET_SET_ALLOW6, NEED_HOST, F_GRANTS,
 		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 16, 1, 2 }, 0, 0 },
-	/* No interval flag: the kernel picks a hash set. */
-	[SET_ALLOW4_ADDR] = { RULESET_SET_ALLOW4_ADDR, NEED_HOST, NFT_SET_TIMEOUT,
-		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 0 }, 0, 0 },
-	[SET_ALLOW6_ADDR] = { RULESET_SET_ALLOW6_ADDR, NEED_HOST, NFT_SET_TIMEOUT,
-		CONCAT3(TYPE_IP6ADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 24, { 0 }, 0, 0 },
+	SHARDS(ADDR4_SHAPE)
+	SHARDS(ADDR6_SHAPE)
 	[SET_TARGETS4] = { RULESET_SET_TARGETS4, NEED_GATEWAY, NFT_SET_INTERVAL | NFT_SET_CONCAT,
 		CONCAT3(TYPE_IPADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE), 12, { 4, 1, 2 }, 0, 0 },
 	[SET_TARGETS6] = { RULESET_SET_TARGETS6, NEED_GATEWAY, NFT_SET_INTERVAL | NFT_SET_CONCAT,
@@ -146,13 +154,15 @@ int ruleset_same_shape(const struct config *a, const struct config *b)
 	return needs(a) == needs(b);
 }
 
-const char *ruleset_set_name(int kind, int family)
+const char *ruleset_set_name(int kind, int family, unsigned shard)
 {
 	switch (kind) {
 	case RULESET_HOST:
 		return family == AF_INET ? RULESET_SET_ALLOW4 : RULESET_SET_ALLOW6;
 	case RULESET_HOST_ADDR:
-		return family == AF_INET ? RULESET_SET_ALLOW4_ADDR : RULESET_SET_ALLOW6_ADDR;
+		if (shard >= RULESET_ADDR_SHARDS)
+			return NULL;
+		return shapes[(family == AF_INET ? SET_ALLOW4_ADDR : SET_ALLOW6_ADDR) + shard].name;
 	case RULESET_FORWARD:
 		return family == AF_INET ? RULESET_SET_FWD4 : RULESET_SET_FWD6;
 	case RULESET_DNAT:
@@ -164,6 +174,38 @@ const char *ruleset_set_name(int kind, int family)
 int ruleset_host_kind(int family, unsigned len)
 {
 	return len == (family == AF_INET ? 32u : 128u) ? RULESET_HOST_ADDR : RULESET_HOST;
+}
+
+unsigned ruleset_shards(int kind)
+{
+	return kind == RULESET_HOST_ADDR ? RULESET_ADDR_SHARDS : 1;
+}
+
+unsigned ruleset_elem_shard(const struct ruleset_elem *e)
+{
+	if (e->kind != RULESET_HOST_ADDR)
+		return 0;
+	return e->lo[(e->family == AF_INET ? 4 : 16) - 1] % RULESET_ADDR_SHARDS;
+}
+
+const char *ruleset_elem_set(const struct ruleset_elem *e)
+{
+	return ruleset_set_name(e->kind, e->family, ruleset_elem_shard(e));
+}
+
+const char *const *ruleset_grant_sets(void)
+{
+	static const char *names[SET__COUNT + 1];
+
+	/* The sets with timeouts are the grant sets; filled once, from the one-threaded start. */
+	if (!names[0]) {
+		size_t n = 0;
+
+		for (size_t i = 0; i < SET__COUNT; i++)
+			if (shapes[i].flags & NFT_SET_TIMEOUT)
+				names[n++] = shapes[i].name;
+	}
+	return names;
 }
 
 static int add_table(struct nft_batch *b, uint32_t flags)
@@ -609,6 +651,22 @@ static bool add_bitwise(struct nftnl_rule *r, uint32_t mask)
 	return expr_add(r, e);
 }
 
+/* reg1 = reg1's first byte & mask. */
+static bool add_bitwise8(struct nftnl_rule *r, uint8_t mask)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
+	uint8_t zero = 0;
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 1);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 1);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
+	}
+	return expr_add(r, e);
+}
+
 static bool add_ct_state(struct nftnl_rule *r)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("ct");
@@ -715,15 +773,29 @@ static bool rule_always(struct nftnl_rule *r, const void *arg)
 /* Which allow set a rule_allow looks up. */
 struct allow_rule {
 	int kind, family;
+	uint8_t shard;
 };
 
+/*
+ * ip saddr . meta l4proto . th dport @allow4 accept, and for a one-address shard first
+ * ip saddr & 0.0.0.15 == shard (the last byte's low bits: ruleset_elem_shard).
+ */
 static bool rule_allow(struct nftnl_rule *r, const void *arg)
 {
 	const struct allow_rule *a = arg;
 	uint32_t slots = a->family == AF_INET ? 1 : 4;
+	/* The last byte of saddr: offset 12 + 3 in an IPv4 header, 8 + 15 in an IPv6 one. */
+	uint32_t last = a->family == AF_INET ? 15 : 23;
 
-	return add_nfproto(r, a->family) && add_saddr(r, a->family) && add_proto_port(r, slots) &&
-		add_lookup(r, ruleset_set_name(a->kind, a->family), REG(0), false) &&
+	if (!add_nfproto(r, a->family))
+		return false;
+	if (a->kind == RULESET_HOST_ADDR &&
+		(!add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, last, 1, NFT_REG_1) ||
+			!add_bitwise8(r, RULESET_ADDR_SHARDS - 1) ||
+			!add_cmp(r, NFT_CMP_EQ, &a->shard, 1)))
+		return false;
+	return add_saddr(r, a->family) && add_proto_port(r, slots) &&
+		add_lookup(r, ruleset_set_name(a->kind, a->family, a->shard), REG(0), false) &&
 		add_verdict(r, NF_ACCEPT);
 }
 
@@ -743,7 +815,7 @@ static bool rule_forward(struct nftnl_rule *r, const void *arg)
 
 	return add_nfproto(r, family) && add_saddr(r, family) && add_daddr(r, family, slots) &&
 		add_proto_port(r, 2 * slots) &&
-		add_lookup(r, ruleset_set_name(RULESET_FORWARD, family), REG(0), false) &&
+		add_lookup(r, ruleset_set_name(RULESET_FORWARD, family, 0), REG(0), false) &&
 		add_verdict(r, NF_ACCEPT);
 }
 
@@ -808,22 +880,12 @@ static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg)
  */
 static bool rule_reset_stale(struct nftnl_rule *r, const void *arg)
 {
-	uint8_t tcp = IPPROTO_TCP, syn = 0x02, zero = 0;
-	struct nftnl_expr *e;
+	uint8_t tcp = IPPROTO_TCP, zero = 0;
 
-	if (!add_meta(r, NFT_META_L4PROTO, NFT_REG_1) || !add_cmp(r, NFT_CMP_EQ, &tcp, 1) ||
-		!add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1, NFT_REG_1))
-		return false;
-	e = nftnl_expr_alloc("bitwise");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 1);
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &syn, 1);
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
-	}
-	return expr_add(r, e) && add_cmp(r, NFT_CMP_EQ, &zero, 1) && add_guarded(r, arg) &&
-		add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
+	return add_meta(r, NFT_META_L4PROTO, NFT_REG_1) && add_cmp(r, NFT_CMP_EQ, &tcp, 1) &&
+		add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1, NFT_REG_1) &&
+		add_bitwise8(r, 0x02 /* SYN */) && add_cmp(r, NFT_CMP_EQ, &zero, 1) &&
+		add_guarded(r, arg) && add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
 }
 
 /*
@@ -875,7 +937,7 @@ struct rule_spec {
 	const char *what;
 };
 
-#define MAX_RULES 12
+#define MAX_RULES (10 + 2 * RULESET_ADDR_SHARDS)
 
 /* The deny rules for one guard, as the deny action wants them. */
 static size_t deny_specs(const struct guard *g, struct rule_spec *out)
@@ -894,9 +956,9 @@ static size_t deny_specs(const struct guard *g, struct rule_spec *out)
 static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spec out[MAX_RULES])
 {
 	static const int v4 = AF_INET, v6 = AF_INET6;
-	/* Single addresses first: that is where most grants are, and a hash lookup is cheap. */
-	static const struct allow_rule allow[4] = { { RULESET_HOST_ADDR, AF_INET },
-		{ RULESET_HOST_ADDR, AF_INET6 }, { RULESET_HOST, AF_INET }, { RULESET_HOST, AF_INET6 } };
+	static const struct allow_rule allow[2] = { { RULESET_HOST, AF_INET, 0 },
+		{ RULESET_HOST, AF_INET6, 0 } };
+	static struct allow_rule shard[2][RULESET_ADDR_SHARDS];
 	static const uint8_t tcp = IPPROTO_TCP, udp = IPPROTO_UDP;
 	size_t n = 0, action = cfg->deny_action == DENY_REJECT;
 
@@ -911,10 +973,17 @@ static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spe
 	out[n++] = (struct rule_spec){ rule_always, &v4, "rule always4" };
 	out[n++] = (struct rule_spec){ rule_always, &v6, "rule always6" };
 	if (chain == CHAIN_INPUT) {
-		out[n++] = (struct rule_spec){ rule_allow, &allow[0], "rule allow4_addr" };
-		out[n++] = (struct rule_spec){ rule_allow, &allow[1], "rule allow6_addr" };
-		out[n++] = (struct rule_spec){ rule_allow, &allow[2], "rule allow4" };
-		out[n++] = (struct rule_spec){ rule_allow, &allow[3], "rule allow6" };
+		/* Single addresses first: that is where most grants are, and a hash lookup is cheap. */
+		for (size_t f = 0; f < 2; f++) {
+			for (uint8_t k = 0; k < RULESET_ADDR_SHARDS; k++) {
+				shard[f][k] = (struct allow_rule){ RULESET_HOST_ADDR,
+					f ? AF_INET6 : AF_INET, k };
+				out[n++] = (struct rule_spec){ rule_allow, &shard[f][k],
+					ruleset_set_name(RULESET_HOST_ADDR, f ? AF_INET6 : AF_INET, k) };
+			}
+		}
+		out[n++] = (struct rule_spec){ rule_allow, &allow[0], "rule allow4" };
+		out[n++] = (struct rule_spec){ rule_allow, &allow[1], "rule allow6" };
 		return n + deny_specs(&guards[0][action], &out[n]);
 	}
 	out[n++] = (struct rule_spec){ rule_forward, &v4, "rule fwd4" };
@@ -1382,11 +1451,11 @@ static int put_elem(struct nftnl_set *s, const struct ruleset_elem *re, int64_t 
 	return 0;
 }
 
-/* One message series per (set, direction): kind and family decide the set. */
+/* One message series per (set, direction): kind, family and shard decide the set. */
 static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n, int kind,
-	int family, bool add, int64_t now_ms)
+	int family, unsigned shard, bool add, int64_t now_ms)
 {
-	const char *name = ruleset_set_name(kind, family);
+	const char *name = ruleset_set_name(kind, family, shard);
 	struct nftnl_set *s;
 	char what[64];
 	size_t count = 0;
@@ -1399,7 +1468,7 @@ static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		int64_t left = v[i].exp_ms - now_ms;
 
-		if (v[i].kind != kind || v[i].family != family)
+		if (v[i].kind != kind || v[i].family != family || ruleset_elem_shard(&v[i]) != shard)
 			continue;
 		if (v[i].ipproto != IPPROTO_TCP && v[i].ipproto != IPPROTO_UDP)
 			ret = -EINVAL;
@@ -1424,7 +1493,8 @@ static int elems_all(struct nft_batch *b, const struct ruleset_elem *v, size_t n
 
 	for (int kind = 0; ret == 0 && kind < RULESET_KINDS; kind++)
 		for (size_t f = 0; ret == 0 && f < 2; f++)
-			ret = elems_for(b, v, n, kind, families[f], add, now_ms);
+			for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++)
+				ret = elems_for(b, v, n, kind, families[f], k, add, now_ms);
 	return ret;
 }
 

@@ -109,17 +109,13 @@ static int kview_add(struct kview *kv, const struct ruleset_elem *v, size_t n)
 	return 0;
 }
 
-static int read_allow(struct nft *n, const struct config *cfg, int kind, int family,
-	struct kview *kv)
+static int read_allow(struct nft *n, const char *set, int kind, int family, struct kview *kv)
 {
-	const char *set = ruleset_set_name(kind, family);
 	struct nftnl_set_elems_iter *it;
 	struct nftnl_set_elem *el;
 	struct nftnl_set *s = NULL;
 	int ret;
 
-	if (!set || !ruleset_wants(cfg, kind))
-		return 0;
 	if ((ret = nft_set_dump(n, RULESET_TABLE, set, &s)))
 		return ret;
 	it = nftnl_set_elems_iter_create(s);
@@ -135,6 +131,23 @@ static int read_allow(struct nft *n, const struct config *cfg, int kind, int fam
 	return it ? ret : -ENOMEM;
 }
 
+/* Every set of kind and family the configuration has, each of its shards. */
+static int read_kind(struct nft *n, const struct config *cfg, int kind, int family,
+	struct kview *kv)
+{
+	int ret = 0;
+
+	if (!ruleset_wants(cfg, kind))
+		return 0;
+	for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++) {
+		const char *set = ruleset_set_name(kind, family, k);
+
+		if (set)
+			ret = read_allow(n, set, kind, family, kv);
+	}
+	return ret;
+}
+
 static void kview_read(struct nft *n, const struct config *cfg, struct kview *kv)
 {
 	uint64_t bytes;
@@ -145,7 +158,7 @@ static void kview_read(struct nft *n, const struct config *cfg, struct kview *kv
 		return;
 	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
 	for (int kind = 0; kv->present && kind < RULESET_KINDS; kind++)
-		if (read_allow(n, cfg, kind, AF_INET, kv) || read_allow(n, cfg, kind, AF_INET6, kv))
+		if (read_kind(n, cfg, kind, AF_INET, kv) || read_kind(n, cfg, kind, AF_INET6, kv))
 			kv->present = false; /* without its sets it is not the table jitd built */
 }
 
@@ -835,7 +848,7 @@ static void w_kernel_elem(struct writer *w, const struct ruleset_elem *k, int64_
 	w->first = false;
 	if (!w->err && evbuffer_add_printf(w->out, "{\"set\":\"%s\",\"family\":\"%s\","
 		"\"source\":%s,\"protocol\":\"%s\",\"port\":%u,\"expires_in_ms\":%lld%s}",
-		ruleset_set_name(k->kind, k->family), k->family == AF_INET ? "ipv4" : "ipv6",
+		ruleset_elem_set(k), k->family == AF_INET ? "ipv4" : "ipv6",
 		quoted_range(k->family, k->lo, k->hi, src, sizeof(src)),
 		k->ipproto == IPPROTO_TCP ? "tcp" : "udp", (unsigned)k->port,
 		(long long)(k->exp_ms > now_ms ? k->exp_ms - now_ms : 0), extra) < 0)

@@ -18,17 +18,14 @@ struct watch {
 	struct event *ev, *timer;
 };
 
-/* Sets whose elements are grants; a change anywhere else is a change of structure. */
-static const char *const grant_sets[] = { RULESET_SET_ALLOW4, RULESET_SET_ALLOW6,
-	RULESET_SET_ALLOW4_ADDR, RULESET_SET_ALLOW6_ADDR, RULESET_SET_FWD4, RULESET_SET_FWD6, RULESET_MAP_DNAT4, NULL };
-
 static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct watch *w = arg;
 	unsigned drift = 0;
 	int ret;
 
-	ret = nft_monitor_read(w->mon, RULESET_TABLE, grant_sets,
+	/* Sets whose elements are grants; a change anywhere else is a change of structure. */
+	ret = nft_monitor_read(w->mon, RULESET_TABLE, ruleset_grant_sets(),
 		nft_portid(enforce_nft(w->enf)), &drift);
 	if (ret && ret != -ENOBUFS)
 		log_warn("nftables events: %s", strerror(-ret));

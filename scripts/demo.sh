@@ -49,8 +49,8 @@ echo "$token" | cut -c1-100 | sed 's/$/.../'
 echo "$token" >"$TMP/grant.jws"
 show "$JITCTL_BIN" -s "$SOCK" submit "$TMP/grant.jws"
 
-say "The grant is an element with a kernel timeout in table inet jitd (one address: allow4_addr)"
-show ip netns exec "$SRV" nft list set inet jitd allow4_addr
+say "The grant is an element with a kernel timeout in table inet jitd (one address: allow4_addr_2)"
+show ip netns exec "$SRV" nft list set inet jitd allow4_addr_2
 
 say "The client connects and keeps a session open; the other client is still refused"
 echo "client 192.0.2.2 -> 192.0.2.1:22"
@@ -70,7 +70,7 @@ for ((i = 0; i < GRANT_SECONDS + 10; i++)); do
 	sleep 1
 done
 printf '\n'
-show ip netns exec "$SRV" nft list set inet jitd allow4_addr
+show ip netns exec "$SRV" nft list set inet jitd allow4_addr_2
 
 say "After expiry: the open session lives on, a new connection is refused"
 echo "still-here" >&7

@@ -28,7 +28,7 @@ int nft_batch_new(struct nft *n, struct nft_batch **out);
 /*
  * Appends a message header of NFT_MSG_<type> with NLM_F_ACK added to flags; the caller fills the
  * payload with nftnl_*_nlmsg_build_payload before the next call. what names the change in error
- * reports ("add element to allow4"). Returns the header, or NULL on allocation failure.
+ * reports ("add element to allow4"; copied). Returns the header, or NULL on allocation failure.
  */
 struct nlmsghdr *nft_batch_msg(struct nft_batch *b, uint16_t type, uint16_t family,
 	uint16_t flags, const char *what);

@@ -14,7 +14,8 @@ struct nftnl_set_elem;
  *
  *   set protected  { inet_proto . inet_service }                         config ports
  *   set always4/6  { ipv4_addr / ipv6_addr; flags interval }             config always_allow
- *   set allow4_addr/allow6_addr { ipv4_addr|ipv6_addr . inet_proto . inet_service;
+ *   set allow4_addr_0 .. allow4_addr_15, allow6_addr_0 .. allow6_addr_15
+ *                  { ipv4_addr|ipv6_addr . inet_proto . inet_service;
  *                    flags timeout }                            grants from one address
  *   set allow4/6   { ipv4_addr|ipv6_addr . inet_proto . inet_service;
  *                    flags interval, timeout }                  grants from wider prefixes
@@ -23,7 +24,8 @@ struct nftnl_set_elem;
  *     ct state established,related accept
  *     meta l4proto . th dport != @protected return
  *     ip saddr @always4 accept;  ip6 saddr @always6 accept
- *     ip saddr . meta l4proto . th dport @allow4_addr accept;  (ip6 likewise)
+ *     ip saddr & 0.0.0.15 == K ip saddr . meta l4proto . th dport @allow4_addr_K accept;
+ *       (K = 0..15; ip6 likewise, by the low four bits of the address's last byte)
  *     ip saddr . meta l4proto . th dport @allow4 accept;  (ip6 likewise)
  *     meta l4proto . th dport @protected counter name denied drop|reject }
  *
@@ -51,8 +53,16 @@ struct nftnl_set_elem;
 #define RULESET_SET_ALWAYS6 "always6"
 #define RULESET_SET_ALLOW4 "allow4"
 #define RULESET_SET_ALLOW6 "allow6"
+/* Prefixes of the one-address sets' names: allow4_addr_0 .. allow4_addr_15 (likewise 6). */
 #define RULESET_SET_ALLOW4_ADDR "allow4_addr"
 #define RULESET_SET_ALLOW6_ADDR "allow6_addr"
+/*
+ * How many hash sets one-address grants are spread over, by the low bits of the address. The
+ * kernel walks a hash set from its start again for every part of a dump, so dumping one set of
+ * n elements costs about n * n / 500 steps (at 100,000 grants, seconds); sixteen sets cost a
+ * sixteenth of that. The low bits of an address are what the rule can select a set by.
+ */
+#define RULESET_ADDR_SHARDS 16
 #define RULESET_COUNTER_DENIED "denied"
 #define RULESET_CHAIN_FORWARD "forward"
 #define RULESET_CHAIN_NAT "prerouting"
@@ -93,8 +103,19 @@ struct ruleset_elem {
 	uint8_t dhi[16];
 	int64_t exp_ms;	/* wall clock */
 };
-/* The set (or map) holding elements of kind and family; NULL for a combination there is not. */
-const char *ruleset_set_name(int kind, int family);
+/*
+ * The set (or map) holding elements of kind and family, and for RULESET_HOST_ADDR of one
+ * shard (0 otherwise); NULL for a combination there is not.
+ */
+const char *ruleset_set_name(int kind, int family, unsigned shard);
+/* How many sets elements of kind are spread over: RULESET_ADDR_SHARDS or 1. */
+unsigned ruleset_shards(int kind);
+/* Which of its kind's sets e belongs in. */
+unsigned ruleset_elem_shard(const struct ruleset_elem *e);
+/* The set e belongs in. */
+const char *ruleset_elem_set(const struct ruleset_elem *e);
+/* Every set whose elements are grants, NULL-terminated: the names a watcher treats as such. */
+const char *const *ruleset_grant_sets(void);
 /* Where a host grant's source of prefix length len goes: RULESET_HOST_ADDR or RULESET_HOST. */
 int ruleset_host_kind(int family, unsigned len);
 

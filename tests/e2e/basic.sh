@@ -29,6 +29,7 @@ pass "jitctl submit applied the grant"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "kernel has no allow4_addr element for 192.0.2.2 . tcp . 22: $(host_elems)"
 left=$(elem_expires allow4_addr 192.0.2.2)
 [ -n "$left" ] && [ "$left" -ge 1 ] && [ "$left" -le 6 ] || fail "element timeout left $left s, want 1..6"
+has_elem allow4_addr_2 "192.0.2.2 tcp 22" || fail "not in allow4_addr_2, the set its low bits pick"
 pass "kernel: allow4_addr holds 192.0.2.2 . tcp . 22 expiring in ${left}s"
 status_json | jq -e '.grants | map(.id) == ["basic-1"]' >/dev/null || fail "status does not list the grant"
 status_json | jq -e '.kernel.in_sync == true' >/dev/null || fail "status: kernel not in sync"
@@ -48,3 +49,11 @@ session_say after-expiry
 expect_connect drop "$C1" 192.0.2.1 22
 wait_until 5 "status to drop the expired grant" status_has_no_grants
 pass "jitctl status no longer lists the grant"
+
+log "a grant for the client's other address: the set its low bits pick, and only that source"
+sign --src 192.0.2.3 --port 22/tcp --for 30 --jti basic-2 | submit - >/dev/null || fail "basic-2 refused"
+has_elem allow4_addr_3 "192.0.2.3 tcp 22" || fail "192.0.2.3 is not in allow4_addr_3: $(host_elems)"
+[ "$(allow_elems allow4_addr)" = "192.0.2.3 tcp 22" ] || fail "allow4_addr holds more: $(host_elems)"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect drop "$C1" 192.0.2.1 22
+pass "kernel: 192.0.2.3 in allow4_addr_3 opens that source alone"

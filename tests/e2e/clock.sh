@@ -46,7 +46,7 @@ sleep 1.5
 still_granted "after a 2000 s step back"
 # A stray element makes jitd repair the allow set, re-adding granted elements if needed: the
 # clock must not give the grant more time in the process.
-in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.4 . tcp . 22 timeout 1h }'
+in_ns "$SRV" nft add element inet jitd allow4_addr_4 '{ 192.0.2.4 . tcp . 22 timeout 1h }'
 wait_until 5 "the stray element removed" lacks_elem allow4_addr "192.0.2.4 tcp 22"
 still_granted "after a repair with the clock 1000 s behind"
 refused not_yet_valid duration_exceeds_max

@@ -41,11 +41,11 @@ healed "nft delete table" "$start"
 
 log "nft delete element (the grant's)"
 start=$(now_ms)
-in_ns "$SRV" nft delete element inet jitd allow4_addr '{ 192.0.2.2 . tcp . 22 }'
+in_ns "$SRV" nft delete element inet jitd allow4_addr_2 '{ 192.0.2.2 . tcp . 22 }'
 healed "a deleted granted element" "$start"
 
 log "nft add element nobody granted"
-in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.3 . tcp . 22 timeout 1h }'
+in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
 wait_until 5 "the stray element removed" lacks_elem allow4_addr "192.0.2.3 tcp 22"
 pass "an element nobody granted is removed"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22

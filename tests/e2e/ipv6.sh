@@ -25,5 +25,7 @@ expect_connect drop "$C1" 2001:db8:1::1 22
 
 log "port 3389 allows only 2001:db8:2::/48 and 10.0.0.0/8"
 sign --src 2001:db8:2::2 --port 3389 --for 30 --jti v6-2 | submit - >/dev/null || fail "submit refused"
+has_elem "$(addr_set 2001:db8:2::2)" "2001:db8:2::2 tcp 3389" ||
+	fail "2001:db8:2::2 is not in $(addr_set 2001:db8:2::2): $(host_elems)"
 expect_connect ok "$C2" 2001:db8:2::1 3389
 expect_connect drop "$C2" 2001:db8:2::1 22

@@ -264,20 +264,24 @@ status_has_no_grants() { status_json | jq -e '.grants == []'; }
 
 kernel_json() { in_ns "$SRV" nft -j list table inet jitd; }
 
-# Elements of one grant set (allow4_addr/allow6_addr: one address each; allow4/allow6: wider
-# ranges) as "SOURCE PROTO PORT" lines, sorted. SOURCE is an address, a/len,
-# or lo-hi, exactly as nft prints the interval. A set (or table) that is not there prints
-# NO_SET: "no elements" must never be what a missing table looks like.
+# Elements of one grant set as "SOURCE PROTO PORT" lines, sorted: allow4/allow6 (wider ranges),
+# or allow4_addr/allow6_addr, which stands for all of allow4_addr_0 .. allow4_addr_15 (one
+# address each; the address's low four bits pick the set). SOURCE is an address, a/len, or
+# lo-hi, exactly as nft prints the interval. A set (or table) that is not there prints NO_SET:
+# "no elements" must never be what a missing table looks like.
 NO_SET="(set not in the kernel)"
+# The jq test for "a set that $set names".
+SET_MATCH='.name | test("^" + $set + (if ($set | endswith("_addr")) then "_([0-9]|1[0-5])$" else "$" end))'
 allow_elems() {
-	local doc
-	doc=$(kernel_json 2>/dev/null) && echo "$doc" | jq -e --arg set "$1" \
-		'[.nftables[] | .set? | select(.) | select(.name == $set)] | length == 1' >/dev/null || {
+	local doc want=1
+	case $1 in *_addr) want=16 ;; esac
+	doc=$(kernel_json 2>/dev/null) && echo "$doc" | jq -e --arg set "$1" --argjson want "$want" \
+		"[.nftables[] | .set? | select(.) | select($SET_MATCH)] | length == \$want" >/dev/null || {
 		echo "$NO_SET"
 		return 0
 	}
-	echo "$doc" | jq -r --arg set "$1" '
-		.nftables[] | select(.set? and .set.name == $set) | (.set.elem // [])[]
+	echo "$doc" | jq -r --arg set "$1" "
+		.nftables[] | select(.set? and (.set | $SET_MATCH)) | (.set.elem // [])[]"'
 		| (if type == "object" and has("elem") then .elem.val else . end) | .concat
 		| [ (.[0] | if type == "string" then .
 			elif has("range") then "\(.range[0])-\(.range[1])"
@@ -286,10 +290,20 @@ allow_elems() {
 		    (.[1] | tostring), (.[2] | tostring) ] | join(" ")' | sort
 }
 
+# The one-address set an address's element is in: allow4_addr_K, K its last byte's low bits.
+addr_set() {
+	local last
+	case $1 in
+	*:*) last=$(python3 -c 'import ipaddress, sys; print(ipaddress.ip_address(sys.argv[1]).packed[-1])' "$1")
+		echo "allow6_addr_$((last % 16))" ;;
+	*) echo "allow4_addr_$((${1##*.} % 16))" ;;
+	esac
+}
+
 # Seconds left on the allow element whose source text is $2 in set $1 ("" when absent).
 elem_expires() {
-	kernel_json | jq -r --arg set "$1" --arg src "$2" '
-		.nftables[] | select(.set? and .set.name == $set) | (.set.elem // [])[]
+	kernel_json | jq -r --arg set "$1" --arg src "$2" "
+		.nftables[] | select(.set? and (.set | $SET_MATCH)) | (.set.elem // [])[]"'
 		| select(type == "object" and has("elem")) | .elem
 		| select(.val.concat[0] | (if type == "string" then .
 			elif has("range") then "\(.range[0])-\(.range[1])"

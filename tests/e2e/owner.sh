@@ -18,7 +18,7 @@ has_elem allow4_addr "192.0.2.2 tcp 22" || fail "grant not in the kernel"
 log "other processes cannot change it"
 in_ns "$SRV" nft delete table inet jitd 2>/dev/null && fail "nft delete table succeeded"
 pass "nft delete table inet jitd: refused"
-in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.3 . tcp . 22 timeout 1h }' 2>/dev/null &&
+in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 timeout 1h }' 2>/dev/null &&
 	fail "nft add element succeeded"
 pass "nft add element: refused"
 in_ns "$SRV" nft flush ruleset

@@ -19,7 +19,7 @@ expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 session_say while-jitd-is-dead
 
 log "someone adds an element nobody granted, then jitd comes back"
-in_ns "$SRV" nft add element inet jitd allow4_addr '{ 192.0.2.3 . tcp . 22 timeout 60s }'
+in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 timeout 60s }'
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "could not plant a stray element"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 start_jitd
