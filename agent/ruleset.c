@@ -636,33 +636,18 @@ static bool add_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_
 	return expr_add(r, e);
 }
 
-static bool add_bitwise(struct nftnl_rule *r, uint32_t mask)
+/* reg1 = reg1 & mask, over len (at most 4) bytes. */
+static bool add_bitwise(struct nftnl_rule *r, const void *mask, uint32_t len)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
-	uint32_t zero = 0;
+	const uint8_t zero[4] = { 0 };
 
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, sizeof(mask));
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, sizeof(mask));
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, sizeof(zero));
-	}
-	return expr_add(r, e);
-}
-
-/* reg1 = reg1's first byte & mask. */
-static bool add_bitwise8(struct nftnl_rule *r, uint8_t mask)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
-	uint8_t zero = 0;
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 1);
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 1);
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
 	}
 	return expr_add(r, e);
 }
@@ -747,10 +732,9 @@ static bool add_saddr(struct nftnl_rule *r, int family)
 
 static bool rule_ct(struct nftnl_rule *r, const void *arg __attribute__((unused)))
 {
-	uint32_t zero = 0;
+	uint32_t zero = 0, mask = NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED);
 
-	return add_ct_state(r) &&
-		add_bitwise(r, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED)) &&
+	return add_ct_state(r) && add_bitwise(r, &mask, sizeof(mask)) &&
 		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero)) && add_verdict(r, NF_ACCEPT);
 }
 
@@ -786,12 +770,13 @@ static bool rule_allow(struct nftnl_rule *r, const void *arg)
 	uint32_t slots = a->family == AF_INET ? 1 : 4;
 	/* The last byte of saddr: offset 12 + 3 in an IPv4 header, 8 + 15 in an IPv6 one. */
 	uint32_t last = a->family == AF_INET ? 15 : 23;
+	uint8_t low = RULESET_ADDR_SHARDS - 1;
 
 	if (!add_nfproto(r, a->family))
 		return false;
 	if (a->kind == RULESET_HOST_ADDR &&
 		(!add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, last, 1, NFT_REG_1) ||
-			!add_bitwise8(r, RULESET_ADDR_SHARDS - 1) ||
+			!add_bitwise(r, &low, 1) ||
 			!add_cmp(r, NFT_CMP_EQ, &a->shard, 1)))
 		return false;
 	return add_saddr(r, a->family) && add_proto_port(r, slots) &&
@@ -880,11 +865,11 @@ static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg)
  */
 static bool rule_reset_stale(struct nftnl_rule *r, const void *arg)
 {
-	uint8_t tcp = IPPROTO_TCP, zero = 0;
+	uint8_t tcp = IPPROTO_TCP, syn = 0x02, zero = 0;
 
 	return add_meta(r, NFT_META_L4PROTO, NFT_REG_1) && add_cmp(r, NFT_CMP_EQ, &tcp, 1) &&
 		add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1, NFT_REG_1) &&
-		add_bitwise8(r, 0x02 /* SYN */) && add_cmp(r, NFT_CMP_EQ, &zero, 1) &&
+		add_bitwise(r, &syn, 1) && add_cmp(r, NFT_CMP_EQ, &zero, 1) &&
 		add_guarded(r, arg) && add_counter_ref(r) && add_reject(r, NFT_REJECT_TCP_RST, 0);
 }
 
