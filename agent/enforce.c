@@ -570,7 +570,7 @@ static int plan_build(const struct enforce *e, const struct group *groups, size_
 }
 
 static int read_one_set(struct enforce *e, int kind, const char *name, int family,
-	int64_t now_ms, struct elems *out)
+	unsigned shard, int64_t now_ms, struct elems *out)
 {
 	struct nftnl_set_elems_iter *it;
 	struct nftnl_set_elem *el;
@@ -587,8 +587,11 @@ static int read_one_set(struct enforce *e, int kind, const char *name, int famil
 	while (ret == 0 && (el = nftnl_set_elems_iter_next(it))) {
 		struct ruleset_elem re;
 
-		/* Something jitd cannot have written is still ours to remove: keep it in the model. */
-		if (ruleset_elem_parse(el, kind, family, now_ms, &re))
+		/*
+		 * Something jitd cannot have written stays out of the model, so it is not planned
+		 * around; it is reported at every read until someone removes it.
+		 */
+		if (ruleset_elem_parse(el, kind, family, shard, now_ms, &re))
 			log_warn("kernel: %s holds an element jitd cannot decode", name);
 		else
 			ret = elems_push(out, &re);
@@ -610,7 +613,7 @@ static int read_set(struct enforce *e, int kind, int family, int64_t now_ms, str
 		const char *name = ruleset_set_name(kind, family, k);
 
 		if (name)
-			ret = read_one_set(e, kind, name, family, now_ms, out);
+			ret = read_one_set(e, kind, name, family, k, now_ms, out);
 	}
 	return ret;
 }

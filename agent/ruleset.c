@@ -197,7 +197,7 @@ const char *const *ruleset_grant_sets(void)
 {
 	static const char *names[SET__COUNT + 1];
 
-	/* The sets with timeouts are the grant sets; filled once, from the one-threaded start. */
+	/* The sets with timeouts are the grant sets; filled on first use, by the event loop. */
 	if (!names[0]) {
 		size_t n = 0;
 
@@ -1491,8 +1491,8 @@ int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_
 	return ret ? ret : elems_all(b, add, n_add, true, now_ms);
 }
 
-int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, int64_t now_ms,
-	struct ruleset_elem *out)
+int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned shard,
+	int64_t now_ms, struct ruleset_elem *out)
 {
 	size_t alen = family == AF_INET ? 4 : 16, off = kind == RULESET_FORWARD ? alen : 0;
 	const uint8_t *key, *end, *data;
@@ -1532,6 +1532,8 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, int64_t n
 		memcpy(&port, &data[4], 2);
 		out->to_port = ntohs(port);
 	}
+	if (ruleset_elem_shard(out) != shard)
+		return -EINVAL;
 	/* No expiration means no timeout: nothing jitd writes lives forever, so the caller sees 0. */
 	if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
 		out->exp_ms = now_ms + (int64_t)nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);

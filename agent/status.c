@@ -109,7 +109,8 @@ static int kview_add(struct kview *kv, const struct ruleset_elem *v, size_t n)
 	return 0;
 }
 
-static int read_allow(struct nft *n, const char *set, int kind, int family, struct kview *kv)
+static int read_allow(struct nft *n, const char *set, int kind, int family, unsigned shard,
+	struct kview *kv)
 {
 	struct nftnl_set_elems_iter *it;
 	struct nftnl_set_elem *el;
@@ -122,7 +123,7 @@ static int read_allow(struct nft *n, const char *set, int kind, int family, stru
 	while (it && (el = nftnl_set_elems_iter_next(it))) {
 		struct ruleset_elem re;
 
-		if (ruleset_elem_parse(el, kind, family, kv->now_ms, &re) == 0 &&
+		if (ruleset_elem_parse(el, kind, family, shard, kv->now_ms, &re) == 0 &&
 			(ret = kview_add(kv, &re, 1)))
 			break;
 	}
@@ -143,7 +144,7 @@ static int read_kind(struct nft *n, const struct config *cfg, int kind, int fami
 		const char *set = ruleset_set_name(kind, family, k);
 
 		if (set)
-			ret = read_allow(n, set, kind, family, kv);
+			ret = read_allow(n, set, kind, family, k, kv);
 	}
 	return ret;
 }

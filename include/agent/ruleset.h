@@ -164,10 +164,11 @@ int ruleset_delete(struct nft_batch *b);
 int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_del,
 	const struct ruleset_elem *add, size_t n_add, int64_t now_ms);
 /*
- * Decodes a dumped element of a kind and family set into *out (exp_ms from its remaining time and
- * now_ms). Returns 0, or -EINVAL for an element jitd cannot have written.
+ * Decodes a dumped element of the kind, family and shard set into *out (exp_ms from its
+ * remaining time and now_ms). Returns 0, or -EINVAL for an element jitd cannot have written,
+ * such as an address in another shard's set (inert: the rule before the set tests the bits).
  */
-int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, int64_t now_ms,
-	struct ruleset_elem *out);
+int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned shard,
+	int64_t now_ms, struct ruleset_elem *out);
 
 #endif

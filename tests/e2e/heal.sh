@@ -53,6 +53,18 @@ in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.0/30 . tcp . 22 timeout
 wait_until 5 "the stray range removed" lacks_elem allow4 "192.0.2.0/30 tcp 22"
 pass "a range nobody granted is removed"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+# An address in another address's set: the rule before each set tests the address's low bits,
+# so it opens nothing; jitd reports it and carries on.
+in_ns "$SRV" nft add element inet jitd allow4_addr_2 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" 192.0.2.1 22
+sign --src 198.51.100.2 --port 22 --for 300 --jti heal-2 | submit - >/dev/null ||
+	fail "a grant beside the misplaced element was refused"
+has_elem allow4_addr_2 "198.51.100.2 tcp 22" || fail "heal-2 is not in the kernel: $(host_elems)"
+"$JITCTL_BIN" -s "$SOCK" revoke heal-2 >/dev/null || fail "revoking heal-2 beside it failed"
+lacks_elem allow4_addr_2 "198.51.100.2 tcp 22" || fail "heal-2 still in the kernel"
+in_ns "$SRV" nft delete element inet jitd allow4_addr_2 '{ 192.0.2.3 . tcp . 22 }'
+pass "an element in another address's set opens nothing, and grants go on beside it"
 
 log "nft flush chain inet jitd input"
 start=$(now_ms)
