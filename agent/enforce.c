@@ -56,6 +56,11 @@ struct elems {
 	size_t n, cap;
 };
 
+struct raws {
+	struct ruleset_raw *v;
+	size_t n, cap;
+};
+
 #ifdef JITD_TEST_HOOKS
 /*
  * Test builds only (-DJITD_TEST_HOOKS=ON; never in packages): a test cannot suspend the machine,
@@ -133,6 +138,7 @@ struct enforce {
 	uint32_t table_flags;		/* RULESET_TABLE_F_OWNER | _PERSIST, or 0 */
 	bool gap_measured;
 	struct elems model;
+	struct raws strays;	/* elements read back that jitd cannot have written: to remove */
 	struct metrics metrics;
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
@@ -202,6 +208,21 @@ static int elems_push(struct elems *v, const struct ruleset_elem *e)
 		v->cap = cap;
 	}
 	v->v[v->n++] = *e;
+	return 0;
+}
+
+static int raws_push(struct raws *r, const struct ruleset_raw *x)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 8;
+		struct ruleset_raw *nv = realloc(r->v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		r->v = nv;
+		r->cap = cap;
+	}
+	r->v[r->n++] = *x;
 	return 0;
 }
 
@@ -587,14 +608,19 @@ static int read_one_set(struct enforce *e, int kind, const char *name, int famil
 	while (ret == 0 && (el = nftnl_set_elems_iter_next(it))) {
 		struct ruleset_elem re;
 
+		struct ruleset_raw raw;
+
 		/*
-		 * Something jitd cannot have written stays out of the model, so it is not planned
-		 * around; it is reported at every read until someone removes it.
+		 * Something jitd cannot have written (a range of ports, an address in another
+		 * address's set) stays out of the model, which could not describe it, and is
+		 * removed by its exact keys: nothing in jitd's sets opens what no grant stands for.
 		 */
-		if (ruleset_elem_parse(el, kind, family, shard, now_ms, &re))
-			log_warn("kernel: %s holds an element jitd cannot decode", name);
-		else
+		if (ruleset_elem_parse(el, kind, family, shard, now_ms, &re) == 0)
 			ret = elems_push(out, &re);
+		else if (ruleset_raw_from(el, name, &raw) == 0)
+			ret = raws_push(&e->strays, &raw);
+		else
+			log_warn("kernel: %s holds an element jitd cannot read", name);
 	}
 	nftnl_set_elems_iter_destroy(it);
 	nftnl_set_free(s);
@@ -625,6 +651,7 @@ static int resync(struct enforce *e)
 	int64_t now = enforce_now_ms();
 	int ret = 0;
 
+	e->strays.n = 0;
 	for (int kind = 0; ret == 0 && kind < RULESET_KINDS; kind++)
 		if (!(ret = read_set(e, kind, AF_INET, now, &fresh)))
 			ret = read_set(e, kind, AF_INET6, now, &fresh);
@@ -635,6 +662,29 @@ static int resync(struct enforce *e)
 	elems_free(&e->model);
 	e->model = fresh;
 	model_sort(e);
+	return 0;
+}
+
+/* Removes the elements the last resync found that jitd cannot have written: *removed of them. */
+static int drop_strays(struct enforce *e, size_t *removed, char *err, size_t errlen)
+{
+	char kerr[NFT_ERRLEN] = "";
+	struct nft_batch *b = NULL;
+	int ret;
+
+	*removed = 0;
+	if (!e->strays.n)
+		return 0;
+	if (!(ret = nft_batch_new(e->nft, &b)) &&
+		!(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)))
+		ret = nft_batch_commit(b, kerr);
+	nft_batch_free(b);
+	if (ret) {
+		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
+		return ret;
+	}
+	*removed = e->strays.n;
+	e->strays.n = 0;
 	return 0;
 }
 
@@ -2278,7 +2328,7 @@ out:
 static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen)
 {
 	struct group *groups = NULL;
-	size_t n_groups = 0, stray = e->model.n;
+	size_t n_groups = 0, stray = e->model.n, raw = 0;
 	int ret;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
@@ -2290,12 +2340,14 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 		log_warn("replay: cannot sync the restored grant ids: %s", strerror(-ret));
 	ret = all_groups(e, &groups, &n_groups);
 	e->repairing = true;
+	if (ret == 0 && drop_strays(e, &raw, err, errlen))
+		log_warn("kernel: cannot remove elements jitd did not write: %s", err);
 	if (ret == 0)
 		ret = sync_groups(e, groups, n_groups, err, errlen);
 	e->repairing = false;
 	if (ret == 0)
-		log_info("restored %zu grant(s); kernel held %zu element(s), now %zu", e->n_grants,
-			stray, e->model.n);
+		log_info("restored %zu grant(s); kernel held %zu element(s) (and %zu jitd cannot have "
+			"written, removed), now %zu", e->n_grants, stray, raw, e->model.n);
 out:
 	free(groups);
 	return ret;
@@ -2305,7 +2357,7 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 {
 	char err[NFT_ERRLEN] = "", what[256];
 	struct group *groups = NULL;
-	size_t n_groups = 0;
+	size_t n_groups = 0, n_raw = 0;
 	struct plan p = { 0 };
 	bool exists;
 	int ret;
@@ -2323,20 +2375,27 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		snprintf(err, sizeof(err), "cannot compare the allow sets: %s", strerror(-ret));
 		goto out;
 	}
-	if (!rebuild && !p.del.n && !p.add.n)
+	if (!rebuild && !p.del.n && !p.add.n && !e->strays.n)
 		goto out;	/* in sync: nothing happened that needs undoing */
+	n_raw = e->strays.n;
 	snprintf(what, sizeof(what), "%s: %s; %zu element(s) nobody granted removed, %zu granted "
 		"element(s) restored", trigger, !exists ? "table inet jitd was missing, recreated" :
-		rebuild ? "table structure re-applied" : "table intact", p.del.n, p.add.n);
+		rebuild ? "table structure re-applied" : "table intact", p.del.n + n_raw, p.add.n);
 	e->repairing = true;
+	/* One that expires before it is removed fails the removal; the next check tries again. */
+	if (drop_strays(e, &n_raw, err, sizeof(err)))
+		log_warn("kernel: cannot remove elements jitd did not write: %s", err);
+	err[0] = '\0';
 	ret = sync_groups(e, groups, n_groups, err, sizeof(err));
 	e->repairing = false;
 	if (ret)
 		goto out;
-	if (rebuild)
-		e->metrics.drift_repairs += !p.del.n && !p.add.n;	/* build_table's own commit */
+	/* build_table's commit, or the strays' own, when the plan had nothing to commit */
+	if ((rebuild || n_raw) && !p.del.n && !p.add.n)
+		e->metrics.drift_repairs++;
 	log_warn("drift repaired: %s", what);
-	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what, (long long)(p.del.n + p.add.n));
+	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what,
+		(long long)(p.del.n + n_raw + p.add.n));
 out:
 	if (ret) {
 		note_error(e, "repair (%s): %s", trigger, err[0] ? err : strerror(-ret));
@@ -2429,11 +2488,13 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
 		(ret = plan_build(e, groups, n_groups, now, &p)) || (ret = nft_batch_new(e->nft, &b)) ||
 		(ret = ruleset_build(b, nc, e->table_flags)) ||
+		(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)) ||
 		(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
 		goto fail;
 	/* Structure, fixed sets and elements: all of the new policy or none of it. */
 	if ((ret = nft_batch_commit(b, kerr)))
 		goto fail;
+	e->strays.n = 0;
 	elems_free(&e->model);
 	e->model = p.model;
 	p.model = (struct elems){ 0 };
@@ -2578,6 +2639,7 @@ void enforce_close(struct enforce **e)
 	free((*e)->deadline);
 	config_free((*e)->owned_cfg);
 	elems_free(&(*e)->model);
+	free((*e)->strays.v);
 	free(*e);
 	*e = NULL;
 }

@@ -1491,6 +1491,55 @@ int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_
 	return ret ? ret : elems_all(b, add, n_add, true, now_ms);
 }
 
+int ruleset_raw_from(struct nftnl_set_elem *e, const char *set, struct ruleset_raw *out)
+{
+	const void *key, *end;
+	uint32_t klen = 0, elen = 0;
+
+	memset(out, 0, sizeof(*out));
+	key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
+	end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
+	if (!key || klen > sizeof(out->key) || (end && elen > sizeof(out->end)))
+		return -EINVAL;
+	out->set = set;
+	memcpy(out->key, key, klen);
+	out->klen = klen;
+	if (end) {
+		memcpy(out->end, end, elen);
+		out->elen = elen;
+	}
+	return 0;
+}
+
+int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct nftnl_set *s = set_new(v[i].set);
+		struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+		struct nlmsghdr *nlh = NULL;
+		char what[96];
+
+		if (s && e) {
+			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, v[i].key, v[i].klen);
+			if (v[i].elen)
+				nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, v[i].end, v[i].elen);
+			nftnl_set_elem_add(s, e);
+			e = NULL;
+			snprintf(what, sizeof(what), "delete an element jitd did not write from %s",
+				v[i].set);
+			if ((nlh = nft_batch_msg(b, NFT_MSG_DELSETELEM, NFPROTO_INET, 0, what)))
+				nftnl_set_elems_nlmsg_build_payload(nlh, s);
+		}
+		if (e)
+			nftnl_set_elem_free(e);
+		if (s)
+			nftnl_set_free(s);
+		if (!nlh)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned shard,
 	int64_t now_ms, struct ruleset_elem *out)
 {

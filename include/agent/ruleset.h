@@ -164,6 +164,19 @@ int ruleset_delete(struct nft_batch *b);
 int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_del,
 	const struct ruleset_elem *add, size_t n_add, int64_t now_ms);
 /*
+ * An element as the kernel holds it, by its set and exact keys: one that jitd cannot have
+ * written (ruleset_elem_parse refused it) and removes as it is.
+ */
+struct ruleset_raw {
+	const char *set; /* a name ruleset_set_name gave: static */
+	uint8_t key[64], end[64];
+	uint32_t klen, elen; /* elen 0: the set's elements have no end key */
+};
+/* Captures a dumped element of set for ruleset_raw_delete. 0, or -EINVAL if its keys do not fit. */
+int ruleset_raw_from(struct nftnl_set_elem *e, const char *set, struct ruleset_raw *out);
+/* Appends the deletion of each element by its exact keys. 0 or -ENOMEM. */
+int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t n);
+/*
  * Decodes a dumped element of the kind, family and shard set into *out (exp_ms from its
  * remaining time and now_ms). Returns 0, or -EINVAL for an element jitd cannot have written,
  * such as an address in another shard's set (inert: the rule before the set tests the bits).

@@ -21,10 +21,16 @@ session_say while-jitd-is-dead
 log "someone adds an element nobody granted, then jitd comes back"
 in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 timeout 60s }'
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "could not plant a stray element"
+in_ns "$SRV" nft add element inet jitd allow4 '{ 198.51.100.2 . tcp . 22-23 timeout 60s }'
+in_ns "$SRV" nft list set inet jitd allow4 | grep -q 198.51.100.2 || fail "could not plant a port range"
+expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 start_jitd
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "stray element survived the restart: $(host_elems)"
+! in_ns "$SRV" nft list set inet jitd allow4 | grep -q 198.51.100.2 ||
+	fail "a port range (an element jitd cannot have written) survived the restart"
 pass "kernel: stray element removed on start"
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "granted element lost on restart: $(host_elems)"
 left=$(elem_expires allow4_addr 192.0.2.2)
 [ "$left" -ge 40 ] && [ "$left" -le 60 ] || fail "restored element expires in $left s, want 40..60"
