@@ -2346,8 +2346,10 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 		ret = sync_groups(e, groups, n_groups, err, errlen);
 	e->repairing = false;
 	if (ret == 0)
-		log_info("restored %zu grant(s); kernel held %zu element(s) (and %zu jitd cannot have "
-			"written, removed), now %zu", e->n_grants, stray, raw, e->model.n);
+		log_info("restored %zu grant(s); kernel held %zu element(s), now %zu", e->n_grants,
+			stray, e->model.n);
+	if (ret == 0 && raw)
+		log_warn("kernel: removed %zu element(s) jitd cannot have written", raw);
 out:
 	free(groups);
 	return ret;
