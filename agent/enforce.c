@@ -2379,10 +2379,6 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	}
 	if (!rebuild && !p.del.n && !p.add.n && !e->strays.n)
 		goto out;	/* in sync: nothing happened that needs undoing */
-	n_raw = e->strays.n;
-	snprintf(what, sizeof(what), "%s: %s; %zu element(s) nobody granted removed, %zu granted "
-		"element(s) restored", trigger, !exists ? "table inet jitd was missing, recreated" :
-		rebuild ? "table structure re-applied" : "table intact", p.del.n + n_raw, p.add.n);
 	e->repairing = true;
 	/* One that expires before it is removed fails the removal; the next check tries again. */
 	if (drop_strays(e, &n_raw, err, sizeof(err)))
@@ -2390,8 +2386,11 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	err[0] = '\0';
 	ret = sync_groups(e, groups, n_groups, err, sizeof(err));
 	e->repairing = false;
-	if (ret)
-		goto out;
+	if (ret || (!rebuild && !n_raw && !p.del.n && !p.add.n))
+		goto out; /* failed, or only foreign elements whose removal failed (logged above) */
+	snprintf(what, sizeof(what), "%s: %s; %zu element(s) nobody granted removed, %zu granted "
+		"element(s) restored", trigger, !exists ? "table inet jitd was missing, recreated" :
+		rebuild ? "table structure re-applied" : "table intact", p.del.n + n_raw, p.add.n);
 	/* build_table's commit, or the strays' own, when the plan had nothing to commit */
 	if ((rebuild || n_raw) && !p.del.n && !p.add.n)
 		e->metrics.drift_repairs++;
