@@ -1583,8 +1583,12 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
 	}
 	if (ruleset_elem_shard(out) != shard)
 		return -EINVAL;
-	/* No expiration means no timeout: nothing jitd writes lives forever, so the caller sees 0. */
-	if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
-		out->exp_ms = now_ms + (int64_t)nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
+	/*
+	 * No expiration means no timeout: an element that never expires. jitd writes none, and one
+	 * taken for an expired element would be left alone for good, so it is not jitd's.
+	 */
+	if (!nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
+		return -EINVAL;
+	out->exp_ms = now_ms + (int64_t)nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
 	return 0;
 }

@@ -178,8 +178,8 @@ int ruleset_raw_from(struct nftnl_set_elem *e, const char *set, struct ruleset_r
 int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t n);
 /*
  * Decodes a dumped element of the kind, family and shard set into *out (exp_ms from its
- * remaining time and now_ms). Returns 0, or -EINVAL for an element jitd cannot have written,
- * such as an address in another shard's set (inert: the rule before the set tests the bits).
+ * remaining time and now_ms). Returns 0, or -EINVAL for an element jitd cannot have written:
+ * one without a timeout, a range of ports, an address in another shard's set.
  */
 int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned shard,
 	int64_t now_ms, struct ruleset_elem *out);
