@@ -251,11 +251,6 @@ static int cmp_index(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static bool is_host(const struct prefix *p)
-{
-	return p->len == prefix_addr_len(p) * 8;
-}
-
 static void index_free(struct dump *d)
 {
 	free(d->hosts);
@@ -272,7 +267,7 @@ static int build_index(struct dump *d)
 
 	for (size_t i = 0; i < d->n; i++)
 		for (size_t s = 0; s < d->grants[i].n_src; s++)
-			nh += is_host(&d->grants[i].src[s]);
+			nh += prefix_is_host(&d->grants[i].src[s]);
 	/* Both of an entry's addresses may find the same sources (a flow over loopback). */
 	if (!(d->hosts = calloc(nh + 1, sizeof(*d->hosts))) ||
 		!(d->wide = calloc(d->n + 1, sizeof(*d->wide))) ||
@@ -286,7 +281,7 @@ static int build_index(struct dump *d)
 		for (size_t s = 0; s < d->grants[i].n_src; s++) {
 			const struct prefix *p = &d->grants[i].src[s];
 
-			if (!is_host(p)) {
+			if (!prefix_is_host(p)) {
 				wide = true;
 				continue;
 			}

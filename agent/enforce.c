@@ -348,7 +348,7 @@ static int desired_host(const struct enforce *e, const struct group *g, int64_t 
 			continue;
 		for (size_t s = 0; s < gr->n_src; s++) {
 			if (gr->src[s].family != g->family ||
-				ruleset_host_kind(g->family, gr->src[s].len) != g->kind)
+				ruleset_host_kind(&gr->src[s]) != g->kind)
 				continue;
 			prefix_range(&gr->src[s], in[n].lo, in[n].hi);
 			in[n++].exp_ms = end;
@@ -813,8 +813,7 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		for (size_t s = 0; ret == 0 && s < g->n_src; s++) {
 			for (size_t q = 0; ret == 0 && q < g->n_ports; q++) {
 				struct ruleset_elem re = {
-					.kind = (uint8_t)ruleset_host_kind(g->src[s].family,
-						g->src[s].len),
+					.kind = (uint8_t)ruleset_host_kind(&g->src[s]),
 					.family = g->src[s].family,
 					.ipproto = port_proto_ipproto(g->ports[q].proto),
 					.port = g->ports[q].port, .exp_ms = end };
@@ -944,7 +943,7 @@ static int grant_groups(const struct enforce *e, const struct grant *gr, struct 
 	for (size_t p = 0; ret == 0 && p < gr->n_ports; p++) {
 		for (size_t s = 0; ret == 0 && s < gr->n_src; s++) {
 			g.kind = (uint8_t)(gr->n_dst ? RULESET_FORWARD :
-				ruleset_host_kind(gr->src[s].family, gr->src[s].len));
+				ruleset_host_kind(&gr->src[s]));
 			g.family = gr->src[s].family;
 			g.ipproto = port_proto_ipproto(gr->ports[p].proto);
 			g.port = gr->ports[p].port;

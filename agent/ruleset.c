@@ -25,6 +25,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/port.h"
+#include "common/prefix.h"
 
 /*
  * nft's datatype ids, combined for concatenations as nft does (6 bits per member), so that
@@ -171,9 +172,9 @@ const char *ruleset_set_name(int kind, int family, unsigned shard)
 	return NULL;
 }
 
-int ruleset_host_kind(int family, unsigned len)
+int ruleset_host_kind(const struct prefix *src)
 {
-	return len == (family == AF_INET ? 32u : 128u) ? RULESET_HOST_ADDR : RULESET_HOST;
+	return prefix_is_host(src) ? RULESET_HOST_ADDR : RULESET_HOST;
 }
 
 unsigned ruleset_shards(int kind)

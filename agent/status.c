@@ -386,7 +386,7 @@ static int64_t grant_kernel_left(const struct kview *kv, const struct config *cf
 			int64_t l;
 
 			prefix_range(&g->src[s], lo, hi);
-			l = covered_until(kv, ruleset_host_kind(g->src[s].family, g->src[s].len),
+			l = covered_until(kv, ruleset_host_kind(&g->src[s]),
 				g->src[s].family,
 				port_proto_ipproto(g->ports[p].proto), g->ports[p].port, lo, hi);
 			if (l < 0)
@@ -571,7 +571,7 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	for (size_t s = 0; s < g->n_src; s++) {
 		for (size_t p = 0; p < g->n_ports; p++) {
 			struct ruleset_elem key = {
-				.kind = (uint8_t)ruleset_host_kind(g->src[s].family, g->src[s].len),
+				.kind = (uint8_t)ruleset_host_kind(&g->src[s]),
 				.family = g->src[s].family,
 				.ipproto = port_proto_ipproto(g->ports[p].proto),
 				.port = g->ports[p].port };

@@ -101,6 +101,11 @@ size_t prefix_addr_len(const struct prefix *p)
 	return p->family == AF_INET ? 4 : 16;
 }
 
+bool prefix_is_host(const struct prefix *p)
+{
+	return p->len == prefix_addr_len(p) * 8;
+}
+
 void prefix_range(const struct prefix *p, uint8_t lo[static 16], uint8_t hi[static 16])
 {
 	size_t alen = prefix_addr_len(p);

@@ -8,6 +8,7 @@ struct config;
 struct nft;
 struct nft_batch;
 struct nftnl_set_elem;
+struct prefix;
 
 /*
  * What table inet jitd looks like. ruleset_build describes it as libnftnl objects; nft.c sends.
@@ -116,8 +117,8 @@ unsigned ruleset_elem_shard(const struct ruleset_elem *e);
 const char *ruleset_elem_set(const struct ruleset_elem *e);
 /* Every set whose elements are grants, NULL-terminated: the names a watcher treats as such. */
 const char *const *ruleset_grant_sets(void);
-/* Where a host grant's source of prefix length len goes: RULESET_HOST_ADDR or RULESET_HOST. */
-int ruleset_host_kind(int family, unsigned len);
+/* Where a host grant's source goes: RULESET_HOST_ADDR (one address) or RULESET_HOST. */
+int ruleset_host_kind(const struct prefix *src);
 
 /*
  * Appends to b everything that makes the table match cfg, in one transaction: table, sets,

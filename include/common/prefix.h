@@ -28,6 +28,8 @@ int prefix_parse(const char *s, struct prefix *out);
 int prefix_format(const struct prefix *p, char *buf, size_t len);
 /* Address length in bytes for the prefix's family: 4 or 16. */
 size_t prefix_addr_len(const struct prefix *p);
+/* True if p is one address (/32, /128). */
+bool prefix_is_host(const struct prefix *p);
 /* First and last address covered (addr_len bytes each, network order). */
 void prefix_range(const struct prefix *p, uint8_t lo[static 16], uint8_t hi[static 16]);
 /* True if inner lies entirely inside outer (same family required). */

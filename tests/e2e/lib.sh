@@ -326,6 +326,13 @@ no_allow_elems() {
 	for set in $HOST_SETS; do [ -z "$(allow_elems "$set")" ] || return 1; done
 }
 has_elem() { allow_elems "$1" | grep -qxF "$2"; }
+# lacks_source SET SOURCE: the set is there and holds no element whose source is SOURCE
+# (whatever its protocol and port, a range of ports included).
+lacks_source() {
+	local elems
+	elems=$(allow_elems "$1")
+	[ "$elems" != "$NO_SET" ] && ! awk -v s="$2" '$1 == s { f = 1 } END { exit !f }' <<<"$elems"
+}
 lacks_elem() {
 	local elems
 	elems=$(allow_elems "$1")

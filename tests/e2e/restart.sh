@@ -27,7 +27,7 @@ expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 start_jitd
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "stray element survived the restart: $(host_elems)"
-! in_ns "$SRV" nft list set inet jitd allow4 | grep -q 198.51.100.2 ||
+lacks_source allow4 198.51.100.2 ||
 	fail "a port range (an element jitd cannot have written) survived the restart"
 pass "kernel: stray element removed on start"
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22

@@ -109,6 +109,7 @@ static void test_range(void **state)
 	assert_memory_equal(lo, "\x0a\x01\x02\x00\0\0\0\0\0\0\0\0\0\0\0\0", 16);
 	assert_memory_equal(hi, "\x0a\x01\x03\xff\0\0\0\0\0\0\0\0\0\0\0\0", 16);
 	assert_int_equal(prefix_addr_len(&p), 4);
+	assert_false(prefix_is_host(&p));
 	p = pfx("0.0.0.0/0");
 	prefix_range(&p, lo, hi);
 	assert_memory_equal(lo, "\0\0\0\0", 4);
@@ -121,6 +122,9 @@ static void test_range(void **state)
 	p = pfx("2001:db8::1");
 	prefix_range(&p, lo, hi);
 	assert_memory_equal(lo, hi, 16);
+	assert_true(prefix_is_host(&p));
+	assert_true(prefix_is_host(&(struct prefix){ .family = AF_INET, .len = 32 }));
+	assert_false(prefix_is_host(&(struct prefix){ .family = AF_INET6, .len = 32 }));
 	p = pfx("2001:db8:8000::/33");
 	prefix_range(&p, lo, hi);
 	assert_memory_equal(lo, "\x20\x01\x0d\xb8\x80\0\0\0\0\0\0\0\0\0\0\0", 16);
