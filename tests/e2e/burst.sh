@@ -71,7 +71,8 @@ has_elem allow4_addr "192.0.2.2 tcp 22" || fail "grant twice has no element"
 pass "one element per one-address grant"
 # Eight adjoining /31s and a shorter /29 inside them: 10.8.0.0-10.8.0.15 covered without a gap
 # by disjoint ranges (how many depends on whether the grants' expiries fell in one millisecond).
-allow_elems allow4 | grep -qv '^10\.8\.0\.' && fail "allow4 holds more: $(allow_elems allow4)"
+elems=$(allow_elems allow4)
+grep -qv '^10\.8\.0\.' <<<"$elems" && fail "allow4 holds more: $elems"
 in_ns "$SRV" nft -j list set inet jitd allow4 | jq -e '
 	[.nftables[] | select(.set?) | .set.elem[]? | (.elem.val // .) | .concat[0]
 	 | if type == "string" then (split(".")[3] | tonumber) as $o | [$o, $o]

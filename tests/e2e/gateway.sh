@@ -93,10 +93,10 @@ sign --src 192.0.2.2 --dst 10.1.0.5 --port 22 --for 6 --jti gw-a | submit - >/de
 [ "$(set_elems fwd4)" = "192.0.2.2 10.1.0.5 tcp 22" ] || fail "fwd4: $(set_elems fwd4)"
 pass "kernel: fwd4 holds 192.0.2.2 . 10.1.0.5 . tcp . 22"
 expect_connect ok "$C1" -b 192.0.2.2 10.1.0.5 22
+session_open "$C1" 10.1.0.5 22 192.0.2.2	# before the refused connects' timeouts use up the grant
+session_say before-expiry
 expect_connect drop "$C1" -b 192.0.2.3 10.1.0.5 22
 expect_connect drop "$C1" -b 192.0.2.2 10.1.0.6 22
-session_open "$C1" 10.1.0.5 22 192.0.2.2
-session_say before-expiry
 wait_until 12 "gw-a to expire" status_has_no_grants
 wait_until 5 "fwd4 to empty" test "$(fwd_count)" -eq 0
 pass "kernel: the element expired on its own"

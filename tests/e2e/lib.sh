@@ -325,7 +325,21 @@ no_allow_elems() {
 	local set
 	for set in $HOST_SETS; do [ -z "$(allow_elems "$set")" ] || return 1; done
 }
-has_elem() { allow_elems "$1" | grep -qxF "$2"; }
+# Element lists are read whole before grep looks at them: `grep -q` at the end of a pipe quits
+# at the first match, the writer may still be writing, and under pipefail its SIGPIPE turns a
+# match into a failure (nft flushes every line; CI lost restart.sh to this once).
+has_elem() { local elems; elems=$(allow_elems "$1") && grep -qxF "$2" <<<"$elems"; }
+# holds_match SET ERE / lacks_match SET ERE: the set is there and some / no element line matches.
+holds_match() {
+	local elems
+	elems=$(allow_elems "$1")
+	[ "$elems" != "$NO_SET" ] && grep -qE "$2" <<<"$elems"
+}
+lacks_match() {
+	local elems
+	elems=$(allow_elems "$1")
+	[ "$elems" != "$NO_SET" ] && ! grep -qE "$2" <<<"$elems"
+}
 # lacks_source SET SOURCE: the set is there and holds no element whose source is SOURCE
 # (whatever its protocol and port, a range of ports included).
 lacks_source() {

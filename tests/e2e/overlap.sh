@@ -6,10 +6,10 @@
 e2e_default_setup drop
 
 elems() { allow_elems "$1" | awk '{print $1}' | tr '\n' ' '; }
-a_gone() { ! allow_elems allow4 | grep -q '^192\.0\.2\.4-'; }
-e_gone() { ! allow_elems allow4 | grep -q '^192\.0\.2\.'; }
+a_gone() { lacks_match allow4 '^192\.0\.2\.4-'; }
+e_gone() { lacks_match allow4 '^192\.0\.2\.'; }
 b_gone() { lacks_elem allow4_addr "192.0.2.2 tcp 22"; }
-c_gone() { ! allow_elems allow4 | grep -q '^198\.51\.100\.'; }
+c_gone() { lacks_match allow4 '^198\.51\.100\.'; }
 # in_range SET SOURCE MIN MAX: the element's seconds left are within [MIN, MAX].
 in_range() {
 	local left

@@ -9,7 +9,8 @@ e2e_owner_setup
 grep -q "cannot keep an owned table" "$TMP/jitd.log" || fail "no warning about the fallback"
 status_json | jq -e '.kernel.owned == false and .kernel.present' >/dev/null ||
 	fail "status: $(status_json | jq -c .kernel.owned)"
-in_ns "$SRV" nft list table inet jitd | grep -q "flags.*owner" && fail "the table is owned"
+table=$(in_ns "$SRV" nft list table inet jitd)
+grep -q "flags.*owner" <<<"$table" && fail "the table is owned"
 pass "no PERSIST: jitd warns, and its table is present and not owned"
 sign --src 192.0.2.2 --port 22 --for 120 --jti fb-1 | submit - >/dev/null || fail "grant refused"
 in_ns "$SRV" nft delete table inet jitd

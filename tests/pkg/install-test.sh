@@ -130,7 +130,7 @@ pass "/var/lib/jitd is 0700 root:root"
 for page in jitd.8 jitctl.8 jitd.json.5; do
 	f=/usr/share/man/man${page##*.}/$page.gz
 	gzip -t "$f" || fail "$f: not gzip"
-	zcat "$f" | grep -q '^\.TH ' || fail "$f: not a man page"
+	grep -q '^\.TH ' <<<"$(zcat "$f")" || fail "$f: not a man page"
 done
 pass "man pages are gzip'd troff"
 
