@@ -136,6 +136,83 @@ static void failure_stays_in_its_pass(void **state)
 	event_base_free(base);
 }
 
+/*
+ * Two files in one request are synced side by side (the first on the second thread): a failure
+ * on either side is the request's, and both descriptors are closed.
+ */
+static void two_files_either_fails(void **state)
+{
+	char other[] = "/tmp/jitd-test-syncer-XXXXXX";
+	int second = mkstemp(other);
+
+	assert_true(second >= 0);
+	assert_int_equal(write(second, "z", 1), 1);
+	/* side 0: the pipe first (the second thread's); 1: the pipe second; 2: two good files. */
+	for (int side = 0; side < 3; side++) {
+		struct sync_req req[1] = { 0 };
+		struct tally t = { .req = req };
+		struct event_base *base = event_base_new();
+		struct syncer *s;
+		int p[2], good = dup_file(), bad;
+
+		assert_non_null(base);
+		assert_int_equal(pipe(p), 0);
+		close(p[1]);
+		bad = side == 2 ? (close(p[0]), fcntl(second, F_DUPFD_CLOEXEC, 0)) : p[0];
+		assert_true(bad >= 0);
+		req[0].fd[0] = t.fd[0] = side == 0 ? bad : good;
+		req[0].fd[1] = t.fd[1] = side == 0 ? good : bad;
+		req[0].ret = 1;
+		t.made = 1;
+		assert_int_equal(syncer_open(base, done_cb, &t, &s), 0);
+		syncer_request(s, &req[0]);
+		syncer_wait(s);
+		assert_int_equal(t.delivered, 1);
+		assert_int_equal(req[0].ret, side == 2 ? 0 : -EINVAL);
+		for (int i = 0; i < 2; i++)
+			assert_true(fcntl(t.fd[i], F_GETFD) < 0 && errno == EBADF);
+		syncer_close(&s);
+		event_base_free(base);
+	}
+	close(second);
+	unlink(other);
+}
+
+/* More distinct files in a pass than it tracks: every one synced and closed, none refused. */
+static void many_files(void **state)
+{
+	struct sync_req req[24] = { 0 };
+	struct tally t = { .req = req };
+	struct event_base *base = event_base_new();
+	struct syncer *s;
+	char names[24][sizeof(path)];
+
+	assert_non_null(base);
+	assert_int_equal(syncer_open(base, done_cb, &t, &s), 0);
+	for (int i = 0; i < 24; i++) {
+		int fd;
+
+		memcpy(names[i], "/tmp/jitd-test-syncer-XXXXXX", sizeof(path));
+		assert_true((fd = mkstemp(names[i])) >= 0);
+		assert_int_equal(write(fd, "y", 1), 1);
+		req[i].fd[0] = fd;
+		req[i].fd[1] = -1;
+		t.fd[t.made++] = fd;
+	}
+	/* Queued while the thread is idle, so that one pass is likely to take them all. */
+	for (int i = 0; i < 24; i++)
+		syncer_request(s, &req[i]);
+	syncer_wait(s);
+	assert_int_equal(t.delivered, 24);
+	for (int i = 0; i < 24; i++) {
+		assert_int_equal(req[i].ret, 0);
+		unlink(names[i]);
+	}
+	assert_closed(&t);
+	syncer_close(&s);
+	event_base_free(base);
+}
+
 /* Closing delivers what is still owed, on the caller's thread, with no loop running. */
 static void close_delivers(void **state)
 {
@@ -163,6 +240,8 @@ int main(void)
 		cmocka_unit_test(all_back_in_order),
 		cmocka_unit_test(failure_stays_in_its_pass),
 		cmocka_unit_test(close_delivers),
+		cmocka_unit_test(two_files_either_fails),
+		cmocka_unit_test(many_files),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
