@@ -12,7 +12,7 @@ struct syncer;
  * sends its kernel transaction, and hands the fdatasyncs to this thread; the loop reads,
  * verifies and commits the next group meanwhile, and answers the first group's grants once
  * its files are durable. A pass of the thread takes every request queued by then and syncs
- * each file they name once.
+ * each file they name once, the first of them on a second thread at the same time.
  */
 #define SYNC_MAX_FDS 2
 
