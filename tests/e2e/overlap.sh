@@ -18,24 +18,26 @@ in_range() {
 		fail "$1 $2 expires in '${left}' s, want $3..$4: $(host_elems | tr '\n' ';')"
 }
 
-log "A: 192.0.2.0/24 for 5 s; E: 192.0.2.0/30 for 9 s; B: 192.0.2.2 for 13 s"
-log "C: 198.51.100.0/24 for 14 s; D: 198.51.100.2 for 4 s"
-sign --src 192.0.2.0/24 --port 22 --for 5 --jti A | submit - >/dev/null || fail "A refused"
-sign --src 192.0.2.0/30 --port 22 --for 9 --jti E | submit - >/dev/null || fail "E refused"
-sign --src 192.0.2.2 --port 22 --for 13 --jti B | submit - >/dev/null || fail "B refused"
-sign --src 198.51.100.0/24 --port 22 --for 14 --jti C | submit - >/dev/null || fail "C refused"
-sign --src 198.51.100.2 --port 22 --for 4 --jti D | submit - >/dev/null || fail "D refused"
+# Six seconds between one expiry and the next check that needs the following grant alive: room
+# for a loaded parallel ctest (each check forks nft and jq).
+log "A: 192.0.2.0/24 for 8 s; E: 192.0.2.0/30 for 14 s; B: 192.0.2.2 for 20 s"
+log "C: 198.51.100.0/24 for 22 s; D: 198.51.100.2 for 6 s"
+sign --src 192.0.2.0/24 --port 22 --for 8 --jti A | submit - >/dev/null || fail "A refused"
+sign --src 192.0.2.0/30 --port 22 --for 14 --jti E | submit - >/dev/null || fail "E refused"
+sign --src 192.0.2.2 --port 22 --for 20 --jti B | submit - >/dev/null || fail "B refused"
+sign --src 198.51.100.0/24 --port 22 --for 22 --jti C | submit - >/dev/null || fail "C refused"
+sign --src 198.51.100.2 --port 22 --for 6 --jti D | submit - >/dev/null || fail "D refused"
 
 # A+E: the narrow prefix outlives the broad one, so A keeps only what E does not cover.
 [ "$(elems allow4)" = "192.0.2.0/30 192.0.2.4-192.0.2.255 198.51.100.0/24 " ] ||
 	fail "want 3 disjoint allow4 ranges, kernel has: $(elems allow4)"
 [ "$(elems allow4_addr)" = "192.0.2.2 198.51.100.2 " ] ||
 	fail "want B and D alone in allow4_addr, kernel has: $(elems allow4_addr)"
-in_range allow4 192.0.2.0/30 5 9
-in_range allow4 192.0.2.4-192.0.2.255 1 5
-in_range allow4 198.51.100.0/24 10 14
-in_range allow4_addr 192.0.2.2 9 13
-in_range allow4_addr 198.51.100.2 0 4
+in_range allow4 192.0.2.0/30 8 14
+in_range allow4 192.0.2.4-192.0.2.255 1 8
+in_range allow4 198.51.100.0/24 16 22
+in_range allow4_addr 192.0.2.2 14 20
+in_range allow4_addr 198.51.100.2 0 6
 pass "kernel: ranges $(elems allow4)and addresses $(elems allow4_addr)with their own expiries"
 status_json | jq -e '[.grants[].id] | sort == ["A","B","C","D","E"]' >/dev/null ||
 	fail "status lists other grants"
@@ -46,7 +48,7 @@ expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
 expect_connect ok "$C2" -b 198.51.100.3 198.51.100.1 22
 
-log "after A (5 s) and D (4 s) expire"
+log "after A (8 s) and D (6 s) expire"
 wait_until 15 "A's range to expire" a_gone
 wait_until 5 "D's element to expire" lacks_elem allow4_addr "198.51.100.2 tcp 22"
 has_elem allow4 "192.0.2.0/30 tcp 22" || fail "E's range expired with A's: $(elems allow4)"
@@ -54,12 +56,12 @@ pass "kernel: A's range and D's element gone, E's range remains"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22	# E still covers it
 expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22	# D expired, C still covers it
 
-log "after E (9 s) expires"
+log "after E (14 s) expires"
 wait_until 15 "E's range to expire" e_gone
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" 192.0.2.1 22	# B's own element
 
-log "after B (13 s) and C (14 s) expire"
+log "after B (20 s) and C (22 s) expire"
 wait_until 15 "B's element to expire" b_gone
 expect_connect drop "$C1" 192.0.2.1 22
 wait_until 15 "C's range to expire" c_gone
