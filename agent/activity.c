@@ -31,6 +31,8 @@ struct rebuild {
 	int64_t since;
 	int ret;
 	atomic_bool done;
+	/* Set when jitd stops: a SIGTERM right after a start must not wait out the whole scan. */
+	atomic_bool stop;
 };
 
 struct activity {
@@ -49,6 +51,8 @@ void activity_free(struct activity **a)
 {
 	if (!a || !*a)
 		return;
+	if ((*a)->rb)
+		atomic_store(&(*a)->rb->stop, true);
 	activity_settle(*a, true);
 	for (size_t i = 0; i < (*a)->n; i++)
 		free((*a)->v[i].when);
@@ -193,16 +197,25 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 	snprintf(out->last_user, sizeof(out->last_user), "%s", h->last_user);
 }
 
-static int rebuild_cb(const json_t *ev, void *arg)
+static int note_cb(const json_t *ev, void *arg)
 {
 	return activity_note_event(arg, ev);
+}
+
+static int rebuild_cb(const json_t *ev, void *arg)
+{
+	struct rebuild *r = arg;
+
+	if (atomic_load_explicit(&r->stop, memory_order_relaxed))
+		return -ECANCELED;
+	return activity_note_event(r->found, ev);
 }
 
 static void *rebuild_main(void *arg)
 {
 	struct rebuild *r = arg;
 
-	r->ret = audit_snapshot_foreach(r->snap, r->since, rebuild_cb, r->found);
+	r->ret = audit_snapshot_foreach(r->snap, r->since, rebuild_cb, r);
 	atomic_store(&r->done, true);
 	return NULL;
 }
@@ -234,12 +247,13 @@ int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
 		return -ENOMEM;
 	r->since = since;
 	atomic_init(&r->done, false);
+	atomic_init(&r->stop, false);
 	if ((ret = audit_snapshot(audit, &r->snap)) || (ret = activity_new(&r->found)))
 		goto fail;
 	/* jansson seeds its hash function on first use; the loop has used it long since. */
 	if (pthread_create(&r->thread, NULL, rebuild_main, r)) {
 		/* No thread: read here, as jitd did before it had one. */
-		ret = audit_snapshot_foreach(r->snap, since, rebuild_cb, a);
+		ret = audit_snapshot_foreach(r->snap, since, note_cb, a);
 		goto fail;
 	}
 	a->rb = r;
@@ -260,7 +274,8 @@ void activity_settle(struct activity *a, bool wait)
 		return;
 	a->rb = NULL;
 	pthread_join(r->thread, NULL);
-	if ((ret = r->ret) || (ret = merge(a, r->found)))
+	/* Cancelled: jitd is stopping, and the history goes with it. */
+	if (r->ret != -ECANCELED && ((ret = r->ret) || (ret = merge(a, r->found))))
 		log_warn("cannot read the audit trail: %s; recent activity starts from now",
 			strerror(ret < 0 ? -ret : EIO));
 	activity_free(&r->found);

@@ -25,7 +25,7 @@ struct port_activity {
 
 /* Returns 0 or -ENOMEM. */
 int activity_new(struct activity **out);
-/* NULLs *a; accepts NULL. */
+/* A rebuild still running is stopped, not waited out. NULLs *a; accepts NULL. */
 void activity_free(struct activity **a);
 /* A grant was applied at `when`: counts once for each (port, protocol) it opens. 0 or -ENOMEM. */
 int activity_note(struct activity *a, const struct grant *g, int64_t when);
