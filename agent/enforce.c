@@ -232,8 +232,6 @@ static void elems_free(struct elems *v)
 	memset(v, 0, sizeof(*v));
 }
 
-static int cmp_elem(const void *a, const void *b);
-
 /*
  * The model stays sorted by group, then address: a new grant's neighbours, and the elements
  * covering a grant, are then found by binary search instead of a walk over every element.
@@ -241,7 +239,7 @@ static int cmp_elem(const void *a, const void *b);
 static void model_sort(struct enforce *e)
 {
 	if (e->model.n > 1)
-		qsort(e->model.v, e->model.n, sizeof(*e->model.v), cmp_elem);
+		qsort(e->model.v, e->model.n, sizeof(*e->model.v), ruleset_elem_cmp);
 }
 
 /* Index of the first model element not ordered before key. */
@@ -252,7 +250,7 @@ static size_t model_lower(const struct enforce *e, const struct ruleset_elem *ke
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (cmp_elem(&e->model.v[mid], key) < 0)
+		if (ruleset_elem_cmp(&e->model.v[mid], key) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -502,18 +500,6 @@ static void plan_free(struct plan *p)
 	elems_free(&p->model);
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-	const struct ruleset_elem *x = a, *y = b;
-	int c = memcmp(x->dlo, y->dlo, 16);
-
-	if (!c)
-		c = memcmp(x->lo, y->lo, 16);
-	if (!c)
-		c = memcmp(x->hi, y->hi, 16);
-	return c ? c : memcmp(x->dhi, y->dhi, 16);
-}
-
 /*
  * Diffs one group: model elements that match a wanted one stay untouched, the rest are deleted,
  * wanted ones not yet in the kernel are added. An element whose time is up is neither kept
@@ -537,12 +523,13 @@ static int plan_group(const struct enforce *e, const struct group *g, int64_t no
 		goto out;
 	/* Both sides in one order: the kernel's is its own. */
 	if (have.n)
-		qsort(have.v, have.n, sizeof(*have.v), cmp_range);
+		qsort(have.v, have.n, sizeof(*have.v), ruleset_elem_cmp_addrs);
 	/* host ones come sorted, and are many */
 	if (want.n && g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
-		qsort(want.v, want.n, sizeof(*want.v), cmp_range);
+		qsort(want.v, want.n, sizeof(*want.v), ruleset_elem_cmp_addrs);
 	while (ret == 0 && (i < have.n || j < want.n)) {
-		int c = i == have.n ? 1 : j == want.n ? -1 : cmp_range(&have.v[i], &want.v[j]);
+		int c = i == have.n ? 1 :
+			j == want.n ? -1 : ruleset_elem_cmp_addrs(&have.v[i], &want.v[j]);
 
 		if (c < 0) {
 			ret = elems_push(&p->del, &have.v[i++]);
@@ -744,22 +731,6 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 	return ret;
 }
 
-/* Group first, then address: the order plan_added searches in. */
-static int cmp_elem(const void *a, const void *b)
-{
-	const struct ruleset_elem *x = a, *y = b;
-
-	if (x->kind != y->kind)
-		return x->kind < y->kind ? -1 : 1;
-	if (x->family != y->family)
-		return x->family < y->family ? -1 : 1;
-	if (x->ipproto != y->ipproto)
-		return x->ipproto < y->ipproto ? -1 : 1;
-	if (x->port != y->port)
-		return x->port < y->port ? -1 : 1;
-	return cmp_range(x, y);
-}
-
 /*
  * Whether a and b (same group) would not stay two elements of their own in desired(): they
  * overlap, or they adjoin with the same expiry (ranges_disjoint merges those).
@@ -825,7 +796,7 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 	}
 	if (ret || !add.n)
 		goto out;
-	qsort(add.v, add.n, sizeof(*add.v), cmp_elem);
+	qsort(add.v, add.n, sizeof(*add.v), ruleset_elem_cmp);
 	for (size_t i = 1; i < add.n; i++) {
 		struct group g = group_of(&add.v[i]);
 
@@ -887,8 +858,8 @@ static int model_merge(struct enforce *e, const struct elems *add)
 	}
 	/* Equal ones: the model's first, as a forward merge would place them. */
 	while (j > 0)
-		m->v[--k] = i > 0 && cmp_elem(&m->v[i - 1], &add->v[j - 1]) > 0 ? m->v[--i] :
-										   add->v[--j];
+		m->v[--k] = i > 0 && ruleset_elem_cmp(&m->v[i - 1], &add->v[j - 1]) > 0 ?
+			m->v[--i] : add->v[--j];
 	m->n += add->n;
 	return 0;
 }

@@ -194,6 +194,33 @@ const char *ruleset_elem_set(const struct ruleset_elem *e)
 	return ruleset_set_name(e->kind, e->family, ruleset_elem_shard(e));
 }
 
+int ruleset_elem_cmp_addrs(const void *a, const void *b)
+{
+	const struct ruleset_elem *x = a, *y = b;
+	int c = memcmp(x->dlo, y->dlo, 16);
+
+	if (!c)
+		c = memcmp(x->lo, y->lo, 16);
+	if (!c)
+		c = memcmp(x->hi, y->hi, 16);
+	return c ? c : memcmp(x->dhi, y->dhi, 16);
+}
+
+int ruleset_elem_cmp(const void *a, const void *b)
+{
+	const struct ruleset_elem *x = a, *y = b;
+
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	if (x->ipproto != y->ipproto)
+		return x->ipproto < y->ipproto ? -1 : 1;
+	if (x->port != y->port)
+		return x->port < y->port ? -1 : 1;
+	return ruleset_elem_cmp_addrs(x, y);
+}
+
 const char *const *ruleset_grant_sets(void)
 {
 	static const char *names[SET__COUNT + 1];

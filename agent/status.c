@@ -181,24 +181,10 @@ static int cmp_group(const struct ruleset_elem *x, int kind, int family, uint8_t
 	return 0;
 }
 
-static int cmp_elem(const void *a, const void *b)
-{
-	const struct ruleset_elem *x = a, *y = b;
-	int c = cmp_group(x, y->kind, y->family, y->ipproto, y->port);
-
-	if (!c)
-		c = memcmp(x->dlo, y->dlo, 16);
-	if (!c)
-		c = memcmp(x->lo, y->lo, 16);
-	if (!c)
-		c = memcmp(x->hi, y->hi, 16);
-	return c ? c : memcmp(x->dhi, y->dhi, 16);
-}
-
 static void kview_sort(struct kview *kv)
 {
 	if (kv->n)
-		qsort(kv->v, kv->n, sizeof(*kv->v), cmp_elem);
+		qsort(kv->v, kv->n, sizeof(*kv->v), ruleset_elem_cmp);
 }
 
 static bool next_addr(uint8_t *a, size_t alen)
@@ -581,7 +567,7 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 			while (lo < hi) {
 				size_t mid = lo + (hi - lo) / 2;
 
-				if (cmp_elem(&m[mid], &key) < 0)
+				if (ruleset_elem_cmp(&m[mid], &key) < 0)
 					lo = mid + 1;
 				else
 					hi = mid;
@@ -749,7 +735,7 @@ static bool contained(const struct ruleset_elem *a, size_t na, const struct rule
 
 		if (a[i].exp_ms <= now_ms + SYNC_TOLERANCE_MS)
 			continue;
-		t = nb ? bsearch(&a[i], b, nb, sizeof(*b), cmp_elem) : NULL;
+		t = nb ? bsearch(&a[i], b, nb, sizeof(*b), ruleset_elem_cmp) : NULL;
 		if (!t || !elem_match(&a[i], t))
 			return false;
 	}

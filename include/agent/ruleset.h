@@ -115,6 +115,13 @@ unsigned ruleset_shards(int kind);
 unsigned ruleset_elem_shard(const struct ruleset_elem *e);
 /* The set e belongs in. */
 const char *ruleset_elem_set(const struct ruleset_elem *e);
+/*
+ * qsort/bsearch orders of elements. ruleset_elem_cmp: group (kind, family, protocol, port),
+ * then addresses; the order the enforcer keeps its model in and status compares the kernel's
+ * elements in. ruleset_elem_cmp_addrs: addresses alone (dlo, lo, hi, dhi), within one group.
+ */
+int ruleset_elem_cmp(const void *a, const void *b);
+int ruleset_elem_cmp_addrs(const void *a, const void *b);
 /* Every set whose elements are grants, NULL-terminated: the names a watcher treats as such. */
 const char *const *ruleset_grant_sets(void);
 /* Where a host grant's source goes: RULESET_HOST_ADDR (one address) or RULESET_HOST. */
