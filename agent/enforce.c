@@ -577,77 +577,42 @@ static int plan_build(const struct enforce *e, const struct group *groups, size_
 	return ret;
 }
 
-static int read_one_set(struct enforce *e, int kind, const char *name, int family,
-	unsigned shard, int64_t now_ms, struct elems *out)
+struct reading {
+	struct enforce *e;
+	struct elems elems;
+};
+
+static int read_cb(void *arg, const char *set, const struct ruleset_elem *re,
+	const struct ruleset_raw *raw)
 {
-	struct nftnl_set_elems_iter *it;
-	struct nftnl_set_elem *el;
-	struct nftnl_set *s = NULL;
-	int ret;
+	struct reading *r = arg;
 
-	if ((ret = nft_set_dump(e->nft, RULESET_TABLE, name, &s)))
-		return ret;
-	it = nftnl_set_elems_iter_create(s);
-	if (!it) {
-		nftnl_set_free(s);
-		return -ENOMEM;
-	}
-	while (ret == 0 && (el = nftnl_set_elems_iter_next(it))) {
-		struct ruleset_elem re;
-
-		struct ruleset_raw raw;
-
-		/*
-		 * Something jitd cannot have written (a range of ports, an address in another
-		 * address's set) stays out of the model, which could not describe it, and is
-		 * removed by its exact keys: nothing in jitd's sets opens what no grant stands for.
-		 */
-		if (ruleset_elem_parse(el, kind, family, shard, now_ms, &re) == 0)
-			ret = elems_push(out, &re);
-		else if (ruleset_raw_from(el, name, &raw) == 0)
-			ret = raws_push(&e->strays, &raw);
-		else
-			log_warn("kernel: %s holds an element jitd cannot read", name);
-	}
-	nftnl_set_elems_iter_destroy(it);
-	nftnl_set_free(s);
-	return ret;
-}
-
-/* Every element of kind and family, from each of its sets. */
-static int read_set(struct enforce *e, int kind, int family, int64_t now_ms, struct elems *out)
-{
-	int ret = 0;
-
-	/* A set the configuration does not want is not there (or goes with the next build). */
-	if (!ruleset_wants(e->cfg, kind))
-		return 0;
-	for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++) {
-		const char *name = ruleset_set_name(kind, family, k);
-
-		if (name)
-			ret = read_one_set(e, kind, name, family, k, now_ms, out);
-	}
-	return ret;
+	if (re)
+		return elems_push(&r->elems, re);
+	/*
+	 * Something jitd cannot have written (a range of ports, an address in another address's
+	 * set, no timeout) stays out of the model, which could not describe it, and is removed by
+	 * its exact keys: nothing in jitd's sets opens what no grant stands for.
+	 */
+	if (raw)
+		return raws_push(&r->e->strays, raw);
+	log_warn("kernel: %s holds an element jitd cannot read", set);
+	return 0;
 }
 
 /* Re-reads what the kernel really holds: the model after a refused commit or at start. */
 static int resync(struct enforce *e)
 {
-	struct elems fresh = { 0 };
-	int64_t now = enforce_now_ms();
-	int ret = 0;
+	struct reading r = { .e = e };
+	int ret;
 
 	e->strays.n = 0;
-	for (int kind = 0; ret == 0 && kind < RULESET_KINDS; kind++)
-		if (!(ret = read_set(e, kind, AF_INET, now, &fresh)))
-			ret = read_set(e, kind, AF_INET6, now, &fresh);
-	if (ret) {
-		elems_free(&fresh);
+	if ((ret = ruleset_read_grants(e->nft, e->cfg, enforce_now_ms(), read_cb, &r))) {
+		elems_free(&r.elems);
 		return ret;
 	}
 	elems_free(&e->model);
-	e->model = fresh;
+	e->model = r.elems;
 	model_sort(e);
 	return 0;
 }

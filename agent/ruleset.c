@@ -969,9 +969,12 @@ static size_t deny_specs(const struct guard *g, struct rule_spec *out)
 static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spec out[MAX_RULES])
 {
 	static const int v4 = AF_INET, v6 = AF_INET6;
+#define ALLOW4_ADDR(k) { RULESET_HOST_ADDR, AF_INET, k },
+#define ALLOW6_ADDR(k) { RULESET_HOST_ADDR, AF_INET6, k },
 	static const struct allow_rule allow[2] = { { RULESET_HOST, AF_INET, 0 },
 		{ RULESET_HOST, AF_INET6, 0 } };
-	static struct allow_rule shard[2][RULESET_ADDR_SHARDS];
+	static const struct allow_rule shard[2][RULESET_ADDR_SHARDS] = { { SHARDS(ALLOW4_ADDR) },
+		{ SHARDS(ALLOW6_ADDR) } };
 	static const uint8_t tcp = IPPROTO_TCP, udp = IPPROTO_UDP;
 	size_t n = 0, action = cfg->deny_action == DENY_REJECT;
 
@@ -987,14 +990,10 @@ static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spe
 	out[n++] = (struct rule_spec){ rule_always, &v6, "rule always6" };
 	if (chain == CHAIN_INPUT) {
 		/* Single addresses first: that is where most grants are, and a hash lookup is cheap. */
-		for (size_t f = 0; f < 2; f++) {
-			for (uint8_t k = 0; k < RULESET_ADDR_SHARDS; k++) {
-				shard[f][k] = (struct allow_rule){ RULESET_HOST_ADDR,
-					f ? AF_INET6 : AF_INET, k };
+		for (size_t f = 0; f < 2; f++)
+			for (uint8_t k = 0; k < RULESET_ADDR_SHARDS; k++)
 				out[n++] = (struct rule_spec){ rule_allow, &shard[f][k],
-					ruleset_set_name(RULESET_HOST_ADDR, f ? AF_INET6 : AF_INET, k) };
-			}
-		}
+					ruleset_set_name(shard[f][k].kind, shard[f][k].family, k) };
 		out[n++] = (struct rule_spec){ rule_allow, &allow[0], "rule allow4" };
 		out[n++] = (struct rule_spec){ rule_allow, &allow[1], "rule allow6" };
 		return n + deny_specs(&guards[0][action], &out[n]);
@@ -1619,4 +1618,56 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
 		return -EINVAL;
 	out->exp_ms = now_ms + (int64_t)nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
 	return 0;
+}
+
+/* One set's elements to fn: decoded when jitd could have written them, else by exact keys. */
+static int read_one_set(struct nft *n, const char *name, int kind, int family, unsigned shard,
+	int64_t now_ms, ruleset_elem_fn fn, void *arg)
+{
+	struct nftnl_set_elems_iter *it;
+	struct nftnl_set_elem *el;
+	struct nftnl_set *s = NULL;
+	int ret;
+
+	if ((ret = nft_set_dump(n, RULESET_TABLE, name, &s)))
+		return ret;
+	if (!(it = nftnl_set_elems_iter_create(s))) {
+		nftnl_set_free(s);
+		return -ENOMEM;
+	}
+	while (ret == 0 && (el = nftnl_set_elems_iter_next(it))) {
+		struct ruleset_elem re;
+		struct ruleset_raw raw;
+
+		if (ruleset_elem_parse(el, kind, family, shard, now_ms, &re) == 0)
+			ret = fn(arg, name, &re, NULL);
+		else
+			ret = fn(arg, name, NULL, ruleset_raw_from(el, name, &raw) ? NULL : &raw);
+	}
+	nftnl_set_elems_iter_destroy(it);
+	nftnl_set_free(s);
+	return ret;
+}
+
+int ruleset_read_grants(struct nft *n, const struct config *cfg, int64_t now_ms,
+	ruleset_elem_fn fn, void *arg)
+{
+	static const int families[] = { AF_INET, AF_INET6 };
+	int ret = 0;
+
+	for (int kind = 0; ret == 0 && kind < RULESET_KINDS; kind++) {
+		/* A set cfg does not want is not there (or goes with the next build). */
+		if (!ruleset_wants(cfg, kind))
+			continue;
+		for (size_t f = 0; ret == 0 && f < 2; f++) {
+			for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++) {
+				const char *name = ruleset_set_name(kind, families[f], k);
+
+				if (name)
+					ret = read_one_set(n, name, kind, families[f], k, now_ms,
+						fn, arg);
+			}
+		}
+	}
+	return ret;
 }

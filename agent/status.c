@@ -109,44 +109,11 @@ static int kview_add(struct kview *kv, const struct ruleset_elem *v, size_t n)
 	return 0;
 }
 
-static int read_allow(struct nft *n, const char *set, int kind, int family, unsigned shard,
-	struct kview *kv)
+/* What jitd could not have written is not a grant's: the status shows what grants have. */
+static int read_cb(void *arg, const char *set __attribute__((unused)),
+	const struct ruleset_elem *re, const struct ruleset_raw *raw __attribute__((unused)))
 {
-	struct nftnl_set_elems_iter *it;
-	struct nftnl_set_elem *el;
-	struct nftnl_set *s = NULL;
-	int ret;
-
-	if ((ret = nft_set_dump(n, RULESET_TABLE, set, &s)))
-		return ret;
-	it = nftnl_set_elems_iter_create(s);
-	while (it && (el = nftnl_set_elems_iter_next(it))) {
-		struct ruleset_elem re;
-
-		if (ruleset_elem_parse(el, kind, family, shard, kv->now_ms, &re) == 0 &&
-			(ret = kview_add(kv, &re, 1)))
-			break;
-	}
-	nftnl_set_elems_iter_destroy(it);
-	nftnl_set_free(s);
-	return it ? ret : -ENOMEM;
-}
-
-/* Every set of kind and family the configuration has, each of its shards. */
-static int read_kind(struct nft *n, const struct config *cfg, int kind, int family,
-	struct kview *kv)
-{
-	int ret = 0;
-
-	if (!ruleset_wants(cfg, kind))
-		return 0;
-	for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++) {
-		const char *set = ruleset_set_name(kind, family, k);
-
-		if (set)
-			ret = read_allow(n, set, kind, family, k, kv);
-	}
-	return ret;
+	return re ? kview_add(arg, re, 1) : 0;
 }
 
 static void kview_read(struct nft *n, const struct config *cfg, struct kview *kv)
@@ -158,9 +125,8 @@ static void kview_read(struct nft *n, const struct config *cfg, struct kview *kv
 	if (nft_table_exists(n, RULESET_TABLE, &kv->present) || !kv->present)
 		return;
 	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
-	for (int kind = 0; kv->present && kind < RULESET_KINDS; kind++)
-		if (read_kind(n, cfg, kind, AF_INET, kv) || read_kind(n, cfg, kind, AF_INET6, kv))
-			kv->present = false; /* without its sets it is not the table jitd built */
+	if (ruleset_read_grants(n, cfg, kv->now_ms, read_cb, kv))
+		kv->present = false; /* without its sets it is not the table jitd built */
 }
 
 /*

@@ -191,5 +191,17 @@ int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t 
  */
 int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned shard,
 	int64_t now_ms, struct ruleset_elem *out);
+/*
+ * Called for each element of a grant set: re when jitd could have written it (ruleset_elem_parse),
+ * else raw, its exact keys (NULL as well if even those do not fit). Non-zero stops the reading.
+ */
+typedef int (*ruleset_elem_fn)(void *arg, const char *set, const struct ruleset_elem *re,
+	const struct ruleset_raw *raw);
+/*
+ * Dumps every grant set cfg has (each kind, family and shard, in that order) and passes each
+ * element to fn. 0, a dump's -errno, or what fn returned.
+ */
+int ruleset_read_grants(struct nft *n, const struct config *cfg, int64_t now_ms,
+	ruleset_elem_fn fn, void *arg);
 
 #endif
