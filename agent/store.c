@@ -71,6 +71,11 @@ struct store {
 	/* jti -> entry: expiring 100k grants must not cost 100k x 100k string compares. */
 	size_t *bucket;		/* first entry of each bucket, or NONE */
 	size_t nbuckets;	/* a power of two, >= cap */
+	/*
+	 * Fetched once: EVP_sha256() makes every digest look the algorithm up again, which was
+	 * more than half of checksumming a record (1.2 against 0.5 us), 100,000 at a start.
+	 */
+	EVP_MD *sha256;
 };
 
 static size_t hash(const char *s)
@@ -115,12 +120,12 @@ static int rehash(struct store *s, size_t want)
 	return 0;
 }
 
-static int checksum(const void *p, size_t n, unsigned char out[SUM])
+static int checksum(const struct store *s, const void *p, size_t n, unsigned char out[SUM])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 
-	if (!EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) || mdlen < SUM)
+	if (!EVP_Digest(p, n, md, &mdlen, s->sha256, NULL) || mdlen < SUM)
 		return -EIO;
 	memcpy(out, md, SUM);
 	return 0;
@@ -186,8 +191,8 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 }
 
 /* payload: 'P' jti NUL token [NUL annex], or 'D' jti. */
-static int encode(char op, const char *jti, const char *token, size_t len, const char *annex,
-	unsigned char **out, size_t *outlen)
+static int encode(const struct store *s, char op, const char *jti, const char *token, size_t len,
+	const char *annex, unsigned char **out, size_t *outlen)
 {
 	size_t al = annex ? strlen(annex) : 0;
 	size_t jl = strlen(jti), pl = 1 + jl + (op == 'P' ? 1 + len + (annex ? 1 + al : 0) : 0);
@@ -210,7 +215,7 @@ static int encode(char op, const char *jti, const char *token, size_t len, const
 			memcpy(b + HDR + 3 + jl + len, annex, al);
 		}
 	}
-	if ((ret = checksum(b + HDR, pl, b + 4))) {
+	if ((ret = checksum(s, b + HDR, pl, b + 4))) {
 		free(b);
 		return ret;
 	}
@@ -325,7 +330,7 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		}
 		pl = payload_len(hdr);
 		if (pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl ||
-			checksum(hdr + HDR, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
+			checksum(s, hdr + HDR, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
 			(ret = apply_payload(s, hdr + HDR, pl, file, *good)) == -EINVAL) {
 			ret = 0;
 			*bad = true;
@@ -389,7 +394,7 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 	size_t n;
 	int ret;
 
-	if ((ret = encode(op, jti, token, len, NULL, &rec, &n)))
+	if ((ret = encode(s, op, jti, token, len, NULL, &rec, &n)))
 		return ret;
 	ret = append_raw(s, rec, n, 1, true);
 	free(rec);
@@ -560,6 +565,10 @@ int store_open(const char *state_dir, struct store **out)
 	if (!(s = calloc(1, sizeof(*s))))
 		return -ENOMEM;
 	s->dirfd = s->jfd = s->sfd = -1;
+	if (!(s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
 	if ((mkdir(state_dir, 0700) < 0 && errno != EEXIST) ||
 		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
 		(s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
@@ -614,6 +623,7 @@ void store_close(struct store **sp)
 		free(s->v[i].jti);
 	free(s->v);
 	free(s->bucket);
+	EVP_MD_free(s->sha256);
 	free(s);
 	*sp = NULL;
 }
@@ -646,14 +656,14 @@ int store_put(struct store *s, const char *jti, const char *token, size_t len)
  * One more record at the end of *buf (used bytes so far): a group is written in one go. *at
  * (may be NULL) is where in *buf the record starts.
  */
-static int encode_onto(char op, const char *jti, const char *token, size_t len,
+static int encode_onto(const struct store *s, char op, const char *jti, const char *token, size_t len,
 	const char *annex, unsigned char **buf, size_t *used, size_t *at)
 {
 	unsigned char *rec, *nb;
 	size_t n;
 	int ret;
 
-	if ((ret = encode(op, jti, token, len, annex, &rec, &n)))
+	if ((ret = encode(s, op, jti, token, len, annex, &rec, &n)))
 		return ret;
 	if (at)
 		*at = *used;
@@ -676,7 +686,7 @@ static int put_many(struct store *s, const struct store_rec *r, size_t n, bool d
 	int ret = at ? 0 : -ENOMEM;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		ret = encode_onto('P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
+		ret = encode_onto(s, 'P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
 			&used, &at[i]);
 	if (ret == 0 && n)
 		ret = append_raw(s, buf, used, n, durable);
@@ -748,7 +758,7 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	int ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		if (find(s, jti[i]) && !(ret = encode_onto('D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
+		if (find(s, jti[i]) && !(ret = encode_onto(s, 'D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
 			records++;
 	if (ret == 0 && records)
 		ret = append_raw(s, buf, used, records, true);
