@@ -109,6 +109,62 @@ static void test_compaction_and_garbage(void **state)
 	fclose(fp);
 }
 
+static size_t count_lines(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char buf[512];
+	size_t n = 0;
+
+	assert_non_null(fp);
+	while (fgets(buf, sizeof(buf), fp))
+		n++;
+	fclose(fp);
+	return n;
+}
+
+/*
+ * A start rewrites the file only when dead lines outnumber what is worth keeping (half the
+ * live ids plus 1,024) or something in it is unreadable; otherwise every start would rewrite
+ * and fsync all the ids.
+ */
+static void test_rewrite_only_when_worth_it(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+	FILE *fp;
+
+	fp = fopen(f->db, "w");
+	assert_non_null(fp);
+	for (int i = 0; i < 10; i++)
+		fprintf(fp, "A %d live-%d\n", NOW + 100, i);
+	for (int i = 0; i < 1000; i++)
+		fprintf(fp, "A %d old-%d\n", NOW - 1, i);
+	fclose(fp);
+	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
+	assert_int_equal(replay_count(r), 10);
+	assert_int_equal(replay_add(r, "new", NOW + 100), 0);
+	replay_close(&r);
+	assert_int_equal(count_lines(f->db), 1011); /* kept, and appended to */
+
+	fp = fopen(f->db, "a");
+	assert_non_null(fp);
+	for (int i = 0; i < 100; i++)
+		fprintf(fp, "F old-%d\n", i);
+	fclose(fp);
+	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
+	replay_close(&r);
+	assert_int_equal(count_lines(f->db), 11); /* 1,100 dead lines > 11 / 2 + 1,024 */
+
+	fp = fopen(f->db, "a");
+	assert_non_null(fp);
+	fprintf(fp, "what is this\n");
+	fclose(fp);
+	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
+	assert_int_equal(replay_check(r, "new", NOW), JIT_ERR_REPLAY);
+	replay_close(&r);
+	assert_int_equal(count_lines(f->db), 11); /* the unreadable line is gone */
+}
+
 static void test_busy_when_full(void **state)
 {
 	struct fixture *f = *state;
@@ -153,6 +209,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_add_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rewrite_only_when_worth_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 	};
