@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,26 +144,36 @@ fail:
 	return ret;
 }
 
-struct range {
+/* Restore's records go out in chunks: one range per thread left a thread idle when it ran behind. */
+#define RUN_CHUNK 256
+
+struct run {
 	void (*fn)(void *arg, size_t begin, size_t end);
 	void *arg;
-	size_t begin, end;
+	size_t n;
+	atomic_size_t next;	/* the first index no thread has taken */
 };
 
-static void *range_worker(void *arg)
+static void run_chunks(struct run *r)
 {
-	struct range *r = arg;
+	size_t b;
 
-	r->fn(r->arg, r->begin, r->end);
+	while ((b = atomic_fetch_add(&r->next, RUN_CHUNK)) < r->n)
+		r->fn(r->arg, b, r->n - b < RUN_CHUNK ? r->n : b + RUN_CHUNK);
+}
+
+static void *run_worker(void *arg)
+{
+	run_chunks(arg);
 	return NULL;
 }
 
 void verifier_run(unsigned threads, size_t n, void (*fn)(void *arg, size_t begin, size_t end),
-	void *arg)
+	void *arg, void (*lead)(void *arg))
 {
 	pthread_t thread[MAX_THREADS];
-	struct range r[MAX_THREADS];
 	bool started[MAX_THREADS] = { false };
+	struct run r = { .fn = fn, .arg = arg, .n = n };
 
 	if (!threads)
 		threads = cpus();
@@ -170,18 +181,17 @@ void verifier_run(unsigned threads, size_t n, void (*fn)(void *arg, size_t begin
 		threads = MAX_THREADS;
 	if (threads > n)
 		threads = n ? (unsigned)n : 1;
+	atomic_init(&r.next, 0);
 	json_object_seed(0);
-	for (unsigned i = 0; i < threads; i++)
-		r[i] = (struct range){ fn, arg, n * i / threads, n * (i + 1) / threads };
 	for (unsigned i = 1; i < threads; i++)
-		started[i] = !pthread_create(&thread[i], NULL, range_worker, &r[i]);
-	fn(arg, r[0].begin, r[0].end);
-	for (unsigned i = 1; i < threads; i++) {
+		started[i] = !pthread_create(&thread[i], NULL, run_worker, &r);
+	if (lead)
+		lead(arg);
+	/* What a thread that could not start would have taken is left here. */
+	run_chunks(&r);
+	for (unsigned i = 1; i < threads; i++)
 		if (started[i])
 			pthread_join(thread[i], NULL);
-		else
-			fn(arg, r[i].begin, r[i].end);
-	}
 }
 
 struct verify_job *verifier_close(struct verifier **vp)

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -221,7 +224,7 @@ static void run_covers_all(void **state)
 	assert_non_null(seen);
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		memset(seen, 0, 100001);
-		verifier_run(cases[c].threads, cases[c].n, count_range, seen);
+		verifier_run(cases[c].threads, cases[c].n, count_range, seen, NULL);
 		for (size_t i = 0; i < cases[c].n; i++)
 			assert_int_equal(seen[i], 1);
 		for (size_t i = cases[c].n; i < 100001; i++)
@@ -230,12 +233,73 @@ static void run_covers_all(void **state)
 	free(seen);
 }
 
+struct led {
+	unsigned char *seen;
+	pthread_t caller;
+	int leads, patience;	/* patience: 5 ms waits for the other thread's first chunk */
+	bool on_caller;
+	size_t done_before_lead_returned;
+};
+
+static void count_led(void *arg, size_t begin, size_t end)
+{
+	struct led *l = arg;
+
+	count_range(l->seen, begin, end);
+}
+
+static void lead(void *arg)
+{
+	struct led *l = arg;
+	size_t done = 0;
+
+	l->leads++;
+	l->on_caller = pthread_equal(pthread_self(), l->caller);
+	/* Long enough for another thread to have taken chunks meanwhile. */
+	for (int i = 0; i < l->patience && !done; i++) {
+		struct timespec ms = { 0, 5 * 1000 * 1000 };
+
+		nanosleep(&ms, NULL);
+		for (size_t k = 0; k < 100001; k++)
+			done += __atomic_load_n(&l->seen[k], __ATOMIC_RELAXED) != 0;
+	}
+	l->done_before_lead_returned = done;
+}
+
+/*
+ * With a lead, the caller's thread runs it once and then joins in: every index is still done
+ * exactly once, and with two threads the other one works meanwhile.
+ */
+static void run_with_lead(void **state __attribute__((unused)))
+{
+	struct led l = { .seen = calloc(100001, 1), .caller = pthread_self(), .patience = 400 };
+
+	assert_non_null(l.seen);
+	verifier_run(2, 100001, count_led, &l, lead);
+	assert_int_equal(l.leads, 1);
+	assert_true(l.on_caller);
+	assert_true(l.done_before_lead_returned > 0);
+	for (size_t i = 0; i < 100001; i++)
+		assert_int_equal(l.seen[i], 1);
+	/* One thread: the lead first, then everything on the caller's. */
+	memset(l.seen, 0, 100001);
+	l.leads = 0;
+	l.patience = 2;
+	verifier_run(1, 1000, count_led, &l, lead);
+	assert_int_equal(l.leads, 1);
+	assert_int_equal(l.done_before_lead_returned, 0);
+	for (size_t i = 0; i < 1000; i++)
+		assert_int_equal(l.seen[i], 1);
+	free(l.seen);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(all_delivered),
 		cmocka_unit_test(close_hands_back),
 		cmocka_unit_test(run_covers_all),
+		cmocka_unit_test(run_with_lead),
 		/* Last: it replaces and removes k1. */
 		cmocka_unit_test(key_changes_seen),
 	};
