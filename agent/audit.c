@@ -18,6 +18,8 @@
 #define DEFAULT_MAX_BYTES (10u * 1024 * 1024)
 #define DEFAULT_KEEP 5
 #define MAX_LINE (256 * 1024)
+/* How often a missing syslog socket is looked for again. */
+#define SYSLOG_RECHECK_SEC 10
 
 struct audit {
 	char path[4096];
@@ -26,6 +28,8 @@ struct audit {
 	unsigned keep;
 	bool deferred;	/* audit_defer: records wait for audit_sync */
 	bool dirty;	/* written since the last fsync */
+	bool syslog_there;	/* _PATH_LOG was a socket when last looked at */
+	int64_t syslog_checked;	/* when that was; 0: never */
 };
 
 static int open_file(struct audit *a)
@@ -198,6 +202,24 @@ int audit_unsynced_fd(struct audit *a, int *fd)
 	return syncer_take(a->fd, &a->dirty, fd);
 }
 
+/*
+ * While nothing listens on _PATH_LOG (containers, minimal VMs), glibc's syslog(3) creates,
+ * connects and closes a socket for every line: 3% of the machine under sustained load, for
+ * copies that go nowhere. They are sent while the socket exists, looked for at most every
+ * SYSLOG_RECHECK_SEC, so that a syslog daemon started later is found.
+ */
+static bool syslog_reachable(struct audit *a, int64_t now)
+{
+	struct stat st;
+
+	if (!a->syslog_checked || now < a->syslog_checked ||
+		now - a->syslog_checked >= SYSLOG_RECHECK_SEC) {
+		a->syslog_checked = now;
+		a->syslog_there = !stat(_PATH_LOG, &st) && S_ISSOCK(st.st_mode);
+	}
+	return a->syslog_there;
+}
+
 int audit_log(struct audit *a, const struct audit_rec *r)
 {
 	int64_t now = (int64_t)time(NULL);
@@ -235,6 +257,8 @@ int audit_log(struct audit *a, const struct audit_rec *r)
 	a->size += len;
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
+		goto out;
+	if (!syslog_reachable(a, now))
 		goto out;
 	line[len - 1] = '\0';
 	sanitize(line);
