@@ -72,7 +72,7 @@ struct store {
 	size_t *bucket;		/* first entry of each bucket, or NONE */
 	size_t nbuckets;	/* a power of two, >= cap */
 	/*
-	 * Fetched once: EVP_sha256() makes every digest look the algorithm up again, which was
+	 * Fetched once (checksum): EVP_sha256() makes every digest look the algorithm up again,
 	 * more than half of checksumming a record (1.2 against 0.5 us), 100,000 at a start.
 	 */
 	EVP_MD *sha256;
@@ -120,11 +120,14 @@ static int rehash(struct store *s, size_t want)
 	return 0;
 }
 
-static int checksum(const struct store *s, const void *p, size_t n, unsigned char out[SUM])
+static int checksum(struct store *s, const void *p, size_t n, unsigned char out[SUM])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 
+	/* On first use: OpenSSL's default provider is 2 MB an idle agent need not hold. */
+	if (!s->sha256 && !(s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)))
+		return -EIO;
 	if (!EVP_Digest(p, n, md, &mdlen, s->sha256, NULL) || mdlen < SUM)
 		return -EIO;
 	memcpy(out, md, SUM);
@@ -191,7 +194,7 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 }
 
 /* payload: 'P' jti NUL token [NUL annex], or 'D' jti. */
-static int encode(const struct store *s, char op, const char *jti, const char *token, size_t len,
+static int encode(struct store *s, char op, const char *jti, const char *token, size_t len,
 	const char *annex, unsigned char **out, size_t *outlen)
 {
 	size_t al = annex ? strlen(annex) : 0;
@@ -565,10 +568,6 @@ int store_open(const char *state_dir, struct store **out)
 	if (!(s = calloc(1, sizeof(*s))))
 		return -ENOMEM;
 	s->dirfd = s->jfd = s->sfd = -1;
-	if (!(s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
-		ret = -ENOMEM;
-		goto fail;
-	}
 	if ((mkdir(state_dir, 0700) < 0 && errno != EEXIST) ||
 		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
 		(s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
@@ -656,8 +655,8 @@ int store_put(struct store *s, const char *jti, const char *token, size_t len)
  * One more record at the end of *buf (used bytes so far): a group is written in one go. *at
  * (may be NULL) is where in *buf the record starts.
  */
-static int encode_onto(const struct store *s, char op, const char *jti, const char *token, size_t len,
-	const char *annex, unsigned char **buf, size_t *used, size_t *at)
+static int encode_onto(struct store *s, char op, const char *jti, const char *token,
+	size_t len, const char *annex, unsigned char **buf, size_t *used, size_t *at)
 {
 	unsigned char *rec, *nb;
 	size_t n;
@@ -758,7 +757,8 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	int ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
-		if (find(s, jti[i]) && !(ret = encode_onto(s, 'D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
+		if (find(s, jti[i]) &&
+			!(ret = encode_onto(s, 'D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
 			records++;
 	if (ret == 0 && records)
 		ret = append_raw(s, buf, used, records, true);
