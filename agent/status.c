@@ -363,7 +363,7 @@ struct printer {
 	char *p;
 	size_t len, cap;
 	int err;
-	/* The last time each of a grant's two stamps was formatted: they repeat from grant to grant. */
+	/* Each of a grant's two stamps as last formatted: they repeat from grant to grant. */
 	struct {
 		int64_t secs;
 		char text[32];
@@ -446,6 +446,7 @@ static void put_stamp(struct printer *pr, int which, int64_t secs)
 {
 	if (pr->stamp[which].secs != secs) {
 		if (time_format(secs, pr->stamp[which].text, sizeof(pr->stamp[which].text))) {
+			pr->stamp[which].secs = INT64_MIN; /* the text may be half written */
 			put_raw(pr, "null");
 			return;
 		}

@@ -144,7 +144,7 @@ fail:
 	return ret;
 }
 
-/* Restore's records go out in chunks: one range per thread left a thread idle when it ran behind. */
+/* Records go out in chunks: one range per thread left a thread idle when another ran behind. */
 #define RUN_CHUNK 256
 
 struct run {

@@ -240,7 +240,8 @@ static void in_sync_agrees_with_oracle(void **state __attribute__((unused)))
 			k[nk] = host4(0, (unsigned)rand_r(&seed) % 6, 22 + rand_r(&seed) % 2,
 				stub_now_ms + 60000);
 			if (rand_r(&seed) % 2)
-				k[nk].exp_ms = stub_now_ms + rand_r(&seed) % (2 * SYNC_TOLERANCE_MS);
+				k[nk].exp_ms = stub_now_ms +
+					rand_r(&seed) % (2 * SYNC_TOLERANCE_MS);
 			nk++;
 		}
 		if (nk && rand_r(&seed) % 4 == 0)
@@ -301,8 +302,9 @@ static void grant_reply_reads_back(void **state __attribute__((unused)))
 	for (size_t s = 0, i = 0; s < 2; s++) {
 		for (size_t p = 0; p < 2; p++, i++) {
 			m[i] = (struct ruleset_elem){ .kind = (uint8_t)ruleset_host_kind(&src[s]),
-				.ipproto = port_proto_ipproto(ports[p].proto), .port = ports[p].port,
-				.family = src[s].family, .exp_ms = stub_now_ms + 3000000 + 1000 * (int)i };
+				.ipproto = port_proto_ipproto(ports[p].proto),
+				.port = ports[p].port, .family = src[s].family,
+				.exp_ms = stub_now_ms + 3000000 + 1000 * (int)i };
 			prefix_range(&src[s], m[i].lo, m[i].hi);
 		}
 	}
