@@ -551,6 +551,18 @@ static void put_elements(struct printer *pr, const struct grant *g)
 	}
 }
 
+/* The entries of a JSON array of prefixes, quoted. */
+static void put_prefixes(struct printer *pr, const struct prefix *v, size_t n)
+{
+	char buf[PREFIX_STRLEN];
+
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			put_raw(pr, ",");
+		put_plain(pr, prefix_format(&v[i], buf, sizeof(buf)) ? NULL : buf);
+	}
+}
+
 /*
  * A grant's object, printed: what jansson's JSON_COMPACT prints for it, member for member. At
  * 100,000 grants, building and dumping a jansson object per grant was most of a status. What
@@ -576,11 +588,7 @@ static void print_grant(struct printer *pr, const struct config *cfg, const stru
 	put_raw(pr, ",\"reason\":");
 	proto_put_string(g->reason, put_buf, pr);
 	put_raw(pr, ",\"sources\":[");
-	for (size_t i = 0; i < g->n_src; i++) {
-		if (i)
-			put_raw(pr, ",");
-		put_plain(pr, prefix_format(&g->src[i], buf, sizeof(buf)) ? NULL : buf);
-	}
+	put_prefixes(pr, g->src, g->n_src);
 	put_raw(pr, "],\"ports\":[");
 	for (size_t i = 0; i < g->n_ports; i++) {
 		if (port_spec_format(&g->ports[i], buf, sizeof(buf)))
@@ -602,11 +610,7 @@ static void print_grant(struct printer *pr, const struct config *cfg, const stru
 	put_int(pr, flows >= 0, flows);
 	if (g->n_dst) {
 		put_raw(pr, ",\"destinations\":[");
-		for (size_t i = 0; i < g->n_dst; i++) {
-			if (i)
-				put_raw(pr, ",");
-			put_plain(pr, prefix_format(&g->dst[i], buf, sizeof(buf)) ? NULL : buf);
-		}
+		put_prefixes(pr, g->dst, g->n_dst);
 		put_raw(pr, "],\"dnat\":[");
 		put_dnat(pr, cfg, g);
 		put_raw(pr, "]");
