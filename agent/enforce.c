@@ -1943,7 +1943,7 @@ static bool local_record(const struct store_item *it)
 static void restore_range(void *arg, size_t begin, size_t end)
 {
 	struct restore_pass *p = arg;
-	/* This thread's last trusted key: the grants it signed do not look it up again. */
+	/* The chunk's last trusted key: the grants it signed do not look it up again. */
 	char kid[GRANT_MAX_STRING + 1] = "";
 
 	for (size_t i = begin; i < end; i++) {
