@@ -332,8 +332,17 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 			break;
 		}
 		pl = payload_len(hdr);
-		if (pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl ||
-			checksum(s, hdr + HDR, pl, sum) || memcmp(sum, hdr + 4, SUM) ||
+		if (pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl) {
+			*bad = true;
+			break;
+		}
+		/*
+		 * A checksum that cannot be computed (no memory, no digest) says nothing of the
+		 * record: the open fails rather than cut the journal there.
+		 */
+		if ((ret = checksum(s, hdr + HDR, pl, sum)))
+			break;
+		if (memcmp(sum, hdr + 4, SUM) ||
 			(ret = apply_payload(s, hdr + HDR, pl, file, *good)) == -EINVAL) {
 			ret = 0;
 			*bad = true;

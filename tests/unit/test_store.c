@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -174,6 +176,70 @@ static void test_group(void **state)
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
 	assert_int_equal(sb.st_size - before, 3 * (12 + 1 + 2 + 1 + 6) + 2 * (12 + 1 + 2));
 	assert_int_equal(store_del(st, "g2"), 0);
+	store_close(&st);
+}
+
+/* A child's exit status: 0 when fn returned 0. */
+static int in_child(int (*fn)(void))
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (!pid)
+		_exit(fn() ? 1 : 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int write_two(void)
+{
+	struct store *st;
+
+	if (store_open(dir, &st) || store_put(st, "x", "tok-x", 5) || store_put(st, "y", "tok-y", 5))
+		return -1;
+	store_close(&st);
+	return 0;
+}
+
+static char null_conf[512];
+
+/* With OpenSSL configured to offer no SHA-256, the store must refuse to open. */
+static int open_without_digest(void)
+{
+	struct store *st = NULL;
+
+	setenv("OPENSSL_CONF", null_conf, 1);
+	return store_open(dir, &st) == -EIO && !st ? 0 : -1;
+}
+
+/*
+ * A checksum that cannot be computed is no damage: the open fails and the journal keeps every
+ * record, where treating it as a torn tail would cut them all. Run first, in children, so that
+ * OpenSSL reads the configuration that offers no digest (it does so once per process).
+ */
+static void test_no_digest_keeps_journal(void **state __attribute__((unused)))
+{
+	struct stat before, after;
+	struct store *st;
+	FILE *f;
+
+	assert_int_equal(in_child(write_two), 0);
+	assert_int_equal(stat(at("grants.journal"), &before), 0);
+	snprintf(null_conf, sizeof(null_conf), "%s/null.cnf", dir);
+	assert_non_null(f = fopen(null_conf, "w"));
+	fputs("openssl_conf = init\n[init]\nproviders = prov\n[prov]\nnull = null_sect\n"
+		"[null_sect]\nactivate = 1\n", f);
+	fclose(f);
+	assert_int_equal(in_child(open_without_digest), 0);
+	assert_int_equal(stat(at("grants.journal"), &after), 0);
+	assert_int_equal(after.st_size, before.st_size);
+	assert_int_equal(unlink(null_conf), 0);
+	/* With the digest, both records are there. */
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-x;tok-y;");
+	assert_int_equal(store_del(st, "x"), 0);
+	assert_int_equal(store_del(st, "y"), 0);
 	store_close(&st);
 }
 
@@ -431,6 +497,8 @@ static void test_walk_removes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		/* First: see test_no_digest_keeps_journal. */
+		cmocka_unit_test(test_no_digest_keeps_journal),
 		cmocka_unit_test(test_journal),
 		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_torn_tail),
