@@ -93,6 +93,117 @@ static void test_grant_record(void **state)
 	assert_null(a);
 }
 
+/* The last n lines of the trail, each parsed: a line that is not one JSON object fails. */
+static json_t *read_lines(const char *dir, size_t n)
+{
+	json_t *all = json_array();
+	char path[128], *buf = malloc(1 << 20);
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
+	assert_non_null(fp = fopen(path, "r"));
+	assert_non_null(buf);
+	while (fgets(buf, 1 << 20, fp)) {
+		json_error_t err;
+		json_t *o;
+
+		assert_int_equal(buf[strlen(buf) - 1], '\n');
+		o = json_loads(buf, JSON_REJECT_DUPLICATES, &err);
+		if (!o)
+			fail_msg("not a JSON line (%s): %s", err.text, buf);
+		assert_true(json_is_object(o));
+		json_array_append_new(all, o);
+	}
+	fclose(fp);
+	free(buf);
+	assert_int_equal(json_array_size(all), n);
+	return all;
+}
+
+/*
+ * Records are printed by hand, not dumped by jansson: each line read back must be the object
+ * the record describes, with hostile strings (quotes, backslashes, control characters, UTF-8,
+ * bytes that are not UTF-8), a gateway grant, a record larger than the first block, and absent
+ * members left out.
+ */
+static void test_line_as_jansson(void **state)
+{
+	struct fixture *f = *state;
+	struct prefix src[2], dst;
+	struct port_spec ports[2] = { { .port = 22, .proto = PORT_PROTO_TCP },
+		{ .port = 3389, .proto = PORT_PROTO_UDP } };
+	uint16_t gw[2] = { 40001, 40002 };
+	char jti[] = "g\"1\\\n\t\x01/", iss[] = "ctl", sub[] = "Zo\xc3\xab \xe2\x9c\x93",
+		kid[] = "k1", reason[] = "INC-1 \x7f</script> \xf0\x9f\x94\x91";
+	struct grant g = { .jti = jti, .iss = iss, .sub = sub, .kid = kid, .reason = reason,
+		.exp = 1800000000, .src = src, .n_src = 2, .ports = ports, .n_ports = 2,
+		.dst = &dst, .n_dst = 1, .dnat_ports = gw, .n_dnat_ports = 2 };
+	struct grant bare = { .jti = jti, .exp = 1800000000, .src = src, .n_src = 1,
+		.ports = ports, .n_ports = 1 };
+	char *big = malloc(5001);
+	json_t *want[4], *got;
+	int64_t t0 = (int64_t)time(NULL), t1;
+	struct audit *a;
+
+	assert_non_null(big);
+	memset(big, 'x', 5000);
+	big[5000] = '\0';
+	big[100] = '"';
+	assert_int_equal(prefix_parse("192.0.2.0/24", &src[0]), 0);
+	assert_int_equal(prefix_parse("2001:db8::1", &src[1]), 0);
+	assert_int_equal(prefix_parse("10.0.0.5", &dst), 0);
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.applied", .grant = &g,
+		.peer = "uid=0 pid=1 user=root", .count = -1 }), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.refused",
+		.grant_id = "id-2", .peer = "uid=7 pid=2 user=\xff\xfe", .code = "E_X",
+		.message = "bad \xc3\x28 token\nnext", .count = 0 }), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.expired",
+		.grant = &bare, .message = big, .count = 9223372036854775807LL }), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "agent.started",
+		.count = -1 }), 0);
+	t1 = (int64_t)time(NULL);
+	audit_close(&a);
+
+	want[0] = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s, s], s:[s, s], s:s, s:[s], s:[i, i],"
+		" s:s, s:s}", "event", "grant.applied", "grant", jti, "sub", sub, "iss", iss,
+		"kid", kid, "sources", "192.0.2.0/24", "2001:db8::1", "ports", "22/tcp",
+		"3389/udp", "expires_at", "2027-01-15T08:00:00Z", "destinations", "10.0.0.5",
+		"gateway_ports", 40001, 40002, "reason", reason, "peer", "uid=0 pid=1 user=root");
+	/* Not UTF-8: ASCII, '?' for each byte above 0x7f. */
+	want[1] = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "event", "grant.refused",
+		"grant", "id-2", "peer", "uid=7 pid=2 user=??", "code", "E_X", "message",
+		"bad ?( token\nnext", "count", 0);
+	want[2] = json_pack("{s:s, s:s, s:[s], s:[s], s:s, s:s, s:I}", "event", "grant.expired",
+		"grant", jti, "sources", "192.0.2.0/24", "ports", "22/tcp", "expires_at",
+		"2027-01-15T08:00:00Z", "message", big, "count", (json_int_t)9223372036854775807LL);
+	want[3] = json_pack("{s:s}", "event", "agent.started");
+	got = read_lines(f->dir, 4);
+	for (size_t i = 0; i < 4; i++) {
+		json_t *o = json_array_get(got, i);
+		json_int_t ts = json_integer_value(json_object_get(o, "ts"));
+		char stamp[32];
+		time_t t = (time_t)ts;
+		struct tm tm;
+
+		assert_non_null(want[i]);
+		assert_true(ts >= t0 && ts <= t1);
+		assert_non_null(gmtime_r(&t, &tm));
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		assert_string_equal(json_string_value(json_object_get(o, "time")), stamp);
+		json_object_del(o, "time");
+		json_object_del(o, "ts");
+		if (!json_equal(o, want[i])) {
+			char *g1 = json_dumps(o, JSON_COMPACT), *w1 = json_dumps(want[i], JSON_COMPACT);
+
+			fail_msg("line %zu:\n got  %s\n want %s", i, g1, w1);
+		}
+		json_decref(want[i]);
+	}
+	json_decref(got);
+	free(big);
+}
+
 static void test_filters_and_garbage(void **state)
 {
 	struct fixture *f = *state;
@@ -230,6 +341,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_grant_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_line_as_jansson, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_filters_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
