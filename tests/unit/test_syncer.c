@@ -47,8 +47,10 @@ static void done_cb(struct sync_req *done, void *arg)
 	struct tally *t = arg;
 
 	for (; done; done = done->next) {
-		/* Oldest first, each once. */
+		/* Oldest first, each once, and only once each of its files has been dealt with. */
 		assert_ptr_equal(done, &t->req[t->delivered]);
+		assert_int_equal(done->fd[0], -1);
+		assert_int_equal(done->fd[1], -1);
 		t->delivered++;
 	}
 	if (t->base && t->delivered == t->made)
@@ -103,6 +105,40 @@ static void all_back_in_order(void **state)
 	assert_closed(&t);
 	syncer_close(&s);
 	assert_null(s);
+	event_base_free(t.base);
+}
+
+/*
+ * Requests naming only the first file, only the second, or both, made faster than they are
+ * synced: all come back once, in the order they were made, each fd closed.
+ */
+static void mixed_files_in_order(void **state)
+{
+	struct sync_req req[REQS] = { 0 };
+	struct tally t = { .req = req };
+	struct timeval limit = { 10, 0 };
+	int fds[REQS][2];
+	struct syncer *s;
+
+	assert_non_null(t.base = event_base_new());
+	assert_int_equal(syncer_open(t.base, done_cb, &t, &s), 0);
+	for (int i = 0; i < REQS; i++) {
+		req[i].fd[0] = fds[i][0] = i % 3 != 1 ? dup_file() : -1;
+		req[i].fd[1] = fds[i][1] = i % 3 != 0 ? dup_file() : -1;
+		req[i].ret = 1;
+		t.made++;
+		syncer_request(s, &req[i]);
+	}
+	event_base_loopexit(t.base, &limit);
+	event_base_dispatch(t.base);
+	assert_int_equal(t.delivered, REQS);
+	for (int i = 0; i < REQS; i++) {
+		assert_int_equal(req[i].ret, 0);
+		for (int k = 0; k < 2; k++)
+			assert_true(fds[i][k] < 0 ||
+				(fcntl(fds[i][k], F_GETFD) < 0 && errno == EBADF));
+	}
+	syncer_close(&s);
 	event_base_free(t.base);
 }
 
@@ -238,6 +274,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(all_back_in_order),
+		cmocka_unit_test(mixed_files_in_order),
 		cmocka_unit_test(failure_stays_in_its_pass),
 		cmocka_unit_test(close_delivers),
 		cmocka_unit_test(two_files_either_fails),
