@@ -207,11 +207,9 @@ static void put_int(struct line *l, long long v)
 
 static void put_time(struct line *l, int64_t secs)
 {
-	char buf[32];
-	time_t t = (time_t)secs;
-	struct tm tm;
+	char buf[PROTO_TIME_LEN];
 
-	if (!gmtime_r(&t, &tm) || !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm)) {
+	if (proto_time_format(secs, buf, sizeof(buf))) {
 		put_raw(l, "null");
 		return;
 	}

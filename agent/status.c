@@ -40,19 +40,11 @@ struct kview {
 	int64_t now_ms;
 };
 
-static int time_format(int64_t secs, char *buf, size_t len)
-{
-	time_t t = (time_t)secs;
-	struct tm tm;
-
-	return gmtime_r(&t, &tm) && strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) ? 0 : -1;
-}
-
 static json_t *time_json(int64_t secs)
 {
-	char buf[32];
+	char buf[PROTO_TIME_LEN];
 
-	return time_format(secs, buf, sizeof(buf)) ? json_null() : json_string(buf);
+	return proto_time_format(secs, buf, sizeof(buf)) ? json_null() : json_string(buf);
 }
 
 static json_t *prefix_json(const struct prefix *p)
@@ -366,7 +358,7 @@ struct printer {
 	/* Each of a grant's two stamps as last formatted: they repeat from grant to grant. */
 	struct {
 		int64_t secs;
-		char text[32];
+		char text[PROTO_TIME_LEN];
 	} stamp[2];
 };
 
@@ -445,7 +437,7 @@ static void put_int(struct printer *pr, bool known, long long v)
 static void put_stamp(struct printer *pr, int which, int64_t secs)
 {
 	if (pr->stamp[which].secs != secs) {
-		if (time_format(secs, pr->stamp[which].text, sizeof(pr->stamp[which].text))) {
+		if (proto_time_format(secs, pr->stamp[which].text, sizeof(pr->stamp[which].text))) {
 			pr->stamp[which].secs = INT64_MIN; /* the text may be half written */
 			put_raw(pr, "null");
 			return;

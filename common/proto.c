@@ -99,6 +99,16 @@ int proto_put_string(const char *s, json_dump_callback_t put, void *arg)
 	return put("\"", 1, arg);
 }
 
+int proto_time_format(int64_t secs, char *buf, size_t len)
+{
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	if (len < PROTO_TIME_LEN || !gmtime_r(&t, &tm))
+		return -1;
+	return strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) ? 0 : -1;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;

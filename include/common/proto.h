@@ -2,6 +2,7 @@
 #define JITD_COMMON_PROTO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -43,6 +44,12 @@ json_t *proto_error(int code, const char *msg);
  * outside: s must be valid UTF-8, as every string jansson parsed is. 0, or -1 when put fails.
  */
 int proto_put_string(const char *s, json_dump_callback_t put, void *arg);
+/*
+ * A time as replies and the audit trail carry it: RFC 3339 in UTC to the second,
+ * "2027-01-15T08:00:00Z". 0, or -1 (a time gmtime cannot take, or len under PROTO_TIME_LEN).
+ */
+#define PROTO_TIME_LEN 32
+int proto_time_format(int64_t secs, char *buf, size_t len);
 
 /*
  * Client side: connects to the Unix socket at path, sends request, reads one reply line.

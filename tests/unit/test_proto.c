@@ -255,6 +255,22 @@ static void test_put_string(void **state)
 	assert_int_equal(proto_put_string("long enough to overflow", sbuf_put, &got), -1);
 }
 
+/* RFC 3339 in UTC to the second; a buffer too short or a time gmtime cannot take is refused. */
+static void test_time_format(void **state)
+{
+	char buf[PROTO_TIME_LEN];
+
+	(void)state;
+	assert_int_equal(proto_time_format(1800000000, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "2027-01-15T08:00:00Z");
+	assert_int_equal(proto_time_format(0, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "1970-01-01T00:00:00Z");
+	assert_int_equal(proto_time_format(-1, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "1969-12-31T23:59:59Z");
+	assert_int_equal(proto_time_format(1800000000, buf, 20), -1);
+	assert_int_equal(proto_time_format(INT64_MAX, buf, sizeof(buf)), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_decode_size),
 		cmocka_unit_test(test_encode_error),
 		cmocka_unit_test(test_put_string),
+		cmocka_unit_test(test_time_format),
 		cmocka_unit_test(test_call),
 		cmocka_unit_test(test_call_unreachable),
 	};
