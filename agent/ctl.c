@@ -37,7 +37,7 @@ struct ctl {
 	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
 	time_t refused_logged;	/* at most one "too many clients" line a minute */
-	/* The last peer's user name, reused for USER_CACHE_SEC (see peer_identify). */
+	/* The last peer's user name, reused for USER_CACHE_SEC (see user_name). */
 	uid_t user_uid;
 	int64_t user_at;	/* CLOCK_MONOTONIC seconds; 0: nothing cached */
 	char user[64];
