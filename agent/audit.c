@@ -9,12 +9,10 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "agent/printer.h"
 #include "agent/syncer.h"
 #include "common/log.h"
 #include "common/grant.h"
-#include "common/port.h"
-#include "common/prefix.h"
-#include "common/proto.h"
 
 #define DEFAULT_MAX_BYTES (10u * 1024 * 1024)
 #define DEFAULT_KEEP 5
@@ -112,65 +110,13 @@ static int rotate(struct audit *a)
 }
 
 /*
- * A record is printed straight into its line rather than built as a jansson object and dumped:
- * that was 10-30 us of every grant's path on the loop (ad hoc, by phase), about what the
- * kernel's transaction costs. Strings are quoted as jansson quotes them (proto_put_string).
- * One that is not valid UTF-8, which jansson refuses and a reader could not parse, is recorded
- * as ASCII with '?' for every byte above 0x7f; jansson still decides what is valid.
+ * A record is printed straight into its line (agent/printer.h) rather than built as a jansson
+ * object and dumped: that was 10-30 us of every grant's path on the loop (ad hoc, by phase),
+ * about what the kernel's transaction costs. A string that is not valid UTF-8, which jansson
+ * refuses and a reader could not parse, is recorded as ASCII with '?' for every byte above
+ * 0x7f; jansson still decides what is valid.
  */
-struct line {
-	char *p;
-	size_t len, cap;
-	int err;
-	char first[2048];	/* most records fit: no allocation */
-};
-
-static void line_init(struct line *l)
-{
-	l->p = l->first;
-	l->len = 0;
-	l->cap = sizeof(l->first);
-	l->err = 0;
-}
-
-static void line_free(struct line *l)
-{
-	if (l->p != l->first)
-		free(l->p);
-	line_init(l);
-}
-
-static int line_add(const char *s, size_t n, void *arg)
-{
-	struct line *l = arg;
-
-	if (l->err)
-		return -1;
-	/* One byte spare: the newline that ends the record. */
-	if (n >= l->cap - l->len) {
-		size_t cap = 2 * l->cap > l->len + n + 1 ? 2 * l->cap : l->len + n + 1;
-		char *p = l->p == l->first ? malloc(cap) : realloc(l->p, cap);
-
-		if (!p) {
-			l->err = -ENOMEM;
-			return -1;
-		}
-		if (l->p == l->first)
-			memcpy(p, l->first, l->len);
-		l->p = p;
-		l->cap = cap;
-	}
-	memcpy(l->p + l->len, s, n);
-	l->len += n;
-	return 0;
-}
-
-static void put_raw(struct line *l, const char *s)
-{
-	line_add(s, strlen(s), l);
-}
-
-static void put_text(struct line *l, const char *v)
+static void put_text(struct printer *pr, const char *v)
 {
 	json_t *valid = json_string(v);
 	char buf[512];
@@ -178,95 +124,50 @@ static void put_text(struct line *l, const char *v)
 
 	if (valid) {
 		json_decref(valid);
-		proto_put_string(v, line_add, l);
+		pr_string(pr, v);
 		return;
 	}
 	for (size_t i = 0; v[i] && j < sizeof(buf) - 1; i++)
 		buf[j++] = (unsigned char)v[i] < 0x80 ? v[i] : '?';
 	buf[j] = '\0';
-	proto_put_string(buf, line_add, l);
+	pr_string(pr, buf);
 }
 
 /* ,"key":"value", omitted for NULL. key is one of this file's names: nothing to escape. */
-static void put_member(struct line *l, const char *key, const char *v)
+static void put_member(struct printer *pr, const char *key, const char *v)
 {
 	if (!v)
 		return;
-	put_raw(l, ",\"");
-	put_raw(l, key);
-	put_raw(l, "\":");
-	put_text(l, v);
+	pr_raw(pr, ",\"");
+	pr_raw(pr, key);
+	pr_raw(pr, "\":");
+	put_text(pr, v);
 }
 
-static void put_int(struct line *l, long long v)
+static void put_grant(struct printer *pr, const struct grant *g)
 {
-	char buf[24];
-
-	line_add(buf, (size_t)snprintf(buf, sizeof(buf), "%lld", v), l);
-}
-
-static void put_time(struct line *l, int64_t secs)
-{
-	char buf[PROTO_TIME_LEN];
-
-	if (proto_time_format(secs, buf, sizeof(buf))) {
-		put_raw(l, "null");
-		return;
-	}
-	proto_put_string(buf, line_add, l);
-}
-
-static void put_prefixes(struct line *l, const struct prefix *v, size_t n)
-{
-	char buf[PREFIX_STRLEN];
-	bool first = true;
-
-	put_raw(l, "[");
-	for (size_t i = 0; i < n; i++) {
-		if (prefix_format(&v[i], buf, sizeof(buf)))
-			continue;
-		if (!first)
-			put_raw(l, ",");
-		first = false;
-		proto_put_string(buf, line_add, l);
-	}
-	put_raw(l, "]");
-}
-
-static void put_grant(struct line *l, const struct grant *g)
-{
-	char buf[PREFIX_STRLEN];
-	bool first = true;
-
-	put_member(l, "grant", g->jti);
-	put_member(l, "sub", g->sub);
-	put_member(l, "iss", g->iss);
-	put_member(l, "kid", g->kid);
-	put_raw(l, ",\"sources\":");
-	put_prefixes(l, g->src, g->n_src);
-	put_raw(l, ",\"ports\":[");
-	for (size_t i = 0; i < g->n_ports; i++) {
-		if (port_spec_format(&g->ports[i], buf, sizeof(buf)))
-			continue;
-		if (!first)
-			put_raw(l, ",");
-		first = false;
-		proto_put_string(buf, line_add, l);
-	}
-	put_raw(l, "],\"expires_at\":");
-	put_time(l, g->exp);
+	put_member(pr, "grant", g->jti);
+	put_member(pr, "sub", g->sub);
+	put_member(pr, "iss", g->iss);
+	put_member(pr, "kid", g->kid);
+	pr_raw(pr, ",\"sources\":[");
+	pr_prefixes(pr, g->src, g->n_src);
+	pr_raw(pr, "],\"ports\":[");
+	pr_ports(pr, g->ports, g->n_ports);
+	pr_raw(pr, "],\"expires_at\":");
+	pr_stamp(pr, 1, g->exp);
 	if (g->n_dst) {
-		put_raw(l, ",\"destinations\":");
-		put_prefixes(l, g->dst, g->n_dst);
-		put_raw(l, ",\"gateway_ports\":[");
+		pr_raw(pr, ",\"destinations\":[");
+		pr_prefixes(pr, g->dst, g->n_dst);
+		pr_raw(pr, "],\"gateway_ports\":[");
 		for (size_t i = 0; i < g->n_dnat_ports; i++) {
 			if (i)
-				put_raw(l, ",");
-			put_int(l, g->dnat_ports[i]);
+				pr_raw(pr, ",");
+			pr_int(pr, true, g->dnat_ports[i]);
 		}
-		put_raw(l, "]");
+		pr_raw(pr, "]");
 	}
-	put_member(l, "reason", g->reason);
+	put_member(pr, "reason", g->reason);
 }
 
 /* The syslog copy: no client byte may start a new log line or a terminal escape. */
@@ -318,47 +219,47 @@ static bool syslog_reachable(struct audit *a, int64_t now)
 int audit_log(struct audit *a, const struct audit_rec *r)
 {
 	int64_t now = (int64_t)time(NULL);
-	struct line l;
+	struct printer pr;
+	char block[2048];	/* most records fit: no allocation */
 	int ret = 0;
 
-	line_init(&l);
-	put_raw(&l, "{\"time\":");
-	put_time(&l, now);
-	put_raw(&l, ",\"ts\":");
-	put_int(&l, now);
-	put_member(&l, "event", r->event);
+	printer_init(&pr, NULL, block, sizeof(block));
+	pr_raw(&pr, "{\"time\":");
+	pr_stamp(&pr, 0, now);
+	pr_raw(&pr, ",\"ts\":");
+	pr_int(&pr, true, now);
+	put_member(&pr, "event", r->event);
 	if (r->grant)
-		put_grant(&l, r->grant);
+		put_grant(&pr, r->grant);
 	else
-		put_member(&l, "grant", r->grant_id);
-	put_member(&l, "peer", r->peer);
-	put_member(&l, "code", r->code);
-	put_member(&l, "message", r->message);
+		put_member(&pr, "grant", r->grant_id);
+	put_member(&pr, "peer", r->peer);
+	put_member(&pr, "code", r->code);
+	put_member(&pr, "message", r->message);
 	if (r->count >= 0) {
-		put_raw(&l, ",\"count\":");
-		put_int(&l, r->count);
+		pr_raw(&pr, ",\"count\":");
+		pr_int(&pr, true, r->count);
 	}
-	put_raw(&l, "}");
-	if ((ret = l.err))
+	pr_raw(&pr, "}\n");
+	if ((ret = pr.err))
 		goto out;
-	l.p[l.len++] = '\n'; /* line_add kept a byte for it */
-	if (a->size && a->size + l.len > a->max_bytes && (ret = rotate(a)))
+	if (a->size && a->size + pr.len > a->max_bytes && (ret = rotate(a)))
 		goto out;
-	if (write(a->fd, l.p, l.len) != (ssize_t)l.len) {
+	if (write(a->fd, pr.p, pr.len) != (ssize_t)pr.len) {
 		ret = errno ? -errno : -EIO;
 		goto out;
 	}
-	a->size += l.len;
+	a->size += pr.len;
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
 		goto out;
 	if (!syslog_reachable(a, now))
 		goto out;
-	l.p[l.len - 1] = '\0';
-	sanitize(l.p);
-	syslog(r->code ? LOG_WARNING : LOG_INFO, "audit %s", l.p);
+	pr.p[pr.len - 1] = '\0'; /* the newline */
+	sanitize(pr.p);
+	syslog(r->code ? LOG_WARNING : LOG_INFO, "audit %s", pr.p);
 out:
-	line_free(&l);
+	printer_release(&pr);
 	return ret;
 }
 

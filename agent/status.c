@@ -1,7 +1,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "agent/dnat.h"
 #include "agent/enforce.h"
 #include "agent/nft.h"
+#include "agent/printer.h"
 #include "agent/ruleset.h"
 #include "agent/status.h"
 #include "common/config.h"
@@ -346,135 +346,6 @@ static int64_t grant_kernel_left(const struct kview *kv, const struct config *cf
 }
 
 /*
- * Output gathered in a block before it goes to the evbuffer: a grant's object is some thirty
- * pieces, and an evbuffer_add per piece was 6% of a status at 100,000 grants. Errors stick:
- * the first one is what the caller returns, with a partial document in out.
- */
-struct printer {
-	struct evbuffer *out;
-	char *p;
-	size_t len, cap;
-	int err;
-	/* Each of a grant's two stamps as last formatted: they repeat from grant to grant. */
-	struct {
-		int64_t secs;
-		char text[PROTO_TIME_LEN];
-	} stamp[2];
-};
-
-static void printer_init(struct printer *pr, struct evbuffer *out, char *p, size_t cap)
-{
-	memset(pr, 0, sizeof(*pr));
-	pr->out = out;
-	pr->p = p;
-	pr->cap = cap;
-	pr->stamp[0].secs = pr->stamp[1].secs = INT64_MIN;
-}
-
-static void pr_flush(struct printer *pr)
-{
-	if (pr->len && !pr->err && evbuffer_add(pr->out, pr->p, pr->len))
-		pr->err = -ENOMEM;
-	pr->len = 0;
-}
-
-static void pr_add(struct printer *pr, const char *s, size_t n)
-{
-	if (pr->len + n > pr->cap)
-		pr_flush(pr);
-	if (n > pr->cap) {
-		if (!pr->err && evbuffer_add(pr->out, s, n))
-			pr->err = -ENOMEM;
-		return;
-	}
-	memcpy(pr->p + pr->len, s, n);
-	pr->len += n;
-}
-
-static void put_raw(struct printer *pr, const char *s)
-{
-	pr_add(pr, s, strlen(s));
-}
-
-/* json_dump_callback's and proto_put_string's writer. */
-static int put_buf(const char *buf, size_t len, void *pr)
-{
-	pr_add(pr, buf, len);
-	return 0;
-}
-
-/* A value jansson would not escape (an address, a port, a time) quoted, or null for NULL. */
-static void put_plain(struct printer *pr, const char *s)
-{
-	if (!s) {
-		put_raw(pr, "null");
-		return;
-	}
-	pr_add(pr, "\"", 1);
-	put_raw(pr, s);
-	pr_add(pr, "\"", 1);
-}
-
-static void put_int(struct printer *pr, bool known, long long v)
-{
-	char buf[24], *d = buf + sizeof(buf);
-	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-
-	if (!known) {
-		put_raw(pr, "null");
-		return;
-	}
-	/* Digits by hand: snprintf's "%lld" was three vfprintf calls per grant. */
-	do
-		*--d = (char)('0' + u % 10);
-	while (u /= 10);
-	if (v < 0)
-		*--d = '-';
-	pr_add(pr, d, (size_t)(buf + sizeof(buf) - d));
-}
-
-/* A grant's time stamp (which: 0 issued, 1 expires), formatted once per distinct second. */
-static void put_stamp(struct printer *pr, int which, int64_t secs)
-{
-	if (pr->stamp[which].secs != secs) {
-		if (proto_time_format(secs, pr->stamp[which].text, sizeof(pr->stamp[which].text))) {
-			pr->stamp[which].secs = INT64_MIN; /* the text may be half written */
-			put_raw(pr, "null");
-			return;
-		}
-		pr->stamp[which].secs = secs;
-	}
-	put_plain(pr, pr->stamp[which].text);
-}
-
-static void pr_printf(struct printer *pr, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-/* Short formatted pieces (a kernel element, a member name) straight into the block. */
-static void pr_printf(struct printer *pr, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (pr->cap - pr->len < 512)
-		pr_flush(pr);
-	va_start(ap, fmt);
-	n = vsnprintf(pr->p + pr->len, pr->cap - pr->len, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		pr->err = pr->err ? pr->err : -EINVAL;
-	} else if ((size_t)n < pr->cap - pr->len) {
-		pr->len += (size_t)n;
-	} else {
-		pr_flush(pr);
-		va_start(ap, fmt);
-		if (!pr->err && evbuffer_add_vprintf(pr->out, fmt, ap) < 0)
-			pr->err = -ENOMEM;
-		va_end(ap);
-	}
-}
-
-/*
  * A gateway grant's "dnat" entries, as a cloud console shows them: where to connect, and where
  * that leads. connect names the configured gateway address, or just the port.
  */
@@ -491,15 +362,15 @@ static void put_dnat(struct printer *pr, const struct config *cfg, const struct 
 		snprintf(to, sizeof(to), "%s:%u", addr, (unsigned)ps->port);
 		snprintf(connect, sizeof(connect), "%s:%u", pairs[k].t->dnat_address[0] ?
 			pairs[k].t->dnat_address : "gateway", (unsigned)g->dnat_ports[k]);
-		put_raw(pr, k ? ",{\"gateway_port\":" : "{\"gateway_port\":");
-		put_int(pr, true, g->dnat_ports[k]);
-		put_raw(pr, ",\"protocol\":");
-		put_plain(pr, port_proto_name(ps->proto));
-		put_raw(pr, ",\"to\":");
-		put_plain(pr, to);
-		put_raw(pr, ",\"connect\":");
-		proto_put_string(connect, put_buf, pr);
-		put_raw(pr, "}");
+		pr_raw(pr, k ? ",{\"gateway_port\":" : "{\"gateway_port\":");
+		pr_int(pr, true, g->dnat_ports[k]);
+		pr_raw(pr, ",\"protocol\":");
+		pr_plain(pr, port_proto_name(ps->proto));
+		pr_raw(pr, ",\"to\":");
+		pr_plain(pr, to);
+		pr_raw(pr, ",\"connect\":");
+		pr_string(pr, connect);
+		pr_raw(pr, "}");
 	}
 }
 
@@ -509,17 +380,17 @@ static void put_element(struct printer *pr, const struct prefix *src, const stru
 {
 	char buf[PREFIX_STRLEN];
 
-	put_raw(pr, "{\"source\":");
-	put_plain(pr, prefix_format(src, buf, sizeof(buf)) ? NULL : buf);
-	put_raw(pr, ",\"protocol\":");
-	put_plain(pr, port_proto_name(ps->proto));
-	put_raw(pr, ",\"port\":");
-	put_int(pr, true, ps->port);
+	pr_raw(pr, "{\"source\":");
+	pr_plain(pr, prefix_format(src, buf, sizeof(buf)) ? NULL : buf);
+	pr_raw(pr, ",\"protocol\":");
+	pr_plain(pr, port_proto_name(ps->proto));
+	pr_raw(pr, ",\"port\":");
+	pr_int(pr, true, ps->port);
 	if (dst) {
-		put_raw(pr, ",\"destination\":");
-		put_plain(pr, prefix_format(dst, buf, sizeof(buf)) ? NULL : buf);
+		pr_raw(pr, ",\"destination\":");
+		pr_plain(pr, prefix_format(dst, buf, sizeof(buf)) ? NULL : buf);
 	}
-	put_raw(pr, "}");
+	pr_raw(pr, "}");
 }
 
 /* The elements a grant asks for, as a reply lists them. */
@@ -535,7 +406,7 @@ static void put_elements(struct printer *pr, const struct grant *g)
 				if (dst && dst->family != g->src[s].family)
 					continue;
 				if (!first)
-					put_raw(pr, ",");
+					pr_raw(pr, ",");
 				put_element(pr, &g->src[s], &g->ports[p], dst);
 				first = false;
 			}
@@ -543,22 +414,10 @@ static void put_elements(struct printer *pr, const struct grant *g)
 	}
 }
 
-/* The entries of a JSON array of prefixes, quoted. */
-static void put_prefixes(struct printer *pr, const struct prefix *v, size_t n)
-{
-	char buf[PREFIX_STRLEN];
-
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			put_raw(pr, ",");
-		put_plain(pr, prefix_format(&v[i], buf, sizeof(buf)) ? NULL : buf);
-	}
-}
-
 /*
  * A grant's object, printed: what jansson's JSON_COMPACT prints for it, member for member. At
  * 100,000 grants, building and dumping a jansson object per grant was most of a status. What
- * comes from outside (the claims, a configured address) goes through proto_put_string; the
+ * comes from outside (the claims, a configured address) goes through pr_string; the
  * rest is formatted here and needs no escape. flows < 0: not known (conntrack unavailable).
  * With elements, the reply to a submit: the elements the grant asked for, last.
  */
@@ -566,53 +425,44 @@ static void print_grant(struct printer *pr, const struct config *cfg, const stru
 	const struct kview *kv, long flows, bool elements)
 {
 	int64_t left = grant_kernel_left(kv, cfg, g), in = g->exp - kv->now_ms / 1000;
-	char buf[PREFIX_STRLEN + 32];
-	bool first = true;
 
-	put_raw(pr, "{\"id\":");
-	proto_put_string(g->jti, put_buf, pr);
-	put_raw(pr, ",\"sub\":");
-	proto_put_string(g->sub, put_buf, pr);
-	put_raw(pr, ",\"iss\":");
-	proto_put_string(g->iss, put_buf, pr);
-	put_raw(pr, ",\"kid\":");
-	proto_put_string(g->kid, put_buf, pr);
-	put_raw(pr, ",\"reason\":");
-	proto_put_string(g->reason, put_buf, pr);
-	put_raw(pr, ",\"sources\":[");
-	put_prefixes(pr, g->src, g->n_src);
-	put_raw(pr, "],\"ports\":[");
-	for (size_t i = 0; i < g->n_ports; i++) {
-		if (port_spec_format(&g->ports[i], buf, sizeof(buf)))
-			continue;
-		if (!first)
-			put_raw(pr, ",");
-		put_plain(pr, buf);
-		first = false;
-	}
-	put_raw(pr, "],\"issued_at\":");
-	put_stamp(pr, 0, g->iat);
-	put_raw(pr, ",\"expires_at\":");
-	put_stamp(pr, 1, g->exp);
-	put_raw(pr, ",\"expires_in\":");
-	put_int(pr, true, in > 0 ? in : 0);
-	put_raw(pr, ",\"kernel_expires_in\":");
-	put_int(pr, left >= 0, (left + 999) / 1000);
-	put_raw(pr, ",\"flows\":");
-	put_int(pr, flows >= 0, flows);
+	pr_raw(pr, "{\"id\":");
+	pr_string(pr, g->jti);
+	pr_raw(pr, ",\"sub\":");
+	pr_string(pr, g->sub);
+	pr_raw(pr, ",\"iss\":");
+	pr_string(pr, g->iss);
+	pr_raw(pr, ",\"kid\":");
+	pr_string(pr, g->kid);
+	pr_raw(pr, ",\"reason\":");
+	pr_string(pr, g->reason);
+	pr_raw(pr, ",\"sources\":[");
+	pr_prefixes(pr, g->src, g->n_src);
+	pr_raw(pr, "],\"ports\":[");
+	pr_ports(pr, g->ports, g->n_ports);
+	pr_raw(pr, "],\"issued_at\":");
+	pr_stamp(pr, 0, g->iat);
+	pr_raw(pr, ",\"expires_at\":");
+	pr_stamp(pr, 1, g->exp);
+	pr_raw(pr, ",\"expires_in\":");
+	pr_int(pr, true, in > 0 ? in : 0);
+	pr_raw(pr, ",\"kernel_expires_in\":");
+	pr_int(pr, left >= 0, (left + 999) / 1000);
+	pr_raw(pr, ",\"flows\":");
+	pr_int(pr, flows >= 0, flows);
 	if (g->n_dst) {
-		put_raw(pr, ",\"destinations\":[");
-		put_prefixes(pr, g->dst, g->n_dst);
-		put_raw(pr, "],\"dnat\":[");
+		pr_raw(pr, ",\"destinations\":[");
+		pr_prefixes(pr, g->dst, g->n_dst);
+		pr_raw(pr, "],\"dnat\":[");
 		put_dnat(pr, cfg, g);
-		put_raw(pr, "]");
+		pr_raw(pr, "]");
 	}
 	if (elements) {
-		put_raw(pr, ",\"elements\":[");
+		pr_raw(pr, ",\"elements\":[");
 		put_elements(pr, g);
-		put_raw(pr, "]");
+		pr_raw(pr, "]");
 	}
-	put_raw(pr, "}");
+	pr_raw(pr, "}");
 }
 
 /*
@@ -872,7 +722,7 @@ struct writer {
 
 static void w_raw(struct writer *w, const char *text)
 {
-	put_raw(&w->pr, text);
+	pr_raw(&w->pr, text);
 }
 
 /* An array entry, or with name a member; v stays the caller's. */
@@ -885,7 +735,7 @@ static void w_dump(struct writer *w, const char *name, json_t *v)
 		pr_printf(&w->pr, "\"%s\":", name);
 	if (!v)
 		w->pr.err = w->pr.err ? w->pr.err : -ENOMEM;
-	else if (json_dump_callback(v, put_buf, &w->pr, JSON_COMPACT | JSON_ENCODE_ANY))
+	else if (json_dump_callback(v, pr_buf, &w->pr, JSON_COMPACT | JSON_ENCODE_ANY))
 		w->pr.err = w->pr.err ? w->pr.err : -ENOMEM;
 }
 
@@ -901,7 +751,7 @@ static void put_range(struct printer *pr, int family, const uint8_t *lo, const u
 {
 	char r[RANGE_STRLEN];
 
-	put_plain(pr, range_format(family, lo, hi, r, sizeof(r)) ? NULL : r);
+	pr_plain(pr, range_format(family, lo, hi, r, sizeof(r)) ? NULL : r);
 }
 
 /*
@@ -917,18 +767,18 @@ static void w_kernel_elem(struct writer *w, const struct ruleset_elem *k, int64_
 	if (!w->first)
 		w_raw(w, ",");
 	w->first = false;
-	put_raw(pr, "{\"set\":");
-	put_plain(pr, ruleset_elem_set(k));
-	put_raw(pr, k->family == AF_INET ? ",\"family\":\"ipv4\",\"source\":" :
+	pr_raw(pr, "{\"set\":");
+	pr_plain(pr, ruleset_elem_set(k));
+	pr_raw(pr, k->family == AF_INET ? ",\"family\":\"ipv4\",\"source\":" :
 					   ",\"family\":\"ipv6\",\"source\":");
 	put_range(pr, k->family, k->lo, k->hi);
-	put_raw(pr, k->ipproto == IPPROTO_TCP ? ",\"protocol\":\"tcp\",\"port\":" :
+	pr_raw(pr, k->ipproto == IPPROTO_TCP ? ",\"protocol\":\"tcp\",\"port\":" :
 						",\"protocol\":\"udp\",\"port\":");
-	put_int(pr, true, k->port);
-	put_raw(pr, ",\"expires_in_ms\":");
-	put_int(pr, true, k->exp_ms > now_ms ? k->exp_ms - now_ms : 0);
+	pr_int(pr, true, k->port);
+	pr_raw(pr, ",\"expires_in_ms\":");
+	pr_int(pr, true, k->exp_ms > now_ms ? k->exp_ms - now_ms : 0);
 	if (k->kind == RULESET_FORWARD) {
-		put_raw(pr, ",\"destination\":");
+		pr_raw(pr, ",\"destination\":");
 		put_range(pr, k->family, k->dlo, k->dhi);
 	} else if (k->kind == RULESET_DNAT) {
 		char a[INET_ADDRSTRLEN];
@@ -936,7 +786,7 @@ static void w_kernel_elem(struct writer *w, const struct ruleset_elem *k, int64_
 		inet_ntop(AF_INET, k->dlo, a, sizeof(a));
 		pr_printf(pr, ",\"to\":\"%s:%u\"", a, (unsigned)k->to_port);
 	}
-	put_raw(pr, "}");
+	pr_raw(pr, "}");
 }
 
 /* Opens a member object or array (open is "{" or "["); the next value is its first. */

@@ -368,16 +368,16 @@ static void printer_across_blocks(void **state __attribute__((unused)))
 	assert_int_equal(prefix_parse("192.0.2.7", &src), 0);
 	assert_non_null(out);
 	printer_init(&pr, out, block, sizeof(block));
-	put_raw(&pr, "[");
+	pr_raw(&pr, "[");
 	for (size_t i = 0; i < 5; i++) {
 		snprintf(jti, sizeof(jti), "j%zu", i);
 		g.iat = iat[i];
 		g.exp = iat[i] + 86400 * (int64_t)(i % 2);
 		if (i)
-			put_raw(&pr, ",");
+			pr_raw(&pr, ",");
 		print_grant(&pr, &cfg, &g, &kv, (long)i, false);
 	}
-	put_raw(&pr, "]");
+	pr_raw(&pr, "]");
 	pr_flush(&pr);
 	assert_int_equal(pr.err, 0);
 	v = parse(out);
@@ -411,7 +411,7 @@ static void integers_print_exactly(void **state __attribute__((unused)))
 		char *got;
 
 		printer_init(&pr, out, block, sizeof(block));
-		put_int(&pr, true, values[i]);
+		pr_int(&pr, true, values[i]);
 		pr_flush(&pr);
 		got = drain(out);
 		snprintf(want, sizeof(want), "%lld", values[i]);
@@ -419,7 +419,7 @@ static void integers_print_exactly(void **state __attribute__((unused)))
 		free(got);
 	}
 	printer_init(&pr, out, block, sizeof(block));
-	put_int(&pr, false, 5);
+	pr_int(&pr, false, 5);
 	pr_flush(&pr);
 	{
 		char *got = drain(out);
