@@ -215,6 +215,7 @@ static void *rebuild_main(void *arg)
 {
 	struct rebuild *r = arg;
 
+	pthread_setname_np(pthread_self(), "jitd-activity");
 	r->ret = audit_snapshot_foreach(r->snap, r->since, rebuild_cb, r);
 	atomic_store(&r->done, true);
 	return NULL;

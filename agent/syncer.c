@@ -78,6 +78,7 @@ static void *lane_main(void *arg)
 {
 	struct lane *l = arg;
 
+	pthread_setname_np(pthread_self(), "jitd-sync");
 	pthread_mutex_lock(&l->lock);
 	for (;;) {
 		int fd, ret;
@@ -207,6 +208,7 @@ static void *worker(void *arg)
 {
 	struct syncer *s = arg;
 
+	pthread_setname_np(pthread_self(), "jitd-sync");
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		struct sync_req *batch, *last;

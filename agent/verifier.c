@@ -41,6 +41,8 @@ static void *worker(void *arg)
 {
 	struct verifier *v = arg;
 
+	/* Named, so that top -H, ps -L and perf tell verification from the loop. */
+	pthread_setname_np(pthread_self(), "jitd-verify");
 	pthread_mutex_lock(&v->lock);
 	for (;;) {
 		struct verify_job *j;
@@ -164,6 +166,7 @@ static void run_chunks(struct run *r)
 
 static void *run_worker(void *arg)
 {
+	pthread_setname_np(pthread_self(), "jitd-restore");
 	run_chunks(arg);
 	return NULL;
 }

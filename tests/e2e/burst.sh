@@ -107,6 +107,16 @@ grouped=$(awk '$1 == "jitd_group_grants_total" {print $2}' "$TMP/metrics")
 	fail "group counters: $commits commits for $grouped grants"
 pass "$grouped grants went through $commits group commit(s)"
 
+# The threads carry their names (jitd.8): ps -L, top -H, perf and the benchmark's CPU rows use
+# them. One event loop, a verifier per CPU jitd may use (up to a cap), two sync threads.
+sort /proc/"$JITD_PID"/task/*/comm | uniq -c | awk '{ print $2, $1 }' >"$TMP/threads"
+verifiers=$(sed -n 's/^jitd-verify //p' "$TMP/threads")
+[ "$(sed -n 's/^jitd //p' "$TMP/threads")" = 1 ] &&
+	[ "${verifiers:-0}" -ge 1 ] && [ "$verifiers" -le "$(nproc)" ] &&
+	[ "$(sed -n 's/^jitd-sync //p' "$TMP/threads")" = 2 ] ||
+	fail "threads by name: $(tr '\n' ' ' <"$TMP/threads")"
+pass "threads named: $(tr '\n' ' ' <"$TMP/threads")"
+
 log "restart: the grants come back from the journal"
 stop_jitd
 start_jitd
