@@ -14,6 +14,38 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The machine's CPU time so far in clock ticks (/proc/stat's first line): busy (user, nice,
+ * system, irq, softirq, steal) and idle (idle, iowait). 0 when it cannot be read.
+ */
+int machine_ticks(uint64_t *busy, uint64_t *idle)
+{
+	unsigned long long v[8] = { 0 };
+	FILE *f = fopen("/proc/stat", "re");
+	int n;
+
+	*busy = *idle = 0;
+	if (!f)
+		return -errno;
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		&v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n != 8)
+		return -EINVAL;
+	*busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+	*idle = v[3] + v[4];
+	return 0;
+}
+
+/* CPU time of this process, every thread, user and system. */
+uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

@@ -17,6 +17,8 @@
 /* --- bench.c: time, statistics, small helpers ----------------------------------------------- */
 
 uint64_t now_ns(void);
+uint64_t cpu_ns(void);
+int machine_ticks(uint64_t *busy, uint64_t *idle);
 /* Sorts v and prints PREFIX_n, PREFIX_p50_us, PREFIX_p99_us, PREFIX_max_us (nanoseconds in). */
 void print_stats(const char *prefix, uint64_t *v, size_t n);
 /* The sorted v's q-quantile (nearest rank), 0 when empty. */

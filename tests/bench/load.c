@@ -244,7 +244,7 @@ int cmd_submit(int argc, char **argv)
 	pthread_t th[MAX_CONNS];
 	unsigned conns = 1, duration = 3600;
 	double seconds = 0;
-	uint64_t t0, t1, *lat = NULL;
+	uint64_t t0, t1, cpu0, cpu1, busy0, busy1, idle0, idle1, *lat = NULL;
 	size_t sent = 0, okn = 0;
 	int c, started = 0, ret = 1;
 
@@ -293,6 +293,8 @@ int cmd_submit(int argc, char **argv)
 	if (!(r.lat = calloc(p.count, sizeof(*r.lat))) || !(r.ok = calloc(p.count, 1)) ||
 		!(lat = malloc(p.count * sizeof(*lat))))
 		goto out;
+	machine_ticks(&busy0, &idle0);
+	cpu0 = cpu_ns();
 	t0 = now_ns();
 	r.deadline = seconds > 0 ? t0 + (uint64_t)(seconds * 1e9) : 0;
 	for (unsigned i = 0; i < conns; i++) {
@@ -303,6 +305,8 @@ int cmd_submit(int argc, char **argv)
 	for (int i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	t1 = now_ns();
+	cpu1 = cpu_ns();
+	machine_ticks(&busy1, &idle1);
 	for (size_t i = 0; i < p.count; i++) {
 		if (r.lat[i])
 			lat[sent++] = r.lat[i];
@@ -315,6 +319,13 @@ int cmd_submit(int argc, char **argv)
 	/* A throughput run that used every token measured the signer's pool, not jitd. */
 	printf("exhausted=%d\nreconnects=%u\n", r.deadline && sent == p.count,
 		atomic_load(&r.reconnects));
+	/*
+	 * Where the machine's time went while the load ran: this process's own CPU (user +
+	 * system), and every CPU's busy and idle ticks over the same window (signing excluded).
+	 */
+	printf("cpu_s=%.3f\nmachine_busy_ticks=%llu\nmachine_idle_ticks=%llu\n",
+		(double)(cpu1 - cpu0) / 1e9, (unsigned long long)(busy1 - busy0),
+		(unsigned long long)(idle1 - idle0));
 	print_stats("lat", lat, sent);
 	if (granted && write_granted(granted, &r)) {
 		fprintf(stderr, "jitbench submit: cannot write %s\n", granted);
