@@ -10,6 +10,7 @@
 
 #include "agent/activity.h"
 #include "agent/audit.h"
+#include "common/array.h"
 #include "common/log.h"
 #include "common/port.h"
 
@@ -75,15 +76,9 @@ static struct port_hist *find_or_add(struct activity *a, uint16_t port, uint8_t 
 
 	if (h)
 		return h;
-	if (a->n == a->cap) {
-		size_t cap = a->cap ? 2 * a->cap : 8;
-		struct port_hist *nv = realloc(a->v, cap * sizeof(*nv));
-
-		if (!nv)
-			return NULL;
-		a->v = nv;
-		a->cap = cap;
-	}
+	if (!(h = array_reserve(a->v, &a->cap, a->n + 1, sizeof(*h), 8)))
+		return NULL;
+	a->v = h;
 	h = &a->v[a->n++];
 	memset(h, 0, sizeof(*h));
 	h->port = port;
@@ -95,6 +90,7 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
 	int64_t when, bool ties_win)
 {
 	struct port_hist *h = find_or_add(a, port, ipproto);
+	int64_t *when_v;
 	size_t kept = 0;
 
 	if (!h)
@@ -106,15 +102,9 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
 				h->when[kept++] = h->when[i];
 		h->n = kept;
 	}
-	if (h->n == h->cap) {
-		size_t cap = h->cap ? 2 * h->cap : 16;
-		int64_t *nv = realloc(h->when, cap * sizeof(*nv));
-
-		if (!nv)
-			return -ENOMEM;
-		h->when = nv;
-		h->cap = cap;
-	}
+	if (!(when_v = array_reserve(h->when, &h->cap, h->n + 1, sizeof(*when_v), 16)))
+		return -ENOMEM;
+	h->when = when_v;
 	h->when[h->n++] = when;
 	if (when > h->last_access || (ties_win && when == h->last_access)) {
 		h->last_access = when;

@@ -17,6 +17,7 @@
 #include <netlink/socket.h>
 
 #include "agent/conntrack.h"
+#include "common/array.h"
 #include "common/grant.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -221,15 +222,11 @@ static bool entry_matches(const struct grant *g, const struct nfnl_ct *ct, uint8
 
 static int keep_hit(struct dump *d, struct nfnl_ct *ct)
 {
-	if (d->n_hits == d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 16;
-		struct nfnl_ct **h = reallocarray(d->hits, cap, sizeof(*h));
+	struct nfnl_ct **h = array_reserve(d->hits, &d->cap, d->n_hits + 1, sizeof(*h), 16);
 
-		if (!h)
-			return -ENOMEM;
-		d->hits = h;
-		d->cap = cap;
-	}
+	if (!h)
+		return -ENOMEM;
+	d->hits = h;
 	nfnl_ct_get(ct);
 	d->hits[d->n_hits++] = ct;
 	return 0;

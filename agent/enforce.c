@@ -24,6 +24,7 @@
 #include "agent/store.h"
 #include "agent/syncer.h"
 #include "agent/verifier.h"
+#include "common/array.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
@@ -198,30 +199,22 @@ int64_t enforce_now_ms(void)
 
 static int elems_push(struct elems *v, const struct ruleset_elem *e)
 {
-	if (v->n == v->cap) {
-		size_t cap = v->cap ? 2 * v->cap : 64;
-		struct ruleset_elem *nv = realloc(v->v, cap * sizeof(*nv));
+	struct ruleset_elem *nv = array_reserve(v->v, &v->cap, v->n + 1, sizeof(*nv), 64);
 
-		if (!nv)
-			return -ENOMEM;
-		v->v = nv;
-		v->cap = cap;
-	}
+	if (!nv)
+		return -ENOMEM;
+	v->v = nv;
 	v->v[v->n++] = *e;
 	return 0;
 }
 
 static int raws_push(struct raws *r, const struct ruleset_raw *x)
 {
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? 2 * r->cap : 8;
-		struct ruleset_raw *nv = realloc(r->v, cap * sizeof(*nv));
+	struct ruleset_raw *nv = array_reserve(r->v, &r->cap, r->n + 1, sizeof(*nv), 8);
 
-		if (!nv)
-			return -ENOMEM;
-		r->v = nv;
-		r->cap = cap;
-	}
+	if (!nv)
+		return -ENOMEM;
+	r->v = nv;
 	r->v[r->n++] = *x;
 	return 0;
 }
@@ -811,16 +804,11 @@ static int model_merge(struct enforce *e, const struct elems *add)
 {
 	struct elems *m = &e->model;
 	size_t i = m->n, j = add->n, k = m->n + add->n;
+	struct ruleset_elem *nv = array_reserve(m->v, &m->cap, k, sizeof(*nv), 64);
 
-	if (k > m->cap) {
-		size_t cap = k > 2 * m->cap ? k : 2 * m->cap;
-		struct ruleset_elem *nv = realloc(m->v, cap * sizeof(*nv));
-
-		if (!nv)
-			return -ENOMEM;
-		m->v = nv;
-		m->cap = cap;
-	}
+	if (!nv)
+		return -ENOMEM;
+	m->v = nv;
 	/* Equal ones: the model's first, as a forward merge would place them. */
 	while (j > 0)
 		m->v[--k] = i > 0 && ruleset_elem_cmp(&m->v[i - 1], &add->v[j - 1]) > 0 ?
@@ -916,14 +904,15 @@ static int all_groups(const struct enforce *e, struct group **groups, size_t *n_
 static int grants_push(struct enforce *e, struct grant *g)
 {
 	if (e->n_grants == e->cap_grants) {
-		size_t cap = e->cap_grants ? 2 * e->cap_grants : 16;
-		struct grant *nv = realloc(e->grants, cap * sizeof(*nv));
+		/* Two arrays side by side: the capacity they share is set once both have it. */
+		size_t cap = e->cap_grants, cap_d = e->cap_grants;
+		struct grant *nv = array_reserve(e->grants, &cap, e->n_grants + 1, sizeof(*nv), 16);
 		int64_t *nd;
 
 		if (!nv)
 			return -ENOMEM;
 		e->grants = nv;
-		if (!(nd = realloc(e->deadline, cap * sizeof(*nd))))
+		if (!(nd = array_reserve(e->deadline, &cap_d, cap, sizeof(*nd), cap)))
 			return -ENOMEM;
 		e->deadline = nd;
 		e->cap_grants = cap;

@@ -20,6 +20,7 @@
 #include <linux/netlink.h>
 
 #include "agent/nft.h"
+#include "common/array.h"
 
 /* Sized like nftables' mnl.c: a page holds a full netlink message plus the overrun. */
 #define NFT_NLMSG_MAXSIZE (UINT16_MAX + 4096)
@@ -140,20 +141,15 @@ size_t nft_batch_count(const struct nft_batch *b)
 struct nlmsghdr *nft_batch_msg(struct nft_batch *b, uint16_t type, uint16_t family,
 	uint16_t flags, const char *what)
 {
+	struct batch_msg *m;
 	struct nlmsghdr *nlh;
 
 	/* The previous message's payload is complete now: account for it before starting ours. */
 	if (b->n && nftnl_batch_update(b->nb) < 0)
 		return NULL;
-	if (b->n == b->cap) {
-		size_t cap = b->cap ? 2 * b->cap : 16;
-		struct batch_msg *m = realloc(b->msgs, cap * sizeof(*m));
-
-		if (!m)
-			return NULL;
-		b->msgs = m;
-		b->cap = cap;
-	}
+	if (!(m = array_reserve(b->msgs, &b->cap, b->n + 1, sizeof(*m), 16)))
+		return NULL;
+	b->msgs = m;
 	b->msgs[b->n].seq = b->nft->seq;
 	snprintf(b->msgs[b->n].what, sizeof(b->msgs[b->n].what), "%s", what);
 	b->n++;

@@ -18,6 +18,7 @@
 #include "agent/printer.h"
 #include "agent/ruleset.h"
 #include "agent/status.h"
+#include "common/array.h"
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/grant.h"
@@ -85,20 +86,14 @@ static int range_format(int family, const uint8_t *lo, const uint8_t *hi, char *
 	return snprintf(buf, len, "%s-%s", a, b) < (int)len ? 0 : -1;
 }
 
-/* Appends n elements to kv (kv->cap grows by doubling). */
+/* Appends n elements to kv. */
 static int kview_add(struct kview *kv, const struct ruleset_elem *v, size_t n)
 {
-	if (kv->n + n > kv->cap) {
-		size_t cap = kv->cap ? 2 * kv->cap : 16;
-		struct ruleset_elem *nv;
+	struct ruleset_elem *nv = array_reserve(kv->v, &kv->cap, kv->n + n, sizeof(*nv), 16);
 
-		while (cap < kv->n + n)
-			cap *= 2;
-		if (!(nv = realloc(kv->v, cap * sizeof(*nv))))
-			return -ENOMEM;
-		kv->v = nv;
-		kv->cap = cap;
-	}
+	if (!nv)
+		return -ENOMEM;
+	kv->v = nv;
 	memcpy(kv->v + kv->n, v, n * sizeof(*v));
 	kv->n += n;
 	return 0;

@@ -14,6 +14,7 @@
 
 #include "agent/store.h"
 #include "agent/syncer.h"
+#include "common/array.h"
 #include "common/grant.h"
 #include "common/jws.h"
 #include "common/log.h"
@@ -172,16 +173,11 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 	if (!j)
 		return -ENOMEM;
 	mem_del(s, jti);
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 64;
-
-		if (!(e = realloc(s->v, cap * sizeof(*e)))) {
-			free(j);
-			return -ENOMEM;
-		}
-		s->v = e;
-		s->cap = cap;
+	if (!(e = array_reserve(s->v, &s->cap, s->n + 1, sizeof(*e), 64))) {
+		free(j);
+		return -ENOMEM;
 	}
+	s->v = e;
 	if (rehash(s, s->cap)) {
 		free(j);
 		return -ENOMEM;
