@@ -56,28 +56,6 @@ static const char *const target_keys[] = { "address", "port", "protocol", "max_d
 	"allowed_sources", "dnat" };
 static const char *const dnat_keys[] = { "listen_port_range", "address" };
 
-static const char *type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		return "an object";
-	case JSON_ARRAY:
-		return "an array";
-	case JSON_STRING:
-		return "a string";
-	case JSON_INTEGER:
-		return "an integer";
-	case JSON_REAL:
-		return "a real number";
-	case JSON_TRUE:
-	case JSON_FALSE:
-		return "a boolean";
-	case JSON_NULL:
-		break;
-	}
-	return "null";
-}
-
 /* where is NULL at the top level, else the path of the object ("ports[1]"). */
 static int check_keys(json_t *o, const char *const *keys, size_t n, const char *where,
 	struct jit_error *e)
@@ -103,7 +81,7 @@ static int get_string(const json_t *v, const char *path, const char **s, struct 
 {
 	*s = NULL;
 	if (!json_is_string(v))
-		return BAD(e, "%s: expected a string, not %s", path, type_name(v));
+		return BAD(e, "%s: expected a string, not %s", path, jit_json_type(v));
 	*s = json_string_value(v);
 	return 0;
 }
@@ -217,7 +195,7 @@ static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_
 	}
 	if (!json_is_string(v))
 		return BAD(e, "%s: expected an ISO 8601 duration or integer seconds, not %s", path,
-			type_name(v));
+			jit_json_type(v));
 	s = json_string_value(v);
 	snprintf(shown, sizeof(shown), "'%.32s'", s);
 	ret = duration_parse(s, secs);
@@ -241,7 +219,7 @@ static int set_owner(const json_t *root, struct config *c, struct jit_error *e)
 	if (!v)
 		return 0;
 	if (!json_is_boolean(v))
-		return BAD(e, "table_owner: expected a boolean, not %s", type_name(v));
+		return BAD(e, "table_owner: expected a boolean, not %s", jit_json_type(v));
 	c->table_owner = json_is_true(v);
 	return 0;
 }
@@ -295,7 +273,7 @@ static int get_prefix(const json_t *v, const char *path, struct prefix *p, struc
 	const char *s;
 
 	if (!json_is_string(v))
-		return BAD(e, "%s: expected a prefix string, not %s", path, type_name(v));
+		return BAD(e, "%s: expected a prefix string, not %s", path, jit_json_type(v));
 	s = json_string_value(v);
 	if (prefix_parse(s, p))
 		return BAD(e, "%s: '%.64s' is not a prefix (%s)", path, s, prefix_why(s));
@@ -312,7 +290,7 @@ static int get_prefixes(const json_t *a, const char *path, bool *star, struct pr
 	int ret;
 
 	if (!json_is_array(a))
-		return BAD(e, "%s: expected an array, not %s", path, type_name(a));
+		return BAD(e, "%s: expected an array, not %s", path, jit_json_type(a));
 	if (cnt > CONFIG_MAX_PREFIXES)
 		return BAD(e, "%s: %zu entries, at most %d allowed", path, cnt,
 			CONFIG_MAX_PREFIXES);
@@ -352,7 +330,7 @@ static int port_number(const json_t *o, const char *where, struct port_policy *p
 	if (!v)
 		return BAD(e, "%s: missing required key 'port'", where);
 	if (!json_is_integer(v))
-		return BAD(e, "%s.port: expected an integer, not %s", where, type_name(v));
+		return BAD(e, "%s.port: expected an integer, not %s", where, jit_json_type(v));
 	n = json_integer_value(v);
 	if (n < 1 || n > 65535)
 		return BAD(e, "%s.port: %lld is not a port number (1-65535)", where, (long long)n);
@@ -435,7 +413,7 @@ static int parse_port(json_t *o, size_t i, struct port_policy *pp, struct jit_er
 
 	snprintf(where, sizeof(where), "ports[%zu]", i);
 	if (!json_is_object(o))
-		return BAD(e, "%s: expected an object, not %s", where, type_name(o));
+		return BAD(e, "%s: expected an object, not %s", where, jit_json_type(o));
 	if ((ret = check_keys(o, port_keys, ARRAY_LEN(port_keys), where, e)) ||
 		(ret = parse_rule(o, where, pp, e)))
 		return ret;
@@ -470,7 +448,7 @@ static int set_ports(const json_t *root, struct config *c, struct jit_error *e)
 	if (!a)
 		return set_default_port(c, e);
 	if (!json_is_array(a))
-		return BAD(e, "ports: expected an array, not %s", type_name(a));
+		return BAD(e, "ports: expected an array, not %s", jit_json_type(a));
 	if (!cnt)
 		return BAD(e, "ports: empty, so nothing is protected (omit the key for 22/tcp)");
 	if (cnt > CONFIG_MAX_PORTS)
@@ -583,7 +561,7 @@ static int target_dnat(const json_t *o, const char *where, struct target_policy 
 		return 0;
 	snprintf(path, sizeof(path), "%s.dnat", where);
 	if (!json_is_object(d))
-		return BAD(e, "%s: expected an object, not %s", path, type_name(d));
+		return BAD(e, "%s: expected an object, not %s", path, jit_json_type(d));
 	/* Mapping ports stands in for public IPv4 addresses; IPv6 targets are routed to. */
 	if (t->addr.family != AF_INET)
 		return BAD(e, "%s: only IPv4 targets can map ports", path);
@@ -610,7 +588,7 @@ static int parse_target(json_t *o, size_t i, struct target_policy *t, struct jit
 
 	snprintf(where, sizeof(where), "targets[%zu]", i);
 	if (!json_is_object(o))
-		return BAD(e, "%s: expected an object, not %s", where, type_name(o));
+		return BAD(e, "%s: expected an object, not %s", where, jit_json_type(o));
 	if ((ret = check_keys(o, target_keys, ARRAY_LEN(target_keys), where, e)))
 		return ret;
 	if (!(a = json_object_get(o, "address")))
@@ -698,7 +676,7 @@ static int set_targets(const json_t *root, struct config *c, struct jit_error *e
 		return BAD(e, "targets: missing, and mode %s needs at least one target",
 			mode_name(c->mode));
 	if (!json_is_array(a))
-		return BAD(e, "targets: expected an array, not %s", type_name(a));
+		return BAD(e, "targets: expected an array, not %s", jit_json_type(a));
 	if (!cnt)
 		return BAD(e, "targets: empty, and mode %s needs at least one target",
 			mode_name(c->mode));
@@ -726,7 +704,7 @@ static int get_int(const json_t *obj, const char *key, const char *path, long lo
 	if (!v)
 		return 0;
 	if (!json_is_integer(v))
-		return BAD(e, "%s: expected an integer, not %s", path, type_name(v));
+		return BAD(e, "%s: expected an integer, not %s", path, jit_json_type(v));
 	*out = json_integer_value(v);
 	if (*out < min || *out > max)
 		return BAD(e, "%s: %lld is outside %lld..%lld", path, *out, min, max);
@@ -777,7 +755,7 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 			"the limit would be refused as busy", n, c->max_grants);
 	c->replay_cache_max = (size_t)n;
 	if (a && !json_is_object(a))
-		return BAD(e, "audit: expected an object, not %s", type_name(a));
+		return BAD(e, "audit: expected an object, not %s", jit_json_type(a));
 	if (a && (ret = check_keys(a, audit_keys, ARRAY_LEN(audit_keys), "audit", e)))
 		return ret;
 	if ((ret = get_int(a, "max_bytes", "audit.max_bytes", 10 * 1024 * 1024, 65536,
@@ -840,7 +818,7 @@ static int set_listen(json_t *root, struct config *c, struct jit_error *e)
 	if (!o)
 		return 0;
 	if (!json_is_object(o))
-		return BAD(e, "listen: expected an object, not %s", type_name(o));
+		return BAD(e, "listen: expected an object, not %s", jit_json_type(o));
 	if ((ret = check_keys(o, listen_keys, ARRAY_LEN(listen_keys), "listen", e)))
 		return ret;
 	l->enabled = true;
@@ -850,7 +828,7 @@ static int set_listen(json_t *root, struct config *c, struct jit_error *e)
 		return ret;
 	v = json_object_get(o, "insecure_plaintext");
 	if (v && !json_is_boolean(v))
-		return BAD(e, "listen.insecure_plaintext: expected a boolean, not %s", type_name(v));
+		return BAD(e, "listen.insecure_plaintext: expected a boolean, not %s", jit_json_type(v));
 	l->insecure_plaintext = json_is_true(v);
 	if ((json_object_get(o, "tls_cert") &&
 		(ret = set_path(o, "tls_cert", "listen.tls_cert", NULL, &l->tls_cert, e))) ||
@@ -892,7 +870,7 @@ static int set_limits(json_t *root, struct config *c, struct jit_error *e)
 	int ret;
 
 	if (o && !json_is_object(o))
-		return BAD(e, "limits: expected an object, not %s", type_name(o));
+		return BAD(e, "limits: expected an object, not %s", jit_json_type(o));
 	if (o && (ret = check_keys(o, limit_keys, ARRAY_LEN(limit_keys), "limits", e)))
 		return ret;
 	if ((ret = get_int(o, "max_grants", "limits.max_grants", 200000, 1, 10000000, &n, e)))
@@ -918,7 +896,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 	int ret;
 
 	if (!json_is_object(root))
-		return BAD(e, "expected a JSON object, not %s", type_name(root));
+		return BAD(e, "expected a JSON object, not %s", jit_json_type(root));
 	if ((ret = check_keys(root, top_keys, ARRAY_LEN(top_keys), NULL, e)) ||
 		(ret = set_host_id(root, c, e)) ||
 		(ret = set_path(root, "keys_dir", "keys_dir", DEFAULT_KEYS_DIR, &c->keys_dir, e)) ||

@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "common/err.h"
 
 /* Indexed by -code. The names are a stable interface: see err.h. */
@@ -59,4 +61,36 @@ int jit_fail(struct jit_error *e, int code, const char *fmt, ...)
 	(void)vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
 	return code;
+}
+
+const char *jit_shown(const char *s, char buf[static JIT_SHOWN_LEN])
+{
+	size_t i;
+
+	for (i = 0; s && s[i] && i < JIT_SHOWN_LEN - 1; i++)
+		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+const char *jit_json_type(const struct json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		break;
+	}
+	return "null";
 }

@@ -17,45 +17,11 @@
 
 #define MALFORMED(e, ...) jit_fail((e), JIT_ERR_MALFORMED, __VA_ARGS__)
 #define OOM(e) jit_fail((e), JIT_ERR_INTERNAL, "out of memory")
-#define SHOWN_LEN 65 /* at most 64 bytes of attacker text in a message */
 /*
  * 9999-12-31T23:59:59Z. Far beyond any grant, yet small enough that neither the skew arithmetic
  * here nor the millisecond arithmetic of callers can overflow.
  */
 #define GRANT_MAX_TIME 253402300799LL
-
-static const char *type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		return "an object";
-	case JSON_ARRAY:
-		return "an array";
-	case JSON_STRING:
-		return "a string";
-	case JSON_INTEGER:
-		return "an integer";
-	case JSON_REAL:
-		return "a real number";
-	case JSON_TRUE:
-	case JSON_FALSE:
-		return "a boolean";
-	case JSON_NULL:
-		break;
-	}
-	return "null";
-}
-
-/* Messages reach logs and JSON replies: printable ASCII only, so neither can be forged. */
-static const char *shown(const char *s, char buf[static SHOWN_LEN])
-{
-	size_t i;
-
-	for (i = 0; s[i] && i < SHOWN_LEN - 1; i++)
-		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-	buf[i] = '\0';
-	return buf;
-}
 
 /* iss, sub, jti and reason end up in log lines, so control characters are refused outright. */
 int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
@@ -68,7 +34,7 @@ int grant_claim_string(const json_t *c, const char *name, bool required, char **
 	if (!v)
 		return required ? MALFORMED(e, "claim '%s': missing", name) : 0;
 	if (!json_is_string(v))
-		return MALFORMED(e, "claim '%s': expected a string, not %s", name, type_name(v));
+		return MALFORMED(e, "claim '%s': expected a string, not %s", name, jit_json_type(v));
 	s = json_string_value(v);
 	n = json_string_length(v);
 	if (required && !n)
@@ -95,7 +61,7 @@ int grant_claim_time(const json_t *c, const char *name, bool required, int64_t *
 	if (!v)
 		return required ? MALFORMED(e, "claim '%s': missing", name) : 0;
 	if (!json_is_integer(v))
-		return MALFORMED(e, "claim '%s': expected an integer, not %s", name, type_name(v));
+		return MALFORMED(e, "claim '%s': expected an integer, not %s", name, jit_json_type(v));
 	i = json_integer_value(v);
 	if (i < 1 || i > GRANT_MAX_TIME)
 		return MALFORMED(e, "claim '%s': %lld is not a time (1-%lld)", name, (long long)i,
@@ -117,11 +83,11 @@ int grant_claim_aud(const json_t *c, struct jit_error *e)
 		return 0;
 	if (!json_is_array(a))
 		return MALFORMED(e, "claim 'aud': expected a string or an array of strings, not %s",
-			type_name(a));
+			jit_json_type(a));
 	json_array_foreach(a, i, v) {
 		if (!json_is_string(v))
 			return MALFORMED(e, "claim 'aud[%zu]': expected a string, not %s", i,
-				type_name(v));
+				jit_json_type(v));
 	}
 	return 0;
 }
@@ -135,7 +101,7 @@ int grant_claim_bool(const json_t *c, const char *name, bool *b, struct jit_erro
 		return 0;
 	/* Only true and false: 1 or "yes" would be a guess at what the issuer meant. */
 	if (!json_is_boolean(v))
-		return MALFORMED(e, "claim '%s': expected a boolean, not %s", name, type_name(v));
+		return MALFORMED(e, "claim '%s': expected a boolean, not %s", name, jit_json_type(v));
 	*b = json_is_true(v);
 	return 0;
 }
@@ -154,14 +120,14 @@ static int parse_prefixes(const json_t *c, const char *name, bool required, size
 {
 	const json_t *a = json_object_get(c, name);
 	size_t cnt = json_array_size(a), i, j;
-	char buf[SHOWN_LEN];
+	char buf[JIT_SHOWN_LEN];
 	struct prefix p;
 	json_t *s;
 
 	if (!a)
 		return required ? MALFORMED(e, "claim '%s': missing", name) : 0;
 	if (!json_is_array(a))
-		return MALFORMED(e, "claim '%s': expected an array, not %s", name, type_name(a));
+		return MALFORMED(e, "claim '%s': expected an array, not %s", name, jit_json_type(a));
 	if (!cnt)
 		return MALFORMED(e, "claim '%s': empty", name);
 	if (cnt > max)
@@ -171,10 +137,10 @@ static int parse_prefixes(const json_t *c, const char *name, bool required, size
 	json_array_foreach(a, i, s) {
 		if (!json_is_string(s))
 			return MALFORMED(e, "claim '%s[%zu]': expected a string, not %s", name, i,
-				type_name(s));
+				jit_json_type(s));
 		if (prefix_parse(json_string_value(s), &p))
 			return MALFORMED(e, "claim '%s[%zu]': '%s' is not an IP prefix", name, i,
-				shown(json_string_value(s), buf));
+				jit_shown(json_string_value(s), buf));
 		/* Canonical forms compare equal, so "::ffff:10.0.0.1" and "10.0.0.1" are one. */
 		for (j = 0; j < *n && !prefix_equal(&(*v)[j], &p); j++)
 			;
@@ -189,18 +155,18 @@ static int parse_port(const json_t *o, size_t i, uint16_t *port, unsigned *mask,
 	struct jit_error *e)
 {
 	const json_t *v = json_object_get(o, "port"), *p = json_object_get(o, "protocol");
-	char buf[SHOWN_LEN];
+	char buf[JIT_SHOWN_LEN];
 	json_int_t n;
 
 	*mask = PORT_PROTO_TCP;
 	if (!json_is_object(o))
 		return MALFORMED(e, "claim 'ports[%zu]': expected an object, not %s", i,
-			type_name(o));
+			jit_json_type(o));
 	if (!v)
 		return MALFORMED(e, "claim 'ports[%zu]': missing 'port'", i);
 	if (!json_is_integer(v))
 		return MALFORMED(e, "claim 'ports[%zu].port': expected an integer, not %s", i,
-			type_name(v));
+			jit_json_type(v));
 	n = json_integer_value(v);
 	if (n < 1 || n > 65535)
 		return MALFORMED(e, "claim 'ports[%zu].port': %lld is not a port number (1-65535)",
@@ -208,10 +174,10 @@ static int parse_port(const json_t *o, size_t i, uint16_t *port, unsigned *mask,
 	*port = (uint16_t)n;
 	if (p && !json_is_string(p))
 		return MALFORMED(e, "claim 'ports[%zu].protocol': expected a string, not %s", i,
-			type_name(p));
+			jit_json_type(p));
 	if (p && port_proto_parse(json_string_value(p), mask))
 		return MALFORMED(e, "claim 'ports[%zu].protocol': '%s' is not tcp, udp or *", i,
-			shown(json_string_value(p), buf));
+			jit_shown(json_string_value(p), buf));
 	/* A member we do not know might restrict the grant in a way we would silently ignore. */
 	if (json_object_size(o) != (p ? 2 : 1))
 		return MALFORMED(e, "claim 'ports[%zu]': members other than port and protocol", i);
@@ -240,7 +206,7 @@ static int parse_ports(const json_t *c, struct grant *g, struct jit_error *e)
 	if (!a)
 		return MALFORMED(e, "claim 'ports': missing");
 	if (!json_is_array(a))
-		return MALFORMED(e, "claim 'ports': expected an array, not %s", type_name(a));
+		return MALFORMED(e, "claim 'ports': expected an array, not %s", jit_json_type(a));
 	if (!cnt)
 		return MALFORMED(e, "claim 'ports': empty");
 	if (cnt > GRANT_MAX_PORTS)

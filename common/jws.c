@@ -16,7 +16,6 @@
 #define MALFORMED(e, ...) jit_fail((e), JIT_ERR_MALFORMED, __VA_ARGS__)
 #define BAD_HEADER(e, ...) jit_fail((e), JIT_ERR_BAD_HEADER, __VA_ARGS__)
 #define BAD_SIG(e, ...) jit_fail((e), JIT_ERR_BAD_SIGNATURE, __VA_ARGS__)
-#define SHOWN_LEN 65 /* at most 64 bytes of attacker text in a message */
 #define TYP_PREFIX "application/"
 
 /*
@@ -25,17 +24,6 @@
  */
 static const char *const refused[] = { "crit", "b64", "jwk", "jku", "x5u", "x5c", "x5t",
 	"x5t#S256" };
-
-/* Messages reach logs and JSON replies: printable ASCII only, so neither can be forged. */
-static const char *shown(const char *s, char buf[static SHOWN_LEN])
-{
-	size_t i;
-
-	for (i = 0; s[i] && i < SHOWN_LEN - 1; i++)
-		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-	buf[i] = '\0';
-	return buf;
-}
 
 /* Into a new NUL-terminated buffer, so the payload can be handed to string parsers as is. */
 static int decode_part(const char *in, size_t len, const char *what, unsigned char **out,
@@ -57,7 +45,7 @@ static int decode_part(const char *in, size_t len, const char *what, unsigned ch
 
 static int parse_header(const unsigned char *buf, size_t len, json_t **out, struct jit_error *e)
 {
-	char why[SHOWN_LEN];
+	char why[JIT_SHOWN_LEN];
 	json_error_t jerr;
 
 	/* jansson stops at a NUL, which would let bytes after it ride along unparsed. */
@@ -65,7 +53,7 @@ static int parse_header(const unsigned char *buf, size_t len, json_t **out, stru
 		return MALFORMED(e, "token: header contains a NUL byte");
 	*out = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!*out)
-		return MALFORMED(e, "token: header is not valid JSON: %s", shown(jerr.text, why));
+		return MALFORMED(e, "token: header is not valid JSON: %s", jit_shown(jerr.text, why));
 	if (!json_is_object(*out))
 		return MALFORMED(e, "token: header is not a JSON object");
 	return 0;
@@ -131,7 +119,7 @@ out:
 
 int jws_claims(const struct jws *j, json_t **out, struct jit_error *e)
 {
-	char buf[SHOWN_LEN];
+	char buf[JIT_SHOWN_LEN];
 	json_error_t jerr;
 
 	*out = NULL;
@@ -140,7 +128,7 @@ int jws_claims(const struct jws *j, json_t **out, struct jit_error *e)
 		return MALFORMED(e, "claims: contain a NUL byte");
 	*out = json_loadb((const char *)j->payload, j->payload_len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!*out)
-		return MALFORMED(e, "claims: not valid JSON: %s", shown(jerr.text, buf));
+		return MALFORMED(e, "claims: not valid JSON: %s", jit_shown(jerr.text, buf));
 	if (!json_is_object(*out)) {
 		json_decref(*out);
 		*out = NULL;
@@ -193,7 +181,7 @@ static int get_string(const json_t *h, const char *name, const char **s, struct 
 
 static int check_alg(const json_t *h, struct jit_error *e)
 {
-	char buf[SHOWN_LEN];
+	char buf[JIT_SHOWN_LEN];
 	const char *alg;
 	int ret;
 
@@ -201,14 +189,14 @@ static int check_alg(const json_t *h, struct jit_error *e)
 		return ret;
 	/* An allow-list compared exactly: RFC 8725 section 3.1, and no "noNE" games. */
 	if (strcmp(alg, "EdDSA") && strcmp(alg, "Ed25519"))
-		return BAD_HEADER(e, "header: alg '%s' is not EdDSA or Ed25519", shown(alg, buf));
+		return BAD_HEADER(e, "header: alg '%s' is not EdDSA or Ed25519", jit_shown(alg, buf));
 	return 0;
 }
 
 int jws_check_header(const struct jws *j, const char *want_typ, const char **kid,
 	struct jit_error *e)
 {
-	char buf[SHOWN_LEN];
+	char buf[JIT_SHOWN_LEN];
 	const char *typ, *k;
 	int ret;
 
@@ -221,12 +209,12 @@ int jws_check_header(const struct jws *j, const char *want_typ, const char **kid
 	if ((ret = get_string(j->header, "typ", &typ, e)))
 		return ret;
 	if (!typ_equal(typ, want_typ))
-		return BAD_HEADER(e, "header: typ '%s' is not %s", shown(typ, buf), want_typ);
+		return BAD_HEADER(e, "header: typ '%s' is not %s", jit_shown(typ, buf), want_typ);
 	if ((ret = get_string(j->header, "kid", &k, e)))
 		return ret;
 	if (!keys_kid_valid(k))
 		return BAD_HEADER(e, "header: kid '%s' is not 1-64 of A-Z a-z 0-9 . _ -",
-			shown(k, buf));
+			jit_shown(k, buf));
 	*kid = k;
 	return 0;
 }

@@ -18,7 +18,6 @@
 #define UNKNOWN(e, ...) jit_fail((e), JIT_ERR_UNKNOWN_KEY, __VA_ARGS__)
 #define KID_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #define KEY_FILE_MAX 16384 /* an Ed25519 PEM is about 113 bytes; anything huge is not a key */
-#define SHOWN_LEN (KEYS_KID_MAX + 1)
 
 bool keys_kid_valid(const char *kid)
 {
@@ -28,17 +27,6 @@ bool keys_kid_valid(const char *kid)
 		return false;
 	n = strnlen(kid, KEYS_KID_MAX + 1);
 	return n >= 1 && n <= KEYS_KID_MAX && kid[0] != '.' && strspn(kid, KID_CHARS) == n;
-}
-
-/* An invalid kid is attacker text bound for logs: printable ASCII only, at most 64 bytes. */
-static const char *shown(const char *s, char buf[static SHOWN_LEN])
-{
-	size_t i;
-
-	for (i = 0; s && s[i] && i < SHOWN_LEN - 1; i++)
-		buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-	buf[i] = '\0';
-	return buf;
 }
 
 /* Whoever can rewrite a trusted key can grant themselves access: refuse such files, like doas. */
@@ -165,14 +153,14 @@ out:
 
 int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, struct jit_error *e)
 {
-	char path[PATH_MAX], buf[SHOWN_LEN];
+	char path[PATH_MAX], buf[JIT_SHOWN_LEN];
 	struct stat st = { 0 };
 	int fd = -1, n, ret;
 
 	*out = NULL;
 	/* Checked before the kid reaches a path: "../x" or "/x" must never name a file. */
 	if (!keys_kid_valid(kid)) {
-		ret = UNKNOWN(e, "key '%s': not a valid key id", shown(kid, buf));
+		ret = UNKNOWN(e, "key '%s': not a valid key id", jit_shown(kid, buf));
 		goto out;
 	}
 	n = snprintf(path, sizeof(path), "%s/%s.pem", keys_dir, kid);

@@ -54,4 +54,17 @@ int jit_err_from_name(const char *name);
 int jit_fail(struct jit_error *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Room for what jit_shown keeps of attacker text (64 bytes) and its NUL. */
+#define JIT_SHOWN_LEN 65
+/*
+ * Attacker text (a kid, a claim, a header value) as a message may quote it: messages reach logs
+ * and JSON replies, so only printable ASCII is kept, anything else shows as '?', and at most 64
+ * bytes. NULL shows as "". Returns buf.
+ */
+const char *jit_shown(const char *s, char buf[static JIT_SHOWN_LEN]);
+
+struct json_t;
+/* What a JSON value is, for a message that says what was expected instead: "an array". */
+const char *jit_json_type(const struct json_t *v);
+
 #endif
