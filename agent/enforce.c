@@ -146,7 +146,7 @@ struct enforce {
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
 	struct rerec *rerecord;
-	size_t n_rerecord;
+	size_t n_rerecord, cap_rerecord;
 	/* Group commit: grants being verified, and verified ones waiting for their group. */
 	struct verifier *verifier;
 	struct event *group_timer;
@@ -1765,7 +1765,7 @@ void enforce_expire(struct enforce *e)
 static void expire_grants(struct enforce *e, int64_t now)
 {
 	int64_t boot = clock_ms(CLOCK_BOOTTIME);
-	size_t *gone = NULL, n = 0;
+	size_t *gone = NULL, n = 0, cap = 0;
 	const char **jti = NULL;
 	int ret;
 
@@ -1775,7 +1775,7 @@ static void expire_grants(struct enforce *e, int64_t now)
 		if (grant_end_ms(e, i, now, boot) > now)
 			continue;
 		/* Out of memory: the rest wait for the next tick. */
-		if (!(ng = realloc(gone, (n + 1) * sizeof(*ng))))
+		if (!(ng = array_reserve(gone, &cap, n + 1, sizeof(*ng), 64)))
 			break;
 		gone = ng;
 		gone[n++] = i;
@@ -1850,7 +1850,8 @@ static int restore_ports(struct enforce *e, struct grant *g, const char *token, 
 		return ret;
 	log_warn("state: grant '%s' gets new gateway ports: the configuration changed", g->jti);
 	if (dnat_annex(g, buf, sizeof(buf)) ||
-		!(nv = realloc(e->rerecord, (e->n_rerecord + 1) * sizeof(*nv))))
+		!(nv = array_reserve(e->rerecord, &e->cap_rerecord, e->n_rerecord + 1,
+			sizeof(*nv), 16)))
 		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 	e->rerecord = nv;
 	r = &nv[e->n_rerecord];
@@ -1886,7 +1887,7 @@ static void rerecord(struct enforce *e)
 	free(recs);
 	free(e->rerecord);
 	e->rerecord = NULL;
-	e->n_rerecord = 0;
+	e->n_rerecord = e->cap_rerecord = 0;
 	free(e->restore_used);
 	e->restore_used = NULL;
 }

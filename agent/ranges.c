@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "agent/ranges.h"
+#include "common/array.h"
 
 /*
  * A sweep from low to high addresses. The heap holds the spans that have started, latest expiry
@@ -226,7 +227,7 @@ int ranges_disjoint2(const struct box *in, size_t n, size_t alen, struct box **o
 	uint8_t (*pt)[16] = NULL;
 	struct span *src = NULL, *prev = NULL, *cur = NULL;
 	size_t m, nprev = 0, ncur = 0, run = 0, cap = 0;
-	struct box *res = NULL;
+	struct box *res = NULL, *nv;
 	uint8_t top[16];
 	int ret = -ENOMEM;
 
@@ -277,13 +278,9 @@ int ranges_disjoint2(const struct box *in, size_t n, size_t alen, struct box **o
 		}
 		run = 0;
 		if (*nout + ncur > cap) {
-			size_t ncap = 2 * (*nout + ncur);
-			struct box *nv = realloc(res, ncap * sizeof(*nv));
-
-			if (!nv)
+			if (!(nv = array_reserve(res, &cap, *nout + ncur, sizeof(*nv), 16)))
 				goto out;
 			res = nv;
-			cap = ncap;
 		}
 		for (size_t j = 0; j < ncur; j++) {
 			struct box *bx = &res[(*nout)++];
