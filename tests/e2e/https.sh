@@ -105,7 +105,12 @@ head -c 20000 /dev/zero | tr '\0' A >"$TMP/big"
 expect 413 too_large "a 20 KB body" "$C1" controller-1 POST /v1/grants "$TMP/big"
 audited grant.refused too_large
 head -c 200000 /dev/zero | tr '\0' A >"$TMP/huge"
-expect 413 - "a 200 KB body (refused by the HTTP layer)" "$C1" controller-1 POST /v1/grants "$TMP/huge"
+# The server answers 413 and closes while curl may still be sending: curl then reports the
+# broken pipe (exit 55) instead of the status. Either way the body was refused unread.
+got=$(req "$C1" controller-1 POST /v1/grants "$TMP/huge")
+[ "$got" = 413 ] || { [ "$got" = 000 ] && grep -qE '\(55\)|\(56\)' "$TMP/curl.err"; } ||
+	fail "a 200 KB body: HTTP $got: $(cat "$TMP/body" "$TMP/curl.err")"
+pass "a 200 KB body refused by the HTTP layer ($([ "$got" = 413 ] && echo 413 || echo 'connection closed while sending'))"
 expect 409 replay "the same grant again" "$C1" controller-1 POST /v1/grants "$TMP/g1"
 mkdir -p "$TMP/forger"
 "$JITCTL_BIN" keygen --kid ctl --dir "$TMP/forger" >/dev/null
