@@ -246,6 +246,27 @@ static char *take_token(struct http *h, struct evhttp_request *req, const struct
 	return buf;
 }
 
+/* The replies owed: http_close detaches them all at once. */
+static void waiting_add(struct http *h, struct submission *s)
+{
+	s->prev = NULL;
+	if ((s->next = h->waiting))
+		s->next->prev = s;
+	h->waiting = s;
+}
+
+static void waiting_remove(struct submission *s)
+{
+	if (!s->req)
+		return;	/* detached by http_close with the whole list */
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->h->waiting = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+}
+
 static void submitted_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
 {
 	struct submission *s = arg;
@@ -254,14 +275,7 @@ static void submitted_cb(void *arg, int ret, const struct grant *g, const struct
 		send_error(s->req, status_of(ret), ret, err->msg);
 	else if (s->req)
 		send_grant(s->req, s->h->enf, g);
-	if (s->req) {
-		if (s->prev)
-			s->prev->next = s->next;
-		else
-			s->h->waiting = s->next;
-		if (s->next)
-			s->next->prev = s->prev;
-	}
+	waiting_remove(s);
 	free(s);
 }
 
@@ -289,9 +303,218 @@ static void post_grant(struct http *h, struct evhttp_request *req, const struct 
 		send_error(req, status_of(ret), ret, err.msg);
 		return;
 	}
-	if ((s->next = h->waiting))
-		s->next->prev = s;
-	h->waiting = s;
+	waiting_add(h, s);
+}
+
+/*
+ * POST /v1/grants/batch: {"grants": [JWS, ...]}, up to BATCH_MAX. Each grant goes its own way
+ * (verified, committed, audited and counted as if posted alone); the reply, once all are
+ * settled, gives each one's status and body in request order. It saves a controller that
+ * pushes many grants one round trip, one HTTP parse and one reply per grant.
+ */
+#define BATCH_MAX 64
+
+struct batch;
+
+struct batch_item {
+	struct batch *b;
+	struct evbuffer *out;	/* this grant's result, once settled */
+};
+
+struct batch {
+	struct submission s;	/* the request, on the waiting list while the reply is owed */
+	size_t n, left;		/* left: unsettled grants, plus one while submitting */
+	struct batch_item item[];
+};
+
+static void batch_free(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->item[i].out)
+			evbuffer_free(b->item[i].out);
+	free(b);
+}
+
+/* {"results": [...]} in request order; each item's buffer is moved into the reply. */
+static void batch_reply(struct batch *b)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	if (!out || evbuffer_add(out, "{\"results\":[", 12))
+		goto fail;
+	for (size_t i = 0; i < b->n; i++)
+		if ((i && evbuffer_add(out, ",", 1)) || evbuffer_add_buffer(out, b->item[i].out))
+			goto fail;
+	if (evbuffer_add(out, "]}\n", 3))
+		goto fail;
+	send_body(b->s.req, 200, out);
+	return;
+fail:
+	if (out)
+		evbuffer_free(out);
+	evhttp_send_error(b->s.req, 500, NULL);
+}
+
+static void batch_settled(struct batch *b)
+{
+	if (--b->left)
+		return;
+	if (b->s.req) {
+		batch_reply(b);
+		waiting_remove(&b->s);
+	}
+	batch_free(b);
+}
+
+/* One grant's result: {"status": 201, "grant": {...}} or {"status": N, "error": C, ...}. */
+static void batch_item_result(struct batch_item *it, int ret, const struct grant *g,
+	const struct jit_error *err)
+{
+	struct enforce *enf = it->b->s.h->enf;
+	char *text = NULL;
+	json_t *doc;
+	int bad;
+
+	if (!ret) {
+		bad = evbuffer_add_printf(it->out, "{\"status\":201,\"grant\":") < 0 ||
+			status_grant_write(enf, g, it->out) || evbuffer_add(it->out, "}", 1);
+	} else {
+		doc = json_pack("{s:i, s:s, s:s}", "status", status_of(ret), "error",
+			jit_err_name(ret), "message", err->msg);
+		text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+		json_decref(doc);
+		bad = !text || evbuffer_add(it->out, text, strlen(text));
+		free(text);
+	}
+	if (bad) {
+		/* The grant's fate is in the audit trail; the reply must still be JSON. */
+		evbuffer_drain(it->out, evbuffer_get_length(it->out));
+		evbuffer_add_printf(it->out, "{\"status\":500,\"error\":\"%s\","
+			"\"message\":\"out of memory\"}", jit_err_name(JIT_ERR_INTERNAL));
+	}
+}
+
+static void batch_item_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
+{
+	struct batch_item *it = arg;
+
+	/* After http_close, s.h is gone: the outcome is only in the audit trail. */
+	if (it->b->s.req)
+		batch_item_result(it, ret, g, err);
+	batch_settled(it->b);
+}
+
+/* The grants array of a batch body, or NULL after replying with the (audited) error. */
+static json_t *batch_grants(struct http *h, struct evhttp_request *req, const struct peer *p)
+{
+	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	struct jit_error err = { .code = JIT_ERR_BAD_REQUEST };
+	size_t n = evbuffer_get_length(in), ctn = ct ? strcspn(ct, "; \t") : 0;
+	json_t *doc = NULL, *grants;
+	json_error_t je;
+	size_t i;
+	int status = 400;
+
+	if (!ct || ctn != strlen("application/json") || strncasecmp(ct, "application/json", ctn)) {
+		status = 415;
+		snprintf(err.msg, sizeof(err.msg), "Content-Type must be application/json");
+		goto refuse;
+	}
+	doc = json_loadb(n ? (const char *)evbuffer_pullup(in, -1) : "", n, JSON_REJECT_DUPLICATES,
+		&je);
+	grants = json_object_get(doc, "grants");
+	if (!doc) {
+		snprintf(err.msg, sizeof(err.msg), "batch body: %s", je.text);
+		goto refuse;
+	}
+	if (!json_is_object(doc) || json_object_size(doc) != 1 || !json_is_array(grants)) {
+		snprintf(err.msg, sizeof(err.msg),
+			"batch body must be {\"grants\": [JWS, ...]} and nothing else");
+		goto refuse;
+	}
+	if (!json_array_size(grants) || json_array_size(grants) > BATCH_MAX) {
+		snprintf(err.msg, sizeof(err.msg), "a batch holds 1 to %d grants, not %zu",
+			BATCH_MAX, json_array_size(grants));
+		goto refuse;
+	}
+	for (i = 0; i < json_array_size(grants); i++) {
+		if (!json_is_string(json_array_get(grants, i))) {
+			snprintf(err.msg, sizeof(err.msg), "batch grant %zu is %s, not a string", i,
+				jit_json_type(json_array_get(grants, i)));
+			goto refuse;
+		}
+	}
+	json_incref(grants);
+	json_decref(doc);
+	return grants;
+refuse:
+	json_decref(doc);
+	enforce_refuse(h->enf, false, p->name, &err);
+	send_error(req, status, err.code, err.msg);
+	return NULL;
+}
+
+static void post_batch(struct http *h, struct evhttp_request *req, const struct peer *p)
+{
+	struct batch *b = NULL;
+	json_t *grants;
+	unsigned retry;
+	size_t n;
+
+	if (!(grants = batch_grants(h, req, p)))
+		return;
+	n = json_array_size(grants);
+	/* Each grant counts against the address's rate; the request itself already took one. */
+	if (h->rl && p->sa && n > ratelimit_burst(h->rl)) {
+		flood_note(h, p->name);
+		send_error(req, 429, JIT_ERR_RATE_LIMITED,
+			"this batch holds more grants than this address's rate limit allows at once");
+		goto out;
+	}
+	if (h->rl && p->sa && n > 1 &&
+		!ratelimit_take(h->rl, p->sa, enforce_now_ms(), (unsigned)n - 1, &retry)) {
+		char num[16];
+
+		flood_note(h, p->name);
+		snprintf(num, sizeof(num), "%u", retry);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", num);
+		send_error(req, 429, JIT_ERR_RATE_LIMITED, "too many grants from this address");
+		goto out;
+	}
+	if (!(b = calloc(1, sizeof(*b) + n * sizeof(b->item[0])))) {
+		send_error(req, 500, JIT_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	b->s.h = h;
+	b->s.req = req;
+	b->n = n;
+	b->left = n + 1;
+	for (size_t i = 0; i < n; i++) {
+		b->item[i].b = b;
+		if (!(b->item[i].out = evbuffer_new())) {
+			batch_free(b);
+			send_error(req, 500, JIT_ERR_INTERNAL, "out of memory");
+			goto out;
+		}
+	}
+	/* On the list before the first submission: a grant may settle before the last is sent. */
+	waiting_add(h, &b->s);
+	for (size_t i = 0; i < n; i++) {
+		const char *tok = json_string_value(json_array_get(grants, i));
+		struct jit_error err = { 0 };
+		int ret;
+
+		ret = enforce_submit(h->enf, tok, json_string_length(json_array_get(grants, i)),
+			p->name, batch_item_cb, &b->item[i], &err);
+		if (ret) {
+			batch_item_result(&b->item[i], ret, NULL, &err);
+			--b->left;
+		}
+	}
+	batch_settled(b);
+out:
+	json_decref(grants);
 }
 
 static void post_revocation(struct http *h, struct evhttp_request *req, const struct peer *p)
@@ -371,6 +594,7 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 
 static const struct route routes[] = {
 	{ "/v1/grants", EVHTTP_REQ_POST, post_grant },
+	{ "/v1/grants/batch", EVHTTP_REQ_POST, post_batch },
 	{ "/v1/revocations", EVHTTP_REQ_POST, post_revocation },
 	{ "/v1/status", EVHTTP_REQ_GET, get_status },
 	{ "/metrics", EVHTTP_REQ_GET, get_metrics },

@@ -97,13 +97,17 @@ static struct bucket *find(struct ratelimit *r, const uint8_t key[16], int64_t n
 	return victim;
 }
 
-bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms,
+bool ratelimit_take(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms, unsigned n,
 	unsigned *retry_after)
 {
+	uint64_t want = (uint64_t)n * MILLI;
 	struct bucket *b;
 	uint8_t key[16];
 
 	*retry_after = 0;
+	/* More than a burst can never be had: no point telling the client to come back. */
+	if (want > r->burst)
+		return false;
 	key_of(sa, key);
 	b = find(r, key, now_ms);
 	/* A clock that steps back refills nothing; one that jumps ahead refills at most a burst. */
@@ -113,11 +117,22 @@ bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now
 		b->tokens = add >= r->burst - b->tokens ? r->burst : b->tokens + add;
 		b->last_ms = now_ms;
 	}
-	if (b->tokens >= MILLI) {
-		b->tokens -= MILLI;
+	if (b->tokens >= want) {
+		b->tokens -= want;
 		return true;
 	}
-	/* Milliseconds until one whole token, rounded up to seconds for Retry-After. */
-	*retry_after = (unsigned)(((MILLI - b->tokens + r->rate - 1) / r->rate + 999) / 1000);
+	/* Milliseconds until n whole tokens, rounded up to seconds for Retry-After. */
+	*retry_after = (unsigned)(((want - b->tokens + r->rate - 1) / r->rate + 999) / 1000);
 	return false;
+}
+
+unsigned ratelimit_burst(const struct ratelimit *r)
+{
+	return (unsigned)(r->burst / MILLI);
+}
+
+bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms,
+	unsigned *retry_after)
+{
+	return ratelimit_take(r, sa, now_ms, 1, retry_after);
 }

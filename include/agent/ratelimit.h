@@ -24,5 +24,13 @@ void ratelimit_free(struct ratelimit **r);
  */
 bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms,
 	unsigned *retry_after);
+/*
+ * Takes n tokens at once (a batch of n grants), or none. false also when n exceeds the burst:
+ * such a request can never pass, and *retry_after is then 0.
+ */
+bool ratelimit_take(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms, unsigned n,
+	unsigned *retry_after);
+/* The most tokens an address can have at once. */
+unsigned ratelimit_burst(const struct ratelimit *r);
 
 #endif

@@ -179,6 +179,51 @@ grep -qE '^jitd_kernel_transaction_seconds_count [2-9]' "$TMP/body" ||
 	fail "denied packets differ from the kernel counter"
 pass "every outcome above is counted, denied packets match the kernel counter"
 
+log "batch: several grants in one POST /v1/grants/batch, each with its own result"
+sign --src 192.0.2.2 --port 22 --for 120 --jti batch-1 >"$TMP/b1"
+sign --src 192.0.2.3 --port 22 --for 120 --jti batch-2 >"$TMP/b2"
+# A good grant, a forged one, a good one, a replayed one: the good ones apply, in order.
+jq -Rn '{grants: [inputs]}' "$TMP/b1" "$TMP/forged" "$TMP/b2" "$TMP/g1" >"$TMP/batch"
+expect 200 - "a batch of four" "$C1" controller-1 POST /v1/grants/batch "$TMP/batch" application/json
+[ "$(jq -c '[.results[].status]' "$TMP/body")" = '[201,401,201,409]' ] &&
+	[ "$(jq -r '.results[0].grant.id, .results[2].grant.id' "$TMP/body" | paste -sd,)" = batch-1,batch-2 ] &&
+	[ "$(jq -r '.results[1].error, .results[3].error' "$TMP/body" | paste -sd,)" = bad_signature,replay ] &&
+	jq -e '.results[0].grant.elements | length > 0' "$TMP/body" >/dev/null ||
+	fail "batch results: $(cat "$TMP/body")"
+pass "results in request order: 201 with the grant, 401 bad_signature, 201, 409 replay"
+has_elem allow4_addr "192.0.2.2 tcp 22" && has_elem allow4_addr "192.0.2.3 tcp 22" ||
+	fail "the batch's grants are not in the kernel: $(host_elems)"
+expect_connect ok "$C1" 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "both granted sources connect"
+jq -s -e '[.[] | select(.event == "grant.applied" and (.grant == "batch-1" or .grant == "batch-2"))]
+	| length == 2' "$TMP/state/audit.jsonl" >/dev/null || fail "batch grants not audited"
+jq -s -e '[.[] | select(.event == "grant.refused" and .code == "bad_signature")] | length == 2' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the batch's forged grant is not audited"
+pass "each grant of the batch audited on its own"
+snapshot
+expect 415 bad_request "a batch as application/jwt" "$C1" controller-1 POST /v1/grants/batch "$TMP/batch"
+printf '{"grants": []}' >"$TMP/bad"
+expect 400 bad_request "an empty batch" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+jq -Rn '{grants: [inputs], also: 1}' "$TMP/b1" >"$TMP/bad"
+expect 400 bad_request "a batch with another member" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+printf '{"grants": [1]}' >"$TMP/bad"
+expect 400 bad_request "a batch of a number" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+printf '{"grants": ["a"], "grants": ["b"]}' >"$TMP/bad"
+expect 400 bad_request "a batch with a duplicate member" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+printf '{"grants": ["a"]} x' >"$TMP/bad"
+expect 400 bad_request "a batch with trailing data" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+jq -n '{grants: [range(65) | "x"]}' >"$TMP/bad"
+expect 400 bad_request "a batch of 65" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+jq -n '{grants: [range(41) | "x"]}' >"$TMP/bad"
+expect 429 rate_limited "a batch of 41, over the rate limit's burst of 40" \
+	"$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+unchanged "every refused batch"
+for id in batch-1 batch-2; do
+	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null || fail "cannot revoke $id"
+done
+no_allow_elems || fail "revoked batch grants still in the kernel: $(host_elems)"
+
 log "connection limit (4), idle timeout (3 s), rate limit (20/s per address)"
 # Four idle connections fill the endpoint; a fifth waits in the backlog until one closes.
 cat >"$TMP/idle.py" <<'PY'

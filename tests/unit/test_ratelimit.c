@@ -103,6 +103,31 @@ static void test_eviction_bounded(void **state)
 	ratelimit_free(&r);
 }
 
+/* A batch takes all its tokens or none; one larger than the burst never passes. */
+static void test_take_many(void **state)
+{
+	struct sockaddr_in a = v4("192.0.2.9", 1000);
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(10, 20, 64, &r), 0);
+	assert_int_equal(ratelimit_burst(r), 20);
+	assert_false(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 21, &retry));
+	assert_int_equal(retry, 0);
+	assert_true(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 15, &retry));
+	/* 5 left: 8 fails and takes nothing, so 5 single ones still pass. */
+	assert_false(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 8, &retry));
+	assert_int_equal(retry, 1);
+	for (int i = 0; i < 5; i++)
+		assert_true(allow(r, &a, 1000, &retry));
+	assert_false(allow(r, &a, 1000, &retry));
+	/* 20 tokens need 2 s at 10 per second: Retry-After says so. */
+	assert_false(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 20, &retry));
+	assert_int_equal(retry, 2);
+	assert_true(ratelimit_take(r, (const struct sockaddr *)&a, 3000, 20, &retry));
+	ratelimit_free(&r);
+}
+
 static void test_bad_arguments(void **state)
 {
 	struct ratelimit *r = (struct ratelimit *)&r;
@@ -121,6 +146,7 @@ int main(void)
 		cmocka_unit_test(test_addresses_are_separate),
 		cmocka_unit_test(test_clock_steps_back),
 		cmocka_unit_test(test_eviction_bounded),
+		cmocka_unit_test(test_take_many),
 		cmocka_unit_test(test_bad_arguments),
 	};
 
