@@ -101,6 +101,7 @@ struct run {
 	struct pool *pool;
 	const struct via *via;
 	uint64_t deadline;	/* 0: until the pool is used up */
+	size_t batch;		/* grants per request: 1, or more over /v1/grants/batch */
 	atomic_size_t next;
 	atomic_size_t failed;
 	atomic_uint reconnects;
@@ -177,6 +178,59 @@ static void submit_one(struct run *r, struct conn *c, size_t i)
 	free(reply);
 }
 
+/*
+ * Grants first..first+n-1 in one POST /v1/grants/batch: the reply's results, in order, each
+ * 201 or an error. Every grant of the batch gets the batch's round trip as its latency.
+ */
+static void submit_batch(struct run *r, struct conn *c, size_t first, size_t n)
+{
+	json_t *body = json_object(), *list = json_array(), *j = NULL, *res;
+	char *text = NULL, *reply = NULL, msg[300];
+	uint64_t t0, t1;
+	int ret, status = 0;
+
+	for (size_t i = 0; list && i < n; i++)
+		if (json_array_append_new(list, json_string(r->pool->tokens[first + i])))
+			break;
+	if (!body || !list || json_array_size(list) != n || json_object_set(body, "grants", list) ||
+		!(text = json_dumps(body, JSON_COMPACT))) {
+		for (size_t i = 0; i < n; i++)
+			report_failure(r, first + i, "out of memory");
+		goto out;
+	}
+	t0 = now_ns();
+	ret = http_call(c, "POST", "/v1/grants/batch", "application/json", text, strlen(text),
+		&status, &reply);
+	t1 = now_ns();
+	if (!ret && status == 200)
+		j = json_loads(reply, 0, NULL);
+	res = json_object_get(j, "results");
+	for (size_t i = 0; i < n; i++) {
+		json_t *item = json_array_get(res, i);
+
+		r->lat[first + i] = t1 - t0 ? t1 - t0 : 1;
+		if (json_integer_value(json_object_get(item, "status")) == 201) {
+			r->ok[first + i] = 1;
+			continue;
+		}
+		if (ret)
+			snprintf(msg, sizeof(msg), "HTTP: %s", strerror(-ret));
+		else if (json_array_size(res) != n)
+			snprintf(msg, sizeof(msg), "HTTP %d: %.200s", status, reply ? reply : "");
+		else
+			snprintf(msg, sizeof(msg), "%s: %.200s",
+				json_string_value(json_object_get(item, "error")),
+				json_string_value(json_object_get(item, "message")));
+		report_failure(r, first + i, msg);
+	}
+out:
+	json_decref(j);
+	json_decref(list);
+	json_decref(body);
+	free(text);
+	free(reply);
+}
+
 static void *submit_thread(void *arg)
 {
 	struct run *r = arg;
@@ -187,9 +241,13 @@ static void *submit_thread(void *arg)
 	for (;;) {
 		if (r->deadline && now_ns() >= r->deadline)
 			break;
-		if ((i = atomic_fetch_add(&r->next, 1)) >= r->pool->count)
+		if ((i = atomic_fetch_add(&r->next, r->batch)) >= r->pool->count)
 			break;
-		submit_one(r, &c, i);
+		if (r->batch > 1)
+			submit_batch(r, &c, i, r->batch < r->pool->count - i ? r->batch :
+				r->pool->count - i);
+		else
+			submit_one(r, &c, i);
 	}
 	atomic_fetch_add(&r->reconnects, c.reconnects);
 	conn_close(&c);
@@ -219,9 +277,10 @@ static void submit_usage(void)
 		"usage: jitbench submit --key KEY --kid KID --aud HOST --via ctl:SOCK|http://A:P|"
 		"https://A:P\n"
 		"         --first IDX --count N [--for SECS] [--port 22] [--conns C] [--seconds S]\n"
-		"         [--cert C --certkey K --ca CA] [--granted FILE]\n"
+		"         [--batch B] [--cert C --certkey K --ca CA] [--granted FILE]\n"
 		"  Signs N grants (source 10.0.0.0 + 2*idx, jti bench-idx) before the clock starts,\n"
-		"  then submits them over C connections (one at a time each), for at most S seconds.\n");
+		"  then submits them over C connections (one request at a time each), for at most S\n"
+		"  seconds; with --batch (HTTP or HTTPS), B grants per POST /v1/grants/batch.\n");
 }
 
 int cmd_submit(int argc, char **argv)
@@ -234,7 +293,7 @@ int cmd_submit(int argc, char **argv)
 		{ "conns", required_argument, NULL, 'c' }, { "seconds", required_argument, NULL, 's' },
 		{ "cert", required_argument, NULL, 'C' }, { "certkey", required_argument, NULL, 'Y' },
 		{ "ca", required_argument, NULL, 'A' }, { "granted", required_argument, NULL, 'g' },
-		{ NULL, 0, NULL, 0 },
+		{ "batch", required_argument, NULL, 'b' }, { NULL, 0, NULL, 0 },
 	};
 	const char *key = NULL, *via_s = NULL, *cert = NULL, *certkey = NULL, *ca = NULL;
 	const char *granted = NULL;
@@ -243,6 +302,7 @@ int cmd_submit(int argc, char **argv)
 	struct via via;
 	pthread_t th[MAX_CONNS];
 	unsigned conns = 1, duration = 3600;
+	unsigned long batch = 1;
 	double seconds = 0;
 	uint64_t t0, t1, cpu0, cpu1, busy0, busy1, idle0, idle1, *lat = NULL;
 	size_t sent = 0, okn = 0;
@@ -265,11 +325,12 @@ int cmd_submit(int argc, char **argv)
 		case 'Y': certkey = optarg; break;
 		case 'A': ca = optarg; break;
 		case 'g': granted = optarg; break;
+		case 'b': batch = strtoul(optarg, NULL, 10); break;
 		default: submit_usage(); return 2;
 		}
 	}
-	if (!key || !p.aud || !via_s || !p.count || !conns || conns > MAX_CONNS ||
-		via_parse(via_s, &via)) {
+	if (!key || !p.aud || !via_s || !p.count || !conns || conns > MAX_CONNS || !batch ||
+		batch > 64 || via_parse(via_s, &via) || (batch > 1 && via.kind == VIA_CTL)) {
 		submit_usage();
 		return 2;
 	}
@@ -290,6 +351,7 @@ int cmd_submit(int argc, char **argv)
 	printf("sign_s=%.3f\n", (double)(now_ns() - t0) / 1e9);
 	r.pool = &p;
 	r.via = &via;
+	r.batch = batch;
 	if (!(r.lat = calloc(p.count, sizeof(*r.lat))) || !(r.ok = calloc(p.count, 1)) ||
 		!(lat = malloc(p.count * sizeof(*lat))))
 		goto out;
@@ -312,7 +374,7 @@ int cmd_submit(int argc, char **argv)
 			lat[sent++] = r.lat[i];
 		okn += r.ok[i];
 	}
-	printf("conns=%d\nsent=%zu\nok=%zu\nfailed=%zu\n", started, sent, okn,
+	printf("batch=%lu\nconns=%d\nsent=%zu\nok=%zu\nfailed=%zu\n", batch, started, sent, okn,
 		atomic_load(&r.failed));
 	printf("elapsed_s=%.3f\nrate=%.1f\n", (double)(t1 - t0) / 1e9,
 		(double)okn / ((double)(t1 - t0) / 1e9));
