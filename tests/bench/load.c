@@ -184,22 +184,35 @@ static void submit_one(struct run *r, struct conn *c, size_t i)
  */
 static void submit_batch(struct run *r, struct conn *c, size_t first, size_t n)
 {
-	json_t *body = json_object(), *list = json_array(), *j = NULL, *res;
-	char *text = NULL, *reply = NULL, msg[300];
+	char *text = NULL, *reply = NULL, *w, msg[300];
+	json_t *j = NULL, *res;
 	uint64_t t0, t1;
+	size_t len = sizeof("{\"grants\":[]}");
 	int ret, status = 0;
 
-	for (size_t i = 0; list && i < n; i++)
-		if (json_array_append_new(list, json_string(r->pool->tokens[first + i])))
-			break;
-	if (!body || !list || json_array_size(list) != n || json_object_set(body, "grants", list) ||
-		!(text = json_dumps(body, JSON_COMPACT))) {
+	/*
+	 * The body is put together by hand, not by jansson: a compact JWS is base64url and dots,
+	 * which a JSON string holds as they are (pool_sign made them), and the load generator's
+	 * CPU counts against the machine. jitd parses it with jansson all the same.
+	 */
+	for (size_t i = 0; i < n; i++)
+		len += strlen(r->pool->tokens[first + i]) + 3;
+	if (!(text = malloc(len))) {
 		for (size_t i = 0; i < n; i++)
 			report_failure(r, first + i, "out of memory");
-		goto out;
+		return;
 	}
+	w = stpcpy(text, "{\"grants\":[");
+	for (size_t i = 0; i < n; i++) {
+		*w++ = '"';
+		w = stpcpy(w, r->pool->tokens[first + i]);
+		*w++ = '"';
+		if (i + 1 < n)
+			*w++ = ',';
+	}
+	w = stpcpy(w, "]}");
 	t0 = now_ns();
-	ret = http_call(c, "POST", "/v1/grants/batch", "application/json", text, strlen(text),
+	ret = http_call(c, "POST", "/v1/grants/batch", "application/json", text, (size_t)(w - text),
 		&status, &reply);
 	t1 = now_ns();
 	if (!ret && status == 200)
@@ -223,10 +236,7 @@ static void submit_batch(struct run *r, struct conn *c, size_t first, size_t n)
 				json_string_value(json_object_get(item, "message")));
 		report_failure(r, first + i, msg);
 	}
-out:
 	json_decref(j);
-	json_decref(list);
-	json_decref(body);
 	free(text);
 	free(reply);
 }
