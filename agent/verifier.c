@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "agent/verifier.h"
+#include "common/jws.h"
 #include "agent/wake.h"
 
 #define MAX_THREADS 16
@@ -40,6 +41,7 @@ static int64_t mono_us(void)
 static void *worker(void *arg)
 {
 	struct verifier *v = arg;
+	struct jws_verifier jv = { 0 };
 
 	/* Named, so that top -H, ps -L and perf tell verification from the loop. */
 	pthread_setname_np(pthread_self(), "jitd-verify");
@@ -59,7 +61,8 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&v->lock);
 
 		const struct grant_verify_ctx ctx = { .keys_dir = j->keys_dir,
-			.host_id = j->host_id, .now = j->now, .clock_skew = j->clock_skew };
+			.host_id = j->host_id, .now = j->now, .clock_skew = j->clock_skew,
+			.verifier = &jv };
 		t0 = mono_us();
 		j->ret = grant_verify(j->token, j->len, &ctx, &j->grant, &j->err);
 		j->verify_us = mono_us() - t0;
@@ -73,6 +76,7 @@ static void *worker(void *arg)
 			wake_signal(v->wake);
 	}
 	pthread_mutex_unlock(&v->lock);
+	jws_verifier_clear(&jv);
 	return NULL;
 }
 

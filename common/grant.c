@@ -327,7 +327,7 @@ static int verify(const char *token, size_t len, const struct grant_verify_ctx *
 		(ret = jws_check_header(&j, GRANT_TYP, &kid, e)) ||
 		(!key_checked(ctx, signature, kid) &&
 			(ret = keys_load_public(ctx->keys_dir, kid, &pub, e))) ||
-		(signature && (ret = jws_verify(&j, pub, e))) ||
+		(signature && (ret = jws_verify_with(ctx->verifier, &j, pub, e))) ||
 		(ret = jws_claims(&j, &claims, e)) ||
 		(ret = grant_parse_claims(claims, out, e)) ||
 		(ret = grant_check_audience(claims, ctx->host_id, e)) ||

@@ -219,7 +219,50 @@ int jws_check_header(const struct jws *j, const char *want_typ, const char **kid
 	return 0;
 }
 
-int jws_verify(const struct jws *j, EVP_PKEY *pub, struct jit_error *e)
+void jws_verifier_clear(struct jws_verifier *v)
+{
+	EVP_MD_CTX_free(v->tmpl);
+	EVP_PKEY_free(v->key);
+	v->tmpl = NULL;
+	v->key = NULL;
+}
+
+/*
+ * A context ready to verify with pub: a copy of v's template when it was made for this very key
+ * object, else initialised (and kept as v's template). NULL when out of memory or refused.
+ */
+static EVP_MD_CTX *verify_ctx(struct jws_verifier *v, EVP_PKEY *pub)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new(), *tmpl;
+
+	if (!ctx)
+		return NULL;
+	/* v holds a reference to v->key: while it does, no other key can have its address. */
+	if (v && v->tmpl && v->key == pub) {
+		if (EVP_MD_CTX_copy_ex(ctx, v->tmpl) == 1)
+			return ctx;
+		EVP_MD_CTX_free(ctx);
+		return NULL;
+	}
+	/* PureEdDSA has no digest and no streaming mode: NULL md, then one-shot. */
+	if (EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pub) != 1) {
+		EVP_MD_CTX_free(ctx);
+		return NULL;
+	}
+	if (v && (tmpl = EVP_MD_CTX_new())) {
+		if (EVP_MD_CTX_copy_ex(tmpl, ctx) == 1 && EVP_PKEY_up_ref(pub) == 1) {
+			jws_verifier_clear(v);
+			v->tmpl = tmpl;
+			v->key = pub;
+		} else {
+			EVP_MD_CTX_free(tmpl);
+		}
+	}
+	return ctx;
+}
+
+int jws_verify_with(struct jws_verifier *v, const struct jws *j, EVP_PKEY *pub,
+	struct jit_error *e)
 {
 	EVP_MD_CTX *ctx = NULL;
 	int ret;
@@ -229,14 +272,12 @@ int jws_verify(const struct jws *j, EVP_PKEY *pub, struct jit_error *e)
 		ret = BAD_SIG(e, "signature: the key is not an Ed25519 key");
 		goto out;
 	}
-	if (!(ctx = EVP_MD_CTX_new())) {
+	if (!(ctx = verify_ctx(v, pub))) {
 		ret = BAD_SIG(e, "signature: cannot verify: out of memory");
 		goto out;
 	}
-	/* PureEdDSA has no digest and no streaming mode: NULL md, then one-shot. */
-	if (EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pub) != 1 ||
-		EVP_DigestVerify(ctx, j->sig, JWS_SIG_LEN, (const unsigned char *)j->token,
-			j->signing_input_len) != 1) {
+	if (EVP_DigestVerify(ctx, j->sig, JWS_SIG_LEN, (const unsigned char *)j->token,
+		j->signing_input_len) != 1) {
 		ret = BAD_SIG(e, "signature: does not verify");
 		goto out;
 	}
@@ -245,6 +286,11 @@ out:
 	ERR_clear_error();
 	EVP_MD_CTX_free(ctx);
 	return ret;
+}
+
+int jws_verify(const struct jws *j, EVP_PKEY *pub, struct jit_error *e)
+{
+	return jws_verify_with(NULL, j, pub, e);
 }
 
 void jws_clear(struct jws *j)

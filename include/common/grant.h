@@ -50,6 +50,8 @@ struct grant {
 };
 
 /* What grant_verify checks against, besides the signature. */
+struct jws_verifier;
+
 struct grant_verify_ctx {
 	const char *keys_dir;
 	const char *host_id;	/* must appear in aud */
@@ -60,6 +62,8 @@ struct grant_verify_ctx {
 	 * restore) has just found trusted. It is not looked up again for every grant it signed.
 	 */
 	const char *trusted_kid;
+	/* May be NULL: this thread's verification template (jws_verify_with). */
+	struct jws_verifier *verifier;
 };
 
 /*

@@ -373,6 +373,66 @@ static void test_header_kid(void **state)
 		"'kid' is not a string");
 }
 
+/*
+ * A thread's template verifies exactly what a fresh context does: the same token passes again
+ * from the copy, a flipped bit or a changed signed byte fails from the copy, and another key
+ * (even one with the same bytes, as a reloaded key file gives) gets a template of its own.
+ */
+static void test_verifier_template(void **state)
+{
+	EVP_PKEY *same = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, a1_x, sizeof(a1_x));
+	EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+	struct jws_verifier v = { 0 };
+	struct jit_error e = { 0 };
+	EVP_PKEY *other = NULL;
+	char *s = strdup(a4);
+	struct jws j;
+
+	assert_non_null(same);
+	assert_non_null(s);
+	assert_non_null(kc);
+	assert_int_equal(EVP_PKEY_keygen_init(kc), 1);
+	assert_int_equal(EVP_PKEY_keygen(kc, &other), 1);
+	assert_int_equal(jws_decode(a4, strlen(a4), &j, &e), 0);
+	assert_int_equal(jws_verify_with(&v, &j, pub, &e), 0);
+	assert_ptr_equal(v.key, pub);
+	assert_non_null(v.tmpl);
+	assert_int_equal(jws_verify_with(&v, &j, pub, &e), 0);
+	for (size_t i = 0; i < JWS_SIG_LEN; i += 7) {
+		j.sig[i] ^= 0x01;
+		assert_int_equal(jws_verify_with(&v, &j, pub, &e), JIT_ERR_BAD_SIGNATURE);
+		j.sig[i] ^= 0x01;
+	}
+	assert_ptr_equal(v.key, pub);
+	jws_clear(&j);
+	/* A changed payload byte under the original signature. */
+	s[strlen("eyJhbGciOiJFZERTQSJ9.")] ^= 0x01;
+	assert_int_equal(jws_decode(s, strlen(s), &j, &e), 0);
+	assert_int_equal(jws_verify_with(&v, &j, pub, &e), JIT_ERR_BAD_SIGNATURE);
+	jws_clear(&j);
+	assert_int_equal(jws_decode(a4, strlen(a4), &j, &e), 0);
+	assert_int_equal(jws_verify_with(&v, &j, other, &e), JIT_ERR_BAD_SIGNATURE);
+	assert_ptr_equal(v.key, other);
+	assert_int_equal(jws_verify_with(&v, &j, same, &e), 0);
+	assert_ptr_equal(v.key, same);
+	/* A key of another type never touches the template. */
+	assert_int_equal(jws_verify_with(&v, &j, NULL, &e), JIT_ERR_BAD_SIGNATURE);
+	assert_ptr_equal(v.key, same);
+	jws_clear(&j);
+	/* v holds its own reference: the caller's may go first. */
+	EVP_PKEY_free(same);
+	assert_int_equal(jws_decode(a4, strlen(a4), &j, &e), 0);
+	assert_int_equal(jws_verify_with(&v, &j, v.key, &e), 0);
+	jws_clear(&j);
+	jws_verifier_clear(&v);
+	assert_null(v.key);
+	assert_null(v.tmpl);
+	jws_verifier_clear(&v);
+	EVP_PKEY_free(other);
+	EVP_PKEY_CTX_free(kc);
+	free(s);
+}
+
 /* The key decides the algorithm: a valid A.4 token must not be tried with another key type. */
 static void test_verify_key_type(void **state)
 {
@@ -459,6 +519,7 @@ int main(void)
 		cmocka_unit_test(test_header_members),
 		cmocka_unit_test(test_header_typ),
 		cmocka_unit_test(test_header_kid),
+		cmocka_unit_test(test_verifier_template),
 		cmocka_unit_test(test_verify_key_type),
 		cmocka_unit_test(test_too_large),
 		cmocka_unit_test(test_sign_roundtrip),
