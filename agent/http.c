@@ -498,7 +498,7 @@ static void post_batch(struct http *h, struct evhttp_request *req, const struct 
 			goto out;
 		}
 	}
-	/* On the list before the first submission: a grant may settle before the last is sent. */
+	/* Listed before any grant is handed over, so that http_close can always detach the reply. */
 	waiting_add(h, &b->s);
 	for (size_t i = 0; i < n; i++) {
 		const char *tok = json_string_value(json_array_get(grants, i));
