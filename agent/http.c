@@ -195,20 +195,23 @@ static void flood_note(struct http *h, const char *what)
 }
 
 
-/* "application/jwt" or "application/jose" (RFC 7515's compact type), parameters ignored. */
-static bool jws_media_type(const char *ct)
+/* Whether Content-Type ct is one of ok (NULL-terminated), parameters ignored. */
+static bool media_type_in(const char *ct, const char *const *ok)
 {
-	static const char *const ok[] = { "application/jwt", "application/jose" };
 	size_t n;
 
 	if (!ct)
 		return false;
 	n = strcspn(ct, "; \t");
-	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		if (n == strlen(ok[i]) && !strncasecmp(ct, ok[i], n))
+	for (; *ok; ok++)
+		if (n == strlen(*ok) && !strncasecmp(ct, *ok, n))
 			return true;
 	return false;
 }
+
+/* A compact JWS: RFC 7519's type, or RFC 7515's. */
+static const char *const jws_types[] = { "application/jwt", "application/jose", NULL };
+static const char *const json_types[] = { "application/json", NULL };
 
 /*
  * The body as a NUL-terminated copy, without one trailing newline (what `curl --data-binary @f`
@@ -222,7 +225,7 @@ static char *take_token(struct http *h, struct evhttp_request *req, const struct
 	size_t n = evbuffer_get_length(in);
 	char *buf;
 
-	if (!jws_media_type(ct)) {
+	if (!media_type_in(ct, jws_types)) {
 		struct jit_error err = { .code = JIT_ERR_BAD_REQUEST };
 
 		snprintf(err.msg, sizeof(err.msg),
@@ -410,24 +413,24 @@ static json_t *batch_grants(struct http *h, struct evhttp_request *req, const st
 	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	struct jit_error err = { .code = JIT_ERR_BAD_REQUEST };
-	size_t n = evbuffer_get_length(in), ctn = ct ? strcspn(ct, "; \t") : 0;
+	size_t n = evbuffer_get_length(in);
 	json_t *doc = NULL, *grants;
 	json_error_t je;
 	size_t i;
 	int status = 400;
 
-	if (!ct || ctn != strlen("application/json") || strncasecmp(ct, "application/json", ctn)) {
+	if (!media_type_in(ct, json_types)) {
 		status = 415;
 		snprintf(err.msg, sizeof(err.msg), "Content-Type must be application/json");
 		goto refuse;
 	}
 	doc = json_loadb(n ? (const char *)evbuffer_pullup(in, -1) : "", n, JSON_REJECT_DUPLICATES,
 		&je);
-	grants = json_object_get(doc, "grants");
 	if (!doc) {
 		snprintf(err.msg, sizeof(err.msg), "batch body: %s", je.text);
 		goto refuse;
 	}
+	grants = json_object_get(doc, "grants");
 	if (!json_is_object(doc) || json_object_size(doc) != 1 || !json_is_array(grants)) {
 		snprintf(err.msg, sizeof(err.msg),
 			"batch body must be {\"grants\": [JWS, ...]} and nothing else");
