@@ -28,6 +28,7 @@
 #include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
+#include "common/jws.h"
 #include "common/log.h"
 #include "common/policy.h"
 #include "common/revoke.h"
@@ -938,7 +939,7 @@ static void grants_remove(struct enforce *e, size_t i)
  * signature was verified when it was received, see grant_verify_recorded).
  */
 static int check_recorded(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
-	const char *trusted_kid, struct grant *g, struct jit_error *err)
+	const char *trusted_kid, struct jws_verifier *jv, struct grant *g, struct jit_error *err)
 {
 	const struct grant_verify_ctx ctx = {
 		.keys_dir = e->cfg->keys_dir,
@@ -946,6 +947,7 @@ static int check_recorded(const struct enforce *e, const char *token, size_t len
 		.now = now_ms / 1000,
 		.clock_skew = e->cfg->clock_skew,
 		.trusted_kid = trusted_kid,
+		.verifier = jv,
 	};
 	int ret;
 
@@ -1933,8 +1935,12 @@ static bool local_record(const struct store_item *it)
 static void restore_range(void *arg, size_t begin, size_t end)
 {
 	struct restore_pass *p = arg;
-	/* The chunk's last trusted key: the grants it signed do not look it up again. */
+	/*
+	 * The chunk's last trusted key: the grants it signed do not look it up again. And its
+	 * last header, which the grants that share it do not decode again.
+	 */
 	char kid[GRANT_MAX_STRING + 1] = "";
+	struct jws_verifier jv = { 0 };
 
 	for (size_t i = begin; i < end; i++) {
 		const struct store_item *it = &p->item[i];
@@ -1944,7 +1950,7 @@ static void restore_range(void *arg, size_t begin, size_t end)
 		if (local_record(it))
 			continue;
 		r->ret = check_recorded(p->e, it->token, it->len, p->now_ms, kid[0] ? kid : NULL,
-			&r->g, &err);
+			&jv, &r->g, &err);
 		if (!r->ret) {
 			snprintf(kid, sizeof(kid), "%s", r->g.kid);
 			(void)grant_pack(&r->g);
@@ -1952,6 +1958,7 @@ static void restore_range(void *arg, size_t begin, size_t end)
 			*r->err = err;
 		}
 	}
+	jws_verifier_clear(&jv);
 }
 
 /*

@@ -323,7 +323,7 @@ static int verify(const char *token, size_t len, const struct grant_verify_ctx *
 
 	memset(out, 0, sizeof(*out));
 	/* Cheapest first: jws_decode refuses an oversized token before it looks at a byte. */
-	if ((ret = jws_decode(token, len, &j, e)) ||
+	if ((ret = jws_decode_with(ctx->verifier, token, len, &j, e)) ||
 		(ret = jws_check_header(&j, GRANT_TYP, &kid, e)) ||
 		(!key_checked(ctx, signature, kid) &&
 			(ret = keys_load_public(ctx->keys_dir, kid, &pub, e))) ||

@@ -74,12 +74,45 @@ static int decode_sig(const char *in, size_t len, unsigned char sig[static JWS_S
 	return 0;
 }
 
+/* The header segment [seg, seg + len) decoded and parsed, or shared from v when it is v's. */
+static int decode_header(struct jws_verifier *v, const char *seg, size_t len, json_t **out,
+	struct jit_error *e)
+{
+	unsigned char *hdr = NULL;
+	char *copy;
+	size_t hlen;
+	int ret;
+
+	if (v && v->header && len == v->hdr_seg_len && !memcmp(seg, v->hdr_seg, len)) {
+		*out = json_incref(v->header);
+		return 0;
+	}
+	if ((ret = decode_part(seg, len, "header", &hdr, &hlen, e)) ||
+		(ret = parse_header(hdr, hlen, out, e)))
+		goto out;
+	/* Kept only if it can be kept whole; a miss just parses the next one. */
+	if (v && (copy = malloc(len))) {
+		free(v->hdr_seg);
+		json_decref(v->header);
+		v->hdr_seg = memcpy(copy, seg, len);
+		v->hdr_seg_len = len;
+		v->header = json_incref(*out);
+	}
+out:
+	free(hdr);
+	return ret;
+}
+
 int jws_decode(const char *token, size_t len, struct jws *out, struct jit_error *e)
+{
+	return jws_decode_with(NULL, token, len, out, e);
+}
+
+int jws_decode_with(struct jws_verifier *v, const char *token, size_t len, struct jws *out,
+	struct jit_error *e)
 {
 	const char *d1 = NULL, *d2 = NULL, *end = NULL;
 	struct jws j = { 0 };
-	unsigned char *hdr = NULL;
-	size_t hlen;
 	int ret;
 
 	memset(out, 0, sizeof(*out));
@@ -102,8 +135,7 @@ int jws_decode(const char *token, size_t len, struct jws *out, struct jit_error 
 	}
 	j.token = token;
 	j.signing_input_len = (size_t)(d2 - token);
-	if ((ret = decode_part(token, (size_t)(d1 - token), "header", &hdr, &hlen, e)) ||
-		(ret = parse_header(hdr, hlen, &j.header, e)) ||
+	if ((ret = decode_header(v, token, (size_t)(d1 - token), &j.header, e)) ||
 		(ret = decode_part(d1 + 1, (size_t)(d2 - d1 - 1), "payload", &j.payload,
 			&j.payload_len, e)) ||
 		(ret = decode_sig(d2 + 1, (size_t)(end - d2 - 1), j.sig, e)))
@@ -112,7 +144,6 @@ int jws_decode(const char *token, size_t len, struct jws *out, struct jit_error 
 	memset(&j, 0, sizeof(j));
 	ret = 0;
 out:
-	free(hdr);
 	jws_clear(&j);
 	return ret;
 }
@@ -219,12 +250,23 @@ int jws_check_header(const struct jws *j, const char *want_typ, const char **kid
 	return 0;
 }
 
-void jws_verifier_clear(struct jws_verifier *v)
+/* The template only: a key or context that cannot be kept leaves the header alone. */
+static void drop_template(struct jws_verifier *v)
 {
 	EVP_MD_CTX_free(v->tmpl);
 	EVP_PKEY_free(v->key);
 	v->tmpl = NULL;
 	v->key = NULL;
+}
+
+void jws_verifier_clear(struct jws_verifier *v)
+{
+	drop_template(v);
+	free(v->hdr_seg);
+	json_decref(v->header);
+	v->hdr_seg = NULL;
+	v->hdr_seg_len = 0;
+	v->header = NULL;
 }
 
 /*
@@ -251,7 +293,7 @@ static EVP_MD_CTX *verify_ctx(struct jws_verifier *v, EVP_PKEY *pub)
 	}
 	if (v && (tmpl = EVP_MD_CTX_new())) {
 		if (EVP_MD_CTX_copy_ex(tmpl, ctx) == 1 && EVP_PKEY_up_ref(pub) == 1) {
-			jws_verifier_clear(v);
+			drop_template(v);
 			v->tmpl = tmpl;
 			v->key = pub;
 		} else {

@@ -62,7 +62,7 @@ struct grant_verify_ctx {
 	 * restore) has just found trusted. It is not looked up again for every grant it signed.
 	 */
 	const char *trusted_kid;
-	/* May be NULL: this thread's verification template (jws_verify_with). */
+	/* May be NULL: what this thread keeps between tokens (jws_decode_with, jws_verify_with). */
 	struct jws_verifier *verifier;
 };
 

@@ -66,6 +66,29 @@ static void check_resign(const struct jws *j)
 	free(tok);
 }
 
+/*
+ * A thread's kept header (jws_decode_with) must never change an outcome. The verifier lives
+ * across inputs, so the header it holds is the last input's, often a near copy of this one.
+ */
+static void check_kept(const uint8_t *data, size_t size, int want, const struct jws *plain)
+{
+	static struct jws_verifier v;
+	struct jit_error e = { 0 };
+	struct jws k;
+	int ret = jws_decode_with(&v, (const char *)data, size, &k, &e);
+
+	if (ret != want)
+		__builtin_trap();
+	if (ret == 0) {
+		if (!json_equal(k.header, plain->header) || k.payload_len != plain->payload_len ||
+			memcmp(k.payload, plain->payload, k.payload_len) ||
+			memcmp(k.sig, plain->sig, JWS_SIG_LEN) ||
+			k.signing_input_len != plain->signing_input_len)
+			__builtin_trap();
+		jws_clear(&k);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct jit_error e = { 0 };
@@ -81,6 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	check_b64url(data, size);
 	ret = jws_decode((const char *)data, size, &j, &e);
+	check_kept(data, size, ret, &j);
 	if (ret) {
 		if (ret != e.code || !e.msg[0] || j.header || j.payload ||
 			(ret != JIT_ERR_MALFORMED && ret != JIT_ERR_TOO_LARGE &&

@@ -433,6 +433,76 @@ static void test_verifier_template(void **state)
 	free(s);
 }
 
+/* alg of a decoded token's header, or NULL. */
+static const char *alg_of(const struct jws *j)
+{
+	return json_string_value(json_object_get(j->header, "alg"));
+}
+
+/*
+ * A thread's last header is shared only with a token whose header segment is byte for byte
+ * the same: a different one, even a longer or shorter spelling of the same start, is decoded
+ * and judged afresh, and a header that fails is never kept.
+ */
+static void test_verifier_header(void **state)
+{
+	static const char none[] = "eyJhbGciOiJub25lIn0.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc."
+		"hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
+	const char *sig = strrchr(a4, '.');
+	const char *bad[] = { "eyJhbGciOiJFZERTQSJ9AA", "eyJhbGciOiJFZERTQSJ", "eyJhbGciOiJFZERTQSJ8",
+		"eyJhbGciOiJFZERTQSJ9eyJhbGciOiJFZERTQSJ9" };
+	struct jws_verifier v = { 0 };
+	struct jit_error e = { 0 };
+	struct jws j, k;
+	char tok[512];
+
+	assert_non_null(sig);
+	assert_int_equal(jws_decode_with(&v, a4, strlen(a4), &j, &e), 0);
+	assert_non_null(v.header);
+	assert_int_equal(v.hdr_seg_len, strlen("eyJhbGciOiJFZERTQSJ9"));
+	assert_ptr_equal(j.header, v.header);
+	assert_int_equal(jws_decode_with(&v, a4, strlen(a4), &k, &e), 0);
+	assert_ptr_equal(k.header, j.header);
+	assert_string_equal(alg_of(&k), "EdDSA");
+	assert_int_equal(jws_verify_with(&v, &k, pub, &e), 0);
+	jws_clear(&k);
+	jws_clear(&j);
+	/* Another header replaces it. */
+	assert_int_equal(jws_decode_with(&v, ed25519_fixture, strlen(ed25519_fixture), &j, &e), 0);
+	assert_ptr_equal(j.header, v.header);
+	assert_string_equal(alg_of(&j), "Ed25519");
+	jws_clear(&j);
+	assert_int_equal(jws_decode_with(&v, none, strlen(none), &j, &e), 0);
+	assert_string_equal(alg_of(&j), "none");
+	{
+		const char *kid;
+
+		assert_int_equal(jws_check_header(&j, GRANT_TYP, &kid, &e), JIT_ERR_BAD_HEADER);
+	}
+	jws_clear(&j);
+	/* Spellings that start or end like the kept one are read, and refused, on their own. */
+	assert_int_equal(jws_decode_with(&v, a4, strlen(a4), &j, &e), 0);
+	jws_clear(&j);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const json_t *kept = v.header;
+
+		snprintf(tok, sizeof(tok), "%s.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc%s", bad[i], sig);
+		memset(&e, 0, sizeof(e));
+		if (jws_decode_with(&v, tok, strlen(tok), &j, &e) != JIT_ERR_MALFORMED)
+			fail_msg("header segment '%s' was not refused", bad[i]);
+		assert_ptr_equal(v.header, kept);
+		assert_string_equal(json_string_value(json_object_get(v.header, "alg")), "EdDSA");
+	}
+	/* A refused payload or signature leaves the (good) header kept and the token refused. */
+	snprintf(tok, sizeof(tok), "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbm%s", sig);
+	assert_int_equal(jws_decode_with(&v, tok, strlen(tok), &j, &e), JIT_ERR_MALFORMED);
+	assert_int_equal(jws_decode_with(&v, a4, strlen(a4) - 1, &j, &e), JIT_ERR_MALFORMED);
+	jws_verifier_clear(&v);
+	assert_null(v.header);
+	assert_null(v.hdr_seg);
+	jws_verifier_clear(&v);
+}
+
 /* The key decides the algorithm: a valid A.4 token must not be tried with another key type. */
 static void test_verify_key_type(void **state)
 {
@@ -520,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_header_typ),
 		cmocka_unit_test(test_header_kid),
 		cmocka_unit_test(test_verifier_template),
+		cmocka_unit_test(test_verifier_header),
 		cmocka_unit_test(test_verify_key_type),
 		cmocka_unit_test(test_too_large),
 		cmocka_unit_test(test_sign_roundtrip),
