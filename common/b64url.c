@@ -22,12 +22,6 @@ static const uint8_t decode_table[256] = {
 	['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64
 };
 
-/* Value of a base64url character, or -1: '+', '/', '=' and whitespace are all invalid here. */
-static int value(unsigned char c)
-{
-	return (int)decode_table[c] - 1;
-}
-
 size_t b64url_decoded_max(size_t len)
 {
 	size_t rem = len % 4;
@@ -36,51 +30,63 @@ size_t b64url_decoded_max(size_t len)
 }
 
 /*
- * RFC 4648 section 3.5: a final group of 2 or 3 characters leaves 4 or 2 bits unused. Were they
- * allowed to be non-zero, one value would have several spellings (and one token several
- * signatures that all verify).
+ * Checks in[0..len) and, unless out is NULL, decodes it: four characters to three bytes at a
+ * time, which halves what a character costs against one at a time. RFC 4648 section 3.5: a
+ * final group of 2 or 3 characters leaves 4 or 2 bits unused. Were they allowed to be
+ * non-zero, one value would have several spellings (and one token several signatures that all
+ * verify).
  */
-static int check(const char *in, size_t len)
+static int decode(const unsigned char *in, size_t len, unsigned char *out)
 {
-	size_t rem = len % 4;
-	int last;
+	size_t full = len - len % 4, rem = len % 4;
+	uint32_t a, b, c, d;
 
 	if (rem == 1)
 		return -EINVAL;
-	for (size_t i = 0; i < len; i++)
-		if (value((unsigned char)in[i]) < 0)
+	for (size_t i = 0; i < full; i += 4) {
+		a = decode_table[in[i]];
+		b = decode_table[in[i + 1]];
+		c = decode_table[in[i + 2]];
+		d = decode_table[in[i + 3]];
+		if (!a || !b || !c || !d)
 			return -EINVAL;
-	if (rem == 0)
+		if (out) {
+			uint32_t v = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
+
+			*out++ = (unsigned char)(v >> 16);
+			*out++ = (unsigned char)(v >> 8);
+			*out++ = (unsigned char)v;
+		}
+	}
+	if (!rem)
 		return 0;
-	last = value((unsigned char)in[len - 1]);
-	if (last & (rem == 2 ? 0x0f : 0x03))
+	a = decode_table[in[full]];
+	b = decode_table[in[full + 1]];
+	c = rem == 3 ? decode_table[in[full + 2]] : 1;
+	if (!a || !b || !c || (rem == 2 ? (b - 1) & 0x0f : (c - 1) & 0x03))
 		return -EINVAL;
+	if (out) {
+		uint32_t v = (a - 1) << 12 | (b - 1) << 6 | (c - 1);
+
+		*out++ = (unsigned char)(v >> 10);
+		if (rem == 3)
+			*out = (unsigned char)(v >> 2);
+	}
 	return 0;
 }
 
 int b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap, size_t *outlen)
 {
-	size_t need = b64url_decoded_max(len), o = 0;
-	uint32_t acc = 0;
-	unsigned bits = 0;
+	size_t need = b64url_decoded_max(len);
 	int ret;
 
 	*outlen = 0;
 	/* Invalid input is reported as such even when it would not fit either. */
-	if ((ret = check(in, len)))
-		return ret;
 	if (need > cap)
-		return -ENOSPC;
-	for (size_t i = 0; i < len; i++) {
-		acc = (acc << 6) | (uint32_t)value((unsigned char)in[i]);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (unsigned char)(acc >> bits);
-		}
-		acc &= (1u << bits) - 1;
-	}
-	*outlen = o;
+		return (ret = decode((const unsigned char *)in, len, NULL)) ? ret : -ENOSPC;
+	if ((ret = decode((const unsigned char *)in, len, out)))
+		return ret;
+	*outlen = need;
 	return 0;
 }
 

@@ -12,7 +12,8 @@
 size_t b64url_decoded_max(size_t len);
 /*
  * Decodes in[0..len) into out (capacity cap). Returns 0 and sets *outlen, or -EINVAL for any
- * non-canonical or invalid input, -ENOSPC if cap is too small.
+ * non-canonical or invalid input, -ENOSPC if cap is too small; on failure out holds nothing
+ * meaningful.
  */
 int b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap, size_t *outlen);
 /* Encoded length for len bytes, without the NUL. */

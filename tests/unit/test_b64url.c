@@ -163,6 +163,35 @@ static void test_roundtrip(void **state)
 	}
 }
 
+/* A character outside the alphabet is refused wherever it stands, in a full group or the last. */
+static void test_invalid_anywhere(void **state)
+{
+	static const char bad[] = { '=', '+', '/', '.', ' ', '\0', (char)0x80 };
+	unsigned char in[40], out[40];
+	char enc[64];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (unsigned char)(i * 53 + 7);
+	for (size_t len = 1; len <= sizeof(in); len++) {
+		size_t elen = b64url_encoded_len(len);
+
+		b64url_encode(in, len, enc);
+		for (size_t pos = 0; pos < elen; pos++) {
+			for (size_t k = 0; k < sizeof(bad); k++) {
+				char keep = enc[pos];
+
+				enc[pos] = bad[k];
+				n = 99;
+				if (b64url_decode(enc, elen, out, sizeof(out), &n) != -EINVAL || n)
+					fail_msg("length %zu: 0x%02x at %zu accepted", len,
+						(unsigned char)bad[k], pos);
+				enc[pos] = keep;
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -172,6 +201,7 @@ int main(void)
 		cmocka_unit_test(test_lengths),
 		cmocka_unit_test(test_canonical),
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_invalid_anywhere),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
