@@ -101,6 +101,18 @@ static void test_compaction_and_garbage(void **state)
 	assert_int_equal(replay_check(r, "live", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "old", NOW), 0);
 	replay_close(&r);
+	/* Lines jitd cannot have written are unreadable as a whole, never read in part. */
+	fp = fopen(f->db, "a");
+	assert_non_null(fp);
+	fprintf(fp, "A x bad1\nA %d1x bad2\nA  \nA %d \nA %d two words\n"
+		"A 99999999999999999999 bad3\nA%d bad4\nB %d bad5\n", NOW + 100, NOW + 100,
+		NOW + 100, NOW + 100, NOW + 100);
+	fclose(fp);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_count(r), 1);
+	assert_int_equal(replay_check(r, "two", NOW), 0);
+	assert_int_equal(replay_check(r, "bad2", NOW), 0);
+	replay_close(&r);
 	fp = fopen(f->db, "r");
 	assert_non_null(fp);
 	assert_non_null(fgets(buf, sizeof(buf), fp));
