@@ -25,6 +25,7 @@ static char tomb[1];
 struct replay {
 	struct entry *slots;
 	size_t cap, live, max;
+	size_t used;	/* live ids and tombstones: the slots a probe walks past */
 	int fd;
 	bool dirty;	/* lines written since the last fsync */
 	char path[4096];
@@ -62,9 +63,9 @@ static struct entry *lookup(const struct replay *r, const char *jti)
 	return NULL;
 }
 
-static int grow(struct replay *r)
+/* The live ids into a new table of cap slots, without the tombstones. */
+static int rebuild(struct replay *r, size_t cap)
 {
-	size_t cap = r->cap ? r->cap * 2 : 1024;
 	struct entry *old = r->slots, *nv = calloc(cap, sizeof(*nv));
 	size_t oldcap = r->cap;
 
@@ -72,6 +73,7 @@ static int grow(struct replay *r)
 		return -ENOMEM;
 	r->slots = nv;
 	r->cap = cap;
+	r->used = r->live;
 	for (size_t i = 0; i < oldcap; i++) {
 		size_t j;
 
@@ -85,9 +87,15 @@ static int grow(struct replay *r)
 	return 0;
 }
 
+static int grow(struct replay *r)
+{
+	return rebuild(r, r->cap ? r->cap * 2 : 1024);
+}
+
 static int put(struct replay *r, const char *jti, int64_t until)
 {
 	struct entry *e = lookup(r, jti);
+	bool fresh;
 	size_t i;
 
 	if (e) {
@@ -95,9 +103,14 @@ static int put(struct replay *r, const char *jti, int64_t until)
 			e->until = until;
 		return 0;
 	}
-	/* Tombstones count as used so that probing always ends at a free slot. */
-	if ((r->live + 1) * 2 > r->cap) {
-		int ret = grow(r);
+	/*
+	 * Tombstones count as used: a lookup stops only at a never-used slot, and once prune
+	 * after prune of a full cache had turned every free slot into a tombstone, each new id
+	 * walked the whole table. Rebuilt at the same size when tombstones are most of what is
+	 * used, twice the size when live ids are.
+	 */
+	if ((r->used + 1) * 2 > r->cap) {
+		int ret = rebuild(r, (r->live + 1) * 4 > r->cap ? r->cap * 2 : r->cap);
 
 		if (ret)
 			return ret;
@@ -105,10 +118,14 @@ static int put(struct replay *r, const char *jti, int64_t until)
 	for (i = hash(jti) & (r->cap - 1); r->slots[i].jti && r->slots[i].jti != TOMB;
 		i = (i + 1) & (r->cap - 1))
 		;
-	if (!(r->slots[i].jti = strdup(jti)))
+	fresh = !r->slots[i].jti;
+	if (!(r->slots[i].jti = strdup(jti))) {
+		r->slots[i].jti = fresh ? NULL : TOMB;
 		return -ENOMEM;
+	}
 	r->slots[i].until = until;
 	r->live++;
+	r->used += fresh;
 	return 0;
 }
 
@@ -378,4 +395,10 @@ int replay_forget(struct replay *r, const char *jti)
 size_t replay_count(const struct replay *r)
 {
 	return r->live;
+}
+
+void replay_table(const struct replay *r, size_t *used, size_t *cap)
+{
+	*used = r->used;
+	*cap = r->cap;
 }

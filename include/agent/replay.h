@@ -31,5 +31,7 @@ int replay_sync(struct replay *r);
 /* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */
 int replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);
+/* For tests: slots in use (live ids and tombstones, which a lookup walks past) and in all. */
+void replay_table(const struct replay *r, size_t *used, size_t *cap);
 
 #endif

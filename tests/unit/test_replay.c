@@ -215,6 +215,43 @@ static void test_many(void **state)
 	replay_close(&r);
 }
 
+/*
+ * A full cache is pruned of expired ids again and again over a long uptime. The tombstones
+ * prune leaves must not use up the free slots, at which alone a lookup of a new id stops:
+ * what is used stays within half the table, and every id is still found.
+ */
+static void test_tombstones_reclaimed(void **state)
+{
+	struct fixture *f = *state;
+	size_t used, cap, cap0;
+	struct replay *r;
+	char id[32];
+	int n = 0;
+
+	assert_int_equal(replay_open(f->dir, 1000, NOW, &r), 0);
+	for (int round = 0; round < 12; round++) {
+		int64_t now = NOW + 10 * round;
+
+		/* Full of ids that expire before the next round: its first check prunes them. */
+		for (int i = 0; i < 1000; i++, n++) {
+			snprintf(id, sizeof(id), "r%d-%d", round, i);
+			assert_int_equal(replay_check(r, id, now), 0);
+			assert_int_equal(replay_add_lazy(r, id, now + 5), 0);
+			replay_table(r, &used, &cap);
+			if (used * 2 > cap)
+				fail_msg("round %d: %zu of %zu slots used", round, used, cap);
+		}
+		if (round == 0)
+			cap0 = cap;
+		assert_int_equal(replay_count(r), 1000);
+		snprintf(id, sizeof(id), "r%d-%d", round, 999);
+		assert_int_equal(replay_check(r, id, now), JIT_ERR_REPLAY);
+	}
+	/* Rebuilt in place: the table did not grow with the rounds. */
+	assert_int_equal(cap, cap0);
+	replay_close(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -224,6 +261,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rewrite_only_when_worth_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstones_reclaimed, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
