@@ -202,8 +202,8 @@ static int compact(struct replay *r)
 
 /*
  * Slots for a file of size bytes before reading it: doubling from 1,024 to 262,144 one step
- * at a time rehashed every id seven times, a fifth of loading 100,000. Lines are about 30
- * bytes; a file of mostly dead lines stays within one doubling of what it needs.
+ * at a time rehashed the first ids eight times, a fifth of loading 100,000. Lines are about
+ * 30 bytes; a file of mostly dead lines stays within one doubling of what it needs.
  */
 static int reserve(struct replay *r, off_t size)
 {
