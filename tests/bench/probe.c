@@ -196,8 +196,8 @@ int cmd_verify(int argc, char **argv)
 		if (dev > max_dev)
 			max_dev = dev;
 		if (dev > tolerance && bad_time++ < 5)
-			fprintf(stderr, "jitbench verify: %s expires in %lld s, wanted %lld s\n", src,
-				(long long)k->expires, want);
+			fprintf(stderr, "jitbench verify: %s expires in %lld s, wanted %lld-%lld s\n",
+				src, (long long)k->expires, exp - listed_by, want);
 	}
 	printf("kernel_elements=%ld\nexpected=%zu\nmissing=%zu\nbad_timeout=%zu\n"
 		"max_timeout_dev_s=%lld\n", n, expected, missing, bad_time, max_dev);
