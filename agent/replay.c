@@ -13,6 +13,7 @@
 #include "common/log.h"
 
 #define JTI_MAX 256
+#define MIN_SLOTS 1024	/* a power of two, as every table size */
 
 struct entry {
 	char *jti;	/* NULL: free slot; TOMB: deleted slot (keeps probe chains intact) */
@@ -85,11 +86,6 @@ static int rebuild(struct replay *r, size_t cap)
 	}
 	free(old);
 	return 0;
-}
-
-static int grow(struct replay *r)
-{
-	return rebuild(r, r->cap ? r->cap * 2 : 1024);
 }
 
 static int put(struct replay *r, const char *jti, int64_t until)
@@ -201,20 +197,20 @@ static int compact(struct replay *r)
 #define DEAD_LINES_KEPT(live) ((live) / 2 + 1024)
 
 /*
- * Slots for a file of size bytes before reading it: doubling from 1,024 to 262,144 one step
- * at a time rehashed the first ids eight times, a fifth of loading 100,000. Lines are about
- * 30 bytes; a file of mostly dead lines stays within one doubling of what it needs.
+ * Slots for a file of size bytes, made at once before reading it: doubling from 1,024 to
+ * 262,144 one step at a time rehashed the first ids eight times, a fifth of loading 100,000.
+ * Lines are about 30 bytes; a file of mostly dead lines stays within one doubling of what it
+ * needs.
  */
 static int reserve(struct replay *r, off_t size)
 {
-	size_t want = (size_t)size / 32;
-	int ret = 0;
+	size_t want = (size_t)size / 32, cap = r->cap;
 
 	if (want > r->max)
 		want = r->max;
-	while (!ret && r->cap < want * 2)
-		ret = grow(r);
-	return ret;
+	while (cap < want * 2)
+		cap *= 2;
+	return cap == r->cap ? 0 : rebuild(r, cap);
 }
 
 /*
@@ -305,7 +301,7 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 		ret = -ENAMETOOLONG;
 		goto fail;
 	}
-	if ((ret = grow(r)) || (ret = load(r, now, &rewrite)) || (rewrite && (ret = compact(r))))
+	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite)) || (rewrite && (ret = compact(r))))
 		goto fail;
 	r->fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (r->fd < 0) {
