@@ -1324,7 +1324,7 @@ out:
 static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_t *write_us)
 {
 	struct pending **ok = calloc(n + 1, sizeof(*ok));
-	int64_t now_ms;
+	int64_t now_ms, t0;
 	size_t n_ok = 0;
 
 	/* Expiry is the timer's business: it walks every grant, this runs per group. */
@@ -1345,10 +1345,14 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_
 		}
 		/* Signed by a trusted key: from here on a refusal can name the grant. */
 		snprintf(p->jti, sizeof(p->jti), "%s", pending_grant(p)->jti);
-		if (!ok)
+		if (!ok) {
 			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
-		else if (!(p->ret = admit(e, p, ok, n_ok, now_ms)))
+			continue;
+		}
+		t0 = mono_us();
+		if (!(p->ret = admit(e, p, ok, n_ok, now_ms)))
 			ok[n_ok++] = p;
+		metrics_observe(&e->metrics.admit, mono_us() - t0);
 	}
 	*write_us = -1;
 	if (n_ok)

@@ -120,6 +120,9 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		&m->grant);
 	hist(&o, "jitd_verify_seconds",
 		"One signature and claims verification, on a worker thread.", &m->verify);
+	hist(&o, "jitd_admit_seconds",
+		"One grant's admission on the event loop: the policy as configured now, time left, "
+		"limits and the replay check.", &m->admit);
 	hist(&o, "jitd_kernel_transaction_seconds",
 		"One nf_tables transaction, from send to the last acknowledgement.", &m->kernel);
 	hist(&o, "jitd_state_write_seconds",

@@ -30,6 +30,7 @@ struct metrics {
 	struct metrics_hist kernel;	/* one nf_tables transaction, send to last ack */
 	struct metrics_hist state;	/* durable record of a group: one journal write + fdatasync */
 	struct metrics_hist verify;	/* one signature and claims verification (a worker thread) */
+	struct metrics_hist admit;	/* one grant's policy, limit and replay checks (the loop) */
 	struct metrics_hist grant;	/* one grant, received to applied (kernel ack, audit) */
 };
 

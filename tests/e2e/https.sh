@@ -173,6 +173,8 @@ metric 'jitd_revocations_refused_total{code="replay"} 1'
 metric 'jitd_revocations_refused_total{code="bad_header"} 1'
 metric 'jitd_revocations_refused_total{code="not_found"} 1'
 metric 'jitd_state_write_seconds_count 1'
+# Admitted or refused after verifying: https-1, its replay, the unprotected port, https-3.
+metric 'jitd_admit_seconds_count 4'
 grep -qE '^jitd_kernel_transaction_seconds_count [2-9]' "$TMP/body" ||
 	fail "kernel transactions not counted: $(grep kernel_transaction_seconds_count "$TMP/body")"
 [ "$(sed -n 's/^jitd_denied_packets_total //p' "$TMP/body")" = "$(denied_packets)" ] ||

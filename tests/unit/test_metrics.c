@@ -33,6 +33,7 @@ static void test_histogram_is_cumulative(void **state)
 	metrics_observe(&m.kernel, 700);	/* 0.0007 s: le 0.001 */
 	metrics_observe(&m.kernel, 5000000);	/* 5 s: only +Inf */
 	metrics_observe(&m.kernel, -3);		/* a clock oddity counts as 0 */
+	metrics_observe(&m.admit, 3);		/* its own histogram, not the kernel's */
 	text = metrics_render(&m, &g);
 	assert_non_null(text);
 	assert_line(text, "# TYPE jitd_kernel_transaction_seconds histogram");
@@ -44,6 +45,10 @@ static void test_histogram_is_cumulative(void **state)
 	assert_line(text, "jitd_kernel_transaction_seconds_count 5");
 	assert_line(text, "jitd_kernel_transaction_seconds_sum 5.000850");
 	assert_line(text, "jitd_state_write_seconds_count 0");
+	assert_line(text, "# TYPE jitd_admit_seconds histogram");
+	assert_line(text, "jitd_admit_seconds_bucket{le=\"0.0001\"} 1");
+	assert_line(text, "jitd_admit_seconds_count 1");
+	assert_line(text, "jitd_admit_seconds_sum 0.000003");
 	/* Unknown kernel counter: the metric is left out rather than reported as 0. */
 	assert_null(strstr(text, "jitd_denied_packets_total"));
 	free(text);
