@@ -86,4 +86,8 @@ int cmd_connrate(int argc, char **argv);
 int cmd_nftloop(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 
+/* --- disk.c: what a durable append costs on this file system -------------------------------- */
+
+int cmd_fsync(int argc, char **argv);
+
 #endif
