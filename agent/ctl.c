@@ -195,10 +195,11 @@ static json_t *do_submit(struct client *c, json_t *req)
 static json_t *do_reload(struct client *c, json_t *req)
 {
 	char msg[256];
+	int ret;
 
 	log_info("control: reload requested by %s", c->peer);
-	if (enforce_reload(c->ctl->enf, msg, sizeof(msg)))
-		return proto_error(JIT_ERR_BAD_CONFIG, msg);
+	if ((ret = enforce_reload(c->ctl->enf, msg, sizeof(msg))))
+		return proto_error(ret, msg);
 	return json_pack("{s:b, s:s, s:I, s:I, s:i}", "ok", 1, "config",
 		enforce_config_path(c->ctl->enf), "ports",
 		(json_int_t)enforce_config(c->ctl->enf)->n_ports, "targets",

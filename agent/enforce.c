@@ -2390,6 +2390,36 @@ static void note_restart_only(const struct config *o, const struct config *n)
 		log_warn("reload: changed but applied only at the next start:%s", list);
 }
 
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds: $JITD_TEST_RELOAD_RACE_FILE holding 1 makes the next reload's first batch meet
+ * a kernel from which the elements it deletes are already gone, in a transaction of their own,
+ * as if they had run out between the reload's reading of the sets and its commit.
+ */
+static void test_hook_reload_race(struct enforce *e, const struct plan *p, int attempt,
+	int64_t now_ms)
+{
+	char kerr[NFT_ERRLEN] = "";
+	struct nft_batch *b = NULL;
+
+	if (attempt || test_hook_read("JITD_TEST_RELOAD_RACE_FILE") <= 0)
+		return;
+	if (nft_batch_new(e->nft, &b) || ruleset_raw_delete(b, e->strays.v, e->strays.n) ||
+		ruleset_elems(b, p->del.v, p->del.n, NULL, 0, now_ms) || nft_batch_commit(b, kerr))
+		log_warn("test hook: cannot remove the reload's elements first: %s", kerr);
+	nft_batch_free(b);
+}
+#else
+static void test_hook_reload_race(struct enforce *e, const struct plan *p, int attempt,
+	int64_t now_ms)
+{
+	(void)e;
+	(void)p;
+	(void)attempt;
+	(void)now_ms;
+}
+#endif
+
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64];
@@ -2440,15 +2470,35 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		e->grants[i] = e->grants[e->n_grants - 1];
 		e->deadline[i] = e->deadline[--e->n_grants];
 	}
-	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
-		(ret = plan_build(e, groups, n_groups, now, &p)) || (ret = nft_batch_new(e->nft, &b)) ||
-		(ret = ruleset_build(b, nc, e->table_flags)) ||
-		(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)) ||
-		(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
-		goto fail;
-	/* Structure, fixed sets and elements: all of the new policy or none of it. */
-	if ((ret = nft_batch_commit(b, kerr)))
-		goto fail;
+	for (int attempt = 0;; attempt++) {
+		if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
+			(ret = plan_build(e, groups, n_groups, now, &p)) ||
+			(ret = nft_batch_new(e->nft, &b)) ||
+			(ret = ruleset_build(b, nc, e->table_flags)) ||
+			(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)) ||
+			(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
+			goto fail;
+		test_hook_reload_race(e, &p, attempt, now);
+		/* Structure, fixed sets and elements: all of the new policy or none of it. */
+		if (!(ret = nft_batch_commit(b, kerr)))
+			break;
+		/*
+		 * An element the batch deletes ran out meanwhile (a dropped grant's, a stray's), or
+		 * one it adds appeared: the kernel refused all of it, so read again and retry.
+		 */
+		if ((ret != -ENOENT && ret != -EEXIST) || attempt + 1 == COMMIT_ATTEMPTS)
+			goto fail;
+		log_info("reload: kernel: %s; an element changed meanwhile, re-reading the allow "
+			"sets and retrying", kerr);
+		kerr[0] = '\0';
+		nft_batch_free(b);
+		b = NULL;
+		plan_free(&p);
+		free(groups);
+		groups = NULL;
+		n_groups = 0;
+		now = enforce_now_ms();
+	}
 	e->strays.n = 0;
 	elems_free(&e->model);
 	e->model = p.model;
@@ -2475,14 +2525,16 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	goto out;
 fail:
 	snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
+	/* The file was valid: the kernel's refusal, or a failure of jitd's own, is what to report. */
+	ret = kerr[0] ? JIT_ERR_KERNEL : JIT_ERR_INTERNAL;
 	log_err("reload failed, the running configuration stays: %s", err);
 	note_error(e, "reload: %s", err);
+	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* Nothing reached the kernel: the dropped grants are simply live again. */
 	for (size_t i = 0; i < n_dropped; i++)
 		if (grants_push(e, &dropped[i]))
 			grant_clear(&dropped[i]);
 	config_free(nc);
-	ret = ret < 0 ? ret : -EIO;
 out:
 	nft_batch_free(b);
 	plan_free(&p);

@@ -121,8 +121,10 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger);
  * transaction: the table's structure and fixed sets as it says, and the grants it would no
  * longer admit (policy_check now) removed with their elements and audited as grant.revoked.
  * Keys are read from keys_dir at each verification, so new keys need no reload. An invalid file,
- * or a refused transaction, changes nothing: the running configuration stays (-errno or
- * JIT_ERR_BAD_CONFIG, err says why; on success err holds the number of grants removed).
+ * or a refused transaction, changes nothing: the running configuration stays (JIT_ERR_BAD_CONFIG,
+ * JIT_ERR_KERNEL or JIT_ERR_INTERNAL, err says why; on success err holds the number of grants
+ * removed). A batch the kernel refuses because an element changed meanwhile (one it deletes ran
+ * out) is built again from a fresh reading of the sets, a few times.
  * What cannot change while running (state_dir, sockets, listen, ...) waits for a restart, with a
  * warning. The enforcer owns reloaded configurations; enforce_config() returns the current one.
  */
