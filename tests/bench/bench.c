@@ -68,9 +68,14 @@ uint64_t quantile(const uint64_t *sorted, size_t n, double q)
 	return sorted[i - 1];
 }
 
-void print_stats(const char *prefix, uint64_t *v, size_t n)
+void sort_u64(uint64_t *v, size_t n)
 {
 	qsort(v, n, sizeof(*v), cmp_u64);
+}
+
+void print_stats(const char *prefix, uint64_t *v, size_t n)
+{
+	sort_u64(v, n);
 	printf("%s_n=%zu\n", prefix, n);
 	printf("%s_p50_us=%.1f\n", prefix, (double)quantile(v, n, 0.50) / 1e3);
 	printf("%s_p99_us=%.1f\n", prefix, (double)quantile(v, n, 0.99) / 1e3);

@@ -19,6 +19,7 @@
 uint64_t now_ns(void);
 uint64_t cpu_ns(void);
 int machine_ticks(uint64_t *busy, uint64_t *idle);
+void sort_u64(uint64_t *v, size_t n);
 /* Sorts v and prints PREFIX_n, PREFIX_p50_us, PREFIX_p99_us, PREFIX_max_us (nanoseconds in). */
 void print_stats(const char *prefix, uint64_t *v, size_t n);
 /* The sorted v's q-quantile (nearest rank), 0 when empty. */

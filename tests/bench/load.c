@@ -107,6 +107,7 @@ struct run {
 	atomic_uint reconnects;
 	atomic_int err_printed;
 	uint64_t *lat;		/* per token index; 0 = not sent */
+	uint64_t *done;		/* per token index: when its reply came (now_ns) */
 	unsigned char *ok;
 };
 
@@ -174,6 +175,7 @@ static void submit_one(struct run *r, struct conn *c, size_t i)
 		}
 	}
 	r->lat[i] = t1 - t0 ? t1 - t0 : 1;
+	r->done[i] = t1;
 	json_decref(j);
 	free(reply);
 }
@@ -222,6 +224,7 @@ static void submit_batch(struct run *r, struct conn *c, size_t first, size_t n)
 		json_t *item = json_array_get(res, i);
 
 		r->lat[first + i] = t1 - t0 ? t1 - t0 : 1;
+		r->done[first + i] = t1;
 		if (json_integer_value(json_object_get(item, "status")) == 201) {
 			r->ok[first + i] = 1;
 			continue;
@@ -291,6 +294,35 @@ static void submit_usage(void)
 		"  Signs N grants (source 10.0.0.0 + 2*idx, jti bench-idx) before the clock starts,\n"
 		"  then submits them over C connections (one request at a time each), for at most S\n"
 		"  seconds; with --batch (HTTP or HTTPS), B grants per POST /v1/grants/batch.\n");
+}
+
+/*
+ * Grants applied in each whole second of the run (a partial last second is left out): the
+ * median second, the slowest and the fastest, so that a stall shows beside the mean rate.
+ */
+static int print_seconds(const struct run *r, size_t count, uint64_t t0, uint64_t t1)
+{
+	size_t n = (size_t)((t1 - t0) / 1000000000u);
+	uint64_t *v;
+
+	if (!n)
+		return 0;
+	if (!(v = calloc(n, sizeof(*v))))
+		return -ENOMEM;
+	for (size_t i = 0; i < count; i++) {
+		size_t k;
+
+		if (!r->ok[i] || r->done[i] < t0)
+			continue;
+		if ((k = (size_t)((r->done[i] - t0) / 1000000000u)) < n)
+			v[k]++;
+	}
+	sort_u64(v, n);
+	printf("seconds=%zu\nsecond_p50=%llu\nsecond_min=%llu\nsecond_max=%llu\n", n,
+		(unsigned long long)quantile(v, n, 0.5), (unsigned long long)v[0],
+		(unsigned long long)v[n - 1]);
+	free(v);
+	return 0;
 }
 
 int cmd_submit(int argc, char **argv)
@@ -363,6 +395,7 @@ int cmd_submit(int argc, char **argv)
 	r.via = &via;
 	r.batch = batch;
 	if (!(r.lat = calloc(p.count, sizeof(*r.lat))) || !(r.ok = calloc(p.count, 1)) ||
+		!(r.done = calloc(p.count, sizeof(*r.done))) ||
 		!(lat = malloc(p.count * sizeof(*lat))))
 		goto out;
 	machine_ticks(&busy0, &idle0);
@@ -399,6 +432,8 @@ int cmd_submit(int argc, char **argv)
 		(double)(cpu1 - cpu0) / 1e9, (unsigned long long)(busy1 - busy0),
 		(unsigned long long)(idle1 - idle0));
 	print_stats("lat", lat, sent);
+	if (print_seconds(&r, p.count, t0, t1))
+		goto out;
 	if (granted && write_granted(granted, &r)) {
 		fprintf(stderr, "jitbench submit: cannot write %s\n", granted);
 		goto out;
@@ -411,6 +446,7 @@ out:
 	free(p.tokens);
 	free(lat);
 	free(r.lat);
+	free(r.done);
 	free(r.ok);
 	EVP_PKEY_free(p.key);
 	if (via.tls)
