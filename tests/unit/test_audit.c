@@ -4,9 +4,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -245,6 +248,54 @@ static void test_filters_and_garbage(void **state)
 	audit_close(&a);
 }
 
+/*
+ * The disk fills up in the middle of a line (a file size limit stands in for it: the kernel
+ * writes what fits and no more): the line is refused and cut off, so that the next record
+ * starts a line of its own and every line in the file is whole JSON.
+ */
+static void test_torn_line(void **state)
+{
+	struct fixture *f = *state;
+	struct rlimit old, lim;
+	struct audit *a;
+	struct stat st;
+	char path[128], line[1024];
+	int lines = 0, ret;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.applied",
+		.grant_id = "first", .count = -1 }), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + 20; /* less than a record */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	ret = audit_log(a, &(struct audit_rec){ .event = "grant.applied", .grant_id = "torn",
+		.count = -1 });
+	/* Restored before any assertion: a failure must not leave the next tests limited. */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(ret, -ENOSPC);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.refused",
+		.grant_id = "torn", .code = "storage_full", .count = -1 }), 0);
+	audit_close(&a);
+
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp)) {
+		json_t *j = json_loads(line, 0, NULL);
+
+		assert_non_null(j);
+		lines++;
+		json_decref(j);
+	}
+	fclose(fp);
+	assert_int_equal(lines, 2);
+}
+
 static void test_rotation(void **state)
 {
 	struct fixture *f = *state;
@@ -343,6 +394,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grant_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_line_as_jansson, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_filters_and_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 	};
