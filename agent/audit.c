@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "agent/lineappend.h"
 #include "agent/printer.h"
 #include "agent/syncer.h"
 #include "common/log.h"
@@ -216,26 +217,6 @@ static bool syslog_reachable(struct audit *a, int64_t now)
 	return a->syslog_there;
 }
 
-/*
- * One line at the end of the file, or nothing: part of a line (the disk filled up while it was
- * written) is cut off again, else the next record would run on from it and both be unreadable,
- * the refusal this failure causes among them.
- */
-static int append_line(struct audit *a, const char *line, size_t len)
-{
-	ssize_t n = write(a->fd, line, len);
-
-	if (n == (ssize_t)len)
-		return 0;
-	/* A short write sets no errno: it is what a full disk (or file size limit) does. */
-	if (n >= 0) {
-		if (n > 0 && ftruncate(a->fd, (off_t)a->size) < 0)
-			log_warn("audit: cannot cut a torn line off %s: %s", a->path, strerror(errno));
-		return -ENOSPC;
-	}
-	return -errno;
-}
-
 int audit_log(struct audit *a, const struct audit_rec *r)
 {
 	int64_t now = (int64_t)time(NULL);
@@ -265,7 +246,7 @@ int audit_log(struct audit *a, const struct audit_rec *r)
 		goto out;
 	if (a->size && a->size + pr.len > a->max_bytes && (ret = rotate(a)))
 		goto out;
-	if ((ret = append_line(a, pr.p, pr.len)))
+	if ((ret = line_append(a->fd, pr.p, pr.len)))
 		goto out;
 	a->size += pr.len;
 	a->dirty = true;

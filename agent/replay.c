@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/lineappend.h"
 #include "agent/replay.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -141,10 +142,10 @@ static void prune(struct replay *r, int64_t now)
 
 static int append(struct replay *r, const char *line, bool sync)
 {
-	size_t len = strlen(line);
+	int ret = line_append(r->fd, line, strlen(line));
 
-	if (write(r->fd, line, len) != (ssize_t)len)
-		return errno ? -errno : -EIO;
+	if (ret)
+		return ret;
 	r->dirty = true;
 	return sync ? replay_sync(r) : 0;
 }

@@ -5,9 +5,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent/replay.h"
@@ -82,6 +85,45 @@ static void test_survives_restart(void **state)
 	assert_int_equal(replay_check(r, "short", NOW + 10), 0);
 	assert_int_equal(replay_check(r, "forgotten", NOW + 10), 0);
 	assert_int_equal(replay_count(r), 1);
+	replay_close(&r);
+}
+
+/*
+ * The disk fills up while an id is appended (a file size limit stands in for it): the id is
+ * refused and its part of a line cut off, so that the next id is a line of its own and is
+ * still remembered after a restart. Run on from the torn part, it was lost: a token revoked
+ * early could then have been applied again after a restart.
+ */
+static void test_torn_line(void **state)
+{
+	struct fixture *f = *state;
+	struct rlimit old, lim;
+	struct replay *r;
+	struct stat st;
+	int ret;
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + 5; /* less than a line */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	ret = replay_add(r, "torn", NOW + 600);
+	/* Restored before any assertion: a failure must not leave the next tests limited. */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(ret, -ENOSPC);
+	assert_int_equal(replay_check(r, "torn", NOW), 0);
+	assert_int_equal(replay_add(r, "next", NOW + 600), 0);
+	replay_close(&r);
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_check(r, "first", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "next", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "torn", NOW), 0);
+	assert_int_equal(replay_count(r), 2);
 	replay_close(&r);
 }
 
@@ -257,6 +299,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_add_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_only_when_worth_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),

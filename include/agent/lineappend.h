@@ -1,0 +1,14 @@
+#ifndef JITD_AGENT_LINEAPPEND_H
+#define JITD_AGENT_LINEAPPEND_H
+
+#include <stddef.h>
+
+/*
+ * One line at the end of an append-only text file (opened O_APPEND), or nothing. A write the
+ * kernel takes only in part (the disk filled up, a file size limit) is cut off again: else the
+ * next line would run on from it, and a reader would lose both. 0, -ENOSPC for a short write
+ * (which sets no errno), or -errno.
+ */
+int line_append(int fd, const char *line, size_t len);
+
+#endif
