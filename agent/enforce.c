@@ -143,6 +143,11 @@ struct enforce {
 	struct raws strays;	/* elements read back that jitd cannot have written: to remove */
 	struct metrics metrics;
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
+	/*
+	 * The kernel may differ from the model: a transaction was refused (a removal may not have
+	 * happened) or a check left something behind. Cleared by a check that ends in line.
+	 */
+	bool unsure;
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
@@ -611,6 +616,16 @@ static int resync(struct enforce *e)
 	return 0;
 }
 
+/* Every transaction of the enforcer: a refused one leaves it unsure of the kernel. */
+static int commit_batch(struct enforce *e, struct nft_batch *b, char *kerr)
+{
+	int ret = nft_batch_commit(b, kerr);
+
+	if (ret)
+		e->unsure = true;
+	return ret;
+}
+
 /* Removes the elements the last resync found that jitd cannot have written: *removed of them. */
 static int drop_strays(struct enforce *e, size_t *removed, char *err, size_t errlen)
 {
@@ -623,7 +638,7 @@ static int drop_strays(struct enforce *e, size_t *removed, char *err, size_t err
 		return 0;
 	if (!(ret = nft_batch_new(e->nft, &b)) &&
 		!(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)))
-		ret = nft_batch_commit(b, kerr);
+		ret = commit_batch(e, b, kerr);
 	nft_batch_free(b);
 	if (ret) {
 		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
@@ -649,7 +664,7 @@ static int commit_plan(struct enforce *e, const struct plan *p, int64_t now_ms, 
 	if ((ret = ruleset_elems(b, p->del.v, p->del.n, p->add.v, p->add.n, now_ms)))
 		goto out;
 	t0 = mono_us();
-	ret = nft_batch_commit(b, kerr);
+	ret = commit_batch(e, b, kerr);
 	metrics_observe(&e->metrics.kernel, mono_us() - t0);
 	if (!ret && e->repairing)
 		e->metrics.drift_repairs++;
@@ -2250,7 +2265,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 		ret = -EOPNOTSUPP;
 	else
 #endif
-		ret = nft_batch_commit(b, kerr);
+		ret = commit_batch(e, b, kerr);
 	/*
 	 * Kernels before 6.9 know no PERSIST flag (EOPNOTSUPP). Ownership without it is not an
 	 * option: the kernel deletes an owned table with its owner, so a crash would open the
@@ -2266,7 +2281,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 		e->in_place = false; /* it was checked with the owner flag, which it will not get */
 		if ((ret = nft_batch_new(e->nft, &b)) || (ret = build_batch(e, b, 0)))
 			goto out;
-		ret = nft_batch_commit(b, kerr);
+		ret = commit_batch(e, b, kerr);
 	}
 out:
 	if (ret)
@@ -2352,6 +2367,8 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what,
 		(long long)(p.del.n + n_raw + p.add.n));
 out:
+	/* Read in full and brought in line, unless it failed or left strays to the next check. */
+	e->unsure = ret || e->strays.n;
 	if (ret) {
 		note_error(e, "repair (%s): %s", trigger, err[0] ? err : strerror(-ret));
 		log_err("cannot repair table inet jitd (%s): %s", trigger, err[0] ? err : strerror(-ret));
@@ -2480,7 +2497,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			goto fail;
 		test_hook_reload_race(e, &p, attempt, now);
 		/* Structure, fixed sets and elements: all of the new policy or none of it. */
-		if (!(ret = nft_batch_commit(b, kerr)))
+		if (!(ret = commit_batch(e, b, kerr)))
 			break;
 		/*
 		 * An element the batch deletes ran out meanwhile (a dropped grant's, a stray's), or
@@ -2556,6 +2573,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	if (!e)
 		return -ENOMEM;
 	e->cfg = d->cfg;
+	e->unsure = true; /* until a check has read the kernel in full */
 	e->config_path = d->config_path;
 	e->nft = d->nft;
 	e->store = d->store;
@@ -2667,6 +2685,11 @@ const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n)
 struct nft *enforce_nft(const struct enforce *e)
 {
 	return e->nft;
+}
+
+bool enforce_unsure(const struct enforce *e)
+{
+	return e->unsure;
 }
 
 struct audit *enforce_audit(const struct enforce *e)

@@ -1,3 +1,4 @@
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -5,11 +6,13 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
+#include <libnftnl/gen.h>
 #include <libnftnl/object.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
@@ -348,6 +351,27 @@ int nft_table_exists(struct nft *n, const char *table, bool *exists)
 	return ret;
 }
 
+static int gen_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct nftnl_gen *g = nftnl_gen_alloc();
+	int ret = MNL_CB_ERROR;
+
+	if (g && nftnl_gen_nlmsg_parse(nlh, g) >= 0 && nftnl_gen_is_set(g, NFTNL_GEN_ID)) {
+		*(uint32_t *)arg = nftnl_gen_get_u32(g, NFTNL_GEN_ID);
+		ret = MNL_CB_OK;
+	}
+	nftnl_gen_free(g);
+	return ret;
+}
+
+int nft_gen_id(struct nft *n, uint32_t *gen)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, 0);
+
+	return dump(n, nlh, gen_cb, gen, NULL);
+}
+
 static int set_elems_cb(const struct nlmsghdr *nlh, void *arg)
 {
 	struct nftnl_set **s = arg;
@@ -560,9 +584,35 @@ out:
 
 /* --- the event monitor ------------------------------------------------------------------------ */
 
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds only: while $JITD_TEST_DROP_EVENTS_FILE exists, events are read and thrown away
+ * unseen, as if the kernel had failed to deliver them without saying so (no ENOBUFS): what
+ * only the periodic check can then find.
+ */
+static bool test_hook_drop_events(void)
+{
+	const char *path = getenv("JITD_TEST_DROP_EVENTS_FILE");
+
+	return path && access(path, F_OK) == 0;
+}
+#else
+static bool test_hook_drop_events(void)
+{
+	return false;
+}
+#endif
+
 struct nft_monitor {
 	struct mnl_socket *nl;
 	char *buf;
+	/*
+	 * The ruleset's generation as the events have told it: every transaction in the namespace
+	 * ends with NFT_MSG_NEWGEN and its id, one more than the last. gap: since nft_monitor_mark,
+	 * events were lost or a generation was not seen, so what happened is unknown.
+	 */
+	uint32_t gen;
+	bool gen_known, gap;
 };
 
 int nft_monitor_open(struct nft_monitor **out)
@@ -633,6 +683,50 @@ static bool in_list(const char *s, const char *const *list)
 	return false;
 }
 
+static int gen_attr_cb(const struct nlattr *a, void *arg)
+{
+	if (mnl_attr_get_type(a) == NFTA_GEN_ID && mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
+		*(const struct nlattr **)arg = a;
+	return MNL_CB_OK;
+}
+
+/* Follows the generation ids; an older or repeated one (read before a mark) changes nothing. */
+static void note_gen(struct nft_monitor *m, const struct nlmsghdr *nlh)
+{
+	const struct nlattr *id = NULL;
+	uint32_t gen;
+
+	if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_NFTABLES ||
+		NFNL_MSG_TYPE(nlh->nlmsg_type) != NFT_MSG_NEWGEN ||
+		nlh->nlmsg_len < NLMSG_SPACE(sizeof(struct nfgenmsg)))
+		return;
+	(void)mnl_attr_parse(nlh, sizeof(struct nfgenmsg), gen_attr_cb, &id);
+	if (!id) {
+		m->gap = true;
+		return;
+	}
+	gen = ntohl(mnl_attr_get_u32(id));
+	if (m->gen_known && (int32_t)(gen - m->gen) <= 0)
+		return;
+	if (!m->gen_known || gen != m->gen + 1)
+		m->gap = true;
+	m->gen = gen;
+	m->gen_known = true;
+}
+
+bool nft_monitor_current(const struct nft_monitor *m, uint32_t gen)
+{
+	return m->gen_known && !m->gap && m->gen == gen;
+}
+
+void nft_monitor_mark(struct nft_monitor *m, uint32_t gen)
+{
+	if (!m->gen_known || (int32_t)(gen - m->gen) > 0)
+		m->gen = gen;
+	m->gen_known = true;
+	m->gap = false;
+}
+
 /* What an event did to table: 0, NFT_DRIFT_ELEMS or NFT_DRIFT_STRUCTURE. */
 static unsigned event_drift(const struct nlmsghdr *nlh, const char *table,
 	const char *const *elem_sets, uint32_t own_portid)
@@ -673,14 +767,20 @@ int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const
 			if (errno == EINTR)
 				continue;
 			/* ENOBUFS: events were lost, so anything may have happened. */
-			if (errno == ENOBUFS)
+			if (errno == ENOBUFS) {
 				*drift |= NFT_DRIFT_STRUCTURE;
+				m->gap = true;
+			}
 			return -errno;
 		}
+		if (test_hook_drop_events())
+			continue;
 		left = (int)len;
 		for (nlh = (const struct nlmsghdr *)m->buf; mnl_nlmsg_ok(nlh, left);
-			nlh = mnl_nlmsg_next(nlh, &left))
+			nlh = mnl_nlmsg_next(nlh, &left)) {
+			note_gen(m, nlh);
 			*drift |= event_drift(nlh, table, elem_sets, own_portid);
+		}
 	}
 	return 0;
 }

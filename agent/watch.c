@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -12,10 +14,20 @@
 #include "common/config.h"
 #include "common/log.h"
 
+/*
+ * A periodic check reads every grant set back from the kernel, on the loop: about 0.4 s of CPU
+ * at 100,000 elements. It is skipped while the events account for every transaction
+ * since the last full check and none was anyone else's in table inet jitd (those are repaired
+ * as they come), as nft itself trusts its cache while the generation stands; but never more
+ * than this many times in a row.
+ */
+#define FULL_CHECK_EVERY 10
+
 struct watch {
 	struct enforce *enf;
 	struct nft_monitor *mon;
 	struct event *ev, *timer;
+	unsigned skipped;	/* periodic checks skipped since the last full one */
 };
 
 static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -37,8 +49,25 @@ static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct watch *w = arg;
+	uint32_t gen;
+	bool have_gen;
 
-	(void)enforce_reconcile(w->enf, false, "periodic check");
+	/* Pending events first: what they report is repaired on their own path. */
+	watch_event_cb(nft_monitor_fd(w->mon), EV_READ, w);
+	have_gen = nft_gen_id(enforce_nft(w->enf), &gen) == 0;
+	if (have_gen && w->skipped + 1 < FULL_CHECK_EVERY && !enforce_unsure(w->enf) &&
+		nft_monitor_current(w->mon, gen)) {
+		w->skipped++;
+		log_debug("periodic check skipped: generation %u, no transaction but jitd's own "
+			"since the last full check", gen);
+		return;
+	}
+	w->skipped = 0;
+	log_debug("periodic check: reading every grant set from the kernel");
+	/* Read at gen or later and left in line: the events go on from there. */
+	if (!enforce_reconcile(w->enf, false, "periodic check") && have_gen &&
+		!enforce_unsure(w->enf))
+		nft_monitor_mark(w->mon, gen);
 }
 
 int watch_open(struct event_base *base, const struct config *cfg, struct enforce *enf,

@@ -142,6 +142,12 @@ const struct grant *enforce_grants(const struct enforce *e, size_t *n);
  */
 const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n);
 struct nft *enforce_nft(const struct enforce *e);
+/*
+ * Whether the kernel may differ from the model beyond expiry: true from the start until a check
+ * (enforce_reconcile) has read it in full and left it in line, and again after any transaction
+ * the kernel refused or a check that could not finish.
+ */
+bool enforce_unsure(const struct enforce *e);
 struct audit *enforce_audit(const struct enforce *e);
 struct conntrack *enforce_conntrack(const struct enforce *e);
 struct activity *enforce_activity(const struct enforce *e);

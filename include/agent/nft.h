@@ -78,6 +78,9 @@ uint32_t nft_portid(const struct nft *n);
  */
 struct nft_monitor;
 
+/* The ruleset's generation id now (NFT_MSG_GETGEN): every transaction adds one. 0 or -errno. */
+int nft_gen_id(struct nft *n, uint32_t *gen);
+
 int nft_monitor_open(struct nft_monitor **out);
 void nft_monitor_close(struct nft_monitor **m);
 int nft_monitor_fd(const struct nft_monitor *m);
@@ -90,5 +93,14 @@ int nft_monitor_fd(const struct nft_monitor *m);
  */
 int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const *elem_sets,
 	uint32_t own_portid, unsigned *drift);
+/*
+ * Whether the events read so far account for every transaction up to generation gen since the
+ * last mark: no loss, no generation skipped, and gen the last one seen. Each transaction, by
+ * anyone, ends with its generation's event, so when this holds and the events reported no
+ * drift, nothing but jitd's own transactions changed the ruleset since the mark.
+ */
+bool nft_monitor_current(const struct nft_monitor *m, uint32_t gen);
+/* The kernel was read and found in line at generation gen (or later): follow on from there. */
+void nft_monitor_mark(struct nft_monitor *m, uint32_t gen);
 
 #endif

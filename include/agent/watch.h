@@ -12,7 +12,9 @@ struct watch;
  * does on start and reload; a deleted table, chain, rule or element; an element nobody granted).
  * Events caused by jitd's own socket are ignored, so a repair cannot trigger itself. Lost events
  * (ENOBUFS) mean a full comparison. A timer compares again every cfg->reconcile_interval
- * seconds, as a second line of defence. 0 or -errno.
+ * seconds, as a second line of defence; it skips the comparison while the events account for
+ * every transaction since the last full one (generation ids) and the enforcer is sure of the
+ * kernel, but at most FULL_CHECK_EVERY - 1 times in a row. 0 or -errno.
  */
 int watch_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
 	struct watch **out);
