@@ -243,10 +243,14 @@ static void test_many(void **state)
 	char id[32];
 
 	assert_int_equal(replay_open(f->dir, 200000, NOW, &r), 0);
+	/*
+	 * Lazy: the table is what this tests, and 100,000 fdatasyncs took 20-40 s of a slow disk
+	 * (over the unit tests' 60 s limit under ASan in CI). test_survives_restart covers the sync.
+	 */
 	for (int i = 0; i < 100000; i++) {
 		snprintf(id, sizeof(id), "id-%d", i);
 		assert_int_equal(replay_check(r, id, NOW), 0);
-		assert_int_equal(replay_add(r, id, NOW + 3600), 0);
+		assert_int_equal(replay_add_lazy(r, id, NOW + 3600), 0);
 	}
 	assert_int_equal(replay_count(r), 100000);
 	for (int i = 0; i < 100000; i += 997) {
