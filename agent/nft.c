@@ -1,4 +1,3 @@
-#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -351,17 +350,23 @@ int nft_table_exists(struct nft *n, const char *table, bool *exists)
 	return ret;
 }
 
-static int gen_cb(const struct nlmsghdr *nlh, void *arg)
+/* A generation message's id (a GETGEN reply, a NEWGEN event): 0, or -EINVAL without one. */
+static int gen_of(const struct nlmsghdr *nlh, uint32_t *gen)
 {
 	struct nftnl_gen *g = nftnl_gen_alloc();
-	int ret = MNL_CB_ERROR;
+	int ret = -EINVAL;
 
 	if (g && nftnl_gen_nlmsg_parse(nlh, g) >= 0 && nftnl_gen_is_set(g, NFTNL_GEN_ID)) {
-		*(uint32_t *)arg = nftnl_gen_get_u32(g, NFTNL_GEN_ID);
-		ret = MNL_CB_OK;
+		*gen = nftnl_gen_get_u32(g, NFTNL_GEN_ID);
+		ret = 0;
 	}
 	nftnl_gen_free(g);
 	return ret;
+}
+
+static int gen_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	return gen_of(nlh, arg) ? MNL_CB_ERROR : MNL_CB_OK;
 }
 
 int nft_gen_id(struct nft *n, uint32_t *gen)
@@ -683,29 +688,18 @@ static bool in_list(const char *s, const char *const *list)
 	return false;
 }
 
-static int gen_attr_cb(const struct nlattr *a, void *arg)
-{
-	if (mnl_attr_get_type(a) == NFTA_GEN_ID && mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
-		*(const struct nlattr **)arg = a;
-	return MNL_CB_OK;
-}
-
 /* Follows the generation ids; an older or repeated one (read before a mark) changes nothing. */
 static void note_gen(struct nft_monitor *m, const struct nlmsghdr *nlh)
 {
-	const struct nlattr *id = NULL;
 	uint32_t gen;
 
 	if (NFNL_SUBSYS_ID(nlh->nlmsg_type) != NFNL_SUBSYS_NFTABLES ||
-		NFNL_MSG_TYPE(nlh->nlmsg_type) != NFT_MSG_NEWGEN ||
-		nlh->nlmsg_len < NLMSG_SPACE(sizeof(struct nfgenmsg)))
+		NFNL_MSG_TYPE(nlh->nlmsg_type) != NFT_MSG_NEWGEN)
 		return;
-	(void)mnl_attr_parse(nlh, sizeof(struct nfgenmsg), gen_attr_cb, &id);
-	if (!id) {
+	if (gen_of(nlh, &gen)) {
 		m->gap = true;
 		return;
 	}
-	gen = ntohl(mnl_attr_get_u32(id));
 	if (m->gen_known && (int32_t)(gen - m->gen) <= 0)
 		return;
 	if (!m->gen_known || gen != m->gen + 1)
