@@ -46,6 +46,32 @@ expect_connect ok "$C1" 192.0.2.1 22
 no_allow_elems || fail "allow sets not empty: $(host_elems)"
 pass "kernel: empty after both revocations"
 
+log "same address: revoking the longer grant leaves the shorter one's element and time"
+sign --src 192.0.2.4 --port 22 --for 300 --jti rv-long | submit - >/dev/null || fail "rv-long refused"
+sign --src 192.0.2.4 --port 22 --for 120 --jti rv-short | submit - >/dev/null || fail "rv-short refused"
+left=$(elem_expires "$(addr_set 192.0.2.4)" 192.0.2.4)
+[ "$left" -gt 240 ] || fail "192.0.2.4 expires in $left s, want the longer grant's 300 s"
+"$JITCTL_BIN" -s "$SOCK" revoke rv-long >/dev/null || fail "revoke rv-long failed"
+left=$(elem_expires "$(addr_set 192.0.2.4)" 192.0.2.4)
+[ -n "$left" ] && [ "$left" -gt 60 ] && [ "$left" -le 120 ] ||
+	fail "192.0.2.4 expires in '$left' s after revoking rv-long, want rv-short's 120 s"
+pass "kernel: 192.0.2.4 stays, with rv-short's expiry (${left}s)"
+"$JITCTL_BIN" -s "$SOCK" revoke rv-short >/dev/null || fail "revoke rv-short failed"
+no_allow_elems || fail "allow sets not empty: $(host_elems)"
+pass "kernel: 192.0.2.4 gone with its last grant"
+
+log "a grant of several sources: one revocation takes all its elements and nothing else"
+sign --src 192.0.2.7 --port 22 --for 120 --jti rv-next | submit - >/dev/null || fail "rv-next refused"
+sign --src 192.0.2.5,192.0.2.6,198.51.100.0/24 --port 22 --for 120 --jti rv-multi | submit - >/dev/null ||
+	fail "rv-multi refused"
+[ "$(host_elems | grep -c .)" -eq 4 ] || fail "want 4 elements before the revocation: $(host_elems)"
+"$JITCTL_BIN" -s "$SOCK" revoke rv-multi >/dev/null || fail "revoke rv-multi failed"
+[ "$(host_elems)" = "allow4_addr 192.0.2.7 tcp 22" ] ||
+	fail "after revoking rv-multi, want only rv-next's element: $(host_elems)"
+pass "kernel: rv-multi's three elements gone in one revocation, rv-next's kept"
+"$JITCTL_BIN" -s "$SOCK" revoke rv-next >/dev/null || fail "revoke rv-next failed"
+no_allow_elems || fail "allow sets not empty: $(host_elems)"
+
 log "revocation with --terminate: the session is cut"
 sign --src 192.0.2.3 --port 22 --for 120 --jti rv-c | submit - >/dev/null || fail "rv-c refused"
 session_open "$C1" 192.0.2.1 22 192.0.2.3
