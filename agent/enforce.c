@@ -145,9 +145,14 @@ struct enforce {
 	bool repairing;		/* the start-up restore: its changes are drift repairs */
 	/*
 	 * The kernel may differ from the model: a transaction was refused (a removal may not have
-	 * happened) or a check left something behind. Cleared by a check that ends in line.
+	 * happened) or a check left something behind. Cleared by a check that ends in line, or a
+	 * start-up restore that stands for one (enforce_open).
 	 */
 	bool unsure;
+	/* Transactions the kernel took, and the generation the start-up restore left (see there). */
+	uint64_t commits;
+	uint32_t start_gen;
+	bool start_gen_known;
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
@@ -623,6 +628,8 @@ static int commit_batch(struct enforce *e, struct nft_batch *b, char *kerr)
 
 	if (ret)
 		e->unsure = true;
+	else
+		e->commits++;
 	return ret;
 }
 
@@ -2709,6 +2716,9 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 {
 	const char *differs;
 	struct enforce *e;
+	uint64_t commits;
+	bool have_gen;
+	uint32_t gen;
 	int ret;
 
 	*out = NULL;
@@ -2717,7 +2727,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	if (!e)
 		return -ENOMEM;
 	e->cfg = d->cfg;
-	e->unsure = true; /* until a check has read the kernel in full */
+	e->unsure = true; /* until the kernel has been read in full */
 	e->config_path = d->config_path;
 	e->nft = d->nft;
 	e->store = d->store;
@@ -2742,8 +2752,20 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->in_place = false; /* from here on a rebuild rebuilds */
 	if (ret)
 		goto fail;
+	have_gen = nft_gen_id(e->nft, &gen) == 0;
+	commits = e->commits;
 	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
+	/*
+	 * The restore read every grant set and left them in line, as a full check does. It stands
+	 * for one if the generations since its read are its own transactions, none of anyone
+	 * else's in between: each transaction adds exactly one.
+	 */
+	if (have_gen && !e->strays.n && nft_gen_id(e->nft, &e->start_gen) == 0 &&
+		e->start_gen - gen == e->commits - commits) {
+		e->start_gen_known = true;
+		e->unsure = false;
+	}
 	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e))) {
 		ret = -ENOMEM;
 		goto fail;
@@ -2834,6 +2856,12 @@ struct nft *enforce_nft(const struct enforce *e)
 bool enforce_unsure(const struct enforce *e)
 {
 	return e->unsure;
+}
+
+bool enforce_start_gen(const struct enforce *e, uint32_t *gen)
+{
+	*gen = e->start_gen;
+	return e->start_gen_known;
 }
 
 struct audit *enforce_audit(const struct enforce *e)

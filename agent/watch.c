@@ -74,6 +74,7 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 	struct watch **out)
 {
 	struct timeval tv = { (time_t)cfg->reconcile_interval, 0 };
+	uint32_t start, gen;
 	struct watch *w;
 	int ret;
 
@@ -83,6 +84,14 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 	w->enf = enf;
 	if ((ret = nft_monitor_open(&w->mon)))
 		goto fail;
+	/*
+	 * The restore was a full check. Events follow on from it if the generation is still the
+	 * one it left, read now that the monitor listens: a transaction since, anyone's, leaves
+	 * the first periodic check a full one.
+	 */
+	if (enforce_start_gen(enf, &start) && nft_gen_id(enforce_nft(enf), &gen) == 0 &&
+		gen == start)
+		nft_monitor_mark(w->mon, gen);
 	w->ev = event_new(base, nft_monitor_fd(w->mon), EV_READ | EV_PERSIST, watch_event_cb, w);
 	w->timer = event_new(base, -1, EV_PERSIST, watch_timer_cb, w);
 	if (!w->ev || !w->timer || event_add(w->ev, NULL) || event_add(w->timer, &tv)) {

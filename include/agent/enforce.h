@@ -144,10 +144,17 @@ const struct ruleset_elem *enforce_model(const struct enforce *e, size_t *n);
 struct nft *enforce_nft(const struct enforce *e);
 /*
  * Whether the kernel may differ from the model beyond expiry: true from the start until a check
- * (enforce_reconcile) has read it in full and left it in line, and again after any transaction
- * the kernel refused or a check that could not finish.
+ * (enforce_reconcile), or the start-up restore (enforce_start_gen), has read it in full and left
+ * it in line, and again after any transaction the kernel refused or a check that could not
+ * finish.
  */
 bool enforce_unsure(const struct enforce *e);
+/*
+ * The ruleset's generation right after the start-up restore, when that restore read the kernel
+ * in full and left it in line (so enforce_unsure was false from then) and nobody else's
+ * transaction came in between: a full check at *gen. False when that is not known.
+ */
+bool enforce_start_gen(const struct enforce *e, uint32_t *gen);
 struct audit *enforce_audit(const struct enforce *e);
 struct conntrack *enforce_conntrack(const struct enforce *e);
 struct activity *enforce_activity(const struct enforce *e);
