@@ -102,6 +102,18 @@ static int test_hook_sync(int ret)
 {
 	return test_hook_read("JITD_TEST_SYNC_FAIL_FILE") > 0 ? -EIO : ret;
 }
+
+/*
+ * $JITD_TEST_START_PAUSE_FILE holding N (at most 10,000): jitd sleeps N ms after its restore,
+ * before the events are heard, so that a test can change the ruleset in between.
+ */
+static void test_hook_start_pause(void)
+{
+	long long ms = test_hook_read("JITD_TEST_START_PAUSE_FILE");
+
+	if (ms > 0 && ms <= 10000)
+		(void)usleep((useconds_t)(ms * 1000));
+}
 #else
 #define test_suspended_ms 0
 #define test_stepped_ms 0
@@ -112,6 +124,10 @@ static void test_hook_poll(void)
 static int test_hook_sync(int ret)
 {
 	return ret;
+}
+
+static void test_hook_start_pause(void)
+{
 }
 #endif
 
@@ -2839,6 +2855,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		e->start_gen_known = true;
 		e->unsure = false;
 	}
+	test_hook_start_pause();
 	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e))) {
 		ret = -ENOMEM;
 		goto fail;

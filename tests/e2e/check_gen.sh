@@ -56,3 +56,32 @@ pass "removed by the periodic check, its events never seen"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
+
+log "a change between the restore and the first event heard: the first periodic check reads everything"
+# A test build pauses after its restore ($JITD_TEST_START_PAUSE_FILE); nft adds an element
+# meanwhile, before jitd's event socket exists. Only the generation shows it.
+stop_jitd
+lines=$(wc -l <"$TMP/jitd.log")
+restored=$(count "restored ")
+repairs=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
+export JITD_TEST_START_PAUSE_FILE=$TMP/startpause
+echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
+(
+	for ((i = 0; i < 100; i++)); do
+		[ "$(count "restored ")" -gt "$restored" ] && break
+		sleep 0.05
+	done
+	in_ns "$SRV" nft add element inet jitd allow4_addr_5 '{ 192.0.2.5 . tcp . 22 timeout 1h }'
+) &
+planter=$!
+start_jitd
+wait "$planter" || fail "nft could not add the element during the pause"
+[ ! -e "$JITD_TEST_START_PAUSE_FILE" ] || fail "jitd did not take the pause"
+wait_until 4 "the element added during the pause removed" lacks_elem allow4_addr "192.0.2.5 tcp 22"
+first=$(tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -m1 -o -e "$SKIP" -e "$FULL")
+[ "$first" = "$FULL" ] || fail "the first periodic check after the restart was '$first', not a full one"
+jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[$n:] |
+	any(.message | startswith("periodic check"))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the periodic check's repair is not audited"
+pass "the first periodic check read everything and removed it"
+has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
