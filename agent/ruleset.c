@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -194,16 +195,34 @@ const char *ruleset_elem_set(const struct ruleset_elem *e)
 	return ruleset_set_name(e->kind, e->family, ruleset_elem_shard(e));
 }
 
+/*
+ * memcmp's order of two 16-byte addresses, as two big-endian words: the sorts of 100,000
+ * elements (status, the model, restore) compare this way some 1.7 million times each, and
+ * memcmp is a call each time (perf of a status at 100,000 grants: 8% in memcmp).
+ */
+static int cmp16(const uint8_t *a, const uint8_t *b)
+{
+	for (size_t i = 0; i < 16; i += 8) {
+		uint64_t x, y;
+
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		if (x != y)
+			return be64toh(x) < be64toh(y) ? -1 : 1;
+	}
+	return 0;
+}
+
 int ruleset_elem_cmp_addrs(const void *a, const void *b)
 {
 	const struct ruleset_elem *x = a, *y = b;
-	int c = memcmp(x->dlo, y->dlo, 16);
+	int c = cmp16(x->dlo, y->dlo);
 
 	if (!c)
-		c = memcmp(x->lo, y->lo, 16);
+		c = cmp16(x->lo, y->lo);
 	if (!c)
-		c = memcmp(x->hi, y->hi, 16);
-	return c ? c : memcmp(x->dhi, y->dhi, 16);
+		c = cmp16(x->hi, y->hi);
+	return c ? c : cmp16(x->dhi, y->dhi);
 }
 
 int ruleset_elem_cmp(const void *a, const void *b)
