@@ -779,6 +779,32 @@ static bool touch(const struct ruleset_elem *a, const struct ruleset_elem *b)
 	return false;
 }
 
+/* Host grant g's element for its source s and port q, as desired() makes it when alone. */
+static struct ruleset_elem host_elem(const struct grant *g, size_t s, size_t q, int64_t end)
+{
+	struct ruleset_elem re = {
+		.kind = (uint8_t)ruleset_host_kind(&g->src[s]),
+		.family = g->src[s].family,
+		.ipproto = port_proto_ipproto(g->ports[q].proto),
+		.port = g->ports[q].port, .exp_ms = end };
+
+	prefix_range(&g->src[s], re.lo, re.hi);
+	return re;
+}
+
+/* Sorts v; whether two of its elements of one group touch (then they are not one each). */
+static bool sort_touching(struct elems *v)
+{
+	qsort(v->v, v->n, sizeof(*v->v), ruleset_elem_cmp);
+	for (size_t i = 1; i < v->n; i++) {
+		struct group g = group_of(&v->v[i]);
+
+		if (in_group(&v->v[i - 1], &g) && touch(&v->v[i - 1], &v->v[i]))
+			return true;
+	}
+	return false;
+}
+
 /*
  * The common case, without recomputing every grant: the grants from index first on are new,
  * and none of their ranges overlaps or adjoins an element already there or one another. Then
@@ -803,27 +829,17 @@ static int plan_added(const struct enforce *e, size_t first, int64_t now_ms, str
 		}
 		for (size_t s = 0; ret == 0 && s < g->n_src; s++) {
 			for (size_t q = 0; ret == 0 && q < g->n_ports; q++) {
-				struct ruleset_elem re = {
-					.kind = (uint8_t)ruleset_host_kind(&g->src[s]),
-					.family = g->src[s].family,
-					.ipproto = port_proto_ipproto(g->ports[q].proto),
-					.port = g->ports[q].port, .exp_ms = end };
+				struct ruleset_elem re = host_elem(g, s, q, end);
 
-				prefix_range(&g->src[s], re.lo, re.hi);
 				ret = elems_push(&add, &re);
 			}
 		}
 	}
 	if (ret || !add.n)
 		goto out;
-	qsort(add.v, add.n, sizeof(*add.v), ruleset_elem_cmp);
-	for (size_t i = 1; i < add.n; i++) {
-		struct group g = group_of(&add.v[i]);
-
-		if (in_group(&add.v[i - 1], &g) && touch(&add.v[i - 1], &add.v[i])) {
-			ret = 1;
-			goto out;
-		}
+	if (sort_touching(&add)) {
+		ret = 1;
+		goto out;
 	}
 	for (size_t k = 0; k < add.n; k++) {
 		const struct ruleset_elem *a = &add.v[k], *m;
@@ -988,14 +1004,9 @@ static int plan_removed(const struct enforce *e, const struct grant *g, int64_t 
 			return 1;
 	for (size_t s = 0; ret == 0 && s < g->n_src; s++) {
 		for (size_t q = 0; ret == 0 && q < g->n_ports; q++) {
-			struct ruleset_elem re = {
-				.kind = (uint8_t)ruleset_host_kind(&g->src[s]),
-				.family = g->src[s].family,
-				.ipproto = port_proto_ipproto(g->ports[q].proto),
-				.port = g->ports[q].port, .exp_ms = end };
+			struct ruleset_elem re = host_elem(g, s, q, end);
 			const struct ruleset_elem *m;
 
-			prefix_range(&g->src[s], re.lo, re.hi);
 			if (!(m = model_find(e, &re, now_ms)) ||
 				touched_by_grant(e, &re, now_ms, boot)) {
 				ret = 1;
@@ -1008,14 +1019,9 @@ static int plan_removed(const struct enforce *e, const struct grant *g, int64_t 
 		ret = ret ? ret : 1;
 		goto out;
 	}
-	qsort(del.v, del.n, sizeof(*del.v), ruleset_elem_cmp);
-	for (size_t i = 1; i < del.n; i++) {
-		struct group gi = group_of(&del.v[i]);
-
-		if (in_group(&del.v[i - 1], &gi) && touch(&del.v[i - 1], &del.v[i])) {
-			ret = 1;
-			goto out;
-		}
+	if (sort_touching(&del)) {
+		ret = 1;
+		goto out;
 	}
 	p->del = del;
 	del = (struct elems){ 0 };
