@@ -1396,7 +1396,7 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 	wanted(cfg, &n_sets, &n_chains);
 	for (size_t i = 0; i < SET__COUNT; i++) {
 		if ((shapes[i].need & need) && !set_matches(v.sets, &shapes[i])) {
-			*differs = "a set is missing or has another type";
+			*differs = "a set is missing or differs (type, flags or collection interval)";
 			goto out;
 		}
 	}
