@@ -264,6 +264,19 @@ status_has_no_grants() { status_json | jq -e '.grants == []'; }
 
 kernel_json() { in_ns "$SRV" nft -j list table inet jitd; }
 
+# The gc-interval of every set with timeouts (the grant sets), as a JSON array, in seconds.
+grant_sets_gc() {
+	kernel_json | jq -c '[.nftables[] | select(.set? and (.set.flags // [] | index("timeout")))
+		| .set."gc-interval"]'
+}
+# Fails unless every grant set is collected once a minute (ruleset.c, GRANT_SET_GC_MS).
+gc_once_a_minute() {
+	local gc
+	gc=$(grant_sets_gc)
+	jq -e 'length > 0 and all(. == 60)' <<<"$gc" >/dev/null ||
+		fail "the grant sets' garbage collection intervals are $gc, want 60 s each"
+}
+
 # Elements of one grant set as "SOURCE PROTO PORT" lines, sorted: allow4/allow6 (wider ranges),
 # or allow4_addr/allow6_addr, which stands for all of allow4_addr_0 .. allow4_addr_15 (one
 # address each; the address's low four bits pick the set). SOURCE is an address, a/len, or
