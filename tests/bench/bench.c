@@ -136,6 +136,7 @@ static const struct {
 } cmds[] = {
 	{ "submit", cmd_submit, "sign grants in-process and submit them; latency and rate" },
 	{ "revoke", cmd_revoke, "revoke bench grants one at a time over the control socket" },
+	{ "verifyrate", cmd_verifyrate, "jitd's grant verification alone, in-process, 1 and N threads" },
 	{ "metrics", cmd_metrics, "GET /metrics (plain or mutual TLS) to stdout" },
 	{ "histdiff", cmd_histdiff, "a histogram's change between two /metrics texts" },
 	{ "verify", cmd_verify, "every granted source in `nft -j list set` with its timeout" },

@@ -75,6 +75,7 @@ int http_call(struct conn *c, const char *method, const char *path, const char *
 
 int cmd_submit(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
+int cmd_verifyrate(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_histdiff(int argc, char **argv);
 

@@ -11,6 +11,8 @@
 #include <jansson.h>
 
 #include "bench.h"
+#include "common/err.h"
+#include "common/grant.h"
 #include "common/jws.h"
 #include "common/keys.h"
 
@@ -507,6 +509,133 @@ int cmd_revoke(int argc, char **argv)
 	return failed ? 1 : 0;
 usage:
 	fprintf(stderr, "usage: jitbench revoke --via ctl:SOCK --first IDX --count N\n");
+	return 2;
+}
+
+/* --- verification alone, in-process --------------------------------------------------------- */
+
+/*
+ * What jitd's verification costs with nothing else on the machine: grant_verify, the function
+ * jitd's worker threads run (envelope, key file, Ed25519, claims), on a pool of real grants,
+ * one thread and then one per CPU. Beside openssl speed it shows whether jitd's own checks add
+ * to the signature's arithmetic, and the rate no amount of work elsewhere lets jitd pass.
+ */
+struct vrun {
+	struct pool *pool;
+	const char *keys_dir;
+	uint64_t deadline;
+	atomic_size_t next;
+	atomic_size_t verified;
+	atomic_int err;
+	bool recorded;		/* grant_verify_recorded: everything but the signature */
+};
+
+static void *verify_thread(void *arg)
+{
+	struct vrun *r = arg;
+	struct jws_verifier jv = { 0 };
+	const struct grant_verify_ctx ctx = { .keys_dir = r->keys_dir, .host_id = r->pool->aud,
+		.now = (int64_t)time(NULL), .clock_skew = 5, .verifier = &jv };
+	size_t n = 0;
+
+	/* The clock is read every 64 tokens: a read costs more than a recorded verify. */
+	while (!atomic_load(&r->err) && (n % 64 || now_ns() < r->deadline)) {
+		const char *tok = r->pool->tokens[atomic_fetch_add(&r->next, 1) % r->pool->count];
+		struct grant g;
+		struct jit_error e;
+		int ret = r->recorded ? grant_verify_recorded(tok, strlen(tok), &ctx, &g, &e) :
+			grant_verify(tok, strlen(tok), &ctx, &g, &e);
+
+		if (ret) {
+			if (!atomic_exchange(&r->err, 1))
+				fprintf(stderr, "jitbench verifyrate: refused: %s\n", e.msg);
+			break;
+		}
+		grant_clear(&g);
+		n++;
+	}
+	atomic_fetch_add(&r->verified, n);
+	jws_verifier_clear(&jv);
+	return NULL;
+}
+
+/* Verifies for the given seconds on nt threads; the rate in grants/s, or -1 on a refusal. */
+static double verify_for(struct pool *p, const char *keys_dir, int nt, double seconds,
+	bool recorded)
+{
+	struct vrun r = { .pool = p, .keys_dir = keys_dir, .recorded = recorded };
+	pthread_t th[64];
+	int started = 0;
+	uint64_t t0 = now_ns();
+
+	r.deadline = t0 + (uint64_t)(seconds * 1e9);
+	for (; started < nt && started < 64; started++)
+		if (pthread_create(&th[started], NULL, verify_thread, &r))
+			break;
+	if (!started)
+		verify_thread(&r);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if (atomic_load(&r.err))
+		return -1;
+	return (double)atomic_load(&r.verified) / ((double)(now_ns() - t0) / 1e9);
+}
+
+int cmd_verifyrate(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "key", required_argument, NULL, 'k' }, { "kid", required_argument, NULL, 'K' },
+		{ "aud", required_argument, NULL, 'a' }, { "keys", required_argument, NULL, 'D' },
+		{ "threads", required_argument, NULL, 't' }, { "seconds", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct pool p = { .kid = "ctl", .port = 22, .first = 0, .count = 512 };
+	const char *key = NULL, *keys_dir = NULL;
+	double seconds = 1, one, all, rec;
+	int c, threads = 1, ret = 1;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case 'k': key = optarg; break;
+		case 'K': p.kid = optarg; break;
+		case 'a': p.aud = optarg; break;
+		case 'D': keys_dir = optarg; break;
+		case 't': threads = atoi(optarg); break;
+		case 's': seconds = strtod(optarg, NULL); break;
+		default: goto usage;
+		}
+	}
+	if (!key || !p.aud || !keys_dir || threads < 1 || threads > 64 || !(seconds > 0))
+		goto usage;
+	if (keys_load_private(key, &p.key)) {
+		fprintf(stderr, "jitbench verifyrate: cannot load %s\n", key);
+		return 2;
+	}
+	p.exp = (int64_t)time(NULL) + 3600;
+	if (pool_sign(&p)) {
+		fprintf(stderr, "jitbench verifyrate: signing failed\n");
+		goto out;
+	}
+	if ((one = verify_for(&p, keys_dir, 1, seconds, false)) < 0 ||
+		(all = verify_for(&p, keys_dir, threads, seconds, false)) < 0 ||
+		(rec = verify_for(&p, keys_dir, 1, seconds, true)) < 0)
+		goto out;
+	printf("rate_1=%.1f\nrate_n=%.1f\nthreads=%d\nverify_us=%.1f\nrecorded_us=%.1f\n", one, all,
+		threads, 1e6 / one, 1e6 / rec);
+	ret = 0;
+out:
+	for (size_t i = 0; p.tokens && i < p.count; i++)
+		free(p.tokens[i]);
+	free(p.tokens);
+	EVP_PKEY_free(p.key);
+	return ret;
+usage:
+	fprintf(stderr,
+		"usage: jitbench verifyrate --key KEY --kid KID --aud HOST --keys DIR [--threads N]\n"
+		"         [--seconds S]\n"
+		"  Signs 512 grants, then runs jitd's grant_verify on them for S seconds on one\n"
+		"  thread, then on N; then the same checks without the signature, on one.\n");
 	return 2;
 }
 
