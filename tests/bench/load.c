@@ -97,6 +97,16 @@ static int pool_sign(struct pool *p)
 	return atomic_load(&p->err) ? -EIO : 0;
 }
 
+static void pool_clear(struct pool *p)
+{
+	for (size_t i = 0; p->tokens && i < p->count; i++)
+		free(p->tokens[i]);
+	free(p->tokens);
+	EVP_PKEY_free(p->key);
+	p->tokens = NULL;
+	p->key = NULL;
+}
+
 /* --- submitting -------------------------------------------------------------------------- */
 
 struct run {
@@ -442,15 +452,11 @@ int cmd_submit(int argc, char **argv)
 	}
 	ret = started == (int)conns && okn == sent && sent > 0 ? 0 : 1;
 out:
-	if (p.tokens)
-		for (size_t i = 0; i < p.count; i++)
-			free(p.tokens[i]);
-	free(p.tokens);
+	pool_clear(&p);
 	free(lat);
 	free(r.lat);
 	free(r.done);
 	free(r.ok);
-	EVP_PKEY_free(p.key);
 	if (via.tls)
 		SSL_CTX_free(via.tls);
 	return ret;
@@ -625,10 +631,7 @@ int cmd_verifyrate(int argc, char **argv)
 		threads, 1e6 / one, 1e6 / rec);
 	ret = 0;
 out:
-	for (size_t i = 0; p.tokens && i < p.count; i++)
-		free(p.tokens[i]);
-	free(p.tokens);
-	EVP_PKEY_free(p.key);
+	pool_clear(&p);
 	return ret;
 usage:
 	fprintf(stderr,
