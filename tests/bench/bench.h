@@ -71,7 +71,7 @@ int ctl_call(const struct via *v, const char *request, char **reply);
 int http_call(struct conn *c, const char *method, const char *path, const char *ctype,
 	const char *body, size_t body_len, int *status, char **resp);
 
-/* --- load.c: signing and submitting grants, revoking, /metrics ------------------------------ */
+/* --- load.c: signing, verifying in-process and submitting grants, revoking, /metrics -------- */
 
 int cmd_submit(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
