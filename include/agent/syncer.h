@@ -9,10 +9,11 @@ struct syncer;
 
 /*
  * Durability off the event loop. A group commit writes its journal records and audit lines,
- * sends its kernel transaction, and hands the fdatasyncs to this thread; the loop reads,
- * verifies and commits the next group meanwhile, and answers the first group's grants once
- * its files are durable. A pass of the thread takes every request queued by then and syncs
- * each file they name once, the first of them on a second thread at the same time.
+ * sends its kernel transaction, and hands the fdatasyncs to the syncer's threads, one per fd
+ * slot of a request (the journal's, the audit trail's), which sync side by side; the loop
+ * reads, verifies and commits the next group meanwhile, and answers the first group's grants
+ * once its files are durable. A pass of a thread takes its slot of every request queued by
+ * then and syncs each file they name there once.
  */
 #define SYNC_MAX_FDS 2
 
@@ -21,9 +22,13 @@ struct sync_req {
 	struct sync_req *next;
 	/* In: dup()s of the files to make durable, or -1; the syncer closes them. */
 	int fd[SYNC_MAX_FDS];
-	/* Out: 0 or the first -errno of the pass that covered it, and that pass's duration. */
+	/*
+	 * Out: 0 or the first -errno of the passes that covered it, and the longest of their
+	 * durations.
+	 */
 	int ret;
 	int64_t sync_us;
+	unsigned left;		/* the syncer's: threads not yet done with it */
 };
 
 /*

@@ -1,6 +1,6 @@
 /*
- * The sync thread: every request comes back exactly once, oldest first, with the result of the
- * pass that covered it; the descriptors it was given are closed; a failure reaches every
+ * The sync threads: every request comes back exactly once, oldest first, with the result of the
+ * passes that covered it; the descriptors it was given are closed; a failure reaches every
  * request of its pass and no other; syncer_wait and syncer_close deliver before they return.
  */
 #include <errno.h>
@@ -83,7 +83,7 @@ static void assert_closed(const struct tally *t)
 		assert_true(fcntl(t->fd[i], F_GETFD) < 0 && errno == EBADF);
 }
 
-/* Requests made faster than the thread syncs: all back, in order, each fd closed. */
+/* Requests made faster than the threads sync: all back, in order, each fd closed. */
 static void all_back_in_order(void **state)
 {
 	struct sync_req req[REQS] = { 0 };
@@ -173,8 +173,8 @@ static void failure_stays_in_its_pass(void **state)
 }
 
 /*
- * Two files in one request are synced side by side (the first on the second thread): a failure
- * on either side is the request's, and both descriptors are closed.
+ * Two files in one request are synced side by side (each on its slot's thread): a failure on
+ * either side is the request's, and both descriptors are closed.
  */
 static void two_files_either_fails(void **state)
 {
@@ -235,7 +235,7 @@ static void many_files(void **state)
 		req[i].fd[1] = -1;
 		t.fd[t.made++] = fd;
 	}
-	/* Queued while the thread is idle, so that one pass is likely to take them all. */
+	/* Queued while the threads are idle, so that one pass is likely to take them all. */
 	for (int i = 0; i < 24; i++)
 		syncer_request(s, &req[i]);
 	syncer_wait(s);
