@@ -59,6 +59,17 @@ int syncer_take(int fd, bool *dirty, int *out)
 	return 0;
 }
 
+/* first..last (linked) onto the end of the list head..tail. */
+static void fifo_append(struct sync_req **head, struct sync_req **tail, struct sync_req *first,
+	struct sync_req *last)
+{
+	if (*tail)
+		(*tail)->next = first;
+	else
+		*head = first;
+	*tail = last;
+}
+
 static int64_t mono_us(void)
 {
 	struct timespec ts;
@@ -116,11 +127,7 @@ static void finish_prefix(struct syncer *s)
 	if (!s->head)
 		s->tail = NULL;
 	last->next = NULL;
-	if (s->done_tail)
-		s->done_tail->next = first;
-	else
-		s->done = first;
-	s->done_tail = last;
+	fifo_append(&s->done, &s->done_tail, first, last);
 	pthread_cond_broadcast(&s->idle);
 	if (s->wake)
 		wake_signal(s->wake);
@@ -236,11 +243,7 @@ void syncer_request(struct syncer *s, struct sync_req *r)
 	r->sync_us = 0;
 	r->left = SYNC_MAX_FDS;
 	pthread_mutex_lock(&s->lock);
-	if (s->tail)
-		s->tail->next = r;
-	else
-		s->head = r;
-	s->tail = r;
+	fifo_append(&s->head, &s->tail, r, r);
 	for (unsigned i = 0; i < SYNC_MAX_FDS; i++) {
 		struct lane *l = &s->lane[i];
 
