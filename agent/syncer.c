@@ -41,7 +41,7 @@ struct syncer {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;	/* a request finished */
 	struct sync_req *head, *tail, *done, *done_tail;
-	bool stopping, inited;
+	bool stopping;
 	struct lane lane[SYNC_MAX_FDS];
 	struct wake *wake;
 	syncer_done_fn done_fn;
@@ -205,7 +205,6 @@ int syncer_open(struct event_base *base, syncer_done_fn done, void *arg, struct 
 		s->lane[i].slot = i;
 		pthread_cond_init(&s->lane[i].work, NULL);
 	}
-	s->inited = true;
 	if ((ret = wake_open(base, deliver, s, &s->wake)))
 		goto fail;
 	for (unsigned i = 0; i < SYNC_MAX_FDS; i++) {
@@ -275,23 +274,19 @@ void syncer_close(struct syncer **sp)
 
 	if (!s)
 		return;
-	if (s->inited) {
-		/* Requests exist only once every lane has started. */
-		if (s->lane[SYNC_MAX_FDS - 1].started)
-			syncer_wait(s);
-		pthread_mutex_lock(&s->lock);
-		s->stopping = true;
-		for (unsigned i = 0; i < SYNC_MAX_FDS; i++)
-			pthread_cond_signal(&s->lane[i].work);
-		pthread_mutex_unlock(&s->lock);
-		for (unsigned i = 0; i < SYNC_MAX_FDS; i++) {
-			if (s->lane[i].started)
-				pthread_join(s->lane[i].thread, NULL);
-			pthread_cond_destroy(&s->lane[i].work);
-		}
-		pthread_cond_destroy(&s->idle);
-		pthread_mutex_destroy(&s->lock);
+	syncer_wait(s);
+	pthread_mutex_lock(&s->lock);
+	s->stopping = true;
+	for (unsigned i = 0; i < SYNC_MAX_FDS; i++)
+		pthread_cond_signal(&s->lane[i].work);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < SYNC_MAX_FDS; i++) {
+		if (s->lane[i].started)
+			pthread_join(s->lane[i].thread, NULL);
+		pthread_cond_destroy(&s->lane[i].work);
 	}
+	pthread_cond_destroy(&s->idle);
+	pthread_mutex_destroy(&s->lock);
 	wake_close(&s->wake);
 	free(s);
 	*sp = NULL;
