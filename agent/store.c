@@ -34,6 +34,8 @@
 #define HDR 12
 #define SUM 8
 #define MAX_PAYLOAD (1 + GRANT_MAX_STRING + 1 + JWS_MAX_TOKEN + 1 + STORE_MAX_ANNEX)
+/* A note's record: 'N', the offset its covered mark names (8 bytes, big-endian), the note. */
+#define NOTE_HDR 9
 /* A snapshot is written in chunks of this much. */
 #define COPY_CHUNK (1024 * 1024)
 
@@ -58,6 +60,12 @@ struct files {
 	size_t len[2];
 };
 
+/* Where an uncovered note's record is in the journal, while the journal is loaded. */
+struct note_at {
+	off_t off;
+	uint32_t plen;
+};
+
 struct store {
 	int dirfd;
 	int jfd;		/* the journal, opened for appending */
@@ -77,6 +85,20 @@ struct store {
 	 * more than half of checksumming a record (1.2 against 0.5 us), 100,000 at a start.
 	 */
 	EVP_MD *sha256;
+	/*
+	 * Notes (store_write_notes): every one before this journal offset has done its job, and
+	 * the next note record says so. gen counts compactions, which empty the journal.
+	 */
+	off_t covered;
+	uint64_t gen;
+	/* Found while loading the journal: notes, the first notes_first of them covered. */
+	struct note_at *notes;
+	size_t n_notes, notes_cap, notes_first;
+	/* The uncovered ones, read: what store_notes returns until store_notes_done. */
+	struct store_note *loaded;
+	size_t n_loaded;
+	int (*guard)(void *arg);
+	void *guard_arg;
 };
 
 static size_t hash(const char *s)
@@ -189,23 +211,46 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 	return 0;
 }
 
-/* payload: 'P' jti NUL token [NUL annex], or 'D' jti. */
+static void put_be(unsigned char *p, uint64_t v, int bytes)
+{
+	for (int i = bytes; i-- > 0; v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get_be(const unsigned char *p, int bytes)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < bytes; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * payload: 'P' jti NUL token [NUL annex], 'D' jti, or 'N' covered note (NOTE_HDR; for 'N',
+ * token and len are the note).
+ */
 static int encode(struct store *s, char op, const char *jti, const char *token, size_t len,
 	const char *annex, unsigned char **out, size_t *outlen)
 {
 	size_t al = annex ? strlen(annex) : 0;
-	size_t jl = strlen(jti), pl = 1 + jl + (op == 'P' ? 1 + len + (annex ? 1 + al : 0) : 0);
+	size_t jl = op == 'N' ? 0 : strlen(jti);
+	size_t pl = op == 'N' ? NOTE_HDR + len :
+		1 + jl + (op == 'P' ? 1 + len + (annex ? 1 + al : 0) : 0);
 	unsigned char *b;
 	int ret;
 
 	if (jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD || !(b = malloc(HDR + pl)))
 		return jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD ? -EINVAL : -ENOMEM;
-	b[0] = (unsigned char)(pl >> 24);
-	b[1] = (unsigned char)(pl >> 16);
-	b[2] = (unsigned char)(pl >> 8);
-	b[3] = (unsigned char)pl;
+	put_be(b, pl, 4);
 	b[HDR] = (unsigned char)op;
-	memcpy(b + HDR + 1, jti, jl);
+	if (op == 'N') {
+		put_be(b + HDR + 1, (uint64_t)s->covered, 8);
+		if (len)
+			memcpy(b + HDR + NOTE_HDR, token, len);
+	} else {
+		memcpy(b + HDR + 1, jti, jl);
+	}
 	if (op == 'P') {
 		b[HDR + 1 + jl] = '\0';
 		memcpy(b + HDR + 2 + jl, token, len);
@@ -248,6 +293,32 @@ static int split_put(const unsigned char *p, size_t n, const char **token, size_
 	return 0;
 }
 
+/*
+ * A note record in the journal: kept in the list store_notes returns, which drops every note
+ * before the offset the record says is covered. Notes go only into the journal (a snapshot
+ * copies grants), so one in a snapshot is damage.
+ */
+static int load_note(struct store *s, const unsigned char *p, size_t n, uint8_t file, off_t off)
+{
+	struct note_at *v;
+	off_t covered;
+
+	if (n < NOTE_HDR || file != IN_JOURNAL)
+		return -EINVAL;
+	covered = (off_t)get_be(p + 1, 8);
+	if (covered > off)
+		return -EINVAL;
+	while (s->notes_first < s->n_notes && s->notes[s->notes_first].off < covered)
+		s->notes_first++;
+	if (n == NOTE_HDR)
+		return 0;
+	if (!(v = array_reserve(s->notes, &s->notes_cap, s->n_notes + 1, sizeof(*v), 16)))
+		return -ENOMEM;
+	s->notes = v;
+	s->notes[s->n_notes++] = (struct note_at){ off, (uint32_t)n };
+	return 0;
+}
+
 /* Applies one verified payload, the record at off in file, to the in-memory set. */
 static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint8_t file,
 	off_t off)
@@ -256,6 +327,8 @@ static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint
 	char jti[GRANT_MAX_STRING + 1];
 	size_t len, alen, jl;
 
+	if (n >= 1 && p[0] == 'N')
+		return load_note(s, p, n, file, off);
 	if (n < 2 || (p[0] != 'P' && p[0] != 'D'))
 		return -EINVAL;
 	if (p[0] == 'D') {
@@ -450,7 +523,8 @@ static const unsigned char *record_of(const struct files *f, const struct entry 
 /*
  * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory),
  * then an empty journal. A crash in between replays the old journal over the new snapshot, which
- * gives the same set. The records are copied as they are, from the files they are in.
+ * gives the same set. The records are copied as they are, from the files they are in. Notes are
+ * not: the guard first makes what they stand for durable.
  */
 static int compact(struct store *s)
 {
@@ -461,6 +535,8 @@ static int compact(struct store *s)
 	off_t at = 0;
 	int fd, ret;
 
+	if (s->guard && (ret = s->guard(s->guard_arg)))
+		return ret;
 	if ((ret = map_files(s, &f)))
 		return ret;
 	fd = openat(s->dirfd, SNAPSHOT_TMP, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -513,6 +589,8 @@ static int compact(struct store *s)
 	s->jsize = 0;
 	s->jrecords = 0;
 	s->unsynced = false;
+	s->covered = 0;
+	s->gen++;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -561,6 +639,46 @@ static void note_legacy(struct store *s, const char *state_dir)
 			 "restored (remove the directory)", state_dir, LEGACY_DIR);
 }
 
+/* The notes no mark covered, read out of the journal: a compaction may empty it. */
+static int read_notes(struct store *s)
+{
+	size_t n = s->n_notes - s->notes_first;
+	int ret = 0;
+
+	if (n && !(s->loaded = calloc(n, sizeof(*s->loaded))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct note_at *at = &s->notes[s->notes_first + i];
+		size_t len = at->plen - NOTE_HDR;
+		ssize_t got;
+
+		if (!(s->loaded[i].p = malloc(len))) {
+			ret = -ENOMEM;
+			break;
+		}
+		s->loaded[i].len = len;
+		s->n_loaded++;
+		got = pread(s->jfd, s->loaded[i].p, len, at->off + HDR + NOTE_HDR);
+		if (got != (ssize_t)len) {
+			ret = got < 0 ? -errno : -EIO;
+			break;
+		}
+	}
+	free(s->notes);
+	s->notes = NULL;
+	s->n_notes = s->notes_cap = s->notes_first = 0;
+	return ret;
+}
+
+static void free_loaded(struct store *s)
+{
+	for (size_t i = 0; i < s->n_loaded; i++)
+		free(s->loaded[i].p);
+	free(s->loaded);
+	s->loaded = NULL;
+	s->n_loaded = 0;
+}
+
 int store_open(const char *state_dir, struct store **out)
 {
 	struct store *s;
@@ -594,8 +712,8 @@ int store_open(const char *state_dir, struct store **out)
 	}
 	s->jsize = good;
 	s->jrecords = records;
-	if (lseek(s->jfd, good, SEEK_SET) < 0) {
-		ret = -errno;
+	if (lseek(s->jfd, good, SEEK_SET) < 0 || (ret = read_notes(s))) {
+		ret = ret ? ret : -errno;
 		goto fail;
 	}
 	/* What survived a damaged snapshot must not depend on the copy that was moved aside. */
@@ -627,6 +745,8 @@ void store_close(struct store **sp)
 		free(s->v[i].jti);
 	free(s->v);
 	free(s->bucket);
+	free(s->notes);
+	free_loaded(s);
 	EVP_MD_free(s->sha256);
 	free(s);
 	*sp = NULL;
@@ -821,4 +941,61 @@ void store_items_end(struct store *s, struct store_item **v)
 	s->walking = false;
 	unmap_files(&s->walk);
 	(void)maybe_compact(s);
+}
+
+void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg)
+{
+	s->guard = guard;
+	s->guard_arg = arg;
+}
+
+int store_write_notes(struct store *s, const struct store_note *v, size_t n)
+{
+	unsigned char *buf = NULL;
+	size_t used = 0, records = 0;
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < n; i++)
+		if (v[i].len && !(ret = encode_onto(s, 'N', NULL, (const char *)v[i].p, v[i].len,
+			NULL, &buf, &used, NULL)))
+			records++;
+	if (ret == 0 && records)
+		ret = append_raw(s, buf, used, records, false);
+	free(buf);
+	return ret;
+}
+
+struct store_mark store_mark(const struct store *s)
+{
+	return (struct store_mark){ s->gen, s->jsize };
+}
+
+void store_cover(struct store *s, struct store_mark m)
+{
+	if (m.gen == s->gen && m.off > s->covered)
+		s->covered = m.off;
+}
+
+void store_notes(const struct store *s, const struct store_note **v, size_t *n)
+{
+	*v = s->loaded;
+	*n = s->n_loaded;
+}
+
+int store_notes_done(struct store *s)
+{
+	unsigned char *rec;
+	size_t n;
+	int ret;
+
+	if (!s->n_loaded)
+		return 0;
+	s->covered = s->jsize;
+	if ((ret = encode(s, 'N', NULL, NULL, 0, NULL, &rec, &n)))
+		return ret;
+	ret = append_raw(s, rec, n, 1, true);
+	free(rec);
+	if (!ret)
+		free_loaded(s);
+	return ret;
 }

@@ -3,6 +3,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 /*
  * Durable record of the active grants, so that a restart of jitd restores exactly what it had
@@ -84,5 +86,34 @@ struct store_item {
 int store_items(struct store *s, struct store_item **v, size_t *n);
 /* Ends the walk and frees *v (NULLed; accepts NULL). A compaction that waited runs now. */
 void store_items_end(struct store *s, struct store_item **v);
+
+/*
+ * Notes: bytes another module needs kept durable with the journal until it has made them
+ * durable elsewhere, and then no longer (the audit trail's lines of a group's grants, so that
+ * one fdatasync makes a group durable, see agent/audit.h). A note is written as a journal
+ * record (store_write_notes: not durable before the journal's next fdatasync, which the caller
+ * arranges as for store_write_many); store_mark tells where the journal is now, and
+ * store_cover(mark), once every note written before that mark has done its job, has the next
+ * note record say so. store_open keeps the notes that no record said were covered:
+ * store_notes, until store_notes_done. A compaction copies no note: it calls the guard first,
+ * which must make every note's purpose durable (else the compaction does not run).
+ */
+struct store_note {
+	unsigned char *p;
+	size_t len;
+};
+struct store_mark {
+	uint64_t gen;	/* compactions so far: a mark from before one covers nothing after it */
+	off_t off;
+};
+/* Empty notes (len 0) are skipped. 0 or -errno (then none is written). */
+int store_write_notes(struct store *s, const struct store_note *v, size_t n);
+struct store_mark store_mark(const struct store *s);
+void store_cover(struct store *s, struct store_mark m);
+/* The uncovered notes found by store_open, oldest first; the store's, valid until _done. */
+void store_notes(const struct store *s, const struct store_note **v, size_t *n);
+/* They are taken care of: a record saying so, made durable, and the notes freed. 0 or -errno. */
+int store_notes_done(struct store *s);
+void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg);
 
 #endif

@@ -494,6 +494,134 @@ static void test_walk_removes(void **state)
 	store_close(&st);
 }
 
+/* The notes store_open found uncovered, as "text;text;" in order. */
+static void assert_notes(struct store *st, const char *want)
+{
+	const struct store_note *v;
+	char all[1024] = "";
+	size_t n;
+
+	store_notes(st, &v, &n);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(strlen(all) + v[i].len + 2 < sizeof(all));
+		strncat(all, (const char *)v[i].p, v[i].len);
+		strcat(all, ";");
+	}
+	assert_string_equal(all, want);
+}
+
+static int write_note(struct store *st, const char *text)
+{
+	const struct store_note n = { (unsigned char *)(uintptr_t)text, strlen(text) };
+
+	return store_write_notes(st, &n, 1);
+}
+
+/*
+ * Notes come back on open until a mark taken after them is covered; grants beside them are
+ * untouched, and a note record is no grant.
+ */
+static void test_notes(void **state)
+{
+	struct store_mark m;
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_notes(st, "");
+	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
+	assert_int_equal(write_note(st, "line-1"), 0);
+	assert_int_equal(write_note(st, "line-2"), 0);
+	/* Not made durable by the call: the caller's fdatasync is (here, store_sync). */
+	assert_int_equal(store_sync(st), 0);
+	st = reopen(st);
+	assert_notes(st, "line-1;line-2;");
+	assert_tokens(st, "tok-x;");
+	/* Until store_notes_done, which records that they are taken care of. */
+	st = reopen(st);
+	assert_notes(st, "line-1;line-2;");
+	assert_int_equal(store_notes_done(st), 0);
+	assert_notes(st, "");
+	st = reopen(st);
+	assert_notes(st, "");
+	/* A mark covers what was written before it, once the next note says so. */
+	assert_int_equal(write_note(st, "line-3"), 0);
+	m = store_mark(st);
+	assert_int_equal(write_note(st, "line-4"), 0);
+	store_cover(st, m);
+	assert_int_equal(write_note(st, "line-5"), 0);
+	assert_int_equal(store_sync(st), 0);
+	st = reopen(st);
+	assert_notes(st, "line-4;line-5;");
+	assert_tokens(st, "tok-x;");
+	assert_int_equal(store_notes_done(st), 0);
+	assert_int_equal(store_del(st, "x"), 0);
+	store_close(&st);
+}
+
+static int guard_calls, guard_ret;
+
+static int guard(void *arg)
+{
+	guard_calls++;
+	return guard_ret;
+}
+
+/*
+ * A compaction copies no note, so it runs only after the guard has made them redundant; a
+ * guard that fails leaves the journal (and its notes) as it was. A mark from before a
+ * compaction covers nothing after it.
+ */
+static void test_notes_compaction(void **state)
+{
+	struct store_mark old;
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	store_set_compact_guard(st, guard, NULL);
+	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
+	assert_int_equal(write_note(st, "before"), 0);
+	old = store_mark(st);
+	guard_ret = -EIO;
+	assert_int_equal(store_compact(st), -EIO);
+	assert_int_equal(guard_calls, 1);
+	st = reopen(st);
+	assert_notes(st, "before;");
+	store_set_compact_guard(st, guard, NULL);
+	guard_ret = 0;
+	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(guard_calls, 2);
+	assert_int_equal(write_note(st, "after"), 0);
+	store_cover(st, old);
+	assert_int_equal(write_note(st, "later"), 0);
+	assert_int_equal(store_sync(st), 0);
+	st = reopen(st);
+	assert_notes(st, "after;later;");
+	assert_tokens(st, "tok-x;");
+	assert_int_equal(store_notes_done(st), 0);
+	assert_int_equal(store_del(st, "x"), 0);
+	store_close(&st);
+	guard_calls = 0;
+}
+
+/* A note torn by a crash is cut off like any record, and what came before it stays. */
+static void test_notes_torn(void **state)
+{
+	struct store *st;
+	struct stat sb;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(write_note(st, "whole"), 0);
+	assert_int_equal(write_note(st, "torn"), 0);
+	assert_int_equal(store_sync(st), 0);
+	store_close(&st);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	assert_int_equal(truncate(path, sb.st_size - 2), 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_notes(st, "whole;");
+	assert_int_equal(store_notes_done(st), 0);
+	store_close(&st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -507,6 +635,9 @@ int main(void)
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_annex),
 		cmocka_unit_test(test_walk_removes),
+		cmocka_unit_test(test_notes),
+		cmocka_unit_test(test_notes_compaction),
+		cmocka_unit_test(test_notes_torn),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
