@@ -11,6 +11,7 @@
 #include "agent/audit.h"
 #include "agent/lineappend.h"
 #include "agent/printer.h"
+#include "agent/store.h"
 #include "agent/syncer.h"
 #include "common/log.h"
 #include "common/grant.h"
@@ -25,6 +26,7 @@ struct audit {
 	char path[4096];
 	int fd;
 	uint64_t size, max_bytes;
+	uint64_t ino;		/* of the file fd is */
 	unsigned keep;
 	bool deferred;	/* audit_defer: records wait for audit_sync */
 	bool dirty;	/* written since the last fsync */
@@ -42,6 +44,7 @@ static int open_file(struct audit *a)
 	if (fstat(a->fd, &st) < 0)
 		return -errno;
 	a->size = (uint64_t)st.st_size;
+	a->ino = (uint64_t)st.st_ino;
 	return 0;
 }
 
@@ -194,6 +197,14 @@ int audit_sync(struct audit *a)
 	return 0;
 }
 
+int audit_sync_now(struct audit *a)
+{
+	if (fsync(a->fd) < 0)
+		return -errno;
+	a->dirty = false;
+	return 0;
+}
+
 int audit_unsynced_fd(struct audit *a, int *fd)
 {
 	return syncer_take(a->fd, &a->dirty, fd);
@@ -215,6 +226,35 @@ static bool syslog_reachable(struct audit *a, int64_t now)
 		a->syslog_there = !stat(_PATH_LOG, &st) && S_ISSOCK(st.st_mode);
 	}
 	return a->syslog_there;
+}
+
+/* A note: the file's inode and where the line starts in it (8 bytes each, big-endian), the line. */
+#define NOTE_AT 16
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+	for (int i = 8; i-- > 0; v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static int make_note(const struct audit *a, const char *line, size_t len, struct store_note *n)
+{
+	if (!(n->p = malloc(NOTE_AT + len)))
+		return -ENOMEM;
+	put_u64(n->p, a->ino);
+	put_u64(n->p + 8, a->size);
+	memcpy(n->p + NOTE_AT, line, len);
+	n->len = NOTE_AT + len;
+	return 0;
 }
 
 int audit_log(struct audit *a, const struct audit_rec *r)
@@ -246,8 +286,15 @@ int audit_log(struct audit *a, const struct audit_rec *r)
 		goto out;
 	if (a->size && a->size + pr.len > a->max_bytes && (ret = rotate(a)))
 		goto out;
-	if ((ret = line_append(a->fd, pr.p, pr.len)))
+	if (r->note && (ret = make_note(a, pr.p, pr.len, r->note)))
 		goto out;
+	if ((ret = line_append(a->fd, pr.p, pr.len))) {
+		if (r->note) {
+			free(r->note->p);
+			*r->note = (struct store_note){ 0 };
+		}
+		goto out;
+	}
 	a->size += pr.len;
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
@@ -399,4 +446,124 @@ json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t
 	}
 	*truncated = q.truncated;
 	return q.out;
+}
+
+/* Whether the line a note names is in the trail, where it was written: any of its files. */
+static bool noted_line_there(const struct audit *a, const unsigned char *p, size_t len)
+{
+	uint64_t ino = get_u64(p), off = get_u64(p + 8);
+	size_t n = len - NOTE_AT;
+	bool there = false;
+	char path[4200];
+	struct stat st;
+	char *buf;
+	int fd;
+
+	for (unsigned i = 0; i <= a->keep; i++) {
+		rotated(a, i, path, sizeof(path));
+		if (stat(path, &st) == 0 && (uint64_t)st.st_ino == ino)
+			break;
+		path[0] = '\0';
+	}
+	if (!path[0] || (uint64_t)st.st_size < off || (uint64_t)st.st_size - off < n ||
+		!(buf = malloc(n)))
+		return false;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		there = pread(fd, buf, n, (off_t)off) == (ssize_t)n && !memcmp(buf, p + NOTE_AT, n);
+		close(fd);
+	}
+	free(buf);
+	return there;
+}
+
+/* A trail that ends mid-line (a crash) gets its newline first: the next line must stand alone. */
+static int end_line(struct audit *a)
+{
+	char last = '\n';
+	int fd, ret;
+
+	if (!a->size)
+		return 0;
+	if ((fd = open(a->path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	ret = pread(fd, &last, 1, (off_t)a->size - 1) == 1 ? 0 : -EIO;
+	close(fd);
+	if (ret || last == '\n')
+		return ret;
+	if ((ret = line_append(a->fd, "\n", 1)))
+		return ret;
+	a->size++;
+	return 0;
+}
+
+/*
+ * The last len bytes of the current file (fewer if it is shorter): where a recovery that ran
+ * before, and crashed before the journal could say so, put the lines it restored.
+ */
+static char *read_tail(const struct audit *a, size_t len, size_t *got)
+{
+	size_t n = a->size < len ? (size_t)a->size : len;
+	char *buf = malloc(n + 1);
+	int fd;
+
+	*got = 0;
+	if (!buf)
+		return NULL;
+	if ((fd = open(a->path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		ssize_t r = pread(fd, buf, n, (off_t)(a->size - n));
+
+		*got = r > 0 ? (size_t)r : 0;
+		close(fd);
+	}
+	return buf;
+}
+
+/* A note a store_open handed back: its line, checked (jitd wrote it, a checksum held). */
+static bool note_line(const struct store_note *n, const char **line, size_t *len)
+{
+	if (n->len <= NOTE_AT)
+		return false;
+	*line = (const char *)n->p + NOTE_AT;
+	*len = n->len - NOTE_AT;
+	return (*line)[*len - 1] == '\n' && !memchr(*line, '\n', *len - 1);
+}
+
+int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t *restored)
+{
+	bool *missing = calloc(n + 1, sizeof(*missing));
+	size_t want = 1, got = 0, len;
+	char *tail = NULL;
+	const char *line;
+	int ret = 0;
+
+	*restored = 0;
+	if (!missing)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (!note_line(&v[i], &line, &len)) {
+			log_warn("audit: ignoring a note in the journal that is not an audit line");
+			continue;
+		}
+		if ((missing[i] = !noted_line_there(a, v[i].p, v[i].len)))
+			want += len;
+	}
+	if (want > 1 && !(tail = read_tail(a, want, &got)))
+		ret = -ENOMEM;
+	for (size_t i = 0; i < n && !ret; i++) {
+		if (!missing[i] || !note_line(&v[i], &line, &len) ||
+			(got >= len && memmem(tail, got, line, len)))
+			continue;
+		if (!*restored && (ret = end_line(a)))
+			break;
+		if (!(ret = line_append(a->fd, line, len))) {
+			a->size += len;
+			a->dirty = true;
+			(*restored)++;
+		}
+	}
+	if (!ret && *restored)
+		ret = audit_sync(a);
+	free(tail);
+	free(missing);
+	return ret;
 }

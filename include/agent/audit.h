@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 struct grant;
+struct store_note;
 
 /*
  * The audit trail: one compact JSON object per line in state_dir/audit.jsonl (0640), written and
@@ -31,6 +32,11 @@ struct audit_rec {
 	const char *code;
 	const char *message;
 	long long count;		/* < 0: absent */
+	/*
+	 * Optional, out: on success, a copy of the line and where it went (malloc'd, the
+	 * caller's), for the journal to carry until the trail is durable (audit_recover).
+	 */
+	struct store_note *note;
 };
 
 int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out);
@@ -44,6 +50,16 @@ int audit_log(struct audit *a, const struct audit_rec *r);
  */
 void audit_defer(struct audit *a, bool on);
 int audit_sync(struct audit *a);
+/* fsync now, even while another thread holds the sync of what was written (audit_unsynced_fd). */
+int audit_sync_now(struct audit *a);
+/*
+ * At start, before any record: the lines of notes (audit_rec.note) that the journal carried
+ * and the trail lost (a crash before its fsync) are appended again, as they were written, and
+ * made durable. A line still where it was written, in this file or a rotated one, is left, and
+ * so is one that an earlier recovery put back at the end of this file. *restored counts the
+ * lines appended. 0 or -errno.
+ */
+int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t *restored);
 /*
  * If records were written since the last fsync: *fd = a dup() of the trail, whose fsync is now
  * the caller's (another thread's), else *fd = -1. 0 or -errno (then nothing changed).

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "agent/store.h"
 #include "common/grant.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -388,6 +389,109 @@ static void test_snapshot(void **state)
 	audit_close(&a);
 }
 
+/* The whole trail, audit.jsonl, as one string. */
+static char *slurp(const struct fixture *f, const char *name)
+{
+	char path[128], *buf;
+	struct stat st;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s", f->dir, name);
+	assert_int_equal(stat(path, &st), 0);
+	buf = calloc(1, (size_t)st.st_size + 1);
+	assert_non_null(buf);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	assert_int_equal(fread(buf, 1, (size_t)st.st_size, fp), (size_t)st.st_size);
+	fclose(fp);
+	return buf;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+static void log_noted(struct audit *a, const char *id, struct store_note *note)
+{
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.applied",
+		.grant_id = id, .count = -1, .note = note }), 0);
+	assert_non_null(note->p);
+}
+
+/*
+ * A noted line still in the trail is left as it is; one the trail lost (cut off, as a crash
+ * before its fsync leaves it) is appended again, byte for byte, after a newline that ends a
+ * torn last line; and once only, however often recovery runs.
+ */
+static void test_recover(void **state)
+{
+	struct fixture *f = *state;
+	struct store_note n1 = { 0 }, n2 = { 0 }, n3 = { 0 };
+	char path[128], *before, *after;
+	struct stat st;
+	struct audit *a;
+	size_t restored;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	log_noted(a, "kept", &n1);
+	assert_int_equal(stat(path, &st), 0);
+	log_noted(a, "lost-1", &n2);
+	log_noted(a, "lost-2", &n3);
+	audit_close(&a);
+	before = slurp(f, "audit.jsonl");
+	/* The crash: the last two lines gone, and a few bytes of the first of them left. */
+	assert_int_equal(truncate(path, st.st_size + 10), 0);
+
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	const struct store_note v[] = { n1, n2, n3 };
+	assert_int_equal(audit_recover(a, v, 3, &restored), 0);
+	assert_int_equal(restored, 2);
+	assert_int_equal(audit_recover(a, v, 3, &restored), 0);
+	assert_int_equal(restored, 0);
+	audit_close(&a);
+	after = slurp(f, "audit.jsonl");
+	assert_int_equal(count_of(after, "\"kept\""), 1);
+	assert_int_equal(count_of(after, "\"lost-1\""), 1);
+	assert_int_equal(count_of(after, "\"lost-2\""), 1);
+	/* Each restored line is the line as written. */
+	assert_non_null(memmem(after, strlen(after), n2.p + 16, n2.len - 16));
+	assert_int_equal(count_of(after, "\n"), 4); /* kept, the torn part, lost-1, lost-2 */
+	assert_non_null(strstr(before, "\"lost-2\""));
+	free(before);
+	free(after);
+	free(n1.p);
+	free(n2.p);
+	free(n3.p);
+}
+
+/* A line the trail still has, but in a rotated file, is found there and not appended again. */
+static void test_recover_rotated(void **state)
+{
+	struct fixture *f = *state;
+	const struct audit_opts o = { .max_bytes = 4096, .keep = 2 };
+	struct store_note n = { 0 };
+	struct audit *a;
+	size_t restored;
+	char *cur;
+
+	assert_int_equal(audit_open(f->dir, &o, &a), 0);
+	log_noted(a, "early", &n);
+	log_ids(a, 0, 40); /* rotates: "early" is in audit.jsonl.1 or .2 now */
+	assert_int_equal(audit_recover(a, &n, 1, &restored), 0);
+	assert_int_equal(restored, 0);
+	audit_close(&a);
+	cur = slurp(f, "audit.jsonl");
+	assert_null(strstr(cur, "\"early\""));
+	free(cur);
+	free(n.p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -397,6 +501,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recover_rotated, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
