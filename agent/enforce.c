@@ -184,6 +184,15 @@ struct enforce {
 	/* Groups committed and waiting for their files to be durable, to be answered. */
 	struct syncer *syncer;
 	struct settling *settling;
+	/*
+	 * The audit trail's own fdatasync, for groups whose lines the journal carries (notes):
+	 * the timer's (sync_audit_behind); mark is where the journal was when it took the trail's
+	 * fd, and so which notes it makes redundant.
+	 */
+	struct event *trail_timer;
+	struct sync_req audit_req;
+	struct store_mark audit_mark;
+	bool audit_syncing, closing;
 };
 
 /*
@@ -1344,6 +1353,8 @@ struct settling {
 	struct pending **v;		/* the whole group, refusals too */
 	size_t n;
 	int64_t write_us;		/* its journal write (-1: none), for the state histogram */
+	bool carried;			/* every audit line of it is in the journal too (notes) */
+	struct store_mark mark;		/* where the journal was when req took the trail's fd */
 };
 
 static struct grant *pending_grant(struct pending *p)
@@ -1483,17 +1494,40 @@ static const char *connect_details(const struct enforce *e, const struct grant *
 	return g->n_dnat_ports && !dnat_describe(e->cfg, g, buf, len) && buf[0] ? buf : NULL;
 }
 
+/* grant.applied, its line kept in *note (empty when there is none) for the journal. */
+static int audit_applied(struct enforce *e, struct pending *p, char *connect, size_t len,
+	struct store_note *note)
+{
+	const struct grant *g = &e->grants[p->idx];
+	const struct audit_rec rec = {
+		.event = "grant.applied",
+		.grant = g,
+		.peer = p->peer,
+		.message = connect_details(e, g, connect, len),
+		.count = -1,
+		.note = note,
+	};
+	int ret = audit_log(e->audit, &rec);
+
+	if (ret)
+		note_error(e, "audit: cannot record grant.applied: %s", strerror(-ret));
+	return ret;
+}
+
 /*
  * Group commit: the admitted grants of a group (all of v) go to the state journal in one write,
- * to the kernel in one transaction, to the audit trail; the syncer makes journal and trail
- * durable before any is answered. A record in the page cache survives a crash of jitd, and a
- * power loss takes the kernel's elements with it, so the kernel may change first. Each one's
- * outcome lands in its pending; whatever fails is undone for the grants it concerns. *write_us:
- * the journal write's duration.
+ * to the kernel in one transaction, to the audit trail, and their audit lines to the journal
+ * again (notes, a second write); the syncer makes the journal durable before any is answered,
+ * and with it the lines (*carried; if the notes could not be written, the trail too). A record
+ * in the page cache survives a crash of jitd, and a power loss takes the kernel's elements with
+ * it, so the kernel may change first. Each one's outcome lands in its pending; whatever fails
+ * is undone for the grants it concerns. *write_us: the journal write's duration.
  */
-static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int64_t *write_us)
+static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int64_t *write_us,
+	bool *carried)
 {
 	struct store_rec *recs = calloc(n + 1, sizeof(*recs));
+	struct store_note *notes = calloc(n + 1, sizeof(*notes));
 	char connect[DNAT_MAX_PAIRS * 64];
 	struct group *groups = NULL;
 	size_t n_groups = 0, pushed = 0, withdrawn;
@@ -1501,9 +1535,10 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	int64_t t0;
 	int ret;
 
-	if (!recs) {
+	*carried = false;
+	if (!recs || !notes) {
 		fail_all(v, n, JIT_ERR_INTERNAL, "cannot apply grant", "out of memory");
-		return;
+		goto out;
 	}
 	for (size_t i = 0; i < n; i++)
 		recs[i] = (struct store_rec){ v[i]->jti, v[i]->record, v[i]->record_len,
@@ -1557,9 +1592,13 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	 */
 	for (size_t i = 0; i < n; i++)
 		if (v[i]->idx >= 0)
-			v[i]->audited = !(ret = audit(e, "grant.applied", &e->grants[v[i]->idx],
-				NULL, v[i]->peer, 0, connect_details(e, &e->grants[v[i]->idx],
-				connect, sizeof(connect)), -1));
+			v[i]->audited = !(ret = audit_applied(e, v[i], connect, sizeof(connect),
+				&notes[i]));
+	/*
+	 * The journal carries the lines too: then the group is durable with the journal's one
+	 * fdatasync, and the trail's follows (synced_cb). Without them it waits for both.
+	 */
+	*carried = !store_write_notes(e->store, notes, n);
 	withdrawn = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (v[i]->idx < 0 || v[i]->audited)
@@ -1571,7 +1610,11 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	}
 	if (withdrawn && sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
 		note_error(e, "kernel: cannot withdraw unaudited grants: %s", kerr);
+	*carried = *carried && !withdrawn;
 out:
+	for (size_t i = 0; notes && i < n; i++)
+		free(notes[i].p);
+	free(notes);
 	free(groups);
 	free(recs);
 }
@@ -1581,7 +1624,8 @@ out:
  * were admitted. Each outcome is in its pending (ret, err, idx); refusals are audited here.
  * Nothing is durable yet: settle_group follows once it is.
  */
-static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_t *write_us)
+static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_t *write_us,
+	bool *carried)
 {
 	struct pending **ok = calloc(n + 1, sizeof(*ok));
 	int64_t now_ms, t0;
@@ -1615,11 +1659,16 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_
 		metrics_observe(&e->metrics.admit, mono_us() - t0);
 	}
 	*write_us = -1;
+	*carried = false;
 	if (n_ok)
-		commit_admitted(e, ok, n_ok, write_us);
-	for (size_t i = 0; i < n; i++)
-		if (v[i]->ret)
-			refused(e, "grant", v[i]->jti[0] ? v[i]->jti : NULL, v[i]->peer, &v[i]->err);
+		commit_admitted(e, ok, n_ok, write_us, carried);
+	/* A refusal's line is not in the journal: its group waits for the trail's fdatasync. */
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i]->ret)
+			continue;
+		*carried = false;
+		refused(e, "grant", v[i]->jti[0] ? v[i]->jti : NULL, v[i]->peer, &v[i]->err);
+	}
 	audit_defer(e->audit, false);
 	free(ok);
 }
@@ -1678,15 +1727,82 @@ static int durable_here(struct enforce *e, struct sync_req *r)
 	return ret;
 }
 
-/* The files a group wrote, for the syncer. 0 or -errno (then durable_here with what is in r). */
-static int unsynced_fds(struct enforce *e, struct sync_req *r)
+/*
+ * The files a group wrote, for the syncer: the journal, and the audit trail unless the journal
+ * carries the group's lines. 0 or -errno (then durable_here with what is in r).
+ */
+static int unsynced_fds(struct enforce *e, struct settling *st)
 {
+	struct sync_req *r = &st->req;
 	int ret;
 
 	r->fd[0] = r->fd[1] = -1;
-	if ((ret = store_unsynced_fd(e->store, &r->fd[0])))
+	if ((ret = store_unsynced_fd(e->store, &r->fd[0])) || st->carried)
 		return ret;
+	st->mark = store_mark(e->store);
 	return audit_unsynced_fd(e->audit, &r->fd[1]);
+}
+
+/*
+ * The audit trail's fdatasync, behind the journal's, for lines the journal carried (notes):
+ * TRAIL_SYNC_MS after a carried group is committed, one at a time, covering every group since.
+ * Not after every group: that doubles the fdatasyncs for nothing (ad hoc, one grant at a time,
+ * 21 paired runs: p50 a median 47 us more with a trail sync after every answered group).
+ * Whatever takes the trail's fd takes a mark with it: once that sync is done, every note
+ * before the mark is redundant (its line was written before it).
+ */
+#define TRAIL_SYNC_MS 100
+
+static void sync_audit_behind(struct enforce *e)
+{
+	struct store_mark mark = store_mark(e->store);
+	int fd = -1;
+
+	/* No descriptor to hand over: the notes stay, and a later pass takes the trail. */
+	if (e->audit_syncing || e->closing || audit_unsynced_fd(e->audit, &fd) || fd < 0)
+		return;
+	e->audit_req = (struct sync_req){ .fd = { -1, fd } };
+	e->audit_mark = mark;
+	e->audit_syncing = true;
+	syncer_request(e->syncer, &e->audit_req);
+}
+
+static void trail_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	sync_audit_behind(arg);
+}
+
+static void trail_due(struct enforce *e)
+{
+	const struct timeval tv = { 0, TRAIL_SYNC_MS * 1000 };
+
+	if (!e->closing && !e->audit_syncing && !evtimer_pending(e->trail_timer, NULL))
+		evtimer_add(e->trail_timer, &tv);
+}
+
+/* Before a compaction drops the notes: what they carried must be in the trail, durable. */
+static int trail_durable(void *arg)
+{
+	struct enforce *e = arg;
+
+	return audit_sync_now(e->audit);
+}
+
+/* sync_audit_behind's request is done. */
+static void audit_synced(struct enforce *e, const struct sync_req *r)
+{
+	int ret = r->ret;
+
+	e->audit_syncing = false;
+	/* Lines of groups carried meanwhile wait for the next. */
+	trail_due(e);
+	if (!ret) {
+		store_cover(e->store, e->audit_mark);
+		return;
+	}
+	/* Nothing is lost: the journal keeps the lines, and a start puts back any missing. */
+	note_error(e, "audit: cannot make %s durable: %s; the journal keeps its records",
+		"audit.jsonl", strerror(-ret));
 }
 
 /* Answers every group still settling, once durable: before anything that removes grants. */
@@ -1729,8 +1845,8 @@ static void unlink_settling(struct enforce *e, struct settling *st)
  * half of the grants outstanding are ready. The last keeps the disk and the CPUs busy at once:
  * with one grant per request, the connections otherwise move in step, all waiting for one
  * group's fdatasyncs while the CPUs idle, then all verifying while the disk idles. Half, not
- * one: each group costs its sync threads two fdatasyncs, about 350 us of CPU on the project's
- * VMs, and a group per grant spends more than the idle time it saves.
+ * one: each group costs a sync thread an fdatasync, and a group per grant spent more than the
+ * idle time it saved (measured when a group had two: about 350 us of CPU on the project's VMs).
  */
 static bool group_due(const struct enforce *e)
 {
@@ -1749,6 +1865,13 @@ static void synced_cb(struct sync_req *done, void *arg)
 		struct sync_req *next = done->next;
 		struct settling *st = (struct settling *)done;
 
+		if (done == &e->audit_req) {
+			audit_synced(e, done);
+			done = next;
+			continue;
+		}
+		if (!st->carried && !done->ret)
+			store_cover(e->store, st->mark);
 		if (st->write_us >= 0)
 			metrics_observe(&e->metrics.state, st->write_us + done->sync_us);
 		/* Still listed while it answers: a take-back meanwhile must follow its grants. */
@@ -1796,13 +1919,13 @@ static void run_group(struct enforce *e)
 	}
 	for (; p; p = p->next)
 		v[n++] = p;
-	commit_group(e, v, n, &st->write_us);
+	commit_group(e, v, n, &st->write_us, &st->carried);
 	st->v = v;
 	st->n = n;
 	for (tail = &e->settling; *tail; tail = &(*tail)->next)
 		;
 	*tail = st;
-	if (unsynced_fds(e, &st->req)) {
+	if (unsynced_fds(e, st)) {
 		/* No descriptor to hand over: durable here, after every group before it. */
 		settle_all(e);
 		finish(e, v, n, durable_here(e, &st->req));
@@ -1810,6 +1933,8 @@ static void run_group(struct enforce *e)
 		goto out;
 	}
 	syncer_request(e->syncer, &st->req);
+	if (st->carried)
+		trail_due(e);
 	return;
 out:
 	free(v);
@@ -1962,6 +2087,7 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 	json_t *claims = NULL;
 	bool committed = false;
 	int64_t write_us, t0;
+	bool carried;
 	int ret;
 
 	*applied = NULL;
@@ -1988,8 +2114,9 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 	p.received_us = mono_us();
 	/* Answered here, not by the syncer: nothing may still be settling while it commits. */
 	settle_all(e);
-	commit_group(e, &pp, 1, &write_us);
+	commit_group(e, &pp, 1, &write_us, &carried);
 	t0 = mono_us();
+	/* Both files, carried or not: the notes stay until a later sync of the trail covers them. */
 	ret = durable_here(e, &sr);
 	if (write_us >= 0)
 		metrics_observe(&e->metrics.state, write_us + mono_us() - t0);
@@ -2867,6 +2994,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->config_path = d->config_path;
 	e->nft = d->nft;
 	e->store = d->store;
+	store_set_compact_guard(e->store, trail_durable, e);
 	e->replay = d->replay;
 	e->audit = d->audit;
 	e->activity = d->activity;
@@ -2903,7 +3031,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		e->unsure = false;
 	}
 	test_hook_start_pause();
-	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e))) {
+	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e)) ||
+		!(e->trail_timer = evtimer_new(d->base, trail_timer_cb, e))) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -2953,10 +3082,15 @@ void enforce_close(struct enforce **e)
 	if (!e || !*e)
 		return;
 	cancel_pending(*e);
-	/* Committed groups are answered once durable, as ever. */
+	/* Committed groups are answered once durable, as ever; the trail is audit_close's. */
+	(*e)->closing = true;
 	syncer_close(&(*e)->syncer);
+	if ((*e)->store)
+		store_set_compact_guard((*e)->store, NULL, NULL);
 	if ((*e)->group_timer)
 		event_free((*e)->group_timer);
+	if ((*e)->trail_timer)
+		event_free((*e)->trail_timer);
 	for (size_t i = 0; i < (*e)->n_grants; i++)
 		grant_clear(&(*e)->grants[i]);
 	free((*e)->grants);

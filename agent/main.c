@@ -124,6 +124,25 @@ static const char *targets_note(const struct config *cfg, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * The audit lines of the last grants before a crash may be only in the journal, which was made
+ * durable first (agent/store.h, notes): they go back into the trail before anything else does.
+ */
+static int recover_audit(struct store *store, struct audit *audit)
+{
+	const struct store_note *v;
+	size_t n, restored;
+	int ret;
+
+	store_notes(store, &v, &n);
+	if ((ret = audit_recover(audit, v, n, &restored)))
+		return ret;
+	if (restored)
+		log_warn("audit: %zu record(s) a crash kept out of the trail restored from the "
+			"journal", restored);
+	return store_notes_done(store);
+}
+
 int main(int argc, char **argv)
 {
 	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
@@ -177,6 +196,9 @@ int main(int argc, char **argv)
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		errx(1, "cannot open the audit trail in %s: %s", cfg->state_dir, strerror(-ret));
+	if ((ret = recover_audit(store, audit)))
+		errx(1, "cannot restore the audit trail in %s from the journal: %s", cfg->state_dir,
+			strerror(-ret));
 	if ((ret = activity_new(&activity)))
 		errx(1, "cannot keep activity: %s", strerror(-ret));
 	/* Without conntrack jitd still enforces; it cannot count or cut flows. */

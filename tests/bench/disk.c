@@ -12,9 +12,10 @@
 /*
  * The storage reference: what a durable append costs on this file system, measured the way
  * jitd makes a group durable, so that the latency rows can be read against the device. jitd
- * appends one journal record and one audit line, then fdatasyncs both files side by side: the
- * journal on its sync thread, the audit trail on a second one (agent/syncer.c). About the size
- * of one grant's record and line.
+ * appends a grant's journal record and audit line (and the line's copy to the journal), then
+ * fdatasyncs the journal alone; a group with a refusal in it fdatasyncs both files side by
+ * side, the journal on one sync thread, the audit trail on another (agent/syncer.c). About the
+ * size of one grant's record and line.
  */
 #define JOURNAL_BYTES 600
 #define AUDIT_BYTES 400
