@@ -1,3 +1,4 @@
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -231,27 +232,13 @@ static bool syslog_reachable(struct audit *a, int64_t now)
 /* A note: the file's inode and where the line starts in it (8 bytes each, big-endian), the line. */
 #define NOTE_AT 16
 
-static void put_u64(unsigned char *p, uint64_t v)
-{
-	for (int i = 8; i-- > 0; v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static int make_note(const struct audit *a, const char *line, size_t len, struct store_note *n)
 {
+	const uint64_t at[2] = { htobe64(a->ino), htobe64(a->size) };
+
 	if (!(n->p = malloc(NOTE_AT + len)))
 		return -ENOMEM;
-	put_u64(n->p, a->ino);
-	put_u64(n->p + 8, a->size);
+	memcpy(n->p, at, sizeof(at));
 	memcpy(n->p + NOTE_AT, line, len);
 	n->len = NOTE_AT + len;
 	return 0;
@@ -451,7 +438,7 @@ json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t
 /* Whether the line a note names is in the trail, where it was written: any of its files. */
 static bool noted_line_there(const struct audit *a, const unsigned char *p, size_t len)
 {
-	uint64_t ino = get_u64(p), off = get_u64(p + 8);
+	uint64_t at[2], ino, off;
 	size_t n = len - NOTE_AT;
 	bool there = false;
 	char path[4200];
@@ -459,6 +446,9 @@ static bool noted_line_there(const struct audit *a, const unsigned char *p, size
 	char *buf;
 	int fd;
 
+	memcpy(at, p, sizeof(at));
+	ino = be64toh(at[0]);
+	off = be64toh(at[1]);
 	for (unsigned i = 0; i <= a->keep; i++) {
 		rotated(a, i, path, sizeof(path));
 		if (stat(path, &st) == 0 && (uint64_t)st.st_ino == ino)

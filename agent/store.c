@@ -1,3 +1,4 @@
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -211,21 +212,6 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 	return 0;
 }
 
-static void put_be(unsigned char *p, uint64_t v, int bytes)
-{
-	for (int i = bytes; i-- > 0; v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get_be(const unsigned char *p, int bytes)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < bytes; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /*
  * payload: 'P' jti NUL token [NUL annex], 'D' jti, or 'N' covered note (NOTE_HDR; for 'N',
  * token and len are the note).
@@ -242,10 +228,15 @@ static int encode(struct store *s, char op, const char *jti, const char *token, 
 
 	if (jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD || !(b = malloc(HDR + pl)))
 		return jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD ? -EINVAL : -ENOMEM;
-	put_be(b, pl, 4);
+	b[0] = (unsigned char)(pl >> 24);
+	b[1] = (unsigned char)(pl >> 16);
+	b[2] = (unsigned char)(pl >> 8);
+	b[3] = (unsigned char)pl;
 	b[HDR] = (unsigned char)op;
 	if (op == 'N') {
-		put_be(b + HDR + 1, (uint64_t)s->covered, 8);
+		const uint64_t covered = htobe64((uint64_t)s->covered);
+
+		memcpy(b + HDR + 1, &covered, sizeof(covered));
 		if (len)
 			memcpy(b + HDR + NOTE_HDR, token, len);
 	} else {
@@ -301,12 +292,14 @@ static int split_put(const unsigned char *p, size_t n, const char **token, size_
 static int load_note(struct store *s, const unsigned char *p, size_t n, uint8_t file, off_t off)
 {
 	struct note_at *v;
+	uint64_t be;
 	off_t covered;
 
 	if (n < NOTE_HDR || file != IN_JOURNAL)
 		return -EINVAL;
-	covered = (off_t)get_be(p + 1, 8);
-	if (covered > off)
+	memcpy(&be, p + 1, sizeof(be));
+	covered = (off_t)be64toh(be);
+	if (covered < 0 || covered > off)
 		return -EINVAL;
 	while (s->notes_first < s->n_notes && s->notes[s->notes_first].off < covered)
 		s->notes_first++;

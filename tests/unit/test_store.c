@@ -518,6 +518,30 @@ static int write_note(struct store *st, const char *text)
 }
 
 /*
+ * store_cover(m), one more note (which records the cover), durable, and a new open: the notes
+ * it finds are want, and the one grant the note tests keep, "x", is still there.
+ */
+static struct store *cover_and_reopen(struct store *st, struct store_mark m, const char *last,
+	const char *want)
+{
+	store_cover(st, m);
+	assert_int_equal(write_note(st, last), 0);
+	assert_int_equal(store_sync(st), 0);
+	st = reopen(st);
+	assert_notes(st, want);
+	assert_tokens(st, "tok-x;");
+	return st;
+}
+
+/* The notes taken care of and "x" removed: the next test starts from an empty store. */
+static void notes_end(struct store *st)
+{
+	assert_int_equal(store_notes_done(st), 0);
+	assert_int_equal(store_del(st, "x"), 0);
+	store_close(&st);
+}
+
+/*
  * Notes come back on open until a mark taken after them is covered; grants beside them are
  * untouched, and a note record is no grant.
  */
@@ -547,15 +571,8 @@ static void test_notes(void **state)
 	assert_int_equal(write_note(st, "line-3"), 0);
 	m = store_mark(st);
 	assert_int_equal(write_note(st, "line-4"), 0);
-	store_cover(st, m);
-	assert_int_equal(write_note(st, "line-5"), 0);
-	assert_int_equal(store_sync(st), 0);
-	st = reopen(st);
-	assert_notes(st, "line-4;line-5;");
-	assert_tokens(st, "tok-x;");
-	assert_int_equal(store_notes_done(st), 0);
-	assert_int_equal(store_del(st, "x"), 0);
-	store_close(&st);
+	st = cover_and_reopen(st, m, "line-5", "line-4;line-5;");
+	notes_end(st);
 }
 
 static int guard_calls, guard_ret;
@@ -591,15 +608,8 @@ static void test_notes_compaction(void **state)
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(guard_calls, 2);
 	assert_int_equal(write_note(st, "after"), 0);
-	store_cover(st, old);
-	assert_int_equal(write_note(st, "later"), 0);
-	assert_int_equal(store_sync(st), 0);
-	st = reopen(st);
-	assert_notes(st, "after;later;");
-	assert_tokens(st, "tok-x;");
-	assert_int_equal(store_notes_done(st), 0);
-	assert_int_equal(store_del(st, "x"), 0);
-	store_close(&st);
+	st = cover_and_reopen(st, old, "later", "after;later;");
+	notes_end(st);
 	guard_calls = 0;
 }
 
