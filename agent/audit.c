@@ -435,51 +435,75 @@ json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t
 	return q.out;
 }
 
-/* Whether the line a note names is in the trail, where it was written: any of its files. */
-static bool noted_line_there(const struct audit *a, const unsigned char *p, size_t len)
+/* The trail's files as recovery reads them, opened once: [0] is audit.jsonl. */
+struct trail {
+	uint64_t *ino;
+	int *fd;		/* -1: no such file */
+	unsigned n;
+};
+
+static void trail_close(struct trail *t)
 {
-	uint64_t at[2], ino, off;
-	size_t n = len - NOTE_AT;
-	bool there = false;
+	for (unsigned i = 0; t->fd && i < t->n; i++)
+		if (t->fd[i] >= 0)
+			close(t->fd[i]);
+	free(t->fd);
+	free(t->ino);
+}
+
+static int trail_open(const struct audit *a, struct trail *t)
+{
 	char path[4200];
 	struct stat st;
+
+	t->n = a->keep + 1;
+	t->ino = calloc(t->n, sizeof(*t->ino));
+	t->fd = malloc(t->n * sizeof(*t->fd));
+	if (!t->ino || !t->fd) {
+		t->n = 0;
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < t->n; i++) {
+		rotated(a, i, path, sizeof(path));
+		t->fd[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (t->fd[i] >= 0 && fstat(t->fd[i], &st) == 0)
+			t->ino[i] = (uint64_t)st.st_ino;
+	}
+	return t->fd[0] >= 0 ? 0 : -errno;
+}
+
+/* Whether the line a note names is in the trail, where it was written: any of its files. */
+static bool noted_line_there(const struct trail *t, const unsigned char *p, size_t len)
+{
+	size_t n = len - NOTE_AT;
+	bool there = false;
+	uint64_t at[2];
 	char *buf;
-	int fd;
 
 	memcpy(at, p, sizeof(at));
-	ino = be64toh(at[0]);
-	off = be64toh(at[1]);
-	for (unsigned i = 0; i <= a->keep; i++) {
-		rotated(a, i, path, sizeof(path));
-		if (stat(path, &st) == 0 && (uint64_t)st.st_ino == ino)
-			break;
-		path[0] = '\0';
+	for (unsigned i = 0; i < t->n; i++) {
+		if (t->fd[i] < 0 || t->ino[i] != be64toh(at[0]))
+			continue;
+		if ((buf = malloc(n))) {
+			there = pread(t->fd[i], buf, n, (off_t)be64toh(at[1])) == (ssize_t)n &&
+				!memcmp(buf, p + NOTE_AT, n);
+			free(buf);
+		}
+		break;
 	}
-	if (!path[0] || (uint64_t)st.st_size < off || (uint64_t)st.st_size - off < n ||
-		!(buf = malloc(n)))
-		return false;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-		there = pread(fd, buf, n, (off_t)off) == (ssize_t)n && !memcmp(buf, p + NOTE_AT, n);
-		close(fd);
-	}
-	free(buf);
 	return there;
 }
 
 /* A trail that ends mid-line (a crash) gets its newline first: the next line must stand alone. */
-static int end_line(struct audit *a)
+static int end_line(struct audit *a, const struct trail *t)
 {
 	char last = '\n';
-	int fd, ret;
+	int ret;
 
-	if (!a->size)
+	if (a->size && pread(t->fd[0], &last, 1, (off_t)a->size - 1) != 1)
+		return -EIO;
+	if (last == '\n')
 		return 0;
-	if ((fd = open(a->path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -errno;
-	ret = pread(fd, &last, 1, (off_t)a->size - 1) == 1 ? 0 : -EIO;
-	close(fd);
-	if (ret || last == '\n')
-		return ret;
 	if ((ret = line_append(a->fd, "\n", 1)))
 		return ret;
 	a->size++;
@@ -490,21 +514,17 @@ static int end_line(struct audit *a)
  * The last len bytes of the current file (fewer if it is shorter): where a recovery that ran
  * before, and crashed before the journal could say so, put the lines it restored.
  */
-static char *read_tail(const struct audit *a, size_t len, size_t *got)
+static char *read_tail(const struct audit *a, const struct trail *t, size_t len, size_t *got)
 {
 	size_t n = a->size < len ? (size_t)a->size : len;
 	char *buf = malloc(n + 1);
-	int fd;
+	ssize_t r;
 
 	*got = 0;
 	if (!buf)
 		return NULL;
-	if ((fd = open(a->path, O_RDONLY | O_CLOEXEC)) >= 0) {
-		ssize_t r = pread(fd, buf, n, (off_t)(a->size - n));
-
-		*got = r > 0 ? (size_t)r : 0;
-		close(fd);
-	}
+	r = pread(t->fd[0], buf, n, (off_t)(a->size - n));
+	*got = r > 0 ? (size_t)r : 0;
 	return buf;
 }
 
@@ -521,6 +541,7 @@ static bool note_line(const struct store_note *n, const char **line, size_t *len
 int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t *restored)
 {
 	bool *missing = calloc(n + 1, sizeof(*missing));
+	struct trail t = { 0 };
 	size_t want = 1, got = 0, len;
 	char *tail = NULL;
 	const char *line;
@@ -529,21 +550,23 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	*restored = 0;
 	if (!missing)
 		return -ENOMEM;
+	if (!n || (ret = trail_open(a, &t)))
+		goto out;
 	for (size_t i = 0; i < n; i++) {
 		if (!note_line(&v[i], &line, &len)) {
 			log_warn("audit: ignoring a note in the journal that is not an audit line");
 			continue;
 		}
-		if ((missing[i] = !noted_line_there(a, v[i].p, v[i].len)))
+		if ((missing[i] = !noted_line_there(&t, v[i].p, v[i].len)))
 			want += len;
 	}
-	if (want > 1 && !(tail = read_tail(a, want, &got)))
+	if (want > 1 && !(tail = read_tail(a, &t, want, &got)))
 		ret = -ENOMEM;
 	for (size_t i = 0; i < n && !ret; i++) {
 		if (!missing[i] || !note_line(&v[i], &line, &len) ||
 			(got >= len && memmem(tail, got, line, len)))
 			continue;
-		if (!*restored && (ret = end_line(a)))
+		if (!*restored && (ret = end_line(a, &t)))
 			break;
 		if (!(ret = line_append(a->fd, line, len))) {
 			a->size += len;
@@ -553,6 +576,8 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	}
 	if (!ret && *restored)
 		ret = audit_sync(a);
+out:
+	trail_close(&t);
 	free(tail);
 	free(missing);
 	return ret;

@@ -1247,10 +1247,19 @@ static void note_error(struct enforce *e, const char *fmt, ...)
 	log_err("%s", e->last_error);
 }
 
+static int audit_rec(struct enforce *e, const struct audit_rec *rec)
+{
+	int ret = audit_log(e->audit, rec);
+
+	if (ret)
+		note_error(e, "audit: cannot record %s: %s", rec->event, strerror(-ret));
+	return ret;
+}
+
 static int audit(struct enforce *e, const char *event, const struct grant *g,
 	const char *grant_id, const char *peer, int code, const char *message, long long count)
 {
-	const struct audit_rec rec = {
+	return audit_rec(e, &(const struct audit_rec){
 		.event = event,
 		.grant = g,
 		.grant_id = grant_id,
@@ -1258,12 +1267,7 @@ static int audit(struct enforce *e, const char *event, const struct grant *g,
 		.code = code ? jit_err_name(code) : NULL,
 		.message = message,
 		.count = count,
-	};
-	int ret = audit_log(e->audit, &rec);
-
-	if (ret)
-		note_error(e, "audit: cannot record %s: %s", event, strerror(-ret));
-	return ret;
+	});
 }
 
 /* Prefixes as "a,b,c", cut short (never mid-prefix) when buf is full. */
@@ -1499,19 +1503,15 @@ static int audit_applied(struct enforce *e, struct pending *p, char *connect, si
 	struct store_note *note)
 {
 	const struct grant *g = &e->grants[p->idx];
-	const struct audit_rec rec = {
+
+	return audit_rec(e, &(const struct audit_rec){
 		.event = "grant.applied",
 		.grant = g,
 		.peer = p->peer,
 		.message = connect_details(e, g, connect, len),
 		.count = -1,
 		.note = note,
-	};
-	int ret = audit_log(e->audit, &rec);
-
-	if (ret)
-		note_error(e, "audit: cannot record grant.applied: %s", strerror(-ret));
-	return ret;
+	});
 }
 
 /*

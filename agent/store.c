@@ -95,7 +95,7 @@ struct store {
 	/* Found while loading the journal: notes, the first notes_first of them covered. */
 	struct note_at *notes;
 	size_t n_notes, notes_cap, notes_first;
-	/* The uncovered ones, read: what store_notes returns until store_notes_done. */
+	/* The uncovered ones, copied: what store_notes returns until store_notes_done. */
 	struct store_note *loaded;
 	size_t n_loaded;
 	int (*guard)(void *arg);
@@ -369,6 +369,44 @@ static void unmap_file(const unsigned char *p, size_t len)
 }
 
 /*
+ * The notes no mark covered, copied out of the journal as mapped (p): a compaction may empty
+ * it before they are used.
+ */
+static int copy_notes(struct store *s, const unsigned char *p)
+{
+	size_t n = s->n_notes - s->notes_first;
+	int ret = 0;
+
+	if (n && !(s->loaded = calloc(n, sizeof(*s->loaded))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct note_at *at = &s->notes[s->notes_first + i];
+		size_t len = at->plen - NOTE_HDR;
+
+		if (!(s->loaded[i].p = malloc(len))) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(s->loaded[i].p, p + at->off + HDR + NOTE_HDR, len);
+		s->loaded[i].len = len;
+		s->n_loaded++;
+	}
+	free(s->notes);
+	s->notes = NULL;
+	s->n_notes = s->notes_cap = s->notes_first = 0;
+	return ret;
+}
+
+static void free_loaded(struct store *s)
+{
+	for (size_t i = 0; i < s->n_loaded; i++)
+		free(s->loaded[i].p);
+	free(s->loaded);
+	s->loaded = NULL;
+	s->n_loaded = 0;
+}
+
+/*
  * Reads records from fd until the end or the first that is short or fails its checksum.
  * *good is the offset after the last good record; *bad tells whether anything followed it.
  * The file is mapped: 100,000 records read with two preads each were 8% of a restart.
@@ -416,6 +454,8 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		*good += (off_t)(HDR + pl);
 		(*records)++;
 	}
+	if (!ret && file == IN_JOURNAL)
+		ret = copy_notes(s, p);
 	unmap_file(p, len);
 	return ret;
 }
@@ -632,46 +672,6 @@ static void note_legacy(struct store *s, const char *state_dir)
 			 "restored (remove the directory)", state_dir, LEGACY_DIR);
 }
 
-/* The notes no mark covered, read out of the journal: a compaction may empty it. */
-static int read_notes(struct store *s)
-{
-	size_t n = s->n_notes - s->notes_first;
-	int ret = 0;
-
-	if (n && !(s->loaded = calloc(n, sizeof(*s->loaded))))
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		const struct note_at *at = &s->notes[s->notes_first + i];
-		size_t len = at->plen - NOTE_HDR;
-		ssize_t got;
-
-		if (!(s->loaded[i].p = malloc(len))) {
-			ret = -ENOMEM;
-			break;
-		}
-		s->loaded[i].len = len;
-		s->n_loaded++;
-		got = pread(s->jfd, s->loaded[i].p, len, at->off + HDR + NOTE_HDR);
-		if (got != (ssize_t)len) {
-			ret = got < 0 ? -errno : -EIO;
-			break;
-		}
-	}
-	free(s->notes);
-	s->notes = NULL;
-	s->n_notes = s->notes_cap = s->notes_first = 0;
-	return ret;
-}
-
-static void free_loaded(struct store *s)
-{
-	for (size_t i = 0; i < s->n_loaded; i++)
-		free(s->loaded[i].p);
-	free(s->loaded);
-	s->loaded = NULL;
-	s->n_loaded = 0;
-}
-
 int store_open(const char *state_dir, struct store **out)
 {
 	struct store *s;
@@ -705,8 +705,8 @@ int store_open(const char *state_dir, struct store **out)
 	}
 	s->jsize = good;
 	s->jrecords = records;
-	if (lseek(s->jfd, good, SEEK_SET) < 0 || (ret = read_notes(s))) {
-		ret = ret ? ret : -errno;
+	if (lseek(s->jfd, good, SEEK_SET) < 0) {
+		ret = -errno;
 		goto fail;
 	}
 	/* What survived a damaged snapshot must not depend on the copy that was moved aside. */
