@@ -232,9 +232,10 @@ static bool syslog_reachable(struct audit *a, int64_t now)
 /* A note: the file's inode and where the line starts in it (8 bytes each, big-endian), the line. */
 #define NOTE_AT 16
 
-static int make_note(const struct audit *a, const char *line, size_t len, struct store_note *n)
+static int make_note(const struct audit *a, uint64_t offset, const char *line, size_t len,
+	struct store_note *n)
 {
-	const uint64_t at[2] = { htobe64(a->ino), htobe64(a->size) };
+	const uint64_t at[2] = { htobe64(a->ino), htobe64(offset) };
 
 	if (!(n->p = malloc(NOTE_AT + len)))
 		return -ENOMEM;
@@ -244,56 +245,86 @@ static int make_note(const struct audit *a, const char *line, size_t len, struct
 	return 0;
 }
 
-int audit_log(struct audit *a, const struct audit_rec *r)
+static void print_rec(struct printer *pr, const struct audit_rec *r, int64_t now)
+{
+	pr_raw(pr, "{\"time\":");
+	pr_stamp(pr, 0, now);
+	pr_raw(pr, ",\"ts\":");
+	pr_int(pr, true, now);
+	put_member(pr, "event", r->event);
+	if (r->grant)
+		put_grant(pr, r->grant);
+	else
+		put_member(pr, "grant", r->grant_id);
+	put_member(pr, "peer", r->peer);
+	put_member(pr, "code", r->code);
+	put_member(pr, "message", r->message);
+	if (r->count >= 0) {
+		pr_raw(pr, ",\"count\":");
+		pr_int(pr, true, r->count);
+	}
+	pr_raw(pr, "}\n");
+}
+
+int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 {
 	int64_t now = (int64_t)time(NULL);
 	struct printer pr;
-	char block[2048];	/* most records fit: no allocation */
+	char block[2048];	/* most single records fit: no allocation */
+	size_t one[2], *at = n > 1 ? calloc(n + 1, sizeof(*at)) : one;
+	size_t noted = 0;
 	int ret = 0;
 
 	printer_init(&pr, NULL, block, sizeof(block));
-	pr_raw(&pr, "{\"time\":");
-	pr_stamp(&pr, 0, now);
-	pr_raw(&pr, ",\"ts\":");
-	pr_int(&pr, true, now);
-	put_member(&pr, "event", r->event);
-	if (r->grant)
-		put_grant(&pr, r->grant);
-	else
-		put_member(&pr, "grant", r->grant_id);
-	put_member(&pr, "peer", r->peer);
-	put_member(&pr, "code", r->code);
-	put_member(&pr, "message", r->message);
-	if (r->count >= 0) {
-		pr_raw(&pr, ",\"count\":");
-		pr_int(&pr, true, r->count);
-	}
-	pr_raw(&pr, "}\n");
-	if ((ret = pr.err))
+	if (!at) {
+		ret = -ENOMEM;
 		goto out;
+	}
+	/* at[i]: where record i starts in the text; at[n]: the text's end. */
+	for (size_t i = 0; i < n; i++) {
+		at[i] = pr.len;
+		print_rec(&pr, &r[i], now);
+	}
+	at[n] = pr.len;
+	if ((ret = pr.err) || !n)
+		goto out;
+	/* A group's lines stay together, in the file they are noted in. */
 	if (a->size && a->size + pr.len > a->max_bytes && (ret = rotate(a)))
 		goto out;
-	if (r->note && (ret = make_note(a, pr.p, pr.len, r->note)))
+	for (; noted < n; noted++)
+		if (r[noted].note && (ret = make_note(a, a->size + at[noted], pr.p + at[noted],
+			at[noted + 1] - at[noted], r[noted].note)))
+			goto out;
+	if ((ret = line_append(a->fd, pr.p, pr.len)))
 		goto out;
-	if ((ret = line_append(a->fd, pr.p, pr.len))) {
-		if (r->note) {
-			free(r->note->p);
-			*r->note = (struct store_note){ 0 };
-		}
-		goto out;
-	}
 	a->size += pr.len;
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
 		goto out;
 	if (!syslog_reachable(a, now))
 		goto out;
-	pr.p[pr.len - 1] = '\0'; /* the newline */
-	sanitize(pr.p);
-	syslog(r->code ? LOG_WARNING : LOG_INFO, "audit %s", pr.p);
+	for (size_t i = 0; i < n; i++) {
+		pr.p[at[i + 1] - 1] = '\0'; /* the newline */
+		sanitize(pr.p + at[i]);
+		syslog(r[i].code ? LOG_WARNING : LOG_INFO, "audit %s", pr.p + at[i]);
+	}
 out:
+	/* Written or not, a note stands only for a line that is in the file. */
+	for (size_t i = 0; ret && i < noted; i++) {
+		if (!r[i].note)
+			continue;
+		free(r[i].note->p);
+		*r[i].note = (struct store_note){ 0 };
+	}
+	if (at != one)
+		free(at);
 	printer_release(&pr);
 	return ret;
+}
+
+int audit_log(struct audit *a, const struct audit_rec *r)
+{
+	return audit_log_many(a, r, 1);
 }
 
 static bool wanted(const json_t *ev, int64_t since, const char *grant_id)

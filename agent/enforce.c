@@ -1247,13 +1247,19 @@ static void note_error(struct enforce *e, const char *fmt, ...)
 	log_err("%s", e->last_error);
 }
 
-static int audit_rec(struct enforce *e, const struct audit_rec *rec)
+/* n records (n > 0) with one write: all or none. */
+static int audit_recs(struct enforce *e, const struct audit_rec *recs, size_t n)
 {
-	int ret = audit_log(e->audit, rec);
+	int ret = audit_log_many(e->audit, recs, n);
 
 	if (ret)
-		note_error(e, "audit: cannot record %s: %s", rec->event, strerror(-ret));
+		note_error(e, "audit: cannot record %s: %s", recs->event, strerror(-ret));
 	return ret;
+}
+
+static int audit_rec(struct enforce *e, const struct audit_rec *rec)
+{
+	return audit_recs(e, rec, 1);
 }
 
 static int audit(struct enforce *e, const char *event, const struct grant *g,
@@ -1498,37 +1504,68 @@ static const char *connect_details(const struct enforce *e, const struct grant *
 	return g->n_dnat_ports && !dnat_describe(e->cfg, g, buf, len) && buf[0] ? buf : NULL;
 }
 
-/* grant.applied, its line kept in *note (empty when there is none) for the journal. */
-static int audit_applied(struct enforce *e, struct pending *p, char *connect, size_t len,
-	struct store_note *note)
+/*
+ * grant.applied for each grant of v in the books, with one write: all are audited or none is.
+ * Each line is kept in notes[i] (empty when there is none) for the journal.
+ */
+static int audit_applied(struct enforce *e, struct pending **v, size_t n, struct store_note *notes)
 {
-	const struct grant *g = &e->grants[p->idx];
+	struct audit_rec *recs = calloc(n + 1, sizeof(*recs));
+	char **connect = calloc(n + 1, sizeof(*connect));
+	size_t k = 0;
+	int ret = 0;
 
-	return audit_rec(e, &(const struct audit_rec){
-		.event = "grant.applied",
-		.grant = g,
-		.peer = p->peer,
-		.message = connect_details(e, g, connect, len),
-		.count = -1,
-		.note = note,
-	});
+	if (!recs || !connect) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char buf[DNAT_MAX_PAIRS * 64];
+		const struct grant *g;
+
+		if (v[i]->idx < 0)
+			continue;
+		g = &e->grants[v[i]->idx];
+		if (connect_details(e, g, buf, sizeof(buf)) && !(connect[k] = strdup(buf))) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		recs[k] = (struct audit_rec){
+			.event = "grant.applied",
+			.grant = g,
+			.peer = v[i]->peer,
+			.message = connect[k],
+			.count = -1,
+			.note = &notes[i],
+		};
+		k++;
+	}
+	ret = k ? audit_recs(e, recs, k) : 0;
+out:
+	for (size_t i = 0; connect && i < k; i++)
+		free(connect[i]);
+	free(connect);
+	free(recs);
+	return ret;
 }
 
 /*
  * Group commit: the admitted grants of a group (all of v) go to the state journal in one write,
- * to the kernel in one transaction, to the audit trail, and their audit lines to the journal
- * again (notes, a second write); the syncer makes the journal durable before any is answered,
- * and with it the lines (*carried; if the notes could not be written, the trail too). A record
- * in the page cache survives a crash of jitd, and a power loss takes the kernel's elements with
- * it, so the kernel may change first. Each one's outcome lands in its pending; whatever fails
- * is undone for the grants it concerns. *write_us: the journal write's duration.
+ * their ids to the replay file in another, to the kernel in one transaction, to the audit
+ * trail, and their audit lines to the journal again (notes, a further write); the syncer makes
+ * the journal durable before any is answered, and with it the lines (*carried; if the notes
+ * could not be written, the trail too). A record in the page cache survives a crash of jitd,
+ * and a power loss takes the kernel's elements with it, so the kernel may change first. Each
+ * one's outcome lands in its pending; whatever fails is undone for the grants it concerns.
+ * *write_us: the journal write's duration.
  */
 static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int64_t *write_us,
 	bool *carried)
 {
 	struct store_rec *recs = calloc(n + 1, sizeof(*recs));
 	struct store_note *notes = calloc(n + 1, sizeof(*notes));
-	char connect[DNAT_MAX_PAIRS * 64];
+	struct replay_id *ids = calloc(n + 1, sizeof(*ids));
+	int *added = calloc(n + 1, sizeof(*added));
 	struct group *groups = NULL;
 	size_t n_groups = 0, pushed = 0, withdrawn;
 	char kerr[NFT_ERRLEN];
@@ -1536,7 +1573,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	int ret;
 
 	*carried = false;
-	if (!recs || !notes) {
+	if (!recs || !notes || !ids || !added) {
 		fail_all(v, n, JIT_ERR_INTERNAL, "cannot apply grant", "out of memory");
 		goto out;
 	}
@@ -1554,12 +1591,15 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 		goto out;
 	}
 	*write_us = mono_us() - t0;
+	/* The group's ids with one write; v[i]'s outcome in added[i]. */
+	for (size_t i = 0; i < n; i++)
+		ids[i] = (struct replay_id){ v[i]->jti,
+			pending_grant(v[i])->exp + (int64_t)e->cfg->clock_skew };
+	replay_add_lazy_many(e->replay, ids, n, added);
 	for (size_t i = 0; i < n; i++) {
 		struct grant *g = pending_grant(v[i]);
 
-		if ((ret = replay_add_lazy(e->replay, v[i]->jti,
-			g->exp + (int64_t)e->cfg->clock_skew)) ||
-			(ret = grant_groups(e, g, &groups, &n_groups))) {
+		if ((ret = added[i]) || (ret = grant_groups(e, g, &groups, &n_groups))) {
 			v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
 				"cannot remember grant id '%s': %s", v[i]->jti, strerror(-ret));
 			take_back(e, v, n, v[i]);
@@ -1590,10 +1630,9 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	 * An access nobody can trace must not exist: no audit record, no grant (its fsync is the
 	 * syncer's, see settle_group).
 	 */
+	ret = audit_applied(e, v, n, notes);
 	for (size_t i = 0; i < n; i++)
-		if (v[i]->idx >= 0)
-			v[i]->audited = !(ret = audit_applied(e, v[i], connect, sizeof(connect),
-				&notes[i]));
+		v[i]->audited = v[i]->idx >= 0 && !ret;
 	/*
 	 * The journal carries the lines too: then the group is durable with the journal's one
 	 * fdatasync, and the trail's follows (synced_cb). Without them it waits for both.
@@ -1615,6 +1654,8 @@ out:
 	for (size_t i = 0; notes && i < n; i++)
 		free(notes[i].p);
 	free(notes);
+	free(ids);
+	free(added);
 	free(groups);
 	free(recs);
 }
@@ -1703,6 +1744,8 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 		if (audit_sync(e->audit))
 			log_warn("audit: cannot sync the withdrawal of %zu grant(s)", withdrawn);
 	}
+	/* The group's lines with one write. */
+	log_hold(true);
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 
@@ -1713,6 +1756,7 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 		(void)activity_note(e->activity, &e->grants[p->idx], now_ms / 1000);
 		log_applied(&e->grants[p->idx], p->peer);
 	}
+	log_hold(false);
 }
 
 /* When the syncs cannot be handed over: made durable here, on the loop. */

@@ -346,22 +346,77 @@ int replay_check(struct replay *r, const char *jti, int64_t now)
 	return 0;
 }
 
-static int add(struct replay *r, const char *jti, int64_t until, bool sync)
+/* "A UNTIL JTI\n": the sign, 20 digits, two spaces, a jti, the newline. */
+#define ADD_LINE_MAX (JTI_MAX + 32)
+
+void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int *res)
 {
-	char line[JTI_MAX + 64];
-	struct entry *e;
+	/* Each id's expiry before the group, to put back if the write fails; INT64_MIN: none. */
+	int64_t *was = calloc(n + 1, sizeof(*was));
+	char *buf = malloc(n * ADD_LINE_MAX + 1);
+	size_t len = 0;
 	int ret;
 
-	if (!valid_jti(jti))
-		return -EINVAL;
-	if ((e = lookup(r, jti)) && e->until >= until)
-		return -EEXIST;
-	if (!e && r->live >= r->max)
-		return -ENOBUFS;
-	snprintf(line, sizeof(line), "A %" PRId64 " %s\n", until, jti);
-	if ((ret = append(r, line, sync)))
-		return ret;
-	return put(r, jti, until);
+	if (!was || !buf) {
+		for (size_t i = 0; i < n; i++)
+			res[i] = -ENOMEM;
+		goto out;
+	}
+	/* In memory first: a later id of the group sees an earlier one, as one by one. */
+	for (size_t i = 0; i < n; i++) {
+		struct entry *e;
+
+		if (!valid_jti(ids[i].jti)) {
+			res[i] = -EINVAL;
+			continue;
+		}
+		e = lookup(r, ids[i].jti);
+		if (e && e->until >= ids[i].until) {
+			res[i] = -EEXIST;
+			continue;
+		}
+		if (!e && r->live >= r->max) {
+			res[i] = -ENOBUFS;
+			continue;
+		}
+		was[i] = e ? e->until : INT64_MIN;
+		if ((res[i] = put(r, ids[i].jti, ids[i].until)))
+			continue;
+		len += (size_t)snprintf(buf + len, ADD_LINE_MAX + 1, "A %" PRId64 " %s\n",
+			ids[i].until, ids[i].jti);
+	}
+	if (!len)
+		goto out;
+	if (!(ret = line_append(r->fd, buf, len))) {
+		r->dirty = true;
+		goto out;
+	}
+	/* Nothing of the group reached the file (line_append cuts a torn write off). */
+	for (size_t i = n; i-- > 0;) {
+		struct entry *e;
+
+		if (res[i])
+			continue;
+		res[i] = ret;
+		if (!(e = lookup(r, ids[i].jti)))
+			continue;
+		if (was[i] == INT64_MIN)
+			drop(r, e);
+		else
+			e->until = was[i];
+	}
+out:
+	free(was);
+	free(buf);
+}
+
+static int add(struct replay *r, const char *jti, int64_t until, bool sync)
+{
+	const struct replay_id id = { jti, until };
+	int ret;
+
+	replay_add_lazy_many(r, &id, 1, &ret);
+	return !ret && sync ? replay_sync(r) : ret;
 }
 
 int replay_add(struct replay *r, const char *jti, int64_t until)

@@ -1,26 +1,61 @@
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common/log.h"
 
 static enum log_level threshold = LOG_LVL_INFO;
+
+/* This thread's lines while held (log_hold): a group's "grant applied" lines, one write. */
+#define HELD_MAX 16384
+static __thread struct {
+	bool on;
+	size_t len;
+	char buf[HELD_MAX];
+} held;
 
 void log_set_level(enum log_level lvl)
 {
 	threshold = lvl;
 }
 
+static void flush_held(void)
+{
+	if (held.len)
+		(void)fwrite(held.buf, 1, held.len, stderr);
+	held.len = 0;
+}
+
+void log_hold(bool on)
+{
+	held.on = on;
+	if (!on)
+		flush_held();
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	/* sd-daemon(3) prefixes: journald maps them to priorities when stderr is captured. */
 	static const char *const prefix[] = { "<3>", "<4>", "<6>", "<7>" };
-	char line[1024];
+	char line[1024], out[sizeof(line) + 16];
+	size_t len;
 	va_list ap;
+	int n;
 
 	if (lvl > threshold)
 		return;
 	va_start(ap, fmt);
 	(void)vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%sjitd: %s\n", prefix[lvl], line);
+	n = snprintf(out, sizeof(out), "%sjitd: %s\n", prefix[lvl], line);
+	len = n < 0 ? 0 : (size_t)n < sizeof(out) ? (size_t)n : sizeof(out) - 1;
+	if (!held.on) {
+		(void)fwrite(out, 1, len, stderr);
+		return;
+	}
+	if (held.len + len > sizeof(held.buf))
+		flush_held();
+	memcpy(held.buf + held.len, out, len);
+	held.len += len;
 }

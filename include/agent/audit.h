@@ -44,6 +44,11 @@ void audit_close(struct audit **a);
 /* 0 or -errno; on error the record may be lost and the caller must not act as if audited. */
 int audit_log(struct audit *a, const struct audit_rec *r);
 /*
+ * n records with one write, in order: all are written or none is (0 or -errno). A group's lines
+ * go to one file: when they would take it past max_bytes it is rotated before the first.
+ */
+int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n);
+/*
  * Group commit: while deferred, audit_log writes without fsync; audit_sync then makes every
  * record so far durable with one fsync (0 or -errno), and must succeed before the caller acts as
  * if any of them was audited.

@@ -26,6 +26,16 @@ int replay_add(struct replay *r, const char *jti, int64_t until);
  * goes (replay_sync before store_del): the group commit saves one fsync per group this way.
  */
 int replay_add_lazy(struct replay *r, const char *jti, int64_t until);
+struct replay_id {
+	const char *jti;
+	int64_t until;
+};
+/*
+ * replay_add_lazy for a group, with one write: res[i] is what replay_add_lazy would have
+ * returned for ids[i], taken in order. If the write fails, no id of the group is added and
+ * each res[i] that was 0 is its error.
+ */
+void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int *res);
 /* Makes every id written so far durable. 0 or -errno. */
 int replay_sync(struct replay *r);
 /* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */

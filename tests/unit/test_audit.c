@@ -492,6 +492,101 @@ static void test_recover_rotated(void **state)
 	free(n.p);
 }
 
+static void group_recs(struct audit_rec *r, struct store_note *n)
+{
+	static const char *const id[] = { "grp-a", "grp-b", "grp-c" };
+
+	for (int i = 0; i < 3; i++)
+		r[i] = (struct audit_rec){ .event = "grant.applied", .grant_id = id[i], .count = -1,
+			.note = &n[i] };
+}
+
+/* Where a note says its line went (bytes 8..15, big-endian), and that the line is there. */
+static void assert_noted_at(const struct fixture *f, const struct store_note *n)
+{
+	char *cur = slurp(f, "audit.jsonl");
+	uint64_t at = 0;
+
+	for (int i = 8; i < 16; i++)
+		at = at << 8 | (unsigned char)n->p[i];
+	assert_true(at + n->len - 16 <= strlen(cur));
+	assert_memory_equal(cur + at, n->p + 16, n->len - 16);
+	free(cur);
+}
+
+/*
+ * A group's records: one write, in order, each note naming its own line; a group that would take
+ * the file past max_bytes goes whole to the next file; a group that cannot be written leaves
+ * no line and no note.
+ */
+static void test_log_group(void **state)
+{
+	struct fixture *f = *state;
+	const struct audit_opts o = { .max_bytes = 4096, .keep = 2 };
+	struct store_note probe = { 0 }, n[3] = { 0 };
+	struct audit_rec r[3];
+	struct rlimit old, lim;
+	char path[128], *cur;
+	struct audit *a;
+	struct stat st;
+	size_t len, restored;
+	off_t before;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
+	assert_int_equal(audit_open(f->dir, &o, &a), 0);
+	log_noted(a, "grp-0", &probe);
+	len = probe.len - 16;
+	/* Lines of that length until there is room for one or two more, not three. */
+	for (int i = 0; i < 100; i++) {
+		char id[8];
+
+		assert_int_equal(stat(path, &st), 0);
+		if ((size_t)st.st_size + 2 * len > o.max_bytes)
+			break;
+		snprintf(id, sizeof(id), "f-%03d", i);
+		assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.applied",
+			.grant_id = id, .count = -1 }), 0);
+	}
+	assert_true((size_t)st.st_size + len <= o.max_bytes);
+	group_recs(r, n);
+	assert_int_equal(audit_log_many(a, r, 3), 0);
+	cur = slurp(f, "audit.jsonl");
+	assert_non_null(strstr(cur, "\"grp-a\""));
+	assert_true(strstr(cur, "\"grp-a\"") < strstr(cur, "\"grp-b\""));
+	assert_true(strstr(cur, "\"grp-b\"") < strstr(cur, "\"grp-c\""));
+	assert_int_equal(count_of(cur, "\n"), 3);
+	free(cur);
+	for (int i = 0; i < 3; i++)
+		assert_noted_at(f, &n[i]);
+	assert_int_equal(audit_recover(a, n, 3, &restored), 0);
+	assert_int_equal(restored, 0);
+
+	/* Room for less than the group: nothing of it stays. */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + len + 10;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	for (int i = 0; i < 3; i++)
+		free(n[i].p);
+	memset(n, 0, sizeof(n));
+	group_recs(r, n);
+	ret = audit_log_many(a, r, 3);
+	/* Restored before any assertion: a failure must not leave the next tests limited. */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(ret, -ENOSPC);
+	for (int i = 0; i < 3; i++)
+		assert_null(n[i].p);
+	before = st.st_size;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, before);
+	audit_close(&a);
+	free(probe.p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -503,6 +598,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover_rotated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_group, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -127,6 +127,81 @@ static void test_torn_line(void **state)
 	replay_close(&r);
 }
 
+/* A group's ids: each judged as one by one, all with one write, and all there after a restart. */
+static void test_add_group(void **state)
+{
+	struct fixture *f = *state;
+	const struct replay_id ids[] = {
+		{ "a", NOW + 600 },
+		{ "bad id", NOW + 600 },	/* -EINVAL */
+		{ "old", NOW + 30 },	/* -EEXIST: remembered for longer already */
+		{ "old", NOW + 120 },	/* longer: taken */
+		{ "a", NOW + 900 },	/* longer than the group's own first: taken */
+		{ "b", NOW + 600 },
+		{ "c", NOW + 600 },	/* the fourth id: the cache is full after it */
+		{ "d", NOW + 600 },	/* -ENOBUFS */
+	};
+	const int want[] = { 0, -EINVAL, -EEXIST, 0, 0, 0, 0, -ENOBUFS };
+	int res[8];
+	struct replay *r;
+
+	assert_int_equal(replay_open(f->dir, 4, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "old", NOW + 60), 0);
+	replay_add_lazy_many(r, ids, 8, res);
+	for (size_t i = 0; i < 8; i++)
+		assert_int_equal(res[i], want[i]);
+	assert_int_equal(replay_sync(r), 0);
+	replay_close(&r);
+
+	assert_int_equal(replay_open(f->dir, 4, NOW, &r), 0);
+	assert_int_equal(replay_count(r), 4);
+	assert_int_equal(replay_check(r, "a", NOW + 800), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "old", NOW + 100), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "b", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "c", NOW), JIT_ERR_REPLAY);
+	replay_close(&r);
+}
+
+/* A group whose write fails leaves nothing behind: in memory, in the file, after a restart. */
+static void test_add_group_write_fails(void **state)
+{
+	struct fixture *f = *state;
+	const struct replay_id ids[] = { { "x", NOW + 600 }, { "first", NOW + 900 },
+		{ "y", NOW + 600 }, { "x", NOW + 700 } };
+	struct rlimit old, lim;
+	struct replay *r;
+	struct stat st;
+	int res[4];
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + 20; /* less than the group's lines */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	replay_add_lazy_many(r, ids, 4, res);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(res[i], -ENOSPC);
+	assert_int_equal(replay_count(r), 1);
+	assert_int_equal(replay_check(r, "x", NOW), 0);
+	assert_int_equal(replay_check(r, "y", NOW), 0);
+	/* Its old expiry back: free again after it. */
+	assert_int_equal(replay_check(r, "first", NOW + 700), 0);
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(st.st_size, lim.rlim_cur - 20);
+	replay_close(&r);
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_count(r), 1);
+	assert_int_equal(replay_check(r, "first", NOW + 700), 0);
+	assert_int_equal(replay_check(r, "x", NOW), 0);
+	replay_close(&r);
+}
+
 static void test_compaction_and_garbage(void **state)
 {
 	struct fixture *f = *state;
@@ -304,6 +379,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_add_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_group_write_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_only_when_worth_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
