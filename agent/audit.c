@@ -309,7 +309,7 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 		syslog(r[i].code ? LOG_WARNING : LOG_INFO, "audit %s", pr.p + at[i]);
 	}
 out:
-	/* Written or not, a note stands only for a line that is in the file. */
+	/* A failure means none is recorded, as far as the caller knows: no note stands. */
 	for (size_t i = 0; ret && i < noted; i++) {
 		if (!r[i].note)
 			continue;
