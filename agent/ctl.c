@@ -21,6 +21,7 @@
 #include "agent/enforce.h"
 #include "agent/status.h"
 #include "common/config.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/grant.h"
 #include "common/log.h"
@@ -389,14 +390,6 @@ static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
 	client_free(c);
 }
 
-static int64_t mono_sec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec;
-}
-
 /*
  * The user name is what the audit trail shows beside the uid, which decides. Looking it up
  * reads /etc/passwd through NSS: six system calls, 20 us of a grant's 1 ms on the control
@@ -408,7 +401,7 @@ static int64_t mono_sec(void)
 static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
 {
 	struct passwd pw, *res = NULL;
-	int64_t now = mono_sec();
+	int64_t now = clock_mono_us() / 1000000;
 	char buf[1024];
 
 	if (ctl->user_at && ctl->user_uid == uid && now - ctl->user_at < USER_CACHE_SEC) {

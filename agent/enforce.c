@@ -25,6 +25,7 @@
 #include "agent/syncer.h"
 #include "agent/verifier.h"
 #include "common/array.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
@@ -261,16 +262,6 @@ static int64_t grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms,
 {
 	return now_ms + (e->deadline[i] - boot_ms);
 }
-
-/* Durations for the metrics: immune to wall-clock steps. */
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 
 int64_t enforce_now_ms(void)
 {
@@ -743,9 +734,9 @@ static int commit_plan(struct enforce *e, const struct plan *p, int64_t now_ms, 
 		goto out;
 	if ((ret = ruleset_elems(b, p->del.v, p->del.n, p->add.v, p->add.n, now_ms)))
 		goto out;
-	t0 = mono_us();
+	t0 = clock_mono_us();
 	ret = commit_batch(e, b, kerr);
-	metrics_observe(&e->metrics.kernel, mono_us() - t0);
+	metrics_observe(&e->metrics.kernel, clock_mono_us() - t0);
 	if (!ret && e->repairing)
 		e->metrics.drift_repairs++;
 out:
@@ -1585,12 +1576,12 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	 * (which remembers their ids again), whereas the other order would burn the id of a grant
 	 * that never opened anything, and the controller's retry would get "replay".
 	 */
-	t0 = mono_us();
+	t0 = clock_mono_us();
 	if ((ret = store_write_many(e->store, recs, n))) {
 		fail_all(v, n, storage_code(ret), "cannot record grant", strerror(-ret));
 		goto out;
 	}
-	*write_us = mono_us() - t0;
+	*write_us = clock_mono_us() - t0;
 	/* The group's ids with one write; v[i]'s outcome in added[i]. */
 	for (size_t i = 0; i < n; i++)
 		ids[i] = (struct replay_id){ v[i]->jti,
@@ -1694,10 +1685,10 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_
 			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
 			continue;
 		}
-		t0 = mono_us();
+		t0 = clock_mono_us();
 		if (!(p->ret = admit(e, p, ok, n_ok, now_ms)))
 			ok[n_ok++] = p;
-		metrics_observe(&e->metrics.admit, mono_us() - t0);
+		metrics_observe(&e->metrics.admit, clock_mono_us() - t0);
 	}
 	*write_us = -1;
 	*carried = false;
@@ -1752,7 +1743,7 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 		if (p->ret)
 			continue;
 		e->metrics.grants_applied++;
-		metrics_observe(&e->metrics.grant, mono_us() - p->received_us);
+		metrics_observe(&e->metrics.grant, clock_mono_us() - p->received_us);
 		(void)activity_note(e->activity, &e->grants[p->idx], now_ms / 1000);
 		log_applied(&e->grants[p->idx], p->peer);
 	}
@@ -2035,7 +2026,7 @@ static struct pending *pending_new(struct enforce *e, const char *peer, enforce_
 	p->done = done;
 	p->arg = arg;
 	p->idx = -1;
-	p->received_us = mono_us();
+	p->received_us = clock_mono_us();
 	return p;
 }
 
@@ -2155,15 +2146,15 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		goto out;
 	}
-	p.received_us = mono_us();
+	p.received_us = clock_mono_us();
 	/* Answered here, not by the syncer: nothing may still be settling while it commits. */
 	settle_all(e);
 	commit_group(e, &pp, 1, &write_us, &carried);
-	t0 = mono_us();
+	t0 = clock_mono_us();
 	/* Both files, carried or not: the notes stay until a later sync of the trail covers them. */
 	ret = durable_here(e, &sr);
 	if (write_us >= 0)
-		metrics_observe(&e->metrics.state, write_us + mono_us() - t0);
+		metrics_observe(&e->metrics.state, write_us + clock_mono_us() - t0);
 	settle_group(e, &pp, 1, ret);
 	grant_clear(&p.local);
 	if ((ret = p.ret))

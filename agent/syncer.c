@@ -12,6 +12,7 @@
 
 #include "agent/syncer.h"
 #include "agent/wake.h"
+#include "common/clock.h"
 
 /*
  * One thread per slot of a request: the journal's on one, the audit trail's on the other. Two
@@ -68,14 +69,6 @@ static void fifo_append(struct sync_req **head, struct sync_req **tail, struct s
 	else
 		*head = first;
 	*tail = last;
-}
-
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 #define SYNC_MAX_FILES 16
@@ -155,9 +148,9 @@ static void *lane_main(void *arg)
 		l->pos = NULL;
 		pthread_mutex_unlock(&s->lock);
 
-		t0 = mono_us();
+		t0 = clock_mono_us();
 		ret = sync_slot(first, last, l->slot);
-		us = mono_us() - t0;
+		us = clock_mono_us() - t0;
 
 		pthread_mutex_lock(&s->lock);
 		for (struct sync_req *r = first; ; r = r->next) {

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "agent/verifier.h"
+#include "common/clock.h"
 #include "common/jws.h"
 #include "agent/wake.h"
 
@@ -29,14 +30,6 @@ struct verifier {
 	verifier_done_fn done_fn;
 	void *arg;
 };
-
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void *worker(void *arg)
 {
@@ -63,9 +56,9 @@ static void *worker(void *arg)
 		const struct grant_verify_ctx ctx = { .keys_dir = j->keys_dir,
 			.host_id = j->host_id, .now = j->now, .clock_skew = j->clock_skew,
 			.verifier = &jv };
-		t0 = mono_us();
+		t0 = clock_mono_us();
 		j->ret = grant_verify(j->token, j->len, &ctx, &j->grant, &j->err);
-		j->verify_us = mono_us() - t0;
+		j->verify_us = clock_mono_us() - t0;
 
 		pthread_mutex_lock(&v->lock);
 		/* One wake-up per batch: the loop takes everything finished when it runs. */

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/proto.h"
 
@@ -109,14 +110,6 @@ int proto_time_format(int64_t secs, char *buf, size_t len)
 	return strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) ? 0 : -1;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits for events on fd until the shared deadline; -ETIMEDOUT once it has passed. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
@@ -125,7 +118,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	int r;
 
 	for (;;) {
-		left = deadline - now_ms();
+		left = deadline - clock_mono_us() / 1000;
 		if (left <= 0)
 			return -ETIMEDOUT;
 		r = poll(&p, 1, (int)left);
@@ -219,7 +212,7 @@ out:
 int proto_call_line(const char *path, const json_t *request, char **line, size_t *len)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int64_t deadline = now_ms() + PROTO_TIMEOUT_MS;
+	int64_t deadline = clock_mono_us() / 1000 + PROTO_TIMEOUT_MS;
 	char *text = NULL, *buf = NULL, *nl;
 	size_t n = 0;
 	int fd = -1, ret;
