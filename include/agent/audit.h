@@ -45,7 +45,8 @@ void audit_close(struct audit **a);
 int audit_log(struct audit *a, const struct audit_rec *r);
 /*
  * n records with one write, in order: all are written or none is (0 or -errno). A group's lines
- * go to one file: when they would take it past max_bytes it is rotated before the first.
+ * go to one file: when they would take it past max_bytes it is rotated before the first (a
+ * group larger than max_bytes on its own makes that file larger).
  */
 int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n);
 /*
