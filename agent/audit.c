@@ -341,6 +341,7 @@ struct audit_snapshot {
 	unsigned n;
 	int *fd;
 	off_t *size;
+	uint64_t *ino;	/* for audit_recover: where a note says its line went */
 };
 
 void audit_snapshot_free(struct audit_snapshot **sp)
@@ -353,6 +354,7 @@ void audit_snapshot_free(struct audit_snapshot **sp)
 		close(s->fd[i]);
 	free(s->fd);
 	free(s->size);
+	free(s->ino);
 	free(s);
 	*sp = NULL;
 }
@@ -364,7 +366,8 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 
 	*out = NULL;
 	if (!s || !(s->fd = calloc(a->keep + 1, sizeof(*s->fd))) ||
-		!(s->size = calloc(a->keep + 1, sizeof(*s->size)))) {
+		!(s->size = calloc(a->keep + 1, sizeof(*s->size))) ||
+		!(s->ino = calloc(a->keep + 1, sizeof(*s->ino)))) {
 		audit_snapshot_free(&s);
 		return -ENOMEM;
 	}
@@ -380,6 +383,7 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 			continue;
 		}
 		s->fd[s->n] = fd;
+		s->ino[s->n] = (uint64_t)st.st_ino;
 		s->size[s->n++] = st.st_size;
 	}
 	*out = s;
@@ -466,45 +470,9 @@ json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t
 	return q.out;
 }
 
-/* The trail's files as recovery reads them, opened once: [0] is audit.jsonl. */
-struct trail {
-	uint64_t *ino;
-	int *fd;		/* -1: no such file */
-	unsigned n;
-};
-
-static void trail_close(struct trail *t)
-{
-	for (unsigned i = 0; t->fd && i < t->n; i++)
-		if (t->fd[i] >= 0)
-			close(t->fd[i]);
-	free(t->fd);
-	free(t->ino);
-}
-
-static int trail_open(const struct audit *a, struct trail *t)
-{
-	char path[4200];
-	struct stat st;
-
-	t->n = a->keep + 1;
-	t->ino = calloc(t->n, sizeof(*t->ino));
-	t->fd = malloc(t->n * sizeof(*t->fd));
-	if (!t->ino || !t->fd) {
-		t->n = 0;
-		return -ENOMEM;
-	}
-	for (unsigned i = 0; i < t->n; i++) {
-		rotated(a, i, path, sizeof(path));
-		t->fd[i] = open(path, O_RDONLY | O_CLOEXEC);
-		if (t->fd[i] >= 0 && fstat(t->fd[i], &st) == 0)
-			t->ino[i] = (uint64_t)st.st_ino;
-	}
-	return t->fd[0] >= 0 ? 0 : -errno;
-}
-
 /* Whether the line a note names is in the trail, where it was written: any of its files. */
-static bool noted_line_there(const struct trail *t, const unsigned char *p, size_t len)
+static bool noted_line_there(const struct audit_snapshot *t, const unsigned char *p,
+	size_t len)
 {
 	size_t n = len - NOTE_AT;
 	bool there = false;
@@ -513,7 +481,7 @@ static bool noted_line_there(const struct trail *t, const unsigned char *p, size
 
 	memcpy(at, p, sizeof(at));
 	for (unsigned i = 0; i < t->n; i++) {
-		if (t->fd[i] < 0 || t->ino[i] != be64toh(at[0]))
+		if (t->ino[i] != be64toh(at[0]))
 			continue;
 		if ((buf = malloc(n))) {
 			there = pread(t->fd[i], buf, n, (off_t)be64toh(at[1])) == (ssize_t)n &&
@@ -526,12 +494,12 @@ static bool noted_line_there(const struct trail *t, const unsigned char *p, size
 }
 
 /* A trail that ends mid-line (a crash) gets its newline first: the next line must stand alone. */
-static int end_line(struct audit *a, const struct trail *t)
+static int end_line(struct audit *a, const struct audit_snapshot *t)
 {
 	char last = '\n';
 	int ret;
 
-	if (a->size && pread(t->fd[0], &last, 1, (off_t)a->size - 1) != 1)
+	if (a->size && pread(t->fd[t->n - 1], &last, 1, (off_t)a->size - 1) != 1)
 		return -EIO;
 	if (last == '\n')
 		return 0;
@@ -545,7 +513,8 @@ static int end_line(struct audit *a, const struct trail *t)
  * The last len bytes of the current file (fewer if it is shorter): where a recovery that ran
  * before, and crashed before the journal could say so, put the lines it restored.
  */
-static char *read_tail(const struct audit *a, const struct trail *t, size_t len, size_t *got)
+static char *read_tail(const struct audit *a, const struct audit_snapshot *t, size_t len,
+	size_t *got)
 {
 	size_t n = a->size < len ? (size_t)a->size : len;
 	char *buf = malloc(n + 1);
@@ -554,7 +523,7 @@ static char *read_tail(const struct audit *a, const struct trail *t, size_t len,
 	*got = 0;
 	if (!buf)
 		return NULL;
-	r = pread(t->fd[0], buf, n, (off_t)(a->size - n));
+	r = pread(t->fd[t->n - 1], buf, n, (off_t)(a->size - n));
 	*got = r > 0 ? (size_t)r : 0;
 	return buf;
 }
@@ -572,7 +541,7 @@ static bool note_line(const struct store_note *n, const char **line, size_t *len
 int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t *restored)
 {
 	bool *missing = calloc(n + 1, sizeof(*missing));
-	struct trail t = { 0 };
+	struct audit_snapshot *t = NULL;
 	size_t want = 1, got = 0, len;
 	char *tail = NULL;
 	const char *line;
@@ -581,23 +550,28 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	*restored = 0;
 	if (!missing)
 		return -ENOMEM;
-	if (!n || (ret = trail_open(a, &t)))
+	if (!n || (ret = audit_snapshot(a, &t)))
 		goto out;
+	/* The trail's files, oldest first: the last one is audit.jsonl, the one written to. */
+	if (!t->n || t->ino[t->n - 1] != a->ino) {
+		ret = -EIO;
+		goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (!note_line(&v[i], &line, &len)) {
 			log_warn("audit: ignoring a note in the journal that is not an audit line");
 			continue;
 		}
-		if ((missing[i] = !noted_line_there(&t, v[i].p, v[i].len)))
+		if ((missing[i] = !noted_line_there(t, v[i].p, v[i].len)))
 			want += len;
 	}
-	if (want > 1 && !(tail = read_tail(a, &t, want, &got)))
+	if (want > 1 && !(tail = read_tail(a, t, want, &got)))
 		ret = -ENOMEM;
 	for (size_t i = 0; i < n && !ret; i++) {
 		if (!missing[i] || !note_line(&v[i], &line, &len) ||
 			(got >= len && memmem(tail, got, line, len)))
 			continue;
-		if (!*restored && (ret = end_line(a, &t)))
+		if (!*restored && (ret = end_line(a, t)))
 			break;
 		if (!(ret = line_append(a->fd, line, len))) {
 			a->size += len;
@@ -608,7 +582,7 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	if (!ret && *restored)
 		ret = audit_sync(a);
 out:
-	trail_close(&t);
+	audit_snapshot_free(&t);
 	free(tail);
 	free(missing);
 	return ret;

@@ -223,15 +223,13 @@ static int encode(struct store *s, char op, const char *jti, const char *token, 
 	size_t jl = op == 'N' ? 0 : strlen(jti);
 	size_t pl = op == 'N' ? NOTE_HDR + len :
 		1 + jl + (op == 'P' ? 1 + len + (annex ? 1 + al : 0) : 0);
+	uint32_t pl_be = htobe32((uint32_t)pl);
 	unsigned char *b;
 	int ret;
 
 	if (jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD || !(b = malloc(HDR + pl)))
 		return jl > GRANT_MAX_STRING || pl > MAX_PAYLOAD ? -EINVAL : -ENOMEM;
-	b[0] = (unsigned char)(pl >> 24);
-	b[1] = (unsigned char)(pl >> 16);
-	b[2] = (unsigned char)(pl >> 8);
-	b[3] = (unsigned char)pl;
+	memcpy(b, &pl_be, sizeof(pl_be));
 	b[HDR] = (unsigned char)op;
 	if (op == 'N') {
 		const uint64_t covered = htobe64((uint64_t)s->covered);
@@ -340,7 +338,10 @@ static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint
 /* A record's payload length, from the first 4 bytes of its header (big-endian). */
 static uint32_t payload_len(const unsigned char *hdr)
 {
-	return (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+	uint32_t be;
+
+	memcpy(&be, hdr, sizeof(be));
+	return be32toh(be);
 }
 
 /* fd's whole content mapped read-only; *len 0 (and nothing mapped) for an empty file. */

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <endian.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -505,10 +506,10 @@ static void group_recs(struct audit_rec *r, struct store_note *n)
 static void assert_noted_at(const struct fixture *f, const struct store_note *n)
 {
 	char *cur = slurp(f, "audit.jsonl");
-	uint64_t at = 0;
+	uint64_t at;
 
-	for (int i = 8; i < 16; i++)
-		at = at << 8 | (unsigned char)n->p[i];
+	memcpy(&at, n->p + 8, sizeof(at));
+	at = be64toh(at);
 	assert_true(at + n->len - 16 <= strlen(cur));
 	assert_memory_equal(cur + at, n->p + 16, n->len - 16);
 	free(cur);
