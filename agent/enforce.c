@@ -16,6 +16,7 @@
 #include "agent/conntrack.h"
 #include "agent/dnat.h"
 #include "agent/enforce.h"
+#include "agent/group.h"
 #include "agent/metrics.h"
 #include "agent/nft.h"
 #include "agent/ranges.h"
@@ -1871,25 +1872,14 @@ static void unlink_settling(struct enforce *e, struct settling *st)
 
 /* Grants that arrive while others are still being verified wait for them, this long at most. */
 #define GROUP_WAIT_US 2000
-/* And a group holds at most this many. */
-#define GROUP_MAX 256
 
-/*
- * Whether the grants ready now are committed without waiting for those still being verified:
- * when none is, when the group is full, or when no group is being made durable and at least
- * half of the grants outstanding are ready. The last keeps the disk and the CPUs busy at once:
- * with one grant per request, the connections otherwise move in step, all waiting for one
- * group's fdatasyncs while the CPUs idle, then all verifying while the disk idles. Half, not
- * one: each group costs a sync thread an fdatasync, and a group per grant spent more than the
- * idle time it saved (measured when a group had two: about 350 us of CPU on the project's VMs).
- */
-static bool group_due(const struct enforce *e)
+static bool ready_due(const struct enforce *e)
 {
-	return e->ready && (!e->in_flight || e->n_ready >= GROUP_MAX ||
-		(!e->settling && e->n_ready >= e->in_flight));
+	return group_due(e->n_ready, e->in_flight, e->settling != NULL);
 }
 
 static void run_group(struct enforce *e);
+static void commit_due(struct enforce *e);
 
 /* Groups whose files are durable now (or failed to be), oldest first. */
 static void synced_cb(struct sync_req *done, void *arg)
@@ -1917,8 +1907,7 @@ static void synced_cb(struct sync_req *done, void *arg)
 		done = next;
 	}
 	/* Grants verified while the disk was busy may not wait for the rest any more. */
-	if (group_due(e))
-		run_group(e);
+	commit_due(e);
 }
 
 /*
@@ -1929,17 +1918,22 @@ static void synced_cb(struct sync_req *done, void *arg)
 static void run_group(struct enforce *e)
 {
 	struct settling *st, **tail;
-	struct pending **v, *p;
-	size_t n = 0;
+	struct pending **v, *p, *last;
+	size_t n = 0, take = group_take(e->n_ready);
 
 	if (!e->ready)
 		return;
 	evtimer_del(e->group_timer);
-	v = calloc(e->n_ready, sizeof(*v));
+	v = calloc(take, sizeof(*v));
 	st = calloc(1, sizeof(*st));
-	p = e->ready;
-	e->ready = e->ready_tail = NULL;
-	e->n_ready = 0;
+	/* The oldest take of them; the rest stay ready, in order, for the next group. */
+	p = last = e->ready;
+	for (size_t i = 1; i < take; i++)
+		last = last->next;
+	if (!(e->ready = last->next))
+		e->ready_tail = NULL;
+	last->next = NULL;
+	e->n_ready -= take;
 	if (!v || !st) {
 		/* Nothing committed: each is refused at once. */
 		while (p) {
@@ -1976,9 +1970,25 @@ out:
 	free(st);
 }
 
+/* Every group that is due, GROUP_MAX grants at most each; what is left waits for the timer. */
+static void commit_due(struct enforce *e)
+{
+	while (ready_due(e))
+		run_group(e);
+	if (e->ready && !evtimer_pending(e->group_timer, NULL)) {
+		struct timeval tv = { 0, GROUP_WAIT_US };
+
+		evtimer_add(e->group_timer, &tv);
+	}
+}
+
+/* The ready grants have waited long enough for the rest: all of them, in groups. */
 static void group_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	run_group(arg);
+	struct enforce *e = arg;
+
+	while (e->ready)
+		run_group(e);
 }
 
 /* Verified grants come back from the workers: commit now, or wait a little for the rest. */
@@ -2001,15 +2011,7 @@ static void verified_cb(struct verify_job *jobs, void *arg)
 		e->in_flight--;
 		jobs = next;
 	}
-	if (group_due(e)) {
-		run_group(e);
-		return;
-	}
-	if (!evtimer_pending(e->group_timer, NULL)) {
-		struct timeval tv = { 0, GROUP_WAIT_US };
-
-		evtimer_add(e->group_timer, &tv);
-	}
+	commit_due(e);
 }
 
 static struct pending *pending_new(struct enforce *e, const char *peer, enforce_done_fn done,
