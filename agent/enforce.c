@@ -106,6 +106,17 @@ static int test_hook_sync(int ret)
 }
 
 /*
+ * $JITD_TEST_HOLD_FILE present: verified grants wait, uncommitted, until it is removed, so that
+ * a test can have more of them ready at once than a group holds.
+ */
+static bool test_hook_hold(void)
+{
+	const char *path = getenv("JITD_TEST_HOLD_FILE");
+
+	return path && access(path, F_OK) == 0;
+}
+
+/*
  * $JITD_TEST_START_PAUSE_FILE holding N (at most 10,000): jitd sleeps N ms after its restore,
  * before the events are heard, so that a test can change the ruleset in between.
  */
@@ -126,6 +137,11 @@ static void test_hook_poll(void)
 static int test_hook_sync(int ret)
 {
 	return ret;
+}
+
+static bool test_hook_hold(void)
+{
+	return false;
 }
 
 static void test_hook_start_pause(void)
@@ -1973,7 +1989,7 @@ out:
 /* Every group that is due, GROUP_MAX grants at most each; what is left waits for the timer. */
 static void commit_due(struct enforce *e)
 {
-	while (ready_due(e))
+	while (!test_hook_hold() && ready_due(e))
 		run_group(e);
 	if (e->ready && !evtimer_pending(e->group_timer, NULL)) {
 		struct timeval tv = { 0, GROUP_WAIT_US };
@@ -1987,6 +2003,10 @@ static void group_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct enforce *e = arg;
 
+	if (test_hook_hold()) {
+		commit_due(e);
+		return;
+	}
 	while (e->ready)
 		run_group(e);
 }
@@ -3201,6 +3221,12 @@ bool enforce_table_owned(const struct enforce *e)
 const struct metrics *enforce_metrics(const struct enforce *e)
 {
 	return &e->metrics;
+}
+
+void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting)
+{
+	*verifying = e->in_flight;
+	*waiting = e->n_ready;
 }
 
 int64_t enforce_started(const struct enforce *e)

@@ -565,7 +565,7 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	struct metrics_gauges g = { .denied_packets = -1, .started = enforce_started(h->enf) };
 	struct evbuffer *out = evbuffer_new();
 	uint64_t packets, bytes;
-	size_t n;
+	size_t n, verifying, waiting;
 	char *text;
 
 	if (!p->verified && !p->loopback) {
@@ -579,6 +579,9 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	g.active_grants = n;
 	(void)enforce_model(h->enf, &n);
 	g.kernel_elements = n;
+	enforce_queue(h->enf, &verifying, &waiting);
+	g.verifying = verifying;
+	g.waiting = waiting;
 	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
 		&bytes))
 		g.denied_packets = (int64_t)packets;

@@ -93,6 +93,11 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 	scalar(&o, "jitd_kernel_elements", "gauge",
 		"Allow-set elements in table inet jitd, as the agent last wrote them.",
 		g->kernel_elements);
+	scalar(&o, "jitd_grants_verifying", "gauge",
+		"Grants received and being verified (queued for or on a worker thread).",
+		g->verifying);
+	scalar(&o, "jitd_grants_waiting", "gauge",
+		"Grants verified and waiting for their group to be committed.", g->waiting);
 	if (g->denied_packets >= 0)
 		scalar(&o, "jitd_denied_packets_total", "counter",
 			"Packets to protected ports dropped or rejected (kernel counter).",

@@ -160,6 +160,8 @@ struct conntrack *enforce_conntrack(const struct enforce *e);
 struct activity *enforce_activity(const struct enforce *e);
 const char *enforce_config_path(const struct enforce *e);
 const struct metrics *enforce_metrics(const struct enforce *e);
+/* Grants received and still being verified; verified and waiting for their group. */
+void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting);
 /* Whether jitd's socket owns table inet jitd (Linux 6.9+, config table_owner). */
 bool enforce_table_owned(const struct enforce *e);
 /* When the agent started (seconds since the epoch), and its last operational error ("" if none). */

@@ -38,6 +38,8 @@ struct metrics {
 struct metrics_gauges {
 	uint64_t active_grants;
 	uint64_t kernel_elements;
+	uint64_t verifying;		/* grants received, being verified */
+	uint64_t waiting;		/* verified, waiting for their group */
 	int64_t denied_packets;		/* < 0: unknown */
 	int64_t started;		/* seconds since the epoch */
 };

@@ -58,7 +58,7 @@ static void test_counters_and_codes(void **state)
 {
 	struct metrics m = { .grants_applied = 7, .grants_expired = 2 };
 	struct metrics_gauges g = { .active_grants = 5, .kernel_elements = 9, .denied_packets = 42,
-		.started = 1796000000 };
+		.started = 1796000000, .verifying = 3, .waiting = 11 };
 	char *text;
 
 	metrics_refused(m.grants_refused, JIT_ERR_REPLAY);
@@ -74,6 +74,9 @@ static void test_counters_and_codes(void **state)
 	assert_line(text, "jitd_build_info{version=\"" JITD_VERSION "\"} 1");
 	assert_line(text, "jitd_active_grants 5");
 	assert_line(text, "jitd_kernel_elements 9");
+	assert_line(text, "jitd_grants_verifying 3");
+	assert_line(text, "jitd_grants_waiting 11");
+	assert_line(text, "# TYPE jitd_grants_waiting gauge");
 	assert_line(text, "jitd_denied_packets_total 42");
 	assert_line(text, "jitd_start_time_seconds 1796000000");
 	assert_line(text, "jitd_grants_applied_total 7");
