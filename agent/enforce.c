@@ -1986,11 +1986,9 @@ out:
 	free(st);
 }
 
-/* Every group that is due, GROUP_MAX grants at most each; what is left waits for the timer. */
-static void commit_due(struct enforce *e)
+/* Grants still ready wait for the timer, GROUP_WAIT_US from the first of them at most. */
+static void wait_for_rest(struct enforce *e)
 {
-	while (!test_hook_hold() && ready_due(e))
-		run_group(e);
 	if (e->ready && !evtimer_pending(e->group_timer, NULL)) {
 		struct timeval tv = { 0, GROUP_WAIT_US };
 
@@ -1998,17 +1996,22 @@ static void commit_due(struct enforce *e)
 	}
 }
 
+/* Every group that is due, GROUP_MAX grants at most each; the rest wait. */
+static void commit_due(struct enforce *e)
+{
+	while (!test_hook_hold() && ready_due(e))
+		run_group(e);
+	wait_for_rest(e);
+}
+
 /* The ready grants have waited long enough for the rest: all of them, in groups. */
 static void group_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct enforce *e = arg;
 
-	if (test_hook_hold()) {
-		commit_due(e);
-		return;
-	}
-	while (e->ready)
+	while (!test_hook_hold() && e->ready)
 		run_group(e);
+	wait_for_rest(e);
 }
 
 /* Verified grants come back from the workers: commit now, or wait a little for the rest. */
