@@ -634,6 +634,33 @@ out:
 	return ret;
 }
 
+/*
+ * A second name for the damaged snapshot (open as fd), SNAPSHOT.corrupt-<time>[.<n>], in aside.
+ * A name already taken by the same file (a start that failed within the same second) will do.
+ */
+static int keep_aside(const struct store *s, int fd, char *aside, size_t size)
+{
+	long long now = (long long)time(NULL);
+	struct stat a, b;
+
+	if (fstat(fd, &a) < 0)
+		return -errno;
+	for (int n = 0; n < 10; n++) {
+		if (n)
+			snprintf(aside, size, SNAPSHOT ".corrupt-%lld.%d", now, n);
+		else
+			snprintf(aside, size, SNAPSHOT ".corrupt-%lld", now);
+		if (linkat(s->dirfd, SNAPSHOT, s->dirfd, aside, 0) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -errno;
+		if (fstatat(s->dirfd, aside, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+			a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return 0;
+	}
+	return -EEXIST;
+}
+
 static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 {
 	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -645,18 +672,26 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	s->sfd = fd; /* where the loaded entries' records are, even if moved aside below */
+	s->sfd = fd; /* where the loaded entries' records are */
 	ret = load(s, fd, IN_SNAPSHOT, &good, &records, &bad);
 	*damaged = bad;
 	if (ret || !bad)
 		return ret;
-	/* Never written in place, so damage is not a crash: keep it for a post-mortem. */
-	snprintf(aside, sizeof(aside), SNAPSHOT ".corrupt-%lld", (long long)time(NULL));
-	log_err("state: %s/%s is corrupt after %zu good record(s); moved aside as %s (the grants "
-		"in it are checked again on start, the rest are lost to this agent, none opens)",
+	/*
+	 * Never written in place, so damage is not a crash: keep a copy for a post-mortem. A second
+	 * name, not a rename: until the compaction after this renames a sound snapshot over it, the
+	 * good records in it are nowhere else, and a crash or a failed compaction in between must
+	 * find them here on the next start. The copy is a courtesy; failing to make it stops nothing.
+	 */
+	if ((ret = keep_aside(s, fd, aside, sizeof(aside)))) {
+		log_err("state: %s/%s is corrupt after %zu good record(s) and no copy can be kept: %s "
+			"(the grants in it are checked again on start, the rest are lost to this "
+			"agent, none opens)", state_dir, SNAPSHOT, records, strerror(-ret));
+		return 0;
+	}
+	log_err("state: %s/%s is corrupt after %zu good record(s); kept as %s (the grants in it "
+		"are checked again on start, the rest are lost to this agent, none opens)",
 		state_dir, SNAPSHOT, records, aside);
-	if (renameat(s->dirfd, SNAPSHOT, s->dirfd, aside) < 0)
-		return -errno;
 	return 0;
 }
 
@@ -710,7 +745,7 @@ int store_open(const char *state_dir, struct store **out)
 		ret = -errno;
 		goto fail;
 	}
-	/* What survived a damaged snapshot must not depend on the copy that was moved aside. */
+	/* What survived a damaged snapshot goes into a sound one, which replaces the damaged file. */
 	if (damaged && (ret = compact(s)))
 		goto fail;
 	note_legacy(s, state_dir);

@@ -307,6 +307,41 @@ static void test_snapshot(void **state)
 	store_close(&st);
 }
 
+/*
+ * The good records of a damaged snapshot are nowhere else until a sound snapshot replaces it: a
+ * start whose compaction fails (here: its temporary file cannot be made) must leave them for
+ * the next start.
+ */
+static void test_snapshot_damage_outlives_failed_compaction(void **state)
+{
+	struct store *st;
+	struct stat sb;
+	int fd;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
+	store_close(&st);
+	assert_int_equal(stat(at("grants.snap"), &sb), 0);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "!", 1, sb.st_size - 2), 1);
+	close(fd);
+	assert_int_equal(mkdir(at(".grants.snap.tmp"), 0700), 0);
+	assert_int_not_equal(store_open(dir, &st), 0);
+	assert_null(st);
+	assert_int_equal(rmdir(at(".grants.snap.tmp")), 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-a;tok-c;");
+	st = reopen(st);
+	assert_tokens(st, "tok-a;tok-c;");
+	assert_int_equal(store_del(st, "a"), 0);
+	assert_int_equal(store_del(st, "c"), 0);
+	store_close(&st);
+}
+
 static int count_cb(const char *token, size_t len, const char *annex __attribute__((unused)),
 	void *arg)
 {
@@ -641,6 +676,7 @@ int main(void)
 		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_snapshot),
+		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_annex),
