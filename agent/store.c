@@ -408,11 +408,36 @@ static void free_loaded(struct store *s)
 }
 
 /*
+ * Whether what follows the last good record (at good) is what a crash in the middle of an
+ * append leaves: a last record cut short or garbled, with nothing after it but zeros (a file
+ * system can extend a file before its data reaches the disk).
+ */
+static bool torn_tail(const unsigned char *p, size_t len, off_t good)
+{
+	size_t left = len - (size_t)good, pl, from = (size_t)good;
+
+	if (left < HDR)
+		return true;
+	pl = payload_len(p + good);
+	if (pl >= 2 && pl <= MAX_PAYLOAD) {
+		if (left - HDR <= pl)
+			return true;
+		from += HDR + pl;
+	}
+	for (size_t i = from; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/*
  * Reads records from fd until the end or the first that is short or fails its checksum.
- * *good is the offset after the last good record; *bad tells whether anything followed it.
+ * *good is the offset after the last good record; *bad tells whether anything followed it,
+ * and *torn whether that is only a torn tail (torn_tail) rather than damage.
  * The file is mapped: 100,000 records read with two preads each were 8% of a restart.
  */
-static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *records, bool *bad)
+static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *records, bool *bad,
+	bool *torn)
 {
 	unsigned char sum[SUM];
 	const unsigned char *p;
@@ -422,19 +447,17 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 	*good = 0;
 	*records = 0;
 	*bad = false;
+	*torn = false;
 	if ((ret = map_file(fd, &p, &len)))
 		return ret;
 	while ((size_t)*good < len) {
 		const unsigned char *hdr = p + *good;
 		size_t left = len - (size_t)*good, pl;
 
-		if (left < HDR) {
+		pl = left < HDR ? 0 : payload_len(hdr);
+		if (left < HDR || pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl) {
 			*bad = true;
-			break;
-		}
-		pl = payload_len(hdr);
-		if (pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl) {
-			*bad = true;
+			*torn = torn_tail(p, len, *good);
 			break;
 		}
 		/*
@@ -443,8 +466,13 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		 */
 		if ((ret = checksum(s, hdr + HDR, pl, sum)))
 			break;
-		if (memcmp(sum, hdr + 4, SUM) ||
-			(ret = apply_payload(s, hdr + HDR, pl, file, *good)) == -EINVAL) {
+		if (memcmp(sum, hdr + 4, SUM)) {
+			*bad = true;
+			*torn = torn_tail(p, len, *good);
+			break;
+		}
+		/* Whole, as written, yet not understood: no crash does that. */
+		if ((ret = apply_payload(s, hdr + HDR, pl, file, *good)) == -EINVAL) {
 			ret = 0;
 			*bad = true;
 			break;
@@ -667,13 +695,13 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 	char aside[64];
 	size_t records;
 	off_t good;
-	bool bad;
+	bool bad, torn;
 	int ret;
 
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
 	s->sfd = fd; /* where the loaded entries' records are */
-	ret = load(s, fd, IN_SNAPSHOT, &good, &records, &bad);
+	ret = load(s, fd, IN_SNAPSHOT, &good, &records, &bad, &torn);
 	*damaged = bad;
 	if (ret || !bad)
 		return ret;
@@ -708,10 +736,71 @@ static void note_legacy(struct store *s, const char *state_dir)
 			 "restored (remove the directory)", state_dir, LEGACY_DIR);
 }
 
+/*
+ * A copy of the journal as it is, before damage found in it is cut off: for a post-mortem, as
+ * for the snapshot. Made with copy_file_range, in the kernel; made durable before the cut.
+ */
+static int copy_journal(const struct store *s, char *aside, size_t size)
+{
+	off_t in = 0, out = 0;
+	struct stat st;
+	int fd, ret = 0;
+
+	snprintf(aside, size, JOURNAL ".corrupt-%lld", (long long)time(NULL));
+	if (fstat(s->jfd, &st) < 0)
+		return -errno;
+	fd = openat(s->dirfd, aside, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	while (!ret && in < st.st_size) {
+		ssize_t n = copy_file_range(s->jfd, &in, fd, &out, (size_t)(st.st_size - in), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = n < 0 ? -errno : -EIO;
+	}
+	if (!ret && (fsync(fd) < 0 || fsync(s->dirfd) < 0))
+		ret = -errno;
+	close(fd);
+	if (ret)
+		(void)unlinkat(s->dirfd, aside, 0);
+	return ret;
+}
+
+/*
+ * What follows the journal's last good record goes. A torn tail was never acknowledged. Damage
+ * before the end is cut off too, with the records after it: any of them, or the damaged one,
+ * may be a grant's end (revoked, expired), and keeping the rest could bring that grant back.
+ * Fail closed: those grants are lost to this agent, and none opens; a copy is kept first.
+ */
+static int cut_journal(struct store *s, const char *state_dir, off_t good, size_t records,
+	bool torn)
+{
+	char aside[80];
+	int ret;
+
+	if (torn) {
+		log_warn("state: ignoring a torn tail of %s/%s after %zu record(s) (an append a "
+			"crash cut short, never acknowledged)", state_dir, JOURNAL, records);
+	} else if ((ret = copy_journal(s, aside, sizeof(aside)))) {
+		log_err("state: %s/%s is damaged after %zu good record(s), before its end; no copy "
+			"can be kept (%s); cut there (the grants recorded after the damage are lost "
+			"to this agent, none opens)", state_dir, JOURNAL, records, strerror(-ret));
+	} else {
+		log_err("state: %s/%s is damaged after %zu good record(s), before its end; kept as "
+			"%s and cut there (the grants recorded after the damage are lost to this "
+			"agent, none opens)", state_dir, JOURNAL, records, aside);
+	}
+	if (ftruncate(s->jfd, good) < 0 || fsync(s->jfd) < 0)
+		return -errno;
+	return 0;
+}
+
 int store_open(const char *state_dir, struct store **out)
 {
 	struct store *s;
-	bool bad, damaged = false;
+	bool bad, torn, damaged = false;
 	size_t records;
 	off_t good;
 	int ret;
@@ -728,17 +817,9 @@ int store_open(const char *state_dir, struct store **out)
 		goto fail;
 	}
 	if ((ret = load_snapshot(s, state_dir, &damaged)) ||
-		(ret = load(s, s->jfd, IN_JOURNAL, &good, &records, &bad)))
+		(ret = load(s, s->jfd, IN_JOURNAL, &good, &records, &bad, &torn)) ||
+		(bad && (ret = cut_journal(s, state_dir, good, records, torn))))
 		goto fail;
-	if (bad) {
-		/* A crash in the middle of an append: that record was never acknowledged. */
-		log_warn("state: ignoring a torn or damaged tail of %s/%s after %zu record(s)",
-			state_dir, JOURNAL, records);
-		if (ftruncate(s->jfd, good) < 0 || fsync(s->jfd) < 0) {
-			ret = -errno;
-			goto fail;
-		}
-	}
 	s->jsize = good;
 	s->jrecords = records;
 	if (lseek(s->jfd, good, SEEK_SET) < 0) {

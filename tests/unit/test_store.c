@@ -243,8 +243,23 @@ static void test_no_digest_keeps_journal(void **state __attribute__((unused)))
 	store_close(&st);
 }
 
+/* Files in the store's directory whose names start with prefix. */
+static size_t count_named(const char *prefix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += !strncmp(de->d_name, prefix, strlen(prefix));
+	closedir(d);
+	return n;
+}
+
 static void test_torn_tail(void **state)
 {
+	size_t copies = count_named("grants.journal.corrupt-");
 	struct store *st;
 	struct stat sb;
 
@@ -257,12 +272,94 @@ static void test_torn_tail(void **state)
 	assert_int_equal(truncate(path, sb.st_size - 3), 0);
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-x;");
+	/* Expected after a crash: no copy for a post-mortem. */
+	assert_int_equal(count_named("grants.journal.corrupt-"), copies);
 	/* Appends continue after the last good record. */
 	assert_int_equal(store_put(st, "z", "tok-z", 5), 0);
 	st = reopen(st);
 	assert_tokens(st, "tok-x;tok-z;");
 	assert_int_equal(store_del(st, "x"), 0);
 	assert_int_equal(store_del(st, "z"), 0);
+	store_close(&st);
+}
+
+/* A file system that extended the file before the data reached the disk leaves zeros. */
+static void test_zero_tail(void **state)
+{
+	size_t copies = count_named("grants.journal.corrupt-");
+	static const char zeros[4096];
+	struct store *st;
+	struct stat sb;
+	off_t size;
+	int fd;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "u", "tok-u", 5), 0);
+	store_close(&st);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	size = sb.st_size;
+	fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, zeros, sizeof(zeros)), sizeof(zeros));
+	close(fd);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-u;");
+	assert_int_equal(count_named("grants.journal.corrupt-"), copies);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	assert_int_equal(sb.st_size, size);
+	assert_int_equal(store_del(st, "u"), 0);
+	store_close(&st);
+}
+
+/*
+ * Damage before the journal's end is no crash. It is cut off all the same, with the sound
+ * record after it (fail closed: the damaged record could have been a grant's end), but a copy
+ * of the journal as it was is kept first.
+ */
+static void test_journal_damage(void **state)
+{
+	size_t copies = count_named("grants.journal.corrupt-");
+	struct stat sb, damaged;
+	struct store *st;
+	off_t before;
+	DIR *d;
+	struct dirent *de;
+	bool copy_whole = false;
+	int fd;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "m", "tok-m", 5), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	before = sb.st_size;
+	assert_int_equal(store_put(st, "n", "tok-n", 5), 0);
+	assert_int_equal(store_put(st, "o", "tok-o", 5), 0);
+	store_close(&st);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	/* A byte of n's payload (after its 12-byte header): o, after it, stays whole. */
+	assert_int_equal(pwrite(fd, "!", 1, before + 13), 1);
+	close(fd);
+	assert_int_equal(stat(path, &damaged), 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-m;");
+	assert_int_equal(count_named("grants.journal.corrupt-"), copies + 1);
+	d = opendir(dir);
+	while (d && (de = readdir(d))) {
+		struct stat cb;
+
+		if (!strncmp(de->d_name, "grants.journal.corrupt-", 23) &&
+			stat(at(de->d_name), &cb) == 0 && cb.st_size == damaged.st_size)
+			copy_whole = true;
+	}
+	closedir(d);
+	assert_true(copy_whole);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	assert_int_equal(sb.st_size, before);
+	/* Cut once: the next start finds a sound journal and makes no copy. */
+	st = reopen(st);
+	assert_tokens(st, "tok-m;");
+	assert_int_equal(count_named("grants.journal.corrupt-"), copies + 1);
+	assert_int_equal(store_del(st, "m"), 0);
 	store_close(&st);
 }
 
@@ -675,6 +772,8 @@ int main(void)
 		cmocka_unit_test(test_journal),
 		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_torn_tail),
+		cmocka_unit_test(test_zero_tail),
+		cmocka_unit_test(test_journal_damage),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
 		cmocka_unit_test(test_many),
