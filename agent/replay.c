@@ -243,11 +243,12 @@ static char parse_line(char *line, int64_t *until, char **jti)
  */
 static int load(struct replay *r, int64_t now, bool *rewrite)
 {
-	char line[JTI_MAX + 64], *jti;
 	FILE *f = fopen(r->path, "re");
-	size_t lines = 0;
-	bool garbage = false;
+	size_t lines = 0, size = 0;
+	bool garbage = false, torn = false;
+	char *line = NULL, *jti;
 	struct stat st;
+	ssize_t n;
 	int ret = 0;
 
 	*rewrite = true;
@@ -257,33 +258,46 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 		fclose(f);
 		return ret;
 	}
-	while (ret == 0 && fgets(line, sizeof(line), f)) {
+	/*
+	 * Whole lines, however long: a damaged one (a newline lost, a stray NUL) is skipped, and
+	 * the ids after it are still read. Stopping there would let the rewrite below drop them
+	 * for good, and with them the refusal of their tokens, revoked ones among them.
+	 */
+	while (ret == 0 && (n = getline(&line, &size, f)) > 0) {
 		int64_t until;
 		struct entry *e;
-		char kind;
+		char kind = 0;
 
-		/* A line without its newline was never fully written, so never acknowledged. */
-		if (!strchr(line, '\n')) {
+		/* A last line without its newline was never fully written, so never acknowledged. */
+		if (line[n - 1] != '\n') {
 			log_warn("replay: skipping a torn last line in %s", r->path);
-			fclose(f);
-			return 0;
+			torn = true;
+			break;
 		}
 		lines++;
-		if ((kind = parse_line(line, &until, &jti)) == 'A') {
+		/* parse_line reads up to the first NUL: the line must not end sooner. */
+		if (!memchr(line, '\0', (size_t)n))
+			kind = parse_line(line, &until, &jti);
+		if (kind == 'A') {
 			if (until >= now)
 				ret = put(r, jti, until);
 		} else if (kind == 'F') {
 			if ((e = lookup(r, jti)))
 				drop(r, e);
 		} else {
-			/* A torn last line after a crash is expected; anything else is noise. */
 			log_warn("replay: skipping an unreadable line in %s", r->path);
 			garbage = true;
 		}
 	}
+	if (ret == 0 && ferror(f))
+		ret = -EIO;
+	free(line);
 	fclose(f);
-	/* Garbage goes at once, or every start would warn of it again. */
-	*rewrite = garbage || lines - r->live > DEAD_LINES_KEPT(r->live);
+	/*
+	 * Garbage goes at once, or every start would warn of it again; a torn line too, or the
+	 * next line appended would run on from it and be lost with it.
+	 */
+	*rewrite = garbage || torn || lines - r->live > DEAD_LINES_KEPT(r->live);
 	return ret;
 }
 

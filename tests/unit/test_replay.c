@@ -238,6 +238,39 @@ static void test_compaction_and_garbage(void **state)
 	fclose(fp);
 }
 
+/*
+ * A damaged line before the end (its newline lost, so that it runs on for hundreds of bytes,
+ * or a stray NUL in it) is skipped, and the ids after it are still refused: also after the
+ * rewrite the damage causes. Read as a torn last line, the rest of the file was lost with it.
+ */
+static void test_damaged_lines(void **state)
+{
+	static const char nul_line[] = "A 1800000100 nu\0l\n";
+	struct fixture *f = *state;
+	struct replay *r;
+	char run_on[600];
+	FILE *fp;
+
+	memset(run_on, 'x', sizeof(run_on) - 1);
+	run_on[sizeof(run_on) - 1] = '\0';
+	fp = fopen(f->db, "w");
+	assert_non_null(fp);
+	fprintf(fp, "A %d first\nA %d lost%s\nA %d second\n", NOW + 100, NOW + 100, run_on,
+		NOW + 100);
+	assert_int_equal(fwrite(nul_line, 1, sizeof(nul_line) - 1, fp), sizeof(nul_line) - 1);
+	fprintf(fp, "A %d third\n", NOW + 100);
+	fclose(fp);
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+		assert_int_equal(replay_check(r, "first", NOW), JIT_ERR_REPLAY);
+		assert_int_equal(replay_check(r, "second", NOW), JIT_ERR_REPLAY);
+		assert_int_equal(replay_check(r, "third", NOW), JIT_ERR_REPLAY);
+		assert_int_equal(replay_check(r, "nu", NOW), 0);
+		assert_int_equal(replay_count(r), 3);
+		replay_close(&r);
+	}
+}
+
 static size_t count_lines(const char *path)
 {
 	FILE *fp = fopen(path, "r");
@@ -382,6 +415,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_add_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group_write_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_only_when_worth_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
