@@ -1,0 +1,84 @@
+# The grant journal damaged while jitd is stopped: a byte changed in a record before its end,
+# which no crash does. jitd starts and fails closed: the grant recorded there and every one
+# after it are lost to it and their elements go, the one before stays; it says so in its log
+# and keeps a copy of the journal as it was. Then the replay cache's file, damaged before its
+# end: the ids after the damage are still refused.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+
+sign --src 192.0.2.2 --port 22 --for 600 --jti before | submit - >/dev/null || fail "grant refused"
+sign --src 192.0.2.3 --port 22 --for 600 --jti damaged | submit - >/dev/null || fail "grant refused"
+sign --src 198.51.100.2 --port 22 --for 600 --jti after | submit - >/dev/null || fail "grant refused"
+expect_connect ok "$C1" 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
+stop_jitd TERM
+
+journal=$TMP/state/grants.journal
+# The first "damaged" in the file is the grant's id in its own record (its audit line's copy
+# comes after it); ten bytes on is inside the same record.
+at=$(grep -boa damaged "$journal" | head -1 | cut -d: -f1)
+[ -n "$at" ] || fail "the grant's record is not in the journal"
+size=$(stat -c %s "$journal")
+[ "$((at + 10))" -lt "$((size - 100))" ] || fail "the record is not before the journal's end"
+printf '#' | dd of="$journal" bs=1 seek=$((at + 10)) conv=notrunc status=none
+cp "$journal" "$TMP/journal.damaged"
+log "journal damaged at byte $((at + 10)) of $size; jitd starts again"
+start_jitd
+
+grep -q "grants.journal is damaged after .* kept as grants.journal.corrupt-" "$TMP/jitd.log" ||
+	fail "no error about the damage: $(grep state: "$TMP/jitd.log")"
+copies=("$TMP"/state/grants.journal.corrupt-*)
+[ "${#copies[@]}" -eq 1 ] && [ -f "${copies[0]}" ] || fail "no copy kept: ${copies[*]}"
+cmp -s "${copies[0]}" "$TMP/journal.damaged" || fail "the copy is not the journal as it was"
+pass "the damage is logged as an error and the journal kept as it was"
+
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant before the damage was lost: $(host_elems)"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the damaged grant's element stayed: $(host_elems)"
+lacks_elem allow4_addr "198.51.100.2 tcp 22" || fail "the grant after the damage stayed: $(host_elems)"
+pass "kernel: the grant before the damage kept, the damaged one and the one after it removed"
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
+	fail "status: $(status_json | jq -c '.grants | map(.id)')"
+pass "jitctl status lists the grant before the damage only"
+expect_connect ok "$C1" 192.0.2.1 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+
+log "restart: the journal was cut once, nothing more is lost"
+stop_jitd TERM
+lines=$(grep -c "grants.journal is damaged" "$TMP/jitd.log")
+start_jitd
+[ "$(grep -c "grants.journal is damaged" "$TMP/jitd.log")" -eq "$lines" ] ||
+	fail "the journal was reported damaged again"
+copies=("$TMP"/state/grants.journal.corrupt-*)
+[ "${#copies[@]}" -eq 1 ] || fail "another copy was made: ${copies[*]}"
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status changed"
+pass "a second start finds a sound journal"
+
+log "replay.db damaged before its end: the ids after the damage are still refused"
+stop_jitd TERM
+db=$TMP/state/replay.db
+for id in before damaged after; do
+	grep -q " $id\$" "$db" || fail "$id is not in replay.db: $(cat "$db")"
+done
+# The first line damaged (garbage on it, 400 bytes: past the 320 jitd once read at a time, which
+# it took for a torn last line, and stopped there). "before" goes with it, but its grant is live:
+# its journal record has its id too.
+{
+	grep " before\$" "$db" | tr -d '\n'
+	printf '%0400d\n' 0
+	grep -v " before\$" "$db"
+} >"$db.new"
+mv "$db.new" "$db"
+chmod 0600 "$db"
+start_jitd
+for id in before damaged after; do
+	out=$(sign --src 192.0.2.3 --port 22 --for 600 --jti "$id" | submit - --json 2>&1) &&
+		fail "the $id token was taken again: $out"
+	[ "$(jq -r .error <<<"$out")" = replay ] || fail "the $id token: $out"
+done
+grep -q "replay: skipping an unreadable line" "$TMP/jitd.log" || fail "no warning about the line"
+pass "ids after the damaged line are still refused as replay"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "a refused grant opened: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
