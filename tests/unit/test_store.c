@@ -363,11 +363,23 @@ static void test_journal_damage(void **state)
 	store_close(&st);
 }
 
+/* A byte of the snapshot's last record's payload changed: the records before it stay sound. */
+static void damage_snapshot_end(void)
+{
+	struct stat sb;
+	int fd;
+
+	assert_int_equal(stat(at("grants.snap"), &sb), 0);
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "!", 1, sb.st_size - 2), 1);
+	close(fd);
+}
+
 static void test_snapshot(void **state)
 {
 	struct store *st;
 	struct stat sb;
-	int fd;
 	DIR *d;
 	struct dirent *de;
 	bool aside = false;
@@ -383,11 +395,7 @@ static void test_snapshot(void **state)
 	assert_tokens(st, "tok-p;tok-q;tok-r;");
 	store_close(&st);
 	/* Damage the second snapshot record's payload: the first survives, the file moves aside. */
-	assert_int_equal(stat(at("grants.snap"), &sb), 0);
-	fd = open(path, O_WRONLY);
-	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, "!", 1, sb.st_size - 2), 1);
-	close(fd);
+	damage_snapshot_end();
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-p;tok-r;");
 	/* What survived is in a sound snapshot at once, not only in memory. */
@@ -412,8 +420,6 @@ static void test_snapshot(void **state)
 static void test_snapshot_damage_outlives_failed_compaction(void **state)
 {
 	struct store *st;
-	struct stat sb;
-	int fd;
 
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
@@ -421,11 +427,7 @@ static void test_snapshot_damage_outlives_failed_compaction(void **state)
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
 	store_close(&st);
-	assert_int_equal(stat(at("grants.snap"), &sb), 0);
-	fd = open(path, O_WRONLY);
-	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, "!", 1, sb.st_size - 2), 1);
-	close(fd);
+	damage_snapshot_end();
 	assert_int_equal(mkdir(at(".grants.snap.tmp"), 0700), 0);
 	assert_int_not_equal(store_open(dir, &st), 0);
 	assert_null(st);
