@@ -19,7 +19,7 @@
 
 #define DEFAULT_MAX_BYTES (10u * 1024 * 1024)
 #define DEFAULT_KEEP 5
-#define MAX_LINE (256 * 1024)
+#define MAX_LINE (256 * 1024)	/* longer is damage: audit_log writes far less */
 /* How often a missing syslog socket is looked for again. */
 #define SYSLOG_RECHECK_SEC 10
 
@@ -393,14 +393,14 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 	int (*cb)(const json_t *ev, void *arg), void *arg)
 {
-	char *line = malloc(MAX_LINE);
+	char *line = NULL;
+	size_t cap = 0;
 	int ret = 0;
 
-	if (!line)
-		return -ENOMEM;
 	for (unsigned i = 0; ret == 0 && i < s->n; i++) {
 		int fd = dup(s->fd[i]);
 		off_t at = 0;
+		ssize_t n;
 		FILE *f;
 
 		if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0 || !(f = fdopen(fd, "re"))) {
@@ -408,12 +408,17 @@ int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 				close(fd);
 			continue;
 		}
-		/* Lines appended since the snapshot are not its business. */
-		while (ret == 0 && at < s->size[i] && fgets(line, MAX_LINE, f)) {
-			json_t *ev = json_loads(line, JSON_REJECT_DUPLICATES, NULL);
+		/*
+		 * Lines appended since the snapshot are not its business: counted in bytes read, as
+		 * getline returns them, so that a NUL in a damaged line cannot shift the bound.
+		 */
+		while (ret == 0 && at < s->size[i] && (n = getline(&line, &cap, f)) > 0) {
+			json_t *ev = NULL;
 
-			at += (off_t)strlen(line);
-			/* Lines that do not parse (a torn write) are skipped. */
+			at += n;
+			/* A torn write, or a damaged line (a NUL, a run-on), does not parse: skipped. */
+			if (n <= MAX_LINE)
+				ev = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
 			if (json_is_object(ev) && wanted(ev, since, NULL))
 				ret = cb(ev, arg);
 			json_decref(ev);

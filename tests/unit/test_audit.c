@@ -390,6 +390,45 @@ static void test_snapshot(void **state)
 	audit_close(&a);
 }
 
+/*
+ * A damaged line, a NUL in it (a crash on a file system that leaves zeros), is skipped whole,
+ * even when what comes before the NUL is a record; and it does not move the snapshot's bound:
+ * lines written after the snapshot stay out of it.
+ */
+static void test_snapshot_damaged_line(void **state)
+{
+	static const char damaged[] = "{\"ts\":100,\"event\":\"grant.expired\",\"grant\":"
+		"\"damaged\"}\0\0\0\0 zeros after\n";
+	struct fixture *f = *state;
+	struct audit_snapshot *snap;
+	json_t *seen = json_array();
+	struct audit *a;
+	char path[128];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	log_ids(a, 0, 2);
+	fp = fopen(path, "a");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(damaged, 1, sizeof(damaged) - 1, fp), sizeof(damaged) - 1);
+	assert_int_equal(fclose(fp), 0);
+	log_ids(a, 2, 4);
+	assert_int_equal(audit_snapshot(a, &snap), 0);
+	log_ids(a, 4, 6);
+	assert_int_equal(audit_snapshot_foreach(snap, 0, collect_ids, seen), 0);
+	audit_snapshot_free(&snap);
+	assert_int_equal(json_array_size(seen), 4);
+	for (size_t i = 0; i < 4; i++) {
+		char id[32];
+
+		snprintf(id, sizeof(id), "s-%04zu", i);
+		assert_string_equal(json_string_value(json_array_get(seen, i)), id);
+	}
+	json_decref(seen);
+	audit_close(&a);
+}
+
 /* The whole trail, audit.jsonl, as one string. */
 static char *slurp(const struct fixture *f, const char *name)
 {
@@ -597,6 +636,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_damaged_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover_rotated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_group, setup, teardown),
