@@ -70,6 +70,7 @@ static void client_free(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->ctl->n_clients--;
+	enforce_clients(c->ctl->enf, -1);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	if (c->waiting)
@@ -466,6 +467,7 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 		return;
 	}
 	ctl->n_clients++;
+	enforce_clients(ctl->enf, 1);
 	if ((c->next = ctl->clients))
 		c->next->prev = c;
 	ctl->clients = c;

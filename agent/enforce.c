@@ -199,6 +199,7 @@ struct enforce {
 	struct event *group_timer;
 	size_t in_flight, n_ready;
 	struct pending *ready, *ready_tail;
+	unsigned clients;	/* connected to the control socket or the controller endpoint */
 	/* Groups committed and waiting for their files to be durable, to be answered. */
 	struct syncer *syncer;
 	struct settling *settling;
@@ -1977,7 +1978,10 @@ static void run_group(struct enforce *e)
 		unlink_settling(e, st);
 		goto out;
 	}
-	syncer_request(e->syncer, &st->req);
+	if (group_sync_here(e->in_flight, e->n_ready, e->settling != st || st->next, e->clients))
+		syncer_request_here(e->syncer, &st->req);
+	else
+		syncer_request(e->syncer, &st->req);
 	if (st->carried)
 		trail_due(e);
 	return;
@@ -3224,6 +3228,11 @@ bool enforce_table_owned(const struct enforce *e)
 const struct metrics *enforce_metrics(const struct enforce *e)
 {
 	return &e->metrics;
+}
+
+void enforce_clients(struct enforce *e, int delta)
+{
+	e->clients += (unsigned)delta;
 }
 
 void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting)

@@ -693,6 +693,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 static void conn_gone(struct http *h)
 {
 	h->n_conns--;
+	enforce_clients(h->enf, -1);
 	if (!h->closing && h->paused_full && h->n_conns < h->l->max_connections) {
 		h->paused_full = false;
 		evconnlistener_enable(h->lev);
@@ -761,6 +762,7 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 	bufferevent_incref(bev);
 	h->pending[h->n_pending++] = bev;
 	event_active(h->adopt, EV_TIMEOUT, 0);
+	enforce_clients(h->enf, 1);
 	if (++h->n_conns >= h->l->max_connections && !h->paused_full) {
 		h->paused_full = true;
 		evconnlistener_disable(h->lev);

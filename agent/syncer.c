@@ -43,6 +43,7 @@ struct syncer {
 	pthread_cond_t idle;	/* a request finished */
 	struct sync_req *head, *tail, *done, *done_tail;
 	bool stopping;
+	int64_t last_us;	/* how long the latest pass took, a lane's or syncer_request_here's */
 	struct lane lane[SYNC_MAX_FDS];
 	struct wake *wake;
 	syncer_done_fn done_fn;
@@ -153,6 +154,7 @@ static void *lane_main(void *arg)
 		us = clock_mono_us() - t0;
 
 		pthread_mutex_lock(&s->lock);
+		s->last_us = us;
 		for (struct sync_req *r = first; ; r = r->next) {
 			if (ret && !r->ret)
 				r->ret = ret;
@@ -250,6 +252,37 @@ void syncer_request(struct syncer *s, struct sync_req *r)
 	}
 	finish_prefix(s);
 	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * Beyond this, the disk is slow (a stall, a busy device): the next syncs go to the lanes, so
+ * that the loop is not held up by the next one too. This disk's p99 is about 1 ms.
+ */
+#define SYNC_HERE_MAX_US 5000
+
+void syncer_request_here(struct syncer *s, struct sync_req *r)
+{
+	bool here;
+	int64_t t0;
+
+	pthread_mutex_lock(&s->lock);
+	/* Nothing queued: r cannot overtake a request, and done keeps the order. */
+	here = !s->head && (r->fd[0] < 0) != (r->fd[1] < 0) && s->last_us < SYNC_HERE_MAX_US;
+	pthread_mutex_unlock(&s->lock);
+	if (!here) {
+		syncer_request(s, r);
+		return;
+	}
+	t0 = clock_mono_us();
+	r->ret = syncer_sync_here(r);
+	r->sync_us = clock_mono_us() - t0;
+	r->left = 0;
+	pthread_mutex_lock(&s->lock);
+	s->last_us = r->sync_us;
+	fifo_append(&s->done, &s->done_tail, r, r);
+	pthread_mutex_unlock(&s->lock);
+	/* Delivered on the loop's next turn, as a lane's would be: never inside the caller. */
+	wake_signal(s->wake);
 }
 
 void syncer_wait(struct syncer *s)

@@ -160,6 +160,11 @@ struct conntrack *enforce_conntrack(const struct enforce *e);
 struct activity *enforce_activity(const struct enforce *e);
 const char *enforce_config_path(const struct enforce *e);
 const struct metrics *enforce_metrics(const struct enforce *e);
+/*
+ * A client connected (+1) or went (-1), on the control socket or the controller endpoint: a
+ * group alone syncs on the loop only while at most one is (group_sync_here).
+ */
+void enforce_clients(struct enforce *e, int delta);
 /* Grants received and still being verified; verified and waiting for their group. */
 void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting);
 /* Whether jitd's socket owns table inet jitd (Linux 6.9+, config table_owner). */

@@ -13,7 +13,8 @@ struct syncer;
  * slot of a request (the journal's, the audit trail's), which sync side by side; the loop
  * reads, verifies and commits the next group meanwhile, and answers the first group's grants
  * once its files are durable. A pass of a thread takes its slot of every request queued by
- * then and syncs each file they name there once.
+ * then and syncs each file they name there once. A group alone may be synced on the loop
+ * instead (syncer_request_here), where nothing else would run meanwhile.
  */
 #define SYNC_MAX_FDS 2
 
@@ -52,6 +53,13 @@ void syncer_close(struct syncer **s);
 int syncer_sync_here(struct sync_req *r);
 /* Queues r (its fds set). */
 void syncer_request(struct syncer *s, struct sync_req *r);
+/*
+ * As syncer_request, but r's fdatasync runs here, on the caller's thread (the loop), when that
+ * costs the loop no more than its own wait: nothing is queued, r names one file (two are synced
+ * side by side by the lanes), and the latest sync took less than 5 ms. r comes back through
+ * done on the loop's next turn, in order, as if a lane had synced it.
+ */
+void syncer_request_here(struct syncer *s, struct sync_req *r);
 /*
  * Blocks until every request made so far is finished, and delivers them through done on this
  * thread before it returns: for whatever must not overtake a commit still settling.

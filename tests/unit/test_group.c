@@ -76,6 +76,21 @@ static void take(void **state __attribute__((unused)))
 	assert_int_equal(groups, 3);
 }
 
+/*
+ * A group syncs on the loop only when it is alone and at most one client is connected: any
+ * grant verifying or waiting, any other group settling, or a second client keeps the thread.
+ */
+static void sync_here(void **state __attribute__((unused)))
+{
+	assert_true(group_sync_here(0, 0, false, 0));
+	assert_true(group_sync_here(0, 0, false, 1));
+	assert_false(group_sync_here(0, 0, false, 2));
+	assert_false(group_sync_here(1, 0, false, 1));
+	assert_false(group_sync_here(0, 1, false, 1));
+	assert_false(group_sync_here(0, 0, true, 1));
+	assert_false(group_sync_here(3, 2, true, 16));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -85,6 +100,7 @@ int main(void)
 		cmocka_unit_test(disk_idle_half),
 		cmocka_unit_test(settling_waits),
 		cmocka_unit_test(take),
+		cmocka_unit_test(sync_here),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

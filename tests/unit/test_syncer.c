@@ -249,6 +249,65 @@ static void many_files(void **state)
 	event_base_free(base);
 }
 
+/*
+ * syncer_request_here: with nothing queued, a request naming one file is synced before the call
+ * returns (its descriptor closed, its result set), yet comes back only through done, on the
+ * loop's turn. A failure here is the request's own. Mixed with requests the lanes take, all
+ * come back once, in the order they were made, with their own results.
+ */
+static void here_when_idle(void **state)
+{
+	struct sync_req req[REQS] = { 0 };
+	struct tally t = { .req = req };
+	struct timeval limit = { 10, 0 };
+	struct syncer *s;
+	int p[2];
+
+	assert_non_null(t.base = event_base_new());
+	assert_int_equal(syncer_open(t.base, done_cb, &t, &s), 0);
+	/* First a pipe (EINVAL at once), so that the disk's speed cannot send the next one away. */
+	assert_int_equal(pipe(p), 0);
+	close(p[1]);
+	req[0].fd[0] = -1;
+	req[0].fd[1] = t.fd[0] = p[0];
+	req[1].fd[0] = t.fd[1] = dup_file();
+	req[1].fd[1] = -1;
+	for (int i = 0; i < 2; i++) {
+		req[i].ret = 1;
+		t.made++;
+		syncer_request_here(s, &req[i]);
+		assert_true(fcntl(t.fd[i], F_GETFD) < 0 && errno == EBADF);
+		assert_int_equal(req[i].fd[0], -1);
+		assert_int_equal(req[i].fd[1], -1);
+		assert_int_equal(req[i].ret, i ? 0 : -EINVAL);
+		assert_true(req[i].sync_us >= 0);
+	}
+	assert_int_equal(t.delivered, 0);
+	event_base_loopexit(t.base, &limit);
+	event_base_dispatch(t.base);
+	assert_int_equal(t.delivered, 2);
+
+	for (int i = 2; i < REQS; i++) {
+		if (i % 4 == 3) {
+			request(s, &t, dup_file());
+			continue;
+		}
+		req[i].fd[0] = t.fd[i] = dup_file();
+		req[i].fd[1] = i % 4 == 2 ? dup_file() : -1;	/* two files: the lanes' */
+		req[i].ret = 1;
+		t.made++;
+		syncer_request_here(s, &req[i]);
+	}
+	event_base_loopexit(t.base, &limit);
+	event_base_dispatch(t.base);
+	assert_int_equal(t.delivered, REQS);
+	for (int i = 2; i < REQS; i++)
+		assert_int_equal(req[i].ret, 0);
+	assert_closed(&t);
+	syncer_close(&s);
+	event_base_free(t.base);
+}
+
 /* Closing delivers what is still owed, on the caller's thread, with no loop running. */
 static void close_delivers(void **state)
 {
@@ -279,6 +338,7 @@ int main(void)
 		cmocka_unit_test(close_delivers),
 		cmocka_unit_test(two_files_either_fails),
 		cmocka_unit_test(many_files),
+		cmocka_unit_test(here_when_idle),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
