@@ -83,21 +83,28 @@ static void assert_closed(const struct tally *t)
 		assert_true(fcntl(t->fd[i], F_GETFD) < 0 && errno == EBADF);
 }
 
+/* Runs the loop until every request made has come back (10 s at most). */
+static void drain(struct tally *t)
+{
+	struct timeval limit = { 10, 0 };
+
+	event_base_loopexit(t->base, &limit);
+	event_base_dispatch(t->base);
+	assert_int_equal(t->delivered, t->made);
+}
+
 /* Requests made faster than the threads sync: all back, in order, each fd closed. */
 static void all_back_in_order(void **state)
 {
 	struct sync_req req[REQS] = { 0 };
 	struct tally t = { .req = req };
-	struct timeval limit = { 10, 0 };
 	struct syncer *s;
 
 	assert_non_null(t.base = event_base_new());
 	assert_int_equal(syncer_open(t.base, done_cb, &t, &s), 0);
 	for (int i = 0; i < REQS; i++)
 		request(s, &t, dup_file());
-	event_base_loopexit(t.base, &limit);
-	event_base_dispatch(t.base);
-	assert_int_equal(t.delivered, REQS);
+	drain(&t);
 	for (int i = 0; i < REQS; i++) {
 		assert_int_equal(req[i].ret, 0);
 		assert_true(req[i].sync_us >= 0);
@@ -116,7 +123,6 @@ static void mixed_files_in_order(void **state)
 {
 	struct sync_req req[REQS] = { 0 };
 	struct tally t = { .req = req };
-	struct timeval limit = { 10, 0 };
 	int fds[REQS][2];
 	struct syncer *s;
 
@@ -129,9 +135,7 @@ static void mixed_files_in_order(void **state)
 		t.made++;
 		syncer_request(s, &req[i]);
 	}
-	event_base_loopexit(t.base, &limit);
-	event_base_dispatch(t.base);
-	assert_int_equal(t.delivered, REQS);
+	drain(&t);
 	for (int i = 0; i < REQS; i++) {
 		assert_int_equal(req[i].ret, 0);
 		for (int k = 0; k < 2; k++)
@@ -259,7 +263,6 @@ static void here_when_idle(void **state)
 {
 	struct sync_req req[REQS] = { 0 };
 	struct tally t = { .req = req };
-	struct timeval limit = { 10, 0 };
 	struct syncer *s;
 	int p[2];
 
@@ -283,9 +286,7 @@ static void here_when_idle(void **state)
 		assert_true(req[i].sync_us >= 0);
 	}
 	assert_int_equal(t.delivered, 0);
-	event_base_loopexit(t.base, &limit);
-	event_base_dispatch(t.base);
-	assert_int_equal(t.delivered, 2);
+	drain(&t);
 
 	for (int i = 2; i < REQS; i++) {
 		if (i % 4 == 3) {
@@ -298,9 +299,7 @@ static void here_when_idle(void **state)
 		t.made++;
 		syncer_request_here(s, &req[i]);
 	}
-	event_base_loopexit(t.base, &limit);
-	event_base_dispatch(t.base);
-	assert_int_equal(t.delivered, REQS);
+	drain(&t);
 	for (int i = 2; i < REQS; i++)
 		assert_int_equal(req[i].ret, 0);
 	assert_closed(&t);
