@@ -37,11 +37,12 @@ static inline size_t group_take(size_t n_ready)
 /*
  * Whether a committed group's fdatasync runs on the loop itself rather than on a sync thread:
  * when the group is alone (no grant verifying or waiting, no other group settling) and at most
- * one client is connected, as when one controller or person sends a grant at a time. The hand-off
- * then only costs two thread wake-ups, the sync thread's and the loop's, about 80 us of a grant's
- * 0.7 ms here (ad hoc, paired). With more clients connected, a request may be waiting unread
- * that the loop would read and verify meanwhile: a loop blocked in fdatasync cost 10-15% of
- * the throughput with 16 connections (ad hoc), so they keep the thread.
+ * one client is connected, as when one controller or person sends a grant at a time. Nothing
+ * would run on the loop meanwhile, and the hand-off costs two thread wake-ups, the sync
+ * thread's and the loop's: 80-250 us of a grant's 0.7-1.1 ms here, more while the VM is busy
+ * (ad hoc, paired). With more clients connected, a request may be waiting unread that the loop
+ * would read and verify meanwhile: a loop blocked in fdatasync cost 10-15% of the throughput
+ * with 16 connections (ad hoc), so they keep the thread.
  */
 static inline bool group_sync_here(size_t in_flight, size_t n_ready, bool others_settling,
 	unsigned clients)
