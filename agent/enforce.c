@@ -1978,7 +1978,8 @@ static void run_group(struct enforce *e)
 		unlink_settling(e, st);
 		goto out;
 	}
-	if (group_sync_here(e->in_flight, e->n_ready, e->settling != st || st->next, e->clients))
+	/* st is the last settling group (appended above): any before it is another. */
+	if (group_sync_here(e->in_flight, e->n_ready, e->settling != st, e->clients))
 		syncer_request_here(e->syncer, &st->req);
 	else
 		syncer_request(e->syncer, &st->req);
