@@ -99,7 +99,7 @@ static void ctl_written_cb(struct bufferevent *bev, void *arg)
  */
 static void reply_buffer(struct client *c, struct evbuffer *line)
 {
-	c->reply_len = evbuffer_get_length(line);
+	c->reply_len += evbuffer_get_length(line);
 	bufferevent_disable(c->bev, EV_READ);
 	if (!evbuffer_get_length(bufferevent_get_output(c->bev)) &&
 		evbuffer_write(line, bufferevent_getfd(c->bev)) < 0 && errno != EAGAIN &&
@@ -288,18 +288,31 @@ static json_t *do_grant(struct client *c, json_t *req)
 	return NULL;
 }
 
-/* Written straight into the reply: see status_write. */
+/*
+ * Written straight into the reply, and to the client as it is written (see status_write). Once
+ * part of it has gone, an error can no longer be answered: the client sees the line cut short.
+ */
 static json_t *do_status(struct client *c, json_t *req)
 {
 	struct evbuffer *line = evbuffer_new();
+	size_t sent = 0;
 
 	(void)req;
 	if (!line || evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
-		status_write(c->ctl->enf, line) || evbuffer_add(line, "}\n", 2)) {
+		status_write(c->ctl->enf, line, bufferevent_getfd(c->bev), &sent) ||
+		evbuffer_add(line, "}\n", 2)) {
+		if (line && sent) {
+			log_err("control: out of memory writing the status to %s; cut short",
+				c->peer);
+			evbuffer_drain(line, evbuffer_get_length(line));
+			c->written = line; /* empty: reply_buffer closes */
+			return NULL;
+		}
 		if (line)
 			evbuffer_free(line);
 		return proto_error(JIT_ERR_INTERNAL, "out of memory writing the status");
 	}
+	c->reply_len = sent;
 	c->written = line;
 	return NULL;
 }

@@ -16,7 +16,13 @@ void printer_init(struct printer *pr, struct evbuffer *out, char *block, size_t 
 	pr->out = out;
 	pr->p = block;
 	pr->cap = cap;
+	pr->drain_fd = -1;
 	pr->stamp[0].secs = pr->stamp[1].secs = INT64_MIN;
+}
+
+void printer_drain_to(struct printer *pr, int fd)
+{
+	pr->drain_fd = fd;
 }
 
 void printer_release(struct printer *pr)
@@ -56,6 +62,14 @@ void pr_flush(struct printer *pr)
 	if (pr->len && !pr->err && evbuffer_add(pr->out, pr->p, pr->len))
 		pr->err = -ENOMEM;
 	pr->len = 0;
+	if (pr->drain_fd >= 0 && !pr->err) {
+		int n = evbuffer_write(pr->out, pr->drain_fd);
+
+		if (n > 0)
+			pr->drained += (size_t)n;
+		else if (n < 0 && errno != EAGAIN && errno != EINTR)
+			pr->drain_fd = -1;
+	}
 }
 
 void pr_add(struct printer *pr, const char *s, size_t n)

@@ -799,7 +799,7 @@ static void w_close(struct writer *w, const char *close)
 	w->first = false;
 }
 
-int status_write(struct enforce *e, struct evbuffer *out)
+int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 {
 	const struct config *cfg = enforce_config(e);
 	struct conntrack *ct = enforce_conntrack(e);
@@ -818,6 +818,7 @@ int status_write(struct enforce *e, struct evbuffer *out)
 		return -ENOMEM;
 	}
 	printer_init(&w.pr, out, block, STATUS_BLOCK);
+	printer_drain_to(&w.pr, fd);
 	enforce_expire(e);
 	g = enforce_grants(e, &n);
 	model = enforce_model(e, &nm);
@@ -862,6 +863,8 @@ int status_write(struct enforce *e, struct evbuffer *out)
 	}
 	w_close(&w, "]}");
 	pr_flush(&w.pr);
+	if (sent)
+		*sent = w.pr.drained;
 	free(flows);
 	free(kv.v);
 	free(block);

@@ -24,6 +24,8 @@ struct printer {
 	size_t len, cap;
 	bool heap;		/* p was grown on the heap: printer_release frees it */
 	int err;
+	int drain_fd;		/* see printer_drain_to; -1: none */
+	size_t drained;		/* bytes of out that went to drain_fd */
 	/* Each of two time stamps as last formatted: they repeat from document to document. */
 	struct {
 		int64_t secs;
@@ -32,6 +34,13 @@ struct printer {
 };
 
 void printer_init(struct printer *pr, struct evbuffer *out, char *block, size_t cap);
+/*
+ * From now on each block flushed to the evbuffer also goes to the socket fd (non-blocking) as
+ * far as it takes it at once: a long document then leaves while the rest is printed, read by
+ * its peer on another CPU, rather than standing whole in memory first. A socket that fails is
+ * left alone; the caller's own write of the rest finds it so.
+ */
+void printer_drain_to(struct printer *pr, int fd);
 /* Frees a grown block. */
 void printer_release(struct printer *pr);
 /* What the block holds, to the evbuffer. */

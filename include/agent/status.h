@@ -14,8 +14,13 @@ struct grant;
  * Appends the status document (schema version 1, documented in README.md) to out as compact
  * JSON, without a newline: configuration, live grants and what the kernel really holds, read
  * back from it. 0, or -ENOMEM with a partial document in out.
+ *
+ * With fd >= 0, a non-blocking socket whose peer waits for the document after what out holds
+ * already: out is written to it as it fills (printer_drain_to), and *sent says how many bytes
+ * went. Out then holds only the rest. At 100,000 grants the document is 36 MB; built whole, it
+ * raised the agent's RSS from 59 to 104 MB for each status.
  */
-int status_write(struct enforce *e, struct evbuffer *out);
+int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent);
 /*
  * One grant as the control protocol reports it after a submit (with its elements), printed
  * into out as status prints its grants. Its kernel_expires_in comes from the transaction the

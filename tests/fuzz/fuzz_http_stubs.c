@@ -220,7 +220,7 @@ int nft_counter_get(struct nft *n, const char *table, const char *name, uint64_t
 	return -ENOENT;
 }
 
-int status_write(struct enforce *e, struct evbuffer *out)
+int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 {
 	static const char doc[] = "{\"version\":1,\"grants\":[]}";
 

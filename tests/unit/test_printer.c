@@ -1,7 +1,9 @@
 /*
  * The hand-written JSON printer without an evbuffer: the block grows on the heap and the text
  * stays whole in it, through pieces larger than the block, formatted ones, and integers.
- * (With an evbuffer it is tested through status's documents, in test_status.)
+ * (With an evbuffer it is tested through status's documents, in test_status.) With an evbuffer
+ * drained to a socket, as status is to a control client: what the socket takes leaves as the
+ * text is printed, in order, and the rest stays; a socket whose peer is gone changes nothing.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,9 +11,16 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
 
 #include "agent/printer.h"
 #include "common/port.h"
@@ -69,11 +78,89 @@ static void fits_in_block(void **state __attribute__((unused)))
 	printer_release(&pr);
 }
 
+/* 4 MB of numbered lines, far more than a socket buffer holds, printed in 99-byte pieces. */
+#define DRAIN_LINES 40000
+
+static void print_lines(struct printer *pr)
+{
+	for (int i = 0; i < DRAIN_LINES; i++)
+		pr_printf(pr, "%098d\n", i);
+	pr_flush(pr);
+}
+
+static void drains_to_socket(void **state __attribute__((unused)))
+{
+	size_t total = (size_t)DRAIN_LINES * 99 + 5, got = 0, left;
+	struct evbuffer *out = evbuffer_new();
+	char block[4096], *text = malloc(total), *want = malloc(total + 1);
+	struct printer pr;
+	int sv[2];
+
+	assert_non_null(out);
+	assert_non_null(text);
+	assert_non_null(want);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
+	printer_init(&pr, out, block, sizeof(block));
+	printer_drain_to(&pr, sv[0]);
+	print_lines(&pr);
+	assert_int_equal(pr.err, 0);
+	assert_int_equal(pr.drain_fd, sv[0]); /* a full socket is no failure */
+	left = evbuffer_get_length(out);
+	assert_true(pr.drained > 0);
+	assert_true(left > 0); /* the peer read nothing: the socket filled */
+	assert_int_equal(pr.drained + left, total);
+	for (;;) {
+		ssize_t r = read(sv[1], text + got, total - got);
+
+		if (r <= 0) {
+			assert_true(r < 0 && errno == EAGAIN);
+			break;
+		}
+		got += (size_t)r;
+	}
+	assert_int_equal(got, pr.drained);
+	assert_int_equal(evbuffer_remove(out, text + got, left), (int)left);
+	memcpy(want, "head\n", 5);
+	for (int i = 0; i < DRAIN_LINES; i++)
+		snprintf(want + 5 + (size_t)i * 99, 100, "%098d\n", i);
+	assert_memory_equal(text, want, total);
+	close(sv[0]);
+	close(sv[1]);
+	evbuffer_free(out);
+	free(text);
+	free(want);
+}
+
+static void drain_peer_gone(void **state __attribute__((unused)))
+{
+	struct evbuffer *out = evbuffer_new();
+	char block[4096];
+	struct printer pr;
+	int sv[2];
+
+	assert_non_null(out);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	close(sv[1]);
+	signal(SIGPIPE, SIG_IGN); /* as jitd does */
+	printer_init(&pr, out, block, sizeof(block));
+	printer_drain_to(&pr, sv[0]);
+	print_lines(&pr);
+	assert_int_equal(pr.err, 0);
+	assert_int_equal(pr.drain_fd, -1);
+	assert_int_equal(pr.drained, 0);
+	assert_int_equal(evbuffer_get_length(out), (size_t)DRAIN_LINES * 99);
+	close(sv[0]);
+	evbuffer_free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(grows_and_stays_whole),
 		cmocka_unit_test(fits_in_block),
+		cmocka_unit_test(drains_to_socket),
+		cmocka_unit_test(drain_peer_gone),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
