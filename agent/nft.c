@@ -31,6 +31,12 @@
 #define DUMP_RETRIES 5
 /* Acks of a 100k-element restore arrive together; the default receive buffer would drop them. */
 #define SOCK_BUFSIZE (8 * 1024 * 1024)
+/*
+ * The kernel sizes each part of a dump to the largest read the socket has seen, up to 32 KB.
+ * A hash set's dump walks the set from its start again for every part (rhashtable_walk_next
+ * was the largest symbol of a status at 100,000 grants), so fewer, larger parts cost less.
+ */
+#define DUMP_BUFSIZE (32 * 1024)
 
 struct nft {
 	struct mnl_socket *nl;
@@ -298,7 +304,7 @@ static int dump_interrupted(const char *buf, ssize_t len)
 static int dump(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg,
 	void (*reset)(void *))
 {
-	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
+	char buf[DUMP_BUFSIZE];
 
 	for (int attempt = 0; attempt < DUMP_RETRIES; attempt++) {
 		int ret, intr = 0;
