@@ -550,7 +550,8 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 			"status is served over mutual TLS (listen.client_ca) or to loopback clients");
 		return;
 	}
-	if (!(out = evbuffer_new()) || status_write(h->enf, out, -1, NULL) || evbuffer_add(out, "\n", 1)) {
+	if (!(out = evbuffer_new()) || status_write(h->enf, out, -1, NULL) ||
+		evbuffer_add(out, "\n", 1)) {
 		evhttp_send_error(req, 500, NULL);
 		if (out)
 			evbuffer_free(out);
