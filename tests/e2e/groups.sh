@@ -24,9 +24,12 @@ read_metrics() {
 held_all() { read_metrics && [ "$(metric jitd_grants_waiting)" = "$N" ]; }
 
 log "$N grants, $((N / PER_REQUEST)) batch requests sent at once, held once verified"
-# 259 sources of their own, and C1's address last, for a real connection afterwards.
+# 259 sources of their own, and C1's address last, for a real connection afterwards. Their
+# durations (180 to 439 s) differ by at least 37 s from one grant to the next, so that a status
+# that gave a grant another's time in the kernel shows it (below).
 for ((i = 1; i < N; i++)); do
-	sign --src "10.7.$((i / 200)).$((i % 200 + 1))" --port 22 --for 300 --jti "group-$i"
+	sign --src "10.7.$((i / 200)).$((i % 200 + 1))" --port 22 --for $((180 + i * 37 % 260)) \
+		--jti "group-$i"
 done >"$TMP/tokens"
 sign --src 192.0.2.2 --port 22 --for 300 --jti "group-$N" >>"$TMP/tokens"
 [ "$(grep -c . "$TMP/tokens")" -eq "$N" ] || fail "signing failed"
@@ -92,3 +95,17 @@ applied=$(jq -s '[.[] | select(.event == "grant.applied")] | length' "$TMP/state
 status_json | jq -e --argjson n "$N" '(.grants | length) == $n and .kernel.in_sync' >/dev/null ||
 	fail "status: $(status_json | jq -c '{g: (.grants | length), k: .kernel}')"
 pass "audited once each; status: $N grants, kernel in sync"
+
+# Each grant's time in the kernel as the status reads it back, against the kernel's own listing
+# of its source's element, read just before: within 3 s, and no grant left out of either.
+kernel_json | jq -r '.nftables[] | select(.set? and (.set.name | startswith("allow4_addr")))
+	| (.set.elem // [])[] | select(type == "object" and has("elem")) | .elem
+	| "\(.val.concat[0]) \(.expires)"' | LC_ALL=C sort >"$TMP/witness"
+status_json | jq -r '.grants[] | "\(.sources[0]) \(.kernel_expires_in) \(.expires_in)"' |
+	LC_ALL=C sort >"$TMP/status_times"
+LC_ALL=C join "$TMP/witness" "$TMP/status_times" | awk -v n="$N" '
+	{ d = $3 - $2; e = $4 - $2 }
+	$3 == "null" || d > 3 || d < -3 || e > 3 || e < -3 { bad++; if (bad < 4) print "  " $0 }
+	END { exit !(NR == n && !bad) }' ||
+	fail "kernel_expires_in and expires_in against nft's expires (source nft status expires_in)"
+pass "status: each of the $N grants' kernel_expires_in within 3 s of its element's in nft -j"

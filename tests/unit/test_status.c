@@ -375,7 +375,8 @@ static void printer_across_blocks(void **state __attribute__((unused)))
 		g.exp = iat[i] + 86400 * (int64_t)(i % 2);
 		if (i)
 			pr_raw(&pr, ",");
-		print_grant(&pr, &cfg, &g, &kv, (long)i, false);
+		print_grant(&pr, &cfg, &g, kv.now_ms, grant_kernel_left(&kv, &cfg, &g), (long)i,
+			false);
 	}
 	pr_raw(&pr, "]");
 	pr_flush(&pr);
