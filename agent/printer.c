@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include <event2/buffer.h>
 
 #include "agent/printer.h"
+#include "common/clock.h"
 #include "common/port.h"
 #include "common/prefix.h"
 
@@ -20,9 +22,10 @@ void printer_init(struct printer *pr, struct evbuffer *out, char *block, size_t 
 	pr->stamp[0].secs = pr->stamp[1].secs = INT64_MIN;
 }
 
-void printer_drain_to(struct printer *pr, int fd)
+void printer_drain_to(struct printer *pr, int fd, int wait_ms)
 {
 	pr->drain_fd = fd;
+	pr->drain_wait_us = (int64_t)wait_ms * 1000;
 }
 
 void printer_release(struct printer *pr)
@@ -62,13 +65,22 @@ void pr_flush(struct printer *pr)
 	if (pr->len && !pr->err && evbuffer_add(pr->out, pr->p, pr->len))
 		pr->err = -ENOMEM;
 	pr->len = 0;
-	if (pr->drain_fd >= 0 && !pr->err) {
+	while (pr->drain_fd >= 0 && !pr->err) {
+		struct pollfd pfd = { .fd = pr->drain_fd, .events = POLLOUT };
 		int n = evbuffer_write(pr->out, pr->drain_fd);
+		int64_t t0;
 
 		if (n > 0)
 			pr->drained += (size_t)n;
 		else if (n < 0 && errno != EAGAIN && errno != EINTR)
 			pr->drain_fd = -1;
+		if (pr->drain_fd < 0 || evbuffer_get_length(pr->out) <= PRINTER_BACKLOG ||
+			pr->drain_wait_us <= 0)
+			break;
+		t0 = clock_mono_us();
+		if (poll(&pfd, 1, (int)((pr->drain_wait_us + 999) / 1000)) < 0 && errno != EINTR)
+			pr->drain_wait_us = 0;
+		pr->drain_wait_us -= clock_mono_us() - t0;
 	}
 }
 

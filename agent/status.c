@@ -31,6 +31,11 @@
 #define SYNC_TOLERANCE_MS 2000
 /* The status document goes to its evbuffer in blocks of this size. */
 #define STATUS_BLOCK (64 * 1024)
+/*
+ * How long a status may wait in all for its reader to catch up (see printer_drain_to): the loop
+ * waits with it, so a reader that does not read holds it up this much more, and no longer.
+ */
+#define STATUS_DRAIN_WAIT_MS 250
 
 /* What the kernel holds, read once per status request. */
 struct kview {
@@ -831,7 +836,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	if (!block)
 		return -ENOMEM;
 	printer_init(&w.pr, out, block, STATUS_BLOCK);
-	printer_drain_to(&w.pr, fd);
+	printer_drain_to(&w.pr, fd, STATUS_DRAIN_WAIT_MS);
 	enforce_expire(e);
 	g = enforce_grants(e, &n);
 	model = enforce_model(e, &nm);

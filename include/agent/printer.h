@@ -26,6 +26,7 @@ struct printer {
 	int err;
 	int drain_fd;		/* see printer_drain_to; -1: none */
 	size_t drained;		/* bytes of out that went to drain_fd */
+	int64_t drain_wait_us;	/* what is left of the time printer_drain_to allows for waiting */
 	/* Each of two time stamps as last formatted: they repeat from document to document. */
 	struct {
 		int64_t secs;
@@ -37,10 +38,13 @@ void printer_init(struct printer *pr, struct evbuffer *out, char *block, size_t 
 /*
  * From now on each block flushed to the evbuffer also goes to the socket fd (non-blocking) as
  * far as it takes it at once: a long document then leaves while the rest is printed, read by
- * its peer on another CPU, rather than standing whole in memory first. A socket that fails is
- * left alone; the caller's own write of the rest finds it so.
+ * its peer on another CPU, rather than standing whole in memory first. While more than
+ * PRINTER_BACKLOG bytes wait, the printer waits for the peer to read, wait_ms in all at most: a
+ * peer on the same CPU would otherwise read only once the whole document is written. A socket
+ * that fails is left alone; the caller's own write of the rest finds it so.
  */
-void printer_drain_to(struct printer *pr, int fd);
+#define PRINTER_BACKLOG (1024 * 1024)
+void printer_drain_to(struct printer *pr, int fd, int wait_ms);
 /* Frees a grown block. */
 void printer_release(struct printer *pr);
 /* What the block holds, to the evbuffer. */

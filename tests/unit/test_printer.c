@@ -4,6 +4,8 @@
  * (With an evbuffer it is tested through status's documents, in test_status.) With an evbuffer
  * drained to a socket, as status is to a control client: what the socket takes leaves as the
  * text is printed, in order, and the rest stays; a socket whose peer is gone changes nothing.
+ * With time to wait, no more than PRINTER_BACKLOG stays while a slow peer reads, and a peer
+ * that does not read costs that time and no more.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,30 +92,30 @@ static void print_lines(struct printer *pr)
 	pr_flush(pr);
 }
 
-static void drains_to_socket(void **state __attribute__((unused)))
-{
-	size_t total = (size_t)DRAIN_LINES * 99 + 5, got = 0, left;
-	struct evbuffer *out = evbuffer_new();
-	char block[4096], *text = malloc(total), *want = malloc(total + 1);
-	struct printer pr;
-	int sv[2];
+#define DRAIN_TOTAL ((size_t)DRAIN_LINES * 99 + 5)
 
-	assert_non_null(out);
-	assert_non_null(text);
+/* What the peer must read in all: "head\n" (added before printing) and the lines. */
+static char *want_text(void)
+{
+	char *want = malloc(DRAIN_TOTAL + 1);
+
 	assert_non_null(want);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
-	printer_init(&pr, out, block, sizeof(block));
-	printer_drain_to(&pr, sv[0]);
-	print_lines(&pr);
-	assert_int_equal(pr.err, 0);
-	assert_int_equal(pr.drain_fd, sv[0]); /* a full socket is no failure */
-	left = evbuffer_get_length(out);
-	assert_true(pr.drained > 0);
-	assert_true(left > 0); /* the peer read nothing: the socket filled */
-	assert_int_equal(pr.drained + left, total);
+	memcpy(want, "head\n", 5);
+	for (int i = 0; i < DRAIN_LINES; i++)
+		snprintf(want + 5 + (size_t)i * 99, 100, "%098d\n", i);
+	return want;
+}
+
+/* The text, read from the peer's end (what went) and then from out (the rest). */
+static void check_text(int peer, struct evbuffer *out, size_t drained)
+{
+	size_t got = 0, left = evbuffer_get_length(out);
+	char *text = malloc(DRAIN_TOTAL), *want = want_text();
+
+	assert_non_null(text);
+	assert_int_equal(drained + left, DRAIN_TOTAL);
 	for (;;) {
-		ssize_t r = read(sv[1], text + got, total - got);
+		ssize_t r = read(peer, text + got, DRAIN_TOTAL - got);
 
 		if (r <= 0) {
 			assert_true(r < 0 && errno == EAGAIN);
@@ -119,17 +123,135 @@ static void drains_to_socket(void **state __attribute__((unused)))
 		}
 		got += (size_t)r;
 	}
-	assert_int_equal(got, pr.drained);
+	assert_int_equal(got, drained);
 	assert_int_equal(evbuffer_remove(out, text + got, left), (int)left);
-	memcpy(want, "head\n", 5);
-	for (int i = 0; i < DRAIN_LINES; i++)
-		snprintf(want + 5 + (size_t)i * 99, 100, "%098d\n", i);
-	assert_memory_equal(text, want, total);
+	assert_memory_equal(text, want, DRAIN_TOTAL);
+	free(text);
+	free(want);
+}
+
+static void drains_to_socket(void **state __attribute__((unused)))
+{
+	struct evbuffer *out = evbuffer_new();
+	char block[4096];
+	struct printer pr;
+	int sv[2];
+
+	assert_non_null(out);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
+	printer_init(&pr, out, block, sizeof(block));
+	printer_drain_to(&pr, sv[0], 0);
+	print_lines(&pr);
+	assert_int_equal(pr.err, 0);
+	assert_int_equal(pr.drain_fd, sv[0]); /* a full socket is no failure */
+	assert_true(pr.drained > 0);
+	assert_true(evbuffer_get_length(out) > 0); /* the peer read nothing: the socket filled */
+	check_text(sv[1], out, pr.drained);
 	close(sv[0]);
 	close(sv[1]);
 	evbuffer_free(out);
-	free(text);
+}
+
+/* A peer that reads 16 KB every 2 ms, far slower than the printer writes, until end of file. */
+struct slow_reader {
+	int fd;
+	char *text;
+	size_t got;
+};
+
+static void *read_slowly(void *arg)
+{
+	struct slow_reader *r = arg;
+	struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+	for (;;) {
+		size_t room = DRAIN_TOTAL + 1 - r->got;
+		ssize_t n = read(r->fd, r->text + r->got, room < 16384 ? room : 16384);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			break;
+		if (n > 0) {
+			r->got += (size_t)n;
+			usleep(2000);
+		} else if (poll(&pfd, 1, -1) < 0) {
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void drain_waits_for_reader(void **state __attribute__((unused)))
+{
+	struct slow_reader r = { .text = malloc(DRAIN_TOTAL + 1) };
+	struct evbuffer *out = evbuffer_new();
+	size_t most = 0;
+	char block[4096], *want = want_text();
+	struct printer pr;
+	pthread_t t;
+	int sv[2];
+
+	assert_non_null(out);
+	assert_non_null(r.text);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	r.fd = sv[1];
+	assert_int_equal(pthread_create(&t, NULL, read_slowly, &r), 0);
+	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
+	printer_init(&pr, out, block, sizeof(block));
+	printer_drain_to(&pr, sv[0], 60000);
+	for (int i = 0; i < DRAIN_LINES; i++) {
+		size_t len;
+
+		pr_printf(&pr, "%098d\n", i);
+		len = evbuffer_get_length(out);
+		most = len > most ? len : most;
+	}
+	pr_flush(&pr);
+	assert_int_equal(pr.err, 0);
+	assert_int_equal(pr.drain_fd, sv[0]);
+	assert_true(most <= PRINTER_BACKLOG);
+	assert_true(pr.drain_wait_us < 60000 * 1000); /* it did wait: the peer is slower */
+	/* The rest as the control socket's own writes send it, then end of file. */
+	while (evbuffer_get_length(out)) {
+		struct pollfd pfd = { .fd = sv[0], .events = POLLOUT };
+		int n = evbuffer_write(out, sv[0]);
+
+		assert_true(n > 0 || (n < 0 && errno == EAGAIN));
+		assert_true(poll(&pfd, 1, 60000) == 1);
+	}
+	shutdown(sv[0], SHUT_WR);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(r.got, DRAIN_TOTAL);
+	assert_memory_equal(r.text, want, DRAIN_TOTAL);
+	close(sv[0]);
+	close(sv[1]);
+	evbuffer_free(out);
+	free(r.text);
 	free(want);
+}
+
+/* A peer that reads nothing: the printer waits out its time, once, and keeps the rest. */
+static void drain_wait_ends(void **state __attribute__((unused)))
+{
+	struct evbuffer *out = evbuffer_new();
+	char block[4096];
+	struct printer pr;
+	int sv[2];
+
+	assert_non_null(out);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
+	printer_init(&pr, out, block, sizeof(block));
+	printer_drain_to(&pr, sv[0], 20);
+	print_lines(&pr);
+	assert_int_equal(pr.err, 0);
+	assert_int_equal(pr.drain_fd, sv[0]);
+	assert_true(pr.drain_wait_us <= 0);
+	assert_true(evbuffer_get_length(out) > PRINTER_BACKLOG);
+	check_text(sv[1], out, pr.drained);
+	close(sv[0]);
+	close(sv[1]);
+	evbuffer_free(out);
 }
 
 static void drain_peer_gone(void **state __attribute__((unused)))
@@ -144,7 +266,7 @@ static void drain_peer_gone(void **state __attribute__((unused)))
 	close(sv[1]);
 	signal(SIGPIPE, SIG_IGN); /* as jitd does */
 	printer_init(&pr, out, block, sizeof(block));
-	printer_drain_to(&pr, sv[0]);
+	printer_drain_to(&pr, sv[0], 0);
 	print_lines(&pr);
 	assert_int_equal(pr.err, 0);
 	assert_int_equal(pr.drain_fd, -1);
@@ -161,6 +283,8 @@ int main(void)
 		cmocka_unit_test(fits_in_block),
 		cmocka_unit_test(drains_to_socket),
 		cmocka_unit_test(drain_peer_gone),
+		cmocka_unit_test(drain_waits_for_reader),
+		cmocka_unit_test(drain_wait_ends),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
