@@ -152,19 +152,23 @@ static int send_all(int fd, const char *buf, size_t len, int64_t deadline)
 	return 0;
 }
 
-/* Reads up to the first newline; the agent closes after one reply, so EOF also ends it. */
-static int recv_line(int fd, char **out, size_t *outlen, int64_t deadline)
+/*
+ * Reads up to the first newline, and sets *nl to it (NULL if there is none); the agent closes
+ * after one reply, so EOF also ends it. Each byte is searched once: a status is tens of MB.
+ */
+static int recv_line(int fd, char **out, size_t *outlen, char **nl, int64_t deadline)
 {
 	size_t cap = 4096, len = 0, scanned = 0;
 	char *buf = malloc(cap), *tmp;
 	int ret = 0;
 
+	*nl = NULL;
 	if (!buf)
 		return -ENOMEM;
 	for (;;) {
 		ssize_t r;
 
-		if (memchr(buf + scanned, '\n', len - scanned))
+		if ((*nl = memchr(buf + scanned, '\n', len - scanned)))
 			break;
 		scanned = len;
 		if (len == cap) {
@@ -235,9 +239,8 @@ int proto_call_line(const char *path, const json_t *request, char **line, size_t
 	}
 	if ((ret = send_all(fd, text, strlen(text), deadline)))
 		goto out;
-	if ((ret = recv_line(fd, &buf, &n, deadline)))
+	if ((ret = recv_line(fd, &buf, &n, &nl, deadline)))
 		goto out;
-	nl = memchr(buf, '\n', n);
 	if (nl && (size_t)(nl - buf) + 1 != n) {
 		ret = -EPROTO; /* one request, one reply: anything after the line is a broken agent */
 		goto out;
