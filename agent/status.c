@@ -840,6 +840,16 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	enforce_expire(e);
 	g = enforce_grants(e, &n);
 	model = enforce_model(e, &nm);
+	/*
+	 * One conntrack dump for all grants; without it the counts are unknown, not zero. It comes
+	 * first: its index of the grants' sources (6 MB at 100,000, sorting included) is gone
+	 * before the kernel's view is read.
+	 */
+	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
+		conntrack_count_many(ct, g, n, flows)) {
+		free(flows);
+		flows = NULL;
+	}
 	kview_read(enforce_nft(e), cfg, nm, &kv);
 	kview_sort(&kv);
 	now = kv.now_ms / 1000;
@@ -854,12 +864,6 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	}
 	for (size_t i = 0; i < n; i++)
 		left[i] = grant_kernel_left(&kv, cfg, &g[i]);
-	/* One conntrack dump for all grants; without it the counts are unknown, not zero. */
-	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
-		conntrack_count_many(ct, g, n, flows)) {
-		free(flows);
-		flows = NULL;
-	}
 	w_raw(&w, "{");
 	w_value(&w, "version", json_integer(STATUS_VERSION));
 	w_value(&w, "host_id", json_string(cfg->host_id));
