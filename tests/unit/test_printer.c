@@ -130,7 +130,11 @@ static void check_text(int peer, struct evbuffer *out, size_t drained)
 	free(want);
 }
 
-static void drains_to_socket(void **state __attribute__((unused)))
+/*
+ * A peer that reads nothing: what its socket took went, the rest stays, all of it in order. With
+ * time to wait (wait_ms), the printer waits it out, once, and keeps more than PRINTER_BACKLOG.
+ */
+static void drain_unread(int wait_ms)
 {
 	struct evbuffer *out = evbuffer_new();
 	char block[4096];
@@ -141,15 +145,49 @@ static void drains_to_socket(void **state __attribute__((unused)))
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
 	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
 	printer_init(&pr, out, block, sizeof(block));
-	printer_drain_to(&pr, sv[0], 0);
+	printer_drain_to(&pr, sv[0], wait_ms);
 	print_lines(&pr);
 	assert_int_equal(pr.err, 0);
 	assert_int_equal(pr.drain_fd, sv[0]); /* a full socket is no failure */
 	assert_true(pr.drained > 0);
-	assert_true(evbuffer_get_length(out) > 0); /* the peer read nothing: the socket filled */
+	assert_true(evbuffer_get_length(out) > (wait_ms ? PRINTER_BACKLOG : 0));
+	if (wait_ms)
+		assert_true(pr.drain_wait_us <= 0);
 	check_text(sv[1], out, pr.drained);
 	close(sv[0]);
 	close(sv[1]);
+	evbuffer_free(out);
+}
+
+static void drains_to_socket(void **state __attribute__((unused)))
+{
+	drain_unread(0);
+}
+
+static void drain_wait_ends(void **state __attribute__((unused)))
+{
+	drain_unread(20);
+}
+
+static void drain_peer_gone(void **state __attribute__((unused)))
+{
+	struct evbuffer *out = evbuffer_new();
+	char block[4096];
+	struct printer pr;
+	int sv[2];
+
+	assert_non_null(out);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	close(sv[1]);
+	signal(SIGPIPE, SIG_IGN); /* as jitd does */
+	printer_init(&pr, out, block, sizeof(block));
+	printer_drain_to(&pr, sv[0], 0);
+	print_lines(&pr);
+	assert_int_equal(pr.err, 0);
+	assert_int_equal(pr.drain_fd, -1);
+	assert_int_equal(pr.drained, 0);
+	assert_int_equal(evbuffer_get_length(out), (size_t)DRAIN_LINES * 99);
+	close(sv[0]);
 	evbuffer_free(out);
 }
 
@@ -228,52 +266,6 @@ static void drain_waits_for_reader(void **state __attribute__((unused)))
 	evbuffer_free(out);
 	free(r.text);
 	free(want);
-}
-
-/* A peer that reads nothing: the printer waits out its time, once, and keeps the rest. */
-static void drain_wait_ends(void **state __attribute__((unused)))
-{
-	struct evbuffer *out = evbuffer_new();
-	char block[4096];
-	struct printer pr;
-	int sv[2];
-
-	assert_non_null(out);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	assert_int_equal(evbuffer_add(out, "head\n", 5), 0);
-	printer_init(&pr, out, block, sizeof(block));
-	printer_drain_to(&pr, sv[0], 20);
-	print_lines(&pr);
-	assert_int_equal(pr.err, 0);
-	assert_int_equal(pr.drain_fd, sv[0]);
-	assert_true(pr.drain_wait_us <= 0);
-	assert_true(evbuffer_get_length(out) > PRINTER_BACKLOG);
-	check_text(sv[1], out, pr.drained);
-	close(sv[0]);
-	close(sv[1]);
-	evbuffer_free(out);
-}
-
-static void drain_peer_gone(void **state __attribute__((unused)))
-{
-	struct evbuffer *out = evbuffer_new();
-	char block[4096];
-	struct printer pr;
-	int sv[2];
-
-	assert_non_null(out);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	close(sv[1]);
-	signal(SIGPIPE, SIG_IGN); /* as jitd does */
-	printer_init(&pr, out, block, sizeof(block));
-	printer_drain_to(&pr, sv[0], 0);
-	print_lines(&pr);
-	assert_int_equal(pr.err, 0);
-	assert_int_equal(pr.drain_fd, -1);
-	assert_int_equal(pr.drained, 0);
-	assert_int_equal(evbuffer_get_length(out), (size_t)DRAIN_LINES * 99);
-	close(sv[0]);
-	evbuffer_free(out);
 }
 
 int main(void)
