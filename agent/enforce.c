@@ -686,6 +686,14 @@ static int read_cb(void *arg, const char *set, const struct ruleset_elem *re,
 	return 0;
 }
 
+static void read_restart(void *arg)
+{
+	struct reading *r = arg;
+
+	r->elems.n = 0;
+	r->e->strays.n = 0;
+}
+
 /* Re-reads what the kernel really holds: the model after a refused commit or at start. */
 static int resync(struct enforce *e)
 {
@@ -693,7 +701,7 @@ static int resync(struct enforce *e)
 	int ret;
 
 	e->strays.n = 0;
-	if ((ret = ruleset_read_grants(e->nft, e->cfg, enforce_now_ms(), read_cb, &r))) {
+	if ((ret = ruleset_read_grants(e->nft, e->cfg, enforce_now_ms(), read_cb, read_restart, &r))) {
 		elems_free(&r.elems);
 		return ret;
 	}

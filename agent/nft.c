@@ -28,7 +28,6 @@
 #define NFT_NLMSG_MAXSIZE (UINT16_MAX + 4096)
 #define BATCH_PAGE_SIZE (2 * 1024 * 1024)
 #define ACK_TIMEOUT_MS 5000
-#define DUMP_RETRIES 5
 /* Acks of a 100k-element restore arrive together; the default receive buffer would drop them. */
 #define SOCK_BUFSIZE (8 * 1024 * 1024)
 /*
@@ -298,32 +297,39 @@ static int dump_interrupted(const char *buf, ssize_t len)
 }
 
 /*
- * Runs one dump request and feeds every reply to cb. NLM_F_DUMP_INTR means the ruleset changed
- * while the kernel was answering: the result is retried rather than trusted.
+ * Runs one dump request and feeds every reply to cb; *intr: NLM_F_DUMP_INTR, the ruleset
+ * changed while the kernel was answering.
  */
+static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg, bool *intr)
+{
+	char buf[DUMP_BUFSIZE];
+	int ret;
+
+	*intr = false;
+	req->nlmsg_seq = n->seq++;
+	if (mnl_socket_sendto(n->nl, req, req->nlmsg_len) < 0)
+		return -errno;
+	do {
+		ssize_t len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf));
+
+		if (len < 0)
+			return -errno;
+		*intr |= dump_interrupted(buf, len);
+		ret = mnl_cb_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg);
+	} while (ret > 0);
+	return ret < 0 ? -errno : 0;
+}
+
+/* The same, an interrupted result retried rather than trusted. */
 static int dump(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg,
 	void (*reset)(void *))
 {
-	char buf[DUMP_BUFSIZE];
+	for (int attempt = 0; attempt < NFT_DUMP_TRIES; attempt++) {
+		bool intr;
+		int ret = dump_once(n, req, cb, arg, &intr);
 
-	for (int attempt = 0; attempt < DUMP_RETRIES; attempt++) {
-		int ret, intr = 0;
-
-		req->nlmsg_seq = n->seq++;
-		if (mnl_socket_sendto(n->nl, req, req->nlmsg_len) < 0)
-			return -errno;
-		do {
-			ssize_t len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf));
-
-			if (len < 0)
-				return -errno;
-			intr |= dump_interrupted(buf, len);
-			ret = mnl_cb_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg);
-		} while (ret > 0);
-		if (ret < 0)
-			return -errno;
-		if (!intr)
-			return 0;
+		if (ret || !intr)
+			return ret;
 		if (reset)
 			reset(arg);
 	}
@@ -433,6 +439,50 @@ int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl
 	}
 	*out = s;
 	return 0;
+}
+
+struct elems_each {
+	int (*fn)(struct nftnl_set *part, void *arg);
+	void *arg;
+	int err;	/* fn's, or parsing's: the rest of the dump is read, not passed on */
+};
+
+static int elems_part_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct elems_each *d = arg;
+	struct nftnl_set *part;
+
+	if (d->err)
+		return MNL_CB_OK;
+	if (!(part = nftnl_set_alloc()))
+		d->err = -ENOMEM;
+	else if (nftnl_set_elems_nlmsg_parse(nlh, part) < 0)
+		d->err = -EINVAL;
+	else
+		d->err = d->fn(part, d->arg);
+	nftnl_set_free(part);
+	return MNL_CB_OK;
+}
+
+int nft_set_elems_each(struct nft *n, const char *table, const char *set,
+	int (*fn)(struct nftnl_set *part, void *arg), void *arg)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct elems_each d = { .fn = fn, .arg = arg };
+	struct nftnl_set *s = set_named(table, set);
+	struct nlmsghdr *nlh;
+	bool intr;
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, 0);
+	nftnl_set_elems_nlmsg_build_payload(nlh, s);
+	nftnl_set_free(s);
+	ret = dump_once(n, nlh, elems_part_cb, &d, &intr);
+	if (!ret)
+		ret = d.err ? d.err : intr ? -EINTR : 0;
+	return ret;
 }
 
 /* What the kernel holds of one table: its attributes, sets, chains and rules (nft_table_view). */

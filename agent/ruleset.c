@@ -1661,36 +1661,40 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
 	return 0;
 }
 
-/* One set's elements to fn: decoded when jitd could have written them, else by exact keys. */
-static int read_one_set(struct nft *n, const char *name, int kind, int family, unsigned shard,
-	int64_t now_ms, ruleset_elem_fn fn, void *arg)
-{
-	struct nftnl_set_elems_iter *it;
-	struct nftnl_set_elem *el;
-	struct nftnl_set *s = NULL;
-	int ret;
+struct set_reading {
+	const char *name;
+	int kind, family;
+	unsigned shard;
+	int64_t now_ms;
+	ruleset_elem_fn fn;
+	void *arg;
+};
 
-	if ((ret = nft_set_dump(n, RULESET_TABLE, name, &s)))
-		return ret;
-	if (!(it = nftnl_set_elems_iter_create(s))) {
-		nftnl_set_free(s);
+/* One reply's elements to fn: decoded when jitd could have written them, else by exact keys. */
+static int read_part(struct nftnl_set *part, void *arg)
+{
+	const struct set_reading *r = arg;
+	struct nftnl_set_elems_iter *it = nftnl_set_elems_iter_create(part);
+	struct nftnl_set_elem *el;
+	int ret = 0;
+
+	if (!it)
 		return -ENOMEM;
-	}
 	while (ret == 0 && (el = nftnl_set_elems_iter_next(it))) {
 		struct ruleset_elem re;
 		struct ruleset_raw raw;
 
-		if (ruleset_elem_parse(el, kind, family, shard, now_ms, &re) == 0)
-			ret = fn(arg, name, &re, NULL);
+		if (ruleset_elem_parse(el, r->kind, r->family, r->shard, r->now_ms, &re) == 0)
+			ret = r->fn(r->arg, r->name, &re, NULL);
 		else
-			ret = fn(arg, name, NULL, ruleset_raw_from(el, name, &raw) ? NULL : &raw);
+			ret = r->fn(r->arg, r->name, NULL,
+				ruleset_raw_from(el, r->name, &raw) ? NULL : &raw);
 	}
 	nftnl_set_elems_iter_destroy(it);
-	nftnl_set_free(s);
 	return ret;
 }
 
-int ruleset_read_grants(struct nft *n, const struct config *cfg, int64_t now_ms,
+static int read_sets(struct nft *n, const struct config *cfg, int64_t now_ms,
 	ruleset_elem_fn fn, void *arg)
 {
 	static const int families[] = { AF_INET, AF_INET6 };
@@ -1702,13 +1706,28 @@ int ruleset_read_grants(struct nft *n, const struct config *cfg, int64_t now_ms,
 			continue;
 		for (size_t f = 0; ret == 0 && f < 2; f++) {
 			for (unsigned k = 0; ret == 0 && k < ruleset_shards(kind); k++) {
-				const char *name = ruleset_set_name(kind, families[f], k);
+				struct set_reading r = { .name = ruleset_set_name(kind, families[f], k),
+					.kind = kind, .family = families[f], .shard = k,
+					.now_ms = now_ms, .fn = fn, .arg = arg };
 
-				if (name)
-					ret = read_one_set(n, name, kind, families[f], k, now_ms,
-						fn, arg);
+				if (r.name)
+					ret = nft_set_elems_each(n, RULESET_TABLE, r.name, read_part,
+						&r);
 			}
 		}
+	}
+	return ret;
+}
+
+int ruleset_read_grants(struct nft *n, const struct config *cfg, int64_t now_ms,
+	ruleset_elem_fn fn, ruleset_restart_fn restart, void *arg)
+{
+	int ret = read_sets(n, cfg, now_ms, fn, arg);
+
+	/* The sets are read a reply at a time, so an interrupted one is read again from the top. */
+	for (int tries = 1; ret == -EINTR && tries < NFT_DUMP_TRIES; tries++) {
+		restart(arg);
+		ret = read_sets(n, cfg, now_ms, fn, arg);
 	}
 	return ret;
 }

@@ -111,6 +111,11 @@ static int read_cb(void *arg, const char *set __attribute__((unused)),
 	return re ? kview_add(arg, re, 1) : 0;
 }
 
+static void read_restart(void *arg)
+{
+	((struct kview *)arg)->n = 0;
+}
+
 /*
  * expect: how many elements the model holds. Room for them (and a few more) is made at once:
  * grown by doubling, the array is copied at every step, and at 100,000 elements the last copy
@@ -126,7 +131,7 @@ static void kview_read(struct nft *n, const struct config *cfg, size_t expect, s
 		return;
 	kv->v = array_reserve(NULL, &kv->cap, expect + expect / 64, sizeof(*kv->v), 16);
 	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
-	if (ruleset_read_grants(n, cfg, kv->now_ms, read_cb, kv))
+	if (ruleset_read_grants(n, cfg, kv->now_ms, read_cb, read_restart, kv))
 		kv->present = false; /* without its sets it is not the table jitd built */
 }
 

@@ -42,6 +42,9 @@ size_t nft_batch_count(const struct nft_batch *b);
 int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN]);
 void nft_batch_free(struct nft_batch *b);
 
+/* How many times a dump interrupted by a change of the ruleset is tried in all. */
+#define NFT_DUMP_TRIES 5
+
 /* Sets *exists to whether table (family inet) exists. Returns 0 or -errno. */
 int nft_table_exists(struct nft *n, const char *table, bool *exists);
 /*
@@ -49,6 +52,15 @@ int nft_table_exists(struct nft *n, const char *table, bool *exists);
  * changed during the dump. Returns 0, -ENOENT if the set does not exist, or -errno.
  */
 int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl_set **s);
+/*
+ * Dumps the elements of set one reply at a time: each is parsed into its own nftnl_set, passed
+ * to fn and freed, so that a large set is never held whole. Not retried: -EINTR when the
+ * ruleset changed during the dump (what fn had may be stale; the caller starts again, up to
+ * NFT_DUMP_TRIES times in all). 0, -ENOENT if the set does not exist, what fn returned, or
+ * -errno; after an error from fn the rest of the dump is read but not passed on.
+ */
+int nft_set_elems_each(struct nft *n, const char *table, const char *set,
+	int (*fn)(struct nftnl_set *part, void *arg), void *arg);
 /*
  * The kernel's copy of one table (family inet): table NULL when it does not exist; otherwise
  * its sets (attributes only, no elements), chains and rules, as libnftnl objects.

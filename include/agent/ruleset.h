@@ -197,11 +197,15 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
  */
 typedef int (*ruleset_elem_fn)(void *arg, const char *set, const struct ruleset_elem *re,
 	const struct ruleset_raw *raw);
+/* Forget every element passed so far: the reading starts again. */
+typedef void (*ruleset_restart_fn)(void *arg);
 /*
  * Dumps every grant set cfg has (each kind, family and shard, in that order) and passes each
- * element to fn. 0, a dump's -errno, or what fn returned.
+ * element to fn. Sets are read a reply at a time, never held whole; if the ruleset changes
+ * while one is read, restart is called and the reading starts again (NFT_DUMP_TRIES in all).
+ * 0, a dump's -errno, or what fn returned.
  */
 int ruleset_read_grants(struct nft *n, const struct config *cfg, int64_t now_ms,
-	ruleset_elem_fn fn, void *arg);
+	ruleset_elem_fn fn, ruleset_restart_fn restart, void *arg);
 
 #endif
