@@ -37,14 +37,48 @@
  */
 #define STATUS_DRAIN_WAIT_MS 250
 
-/* What the kernel holds, read once per status request. */
+/*
+ * One element the kernel holds. Nearly every one is an element of the model with the kernel's
+ * own expiry, so its fields are not copied (88 bytes each, 8.8 MB at 100,000 grants): at is the
+ * model's index, or with KREF_EXTRA the index of a copy the view keeps of what the model lacks.
+ */
+struct kref {
+	uint32_t at;
+	int64_t exp_ms;
+};
+#define KREF_EXTRA 0x80000000u
+
+/* What the kernel holds, read once per status request; r sorted as the model is. */
 struct kview {
 	bool present;
 	uint64_t denied;
-	struct ruleset_elem *v;
+	const struct ruleset_elem *model;
+	size_t nm;
+	struct kref *r;
 	size_t n, cap;
+	struct ruleset_elem *extra;
+	size_t n_extra, extra_cap;
 	int64_t now_ms;
 };
+
+static const struct ruleset_elem *kref_elem(const struct kview *kv, const struct kref *r)
+{
+	return r->at & KREF_EXTRA ? &kv->extra[r->at & ~KREF_EXTRA] : &kv->model[r->at];
+}
+
+/* The fields of the kernel's element i; its expiry is kv->r[i].exp_ms. */
+static const struct ruleset_elem *kv_elem(const struct kview *kv, size_t i)
+{
+	return kref_elem(kv, &kv->r[i]);
+}
+
+static void kview_free(struct kview *kv)
+{
+	free(kv->r);
+	free(kv->extra);
+	kv->r = NULL;
+	kv->extra = NULL;
+}
 
 static json_t *time_json(int64_t secs)
 {
@@ -91,45 +125,94 @@ static int range_format(int family, const uint8_t *lo, const uint8_t *hi, char *
 	return snprintf(buf, len, "%s-%s", a, b) < (int)len ? 0 : -1;
 }
 
-/* Appends n elements to kv. */
-static int kview_add(struct kview *kv, const struct ruleset_elem *v, size_t n)
+static int kview_push(struct kview *kv, uint32_t at, int64_t exp_ms)
 {
-	struct ruleset_elem *nv = array_reserve(kv->v, &kv->cap, kv->n + n, sizeof(*nv), 16);
+	struct kref *nr = array_reserve(kv->r, &kv->cap, kv->n + 1, sizeof(*nr), 16);
 
-	if (!nv)
+	if (!nr)
 		return -ENOMEM;
-	kv->v = nv;
-	memcpy(kv->v + kv->n, v, n * sizeof(*v));
-	kv->n += n;
+	kv->r = nr;
+	kv->r[kv->n++] = (struct kref){ .at = at, .exp_ms = exp_ms };
 	return 0;
+}
+
+/* The first of the model's n elements (sorted) not ordered before key. */
+static size_t model_lower(const struct ruleset_elem *m, size_t n, const struct ruleset_elem *key)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ruleset_elem_cmp(&m[mid], key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Everything but the expiry: ruleset_elem_cmp leaves out only that and the mapped port. */
+static bool same_fields(const struct ruleset_elem *a, const struct ruleset_elem *b)
+{
+	return !ruleset_elem_cmp(a, b) && a->to_port == b->to_port;
+}
+
+/* Appends the kernel's element re: a reference to its first twin in the model, else a copy. */
+static int kview_add(struct kview *kv, const struct ruleset_elem *re)
+{
+	size_t lo = model_lower(kv->model, kv->nm, re);
+	struct ruleset_elem *ne;
+
+	for (; lo < kv->nm && !ruleset_elem_cmp(&kv->model[lo], re); lo++)
+		if (kv->model[lo].to_port == re->to_port)
+			return kview_push(kv, (uint32_t)lo, re->exp_ms);
+	if (kv->n_extra >= KREF_EXTRA)
+		return -EOVERFLOW;
+	ne = array_reserve(kv->extra, &kv->extra_cap, kv->n_extra + 1, sizeof(*ne), 16);
+	if (!ne)
+		return -ENOMEM;
+	kv->extra = ne;
+	kv->extra[kv->n_extra] = *re;
+	return kview_push(kv, KREF_EXTRA | (uint32_t)kv->n_extra++, re->exp_ms);
 }
 
 /* What jitd could not have written is not a grant's: the status shows what grants have. */
 static int read_cb(void *arg, const char *set __attribute__((unused)),
 	const struct ruleset_elem *re, const struct ruleset_raw *raw __attribute__((unused)))
 {
-	return re ? kview_add(arg, re, 1) : 0;
+	return re ? kview_add(arg, re) : 0;
 }
 
 static void read_restart(void *arg)
 {
-	((struct kview *)arg)->n = 0;
+	struct kview *kv = arg;
+
+	kv->n = 0;
+	kv->n_extra = 0;
 }
 
 /*
- * expect: how many elements the model holds. Room for them (and a few more) is made at once:
- * grown by doubling, the array is copied at every step, and at 100,000 elements the last copy
- * alone had 14 MB resident at once.
+ * The model (nm elements, sorted) is what the kernel's elements are looked up in. Room for
+ * as many references (and a few more) is made at once: grown by doubling, the array would be
+ * copied at every step.
  */
-static void kview_read(struct nft *n, const struct config *cfg, size_t expect, struct kview *kv)
+static void kview_read(struct nft *n, const struct config *cfg, const struct ruleset_elem *model,
+	size_t nm, struct kview *kv)
 {
 	uint64_t bytes;
 
 	memset(kv, 0, sizeof(*kv));
+	kv->model = model;
+	kv->nm = nm;
 	kv->now_ms = enforce_now_ms();
 	if (nft_table_exists(n, RULESET_TABLE, &kv->present) || !kv->present)
 		return;
-	kv->v = array_reserve(NULL, &kv->cap, expect + expect / 64, sizeof(*kv->v), 16);
+	if (nm >= KREF_EXTRA) {
+		kv->present = false; /* cannot be referred to; no table holds that many */
+		return;
+	}
+	kv->r = array_reserve(NULL, &kv->cap, nm + nm / 64, sizeof(*kv->r), 16);
 	(void)nft_counter_get(n, RULESET_TABLE, RULESET_COUNTER_DENIED, &kv->denied, &bytes);
 	if (ruleset_read_grants(n, cfg, kv->now_ms, read_cb, read_restart, kv))
 		kv->present = false; /* without its sets it is not the table jitd built */
@@ -153,10 +236,28 @@ static int cmp_group(const struct ruleset_elem *x, int kind, int family, uint8_t
 	return 0;
 }
 
+/*
+ * ruleset_elem_cmp's order, then the model's references before copies, then by index: a total
+ * order. Two references into the (sorted) model compare as their indices do.
+ */
+static int kref_cmp(const void *a, const void *b, void *arg)
+{
+	const struct kref *x = a, *y = b;
+	int c;
+
+	if (!((x->at | y->at) & KREF_EXTRA))
+		return (x->at > y->at) - (x->at < y->at);
+	if ((c = ruleset_elem_cmp(kref_elem(arg, x), kref_elem(arg, y))))
+		return c;
+	if ((x->at ^ y->at) & KREF_EXTRA)
+		return x->at & KREF_EXTRA ? 1 : -1;
+	return (x->at > y->at) - (x->at < y->at);
+}
+
 static void kview_sort(struct kview *kv)
 {
 	if (kv->n)
-		qsort(kv->v, kv->n, sizeof(*kv->v), ruleset_elem_cmp);
+		qsort_r(kv->r, kv->n, sizeof(*kv->r), kref_cmp, kv);
 }
 
 static bool next_addr(uint8_t *a, size_t alen)
@@ -168,35 +269,48 @@ static bool next_addr(uint8_t *a, size_t alen)
 }
 
 /*
- * Milliseconds until the first piece of [lo, hi] on (proto, port) leaves the kernel, or -1 if
- * the kernel does not cover the whole range right now. kv is sorted (kview_sort): a set's
- * elements are disjoint, so within a group both ends ascend and a binary search finds the
- * first element that can reach lo.
+ * The first of kv's elements not ordered before the group, or with past the first after it;
+ * with lo, the first of the group that reaches lo (a set's elements are disjoint, so within a
+ * group both ends ascend). A binary search, so that a grant is not checked against every
+ * element of a table that holds 100,000 of them.
  */
-static int64_t covered_until(const struct kview *kv, int kind, int family, uint8_t ipproto,
-	uint16_t port, const uint8_t *lo, const uint8_t *hi)
+static size_t kv_bound(const struct kview *kv, int kind, int family, uint8_t ipproto,
+	uint16_t port, const uint8_t *lo, bool past)
 {
 	size_t alen = family == AF_INET ? 4 : 16, first = 0, end = kv->n;
-	int64_t until = INT64_MAX;
-	uint8_t want[16];
 
 	while (first < end) {
 		size_t mid = first + (end - first) / 2;
-		int c = cmp_group(&kv->v[mid], kind, family, ipproto, port);
+		const struct ruleset_elem *k = kv_elem(kv, mid);
+		int c = cmp_group(k, kind, family, ipproto, port);
 
-		if (c < 0 || (c == 0 && memcmp(kv->v[mid].hi, lo, alen) < 0))
+		if (c < 0 || (c == 0 && (past || (lo && memcmp(k->hi, lo, alen) < 0))))
 			first = mid + 1;
 		else
 			end = mid;
 	}
+	return first;
+}
+
+/*
+ * Milliseconds until the first piece of [lo, hi] on (proto, port) leaves the kernel, or -1 if
+ * the kernel does not cover the whole range right now. kv is sorted (kview_sort).
+ */
+static int64_t covered_until(const struct kview *kv, int kind, int family, uint8_t ipproto,
+	uint16_t port, const uint8_t *lo, const uint8_t *hi)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+	int64_t until = INT64_MAX;
+	uint8_t want[16];
+
 	memcpy(want, lo, alen);
-	for (size_t i = first; i < kv->n; i++) {
-		const struct ruleset_elem *k = &kv->v[i];
+	for (size_t i = kv_bound(kv, kind, family, ipproto, port, lo, false); i < kv->n; i++) {
+		const struct ruleset_elem *k = kv_elem(kv, i);
 
 		if (cmp_group(k, kind, family, ipproto, port) || memcmp(k->lo, want, alen) > 0)
 			return -1; /* a gap, or nothing left that covers the rest */
-		if (k->exp_ms < until)
-			until = k->exp_ms;
+		if (kv->r[i].exp_ms < until)
+			until = kv->r[i].exp_ms;
 		memcpy(want, k->hi, alen);
 		if (memcmp(want, hi, alen) >= 0 || !next_addr(want, alen))
 			return until - kv->now_ms;
@@ -210,34 +324,12 @@ static int64_t covered_until(const struct kview *kv, int kind, int family, uint8
  * it: the destination range is cut at every box edge inside it, and each slice's source range
  * must be covered by the boxes spanning the slice.
  */
-/*
- * The first element of v (sorted as kview_sort sorts) not ordered before the group, or after
- * it with past: a binary search, so that a gateway grant is not checked against every host
- * element of a table that holds 100,000 of them.
- */
-static size_t group_bound(const struct ruleset_elem *v, size_t n, int kind, int family,
-	uint8_t ipproto, uint16_t port, bool past)
-{
-	size_t lo = 0, hi = n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = cmp_group(&v[mid], kind, family, ipproto, port);
-
-		if (c < 0 || (past && c == 0))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipproto,
 	uint16_t port, const struct prefix *src, const struct prefix *dst)
 {
 	size_t alen = family == AF_INET ? 4 : 16;
-	size_t first = group_bound(kv->v, kv->n, RULESET_FORWARD, family, ipproto, port, false);
-	size_t end = group_bound(kv->v, kv->n, RULESET_FORWARD, family, ipproto, port, true);
+	size_t first = kv_bound(kv, RULESET_FORWARD, family, ipproto, port, NULL, false);
+	size_t end = kv_bound(kv, RULESET_FORWARD, family, ipproto, port, NULL, true);
 	uint8_t lo[16] = { 0 }, hi[16] = { 0 }, dlo[16] = { 0 }, dhi[16] = { 0 }, at[16];
 	int64_t until = INT64_MAX;
 
@@ -251,7 +343,7 @@ static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipp
 		/* The slice starting at `at` ends before the next box edge above it. */
 		memcpy(next, dhi, 16);
 		for (size_t i = first; i < end; i++) {
-			const struct ruleset_elem *k = &kv->v[i];
+			const struct ruleset_elem *k = kv_elem(kv, i);
 
 			if (memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0)
 				continue;
@@ -261,22 +353,22 @@ static int64_t box_covered_until(const struct kview *kv, int family, uint8_t ipp
 		/* The boxes spanning the slice, walked by source; they are disjoint. */
 		memcpy(want, lo, 16);
 		while (!done) {
-			const struct ruleset_elem *best = NULL;
+			size_t best = end;
 
 			for (size_t i = first; i < end; i++) {
-				const struct ruleset_elem *k = &kv->v[i];
+				const struct ruleset_elem *k = kv_elem(kv, i);
 
 				if (memcmp(k->dlo, at, 16) > 0 || memcmp(k->dhi, at, 16) < 0 ||
 					memcmp(k->lo, want, 16) > 0 || memcmp(k->hi, want, 16) < 0)
 					continue;
-				best = k;
+				best = i;
 				break;
 			}
-			if (!best)
+			if (best == end)
 				return -1;
-			if (best->exp_ms < until)
-				until = best->exp_ms;
-			memcpy(want, best->hi, 16);
+			if (kv->r[best].exp_ms < until)
+				until = kv->r[best].exp_ms;
+			memcpy(want, kv_elem(kv, best)->hi, 16);
 			done = memcmp(want, hi, 16) >= 0 || !next_addr(want, alen);
 		}
 		if (memcmp(next, dhi, 16) >= 0)
@@ -487,16 +579,23 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 	const struct ruleset_elem *m = enforce_model(e, &n);
 
 	memset(kv, 0, sizeof(*kv));
+	kv->model = m;
+	kv->nm = n;
 	kv->now_ms = enforce_now_ms();
 	kv->present = true;
+	if (n >= KREF_EXTRA)
+		return -EOVERFLOW;
 	/*
 	 * Gateway grants are few: their elements are simply all the gateway ones, which the model
 	 * keeps after every host element (it is sorted by kind first).
 	 */
 	if (g->n_dst) {
-		size_t first = group_bound(m, n, RULESET_FORWARD, 0, 0, 0, false);
+		const struct ruleset_elem forward = { .kind = RULESET_FORWARD };
 
-		return n > first ? kview_add(kv, m + first, n - first) : 0;
+		for (size_t i = model_lower(m, n, &forward); i < n; i++)
+			if (kview_push(kv, (uint32_t)i, m[i].exp_ms))
+				return -ENOMEM;
+		return 0;
 	}
 	for (size_t s = 0; s < g->n_src; s++) {
 		for (size_t p = 0; p < g->n_ports; p++) {
@@ -505,25 +604,19 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 				.family = g->src[s].family,
 				.ipproto = port_proto_ipproto(g->ports[p].proto),
 				.port = g->ports[p].port };
-			size_t alen = key.family == AF_INET ? 4 : 16, lo = 0, hi = n, i;
+			size_t alen = key.family == AF_INET ? 4 : 16, i;
 
 			prefix_range(&g->src[s], key.lo, key.hi);
-			while (lo < hi) {
-				size_t mid = lo + (hi - lo) / 2;
-
-				if (ruleset_elem_cmp(&m[mid], &key) < 0)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
 			/* Back to the first element of the group that still reaches key.lo. */
-			for (i = lo; i > 0 && !cmp_group(&m[i - 1], key.kind, key.family,
-				key.ipproto, key.port) && memcmp(m[i - 1].hi, key.lo, alen) >= 0; i--)
-				;
+			i = model_lower(m, n, &key);
+			while (i > 0 && !cmp_group(&m[i - 1], key.kind, key.family, key.ipproto,
+				key.port) && memcmp(m[i - 1].hi, key.lo, alen) >= 0)
+				i--;
 			for (; i < n && !cmp_group(&m[i], key.kind, key.family, key.ipproto,
 				key.port) &&
 				memcmp(m[i].lo, key.hi, alen) <= 0; i++) {
-				if (memcmp(m[i].hi, key.lo, alen) >= 0 && kview_add(kv, &m[i], 1))
+				if (memcmp(m[i].hi, key.lo, alen) >= 0 &&
+					kview_push(kv, (uint32_t)i, m[i].exp_ms))
 					return -ENOMEM;
 			}
 		}
@@ -544,7 +637,7 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 	printer_init(&pr, out, block, sizeof(block));
 	print_grant(&pr, cfg, g, kv.now_ms, grant_kernel_left(&kv, cfg, g), -1, true);
 	pr_flush(&pr);
-	free(kv.v);
+	kview_free(&kv);
 	return pr.err;
 }
 
@@ -669,62 +762,53 @@ static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 		"conntrack", conntrack);
 }
 
-static bool elem_match(const struct ruleset_elem *a, const struct ruleset_elem *b)
+static bool near(int64_t a, int64_t b)
 {
-	int64_t d = a->exp_ms - b->exp_ms;
-
-	return a->kind == b->kind && a->family == b->family && a->ipproto == b->ipproto &&
-		a->port == b->port && a->to_port == b->to_port && !memcmp(a->lo, b->lo, 16) &&
-		!memcmp(a->hi, b->hi, 16) && !memcmp(a->dlo, b->dlo, 16) &&
-		!memcmp(a->dhi, b->dhi, 16) &&
-		d <= SYNC_TOLERANCE_MS && d >= -SYNC_TOLERANCE_MS;
+	return a - b <= SYNC_TOLERANCE_MS && b - a <= SYNC_TOLERANCE_MS;
 }
 
-/* Every element of a, except those expiring this instant, matches one of b. */
-static bool twinned(const struct ruleset_elem *a, size_t na, const struct ruleset_elem *b,
-	size_t nb, int64_t now_ms)
+/* Whether an element of the model from at on with the same fields expires about at exp_ms. */
+static bool twin_near(const struct kview *kv, size_t at, int64_t exp_ms)
 {
-	for (size_t i = 0; i < na; i++) {
-		bool found = a[i].exp_ms <= now_ms + SYNC_TOLERANCE_MS;
-
-		for (size_t j = 0; !found && j < nb; j++)
-			found = elem_match(&a[i], &b[j]);
-		if (!found)
-			return false;
-	}
-	return true;
+	for (size_t x = at; x < kv->nm && same_fields(&kv->model[x], &kv->model[at]); x++)
+		if (near(kv->model[x].exp_ms, exp_ms))
+			return true;
+	return false;
 }
 
 /*
- * The kernel's elements are compared with the model: the status says whether what jitd
- * believes is what the kernel enforces. Both are sorted in kview_sort's order (the enforcer
- * keeps its model so, see enforce_model), so one walk down both pairs them; a binary search
- * per element, both ways, was a fifth of a status at 100,000 grants. A set's elements are
- * disjoint, so twins have the same range; a run of equal keys (one range in two sets) is
- * compared whole.
+ * Whether what jitd believes is what the kernel enforces: every element either side holds,
+ * except those expiring this instant, is in the other with about the same expiry. A kernel
+ * element refers to the first of its twins in the model (kview_add), or is a copy of one the
+ * model lacks. Both sides are in ruleset_elem_cmp's order (kview_sort, enforce_model), so one
+ * walk down the model meets each element's twins; a binary search per element, both ways,
+ * was a fifth of a status at 100,000 grants.
  */
-static bool kernel_in_sync(const struct kview *kv, const struct ruleset_elem *model, size_t nm)
+static bool kernel_in_sync(const struct kview *kv)
 {
-	const struct ruleset_elem *k = kv->v;
-	size_t i = 0, j = 0, nk = kv->n;
+	const int64_t soon = kv->now_ms + SYNC_TOLERANCE_MS;
+	size_t i;
 
 	if (!kv->present)
 		return false;
-	while (i < nk || j < nm) {
-		int c = i == nk ? 1 : j == nm ? -1 : ruleset_elem_cmp(&k[i], &model[j]);
-		size_t ie = i, je = j;
+	for (i = 0; i < kv->n; i++) {
+		const struct kref *r = &kv->r[i];
 
-		if (c <= 0)
-			while (++ie < nk && !ruleset_elem_cmp(&k[ie], &k[i]))
-				;
-		if (c >= 0)
-			while (++je < nm && !ruleset_elem_cmp(&model[je], &model[j]))
-				;
-		if (!twinned(k + i, ie - i, model + j, je - j, kv->now_ms) ||
-			!twinned(model + j, je - j, k + i, ie - i, kv->now_ms))
+		if (r->exp_ms > soon && (r->at & KREF_EXTRA || !twin_near(kv, r->at, r->exp_ms)))
 			return false;
-		i = ie;
-		j = je;
+	}
+	i = 0;
+	for (size_t j = 0; j < kv->nm; j++) {
+		const struct ruleset_elem *m = &kv->model[j];
+		bool held = m->exp_ms <= soon;
+
+		while (i < kv->n && ruleset_elem_cmp(kv_elem(kv, i), m) < 0)
+			i++;
+		for (size_t x = i; !held && x < kv->n && !ruleset_elem_cmp(kv_elem(kv, x), m); x++)
+			held = kv_elem(kv, x)->to_port == m->to_port &&
+				near(kv->r[x].exp_ms, m->exp_ms);
+		if (!held)
+			return false;
 	}
 	return true;
 }
@@ -781,7 +865,8 @@ static void put_range(struct printer *pr, int family, const uint8_t *lo, const u
  * was most of what a status cost at 100,000 grants. The output is what jansson's JSON_COMPACT
  * would print (tests compare it with the grants' view).
  */
-static void w_kernel_elem(struct writer *w, const struct ruleset_elem *k, int64_t now_ms)
+static void w_kernel_elem(struct writer *w, const struct ruleset_elem *k, int64_t exp_ms,
+	int64_t now_ms)
 {
 	struct printer *pr = &w->pr;
 
@@ -797,7 +882,7 @@ static void w_kernel_elem(struct writer *w, const struct ruleset_elem *k, int64_
 						",\"protocol\":\"udp\",\"port\":");
 	pr_int(pr, true, k->port);
 	pr_raw(pr, ",\"expires_in_ms\":");
-	pr_int(pr, true, k->exp_ms > now_ms ? k->exp_ms - now_ms : 0);
+	pr_int(pr, true, exp_ms > now_ms ? exp_ms - now_ms : 0);
 	if (k->kind == RULESET_FORWARD) {
 		pr_raw(pr, ",\"destination\":");
 		put_range(pr, k->family, k->dlo, k->dhi);
@@ -836,7 +921,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	int64_t *left = NULL, now;
 	long *flows = NULL;
 	size_t n, nm;
-	struct kview kv;
+	struct kview kv = { 0 };
 
 	if (!block)
 		return -ENOMEM;
@@ -855,12 +940,12 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 		free(flows);
 		flows = NULL;
 	}
-	kview_read(enforce_nft(e), cfg, nm, &kv);
+	kview_read(enforce_nft(e), cfg, model, nm, &kv);
 	kview_sort(&kv);
 	now = kv.now_ms / 1000;
 	/*
-	 * Each grant's time in the kernel is looked up now, so that the kernel's view (8.8 MB at
-	 * 100,000 grants) can go once its elements are printed: the grants after them are most
+	 * Each grant's time in the kernel is looked up now, so that the kernel's view can go once
+	 * its elements are printed: the grants after them are most
 	 * of the document, and what the client has not read yet piles up while they are written.
 	 */
 	if (n && !(left = malloc(n * sizeof(*left)))) {
@@ -884,14 +969,13 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	w_value(&w, "table", json_string("inet " RULESET_TABLE));
 	w_value(&w, "present", json_boolean(kv.present));
 	w_value(&w, "owned", json_boolean(enforce_table_owned(e)));
-	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv, model, nm)));
+	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv)));
 	w_value(&w, "denied_packets", json_integer((json_int_t)kv.denied));
 	w_open(&w, "elements", "[");
 	for (size_t i = 0; !w.pr.err && i < kv.n; i++)
-		w_kernel_elem(&w, &kv.v[i], kv.now_ms);
+		w_kernel_elem(&w, kv_elem(&kv, i), kv.r[i].exp_ms, kv.now_ms);
 	w_close(&w, "]}");
-	free(kv.v);
-	kv.v = NULL;
+	kview_free(&kv);
 	w_open(&w, "grants", "[");
 	for (size_t i = 0; !w.pr.err && i < n; i++) {
 		if (i)
@@ -905,7 +989,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 out:
 	free(left);
 	free(flows);
-	free(kv.v);
+	kview_free(&kv);
 	free(block);
 	return w.pr.err;
 }
