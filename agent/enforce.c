@@ -591,52 +591,51 @@ static void plan_free(struct plan *p)
  * wanted ones not yet in the kernel are added. An element whose time is up is neither kept
  * nor deleted: the kernel is removing it on its own. Both sides are disjoint ranges, so one
  * walk over both sorted by address finds every match: this runs on every commit, over every
- * element of the group.
+ * element of the group. The model is sorted by group, then address (model_sort): the group's
+ * elements are one run of it, walked in place rather than copied (100,000 elements, 8.8 MB, at
+ * a restart).
  */
 static int plan_group(const struct enforce *e, const struct group *g, int64_t now_ms,
 	struct plan *p)
 {
-	struct elems want = { 0 }, have = { 0 };
-	size_t i = 0, j = 0;
+	const struct ruleset_elem key = { .kind = g->kind, .family = g->family,
+		.ipproto = g->ipproto, .port = g->port };
+	const struct ruleset_elem *have = e->model.v;
+	struct elems want = { 0 };
+	size_t i = model_lower(e, &key), nh, j = 0;
 	int ret;
 
 	if ((ret = desired(e, g, now_ms, &want)))
 		goto out;
-	for (size_t k = 0; ret == 0 && k < e->model.n; k++)
-		if (in_group(&e->model.v[k], g) && e->model.v[k].exp_ms > now_ms)
-			ret = elems_push(&have, &e->model.v[k]);
-	if (ret)
-		goto out;
-	/* Both sides in one order: the kernel's is its own. */
-	if (have.n)
-		qsort(have.v, have.n, sizeof(*have.v), ruleset_elem_cmp_addrs);
+	for (nh = i; nh < e->model.n && in_group(&have[nh], g); nh++)
+		;
 	/* host ones come sorted, and are many */
 	if (want.n && g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
 		qsort(want.v, want.n, sizeof(*want.v), ruleset_elem_cmp_addrs);
-	while (ret == 0 && (i < have.n || j < want.n)) {
-		int c = i == have.n ? 1 :
-			j == want.n ? -1 : ruleset_elem_cmp_addrs(&have.v[i], &want.v[j]);
+	while (ret == 0 && (i < nh || j < want.n)) {
+		int c = i == nh ? 1 : j == want.n ? -1 : ruleset_elem_cmp_addrs(&have[i], &want.v[j]);
 
-		if (c < 0) {
-			ret = elems_push(&p->del, &have.v[i++]);
+		if (i < nh && have[i].exp_ms <= now_ms) {
+			i++;
+		} else if (c < 0) {
+			ret = elems_push(&p->del, &have[i++]);
 		} else if (c > 0) {
 			if (!(ret = elems_push(&p->add, &want.v[j])))
 				ret = elems_push(&p->model, &want.v[j]);
 			j++;
-		} else if (same_elem(&have.v[i], &want.v[j])) {
-			ret = elems_push(&p->model, &have.v[i]);
+		} else if (same_elem(&have[i], &want.v[j])) {
+			ret = elems_push(&p->model, &have[i]);
 			i++;
 			j++;
 		} else {
 			/* Same range, another timeout: replaced in the same transaction. */
-			if (!(ret = elems_push(&p->del, &have.v[i++])) &&
+			if (!(ret = elems_push(&p->del, &have[i++])) &&
 				!(ret = elems_push(&p->add, &want.v[j])))
 				ret = elems_push(&p->model, &want.v[j]);
 			j++;
 		}
 	}
 out:
-	elems_free(&have);
 	elems_free(&want);
 	return ret;
 }
