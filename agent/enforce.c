@@ -613,7 +613,8 @@ static int plan_group(const struct enforce *e, const struct group *g, int64_t no
 	if (want.n && g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
 		qsort(want.v, want.n, sizeof(*want.v), ruleset_elem_cmp_addrs);
 	while (ret == 0 && (i < nh || j < want.n)) {
-		int c = i == nh ? 1 : j == want.n ? -1 : ruleset_elem_cmp_addrs(&have[i], &want.v[j]);
+		int c = i == nh ? 1 :
+			j == want.n ? -1 : ruleset_elem_cmp_addrs(&have[i], &want.v[j]);
 
 		if (i < nh && have[i].exp_ms <= now_ms) {
 			i++;
@@ -700,7 +701,8 @@ static int resync(struct enforce *e)
 	int ret;
 
 	e->strays.n = 0;
-	if ((ret = ruleset_read_grants(e->nft, e->cfg, enforce_now_ms(), read_cb, read_restart, &r))) {
+	ret = ruleset_read_grants(e->nft, e->cfg, enforce_now_ms(), read_cb, read_restart, &r);
+	if (ret) {
 		elems_free(&r.elems);
 		return ret;
 	}
