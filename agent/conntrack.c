@@ -35,11 +35,15 @@ struct conntrack {
 	bool stale;
 };
 
-/* A grant's source that is one address, for the lookup of an entry's addresses. */
+/*
+ * A grant's source that is one address, for the lookup of an entry's addresses: an IPv4 one
+ * as IPv4-mapped IPv6, so that the index is 20 bytes a source (100,000 of them, and as much
+ * again while qsort sorts them, were a status's peak). An IPv6 grant for a mapped address
+ * shares its key, which only adds a candidate: entry_matches decides.
+ */
 struct host_src {
-	int family;
 	uint8_t addr[16];
-	size_t grant;
+	uint32_t grant;
 };
 
 /* What one dump is looking for, and what it found. */
@@ -54,13 +58,14 @@ struct dump {
 	 * Which grants an entry can belong to, built at the first entry: the grants' one-address
 	 * sources sorted, and the grants with a wider source, which every entry is held against.
 	 * Trying every grant for every entry made a status at 100,000 grants 0.3-1.1 s slower
-	 * with just the benchmark's 64 entries in the table; a busy host has thousands. Built
-	 * when cand is set.
+	 * with just the benchmark's 64 entries in the table; a busy host has thousands. Kept
+	 * (indexed) across a retried dump.
 	 */
 	struct host_src *hosts;
 	size_t n_hosts;
-	size_t *wide, n_wide;
-	size_t *cand, n_cand;	/* one entry's candidates, grants[] indexes */
+	size_t *wide, n_wide, wide_cap;
+	size_t *cand, n_cand, cand_cap; /* one entry's candidates, grants[] indexes */
+	bool indexed;
 };
 
 /* libnl returns negative NLE_* codes; jitd speaks -errno. */
@@ -236,9 +241,18 @@ static int cmp_host(const void *a, const void *b)
 {
 	const struct host_src *x = a, *y = b;
 
-	if (x->family != y->family)
-		return x->family < y->family ? -1 : 1;
 	return memcmp(x->addr, y->addr, sizeof(x->addr));
+}
+
+static void host_key(const struct prefix *p, uint8_t key[16])
+{
+	if (p->family == AF_INET6) {
+		memcpy(key, p->addr, 16);
+		return;
+	}
+	memset(key, 0, 10);
+	key[10] = key[11] = 0xff;
+	memcpy(key + 12, p->addr, 4);
 }
 
 static int cmp_index(const void *a, const void *b)
@@ -255,23 +269,32 @@ static void index_free(struct dump *d)
 	free(d->cand);
 	d->hosts = NULL;
 	d->wide = d->cand = NULL;
-	d->n_hosts = d->n_wide = 0;
+	d->n_hosts = d->n_wide = d->wide_cap = d->n_cand = d->cand_cap = 0;
+	d->indexed = false;
+}
+
+/* Room for n more in *v (n_v used of *cap); the arrays grow as needed, not to the worst case. */
+static int reserve_idx(size_t **v, size_t n_v, size_t *cap, size_t n)
+{
+	size_t *nv = array_reserve(*v, cap, n_v + n, sizeof(*nv), 16);
+
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	return 0;
 }
 
 static int build_index(struct dump *d)
 {
 	size_t nh = 0;
 
+	if (d->n > UINT32_MAX)
+		return -EOVERFLOW;
 	for (size_t i = 0; i < d->n; i++)
 		for (size_t s = 0; s < d->grants[i].n_src; s++)
 			nh += prefix_is_host(&d->grants[i].src[s]);
-	/* Both of an entry's addresses may find the same sources (a flow over loopback). */
-	if (!(d->hosts = calloc(nh + 1, sizeof(*d->hosts))) ||
-		!(d->wide = calloc(d->n + 1, sizeof(*d->wide))) ||
-		!(d->cand = calloc(2 * nh + d->n + 1, sizeof(*d->cand)))) {
-		index_free(d);
+	if (!(d->hosts = calloc(nh + 1, sizeof(*d->hosts))))
 		return -ENOMEM;
-	}
 	for (size_t i = 0; i < d->n; i++) {
 		bool wide = false;
 
@@ -282,25 +305,29 @@ static int build_index(struct dump *d)
 				wide = true;
 				continue;
 			}
-			/* The address's own bytes only: the rest of the key stays zero. */
-			d->hosts[d->n_hosts].family = p->family;
-			memcpy(d->hosts[d->n_hosts].addr, p->addr, prefix_addr_len(p));
-			d->hosts[d->n_hosts++].grant = i;
+			host_key(p, d->hosts[d->n_hosts].addr);
+			d->hosts[d->n_hosts++].grant = (uint32_t)i;
 		}
-		if (wide)
+		if (wide) {
+			if (reserve_idx(&d->wide, d->n_wide, &d->wide_cap, 1)) {
+				index_free(d);
+				return -ENOMEM;
+			}
 			d->wide[d->n_wide++] = i;
+		}
 	}
 	qsort(d->hosts, d->n_hosts, sizeof(*d->hosts), cmp_host);
+	d->indexed = true;
 	return 0;
 }
 
 /* The grants with host as a one-address source, added to the entry's candidates. */
-static void add_host_candidates(struct dump *d, const struct prefix *host)
+static int add_host_candidates(struct dump *d, const struct prefix *host)
 {
-	struct host_src key = { .family = host->family };
-	size_t lo = 0, hi = d->n_hosts;
+	struct host_src key;
+	size_t lo = 0, hi = d->n_hosts, end;
 
-	memcpy(key.addr, host->addr, prefix_addr_len(host));
+	host_key(host, key.addr);
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -309,23 +336,31 @@ static void add_host_candidates(struct dump *d, const struct prefix *host)
 		else
 			hi = mid;
 	}
-	for (; lo < d->n_hosts && !cmp_host(&d->hosts[lo], &key); lo++)
+	for (end = lo; end < d->n_hosts && !cmp_host(&d->hosts[end], &key); end++)
+		;
+	if (reserve_idx(&d->cand, d->n_cand, &d->cand_cap, end - lo))
+		return -ENOMEM;
+	for (; lo < end; lo++)
 		d->cand[d->n_cand++] = d->hosts[lo].grant;
+	return 0;
 }
 
 /*
  * The grants ct can belong to, in grants[] order, each once: every grant a source of ct's
  * (either way round, see entry_matches) could match, a superset that entry_matches decides.
  */
-static void candidates(struct dump *d, const struct nfnl_ct *ct)
+static int candidates(struct dump *d, const struct nfnl_ct *ct)
 {
 	struct prefix host;
 	size_t k = 0;
 
 	d->n_cand = 0;
+	/* Both of an entry's addresses may find the same sources (a flow over loopback). */
 	for (int dir = 0; dir < 2; dir++)
-		if (tuple_source(ct, dir, &host))
-			add_host_candidates(d, &host);
+		if (tuple_source(ct, dir, &host) && add_host_candidates(d, &host))
+			return -ENOMEM;
+	if (reserve_idx(&d->cand, d->n_cand, &d->cand_cap, d->n_wide))
+		return -ENOMEM;
 	for (size_t i = 0; i < d->n_wide; i++)
 		d->cand[d->n_cand++] = d->wide[i];
 	qsort(d->cand, d->n_cand, sizeof(*d->cand), cmp_index);
@@ -333,6 +368,7 @@ static void candidates(struct dump *d, const struct nfnl_ct *ct)
 		if (!k || d->cand[k - 1] != d->cand[i])
 			d->cand[k++] = d->cand[i];
 	d->n_cand = k;
+	return 0;
 }
 
 static void match(struct dump *d, struct nfnl_ct *ct)
@@ -343,14 +379,13 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return;
-	if (!d->cand && (ret = build_index(d))) {
+	if ((!d->indexed && (ret = build_index(d))) || (ret = candidates(d, ct))) {
 		if (!d->err)
 			d->err = ret;
 		return;
 	}
 	live = proto == IPPROTO_UDP || (nfnl_ct_test_tcp_state(ct) &&
 		nfnl_ct_get_tcp_state(ct) == TCP_CONNTRACK_ESTABLISHED);
-	candidates(d, ct);
 	for (size_t c = 0; c < d->n_cand; c++) {
 		size_t i = d->cand[c];
 
