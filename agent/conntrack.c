@@ -58,14 +58,13 @@ struct dump {
 	 * Which grants an entry can belong to, built at the first entry: the grants' one-address
 	 * sources sorted, and the grants with a wider source, which every entry is held against.
 	 * Trying every grant for every entry made a status at 100,000 grants 0.3-1.1 s slower
-	 * with just the benchmark's 64 entries in the table; a busy host has thousands. Kept
-	 * (indexed) across a retried dump.
+	 * with just the benchmark's 64 entries in the table; a busy host has thousands. Built
+	 * when hosts is set, and kept across a retried dump.
 	 */
 	struct host_src *hosts;
 	size_t n_hosts;
 	size_t *wide, n_wide, wide_cap;
 	size_t *cand, n_cand, cand_cap; /* one entry's candidates, grants[] indexes */
-	bool indexed;
 };
 
 /* libnl returns negative NLE_* codes; jitd speaks -errno. */
@@ -270,7 +269,6 @@ static void index_free(struct dump *d)
 	d->hosts = NULL;
 	d->wide = d->cand = NULL;
 	d->n_hosts = d->n_wide = d->wide_cap = d->n_cand = d->cand_cap = 0;
-	d->indexed = false;
 }
 
 /* Room for n more in *v (n_v used of *cap); the arrays grow as needed, not to the worst case. */
@@ -317,7 +315,6 @@ static int build_index(struct dump *d)
 		}
 	}
 	qsort(d->hosts, d->n_hosts, sizeof(*d->hosts), cmp_host);
-	d->indexed = true;
 	return 0;
 }
 
@@ -379,7 +376,7 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return;
-	if ((!d->indexed && (ret = build_index(d))) || (ret = candidates(d, ct))) {
+	if ((!d->hosts && (ret = build_index(d))) || (ret = candidates(d, ct))) {
 		if (!d->err)
 			d->err = ret;
 		return;
