@@ -331,17 +331,7 @@ static void model_sort(struct enforce *e)
 /* Index of the first model element not ordered before key. */
 static size_t model_lower(const struct enforce *e, const struct ruleset_elem *key)
 {
-	size_t lo = 0, hi = e->model.n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (ruleset_elem_cmp(&e->model.v[mid], key) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return ruleset_elem_lower(e->model.v, e->model.n, key);
 }
 
 static bool in_group(const struct ruleset_elem *e, const struct group *g)

@@ -249,6 +249,21 @@ int ruleset_elem_cmp(const void *a, const void *b)
 	return ruleset_elem_cmp_addrs(x, y);
 }
 
+size_t ruleset_elem_lower(const struct ruleset_elem *v, size_t n, const struct ruleset_elem *key)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ruleset_elem_cmp(&v[mid], key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 const char *const *ruleset_grant_sets(void)
 {
 	static const char *names[SET__COUNT + 1];

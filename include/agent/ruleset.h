@@ -122,6 +122,8 @@ const char *ruleset_elem_set(const struct ruleset_elem *e);
  */
 int ruleset_elem_cmp(const void *a, const void *b);
 int ruleset_elem_cmp_addrs(const void *a, const void *b);
+/* The first of v's n elements (sorted by ruleset_elem_cmp) not ordered before key. */
+size_t ruleset_elem_lower(const struct ruleset_elem *v, size_t n, const struct ruleset_elem *key);
 /* Every set whose elements are grants, NULL-terminated: the names a watcher treats as such. */
 const char *const *ruleset_grant_sets(void);
 /* Where a host grant's source goes: RULESET_HOST_ADDR (one address) or RULESET_HOST. */
