@@ -2396,6 +2396,7 @@ static void rerecord(struct enforce *e)
 /* A recorded signed grant as a restore worker left it. */
 struct restored {
 	struct grant g;
+	bool local;	/* local_record: the parse left it to restore_item */
 	int ret;
 	struct jit_error *err;	/* on failure, if there was memory for it */
 };
@@ -2443,7 +2444,7 @@ static void restore_range(void *arg, size_t begin, size_t end)
 		struct restored *r = &p->out[i];
 		struct jit_error err = { 0 };
 
-		if (local_record(it))
+		if ((r->local = local_record(it)))
 			continue;
 		r->ret = check_recorded(p->e, it->token, it->len, p->now_ms, kid[0] ? kid : NULL,
 			&jv, &r->g, &err);
@@ -2454,6 +2455,8 @@ static void restore_range(void *arg, size_t begin, size_t end)
 			*r->err = err;
 		}
 	}
+	/* What a grant needs later it holds; the tokens are read again only for a dropped one. */
+	store_items_done(p->e->store, &p->item[begin], end - begin);
 	jws_verifier_clear(&jv);
 }
 
@@ -2470,7 +2473,8 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	char *annex = NULL;
 	int ret;
 
-	if (local_record(it)) {
+	/* r->local, not the token: its page has left memory and need not come back for this. */
+	if (r->local) {
 		json_t *claims = json_loadb(it->token, it->len, JSON_REJECT_DUPLICATES, NULL);
 
 		ret = claims && json_is_true(json_object_get(claims, LOCAL_MARK)) ?
@@ -2495,7 +2499,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 			grant_clear(&g);
 	}
 	if (ret) {
-		if (err.code == JIT_ERR_EXPIRED && !local_record(it))
+		if (err.code == JIT_ERR_EXPIRED && !r->local)
 			audit_expired_record(e, it->token, it->len);
 		else
 			log_info("state: dropping recorded grant: %s: %s", jit_err_name(err.code),

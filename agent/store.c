@@ -39,6 +39,8 @@
 #define NOTE_HDR 9
 /* A snapshot is written in chunks of this much. */
 #define COPY_CHUNK (1024 * 1024)
+/* A walk through a mapped file gives back what it has read every this many bytes (release). */
+#define RELEASE_STEP (1024 * 1024)
 
 /*
  * Where a grant's record is: the token stays on disk, in the snapshot or the journal, so that
@@ -370,6 +372,28 @@ static void unmap_file(const unsigned char *p, size_t len)
 }
 
 /*
+ * A mapped file keeps every page read through it resident until it is unmapped: a pass over
+ * the state (the load, a start's walk, a compaction) would hold all of it, 50 MB at 100,000
+ * grants, on top of what jitd builds from it. The pages of [from, to) that the pass is done
+ * with are given back instead: they stay in the page cache, and the mapping (read-only,
+ * never written) reads them from it again if they are touched. From the page holding from to
+ * the one holding to, that one excluded: a record being read next may start in it.
+ */
+static void release(const unsigned char *p, size_t from, size_t to)
+{
+	static size_t page;
+	size_t a, b;
+
+	if (!page)
+		page = (size_t)sysconf(_SC_PAGESIZE);
+	a = from / page * page;
+	b = to / page * page;
+	/* Only memory is at stake: a failure leaves the pages where they were. */
+	if (b > a)
+		(void)madvise((void *)(uintptr_t)(p + a), b - a, MADV_DONTNEED);
+}
+
+/*
  * The notes no mark covered, copied out of the journal as mapped (p): a compaction may empty
  * it before they are used.
  */
@@ -441,7 +465,7 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 {
 	unsigned char sum[SUM];
 	const unsigned char *p;
-	size_t len;
+	size_t len, done = 0;
 	int ret;
 
 	*good = 0;
@@ -482,6 +506,10 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 			break;
 		*good += (off_t)(HDR + pl);
 		(*records)++;
+		if ((size_t)*good - done >= RELEASE_STEP) {
+			release(p, done, (size_t)*good);
+			done = (size_t)*good;
+		}
 	}
 	if (!ret && file == IN_JOURNAL)
 		ret = copy_notes(s, p);
@@ -583,6 +611,21 @@ static const unsigned char *record_of(const struct files *f, const struct entry 
 }
 
 /*
+ * A walk in entry order has read each file up to where e starts, or nearly: entries follow the
+ * files' order but for removals, which move the last entry into the gap. done[file]: where
+ * the pages it has not given back begin.
+ */
+static void release_behind(const struct files *f, size_t done[2], const struct entry *e)
+{
+	size_t off = (size_t)e->off;
+
+	if (off >= done[e->file] + RELEASE_STEP) {
+		release(f->p[e->file], done[e->file], off);
+		done[e->file] = off;
+	}
+}
+
+/*
  * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory),
  * then an empty journal. A crash in between replays the old journal over the new snapshot, which
  * gives the same set. The records are copied as they are, from the files they are in. Notes are
@@ -592,7 +635,7 @@ static int compact(struct store *s)
 {
 	unsigned char *buf = NULL;
 	off_t *moved = NULL;
-	size_t used = 0;
+	size_t used = 0, done[2] = { 0 };
 	struct files f;
 	off_t at = 0;
 	int fd, ret;
@@ -622,6 +665,7 @@ static int compact(struct store *s)
 		used += n;
 		moved[i] = at;
 		at += (off_t)n;
+		release_behind(&f, done, &s->v[i]);
 	}
 	if (!ret && used)
 		ret = write_all(fd, buf, used);
@@ -1051,6 +1095,31 @@ void store_items_end(struct store *s, struct store_item **v)
 	s->walking = false;
 	unmap_files(&s->walk);
 	(void)maybe_compact(s);
+}
+
+void store_items_done(struct store *s, const struct store_item *v, size_t n)
+{
+	const struct files *f = &s->walk;
+
+	for (int k = 0; k < 2; k++) {
+		const unsigned char *p = f->p[k];
+		size_t lo = SIZE_MAX, hi = 0, off;
+
+		for (size_t i = 0; i < n; i++) {
+			const char *t = v[i].token;
+
+			/* Compared as addresses: a token is in one mapping or the other. */
+			if ((uintptr_t)t < (uintptr_t)p || (uintptr_t)t >= (uintptr_t)(p + f->len[k]))
+				continue;
+			off = (size_t)((const unsigned char *)t - p);
+			if (off < lo)
+				lo = off;
+			if (off + v[i].len > hi)
+				hi = off + v[i].len;
+		}
+		if (lo < hi)
+			release(p, lo, hi);
+	}
 }
 
 void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg)

@@ -84,6 +84,12 @@ struct store_item {
  * loaded at open no longer reads back) or -errno.
  */
 int store_items(struct store *s, struct store_item **v, size_t *n);
+/*
+ * The caller is done reading the records of v[0..n) for now: the pages they span leave jitd's
+ * memory (the page cache keeps them). Reading them again still works; it only costs a page
+ * fault. Safe to call from several threads at once, for items of the same walk.
+ */
+void store_items_done(struct store *s, const struct store_item *v, size_t n);
 /* Ends the walk and frees *v (NULLed; accepts NULL). A compaction that waited runs now. */
 void store_items_end(struct store *s, struct store_item **v);
 

@@ -537,6 +537,88 @@ static void test_compaction_pace(void **state)
 	store_close(&st);
 }
 
+/* Grant i's token in test_release: long, and different in every byte position it can be. */
+#define BIG_N 6000
+#define BIG_LEN 700
+static void big_token(int i, char *tok)
+{
+	int n = snprintf(tok, BIG_LEN + 1, "t%d-", i);
+
+	for (int k = n; k < BIG_LEN; k++)
+		tok[k] = (char)('a' + (i + k) % 26);
+	tok[BIG_LEN] = '\0';
+}
+
+static void assert_big(const struct store_item *v, size_t n)
+{
+	char want[BIG_LEN + 1];
+
+	assert_int_equal(n, BIG_N);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(v[i].len, BIG_LEN);
+		big_token(atoi(v[i].token + 1), want);
+		assert_memory_equal(v[i].token, want, BIG_LEN);
+	}
+}
+
+/* This process's file-backed resident memory (kB): what a mapped walk holds. */
+static long rss_file_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "RssFile: %ld", &kb) == 1)
+			break;
+	fclose(f);
+	assert_true(kb >= 0);
+	return kb;
+}
+
+/*
+ * A walk gives its mapped pages back as it goes (store_items_done; the load and a compaction
+ * on their own), and every record still reads back whole afterwards, from a snapshot and a
+ * journal of several megabytes each.
+ */
+static void test_release(void **state)
+{
+	char jti[16], tok[BIG_LEN + 1];
+	struct store_item *v;
+	struct store *st;
+	long before;
+	size_t n;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_compact(st), 0); /* what earlier tests left */
+	for (int i = 0; i < BIG_N; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		big_token(i, tok);
+		assert_int_equal(store_put(st, jti, tok, BIG_LEN), 0);
+	}
+	st = reopen(st);
+	assert_int_equal(store_items(st, &v, &n), 0);
+	assert_big(v, n);
+	before = rss_file_kb();
+	for (size_t i = 0; i < n; i += 100)
+		store_items_done(st, &v[i], n - i < 100 ? n - i : 100);
+	/* 4 MB of records were resident; most of it is given back. */
+	assert_true(before - rss_file_kb() > 2048);
+	assert_big(v, n);
+	store_items_end(st, &v);
+	assert_int_equal(store_compact(st), 0);
+	st = reopen(st);
+	assert_int_equal(store_items(st, &v, &n), 0);
+	assert_big(v, n);
+	store_items_end(st, &v);
+	for (int i = 0; i < BIG_N; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	store_close(&st);
+}
+
 static int find_annex(const char *token, size_t len, const char *annex, void *arg)
 {
 	const char **want = arg;
@@ -780,6 +862,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
+		cmocka_unit_test(test_release),
 		cmocka_unit_test(test_annex),
 		cmocka_unit_test(test_walk_removes),
 		cmocka_unit_test(test_notes),
