@@ -1057,6 +1057,7 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 int store_items(struct store *s, struct store_item **out, size_t *n_out)
 {
 	struct store_item *v;
+	size_t done[2] = { 0 };
 	int ret;
 
 	*out = NULL;
@@ -1079,6 +1080,8 @@ int store_items(struct store *s, struct store_item **out, size_t *n_out)
 			free(v);
 			return -EIO;
 		}
+		/* The caller reads them again, page by page: no need to hold all of them now. */
+		release_behind(&s->walk, done, &s->v[i]);
 	}
 	s->walking = true;
 	*out = v;
