@@ -1159,26 +1159,34 @@ static int all_groups(const struct enforce *e, struct group **groups, size_t *n_
 	return ret;
 }
 
+/* Room for want grants: the restore asks for what it read, a push for one more (doubling). */
+static int grants_reserve(struct enforce *e, size_t want)
+{
+	/* Arrays side by side: the capacity they share is set once all have it. */
+	size_t cap = e->cap_grants, cap_d = e->cap_grants, cap_k = e->cap_grants;
+	struct grant_key *nk;
+	struct grant *nv;
+	int64_t *nd;
+
+	if (want <= e->cap_grants)
+		return 0;
+	if (!(nv = array_reserve(e->grants, &cap, want, sizeof(*nv), 16)))
+		return -ENOMEM;
+	e->grants = nv;
+	if (!(nd = array_reserve(e->deadline, &cap_d, cap, sizeof(*nd), cap)))
+		return -ENOMEM;
+	e->deadline = nd;
+	if (!(nk = array_reserve(e->keys, &cap_k, cap, sizeof(*nk), cap)))
+		return -ENOMEM;
+	e->keys = nk;
+	e->cap_grants = cap;
+	return 0;
+}
+
 static int grants_push(struct enforce *e, struct grant *g)
 {
-	if (e->n_grants == e->cap_grants) {
-		/* Arrays side by side: the capacity they share is set once all have it. */
-		size_t cap = e->cap_grants, cap_d = e->cap_grants, cap_k = e->cap_grants;
-		struct grant *nv = array_reserve(e->grants, &cap, e->n_grants + 1, sizeof(*nv), 16);
-		struct grant_key *nk;
-		int64_t *nd;
-
-		if (!nv)
-			return -ENOMEM;
-		e->grants = nv;
-		if (!(nd = array_reserve(e->deadline, &cap_d, cap, sizeof(*nd), cap)))
-			return -ENOMEM;
-		e->deadline = nd;
-		if (!(nk = array_reserve(e->keys, &cap_k, cap, sizeof(*nk), cap)))
-			return -ENOMEM;
-		e->keys = nk;
-		e->cap_grants = cap;
-	}
+	if (grants_reserve(e, e->n_grants + 1))
+		return -ENOMEM;
 	/* The time left as the wall clock says now, counted from here on CLOCK_BOOTTIME. */
 	e->deadline[e->n_grants] = clock_ms(CLOCK_BOOTTIME) + (g->exp * 1000 - enforce_now_ms());
 	e->keys[e->n_grants] = grant_key_of(g);
@@ -2391,8 +2399,8 @@ static void rerecord(struct enforce *e)
 #define RESTORE_DROP 1
 
 /* A recorded signed grant as a restore worker left it. */
+/* How a record's parse went; the grant itself is parsed into its slot (restore_pass). */
 struct restored {
-	struct grant g;
 	bool local;	/* local_record: the parse left it to restore_item */
 	int ret;
 	struct jit_error *err;	/* on failure, if there was memory for it */
@@ -2402,6 +2410,12 @@ struct restore_pass {
 	struct enforce *e;	/* only read by the workers; resync (the lead) writes the model */
 	const struct store_item *item;
 	struct restored *out;
+	/*
+	 * Record i's grant: e->grants past the live ones, reserved for every record. Kept ones
+	 * move down in order (restore_item), and no second array of them is ever held (15 MB at
+	 * 100,000).
+	 */
+	struct grant *slot;
 	int64_t now_ms;
 	int resync_ret;
 };
@@ -2439,15 +2453,16 @@ static void restore_range(void *arg, size_t begin, size_t end)
 	for (size_t i = begin; i < end; i++) {
 		const struct store_item *it = &p->item[i];
 		struct restored *r = &p->out[i];
+		struct grant *g = &p->slot[i];
 		struct jit_error err = { 0 };
 
 		if ((r->local = local_record(it)))
 			continue;
 		r->ret = check_recorded(p->e, it->token, it->len, p->now_ms, kid[0] ? kid : NULL,
-			&jv, &r->g, &err);
+			&jv, g, &err);
 		if (!r->ret) {
-			snprintf(kid, sizeof(kid), "%s", r->g.kid);
-			(void)grant_pack(&r->g);
+			snprintf(kid, sizeof(kid), "%s", g->kid);
+			(void)grant_pack(g);
 		} else if ((r->err = malloc(sizeof(*r->err)))) {
 			*r->err = err;
 		}
@@ -2459,11 +2474,12 @@ static void restore_range(void *arg, size_t begin, size_t end)
 
 /*
  * One record, in the store's order: a local grant (claims, no signature) is checked here, a
- * gateway grant takes back its ports, the grant id is remembered and the grant kept.
+ * gateway grant takes back its ports, the grant id is remembered and the grant kept. slot: its
+ * parsed grant, at or past e->n_grants, which this takes (and leaves zeroed).
  * RESTORE_KEEP, RESTORE_DROP (no longer valid) or -ENOMEM.
  */
 static int restore_item(struct enforce *e, const struct store_item *it, struct restored *r,
-	int64_t now_ms)
+	struct grant *slot, int64_t now_ms)
 {
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
@@ -2479,8 +2495,8 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
 		json_decref(claims);
 	} else if (!(ret = r->ret)) {
-		g = r->g;
-		memset(&r->g, 0, sizeof(r->g));
+		g = *slot;
+		memset(slot, 0, sizeof(*slot));
 	} else if (r->err) {
 		err = *r->err;
 	} else {
@@ -2528,22 +2544,29 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	struct restore_pass pass = { .e = e, .now_ms = enforce_now_ms() };
 	struct store_item *items = NULL;
 	struct restored *parsed = NULL;
+	size_t n = 0, n_drop = 0, base = e->n_grants;
 	char **drop = NULL;
-	size_t n = 0, n_drop = 0;
 	int ret, dropped;
 
 	if ((ret = store_items(e->store, &items, &n)))
 		return ret;
-	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || !(drop = calloc(n + 1, sizeof(*drop)))) {
+	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || !(drop = calloc(n + 1, sizeof(*drop))) ||
+		grants_reserve(e, base + n)) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	pass.item = items;
 	pass.out = parsed;
+	if (n) {
+		/* Zeroed: a record not parsed there (local, or failed) leaves nothing to free. */
+		pass.slot = e->grants + base;
+		memset(pass.slot, 0, n * sizeof(*pass.slot));
+	}
 	verifier_run(threads, n, restore_range, &pass, restore_lead);
 	*resync_ret = pass.resync_ret;
 	for (size_t i = 0; i < n; i++) {
-		if ((ret = restore_item(e, &items[i], &parsed[i], pass.now_ms)) < 0)
+		/* Kept grants go to e->n_grants, never past this slot: later slots stay as parsed. */
+		if ((ret = restore_item(e, &items[i], &parsed[i], &pass.slot[i], pass.now_ms)) < 0)
 			goto out;
 		/* Without memory for its id a record stays, to be dropped at the next start. */
 		if (ret == RESTORE_DROP && (drop[n_drop] = strdup(items[i].jti)))
@@ -2551,10 +2574,11 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	}
 	ret = 0;
 out:
-	for (size_t i = 0; parsed && i < n; i++) {
-		grant_clear(&parsed[i].g);
+	/* What no record handed on: all zeroed but after a failure. */
+	for (size_t i = e->n_grants; pass.slot && i < base + n; i++)
+		grant_clear(&e->grants[i]);
+	for (size_t i = 0; parsed && i < n; i++)
 		free(parsed[i].err);
-	}
 	free(parsed);
 	store_items_end(e->store, &items);
 	if (n_drop && (dropped = store_del_many(e->store, (const char *const *)drop, n_drop)))
