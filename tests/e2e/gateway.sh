@@ -53,6 +53,9 @@ set_elems() {
 		+ (if \$v then \" : \" + (\$v.concat | map($(member)) | join(\" \")) else \"\" end)" | sort
 }
 fwd_count() { set_elems fwd4 | grep -c . || true; }
+# For wait_until, which runs its command again each time: a "$(...)" in its arguments would be
+# read once, before the first try.
+set_is() { [ "$(set_elems "$1")" = "$2" ]; }
 
 log "the table: a forward chain, a nat chain, the gateway sets next to the host's"
 kernel_json | jq -e '[.nftables[] | .chain? | select(.) | "\(.name) \(.type) \(.hook)"] | sort ==
@@ -98,7 +101,7 @@ session_say before-expiry
 expect_connect drop "$C1" -b 192.0.2.3 10.1.0.5 22
 expect_connect drop "$C1" -b 192.0.2.2 10.1.0.6 22
 wait_until 12 "gw-a to expire" status_has_no_grants
-wait_until 5 "fwd4 to empty" test "$(fwd_count)" -eq 0
+wait_until 5 "fwd4 to empty" set_is fwd4 ""
 pass "kernel: the element expired on its own"
 session_say after-expiry
 session_close
@@ -220,7 +223,7 @@ want_dnat="192.0.2.2 tcp 50000 : 10.1.0.6 22
 192.0.2.3 tcp 50001 : 10.1.0.6 22"
 [ "$(set_elems dnat4)" = "$want_dnat" ] || fail "dnat4 before the flush: $(set_elems dnat4)"
 in_ns "$SRV" nft flush ruleset
-wait_until 10 "dnat4 to be repaired" test "$(set_elems dnat4)" = "$want_dnat"
+wait_until 10 "dnat4 to be repaired" set_is dnat4 "$want_dnat"
 [ "$(fwd_count)" -eq 2 ] || fail "fwd4 after the repair: $(set_elems fwd4)"
 pass "kernel: dnat4 and fwd4 repaired after nft flush ruleset"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 50000
