@@ -2398,8 +2398,7 @@ static void rerecord(struct enforce *e)
 #define RESTORE_KEEP 0
 #define RESTORE_DROP 1
 
-/* A recorded signed grant as a restore worker left it. */
-/* How a record's parse went; the grant itself is parsed into its slot (restore_pass). */
+/* How a restore worker's parse of a record went; the grant itself is in its slot (restore_pass). */
 struct restored {
 	bool local;	/* local_record: the parse left it to restore_item */
 	int ret;
@@ -2467,7 +2466,10 @@ static void restore_range(void *arg, size_t begin, size_t end)
 			*r->err = err;
 		}
 	}
-	/* What a grant needs later it holds; the tokens are read again only for a dropped one. */
+	/*
+	 * A parsed grant holds what it needs: its token is read again only for a local or gateway
+	 * grant, or to audit one that expired.
+	 */
 	store_items_done(p->e->store, &p->item[begin], end - begin);
 	jws_verifier_clear(&jv);
 }
@@ -2565,7 +2567,7 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	verifier_run(threads, n, restore_range, &pass, restore_lead);
 	*resync_ret = pass.resync_ret;
 	for (size_t i = 0; i < n; i++) {
-		/* Kept grants go to e->n_grants, never past this slot: later slots stay as parsed. */
+		/* Kept grants move down to e->n_grants, never past their own slot. */
 		if ((ret = restore_item(e, &items[i], &parsed[i], &pass.slot[i], pass.now_ms)) < 0)
 			goto out;
 		/* Without memory for its id a record stays, to be dropped at the next start. */
@@ -2574,7 +2576,7 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	}
 	ret = 0;
 out:
-	/* What no record handed on: all zeroed but after a failure. */
+	/* Slots no kept grant took: zeroed, or what a failed parse or an interrupted pass left. */
 	for (size_t i = e->n_grants; pass.slot && i < base + n; i++)
 		grant_clear(&e->grants[i]);
 	for (size_t i = 0; parsed && i < n; i++)

@@ -1108,11 +1108,13 @@ void store_items_done(struct store *s, const struct store_item *v, size_t n)
 		const unsigned char *p = f->p[k];
 		size_t lo = SIZE_MAX, hi = 0, off;
 
+		if (!f->len[k])
+			continue;	/* an empty file, not mapped */
 		for (size_t i = 0; i < n; i++) {
 			const char *t = v[i].token;
 
 			/* Compared as addresses: a token is in one mapping or the other. */
-			if ((uintptr_t)t < (uintptr_t)p || (uintptr_t)t >= (uintptr_t)(p + f->len[k]))
+			if ((uintptr_t)t < (uintptr_t)p || (uintptr_t)t >= (uintptr_t)p + f->len[k])
 				continue;
 			off = (size_t)((const unsigned char *)t - p);
 			if (off < lo)

@@ -611,6 +611,9 @@ static void test_release(void **state)
 	st = reopen(st);
 	assert_int_equal(store_items(st, &v, &n), 0);
 	assert_big(v, n);
+	/* Now all in the snapshot: the journal is empty, and not mapped. */
+	store_items_done(st, v, n);
+	assert_big(v, n);
 	store_items_end(st, &v);
 	for (int i = 0; i < BIG_N; i++) {
 		snprintf(jti, sizeof(jti), "b%d", i);
