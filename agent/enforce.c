@@ -395,11 +395,49 @@ static size_t one_per_address(struct span *v, size_t n)
 }
 
 /*
- * What the kernel must hold for one host group, from every live grant: its sources of one
- * address (RULESET_HOST_ADDR) or its wider ones as disjoint ranges (RULESET_HOST), sorted.
+ * What the kernel must hold for one group, sorted by address (ruleset_elem_cmp_addrs). A host
+ * group's are ranges of one kind, family, protocol and port, kept as spans: 40 bytes each
+ * against an element's 88, and a restore plans 100,000 of them. The others (gateway grants,
+ * few) are elements.
+ */
+struct wants {
+	struct span *spans;
+	struct elems elems;
+	size_t n;
+};
+
+static void wants_free(struct wants *w)
+{
+	free(w->spans);
+	elems_free(&w->elems);
+}
+
+/* The element group g wants j-th. */
+static void want_at(const struct wants *w, const struct group *g, size_t j,
+	struct ruleset_elem *re)
+{
+	size_t alen = g->family == AF_INET ? 4 : 16;
+
+	if (!w->spans) {
+		*re = w->elems.v[j];
+		return;
+	}
+	memset(re, 0, sizeof(*re));
+	re->kind = g->kind;
+	re->family = g->family;
+	re->ipproto = g->ipproto;
+	re->port = g->port;
+	re->exp_ms = w->spans[j].exp_ms;
+	memcpy(re->lo, w->spans[j].lo, alen);
+	memcpy(re->hi, w->spans[j].hi, alen);
+}
+
+/*
+ * A host group, from every live grant: its sources of one address (RULESET_HOST_ADDR) or its
+ * wider ones as disjoint ranges (RULESET_HOST), sorted.
  */
 static int desired_host(const struct enforce *e, const struct group *g, int64_t now_ms,
-	struct elems *out)
+	struct wants *out)
 {
 	size_t alen = g->family == AF_INET ? 4 : 16, n = 0, nout = 0, cap = 0, pi;
 	/* Once per plan, not per grant: this loop runs over every grant on each submit. */
@@ -435,16 +473,9 @@ static int desired_host(const struct enforce *e, const struct group *g, int64_t 
 	} else {
 		ret = ranges_disjoint(in, n, alen, &res, &nout);
 	}
-	for (size_t i = 0; ret == 0 && i < nout; i++) {
-		struct ruleset_elem re = { .kind = g->kind, .family = g->family,
-			.ipproto = g->ipproto, .port = g->port, .exp_ms = res[i].exp_ms };
-
-		memcpy(re.lo, res[i].lo, alen);
-		memcpy(re.hi, res[i].hi, alen);
-		ret = elems_push(out, &re);
-	}
-	free(res);
 	free(in);
+	out->spans = res;
+	out->n = nout;
 	return ret;
 }
 
@@ -546,15 +577,21 @@ static int desired_dnat(const struct enforce *e, const struct group *g, int64_t 
 	return ret;
 }
 
-/* Appends what the kernel must hold for group g to out (after what out holds already). */
+/* What the kernel must hold for group g, in out (zeroed; wants_free frees it either way). */
 static int desired(const struct enforce *e, const struct group *g, int64_t now_ms,
-	struct elems *out)
+	struct wants *out)
 {
-	if (g->kind == RULESET_FORWARD)
-		return desired_forward(e, g, now_ms, out);
-	if (g->kind == RULESET_DNAT)
-		return desired_dnat(e, g, now_ms, out);
-	return desired_host(e, g, now_ms, out);
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	if (g->kind != RULESET_FORWARD && g->kind != RULESET_DNAT)
+		return desired_host(e, g, now_ms, out);
+	ret = g->kind == RULESET_FORWARD ? desired_forward(e, g, now_ms, &out->elems) :
+					   desired_dnat(e, g, now_ms, &out->elems);
+	out->n = out->elems.n;
+	if (out->n)
+		qsort(out->elems.v, out->n, sizeof(*out->elems.v), ruleset_elem_cmp_addrs);
+	return ret;
 }
 
 static bool same_elem(const struct ruleset_elem *a, const struct ruleset_elem *b)
@@ -566,15 +603,15 @@ static bool same_elem(const struct ruleset_elem *a, const struct ruleset_elem *b
 		a->to_port == b->to_port && d <= EXP_TOLERANCE_MS && d >= -EXP_TOLERANCE_MS;
 }
 
+/* What a commit deletes and adds; the model follows it in place (model_apply). */
 struct plan {
-	struct elems del, add, model;
+	struct elems del, add;
 };
 
 static void plan_free(struct plan *p)
 {
 	elems_free(&p->del);
 	elems_free(&p->add);
-	elems_free(&p->model);
 }
 
 /*
@@ -583,9 +620,8 @@ static void plan_free(struct plan *p)
  * nor deleted: the kernel is removing it on its own. Both sides are disjoint ranges, so one
  * walk over both sorted by address finds every match: this runs on every commit, over every
  * element of the group. The model is sorted by group, then address (model_sort): the group's
- * elements are one run of it, walked in place rather than copied. Every wanted element ends up
- * in the new model, so desired() writes them there, and a match only takes the kernel's
- * expiry: no second array of them (8.8 MB at 100,000 grants).
+ * elements are one run of it, walked in place rather than copied. No new model is built beside
+ * the old one: model_apply brings the old one along after the commit.
  */
 static int plan_group(const struct enforce *e, const struct group *g, int64_t now_ms,
 	struct plan *p)
@@ -593,56 +629,50 @@ static int plan_group(const struct enforce *e, const struct group *g, int64_t no
 	const struct ruleset_elem key = { .kind = g->kind, .family = g->family,
 		.ipproto = g->ipproto, .port = g->port };
 	const struct ruleset_elem *have = e->model.v;
-	size_t i = model_lower(e, &key), nh, j = 0, base = p->model.n, nw;
-	struct ruleset_elem *want;
+	size_t i = model_lower(e, &key), nh, j = 0;
+	struct ruleset_elem want;
+	struct wants w;
 	int ret;
 
-	if ((ret = desired(e, g, now_ms, &p->model)))
-		return ret;
-	/* From here on p->model only changes in place: want stays where it is. */
-	want = p->model.v + base;
-	nw = p->model.n - base;
+	if ((ret = desired(e, g, now_ms, &w)))
+		goto out;
 	for (nh = i; nh < e->model.n && in_group(&have[nh], g); nh++)
 		;
-	/* host ones come sorted, and are many */
-	if (nw && g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
-		qsort(want, nw, sizeof(*want), ruleset_elem_cmp_addrs);
-	while (ret == 0 && (i < nh || j < nw)) {
-		int c = i == nh ? 1 : j == nw ? -1 : ruleset_elem_cmp_addrs(&have[i], &want[j]);
+	while (ret == 0 && (i < nh || j < w.n)) {
+		int c;
 
+		if (j < w.n)
+			want_at(&w, g, j, &want);
+		c = i == nh ? 1 : j == w.n ? -1 : ruleset_elem_cmp_addrs(&have[i], &want);
 		if (i < nh && have[i].exp_ms <= now_ms) {
 			i++;
 		} else if (c < 0) {
 			ret = elems_push(&p->del, &have[i++]);
 		} else if (c > 0) {
-			ret = elems_push(&p->add, &want[j++]);
-		} else if (same_elem(&have[i], &want[j])) {
-			want[j++] = have[i++];
+			ret = elems_push(&p->add, &want);
+			j++;
+		} else if (same_elem(&have[i], &want)) {
+			i++;
+			j++;
 		} else {
 			/* Same range, another timeout: replaced in the same transaction. */
 			if (!(ret = elems_push(&p->del, &have[i++])))
-				ret = elems_push(&p->add, &want[j]);
+				ret = elems_push(&p->add, &want);
 			j++;
 		}
 	}
+out:
+	wants_free(&w);
 	return ret;
 }
 
+/* Elements outside the groups being changed carry over as they are: only groups are planned. */
 static int plan_build(const struct enforce *e, const struct group *groups, size_t n_groups,
 	int64_t now_ms, struct plan *p)
 {
 	int ret = 0;
 
 	memset(p, 0, sizeof(*p));
-	/* Elements outside the groups being changed carry over as they are. */
-	for (size_t i = 0; ret == 0 && i < e->model.n; i++) {
-		bool touched = false;
-
-		for (size_t g = 0; g < n_groups && !touched; g++)
-			touched = in_group(&e->model.v[i], &groups[g]);
-		if (!touched && e->model.v[i].exp_ms > now_ms)
-			ret = elems_push(&p->model, &e->model.v[i]);
-	}
 	for (size_t g = 0; ret == 0 && g < n_groups; g++)
 		ret = plan_group(e, &groups[g], now_ms, p);
 	if (ret)
@@ -760,6 +790,91 @@ out:
 	return ret;
 }
 
+/*
+ * Adds sorted elements to the sorted model, keeping it sorted. 0 or -ENOMEM. In place, from
+ * the back: a group commit at 100,000 grants must not copy the whole model (and with large
+ * arrays mapped, fault in a fresh copy of it); only elements sorting after the first added
+ * one move. The larger array takes in the smaller, so add may come back holding the model's
+ * old array (its owner frees it): a restore into an empty table adds 100,000 elements to
+ * none. Equal ones (an expired element and a live one) may end up in either order: readers
+ * walk the whole run of them.
+ */
+static int model_merge(struct enforce *e, struct elems *add)
+{
+	struct elems *m = &e->model, t;
+	struct ruleset_elem *nv;
+	size_t i, j, k;
+
+	if (m->n < add->n) {
+		t = *m;
+		*m = *add;
+		*add = t;
+	}
+	i = m->n;
+	j = add->n;
+	k = m->n + add->n;
+	if (!(nv = array_reserve(m->v, &m->cap, k, sizeof(*nv), 64)))
+		return -ENOMEM;
+	m->v = nv;
+	while (j > 0)
+		m->v[--k] = i > 0 && ruleset_elem_cmp(&m->v[i - 1], &add->v[j - 1]) > 0 ?
+			m->v[--i] : add->v[--j];
+	m->n += add->n;
+	return 0;
+}
+
+/* Sorts v as the model is, unless it already is (a plan's elements nearly always are). */
+static void elems_sort(struct elems *v)
+{
+	for (size_t i = 1; i < v->n; i++) {
+		if (ruleset_elem_cmp(&v->v[i - 1], &v->v[i]) > 0) {
+			qsort(v->v, v->n, sizeof(*v->v), ruleset_elem_cmp);
+			return;
+		}
+	}
+}
+
+/*
+ * Drops from the model every element of del (sorted as the model is; each one a copy of a model
+ * element) and every element whose time is up, in one walk, keeping the order.
+ */
+static void model_compact(struct enforce *e, const struct elems *del, int64_t now_ms)
+{
+	struct elems *m = &e->model;
+	size_t kept = 0, d = 0;
+
+	for (size_t i = 0; i < m->n; i++) {
+		const struct ruleset_elem *x = &m->v[i];
+		bool gone = x->exp_ms <= now_ms;
+
+		while (d < del->n && ruleset_elem_cmp(&del->v[d], x) < 0)
+			d++;
+		for (size_t k = d; !gone && k < del->n && !ruleset_elem_cmp(&del->v[k], x); k++)
+			gone = del->v[k].exp_ms == x->exp_ms && del->v[k].to_port == x->to_port;
+		if (gone)
+			continue;
+		/* Nothing moves before the first one gone: most ticks, none is. */
+		if (kept != i)
+			m->v[kept] = *x;
+		kept++;
+	}
+	m->n = kept;
+}
+
+/*
+ * Brings the model along with p once the kernel has taken it, in place: p's deletions and
+ * whatever ran out by now_ms leave, p's additions are merged in. The plan kept no second model:
+ * a restore at 100,000 grants held two (8.8 MB each) at its peak. 0 or -ENOMEM, which leaves
+ * the model short of p's additions.
+ */
+static int model_apply(struct enforce *e, struct plan *p, int64_t now_ms)
+{
+	elems_sort(&p->del);
+	elems_sort(&p->add);
+	model_compact(e, &p->del, now_ms);
+	return model_merge(e, &p->add);
+}
+
 /* Brings the given groups of the kernel in line with the live grants, in one transaction. */
 static int sync_groups(struct enforce *e, const struct group *groups, size_t n_groups, char *err,
 	size_t errlen)
@@ -773,12 +888,8 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 		if ((ret = plan_build(e, groups, n_groups, now, &p)))
 			return ret;
 		ret = commit_plan(e, &p, now, err, errlen);
-		if (ret == 0) {
-			elems_free(&e->model);
-			e->model = p.model;
-			p.model = (struct elems){ 0 };
-			model_sort(e);
-		}
+		if (ret == 0 && model_apply(e, &p, now))
+			(void)resync(e); /* the kernel has it: the model must say so */
 		plan_free(&p);
 		/* Only a race with the kernel's own expiry is worth another look. */
 		if (ret != -ENOENT && ret != -EEXIST)
@@ -912,34 +1023,11 @@ out:
 }
 
 /*
- * Adds sorted elements to the sorted model, keeping it sorted. 0 or -ENOMEM. In place, from
- * the back: a group commit at 100,000 grants must not copy the whole model (and with large
- * arrays mapped, fault in a fresh copy of it); only elements sorting after the first added
- * one move.
- */
-static int model_merge(struct enforce *e, const struct elems *add)
-{
-	struct elems *m = &e->model;
-	size_t i = m->n, j = add->n, k = m->n + add->n;
-	struct ruleset_elem *nv = array_reserve(m->v, &m->cap, k, sizeof(*nv), 64);
-
-	if (!nv)
-		return -ENOMEM;
-	m->v = nv;
-	/* Equal ones: the model's first, as a forward merge would place them. */
-	while (j > 0)
-		m->v[--k] = i > 0 && ruleset_elem_cmp(&m->v[i - 1], &add->v[j - 1]) > 0 ?
-			m->v[--i] : add->v[--j];
-	m->n += add->n;
-	return 0;
-}
-
-/*
  * Commits a cheap plan (planned 0) and brings the model along with fix_model; the full plan for
  * groups when the cheap one does not apply (planned 1) or raced the kernel's own expiry.
  */
 static int sync_cheap(struct enforce *e, int planned, struct plan *p, int64_t now,
-	int (*fix_model)(struct enforce *, const struct plan *), const struct group *groups,
+	int (*fix_model)(struct enforce *, struct plan *), const struct group *groups,
 	size_t n_groups, char *err, size_t errlen)
 {
 	int ret = planned;
@@ -958,7 +1046,7 @@ static int sync_cheap(struct enforce *e, int planned, struct plan *p, int64_t no
 	return sync_groups(e, groups, n_groups, err, errlen);
 }
 
-static int model_add(struct enforce *e, const struct plan *p)
+static int model_add(struct enforce *e, struct plan *p)
 {
 	return model_merge(e, &p->add);
 }
@@ -1069,7 +1157,7 @@ out:
 }
 
 /* Takes p's deletions (found in the model as they are: a grant's few) out of the sorted model. */
-static int model_drop(struct enforce *e, const struct plan *p)
+static int model_drop(struct enforce *e, struct plan *p)
 {
 	struct elems *m = &e->model;
 
@@ -2211,17 +2299,9 @@ static void expire_grants(struct enforce *e, int64_t now);
 
 static void model_expire(struct enforce *e, int64_t now)
 {
-	size_t kept = 0;
+	const struct elems none = { 0 };
 
-	for (size_t i = 0; i < e->model.n; i++) {
-		if (e->model.v[i].exp_ms <= now)
-			continue;
-		/* Nothing moves before the first expired one: most ticks, none has. */
-		if (kept != i)
-			e->model.v[kept] = e->model.v[i];
-		kept++;
-	}
-	e->model.n = kept;
+	model_compact(e, &none, now);
 }
 
 /*
@@ -3022,10 +3102,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		now = enforce_now_ms();
 	}
 	e->strays.n = 0;
-	elems_free(&e->model);
-	e->model = p.model;
-	p.model = (struct elems){ 0 };
-	model_sort(e);
+	if (model_apply(e, &p, now))
+		(void)resync(e);
 	for (size_t i = 0; i < n_dropped; i++) {
 		snprintf(why, sizeof(why), "configuration reload: %s", reasons[i]);
 		log_info("grant revoked: jti=%s sub=%s (%s)", dropped[i].jti, dropped[i].sub, why);
