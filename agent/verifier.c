@@ -143,18 +143,11 @@ fail:
 	return ret;
 }
 
-/*
- * Records go out in chunks: one range per thread left a thread idle when another ran behind.
- * Not much smaller: the restore gives back each chunk's mapped pages (store_items_done), and on
- * a VM that system call costs 0.1 ms (it flushes every CPU's TLB); chunks of 256 made the parse
- * of 100,000 records 10% slower.
- */
-#define RUN_CHUNK 1024
-
+/* Work goes out in chunks: one range per thread left a thread idle when another ran behind. */
 struct run {
 	void (*fn)(void *arg, size_t begin, size_t end);
 	void *arg;
-	size_t n;
+	size_t n, chunk;
 	atomic_size_t next;	/* the first index no thread has taken */
 };
 
@@ -162,8 +155,8 @@ static void run_chunks(struct run *r)
 {
 	size_t b;
 
-	while ((b = atomic_fetch_add(&r->next, RUN_CHUNK)) < r->n)
-		r->fn(r->arg, b, r->n - b < RUN_CHUNK ? r->n : b + RUN_CHUNK);
+	while ((b = atomic_fetch_add(&r->next, r->chunk)) < r->n)
+		r->fn(r->arg, b, r->n - b < r->chunk ? r->n : b + r->chunk);
 }
 
 static void *run_worker(void *arg)
@@ -173,12 +166,12 @@ static void *run_worker(void *arg)
 	return NULL;
 }
 
-void verifier_run(unsigned threads, size_t n, void (*fn)(void *arg, size_t begin, size_t end),
-	void *arg, void (*lead)(void *arg))
+void verifier_run(unsigned threads, size_t n, size_t chunk,
+	void (*fn)(void *arg, size_t begin, size_t end), void *arg, void (*lead)(void *arg))
 {
 	pthread_t thread[MAX_THREADS];
 	bool started[MAX_THREADS] = { false };
-	struct run r = { .fn = fn, .arg = arg, .n = n };
+	struct run r = { .fn = fn, .arg = arg, .n = n, .chunk = chunk ? chunk : 1 };
 
 	if (!threads)
 		threads = cpus();

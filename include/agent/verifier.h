@@ -56,12 +56,13 @@ unsigned verifier_threads(const struct verifier *v);
 
 /*
  * For work with no event loop to come back to (the start-up restore): runs fn(arg, begin, end)
- * over [0, n) in chunks that threads (0: one per CPU, as above) take in turn, and returns once
- * every index is done. The caller's thread is one of them; with lead it first runs lead(arg),
- * other work the restore can do meanwhile, and then joins in. A thread that cannot be started
- * leaves its share to the others. fn must be safe to run on several threads at once.
+ * over [0, n) in chunks of chunk indices (the last one shorter; 0 counts as 1) that threads (0:
+ * one per CPU, as above) take in turn, and returns once every index is done. The caller's
+ * thread is one of them; with lead it first runs lead(arg), other work the restore can do
+ * meanwhile, and then joins in. A thread that cannot be started leaves its share to the
+ * others. fn must be safe to run on several threads at once.
  */
-void verifier_run(unsigned threads, size_t n, void (*fn)(void *arg, size_t begin, size_t end),
-	void *arg, void (*lead)(void *arg));
+void verifier_run(unsigned threads, size_t n, size_t chunk,
+	void (*fn)(void *arg, size_t begin, size_t end), void *arg, void (*lead)(void *arg));
 
 #endif

@@ -213,18 +213,20 @@ static void count_range(void *arg, size_t begin, size_t end)
 		seen[i]++;
 }
 
-/* verifier_run covers every index exactly once, whatever the threads for the size. */
+/* verifier_run covers every index exactly once, whatever the threads and chunk for the size. */
 static void run_covers_all(void **state)
 {
-	static const struct { unsigned threads; size_t n; } cases[] = {
-		{ 0, 0 }, { 0, 1 }, { 16, 5 }, { 3, 1000 }, { 2, 100001 }, { 64, 77 }, { 1, 9 },
+	static const struct { unsigned threads; size_t n, chunk; } cases[] = {
+		{ 0, 0, 1024 }, { 0, 1, 1024 }, { 16, 5, 1024 }, { 3, 1000, 1024 },
+		{ 2, 100001, 1024 }, { 64, 77, 1024 }, { 1, 9, 1024 }, { 2, 100001, 7 },
+		{ 3, 1000, 1 }, { 2, 9, 0 }, { 4, 5000, 4999 }, { 2, 64, 64 },
 	};
 	unsigned char *seen = calloc(100001, 1);
 
 	assert_non_null(seen);
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		memset(seen, 0, 100001);
-		verifier_run(cases[c].threads, cases[c].n, count_range, seen, NULL);
+		verifier_run(cases[c].threads, cases[c].n, cases[c].chunk, count_range, seen, NULL);
 		for (size_t i = 0; i < cases[c].n; i++)
 			assert_int_equal(seen[i], 1);
 		for (size_t i = cases[c].n; i < 100001; i++)
@@ -275,7 +277,7 @@ static void run_with_lead(void **state __attribute__((unused)))
 	struct led l = { .seen = calloc(100001, 1), .caller = pthread_self(), .patience = 400 };
 
 	assert_non_null(l.seen);
-	verifier_run(2, 100001, count_led, &l, lead);
+	verifier_run(2, 100001, 1024, count_led, &l, lead);
 	assert_int_equal(l.leads, 1);
 	assert_true(l.on_caller);
 	assert_true(l.done_before_lead_returned > 0);
@@ -285,7 +287,7 @@ static void run_with_lead(void **state __attribute__((unused)))
 	memset(l.seen, 0, 100001);
 	l.leads = 0;
 	l.patience = 2;
-	verifier_run(1, 1000, count_led, &l, lead);
+	verifier_run(1, 1000, 1024, count_led, &l, lead);
 	assert_int_equal(l.leads, 1);
 	assert_int_equal(l.done_before_lead_returned, 0);
 	for (size_t i = 0; i < 1000; i++)
