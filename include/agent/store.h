@@ -79,9 +79,10 @@ struct store_item {
 	size_t annex_len;
 };
 /*
- * Every record, in *v (*n of them), valid until store_items_end. Meanwhile records may be added
- * and removed, but no compaction runs. 0, -EBUSY (a walk is open already), -EIO (a record
- * loaded at open no longer reads back) or -errno.
+ * Every record, in *v (*n of them) in the order they lie in the files, valid until
+ * store_items_end. Meanwhile records may be added and removed, but no compaction runs. 0,
+ * -EBUSY (a walk is open already), -EIO (a record loaded at open no longer reads back) or
+ * -errno.
  */
 int store_items(struct store *s, struct store_item **v, size_t *n);
 /*

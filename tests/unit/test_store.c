@@ -622,6 +622,45 @@ static void test_release(void **state)
 	store_close(&st);
 }
 
+/*
+ * A removal moves the last entry into its gap. The walk still reads the files forward, in their
+ * order, giving back what it has read as it goes: it holds about one RELEASE_STEP, not the
+ * journal's 4 MB, and its items come in the order the records were put.
+ */
+static void test_release_after_removals(void **state)
+{
+	char jti[16], tok[BIG_LEN + 1];
+	struct store_item *v;
+	struct store *st;
+	long before;
+	size_t n;
+
+	(void)state;
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_compact(st), 0);
+	for (int i = 0; i < BIG_N; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		big_token(i, tok);
+		assert_int_equal(store_put(st, jti, tok, BIG_LEN), 0);
+	}
+	for (int i = 0; i < 50; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	before = rss_file_kb();
+	assert_int_equal(store_items(st, &v, &n), 0);
+	assert_true(rss_file_kb() - before < 2048);
+	assert_int_equal(n, BIG_N - 50);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(atoi(v[i].token + 1), 50 + (int)i);
+	store_items_end(st, &v);
+	for (int i = 50; i < BIG_N; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+	store_close(&st);
+}
+
 static int find_annex(const char *token, size_t len, const char *annex, void *arg)
 {
 	const char **want = arg;
@@ -866,6 +905,7 @@ int main(void)
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_release),
+		cmocka_unit_test(test_release_after_removals),
 		cmocka_unit_test(test_annex),
 		cmocka_unit_test(test_walk_removes),
 		cmocka_unit_test(test_notes),
