@@ -577,6 +577,33 @@ static long rss_file_kb(void)
 	return kb;
 }
 
+/* The store, emptied of what earlier tests left, then b0 .. b<BIG_N - 1> put in order. */
+static struct store *open_big(void)
+{
+	char jti[16], tok[BIG_LEN + 1];
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_compact(st), 0);
+	for (int i = 0; i < BIG_N; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		big_token(i, tok);
+		assert_int_equal(store_put(st, jti, tok, BIG_LEN), 0);
+	}
+	return st;
+}
+
+/* Removes b<from> .. b<to - 1>. */
+static void del_big(struct store *st, int from, int to)
+{
+	char jti[16];
+
+	for (int i = from; i < to; i++) {
+		snprintf(jti, sizeof(jti), "b%d", i);
+		assert_int_equal(store_del(st, jti), 0);
+	}
+}
+
 /*
  * A walk gives its mapped pages back as it goes (store_items_done; the load and a compaction
  * on their own), and every record still reads back whole afterwards, from a snapshot and a
@@ -584,19 +611,11 @@ static long rss_file_kb(void)
  */
 static void test_release(void **state)
 {
-	char jti[16], tok[BIG_LEN + 1];
 	struct store_item *v;
-	struct store *st;
+	struct store *st = open_big();
 	long before;
 	size_t n;
 
-	assert_int_equal(store_open(dir, &st), 0);
-	assert_int_equal(store_compact(st), 0); /* what earlier tests left */
-	for (int i = 0; i < BIG_N; i++) {
-		snprintf(jti, sizeof(jti), "b%d", i);
-		big_token(i, tok);
-		assert_int_equal(store_put(st, jti, tok, BIG_LEN), 0);
-	}
 	st = reopen(st);
 	assert_int_equal(store_items(st, &v, &n), 0);
 	assert_big(v, n);
@@ -615,10 +634,7 @@ static void test_release(void **state)
 	store_items_done(st, v, n);
 	assert_big(v, n);
 	store_items_end(st, &v);
-	for (int i = 0; i < BIG_N; i++) {
-		snprintf(jti, sizeof(jti), "b%d", i);
-		assert_int_equal(store_del(st, jti), 0);
-	}
+	del_big(st, 0, BIG_N);
 	store_close(&st);
 }
 
@@ -629,24 +645,13 @@ static void test_release(void **state)
  */
 static void test_release_after_removals(void **state)
 {
-	char jti[16], tok[BIG_LEN + 1];
 	struct store_item *v;
-	struct store *st;
+	struct store *st = open_big();
 	long before;
 	size_t n;
 
 	(void)state;
-	assert_int_equal(store_open(dir, &st), 0);
-	assert_int_equal(store_compact(st), 0);
-	for (int i = 0; i < BIG_N; i++) {
-		snprintf(jti, sizeof(jti), "b%d", i);
-		big_token(i, tok);
-		assert_int_equal(store_put(st, jti, tok, BIG_LEN), 0);
-	}
-	for (int i = 0; i < 50; i++) {
-		snprintf(jti, sizeof(jti), "b%d", i);
-		assert_int_equal(store_del(st, jti), 0);
-	}
+	del_big(st, 0, 50);
 	before = rss_file_kb();
 	assert_int_equal(store_items(st, &v, &n), 0);
 	assert_true(rss_file_kb() - before < 2048);
@@ -654,10 +659,7 @@ static void test_release_after_removals(void **state)
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(atoi(v[i].token + 1), 50 + (int)i);
 	store_items_end(st, &v);
-	for (int i = 50; i < BIG_N; i++) {
-		snprintf(jti, sizeof(jti), "b%d", i);
-		assert_int_equal(store_del(st, jti), 0);
-	}
+	del_big(st, 50, BIG_N);
 	store_close(&st);
 }
 
