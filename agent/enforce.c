@@ -801,21 +801,21 @@ out:
  */
 static int model_merge(struct enforce *e, struct elems *add)
 {
-	struct elems *m = &e->model, t;
+	struct elems *m = &e->model, *big = m->n < add->n ? add : m, t;
+	size_t i, j, k = m->n + add->n;
 	struct ruleset_elem *nv;
-	size_t i, j, k;
 
-	if (m->n < add->n) {
+	/* Room first: a failure leaves the model as it was, short of add only. */
+	if (!(nv = array_reserve(big->v, &big->cap, k, sizeof(*nv), 64)))
+		return -ENOMEM;
+	big->v = nv;
+	if (big == add) {
 		t = *m;
 		*m = *add;
 		*add = t;
 	}
 	i = m->n;
 	j = add->n;
-	k = m->n + add->n;
-	if (!(nv = array_reserve(m->v, &m->cap, k, sizeof(*nv), 64)))
-		return -ENOMEM;
-	m->v = nv;
 	while (j > 0)
 		m->v[--k] = i > 0 && ruleset_elem_cmp(&m->v[i - 1], &add->v[j - 1]) > 0 ?
 			m->v[--i] : add->v[--j];
@@ -875,6 +875,17 @@ static int model_apply(struct enforce *e, struct plan *p, int64_t now_ms)
 	return model_merge(e, &p->add);
 }
 
+/*
+ * After a commit the kernel took: fix_failed (the model could not follow it) re-reads the
+ * kernel, and failing that too leaves the next check to read it in full (unsure) rather than
+ * plan against a model that misses what the kernel holds.
+ */
+static void model_follow(struct enforce *e, int fix_failed)
+{
+	if (fix_failed && resync(e))
+		e->unsure = true;
+}
+
 /* Brings the given groups of the kernel in line with the live grants, in one transaction. */
 static int sync_groups(struct enforce *e, const struct group *groups, size_t n_groups, char *err,
 	size_t errlen)
@@ -888,8 +899,8 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 		if ((ret = plan_build(e, groups, n_groups, now, &p)))
 			return ret;
 		ret = commit_plan(e, &p, now, err, errlen);
-		if (ret == 0 && model_apply(e, &p, now))
-			(void)resync(e); /* the kernel has it: the model must say so */
+		if (ret == 0)
+			model_follow(e, model_apply(e, &p, now));
 		plan_free(&p);
 		/* Only a race with the kernel's own expiry is worth another look. */
 		if (ret != -ENOENT && ret != -EEXIST)
@@ -1034,8 +1045,8 @@ static int sync_cheap(struct enforce *e, int planned, struct plan *p, int64_t no
 
 	if (ret == 0) {
 		ret = commit_plan(e, p, now, err, errlen);
-		if (ret == 0 && fix_model(e, p))
-			(void)resync(e); /* the kernel has it: the model must say so */
+		if (ret == 0)
+			model_follow(e, fix_model(e, p));
 	}
 	plan_free(p);
 	/* 1: not cheap; ENOENT, EEXIST: a race with the kernel's own expiry. */
@@ -3109,8 +3120,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		now = enforce_now_ms();
 	}
 	e->strays.n = 0;
-	if (model_apply(e, &p, now))
-		(void)resync(e);
+	model_follow(e, model_apply(e, &p, now));
 	for (size_t i = 0; i < n_dropped; i++) {
 		snprintf(why, sizeof(why), "configuration reload: %s", reasons[i]);
 		log_info("grant revoked: jti=%s sub=%s (%s)", dropped[i].jti, dropped[i].sub, why);
