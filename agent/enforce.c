@@ -318,14 +318,24 @@ static void elems_free(struct elems *v)
 	memset(v, 0, sizeof(*v));
 }
 
+/* Sorts v as the model is, unless it already is (a plan's elements nearly always are). */
+static void elems_sort(struct elems *v)
+{
+	for (size_t i = 1; i < v->n; i++) {
+		if (ruleset_elem_cmp(&v->v[i - 1], &v->v[i]) > 0) {
+			qsort(v->v, v->n, sizeof(*v->v), ruleset_elem_cmp);
+			return;
+		}
+	}
+}
+
 /*
  * The model stays sorted by group, then address: a new grant's neighbours, and the elements
  * covering a grant, are then found by binary search instead of a walk over every element.
  */
 static void model_sort(struct enforce *e)
 {
-	if (e->model.n > 1)
-		qsort(e->model.v, e->model.n, sizeof(*e->model.v), ruleset_elem_cmp);
+	elems_sort(&e->model);
 }
 
 /* Index of the first model element not ordered before key. */
@@ -823,17 +833,6 @@ static int model_merge(struct enforce *e, struct elems *add)
 	return 0;
 }
 
-/* Sorts v as the model is, unless it already is (a plan's elements nearly always are). */
-static void elems_sort(struct elems *v)
-{
-	for (size_t i = 1; i < v->n; i++) {
-		if (ruleset_elem_cmp(&v->v[i - 1], &v->v[i]) > 0) {
-			qsort(v->v, v->n, sizeof(*v->v), ruleset_elem_cmp);
-			return;
-		}
-	}
-}
-
 /*
  * Drops from the model every element of del (sorted as the model is; each one a copy of a model
  * element) and every element whose time is up, in one walk, keeping the order.
@@ -956,7 +955,7 @@ static struct ruleset_elem host_elem(const struct grant *g, size_t s, size_t q, 
 /* Sorts v; whether two of its elements of one group touch (then they are not one each). */
 static bool sort_touching(struct elems *v)
 {
-	qsort(v->v, v->n, sizeof(*v->v), ruleset_elem_cmp);
+	elems_sort(v);
 	for (size_t i = 1; i < v->n; i++) {
 		struct group g = group_of(&v->v[i]);
 

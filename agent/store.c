@@ -394,6 +394,18 @@ static void release(const unsigned char *p, size_t from, size_t to)
 }
 
 /*
+ * A pass reading the file mapped at p forward has come to off: it gives back what lies behind,
+ * RELEASE_STEP at a time. *done: where the pages it has not given back begin.
+ */
+static void release_behind(const unsigned char *p, size_t *done, size_t off)
+{
+	if (off >= *done + RELEASE_STEP) {
+		release(p, *done, off);
+		*done = off;
+	}
+}
+
+/*
  * The notes no mark covered, copied out of the journal as mapped (p): a compaction may empty
  * it before they are used.
  */
@@ -506,10 +518,7 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 			break;
 		*good += (off_t)(HDR + pl);
 		(*records)++;
-		if ((size_t)*good - done >= RELEASE_STEP) {
-			release(p, done, (size_t)*good);
-			done = (size_t)*good;
-		}
+		release_behind(p, &done, (size_t)*good);
 	}
 	if (!ret && file == IN_JOURNAL)
 		ret = copy_notes(s, p);
@@ -610,19 +619,6 @@ static const unsigned char *record_of(const struct files *f, const struct entry 
 	return r;
 }
 
-/*
- * A walk in walk_order has read each file up to where e starts. done[file]: where the pages it
- * has not given back begin.
- */
-static void release_behind(const struct files *f, size_t done[2], const struct entry *e)
-{
-	size_t off = (size_t)e->off;
-
-	if (off >= done[e->file] + RELEASE_STEP) {
-		release(f->p[e->file], done[e->file], off);
-		done[e->file] = off;
-	}
-}
 
 struct entry_at {
 	uint64_t key;	/* file, then offset */
@@ -711,7 +707,7 @@ static int compact(struct store *s)
 		used += n;
 		moved[i] = at;
 		at += (off_t)n;
-		release_behind(&f, done, &s->v[i]);
+		release_behind(f.p[s->v[i].file], &done[s->v[i].file], (size_t)s->v[i].off);
 	}
 	if (!ret && used)
 		ret = write_all(fd, buf, used);
@@ -1131,7 +1127,7 @@ int store_items(struct store *s, struct store_item **out, size_t *n_out)
 			goto fail;
 		}
 		/* The caller reads them again, page by page: no need to hold all of them now. */
-		release_behind(&s->walk, done, &s->v[i]);
+		release_behind(s->walk.p[s->v[i].file], &done[s->v[i].file], (size_t)s->v[i].off);
 	}
 	free(order);
 	s->walking = true;
