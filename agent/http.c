@@ -1,5 +1,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,6 +46,14 @@
 #define FLOOD_LOG_INTERVAL_MS 10000
 /* After accept fails (out of descriptors), pause the listener instead of spinning on it. */
 #define ACCEPT_PAUSE_MS 1000
+/* A spooled status goes out this much at a time, the next piece read once evhttp sent the last. */
+#define STATUS_PIECE (64 * 1024)
+/*
+ * Statuses sent at once. Each holds its document in state_dir until its client has read it (or
+ * listen.timeout ends a client that stopped): 36 MB at 100,000 grants. Without a bound, clients
+ * that ask and do not read could fill the disk the journal needs.
+ */
+#define STATUS_STREAMS_MAX 4
 
 struct http {
 	struct evhttp *eh;
@@ -57,7 +67,9 @@ struct http {
 	struct bufferevent **pending;	/* accepted, close callback not attached yet */
 	size_t n_pending;
 	struct event *adopt;
-	struct submission *waiting;	/* grants with the enforcer, their replies owed */
+	LIST_HEAD(, submission) waiting;	/* grants with the enforcer, their replies owed */
+	LIST_HEAD(, stream) streams;		/* statuses being sent */
+	unsigned n_streams;
 	bool paused_full;		/* the listener waits for n_conns to drop */
 	bool closing;
 	unsigned long flood;		/* connections or requests refused since the last log line */
@@ -80,7 +92,18 @@ struct peer {
 struct submission {
 	struct http *h;
 	struct evhttp_request *req;	/* NULL: the endpoint closed; drop the answer */
-	struct submission *prev, *next;
+	LIST_ENTRY(submission) entry;
+};
+
+/* A status being sent as its client reads it (get_status). */
+struct stream {
+	struct http *h;
+	struct evhttp_request *req;
+	struct evhttp_connection *evcon;
+	int fd;			/* the spooled document, unlinked; -1: none */
+	off_t off, spooled;	/* what of it was sent; its length */
+	struct evbuffer *rest;	/* what could not be spooled, sent after it */
+	LIST_ENTRY(stream) entry;
 };
 
 struct route {
@@ -132,16 +155,21 @@ static void reply_sent_cb(struct evhttp_request *req, void *arg)
 	status_release_memory((size_t)(uintptr_t)arg);
 }
 
-/* Sends body (a JSON text with its newline) and frees it. */
-static void send_body(struct evhttp_request *req, int status, struct evbuffer *body)
+/* A JSON reply's headers. held: the bytes of it in memory, given back once it has left. */
+static void json_headers(struct evhttp_request *req, size_t held)
 {
 	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
-	size_t len = evbuffer_get_length(body);
 
 	evhttp_add_header(hdr, "Content-Type", "application/json");
 	evhttp_add_header(hdr, "Cache-Control", "no-store");
 	evhttp_add_header(hdr, "X-Content-Type-Options", "nosniff");
-	evhttp_request_set_on_complete_cb(req, reply_sent_cb, (void *)(uintptr_t)len);
+	evhttp_request_set_on_complete_cb(req, reply_sent_cb, (void *)(uintptr_t)held);
+}
+
+/* Sends body (a JSON text with its newline) and frees it. */
+static void send_body(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+	json_headers(req, evbuffer_get_length(body));
 	evhttp_send_reply(req, status, NULL, body);
 	evbuffer_free(body);
 }
@@ -252,22 +280,14 @@ static char *take_token(struct http *h, struct evhttp_request *req, const struct
 /* The replies owed: http_close detaches them all at once. */
 static void waiting_add(struct http *h, struct submission *s)
 {
-	s->prev = NULL;
-	if ((s->next = h->waiting))
-		s->next->prev = s;
-	h->waiting = s;
+	LIST_INSERT_HEAD(&h->waiting, s, entry);
 }
 
 static void waiting_remove(struct submission *s)
 {
 	if (!s->req)
 		return;	/* detached by http_close with the whole list */
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		s->h->waiting = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	LIST_REMOVE(s, entry);
 }
 
 static void submitted_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
@@ -540,24 +560,141 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 		res.terminate, "flows_terminated", (json_int_t)res.flows_terminated));
 }
 
-/* Status names who has access to what: authenticated controllers and the host itself only. */
+static void stream_free(struct stream *s)
+{
+	LIST_REMOVE(s, entry);
+	s->h->n_streams--;
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->rest)
+		evbuffer_free(s->rest);
+	free(s);
+}
+
+/*
+ * The next piece of a status, once evhttp has written the last one (evcon NULL: the first).
+ * The reply's length was promised: a spool that cannot be read back ends the connection.
+ */
+static void stream_pump(struct evhttp_connection *evcon, void *arg)
+{
+	struct stream *s = arg;
+	struct evhttp_request *req = s->req;
+	struct evbuffer *piece = NULL;
+	struct evbuffer_iovec v;
+	ssize_t n = 0;
+
+	if (s->off < s->spooled) {
+		if (!(piece = evbuffer_new()) || evbuffer_reserve_space(piece, STATUS_PIECE, &v, 1) < 1)
+			goto fail;
+		if (v.iov_len > (size_t)(s->spooled - s->off))
+			v.iov_len = (size_t)(s->spooled - s->off);
+		if ((n = pread(s->fd, v.iov_base, v.iov_len, s->off)) <= 0)
+			goto fail;
+		v.iov_len = (size_t)n;
+		s->off += n;
+		if (evbuffer_commit_space(piece, &v, 1))
+			goto fail;
+	} else {
+		piece = s->rest;
+		s->rest = NULL;
+	}
+	if (s->off < s->spooled || s->rest) {
+		evhttp_send_reply_chunk_with_cb(req, piece, stream_pump, s);
+		evbuffer_free(piece);
+		return;
+	}
+	stream_free(s);
+	evhttp_send_reply_chunk(req, piece);
+	evbuffer_free(piece);
+	evhttp_send_reply_end(req);
+	return;
+fail:
+	log_err("controller endpoint: status: reading the spooled document back: %s; closing "
+		"the connection", n < 0 ? strerror(errno) : "out of memory or end of file");
+	if (piece)
+		evbuffer_free(piece);
+	/* Its close callback (stream_gone) frees s; evhttp frees req with it. */
+	evhttp_connection_free(s->evcon);
+}
+
+/* A connection that ends while a status is sent takes the stream with it. */
+static void stream_gone(struct http *h, struct evhttp_connection *evcon)
+{
+	for (struct stream *s = LIST_FIRST(&h->streams), *next; s; s = next) {
+		next = LIST_NEXT(s, entry);
+		if (s->evcon != evcon)
+			continue;
+		/* Dropped by a client that went away: evhttp left the request to us. */
+		if (!evhttp_request_get_connection(s->req))
+			evhttp_request_free(s->req);
+		stream_free(s);
+	}
+}
+
+/*
+ * Status names who has access to what: authenticated controllers and the host itself only.
+ *
+ * At 100,000 grants the document is 36 MB: built whole, each request (and each one at the same
+ * time) held all of it until sent. evhttp sends only from the loop, and over TLS nothing may
+ * write past the bufferevent, so it is written as the control socket's is, but into an unlinked
+ * file in state_dir (page cache, not the agent's memory), and sent from there a piece at a time
+ * as the client reads. What the file could not take (no O_TMPFILE, a full or read-only disk)
+ * stays in memory and is sent after it, as it all was before.
+ */
 static void get_status(struct http *h, struct evhttp_request *req, const struct peer *p)
 {
-	struct evbuffer *out;
+	static bool warned;
+	struct stream *s;
+	size_t sent = 0, size;
+	char len[24];
 
 	if (!p->verified && !p->loopback) {
 		send_error(req, 403, JIT_ERR_PERMISSION,
 			"status is served over mutual TLS (listen.client_ca) or to loopback clients");
 		return;
 	}
-	if (!(out = evbuffer_new()) || status_write(h->enf, out, -1, NULL) ||
-		evbuffer_add(out, "\n", 1)) {
-		evhttp_send_error(req, 500, NULL);
-		if (out)
-			evbuffer_free(out);
+	if (h->n_streams >= STATUS_STREAMS_MAX) {
+		char msg[80];
+
+		flood_note(h, p->name);
+		snprintf(msg, sizeof(msg), "%d statuses are being sent, the most at once; try again",
+			STATUS_STREAMS_MAX);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+		send_error(req, 503, JIT_ERR_BUSY, msg);
 		return;
 	}
-	send_body(req, 200, out);
+	if (!(s = calloc(1, sizeof(*s))) || !(s->rest = evbuffer_new())) {
+		free(s);
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	s->h = h;
+	s->req = req;
+	s->evcon = evhttp_request_get_connection(req);
+	/* O_EXCL: the file can never be linked into the directory. */
+	s->fd = open(enforce_config(h->enf)->state_dir, O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC,
+		0600);
+	if (s->fd < 0 && !warned) {
+		log_warn("controller endpoint: cannot spool the status in %s (%s); it is built in "
+			 "memory", enforce_config(h->enf)->state_dir, strerror(errno));
+		warned = true;
+	}
+	LIST_INSERT_HEAD(&h->streams, s, entry);
+	h->n_streams++;
+	if (status_write(h->enf, s->rest, s->fd, &sent) || evbuffer_add(s->rest, "\n", 1)) {
+		stream_free(s);
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	s->spooled = (off_t)sent;
+	size = sent + evbuffer_get_length(s->rest);
+	/* The kernel's view and the rest of the making are garbage now, however the send ends. */
+	status_release_memory(size);
+	snprintf(len, sizeof(len), "%zu", size);
+	json_headers(req, evbuffer_get_length(s->rest));
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
+	evhttp_send_reply_start(req, 200, "OK");
+	stream_pump(NULL, s);
 }
 
 /* Prometheus text format, under the same rule as status (it counts who was refused why). */
@@ -703,6 +840,7 @@ static void conn_gone(struct http *h)
 
 static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
+	stream_gone(arg, evcon);
 	conn_gone(arg);
 }
 
@@ -894,10 +1032,15 @@ void http_close(struct http **hp)
 	if (!h)
 		return;
 	/* Answers still owed go nowhere: evhttp is about to free their requests. */
-	for (struct submission *s = h->waiting; s; s = s->next)
+	struct submission *s;
+
+	LIST_FOREACH(s, &h->waiting, entry)
 		s->req = NULL;
-	h->waiting = NULL;
-	/* evhttp frees the listener and the connections (conn_gone then only counts). */
+	LIST_INIT(&h->waiting);
+	/*
+	 * evhttp frees the listener and the connections (conn_gone then only counts, stream_gone
+	 * drops the statuses being sent).
+	 */
 	h->closing = true;
 	if (h->eh)
 		evhttp_free(h->eh);

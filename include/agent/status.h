@@ -16,9 +16,10 @@ struct grant;
  * back from it. 0, or -ENOMEM with a partial document in out.
  *
  * With fd >= 0, a non-blocking socket whose peer waits for the document after what out holds
- * already: out is written to it as it fills (printer_drain_to), and *sent says how many bytes
- * went. Out then holds only the rest. At 100,000 grants the document is 36 MB; built whole, it
- * raised the agent's RSS from 59 to 104 MB for each status.
+ * already, or a file to spool it in: out is written to it as it fills (printer_drain_to), and
+ * *sent says how many bytes went. Out then holds only the rest (all of it after a write
+ * failed). At 100,000 grants the document is 36 MB; built whole, it raised the agent's RSS
+ * from 59 to 104 MB for each status.
  */
 int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent);
 /*

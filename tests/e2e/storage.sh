@@ -1,11 +1,13 @@
 # A full state directory: jitd refuses grants with storage_full, applies nothing, burns no
-# grant id, leaves no partial record, stays up, and takes the same grant once there is room.
+# grant id, leaves no partial record, stays up (status over HTTP too, though it cannot be
+# spooled), and takes the same grant once there is room.
 # The state directory is a 512 KiB tmpfs mounted in jitd's own mount namespace only.
 . "$(dirname "$0")/lib.sh"
 
 setup_net
 setup_keys
-write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 start_listeners 22
 # unshare: the mount exists for jitd alone and disappears with it; nothing on the host changes.
 ip netns exec "$SRV" unshare -m --propagation private sh -c \
@@ -38,6 +40,14 @@ pass "kernel unchanged, nothing applied"
 [ -z "$(in_jitd_mnt find "$TMP/state" -name '.*.tmp')" ] || fail "a partial snapshot was left"
 status_json | jq -e '.grants == []' >/dev/null || fail "status shows a grant"
 pass "no partial record, agent up, no grant"
+# Status over HTTP is spooled in state_dir (status_http); what the full disk cannot take is
+# held in memory and sent after it.
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	http://127.0.0.1:7080/v1/status)
+[ "$code" = 200 ] && [ "$(jq -S 'del(.time, .agent)' "$TMP/body")" = \
+	"$(status_json | jq -S 'del(.time, .agent)')" ] ||
+	fail "status over HTTP with the state dir full: HTTP $code $(head -c 300 "$TMP/body")"
+pass "status over HTTP is whole with the state dir full"
 expect_connect drop "$C1" 192.0.2.1 22
 
 log "make room: the same grant is accepted (its id was not burned)"
