@@ -8,28 +8,11 @@
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
 setup_net
 setup_keys
-PKI="$TMP/pki"
-mkdir -p "$PKI"
-
-# ca NAME: a throwaway certificate authority.
-ca() {
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-		-subj "/CN=$1" -keyout "$PKI/$1.key" -out "$PKI/$1.pem" 2>/dev/null
-}
-# cert CA NAME EXTENSIONS: a leaf certificate that CA signs.
-cert() {
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
-		-keyout "$PKI/$2.key" -out "$PKI/$2.csr" 2>/dev/null
-	printf '%s\n' "$3" >"$PKI/$2.ext"
-	openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.pem" -CAkey "$PKI/$1.key" \
-		-CAcreateserial -days 1 -extfile "$PKI/$2.ext" -out "$PKI/$2.pem" 2>/dev/null
-}
 ca fleet-ca
 ca rogue-ca
 cert fleet-ca jitd-server $'subjectAltName=IP:192.0.2.1,IP:198.51.100.1\nextendedKeyUsage=serverAuth'
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 cert rogue-ca intruder 'extendedKeyUsage=clientAuth'
-chmod 0600 "$PKI"/*.key
 
 listen='"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.pem'",
   "tls_key": "'$PKI/jitd-server.key'", "client_ca": "'$PKI/fleet-ca.pem'",

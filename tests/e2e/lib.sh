@@ -251,6 +251,26 @@ e2e_owner_setup() {
 	start_jitd
 }
 
+# --- a throwaway PKI for the HTTPS endpoint, in $PKI -----------------------------------------
+
+PKI="$TMP/pki"
+# ca NAME: a certificate authority.
+ca() {
+	mkdir -p "$PKI"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+		-subj "/CN=$1" -keyout "$PKI/$1.key" -out "$PKI/$1.pem" 2>/dev/null
+	chmod 0600 "$PKI/$1.key"
+}
+# cert CA NAME EXTENSIONS: a leaf certificate that CA signs.
+cert() {
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+		-keyout "$PKI/$2.key" -out "$PKI/$2.csr" 2>/dev/null
+	printf '%s\n' "$3" >"$PKI/$2.ext"
+	openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.pem" -CAkey "$PKI/$1.key" \
+		-CAcreateserial -days 1 -extfile "$PKI/$2.ext" -out "$PKI/$2.pem" 2>/dev/null
+	chmod 0600 "$PKI/$2.key"
+}
+
 # sign ARGS...: a grant for this host from the test controller (extra args override/add).
 sign() {
 	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --sub alice "$@"

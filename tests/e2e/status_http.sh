@@ -1,24 +1,28 @@
 # GET /v1/status is written to an unlinked file in state_dir and sent from it a piece at a time
-# as the client reads, so that a large document never sits whole in the agent's memory. It must
-# still be jitctl status --json's document, with its Content-Length; a client that goes away
-# mid-document, or stops reading until listen.timeout, must take its spool file with it (four
-# are sent at once at most; a fifth is told to retry), and the agent must serve the next status
-# and exit clean (under ASan: no leak). The server namespace's
-# own TCP buffers are made small, so that a few hundred grants take many pieces and turns.
+# as the client reads, so that a large document never sits whole in the agent's memory. Over
+# plain HTTP on loopback and over mutual TLS, it must still be jitctl status --json's document,
+# with its Content-Length; a client that goes away mid-document, or stops reading until
+# listen.timeout, must take its spool file with it (four are sent at once at most; a fifth is
+# told to retry); and the agent must serve the next status and exit clean (under ASan: no leak).
+# The server namespace's own TCP buffers are made small, so that a few hundred grants take many
+# pieces and turns of the loop.
 . "$(dirname "$0")/lib.sh"
 
 N=800
 setup_net
 setup_keys
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true, "rate_limit": 0,
-    "timeout": "PT2S"}'
+ca fleet-ca
+cert fleet-ca jitd-server $'subjectAltName=IP:192.0.2.1\nextendedKeyUsage=serverAuth'
+cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
+PORTS='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+write_config drop '[]' "$PORTS" '"listen": {"address": "127.0.0.1:7080",
+  "insecure_plaintext": true, "rate_limit": 0, "timeout": "PT2S"}'
 in_ns "$SRV" sysctl -qw net.ipv4.tcp_rmem="4096 4096 4096" net.ipv4.tcp_wmem="4096 4096 4096"
 start_jitd
 # The spool files jitd holds open: O_TMPFILE files read as "(deleted)".
 spools() { find "/proc/$JITD_PID/fd" -lname "$TMP/state/*(deleted)" 2>/dev/null | wc -l; }
 no_spool() { [ "$(spools)" = 0 ]; }
+four_spools() { [ "$(spools)" = 4 ]; }
 
 log "$N grants, signed with PyJWT, in batches over HTTP"
 in_ns "$SRV" /usr/bin/python3 - "$TMP/signer/ctl.key" "$HOST_ID" "$N" <<'PY' || fail "loading the grants"
@@ -44,80 +48,111 @@ has_elem allow4_addr "10.3.199.1 tcp 22" || fail "grant st-799 is not in the ker
 pass "$N grants applied"
 no_spool || fail "a spool file open before any status"
 
-log "the whole document"
-code=$(in_ns "$SRV" curl -sS --max-time 20 -D "$TMP/hdr" -o "$TMP/body" -w '%{http_code}' \
-	http://127.0.0.1:7080/v1/status)
-[ "$code" = 200 ] || fail "GET /v1/status: HTTP $code"
-len=$(tr -d '\r' <"$TMP/hdr" | sed -n 's/^[Cc]ontent-[Ll]ength: //p')
-size=$(stat -c %s "$TMP/body")
-[ "$len" = "$size" ] || fail "Content-Length $len, body $size bytes"
-[ "$size" -gt $((3 * 64 * 1024)) ] || fail "only $size bytes: not enough for several pieces"
-pass "Content-Length $len is the body's size (more than three 64 KiB pieces)"
-# What moves between two reads: the seconds left, and the flows counted at that moment.
-same() { jq -S "$1 | del(.time, .agent) | walk(if type == \"object\" then
-	del(.expires_in, .expires_in_ms, .kernel_expires_in, .expires, .flows) else . end)"; }
-[ "$(same . <"$TMP/body")" = "$(status_json | same .)" ] ||
-	fail "GET /v1/status and jitctl status --json disagree"
-pass "the same document as jitctl status --json"
-wait_until 5 "the spool file closed after the reply" no_spool
-pass "its spool file is closed once it is sent"
-
-log "a client that goes away mid-document"
-for i in 1 2 3; do
-	in_ns "$SRV" /usr/bin/python3 - <<'PY' || fail "the abandoning client"
-import socket
-s = socket.create_connection(("127.0.0.1", 7080), timeout=10)
-s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: jitd\r\n\r\n")
-got = b""
-while len(got) < 16384:
-    got += s.recv(4096)
-assert got.startswith(b"HTTP/1.1 200"), got[:80]
-s.close()
-PY
-done
-wait_until 10 "the abandoned spool files closed" no_spool
-pass "three abandoned statuses left no spool file open"
-
-log "clients that stop reading until listen.timeout (2 s): four at most at once"
-for i in 1 2 3 4; do
-	ip netns exec "$SRV" /usr/bin/python3 - "$TMP/stalled.$i" <<'PY' &
-import socket, sys, time
-s = socket.create_connection(("127.0.0.1", 7080), timeout=20)
+# client.py MODE OUT HOST PORT [CA CERT KEY]: asks for the status and reads 16 KiB of it, then
+# goes away (abandon), or reads 4 KiB, stops reading for 5 s, then reads what is left until the
+# connection ends, and writes how many bytes it got to OUT (stall).
+cat >"$TMP/client.py" <<'PY'
+import socket, ssl, sys, time
+mode, out, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = socket.create_connection((host, port), timeout=20)
+if len(sys.argv) > 5:
+    ctx = ssl.create_default_context(cafile=sys.argv[5])
+    ctx.load_cert_chain(sys.argv[6], sys.argv[7])
+    s = ctx.wrap_socket(s, server_hostname=host)
 s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: jitd\r\n\r\n")
 got = s.recv(4096)
+assert got.startswith(b"HTTP/1.1 200"), got[:80]
+if mode == "abandon":
+    while len(got) < 16384:
+        got += s.recv(4096)
+    s.close()
+    sys.exit(0)
 time.sleep(5)
-# jitd cut it: the rest of the document never comes, the connection ends.
 while True:
-    b = s.recv(65536)
+    try:
+        b = s.recv(65536)
+    except (OSError, ssl.SSLError):
+        break
     if not b:
         break
     got += b
-open(sys.argv[1], "w").write("%d\n" % len(got))
+open(out, "w").write("%d\n" % len(got))
 PY
-	BG_PIDS+=($!)
-done
-four_spools() { [ "$(spools)" = 4 ]; }
-wait_until 5 "four stalled statuses' spool files open" four_spools
-pass "the stalled statuses are sent from their spool files"
-code=$(in_ns "$SRV" curl -sS --max-time 10 -D "$TMP/hdr" -o "$TMP/body" -w '%{http_code}' \
-	http://127.0.0.1:7080/v1/status)
-[ "$code" = 503 ] && [ "$(jq -r .error "$TMP/body")" = busy ] &&
-	tr -d '\r' <"$TMP/hdr" | grep -qx 'Retry-After: 1' ||
-	fail "a fifth status at once: HTTP $code $(cat "$TMP/body")"
-pass "a fifth at once: 503 busy, Retry-After: 1 ($(jq -r .message "$TMP/body"))"
-wait_until 10 "the stalled statuses' spool files closed" no_spool
-pass "all closed once listen.timeout ended their connections"
-for i in 1 2 3 4; do
-	wait "${BG_PIDS[-$i]}" || fail "stalled client $i"
-	[ "$(cat "$TMP/stalled.$i")" -lt "$size" ] || fail "stalled client $i got the whole document"
-done
-pass "the stalled clients got $(cat "$TMP/stalled."[1-4] | tr '\n' ' ')of about $size bytes"
 
-log "the agent goes on"
-code=$(in_ns "$SRV" curl -sS --max-time 20 -o "$TMP/body" -w '%{http_code}' \
-	http://127.0.0.1:7080/v1/status)
-[ "$code" = 200 ] && [ "$(jq '.grants | length' "$TMP/body")" = "$N" ] ||
-	fail "GET /v1/status after them: HTTP $code"
-pass "the next status is whole"
+# streaming_checks: everything above the first line says, over $URL ($CURL_TLS, $PY_TLS).
+streaming_checks() {
+	local code len size i
+	log "the whole document"
+	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -D "$TMP/hdr" -o "$TMP/body" \
+		-w '%{http_code}' "$URL/v1/status")
+	[ "$code" = 200 ] || fail "GET /v1/status: HTTP $code"
+	len=$(tr -d '\r' <"$TMP/hdr" | sed -n 's/^[Cc]ontent-[Ll]ength: //p')
+	size=$(stat -c %s "$TMP/body")
+	[ "$len" = "$size" ] || fail "Content-Length $len, body $size bytes"
+	[ "$size" -gt $((3 * 64 * 1024)) ] || fail "only $size bytes: not enough for several pieces"
+	pass "Content-Length $len is the body's size (more than three 64 KiB pieces)"
+	# What moves between two reads: the time left, and the flows counted at that moment.
+	same() { jq -S "del(.time, .agent) | walk(if type == \"object\" then
+		del(.expires_in, .expires_in_ms, .kernel_expires_in, .expires, .flows) else . end)"; }
+	[ "$(same <"$TMP/body")" = "$(status_json | same)" ] ||
+		fail "GET /v1/status and jitctl status --json disagree"
+	pass "the same document as jitctl status --json"
+	wait_until 5 "the spool file closed after the reply" no_spool
+	pass "its spool file is closed once it is sent"
+
+	log "clients that go away mid-document"
+	for i in 1 2 3; do
+		in_ns "$SRV" /usr/bin/python3 "$TMP/client.py" abandon - "${PY_TLS[@]}" ||
+			fail "the abandoning client"
+	done
+	wait_until 10 "the abandoned spool files closed" no_spool
+	pass "three abandoned statuses left no spool file open"
+
+	log "clients that stop reading until listen.timeout (2 s): four at most at once"
+	for i in 1 2 3 4; do
+		ip netns exec "$SRV" /usr/bin/python3 "$TMP/client.py" stall "$TMP/stalled.$i" \
+			"${PY_TLS[@]}" &
+		BG_PIDS+=($!)
+	done
+	wait_until 5 "four stalled statuses' spool files open" four_spools
+	pass "the stalled statuses are sent from their spool files"
+	code=$(in_ns "$SRV" curl -sS --max-time 10 "${CURL_TLS[@]}" -D "$TMP/hdr" -o "$TMP/body" \
+		-w '%{http_code}' "$URL/v1/status")
+	[ "$code" = 503 ] && [ "$(jq -r .error "$TMP/body")" = busy ] &&
+		tr -d '\r' <"$TMP/hdr" | grep -qx 'Retry-After: 1' ||
+		fail "a fifth status at once: HTTP $code $(cat "$TMP/body")"
+	pass "a fifth at once: 503 busy, Retry-After: 1 ($(jq -r .message "$TMP/body"))"
+	wait_until 10 "the stalled statuses' spool files closed" no_spool
+	pass "all closed once listen.timeout ended their connections"
+	for i in 1 2 3 4; do
+		wait "${BG_PIDS[-$i]}" || fail "stalled client $i"
+		[ "$(cat "$TMP/stalled.$i")" -lt "$size" ] ||
+			fail "stalled client $i got the whole document"
+	done
+	pass "the stalled clients got $(cat "$TMP/stalled."[1-4] | tr '\n' ' ')of $size bytes"
+
+	log "the agent goes on"
+	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
+		-w '%{http_code}' "$URL/v1/status")
+	[ "$code" = 200 ] && [ "$(jq '.grants | length' "$TMP/body")" = "$N" ] ||
+		fail "GET /v1/status after them: HTTP $code"
+	pass "the next status is whole"
+}
+
+log "plain HTTP on loopback"
+URL=http://127.0.0.1:7080 CURL_TLS=() PY_TLS=(127.0.0.1 7080)
+streaming_checks
+stop_jitd TERM
+pass "clean exit (under ASan: no leak)"
+
+log "HTTPS with mutual TLS (the same state: the grants are restored)"
+write_config drop '[]' "$PORTS" '"listen": {"address": "192.0.2.1:7443",
+  "tls_cert": "'"$PKI/jitd-server.pem"'", "tls_key": "'"$PKI/jitd-server.key"'",
+  "client_ca": "'"$PKI/fleet-ca.pem"'", "rate_limit": 0, "timeout": "PT2S"}'
+start_jitd
+URL=https://192.0.2.1:7443
+CURL_TLS=(--cacert "$PKI/fleet-ca.pem" --cert "$PKI/controller-1.pem" --key "$PKI/controller-1.key")
+PY_TLS=(192.0.2.1 7443 "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" "$PKI/controller-1.key")
+streaming_checks
 stop_jitd TERM
 pass "clean exit (under ASan: no leak)"
