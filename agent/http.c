@@ -69,7 +69,6 @@ struct http {
 	struct event *adopt;
 	LIST_HEAD(, submission) waiting;	/* grants with the enforcer, their replies owed */
 	LIST_HEAD(, stream) streams;		/* statuses being sent */
-	unsigned n_streams;
 	bool paused_full;		/* the listener waits for n_conns to drop */
 	bool closing;
 	unsigned long flood;		/* connections or requests refused since the last log line */
@@ -563,7 +562,6 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 static void stream_free(struct stream *s)
 {
 	LIST_REMOVE(s, entry);
-	s->h->n_streams--;
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->rest)
@@ -582,6 +580,7 @@ static void stream_pump(struct evhttp_connection *evcon, void *arg)
 	struct evbuffer *piece = NULL;
 	struct evbuffer_iovec v;
 	ssize_t n = 0;
+	bool last;
 
 	if (s->off < s->spooled) {
 		if (!(piece = evbuffer_new()) || evbuffer_reserve_space(piece, STATUS_PIECE, &v, 1) < 1)
@@ -598,15 +597,13 @@ static void stream_pump(struct evhttp_connection *evcon, void *arg)
 		piece = s->rest;
 		s->rest = NULL;
 	}
-	if (s->off < s->spooled || s->rest) {
-		evhttp_send_reply_chunk_with_cb(req, piece, stream_pump, s);
-		evbuffer_free(piece);
-		return;
-	}
-	stream_free(s);
-	evhttp_send_reply_chunk(req, piece);
+	last = s->off == s->spooled && !s->rest;
+	if (last)
+		stream_free(s);
+	evhttp_send_reply_chunk_with_cb(req, piece, last ? NULL : stream_pump, last ? NULL : s);
 	evbuffer_free(piece);
-	evhttp_send_reply_end(req);
+	if (last)
+		evhttp_send_reply_end(req);
 	return;
 fail:
 	log_err("controller endpoint: status: reading the spooled document back: %s; closing "
@@ -646,6 +643,7 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	static bool warned;
 	struct stream *s;
 	size_t sent = 0, size;
+	unsigned sending = 0;
 	char len[24];
 
 	if (!p->verified && !p->loopback) {
@@ -653,7 +651,9 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 			"status is served over mutual TLS (listen.client_ca) or to loopback clients");
 		return;
 	}
-	if (h->n_streams >= STATUS_STREAMS_MAX) {
+	LIST_FOREACH(s, &h->streams, entry)
+		sending++;
+	if (sending >= STATUS_STREAMS_MAX) {
 		char msg[80];
 
 		flood_note(h, p->name);
@@ -680,7 +680,6 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 		warned = true;
 	}
 	LIST_INSERT_HEAD(&h->streams, s, entry);
-	h->n_streams++;
 	if (status_write(h->enf, s->rest, s->fd, &sent) || evbuffer_add(s->rest, "\n", 1)) {
 		stream_free(s);
 		evhttp_send_error(req, 500, NULL);
