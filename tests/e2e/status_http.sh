@@ -81,7 +81,7 @@ PY
 
 # streaming_checks: everything above the first line says, over $URL ($CURL_TLS, $PY_TLS).
 streaming_checks() {
-	local code len size i
+	local code len size i stalled=()
 	log "the whole document"
 	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -D "$TMP/hdr" -o "$TMP/body" \
 		-w '%{http_code}' "$URL/v1/status")
@@ -112,6 +112,7 @@ streaming_checks() {
 	for i in 1 2 3 4; do
 		ip netns exec "$SRV" /usr/bin/python3 "$TMP/client.py" stall "$TMP/stalled.$i" \
 			"${PY_TLS[@]}" &
+		stalled[i]=$!
 		BG_PIDS+=($!)
 	done
 	wait_until 5 "four stalled statuses' spool files open" four_spools
@@ -125,7 +126,7 @@ streaming_checks() {
 	wait_until 10 "the stalled statuses' spool files closed" no_spool
 	pass "all closed once listen.timeout ended their connections"
 	for i in 1 2 3 4; do
-		wait "${BG_PIDS[-$i]}" || fail "stalled client $i"
+		wait "${stalled[i]}" || fail "stalled client $i"
 		[ "$(cat "$TMP/stalled.$i")" -lt "$size" ] ||
 			fail "stalled client $i got the whole document"
 	done
