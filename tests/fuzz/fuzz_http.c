@@ -151,7 +151,7 @@ static void settle(struct fuzz *f)
 	int64_t deadline = mono_ms() + SETTLE_MS;
 	unsigned turns = 0;
 
-	while (f->h->n_conns || f->h->waiting || stub_owed()) {
+	while (f->h->n_conns || !LIST_EMPTY(&f->h->waiting) || stub_owed()) {
 		if (mono_ms() > deadline) {
 			fprintf(stderr, "fuzz_http: %zu connection(s), %zu grant(s) left behind\n",
 				f->h->n_conns, stub_owed());

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -12,14 +13,15 @@
 #include "agent/metrics.h"
 #include "agent/nft.h"
 #include "agent/status.h"
+#include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
 
 #include "fuzz_http_stubs.h"
 
 /*
- * Everything agent/http.c asks of the enforcer, status and nft modules, without netlink, threads
- * or disk. A grant's fate is the sum of its bytes modulo 4: refused before queueing, answered on
+ * Everything agent/http.c asks of the enforcer, status and nft modules, without netlink or
+ * threads. A grant's fate is the sum of its bytes modulo 4: refused before queueing, answered on
  * the next loop turn (applied or refused), or held back until the harness has dropped the client,
  * so that http.c answers a request whose connection is gone. The queue is bounded like the real
  * one (busy when full), so nothing grows across inputs.
@@ -220,11 +222,26 @@ int nft_counter_get(struct nft *n, const char *table, const char *name, uint64_t
 	return -ENOENT;
 }
 
+/* Statuses are spooled as in state_dir (unlinked files), so that the harness drives streams. */
+const struct config *enforce_config(const struct enforce *e)
+{
+	static char tmp[] = "/tmp";
+	static const struct config cfg = { .state_dir = tmp };
+
+	return &cfg;
+}
+
+/* Half the document into the spool, the rest left in out, as when the disk fills up midway. */
 int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 {
 	static const char doc[] = "{\"version\":1,\"grants\":[]}";
+	size_t half = 0;
+	ssize_t n;
 
-	return evbuffer_add(out, doc, sizeof(doc) - 1) ? -ENOMEM : 0;
+	if (fd >= 0 && (n = write(fd, doc, (sizeof(doc) - 1) / 2)) > 0)
+		half = (size_t)n;
+	*sent = half;
+	return evbuffer_add(out, doc + half, sizeof(doc) - 1 - half) ? -ENOMEM : 0;
 }
 
 int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer *out)
