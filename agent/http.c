@@ -569,6 +569,33 @@ static void stream_free(struct stream *s)
 	free(s);
 }
 
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds only: while $JITD_TEST_SPOOL_FAIL_FILE holds N, reading a spool back fails with
+ * EIO from byte N * STATUS_PIECE on, as on a failing disk, so that a test reaches the path that
+ * cuts the connection short (with N = 0, inside the request's own callback).
+ */
+static ssize_t spool_read(int fd, void *buf, size_t len, off_t off)
+{
+	const char *path = getenv("JITD_TEST_SPOOL_FAIL_FILE");
+	long long pieces = -1;
+	FILE *f;
+
+	if (path && (f = fopen(path, "r"))) {
+		if (fscanf(f, "%lld", &pieces) != 1)
+			pieces = -1;
+		fclose(f);
+	}
+	if (pieces >= 0 && off >= (off_t)pieces * STATUS_PIECE) {
+		errno = EIO;
+		return -1;
+	}
+	return pread(fd, buf, len, off);
+}
+#else
+#define spool_read pread
+#endif
+
 /*
  * The next piece of a status, once evhttp has written the last one (evcon NULL: the first).
  * The reply's length was promised: a spool that cannot be read back ends the connection.
@@ -585,9 +612,12 @@ static void stream_pump(struct evhttp_connection *evcon, void *arg)
 	if (s->off < s->spooled) {
 		if (!(piece = evbuffer_new()) || evbuffer_reserve_space(piece, STATUS_PIECE, &v, 1) < 1)
 			goto fail;
+		/* The chain reserved may be larger (libevent rounds it up to a power of two). */
+		if (v.iov_len > STATUS_PIECE)
+			v.iov_len = STATUS_PIECE;
 		if (v.iov_len > (size_t)(s->spooled - s->off))
 			v.iov_len = (size_t)(s->spooled - s->off);
-		if ((n = pread(s->fd, v.iov_base, v.iov_len, s->off)) <= 0)
+		if ((n = spool_read(s->fd, v.iov_base, v.iov_len, s->off)) <= 0)
 			goto fail;
 		v.iov_len = (size_t)n;
 		s->off += n;

@@ -3,20 +3,32 @@
 # plain HTTP on loopback and over mutual TLS, it must still be jitctl status --json's document,
 # with its Content-Length; a client that goes away mid-document, or stops reading until
 # listen.timeout, must take its spool file with it (four are sent at once at most; a fifth is
-# told to retry); and the agent must serve the next status and exit clean (under ASan: no leak).
+# told to retry); in test builds, a spool that cannot be read back must end its connection at
+# once; and the agent must serve the next status and exit clean (under ASan: no leak).
 # The server namespace's own TCP buffers are made small, so that a few hundred grants take many
 # pieces and turns of the loop.
 . "$(dirname "$0")/lib.sh"
 
 N=800
+# Test builds: reading a spool back fails while this file exists (agent/http.c, spool_read).
+export JITD_TEST_SPOOL_FAIL_FILE=$TMP/spool-fail
 setup_net
 setup_keys
 ca fleet-ca
 cert fleet-ca jitd-server $'subjectAltName=IP:192.0.2.1\nextendedKeyUsage=serverAuth'
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 PORTS='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
-write_config drop '[]' "$PORTS" '"listen": {"address": "127.0.0.1:7080",
-  "insecure_plaintext": true, "rate_limit": 0, "timeout": "PT2S"}'
+# listen_plain|listen_tls TIMEOUT: the controller endpoint on loopback, or with mutual TLS.
+listen_plain() {
+	write_config drop '[]' "$PORTS" '"listen": {"address": "127.0.0.1:7080",
+	  "insecure_plaintext": true, "rate_limit": 0, "timeout": "'"$1"'"}'
+}
+listen_tls() {
+	write_config drop '[]' "$PORTS" '"listen": {"address": "192.0.2.1:7443",
+	  "tls_cert": "'"$PKI/jitd-server.pem"'", "tls_key": "'"$PKI/jitd-server.key"'",
+	  "client_ca": "'"$PKI/fleet-ca.pem"'", "rate_limit": 0, "timeout": "'"$1"'"}'
+}
+listen_plain PT2S
 in_ns "$SRV" sysctl -qw net.ipv4.tcp_rmem="4096 4096 4096" net.ipv4.tcp_wmem="4096 4096 4096"
 start_jitd
 # The spool files jitd holds open: O_TMPFILE files read as "(deleted)".
@@ -79,6 +91,50 @@ while True:
 open(out, "w").write("%d\n" % len(got))
 PY
 
+# spool_fail_checks (test builds, listen.timeout far above curl's --max-time): the spool cannot
+# be read back from its first byte (inside the request's own callback), then from its second
+# piece (inside evhttp's write callback); jitd ends the connection at once (not listen.timeout),
+# with nothing of the body or exactly the one 64 KiB piece sent, and closes the spool file.
+spool_fail_checks() {
+	local pieces rc got ok logged
+	local said='status: reading the spooled document back: Input/output error'
+	log "a spool that cannot be read back (test builds): the connection is cut short"
+	logged=$(grep -c "$said" "$TMP/jitd.log" || true)
+	for pieces in 0 1; do
+		echo "$pieces" >"$JITD_TEST_SPOOL_FAIL_FILE"
+		rm -f "$TMP/body"
+		rc=0
+		in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
+			"$URL/v1/status" 2>"$TMP/curl.err" || rc=$?
+		got=$(stat -c %s "$TMP/body" 2>/dev/null || echo 0)
+		if [ "$pieces" = 0 ]; then
+			ok=$((got == 0))
+		else
+			ok=$((got == 64 * 1024))
+		fi
+		# 52: an empty reply, 18: the body cut short (28, curl's own timeout: jitd waited).
+		[ "$rc" = 52 ] || [ "$rc" = 18 ] && [ "$ok" = 1 ] ||
+			fail "spool failing after $pieces piece(s): curl exit $rc, $got bytes"
+		wait_until 5 "the failed spool file closed" no_spool
+		pass "spool failing after $pieces piece(s): cut short at $got bytes" \
+			"(curl: $(head -c 60 "$TMP/curl.err"))"
+	done
+	rm -f "$JITD_TEST_SPOOL_FAIL_FILE"
+	[ "$(grep -c "$said" "$TMP/jitd.log")" = $((logged + 2)) ] ||
+		fail "the two failed reads are not logged"
+	pass "each failed read logged"
+	next_status_whole
+}
+
+next_status_whole() {
+	local code
+	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
+		-w '%{http_code}' "$URL/v1/status")
+	[ "$code" = 200 ] && [ "$(jq '.grants | length' "$TMP/body")" = "$N" ] ||
+		fail "GET /v1/status after them: HTTP $code"
+	pass "the next status is whole"
+}
+
 # streaming_checks: everything above the first line says, over $URL ($CURL_TLS, $PY_TLS).
 streaming_checks() {
 	local code len size i stalled=()
@@ -133,27 +189,31 @@ streaming_checks() {
 	pass "the stalled clients got $(cat "$TMP/stalled."[1-4] | tr '\n' ' ')of $size bytes"
 
 	log "the agent goes on"
-	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
-		-w '%{http_code}' "$URL/v1/status")
-	[ "$code" = 200 ] && [ "$(jq '.grants | length' "$TMP/body")" = "$N" ] ||
-		fail "GET /v1/status after them: HTTP $code"
-	pass "the next status is whole"
+	next_status_whole
+}
+
+# over LISTEN: streaming_checks with listen.timeout 2 s, then (test builds) spool_fail_checks
+# with 60 s; each jitd exits clean (under ASan: no leak). The grants are restored at each start.
+over() {
+	streaming_checks
+	stop_jitd TERM
+	pass "clean exit (under ASan: no leak)"
+	[ "${JITD_TEST_HOOKS:-0}" = 1 ] || return 0
+	"$1" PT60S
+	start_jitd
+	spool_fail_checks
+	stop_jitd TERM
+	pass "clean exit (under ASan: no leak)"
 }
 
 log "plain HTTP on loopback"
 URL=http://127.0.0.1:7080 CURL_TLS=() PY_TLS=(127.0.0.1 7080)
-streaming_checks
-stop_jitd TERM
-pass "clean exit (under ASan: no leak)"
+over listen_plain
 
-log "HTTPS with mutual TLS (the same state: the grants are restored)"
-write_config drop '[]' "$PORTS" '"listen": {"address": "192.0.2.1:7443",
-  "tls_cert": "'"$PKI/jitd-server.pem"'", "tls_key": "'"$PKI/jitd-server.key"'",
-  "client_ca": "'"$PKI/fleet-ca.pem"'", "rate_limit": 0, "timeout": "PT2S"}'
+log "HTTPS with mutual TLS"
+listen_tls PT2S
 start_jitd
 URL=https://192.0.2.1:7443
 CURL_TLS=(--cacert "$PKI/fleet-ca.pem" --cert "$PKI/controller-1.pem" --key "$PKI/controller-1.key")
 PY_TLS=(192.0.2.1 7443 "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" "$PKI/controller-1.key")
-streaming_checks
-stop_jitd TERM
-pass "clean exit (under ASan: no leak)"
+over listen_tls
