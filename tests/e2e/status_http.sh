@@ -57,7 +57,8 @@ for b in range(0, n, 64):
 PY
 [ "$(status_json | jq '.grants | length')" = "$N" ] || fail "status does not show $N grants"
 has_elem allow4_addr "10.3.199.1 tcp 22" || fail "grant st-799 is not in the kernel"
-pass "$N grants applied"
+[ "$(allow_elems allow4_addr | grep -c ' tcp 22$')" = "$N" ] || fail "not $N elements in the kernel"
+pass "$N grants applied, their $N elements in the kernel"
 no_spool || fail "a spool file open before any status"
 
 # client.py MODE OUT HOST PORT [CA CERT KEY]: asks for the status and reads 16 KiB of it, then
@@ -210,9 +211,13 @@ log "plain HTTP on loopback"
 URL=http://127.0.0.1:7080 CURL_TLS=() PY_TLS=(127.0.0.1 7080)
 over listen_plain
 
-log "HTTPS with mutual TLS"
+log "HTTPS with mutual TLS, the grants restored into an empty table"
+in_ns "$SRV" nft delete table inet jitd
 listen_tls PT2S
 start_jitd
+[ "$(allow_elems allow4_addr | grep -c ' tcp 22$')" = "$N" ] ||
+	fail "the restore did not put all $N elements back"
+pass "all $N elements restored in one set (test builds: in chunks of 64)"
 URL=https://192.0.2.1:7443
 CURL_TLS=(--cacert "$PKI/fleet-ca.pem" --cert "$PKI/controller-1.pem" --key "$PKI/controller-1.key")
 PY_TLS=(192.0.2.1 7443 "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" "$PKI/controller-1.key")
