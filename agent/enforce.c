@@ -24,6 +24,7 @@
 #include "agent/replay.h"
 #include "agent/store.h"
 #include "agent/syncer.h"
+#include "agent/testhook.h"
 #include "agent/verifier.h"
 #include "common/array.h"
 #include "common/clock.h"
@@ -74,19 +75,10 @@ struct raws {
  */
 static int64_t test_suspended_ms, test_stepped_ms;
 
+/* The number in the file $env names, once: the file is removed. 0 when there is none. */
 static long long test_hook_read(const char *env)
 {
-	const char *path = getenv(env);
-	long long ms = 0;
-	FILE *f;
-
-	if (!path || !(f = fopen(path, "r")))
-		return 0;
-	if (fscanf(f, "%lld", &ms) != 1)
-		ms = 0;
-	fclose(f);
-	(void)unlink(path);
-	return ms;
+	return testhook_number(env, true, 0);
 }
 
 /* $JITD_TEST_CLOCK_STEP_FILE: the wall clock alone is stepped by that many ms (may be < 0). */
@@ -111,9 +103,7 @@ static int test_hook_sync(int ret)
  */
 static bool test_hook_hold(void)
 {
-	const char *path = getenv("JITD_TEST_HOLD_FILE");
-
-	return path && access(path, F_OK) == 0;
+	return testhook_exists("JITD_TEST_HOLD_FILE");
 }
 
 /*

@@ -29,6 +29,7 @@
 #include "agent/ratelimit.h"
 #include "agent/ruleset.h"
 #include "agent/status.h"
+#include "agent/testhook.h"
 #include "agent/tls.h"
 #include "common/config.h"
 #include "common/err.h"
@@ -577,15 +578,8 @@ static void stream_free(struct stream *s)
  */
 static ssize_t spool_read(int fd, void *buf, size_t len, off_t off)
 {
-	const char *path = getenv("JITD_TEST_SPOOL_FAIL_FILE");
-	long long pieces = -1;
-	FILE *f;
+	long long pieces = testhook_number("JITD_TEST_SPOOL_FAIL_FILE", false, -1);
 
-	if (path && (f = fopen(path, "r"))) {
-		if (fscanf(f, "%lld", &pieces) != 1)
-			pieces = -1;
-		fclose(f);
-	}
 	if (pieces >= 0 && off >= (off_t)pieces * STATUS_PIECE) {
 		errno = EIO;
 		return -1;

@@ -22,6 +22,7 @@
 #include <linux/netlink.h>
 
 #include "agent/nft.h"
+#include "agent/testhook.h"
 #include "common/array.h"
 
 /*
@@ -657,9 +658,7 @@ out:
  */
 static bool test_hook_drop_events(void)
 {
-	const char *path = getenv("JITD_TEST_DROP_EVENTS_FILE");
-
-	return path && access(path, F_OK) == 0;
+	return testhook_exists("JITD_TEST_DROP_EVENTS_FILE");
 }
 #else
 static bool test_hook_drop_events(void)
