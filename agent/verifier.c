@@ -65,8 +65,15 @@ static void *worker(void *arg)
 		wake = !v->done;
 		j->next = v->done;
 		v->done = j;
-		if (wake)
+		if (wake) {
+			/*
+			 * Outside the lock: the loop it wakes takes the lock at once, and would
+			 * find it held. v->wake outlives the workers (verifier_close joins first).
+			 */
+			pthread_mutex_unlock(&v->lock);
 			wake_signal(v->wake);
+			pthread_mutex_lock(&v->lock);
+		}
 	}
 	pthread_mutex_unlock(&v->lock);
 	jws_verifier_clear(&jv);
@@ -271,8 +278,9 @@ void verifier_submit(struct verifier *v, struct verify_job *j)
 	else
 		v->head = j;
 	v->tail = j;
-	pthread_cond_signal(&v->work);
 	pthread_mutex_unlock(&v->lock);
+	/* After the unlock: a worker woken while the lock is held only blocks on it again. */
+	pthread_cond_signal(&v->work);
 }
 
 unsigned verifier_threads(const struct verifier *v)
