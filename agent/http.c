@@ -705,8 +705,10 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	}
 	LIST_INSERT_HEAD(&h->streams, s, entry);
 	if (status_write(h->enf, s->rest, s->fd, &sent) || evbuffer_add(s->rest, "\n", 1)) {
+		/* Nothing of it has gone to the client yet: the error can still be answered. */
 		stream_free(s);
-		evhttp_send_error(req, 500, NULL);
+		log_err("controller endpoint: out of memory writing the status for %s", p->name);
+		send_error(req, 500, JIT_ERR_INTERNAL, "out of memory writing the status");
 		return;
 	}
 	s->spooled = (off_t)sent;
