@@ -18,6 +18,7 @@
 #include "agent/printer.h"
 #include "agent/ruleset.h"
 #include "agent/status.h"
+#include "agent/testhook.h"
 #include "common/array.h"
 #include "common/config.h"
 #include "common/duration.h"
@@ -894,8 +895,40 @@ static void w_close(struct writer *w, const char *close)
 	w->first = false;
 }
 
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds only: when $JITD_TEST_STATUS_OOM_FILE holds N, the next status runs out of memory
+ * once N * 64 KiB of it have gone out (0: before any has), as a real shortage would midway, so
+ * that a test reaches what the control socket and the HTTP endpoint do then. The file acts once.
+ */
+static long long oom_after(void)
+{
+	long long n = testhook_number("JITD_TEST_STATUS_OOM_FILE", true, -1);
+
+	return n < 0 ? -1 : n * 64 * 1024;
+}
+
+static void oom_check(struct writer *w, long long after)
+{
+	if (after >= 0 && (long long)w->pr.drained >= after && !w->pr.err)
+		w->pr.err = -ENOMEM;
+}
+#else
+static long long oom_after(void)
+{
+	return -1;
+}
+
+static void oom_check(struct writer *w, long long after)
+{
+	(void)w;
+	(void)after;
+}
+#endif
+
 int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 {
+	const long long oom = oom_after();
 	const struct config *cfg = enforce_config(e);
 	struct conntrack *ct = enforce_conntrack(e);
 	struct writer w = { .first = true };
@@ -956,12 +989,15 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv)));
 	w_value(&w, "denied_packets", json_integer((json_int_t)kv.denied));
 	w_open(&w, "elements", "[");
-	for (size_t i = 0; !w.pr.err && i < kv.n; i++)
+	for (size_t i = 0; !w.pr.err && i < kv.n; i++) {
+		oom_check(&w, oom);
 		w_kernel_elem(&w, kv_elem(&kv, i), kv.r[i].exp_ms, kv.now_ms);
+	}
 	w_close(&w, "]}");
 	kview_free(&kv);
 	w_open(&w, "grants", "[");
 	for (size_t i = 0; !w.pr.err && i < n; i++) {
+		oom_check(&w, oom);
 		if (i)
 			w_raw(&w, ",");
 		print_grant(&w.pr, cfg, &g[i], kv.now_ms, left[i], flows ? flows[i] : -1, false);

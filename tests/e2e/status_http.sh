@@ -11,7 +11,7 @@
 
 N=800
 # Test builds: reading a spool back fails while this file exists (agent/http.c, spool_read).
-export JITD_TEST_SPOOL_FAIL_FILE=$TMP/spool-fail
+export JITD_TEST_SPOOL_FAIL_FILE=$TMP/spool-fail JITD_TEST_STATUS_OOM_FILE=$TMP/status-oom
 setup_net
 setup_keys
 ca fleet-ca
@@ -131,6 +131,46 @@ spool_fail_checks() {
 	next_status_whole
 }
 
+# status_oom_checks (test builds): the next status runs out of memory once 0, then 1, 64 KiB
+# pieces have gone out. Over the control socket, before anything has gone jitctl gets the error
+# (exit 1), after it the line is cut short (exit 3) and nothing of it is printed; over HTTP the
+# document is spooled before it is sent, so both are a JSON 500 and the spool file is closed.
+# Each is logged, and the next status over both is whole.
+status_oom_checks() {
+	local pieces rc code logged
+	log "a status that runs out of memory midway (test builds)"
+	logged=$(grep -c 'out of memory writing the status' "$TMP/jitd.log" || true)
+	for pieces in 0 1; do
+		echo "$pieces" >"$JITD_TEST_STATUS_OOM_FILE"
+		rc=0
+		"$JITCTL_BIN" -s "$SOCK" status --json >"$TMP/out" 2>"$TMP/err" || rc=$?
+		[ ! -e "$JITD_TEST_STATUS_OOM_FILE" ] || fail "the hook's file was not read"
+		[ ! -s "$TMP/out" ] || fail "jitctl printed part of a failed status"
+		if [ "$pieces" = 0 ]; then
+			[ "$rc" = 1 ] && grep -q 'internal: out of memory writing the status' "$TMP/err"
+		else
+			[ "$rc" = 3 ] && grep -q 'the agent sent no valid reply' "$TMP/err"
+		fi || fail "control socket, out of memory after $pieces piece(s): exit $rc, $(cat "$TMP/err")"
+		pass "control socket, out of memory after $pieces piece(s): exit $rc ($(cat "$TMP/err"))"
+		echo "$pieces" >"$JITD_TEST_STATUS_OOM_FILE"
+		code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
+			-w '%{http_code}' "$URL/v1/status")
+		[ "$code" = 500 ] && [ "$(jq -r .error "$TMP/body")" = internal ] ||
+			fail "HTTP, out of memory after $pieces piece(s): HTTP $code $(cat "$TMP/body")"
+		wait_until 5 "the failed status's spool file closed" no_spool
+		pass "HTTP, out of memory after $pieces piece(s): 500 $(jq -c . "$TMP/body")"
+	done
+	grep 'out of memory writing the status' "$TMP/jitd.log" | tail -n 4 >"$TMP/oom.log"
+	[ "$(grep -c 'out of memory writing the status' "$TMP/jitd.log")" = $((logged + 4)) ] &&
+		grep -q 'control: .*; cut short' "$TMP/oom.log" ||
+		fail "the four failures are not logged: $(cat "$TMP/oom.log")"
+	pass "each logged, the control socket's cut-short one as such"
+	[ "$(status_json | jq '.grants | length')" = "$N" ] ||
+		fail "jitctl status after them is not whole"
+	pass "the next status over the control socket is whole"
+	next_status_whole
+}
+
 next_status_whole() {
 	local code
 	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
@@ -208,6 +248,7 @@ over() {
 	"$1" PT60S
 	start_jitd
 	spool_fail_checks
+	status_oom_checks
 	stop_jitd TERM
 	pass "clean exit (under ASan: no leak)"
 }
