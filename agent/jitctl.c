@@ -40,7 +40,7 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'jitctl COMMAND --help' describes a command. Exit status: 0 success, "
-		   "1 refused, 2 usage error, 3 agent unreachable.\n");
+		   "1 refused, 2 usage error, 3 agent unreachable or no valid reply.\n");
 }
 
 static int cmd_help(const struct jitctl_opts *o, int argc, char **argv)
