@@ -1552,8 +1552,10 @@ static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n
 			ret = send_elems(b, s, count, type, what);
 			nftnl_set_free(s);
 			count = 0;
+			if (ret)
+				return ret;
 			if (!(s = set_new(name)))
-				return ret ? ret : -ENOMEM;
+				return -ENOMEM;
 		}
 	}
 	if (ret == 0)
