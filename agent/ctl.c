@@ -308,7 +308,7 @@ static json_t *do_status(struct client *c, json_t *req)
 			c->written = line; /* empty: reply_buffer closes */
 			return NULL;
 		}
-		log_err("control: out of memory writing the status for %s", c->peer);
+		log_err("control: out of memory writing the status to %s", c->peer);
 		if (line)
 			evbuffer_free(line);
 		return proto_error(JIT_ERR_INTERNAL, "out of memory writing the status");

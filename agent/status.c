@@ -898,8 +898,9 @@ static void w_close(struct writer *w, const char *close)
 #ifdef JITD_TEST_HOOKS
 /*
  * Test builds only: when $JITD_TEST_STATUS_OOM_FILE holds N, the next status runs out of memory
- * once N * 64 KiB of it have gone out (0: before any has), as a real shortage would midway, so
- * that a test reaches what the control socket and the HTTP endpoint do then. The file acts once.
+ * once N * 64 KiB of it have been written out (to the client's socket, or to the HTTP spool;
+ * 0: before any has), as a real shortage would midway, so that a test reaches what the control
+ * socket and the HTTP endpoint do then. The file acts once.
  */
 static long long oom_after(void)
 {

@@ -4,7 +4,9 @@
 # with its Content-Length; a client that goes away mid-document, or stops reading until
 # listen.timeout, must take its spool file with it (four are sent at once at most; a fifth is
 # told to retry); in test builds, a spool that cannot be read back must end its connection at
-# once; and the agent must serve the next status and exit clean (under ASan: no leak).
+# once, and a status that runs out of memory midway must be answered as an error or cut short,
+# over the control socket too; and the agent must serve the next status and exit clean (under
+# ASan: no leak).
 # The server namespace's own TCP buffers are made small, so that a few hundred grants take many
 # pieces and turns of the loop.
 . "$(dirname "$0")/lib.sh"
@@ -238,8 +240,9 @@ streaming_checks() {
 }
 
 # over LISTEN: streaming_checks with listen.timeout 5 s (room for four stalled clients to start on
-# a busy machine before the first times out), then (test builds) spool_fail_checks with 60 s;
-# each jitd exits clean (under ASan: no leak). The grants are restored at each start.
+# a busy machine before the first times out), then (test builds) spool_fail_checks and
+# status_oom_checks with 60 s; each jitd exits clean (under ASan: no leak). The grants are
+# restored at each start.
 over() {
 	streaming_checks
 	stop_jitd TERM
