@@ -895,18 +895,21 @@ static void w_close(struct writer *w, const char *close)
 	w->first = false;
 }
 
-#ifdef JITD_TEST_HOOKS
 /*
  * Test builds only: when $JITD_TEST_STATUS_OOM_FILE holds N, the next status runs out of memory
  * once N * 64 KiB of it have been written out (to the client's socket, or to the HTTP spool;
  * 0: before any has), as a real shortage would midway, so that a test reaches what the control
- * socket and the HTTP endpoint do then. The file acts once.
+ * socket and the HTTP endpoint do then. The file acts once. -1: never (every other build).
  */
 static long long oom_after(void)
 {
+#ifdef JITD_TEST_HOOKS
 	long long n = testhook_number("JITD_TEST_STATUS_OOM_FILE", true, -1);
 
 	return n < 0 ? -1 : n * 64 * 1024;
+#else
+	return -1;
+#endif
 }
 
 static void oom_check(struct writer *w, long long after)
@@ -914,18 +917,6 @@ static void oom_check(struct writer *w, long long after)
 	if (after >= 0 && (long long)w->pr.drained >= after && !w->pr.err)
 		w->pr.err = -ENOMEM;
 }
-#else
-static long long oom_after(void)
-{
-	return -1;
-}
-
-static void oom_check(struct writer *w, long long after)
-{
-	(void)w;
-	(void)after;
-}
-#endif
 
 int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 {
