@@ -1204,7 +1204,10 @@ static char *elems_text(struct nftnl_set *s)
 	char **v = NULL, *out = NULL;
 	size_t n = 0, len = 1;
 
-	while (it && (e = nftnl_set_elems_iter_next(it))) {
+	/* Not an empty text: two sets that could not be read must not compare equal. */
+	if (!it)
+		return NULL;
+	while ((e = nftnl_set_elems_iter_next(it))) {
 		uint32_t klen = 0, elen = 0, flags = 0;
 		const uint8_t *key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
 		const uint8_t *end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
@@ -1215,9 +1218,12 @@ static char *elems_text(struct nftnl_set *s)
 			klen = 0;
 		if (!end)
 			elen = 0;
-		if (!nv || !(nv[n] = malloc(2 * (klen + elen) + 4)))
+		/* nv owns the array from here: realloc has let go of v. */
+		if (!nv)
 			goto out;
 		v = nv;
+		if (!(v[n] = malloc(2 * (klen + elen) + 4)))
+			goto out;
 		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS))
 			flags = nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS);
 		for (uint32_t b = 0; b < klen; b++)
@@ -1237,8 +1243,7 @@ static char *elems_text(struct nftnl_set *s)
 			strcat(out, v[i]);
 	}
 out:
-	if (it)
-		nftnl_set_elems_iter_destroy(it);
+	nftnl_set_elems_iter_destroy(it);
 	for (size_t i = 0; i < n; i++)
 		free(v[i]);
 	free(v);
