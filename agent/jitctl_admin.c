@@ -57,7 +57,7 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 		json_dumpf(rep, stdout, JSON_INDENT(2));
 		printf("\n");
 	} else {
-		printf("revoked grant %s", json_string_value(json_object_get(rep, "revoked")));
+		printf("revoked grant %s", jitctl_str(rep, "revoked"));
 		if (terminate)
 			printf("; %" JSON_INTEGER_FORMAT " connection(s) cut",
 				json_integer_value(json_object_get(rep, "flows_terminated")));
@@ -235,7 +235,7 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 		if (targets)
 			snprintf(tn, sizeof(tn), ", %lld forwarded target(s)", (long long)targets);
 		printf("reloaded %s: %lld protected port(s)%s, %lld grant(s) removed\n",
-			json_string_value(json_object_get(rep, "config")),
+			jitctl_str(rep, "config"),
 			(long long)json_integer_value(json_object_get(rep, "ports")), tn,
 			(long long)json_integer_value(json_object_get(rep, "grants_removed")));
 	}

@@ -23,13 +23,6 @@ static void status_usage(FILE *f)
 		   "          line of compact JSON, as the agent wrote it\n");
 }
 
-static const char *str(const json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-
-	return s ? s : "-";
-}
-
 /* Joins an array of strings with ", " into buf (truncated with "..." if it does not fit). */
 static const char *join(const json_t *a, char *buf, size_t len)
 {
@@ -61,7 +54,7 @@ static const char *human(const json_t *secs, char *buf, size_t len)
 
 static void print_kernel(const json_t *k, const char *deny)
 {
-	printf("Kernel:         table %s %s%s", str(k, "table"),
+	printf("Kernel:         table %s %s%s", jitctl_str(k, "table"),
 		json_is_true(json_object_get(k, "present")) ? "present" : "MISSING",
 		json_is_true(json_object_get(k, "owned")) ? " (owned by jitd)" : "");
 	printf(", %s", json_is_true(json_object_get(k, "in_sync")) ? "in sync" :
@@ -103,11 +96,12 @@ static void print_ports(const json_t *ports, const char *mode)
 	json_array_foreach(ports, i, p)
 		printf("  %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
 			" %-6" JSON_INTEGER_FORMAT " %-20s %-12s %s\n",
-			json_integer_value(json_object_get(p, "port")), str(p, "protocol"),
-			str(p, "max_duration"),
+			json_integer_value(json_object_get(p, "port")), jitctl_str(p, "protocol"),
+			jitctl_str(p, "max_duration"),
 			json_integer_value(json_object_get(p, "active_grants")),
-			json_integer_value(json_object_get(p, "grants_7d")), str(p, "last_access"),
-			fit(str(p, "last_user"), 12, user, sizeof(user)),
+			json_integer_value(json_object_get(p, "grants_7d")),
+			jitctl_str(p, "last_access"),
+			fit(jitctl_str(p, "last_user"), 12, user, sizeof(user)),
 			fit(join(json_object_get(p, "allowed_sources"), src, sizeof(src)), 30, src,
 				sizeof(src)));
 }
@@ -122,7 +116,7 @@ static const char *dnat_range(const json_t *d, char *buf, size_t len)
 
 	if (!json_is_object(d))
 		return "-";
-	snprintf(buf, len, "%s:%s", addr ? addr : "gateway", str(d, "listen_port_range"));
+	snprintf(buf, len, "%s:%s", addr ? addr : "gateway", jitctl_str(d, "listen_port_range"));
 	return buf;
 }
 
@@ -140,15 +134,15 @@ static void print_targets(const json_t *targets)
 	}
 	/* Addresses are not cut like user names: the column is as wide as the longest one. */
 	json_array_foreach(targets, i, t)
-		if ((int)strlen(str(t, "address")) > aw)
-			aw = (int)strlen(str(t, "address"));
+		if ((int)strlen(jitctl_str(t, "address")) > aw)
+			aw = (int)strlen(jitctl_str(t, "address"));
 	printf("  %-*s %-5s %-5s %-6s %-6s %-27s %s\n", aw, "ADDRESS", "PORT", "PROTO", "MAX",
 		"ACTIVE", "DNAT", "ALLOWED SOURCES");
 	json_array_foreach(targets, i, t)
 		printf("  %-*s %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
-			" %-27s %s\n", aw, str(t, "address"),
-			json_integer_value(json_object_get(t, "port")), str(t, "protocol"),
-			str(t, "max_duration"),
+			" %-27s %s\n", aw, jitctl_str(t, "address"),
+			json_integer_value(json_object_get(t, "port")), jitctl_str(t, "protocol"),
+			jitctl_str(t, "max_duration"),
 			json_integer_value(json_object_get(t, "active_grants")),
 			dnat_range(json_object_get(t, "dnat"), range, sizeof(range)),
 			fit(join(json_object_get(t, "allowed_sources"), src, sizeof(src)), 30, src,
@@ -166,8 +160,8 @@ static void print_gateway_grant(const json_t *g)
 		return;
 	printf("  %-32s destinations: %s\n", "", join(dst, buf, sizeof(buf)));
 	json_array_foreach(json_object_get(g, "dnat"), i, d)
-		printf("  %-32s connect to %s -> %s/%s\n", "", str(d, "connect"), str(d, "to"),
-			str(d, "protocol"));
+		printf("  %-32s connect to %s -> %s/%s\n", "", jitctl_str(d, "connect"),
+			jitctl_str(d, "to"), jitctl_str(d, "protocol"));
 }
 
 static void print_grants(const json_t *grants)
@@ -192,17 +186,17 @@ static void print_grants(const json_t *grants)
 			json_is_null(kexp) ? "NOT IN KERNEL" : human(kexp, kleft, sizeof(kleft)));
 		snprintf(flows, sizeof(flows), json_is_integer(fl) ? "%" JSON_INTEGER_FORMAT : "-",
 			json_integer_value(fl));
-		printf("  %-32s %-12s %-18s %-10s %-16s %s\n", str(g, "id"),
-			fit(str(g, "sub"), 12, user, sizeof(user)),
+		printf("  %-32s %-12s %-18s %-10s %-16s %s\n", jitctl_str(g, "id"),
+			fit(jitctl_str(g, "sub"), 12, user, sizeof(user)),
 			fit(join(json_object_get(g, "sources"), src, sizeof(src)), 18, src,
 				sizeof(src)),
 			fit(join(json_object_get(g, "ports"), ports, sizeof(ports)), 10, ports,
 				sizeof(ports)),
 			both, flows);
-		printf("  %-32s granted %s, expires %s\n", "", str(g, "issued_at"),
-			str(g, "expires_at"));
+		printf("  %-32s granted %s, expires %s\n", "", jitctl_str(g, "issued_at"),
+			jitctl_str(g, "expires_at"));
 		if (json_is_string(json_object_get(g, "reason")))
-			printf("  %-32s reason: %s\n", "", str(g, "reason"));
+			printf("  %-32s reason: %s\n", "", jitctl_str(g, "reason"));
 		print_gateway_grant(g);
 	}
 }
@@ -211,10 +205,10 @@ static void print_agent(const json_t *a)
 {
 	char up[32];
 
-	printf("Agent:          jitd %s, up %s, config %s%s\n", str(a, "version"),
-		human(json_object_get(a, "uptime"), up, sizeof(up)), str(a, "config"),
+	printf("Agent:          jitd %s, up %s, config %s%s\n", jitctl_str(a, "version"),
+		human(json_object_get(a, "uptime"), up, sizeof(up)), jitctl_str(a, "config"),
 		json_is_false(json_object_get(a, "conntrack")) ? ", conntrack unavailable" : "");
-	printf("Last error:     %s\n", str(a, "last_error"));
+	printf("Last error:     %s\n", jitctl_str(a, "last_error"));
 }
 
 static void print_status(const json_t *s)
@@ -226,13 +220,13 @@ static void print_status(const json_t *s)
 	if (mode && !strcmp(mode, "host"))
 		mode = NULL;
 	printf("Host:           %s (jitd status schema %" JSON_INTEGER_FORMAT ")\n",
-		str(s, "host_id"), json_integer_value(json_object_get(s, "version")));
-	printf("Time:           %s\n", str(s, "time"));
+		jitctl_str(s, "host_id"), json_integer_value(json_object_get(s, "version")));
+	printf("Time:           %s\n", jitctl_str(s, "time"));
 	print_agent(json_object_get(s, "agent"));
 	if (mode)
 		printf("Mode:           %s\n", mode);
-	printf("Deny action:    %s\n", str(s, "deny_action"));
-	print_kernel(json_object_get(s, "kernel"), str(s, "deny_action"));
+	printf("Deny action:    %s\n", jitctl_str(s, "deny_action"));
+	print_kernel(json_object_get(s, "kernel"), jitctl_str(s, "deny_action"));
 	printf("Always allowed: %s\n", join(json_object_get(s, "always_allow"), always,
 		sizeof(always)));
 	print_ports(json_object_get(s, "ports"), mode);
@@ -297,7 +291,8 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	st = json_object_get(rep, "status");
 	if (!json_is_true(json_object_get(rep, "ok")) || !json_is_object(st)) {
-		fprintf(stderr, "jitctl status: %s: %s\n", str(rep, "error"), str(rep, "message"));
+		fprintf(stderr, "jitctl status: %s: %s\n", jitctl_str(rep, "error"),
+			jitctl_str(rep, "message"));
 		ret = JITCTL_REFUSED;
 		goto out;
 	}

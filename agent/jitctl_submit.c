@@ -23,7 +23,8 @@ static void submit_usage(FILE *f)
 		   "Hands a compact JWS grant, read from FILE or standard input, to the agent and\n"
 		   "prints what was applied (grant id, elements, expiry) or the error code and message.\n\n"
 		   "  --json  print the applied grant, or {\"error\",\"message\"}, as JSON\n\n"
-		   "Exit status: 0 applied, 1 refused, 2 usage error, 3 agent unreachable.\n");
+		   "Exit status: 0 applied, 1 refused, 2 usage error, 3 agent unreachable\n"
+		   "or no valid reply.\n");
 }
 
 /* Reads the whole input; -EFBIG when it is over max (the token cannot be a grant). */
@@ -99,8 +100,7 @@ int jitctl_check_reply(const char *cmd, bool json, const json_t *reply)
 	return JITCTL_REFUSED;
 }
 
-/* A missing string prints as "-", not as whatever printf makes of NULL. */
-static const char *str(const json_t *o, const char *key)
+const char *jitctl_str(const json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 
@@ -112,30 +112,27 @@ void jitctl_print_grant(const json_t *g)
 	const json_t *el;
 	size_t i;
 
-	printf("applied grant %s for %s (issuer %s, key %s)\n",
-		json_string_value(json_object_get(g, "id")),
-		json_string_value(json_object_get(g, "sub")),
-		json_string_value(json_object_get(g, "iss")),
-		json_string_value(json_object_get(g, "kid")));
-	printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n",
-		json_string_value(json_object_get(g, "expires_at")),
+	printf("applied grant %s for %s (issuer %s, key %s)\n", jitctl_str(g, "id"),
+		jitctl_str(g, "sub"), jitctl_str(g, "iss"), jitctl_str(g, "kid"));
+	printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n", jitctl_str(g, "expires_at"),
 		json_integer_value(json_object_get(g, "expires_in")));
 	json_array_foreach(json_object_get(g, "elements"), i, el) {
 		/* A gateway grant's element is per destination: name it, or rows look doubled. */
 		if (json_is_string(json_object_get(el, "destination")))
 			printf("  allow %s -> %s port %" JSON_INTEGER_FORMAT "/%s\n",
-				str(el, "source"), str(el, "destination"),
-				json_integer_value(json_object_get(el, "port")), str(el, "protocol"));
+				jitctl_str(el, "source"), jitctl_str(el, "destination"),
+				json_integer_value(json_object_get(el, "port")),
+				jitctl_str(el, "protocol"));
 		else
 			printf("  allow %s -> %" JSON_INTEGER_FORMAT "/%s\n",
-				json_string_value(json_object_get(el, "source")),
+				jitctl_str(el, "source"),
 				json_integer_value(json_object_get(el, "port")),
-				json_string_value(json_object_get(el, "protocol")));
+				jitctl_str(el, "protocol"));
 	}
 	/* Where the user connects when the grant was given gateway ports (DNAT). */
 	json_array_foreach(json_object_get(g, "dnat"), i, el)
-		printf("  connect to %s -> %s/%s\n", str(el, "connect"), str(el, "to"),
-			str(el, "protocol"));
+		printf("  connect to %s -> %s/%s\n", jitctl_str(el, "connect"),
+			jitctl_str(el, "to"), jitctl_str(el, "protocol"));
 }
 
 int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)

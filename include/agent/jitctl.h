@@ -47,6 +47,8 @@ int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **
  */
 void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg);
 void jitctl_print_grant(const json_t *grant);
+/* o's string member key, or "-": a missing one must not reach printf as NULL. */
+const char *jitctl_str(const json_t *o, const char *key);
 /* For a reply with "ok": false, prints the refusal and returns JITCTL_REFUSED; else JITCTL_OK. */
 int jitctl_check_reply(const char *cmd, bool json, const json_t *reply);
 
