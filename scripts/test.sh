@@ -32,8 +32,8 @@ echo "== clang, ASan + UBSan, without libsystemd: build, unit tests, sd_notify e
 echo "== clang libFuzzer: seed/regression corpus, then 15 s per harness"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz_revoke fuzz_proto \
-	fuzz_http
-for name in jws grant config revoke proto http; do
+	fuzz_http fuzz_store
+for name in jws grant config revoke proto http store; do
 	f=build-fuzz/tests/fuzz_$name
 	# Every input in tests/fuzz/corpus/NAME once (seeds, and crashes kept as regressions)...
 	"$f" -runs=0 "tests/fuzz/corpus/$name" 2>&1 | tail -n 1
