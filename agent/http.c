@@ -787,13 +787,26 @@ static void peer_identify(struct evhttp_request *req, struct peer *p)
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);
 	char host[64] = "?", serv[8] = "?", cn[64] = "";
+	const struct sockaddr_in6 *s6;
+	const struct sockaddr *sa;
+	struct sockaddr_in s4;
 	socklen_t sl;
 
-	p->sa = evhttp_connection_get_addr(evcon);
-	if (p->sa) {
-		sl = p->sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-						    sizeof(struct sockaddr_in);
-		(void)getnameinfo(p->sa, sl, host, sizeof(host), serv, sizeof(serv),
+	p->sa = sa = evhttp_connection_get_addr(evcon);
+	if (sa) {
+		sl = sa->sa_family == AF_INET6 ? sizeof(*s6) : sizeof(s4);
+		s6 = (const struct sockaddr_in6 *)sa;
+		/*
+		 * An IPv4 client of a dual-stack [::] listener arrives mapped: named as IPv4, as
+		 * its grants' sources are written and as the rate limit counts it.
+		 */
+		if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			s4 = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = s6->sin6_port };
+			memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], sizeof(s4.sin_addr));
+			sa = (const struct sockaddr *)&s4;
+			sl = sizeof(s4);
+		}
+		(void)getnameinfo(sa, sl, host, sizeof(host), serv, sizeof(serv),
 			NI_NUMERICHOST | NI_NUMERICSERV);
 		p->loopback = addr_loopback(p->sa);
 	}

@@ -2,7 +2,9 @@
 # revocations apply; clients without a certificate, or with one from another CA, are refused in
 # the handshake; oversized, replayed, forged and mistyped requests get their JSON error and
 # status; every refusal leaves the kernel table unchanged; status is served over mutual TLS;
-# connection count, idle timeout and per-address rate limit hold. Then plain HTTP on loopback.
+# connection count, idle timeout and per-address rate limit hold. Then TLS without client
+# certificates on [::]: signed grants over IPv6 and IPv4, status and metrics to loopback only.
+# Then plain HTTP on loopback.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
@@ -10,7 +12,8 @@ setup_net
 setup_keys
 ca fleet-ca
 ca rogue-ca
-cert fleet-ca jitd-server $'subjectAltName=IP:192.0.2.1,IP:198.51.100.1\nextendedKeyUsage=serverAuth'
+cert fleet-ca jitd-server \
+	$'subjectAltName=IP:192.0.2.1,IP:198.51.100.1,IP:2001:db8:1::1,IP:::1,IP:127.0.0.1\nextendedKeyUsage=serverAuth'
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 cert rogue-ca intruder 'extendedKeyUsage=clientAuth'
 
@@ -28,7 +31,7 @@ URL=https://192.0.2.1:7443
 # connection or handshake failed); the body lands in $TMP/body. CERT "-" means none.
 req() {
 	local ns=$1 cert=$2 method=$3 path=$4 body=${5:-} ct=${6:-application/jwt}
-	local args=(-sS --max-time 10 --cacert "$PKI/fleet-ca.pem" -o "$TMP/body" -w '%{http_code}'
+	local args=(-gsS --max-time 10 --cacert "$PKI/fleet-ca.pem" -o "$TMP/body" -w '%{http_code}'
 		-X "$method")
 	[ "$cert" = - ] || args+=(--cert "$PKI/$cert.pem" --key "$PKI/$cert.key")
 	[ -z "$body" ] || args+=(-H "Content-Type: $ct" --data-binary "@$body")
@@ -268,6 +271,48 @@ read -r ok limited total retry < <(in_ns "$C2" python3 "$TMP/flood.py" "$PKI/fle
 	fail "rate limit: $ok x 404, $limited x 429 (Retry-After '$retry') of $total"
 pass "rate limit: $ok served, $limited refused with 429 and Retry-After: 1"
 expect 200 - "another address keeps its own budget" "$C1" controller-1 GET /v1/status
+
+log "TLS without client certificates, on [::] (IPv6 and IPv4 alike)"
+stop_jitd TERM
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "[::]:7443", "tls_cert": "'$PKI/jitd-server.pem'",
+	  "tls_key": "'$PKI/jitd-server.key'"}'
+start_jitd
+URL=https://[2001:db8:1::1]:7443
+sign --src 2001:db8:1::2 --port 22 --for 120 --jti tls6-1 >"$TMP/t6"
+expect_connect drop "$C1" 2001:db8:1::1 22
+expect 201 - "a signed grant over IPv6 needs no client certificate" "$C1" - POST /v1/grants "$TMP/t6"
+has_elem "$(addr_set 2001:db8:1::2)" "2001:db8:1::2 tcp 22" ||
+	fail "the IPv6 grant is not in the kernel: $(host_elems)"
+expect_connect ok "$C1" 2001:db8:1::1 22
+jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "tls6-1"
+	and (.peer | test("^https \\[2001:db8:1::2\\]:[0-9]+$")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "grant.applied does not name the IPv6 peer: $(grep tls6-1 "$TMP/state/audit.jsonl")"
+pass "audit names the IPv6 peer, without a certificate name"
+# Grants are signed; status and metrics are not, so without mutual TLS only loopback gets them.
+expect 403 permission_denied "status to an unverified network client" "$C1" - GET /v1/status
+expect 403 permission_denied "metrics to an unverified network client" "$C1" - GET /metrics
+URL=https://192.0.2.1:7443
+sign --src 192.0.2.2 --port 22 --for 120 --jti tls4-1 >"$TMP/t4"
+expect 201 - "a grant over IPv4 to the same [::] listener" "$C1" - POST /v1/grants "$TMP/t4"
+jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "tls4-1"
+	and (.peer | test("^https 192[.]0[.]2[.]2:[0-9]+$")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "an IPv4 peer of [::] is not named as IPv4: $(grep tls4-1 "$TMP/state/audit.jsonl")"
+pass "audit names an IPv4 peer of [::] by its IPv4 address"
+expect 403 permission_denied "status to an unverified IPv4 client" "$C1" - GET /v1/status
+URL=https://[::1]:7443
+expect 200 - "status to a loopback client over TLS" "$SRV" - GET /v1/status
+jq -e '[.grants[].id] | sort == ["tls4-1", "tls6-1"]' "$TMP/body" >/dev/null ||
+	fail "status over [::1] lacks the grants: $(cat "$TMP/body")"
+expect 200 - "metrics to a loopback client over TLS" "$SRV" - GET /metrics
+grep -qxF 'jitd_grants_applied_total 2' "$TMP/body" || fail "metrics over [::1]: $(cat "$TMP/body")"
+URL=https://127.0.0.1:7443
+expect 200 - "status to an IPv4 loopback client of [::] (it arrives mapped)" "$SRV" - GET /v1/status
+for id in tls6-1 tls4-1; do
+	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null || fail "cannot revoke $id"
+done
+no_allow_elems || fail "revoked grants still in the kernel: $(host_elems)"
 
 log "plain HTTP, loopback only"
 stop_jitd TERM
