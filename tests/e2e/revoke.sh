@@ -1,13 +1,15 @@
 # Revocation on live TCP sessions: without "terminate" access ends at once but an open session
 # lives on (as on expiry); with it, the session is cut by a reset at once. Other grants covering
-# the same source keep theirs. (Signed revocations are unit-tested; their HTTP transport is the
-# controller endpoint's job.)
+# the same source keep theirs. Last, a controller's signed revocation with "terminate", posted
+# to the controller endpoint (plain HTTP on loopback), cuts its grant's session the same way.
+# (The other refusals of signed revocations are in https.sh and the unit tests.)
 . "$(dirname "$0")/lib.sh"
 
 setup_net
 setup_keys
 write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 start_listeners 22
 start_jitd
 
@@ -98,3 +100,25 @@ session_cut c-after-terminate
 session_close
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 
+log "a signed revocation with \"terminate\", posted by a controller, cuts the session"
+sign --src 192.0.2.3 --port 22 --for 120 --jti rv-s | submit - >/dev/null || fail "rv-s refused"
+session_open "$C1" 192.0.2.1 22 192.0.2.3
+session_say s-before
+[ "$(flows_from 192.0.2.3)" -ge 1 ] || fail "conntrack shows no flow from 192.0.2.3"
+"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes rv-s \
+	--terminate --for 60 --jti rv-s-revocation >"$TMP/rs" || fail "cannot sign the revocation"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	-H 'Content-Type: application/jwt' --data-binary "@$TMP/rs" http://127.0.0.1:7080/v1/revocations)
+[ "$code" = 200 ] && jq -e '.revoked == "rv-s" and .terminate == true and .flows_terminated >= 1' \
+	"$TMP/body" >/dev/null || fail "signed revocation with terminate: HTTP $code $(cat "$TMP/body")"
+pass "POST /v1/revocations with terminate: $(jq .flows_terminated "$TMP/body") flow(s) terminated"
+[ "$(flows_from 192.0.2.3)" -eq 0 ] || fail "conntrack still holds the flow: $(in_ns "$SRV" conntrack -L 2>/dev/null)"
+pass "conntrack: the flow is gone"
+session_cut s-after-terminate
+session_close
+jq -s -e 'any(.[]; .event == "flows.terminated" and .grant == "rv-s"
+	and (.peer | test("^http 127[.]0[.]0[.]1:[0-9]+$")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "no flows.terminated audit record naming the controller: $(grep rv-s "$TMP/state/audit.jsonl")"
+pass "audit: flows.terminated, with the controller as peer"
+no_allow_elems || fail "allow sets not empty: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
