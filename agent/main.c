@@ -21,6 +21,7 @@
 #include "agent/sdnotify.h"
 #include "agent/status.h"
 #include "agent/store.h"
+#include "agent/tls.h"
 #include "agent/watch.h"
 #include "common/config.h"
 #include "common/err.h"
@@ -137,6 +138,28 @@ static const char *targets_note(const struct config *cfg, char *buf, size_t len)
 }
 
 /*
+ * --check-config: what the start would refuse, found before it. Besides the file itself, the
+ * controller endpoint's certificate, key and client CA are loaded (a key that does not match
+ * its certificate fails here, in the unit's ExecStartPre, not after the agent has started).
+ * Exits 0 or 1.
+ */
+static int check_config(const struct config *cfg, const char *path)
+{
+	SSL_CTX *tls = NULL;
+	char note[64], msg[512];
+
+	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
+		tls_server_ctx(&cfg->listen, &tls, msg, sizeof(msg))) {
+		fprintf(stderr, "jitd: %s: listen: %s\n", path, msg);
+		return 1;
+	}
+	SSL_CTX_free(tls);
+	printf("%s: configuration OK (%zu protected port(s)%s)\n", path, cfg->n_ports,
+		targets_note(cfg, note, sizeof(note)));
+	return 0;
+}
+
+/*
  * The audit lines of the last grants before a crash may be only in the journal, which was made
  * durable first (agent/store.h, notes): they go back into the trail before anything else does.
  */
@@ -209,10 +232,9 @@ int main(int argc, char **argv)
 		errx(1, "%s", jerr.msg);
 	log_set_level(o.verbose ? LOG_LVL_DEBUG : cfg->log_level);
 	if (o.check_only) {
-		printf("%s: configuration OK (%zu protected port(s)%s)\n", o.config_path,
-			cfg->n_ports, targets_note(cfg, note, sizeof(note)));
+		ret = check_config(cfg, o.config_path);
 		config_free(cfg);
-		return 0;
+		return ret;
 	}
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);

@@ -4,7 +4,7 @@
 # status; every refusal leaves the kernel table unchanged; status is served over mutual TLS;
 # connection count, idle timeout and per-address rate limit hold. Then TLS without client
 # certificates on [::]: signed grants over IPv6 and IPv4, status and metrics to loopback only.
-# Then plain HTTP on loopback.
+# Then plain HTTP on loopback, and --check-config loading the TLS files as the start does.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
@@ -341,3 +341,26 @@ in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && grep -q "only on a loopback address" "$TMP/out" ||
 	fail "plain HTTP on a network address was accepted: $(cat "$TMP/out")"
 pass "plain HTTP on a network address is a configuration error"
+# --check-config (the unit's ExecStartPre) loads the TLS files as the start would.
+check_listen() { # check_listen WHAT MESSAGE LISTEN_JSON
+	local rc=0
+	write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"}]' "$3"
+	in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -qF "$2" "$TMP/out" || fail "$1: exit $rc, $(cat "$TMP/out")"
+	pass "--check-config refuses $1"
+}
+check_listen "a key that does not match the certificate" "tls_key $PKI/controller-1.key: error:" \
+	'"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.pem'",
+	  "tls_key": "'$PKI/controller-1.key'"}'
+check_listen "a certificate that is not one" "cannot load tls_cert $PKI/jitd-server.key" \
+	'"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.key'",
+	  "tls_key": "'$PKI/jitd-server.key'"}'
+check_listen "a client CA that cannot be read" "cannot load client_ca $TMP/none.pem" \
+	'"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.pem'",
+	  "tls_key": "'$PKI/jitd-server.key'", "client_ca": "'$TMP/none.pem'"}'
+write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"}]' \
+	'"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.pem'",
+	  "tls_key": "'$PKI/jitd-server.key'", "client_ca": "'$PKI/fleet-ca.pem'"}'
+in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 ||
+	fail "--check-config refused the working TLS configuration: $(cat "$TMP/out")"
+pass "--check-config accepts the working TLS configuration"
