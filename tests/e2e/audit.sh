@@ -40,7 +40,24 @@ log "jitctl log"
 "$JITCTL_BIN" -s "$SOCK" log --since 1h --json | jq -e "length == $(jq length "$TMP/all.json")" >/dev/null ||
 	fail "--since 1h lost events"
 "$JITCTL_BIN" -s "$SOCK" log --since 2099-01-01 --json | jq -e 'length == 0' >/dev/null || fail "--since in the future returned events"
-pass "--json returns every event; --grant and --since filter"
+for since in 7d 30m 3600s PT1H; do
+	"$JITCTL_BIN" -s "$SOCK" log --since "$since" --json |
+		jq -e "length == $(jq length "$TMP/all.json")" >/dev/null || fail "--since $since lost events"
+done
+"$JITCTL_BIN" -s "$SOCK" log --since 2099-01-01T00:00:00Z --json | jq -e 'length == 0' >/dev/null ||
+	fail "--since a future time returned events"
+rc=0
+"$JITCTL_BIN" -s "$SOCK" log --since yesterday >/dev/null 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "is not 7d, 24h, 30m" "$TMP/err" || fail "--since yesterday: exit $rc, $(cat "$TMP/err")"
+pass "--json returns every event; --grant and --since (days, minutes, seconds, ISO 8601, dates) filter"
+# The table an operator reads: a header, then one line per event with its code and peer.
+"$JITCTL_BIN" -s "$SOCK" log >"$TMP/log.txt" || fail "jitctl log failed"
+[ "$(wc -l <"$TMP/log.txt")" -eq $(($(jq length "$TMP/all.json") + 1)) ] &&
+	head -n 1 "$TMP/log.txt" | grep -qE '^TIME +EVENT +GRANT +USER +SOURCES +PORTS +DETAIL$' &&
+	grep -E ' grant.refused +au-bad ' "$TMP/log.txt" | grep -q 'port_not_protected: .*; uid=0' &&
+	grep -qE ' grant.applied +au-long +bob, "the ' "$TMP/log.txt" ||
+	fail "jitctl log table: $(cat "$TMP/log.txt")"
+pass "the table: a header and one line per event, with code, message and peer"
 "$JITCTL_BIN" -s "$SOCK" log --csv >"$TMP/log.csv" || fail "jitctl log --csv failed"
 python3 - "$TMP/log.csv" "$TMP/all.json" <<'PY' || fail "CSV check failed"
 import csv, json, sys
