@@ -56,14 +56,22 @@ void ratelimit_free(struct ratelimit **r)
 	*r = NULL;
 }
 
+/*
+ * An IPv4 address (or IPv4-mapped IPv6, the same client on a [::] listener), or an IPv6 /64:
+ * one host is routinely given a whole /64 and can pick a new source address per request, so
+ * counting /128s would give it 2^64 budgets.
+ */
 static void key_of(const struct sockaddr *sa, uint8_t key[16])
 {
+	const struct in6_addr *a6;
+
 	memset(key, 0, 16);
 	if (sa->sa_family == AF_INET) {
 		key[10] = key[11] = 0xff;
 		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
 	} else if (sa->sa_family == AF_INET6) {
-		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		memcpy(key, a6, IN6_IS_ADDR_V4MAPPED(a6) ? 16 : 8);
 	}
 }
 

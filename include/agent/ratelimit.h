@@ -8,8 +8,8 @@
 struct sockaddr;
 
 /*
- * Per-client-address token buckets for the controller endpoint: rate requests per second, up to
- * burst at once. The table is fixed-size, so a flood from many addresses costs no memory; it
+ * Per-client-address token buckets for the controller endpoint (an IPv4 address, an IPv6 /64):
+ * rate requests per second, up to burst at once. The table is fixed-size, so a flood from many addresses costs no memory; it
  * evicts the least recently seen address of a full neighbourhood, which at worst hands an
  * evicted address a fresh bucket, never blocks one that is within its rate.
  */

@@ -74,6 +74,23 @@ static void test_addresses_are_separate(void **state)
 	ratelimit_free(&r);
 }
 
+static void test_ipv6_counts_by_64(void **state)
+{
+	struct sockaddr_in6 a = v6("2001:db8:0:7::1"), same64 = v6("2001:db8:0:7:ffff::2");
+	struct sockaddr_in6 other64 = v6("2001:db8:0:8::1");
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(1, 2, 64, &r), 0);
+	assert_true(allow(r, &a, 0, &retry));
+	assert_true(allow(r, &same64, 0, &retry));
+	/* Another address in the same /64 is the same client: its budget is spent. */
+	assert_false(allow(r, &a, 0, &retry));
+	assert_false(allow(r, &same64, 0, &retry));
+	assert_true(allow(r, &other64, 0, &retry));
+	ratelimit_free(&r);
+}
+
 static void test_clock_steps_back(void **state)
 {
 	struct sockaddr_in a = v4("192.0.2.7", 1);
@@ -144,6 +161,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_burst_then_rate),
 		cmocka_unit_test(test_addresses_are_separate),
+		cmocka_unit_test(test_ipv6_counts_by_64),
 		cmocka_unit_test(test_clock_steps_back),
 		cmocka_unit_test(test_eviction_bounded),
 		cmocka_unit_test(test_take_many),
