@@ -1,7 +1,8 @@
 # Local access control: the control socket's group may read (status, log) but not change grants;
 # others cannot connect at all; root may also open a port locally (break-glass), within policy,
 # audited with the user's name. Users are numeric uids/gids made up for the test (setpriv), so
-# the host's user database is never touched.
+# the host's user database is never touched. Last, the files of `jitctl keygen`: the private
+# half 0600, never written over or through a planted link.
 . "$(dirname "$0")/lib.sh"
 
 READER_GID=4242
@@ -67,3 +68,23 @@ pass "the local grant is restored after a crash"
 jq -e '[.[] | select(.event == "grant.applied" and .sub == "root" and (.peer | test("user=root")))] | length == 1' \
 	"$TMP/log.json" >/dev/null || fail "audit does not record the local grant with its user: $(cat "$TMP/log.json")"
 pass "audit records the break-glass grant with the local user"
+
+log "jitctl keygen: modes, no overwrite, no following a planted link"
+kd="$TMP/keygen"
+mkdir -m 0700 "$kd"
+expect_exit 0 "private key: $kd/k1.key" "keygen k1" -- "$JITCTL_BIN" keygen --kid k1 --dir "$kd"
+[ "$(stat -c %a "$kd/k1.key")" = 600 ] && [ "$(stat -c %a "$kd/k1.pem")" = 644 ] ||
+	fail "keygen modes: key $(stat -c %a "$kd/k1.key"), pem $(stat -c %a "$kd/k1.pem")"
+pass "the private key is 0600, the public one 0644"
+sum=$(sha256sum "$kd/k1.key" "$kd/k1.pem")
+expect_exit 1 "refusing to overwrite existing $kd/k1.key" "keygen k1 again" -- \
+	"$JITCTL_BIN" keygen --kid k1 --dir "$kd"
+[ "$(sha256sum "$kd/k1.key" "$kd/k1.pem")" = "$sum" ] || fail "a second keygen changed k1's files"
+pass "k1's files are unchanged"
+ln -s "$TMP/planted-target" "$kd/k2.key"
+expect_exit 1 "refusing to overwrite existing $kd/k2.key" "keygen over a planted link" -- \
+	"$JITCTL_BIN" keygen --kid k2 --dir "$kd"
+[ ! -e "$TMP/planted-target" ] && [ ! -e "$kd/k2.pem" ] || fail "keygen wrote through the link"
+pass "nothing was written through the link"
+expect_exit 2 "not a key id" "keygen with a path as kid" -- "$JITCTL_BIN" keygen --kid ../k3 --dir "$kd"
+[ ! -e "$TMP/k3.key" ] || fail "keygen wrote outside --dir"
