@@ -187,12 +187,12 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 	snprintf(out->last_user, sizeof(out->last_user), "%s", h->last_user);
 }
 
-static int note_cb(const json_t *ev, void *arg)
+static int note_cb(json_t *ev, void *arg)
 {
 	return activity_note_event(arg, ev);
 }
 
-static int rebuild_cb(const json_t *ev, void *arg)
+static int rebuild_cb(json_t *ev, void *arg)
 {
 	struct rebuild *r = arg;
 

@@ -391,7 +391,7 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 }
 
 int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
-	int (*cb)(const json_t *ev, void *arg), void *arg)
+	int (*cb)(json_t *ev, void *arg), void *arg)
 {
 	char *line = NULL;
 	size_t cap = 0;
@@ -429,7 +429,7 @@ int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 	return ret;
 }
 
-int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
+int audit_foreach(struct audit *a, int64_t since, int (*cb)(json_t *ev, void *arg),
 	void *arg)
 {
 	struct audit_snapshot *s;
@@ -442,37 +442,59 @@ int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, vo
 	return ret;
 }
 
+/*
+ * The newest max events, in a ring, each the walk's own object kept by reference: dropping the
+ * oldest from the front of a JSON array moved every pointer behind it once per event past max,
+ * and a full default trail holds four times max.
+ */
 struct query {
 	const char *grant_id;
-	json_t *out;
-	size_t max;
+	json_t **ring;
+	size_t max, n, oldest;
 	bool truncated;
 };
 
-static int query_cb(const json_t *ev, void *arg)
+static int query_cb(json_t *ev, void *arg)
 {
 	struct query *q = arg;
 
 	if (!wanted(ev, 0, q->grant_id))
 		return 0;
-	if (json_array_size(q->out) == q->max) {
-		json_array_remove(q->out, 0); /* the newest win */
-		q->truncated = true;
+	if (q->n < q->max) {
+		q->ring[q->n++] = json_incref(ev);
+		return 0;
 	}
-	return json_array_append_new(q->out, json_deep_copy(ev)) ? -ENOMEM : 0;
+	json_decref(q->ring[q->oldest]);
+	q->ring[q->oldest] = json_incref(ev);
+	q->oldest = (q->oldest + 1) % q->max;
+	q->truncated = true;
+	return 0;
 }
 
 json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
 	bool *truncated)
 {
-	struct query q = { .grant_id = grant_id, .out = json_array(), .max = max ? max : 1 };
+	struct query q = { .grant_id = grant_id, .max = max ? max : 1 };
+	json_t *out = NULL;
+	size_t i = 0;
 
-	if (!q.out || audit_foreach(a, since, query_cb, &q)) {
-		json_decref(q.out);
-		return NULL;
-	}
+	if (!(q.ring = calloc(q.max, sizeof(*q.ring))) || audit_foreach(a, since, query_cb, &q) ||
+		!(out = json_array()))
+		goto out;
+	/* Oldest first; each event moves from the ring into the array. */
+	for (; i < q.n; i++)
+		if (json_array_append_new(out, q.ring[(q.oldest + i) % q.max])) {
+			json_decref(out);
+			out = NULL;
+			i++;
+			break;
+		}
 	*truncated = q.truncated;
-	return q.out;
+out:
+	for (; i < q.n; i++)
+		json_decref(q.ring[(q.oldest + i) % q.max]);
+	free(q.ring);
+	return out;
 }
 
 /* Whether the line a note names is in the trail, where it was written: any of its files. */

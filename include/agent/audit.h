@@ -86,11 +86,14 @@ struct audit_snapshot;
 int audit_snapshot(struct audit *a, struct audit_snapshot **out);
 /* audit_foreach over a snapshot; touches no struct audit, so any thread may run it. */
 int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
-	int (*cb)(const json_t *ev, void *arg), void *arg);
+	int (*cb)(json_t *ev, void *arg), void *arg);
 /* NULLs *s; accepts NULL. */
 void audit_snapshot_free(struct audit_snapshot **s);
-/* Calls cb for every event with ts >= since, oldest first; a non-zero return stops the walk. */
-int audit_foreach(struct audit *a, int64_t since, int (*cb)(const json_t *ev, void *arg),
+/*
+ * Calls cb for every event with ts >= since, oldest first; a non-zero return stops the walk.
+ * The event is released after cb returns: cb keeps it with json_incref, and must not change it.
+ */
+int audit_foreach(struct audit *a, int64_t since, int (*cb)(json_t *ev, void *arg),
 	void *arg);
 
 #endif

@@ -245,7 +245,18 @@ static void test_filters_and_garbage(void **state)
 	all = audit_query(a, 0, NULL, 2, &trunc);
 	assert_true(trunc);
 	assert_int_equal(json_array_size(all), 2);
+	/* The newest two, still oldest first. */
+	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "grant")), "x");
 	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 1), "grant")), "y");
+	json_decref(all);
+	all = audit_query(a, 0, NULL, 1, &trunc);
+	assert_true(trunc);
+	assert_int_equal(json_array_size(all), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "grant")), "y");
+	json_decref(all);
+	all = audit_query(a, 0, NULL, 3, &trunc);
+	assert_false(trunc);
+	assert_int_equal(json_array_size(all), 3);
 	json_decref(all);
 	audit_close(&a);
 }
@@ -335,7 +346,7 @@ static void test_rotation(void **state)
 	audit_close(&a);
 }
 
-static int collect_ids(const json_t *ev, void *arg)
+static int collect_ids(json_t *ev, void *arg)
 {
 	json_t *ids = arg;
 
