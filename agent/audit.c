@@ -471,15 +471,15 @@ static int query_cb(json_t *ev, void *arg)
 	return 0;
 }
 
-json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
-	bool *truncated)
+json_t *audit_snapshot_query(struct audit_snapshot *s, int64_t since, const char *grant_id,
+	size_t max, bool *truncated)
 {
 	struct query q = { .grant_id = grant_id, .max = max ? max : 1 };
 	json_t *out = NULL;
 	size_t i = 0;
 
-	if (!(q.ring = calloc(q.max, sizeof(*q.ring))) || audit_foreach(a, since, query_cb, &q) ||
-		!(out = json_array()))
+	if (!(q.ring = calloc(q.max, sizeof(*q.ring))) ||
+		audit_snapshot_foreach(s, since, query_cb, &q) || !(out = json_array()))
 		goto out;
 	/* Oldest first; each event moves from the ring into the array. */
 	for (; i < q.n; i++)
@@ -494,6 +494,19 @@ out:
 	for (; i < q.n; i++)
 		json_decref(q.ring[(q.oldest + i) % q.max]);
 	free(q.ring);
+	return out;
+}
+
+json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
+	bool *truncated)
+{
+	struct audit_snapshot *s;
+	json_t *out;
+
+	if (audit_snapshot(a, &s))
+		return NULL;
+	out = audit_snapshot_query(s, since, grant_id, max, truncated);
+	audit_snapshot_free(&s);
 	return out;
 }
 

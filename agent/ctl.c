@@ -1,6 +1,8 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,8 @@
 #include "agent/ctl.h"
 #include "agent/enforce.h"
 #include "agent/status.h"
+#include "agent/testhook.h"
+#include "agent/wake.h"
 #include "common/config.h"
 #include "common/clock.h"
 #include "common/err.h"
@@ -31,6 +35,11 @@
 
 /* A log reply must fit PROTO_MAX_REPLY: the newest events win, the reply says it was cut. */
 #define LOG_MAX_EVENTS 50000
+/*
+ * Log queries read on threads of their own, at most this many at once: each holds up to
+ * LOG_MAX_EVENTS parsed events (tens of MB) while it runs; more get "busy".
+ */
+#define LOG_JOBS_MAX 2
 
 struct ctl {
 	struct evconnlistener *lev;
@@ -43,6 +52,29 @@ struct ctl {
 	int64_t user_at;	/* CLOCK_MONOTONIC seconds; 0: nothing cached */
 	char user[64];
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	/* Log queries on their threads; done ones are answered when the loop is woken. */
+	struct wake *wake;
+	pthread_mutex_t lock;
+	struct log_job *jobs;
+	unsigned n_jobs;
+	atomic_bool closing;	/* set by ctl_close: a test build's held query reads at once */
+};
+
+/*
+ * A log query reads the whole trail: about a second at the default size (60 MB), during which
+ * the loop would apply no grant. It reads a snapshot of the trail's files on a thread, builds
+ * its reply line there too, and the loop sends it when woken.
+ */
+struct log_job {
+	struct ctl *ctl;
+	struct client *c;
+	struct audit_snapshot *snap;
+	int64_t since;
+	char *grant;		/* NULL: every grant's events */
+	char *line;		/* the reply, with its newline; NULL: out of memory */
+	pthread_t thread;
+	bool done;		/* under ctl->lock */
+	struct log_job *next;
 };
 
 struct client {
@@ -318,20 +350,145 @@ static json_t *do_status(struct client *c, json_t *req)
 	return NULL;
 }
 
+static void log_job_free(struct log_job *j)
+{
+	audit_snapshot_free(&j->snap);
+	free(j->grant);
+	free(j->line);
+	free(j);
+}
+
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds: while $JITD_TEST_LOG_HOLD_FILE exists (at most 60 s, and not once the control
+ * socket is closing), a log query waits before it reads.
+ */
+static void test_hook_log_hold(const struct ctl *ctl)
+{
+	for (int i = 0; i < 6000 && !atomic_load(&ctl->closing) &&
+		testhook_exists("JITD_TEST_LOG_HOLD_FILE"); i++)
+		usleep(10000);
+}
+#else
+static void test_hook_log_hold(const struct ctl *ctl)
+{
+}
+#endif
+
+static void *log_main(void *arg)
+{
+	struct log_job *j = arg;
+	bool truncated = false;
+	json_t *events, *msg;
+
+	pthread_setname_np(pthread_self(), "jitd-log");
+	test_hook_log_hold(j->ctl);
+	events = audit_snapshot_query(j->snap, j->since, j->grant, LOG_MAX_EVENTS, &truncated);
+	msg = events ? json_pack("{s:b, s:o, s:b}", "ok", 1, "events", events, "truncated",
+			       truncated) :
+		       proto_error(JIT_ERR_INTERNAL, "cannot read the audit trail");
+	j->line = msg ? proto_encode(msg) : NULL;
+	json_decref(msg);
+	pthread_mutex_lock(&j->ctl->lock);
+	j->done = true;
+	pthread_mutex_unlock(&j->ctl->lock);
+	wake_signal(j->ctl->wake);
+	return NULL;
+}
+
+/* On the loop: a query's reply to its client, or the client freed if it went away meanwhile. */
+static void log_answer(struct log_job *j)
+{
+	struct client *c = j->c;
+	struct evbuffer *line;
+
+	c->waiting = false;
+	if (c->gone) {
+		free(c);
+		return;
+	}
+	if (!j->line || !(line = evbuffer_new())) {
+		reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory reading the audit trail"));
+		return;
+	}
+	if (evbuffer_add(line, j->line, strlen(j->line))) {
+		evbuffer_free(line);
+		reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory reading the audit trail"));
+		return;
+	}
+	reply_buffer(c, line);
+}
+
+/* Takes the finished jobs off the list (all of them with all); they are the caller's. */
+static struct log_job *log_jobs_take(struct ctl *ctl, bool all)
+{
+	struct log_job **pp = &ctl->jobs, *j, *out = NULL;
+
+	pthread_mutex_lock(&ctl->lock);
+	while ((j = *pp)) {
+		if (!all && !j->done) {
+			pp = &j->next;
+			continue;
+		}
+		*pp = j->next;
+		j->next = out;
+		out = j;
+		ctl->n_jobs--;
+	}
+	pthread_mutex_unlock(&ctl->lock);
+	return out;
+}
+
+/* Joins, answers and frees a list that log_jobs_take returned. */
+static void log_jobs_finish(struct log_job *j)
+{
+	struct log_job *next;
+
+	for (; j; j = next) {
+		next = j->next;
+		pthread_join(j->thread, NULL);
+		log_answer(j);
+		log_job_free(j);
+	}
+}
+
+static void log_done_cb(void *arg)
+{
+	log_jobs_finish(log_jobs_take(arg, false));
+}
+
 static json_t *do_log(struct client *c, json_t *req)
 {
 	const json_t *since = json_object_get(req, "since"), *grant = json_object_get(req, "grant");
-	json_t *events;
-	bool truncated = false;
+	struct ctl *ctl = c->ctl;
+	struct log_job *j;
 
 	if ((since && !json_is_integer(since)) || (grant && !json_is_string(grant)))
 		return proto_error(JIT_ERR_BAD_REQUEST,
 			"log takes an optional \"since\" integer and \"grant\" string");
-	events = audit_query(enforce_audit(c->ctl->enf), since ? json_integer_value(since) : 0,
-		json_string_value(grant), LOG_MAX_EVENTS, &truncated);
-	if (!events)
+	if (ctl->n_jobs >= LOG_JOBS_MAX)
+		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
+	if (!(j = calloc(1, sizeof(*j))) ||
+		(grant && !(j->grant = strdup(json_string_value(grant)))) ||
+		audit_snapshot(enforce_audit(ctl->enf), &j->snap)) {
+		if (j)
+			log_job_free(j);
 		return proto_error(JIT_ERR_INTERNAL, "cannot read the audit trail");
-	return json_pack("{s:b, s:o, s:b}", "ok", 1, "events", events, "truncated", truncated);
+	}
+	j->ctl = ctl;
+	j->c = c;
+	j->since = since ? json_integer_value(since) : 0;
+	if (pthread_create(&j->thread, NULL, log_main, j)) {
+		log_job_free(j);
+		return proto_error(JIT_ERR_BUSY, "cannot start a log query now; try again");
+	}
+	pthread_mutex_lock(&ctl->lock);
+	j->next = ctl->jobs;
+	ctl->jobs = j;
+	ctl->n_jobs++;
+	pthread_mutex_unlock(&ctl->lock);
+	c->waiting = true;
+	return NULL;
 }
 
 static const struct {
@@ -555,6 +712,12 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	if ((ret = wake_open(base, log_done_cb, c, &c->wake))) {
+		free(c);
+		return ret;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	atomic_init(&c->closing, false);
 	c->enf = enf;
 	strcpy(c->path, path);
 	/* Created 0600 from the start: no window in which others could connect. */
@@ -566,8 +729,10 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	ret = c->lev ? 0 : -errno;
 	umask(old);
 	if (ret) {
+		wake_close(&c->wake);
+		pthread_mutex_destroy(&c->lock);
 		free(c);
-		return ret ? ret : -EIO;
+		return ret;
 	}
 	evconnlistener_set_error_cb(c->lev, ctl_error_cb);
 	/*
@@ -592,6 +757,11 @@ void ctl_close(struct ctl **c)
 	evconnlistener_free((*c)->lev);
 	while ((*c)->clients)
 		client_free((*c)->clients);
+	/* Queries still reading finish first (their clients are gone: freed with them). */
+	atomic_store(&(*c)->closing, true);
+	log_jobs_finish(log_jobs_take(*c, true));
+	wake_close(&(*c)->wake);
+	pthread_mutex_destroy(&(*c)->lock);
 	(void)unlink((*c)->path);
 	free(*c);
 	*c = NULL;

@@ -87,6 +87,9 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out);
 /* audit_foreach over a snapshot; touches no struct audit, so any thread may run it. */
 int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 	int (*cb)(json_t *ev, void *arg), void *arg);
+/* audit_query over a snapshot, likewise for any thread. */
+json_t *audit_snapshot_query(struct audit_snapshot *s, int64_t since, const char *grant_id,
+	size_t max, bool *truncated);
 /* NULLs *s; accepts NULL. */
 void audit_snapshot_free(struct audit_snapshot **s);
 /*

@@ -3,6 +3,8 @@
 # activity in `jitctl status` (grants in 7 days, last access, last user) survives a restart.
 . "$(dirname "$0")/lib.sh"
 
+# Test builds: while this file exists, a log query waits on its thread (jitd-log).
+export JITD_TEST_LOG_HOLD_FILE=$TMP/log-hold
 e2e_default_setup drop
 
 sign --src 192.0.2.2 --port 22 --for 3 --jti au-short --sub alice | submit - >/dev/null || fail "au-short refused"
@@ -87,3 +89,49 @@ start_jitd
 check_activity "after a restart"
 jq -s -e 'any(.[]; .event == "agent.stopped")' "$file" >/dev/null || fail "agent.stopped not audited"
 pass "agent.stopped audited"
+
+log_threads() { grep -lx jitd-log /proc/"$JITD_PID"/task/*/comm 2>/dev/null | grep -c . || true; }
+log_threads_are() { [ "$(log_threads)" -eq "$1" ]; }
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	log "a log query reads on a thread of its own: grants are applied meanwhile"
+	touch "$JITD_TEST_LOG_HOLD_FILE"
+	"$JITCTL_BIN" -s "$SOCK" log --json >"$TMP/held1.json" 2>"$TMP/held1.err" &
+	held1=$!
+	BG_PIDS+=("$held1")
+	wait_until 10 "the first log query's thread" log_threads_are 1
+	"$JITCTL_BIN" -s "$SOCK" log --json >/dev/null 2>&1 &
+	held2=$!
+	BG_PIDS+=("$held2")
+	wait_until 10 "the second log query's thread" log_threads_are 2
+	rc=0
+	"$JITCTL_BIN" -s "$SOCK" log --json >"$TMP/busy.json" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && jq -e '.error == "busy"' "$TMP/busy.json" >/dev/null ||
+		fail "a third log query: exit $rc, $(cat "$TMP/busy.json")"
+	pass "a third log query while two read: busy"
+	sign --src 192.0.2.4 --port 22 --for 120 --jti au-during | submit - >/dev/null ||
+		fail "a grant during the log queries was refused"
+	has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the grant is not in the kernel: $(host_elems)"
+	kill -0 "$held1" 2>/dev/null || fail "the first log query ended before it was let go"
+	pass "a grant is applied while two log queries read"
+	kill -KILL "$held2"
+	wait "$held2" 2>/dev/null || true
+	rm -f "$JITD_TEST_LOG_HOLD_FILE"
+	wait "$held1" || fail "the held log query failed: $(cat "$TMP/held1.err")"
+	jq -e 'length > 0 and all(.[]; .grant != "au-during")' "$TMP/held1.json" >/dev/null ||
+		fail "the held query's events: $(head -c 300 "$TMP/held1.json")"
+	pass "the held query answers with the trail as it was when it began"
+	wait_until 10 "the log threads to end" log_threads_are 0
+	"$JITCTL_BIN" -s "$SOCK" log --grant au-during --json | jq -e 'length == 1' >/dev/null ||
+		fail "a log query after: $("$JITCTL_BIN" -s "$SOCK" log --grant au-during --json)"
+	pass "a client gone during its query leaves nothing behind; the next query answers"
+	touch "$JITD_TEST_LOG_HOLD_FILE"
+	"$JITCTL_BIN" -s "$SOCK" log --json >/dev/null 2>&1 &
+	held3=$!
+	BG_PIDS+=("$held3")
+	wait_until 10 "a held log query's thread" log_threads_are 1
+	stop_jitd TERM
+	rc=0
+	wait "$held3" || rc=$?
+	[ "$rc" -eq 3 ] || fail "a log query cut off by the agent's stop: exit $rc, want 3"
+	pass "a stop during a log query: the agent waits for it and exits cleanly; its client gets 3"
+fi
