@@ -25,6 +25,7 @@
 #include "agent/watch.h"
 #include "common/config.h"
 #include "common/err.h"
+#include "common/keys.h"
 #include "common/log.h"
 
 /* How often jitd forgets grants the kernel has already expired. */
@@ -140,13 +141,14 @@ static const char *targets_note(const struct config *cfg, char *buf, size_t len)
 /*
  * --check-config: what the start would refuse, found before it. Besides the file itself, the
  * controller endpoint's certificate, key and client CA are loaded (a key that does not match
- * its certificate fails here, in the unit's ExecStartPre, not after the agent has started).
- * Exits 0 or 1.
+ * its certificate fails here, in the unit's ExecStartPre, not after the agent has started),
+ * and the trusted keys are counted. Exits 0 or 1.
  */
 static int check_config(const struct config *cfg, const char *path)
 {
 	SSL_CTX *tls = NULL;
 	char note[64], msg[512];
+	size_t keys;
 
 	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
 		tls_server_ctx(&cfg->listen, &tls, msg, sizeof(msg))) {
@@ -154,8 +156,9 @@ static int check_config(const struct config *cfg, const char *path)
 		return 1;
 	}
 	SSL_CTX_free(tls);
-	printf("%s: configuration OK (%zu protected port(s)%s)\n", path, cfg->n_ports,
-		targets_note(cfg, note, sizeof(note)));
+	keys = keys_check_dir(cfg->keys_dir, stderr);
+	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,
+		cfg->n_ports, targets_note(cfg, note, sizeof(note)), keys);
 	return 0;
 }
 

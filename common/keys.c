@@ -1,3 +1,4 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -335,4 +336,42 @@ int keys_generate(const char *dir, const char *kid)
 out:
 	EVP_PKEY_free(pkey);
 	return ret;
+}
+
+size_t keys_check_dir(const char *keys_dir, FILE *warn)
+{
+	DIR *d = opendir(keys_dir);
+	struct dirent *de;
+	size_t usable = 0;
+
+	if (!d) {
+		fprintf(warn, "jitd: warning: keys_dir %s: %s\n", keys_dir, strerror(errno));
+		return 0;
+	}
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct jit_error e = { 0 };
+		char kid[KEYS_KID_MAX + 1];
+		EVP_PKEY *key = NULL;
+
+		if (len <= 4 || strcmp(de->d_name + len - 4, ".pem"))
+			continue;
+		snprintf(kid, sizeof(kid), "%.*s", (int)(len - 4), de->d_name);
+		if (len - 4 > KEYS_KID_MAX || !keys_kid_valid(kid)) {
+			fprintf(warn, "jitd: warning: %s/%s: not a key id, so no grant can name it\n",
+				keys_dir, de->d_name);
+			continue;
+		}
+		if (keys_load_public(keys_dir, kid, &key, &e)) {
+			fprintf(warn, "jitd: warning: %s/%s: %s\n", keys_dir, de->d_name, e.msg);
+			continue;
+		}
+		EVP_PKEY_free(key);
+		usable++;
+	}
+	closedir(d);
+	if (!usable)
+		fprintf(warn, "jitd: warning: no usable key in %s: every signed grant is refused\n",
+			keys_dir);
+	return usable;
 }

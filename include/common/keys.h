@@ -2,6 +2,8 @@
 #define JITD_COMMON_KEYS_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <openssl/evp.h>
 
 struct jit_error;
@@ -23,5 +25,13 @@ int keys_load_private(const char *path, EVP_PKEY **out);
  * Refuses to overwrite existing files. Returns 0 or -errno.
  */
 int keys_generate(const char *dir, const char *kid);
+
+/*
+ * For jitd --check-config: every <kid>.pem in keys_dir loaded as a grant naming it would load it.
+ * Keys are read when grants name them and may be added while jitd runs, so what cannot be used
+ * is a line on warn (each such file, an unreadable keys_dir, none usable), not an error.
+ * Returns how many can be used.
+ */
+size_t keys_check_dir(const char *keys_dir, FILE *warn);
 
 #endif

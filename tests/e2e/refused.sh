@@ -83,5 +83,22 @@ msg=$("$JITD_BIN" --check-config -c "$TMP/bad.json" 2>&1) || rc=$?
 [ "$rc" -ne 0 ] || fail "jitd --check-config accepted a second entry for port 22"
 echo "$msg" | grep -q 'ports\[1\]' || fail "config error does not name the key: $msg"
 pass "jitd --check-config refuses a duplicate port: $msg"
-"$JITD_BIN" --check-config -c "$CONFIG" >/dev/null || fail "jitd --check-config refuses the good config"
-pass "jitd --check-config accepts the good config"
+"$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
+	fail "jitd --check-config refuses the good config"
+grep -q ", 1 trusted key(s))$" "$TMP/out" && [ ! -s "$TMP/err" ] ||
+	fail "the good config's check: $(cat "$TMP/out" "$TMP/err")"
+pass "jitd --check-config accepts the good config: $(cat "$TMP/out")"
+# Keys that no grant could use are warnings: the agent still starts (keys may come later).
+cp "$TMP/keys.d/ctl.pem" "$TMP/keys.d/loose.pem"
+chmod 0664 "$TMP/keys.d/loose.pem"
+echo "not a key" >"$TMP/keys.d/junk.pem"
+cp "$TMP/keys.d/ctl.pem" "$TMP/keys.d/.hidden.pem"
+"$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
+	fail "jitd --check-config refused unusable keys: $(cat "$TMP/out" "$TMP/err")"
+grep -q ", 1 trusted key(s))$" "$TMP/out" &&
+	grep -q "warning: $TMP/keys.d/loose.pem: .*writable" "$TMP/err" &&
+	grep -q "warning: $TMP/keys.d/junk.pem: " "$TMP/err" &&
+	grep -q "warning: $TMP/keys.d/.hidden.pem: not a key id" "$TMP/err" ||
+	fail "unusable keys: $(cat "$TMP/out" "$TMP/err")"
+pass "jitd --check-config warns of each key no grant could use, counts the one that can"
+rm -f "$TMP/keys.d/loose.pem" "$TMP/keys.d/junk.pem" "$TMP/keys.d/.hidden.pem"
