@@ -79,7 +79,8 @@ struct http {
 /* Who sent a request: for the audit trail, the rate limit and the status permission. */
 struct peer {
 	char name[192];		/* "https 192.0.2.7:50412 cn=controller-1" */
-	const struct sockaddr *sa;
+	const struct sockaddr *sa;	/* never IPv4-mapped: then it points to v4 */
+	struct sockaddr_in v4;
 	bool loopback;
 	bool verified;		/* a client certificate the client CA signed */
 };
@@ -776,7 +777,7 @@ static bool addr_loopback(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 
-		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+		return IN6_IS_ADDR_LOOPBACK(a);
 	}
 	return false;
 }
@@ -788,26 +789,22 @@ static void peer_identify(struct evhttp_request *req, struct peer *p)
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);
 	char host[64] = "?", serv[8] = "?", cn[64] = "";
 	const struct sockaddr_in6 *s6;
-	const struct sockaddr *sa;
-	struct sockaddr_in s4;
-	socklen_t sl;
 
-	p->sa = sa = evhttp_connection_get_addr(evcon);
-	if (sa) {
-		sl = sa->sa_family == AF_INET6 ? sizeof(*s6) : sizeof(s4);
-		s6 = (const struct sockaddr_in6 *)sa;
-		/*
-		 * An IPv4 client of a dual-stack [::] listener arrives mapped: named as IPv4, as
-		 * its grants' sources are written and as the rate limit counts it.
-		 */
-		if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-			s4 = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = s6->sin6_port };
-			memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], sizeof(s4.sin_addr));
-			sa = (const struct sockaddr *)&s4;
-			sl = sizeof(s4);
-		}
-		(void)getnameinfo(sa, sl, host, sizeof(host), serv, sizeof(serv),
-			NI_NUMERICHOST | NI_NUMERICSERV);
+	p->sa = evhttp_connection_get_addr(evcon);
+	s6 = (const struct sockaddr_in6 *)p->sa;
+	/*
+	 * An IPv4 client of a dual-stack [::] listener arrives mapped. It is the IPv4 address from
+	 * here on: in its name (as its grants' sources are written), the loopback test and the
+	 * rate limit.
+	 */
+	if (p->sa && p->sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		p->v4 = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = s6->sin6_port };
+		memcpy(&p->v4.sin_addr, &s6->sin6_addr.s6_addr[12], sizeof(p->v4.sin_addr));
+		p->sa = (const struct sockaddr *)&p->v4;
+	}
+	if (p->sa) {
+		(void)getnameinfo(p->sa, p->sa->sa_family == AF_INET6 ? sizeof(*s6) : sizeof(p->v4),
+			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
 		p->loopback = addr_loopback(p->sa);
 	}
 	p->verified = tls_peer_verified(ssl);
