@@ -72,6 +72,7 @@ struct log_job {
 	int64_t since;
 	char *grant;		/* NULL: every grant's events */
 	char *line;		/* the reply, with its newline; NULL: out of memory */
+	size_t len;
 	pthread_t thread;
 	bool done;		/* under ctl->lock */
 	struct log_job *next;
@@ -387,7 +388,8 @@ static void *log_main(void *arg)
 	msg = events ? json_pack("{s:b, s:o, s:b}", "ok", 1, "events", events, "truncated",
 			       truncated) :
 		       proto_error(JIT_ERR_INTERNAL, "cannot read the audit trail");
-	j->line = msg ? proto_encode(msg) : NULL;
+	if ((j->line = msg ? proto_encode(msg) : NULL))
+		j->len = strlen(j->line);
 	json_decref(msg);
 	pthread_mutex_lock(&j->ctl->lock);
 	j->done = true;
@@ -396,27 +398,34 @@ static void *log_main(void *arg)
 	return NULL;
 }
 
-/* On the loop: a query's reply to its client, or the client freed if it went away meanwhile. */
+static void free_line(const void *data, size_t len, void *line)
+{
+	free(line);
+}
+
+/*
+ * On the loop: a query's reply to its client, or the client freed if it went away meanwhile.
+ * The line (up to tens of MB) is handed to the connection as it is, not copied.
+ */
 static void log_answer(struct log_job *j)
 {
 	struct client *c = j->c;
-	struct evbuffer *line;
+	struct evbuffer *line = NULL;
 
 	c->waiting = false;
 	if (c->gone) {
 		free(c);
 		return;
 	}
-	if (!j->line || !(line = evbuffer_new())) {
-		reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory reading the audit trail"));
+	if (j->line && (line = evbuffer_new()) &&
+		!evbuffer_add_reference(line, j->line, j->len, free_line, j->line)) {
+		j->line = NULL;
+		reply_buffer(c, line);
 		return;
 	}
-	if (evbuffer_add(line, j->line, strlen(j->line))) {
+	if (line)
 		evbuffer_free(line);
-		reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory reading the audit trail"));
-		return;
-	}
-	reply_buffer(c, line);
+	reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory reading the audit trail"));
 }
 
 /* Takes the finished jobs off the list (all of them with all); they are the caller's. */
