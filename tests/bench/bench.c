@@ -145,6 +145,7 @@ static const struct {
 	{ "connrate", cmd_connrate, "new TCP connections per second from one source" },
 	{ "nftloop", cmd_nftloop, "one `nft add element` process per grant, sequentially" },
 	{ "stats", cmd_stats, "median, p99, max of numbers on stdin" },
+	{ "serve", cmd_serve, "HTTP and inline verification on every CPU, nothing else" },
 	{ "fsync", cmd_fsync, "appends made durable with fdatasync: one file, two side by side" },
 };
 

@@ -92,4 +92,8 @@ int cmd_stats(int argc, char **argv);
 
 int cmd_fsync(int argc, char **argv);
 
+/* --- serve.c: the ceiling of one grant per request (HTTP and verification, nothing else) --- */
+
+int cmd_serve(int argc, char **argv);
+
 #endif
