@@ -163,6 +163,7 @@ struct enforce {
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
+	struct enforce_reload_hook reload_hook;
 	uint32_t table_flags;		/* RULESET_TABLE_F_OWNER | _PERSIST, or 0 */
 	bool gap_measured;
 	struct elems model;
@@ -2991,9 +2992,9 @@ static void note_restart_only(const struct config *o, const struct config *n)
 		strcat(list, " replay_cache_max/audit");
 	if (o->reconcile_interval != n->reconcile_interval)
 		strcat(list, " reconcile_interval");
+	/* The TLS files are not in the list: the endpoint loads them again (its reload hook). */
 	if (a->enabled != b->enabled || strcmp(a->host, b->host) || a->port != b->port ||
-		DIFF_STR(a->tls_cert, b->tls_cert) || DIFF_STR(a->tls_key, b->tls_key) ||
-		DIFF_STR(a->client_ca, b->client_ca) || a->insecure_plaintext != b->insecure_plaintext ||
+		a->insecure_plaintext != b->insecure_plaintext ||
 		a->max_connections != b->max_connections || a->timeout != b->timeout ||
 		a->rate_limit != b->rate_limit)
 		strcat(list, " listen");
@@ -3032,6 +3033,14 @@ static void test_hook_reload_race(struct enforce *e, const struct plan *p, int a
 }
 #endif
 
+void enforce_set_reload_hook(struct enforce *e, const struct enforce_reload_hook *hook)
+{
+	if (hook)
+		e->reload_hook = *hook;
+	else
+		memset(&e->reload_hook, 0, sizeof(e->reload_hook));
+}
+
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64];
@@ -3044,6 +3053,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	struct plan p = { 0 };
 	char (*reasons)[256] = NULL;
 	int64_t now = enforce_now_ms();
+	bool hooked = false;
 	int ret;
 
 	/* A reload may drop grants: those still settling are answered first. */
@@ -3062,6 +3072,14 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		config_free(nc);
 		return JIT_ERR_BAD_CONFIG;
 	}
+	if (e->reload_hook.prepare &&
+		(ret = e->reload_hook.prepare(e->reload_hook.arg, nc, err, errlen))) {
+		log_err("reload refused, the running configuration stays: %s", err);
+		(void)audit(e, "config.refused", NULL, NULL, NULL, JIT_ERR_BAD_CONFIG, err, -1);
+		config_free(nc);
+		return JIT_ERR_BAD_CONFIG;
+	}
+	hooked = e->reload_hook.finish != NULL;
 	note_restart_only(e->cfg, nc);
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
@@ -3122,6 +3140,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
 	log_set_level(nc->log_level);
+	if (hooked)
+		e->reload_hook.finish(e->reload_hook.arg, true);
 	snprintf(why, sizeof(why), "%s: reloaded, %zu protected port(s), %zu forwarded target(s), "
 		"%zu grant(s) removed", e->config_path, nc->n_ports, nc->n_targets, n_dropped);
 	log_info("%s", why);
@@ -3140,6 +3160,8 @@ fail:
 	for (size_t i = 0; i < n_dropped; i++)
 		if (grants_push(e, &dropped[i]))
 			grant_clear(&dropped[i]);
+	if (hooked)
+		e->reload_hook.finish(e->reload_hook.arg, false);
 	config_free(nc);
 out:
 	nft_batch_free(b);

@@ -60,7 +60,10 @@ struct http {
 	struct evhttp *eh;
 	struct evconnlistener *lev;
 	struct event *resume;
-	SSL_CTX *ssl_ctx;		/* NULL: insecure_plaintext */
+	SSL_CTX *ssl_ctx;		/* NULL: insecure_plaintext; new connections take it */
+	bool mutual;			/* ssl_ctx demands a client certificate (client_ca) */
+	SSL_CTX *next_ctx;		/* a reload's, until the reload is done */
+	bool next_mutual;
 	struct enforce *enf;
 	const struct listen_config *l;
 	struct ratelimit *rl;		/* NULL: rate_limit 0 */
@@ -827,7 +830,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 
 	peer_identify(req, &p);
 	/* The handshake already demanded it; never serve a mutual-TLS endpoint without it. */
-	if (h->l->client_ca && !p.verified) {
+	if (h->mutual && !p.verified) {
 		send_error(req, 403, JIT_ERR_PERMISSION, "no verified client certificate");
 		return;
 	}
@@ -986,6 +989,50 @@ static int bind_address(const struct listen_config *l, struct sockaddr_storage *
 	return -EINVAL;
 }
 
+/*
+ * A reload loads the TLS files again whether or not their names changed: renewed certificates
+ * are usually written over the old ones, and operators' renewal hooks run `systemctl reload`.
+ * New connections take the new context; open ones keep theirs (each SSL holds a reference to
+ * its context), and a connection made without a client certificate is refused its requests if
+ * the new context demands one. A file that does not load refuses the whole reload. Switching
+ * between TLS and plain HTTP, or moving the endpoint, waits for a restart (enforce_reload says
+ * so): then nothing is loaded here.
+ */
+static int reload_prepare(void *arg, const struct config *next, char *err, size_t errlen)
+{
+	struct http *h = arg;
+	const struct listen_config *l = &next->listen;
+	char why[512];
+	int ret;
+
+	SSL_CTX_free(h->next_ctx);
+	h->next_ctx = NULL;
+	if (!h->ssl_ctx || !l->enabled || l->insecure_plaintext)
+		return 0;
+	if ((ret = tls_server_ctx(l, &h->next_ctx, why, sizeof(why)))) {
+		snprintf(err, errlen, "listen: %s", why);
+		return ret;
+	}
+	h->next_mutual = l->client_ca != NULL;
+	return 0;
+}
+
+static void reload_finish(void *arg, bool commit)
+{
+	struct http *h = arg;
+
+	if (commit && h->next_ctx) {
+		SSL_CTX_free(h->ssl_ctx);
+		h->ssl_ctx = h->next_ctx;
+		h->mutual = h->next_mutual;
+		h->next_ctx = NULL;
+		log_info("controller endpoint: TLS files loaded again (%s), for new connections",
+			h->mutual ? "mutual TLS" : "no client certificates");
+	}
+	SSL_CTX_free(h->next_ctx);
+	h->next_ctx = NULL;
+}
+
 int http_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
 	struct http **out, char *err, size_t errlen)
 {
@@ -993,6 +1040,7 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
 	struct sockaddr_storage ss;
 	struct http *h = NULL;
+	struct enforce_reload_hook hook = { reload_prepare, reload_finish, NULL };
 	socklen_t sl;
 	int ret;
 
@@ -1009,6 +1057,7 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	h->l = l;
 	if (!l->insecure_plaintext && (ret = tls_server_ctx(l, &h->ssl_ctx, err, errlen)))
 		goto out;
+	h->mutual = l->client_ca != NULL;
 
 	if (l->rate_limit && (ret = ratelimit_new(l->rate_limit, 2 * l->rate_limit, RATE_SLOTS,
 		&h->rl)))
@@ -1052,6 +1101,8 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 		l->host, strchr(l->host, ':') ? "]" : "", (unsigned)l->port,
 		l->insecure_plaintext ? "plain HTTP, loopback only" :
 		l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
+	hook.arg = h;
+	enforce_set_reload_hook(enf, &hook);
 	*out = h;
 	h = NULL;
 	ret = 0;
@@ -1077,6 +1128,8 @@ void http_close(struct http **hp)
 	 * drops the statuses being sent).
 	 */
 	h->closing = true;
+	if (h->enf)
+		enforce_set_reload_hook(h->enf, NULL);
 	if (h->eh)
 		evhttp_free(h->eh);
 	if (h->resume)
@@ -1087,6 +1140,7 @@ void http_close(struct http **hp)
 		bufferevent_decref(h->pending[i]);
 	free(h->pending);
 	SSL_CTX_free(h->ssl_ctx);
+	SSL_CTX_free(h->next_ctx);
 	ratelimit_free(&h->rl);
 	free(h);
 	*hp = NULL;

@@ -125,10 +125,25 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger);
  * JIT_ERR_KERNEL or JIT_ERR_INTERNAL, err says why; on success err holds the number of grants
  * removed). A batch the kernel refuses because an element changed meanwhile (one it deletes ran
  * out) is built again from a fresh reading of the sets, a few times.
- * What cannot change while running (state_dir, sockets, listen, ...) waits for a restart, with a
- * warning. The enforcer owns reloaded configurations; enforce_config() returns the current one.
+ * What cannot change while running (state_dir, sockets, the listen address, ...) waits for a
+ * restart, with a warning. The enforcer owns reloaded configurations; enforce_config() returns
+ * the current one.
  */
 int enforce_reload(struct enforce *e, char *err, size_t errlen);
+
+/*
+ * Another module's part of a reload (the controller endpoint's TLS files), all or nothing with
+ * the rest: prepare loads what the new configuration names, before anything is changed, and a
+ * failure (0 or -errno, err saying why) refuses the whole reload as an invalid file would;
+ * finish then takes it into use (commit) or drops it, once the reload has succeeded or failed.
+ * One hook at most; NULL removes it.
+ */
+struct enforce_reload_hook {
+	int (*prepare)(void *arg, const struct config *next, char *err, size_t errlen);
+	void (*finish)(void *arg, bool commit);
+	void *arg;
+};
+void enforce_set_reload_hook(struct enforce *e, const struct enforce_reload_hook *hook);
 
 /* Forgets grants whose time is over (the kernel already removed their elements). */
 void enforce_expire(struct enforce *e);

@@ -1,0 +1,135 @@
+# Reloading the controller endpoint's TLS files (SIGHUP, jitctl reload), as a certificate
+# renewal does: a server certificate written over the old one is served to new connections
+# after the reload (not before), and grants go on over mutual TLS; a client CA replaced in place
+# lets the new CA's controllers in and keeps the old CA's out; a key that does not match its
+# certificate refuses the whole reload (audited, the policy change in the same file not applied,
+# the kernel unchanged) while the endpoint keeps serving what it had; mended, the same file
+# reloads, policy and TLS together.
+. "$(dirname "$0")/lib.sh"
+
+command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
+setup_net
+setup_keys
+ca fleet-ca
+ca next-ca
+san=$'subjectAltName=IP:192.0.2.1\nextendedKeyUsage=serverAuth'
+cert fleet-ca server-1 "$san"
+cert fleet-ca server-2 "$san"
+cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
+cert next-ca controller-2 'extendedKeyUsage=clientAuth'
+# The files jitd is configured with are copies, so that renewing one means writing over it.
+TLS="$TMP/tls"
+mkdir -p "$TLS"
+install -m 0600 "$PKI/server-1.pem" "$TLS/server.pem"
+install -m 0600 "$PKI/server-1.key" "$TLS/server.key"
+install -m 0600 "$PKI/fleet-ca.pem" "$TLS/client-ca.pem"
+listen='"listen": {"address": "192.0.2.1:7443", "tls_cert": "'$TLS/server.pem'",
+  "tls_key": "'$TLS/server.key'", "client_ca": "'$TLS/client-ca.pem'"}'
+port22='{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}'
+port2222='{"port": 2222, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}'
+write_config drop '[]' "[$port22]" "$listen"
+start_listeners 22
+start_jitd
+
+# post CLIENT FILE: the HTTP status of a grant posted as CLIENT (000: the handshake failed).
+post() {
+	in_ns "$C1" curl -gsS --max-time 10 --cacert "$PKI/fleet-ca.pem" \
+		--cert "$PKI/$1.pem" --key "$PKI/$1.key" -o "$TMP/body" -w '%{http_code}' \
+		-H 'Content-Type: application/jwt' --data-binary "@$2" \
+		https://192.0.2.1:7443/v1/grants 2>"$TMP/curl.err" || true
+}
+# served_serial [CLIENT]: the serial of the certificate a new connection is given.
+served_serial() {
+	local c=${1:-controller-1}
+	in_ns "$C1" openssl s_client -connect 192.0.2.1:7443 -cert "$PKI/$c.pem" \
+		-key "$PKI/$c.key" </dev/null 2>/dev/null | openssl x509 -noout -serial
+}
+serial_of() { openssl x509 -noout -serial -in "$PKI/$1.pem"; }
+loaded() { jq -s '[.[] | select(.event == "config.loaded")] | length' "$TMP/state/audit.jsonl"; }
+loaded_since() { [ "$(loaded)" -gt "$1" ]; }
+refused_count() { jq -s '[.[] | select(.event == "config.refused")] | length' "$TMP/state/audit.jsonl"; }
+protected_ports() {
+	kernel_json | jq -c '[.nftables[] | select(.set? and .set.name == "protected") | .set.elem[]
+		| .concat[1]] | sort'
+}
+strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
+
+log "the certificate jitd started with"
+[ "$(served_serial)" = "$(serial_of server-1)" ] || fail "not serving server-1: $(served_serial)"
+pass "new connections get server-1 ($(serial_of server-1))"
+sign --src 192.0.2.2 --port 22 --for 120 --jti tls-1 >"$TMP/g1"
+code=$(post controller-1 "$TMP/g1")
+[ "$code" = 201 ] || fail "grant over mutual TLS: $code $(cat "$TMP/body" "$TMP/curl.err")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "tls-1 is not in the kernel: $(host_elems)"
+pass "a grant over mutual TLS applies"
+
+log "a renewed certificate, written over the old one, is served after SIGHUP"
+cp "$PKI/server-2.pem" "$TLS/server.pem"
+cp "$PKI/server-2.key" "$TLS/server.key"
+[ "$(served_serial)" = "$(serial_of server-1)" ] ||
+	fail "the new files were served before any reload: $(served_serial)"
+pass "before the reload, still server-1: the files are read at start and reload only"
+n=$(loaded)
+kill -HUP "$JITD_PID"
+wait_until 5 "the reload" loaded_since "$n"
+[ "$(served_serial)" = "$(serial_of server-2)" ] || fail "not serving server-2: $(served_serial)"
+pass "after SIGHUP new connections get server-2 ($(serial_of server-2))"
+grep -q "TLS files loaded again (mutual TLS)" "$TMP/jitd.log" || fail "no log line for the TLS reload"
+sign --src 192.0.2.3 --port 22 --for 120 --jti tls-2 >"$TMP/g2"
+code=$(post controller-1 "$TMP/g2")
+[ "$code" = 201 ] || fail "grant after the renewal: $code $(cat "$TMP/body" "$TMP/curl.err")"
+has_elem allow4_addr "192.0.2.3 tcp 22" || fail "tls-2 is not in the kernel: $(host_elems)"
+pass "grants go on over the renewed certificate"
+
+log "a client CA replaced in place: the new CA's controllers in, the old CA's out"
+cp "$PKI/next-ca.pem" "$TLS/client-ca.pem"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
+sign --src 192.0.2.4 --port 22 --for 120 --jti tls-3 >"$TMP/g3"
+code=$(post controller-1 "$TMP/g3")
+[ "$code" = 000 ] || fail "the old CA's controller got HTTP $code after the CA changed"
+lacks_elem allow4_addr "192.0.2.4 tcp 22" || fail "a grant from the old CA's controller applied"
+pass "the old CA's controller fails the handshake"
+code=$(post controller-2 "$TMP/g3")
+[ "$code" = 201 ] || fail "the new CA's controller: $code $(cat "$TMP/body" "$TMP/curl.err")"
+has_elem allow4_addr "192.0.2.4 tcp 22" || fail "tls-3 is not in the kernel: $(host_elems)"
+pass "the new CA's controller's grant applies"
+
+log "a key that does not match: the whole reload is refused, the endpoint keeps what it had"
+cp "$PKI/controller-1.key" "$TLS/server.key"
+write_config drop '[]' "[$port22, $port2222]" "$listen"
+before=$(kernel_json | strip_expires)
+n=$(refused_count)
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "bad_config" "$TMP/out" && grep -qF "tls_key $TLS/server.key" "$TMP/out" ||
+	fail "jitctl reload with a mismatched key: exit $rc: $(cat "$TMP/out")"
+pass "jitctl reload: exit 1, bad_config, names the key"
+[ "$(refused_count)" -gt "$n" ] || fail "the refused reload is not audited"
+jq -s -e 'any(.[]; .event == "config.refused" and (.message | test("^listen: ")))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "config.refused does not say listen"
+pass "audited as config.refused"
+[ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
+[ "$(protected_ports)" = "[22]" ] || fail "the refused reload's port was applied: $(protected_ports)"
+pass "kernel unchanged: port 2222 not protected"
+kill -0 "$JITD_PID" || fail "jitd died on a refused reload"
+[ "$(served_serial controller-2)" = "$(serial_of server-2)" ] ||
+	fail "not serving server-2: $(served_serial controller-2)"
+sign --src 192.0.2.5 --port 22 --for 120 --jti tls-4 >"$TMP/g4"
+code=$(post controller-2 "$TMP/g4")
+[ "$code" = 201 ] || fail "grant after a refused reload: $code $(cat "$TMP/body" "$TMP/curl.err")"
+pass "the endpoint still serves server-2 to the new CA's controllers"
+
+log "mended, the same file reloads: policy and TLS together"
+cp "$PKI/server-1.key" "$TLS/server.key"
+cp "$PKI/server-1.pem" "$TLS/server.pem"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
+[ "$(protected_ports)" = "[22,2222]" ] || fail "port 2222 not protected: $(protected_ports)"
+[ "$(served_serial controller-2)" = "$(serial_of server-1)" ] ||
+	fail "not serving server-1: $(served_serial controller-2)"
+pass "port 2222 protected and server-1 served"
+for id in tls-1 tls-2 tls-3 tls-4; do
+	status_json | jq -e --arg id "$id" 'any(.grants[]; .id == $id)' >/dev/null ||
+		fail "grant $id lost across the reloads"
+done
+pass "every grant kept across the reloads"
+stop_jitd TERM
