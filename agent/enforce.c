@@ -32,6 +32,7 @@
 #include "common/err.h"
 #include "common/grant.h"
 #include "common/jws.h"
+#include "common/keys.h"
 #include "common/log.h"
 #include "common/policy.h"
 #include "common/revoke.h"
@@ -2222,6 +2223,7 @@ static int check_local(const struct enforce *e, const json_t *claims, int64_t no
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		goto fail;
 	}
+	g->local = true;
 	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		goto fail;
 	if (g->exp * 1000 - now_ms < MIN_TIME_LEFT_MS) {
@@ -3033,6 +3035,50 @@ static void test_hook_reload_race(struct enforce *e, const struct plan *p, int a
 }
 #endif
 
+/* A reload's answers, one per key id: a fleet has few keys, and a reload may meet 100,000 grants. */
+struct keys_seen {
+	struct key_seen {
+		const char *kid;	/* a grant's, which outlives the reload's loop */
+		int ret;
+		char why[sizeof(((struct jit_error *)0)->msg)];
+	} *v;
+	size_t n, cap;
+};
+
+/*
+ * Whether a signed grant's key is still trusted under the new configuration (keys_dir may be
+ * another), as a restart would find it: removing a key and reloading takes that key's grants
+ * away, as a restart always did. Root's local grants have no key. 0, JIT_ERR_UNKNOWN_KEY with
+ * err saying why, or -ENOMEM.
+ */
+static int key_trusted(struct keys_seen *seen, const struct config *nc, const struct grant *g,
+	struct jit_error *err)
+{
+	struct key_seen *k = NULL;
+	struct jit_error why = { 0 };
+	EVP_PKEY *pub = NULL;
+	void *v;
+
+	if (g->local)
+		return 0;
+	for (size_t i = 0; i < seen->n && !k; i++)
+		if (!strcmp(seen->v[i].kid, g->kid))
+			k = &seen->v[i];
+	if (!k) {
+		if (!(v = array_reserve(seen->v, &seen->cap, seen->n + 1, sizeof(*seen->v), 4)))
+			return -ENOMEM;
+		seen->v = v;
+		k = &seen->v[seen->n++];
+		k->kid = g->kid;
+		k->ret = keys_load_public(nc->keys_dir, g->kid, &pub, &why);
+		snprintf(k->why, sizeof(k->why), "%s", why.msg);
+		EVP_PKEY_free(pub);
+	}
+	if (k->ret)
+		return jit_fail(err, JIT_ERR_UNKNOWN_KEY, "its key is no longer trusted: %s", k->why);
+	return 0;
+}
+
 void enforce_set_reload_hook(struct enforce *e, const struct enforce_reload_hook *hook)
 {
 	if (hook)
@@ -3051,6 +3097,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	struct nft_batch *b = NULL;
 	size_t n_groups = 0, n_dropped = 0;
 	struct plan p = { 0 };
+	struct keys_seen keys = { 0 };
 	char (*reasons)[256] = NULL;
 	int64_t now = enforce_now_ms();
 	bool hooked = false;
@@ -3089,10 +3136,13 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	}
 	for (size_t i = e->n_grants; i-- > 0;) {
 		if (!policy_check(nc, &e->grants[i], now / 1000, &jerr)) {
-			if (dnat_fits(nc, &e->grants[i]))
+			if (!dnat_fits(nc, &e->grants[i]))
+				jit_fail(&jerr, JIT_ERR_DESTINATION_NOT_PROTECTED, "its gateway ports "
+					"(dnat) are no longer in the configured ranges");
+			else if (!(ret = key_trusted(&keys, nc, &e->grants[i], &jerr)))
 				continue;
-			jit_fail(&jerr, JIT_ERR_DESTINATION_NOT_PROTECTED, "its gateway ports (dnat) "
-				"are no longer in the configured ranges");
+			else if (ret == -ENOMEM)
+				goto fail;
 		}
 		snprintf(reasons[n_dropped], sizeof(reasons[0]), "%s", jerr.msg);
 		dropped[n_dropped++] = grants_take(e, i);
@@ -3169,6 +3219,7 @@ out:
 	free(groups);
 	free(dropped);
 	free(reasons);
+	free(keys.v);
 	return ret;
 }
 

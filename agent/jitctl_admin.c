@@ -193,10 +193,10 @@ static void reload_usage(FILE *f)
 	fprintf(f, "Usage: jitctl [-s SOCKET] reload [--json]\n\n"
 		   "Has the agent re-read its configuration file (root only), as SIGHUP does. A\n"
 		   "valid file is applied in one transaction; grants the new policy would not\n"
-		   "admit are removed and audited; the controller endpoint's TLS files are loaded\n"
-		   "again (a renewed certificate). An invalid file, or TLS files that do not load,\n"
-		   "are refused and the running configuration stays. Keys in keys_dir need no\n"
-		   "reload.\n\n"
+		   "admit, or whose key is no longer trusted, are removed and audited; the\n"
+		   "controller endpoint's TLS files are loaded again (a renewed certificate). An\n"
+		   "invalid file, or TLS files that do not load, are refused and the running\n"
+		   "configuration stays. New keys in keys_dir need no reload.\n\n"
 		   "  --json  print the agent's reply as JSON\n");
 }
 

@@ -378,7 +378,7 @@ int grant_copy(const struct grant *src, struct grant *dst)
 {
 	struct grant g = { .iat = src->iat, .nbf = src->nbf, .exp = src->exp,
 		.n_src = src->n_src, .n_ports = src->n_ports, .n_dst = src->n_dst,
-		.n_dnat_ports = src->n_dnat_ports };
+		.n_dnat_ports = src->n_dnat_ports, .local = src->local };
 	int ret;
 
 	memset(dst, 0, sizeof(*dst));

@@ -119,8 +119,9 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger);
 /*
  * Re-reads the configuration file (SIGHUP, jitctl reload). A valid one is applied in one
  * transaction: the table's structure and fixed sets as it says, and the grants it would no
- * longer admit (policy_check now) removed with their elements and audited as grant.revoked.
- * Keys are read from keys_dir at each verification, so new keys need no reload. An invalid file,
+ * longer admit (policy_check now, or a key no longer trusted in its keys_dir, as a restart
+ * would find it) removed with their elements and audited as grant.revoked. Keys are read from
+ * keys_dir at each verification, so new keys need no reload. An invalid file,
  * or a refused transaction, changes nothing: the running configuration stays (JIT_ERR_BAD_CONFIG,
  * JIT_ERR_KERNEL or JIT_ERR_INTERNAL, err says why; on success err holds the number of grants
  * removed). A batch the kernel refuses because an element changed meanwhile (one it deletes ran

@@ -45,6 +45,8 @@ struct grant {
 	 */
 	uint16_t *dnat_ports;
 	size_t n_dnat_ports;
+	/* Not a claim: root's own grant on this host (jitctl grant), unsigned, no key behind it. */
+	bool local;
 	/* Set by grant_pack: every string and array above but dnat_ports lives in this block. */
 	void *block;
 };

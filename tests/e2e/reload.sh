@@ -1,6 +1,7 @@
 # Reload (SIGHUP and jitctl reload): an invalid file changes nothing; a valid one is applied in
 # one transaction — a port dropped from the policy is no longer closed and its grants are
-# removed and audited, a new port is closed, other grants keep their elements and time.
+# removed and audited, a new port is closed, other grants keep their elements and time. A key
+# taken out of keys_dir takes its grants with it at the reload; root's local grants have none.
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup drop
@@ -65,3 +66,31 @@ expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 status_json | jq -e '.kernel.in_sync and ([.grants[].id] == ["keep"])' >/dev/null ||
 	fail "status after reloads: $(status_json | jq -c '.kernel.in_sync, [.grants[].id]')"
 pass "status: in sync, the kept grant only"
+
+log "a key taken out of keys_dir: its grants leave at the reload, as at a restart"
+"$JITCTL_BIN" keygen --kid ctl2 --dir "$TMP/signer" >/dev/null
+install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
+sign --key "$TMP/signer/ctl2.key" --kid ctl2 --src 192.0.2.3 --port 22 --for 300 --jti by-ctl2 |
+	submit - >/dev/null || fail "ctl2's grant refused"
+"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.4 --port 22 --for 300 --reason "break glass" \
+	>/dev/null || fail "the local grant was refused"
+has_elem allow4_addr "192.0.2.3 tcp 22" && has_elem allow4_addr "192.0.2.4 tcp 22" ||
+	fail "the new grants are not in the kernel: $(host_elems)"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+rm "$TMP/keys.d/ctl2.pem"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
+grep -q "1 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
+pass "jitctl reload: $(cat "$TMP/out")"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the removed key's grant kept its element"
+expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 22
+jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "by-ctl2" and (.message |
+	test("configuration reload: its key is no longer trusted: key .ctl2.: no such key")))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the removed key's grant is not audited with why"
+pass "the removed key's grant is removed, audited with the reason, and its source refused"
+has_elem allow4_addr "192.0.2.2 tcp 22" && has_elem allow4_addr "192.0.2.4 tcp 22" ||
+	fail "a grant of a key still trusted, or root's local grant, lost its element: $(host_elems)"
+status_json | jq -e '([.grants[].id] | length == 2) and any(.grants[]; .id == "keep")
+	and any(.grants[]; .id | startswith("local-"))' >/dev/null ||
+	fail "status after the key's removal: $(status_json | jq -c '[.grants[].id]')"
+pass "the other key's grant and root's local grant (no key) stay"
+
