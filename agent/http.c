@@ -64,6 +64,7 @@ struct http {
 	bool mutual;			/* ssl_ctx demands a client certificate (client_ca) */
 	SSL_CTX *next_ctx;		/* a reload's, until the reload is done */
 	bool next_mutual;
+	int64_t not_after;		/* ssl_ctx's certificate expires (seconds); 0: unknown */
 	struct enforce *enf;
 	const struct listen_config *l;
 	struct ratelimit *rl;		/* NULL: rate_limit 0 */
@@ -749,6 +750,7 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	enforce_queue(h->enf, &verifying, &waiting);
 	g.verifying = verifying;
 	g.waiting = waiting;
+	g.tls_not_after = h->not_after;
 	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
 		&bytes))
 		g.denied_packets = (int64_t)packets;
@@ -989,6 +991,24 @@ static int bind_address(const struct listen_config *l, struct sockaddr_storage *
 	return -EINVAL;
 }
 
+/* The certificate now served: its expiry for /metrics, and a word if it is near or past. */
+static void cert_taken(struct http *h, const char *path)
+{
+	char msg[160];
+
+	h->not_after = 0;
+	if (tls_not_after(h->ssl_ctx, &h->not_after))
+		return;
+	switch (tls_expiry_note(h->not_after, enforce_now_ms() / 1000, msg, sizeof(msg))) {
+	case TLS_EXPIRED:
+		log_err("controller endpoint: %s (%s)", msg, path);
+		break;
+	case TLS_EXPIRES_SOON:
+		log_warn("controller endpoint: %s (%s)", msg, path);
+		break;
+	}
+}
+
 /*
  * A reload loads the TLS files again whether or not their names changed: renewed certificates
  * are usually written over the old ones, and operators' renewal hooks run `systemctl reload`.
@@ -1028,6 +1048,7 @@ static void reload_finish(void *arg, bool commit)
 		h->next_ctx = NULL;
 		log_info("controller endpoint: TLS files loaded again (%s), for new connections",
 			h->mutual ? "mutual TLS" : "no client certificates");
+		cert_taken(h, enforce_config(h->enf)->listen.tls_cert);
 	}
 	SSL_CTX_free(h->next_ctx);
 	h->next_ctx = NULL;
@@ -1058,6 +1079,8 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	if (!l->insecure_plaintext && (ret = tls_server_ctx(l, &h->ssl_ctx, err, errlen)))
 		goto out;
 	h->mutual = l->client_ca != NULL;
+	if (h->ssl_ctx)
+		cert_taken(h, l->tls_cert);
 
 	if (l->rate_limit && (ret = ratelimit_new(l->rate_limit, 2 * l->rate_limit, RATE_SLOTS,
 		&h->rl)))

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -148,6 +149,7 @@ static int check_config(const struct config *cfg, const char *path)
 {
 	SSL_CTX *tls = NULL;
 	char note[64], msg[512];
+	int64_t not_after;
 	size_t keys;
 
 	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
@@ -155,6 +157,11 @@ static int check_config(const struct config *cfg, const char *path)
 		fprintf(stderr, "jitd: %s: listen: %s\n", path, msg);
 		return 1;
 	}
+	/* A warning, not an error: the agent must start (its deny rules) whatever the certificate. */
+	if (tls && !tls_not_after(tls, &not_after) &&
+		tls_expiry_note(not_after, (int64_t)time(NULL), msg, sizeof(msg)))
+		fprintf(stderr, "jitd: %s: listen: warning: %s (%s)\n", path, msg,
+			cfg->listen.tls_cert);
 	SSL_CTX_free(tls);
 	keys = keys_check_dir(cfg->keys_dir, stderr);
 	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,

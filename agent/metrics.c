@@ -89,6 +89,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 	put(&o, "jitd_build_info{version=\"%s\"} 1\n", JITD_VERSION);
 	scalar(&o, "jitd_start_time_seconds", "gauge", "When the agent started (Unix time).",
 		(unsigned long long)g->started);
+	if (g->tls_not_after > 0)
+		scalar(&o, "jitd_tls_certificate_not_after_seconds", "gauge",
+			"When the controller endpoint's TLS certificate expires (Unix time).",
+			(unsigned long long)g->tls_not_after);
 	scalar(&o, "jitd_active_grants", "gauge", "Grants in force.", g->active_grants);
 	scalar(&o, "jitd_kernel_elements", "gauge",
 		"Allow-set elements in table inet jitd, as the agent last wrote them.",

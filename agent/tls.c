@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -74,6 +75,43 @@ int tls_server_ctx(const struct listen_config *l, SSL_CTX **out, char *err, size
 out:
 	SSL_CTX_free(ctx);
 	return ret;
+}
+
+int tls_not_after(SSL_CTX *ctx, int64_t *out)
+{
+	X509 *cert = SSL_CTX_get0_certificate(ctx);
+	const ASN1_TIME *t = cert ? X509_get0_notAfter(cert) : NULL;
+	struct tm tm;
+
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+		return -EINVAL;
+	*out = (int64_t)timegm(&tm);
+	return 0;
+}
+
+int tls_expiry_note(int64_t not_after, int64_t now, char *buf, size_t len)
+{
+	time_t t = (time_t)not_after;
+	char when[32] = "?";
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (not_after <= now) {
+		snprintf(buf, len, "the TLS certificate expired at %s: controllers cannot connect",
+			when);
+		return TLS_EXPIRED;
+	}
+	if (not_after - now < (int64_t)TLS_EXPIRY_WARN_DAYS * 86400) {
+		int64_t left = not_after - now;
+
+		snprintf(buf, len, "the TLS certificate expires at %s, in %lld %s", when,
+			(long long)(left < 2 * 86400 ? left / 3600 : left / 86400),
+			left < 2 * 86400 ? "hour(s)" : "day(s)");
+		return TLS_EXPIRES_SOON;
+	}
+	buf[0] = '\0';
+	return 0;
 }
 
 int tls_peer_verified(SSL *ssl)

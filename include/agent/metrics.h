@@ -42,6 +42,7 @@ struct metrics_gauges {
 	uint64_t waiting;		/* verified, waiting for their group */
 	int64_t denied_packets;		/* < 0: unknown */
 	int64_t started;		/* seconds since the epoch */
+	int64_t tls_not_after;		/* the endpoint's certificate expires; 0: no TLS */
 };
 
 void metrics_observe(struct metrics_hist *h, int64_t usec);

@@ -2,6 +2,7 @@
 #define JITD_AGENT_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -21,5 +22,17 @@ int tls_server_ctx(const struct listen_config *l, SSL_CTX **out, char *err, size
 void tls_peer_cn(SSL *ssl, char *buf, size_t len);
 /* True when the handshake verified a client certificate against the client CA. */
 int tls_peer_verified(SSL *ssl);
+/* When ctx's certificate expires (its notAfter, seconds since the epoch). 0 or -EINVAL. */
+int tls_not_after(SSL_CTX *ctx, int64_t *out);
+/* Certificates that expire within this many days are warned of at start and reload. */
+#define TLS_EXPIRY_WARN_DAYS 14
+/*
+ * What to tell the operator about a certificate that expires at not_after, seen at now: 0
+ * (nothing), TLS_EXPIRES_SOON or TLS_EXPIRED, with the sentence in buf. An expired certificate
+ * keeps every controller out, so the agent says so where the operator looks; it never refuses
+ * to start for it (the deny rules matter more).
+ */
+enum { TLS_EXPIRES_SOON = 1, TLS_EXPIRED = 2 };
+int tls_expiry_note(int64_t not_after, int64_t now, char *buf, size_t len);
 
 #endif

@@ -261,13 +261,14 @@ ca() {
 		-subj "/CN=$1" -keyout "$PKI/$1.key" -out "$PKI/$1.pem" 2>/dev/null
 	chmod 0600 "$PKI/$1.key"
 }
-# cert CA NAME EXTENSIONS: a leaf certificate that CA signs.
+# cert CA NAME EXTENSIONS [DAYS]: a leaf certificate that CA signs, valid DAYS (default 1; 0:
+# it expires the second it is made).
 cert() {
 	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
 		-keyout "$PKI/$2.key" -out "$PKI/$2.csr" 2>/dev/null
 	printf '%s\n' "$3" >"$PKI/$2.ext"
 	openssl x509 -req -in "$PKI/$2.csr" -CA "$PKI/$1.pem" -CAkey "$PKI/$1.key" \
-		-CAcreateserial -days 1 -extfile "$PKI/$2.ext" -out "$PKI/$2.pem" 2>/dev/null
+		-CAcreateserial -days "${4:-1}" -extfile "$PKI/$2.ext" -out "$PKI/$2.pem" 2>/dev/null
 	chmod 0600 "$PKI/$2.key"
 }
 

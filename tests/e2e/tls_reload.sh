@@ -4,7 +4,8 @@
 # lets the new CA's controllers in and keeps the old CA's out; a key that does not match its
 # certificate refuses the whole reload (audited, the policy change in the same file not applied,
 # the kernel unchanged) while the endpoint keeps serving what it had; mended, the same file
-# reloads, policy and TLS together.
+# reloads, policy and TLS together. Throughout, /metrics gives the served certificate's expiry,
+# and a certificate near or past it is warned of at start, at reload and by --check-config.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
@@ -14,7 +15,8 @@ ca fleet-ca
 ca next-ca
 san=$'subjectAltName=IP:192.0.2.1\nextendedKeyUsage=serverAuth'
 cert fleet-ca server-1 "$san"
-cert fleet-ca server-2 "$san"
+cert fleet-ca server-2 "$san" 30
+cert fleet-ca server-0 "$san" 0
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 cert next-ca controller-2 'extendedKeyUsage=clientAuth'
 # The files jitd is configured with are copies, so that renewing one means writing over it.
@@ -45,6 +47,13 @@ served_serial() {
 		-key "$PKI/$c.key" </dev/null 2>/dev/null | openssl x509 -noout -serial
 }
 serial_of() { openssl x509 -noout -serial -in "$PKI/$1.pem"; }
+not_after_of() { date -d "$(openssl x509 -noout -enddate -in "$PKI/$1.pem" | cut -d= -f2)" +%s; }
+# metric_not_after CLIENT: jitd_tls_certificate_not_after_seconds from /metrics over mutual TLS.
+metric_not_after() {
+	in_ns "$C1" curl -gsS --max-time 10 --cacert "$PKI/fleet-ca.pem" --cert "$PKI/$1.pem" \
+		--key "$PKI/$1.key" https://192.0.2.1:7443/metrics |
+		sed -n 's/^jitd_tls_certificate_not_after_seconds //p'
+}
 loaded() { jq -s '[.[] | select(.event == "config.loaded")] | length' "$TMP/state/audit.jsonl"; }
 loaded_since() { [ "$(loaded)" -gt "$1" ]; }
 refused_count() { jq -s '[.[] | select(.event == "config.refused")] | length' "$TMP/state/audit.jsonl"; }
@@ -57,6 +66,12 @@ strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)
 log "the certificate jitd started with"
 [ "$(served_serial)" = "$(serial_of server-1)" ] || fail "not serving server-1: $(served_serial)"
 pass "new connections get server-1 ($(serial_of server-1))"
+[ "$(metric_not_after controller-1)" = "$(not_after_of server-1)" ] ||
+	fail "metrics: not_after $(metric_not_after controller-1), server-1's $(not_after_of server-1)"
+pass "/metrics: server-1's expiry ($(not_after_of server-1))"
+grep -qE "controller endpoint: the TLS certificate expires at [0-9TZ:-]+, in (23|24) hour\(s\) \($TLS/server.pem\)" \
+	"$TMP/jitd.log" || fail "no warning at start of a certificate that expires within a day"
+pass "start warns of a certificate that expires within a day"
 sign --src 192.0.2.2 --port 22 --for 120 --jti tls-1 >"$TMP/g1"
 code=$(post controller-1 "$TMP/g1")
 [ "$code" = 201 ] || fail "grant over mutual TLS: $code $(cat "$TMP/body" "$TMP/curl.err")"
@@ -75,6 +90,11 @@ wait_until 5 "the reload" loaded_since "$n"
 [ "$(served_serial)" = "$(serial_of server-2)" ] || fail "not serving server-2: $(served_serial)"
 pass "after SIGHUP new connections get server-2 ($(serial_of server-2))"
 grep -q "TLS files loaded again (mutual TLS)" "$TMP/jitd.log" || fail "no log line for the TLS reload"
+[ "$(metric_not_after controller-1)" = "$(not_after_of server-2)" ] ||
+	fail "metrics: not_after $(metric_not_after controller-1), server-2's $(not_after_of server-2)"
+[ "$(grep -c "TLS certificate expires at" "$TMP/jitd.log")" = 1 ] ||
+	fail "a certificate valid for 30 days was warned of: $(grep "TLS certificate" "$TMP/jitd.log")"
+pass "/metrics: server-2's expiry, 30 days away, and no warning for it"
 sign --src 192.0.2.3 --port 22 --for 120 --jti tls-2 >"$TMP/g2"
 code=$(post controller-1 "$TMP/g2")
 [ "$code" = 201 ] || fail "grant after the renewal: $code $(cat "$TMP/body" "$TMP/curl.err")"
@@ -132,4 +152,24 @@ for id in tls-1 tls-2 tls-3 tls-4; do
 		fail "grant $id lost across the reloads"
 done
 pass "every grant kept across the reloads"
+
+log "an expired certificate: warned of, never a reason to stop"
+cp "$PKI/server-0.pem" "$TLS/server.pem"
+cp "$PKI/server-0.key" "$TLS/server.key"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
+grep -qE "controller endpoint: the TLS certificate expired at [0-9TZ:-]+: controllers cannot connect" \
+	"$TMP/jitd.log" || fail "no error logged for an expired certificate"
+pass "a reload to an expired certificate is taken and logged as an error"
+[ "$(served_serial controller-2)" = "$(serial_of server-0)" ] || fail "not serving server-0"
+stop_jitd TERM
+rc=0
+in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] && grep -qF "listen: warning: the TLS certificate expired at" "$TMP/out" &&
+	grep -q "configuration OK" "$TMP/out" ||
+	fail "--check-config with an expired certificate: exit $rc: $(cat "$TMP/out")"
+pass "--check-config: exit 0, a warning for the expired certificate"
+start_jitd
+kill -0 "$JITD_PID" || fail "jitd did not start with an expired certificate"
+status_json | jq -e '[.grants[].id] | length == 4' >/dev/null || fail "grants lost at the restart"
+pass "jitd starts with an expired certificate: deny rules and grants in place"
 stop_jitd TERM

@@ -86,6 +86,14 @@ static void test_counters_and_codes(void **state)
 	assert_line(text, "jitd_grants_refused_total{code=\"too_large\"} 0");
 	assert_line(text, "jitd_revocations_refused_total{code=\"not_found\"} 1");
 	assert_line(text, "# TYPE jitd_grants_refused_total counter");
+	/* No TLS (plain HTTP): no certificate, no line claiming an expiry. */
+	assert_null(strstr(text, "jitd_tls_certificate_not_after_seconds"));
+	free(text);
+	g.tls_not_after = 1798977600;
+	text = metrics_render(&m, &g);
+	assert_non_null(text);
+	assert_line(text, "# TYPE jitd_tls_certificate_not_after_seconds gauge");
+	assert_line(text, "jitd_tls_certificate_not_after_seconds 1798977600");
 	free(text);
 }
 
