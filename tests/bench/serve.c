@@ -240,7 +240,7 @@ usage:
 		"         [--ready FILE]\n"
 		"  Serves POST /v1/grants on 127.0.0.1:P with N threads (each its own libevent\n"
 		"  loop on one SO_REUSEPORT port), verifying each grant inline and answering 201:\n"
-		"  the ceiling of one grant per request. Ends on SIGTERM or after S seconds; FILE is\n"
-		"  created once it accepts. Exits 1 if any grant was refused.\n");
+		"  the ceiling of one grant per request. Ends on SIGTERM or after S seconds;\n"
+		"  FILE is created once it accepts. Exits 1 if any grant was refused.\n");
 	return 2;
 }
