@@ -91,7 +91,7 @@ int dnat_allocate(const struct config *c, struct grant *g, struct dnat_used *u,
 		use(u, ports[i]);
 	}
 	g->dnat_ports = ports;
-	g->n_dnat_ports = n;
+	g->n_dnat_ports = (uint32_t)n;
 	return 0;
 }
 
@@ -147,7 +147,7 @@ int dnat_restore(const struct config *c, struct grant *g, const char *annex, str
 	}
 	free(g->dnat_ports);
 	g->dnat_ports = ports;
-	g->n_dnat_ports = n;
+	g->n_dnat_ports = (uint32_t)n;
 	dnat_mark(u, g);
 	return 0;
 }

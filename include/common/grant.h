@@ -44,7 +44,8 @@ struct grant {
 	 * with the grant.
 	 */
 	uint16_t *dnat_ports;
-	size_t n_dnat_ports;
+	/* At most GRANT_MAX_PORTS * GRANT_MAX_DESTINATIONS; 32 bits, so that local shares its word. */
+	uint32_t n_dnat_ports;
 	/* Not a claim: root's own grant on this host (jitctl grant), unsigned, no key behind it. */
 	bool local;
 	/* Set by grant_pack: every string and array above but dnat_ports lives in this block. */
