@@ -46,6 +46,15 @@ served_serial() {
 	in_ns "$C1" openssl s_client -connect 192.0.2.1:7443 -cert "$PKI/$c.pem" \
 		-key "$PKI/$c.key" </dev/null 2>/dev/null | openssl x509 -noout -serial
 }
+# applies CLIENT SRC JTI WHAT: a grant for SRC posted as CLIENT is answered 201 and in the kernel.
+applies() {
+	local code
+	sign --src "$2" --port 22 --for 120 --jti "$3" >"$TMP/$3"
+	code=$(post "$1" "$TMP/$3")
+	[ "$code" = 201 ] || fail "$4: HTTP $code $(cat "$TMP/body" "$TMP/curl.err")"
+	has_elem allow4_addr "$2 tcp 22" || fail "$4: $3 is not in the kernel: $(host_elems)"
+	pass "$4"
+}
 serial_of() { openssl x509 -noout -serial -in "$PKI/$1.pem"; }
 not_after_of() { date -d "$(openssl x509 -noout -enddate -in "$PKI/$1.pem" | cut -d= -f2)" +%s; }
 # metric_not_after CLIENT: jitd_tls_certificate_not_after_seconds from /metrics over mutual TLS.
@@ -72,11 +81,7 @@ pass "/metrics: server-1's expiry ($(not_after_of server-1))"
 grep -qE "controller endpoint: the TLS certificate expires at [0-9TZ:-]+, in (23|24) hour\(s\) \($TLS/server.pem\)" \
 	"$TMP/jitd.log" || fail "no warning at start of a certificate that expires within a day"
 pass "start warns of a certificate that expires within a day"
-sign --src 192.0.2.2 --port 22 --for 120 --jti tls-1 >"$TMP/g1"
-code=$(post controller-1 "$TMP/g1")
-[ "$code" = 201 ] || fail "grant over mutual TLS: $code $(cat "$TMP/body" "$TMP/curl.err")"
-has_elem allow4_addr "192.0.2.2 tcp 22" || fail "tls-1 is not in the kernel: $(host_elems)"
-pass "a grant over mutual TLS applies"
+applies controller-1 192.0.2.2 tls-1 "a grant over mutual TLS applies"
 
 log "a renewed certificate, written over the old one, is served after SIGHUP"
 cp "$PKI/server-2.pem" "$TLS/server.pem"
@@ -95,11 +100,7 @@ grep -q "TLS files loaded again (mutual TLS)" "$TMP/jitd.log" || fail "no log li
 [ "$(grep -c "TLS certificate expires at" "$TMP/jitd.log")" = 1 ] ||
 	fail "a certificate valid for 30 days was warned of: $(grep "TLS certificate" "$TMP/jitd.log")"
 pass "/metrics: server-2's expiry, 30 days away, and no warning for it"
-sign --src 192.0.2.3 --port 22 --for 120 --jti tls-2 >"$TMP/g2"
-code=$(post controller-1 "$TMP/g2")
-[ "$code" = 201 ] || fail "grant after the renewal: $code $(cat "$TMP/body" "$TMP/curl.err")"
-has_elem allow4_addr "192.0.2.3 tcp 22" || fail "tls-2 is not in the kernel: $(host_elems)"
-pass "grants go on over the renewed certificate"
+applies controller-1 192.0.2.3 tls-2 "grants go on over the renewed certificate"
 
 log "a client CA replaced in place: the new CA's controllers in, the old CA's out"
 cp "$PKI/next-ca.pem" "$TLS/client-ca.pem"
@@ -109,10 +110,7 @@ code=$(post controller-1 "$TMP/g3")
 [ "$code" = 000 ] || fail "the old CA's controller got HTTP $code after the CA changed"
 lacks_elem allow4_addr "192.0.2.4 tcp 22" || fail "a grant from the old CA's controller applied"
 pass "the old CA's controller fails the handshake"
-code=$(post controller-2 "$TMP/g3")
-[ "$code" = 201 ] || fail "the new CA's controller: $code $(cat "$TMP/body" "$TMP/curl.err")"
-has_elem allow4_addr "192.0.2.4 tcp 22" || fail "tls-3 is not in the kernel: $(host_elems)"
-pass "the new CA's controller's grant applies"
+applies controller-2 192.0.2.4 tls-3 "the new CA's controller's grant (the same id) applies"
 
 log "a key that does not match: the whole reload is refused, the endpoint keeps what it had"
 cp "$PKI/controller-1.key" "$TLS/server.key"
@@ -134,10 +132,8 @@ pass "kernel unchanged: port 2222 not protected"
 kill -0 "$JITD_PID" || fail "jitd died on a refused reload"
 [ "$(served_serial controller-2)" = "$(serial_of server-2)" ] ||
 	fail "not serving server-2: $(served_serial controller-2)"
-sign --src 192.0.2.5 --port 22 --for 120 --jti tls-4 >"$TMP/g4"
-code=$(post controller-2 "$TMP/g4")
-[ "$code" = 201 ] || fail "grant after a refused reload: $code $(cat "$TMP/body" "$TMP/curl.err")"
-pass "the endpoint still serves server-2 to the new CA's controllers"
+pass "the endpoint still serves server-2"
+applies controller-2 192.0.2.5 tls-4 "grants go on after the refused reload"
 
 log "mended, the same file reloads: policy and TLS together"
 cp "$PKI/server-1.key" "$TLS/server.key"
