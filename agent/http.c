@@ -65,6 +65,8 @@ struct http {
 	SSL_CTX *next_ctx;		/* a reload's, until the reload is done */
 	bool next_mutual;
 	int64_t not_after;		/* ssl_ctx's certificate expires (seconds); 0: unknown */
+	int cert_said;			/* what was last logged of it: 0, TLS_EXPIRES_SOON, _EXPIRED */
+	struct event *cert_timer;	/* looks again when that is due to change */
 	struct enforce *enf;
 	const struct listen_config *l;
 	struct ratelimit *rl;		/* NULL: rate_limit 0 */
@@ -991,22 +993,51 @@ static int bind_address(const struct listen_config *l, struct sockaddr_storage *
 	return -EINVAL;
 }
 
-/* The certificate now served: its expiry for /metrics, and a word if it is near or past. */
-static void cert_taken(struct http *h, const char *path)
+/*
+ * Says where the operator looks when the served certificate is near its end or past it: at
+ * start and at each reload (always), and while the agent runs, once each time that changes.
+ * The timer fires when it is due to change (14 days before the end, at the end), and at least
+ * daily, since a clock set or a suspend moves those moments.
+ */
+static void cert_look(struct http *h, bool always)
 {
+	int64_t now = enforce_now_ms() / 1000, soon = h->not_after - TLS_EXPIRY_WARN_DAYS * 86400;
+	struct timeval tv = { 86400, 0 };
 	char msg[160];
+	int said;
 
-	h->not_after = 0;
-	if (tls_not_after(h->ssl_ctx, &h->not_after))
+	if (!h->not_after)
 		return;
-	switch (tls_expiry_note(h->not_after, enforce_now_ms() / 1000, msg, sizeof(msg))) {
-	case TLS_EXPIRED:
-		log_err("controller endpoint: %s (%s)", msg, path);
-		break;
-	case TLS_EXPIRES_SOON:
-		log_warn("controller endpoint: %s (%s)", msg, path);
-		break;
+	said = tls_expiry_note(h->not_after, now, msg, sizeof(msg));
+	if (said && (always || said > h->cert_said)) {
+		if (said == TLS_EXPIRED)
+			log_err("controller endpoint: %s (%s)", msg,
+				enforce_config(h->enf)->listen.tls_cert);
+		else
+			log_warn("controller endpoint: %s (%s)", msg,
+				enforce_config(h->enf)->listen.tls_cert);
 	}
+	h->cert_said = said;
+	if (soon > now && soon - now < tv.tv_sec)
+		tv.tv_sec = (time_t)(soon - now);
+	else if (soon <= now && h->not_after > now && h->not_after - now < tv.tv_sec)
+		tv.tv_sec = (time_t)(h->not_after - now);
+	(void)evtimer_add(h->cert_timer, &tv);
+}
+
+static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	cert_look(arg, false);
+}
+
+/* The certificate now served: its expiry for /metrics, and a word if it is near or past. */
+static void cert_taken(struct http *h)
+{
+	h->not_after = 0;
+	h->cert_said = 0;
+	if (tls_not_after(h->ssl_ctx, &h->not_after))
+		h->not_after = 0;
+	cert_look(h, true);
 }
 
 /*
@@ -1048,7 +1079,7 @@ static void reload_finish(void *arg, bool commit)
 		h->next_ctx = NULL;
 		log_info("controller endpoint: TLS files loaded again (%s), for new connections",
 			h->mutual ? "mutual TLS" : "no client certificates");
-		cert_taken(h, enforce_config(h->enf)->listen.tls_cert);
+		cert_taken(h);
 	}
 	SSL_CTX_free(h->next_ctx);
 	h->next_ctx = NULL;
@@ -1079,8 +1110,13 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	if (!l->insecure_plaintext && (ret = tls_server_ctx(l, &h->ssl_ctx, err, errlen)))
 		goto out;
 	h->mutual = l->client_ca != NULL;
-	if (h->ssl_ctx)
-		cert_taken(h, l->tls_cert);
+	if (h->ssl_ctx) {
+		if (!(h->cert_timer = evtimer_new(base, cert_timer_cb, h))) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		cert_taken(h);
+	}
 
 	if (l->rate_limit && (ret = ratelimit_new(l->rate_limit, 2 * l->rate_limit, RATE_SLOTS,
 		&h->rl)))
@@ -1159,6 +1195,8 @@ void http_close(struct http **hp)
 		event_free(h->resume);
 	if (h->adopt)
 		event_free(h->adopt);
+	if (h->cert_timer)
+		event_free(h->cert_timer);
 	for (size_t i = 0; i < h->n_pending; i++)
 		bufferevent_decref(h->pending[i]);
 	free(h->pending);

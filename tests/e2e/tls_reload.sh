@@ -5,7 +5,8 @@
 # certificate refuses the whole reload (audited, the policy change in the same file not applied,
 # the kernel unchanged) while the endpoint keeps serving what it had; mended, the same file
 # reloads, policy and TLS together. Throughout, /metrics gives the served certificate's expiry,
-# and a certificate near or past it is warned of at start, at reload and by --check-config.
+# and a certificate near or past it is warned of at start, at reload, when it runs out while
+# the agent runs, and by --check-config.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
@@ -16,7 +17,6 @@ ca next-ca
 san=$'subjectAltName=IP:192.0.2.1\nextendedKeyUsage=serverAuth'
 cert fleet-ca server-1 "$san"
 cert fleet-ca server-2 "$san" 30
-cert fleet-ca server-0 "$san" 0
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 cert next-ca controller-2 'extendedKeyUsage=clientAuth'
 # The files jitd is configured with are copies, so that renewing one means writing over it.
@@ -56,6 +56,23 @@ applies() {
 	pass "$4"
 }
 serial_of() { openssl x509 -noout -serial -in "$PKI/$1.pem"; }
+# short_cert NAME SECONDS: a server certificate from fleet-ca that ends SECONDS from now (openssl
+# x509 counts in days; openssl ca takes an end date).
+short_cert() {
+	mkdir -p "$PKI/db"
+	: >"$PKI/db/index.txt"
+	printf '%s\n' 1000 >"$PKI/db/serial"
+	printf '[ca]\ndefault_ca = d\n[d]\ndatabase = %s\nserial = %s\nnew_certs_dir = %s\n%s\n' \
+		"$PKI/db/index.txt" "$PKI/db/serial" "$PKI/db" \
+		$'policy = p\ndefault_md = sha256\n[p]\ncommonName = supplied' >"$PKI/db/ca.cnf"
+	printf '%s\n' "$san" >"$PKI/$1.ext"
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+		-keyout "$PKI/$1.key" -out "$PKI/$1.csr" 2>/dev/null
+	openssl ca -batch -config "$PKI/db/ca.cnf" -cert "$PKI/fleet-ca.pem" \
+		-keyfile "$PKI/fleet-ca.key" -in "$PKI/$1.csr" -out "$PKI/$1.pem" -extfile "$PKI/$1.ext" \
+		-enddate "$(date -u -d "+$2 seconds" +%Y%m%d%H%M%SZ)" >/dev/null 2>&1 ||
+		fail "openssl ca could not issue $1"
+}
 not_after_of() { date -d "$(openssl x509 -noout -enddate -in "$PKI/$1.pem" | cut -d= -f2)" +%s; }
 # metric_not_after CLIENT: jitd_tls_certificate_not_after_seconds from /metrics over mutual TLS.
 metric_not_after() {
@@ -149,14 +166,24 @@ for id in tls-1 tls-2 tls-3 tls-4; do
 done
 pass "every grant kept across the reloads"
 
-log "an expired certificate: warned of, never a reason to stop"
+log "a certificate that runs out while jitd runs: said when it does, never a reason to stop"
+short_cert server-0 8
 cp "$PKI/server-0.pem" "$TLS/server.pem"
 cp "$PKI/server-0.key" "$TLS/server.key"
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
-grep -qE "controller endpoint: the TLS certificate expired at [0-9TZ:-]+: controllers cannot connect" \
-	"$TMP/jitd.log" || fail "no error logged for an expired certificate"
-pass "a reload to an expired certificate is taken and logged as an error"
 [ "$(served_serial controller-2)" = "$(serial_of server-0)" ] || fail "not serving server-0"
+grep -qE "controller endpoint: the TLS certificate expires at [0-9TZ:-]+, in 0 hour\(s\)" \
+	"$TMP/jitd.log" || fail "no warning at the reload to a certificate that ends in seconds"
+pass "the reload to a certificate that ends in 8 s is taken, with a warning"
+expired_said() {
+	grep -qE "controller endpoint: the TLS certificate expired at [0-9TZ:-]+: controllers cannot connect \($TLS/server.pem\)" \
+		"$TMP/jitd.log"
+}
+expired_said && fail "expiry logged before the certificate ran out"
+wait_until 15 "the error when the certificate runs out" expired_said
+pass "when it runs out, with no reload, jitd logs it as an error"
+[ "$(grep -c "TLS certificate expired at" "$TMP/jitd.log")" = 1 ] ||
+	fail "the expiry was logged more than once"
 stop_jitd TERM
 rc=0
 in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
