@@ -64,6 +64,11 @@ struct http {
 	bool mutual;			/* ssl_ctx demands a client certificate (client_ca) */
 	SSL_CTX *next_ctx;		/* a reload's, until the reload is done */
 	bool next_mutual;
+	/*
+	 * The tls_cert ssl_ctx was loaded from, for the log: a copy, since a later reload may
+	 * disable the endpoint (restart-only) while this one goes on serving.
+	 */
+	char *cert_path, *next_path;
 	int64_t not_after;		/* ssl_ctx's certificate expires (seconds); 0: unknown */
 	int cert_said;			/* what was last logged of it: 0, TLS_EXPIRES_SOON, _EXPIRED */
 	struct event *cert_timer;	/* looks again when that is due to change */
@@ -1011,11 +1016,9 @@ static void cert_look(struct http *h, bool always)
 	said = tls_expiry_note(h->not_after, now, msg, sizeof(msg));
 	if (said && (always || said > h->cert_said)) {
 		if (said == TLS_EXPIRED)
-			log_err("controller endpoint: %s (%s)", msg,
-				enforce_config(h->enf)->listen.tls_cert);
+			log_err("controller endpoint: %s (%s)", msg, h->cert_path);
 		else
-			log_warn("controller endpoint: %s (%s)", msg,
-				enforce_config(h->enf)->listen.tls_cert);
+			log_warn("controller endpoint: %s (%s)", msg, h->cert_path);
 	}
 	h->cert_said = said;
 	if (soon > now && soon - now < tv.tv_sec)
@@ -1058,8 +1061,14 @@ static int reload_prepare(void *arg, const struct config *next, char *err, size_
 
 	SSL_CTX_free(h->next_ctx);
 	h->next_ctx = NULL;
+	free(h->next_path);
+	h->next_path = NULL;
 	if (!h->ssl_ctx || !l->enabled || l->insecure_plaintext)
 		return 0;
+	if (!(h->next_path = strdup(l->tls_cert))) {
+		snprintf(err, errlen, "listen: out of memory");
+		return -ENOMEM;
+	}
 	if ((ret = tls_server_ctx(l, &h->next_ctx, why, sizeof(why)))) {
 		snprintf(err, errlen, "listen: %s", why);
 		return ret;
@@ -1077,12 +1086,17 @@ static void reload_finish(void *arg, bool commit)
 		h->ssl_ctx = h->next_ctx;
 		h->mutual = h->next_mutual;
 		h->next_ctx = NULL;
+		free(h->cert_path);
+		h->cert_path = h->next_path;
+		h->next_path = NULL;
 		log_info("controller endpoint: TLS files loaded again (%s), for new connections",
 			h->mutual ? "mutual TLS" : "no client certificates");
 		cert_taken(h);
 	}
 	SSL_CTX_free(h->next_ctx);
 	h->next_ctx = NULL;
+	free(h->next_path);
+	h->next_path = NULL;
 }
 
 int http_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
@@ -1111,7 +1125,8 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 		goto out;
 	h->mutual = l->client_ca != NULL;
 	if (h->ssl_ctx) {
-		if (!(h->cert_timer = evtimer_new(base, cert_timer_cb, h))) {
+		if (!(h->cert_path = strdup(l->tls_cert)) ||
+			!(h->cert_timer = evtimer_new(base, cert_timer_cb, h))) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -1202,6 +1217,8 @@ void http_close(struct http **hp)
 	free(h->pending);
 	SSL_CTX_free(h->ssl_ctx);
 	SSL_CTX_free(h->next_ctx);
+	free(h->cert_path);
+	free(h->next_path);
 	ratelimit_free(&h->rl);
 	free(h);
 	*hp = NULL;

@@ -180,11 +180,20 @@ expired_said() {
 		"$TMP/jitd.log"
 }
 expired_said && fail "expiry logged before the certificate ran out"
+# Meanwhile a reload without the endpoint: that takes a restart, so the endpoint serves on, and
+# what it says later still names the file it serves (not the configuration's, which has none).
+write_config drop '[]' "[$port22, $port2222]"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
+grep -q "applied only at the next start: listen" "$TMP/jitd.log" ||
+	fail "no warning that the endpoint's removal waits for a restart"
+[ "$(served_serial controller-2)" = "$(serial_of server-0)" ] || fail "the endpoint stopped serving"
+pass "a reload without the endpoint: warned, the endpoint serves on"
 wait_until 15 "the error when the certificate runs out" expired_said
-pass "when it runs out, with no reload, jitd logs it as an error"
+pass "when it runs out, with no reload of it, jitd logs it as an error, naming its file"
 [ "$(grep -c "TLS certificate expired at" "$TMP/jitd.log")" = 1 ] ||
 	fail "the expiry was logged more than once"
 stop_jitd TERM
+write_config drop '[]' "[$port22, $port2222]" "$listen"
 rc=0
 in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] && grep -qF "listen: warning: the TLS certificate expired at" "$TMP/out" &&
