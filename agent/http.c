@@ -56,20 +56,19 @@
  */
 #define STATUS_STREAMS_MAX 4
 
+/* A TLS context and the tls_cert it was loaded from. */
+struct served_tls {
+	SSL_CTX *ctx;
+	/* For the log: a copy, since a later reload may disable the endpoint (restart-only). */
+	char *cert_path;
+};
+
 struct http {
 	struct evhttp *eh;
 	struct evconnlistener *lev;
 	struct event *resume;
-	SSL_CTX *ssl_ctx;		/* NULL: insecure_plaintext; new connections take it */
-	bool mutual;			/* ssl_ctx demands a client certificate (client_ca) */
-	SSL_CTX *next_ctx;		/* a reload's, until the reload is done */
-	bool next_mutual;
-	/*
-	 * The tls_cert ssl_ctx was loaded from, for the log: a copy, since a later reload may
-	 * disable the endpoint (restart-only) while this one goes on serving.
-	 */
-	char *cert_path, *next_path;
-	int64_t not_after;		/* ssl_ctx's certificate expires (seconds); 0: unknown */
+	struct served_tls tls;		/* ctx NULL: insecure_plaintext; new connections take it */
+	struct served_tls next;		/* a reload's, until the reload is done */
 	int cert_said;			/* what was last logged of it: 0, TLS_EXPIRES_SOON, _EXPIRED */
 	struct event *cert_timer;	/* looks again when that is due to change */
 	struct enforce *enf;
@@ -757,7 +756,8 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	enforce_queue(h->enf, &verifying, &waiting);
 	g.verifying = verifying;
 	g.waiting = waiting;
-	g.tls_not_after = h->not_after;
+	if (tls_not_after(h->tls.ctx, &g.tls_not_after))
+		g.tls_not_after = 0;
 	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
 		&bytes))
 		g.denied_packets = (int64_t)packets;
@@ -839,7 +839,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 
 	peer_identify(req, &p);
 	/* The handshake already demanded it; never serve a mutual-TLS endpoint without it. */
-	if (h->mutual && !p.verified) {
+	if (tls_mutual(h->tls.ctx) && !p.verified) {
 		send_error(req, 403, JIT_ERR_PERMISSION, "no verified client certificate");
 		return;
 	}
@@ -923,9 +923,9 @@ static struct bufferevent *new_bev(struct http *h, struct event_base *base)
 	struct bufferevent *bev;
 	SSL *ssl;
 
-	if (!h->ssl_ctx)
+	if (!h->tls.ctx)
 		return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (!(ssl = SSL_new(h->ssl_ctx)))
+	if (!(ssl = SSL_new(h->tls.ctx)))
 		return NULL;
 	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 		BEV_OPT_CLOSE_ON_FREE);
@@ -1006,25 +1006,26 @@ static int bind_address(const struct listen_config *l, struct sockaddr_storage *
  */
 static void cert_look(struct http *h, bool always)
 {
-	int64_t now = enforce_now_ms() / 1000, soon = h->not_after - TLS_EXPIRY_WARN_DAYS * 86400;
+	int64_t now = enforce_now_ms() / 1000, end, soon;
 	struct timeval tv = { 86400, 0 };
 	char msg[160];
 	int said;
 
-	if (!h->not_after)
+	if (tls_not_after(h->tls.ctx, &end))
 		return;
-	said = tls_expiry_note(h->not_after, now, msg, sizeof(msg));
+	soon = end - TLS_EXPIRY_WARN_DAYS * 86400;
+	said = tls_expiry_note(end, now, msg, sizeof(msg));
 	if (said && (always || said > h->cert_said)) {
 		if (said == TLS_EXPIRED)
-			log_err("controller endpoint: %s (%s)", msg, h->cert_path);
+			log_err("controller endpoint: %s (%s)", msg, h->tls.cert_path);
 		else
-			log_warn("controller endpoint: %s (%s)", msg, h->cert_path);
+			log_warn("controller endpoint: %s (%s)", msg, h->tls.cert_path);
 	}
 	h->cert_said = said;
 	if (soon > now && soon - now < tv.tv_sec)
 		tv.tv_sec = (time_t)(soon - now);
-	else if (soon <= now && h->not_after > now && h->not_after - now < tv.tv_sec)
-		tv.tv_sec = (time_t)(h->not_after - now);
+	else if (soon <= now && end > now && end - now < tv.tv_sec)
+		tv.tv_sec = (time_t)(end - now);
 	(void)evtimer_add(h->cert_timer, &tv);
 }
 
@@ -1033,14 +1034,22 @@ static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
 	cert_look(arg, false);
 }
 
-/* The certificate now served: its expiry for /metrics, and a word if it is near or past. */
-static void cert_taken(struct http *h)
+static void served_tls_clear(struct served_tls *t)
 {
-	h->not_after = 0;
-	h->cert_said = 0;
-	if (tls_not_after(h->ssl_ctx, &h->not_after))
-		h->not_after = 0;
-	cert_look(h, true);
+	SSL_CTX_free(t->ctx);
+	free(t->cert_path);
+	memset(t, 0, sizeof(*t));
+}
+
+/* 0, or -errno with err saying which file OpenSSL refused and why. */
+static int served_tls_load(struct served_tls *t, const struct listen_config *l, char *err,
+	size_t errlen)
+{
+	if (!(t->cert_path = strdup(l->tls_cert))) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return tls_server_ctx(l, &t->ctx, err, errlen);
 }
 
 /*
@@ -1059,44 +1068,28 @@ static int reload_prepare(void *arg, const struct config *next, char *err, size_
 	char why[512];
 	int ret;
 
-	SSL_CTX_free(h->next_ctx);
-	h->next_ctx = NULL;
-	free(h->next_path);
-	h->next_path = NULL;
-	if (!h->ssl_ctx || !l->enabled || l->insecure_plaintext)
+	served_tls_clear(&h->next);
+	if (!h->tls.ctx || !l->enabled || l->insecure_plaintext)
 		return 0;
-	if (!(h->next_path = strdup(l->tls_cert))) {
-		snprintf(err, errlen, "listen: out of memory");
-		return -ENOMEM;
-	}
-	if ((ret = tls_server_ctx(l, &h->next_ctx, why, sizeof(why)))) {
+	if ((ret = served_tls_load(&h->next, l, why, sizeof(why))))
 		snprintf(err, errlen, "listen: %s", why);
-		return ret;
-	}
-	h->next_mutual = l->client_ca != NULL;
-	return 0;
+	return ret;
 }
 
 static void reload_finish(void *arg, bool commit)
 {
 	struct http *h = arg;
 
-	if (commit && h->next_ctx) {
-		SSL_CTX_free(h->ssl_ctx);
-		h->ssl_ctx = h->next_ctx;
-		h->mutual = h->next_mutual;
-		h->next_ctx = NULL;
-		free(h->cert_path);
-		h->cert_path = h->next_path;
-		h->next_path = NULL;
+	if (commit && h->next.ctx) {
+		served_tls_clear(&h->tls);
+		h->tls = h->next;
+		memset(&h->next, 0, sizeof(h->next));
 		log_info("controller endpoint: TLS files loaded again (%s), for new connections",
-			h->mutual ? "mutual TLS" : "no client certificates");
-		cert_taken(h);
+			tls_mutual(h->tls.ctx) ? "mutual TLS" : "no client certificates");
+		h->cert_said = 0;
+		cert_look(h, true);
 	}
-	SSL_CTX_free(h->next_ctx);
-	h->next_ctx = NULL;
-	free(h->next_path);
-	h->next_path = NULL;
+	served_tls_clear(&h->next);
 }
 
 int http_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
@@ -1121,16 +1114,14 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	}
 	h->enf = enf;
 	h->l = l;
-	if (!l->insecure_plaintext && (ret = tls_server_ctx(l, &h->ssl_ctx, err, errlen)))
-		goto out;
-	h->mutual = l->client_ca != NULL;
-	if (h->ssl_ctx) {
-		if (!(h->cert_path = strdup(l->tls_cert)) ||
-			!(h->cert_timer = evtimer_new(base, cert_timer_cb, h))) {
+	if (!l->insecure_plaintext) {
+		if ((ret = served_tls_load(&h->tls, l, err, errlen)))
+			goto out;
+		if (!(h->cert_timer = evtimer_new(base, cert_timer_cb, h))) {
 			ret = -ENOMEM;
 			goto out;
 		}
-		cert_taken(h);
+		cert_look(h, true);
 	}
 
 	if (l->rate_limit && (ret = ratelimit_new(l->rate_limit, 2 * l->rate_limit, RATE_SLOTS,
@@ -1215,10 +1206,8 @@ void http_close(struct http **hp)
 	for (size_t i = 0; i < h->n_pending; i++)
 		bufferevent_decref(h->pending[i]);
 	free(h->pending);
-	SSL_CTX_free(h->ssl_ctx);
-	SSL_CTX_free(h->next_ctx);
-	free(h->cert_path);
-	free(h->next_path);
+	served_tls_clear(&h->tls);
+	served_tls_clear(&h->next);
 	ratelimit_free(&h->rl);
 	free(h);
 	*hp = NULL;

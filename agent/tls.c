@@ -77,9 +77,14 @@ out:
 	return ret;
 }
 
+int tls_mutual(SSL_CTX *ctx)
+{
+	return ctx && (SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+}
+
 int tls_not_after(SSL_CTX *ctx, int64_t *out)
 {
-	X509 *cert = SSL_CTX_get0_certificate(ctx);
+	X509 *cert = ctx ? SSL_CTX_get0_certificate(ctx) : NULL;
 	const ASN1_TIME *t = cert ? X509_get0_notAfter(cert) : NULL;
 	struct tm tm;
 

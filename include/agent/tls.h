@@ -20,9 +20,11 @@ int tls_server_ctx(const struct listen_config *l, SSL_CTX **out, char *err, size
  * ("" without one). buf is always terminated.
  */
 void tls_peer_cn(SSL *ssl, char *buf, size_t len);
+/* Whether ctx demands a client certificate (client_ca was set); false for NULL. */
+int tls_mutual(SSL_CTX *ctx);
 /* True when the handshake verified a client certificate against the client CA. */
 int tls_peer_verified(SSL *ssl);
-/* When ctx's certificate expires (its notAfter, seconds since the epoch). 0 or -EINVAL. */
+/* When ctx's certificate expires (notAfter, seconds since the epoch). 0, or -EINVAL (no ctx). */
 int tls_not_after(SSL_CTX *ctx, int64_t *out);
 /* Certificates that expire within this many days are warned of at start and reload. */
 #define TLS_EXPIRY_WARN_DAYS 14
