@@ -3107,25 +3107,16 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	settle_all(e);
 	if ((ret = config_load(e->config_path, &nc, &jerr))) {
 		snprintf(err, errlen, "%s", jerr.msg);
-		log_err("reload refused, the running configuration stays: %s", jerr.msg);
-		(void)audit(e, "config.refused", NULL, NULL, NULL, ret, jerr.msg, -1);
-		return ret;
+		goto refused;
 	}
+	ret = JIT_ERR_BAD_CONFIG;
 	if (!ruleset_same_shape(e->cfg, nc)) {
 		snprintf(err, errlen, "%s: \"mode\", or whether any target maps ports (dnat), "
 			"changed: that takes a restart", e->config_path);
-		log_err("reload refused, the running configuration stays: %s", err);
-		(void)audit(e, "config.refused", NULL, NULL, NULL, JIT_ERR_BAD_CONFIG, err, -1);
-		config_free(nc);
-		return JIT_ERR_BAD_CONFIG;
+		goto refused;
 	}
-	if (e->reload_hook.prepare &&
-		(ret = e->reload_hook.prepare(e->reload_hook.arg, nc, err, errlen))) {
-		log_err("reload refused, the running configuration stays: %s", err);
-		(void)audit(e, "config.refused", NULL, NULL, NULL, JIT_ERR_BAD_CONFIG, err, -1);
-		config_free(nc);
-		return JIT_ERR_BAD_CONFIG;
-	}
+	if (e->reload_hook.prepare && e->reload_hook.prepare(e->reload_hook.arg, nc, err, errlen))
+		goto refused;
 	hooked = e->reload_hook.finish != NULL;
 	note_restart_only(e->cfg, nc);
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
@@ -3212,6 +3203,12 @@ fail:
 			grant_clear(&dropped[i]);
 	if (hooked)
 		e->reload_hook.finish(e->reload_hook.arg, false);
+	config_free(nc);
+	goto out;
+refused:
+	/* The file, or what it names, is wrong: nothing was changed. */
+	log_err("reload refused, the running configuration stays: %s", err);
+	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	config_free(nc);
 out:
 	nft_batch_free(b);
