@@ -2994,6 +2994,8 @@ static void note_restart_only(const struct config *o, const struct config *n)
 		strcat(list, " replay_cache_max/audit");
 	if (o->reconcile_interval != n->reconcile_interval)
 		strcat(list, " reconcile_interval");
+	if (strcmp(o->host_id, n->host_id))
+		strcat(list, " host_id");
 	/* The TLS files are not in the list: the endpoint loads them again (its reload hook). */
 	if (a->enabled != b->enabled || strcmp(a->host, b->host) || a->port != b->port ||
 		a->insecure_plaintext != b->insecure_plaintext ||
@@ -3003,6 +3005,25 @@ static void note_restart_only(const struct config *o, const struct config *n)
 #undef DIFF_STR
 	if (list[0])
 		log_warn("reload: changed but applied only at the next start:%s", list);
+}
+
+/*
+ * The grants in force were admitted for the running host_id, and nothing kept their audiences:
+ * a new one (set, or the host renamed while host_id is unset) waits for the restart, which
+ * checks every recorded grant against it. Applied to new grants alone, it would leave the old
+ * audience's grants open beside them. 0 or -ENOMEM.
+ */
+static int keep_host_id(const struct config *o, struct config *n)
+{
+	char *id;
+
+	if (!strcmp(o->host_id, n->host_id))
+		return 0;
+	if (!(id = strdup(o->host_id)))
+		return -ENOMEM;
+	free(n->host_id);
+	n->host_id = id;
+	return 0;
 }
 
 #ifdef JITD_TEST_HOOKS
@@ -3119,6 +3140,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		goto refused;
 	hooked = e->reload_hook.finish != NULL;
 	note_restart_only(e->cfg, nc);
+	if ((ret = keep_host_id(e->cfg, nc)))
+		goto fail;
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
 		!(reasons = calloc(e->n_grants + 1, sizeof(*reasons)))) {

@@ -1,7 +1,8 @@
 # Reload (SIGHUP and jitctl reload): an invalid file changes nothing; a valid one is applied in
 # one transaction — a port dropped from the policy is no longer closed and its grants are
 # removed and audited, a new port is closed, other grants keep their elements and time. A key
-# taken out of keys_dir takes its grants with it at the reload; root's local grants have none.
+# taken out of keys_dir takes its grants with it at the reload; root's local grants have none. A new
+# host_id waits for the restart, which drops the grants in force that do not name it.
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup drop
@@ -94,3 +95,34 @@ status_json | jq -e '([.grants[].id] | length == 2) and any(.grants[]; .id == "k
 	fail "status after the key's removal: $(status_json | jq -c '[.grants[].id]')"
 pass "the other key's grant and root's local grant (no key) stay"
 
+
+log "a new host_id waits for the restart, which checks the grants in force against it"
+sign --src 192.0.2.6 --port 22 --for 300 --jti old-aud | submit - >/dev/null ||
+	fail "a grant for $HOST_ID was refused"
+old_id=$HOST_ID
+HOST_ID=e2e-renamed
+write_config reject '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
+wait_until 5 "the reload's warning" grep -q "applied only at the next start: host_id" "$TMP/jitd.log"
+[ "$(status_json | jq -r .host_id)" = "$old_id" ] ||
+	fail "the reload took the new host_id: $(status_json | jq -r .host_id)"
+rc=0
+sign --aud e2e-renamed --src 192.0.2.5 --port 22 --for 300 | submit - >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q wrong_audience "$TMP/out" ||
+	fail "a grant for the new host_id before the restart: exit $rc: $(cat "$TMP/out")"
+sign --aud "$old_id" --src 192.0.2.5 --port 22 --for 300 | submit - >/dev/null ||
+	fail "a grant for the running host_id was refused after the reload"
+pass "after the reload: warned, host_id still $old_id, grants for it accepted, for the new one refused"
+stop_jitd
+start_jitd
+[ "$(status_json | jq -r .host_id)" = e2e-renamed ] ||
+	fail "the restart kept host_id $(status_json | jq -r .host_id)"
+for a in 192.0.2.2 192.0.2.5 192.0.2.6; do
+	lacks_elem allow4_addr "$a tcp 22" || fail "$a's grant, for $old_id, survived the restart"
+done
+expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 22
+has_elem allow4_addr "192.0.2.4 tcp 22" || fail "root's local grant did not survive the restart"
+sign --src 192.0.2.7 --port 22 --for 300 | submit - >/dev/null ||
+	fail "a grant for the new host_id was refused after the restart"
+pass "after the restart: host_id e2e-renamed, the old audience's grants gone, the local grant kept"
