@@ -164,7 +164,7 @@ struct enforce {
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
-	struct enforce_reload_hook reload_hook;
+	struct enforce_endpoint_hook endpoint_hook;
 	uint32_t table_flags;		/* RULESET_TABLE_F_OWNER | _PERSIST, or 0 */
 	bool gap_measured;
 	struct elems model;
@@ -2996,7 +2996,7 @@ static void note_restart_only(const struct config *o, const struct config *n)
 		strcat(list, " reconcile_interval");
 	if (strcmp(o->host_id, n->host_id))
 		strcat(list, " host_id");
-	/* The TLS files are not in the list: the endpoint loads them again (its reload hook). */
+	/* The TLS files are not in the list: the endpoint loads them again (its hook). */
 	if (a->enabled != b->enabled || strcmp(a->host, b->host) || a->port != b->port ||
 		a->insecure_plaintext != b->insecure_plaintext ||
 		a->max_connections != b->max_connections || a->timeout != b->timeout ||
@@ -3100,12 +3100,19 @@ static int key_trusted(struct keys_seen *seen, const struct config *nc, const st
 	return 0;
 }
 
-void enforce_set_reload_hook(struct enforce *e, const struct enforce_reload_hook *hook)
+void enforce_set_endpoint_hook(struct enforce *e, const struct enforce_endpoint_hook *hook)
 {
 	if (hook)
-		e->reload_hook = *hook;
+		e->endpoint_hook = *hook;
 	else
-		memset(&e->reload_hook, 0, sizeof(e->reload_hook));
+		memset(&e->endpoint_hook, 0, sizeof(e->endpoint_hook));
+}
+
+json_t *enforce_endpoint_json(const struct enforce *e, int64_t now)
+{
+	if (!e->endpoint_hook.describe)
+		return json_null();
+	return e->endpoint_hook.describe(e->endpoint_hook.arg, now);
 }
 
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
@@ -3136,9 +3143,10 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			"changed: that takes a restart", e->config_path);
 		goto refused;
 	}
-	if (e->reload_hook.prepare && e->reload_hook.prepare(e->reload_hook.arg, nc, err, errlen))
+	if (e->endpoint_hook.prepare &&
+		e->endpoint_hook.prepare(e->endpoint_hook.arg, nc, err, errlen))
 		goto refused;
-	hooked = e->reload_hook.finish != NULL;
+	hooked = e->endpoint_hook.finish != NULL;
 	note_restart_only(e->cfg, nc);
 	if ((ret = keep_host_id(e->cfg, nc)))
 		goto fail;
@@ -3205,7 +3213,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	e->owned_cfg = nc;
 	log_set_level(nc->log_level);
 	if (hooked)
-		e->reload_hook.finish(e->reload_hook.arg, true);
+		e->endpoint_hook.finish(e->endpoint_hook.arg, true);
 	snprintf(why, sizeof(why), "%s: reloaded, %zu protected port(s), %zu forwarded target(s), "
 		"%zu grant(s) removed", e->config_path, nc->n_ports, nc->n_targets, n_dropped);
 	log_info("%s", why);
@@ -3225,7 +3233,7 @@ fail:
 		if (grants_push(e, &dropped[i]))
 			grant_clear(&dropped[i]);
 	if (hooked)
-		e->reload_hook.finish(e->reload_hook.arg, false);
+		e->endpoint_hook.finish(e->endpoint_hook.arg, false);
 	config_free(nc);
 	goto out;
 refused:

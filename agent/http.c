@@ -34,6 +34,7 @@
 #include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/proto.h"
 
 /*
  * Bodies up to this size reach the grant verifier, which refuses anything above JWS_MAX_TOKEN
@@ -1034,6 +1035,32 @@ static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
 	cert_look(arg, false);
 }
 
+/*
+ * The endpoint in the status: the address and transport it serves (a reload changes neither),
+ * its connections, and the certificate new connections get, with its end, so that an operator
+ * sees one running out before the controllers do.
+ */
+static json_t *describe(void *arg, int64_t now)
+{
+	struct http *h = arg;
+	const struct listen_config *l = h->l;
+	char addr[128], until[PROTO_TIME_LEN];
+	json_t *cert = json_null();
+	int64_t end;
+
+	snprintf(addr, sizeof(addr), "%s%s%s:%u", strchr(l->host, ':') ? "[" : "", l->host,
+		strchr(l->host, ':') ? "]" : "", (unsigned)l->port);
+	if (h->tls.ctx && !tls_not_after(h->tls.ctx, &end))
+		cert = proto_time_format(end, until, sizeof(until)) ? NULL :
+			json_pack("{s:s, s:s, s:I}", "file", h->tls.cert_path, "not_after", until,
+				"expires_in", (json_int_t)(end - now));
+	return json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "address", addr, "transport",
+		h->tls.ctx ? "https" : "http", "client_certificates", tls_mutual(h->tls.ctx),
+		"connections", (json_int_t)h->n_conns, "max_connections",
+		(json_int_t)l->max_connections, "rate_limit", (json_int_t)l->rate_limit,
+		"certificate", cert);
+}
+
 static void served_tls_clear(struct served_tls *t)
 {
 	SSL_CTX_free(t->ctx);
@@ -1099,7 +1126,7 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
 	struct sockaddr_storage ss;
 	struct http *h = NULL;
-	struct enforce_reload_hook hook = { reload_prepare, reload_finish, NULL };
+	struct enforce_endpoint_hook hook = { reload_prepare, reload_finish, describe, NULL };
 	socklen_t sl;
 	int ret;
 
@@ -1167,7 +1194,7 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 		l->insecure_plaintext ? "plain HTTP, loopback only" :
 		l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
 	hook.arg = h;
-	enforce_set_reload_hook(enf, &hook);
+	enforce_set_endpoint_hook(enf, &hook);
 	*out = h;
 	h = NULL;
 	ret = 0;
@@ -1194,7 +1221,7 @@ void http_close(struct http **hp)
 	 */
 	h->closing = true;
 	if (h->enf)
-		enforce_set_reload_hook(h->enf, NULL);
+		enforce_set_endpoint_hook(h->enf, NULL);
 	if (h->eh)
 		evhttp_free(h->eh);
 	if (h->resume)

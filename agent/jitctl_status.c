@@ -12,13 +12,15 @@
 static void status_usage(FILE *f)
 {
 	fprintf(f, "Usage: jitctl [-s SOCKET] status [--json]\n\n"
-		   "Shows the agent's health, the protected ports with their policy and recent\n"
-		   "activity (grants in the last 7 days, last access, last user), the always-allowed\n"
-		   "sources, the active grants with the time left as read back from the kernel and\n"
-		   "the connections each let in, and whether the kernel's table matches what the\n"
-		   "agent computed. In modes gateway and both also the mode, the protected targets\n"
-		   "behind this host and, per grant, its destinations and the gateway ports to\n"
-		   "connect to. Root and members of the agent's control group may use it.\n\n"
+		   "Shows the agent's health, its controller endpoint (address, TLS, connections,\n"
+		   "and when its certificate ends: called out within 14 days of it), the protected\n"
+		   "ports with their policy and recent activity (grants in the last 7 days, last\n"
+		   "access, last user), the always-allowed sources, the active grants with the time\n"
+		   "left as read back from the kernel and the connections each let in, and whether\n"
+		   "the kernel's table matches what the agent computed. In modes gateway and both\n"
+		   "also the mode, the protected targets behind this host and, per grant, its\n"
+		   "destinations and the gateway ports to connect to. Root and members of the\n"
+		   "agent's control group may use it.\n\n"
 		   "  --json  print the status document (schema version 1, see the README) as one\n"
 		   "          line of compact JSON, as the agent wrote it\n");
 }
@@ -211,6 +213,37 @@ static void print_agent(const json_t *a)
 	printf("Last error:     %s\n", jitctl_str(a, "last_error"));
 }
 
+/* Days before its end that a certificate is called out (the agent warns from then on too). */
+#define CERT_WARN_SECONDS (14 * 86400)
+
+/* The controller endpoint, when there is one, and the certificate new connections get. */
+static void print_endpoint(const json_t *ep)
+{
+	const json_t *cert = json_object_get(ep, "certificate"),
+		     *left = json_object_get(cert, "expires_in");
+	json_int_t limit = json_integer_value(json_object_get(ep, "rate_limit"));
+	char rate[64] = "", span[32];
+
+	if (!json_is_object(ep))
+		return;
+	if (limit > 0)
+		snprintf(rate, sizeof(rate), ", %" JSON_INTEGER_FORMAT " req/s per source", limit);
+	printf("Controller:     %s %s%s, %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT
+		" connections%s\n", jitctl_str(ep, "transport"), jitctl_str(ep, "address"),
+		json_is_true(json_object_get(ep, "client_certificates")) ? ", mutual TLS" : "",
+		json_integer_value(json_object_get(ep, "connections")),
+		json_integer_value(json_object_get(ep, "max_connections")), rate);
+	if (!json_is_object(cert))
+		return;
+	if (json_integer_value(left) <= 0)
+		printf("Certificate:    %s EXPIRED at %s: controllers cannot connect\n",
+			jitctl_str(cert, "file"), jitctl_str(cert, "not_after"));
+	else
+		printf("Certificate:    %s, until %s (%s left%s)\n", jitctl_str(cert, "file"),
+			jitctl_str(cert, "not_after"), human(left, span, sizeof(span)),
+			json_integer_value(left) <= CERT_WARN_SECONDS ? ": renew it" : "");
+}
+
 static void print_status(const json_t *s)
 {
 	const char *mode = json_string_value(json_object_get(s, "mode"));
@@ -223,6 +256,7 @@ static void print_status(const json_t *s)
 		jitctl_str(s, "host_id"), json_integer_value(json_object_get(s, "version")));
 	printf("Time:           %s\n", jitctl_str(s, "time"));
 	print_agent(json_object_get(s, "agent"));
+	print_endpoint(json_object_get(s, "endpoint"));
 	if (mode)
 		printf("Mode:           %s\n", mode);
 	printf("Deny action:    %s\n", jitctl_str(s, "deny_action"));

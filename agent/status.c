@@ -969,6 +969,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	w_value(&w, "mode", json_string(mode_name(cfg->mode)));
 	w_value(&w, "time", time_json(now));
 	w_value(&w, "agent", agent_json(e, now, ct != NULL));
+	w_value(&w, "endpoint", enforce_endpoint_json(e, now));
 	w_value(&w, "deny_action", json_string(cfg->deny_action == DENY_REJECT ? "reject" :
 									     "drop"));
 	w_value(&w, "always_allow", always_json(cfg));

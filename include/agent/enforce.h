@@ -133,18 +133,23 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger);
 int enforce_reload(struct enforce *e, char *err, size_t errlen);
 
 /*
- * Another module's part of a reload (the controller endpoint's TLS files), all or nothing with
- * the rest: prepare loads what the new configuration names, before anything is changed, and a
- * failure (0 or -errno, err saying why) refuses the whole reload as an invalid file would;
- * finish then takes it into use (commit) or drops it, once the reload has succeeded or failed.
+ * The controller endpoint's part of the enforcer's work. Its part of a reload (its TLS files),
+ * all or nothing with the rest: prepare loads what the new configuration names, before anything
+ * is changed, and a failure (0 or -errno, err saying why) refuses the whole reload as an invalid
+ * file would; finish then takes it into use (commit) or drops it, once the reload has succeeded
+ * or failed. Its part of the status: describe returns a new JSON object (NULL: out of memory).
  * One hook at most; NULL removes it.
  */
-struct enforce_reload_hook {
+struct json_t;
+struct enforce_endpoint_hook {
 	int (*prepare)(void *arg, const struct config *next, char *err, size_t errlen);
 	void (*finish)(void *arg, bool commit);
+	struct json_t *(*describe)(void *arg, int64_t now);
 	void *arg;
 };
-void enforce_set_reload_hook(struct enforce *e, const struct enforce_reload_hook *hook);
+void enforce_set_endpoint_hook(struct enforce *e, const struct enforce_endpoint_hook *hook);
+/* The endpoint's description for status: JSON null without one; NULL when out of memory. */
+struct json_t *enforce_endpoint_json(const struct enforce *e, int64_t now);
 
 /* Forgets grants whose time is over (the kernel already removed their elements). */
 void enforce_expire(struct enforce *e);

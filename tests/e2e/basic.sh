@@ -36,6 +36,12 @@ pass "kernel: allow4_addr holds 192.0.2.2 . tcp . 22 expiring in ${left}s"
 status_json | jq -e '.grants | map(.id) == ["basic-1"]' >/dev/null || fail "status does not list the grant"
 status_json | jq -e '.kernel.in_sync == true' >/dev/null || fail "status: kernel not in sync"
 pass "jitctl status lists the grant, kernel in sync"
+status_json | jq -e 'has("endpoint") and .endpoint == null' >/dev/null ||
+	fail "status without a controller endpoint: $(status_json | jq -c .endpoint)"
+"$JITCTL_BIN" -s "$SOCK" status >"$TMP/status.txt" || fail "jitctl status failed"
+! grep -qE "^(Controller|Certificate):" "$TMP/status.txt" ||
+	fail "jitctl status shows an endpoint that is not configured: $(cat "$TMP/status.txt")"
+pass "no controller endpoint configured: status's endpoint null, no Controller line"
 
 expect_connect ok "$C1" 192.0.2.1 22
 # The session first: each refused connect below waits out its 1.5 s timeout, and under a loaded

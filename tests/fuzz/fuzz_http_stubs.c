@@ -217,7 +217,7 @@ void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting)
 }
 
 /* No reloads in the harness: the endpoint registers its hook and nothing calls it. */
-void enforce_set_reload_hook(struct enforce *e, const struct enforce_reload_hook *hook)
+void enforce_set_endpoint_hook(struct enforce *e, const struct enforce_endpoint_hook *hook)
 {
 }
 
