@@ -3007,23 +3007,38 @@ static void note_restart_only(const struct config *o, const struct config *n)
 		log_warn("reload: changed but applied only at the next start:%s", list);
 }
 
-/*
- * The grants in force were admitted for the running host_id, and nothing kept their audiences:
- * a new one (set, or the host renamed while host_id is unset) waits for the restart, which
- * checks every recorded grant against it. Applied to new grants alone, it would leave the old
- * audience's grants open beside them. 0 or -ENOMEM.
- */
-static int keep_host_id(const struct config *o, struct config *n)
+/* *n's copy of o, if they differ. 0 or -ENOMEM. */
+static int keep_str(char **n, const char *o)
 {
-	char *id;
+	char *copy;
 
-	if (!strcmp(o->host_id, n->host_id))
+	if (!strcmp(*n, o))
 		return 0;
-	if (!(id = strdup(o->host_id)))
+	if (!(copy = strdup(o)))
 		return -ENOMEM;
-	free(n->host_id);
-	n->host_id = id;
+	free(*n);
+	*n = copy;
 	return 0;
+}
+
+/*
+ * Restart-only settings that other modules read from the running configuration after the
+ * start keep their running values in the reloaded one, so that it says what is in force:
+ * - host_id: the grants in force were admitted for it, and nothing kept their audiences. A new
+ *   one (set, or the host renamed while host_id is unset) waits for the restart, which checks
+ *   every recorded grant against it; applied to new grants alone, it would leave the old
+ *   audience's grants open beside them.
+ * - state_dir: the journal, replay cache and audit trail stay where they were opened, and an
+ *   HTTP status is spooled beside them (on the file system whose space they need).
+ * 0 or -ENOMEM.
+ */
+static int keep_running(const struct config *o, struct config *n)
+{
+	int ret;
+
+	if ((ret = keep_str(&n->host_id, o->host_id)))
+		return ret;
+	return keep_str(&n->state_dir, o->state_dir);
 }
 
 #ifdef JITD_TEST_HOOKS
@@ -3148,7 +3163,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		goto refused;
 	hooked = e->endpoint_hook.finish != NULL;
 	note_restart_only(e->cfg, nc);
-	if ((ret = keep_host_id(e->cfg, nc)))
+	if ((ret = keep_running(e->cfg, nc)))
 		goto fail;
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||

@@ -6,7 +6,8 @@
 # told to retry); in test builds, a spool that cannot be read back must end its connection at
 # once, and a status that runs out of memory midway must be answered as an error or cut short,
 # over the control socket too; and the agent must serve the next status and exit clean (under
-# ASan: no leak).
+# ASan: no leak). A reload that moves state_dir waits for the restart: statuses are still
+# spooled in the directory jitd opened.
 # The server namespace's own TCP buffers are made small, so that a few hundred grants take many
 # pieces and turns of the loop.
 . "$(dirname "$0")/lib.sh"
@@ -261,6 +262,21 @@ status_json | jq -e '.endpoint | .transport == "http" and .address == "127.0.0.1
 	.client_certificates == false and .certificate == null and .max_connections > 0' >/dev/null ||
 	fail "status's endpoint: $(status_json | jq -c .endpoint)"
 pass "status: the endpoint, plain HTTP on 127.0.0.1:7080, no certificate"
+log "a reload that moves state_dir: it waits for the restart, and statuses are spooled as before"
+jq --arg d "$TMP/elsewhere" '.state_dir = $d' "$CONFIG" >"$TMP/moved.json"
+cat "$TMP/moved.json" >"$CONFIG"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
+grep -q "applied only at the next start: state_dir" "$TMP/jitd.log" ||
+	fail "no warning that state_dir waits for a restart"
+code=$(in_ns "$SRV" curl -sS --max-time 20 -o "$TMP/body" -w '%{http_code}' \
+	http://127.0.0.1:7080/v1/status)
+[ "$code" = 200 ] && [ "$(jq '.grants | length' "$TMP/body")" = "$N" ] ||
+	fail "GET /v1/status after the reload: HTTP $code"
+! grep -q "cannot spool the status" "$TMP/jitd.log" ||
+	fail "the status was spooled in the new state_dir: $(grep "cannot spool" "$TMP/jitd.log")"
+pass "warned; the status is still spooled in the state_dir jitd opened"
+listen_plain PT5S
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
 URL=http://127.0.0.1:7080 CURL_TLS=() PY_TLS=(127.0.0.1 7080)
 over listen_plain
 
