@@ -327,13 +327,19 @@ int audit_log(struct audit *a, const struct audit_rec *r)
 	return audit_log_many(a, r, 1);
 }
 
-static bool wanted(const json_t *ev, int64_t since, const char *grant_id)
+/* Whether member name of ev is the string want, or want is NULL. */
+static bool member_is(const json_t *ev, const char *name, const char *want)
 {
-	const char *g = json_string_value(json_object_get(ev, "grant"));
+	const char *v = json_string_value(json_object_get(ev, name));
 
-	if (json_integer_value(json_object_get(ev, "ts")) < since)
-		return false;
-	return !grant_id || (g && !strcmp(g, grant_id));
+	return !want || (v && !strcmp(v, want));
+}
+
+static bool wanted(const json_t *ev, const struct audit_filter *f)
+{
+	return json_integer_value(json_object_get(ev, "ts")) >= f->since &&
+		member_is(ev, "grant", f->grant_id) && member_is(ev, "sub", f->sub) &&
+		member_is(ev, "event", f->event);
 }
 
 /* The files oldest first, each with the length it had: what a scan on another thread reads. */
@@ -393,6 +399,7 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 	int (*cb)(json_t *ev, void *arg), void *arg)
 {
+	const struct audit_filter all_since = { .since = since };
 	char *line = NULL;
 	size_t cap = 0;
 	int ret = 0;
@@ -419,7 +426,7 @@ int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 			/* A torn write, or a damaged line (a NUL, a run-on), does not parse: skipped. */
 			if (n <= MAX_LINE)
 				ev = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
-			if (json_is_object(ev) && wanted(ev, since, NULL))
+			if (json_is_object(ev) && wanted(ev, &all_since))
 				ret = cb(ev, arg);
 			json_decref(ev);
 		}
@@ -448,7 +455,7 @@ int audit_foreach(struct audit *a, int64_t since, int (*cb)(json_t *ev, void *ar
  * and a full default trail holds four times max.
  */
 struct query {
-	const char *grant_id;
+	const struct audit_filter *f;
 	json_t **ring;
 	size_t max, n, oldest;
 	bool truncated;
@@ -458,7 +465,7 @@ static int query_cb(json_t *ev, void *arg)
 {
 	struct query *q = arg;
 
-	if (!wanted(ev, 0, q->grant_id))
+	if (!wanted(ev, q->f))
 		return 0;
 	if (q->n < q->max) {
 		q->ring[q->n++] = json_incref(ev);
@@ -471,15 +478,15 @@ static int query_cb(json_t *ev, void *arg)
 	return 0;
 }
 
-json_t *audit_snapshot_query(struct audit_snapshot *s, int64_t since, const char *grant_id,
-	size_t max, bool *truncated)
+json_t *audit_snapshot_query(struct audit_snapshot *s, const struct audit_filter *f, size_t max,
+	bool *truncated)
 {
-	struct query q = { .grant_id = grant_id, .max = max ? max : 1 };
+	struct query q = { .f = f, .max = max ? max : 1 };
 	json_t *out = NULL;
 	size_t i = 0;
 
 	if (!(q.ring = calloc(q.max, sizeof(*q.ring))) ||
-		audit_snapshot_foreach(s, since, query_cb, &q) || !(out = json_array()))
+		audit_snapshot_foreach(s, f->since, query_cb, &q) || !(out = json_array()))
 		goto out;
 	/* Oldest first; each event moves from the ring into the array. */
 	for (; i < q.n; i++)
@@ -497,15 +504,14 @@ out:
 	return out;
 }
 
-json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
-	bool *truncated)
+json_t *audit_query(struct audit *a, const struct audit_filter *f, size_t max, bool *truncated)
 {
 	struct audit_snapshot *s;
 	json_t *out;
 
 	if (audit_snapshot(a, &s))
 		return NULL;
-	out = audit_snapshot_query(s, since, grant_id, max, truncated);
+	out = audit_snapshot_query(s, f, max, truncated);
 	audit_snapshot_free(&s);
 	return out;
 }

@@ -70,7 +70,7 @@ struct log_job {
 	struct client *c;
 	struct audit_snapshot *snap;
 	int64_t since;
-	char *grant;		/* NULL: every grant's events */
+	char *grant, *sub, *event;	/* NULL: not narrowed by it */
 	char *line;		/* the reply, with its newline; NULL: out of memory */
 	size_t len;
 	pthread_t thread;
@@ -355,6 +355,8 @@ static void log_job_free(struct log_job *j)
 {
 	audit_snapshot_free(&j->snap);
 	free(j->grant);
+	free(j->sub);
+	free(j->event);
 	free(j->line);
 	free(j);
 }
@@ -379,12 +381,14 @@ static void test_hook_log_hold(const struct ctl *ctl)
 static void *log_main(void *arg)
 {
 	struct log_job *j = arg;
+	const struct audit_filter f = { .since = j->since, .grant_id = j->grant, .sub = j->sub,
+		.event = j->event };
 	bool truncated = false;
 	json_t *events, *msg;
 
 	pthread_setname_np(pthread_self(), "jitd-log");
 	test_hook_log_hold(j->ctl);
-	events = audit_snapshot_query(j->snap, j->since, j->grant, LOG_MAX_EVENTS, &truncated);
+	events = audit_snapshot_query(j->snap, &f, LOG_MAX_EVENTS, &truncated);
 	msg = events ? json_pack("{s:b, s:o, s:b}", "ok", 1, "events", events, "truncated",
 			       truncated) :
 		       proto_error(JIT_ERR_INTERNAL, "cannot read the audit trail");
@@ -468,17 +472,21 @@ static void log_done_cb(void *arg)
 
 static json_t *do_log(struct client *c, json_t *req)
 {
-	const json_t *since = json_object_get(req, "since"), *grant = json_object_get(req, "grant");
+	const json_t *since = json_object_get(req, "since"), *grant = json_object_get(req, "grant"),
+		     *sub = json_object_get(req, "sub"), *event = json_object_get(req, "event");
 	struct ctl *ctl = c->ctl;
 	struct log_job *j;
 
-	if ((since && !json_is_integer(since)) || (grant && !json_is_string(grant)))
-		return proto_error(JIT_ERR_BAD_REQUEST,
-			"log takes an optional \"since\" integer and \"grant\" string");
+	if ((since && !json_is_integer(since)) || (grant && !json_is_string(grant)) ||
+		(sub && !json_is_string(sub)) || (event && !json_is_string(event)))
+		return proto_error(JIT_ERR_BAD_REQUEST, "log takes an optional \"since\" integer "
+			"and optional \"grant\", \"sub\" and \"event\" strings");
 	if (ctl->n_jobs >= LOG_JOBS_MAX)
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
 	if (!(j = calloc(1, sizeof(*j))) ||
 		(grant && !(j->grant = strdup(json_string_value(grant)))) ||
+		(sub && !(j->sub = strdup(json_string_value(sub)))) ||
+		(event && !(j->event = strdup(json_string_value(event)))) ||
 		audit_snapshot(enforce_audit(ctl->enf), &j->snap)) {
 		if (j)
 			log_job_free(j);

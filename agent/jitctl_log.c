@@ -11,16 +11,43 @@
 static const char *const csv_fields[] = { "time", "event", "grant", "sub", "iss", "kid",
 	"sources", "ports", "expires_at", "reason", "peer", "code", "message", "count" };
 
+/* What the agent audits (agent/audit.h's records), for --event. */
+static const char *const event_names[] = { "grant.applied", "grant.refused", "grant.revoked",
+	"grant.expired", "revocation.refused", "flows.terminated", "config.loaded",
+	"config.refused", "drift.repaired", "agent.started", "agent.stopped" };
+
 static void log_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] log [--since 7d|24h|30m|DATE] [--grant ID] [--json|--csv]\n\n"
+	size_t col = 39; /* the line the names start on, so far */
+
+	fprintf(f, "Usage: jitctl [-s SOCKET] log [--since WHEN] [--grant ID] [--user SUB]\n"
+		   "                              [--event NAME] [--json|--csv]\n\n"
 		   "Shows the agent's audit trail, oldest first: every grant applied, refused,\n"
-		   "expired or revoked, and the agent's own start and stop.\n\n"
+		   "expired or revoked, and the agent's own start and stop. The filters combine.\n\n"
 		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s) or a date\n"
 		   "                (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)\n"
 		   "  --grant ID    only the events of one grant\n"
-		   "  --json        the events as a JSON array\n"
+		   "  --user SUB    only the events of one user (the grants' \"sub\", exactly)\n"
+		   "  --event NAME  only one kind of event:");
+	for (size_t i = 0; i < sizeof(event_names) / sizeof(event_names[0]); i++) {
+		if (col + strlen(event_names[i]) + 2 > 80) {
+			fprintf(f, "\n               ");
+			col = 15;
+		}
+		fprintf(f, " %s%s", event_names[i],
+			i + 1 < sizeof(event_names) / sizeof(event_names[0]) ? "," : "");
+		col += strlen(event_names[i]) + 2;
+	}
+	fprintf(f, "\n  --json        the events as a JSON array\n"
 		   "  --csv         RFC 4180 CSV with a header row, for spreadsheets\n");
+}
+
+static bool event_known(const char *name)
+{
+	for (size_t i = 0; i < sizeof(event_names) / sizeof(event_names[0]); i++)
+		if (!strcmp(name, event_names[i]))
+			return true;
+	return false;
 }
 
 /* "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these. */
@@ -142,12 +169,14 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "since", required_argument, NULL, 's' },
 		{ "grant", required_argument, NULL, 'g' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "event", required_argument, NULL, 'e' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "csv", no_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *grant = NULL;
+	const char *grant = NULL, *user = NULL, *event = NULL;
 	json_t *req = NULL, *rep = NULL, *events;
 	bool json = false, csv = false;
 	long long since = -1;
@@ -164,6 +193,15 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 			}
 			break;
 		case 'g': grant = optarg; break;
+		case 'u': user = optarg; break;
+		case 'e':
+			if (!event_known(optarg)) {
+				fprintf(stderr, "jitctl log: --event '%s' is not an event name (see "
+						"--help)\n", optarg);
+				return JITCTL_USAGE;
+			}
+			event = optarg;
+			break;
 		case 'j': json = true; break;
 		case 'c': csv = true; break;
 		case 'h': log_usage(stdout); return JITCTL_OK;
@@ -177,8 +215,10 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if (!(req = json_pack("{s:s}", "op", "log")) ||
 		(since >= 0 && json_object_set_new(req, "since", json_integer(since))) ||
-		(grant && json_object_set_new(req, "grant", json_string(grant)))) {
-		fprintf(stderr, "jitctl log: --grant is not text\n");
+		(grant && json_object_set_new(req, "grant", json_string(grant))) ||
+		(user && json_object_set_new(req, "sub", json_string(user))) ||
+		(event && json_object_set_new(req, "event", json_string(event)))) {
+		fprintf(stderr, "jitctl log: --grant, --user or --event is not UTF-8 text\n");
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("log", json, rep)))

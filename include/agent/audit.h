@@ -71,12 +71,18 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
  * the caller's (another thread's), else *fd = -1. 0 or -errno (then nothing changed).
  */
 int audit_unsynced_fd(struct audit *a, int *fd);
+/* Which events a query returns; a member left NULL (since 0) does not narrow it. */
+struct audit_filter {
+	int64_t since;		/* ts >= since */
+	const char *grant_id;	/* "grant" */
+	const char *sub;	/* "sub", the user */
+	const char *event;	/* "event", such as "grant.refused" */
+};
 /*
- * Events oldest first across the rotated files, with ts >= since and, if grant_id is set, only
- * that grant's; at most max (the newest), *truncated set if more. New array, NULL on OOM.
+ * Events oldest first across the rotated files, those f lets through; at most max (the newest),
+ * *truncated set if more. New array, NULL on OOM.
  */
-json_t *audit_query(struct audit *a, int64_t since, const char *grant_id, size_t max,
-	bool *truncated);
+json_t *audit_query(struct audit *a, const struct audit_filter *f, size_t max, bool *truncated);
 /*
  * The trail as it is now, for a walk on another thread: its files opened and their lengths
  * noted, so that records written and files rotated meanwhile change nothing of what the walk
@@ -88,8 +94,8 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out);
 int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 	int (*cb)(json_t *ev, void *arg), void *arg);
 /* audit_query over a snapshot, likewise for any thread. */
-json_t *audit_snapshot_query(struct audit_snapshot *s, int64_t since, const char *grant_id,
-	size_t max, bool *truncated);
+json_t *audit_snapshot_query(struct audit_snapshot *s, const struct audit_filter *f, size_t max,
+	bool *truncated);
 /* NULLs *s; accepts NULL. */
 void audit_snapshot_free(struct audit_snapshot **s);
 /*

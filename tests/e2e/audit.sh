@@ -1,6 +1,7 @@
 # The audit trail: every decision of the test is one JSON line in state_dir/audit.jsonl, and
-# `jitctl log` gives it back filtered, as JSON and as CSV that a real CSV parser reads. Per-port
-# activity in `jitctl status` (grants in 7 days, last access, last user) survives a restart.
+# `jitctl log` gives it back filtered (time, grant, user, kind of event), as JSON and as CSV
+# that a real CSV parser reads. Per-port activity in `jitctl status` (grants in 7 days, last
+# access, last user) survives a restart.
 . "$(dirname "$0")/lib.sh"
 
 # Test builds: while this file exists, a log query waits on its thread (jitd-log).
@@ -52,6 +53,24 @@ rc=0
 "$JITCTL_BIN" -s "$SOCK" log --since yesterday >/dev/null 2>"$TMP/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "is not 7d, 24h, 30m" "$TMP/err" || fail "--since yesterday: exit $rc, $(cat "$TMP/err")"
 pass "--json returns every event; --grant and --since (days, minutes, seconds, ISO 8601, dates) filter"
+# --user and --event, alone and together with the others, against the file itself.
+want=$(jq -s -c '[.[] | select(.sub == "bob, \"the admin\"") | .grant + " " + .event]' "$file")
+got=$("$JITCTL_BIN" -s "$SOCK" log --user 'bob, "the admin"' --json | jq -c 'map(.grant + " " + .event)')
+[ "$got" = "$want" ] && [ "$got" != "[]" ] || fail "--user: $got, the file's: $want"
+"$JITCTL_BIN" -s "$SOCK" log --user bob --json | jq -e 'length == 0' >/dev/null ||
+	fail "--user matched part of a name"
+"$JITCTL_BIN" -s "$SOCK" log --event grant.refused --json |
+	jq -e 'length == 1 and .[0].grant == "au-bad" and .[0].code == "port_not_protected"' >/dev/null ||
+	fail "--event grant.refused: $("$JITCTL_BIN" -s "$SOCK" log --event grant.refused --json)"
+"$JITCTL_BIN" -s "$SOCK" log --event grant.applied --user alice --since 1h --json |
+	jq -e 'length == 1 and .[0].grant == "au-short"' >/dev/null || fail "--event with --user and --since"
+"$JITCTL_BIN" -s "$SOCK" log --event grant.revoked --grant au-short --json | jq -e 'length == 0' \
+	>/dev/null || fail "--event and --grant do not combine"
+rc=0
+"$JITCTL_BIN" -s "$SOCK" log --event grant.aplied >/dev/null 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "is not an event name" "$TMP/err" ||
+	fail "--event grant.aplied: exit $rc, $(cat "$TMP/err")"
+pass "--user (exactly) and --event filter, combined with each other and --since and --grant"
 # The table an operator reads: a header, then one line per event with its code and peer.
 "$JITCTL_BIN" -s "$SOCK" log >"$TMP/log.txt" || fail "jitctl log failed"
 [ "$(wc -l <"$TMP/log.txt")" -eq $(($(jq length "$TMP/all.json") + 1)) ] &&

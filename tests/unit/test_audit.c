@@ -75,7 +75,7 @@ static void test_grant_record(void **state)
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0640);
-	all = audit_query(a, 0, NULL, 10, &trunc);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 10, &trunc);
 	assert_non_null(all);
 	assert_false(trunc);
 	assert_int_equal(json_array_size(all), 1);
@@ -221,40 +221,63 @@ static void test_filters_and_garbage(void **state)
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
 	fp = fopen(path, "w");
 	assert_non_null(fp);
-	fprintf(fp, "{\"ts\":100,\"event\":\"grant.applied\",\"grant\":\"old\"}\nnot json\n");
+	fprintf(fp, "{\"ts\":100,\"event\":\"grant.applied\",\"grant\":\"old\",\"sub\":\"alice\"}\n"
+		"not json\n");
 	fclose(fp);
 	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.refused",
 		.grant_id = "x", .code = "expired", .message = "bad\nline\x01", .count = -1 }), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "flows.terminated",
 		.grant_id = "y", .count = 3 }), 0);
-	all = audit_query(a, 0, NULL, 100, &trunc);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 100, &trunc);
 	assert_int_equal(json_array_size(all), 3); /* the garbage line is skipped */
 	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 1), "message")),
 		"bad\nline\x01");
 	assert_int_equal(json_integer_value(json_object_get(json_array_get(all, 2), "count")), 3);
 	json_decref(all);
-	all = audit_query(a, time(NULL) - 60, NULL, 100, &trunc);
+	all = audit_query(a, &(struct audit_filter){ .since = time(NULL) - 60 }, 100, &trunc);
 	assert_int_equal(json_array_size(all), 2); /* "old" is before since */
 	json_decref(all);
-	all = audit_query(a, 0, "x", 100, &trunc);
+	all = audit_query(a, &(struct audit_filter){ .grant_id = "x" }, 100, &trunc);
 	assert_int_equal(json_array_size(all), 1);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "code")),
 		"expired");
 	json_decref(all);
-	all = audit_query(a, 0, NULL, 2, &trunc);
+	/* By user, by kind of event, and every member given must match. */
+	all = audit_query(a, &(struct audit_filter){ .sub = "alice" }, 100, &trunc);
+	assert_int_equal(json_array_size(all), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "grant")),
+		"old");
+	json_decref(all);
+	all = audit_query(a, &(struct audit_filter){ .event = "flows.terminated" }, 100, &trunc);
+	assert_int_equal(json_array_size(all), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "grant")),
+		"y");
+	json_decref(all);
+	all = audit_query(a, &(struct audit_filter){ .event = "grant.applied", .sub = "alice",
+		.grant_id = "old" }, 100, &trunc);
+	assert_int_equal(json_array_size(all), 1);
+	json_decref(all);
+	all = audit_query(a, &(struct audit_filter){ .event = "grant.applied", .grant_id = "x" },
+		100, &trunc);
+	assert_int_equal(json_array_size(all), 0);
+	json_decref(all);
+	all = audit_query(a, &(struct audit_filter){ .sub = "alic" }, 100, &trunc);
+	assert_int_equal(json_array_size(all), 0); /* exact, not a prefix */
+	json_decref(all);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 2, &trunc);
 	assert_true(trunc);
 	assert_int_equal(json_array_size(all), 2);
 	/* The newest two, still oldest first. */
 	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "grant")), "x");
 	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 1), "grant")), "y");
 	json_decref(all);
-	all = audit_query(a, 0, NULL, 1, &trunc);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 1, &trunc);
 	assert_true(trunc);
 	assert_int_equal(json_array_size(all), 1);
 	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "grant")), "y");
 	json_decref(all);
-	all = audit_query(a, 0, NULL, 3, &trunc);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 3, &trunc);
 	assert_false(trunc);
 	assert_int_equal(json_array_size(all), 3);
 	json_decref(all);
@@ -333,7 +356,7 @@ static void test_rotation(void **state)
 	assert_int_equal(stat(path, &st), 0);
 	snprintf(path, sizeof(path), "%s/audit.jsonl.3", f->dir);
 	assert_int_not_equal(stat(path, &st), 0); /* keep = 2 */
-	all = audit_query(a, 0, NULL, 100000, &trunc);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 100000, &trunc);
 	assert_true(json_array_size(all) < 2000);
 	/* Oldest first across the files, and the newest event last. */
 	assert_string_equal(json_string_value(json_object_get(
@@ -382,7 +405,7 @@ static void test_snapshot(void **state)
 
 	assert_int_equal(audit_open(f->dir, &o, &a), 0);
 	log_ids(a, 0, 500);
-	all = audit_query(a, 0, NULL, 100000, &trunc);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 100000, &trunc);
 	assert_int_equal(audit_foreach(a, 0, collect_ids, before), 0);
 	assert_int_equal(audit_snapshot(a, &snap), 0);
 	/* More than a file's worth afterwards: every file rotates at least once. */
