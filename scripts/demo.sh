@@ -65,8 +65,10 @@ show "$JITCTL_BIN" -s "$SOCK" status
 
 say "Waiting for the kernel to expire the grant (jitd does nothing to remove it)"
 for ((i = 0; i < GRANT_SECONDS + 10; i++)); do
-	[ -z "$(allow_elems allow4_addr)" ] && break
-	printf '\r   element still present, %ss left ' "$(elem_expires allow4_addr 192.0.2.2)"
+	# Read once: the kernel may remove it between two reads.
+	left=$(elem_expires allow4_addr 192.0.2.2)
+	[ -z "$left" ] && break
+	printf '\r   element still present, %ss left ' "$left"
 	sleep 1
 done
 printf '\n'
