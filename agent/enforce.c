@@ -164,6 +164,8 @@ struct enforce {
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
+	const struct config *started_cfg; /* the caller's: what restart-only settings still are */
+	char restart_pending[RESTART_PENDING_LEN]; /* those the file changed (restart_only) */
 	struct enforce_endpoint_hook endpoint_hook;
 	uint32_t table_flags;		/* RULESET_TABLE_F_OWNER | _PERSIST, or 0 */
 	bool gap_measured;
@@ -2976,35 +2978,41 @@ out:
 	return ret;
 }
 
-/* What a reload cannot change in a running agent: named so the operator knows to restart. */
-static void note_restart_only(const struct config *o, const struct config *n)
+/*
+ * What a reload cannot change in a running agent: the settings in which the file n differs from
+ * o, the configuration jitd started with, as names separated by spaces in list ("" for none),
+ * so that the operator knows a restart is still owed, at every reload until it happens.
+ */
+static void restart_only(const struct config *o, const struct config *n, char *list, size_t len)
 {
 	const struct listen_config *a = &o->listen, *b = &n->listen;
-	char list[256] = "";
-
+	const struct {
+		bool differs;
+		const char *name;
+	} v[] = {
 #define DIFF_STR(x, y) (((x) == NULL) != ((y) == NULL) || ((x) && strcmp((x), (y))))
-	if (DIFF_STR(o->state_dir, n->state_dir))
-		strcat(list, " state_dir");
-	if (DIFF_STR(o->control_socket, n->control_socket))
-		strcat(list, " control_socket");
-	if (DIFF_STR(o->control_group, n->control_group))
-		strcat(list, " control_group");
-	if (o->replay_cache_max != n->replay_cache_max || o->audit_max_bytes != n->audit_max_bytes ||
-		o->audit_keep != n->audit_keep)
-		strcat(list, " replay_cache_max/audit");
-	if (o->reconcile_interval != n->reconcile_interval)
-		strcat(list, " reconcile_interval");
-	if (strcmp(o->host_id, n->host_id))
-		strcat(list, " host_id");
-	/* The TLS files are not in the list: the endpoint loads them again (its hook). */
-	if (a->enabled != b->enabled || strcmp(a->host, b->host) || a->port != b->port ||
-		a->insecure_plaintext != b->insecure_plaintext ||
-		a->max_connections != b->max_connections || a->timeout != b->timeout ||
-		a->rate_limit != b->rate_limit)
-		strcat(list, " listen");
+		{ DIFF_STR(o->host_id, n->host_id), "host_id" },
+		{ DIFF_STR(o->state_dir, n->state_dir), "state_dir" },
+		{ DIFF_STR(o->control_socket, n->control_socket), "control_socket" },
+		{ DIFF_STR(o->control_group, n->control_group), "control_group" },
+		{ o->replay_cache_max != n->replay_cache_max, "replay_cache_max" },
+		{ o->audit_max_bytes != n->audit_max_bytes || o->audit_keep != n->audit_keep,
+			"audit" },
+		{ o->reconcile_interval != n->reconcile_interval, "reconcile_interval" },
+		/* The TLS files are not in the list: the endpoint loads them again (its hook). */
+		{ a->enabled != b->enabled || DIFF_STR(a->host, b->host) || a->port != b->port ||
+			a->insecure_plaintext != b->insecure_plaintext ||
+			a->max_connections != b->max_connections || a->timeout != b->timeout ||
+			a->rate_limit != b->rate_limit, "listen" },
 #undef DIFF_STR
-	if (list[0])
-		log_warn("reload: changed but applied only at the next start:%s", list);
+	};
+	size_t off = 0;
+
+	list[0] = '\0';
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		if (v[i].differs && off < len)
+			off += (size_t)snprintf(list + off, len - off, "%s%s", off ? " " : "",
+				v[i].name);
 }
 
 /* *n's copy of o, if they differ. 0 or -ENOMEM. */
@@ -3132,7 +3140,7 @@ json_t *enforce_endpoint_json(const struct enforce *e, int64_t now)
 
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
-	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64];
+	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
 	struct jit_error jerr = { 0 };
 	struct grant *dropped = NULL;
 	struct config *nc = NULL;
@@ -3162,8 +3170,10 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		e->endpoint_hook.prepare(e->endpoint_hook.arg, nc, err, errlen))
 		goto refused;
 	hooked = e->endpoint_hook.finish != NULL;
-	note_restart_only(e->cfg, nc);
-	if ((ret = keep_running(e->cfg, nc)))
+	restart_only(e->started_cfg, nc, pending, sizeof(pending));
+	if (pending[0])
+		log_warn("reload: changed but applied only at the next start: %s", pending);
+	if ((ret = keep_running(e->started_cfg, nc)))
 		goto fail;
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
@@ -3226,6 +3236,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	e->cfg = nc;
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
+	memcpy(e->restart_pending, pending, sizeof(pending));
 	log_set_level(nc->log_level);
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, true);
@@ -3280,7 +3291,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->cfg = d->cfg;
+	e->cfg = e->started_cfg = d->cfg;
 	e->unsure = true; /* until the kernel has been read in full */
 	e->config_path = d->config_path;
 	e->nft = d->nft;
@@ -3476,4 +3487,9 @@ int64_t enforce_started(const struct enforce *e)
 const char *enforce_last_error(const struct enforce *e)
 {
 	return e->last_error;
+}
+
+const char *enforce_restart_pending(const struct enforce *e)
+{
+	return e->restart_pending;
 }

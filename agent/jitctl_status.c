@@ -205,12 +205,15 @@ static void print_grants(const json_t *grants)
 
 static void print_agent(const json_t *a)
 {
-	char up[32];
+	char up[32], pending[256];
 
 	printf("Agent:          jitd %s, up %s, config %s%s\n", jitctl_str(a, "version"),
 		human(json_object_get(a, "uptime"), up, sizeof(up)), jitctl_str(a, "config"),
 		json_is_false(json_object_get(a, "conntrack")) ? ", conntrack unavailable" : "");
 	printf("Last error:     %s\n", jitctl_str(a, "last_error"));
+	if (json_array_size(json_object_get(a, "restart_pending")) > 0)
+		printf("Restart needed: %s (changed in the file; applied at the next start)\n",
+			join(json_object_get(a, "restart_pending"), pending, sizeof(pending)));
 }
 
 /* Days before its end that a certificate is called out (the agent warns from then on too). */

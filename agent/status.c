@@ -736,15 +736,32 @@ static json_t *targets_json(const struct config *cfg, const struct grant *g, siz
 	return a;
 }
 
+/* The settings a restart still owes, from their names separated by spaces. */
+static json_t *pending_json(const char *names)
+{
+	json_t *a = json_array();
+	size_t n;
+
+	while (a && *names) {
+		n = strcspn(names, " ");
+		if (json_array_append_new(a, json_stringn(names, n))) {
+			json_decref(a);
+			return NULL;
+		}
+		names += n + (names[n] == ' ');
+	}
+	return a;
+}
+
 static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 {
 	const char *err = enforce_last_error(e);
 	int64_t started = enforce_started(e);
 
-	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:b}", "version", JITD_VERSION, "started_at",
-		time_json(started), "uptime", (json_int_t)(now - started), "config",
+	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:b, s:o}", "version", JITD_VERSION,
+		"started_at", time_json(started), "uptime", (json_int_t)(now - started), "config",
 		enforce_config_path(e), "last_error", *err ? json_string(err) : json_null(),
-		"conntrack", conntrack);
+		"conntrack", conntrack, "restart_pending", pending_json(enforce_restart_pending(e)));
 }
 
 static bool near(int64_t a, int64_t b)

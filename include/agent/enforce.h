@@ -193,6 +193,12 @@ bool enforce_table_owned(const struct enforce *e);
 /* When the agent started (seconds since the epoch), and its last operational error ("" if none). */
 int64_t enforce_started(const struct enforce *e);
 const char *enforce_last_error(const struct enforce *e);
+/*
+ * The restart-only settings the configuration file changed since the start, as names separated
+ * by spaces ("" if none): what the last successful reload could not apply.
+ */
+#define RESTART_PENDING_LEN 160
+const char *enforce_restart_pending(const struct enforce *e);
 
 /* Wall clock in milliseconds since the epoch: grant times and element timeouts use it. */
 int64_t enforce_now_ms(void);

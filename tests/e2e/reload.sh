@@ -64,9 +64,10 @@ grep -q "1 protected port(s), 0 grant(s) removed" "$TMP/out" || fail "reload sai
 pass "jitctl reload: $(cat "$TMP/out")"
 expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
-status_json | jq -e '.kernel.in_sync and ([.grants[].id] == ["keep"])' >/dev/null ||
-	fail "status after reloads: $(status_json | jq -c '.kernel.in_sync, [.grants[].id]')"
-pass "status: in sync, the kept grant only"
+status_json | jq -e '.kernel.in_sync and ([.grants[].id] == ["keep"]) and
+	.agent.restart_pending == []' >/dev/null ||
+	fail "status after reloads: $(status_json | jq -c '.kernel.in_sync, [.grants[].id], .agent')"
+pass "status: in sync, the kept grant only, no restart owed"
 
 log "a key taken out of keys_dir: its grants leave at the reload, as at a restart"
 "$JITCTL_BIN" keygen --kid ctl2 --dir "$TMP/signer" >/dev/null
@@ -101,23 +102,37 @@ sign --src 192.0.2.6 --port 22 --for 300 --jti old-aud | submit - >/dev/null ||
 	fail "a grant for $HOST_ID was refused"
 old_id=$HOST_ID
 HOST_ID=e2e-renamed
+# With another restart-only setting, which (unlike host_id) the reloaded configuration carries.
 write_config reject '["198.51.100.3"]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"reconcile_interval": "PT45S"'
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
-wait_until 5 "the reload's warning" grep -q "applied only at the next start: host_id" "$TMP/jitd.log"
+wait_until 5 "the reload's warning" \
+	grep -q "applied only at the next start: host_id reconcile_interval" "$TMP/jitd.log"
 [ "$(status_json | jq -r .host_id)" = "$old_id" ] ||
 	fail "the reload took the new host_id: $(status_json | jq -r .host_id)"
+status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
+	fail "status's restart_pending: $(status_json | jq -c .agent.restart_pending)"
+"$JITCTL_BIN" -s "$SOCK" status | grep -qx \
+	"Restart needed: host_id, reconcile_interval (changed in the file; applied at the next start)" ||
+	fail "jitctl status does not say a restart is needed: $("$JITCTL_BIN" -s "$SOCK" status)"
+# Owed at every reload until the restart, not only at the one that met the change.
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
+[ "$(grep -c "applied only at the next start: host_id reconcile_interval" "$TMP/jitd.log")" = 2 ] &&
+	status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
+	fail "a second reload of the same file forgot the restart owed"
 rc=0
 sign --aud e2e-renamed --src 192.0.2.5 --port 22 --for 300 | submit - >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q wrong_audience "$TMP/out" ||
 	fail "a grant for the new host_id before the restart: exit $rc: $(cat "$TMP/out")"
 sign --aud "$old_id" --src 192.0.2.5 --port 22 --for 300 | submit - >/dev/null ||
 	fail "a grant for the running host_id was refused after the reload"
-pass "after the reload: warned, host_id still $old_id, grants for it accepted, for the new one refused"
+pass "after the reload: warned, host_id still $old_id and a restart owed (status), grants for it accepted, for the new one refused"
 stop_jitd
 start_jitd
-[ "$(status_json | jq -r .host_id)" = e2e-renamed ] ||
-	fail "the restart kept host_id $(status_json | jq -r .host_id)"
+[ "$(status_json | jq -r .host_id)" = e2e-renamed ] &&
+	status_json | jq -e '.agent.restart_pending == []' >/dev/null ||
+	fail "after the restart: $(status_json | jq -c '.host_id, .agent.restart_pending')"
 for a in 192.0.2.2 192.0.2.5 192.0.2.6; do
 	lacks_elem allow4_addr "$a tcp 22" || fail "$a's grant, for $old_id, survived the restart"
 done

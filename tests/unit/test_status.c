@@ -86,6 +86,11 @@ const char *enforce_last_error(const struct enforce *e __attribute__((unused)))
 	return "";
 }
 
+const char *enforce_restart_pending(const struct enforce *e __attribute__((unused)))
+{
+	return "";
+}
+
 json_t *enforce_endpoint_json(const struct enforce *e __attribute__((unused)),
 	int64_t now __attribute__((unused)))
 {
