@@ -1035,6 +1035,15 @@ static void cert_timer_cb(evutil_socket_t fd, short what, void *arg)
 	cert_look(arg, false);
 }
 
+/* host:port as a client writes it, an IPv6 address in brackets. */
+#define ENDPOINT_ADDRLEN 128
+static void endpoint_address(const struct listen_config *l, char *buf, size_t len)
+{
+	bool v6 = strchr(l->host, ':') != NULL;
+
+	snprintf(buf, len, "%s%s%s:%u", v6 ? "[" : "", l->host, v6 ? "]" : "", (unsigned)l->port);
+}
+
 /*
  * The endpoint in the status: the address and transport it serves (a reload changes neither),
  * its connections, and the certificate new connections get, with its end, so that an operator
@@ -1044,16 +1053,16 @@ static json_t *describe(void *arg, int64_t now)
 {
 	struct http *h = arg;
 	const struct listen_config *l = h->l;
-	char addr[128], until[PROTO_TIME_LEN];
+	char addr[ENDPOINT_ADDRLEN], until[PROTO_TIME_LEN];
 	json_t *cert = json_null();
 	int64_t end;
 
-	snprintf(addr, sizeof(addr), "%s%s%s:%u", strchr(l->host, ':') ? "[" : "", l->host,
-		strchr(l->host, ':') ? "]" : "", (unsigned)l->port);
+	endpoint_address(l, addr, sizeof(addr));
 	if (h->tls.ctx && !tls_not_after(h->tls.ctx, &end))
-		cert = proto_time_format(end, until, sizeof(until)) ? NULL :
-			json_pack("{s:s, s:s, s:I}", "file", h->tls.cert_path, "not_after", until,
-				"expires_in", (json_int_t)(end - now));
+		cert = json_pack("{s:s, s:o, s:I}", "file", h->tls.cert_path, "not_after",
+			proto_time_format(end, until, sizeof(until)) ? json_null() :
+								       json_string(until),
+			"expires_in", (json_int_t)(end - now));
 	return json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "address", addr, "transport",
 		h->tls.ctx ? "https" : "http", "client_certificates", tls_mutual(h->tls.ctx),
 		"connections", (json_int_t)h->n_conns, "max_connections",
@@ -1127,6 +1136,7 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	struct sockaddr_storage ss;
 	struct http *h = NULL;
 	struct enforce_endpoint_hook hook = { reload_prepare, reload_finish, describe, NULL };
+	char addr[ENDPOINT_ADDRLEN];
 	socklen_t sl;
 	int ret;
 
@@ -1189,9 +1199,9 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 		ret = -ENOMEM;
 		goto out;
 	}
-	log_info("controller endpoint on %s%s%s:%u (%s)", strchr(l->host, ':') ? "[" : "",
-		l->host, strchr(l->host, ':') ? "]" : "", (unsigned)l->port,
-		l->insecure_plaintext ? "plain HTTP, loopback only" :
+	endpoint_address(l, addr, sizeof(addr));
+	log_info("controller endpoint on %s (%s)", addr, l->insecure_plaintext ?
+		"plain HTTP, loopback only" :
 		l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
 	hook.arg = h;
 	enforce_set_endpoint_hook(enf, &hook);
