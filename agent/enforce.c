@@ -3015,6 +3015,16 @@ static void restart_only(const struct config *o, const struct config *n, char *l
 				v[i].name);
 }
 
+/* How many names restart_only put in list. */
+static uint32_t pending_count(const char *list)
+{
+	uint32_t n = list[0] != '\0';
+
+	for (; *list; list++)
+		n += *list == ' ';
+	return n;
+}
+
 /* *n's copy of o, if they differ. 0 or -ENOMEM. */
 static int keep_str(char **n, const char *o)
 {
@@ -3237,6 +3247,10 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
 	memcpy(e->restart_pending, pending, sizeof(pending));
+	e->metrics.restart_pending = pending_count(pending);
+	e->metrics.reloads_applied++;
+	e->metrics.reload_applied_at = enforce_now_ms() / 1000;
+	e->metrics.reload_failed = false;
 	log_set_level(nc->log_level);
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, true);
@@ -3252,6 +3266,8 @@ fail:
 	/* The file was valid: the kernel's refusal, or a failure of jitd's own, is what to report. */
 	ret = kerr[0] ? JIT_ERR_KERNEL : JIT_ERR_INTERNAL;
 	log_err("reload failed, the running configuration stays: %s", err);
+	e->metrics.reloads_refused++;
+	e->metrics.reload_failed = true;
 	note_error(e, "reload: %s", err);
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* Nothing reached the kernel: the dropped grants are simply live again. */
@@ -3265,6 +3281,8 @@ fail:
 refused:
 	/* The file, or what it names, is wrong: nothing was changed. */
 	log_err("reload refused, the running configuration stays: %s", err);
+	e->metrics.reloads_refused++;
+	e->metrics.reload_failed = true;
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	config_free(nc);
 out:
@@ -3302,6 +3320,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->activity = d->activity;
 	e->ct = d->ct;
 	e->started = enforce_now_ms() / 1000;
+	e->metrics.reload_applied_at = e->started;
 	if (e->cfg->table_owner)
 		e->table_flags = RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST;
 	ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, &differs);

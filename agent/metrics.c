@@ -119,6 +119,21 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		"Established flows cut by revocations with terminate.", m->flows_terminated);
 	scalar(&o, "jitd_drift_repairs_total", "counter",
 		"Transactions that put the kernel back in line with the grants.", m->drift_repairs);
+	head(&o, "jitd_config_reloads_total", "counter",
+		"Configuration reloads (SIGHUP, jitctl reload), applied or refused.");
+	put(&o, "jitd_config_reloads_total{result=\"applied\"} %llu\n",
+		(unsigned long long)m->reloads_applied);
+	put(&o, "jitd_config_reloads_total{result=\"refused\"} %llu\n",
+		(unsigned long long)m->reloads_refused);
+	scalar(&o, "jitd_config_last_reload_successful", "gauge",
+		"Whether the last reload was applied (1 before any): 0 means the file on disk is "
+		"not the configuration in force.", !m->reload_failed);
+	scalar(&o, "jitd_config_last_reload_success_timestamp_seconds", "gauge",
+		"When the configuration in force was loaded (the start or the last applied reload).",
+		(unsigned long long)m->reload_applied_at);
+	scalar(&o, "jitd_config_restart_pending", "gauge",
+		"Restart-only settings the file changed since the start (0: no restart owed).",
+		m->restart_pending);
 	scalar(&o, "jitd_group_commits_total", "counter",
 		"Groups of grants committed together (one fdatasync, one kernel transaction).",
 		m->group_commits);

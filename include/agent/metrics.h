@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_METRICS_H
 #define JITD_AGENT_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -27,6 +28,10 @@ struct metrics {
 	uint64_t drift_repairs;		/* transactions that put the kernel back to the grants */
 	uint64_t group_commits;		/* groups of grants committed together */
 	uint64_t group_grants;		/* grants those groups held (applied or not) */
+	uint64_t reloads_applied, reloads_refused; /* configuration reloads, by outcome */
+	int64_t reload_applied_at;	/* the last applied, or the start (Unix time) */
+	bool reload_failed;		/* the last reload was refused */
+	uint32_t restart_pending;	/* restart-only settings the file changed since the start */
 	struct metrics_hist kernel;	/* one nf_tables transaction, send to last ack */
 	struct metrics_hist state;	/* durable record of a group: one journal write + fdatasync */
 	struct metrics_hist verify;	/* one signature and claims verification (a worker thread) */

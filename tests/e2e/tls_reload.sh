@@ -74,11 +74,21 @@ short_cert() {
 		fail "openssl ca could not issue $1"
 }
 not_after_of() { date -d "$(openssl x509 -noout -enddate -in "$PKI/$1.pem" | cut -d= -f2)" +%s; }
-# metric_not_after CLIENT: jitd_tls_certificate_not_after_seconds from /metrics over mutual TLS.
-metric_not_after() {
+# metric CLIENT NAME: the value of the sample NAME (labels included) from /metrics over mutual
+# TLS as CLIENT.
+metric() {
 	in_ns "$C1" curl -gsS --max-time 10 --cacert "$PKI/fleet-ca.pem" --cert "$PKI/$1.pem" \
-		--key "$PKI/$1.key" https://192.0.2.1:7443/metrics |
-		sed -n 's/^jitd_tls_certificate_not_after_seconds //p'
+		--key "$PKI/$1.key" https://192.0.2.1:7443/metrics | awk -v n="$2" '$1 == n { print $2 }'
+}
+metric_not_after() { metric "$1" jitd_tls_certificate_not_after_seconds; }
+# reloads_are CLIENT APPLIED REFUSED LAST_OK PENDING: the reload metrics say so.
+reloads_are() {
+	local got
+	got="$(metric "$1" 'jitd_config_reloads_total{result="applied"}') $(metric "$1" \
+		'jitd_config_reloads_total{result="refused"}') $(metric "$1" \
+		jitd_config_last_reload_successful) $(metric "$1" jitd_config_restart_pending)"
+	[ "$got" = "$2 $3 $4 $5" ] ||
+		fail "reload metrics (applied refused last_ok pending): $got, want $2 $3 $4 $5"
 }
 # status_not_after: the served certificate's end as jitctl status --json says it (epoch seconds).
 status_not_after() { status_json | jq -r '.endpoint.certificate.not_after | fromdateiso8601'; }
@@ -164,6 +174,8 @@ pass "jitctl reload: exit 1, bad_config, names the key"
 jq -s -e 'any(.[]; .event == "config.refused" and (.message | test("^listen: ")))' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "config.refused does not say listen"
 pass "audited as config.refused"
+reloads_are controller-2 2 1 0 0
+pass "/metrics: one reload refused, and the last one not applied"
 [ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
 [ "$(protected_ports)" = "[22]" ] || fail "the refused reload's port was applied: $(protected_ports)"
 pass "kernel unchanged: port 2222 not protected"
@@ -186,6 +198,8 @@ for id in tls-1 tls-2 tls-3 tls-4; do
 		fail "grant $id lost across the reloads"
 done
 pass "every grant kept across the reloads"
+reloads_are controller-2 3 1 1 0
+pass "/metrics: the last reload applied again"
 
 log "a certificate that runs out while jitd runs: said when it does, never a reason to stop"
 short_cert server-0 8
@@ -209,6 +223,8 @@ grep -q "applied only at the next start: listen" "$TMP/jitd.log" ||
 	fail "no warning that the endpoint's removal waits for a restart"
 [ "$(served_serial controller-2)" = "$(serial_of server-0)" ] || fail "the endpoint stopped serving"
 pass "a reload without the endpoint: warned, the endpoint serves on"
+reloads_are controller-2 5 1 1 1
+pass "/metrics: applied, with one setting (listen) waiting for the restart"
 wait_until 15 "the error when the certificate runs out" expired_said
 pass "when it runs out, with no reload of it, jitd logs it as an error, naming its file"
 [ "$(grep -c "TLS certificate expired at" "$TMP/jitd.log")" = 1 ] ||

@@ -86,12 +86,27 @@ static void test_counters_and_codes(void **state)
 	assert_line(text, "jitd_grants_refused_total{code=\"too_large\"} 0");
 	assert_line(text, "jitd_revocations_refused_total{code=\"not_found\"} 1");
 	assert_line(text, "# TYPE jitd_grants_refused_total counter");
+	/* Reloads: none yet is a success; the last one's outcome, not the count, decides. */
+	assert_line(text, "jitd_config_last_reload_successful 1");
+	assert_line(text, "jitd_config_reloads_total{result=\"refused\"} 0");
+	assert_line(text, "jitd_config_restart_pending 0");
 	/* No TLS (plain HTTP): no certificate, no line claiming an expiry. */
 	assert_null(strstr(text, "jitd_tls_certificate_not_after_seconds"));
 	free(text);
 	g.tls_not_after = 1798977600;
+	m.reloads_applied = 3;
+	m.reloads_refused = 1;
+	m.reload_failed = true;
+	m.reload_applied_at = 1796000100;
+	m.restart_pending = 2;
 	text = metrics_render(&m, &g);
 	assert_non_null(text);
+	assert_line(text, "# TYPE jitd_config_reloads_total counter");
+	assert_line(text, "jitd_config_reloads_total{result=\"applied\"} 3");
+	assert_line(text, "jitd_config_reloads_total{result=\"refused\"} 1");
+	assert_line(text, "jitd_config_last_reload_successful 0");
+	assert_line(text, "jitd_config_last_reload_success_timestamp_seconds 1796000100");
+	assert_line(text, "jitd_config_restart_pending 2");
 	assert_line(text, "# TYPE jitd_tls_certificate_not_after_seconds gauge");
 	assert_line(text, "jitd_tls_certificate_not_after_seconds 1798977600");
 	free(text);
