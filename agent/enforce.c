@@ -166,6 +166,8 @@ struct enforce {
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
 	const struct config *started_cfg; /* the caller's: what restart-only settings still are */
 	char restart_pending[RESTART_PENDING_LEN]; /* those the file changed (restart_only) */
+	char reload_refused[256];	/* why the last reload was refused; "" if it was applied */
+	int64_t reload_refused_at;	/* when (seconds since the epoch) */
 	struct enforce_endpoint_hook endpoint_hook;
 	uint32_t table_flags;		/* RULESET_TABLE_F_OWNER | _PERSIST, or 0 */
 	bool gap_measured;
@@ -3148,6 +3150,15 @@ json_t *enforce_endpoint_json(const struct enforce *e, int64_t now)
 	return e->endpoint_hook.describe(e->endpoint_hook.arg, now);
 }
 
+/* A reload left the running configuration in force: for /metrics and status, until one applies. */
+static void reload_refused(struct enforce *e, const char *why)
+{
+	e->metrics.reloads_refused++;
+	e->metrics.reload_failed = true;
+	snprintf(e->reload_refused, sizeof(e->reload_refused), "%s", why);
+	e->reload_refused_at = enforce_now_ms() / 1000;
+}
+
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
@@ -3251,6 +3262,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	e->metrics.reloads_applied++;
 	e->metrics.reload_applied_at = enforce_now_ms() / 1000;
 	e->metrics.reload_failed = false;
+	e->reload_refused[0] = '\0';
 	log_set_level(nc->log_level);
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, true);
@@ -3266,8 +3278,7 @@ fail:
 	/* The file was valid: the kernel's refusal, or a failure of jitd's own, is what to report. */
 	ret = kerr[0] ? JIT_ERR_KERNEL : JIT_ERR_INTERNAL;
 	log_err("reload failed, the running configuration stays: %s", err);
-	e->metrics.reloads_refused++;
-	e->metrics.reload_failed = true;
+	reload_refused(e, err);
 	note_error(e, "reload: %s", err);
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* Nothing reached the kernel: the dropped grants are simply live again. */
@@ -3281,8 +3292,7 @@ fail:
 refused:
 	/* The file, or what it names, is wrong: nothing was changed. */
 	log_err("reload refused, the running configuration stays: %s", err);
-	e->metrics.reloads_refused++;
-	e->metrics.reload_failed = true;
+	reload_refused(e, err);
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	config_free(nc);
 out:
@@ -3511,4 +3521,15 @@ const char *enforce_last_error(const struct enforce *e)
 const char *enforce_restart_pending(const struct enforce *e)
 {
 	return e->restart_pending;
+}
+
+int64_t enforce_config_loaded_at(const struct enforce *e)
+{
+	return e->metrics.reload_applied_at;
+}
+
+const char *enforce_reload_refused(const struct enforce *e, int64_t *at)
+{
+	*at = e->reload_refused_at;
+	return e->reload_refused[0] ? e->reload_refused : NULL;
 }

@@ -205,12 +205,17 @@ static void print_grants(const json_t *grants)
 
 static void print_agent(const json_t *a)
 {
+	const json_t *refused = json_object_get(a, "reload_refused");
 	char up[32], pending[256];
 
 	printf("Agent:          jitd %s, up %s, config %s%s\n", jitctl_str(a, "version"),
 		human(json_object_get(a, "uptime"), up, sizeof(up)), jitctl_str(a, "config"),
 		json_is_false(json_object_get(a, "conntrack")) ? ", conntrack unavailable" : "");
 	printf("Last error:     %s\n", jitctl_str(a, "last_error"));
+	if (json_is_object(refused))
+		printf("Reload refused: %s: %s (the configuration loaded %s stays in force)\n",
+			jitctl_str(refused, "at"), jitctl_str(refused, "error"),
+			jitctl_str(a, "config_loaded_at"));
 	if (json_array_size(json_object_get(a, "restart_pending")) > 0)
 		printf("Restart needed: %s (changed in the file; applied at the next start)\n",
 			join(json_object_get(a, "restart_pending"), pending, sizeof(pending)));

@@ -755,13 +755,17 @@ static json_t *pending_json(const char *names)
 
 static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 {
-	const char *err = enforce_last_error(e);
-	int64_t started = enforce_started(e);
+	const char *err = enforce_last_error(e), *refused;
+	int64_t started = enforce_started(e), refused_at;
 
-	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:b, s:o}", "version", JITD_VERSION,
+	refused = enforce_reload_refused(e, &refused_at);
+	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:o, s:o, s:b, s:o}", "version", JITD_VERSION,
 		"started_at", time_json(started), "uptime", (json_int_t)(now - started), "config",
-		enforce_config_path(e), "last_error", *err ? json_string(err) : json_null(),
-		"conntrack", conntrack, "restart_pending", pending_json(enforce_restart_pending(e)));
+		enforce_config_path(e), "config_loaded_at", time_json(enforce_config_loaded_at(e)),
+		"reload_refused", refused ? json_pack("{s:o, s:s}", "at", time_json(refused_at),
+			"error", refused) : json_null(),
+		"last_error", *err ? json_string(err) : json_null(), "conntrack", conntrack,
+		"restart_pending", pending_json(enforce_restart_pending(e)));
 }
 
 static bool near(int64_t a, int64_t b)

@@ -199,6 +199,10 @@ const char *enforce_last_error(const struct enforce *e);
  */
 #define RESTART_PENDING_LEN 160
 const char *enforce_restart_pending(const struct enforce *e);
+/* When the configuration in force was loaded: the start, or the last applied reload. */
+int64_t enforce_config_loaded_at(const struct enforce *e);
+/* Why the last reload was refused, and when (*at); NULL if none was since the last applied. */
+const char *enforce_reload_refused(const struct enforce *e, int64_t *at);
 
 /* Wall clock in milliseconds since the epoch: grant times and element timeouts use it. */
 int64_t enforce_now_ms(void);

@@ -25,6 +25,14 @@ wait_until 5 "config.refused in the audit trail" \
 kill -0 "$JITD_PID" || fail "jitd died on a bad reload"
 [ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
 pass "SIGHUP with an invalid file: refused, audited, agent up, kernel unchanged"
+# SIGHUP answers nobody: status is where the operator sees that the file was refused.
+refused_line="^Reload refused: [0-9TZ:-]+: .*70000.* \(the configuration loaded [0-9TZ:-]+"
+refused_line+=" stays in force\)$"
+status_json | jq -e '.agent.reload_refused.error | test("70000")' >/dev/null &&
+	status_json | jq -e '.agent.config_loaded_at == .agent.started_at' >/dev/null &&
+	"$JITCTL_BIN" -s "$SOCK" status | grep -qE "$refused_line" ||
+	fail "status after the refused reload: $(status_json | jq -c .agent)"
+pass "status: the refusal, why, and that the configuration loaded at the start stays"
 rc=0
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "bad_config" "$TMP/out" && grep -q "70000" "$TMP/out" ||
@@ -41,6 +49,10 @@ kill -HUP "$JITD_PID"
 ports_are() { [ "$(protected_ports)" = "$1" ]; }
 wait_until 5 "the reload applied" ports_are '[22,2222]'
 pass "protected ports now 22 and 2222: $(protected_ports)"
+status_json | jq -e '.agent.reload_refused == null and .agent.config_loaded_at != null' \
+	>/dev/null && ! "$JITCTL_BIN" -s "$SOCK" status | grep -q "^Reload refused" ||
+	fail "status after an applied reload still shows a refusal: $(status_json | jq -c .agent)"
+pass "status: the applied reload clears the refusal"
 lacks_elem allow6_addr "2001:db8:2::2 tcp 3389" || fail "the 3389 grant's element survived the reload"
 jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "gone"
 	and (.message | test("configuration reload: .*3389")))' "$TMP/state/audit.jsonl" >/dev/null ||

@@ -91,6 +91,17 @@ const char *enforce_restart_pending(const struct enforce *e __attribute__((unuse
 	return "";
 }
 
+int64_t enforce_config_loaded_at(const struct enforce *e __attribute__((unused)))
+{
+	return 0;
+}
+
+const char *enforce_reload_refused(const struct enforce *e __attribute__((unused)), int64_t *at)
+{
+	*at = 0;
+	return NULL;
+}
+
 json_t *enforce_endpoint_json(const struct enforce *e __attribute__((unused)),
 	int64_t now __attribute__((unused)))
 {
