@@ -235,10 +235,11 @@ static json_t *do_reload(struct client *c, json_t *req)
 	log_info("control: reload requested by %s", c->peer);
 	if ((ret = enforce_reload(c->ctl->enf, msg, sizeof(msg))))
 		return proto_error(ret, msg);
-	return json_pack("{s:b, s:s, s:I, s:I, s:i}", "ok", 1, "config",
+	return json_pack("{s:b, s:s, s:I, s:I, s:i, s:o}", "ok", 1, "config",
 		enforce_config_path(c->ctl->enf), "ports",
 		(json_int_t)enforce_config(c->ctl->enf)->n_ports, "targets",
-		(json_int_t)enforce_config(c->ctl->enf)->n_targets, "grants_removed", atoi(msg));
+		(json_int_t)enforce_config(c->ctl->enf)->n_targets, "grants_removed", atoi(msg),
+		"restart_pending", status_restart_pending(c->ctl->enf));
 }
 
 static json_t *do_revoke(struct client *c, json_t *req)

@@ -196,7 +196,9 @@ static void reload_usage(FILE *f)
 		   "admit, or whose key is no longer trusted, are removed and audited; the\n"
 		   "controller endpoint's TLS files are loaded again (a renewed certificate). An\n"
 		   "invalid file, or TLS files that do not load, are refused and the running\n"
-		   "configuration stays. New keys in keys_dir need no reload.\n\n"
+		   "configuration stays. New keys in keys_dir need no reload. Settings only a\n"
+		   "restart applies (host_id, state_dir, the sockets, listen...) are named when\n"
+		   "the file changed them.\n\n"
 		   "  --json  print the agent's reply as JSON\n");
 }
 
@@ -233,6 +235,8 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 	} else {
 		json_int_t targets = json_integer_value(json_object_get(rep, "targets"));
 		char tn[48] = "";
+		const json_t *pending = json_object_get(rep, "restart_pending"), *v;
+		size_t i;
 
 		if (targets)
 			snprintf(tn, sizeof(tn), ", %lld forwarded target(s)", (long long)targets);
@@ -240,6 +244,12 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 			jitctl_str(rep, "config"),
 			(long long)json_integer_value(json_object_get(rep, "ports")), tn,
 			(long long)json_integer_value(json_object_get(rep, "grants_removed")));
+		if (json_array_size(pending)) {
+			printf("restart needed for:");
+			json_array_foreach(pending, i, v)
+				printf("%s %s", i ? "," : "", json_string_value(v));
+			printf(" (changed in the file; applied at the next start)\n");
+		}
 	}
 out:
 	json_decref(req);

@@ -736,9 +736,9 @@ static json_t *targets_json(const struct config *cfg, const struct grant *g, siz
 	return a;
 }
 
-/* The settings a restart still owes, from their names separated by spaces. */
-static json_t *pending_json(const char *names)
+json_t *status_restart_pending(const struct enforce *e)
 {
+	const char *names = enforce_restart_pending(e);
 	json_t *a = json_array();
 	size_t n;
 
@@ -765,7 +765,7 @@ static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 		"reload_refused", refused ? json_pack("{s:o, s:s}", "at", time_json(refused_at),
 			"error", refused) : json_null(),
 		"last_error", *err ? json_string(err) : json_null(), "conntrack", conntrack,
-		"restart_pending", pending_json(enforce_restart_pending(e)));
+		"restart_pending", status_restart_pending(e));
 }
 
 static bool near(int64_t a, int64_t b)

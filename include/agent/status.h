@@ -28,6 +28,8 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent);
  * kernel just acknowledged, not a read-back. 0, or -ENOMEM with a partial object in out.
  */
 int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer *out);
+/* The settings a restart still owes (enforce_restart_pending) as a new JSON array; NULL: OOM. */
+json_t *status_restart_pending(const struct enforce *e);
 /*
  * Once a reply of len bytes has been written to its peer: a large one (status at 100,000 grants
  * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse, leaving the agent at

@@ -72,7 +72,8 @@ log "jitctl reload: deny_action reject"
 write_config reject '["198.51.100.3"]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
-grep -q "1 protected port(s), 0 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
+grep -q "1 protected port(s), 0 grant(s) removed" "$TMP/out" && ! grep -q "restart needed" \
+	"$TMP/out" || fail "reload said: $(cat "$TMP/out")"
 pass "jitctl reload: $(cat "$TMP/out")"
 expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
@@ -130,7 +131,13 @@ status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval"]
 	fail "jitctl status does not say a restart is needed: $("$JITCTL_BIN" -s "$SOCK" status)"
 # Owed at every reload until the restart, not only at the one that met the change.
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
-[ "$(grep -c "applied only at the next start: host_id reconcile_interval" "$TMP/jitd.log")" = 2 ] &&
+owed="restart needed for: host_id, reconcile_interval (changed in the file; applied at the next"
+grep -qx "$owed start)" "$TMP/out" ||
+	fail "jitctl reload does not name the restart owed: $(cat "$TMP/out")"
+"$JITCTL_BIN" -s "$SOCK" reload --json |
+	jq -e '.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
+	fail "jitctl reload --json: $("$JITCTL_BIN" -s "$SOCK" reload --json)"
+[ "$(grep -c "applied only at the next start: host_id reconcile_interval" "$TMP/jitd.log")" = 3 ] &&
 	status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
 	fail "a second reload of the same file forgot the restart owed"
 rc=0
