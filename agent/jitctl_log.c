@@ -7,18 +7,14 @@
 
 #include "agent/jitctl.h"
 #include "common/duration.h"
+#include "common/events.h"
 
 static const char *const csv_fields[] = { "time", "event", "grant", "sub", "iss", "kid",
 	"sources", "ports", "expires_at", "reason", "peer", "code", "message", "count" };
 
-/* What the agent audits (agent/audit.h's records), for --event. */
-static const char *const event_names[] = { "grant.applied", "grant.refused", "grant.revoked",
-	"grant.expired", "revocation.refused", "flows.terminated", "config.loaded",
-	"config.refused", "drift.repaired", "agent.started", "agent.stopped" };
-
 static void log_usage(FILE *f)
 {
-	size_t col = 39; /* the line the names start on, so far */
+	size_t col = 39; /* columns used so far on the line the names start on */
 
 	fprintf(f, "Usage: jitctl [-s SOCKET] log [--since WHEN] [--grant ID] [--user SUB]\n"
 		   "                              [--event NAME] [--json|--csv]\n\n"
@@ -29,25 +25,16 @@ static void log_usage(FILE *f)
 		   "  --grant ID    only the events of one grant\n"
 		   "  --user SUB    only the events of one user (the grants' \"sub\", exactly)\n"
 		   "  --event NAME  only one kind of event:");
-	for (size_t i = 0; i < sizeof(event_names) / sizeof(event_names[0]); i++) {
-		if (col + strlen(event_names[i]) + 2 > 80) {
+	for (size_t i = 0; i < audit_event_count; i++) {
+		if (col + strlen(audit_event_names[i]) + 2 > 80) {
 			fprintf(f, "\n               ");
 			col = 15;
 		}
-		fprintf(f, " %s%s", event_names[i],
-			i + 1 < sizeof(event_names) / sizeof(event_names[0]) ? "," : "");
-		col += strlen(event_names[i]) + 2;
+		fprintf(f, " %s%s", audit_event_names[i], i + 1 < audit_event_count ? "," : "");
+		col += strlen(audit_event_names[i]) + 2;
 	}
 	fprintf(f, "\n  --json        the events as a JSON array\n"
 		   "  --csv         RFC 4180 CSV with a header row, for spreadsheets\n");
-}
-
-static bool event_known(const char *name)
-{
-	for (size_t i = 0; i < sizeof(event_names) / sizeof(event_names[0]); i++)
-		if (!strcmp(name, event_names[i]))
-			return true;
-	return false;
 }
 
 /* "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these. */
@@ -195,7 +182,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		case 'g': grant = optarg; break;
 		case 'u': user = optarg; break;
 		case 'e':
-			if (!event_known(optarg)) {
+			if (!audit_event_known(optarg)) {
 				fprintf(stderr, "jitctl log: --event '%s' is not an event name (see "
 						"--help)\n", optarg);
 				return JITCTL_USAGE;
