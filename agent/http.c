@@ -1053,16 +1053,20 @@ static json_t *describe(void *arg, int64_t now)
 {
 	struct http *h = arg;
 	const struct listen_config *l = h->l;
-	char addr[ENDPOINT_ADDRLEN], until[PROTO_TIME_LEN];
+	static const char *const standing[] = { [0] = "valid", [TLS_EXPIRES_SOON] = "expiring",
+		[TLS_EXPIRED] = "expired" };
+	char addr[ENDPOINT_ADDRLEN], until[PROTO_TIME_LEN], note[160];
 	json_t *cert = json_null();
 	int64_t end;
 
 	endpoint_address(l, addr, sizeof(addr));
+	/* Its standing as the agent's own warnings judge it, so that the two always agree. */
 	if (h->tls.ctx && !tls_not_after(h->tls.ctx, &end))
-		cert = json_pack("{s:s, s:o, s:I}", "file", h->tls.cert_path, "not_after",
+		cert = json_pack("{s:s, s:o, s:I, s:s}", "file", h->tls.cert_path, "not_after",
 			proto_time_format(end, until, sizeof(until)) ? json_null() :
 								       json_string(until),
-			"expires_in", (json_int_t)(end - now));
+			"expires_in", (json_int_t)(end - now), "state",
+			standing[tls_expiry_note(end, now, note, sizeof(note))]);
 	return json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o}", "address", addr, "transport",
 		h->tls.ctx ? "https" : "http", "client_certificates", tls_mutual(h->tls.ctx),
 		"connections", (json_int_t)h->n_conns, "max_connections",

@@ -221,14 +221,12 @@ static void print_agent(const json_t *a)
 			join(json_object_get(a, "restart_pending"), pending, sizeof(pending)));
 }
 
-/* Days before its end that a certificate is called out (the agent warns from then on too). */
-#define CERT_WARN_SECONDS (14 * 86400)
-
 /* The controller endpoint, when there is one, and the certificate new connections get. */
 static void print_endpoint(const json_t *ep)
 {
 	const json_t *cert = json_object_get(ep, "certificate"),
 		     *left = json_object_get(cert, "expires_in");
+	const char *state = jitctl_str(cert, "state");
 	json_int_t limit = json_integer_value(json_object_get(ep, "rate_limit"));
 	char rate[64] = "", span[32];
 
@@ -243,13 +241,13 @@ static void print_endpoint(const json_t *ep)
 		json_integer_value(json_object_get(ep, "max_connections")), rate);
 	if (!json_is_object(cert))
 		return;
-	if (json_integer_value(left) <= 0)
+	if (!strcmp(state, "expired"))
 		printf("Certificate:    %s EXPIRED at %s: controllers cannot connect\n",
 			jitctl_str(cert, "file"), jitctl_str(cert, "not_after"));
 	else
 		printf("Certificate:    %s, until %s (%s left%s)\n", jitctl_str(cert, "file"),
 			jitctl_str(cert, "not_after"), human(left, span, sizeof(span)),
-			json_integer_value(left) <= CERT_WARN_SECONDS ? ": renew it" : "");
+			!strcmp(state, "expiring") ? ": renew it" : "");
 }
 
 static void print_status(const json_t *s)

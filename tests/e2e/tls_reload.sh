@@ -92,12 +92,15 @@ reloads_are() {
 }
 # status_not_after: the served certificate's end as jitctl status --json says it (epoch seconds).
 status_not_after() { status_json | jq -r '.endpoint.certificate.not_after | fromdateiso8601'; }
-# status_says NAME LEFT: jitctl status --json gives NAME's end and the time left until it, and
-# jitctl status the endpoint and that end, LEFT (an extended regex) the way it says what is left.
+# status_says NAME LEFT STATE: jitctl status --json gives NAME's end, the time left until it
+# and its STATE, and jitctl status the endpoint and that end, LEFT (an extended regex) the way
+# it says what is left.
 status_says() {
 	local left=$(($(not_after_of "$1") - $(date +%s))) got
 	[ "$(status_not_after)" = "$(not_after_of "$1")" ] ||
 		fail "status: not_after $(status_not_after), $1's $(not_after_of "$1")"
+	[ "$(status_json | jq -r .endpoint.certificate.state)" = "$3" ] ||
+		fail "status: state $(status_json | jq -r .endpoint.certificate.state), want $3"
 	got=$(status_json | jq .endpoint.certificate.expires_in)
 	[ "$got" -le "$left" ] && [ "$got" -ge $((left - 10)) ] ||
 		fail "status: expires_in $got, $1 has $left s left"
@@ -122,7 +125,7 @@ pass "new connections get server-1 ($(serial_of server-1))"
 [ "$(metric_not_after controller-1)" = "$(not_after_of server-1)" ] ||
 	fail "metrics: not_after $(metric_not_after controller-1), server-1's $(not_after_of server-1)"
 pass "/metrics: server-1's expiry ($(not_after_of server-1))"
-status_says server-1 "(23|24)h( [0-9]+m)? left: renew it"
+status_says server-1 "(23|24)h( [0-9]+m)? left: renew it" expiring
 pass "jitctl status: the endpoint, server-1's end, and that it is near"
 grep -qE "controller endpoint: the TLS certificate expires at [0-9TZ:-]+, in (23|24) hour\(s\) \($TLS/server.pem\)" \
 	"$TMP/jitd.log" || fail "no warning at start of a certificate that expires within a day"
@@ -146,7 +149,7 @@ grep -q "TLS files loaded again (mutual TLS)" "$TMP/jitd.log" || fail "no log li
 [ "$(grep -c "TLS certificate expires at" "$TMP/jitd.log")" = 1 ] ||
 	fail "a certificate valid for 30 days was warned of: $(grep "TLS certificate" "$TMP/jitd.log")"
 pass "/metrics: server-2's expiry, 30 days away, and no warning for it"
-status_says server-2 "(29|30)d( [0-9]+h)? left"
+status_says server-2 "(29|30)d( [0-9]+h)? left" valid
 pass "jitctl status: server-2's end, 30 days away"
 applies controller-1 192.0.2.3 tls-2 "grants go on over the renewed certificate"
 
@@ -232,7 +235,8 @@ pass "when it runs out, with no reload of it, jitd logs it as an error, naming i
 "$JITCTL_BIN" -s "$SOCK" status >"$TMP/status.txt" || fail "jitctl status failed"
 grep -qE "^Certificate:    $TLS/server\.pem EXPIRED at [0-9TZ:-]+: controllers cannot connect$" \
 	"$TMP/status.txt" && status_json | jq -e '.endpoint | .address == "192.0.2.1:7443" and
-	.certificate.expires_in <= 0' >/dev/null || fail "jitctl status says: $(cat "$TMP/status.txt")"
+	.certificate.expires_in <= 0 and .certificate.state == "expired"' >/dev/null ||
+	fail "jitctl status says: $(cat "$TMP/status.txt")"
 pass "jitctl status: the certificate EXPIRED, the endpoint as it still serves"
 stop_jitd TERM
 write_config drop '[]' "[$port22, $port2222]" "$listen"
