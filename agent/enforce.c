@@ -2565,7 +2565,7 @@ static void restore_range(void *arg, size_t begin, size_t end)
  * One record, in the store's order: a local grant (claims, no signature) is checked here, a
  * gateway grant takes back its ports, the grant id is remembered and the grant kept. slot: its
  * parsed grant, at or past e->n_grants, which this takes (and leaves zeroed).
- * RESTORE_KEEP, RESTORE_DROP (no longer valid) or -ENOMEM.
+ * RESTORE_KEEP, RESTORE_DROP (no longer valid), -EAGAIN (it cannot be checked now) or -ENOMEM.
  */
 static int restore_item(struct enforce *e, const struct store_item *it, struct restored *r,
 	struct grant *slot, int64_t now_ms)
@@ -2599,6 +2599,17 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		free(annex);
 		if (ret)
 			grant_clear(&g);
+	}
+	if (ret && err.code == JIT_ERR_INTERNAL) {
+		/*
+		 * Out of memory, or a key file that could not be read now: nothing is known about
+		 * the grant. Dropping it would lose it; the start fails instead, the kernel keeps
+		 * its elements to their own timeouts, and the next start (systemd restarts jitd)
+		 * checks it again.
+		 */
+		log_err("state: cannot check recorded grant now: %s; not starting, so that it is "
+			"not dropped", err.msg);
+		return -EAGAIN;
 	}
 	if (ret) {
 		if (err.code == JIT_ERR_EXPIRED && !r->local)
@@ -2902,6 +2913,9 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
 	ret = restore_records(e, threads, &resync_ret);
 	rerecord(e);
+	if (ret == -EAGAIN)
+		snprintf(err, errlen, "a recorded grant cannot be checked now (logged above); "
+			"not started, so that it is not dropped");
 	if (!ret && (ret = resync_ret))
 		snprintf(err, errlen, "reading the allow sets: %s", strerror(-ret));
 	if (ret)
@@ -3105,7 +3119,8 @@ struct keys_seen {
  * Whether a signed grant's key is still trusted under the new configuration (keys_dir may be
  * another), as a restart would find it: removing a key and reloading takes that key's grants
  * away, as a restart always did. Root's local grants have no key. 0, JIT_ERR_UNKNOWN_KEY with
- * err saying why, or -ENOMEM.
+ * err saying why, JIT_ERR_INTERNAL (the key file could not be read now: nothing is known), or
+ * -ENOMEM.
  */
 static int key_trusted(struct keys_seen *seen, const struct config *nc, const struct grant *g,
 	struct jit_error *err)
@@ -3130,6 +3145,8 @@ static int key_trusted(struct keys_seen *seen, const struct config *nc, const st
 		snprintf(k->why, sizeof(k->why), "%s", why.msg);
 		EVP_PKEY_free(pub);
 	}
+	if (k->ret == JIT_ERR_INTERNAL)
+		return jit_fail(err, JIT_ERR_INTERNAL, "%s", k->why);
 	if (k->ret)
 		return jit_fail(err, JIT_ERR_UNKNOWN_KEY, "its key is no longer trusted: %s", k->why);
 	return 0;
@@ -3162,6 +3179,7 @@ static void reload_refused(struct enforce *e, const char *why)
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
+	const char *fail_why = NULL;	/* what to report when it is neither kerr nor an errno */
 	struct jit_error jerr = { 0 };
 	struct grant *dropped = NULL;
 	struct config *nc = NULL;
@@ -3211,6 +3229,12 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 				continue;
 			else if (ret == -ENOMEM)
 				goto fail;
+			else if (ret == JIT_ERR_INTERNAL) {
+				/* Not a verdict on the key: drop nothing, change nothing. */
+				fail_why = jerr.msg;
+				ret = -EAGAIN;
+				goto fail;
+			}
 		}
 		snprintf(reasons[n_dropped], sizeof(reasons[0]), "%s", jerr.msg);
 		dropped[n_dropped++] = grants_take(e, i);
@@ -3274,7 +3298,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	ret = 0;
 	goto out;
 fail:
-	snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
+	snprintf(err, errlen, "%s", kerr[0] ? kerr : fail_why ? fail_why : strerror(-ret));
 	/* The file was valid: the kernel's refusal, or a failure of jitd's own, is what to report. */
 	ret = kerr[0] ? JIT_ERR_KERNEL : JIT_ERR_INTERNAL;
 	log_err("reload failed, the running configuration stays: %s", err);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,6 +31,23 @@ bool keys_kid_valid(const char *kid)
 	return n >= 1 && n <= KEYS_KID_MAX && kid[0] != '.' && strspn(kid, KID_CHARS) == n;
 }
 
+/*
+ * A key file that a system call could not read: untrusted (JIT_ERR_UNKNOWN_KEY) when the error
+ * says something about the file, JIT_ERR_INTERNAL when it only says the moment was bad (out of
+ * descriptors or memory, an I/O error, an interruption), so that no caller takes a passing
+ * failure for a removed key and drops the grants it signed.
+ */
+static int unreadable(struct jit_error *e, const char *kid, const char *path, int err)
+{
+	switch (err) {
+	case EMFILE: case ENFILE: case ENOMEM: case ENOBUFS: case EIO: case EINTR: case EAGAIN:
+		return jit_fail(e, JIT_ERR_INTERNAL, "key '%s': %s cannot be read now: %s", kid,
+			path, strerror(err));
+	default:
+		return UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(err));
+	}
+}
+
 /* Whoever can rewrite a trusted key can grant themselves access: refuse such files, like doas. */
 static int check_stat(const struct stat *stp, const char *kid, const char *path,
 	struct jit_error *e)
@@ -53,7 +71,7 @@ static int check_file(int fd, const char *kid, const char *path, struct stat *st
 	struct jit_error *e)
 {
 	if (fstat(fd, stp))
-		return UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+		return unreadable(e, kid, path, errno);
 	return check_stat(stp, kid, path, e);
 }
 
@@ -128,7 +146,7 @@ static int read_public(int fd, const char *kid, const char *path, EVP_PKEY **out
 	int ret;
 
 	if (!fp) {
-		ret = UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+		ret = unreadable(e, kid, path, errno);
 		close(fd);
 		goto out;
 	}
@@ -173,9 +191,18 @@ int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, stru
 	 * lstat, not stat: a symbolic link is not a regular file, so it is refused as opening with
 	 * O_NOFOLLOW refuses it. A hit needs the very file (inode, size, times) that was decoded.
 	 */
+#ifdef JITD_TEST_HOOKS
+	/* Test builds: while $JITD_TEST_KEYS_EMFILE_FILE exists, key files cannot be opened. */
+	const char *hook = getenv("JITD_TEST_KEYS_EMFILE_FILE");
+
+	if (hook && !access(hook, F_OK)) {
+		ret = unreadable(e, kid, path, EMFILE);
+		goto out;
+	}
+#endif
 	if (lstat(path, &st)) {
 		ret = errno == ENOENT ? UNKNOWN(e, "key '%s': no such key in %s", kid, keys_dir) :
-					UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+					unreadable(e, kid, path, errno);
 		goto out;
 	}
 	if ((ret = check_stat(&st, kid, path, e)))
@@ -190,7 +217,7 @@ int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, stru
 		if (errno == ENOENT)
 			ret = UNKNOWN(e, "key '%s': no such key in %s", kid, keys_dir);
 		else
-			ret = UNKNOWN(e, "key '%s': %s: %s", kid, path, strerror(errno));
+			ret = unreadable(e, kid, path, errno);
 		goto out;
 	}
 	/* What is read must pass the checks itself: the file may have changed since lstat. */

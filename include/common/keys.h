@@ -15,7 +15,9 @@ bool keys_kid_valid(const char *kid);
 /*
  * Loads the trusted public key keys_dir/<kid>.pem (PEM SubjectPublicKeyInfo, Ed25519 only). The
  * file must be a regular file not writable by group or others. Returns 0 and a new key in *out
- * (caller frees with EVP_PKEY_free), or JIT_ERR_UNKNOWN_KEY with the reason in e->msg.
+ * (caller frees with EVP_PKEY_free), or JIT_ERR_UNKNOWN_KEY with the reason in e->msg, or
+ * JIT_ERR_INTERNAL when the file could not be read for a passing reason (out of descriptors or
+ * memory, an I/O error): that says nothing about the key.
  */
 int keys_load_public(const char *keys_dir, const char *kid, EVP_PKEY **out, struct jit_error *e);
 /* Loads an Ed25519 private key (PEM PKCS#8). Returns 0, or -errno / -EINVAL (not Ed25519). */
