@@ -279,7 +279,7 @@ int main(int argc, char **argv)
 		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct,
 		.base = base };
 	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
-		errx(1, "cannot install table inet jitd: %s", kerr[0] ? kerr : strerror(-ret));
+		errx(1, "cannot start enforcing: %s", kerr[0] ? kerr : strerror(-ret));
 	/* Before anything can be granted: from here on, whoever touches the table is undone. */
 	if ((ret = watch_open(base, cfg, enf, &watch)))
 		errx(1, "cannot watch nftables events: %s", strerror(-ret));

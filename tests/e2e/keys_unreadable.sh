@@ -36,7 +36,8 @@ stop_jitd TERM
 rc=0
 ip netns exec "$SRV" timeout 30 "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] || fail "jitd started (or died otherwise, status $rc) with its grants unreadable"
-grep -q "cannot check recorded grant now: key 'ctl'" "$TMP/jitd.log" ||
+grep -q "cannot check recorded grant now: key 'ctl'" "$TMP/jitd.log" &&
+	grep -q "cannot start enforcing: a recorded grant cannot be checked now" "$TMP/jitd.log" ||
 	fail "the failed start does not say why: $(tail -n 5 "$TMP/jitd.log")"
 has_elem allow4_addr "192.0.2.2 tcp 22" && has_elem allow4_addr "192.0.2.3 tcp 22" ||
 	fail "the failed start took elements from the kernel: $(host_elems)"
