@@ -3031,16 +3031,6 @@ static void restart_only(const struct config *o, const struct config *n, char *l
 				v[i].name);
 }
 
-/* How many names restart_only put in list. */
-static uint32_t pending_count(const char *list)
-{
-	uint32_t n = list[0] != '\0';
-
-	for (; *list; list++)
-		n += *list == ' ';
-	return n;
-}
-
 /* *n's copy of o, if they differ. 0 or -ENOMEM. */
 static int keep_str(char **n, const char *o)
 {
@@ -3171,7 +3161,6 @@ json_t *enforce_endpoint_json(const struct enforce *e, int64_t now)
 static void reload_refused(struct enforce *e, const char *why)
 {
 	e->metrics.reloads_refused++;
-	e->metrics.reload_failed = true;
 	snprintf(e->reload_refused, sizeof(e->reload_refused), "%s", why);
 	e->reload_refused_at = enforce_now_ms() / 1000;
 }
@@ -3282,10 +3271,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
 	memcpy(e->restart_pending, pending, sizeof(pending));
-	e->metrics.restart_pending = pending_count(pending);
 	e->metrics.reloads_applied++;
 	e->metrics.reload_applied_at = enforce_now_ms() / 1000;
-	e->metrics.reload_failed = false;
 	e->reload_refused[0] = '\0';
 	log_set_level(nc->log_level);
 	if (hooked)
@@ -3545,6 +3532,16 @@ const char *enforce_last_error(const struct enforce *e)
 const char *enforce_restart_pending(const struct enforce *e)
 {
 	return e->restart_pending;
+}
+
+size_t enforce_restart_pending_count(const struct enforce *e)
+{
+	const char *p = e->restart_pending;
+	size_t n = *p != '\0';
+
+	for (; *p; p++)
+		n += *p == ' ';
+	return n;
 }
 
 int64_t enforce_config_loaded_at(const struct enforce *e)

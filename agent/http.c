@@ -741,6 +741,7 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	struct evbuffer *out = evbuffer_new();
 	uint64_t packets, bytes;
 	size_t n, verifying, waiting;
+	int64_t refused_at;
 	char *text;
 
 	if (!p->verified && !p->loopback) {
@@ -759,6 +760,8 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	g.waiting = waiting;
 	if (tls_not_after(h->tls.ctx, &g.tls_not_after))
 		g.tls_not_after = 0;
+	g.reload_refused = enforce_reload_refused(h->enf, &refused_at) != NULL;
+	g.restart_pending = enforce_restart_pending_count(h->enf);
 	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
 		&bytes))
 		g.denied_packets = (int64_t)packets;

@@ -127,13 +127,13 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		(unsigned long long)m->reloads_refused);
 	scalar(&o, "jitd_config_last_reload_successful", "gauge",
 		"Whether the last reload was applied (1 before any): 0 means the file on disk is "
-		"not the configuration in force.", !m->reload_failed);
+		"not the configuration in force.", !g->reload_refused);
 	scalar(&o, "jitd_config_last_reload_success_timestamp_seconds", "gauge",
 		"When the configuration in force was loaded (the start or the last applied reload).",
 		(unsigned long long)m->reload_applied_at);
 	scalar(&o, "jitd_config_restart_pending", "gauge",
 		"Restart-only settings the file changed since the start (0: no restart owed).",
-		m->restart_pending);
+		g->restart_pending);
 	scalar(&o, "jitd_group_commits_total", "counter",
 		"Groups of grants committed together (one fdatasync, one kernel transaction).",
 		m->group_commits);

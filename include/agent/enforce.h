@@ -200,6 +200,7 @@ const char *enforce_last_error(const struct enforce *e);
  */
 #define RESTART_PENDING_LEN 160
 const char *enforce_restart_pending(const struct enforce *e);
+size_t enforce_restart_pending_count(const struct enforce *e);
 /* When the configuration in force was loaded: the start, or the last applied reload. */
 int64_t enforce_config_loaded_at(const struct enforce *e);
 /* Why the last reload was refused, and when (*at); NULL if none was since the last applied. */

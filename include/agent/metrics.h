@@ -30,8 +30,6 @@ struct metrics {
 	uint64_t group_grants;		/* grants those groups held (applied or not) */
 	uint64_t reloads_applied, reloads_refused; /* configuration reloads, by outcome */
 	int64_t reload_applied_at;	/* the last applied, or the start (Unix time) */
-	bool reload_failed;		/* the last reload was refused */
-	uint32_t restart_pending;	/* restart-only settings the file changed since the start */
 	struct metrics_hist kernel;	/* one nf_tables transaction, send to last ack */
 	struct metrics_hist state;	/* durable record of a group: one journal write + fdatasync */
 	struct metrics_hist verify;	/* one signature and claims verification (a worker thread) */
@@ -48,6 +46,8 @@ struct metrics_gauges {
 	int64_t denied_packets;		/* < 0: unknown */
 	int64_t started;		/* seconds since the epoch */
 	int64_t tls_not_after;		/* the endpoint's certificate expires; 0: no TLS */
+	bool reload_refused;		/* the last reload was refused (enforce_reload_refused) */
+	size_t restart_pending;		/* restart-only settings the file changed since the start */
 };
 
 void metrics_observe(struct metrics_hist *h, int64_t usec);

@@ -210,6 +210,17 @@ void enforce_clients(struct enforce *e, int delta)
 {
 }
 
+const char *enforce_reload_refused(const struct enforce *e, int64_t *at)
+{
+	*at = 0;
+	return NULL;
+}
+
+size_t enforce_restart_pending_count(const struct enforce *e)
+{
+	return 0;
+}
+
 void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting)
 {
 	*verifying = 0;

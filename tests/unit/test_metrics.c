@@ -96,9 +96,9 @@ static void test_counters_and_codes(void **state)
 	g.tls_not_after = 1798977600;
 	m.reloads_applied = 3;
 	m.reloads_refused = 1;
-	m.reload_failed = true;
+	g.reload_refused = true;
 	m.reload_applied_at = 1796000100;
-	m.restart_pending = 2;
+	g.restart_pending = 2;
 	text = metrics_render(&m, &g);
 	assert_non_null(text);
 	assert_line(text, "# TYPE jitd_config_reloads_total counter");
