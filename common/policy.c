@@ -10,7 +10,8 @@
 #include "common/port.h"
 #include "common/prefix.h"
 
-#define WHAT_LEN (24 + PREFIX_STRLEN + 16) /* "destination <prefix> port <port/proto>" */
+/* "destination <prefix> port <port/proto>[, inside <prefix>]" */
+#define WHAT_LEN (24 + PREFIX_STRLEN + 16 + 10 + PREFIX_STRLEN)
 
 static bool single(const struct port_spec *ps)
 {
@@ -152,6 +153,42 @@ static const struct target_policy *target_of(const struct config *c, const struc
 	return single(ps) ? config_find_target(c, d, ps->port, ps->proto) : NULL;
 }
 
+/*
+ * After prev, the next target besides best (the most specific one containing all of d) that
+ * governs part of (d, ps). Prefixes nest or are disjoint, so any other target overlapping d lies
+ * inside it, and the addresses it holds are its own to judge: a grant to a whole /16 must not
+ * pass a stricter /24 in it by naming the /16. Walk them from prev = best until NULL.
+ */
+static const struct target_policy *next_inside(const struct config *c, const struct prefix *d,
+	const struct port_spec *ps, const struct target_policy *best,
+	const struct target_policy *prev)
+{
+	for (size_t k = prev == best ? 0 : (size_t)(prev - c->targets) + 1; k < c->n_targets; k++) {
+		const struct target_policy *t = &c->targets[k];
+
+		if (t != best && t->addr.family == d->family && t->port == ps->port &&
+			(t->protos & ps->proto) && prefix_contains(d, &t->addr))
+			return t;
+	}
+	return NULL;
+}
+
+/* The part of (d, ps) that t governs, for messages: d itself, or t's prefix inside it. */
+static const char *part(const struct target_policy *t, const struct target_policy *best,
+	const struct prefix *d, const struct port_spec *ps, char what[static WHAT_LEN])
+{
+	char addr[PREFIX_STRLEN];
+	size_t n;
+
+	if (t == best)
+		return dst_port(d, ps, what);
+	dst_port(&t->addr, ps, what);
+	prefix_format(d, addr, sizeof(addr));
+	n = strlen(what);
+	snprintf(what + n, WHAT_LEN - n, ", inside %s", addr);
+	return what;
+}
+
 /* The target of (d, ps): protected, and one machine when the target maps a gateway port. */
 static int check_target(const struct config *c, const struct prefix *d,
 	const struct port_spec *ps, struct jit_error *e)
@@ -162,7 +199,11 @@ static int check_target(const struct config *c, const struct prefix *d,
 	if (!t)
 		return jit_fail(e, JIT_ERR_DESTINATION_NOT_PROTECTED,
 			"%s is not a protected target", dst_port(d, ps, what));
-	/* A gateway port is DNAT'ed to one address, and a prefix names several machines. */
+	/*
+	 * A gateway port is DNAT'ed to one address, and a prefix names several machines. A target
+	 * that maps ports inside a wider d is another matter: the grant forwards to its machine as
+	 * to the others, within its sources and duration.
+	 */
 	if (t->dnat && d->len != 32) {
 		prefix_format(&t->addr, addr, sizeof(addr));
 		return jit_fail(e, JIT_ERR_DESTINATION_NOT_PROTECTED,
@@ -177,8 +218,9 @@ static int check_target(const struct config *c, const struct prefix *d,
  * Each source reaches the destinations of its own address family only, so each is judged
  * against those, and a destination no source can reach is a mistake in the grant.
  */
-static int check_target_sources(const struct target_policy *t, const struct grant *g,
-	const struct prefix *d, const struct port_spec *ps, struct jit_error *e)
+static int check_target_sources(const struct target_policy *t, const struct target_policy *best,
+	const struct grant *g, const struct prefix *d, const struct port_spec *ps,
+	struct jit_error *e)
 {
 	char what[WHAT_LEN], src[PREFIX_STRLEN], addr[PREFIX_STRLEN];
 	bool reached = false;
@@ -191,7 +233,7 @@ static int check_target_sources(const struct target_policy *t, const struct gran
 			continue;
 		prefix_format(&g->src[s], src, sizeof(src));
 		return jit_fail(e, JIT_ERR_SOURCE_NOT_ALLOWED, "source %s is not allowed for %s",
-			src, dst_port(d, ps, what));
+			src, part(t, best, d, ps, what));
 	}
 	if (reached)
 		return 0;
@@ -202,7 +244,8 @@ static int check_target_sources(const struct target_policy *t, const struct gran
 
 /*
  * As for the host's ports: every (dst, port) must have a target before any source is judged,
- * and every source must be allowed before any duration is.
+ * and every source must be allowed before any duration is; each by every target governing a
+ * part of the dst.
  */
 static int check_forward(const struct config *c, const struct grant *g, int64_t now,
 	struct jit_error *e)
@@ -220,18 +263,29 @@ static int check_forward(const struct config *c, const struct grant *g, int64_t 
 		for (size_t d = 0; d < g->n_dst; d++)
 			if ((ret = check_target(c, &g->dst[d], &g->ports[i], e)))
 				return ret;
-	for (size_t i = 0; i < g->n_ports; i++)
-		for (size_t d = 0; d < g->n_dst; d++)
-			if ((ret = check_target_sources(target_of(c, &g->dst[d], &g->ports[i]), g,
-				&g->dst[d], &g->ports[i], e)))
-				return ret;
 	for (size_t i = 0; i < g->n_ports; i++) {
 		for (size_t d = 0; d < g->n_dst; d++) {
-			const struct target_policy *t = target_of(c, &g->dst[d], &g->ports[i]);
+			const struct prefix *dst = &g->dst[d];
+			const struct port_spec *ps = &g->ports[i];
+			const struct target_policy *best = target_of(c, dst, ps);
 
-			if (req > t->max_duration)
-				return too_long(req, t->max_duration,
-					dst_port(&g->dst[d], &g->ports[i], what), e);
+			for (const struct target_policy *t = best; t;
+				t = next_inside(c, dst, ps, best, t))
+				if ((ret = check_target_sources(t, best, g, dst, ps, e)))
+					return ret;
+		}
+	}
+	for (size_t i = 0; i < g->n_ports; i++) {
+		for (size_t d = 0; d < g->n_dst; d++) {
+			const struct prefix *dst = &g->dst[d];
+			const struct port_spec *ps = &g->ports[i];
+			const struct target_policy *best = target_of(c, dst, ps);
+
+			for (const struct target_policy *t = best; t;
+				t = next_inside(c, dst, ps, best, t))
+				if (req > t->max_duration)
+					return too_long(req, t->max_duration,
+						part(t, best, dst, ps, what), e);
 		}
 	}
 	return 0;

@@ -16,7 +16,7 @@ gw_config() {
   "targets": [
     {"address": "10.1.0.0/24", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"]},
     {"address": "2001:db8:10::/64", "port": 22, "max_duration": "PT10M"},
-    {"address": "10.1.0.6", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"],
+    {"address": "10.1.0.6", "port": 22, "max_duration": "PT5M", "allowed_sources": ["192.0.2.0/24"],
      "dnat": {"listen_port_range": "'"$2"'", "address": "192.0.2.1"}}]'
 }
 gw_config both 50000-50001
@@ -76,7 +76,7 @@ expect_connect drop "$C1" -b 192.0.2.2 10.1.0.5 22
 
 log "refusals name the reason and leave the kernel as it was"
 refuse() { # refuse CODE SIGN-ARGS...
-	local code=$1 rc=0 out
+	local code=$1 rc=0	# out stays set, for a closer look at the last refusal
 	shift
 	out=$(sign "$@" | submit - --json) || rc=$?
 	[ "$rc" -ne 0 ] && echo "$out" | jq -e --arg c "$code" '.error == $c' >/dev/null ||
@@ -87,6 +87,10 @@ refuse destination_not_protected --src 192.0.2.2 --dst 10.2.0.5 --port 22 --for 
 refuse destination_not_protected --src 192.0.2.2 --dst 10.1.0.5 --port 2222 --for 60
 refuse source_not_allowed --src 198.51.100.7 --dst 10.1.0.5 --port 22 --for 60
 refuse duration_exceeds_max --src 192.0.2.2 --dst 10.1.0.5 --port 22 --for 3600
+# 10.1.0.0/24 allows 10 minutes, but the grant would open 10.1.0.6 in it too, which allows 5.
+refuse duration_exceeds_max --src 192.0.2.2 --dst 10.1.0.0/24 --port 22 --for 400
+echo "$out" | jq -e '.message | endswith("for destination 10.1.0.6 port 22/tcp, inside 10.1.0.0/24")' \
+	>/dev/null || fail "the refusal does not name the target inside the dst: $out"
 [ "$(fwd_count)" -eq 0 ] && [ -z "$(set_elems dnat4)" ] || fail "kernel changed: $(set_elems fwd4)"
 pass "kernel: fwd4 and dnat4 still empty"
 

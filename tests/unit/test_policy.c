@@ -258,7 +258,7 @@ static void test_dst_grant_on_host(void **state)
 static void test_dst_allowed(void **state)
 {
 	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.1.0.5", 22, TCP, NOW + 3 * HOUR), 0);
-	assert_int_equal(check_dst(&gw, "0.0.0.0/0", "10.1.0.0/16", 22, TCP, NOW + 60), 0);
+	assert_int_equal(check_dst(&gw, "192.0.2.0/24", "10.1.0.0/16", 22, TCP, NOW + HOUR), 0);
 	assert_int_equal(check_dst(&gw, "192.0.2.9", "10.1.2.7", 22, TCP, NOW + HOUR), 0);
 	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.3.0.5", 3389, TCP, NOW + HOUR), 0);
 	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.4.0.200", 3389, TCP, NOW + HOUR), 0);
@@ -329,6 +329,50 @@ static void test_dst_sources(void **state)
 	refused(check_dst(&gw, "2001:db8:2::1", "2001:db8:10::5", 22, TCP, NOW + 60),
 		JIT_ERR_SOURCE_NOT_ALLOWED,
 		"source 2001:db8:2::1 is not allowed for destination 2001:db8:10::5 port 22/tcp");
+}
+
+static void test_dst_inside(void **state)
+{
+	/*
+	 * 10.1.0.0/16 lets anyone in for 3h, 10.1.2.0/24 inside it the office for 1h: a grant to the
+	 * whole /16 opens the /24 too, so the /24 judges it as well.
+	 */
+	refused(check_dst(&gw, "0.0.0.0/0", "10.1.0.0/16", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED, "source 0.0.0.0/0 is not allowed for destination "
+		"10.1.2.0/24 port 22/tcp, inside 10.1.0.0/16");
+	refused(check_dst(&gw, "198.51.100.7", "10.1.0.0/20", 22, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED, "source 198.51.100.7 is not allowed for destination "
+		"10.1.2.0/24 port 22/tcp, inside 10.1.0.0/20");
+	refused(check_dst(&gw, "192.0.2.9", "10.1.0.0/16", 22, TCP, NOW + 2 * HOUR),
+		JIT_ERR_DURATION_EXCEEDS_MAX, "requested 2h exceeds the 1h maximum for "
+		"destination 10.1.2.0/24 port 22/tcp, inside 10.1.0.0/16");
+	/* Beside the /24, or on another port, the /16 alone decides. */
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.1.3.0/24", 22, TCP, NOW + 3 * HOUR),
+		0);
+	assert_int_equal(check_dst(&gw, "198.51.100.7", "10.1.0.0/16", 53, UDP, NOW + HOUR), 0);
+}
+
+static void test_dst_inside_dnat(void **state)
+{
+	struct prefix office_v4 = pfx("192.0.2.0/24");
+	struct target_policy t[] = {
+		{ .addr = pfx("10.3.0.0/16"), .port = 3389, .protos = TCP, .max_duration = HOUR,
+			.any_source = true },
+		{ .addr = pfx("10.3.0.5"), .port = 3389, .protos = TCP, .max_duration = HOUR,
+			.sources = &office_v4, .n_sources = 1, .dnat = true, .dnat_lo = 50000,
+			.dnat_hi = 50999 },
+	};
+	struct config c = { .mode = CONFIG_MODE_GATEWAY, .targets = t, .n_targets = 2 };
+
+	/* A prefix around a machine behind a gateway port forwards to it, within its policy. */
+	refused(check_dst(&c, "198.51.100.7", "10.3.0.0/24", 3389, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED, "source 198.51.100.7 is not allowed for destination "
+		"10.3.0.5 port 3389/tcp, inside 10.3.0.0/24");
+	assert_int_equal(check_dst(&c, "192.0.2.9", "10.3.0.0/24", 3389, TCP, NOW + 60), 0);
+	assert_int_equal(check_dst(&c, "198.51.100.7", "10.3.1.0/24", 3389, TCP, NOW + 60), 0);
+	refused(check_dst(&c, "198.51.100.7", "10.3.0.5", 3389, TCP, NOW + 60),
+		JIT_ERR_SOURCE_NOT_ALLOWED,
+		"source 198.51.100.7 is not allowed for destination 10.3.0.5 port 3389/tcp");
 }
 
 static void test_dst_family(void **state)
@@ -431,6 +475,8 @@ int main(void)
 		cmocka_unit_test(test_dst_not_protected),
 		cmocka_unit_test(test_dst_dnat_one_address),
 		cmocka_unit_test(test_dst_sources),
+		cmocka_unit_test(test_dst_inside),
+		cmocka_unit_test(test_dst_inside_dnat),
 		cmocka_unit_test(test_dst_family),
 		cmocka_unit_test(test_dst_duration),
 		cmocka_unit_test(test_dst_multi),
