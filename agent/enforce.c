@@ -208,6 +208,7 @@ struct enforce {
 	struct sync_req audit_req;
 	struct store_mark audit_mark;
 	bool audit_syncing, closing;
+	bool settling_all;	/* in settle_all: answering groups, committing none */
 };
 
 /*
@@ -1956,11 +1957,42 @@ static void audit_synced(struct enforce *e, const struct sync_req *r)
 		"audit.jsonl", strerror(-ret));
 }
 
-/* Answers every group still settling, once durable: before anything that removes grants. */
+/*
+ * Answers every group still settling, once durable: before anything that removes grants, since
+ * grants_take moves the last grant into the hole and only unpush follows it into settling
+ * groups. So nothing is committed meanwhile (answering a group commits what became due, in
+ * synced_cb): that waits for the loop's next turn, after the caller's removals.
+ */
 static void settle_all(struct enforce *e)
 {
-	if (e->syncer)
-		syncer_wait(e->syncer);
+	bool was = e->settling_all;
+
+	if (!e->syncer)
+		return;
+	e->settling_all = true;
+	syncer_wait(e->syncer);
+	e->settling_all = was;
+	if (!was && e->ready && !e->closing)
+		event_active(e->group_timer, EV_TIMEOUT, 1);
+}
+
+/*
+ * Test builds: a grant answered is the one at its index, wherever removals moved it meanwhile
+ * (grants_take moves the last grant into a hole; settle_all and unpush keep indices true).
+ */
+static void check_index(const struct enforce *e, const struct pending *p)
+{
+#ifdef JITD_TEST_HOOKS
+	if (p->ret)
+		return;
+	if (p->idx < 0 || (size_t)p->idx >= e->n_grants || strcmp(e->grants[p->idx].jti, p->jti)) {
+		log_err("grant '%s' answered from index %zd of %zu", p->jti, p->idx, e->n_grants);
+		abort();
+	}
+#else
+	(void)e;
+	(void)p;
+#endif
 }
 
 /* Settles a group and answers it; replies last: a callback may submit again. */
@@ -1970,6 +2002,7 @@ static void finish(struct enforce *e, struct pending **v, size_t n, int sync_ret
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 
+		check_index(e, p);
 		p->done(p->arg, p->ret, p->ret ? NULL : &e->grants[p->idx], &p->err);
 		pending_free(p);
 	}
@@ -2022,7 +2055,8 @@ static void synced_cb(struct sync_req *done, void *arg)
 		done = next;
 	}
 	/* Grants verified while the disk was busy may not wait for the rest any more. */
-	commit_due(e);
+	if (!e->settling_all)
+		commit_due(e);
 }
 
 /*
