@@ -3,31 +3,45 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "agent/jitctl.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
-#include "common/proto.h"
 
 static void teardown_usage(FILE *f)
 {
 	fprintf(f, "Usage: jitctl [-s SOCKET] teardown\n\n"
 		   "Deletes nftables table 'inet jitd' in one transaction (root only): the\n"
 		   "protected ports are then no longer closed by jitd, and active grants end.\n"
-		   "Refused while the agent answers on its control socket: stop it first\n"
+		   "Refused while the agent listens on its control socket: stop it first\n"
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n");
 }
 
-/* A running agent would go on believing its table is there. */
-static bool agent_running(const struct jitctl_opts *o)
+/*
+ * A running agent would go on believing its table is there. Something accepting connections on
+ * the socket is taken for the agent, whether or not it answers: one at its control_connections
+ * limit, busy, or out of memory closes or stalls the conversation but is still running.
+ * 0: nothing listens (no socket, or a stale one); -EBUSY: something does; else -errno.
+ */
+static int agent_listening(const struct jitctl_opts *o)
 {
-	json_t *req = json_pack("{s:s}", "op", "status"), *rep = NULL;
-	bool up = req && proto_call(o->socket, req, &rep) == 0;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, ret = -EBUSY;
 
-	json_decref(req);
-	json_decref(rep);
-	return up;
+	if (strlen(o->socket) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, o->socket, strlen(o->socket) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
+		return -errno;
+	/* A full backlog (EAGAIN) is a listener too. */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EAGAIN)
+		ret = errno == ECONNREFUSED || errno == ENOENT ? 0 : -errno;
+	close(fd);
+	return ret;
 }
 
 int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
@@ -53,9 +67,14 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		teardown_usage(stderr);
 		return JITCTL_USAGE;
 	}
-	if (agent_running(o)) {
-		fprintf(stderr, "jitctl teardown: jitd is running (it answers on %s); stop it "
+	if ((ret = agent_listening(o)) == -EBUSY) {
+		fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s); stop it "
 				"first: systemctl stop jitd\n", o->socket);
+		return JITCTL_REFUSED;
+	}
+	if (ret) {
+		fprintf(stderr, "jitctl teardown: cannot tell whether jitd is running (%s: %s); "
+				"nothing removed\n", o->socket, strerror(-ret));
 		return JITCTL_REFUSED;
 	}
 	if ((ret = nft_open(&n)) || (ret = nft_table_exists(n, RULESET_TABLE, &exists))) {

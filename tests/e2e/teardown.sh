@@ -1,4 +1,5 @@
-# jitctl teardown: refused while the agent runs; after a stop (which leaves the ports closed) it
+# jitctl teardown: refused while the agent runs, even at its connection limit where it answers
+# nobody; after a stop (which leaves the ports closed) it
 # deletes table inet jitd in one transaction and nothing else; a second run is a no-op.
 . "$(dirname "$0")/lib.sh"
 
@@ -13,6 +14,30 @@ in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" || fail "teardown with the agent up: exit $rc: $(cat "$TMP/out")"
 kernel_json >/dev/null || fail "table gone after a refused teardown"
 pass "refused while jitd runs; table kept"
+
+# At its limit of control connections (32 by default) jitd closes a new one at once: it does
+# not answer, but it runs all the same.
+/usr/bin/python3 -c '
+import socket, sys, time
+held = []
+for _ in range(32):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    held.append(s)
+print("held", flush=True)
+time.sleep(8)' "$SOCK" >"$TMP/held" &
+HOLDER=$!
+BG_PIDS+=("$HOLDER")
+wait_until 5 "32 control connections held" grep -q held "$TMP/held"
+! "$JITCTL_BIN" -s "$SOCK" status >/dev/null 2>&1 || fail "status answered beyond the connection limit"
+rc=0
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" ||
+	fail "teardown with the agent at its connection limit: exit $rc: $(cat "$TMP/out")"
+kernel_json >/dev/null || fail "table gone after a refused teardown"
+pass "refused while jitd runs at its connection limit and answers nobody; table kept"
+kill "$HOLDER" 2>/dev/null || true
+wait "$HOLDER" 2>/dev/null || true
 
 stop_jitd TERM
 kernel_json >/dev/null || fail "SIGTERM removed the table"
