@@ -301,6 +301,14 @@ static json_t *do_grant(struct client *c, json_t *req)
 		json_integer_value(dur) <= 0 || !reason || !*reason)
 		return proto_error(JIT_ERR_BAD_REQUEST, "grant needs \"src\" and \"ports\" arrays, "
 			"a positive \"duration\" and a \"reason\"");
+	/* No port allows more, and exp is computed from it: bounded before any arithmetic. */
+	if (json_integer_value(dur) > CONFIG_MAX_MAX_DURATION) {
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "\"duration\": %lld s is longer than any port may "
+			"allow (%d s)", (long long)json_integer_value(dur), CONFIG_MAX_MAX_DURATION);
+		return proto_error(JIT_ERR_DURATION_EXCEEDS_MAX, msg);
+	}
 	if (json_array_size(src) == 0 || json_array_size(src) > GRANT_MAX_SOURCES)
 		return proto_error(JIT_ERR_BAD_REQUEST, "grant needs 1 to 64 sources");
 	json_array_foreach(src, i, v)

@@ -50,6 +50,17 @@ expect_exit 1 source_not_allowed "grant outside allowed_sources" -- \
 	"$JITCTL_BIN" -s "$SOCK" grant --src 198.51.100.2 --port 22 --for 60 --reason "wrong source"
 expect_exit 1 port_not_protected "grant for an unprotected port" -- \
 	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 2222 --for 60 --reason "wrong port"
+# The request itself, past jitctl: a duration no port allows is refused before exp is computed.
+reply=$(/usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"{\"op\":\"grant\",\"src\":[\"192.0.2.2\"],\"ports\":[\"22/tcp\"],"
+          b"\"duration\":9223372036854775807,\"reason\":\"overflow\"}\n")
+print(s.makefile().readline(), end="")' "$SOCK")
+[ -n "$reply" ] && echo "$reply" | jq -e '.error == "duration_exceeds_max"' >/dev/null ||
+	fail "a duration of 2^63-1 s: $reply"
+pass "grant request with a duration of 2^63-1 s: $(echo "$reply" | jq -r .message)"
 no_allow_elems || fail "a refused local grant changed the kernel"
 expect_connect drop "$C1" 192.0.2.1 22
 "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60 --reason "INC-42 sshd down" --json >"$TMP/g.json" ||
