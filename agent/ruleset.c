@@ -1678,6 +1678,9 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
 		memcpy(out->dlo, key + alen, alen);
 		memcpy(out->dhi, end + alen, alen);
 	}
+	/* Another protocol (sctp, say) would be planned for deletion in a form jitd cannot write. */
+	if (key[off + alen] != IPPROTO_TCP && key[off + alen] != IPPROTO_UDP)
+		return -EINVAL;
 	out->ipproto = key[off + alen];
 	memcpy(&port, &key[off + alen + 4], 2);
 	out->port = ntohs(port);

@@ -56,16 +56,20 @@ expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 # Elements jitd cannot have written, which its model cannot describe: removed by their exact
 # keys all the same. A range of ports in allow4, an address in another address's set (inert
 # there, as the rule before each set tests the address's low bits), an element that never
-# expires.
+# expires, elements for a protocol jitd never grants.
 in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22-23 timeout 1h }'
 in_ns "$SRV" nft add element inet jitd allow4_addr_2 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
 in_ns "$SRV" nft add element inet jitd allow4_addr_4 '{ 192.0.2.4 . tcp . 22 }'	# no timeout
+in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . sctp . 22 timeout 1h }'
+in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.8/30 . sctp . 22 timeout 1h }'
+wait_until 5 "the sctp element removed" lacks_match allow4_addr_3 "sctp"
+wait_until 5 "the sctp range removed" lacks_match allow4 "sctp"
 wait_until 5 "the element without a timeout removed" lacks_elem allow4_addr_4 "192.0.2.4 tcp 22"
 wait_until 5 "the port range removed" lacks_source allow4 192.0.2.3
 wait_until 5 "the misplaced element removed" lacks_elem allow4_addr_2 "192.0.2.3 tcp 22"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" 192.0.2.1 22
-pass "elements jitd cannot have written (a port range, an address in another's set, no timeout) are removed"
+pass "elements jitd cannot have written (a port range, an address in another's set, no timeout, sctp) are removed"
 sign --src 198.51.100.2 --port 22 --for 300 --jti heal-2 | submit - >/dev/null || fail "heal-2 refused"
 has_elem allow4_addr_2 "198.51.100.2 tcp 22" || fail "heal-2 is not in the kernel: $(host_elems)"
 "$JITCTL_BIN" -s "$SOCK" revoke heal-2 >/dev/null || fail "revoking heal-2 failed"
