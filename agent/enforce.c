@@ -190,6 +190,9 @@ struct enforce {
 	struct dnat_used *restore_used;
 	struct rerec *rerecord;
 	size_t n_rerecord, cap_rerecord;
+	/* Ids of grants gone from the books and the kernel whose records could not be dropped. */
+	char **undropped;
+	size_t n_undropped, cap_undropped;
 	/* Group commit: grants being verified, and verified ones waiting for their group. */
 	struct verifier *verifier;
 	struct event *group_timer;
@@ -1491,14 +1494,58 @@ static void pending_free(struct pending *p)
 }
 
 /* Replay ids are written lazily (replay_add_lazy): durable before any record goes. */
+static int drop_now(struct enforce *e, const char *jti)
+{
+	int ret = replay_sync(e->replay);
+
+	return ret ? ret : store_del(e->store, jti);
+}
+
+/*
+ * Drops the record of a grant gone from the books and the kernel (revoked, taken back, dropped
+ * by a reload). A record that stays would restore the grant at the next start: one that
+ * cannot be dropped now is tried again every second (retry_drops) and said in status until
+ * then; only a restart before that brings the grant back.
+ */
 static void drop_record(struct enforce *e, const char *jti)
 {
+	char **nv, *id;
 	int ret;
 
-	if ((ret = replay_sync(e->replay)))
-		log_warn("replay: cannot sync: %s", strerror(-ret));
-	if ((ret = store_del(e->store, jti)))
-		log_warn("state: cannot drop the record of '%s': %s", jti, strerror(-ret));
+	if (!(ret = drop_now(e, jti)))
+		return;
+	note_error(e, "state: cannot drop the record of '%s': %s; retrying every second (a "
+		"restart before then restores the grant)", jti, strerror(-ret));
+	for (size_t i = 0; i < e->n_undropped; i++)
+		if (!strcmp(e->undropped[i], jti))
+			return;
+	if (!(nv = array_reserve(e->undropped, &e->cap_undropped, e->n_undropped + 1,
+		sizeof(*nv), 8)) || !(id = strdup(jti))) {
+		if (nv)
+			e->undropped = nv;
+		log_err("state: out of memory: the record of '%s' will not be retried", jti);
+		return;
+	}
+	e->undropped = nv;
+	e->undropped[e->n_undropped++] = id;
+}
+
+/* The records drop_record could not drop, again; those dropped now leave the list. */
+static void retry_drops(struct enforce *e)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < e->n_undropped; i++) {
+		char *jti = e->undropped[i];
+
+		if (drop_now(e, jti)) {
+			e->undropped[kept++] = jti;
+			continue;
+		}
+		log_info("state: the record of '%s' is dropped now", jti);
+		free(jti);
+	}
+	e->n_undropped = kept;
 }
 
 /*
@@ -2376,8 +2423,10 @@ static void expire(struct enforce *e, bool model_too)
 	e->suspend_gap_ms = gap;
 	e->gap_measured = true;
 	expire_grants(e, now);
-	if (model_too)
+	if (model_too) {
 		model_expire(e, now);
+		retry_drops(e);
+	}
 }
 
 void enforce_expire(struct enforce *e)
@@ -3469,6 +3518,9 @@ void enforce_close(struct enforce **e)
 		event_free((*e)->trail_timer);
 	for (size_t i = 0; i < (*e)->n_grants; i++)
 		grant_clear(&(*e)->grants[i]);
+	for (size_t i = 0; i < (*e)->n_undropped; i++)
+		free((*e)->undropped[i]);
+	free((*e)->undropped);
 	free((*e)->grants);
 	free((*e)->deadline);
 	free((*e)->keys);

@@ -15,6 +15,7 @@
 
 #include "agent/store.h"
 #include "agent/syncer.h"
+#include "agent/testhook.h"
 #include "common/array.h"
 #include "common/grant.h"
 #include "common/jws.h"
@@ -1066,6 +1067,11 @@ int store_del(struct store *s, const char *jti)
 
 	if (!find(s, jti))
 		return 0;
+#ifdef JITD_TEST_HOOKS
+	/* $JITD_TEST_DEL_FAIL_FILE present: the journal refuses a dropped record, as a full disk. */
+	if (testhook_exists("JITD_TEST_DEL_FAIL_FILE"))
+		return -ENOSPC;
+#endif
 	if ((ret = append(s, 'D', jti, NULL, 0)))
 		return ret;
 	mem_del(s, jti);

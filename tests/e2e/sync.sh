@@ -2,11 +2,15 @@
 # fdatasyncs run on jitd's sync thread while the loop goes on. When that sync fails (a test
 # build makes the next one fail with EIO, $JITD_TEST_SYNC_FAIL_FILE), every grant of the group
 # is refused, withdrawn from the kernel, its record dropped (a restart does not bring it back)
-# and its id not burned; the refusal is audited. Grants that were answered stay.
+# and its id not burned; the refusal is audited. Grants that were answered stay. When the
+# journal refuses a revoked grant's dropped record ($JITD_TEST_DEL_FAIL_FILE, as a full disk),
+# the revocation stands in the kernel, status says so, and the drop is retried every second
+# until it holds, so that a restart then does not bring the grant back.
 . "$(dirname "$0")/lib.sh"
 
-export JITD_TEST_SYNC_FAIL_FILE
+export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE
 JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
+JITD_TEST_DEL_FAIL_FILE=$TMP/delfail
 e2e_default_setup drop
 
 sign --src 192.0.2.2 --port 22 --for 300 --jti before | submit - >/dev/null || fail "grant refused"
@@ -47,3 +51,22 @@ submit "$TMP/lost" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "$TMP/o
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "the grant refused for a failed sync applies once the sync holds"
+
+log "a revocation whose record cannot be dropped"
+touch "$JITD_TEST_DEL_FAIL_FILE"
+out=$("$JITCTL_BIN" -s "$SOCK" revoke lost 2>&1) || fail "revoke with the journal refusing: $out"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the revoked grant stayed in the kernel"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+status_json | jq -e '(.grants | map(.id) == ["before"]) and
+	(.agent.last_error | test("cannot drop the record of .lost.*retrying every second"))' >/dev/null ||
+	fail "status: $(status_json | jq -c '{g: (.grants | map(.id)), e: .agent.last_error}')"
+pass "revoked in the kernel and the books; status: $(status_json | jq -r .agent.last_error)"
+sleep 2
+rm -f "$JITD_TEST_DEL_FAIL_FILE"
+wait_until 5 "the dropped record retried" grep -q "the record of 'lost' is dropped now" "$TMP/jitd.log"
+stop_jitd TERM
+start_jitd
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the revoked grant came back on restart"
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
+	fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
+pass "once the journal takes it, a restart keeps the revocation"
