@@ -81,6 +81,7 @@ struct http {
 	struct event *adopt;
 	LIST_HEAD(, submission) waiting;	/* grants with the enforcer, their replies owed */
 	LIST_HEAD(, stream) streams;		/* statuses being sent */
+	LIST_HEAD(, fresh) fresh;		/* connections before their first request */
 	bool paused_full;		/* the listener waits for n_conns to drop */
 	bool closing;
 	unsigned long flood;		/* connections or requests refused since the last log line */
@@ -831,6 +832,64 @@ static void peer_identify(struct evhttp_request *req, struct peer *p)
 		cn[0] ? " cn=" : "", cn);
 }
 
+/*
+ * A connection accepted and not yet through its first request. listen.timeout closes a
+ * connection that sends nothing for that long, but every byte restarts it: a client trickling
+ * a TLS handshake or a request one byte at a time held its connection, and max_connections of
+ * them the whole endpoint, before any certificate or rate limit was asked. So the handshake and
+ * the first whole request must also come within listen.timeout of the accept.
+ */
+struct fresh {
+	struct http *h;
+	struct evhttp_connection *evcon;
+	struct event *deadline;
+	LIST_ENTRY(fresh) entry;
+};
+
+/* evcon's first request came, or it closed: its deadline goes. */
+static void fresh_done(struct http *h, struct evhttp_connection *evcon)
+{
+	struct fresh *f;
+
+	LIST_FOREACH(f, &h->fresh, entry)
+		if (f->evcon == evcon)
+			break;
+	if (!f)
+		return;
+	LIST_REMOVE(f, entry);
+	event_free(f->deadline);
+	free(f);
+}
+
+/* No whole request in time: nothing of ours is pending on it, so evhttp may free it now. */
+static void fresh_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct fresh *f = arg;
+
+	flood_note(f->h, "no whole request within listen.timeout of the connection");
+	/* Calls conn_closed_cb, which frees f. */
+	evhttp_connection_free(f->evcon);
+}
+
+static void fresh_start(struct http *h, struct evhttp_connection *evcon)
+{
+	const struct timeval tv = { (time_t)h->l->timeout, 0 };
+	struct fresh *f = calloc(1, sizeof(*f));
+
+	if (!f || !(f->deadline = evtimer_new(evhttp_connection_get_base(evcon),
+		fresh_deadline_cb, f)) || evtimer_add(f->deadline, &tv)) {
+		/* The idle timeout still holds; only the trickle goes unbounded for this one. */
+		log_warn("controller endpoint: out of memory for a connection's deadline");
+		if (f && f->deadline)
+			event_free(f->deadline);
+		free(f);
+		return;
+	}
+	f->h = h;
+	f->evcon = evcon;
+	LIST_INSERT_HEAD(&h->fresh, f, entry);
+}
+
 static void request_cb(struct evhttp_request *req, void *arg)
 {
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -841,6 +900,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	char num[16];
 	bool known = false;
 
+	fresh_done(h, evhttp_request_get_connection(req));
 	peer_identify(req, &p);
 	/* The handshake already demanded it; never serve a mutual-TLS endpoint without it. */
 	if (tls_mutual(h->tls.ctx) && !p.verified) {
@@ -891,6 +951,7 @@ static void conn_gone(struct http *h)
 
 static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
+	fresh_done(arg, evcon);
 	stream_gone(arg, evcon);
 	conn_gone(arg);
 }
@@ -908,6 +969,7 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 		bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
 		if (evcon) {
 			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
+			fresh_start(h, evcon);
 			/*
 			 * OpenSSL writes a reply as several records: with Nagle, the second waits
 			 * for the client's delayed ACK (40 ms per request on keep-alive).
@@ -1241,6 +1303,9 @@ void http_close(struct http **hp)
 		enforce_set_endpoint_hook(h->enf, NULL);
 	if (h->eh)
 		evhttp_free(h->eh);
+	/* evhttp_free closed every connection, and each close dropped its deadline. */
+	while (!LIST_EMPTY(&h->fresh))
+		fresh_done(h, LIST_FIRST(&h->fresh)->evcon);
 	if (h->resume)
 		event_free(h->resume);
 	if (h->adopt)
