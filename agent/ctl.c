@@ -47,6 +47,7 @@ struct ctl {
 	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
 	time_t refused_logged;	/* at most one "too many clients" line a minute */
+	time_t late_logged;	/* at most one "client cut at its deadline" line a minute */
 	/* The last peer's user name, reused for USER_CACHE_SEC (see user_name). */
 	uid_t user_uid;
 	int64_t user_at;	/* CLOCK_MONOTONIC seconds; 0: nothing cached */
@@ -82,6 +83,7 @@ struct client {
 	struct ctl *ctl;
 	struct client *prev, *next;
 	struct bufferevent *bev;
+	struct event *deadline;	/* PROTO_TIMEOUT_MS after the accept: the whole exchange */
 	/*
 	 * A submit is with the enforcer: its answer comes later. A client that goes away meanwhile
 	 * is only marked gone; the answer then frees it.
@@ -106,6 +108,8 @@ static void client_free(struct client *c)
 	enforce_clients(c->ctl->enf, -1);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
+	event_free(c->deadline);
+	c->deadline = NULL;
 	if (c->waiting)
 		c->gone = true;
 	else
@@ -634,6 +638,24 @@ static void peer_identify(int fd, struct client *c)
 		(int)cred.pid, c->user);
 }
 
+/*
+ * The read and write timeouts restart with every byte: a client sending its request, or reading
+ * its reply, a byte at a time held its place (and a status reply's memory) for as long as it
+ * liked, and control_connections of them shut root out. jitctl gives up after PROTO_TIMEOUT_MS
+ * for the whole exchange; the agent does the same.
+ */
+static void ctl_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+
+	if (time(NULL) - c->ctl->late_logged >= 60) {
+		log_warn("control: %s not done within %d s; closing", c->peer,
+			PROTO_TIMEOUT_MS / 1000);
+		c->ctl->late_logged = time(NULL);
+	}
+	client_free(c);
+}
+
 static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	int salen, void *arg)
 {
@@ -658,8 +680,14 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 	c->ctl = ctl;
 	peer_identify(fd, c);
 	c->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!c->bev) {
-		close(fd);
+	c->deadline = evtimer_new(evconnlistener_get_base(lev), ctl_deadline_cb, c);
+	if (!c->bev || !c->deadline || evtimer_add(c->deadline, &tv)) {
+		if (c->deadline)
+			event_free(c->deadline);
+		if (c->bev)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
 		free(c);
 		return;
 	}
