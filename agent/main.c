@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -130,6 +131,30 @@ static void audit_agent(struct audit *a, const char *event, const char *message)
 		log_warn("audit: cannot record %s", event);
 }
 
+/* Descriptors beside the clients': journal, trail, replay cache, sockets, key files, spools. */
+#define FD_RESERVE 128
+
+/*
+ * Every controller and control-socket client holds a descriptor. Short of them, accept pauses,
+ * but key files can no longer be opened either: every grant would be refused as internal and
+ * every reload refused. A configuration that asks for more than the process may open is refused
+ * at start (and by --check-config) rather than found out under load.
+ */
+static int descriptors_short(const struct config *cfg, char *msg, size_t len)
+{
+	unsigned long long need = (unsigned long long)cfg->control_connections + FD_RESERVE +
+		(cfg->listen.enabled ? cfg->listen.max_connections : 0);
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+		need <= rl.rlim_cur)
+		return 0;
+	snprintf(msg, len, "listen.max_connections and limits.control_connections need %llu file "
+		"descriptors with jitd's own, and this process may open %llu (RLIMIT_NOFILE; "
+		"LimitNOFILE= in the unit)", need, (unsigned long long)rl.rlim_cur);
+	return -EMFILE;
+}
+
 /* ", 3 forwarded target(s)" in gateway mode; "" on a host, whose messages stay as they were. */
 static const char *targets_note(const struct config *cfg, char *buf, size_t len)
 {
@@ -241,6 +266,8 @@ int main(int argc, char **argv)
 	if (config_load(o.config_path, &cfg, &jerr))
 		errx(1, "%s", jerr.msg);
 	log_set_level(o.verbose ? LOG_LVL_DEBUG : cfg->log_level);
+	if (descriptors_short(cfg, msg, sizeof(msg)))
+		errx(1, "%s", msg);
 	if (o.check_only) {
 		ret = check_config(cfg, o.config_path);
 		config_free(cfg);

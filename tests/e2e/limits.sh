@@ -83,3 +83,12 @@ grep -q "not done within 10 s; closing" "$TMP/jitd.log" || fail "the cut is not 
 pass "a control client trickling its request is cut at 10 s: $(cat "$TMP/out")"
 status_json | jq -e '(.grants | length) == 2' >/dev/null || fail "status after the limits"
 pass "agent healthy"
+
+log "descriptors: a configuration that needs more than the process may open"
+rc=0
+out=$(prlimit --nofile=100 "$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || rc=$?
+[ "$rc" -eq 1 ] && grep -q "need 131 file descriptors with jitd's own, and this process may open 100" \
+	<<<"$out" || fail "check-config under 100 descriptors: exit $rc: $out"
+prlimit --nofile=200 "$JITD_BIN" -c "$CONFIG" --check-config >/dev/null 2>&1 ||
+	fail "check-config refused under 200 descriptors"
+pass "refused under 100 descriptors (3 control connections + 128 of jitd's own), accepted under 200"
