@@ -314,8 +314,10 @@ int jws_verify_with(struct jws_verifier *v, const struct jws *j, EVP_PKEY *pub,
 		ret = BAD_SIG(e, "signature: the key is not an Ed25519 key");
 		goto out;
 	}
+	/* Nothing about the token: a passing failure (memory), so retryable, not a bad signature. */
 	if (!(ctx = verify_ctx(v, pub))) {
-		ret = BAD_SIG(e, "signature: cannot verify: out of memory");
+		ret = jit_fail(e, JIT_ERR_INTERNAL, "signature: cannot set up the verification "
+			"(out of memory)");
 		goto out;
 	}
 	if (EVP_DigestVerify(ctx, j->sig, JWS_SIG_LEN, (const unsigned char *)j->token,
