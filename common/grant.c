@@ -130,8 +130,10 @@ static int parse_prefixes(const json_t *c, const char *name, bool required, size
 		return MALFORMED(e, "claim '%s': expected an array, not %s", name, jit_json_type(a));
 	if (!cnt)
 		return MALFORMED(e, "claim '%s': empty", name);
+	/* Well-formed, only more than any grant may carry: the limit's code, as for the limits. */
 	if (cnt > max)
-		return MALFORMED(e, "claim '%s': %zu entries, at most %zu allowed", name, cnt, max);
+		return jit_fail(e, JIT_ERR_TOO_LARGE, "claim '%s': %zu entries, at most %zu allowed",
+			name, cnt, max);
 	if (!(*v = calloc(cnt, sizeof(**v))))
 		return OOM(e);
 	json_array_foreach(a, i, s) {
@@ -210,8 +212,8 @@ static int parse_ports(const json_t *c, struct grant *g, struct jit_error *e)
 	if (!cnt)
 		return MALFORMED(e, "claim 'ports': empty");
 	if (cnt > GRANT_MAX_PORTS)
-		return MALFORMED(e, "claim 'ports': %zu entries, at most %d allowed", cnt,
-			GRANT_MAX_PORTS);
+		return jit_fail(e, JIT_ERR_TOO_LARGE, "claim 'ports': %zu entries, at most %d allowed",
+			cnt, GRANT_MAX_PORTS);
 	/* Room for "*" expanding every entry to two. */
 	if (!(g->ports = calloc(2 * cnt, sizeof(*g->ports))))
 		return OOM(e);
@@ -224,8 +226,8 @@ static int parse_ports(const json_t *c, struct grant *g, struct jit_error *e)
 			add_port(g, port, PORT_PROTO_UDP);
 	}
 	if (g->n_ports > GRANT_MAX_PORTS)
-		return MALFORMED(e, "claim 'ports': %zu port/protocol pairs, at most %d allowed",
-			g->n_ports, GRANT_MAX_PORTS);
+		return jit_fail(e, JIT_ERR_TOO_LARGE, "claim 'ports': %zu port/protocol pairs, at "
+			"most %d allowed", g->n_ports, GRANT_MAX_PORTS);
 	return 0;
 }
 

@@ -804,14 +804,14 @@ static void test_limits(void **state)
 	assert_int_equal(g.n_ports, GRANT_MAX_PORTS);
 	grant_clear(&g);
 	json_array_append_new(src, json_string("192.0.2.1"));
-	expect(with("src", src), JIT_ERR_MALFORMED, "claim 'src': 65 entries");
+	expect(with("src", src), JIT_ERR_TOO_LARGE, "claim 'src': 65 entries");
 	/* Counted before deduplication, like src. */
 	json_array_append_new(dst, json_string("10.1.0.5"));
-	expect(with("dst", dst), JIT_ERR_MALFORMED, "claim 'dst': 65 entries, at most 64 allowed");
+	expect(with("dst", dst), JIT_ERR_TOO_LARGE, "claim 'dst': 65 entries, at most 64 allowed");
 	json_array_append_new(ports, json_pack("{s:i}", "port", 1));
-	expect(with("ports", ports), JIT_ERR_MALFORMED, "claim 'ports': 65 entries");
+	expect(with("ports", ports), JIT_ERR_TOO_LARGE, "claim 'ports': 65 entries");
 	json_array_append_new(stars, json_pack("{s:i,s:s}", "port", 1, "protocol", "*"));
-	expect(with("ports", stars), JIT_ERR_MALFORMED, "claim 'ports': 66 port/protocol pairs");
+	expect(with("ports", stars), JIT_ERR_TOO_LARGE, "claim 'ports': 66 port/protocol pairs");
 }
 
 static void test_parse_claims(void **state)
