@@ -23,12 +23,35 @@
  */
 #define GRANT_MAX_TIME 253402300799LL
 
-/* iss, sub, jti and reason end up in log lines, so control characters are refused outright. */
+/*
+ * What a claim string must not hold (jansson has made sure it is UTF-8): the C0 and C1
+ * controls, which terminals act on (C1's CSI, U+009B, as ESC [ does); line and paragraph
+ * separators, which break log lines; the bidirectional marks, embeddings, overrides and
+ * isolates (U+200E-F, U+202A-E, U+2066-9), which make a printed name read as another
+ * ("\u202egro.elpmaxe@ecila"). NULL when s[i..] starts with none of them.
+ */
+static const char *unsafe_at(const unsigned char *s, size_t n, size_t i)
+{
+	if (s[i] < 0x20 || s[i] == 0x7f || (s[i] == 0xc2 && i + 1 < n && s[i + 1] >= 0x80 &&
+		s[i + 1] <= 0x9f))
+		return "a control character";
+	if (s[i] != 0xe2 || i + 2 >= n)
+		return NULL;
+	if (s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9))
+		return "a line or paragraph separator";
+	if ((s[i + 1] == 0x80 && (s[i + 2] == 0x8e || s[i + 2] == 0x8f ||
+		(s[i + 2] >= 0xaa && s[i + 2] <= 0xae))) ||
+		(s[i + 1] == 0x81 && s[i + 2] >= 0xa6 && s[i + 2] <= 0xa9))
+		return "a bidirectional formatting character";
+	return NULL;
+}
+
+/* iss, sub, jti and reason end up in log lines and on terminals: refused outright. */
 int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
 	struct jit_error *e)
 {
 	const json_t *v = json_object_get(c, name);
-	const char *s;
+	const char *s, *what;
 	size_t n;
 
 	if (!v)
@@ -43,8 +66,8 @@ int grant_claim_string(const json_t *c, const char *name, bool required, char **
 		return MALFORMED(e, "claim '%s': %zu bytes, at most %d allowed", name, n,
 			GRANT_MAX_STRING);
 	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			return MALFORMED(e, "claim '%s': contains a control character", name);
+		if ((what = unsafe_at((const unsigned char *)s, n, i)))
+			return MALFORMED(e, "claim '%s': contains %s", name, what);
 	if (!(*dst = strdup(s)))
 		return OOM(e);
 	return 0;

@@ -667,6 +667,21 @@ static void test_types(void **state)
 	expect(with("jti", json_string("g\n1")), JIT_ERR_MALFORMED,
 		"claim 'jti': contains a control");
 	expect(with("sub", json_string("alice\x1b[31m")), JIT_ERR_MALFORMED, "claim 'sub'");
+	/* C1's CSI, the right-to-left override, a line separator, an isolate, a mark. */
+	expect(with("reason", json_string("a\xc2\x9b" "2J")), JIT_ERR_MALFORMED,
+		"claim 'reason': contains a control character");
+	expect(with("sub", json_string("\xe2\x80\xae" "gro.elpmaxe@ecila")), JIT_ERR_MALFORMED,
+		"claim 'sub': contains a bidirectional formatting character");
+	expect(with("reason", json_string("a\xe2\x80\xa8" "b")), JIT_ERR_MALFORMED,
+		"claim 'reason': contains a line or paragraph separator");
+	expect(with("sub", json_string("a\xe2\x81\xa6" "b")), JIT_ERR_MALFORMED,
+		"claim 'sub': contains a bidirectional formatting character");
+	expect(with("jti", json_string("g\xe2\x80\x8f" "1")), JIT_ERR_MALFORMED,
+		"claim 'jti': contains a bidirectional formatting character");
+	/* Other UTF-8 stays: names are not ASCII everywhere (U+00E9; U+2014 and U+20AC). */
+	grant_clear((struct grant[]){ accept(with("sub", json_string("ren\xc3\xa9" "e"))) });
+	grant_clear((struct grant[]){ accept(with("reason",
+		json_string("a \xe2\x80\x94 \xe2\x82\xac" "5"))) });
 	expect(with("reason", json_integer(1)), JIT_ERR_MALFORMED, "claim 'reason'");
 	expect(with("reason", json_string("a\rb")), JIT_ERR_MALFORMED, "claim 'reason'");
 	memset(longs, 'x', sizeof(longs) - 1);
