@@ -3026,6 +3026,7 @@ out:
 int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 {
 	char err[NFT_ERRLEN] = "", what[256];
+	const char *differs = NULL;
 	struct group *groups = NULL;
 	size_t n_groups = 0, n_raw = 0;
 	struct plan p = { 0 };
@@ -3037,6 +3038,19 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		goto out;
 	}
 	rebuild |= !exists;
+	/*
+	 * Events report a change of structure as it comes, but not one made before the event
+	 * socket existed (while a start restores) or in events that were lost: a full check
+	 * compares the structure too, so that such a change is found by it rather than never.
+	 */
+	if (!rebuild && (ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, &differs)) != 1) {
+		if (ret < 0) {
+			snprintf(err, sizeof(err), "cannot read the ruleset: %s", strerror(-ret));
+			goto out;
+		}
+		log_warn("table inet jitd: %s", differs);
+		rebuild = true;
+	}
 	/* The table, its chain, rules and fixed sets as the config says; live elements kept. */
 	if (rebuild && (ret = build_table(e, err, sizeof(err))))
 		goto out;

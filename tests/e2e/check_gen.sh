@@ -5,7 +5,8 @@
 # row. A test build can make jitd miss events without the kernel saying so
 # ($JITD_TEST_DROP_EVENTS_FILE): an element nobody granted, added then, must still be found by
 # the very next periodic check, not by the forced full one nine intervals later. The start-up
-# restore, which reads everything too, counts as a full check.
+# restore, which reads everything too, counts as a full check; a change made before the events
+# are heard (an element, a flushed chain) is found by the first periodic check.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_DROP_EVENTS_FILE
@@ -72,6 +73,8 @@ echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
 		sleep 0.05
 	done
 	in_ns "$SRV" nft add element inet jitd allow4_addr_5 '{ 192.0.2.5 . tcp . 22 timeout 1h }'
+	# A change of structure too, which no event will report either: the port stands open.
+	in_ns "$SRV" nft flush chain inet jitd input
 ) &
 planter=$!
 start_jitd
@@ -84,4 +87,12 @@ jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[
 	any(.message | startswith("periodic check"))' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the periodic check's repair is not audited"
 pass "the first periodic check read everything and removed it"
+wait_until 4 "the flushed input chain restored" sh -c \
+	"ip netns exec '$SRV' nft -j list chain inet jitd input | jq -e '[.nftables[].rule // empty] | length > 0'"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+grep -q "table inet jitd: the rules differ" "$TMP/jitd.log" || fail "the chain's difference is not logged"
+jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[$n:] |
+	any(.message | startswith("periodic check: table structure re-applied"))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the structure's repair is not audited"
+pass "the input chain flushed during the pause is restored by the same check, logged and audited"
 has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
