@@ -219,12 +219,13 @@ static int check_target(const struct config *c, const struct prefix *d,
  * against those, and a destination no source can reach is a mistake in the grant.
  */
 static int check_target_sources(const struct target_policy *t, const struct target_policy *best,
-	const struct grant *g, const struct prefix *d, const struct port_spec *ps,
+	const struct grant *g, const struct prefix *d, const struct port_spec *ps, uint64_t req,
 	struct jit_error *e)
 {
 	char what[WHAT_LEN], src[PREFIX_STRLEN], addr[PREFIX_STRLEN];
 	bool reached = false;
 
+	(void)req;
 	for (size_t s = 0; s < g->n_src; s++) {
 		if (g->src[s].family != d->family)
 			continue;
@@ -242,6 +243,45 @@ static int check_target_sources(const struct target_policy *t, const struct targ
 		"no source of destination %s's address family", addr);
 }
 
+/* The requested duration against t, which governs part of (d, ps): as check_target_sources. */
+static int check_target_duration(const struct target_policy *t,
+	const struct target_policy *best, const struct grant *g, const struct prefix *d,
+	const struct port_spec *ps, uint64_t req, struct jit_error *e)
+{
+	char what[WHAT_LEN];
+
+	(void)g;
+	if (req <= t->max_duration)
+		return 0;
+	return too_long(req, t->max_duration, part(t, best, d, ps, what), e);
+}
+
+/* check_target_sources or check_target_duration. */
+typedef int judge_fn(const struct target_policy *t, const struct target_policy *best,
+	const struct grant *g, const struct prefix *d, const struct port_spec *ps, uint64_t req,
+	struct jit_error *e);
+
+/* judge for every (dst, port) of g and every target governing a part of it; the first refusal. */
+static int each_governing(const struct config *c, const struct grant *g, judge_fn *judge,
+	uint64_t req, struct jit_error *e)
+{
+	int ret;
+
+	for (size_t i = 0; i < g->n_ports; i++) {
+		for (size_t d = 0; d < g->n_dst; d++) {
+			const struct prefix *dst = &g->dst[d];
+			const struct port_spec *ps = &g->ports[i];
+			const struct target_policy *best = target_of(c, dst, ps);
+
+			for (const struct target_policy *t = best; t;
+				t = next_inside(c, dst, ps, best, t))
+				if ((ret = judge(t, best, g, dst, ps, req, e)))
+					return ret;
+		}
+	}
+	return 0;
+}
+
 /*
  * As for the host's ports: every (dst, port) must have a target before any source is judged,
  * and every source must be allowed before any duration is; each by every target governing a
@@ -251,7 +291,6 @@ static int check_forward(const struct config *c, const struct grant *g, int64_t 
 	struct jit_error *e)
 {
 	uint64_t req = requested(g, now);
-	char what[WHAT_LEN];
 	int ret;
 
 	if (!(c->mode & CONFIG_MODE_GATEWAY))
@@ -263,31 +302,9 @@ static int check_forward(const struct config *c, const struct grant *g, int64_t 
 		for (size_t d = 0; d < g->n_dst; d++)
 			if ((ret = check_target(c, &g->dst[d], &g->ports[i], e)))
 				return ret;
-	for (size_t i = 0; i < g->n_ports; i++) {
-		for (size_t d = 0; d < g->n_dst; d++) {
-			const struct prefix *dst = &g->dst[d];
-			const struct port_spec *ps = &g->ports[i];
-			const struct target_policy *best = target_of(c, dst, ps);
-
-			for (const struct target_policy *t = best; t;
-				t = next_inside(c, dst, ps, best, t))
-				if ((ret = check_target_sources(t, best, g, dst, ps, e)))
-					return ret;
-		}
-	}
-	for (size_t i = 0; i < g->n_ports; i++) {
-		for (size_t d = 0; d < g->n_dst; d++) {
-			const struct prefix *dst = &g->dst[d];
-			const struct port_spec *ps = &g->ports[i];
-			const struct target_policy *best = target_of(c, dst, ps);
-
-			for (const struct target_policy *t = best; t;
-				t = next_inside(c, dst, ps, best, t))
-				if (req > t->max_duration)
-					return too_long(req, t->max_duration,
-						part(t, best, dst, ps, what), e);
-		}
-	}
+	if ((ret = each_governing(c, g, check_target_sources, req, e)) ||
+		(ret = each_governing(c, g, check_target_duration, req, e)))
+		return ret;
 	return 0;
 }
 
