@@ -2897,11 +2897,16 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	}
 	if ((i = find_index(e, rv.revokes)) < 0) {
 		/*
-		 * The grant may still be on its way: burn its id for as long as any grant can live,
-		 * so a revocation that overtook its grant still wins.
+		 * The grant may still be on its way, or not valid yet (nbf): its id is burned for as
+		 * long as a grant admitted now could live, or until the revocation's own exp when
+		 * that is later (a controller revoking a grant scheduled further ahead gives the
+		 * revocation the grant's exp), so that a revocation that overtook its grant wins.
 		 */
-		ret = replay_add(e->replay, rv.revokes,
-			ctx.now + CONFIG_MAX_MAX_DURATION + (int64_t)e->cfg->clock_skew);
+		int64_t until = ctx.now + CONFIG_MAX_MAX_DURATION;
+
+		if (rv.exp > until)
+			until = rv.exp;
+		ret = replay_add(e->replay, rv.revokes, until + (int64_t)e->cfg->clock_skew);
 		ret = jit_fail(err, JIT_ERR_NOT_FOUND,
 			ret && ret != -EEXIST ?
 				"no active grant '%.64s'" :
