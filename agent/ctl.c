@@ -707,23 +707,18 @@ static void ctl_error_cb(struct evconnlistener *lev, void *arg)
 	log_warn("control: accept: %s", strerror(errno));
 }
 
-/* A live agent answering on path means this one must not steal its socket. */
-static int claim_path(const char *path, const struct sockaddr_un *sun)
+/* A live agent listening on path means this one must not steal its socket. */
+static int claim_path(const char *path)
 {
 	struct stat st;
-	int fd, ret;
+	int ret;
 
 	if (lstat(path, &st) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISSOCK(st.st_mode))
 		return -EEXIST;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	ret = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
-	close(fd);
-	if (ret == 0)
-		return -EADDRINUSE;
+	if ((ret = proto_listening(path)))
+		return ret > 0 ? -EADDRINUSE : ret;
 	return unlink(path) < 0 ? -errno : 0;
 }
 
@@ -761,7 +756,7 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sun.sun_path, path);
-	if ((ret = claim_path(path, &sun)))
+	if ((ret = claim_path(path)))
 		return ret;
 	c = calloc(1, sizeof(*c));
 	if (!c)

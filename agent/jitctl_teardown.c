@@ -3,13 +3,11 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "agent/jitctl.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
+#include "common/proto.h"
 
 static void teardown_usage(FILE *f)
 {
@@ -19,29 +17,6 @@ static void teardown_usage(FILE *f)
 		   "Refused while the agent listens on its control socket: stop it first\n"
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n");
-}
-
-/*
- * A running agent would go on believing its table is there. Something accepting connections on
- * the socket is taken for the agent, whether or not it answers: one at its control_connections
- * limit, busy, or out of memory closes or stalls the conversation but is still running.
- * 0: nothing listens (no socket, or a stale one); -EBUSY: something does; else -errno.
- */
-static int agent_listening(const struct jitctl_opts *o)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, ret = -EBUSY;
-
-	if (strlen(o->socket) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, o->socket, strlen(o->socket) + 1);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
-		return -errno;
-	/* A full backlog (EAGAIN) is a listener too. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EAGAIN)
-		ret = errno == ECONNREFUSED || errno == ENOENT ? 0 : -errno;
-	close(fd);
-	return ret;
 }
 
 int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
@@ -67,12 +42,13 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		teardown_usage(stderr);
 		return JITCTL_USAGE;
 	}
-	if ((ret = agent_listening(o)) == -EBUSY) {
+	/* A running agent would go on believing its table is there, and put it back. */
+	if ((ret = proto_listening(o->socket)) == 1) {
 		fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s); stop it "
 				"first: systemctl stop jitd\n", o->socket);
 		return JITCTL_REFUSED;
 	}
-	if (ret) {
+	if (ret < 0) {
 		fprintf(stderr, "jitctl teardown: cannot tell whether jitd is running (%s: %s); "
 				"nothing removed\n", o->socket, strerror(-ret));
 		return JITCTL_REFUSED;

@@ -213,9 +213,41 @@ out:
 	return 0;
 }
 
-int proto_call_line(const char *path, const json_t *request, char **line, size_t *len)
+/* A stream socket connected to the Unix socket at path (flags: SOCK_NONBLOCK or 0); -errno. */
+static int unix_connect(const char *path, int flags, int *out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, ret = 0;
+
+	*out = -1;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0)) < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	*out = fd;
+	return 0;
+}
+
+int proto_listening(const char *path)
+{
+	int fd, ret = unix_connect(path, SOCK_NONBLOCK, &fd);
+
+	if (!ret)
+		close(fd);
+	/* A full backlog is a listener too. */
+	if (!ret || ret == -EAGAIN)
+		return 1;
+	return ret == -ECONNREFUSED || ret == -ENOENT ? 0 : ret;
+}
+
+int proto_call_line(const char *path, const json_t *request, char **line, size_t *len)
+{
 	int64_t deadline = clock_mono_us() / 1000 + PROTO_TIMEOUT_MS;
 	char *text = NULL, *buf = NULL, *nl;
 	size_t n = 0;
@@ -223,20 +255,10 @@ int proto_call_line(const char *path, const json_t *request, char **line, size_t
 
 	*line = NULL;
 	*len = 0;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (!(text = proto_encode(request)))
 		return -ENOMEM;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		ret = -errno;
+	if ((ret = unix_connect(path, 0, &fd)))
 		goto out;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	if ((ret = send_all(fd, text, strlen(text), deadline)))
 		goto out;
 	if ((ret = recv_line(fd, &buf, &n, &nl, deadline)))

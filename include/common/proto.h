@@ -64,6 +64,12 @@ int proto_call(const char *path, const json_t *request, json_t **reply);
  * the agent closed without one). *line is the caller's to free.
  */
 int proto_call_line(const char *path, const json_t *request, char **line, size_t *len);
+/*
+ * Whether something accepts connections on the Unix socket at path, answering or not (an agent
+ * at its connection limit, busy, or with a full backlog): 1; nothing (no socket, or a stale
+ * one): 0; -errno when that cannot be told.
+ */
+int proto_listening(const char *path);
 /* A reply line as proto_call parses it: 0 and a new reference, or -EPROTO. */
 int proto_decode_reply(const char *line, size_t len, json_t **reply);
 
