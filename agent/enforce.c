@@ -1476,6 +1476,7 @@ struct settling {
 	int64_t write_us;		/* its journal write (-1: none), for the state histogram */
 	bool carried;			/* every audit line of it is in the journal too (notes) */
 	struct store_mark mark;		/* where the journal was when req took the trail's fd */
+	int doubt;			/* -errno: an earlier group's sync failed after this wrote */
 };
 
 static struct grant *pending_grant(struct pending *p)
@@ -1877,6 +1878,8 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 	char kerr[NFT_ERRLEN];
 	int64_t now_ms = enforce_now_ms();
 
+	if (sync_ret)
+		store_sync_failed(e->store);
 	for (size_t i = 0; sync_ret && i < n; i++) {
 		struct pending *p = v[i];
 
@@ -2084,18 +2087,29 @@ static void synced_cb(struct sync_req *done, void *arg)
 	while (done) {
 		struct sync_req *next = done->next;
 		struct settling *st = (struct settling *)done;
+		int ret;
 
 		if (done == &e->audit_req) {
 			audit_synced(e, done);
 			done = next;
 			continue;
 		}
-		if (!st->carried && !done->ret)
+		ret = test_hook_sync(done->ret);
+		/*
+		 * A failed fdatasync may have written back, and lost, the pages of groups written
+		 * after this one too, and the kernel reports the error once per open file, so their
+		 * own syncs may come back 0. Written before the loop heard of it, they are refused
+		 * with it; fail closed, the controller sends them again.
+		 */
+		for (struct settling *later = st->next; ret && later; later = later->next)
+			later->doubt = later->doubt ? later->doubt : ret;
+		ret = ret ? ret : st->doubt;
+		if (!st->carried && !ret)
 			store_cover(e->store, st->mark);
 		if (st->write_us >= 0)
 			metrics_observe(&e->metrics.state, st->write_us + done->sync_us);
 		/* Still listed while it answers: a take-back meanwhile must follow its grants. */
-		finish(e, st->v, st->n, test_hook_sync(done->ret));
+		finish(e, st->v, st->n, ret);
 		unlink_settling(e, st);
 		free(st->v);
 		free(st);

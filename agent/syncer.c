@@ -50,12 +50,34 @@ struct syncer {
 	void *arg;
 };
 
-int syncer_take(int fd, bool *dirty, int *out)
+int syncer_open_twin(int dirfd, const char *name, int fd, int *out)
+{
+	struct stat a, b;
+	int twin;
+
+	*out = -1;
+	if ((twin = openat(dirfd, name, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (fstat(fd, &a) < 0 || fstat(twin, &b) < 0) {
+		int ret = -errno;
+
+		close(twin);
+		return ret;
+	}
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(twin);
+		return -ESTALE;
+	}
+	*out = twin;
+	return 0;
+}
+
+int syncer_take(int twin, bool *dirty, int *out)
 {
 	*out = -1;
 	if (!*dirty)
 		return 0;
-	if ((*out = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+	if ((*out = fcntl(twin, F_DUPFD_CLOEXEC, 0)) < 0)
 		return -errno;
 	*dirty = false;
 	return 0;

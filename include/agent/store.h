@@ -54,12 +54,19 @@ int store_put_many(struct store *s, const struct store_rec *r, size_t n);
  */
 int store_write_many(struct store *s, const struct store_rec *r, size_t n);
 /*
- * If records were written since the last fdatasync: *fd = a dup() of the journal, whose
- * fdatasync is now the caller's, else *fd = -1. 0 or -errno (then nothing changed).
+ * If records were written since the last fdatasync: *fd = a descriptor of the journal for the
+ * syncer (syncer_take), whose fdatasync is now the caller's, else *fd = -1. 0 or -errno (then
+ * nothing changed).
  */
 int store_unsynced_fd(struct store *s, int *fd);
 /* fdatasync of the journal if anything was written since the last one. 0 or -errno. */
 int store_sync(struct store *s);
+/*
+ * The caller's fdatasync of store_unsynced_fd's descriptor failed. As after a failed sync of
+ * the store's own, the next write first rewrites every record into a new snapshot, and fails
+ * if that cannot be done (the journal may have lost a write, and a start cuts it there).
+ */
+void store_sync_failed(struct store *s);
 /* Whether jti has a record (a hash lookup). */
 bool store_contains(struct store *s, const char *jti);
 /* Removes the record of jti (absent is fine). Returns 0 or -errno. */

@@ -21,7 +21,7 @@ struct syncer;
 /* One request. The caller owns the storage and keeps it until the request comes back. */
 struct sync_req {
 	struct sync_req *next;
-	/* In: dup()s of the files to make durable, or -1; the syncer closes them. */
+	/* In: syncer_take descriptors of the files to sync, or -1; the syncer closes them. */
 	int fd[SYNC_MAX_FDS];
 	/*
 	 * Out: 0 or the first -errno of the passes that covered it, and the longest of their
@@ -33,11 +33,21 @@ struct sync_req {
 };
 
 /*
- * For the modules that own the files: if *dirty (written since the last sync), *out = a dup() of
- * fd for a request, and *dirty cleared (its sync is the syncer's now); else *out = -1.
- * 0 or -errno (then nothing changed).
+ * For the modules that own the files: *out = a descriptor of fd's file (dirfd/name) with an open
+ * file description of its own, kept for syncer_take. The kernel reports a file's writeback error
+ * once to each open description: through a dup() of fd, the owner's own fdatasyncs (a durable
+ * append on the loop) could take the report that a group's sync needed, and the group would be
+ * answered as durable. Read-only, which fdatasync allows. 0, -ESTALE (name is another file by
+ * now) or -errno.
  */
-int syncer_take(int fd, bool *dirty, int *out);
+int syncer_open_twin(int dirfd, const char *name, int fd, int *out);
+
+/*
+ * If *dirty (written since the last sync), *out = a dup() of twin (syncer_open_twin) for a
+ * request, and *dirty cleared (its sync is the syncer's now); else *out = -1. 0 or -errno (then
+ * nothing changed).
+ */
+int syncer_take(int twin, bool *dirty, int *out);
 
 /* Called on the loop with finished requests, oldest first. */
 typedef void (*syncer_done_fn)(struct sync_req *done, void *arg);

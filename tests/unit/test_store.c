@@ -441,6 +441,42 @@ static void test_snapshot_damage_outlives_failed_compaction(void **state)
 	store_close(&st);
 }
 
+/*
+ * After a failed sync (here: reported by the syncer's caller) nothing more is written until
+ * every record is rewritten into a new snapshot; while that cannot be done (its temporary file
+ * cannot be made) every write fails, a failed drop leaves memory all the same, and the rewrite
+ * that then holds answers the drop again and leaves the record out.
+ */
+static void test_rewritten_after_failed_sync(void **state)
+{
+	struct store *st;
+	struct stat sb;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	store_sync_failed(st);
+	assert_int_equal(mkdir(at(".grants.snap.tmp"), 0700), 0);
+	assert_int_not_equal(store_put(st, "c", "tok-c", 5), 0);
+	assert_false(store_contains(st, "c"));
+	assert_int_not_equal(store_del(st, "a"), 0);
+	assert_false(store_contains(st, "a"));
+	assert_int_not_equal(store_del(st, "a"), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	assert_true(sb.st_size > 0);
+	assert_int_equal(rmdir(at(".grants.snap.tmp")), 0);
+	/* The drop asked again: answered by the rewrite, which holds now. */
+	assert_int_equal(store_del(st, "a"), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	assert_int_equal(sb.st_size, 0);
+	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
+	st = reopen(st);
+	assert_tokens(st, "tok-b;tok-c;");
+	assert_int_equal(store_del(st, "b"), 0);
+	assert_int_equal(store_del(st, "c"), 0);
+	store_close(&st);
+}
+
 static int count_cb(const char *token, size_t len, const char *annex __attribute__((unused)),
 	void *arg)
 {
@@ -904,6 +940,7 @@ int main(void)
 		cmocka_unit_test(test_journal_damage),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
+		cmocka_unit_test(test_rewritten_after_failed_sync),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_release),
