@@ -2896,7 +2896,8 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	int ret;
 
 	expire(e, false);
-	if ((ret = revoke_verify(token, len, &ctx, &rv, err)))
+	if ((ret = revoke_verify(token, len, &ctx, &rv, err)) ||
+		(ret = policy_check_issuer(e->cfg, rv.kid, rv.iss, err)))
 		goto refused;
 	if ((ret = replay_check(e->replay, rv.jti, ctx.now))) {
 		ret = ret == JIT_ERR_BUSY ?

@@ -132,6 +132,7 @@ static int status_of(int code)
 	case JIT_ERR_UNKNOWN_KEY:
 		return 401;
 	case JIT_ERR_WRONG_AUDIENCE:
+	case JIT_ERR_WRONG_ISSUER:
 	case JIT_ERR_EXPIRED:
 	case JIT_ERR_NOT_YET_VALID:
 	case JIT_ERR_PORT_NOT_PROTECTED:

@@ -168,7 +168,8 @@ static const char *targets_note(const struct config *cfg, char *buf, size_t len)
  * --check-config: what the start would refuse, found before it. Besides the file itself, the
  * controller endpoint's certificate, key and client CA are loaded (a key that does not match
  * its certificate fails here, in the unit's ExecStartPre, not after the agent has started),
- * and the trusted keys are counted. Exits 0 or 1.
+ * and the trusted keys are counted; a key "issuers" binds that cannot be used is warned of.
+ * Exits 0 or 1.
  */
 static int check_config(const struct config *cfg, const char *path)
 {
@@ -189,6 +190,15 @@ static int check_config(const struct config *cfg, const char *path)
 			cfg->listen.tls_cert);
 	SSL_CTX_free(tls);
 	keys = keys_check_dir(cfg->keys_dir, stderr);
+	for (size_t i = 0; i < cfg->n_issuers; i++) {
+		struct jit_error why;
+		EVP_PKEY *pub = NULL;
+
+		if (keys_load_public(cfg->keys_dir, cfg->issuers[i].kid, &pub, &why))
+			fprintf(stderr, "jitd: %s: warning: issuers.%s: %s\n", path,
+				cfg->issuers[i].kid, why.msg);
+		EVP_PKEY_free(pub);
+	}
 	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,
 		cfg->n_ports, targets_note(cfg, note, sizeof(note)), keys);
 	return 0;

@@ -14,6 +14,7 @@
 #include "common/duration.h"
 #include "common/err.h"
 #include "common/grant.h"
+#include "common/keys.h"
 #include "common/log.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -45,7 +46,7 @@
 static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "control_socket",
 	"deny_action", "clock_skew", "always_allow", "ports", "control_group", "replay_cache_max",
 	"audit", "listen", "log_level", "reconcile_interval", "table_owner", "limits", "mode",
-	"targets" };
+	"targets", "issuers" };
 static const char *const limit_keys[] = { "max_grants", "max_sources_per_grant",
 	"max_ports_per_grant", "control_connections" };
 static const char *const audit_keys[] = { "max_bytes", "keep" };
@@ -221,6 +222,47 @@ static int set_owner(const json_t *root, struct config *c, struct jit_error *e)
 	if (!json_is_boolean(v))
 		return BAD(e, "table_owner: expected a boolean, not %s", jit_json_type(v));
 	c->table_owner = json_is_true(v);
+	return 0;
+}
+
+/*
+ * "issuers": {"<kid>": "<iss>", ...}. Absent: not bound. An empty object would refuse every
+ * grant, which leaving keys_dir empty says more plainly: refused.
+ */
+static int set_issuers(const json_t *root, struct config *c, struct jit_error *e)
+{
+	json_t *o = json_object_get(root, "issuers"), *v;
+	const char *kid, *iss;
+	char shown[JIT_SHOWN_LEN];
+	size_t n;
+	int ret;
+
+	if (!o)
+		return 0;
+	if (!json_is_object(o))
+		return BAD(e, "issuers: expected an object of key id: issuer, not %s",
+			jit_json_type(o));
+	if (!(n = json_object_size(o)))
+		return BAD(e, "issuers: empty (leave it out to let any trusted key sign as any "
+			"issuer)");
+	if (!(c->issuers = calloc(n, sizeof(*c->issuers))))
+		return OOM(e);
+	json_object_foreach(o, kid, v) {
+		struct key_issuer *k = &c->issuers[c->n_issuers];
+
+		if (!keys_kid_valid(kid))
+			return BAD(e, "issuers: '%s' is not a key id (1-64 of A-Z a-z 0-9 . _ -, "
+				"not starting with '.')", jit_shown(kid, shown));
+		if (!json_is_string(v))
+			return BAD(e, "issuers.%s: expected a string, not %s", kid,
+				jit_json_type(v));
+		iss = json_string_value(v);
+		if (!iss[0] || strlen(iss) > GRANT_MAX_STRING)
+			return BAD(e, "issuers.%s: an issuer is 1-%d bytes", kid, GRANT_MAX_STRING);
+		if ((ret = copy_str(&k->kid, kid, e)) || (ret = copy_str(&k->iss, iss, e)))
+			return ret;
+		c->n_issuers++;
+	}
 	return 0;
 }
 
@@ -915,7 +957,8 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 		(ret = set_log_level(root, c, e)) ||
 		(ret = set_mode(root, c, e)) ||
 		(ret = set_ports(root, c, e)) ||
-		(ret = set_targets(root, c, e)))
+		(ret = set_targets(root, c, e)) ||
+		(ret = set_issuers(root, c, e)))
 		return ret;
 	return 0;
 }
@@ -1044,7 +1087,20 @@ void config_free(struct config *c)
 	free(c->listen.tls_cert);
 	free(c->listen.tls_key);
 	free(c->listen.client_ca);
+	for (size_t i = 0; i < c->n_issuers; i++) {
+		free(c->issuers[i].kid);
+		free(c->issuers[i].iss);
+	}
+	free(c->issuers);
 	free(c);
+}
+
+const char *config_issuer_of(const struct config *c, const char *kid)
+{
+	for (size_t i = 0; i < c->n_issuers; i++)
+		if (!strcmp(c->issuers[i].kid, kid))
+			return c->issuers[i].iss;
+	return NULL;
 }
 
 const struct port_policy *config_find_port(const struct config *c, uint16_t port)

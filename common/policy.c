@@ -308,7 +308,29 @@ static int check_forward(const struct config *c, const struct grant *g, int64_t 
 	return 0;
 }
 
+int policy_check_issuer(const struct config *c, const char *kid, const char *iss,
+	struct jit_error *e)
+{
+	const char *bound;
+	char shown[JIT_SHOWN_LEN];
+
+	if (!c->n_issuers)
+		return 0;
+	if (!(bound = config_issuer_of(c, kid)))
+		return jit_fail(e, JIT_ERR_UNKNOWN_KEY, "key '%s' is bound to no issuer in the "
+			"configuration's issuers", kid);
+	if (strcmp(iss, bound))
+		return jit_fail(e, JIT_ERR_WRONG_ISSUER, "claim 'iss': '%s' is not the issuer "
+			"key '%s' is bound to", jit_shown(iss, shown), kid);
+	return 0;
+}
+
 int policy_check(const struct config *c, const struct grant *g, int64_t now, struct jit_error *e)
 {
+	int ret;
+
+	/* Root's local grants carry no issuer: the control socket's peer is who made them. */
+	if (!g->local && (ret = policy_check_issuer(c, g->kid, g->iss, e)))
+		return ret;
 	return g->n_dst ? check_forward(c, g, now, e) : check_host(c, g, now, e);
 }

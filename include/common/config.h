@@ -80,6 +80,12 @@ struct listen_config {
 	unsigned rate_limit;	  /* requests per second per client address (burst 2x); 0: off */
 };
 
+/* "issuers": the one iss a trusted key may sign under (RFC 8725 section 3.8). */
+struct key_issuer {
+	char *kid;
+	char *iss;
+};
+
 /* The agent configuration. Owned by whoever called config_load/config_parse; free with config_free. */
 struct config {
 	char *host_id;
@@ -108,6 +114,9 @@ struct config {
 	size_t n_targets;
 	struct listen_config listen;
 	enum log_level log_level; /* "log_level"; jitd -v raises it to debug */
+	/* Empty ("issuers" absent): any trusted key may sign under any iss, as before it existed. */
+	struct key_issuer *issuers;
+	size_t n_issuers;
 };
 
 /*
@@ -128,5 +137,7 @@ const struct port_policy *config_find_port(const struct config *c, uint16_t port
  */
 const struct target_policy *config_find_target(const struct config *c, const struct prefix *dst,
 	uint16_t port, unsigned proto);
+/* The iss "issuers" binds kid to, or NULL when it names no such key. */
+const char *config_issuer_of(const struct config *c, const char *kid);
 
 #endif

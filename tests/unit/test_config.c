@@ -512,6 +512,29 @@ static void test_limits(void **state)
 	free(ports);
 }
 
+/* "issuers": key id -> the one iss it signs under; absent, nothing is bound. */
+static void test_issuers(void **state)
+{
+	struct config *c = parse_ok("{}");
+
+	assert_int_equal(c->n_issuers, 0);
+	assert_null(config_issuer_of(c, "ctl"));
+	config_free(c);
+	c = parse_ok("{'issuers': {'ctl': 'https://ctl.example', 'ctl-2.b_k': 'ops'}}");
+	assert_int_equal(c->n_issuers, 2);
+	assert_string_equal(config_issuer_of(c, "ctl"), "https://ctl.example");
+	assert_string_equal(config_issuer_of(c, "ctl-2.b_k"), "ops");
+	assert_null(config_issuer_of(c, "ctl-2"));
+	config_free(c);
+	parse_bad("{'issuers': []}", "issuers: expected an object of key id: issuer, not an array");
+	parse_bad("{'issuers': {}}", "issuers: empty (leave it out");
+	parse_bad("{'issuers': {'.ctl': 'x'}}", "issuers: '.ctl' is not a key id");
+	parse_bad("{'issuers': {'a/b': 'x'}}", "issuers: 'a/b' is not a key id");
+	parse_bad("{'issuers': {'ctl': 1}}", "issuers.ctl: expected a string, not an integer");
+	parse_bad("{'issuers': {'ctl': ''}}", "issuers.ctl: an issuer is 1-");
+	parse_bad("{'issuers': {'ctl': 'a', 'ctl': 'b'}}", "duplicate");
+}
+
 static void test_too_large(void **state)
 {
 	size_t n = CONFIG_MAX_BYTES + 1;
@@ -929,6 +952,7 @@ int main(void)
 		cmocka_unit_test(test_max_duration),
 		cmocka_unit_test(test_sources),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_issuers),
 		cmocka_unit_test(test_too_large),
 		cmocka_unit_test(test_mode),
 		cmocka_unit_test(test_targets),

@@ -456,6 +456,44 @@ static void test_dst_empty(void **state)
 		"the grant names no port");
 }
 
+/*
+ * RFC 8725 section 3.8: with "issuers", a key signs under its one iss only; a key bound to none
+ * is not trusted for grants; root's local grants carry no issuer. Without it, any iss passes.
+ */
+static void test_issuer(void **state)
+{
+	char ctl[] = "ctl", ctl2[] = "ctl2", bound_iss[] = "https://ctl.example";
+	char other[] = "https://other.example", root[] = "root";
+	struct key_issuer bound[] = { { ctl, bound_iss } };
+	struct config c = cfg;
+	struct prefix s = pfx("192.0.2.1");
+	struct port_spec ps = { .port = 22, .proto = TCP };
+	struct grant g = { .src = &s, .n_src = 1, .ports = &ps, .n_ports = 1, .exp = NOW + 60,
+		.kid = ctl, .iss = other };
+
+	assert_int_equal(policy_check(&c, &g, NOW, &err), 0);
+	c.issuers = bound;
+	c.n_issuers = 1;
+	refused(policy_check(&c, &g, NOW, &err), JIT_ERR_WRONG_ISSUER, "claim 'iss': "
+		"'https://other.example' is not the issuer key 'ctl' is bound to");
+	g.iss = bound_iss;
+	assert_int_equal(policy_check(&c, &g, NOW, &err), 0);
+	/* Bound, it is still policy: the port is judged after the issuer. */
+	ps.port = 23;
+	refused(policy_check(&c, &g, NOW, &err), JIT_ERR_PORT_NOT_PROTECTED,
+		"port 23/tcp is not protected");
+	ps.port = 22;
+	g.kid = ctl2;
+	refused(policy_check(&c, &g, NOW, &err), JIT_ERR_UNKNOWN_KEY,
+		"key 'ctl2' is bound to no issuer in the configuration's issuers");
+	g.local = true;
+	g.iss = root;
+	assert_int_equal(policy_check(&c, &g, NOW, &err), 0);
+	refused(policy_check_issuer(&c, "ctl", "https://ctl.example/", &err), JIT_ERR_WRONG_ISSUER,
+		"claim 'iss': 'https://ctl.example/' is not the issuer key 'ctl' is bound to");
+	assert_int_equal(policy_check_issuer(&c, "ctl", "https://ctl.example", &err), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -478,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_dst_inside),
 		cmocka_unit_test(test_dst_inside_dnat),
 		cmocka_unit_test(test_dst_family),
+		cmocka_unit_test(test_issuer),
 		cmocka_unit_test(test_dst_duration),
 		cmocka_unit_test(test_dst_multi),
 		cmocka_unit_test(test_dst_empty),

@@ -1,0 +1,77 @@
+# "issuers" binds each trusted key to the one iss it signs under (RFC 8725 section 3.8): a grant
+# or revocation under another iss is refused as wrong_issuer, one from a trusted key bound to no
+# issuer as unknown_key, each with the kernel unchanged and the refusal audited; a reload that
+# binds the key to another issuer removes the grant it signed as the old one. Without
+# "issuers", any trusted key may sign under any iss (every other test).
+. "$(dirname "$0")/lib.sh"
+
+setup_net
+setup_keys
+# A second trusted key, bound to nothing.
+"$JITCTL_BIN" keygen --kid ops --dir "$TMP/signer" >/dev/null
+cp "$TMP/signer/ops.pem" "$TMP/keys.d/ops.pem"
+chmod 0644 "$TMP/keys.d/ops.pem"
+ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+listen='"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
+write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://ctl.example\"}"
+start_listeners 22
+out=$("$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || fail "--check-config: $out"
+start_jitd
+
+before=$(kernel_json)
+# refuse_as CODE WHAT: the grant on stdin is refused with CODE, nothing changes in the kernel.
+refuse_as() {
+	local rc=0
+	submit - --json >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = "$1" ] ||
+		fail "$2: exit $rc: $(cat "$TMP/out")"
+	[ "$(kernel_json)" = "$before" ] || fail "$2 changed the kernel"
+	pass "$2 refused: $1: $(jq -r .message "$TMP/out")"
+}
+sign --src 192.0.2.2 --port 22 --for 300 --jti evil --iss https://evil.example >"$TMP/g"
+refuse_as wrong_issuer "a grant from key ctl under another iss" <"$TMP/g"
+sign --src 192.0.2.2 --port 22 --for 300 --jti no-iss >"$TMP/g"
+refuse_as wrong_issuer "a grant from key ctl under jitctl's default iss" <"$TMP/g"
+"$JITCTL_BIN" sign --key "$TMP/signer/ops.key" --kid ops --aud "$HOST_ID" --sub alice \
+	--src 192.0.2.2 --port 22 --for 300 --jti ops-1 --iss https://ctl.example >"$TMP/g"
+refuse_as unknown_key "a grant from key ops, bound to no issuer" <"$TMP/g"
+expect_connect drop "$C1" 192.0.2.1 22
+jq -s -e '[.[] | select(.event == "grant.refused") | .code] ==
+	["wrong_issuer", "wrong_issuer", "unknown_key"]' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "audit: $(jq -c 'select(.event == "grant.refused") | [.grant, .code]' "$TMP/state/audit.jsonl")"
+pass "each refusal is in the audit trail with its code"
+
+log "under its own issuer the key's grant applies"
+sign --src 192.0.2.2 --port 22 --for 300 --jti good --iss https://ctl.example | submit - >/dev/null ||
+	fail "the grant under ctl's issuer was refused"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "not in the kernel"
+expect_connect ok "$C1" 192.0.2.1 22
+pass "applied and open: $(status_json | jq -c '.grants[0] | {id, iss}')"
+
+log "a revocation under another issuer is refused over HTTP; the grant stays"
+"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes good \
+	--for 60 --jti rv-evil --iss https://evil.example >"$TMP/rv" || fail "cannot sign"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	-H 'Content-Type: application/jwt' --data-binary "@$TMP/rv" http://127.0.0.1:7080/v1/revocations)
+[ "$code" = 403 ] && [ "$(jq -r .error "$TMP/body")" = wrong_issuer ] ||
+	fail "revocation under another iss: HTTP $code $(cat "$TMP/body")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant went with the refused revocation"
+pass "HTTP 403 wrong_issuer, the grant stays"
+
+log "a reload binds ctl to another issuer: the grant it signed as the old one goes"
+write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://new.example\"}"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant under the old issuer is still in the kernel"
+expect_connect drop "$C1" 192.0.2.1 22
+status_json | jq -e '.grants == []' >/dev/null || fail "status: $(status_json | jq -c .grants)"
+jq -s -e 'any(.[]; .grant == "good" and (.event | test("removed|revoked|dropped")) and
+	((.reason // .message // "") | test("not the issuer key .ctl. is bound to")))' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "no audit record of the removal: $(grep '"good"' "$TMP/state/audit.jsonl" | tail -2)"
+pass "removed at the reload and audited: $(jq -r 'select(.grant == "good") | .event' "$TMP/state/audit.jsonl" | tail -1)"
+
+log "--check-config warns of a bound key it cannot find"
+write_config drop '[]' "$ports" "\"issuers\": {\"ctl\": \"https://ctl.example\", \"gone\": \"x\"}"
+"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+grep -q "warning: issuers.gone: " "$TMP/err" || fail "no warning: $(cat "$TMP/err")"
+pass "$(cat "$TMP/err")"
