@@ -800,7 +800,7 @@ static bool addr_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-static void peer_identify(struct evhttp_request *req, struct peer *p)
+static void peer_identify(const struct http *h, struct evhttp_request *req, struct peer *p)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
@@ -825,7 +825,7 @@ static void peer_identify(struct evhttp_request *req, struct peer *p)
 			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
 		p->loopback = addr_loopback(p->sa);
 	}
-	p->verified = tls_peer_verified(ssl);
+	p->verified = tls_peer_trusted(ssl, h->tls.ctx);
 	if (p->verified)
 		tls_peer_cn(ssl, cn, sizeof(cn));
 	snprintf(p->name, sizeof(p->name), "%s %s%s%s:%s%s%s", ssl ? "https" : "http",
@@ -902,10 +902,16 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	bool known = false;
 
 	fresh_done(h, evhttp_request_get_connection(req));
-	peer_identify(req, &p);
-	/* The handshake already demanded it; never serve a mutual-TLS endpoint without it. */
+	peer_identify(h, req, &p);
+	/*
+	 * The handshake already demanded it; never serve a mutual-TLS endpoint without it. A
+	 * connection from before a reload whose new client CA does not sign its certificate is
+	 * closed: what the reload took away must not live on in a keep-alive connection.
+	 */
 	if (tls_mutual(h->tls.ctx) && !p.verified) {
-		send_error(req, 403, JIT_ERR_PERMISSION, "no verified client certificate");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		send_error(req, 403, JIT_ERR_PERMISSION, "no verified client certificate (the "
+			"endpoint's client CA does not sign it)");
 		return;
 	}
 	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.sa, enforce_now_ms(), &retry)) {
@@ -1162,10 +1168,11 @@ static int served_tls_load(struct served_tls *t, const struct listen_config *l, 
  * A reload loads the TLS files again whether or not their names changed: renewed certificates
  * are usually written over the old ones, and operators' renewal hooks run `systemctl reload`.
  * New connections take the new context; open ones keep theirs (each SSL holds a reference to
- * its context), and a connection made without a client certificate is refused its requests if
- * the new context demands one. A file that does not load refuses the whole reload. Switching
- * between TLS and plain HTTP, or moving the endpoint, waits for a restart (enforce_reload says
- * so): then nothing is loaded here.
+ * its context), but their requests are refused, and the connection closed, unless the new
+ * context's client CA signs their client certificate too (tls_peer_trusted), when it demands
+ * one. A file that does not load refuses the whole reload. Switching between TLS and plain
+ * HTTP, or moving the endpoint, waits for a restart (enforce_reload says so): then nothing is
+ * loaded here.
  */
 static int reload_prepare(void *arg, const struct config *next, char *err, size_t errlen)
 {

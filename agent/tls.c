@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "agent/tls.h"
 #include "common/config.h"
@@ -124,6 +125,31 @@ int tls_peer_verified(SSL *ssl)
 	X509 *cert = ssl ? peer_certificate(ssl) : NULL;
 	int ok = cert && SSL_get_verify_result(ssl) == X509_V_OK;
 
+	X509_free(cert);
+	return ok;
+}
+
+int tls_peer_trusted(SSL *ssl, SSL_CTX *now)
+{
+	X509_STORE_CTX *xs = NULL;
+	X509 *cert = NULL;
+	int ok = 0;
+
+	if (!ssl || !now || SSL_get_SSL_CTX(ssl) == now)
+		return tls_peer_verified(ssl);
+	if (!tls_peer_verified(ssl) || !(cert = peer_certificate(ssl)))
+		goto out;
+	/* The chain the client sent at its handshake (the leaf apart), against now's client CA. */
+	if ((xs = X509_STORE_CTX_new()) &&
+		X509_STORE_CTX_init(xs, SSL_CTX_get_cert_store(now), cert,
+			SSL_get_peer_cert_chain(ssl)) == 1 &&
+		X509_VERIFY_PARAM_inherit(X509_STORE_CTX_get0_param(xs),
+			SSL_CTX_get0_param(now)) == 1 &&
+		X509_STORE_CTX_set_purpose(xs, X509_PURPOSE_SSL_CLIENT) == 1)
+		ok = X509_verify_cert(xs) == 1;
+	ERR_clear_error();
+out:
+	X509_STORE_CTX_free(xs);
 	X509_free(cert);
 	return ok;
 }

@@ -24,6 +24,12 @@ void tls_peer_cn(SSL *ssl, char *buf, size_t len);
 int tls_mutual(SSL_CTX *ctx);
 /* True when the handshake verified a client certificate against the client CA. */
 int tls_peer_verified(SSL *ssl);
+/*
+ * tls_peer_verified, and for a connection made under another context than now (before a
+ * reload), its certificate and chain verified again against now's client CA: a keep-alive
+ * connection must not keep the trust of a CA the reload took away.
+ */
+int tls_peer_trusted(SSL *ssl, SSL_CTX *now);
 /* When ctx's certificate expires (notAfter, seconds since the epoch). 0, or -EINVAL (no ctx). */
 int tls_not_after(SSL_CTX *ctx, int64_t *out);
 /* Certificates that expire within this many days are warned of at start and reload. */

@@ -1,7 +1,8 @@
 # Reloading the controller endpoint's TLS files (SIGHUP, jitctl reload), as a certificate
 # renewal does: a server certificate written over the old one is served to new connections
-# after the reload (not before), and grants go on over mutual TLS; a client CA replaced in place
-# lets the new CA's controllers in and keeps the old CA's out; a key that does not match its
+# after the reload (not before), and grants go on over mutual TLS, also on a keep-alive
+# connection from before; a client CA replaced in place lets the new CA's controllers in and
+# keeps the old CA's out, also a keep-alive connection of theirs from before the reload; a key that does not match its
 # certificate refuses the whole reload (audited, the policy change in the same file not applied,
 # the kernel unchanged) while the endpoint keeps serving what it had; mended, the same file
 # reloads, policy and TLS together. Throughout, /metrics gives the served certificate's expiry,
@@ -32,6 +33,31 @@ port2222='{"port": 2222, "protocol": "tcp", "max_duration": "PT10M", "allowed_so
 write_config drop '[]' "[$port22]" "$listen"
 start_listeners 22
 start_jitd
+
+# keepalive CLIENT NAME SRC1 SRC2: one keep-alive connection as CLIENT posts a grant from SRC1
+# at once, and one from SRC2 once $TMP/NAME.go exists; what it saw goes to $TMP/NAME.out.
+keepalive() {
+	sign --src "$3" --port 22 --for 120 --jti "$2-1" >"$TMP/$2-1"
+	sign --src "$4" --port 22 --for 120 --jti "$2-2" >"$TMP/$2-2"
+	ip netns exec "$C1" /usr/bin/python3 "$(dirname "$0")/keepalive_post.py" 192.0.2.1:7443 \
+		"$PKI/fleet-ca.pem" "$PKI/$1.pem" "$PKI/$1.key" "$TMP/$2-1" "$TMP/$2.go" "$TMP/$2-2" \
+		>"$TMP/$2.out" 2>&1 &
+	BG_PIDS+=($!)
+	wait_until 10 "$2's first answer" grep -q . "$TMP/$2.out"
+	[ "$(head -1 "$TMP/$2.out")" = "201 -" ] || fail "$2's first grant: $(cat "$TMP/$2.out")"
+	has_elem allow4_addr "$3 tcp 22" || fail "$2's first grant is not in the kernel"
+}
+# keepalive_then NAME: the second grant goes; its answer and whether the connection was closed.
+keepalive_then() {
+	local i
+	touch "$TMP/$1.go"
+	for ((i = 0; i < 125; i++)); do
+		grep -qE '^(open|closed)$' "$TMP/$1.out" && break
+		sleep 0.2
+	done
+	grep -qE '^(open|closed)$' "$TMP/$1.out" || fail "$1: no end within 25 s: $(cat "$TMP/$1.out")"
+	tail -n 2 "$TMP/$1.out" | paste -sd ' '
+}
 
 # post CLIENT FILE: the HTTP status of a grant posted as CLIENT (000: the handshake failed).
 post() {
@@ -138,6 +164,9 @@ cp "$PKI/server-2.key" "$TLS/server.key"
 [ "$(served_serial)" = "$(serial_of server-1)" ] ||
 	fail "the new files were served before any reload: $(served_serial)"
 pass "before the reload, still server-1: the files are read at start and reload only"
+# A controller's keep-alive connection from before the renewal: its CA still signs its
+# certificate, so it goes on as it was.
+keepalive controller-1 ka-renew 10.9.0.1 10.9.0.2
 n=$(loaded)
 kill -HUP "$JITD_PID"
 wait_until 5 "the reload" loaded_since "$n"
@@ -152,8 +181,13 @@ pass "/metrics: server-2's expiry, 30 days away, and no warning for it"
 status_says server-2 "(29|30)d( [0-9]+h)? left" valid
 pass "jitctl status: server-2's end, 30 days away"
 applies controller-1 192.0.2.3 tls-2 "grants go on over the renewed certificate"
+got=$(keepalive_then ka-renew)
+[ "$got" = "201 - open" ] || fail "a keep-alive connection from before the renewal: $got"
+has_elem allow4_addr "10.9.0.2 tcp 22" || fail "its grant after the renewal is not in the kernel"
+pass "a keep-alive connection from before the renewal goes on: $got"
 
 log "a client CA replaced in place: the new CA's controllers in, the old CA's out"
+keepalive controller-1 ka-ca 10.9.0.3 10.9.0.4
 cp "$PKI/next-ca.pem" "$TLS/client-ca.pem"
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
 sign --src 192.0.2.4 --port 22 --for 120 --jti tls-3 >"$TMP/g3"
@@ -161,6 +195,12 @@ code=$(post controller-1 "$TMP/g3")
 [ "$code" = 000 ] || fail "the old CA's controller got HTTP $code after the CA changed"
 lacks_elem allow4_addr "192.0.2.4 tcp 22" || fail "a grant from the old CA's controller applied"
 pass "the old CA's controller fails the handshake"
+# Nor may its keep-alive connection from before the reload go on with the old CA's trust.
+got=$(keepalive_then ka-ca)
+[ "$got" = "403 permission_denied closed" ] ||
+	fail "the old CA's keep-alive connection after the CA changed: $got"
+lacks_elem allow4_addr "10.9.0.4 tcp 22" || fail "a grant on the old CA's keep-alive connection applied"
+pass "the old CA's keep-alive connection from before the reload is refused and closed: $got"
 applies controller-2 192.0.2.4 tls-3 "the new CA's controller's grant (the same id) applies"
 
 log "a key that does not match: the whole reload is refused, the endpoint keeps what it had"
@@ -238,6 +278,7 @@ grep -qE "^Certificate:    $TLS/server\.pem EXPIRED at [0-9TZ:-]+: controllers c
 	.certificate.expires_in <= 0 and .certificate.state == "expired"' >/dev/null ||
 	fail "jitctl status says: $(cat "$TMP/status.txt")"
 pass "jitctl status: the certificate EXPIRED, the endpoint as it still serves"
+ids=$(status_json | jq -c '[.grants[].id] | sort')
 stop_jitd TERM
 write_config drop '[]' "[$port22, $port2222]" "$listen"
 rc=0
@@ -248,6 +289,7 @@ in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
 pass "--check-config: exit 0, a warning for the expired certificate"
 start_jitd
 kill -0 "$JITD_PID" || fail "jitd did not start with an expired certificate"
-status_json | jq -e '[.grants[].id] | length == 4' >/dev/null || fail "grants lost at the restart"
+[ "$(jq length <<<"$ids")" = 7 ] && [ "$(status_json | jq -c '[.grants[].id] | sort')" = "$ids" ] ||
+	fail "grants lost at the restart: $(status_json | jq -c '[.grants[].id] | sort'), before: $ids"
 pass "jitd starts with an expired certificate: deny rules and grants in place"
 stop_jitd TERM
