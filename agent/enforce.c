@@ -210,6 +210,7 @@ struct enforce {
 	struct event *trail_timer;
 	struct sync_req audit_req;
 	struct store_mark audit_mark;
+	int audit_doubt;	/* -errno: a group's sync failed while audit_req was out */
 	bool audit_syncing, closing;
 	bool settling_all;	/* in settle_all: answering groups, committing none */
 };
@@ -1476,7 +1477,7 @@ struct settling {
 	int64_t write_us;		/* its journal write (-1: none), for the state histogram */
 	bool carried;			/* every audit line of it is in the journal too (notes) */
 	struct store_mark mark;		/* where the journal was when req took the trail's fd */
-	int doubt;			/* -errno: an earlier group's sync failed after this wrote */
+	int doubt;			/* -errno: a sync failed after this group wrote */
 };
 
 static struct grant *pending_grant(struct pending *p)
@@ -1531,7 +1532,13 @@ static void drop_record(struct enforce *e, const char *jti)
 	e->undropped[e->n_undropped++] = id;
 }
 
-/* The records drop_record could not drop, again; those dropped now leave the list. */
+static ssize_t find_index(const struct enforce *e, const char *jti);
+
+/*
+ * The records drop_record could not drop, again; those dropped now leave the list. A grant
+ * taken back is not burned: sent again and applied meanwhile, its id has a live record now,
+ * which is not the one to drop (the one that was is gone with the store's rewrite).
+ */
 static void retry_drops(struct enforce *e)
 {
 	size_t kept = 0;
@@ -1539,6 +1546,11 @@ static void retry_drops(struct enforce *e)
 	for (size_t i = 0; i < e->n_undropped; i++) {
 		char *jti = e->undropped[i];
 
+		if (find_index(e, jti) >= 0) {
+			log_info("state: '%s' was applied again; its earlier record is gone", jti);
+			free(jti);
+			continue;
+		}
 		if (drop_now(e, jti)) {
 			e->undropped[kept++] = jti;
 			continue;
@@ -1993,9 +2005,10 @@ static int trail_durable(void *arg)
 /* sync_audit_behind's request is done. */
 static void audit_synced(struct enforce *e, const struct sync_req *r)
 {
-	int ret = r->ret;
+	int ret = r->ret ? r->ret : e->audit_doubt;
 
 	e->audit_syncing = false;
+	e->audit_doubt = 0;
 	/* Lines of groups carried meanwhile wait for the next. */
 	trail_due(e);
 	if (!ret) {
@@ -2089,20 +2102,28 @@ static void synced_cb(struct sync_req *done, void *arg)
 		struct settling *st = (struct settling *)done;
 		int ret;
 
+		/*
+		 * A failed fdatasync may have written back, and lost, the pages of requests written
+		 * after this one too, and the kernel reports the error once per open file
+		 * description, which the requests' descriptors of a file share, so their own syncs
+		 * may come back 0. Written before the loop heard of it, they are refused with it;
+		 * fail closed, the controller sends them again. The trail's own request fails the
+		 * groups whose lines wait for the trail (not carried), and a group's failure the
+		 * trail's request (its notes stay).
+		 */
 		if (done == &e->audit_req) {
+			for (struct settling *o = e->settling; done->ret && o; o = o->next)
+				if (!o->carried && !o->doubt)
+					o->doubt = done->ret;
 			audit_synced(e, done);
 			done = next;
 			continue;
 		}
 		ret = test_hook_sync(done->ret);
-		/*
-		 * A failed fdatasync may have written back, and lost, the pages of groups written
-		 * after this one too, and the kernel reports the error once per open file, so their
-		 * own syncs may come back 0. Written before the loop heard of it, they are refused
-		 * with it; fail closed, the controller sends them again.
-		 */
 		for (struct settling *later = st->next; ret && later; later = later->next)
 			later->doubt = later->doubt ? later->doubt : ret;
+		if (ret && e->audit_syncing && !e->audit_doubt)
+			e->audit_doubt = ret;
 		ret = ret ? ret : st->doubt;
 		if (!st->carried && !ret)
 			store_cover(e->store, st->mark);
@@ -2130,6 +2151,7 @@ static void run_group(struct enforce *e)
 	struct settling *st, **tail;
 	struct pending **v, *p, *last;
 	size_t n = 0, take = group_take(e->n_ready);
+	int ret;
 
 	if (!e->ready)
 		return;
@@ -2167,7 +2189,8 @@ static void run_group(struct enforce *e)
 	if (unsynced_fds(e, st)) {
 		/* No descriptor to hand over: durable here, after every group before it. */
 		settle_all(e);
-		finish(e, v, n, durable_here(e, &st->req));
+		ret = durable_here(e, &st->req);
+		finish(e, v, n, ret ? ret : st->doubt);
 		unlink_settling(e, st);
 		goto out;
 	}

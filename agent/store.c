@@ -17,6 +17,7 @@
 #include "agent/syncer.h"
 #include "agent/testhook.h"
 #include "common/array.h"
+#include "common/clock.h"
 #include "common/grant.h"
 #include "common/jws.h"
 #include "common/log.h"
@@ -76,6 +77,8 @@ struct store {
 	int jtwin;		/* the journal again, for the syncer (syncer_open_twin) */
 	bool unsynced;		/* written since its last fdatasync (store_write_many) */
 	bool suspect;		/* a sync of it failed: rewritten before anything more (writable) */
+	int64_t rewrite_us;	/* when writable last tried the rewrite (monotonic) */
+	int rewrite_ret;	/* how that failed; 0: it did not */
 	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
 	bool walking;		/* store_items is out: no compaction may move the records */
@@ -970,20 +973,28 @@ int store_compact(struct store *s)
  * After a failed sync the journal on disk may have a hole where the kernel lost a write, and a
  * start cuts the journal at a hole: every record after it would be lost, however durable its
  * own sync said it was. So nothing more is appended until every record is rewritten from
- * memory (the page cache keeps what the disk lost) into a new snapshot and the journal is
- * emptied; until then each write is refused, and no grant is answered as durable.
+ * memory (mapped from the page cache, which holds what the disk failed to take) into a new
+ * snapshot and the journal is emptied; until then each write is refused, and no grant is
+ * answered as durable. A rewrite writes every record: on a failing disk it is tried at most
+ * once a second, whatever asks for writes meanwhile being refused with its error.
  */
+#define REWRITE_EVERY_US 1000000
+
 static int writable(struct store *s)
 {
+	int64_t now = clock_mono_us();
 	int ret;
 
 	if (!s->suspect)
 		return 0;
 	if (s->walking)
 		return -EIO;
+	if (s->rewrite_ret && now - s->rewrite_us < REWRITE_EVERY_US)
+		return s->rewrite_ret;
+	s->rewrite_us = now;
 	/* A report this descriptor still holds is of what the rewrite replaces. */
 	(void)fdatasync(s->jfd);
-	if ((ret = compact(s)))
+	if ((s->rewrite_ret = ret = compact(s)))
 		return ret;
 	/* The twin's too, now that every record it could concern is in the new snapshot. */
 	(void)fdatasync(s->jtwin);
@@ -1049,6 +1060,7 @@ static int put_many(struct store *s, const struct store_rec *r, size_t n, bool d
 	off_t base;
 	int ret = at ? writable(s) : -ENOMEM;
 
+	/* After writable: a rewrite empties the journal. */
 	base = s->jsize;
 
 	for (size_t i = 0; ret == 0 && i < n; i++)
@@ -1092,9 +1104,9 @@ int store_unsynced_fd(struct store *s, int *fd)
 #ifdef JITD_TEST_HOOKS
 	/*
 	 * $JITD_TEST_SYNC_ASIDE_FILE present: the journal (and the trail, audit_unsynced_fd) is
-	 * synced through the loop's own descriptor first, as a durable append on the loop (a dropped
-	 * record) can do while a group waits for its sync. A write error that reports must reach
-	 * the group's sync as well.
+	 * synced through the loop's own descriptor first, as a durable append on the loop (a
+	 * dropped record) can do while a group waits for its sync. A write error that reports must
+	 * reach the group's sync as well.
 	 */
 	if (s->unsynced && testhook_exists("JITD_TEST_SYNC_ASIDE_FILE") && fdatasync(s->jfd) < 0)
 		log_warn("test: the loop's own sync of the journal failed: %s", strerror(errno));
@@ -1118,16 +1130,16 @@ bool store_contains(struct store *s, const char *jti)
 }
 
 /*
- * A drop the journal does not take still leaves memory: the store is then suspect, and the
- * rewrite that must come before any other write (writable) leaves the record out. Until it is
- * done, a restart would bring the record back; a call again, for a record no longer in memory,
- * is answered by that rewrite.
+ * A drop the journal does not take after a failed sync (the store suspect) still leaves memory,
+ * so that the rewrite that must come before any other write (writable) leaves the record out;
+ * until it is done a restart would bring the record back, and a call again, for a record no
+ * longer in memory, is answered by that rewrite. Otherwise (a full disk refused the append,
+ * which leaves nothing behind) the record stays, and a call again appends the drop again.
  */
 static int drop_failed(struct store *s, const char *const *jti, size_t n, int ret)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; s->suspect && i < n; i++)
 		mem_del(s, jti[i]);
-	s->suspect = true;
 	return ret;
 }
 
