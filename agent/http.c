@@ -910,8 +910,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	 */
 	if (tls_mutual(h->tls.ctx) && !p.verified) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-		send_error(req, 403, JIT_ERR_PERMISSION, "no verified client certificate (the "
-			"endpoint's client CA does not sign it)");
+		send_error(req, 403, JIT_ERR_PERMISSION, "no client certificate the endpoint's "
+			"client CA signs");
 		return;
 	}
 	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.sa, enforce_now_ms(), &retry)) {

@@ -259,9 +259,10 @@ static int set_issuers(const json_t *root, struct config *c, struct jit_error *e
 		iss = json_string_value(v);
 		if (!iss[0] || strlen(iss) > GRANT_MAX_STRING)
 			return BAD(e, "issuers.%s: an issuer is 1-%d bytes", kid, GRANT_MAX_STRING);
+		/* Counted first: config_free frees what was copied if the second copy fails. */
+		c->n_issuers++;
 		if ((ret = copy_str(&k->kid, kid, e)) || (ret = copy_str(&k->iss, iss, e)))
 			return ret;
-		c->n_issuers++;
 	}
 	return 0;
 }

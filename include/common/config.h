@@ -114,7 +114,7 @@ struct config {
 	size_t n_targets;
 	struct listen_config listen;
 	enum log_level log_level; /* "log_level"; jitd -v raises it to debug */
-	/* Empty ("issuers" absent): any trusted key may sign under any iss, as before it existed. */
+	/* Empty ("issuers" absent): any trusted key may sign under any iss, as before. */
 	struct key_issuer *issuers;
 	size_t n_issuers;
 };

@@ -1,6 +1,6 @@
 # "issuers" binds each trusted key to the one iss it signs under (RFC 8725 section 3.8): a grant
 # or revocation under another iss is refused as wrong_issuer, one from a trusted key bound to no
-# issuer as unknown_key, each with the kernel unchanged and the refusal audited; a reload that
+# issuer as unknown_key (a grant and a revocation), each with the kernel unchanged and the refusal audited; a reload that
 # binds the key to another issuer removes the grant it signed as the old one. Without
 # "issuers", any trusted key may sign under any iss (every other test).
 . "$(dirname "$0")/lib.sh"
@@ -57,6 +57,15 @@ code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
 	fail "revocation under another iss: HTTP $code $(cat "$TMP/body")"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant went with the refused revocation"
 pass "HTTP 403 wrong_issuer, the grant stays"
+
+"$JITCTL_BIN" sign --key "$TMP/signer/ops.key" --kid ops --aud "$HOST_ID" --revokes good \
+	--for 60 --jti rv-ops --iss https://ctl.example >"$TMP/rv" || fail "cannot sign"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	-H 'Content-Type: application/jwt' --data-binary "@$TMP/rv" http://127.0.0.1:7080/v1/revocations)
+[ "$code" = 401 ] && [ "$(jq -r .error "$TMP/body")" = unknown_key ] ||
+	fail "revocation from the unbound key: HTTP $code $(cat "$TMP/body")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant went with the unbound key's revocation"
+pass "a revocation from a key bound to no issuer: HTTP 401 unknown_key, the grant stays"
 
 log "a reload binds ctl to another issuer: the grant it signed as the old one goes"
 write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://new.example\"}"

@@ -7,6 +7,7 @@
 import http.client
 import json
 import os
+import socket
 import ssl
 import sys
 import time
@@ -42,7 +43,7 @@ if not gone:
     try:
         sock.settimeout(1)
         gone = sock.recv(1) == b""
-    except TimeoutError:
+    except (socket.timeout, TimeoutError):
         gone = False
     except OSError:
         gone = True

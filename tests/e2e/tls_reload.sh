@@ -2,9 +2,9 @@
 # renewal does: a server certificate written over the old one is served to new connections
 # after the reload (not before), and grants go on over mutual TLS, also on a keep-alive
 # connection from before; a client CA replaced in place lets the new CA's controllers in and
-# keeps the old CA's out, also a keep-alive connection of theirs from before the reload; a key that does not match its
-# certificate refuses the whole reload (audited, the policy change in the same file not applied,
-# the kernel unchanged) while the endpoint keeps serving what it had; mended, the same file
+# keeps the old CA's out, also a keep-alive connection of theirs from before the reload; a key
+# that does not match its certificate refuses the whole reload (audited, the policy change in
+# the same file not applied, the kernel unchanged) while the endpoint keeps serving what it had; mended, the same file
 # reloads, policy and TLS together. Throughout, /metrics gives the served certificate's expiry,
 # and a certificate near or past it is warned of at start, at reload, when it runs out while
 # the agent runs, and by --check-config.
