@@ -982,13 +982,14 @@ int store_compact(struct store *s)
 
 static int writable(struct store *s)
 {
-	int64_t now = clock_mono_us();
+	int64_t now;
 	int ret;
 
 	if (!s->suspect)
 		return 0;
 	if (s->walking)
 		return -EIO;
+	now = clock_mono_us();
 	if (s->rewrite_ret && now - s->rewrite_us < REWRITE_EVERY_US)
 		return s->rewrite_ret;
 	s->rewrite_us = now;
