@@ -675,10 +675,44 @@ static int walk_order(const struct store *s, struct entry_at **out)
 }
 
 /*
+ * Whether r, a record as a file holds it now, is still what was written: 0, -EBADMSG, or why no
+ * checksum could be computed. Pages whose writeback failed are clean in the page cache and may
+ * be evicted, then read back from the disk stale; a damaged record copied as it is would make
+ * the next start cut the snapshot there, with every record after it.
+ */
+static int record_sound(struct store *s, const unsigned char *r, uint32_t plen)
+{
+	unsigned char sum[SUM];
+	int ret;
+
+	if ((ret = checksum(s, r + HDR, plen, sum)))
+		return ret;
+	return memcmp(sum, r + 4, SUM) ? -EBADMSG : 0;
+}
+
+/*
+ * A grant whose record is damaged (record_sound) has nothing to be restored from: it stays in
+ * force until it ends, not after a restart. Removed from memory once the new snapshot holds,
+ * the highest index first: mem_del moves the last entry into the hole.
+ */
+static void drop_damaged(struct store *s, const off_t *moved)
+{
+	for (size_t i = s->n; i-- > 0;) {
+		if (moved[i] >= 0)
+			continue;
+		log_err("state: the record of grant '%s' is damaged; left out of the new snapshot "
+			"(the grant stays in force until it ends, and a restart does not restore "
+			"it)", s->v[i].jti);
+		mem_del(s, s->v[i].jti);
+	}
+}
+
+/*
  * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory),
  * then an empty journal. A crash in between replays the old journal over the new snapshot, which
- * gives the same set. The records are copied as they are, from the files they are in. Notes are
- * not: the guard first makes what they stand for durable.
+ * gives the same set. The records are copied as they are, from the files they are in, each
+ * checked against its checksum first. Notes are not: the guard first makes what they stand for
+ * durable.
  */
 static int compact(struct store *s)
 {
@@ -704,11 +738,14 @@ static int compact(struct store *s)
 		size_t i = order ? order[k].i : k;
 		const unsigned char *r = record_of(&f, &s->v[i]);
 		size_t n = HDR + s->v[i].plen;
+		int sound = r ? record_sound(s, r, s->v[i].plen) : -EBADMSG;
 
-		if (!r) {
-			ret = -EIO;
-			break;
+		if (sound == -EBADMSG) {
+			moved[i] = -1;
+			continue;
 		}
+		if ((ret = sound))
+			break;
 		if (used + n > COPY_CHUNK) {
 			ret = write_all(fd, buf, used);
 			used = 0;
@@ -740,6 +777,7 @@ static int compact(struct store *s)
 		s->v[i].file = IN_SNAPSHOT;
 		s->v[i].off = moved[i];
 	}
+	drop_damaged(s, moved);
 	if (ftruncate(s->jfd, 0) < 0 || lseek(s->jfd, 0, SEEK_SET) < 0 || fsync(s->jfd) < 0) {
 		ret = -errno;
 		s->suspect = true;
