@@ -20,6 +20,7 @@
 #include "agent/metrics.h"
 #include "agent/nft.h"
 #include "agent/ranges.h"
+#include "agent/refusals.h"
 #include "agent/ruleset.h"
 #include "agent/replay.h"
 #include "agent/store.h"
@@ -118,6 +119,14 @@ static void test_hook_start_pause(void)
 	if (ms > 0 && ms <= 10000)
 		(void)usleep((useconds_t)(ms * 1000));
 }
+
+/* $JITD_TEST_REFUSALS_WINDOW_FILE holding N (1 to 60,000): refusals are counted per N ms. */
+static int64_t test_hook_refusals_window(void)
+{
+	long long ms = testhook_number("JITD_TEST_REFUSALS_WINDOW_FILE", false, 0);
+
+	return ms > 0 && ms <= REFUSALS_WINDOW_MS ? ms : REFUSALS_WINDOW_MS;
+}
 #else
 #define test_suspended_ms 0
 #define test_stepped_ms 0
@@ -137,6 +146,11 @@ static bool test_hook_hold(void)
 
 static void test_hook_start_pause(void)
 {
+}
+
+static int64_t test_hook_refusals_window(void)
+{
+	return REFUSALS_WINDOW_MS;
 }
 #endif
 
@@ -212,6 +226,9 @@ struct enforce {
 	struct store_mark audit_mark;
 	int audit_doubt;	/* -errno: a group's sync failed while audit_req was out */
 	bool audit_syncing, closing;
+	/* Refusals that name no grant, beyond audit.unverified_per_minute: counted (refused). */
+	struct refusals refusals;
+	struct event *refusals_timer;
 	bool settling_all;	/* in settle_all: answering groups, committing none */
 };
 
@@ -1422,14 +1439,71 @@ static void log_applied(const struct grant *g, const char *peer)
 		g->kid, g->sub, src, dst, ports, (long long)g->exp, peer);
 }
 
+/*
+ * The refusals refusals_admit counted, one record per kind and code once their window has
+ * ended (all: every one now, when stopping).
+ */
+static void audit_counted(struct enforce *e, bool all)
+{
+	struct refusals_tally t;
+	char msg[sizeof(t.first) + 256];
+
+	while (refusals_take(&e->refusals, clock_mono_us() / 1000, all, &t)) {
+		snprintf(msg, sizeof(msg), "%lld more refusal(s) naming no grant, with this code, "
+			"within %lld s: not audited one by one (audit.unverified_per_minute); %lld "
+			"from %s, %lld from other sources", t.count,
+			(long long)(e->refusals.window_ms + 999) / 1000,
+			t.from_first, t.first, t.count - t.from_first);
+		log_warn("%s refused: %s: %s", t.revocation ? "revocation" : "grant",
+			jit_err_name(t.code), msg);
+		(void)audit(e, t.revocation ? "revocation.refused" : "grant.refused", NULL, NULL,
+			t.first, t.code, msg, t.count);
+	}
+}
+
+static void refusals_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	audit_counted(arg, false);
+}
+
+/*
+ * A refusal that names no grant was not signed by a trusted key (or, a revocation, failed its
+ * checks): anyone who reaches the endpoint can send one, and a flood of them audited one by one
+ * would rotate every genuine record out of the trail. Beyond audit.unverified_per_minute in a
+ * minute they are counted instead (struct refusals); each is still answered and counted in the
+ * metrics.
+ */
+static bool refusal_audited(struct enforce *e, bool revocation, const struct jit_error *err,
+	const char *peer)
+{
+	int64_t now = clock_mono_us() / 1000, due;
+	struct timeval tv;
+
+	audit_counted(e, false);
+	if (refusals_admit(&e->refusals, now, e->cfg->audit_unverified_per_minute, revocation,
+		err->code, peer))
+		return true;
+	if (e->refusals_timer && !evtimer_pending(e->refusals_timer, NULL) &&
+		(due = refusals_due(&e->refusals)) >= 0) {
+		due = due > now ? due - now : 0;
+		tv = (struct timeval){ due / 1000, due % 1000 * 1000 };
+		evtimer_add(e->refusals_timer, &tv);
+	}
+	return false;
+}
+
 static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
 	const struct jit_error *err)
 {
+	bool revocation = !strcmp(what, "revocation");
+
+	metrics_refused(revocation ? e->metrics.revocations_refused : e->metrics.grants_refused,
+		err->code);
+	if (!grant_id && !refusal_audited(e, revocation, err, peer))
+		return;
 	log_warn("%s refused: %s: %s (peer=%s)", what, jit_err_name(err->code), err->msg, peer);
-	metrics_refused(!strcmp(what, "revocation") ? e->metrics.revocations_refused :
-						      e->metrics.grants_refused, err->code);
-	(void)audit(e, !strcmp(what, "revocation") ? "revocation.refused" : "grant.refused", NULL,
-		grant_id, peer, err->code, err->msg, -1);
+	(void)audit(e, revocation ? "revocation.refused" : "grant.refused", NULL, grant_id, peer,
+		err->code, err->msg, -1);
 }
 
 void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
@@ -3472,6 +3546,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		return -ENOMEM;
 	e->cfg = e->started_cfg = d->cfg;
 	e->unsure = true; /* until the kernel has been read in full */
+	refusals_init(&e->refusals, test_hook_refusals_window());
 	e->config_path = d->config_path;
 	e->nft = d->nft;
 	e->store = d->store;
@@ -3514,7 +3589,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	}
 	test_hook_start_pause();
 	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e)) ||
-		!(e->trail_timer = evtimer_new(d->base, trail_timer_cb, e))) {
+		!(e->trail_timer = evtimer_new(d->base, trail_timer_cb, e)) ||
+		!(e->refusals_timer = evtimer_new(d->base, refusals_timer_cb, e))) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -3564,6 +3640,8 @@ void enforce_close(struct enforce **e)
 	if (!e || !*e)
 		return;
 	cancel_pending(*e);
+	if ((*e)->audit)
+		audit_counted(*e, true);
 	/* Committed groups are answered once durable, as ever; the trail is audit_close's. */
 	(*e)->closing = true;
 	syncer_close(&(*e)->syncer);
@@ -3573,6 +3651,8 @@ void enforce_close(struct enforce **e)
 		event_free((*e)->group_timer);
 	if ((*e)->trail_timer)
 		event_free((*e)->trail_timer);
+	if ((*e)->refusals_timer)
+		event_free((*e)->refusals_timer);
 	for (size_t i = 0; i < (*e)->n_grants; i++)
 		grant_clear(&(*e)->grants[i]);
 	for (size_t i = 0; i < (*e)->n_undropped; i++)

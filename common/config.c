@@ -49,7 +49,7 @@ static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "con
 	"targets", "issuers" };
 static const char *const limit_keys[] = { "max_grants", "max_sources_per_grant",
 	"max_ports_per_grant", "control_connections" };
-static const char *const audit_keys[] = { "max_bytes", "keep" };
+static const char *const audit_keys[] = { "max_bytes", "keep", "unverified_per_minute" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
 static const char *const port_keys[] = { "port", "protocol", "max_duration", "allowed_sources" };
@@ -808,6 +808,10 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 	if ((ret = get_int(a, "keep", "audit.keep", 5, 1, 100, &n, e)))
 		return ret;
 	c->audit_keep = (unsigned)n;
+	if ((ret = get_int(a, "unverified_per_minute", "audit.unverified_per_minute", 60, 0,
+		1000000, &n, e)))
+		return ret;
+	c->audit_unverified_per_minute = (unsigned)n;
 	return 0;
 }
 

@@ -96,6 +96,8 @@ struct config {
 	size_t replay_cache_max;  /* remembered grant/revocation ids */
 	uint64_t audit_max_bytes; /* audit.jsonl rotates beyond this */
 	unsigned audit_keep;	  /* rotated audit files kept */
+	/* refusals naming no grant audited one by one in a minute; the rest counted */
+	unsigned audit_unverified_per_minute;
 	enum deny_action deny_action;
 	uint64_t clock_skew; /* seconds */
 	uint64_t reconcile_interval; /* seconds between full comparisons with the kernel */

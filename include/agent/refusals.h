@@ -1,0 +1,51 @@
+#ifndef JITD_AGENT_REFUSALS_H
+#define JITD_AGENT_REFUSALS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/*
+ * Refusals of input that no trusted key signed (they name no grant): anyone who can reach the
+ * controller endpoint can send them, and audited one by one they would rotate genuine records
+ * out of the trail (audit.max_bytes, audit.keep). In each window (a minute: the limit is
+ * audit.unverified_per_minute) the first `limit` are audited one by one; the rest are counted,
+ * per kind (grant or revocation) and code, and each count becomes one record when the window
+ * ends (refusals_take).
+ */
+#define REFUSALS_WINDOW_MS 60000
+/* "192.0.2.7 cn=controller-1": a peer's name without its port. */
+#define REFUSALS_SOURCE_LEN 192
+
+struct refusals_tally {
+	bool revocation;
+	int code;			/* JIT_ERR_* */
+	long long count;		/* refusals counted, not audited one by one */
+	long long from_first;		/* of them, from first */
+	char first[REFUSALS_SOURCE_LEN];
+};
+
+struct refusals {
+	int64_t window_ms;
+	int64_t start_ms;		/* the window's; -1: none open */
+	unsigned audited;		/* one by one in it so far */
+	struct refusals_tally tally[2][JIT_ERR__COUNT];
+};
+
+void refusals_init(struct refusals *r, int64_t window_ms);
+/*
+ * A refusal that names no grant, from peer, at now_ms: true when it is to be audited one by
+ * one, false when it was counted. A window opens at the first refusal after the last ended.
+ */
+bool refusals_admit(struct refusals *r, int64_t now_ms, unsigned limit, bool revocation,
+	int code, const char *peer);
+/* When the open window ends, if anything in it was counted; else -1. */
+int64_t refusals_due(const struct refusals *r);
+/*
+ * One count to audit once the window has ended (or at once: all, when stopping), taken out of r:
+ * true and *t, else false. The window closes when every count is taken.
+ */
+bool refusals_take(struct refusals *r, int64_t now_ms, bool all, struct refusals_tally *t);
+
+#endif

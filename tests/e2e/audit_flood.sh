@@ -1,0 +1,87 @@
+# A flood of input no trusted key signed cannot rotate genuine records out of the audit trail:
+# beyond audit.unverified_per_minute in a window (a minute; here 4 s, through
+# $JITD_TEST_REFUSALS_WINDOW_FILE) such refusals are counted, not audited one by one, and each
+# count becomes one record (its event, code, count and first source) when the window ends, or
+# when jitd stops. Each is still answered with its error and counted in the metrics, and
+# refusals of signed grants are audited one by one whatever the count.
+. "$(dirname "$0")/lib.sh"
+
+export JITD_TEST_REFUSALS_WINDOW_FILE=$TMP/window
+echo 4000 >"$JITD_TEST_REFUSALS_WINDOW_FILE"
+setup_net
+setup_keys
+# A key the agent does not trust, signing as ctl: bad_signature.
+mkdir -p "$TMP/forger"
+"$JITCTL_BIN" keygen --kid forger --dir "$TMP/forger" >/dev/null
+ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+listen='"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true, "rate_limit": 0}'
+write_config drop '[]' "$ports" "$listen, \"audit\": {\"unverified_per_minute\": 5}"
+start_listeners 22
+start_jitd
+AUDIT=$TMP/state/audit.jsonl
+
+# post FILE WANT_STATUS WANT_CODE: a grant posted to the controller endpoint, answered so.
+post() {
+	local code
+	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+		-H 'Content-Type: application/jwt' --data-binary "@$1" http://127.0.0.1:7080/v1/grants)
+	[ "$code" = "$2" ] && [ "$(jq -r .error "$TMP/body")" = "$3" ] ||
+		fail "$1: HTTP $code $(cat "$TMP/body"), not $2 $3"
+}
+# refusals JQ_FILTER: how many grant.refused records of the trail pass the filter.
+refusals() { jq -s "[.[] | select(.event == \"grant.refused\") | select($1)] | length" "$AUDIT"; }
+
+before=$(kernel_json)
+log "a flood: 12 malformed grants and 6 forged ones"
+printf 'not a token' >"$TMP/junk"
+"$JITCTL_BIN" sign --key "$TMP/forger/forger.key" --kid ctl --aud "$HOST_ID" --sub mallory \
+	--src 192.0.2.2 --port 22 --for 300 --jti forged >"$TMP/forged"
+for ((i = 0; i < 12; i++)); do post "$TMP/junk" 400 malformed; done
+for ((i = 0; i < 6; i++)); do post "$TMP/forged" 401 bad_signature; done
+pass "each answered with its error"
+[ "$(kernel_json)" = "$before" ] || fail "the flood changed the kernel"
+n=$(refusals '.count == null')
+[ "$n" = 5 ] || fail "$n refusals audited one by one, not 5 (audit.unverified_per_minute)"
+pass "the first 5 audited one by one, the rest counted"
+
+log "signed grants are audited one by one whatever the count"
+for p in 23 24; do
+	sign --src 192.0.2.2 --port "$p" --for 300 --jti "other-$p" >"$TMP/g$p"
+	post "$TMP/g$p" 403 port_not_protected
+done
+sign --src 192.0.2.2 --port 22 --for 300 --jti good >"$TMP/good"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	-H 'Content-Type: application/jwt' --data-binary "@$TMP/good" http://127.0.0.1:7080/v1/grants)
+[ "$code" = 201 ] || fail "the good grant: HTTP $code $(cat "$TMP/body")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the good grant is not in the kernel"
+n=$(refusals '.grant == "other-23" or .grant == "other-24"')
+[ "$n" = 2 ] || fail "$n of the 2 signed refusals audited"
+jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "good")' "$AUDIT" >/dev/null ||
+	fail "the applied grant is not audited"
+pass "both refusals of signed grants and the applied grant audited"
+
+in_ns "$SRV" curl -sS --max-time 5 http://127.0.0.1:7080/metrics >"$TMP/metrics" ||
+	fail "cannot read /metrics"
+grep -qx 'jitd_grants_refused_total{code="malformed"} 12' "$TMP/metrics" &&
+	grep -qx 'jitd_grants_refused_total{code="bad_signature"} 6' "$TMP/metrics" ||
+	fail "metrics: $(grep '^jitd_grants_refused_total' "$TMP/metrics")"
+pass "the metrics count every refusal"
+
+log "when the window ends, each count is one record"
+counted_records() { [ "$(refusals '.count != null')" = "$1" ]; }
+wait_until 20 "the counted refusals' records" counted_records 2
+jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) |
+	{code, count, peer}] == [
+	{"code": "malformed", "count": 7, "peer": "http 127.0.0.1"},
+	{"code": "bad_signature", "count": 6, "peer": "http 127.0.0.1"}]' "$AUDIT" >/dev/null ||
+	fail "counted: $(jq -c 'select(.count != null)' "$AUDIT")"
+pass "counted: $(jq -c 'select(.count != null) | [.code, .count, .message]' "$AUDIT" | head -1)"
+
+log "a new window, a new allowance; jitd's stop writes what it counted"
+for ((i = 0; i < 8; i++)); do post "$TMP/junk" 400 malformed; done
+n=$(refusals '.count == null')
+[ "$n" = $((5 + 2 + 5)) ] || fail "$n refusals audited one by one, not 12"
+stop_jitd
+jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) | .count] == [7, 6, 3]' \
+	"$AUDIT" >/dev/null || fail "after the stop: $(jq -c 'select(.count != null)' "$AUDIT")"
+pass "the 3 counted at the stop are one record"
