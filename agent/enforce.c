@@ -1461,9 +1461,26 @@ static void audit_counted(struct enforce *e, bool all)
 	}
 }
 
+/*
+ * The timer for the end of the window refusals were counted in. libevent's clock may run a
+ * little behind clock_mono_us (a coarse clock): a timer that fires early is set again.
+ */
+static void refusals_due_timer(struct enforce *e)
+{
+	int64_t now = clock_mono_us() / 1000, due = refusals_due(&e->refusals);
+	struct timeval tv;
+
+	if (due < 0 || !e->refusals_timer || evtimer_pending(e->refusals_timer, NULL))
+		return;
+	due = due > now ? due - now : 1;
+	tv = (struct timeval){ due / 1000, due % 1000 * 1000 };
+	evtimer_add(e->refusals_timer, &tv);
+}
+
 static void refusals_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	audit_counted(arg, false);
+	refusals_due_timer(arg);
 }
 
 /*
@@ -1476,19 +1493,11 @@ static void refusals_timer_cb(evutil_socket_t fd, short what, void *arg)
 static bool refusal_audited(struct enforce *e, bool revocation, const struct jit_error *err,
 	const char *peer)
 {
-	int64_t now = clock_mono_us() / 1000, due;
-	struct timeval tv;
-
 	audit_counted(e, false);
-	if (refusals_admit(&e->refusals, now, e->cfg->audit_unverified_per_minute, revocation,
-		err->code, peer))
+	if (refusals_admit(&e->refusals, clock_mono_us() / 1000,
+		e->cfg->audit_unverified_per_minute, revocation, err->code, peer))
 		return true;
-	if (e->refusals_timer && !evtimer_pending(e->refusals_timer, NULL) &&
-		(due = refusals_due(&e->refusals)) >= 0) {
-		due = due > now ? due - now : 0;
-		tv = (struct timeval){ due / 1000, due % 1000 * 1000 };
-		evtimer_add(e->refusals_timer, &tv);
-	}
+	refusals_due_timer(e);
 	return false;
 }
 
