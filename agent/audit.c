@@ -34,6 +34,11 @@ struct audit {
 	unsigned keep;
 	bool deferred;	/* audit_defer: records wait for audit_sync */
 	bool dirty;	/* written since the last fsync */
+	/*
+	 * -errno: a sync of the file failed, so lines written before it may be gone from the disk
+	 * whatever later syncs say; until audit_recover has checked the lines the journal carries.
+	 */
+	int lost;
 	bool syslog_there;	/* _PATH_LOG was a socket when last looked at */
 	int64_t syslog_checked;	/* when that was; 0: never */
 };
@@ -197,22 +202,39 @@ void audit_defer(struct audit *a, bool on)
 	a->deferred = on;
 }
 
-int audit_sync(struct audit *a)
+void audit_sync_failed(struct audit *a, int err)
 {
-	if (!a->dirty)
-		return 0;
-	if (fsync(a->fd) < 0)
-		return -errno;
+	if (!a->lost)
+		a->lost = err < 0 ? err : -EIO;
+}
+
+int audit_lost(const struct audit *a)
+{
+	return a->lost;
+}
+
+static int trail_fsync(struct audit *a)
+{
+	if (fsync(a->fd) < 0) {
+		int ret = -errno;
+
+		audit_sync_failed(a, ret);
+		return ret;
+	}
 	a->dirty = false;
 	return 0;
 }
 
+int audit_sync(struct audit *a)
+{
+	return a->dirty ? trail_fsync(a) : 0;
+}
+
 int audit_sync_now(struct audit *a)
 {
-	if (fsync(a->fd) < 0)
-		return -errno;
-	a->dirty = false;
-	return 0;
+	int ret = trail_fsync(a);
+
+	return ret ? ret : a->lost;
 }
 
 int audit_unsynced_fd(struct audit *a, int *fd)
@@ -617,13 +639,24 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	*restored = 0;
 	if (!missing)
 		return -ENOMEM;
-	if (!n || (ret = audit_snapshot(a, &t)))
+	/*
+	 * Lines are compared with what the disk holds, not with the page cache: after a failed
+	 * writeback the cache still shows what the disk lost (the pages are clean, not written
+	 * again). So what is dirty is written first (a failure leaves those pages clean too), and
+	 * every clean page of the trail's files is dropped, for the reads below to reach the disk.
+	 */
+	if (!n)
+		goto synced;
+	(void)trail_fsync(a);
+	if ((ret = audit_snapshot(a, &t)))
 		goto out;
 	/* The trail's files, oldest first: the last one is audit.jsonl, the one written to. */
 	if (!t->n || t->ino[t->n - 1] != a->ino) {
 		ret = -EIO;
 		goto out;
 	}
+	for (unsigned i = 0; i < t->n; i++)
+		(void)posix_fadvise(t->fd[i], 0, 0, POSIX_FADV_DONTNEED);
 	for (size_t i = 0; i < n; i++) {
 		if (!note_line(&v[i], &line, &len)) {
 			log_warn("audit: ignoring a note in the journal that is not an audit line");
@@ -646,8 +679,12 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 			(*restored)++;
 		}
 	}
-	if (!ret && *restored)
-		ret = audit_sync(a);
+synced:
+	/* Only a sync that holds after the lines are back ends the doubt. */
+	if (!ret && (*restored || a->lost))
+		ret = trail_fsync(a);
+	if (!ret)
+		a->lost = 0;
 out:
 	audit_snapshot_free(&t);
 	free(tail);

@@ -120,6 +120,15 @@ static void test_hook_start_pause(void)
 		(void)usleep((useconds_t)(ms * 1000));
 }
 
+/*
+ * $JITD_TEST_TRAIL_FAIL_FILE present: the audit trail's syncs behind the journal (the timer's)
+ * and its recovery after one fail with EIO, as on a disk that lost what they were to write.
+ */
+static int test_hook_trail(int ret)
+{
+	return testhook_exists("JITD_TEST_TRAIL_FAIL_FILE") ? -EIO : ret;
+}
+
 /* $JITD_TEST_REFUSALS_WINDOW_FILE holding N (1 to 60,000): refusals are counted per N ms. */
 static int64_t test_hook_refusals_window(void)
 {
@@ -151,6 +160,11 @@ static void test_hook_start_pause(void)
 static int64_t test_hook_refusals_window(void)
 {
 	return REFUSALS_WINDOW_MS;
+}
+
+static int test_hook_trail(int ret)
+{
+	return ret;
 }
 #endif
 
@@ -226,6 +240,7 @@ struct enforce {
 	struct store_mark audit_mark;
 	int audit_doubt;	/* -errno: a group's sync failed while audit_req was out */
 	bool audit_syncing, closing;
+	int64_t trail_restored_us;	/* when trail_restore last ran (monotonic) */
 	/* Refusals that name no grant, beyond audit.unverified_per_minute: counted (refused). */
 	struct refusals refusals;
 	struct event *refusals_timer;
@@ -2050,13 +2065,72 @@ static int unsynced_fds(struct enforce *e, struct settling *st)
  */
 #define TRAIL_SYNC_MS 100
 
+#define TRAIL_RESTORE_EVERY_MS 1000
+
+/*
+ * After a failed sync of the trail (audit_lost) the lines the journal still carries (notes no
+ * mark covers) are checked against the disk and appended again where they are missing
+ * (audit_recover); then every note before the mark taken first is covered. Until that holds
+ * nothing is covered, however later syncs end, and no compaction drops the notes (the guard).
+ */
+static int trail_restore(struct enforce *e)
+{
+	struct store_mark mark = store_mark(e->store);
+	struct store_note *v = NULL;
+	size_t n = 0, restored = 0;
+	int ret;
+
+	e->trail_restored_us = clock_mono_us();
+	if (!(ret = test_hook_trail(0)) && !(ret = store_uncovered_notes(e->store, &v, &n)))
+		ret = audit_recover(e->audit, v, n, &restored);
+	store_notes_free(v, n);
+	if (ret) {
+		note_error(e, "audit: cannot check the trail after a failed write: %s; the journal "
+			"keeps its lines", strerror(-ret));
+		return ret;
+	}
+	/*
+	 * Said in the journal now: a start would look for the lines put back only at the end of
+	 * the trail, where lines written since would hide them, and append them once more.
+	 */
+	if ((ret = store_cover_durable(e->store, mark)))
+		log_warn("state: cannot record that the journal's audit lines are in the trail: %s",
+			strerror(-ret));
+	if (restored)
+		log_warn("audit: %zu line(s) a failed write took from the trail put back from the "
+			"journal", restored);
+	else
+		log_info("audit: the trail holds every line the journal carried after a failed "
+			"write");
+	return 0;
+}
+
+/* The timer's: at most once every TRAIL_RESTORE_EVERY_MS, and again until it holds. */
+static bool trail_restored(struct enforce *e)
+{
+	int64_t wait = TRAIL_RESTORE_EVERY_MS - (clock_mono_us() - e->trail_restored_us) / 1000;
+	struct timeval tv;
+
+	if (!audit_lost(e->audit))
+		return true;
+	if (wait <= 0 && !trail_restore(e))
+		return true;
+	wait = wait > 0 ? wait : TRAIL_RESTORE_EVERY_MS;
+	tv = (struct timeval){ wait / 1000, wait % 1000 * 1000 };
+	if (!e->closing)
+		evtimer_add(e->trail_timer, &tv);
+	return false;
+}
+
 static void sync_audit_behind(struct enforce *e)
 {
 	struct store_mark mark = store_mark(e->store);
 	int fd = -1;
 
+	if (e->audit_syncing || e->closing || !trail_restored(e))
+		return;
 	/* No descriptor to hand over: the notes stay, and a later pass takes the trail. */
-	if (e->audit_syncing || e->closing || audit_unsynced_fd(e->audit, &fd) || fd < 0)
+	if (audit_unsynced_fd(e->audit, &fd) || fd < 0)
 		return;
 	e->audit_req = (struct sync_req){ .fd = { -1, fd } };
 	e->audit_mark = mark;
@@ -2081,7 +2155,14 @@ static void trail_due(struct enforce *e)
 static int trail_durable(void *arg)
 {
 	struct enforce *e = arg;
+	int ret;
 
+	/* A journal past its size asks at each write: the check runs at most once a second. */
+	if (audit_lost(e->audit) &&
+		clock_mono_us() - e->trail_restored_us < TRAIL_RESTORE_EVERY_MS * 1000)
+		return audit_lost(e->audit);
+	if (audit_lost(e->audit) && (ret = trail_restore(e)))
+		return ret;
 	return audit_sync_now(e->audit);
 }
 
@@ -2092,13 +2173,16 @@ static void audit_synced(struct enforce *e, const struct sync_req *r)
 
 	e->audit_syncing = false;
 	e->audit_doubt = 0;
+	if (ret)
+		audit_sync_failed(e->audit, ret);
 	/* Lines of groups carried meanwhile wait for the next. */
 	trail_due(e);
 	if (!ret) {
-		store_cover(e->store, e->audit_mark);
+		if (!audit_lost(e->audit))
+			store_cover(e->store, e->audit_mark);
 		return;
 	}
-	/* Nothing is lost: the journal keeps the lines, and a start puts back any missing. */
+	/* Nothing is lost: the journal keeps the lines, and they are checked (trail_restore). */
 	note_error(e, "audit: cannot make %s durable: %s; the journal keeps its records",
 		"audit.jsonl", strerror(-ret));
 }
@@ -2195,6 +2279,7 @@ static void synced_cb(struct sync_req *done, void *arg)
 		 * trail's request (its notes stay).
 		 */
 		if (done == &e->audit_req) {
+			done->ret = test_hook_trail(done->ret);
 			for (struct settling *o = e->settling; done->ret && o; o = o->next)
 				if (!o->carried && !o->doubt)
 					o->doubt = done->ret;
@@ -2208,7 +2293,10 @@ static void synced_cb(struct sync_req *done, void *arg)
 		if (ret && e->audit_syncing && !e->audit_doubt)
 			e->audit_doubt = ret;
 		ret = ret ? ret : st->doubt;
-		if (!st->carried && !ret)
+		/* Not carried, it synced the trail too: the failure may be the trail's. */
+		if (!st->carried && ret)
+			audit_sync_failed(e->audit, ret);
+		if (!st->carried && !ret && !audit_lost(e->audit))
 			store_cover(e->store, st->mark);
 		if (st->write_us >= 0)
 			metrics_observe(&e->metrics.state, st->write_us + done->sync_us);

@@ -1327,6 +1327,88 @@ int store_write_notes(struct store *s, const struct store_note *v, size_t n)
 	return ret;
 }
 
+/*
+ * The notes in the journal that no mark covers, copied (*v, *n; store_notes_free): the first
+ * offset they may start at is the highest any note record or store_cover named. Read from the
+ * journal as it is now, each record checked against its checksum: a damaged one (a failed
+ * writeback of the journal's own) ends the walk with the notes before it, and is logged.
+ */
+int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n)
+{
+	struct note_at *at = NULL;
+	size_t n_at = 0, cap = 0, maplen, len, done = 0;
+	const unsigned char *p;
+	off_t off = 0, covered = s->covered;
+	int ret;
+
+	*v = NULL;
+	*n = 0;
+	if ((ret = map_file(s->jfd, &p, &maplen)))
+		return ret;
+	len = (size_t)s->jsize < maplen ? (size_t)s->jsize : maplen;
+	while ((size_t)off + HDR <= len) {
+		uint32_t pl = payload_len(p + off);
+		const unsigned char *pay = p + off + HDR;
+		uint64_t be;
+
+		if (pl < 2 || pl > MAX_PAYLOAD || len - (size_t)off - HDR < pl ||
+			(ret = record_sound(s, p + off, pl)) == -EBADMSG) {
+			log_err("state: the journal is damaged at offset %lld: the audit lines it "
+				"carries after that cannot be checked", (long long)off);
+			ret = 0;
+			break;
+		}
+		if (ret)
+			break;
+		if (pay[0] == 'N' && pl >= NOTE_HDR) {
+			memcpy(&be, pay + 1, sizeof(be));
+			if ((off_t)be64toh(be) > covered)
+				covered = (off_t)be64toh(be);
+			if (pl > NOTE_HDR) {
+				struct note_at *nv;
+
+				if (!(nv = array_reserve(at, &cap, n_at + 1, sizeof(*nv), 16))) {
+					ret = -ENOMEM;
+					break;
+				}
+				at = nv;
+				at[n_at++] = (struct note_at){ off, pl };
+			}
+		}
+		off += (off_t)(HDR + pl);
+		release_behind(p, &done, (size_t)off);
+	}
+	if (!ret && !(*v = calloc(n_at + 1, sizeof(**v))))
+		ret = -ENOMEM;
+	for (size_t i = 0; !ret && i < n_at; i++) {
+		size_t l = at[i].plen - NOTE_HDR;
+
+		if (at[i].off < covered)
+			continue;
+		if (!((*v)[*n].p = malloc(l))) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy((*v)[*n].p, p + at[i].off + HDR + NOTE_HDR, l);
+		(*v)[(*n)++].len = l;
+	}
+	unmap_file(p, maplen);
+	free(at);
+	if (ret) {
+		store_notes_free(*v, *n);
+		*v = NULL;
+		*n = 0;
+	}
+	return ret;
+}
+
+void store_notes_free(struct store_note *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].p);
+	free(v);
+}
+
 struct store_mark store_mark(const struct store *s)
 {
 	return (struct store_mark){ s->gen, s->jsize };
@@ -1336,6 +1418,23 @@ void store_cover(struct store *s, struct store_mark m)
 {
 	if (m.gen == s->gen && m.off > s->covered)
 		s->covered = m.off;
+}
+
+int store_cover_durable(struct store *s, struct store_mark m)
+{
+	unsigned char *rec;
+	size_t n;
+	int ret;
+
+	store_cover(s, m);
+	/* A store that must be rewritten first takes no record; the rewrite drops every note. */
+	if (s->suspect || m.gen != s->gen)
+		return 0;
+	if ((ret = encode(s, 'N', NULL, NULL, 0, NULL, &rec, &n)))
+		return ret;
+	ret = append_raw(s, rec, n, 1, true);
+	free(rec);
+	return ret;
 }
 
 void store_notes(const struct store *s, const struct store_note **v, size_t *n)

@@ -56,14 +56,27 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n);
  */
 void audit_defer(struct audit *a, bool on);
 int audit_sync(struct audit *a);
-/* fsync now, even while another thread holds the sync of what was written (audit_unsynced_fd). */
+/*
+ * fsync now, even while another thread holds the sync of what was written (audit_unsynced_fd).
+ * Fails while audit_lost: a sync that holds says nothing of lines an earlier failure lost.
+ */
 int audit_sync_now(struct audit *a);
 /*
- * At start, before any record: the lines of notes (audit_rec.note) that the journal carried
- * and the trail lost (a crash before its fsync) are appended again, as they were written, and
- * made durable. A line still where it was written, in this file or a rotated one, is left, and
- * so is one that an earlier recovery put back at the end of this file. *restored counts the
- * lines appended. 0 or -errno.
+ * A sync of the trail failed somewhere else (the syncer's threads, through the twin). Any
+ * failed sync makes the trail lost (audit_lost, -errno, else 0) until audit_recover holds:
+ * the kernel reports a writeback error once per open file, so a later sync that succeeds
+ * proves nothing of lines written before, and the page cache still shows them.
+ */
+void audit_sync_failed(struct audit *a, int err);
+int audit_lost(const struct audit *a);
+/*
+ * At start, before any record, and after a failed sync (audit_lost): the lines of notes
+ * (audit_rec.note) that the journal carries and the trail lost (a crash before its fsync, a
+ * failed writeback) are appended again, as they were written, and made durable. A line still
+ * where it was written on the disk (the files' clean pages are dropped from the page cache
+ * first), in this file or a rotated one, is left, and so is one that an earlier recovery put
+ * back at the end of this file. *restored counts the lines appended. 0 (the trail no longer
+ * lost) or -errno.
  */
 int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t *restored);
 /*

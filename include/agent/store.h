@@ -124,10 +124,18 @@ struct store_mark {
 int store_write_notes(struct store *s, const struct store_note *v, size_t n);
 struct store_mark store_mark(const struct store *s);
 void store_cover(struct store *s, struct store_mark m);
+/* store_cover, and a note record saying so made durable now. 0 or -errno. */
+int store_cover_durable(struct store *s, struct store_mark m);
 /* The uncovered notes found by store_open, oldest first; the store's, valid until _done. */
 void store_notes(const struct store *s, const struct store_note **v, size_t *n);
 /* They are taken care of: a record saying so, made durable, and the notes freed. 0 or -errno. */
 int store_notes_done(struct store *s);
+/*
+ * While jitd runs: the notes in the journal now that no mark covers, oldest first, copied
+ * (freed with store_notes_free). 0 or -errno (then none).
+ */
+int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n);
+void store_notes_free(struct store_note *v, size_t n);
 void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg);
 
 #endif

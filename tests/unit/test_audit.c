@@ -6,6 +6,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,6 +545,59 @@ static void test_recover(void **state)
 	free(n3.p);
 }
 
+/*
+ * After a failed sync (here: reported by the syncer's caller) the trail is lost: a sync that
+ * holds does not end it (the compaction guard's), and recovery does, once the lines the disk
+ * lost (here: overwritten with blanks, as a failed writeback leaves them) are back. With no
+ * notes left to check, a sync that holds ends it.
+ */
+static void test_recover_after_failed_sync(void **state)
+{
+	struct fixture *f = *state;
+	struct store_note n1 = { 0 }, n2 = { 0 };
+	char path[128], blank[512], *after;
+	uint64_t at;
+	struct audit *a;
+	size_t restored;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	log_noted(a, "kept", &n1);
+	log_noted(a, "gone", &n2);
+	memcpy(&at, n2.p + 8, sizeof(at));
+	assert_true(n2.len - 16 - 1 < sizeof(blank));
+	memset(blank, ' ', sizeof(blank));
+	fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, blank, n2.len - 16 - 1, (off_t)be64toh(at)),
+		(ssize_t)(n2.len - 16 - 1));
+	close(fd);
+
+	assert_int_equal(audit_lost(a), 0);
+	audit_sync_failed(a, -EIO);
+	assert_int_equal(audit_lost(a), -EIO);
+	assert_int_equal(audit_sync_now(a), -EIO);
+	const struct store_note v[] = { n1, n2 };
+	assert_int_equal(audit_recover(a, v, 2, &restored), 0);
+	assert_int_equal(restored, 1);
+	assert_int_equal(audit_lost(a), 0);
+	assert_int_equal(audit_sync_now(a), 0);
+	after = slurp(f, "audit.jsonl");
+	assert_int_equal(count_of(after, "\"kept\""), 1);
+	assert_int_equal(count_of(after, "\"gone\""), 1);
+	assert_non_null(memmem(after, strlen(after), n2.p + 16, n2.len - 16));
+	free(after);
+
+	audit_sync_failed(a, -EIO);
+	assert_int_equal(audit_recover(a, NULL, 0, &restored), 0);
+	assert_int_equal(restored, 0);
+	assert_int_equal(audit_lost(a), 0);
+	audit_close(&a);
+	free(n1.p);
+	free(n2.p);
+}
+
 /* A line the trail still has, but in a rotated file, is found there and not appended again. */
 static void test_recover_rotated(void **state)
 {
@@ -672,6 +726,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_damaged_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recover_after_failed_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover_rotated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_group, setup, teardown),
 	};

@@ -919,6 +919,56 @@ static void test_notes(void **state)
 	notes_end(st);
 }
 
+/* store_uncovered_notes as "text;text;" in order. */
+static void assert_uncovered(struct store *st, const char *want)
+{
+	struct store_note *v;
+	char all[1024] = "";
+	size_t n;
+
+	assert_int_equal(store_uncovered_notes(st, &v, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(strlen(all) + v[i].len + 2 < sizeof(all));
+		strncat(all, (const char *)v[i].p, v[i].len);
+		strcat(all, ";");
+	}
+	store_notes_free(v, n);
+	assert_string_equal(all, want);
+}
+
+/*
+ * While jitd runs, the notes no mark covers are read back from the journal: a cover in memory
+ * counts at once, one a note record made counts after a new open, and a note done by
+ * store_notes_done or a compaction is gone.
+ */
+static void test_uncovered_notes(void **state)
+{
+	struct store_mark m;
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_uncovered(st, "");
+	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
+	assert_int_equal(write_note(st, "line-1"), 0);
+	m = store_mark(st);
+	assert_int_equal(write_note(st, "line-2"), 0);
+	assert_uncovered(st, "line-1;line-2;");
+	store_cover(st, m);
+	assert_uncovered(st, "line-2;");
+	assert_int_equal(write_note(st, "line-3"), 0);
+	assert_int_equal(store_sync(st), 0);
+	st = reopen(st);
+	assert_uncovered(st, "line-2;line-3;");
+	assert_int_equal(store_notes_done(st), 0);
+	assert_uncovered(st, "");
+	assert_int_equal(write_note(st, "line-4"), 0);
+	assert_uncovered(st, "line-4;");
+	assert_int_equal(store_compact(st), 0);
+	assert_uncovered(st, "");
+	assert_int_equal(store_del(st, "x"), 0);
+	store_close(&st);
+}
+
 static int guard_calls, guard_ret;
 
 static int guard(void *arg)
@@ -997,6 +1047,7 @@ int main(void)
 		cmocka_unit_test(test_annex),
 		cmocka_unit_test(test_walk_removes),
 		cmocka_unit_test(test_notes),
+		cmocka_unit_test(test_uncovered_notes),
 		cmocka_unit_test(test_notes_compaction),
 		cmocka_unit_test(test_notes_torn),
 	};
