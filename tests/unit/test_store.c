@@ -838,20 +838,27 @@ static void test_walk_removes(void **state)
 	store_close(&st);
 }
 
-/* The notes store_open found uncovered, as "text;text;" in order. */
-static void assert_notes(struct store *st, const char *want)
+/* Notes as "text;text;" in order. */
+static void assert_joined(const struct store_note *v, size_t n, const char *want)
 {
-	const struct store_note *v;
 	char all[1024] = "";
-	size_t n;
 
-	store_notes(st, &v, &n);
 	for (size_t i = 0; i < n; i++) {
 		assert_true(strlen(all) + v[i].len + 2 < sizeof(all));
 		strncat(all, (const char *)v[i].p, v[i].len);
 		strcat(all, ";");
 	}
 	assert_string_equal(all, want);
+}
+
+/* The notes store_open found uncovered. */
+static void assert_notes(struct store *st, const char *want)
+{
+	const struct store_note *v;
+	size_t n;
+
+	store_notes(st, &v, &n);
+	assert_joined(v, n, want);
 }
 
 static int write_note(struct store *st, const char *text)
@@ -919,21 +926,15 @@ static void test_notes(void **state)
 	notes_end(st);
 }
 
-/* store_uncovered_notes as "text;text;" in order. */
+/* What store_uncovered_notes reads back. */
 static void assert_uncovered(struct store *st, const char *want)
 {
 	struct store_note *v;
-	char all[1024] = "";
 	size_t n;
 
 	assert_int_equal(store_uncovered_notes(st, &v, &n), 0);
-	for (size_t i = 0; i < n; i++) {
-		assert_true(strlen(all) + v[i].len + 2 < sizeof(all));
-		strncat(all, (const char *)v[i].p, v[i].len);
-		strcat(all, ";");
-	}
+	assert_joined(v, n, want);
 	store_notes_free(v, n);
-	assert_string_equal(all, want);
 }
 
 /*
