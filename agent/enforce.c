@@ -1499,8 +1499,8 @@ static void refusals_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * A refusal that names no grant was not signed by a trusted key (or, a revocation, failed its
- * checks): anyone who reaches the endpoint can send one, and a flood of them audited one by one
+ * A refusal that names no grant and is not authentic (jit_error) was not signed by a trusted
+ * key: anyone who reaches the endpoint can send one, and a flood of them audited one by one
  * would rotate every genuine record out of the trail. Beyond audit.unverified_per_minute in a
  * minute they are counted instead (struct refusals); each is still answered and counted in the
  * metrics.
@@ -1523,7 +1523,7 @@ static void refused(struct enforce *e, const char *what, const char *grant_id, c
 
 	metrics_refused(revocation ? e->metrics.revocations_refused : e->metrics.grants_refused,
 		err->code);
-	if (!grant_id && !refusal_audited(e, revocation, err, peer))
+	if (!grant_id && !err->authentic && !refusal_audited(e, revocation, err, peer))
 		return;
 	log_warn("%s refused: %s: %s (peer=%s)", what, jit_err_name(err->code), err->msg, peer);
 	(void)audit(e, revocation ? "revocation.refused" : "grant.refused", NULL, grant_id, peer,

@@ -191,7 +191,7 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX_free(tls);
 	keys = keys_check_dir(cfg->keys_dir, stderr);
 	for (size_t i = 0; i < cfg->n_issuers; i++) {
-		struct jit_error why;
+		struct jit_error why = { 0 };
 		EVP_PKEY *pub = NULL;
 
 		if (keys_load_public(cfg->keys_dir, cfg->issuers[i].kid, &pub, &why))

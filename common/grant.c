@@ -347,13 +347,18 @@ static int verify(const char *token, size_t len, const struct grant_verify_ctx *
 	int ret;
 
 	memset(out, 0, sizeof(*out));
+	if (e)
+		e->authentic = false;
 	/* Cheapest first: jws_decode refuses an oversized token before it looks at a byte. */
 	if ((ret = jws_decode_with(ctx->verifier, token, len, &j, e)) ||
 		(ret = jws_check_header(&j, GRANT_TYP, &kid, e)) ||
 		(!key_checked(ctx, signature, kid) &&
 			(ret = keys_load_public(ctx->keys_dir, kid, &pub, e))) ||
-		(signature && (ret = jws_verify_with(ctx->verifier, &j, pub, e))) ||
-		(ret = jws_claims(&j, &claims, e)) ||
+		(signature && (ret = jws_verify_with(ctx->verifier, &j, pub, e))))
+		goto out;
+	if (e)
+		e->authentic = true;
+	if ((ret = jws_claims(&j, &claims, e)) ||
 		(ret = grant_parse_claims(claims, out, e)) ||
 		(ret = grant_check_audience(claims, ctx->host_id, e)) ||
 		(ret = grant_check_time(out->iat, out->nbf, out->exp, ctx, e)))

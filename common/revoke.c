@@ -43,12 +43,17 @@ int revoke_verify(const char *token, size_t len, const struct grant_verify_ctx *
 	int ret;
 
 	memset(out, 0, sizeof(*out));
+	if (e)
+		e->authentic = false;
 	/* The order of grant_verify, so that both refuse a given flaw with the same code. */
 	if ((ret = jws_decode(token, len, &j, e)) ||
 		(ret = jws_check_header(&j, REVOKE_TYP, &kid, e)) ||
 		(ret = keys_load_public(ctx->keys_dir, kid, &pub, e)) ||
-		(ret = jws_verify(&j, pub, e)) ||
-		(ret = jws_claims(&j, &claims, e)) ||
+		(ret = jws_verify(&j, pub, e)))
+		goto out;
+	if (e)
+		e->authentic = true;
+	if ((ret = jws_claims(&j, &claims, e)) ||
 		(ret = parse_claims(claims, out, &nbf, e)) ||
 		(ret = grant_check_audience(claims, ctx->host_id, e)) ||
 		(ret = grant_check_time(out->iat, nbf, out->exp, ctx, e)))

@@ -1,6 +1,7 @@
 #ifndef JITD_COMMON_ERR_H
 #define JITD_COMMON_ERR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -41,6 +42,11 @@ enum jit_err {
 struct jit_error {
 	int code;
 	char msg[256];
+	/*
+	 * Set by grant and revocation verification once a trusted key's signature holds: a refusal
+	 * after that is of a controller's input, audited one by one (agent/refusals.h).
+	 */
+	bool authentic;
 };
 
 /* Stable symbolic name of a code ("bad_signature"); "internal" for anything unknown. */

@@ -2,8 +2,9 @@
 # beyond audit.unverified_per_minute in a window (a minute; here 20 s, through
 # $JITD_TEST_REFUSALS_WINDOW_FILE) such refusals are counted, not audited one by one, and each
 # count becomes one record (its event, code, count and first source) when the window ends, or
-# when jitd stops. Each is still answered with its error and counted in the metrics, and
-# refusals of signed grants are audited one by one whatever the count.
+# when jitd stops; revocations are counted apart. Each is still answered with its error and
+# counted in the metrics, and refusals of signed grants (one for another host names no grant,
+# since its claims were refused) are audited one by one whatever the count.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_REFUSALS_WINDOW_FILE=$TMP/window
@@ -49,16 +50,22 @@ for p in 23 24; do
 	sign --src 192.0.2.2 --port "$p" --for 300 --jti "other-$p" >"$TMP/g$p"
 	post "$TMP/g$p" 403 port_not_protected
 done
+# Signed, for another host: refused after the signature held.
+"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud other-host --sub alice \
+	--src 192.0.2.2 --port 22 --for 300 --jti elsewhere >"$TMP/elsewhere" ||
+	fail "cannot sign the grant for another host"
+post "$TMP/elsewhere" 403 wrong_audience
 sign --src 192.0.2.2 --port 22 --for 300 --jti good >"$TMP/good"
 code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
 	-H 'Content-Type: application/jwt' --data-binary "@$TMP/good" http://127.0.0.1:7080/v1/grants)
 [ "$code" = 201 ] || fail "the good grant: HTTP $code $(cat "$TMP/body")"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the good grant is not in the kernel"
-n=$(refusals '.grant == "other-23" or .grant == "other-24"')
-[ "$n" = 2 ] || fail "$n of the 2 signed refusals audited"
+n=$(refusals '.grant == "other-23" or .grant == "other-24" or
+	(.code == "wrong_audience" and .count == null)')
+[ "$n" = 3 ] || fail "$n of the 3 signed refusals audited"
 jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "good")' "$AUDIT" >/dev/null ||
 	fail "the applied grant is not audited"
-pass "both refusals of signed grants and the applied grant audited"
+pass "the 3 refusals of signed grants and the applied grant audited"
 
 in_ns "$SRV" curl -sS --max-time 5 http://127.0.0.1:7080/metrics >"$TMP/metrics" ||
 	fail "cannot read /metrics"
@@ -79,9 +86,18 @@ pass "counted: $(jq -c 'select(.count != null) | [.code, .count, .message]' "$AU
 
 log "a new window, a new allowance; jitd's stop writes what it counted"
 for ((i = 0; i < 8; i++)); do post "$TMP/junk" 400 malformed; done
+for ((i = 0; i < 2; i++)); do
+	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+		-H 'Content-Type: application/jwt' --data-binary "@$TMP/junk" \
+		http://127.0.0.1:7080/v1/revocations)
+	[ "$code" = 400 ] || fail "a junk revocation: HTTP $code $(cat "$TMP/body")"
+done
 n=$(refusals '.count == null')
-[ "$n" = $((5 + 2 + 5)) ] || fail "$n refusals audited one by one, not 12"
+[ "$n" = $((5 + 3 + 5)) ] || fail "$n refusals audited one by one, not 13"
 stop_jitd
 jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) | .count] == [7, 6, 3]' \
 	"$AUDIT" >/dev/null || fail "after the stop: $(jq -c 'select(.count != null)' "$AUDIT")"
-pass "the 3 counted at the stop are one record"
+jq -s -e '[.[] | select(.event == "revocation.refused")] == [.[] |
+	select(.event == "revocation.refused" and .count == 2 and .code == "malformed")]' \
+	"$AUDIT" >/dev/null || fail "revocations: $(jq -c 'select(.event == "revocation.refused")' "$AUDIT")"
+pass "the 3 grants and 2 revocations counted at the stop are one record each"

@@ -87,6 +87,25 @@ static void test_sources_and_all(void **state)
 	assert_int_equal(t.count, 2);
 }
 
+/*
+ * Counts not yet taken when their window ends stay in it: a refusal then adds to them rather
+ * than open a window whose allowance would audit it one by one.
+ */
+static void test_untaken_counts_stay(void **state)
+{
+	struct refusals r;
+	struct refusals_tally t;
+
+	refusals_init(&r, W);
+	assert_true(admit(&r, 0, 1, false, JIT_ERR_MALFORMED, "http 127.0.0.1:1"));
+	assert_false(admit(&r, 1, 1, false, JIT_ERR_MALFORMED, "http 127.0.0.1:2"));
+	assert_false(admit(&r, W + 1, 1, false, JIT_ERR_MALFORMED, "http 127.0.0.1:3"));
+	assert_true(refusals_take(&r, W + 1, false, &t));
+	assert_int_equal(t.count, 2);
+	assert_false(refusals_take(&r, W + 1, false, &t));
+	assert_true(admit(&r, W + 2, 1, false, JIT_ERR_MALFORMED, "http 127.0.0.1:4"));
+}
+
 /* A clock that steps back ends the window rather than keeping it open for good. */
 static void test_clock_back(void **state)
 {
@@ -104,6 +123,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_limit_then_counted),
 		cmocka_unit_test(test_sources_and_all),
+		cmocka_unit_test(test_untaken_counts_stay),
 		cmocka_unit_test(test_clock_back),
 	};
 
