@@ -79,6 +79,7 @@ struct store {
 	bool suspect;		/* a sync of it failed: rewritten before anything more (writable) */
 	int64_t rewrite_us;	/* when writable last tried the rewrite (monotonic) */
 	int rewrite_ret;	/* how that failed; 0: it did not */
+	int64_t compact_failed_us;	/* when maybe_compact's last try failed; 0: it did not */
 	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
 	bool walking;		/* store_items is out: no compaction may move the records */
@@ -614,19 +615,22 @@ static int map_files(struct store *s, struct files *f)
 	return 0;
 }
 
-/* e's whole record (header and payload) in the mapped files, or NULL if it is not there. */
-static const unsigned char *record_of(const struct files *f, const struct entry *e)
+/* Where e's record (header and payload) is in the mapped files, or NULL if outside them. */
+static const unsigned char *record_at(const struct files *f, const struct entry *e)
 {
-	const unsigned char *r;
-
 	if (e->off < 0 || (size_t)e->off > f->len[e->file] ||
 		f->len[e->file] - (size_t)e->off < HDR + (size_t)e->plen)
 		return NULL;
-	r = f->p[e->file] + e->off;
+	return f->p[e->file] + e->off;
+}
+
+/* e's whole record in the mapped files, or NULL if it is not there. */
+static const unsigned char *record_of(const struct files *f, const struct entry *e)
+{
+	const unsigned char *r = record_at(f, e);
+
 	/* The length it was loaded with: the file is jitd's own and only ever appended to. */
-	if (payload_len(r) != e->plen)
-		return NULL;
-	return r;
+	return r && payload_len(r) == e->plen ? r : NULL;
 }
 
 
@@ -736,10 +740,16 @@ static int compact(struct store *s)
 	}
 	for (size_t k = 0; !ret && k < s->n; k++) {
 		size_t i = order ? order[k].i : k;
-		const unsigned char *r = record_of(&f, &s->v[i]);
+		const unsigned char *r = record_at(&f, &s->v[i]);
 		size_t n = HDR + s->v[i].plen;
-		int sound = r ? record_sound(s, r, s->v[i].plen) : -EBADMSG;
+		int sound;
 
+		/* Outside the files: no failed write does that, so stop rather than drop it. */
+		if (!r) {
+			ret = -EIO;
+			break;
+		}
+		sound = payload_len(r) == s->v[i].plen ? record_sound(s, r, s->v[i].plen) : -EBADMSG;
 		if (sound == -EBADMSG) {
 			moved[i] = -1;
 			continue;
@@ -1047,15 +1057,26 @@ void store_sync_failed(struct store *s)
 	s->suspect = true;
 }
 
+/* After a failed compaction, the next is tried no sooner than this (every write asks). */
+#define COMPACT_RETRY_US 1000000
+
 static int maybe_compact(struct store *s)
 {
+	int64_t now;
 	int ret;
 
 	if (s->walking || s->jrecords < COMPACT_RECORDS || s->jrecords < s->n)
 		return 0;
+	now = clock_mono_us();
+	if (s->compact_failed_us && now - s->compact_failed_us < COMPACT_RETRY_US)
+		return 0;
 	/* The records are durable in the journal already: a failed compaction loses nothing. */
-	if ((ret = compact(s)))
+	if ((ret = compact(s))) {
+		s->compact_failed_us = now ? now : 1;
 		log_warn("state: cannot write a snapshot: %s", strerror(-ret));
+		return 0;
+	}
+	s->compact_failed_us = 0;
 	return 0;
 }
 
@@ -1351,12 +1372,18 @@ int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n)
 		const unsigned char *pay = p + off + HDR;
 		uint64_t be;
 
-		if (pl < 2 || pl > MAX_PAYLOAD || len - (size_t)off - HDR < pl ||
-			(ret = record_sound(s, p + off, pl)) == -EBADMSG) {
+		/* A length that cannot be trusted leaves nothing after it to read. */
+		if (pl < 2 || pl > MAX_PAYLOAD || len - (size_t)off - HDR < pl) {
 			log_err("state: the journal is damaged at offset %lld: the audit lines it "
 				"carries after that cannot be checked", (long long)off);
-			ret = 0;
 			break;
+		}
+		if ((ret = record_sound(s, p + off, pl)) == -EBADMSG) {
+			log_err("state: the journal's record at offset %lld is damaged: an audit "
+				"line it carried cannot be checked", (long long)off);
+			ret = 0;
+			off += (off_t)(HDR + pl);
+			continue;
 		}
 		if (ret)
 			break;
