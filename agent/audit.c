@@ -39,6 +39,12 @@ struct audit {
 	 * whatever later syncs say; until audit_recover has checked the lines the journal carries.
 	 */
 	int lost;
+	/*
+	 * Where audit_recover put back its first line since the trail was last sound (ino 0:
+	 * none): an attempt whose sync failed leaves its lines there, with lines written after.
+	 */
+	uint64_t recovered_ino;
+	uint64_t recovered_at;
 	bool syslog_there;	/* _PATH_LOG was a socket when last looked at */
 	int64_t syslog_checked;	/* when that was; 0: never */
 };
@@ -107,12 +113,56 @@ static void rotated(const struct audit *a, unsigned n, char *buf, size_t len)
 		snprintf(buf, len, "%s", a->path);
 }
 
+void audit_sync_failed(struct audit *a, int err)
+{
+	if (a->lost)
+		return;
+	a->lost = err < 0 ? err : -EIO;
+	log_err("audit: a sync of %s failed (%s): lines written since the last one that held may "
+		"be gone from the disk; grants' lines are checked against the journal's copies, "
+		"the others cannot be", a->path, strerror(-a->lost));
+}
+
+int audit_lost(const struct audit *a)
+{
+	return a->lost;
+}
+
+static int trail_fsync(struct audit *a)
+{
+	if (fsync(a->fd) < 0) {
+		int ret = -errno;
+
+		audit_sync_failed(a, ret);
+		return ret;
+	}
+	a->dirty = false;
+	return 0;
+}
+
+int audit_sync(struct audit *a)
+{
+	return a->dirty ? trail_fsync(a) : 0;
+}
+
+int audit_sync_now(struct audit *a)
+{
+	int ret = trail_fsync(a);
+
+	return ret ? ret : a->lost;
+}
+
 static int rotate(struct audit *a)
 {
 	char from[4200], to[4200];
 	int ret;
 
-	if ((ret = audit_sync(a)))
+	/*
+	 * Even when nothing is dirty: a sync of the file handed to the syncer may still be running,
+	 * and this one waits for it and hears a failure of its own, before the file goes where
+	 * nothing syncs it again.
+	 */
+	if ((ret = trail_fsync(a)))
 		return ret;
 	close(a->fd);
 	close(a->twin);
@@ -200,41 +250,6 @@ static void sanitize(char *s)
 void audit_defer(struct audit *a, bool on)
 {
 	a->deferred = on;
-}
-
-void audit_sync_failed(struct audit *a, int err)
-{
-	if (!a->lost)
-		a->lost = err < 0 ? err : -EIO;
-}
-
-int audit_lost(const struct audit *a)
-{
-	return a->lost;
-}
-
-static int trail_fsync(struct audit *a)
-{
-	if (fsync(a->fd) < 0) {
-		int ret = -errno;
-
-		audit_sync_failed(a, ret);
-		return ret;
-	}
-	a->dirty = false;
-	return 0;
-}
-
-int audit_sync(struct audit *a)
-{
-	return a->dirty ? trail_fsync(a) : 0;
-}
-
-int audit_sync_now(struct audit *a)
-{
-	int ret = trail_fsync(a);
-
-	return ret ? ret : a->lost;
 }
 
 int audit_unsynced_fd(struct audit *a, int *fd)
@@ -559,27 +574,46 @@ json_t *audit_query(struct audit *a, const struct audit_filter *f, size_t max, b
 	return out;
 }
 
+/*
+ * The part of one of the trail's files that noted_line_there read last. Notes come in the order
+ * their lines were written, so a window read forward takes each file in a few large reads
+ * rather than one read per line (after a failed sync, tens of thousands of lines from a disk
+ * whose cache was dropped).
+ */
+#define RECOVER_WINDOW (1024 * 1024)
+
+struct window {
+	unsigned file;		/* index in the snapshot; t->n: nothing read yet */
+	off_t from;
+	size_t len;
+	char *buf;		/* RECOVER_WINDOW bytes */
+};
+
 /* Whether the line a note names is in the trail, where it was written: any of its files. */
 static bool noted_line_there(const struct audit_snapshot *t, const unsigned char *p,
-	size_t len)
+	size_t len, struct window *w)
 {
 	size_t n = len - NOTE_AT;
-	bool there = false;
 	uint64_t at[2];
-	char *buf;
+	unsigned i;
+	off_t off;
+	ssize_t r;
 
 	memcpy(at, p, sizeof(at));
-	for (unsigned i = 0; i < t->n; i++) {
-		if (t->ino[i] != be64toh(at[0]))
-			continue;
-		if ((buf = malloc(n))) {
-			there = pread(t->fd[i], buf, n, (off_t)be64toh(at[1])) == (ssize_t)n &&
-				!memcmp(buf, p + NOTE_AT, n);
-			free(buf);
-		}
-		break;
+	for (i = 0; i < t->n && t->ino[i] != be64toh(at[0]); i++)
+		;
+	off = (off_t)be64toh(at[1]);
+	/* No line is that long (MAX_LINE): one that claims to be is not there. */
+	if (i == t->n || off < 0 || n > RECOVER_WINDOW)
+		return false;
+	if (w->file != i || off < w->from || (size_t)(off - w->from) + n > w->len) {
+		r = pread(t->fd[i], w->buf, RECOVER_WINDOW, off);
+		w->file = r > 0 ? i : t->n;
+		w->from = off;
+		w->len = r > 0 ? (size_t)r : 0;
 	}
-	return there;
+	return w->file == i && (size_t)(off - w->from) + n <= w->len &&
+		!memcmp(w->buf + (off - w->from), p + NOTE_AT, n);
 }
 
 /* A trail that ends mid-line (a crash) gets its newline first: the next line must stand alone. */
@@ -627,9 +661,13 @@ static bool note_line(const struct store_note *n, const char **line, size_t *len
 	return (*line)[*len - 1] == '\n' && !memchr(*line, '\n', *len - 1);
 }
 
+/* The most read back to find lines an earlier attempt put back (audit_recover). */
+#define RECOVERED_MAX (64 * 1024 * 1024)
+
 int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t *restored)
 {
 	bool *missing = calloc(n + 1, sizeof(*missing));
+	struct window w = { .buf = malloc(RECOVER_WINDOW) };
 	struct audit_snapshot *t = NULL;
 	size_t want = 1, got = 0, len;
 	char *tail = NULL;
@@ -637,8 +675,11 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	int ret = 0;
 
 	*restored = 0;
-	if (!missing)
+	if (!missing || !w.buf) {
+		free(missing);
+		free(w.buf);
 		return -ENOMEM;
+	}
 	/*
 	 * Lines are compared with what the disk holds, not with the page cache: after a failed
 	 * writeback the cache still shows what the disk lost (the pages are clean, not written
@@ -657,14 +698,20 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 	}
 	for (unsigned i = 0; i < t->n; i++)
 		(void)posix_fadvise(t->fd[i], 0, 0, POSIX_FADV_DONTNEED);
+	w.file = t->n;
 	for (size_t i = 0; i < n; i++) {
 		if (!note_line(&v[i], &line, &len)) {
 			log_warn("audit: ignoring a note in the journal that is not an audit line");
 			continue;
 		}
-		if ((missing[i] = !noted_line_there(t, v[i].p, v[i].len)))
+		if ((missing[i] = !noted_line_there(t, v[i].p, v[i].len, &w)))
 			want += len;
 	}
+	/* Lines put back by an earlier attempt are from where it began, else at the very end. */
+	if (want > 1 && a->recovered_ino == a->ino && a->recovered_at < a->size &&
+		a->size - a->recovered_at > want)
+		want = a->size - a->recovered_at < RECOVERED_MAX ?
+			(size_t)(a->size - a->recovered_at) : RECOVERED_MAX;
 	if (want > 1 && !(tail = read_tail(a, t, want, &got)))
 		ret = -ENOMEM;
 	for (size_t i = 0; i < n && !ret; i++) {
@@ -673,6 +720,10 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 			continue;
 		if (!*restored && (ret = end_line(a, t)))
 			break;
+		if (!a->recovered_ino) {
+			a->recovered_ino = a->ino;
+			a->recovered_at = a->size;
+		}
 		if (!(ret = line_append(a->fd, line, len))) {
 			a->size += len;
 			a->dirty = true;
@@ -683,11 +734,14 @@ synced:
 	/* Only a sync that holds after the lines are back ends the doubt. */
 	if (!ret && (*restored || a->lost))
 		ret = trail_fsync(a);
-	if (!ret)
+	if (!ret) {
 		a->lost = 0;
+		a->recovered_ino = 0;
+	}
 out:
 	audit_snapshot_free(&t);
 	free(tail);
 	free(missing);
+	free(w.buf);
 	return ret;
 }

@@ -241,6 +241,7 @@ struct enforce {
 	int audit_doubt;	/* -errno: a group's sync failed while audit_req was out */
 	bool audit_syncing, closing;
 	int64_t trail_restored_us;	/* when trail_restore last ran (monotonic) */
+	int64_t trail_restore_wait_ms;	/* before it runs again: doubles while it fails */
 	/* Refusals that name no grant, beyond audit.unverified_per_minute: counted (refused). */
 	struct refusals refusals;
 	struct event *refusals_timer;
@@ -2065,7 +2066,25 @@ static int unsynced_fds(struct enforce *e, struct settling *st)
  */
 #define TRAIL_SYNC_MS 100
 
-#define TRAIL_RESTORE_EVERY_MS 1000
+/*
+ * The check after a failed sync of the trail (trail_restore) reads every uncovered note back on
+ * the loop: tried again after a second, then after twice as long each time it fails, up to a
+ * minute, so that a disk that keeps failing does not stall grants every second.
+ */
+#define TRAIL_RESTORE_FIRST_MS 1000
+#define TRAIL_RESTORE_MAX_MS 60000
+
+static int64_t trail_restore_wait(const struct enforce *e)
+{
+	return e->trail_restore_wait_ms ? e->trail_restore_wait_ms : TRAIL_RESTORE_FIRST_MS;
+}
+
+/* Whether trail_restore may run now, and if not, in how many ms (*wait). */
+static bool trail_restore_now(const struct enforce *e, int64_t *wait)
+{
+	*wait = trail_restore_wait(e) - (clock_mono_us() - e->trail_restored_us) / 1000;
+	return *wait <= 0;
+}
 
 /*
  * After a failed sync of the trail (audit_lost) the lines the journal still carries (notes no
@@ -2084,6 +2103,9 @@ static int trail_restore(struct enforce *e)
 	if (!(ret = test_hook_trail(0)) && !(ret = store_uncovered_notes(e->store, &v, &n)))
 		ret = audit_recover(e->audit, v, n, &restored);
 	store_notes_free(v, n);
+	e->trail_restore_wait_ms = ret ? trail_restore_wait(e) * 2 : TRAIL_RESTORE_FIRST_MS;
+	if (e->trail_restore_wait_ms > TRAIL_RESTORE_MAX_MS)
+		e->trail_restore_wait_ms = TRAIL_RESTORE_MAX_MS;
 	if (ret) {
 		note_error(e, "audit: cannot check the trail after a failed write: %s; the journal "
 			"keeps its lines", strerror(-ret));
@@ -2105,17 +2127,18 @@ static int trail_restore(struct enforce *e)
 	return 0;
 }
 
-/* The timer's: at most once every TRAIL_RESTORE_EVERY_MS, and again until it holds. */
+/* The timer's: when trail_restore_now allows, and again until it holds. */
 static bool trail_restored(struct enforce *e)
 {
-	int64_t wait = TRAIL_RESTORE_EVERY_MS - (clock_mono_us() - e->trail_restored_us) / 1000;
 	struct timeval tv;
+	int64_t wait;
 
 	if (!audit_lost(e->audit))
 		return true;
-	if (wait <= 0 && !trail_restore(e))
+	if (trail_restore_now(e, &wait) && !trail_restore(e))
 		return true;
-	wait = wait > 0 ? wait : TRAIL_RESTORE_EVERY_MS;
+	if (wait <= 0)
+		wait = trail_restore_wait(e);
 	tv = (struct timeval){ wait / 1000, wait % 1000 * 1000 };
 	if (!e->closing)
 		evtimer_add(e->trail_timer, &tv);
@@ -2151,15 +2174,23 @@ static void trail_due(struct enforce *e)
 		evtimer_add(e->trail_timer, &tv);
 }
 
+/* After a sync of the trail failed anywhere, its check is due whether grants come or not. */
+static void trail_check_due(struct enforce *e)
+{
+	/* Not before enforce_open has made the timer (a start's expiries). */
+	if (e->trail_timer && audit_lost(e->audit))
+		trail_due(e);
+}
+
 /* Before a compaction drops the notes: what they carried must be in the trail, durable. */
 static int trail_durable(void *arg)
 {
 	struct enforce *e = arg;
+	int64_t wait;
 	int ret;
 
-	/* A journal past its size asks at each write: the check runs at most once a second. */
-	if (audit_lost(e->audit) &&
-		clock_mono_us() - e->trail_restored_us < TRAIL_RESTORE_EVERY_MS * 1000)
+	/* A journal past its size asks at each write: the check keeps its own pace. */
+	if (audit_lost(e->audit) && !trail_restore_now(e, &wait))
 		return audit_lost(e->audit);
 	if (audit_lost(e->audit) && (ret = trail_restore(e)))
 		return ret;
@@ -2307,6 +2338,7 @@ static void synced_cb(struct sync_req *done, void *arg)
 		free(st);
 		done = next;
 	}
+	trail_check_due(e);
 	/* Grants verified while the disk was busy may not wait for the rest any more. */
 	if (!e->settling_all)
 		commit_due(e);
@@ -2361,6 +2393,7 @@ static void run_group(struct enforce *e)
 		/* No descriptor to hand over: durable here, after every group before it. */
 		settle_all(e);
 		ret = durable_here(e, &st->req);
+		trail_check_due(e);
 		finish(e, v, n, ret ? ret : st->doubt);
 		unlink_settling(e, st);
 		goto out;
@@ -2571,6 +2604,7 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 	t0 = clock_mono_us();
 	/* Both files, carried or not: the notes stay until a later sync of the trail covers them. */
 	ret = durable_here(e, &sr);
+	trail_check_due(e);
 	if (write_us >= 0)
 		metrics_observe(&e->metrics.state, write_us + clock_mono_us() - t0);
 	settle_group(e, &pp, 1, ret);
@@ -2676,6 +2710,7 @@ static void expire_grants(struct enforce *e, int64_t now)
 	audit_defer(e->audit, false);
 	if ((ret = audit_sync(e->audit)))
 		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
+	trail_check_due(e);
 	/* Their ids must outlive their records (replay_add_lazy). */
 	if ((ret = replay_sync(e->replay)) || (ret = store_del_many(e->store, jti, n)))
 		log_warn("state: cannot drop the records of %zu expired grant(s): %s", n,
