@@ -80,6 +80,7 @@ struct store {
 	int64_t rewrite_us;	/* when writable last tried the rewrite (monotonic) */
 	int rewrite_ret;	/* how that failed; 0: it did not */
 	int64_t compact_failed_us;	/* when maybe_compact's last try failed; 0: it did not */
+	size_t compact_records;	/* COMPACT_RECORDS, or a test's (store_open) */
 	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
 	bool walking;		/* store_items is out: no compaction may move the records */
@@ -955,6 +956,16 @@ int store_open(const char *state_dir, struct store **out)
 	if (!(s = calloc(1, sizeof(*s))))
 		return -ENOMEM;
 	s->dirfd = s->jfd = s->jtwin = s->sfd = -1;
+	s->compact_records = COMPACT_RECORDS;
+#ifdef JITD_TEST_HOOKS
+	{
+		/* $JITD_TEST_COMPACT_RECORDS_FILE holding N: compactions after N records. */
+		long long at = testhook_number("JITD_TEST_COMPACT_RECORDS_FILE", false, 0);
+
+		if (at > 0)
+			s->compact_records = (size_t)at;
+	}
+#endif
 	if ((mkdir(state_dir, 0700) < 0 && errno != EEXIST) ||
 		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
 		(s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
@@ -1065,7 +1076,7 @@ static int maybe_compact(struct store *s)
 	int64_t now;
 	int ret;
 
-	if (s->walking || s->jrecords < COMPACT_RECORDS || s->jrecords < s->n)
+	if (s->walking || s->jrecords < s->compact_records || s->jrecords < s->n)
 		return 0;
 	now = clock_mono_us();
 	if (s->compact_failed_us && now - s->compact_failed_us < COMPACT_RETRY_US)
