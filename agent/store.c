@@ -77,9 +77,8 @@ struct store {
 	int jtwin;		/* the journal again, for the syncer (syncer_open_twin) */
 	bool unsynced;		/* written since its last fdatasync (store_write_many) */
 	bool suspect;		/* a sync of it failed: rewritten before anything more (writable) */
-	int64_t rewrite_us;	/* when writable last tried the rewrite (monotonic) */
-	int rewrite_ret;	/* how that failed; 0: it did not */
-	int64_t compact_failed_us;	/* when maybe_compact's last try failed; 0: it did not */
+	int64_t compact_failed_us;	/* when the last compaction failed (compact_paced) */
+	int compact_ret;	/* how; 0: it did not */
 	size_t compact_records;	/* COMPACT_RECORDS, or a test's (store_open) */
 	int sfd;		/* the snapshot entries IN_SNAPSHOT point into, or -1 */
 	off_t jsize;
@@ -293,6 +292,52 @@ static int split_put(const unsigned char *p, size_t n, const char **token, size_
 }
 
 /*
+ * Whether r, a record as a file holds it now, is still what was written: 0, -EBADMSG, or why no
+ * checksum could be computed. Pages whose writeback failed are clean in the page cache and may
+ * be evicted, then read back from the disk stale; a damaged record copied as it is would make
+ * the next start cut the snapshot there, with every record after it.
+ */
+static int record_sound(struct store *s, const unsigned char *r, uint32_t plen)
+{
+	unsigned char sum[SUM];
+	int ret;
+
+	if ((ret = checksum(s, r + HDR, plen, sum)))
+		return ret;
+	return memcmp(sum, r + 4, SUM) ? -EBADMSG : 0;
+}
+
+/* A record's payload length, from the first 4 bytes of its header (big-endian). */
+static uint32_t payload_len(const unsigned char *hdr)
+{
+	uint32_t be;
+
+	memcpy(&be, hdr, sizeof(be));
+	return be32toh(be);
+}
+
+/*
+ * The payload length of the record at off in a file of len bytes, if it is one jitd can have
+ * written whole there; else 0.
+ */
+static uint32_t record_fits(const unsigned char *p, size_t len, off_t off)
+{
+	size_t left = len - (size_t)off;
+	uint32_t pl = left < HDR ? 0 : payload_len(p + off);
+
+	return pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl ? 0 : pl;
+}
+
+/* The offset a note record (payload p, at least NOTE_HDR bytes) says every earlier note is done. */
+static off_t note_covered(const unsigned char *p)
+{
+	uint64_t be;
+
+	memcpy(&be, p + 1, sizeof(be));
+	return (off_t)be64toh(be);
+}
+
+/*
  * A note record in the journal: kept in the list store_notes returns, which drops every note
  * before the offset the record says is covered. Notes go only into the journal (a snapshot
  * copies grants), so one in a snapshot is damage.
@@ -300,13 +345,11 @@ static int split_put(const unsigned char *p, size_t n, const char **token, size_
 static int load_note(struct store *s, const unsigned char *p, size_t n, uint8_t file, off_t off)
 {
 	struct note_at *v;
-	uint64_t be;
 	off_t covered;
 
 	if (n < NOTE_HDR || file != IN_JOURNAL)
 		return -EINVAL;
-	memcpy(&be, p + 1, sizeof(be));
-	covered = (off_t)be64toh(be);
+	covered = note_covered(p);
 	if (covered < 0 || covered > off)
 		return -EINVAL;
 	while (s->notes_first < s->n_notes && s->notes[s->notes_first].off < covered)
@@ -343,15 +386,6 @@ static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint
 	if (split_put(p, n, &token, &len, &annex, &alen))
 		return -EINVAL;
 	return mem_put(s, (const char *)p + 1, file, off, (uint32_t)n);
-}
-
-/* A record's payload length, from the first 4 bytes of its header (big-endian). */
-static uint32_t payload_len(const unsigned char *hdr)
-{
-	uint32_t be;
-
-	memcpy(&be, hdr, sizeof(be));
-	return be32toh(be);
 }
 
 /* fd's whole content mapped read-only; *len 0 (and nothing mapped) for an empty file. */
@@ -483,9 +517,9 @@ static bool torn_tail(const unsigned char *p, size_t len, off_t good)
 static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *records, bool *bad,
 	bool *torn)
 {
-	unsigned char sum[SUM];
 	const unsigned char *p;
 	size_t len, done = 0;
+	uint32_t pl;
 	int ret;
 
 	*good = 0;
@@ -496,25 +530,20 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		return ret;
 	while ((size_t)*good < len) {
 		const unsigned char *hdr = p + *good;
-		size_t left = len - (size_t)*good, pl;
 
-		pl = left < HDR ? 0 : payload_len(hdr);
-		if (left < HDR || pl < 2 || pl > MAX_PAYLOAD || left - HDR < pl) {
-			*bad = true;
-			*torn = torn_tail(p, len, *good);
-			break;
-		}
 		/*
 		 * A checksum that cannot be computed (no memory, no digest) says nothing of the
 		 * record: the open fails rather than cut the journal there.
 		 */
-		if ((ret = checksum(s, hdr + HDR, pl, sum)))
-			break;
-		if (memcmp(sum, hdr + 4, SUM)) {
+		if (!(pl = record_fits(p, len, *good)) ||
+			(ret = record_sound(s, hdr, pl)) == -EBADMSG) {
+			ret = 0;
 			*bad = true;
 			*torn = torn_tail(p, len, *good);
 			break;
 		}
+		if (ret)
+			break;
 		/* Whole, as written, yet not understood: no crash does that. */
 		if ((ret = apply_payload(s, hdr + HDR, pl, file, *good)) == -EINVAL) {
 			ret = 0;
@@ -634,7 +663,6 @@ static const unsigned char *record_of(const struct files *f, const struct entry 
 	return r && payload_len(r) == e->plen ? r : NULL;
 }
 
-
 struct entry_at {
 	uint64_t key;	/* file, then offset */
 	size_t i;	/* the entry's index */
@@ -677,22 +705,6 @@ static int walk_order(const struct store *s, struct entry_at **out)
 	qsort(v, s->n, sizeof(*v), cmp_entry_at);
 	*out = v;
 	return 0;
-}
-
-/*
- * Whether r, a record as a file holds it now, is still what was written: 0, -EBADMSG, or why no
- * checksum could be computed. Pages whose writeback failed are clean in the page cache and may
- * be evicted, then read back from the disk stale; a damaged record copied as it is would make
- * the next start cut the snapshot there, with every record after it.
- */
-static int record_sound(struct store *s, const unsigned char *r, uint32_t plen)
-{
-	unsigned char sum[SUM];
-	int ret;
-
-	if ((ret = checksum(s, r + HDR, plen, sum)))
-		return ret;
-	return memcmp(sum, r + 4, SUM) ? -EBADMSG : 0;
 }
 
 /*
@@ -1029,32 +1041,45 @@ int store_compact(struct store *s)
 }
 
 /*
+ * A compaction writes every record, and every write asks for one while it is due (the journal
+ * past its size, or the store suspect): after one fails the next waits this long, and each
+ * ask meanwhile gets the failure back (compact_waits).
+ */
+#define COMPACT_RETRY_US 1000000
+
+static bool compact_waits(const struct store *s)
+{
+	return s->compact_ret && clock_mono_us() - s->compact_failed_us < COMPACT_RETRY_US;
+}
+
+static int compact_paced(struct store *s)
+{
+	if ((s->compact_ret = compact(s)))
+		s->compact_failed_us = clock_mono_us();
+	return s->compact_ret;
+}
+
+/*
  * After a failed sync the journal on disk may have a hole where the kernel lost a write, and a
  * start cuts the journal at a hole: every record after it would be lost, however durable its
  * own sync said it was. So nothing more is appended until every record is rewritten from
  * memory (mapped from the page cache, which holds what the disk failed to take) into a new
  * snapshot and the journal is emptied; until then each write is refused, and no grant is
- * answered as durable. A rewrite writes every record: on a failing disk it is tried at most
- * once a second, whatever asks for writes meanwhile being refused with its error.
+ * answered as durable.
  */
-#define REWRITE_EVERY_US 1000000
-
 static int writable(struct store *s)
 {
-	int64_t now;
 	int ret;
 
 	if (!s->suspect)
 		return 0;
 	if (s->walking)
 		return -EIO;
-	now = clock_mono_us();
-	if (s->rewrite_ret && now - s->rewrite_us < REWRITE_EVERY_US)
-		return s->rewrite_ret;
-	s->rewrite_us = now;
+	if (compact_waits(s))
+		return s->compact_ret;
 	/* A report this descriptor still holds is of what the rewrite replaces. */
 	(void)fdatasync(s->jfd);
-	if ((s->rewrite_ret = ret = compact(s)))
+	if ((ret = compact_paced(s)))
 		return ret;
 	/* The twin's too, now that every record it could concern is in the new snapshot. */
 	(void)fdatasync(s->jtwin);
@@ -1068,26 +1093,16 @@ void store_sync_failed(struct store *s)
 	s->suspect = true;
 }
 
-/* After a failed compaction, the next is tried no sooner than this (every write asks). */
-#define COMPACT_RETRY_US 1000000
-
 static int maybe_compact(struct store *s)
 {
-	int64_t now;
 	int ret;
 
-	if (s->walking || s->jrecords < s->compact_records || s->jrecords < s->n)
-		return 0;
-	now = clock_mono_us();
-	if (s->compact_failed_us && now - s->compact_failed_us < COMPACT_RETRY_US)
+	if (s->walking || s->jrecords < s->compact_records || s->jrecords < s->n ||
+		compact_waits(s))
 		return 0;
 	/* The records are durable in the journal already: a failed compaction loses nothing. */
-	if ((ret = compact(s))) {
-		s->compact_failed_us = now ? now : 1;
+	if ((ret = compact_paced(s)))
 		log_warn("state: cannot write a snapshot: %s", strerror(-ret));
-		return 0;
-	}
-	s->compact_failed_us = 0;
 	return 0;
 }
 
@@ -1378,13 +1393,12 @@ int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n)
 	if ((ret = map_file(s->jfd, &p, &maplen)))
 		return ret;
 	len = (size_t)s->jsize < maplen ? (size_t)s->jsize : maplen;
-	while ((size_t)off + HDR <= len) {
-		uint32_t pl = payload_len(p + off);
+	while ((size_t)off < len) {
+		uint32_t pl = record_fits(p, len, off);
 		const unsigned char *pay = p + off + HDR;
-		uint64_t be;
 
 		/* A length that cannot be trusted leaves nothing after it to read. */
-		if (pl < 2 || pl > MAX_PAYLOAD || len - (size_t)off - HDR < pl) {
+		if (!pl) {
 			log_err("state: the journal is damaged at offset %lld: the audit lines it "
 				"carries after that cannot be checked", (long long)off);
 			break;
@@ -1399,9 +1413,8 @@ int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n)
 		if (ret)
 			break;
 		if (pay[0] == 'N' && pl >= NOTE_HDR) {
-			memcpy(&be, pay + 1, sizeof(be));
-			if ((off_t)be64toh(be) > covered)
-				covered = (off_t)be64toh(be);
+			if (note_covered(pay) > covered)
+				covered = note_covered(pay);
 			if (pl > NOTE_HDR) {
 				struct note_at *nv;
 
@@ -1460,19 +1473,11 @@ void store_cover(struct store *s, struct store_mark m)
 
 int store_cover_durable(struct store *s, struct store_mark m)
 {
-	unsigned char *rec;
-	size_t n;
-	int ret;
-
 	store_cover(s, m);
 	/* A store that must be rewritten first takes no record; the rewrite drops every note. */
 	if (s->suspect || m.gen != s->gen)
 		return 0;
-	if ((ret = encode(s, 'N', NULL, NULL, 0, NULL, &rec, &n)))
-		return ret;
-	ret = append_raw(s, rec, n, 1, true);
-	free(rec);
-	return ret;
+	return append(s, 'N', NULL, NULL, 0);
 }
 
 void store_notes(const struct store *s, const struct store_note **v, size_t *n)
@@ -1483,18 +1488,12 @@ void store_notes(const struct store *s, const struct store_note **v, size_t *n)
 
 int store_notes_done(struct store *s)
 {
-	unsigned char *rec;
-	size_t n;
 	int ret;
 
 	if (!s->n_loaded)
 		return 0;
 	s->covered = s->jsize;
-	if ((ret = encode(s, 'N', NULL, NULL, 0, NULL, &rec, &n)))
-		return ret;
-	ret = append_raw(s, rec, n, 1, true);
-	free(rec);
-	if (!ret)
+	if (!(ret = append(s, 'N', NULL, NULL, 0)))
 		free_loaded(s);
 	return ret;
 }
