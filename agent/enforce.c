@@ -238,7 +238,6 @@ struct enforce {
 	struct event *trail_timer;
 	struct sync_req audit_req;
 	struct store_mark audit_mark;
-	int audit_doubt;	/* -errno: a group's sync failed while audit_req was out */
 	bool audit_syncing, closing;
 	int64_t trail_restored_us;	/* when trail_restore last ran (monotonic) */
 	int64_t trail_restore_wait_ms;	/* before it runs again: doubles while it fails */
@@ -1477,20 +1476,25 @@ static void audit_counted(struct enforce *e, bool all)
 	}
 }
 
+/* ev fires in ms milliseconds (at least 1). */
+static void timer_in_ms(struct event *ev, int64_t ms)
+{
+	const struct timeval tv = { ms > 0 ? ms / 1000 : 0, ms > 0 ? ms % 1000 * 1000 : 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
 /*
  * The timer for the end of the window refusals were counted in. libevent's clock may run a
  * little behind clock_mono_us (a coarse clock): a timer that fires early is set again.
  */
 static void refusals_due_timer(struct enforce *e)
 {
-	int64_t now = clock_mono_us() / 1000, due = refusals_due(&e->refusals);
-	struct timeval tv;
+	int64_t due = refusals_due(&e->refusals);
 
 	if (due < 0 || !e->refusals_timer || evtimer_pending(e->refusals_timer, NULL))
 		return;
-	due = due > now ? due - now : 1;
-	tv = (struct timeval){ due / 1000, due % 1000 * 1000 };
-	evtimer_add(e->refusals_timer, &tv);
+	timer_in_ms(e->refusals_timer, due - clock_mono_us() / 1000);
 }
 
 static void refusals_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -2130,18 +2134,14 @@ static int trail_restore(struct enforce *e)
 /* The timer's: when trail_restore_now allows, and again until it holds. */
 static bool trail_restored(struct enforce *e)
 {
-	struct timeval tv;
 	int64_t wait;
 
 	if (!audit_lost(e->audit))
 		return true;
 	if (trail_restore_now(e, &wait) && !trail_restore(e))
 		return true;
-	if (wait <= 0)
-		wait = trail_restore_wait(e);
-	tv = (struct timeval){ wait / 1000, wait % 1000 * 1000 };
 	if (!e->closing)
-		evtimer_add(e->trail_timer, &tv);
+		timer_in_ms(e->trail_timer, wait > 0 ? wait : trail_restore_wait(e));
 	return false;
 }
 
@@ -2200,10 +2200,9 @@ static int trail_durable(void *arg)
 /* sync_audit_behind's request is done. */
 static void audit_synced(struct enforce *e, const struct sync_req *r)
 {
-	int ret = r->ret ? r->ret : e->audit_doubt;
+	int ret = r->ret;
 
 	e->audit_syncing = false;
-	e->audit_doubt = 0;
 	if (ret)
 		audit_sync_failed(e->audit, ret);
 	/* Lines of groups carried meanwhile wait for the next. */
@@ -2306,8 +2305,8 @@ static void synced_cb(struct sync_req *done, void *arg)
 		 * description, which the requests' descriptors of a file share, so their own syncs
 		 * may come back 0. Written before the loop heard of it, they are refused with it;
 		 * fail closed, the controller sends them again. The trail's own request fails the
-		 * groups whose lines wait for the trail (not carried), and a group's failure the
-		 * trail's request (its notes stay).
+		 * groups whose lines wait for the trail (not carried), and a group's failure while
+		 * it is out makes the trail lost (its notes stay until the trail is checked).
 		 */
 		if (done == &e->audit_req) {
 			done->ret = test_hook_trail(done->ret);
@@ -2321,11 +2320,9 @@ static void synced_cb(struct sync_req *done, void *arg)
 		ret = test_hook_sync(done->ret);
 		for (struct settling *later = st->next; ret && later; later = later->next)
 			later->doubt = later->doubt ? later->doubt : ret;
-		if (ret && e->audit_syncing && !e->audit_doubt)
-			e->audit_doubt = ret;
 		ret = ret ? ret : st->doubt;
 		/* Not carried, it synced the trail too: the failure may be the trail's. */
-		if (!st->carried && ret)
+		if (ret && (!st->carried || e->audit_syncing))
 			audit_sync_failed(e->audit, ret);
 		if (!st->carried && !ret && !audit_lost(e->audit))
 			store_cover(e->store, st->mark);
