@@ -3906,3 +3906,8 @@ const char *enforce_reload_refused(const struct enforce *e, int64_t *at)
 	*at = e->reload_refused_at;
 	return e->reload_refused[0] ? e->reload_refused : NULL;
 }
+
+const struct store_damage *enforce_state_damage(const struct enforce *e)
+{
+	return store_damage(e->store);
+}

@@ -29,6 +29,7 @@
 #include "agent/ratelimit.h"
 #include "agent/ruleset.h"
 #include "agent/status.h"
+#include "agent/store.h"
 #include "agent/testhook.h"
 #include "agent/tls.h"
 #include "common/config.h"
@@ -764,6 +765,7 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 		g.tls_not_after = 0;
 	g.reload_refused = enforce_reload_refused(h->enf, &refused_at) != NULL;
 	g.restart_pending = enforce_restart_pending_count(h->enf);
+	g.state_damage = enforce_state_damage(h->enf)->count;
 	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
 		&bytes))
 		g.denied_packets = (int64_t)packets;

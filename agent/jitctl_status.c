@@ -205,7 +205,8 @@ static void print_grants(const json_t *grants)
 
 static void print_agent(const json_t *a)
 {
-	const json_t *refused = json_object_get(a, "reload_refused");
+	const json_t *refused = json_object_get(a, "reload_refused"),
+		     *damage = json_object_get(a, "state_damage");
 	char up[32], pending[256];
 
 	printf("Agent:          jitd %s, up %s, config %s%s\n", jitctl_str(a, "version"),
@@ -216,6 +217,11 @@ static void print_agent(const json_t *a)
 		printf("Reload refused: %s: %s (the configuration loaded %s stays in force)\n",
 			jitctl_str(refused, "at"), jitctl_str(refused, "error"),
 			jitctl_str(a, "config_loaded_at"));
+	if (json_is_object(damage))
+		printf("State damage:   %s (%lld finding(s) since the start, the last at %s)\n",
+			jitctl_str(damage, "last"),
+			(long long)json_integer_value(json_object_get(damage, "count")),
+			jitctl_str(damage, "last_at"));
 	if (json_array_size(json_object_get(a, "restart_pending")) > 0)
 		printf("Restart needed: %s (changed in the file; applied at the next start)\n",
 			join(json_object_get(a, "restart_pending"), pending, sizeof(pending)));

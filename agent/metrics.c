@@ -134,6 +134,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 	scalar(&o, "jitd_config_restart_pending", "gauge",
 		"Restart-only settings the file changed since the start (0: no restart owed).",
 		g->restart_pending);
+	scalar(&o, "jitd_state_damage_total", "counter",
+		"Damage found in the grant state's files since the start (a damaged snapshot or "
+		"journal, a record left out of a compaction): acknowledged grants lost to the "
+		"agent; see the log and jitctl status.", g->state_damage);
 	scalar(&o, "jitd_group_commits_total", "counter",
 		"Groups of grants committed together (one fdatasync, one kernel transaction).",
 		m->group_commits);

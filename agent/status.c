@@ -18,6 +18,7 @@
 #include "agent/printer.h"
 #include "agent/ruleset.h"
 #include "agent/status.h"
+#include "agent/store.h"
 #include "agent/testhook.h"
 #include "common/array.h"
 #include "common/config.h"
@@ -755,17 +756,22 @@ json_t *status_restart_pending(const struct enforce *e)
 
 static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 {
+	const struct store_damage *d = enforce_state_damage(e);
 	const char *err = enforce_last_error(e), *refused;
 	int64_t started = enforce_started(e), refused_at;
 
 	refused = enforce_reload_refused(e, &refused_at);
-	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:o, s:o, s:b, s:o}", "version", JITD_VERSION,
-		"started_at", time_json(started), "uptime", (json_int_t)(now - started), "config",
-		enforce_config_path(e), "config_loaded_at", time_json(enforce_config_loaded_at(e)),
+	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:o, s:o, s:o, s:b, s:o}", "version",
+		JITD_VERSION, "started_at", time_json(started), "uptime",
+		(json_int_t)(now - started), "config", enforce_config_path(e), "config_loaded_at",
+		time_json(enforce_config_loaded_at(e)),
 		"reload_refused", refused ? json_pack("{s:o, s:s}", "at", time_json(refused_at),
 			"error", refused) : json_null(),
-		"last_error", *err ? json_string(err) : json_null(), "conntrack", conntrack,
-		"restart_pending", status_restart_pending(e));
+		"last_error", *err ? json_string(err) : json_null(),
+		"state_damage", d->count ? json_pack("{s:I, s:o, s:s}", "count",
+			(json_int_t)d->count, "last_at", time_json(d->at), "last", d->last) :
+			json_null(),
+		"conntrack", conntrack, "restart_pending", status_restart_pending(e));
 }
 
 static bool near(int64_t a, int64_t b)

@@ -1,6 +1,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -109,7 +110,23 @@ struct store {
 	size_t n_loaded;
 	int (*guard)(void *arg);
 	void *guard_arg;
+	struct store_damage damage;	/* found since store_open (store_damage) */
 };
+
+/* Damage found in the files: logged, and kept for status, which an operator reads first. */
+static void found_damage(struct store *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void found_damage(struct store *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(s->damage.last, sizeof(s->damage.last), fmt, ap);
+	va_end(ap);
+	s->damage.count++;
+	s->damage.at = (int64_t)time(NULL);
+	log_err("%s", s->damage.last);
+}
 
 static size_t hash(const char *s)
 {
@@ -717,9 +734,9 @@ static void drop_damaged(struct store *s, const off_t *moved)
 	for (size_t i = s->n; i-- > 0;) {
 		if (moved[i] >= 0)
 			continue;
-		log_err("state: the record of grant '%s' is damaged; left out of the new snapshot "
-			"(the grant stays in force until it ends, and a restart does not restore "
-			"it)", s->v[i].jti);
+		found_damage(s, "state: the record of grant '%s' is damaged; left out of the new "
+			"snapshot (the grant stays in force until it ends, and a restart does not "
+			"restore it)", s->v[i].jti);
 		mem_del(s, s->v[i].jti);
 	}
 }
@@ -871,14 +888,15 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 	 * find them here on the next start. The copy is a courtesy; failing to make it stops nothing.
 	 */
 	if ((ret = keep_aside(s, fd, aside, sizeof(aside)))) {
-		log_err("state: %s/%s is corrupt after %zu good record(s) and no copy can be kept: %s "
-			"(the grants in it are checked again on start, the rest are lost to this "
-			"agent, none opens)", state_dir, SNAPSHOT, records, strerror(-ret));
+		found_damage(s, "state: %s/%s is corrupt after %zu good record(s) and no copy "
+			"can be kept: %s (the grants in it are checked again on start, the rest "
+			"are lost to this agent, none opens)", state_dir, SNAPSHOT, records,
+			strerror(-ret));
 		return 0;
 	}
-	log_err("state: %s/%s is corrupt after %zu good record(s); kept as %s (the grants in it "
-		"are checked again on start, the rest are lost to this agent, none opens)",
-		state_dir, SNAPSHOT, records, aside);
+	found_damage(s, "state: %s/%s is corrupt after %zu good record(s); kept as %s (the "
+		"grants in it are checked again on start, the rest are lost to this agent, none "
+		"opens)", state_dir, SNAPSHOT, records, aside);
 	return 0;
 }
 
@@ -943,13 +961,14 @@ static int cut_journal(struct store *s, const char *state_dir, off_t good, size_
 		log_warn("state: ignoring a torn tail of %s/%s after %zu record(s) (an append a "
 			"crash cut short, never acknowledged)", state_dir, JOURNAL, records);
 	} else if ((ret = copy_journal(s, aside, sizeof(aside)))) {
-		log_err("state: %s/%s is damaged after %zu good record(s), before its end; no copy "
-			"can be kept (%s); cut there (the grants recorded after the damage are lost "
-			"to this agent, none opens)", state_dir, JOURNAL, records, strerror(-ret));
+		found_damage(s, "state: %s/%s is damaged after %zu good record(s), before its "
+			"end; no copy can be kept (%s); cut there (the grants recorded after the "
+			"damage are lost to this agent, none opens)", state_dir, JOURNAL, records,
+			strerror(-ret));
 	} else {
-		log_err("state: %s/%s is damaged after %zu good record(s), before its end; kept as "
-			"%s and cut there (the grants recorded after the damage are lost to this "
-			"agent, none opens)", state_dir, JOURNAL, records, aside);
+		found_damage(s, "state: %s/%s is damaged after %zu good record(s), before its "
+			"end; kept as %s and cut there (the grants recorded after the damage are "
+			"lost to this agent, none opens)", state_dir, JOURNAL, records, aside);
 	}
 	if (ftruncate(s->jfd, good) < 0 || fsync(s->jfd) < 0)
 		return -errno;
@@ -1358,6 +1377,11 @@ void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg
 	s->guard_arg = arg;
 }
 
+const struct store_damage *store_damage(const struct store *s)
+{
+	return &s->damage;
+}
+
 int store_write_notes(struct store *s, const struct store_note *v, size_t n)
 {
 	unsigned char *buf = NULL;
@@ -1399,13 +1423,13 @@ int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n)
 
 		/* A length that cannot be trusted leaves nothing after it to read. */
 		if (!pl) {
-			log_err("state: the journal is damaged at offset %lld: the audit lines it "
-				"carries after that cannot be checked", (long long)off);
+			found_damage(s, "state: the journal is damaged at offset %lld: the audit "
+				"lines it carries after that cannot be checked", (long long)off);
 			break;
 		}
 		if ((ret = record_sound(s, p + off, pl)) == -EBADMSG) {
-			log_err("state: the journal's record at offset %lld is damaged: an audit "
-				"line it carried cannot be checked", (long long)off);
+			found_damage(s, "state: the journal's record at offset %lld is damaged: an "
+				"audit line it carried cannot be checked", (long long)off);
 			ret = 0;
 			off += (off_t)(HDR + pl);
 			continue;

@@ -205,6 +205,9 @@ size_t enforce_restart_pending_count(const struct enforce *e);
 int64_t enforce_config_loaded_at(const struct enforce *e);
 /* Why the last reload was refused, and when (*at); NULL if none was since the last applied. */
 const char *enforce_reload_refused(const struct enforce *e, int64_t *at);
+/* Damage found in the grant state's files since the start (store_damage). */
+struct store_damage;
+const struct store_damage *enforce_state_damage(const struct enforce *e);
 
 /* Wall clock in milliseconds since the epoch: grant times and element timeouts use it. */
 int64_t enforce_now_ms(void);

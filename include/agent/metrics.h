@@ -48,6 +48,7 @@ struct metrics_gauges {
 	int64_t tls_not_after;		/* the endpoint's certificate expires; 0: no TLS */
 	bool reload_refused;		/* the last reload was refused (enforce_reload_refused) */
 	size_t restart_pending;		/* restart-only settings the file changed since the start */
+	uint64_t state_damage;		/* damage found in the grant state's files (store_damage) */
 };
 
 void metrics_observe(struct metrics_hist *h, int64_t usec);

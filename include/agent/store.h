@@ -138,4 +138,17 @@ int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n);
 void store_notes_free(struct store_note *v, size_t n);
 void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg);
 
+/*
+ * Damage found in the files since store_open, each finding logged as it is found: a damaged
+ * snapshot or journal at the start, a record a compaction left out, a note the check after a
+ * failed audit sync could not read. No crash leaves any of these; they cost grants (or audit
+ * lines) that were acknowledged, so status shows them until the next start.
+ */
+struct store_damage {
+	unsigned long count;	/* findings; 0: none */
+	int64_t at;		/* the last one's (Unix time) */
+	char last[512];		/* what it was, as logged */
+};
+const struct store_damage *store_damage(const struct store *s);
+
 #endif

@@ -41,6 +41,15 @@ pass "kernel: the grant before the damage kept, the damaged one and the one afte
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
 	fail "status: $(status_json | jq -c '.grants | map(.id)')"
 pass "jitctl status lists the grant before the damage only"
+# An operator reads status before the log: the damage is there, as logged, until the next start.
+status_json | jq -e '.agent.state_damage | .count == 1 and (.last | test(
+	"^state: .*/grants.journal is damaged after [0-9]+ good record.s., before its end; kept as grants.journal.corrupt-"))
+	and (.last_at | test("^20[0-9-]+T[0-9:]+Z$"))' >/dev/null ||
+	fail "status: no state_damage: $(status_json | jq -c .agent)"
+text=$("$JITCTL_BIN" -s "$SOCK" status) || fail "jitctl status failed"
+grep -q "^State damage:   state: .*grants.journal is damaged after .* (1 finding(s) since the start, the last at " <<<"$text" ||
+	fail "jitctl status shows no damage: $text"
+pass "jitctl status (JSON and text) shows the damage found at the start"
 expect_connect ok "$C1" 192.0.2.1 22
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
@@ -54,6 +63,9 @@ start_jitd
 copies=("$TMP"/state/grants.journal.corrupt-*)
 [ "${#copies[@]}" -eq 1 ] || fail "another copy was made: ${copies[*]}"
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status changed"
+status_json | jq -e '.agent.state_damage == null' >/dev/null ||
+	fail "status still shows damage: $(status_json | jq -c .agent.state_damage)"
+"$JITCTL_BIN" -s "$SOCK" status | grep -q "^State damage:" && fail "jitctl status shows damage"
 pass "a second start finds a sound journal"
 
 log "replay.db damaged before its end: the ids after the damage are still refused"

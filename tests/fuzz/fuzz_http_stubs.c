@@ -13,6 +13,7 @@
 #include "agent/metrics.h"
 #include "agent/nft.h"
 #include "agent/status.h"
+#include "agent/store.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/grant.h"
@@ -219,6 +220,13 @@ const char *enforce_reload_refused(const struct enforce *e, int64_t *at)
 size_t enforce_restart_pending_count(const struct enforce *e)
 {
 	return 0;
+}
+
+const struct store_damage *enforce_state_damage(const struct enforce *e)
+{
+	static const struct store_damage none;
+
+	return &none;
 }
 
 void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting)

@@ -90,6 +90,7 @@ static void test_counters_and_codes(void **state)
 	assert_line(text, "jitd_config_last_reload_successful 1");
 	assert_line(text, "jitd_config_reloads_total{result=\"refused\"} 0");
 	assert_line(text, "jitd_config_restart_pending 0");
+	assert_line(text, "jitd_state_damage_total 0");
 	/* No TLS (plain HTTP): no certificate, no line claiming an expiry. */
 	assert_null(strstr(text, "jitd_tls_certificate_not_after_seconds"));
 	free(text);
@@ -99,6 +100,7 @@ static void test_counters_and_codes(void **state)
 	g.reload_refused = true;
 	m.reload_applied_at = 1796000100;
 	g.restart_pending = 2;
+	g.state_damage = 3;
 	text = metrics_render(&m, &g);
 	assert_non_null(text);
 	assert_line(text, "# TYPE jitd_config_reloads_total counter");
@@ -107,6 +109,8 @@ static void test_counters_and_codes(void **state)
 	assert_line(text, "jitd_config_last_reload_successful 0");
 	assert_line(text, "jitd_config_last_reload_success_timestamp_seconds 1796000100");
 	assert_line(text, "jitd_config_restart_pending 2");
+	assert_line(text, "# TYPE jitd_state_damage_total counter");
+	assert_line(text, "jitd_state_damage_total 3");
 	assert_line(text, "# TYPE jitd_tls_certificate_not_after_seconds gauge");
 	assert_line(text, "jitd_tls_certificate_not_after_seconds 1798977600");
 	free(text);

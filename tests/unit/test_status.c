@@ -102,6 +102,13 @@ const char *enforce_reload_refused(const struct enforce *e __attribute__((unused
 	return NULL;
 }
 
+const struct store_damage *enforce_state_damage(const struct enforce *e __attribute__((unused)))
+{
+	static const struct store_damage none;
+
+	return &none;
+}
+
 json_t *enforce_endpoint_json(const struct enforce *e __attribute__((unused)),
 	int64_t now __attribute__((unused)))
 {

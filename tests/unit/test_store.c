@@ -343,6 +343,12 @@ static void test_journal_damage(void **state)
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-m;");
 	assert_int_equal(count_named("grants.journal.corrupt-"), copies + 1);
+	/* Status shows it (store_damage), not only the log. */
+	assert_int_equal(store_damage(st)->count, 1);
+	assert_true(store_damage(st)->at > 0);
+	assert_non_null(strstr(store_damage(st)->last, "grants.journal is damaged after "));
+	assert_non_null(strstr(store_damage(st)->last,
+		"before its end; kept as grants.journal.corrupt-"));
 	d = opendir(dir);
 	while (d && (de = readdir(d))) {
 		struct stat cb;
@@ -359,6 +365,8 @@ static void test_journal_damage(void **state)
 	st = reopen(st);
 	assert_tokens(st, "tok-m;");
 	assert_int_equal(count_named("grants.journal.corrupt-"), copies + 1);
+	assert_int_equal(store_damage(st)->count, 0);
+	assert_string_equal(store_damage(st)->last, "");
 	assert_int_equal(store_del(st, "m"), 0);
 	store_close(&st);
 }
@@ -398,6 +406,9 @@ static void test_snapshot(void **state)
 	damage_snapshot_end();
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-p;tok-r;");
+	assert_int_equal(store_damage(st)->count, 1);
+	assert_non_null(strstr(store_damage(st)->last, "grants.snap is corrupt after "));
+	assert_non_null(strstr(store_damage(st)->last, "kept as grants.snap.corrupt-"));
 	/* What survived is in a sound snapshot at once, not only in memory. */
 	st = reopen(st);
 	assert_tokens(st, "tok-p;tok-r;");
@@ -475,9 +486,14 @@ static void test_compaction_leaves_damage_out(void **state)
 	assert_int_equal(store_put(st, "d", "tok-d", 5), 0);
 	damage_record("grants.snap", "tok-a");
 	damage_record("grants.journal", "tok-c");
+	assert_int_equal(store_damage(st)->count, 0);
 	assert_int_equal(store_compact(st), 0);
 	assert_false(store_contains(st, "a"));
 	assert_false(store_contains(st, "c"));
+	/* One finding per grant left out, each naming it; the last one is shown. */
+	assert_int_equal(store_damage(st)->count, 2);
+	assert_true(strstr(store_damage(st)->last, "the record of grant 'a' is damaged") ||
+		strstr(store_damage(st)->last, "the record of grant 'c' is damaged"));
 	st = reopen(st);
 	assert_tokens(st, "tok-b;tok-d;");
 	assert_int_equal(count_named("grants.snap.corrupt-"), copies);
