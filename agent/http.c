@@ -28,6 +28,7 @@
 #include "agent/nft.h"
 #include "agent/ratelimit.h"
 #include "agent/ruleset.h"
+#include "agent/sockowner.h"
 #include "agent/status.h"
 #include "agent/store.h"
 #include "agent/testhook.h"
@@ -668,7 +669,28 @@ static void stream_gone(struct http *h, struct evhttp_connection *evcon)
 }
 
 /*
- * Status names who has access to what: authenticated controllers and the host itself only.
+ * Whether a loopback client without a client certificate is root (or jitd's own user): status
+ * names who holds access from where, and why, and every local user reaches the loopback
+ * address, while the control socket is only the control group's. A TCP client sends no
+ * credentials; the kernel says who owns its socket. Anything it cannot say is a no.
+ */
+static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	uid_t uid;
+	int ret = sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
+		&uid);
+
+	if (ret == 0)
+		return uid == 0 || uid == geteuid();
+	if (ret != -ENOENT)
+		log_warn("controller endpoint: cannot tell who owns the socket of %s (%s); status "
+			 "refused", p->name, strerror(-ret));
+	return false;
+}
+
+/*
+ * Status names who has access to what: authenticated controllers and root on the host only.
  *
  * At 100,000 grants the document is 36 MB: built whole, each request (and each one at the same
  * time) held all of it until sent. evhttp sends only from the loop, and over TLS nothing may
@@ -685,9 +707,10 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	unsigned sending = 0;
 	char len[24];
 
-	if (!p->verified && !p->loopback) {
+	if (!p->verified && !(p->loopback && root_on_loopback(req, p))) {
 		send_error(req, 403, JIT_ERR_PERMISSION,
-			"status is served over mutual TLS (listen.client_ca) or to loopback clients");
+			"status is served over mutual TLS (listen.client_ca) or to root's loopback "
+			"clients; jitctl status reads it over the control socket");
 		return;
 	}
 	LIST_FOREACH(s, &h->streams, entry)

@@ -338,6 +338,19 @@ pass "status to a loopback client"
 code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http://127.0.0.1:7080/metrics)
 [ "$code" = 200 ] && grep -qxF 'jitd_grants_applied_total 1' "$TMP/body" || fail "plain HTTP metrics: $code"
 pass "metrics to a loopback client"
+# Any local user reaches the loopback address, and status names who may connect from where: it
+# goes to root's clients only (jitctl reads it over the control socket, the jitd group's).
+# nobody cannot write in $TMP: curl prints the body and then its code on a line of its own.
+as_nobody() { in_ns "$SRV" setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+out=$(as_nobody curl -sS --max-time 10 -w '\n%{http_code}' http://127.0.0.1:7080/v1/status) || true
+[ "${out##*$'\n'}" = 403 ] && [ "$(jq -r .error <<<"${out%$'\n'*}")" = permission_denied ] ||
+	fail "status to another local user's client: $out"
+grep -q plain-1 <<<"$out" && fail "the refusal names the grant: $out"
+pass "status to another local user's loopback client: HTTP 403 permission_denied"
+out=$(as_nobody curl -sS --max-time 10 -w '\n%{http_code}' http://127.0.0.1:7080/metrics) || true
+[ "${out##*$'\n'}" = 200 ] && grep -qxF 'jitd_grants_applied_total 1' <<<"$out" ||
+	fail "metrics to another local user's client: $out"
+pass "metrics (counts, no names) to another local user's loopback client: HTTP 200"
 stop_jitd TERM
 write_config drop '[]' '[{"port": 22}]' \
 	'"listen": {"address": "192.0.2.1:7080", "insecure_plaintext": true}'

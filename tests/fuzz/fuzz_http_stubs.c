@@ -12,6 +12,7 @@
 #include "agent/enforce.h"
 #include "agent/metrics.h"
 #include "agent/nft.h"
+#include "agent/sockowner.h"
 #include "agent/status.h"
 #include "agent/store.h"
 #include "common/config.h"
@@ -219,6 +220,13 @@ const char *enforce_reload_refused(const struct enforce *e, int64_t *at)
 
 size_t enforce_restart_pending_count(const struct enforce *e)
 {
+	return 0;
+}
+
+/* No netlink in the harness: every loopback client is root's, so status is reached. */
+int sockowner_peer_uid(int fd, uid_t *uid)
+{
+	*uid = 0;
 	return 0;
 }
 

@@ -1,0 +1,137 @@
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <libmnl/libmnl.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "agent/sockowner.h"
+
+struct found {
+	struct inet_diag_sockid want;
+	bool seen;
+	uid_t uid;
+	uint32_t inode;
+	uint8_t state;
+};
+
+static int on_reply(const struct nlmsghdr *nlh, void *data)
+{
+	struct found *f = data;
+	const struct inet_diag_msg *m = mnl_nlmsg_get_payload(nlh);
+
+	if (nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY || mnl_nlmsg_get_payload_len(nlh) < sizeof(*m) ||
+		m->id.idiag_sport != f->want.idiag_sport ||
+		m->id.idiag_dport != f->want.idiag_dport) {
+		errno = EPROTO;
+		return MNL_CB_ERROR;
+	}
+	f->seen = true;
+	f->uid = m->idiag_uid;
+	f->inode = m->idiag_inode;
+	f->state = m->idiag_state;
+	return MNL_CB_OK;
+}
+
+/*
+ * ss has v4-mapped IPv6 addresses (a dual-stack listener's IPv4 clients) as IPv4: the kernel
+ * looks those up in its IPv4 tables either way. Else *ss as it is; false for no address.
+ */
+static bool put_addr(const struct sockaddr_storage *ss, int *family, __be32 addr[4],
+	__be16 *port)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+	if (ss->ss_family == AF_INET) {
+		*family = AF_INET;
+		memcpy(addr, &s4->sin_addr, sizeof(s4->sin_addr));
+		*port = s4->sin_port;
+		return true;
+	}
+	if (ss->ss_family != AF_INET6)
+		return false;
+	*port = s6->sin6_port;
+	if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		*family = AF_INET;
+		memcpy(addr, &s6->sin6_addr.s6_addr[12], 4);
+	} else {
+		*family = AF_INET6;
+		memcpy(addr, &s6->sin6_addr, sizeof(s6->sin6_addr));
+	}
+	return true;
+}
+
+int sockowner_peer_uid(int fd, uid_t *uid)
+{
+	struct sockaddr_storage ours, theirs;
+	socklen_t lo = sizeof(ours), lt = sizeof(theirs);
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct mnl_socket *nl = NULL;
+	struct inet_diag_req_v2 *req;
+	struct nlmsghdr *nlh;
+	struct found f = { 0 };
+	int fam_ours, fam_theirs, ret;
+	unsigned seq, portid;
+	ssize_t n;
+
+	if (getsockname(fd, (struct sockaddr *)&ours, &lo) < 0 ||
+		getpeername(fd, (struct sockaddr *)&theirs, &lt) < 0)
+		return -errno;
+	memset(buf, 0, sizeof(buf));
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nlh->nlmsg_flags = NLM_F_REQUEST;
+	nlh->nlmsg_seq = seq = (unsigned)time(NULL);
+	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
+	/* The socket at the other end: its own address is our peer's, its peer is us. */
+	if (!put_addr(&theirs, &fam_theirs, req->id.idiag_src, &req->id.idiag_sport) ||
+		!put_addr(&ours, &fam_ours, req->id.idiag_dst, &req->id.idiag_dport) ||
+		fam_ours != fam_theirs)
+		return -ENOENT;
+	req->sdiag_family = (uint8_t)fam_theirs;
+	req->sdiag_protocol = IPPROTO_TCP;
+	req->idiag_states = ~0u;
+	req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	f.want = req->id;
+
+	if (!(nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC)) ||
+		mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	portid = mnl_socket_get_portid(nl);
+	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	/* One message: the socket's, or an error (ENOENT: none has that address and port). */
+	n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+	if (n < 0 || mnl_cb_run(buf, (size_t)n, seq, portid, on_reply, &f) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	/*
+	 * The kernel reports uid 0 for what no process holds any more: a TIME_WAIT entry (also one
+	 * whose state says FIN_WAIT2: a closed socket waiting for its peer's FIN), a half-open
+	 * connection, a socket closed and orphaned. Only a socket with an inode is someone's. The
+	 * client of a request we are answering is connected, or has shut down its side.
+	 */
+	if (!f.seen || !f.inode || (f.state != TCP_ESTABLISHED && f.state != TCP_FIN_WAIT1 &&
+		f.state != TCP_FIN_WAIT2)) {
+		ret = f.seen ? -ENOENT : -EPROTO;
+		goto out;
+	}
+	*uid = f.uid;
+	ret = 0;
+out:
+	if (nl)
+		mnl_socket_close(nl);
+	return ret;
+}

@@ -1,0 +1,22 @@
+#ifndef JITD_AGENT_SOCKOWNER_H
+#define JITD_AGENT_SOCKOWNER_H
+
+#include <sys/types.h>
+
+/*
+ * Who owns the other end of a TCP connection that came from this host (a loopback client), as
+ * the kernel reports it (NETLINK_SOCK_DIAG, the interface ss(8) reads): the user that created
+ * the client's socket. A TCP peer sends no credentials (no SO_PEERCRED), so this is how the
+ * controller endpoint tells root's loopback clients from any other local user's.
+ */
+
+/*
+ * fd: a connected TCP socket of ours. *uid: the owner of the socket at its other end, when that
+ * is a socket of this network namespace that a process still holds, connected or shut down for
+ * writing (not a closed one, a TIME_WAIT or a half-open entry: the kernel reports those as
+ * root's). 0, -ENOENT (no such socket: the peer is not local, or closed), -EPROTO (a reply
+ * that does not parse) or another -errno.
+ */
+int sockowner_peer_uid(int fd, uid_t *uid);
+
+#endif
