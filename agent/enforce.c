@@ -1461,18 +1461,17 @@ static void log_applied(const struct grant *g, const char *peer)
 static void audit_counted(struct enforce *e, bool all)
 {
 	struct refusals_tally t;
-	char msg[sizeof(t.first) + 256];
+	char sources[REFUSALS_SOURCES * (REFUSALS_SOURCE_LEN + 32) + 64], msg[sizeof(sources) + 160];
 
 	while (refusals_take(&e->refusals, clock_mono_us() / 1000, all, &t)) {
 		snprintf(msg, sizeof(msg), "%lld more refusal(s) naming no grant, with this code, "
-			"within %lld s: not audited one by one (audit.unverified_per_minute); %lld "
-			"from %s, %lld from other sources", t.count,
-			(long long)(e->refusals.window_ms + 999) / 1000,
-			t.from_first, t.first, t.count - t.from_first);
+			"within %lld s: not audited one by one (audit.unverified_per_minute); %s",
+			t.count, (long long)(e->refusals.window_ms + 999) / 1000,
+			refusals_sources_text(&t, sources, sizeof(sources)));
 		log_warn("%s refused: %s: %s", t.revocation ? "revocation" : "grant",
 			jit_err_name(t.code), msg);
 		(void)audit(e, t.revocation ? "revocation.refused" : "grant.refused", NULL, NULL,
-			t.first, t.code, msg, t.count);
+			refusals_top(&t)->name, t.code, msg, t.count);
 	}
 }
 

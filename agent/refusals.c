@@ -1,3 +1,5 @@
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,10 +64,22 @@ bool refusals_admit(struct refusals *r, int64_t now_ms, unsigned limit, bool rev
 	if (!t->count) {
 		t->revocation = revocation;
 		t->code = code;
-		snprintf(t->first, sizeof(t->first), "%s", src);
 	}
 	t->count++;
-	t->from_first += !strcmp(t->first, src);
+	for (unsigned i = 0; i < t->n_sources; i++) {
+		if (!strcmp(t->source[i].name, src)) {
+			t->source[i].count++;
+			return false;
+		}
+	}
+	if (t->n_sources < REFUSALS_SOURCES) {
+		struct refusals_source *s = &t->source[t->n_sources++];
+
+		s->count = 1;
+		snprintf(s->name, sizeof(s->name), "%s", src);
+	} else {
+		t->others++;
+	}
 	return false;
 }
 
@@ -93,4 +107,53 @@ bool refusals_take(struct refusals *r, int64_t now_ms, bool all, struct refusals
 	}
 	r->start_ms = -1;
 	return false;
+}
+
+const struct refusals_source *refusals_top(const struct refusals_tally *t)
+{
+	const struct refusals_source *top = &t->source[0];
+
+	for (unsigned i = 1; i < t->n_sources; i++)
+		if (t->source[i].count > top->count)
+			top = &t->source[i];
+	return top;
+}
+
+/* printf at *at in out, what fits; *at moves on by what would have been written. */
+static void put(char *out, size_t size, size_t *at, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void put(char *out, size_t size, size_t *at, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*at >= size)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(out + *at, size - *at, fmt, ap);
+	va_end(ap);
+	*at += n > 0 ? (size_t)n : 0;
+}
+
+char *refusals_sources_text(const struct refusals_tally *t, char *out, size_t size)
+{
+	bool shown[REFUSALS_SOURCES] = { false };
+	size_t at = 0;
+
+	out[0] = '\0';
+	/* Most first, by selection: there are at most REFUSALS_SOURCES. */
+	for (unsigned k = 0; k < t->n_sources; k++) {
+		unsigned best = REFUSALS_SOURCES;
+
+		for (unsigned i = 0; i < t->n_sources; i++)
+			if (!shown[i] && (best == REFUSALS_SOURCES ||
+				t->source[i].count > t->source[best].count))
+				best = i;
+		shown[best] = true;
+		put(out, size, &at, "%s%lld from %s", k ? ", " : "", t->source[best].count,
+			t->source[best].name);
+	}
+	if (t->others)
+		put(out, size, &at, "%s%lld from other sources", at ? ", " : "", t->others);
+	return out;
 }

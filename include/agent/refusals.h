@@ -12,18 +12,26 @@
  * out of the trail (audit.max_bytes, audit.keep). In each window (a minute: the limit is
  * audit.unverified_per_minute) the first `limit` are audited one by one; the rest are counted,
  * per kind (grant or revocation) and code, and each count becomes one record when the window
- * ends (refusals_take).
+ * ends (refusals_take). A count names the first REFUSALS_SOURCES sources it met, each with its
+ * own count, and how many came from others: exact figures for the trail, in bounded memory.
  */
 #define REFUSALS_WINDOW_MS 60000
 /* "192.0.2.7 cn=controller-1": a peer's name without its port. */
 #define REFUSALS_SOURCE_LEN 192
+#define REFUSALS_SOURCES 4
+
+struct refusals_source {
+	long long count;
+	char name[REFUSALS_SOURCE_LEN];
+};
 
 struct refusals_tally {
 	bool revocation;
 	int code;			/* JIT_ERR_* */
 	long long count;		/* refusals counted, not audited one by one */
-	long long from_first;		/* of them, from first */
-	char first[REFUSALS_SOURCE_LEN];
+	long long others;		/* of them, from a source not in source[] */
+	unsigned n_sources;
+	struct refusals_source source[REFUSALS_SOURCES];	/* in the order first met */
 };
 
 struct refusals {
@@ -47,5 +55,15 @@ int64_t refusals_due(const struct refusals *r);
  * true and *t, else false. The window closes when every count is taken.
  */
 bool refusals_take(struct refusals *r, int64_t now_ms, bool all, struct refusals_tally *t);
+/*
+ * The source that sent the most of t (the first met of those tied), for the record's peer.
+ * t holds at least one: a tally is only taken once something was counted in it.
+ */
+const struct refusals_source *refusals_top(const struct refusals_tally *t);
+/*
+ * "7 from http 192.0.2.7, 2 from https 192.0.2.9 cn=c, 1 from other sources": each source, most
+ * first, then the others if any. Truncated to size. Returns out.
+ */
+char *refusals_sources_text(const struct refusals_tally *t, char *out, size_t size);
 
 #endif

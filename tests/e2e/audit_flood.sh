@@ -1,7 +1,8 @@
 # A flood of input no trusted key signed cannot rotate genuine records out of the audit trail:
 # beyond audit.unverified_per_minute in a window (a minute; here 20 s, through
 # $JITD_TEST_REFUSALS_WINDOW_FILE) such refusals are counted, not audited one by one, and each
-# count becomes one record (its event, code, count and first source) when the window ends, or
+# count becomes one record (its event, code, count, the source that sent the most and each
+# source's count) when the window ends, or
 # when jitd stops; revocations are counted apart. Each is still answered with its error and
 # counted in the metrics, and refusals of signed grants (one for another host names no grant,
 # since its claims were refused) are audited one by one whatever the count.
@@ -21,10 +22,12 @@ start_listeners 22
 start_jitd
 AUDIT=$TMP/state/audit.jsonl
 
-# post FILE WANT_STATUS WANT_CODE: a grant posted to the controller endpoint, answered so.
+# post FILE WANT_STATUS WANT_CODE [FROM]: a grant posted to the controller endpoint (from the
+# loopback address FROM, 127.0.0.1 by default), answered so.
 post() {
 	local code
 	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+		--interface "${4:-127.0.0.1}" \
 		-H 'Content-Type: application/jwt' --data-binary "@$1" http://127.0.0.1:7080/v1/grants)
 	[ "$code" = "$2" ] && [ "$(jq -r .error "$TMP/body")" = "$3" ] ||
 		fail "$1: HTTP $code $(cat "$TMP/body"), not $2 $3"
@@ -33,12 +36,14 @@ post() {
 refusals() { jq -s "[.[] | select(.event == \"grant.refused\") | select($1)] | length" "$AUDIT"; }
 
 before=$(kernel_json)
-log "a flood: 12 malformed grants and 6 forged ones"
+log "a flood: 12 malformed grants and 6 forged ones (4 of them from 127.0.0.2)"
 printf 'not a token' >"$TMP/junk"
 "$JITCTL_BIN" sign --key "$TMP/forger/forger.key" --kid ctl --aud "$HOST_ID" --sub mallory \
 	--src 192.0.2.2 --port 22 --for 300 --jti forged >"$TMP/forged"
 for ((i = 0; i < 12; i++)); do post "$TMP/junk" 400 malformed; done
-for ((i = 0; i < 6; i++)); do post "$TMP/forged" 401 bad_signature; done
+for ((i = 0; i < 6; i++)); do
+	post "$TMP/forged" 401 bad_signature "$([ "$i" -lt 2 ] && echo 127.0.0.1 || echo 127.0.0.2)"
+done
 pass "each answered with its error"
 [ "$(kernel_json)" = "$before" ] || fail "the flood changed the kernel"
 n=$(refusals '.count == null')
@@ -80,8 +85,13 @@ wait_until 40 "the counted refusals' records" counted_records 2
 jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) |
 	{code, count, peer}] == [
 	{"code": "malformed", "count": 7, "peer": "http 127.0.0.1"},
-	{"code": "bad_signature", "count": 6, "peer": "http 127.0.0.1"}]' "$AUDIT" >/dev/null ||
+	{"code": "bad_signature", "count": 6, "peer": "http 127.0.0.2"}]' "$AUDIT" >/dev/null ||
 	fail "counted: $(jq -c 'select(.count != null)' "$AUDIT")"
+# The record's peer is the source that sent the most; the message counts each source's.
+jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) | .message |
+	test("; 7 from http 127[.]0[.]0[.]1$"), test("; 4 from http 127[.]0[.]0[.]2, 2 from http 127[.]0[.]0[.]1$")]
+	== [true, false, false, true]' "$AUDIT" >/dev/null ||
+	fail "counted, by source: $(jq -c 'select(.count != null) | .message' "$AUDIT")"
 pass "counted: $(jq -c 'select(.count != null) | [.code, .count, .message]' "$AUDIT" | head -1)"
 
 log "a new window, a new allowance; jitd's stop writes what it counted"

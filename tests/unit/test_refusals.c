@@ -42,17 +42,22 @@ static void test_limit_then_counted(void **state)
 	assert_false(t.revocation);
 	assert_int_equal(t.code, JIT_ERR_MALFORMED);
 	assert_int_equal(t.count, 4);
-	assert_int_equal(t.from_first, 3);
-	assert_string_equal(t.first, "http 127.0.0.1");
+	assert_int_equal(t.n_sources, 2);
+	assert_int_equal(t.source[0].count, 3);
+	assert_string_equal(t.source[0].name, "http 127.0.0.1");
+	assert_int_equal(t.source[1].count, 1);
+	assert_string_equal(t.source[1].name, "https 192.0.2.9 cn=x");
+	assert_int_equal(t.others, 0);
 	assert_true(refusals_take(&r, 1000 + W, false, &t));
 	assert_false(t.revocation);
 	assert_int_equal(t.code, JIT_ERR_BAD_SIGNATURE);
 	assert_int_equal(t.count, 1);
-	assert_int_equal(t.from_first, 1);
+	assert_int_equal(t.n_sources, 1);
+	assert_int_equal(t.source[0].count, 1);
 	assert_true(refusals_take(&r, 1000 + W, false, &t));
 	assert_true(t.revocation);
 	assert_int_equal(t.count, 1);
-	assert_string_equal(t.first, "uid=0 pid=7 user=root");
+	assert_string_equal(t.source[0].name, "uid=0 pid=7 user=root");
 	assert_false(refusals_take(&r, 1000 + W, false, &t));
 	assert_int_equal(refusals_due(&r), -1);
 
@@ -76,9 +81,11 @@ static void test_sources_and_all(void **state)
 	assert_false(admit(&r, 3, 0, false, JIT_ERR_UNKNOWN_KEY, NULL));
 	assert_false(refusals_take(&r, 4, false, &t));
 	assert_true(refusals_take(&r, 4, true, &t));
-	assert_string_equal(t.first, "https [2001:db8::7] cn=c");
+	assert_string_equal(t.source[0].name, "https [2001:db8::7] cn=c");
 	assert_int_equal(t.count, 4);
-	assert_int_equal(t.from_first, 2);
+	assert_int_equal(t.source[0].count, 2);
+	assert_string_equal(t.source[1].name, "https [2001:db8::8] cn=c");
+	assert_string_equal(t.source[2].name, "unknown");
 	assert_false(refusals_take(&r, 4, true, &t));
 	/* Out-of-range codes share one count rather than index past the table. */
 	assert_false(admit(&r, 5, 0, false, 7, "http 127.0.0.1:1"));
@@ -118,11 +125,48 @@ static void test_clock_back(void **state)
 	assert_int_equal(t.count, 1);
 }
 
+/*
+ * The first REFUSALS_SOURCES sources met each keep an exact count; the rest are "others". The
+ * record's peer is the one that sent the most, and the text lists them most first.
+ */
+static void test_several_sources(void **state)
+{
+	static const char *const peer[] = { "http 192.0.2.1:1", "http 192.0.2.2:1",
+		"http 192.0.2.3:1", "http 192.0.2.4:1", "http 192.0.2.5:1", "http 192.0.2.6:1" };
+	/* From each of them, in turn: 1, 2, 5, 2, 3 and 1 refusals. */
+	static const int times[] = { 1, 2, 5, 2, 3, 1 };
+	struct refusals r;
+	struct refusals_tally t;
+	char text[512];
+
+	(void)state;
+	refusals_init(&r, W);
+	for (int p = 0; p < 6; p++)
+		for (int k = 0; k < times[p]; k++)
+			assert_false(admit(&r, 0, 0, false, JIT_ERR_MALFORMED, peer[p]));
+	assert_true(refusals_take(&r, 0, true, &t));
+	assert_int_equal(t.count, 14);
+	assert_int_equal(t.n_sources, REFUSALS_SOURCES);
+	assert_int_equal(t.others, 4);
+	assert_string_equal(refusals_top(&t)->name, "http 192.0.2.3");
+	assert_string_equal(refusals_sources_text(&t, text, sizeof(text)),
+		"5 from http 192.0.2.3, 2 from http 192.0.2.2, 2 from http 192.0.2.4, "
+		"1 from http 192.0.2.1, 4 from other sources");
+	/* Cut short, never past the buffer. */
+	assert_string_equal(refusals_sources_text(&t, text, 12), "5 from http");
+	/* One source: no "others" clause. */
+	assert_false(admit(&r, 1, 0, false, JIT_ERR_MALFORMED, peer[0]));
+	assert_true(refusals_take(&r, 1, true, &t));
+	assert_string_equal(refusals_top(&t)->name, "http 192.0.2.1");
+	assert_string_equal(refusals_sources_text(&t, text, sizeof(text)), "1 from http 192.0.2.1");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_limit_then_counted),
 		cmocka_unit_test(test_sources_and_all),
+		cmocka_unit_test(test_several_sources),
 		cmocka_unit_test(test_untaken_counts_stay),
 		cmocka_unit_test(test_clock_back),
 	};
