@@ -2739,6 +2739,45 @@ static void audit_expired_record(struct enforce *e, const char *token, size_t le
 	grant_clear(&g);
 }
 
+/*
+ * A recorded grant the start no longer admits (its key removed, the policy tightened since, a
+ * local grant run out): in the trail as a reload's removal is, or as an expiry. Its claims name
+ * it without its key: the record is jitd's own, checksummed, and its signature held when it was
+ * written (the restore trusts it as much); one whose claims cannot be read is named by its id.
+ */
+static void audit_not_restored(struct enforce *e, const struct store_item *it, bool local,
+	const struct jit_error *why)
+{
+	bool expired = why->code == JIT_ERR_EXPIRED;
+	struct jit_error err = { 0 };
+	struct grant g = { 0 };
+	struct jws j = { 0 };
+	json_t *claims = NULL;
+	char msg[sizeof(why->msg) + 64];
+	bool named;
+
+	if (local)
+		claims = json_loadb(it->token, it->len, JSON_REJECT_DUPLICATES, NULL);
+	else if (!jws_decode(it->token, it->len, &j, &err))
+		(void)jws_claims(&j, &claims, &err);
+	named = claims && !grant_parse_claims(claims, &g, &err) && !strcmp(g.jti, it->jti);
+	if (expired)
+		snprintf(msg, sizeof(msg), "expired while jitd was not running");
+	else
+		snprintf(msg, sizeof(msg), "start: not restored: %s", why->msg);
+	log_info("grant %s: jti=%s sub=%s (%s)", expired ? "expired" : "revoked", it->jti,
+		named ? g.sub : "?", msg);
+	(void)audit(e, expired ? "grant.expired" : "grant.revoked", named ? &g : NULL,
+		named ? NULL : it->jti, expired ? NULL : "jitd", expired ? 0 : why->code, msg, -1);
+	if (expired)
+		e->metrics.grants_expired++;
+	else
+		e->metrics.grants_revoked++;
+	grant_clear(&g);
+	json_decref(claims);
+	jws_clear(&j);
+}
+
 /* A restored grant whose gateway ports changed: recorded again after the walk. */
 struct rerec {
 	char *jti, *token, *annex;
@@ -2937,8 +2976,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		if (err.code == JIT_ERR_EXPIRED && !r->local)
 			audit_expired_record(e, it->token, it->len);
 		else
-			log_info("state: dropping recorded grant: %s: %s", jit_err_name(err.code),
-				err.msg);
+			audit_not_restored(e, it, r->local, &err);
 		return RESTORE_DROP;
 	}
 	/*

@@ -128,6 +128,15 @@ lacks_elem allow4_addr "192.0.2.30 tcp 22" || fail "a grant of the removed key w
 has_elem allow4_addr "192.0.2.20 tcp 22" || fail "the other key's grant was lost: $(host_elems)"
 status_json | jq -e '[.grants[].id] | index("by-ctl-b") != null and index("by-ctl2-a") == null
 	and index("by-ctl2-c") == null' >/dev/null || fail "status: $(status_json | jq -c '[.grants[].id]')"
-grep -q "dropping recorded grant: unknown_key" "$TMP/jitd.log" ||
-	fail "jitd did not say why it dropped the grants"
 pass "the removed key's grants are gone from kernel and status; the other key's grant stays"
+# The trail ends them as a reload would: by jitd, with the refusal's code, naming whose they were.
+jq -s -e '[.[] | select(.event == "grant.revoked") | {grant, sub, peer, code,
+	why: (.message | startswith("start: not restored: "))}] == [
+	{"grant": "by-ctl2-a", "sub": "bob", "peer": "jitd", "code": "unknown_key", "why": true},
+	{"grant": "by-ctl2-c", "sub": "bob", "peer": "jitd", "code": "unknown_key", "why": true}]' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the dropped grants are not audited: $(jq -c 'select(.event == "grant.revoked")' \
+		"$TMP/state/audit.jsonl")"
+grep -q "grant revoked: jti=by-ctl2-a sub=bob (start: not restored: " "$TMP/jitd.log" ||
+	fail "jitd did not log why it dropped the grants"
+pass "the trail has each of them revoked by jitd at the start (unknown_key, the user named)"
