@@ -244,6 +244,8 @@ struct enforce {
 	/* Refusals that name no grant, beyond audit.unverified_per_minute: counted (refused). */
 	struct refusals refusals;
 	struct event *refusals_timer;
+	struct event *damage_event;	/* the store found damage: audit it from the loop */
+	unsigned long damage_audited;	/* the store's findings audited so far */
 	bool settling_all;	/* in settle_all: answering groups, committing none */
 };
 
@@ -2778,6 +2780,44 @@ static void audit_not_restored(struct enforce *e, const struct store_item *it, b
 	jws_clear(&j);
 }
 
+/*
+ * Damage the store found in its files (a damaged snapshot or journal at the start, a record a
+ * compaction left out): acknowledged grants lost to the agent, which the trail must say, since
+ * what it cost (a grant gone from the state, its element removed at the next start as one no
+ * grant stands behind) is otherwise never closed in it. One record for what is new since the
+ * last, with the last finding; the log has each.
+ */
+static void audit_state_damage(struct enforce *e)
+{
+	const struct store_damage *d = store_damage(e->store);
+	unsigned long n = d->count - e->damage_audited;
+	char msg[sizeof(d->last) + 64];
+
+	if (!n)
+		return;
+	if (n == 1)
+		snprintf(msg, sizeof(msg), "%s", d->last);
+	else
+		snprintf(msg, sizeof(msg), "%lu findings; the last: %s", n, d->last);
+	(void)audit(e, "state.damaged", NULL, NULL, "jitd", 0, msg, (long long)n);
+	e->damage_audited = d->count;
+}
+
+/* The store's hook, in the middle of its operation: the record is written from the loop. */
+static void damage_found(void *arg)
+{
+	struct enforce *e = arg;
+
+	event_active(e->damage_event, EV_TIMEOUT, 1);
+}
+
+static void damage_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	audit_state_damage(arg);
+}
+
 /* A restored grant whose gateway ports changed: recorded again after the walk. */
 struct rerec {
 	char *jti, *token, *annex;
@@ -3721,6 +3761,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->audit = d->audit;
 	e->activity = d->activity;
 	e->ct = d->ct;
+	/* What store_open found, before the restore removes what it cost from the kernel. */
+	audit_state_damage(e);
 	e->started = enforce_now_ms() / 1000;
 	e->metrics.reload_applied_at = e->started;
 	if (e->cfg->table_owner)
@@ -3756,10 +3798,14 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	test_hook_start_pause();
 	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e)) ||
 		!(e->trail_timer = evtimer_new(d->base, trail_timer_cb, e)) ||
-		!(e->refusals_timer = evtimer_new(d->base, refusals_timer_cb, e))) {
+		!(e->refusals_timer = evtimer_new(d->base, refusals_timer_cb, e)) ||
+		!(e->damage_event = event_new(d->base, -1, 0, damage_event_cb, e))) {
 		ret = -ENOMEM;
 		goto fail;
 	}
+	/* What the restore's own writes found, then whatever is found from now on. */
+	audit_state_damage(e);
+	store_set_damage_hook(e->store, damage_found, e);
 	if ((ret = verifier_open(d->base, d->verify_threads, verified_cb, e, &e->verifier))) {
 		snprintf(err, errlen, "cannot start the verification threads: %s", strerror(-ret));
 		goto fail;
@@ -3806,19 +3852,26 @@ void enforce_close(struct enforce **e)
 	if (!e || !*e)
 		return;
 	cancel_pending(*e);
-	if ((*e)->audit)
+	if ((*e)->audit) {
 		audit_counted(*e, true);
+		if ((*e)->store)
+			audit_state_damage(*e);
+	}
 	/* Committed groups are answered once durable, as ever; the trail is audit_close's. */
 	(*e)->closing = true;
 	syncer_close(&(*e)->syncer);
-	if ((*e)->store)
+	if ((*e)->store) {
 		store_set_compact_guard((*e)->store, NULL, NULL);
+		store_set_damage_hook((*e)->store, NULL, NULL);
+	}
 	if ((*e)->group_timer)
 		event_free((*e)->group_timer);
 	if ((*e)->trail_timer)
 		event_free((*e)->trail_timer);
 	if ((*e)->refusals_timer)
 		event_free((*e)->refusals_timer);
+	if ((*e)->damage_event)
+		event_free((*e)->damage_event);
 	for (size_t i = 0; i < (*e)->n_grants; i++)
 		grant_clear(&(*e)->grants[i]);
 	for (size_t i = 0; i < (*e)->n_undropped; i++)

@@ -111,6 +111,8 @@ struct store {
 	int (*guard)(void *arg);
 	void *guard_arg;
 	struct store_damage damage;	/* found since store_open (store_damage) */
+	void (*damage_hook)(void *arg);
+	void *damage_arg;
 };
 
 /* Damage found in the files: logged, and kept for status, which an operator reads first. */
@@ -126,6 +128,8 @@ static void found_damage(struct store *s, const char *fmt, ...)
 	s->damage.count++;
 	s->damage.at = (int64_t)time(NULL);
 	log_err("%s", s->damage.last);
+	if (s->damage_hook)
+		s->damage_hook(s->damage_arg);
 }
 
 static size_t hash(const char *s)
@@ -1380,6 +1384,12 @@ void store_set_compact_guard(struct store *s, int (*guard)(void *arg), void *arg
 const struct store_damage *store_damage(const struct store *s)
 {
 	return &s->damage;
+}
+
+void store_set_damage_hook(struct store *s, void (*hook)(void *arg), void *arg)
+{
+	s->damage_hook = hook;
+	s->damage_arg = arg;
 }
 
 int store_write_notes(struct store *s, const struct store_note *v, size_t n)

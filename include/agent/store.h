@@ -150,5 +150,10 @@ struct store_damage {
 	char last[512];		/* what it was, as logged */
 };
 const struct store_damage *store_damage(const struct store *s);
+/*
+ * hook(arg) after each finding from now on (NULL: none): it may not call the store, which is in
+ * the middle of an operation (a compaction).
+ */
+void store_set_damage_hook(struct store *s, void (*hook)(void *arg), void *arg);
 
 #endif

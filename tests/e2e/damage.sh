@@ -50,6 +50,14 @@ text=$("$JITCTL_BIN" -s "$SOCK" status) || fail "jitctl status failed"
 grep -q "^State damage:   state: .*grants.journal is damaged after .* (1 finding(s) since the start, the last at " <<<"$text" ||
 	fail "jitctl status shows no damage: $text"
 pass "jitctl status (JSON and text) shows the damage found at the start"
+# The trail says so too: the grants it cost are never closed in it otherwise.
+jq -s -e '[.[] | select(.event == "state.damaged")] | length == 1 and (.[0] | .peer == "jitd"
+	and .count == 1 and (.message | test("grants.journal is damaged after [0-9]+ good record")))' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "no state.damaged record: $(grep state.damaged "$TMP/state/audit.jsonl")"
+"$JITCTL_BIN" -s "$SOCK" log --event state.damaged | grep -q "grants.journal is damaged" ||
+	fail "jitctl log --event state.damaged does not show it"
+pass "the trail has one state.damaged record for it (jitctl log --event state.damaged)"
 expect_connect ok "$C1" 192.0.2.1 22
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
@@ -94,3 +102,44 @@ grep -q "replay: skipping an unreadable line" "$TMP/jitd.log" || fail "no warnin
 pass "ids after the damaged line are still refused as replay"
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "a refused grant opened: $(host_elems)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+[ "${JITD_TEST_HOOKS:-0}" = 1 ] || exit 0
+log "(test build) a record damaged while jitd runs: a compaction leaves it out and says so"
+stop_jitd TERM
+# Compactions due from 6 journal records on (a test hook), so that a few grants bring one.
+echo 6 >"$TMP/compact"
+export JITD_TEST_COMPACT_RECORDS_FILE=$TMP/compact
+start_jitd
+sign --src 192.0.2.3 --port 22 --for 600 --jti rotten | submit - >/dev/null || fail "grant refused"
+# Its record is in the journal, or in the snapshot if a compaction came with it; a byte inside
+# it changed in the page cache, as a failed writeback read back stale leaves it.
+file=$journal
+grep -qa rotten "$file" || file=$TMP/state/grants.snap
+at=$(grep -boa rotten "$file" | head -1 | cut -d: -f1)
+[ -n "$at" ] || fail "the grant's record is in neither file"
+printf '#' | dd of="$file" bs=1 seek=$((at + 10)) conv=notrunc status=none
+for i in 1 2 3 4; do
+	sign --src "198.51.100.$((10 + i))" --port 22 --for 600 --jti "later-$i" | submit - >/dev/null ||
+		fail "grant later-$i refused"
+done
+left_out() {
+	status_json | jq -e '.agent.state_damage | .count == 1 and
+		(.last | test("the record of grant .rotten. is damaged; left out of the new snapshot"))'
+}
+wait_until 10 "status to show the record left out" left_out
+audited_damage() {
+	jq -s -e 'any(.[]; .event == "state.damaged" and .count == 1 and .peer == "jitd" and
+		(.message | test("grant .rotten. is damaged")))' "$TMP/state/audit.jsonl"
+}
+wait_until 10 "a state.damaged record naming the grant" audited_damage
+has_elem allow4_addr "192.0.2.3 tcp 22" || fail "the grant left the kernel: $(host_elems)"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "left out of the snapshot, in status and the trail; the grant stays in force meanwhile"
+stop_jitd TERM
+start_jitd
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the left-out grant was restored: $(host_elems)"
+has_elem allow4_addr "198.51.100.14 tcp 22" || fail "a sound grant was lost: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+status_json | jq -e '.agent.state_damage == null and ([.grants[].id] | index("rotten") == null)' \
+	>/dev/null || fail "after the restart: $(status_json | jq -c '[.agent.state_damage, [.grants[].id]]')"
+pass "a restart does not restore it (fail closed), keeps the sound ones and shows no damage"

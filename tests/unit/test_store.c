@@ -473,10 +473,16 @@ static void damage_record(const char *file, const char *what)
  * writeback failed, evicted and read back stale) is not copied as if sound: a start cuts a
  * snapshot at its first bad record, with every grant after it. It is left out, the others kept.
  */
+static void count_call(void *arg)
+{
+	(*(int *)arg)++;
+}
+
 static void test_compaction_leaves_damage_out(void **state)
 {
 	size_t copies = count_named("grants.snap.corrupt-");
 	struct store *st;
+	int hooked = 0;
 
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
@@ -487,7 +493,9 @@ static void test_compaction_leaves_damage_out(void **state)
 	damage_record("grants.snap", "tok-a");
 	damage_record("grants.journal", "tok-c");
 	assert_int_equal(store_damage(st)->count, 0);
+	store_set_damage_hook(st, count_call, &hooked);
 	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(hooked, 2);
 	assert_false(store_contains(st, "a"));
 	assert_false(store_contains(st, "c"));
 	/* One finding per grant left out, each naming it; the last one is shown. */
