@@ -681,11 +681,17 @@ static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
 	int ret = sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
 		&uid);
 
+	/* Why a loopback client is refused goes to the log: the 403 only says who is served. */
+	if (ret == 0 && (uid == 0 || uid == geteuid()))
+		return true;
 	if (ret == 0)
-		return uid == 0 || uid == geteuid();
-	if (ret != -ENOENT)
-		log_warn("controller endpoint: cannot tell who owns the socket of %s (%s); status "
-			 "refused", p->name, strerror(-ret));
+		log_info("controller endpoint: status refused to %s: its socket is uid %u's, not "
+			 "root's (jitctl status reads it over the control socket)", p->name,
+			 (unsigned)uid);
+	else
+		log_warn("controller endpoint: status refused to %s: the kernel cannot say who owns "
+			 "its socket (%s; it closed, or the kernel has no NETLINK_SOCK_DIAG for TCP)",
+			 p->name, strerror(-ret));
 	return false;
 }
 
