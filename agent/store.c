@@ -111,6 +111,12 @@ struct store {
 	int (*guard)(void *arg);
 	void *guard_arg;
 	struct store_damage damage;	/* found since store_open (store_damage) */
+	/*
+	 * The notes walk is tried again while the trail's check fails: damage it met before, in
+	 * the journal of compaction gen, at offsets below off, is not found (counted) again.
+	 */
+	uint64_t walked_gen;
+	off_t walked_off;
 	void (*damage_hook)(void *arg);
 	void *damage_arg;
 };
@@ -1408,6 +1414,18 @@ int store_write_notes(struct store *s, const struct store_note *v, size_t n)
 	return ret;
 }
 
+/* Whether damage the notes walk met at off is news (store_uncovered_notes runs again). */
+static bool walk_news(struct store *s, off_t off)
+{
+	bool news = s->walked_gen != s->gen || off >= s->walked_off;
+
+	if (news) {
+		s->walked_gen = s->gen;
+		s->walked_off = off + 1;
+	}
+	return news;
+}
+
 /*
  * The notes in the journal that no mark covers, copied (*v, *n; store_notes_free): the first
  * offset they may start at is the highest any note record or store_cover named. Read from the
@@ -1433,13 +1451,17 @@ int store_uncovered_notes(struct store *s, struct store_note **v, size_t *n)
 
 		/* A length that cannot be trusted leaves nothing after it to read. */
 		if (!pl) {
-			found_damage(s, "state: the journal is damaged at offset %lld: the audit "
-				"lines it carries after that cannot be checked", (long long)off);
+			if (walk_news(s, off))
+				found_damage(s, "state: the journal is damaged at offset %lld: the "
+					"audit lines it carries after that cannot be checked",
+					(long long)off);
 			break;
 		}
 		if ((ret = record_sound(s, p + off, pl)) == -EBADMSG) {
-			found_damage(s, "state: the journal's record at offset %lld is damaged: an "
-				"audit line it carried cannot be checked", (long long)off);
+			if (walk_news(s, off))
+				found_damage(s, "state: the journal's record at offset %lld is "
+					"damaged: an audit line it carried cannot be checked",
+					(long long)off);
 			ret = 0;
 			off += (off_t)(HDR + pl);
 			continue;

@@ -994,6 +994,33 @@ static void test_uncovered_notes(void **state)
 	store_close(&st);
 }
 
+/*
+ * A damaged note is skipped, and found (counted, for status and the trail) once: the walk runs
+ * again while the trail's check fails, and the same damage is no new finding.
+ */
+static void test_uncovered_damage_found_once(void **state)
+{
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	/* An empty journal, so that the notes are in the first page damage_record reads. */
+	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
+	assert_int_equal(write_note(st, "line-1"), 0);
+	assert_int_equal(write_note(st, "rotten"), 0);
+	assert_int_equal(write_note(st, "line-3"), 0);
+	damage_record("grants.journal", "rotten");
+	assert_uncovered(st, "line-1;line-3;");
+	assert_int_equal(store_damage(st)->count, 1);
+	assert_non_null(strstr(store_damage(st)->last, "is damaged: an audit line it carried"));
+	assert_uncovered(st, "line-1;line-3;");
+	assert_int_equal(store_damage(st)->count, 1);
+	assert_int_equal(store_compact(st), 0);
+	assert_uncovered(st, "");
+	assert_int_equal(store_del(st, "x"), 0);
+	store_close(&st);
+}
+
 static int guard_calls, guard_ret;
 
 static int guard(void *arg)
@@ -1073,6 +1100,7 @@ int main(void)
 		cmocka_unit_test(test_walk_removes),
 		cmocka_unit_test(test_notes),
 		cmocka_unit_test(test_uncovered_notes),
+		cmocka_unit_test(test_uncovered_damage_found_once),
 		cmocka_unit_test(test_notes_compaction),
 		cmocka_unit_test(test_notes_torn),
 	};
