@@ -199,6 +199,14 @@ static int check_config(const struct config *cfg, const char *path)
 				cfg->issuers[i].kid, why.msg);
 		EVP_PKEY_free(pub);
 	}
+	/*
+	 * Unbound, each key may sign under any iss, and the trail's iss is whatever a grant
+	 * claims: one controller's key can pass for another's. Harmless with one key.
+	 */
+	if (!cfg->n_issuers && keys > 1)
+		fprintf(stderr, "jitd: %s: warning: %zu trusted keys and no \"issuers\": each may "
+			"sign under any iss (bind each key id to its controller's issuer)\n", path,
+			keys);
 	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,
 		cfg->n_ports, targets_note(cfg, note, sizeof(note)), keys);
 	return 0;

@@ -16,6 +16,7 @@ listen='"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://ctl.example\"}"
 start_listeners 22
 out=$("$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || fail "--check-config: $out"
+grep -q "no \"issuers\"" <<<"$out" && fail "--check-config warns with issuers set: $out"
 start_jitd
 
 before=$(kernel_json)
@@ -85,3 +86,13 @@ write_config drop '[]' "$ports" "\"issuers\": {\"ctl\": \"https://ctl.example\",
 "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
 grep -q "warning: issuers.gone: " "$TMP/err" || fail "no warning: $(cat "$TMP/err")"
 pass "$(cat "$TMP/err")"
+log "--check-config warns of two trusted keys that no issuers binds"
+write_config drop '[]' "$ports"
+"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+grep -q 'warning: 2 trusted keys and no "issuers": each may sign under any iss' "$TMP/err" ||
+	fail "no warning: $(cat "$TMP/err")"
+pass "$(cat "$TMP/err")"
+rm "$TMP/keys.d/ops.pem"
+"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+[ ! -s "$TMP/err" ] || fail "a warning with one key: $(cat "$TMP/err")"
+pass "none with one trusted key"
