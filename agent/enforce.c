@@ -1463,7 +1463,8 @@ static void log_applied(const struct grant *g, const char *peer)
 static void audit_counted(struct enforce *e, bool all)
 {
 	struct refusals_tally t;
-	char sources[REFUSALS_SOURCES * (REFUSALS_SOURCE_LEN + 32) + 64], msg[sizeof(sources) + 160];
+	char sources[REFUSALS_SOURCES * (REFUSALS_SOURCE_LEN + 32) + 64];
+	char msg[sizeof(sources) + 160];
 
 	while (refusals_take(&e->refusals, clock_mono_us() / 1000, all, &t)) {
 		snprintf(msg, sizeof(msg), "%lld more refusal(s) naming no grant, with this code, "
@@ -2799,8 +2800,9 @@ static void audit_state_damage(struct enforce *e)
 		snprintf(msg, sizeof(msg), "%s", d->last);
 	else
 		snprintf(msg, sizeof(msg), "%lu findings; the last: %s", n, d->last);
-	(void)audit(e, "state.damaged", NULL, NULL, "jitd", 0, msg, (long long)n);
-	e->damage_audited = d->count;
+	/* Not audited: tried again with the next finding, or at the stop. */
+	if (!audit(e, "state.damaged", NULL, NULL, "jitd", 0, msg, (long long)n))
+		e->damage_audited = d->count;
 }
 
 /* The store's hook, in the middle of its operation: the record is written from the loop. */
@@ -3861,14 +3863,14 @@ void enforce_close(struct enforce **e)
 	if (!e || !*e)
 		return;
 	cancel_pending(*e);
-	if ((*e)->audit) {
+	if ((*e)->audit)
 		audit_counted(*e, true);
-		if ((*e)->store)
-			audit_state_damage(*e);
-	}
 	/* Committed groups are answered once durable, as ever; the trail is audit_close's. */
 	(*e)->closing = true;
 	syncer_close(&(*e)->syncer);
+	/* After the syncer's last answers, whose writes may have found damage too. */
+	if ((*e)->audit && (*e)->store)
+		audit_state_damage(*e);
 	if ((*e)->store) {
 		store_set_compact_guard((*e)->store, NULL, NULL);
 		store_set_damage_hook((*e)->store, NULL, NULL);
