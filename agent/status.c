@@ -754,6 +754,25 @@ json_t *status_restart_pending(const struct enforce *e)
 	return a;
 }
 
+/*
+ * Text jitd wrote itself (an error, a finding), cut to its buffer where a UTF-8 character may
+ * have been split: as valid JSON, else as ASCII with '?' for every byte above 0x7f (as the
+ * audit trail writes it). json_pack would fail on it, and with it every status.
+ */
+static json_t *text_json(const char *s)
+{
+	json_t *v = json_string(s);
+	char buf[1024];
+	size_t j = 0;
+
+	if (v)
+		return v;
+	for (size_t i = 0; s[i] && j < sizeof(buf) - 1; i++)
+		buf[j++] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+	buf[j] = '\0';
+	return json_string(buf);
+}
+
 static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 {
 	const struct store_damage *d = enforce_state_damage(e);
@@ -765,12 +784,12 @@ static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 		JITD_VERSION, "started_at", time_json(started), "uptime",
 		(json_int_t)(now - started), "config", enforce_config_path(e), "config_loaded_at",
 		time_json(enforce_config_loaded_at(e)),
-		"reload_refused", refused ? json_pack("{s:o, s:s}", "at", time_json(refused_at),
-			"error", refused) : json_null(),
-		"last_error", *err ? json_string(err) : json_null(),
-		"state_damage", d->count ? json_pack("{s:I, s:o, s:s}", "count",
-			(json_int_t)d->count, "last_at", time_json(d->at), "last", d->last) :
-			json_null(),
+		"reload_refused", refused ? json_pack("{s:o, s:o}", "at", time_json(refused_at),
+			"error", text_json(refused)) : json_null(),
+		"last_error", *err ? text_json(err) : json_null(),
+		"state_damage", d->count ? json_pack("{s:I, s:o, s:o}", "count",
+			(json_int_t)d->count, "last_at", time_json(d->at), "last",
+			text_json(d->last)) : json_null(),
 		"conntrack", conntrack, "restart_pending", status_restart_pending(e));
 }
 

@@ -578,6 +578,25 @@ static void kernel_elements_read_back(void **state __attribute__((unused)))
 	evbuffer_free(out);
 }
 
+/*
+ * Text jitd cut to its buffer may end inside a UTF-8 character: status shows it as ASCII with
+ * '?' rather than failing whole (json_pack refuses invalid UTF-8).
+ */
+static void text_cut_mid_character(void **state)
+{
+	json_t *v;
+
+	(void)state;
+	v = text_json("state: /var/lib/j\xc3\xa4tt/grants.journal is damaged \xe2\x82");
+	assert_non_null(v);
+	assert_string_equal(json_string_value(v),
+		"state: /var/lib/j??tt/grants.journal is damaged ??");
+	json_decref(v);
+	v = text_json("state: /var/lib/j\xc3\xa4tt");
+	assert_string_equal(json_string_value(v), "state: /var/lib/j\xc3\xa4tt");
+	json_decref(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -591,6 +610,7 @@ int main(void)
 		cmocka_unit_test(grant_reply_reads_back),
 		cmocka_unit_test(printer_across_blocks),
 		cmocka_unit_test(integers_print_exactly),
+		cmocka_unit_test(text_cut_mid_character),
 		cmocka_unit_test(kernel_elements_read_back),
 	};
 
