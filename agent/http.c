@@ -33,6 +33,7 @@
 #include "agent/store.h"
 #include "agent/testhook.h"
 #include "agent/tls.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -676,22 +677,35 @@ static void stream_gone(struct http *h, struct evhttp_connection *evcon)
  */
 static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
 {
+	static int64_t logged_ms = -1000;
+	static unsigned long unlogged;
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	int64_t now_ms = clock_mono_us() / 1000;
 	uid_t uid;
 	int ret = sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
 		&uid);
 
-	/* Why a loopback client is refused goes to the log: the 403 only says who is served. */
 	if (ret == 0 && (uid == 0 || uid == geteuid()))
 		return true;
+	/*
+	 * Why goes to the log, since the 403 only says who is served; once a second at most, as
+	 * any local user can ask again and again.
+	 */
+	if (now_ms - logged_ms < 1000) {
+		unlogged++;
+		return false;
+	}
 	if (ret == 0)
 		log_info("controller endpoint: status refused to %s: its socket is uid %u's, not "
-			 "root's (jitctl status reads it over the control socket)", p->name,
-			 (unsigned)uid);
+			 "root's (jitctl status reads it over the control socket; %lu more refused "
+			 "since the last such line)", p->name, (unsigned)uid, unlogged);
 	else
-		log_warn("controller endpoint: status refused to %s: the kernel cannot say who owns "
-			 "its socket (%s; it closed, or the kernel has no NETLINK_SOCK_DIAG for TCP)",
-			 p->name, strerror(-ret));
+		log_warn("controller endpoint: status refused to %s: the kernel cannot say who "
+			 "owns its socket (%s: it closed, or the kernel has no NETLINK_SOCK_DIAG "
+			 "for TCP; %lu more refused since the last such line)", p->name,
+			 strerror(-ret), unlogged);
+	logged_ms = now_ms;
+	unlogged = 0;
 	return false;
 }
 
