@@ -73,7 +73,8 @@ copies=("$TMP"/state/grants.journal.corrupt-*)
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status changed"
 status_json | jq -e '.agent.state_damage == null' >/dev/null ||
 	fail "status still shows damage: $(status_json | jq -c .agent.state_damage)"
-"$JITCTL_BIN" -s "$SOCK" status | grep -q "^State damage:" && fail "jitctl status shows damage"
+text=$("$JITCTL_BIN" -s "$SOCK" status) || fail "jitctl status failed"
+grep -q "^State damage:" <<<"$text" && fail "jitctl status shows damage: $text"
 pass "a second start finds a sound journal"
 
 log "replay.db damaged before its end: the ids after the damage are still refused"
