@@ -1463,7 +1463,7 @@ static void log_applied(const struct grant *g, const char *peer)
 static void audit_counted(struct enforce *e, bool all)
 {
 	struct refusals_tally t;
-	char sources[REFUSALS_SOURCES * (REFUSALS_SOURCE_LEN + 32) + 64];
+	char sources[REFUSALS_SOURCES * (REFUSALS_SOURCE_LEN + 64) + 128];
 	char msg[sizeof(sources) + 160];
 
 	while (refusals_take(&e->refusals, clock_mono_us() / 1000, all, &t)) {

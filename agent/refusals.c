@@ -46,6 +46,7 @@ static bool window_over(const struct refusals *r, int64_t now_ms)
 bool refusals_admit(struct refusals *r, int64_t now_ms, unsigned limit, bool revocation,
 	int code, const char *peer)
 {
+	struct refusals_source *s;
 	struct refusals_tally *t;
 	char src[REFUSALS_SOURCE_LEN];
 	int slot = code < 0 && code > -JIT_ERR__COUNT ? -code : 0;
@@ -73,13 +74,19 @@ bool refusals_admit(struct refusals *r, int64_t now_ms, unsigned limit, bool rev
 		}
 	}
 	if (t->n_sources < REFUSALS_SOURCES) {
-		struct refusals_source *s = &t->source[t->n_sources++];
-
-		s->count = 1;
-		snprintf(s->name, sizeof(s->name), "%s", src);
+		s = &t->source[t->n_sources++];
+		*s = (struct refusals_source){ .count = 1 };
 	} else {
-		t->others++;
+		/* The fewest make room, and their count stays in the place (space-saving). */
+		s = &t->source[0];
+		for (unsigned i = 1; i < t->n_sources; i++)
+			if (t->source[i].count < s->count)
+				s = &t->source[i];
+		s->over = s->count;
+		s->count++;
+		t->replaced++;
 	}
+	snprintf(s->name, sizeof(s->name), "%s", src);
 	return false;
 }
 
@@ -150,10 +157,16 @@ char *refusals_sources_text(const struct refusals_tally *t, char *out, size_t si
 				t->source[i].count > t->source[best].count))
 				best = i;
 		shown[best] = true;
-		put(out, size, &at, "%s%lld from %s", k ? ", " : "", t->source[best].count,
-			t->source[best].name);
+		if (t->source[best].over)
+			put(out, size, &at, "%sbetween %lld and %lld from %s", k ? ", " : "",
+				t->source[best].count - t->source[best].over,
+				t->source[best].count, t->source[best].name);
+		else
+			put(out, size, &at, "%s%lld from %s", k ? ", " : "",
+				t->source[best].count, t->source[best].name);
 	}
-	if (t->others)
-		put(out, size, &at, "%s%lld from other sources", at ? ", " : "", t->others);
+	if (t->replaced)
+		put(out, size, &at, " (a place was taken over %lld time(s): a range may include "
+			"other sources' refusals)", t->replaced);
 	return out;
 }

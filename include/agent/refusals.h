@@ -12,8 +12,12 @@
  * out of the trail (audit.max_bytes, audit.keep). In each window (a minute: the limit is
  * audit.unverified_per_minute) the first `limit` are audited one by one; the rest are counted,
  * per kind (grant or revocation) and code, and each count becomes one record when the window
- * ends (refusals_take). A count names the first REFUSALS_SOURCES sources it met, each with its
- * own count, and how many came from others: exact figures for the trail, in bounded memory.
+ * ends (refusals_take). A count names at most REFUSALS_SOURCES sources, in bounded memory, kept
+ * as the space-saving algorithm keeps them (Metwally et al.): a new source, when all places
+ * are taken, takes the place of the one with the fewest and counts on from its count, which it
+ * may therefore overstate by that much (over). Any source that sent more than a quarter of the
+ * count is named, so a flood cannot hide behind a few decoys sent first; a source's count is
+ * exact while over is 0, which it is for all as long as there were at most REFUSALS_SOURCES.
  */
 #define REFUSALS_WINDOW_MS 60000
 /* "192.0.2.7 cn=controller-1": a peer's name without its port. */
@@ -21,17 +25,18 @@
 #define REFUSALS_SOURCES 4
 
 struct refusals_source {
-	long long count;
+	long long count;		/* at most this many from name */
+	long long over;			/* of count, how many may be others' */
 	char name[REFUSALS_SOURCE_LEN];
 };
 
 struct refusals_tally {
 	bool revocation;
 	int code;			/* JIT_ERR_* */
-	long long count;		/* refusals counted, not audited one by one */
-	long long others;		/* of them, from a source not in source[] */
+	long long count;		/* counted, not audited one by one: the sum of source[] */
+	long long replaced;		/* sources that lost their place to another */
 	unsigned n_sources;
-	struct refusals_source source[REFUSALS_SOURCES];	/* in the order first met */
+	struct refusals_source source[REFUSALS_SOURCES];
 };
 
 struct refusals {
@@ -56,13 +61,14 @@ int64_t refusals_due(const struct refusals *r);
  */
 bool refusals_take(struct refusals *r, int64_t now_ms, bool all, struct refusals_tally *t);
 /*
- * The source that sent the most of t (the first met of those tied), for the record's peer.
- * t holds at least one: a tally is only taken once something was counted in it.
+ * The source with the highest count in t (the first of those tied), for the record's peer. t
+ * holds at least one: a tally is only taken once something was counted in it.
  */
 const struct refusals_source *refusals_top(const struct refusals_tally *t);
 /*
- * "7 from http 192.0.2.7, 2 from https 192.0.2.9 cn=c, 1 from other sources": each source, most
- * first, then the others if any. Truncated to size. Returns out.
+ * "7 from http 192.0.2.7, 2 from https 192.0.2.9 cn=c": each source, highest count first, a
+ * count that may include others' as "between 3 and 5", and then, if sources lost their place,
+ * how many. Truncated to size. Returns out.
  */
 char *refusals_sources_text(const struct refusals_tally *t, char *out, size_t size);
 

@@ -44,10 +44,11 @@ static void test_limit_then_counted(void **state)
 	assert_int_equal(t.count, 4);
 	assert_int_equal(t.n_sources, 2);
 	assert_int_equal(t.source[0].count, 3);
+	assert_int_equal(t.source[0].over, 0);
 	assert_string_equal(t.source[0].name, "http 127.0.0.1");
 	assert_int_equal(t.source[1].count, 1);
 	assert_string_equal(t.source[1].name, "https 192.0.2.9 cn=x");
-	assert_int_equal(t.others, 0);
+	assert_int_equal(t.replaced, 0);
 	assert_true(refusals_take(&r, 1000 + W, false, &t));
 	assert_false(t.revocation);
 	assert_int_equal(t.code, JIT_ERR_BAD_SIGNATURE);
@@ -126,8 +127,9 @@ static void test_clock_back(void **state)
 }
 
 /*
- * The first REFUSALS_SOURCES sources met each keep an exact count; the rest are "others". The
- * record's peer is the one that sent the most, and the text lists them most first.
+ * At most REFUSALS_SOURCES sources are kept: a new one takes the place of the one with the
+ * fewest and counts on from there (space-saving), so a count may include others' (a range). The
+ * record's peer is the highest count, and the text lists them highest first.
  */
 static void test_several_sources(void **state)
 {
@@ -147,18 +149,49 @@ static void test_several_sources(void **state)
 	assert_true(refusals_take(&r, 0, true, &t));
 	assert_int_equal(t.count, 14);
 	assert_int_equal(t.n_sources, REFUSALS_SOURCES);
-	assert_int_equal(t.others, 4);
+	assert_int_equal(t.replaced, 2);
+	/* .5 took .1's place (1), .6 then .2's (2, the first of the fewest). */
 	assert_string_equal(refusals_top(&t)->name, "http 192.0.2.3");
 	assert_string_equal(refusals_sources_text(&t, text, sizeof(text)),
-		"5 from http 192.0.2.3, 2 from http 192.0.2.2, 2 from http 192.0.2.4, "
-		"1 from http 192.0.2.1, 4 from other sources");
+		"5 from http 192.0.2.3, between 3 and 4 from http 192.0.2.5, "
+		"between 1 and 3 from http 192.0.2.6, 2 from http 192.0.2.4 "
+		"(a place was taken over 2 time(s): a range may include other sources' refusals)");
 	/* Cut short, never past the buffer. */
 	assert_string_equal(refusals_sources_text(&t, text, 12), "5 from http");
-	/* One source: no "others" clause. */
+	/* One source: exact, nothing else said. */
 	assert_false(admit(&r, 1, 0, false, JIT_ERR_MALFORMED, peer[0]));
 	assert_true(refusals_take(&r, 1, true, &t));
 	assert_string_equal(refusals_top(&t)->name, "http 192.0.2.1");
 	assert_string_equal(refusals_sources_text(&t, text, sizeof(text)), "1 from http 192.0.2.1");
+}
+
+/*
+ * A flood that sends one refusal from each of REFUSALS_SOURCES decoys first is still named:
+ * its source takes a decoy's place and its count rises above them all.
+ */
+static void test_decoys_first(void **state)
+{
+	static const char *const decoy[] = { "http 203.0.113.1:1", "http 203.0.113.2:1",
+		"http 203.0.113.3:1", "http 203.0.113.4:1" };
+	struct refusals r;
+	struct refusals_tally t;
+	char text[512];
+
+	(void)state;
+	refusals_init(&r, W);
+	for (int d = 0; d < 4; d++)
+		assert_false(admit(&r, 0, 0, false, JIT_ERR_BAD_SIGNATURE, decoy[d]));
+	for (int k = 0; k < 100; k++)
+		assert_false(admit(&r, 0, 0, false, JIT_ERR_BAD_SIGNATURE, "http 198.51.100.9:2"));
+	assert_true(refusals_take(&r, 0, true, &t));
+	assert_int_equal(t.count, 104);
+	assert_string_equal(refusals_top(&t)->name, "http 198.51.100.9");
+	assert_int_equal(refusals_top(&t)->count, 101);
+	assert_int_equal(refusals_top(&t)->over, 1);
+	assert_string_equal(refusals_sources_text(&t, text, sizeof(text)),
+		"between 100 and 101 from http 198.51.100.9, 1 from http 203.0.113.2, "
+		"1 from http 203.0.113.3, 1 from http 203.0.113.4 "
+		"(a place was taken over 1 time(s): a range may include other sources' refusals)");
 }
 
 int main(void)
@@ -167,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_limit_then_counted),
 		cmocka_unit_test(test_sources_and_all),
 		cmocka_unit_test(test_several_sources),
+		cmocka_unit_test(test_decoys_first),
 		cmocka_unit_test(test_untaken_counts_stay),
 		cmocka_unit_test(test_clock_back),
 	};
