@@ -370,7 +370,6 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(base);
 	(void)sdnotify_send("STOPPING=1");
-	audit_agent(audit, "agent.stopped", "table inet jitd stays: ports remain closed");
 
 	if (watchdog)
 		event_free(watchdog);
@@ -381,7 +380,9 @@ int main(int argc, char **argv)
 	http_close(&http);
 	ctl_close(&ctl);
 	watch_close(&watch);
+	/* Its last records (counted refusals, damage found at the end) come before the stop's. */
 	enforce_close(&enf);
+	audit_agent(audit, "agent.stopped", "table inet jitd stays: ports remain closed");
 	conntrack_close(&ct);
 	activity_free(&activity);
 	audit_close(&audit);

@@ -111,3 +111,6 @@ jq -s -e '[.[] | select(.event == "revocation.refused")] == [.[] |
 	select(.event == "revocation.refused" and .count == 2 and .code == "malformed")]' \
 	"$AUDIT" >/dev/null || fail "revocations: $(jq -c 'select(.event == "revocation.refused")' "$AUDIT")"
 pass "the 3 grants and 2 revocations counted at the stop are one record each"
+tail -n 1 "$AUDIT" | jq -e '.event == "agent.stopped"' >/dev/null ||
+	fail "the stop's last record is not agent.stopped: $(tail -n 2 "$AUDIT")"
+pass "agent.stopped is the trail's last record, after the counts the stop wrote"
