@@ -116,12 +116,23 @@ bool refusals_take(struct refusals *r, int64_t now_ms, bool all, struct refusals
 	return false;
 }
 
+/*
+ * Whether a ranks before b: by what it surely sent (count - over), since a count that took
+ * over a place may be mostly others'; then by count.
+ */
+static bool before(const struct refusals_source *a, const struct refusals_source *b)
+{
+	long long sa = a->count - a->over, sb = b->count - b->over;
+
+	return sa > sb || (sa == sb && a->count > b->count);
+}
+
 const struct refusals_source *refusals_top(const struct refusals_tally *t)
 {
 	const struct refusals_source *top = &t->source[0];
 
 	for (unsigned i = 1; i < t->n_sources; i++)
-		if (t->source[i].count > top->count)
+		if (before(&t->source[i], top))
 			top = &t->source[i];
 	return top;
 }
@@ -148,13 +159,13 @@ char *refusals_sources_text(const struct refusals_tally *t, char *out, size_t si
 	size_t at = 0;
 
 	out[0] = '\0';
-	/* Most first, by selection: there are at most REFUSALS_SOURCES. */
+	/* In before's order, by selection: there are at most REFUSALS_SOURCES. */
 	for (unsigned k = 0; k < t->n_sources; k++) {
 		unsigned best = REFUSALS_SOURCES;
 
 		for (unsigned i = 0; i < t->n_sources; i++)
 			if (!shown[i] && (best == REFUSALS_SOURCES ||
-				t->source[i].count > t->source[best].count))
+				before(&t->source[i], &t->source[best])))
 				best = i;
 		shown[best] = true;
 		if (t->source[best].over)

@@ -61,12 +61,13 @@ int64_t refusals_due(const struct refusals *r);
  */
 bool refusals_take(struct refusals *r, int64_t now_ms, bool all, struct refusals_tally *t);
 /*
- * The source with the highest count in t (the first of those tied), for the record's peer. t
- * holds at least one: a tally is only taken once something was counted in it.
+ * The source that surely sent the most of t (count - over; then the higher count, then the
+ * first of those tied), for the record's peer: a count that took over a place may be mostly
+ * others'. t holds at least one: a tally is only taken once something was counted in it.
  */
 const struct refusals_source *refusals_top(const struct refusals_tally *t);
 /*
- * "7 from http 192.0.2.7, 2 from https 192.0.2.9 cn=c": each source, highest count first, a
+ * "7 from http 192.0.2.7, 2 from https 192.0.2.9 cn=c": each source in refusals_top's order, a
  * count that may include others' as "between 3 and 5", and then, if sources lost their place,
  * how many. Truncated to size. Returns out.
  */

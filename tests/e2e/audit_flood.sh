@@ -1,7 +1,7 @@
 # A flood of input no trusted key signed cannot rotate genuine records out of the audit trail:
 # beyond audit.unverified_per_minute in a window (a minute; here 20 s, through
 # $JITD_TEST_REFUSALS_WINDOW_FILE) such refusals are counted, not audited one by one, and each
-# count becomes one record (its event, code, count, the source with the highest count and each
+# count becomes one record (its event, code, count, the source that surely sent the most and each
 # source's count) when the window ends, or
 # when jitd stops; revocations are counted apart. Each is still answered with its error and
 # counted in the metrics, and refusals of signed grants (one for another host names no grant,
@@ -87,7 +87,7 @@ jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) |
 	{"code": "malformed", "count": 7, "peer": "http 127.0.0.1"},
 	{"code": "bad_signature", "count": 6, "peer": "http 127.0.0.2"}]' "$AUDIT" >/dev/null ||
 	fail "counted: $(jq -c 'select(.count != null)' "$AUDIT")"
-# The record's peer is the source with the highest count; the message counts each source's.
+# The record's peer is the source that sent the most; the message counts each source's.
 jq -s -e '[.[] | select(.event == "grant.refused" and .count != null) | .message |
 	test("; 7 from http 127[.]0[.]0[.]1$"), test("; 4 from http 127[.]0[.]0[.]2, 2 from http 127[.]0[.]0[.]1$")]
 	== [true, false, false, true]' "$AUDIT" >/dev/null ||

@@ -150,11 +150,14 @@ static void test_several_sources(void **state)
 	assert_int_equal(t.count, 14);
 	assert_int_equal(t.n_sources, REFUSALS_SOURCES);
 	assert_int_equal(t.replaced, 2);
-	/* .5 took .1's place (1), .6 then .2's (2, the first of the fewest). */
+	/*
+	 * .5 took .1's place (1), .6 then .2's (2, the first of the fewest). Ranked by what each
+	 * surely sent: .6's 3 may be 1, below .4's exact 2.
+	 */
 	assert_string_equal(refusals_top(&t)->name, "http 192.0.2.3");
 	assert_string_equal(refusals_sources_text(&t, text, sizeof(text)),
 		"5 from http 192.0.2.3, between 3 and 4 from http 192.0.2.5, "
-		"between 1 and 3 from http 192.0.2.6, 2 from http 192.0.2.4 "
+		"2 from http 192.0.2.4, between 1 and 3 from http 192.0.2.6 "
 		"(a place was taken over 2 time(s): a range may include other sources' refusals)");
 	/* Cut short, never past the buffer. */
 	assert_string_equal(refusals_sources_text(&t, text, 12), "5 from http");
@@ -194,6 +197,29 @@ static void test_decoys_first(void **state)
 		"(a place was taken over 1 time(s): a range may include other sources' refusals)");
 }
 
+/*
+ * Four sources kept level, then one refusal from a bystander: it takes a place and counts on
+ * from 25, but surely sent only 1, so it is not the record's peer.
+ */
+static void test_bystander_not_peer(void **state)
+{
+	static const char *const flood[] = { "http 203.0.113.1:1", "http 203.0.113.2:1",
+		"http 203.0.113.3:1", "http 203.0.113.4:1" };
+	struct refusals r;
+	struct refusals_tally t;
+
+	(void)state;
+	refusals_init(&r, W);
+	for (int k = 0; k < 25; k++)
+		for (int f = 0; f < 4; f++)
+			assert_false(admit(&r, 0, 0, false, JIT_ERR_MALFORMED, flood[f]));
+	assert_false(admit(&r, 0, 0, false, JIT_ERR_MALFORMED, "http 192.0.2.50:9"));
+	assert_true(refusals_take(&r, 0, true, &t));
+	assert_string_equal(refusals_top(&t)->name, "http 203.0.113.2");
+	assert_int_equal(refusals_top(&t)->count, 25);
+	assert_int_equal(refusals_top(&t)->over, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +227,7 @@ int main(void)
 		cmocka_unit_test(test_sources_and_all),
 		cmocka_unit_test(test_several_sources),
 		cmocka_unit_test(test_decoys_first),
+		cmocka_unit_test(test_bystander_not_peer),
 		cmocka_unit_test(test_untaken_counts_stay),
 		cmocka_unit_test(test_clock_back),
 	};
