@@ -669,6 +669,34 @@ static void stream_gone(struct http *h, struct evhttp_connection *evcon)
 	}
 }
 
+/* One kind of refusal's log lines: when the last was written, and how many were not since. */
+struct log_pace {
+	int64_t at_ms;
+	unsigned long skipped;
+};
+
+/*
+ * Whether a refusal's reason may be logged now: once a second at most for each kind of
+ * reason, as any local user can ask again and again (and one user's requests must not hide
+ * the kernel's failures). note: how many were not logged since the last line, if any.
+ */
+static bool log_now(struct log_pace *lp, char *note, size_t len)
+{
+	int64_t now_ms = clock_mono_us() / 1000;
+
+	if (lp->at_ms && now_ms - lp->at_ms < 1000) {
+		lp->skipped++;
+		return false;
+	}
+	if (lp->skipped)
+		snprintf(note, len, "; %lu more since the last such line", lp->skipped);
+	else
+		note[0] = '\0';
+	lp->at_ms = now_ms;
+	lp->skipped = 0;
+	return true;
+}
+
 /*
  * Whether a loopback client without a client certificate is root (or jitd's own user): status
  * names who holds access from where, and why, and every local user reaches the loopback
@@ -677,35 +705,24 @@ static void stream_gone(struct http *h, struct evhttp_connection *evcon)
  */
 static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
 {
-	static int64_t logged_ms = -1000;
-	static unsigned long unlogged;
+	static struct log_pace other_user, unknown;
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	int64_t now_ms = clock_mono_us() / 1000;
+	char note[64];
 	uid_t uid;
 	int ret = sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
 		&uid);
 
 	if (ret == 0 && (uid == 0 || uid == geteuid()))
 		return true;
-	/*
-	 * Why goes to the log, since the 403 only says who is served; once a second at most, as
-	 * any local user can ask again and again.
-	 */
-	if (now_ms - logged_ms < 1000) {
-		unlogged++;
-		return false;
-	}
-	if (ret == 0)
-		log_info("controller endpoint: status refused to %s: its socket is uid %u's, not "
-			 "root's (jitctl status reads it over the control socket; %lu more refused "
-			 "since the last such line)", p->name, (unsigned)uid, unlogged);
-	else
+	/* Why goes to the log: the 403 only says who is served. */
+	if (ret == 0 && log_now(&other_user, note, sizeof(note)))
+		log_info("controller endpoint: status refused to %s: its socket is uid %u's, "
+			 "neither root's nor jitd's own (jitctl status reads it over the control "
+			 "socket%s)", p->name, (unsigned)uid, note);
+	else if (ret && log_now(&unknown, note, sizeof(note)))
 		log_warn("controller endpoint: status refused to %s: the kernel cannot say who "
 			 "owns its socket (%s: it closed, or the kernel has no NETLINK_SOCK_DIAG "
-			 "for TCP; %lu more refused since the last such line)", p->name,
-			 strerror(-ret), unlogged);
-	logged_ms = now_ms;
-	unlogged = 0;
+			 "for TCP%s)", p->name, strerror(-ret), note);
 	return false;
 }
 

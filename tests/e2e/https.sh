@@ -346,7 +346,7 @@ out=$(as_nobody curl -sS --max-time 10 -w '\n%{http_code}' http://127.0.0.1:7080
 [ "${out##*$'\n'}" = 403 ] && [ "$(jq -r .error <<<"${out%$'\n'*}")" = permission_denied ] ||
 	fail "status to another local user's client: $out"
 grep -q plain-1 <<<"$out" && fail "the refusal names the grant: $out"
-grep -q "status refused to http 127.0.0.1:[0-9]*: its socket is uid 65534's, not root's (" \
+grep -q "status refused to http 127.0.0.1:[0-9]*: its socket is uid 65534's, neither root's" \
 	"$TMP/jitd.log" || fail "the log does not say why: $(grep 'status refused' "$TMP/jitd.log")"
 pass "status to another local user's loopback client: HTTP 403 permission_denied"
 out=$(as_nobody curl -sS --max-time 10 -w '\n%{http_code}' http://127.0.0.1:7080/metrics) || true

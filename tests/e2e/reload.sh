@@ -54,8 +54,9 @@ status_json | jq -e '.agent.reload_refused == null and .agent.config_loaded_at !
 	fail "status after an applied reload still shows a refusal: $(status_json | jq -c .agent)"
 pass "status: the applied reload clears the refusal"
 lacks_elem allow6_addr "2001:db8:2::2 tcp 3389" || fail "the 3389 grant's element survived the reload"
-jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "gone" and .code == "port_not_protected"
-	and (.message | test("configuration reload: .*3389")))' "$TMP/state/audit.jsonl" >/dev/null ||
+jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "gone"
+	and .code == "port_not_protected" and (.message | test("configuration reload: .*3389")))' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the removed grant is not audited with the reason"
 pass "the 3389 grant is removed and audited with the reason"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the port 22 grant lost its element"
@@ -98,8 +99,9 @@ grep -q "1 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
 pass "jitctl reload: $(cat "$TMP/out")"
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the removed key's grant kept its element"
 expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 22
-jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "by-ctl2" and .code == "unknown_key" and (.message |
-	test("configuration reload: its key is no longer trusted: key .ctl2.: no such key")))' \
+jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "by-ctl2" and .code == "unknown_key"
+	and (.message | test(
+	"configuration reload: its key is no longer trusted: key .ctl2.: no such key")))' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the removed key's grant is not audited with why"
 pass "the removed key's grant is removed, audited with the reason, and its source refused"
 has_elem allow4_addr "192.0.2.2 tcp 22" && has_elem allow4_addr "192.0.2.4 tcp 22" ||

@@ -177,7 +177,7 @@ static void test_other_users_client(void **state)
 	if (pid == 0) {
 		int c;
 
-		/* Else a parent that failed before its write would leave this read waiting forever. */
+		/* Else a parent that failed before its write would leave the read below waiting. */
 		close(go[1]);
 		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
 			_exit(2);
