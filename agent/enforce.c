@@ -2749,30 +2749,12 @@ static void expire_grants(struct enforce *e, int64_t now)
 }
 
 /*
- * A recorded grant that ran out while jitd was not running: named in the trail like any expiry.
- * Verified again with the clock check relaxed, only to know whose grant it was.
- */
-static void audit_expired_record(struct enforce *e, const char *token, size_t len)
-{
-	struct grant_verify_ctx ctx = { .keys_dir = e->cfg->keys_dir, .host_id = e->cfg->host_id,
-		.now = enforce_now_ms() / 1000, .clock_skew = 10ULL * 366 * 86400 };
-	struct jit_error err = { 0 };
-	struct grant g;
-
-	if (grant_verify(token, len, &ctx, &g, &err))
-		return;
-	log_info("grant expired: jti=%s sub=%s (while jitd was not running)", g.jti, g.sub);
-	(void)audit(e, "grant.expired", &g, NULL, NULL, 0, "expired while jitd was not running",
-		-1);
-	e->metrics.grants_expired++;
-	grant_clear(&g);
-}
-
-/*
- * A recorded grant the start no longer admits (its key removed, the policy tightened since, a
- * local grant run out): in the trail as a reload's removal is, or as an expiry. Its claims name
- * it without its key: the record is jitd's own, checksummed, and its signature held when it was
- * written (the restore trusts it as much); one whose claims cannot be read is named by its id.
+ * A recorded grant the start no longer admits (its key removed, the policy tightened since) is
+ * in the trail as a reload's removal is; one that ran out while jitd was not running, as any
+ * expiry. Its claims name it without its key: the record is jitd's own, checksummed, and its
+ * signature held when it was written (the restore trusts it as much), so no second Ed25519
+ * verification per record, and a grant whose key went too is named all the same. One whose
+ * claims cannot be read is named by its id.
  */
 static void audit_not_restored(struct enforce *e, const struct store_item *it, bool local,
 	const struct jit_error *why)
@@ -3044,10 +3026,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		return -EAGAIN;
 	}
 	if (ret) {
-		if (err.code == JIT_ERR_EXPIRED && !r->local)
-			audit_expired_record(e, it->token, it->len);
-		else
-			audit_not_restored(e, it, r->local, &err);
+		audit_not_restored(e, it, r->local, &err);
 		return RESTORE_DROP;
 	}
 	/*
