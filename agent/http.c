@@ -67,6 +67,12 @@ struct served_tls {
 	char *cert_path;
 };
 
+/* One kind of log line's pace: when the last was written, and the events since. */
+struct log_pace {
+	int64_t at_ms;
+	unsigned long n;
+};
+
 struct http {
 	struct evhttp *eh;
 	struct evconnlistener *lev;
@@ -87,8 +93,7 @@ struct http {
 	LIST_HEAD(, fresh) fresh;		/* connections before their first request */
 	bool paused_full;		/* the listener waits for n_conns to drop */
 	bool closing;
-	unsigned long flood;		/* connections or requests refused since the last log line */
-	int64_t flood_logged_ms;
+	struct log_pace flood;		/* connections or requests refused */
 };
 
 /* Who sent a request: for the audit trail, the rate limit and the status permission. */
@@ -226,17 +231,30 @@ static void send_error(struct evhttp_request *req, int status, int code, const c
 	send_json(req, status, json_pack("{s:s, s:s}", "error", jit_err_name(code), "message", msg));
 }
 
+/*
+ * One more event of lp's kind: whether a line is due (one per interval_ms at most, as a flood
+ * must not flood the log too), and then in *n the events since the last, this one included.
+ */
+static bool log_paced(struct log_pace *lp, int64_t interval_ms, unsigned long *n)
+{
+	int64_t now_ms = clock_mono_us() / 1000;
+
+	lp->n++;
+	if (lp->at_ms && now_ms - lp->at_ms < interval_ms)
+		return false;
+	*n = lp->n;
+	lp->n = 0;
+	lp->at_ms = now_ms;
+	return true;
+}
+
 static void flood_note(struct http *h, const char *what)
 {
-	int64_t now = enforce_now_ms();
+	unsigned long n;
 
-	h->flood++;
-	if (now - h->flood_logged_ms < FLOOD_LOG_INTERVAL_MS)
-		return;
-	log_warn("controller endpoint: refused %lu connection(s) or request(s) in the last %d s "
-		 "(latest: %s)", h->flood, FLOOD_LOG_INTERVAL_MS / 1000, what);
-	h->flood = 0;
-	h->flood_logged_ms = now;
+	if (log_paced(&h->flood, FLOOD_LOG_INTERVAL_MS, &n))
+		log_warn("controller endpoint: refused %lu connection(s) or request(s) in the last "
+			 "%d s (latest: %s)", n, FLOOD_LOG_INTERVAL_MS / 1000, what);
 }
 
 
@@ -669,34 +687,6 @@ static void stream_gone(struct http *h, struct evhttp_connection *evcon)
 	}
 }
 
-/* One kind of refusal's log lines: when the last was written, and how many were not since. */
-struct log_pace {
-	int64_t at_ms;
-	unsigned long skipped;
-};
-
-/*
- * Whether a refusal's reason may be logged now: once a second at most for each kind of
- * reason, as any local user can ask again and again (and one user's requests must not hide
- * the kernel's failures). note: how many were not logged since the last line, if any.
- */
-static bool log_now(struct log_pace *lp, char *note, size_t len)
-{
-	int64_t now_ms = clock_mono_us() / 1000;
-
-	if (lp->at_ms && now_ms - lp->at_ms < 1000) {
-		lp->skipped++;
-		return false;
-	}
-	if (lp->skipped)
-		snprintf(note, len, "; %lu more since the last such line", lp->skipped);
-	else
-		note[0] = '\0';
-	lp->at_ms = now_ms;
-	lp->skipped = 0;
-	return true;
-}
-
 /*
  * Whether a loopback client without a client certificate is root (or jitd's own user): status
  * names who holds access from where, and why, and every local user reaches the loopback
@@ -705,21 +695,27 @@ static bool log_now(struct log_pace *lp, char *note, size_t len)
  */
 static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
 {
+	/* Apart, so that one user's requests cannot hide the kernel's failures. */
 	static struct log_pace other_user, unknown;
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	char note[64];
+	char note[64] = "";
+	unsigned long n;
 	uid_t uid;
 	int ret = sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
 		&uid);
 
 	if (ret == 0 && (uid == 0 || uid == geteuid()))
 		return true;
-	/* Why goes to the log: the 403 only says who is served. */
-	if (ret == 0 && log_now(&other_user, note, sizeof(note)))
+	/* Why goes to the log, the 403 only saying who is served; once a second at most. */
+	if (!log_paced(ret == 0 ? &other_user : &unknown, 1000, &n))
+		return false;
+	if (n > 1)
+		snprintf(note, sizeof(note), "; %lu more since the last such line", n - 1);
+	if (ret == 0)
 		log_info("controller endpoint: status refused to %s: its socket is uid %u's, "
 			 "neither root's nor jitd's own (jitctl status reads it over the control "
 			 "socket%s)", p->name, (unsigned)uid, note);
-	else if (ret && log_now(&unknown, note, sizeof(note)))
+	else
 		log_warn("controller endpoint: status refused to %s: the kernel cannot say who "
 			 "owns its socket (%s: it closed, or the kernel has no NETLINK_SOCK_DIAG "
 			 "for TCP%s)", p->name, strerror(-ret), note);
