@@ -2210,6 +2210,21 @@ static void trail_check_due(struct enforce *e)
 		trail_due(e);
 }
 
+/*
+ * Ends a run of lines written with the trail deferred (expiries, a start's or a reload's
+ * drops): one fsync for them all. A failure is the agent's last error, and the trail's check
+ * is due (lines the journal carries are checked against it).
+ */
+static void audit_deferred_sync(struct enforce *e)
+{
+	int ret;
+
+	audit_defer(e->audit, false);
+	if ((ret = audit_sync(e->audit)))
+		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
+	trail_check_due(e);
+}
+
 /* Before a compaction drops the notes: what they carried must be in the trail, durable. */
 static int trail_durable(void *arg)
 {
@@ -2732,10 +2747,7 @@ static void expire_grants(struct enforce *e, int64_t now)
 		(void)audit(e, "grant.expired", g, NULL, NULL, 0, NULL, -1);
 		jti[k] = g->jti;
 	}
-	audit_defer(e->audit, false);
-	if ((ret = audit_sync(e->audit)))
-		note_error(e, "audit: cannot sync the trail: %s", strerror(-ret));
-	trail_check_due(e);
+	audit_deferred_sync(e);
 	/* Their ids must outlive their records (replay_add_lazy). */
 	if ((ret = replay_sync(e->replay)) || (ret = store_del_many(e->store, jti, n)))
 		log_warn("state: cannot drop the records of %zu expired grant(s): %s", n,
@@ -3063,7 +3075,7 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	struct restored *parsed = NULL;
 	size_t n = 0, n_drop = 0, base = e->n_grants;
 	char **drop = NULL;
-	int ret, dropped, synced;
+	int ret, dropped;
 
 	if ((ret = store_items(e->store, &items, &n)))
 		return ret;
@@ -3097,10 +3109,7 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	}
 	ret = 0;
 out:
-	audit_defer(e->audit, false);
-	/* Nothing written, nothing synced. */
-	if ((synced = audit_sync(e->audit)))
-		note_error(e, "audit: cannot sync the trail: %s", strerror(-synced));
+	audit_deferred_sync(e);
 	/* Slots no kept grant took: zeroed, or what a failed parse or an interrupted pass left. */
 	for (size_t i = e->n_grants; pass.slot && i < base + n; i++)
 		grant_clear(&e->grants[i]);
@@ -3621,7 +3630,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	const char **ids = NULL;
 	int64_t now = enforce_now_ms();
 	bool hooked = false;
-	int ret, synced;
+	int ret;
 
 	/* A reload may drop grants: those still settling are answered first. */
 	settle_all(e);
@@ -3716,11 +3725,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		ids[i] = dropped[i].jti;
 		e->metrics.grants_revoked++;
 	}
-	audit_defer(e->audit, false);
-	if ((synced = audit_sync(e->audit))) {
-		note_error(e, "audit: cannot sync the trail: %s", strerror(-synced));
-		trail_check_due(e);
-	}
+	audit_deferred_sync(e);
 	drop_records(e, ids, n_dropped);
 	for (size_t i = 0; i < n_dropped; i++)
 		grant_clear(&dropped[i]);
