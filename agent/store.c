@@ -1281,6 +1281,11 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 	size_t used = 0, records = 0;
 	int ret = writable(s);
 
+#ifdef JITD_TEST_HOOKS
+	/* As in store_del: the journal refuses the dropped records, as a full disk. */
+	if (testhook_exists("JITD_TEST_DEL_FAIL_FILE"))
+		return drop_failed(s, jti, n, -ENOSPC);
+#endif
 	for (size_t i = 0; ret == 0 && i < n; i++)
 		if (find(s, jti[i]) &&
 			!(ret = encode_onto(s, 'D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))

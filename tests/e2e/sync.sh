@@ -5,7 +5,8 @@
 # and its id not burned; the refusal is audited. Grants that were answered stay. When the
 # journal refuses a revoked grant's dropped record ($JITD_TEST_DEL_FAIL_FILE, as a full disk),
 # the revocation stands in the kernel, status says so, and the drop is retried every second
-# until it holds, so that a restart then does not bring the grant back.
+# until it holds, so that a restart then does not bring the grant back. The same holds for the
+# records a reload drops together (a key taken out of keys_dir): refused together, retried.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE
@@ -70,3 +71,40 @@ lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the revoked grant came back o
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
 	fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
 pass "once the journal takes it, a restart keeps the revocation"
+
+log "a reload whose dropped records the journal refuses"
+"$JITCTL_BIN" keygen --kid ctl2 --dir "$TMP/signer" >/dev/null
+install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
+for n in 3 5; do
+	sign --key "$TMP/signer/ctl2.key" --kid ctl2 --src 192.0.2.$n --port 22 --for 300 \
+		--jti by-ctl2-$n | submit - >/dev/null || fail "ctl2's grant $n refused"
+done
+has_elem allow4_addr "192.0.2.3 tcp 22" && has_elem allow4_addr "192.0.2.5 tcp 22" ||
+	fail "ctl2's grants are not in the kernel: $(host_elems)"
+rm "$TMP/keys.d/ctl2.pem"
+touch "$JITD_TEST_DEL_FAIL_FILE"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
+grep -q "2 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" && lacks_elem allow4_addr "192.0.2.5 tcp 22" ||
+	fail "the removed key's grants kept their elements: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+status_json | jq -e '(.grants | map(.id) == ["before"]) and
+	(.agent.last_error | test("cannot drop the records of 2 grant.*retrying every second"))' \
+	>/dev/null ||
+	fail "status: $(status_json | jq -c '{g: (.grants | map(.id)), e: .agent.last_error}')"
+pass "removed from the kernel and the books; status: $(status_json | jq -r .agent.last_error)"
+sleep 2
+rm -f "$JITD_TEST_DEL_FAIL_FILE"
+for n in 3 5; do
+	wait_until 5 "the record of by-ctl2-$n retried" \
+		grep -q "the record of 'by-ctl2-$n' is dropped now" "$TMP/jitd.log"
+done
+# With the key trusted again, a record left in the journal would be restored.
+install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
+stop_jitd TERM
+start_jitd
+lacks_elem allow4_addr "192.0.2.3 tcp 22" && lacks_elem allow4_addr "192.0.2.5 tcp 22" ||
+	fail "a dropped grant came back on restart: $(host_elems)"
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
+	fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
+pass "once the journal takes them, a restart with the key back does not restore them"
