@@ -3464,6 +3464,8 @@ static void restart_only(const struct config *o, const struct config *n, char *l
 		{ o->audit_max_bytes != n->audit_max_bytes || o->audit_keep != n->audit_keep,
 			"audit" },
 		{ o->reconcile_interval != n->reconcile_interval, "reconcile_interval" },
+		/* The running table's flags: claimed or not at the start (e->table_flags). */
+		{ o->table_owner != n->table_owner, "table_owner" },
 		/* The TLS files are not in the list: the endpoint loads them again (its hook). */
 		{ a->enabled != b->enabled || DIFF_STR(a->host, b->host) || a->port != b->port ||
 			a->insecure_plaintext != b->insecure_plaintext ||

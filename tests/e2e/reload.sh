@@ -117,30 +117,30 @@ sign --src 192.0.2.6 --port 22 --for 300 --jti old-aud | submit - >/dev/null ||
 	fail "a grant for $HOST_ID was refused"
 old_id=$HOST_ID
 HOST_ID=e2e-renamed
-# With another restart-only setting, which (unlike host_id) the reloaded configuration carries.
+# With other restart-only settings, which (unlike host_id) the reloaded configuration carries.
 write_config reject '["198.51.100.3"]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"reconcile_interval": "PT45S"'
+	'"reconcile_interval": "PT45S", "table_owner": true'
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
 wait_until 5 "the reload's warning" \
-	grep -q "applied only at the next start: host_id reconcile_interval" "$TMP/jitd.log"
+	grep -q "applied only at the next start: host_id reconcile_interval table_owner" "$TMP/jitd.log"
 [ "$(status_json | jq -r .host_id)" = "$old_id" ] ||
 	fail "the reload took the new host_id: $(status_json | jq -r .host_id)"
-status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
+status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval", "table_owner"]' >/dev/null ||
 	fail "status's restart_pending: $(status_json | jq -c .agent.restart_pending)"
 "$JITCTL_BIN" -s "$SOCK" status | grep -qx \
-	"Restart needed: host_id, reconcile_interval (changed in the file; applied at the next start)" ||
+	"Restart needed: host_id, reconcile_interval, table_owner (changed in the file; applied at the next start)" ||
 	fail "jitctl status does not say a restart is needed: $("$JITCTL_BIN" -s "$SOCK" status)"
 # Owed at every reload until the restart, not only at the one that met the change.
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
-owed="restart needed for: host_id, reconcile_interval (changed in the file; applied at the next"
+owed="restart needed for: host_id, reconcile_interval, table_owner (changed in the file; applied at the next"
 grep -qx "$owed start)" "$TMP/out" ||
 	fail "jitctl reload does not name the restart owed: $(cat "$TMP/out")"
 "$JITCTL_BIN" -s "$SOCK" reload --json |
-	jq -e '.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
+	jq -e '.restart_pending == ["host_id", "reconcile_interval", "table_owner"]' >/dev/null ||
 	fail "jitctl reload --json: $("$JITCTL_BIN" -s "$SOCK" reload --json)"
-[ "$(grep -c "applied only at the next start: host_id reconcile_interval" "$TMP/jitd.log")" = 3 ] &&
-	status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval"]' >/dev/null ||
+[ "$(grep -c "applied only at the next start: host_id reconcile_interval table_owner" "$TMP/jitd.log")" = 3 ] &&
+	status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval", "table_owner"]' >/dev/null ||
 	fail "a second reload of the same file forgot the restart owed"
 rc=0
 sign --aud e2e-renamed --src 192.0.2.5 --port 22 --for 300 | submit - >"$TMP/out" 2>&1 || rc=$?
