@@ -1561,6 +1561,7 @@ struct pending {
 	enforce_done_fn done;
 	void *arg;
 	int64_t received_us;
+	uint64_t reloads;		/* reloads applied when it was received */
 	/* The outcome, as commit_group decides it. */
 	int ret;
 	struct jit_error err;
@@ -1718,6 +1719,53 @@ static int allocate_ports(struct enforce *e, struct pending *p, struct pending *
 	return ret;
 }
 
+/* A reload's answers, one per key id: a fleet has few keys, and a reload may meet 100,000 grants. */
+struct keys_seen {
+	struct key_seen {
+		const char *kid;	/* a grant's, which outlives the reload's loop */
+		int ret;
+		char why[sizeof(((struct jit_error *)0)->msg)];
+	} *v;
+	size_t n, cap;
+};
+
+/*
+ * Whether a signed grant's key is still trusted under the new configuration (keys_dir may be
+ * another), as a restart would find it: removing a key and reloading takes that key's grants
+ * away, as a restart always did. Root's local grants have no key. 0, JIT_ERR_UNKNOWN_KEY with
+ * err saying why, JIT_ERR_INTERNAL (the key file could not be read now: nothing is known), or
+ * -ENOMEM.
+ */
+static int key_trusted(struct keys_seen *seen, const struct config *nc, const struct grant *g,
+	struct jit_error *err)
+{
+	struct key_seen *k = NULL;
+	struct jit_error why = { 0 };
+	EVP_PKEY *pub = NULL;
+	void *v;
+
+	if (g->local)
+		return 0;
+	for (size_t i = 0; i < seen->n && !k; i++)
+		if (!strcmp(seen->v[i].kid, g->kid))
+			k = &seen->v[i];
+	if (!k) {
+		if (!(v = array_reserve(seen->v, &seen->cap, seen->n + 1, sizeof(*seen->v), 4)))
+			return -ENOMEM;
+		seen->v = v;
+		k = &seen->v[seen->n++];
+		k->kid = g->kid;
+		k->ret = keys_load_public(nc->keys_dir, g->kid, &pub, &why);
+		snprintf(k->why, sizeof(k->why), "%s", why.msg);
+		EVP_PKEY_free(pub);
+	}
+	if (k->ret == JIT_ERR_INTERNAL)
+		return jit_fail(err, JIT_ERR_INTERNAL, "%s", k->why);
+	if (k->ret)
+		return jit_fail(err, JIT_ERR_UNKNOWN_KEY, "its key is no longer trusted: %s", k->why);
+	return 0;
+}
+
 /*
  * What may be decided per grant before the group touches anything: policy as configured now
  * (a reload may have come since the grant was received), time left, limits, replay. accepted
@@ -1732,6 +1780,18 @@ static int admit(struct enforce *e, struct pending *p, struct pending **accepted
 
 	if (p->job && (ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		return ret;
+	/*
+	 * Verified before a reload that may have taken its key away, with every grant of that
+	 * key in force: trusted still, or refused as those were removed.
+	 */
+	if (p->job && p->reloads != e->metrics.reloads_applied) {
+		struct keys_seen seen = { 0 };
+
+		ret = key_trusted(&seen, e->cfg, g, err);
+		free(seen.v);
+		if (ret)
+			return ret == -ENOMEM ? jit_fail(err, JIT_ERR_INTERNAL, "out of memory") : ret;
+	}
 	/* Skew lets a just-expired grant verify; it must still not open anything. */
 	if (g->exp * 1000 - now_ms < MIN_TIME_LEFT_MS)
 		return jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g->jti);
@@ -2540,6 +2600,7 @@ int enforce_submit(struct enforce *e, const char *token, size_t len, const char 
 	}
 	p->record = p->job->token;
 	p->record_len = p->job->len;
+	p->reloads = e->metrics.reloads_applied;
 	e->in_flight++;
 	verifier_submit(e->verifier, p->job);
 	return 0;
@@ -3545,53 +3606,6 @@ static void test_hook_reload_race(struct enforce *e, const struct plan *p, int a
 	(void)now_ms;
 }
 #endif
-
-/* A reload's answers, one per key id: a fleet has few keys, and a reload may meet 100,000 grants. */
-struct keys_seen {
-	struct key_seen {
-		const char *kid;	/* a grant's, which outlives the reload's loop */
-		int ret;
-		char why[sizeof(((struct jit_error *)0)->msg)];
-	} *v;
-	size_t n, cap;
-};
-
-/*
- * Whether a signed grant's key is still trusted under the new configuration (keys_dir may be
- * another), as a restart would find it: removing a key and reloading takes that key's grants
- * away, as a restart always did. Root's local grants have no key. 0, JIT_ERR_UNKNOWN_KEY with
- * err saying why, JIT_ERR_INTERNAL (the key file could not be read now: nothing is known), or
- * -ENOMEM.
- */
-static int key_trusted(struct keys_seen *seen, const struct config *nc, const struct grant *g,
-	struct jit_error *err)
-{
-	struct key_seen *k = NULL;
-	struct jit_error why = { 0 };
-	EVP_PKEY *pub = NULL;
-	void *v;
-
-	if (g->local)
-		return 0;
-	for (size_t i = 0; i < seen->n && !k; i++)
-		if (!strcmp(seen->v[i].kid, g->kid))
-			k = &seen->v[i];
-	if (!k) {
-		if (!(v = array_reserve(seen->v, &seen->cap, seen->n + 1, sizeof(*seen->v), 4)))
-			return -ENOMEM;
-		seen->v = v;
-		k = &seen->v[seen->n++];
-		k->kid = g->kid;
-		k->ret = keys_load_public(nc->keys_dir, g->kid, &pub, &why);
-		snprintf(k->why, sizeof(k->why), "%s", why.msg);
-		EVP_PKEY_free(pub);
-	}
-	if (k->ret == JIT_ERR_INTERNAL)
-		return jit_fail(err, JIT_ERR_INTERNAL, "%s", k->why);
-	if (k->ret)
-		return jit_fail(err, JIT_ERR_UNKNOWN_KEY, "its key is no longer trusted: %s", k->why);
-	return 0;
-}
 
 void enforce_set_endpoint_hook(struct enforce *e, const struct enforce_endpoint_hook *hook)
 {

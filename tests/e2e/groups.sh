@@ -2,7 +2,8 @@
 # back while $JITD_TEST_HOLD_FILE exists, so that all of them are ready together) are committed
 # in several groups, oldest first: 260 make two, of 256 and 4. Every one is answered 201, in the
 # kernel, audited once; a granted source connects, another does not. /metrics shows the group
-# commit's queues while they wait.
+# commit's queues while they wait. A grant verified, then held while its key is taken out of
+# keys_dir and jitd reloads, is refused as unknown_key: the reload removed that key's grants.
 . "$(dirname "$0")/lib.sh"
 
 N=260
@@ -109,3 +110,30 @@ LC_ALL=C join "$TMP/witness" "$TMP/status_times" | awk -v n="$N" '
 	END { exit !(NR == n && !bad) }' ||
 	fail "kernel_expires_in and expires_in against nft's expires (source nft status expires_in)"
 pass "status: each of the $N grants' kernel_expires_in within 3 s of its element's in nft -j"
+
+log "a grant verified with a key that a reload takes away before its group commits"
+"$JITCTL_BIN" keygen --kid ctl2 --dir "$TMP/signer" >/dev/null
+install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
+sign --key "$TMP/signer/ctl2.key" --kid ctl2 --src 192.0.2.3 --port 22 --for 300 \
+	--jti by-ctl2 >"$TMP/ctl2.jws" || fail "signing with ctl2"
+touch "$JITD_TEST_HOLD_FILE"
+rc_file=$TMP/ctl2.rc
+(
+	rc=0
+	submit "$TMP/ctl2.jws" --json >"$TMP/ctl2.out" 2>&1 || rc=$?
+	echo "$rc" >"$rc_file"
+) &
+BG_PIDS+=($!)
+held_one() { read_metrics && [ "$(metric jitd_grants_waiting)" = 1 ]; }
+wait_until 10 "ctl2's grant verified and held" held_one
+rm "$TMP/keys.d/ctl2.pem"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "jitctl reload: $(cat "$TMP/out")"
+rm -f "$JITD_TEST_HOLD_FILE"
+wait_until 10 "the held grant answered" test -s "$rc_file"
+[ "$(cat "$rc_file")" = 1 ] && [ "$(jq -r .error "$TMP/ctl2.out")" = unknown_key ] ||
+	fail "the held grant of a removed key: exit $(cat "$rc_file"): $(cat "$TMP/ctl2.out")"
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the removed key's grant is in the kernel"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+jq -s -e 'any(.[]; .event == "grant.refused" and .grant == "by-ctl2" and .code == "unknown_key")' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the refusal of by-ctl2 is not audited"
+pass "refused: $(jq -r .message "$TMP/ctl2.out")"
