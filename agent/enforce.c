@@ -1316,18 +1316,29 @@ static int grants_reserve(struct enforce *e, size_t want)
 	return 0;
 }
 
-static int grants_push(struct enforce *e, struct grant *g)
+/*
+ * g joins the grants, ending at deadline on CLOCK_BOOTTIME. A grant taken out and put back
+ * keeps the deadline it had: counted again from the wall clock, a clock stepped back since
+ * it was applied would lengthen it.
+ */
+static int grants_push_until(struct enforce *e, struct grant *g, int64_t deadline)
 {
 	if (grants_reserve(e, e->n_grants + 1))
 		return -ENOMEM;
-	/* The time left as the wall clock says now, counted from here on CLOCK_BOOTTIME. */
-	e->deadline[e->n_grants] = clock_ms(CLOCK_BOOTTIME) + (g->exp * 1000 - enforce_now_ms());
+	e->deadline[e->n_grants] = deadline;
 	e->keys[e->n_grants] = grant_key_of(g);
 	/* Kept for its lifetime: one allocation, not six. Unpacked it works the same. */
 	(void)grant_pack(g);
 	e->grants[e->n_grants++] = *g;
 	memset(g, 0, sizeof(*g));
 	return 0;
+}
+
+/* A grant new to the books: the time left as the wall clock says now, counted on BOOTTIME. */
+static int grants_push(struct enforce *e, struct grant *g)
+{
+	return grants_push_until(e, g, clock_ms(CLOCK_BOOTTIME) + (g->exp * 1000 -
+		enforce_now_ms()));
 }
 
 /* Grant i leaves the grants (its storage is the caller's now); the last one takes its place. */
@@ -3213,7 +3224,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 		struct grant back;
 
 		/* Still in the kernel, so still a grant: keep the books true. */
-		if (grant_copy(&g, &back) == 0 && grants_push(e, &back))
+		if (grant_copy(&g, &back) == 0 && grants_push_until(e, &back, deadline))
 			grant_clear(&back);
 		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel refused the change: %s", kerr);
 		note_error(e, "kernel: %s", err->msg);
@@ -3582,28 +3593,37 @@ static int keep_running(const struct config *o, struct config *n)
  * Test builds: $JITD_TEST_RELOAD_RACE_FILE holding 1 makes the next reload's first batch meet
  * a kernel from which the elements it deletes are already gone, in a transaction of their own,
  * as if they had run out between the reload's reading of the sets and its commit.
+ * $JITD_TEST_RELOAD_FAIL_FILE present: the reload's batches are refused with EPERM, as by the
+ * kernel, and not sent.
  */
-static void test_hook_reload_race(struct enforce *e, const struct plan *p, int attempt,
-	int64_t now_ms)
+static int test_hook_reload_race(struct enforce *e, const struct plan *p, int attempt,
+	int64_t now_ms, char *refused)
 {
 	char kerr[NFT_ERRLEN] = "";
 	struct nft_batch *b = NULL;
 
+	if (testhook_exists("JITD_TEST_RELOAD_FAIL_FILE")) {
+		snprintf(refused, NFT_ERRLEN, "test hook: %s", strerror(EPERM));
+		return -EPERM;
+	}
 	if (attempt || test_hook_read("JITD_TEST_RELOAD_RACE_FILE") <= 0)
-		return;
+		return 0;
 	if (nft_batch_new(e->nft, &b) || ruleset_raw_delete(b, e->strays.v, e->strays.n) ||
 		ruleset_elems(b, p->del.v, p->del.n, NULL, 0, now_ms) || nft_batch_commit(b, kerr))
 		log_warn("test hook: cannot remove the reload's elements first: %s", kerr);
 	nft_batch_free(b);
+	return 0;
 }
 #else
-static void test_hook_reload_race(struct enforce *e, const struct plan *p, int attempt,
-	int64_t now_ms)
+static int test_hook_reload_race(struct enforce *e, const struct plan *p, int attempt,
+	int64_t now_ms, char *refused)
 {
 	(void)e;
 	(void)p;
 	(void)attempt;
 	(void)now_ms;
+	(void)refused;
+	return 0;
 }
 #endif
 
@@ -3636,6 +3656,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	const char *fail_why = NULL;	/* what to report when it is neither kerr nor an errno */
 	struct jit_error jerr = { 0 };
 	struct grant *dropped = NULL;
+	int64_t *dropped_until = NULL;	/* their deadlines, should they come back */
 	struct config *nc = NULL;
 	struct group *groups = NULL;
 	struct nft_batch *b = NULL;
@@ -3671,6 +3692,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		goto fail;
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
+		!(dropped_until = calloc(e->n_grants + 1, sizeof(*dropped_until))) ||
 		!(reasons = calloc(e->n_grants + 1, sizeof(*reasons))) ||
 		!(ids = calloc(e->n_grants + 1, sizeof(*ids)))) {
 		ret = -ENOMEM;
@@ -3693,6 +3715,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			}
 		}
 		reasons[n_dropped] = jerr;
+		dropped_until[n_dropped] = e->deadline[i];
 		dropped[n_dropped++] = grants_take(e, i);
 	}
 	for (int attempt = 0;; attempt++) {
@@ -3703,9 +3726,9 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)) ||
 			(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
 			goto fail;
-		test_hook_reload_race(e, &p, attempt, now);
 		/* Structure, fixed sets and elements: all of the new policy or none of it. */
-		if (!(ret = commit_batch(e, b, kerr)))
+		if (!(ret = test_hook_reload_race(e, &p, attempt, now, kerr)) &&
+			!(ret = commit_batch(e, b, kerr)))
 			break;
 		/*
 		 * An element the batch deletes ran out meanwhile (a dropped grant's, a stray's), or
@@ -3772,7 +3795,7 @@ fail:
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* Nothing reached the kernel: the dropped grants are simply live again. */
 	for (size_t i = 0; i < n_dropped; i++)
-		if (grants_push(e, &dropped[i]))
+		if (grants_push_until(e, &dropped[i], dropped_until[i]))
 			grant_clear(&dropped[i]);
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, false);
@@ -3789,6 +3812,7 @@ out:
 	plan_free(&p);
 	free(groups);
 	free(dropped);
+	free(dropped_until);
 	free(reasons);
 	free(ids);
 	free(keys.v);

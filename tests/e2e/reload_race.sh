@@ -4,10 +4,15 @@
 # "No such file or directory" and leaving the old policy in force. A test build stands in for
 # the expiry ($JITD_TEST_RELOAD_RACE_FILE): just before the first commit it deletes those
 # elements in a transaction of its own, so the kernel's refusal is real.
+# A reload that fails (a test build refuses its batch: $JITD_TEST_RELOAD_FAIL_FILE) puts the
+# grants it dropped back with the deadlines they had, not the wall clock's: a clock stepped
+# back would lengthen them.
 . "$(dirname "$0")/lib.sh"
 
-export JITD_TEST_RELOAD_RACE_FILE
+export JITD_TEST_RELOAD_RACE_FILE JITD_TEST_CLOCK_STEP_FILE JITD_TEST_RELOAD_FAIL_FILE
 JITD_TEST_RELOAD_RACE_FILE=$TMP/reloadrace
+JITD_TEST_RELOAD_FAIL_FILE=$TMP/reloadfail
+JITD_TEST_CLOCK_STEP_FILE=$TMP/step
 e2e_default_setup drop
 sign --src 192.0.2.2 --port 22 --for 300 --jti keep | submit - >/dev/null || fail "grant refused"
 sign --src 2001:db8:2::2 --port 3389 --for 300 --jti gone | submit - >/dev/null || fail "grant refused"
@@ -40,3 +45,28 @@ pass "the new policy is in force: port 22 only, the 3389 grant removed and audit
 expect_connect ok "$C2" 2001:db8:2::1 3389
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "a reload the kernel refuses puts back the grants it dropped, with the time they had"
+sign --src 192.0.2.3 --port 22 --for 300 --jti back | submit - >/dev/null || fail "grant refused"
+# The wall clock stepped back after it was applied: the grant's time left by the clock grows,
+# the time it was given does not.
+echo -100000 >"$JITD_TEST_CLOCK_STEP_FILE"
+wait_until 5 "jitd took the clock step" test ! -e "$JITD_TEST_CLOCK_STEP_FILE"
+touch "$JITD_TEST_RELOAD_FAIL_FILE"
+write_config drop '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["192.0.2.2/32"]}]'
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "test hook" "$TMP/out" || fail "the refused reload: exit $rc: $(cat "$TMP/out")"
+rm -f "$JITD_TEST_RELOAD_FAIL_FILE"
+status_json | jq -e '.grants | map(.id) | sort == ["back", "keep"]' >/dev/null ||
+	fail "status: $(status_json | jq -c '.grants | map(.id)')"
+pass "refused ($(cat "$TMP/out")); both grants still in the books"
+# Its element removed behind jitd's back: the repair writes it again from the books' deadline.
+in_ns "$SRV" nft delete element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 }'
+wait_until 5 "the deleted element repaired" has_elem allow4_addr "192.0.2.3 tcp 22"
+left=$(elem_expires allow4_addr 192.0.2.3)
+[ "$left" -le 300 ] && [ "$left" -ge 270 ] ||
+	fail "the repaired element's timeout is $left s: the grant was given 300 s"
+pass "repaired with the time the grant was given ($left s left), not the clock's 100 s more"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
