@@ -209,6 +209,7 @@ struct enforce {
 	 * start-up restore that stands for one (enforce_open).
 	 */
 	bool unsure;
+	bool unanswered;	/* the last commit failed without the kernel's verdict */
 	/* Transactions the kernel took, and the generation the start-up restore left (see there). */
 	uint64_t commits;
 	uint32_t start_gen;
@@ -774,11 +775,15 @@ static int resync(struct enforce *e)
 	return 0;
 }
 
-/* Every transaction of the enforcer: a refused one leaves it unsure of the kernel. */
+/*
+ * Every transaction of the enforcer: a refused one leaves it unsure of the kernel, and one
+ * the kernel did not answer leaves it not knowing whether the batch was applied (unanswered).
+ */
 static int commit_batch(struct enforce *e, struct nft_batch *b, char *kerr)
 {
 	int ret = nft_batch_commit(b, kerr);
 
+	e->unanswered = ret && nft_batch_unanswered(b);
 	if (ret)
 		e->unsure = true;
 	else
@@ -1989,11 +1994,24 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 		for (size_t i = 0; i < n; i++) {
 			if (v[i]->idx < 0)
 				continue;
-			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_KERNEL,
-				"the kernel refused the change: %s", kerr);
+			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_KERNEL, "%s: %s", e->unanswered ?
+				"the kernel did not answer (the change is withdrawn)" :
+				"the kernel refused the change", kerr);
 			take_back(e, v, n, v[i]);
 		}
-		note_error(e, "kernel: the kernel refused the change: %s", kerr);
+		note_error(e, "kernel: %s: %s", e->unanswered ? "the kernel did not answer" :
+			"the kernel refused the change", kerr);
+		/*
+		 * Unanswered, the batch may have been applied: the elements of grants refused
+		 * and taken back must not stay open until the next check reads the kernel.
+		 */
+		if (e->unanswered) {
+			kerr[0] = '\0';
+			if ((ret = resync(e)) ||
+				(ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr))))
+				note_error(e, "kernel: cannot withdraw the elements of refused "
+					"grants: %s", kerr[0] ? kerr : strerror(-ret));
+		}
 		goto out;
 	}
 	/*

@@ -58,6 +58,7 @@ struct nft_batch {
 	struct nftnl_batch *nb;
 	struct batch_msg *msgs;
 	size_t n, cap;
+	bool unanswered;	/* the last commit's verdict was not read */
 };
 
 static void set_bufsize(struct mnl_socket *nl, int opt_force, int opt, int size)
@@ -242,6 +243,7 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 		if (r == 0) {
 			snprintf(err, NFT_ERRLEN, "no answer from the kernel for %zu of %zu changes",
 				b->n - acked, b->n);
+			b->unanswered = true;
 			return -ETIMEDOUT;
 		}
 		if (r < 0 && errno == EINTR)
@@ -249,6 +251,7 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 		len = r < 0 ? -1 : mnl_socket_recvfrom(b->nft->nl, buf, sizeof(buf));
 		if (len < 0) {
 			snprintf(err, NFT_ERRLEN, "reading kernel acks: %s", strerror(errno));
+			b->unanswered = true;
 			return -errno;
 		}
 		rest = (int)len;
@@ -267,6 +270,14 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 			acked++;
 		}
 	}
+#ifdef JITD_TEST_HOOKS
+	/* $JITD_TEST_ACKS_LOST_FILE holding 1: the next commit's acks, all read, are lost. */
+	if (testhook_number("JITD_TEST_ACKS_LOST_FILE", true, 0) > 0) {
+		snprintf(err, NFT_ERRLEN, "test hook: the kernel's acks were lost");
+		b->unanswered = true;
+		return -ETIMEDOUT;
+	}
+#endif
 	return first;
 }
 
@@ -275,6 +286,7 @@ int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN])
 	int ret;
 
 	err[0] = '\0';
+	b->unanswered = false;
 	if (!b->n)
 		return 0;
 	if (nftnl_batch_update(b->nb) < 0)
@@ -288,6 +300,11 @@ int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN])
 		return ret;
 	}
 	return digest_acks(b, err);
+}
+
+bool nft_batch_unanswered(const struct nft_batch *b)
+{
+	return b->unanswered;
 }
 
 static int dump_interrupted(const char *buf, ssize_t len)

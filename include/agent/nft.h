@@ -37,9 +37,16 @@ size_t nft_batch_count(const struct nft_batch *b);
 /*
  * Sends the batch as one transaction and waits for every ack. Returns 0 only if the kernel
  * acknowledged every message; otherwise -errno of the first failure, and err holds
- * "<what>: <kernel text or strerror>". Either everything was applied or nothing was.
+ * "<what>: <kernel text or strerror>". Either everything was applied or nothing was: which,
+ * after a failure, nft_batch_unanswered tells.
  */
 int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN]);
+/*
+ * Whether the last commit failed without the kernel's verdict (its acks not all read: a
+ * timeout, a failed read), so that the batch may have been applied all the same. A refusal
+ * the kernel answered applied nothing.
+ */
+bool nft_batch_unanswered(const struct nft_batch *b);
 void nft_batch_free(struct nft_batch *b);
 
 /* How many times a dump interrupted by a change of the ruleset is tried in all. */

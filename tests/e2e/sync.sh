@@ -7,11 +7,14 @@
 # the revocation stands in the kernel, status says so, and the drop is retried every second
 # until it holds, so that a restart then does not bring the grant back. The same holds for the
 # records a reload drops together (a key taken out of keys_dir): refused together, retried.
+# When the kernel's acks of a group's transaction are lost ($JITD_TEST_ACKS_LOST_FILE), the
+# kernel may have taken it: its grants are refused, and their elements withdrawn at once.
 . "$(dirname "$0")/lib.sh"
 
-export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE
+export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE JITD_TEST_ACKS_LOST_FILE
 JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
 JITD_TEST_DEL_FAIL_FILE=$TMP/delfail
+JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost
 e2e_default_setup drop
 
 sign --src 192.0.2.2 --port 22 --for 300 --jti before | submit - >/dev/null || fail "grant refused"
@@ -108,3 +111,23 @@ lacks_elem allow4_addr "192.0.2.3 tcp 22" && lacks_elem allow4_addr "192.0.2.5 t
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
 	fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
 pass "once the journal takes them, a restart with the key back does not restore them"
+
+log "a group commit whose acks are lost"
+echo 1 >"$JITD_TEST_ACKS_LOST_FILE"
+sign --src 192.0.2.3 --port 22 --for 300 --jti unanswered >"$TMP/unanswered"
+rc=0
+submit "$TMP/unanswered" --json >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = kernel_refused ] &&
+	jq -r .message "$TMP/out" | grep -q "acks were lost" ||
+	fail "the grant whose commit went unanswered: exit $rc: $(cat "$TMP/out")"
+[ ! -e "$JITD_TEST_ACKS_LOST_FILE" ] || fail "jitd did not take the lost acks"
+# At once, not at the next periodic check: the kernel took the batch the acks were lost for.
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the refused grant's element stayed"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
+	fail "status: $(status_json | jq -c '.grants | map(.id)')"
+pass "refused ($(jq -r .message "$TMP/out")), its element withdrawn"
+submit "$TMP/unanswered" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "$TMP/out")"
+has_elem allow4_addr "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "its id was not burned: the same token applies now"
