@@ -73,6 +73,17 @@ int grant_claim_string(const json_t *c, const char *name, bool required, char **
 	return 0;
 }
 
+int grant_claim_id(const json_t *c, const char *name, char **dst, struct jit_error *e)
+{
+	int ret = grant_claim_string(c, name, true, dst, e);
+
+	if (ret || !strchr(*dst, ' '))
+		return ret;
+	free(*dst);
+	*dst = NULL;
+	return MALFORMED(e, "claim '%s': contains a space", name);
+}
+
 /* RFC 7519 NumericDate, restricted to whole positive seconds: 1.5 or 1e9 is refused. */
 int grant_claim_time(const json_t *c, const char *name, bool required, int64_t *t,
 	struct jit_error *e)
@@ -264,7 +275,7 @@ int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error
 		goto out;
 	}
 	/* Claims we do not know are ignored, as JWT consumers do; every one we use is checked. */
-	if ((ret = grant_claim_string(claims, "jti", true, &out->jti, e)) ||
+	if ((ret = grant_claim_id(claims, "jti", &out->jti, e)) ||
 		(ret = grant_claim_string(claims, "iss", true, &out->iss, e)) ||
 		(ret = grant_claim_string(claims, "sub", true, &out->sub, e)) ||
 		(ret = grant_claim_time(claims, "iat", true, &out->iat, e)) ||

@@ -20,13 +20,13 @@ static int parse_claims(const json_t *claims, struct revocation *out, int64_t *n
 {
 	int ret;
 
-	if ((ret = grant_claim_string(claims, "jti", true, &out->jti, e)) ||
+	if ((ret = grant_claim_id(claims, "jti", &out->jti, e)) ||
 		(ret = grant_claim_string(claims, "iss", true, &out->iss, e)) ||
 		(ret = grant_claim_time(claims, "iat", true, &out->iat, e)) ||
 		(ret = grant_claim_time(claims, "exp", true, &out->exp, e)) ||
 		(ret = grant_claim_time(claims, "nbf", false, nbf, e)) ||
 		(ret = grant_claim_aud(claims, e)) ||
-		(ret = grant_claim_string(claims, "revokes", true, &out->revokes, e)) ||
+		(ret = grant_claim_id(claims, "revokes", &out->revokes, e)) ||
 		(ret = grant_claim_bool(claims, "terminate", &out->terminate, e)))
 		return ret;
 	return 0;

@@ -104,6 +104,11 @@ int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error
  */
 int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
 	struct jit_error *e);
+/*
+ * Required claim `name` as an id (jti, revokes): grant_claim_string's rules, and no space. An
+ * id is one word in the replay file, the journal's notes and the log's jti=.
+ */
+int grant_claim_id(const json_t *c, const char *name, char **dst, struct jit_error *e);
 /* Claim `name` as whole seconds, 1 to the end of year 9999; *t = 0 when absent and optional. */
 int grant_claim_time(const json_t *c, const char *name, bool required, int64_t *t,
 	struct jit_error *e);

@@ -666,6 +666,9 @@ static void test_types(void **state)
 	expect(with("jti", json_string("")), JIT_ERR_MALFORMED, "claim 'jti': empty");
 	expect(with("jti", json_string("g\n1")), JIT_ERR_MALFORMED,
 		"claim 'jti': contains a control");
+	/* One word in the replay file and the log; other claims may hold spaces. */
+	expect(with("jti", json_string("g 1")), JIT_ERR_MALFORMED, "claim 'jti': contains a space");
+	grant_clear((struct grant[]){ accept(with("sub", json_string("alice smith"))) });
 	expect(with("sub", json_string("alice\x1b[31m")), JIT_ERR_MALFORMED, "claim 'sub'");
 	/* C1's CSI, the right-to-left override, a line separator, an isolate, a mark. */
 	expect(with("reason", json_string("a\xc2\x9b" "2J")), JIT_ERR_MALFORMED,

@@ -278,6 +278,9 @@ static void test_time(void **state)
 		"claim 'exp': expected an integer, not a real number");
 	expect(with("iat", json_string("now")), JIT_ERR_MALFORMED, "claim 'iat'");
 	expect(with("nbf", json_integer(0)), JIT_ERR_MALFORMED, "claim 'nbf'");
+	expect(with("revokes", json_string("g 1")), JIT_ERR_MALFORMED,
+		"claim 'revokes': contains a space");
+	expect(with("jti", json_string("r 1")), JIT_ERR_MALFORMED, "claim 'jti': contains a space");
 }
 
 static void test_missing(void **state)
