@@ -3343,12 +3343,24 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 
 		if (rv.exp > until)
 			until = rv.exp;
-		ret = replay_add(e->replay, rv.revokes, until + (int64_t)e->cfg->clock_skew);
+		/* replay_check first: it makes room in a full cache, as for any new id. */
+		ret = replay_check(e->replay, rv.revokes, ctx.now) == JIT_ERR_BUSY ? -ENOBUFS :
+			replay_add(e->replay, rv.revokes, until + (int64_t)e->cfg->clock_skew);
+		if (ret && ret != -EEXIST) {
+			/*
+			 * Not remembered, the grant would be admitted when it arrives: the
+			 * controller must retry, and the revocation's own id is forgotten so that
+			 * the same token is taken then.
+			 */
+			ret = replay_forget(e->replay, rv.jti) ? -EIO : ret;
+			ret = jit_fail(err, ret == -ENOBUFS ? JIT_ERR_BUSY : JIT_ERR_INTERNAL,
+				"no active grant '%.64s', and its id cannot be remembered to refuse "
+				"it: %s; retry later", rv.revokes, ret == -ENOBUFS ?
+				"the replay cache is full" : strerror(-ret));
+			goto refused;
+		}
 		ret = jit_fail(err, JIT_ERR_NOT_FOUND,
-			ret && ret != -EEXIST ?
-				"no active grant '%.64s'" :
-				"no active grant '%.64s'; it will be refused if it arrives",
-			rv.revokes);
+			"no active grant '%.64s'; it will be refused if it arrives", rv.revokes);
 		goto refused;
 	}
 	snprintf(why, sizeof(why), "revocation %s from %s", rv.jti, rv.iss);
