@@ -283,7 +283,9 @@ int main(int argc, char **argv)
 	parse_opts(argc, argv, &o);
 	if (config_load(o.config_path, &cfg, &jerr))
 		errx(1, "%s", jerr.msg);
-	log_set_level(o.verbose ? LOG_LVL_DEBUG : cfg->log_level);
+	if (o.verbose)
+		log_keep_debug();
+	log_set_level(cfg->log_level);
 	if (descriptors_short(cfg, msg, sizeof(msg)))
 		errx(1, "%s", msg);
 	if (o.check_only) {

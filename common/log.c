@@ -6,6 +6,7 @@
 #include "common/log.h"
 
 static enum log_level threshold = LOG_LVL_INFO;
+static bool keep_debug;
 
 /* This thread's lines while held (log_hold): a group's "grant applied" lines, one write. */
 #define HELD_MAX 16384
@@ -17,7 +18,13 @@ static __thread struct {
 
 void log_set_level(enum log_level lvl)
 {
-	threshold = lvl;
+	threshold = keep_debug ? LOG_LVL_DEBUG : lvl;
+}
+
+void log_keep_debug(void)
+{
+	keep_debug = true;
+	threshold = LOG_LVL_DEBUG;
 }
 
 static void flush_held(void)

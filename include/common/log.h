@@ -7,7 +7,10 @@
 /* One line per event on stderr (systemd adds the timestamp when it captures it). */
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
+/* The level the configuration asks for; debug whatever it asks after log_keep_debug. */
 void log_set_level(enum log_level lvl);
+/* jitd -v: debug from now on, through every reload's log_set_level. */
+void log_keep_debug(void);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*
  * While on, this thread's lines gather and go out with one write when it is turned off (or

@@ -112,11 +112,27 @@ static void test_hold_overflow(void **state)
 	free(s);
 }
 
+/* jitd -v: a reload's level from the file does not end the debug lines. Last: it stays on. */
+static void test_keep_debug(void **state)
+{
+	char *s;
+
+	(void)state;
+	log_debug("hidden");
+	log_keep_debug();
+	log_set_level(LOG_LVL_ERR);
+	log_debug("shown");
+	s = slurp();
+	assert_string_equal(s, "<7>jitd: shown\n");
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hold_overflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keep_debug, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
