@@ -741,8 +741,28 @@ static int resolve_group(const char *name, gid_t *gid)
 	return -ENOENT;
 }
 
-int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
-	struct ctl **out)
+/*
+ * The socket's directory, when it does not exist (jitd run by hand, without the unit's
+ * RuntimeDirectory): one level, 0750, the reading group's. 0 or -errno.
+ */
+static int make_dir(const char *path, const char *group)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], *slash;
+	gid_t gid;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (!(slash = strrchr(dir, '/')) || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0750) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	log_info("control: created %s", dir);
+	if (!resolve_group(group, &gid) && chown(dir, (uid_t)-1, gid) < 0)
+		log_warn("control: cannot give group '%s' %s: %s", group, dir, strerror(errno));
+	return 0;
+}
+
+int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	const char *path = cfg->control_socket;
@@ -756,7 +776,7 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sun.sun_path, path);
-	if ((ret = claim_path(path)))
+	if ((ret = make_dir(path, cfg->control_group)) || (ret = claim_path(path)))
 		return ret;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -767,7 +787,6 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 	}
 	pthread_mutex_init(&c->lock, NULL);
 	atomic_init(&c->closing, false);
-	c->enf = enf;
 	strcpy(c->path, path);
 	/* Created 0600 from the start: no window in which others could connect. */
 	old = umask(0177);
@@ -797,6 +816,11 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct enforce *
 			path, strerror(errno));
 	*out = c;
 	return 0;
+}
+
+void ctl_attach(struct ctl *c, struct enforce *enf)
+{
+	c->enf = enf;
 }
 
 void ctl_close(struct ctl **c)

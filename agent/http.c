@@ -1263,14 +1263,13 @@ static void reload_finish(void *arg, bool commit)
 	served_tls_clear(&h->next);
 }
 
-int http_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
-	struct http **out, char *err, size_t errlen)
+int http_open(struct event_base *base, const struct config *cfg, struct http **out, char *err,
+	size_t errlen)
 {
 	const struct listen_config *l = &cfg->listen;
 	struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
 	struct sockaddr_storage ss;
 	struct http *h = NULL;
-	struct enforce_endpoint_hook hook = { reload_prepare, reload_finish, describe, NULL };
 	char addr[ENDPOINT_ADDRLEN];
 	socklen_t sl;
 	int ret;
@@ -1284,7 +1283,6 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 		ret = -ENOMEM;
 		goto out;
 	}
-	h->enf = enf;
 	h->l = l;
 	if (!l->insecure_plaintext) {
 		if ((ret = served_tls_load(&h->tls, l, err, errlen)))
@@ -1338,14 +1336,22 @@ int http_open(struct event_base *base, const struct config *cfg, struct enforce 
 	log_info("controller endpoint on %s (%s)", addr, l->insecure_plaintext ?
 		"plain HTTP, loopback only" :
 		l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
-	hook.arg = h;
-	enforce_set_endpoint_hook(enf, &hook);
 	*out = h;
 	h = NULL;
 	ret = 0;
 out:
 	http_close(&h);
 	return ret;
+}
+
+void http_attach(struct http *h, struct enforce *enf)
+{
+	const struct enforce_endpoint_hook hook = { reload_prepare, reload_finish, describe, h };
+
+	if (!h)
+		return;
+	h->enf = enf;
+	enforce_set_endpoint_hook(enf, &hook);
 }
 
 void http_close(struct http **hp)

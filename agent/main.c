@@ -322,19 +322,28 @@ int main(int argc, char **argv)
 		targets_note(cfg, note, sizeof(note)));
 	audit_agent(audit, "config.loaded", msg);
 
+	/* Every socket first: one that cannot be had stops the start before any port closes. */
+	if ((ret = ctl_open(base, cfg, &ctl)))
+		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
+	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg)))) {
+		ctl_close(&ctl);
+		errx(1, "cannot open the controller endpoint on %s:%u: %s", cfg->listen.host,
+			(unsigned)cfg->listen.port, msg);
+	}
+
 	deps = (struct enforce_deps){ .cfg = cfg, .config_path = o.config_path, .nft = nft,
 		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct,
 		.base = base };
-	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
+	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr)))) {
+		http_close(&http);
+		ctl_close(&ctl);
 		errx(1, "cannot start enforcing: %s", kerr[0] ? kerr : strerror(-ret));
+	}
 	/* Before anything can be granted: from here on, whoever touches the table is undone. */
 	if ((ret = watch_open(base, cfg, enf, &watch)))
 		errx(1, "cannot watch nftables events: %s", strerror(-ret));
-	if ((ret = ctl_open(base, cfg, enf, &ctl)))
-		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
-	if ((ret = http_open(base, cfg, enf, &http, msg, sizeof(msg))))
-		errx(1, "cannot open the controller endpoint on %s:%u: %s", cfg->listen.host,
-			(unsigned)cfg->listen.port, msg);
+	ctl_attach(ctl, enf);
+	http_attach(http, enf);
 
 	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
 	sigint = evsignal_new(base, SIGINT, jitd_signal_cb, base);

@@ -69,10 +69,11 @@ static struct fuzz *fuzz_setup(void)
 	f.cfg->listen.port = 0;
 	if (!(f.base = event_base_new()) || !(enf = stub_open(f.base)))
 		fail("event base");
-	if (http_open(f.base, f.cfg, enf, &f.h, err, sizeof(err)) || !f.h) {
+	if (http_open(f.base, f.cfg, &f.h, err, sizeof(err)) || !f.h) {
 		fprintf(stderr, "fuzz_http: http_open: %s\n", err);
 		abort();
 	}
+	http_attach(f.h, enf);
 	if (getsockname(evconnlistener_get_fd(f.h->lev), (struct sockaddr *)&f.addr, &sl))
 		fail("getsockname");
 	return &f;

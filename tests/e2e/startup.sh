@@ -1,0 +1,42 @@
+# A start that cannot have its sockets stops before it touches the kernel: with the controller
+# endpoint's port taken, or the control socket's path held by a file that is not a socket,
+# jitd exits 1 saying why and leaves no table inet jitd, so that no agent that never served
+# closed a port. When the control socket's directory does not exist (jitd run by hand,
+# without the unit's RuntimeDirectory), jitd makes it, 0750, and starts.
+. "$(dirname "$0")/lib.sh"
+
+setup_net
+setup_keys
+PORTS='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+no_table() { ! in_ns "$SRV" nft list table inet jitd >/dev/null 2>&1; }
+# start_fails WHAT PATTERN: jitd exits 1 with PATTERN in its output, and made no table.
+start_fails() {
+	local rc=0
+	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -q "$2" "$TMP/fail.log" ||
+		fail "$1: exit $rc: $(cat "$TMP/fail.log")"
+	no_table || fail "$1: jitd left table inet jitd behind"
+	pass "$1: exit 1 ($(grep -m1 "$2" "$TMP/fail.log")), no table"
+}
+
+log "the controller endpoint's port taken"
+start_listeners 7080
+write_config drop '[]' "$PORTS" '"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
+start_fails "port 7080 taken" "cannot open the controller endpoint on 127.0.0.1:7080"
+[ ! -e "$SOCK" ] || fail "the failed start left its control socket behind"
+
+log "the control socket's path is a regular file"
+write_config drop '[]' "$PORTS"
+touch "$SOCK"
+start_fails "control socket path held" "cannot listen on $SOCK"
+rm -f "$SOCK"
+
+log "the control socket's directory does not exist"
+rm -rf "$TMP/run"
+start_jitd
+[ "$(stat -c '%a %u' "$TMP/run")" = "750 0" ] ||
+	fail "the socket's directory: $(stat -c '%a %u' "$TMP/run")"
+status_json | jq -e '[.ports[].port] == [22]' >/dev/null ||
+	fail "status: $(status_json | jq -c .ports)"
+in_ns "$SRV" nft list table inet jitd >/dev/null || fail "no table after the start"
+pass "made $TMP/run (0750, root's) and started: table in place, status answers"
