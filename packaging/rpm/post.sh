@@ -4,8 +4,9 @@
 #
 # jitd closes the protected ports (SSH by default) as soon as it runs. Without a trusted
 # controller key no grant can ever open them again, so a first install enables and starts
-# jitd only when a key is already in /etc/jitd/keys.d: enabling it without one would lock
-# the administrator out of SSH at the next boot.
+# jitd only when jitd itself finds a key it can use in /etc/jitd/keys.d (jitd --check-config:
+# a file it would refuse is no key): enabling it without one would lock the administrator
+# out of SSH at the next boot.
 set -e
 
 if ! getent group jitd >/dev/null && command -v systemd-sysusers >/dev/null 2>&1; then
@@ -23,9 +24,12 @@ fi
 [ "$1" -eq 1 ] || exit 0
 
 have_key=no
-for key in /etc/jitd/keys.d/*.pem; do
-	[ -f "$key" ] && have_key=yes
-done
+if out=$(/usr/sbin/jitd --check-config); then
+	case $out in
+	*", 0 trusted key(s))") ;;
+	*" trusted key(s))") have_key=yes ;;
+	esac
+fi
 if [ "$have_key" = no ]; then
 	cat >&2 <<'EOF'
 
@@ -33,9 +37,9 @@ if [ "$have_key" = no ]; then
 * jitd was installed but NOT enabled and NOT started.
 *
 * jitd closes SSH (port 22, see /etc/jitd/jitd.json) as soon as it runs, and opens it
-* only for grants signed by a trusted controller key. There is no key in
-* /etc/jitd/keys.d yet, so nobody could ever get a grant: starting jitd now would
-* lock every administrator out of SSH.
+* only for grants signed by a trusted controller key. jitd --check-config finds no
+* key in /etc/jitd/keys.d that it can use (its warnings above say why), so nobody
+* could ever get a grant: starting jitd now would lock every administrator out of SSH.
 *
 * To start it:
 *   1. on the controller: jitctl keygen --kid KID --dir DIR

@@ -211,7 +211,19 @@ fi
 wants=/etc/systemd/system/multi-user.target.wants/jitd.service
 install -d -m 0755 /etc/jitd/keys.d
 placed_key=yes
-install -m 0644 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
+# First a key jitd would refuse (writable by its group): as good as none.
+install -m 0664 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
+echo "--- apt-get install $deb (a controller key jitd refuses: group-writable)"
+logged install.log "apt-get install" "${APT[@]}" install "$deb"
+grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" &&
+	grep -q 'pkgtest.pem: .*writable' "$TMP/install.log" ||
+	fail "postinst counted a key jitd refuses: $(cat "$TMP/install.log")"
+if [ -e "$wants" ] || [ -L "$wants" ]; then
+	fail "jitd was enabled with a key it cannot use"
+fi
+pass "a key jitd would refuse: not enabled, and jitd's warning says why"
+purge
+chmod 0644 /etc/jitd/keys.d/pkgtest.pem
 echo "--- apt-get install $deb (controller key present)"
 logged install.log "apt-get install" "${APT[@]}" install "$deb"
 if grep -q 'NOT enabled' "$TMP/install.log"; then
