@@ -1,12 +1,15 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent/jitctl.h"
+#include "common/config.h"
 #include "common/proto.h"
 
 #define DEFAULT_SOCKET "/run/jitd/jitd.sock"
+#define DEFAULT_GROUP "jitd"
 
 static int cmd_help(const struct jitctl_opts *o, int argc, char **argv);
 
@@ -30,10 +33,14 @@ static const struct {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] [COMMAND] [ARGS...]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] [COMMAND] [ARGS...]\n\n"
 		   "Controls and inspects the jitd just-in-time access agent.\n\n"
 		   "Options:\n"
-		   "  -s, --socket PATH  agent control socket (default " DEFAULT_SOCKET ")\n"
+		   "  -s, --socket PATH  agent control socket (default: CONFIG's control_socket,\n"
+		   "                     else " DEFAULT_SOCKET ")\n"
+		   "  -c, --config FILE  jitd's configuration, read for control_socket and\n"
+		   "                     control_group (default " CONFIG_DEFAULT_PATH ",\n"
+		   "                     if present)\n"
 		   "  -h, --help         show this help\n"
 		   "  -V, --version      show the version\n\n"
 		   "Commands (default: status):\n");
@@ -54,9 +61,10 @@ int jitctl_unreachable(const struct jitctl_opts *o, int ret)
 	if (ret == -EPROTO)
 		fprintf(stderr, "jitctl: %s: the agent sent no valid reply\n", o->socket);
 	else
-		fprintf(stderr, "jitctl: cannot reach jitd at %s: %s%s\n", o->socket,
+		fprintf(stderr, "jitctl: cannot reach jitd at %s: %s%s%s%s\n", o->socket,
 			strerror(-ret),
-			ret == -EACCES ? " (the control socket is for root and group jitd)" : "");
+			ret == -EACCES ? " (the control socket is for root and group " : "",
+			ret == -EACCES ? o->group : "", ret == -EACCES ? ")" : "");
 	return JITCTL_UNREACHABLE;
 }
 
@@ -75,24 +83,70 @@ int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **
 	return ret ? jitctl_unreachable(o, ret) : JITCTL_OK;
 }
 
+/*
+ * control_socket and control_group from jitd's configuration, so that a jitd moved elsewhere is
+ * found (and teardown does not take a running one for stopped). Only those two members are
+ * read: the agent judges the rest. The default file may be absent or unreadable (the defaults
+ * hold) or broken (said, and the defaults hold: keygen and sign need no agent); a named one
+ * must be read. 0, or JITCTL_USAGE having said why.
+ */
+static int read_config(const char *path, bool named, struct jitctl_opts *o, json_t **root)
+{
+	const json_t *s = NULL, *g = NULL;
+	FILE *f = fopen(path, "re");
+	json_error_t je;
+
+	if (!f) {
+		if (!named && (errno == ENOENT || errno == EACCES))
+			return 0;
+		fprintf(stderr, "jitctl: %s: %s\n", path, strerror(errno));
+		return named ? JITCTL_USAGE : 0;
+	}
+	*root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+	fclose(f);
+	if (*root) {
+		s = json_object_get(*root, "control_socket");
+		g = json_object_get(*root, "control_group");
+	}
+	if (!*root || (s && !json_is_string(s)) || (g && !json_is_string(g))) {
+		fprintf(stderr, "jitctl: %s: %s%s\n", path, *root ? "control_socket and "
+			"control_group must be strings" : je.text, named ? "" :
+			" (using the default control socket)");
+		json_decref(*root);
+		*root = NULL;
+		return named ? JITCTL_USAGE : 0;
+	}
+	if (s)
+		o->socket = json_string_value(s);
+	if (g)
+		o->group = json_string_value(g);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
+		{ "config", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct jitctl_opts o = { .socket = DEFAULT_SOCKET };
+	struct jitctl_opts o = { .socket = DEFAULT_SOCKET, .group = DEFAULT_GROUP };
 	static char status_name[] = "status";
 	char *status_argv[] = { status_name, NULL };
-	int c;
+	const char *socket = NULL, *config = NULL;
+	json_t *root = NULL;
+	int c, rc;
 
 	/* '+': options after the command name belong to the command. */
-	while ((c = getopt_long(argc, argv, "+s:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+s:c:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			o.socket = optarg;
+			socket = optarg;
+			break;
+		case 'c':
+			config = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -107,11 +161,22 @@ int main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
-	if (!argc)
-		return cmd_status(&o, 1, status_argv);
+	if ((rc = read_config(config ? config : CONFIG_DEFAULT_PATH, config != NULL, &o, &root)))
+		return rc;
+	if (socket)
+		o.socket = socket;
+	rc = JITCTL_USAGE;
+	if (!argc) {
+		rc = cmd_status(&o, 1, status_argv);
+		goto out;
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (!strcmp(argv[0], commands[i].name))
-			return commands[i].fn(&o, argc, argv);
+		if (!strcmp(argv[0], commands[i].name)) {
+			rc = commands[i].fn(&o, argc, argv);
+			goto out;
+		}
 	fprintf(stderr, "jitctl: unknown command '%s'; try 'jitctl --help'\n", argv[0]);
-	return JITCTL_USAGE;
+out:
+	json_decref(root);
+	return rc;
 }

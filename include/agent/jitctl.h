@@ -18,7 +18,8 @@ enum {
 };
 
 struct jitctl_opts {
-	const char *socket; /* -s, or the default control socket */
+	const char *socket; /* -s, else the configuration's control_socket, else the default */
+	const char *group;  /* the configuration's control_group, for hints */
 };
 
 int cmd_status(const struct jitctl_opts *o, int argc, char **argv);

@@ -1,4 +1,5 @@
-# jitctl teardown: refused while the agent runs, even at its connection limit where it answers
+# jitctl teardown: refused while the agent runs (also found without -s, through the
+# configuration's control_socket), even at its connection limit where it answers
 # nobody; after a stop (which leaves the ports closed) it
 # deletes table inet jitd in one transaction and nothing else; a second run is a no-op.
 . "$(dirname "$0")/lib.sh"
@@ -14,6 +15,15 @@ in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" || fail "teardown with the agent up: exit $rc: $(cat "$TMP/out")"
 kernel_json >/dev/null || fail "table gone after a refused teardown"
 pass "refused while jitd runs; table kept"
+# Without -s: the socket jitd's configuration names (-c), not the default path.
+rc=0
+in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "jitd is running (it listens on $SOCK)" "$TMP/out" ||
+	fail "teardown -c CONFIG with the agent up: exit $rc: $(cat "$TMP/out")"
+kernel_json >/dev/null || fail "table gone after a refused teardown"
+"$JITCTL_BIN" -c "$CONFIG" status --json | jq -e '.ports | length == 2' >/dev/null ||
+	fail "jitctl -c CONFIG status: $("$JITCTL_BIN" -c "$CONFIG" status --json 2>&1)"
+pass "jitctl -c CONFIG finds the agent at the configuration's control_socket"
 
 # At its limit of control connections (32 by default) jitd closes a new one at once: it does
 # not answer, but it runs all the same.
