@@ -18,13 +18,13 @@ fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then
 	systemd-tmpfiles --create /usr/lib/tmpfiles.d/jitd.conf
 else
-	[ -d /var/lib/jitd ] || mkdir -m 0700 /var/lib/jitd
+	[ -d /var/lib/jitd ] || { mkdir -m 0700 /var/lib/jitd && chgrp jitd /var/lib/jitd; }
 fi
 
 [ "$1" -eq 1 ] || exit 0
 
 have_key=no
-if out=$(/usr/sbin/jitd --check-config); then
+if out=$(jitd --check-config); then
 	case $out in
 	*", 0 trusted key(s))") ;;
 	*" trusted key(s))") have_key=yes ;;
