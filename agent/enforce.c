@@ -3711,6 +3711,14 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			"changed: that takes a restart", e->config_path);
 		goto refused;
 	}
+	/* The replay cache keeps its size until the restart; grants it cannot hold are busy. */
+	if (nc->max_grants > e->started_cfg->replay_cache_max) {
+		snprintf(err, errlen, "%s: limits.max_grants %zu is more than the running "
+			"replay cache holds (%zu; replay_cache_max changes at the next start): "
+			"restart jitd to raise it", e->config_path, nc->max_grants,
+			e->started_cfg->replay_cache_max);
+		goto refused;
+	}
 	if (e->endpoint_hook.prepare &&
 		e->endpoint_hook.prepare(e->endpoint_hook.arg, nc, err, errlen))
 		goto refused;

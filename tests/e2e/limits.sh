@@ -66,6 +66,21 @@ pass "a control client trickling its request is cut at 10 s: $(cat "$TMP/out")"
 status_json | jq -e '(.grants | length) == 2' >/dev/null || fail "status after the limits"
 pass "agent healthy"
 
+log "a reload raising limits.max_grants beyond the running replay cache"
+# The cache holds 4 (twice the limit at the start) until a restart; 5 grants cannot fit it.
+cp "$CONFIG" "$TMP/config.before"
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "*", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"limits": {"max_grants": 5, "max_sources_per_grant": 2, "max_ports_per_grant": 1,
+	  "control_connections": 3}'
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "bad_config: .*limits.max_grants 5 is more than the running replay cache holds (4" \
+	"$TMP/reload" || fail "the reload raising max_grants: exit $rc: $(cat "$TMP/reload")"
+refused busy --src 192.0.2.5 --port 22 --for 60
+pass "$(cat "$TMP/reload"); the running limit stays"
+cp "$TMP/config.before" "$CONFIG"
+
 log "descriptors: a configuration that needs more than the process may open"
 rc=0
 out=$(prlimit --nofile=100 "$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || rc=$?
