@@ -20,8 +20,9 @@ static void log_usage(FILE *f)
 		   "                              [--event NAME] [--json|--csv]\n\n"
 		   "Shows the agent's audit trail, oldest first: every grant applied, refused,\n"
 		   "expired or revoked, and the agent's own start and stop. The filters combine.\n\n"
-		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s) or a date\n"
-		   "                (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)\n"
+		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s, or an\n"
+		   "                ISO 8601 duration such as PT1H) or a date (YYYY-MM-DD or\n"
+		   "                YYYY-MM-DDTHH:MM:SSZ, UTC)\n"
 		   "  --grant ID    only the events of one grant\n"
 		   "  --user SUB    only the events of one user (the grants' \"sub\", exactly)\n"
 		   "  --event NAME  only one kind of event:");
@@ -45,7 +46,8 @@ static long long parse_since(const char *s, time_t now)
 	uint64_t secs;
 	struct tm tm;
 
-	if (end != s && end[0] && !end[1]) {
+	/* A billion units at most: beyond the epoch in any unit, never an overflow. */
+	if (end != s && end[0] && !end[1] && n <= 1000000000ULL) {
 		switch (end[0]) {
 		case 'd': return (long long)now - (long long)n * 86400;
 		case 'h': return (long long)now - (long long)n * 3600;
@@ -174,8 +176,8 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		switch (c) {
 		case 's':
 			if ((since = parse_since(optarg, time(NULL))) < 0) {
-				fprintf(stderr, "jitctl log: --since '%s' is not 7d, 24h, 30m or a "
-						"date (YYYY-MM-DD)\n", optarg);
+				fprintf(stderr, "jitctl log: --since '%s' is not 7d, 24h, 30m, PT1H "
+						"or a date (YYYY-MM-DD)\n", optarg);
 				return JITCTL_USAGE;
 			}
 			break;
