@@ -1990,28 +1990,39 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	}
 	if (!pushed)
 		goto out;
+	e->unanswered = false;
 	if ((ret = sync_added(e, e->n_grants - pushed, groups, n_groups, kerr, sizeof(kerr)))) {
+		bool unanswered = e->unanswered;
+		const char *what = unanswered ? "the kernel did not answer" :
+			"the kernel refused the change", *after = "";
+		char why[NFT_ERRLEN];
+
+		snprintf(why, sizeof(why), "%s", kerr);
 		for (size_t i = 0; i < n; i++) {
-			if (v[i]->idx < 0)
-				continue;
-			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_KERNEL, "%s: %s", e->unanswered ?
-				"the kernel did not answer (the change is withdrawn)" :
-				"the kernel refused the change", kerr);
-			take_back(e, v, n, v[i]);
+			/* added[i] is spent: it marks the grants taken back here. */
+			if ((added[i] = v[i]->idx >= 0))
+				take_back(e, v, n, v[i]);
 		}
-		note_error(e, "kernel: %s: %s", e->unanswered ? "the kernel did not answer" :
-			"the kernel refused the change", kerr);
 		/*
 		 * Unanswered, the batch may have been applied: the elements of grants refused
 		 * and taken back must not stay open until the next check reads the kernel.
 		 */
-		if (e->unanswered) {
+		if (unanswered) {
+			after = "; what it may have applied is withdrawn";
 			kerr[0] = '\0';
 			if ((ret = resync(e)) ||
-				(ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr))))
+				(ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))) {
+				after = "; what it may have applied goes at the next check";
 				note_error(e, "kernel: cannot withdraw the elements of refused "
 					"grants: %s", kerr[0] ? kerr : strerror(-ret));
+			}
 		}
+		for (size_t i = 0; i < n; i++)
+			if (added[i])
+				v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_KERNEL, "%s: %s%s", what,
+					why, after);
+		if (!unanswered || !ret)
+			note_error(e, "kernel: %s: %s", what, why);
 		goto out;
 	}
 	/*
