@@ -756,6 +756,9 @@ static int make_dir(const char *path, const char *group)
 	*slash = '\0';
 	if (mkdir(dir, 0750) < 0)
 		return errno == EEXIST ? 0 : -errno;
+	/* 0750 whatever the umask (the unit's is 0077). */
+	if (chmod(dir, 0750) < 0)
+		return -errno;
 	log_info("control: created %s", dir);
 	if (!resolve_group(group, &gid) && chown(dir, (uid_t)-1, gid) < 0)
 		log_warn("control: cannot give group '%s' %s: %s", group, dir, strerror(errno));

@@ -1805,8 +1805,10 @@ static int admit(struct enforce *e, struct pending *p, struct pending **accepted
 
 		ret = key_trusted(&seen, e->cfg, g, err);
 		free(seen.v);
+		if (ret == -ENOMEM)
+			return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		if (ret)
-			return ret == -ENOMEM ? jit_fail(err, JIT_ERR_INTERNAL, "out of memory") : ret;
+			return ret;
 	}
 	/* Skew lets a just-expired grant verify; it must still not open anything. */
 	if (g->exp * 1000 - now_ms < MIN_TIME_LEFT_MS)
@@ -3363,11 +3365,14 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 			 * controller must retry, and the revocation's own id is forgotten so that
 			 * the same token is taken then.
 			 */
-			ret = replay_forget(e->replay, rv.jti) ? -EIO : ret;
+			bool spent = replay_forget(e->replay, rv.jti) != 0;
+
 			ret = jit_fail(err, ret == -ENOBUFS ? JIT_ERR_BUSY : JIT_ERR_INTERNAL,
 				"no active grant '%.64s', and its id cannot be remembered to refuse "
-				"it: %s; retry later", rv.revokes, ret == -ENOBUFS ?
-				"the replay cache is full" : strerror(-ret));
+				"it: %s; %s", rv.revokes, ret == -ENOBUFS ?
+				"the replay cache is full" : strerror(-ret), spent ?
+				"send a new revocation later (this one's id is spent)" :
+				"retry later");
 			goto refused;
 		}
 		ret = jit_fail(err, JIT_ERR_NOT_FOUND,

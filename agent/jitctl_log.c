@@ -46,8 +46,8 @@ static long long parse_since(const char *s, time_t now)
 	uint64_t secs;
 	struct tm tm;
 
-	/* A billion units at most: beyond the epoch in any unit, never an overflow. */
-	if (end != s && end[0] && !end[1] && n <= 1000000000ULL) {
+	/* At most 10^12 units: no overflow in any unit, and far beyond the epoch in days. */
+	if (end != s && end[0] && !end[1] && n <= 1000000000000ULL) {
 		switch (end[0]) {
 		case 'd': return (long long)now - (long long)n * 86400;
 		case 'h': return (long long)now - (long long)n * 3600;

@@ -9,7 +9,7 @@ struct event_base;
 /*
  * The stand-in enforcer behind fuzz_http (fuzz_http_stubs.c): no keys, no kernel, no state
  * directory. Its answers depend only on the token's bytes, so an input replays the same way.
- * Returns the handle for http_open, whose deferred answers come back on base; NULL on OOM.
+ * Returns the handle for http_attach, whose deferred answers come back on base; NULL on OOM.
  */
 struct enforce *stub_open(struct event_base *base);
 /* Answers every grant still owed, the held-back ones included (the client is gone by then). */
