@@ -176,7 +176,7 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX *tls = NULL;
 	char note[64], msg[512];
 	int64_t not_after;
-	size_t keys;
+	size_t keys, bound = 0;
 
 	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
 		tls_server_ctx(&cfg->listen, &tls, msg, sizeof(msg))) {
@@ -197,8 +197,19 @@ static int check_config(const struct config *cfg, const char *path)
 		if (keys_load_public(cfg->keys_dir, cfg->issuers[i].kid, &pub, &why))
 			fprintf(stderr, "jitd: %s: warning: issuers.%s: %s\n", path,
 				cfg->issuers[i].kid, why.msg);
+		else
+			bound++;
 		EVP_PKEY_free(pub);
 	}
+	/*
+	 * With issuers, a key it does not bind signs nothing jitd admits (unknown_key): only the
+	 * bound ones count, as the packages' first start asks how many keys can sign a grant.
+	 */
+	if (cfg->n_issuers && keys > bound)
+		fprintf(stderr, "jitd: %s: warning: %zu usable key(s) in %s bound to no issuer in "
+			"\"issuers\": their grants are refused\n", path, keys - bound, cfg->keys_dir);
+	if (cfg->n_issuers)
+		keys = bound;
 	/*
 	 * Unbound, each key may sign under any iss, and the trail's iss is whatever a grant
 	 * claims: one controller's key can pass for another's. Harmless with one key.

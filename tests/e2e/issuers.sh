@@ -86,6 +86,15 @@ write_config drop '[]' "$ports" "\"issuers\": {\"ctl\": \"https://ctl.example\",
 "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
 grep -q "warning: issuers.gone: " "$TMP/err" || fail "no warning: $(cat "$TMP/err")"
 pass "$(cat "$TMP/err")"
+# Counted as the packages' first install asks: only keys that can sign an admitted grant.
+grep -q "warning: 1 usable key(s) in $TMP/keys.d bound to no issuer" "$TMP/err" &&
+	grep -q ", 1 trusted key(s))$" "$TMP/out" ||
+	fail "the count with issuers: $(cat "$TMP/out" "$TMP/err")"
+write_config drop '[]' "$ports" "\"issuers\": {\"gone\": \"x\"}"
+"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+grep -q ", 0 trusted key(s))$" "$TMP/out" ||
+	fail "issuers binding only a missing key: $(cat "$TMP/out" "$TMP/err")"
+pass "with issuers only bound keys count: $(cat "$TMP/out")"
 log "--check-config warns of two trusted keys that no issuers binds"
 write_config drop '[]' "$ports"
 "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
