@@ -8,7 +8,6 @@
 #include "common/config.h"
 #include "common/proto.h"
 
-#define DEFAULT_SOCKET "/run/jitd/jitd.sock"
 #define DEFAULT_GROUP "jitd"
 
 static int cmd_help(const struct jitctl_opts *o, int argc, char **argv);
@@ -37,7 +36,7 @@ static void usage(FILE *f)
 		   "Controls and inspects the jitd just-in-time access agent.\n\n"
 		   "Options:\n"
 		   "  -s, --socket PATH  agent control socket (default: CONFIG's control_socket,\n"
-		   "                     else " DEFAULT_SOCKET ")\n"
+		   "                     else " JITCTL_DEFAULT_SOCKET ")\n"
 		   "  -c, --config FILE  jitd's configuration, read for control_socket and\n"
 		   "                     control_group (default " CONFIG_DEFAULT_PATH ",\n"
 		   "                     if present)\n"
@@ -86,41 +85,53 @@ int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **
 /*
  * control_socket and control_group from jitd's configuration, so that a jitd moved elsewhere is
  * found (and teardown does not take a running one for stopped). Only those two members are
- * read: the agent judges the rest. The default file may be absent or unreadable (the defaults
- * hold) or broken (said, and the defaults hold: keygen and sign need no agent); a named one
- * must be read. 0, or JITCTL_USAGE having said why.
+ * read: the agent judges the rest. The default file may be absent (the defaults hold), or
+ * unreadable or broken (o->config_unread, said unless -s named the socket; keygen and sign
+ * need no agent, teardown refuses); a named one must be read. 0, or JITCTL_USAGE having said
+ * why.
  */
 static int read_config(const char *path, bool named, struct jitctl_opts *o, json_t **root)
 {
 	const json_t *s = NULL, *g = NULL;
 	FILE *f = fopen(path, "re");
+	const char *why;
 	json_error_t je;
 
 	if (!f) {
-		if (!named && (errno == ENOENT || errno == EACCES))
+		if (!named && errno == ENOENT)
 			return 0;
-		fprintf(stderr, "jitctl: %s: %s\n", path, strerror(errno));
-		return named ? JITCTL_USAGE : 0;
+		why = strerror(errno);
+		/* Not root's business: the control group reads a root-only file as nothing. */
+		if (!named && errno == EACCES) {
+			o->config_unread = true;
+			return 0;
+		}
+		goto unread;
 	}
 	*root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
 	fclose(f);
-	if (*root) {
+	if (json_is_object(*root)) {
 		s = json_object_get(*root, "control_socket");
 		g = json_object_get(*root, "control_group");
 	}
-	if (!*root || (s && !json_is_string(s)) || (g && !json_is_string(g))) {
-		fprintf(stderr, "jitctl: %s: %s%s\n", path, *root ? "control_socket and "
-			"control_group must be strings" : je.text, named ? "" :
-			" (using the default control socket)");
-		json_decref(*root);
-		*root = NULL;
-		return named ? JITCTL_USAGE : 0;
+	if (!json_is_object(*root) || (s && !json_is_string(s)) || (g && !json_is_string(g))) {
+		why = !*root ? je.text : !json_is_object(*root) ? "not a JSON object" :
+			"control_socket and control_group must be strings";
+		goto unread;
 	}
-	if (s)
+	if (s && !o->socket_named)
 		o->socket = json_string_value(s);
 	if (g)
 		o->group = json_string_value(g);
 	return 0;
+unread:
+	if (named || !o->socket_named)
+		fprintf(stderr, "jitctl: %s: %s%s\n", path, why, named ? "" :
+			" (using the default control socket)");
+	json_decref(*root);
+	*root = NULL;
+	o->config_unread = true;
+	return named ? JITCTL_USAGE : 0;
 }
 
 int main(int argc, char **argv)
@@ -132,7 +143,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct jitctl_opts o = { .socket = DEFAULT_SOCKET, .group = DEFAULT_GROUP };
+	struct jitctl_opts o = { .socket = JITCTL_DEFAULT_SOCKET, .group = DEFAULT_GROUP };
 	static char status_name[] = "status";
 	char *status_argv[] = { status_name, NULL };
 	const char *socket = NULL, *config = NULL;
@@ -161,10 +172,12 @@ int main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
+	if (socket) {
+		o.socket = socket;
+		o.socket_named = true;
+	}
 	if ((rc = read_config(config ? config : CONFIG_DEFAULT_PATH, config != NULL, &o, &root)))
 		return rc;
-	if (socket)
-		o.socket = socket;
 	rc = JITCTL_USAGE;
 	if (!argc) {
 		rc = cmd_status(&o, 1, status_argv);

@@ -42,16 +42,32 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		teardown_usage(stderr);
 		return JITCTL_USAGE;
 	}
-	/* A running agent would go on believing its table is there, and put it back. */
-	if ((ret = proto_listening(o->socket)) == 1) {
-		fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s); stop it "
-				"first: systemctl stop jitd\n", o->socket);
+	/*
+	 * A running agent would go on believing its table is there, and put it back. Where it
+	 * listens is -s, or its configuration's control_socket; the default path is asked too
+	 * (a jitd started before the file moved its socket). Without -s, a configuration that
+	 * cannot be read leaves nowhere sure to ask.
+	 */
+	if (!o->socket_named && o->config_unread) {
+		fprintf(stderr, "jitctl teardown: cannot read jitd's configuration to find its "
+				"control socket; name it with -s SOCKET (nothing removed)\n");
 		return JITCTL_REFUSED;
 	}
-	if (ret < 0) {
-		fprintf(stderr, "jitctl teardown: cannot tell whether jitd is running (%s: %s); "
-				"nothing removed\n", o->socket, strerror(-ret));
-		return JITCTL_REFUSED;
+	for (int i = 0; i < 2; i++) {
+		const char *path = i ? JITCTL_DEFAULT_SOCKET : o->socket;
+
+		if (i && (o->socket_named || !strcmp(path, o->socket)))
+			break;
+		if ((ret = proto_listening(path)) == 1) {
+			fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s); stop "
+					"it first: systemctl stop jitd\n", path);
+			return JITCTL_REFUSED;
+		}
+		if (ret < 0) {
+			fprintf(stderr, "jitctl teardown: cannot tell whether jitd is running (%s: "
+					"%s); nothing removed\n", path, strerror(-ret));
+			return JITCTL_REFUSED;
+		}
 	}
 	if ((ret = nft_open(&n)) || (ret = nft_table_exists(n, RULESET_TABLE, &exists))) {
 		fprintf(stderr, "jitctl teardown: cannot read the nftables ruleset: %s%s\n",

@@ -17,9 +17,13 @@ enum {
 	JITCTL_UNREACHABLE = 3,
 };
 
+#define JITCTL_DEFAULT_SOCKET "/run/jitd/jitd.sock"
+
 struct jitctl_opts {
 	const char *socket; /* -s, else the configuration's control_socket, else the default */
 	const char *group;  /* the configuration's control_group, for hints */
+	bool socket_named;  /* -s */
+	bool config_unread; /* jitd's configuration is there but could not be read */
 };
 
 int cmd_status(const struct jitctl_opts *o, int argc, char **argv);
