@@ -3772,6 +3772,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		dropped_until[n_dropped] = e->deadline[i];
 		dropped[n_dropped++] = grants_take(e, i);
 	}
+	e->unanswered = false;
 	for (int attempt = 0;; attempt++) {
 		if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
 			(ret = plan_build(e, groups, n_groups, now, &p)) ||
@@ -3854,6 +3855,12 @@ fail:
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, false);
 	config_free(nc);
+	/*
+	 * Unanswered, the kernel may hold the new policy after all, a port it no longer protects
+	 * open: the running one is put back now, not at the next periodic check.
+	 */
+	if (e->unanswered)
+		(void)enforce_reconcile(e, true, "reload not answered by the kernel");
 	goto out;
 refused:
 	/* The file, or what it names, is wrong: nothing was changed. */

@@ -6,10 +6,14 @@
 # elements in a transaction of its own, so the kernel's refusal is real.
 # A reload that fails (a test build refuses its batch: $JITD_TEST_RELOAD_FAIL_FILE) puts the
 # grants it dropped back with the deadlines they had, not the wall clock's: a clock stepped
-# back would lengthen them.
+# back would lengthen them. A reload whose acks go unread ($JITD_TEST_ACKS_LOST_FILE; the
+# kernel took it) fails, and the running policy is put back at once: a port it stopped
+# protecting is closed again.
 . "$(dirname "$0")/lib.sh"
 
-export JITD_TEST_RELOAD_RACE_FILE JITD_TEST_CLOCK_STEP_FILE JITD_TEST_RELOAD_FAIL_FILE
+export JITD_TEST_RELOAD_RACE_FILE JITD_TEST_CLOCK_STEP_FILE JITD_TEST_RELOAD_FAIL_FILE \
+	JITD_TEST_ACKS_LOST_FILE
+JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost
 JITD_TEST_RELOAD_RACE_FILE=$TMP/reloadrace
 JITD_TEST_RELOAD_FAIL_FILE=$TMP/reloadfail
 JITD_TEST_CLOCK_STEP_FILE=$TMP/step
@@ -70,3 +74,28 @@ left=$(elem_expires allow4_addr 192.0.2.3)
 	fail "the repaired element's timeout is $left s: the grant was given 300 s"
 pass "repaired with the time the grant was given ($left s left), not the clock's 100 s more"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "a reload the kernel took without its answer being read"
+PORTS2='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
+	{"port": 3389, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+write_config drop '["198.51.100.3"]' "$PORTS2"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "jitctl reload: $(cat "$TMP/out")"
+protected_ports() {
+	kernel_json | jq -c '[.nftables[] | select(.set? and .set.name == "protected")
+		| .set.elem[] | .concat[1]] | unique'
+}
+[ "$(protected_ports)" = '[22,3389]' ] || fail "3389 not protected: $(protected_ports)"
+expect_connect drop "$C2" 2001:db8:2::1 3389
+echo 1 >"$JITD_TEST_ACKS_LOST_FILE"
+write_config drop '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "acks were not read" "$TMP/out" ||
+	fail "the unanswered reload: exit $rc: $(cat "$TMP/out")"
+# At once: the kernel had taken the file's policy, 3389 unprotected; the running one is back.
+[ "$(protected_ports)" = '[22,3389]' ] || fail "after the unanswered reload: $(protected_ports)"
+expect_connect drop "$C2" 2001:db8:2::1 3389
+grep -q "drift repaired: reload not answered by the kernel" "$TMP/jitd.log" ||
+	fail "the repair is not logged: $(grep -i drift "$TMP/jitd.log")"
+pass "refused ($(cat "$TMP/out")); port 3389 protected again at once"
