@@ -42,7 +42,9 @@
 #define LOG_JOBS_MAX 2
 
 struct ctl {
+	struct event_base *base;
 	struct evconnlistener *lev;
+	int fd;			/* bound, until ctl_attach listens on it */
 	struct enforce *enf;
 	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
@@ -791,21 +793,24 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 	pthread_mutex_init(&c->lock, NULL);
 	atomic_init(&c->closing, false);
 	strcpy(c->path, path);
-	/* Created 0600 from the start: no window in which others could connect. */
+	c->base = base;
+	/*
+	 * Created 0600 from the start: no window in which others could connect. Bound now (the
+	 * path is jitd's), listened on only from ctl_attach: until the agent serves, a client is
+	 * refused at once rather than left waiting in the backlog.
+	 */
 	old = umask(0177);
-	c->lev = evconnlistener_new_bind(base, ctl_accept_cb, c,
-		/* A controller sends grants in bursts: room for them before they are accepted. */
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128, (struct sockaddr *)&sun,
-		sizeof(sun));
-	ret = c->lev ? 0 : -errno;
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	ret = c->fd < 0 || bind(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ? -errno : 0;
 	umask(old);
 	if (ret) {
+		if (c->fd >= 0)
+			close(c->fd);
 		wake_close(&c->wake);
 		pthread_mutex_destroy(&c->lock);
 		free(c);
 		return ret;
 	}
-	evconnlistener_set_error_cb(c->lev, ctl_error_cb);
 	/*
 	 * Then opened to the reading group, if it exists; otherwise root alone keeps it. Under the
 	 * systemd unit (Group=jitd, no CAP_CHOWN) the socket is born with that group already.
@@ -821,16 +826,26 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 	return 0;
 }
 
-void ctl_attach(struct ctl *c, struct enforce *enf)
+int ctl_attach(struct ctl *c, struct enforce *enf)
 {
 	c->enf = enf;
+	/* A controller sends grants in bursts: room for them before they are accepted. */
+	if (!(c->lev = evconnlistener_new(c->base, ctl_accept_cb, c, LEV_OPT_CLOSE_ON_FREE |
+		LEV_OPT_CLOSE_ON_EXEC, 128, c->fd)))
+		return -errno;
+	c->fd = -1;
+	evconnlistener_set_error_cb(c->lev, ctl_error_cb);
+	return 0;
 }
 
 void ctl_close(struct ctl **c)
 {
 	if (!c || !*c)
 		return;
-	evconnlistener_free((*c)->lev);
+	if ((*c)->lev)
+		evconnlistener_free((*c)->lev);
+	else
+		close((*c)->fd);
 	while ((*c)->clients)
 		client_free((*c)->clients);
 	/* Queries still reading finish first (their clients are gone: freed with them). */

@@ -74,8 +74,10 @@ struct log_pace {
 };
 
 struct http {
+	struct event_base *base;
 	struct evhttp *eh;
 	struct evconnlistener *lev;
+	int fd;				/* bound, until http_attach listens on it */
 	struct event *resume;
 	struct served_tls tls;		/* ctx NULL: insecure_plaintext; new connections take it */
 	struct served_tls next;		/* a reload's, until the reload is done */
@@ -1270,9 +1272,8 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
 	struct sockaddr_storage ss;
 	struct http *h = NULL;
-	char addr[ENDPOINT_ADDRLEN];
 	socklen_t sl;
-	int ret;
+	int ret, one = 1;
 
 	*out = NULL;
 	if (!l->enabled)
@@ -1280,9 +1281,13 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	snprintf(err, errlen, "out of memory");
 	if (!(h = calloc(1, sizeof(*h))) ||
 		!(h->pending = calloc(l->max_connections, sizeof(*h->pending)))) {
+		free(h);
+		h = NULL;
 		ret = -ENOMEM;
 		goto out;
 	}
+	h->fd = -1;
+	h->base = base;
 	h->l = l;
 	if (!l->insecure_plaintext) {
 		if ((ret = served_tls_load(&h->tls, l, err, errlen)))
@@ -1312,30 +1317,21 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 		snprintf(err, errlen, "%s is not a numeric address", l->host);
 		goto out;
 	}
-	/* Our listener, so that accepting can pause; evhttp frees it with itself. */
-	h->lev = evconnlistener_new_bind(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE |
-		LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, HTTP_BACKLOG, (struct sockaddr *)&ss,
-		(int)sl);
-	if (!h->lev) {
+	/*
+	 * Bound now, so that an address in use stops the start before the table is touched;
+	 * listening only from http_attach, so that no request waits in the backlog meanwhile.
+	 */
+	if ((h->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
+		setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		bind(h->fd, (struct sockaddr *)&ss, sl) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "%s", strerror(errno));
 		goto out;
 	}
-	if (!evhttp_bind_listener(h->eh, h->lev)) {
-		evconnlistener_free(h->lev);
-		h->lev = NULL;
-		ret = -ENOMEM;
-		goto out;
-	}
-	evconnlistener_set_error_cb(h->lev, accept_error_cb);
 	if (event_add(h->resume, &pause)) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	endpoint_address(l, addr, sizeof(addr));
-	log_info("controller endpoint on %s (%s)", addr, l->insecure_plaintext ?
-		"plain HTTP, loopback only" :
-		l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
 	*out = h;
 	h = NULL;
 	ret = 0;
@@ -1344,14 +1340,34 @@ out:
 	return ret;
 }
 
-void http_attach(struct http *h, struct enforce *enf)
+int http_attach(struct http *h, struct enforce *enf, char *err, size_t errlen)
 {
 	const struct enforce_endpoint_hook hook = { reload_prepare, reload_finish, describe, h };
+	char addr[ENDPOINT_ADDRLEN];
 
 	if (!h)
-		return;
+		return 0;
 	h->enf = enf;
 	enforce_set_endpoint_hook(enf, &hook);
+	/* Our listener, so that accepting can pause; evhttp frees it with itself. */
+	if (!(h->lev = evconnlistener_new(h->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE |
+		LEV_OPT_CLOSE_ON_EXEC, HTTP_BACKLOG, h->fd))) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -errno;
+	}
+	h->fd = -1;
+	if (!evhttp_bind_listener(h->eh, h->lev)) {
+		evconnlistener_free(h->lev);
+		h->lev = NULL;
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	evconnlistener_set_error_cb(h->lev, accept_error_cb);
+	endpoint_address(h->l, addr, sizeof(addr));
+	log_info("controller endpoint on %s (%s)", addr, h->l->insecure_plaintext ?
+		"plain HTTP, loopback only" :
+		h->l->client_ca ? "HTTPS, mutual TLS" : "HTTPS");
+	return 0;
 }
 
 void http_close(struct http **hp)
@@ -1384,6 +1400,8 @@ void http_close(struct http **hp)
 		event_free(h->adopt);
 	if (h->cert_timer)
 		event_free(h->cert_timer);
+	if (h->fd >= 0)
+		close(h->fd);
 	for (size_t i = 0; i < h->n_pending; i++)
 		bufferevent_decref(h->pending[i]);
 	free(h->pending);

@@ -1,4 +1,5 @@
 #include <err.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
@@ -223,6 +224,18 @@ static int check_config(const struct config *cfg, const char *path)
 	return 0;
 }
 
+/* errx once the sockets exist: a start that fails takes them with it rather than leave files. */
+static void __attribute__((noreturn, format(printf, 3, 4)))
+die_closing(struct ctl **ctl, struct http **http, const char *fmt, ...)
+{
+	va_list ap;
+
+	http_close(http);
+	ctl_close(ctl);
+	va_start(ap, fmt);
+	verrx(1, fmt, ap);
+}
+
 /*
  * The audit lines of the last grants before a crash may be only in the journal, which was made
  * durable first (agent/store.h, notes): they go back into the trail before anything else does.
@@ -336,25 +349,25 @@ int main(int argc, char **argv)
 	/* Every socket first: one that cannot be had stops the start before any port closes. */
 	if ((ret = ctl_open(base, cfg, &ctl)))
 		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
-	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg)))) {
-		ctl_close(&ctl);
-		errx(1, "cannot open the controller endpoint on %s:%u: %s", cfg->listen.host,
-			(unsigned)cfg->listen.port, msg);
-	}
+	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg))))
+		die_closing(&ctl, &http, "cannot open the controller endpoint on %s:%u: %s",
+			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 
 	deps = (struct enforce_deps){ .cfg = cfg, .config_path = o.config_path, .nft = nft,
 		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct,
 		.base = base };
-	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr)))) {
-		http_close(&http);
-		ctl_close(&ctl);
-		errx(1, "cannot start enforcing: %s", kerr[0] ? kerr : strerror(-ret));
-	}
+	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
+		die_closing(&ctl, &http, "cannot start enforcing: %s",
+			kerr[0] ? kerr : strerror(-ret));
 	/* Before anything can be granted: from here on, whoever touches the table is undone. */
 	if ((ret = watch_open(base, cfg, enf, &watch)))
-		errx(1, "cannot watch nftables events: %s", strerror(-ret));
-	ctl_attach(ctl, enf);
-	http_attach(http, enf);
+		die_closing(&ctl, &http, "cannot watch nftables events: %s", strerror(-ret));
+	if ((ret = ctl_attach(ctl, enf)))
+		die_closing(&ctl, &http, "cannot listen on %s: %s", cfg->control_socket,
+			strerror(-ret));
+	if ((ret = http_attach(http, enf, msg, sizeof(msg))))
+		die_closing(&ctl, &http, "cannot listen on the controller endpoint %s:%u: %s",
+			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 
 	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
 	sigint = evsignal_new(base, SIGINT, jitd_signal_cb, base);
@@ -362,14 +375,14 @@ int main(int argc, char **argv)
 	expire = event_new(base, -1, EV_PERSIST, jitd_expire_cb, enf);
 	if (!sigterm || !sigint || !sighup || !expire || evsignal_add(sigterm, NULL) ||
 		evsignal_add(sigint, NULL) || evsignal_add(sighup, NULL) || event_add(expire, &tick))
-		errx(1, "cannot register events");
+		die_closing(&ctl, &http, "cannot register events");
 	if ((wd_usec = sdnotify_watchdog_usec())) {
 		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
 		wd_tick = (struct timeval){ (time_t)(wd_usec / 2 / 1000000),
 			(suseconds_t)(wd_usec / 2 % 1000000) };
 		if (!(watchdog = event_new(base, -1, EV_PERSIST, jitd_watchdog_cb, NULL)) ||
 			event_add(watchdog, &wd_tick))
-			errx(1, "cannot register the watchdog timer");
+			die_closing(&ctl, &http, "cannot register the watchdog timer");
 	}
 	/* Only now are the deny rules in the kernel: what systemd orders sshd after. */
 	(void)sdnotify_send("READY=1");

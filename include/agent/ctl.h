@@ -14,12 +14,12 @@ struct event_base;
  * anyone who can connect; calls that change grants or the configuration (submit, revoke, grant,
  * reload) for uid 0 only, as SO_PEERCRED says. The socket's directory is made (0750, group
  * cfg->control_group) when it does not exist. Opened before the enforcer, so that a socket
- * that cannot be had stops the start before the table closes any port; nothing is served
- * before ctl_attach and the event loop. Returns 0 or -errno.
+ * that cannot be had stops the start before the table closes any port: bound, not listened
+ * on, so that clients are refused until ctl_attach. Returns 0 or -errno.
  */
 int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out);
-/* The enforcer the clients' calls go to, before the event loop runs. */
-void ctl_attach(struct ctl *c, struct enforce *enf);
+/* The enforcer the clients' calls go to; then listens. 0 or -errno. */
+int ctl_attach(struct ctl *c, struct enforce *enf);
 /* Stops listening, drops clients, removes the socket file; NULLs *c; accepts NULL. */
 void ctl_close(struct ctl **c);
 

@@ -17,12 +17,15 @@ struct http;
  * Bounded: header and body size, per-connection timeouts, concurrent connections, requests per
  * second per client address. Does nothing (*out = NULL) when cfg->listen is not enabled.
  * Returns 0, or -errno with err saying why (a TLS file OpenSSL refused, a busy address).
- * Opened before the enforcer, as ctl_open; nothing is served before http_attach.
+ * Opened before the enforcer, as ctl_open: the address is bound, not yet listened on.
  */
 int http_open(struct event_base *base, const struct config *cfg, struct http **out, char *err,
 	size_t errlen);
-/* The enforcer requests go to, and whose reloads load the TLS files again; accepts NULL h. */
-void http_attach(struct http *h, struct enforce *enf);
+/*
+ * The enforcer requests go to, and whose reloads load the TLS files again; then listens.
+ * 0 (also for a NULL h), or -errno with err saying why.
+ */
+int http_attach(struct http *h, struct enforce *enf, char *err, size_t errlen);
 /* Stops listening and drops every connection; NULLs *h; accepts NULL. */
 void http_close(struct http **h);
 

@@ -40,3 +40,26 @@ status_json | jq -e '[.ports[].port] == [22]' >/dev/null ||
 	fail "status: $(status_json | jq -c .ports)"
 in_ns "$SRV" nft list table inet jitd >/dev/null || fail "no table after the start"
 pass "made $TMP/run (0750, root's) and started: table in place, status answers"
+
+# Bound, not listened on, until jitd serves: a client during the start is refused at once
+# rather than left in the backlog, its request applied after it gave up. A test build pauses
+# after its restore ($JITD_TEST_START_PAUSE_FILE), with the table in place.
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	log "a client during the start"
+	stop_jitd
+	export JITD_TEST_START_PAUSE_FILE=$TMP/startpause
+	echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
+	restored=$(grep -c "restored " "$TMP/jitd.log")
+	ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
+	JITD_PID=$!
+	paused() { [ "$(grep -c "restored " "$TMP/jitd.log")" -gt "$restored" ]; }
+	wait_until 10 "the restore, then the pause" paused
+	rc=0
+	timeout 10 "$JITCTL_BIN" -s "$SOCK" status >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 3 ] && grep -q "Connection refused" "$TMP/out" ||
+		fail "a client during the start: exit $rc: $(cat "$TMP/out")"
+	[ -e "$JITD_TEST_START_PAUSE_FILE" ] && fail "jitd did not take the pause"
+	pass "refused at once during the start: $(cat "$TMP/out")"
+	wait_until 10 "jitd serving after the pause" status_json
+	pass "served once started"
+fi

@@ -73,7 +73,10 @@ static struct fuzz *fuzz_setup(void)
 		fprintf(stderr, "fuzz_http: http_open: %s\n", err);
 		abort();
 	}
-	http_attach(f.h, enf);
+	if (http_attach(f.h, enf, err, sizeof(err))) {
+		fprintf(stderr, "fuzz_http: http_attach: %s\n", err);
+		abort();
+	}
 	if (getsockname(evconnlistener_get_fd(f.h->lev), (struct sockaddr *)&f.addr, &sl))
 		fail("getsockname");
 	return &f;
