@@ -3715,6 +3715,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	bool hooked = false;
 	int ret;
 
+	/* Set by this reload's commits only (see the failure below). */
+	e->unanswered = false;
 	/* A reload may drop grants: those still settling are answered first. */
 	settle_all(e);
 	if ((ret = config_load(e->config_path, &nc, &jerr))) {
@@ -3772,7 +3774,6 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		dropped_until[n_dropped] = e->deadline[i];
 		dropped[n_dropped++] = grants_take(e, i);
 	}
-	e->unanswered = false;
 	for (int attempt = 0;; attempt++) {
 		if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
 			(ret = plan_build(e, groups, n_groups, now, &p)) ||
@@ -3848,7 +3849,7 @@ fail:
 	reload_refused(e, err);
 	note_error(e, "reload: %s", err);
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
-	/* Nothing reached the kernel: the dropped grants are simply live again. */
+	/* The kernel refused it (or, unanswered, is brought back below): they are live again. */
 	for (size_t i = 0; i < n_dropped; i++)
 		if (grants_push_until(e, &dropped[i], dropped_until[i]))
 			grant_clear(&dropped[i]);
@@ -3857,10 +3858,11 @@ fail:
 	config_free(nc);
 	/*
 	 * Unanswered, the kernel may hold the new policy after all, a port it no longer protects
-	 * open: the running one is put back now, not at the next periodic check.
+	 * open: the running one is put back now, not at the next periodic check. A full check,
+	 * structure included, that repairs (and audits) only what differs.
 	 */
 	if (e->unanswered)
-		(void)enforce_reconcile(e, true, "reload not answered by the kernel");
+		(void)enforce_reconcile(e, false, "reload not answered by the kernel");
 	goto out;
 refused:
 	/* The file, or what it names, is wrong: nothing was changed. */
