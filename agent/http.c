@@ -1094,7 +1094,8 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct http *h = arg;
 
-	if (!h->paused_full)
+	/* No listener before http_attach. */
+	if (!h->paused_full && h->lev)
 		evconnlistener_enable(h->lev);
 }
 
@@ -1323,6 +1324,8 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	 */
 	if ((h->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
 		setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		/* As evconnlistener_new_bind did: accepted connections inherit it. */
+		setsockopt(h->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
 		bind(h->fd, (struct sockaddr *)&ss, sl) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "%s", strerror(errno));
@@ -1352,8 +1355,10 @@ int http_attach(struct http *h, struct enforce *enf, char *err, size_t errlen)
 	/* Our listener, so that accepting can pause; evhttp frees it with itself. */
 	if (!(h->lev = evconnlistener_new(h->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE |
 		LEV_OPT_CLOSE_ON_EXEC, HTTP_BACKLOG, h->fd))) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		return -errno;
+		int ret = -errno;
+
+		snprintf(err, errlen, "%s", strerror(-ret));
+		return ret;
 	}
 	h->fd = -1;
 	if (!evhttp_bind_listener(h->eh, h->lev)) {
