@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <grp.h>
 #include <pthread.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -43,6 +45,7 @@
 
 struct ctl {
 	struct event_base *base;
+	int lock_fd;		/* PATH.lock, held for jitd's life: see proto_lock_held */
 	struct evconnlistener *lev;
 	int fd;			/* bound, until ctl_attach listens on it */
 	struct enforce *enf;
@@ -767,6 +770,26 @@ static int make_dir(const char *path, const char *group)
 	return 0;
 }
 
+/*
+ * PATH.lock, held (flock) until jitd exits: a second jitd, or jitctl teardown, finds this one
+ * running while it starts, before its socket is listened on. -EADDRINUSE when another holds it.
+ */
+static int take_lock(const char *path, int *fd)
+{
+	char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+	int ret;
+
+	if ((ret = proto_lock_path(path, lock, sizeof(lock))))
+		return ret;
+	if ((*fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+		return -errno;
+	if (flock(*fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	ret = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+	close(*fd);
+	return ret;
+}
+
 int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -775,18 +798,22 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 	struct stat st;
 	mode_t old;
 	gid_t gid;
-	int ret;
+	int ret, lock;
 
 	*out = NULL;
 	if (strlen(path) >= sizeof(sun.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sun.sun_path, path);
-	if ((ret = make_dir(path, cfg->control_group)) || (ret = claim_path(path)))
+	if ((ret = make_dir(path, cfg->control_group)) || (ret = take_lock(path, &lock)))
 		return ret;
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
+	/* Under the lock: a socket no live jitd holds the lock of is stale. */
+	if ((ret = claim_path(path)) || !(c = calloc(1, sizeof(*c)))) {
+		close(lock);
+		return ret ? ret : -ENOMEM;
+	}
+	c->lock_fd = lock;
 	if ((ret = wake_open(base, log_done_cb, c, &c->wake))) {
+		close(lock);
 		free(c);
 		return ret;
 	}
@@ -806,6 +833,7 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 	if (ret) {
 		if (c->fd >= 0)
 			close(c->fd);
+		close(c->lock_fd);
 		wake_close(&c->wake);
 		pthread_mutex_destroy(&c->lock);
 		free(c);
@@ -854,6 +882,8 @@ void ctl_close(struct ctl **c)
 	wake_close(&(*c)->wake);
 	pthread_mutex_destroy(&(*c)->lock);
 	(void)unlink((*c)->path);
+	/* Last: the socket is gone before another jitd may take the path. */
+	close((*c)->lock_fd);
 	free(*c);
 	*c = NULL;
 }

@@ -58,9 +58,13 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 
 		if (i && (o->socket_named || !strcmp(path, o->socket)))
 			break;
-		if ((ret = proto_listening(path)) == 1) {
-			fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s); stop "
-					"it first: systemctl stop jitd\n", path);
+		/* Starting, a jitd holds its lock before it listens. */
+		if ((ret = proto_listening(path)) == 0)
+			ret = proto_lock_held(path);
+		if (ret == 1) {
+			fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s, or "
+					"is starting there); stop it first: systemctl stop jitd\n",
+					path);
 			return JITCTL_REFUSED;
 		}
 		if (ret < 0) {

@@ -324,20 +324,35 @@ int main(int argc, char **argv)
 	now = enforce_now_ms() / 1000;
 	if (!(base = loop_new()))
 		errx(1, "cannot create the event loop");
+	/*
+	 * Every socket first (bound, not yet listened on): one that cannot be had, or another
+	 * jitd holding the control socket's lock, stops the start before any state or port is
+	 * touched.
+	 */
+	if ((ret = ctl_open(base, cfg, &ctl)))
+		errx(1, "cannot listen on %s: %s", cfg->control_socket, ret == -EADDRINUSE ?
+			"another jitd runs there (it listens, or holds its .lock)" : strerror(-ret));
+	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg))))
+		die_closing(&ctl, &http, "cannot open the controller endpoint on %s:%u: %s",
+			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 	if ((ret = nft_open(&nft)))
-		errx(1, "cannot open the nf_tables netlink socket: %s", strerror(-ret));
+		die_closing(&ctl, &http, "cannot open the nf_tables netlink socket: %s",
+			strerror(-ret));
 	if ((ret = store_open(cfg->state_dir, &store)))
-		errx(1, "cannot open state directory %s: %s", cfg->state_dir, strerror(-ret));
+		die_closing(&ctl, &http, "cannot open state directory %s: %s", cfg->state_dir,
+			strerror(-ret));
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
-		errx(1, "cannot open the replay cache in %s: %s", cfg->state_dir, strerror(-ret));
+		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
+			strerror(-ret));
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
-		errx(1, "cannot open the audit trail in %s: %s", cfg->state_dir, strerror(-ret));
-	if ((ret = recover_audit(store, audit)))
-		errx(1, "cannot restore the audit trail in %s from the journal: %s", cfg->state_dir,
+		die_closing(&ctl, &http, "cannot open the audit trail in %s: %s", cfg->state_dir,
 			strerror(-ret));
+	if ((ret = recover_audit(store, audit)))
+		die_closing(&ctl, &http, "cannot restore the audit trail in %s from the journal: "
+			"%s", cfg->state_dir, strerror(-ret));
 	if ((ret = activity_new(&activity)))
-		errx(1, "cannot keep activity: %s", strerror(-ret));
+		die_closing(&ctl, &http, "cannot keep activity: %s", strerror(-ret));
 	/* Without conntrack jitd still enforces; it cannot count or cut flows. */
 	if ((ret = conntrack_open(&ct)))
 		log_warn("conntrack unavailable (%s): flows are not counted and cannot be cut",
@@ -345,13 +360,6 @@ int main(int argc, char **argv)
 	snprintf(msg, sizeof(msg), "%s: %zu protected port(s)%s", o.config_path, cfg->n_ports,
 		targets_note(cfg, note, sizeof(note)));
 	audit_agent(audit, "config.loaded", msg);
-
-	/* Every socket first: one that cannot be had stops the start before any port closes. */
-	if ((ret = ctl_open(base, cfg, &ctl)))
-		errx(1, "cannot listen on %s: %s", cfg->control_socket, strerror(-ret));
-	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg))))
-		die_closing(&ctl, &http, "cannot open the controller endpoint on %s:%u: %s",
-			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 
 	deps = (struct enforce_deps){ .cfg = cfg, .config_path = o.config_path, .nft = nft,
 		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct,

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -244,6 +245,27 @@ int proto_listening(const char *path)
 	if (!ret || ret == -EAGAIN)
 		return 1;
 	return ret == -ECONNREFUSED || ret == -ENOENT ? 0 : ret;
+}
+
+int proto_lock_path(const char *socket_path, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s.lock", socket_path);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int proto_lock_held(const char *socket_path)
+{
+	char path[4096];
+	int fd, ret;
+
+	if ((ret = proto_lock_path(socket_path, path, sizeof(path))))
+		return ret;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	ret = flock(fd, LOCK_SH | LOCK_NB) == 0 ? 0 : errno == EWOULDBLOCK ? 1 : -errno;
+	close(fd);
+	return ret;
 }
 
 int proto_call_line(const char *path, const json_t *request, char **line, size_t *len)

@@ -70,6 +70,15 @@ int proto_call_line(const char *path, const json_t *request, char **line, size_t
  * one): 0; -errno when that cannot be told.
  */
 int proto_listening(const char *path);
+/*
+ * The lock a running jitd holds beside its control socket (PATH.lock, flock), from before it
+ * binds the socket until it exits: held while it starts, when the socket is not listened on
+ * yet. proto_lock_path writes its name (0 or -ENAMETOOLONG); proto_lock_held says 1 when a
+ * process holds it, 0 when none does (or there is no such file), -errno when that cannot be
+ * told.
+ */
+int proto_lock_path(const char *socket_path, char *buf, size_t len);
+int proto_lock_held(const char *socket_path);
 /* A reply line as proto_call parses it: 0 and a new reference, or -EPROTO. */
 int proto_decode_reply(const char *line, size_t len, json_t **reply);
 

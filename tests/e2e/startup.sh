@@ -60,6 +60,17 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 		fail "a client during the start: exit $rc: $(cat "$TMP/out")"
 	[ -e "$JITD_TEST_START_PAUSE_FILE" ] && fail "jitd did not take the pause"
 	pass "refused at once during the start: $(cat "$TMP/out")"
+	# Not listening yet, but running: its lock says so to a second jitd and to teardown.
+	rc=0
+	timeout 10 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/second" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -q "cannot listen on $SOCK: another jitd runs there" "$TMP/second" ||
+		fail "a second jitd during the start: exit $rc: $(cat "$TMP/second")"
+	rc=0
+	in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" ||
+		fail "teardown during the start: exit $rc: $(cat "$TMP/out")"
+	no_table && fail "teardown during the start removed the table"
+	pass "a second jitd and teardown during the start both find it running"
 	wait_until 10 "jitd serving after the pause" status_json
 	pass "served once started"
 fi

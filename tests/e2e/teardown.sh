@@ -18,7 +18,7 @@ pass "refused while jitd runs; table kept"
 # Without -s: the socket jitd's configuration names (-c), not the default path.
 rc=0
 in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown >"$TMP/out" 2>&1 || rc=$?
-[ "$rc" -eq 1 ] && grep -q "jitd is running (it listens on $SOCK)" "$TMP/out" ||
+[ "$rc" -eq 1 ] && grep -q "jitd is running (it listens on $SOCK," "$TMP/out" ||
 	fail "teardown -c CONFIG with the agent up: exit $rc: $(cat "$TMP/out")"
 kernel_json >/dev/null || fail "table gone after a refused teardown"
 "$JITCTL_BIN" -c "$CONFIG" status --json | jq -e '.ports | length == 2' >/dev/null ||
