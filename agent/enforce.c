@@ -3701,15 +3701,18 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
 	const char *fail_why = NULL;	/* what to report when it is neither kerr nor an errno */
 	struct jit_error jerr = { 0 };
-	struct grant *dropped = NULL;
-	int64_t *dropped_until = NULL;	/* their deadlines, should they come back */
+	/* The grants the new policy drops: why, and their deadlines should they come back. */
+	struct dropped {
+		struct grant g;
+		int64_t until;
+		struct jit_error why;
+	} *dropped = NULL;
 	struct config *nc = NULL;
 	struct group *groups = NULL;
 	struct nft_batch *b = NULL;
 	size_t n_groups = 0, n_dropped = 0;
 	struct plan p = { 0 };
 	struct keys_seen keys = { 0 };
-	struct jit_error *reasons = NULL;
 	const char **ids = NULL;
 	int64_t now = enforce_now_ms();
 	bool hooked = false;
@@ -3748,8 +3751,6 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		goto fail;
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
-		!(dropped_until = calloc(e->n_grants + 1, sizeof(*dropped_until))) ||
-		!(reasons = calloc(e->n_grants + 1, sizeof(*reasons))) ||
 		!(ids = calloc(e->n_grants + 1, sizeof(*ids)))) {
 		ret = -ENOMEM;
 		goto fail;
@@ -3770,9 +3771,9 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 				goto fail;
 			}
 		}
-		reasons[n_dropped] = jerr;
-		dropped_until[n_dropped] = e->deadline[i];
-		dropped[n_dropped++] = grants_take(e, i);
+		dropped[n_dropped].why = jerr;
+		dropped[n_dropped].until = e->deadline[i];
+		dropped[n_dropped++].g = grants_take(e, i);
 	}
 	for (int attempt = 0;; attempt++) {
 		if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
@@ -3813,17 +3814,19 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	 */
 	audit_defer(e->audit, true);
 	for (size_t i = 0; i < n_dropped; i++) {
-		snprintf(why, sizeof(why), "configuration reload: %s", reasons[i].msg);
-		log_info("grant revoked: jti=%s sub=%s (%s)", dropped[i].jti, dropped[i].sub, why);
-		(void)audit(e, "grant.revoked", &dropped[i], NULL, "jitd", reasons[i].code, why,
+		struct grant *g = &dropped[i].g;
+
+		snprintf(why, sizeof(why), "configuration reload: %s", dropped[i].why.msg);
+		log_info("grant revoked: jti=%s sub=%s (%s)", g->jti, g->sub, why);
+		(void)audit(e, "grant.revoked", g, NULL, "jitd", dropped[i].why.code, why,
 			-1);
-		ids[i] = dropped[i].jti;
+		ids[i] = g->jti;
 		e->metrics.grants_revoked++;
 	}
 	audit_deferred_sync(e);
 	drop_records(e, ids, n_dropped);
 	for (size_t i = 0; i < n_dropped; i++)
-		grant_clear(&dropped[i]);
+		grant_clear(&dropped[i].g);
 	e->cfg = nc;
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
@@ -3851,8 +3854,8 @@ fail:
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* The kernel refused it (or, unanswered, is brought back below): they are live again. */
 	for (size_t i = 0; i < n_dropped; i++)
-		if (grants_push_until(e, &dropped[i], dropped_until[i]))
-			grant_clear(&dropped[i]);
+		if (grants_push_until(e, &dropped[i].g, dropped[i].until))
+			grant_clear(&dropped[i].g);
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, false);
 	config_free(nc);
@@ -3875,8 +3878,6 @@ out:
 	plan_free(&p);
 	free(groups);
 	free(dropped);
-	free(dropped_until);
-	free(reasons);
 	free(ids);
 	free(keys.v);
 	return ret;
