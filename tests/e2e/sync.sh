@@ -17,6 +17,14 @@ JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
 JITD_TEST_DEL_FAIL_FILE=$TMP/delfail
 JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost
 e2e_default_setup drop
+# refused_with TOKEN_FILE CODE MESSAGE_RE WHAT: submitted, it exits 1 with CODE, the message
+# matching MESSAGE_RE ($TMP/out keeps the reply).
+refused_with() {
+	local rc=0
+	submit "$1" --json >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = "$2" ] &&
+		jq -r .message "$TMP/out" | grep -q "$3" || fail "$4: exit $rc: $(cat "$TMP/out")"
+}
 
 sign --src 192.0.2.2 --port 22 --for 300 --jti before | submit - >/dev/null || fail "grant refused"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the first grant is not in the kernel"
@@ -27,11 +35,7 @@ echo 1 >"$JITD_TEST_SYNC_FAIL_FILE"
 # Another expiry than the first grant's: adjoining sources with the same expiry would be one
 # range element in the kernel.
 sign --src 192.0.2.3 --port 22 --for 200 --jti lost >"$TMP/lost"
-rc=0
-submit "$TMP/lost" --json >"$TMP/out" 2>&1 || rc=$?
-[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = internal ] &&
-	jq -r .message "$TMP/out" | grep -q "cannot make grant 'lost' durable" ||
-	fail "grant whose sync failed: exit $rc: $(cat "$TMP/out")"
+refused_with "$TMP/lost" internal "cannot make grant 'lost' durable" "grant whose sync failed"
 pass "refused: $(jq -r .message "$TMP/out")"
 [ ! -e "$JITD_TEST_SYNC_FAIL_FILE" ] || fail "jitd did not take the failure"
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the refused grant stayed in the kernel"
@@ -116,11 +120,9 @@ pass "once the journal takes them, a restart with the key back does not restore 
 log "a group commit whose acks are lost"
 echo 1 >"$JITD_TEST_ACKS_LOST_FILE"
 sign --src 192.0.2.3 --port 22 --for 300 --jti unanswered >"$TMP/unanswered"
-rc=0
-submit "$TMP/unanswered" --json >"$TMP/out" 2>&1 || rc=$?
-[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = kernel_refused ] &&
-	jq -r .message "$TMP/out" | grep -q "acks were not read; what it may have applied is withdrawn$" ||
-	fail "the grant whose commit went unanswered: exit $rc: $(cat "$TMP/out")"
+refused_with "$TMP/unanswered" kernel_refused \
+	"acks were not read; what it may have applied is withdrawn$" \
+	"the grant whose commit went unanswered"
 [ ! -e "$JITD_TEST_ACKS_LOST_FILE" ] || fail "jitd did not take the lost acks"
 # At once, not at the next periodic check: the kernel took the batch whose acks went unread.
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the refused grant's element stayed"
