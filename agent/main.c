@@ -340,7 +340,7 @@ int main(int argc, char **argv)
 			strerror(-ret));
 	if ((ret = store_open(cfg->state_dir, &store)))
 		die_closing(&ctl, &http, "cannot open state directory %s: %s", cfg->state_dir,
-			strerror(-ret));
+			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			strerror(-ret));

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1008,8 +1009,19 @@ int store_open(const char *state_dir, struct store **out)
 	}
 #endif
 	if ((mkdir(state_dir, 0700) < 0 && errno != EEXIST) ||
-		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
-		(s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		(s->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	/*
+	 * Two agents appending to one journal would write over each other's records. The lock is
+	 * on the directory itself: no file to leave behind, and released by any exit.
+	 */
+	if (flock(s->dirfd, LOCK_EX | LOCK_NB) < 0) {
+		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		goto fail;
+	}
+	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
 			 0600)) < 0) {
 		ret = -errno;
 		goto fail;

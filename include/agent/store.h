@@ -22,7 +22,10 @@
  */
 struct store;
 
-/* Creates state_dir (0700) if needed and loads the snapshot and journal. 0 or -errno. */
+/*
+ * Creates state_dir (0700) if needed, locks it (flock, held until store_close) and loads the
+ * snapshot and journal. 0, -EBUSY when another store (another jitd) holds it, or -errno.
+ */
 int store_open(const char *state_dir, struct store **out);
 /* Closes and NULLs *s; accepts NULL. */
 void store_close(struct store **s);

@@ -2,7 +2,8 @@
 # endpoint's port taken, or the control socket's path held by a file that is not a socket,
 # jitd exits 1 saying why and leaves no table inet jitd, so that no agent that never served
 # closed a port. When the control socket's directory does not exist (jitd run by hand,
-# without the unit's RuntimeDirectory), jitd makes it, 0750, and starts.
+# without the unit's RuntimeDirectory), jitd makes it, 0750, and starts. A second jitd with
+# its own control socket but the same state_dir stops before it touches that directory.
 . "$(dirname "$0")/lib.sh"
 
 setup_net
@@ -40,6 +41,24 @@ status_json | jq -e '[.ports[].port] == [22]' >/dev/null ||
 	fail "status: $(status_json | jq -c .ports)"
 in_ns "$SRV" nft list table inet jitd >/dev/null || fail "no table after the start"
 pass "made $TMP/run (0750, root's) and started: table in place, status answers"
+
+# Its own control socket, so that the socket's lock does not stop it: the state directory's does,
+# before it reads or writes a byte there (the first one's audit trail is unchanged).
+log "a second jitd for the same state_dir"
+sed "s|\"control_socket\": \"$SOCK\"|\"control_socket\": \"$TMP/run2/jitd.sock\"|" "$CONFIG" \
+	>"$TMP/second.json"
+chmod 0600 "$TMP/second.json"
+grep -q "$TMP/run2/jitd.sock" "$TMP/second.json" || fail "no second configuration"
+trail=$(sha256sum <"$TMP/state/audit.jsonl")
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$TMP/second.json" >"$TMP/second" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "cannot open state directory $TMP/state: another jitd uses it" \
+	"$TMP/second" || fail "a second jitd on the same state_dir: exit $rc: $(cat "$TMP/second")"
+[ ! -e "$TMP/run2/jitd.sock" ] || fail "the second jitd left its control socket behind"
+[ "$(sha256sum <"$TMP/state/audit.jsonl")" = "$trail" ] ||
+	fail "the second jitd wrote to the first one's audit trail"
+status_json | jq -e '[.ports[].port] == [22]' >/dev/null || fail "the first jitd stopped serving"
+pass "a second jitd on the same state_dir: exit 1 ($(tail -n1 "$TMP/second")), nothing written there"
 
 # Bound, not listened on, until jitd serves: a client during the start is refused at once
 # rather than left in the backlog, its request applied after it gave up. A test build pauses

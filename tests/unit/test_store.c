@@ -125,6 +125,24 @@ static int teardown(void **state)
 	return rmdir(dir);
 }
 
+/* A second store (another jitd) on a directory in use is refused, not let write over it. */
+static void test_locked(void **state)
+{
+	struct store *st, *other = NULL;
+
+	(void)state;
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_open(dir, &other), -EBUSY);
+	assert_null(other);
+	assert_tokens(st, "tok-a;");
+	/* Released by the close: the next store has it, and the record. */
+	st = reopen(st);
+	assert_tokens(st, "tok-a;");
+	assert_int_equal(store_del(st, "a"), 0);
+	store_close(&st);
+}
+
 static void test_journal(void **state)
 {
 	struct store *st;
@@ -1084,6 +1102,7 @@ int main(void)
 		/* First: see test_no_digest_keeps_journal. */
 		cmocka_unit_test(test_no_digest_keeps_journal),
 		cmocka_unit_test(test_journal),
+		cmocka_unit_test(test_locked),
 		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_zero_tail),
