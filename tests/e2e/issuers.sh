@@ -1,19 +1,23 @@
 # "issuers" binds each trusted key to the one iss it signs under (RFC 8725 section 3.8): a grant
 # or revocation under another iss is refused as wrong_issuer, one from a trusted key bound to no
-# issuer as unknown_key (a grant and a revocation), each with the kernel unchanged and the refusal audited; a reload that
-# binds the key to another issuer removes the grant it signed as the old one. Without
-# "issuers", any trusted key may sign under any iss (every other test).
+# issuer as unknown_key (a grant and a revocation), each with the kernel unchanged and the
+# refusal audited. A revocation is held to its own key's issuer, not to the grant's: another
+# controller, under its own issuer, ends a grant. A reload that binds the key to another issuer
+# removes the grant it signed as the old one. Without "issuers", any trusted key may sign under
+# any iss (every other test).
 . "$(dirname "$0")/lib.sh"
 
 setup_net
 setup_keys
-# A second trusted key, bound to nothing.
-"$JITCTL_BIN" keygen --kid ops --dir "$TMP/signer" >/dev/null
-cp "$TMP/signer/ops.pem" "$TMP/keys.d/ops.pem"
-chmod 0644 "$TMP/keys.d/ops.pem"
+# A second trusted key, bound to nothing, and a third, bound to an issuer of its own.
+for kid in ops team; do
+	"$JITCTL_BIN" keygen --kid "$kid" --dir "$TMP/signer" >/dev/null
+	cp "$TMP/signer/$kid.pem" "$TMP/keys.d/$kid.pem"
+	chmod 0644 "$TMP/keys.d/$kid.pem"
+done
 ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
 listen='"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
-write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://ctl.example\"}"
+write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://ctl.example\", \"team\": \"https://team.example\"}"
 start_listeners 22
 out=$("$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || fail "--check-config: $out"
 grep -q "no \"issuers\"" <<<"$out" && fail "--check-config warns with issuers set: $out"
@@ -68,6 +72,22 @@ revocation_refused ctl https://evil.example rv-evil 403 wrong_issuer \
 	"a revocation from key ctl under another iss"
 revocation_refused ops https://ctl.example rv-ops 401 unknown_key \
 	"a revocation from key ops, bound to no issuer"
+# A revocation is held to its own key's issuer, not to the grant's: any trusted controller may
+# end access (a revocation only ever closes).
+sign --src 192.0.2.4 --port 22 --for 300 --jti good2 --iss https://ctl.example | submit - >/dev/null ||
+	fail "the second grant under ctl's issuer was refused"
+"$JITCTL_BIN" sign --key "$TMP/signer/team.key" --kid team --aud "$HOST_ID" --revokes good2 \
+	--for 60 --jti rv-team --iss https://team.example >"$TMP/rv" || fail "cannot sign rv-team"
+code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+	-H 'Content-Type: application/jwt' --data-binary "@$TMP/rv" http://127.0.0.1:7080/v1/revocations)
+[ "$code" = 200 ] || fail "team's revocation of ctl's grant: HTTP $code $(cat "$TMP/body")"
+lacks_elem allow4_addr "192.0.2.4 tcp 22" || fail "team's revocation left good2 in the kernel"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "team's revocation of good2 took good with it"
+jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "good2" and
+	(.message // "" | test("rv-team from https://team.example")))' "$TMP/state/audit.jsonl" \
+	>/dev/null || fail "audit: $(grep '"good2"' "$TMP/state/audit.jsonl" | tail -1)"
+pass "key team, under its own issuer, ends ctl's grant: HTTP 200, gone, audited with its issuer"
+rm "$TMP/keys.d/team.pem"
 
 log "a reload binds ctl to another issuer: the grant it signed as the old one goes"
 write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://new.example\"}"
