@@ -25,7 +25,7 @@ static const struct {
 	{ "log", cmd_log, "Shows the audit trail (--json, --csv)" },
 	{ "reload", cmd_reload, "Has the agent re-read its configuration (root only)" },
 	{ "keygen", cmd_keygen, "Generates an Ed25519 key pair for signing grants" },
-	{ "sign", cmd_sign, "Prints a grant signed with a private key" },
+	{ "sign", cmd_sign, "Prints a grant or revocation signed with a private key" },
 	{ "teardown", cmd_teardown, "Deletes table inet jitd (agent stopped; root only)" },
 	{ "help", cmd_help, "Shows this help" },
 };

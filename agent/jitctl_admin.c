@@ -11,7 +11,7 @@
 
 static void revoke_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] revoke GRANT_ID [--terminate] [--json]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] revoke GRANT_ID [--terminate] [--json]\n\n"
 		   "Ends an active grant at once (root only). Other grants covering the same\n"
 		   "sources keep their access. Established sessions live on, as on expiry,\n"
 		   "unless --terminate is given: then the connections the grant let in are cut.\n\n"
@@ -71,8 +71,9 @@ out:
 
 static void grant_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] grant --src PREFIX[,...] --port PORT[/PROTO][,...]\n"
-		   "                   --for DURATION --reason TEXT [--json]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] grant --src PREFIX[,...]\n"
+		   "                  --port PORT[/PROTO][,...] --for DURATION --reason TEXT\n"
+		   "                  [--json]\n\n"
 		   "Break-glass access without a controller (root only): opens the ports for the\n"
 		   "sources within the same policy as a signed grant (protected port, allowed\n"
 		   "sources, maximum duration). The grant is audited with your user name.\n\n"
@@ -190,7 +191,7 @@ out:
 
 static void reload_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] reload [--json]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] reload [--json]\n\n"
 		   "Has the agent re-read its configuration file (root only), as SIGHUP does. A\n"
 		   "valid file is applied in one transaction; grants the new policy would not\n"
 		   "admit, or whose key is no longer trusted, are removed and audited; the\n"

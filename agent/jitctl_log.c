@@ -16,8 +16,8 @@ static void log_usage(FILE *f)
 {
 	size_t col = 39; /* columns used so far on the line the names start on */
 
-	fprintf(f, "Usage: jitctl [-s SOCKET] log [--since WHEN] [--grant ID] [--user SUB]\n"
-		   "                              [--event NAME] [--json|--csv]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] log [--since WHEN] [--grant ID]\n"
+		   "                  [--user SUB] [--event NAME] [--json|--csv]\n\n"
 		   "Shows the agent's audit trail, oldest first: every grant applied, refused,\n"
 		   "expired or revoked, and the agent's own start and stop. The filters combine.\n\n"
 		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s, or an\n"

@@ -11,7 +11,7 @@
 
 static void status_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] status [--json]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] status [--json]\n\n"
 		   "Shows the agent's health, its controller endpoint (address, TLS, connections,\n"
 		   "and when its certificate ends: called out within 14 days of it), the protected\n"
 		   "ports with their policy and recent activity (grants in the last 7 days, last\n"

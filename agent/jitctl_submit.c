@@ -19,7 +19,7 @@
 
 static void submit_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] submit FILE|- [--json]\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] submit FILE|- [--json]\n\n"
 		   "Hands a compact JWS grant, read from FILE or standard input, to the agent and\n"
 		   "prints what was applied (grant id, elements, expiry) or the error code and message.\n\n"
 		   "  --json  print the applied grant, or {\"error\",\"message\"}, as JSON\n\n"

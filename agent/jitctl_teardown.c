@@ -11,7 +11,7 @@
 
 static void teardown_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] teardown\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] teardown\n\n"
 		   "Deletes nftables table 'inet jitd' in one transaction (root only): the\n"
 		   "protected ports are then no longer closed by jitd, and active grants end.\n"
 		   "Refused while the agent listens on its control socket: stop it first\n"
