@@ -89,15 +89,27 @@ jq -e '.wrong == []' "$TMP/churn.json" >/dev/null ||
 jq -e --argjson fails "$FAILS" '[.refused[] | select($fails == 0 or .status != 500 or .error != "internal")] == []' \
 	"$TMP/churn.json" >/dev/null || fail "refused: $(jq -c '.refused[:5]' "$TMP/churn.json")"
 [ "$revoked" -gt 0 ] || fail "no revocation went through"
+# The failed syncs took grants back: had none refused, that path went untested.
+[ "$FAILS" = 0 ] || [ "$(jq '.refused | length' "$TMP/churn.json")" -gt 0 ] ||
+	fail "no grant refused although the test failed a group's fdatasync $((4 * SECS)) times"
 pass "$n_ok grants answered 201 with their own id and source, $(jq '.refused | length' "$TMP/churn.json") refused as their sync failed; $revoked revoked meanwhile"
 
 jq -r '.ok[]' "$TMP/churn.json" | sort >"$TMP/ok"
 jq -r 'select(.event == "grant.applied") | .grant' "$TMP/state/audit.jsonl" | sort -u >"$TMP/applied"
 missing=$(comm -23 "$TMP/ok" "$TMP/applied" | wc -l)
 [ "$missing" -eq 0 ] || fail "$missing grants answered 201 have no grant.applied record"
+# A group's grant.applied lines go out with its journal write, before the fdatasync: a grant
+# whose sync failed has a grant.refused (internal) after it, and that last record holds.
+jq -r '.refused[] | .id' "$TMP/churn.json" | sort >"$TMP/refused"
+jq -s -r '[.[] | select(.grant != null and (.event | startswith("grant.")))] | group_by(.grant)
+	| .[] | last | select(.event == "grant.refused" and .code == "internal") | .grant' \
+	"$TMP/state/audit.jsonl" | sort >"$TMP/refused_last"
+unsaid=$(comm -23 "$TMP/refused" "$TMP/refused_last" | wc -l)
+[ "$unsaid" -eq 0 ] || fail "$unsaid grants refused as their sync failed do not end refused in \
+the audit trail: $(comm -23 "$TMP/refused" "$TMP/refused_last" | head -3 | tr '\n' ' ')"
 status_json | jq -e '.kernel.in_sync' >/dev/null ||
 	fail "status: $(status_json | jq -c '.kernel | del(.elements)')"
-pass "audit: a grant.applied record for every grant answered 201; status: kernel in sync"
+pass "audit: a grant.applied record for every grant answered 201, a last grant.refused for each refused; status: kernel in sync"
 
 no_elems() { [ -z "$(allow_elems allow4_addr)" ]; }
 wait_until 10 "every grant to run out" status_has_no_grants
