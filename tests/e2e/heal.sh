@@ -1,8 +1,9 @@
 # Self-healing: whatever another tool does to table inet jitd — `nft flush ruleset` (what
 # Debian's nftables.service does on start and reload), deleting the table, deleting a granted
 # element, adding one nobody granted, flushing the chain — jitd undoes it at once from the
-# nftables event stream, granted access keeps its remaining time, nothing else opens, each
-# repair is audited, and repairs do not feed on themselves.
+# nftables event stream (within a bounded wait; the time is printed, not judged), granted access
+# keeps its remaining time, nothing else opens, each repair is audited, and repairs do not feed
+# on themselves.
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup drop
@@ -12,14 +13,24 @@ session_open "$C1" 192.0.2.1 22 192.0.2.2
 session_say before
 
 repairs() { jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl"; }
+# audited WHAT N: a drift.repaired record beyond the first N, from the event stream (the
+# periodic check, every 30 s by default, is not what repairs within the waits here).
+event_repairs() {
+	jq -s '[.[] | select(.event == "drift.repaired" and (.message | startswith("nftables event")))]
+		| length' "$TMP/state/audit.jsonl"
+}
+more_repairs() { [ "$(event_repairs)" -gt "$1" ]; }
+audited() { wait_until 5 "$1 audited as drift.repaired" more_repairs "$2"; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# healed WHAT: the granted element is back with its remaining time and the deny rules work.
+# healed WHAT START N: the granted element is back with its remaining time, the deny rules work,
+# and the repair is audited (beyond N records).
 healed() {
 	local what=$1 start=$2 left
 	wait_until 5 "repair after $what" has_elem allow4_addr "192.0.2.2 tcp 22"
 	wait_until 5 "deny rules after $what" \
 		sh -c "ip netns exec '$SRV' nft -j list chain inet jitd input | grep -q '\"drop\"'"
-	pass "$what repaired in $(($(now_ms) - start)) ms (bounded poll, 200 ms steps)"
+	audited "$what" "$3"
+	pass "$what repaired and audited in $(($(now_ms) - start)) ms (bounded poll, 200 ms steps)"
 	left=$(elem_expires allow4_addr 192.0.2.2)
 	[ -n "$left" ] && [ "$left" -gt 200 ] && [ "$left" -le 300 ] ||
 		fail "after $what the element expires in '$left' s, not the grant's remaining time"
@@ -29,34 +40,39 @@ healed() {
 }
 
 log "nft flush ruleset"
-start=$(now_ms)
+start=$(now_ms) n=$(event_repairs)
 in_ns "$SRV" nft flush ruleset
-healed "nft flush ruleset" "$start"
+healed "nft flush ruleset" "$start" "$n"
 session_say "after-flush"
 
 log "nft delete table inet jitd"
-start=$(now_ms)
+start=$(now_ms) n=$(event_repairs)
 in_ns "$SRV" nft delete table inet jitd
-healed "nft delete table" "$start"
+healed "nft delete table" "$start" "$n"
 
 log "nft delete element (the grant's)"
-start=$(now_ms)
+start=$(now_ms) n=$(event_repairs)
 in_ns "$SRV" nft delete element inet jitd allow4_addr_2 '{ 192.0.2.2 . tcp . 22 }'
-healed "a deleted granted element" "$start"
+healed "a deleted granted element" "$start" "$n"
 
 log "nft add element nobody granted"
+n=$(event_repairs)
 in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
 wait_until 5 "the stray element removed" lacks_elem allow4_addr "192.0.2.3 tcp 22"
-pass "an element nobody granted is removed"
+audited "the stray element" "$n"
+pass "an element nobody granted is removed, and that audited"
+n=$(event_repairs)
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.0/30 . tcp . 22 timeout 1h }'
 wait_until 5 "the stray range removed" lacks_elem allow4 "192.0.2.0/30 tcp 22"
-pass "a range nobody granted is removed"
+audited "the stray range" "$n"
+pass "a range nobody granted is removed, and that audited"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 # Elements jitd cannot have written, which its model cannot describe: removed by their exact
 # keys all the same. A range of ports in allow4, an address in another address's set (inert
 # there, as the rule before each set tests the address's low bits), an element that never
 # expires, elements for a protocol jitd never grants.
+n=$(event_repairs)
 in_ns "$SRV" nft add element inet jitd allow4 '{ 192.0.2.3 . tcp . 22-23 timeout 1h }'
 in_ns "$SRV" nft add element inet jitd allow4_addr_2 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
 in_ns "$SRV" nft add element inet jitd allow4_addr_4 '{ 192.0.2.4 . tcp . 22 }'	# no timeout
@@ -67,6 +83,7 @@ wait_until 5 "the sctp range removed" lacks_match allow4 "sctp"
 wait_until 5 "the element without a timeout removed" lacks_elem allow4_addr_4 "192.0.2.4 tcp 22"
 wait_until 5 "the port range removed" lacks_source allow4 192.0.2.3
 wait_until 5 "the misplaced element removed" lacks_elem allow4_addr_2 "192.0.2.3 tcp 22"
+audited "the elements jitd cannot have written" "$n"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" 192.0.2.1 22
 pass "elements jitd cannot have written (a port range, an address in another's set, no timeout, sctp) are removed"
@@ -77,14 +94,13 @@ lacks_elem allow4_addr_2 "198.51.100.2 tcp 22" || fail "heal-2 still in the kern
 pass "grants go on as before"
 
 log "nft flush chain inet jitd input"
-start=$(now_ms)
+start=$(now_ms) n=$(event_repairs)
 in_ns "$SRV" nft flush chain inet jitd input
-healed "a flushed chain" "$start"
+healed "a flushed chain" "$start" "$n"
 session_say "after-all"
 
 log "no repair loop"
 n=$(repairs)
-[ "$n" -ge 5 ] || fail "only $n drift.repaired records for 5 tamperings"
 jq -s -e 'any(.[]; .event == "drift.repaired" and (.message | test("was missing, recreated")))' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "no record says the table was recreated"
 pass "$n repairs audited as drift.repaired, with what was found"
