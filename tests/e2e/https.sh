@@ -50,7 +50,6 @@ expect() {
 	fi
 	pass "$what: HTTP $want $([ "$code" = - ] || echo "$code")"
 }
-strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 # unchanged WHAT: the kernel table is as it was at the last snapshot.
 snapshot() { kernel_json | strip_expires >"$TMP/kernel.before"; }
 unchanged() {

@@ -10,7 +10,6 @@ e2e_default_setup drop
 sign --src 192.0.2.2 --port 22 --for 300 --jti kept | submit - >/dev/null || fail "grant refused"
 "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.3 --port 22 --for 300 --reason "break glass" \
 	>/dev/null || fail "the local grant was refused"
-strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 
 log "key files cannot be opened"
 touch "$JITD_TEST_KEYS_EMFILE_FILE"

@@ -284,6 +284,8 @@ status_has_no_grants() { status_json | jq -e '.grants == []'; }
 # --- the kernel witness -------------------------------------------------------------------------
 
 kernel_json() { in_ns "$SRV" nft -j list table inet jitd; }
+# The same without the elements' remaining times, which change from one read to the next.
+strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 
 # The gc-interval of every set with timeouts (the grant sets), as a JSON array, in seconds.
 grant_sets_gc() {

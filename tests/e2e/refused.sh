@@ -28,7 +28,6 @@ pass "independent signer interoperates"
 good=$(sign --src 192.0.2.3 --port 22 --for 300 --jti dup-1)
 echo "$good" | submit - >/dev/null || fail "valid grant refused"
 
-strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 before=$(kernel_json | strip_expires)
 
 # refuse CODE DESCRIPTION < <(token maker): reads a token on stdin, expects exit 1 and error CODE.

@@ -9,7 +9,6 @@ e2e_default_setup drop
 sign --src 192.0.2.2 --port 22 --for 300 --jti keep | submit - >/dev/null || fail "grant refused"
 sign --src 2001:db8:2::2 --port 3389 --for 300 --jti gone | submit - >/dev/null || fail "grant refused"
 has_elem allow6_addr "2001:db8:2::2 tcp 3389" || fail "the 3389 grant is not in the kernel"
-strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 protected_ports() {
 	kernel_json | jq -c '[.nftables[] | select(.set? and .set.name == "protected") | .set.elem[]
 		| .concat[1]] | sort'

@@ -4,7 +4,6 @@
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup drop
-strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 # resubmit TOKEN: must be refused with replay.
 resubmit() {
 	local rc=0

@@ -143,7 +143,6 @@ protected_ports() {
 	kernel_json | jq -c '[.nftables[] | select(.set? and .set.name == "protected") | .set.elem[]
 		| .concat[1]] | sort'
 }
-strip_expires() { jq -S 'walk(if type == "object" then del(.expires) else . end)'; }
 
 log "the certificate jitd started with"
 [ "$(served_serial)" = "$(serial_of server-1)" ] || fail "not serving server-1: $(served_serial)"
