@@ -55,9 +55,15 @@ pass "applied and open: $(status_json | jq -c '.grants[0] | {id, iss}')"
 
 log "revocations under another issuer, or from a key bound to none, are refused over HTTP"
 # revocation_refused KID ISS JTI STATUS CODE WHAT: a revocation of "good" signed by KID under
-# ISS is answered STATUS with CODE, and the grant stays.
+# ISS is answered STATUS with CODE, the kernel is unchanged and the refusal audited.
+refusals_of() {
+	jq -s --arg c "$1" '[.[] | select(.event == "revocation.refused" and .grant == "good" and
+		.code == $c)] | length' "$TMP/state/audit.jsonl"
+}
 revocation_refused() {
-	local code
+	local code kernel before
+	kernel=$(kernel_json | strip_expires)
+	before=$(refusals_of "$5")
 	"$JITCTL_BIN" sign --key "$TMP/signer/$1.key" --kid "$1" --aud "$HOST_ID" --revokes good \
 		--for 60 --jti "$3" --iss "$2" >"$TMP/rv" || fail "cannot sign $3"
 	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
@@ -66,7 +72,10 @@ revocation_refused() {
 	[ "$code" = "$4" ] && [ "$(jq -r .error "$TMP/body")" = "$5" ] ||
 		fail "$6: HTTP $code $(cat "$TMP/body")"
 	has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant went with $6"
-	pass "$6: HTTP $4 $5, the grant stays"
+	[ "$(kernel_json | strip_expires)" = "$kernel" ] || fail "$6 changed the kernel"
+	[ "$(refusals_of "$5")" -eq $((before + 1)) ] ||
+		fail "$6: not audited: $(grep revocation "$TMP/state/audit.jsonl")"
+	pass "$6: HTTP $4 $5, the grant stays, the kernel unchanged, the refusal audited"
 }
 revocation_refused ctl https://evil.example rv-evil 403 wrong_issuer \
 	"a revocation from key ctl under another iss"

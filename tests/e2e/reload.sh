@@ -36,7 +36,9 @@ rc=0
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "bad_config" "$TMP/out" && grep -q "70000" "$TMP/out" ||
 	fail "jitctl reload of an invalid file: exit $rc: $(cat "$TMP/out")"
-pass "jitctl reload of an invalid file: exit 1, bad_config, the reason"
+refusals=$(jq -s '[.[] | select(.event == "config.refused")] | length' "$TMP/state/audit.jsonl")
+[ "$refusals" -eq 2 ] || fail "config.refused records after SIGHUP and jitctl reload: $refusals"
+pass "jitctl reload of an invalid file: exit 1, bad_config, the reason, audited too"
 [ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
 
 log "a valid change: 3389 no longer protected, 2222 protected"
