@@ -13,6 +13,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -179,23 +180,52 @@ static int verify_now(void)
 	return ret;
 }
 
+/* Reads a small file whole into buf; its length. */
+static size_t slurp(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	n = read(fd, buf, cap);
+	assert_true(n > 0 && (size_t)n < cap);
+	close(fd);
+	return (size_t)n;
+}
+
 /*
  * Decoded keys are remembered by file identity (common/keys.c); any change to the file must be
- * seen at once: a key replaced in place, loosened permissions, a removed file.
+ * seen at once: a key replaced by another file, the same file written over, loosened
+ * permissions, a removed file.
  */
 static void key_changes_seen(void **state)
 {
-	char other[] = "/tmp/jitd-test-verifier-other-XXXXXX", from[64], to[64];
+	char other[] = "/tmp/jitd-test-verifier-other-XXXXXX", from[64], to[64], orig[4096];
+	const struct timespec old_mtime[2] = { { 0, UTIME_OMIT }, { 1, 0 } };
+	size_t orig_len;
+	int fd;
 
+	snprintf(to, sizeof(to), "%s/k1.pem", dir);
+	orig_len = slurp(to, orig, sizeof(orig));
 	assert_int_equal(verify_now(), 0);
 	assert_int_equal(verify_now(), 0); /* from the cache */
 	assert_non_null(mkdtemp(other));
 	assert_int_equal(keys_generate(other, "k1"), 0);
 	snprintf(from, sizeof(from), "%s/k1.pem", other);
-	snprintf(to, sizeof(to), "%s/k1.pem", dir);
 	/* Another key under the same name: the old signature no longer verifies. */
 	assert_int_equal(rename(from, to), 0);
 	assert_int_equal(verify_now(), JIT_ERR_BAD_SIGNATURE);
+	/*
+	 * The original key written back over that file: the same inode and the same size (every
+	 * Ed25519 PEM has one length), so only its times tell. The mtime is set apart, since a
+	 * write within one clock tick of the last could leave them as they were.
+	 */
+	fd = open(to, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, orig, orig_len), (ssize_t)orig_len);
+	assert_int_equal(futimens(fd, old_mtime), 0);
+	close(fd);
+	assert_int_equal(verify_now(), 0);
 	assert_int_equal(chmod(to, 0666), 0);
 	assert_int_equal(verify_now(), JIT_ERR_UNKNOWN_KEY);
 	assert_int_equal(unlink(to), 0);
