@@ -484,7 +484,10 @@ static json_t *batch_grants(struct http *h, struct evhttp_request *req, const st
 	doc = json_loadb(n ? (const char *)evbuffer_pullup(in, -1) : "", n, JSON_REJECT_DUPLICATES,
 		&je);
 	if (!doc) {
-		snprintf(err.msg, sizeof(err.msg), "batch body: %s", je.text);
+		char shown[JIT_SHOWN_LEN];
+
+		/* jansson quotes the body near the error: any UTF-8 but C0, C1 controls included. */
+		snprintf(err.msg, sizeof(err.msg), "batch body: %s", jit_shown(je.text, shown));
 		goto refuse;
 	}
 	grants = json_object_get(doc, "grants");

@@ -15,6 +15,7 @@
 
 static int decode(const char *buf, size_t len, size_t max, json_t **out, struct jit_error *e)
 {
+	char shown[JIT_SHOWN_LEN];
 	json_error_t jerr;
 	json_t *v;
 
@@ -25,9 +26,10 @@ static int decode(const char *buf, size_t len, size_t max, json_t **out, struct 
 		return jit_fail(e, JIT_ERR_TOO_LARGE, "message of %zu bytes exceeds %zu", len, max);
 	/* Duplicates refused so that {"op":"status","op":"submit"} cannot mean two things. */
 	v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	/* jansson quotes the input near the error: a client's bytes, shown as jit_shown shows. */
 	if (!v)
-		return jit_fail(e, JIT_ERR_BAD_REQUEST, "not JSON: %s at offset %d", jerr.text,
-			jerr.position);
+		return jit_fail(e, JIT_ERR_BAD_REQUEST, "not JSON: %s at offset %d",
+			jit_shown(jerr.text, shown), jerr.position);
 	if (!json_is_object(v)) {
 		json_decref(v);
 		return jit_fail(e, JIT_ERR_BAD_REQUEST, "message is not a JSON object");

@@ -217,6 +217,17 @@ printf '{"grants": ["a"], "grants": ["b"]}' >"$TMP/bad"
 expect 400 bad_request "a batch with a duplicate member" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
 printf '{"grants": ["a"]} x' >"$TMP/bad"
 expect 400 bad_request "a batch with trailing data" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+# jansson quotes the body near the error; a JSON string may hold C1 controls (U+009B is a CSI
+# that moves a terminal's cursor). Neither the reply nor the audit trail repeats them.
+printf '"\xc2\x9b1F\xc2\x9b2K"' >"$TMP/bad"
+expect 400 bad_request "a batch of a string with terminal controls" \
+	"$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+for text in "$(jq -r .message "$TMP/body")" "$(jq -r 'select(.message // "" |
+	startswith("batch body")) | .message' "$TMP/state/audit.jsonl" | tail -n1)"; do
+	[ -n "$text" ] && [ -z "$(printf %s "$text" | LC_ALL=C tr -d ' -~')" ] ||
+		fail "the refusal repeats the body's bytes: $(printf %s "$text" | od -c | head -3)"
+done
+pass "the refusal shows the body's text as printable ASCII: $(jq -r .message "$TMP/body")"
 jq -n '{grants: [range(65) | "x"]}' >"$TMP/bad"
 expect 400 bad_request "a batch of 65" "$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
 jq -n '{grants: [range(41) | "x"]}' >"$TMP/bad"

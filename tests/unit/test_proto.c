@@ -55,6 +55,25 @@ static void test_decode(void **state)
 	refused("{}\0{}", 5, JIT_ERR_BAD_REQUEST);
 }
 
+/*
+ * jansson quotes the input near an error, and a JSON string may hold any UTF-8 but C0: the C1
+ * CSI (U+009B) moves a terminal's cursor. The refusal, logged and audited, shows none of it.
+ */
+static void test_decode_error_shown(void **state)
+{
+	static const char csi[] = "\"\xc2\x9b" "1F\xc2\x9b" "2K\"";
+	struct jit_error e = { 0 };
+	json_t *v = NULL;
+
+	(void)state;
+	assert_int_equal(proto_decode(csi, sizeof(csi) - 1, &v, &e), JIT_ERR_BAD_REQUEST);
+	assert_null(v);
+	assert_non_null(strstr(e.msg, "not JSON: "));
+	for (const char *p = e.msg; *p; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			fail_msg("byte 0x%02x in the refusal: %s", (unsigned char)*p, e.msg);
+}
+
 static void test_decode_size(void **state)
 {
 	size_t n = PROTO_MAX_MESSAGE + 1;
@@ -275,6 +294,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decode),
+		cmocka_unit_test(test_decode_error_shown),
 		cmocka_unit_test(test_decode_size),
 		cmocka_unit_test(test_encode_error),
 		cmocka_unit_test(test_put_string),
