@@ -89,14 +89,22 @@ static void field_text(const json_t *v, char *buf, size_t len)
 	}
 }
 
-/* RFC 4180: quote a field holding a comma, quote, CR or LF, doubling the quotes. */
+/*
+ * RFC 4180: quote a field holding a comma, quote, CR or LF, doubling the quotes. A spreadsheet
+ * runs a cell that starts with = + - @ (or a tab or CR) as a formula, and a grant's reason or
+ * sub is whatever its requester wrote: such a field starts with ' (OWASP's advice), quoted.
+ */
 static void csv_field(const char *s)
 {
-	if (!strpbrk(s, ",\"\r\n")) {
+	bool formula = s[0] && strchr("=+-@\t\r", s[0]);
+
+	if (!formula && !strpbrk(s, ",\"\r\n")) {
 		fputs(s, stdout);
 		return;
 	}
 	putchar('"');
+	if (formula)
+		putchar('\'');
 	for (; *s; s++) {
 		if (*s == '"')
 			putchar('"');

