@@ -661,15 +661,25 @@ static void ctl_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	client_free(c);
 }
 
+static bool peer_is_root(int fd)
+{
+	struct ucred cred;
+	socklen_t sl = sizeof(cred);
+
+	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) == 0 && cred.uid == 0;
+}
+
 static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	int salen, void *arg)
 {
 	struct timeval tv = { PROTO_TIMEOUT_MS / 1000, 0 };
 	struct ctl *ctl = arg;
+	unsigned limit = enforce_config(ctl->enf)->control_connections;
 	struct client *c;
 
 	/* Each client is served within PROTO_TIMEOUT_MS, so a full table empties on its own. */
-	if (ctl->n_clients >= enforce_config(ctl->enf)->control_connections) {
+	if (ctl->n_clients >= limit &&
+		(ctl->n_clients >= limit + CTL_ROOT_RESERVE || !peer_is_root(fd))) {
 		if (time(NULL) - ctl->refused_logged >= 60) {
 			log_warn("control: %u clients connected (limits.control_connections); "
 				 "refusing more", ctl->n_clients);

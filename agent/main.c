@@ -143,7 +143,8 @@ static void audit_agent(struct audit *a, const char *event, const char *message)
  */
 static int descriptors_short(const struct config *cfg, char *msg, size_t len)
 {
-	unsigned long long need = (unsigned long long)cfg->control_connections + FD_RESERVE +
+	unsigned long long need = (unsigned long long)cfg->control_connections +
+		CTL_ROOT_RESERVE + FD_RESERVE +
 		(cfg->listen.enabled ? cfg->listen.max_connections : 0);
 	struct rlimit rl;
 

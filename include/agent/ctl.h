@@ -1,6 +1,12 @@
 #ifndef JITD_AGENT_CTL_H
 #define JITD_AGENT_CTL_H
 
+/*
+ * Places beyond limits.control_connections that only root may take: members of control_group
+ * may read, and so fill the table, but must not shut root's revoke or grant out.
+ */
+#define CTL_ROOT_RESERVE 4
+
 struct config;
 struct ctl;
 struct enforce;
