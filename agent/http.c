@@ -92,7 +92,7 @@ struct http {
 	struct event *adopt;
 	LIST_HEAD(, submission) waiting;	/* grants with the enforcer, their replies owed */
 	LIST_HEAD(, stream) streams;		/* statuses being sent */
-	LIST_HEAD(, fresh) fresh;		/* connections before their first request */
+	LIST_HEAD(, conn_deadline) deadlines;	/* one per connection: see conn_deadline */
 	bool paused_full;		/* the listener waits for n_conns to drop */
 	bool closing;
 	struct log_pace flood;		/* connections or requests refused */
@@ -172,28 +172,20 @@ static int status_of(int code)
 	}
 }
 
-/* Only once a large reply has left is its buffer freed, and worth giving back. */
-static void reply_sent_cb(struct evhttp_request *req, void *arg)
-{
-	(void)req;
-	status_release_memory((size_t)(uintptr_t)arg);
-}
-
-/* A JSON reply's headers. held: the bytes of it in memory, given back once it has left. */
-static void json_headers(struct evhttp_request *req, size_t held)
+/* A JSON reply's headers. */
+static void json_headers(struct evhttp_request *req)
 {
 	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
 
 	evhttp_add_header(hdr, "Content-Type", "application/json");
 	evhttp_add_header(hdr, "Cache-Control", "no-store");
 	evhttp_add_header(hdr, "X-Content-Type-Options", "nosniff");
-	evhttp_request_set_on_complete_cb(req, reply_sent_cb, (void *)(uintptr_t)held);
 }
 
 /* Sends body (a JSON text with its newline) and frees it. */
 static void send_body(struct evhttp_request *req, int status, struct evbuffer *body)
 {
-	json_headers(req, evbuffer_get_length(body));
+	json_headers(req);
 	evhttp_send_reply(req, status, NULL, body);
 	evbuffer_free(body);
 }
@@ -792,7 +784,7 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	/* The kernel's view and the rest of the making are garbage now, however the send ends. */
 	status_release_memory(size);
 	snprintf(len, sizeof(len), "%zu", size);
-	json_headers(req, evbuffer_get_length(s->rest));
+	json_headers(req);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
 	evhttp_send_reply_start(req, 200, "OK");
 	stream_pump(NULL, s);
@@ -897,74 +889,109 @@ static void peer_identify(const struct http *h, struct evhttp_request *req, stru
 }
 
 /*
- * A connection accepted and not yet through its first request. listen.timeout closes a
- * connection that sends nothing for that long, but every byte restarts it: a client trickling
- * a TLS handshake or a request one byte at a time held its connection, and max_connections of
- * them the whole endpoint, before any certificate or rate limit was asked. So the handshake and
- * the first whole request must also come within listen.timeout of the accept.
+ * listen.timeout closes a connection that sends nothing for that long, but every byte restarts
+ * it: a client trickling a TLS handshake or a request one byte at a time held its connection,
+ * and max_connections of them the whole endpoint, before any certificate or rate limit was asked
+ * (or, on keep-alive, after one quick request). So each whole request must also come within
+ * listen.timeout of the accept, or of the connection's last reply. From a request to its reply
+ * the deadline rests: that time is jitd's.
  */
-struct fresh {
+struct conn_deadline {
 	struct http *h;
 	struct evhttp_connection *evcon;
-	struct event *deadline;
-	LIST_ENTRY(fresh) entry;
+	struct event *timer;
+	LIST_ENTRY(conn_deadline) entry;
 };
 
-/* evcon's first request came, or it closed: its deadline goes. */
-static void fresh_done(struct http *h, struct evhttp_connection *evcon)
+static struct conn_deadline *deadline_of(struct http *h, struct evhttp_connection *evcon)
 {
-	struct fresh *f;
+	struct conn_deadline *d;
 
-	LIST_FOREACH(f, &h->fresh, entry)
-		if (f->evcon == evcon)
-			break;
-	if (!f)
+	LIST_FOREACH(d, &h->deadlines, entry)
+		if (d->evcon == evcon)
+			return d;
+	return NULL;
+}
+
+/* evcon closed: its deadline goes. */
+static void deadline_free(struct http *h, struct evhttp_connection *evcon)
+{
+	struct conn_deadline *d = deadline_of(h, evcon);
+
+	if (!d)
 		return;
-	LIST_REMOVE(f, entry);
-	event_free(f->deadline);
-	free(f);
+	LIST_REMOVE(d, entry);
+	event_free(d->timer);
+	free(d);
+}
+
+/* The client's turn: its next whole request within listen.timeout. */
+static void deadline_arm(struct conn_deadline *d)
+{
+	const struct timeval tv = { (time_t)d->h->l->timeout, 0 };
+
+	if (evtimer_add(d->timer, &tv))
+		log_warn("controller endpoint: cannot set a connection's deadline");
 }
 
 /* No whole request in time: nothing of ours is pending on it, so evhttp may free it now. */
-static void fresh_deadline_cb(evutil_socket_t fd, short what, void *arg)
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct fresh *f = arg;
+	struct conn_deadline *d = arg;
 
-	flood_note(f->h, "no whole request within listen.timeout of the connection");
-	/* Calls conn_closed_cb, which frees f. */
-	evhttp_connection_free(f->evcon);
+	flood_note(d->h, "no whole request within listen.timeout of the connection or its reply");
+	/* Calls conn_closed_cb, which frees d. */
+	evhttp_connection_free(d->evcon);
 }
 
-static void fresh_start(struct http *h, struct evhttp_connection *evcon)
+static void deadline_start(struct http *h, struct evhttp_connection *evcon)
 {
-	const struct timeval tv = { (time_t)h->l->timeout, 0 };
-	struct fresh *f = calloc(1, sizeof(*f));
+	struct conn_deadline *d = calloc(1, sizeof(*d));
 
-	if (!f || !(f->deadline = evtimer_new(evhttp_connection_get_base(evcon),
-		fresh_deadline_cb, f)) || evtimer_add(f->deadline, &tv)) {
+	if (!d || !(d->timer = evtimer_new(evhttp_connection_get_base(evcon), deadline_cb, d))) {
 		/* The idle timeout still holds; only the trickle goes unbounded for this one. */
 		log_warn("controller endpoint: out of memory for a connection's deadline");
-		if (f && f->deadline)
-			event_free(f->deadline);
-		free(f);
+		free(d);
 		return;
 	}
-	f->h = h;
-	f->evcon = evcon;
-	LIST_INSERT_HEAD(&h->fresh, f, entry);
+	d->h = h;
+	d->evcon = evcon;
+	LIST_INSERT_HEAD(&h->deadlines, d, entry);
+	deadline_arm(d);
+}
+
+/*
+ * A reply has left. The connection's deadline runs again, and only now is a large reply's
+ * buffer freed, and worth giving back (evhttp wrote its Content-Length).
+ */
+static void reply_sent_cb(struct evhttp_request *req, void *arg)
+{
+	const char *len = evhttp_find_header(evhttp_request_get_output_headers(req),
+		"Content-Length");
+	struct conn_deadline *d = deadline_of(arg, evhttp_request_get_connection(req));
+
+	if (len)
+		status_release_memory((size_t)strtoull(len, NULL, 10));
+	if (d)
+		deadline_arm(d);
 }
 
 static void request_cb(struct evhttp_request *req, void *arg)
 {
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	struct conn_deadline *d;
 	struct http *h = arg;
 	struct peer p = { 0 };
 	unsigned retry;
 	char num[16];
 	bool known = false;
 
-	fresh_done(h, evhttp_request_get_connection(req));
+	/* jitd's turn until the reply has left (reply_sent_cb), however it is sent. */
+	d = deadline_of(h, evhttp_request_get_connection(req));
+	if (d)
+		evtimer_del(d->timer);
+	evhttp_request_set_on_complete_cb(req, reply_sent_cb, h);
 	peer_identify(h, req, &p);
 	/*
 	 * The handshake already demanded it; never serve a mutual-TLS endpoint without it. A
@@ -1021,7 +1048,7 @@ static void conn_gone(struct http *h)
 
 static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 {
-	fresh_done(arg, evcon);
+	deadline_free(arg, evcon);
 	stream_gone(arg, evcon);
 	conn_gone(arg);
 }
@@ -1039,7 +1066,7 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 		bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
 		if (evcon) {
 			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
-			fresh_start(h, evcon);
+			deadline_start(h, evcon);
 			/*
 			 * OpenSSL writes a reply as several records: with Nagle, the second waits
 			 * for the client's delayed ACK (40 ms per request on keep-alive).
@@ -1400,8 +1427,8 @@ void http_close(struct http **hp)
 	if (h->eh)
 		evhttp_free(h->eh);
 	/* evhttp_free closed every connection, and each close dropped its deadline. */
-	while (!LIST_EMPTY(&h->fresh))
-		fresh_done(h, LIST_FIRST(&h->fresh)->evcon);
+	while (!LIST_EMPTY(&h->deadlines))
+		deadline_free(h, LIST_FIRST(&h->deadlines)->evcon);
 	if (h->resume)
 		event_free(h->resume);
 	if (h->adopt)

@@ -278,6 +278,46 @@ pass "max_connections holds: $(paste -sd, "$TMP/idle.out")"
 in_ns "$C1" /usr/bin/python3 "$(dirname "$0")/trickle.py" 192.0.2.1:7443 1 8 5 \
 	>"$TMP/trickle.out" 2>&1 || fail "trickled handshake: $(cat "$TMP/trickle.out")"
 pass "a handshake trickled a byte a second is cut at the timeout: $(cat "$TMP/trickle.out")"
+# The same after one quick request on a keep-alive connection: the next whole request must come
+# within the timeout of the reply, however each byte restarts the idle timeout.
+cat >"$TMP/ka_trickle.py" <<'PY'
+import socket, ssl, sys, time
+ca, cert, key = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("192.0.2.1", 7443), timeout=5),
+                    server_hostname="192.0.2.1")
+s.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+reply = b""
+while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+    got = s.recv(4096)
+    if not got:
+        sys.exit("closed before the first reply: %r" % reply)
+    reply += got
+if not reply.startswith(b"HTTP/1.1 404"):
+    sys.exit("first reply: %r" % reply[:80])
+start = time.monotonic()
+for b in b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 64:
+    if time.monotonic() - start > 8:
+        break
+    try:
+        s.send(bytes([b]))
+        s.settimeout(1)
+        if s.recv(1) == b"":
+            break
+    except socket.timeout:
+        continue
+    except OSError:
+        break
+lived = time.monotonic() - start
+if lived > 5:
+    sys.exit("a request trickled after a reply lived %.1f s" % lived)
+print("closed %.1f s after the first reply" % lived)
+PY
+in_ns "$C1" /usr/bin/python3 "$TMP/ka_trickle.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" \
+	"$PKI/controller-1.key" >"$TMP/trickle.out" 2>&1 ||
+	fail "a request trickled on keep-alive: $(cat "$TMP/trickle.out")"
+pass "a request trickled a byte a second after a reply is cut at the timeout: $(cat "$TMP/trickle.out")"
 # 150 cheap requests (404s) on one keep-alive connection from C2, as fast as they go: the
 # burst (40) passes, then about 20 a second; the limit applies before routing.
 cat >"$TMP/flood.py" <<'PY'
