@@ -59,7 +59,8 @@ void ratelimit_free(struct ratelimit **r)
 /*
  * An IPv4 address (or IPv4-mapped IPv6, the same client on a [::] listener), or an IPv6 /64:
  * one host is routinely given a whole /64 and can pick a new source address per request, so
- * counting /128s would give it 2^64 budgets.
+ * counting /128s would give it 2^64 budgets. For the same reason 127.0.0.0/8 is one client:
+ * any local process may bind any of its addresses.
  */
 static void key_of(const struct sockaddr *sa, uint8_t key[16])
 {
@@ -73,6 +74,8 @@ static void key_of(const struct sockaddr *sa, uint8_t key[16])
 		a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 		memcpy(key, a6, IN6_IS_ADDR_V4MAPPED(a6) ? 16 : 8);
 	}
+	if (key[10] == 0xff && key[11] == 0xff && key[12] == 127)
+		key[13] = key[14] = key[15] = 0;
 }
 
 /* FNV-1a, seeded. */

@@ -91,6 +91,22 @@ static void test_ipv6_counts_by_64(void **state)
 	ratelimit_free(&r);
 }
 
+static void test_loopback_is_one_client(void **state)
+{
+	struct sockaddr_in a = v4("127.0.0.1", 1000), b = v4("127.1.2.3", 1000);
+	struct sockaddr_in6 mapped = v6("::ffff:127.9.9.9");
+	struct ratelimit *r;
+	unsigned retry;
+
+	assert_int_equal(ratelimit_new(1, 2, 64, &r), 0);
+	assert_true(allow(r, &a, 0, &retry));
+	assert_true(allow(r, &b, 0, &retry));
+	/* Any local process may bind any address in 127/8: not a new budget each. */
+	assert_false(allow(r, &mapped, 0, &retry));
+	assert_false(allow(r, &a, 0, &retry));
+	ratelimit_free(&r);
+}
+
 static void test_clock_steps_back(void **state)
 {
 	struct sockaddr_in a = v4("192.0.2.7", 1);
@@ -162,6 +178,7 @@ int main(void)
 		cmocka_unit_test(test_burst_then_rate),
 		cmocka_unit_test(test_addresses_are_separate),
 		cmocka_unit_test(test_ipv6_counts_by_64),
+		cmocka_unit_test(test_loopback_is_one_client),
 		cmocka_unit_test(test_clock_steps_back),
 		cmocka_unit_test(test_eviction_bounded),
 		cmocka_unit_test(test_take_many),
