@@ -88,9 +88,13 @@ status_json | jq -e --argjson n $((N + 10)) '(.grants | length) == $n and .kerne
 pass "status: $((N + 10)) grants, kernel in sync"
 # A periodic check after only jitd's own transactions is skipped, but every tenth reads every
 # set and compares it with the full computation: wait for one after the burst.
+# The line comes before the check's work: the next check's line (skipped or full) says it is done.
 full_checks() { grep -c "periodic check: reading every grant set" "$TMP/jitd.log" || true; }
+all_checks() { grep -c "periodic check" "$TMP/jitd.log" || true; }
 full_checked() { [ "$(full_checks)" -gt "$1" ]; }
+checked() { [ "$(all_checks)" -gt "$1" ]; }
 wait_until 15 "a full periodic check after the burst" full_checked "$(full_checks)"
+wait_until 5 "the check after it" checked "$(all_checks)"
 repaired=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
 [ "$repaired" -eq 0 ] || fail "a reconcile found the elements wrong: $(jq -c \
 	'select(.event == "drift.repaired")' "$TMP/state/audit.jsonl")"

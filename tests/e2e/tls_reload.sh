@@ -192,21 +192,23 @@ cp "$PKI/next-ca.pem" "$TLS/client-ca.pem"
 sign --src 192.0.2.4 --port 22 --for 120 --jti tls-3 >"$TMP/g3"
 code=$(post controller-1 "$TMP/g3")
 [ "$code" = 000 ] || fail "the old CA's controller got HTTP $code after the CA changed"
-# 000 is any failed connection: the server's TLS alert says why. openssl s_client writes nothing,
-# so no reset can overtake the alert (TLS 1.3 sends it after the client's Finished).
-out=$(sleep 2 | in_ns "$C1" timeout 10 openssl s_client -connect 192.0.2.1:7443 \
-	-CAfile "$PKI/fleet-ca.pem" -cert "$PKI/controller-1.pem" -key "$PKI/controller-1.key" 2>&1 ||
-	true)
-grep -q "alert unknown ca" <<<"$out" ||
-	fail "the old CA's controller: no TLS alert 'unknown ca': $(tail -n 5 <<<"$out")"
 lacks_elem allow4_addr "192.0.2.4 tcp 22" || fail "a grant from the old CA's controller applied"
-pass "the old CA's controller fails the handshake"
 # Nor may its keep-alive connection from before the reload go on with the old CA's trust.
 got=$(keepalive_then ka-ca)
 [ "$got" = "403 permission_denied closed" ] ||
 	fail "the old CA's keep-alive connection after the CA changed: $got"
 lacks_elem allow4_addr "10.9.0.4 tcp 22" || fail "a grant on the old CA's keep-alive connection applied"
 pass "the old CA's keep-alive connection from before the reload is refused and closed: $got"
+# The new connection's 000 above is any failed connection: the server's TLS alert says why
+# (after the keep-alive connection's turn, which must come within listen.timeout of its last
+# reply). openssl s_client writes nothing, so no reset can overtake the alert (TLS 1.3 sends it
+# after the client's Finished).
+out=$(sleep 2 | in_ns "$C1" timeout 10 openssl s_client -connect 192.0.2.1:7443 \
+	-CAfile "$PKI/fleet-ca.pem" -cert "$PKI/controller-1.pem" -key "$PKI/controller-1.key" 2>&1 ||
+	true)
+grep -q "alert unknown ca" <<<"$out" ||
+	fail "the old CA's controller: no TLS alert 'unknown ca': $(tail -n 5 <<<"$out")"
+pass "the old CA's controller fails the handshake: TLS alert 'unknown ca'"
 applies controller-2 192.0.2.4 tls-3 "the new CA's controller's grant (the same id) applies"
 
 log "a key that does not match: the whole reload is refused, the endpoint keeps what it had"
