@@ -35,7 +35,8 @@ static void log_usage(FILE *f)
 		col += strlen(audit_event_names[i]) + 2;
 	}
 	fprintf(f, "\n  --json        the events as a JSON array\n"
-		   "  --csv         RFC 4180 CSV with a header row, for spreadsheets\n");
+		   "  --csv         RFC 4180 CSV with a header row, for spreadsheets (a field a\n"
+		   "                spreadsheet would run as a formula starts with ')\n");
 }
 
 /* "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these. */
