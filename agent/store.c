@@ -1015,11 +1015,17 @@ int store_open(const char *state_dir, struct store **out)
 	}
 	/*
 	 * Two agents appending to one journal would write over each other's records. The lock is
-	 * on the directory itself: no file to leave behind, and released by any exit.
+	 * on the directory itself: no file to leave behind, and released by any exit. A file
+	 * system that cannot lock a directory (NFS emulates flock with fcntl locks, which need
+	 * the file open for writing) started before this lock existed, and still does.
 	 */
 	if (flock(s->dirfd, LOCK_EX | LOCK_NB) < 0) {
-		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		goto fail;
+		if (errno == EWOULDBLOCK) {
+			ret = -EBUSY;
+			goto fail;
+		}
+		log_warn("state: cannot lock %s (%s): a second jitd using it would not be stopped",
+			state_dir, strerror(errno));
 	}
 	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
 			 0600)) < 0) {
