@@ -961,14 +961,15 @@ static void deadline_start(struct http *h, struct evhttp_connection *evcon)
 }
 
 /*
- * A reply has left. The connection's deadline runs again, and only now is a large reply's
- * buffer freed, and worth giving back (evhttp wrote its Content-Length).
+ * A reply has left. The connection's deadline (arg, NULL if it had none) runs again, and only
+ * now is a large reply's buffer freed, and worth giving back (evhttp wrote its Content-Length).
+ * evhttp calls this only while the connection, and so its deadline, lives.
  */
 static void reply_sent_cb(struct evhttp_request *req, void *arg)
 {
 	const char *len = evhttp_find_header(evhttp_request_get_output_headers(req),
 		"Content-Length");
-	struct conn_deadline *d = deadline_of(arg, evhttp_request_get_connection(req));
+	struct conn_deadline *d = arg;
 
 	if (len)
 		status_release_memory((size_t)strtoull(len, NULL, 10));
@@ -991,7 +992,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	d = deadline_of(h, evhttp_request_get_connection(req));
 	if (d)
 		evtimer_del(d->timer);
-	evhttp_request_set_on_complete_cb(req, reply_sent_cb, h);
+	evhttp_request_set_on_complete_cb(req, reply_sent_cb, d);
 	peer_identify(h, req, &p);
 	/*
 	 * The handshake already demanded it; never serve a mutual-TLS endpoint without it. A
