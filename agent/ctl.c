@@ -626,13 +626,20 @@ static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
 }
 
 /* Who is on the other end, as the kernel says. A failure leaves the client unprivileged. */
+/* Who is at the other end, as the kernel says (SO_PEERCRED), not the client. */
+static int peer_cred(int fd, struct ucred *cred)
+{
+	socklen_t sl = sizeof(*cred);
+
+	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &sl) < 0 ? -errno : 0;
+}
+
 static void peer_identify(int fd, struct client *c)
 {
 	struct ucred cred;
-	socklen_t sl = sizeof(cred);
 
 	c->uid = (uid_t)-1;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) < 0) {
+	if (peer_cred(fd, &cred)) {
 		snprintf(c->user, sizeof(c->user), "unknown");
 		snprintf(c->peer, sizeof(c->peer), "unknown");
 		return;
@@ -664,9 +671,8 @@ static void ctl_deadline_cb(evutil_socket_t fd, short what, void *arg)
 static bool peer_is_root(int fd)
 {
 	struct ucred cred;
-	socklen_t sl = sizeof(cred);
 
-	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) == 0 && cred.uid == 0;
+	return peer_cred(fd, &cred) == 0 && cred.uid == 0;
 }
 
 static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
