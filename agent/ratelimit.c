@@ -62,7 +62,7 @@ void ratelimit_free(struct ratelimit **r)
  * counting /128s would give it 2^64 budgets. For the same reason 127.0.0.0/8 is one client:
  * any local process may bind any of its addresses.
  */
-static void key_of(const struct sockaddr *sa, uint8_t key[16])
+void ratelimit_client_key(const struct sockaddr *sa, uint8_t key[16])
 {
 	const struct in6_addr *a6;
 
@@ -119,7 +119,7 @@ bool ratelimit_take(struct ratelimit *r, const struct sockaddr *sa, int64_t now_
 	/* More than a burst can never be had: no point telling the client to come back. */
 	if (want > r->burst)
 		return false;
-	key_of(sa, key);
+	ratelimit_client_key(sa, key);
 	b = find(r, key, now_ms);
 	/* A clock that steps back refills nothing; one that jumps ahead refills at most a burst. */
 	if (now_ms > b->last_ms) {

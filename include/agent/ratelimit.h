@@ -30,6 +30,11 @@ bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now
  */
 bool ratelimit_take(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms, unsigned n,
 	unsigned *retry_after);
+/*
+ * The client sa counts as, port ignored: its IPv4 address (IPv4-mapped IPv6 too), its IPv6
+ * /64, or 127.0.0.0/8 for any of those addresses.
+ */
+void ratelimit_client_key(const struct sockaddr *sa, uint8_t key[16]);
 /* The most tokens an address can have at once. */
 unsigned ratelimit_burst(const struct ratelimit *r);
 
