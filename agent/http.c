@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
+#include "agent/connshare.h"
 #include "agent/enforce.h"
 #include "agent/http.h"
 #include "agent/metrics.h"
@@ -93,7 +94,8 @@ struct http {
 	LIST_HEAD(, submission) waiting;	/* grants with the enforcer, their replies owed */
 	LIST_HEAD(, stream) streams;		/* statuses being sent */
 	LIST_HEAD(, conn_deadline) deadlines;	/* one per connection: see conn_deadline */
-	bool paused_full;		/* the listener waits for n_conns to drop */
+	struct connshare *share;	/* connections by client: which gives way when full */
+	bool paused_full;		/* the listener waits for a place: see listen_if_room */
 	bool closing;
 	struct log_pace flood;		/* connections or requests refused */
 };
@@ -900,8 +902,11 @@ struct conn_deadline {
 	struct http *h;
 	struct evhttp_connection *evcon;
 	struct event *timer;
+	struct connshare_conn *share;	/* idle while the deadline runs; NULL: not shared */
 	LIST_ENTRY(conn_deadline) entry;
 };
+
+static void listen_if_room(struct http *h);
 
 static struct conn_deadline *deadline_of(struct http *h, struct evhttp_connection *evcon)
 {
@@ -921,17 +926,22 @@ static void deadline_free(struct http *h, struct evhttp_connection *evcon)
 	if (!d)
 		return;
 	LIST_REMOVE(d, entry);
+	connshare_leave(h->share, &d->share);
 	event_free(d->timer);
 	free(d);
 }
 
-/* The client's turn: its next whole request within listen.timeout. */
+/* The client's turn: its next whole request within listen.timeout. Idle until then. */
 static void deadline_arm(struct conn_deadline *d)
 {
 	const struct timeval tv = { (time_t)d->h->l->timeout, 0 };
 
 	if (evtimer_add(d->timer, &tv))
 		log_warn("controller endpoint: cannot set a connection's deadline");
+	if (d->share) {
+		connshare_idle(d->h->share, d->share, true);
+		listen_if_room(d->h);
+	}
 }
 
 /* No whole request in time: nothing of ours is pending on it, so evhttp may free it now. */
@@ -944,9 +954,11 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 	evhttp_connection_free(d->evcon);
 }
 
-static void deadline_start(struct http *h, struct evhttp_connection *evcon)
+static void deadline_start(struct http *h, struct evhttp_connection *evcon, int fd)
 {
 	struct conn_deadline *d = calloc(1, sizeof(*d));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
 
 	if (!d || !(d->timer = evtimer_new(evhttp_connection_get_base(evcon), deadline_cb, d))) {
 		/* The idle timeout still holds; only the trickle goes unbounded for this one. */
@@ -956,6 +968,11 @@ static void deadline_start(struct http *h, struct evhttp_connection *evcon)
 	}
 	d->h = h;
 	d->evcon = evcon;
+	/* Without its address (or memory), it counts for no client and never gives way. */
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
+		sl = 0;
+	if (connshare_join(h->share, sl ? (struct sockaddr *)&ss : NULL, d, &d->share))
+		log_warn("controller endpoint: a connection counts for no client (out of memory)");
 	LIST_INSERT_HEAD(&h->deadlines, d, entry);
 	deadline_arm(d);
 }
@@ -990,8 +1007,11 @@ static void request_cb(struct evhttp_request *req, void *arg)
 
 	/* jitd's turn until the reply has left (reply_sent_cb), however it is sent. */
 	d = deadline_of(h, evhttp_request_get_connection(req));
-	if (d)
+	if (d) {
 		evtimer_del(d->timer);
+		if (d->share)
+			connshare_idle(h->share, d->share, false);
+	}
 	evhttp_request_set_on_complete_cb(req, reply_sent_cb, d);
 	peer_identify(h, req, &p);
 	/*
@@ -1031,20 +1051,33 @@ static void request_cb(struct evhttp_request *req, void *arg)
 
 /*
  * Every connection is counted from the moment evhttp asks for its bufferevent until evhttp's
- * close callback for it, however it ends. At the limit the listener stops accepting, so further
- * clients wait in the kernel's backlog instead of costing descriptors and handshakes. evhttp
- * only creates the connection object after bev_cb returns, so its close callback is attached
- * in adopt_cb, queued as an active event: it runs before the loop polls again, so before any
- * I/O could end the connection. (libevent 2.1 has no server connection hook of its own.)
+ * close callback for it, however it ends. At the limit a new connection takes the place of an
+ * idle one of the client that holds the most, if it holds two or more (connshare.h): one
+ * client holding every place would otherwise keep a controller out until it let go. With none
+ * to give way the listener stops accepting, so further clients wait in the kernel's backlog
+ * instead of costing descriptors and handshakes. evhttp only creates the connection object
+ * after bev_cb returns, so its close callback is attached in adopt_cb, queued as an active
+ * event: it runs before the loop polls again, so before any I/O could end the connection.
+ * (libevent 2.1 has no server connection hook of its own.)
  */
+static bool room(const struct http *h)
+{
+	return h->n_conns < h->l->max_connections || connshare_victim(h->share);
+}
+
+static void listen_if_room(struct http *h)
+{
+	if (h->closing || !h->paused_full || !room(h))
+		return;
+	h->paused_full = false;
+	evconnlistener_enable(h->lev);
+}
+
 static void conn_gone(struct http *h)
 {
 	h->n_conns--;
 	enforce_clients(h->enf, -1);
-	if (!h->closing && h->paused_full && h->n_conns < h->l->max_connections) {
-		h->paused_full = false;
-		evconnlistener_enable(h->lev);
-	}
+	listen_if_room(h);
 }
 
 static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
@@ -1065,9 +1098,17 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 
 		/* evhttp_connection_free clears the callbacks; our reference kept the memory. */
 		bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
-		if (evcon) {
+		if (evcon && h->n_conns > h->l->max_connections) {
+			/*
+			 * The idle connection that was to give way for it got a request before it
+			 * came (bev_cb): as if it had waited in the backlog and given up.
+			 */
 			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
-			deadline_start(h, evcon);
+			flood_note(h, "listen.max_connections reached");
+			evhttp_connection_free(evcon);
+		} else if (evcon) {
+			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
+			deadline_start(h, evcon, bufferevent_getfd(bev));
 			/*
 			 * OpenSSL writes a reply as several records: with Nagle, the second waits
 			 * for the client's delayed ACK (40 ms per request on keep-alive).
@@ -1103,17 +1144,25 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 {
 	struct http *h = arg;
 	struct bufferevent *bev = new_bev(h, base);
+	struct conn_deadline *gives_way;
 
 	/* On NULL evhttp would speak plain HTTP itself: a TLS port must never do that. */
-	if (!bev || h->n_pending == h->l->max_connections) {
+	if (!bev || h->n_pending > h->l->max_connections) {
 		log_err("controller endpoint: cannot set up a connection; stopping");
 		abort();
+	}
+	if (h->n_conns >= h->l->max_connections && (gives_way = connshare_victim(h->share))) {
+		flood_note(h, "listen.max_connections reached: an idle connection of the client "
+			"holding the most closed for a new one");
+		/* Calls conn_closed_cb, which frees gives_way and counts it gone. */
+		evhttp_connection_free(gives_way->evcon);
 	}
 	bufferevent_incref(bev);
 	h->pending[h->n_pending++] = bev;
 	event_active(h->adopt, EV_TIMEOUT, 0);
 	enforce_clients(h->enf, 1);
-	if (++h->n_conns >= h->l->max_connections && !h->paused_full) {
+	h->n_conns++;
+	if (!room(h) && !h->paused_full) {
 		h->paused_full = true;
 		evconnlistener_disable(h->lev);
 		flood_note(h, "listen.max_connections reached, accepting paused");
@@ -1311,8 +1360,9 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	if (!l->enabled)
 		return 0;
 	snprintf(err, errlen, "out of memory");
+	/* One more pending than places: a newcomer whose place was taken back (adopt_cb). */
 	if (!(h = calloc(1, sizeof(*h))) ||
-		!(h->pending = calloc(l->max_connections, sizeof(*h->pending)))) {
+		!(h->pending = calloc(l->max_connections + 1, sizeof(*h->pending)))) {
 		free(h);
 		h = NULL;
 		ret = -ENOMEM;
@@ -1331,6 +1381,8 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 		cert_look(h, true);
 	}
 
+	if ((ret = connshare_new(l->max_connections, &h->share)))
+		goto out;
 	if (l->rate_limit && (ret = ratelimit_new(l->rate_limit, 2 * l->rate_limit, RATE_SLOTS,
 		&h->rl)))
 		goto out;
@@ -1430,6 +1482,7 @@ void http_close(struct http **hp)
 	/* evhttp_free closed every connection, and each close dropped its deadline. */
 	while (!LIST_EMPTY(&h->deadlines))
 		deadline_free(h, LIST_FIRST(&h->deadlines)->evcon);
+	connshare_free(&h->share);
 	if (h->resume)
 		event_free(h->resume);
 	if (h->adopt)

@@ -234,22 +234,32 @@ done
 no_allow_elems || fail "revoked batch grants still in the kernel: $(host_elems)"
 
 log "connection limit (4), idle timeout (3 s), rate limit (20/s per address)"
-# Four idle connections fill the endpoint; a fifth waits in the backlog until one closes.
+# Four clients (addresses) of C1, each its own for the endpoint's fair share.
+for a in 192.0.2.4 192.0.2.5; do ip -n "$C1" addr add "$a/24" dev eth0; done
+# Four idle connections, one from each, fill the endpoint. No client holds two, so none gives
+# way: a fifth waits in the backlog until one closes. Then one client holding three and
+# another one: a new connection takes the place of the first one's longest idle at once.
 cat >"$TMP/idle.py" <<'PY'
 import socket, ssl, sys, time
 ctx = ssl.create_default_context(cafile=sys.argv[1])
 ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-idle = [socket.create_connection(("192.0.2.1", 7443), timeout=5) for _ in range(4)]
-time.sleep(0.5)
-def handshake(timeout):
-    s = socket.create_connection(("192.0.2.1", 7443), timeout=timeout)
+def conn(src, timeout=5):
+    s = socket.socket()
+    s.settimeout(timeout)
+    s.bind((src, 0))
+    s.connect(("192.0.2.1", 7443))
+    return s
+def handshake(src, timeout):
+    s = conn(src, timeout)
     try:
         ctx.wrap_socket(s, server_hostname="192.0.2.1").close()
         return True
     except (socket.timeout, ssl.SSLError, OSError):
         return False
-if handshake(1.0):
-    sys.exit("a fifth connection was served while four were open")
+idle = [conn(a) for a in ("192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5")]
+time.sleep(0.5)
+if handshake("192.0.2.2", 1.0):
+    sys.exit("a fifth connection was served while four clients held one each")
 print("fifth connection waits")
 # The server closes idle connections after its timeout: recv sees EOF, not our 5 s timeout.
 start = time.monotonic()
@@ -260,13 +270,33 @@ waited = time.monotonic() - start
 if waited > 4.5:
     sys.exit("idle connections lived %.1f s" % waited)
 print("idle connections closed by the server")
-if not handshake(5.0):
+if not handshake("192.0.2.2", 5.0):
     sys.exit("no connection served after the idle ones closed")
 print("served again")
+held = [conn(a) for a in ("192.0.2.2", "192.0.2.2", "192.0.2.2", "192.0.2.3")]
+time.sleep(0.5)
+if not handshake("192.0.2.3", 2.0):
+    sys.exit("a new connection waited while one client held three of four")
+held[0].settimeout(1.0)
+try:
+    if held[0].recv(1) != b"":
+        sys.exit("the connection that gave way got data")
+except socket.timeout:
+    sys.exit("the longest idle connection of the client holding three is still open")
+for s in held[1:]:
+    s.setblocking(False)
+    try:
+        s.recv(1)
+        sys.exit("a connection closed that should have stayed")
+    except BlockingIOError:
+        pass
+print("the longest idle of three gave way")
+for s in held:
+    s.close()
 PY
 in_ns "$C1" python3 "$TMP/idle.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" \
 	"$PKI/controller-1.key" >"$TMP/idle.out" 2>&1 || fail "connection limit: $(cat "$TMP/idle.out")"
-pass "max_connections holds: $(paste -sd, "$TMP/idle.out")"
+pass "max_connections holds and is shared: $(paste -sd, "$TMP/idle.out")"
 # A client trickling its handshake, a byte a second, restarts the idle timeout with each byte;
 # the handshake and the first request must still be done within the timeout of the accept.
 in_ns "$C1" /usr/bin/python3 "$(dirname "$0")/trickle.py" 192.0.2.1:7443 1 8 5 \
