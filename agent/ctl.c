@@ -625,7 +625,6 @@ static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
 	ctl->user_at = now ? now : 1;
 }
 
-/* Who is on the other end, as the kernel says. A failure leaves the client unprivileged. */
 /* Who is at the other end, as the kernel says (SO_PEERCRED), not the client. */
 static int peer_cred(int fd, struct ucred *cred)
 {
@@ -634,6 +633,7 @@ static int peer_cred(int fd, struct ucred *cred)
 	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &sl) < 0 ? -errno : 0;
 }
 
+/* Who is on the other end, as the kernel says. A failure leaves the client unprivileged. */
 static void peer_identify(int fd, struct client *c)
 {
 	struct ucred cred;
