@@ -42,6 +42,12 @@
  * LOG_MAX_EVENTS parsed events (tens of MB) while it runs; more get "busy".
  */
 #define LOG_JOBS_MAX 2
+/*
+ * Statuses to users other than root that have not left whole: each holds the rest of its reply
+ * (about 25 MB at 100,000 grants) until its client reads it or PROTO_TIMEOUT_MS ends, so the
+ * group's readers, not reading, could pin gigabytes. More get "busy". Root's are not counted.
+ */
+#define STATUS_HELD_MAX 2
 
 struct ctl {
 	struct event_base *base;
@@ -51,6 +57,7 @@ struct ctl {
 	struct enforce *enf;
 	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
+	unsigned n_status_held;	/* see STATUS_HELD_MAX */
 	time_t refused_logged;	/* at most one "too many clients" line a minute */
 	time_t late_logged;	/* at most one "client cut at its deadline" line a minute */
 	/* The last peer's user name, reused for USER_CACHE_SEC (see user_name). */
@@ -94,6 +101,7 @@ struct client {
 	 * is only marked gone; the answer then frees it.
 	 */
 	bool waiting, gone;
+	bool status_held;	/* counted in n_status_held until freed */
 	struct evbuffer *written; /* a reply written, not built (status), to send as it is */
 	size_t reply_len;
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
@@ -110,6 +118,8 @@ static void client_free(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->ctl->n_clients--;
+	if (c->status_held)
+		c->ctl->n_status_held--;
 	enforce_clients(c->ctl->enf, -1);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
@@ -345,11 +355,18 @@ static json_t *do_grant(struct client *c, json_t *req)
  */
 static json_t *do_status(struct client *c, json_t *req)
 {
-	struct evbuffer *line = evbuffer_new();
+	struct evbuffer *line;
 	size_t sent = 0;
 
 	(void)req;
-	if (!line || evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
+	if (c->uid != 0 && c->ctl->n_status_held >= STATUS_HELD_MAX) {
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "%d statuses to users other than root are being sent, "
+			"the most at once; try again", STATUS_HELD_MAX);
+		return proto_error(JIT_ERR_BUSY, msg);
+	}
+	if (!(line = evbuffer_new()) || evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
 		status_write(c->ctl->enf, line, bufferevent_getfd(c->bev), &sent) ||
 		evbuffer_add(line, "}\n", 2)) {
 		if (line && sent) {
@@ -366,6 +383,10 @@ static json_t *do_status(struct client *c, json_t *req)
 	}
 	c->reply_len = sent;
 	c->written = line;
+	if (c->uid != 0 && evbuffer_get_length(line)) {
+		c->status_held = true;
+		c->ctl->n_status_held++;
+	}
 	return NULL;
 }
 
