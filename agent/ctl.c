@@ -366,7 +366,8 @@ static json_t *do_status(struct client *c, json_t *req)
 			"the most at once; try again", STATUS_HELD_MAX);
 		return proto_error(JIT_ERR_BUSY, msg);
 	}
-	if (!(line = evbuffer_new()) || evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
+	if (!(line = evbuffer_new()) ||
+		evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
 		status_write(c->ctl->enf, line, bufferevent_getfd(c->bev), &sent) ||
 		evbuffer_add(line, "}\n", 2)) {
 		if (line && sent) {
