@@ -29,7 +29,7 @@ TAILQ_HEAD(client_list, client);
 struct connshare {
 	struct client **chain;
 	size_t mask;
-	uint64_t seed;		/* keyed hash: a /64's addresses cannot be aimed at one chain */
+	uint64_t seed;		/* keyed hash: many addresses cannot be aimed at one chain */
 	size_t max, joined;
 	/* heavy[k]: clients holding k >= 2 connections, one of them idle, in order of listing */
 	struct client_list *heavy;

@@ -1052,8 +1052,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
 /*
  * Every connection is counted from the moment evhttp asks for its bufferevent until evhttp's
  * close callback for it, however it ends. At the limit a new connection takes the place of an
- * idle one of the client that holds the most, if it holds two or more (connshare.h): one
- * client holding every place would otherwise keep a controller out until it let go. With none
+ * idle one of the client holding the most, if it holds two or more (connshare.h): one client
+ * holding every place would otherwise keep a controller out until it let go. With none
  * to give way the listener stops accepting, so further clients wait in the kernel's backlog
  * instead of costing descriptors and handshakes. evhttp only creates the connection object
  * after bev_cb returns, so its close callback is attached in adopt_cb, queued as an active

@@ -10,9 +10,11 @@ struct sockaddr;
  * The controller endpoint's connections by client, the rate limit's clients (an IPv4 address,
  * an IPv6 /64, 127.0.0.0/8 as one), so that one client cannot keep the others out by holding
  * every connection. While the endpoint is full, a new connection may take the place of the
- * longest-idle connection (waiting for its client's first or next request) of the client that
- * holds the most, and only if that client holds two or more: no client loses its only one,
- * and a controller holding fewer than a flooding client keeps its own.
+ * longest-idle connection (no request of it being served: one still arriving is idle, or a
+ * trickled request would hold its place) of the client holding the most among those with one
+ * idle, and only if that client holds two or more: no client loses its only one, and a
+ * controller holding fewer than a flooding client keeps its own. Clients sharing an address
+ * (a NAT, loopback) are one.
  *
  * Every operation is O(1) but for finding the next-heaviest client when the heaviest drops
  * out: a walk down the counts between the two. A connection's memory is connshare's until

@@ -75,7 +75,7 @@ struct listen_config {
 	char *tls_key;		     /* PEM private key */
 	char *client_ca;	     /* PEM CA bundle: clients must present a certificate it signed */
 	bool insecure_plaintext;
-	unsigned max_connections; /* concurrent; more are closed at accept */
+	unsigned max_connections; /* concurrent; then one gives way, or more wait (connshare.h) */
 	uint64_t timeout;	  /* seconds: read, write and idle keep-alive, TLS handshake included */
 	unsigned rate_limit;	  /* requests per second per client address (burst 2x); 0: off */
 };

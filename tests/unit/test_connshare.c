@@ -185,7 +185,7 @@ static void test_unknown_and_full(void **state)
 	connshare_free(NULL);
 }
 
-/* Many clients in few chains: each found again by its key, and a leaving one unlinked. */
+/* Many clients, chains shared: each found again by its key, and a leaving one unlinked. */
 static void test_many_clients(void **state)
 {
 	struct connshare_conn *c[2 * 200];
