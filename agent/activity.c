@@ -11,6 +11,7 @@
 #include "agent/activity.h"
 #include "agent/audit.h"
 #include "common/array.h"
+#include "common/err.h"
 #include "common/log.h"
 #include "common/port.h"
 
@@ -24,12 +25,26 @@ struct port_hist {
 	char last_user[GRANT_MAX_STRING + 1];
 };
 
+/*
+ * A grant withdrawn because its group's fdatasync failed has its grant.applied line followed by
+ * a grant.refused one naming it (internal or storage_full): a grant's last record holds, and it
+ * does not count. Such refusals need a failing disk, so the rebuild reads the trail once, noting
+ * every grant.applied and the ids those refusals name, and only when there were any reads it
+ * again, holding each applied line of those ids back until the next record naming the id.
+ */
+struct withdrawn {
+	char *id;
+	json_t *held;		/* its last grant.applied, not noted yet; NULL: none */
+};
+
 /* The start-up rebuild from the audit trail, on a thread of its own until it joins. */
 struct rebuild {
 	pthread_t thread;
 	struct audit_snapshot *snap;
 	struct activity *found;	/* the thread's own, merged into the live one at the end */
 	int64_t since;
+	struct withdrawn *w;	/* sorted by id, unique */
+	size_t n_w, cap_w;
 	int ret;
 	atomic_bool done;
 	/* Set when jitd stops: a SIGTERM right after a start must not wait out the whole scan. */
@@ -187,18 +202,110 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 	snprintf(out->last_user, sizeof(out->last_user), "%s", h->last_user);
 }
 
-static int note_cb(json_t *ev, void *arg)
+/* A grant.refused record that may withdraw a grant applied before it: the grant's id, or NULL. */
+static const char *withdrawal_of(const json_t *ev)
 {
-	return activity_note_event(arg, ev);
+	const char *event = json_string_value(json_object_get(ev, "event"));
+	const char *code = json_string_value(json_object_get(ev, "code"));
+
+	if (!event || strcmp(event, "grant.refused") || !code ||
+		(strcmp(code, jit_err_name(JIT_ERR_INTERNAL)) &&
+		 strcmp(code, jit_err_name(JIT_ERR_STORAGE_FULL))))
+		return NULL;
+	return json_string_value(json_object_get(ev, "grant"));
 }
 
-static int rebuild_cb(json_t *ev, void *arg)
+static int withdrawn_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct withdrawn *)a)->id, ((const struct withdrawn *)b)->id);
+}
+
+static int id_cmp(const void *id, const void *w)
+{
+	return strcmp(id, ((const struct withdrawn *)w)->id);
+}
+
+static struct withdrawn *withdrawn_find(const struct rebuild *r, const char *id)
+{
+	return id && r->n_w ? bsearch(id, r->w, r->n_w, sizeof(*r->w), id_cmp) : NULL;
+}
+
+static int first_cb(json_t *ev, void *arg)
 {
 	struct rebuild *r = arg;
+	const char *id = withdrawal_of(ev);
+	struct withdrawn *w;
 
 	if (atomic_load_explicit(&r->stop, memory_order_relaxed))
 		return -ECANCELED;
-	return activity_note_event(r->found, ev);
+	if (!id)
+		return activity_note_event(r->found, ev);
+	if (!(w = array_reserve(r->w, &r->cap_w, r->n_w + 1, sizeof(*w), 8)))
+		return -ENOMEM;
+	r->w = w;
+	if (!(r->w[r->n_w].id = strdup(id)))
+		return -ENOMEM;
+	r->w[r->n_w++].held = NULL;
+	return 0;
+}
+
+/* The held line, if any, counts after all: a later record of its id came, or none did. */
+static int release(struct rebuild *r, struct withdrawn *w)
+{
+	int ret = w->held ? activity_note_event(r->found, w->held) : 0;
+
+	json_decref(w->held);
+	w->held = NULL;
+	return ret;
+}
+
+static int second_cb(json_t *ev, void *arg)
+{
+	struct rebuild *r = arg;
+	const char *event = json_string_value(json_object_get(ev, "event"));
+	struct withdrawn *w;
+	int ret;
+
+	if (atomic_load_explicit(&r->stop, memory_order_relaxed))
+		return -ECANCELED;
+	if ((w = withdrawn_find(r, withdrawal_of(ev)))) {
+		json_decref(w->held);
+		w->held = NULL;
+		return 0;
+	}
+	if (!event || strcmp(event, "grant.applied") ||
+		!(w = withdrawn_find(r, json_string_value(json_object_get(ev, "grant")))))
+		return activity_note_event(r->found, ev);
+	if ((ret = release(r, w)))
+		return ret;
+	w->held = json_incref(ev);
+	return 0;
+}
+
+/* Both readings, as needed; r->found holds the history when it returns 0. */
+static int rebuild_read(struct rebuild *r)
+{
+	size_t kept = 0;
+	int ret;
+
+	if ((ret = audit_snapshot_foreach(r->snap, r->since, first_cb, r)) || !r->n_w)
+		return ret;
+	qsort(r->w, r->n_w, sizeof(*r->w), withdrawn_cmp);
+	for (size_t i = 0; i < r->n_w; i++) {
+		if (kept && !strcmp(r->w[kept - 1].id, r->w[i].id))
+			free(r->w[i].id);
+		else
+			r->w[kept++] = r->w[i];
+	}
+	r->n_w = kept;
+	activity_free(&r->found);
+	if ((ret = activity_new(&r->found)))
+		return ret;
+	if ((ret = audit_snapshot_foreach(r->snap, r->since, second_cb, r)))
+		return ret;
+	for (size_t i = 0; ret == 0 && i < r->n_w; i++)
+		ret = release(r, &r->w[i]);
+	return ret;
 }
 
 static void *rebuild_main(void *arg)
@@ -206,7 +313,7 @@ static void *rebuild_main(void *arg)
 	struct rebuild *r = arg;
 
 	pthread_setname_np(pthread_self(), "jitd-activity");
-	r->ret = audit_snapshot_foreach(r->snap, r->since, rebuild_cb, r);
+	r->ret = rebuild_read(r);
 	atomic_store(&r->done, true);
 	return NULL;
 }
@@ -229,6 +336,18 @@ static int merge(struct activity *a, const struct activity *old)
 	return 0;
 }
 
+static void rebuild_free(struct rebuild *r)
+{
+	for (size_t i = 0; i < r->n_w; i++) {
+		free(r->w[i].id);
+		json_decref(r->w[i].held);
+	}
+	free(r->w);
+	activity_free(&r->found);
+	audit_snapshot_free(&r->snap);
+	free(r);
+}
+
 int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
 {
 	struct rebuild *r = calloc(1, sizeof(*r));
@@ -240,19 +359,18 @@ int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
 	atomic_init(&r->done, false);
 	atomic_init(&r->stop, false);
 	if ((ret = audit_snapshot(audit, &r->snap)) || (ret = activity_new(&r->found)))
-		goto fail;
+		goto out;
 	/* jansson seeds its hash function on first use; the loop has used it long since. */
 	if (pthread_create(&r->thread, NULL, rebuild_main, r)) {
 		/* No thread: read here, as jitd did before it had one. */
-		ret = audit_snapshot_foreach(r->snap, since, note_cb, a);
-		goto fail;
+		if (!(ret = rebuild_read(r)))
+			ret = merge(a, r->found);
+		goto out;
 	}
 	a->rb = r;
 	return 0;
-fail:
-	activity_free(&r->found);
-	audit_snapshot_free(&r->snap);
-	free(r);
+out:
+	rebuild_free(r);
 	return ret;
 }
 
@@ -269,9 +387,7 @@ void activity_settle(struct activity *a, bool wait)
 	if (r->ret != -ECANCELED && ((ret = r->ret) || (ret = merge(a, r->found))))
 		log_warn("cannot read the audit trail: %s; recent activity starts from now",
 			strerror(ret < 0 ? -ret : EIO));
-	activity_free(&r->found);
-	audit_snapshot_free(&r->snap);
-	free(r);
+	rebuild_free(r);
 	/* The scan peaked well above what the history holds; glibc would keep the freed heap. */
 	(void)malloc_trim(0);
 }

@@ -11,7 +11,8 @@
 /*
  * Recent activity per protected port, the columns operators know from cloud JIT consoles:
  * grants approved in the last 7 days, when access was last granted and to whom. Kept in memory,
- * rebuilt at start-up from the audit trail's grant.applied events (activity_rebuild).
+ * rebuilt at start-up from the audit trail's grant.applied events (activity_rebuild), but for
+ * grants a later grant.refused withdrew.
  */
 #define ACTIVITY_WINDOW_SEC (7 * 24 * 3600)
 

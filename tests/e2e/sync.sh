@@ -54,12 +54,22 @@ start_jitd
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the refused grant came back on restart"
 status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "status after restart: $(status_json | jq -c '.grants | map(.id)')"
 pass "after a restart: only the grant that was answered"
+# Its grant.applied line is in the trail, followed by the refusal: the rebuilt activity of
+# port 22 counts the grant that was answered only.
+jq -s -e '[.[] | select(.grant == "lost") | .event] == ["grant.applied", "grant.refused"]' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the trail of 'lost': $(jq -c 'select(.grant == "lost")' "$TMP/state/audit.jsonl")"
+port22() { status_json | jq -c '.ports[] | select(.port == 22) | {grants_7d, last_user}'; }
+[ "$(port22)" = '{"grants_7d":1,"last_user":"alice"}' ] ||
+	fail "activity after the restart counts the withdrawn grant: $(port22)"
+pass "the activity rebuilt from the trail leaves the withdrawn grant out: $(port22)"
 
 log "its id was not burned: the same token applies now"
 submit "$TMP/lost" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "$TMP/out")"
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
-pass "the grant refused for a failed sync applies once the sync holds"
+[ "$(port22)" = '{"grants_7d":2,"last_user":"alice"}' ] ||
+	fail "activity once it applied: $(port22)"
+pass "the grant refused for a failed sync applies once the sync holds; it counts now"
 
 log "a revocation whose record cannot be dropped"
 touch "$JITD_TEST_DEL_FAIL_FILE"

@@ -1,7 +1,8 @@
 /*
  * Recent activity rebuilt from the audit trail on its own thread: every grant.applied record
- * counts, and freeing the history while the scan runs (jitd stopping right after a start) stops
- * the scan without leaking or touching freed memory (ASan) and leaves the trail readable.
+ * counts but a withdrawn grant's, and freeing the history while the scan runs (jitd stopping
+ * right after a start) stops the scan without leaking or touching freed memory (ASan) and
+ * leaves the trail readable.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -112,11 +113,74 @@ static void free_while_rebuilding(void **state)
 	assert_all_counted(f->audit);
 }
 
+/*
+ * A grant withdrawn after a failed fdatasync (grant.applied, then grant.refused internal or
+ * storage_full naming it) does not count; its id applied again later does; a refusal of
+ * another kind (replay) or of an id never applied changes nothing.
+ */
+static void withdrawn_grants_do_not_count(void **state)
+{
+	static const struct {
+		const char *event, *id, *sub, *code;
+	} trail[] = {
+		{ "grant.applied", "w-1", "alice", NULL },
+		{ "grant.applied", "w-2", "bob", NULL },
+		{ "grant.refused", "w-2", NULL, "internal" },
+		{ "grant.refused", "w-1", NULL, "replay" },
+		{ "grant.applied", "w-3", "carol", NULL },
+		{ "grant.refused", "w-3", NULL, "storage_full" },
+		{ "grant.applied", "w-2", "bob", NULL },
+		{ "grant.refused", "w-4", NULL, "internal" },
+		{ "grant.applied", "w-5", "eve", NULL },
+		{ "grant.refused", "w-5", NULL, "internal" },
+	};
+	struct prefix src;
+	struct port_spec port = { .port = 22, .proto = PORT_PROTO_TCP };
+	char dir[64], path[128], jti[16], sub[16], iss[] = "ctl", kid[] = "k1";
+	struct grant g = { .jti = jti, .iss = iss, .sub = sub, .kid = kid, .exp = 1800000000,
+		.src = &src, .n_src = 1, .ports = &port, .n_ports = 1 };
+	struct port_activity pa;
+	struct activity *act;
+	struct audit *audit;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/test_activity.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(prefix_parse("192.0.2.7", &src), 0);
+	assert_int_equal(audit_open(dir, NULL, &audit), 0);
+	for (size_t i = 0; i < sizeof(trail) / sizeof(trail[0]); i++) {
+		struct audit_rec r = { .event = trail[i].event, .peer = "uid=0", .count = -1 };
+
+		if (trail[i].code) {
+			r.grant_id = trail[i].id;
+			r.code = trail[i].code;
+			r.message = "refused";
+		} else {
+			snprintf(jti, sizeof(jti), "%s", trail[i].id);
+			snprintf(sub, sizeof(sub), "%s", trail[i].sub);
+			r.grant = &g;
+		}
+		assert_int_equal(audit_log(audit, &r), 0);
+	}
+	assert_int_equal(activity_new(&act), 0);
+	assert_int_equal(activity_rebuild(act, audit, 0), 0);
+	activity_port(act, 22, IPPROTO_TCP, (int64_t)time(NULL), &pa);
+	/* w-1 and w-2's second application; all in one second, so the last counted is bob's. */
+	assert_int_equal(pa.grants_7d, 2);
+	assert_string_equal(pa.last_user, "bob");
+	activity_free(&act);
+	audit_close(&audit);
+	snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(rebuild_counts_every_record),
 		cmocka_unit_test(free_while_rebuilding),
+		cmocka_unit_test(withdrawn_grants_do_not_count),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
