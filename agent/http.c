@@ -98,6 +98,7 @@ struct http {
 	bool paused_full;		/* the listener waits for a place: see listen_if_room */
 	bool closing;
 	struct log_pace flood;		/* connections or requests refused */
+	struct metrics_endpoint counted;	/* for /metrics; .connections is n_conns */
 };
 
 /* Who sent a request: for the audit trail, the rate limit and the status permission. */
@@ -253,6 +254,20 @@ static void flood_note(struct http *h, const char *what)
 			 "%d s (latest: %s)", n, FLOOD_LOG_INTERVAL_MS / 1000, what);
 }
 
+/* 429, with Retry-After in seconds unless retry is 0 (the request can never pass). */
+static void rate_limited(struct http *h, struct evhttp_request *req, const struct peer *p,
+	unsigned retry, const char *msg)
+{
+	char num[16];
+
+	flood_note(h, p->name);
+	h->counted.rate_limited++;
+	if (retry) {
+		snprintf(num, sizeof(num), "%u", retry);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", num);
+	}
+	send_error(req, 429, JIT_ERR_RATE_LIMITED, msg);
+}
 
 /* Whether Content-Type ct is one of ok (NULL-terminated), parameters ignored. */
 static bool media_type_in(const char *ct, const char *const *ok)
@@ -524,19 +539,13 @@ static void post_batch(struct http *h, struct evhttp_request *req, const struct 
 	n = json_array_size(grants);
 	/* Each grant counts against the address's rate; the request itself already took one. */
 	if (h->rl && p->sa && n > ratelimit_burst(h->rl)) {
-		flood_note(h, p->name);
-		send_error(req, 429, JIT_ERR_RATE_LIMITED,
+		rate_limited(h, req, p, 0,
 			"this batch holds more grants than this address's rate limit allows at once");
 		goto out;
 	}
 	if (h->rl && p->sa && n > 1 &&
 		!ratelimit_take(h->rl, p->sa, enforce_now_ms(), (unsigned)n - 1, &retry)) {
-		char num[16];
-
-		flood_note(h, p->name);
-		snprintf(num, sizeof(num), "%u", retry);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", num);
-		send_error(req, 429, JIT_ERR_RATE_LIMITED, "too many grants from this address");
+		rate_limited(h, req, p, retry, "too many grants from this address");
 		goto out;
 	}
 	if (!(b = calloc(1, sizeof(*b) + n * sizeof(b->item[0])))) {
@@ -821,6 +830,8 @@ static void get_metrics(struct http *h, struct evhttp_request *req, const struct
 	g.reload_refused = enforce_reload_refused(h->enf, &refused_at) != NULL;
 	g.restart_pending = enforce_restart_pending_count(h->enf);
 	g.state_damage = enforce_state_damage(h->enf)->count;
+	h->counted.connections = h->n_conns;
+	g.endpoint = &h->counted;
 	if (!nft_counter_get(enforce_nft(h->enf), RULESET_TABLE, RULESET_COUNTER_DENIED, &packets,
 		&bytes))
 		g.denied_packets = (int64_t)packets;
@@ -950,6 +961,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn_deadline *d = arg;
 
 	flood_note(d->h, "no whole request within listen.timeout of the connection or its reply");
+	d->h->counted.cut_deadline++;
 	/* Calls conn_closed_cb, which frees d. */
 	evhttp_connection_free(d->evcon);
 }
@@ -1002,7 +1014,6 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	struct http *h = arg;
 	struct peer p = { 0 };
 	unsigned retry;
-	char num[16];
 	bool known = false;
 
 	/* jitd's turn until the reply has left (reply_sent_cb), however it is sent. */
@@ -1026,10 +1037,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.sa, enforce_now_ms(), &retry)) {
-		flood_note(h, p.name);
-		snprintf(num, sizeof(num), "%u", retry);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", num);
-		send_error(req, 429, JIT_ERR_RATE_LIMITED, "too many requests from this address");
+		rate_limited(h, req, &p, retry, "too many requests from this address");
 		return;
 	}
 	for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++) {
@@ -1105,6 +1113,7 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 			 */
 			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
 			flood_note(h, "listen.max_connections reached");
+			h->counted.over_limit++;
 			evhttp_connection_free(evcon);
 		} else if (evcon) {
 			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
@@ -1154,6 +1163,7 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 	if (h->n_conns >= h->l->max_connections && (gives_way = connshare_victim(h->share))) {
 		flood_note(h, "listen.max_connections reached: an idle connection of the client "
 			"holding the most closed for a new one");
+		h->counted.gave_way++;
 		/* Calls conn_closed_cb, which frees gives_way and counts it gone. */
 		evhttp_connection_free(gives_way->evcon);
 	}
@@ -1166,6 +1176,7 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 		h->paused_full = true;
 		evconnlistener_disable(h->lev);
 		flood_note(h, "listen.max_connections reached, accepting paused");
+		h->counted.paused++;
 	}
 	return bev;
 }

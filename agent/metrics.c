@@ -143,6 +143,31 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		m->group_commits);
 	scalar(&o, "jitd_group_grants_total", "counter",
 		"Grants that went through those groups, applied or refused.", m->group_grants);
+	if (g->endpoint) {
+		const struct metrics_endpoint *ep = g->endpoint;
+
+		scalar(&o, "jitd_http_connections", "gauge",
+			"Open connections to the controller endpoint, handshakes included.",
+			(unsigned long long)ep->connections);
+		head(&o, "jitd_http_connections_closed_total", "counter",
+			"Connections the endpoint closed to protect itself: no whole request within "
+			"listen.timeout (deadline), an idle one for a new connection at "
+			"listen.max_connections (gave_way), or a new one with no place "
+			"(over_limit).");
+		put(&o, "jitd_http_connections_closed_total{reason=\"deadline\"} %llu\n",
+			(unsigned long long)ep->cut_deadline);
+		put(&o, "jitd_http_connections_closed_total{reason=\"gave_way\"} %llu\n",
+			(unsigned long long)ep->gave_way);
+		put(&o, "jitd_http_connections_closed_total{reason=\"over_limit\"} %llu\n",
+			(unsigned long long)ep->over_limit);
+		scalar(&o, "jitd_http_accept_paused_total", "counter",
+			"Times the endpoint stopped accepting at listen.max_connections, none to "
+			"give way (new clients wait in the kernel's backlog).",
+			(unsigned long long)ep->paused);
+		scalar(&o, "jitd_http_rate_limited_total", "counter",
+			"Requests answered 429 by listen.rate_limit.",
+			(unsigned long long)ep->rate_limited);
+	}
 	hist(&o, "jitd_grant_seconds",
 		"One grant, from receipt to applied (kernel acknowledgement and audit record).",
 		&m->grant);

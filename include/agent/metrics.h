@@ -37,6 +37,16 @@ struct metrics {
 	struct metrics_hist grant;	/* one grant, received to applied (kernel ack, audit) */
 };
 
+/* The controller endpoint's own figures, counted in agent/http.c. */
+struct metrics_endpoint {
+	uint64_t connections;		/* open now, handshakes included */
+	uint64_t cut_deadline;		/* closed: no whole request within listen.timeout */
+	uint64_t gave_way;		/* closed, idle, for a new connection (connshare.h) */
+	uint64_t over_limit;		/* accepted at the limit and closed at once */
+	uint64_t paused;		/* times the listener stopped accepting, full */
+	uint64_t rate_limited;		/* requests answered 429 */
+};
+
 /* What only the caller knows at render time. */
 struct metrics_gauges {
 	uint64_t active_grants;
@@ -49,6 +59,7 @@ struct metrics_gauges {
 	bool reload_refused;		/* the last reload was refused (enforce_reload_refused) */
 	size_t restart_pending;		/* restart-only settings the file changed since the start */
 	uint64_t state_damage;		/* damage found in the grant state's files (store_damage) */
+	const struct metrics_endpoint *endpoint;	/* NULL: no controller endpoint */
 };
 
 void metrics_observe(struct metrics_hist *h, int64_t usec);

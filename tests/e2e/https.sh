@@ -333,6 +333,18 @@ read -r ok limited total retry < <(in_ns "$C2" python3 "$TMP/flood.py" "$PKI/fle
 	fail "rate limit: $ok x 404, $limited x 429 (Retry-After '$retry') of $total"
 pass "rate limit: $ok served, $limited refused with 429 and Retry-After: 1"
 expect 200 - "another address keeps its own budget" "$C1" controller-1 GET /v1/status
+# What the endpoint did to protect itself, counted in /metrics: the idle connection that gave
+# way, the trickles cut at the deadline, the pause while four clients held one each, and every
+# 429 (the flood's, and the batch over the burst before it).
+[ "$(req "$C1" controller-1 GET /metrics)" = 200 ] || fail "GET /metrics: $(cat "$TMP/body")"
+metric() { awk -v k="$1" '$1 == k { print $2 }' "$TMP/body"; }
+[ "$(metric 'jitd_http_connections_closed_total{reason="gave_way"}')" -ge 1 ] &&
+	[ "$(metric 'jitd_http_connections_closed_total{reason="deadline"}')" -ge 2 ] &&
+	[ "$(metric 'jitd_http_accept_paused_total')" -ge 1 ] &&
+	[ "$(metric 'jitd_http_rate_limited_total')" -ge $((limited + 1)) ] &&
+	[ "$(metric 'jitd_http_connections')" -ge 1 ] ||
+	fail "endpoint metrics: $(grep '^jitd_http' "$TMP/body" | paste -sd' ')"
+pass "endpoint metrics: $(grep '^jitd_http' "$TMP/body" | paste -sd' ')"
 
 log "TLS without client certificates, on [::] (IPv6 and IPv4 alike)"
 stop_jitd TERM

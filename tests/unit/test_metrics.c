@@ -93,6 +93,8 @@ static void test_counters_and_codes(void **state)
 	assert_line(text, "jitd_state_damage_total 0");
 	/* No TLS (plain HTTP): no certificate, no line claiming an expiry. */
 	assert_null(strstr(text, "jitd_tls_certificate_not_after_seconds"));
+	/* No endpoint figures given: none written. */
+	assert_null(strstr(text, "jitd_http_"));
 	free(text);
 	g.tls_not_after = 1798977600;
 	m.reloads_applied = 3;
@@ -116,11 +118,34 @@ static void test_counters_and_codes(void **state)
 	free(text);
 }
 
+static void test_endpoint(void **state)
+{
+	const struct metrics_endpoint ep = { .connections = 4, .cut_deadline = 5, .gave_way = 6,
+		.over_limit = 7, .paused = 8, .rate_limited = 9 };
+	struct metrics_gauges g = { .endpoint = &ep };
+	struct metrics m = { 0 };
+	char *text = metrics_render(&m, &g);
+
+	assert_non_null(text);
+	assert_line(text, "# TYPE jitd_http_connections gauge");
+	assert_line(text, "jitd_http_connections 4");
+	assert_line(text, "# TYPE jitd_http_connections_closed_total counter");
+	assert_line(text, "jitd_http_connections_closed_total{reason=\"deadline\"} 5");
+	assert_line(text, "jitd_http_connections_closed_total{reason=\"gave_way\"} 6");
+	assert_line(text, "jitd_http_connections_closed_total{reason=\"over_limit\"} 7");
+	assert_line(text, "# TYPE jitd_http_accept_paused_total counter");
+	assert_line(text, "jitd_http_accept_paused_total 8");
+	assert_line(text, "# TYPE jitd_http_rate_limited_total counter");
+	assert_line(text, "jitd_http_rate_limited_total 9");
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_histogram_is_cumulative),
 		cmocka_unit_test(test_counters_and_codes),
+		cmocka_unit_test(test_endpoint),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
