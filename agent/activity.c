@@ -27,14 +27,15 @@ struct port_hist {
 
 /*
  * A grant withdrawn because its group's fdatasync failed has its grant.applied line followed by
- * a grant.refused one naming it (internal or storage_full): a grant's last record holds, and it
- * does not count. Such refusals need a failing disk, so the rebuild reads the trail once, noting
- * every grant.applied and the ids those refusals name, and only when there were any reads it
- * again, holding each applied line of those ids back until the next record naming the id.
+ * a grant.refused one naming it, marked "withdrawn": a grant's last record holds, and it does
+ * not count. Such refusals need a failing disk, so the rebuild reads the trail once, noting
+ * every grant.applied and the ids withdrawals name; only when there were any does it read the
+ * trail again, to find the line each withdrawal takes back (the last grant.applied of its id
+ * before it), and a third time, noting every grant.applied but those, in the trail's order.
  */
 struct withdrawn {
 	char *id;
-	json_t *held;		/* its last grant.applied, not noted yet; NULL: none */
+	size_t last;		/* the index of its last grant.applied so far; 0: none */
 };
 
 /* The start-up rebuild from the audit trail, on a thread of its own until it joins. */
@@ -45,6 +46,9 @@ struct rebuild {
 	int64_t since;
 	struct withdrawn *w;	/* sorted by id, unique */
 	size_t n_w, cap_w;
+	size_t *taken;		/* the indexes of the lines taken back, sorted */
+	size_t n_taken, cap_taken;
+	size_t at, next;	/* the index of the record read (from 1); the next of taken */
 	int ret;
 	atomic_bool done;
 	/* Set when jitd stops: a SIGTERM right after a start must not wait out the whole scan. */
@@ -202,15 +206,13 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 	snprintf(out->last_user, sizeof(out->last_user), "%s", h->last_user);
 }
 
-/* A grant.refused record that may withdraw a grant applied before it: the grant's id, or NULL. */
+/* A grant.refused record of a withdrawn grant: the grant's id, or NULL. */
 static const char *withdrawal_of(const json_t *ev)
 {
 	const char *event = json_string_value(json_object_get(ev, "event"));
-	const char *code = json_string_value(json_object_get(ev, "code"));
 
-	if (!event || strcmp(event, "grant.refused") || !code ||
-		(strcmp(code, jit_err_name(JIT_ERR_INTERNAL)) &&
-		 strcmp(code, jit_err_name(JIT_ERR_STORAGE_FULL))))
+	if (!event || strcmp(event, "grant.refused") ||
+		!json_is_true(json_object_get(ev, "withdrawn")))
 		return NULL;
 	return json_string_value(json_object_get(ev, "grant"));
 }
@@ -230,13 +232,19 @@ static struct withdrawn *withdrawn_find(const struct rebuild *r, const char *id)
 	return id && r->n_w ? bsearch(id, r->w, r->n_w, sizeof(*r->w), id_cmp) : NULL;
 }
 
+static bool stopping(struct rebuild *r)
+{
+	return atomic_load_explicit(&r->stop, memory_order_relaxed);
+}
+
+/* The first reading: every grant.applied noted, the ids withdrawals name collected. */
 static int first_cb(json_t *ev, void *arg)
 {
 	struct rebuild *r = arg;
 	const char *id = withdrawal_of(ev);
 	struct withdrawn *w;
 
-	if (atomic_load_explicit(&r->stop, memory_order_relaxed))
+	if (stopping(r))
 		return -ECANCELED;
 	if (!id)
 		return activity_note_event(r->found, ev);
@@ -245,44 +253,65 @@ static int first_cb(json_t *ev, void *arg)
 	r->w = w;
 	if (!(r->w[r->n_w].id = strdup(id)))
 		return -ENOMEM;
-	r->w[r->n_w++].held = NULL;
+	r->w[r->n_w++].last = 0;
 	return 0;
 }
 
-/* The held line, if any, counts after all: a later record of its id came, or none did. */
-static int release(struct rebuild *r, struct withdrawn *w)
+static bool is_applied(const json_t *ev)
 {
-	int ret = w->held ? activity_note_event(r->found, w->held) : 0;
+	const char *event = json_string_value(json_object_get(ev, "event"));
 
-	json_decref(w->held);
-	w->held = NULL;
-	return ret;
+	return event && !strcmp(event, "grant.applied");
 }
 
+/* The second: which line each withdrawal takes back. */
 static int second_cb(json_t *ev, void *arg)
 {
 	struct rebuild *r = arg;
-	const char *event = json_string_value(json_object_get(ev, "event"));
 	struct withdrawn *w;
-	int ret;
+	size_t *taken;
 
-	if (atomic_load_explicit(&r->stop, memory_order_relaxed))
+	if (stopping(r))
 		return -ECANCELED;
-	if ((w = withdrawn_find(r, withdrawal_of(ev)))) {
-		json_decref(w->held);
-		w->held = NULL;
+	r->at++;
+	if (is_applied(ev) &&
+		(w = withdrawn_find(r, json_string_value(json_object_get(ev, "grant"))))) {
+		w->last = r->at;
 		return 0;
 	}
-	if (!event || strcmp(event, "grant.applied") ||
-		!(w = withdrawn_find(r, json_string_value(json_object_get(ev, "grant")))))
-		return activity_note_event(r->found, ev);
-	if ((ret = release(r, w)))
-		return ret;
-	w->held = json_incref(ev);
+	if (!(w = withdrawn_find(r, withdrawal_of(ev))) || !w->last)
+		return 0;
+	if (!(taken = array_reserve(r->taken, &r->cap_taken, r->n_taken + 1, sizeof(*taken), 8)))
+		return -ENOMEM;
+	r->taken = taken;
+	r->taken[r->n_taken++] = w->last;
+	w->last = 0;
 	return 0;
 }
 
-/* Both readings, as needed; r->found holds the history when it returns 0. */
+/* The third: every grant.applied noted but those taken back. */
+static int third_cb(json_t *ev, void *arg)
+{
+	struct rebuild *r = arg;
+
+	if (stopping(r))
+		return -ECANCELED;
+	r->at++;
+	if (r->next < r->n_taken && r->taken[r->next] == r->at) {
+		r->next++;
+		return 0;
+	}
+	return activity_note_event(r->found, ev);
+}
+
+static int index_cmp(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* All the readings needed; r->found holds the history when it returns 0. */
 static int rebuild_read(struct rebuild *r)
 {
 	size_t kept = 0;
@@ -298,14 +327,16 @@ static int rebuild_read(struct rebuild *r)
 			r->w[kept++] = r->w[i];
 	}
 	r->n_w = kept;
+	r->at = 0;
+	if ((ret = audit_snapshot_foreach(r->snap, r->since, second_cb, r)) || !r->n_taken)
+		return ret;
+	/* Each index once: an applied line is taken back by the first withdrawal after it. */
+	qsort(r->taken, r->n_taken, sizeof(*r->taken), index_cmp);
 	activity_free(&r->found);
 	if ((ret = activity_new(&r->found)))
 		return ret;
-	if ((ret = audit_snapshot_foreach(r->snap, r->since, second_cb, r)))
-		return ret;
-	for (size_t i = 0; ret == 0 && i < r->n_w; i++)
-		ret = release(r, &r->w[i]);
-	return ret;
+	r->at = 0;
+	return audit_snapshot_foreach(r->snap, r->since, third_cb, r);
 }
 
 static void *rebuild_main(void *arg)
@@ -338,11 +369,10 @@ static int merge(struct activity *a, const struct activity *old)
 
 static void rebuild_free(struct rebuild *r)
 {
-	for (size_t i = 0; i < r->n_w; i++) {
+	for (size_t i = 0; i < r->n_w; i++)
 		free(r->w[i].id);
-		json_decref(r->w[i].held);
-	}
 	free(r->w);
+	free(r->taken);
 	activity_free(&r->found);
 	audit_snapshot_free(&r->snap);
 	free(r);

@@ -317,6 +317,8 @@ static void print_rec(struct printer *pr, const struct audit_rec *r, int64_t now
 	put_member(pr, "peer", r->peer);
 	put_member(pr, "code", r->code);
 	put_member(pr, "message", r->message);
+	if (r->withdrawn)
+		pr_raw(pr, ",\"withdrawn\":true");
 	if (r->count >= 0) {
 		pr_raw(pr, ",\"count\":");
 		pr_int(pr, true, r->count);

@@ -1539,8 +1539,13 @@ static bool refusal_audited(struct enforce *e, bool revocation, const struct jit
 	return false;
 }
 
-static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
-	const struct jit_error *err)
+/*
+ * withdrawn: the grant's grant.applied line is in the trail already (its group's sync failed);
+ * the record says so, so that whoever reads the trail (the activity's rebuild) can tell this
+ * refusal from one of the same id resent while the grant stays in force.
+ */
+static void refused_rec(struct enforce *e, const char *what, const char *grant_id,
+	const char *peer, const struct jit_error *err, bool withdrawn)
 {
 	bool revocation = !strcmp(what, "revocation");
 
@@ -1549,8 +1554,21 @@ static void refused(struct enforce *e, const char *what, const char *grant_id, c
 	if (!grant_id && !err->authentic && !refusal_audited(e, revocation, err, peer))
 		return;
 	log_warn("%s refused: %s: %s (peer=%s)", what, jit_err_name(err->code), err->msg, peer);
-	(void)audit(e, revocation ? "revocation.refused" : "grant.refused", NULL, grant_id, peer,
-		err->code, err->msg, -1);
+	(void)audit_rec(e, &(const struct audit_rec){
+		.event = revocation ? "revocation.refused" : "grant.refused",
+		.grant_id = grant_id,
+		.peer = peer,
+		.code = jit_err_name(err->code),
+		.message = err->msg,
+		.count = -1,
+		.withdrawn = withdrawn,
+	});
+}
+
+static void refused(struct enforce *e, const char *what, const char *grant_id, const char *peer,
+	const struct jit_error *err)
+{
+	refused_rec(e, what, grant_id, peer, err, false);
 }
 
 void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
@@ -2133,7 +2151,7 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 		p->ret = jit_fail(&p->err, storage_code(sync_ret), "cannot make grant '%s' durable: "
 			"%s; nothing applied", p->jti, strerror(-sync_ret));
 		take_back(e, v, n, p);
-		refused(e, "grant", p->jti, p->peer, &p->err);
+		refused_rec(e, "grant", p->jti, p->peer, &p->err, true);
 		withdrawn++;
 	}
 	if (withdrawn) {

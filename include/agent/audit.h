@@ -32,6 +32,8 @@ struct audit_rec {
 	const char *code;
 	const char *message;
 	long long count;		/* < 0: absent */
+	/* grant.refused of a grant whose grant.applied line is already in the trail, taken back */
+	bool withdrawn;
 	/*
 	 * Optional, out: on success, a copy of the line and where it went (malloc'd, the
 	 * caller's), for the journal to carry until the trail is durable (audit_recover).

@@ -44,9 +44,10 @@ status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null || fail "statu
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "withdrawn from the kernel and the books; the earlier grant stays"
-jq -s -e 'any(.[]; .event == "grant.refused" and .grant == "lost" and .code == "internal")' \
+jq -s -e 'any(.[]; .event == "grant.refused" and .grant == "lost" and .code == "internal" and
+	.withdrawn == true)' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "no grant.refused record for 'lost'"
-pass "the refusal is in the audit trail"
+pass "the refusal is in the audit trail, marked withdrawn"
 
 log "a restart does not bring it back"
 stop_jitd TERM
@@ -70,6 +71,11 @@ expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 [ "$(port22)" = '{"grants_7d":2,"last_user":"alice"}' ] ||
 	fail "activity once it applied: $(port22)"
 pass "the grant refused for a failed sync applies once the sync holds; it counts now"
+stop_jitd TERM
+start_jitd
+[ "$(port22)" = '{"grants_7d":2,"last_user":"alice"}' ] ||
+	fail "activity rebuilt after it applied again: $(port22)"
+pass "rebuilt from the trail, the withdrawn application does not count and the second does"
 
 log "a revocation whose record cannot be dropped"
 touch "$JITD_TEST_DEL_FAIL_FILE"

@@ -114,25 +114,29 @@ static void free_while_rebuilding(void **state)
 }
 
 /*
- * A grant withdrawn after a failed fdatasync (grant.applied, then grant.refused internal or
- * storage_full naming it) does not count; its id applied again later does; a refusal of
- * another kind (replay) or of an id never applied changes nothing.
+ * A grant withdrawn after a failed fdatasync (grant.applied, then grant.refused marked
+ * "withdrawn") does not count; its id applied again later does, in the trail's order; a
+ * refusal not so marked (a replay, or internal for the same token resent while the grant is in
+ * force) or of an id never applied changes nothing.
  */
 static void withdrawn_grants_do_not_count(void **state)
 {
 	static const struct {
 		const char *event, *id, *sub, *code;
+		bool withdrawn;
 	} trail[] = {
-		{ "grant.applied", "w-1", "alice", NULL },
-		{ "grant.applied", "w-2", "bob", NULL },
-		{ "grant.refused", "w-2", NULL, "internal" },
-		{ "grant.refused", "w-1", NULL, "replay" },
-		{ "grant.applied", "w-3", "carol", NULL },
-		{ "grant.refused", "w-3", NULL, "storage_full" },
-		{ "grant.applied", "w-2", "bob", NULL },
-		{ "grant.refused", "w-4", NULL, "internal" },
-		{ "grant.applied", "w-5", "eve", NULL },
-		{ "grant.refused", "w-5", NULL, "internal" },
+		{ "grant.applied", "w-1", "alice", NULL, false },
+		{ "grant.applied", "w-2", "bob", NULL, false },
+		{ "grant.refused", "w-2", NULL, "internal", true },
+		{ "grant.refused", "w-1", NULL, "replay", false },
+		{ "grant.refused", "w-1", NULL, "internal", false },
+		{ "grant.applied", "w-3", "carol", NULL, false },
+		{ "grant.refused", "w-3", NULL, "storage_full", true },
+		{ "grant.applied", "w-2", "bob", NULL, false },
+		{ "grant.refused", "w-4", NULL, "internal", true },
+		{ "grant.applied", "w-6", "dave", NULL, false },
+		{ "grant.applied", "w-5", "eve", NULL, false },
+		{ "grant.refused", "w-5", NULL, "internal", true },
 	};
 	struct prefix src;
 	struct port_spec port = { .port = 22, .proto = PORT_PROTO_TCP };
@@ -155,6 +159,7 @@ static void withdrawn_grants_do_not_count(void **state)
 			r.grant_id = trail[i].id;
 			r.code = trail[i].code;
 			r.message = "refused";
+			r.withdrawn = trail[i].withdrawn;
 		} else {
 			snprintf(jti, sizeof(jti), "%s", trail[i].id);
 			snprintf(sub, sizeof(sub), "%s", trail[i].sub);
@@ -165,9 +170,9 @@ static void withdrawn_grants_do_not_count(void **state)
 	assert_int_equal(activity_new(&act), 0);
 	assert_int_equal(activity_rebuild(act, audit, 0), 0);
 	activity_port(act, 22, IPPROTO_TCP, (int64_t)time(NULL), &pa);
-	/* w-1 and w-2's second application; all in one second, so the last counted is bob's. */
-	assert_int_equal(pa.grants_7d, 2);
-	assert_string_equal(pa.last_user, "bob");
+	/* w-1, w-2's second application and w-6; in one second, the last counted is dave's. */
+	assert_int_equal(pa.grants_7d, 3);
+	assert_string_equal(pa.last_user, "dave");
 	activity_free(&act);
 	audit_close(&audit);
 	snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
