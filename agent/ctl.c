@@ -43,11 +43,12 @@
  */
 #define LOG_JOBS_MAX 2
 /*
- * Statuses to users other than root that have not left whole: each holds the rest of its reply
- * (about 25 MB at 100,000 grants) until its client reads it or PROTO_TIMEOUT_MS ends, so the
- * group's readers, not reading, could pin gigabytes. More get "busy". Root's are not counted.
+ * Replies to users other than root that have not left whole: each holds its rest in memory (a
+ * status: about 25 MB at 100,000 grants; a log query: up to tens of MB) until its client reads
+ * it or PROTO_TIMEOUT_MS ends, so the group's readers, not reading, could pin gigabytes. At
+ * this many, their next status or log query gets "busy". Root's are not counted.
  */
-#define STATUS_HELD_MAX 2
+#define HELD_REPLIES_MAX 2
 
 struct ctl {
 	struct event_base *base;
@@ -57,7 +58,7 @@ struct ctl {
 	struct enforce *enf;
 	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
-	unsigned n_status_held;	/* see STATUS_HELD_MAX */
+	unsigned n_held;	/* see HELD_REPLIES_MAX */
 	time_t refused_logged;	/* at most one "too many clients" line a minute */
 	time_t late_logged;	/* at most one "client cut at its deadline" line a minute */
 	/* The last peer's user name, reused for USER_CACHE_SEC (see user_name). */
@@ -101,7 +102,7 @@ struct client {
 	 * is only marked gone; the answer then frees it.
 	 */
 	bool waiting, gone;
-	bool status_held;	/* counted in n_status_held until freed */
+	bool held;		/* counted in n_held until freed */
 	struct evbuffer *written; /* a reply written, not built (status), to send as it is */
 	size_t reply_len;
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
@@ -118,8 +119,8 @@ static void client_free(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->ctl->n_clients--;
-	if (c->status_held)
-		c->ctl->n_status_held--;
+	if (c->held)
+		c->ctl->n_held--;
 	enforce_clients(c->ctl->enf, -1);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
@@ -166,6 +167,10 @@ static void reply_buffer(struct client *c, struct evbuffer *line)
 		status_release_memory(c->reply_len);
 		client_free(c);
 		return;
+	}
+	if (c->uid != 0 && !c->held) {
+		c->held = true;
+		c->ctl->n_held++;
 	}
 	bufferevent_setcb(c->bev, NULL, ctl_written_cb, NULL, c);
 	if (bufferevent_write_buffer(c->bev, line) < 0)
@@ -349,6 +354,21 @@ static json_t *do_grant(struct client *c, json_t *req)
 	return NULL;
 }
 
+/* Whether c may not have another large reply: see HELD_REPLIES_MAX. */
+static bool held_full(const struct client *c)
+{
+	return c->uid != 0 && c->ctl->n_held >= HELD_REPLIES_MAX;
+}
+
+static json_t *held_busy(void)
+{
+	char msg[112];
+
+	snprintf(msg, sizeof(msg), "%d replies to users other than root are waiting to be read, "
+		"the most at once; try again", HELD_REPLIES_MAX);
+	return proto_error(JIT_ERR_BUSY, msg);
+}
+
 /*
  * Written straight into the reply, and to the client as it is written (see status_write). Once
  * part of it has gone, an error can no longer be answered: the client sees the line cut short.
@@ -359,13 +379,8 @@ static json_t *do_status(struct client *c, json_t *req)
 	size_t sent = 0;
 
 	(void)req;
-	if (c->uid != 0 && c->ctl->n_status_held >= STATUS_HELD_MAX) {
-		char msg[96];
-
-		snprintf(msg, sizeof(msg), "%d statuses to users other than root are being sent, "
-			"the most at once; try again", STATUS_HELD_MAX);
-		return proto_error(JIT_ERR_BUSY, msg);
-	}
+	if (held_full(c))
+		return held_busy();
 	if (!(line = evbuffer_new()) ||
 		evbuffer_add(line, PROTO_STATUS_HEAD, strlen(PROTO_STATUS_HEAD)) ||
 		status_write(c->ctl->enf, line, bufferevent_getfd(c->bev), &sent) ||
@@ -384,10 +399,6 @@ static json_t *do_status(struct client *c, json_t *req)
 	}
 	c->reply_len = sent;
 	c->written = line;
-	if (c->uid != 0 && evbuffer_get_length(line)) {
-		c->status_held = true;
-		c->ctl->n_status_held++;
-	}
 	return NULL;
 }
 
@@ -523,6 +534,8 @@ static json_t *do_log(struct client *c, json_t *req)
 			"and optional \"grant\", \"sub\" and \"event\" strings");
 	if (ctl->n_jobs >= LOG_JOBS_MAX)
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
+	if (held_full(c))
+		return held_busy();
 	if (!(j = calloc(1, sizeof(*j))) ||
 		(grant && !(j->grant = strdup(json_string_value(grant)))) ||
 		(sub && !(j->sub = strdup(json_string_value(sub)))) ||
