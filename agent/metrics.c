@@ -58,11 +58,18 @@ static void scalar(struct out *o, const char *name, const char *type, const char
 	put(o, "%s %llu\n", name, v);
 }
 
+/* One series of a labelled family: name{label="value"} v. */
+static void series(struct out *o, const char *name, const char *label, const char *value,
+	uint64_t v)
+{
+	put(o, "%s{%s=\"%s\"} %llu\n", name, label, value, (unsigned long long)v);
+}
+
 static void by_code(struct out *o, const char *name, const char *help, const uint64_t *v)
 {
 	head(o, name, "counter", help);
 	for (int i = 1; i < JIT_ERR__COUNT; i++)
-		put(o, "%s{code=\"%s\"} %llu\n", name, jit_err_name(-i), (unsigned long long)v[i]);
+		series(o, name, "code", jit_err_name(-i), v[i]);
 }
 
 static void hist(struct out *o, const char *name, const char *help, const struct metrics_hist *h)
@@ -121,10 +128,8 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		"Transactions that put the kernel back in line with the grants.", m->drift_repairs);
 	head(&o, "jitd_config_reloads_total", "counter",
 		"Configuration reloads (SIGHUP, jitctl reload), applied or refused.");
-	put(&o, "jitd_config_reloads_total{result=\"applied\"} %llu\n",
-		(unsigned long long)m->reloads_applied);
-	put(&o, "jitd_config_reloads_total{result=\"refused\"} %llu\n",
-		(unsigned long long)m->reloads_refused);
+	series(&o, "jitd_config_reloads_total", "result", "applied", m->reloads_applied);
+	series(&o, "jitd_config_reloads_total", "result", "refused", m->reloads_refused);
 	scalar(&o, "jitd_config_last_reload_successful", "gauge",
 		"Whether the last reload was applied (1 before any): 0 means the file on disk is "
 		"not the configuration in force.", !g->reload_refused);
@@ -154,12 +159,11 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 			"listen.timeout (deadline), an idle one for a new connection at "
 			"listen.max_connections (gave_way), or a new one with no place "
 			"(over_limit).");
-		put(&o, "jitd_http_connections_closed_total{reason=\"deadline\"} %llu\n",
-			(unsigned long long)ep->cut_deadline);
-		put(&o, "jitd_http_connections_closed_total{reason=\"gave_way\"} %llu\n",
-			(unsigned long long)ep->gave_way);
-		put(&o, "jitd_http_connections_closed_total{reason=\"over_limit\"} %llu\n",
-			(unsigned long long)ep->over_limit);
+		series(&o, "jitd_http_connections_closed_total", "reason", "deadline",
+			ep->cut_deadline);
+		series(&o, "jitd_http_connections_closed_total", "reason", "gave_way", ep->gave_way);
+		series(&o, "jitd_http_connections_closed_total", "reason", "over_limit",
+			ep->over_limit);
 		scalar(&o, "jitd_http_accept_paused_total", "counter",
 			"Times the endpoint stopped accepting at listen.max_connections, none to "
 			"give way (new clients wait in the kernel's backlog).",
