@@ -102,7 +102,7 @@ struct client {
 	 * is only marked gone; the answer then frees it.
 	 */
 	bool waiting, gone;
-	bool held;		/* counted in n_held until freed */
+	bool held;		/* counted in n_held until freed (client_free) */
 	struct evbuffer *written; /* a reply written, not built (status), to send as it is */
 	size_t reply_len;
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
@@ -131,6 +131,8 @@ static void client_free(struct client *c)
 	else
 		free(c);
 }
+
+static void ctl_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* Close once the reply has left: the protocol is one request per connection. */
 static void ctl_written_cb(struct bufferevent *bev, void *arg)
@@ -172,7 +174,11 @@ static void reply_buffer(struct client *c, struct evbuffer *line)
 		c->held = true;
 		c->ctl->n_held++;
 	}
-	bufferevent_setcb(c->bev, NULL, ctl_written_cb, NULL, c);
+	/*
+	 * With the event callback, a client that goes away mid-reply is freed when the write
+	 * fails, not at its deadline: the rest of its reply and its place in n_held go then.
+	 */
+	bufferevent_setcb(c->bev, NULL, ctl_written_cb, ctl_event_cb, c);
 	if (bufferevent_write_buffer(c->bev, line) < 0)
 		client_free(c);
 	evbuffer_free(line);
@@ -536,6 +542,14 @@ static json_t *do_log(struct client *c, json_t *req)
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
 	if (held_full(c))
 		return held_busy();
+	/*
+	 * Counted from now, not from the answer: else two queries running and two answers
+	 * unread would make four.
+	 */
+	if (c->uid != 0) {
+		c->held = true;
+		ctl->n_held++;
+	}
 	if (!(j = calloc(1, sizeof(*j))) ||
 		(grant && !(j->grant = strdup(json_string_value(grant)))) ||
 		(sub && !(j->sub = strdup(json_string_value(sub)))) ||

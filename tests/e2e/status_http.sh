@@ -16,6 +16,8 @@
 N=800
 # Test builds: reading a spool back fails while this file exists (agent/http.c, spool_read).
 export JITD_TEST_SPOOL_FAIL_FILE=$TMP/spool-fail JITD_TEST_STATUS_OOM_FILE=$TMP/status-oom
+# Test builds: while this file exists, a log query waits on its thread (jitd-log).
+export JITD_TEST_LOG_HOLD_FILE=$TMP/log-hold
 setup_net
 setup_keys
 ca fleet-ca
@@ -123,6 +125,51 @@ grep -q "busy" "$TMP/member" || fail "the member's statuses: $(cat "$TMP/member"
 touch "$TMP/release"
 wait "$MEMBER" || fail "the member's statuses: $(cat "$TMP/member")"
 pass "unread replies held at two for a member, root served: $(paste -sd, "$TMP/member")"
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	# A member's log query counts from when it starts: two on their threads (held there by
+	# the test build), and its status is busy, as it would be once their answers sat unread.
+	# It also needs the unread status the script above left to have been let go when its
+	# client went, not at the client's 10 s deadline: else the second query is refused.
+	cat >"$TMP/logs.py" <<'PY'
+import json, os, socket, sys, time
+path, go = sys.argv[1], sys.argv[2]
+def ask(op):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.settimeout(8)
+    s.sendall(json.dumps({"op": op}).encode() + b"\n")
+    return s
+logs = [ask("log"), ask("log")]
+for _ in range(80):
+    if os.path.exists(go):
+        break
+    time.sleep(0.1)
+r = json.loads(ask("status").makefile("rb").readline())
+if r.get("error") != "busy" or "waiting to be read" not in r.get("message", ""):
+    sys.exit("a status while two log queries ran: %.80s" % json.dumps(r))
+print("a status while two log queries run: busy", flush=True)
+for s in logs:
+    if not json.loads(s.makefile("rb").readline()).get("ok"):
+        sys.exit("a log query let go did not answer")
+print("both answered once let go", flush=True)
+PY
+	log_threads_are() { [ "$(grep -lx jitd-log /proc/"$JITD_PID"/task/*/comm 2>/dev/null |
+		grep -c .)" -eq "$1" ]; }
+	touch "$JITD_TEST_LOG_HOLD_FILE"
+	setpriv --reuid=4243 --regid=4243 --groups=4242 -- /usr/bin/python3 "$TMP/logs.py" "$SOCK" \
+		"$TMP/go" >"$TMP/member-logs" 2>&1 &
+	MEMBER=$!
+	BG_PIDS+=("$MEMBER")
+	two_or_gone() { log_threads_are 2 || ! kill -0 "$MEMBER" 2>/dev/null; }
+	wait_until 10 "the member's two log queries on their threads" two_or_gone
+	log_threads_are 2 || fail "the member's log queries: $(cat "$TMP/member-logs")"
+	touch "$TMP/go"
+	member_told() { grep -q "busy" "$TMP/member-logs" || ! kill -0 "$MEMBER" 2>/dev/null; }
+	wait_until 8 "the member's status answered" member_told
+	rm -f "$JITD_TEST_LOG_HOLD_FILE"
+	wait "$MEMBER" || fail "the member's log queries: $(cat "$TMP/member-logs")"
+	pass "$(paste -sd, "$TMP/member-logs")"
+fi
 
 # client.py MODE OUT HOST PORT [CA CERT KEY]: asks for the status and reads 16 KiB of it, then
 # goes away (abandon), or reads 4 KiB, stops reading for 5 s, then reads what is left until the
