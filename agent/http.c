@@ -1106,17 +1106,17 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 
 		/* evhttp_connection_free clears the callbacks; our reference kept the memory. */
 		bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+		if (evcon)
+			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
 		if (evcon && h->n_conns > h->l->max_connections) {
 			/*
-			 * The idle connection that was to give way for it got a request before it
-			 * came (bev_cb): as if it had waited in the backlog and given up.
+			 * The idle connection that was to give way for one of these got a request
+			 * before it came (bev_cb): as if it had waited in the backlog, given up.
 			 */
-			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
 			flood_note(h, "listen.max_connections reached");
 			h->counted.over_limit++;
 			evhttp_connection_free(evcon);
 		} else if (evcon) {
-			evhttp_connection_set_closecb(evcon, conn_closed_cb, h);
 			deadline_start(h, evcon, bufferevent_getfd(bev));
 			/*
 			 * OpenSSL writes a reply as several records: with Nagle, the second waits

@@ -155,13 +155,14 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 			"Open connections to the controller endpoint, handshakes included.",
 			(unsigned long long)ep->connections);
 		head(&o, "jitd_http_connections_closed_total", "counter",
-			"Connections the endpoint closed to protect itself: no whole request within "
-			"listen.timeout (deadline), an idle one for a new connection at "
+			"Connections the endpoint closed to protect itself: no whole request "
+			"within listen.timeout (deadline), an idle one for a new connection at "
 			"listen.max_connections (gave_way), or a new one with no place "
 			"(over_limit).");
 		series(&o, "jitd_http_connections_closed_total", "reason", "deadline",
 			ep->cut_deadline);
-		series(&o, "jitd_http_connections_closed_total", "reason", "gave_way", ep->gave_way);
+		series(&o, "jitd_http_connections_closed_total", "reason", "gave_way",
+			ep->gave_way);
 		series(&o, "jitd_http_connections_closed_total", "reason", "over_limit",
 			ep->over_limit);
 		scalar(&o, "jitd_http_accept_paused_total", "counter",

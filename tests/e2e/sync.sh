@@ -59,21 +59,22 @@ pass "after a restart: only the grant that was answered"
 # port 22 counts the grant that was answered only.
 jq -s -e '[.[] | select(.grant == "lost") | .event] == ["grant.applied", "grant.refused"]' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the trail of 'lost': $(jq -c 'select(.grant == "lost")' "$TMP/state/audit.jsonl")"
-port22() { status_json | jq -c '.ports[] | select(.port == 22) | {grants_7d, last_user}'; }
-[ "$(port22)" = '{"grants_7d":1,"last_user":"alice"}' ] ||
+# (Every grant here is alice's: the count is what tells.)
+port22() { status_json | jq '.ports[] | select(.port == 22) | .grants_7d'; }
+[ "$(port22)" = 1 ] ||
 	fail "activity after the restart counts the withdrawn grant: $(port22)"
-pass "the activity rebuilt from the trail leaves the withdrawn grant out: $(port22)"
+pass "the activity rebuilt from the trail leaves the withdrawn grant out: grants_7d $(port22)"
 
 log "its id was not burned: the same token applies now"
 submit "$TMP/lost" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "$TMP/out")"
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
-[ "$(port22)" = '{"grants_7d":2,"last_user":"alice"}' ] ||
+[ "$(port22)" = 2 ] ||
 	fail "activity once it applied: $(port22)"
 pass "the grant refused for a failed sync applies once the sync holds; it counts now"
 stop_jitd TERM
 start_jitd
-[ "$(port22)" = '{"grants_7d":2,"last_user":"alice"}' ] ||
+[ "$(port22)" = 2 ] ||
 	fail "activity rebuilt after it applied again: $(port22)"
 pass "rebuilt from the trail, the withdrawn application does not count and the second does"
 
