@@ -80,15 +80,23 @@ log "replies over the control socket that a member of control_group does not rea
 # again. Each status here (800 grants) is larger than the socket can take, which the script
 # checks, so that jitd cannot hand it over whole.
 chmod 0711 "$TMP" "$TMP/run"
-cat >"$TMP/unread.py" <<'PY'
-import json, os, socket, sys, time
-path, release, sndbuf = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def ask(op):
+# The member's scripts, in a directory it may list (Python's import does).
+mkdir -m 0755 "$TMP/py"
+# ask(path, op): a control-socket request, its reply left to the caller to read, or not.
+cat >"$TMP/py/ctlask.py" <<'PY'
+import json, socket
+def ask(path, op, timeout=8):
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
-    s.settimeout(5)
+    s.settimeout(timeout)
     s.sendall(json.dumps({"op": op}).encode() + b"\n")
     return s
+PY
+cat >"$TMP/py/unread.py" <<'PY'
+import functools, json, os, sys, time
+import ctlask
+path, release, sndbuf = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ask = functools.partial(ctlask.ask, path)
 def busy(op):
     r = json.loads(ask(op).makefile("rb").readline())
     if r.get("error") != "busy" or "waiting to be read" not in r.get("message", ""):
@@ -112,7 +120,7 @@ for op in ("status", "log"):
         sys.exit("no %s once one was read" % op)
 print("served again (%d bytes each)" % len(line), flush=True)
 PY
-setpriv --reuid=4243 --regid=4243 --groups=4242 -- /usr/bin/python3 "$TMP/unread.py" "$SOCK" \
+setpriv --reuid=4243 --regid=4243 --groups=4242 -- /usr/bin/python3 "$TMP/py/unread.py" "$SOCK" \
 	"$TMP/release" "$(cat /proc/sys/net/core/wmem_default)" >"$TMP/member" 2>&1 &
 MEMBER=$!
 BG_PIDS+=("$MEMBER")
@@ -130,15 +138,11 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	# the test build), and its status is busy, as it would be once their answers sat unread.
 	# It also needs the unread status the script above left to have been let go when its
 	# client went, not at the client's 10 s deadline: else the second query is refused.
-	cat >"$TMP/logs.py" <<'PY'
-import json, os, socket, sys, time
+	cat >"$TMP/py/logs.py" <<'PY'
+import functools, json, os, sys, time
+import ctlask
 path, go = sys.argv[1], sys.argv[2]
-def ask(op):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.settimeout(8)
-    s.sendall(json.dumps({"op": op}).encode() + b"\n")
-    return s
+ask = functools.partial(ctlask.ask, path)
 logs = [ask("log"), ask("log")]
 for _ in range(80):
     if os.path.exists(go):
@@ -156,7 +160,7 @@ PY
 	log_threads_are() { [ "$(grep -lx jitd-log /proc/"$JITD_PID"/task/*/comm 2>/dev/null |
 		grep -c .)" -eq "$1" ]; }
 	touch "$JITD_TEST_LOG_HOLD_FILE"
-	setpriv --reuid=4243 --regid=4243 --groups=4242 -- /usr/bin/python3 "$TMP/logs.py" "$SOCK" \
+	setpriv --reuid=4243 --regid=4243 --groups=4242 -- /usr/bin/python3 "$TMP/py/logs.py" "$SOCK" \
 		"$TMP/go" >"$TMP/member-logs" 2>&1 &
 	MEMBER=$!
 	BG_PIDS+=("$MEMBER")
