@@ -160,15 +160,21 @@ static int64_t event_time(const json_t *ev)
 	return (int64_t)timegm(&tm);
 }
 
-int activity_note_event(struct activity *a, const json_t *ev)
+static bool event_is(const json_t *ev, const char *name)
 {
 	const char *event = json_string_value(json_object_get(ev, "event"));
+
+	return event && !strcmp(event, name);
+}
+
+int activity_note_event(struct activity *a, const json_t *ev)
+{
 	int64_t when = event_time(ev);
 	const json_t *p;
 	size_t i;
 	int ret = 0;
 
-	if (!event || strcmp(event, "grant.applied") || when <= 0 ||
+	if (!event_is(ev, "grant.applied") || when <= 0 ||
 		json_object_get(ev, "destinations"))
 		return 0;
 	json_array_foreach(json_object_get(ev, "ports"), i, p) {
@@ -209,10 +215,7 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 /* A grant.refused record of a withdrawn grant: the grant's id, or NULL. */
 static const char *withdrawal_of(const json_t *ev)
 {
-	const char *event = json_string_value(json_object_get(ev, "event"));
-
-	if (!event || strcmp(event, "grant.refused") ||
-		!json_is_true(json_object_get(ev, "withdrawn")))
+	if (!event_is(ev, "grant.refused") || !json_is_true(json_object_get(ev, "withdrawn")))
 		return NULL;
 	return json_string_value(json_object_get(ev, "grant"));
 }
@@ -257,13 +260,6 @@ static int first_cb(json_t *ev, void *arg)
 	return 0;
 }
 
-static bool is_applied(const json_t *ev)
-{
-	const char *event = json_string_value(json_object_get(ev, "event"));
-
-	return event && !strcmp(event, "grant.applied");
-}
-
 /* The second: which line each withdrawal takes back. */
 static int second_cb(json_t *ev, void *arg)
 {
@@ -274,7 +270,7 @@ static int second_cb(json_t *ev, void *arg)
 	if (stopping(r))
 		return -ECANCELED;
 	r->at++;
-	if (is_applied(ev) &&
+	if (event_is(ev, "grant.applied") &&
 		(w = withdrawn_find(r, json_string_value(json_object_get(ev, "grant"))))) {
 		w->last = r->at;
 		return 0;

@@ -134,6 +134,15 @@ static void client_free(struct client *c)
 
 static void ctl_event_cb(struct bufferevent *bev, short what, void *arg);
 
+/* c's reply, of a user other than root, counts against HELD_REPLIES_MAX until c is freed. */
+static void hold(struct client *c)
+{
+	if (c->uid == 0 || c->held)
+		return;
+	c->held = true;
+	c->ctl->n_held++;
+}
+
 /* Close once the reply has left: the protocol is one request per connection. */
 static void ctl_written_cb(struct bufferevent *bev, void *arg)
 {
@@ -170,10 +179,7 @@ static void reply_buffer(struct client *c, struct evbuffer *line)
 		client_free(c);
 		return;
 	}
-	if (c->uid != 0 && !c->held) {
-		c->held = true;
-		c->ctl->n_held++;
-	}
+	hold(c);
 	/*
 	 * With the event callback, a client that goes away mid-reply is freed when the write
 	 * fails, not at its deadline: the rest of its reply and its place in n_held go then.
@@ -546,10 +552,7 @@ static json_t *do_log(struct client *c, json_t *req)
 	 * Counted from now, not from the answer: else two queries running and two answers
 	 * unread would make four.
 	 */
-	if (c->uid != 0) {
-		c->held = true;
-		ctl->n_held++;
-	}
+	hold(c);
 	if (!(j = calloc(1, sizeof(*j))) ||
 		(grant && !(j->grant = strdup(json_string_value(grant)))) ||
 		(sub && !(j->sub = strdup(json_string_value(sub)))) ||
