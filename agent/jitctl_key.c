@@ -15,6 +15,7 @@
 
 #include "agent/jitctl.h"
 #include "common/duration.h"
+#include "common/err.h"
 #include "common/grant.h"
 #include "common/jws.h"
 #include "common/keys.h"
@@ -40,20 +41,51 @@ static void bad_option(const char *cmd, int c, char **argv)
 
 static void keygen_usage(FILE *f)
 {
-	fprintf(f, "usage: jitctl keygen --kid KID --dir DIR\n"
-		   "  Writes DIR/KID.key (private, mode 0600) and DIR/KID.pem (public).\n");
+	fprintf(f, "usage: jitctl keygen --kid KID --dir DIR [--json]\n"
+		   "  Writes DIR/KID.key (private, mode 0600) and DIR/KID.pem (public).\n\n"
+		   "  --json  print {\"kid\",\"private_key\",\"public_key\"} (the two paths), or\n"
+		   "          {\"error\",\"message\"}, as JSON\n");
+}
+
+/* A refusal: on stderr, or with --json as {"error","message"} on stdout. */
+static int keygen_refused(bool json, int code, const char *msg)
+{
+	if (json)
+		jitctl_print_refusal("keygen", true, jit_err_name(code), msg);
+	else
+		fprintf(stderr, "jitctl keygen: %s\n", msg);
+	return JITCTL_REFUSED;
 }
 
 /* keys_generate does not say which file was in the way; the private one is named if it was. */
-static void report_exists(const char *dir, const char *kid)
+static int report_exists(bool json, const char *dir, const char *kid)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], msg[PATH_MAX + 64];
 	struct stat st;
 
 	snprintf(path, sizeof(path), "%s/%s.key", dir, kid);
 	if (lstat(path, &st))
 		snprintf(path, sizeof(path), "%s/%s.pem", dir, kid);
-	fprintf(stderr, "jitctl keygen: refusing to overwrite existing %s\n", path);
+	snprintf(msg, sizeof(msg), "refusing to overwrite existing %s", path);
+	return keygen_refused(json, JIT_ERR_DUPLICATE, msg);
+}
+
+static void print_keys(bool json, const char *dir, const char *kid)
+{
+	char key[PATH_MAX], pem[PATH_MAX];
+	json_t *o;
+
+	snprintf(key, sizeof(key), "%s/%s.key", dir, kid);
+	snprintf(pem, sizeof(pem), "%s/%s.pem", dir, kid);
+	if (!json) {
+		printf("private key: %s\n", key);
+		printf("public key:  %s (copy it into the agent's keys_dir to trust it)\n", pem);
+		return;
+	}
+	if ((o = json_pack("{s:s, s:s, s:s}", "kid", kid, "private_key", key, "public_key", pem)))
+		json_dumpf(o, stdout, JSON_INDENT(2));
+	printf("\n");
+	json_decref(o);
 }
 
 int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
@@ -61,10 +93,13 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "kid", required_argument, NULL, 'k' },
 		{ "dir", required_argument, NULL, 'd' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *kid = NULL, *dir = NULL;
+	char msg[PATH_MAX + 256];
+	bool json = false;
 	int c, ret;
 
 	optind = 0;
@@ -75,6 +110,9 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 			break;
 		case 'd':
 			dir = optarg;
+			break;
+		case 'j':
+			json = true;
 			break;
 		case 'h':
 			keygen_usage(stdout);
@@ -103,17 +141,15 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 		goto usage;
 	}
 	ret = keys_generate(dir, kid);
-	if (ret == -EEXIST) {
-		report_exists(dir, kid);
-		return JITCTL_REFUSED;
-	}
+	if (ret == -EEXIST)
+		return report_exists(json, dir, kid);
 	if (ret) {
-		fprintf(stderr, "jitctl keygen: writing key pair '%s' in %s: %s\n", kid, dir,
+		snprintf(msg, sizeof(msg), "writing key pair '%s' in %s: %s", kid, dir,
 			strerror(-ret));
-		return JITCTL_REFUSED;
+		return keygen_refused(json, ret == -EACCES || ret == -EPERM ? JIT_ERR_PERMISSION :
+			JIT_ERR_INTERNAL, msg);
 	}
-	printf("private key: %s/%s.key\n", dir, kid);
-	printf("public key:  %s/%s.pem (copy it into the agent's keys_dir to trust it)\n", dir, kid);
+	print_keys(json, dir, kid);
 	return JITCTL_OK;
 usage:
 	fprintf(stderr, "Try 'jitctl keygen --help'.\n");

@@ -1,39 +1,78 @@
 /* jitctl teardown: removes jitd's protection explicitly (package removal runs it). */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "agent/jitctl.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
+#include "common/err.h"
 #include "common/proto.h"
 
 static void teardown_usage(FILE *f)
 {
-	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] teardown\n\n"
+	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] teardown [--json]\n\n"
 		   "Deletes nftables table 'inet jitd' in one transaction (root only): the\n"
 		   "protected ports are then no longer closed by jitd, and active grants end.\n"
 		   "Refused while the agent listens on its control socket: stop it first\n"
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
-		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n");
+		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n\n"
+		   "  --json  print {\"table\",\"removed\"}, or {\"error\",\"message\"},\n"
+		   "          as JSON\n");
+}
+
+/* A refusal: on stderr, or with --json as {"error","message"} on stdout, as submit's are. */
+static int refuse(bool json, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int refuse(bool json, int code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (json)
+		jitctl_print_refusal("teardown", true, jit_err_name(code), msg);
+	else
+		fprintf(stderr, "jitctl teardown: %s\n", msg);
+	return JITCTL_REFUSED;
+}
+
+static void print_done(bool json, bool removed)
+{
+	json_t *o;
+
+	if (!json) {
+		printf(removed ? "removed table inet jitd: jitd no longer closes the protected "
+				 "ports\n" : "table inet jitd does not exist: nothing to remove\n");
+		return;
+	}
+	if ((o = json_pack("{s:s, s:b}", "table", "inet " RULESET_TABLE, "removed", removed)))
+		json_dumpf(o, stdout, JSON_INDENT(2));
+	printf("\n");
+	json_decref(o);
 }
 
 int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct nft_batch *b = NULL;
 	char err[NFT_ERRLEN] = "";
 	struct nft *n = NULL;
-	int c, ret, rc = JITCTL_REFUSED;
-	bool exists;
+	bool exists, json = false;
+	int c, ret, rc;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'j': json = true; break;
 		case 'h': teardown_usage(stdout); return JITCTL_OK;
 		default: teardown_usage(stderr); return JITCTL_USAGE;
 		}
@@ -48,11 +87,9 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	 * (a jitd started before the file moved its socket). Without -s, a configuration that
 	 * cannot be read leaves nowhere sure to ask.
 	 */
-	if (!o->socket_named && o->config_unread) {
-		fprintf(stderr, "jitctl teardown: cannot read jitd's configuration to find its "
-				"control socket; name it with -s SOCKET (nothing removed)\n");
-		return JITCTL_REFUSED;
-	}
+	if (!o->socket_named && o->config_unread)
+		return refuse(json, JIT_ERR_BAD_CONFIG, "cannot read jitd's configuration to find "
+			"its control socket; name it with -s SOCKET (nothing removed)");
 	for (int i = 0; i < 2; i++) {
 		const char *path = i ? JITCTL_DEFAULT_SOCKET : o->socket;
 
@@ -61,34 +98,30 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		/* Starting, a jitd holds its lock before it listens. */
 		if ((ret = proto_listening(path)) == 0)
 			ret = proto_lock_held(path);
-		if (ret == 1) {
-			fprintf(stderr, "jitctl teardown: jitd is running (it listens on %s, or "
-					"is starting there); stop it first: systemctl stop jitd\n",
-					path);
-			return JITCTL_REFUSED;
-		}
-		if (ret < 0) {
-			fprintf(stderr, "jitctl teardown: cannot tell whether jitd is running (%s: "
-					"%s); nothing removed\n", path, strerror(-ret));
-			return JITCTL_REFUSED;
-		}
+		if (ret == 1)
+			return refuse(json, JIT_ERR_AGENT_RUNNING, "jitd is running (it listens on "
+				"%s, or is starting there); stop it first: systemctl stop jitd",
+				path);
+		if (ret < 0)
+			return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running "
+				"(%s: %s); nothing removed", path, strerror(-ret));
 	}
 	if ((ret = nft_open(&n)) || (ret = nft_table_exists(n, RULESET_TABLE, &exists))) {
-		fprintf(stderr, "jitctl teardown: cannot read the nftables ruleset: %s%s\n",
-			strerror(-ret), ret == -EPERM ? " (run as root: CAP_NET_ADMIN)" : "");
+		rc = refuse(json, ret == -EPERM ? JIT_ERR_PERMISSION : JIT_ERR_INTERNAL,
+			"cannot read the nftables ruleset: %s%s", strerror(-ret),
+			ret == -EPERM ? " (run as root: CAP_NET_ADMIN)" : "");
 		goto out;
 	}
-	if (!exists) {
-		printf("table inet jitd does not exist: nothing to remove\n");
-		rc = JITCTL_OK;
+	if (exists && ((ret = nft_batch_new(n, &b)) || (ret = ruleset_delete(b)))) {
+		rc = refuse(json, JIT_ERR_INTERNAL, "%s", strerror(-ret));
 		goto out;
 	}
-	if ((ret = nft_batch_new(n, &b)) || (ret = ruleset_delete(b)) ||
-		(ret = nft_batch_commit(b, err))) {
-		fprintf(stderr, "jitctl teardown: %s\n", err[0] ? err : strerror(-ret));
+	if (exists && (ret = nft_batch_commit(b, err))) {
+		rc = refuse(json, ret == -EPERM ? JIT_ERR_PERMISSION : JIT_ERR_KERNEL, "%s",
+			err[0] ? err : strerror(-ret));
 		goto out;
 	}
-	printf("removed table inet jitd: jitd no longer closes the protected ports\n");
+	print_done(json, exists);
 	rc = JITCTL_OK;
 out:
 	nft_batch_free(b);

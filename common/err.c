@@ -33,6 +33,7 @@ static const char *const names[JIT_ERR__COUNT] = {
 	[-JIT_ERR_STORAGE_FULL] = "storage_full",
 	[-JIT_ERR_DESTINATION_NOT_PROTECTED] = "destination_not_protected",
 	[-JIT_ERR_WRONG_ISSUER] = "wrong_issuer",
+	[-JIT_ERR_AGENT_RUNNING] = "agent_running",
 };
 
 const char *jit_err_name(int code)

@@ -35,7 +35,8 @@ enum jit_err {
 	JIT_ERR_STORAGE_FULL = -22,	  /* "storage_full": state_dir is full; nothing was applied */
 	JIT_ERR_DESTINATION_NOT_PROTECTED = -23, /* "destination_not_protected": gateway targets */
 	JIT_ERR_WRONG_ISSUER = -24,	  /* "wrong_issuer": iss is not its key's ("issuers") */
-	JIT_ERR__COUNT = 25
+	JIT_ERR_AGENT_RUNNING = -25,	  /* "agent_running": jitctl teardown while jitd runs */
+	JIT_ERR__COUNT = 26
 };
 
 /* A code plus the one human sentence that explains this occurrence (names the offending input). */

@@ -2,7 +2,8 @@
 # others cannot connect at all; root may also open a port locally (break-glass), within policy,
 # audited with the user's name. Users are numeric uids/gids made up for the test (setpriv), so
 # the host's user database is never touched. Last, the files of `jitctl keygen`: the private
-# half 0600, never written over or through a planted link.
+# half 0600, never written over or through a planted link; with --json, the paths or the
+# refusal's code (duplicate, permission_denied).
 . "$(dirname "$0")/lib.sh"
 
 READER_GID=4242
@@ -99,3 +100,23 @@ expect_exit 1 "refusing to overwrite existing $kd/k2.key" "keygen over a planted
 pass "nothing was written through the link"
 expect_exit 2 "not a key id" "keygen with a path as kid" -- "$JITCTL_BIN" keygen --kid ../k3 --dir "$kd"
 [ ! -e "$TMP/k3.key" ] || fail "keygen wrote outside --dir"
+
+log "jitctl keygen --json: the paths, or the refusal's stable code"
+expect_exit 0 "" "keygen --json k4" -- "$JITCTL_BIN" keygen --kid k4 --dir "$kd" --json
+jq -e --arg d "$kd" '. == {"kid": "k4", "private_key": "\($d)/k4.key",
+	"public_key": "\($d)/k4.pem"}' "$TMP/out" >/dev/null &&
+	cmp -s "$kd/k4.pem" <(openssl pkey -in "$kd/k4.key" -pubout) ||
+	fail "keygen --json k4: $(cat "$TMP/out" "$TMP/err")"
+pass "keygen --json names the key pair it wrote"
+expect_exit 1 "" "keygen --json k4 again" -- "$JITCTL_BIN" keygen --kid k4 --dir "$kd" --json
+jq -e --arg d "$kd" '.error == "duplicate" and
+	.message == "refusing to overwrite existing \($d)/k4.key"' "$TMP/out" >/dev/null &&
+	[ ! -s "$TMP/err" ] || fail "keygen --json over k4: $(cat "$TMP/out" "$TMP/err")"
+pass "keygen --json over an existing key: duplicate, on stdout only"
+# The made-up user cannot write in root's 0700 directory.
+expect_exit 1 "" "keygen --json where the user may not write" -- \
+	setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups -- \
+	"$TMP/jitctl" keygen --kid k5 --dir "$kd" --json
+jq -e '.error == "permission_denied"' "$TMP/out" >/dev/null && [ ! -e "$kd/k5.key" ] ||
+	fail "keygen --json without write access: $(cat "$TMP/out" "$TMP/err")"
+pass "keygen --json without write access: permission_denied, nothing written"

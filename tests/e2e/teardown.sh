@@ -2,6 +2,7 @@
 # configuration's control_socket), even at its connection limit where it answers
 # nobody; after a stop (which leaves the ports closed) it
 # deletes table inet jitd in one transaction and nothing else; a second run is a no-op.
+# With --json, each outcome is one JSON object on stdout (agent_running, removed true/false).
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup drop
@@ -15,6 +16,13 @@ in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" || fail "teardown with the agent up: exit $rc: $(cat "$TMP/out")"
 kernel_json >/dev/null || fail "table gone after a refused teardown"
 pass "refused while jitd runs; table kept"
+rc=0
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown --json >"$TMP/out" 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$TMP/err" ] && jq -e --arg s "$SOCK" '.error == "agent_running" and
+	(.message | startswith("jitd is running (it listens on \($s),"))' "$TMP/out" >/dev/null ||
+	fail "teardown --json with the agent up: exit $rc: $(cat "$TMP/out" "$TMP/err")"
+kernel_json >/dev/null || fail "table gone after a refused teardown --json"
+pass "teardown --json while jitd runs: agent_running, on stdout only; table kept"
 # Without -s: the socket jitd's configuration names (-c), not the default path.
 rc=0
 in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown >"$TMP/out" 2>&1 || rc=$?
@@ -54,7 +62,10 @@ kernel_json >/dev/null || fail "SIGTERM removed the table"
 expect_connect drop "$C1" 192.0.2.1 22
 pass "stopped agent: table and deny rule stay"
 
-in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || fail "teardown: $(cat "$TMP/out")"
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown --json >"$TMP/out" 2>&1 ||
+	fail "teardown: $(cat "$TMP/out")"
+jq -e '. == {"table": "inet jitd", "removed": true}' "$TMP/out" >/dev/null ||
+	fail "teardown --json said: $(cat "$TMP/out")"
 ! kernel_json >/dev/null 2>&1 || fail "table inet jitd still there after teardown"
 [ "$(in_ns "$SRV" nft -j list table inet other)" = "$other_before" ] || fail "teardown changed table inet other"
 pass "table inet jitd deleted, table inet other untouched"
@@ -63,3 +74,8 @@ pass "port 22 no longer closed by jitd"
 in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || fail "second teardown: $(cat "$TMP/out")"
 grep -q "nothing to remove" "$TMP/out" || fail "second teardown said: $(cat "$TMP/out")"
 pass "second teardown: nothing to remove, exit 0"
+in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown --json >"$TMP/out" 2>&1 ||
+	fail "third teardown: $(cat "$TMP/out")"
+jq -e '. == {"table": "inet jitd", "removed": false}' "$TMP/out" >/dev/null ||
+	fail "third teardown --json said: $(cat "$TMP/out")"
+pass "teardown --json without the table: removed false, exit 0"
