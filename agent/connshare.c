@@ -6,7 +6,6 @@
 #include <sys/random.h>
 
 #include "agent/connshare.h"
-#include "agent/ratelimit.h"
 
 struct connshare_conn {
 	struct client *cl;	/* NULL: of no known client */
@@ -109,11 +108,10 @@ static void relist(struct connshare *cs, struct client *cl)
 		cs->top--;
 }
 
-int connshare_join(struct connshare *cs, const struct sockaddr *sa, void *owner,
+int connshare_join(struct connshare *cs, const uint8_t key[16], void *owner,
 	struct connshare_conn **out)
 {
 	struct client **head, *cl = NULL;
-	uint8_t key[16];
 
 	*out = NULL;
 	if (cs->joined == cs->max)
@@ -122,11 +120,10 @@ int connshare_join(struct connshare *cs, const struct sockaddr *sa, void *owner,
 		return -ENOMEM;
 	(*out)->owner = owner;
 	cs->joined++;
-	if (!sa)
+	if (!key)
 		return 0;
-	ratelimit_client_key(sa, key);
 	head = chain_of(cs, key);
-	for (cl = *head; cl && memcmp(cl->key, key, sizeof(key)); cl = cl->next)
+	for (cl = *head; cl && memcmp(cl->key, key, sizeof(cl->key)); cl = cl->next)
 		;
 	if (!cl) {
 		if (!(cl = calloc(1, sizeof(*cl)))) {
@@ -135,7 +132,7 @@ int connshare_join(struct connshare *cs, const struct sockaddr *sa, void *owner,
 			cs->joined--;
 			return -ENOMEM;
 		}
-		memcpy(cl->key, key, sizeof(key));
+		memcpy(cl->key, key, sizeof(cl->key));
 		TAILQ_INIT(&cl->idle);
 		cl->next = *head;
 		*head = cl;

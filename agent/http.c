@@ -106,6 +106,7 @@ struct peer {
 	char name[192];		/* "https 192.0.2.7:50412 cn=controller-1" */
 	const struct sockaddr *sa;	/* never IPv4-mapped: then it points to v4 */
 	struct sockaddr_in v4;
+	uint8_t client[16];	/* who it counts as for the rate limit (ratelimit_client_key) */
 	bool loopback;
 	bool verified;		/* a client certificate the client CA signed */
 };
@@ -544,7 +545,7 @@ static void post_batch(struct http *h, struct evhttp_request *req, const struct 
 		goto out;
 	}
 	if (h->rl && p->sa && n > 1 &&
-		!ratelimit_take(h->rl, p->sa, enforce_now_ms(), (unsigned)n - 1, &retry)) {
+		!ratelimit_take(h->rl, p->client, enforce_now_ms(), (unsigned)n - 1, &retry)) {
 		rate_limited(h, req, p, retry, "too many grants from this address");
 		goto out;
 	}
@@ -863,9 +864,25 @@ static bool addr_loopback(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 
-		return IN6_IS_ADDR_LOOPBACK(a);
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+			(IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
 	}
 	return false;
+}
+
+/*
+ * The client a connection counts as for the rate limit and the fair share: its address's, and
+ * on loopback, which every local user reaches, the user that owns its socket, so that another
+ * local user cannot spend a local controller's budget or take its places. One whose owner the
+ * kernel cannot say (closed meanwhile) counts as loopback's shared client.
+ */
+static void client_of(int fd, const struct sockaddr *sa, uint8_t key[16])
+{
+	uid_t uid;
+
+	ratelimit_client_key(sa, key);
+	if (addr_loopback(sa) && !sockowner_peer_uid(fd, &uid))
+		ratelimit_client_key_user(key, uid);
 }
 
 static void peer_identify(const struct http *h, struct evhttp_request *req, struct peer *p)
@@ -914,6 +931,8 @@ struct conn_deadline {
 	struct evhttp_connection *evcon;
 	struct event *timer;
 	struct connshare_conn *share;	/* idle while the deadline runs; NULL: not shared */
+	uint8_t client[16];		/* client_of, once: it asks the kernel on loopback */
+	bool has_client;
 	LIST_ENTRY(conn_deadline) entry;
 };
 
@@ -981,9 +1000,11 @@ static void deadline_start(struct http *h, struct evhttp_connection *evcon, int 
 	d->h = h;
 	d->evcon = evcon;
 	/* Without its address (or memory), it counts for no client and never gives way. */
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
-		sl = 0;
-	if (connshare_join(h->share, sl ? (struct sockaddr *)&ss : NULL, d, &d->share))
+	if (!getpeername(fd, (struct sockaddr *)&ss, &sl)) {
+		client_of(fd, (struct sockaddr *)&ss, d->client);
+		d->has_client = true;
+	}
+	if (connshare_join(h->share, d->has_client ? d->client : NULL, d, &d->share))
 		log_warn("controller endpoint: a connection counts for no client (out of memory)");
 	LIST_INSERT_HEAD(&h->deadlines, d, entry);
 	deadline_arm(d);
@@ -1025,6 +1046,11 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	}
 	evhttp_request_set_on_complete_cb(req, reply_sent_cb, d);
 	peer_identify(h, req, &p);
+	/* Without a deadline (out of memory), its address alone. */
+	if (d && d->has_client)
+		memcpy(p.client, d->client, sizeof(p.client));
+	else if (p.sa)
+		ratelimit_client_key(p.sa, p.client);
 	/*
 	 * The handshake already demanded it; never serve a mutual-TLS endpoint without it. A
 	 * connection from before a reload whose new client CA does not sign its certificate is
@@ -1036,7 +1062,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 			"client CA signs");
 		return;
 	}
-	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.sa, enforce_now_ms(), &retry)) {
+	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.client, enforce_now_ms(), &retry)) {
 		rate_limited(h, req, &p, retry, "too many requests from this address");
 		return;
 	}

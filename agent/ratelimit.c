@@ -13,7 +13,7 @@
 #define MILLI 1000
 
 struct bucket {
-	uint8_t addr[16];	/* IPv6, or IPv4-mapped */
+	uint8_t addr[16];	/* the client's key (ratelimit_client_key) */
 	bool used;
 	int64_t last_ms;	/* last refill */
 	uint64_t tokens;	/* in thousandths */
@@ -60,7 +60,8 @@ void ratelimit_free(struct ratelimit **r)
  * An IPv4 address (or IPv4-mapped IPv6, the same client on a [::] listener), or an IPv6 /64:
  * one host is routinely given a whole /64 and can pick a new source address per request, so
  * counting /128s would give it 2^64 budgets. For the same reason 127.0.0.0/8 is one client:
- * any local process may bind any of its addresses.
+ * any local process may bind any of its addresses (the endpoint tells local users apart by
+ * their sockets' owner instead: ratelimit_client_key_user).
  */
 void ratelimit_client_key(const struct sockaddr *sa, uint8_t key[16])
 {
@@ -108,18 +109,26 @@ static struct bucket *find(struct ratelimit *r, const uint8_t key[16], int64_t n
 	return victim;
 }
 
-bool ratelimit_take(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms, unsigned n,
+void ratelimit_client_key_user(uint8_t key[16], uint32_t uid)
+{
+	memset(key, 0, 16);
+	key[0] = 0xff;
+	key[12] = (uint8_t)(uid >> 24);
+	key[13] = (uint8_t)(uid >> 16);
+	key[14] = (uint8_t)(uid >> 8);
+	key[15] = (uint8_t)uid;
+}
+
+bool ratelimit_take(struct ratelimit *r, const uint8_t key[16], int64_t now_ms, unsigned n,
 	unsigned *retry_after)
 {
 	uint64_t want = (uint64_t)n * MILLI;
 	struct bucket *b;
-	uint8_t key[16];
 
 	*retry_after = 0;
 	/* More than a burst can never be had: no point telling the client to come back. */
 	if (want > r->burst)
 		return false;
-	ratelimit_client_key(sa, key);
 	b = find(r, key, now_ms);
 	/* A clock that steps back refills nothing; one that jumps ahead refills at most a burst. */
 	if (now_ms > b->last_ms) {
@@ -142,8 +151,8 @@ unsigned ratelimit_burst(const struct ratelimit *r)
 	return (unsigned)(r->burst / MILLI);
 }
 
-bool ratelimit_allow(struct ratelimit *r, const struct sockaddr *sa, int64_t now_ms,
+bool ratelimit_allow(struct ratelimit *r, const uint8_t key[16], int64_t now_ms,
 	unsigned *retry_after)
 {
-	return ratelimit_take(r, sa, now_ms, 1, retry_after);
+	return ratelimit_take(r, key, now_ms, 1, retry_after);
 }

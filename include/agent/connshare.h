@@ -3,18 +3,17 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-
-struct sockaddr;
+#include <stdint.h>
 
 /*
  * The controller endpoint's connections by client, the rate limit's clients (an IPv4 address,
- * an IPv6 /64, 127.0.0.0/8 as one), so that one client cannot keep the others out by holding
- * every connection. While the endpoint is full, a new connection may take the place of the
- * longest-idle connection (no request of it being served: one still arriving is idle, or a
- * trickled request would hold its place) of the client holding the most among those with one
- * idle, and only if that client holds two or more: no client loses its only one, and a
+ * an IPv6 /64, a local user on loopback), so that one client cannot keep the others out by
+ * holding every connection. While the endpoint is full, a new connection may take the place
+ * of the longest-idle connection (no request of it being served: one still arriving is idle,
+ * or a trickled request would hold its place) of the client holding the most among those with
+ * one idle, and only if that client holds two or more: no client loses its only one, and a
  * controller holding fewer than a flooding client keeps its own. Clients sharing an address
- * (a NAT, loopback) are one.
+ * (a NAT) are one.
  *
  * Every operation is O(1) but for finding the next-heaviest client when the heaviest drops
  * out: a walk down the counts between the two. A connection's memory is connshare's until
@@ -28,11 +27,11 @@ int connshare_new(size_t max, struct connshare **out);
 /* Every connection must have left. NULLs *cs; accepts NULL. */
 void connshare_free(struct connshare **cs);
 /*
- * A connection from sa joins, not idle; owner is what connshare_victim names it by. A NULL sa
- * (its address unknown) joins no client: it counts for none and is never chosen. 0, -ENOSPC
- * (max already joined) or -ENOMEM.
+ * A connection of the client key names (ratelimit_client_key) joins, not idle; owner is what
+ * connshare_victim names it by. A NULL key (its client unknown) joins no client: it counts for
+ * none and is never chosen. 0, -ENOSPC (max already joined) or -ENOMEM.
  */
-int connshare_join(struct connshare *cs, const struct sockaddr *sa, void *owner,
+int connshare_join(struct connshare *cs, const uint8_t key[16], void *owner,
 	struct connshare_conn **out);
 /* *c leaves and is freed; NULLs *c, accepts NULL. */
 void connshare_leave(struct connshare *cs, struct connshare_conn **c);

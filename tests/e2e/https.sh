@@ -4,7 +4,8 @@
 # status; every refusal leaves the kernel table unchanged; status is served over mutual TLS;
 # connection count, idle timeout and per-address rate limit hold. Then TLS without client
 # certificates on [::]: signed grants over IPv6 and IPv4, status and metrics to loopback only.
-# Then plain HTTP on loopback, and --check-config loading the TLS files as the start does.
+# Then plain HTTP on loopback, where each local user is a client of its own for the rate limit,
+# and --check-config loading the TLS files as the start does.
 . "$(dirname "$0")/lib.sh"
 
 command -v curl >/dev/null || fail "curl is needed (scripts/install-deps.sh installs it)"
@@ -422,6 +423,29 @@ out=$(as_nobody curl -sS --max-time 10 -w '\n%{http_code}' http://127.0.0.1:7080
 [ "${out##*$'\n'}" = 200 ] && grep -qxF 'jitd_grants_applied_total 1' <<<"$out" ||
 	fail "metrics to another local user's client: $out"
 pass "metrics (counts, no names) to another local user's loopback client: HTTP 200"
+# Every local user reaches the loopback address: each is a client of its own for the rate
+# limit (the kernel says whose socket it is), so one spending its budget leaves a local
+# controller's alone. At 1 request a second, a burst of 2, within a second.
+stop_jitd TERM
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true, "rate_limit": 1}'
+start_jitd
+burst='
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", 7080, timeout=10)
+codes = []
+for _ in range(int(sys.argv[1])):
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    r.read()
+    codes.append(str(r.status))
+print(",".join(codes))'
+codes=$(as_nobody /usr/bin/python3 -c "$burst" 3) || fail "nobody's burst: $codes"
+[ "$codes" = 200,200,429 ] || fail "nobody's burst at rate_limit 1: $codes"
+codes=$(in_ns "$SRV" /usr/bin/python3 -c "$burst" 2) || fail "root's burst: $codes"
+[ "$codes" = 200,200 ] || fail "root's requests after nobody spent its budget: $codes"
+pass "rate limit on loopback by local user: nobody 200,200,429, then root 200,200"
 stop_jitd TERM
 write_config drop '[]' '[{"port": 22}]' \
 	'"listen": {"address": "192.0.2.1:7080", "insecure_plaintext": true}'

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "agent/connshare.h"
+#include "agent/ratelimit.h"
 
 /* An address of either family, as getpeername gives it. */
 static struct sockaddr_storage addr(const char *a)
@@ -29,6 +30,15 @@ static struct sockaddr_storage addr(const char *a)
 	return ss;
 }
 
+/* A connection from sa joins, as the endpoint's do: counted as the rate limit counts it. */
+static int join(struct connshare *cs, const void *sa, void *owner, struct connshare_conn **out)
+{
+	uint8_t key[16];
+
+	ratelimit_client_key(sa, key);
+	return connshare_join(cs, key, owner, out);
+}
+
 /* Connection i of the test, from a, joined and idle: owner is &owners[i]. */
 static int owners[16];
 
@@ -37,7 +47,7 @@ static struct connshare_conn *idle_from(struct connshare *cs, const char *a, int
 	struct sockaddr_storage ss = addr(a);
 	struct connshare_conn *c;
 
-	assert_int_equal(connshare_join(cs, (struct sockaddr *)&ss, &owners[i], &c), 0);
+	assert_int_equal(join(cs, &ss, &owners[i], &c), 0);
 	connshare_idle(cs, c, true);
 	return c;
 }
@@ -145,7 +155,7 @@ static void test_clients(void **state)
 	connshare_leave(cs, &c[4]);
 	c[5] = idle_from(cs, "192.0.2.9", 5);
 	assert_int_equal(inet_pton(AF_INET6, "::ffff:192.0.2.9", &mapped.sin6_addr), 1);
-	assert_int_equal(connshare_join(cs, (struct sockaddr *)&mapped, &owners[6], &m), 0);
+	assert_int_equal(join(cs, &mapped, &owners[6], &m), 0);
 	connshare_idle(cs, m, true);
 	assert_ptr_equal(connshare_victim(cs), &owners[5]);
 	connshare_leave(cs, &m);
@@ -171,10 +181,10 @@ static void test_unknown_and_full(void **state)
 	assert_null(connshare_victim(cs));
 	c[2] = idle_from(cs, "192.0.2.2", 2);
 	assert_null(connshare_victim(cs));
-	assert_int_equal(connshare_join(cs, (struct sockaddr *)&ss, &owners[3], &extra), -ENOSPC);
+	assert_int_equal(join(cs, &ss, &owners[3], &extra), -ENOSPC);
 	assert_null(extra);
 	connshare_leave(cs, &c[0]);
-	assert_int_equal(connshare_join(cs, (struct sockaddr *)&ss, &owners[3], &extra), 0);
+	assert_int_equal(join(cs, &ss, &owners[3], &extra), 0);
 	connshare_idle(cs, extra, true);
 	assert_ptr_equal(connshare_victim(cs), &owners[2]);
 	connshare_leave(cs, &extra);
@@ -199,7 +209,7 @@ static void test_many_clients(void **state)
 		snprintf(a, sizeof(a), "10.0.%d.%d", i / 100, i % 100);
 		ss = addr(a);
 		for (int k = 0; k < 2; k++) {
-			assert_int_equal(connshare_join(cs, (struct sockaddr *)&ss, &c[2 * i + k],
+			assert_int_equal(join(cs, &ss, &c[2 * i + k],
 				&c[2 * i + k]), 0);
 			if (k == 1 || i % 2)
 				connshare_idle(cs, c[2 * i + k], true);

@@ -30,7 +30,18 @@ static struct sockaddr_in6 v6(const char *a)
 
 static bool allow(struct ratelimit *r, const void *sa, int64_t now, unsigned *retry)
 {
-	return ratelimit_allow(r, (const struct sockaddr *)sa, now, retry);
+	uint8_t key[16];
+
+	ratelimit_client_key(sa, key);
+	return ratelimit_allow(r, key, now, retry);
+}
+
+static bool take(struct ratelimit *r, const void *sa, int64_t now, unsigned n, unsigned *retry)
+{
+	uint8_t key[16];
+
+	ratelimit_client_key(sa, key);
+	return ratelimit_take(r, key, now, n, retry);
 }
 
 static void test_burst_then_rate(void **state)
@@ -107,6 +118,34 @@ static void test_loopback_is_one_client(void **state)
 	ratelimit_free(&r);
 }
 
+/* On loopback each local user is a client of its own, apart from loopback's shared one. */
+static void test_local_users_are_separate(void **state)
+{
+	struct sockaddr_in lo = v4("127.0.0.1", 1000);
+	uint8_t root[16], user[16], shared[16];
+	struct ratelimit *r;
+	unsigned retry;
+
+	ratelimit_client_key_user(root, 0);
+	ratelimit_client_key_user(user, 4243);
+	ratelimit_client_key((const struct sockaddr *)&lo, shared);
+	assert_memory_not_equal(root, user, 16);
+	assert_memory_not_equal(root, shared, 16);
+	assert_int_equal(ratelimit_new(1, 2, 64, &r), 0);
+	assert_true(ratelimit_allow(r, user, 0, &retry));
+	assert_true(ratelimit_allow(r, user, 0, &retry));
+	assert_false(ratelimit_allow(r, user, 0, &retry));
+	/* The user's spent budget is not root's, nor that of a client the kernel could not name. */
+	assert_true(ratelimit_allow(r, root, 0, &retry));
+	assert_true(ratelimit_allow(r, root, 0, &retry));
+	assert_false(ratelimit_allow(r, root, 0, &retry));
+	assert_true(allow(r, &lo, 0, &retry));
+	/* The same user again is the same client. */
+	ratelimit_client_key_user(user, 4243);
+	assert_false(ratelimit_allow(r, user, 0, &retry));
+	ratelimit_free(&r);
+}
+
 static void test_clock_steps_back(void **state)
 {
 	struct sockaddr_in a = v4("192.0.2.7", 1);
@@ -145,19 +184,19 @@ static void test_take_many(void **state)
 
 	assert_int_equal(ratelimit_new(10, 20, 64, &r), 0);
 	assert_int_equal(ratelimit_burst(r), 20);
-	assert_false(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 21, &retry));
+	assert_false(take(r, &a, 1000, 21, &retry));
 	assert_int_equal(retry, 0);
-	assert_true(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 15, &retry));
+	assert_true(take(r, &a, 1000, 15, &retry));
 	/* 5 left: 8 fails and takes nothing, so 5 single ones still pass. */
-	assert_false(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 8, &retry));
+	assert_false(take(r, &a, 1000, 8, &retry));
 	assert_int_equal(retry, 1);
 	for (int i = 0; i < 5; i++)
 		assert_true(allow(r, &a, 1000, &retry));
 	assert_false(allow(r, &a, 1000, &retry));
 	/* 20 tokens need 2 s at 10 per second: Retry-After says so. */
-	assert_false(ratelimit_take(r, (const struct sockaddr *)&a, 1000, 20, &retry));
+	assert_false(take(r, &a, 1000, 20, &retry));
 	assert_int_equal(retry, 2);
-	assert_true(ratelimit_take(r, (const struct sockaddr *)&a, 3000, 20, &retry));
+	assert_true(take(r, &a, 3000, 20, &retry));
 	ratelimit_free(&r);
 }
 
@@ -179,6 +218,7 @@ int main(void)
 		cmocka_unit_test(test_addresses_are_separate),
 		cmocka_unit_test(test_ipv6_counts_by_64),
 		cmocka_unit_test(test_loopback_is_one_client),
+		cmocka_unit_test(test_local_users_are_separate),
 		cmocka_unit_test(test_clock_steps_back),
 		cmocka_unit_test(test_eviction_bounded),
 		cmocka_unit_test(test_take_many),
