@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/jitctl.h"
+#include "agent/netnslock.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
 #include "common/err.h"
@@ -16,7 +17,8 @@ static void teardown_usage(FILE *f)
 	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] teardown [--json]\n\n"
 		   "Deletes nftables table 'inet jitd' in one transaction (root only): the\n"
 		   "protected ports are then no longer closed by jitd, and active grants end.\n"
-		   "Refused while the agent listens on its control socket: stop it first\n"
+		   "Refused while the agent listens on its control socket, or holds this\n"
+		   "network namespace's lock (@" NETNSLOCK_NAME "): stop it first\n"
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n\n"
 		   "  --json  print {\"table\",\"removed\"}, or {\"error\",\"message\"},\n"
@@ -68,6 +70,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	struct nft *n = NULL;
 	bool exists, json = false;
 	int c, ret, rc;
+	pid_t pid;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -106,6 +109,23 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running "
 				"(%s: %s); nothing removed", path, strerror(-ret));
 	}
+	/*
+	 * Wherever its socket is (a configuration changed since it started names another), a
+	 * jitd of this network namespace holds the namespace's lock.
+	 */
+	if ((ret = netnslock_holder(&pid)) == 1) {
+		char who[32] = "a process too busy to say";
+
+		if (pid)
+			snprintf(who, sizeof(who), "pid %d", (int)pid);
+		return refuse(json, JIT_ERR_AGENT_RUNNING, "jitd is running in this network "
+			"namespace (%s holds @%s); stop it first: systemctl stop jitd", who,
+			NETNSLOCK_NAME);
+	}
+	if (ret < 0)
+		return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running in this "
+			"network namespace (@%s: %s); nothing removed", NETNSLOCK_NAME,
+			strerror(-ret));
 	if ((ret = nft_open(&n)) || (ret = nft_table_exists(n, RULESET_TABLE, &exists))) {
 		rc = refuse(json, ret == -EPERM ? JIT_ERR_PERMISSION : JIT_ERR_INTERNAL,
 			"cannot read the nftables ruleset: %s%s", strerror(-ret),

@@ -19,6 +19,7 @@
 #include "agent/ctl.h"
 #include "agent/enforce.h"
 #include "agent/http.h"
+#include "agent/netnslock.h"
 #include "agent/nft.h"
 #include "agent/replay.h"
 #include "agent/sdnotify.h"
@@ -291,6 +292,8 @@ int main(int argc, char **argv)
 	struct config *cfg = NULL;
 	struct enforce *enf = NULL;
 	struct store *store = NULL;
+	struct netnslock *nslock = NULL;
+	pid_t holder, squatter;
 	struct audit *audit = NULL;
 	struct event_base *base;
 	char note[64];
@@ -342,6 +345,21 @@ int main(int argc, char **argv)
 	if ((ret = store_open(cfg->state_dir, &store)))
 		die_closing(&ctl, &http, "cannot open state directory %s: %s", cfg->state_dir,
 			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
+	/* A jitd with its own socket and state would still share the table: one per namespace. */
+	if ((ret = netnslock_take(base, &nslock, &holder, &squatter)) == -EADDRINUSE)
+		die_closing(&ctl, &http, "another jitd (pid %d) runs in this network namespace, "
+			"and table inet jitd is the namespace's: stop it first", (int)holder);
+	if (ret)
+		die_closing(&ctl, &http, "cannot take the network namespace's lock (@%s): %s",
+			NETNSLOCK_NAME, strerror(-ret));
+	if (squatter > 0)
+		log_warn("the network namespace's lock (@%s) is held by process %d, not root's: "
+			 "ignored, so a second jitd here would not be stopped", NETNSLOCK_NAME,
+			 (int)squatter);
+	else if (squatter)
+		log_warn("the network namespace's lock (@%s) is held by a process that does not "
+			 "answer: ignored, so a second jitd here would not be stopped",
+			 NETNSLOCK_NAME);
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			strerror(-ret));
@@ -431,6 +449,7 @@ int main(int argc, char **argv)
 	activity_free(&activity);
 	audit_close(&audit);
 	replay_close(&replay);
+	netnslock_release(&nslock);
 	store_close(&store);
 	nft_close(&nft);
 	event_base_free(base);

@@ -3,7 +3,9 @@
 # jitd exits 1 saying why and leaves no table inet jitd, so that no agent that never served
 # closed a port. When the control socket's directory does not exist (jitd run by hand,
 # without the unit's RuntimeDirectory), jitd makes it, 0750, and starts. A second jitd with
-# its own control socket but the same state_dir stops before it touches that directory.
+# its own control socket but the same state_dir stops before it touches that directory; one
+# with its own state_dir too stops at the network namespace's lock, before the kernel, and
+# teardown asked at another socket still finds the running jitd.
 . "$(dirname "$0")/lib.sh"
 
 setup_net
@@ -59,6 +61,34 @@ timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$TMP/second.json" >"$TMP/second"
 	fail "the second jitd wrote to the first one's audit trail"
 status_json | jq -e '[.ports[].port] == [22]' >/dev/null || fail "the first jitd stopped serving"
 pass "a second jitd on the same state_dir: exit 1 ($(tail -n1 "$TMP/second")), nothing written there"
+
+# Its own control socket and state_dir too (a copied configuration run by hand): it would take
+# the first one's grants for strays. The network namespace's lock stops it before the kernel.
+log "a second jitd in the same network namespace, with its own socket and state_dir"
+sign --src 192.0.2.9 --port 22 --for 300 --jti ns-1 | submit - >/dev/null || fail "grant ns-1"
+has_elem allow4_addr "192.0.2.9 tcp 22" || fail "ns-1 not in the kernel"
+jq --arg s "$TMP/state2" '.state_dir = $s' "$TMP/second.json" >"$TMP/third.json"
+chmod 0600 "$TMP/third.json"
+elems=$(allow_elems allow4_addr)
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$TMP/third.json" >"$TMP/second" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "another jitd (pid $JITD_PID) runs in this network namespace" \
+	"$TMP/second" || fail "a second jitd in the namespace: exit $rc: $(cat "$TMP/second")"
+[ "$(allow_elems allow4_addr)" = "$elems" ] && has_elem allow4_addr "192.0.2.9 tcp 22" ||
+	fail "the second jitd changed the grants in the kernel: $(allow_elems allow4_addr)"
+[ ! -e "$TMP/run2/jitd.sock" ] || fail "the second jitd left its control socket behind"
+status_json | jq -e '[.grants[].id] == ["ns-1"]' >/dev/null || fail "the first jitd lost ns-1"
+pass "a second jitd in the namespace: exit 1 ($(tail -n1 "$TMP/second")), the grants untouched"
+# teardown asked at a socket where nothing runs (a configuration moved since the start) still
+# finds the namespace's jitd.
+rc=0
+in_ns "$SRV" "$JITCTL_BIN" -s "$TMP/run2/jitd.sock" teardown --json >"$TMP/out" 2>&1 || rc=$?
+want="running in this network namespace (pid $JITD_PID holds @jitd.netns.lock)"
+[ "$rc" -eq 1 ] && jq -e --arg w "$want" '.error == "agent_running" and
+	(.message | contains($w))' "$TMP/out" >/dev/null ||
+	fail "teardown at another socket: exit $rc: $(cat "$TMP/out")"
+has_elem allow4_addr "192.0.2.9 tcp 22" || fail "teardown at another socket removed the table"
+pass "teardown at a socket where nothing listens: agent_running, the namespace's jitd named"
 
 # Bound, not listened on, until jitd serves: a client during the start is refused at once
 # rather than left in the backlog, its request applied after it gave up. A test build pauses
