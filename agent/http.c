@@ -872,9 +872,11 @@ static bool addr_loopback(const struct sockaddr *sa)
 
 /*
  * The client a connection counts as for the rate limit and the fair share: its address's, and
- * on loopback, which every local user reaches, the user that owns its socket, so that another
- * local user cannot spend a local controller's budget or take its places. One whose owner the
- * kernel cannot say (closed meanwhile) counts as loopback's shared client.
+ * on loopback, which every local user reaches, root's and jitd's own user's sockets each a
+ * client of their own, so that another local user cannot spend a local controller's budget or
+ * take its places. Every other local user is one client together: a user can own sockets as
+ * each of its subordinate uids (a user namespace), which must not buy it a budget or a place
+ * each. One whose owner the kernel cannot say (closed meanwhile) counts as its address does.
  */
 static void client_of(int fd, const struct sockaddr *sa, uint8_t key[16])
 {
@@ -882,7 +884,8 @@ static void client_of(int fd, const struct sockaddr *sa, uint8_t key[16])
 
 	ratelimit_client_key(sa, key);
 	if (addr_loopback(sa) && !sockowner_peer_uid(fd, &uid))
-		ratelimit_client_key_user(key, uid);
+		ratelimit_client_key_user(key, uid == 0 || uid == geteuid() ? uid :
+			RATELIMIT_OTHER_USERS);
 }
 
 static void peer_identify(const struct http *h, struct evhttp_request *req, struct peer *p)

@@ -7,13 +7,13 @@
 
 /*
  * The controller endpoint's connections by client, the rate limit's clients (an IPv4 address,
- * an IPv6 /64, a local user on loopback), so that one client cannot keep the others out by
- * holding every connection. While the endpoint is full, a new connection may take the place
- * of the longest-idle connection (no request of it being served: one still arriving is idle,
- * or a trickled request would hold its place) of the client holding the most among those with
- * one idle, and only if that client holds two or more: no client loses its only one, and a
- * controller holding fewer than a flooding client keeps its own. Clients sharing an address
- * (a NAT) are one.
+ * an IPv6 /64; on loopback root, jitd's own user, and all other users together), so that one
+ * client cannot keep the others out by holding every connection. While the endpoint is full,
+ * a new connection may take the place of the longest-idle connection (no request of it being
+ * served: one still arriving is idle, or a trickled request would hold its place) of the
+ * client holding the most among those with one idle, and only if that client holds two or
+ * more: no client loses its only one, and a controller holding fewer than a flooding client
+ * keeps its own. Clients sharing an address (a NAT) are one.
  *
  * Every operation is O(1) but for finding the next-heaviest client when the heaviest drops
  * out: a walk down the counts between the two. A connection's memory is connshare's until

@@ -37,10 +37,12 @@ bool ratelimit_take(struct ratelimit *r, const uint8_t key[16], int64_t now_ms, 
  */
 void ratelimit_client_key(const struct sockaddr *sa, uint8_t key[16]);
 /*
- * A loopback client's key (above) told apart by the local user that owns its socket: every
+ * A loopback client's key (above) told apart by the local user that owns its socket, uid, or
+ * RATELIMIT_OTHER_USERS for a key shared by the users the caller does not tell apart: every
  * local user reaches the loopback addresses, and one must not spend another's budget or take
  * its places. The key lies in ff00::/8, which no TCP peer's address does.
  */
+#define RATELIMIT_OTHER_USERS UINT32_MAX
 void ratelimit_client_key_user(uint8_t key[16], uint32_t uid);
 /* The most tokens a client can have at once. */
 unsigned ratelimit_burst(const struct ratelimit *r);

@@ -423,9 +423,10 @@ out=$(as_nobody curl -sS --max-time 10 -w '\n%{http_code}' http://127.0.0.1:7080
 [ "${out##*$'\n'}" = 200 ] && grep -qxF 'jitd_grants_applied_total 1' <<<"$out" ||
 	fail "metrics to another local user's client: $out"
 pass "metrics (counts, no names) to another local user's loopback client: HTTP 200"
-# Every local user reaches the loopback address: each is a client of its own for the rate
-# limit (the kernel says whose socket it is), so one spending its budget leaves a local
-# controller's alone. At 1 request a second, a burst of 2, within a second.
+# Every local user reaches the loopback address: root's sockets are a client of their own for
+# the rate limit (the kernel says whose socket it is), so another user spending its budget
+# leaves a local root controller's alone. All other users are one client (a user can own
+# sockets as many subordinate uids). At 1 request a second, a burst of 2, within a second.
 stop_jitd TERM
 write_config drop '[]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
@@ -443,9 +444,12 @@ for _ in range(int(sys.argv[1])):
 print(",".join(codes))'
 codes=$(as_nobody /usr/bin/python3 -c "$burst" 3) || fail "nobody's burst: $codes"
 [ "$codes" = 200,200,429 ] || fail "nobody's burst at rate_limit 1: $codes"
+codes=$(in_ns "$SRV" setpriv --reuid=4243 --regid=4243 --clear-groups /usr/bin/python3 -c \
+	"$burst" 1) || fail "uid 4243's request: $codes"
+[ "$codes" = 429 ] || fail "uid 4243's request after nobody spent the other users' budget: $codes"
 codes=$(in_ns "$SRV" /usr/bin/python3 -c "$burst" 2) || fail "root's burst: $codes"
 [ "$codes" = 200,200 ] || fail "root's requests after nobody spent its budget: $codes"
-pass "rate limit on loopback by local user: nobody 200,200,429, then root 200,200"
+pass "rate limit on loopback: nobody 200,200,429, uid 4243 429 (one budget), root 200,200"
 stop_jitd TERM
 write_config drop '[]' '[{"port": 22}]' \
 	'"listen": {"address": "192.0.2.1:7080", "insecure_plaintext": true}'
