@@ -69,8 +69,8 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	char err[NFT_ERRLEN] = "";
 	struct nft *n = NULL;
 	bool exists, json = false;
+	struct netnslock_who who;
 	int c, ret, rc;
-	pid_t pid;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -113,14 +113,12 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	 * Wherever its socket is (a configuration changed since it started names another), a
 	 * jitd of this network namespace holds the namespace's lock.
 	 */
-	if ((ret = netnslock_holder(&pid)) == 1) {
-		char who[32] = "a process too busy to say";
+	if (!(ret = netnslock_holder(&who)) && who.held && who.jitd) {
+		char pid[32];
 
-		if (pid)
-			snprintf(who, sizeof(who), "pid %d", (int)pid);
 		return refuse(json, JIT_ERR_AGENT_RUNNING, "jitd is running in this network "
-			"namespace (%s holds @%s); stop it first: systemctl stop jitd", who,
-			NETNSLOCK_NAME);
+			"namespace (%s, holding @%s); stop it first: systemctl stop jitd",
+			netnslock_pid_text(&who, pid, sizeof(pid)), NETNSLOCK_NAME);
 	}
 	if (ret < 0)
 		return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running in this "

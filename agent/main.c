@@ -293,7 +293,7 @@ int main(int argc, char **argv)
 	struct enforce *enf = NULL;
 	struct store *store = NULL;
 	struct netnslock *nslock = NULL;
-	pid_t holder, squatter;
+	struct netnslock_who holder;
 	struct audit *audit = NULL;
 	struct event_base *base;
 	char note[64];
@@ -346,20 +346,17 @@ int main(int argc, char **argv)
 		die_closing(&ctl, &http, "cannot open state directory %s: %s", cfg->state_dir,
 			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
 	/* A jitd with its own socket and state would still share the table: one per namespace. */
-	if ((ret = netnslock_take(base, &nslock, &holder, &squatter)) == -EADDRINUSE)
-		die_closing(&ctl, &http, "another jitd (pid %d) runs in this network namespace, "
-			"and table inet jitd is the namespace's: stop it first", (int)holder);
+	if ((ret = netnslock_take(base, &nslock, &holder)) == -EADDRINUSE)
+		die_closing(&ctl, &http, "another jitd (%s) runs in this network namespace, and "
+			"table inet jitd is the namespace's: stop it first",
+			netnslock_pid_text(&holder, note, sizeof(note)));
 	if (ret)
 		die_closing(&ctl, &http, "cannot take the network namespace's lock (@%s): %s",
 			NETNSLOCK_NAME, strerror(-ret));
-	if (squatter > 0)
-		log_warn("the network namespace's lock (@%s) is held by process %d, not root's: "
-			 "ignored, so a second jitd here would not be stopped", NETNSLOCK_NAME,
-			 (int)squatter);
-	else if (squatter)
-		log_warn("the network namespace's lock (@%s) is held by a process that does not "
-			 "answer: ignored, so a second jitd here would not be stopped",
-			 NETNSLOCK_NAME);
+	if (holder.held)
+		log_warn("the network namespace's lock (@%s) is held by a process of a user other "
+			 "than root (%s): ignored, so a second jitd here would not be stopped",
+			 NETNSLOCK_NAME, netnslock_pid_text(&holder, note, sizeof(note)));
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			strerror(-ret));

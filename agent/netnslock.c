@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -12,16 +13,17 @@
 #include <event2/listener.h>
 
 #include "agent/netnslock.h"
+#include "agent/sockowner.h"
 
-/* Probes at once: a few, since each waits in the backlog only until the loop accepts it. */
+/* Connections at once that ask for the pid: each waits only until the loop accepts it. */
 #define BACKLOG 16
-/* A name bound but not yet listened on, asked again: 3 times, 50 ms apart. */
-#define RETRIES 3
-#define RETRY_US 50000
+/* Out of descriptors, the listener rests this long rather than wake the loop at once again. */
+#define REST_SEC 1
 
 struct netnslock {
 	int fd;				/* until the listener has it */
 	struct evconnlistener *lev;
+	struct event *rest;
 };
 
 static socklen_t lock_addr(struct sockaddr_un *a)
@@ -40,8 +42,9 @@ static bool trusted(uid_t uid)
 }
 
 /*
- * Who holds the name, as it was when it listened: 0 and *cred, -ECONNREFUSED (no one listens
- * there), -EAGAIN (its backlog is full) or another -errno.
+ * The holder's credentials as it had them when it listened: 0 and *cred, -ECONNREFUSED (no
+ * one listens there), -EAGAIN (its backlog is full) or another -errno. What it says of itself
+ * is only believed on a kernel that cannot say who owns the socket.
  */
 static int ask_holder(struct ucred *cred)
 {
@@ -58,6 +61,35 @@ static int ask_holder(struct ucred *cred)
 	return ret;
 }
 
+/*
+ * Who holds the name: 0 and *who (held false when no one does), or -errno. The kernel says
+ * whose socket it is; before Linux 5.3 it cannot, and the holder's own credentials stand in
+ * (a full backlog then counts as a jitd, busy: the cautious answer for teardown).
+ */
+static int who_holds(struct netnslock_who *who)
+{
+	struct ucred cred = { 0 };
+	uid_t uid = (uid_t)-1;
+	int ret = sockowner_abstract_uid(NETNSLOCK_NAME, &uid), asked = ask_holder(&cred);
+
+	*who = (struct netnslock_who){ 0 };
+	if (ret == -ENOENT)
+		return 0;
+	if (ret == -EOPNOTSUPP) {
+		if (asked == -ECONNREFUSED)
+			return 0;
+		if (asked && asked != -EAGAIN)
+			return asked;
+		uid = asked ? 0 : cred.uid;
+	} else if (ret) {
+		return ret;
+	}
+	who->held = true;
+	who->jitd = trusted(uid);
+	who->pid = asked ? 0 : cred.pid;
+	return 0;
+}
+
 /* A probe has learnt who holds the name when it connected: nothing more to say. */
 static void probe_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	int socklen, void *arg)
@@ -69,17 +101,35 @@ static void probe_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sock
 	close(fd);
 }
 
-int netnslock_take(struct event_base *base, struct netnslock **out, pid_t *holder,
-	pid_t *squatter)
+static void rested_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct netnslock *l = arg;
+
+	(void)fd;
+	(void)what;
+	(void)evconnlistener_enable(l->lev);
+}
+
+/* EMFILE and the like: a probe left unaccepted would wake the loop at once again. */
+static void probe_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct netnslock *l = arg;
+	const struct timeval tv = { REST_SEC, 0 };
+
+	(void)evconnlistener_disable(lev);
+	if (evtimer_add(l->rest, &tv))
+		(void)evconnlistener_enable(lev);
+}
+
+int netnslock_take(struct event_base *base, struct netnslock **out, struct netnslock_who *who)
 {
 	struct netnslock *l = NULL;
-	struct ucred cred = { 0 };
 	struct sockaddr_un a;
 	socklen_t len = lock_addr(&a);
 	int ret;
 
 	*out = NULL;
-	*holder = *squatter = 0;
+	*who = (struct netnslock_who){ 0 };
 	if (!(l = calloc(1, sizeof(*l))))
 		return -ENOMEM;
 	if ((l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
@@ -87,37 +137,32 @@ int netnslock_take(struct event_base *base, struct netnslock **out, pid_t *holde
 		goto fail;
 	}
 	for (int attempt = 0; bind(l->fd, (struct sockaddr *)&a, len); attempt++) {
-		if ((ret = -errno) != -EADDRINUSE)
+		if ((ret = -errno) != -EADDRINUSE || (ret = who_holds(who)))
 			goto fail;
-		/*
-		 * Taken. A jitd listens right after it binds: a name that refuses still may be
-		 * one in between, asked again a little later. A jitd accepts its probes at once,
-		 * so a full backlog is someone who does not: no jitd.
-		 */
-		for (int i = 0; (ret = ask_holder(&cred)) == -ECONNREFUSED && i < RETRIES; i++)
-			(void)usleep(RETRY_US);
-		if (ret && ret != -EAGAIN && ret != -ECONNREFUSED)
-			goto fail;
-		if (!ret && trusted(cred.uid)) {
-			*holder = cred.pid;
+		if (who->jitd) {
 			ret = -EADDRINUSE;
 			goto fail;
 		}
-		/* Refused all along: its holder may have gone meanwhile. Once more, then no. */
-		if (ret == -ECONNREFUSED && !attempt)
+		/* Its holder went meanwhile: once more, then give up. */
+		if (!who->held && !attempt)
 			continue;
-		*squatter = ret ? -1 : cred.pid;
+		if (!who->held) {
+			ret = -EADDRINUSE;
+			goto fail;
+		}
 		netnslock_release(&l);
 		return 0;
 	}
 	/* It listens on the bound socket; from here on the socket is the listener's to close. */
 	errno = 0;
-	if (!(l->lev = evconnlistener_new(base, probe_cb, NULL, LEV_OPT_CLOSE_ON_FREE |
+	if (!(l->rest = evtimer_new(base, rested_cb, l)) ||
+		!(l->lev = evconnlistener_new(base, probe_cb, l, LEV_OPT_CLOSE_ON_FREE |
 			LEV_OPT_CLOSE_ON_EXEC, BACKLOG, l->fd))) {
 		ret = errno ? -errno : -ENOMEM;
 		goto fail;
 	}
 	l->fd = -1;
+	evconnlistener_set_error_cb(l->lev, probe_error_cb);
 	*out = l;
 	return 0;
 fail:
@@ -131,25 +176,24 @@ void netnslock_release(struct netnslock **l)
 		return;
 	if ((*l)->lev)
 		evconnlistener_free((*l)->lev);
+	if ((*l)->rest)
+		event_free((*l)->rest);
 	if ((*l)->fd >= 0)
 		close((*l)->fd);
 	free(*l);
 	*l = NULL;
 }
 
-int netnslock_holder(pid_t *pid)
+int netnslock_holder(struct netnslock_who *who)
 {
-	struct ucred cred = { 0 };
-	int ret = ask_holder(&cred);
+	return who_holds(who);
+}
 
-	*pid = 0;
-	if (ret == -ECONNREFUSED)
-		return 0;
-	/* Not to be asked: a jitd under a flood of probes looks so too. */
-	if (ret == -EAGAIN)
-		return 1;
-	if (ret)
-		return ret;
-	*pid = cred.pid;
-	return trusted(cred.uid) ? 1 : 0;
+const char *netnslock_pid_text(const struct netnslock_who *who, char *buf, size_t len)
+{
+	if (who->pid > 0)
+		snprintf(buf, len, "pid %d", (int)who->pid);
+	else
+		snprintf(buf, len, "its pid unknown");
+	return buf;
 }

@@ -8,6 +8,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/inet_diag.h>
 #include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -130,6 +131,103 @@ int sockowner_peer_uid(int fd, uid_t *uid)
 	}
 	*uid = f.uid;
 	ret = 0;
+out:
+	if (nl)
+		mnl_socket_close(nl);
+	return ret;
+}
+
+struct named {
+	const char *name;	/* abstract: matched after the leading NUL */
+	size_t len;
+	bool seen, has_uid;
+	uid_t uid;
+};
+
+static int on_unix(const struct nlmsghdr *nlh, void *data)
+{
+	const struct unix_diag_msg *m = mnl_nlmsg_get_payload(nlh);
+	struct named *f = data;
+	struct nlattr *a;
+	const char *name = NULL;
+	size_t len = 0;
+	bool has_uid = false;
+	uint32_t uid = 0;
+
+	if (nlh->nlmsg_type != SOCK_DIAG_BY_FAMILY || mnl_nlmsg_get_payload_len(nlh) < sizeof(*m)) {
+		errno = EPROTO;
+		return MNL_CB_ERROR;
+	}
+	mnl_attr_for_each(a, nlh, sizeof(*m)) {
+		if (mnl_attr_get_type(a) == UNIX_DIAG_NAME) {
+			name = mnl_attr_get_payload(a);
+			len = mnl_attr_get_payload_len(a);
+		} else if (mnl_attr_get_type(a) == UNIX_DIAG_UID &&
+			mnl_attr_get_payload_len(a) >= sizeof(uid)) {
+			memcpy(&uid, mnl_attr_get_payload(a), sizeof(uid));
+			has_uid = true;
+		}
+	}
+	if (name && len == f->len + 1 && !name[0] && !memcmp(name + 1, f->name, f->len)) {
+		f->seen = true;
+		f->has_uid = has_uid;
+		f->uid = (uid_t)uid;
+	}
+	return MNL_CB_OK;
+}
+
+int sockowner_abstract_uid(const char *name, uid_t *uid)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct named f = { .name = name, .len = strlen(name) };
+	struct mnl_socket *nl = NULL;
+	struct unix_diag_req *req;
+	struct nlmsghdr *nlh;
+	unsigned seq, portid;
+	int ret;
+	ssize_t n;
+
+	memset(buf, 0, sizeof(buf));
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	nlh->nlmsg_seq = seq = (unsigned)time(NULL);
+	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
+	req->sdiag_family = AF_UNIX;
+	/*
+	 * Listening, or bound and not (yet) listening: the socket that holds the name, not a
+	 * connection that may carry its listener's name as well.
+	 */
+	req->udiag_states = (1u << TCP_LISTEN) | (1u << TCP_CLOSE);
+	req->udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_UID;
+	if (!(nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC)) ||
+		mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	portid = mnl_socket_get_portid(nl);
+	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	/* Every unix socket of the namespace in those states, to the end of the dump. */
+	do {
+		if ((n = mnl_socket_recvfrom(nl, buf, sizeof(buf))) < 0) {
+			ret = -errno;
+			goto out;
+		}
+		ret = mnl_cb_run(buf, (size_t)n, seq, portid, on_unix, &f);
+	} while (ret > MNL_CB_STOP);
+	if (ret < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (!f.seen)
+		ret = -ENOENT;
+	else if (!f.has_uid)
+		ret = -EOPNOTSUPP;
+	else
+		*uid = f.uid;
 out:
 	if (nl)
 		mnl_socket_close(nl);

@@ -1,6 +1,8 @@
 #ifndef JITD_AGENT_NETNSLOCK_H
 #define JITD_AGENT_NETNSLOCK_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 /*
@@ -10,30 +12,34 @@
  * abstract unix socket (NETNSLOCK_NAME) while it runs: an abstract name belongs to the network
  * namespace, needs no file, and goes with the process however it ends.
  *
- * Abstract names have no permissions, so any local user could take the name first. The
- * holder's credentials tell (SO_PEERCRED on a connection to it): only a holder that is root, or
- * this process's own user, counts as a jitd. Another's is ignored, with a warning, rather than
- * let any user keep jitd from starting.
+ * Abstract names have no permissions, so any local user could take the name first. Who holds
+ * it is asked of the kernel (sockowner_abstract_uid: the socket's owner, which no holder can
+ * choose): only a holder that is root, or this process's own user, counts as a jitd. Another's
+ * is ignored, with a warning, rather than let any user keep jitd from starting or teardown from
+ * running. Its pid, for messages, comes from a connection to it (SO_PEERCRED) when it answers.
  */
 #define NETNSLOCK_NAME "jitd.netns.lock"
 
 struct event_base;
 struct netnslock;
 
+struct netnslock_who {
+	bool held;	/* someone holds the name */
+	bool jitd;	/* and it is root's, or this process's user's */
+	pid_t pid;	/* its pid; 0: it did not say */
+};
+
 /*
- * Takes the lock for as long as *out lives; the connections its probes make are accepted and
- * closed on base. 0 (also when a user other than root holds the name: *squatter is then that
- * user's process, else 0), -EADDRINUSE (another jitd holds it: *holder its pid), or -errno.
+ * Takes the lock for as long as *out lives; the connections that ask who holds it are accepted
+ * and closed on base. 0 with *out (who->held false), or with *out NULL when a holder that is no
+ * jitd has the name (who says whose); -EADDRINUSE when a jitd holds it; or -errno.
  */
-int netnslock_take(struct event_base *base, struct netnslock **out, pid_t *holder,
-	pid_t *squatter);
+int netnslock_take(struct event_base *base, struct netnslock **out, struct netnslock_who *who);
 /* Lets go. NULLs *l; accepts NULL. */
 void netnslock_release(struct netnslock **l);
-/*
- * Whether a jitd holds the lock of the caller's network namespace (jitctl teardown): 1 and *pid
- * (0 when it cannot be had: its backlog full), 0 when nothing, or a user other than root,
- * holds it, or -errno.
- */
-int netnslock_holder(pid_t *pid);
+/* Who holds the lock of the caller's network namespace (jitctl teardown). 0 or -errno. */
+int netnslock_holder(struct netnslock_who *who);
+/* "pid 123", or "its pid unknown": who's pid for a message. Returns buf. */
+const char *netnslock_pid_text(const struct netnslock_who *who, char *buf, size_t len);
 
 #endif

@@ -83,7 +83,7 @@ pass "a second jitd in the namespace: exit 1 ($(tail -n1 "$TMP/second")), the gr
 # finds the namespace's jitd.
 rc=0
 in_ns "$SRV" "$JITCTL_BIN" -s "$TMP/run2/jitd.sock" teardown --json >"$TMP/out" 2>&1 || rc=$?
-want="running in this network namespace (pid $JITD_PID holds @jitd.netns.lock)"
+want="running in this network namespace (pid $JITD_PID, holding @jitd.netns.lock)"
 [ "$rc" -eq 1 ] && jq -e --arg w "$want" '.error == "agent_running" and
 	(.message | contains($w))' "$TMP/out" >/dev/null ||
 	fail "teardown at another socket: exit $rc: $(cat "$TMP/out")"

@@ -2,7 +2,8 @@
  * The network namespace's lock, in a network namespace of the test's own (unshare: root only,
  * else skipped), so that it never meets a jitd of the host's: one holder at a time, its pid
  * told to the next; its probes accepted however many come; and a name taken by a user other
- * than root, or by a socket that does not listen, does not keep jitd from starting.
+ * than root does not keep jitd from starting nor teardown from running: listening, with its
+ * backlog full (a probe of root's waiting in it), or bound and never listening.
  */
 #include <errno.h>
 #include <grp.h>
@@ -12,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -36,59 +38,72 @@ static void test_one_holder(void **state)
 {
 	struct event_base *base;
 	struct netnslock *a = NULL, *b = (struct netnslock *)&b;
-	pid_t holder, squatter, pid;
+	struct netnslock_who who;
+	char text[32];
 
 	(void)state;
 	if (!own_namespace)
 		skip();
 	assert_non_null(base = event_base_new());
-	assert_int_equal(netnslock_holder(&pid), 0);
-	assert_int_equal(netnslock_take(base, &a, &holder, &squatter), 0);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_false(who.held);
+	assert_int_equal(netnslock_take(base, &a, &who), 0);
 	assert_non_null(a);
-	assert_int_equal(squatter, 0);
-	assert_int_equal(netnslock_holder(&pid), 1);
-	assert_int_equal(pid, getpid());
-	assert_int_equal(netnslock_take(base, &b, &holder, &squatter), -EADDRINUSE);
+	assert_false(who.held);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_true(who.held && who.jitd);
+	assert_int_equal(who.pid, getpid());
+	assert_int_equal(netnslock_take(base, &b, &who), -EADDRINUSE);
 	assert_null(b);
-	assert_int_equal(holder, getpid());
+	assert_true(who.held && who.jitd);
+	assert_int_equal(who.pid, getpid());
+	snprintf(text, sizeof(text), "pid %d", (int)getpid());
+	assert_string_equal(netnslock_pid_text(&who, text + 16, 16), text);
 	netnslock_release(&a);
 	assert_null(a);
 	netnslock_release(&a);
-	assert_int_equal(netnslock_holder(&pid), 0);
-	assert_int_equal(netnslock_take(base, &a, &holder, &squatter), 0);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_false(who.held);
+	assert_int_equal(netnslock_take(base, &a, &who), 0);
 	netnslock_release(&a);
 	event_base_free(base);
 }
 
-/* More probes than the backlog holds: each is accepted, so each still learns the holder. */
+/* More probes than the backlog holds: each is accepted, so each still learns the pid. */
 static void test_probes_accepted(void **state)
 {
 	struct event_base *base;
 	struct netnslock *l = NULL;
-	pid_t holder, squatter, pid;
+	struct netnslock_who who;
 
 	(void)state;
 	if (!own_namespace)
 		skip();
 	assert_non_null(base = event_base_new());
-	assert_int_equal(netnslock_take(base, &l, &holder, &squatter), 0);
+	assert_int_equal(netnslock_take(base, &l, &who), 0);
 	for (int i = 0; i < 100; i++) {
-		assert_int_equal(netnslock_holder(&pid), 1);
-		assert_int_equal(pid, getpid());
+		assert_int_equal(netnslock_holder(&who), 0);
+		assert_true(who.held && who.jitd);
+		assert_int_equal(who.pid, getpid());
 		assert_true(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
 	}
 	netnslock_release(&l);
 	event_base_free(base);
 }
 
+enum squat { LISTENS, FULL, BOUND };
+
 /*
- * A child takes the name first, as nobody (listening) or as root without listening; it holds
- * it until told. Returns its pid; *go is the pipe that tells it to go.
+ * A child of nobody's takes the name first: listening; listening with a backlog of one, full
+ * with a connection of root's (the parent's) it never accepts; or bound and never listening.
+ * It holds it until told. Returns its pid; *go is the pipe that tells it to go.
  */
-static pid_t squat(bool as_nobody, bool listens, int *go)
+static pid_t squat(enum squat how, int *go)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int p[2], ready[2];
+	socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+		sizeof(NETNSLOCK_NAME));
+	int p[2], ready[2], fd;
 	pid_t pid;
 	char c;
 
@@ -97,17 +112,13 @@ static pid_t squat(bool as_nobody, bool listens, int *go)
 	memcpy(a.sun_path + 1, NETNSLOCK_NAME, sizeof(NETNSLOCK_NAME) - 1);
 	assert_true((pid = fork()) >= 0);
 	if (pid == 0) {
-		int fd;
-
 		close(p[1]);
 		close(ready[0]);
-		if (as_nobody && (setgroups(0, NULL) || setgid(65534) || setuid(65534)))
+		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
 			_exit(2);
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&a,
-				(socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-					sizeof(NETNSLOCK_NAME))) ||
-			(listens && listen(fd, 4)))
+		if (fd < 0 || bind(fd, (struct sockaddr *)&a, len) ||
+			(how != BOUND && listen(fd, how == FULL ? 0 : 4)))
 			_exit(3);
 		if (write(ready[1], "r", 1) != 1)
 			_exit(4);
@@ -117,6 +128,13 @@ static pid_t squat(bool as_nobody, bool listens, int *go)
 	close(ready[1]);
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	close(ready[0]);
+	if (how == FULL) {
+		/* Root's connection waits in the backlog: it carries the name, and root's uid. */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		assert_true(fd >= 0);
+		assert_int_equal(connect(fd, (struct sockaddr *)&a, len), 0);
+		/* Left open until the test ends: it must stay in the backlog. */
+	}
 	*go = p[1];
 	return pid;
 }
@@ -133,34 +151,34 @@ static void unsquat(pid_t pid, int go)
 
 static void test_squatters_ignored(void **state)
 {
+	const enum squat hows[] = { LISTENS, FULL, BOUND };
 	struct event_base *base;
 	struct netnslock *l = (struct netnslock *)&l;
-	pid_t holder, squatter, pid, child;
+	struct netnslock_who who;
+	pid_t child;
 	int go;
 
 	(void)state;
 	if (!own_namespace)
 		skip();
 	assert_non_null(base = event_base_new());
-	child = squat(true, true, &go);
-	/* Another user's: not a jitd, for jitd nor for teardown. */
-	assert_int_equal(netnslock_holder(&pid), 0);
-	assert_int_equal(pid, child);
-	assert_int_equal(netnslock_take(base, &l, &holder, &squatter), 0);
-	assert_null(l);
-	assert_int_equal(squatter, child);
-	unsquat(child, go);
-	/* Bound and never listened on: asked again, then taken for no jitd. */
-	child = squat(false, false, &go);
-	assert_int_equal(netnslock_holder(&pid), 0);
-	assert_int_equal(netnslock_take(base, &l, &holder, &squatter), 0);
-	assert_null(l);
-	assert_int_equal(squatter, -1);
-	unsquat(child, go);
+	for (size_t i = 0; i < sizeof(hows) / sizeof(hows[0]); i++) {
+		child = squat(hows[i], &go);
+		/* Another user's: held, but by no jitd, for teardown and for jitd alike. */
+		assert_int_equal(netnslock_holder(&who), 0);
+		assert_true(who.held);
+		assert_false(who.jitd);
+		assert_int_equal(who.pid, hows[i] == LISTENS ? child : 0);
+		assert_int_equal(netnslock_take(base, &l, &who), 0);
+		assert_null(l);
+		assert_true(who.held);
+		assert_false(who.jitd);
+		unsquat(child, go);
+	}
 	/* Gone with its holder: the name is jitd's to take. */
-	assert_int_equal(netnslock_take(base, &l, &holder, &squatter), 0);
+	assert_int_equal(netnslock_take(base, &l, &who), 0);
 	assert_non_null(l);
-	assert_int_equal(squatter, 0);
+	assert_false(who.held);
 	netnslock_release(&l);
 	event_base_free(base);
 }
