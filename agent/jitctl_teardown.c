@@ -120,10 +120,11 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			"namespace (%s, holding @%s); stop it first: systemctl stop jitd",
 			netnslock_pid_text(&who, pid, sizeof(pid)), NETNSLOCK_NAME);
 	}
-	if (ret < 0)
+	if (ret < 0 || who.unsure)
 		return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running in this "
-			"network namespace (@%s: %s); nothing removed", NETNSLOCK_NAME,
-			strerror(-ret));
+			"network namespace (@%s: %s); nothing removed", NETNSLOCK_NAME, ret < 0 ?
+			strerror(-ret) : "held by a process that does not answer, whose user this "
+			"kernel cannot tell");
 	if ((ret = nft_open(&n)) || (ret = nft_table_exists(n, RULESET_TABLE, &exists))) {
 		rc = refuse(json, ret == -EPERM ? JIT_ERR_PERMISSION : JIT_ERR_INTERNAL,
 			"cannot read the nftables ruleset: %s%s", strerror(-ret),

@@ -354,9 +354,11 @@ int main(int argc, char **argv)
 		die_closing(&ctl, &http, "cannot take the network namespace's lock (@%s): %s",
 			NETNSLOCK_NAME, strerror(-ret));
 	if (holder.held)
-		log_warn("the network namespace's lock (@%s) is held by a process of a user other "
-			 "than root (%s): ignored, so a second jitd here would not be stopped",
-			 NETNSLOCK_NAME, netnslock_pid_text(&holder, note, sizeof(note)));
+		log_warn("the network namespace's lock (@%s) is held by %s (%s): ignored, so a "
+			 "second jitd here would not be stopped", NETNSLOCK_NAME, holder.unsure ?
+			 "a process whose user this kernel cannot tell" :
+			 "a process of a user other than root and jitd's own",
+			 netnslock_pid_text(&holder, note, sizeof(note)));
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			strerror(-ret));

@@ -19,6 +19,8 @@
 #define BACKLOG 16
 /* Out of descriptors, the listener rests this long rather than wake the loop at once again. */
 #define REST_SEC 1
+/* A name in use whose holder was not seen is asked again after this long. */
+#define RETRY_US 100000
 
 struct netnslock {
 	int fd;				/* until the listener has it */
@@ -62,9 +64,10 @@ static int ask_holder(struct ucred *cred)
 }
 
 /*
- * Who holds the name: 0 and *who (held false when no one does), or -errno. The kernel says
- * whose socket it is; before Linux 5.3 it cannot, and the holder's own credentials stand in
- * (a full backlog then counts as a jitd, busy: the cautious answer for teardown).
+ * Who holds the name: 0 and *who (held false when no socket listens or is bound on it), or
+ * -errno. The kernel says whose socket it is. When it cannot (no unix_diag, or before Linux
+ * 5.3), the credentials the holder listened with stand in, which the kernel also keeps; a
+ * holder that does not answer (its backlog full) is then held by whoever: unsure.
  */
 static int who_holds(struct netnslock_who *who)
 {
@@ -72,22 +75,24 @@ static int who_holds(struct netnslock_who *who)
 	uid_t uid = (uid_t)-1;
 	int ret = sockowner_abstract_uid(NETNSLOCK_NAME, &uid), asked = ask_holder(&cred);
 
-	*who = (struct netnslock_who){ 0 };
-	if (ret == -ENOENT)
+	*who = (struct netnslock_who){ .pid = asked ? 0 : cred.pid };
+	if (!ret) {
+		who->held = true;
+		who->jitd = trusted(uid);
 		return 0;
-	if (ret == -EOPNOTSUPP) {
-		if (asked == -ECONNREFUSED)
-			return 0;
-		if (asked && asked != -EAGAIN)
-			return asked;
-		uid = asked ? 0 : cred.uid;
-	} else if (ret) {
-		return ret;
 	}
-	who->held = true;
-	who->jitd = trusted(uid);
-	who->pid = asked ? 0 : cred.pid;
-	return 0;
+	if (ret != -EOPNOTSUPP)
+		return ret == -ENOENT ? 0 : ret;
+	if (!asked) {
+		who->held = true;
+		who->jitd = trusted(cred.uid);
+		return 0;
+	}
+	if (asked == -EAGAIN) {
+		who->held = who->unsure = true;
+		return 0;
+	}
+	return asked == -ECONNREFUSED ? 0 : asked;
 }
 
 /* A probe has learnt who holds the name when it connected: nothing more to say. */
@@ -143,13 +148,16 @@ int netnslock_take(struct event_base *base, struct netnslock **out, struct netns
 			ret = -EADDRINUSE;
 			goto fail;
 		}
-		/* Its holder went meanwhile: once more, then give up. */
-		if (!who->held && !attempt)
+		/*
+		 * No holder seen: it went meanwhile, or (where the kernel cannot say whose a
+		 * socket is) a jitd is between its bind and its listen. Once more, a little later.
+		 */
+		if (!who->held && !attempt) {
+			(void)usleep(RETRY_US);
 			continue;
-		if (!who->held) {
-			ret = -EADDRINUSE;
-			goto fail;
 		}
+		/* Another user's, a socket bound and connected elsewhere, or unsure: not a jitd. */
+		who->held = true;
 		netnslock_release(&l);
 		return 0;
 	}

@@ -168,7 +168,13 @@ static int on_unix(const struct nlmsghdr *nlh, void *data)
 			has_uid = true;
 		}
 	}
-	if (name && len == f->len + 1 && !name[0] && !memcmp(name + 1, f->name, f->len)) {
+	/*
+	 * Names are the type's: a datagram or seqpacket socket may bear the same one. Only one
+	 * stream socket listens or is bound unconnected on a name; should a second ever show,
+	 * the first stands.
+	 */
+	if (m->udiag_type == SOCK_STREAM && !f->seen && name && len == f->len + 1 && !name[0] &&
+		!memcmp(name + 1, f->name, f->len)) {
 		f->seen = true;
 		f->has_uid = has_uid;
 		f->uid = (uid_t)uid;
@@ -218,8 +224,9 @@ int sockowner_abstract_uid(const char *name, uid_t *uid)
 		}
 		ret = mnl_cb_run(buf, (size_t)n, seq, portid, on_unix, &f);
 	} while (ret > MNL_CB_STOP);
+	/* A kernel without unix_diag answers ENOENT: that says nothing of the name. */
 	if (ret < 0) {
-		ret = -errno;
+		ret = errno == ENOENT ? -EOPNOTSUPP : -errno;
 		goto out;
 	}
 	if (!f.seen)

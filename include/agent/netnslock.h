@@ -13,10 +13,11 @@
  * namespace, needs no file, and goes with the process however it ends.
  *
  * Abstract names have no permissions, so any local user could take the name first. Who holds
- * it is asked of the kernel (sockowner_abstract_uid: the socket's owner, which no holder can
- * choose): only a holder that is root, or this process's own user, counts as a jitd. Another's
- * is ignored, with a warning, rather than let any user keep jitd from starting or teardown from
- * running. Its pid, for messages, comes from a connection to it (SO_PEERCRED) when it answers.
+ * it is asked of the kernel (sockowner_abstract_uid: the listening or bound stream socket's
+ * owner, which no holder can choose): only a holder that is root, or this process's own user,
+ * counts as a jitd. Another's is ignored, with a warning, rather than let any user keep jitd
+ * from starting or teardown from running. Its pid, for messages, comes from a connection to it
+ * (SO_PEERCRED) when it answers.
  */
 #define NETNSLOCK_NAME "jitd.netns.lock"
 
@@ -26,13 +27,15 @@ struct netnslock;
 struct netnslock_who {
 	bool held;	/* someone holds the name */
 	bool jitd;	/* and it is root's, or this process's user's */
+	bool unsure;	/* held, but whose it is cannot be told (see who_holds) */
 	pid_t pid;	/* its pid; 0: it did not say */
 };
 
 /*
  * Takes the lock for as long as *out lives; the connections that ask who holds it are accepted
- * and closed on base. 0 with *out (who->held false), or with *out NULL when a holder that is no
- * jitd has the name (who says whose); -EADDRINUSE when a jitd holds it; or -errno.
+ * and closed on base. 0 with *out (who->held false), or with *out NULL when the name is held by
+ * no jitd, or by whom cannot be told (who says which): jitd starts all the same, since any user
+ * can take an abstract name; -EADDRINUSE when a jitd holds it; or -errno.
  */
 int netnslock_take(struct event_base *base, struct netnslock **out, struct netnslock_who *who);
 /* Lets go. NULLs *l; accepts NULL. */

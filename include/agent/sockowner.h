@@ -20,9 +20,10 @@
 int sockowner_peer_uid(int fd, uid_t *uid);
 
 /*
- * The owner of the unix socket of this network namespace bound to the abstract name name (no
- * leading NUL), listening or not: the user that created it, which it cannot choose (unlike
- * what it sends). 0, -ENOENT (none), -EOPNOTSUPP (the kernel gives no owner: before Linux 5.3)
+ * The owner of the unix stream socket of this network namespace that listens, or is bound and
+ * not connected, on the abstract name name (no leading NUL): the user that created it, which it
+ * cannot choose (unlike what it sends). 0, -ENOENT (none: a socket bound to it and connected
+ * elsewhere is not one), -EOPNOTSUPP (the kernel cannot say: no unix_diag, or before Linux 5.3)
  * or another -errno.
  */
 int sockowner_abstract_uid(const char *name, uid_t *uid);

@@ -24,13 +24,36 @@
 #include <event2/event.h>
 
 #include "agent/netnslock.h"
+#include "agent/sockowner.h"
 
 static bool own_namespace;
 
+/* Bound (and listening) on the abstract name name: its fd. */
+static int bound_to(const char *name, int type, bool listens)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, type, 0);
+
+	memcpy(a.sun_path + 1, name, strlen(name));
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a,
+			(socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name))) ||
+		(listens && listen(fd, 4)))
+		return -1;
+	return fd;
+}
+
+/* Root only (unshare), and on a kernel that says who owns a unix socket (Linux 5.3+). */
 static int setup(void **state)
 {
+	uid_t uid;
+	int fd;
+
 	(void)state;
 	own_namespace = geteuid() == 0 && unshare(CLONE_NEWNET) == 0;
+	if (own_namespace && (fd = bound_to("jitd.test.probe", SOCK_STREAM, true)) >= 0) {
+		own_namespace = sockowner_abstract_uid("jitd.test.probe", &uid) == 0 && uid == 0;
+		close(fd);
+	}
 	return 0;
 }
 
@@ -91,12 +114,14 @@ static void test_probes_accepted(void **state)
 	event_base_free(base);
 }
 
-enum squat { LISTENS, FULL, BOUND };
+enum squat { LISTENS, FULL, BOUND, CONNECTED, OTHER_TYPES };
 
 /*
- * A child of nobody's takes the name first: listening; listening with a backlog of one, full
- * with a connection of root's (the parent's) it never accepts; or bound and never listening.
- * It holds it until told. Returns its pid; *go is the pipe that tells it to go.
+ * A child of nobody's takes the name: listening; listening with a backlog of one, full with a
+ * connection of root's (the parent's) it never accepts; bound and never listening; bound, then
+ * connected to a listener of its own elsewhere (it keeps the name); or, with datagram and
+ * seqpacket sockets, the name of those types (the stream one may be a jitd's). It holds it
+ * until told. Returns its pid; *go is the pipe that tells it to go.
  */
 static pid_t squat(enum squat how, int *go)
 {
@@ -116,10 +141,26 @@ static pid_t squat(enum squat how, int *go)
 		close(ready[0]);
 		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
 			_exit(2);
-		fd = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (fd < 0 || bind(fd, (struct sockaddr *)&a, len) ||
-			(how != BOUND && listen(fd, how == FULL ? 0 : 4)))
-			_exit(3);
+		if (how == OTHER_TYPES) {
+			if (bound_to(NETNSLOCK_NAME, SOCK_DGRAM, false) < 0 ||
+				bound_to(NETNSLOCK_NAME, SOCK_SEQPACKET, true) < 0)
+				_exit(3);
+		} else if (how == CONNECTED) {
+			struct sockaddr_un b = { .sun_family = AF_UNIX };
+
+			memcpy(b.sun_path + 1, "jitd.test.peer", 14);
+			fd = socket(AF_UNIX, SOCK_STREAM, 0);
+			if (bound_to("jitd.test.peer", SOCK_STREAM, true) < 0 || fd < 0 ||
+				bind(fd, (struct sockaddr *)&a, len) ||
+				connect(fd, (struct sockaddr *)&b,
+					(socklen_t)(offsetof(struct sockaddr_un, sun_path) + 15)))
+				_exit(3);
+		} else {
+			fd = socket(AF_UNIX, SOCK_STREAM, 0);
+			if (fd < 0 || bind(fd, (struct sockaddr *)&a, len) ||
+				(how != BOUND && listen(fd, how == FULL ? 0 : 4)))
+				_exit(3);
+		}
 		if (write(ready[1], "r", 1) != 1)
 			_exit(4);
 		_exit(read(p[0], &c, 1) == 1 ? 0 : 5);
@@ -129,7 +170,7 @@ static pid_t squat(enum squat how, int *go)
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	close(ready[0]);
 	if (how == FULL) {
-		/* Root's connection waits in the backlog: it carries the name, and root's uid. */
+		/* Root's connection waits in the backlog: none of the prober's then can. */
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
 		assert_true(fd >= 0);
 		assert_int_equal(connect(fd, (struct sockaddr *)&a, len), 0);
@@ -167,7 +208,7 @@ static void test_squatters_ignored(void **state)
 		/* Another user's: held, but by no jitd, for teardown and for jitd alike. */
 		assert_int_equal(netnslock_holder(&who), 0);
 		assert_true(who.held);
-		assert_false(who.jitd);
+		assert_false(who.jitd || who.unsure);
 		assert_int_equal(who.pid, hows[i] == LISTENS ? child : 0);
 		assert_int_equal(netnslock_take(base, &l, &who), 0);
 		assert_null(l);
@@ -175,11 +216,44 @@ static void test_squatters_ignored(void **state)
 		assert_false(who.jitd);
 		unsquat(child, go);
 	}
+	/* Bound and connected elsewhere: the name is taken, but by no socket that holds it. */
+	child = squat(CONNECTED, &go);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_false(who.held);
+	assert_int_equal(netnslock_take(base, &l, &who), 0);
+	assert_null(l);
+	assert_true(who.held);
+	assert_false(who.jitd);
+	unsquat(child, go);
 	/* Gone with its holder: the name is jitd's to take. */
 	assert_int_equal(netnslock_take(base, &l, &who), 0);
 	assert_non_null(l);
 	assert_false(who.held);
 	netnslock_release(&l);
+	event_base_free(base);
+}
+
+/* The name of other socket types, taken beside a jitd's: it is still the jitd's lock. */
+static void test_other_types_beside(void **state)
+{
+	struct event_base *base;
+	struct netnslock *a = NULL, *b = (struct netnslock *)&b;
+	struct netnslock_who who;
+	pid_t child;
+	int go;
+
+	(void)state;
+	if (!own_namespace)
+		skip();
+	assert_non_null(base = event_base_new());
+	assert_int_equal(netnslock_take(base, &a, &who), 0);
+	child = squat(OTHER_TYPES, &go);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_true(who.held && who.jitd);
+	assert_int_equal(netnslock_take(base, &b, &who), -EADDRINUSE);
+	assert_int_equal(who.pid, getpid());
+	unsquat(child, go);
+	netnslock_release(&a);
 	event_base_free(base);
 }
 
@@ -189,6 +263,7 @@ int main(void)
 		cmocka_unit_test(test_one_holder),
 		cmocka_unit_test(test_probes_accepted),
 		cmocka_unit_test(test_squatters_ignored),
+		cmocka_unit_test(test_other_types_beside),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
