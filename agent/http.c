@@ -884,7 +884,7 @@ static void client_of(int fd, const struct sockaddr *sa, uint8_t key[16])
 
 	ratelimit_client_key(sa, key);
 	if (addr_loopback(sa) && !sockowner_peer_uid(fd, &uid))
-		ratelimit_client_key_user(key, uid == 0 || uid == geteuid() ? uid :
+		ratelimit_client_key_user(key, (uid == 0 || uid == geteuid()) ? uid :
 			RATELIMIT_OTHER_USERS);
 }
 
