@@ -69,6 +69,16 @@ static bool put_addr(const struct sockaddr_storage *ss, int *family, __be32 addr
 	return true;
 }
 
+/* Opens a NETLINK_SOCK_DIAG socket (*nl, the caller's to close) and sends it nlh. 0 or -errno. */
+static int diag_ask(const struct nlmsghdr *nlh, struct mnl_socket **nl, unsigned *portid)
+{
+	if (!(*nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC)) ||
+		mnl_socket_bind(*nl, 0, MNL_SOCKET_AUTOPID) < 0)
+		return -errno;
+	*portid = mnl_socket_get_portid(*nl);
+	return mnl_socket_sendto(*nl, nlh, nlh->nlmsg_len) < 0 ? -errno : 0;
+}
+
 int sockowner_peer_uid(int fd, uid_t *uid)
 {
 	struct sockaddr_storage ours, theirs;
@@ -102,16 +112,8 @@ int sockowner_peer_uid(int fd, uid_t *uid)
 	req->id.idiag_cookie[0] = req->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
 	f.want = req->id;
 
-	if (!(nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC)) ||
-		mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		ret = -errno;
+	if ((ret = diag_ask(nlh, &nl, &portid)))
 		goto out;
-	}
-	portid = mnl_socket_get_portid(nl);
-	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	/* One message: the socket's, or an error (ENOENT: none has that address and port). */
 	n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
 	if (n < 0 || mnl_cb_run(buf, (size_t)n, seq, portid, on_reply, &f) < 0) {
@@ -206,16 +208,8 @@ int sockowner_abstract_uid(const char *name, uid_t *uid)
 	 */
 	req->udiag_states = (1u << TCP_LISTEN) | (1u << TCP_CLOSE);
 	req->udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_UID;
-	if (!(nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC)) ||
-		mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		ret = -errno;
+	if ((ret = diag_ask(nlh, &nl, &portid)))
 		goto out;
-	}
-	portid = mnl_socket_get_portid(nl);
-	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	/* Every unix socket of the namespace in those states, to the end of the dump. */
 	do {
 		if ((n = mnl_socket_recvfrom(nl, buf, sizeof(buf))) < 0) {
