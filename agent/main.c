@@ -346,7 +346,7 @@ int main(int argc, char **argv)
 		die_closing(&ctl, &http, "cannot open state directory %s: %s", cfg->state_dir,
 			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
 	/* A jitd with its own socket and state would still share the table: one per namespace. */
-	if ((ret = netnslock_take(base, &nslock, &holder)) == -EADDRINUSE)
+	if ((ret = netnslock_take(base, NETNSLOCK_RETRY_SEC, &nslock, &holder)) == -EADDRINUSE)
 		die_closing(&ctl, &http, "another jitd (%s) runs in this network namespace, and "
 			"table inet jitd is the namespace's: stop it first",
 			netnslock_pid_text(&holder, note, sizeof(note)));
@@ -355,10 +355,11 @@ int main(int argc, char **argv)
 			NETNSLOCK_NAME, strerror(-ret));
 	if (holder.held)
 		log_warn("the network namespace's lock (@%s) is held by %s (%s): ignored, so a "
-			 "second jitd here would not be stopped", NETNSLOCK_NAME, holder.unsure ?
+			 "second jitd here would not be stopped until that process lets go (asked "
+			 "every %d s)", NETNSLOCK_NAME, holder.unsure ?
 			 "a process whose user this kernel cannot tell" :
 			 "a process of a user other than root and jitd's own",
-			 netnslock_pid_text(&holder, note, sizeof(note)));
+			 netnslock_pid_text(&holder, note, sizeof(note)), NETNSLOCK_RETRY_SEC);
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			strerror(-ret));

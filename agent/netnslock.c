@@ -14,6 +14,7 @@
 
 #include "agent/netnslock.h"
 #include "agent/sockowner.h"
+#include "common/log.h"
 
 /* Connections at once that ask for the pid: each waits only until the loop accepts it. */
 #define BACKLOG 16
@@ -23,9 +24,13 @@
 #define RETRY_US 100000
 
 struct netnslock {
+	struct event_base *base;
 	int fd;				/* until the listener has it */
-	struct evconnlistener *lev;
+	struct evconnlistener *lev;	/* NULL while another holds the name */
 	struct event *rest;
+	struct event *retry;		/* while another holds the name */
+	unsigned retry_sec;
+	bool bound;			/* the name is ours, the listener not yet */
 };
 
 static socklen_t lock_addr(struct sockaddr_un *a)
@@ -126,51 +131,119 @@ static void probe_error_cb(struct evconnlistener *lev, void *arg)
 		(void)evconnlistener_enable(lev);
 }
 
-int netnslock_take(struct event_base *base, struct netnslock **out, struct netnslock_who *who)
+/*
+ * Binds l->fd to the name: 0 (bound), 1 (held by no jitd: another user's socket, one bound and
+ * connected elsewhere, or unsure), -EADDRINUSE (a jitd holds it) or -errno; *who says who.
+ * may_wait: a name in use whose holder is not seen is asked again 100 ms later (at the start;
+ * not on the loop).
+ */
+static int try_bind(struct netnslock *l, bool may_wait, struct netnslock_who *who)
 {
-	struct netnslock *l = NULL;
 	struct sockaddr_un a;
 	socklen_t len = lock_addr(&a);
+	int ret;
+
+	*who = (struct netnslock_who){ 0 };
+	for (int attempt = 0; bind(l->fd, (struct sockaddr *)&a, len); attempt++) {
+		if ((ret = -errno) != -EADDRINUSE || (ret = who_holds(who)))
+			return ret;
+		if (who->jitd)
+			return -EADDRINUSE;
+		/*
+		 * No holder seen: it went meanwhile, or (where the kernel cannot say whose a
+		 * socket is) a jitd is between its bind and its listen. Once more, a little later.
+		 */
+		if (!who->held && !attempt && may_wait) {
+			(void)usleep(RETRY_US);
+			continue;
+		}
+		who->held = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* Listens on the bound socket; from here on the socket is the listener's to close. */
+static int listen_on(struct netnslock *l)
+{
+	errno = 0;
+	if (!(l->lev = evconnlistener_new(l->base, probe_cb, l, LEV_OPT_CLOSE_ON_FREE |
+			LEV_OPT_CLOSE_ON_EXEC, BACKLOG, l->fd)))
+		return errno ? -errno : -ENOMEM;
+	l->fd = -1;
+	evconnlistener_set_error_cb(l->lev, probe_error_cb);
+	return 0;
+}
+
+/* While the name is held by no jitd, it is asked for again: its holder may go. */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	const struct timeval tv = { (time_t)((struct netnslock *)arg)->retry_sec, 0 };
+	struct netnslock *l = arg;
+	struct netnslock_who who;
+	char pid[32];
+	int ret;
+
+	(void)fd;
+	(void)what;
+	/* Bound but not listening (out of memory last time): the name is ours already. */
+	if ((ret = l->bound ? 0 : try_bind(l, false, &who)) == 0) {
+		l->bound = true;
+		if (!(ret = listen_on(l))) {
+			log_info("the network namespace's lock (@%s) is jitd's now: the process "
+				 "that held it let go", NETNSLOCK_NAME);
+			return;
+		}
+	}
+	if (ret == -EADDRINUSE) {
+		log_err("another jitd (%s) took the network namespace's lock (@%s) while a "
+			"process of another user held it: two jitd run in this namespace, and "
+			"each deletes the other's grants; stop one", netnslock_pid_text(&who,
+			pid, sizeof(pid)), NETNSLOCK_NAME);
+		return;
+	}
+	if (ret < 0)
+		log_warn("the network namespace's lock (@%s): %s; asked again in %u s",
+			 NETNSLOCK_NAME, strerror(-ret), l->retry_sec);
+	if (evtimer_add(l->retry, &tv))
+		log_warn("the network namespace's lock (@%s) will not be asked for again",
+			 NETNSLOCK_NAME);
+}
+
+int netnslock_take(struct event_base *base, unsigned retry_sec, struct netnslock **out,
+	struct netnslock_who *who)
+{
+	const struct timeval tv = { (time_t)retry_sec, 0 };
+	struct netnslock *l = NULL;
 	int ret;
 
 	*out = NULL;
 	*who = (struct netnslock_who){ 0 };
 	if (!(l = calloc(1, sizeof(*l))))
 		return -ENOMEM;
+	l->base = base;
+	l->retry_sec = retry_sec;
 	if ((l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
 		ret = -errno;
 		goto fail;
 	}
-	for (int attempt = 0; bind(l->fd, (struct sockaddr *)&a, len); attempt++) {
-		if ((ret = -errno) != -EADDRINUSE || (ret = who_holds(who)))
-			goto fail;
-		if (who->jitd) {
-			ret = -EADDRINUSE;
-			goto fail;
-		}
-		/*
-		 * No holder seen: it went meanwhile, or (where the kernel cannot say whose a
-		 * socket is) a jitd is between its bind and its listen. Once more, a little later.
-		 */
-		if (!who->held && !attempt) {
-			(void)usleep(RETRY_US);
-			continue;
-		}
-		/* Another user's, a socket bound and connected elsewhere, or unsure: not a jitd. */
-		who->held = true;
-		netnslock_release(&l);
-		return 0;
-	}
-	/* It listens on the bound socket; from here on the socket is the listener's to close. */
-	errno = 0;
 	if (!(l->rest = evtimer_new(base, rested_cb, l)) ||
-		!(l->lev = evconnlistener_new(base, probe_cb, l, LEV_OPT_CLOSE_ON_FREE |
-			LEV_OPT_CLOSE_ON_EXEC, BACKLOG, l->fd))) {
-		ret = errno ? -errno : -ENOMEM;
+		!(l->retry = evtimer_new(base, retry_cb, l))) {
+		ret = -ENOMEM;
 		goto fail;
 	}
-	l->fd = -1;
-	evconnlistener_set_error_cb(l->lev, probe_error_cb);
+	if ((ret = try_bind(l, true, who)) < 0)
+		goto fail;
+	if (ret == 1) {
+		if (evtimer_add(l->retry, &tv)) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		*out = l;
+		return 0;
+	}
+	if ((ret = listen_on(l)))
+		goto fail;
 	*out = l;
 	return 0;
 fail:
@@ -186,6 +259,8 @@ void netnslock_release(struct netnslock **l)
 		evconnlistener_free((*l)->lev);
 	if ((*l)->rest)
 		event_free((*l)->rest);
+	if ((*l)->retry)
+		event_free((*l)->retry);
 	if ((*l)->fd >= 0)
 		close((*l)->fd);
 	free(*l);

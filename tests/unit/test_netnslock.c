@@ -70,13 +70,13 @@ static void test_one_holder(void **state)
 	assert_non_null(base = event_base_new());
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_false(who.held);
-	assert_int_equal(netnslock_take(base, &a, &who), 0);
+	assert_int_equal(netnslock_take(base, 1, &a, &who), 0);
 	assert_non_null(a);
 	assert_false(who.held);
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_true(who.held && who.jitd);
 	assert_int_equal(who.pid, getpid());
-	assert_int_equal(netnslock_take(base, &b, &who), -EADDRINUSE);
+	assert_int_equal(netnslock_take(base, 1, &b, &who), -EADDRINUSE);
 	assert_null(b);
 	assert_true(who.held && who.jitd);
 	assert_int_equal(who.pid, getpid());
@@ -87,7 +87,7 @@ static void test_one_holder(void **state)
 	netnslock_release(&a);
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_false(who.held);
-	assert_int_equal(netnslock_take(base, &a, &who), 0);
+	assert_int_equal(netnslock_take(base, 1, &a, &who), 0);
 	netnslock_release(&a);
 	event_base_free(base);
 }
@@ -103,7 +103,7 @@ static void test_probes_accepted(void **state)
 	if (!own_namespace)
 		skip();
 	assert_non_null(base = event_base_new());
-	assert_int_equal(netnslock_take(base, &l, &who), 0);
+	assert_int_equal(netnslock_take(base, 1, &l, &who), 0);
 	for (int i = 0; i < 100; i++) {
 		assert_int_equal(netnslock_holder(&who), 0);
 		assert_true(who.held && who.jitd);
@@ -194,7 +194,7 @@ static void test_squatters_ignored(void **state)
 {
 	const enum squat hows[] = { LISTENS, FULL, BOUND };
 	struct event_base *base;
-	struct netnslock *l = (struct netnslock *)&l;
+	struct netnslock *l = NULL;
 	struct netnslock_who who;
 	pid_t child;
 	int go;
@@ -210,25 +210,60 @@ static void test_squatters_ignored(void **state)
 		assert_true(who.held);
 		assert_false(who.jitd || who.unsure);
 		assert_int_equal(who.pid, hows[i] == LISTENS ? child : 0);
-		assert_int_equal(netnslock_take(base, &l, &who), 0);
-		assert_null(l);
+		assert_int_equal(netnslock_take(base, 1, &l, &who), 0);
+		assert_non_null(l);
 		assert_true(who.held);
 		assert_false(who.jitd);
+		/* Not jitd's: it is still the other's, and jitd waits to ask again. */
+		assert_int_equal(netnslock_holder(&who), 0);
+		assert_true(who.held && !who.jitd);
+		netnslock_release(&l);
 		unsquat(child, go);
 	}
 	/* Bound and connected elsewhere: the name is taken, but by no socket that holds it. */
 	child = squat(CONNECTED, &go);
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_false(who.held);
-	assert_int_equal(netnslock_take(base, &l, &who), 0);
-	assert_null(l);
+	assert_int_equal(netnslock_take(base, 1, &l, &who), 0);
+	assert_non_null(l);
 	assert_true(who.held);
 	assert_false(who.jitd);
+	netnslock_release(&l);
 	unsquat(child, go);
 	/* Gone with its holder: the name is jitd's to take. */
-	assert_int_equal(netnslock_take(base, &l, &who), 0);
+	assert_int_equal(netnslock_take(base, 1, &l, &who), 0);
 	assert_non_null(l);
 	assert_false(who.held);
+	netnslock_release(&l);
+	event_base_free(base);
+}
+
+/* Once the other user's process lets go, jitd takes the name: asked again every second here. */
+static void test_taken_when_let_go(void **state)
+{
+	const struct timeval wait = { 2, 500000 };
+	struct event_base *base;
+	struct netnslock *l = NULL;
+	struct netnslock_who who;
+	pid_t child;
+	int go;
+
+	(void)state;
+	if (!own_namespace)
+		skip();
+	assert_non_null(base = event_base_new());
+	child = squat(LISTENS, &go);
+	assert_int_equal(netnslock_take(base, 1, &l, &who), 0);
+	assert_non_null(l);
+	assert_true(who.held && !who.jitd);
+	unsquat(child, go);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_false(who.held);
+	assert_int_equal(event_base_loopexit(base, &wait), 0);
+	assert_int_equal(event_base_dispatch(base), 0);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_true(who.held && who.jitd);
+	assert_int_equal(who.pid, getpid());
 	netnslock_release(&l);
 	event_base_free(base);
 }
@@ -246,11 +281,11 @@ static void test_other_types_beside(void **state)
 	if (!own_namespace)
 		skip();
 	assert_non_null(base = event_base_new());
-	assert_int_equal(netnslock_take(base, &a, &who), 0);
+	assert_int_equal(netnslock_take(base, 1, &a, &who), 0);
 	child = squat(OTHER_TYPES, &go);
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_true(who.held && who.jitd);
-	assert_int_equal(netnslock_take(base, &b, &who), -EADDRINUSE);
+	assert_int_equal(netnslock_take(base, 1, &b, &who), -EADDRINUSE);
 	assert_int_equal(who.pid, getpid());
 	unsquat(child, go);
 	netnslock_release(&a);
@@ -264,6 +299,7 @@ int main(void)
 		cmocka_unit_test(test_probes_accepted),
 		cmocka_unit_test(test_squatters_ignored),
 		cmocka_unit_test(test_other_types_beside),
+		cmocka_unit_test(test_taken_when_let_go),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
