@@ -31,6 +31,7 @@ struct netnslock {
 	struct event *retry;		/* while another holds the name */
 	unsigned retry_sec;
 	bool bound;			/* the name is ours, the listener not yet */
+	pid_t rival;			/* another jitd that took the name, pid + 1; 0: none */
 };
 
 static socklen_t lock_addr(struct sockaddr_un *a)
@@ -175,12 +176,12 @@ static int listen_on(struct netnslock *l)
 	return 0;
 }
 
-/* While the name is held by no jitd, it is asked for again: its holder may go. */
+/* While another holds the name, it is asked for again: its holder may go. */
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	const struct timeval tv = { (time_t)((struct netnslock *)arg)->retry_sec, 0 };
 	struct netnslock *l = arg;
-	struct netnslock_who who;
+	struct netnslock_who who = { 0 };
 	char pid[32];
 	int ret;
 
@@ -195,16 +196,20 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	}
-	if (ret == -EADDRINUSE) {
-		log_err("another jitd (%s) took the network namespace's lock (@%s) while a "
-			"process of another user held it: two jitd run in this namespace, and "
-			"each deletes the other's grants; stop one", netnslock_pid_text(&who,
-			pid, sizeof(pid)), NETNSLOCK_NAME);
-		return;
-	}
-	if (ret < 0)
+	/*
+	 * Another jitd took it once the other process let go. Said once per such jitd; asked
+	 * again all the same, so that this one takes the name should that one stop first.
+	 */
+	if (ret == -EADDRINUSE && l->rival != who.pid + 1) {
+		l->rival = who.pid + 1;
+		log_err("another jitd (%s) took the network namespace's lock (@%s) after the "
+			"process that held it let go: two jitd run in this namespace, and each "
+			"deletes the other's grants; stop one", netnslock_pid_text(&who, pid,
+			sizeof(pid)), NETNSLOCK_NAME);
+	} else if (ret < 0 && ret != -EADDRINUSE) {
 		log_warn("the network namespace's lock (@%s): %s; asked again in %u s",
 			 NETNSLOCK_NAME, strerror(-ret), l->retry_sec);
+	}
 	if (evtimer_add(l->retry, &tv))
 		log_warn("the network namespace's lock (@%s) will not be asked for again",
 			 NETNSLOCK_NAME);

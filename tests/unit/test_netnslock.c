@@ -238,12 +238,15 @@ static void test_squatters_ignored(void **state)
 	event_base_free(base);
 }
 
-/* Once the other user's process lets go, jitd takes the name: asked again every second here. */
+/*
+ * Once the other user's process lets go, jitd takes the name (asked again every second here),
+ * or once the jitd that took it first stops.
+ */
 static void test_taken_when_let_go(void **state)
 {
-	const struct timeval wait = { 2, 500000 };
-	struct event_base *base;
-	struct netnslock *l = NULL;
+	const struct timeval wait = { 1, 500000 };
+	struct event_base *base, *other;
+	struct netnslock *l = NULL, *rival = NULL;
 	struct netnslock_who who;
 	pid_t child;
 	int go;
@@ -252,11 +255,25 @@ static void test_taken_when_let_go(void **state)
 	if (!own_namespace)
 		skip();
 	assert_non_null(base = event_base_new());
+	assert_non_null(other = event_base_new());
 	child = squat(LISTENS, &go);
 	assert_int_equal(netnslock_take(base, 1, &l, &who), 0);
 	assert_non_null(l);
 	assert_true(who.held && !who.jitd);
+	/* Asked again while the other still holds it: it stays the other's. */
+	assert_int_equal(event_base_loopexit(base, &wait), 0);
+	assert_int_equal(event_base_dispatch(base), 0);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_true(who.held && !who.jitd);
+	assert_int_equal(who.pid, child);
 	unsquat(child, go);
+	/* Another jitd (here: this process, on another loop) takes it first. */
+	assert_int_equal(netnslock_take(other, 1, &rival, &who), 0);
+	assert_false(who.held);
+	assert_int_equal(event_base_loopexit(base, &wait), 0);
+	assert_int_equal(event_base_dispatch(base), 0);
+	/* And stops: the name is taken at a later asking. */
+	netnslock_release(&rival);
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_false(who.held);
 	assert_int_equal(event_base_loopexit(base, &wait), 0);
@@ -264,7 +281,12 @@ static void test_taken_when_let_go(void **state)
 	assert_int_equal(netnslock_holder(&who), 0);
 	assert_true(who.held && who.jitd);
 	assert_int_equal(who.pid, getpid());
+	/* Only the retrying lock can have it now: the other loop's is gone. */
+	assert_int_equal(netnslock_take(other, 1, &rival, &who), -EADDRINUSE);
 	netnslock_release(&l);
+	assert_int_equal(netnslock_holder(&who), 0);
+	assert_false(who.held);
+	event_base_free(other);
 	event_base_free(base);
 }
 
