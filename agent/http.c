@@ -107,6 +107,8 @@ struct peer {
 	const struct sockaddr *sa;	/* never IPv4-mapped: then it points to v4 */
 	struct sockaddr_in v4;
 	uint8_t client[16];	/* who it counts as for the rate limit (ratelimit_client_key) */
+	uid_t owner;		/* on loopback: who owns the client's socket, if owner_known */
+	bool owner_known;
 	bool loopback;
 	bool verified;		/* a client certificate the client CA signed */
 };
@@ -709,11 +711,13 @@ static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	char note[64] = "";
 	unsigned long n;
-	uid_t uid;
-	int ret = sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
-		&uid);
+	uid_t uid = p->owner;
+	/* Asked at the accept (client_of); again only if the kernel could not say then. */
+	int ret = p->owner_known ? 0 :
+		sockowner_peer_uid(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)),
+			&uid);
 
-	if (ret == 0 && (uid == 0 || uid == geteuid()))
+	if (ret == 0 && sockowner_trusted(uid))
 		return true;
 	/* Why goes to the log, the 403 only saying who is served; once a second at most. */
 	if (!log_paced(ret == 0 ? &other_user : &unknown, 1000, &n))
@@ -870,24 +874,6 @@ static bool addr_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-/*
- * The client a connection counts as for the rate limit and the fair share: its address's, and
- * on loopback, which every local user reaches, root's and jitd's own user's sockets each a
- * client of their own, so that another local user cannot spend a local controller's budget or
- * take its places. Every other local user is one client together: a user can own sockets as
- * each of its subordinate uids (a user namespace), which must not buy it a budget or a place
- * each. One whose owner the kernel cannot say (closed meanwhile) counts as its address does.
- */
-static void client_of(int fd, const struct sockaddr *sa, uint8_t key[16])
-{
-	uid_t uid;
-
-	ratelimit_client_key(sa, key);
-	if (addr_loopback(sa) && !sockowner_peer_uid(fd, &uid))
-		ratelimit_client_key_user(key, (uid == 0 || uid == geteuid()) ? uid :
-			RATELIMIT_OTHER_USERS);
-}
-
 static void peer_identify(const struct http *h, struct evhttp_request *req, struct peer *p)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
@@ -936,6 +922,8 @@ struct conn_deadline {
 	struct connshare_conn *share;	/* idle while the deadline runs; NULL: not shared */
 	uint8_t client[16];		/* client_of, once: it asks the kernel on loopback */
 	bool has_client;
+	uid_t owner;			/* on loopback, who owns the client's socket */
+	bool owner_known;
 	LIST_ENTRY(conn_deadline) entry;
 };
 
@@ -988,6 +976,26 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 	evhttp_connection_free(d->evcon);
 }
 
+/*
+ * The client a connection counts as for the rate limit and the fair share: its address's, and
+ * on loopback, which every local user reaches, root's and jitd's own user's sockets each a
+ * client of their own, so that another local user cannot spend a local controller's budget or
+ * take its places. Every other local user is one client together: a user can own sockets as
+ * each of its subordinate uids (a user namespace), which must not buy it a budget or a place
+ * each. One whose owner the kernel cannot say (closed meanwhile) counts as its address does.
+ * The owner is kept for status's check (root_on_loopback): only root can change it (fchown).
+ */
+static void client_of(int fd, const struct sockaddr *sa, struct conn_deadline *d)
+{
+	ratelimit_client_key(sa, d->client);
+	d->has_client = true;
+	if (addr_loopback(sa) && !sockowner_peer_uid(fd, &d->owner)) {
+		d->owner_known = true;
+		ratelimit_client_key_user(d->client, sockowner_trusted(d->owner) ? d->owner :
+			RATELIMIT_OTHER_USERS);
+	}
+}
+
 static void deadline_start(struct http *h, struct evhttp_connection *evcon, int fd)
 {
 	struct conn_deadline *d = calloc(1, sizeof(*d));
@@ -1003,10 +1011,8 @@ static void deadline_start(struct http *h, struct evhttp_connection *evcon, int 
 	d->h = h;
 	d->evcon = evcon;
 	/* Without its address (or memory), it counts for no client and never gives way. */
-	if (!getpeername(fd, (struct sockaddr *)&ss, &sl)) {
-		client_of(fd, (struct sockaddr *)&ss, d->client);
-		d->has_client = true;
-	}
+	if (!getpeername(fd, (struct sockaddr *)&ss, &sl))
+		client_of(fd, (struct sockaddr *)&ss, d);
 	if (connshare_join(h->share, d->has_client ? d->client : NULL, d, &d->share))
 		log_warn("controller endpoint: a connection counts for no client (out of memory)");
 	LIST_INSERT_HEAD(&h->deadlines, d, entry);
@@ -1054,6 +1060,10 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		memcpy(p.client, d->client, sizeof(p.client));
 	else if (p.sa)
 		ratelimit_client_key(p.sa, p.client);
+	if (d && d->owner_known) {
+		p.owner = d->owner;
+		p.owner_known = true;
+	}
 	/*
 	 * The handshake already demanded it; never serve a mutual-TLS endpoint without it. A
 	 * connection from before a reload whose new client CA does not sign its certificate is

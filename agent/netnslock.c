@@ -43,12 +43,6 @@ static socklen_t lock_addr(struct sockaddr_un *a)
 	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sizeof(NETNSLOCK_NAME));
 }
 
-/* A holder that may be a jitd: root, or the user this process runs as. */
-static bool trusted(uid_t uid)
-{
-	return uid == 0 || uid == geteuid();
-}
-
 /*
  * The holder's credentials as it had them when it listened: 0 and *cred, -ECONNREFUSED (no
  * one listens there), -EAGAIN (its backlog is full) or another -errno. What it says of itself
@@ -84,14 +78,14 @@ static int who_holds(struct netnslock_who *who)
 	*who = (struct netnslock_who){ .pid = asked ? 0 : cred.pid };
 	if (!ret) {
 		who->held = true;
-		who->jitd = trusted(uid);
+		who->jitd = sockowner_trusted(uid);
 		return 0;
 	}
 	if (ret != -EOPNOTSUPP)
 		return ret == -ENOENT ? 0 : ret;
 	if (!asked) {
 		who->held = true;
-		who->jitd = trusted(cred.uid);
+		who->jitd = sockowner_trusted(cred.uid);
 		return 0;
 	}
 	if (asked == -EAGAIN) {

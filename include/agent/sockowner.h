@@ -1,7 +1,9 @@
 #ifndef JITD_AGENT_SOCKOWNER_H
 #define JITD_AGENT_SOCKOWNER_H
 
+#include <stdbool.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 /*
  * Who owns the other end of a TCP connection that came from this host (a loopback client), as
@@ -18,6 +20,15 @@
  * that does not parse) or another -errno.
  */
 int sockowner_peer_uid(int fd, uid_t *uid);
+/*
+ * Whether a socket's owner may stand for jitd's side: root, or the user jitd runs as. Every
+ * other local user is only that (the controller endpoint's status and fair share, the network
+ * namespace's lock). Here, not in sockowner.c: it asks the kernel nothing.
+ */
+static inline bool sockowner_trusted(uid_t uid)
+{
+	return uid == 0 || uid == geteuid();
+}
 
 /*
  * The owner of the unix stream socket of this network namespace that listens, or is bound and
