@@ -47,27 +47,17 @@ static void keygen_usage(FILE *f)
 		   "          {\"error\",\"message\"}, as JSON\n");
 }
 
-/* A refusal: on stderr, or with --json as {"error","message"} on stdout. */
-static int keygen_refused(bool json, int code, const char *msg)
-{
-	if (json)
-		jitctl_print_refusal("keygen", true, jit_err_name(code), msg);
-	else
-		fprintf(stderr, "jitctl keygen: %s\n", msg);
-	return JITCTL_REFUSED;
-}
-
 /* keys_generate does not say which file was in the way; the private one is named if it was. */
 static int report_exists(bool json, const char *dir, const char *kid)
 {
-	char path[PATH_MAX], msg[PATH_MAX + 64];
+	char path[PATH_MAX];
 	struct stat st;
 
 	snprintf(path, sizeof(path), "%s/%s.key", dir, kid);
 	if (lstat(path, &st))
 		snprintf(path, sizeof(path), "%s/%s.pem", dir, kid);
-	snprintf(msg, sizeof(msg), "refusing to overwrite existing %s", path);
-	return keygen_refused(json, JIT_ERR_DUPLICATE, msg);
+	return jitctl_refuse("keygen", json, JIT_ERR_DUPLICATE, "refusing to overwrite existing %s",
+		path);
 }
 
 static void print_keys(bool json, const char *dir, const char *kid)
@@ -98,7 +88,6 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *kid = NULL, *dir = NULL;
-	char msg[PATH_MAX + 256];
 	bool json = false;
 	int c, ret;
 
@@ -144,10 +133,9 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 	if (ret == -EEXIST)
 		return report_exists(json, dir, kid);
 	if (ret) {
-		snprintf(msg, sizeof(msg), "writing key pair '%s' in %s: %s", kid, dir,
-			strerror(-ret));
-		return keygen_refused(json, ret == -EACCES || ret == -EPERM ? JIT_ERR_PERMISSION :
-			JIT_ERR_INTERNAL, msg);
+		return jitctl_refuse("keygen", json, ret == -EACCES || ret == -EPERM ?
+			JIT_ERR_PERMISSION : JIT_ERR_INTERNAL, "writing key pair '%s' in %s: %s",
+			kid, dir, strerror(-ret));
 	}
 	print_keys(json, dir, kid);
 	return JITCTL_OK;

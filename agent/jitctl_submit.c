@@ -1,5 +1,7 @@
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +89,21 @@ void jitctl_print_refusal(const char *cmd, bool json, const char *code, const ch
 		return;
 	}
 	fprintf(stderr, "jitctl %s: refused: %s: %s\n", cmd, code, msg);
+}
+
+int jitctl_refuse(const char *cmd, bool json, int code, const char *fmt, ...)
+{
+	char msg[2 * PATH_MAX]; /* a path or two, and words */
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (json)
+		jitctl_print_refusal(cmd, true, jit_err_name(code), msg);
+	else
+		fprintf(stderr, "jitctl %s: %s\n", cmd, msg);
+	return JITCTL_REFUSED;
 }
 
 int jitctl_check_reply(const char *cmd, bool json, const json_t *reply)

@@ -1,7 +1,6 @@
 /* jitctl teardown: removes jitd's protection explicitly (package removal runs it). */
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,24 +22,6 @@ static void teardown_usage(FILE *f)
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n\n"
 		   "  --json  print {\"table\",\"removed\"}, or {\"error\",\"message\"},\n"
 		   "          as JSON\n");
-}
-
-/* A refusal: on stderr, or with --json as {"error","message"} on stdout, as submit's are. */
-static int refuse(bool json, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int refuse(bool json, int code, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (json)
-		jitctl_print_refusal("teardown", true, jit_err_name(code), msg);
-	else
-		fprintf(stderr, "jitctl teardown: %s\n", msg);
-	return JITCTL_REFUSED;
 }
 
 static void print_done(bool json, bool removed)
@@ -91,8 +72,9 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	 * cannot be read leaves nowhere sure to ask.
 	 */
 	if (!o->socket_named && o->config_unread)
-		return refuse(json, JIT_ERR_BAD_CONFIG, "cannot read jitd's configuration to find "
-			"its control socket; name it with -s SOCKET (nothing removed)");
+		return jitctl_refuse("teardown", json, JIT_ERR_BAD_CONFIG, "cannot read jitd's "
+			"configuration to find its control socket; name it with -s SOCKET (nothing "
+			"removed)");
 	for (int i = 0; i < 2; i++) {
 		const char *path = i ? JITCTL_DEFAULT_SOCKET : o->socket;
 
@@ -102,12 +84,13 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		if ((ret = proto_listening(path)) == 0)
 			ret = proto_lock_held(path);
 		if (ret == 1)
-			return refuse(json, JIT_ERR_AGENT_RUNNING, "jitd is running (it listens on "
-				"%s, or is starting there); stop it first: systemctl stop jitd",
-				path);
+			return jitctl_refuse("teardown", json, JIT_ERR_AGENT_RUNNING,
+				"jitd is running (it listens on %s, or is starting there); "
+				"stop it first: systemctl stop jitd", path);
 		if (ret < 0)
-			return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running "
-				"(%s: %s); nothing removed", path, strerror(-ret));
+			return jitctl_refuse("teardown", json, JIT_ERR_INTERNAL,
+				"cannot tell whether jitd is running (%s: %s); nothing removed",
+				path, strerror(-ret));
 	}
 	/*
 	 * Wherever its socket is (a configuration changed since it started names another), a
@@ -116,28 +99,30 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	if (!(ret = netnslock_holder(&who)) && who.held && who.jitd) {
 		char pid[32];
 
-		return refuse(json, JIT_ERR_AGENT_RUNNING, "jitd is running in this network "
-			"namespace (%s, holding @%s); stop it first: systemctl stop jitd",
+		return jitctl_refuse("teardown", json, JIT_ERR_AGENT_RUNNING, "jitd is running in "
+			"this network namespace (%s, holding @%s); stop it first: "
+			"systemctl stop jitd",
 			netnslock_pid_text(&who, pid, sizeof(pid)), NETNSLOCK_NAME);
 	}
 	if (ret < 0 || who.unsure)
-		return refuse(json, JIT_ERR_INTERNAL, "cannot tell whether jitd is running in this "
-			"network namespace (@%s: %s); nothing removed", NETNSLOCK_NAME, ret < 0 ?
+		return jitctl_refuse("teardown", json, JIT_ERR_INTERNAL, "cannot tell whether jitd "
+			"is running in this network namespace (@%s: %s); nothing removed",
+			NETNSLOCK_NAME, ret < 0 ?
 			strerror(-ret) : "held by a process that does not answer, whose user this "
 			"kernel cannot tell");
 	if ((ret = nft_open(&n)) || (ret = nft_table_exists(n, RULESET_TABLE, &exists))) {
-		rc = refuse(json, ret == -EPERM ? JIT_ERR_PERMISSION : JIT_ERR_INTERNAL,
-			"cannot read the nftables ruleset: %s%s", strerror(-ret),
+		rc = jitctl_refuse("teardown", json, ret == -EPERM ? JIT_ERR_PERMISSION :
+			JIT_ERR_INTERNAL, "cannot read the nftables ruleset: %s%s", strerror(-ret),
 			ret == -EPERM ? " (run as root: CAP_NET_ADMIN)" : "");
 		goto out;
 	}
 	if (exists && ((ret = nft_batch_new(n, &b)) || (ret = ruleset_delete(b)))) {
-		rc = refuse(json, JIT_ERR_INTERNAL, "%s", strerror(-ret));
+		rc = jitctl_refuse("teardown", json, JIT_ERR_INTERNAL, "%s", strerror(-ret));
 		goto out;
 	}
 	if (exists && (ret = nft_batch_commit(b, err))) {
-		rc = refuse(json, ret == -EPERM ? JIT_ERR_PERMISSION : JIT_ERR_KERNEL, "%s",
-			err[0] ? err : strerror(-ret));
+		rc = jitctl_refuse("teardown", json, ret == -EPERM ? JIT_ERR_PERMISSION :
+			JIT_ERR_KERNEL, "%s", err[0] ? err : strerror(-ret));
 		goto out;
 	}
 	print_done(json, exists);
