@@ -257,19 +257,36 @@ static void flood_note(struct http *h, const char *what)
 			 "%d s (latest: %s)", n, FLOOD_LOG_INTERVAL_MS / 1000, what);
 }
 
-/* 429, with Retry-After in seconds unless retry is 0 (the request can never pass). */
+/* Who a rate limit counts, in words (client_of): on loopback, a user or all the others. */
+static const char *client_words(const struct peer *p)
+{
+	if (!p->loopback || !p->owner_known)
+		return "this address";
+	return sockowner_trusted(p->owner) ? "this local user" :
+		"local users other than root and jitd's own, who share one budget";
+}
+
+/*
+ * 429, with Retry-After in seconds unless retry is 0 (the request can never pass). msg says
+ * what was too much; the reply names whose budget it spent, and the log which user it was.
+ */
 static void rate_limited(struct http *h, struct evhttp_request *req, const struct peer *p,
 	unsigned retry, const char *msg)
 {
-	char num[16];
+	char num[16], what[sizeof(p->name) + 32], text[256];
 
-	flood_note(h, p->name);
+	if (p->loopback && p->owner_known)
+		snprintf(what, sizeof(what), "%s uid %u", p->name, (unsigned)p->owner);
+	else
+		snprintf(what, sizeof(what), "%s", p->name);
+	flood_note(h, what);
+	snprintf(text, sizeof(text), "%s %s", msg, client_words(p));
 	h->counted.rate_limited++;
 	if (retry) {
 		snprintf(num, sizeof(num), "%u", retry);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", num);
 	}
-	send_error(req, 429, JIT_ERR_RATE_LIMITED, msg);
+	send_error(req, 429, JIT_ERR_RATE_LIMITED, text);
 }
 
 /* Whether Content-Type ct is one of ok (NULL-terminated), parameters ignored. */
@@ -543,12 +560,12 @@ static void post_batch(struct http *h, struct evhttp_request *req, const struct 
 	/* Each grant counts against the address's rate; the request itself already took one. */
 	if (h->rl && p->sa && n > ratelimit_burst(h->rl)) {
 		rate_limited(h, req, p, 0,
-			"this batch holds more grants than this address's rate limit allows at once");
+			"this batch holds more grants than the rate limit allows at once for");
 		goto out;
 	}
 	if (h->rl && p->sa && n > 1 &&
 		!ratelimit_take(h->rl, p->client, enforce_now_ms(), (unsigned)n - 1, &retry)) {
-		rate_limited(h, req, p, retry, "too many grants from this address");
+		rate_limited(h, req, p, retry, "too many grants from");
 		goto out;
 	}
 	if (!(b = calloc(1, sizeof(*b) + n * sizeof(b->item[0])))) {
@@ -1076,7 +1093,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.client, enforce_now_ms(), &retry)) {
-		rate_limited(h, req, &p, retry, "too many requests from this address");
+		rate_limited(h, req, &p, retry, "too many requests from");
 		return;
 	}
 	for (size_t i = 0; path && i < sizeof(routes) / sizeof(routes[0]); i++) {

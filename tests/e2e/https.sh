@@ -228,6 +228,8 @@ expect 400 bad_request "a batch of 65" "$C1" controller-1 POST /v1/grants/batch 
 jq -n '{grants: [range(41) | "x"]}' >"$TMP/bad"
 expect 429 rate_limited "a batch of 41, over the rate limit's burst of 40" \
 	"$C1" controller-1 POST /v1/grants/batch "$TMP/bad" application/json
+[ "$(jq -r .message "$TMP/body")" = "this batch holds more grants than the rate limit allows \
+at once for this address" ] || fail "the 429 does not name whose budget: $(cat "$TMP/body")"
 unchanged "every refused batch"
 for id in batch-1 batch-2; do
 	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null || fail "cannot revoke $id"
@@ -434,8 +436,10 @@ write_config drop '[]' \
 start_jitd
 # One process, its sockets made as each user in turn (the kernel records who created each), so
 # that all six requests come within a second of each other however loaded the machine is.
-codes=$(in_ns "$SRV" /usr/bin/python3 -c '
-import http.client, os
+# Each 429 names whose budget it spent, and the log the user.
+out=$(in_ns "$SRV" /usr/bin/python3 -c '
+import http.client, json, os
+limited = []
 def conn(uid):
     os.seteuid(uid)
     c = http.client.HTTPConnection("127.0.0.1", 7080, timeout=10)
@@ -445,13 +449,20 @@ def conn(uid):
 def get(c):
     c.request("GET", "/metrics")
     r = c.getresponse()
-    r.read()
+    body = r.read()
+    if r.status == 429:
+        limited.append(json.loads(body)["message"])
     return str(r.status)
 nobody, other, root = conn(65534), conn(4243), conn(0)
-print(",".join([get(nobody), get(nobody), get(nobody), get(other), get(root), get(root)]))') ||
-	fail "loopback rate limit by user: $codes"
+print(",".join([get(nobody), get(nobody), get(nobody), get(other), get(root), get(root)]))
+print("\n".join(limited))') || fail "loopback rate limit by user: $out"
+codes=$(head -n1 <<<"$out")
 [ "$codes" = 200,200,429,429,200,200 ] ||
 	fail "loopback rate limit: nobody x3, uid 4243, root x2 got $codes"
+msg="too many requests from local users other than root and jitd's own, who share one budget"
+[ "$(tail -n +2 <<<"$out")" = "$msg"$'\n'"$msg" ] || fail "the 429s on loopback say: $out"
+grep -q "(latest: http 127.0.0.1:[0-9]* uid 65534)" "$TMP/jitd.log" ||
+	fail "the log does not name the user: $(grep 'endpoint: refused' "$TMP/jitd.log")"
 pass "rate limit on loopback: nobody 200,200,429, uid 4243 429 (one budget), root 200,200"
 stop_jitd TERM
 write_config drop '[]' '[{"port": 22}]' \
