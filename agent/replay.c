@@ -10,6 +10,7 @@
 
 #include "agent/lineappend.h"
 #include "agent/replay.h"
+#include "agent/testhook.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -30,6 +31,7 @@ struct replay {
 	size_t used;	/* live ids and tombstones: the slots a probe walks past */
 	int fd;
 	bool dirty;	/* lines written since the last fsync */
+	bool failed;	/* an fsync failed: rewritten before anything counts as durable */
 	char path[4096];
 };
 
@@ -150,17 +152,75 @@ static int append(struct replay *r, const char *line, bool sync)
 	return sync ? replay_sync(r) : 0;
 }
 
+/* fsync of replay.db or its directory: 0 or -errno. */
+static int sync_fd(int fd)
+{
+#ifdef JITD_TEST_HOOKS
+	/* Test builds: while $JITD_TEST_REPLAY_SYNC_FAIL_FILE exists, as a disk losing writes. */
+	if (testhook_exists("JITD_TEST_REPLAY_SYNC_FAIL_FILE"))
+		return -EIO;
+#endif
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* The directory holding path, made durable after a rename into it. */
+static int sync_parent(const char *path)
+{
+	char dir[sizeof(((struct replay *)0)->path)];
+	const char *slash = strrchr(path, '/');
+	int fd, ret;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -errno;
+	ret = sync_fd(fd);
+	close(fd);
+	return ret;
+}
+
+static int compact(struct replay *r);
+
+/*
+ * After a failed fsync, the file holds whatever the disk kept of what was written since the
+ * last good one, and Linux tells each open file of a writeback error once: the next fsync
+ * says 0 over lines that may be gone. So the file is rewritten from memory (every live id, the
+ * failed lines' among them) and appends go on in the new one.
+ */
+static int heal(struct replay *r)
+{
+	int fd, ret;
+
+	if ((ret = compact(r)))
+		return ret;
+	if ((fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC)) < 0)
+		return -errno;
+	close(r->fd);
+	r->fd = fd;
+	r->failed = r->dirty = false;
+	log_info("replay: %s rewritten after a failed sync", r->path);
+	return 0;
+}
+
 int replay_sync(struct replay *r)
 {
+	int ret;
+
+	if (r->failed)
+		return heal(r);
 	if (!r->dirty)
 		return 0;
-	if (fsync(r->fd) < 0)
-		return -errno;
+	if ((ret = sync_fd(r->fd))) {
+		r->failed = true;
+		return ret;
+	}
 	r->dirty = false;
 	return 0;
 }
 
-/* Rewrites the file with the live entries only: tmp + fsync + rename. */
+/* Rewrites the file with the live entries only: tmp + fsync + rename + fsync of the directory. */
 static int compact(struct replay *r)
 {
 	char tmp[4200];
@@ -168,7 +228,7 @@ static int compact(struct replay *r)
 	int fd, ret = 0;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
 	if (!(f = fdopen(fd, "w"))) {
@@ -178,15 +238,17 @@ static int compact(struct replay *r)
 	for (size_t i = 0; i < r->cap; i++)
 		if (r->slots[i].jti && r->slots[i].jti != TOMB)
 			fprintf(f, "A %" PRId64 " %s\n", r->slots[i].until, r->slots[i].jti);
-	if (fflush(f) || fsync(fileno(f)) < 0)
+	if (fflush(f))
 		ret = -errno;
+	else
+		ret = sync_fd(fileno(f));
 	if (fclose(f) && !ret)
 		ret = -errno;
 	if (!ret && rename(tmp, r->path) < 0)
 		ret = -errno;
 	if (ret)
 		unlink(tmp);
-	return ret;
+	return ret ? ret : sync_parent(r->path);
 }
 
 /*
@@ -430,7 +492,14 @@ static int add(struct replay *r, const char *jti, int64_t until, bool sync)
 	int ret;
 
 	replay_add_lazy_many(r, &id, 1, &ret);
-	return !ret && sync ? replay_sync(r) : ret;
+	/* An id already there is durable only once what was written of it is. */
+	if (sync && (!ret || ret == -EEXIST)) {
+		int err = replay_sync(r);
+
+		if (err)
+			return err;
+	}
+	return ret;
 }
 
 int replay_add(struct replay *r, const char *jti, int64_t until)
@@ -451,6 +520,15 @@ int replay_forget(struct replay *r, const char *jti)
 
 	if (!e)
 		return 0;
+	if (r->failed) {
+		/* The rewrite from memory is what will be on disk: it must leave the id out. */
+		int64_t until = e->until;
+
+		drop(r, e);
+		if ((ret = heal(r)) && put(r, jti, until))
+			log_warn("replay: '%s' forgotten in memory only", jti);
+		return ret;
+	}
 	snprintf(line, sizeof(line), "F %s\n", jti);
 	if ((ret = append(r, line, true)))
 		return ret;
