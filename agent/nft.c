@@ -56,6 +56,8 @@ struct batch_msg {
 struct nft_batch {
 	struct nft *nft;
 	struct nftnl_batch *nb;
+	struct nlmsghdr *begin;	/* its sequence number is set with the first message's */
+	uint32_t end_seq;
 	struct batch_msg *msgs;
 	size_t n, cap;
 	bool unanswered;	/* the last commit's verdict was not read */
@@ -131,7 +133,7 @@ int nft_batch_new(struct nft *n, struct nft_batch **out)
 		free(b);
 		return -ENOMEM;
 	}
-	nftnl_batch_begin(nftnl_batch_buffer(b->nb), n->seq++);
+	b->begin = nftnl_batch_begin(nftnl_batch_buffer(b->nb), 0);
 	nftnl_batch_update(b->nb);
 	*out = b;
 	return 0;
@@ -163,6 +165,14 @@ struct nlmsghdr *nft_batch_msg(struct nft_batch *b, uint16_t type, uint16_t fami
 	if (!(m = array_reserve(b->msgs, &b->cap, b->n + 1, sizeof(*m), 16)))
 		return NULL;
 	b->msgs = m;
+	/*
+	 * The kernel answers a commit that fails as a whole (after every message was taken) on
+	 * the begin message, and digest_acks takes the acks from the one before the first
+	 * message's. A dump between nft_batch_new and here (ruleset_extra's) would have put the
+	 * begin's number out of that reach, and the failure would have read as success.
+	 */
+	if (!b->n)
+		b->begin->nlmsg_seq = b->nft->seq++;
 	b->msgs[b->n].seq = b->nft->seq;
 	snprintf(b->msgs[b->n].what, sizeof(b->msgs[b->n].what), "%s", what);
 	b->n++;
@@ -232,8 +242,9 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
 	struct pollfd pfd = { .fd = mnl_socket_get_fd(b->nft->nl), .events = POLLIN };
+	const uint32_t first = b->begin->nlmsg_seq;
 	size_t acked = 0;
-	int first = 0;
+	int failed = 0;
 
 	while (acked < b->n) {
 		struct nlmsghdr *nlh; /* mutable only because mnl_attr_for_each wants it so */
@@ -263,14 +274,14 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 			 * one of ours.
 			 */
 			if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_pid != b->nft->portid ||
-				nlh->nlmsg_seq - (b->msgs[0].seq - 1) > b->n + 1)
+				nlh->nlmsg_seq - first > b->end_seq - first)
 				continue;
 			if (((const struct nlmsgerr *)mnl_nlmsg_get_payload(nlh))->error)
-				note_error(b, nlh, &first, err);
+				note_error(b, nlh, &failed, err);
 			acked++;
 		}
 	}
-	return first;
+	return failed;
 }
 
 int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN])
@@ -283,7 +294,8 @@ int nft_batch_commit(struct nft_batch *b, char err[static NFT_ERRLEN])
 		return 0;
 	if (nftnl_batch_update(b->nb) < 0)
 		return -ENOMEM;
-	nftnl_batch_end(nftnl_batch_buffer(b->nb), b->nft->seq++);
+	b->end_seq = b->nft->seq++;
+	nftnl_batch_end(nftnl_batch_buffer(b->nb), b->end_seq);
 	if (nftnl_batch_update(b->nb) < 0)
 		return -ENOMEM;
 	ret = send_batch(b);
