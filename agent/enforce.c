@@ -935,8 +935,10 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 		int64_t now = enforce_now_ms();
 		struct plan p;
 
-		if ((ret = plan_build(e, groups, n_groups, now, &p)))
+		if ((ret = plan_build(e, groups, n_groups, now, &p))) {
+			snprintf(err, errlen, "%s", strerror(-ret));
 			return ret;
+		}
 		ret = commit_plan(e, &p, now, err, errlen);
 		if (ret == 0)
 			model_follow(e, model_apply(e, &p, now));
@@ -1089,8 +1091,12 @@ static int sync_cheap(struct enforce *e, int planned, struct plan *p, int64_t no
 	}
 	plan_free(p);
 	/* 1: not cheap; ENOENT, EEXIST: a race with the kernel's own expiry. */
-	if (ret < 0 && ret != -ENOENT && ret != -EEXIST)
+	if (ret < 0 && ret != -ENOENT && ret != -EEXIST) {
+		/* A plan that could not be made (out of memory) said nothing yet. */
+		if (planned < 0)
+			snprintf(err, errlen, "%s", strerror(-ret));
 		return ret;
+	}
 	if (ret == 0)
 		return 0;
 	return sync_groups(e, groups, n_groups, err, errlen);
@@ -1963,7 +1969,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	int *added = calloc(n + 1, sizeof(*added));
 	struct group *groups = NULL;
 	size_t n_groups = 0, pushed = 0, withdrawn;
-	char kerr[NFT_ERRLEN];
+	char kerr[NFT_ERRLEN] = "";
 	int64_t t0;
 	int ret;
 
@@ -2138,7 +2144,7 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 {
 	struct group *groups = NULL;
 	size_t n_groups = 0, withdrawn = 0;
-	char kerr[NFT_ERRLEN];
+	char kerr[NFT_ERRLEN] = "";
 	int64_t now_ms = enforce_now_ms();
 
 	if (sync_ret)
@@ -3253,7 +3259,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 {
 	struct group *groups = NULL;
 	size_t n_groups = 0;
-	char kerr[NFT_ERRLEN];
+	char kerr[NFT_ERRLEN] = "";
 	struct grant g;
 	int64_t deadline;
 	long flows = 0;
