@@ -336,9 +336,11 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 		goto out;
 	}
 	st = json_object_get(rep, "status");
-	if (!json_is_true(json_object_get(rep, "ok")) || !json_is_object(st)) {
-		fprintf(stderr, "jitctl status: %s: %s\n", jitctl_str(rep, "error"),
-			jitctl_str(rep, "message"));
+	if ((ret = jitctl_check_reply("status", json, rep)))
+		goto out;
+	if (!json_is_object(st)) {
+		jitctl_print_refusal("status", json, "internal",
+			"the agent's reply holds no status");
 		ret = JITCTL_REFUSED;
 		goto out;
 	}

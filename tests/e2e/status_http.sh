@@ -127,6 +127,18 @@ BG_PIDS+=("$MEMBER")
 member_busy() { grep -q "busy" "$TMP/member" || ! kill -0 "$MEMBER" 2>/dev/null; }
 wait_until 8 "the member's third status answered" member_busy
 grep -q "busy" "$TMP/member" || fail "the member's statuses: $(cat "$TMP/member")"
+# jitctl as the member meanwhile: the refusal on stdout as JSON with --json, else on stderr.
+install -m 0755 "$JITCTL_BIN" "$TMP/jitctl"
+as_member() { setpriv --reuid=4243 --regid=4243 --groups=4242 -- "$TMP/jitctl" -s "$SOCK" "$@"; }
+rc=0
+as_member status --json >"$TMP/out" 2>"$TMP/err" || rc=$?
+[ "$rc" = 1 ] && [ ! -s "$TMP/err" ] && jq -e '.error == "busy" and
+	(.message | test("waiting to be read"))' "$TMP/out" >/dev/null ||
+	fail "jitctl status --json while busy: exit $rc, $(cat "$TMP/out" "$TMP/err")"
+rc=0
+as_member status >"$TMP/out" 2>"$TMP/err" || rc=$?
+[ "$rc" = 1 ] && [ ! -s "$TMP/out" ] && grep -q "^jitctl status: refused: busy: " "$TMP/err" ||
+	fail "jitctl status while busy: exit $rc, $(cat "$TMP/out" "$TMP/err")"
 "$JITCTL_BIN" -s "$SOCK" status --json | jq -e ".grants | length == $N" >/dev/null ||
 	fail "root's status while the member's two were unread"
 "$JITCTL_BIN" -s "$SOCK" log --json >/dev/null || fail "root's log while the member's two were unread"
@@ -255,13 +267,18 @@ status_oom_checks() {
 		rc=0
 		"$JITCTL_BIN" -s "$SOCK" status --json >"$TMP/out" 2>"$TMP/err" || rc=$?
 		[ ! -e "$JITD_TEST_STATUS_OOM_FILE" ] || fail "the hook's file was not read"
-		[ ! -s "$TMP/out" ] || fail "jitctl printed part of a failed status"
+		# Refused at once: the refusal, as JSON on stdout. Cut short: nothing of it printed.
 		if [ "$pieces" = 0 ]; then
-			[ "$rc" = 1 ] && grep -q 'internal: out of memory writing the status' "$TMP/err"
+			[ "$rc" = 1 ] && [ ! -s "$TMP/err" ] && jq -e '.error == "internal"
+				and .message == "out of memory writing the status"' "$TMP/out" \
+				>/dev/null
 		else
-			[ "$rc" = 3 ] && grep -q 'the agent sent no valid reply' "$TMP/err"
-		fi || fail "control socket, out of memory after $pieces piece(s): exit $rc, $(cat "$TMP/err")"
-		pass "control socket, out of memory after $pieces piece(s): exit $rc ($(cat "$TMP/err"))"
+			[ "$rc" = 3 ] && [ ! -s "$TMP/out" ] &&
+				grep -q 'the agent sent no valid reply' "$TMP/err"
+		fi || fail "control socket, out of memory after $pieces piece(s): exit $rc," \
+			"$(cat "$TMP/out" "$TMP/err")"
+		pass "control socket, out of memory after $pieces piece(s): exit $rc" \
+			"($(cat "$TMP/out" "$TMP/err" | jq -c . 2>/dev/null || cat "$TMP/err"))"
 		echo "$pieces" >"$JITD_TEST_STATUS_OOM_FILE"
 		code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
 			-w '%{http_code}' "$URL/v1/status")
