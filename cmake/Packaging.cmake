@@ -18,12 +18,13 @@ if(NOT CMAKE_INSTALL_PREFIX STREQUAL "/usr")
 	message(STATUS "jitd: packages need -DCMAKE_INSTALL_PREFIX=/usr (/etc/jitd, /usr/sbin)")
 endif()
 
-# Man pages and the Debian changelog ship compressed (Debian Policy 12.1 and 12.7); -n keeps
-# name and time out of the header, so the same sources give the same package.
+# Man pages, the Debian changelog and the README (which the man pages refer to) ship compressed
+# (Debian Policy 12.1, 12.3 and 12.7); -n keeps name and time out of the header, so the same
+# sources give the same package.
 find_program(JITD_GZIP gzip REQUIRED)
 configure_file(packaging/deb/changelog.in packaging/changelog @ONLY)
 set(JITD_GZIPPED "")
-foreach(src packaging/man/jitd.8 packaging/man/jitctl.8 packaging/man/jitd.json.5
+foreach(src packaging/man/jitd.8 packaging/man/jitctl.8 packaging/man/jitd.json.5 README.md
 		${PROJECT_BINARY_DIR}/packaging/changelog)
 	get_filename_component(name ${src} NAME)
 	get_filename_component(src ${src} ABSOLUTE BASE_DIR ${PROJECT_SOURCE_DIR})

@@ -111,6 +111,7 @@ expect_file 644 /usr/share/man/man5/jitd.json.5.gz
 expect_file 644 /usr/share/bash-completion/completions/jitctl
 expect_file 644 /usr/share/doc/jitd/copyright
 expect_file 644 /usr/share/doc/jitd/changelog.gz
+expect_file 644 /usr/share/doc/jitd/README.md.gz
 pass "binaries, unit ($unitdir), config, sysusers.d, tmpfiles.d, man pages, completion, docs"
 
 dpkg-query -W -f='${Conffiles}\n' jitd | grep -q '^ /etc/jitd/jitd.json ' ||
