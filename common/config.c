@@ -784,7 +784,7 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 	if (g && (!json_is_string(g) || !json_string_length(g)))
 		return BAD(e, "control_group: expected a group name or gid");
 	if (!(c->control_group = strdup(g ? json_string_value(g) : DEFAULT_CONTROL_GROUP)))
-		return BAD(e, "out of memory");
+		return OOM(e);
 	/*
 	 * Every active grant's id is in the cache, and so are revoked ones and revocations until
 	 * they expire: by default twice the grant limit (set_limits runs first), never less than it.
