@@ -3426,9 +3426,9 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
 	 * the whole table, in the same transaction that builds it again; the caller re-reads the
 	 * (then empty) grant sets and restores every grant.
 	 */
-	if ((ret = ruleset_extra(e->nft, e->cfg)) == 1) {
-		log_warn("table inet jitd holds sets or chains this configuration does not make: "
-			 "rebuilding it from scratch");
+	if ((ret = ruleset_extra(e->nft, e->cfg, flags)) == 1) {
+		log_warn("table inet jitd holds sets or chains this configuration does not make, "
+			 "or is persistent and no longer owned: rebuilding it from scratch");
 		ret = ruleset_delete(b);
 	}
 	return ret < 0 ? ret : ruleset_build(b, e->cfg, flags);

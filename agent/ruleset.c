@@ -287,8 +287,12 @@ static int add_table(struct nft_batch *b, uint32_t flags)
 	if (!t)
 		return -ENOMEM;
 	nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE);
-	if (flags)
-		nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, flags);
+	/*
+	 * Always sent, 0 too: the kernel leaves an existing table's flags as they are when the
+	 * attribute is absent, and a table someone made dormant (its hooks unregistered: every
+	 * protected port open) would stay so through a rebuild.
+	 */
+	nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, flags);
 	nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, "create table inet jitd");
 	if (nlh)
 		nftnl_table_nlmsg_build_payload(nlh, t);
@@ -1351,7 +1355,7 @@ static void wanted(const struct config *cfg, size_t *n_sets, size_t *n_chains)
 		*n_chains += !!(chains[i].need & need);
 }
 
-int ruleset_extra(struct nft *nft, const struct config *cfg)
+int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags)
 {
 	struct nft_table_view v;
 	size_t n_sets, n_chains;
@@ -1361,7 +1365,9 @@ int ruleset_extra(struct nft *nft, const struct config *cfg)
 		return ret;
 	wanted(cfg, &n_sets, &n_chains);
 	/* Each wanted one is there at most once, so any surplus is something cfg would not make. */
-	ret = v.table && (sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains);
+	ret = v.table && (sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains ||
+		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & ~table_flags &
+			RULESET_TABLE_F_PERSIST));
 	nft_table_view_free(&v);
 	return ret;
 }
@@ -1405,9 +1411,14 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 		goto out;
 	}
 	/*
-	 * Persistence only: an owned table whose owner exited has lost its owner flag, and is
-	 * claimed again anyway (ruleset_claim). Other flags (dormant) are the kernel's own.
+	 * An owned table whose owner exited has lost its owner flag, and is claimed again anyway
+	 * (ruleset_claim). A dormant one filters nothing: anyone who may change the table (any
+	 * root process, unless jitd owns it) can make it so, and the rebuild wakes it.
 	 */
+	if (nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT) {
+		*differs = "table inet jitd is dormant (filtering nothing)";
+		goto out;
+	}
 	if ((nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) ^ table_flags) &
 		RULESET_TABLE_F_PERSIST) {
 		*differs = "table flags differ";

@@ -39,3 +39,22 @@ status_json | jq -e '.kernel.owned and ([.grants[].id] == ["owned-1"])' >/dev/nu
 	fail "restart: $(status_json | jq -c '.kernel.owned, [.grants[].id]')"
 in_ns "$SRV" nft delete table inet jitd 2>/dev/null && fail "nft delete table succeeded after restart"
 pass "restarted jitd claims the table again, grant restored"
+
+log "ownership given up: table_owner false after an owned run"
+# The table stays persistent when its owner goes, and no message can take that flag off: the
+# start rebuilds it unowned, in one transaction, and restores the grant; no repair follows.
+stop_jitd TERM
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+start_jitd
+# Text, as above: the flags of a persistent table do not print in nft 1.0's JSON.
+flags=$(in_ns "$SRV" nft list table inet jitd | sed -n 2p)
+grep -q persist <<<"$flags" && fail "the unowned table is still persistent: $flags"
+status_json | jq -e '(.kernel.owned | not) and .kernel.in_sync and
+	([.grants[].id] == ["owned-1"])' >/dev/null ||
+	fail "unowned start: $(status_json | jq -c '.kernel')"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant's element is not back: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+grep -q "rebuilding it from scratch" "$TMP/jitd.log" || fail "the start does not say it rebuilt"
+pass "the start rebuilds the table unowned and not persistent, the grant restored"
