@@ -1617,6 +1617,16 @@ int ruleset_raw_from(struct nftnl_set_elem *e, const char *set, struct ruleset_r
 	uint32_t klen = 0, elen = 0;
 
 	memset(out, 0, sizeof(*out));
+	/*
+	 * A catch-all element has no key, and the kernel's lookup falls back to it when no key
+	 * matches: in an allow set it lets every source in. Deleted by its flag.
+	 */
+	if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
+		(nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_CATCHALL)) {
+		out->set = set;
+		out->catchall = true;
+		return 0;
+	}
 	key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen);
 	end = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY_END, &elen);
 	if (!key || klen > sizeof(out->key) || (end && elen > sizeof(out->end)))
@@ -1640,7 +1650,11 @@ int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t 
 		char what[96];
 
 		if (s && e) {
-			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, v[i].key, v[i].klen);
+			if (v[i].catchall)
+				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS,
+					NFT_SET_ELEM_CATCHALL);
+			else
+				nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, v[i].key, v[i].klen);
 			if (v[i].elen)
 				nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, v[i].end, v[i].elen);
 			nftnl_set_elem_add(s, e);

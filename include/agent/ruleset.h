@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_RULESET_H
 #define JITD_AGENT_RULESET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -183,8 +184,12 @@ struct ruleset_raw {
 	const char *set; /* a name ruleset_set_name gave: static */
 	uint8_t key[64], end[64];
 	uint32_t klen, elen; /* elen 0: the set's elements have no end key */
+	bool catchall;	/* the set's catch-all element ("*"): no key; it matches every packet */
 };
-/* Captures a dumped element of set for ruleset_raw_delete. 0, or -EINVAL if its keys do not fit. */
+/*
+ * Captures a dumped element of set for ruleset_raw_delete: one with keys, or the catch-all.
+ * 0, or -EINVAL if its keys do not fit.
+ */
 int ruleset_raw_from(struct nftnl_set_elem *e, const char *set, struct ruleset_raw *out);
 /* Appends the deletion of each element by its exact keys. 0 or -ENOMEM. */
 int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t n);

@@ -87,6 +87,23 @@ audited "the elements jitd cannot have written" "$n"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" 192.0.2.1 22
 pass "elements jitd cannot have written (a port range, an address in another's set, no timeout, sctp) are removed"
+# A catch-all element ("*") has no key; the kernel's lookup falls back to it when no key
+# matches, so in an allow set it lets every source in: in the range set and in a hash set.
+catchalls() {
+	kernel_json | jq '[.nftables[] | .set? | select(.) | (.elem // [])[] |
+		(if type == "object" and has("elem") then .elem.val else . end) |
+		select(. == "*")] | length'
+}
+no_catchall() { [ "$(catchalls)" = 0 ]; }
+n=$(event_repairs)
+in_ns "$SRV" nft add element inet jitd allow4 '{ * timeout 1h }'
+in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ * timeout 1h }'
+wait_until 5 "the catch-all elements removed" no_catchall
+audited "the catch-all elements" "$n"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "catch-all elements (any source) are removed"
 sign --src 198.51.100.2 --port 22 --for 300 --jti heal-2 | submit - >/dev/null || fail "heal-2 refused"
 has_elem allow4_addr_2 "198.51.100.2 tcp 22" || fail "heal-2 is not in the kernel: $(host_elems)"
 "$JITCTL_BIN" -s "$SOCK" revoke heal-2 >/dev/null || fail "revoking heal-2 failed"
