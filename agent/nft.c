@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +42,14 @@
  * was the largest symbol of a status at 100,000 grants), so fewer, larger parts cost less.
  */
 #define DUMP_BUFSIZE (32 * 1024)
+/* netlink_sendmsg refuses a datagram longer than the send buffer less 32 bytes. */
+#define SNDBUF_MARGIN 4096
 
 struct nft {
 	struct mnl_socket *nl;
 	uint32_t portid;
 	uint32_t seq;
+	size_t sndbuf;	/* the socket's send buffer as the kernel set it (twice what was asked) */
 };
 
 struct batch_msg {
@@ -70,6 +74,16 @@ static void set_bufsize(struct mnl_socket *nl, int opt_force, int opt, int size)
 	/* FORCE needs CAP_NET_ADMIN, which jitd has; the plain option is the capped fallback. */
 	if (setsockopt(fd, SOL_SOCKET, opt_force, &size, sizeof(size)) < 0)
 		(void)setsockopt(fd, SOL_SOCKET, opt, &size, sizeof(size));
+}
+
+static size_t socket_sndbuf(struct mnl_socket *nl)
+{
+	int size = 0;
+	socklen_t len = sizeof(size);
+
+	if (getsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_SNDBUF, &size, &len) < 0 || size < 0)
+		return 0;
+	return (size_t)size;
 }
 
 int nft_open(struct nft **out)
@@ -99,6 +113,7 @@ int nft_open(struct nft **out)
 	(void)mnl_socket_setsockopt(n->nl, NETLINK_CAP_ACK, &one, sizeof(one));
 	set_bufsize(n->nl, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUFSIZE);
 	set_bufsize(n->nl, SO_SNDBUFFORCE, SO_SNDBUF, SOCK_BUFSIZE);
+	n->sndbuf = socket_sndbuf(n->nl);
 	n->portid = mnl_socket_get_portid(n->nl);
 	n->seq = (uint32_t)time(NULL);
 	*out = n;
@@ -220,6 +235,7 @@ static int send_batch(struct nft_batch *b)
 	struct sockaddr_nl snl = { .nl_family = AF_NETLINK };
 	struct msghdr msg = { 0 };
 	struct iovec *iov;
+	size_t total = 0;
 	int iovlen, ret = 0;
 
 	iovlen = nftnl_batch_iovec_len(b->nb);
@@ -227,6 +243,20 @@ static int send_batch(struct nft_batch *b)
 	if (!iov)
 		return -ENOMEM;
 	nftnl_batch_iovec(b->nb, iov, (uint32_t)iovlen);
+	for (int i = 0; i < iovlen; i++)
+		total += iov[i].iov_len;
+	/*
+	 * The kernel takes a batch in one datagram, refused (EMSGSIZE) when it exceeds the send
+	 * buffer; a restore of some 400,000 elements does. Raised to fit it, as nft does.
+	 */
+	if (total + SNDBUF_MARGIN > b->nft->sndbuf) {
+		int want = total > INT_MAX / 2 - SNDBUF_MARGIN ? INT_MAX / 2 :
+			(int)(total + SNDBUF_MARGIN);
+
+		if (setsockopt(mnl_socket_get_fd(b->nft->nl), SOL_SOCKET, SO_SNDBUFFORCE, &want,
+			sizeof(want)) == 0)
+			b->nft->sndbuf = 2 * (size_t)want; /* the kernel doubles what it is given */
+	}
 	msg.msg_name = &snl;
 	msg.msg_namelen = sizeof(snl);
 	msg.msg_iov = iov;

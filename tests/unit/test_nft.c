@@ -1,0 +1,133 @@
+/*
+ * nft's transactions against the real kernel, in a network namespace of the test's own
+ * (unshare: root only; skipped otherwise). Nothing outside that namespace is touched.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netlink.h>
+
+#include "agent/nft.h"
+
+#define TABLE "jitdtest"
+#define SET "big"
+/* Each element carries 200 bytes of comment (user data): a large batch in few elements. */
+#define N_ELEMS 80000
+#define PER_MSG 200
+
+static bool own_namespace;
+
+static int setup(void **state)
+{
+	(void)state;
+	own_namespace = geteuid() == 0 && unshare(CLONE_NEWNET) == 0;
+	return 0;
+}
+
+static void add_table_and_set(struct nft *n)
+{
+	struct nft_batch *b;
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nftnl_set *s = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+	char err[NFT_ERRLEN];
+
+	assert_non_null(t);
+	assert_non_null(s);
+	assert_int_equal(nft_batch_new(n, &b), 0);
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, TABLE);
+	assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE,
+		"table"));
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	nftnl_set_set_str(s, NFTNL_SET_TABLE, TABLE);
+	nftnl_set_set_str(s, NFTNL_SET_NAME, SET);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, 7); /* ipv4_addr */
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, 4);
+	nftnl_set_set_u32(s, NFTNL_SET_ID, 1);
+	assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWSET, NFPROTO_INET, NLM_F_CREATE, "set"));
+	nftnl_set_nlmsg_build_payload(nlh, s);
+	assert_int_equal(nft_batch_commit(b, err), 0);
+	nft_batch_free(b);
+	nftnl_set_free(s);
+	nftnl_table_free(t);
+}
+
+/*
+ * The kernel takes a batch as one datagram, refused when longer than the socket's send buffer
+ * (16 MiB as jitd opens it): a restore of some 400,000 grant elements is. Here some 18 MB.
+ */
+static void test_batch_larger_than_send_buffer(void **state)
+{
+	struct nft_batch *b;
+	struct nftnl_set *dump = NULL;
+	struct nft *n;
+	char err[NFT_ERRLEN], comment[200];
+	size_t count = 0;
+	int ret;
+
+	(void)state;
+	if (!own_namespace)
+		skip();
+	memset(comment, 'c', sizeof(comment));
+	assert_int_equal(nft_open(&n), 0);
+	add_table_and_set(n);
+	assert_int_equal(nft_batch_new(n, &b), 0);
+	for (uint32_t i = 0; i < N_ELEMS; i += PER_MSG) {
+		struct nftnl_set *s = nftnl_set_alloc();
+		struct nlmsghdr *nlh;
+
+		assert_non_null(s);
+		nftnl_set_set_str(s, NFTNL_SET_TABLE, TABLE);
+		nftnl_set_set_str(s, NFTNL_SET_NAME, SET);
+		for (uint32_t k = i; k < i + PER_MSG; k++) {
+			struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+			uint32_t addr = htonl(0x0a000000u + k);
+
+			assert_non_null(e);
+			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &addr, sizeof(addr));
+			nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, comment, sizeof(comment));
+			nftnl_set_elem_add(s, e);
+		}
+		assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWSETELEM, NFPROTO_INET,
+			NLM_F_CREATE, "elements"));
+		nftnl_set_elems_nlmsg_build_payload(nlh, s);
+		nftnl_set_free(s);
+	}
+	ret = nft_batch_commit(b, err);
+	if (ret)
+		print_error("commit: %s\n", err);
+	assert_int_equal(ret, 0);
+	nft_batch_free(b);
+	assert_int_equal(nft_set_dump(n, TABLE, SET, &dump), 0);
+	struct nftnl_set_elems_iter *it = nftnl_set_elems_iter_create(dump);
+
+	assert_non_null(it);
+	while (nftnl_set_elems_iter_next(it))
+		count++;
+	nftnl_set_elems_iter_destroy(it);
+	nftnl_set_free(dump);
+	assert_int_equal(count, N_ELEMS);
+	nft_close(&n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_batch_larger_than_send_buffer),
+	};
+
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
