@@ -45,6 +45,8 @@
 #define EXP_TOLERANCE_MS 1500
 /* A jump of CLOCK_BOOTTIME over CLOCK_MONOTONIC this large between two ticks is a suspend. */
 #define SUSPEND_DETECT_MS 2000
+/* And of the wall clock against CLOCK_BOOTTIME, either way, a step of the wall clock. */
+#define STEP_DETECT_MS 2000
 /* A grant with less time left than this would be gone before the kernel saw it. */
 #define MIN_TIME_LEFT_MS 1000
 /* Commits that race an element's own expiry (ENOENT/EEXIST) are retried after a resync. */
@@ -191,6 +193,7 @@ struct enforce {
 	struct grant_key *keys;
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
+	int64_t wall_gap_ms;	/* the wall clock - CLOCK_BOOTTIME at the last tick */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
 	const struct config *started_cfg; /* the caller's: what restart-only settings still are */
 	char restart_pending[RESTART_PENDING_LEN]; /* those the file changed (restart_only) */
@@ -2807,7 +2810,7 @@ static void model_expire(struct enforce *e, int64_t now)
  */
 static void expire(struct enforce *e, bool model_too)
 {
-	int64_t now, gap;
+	int64_t now, gap, wall, step;
 	char why[64];
 
 	/* Grants still settling are answered first: expiry and revocations remove grants. */
@@ -2815,6 +2818,9 @@ static void expire(struct enforce *e, bool model_too)
 	test_hook_poll();
 	now = enforce_now_ms();
 	gap = clock_ms(CLOCK_BOOTTIME) - clock_ms(CLOCK_MONOTONIC);
+	wall = now - clock_ms(CLOCK_BOOTTIME);
+	step = wall - e->wall_gap_ms;
+	e->wall_gap_ms = wall;
 
 	/*
 	 * The kernel's element timeouts stood still while the machine was suspended: without this,
@@ -2824,6 +2830,19 @@ static void expire(struct enforce *e, bool model_too)
 	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS) {
 		snprintf(why, sizeof(why), "resume after %lld s suspended",
 			(long long)(gap - e->suspend_gap_ms) / 1000);
+		e->suspend_gap_ms = gap;
+		expire_grants(e, now);
+		(void)enforce_reconcile(e, false, why);
+		return;
+	}
+	/*
+	 * The model's elements end at wall-clock times, the kernel's timeouts and the grants do
+	 * not move with the clock: after a step forward the model would drop elements the
+	 * kernel still holds, and a revocation would find none to delete. Read again.
+	 */
+	if (e->gap_measured && (step > STEP_DETECT_MS || step < -STEP_DETECT_MS)) {
+		snprintf(why, sizeof(why), "wall clock stepped %+lld s", (long long)step / 1000);
+		log_info("%s: the kernel's elements read again", why);
 		e->suspend_gap_ms = gap;
 		expire_grants(e, now);
 		(void)enforce_reconcile(e, false, why);

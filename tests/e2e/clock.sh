@@ -1,5 +1,6 @@
 # Wall-clock steps. Grants already applied keep their time: a step forward does not end them, a
-# step back does not lengthen them, not even when a repair re-adds their elements. New grants
+# step back does not lengthen them, not even when a repair re-adds their elements, and a
+# revocation after a step still removes the grant's element. New grants
 # are judged by the clock as it is (with clock_skew). A test build (-DJITD_TEST_HOOKS=ON) lets the
 # test step jitd's wall clock alone ($JITD_TEST_CLOCK_STEP_FILE); the host's clock is not touched.
 . "$(dirname "$0")/lib.sh"
@@ -54,5 +55,24 @@ pass "a grant signed now is judged by jitd's clock: refused"
 
 log "clock back to true time"
 step 1000000
-sign --src 192.0.2.3 --port 22 --for 120 | submit - >/dev/null || fail "a fresh grant is refused"
+sign --src 192.0.2.3 --port 22 --for 120 --jti fresh | submit - >/dev/null ||
+	fail "a fresh grant is refused"
+"$JITCTL_BIN" -s "$SOCK" revoke fresh >/dev/null || fail "revoking the fresh grant failed"
 pass "with the clock right again a fresh grant applies"
+
+log "wall clock 1000 s forward, then a grant revoked"
+# Over IPv6, the only element of its kind: none of the other grants' is planned beside it.
+# Its element has 120 s left in the kernel, which the step does not change: the revocation
+# must still find it and delete it.
+sign --src 2001:db8:1::2 --port 22 --for 120 --jti fresh6 | submit - >/dev/null ||
+	fail "the IPv6 grant is refused"
+has_elem allow6_addr "2001:db8:1::2 tcp 22" || fail "the IPv6 grant is not in the kernel"
+step 1000000
+sleep 1.5
+"$JITCTL_BIN" -s "$SOCK" revoke fresh6 >/dev/null || fail "revoking the IPv6 grant failed"
+lacks_elem allow6_addr "2001:db8:1::2 tcp 22" ||
+	fail "the revoked grant's element is still in the kernel: $(host_elems)"
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+grep -q "wall clock stepped +1000 s" "$TMP/jitd.log" || fail "the step is not logged"
+still_granted "after a 1000 s step forward and another grant's revocation"
+pass "a revocation after a step forward removes the grant's element"
