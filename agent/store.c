@@ -120,6 +120,9 @@ struct store {
 	off_t walked_off;
 	void (*damage_hook)(void *arg);
 	void *damage_arg;
+	/* Deletions found after damage before the journal's end (late_deletions). */
+	char **late_del;
+	size_t n_late_del;
 };
 
 /* Damage found in the files: logged, and kept for status, which an operator reads first. */
@@ -537,6 +540,42 @@ static bool torn_tail(const unsigned char *p, size_t len, off_t good)
 }
 
 /*
+ * Damage before the journal's end cuts it there (cut_journal), and the records after it go with
+ * it. A deletion among them ended a grant (revoked, expired, withdrawn) that the records before
+ * the damage still hold, and that grant must not come back: every whole, sound 'D' record after
+ * the damage, wherever it starts, is found by its checksum and kept to apply once the journal
+ * is cut (apply_late_deletions).
+ */
+static int late_deletions(struct store *s, const unsigned char *p, size_t len, off_t from)
+{
+	size_t o = (size_t)from + 1;
+
+	while (o + HDR < len) {
+		uint32_t pl = record_fits(p, len, (off_t)o);
+		const unsigned char *d = p + o + HDR;
+		char **v;
+		int ret;
+
+		if (!pl || d[0] != 'D' || pl - 1 > GRANT_MAX_STRING ||
+			memchr(d + 1, '\0', pl - 1) ||
+			(ret = record_sound(s, p + o, pl)) == -EBADMSG) {
+			o++;
+			continue;
+		}
+		if (ret)
+			return ret;
+		if (!(v = realloc(s->late_del, (s->n_late_del + 1) * sizeof(*v))))
+			return -ENOMEM;
+		s->late_del = v;
+		if (!(v[s->n_late_del] = strndup((const char *)d + 1, pl - 1)))
+			return -ENOMEM;
+		s->n_late_del++;
+		o += HDR + pl;
+	}
+	return 0;
+}
+
+/*
  * Reads records from fd until the end or the first that is short or fails its checksum.
  * *good is the offset after the last good record; *bad tells whether anything followed it,
  * and *torn whether that is only a torn tail (torn_tail) rather than damage.
@@ -585,6 +624,8 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		(*records)++;
 		release_behind(p, &done, (size_t)*good);
 	}
+	if (!ret && *bad && !*torn && file == IN_JOURNAL)
+		ret = late_deletions(s, p, len, *good);
 	if (!ret && file == IN_JOURNAL)
 		ret = copy_notes(s, p);
 	unmap_file(p, len);
@@ -986,6 +1027,46 @@ static int cut_journal(struct store *s, const char *state_dir, off_t good, size_
 	return 0;
 }
 
+static void free_late_deletions(struct store *s)
+{
+	for (size_t i = 0; i < s->n_late_del; i++)
+		free(s->late_del[i]);
+	free(s->late_del);
+	s->late_del = NULL;
+	s->n_late_del = 0;
+}
+
+static int encode_onto(struct store *s, char op, const char *jti, const char *token,
+	size_t len, const char *annex, unsigned char **buf, size_t *used, size_t *at);
+
+/*
+ * The deletions late_deletions found, appended again to the cut journal and made durable
+ * before anything else happens: the grants they ended stay ended, at this start and the next.
+ */
+static int apply_late_deletions(struct store *s, const char *state_dir)
+{
+	unsigned char *buf = NULL;
+	size_t used = 0, records = 0;
+	int ret = 0;
+
+	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++)
+		if (find(s, s->late_del[i]) && !(ret = encode_onto(s, 'D', s->late_del[i], NULL,
+			0, NULL, &buf, &used, NULL)))
+			records++;
+	if (ret == 0 && records)
+		ret = append_raw(s, buf, used, records, true);
+	free(buf);
+	if (ret == 0 && records) {
+		for (size_t i = 0; i < s->n_late_del; i++)
+			mem_del(s, s->late_del[i]);
+		log_warn("state: %zu grant(s) ended after the damage in %s/%s stay ended (their "
+			"deletions, found beyond it, are recorded again)", records, state_dir,
+			JOURNAL);
+	}
+	free_late_deletions(s);
+	return ret;
+}
+
 int store_open(const char *state_dir, struct store **out)
 {
 	struct store *s;
@@ -1044,6 +1125,8 @@ int store_open(const char *state_dir, struct store **out)
 		ret = -errno;
 		goto fail;
 	}
+	if (s->n_late_del && (ret = apply_late_deletions(s, state_dir)))
+		goto fail;
 	/* What survived a damaged snapshot goes into a sound one, which replaces the damaged file. */
 	if (damaged && (ret = compact(s)))
 		goto fail;
@@ -1071,6 +1154,7 @@ void store_close(struct store **sp)
 		close(s->sfd);
 	if (s->dirfd >= 0)
 		close(s->dirfd);
+	free_late_deletions(s);
 	for (size_t i = 0; i < s->n; i++)
 		free(s->v[i].jti);
 	free(s->v);

@@ -389,6 +389,41 @@ static void test_journal_damage(void **state)
 	store_close(&st);
 }
 
+/*
+ * Damage before the journal's end: the records after it go, but a deletion among them (a grant
+ * revoked after the damaged record was written) still applies, at this start and the next.
+ */
+static void test_journal_damage_keeps_later_deletions(void **state)
+{
+	struct store *st;
+	struct stat sb;
+	off_t before;
+	int fd;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "");
+	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
+	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	before = sb.st_size;
+	assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
+	assert_int_equal(store_del(st, "p"), 0);
+	store_close(&st);
+	fd = open(at("grants.journal"), O_WRONLY);
+	assert_true(fd >= 0);
+	/* A byte of r's payload (after its 12-byte header): p's deletion, after it, stays whole. */
+	assert_int_equal(pwrite(fd, "!", 1, before + 13), 1);
+	close(fd);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-q;");
+	assert_int_equal(store_damage(st)->count, 1);
+	st = reopen(st);
+	assert_tokens(st, "tok-q;");
+	assert_int_equal(store_damage(st)->count, 0);
+	assert_int_equal(store_del(st, "q"), 0);
+	store_close(&st);
+}
+
 /* A byte of the snapshot's last record's payload changed: the records before it stay sound. */
 static void damage_snapshot_end(void)
 {
@@ -1107,6 +1142,7 @@ int main(void)
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_zero_tail),
 		cmocka_unit_test(test_journal_damage),
+		cmocka_unit_test(test_journal_damage_keeps_later_deletions),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
 		cmocka_unit_test(test_compaction_leaves_damage_out),
