@@ -120,6 +120,8 @@ struct store {
 	off_t walked_off;
 	void (*damage_hook)(void *arg);
 	void *damage_arg;
+	/* A damaged snapshot's replacement, waiting for store_notes_done (store_open). */
+	bool compact_after_notes;
 	/* Deletions found after damage before the journal's end (late_deletions). */
 	char **late_del;
 	size_t n_late_del;
@@ -1127,8 +1129,14 @@ int store_open(const char *state_dir, struct store **out)
 	}
 	if (s->n_late_del && (ret = apply_late_deletions(s, state_dir)))
 		goto fail;
-	/* What survived a damaged snapshot goes into a sound one, which replaces the damaged file. */
-	if (damaged && (ret = compact(s)))
+	/*
+	 * What survived a damaged snapshot goes into a sound one, which replaces the damaged file.
+	 * The compaction empties the journal: while it holds notes not yet put back into the
+	 * trail, it waits for store_notes_done (a start that fails before finds the damage again).
+	 */
+	if (damaged && s->n_loaded)
+		s->compact_after_notes = true;
+	else if (damaged && (ret = compact(s)))
 		goto fail;
 	note_legacy(s, state_dir);
 	*out = s;
@@ -1656,7 +1664,12 @@ int store_notes_done(struct store *s)
 	if (!s->n_loaded)
 		return 0;
 	s->covered = s->jsize;
-	if (!(ret = append(s, 'N', NULL, NULL, 0)))
-		free_loaded(s);
-	return ret;
+	if ((ret = append(s, 'N', NULL, NULL, 0)))
+		return ret;
+	free_loaded(s);
+	if (s->compact_after_notes) {
+		s->compact_after_notes = false;
+		return compact(s);
+	}
+	return 0;
 }

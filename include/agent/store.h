@@ -131,7 +131,11 @@ void store_cover(struct store *s, struct store_mark m);
 int store_cover_durable(struct store *s, struct store_mark m);
 /* The uncovered notes found by store_open, oldest first; the store's, valid until _done. */
 void store_notes(const struct store *s, const struct store_note **v, size_t *n);
-/* They are taken care of: a record saying so, made durable, and the notes freed. 0 or -errno. */
+/*
+ * They are taken care of: a record saying so, made durable, and the notes freed. Then a sound
+ * snapshot replaces one store_open found damaged, which waited for this (the compaction would
+ * have emptied the journal of the notes). 0 or -errno.
+ */
 int store_notes_done(struct store *s);
 /*
  * While jitd runs: the notes in the journal now that no mark covers, oldest first, copied

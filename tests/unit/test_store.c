@@ -1131,6 +1131,44 @@ static void test_notes_torn(void **state)
 	store_close(&st);
 }
 
+/*
+ * A damaged snapshot is replaced at the start by a sound one, and that compaction empties the
+ * journal. Its notes (the audit lines of the last grants, which the start puts back into the
+ * trail) must outlive it until store_notes_done: a start that fails between the two, or a
+ * crash, would lose them. So the compaction waits for store_notes_done.
+ */
+static void test_snapshot_damage_keeps_notes(void **state)
+{
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_notes(st, "");
+	assert_tokens(st, "");
+	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
+	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
+	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(write_note(st, "line-1"), 0);
+	assert_int_equal(store_sync(st), 0);
+	store_close(&st);
+	damage_snapshot_end();
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-p;");
+	assert_notes(st, "line-1;");
+	/* This start ends before store_notes_done: the next one still has the notes. */
+	st = reopen(st);
+	assert_notes(st, "line-1;");
+	assert_tokens(st, "tok-p;");
+	assert_int_equal(store_notes_done(st), 0);
+	assert_notes(st, "");
+	/* And then a sound snapshot holds what survived. */
+	st = reopen(st);
+	assert_notes(st, "");
+	assert_tokens(st, "tok-p;");
+	assert_int_equal(store_damage(st)->count, 0);
+	assert_int_equal(store_del(st, "p"), 0);
+	store_close(&st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1158,6 +1196,7 @@ int main(void)
 		cmocka_unit_test(test_uncovered_damage_found_once),
 		cmocka_unit_test(test_notes_compaction),
 		cmocka_unit_test(test_notes_torn),
+		cmocka_unit_test(test_snapshot_damage_keeps_notes),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
