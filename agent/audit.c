@@ -58,12 +58,28 @@ static int open_file(struct audit *a)
 	if (a->fd < 0)
 		return -errno;
 	if (fstat(a->fd, &st) < 0)
-		return -errno;
-	if ((ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin)))
+		ret = -errno;
+	else
+		ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin);
+	if (ret) {
+		/* All or nothing: the next line tries again (reopen). */
+		close(a->fd);
+		a->fd = -1;
 		return ret;
+	}
 	a->size = (uint64_t)st.st_size;
 	a->ino = (uint64_t)st.st_ino;
 	return 0;
+}
+
+/*
+ * A rotation that failed halfway (a rename or the new file's open) left no file to append to:
+ * each line tries audit.jsonl again, wherever the renames stopped, rather than the trail
+ * failing every grant until a restart.
+ */
+static int reopen(struct audit *a)
+{
+	return a->fd >= 0 ? 0 : open_file(a);
 }
 
 int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out)
@@ -172,8 +188,16 @@ static int rotate(struct audit *a)
 	for (unsigned n = a->keep; n-- > 0;) {
 		rotated(a, n, from, sizeof(from));
 		rotated(a, n + 1, to, sizeof(to));
-		if (rename(from, to) < 0 && errno != ENOENT)
-			return -errno;
+		if (rename(from, to) < 0 && errno != ENOENT) {
+			ret = -errno;
+			break;
+		}
+	}
+	if (ret) {
+		log_err("audit: cannot rotate %s (%s); tried again at the next line", a->path,
+			strerror(-ret));
+		(void)reopen(a);
+		return ret;
 	}
 	return open_file(a);
 }
@@ -347,6 +371,8 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 	}
 	at[n] = pr.len;
 	if ((ret = pr.err) || !n)
+		goto out;
+	if ((ret = reopen(a)))
 		goto out;
 	/* A group's lines stay together, in the file they are noted in. */
 	if (a->size && a->size + pr.len > a->max_bytes && (ret = rotate(a)))

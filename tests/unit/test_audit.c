@@ -370,6 +370,48 @@ static void test_rotation(void **state)
 	audit_close(&a);
 }
 
+/*
+ * A rotation that cannot rename (here audit.jsonl.1 is a directory with a file in it) fails
+ * that line, and the next ones while it lasts; the trail goes on once it can rotate again,
+ * rather than failing every line until a restart.
+ */
+static void test_rotation_fails_then_recovers(void **state)
+{
+	struct fixture *f = *state;
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 1 };
+	char id[32], dir1[128], inside[160];
+	struct audit *a;
+	bool trunc, failed = false;
+	json_t *all;
+	int i, ret, fd;
+
+	snprintf(dir1, sizeof(dir1), "%s/audit.jsonl.1", f->dir);
+	snprintf(inside, sizeof(inside), "%s/x", dir1);
+	assert_int_equal(mkdir(dir1, 0700), 0);
+	assert_true((fd = open(inside, O_WRONLY | O_CREAT, 0600)) >= 0);
+	close(fd);
+	assert_int_equal(audit_open(f->dir, &o, &a), 0);
+	for (i = 0; i < 2000 && !failed; i++) {
+		snprintf(id, sizeof(id), "g-%04d", i);
+		ret = audit_log(a, &(struct audit_rec){ .event = "grant.expired", .grant_id = id,
+			.message = "padding padding padding padding padding", .count = -1 });
+		failed = ret != 0;
+	}
+	assert_true(failed);
+	assert_int_not_equal(audit_log(a, &(struct audit_rec){ .event = "grant.expired",
+		.grant_id = "still", .message = "padding padding padding padding padding",
+		.count = -1 }), 0);
+	assert_int_equal(unlink(inside), 0);
+	assert_int_equal(rmdir(dir1), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.expired",
+		.grant_id = "after", .count = -1 }), 0);
+	all = audit_query(a, &(struct audit_filter){ 0 }, 100000, &trunc);
+	assert_string_equal(json_string_value(json_object_get(
+		json_array_get(all, json_array_size(all) - 1), "grant")), "after");
+	json_decref(all);
+	audit_close(&a);
+}
+
 static int collect_ids(json_t *ev, void *arg)
 {
 	json_t *ids = arg;
@@ -723,6 +765,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_filters_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotation_fails_then_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_damaged_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
