@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
+#include "agent/dirsync.h"
 #include "agent/lineappend.h"
 #include "agent/printer.h"
 #include "agent/store.h"
@@ -54,7 +55,7 @@ static int open_file(struct audit *a)
 	struct stat st;
 	int ret;
 
-	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 	if (a->fd < 0)
 		return -errno;
 	if (fstat(a->fd, &st) < 0)
@@ -199,7 +200,10 @@ static int rotate(struct audit *a)
 		(void)reopen(a);
 		return ret;
 	}
-	return open_file(a);
+	if ((ret = open_file(a)))
+		return ret;
+	/* The new names durable before a line goes into the new file. */
+	return dirsync_parent(a->path);
 }
 
 /*

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/dirsync.h"
 #include "agent/lineappend.h"
 #include "agent/replay.h"
 #include "agent/testhook.h"
@@ -152,7 +153,7 @@ static int append(struct replay *r, const char *line, bool sync)
 	return sync ? replay_sync(r) : 0;
 }
 
-/* fsync of replay.db or its directory: 0 or -errno. */
+/* fsync of replay.db, or of its rewrite: 0 or -errno. */
 static int sync_fd(int fd)
 {
 #ifdef JITD_TEST_HOOKS
@@ -161,24 +162,6 @@ static int sync_fd(int fd)
 		return -EIO;
 #endif
 	return fsync(fd) < 0 ? -errno : 0;
-}
-
-/* The directory holding path, made durable after a rename into it. */
-static int sync_parent(const char *path)
-{
-	char dir[sizeof(((struct replay *)0)->path)];
-	const char *slash = strrchr(path, '/');
-	int fd, ret;
-
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return -errno;
-	ret = sync_fd(fd);
-	close(fd);
-	return ret;
 }
 
 static int compact(struct replay *r);
@@ -195,7 +178,7 @@ static int heal(struct replay *r)
 
 	if ((ret = compact(r)))
 		return ret;
-	if ((fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC)) < 0)
+	if ((fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		return -errno;
 	close(r->fd);
 	r->fd = fd;
@@ -248,7 +231,7 @@ static int compact(struct replay *r)
 		ret = -errno;
 	if (ret)
 		unlink(tmp);
-	return ret ? ret : sync_parent(r->path);
+	return ret ? ret : dirsync_parent(r->path);
 }
 
 /*
@@ -380,7 +363,7 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 	}
 	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite)) || (rewrite && (ret = compact(r))))
 		goto fail;
-	r->fd = open(r->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	r->fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	if (r->fd < 0) {
 		ret = -errno;
 		goto fail;

@@ -816,7 +816,8 @@ static int compact(struct store *s)
 		return ret;
 	if ((ret = map_files(s, &f)))
 		return ret;
-	fd = openat(s->dirfd, SNAPSHOT_TMP, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = openat(s->dirfd, SNAPSHOT_TMP, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		0600);
 	if (fd < 0 || !(buf = malloc(COPY_CHUNK)) || !(moved = calloc(s->n + 1, sizeof(*moved))) ||
 		walk_order(s, &order)) {
 		ret = fd < 0 ? -errno : -ENOMEM;
@@ -1112,6 +1113,11 @@ int store_open(const char *state_dir, struct store **out)
 	}
 	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
 			 0600)) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	/* A journal just created must keep its name before a grant in it is acknowledged. */
+	if (fsync(s->dirfd) < 0) {
 		ret = -errno;
 		goto fail;
 	}
