@@ -147,9 +147,13 @@ int audit_lost(const struct audit *a)
 
 static int trail_fsync(struct audit *a)
 {
-	if (fsync(a->fd) < 0) {
-		int ret = -errno;
+	int ret;
 
+	/* No file since a rotation failed: nothing was written to lose; the file is sought again. */
+	if (a->fd < 0 && (ret = reopen(a)))
+		return ret;
+	if (fsync(a->fd) < 0) {
+		ret = -errno;
 		audit_sync_failed(a, ret);
 		return ret;
 	}
@@ -169,9 +173,25 @@ int audit_sync_now(struct audit *a)
 	return ret ? ret : a->lost;
 }
 
+/* The lowest n in 1..keep with no file path.n, or keep + 1 when every one is there. */
+static unsigned free_place(const struct audit *a)
+{
+	char name[4200];
+	struct stat st;
+	unsigned n;
+
+	for (n = 1; n <= a->keep; n++) {
+		rotated(a, n, name, sizeof(name));
+		if (lstat(name, &st) < 0 && errno == ENOENT)
+			break;
+	}
+	return n;
+}
+
 static int rotate(struct audit *a)
 {
 	char from[4200], to[4200];
+	unsigned gap;
 	int ret;
 
 	/*
@@ -184,9 +204,18 @@ static int rotate(struct audit *a)
 	close(a->fd);
 	close(a->twin);
 	a->fd = a->twin = -1;
-	rotated(a, a->keep, to, sizeof(to));
-	(void)unlink(to);
-	for (unsigned n = a->keep; n-- > 0;) {
+	/*
+	 * The files shift up into the lowest free place, and the oldest goes only when there is
+	 * none: a rotation that failed at its last rename, and is tried again at the next line,
+	 * must not remove one more old file at each try.
+	 */
+	gap = free_place(a);
+	if (gap > a->keep) {
+		gap = a->keep;
+		rotated(a, gap, to, sizeof(to));
+		(void)unlink(to);
+	}
+	for (unsigned n = gap; n-- > 0;) {
 		rotated(a, n, from, sizeof(from));
 		rotated(a, n + 1, to, sizeof(to));
 		if (rename(from, to) < 0 && errno != ENOENT) {

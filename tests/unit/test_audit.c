@@ -370,6 +370,55 @@ static void test_rotation(void **state)
 	audit_close(&a);
 }
 
+/* name's whole content is want. */
+static void assert_content(const char *name, const char *want)
+{
+	char buf[64] = "";
+	FILE *fp = fopen(name, "r");
+
+	assert_non_null(fp);
+	assert_non_null(fgets(buf, sizeof(buf), fp));
+	fclose(fp);
+	assert_string_equal(buf, want);
+}
+
+/*
+ * The files shift up into the lowest free place, and the oldest goes only when there is none:
+ * a rotation tried again after one that failed halfway (it left a gap) must not remove one
+ * more old file at each try. Here .2 is free: .1 moves there, .3 stays.
+ */
+static void test_rotation_fills_a_gap(void **state)
+{
+	struct fixture *f = *state;
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 3 };
+	char id[32], one[128], two[128], three[128];
+	struct audit *a;
+	struct stat st;
+	FILE *fp;
+	int i;
+
+	snprintf(one, sizeof(one), "%s/audit.jsonl.1", f->dir);
+	snprintf(two, sizeof(two), "%s/audit.jsonl.2", f->dir);
+	snprintf(three, sizeof(three), "%s/audit.jsonl.3", f->dir);
+	assert_non_null(fp = fopen(one, "w"));
+	fputs("one\n", fp);
+	fclose(fp);
+	assert_non_null(fp = fopen(three, "w"));
+	fputs("three\n", fp);
+	fclose(fp);
+	assert_int_equal(audit_open(f->dir, &o, &a), 0);
+	for (i = 0; i < 3000 && stat(two, &st) < 0; i++) {
+		snprintf(id, sizeof(id), "g-%04d", i);
+		assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.expired",
+			.grant_id = id, .message = "padding padding padding padding padding",
+			.count = -1 }), 0);
+	}
+	assert_int_equal(stat(two, &st), 0);
+	assert_content(two, "one\n");
+	assert_content(three, "three\n");
+	audit_close(&a);
+}
+
 /*
  * A rotation that cannot rename (here audit.jsonl.1 is a directory with a file in it) fails
  * that line, and the next ones while it lasts; the trail goes on once it can rotate again,
@@ -766,6 +815,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation_fails_then_recovers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rotation_fills_a_gap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_damaged_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
