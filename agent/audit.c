@@ -149,7 +149,7 @@ static int trail_fsync(struct audit *a)
 {
 	int ret;
 
-	/* No file since a rotation failed: nothing was written to lose; the file is sought again. */
+	/* No file since a rotation failed: nothing written was lost; the file is sought again. */
 	if (a->fd < 0 && (ret = reopen(a)))
 		return ret;
 	if (fsync(a->fd) < 0) {
