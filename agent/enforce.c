@@ -3383,11 +3383,21 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 			jit_fail(err, JIT_ERR_REPLAY, "revocation '%s' was already used", rv.jti);
 		goto refused;
 	}
-	if ((ret = replay_add(e->replay, rv.jti, rv.exp + (int64_t)e->cfg->clock_skew))) {
+	/*
+	 * A revocation replayed only revokes again: its own id need not be durable first. When
+	 * replay.db cannot be written (a failing disk: replay_add then fails until it is
+	 * rewritten), the revocation still ends the grant, rather than every one being refused
+	 * while the grants they would end stay open.
+	 */
+	if ((ret = replay_add(e->replay, rv.jti, rv.exp + (int64_t)e->cfg->clock_skew)) &&
+		(ret == -ENOBUFS || ret == -ENOMEM || ret == -EINVAL)) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember revocation id: %s",
 			strerror(-ret));
 		goto refused;
 	}
+	if (ret)
+		log_warn("replay: revocation '%s' applied, its id not durable: %s", rv.jti,
+			strerror(-ret));
 	if ((i = find_index(e, rv.revokes)) < 0) {
 		/*
 		 * The grant may still be on its way, or not valid yet (nbf): its id is burned for as

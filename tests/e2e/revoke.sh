@@ -122,3 +122,29 @@ jq -s -e 'any(.[]; .event == "flows.terminated" and .grant == "rv-s"
 pass "audit: flows.terminated, with the controller as peer"
 no_allow_elems || fail "allow sets not empty: $(host_elems)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	log "a signed revocation while replay.db cannot be made durable (test builds)"
+	# Every fsync of replay.db fails (a test hook, as a failing disk): the revocation still
+	# ends the grant; only its own id is not durable, and a replay of it would revoke again.
+	export JITD_TEST_REPLAY_SYNC_FAIL_FILE=$TMP/replay-fail
+	stop_jitd TERM
+	start_jitd
+	sign --src 192.0.2.3 --port 22 --for 120 --jti rv-d | submit - >/dev/null ||
+		fail "rv-d refused"
+	has_elem allow4_addr "192.0.2.3 tcp 22" || fail "rv-d is not in the kernel"
+	touch "$JITD_TEST_REPLAY_SYNC_FAIL_FILE"
+	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes rv-d \
+		--for 60 --jti rv-d-revocation-1 >"$TMP/rd" || fail "cannot sign the revocation"
+	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+		-H 'Content-Type: application/jwt' --data-binary "@$TMP/rd" \
+		http://127.0.0.1:7080/v1/revocations)
+	[ "$code" = 200 ] && jq -e '.revoked == "rv-d"' "$TMP/body" >/dev/null ||
+		fail "revocation with replay.db failing: HTTP $code $(cat "$TMP/body")"
+	lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "rv-d is still in the kernel"
+	expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+	grep -q "revocation 'rv-d-revocation-1' applied, its id not durable" "$TMP/jitd.log" ||
+		fail "the log does not say the id is not durable"
+	rm -f "$JITD_TEST_REPLAY_SYNC_FAIL_FILE"
+	pass "a revocation applies while replay.db fails; the log says its id is not durable"
+fi
