@@ -12,6 +12,7 @@
 #include "agent/lineappend.h"
 #include "agent/replay.h"
 #include "agent/testhook.h"
+#include "common/clock.h"
 #include "common/err.h"
 #include "common/log.h"
 
@@ -33,6 +34,8 @@ struct replay {
 	int fd;
 	bool dirty;	/* lines written since the last fsync */
 	bool failed;	/* an fsync failed: rewritten before anything counts as durable */
+	int heal_ret;		/* the last rewrite's failure (0: none), and when (paced) */
+	int64_t heal_failed_us;
 	char path[4096];
 };
 
@@ -187,12 +190,27 @@ static int heal(struct replay *r)
 	return 0;
 }
 
+/*
+ * A rewrite that failed is not tried again for a second: each rewrites every live id and
+ * fsyncs, on the event loop, and a group withdrawn on a failing disk forgets its ids one by one.
+ */
+#define HEAL_RETRY_US 1000000
+
+static int heal_paced(struct replay *r)
+{
+	if (r->heal_ret && clock_mono_us() - r->heal_failed_us < HEAL_RETRY_US)
+		return r->heal_ret;
+	if ((r->heal_ret = heal(r)))
+		r->heal_failed_us = clock_mono_us();
+	return r->heal_ret;
+}
+
 int replay_sync(struct replay *r)
 {
 	int ret;
 
 	if (r->failed)
-		return heal(r);
+		return heal_paced(r);
 	if (!r->dirty)
 		return 0;
 	if ((ret = sync_fd(r->fd))) {
@@ -508,7 +526,7 @@ int replay_forget(struct replay *r, const char *jti)
 		int64_t until = e->until;
 
 		drop(r, e);
-		if ((ret = heal(r)) && put(r, jti, until))
+		if ((ret = heal_paced(r)) && put(r, jti, until))
 			log_warn("replay: '%s' forgotten in memory only", jti);
 		return ret;
 	}
