@@ -3457,7 +3457,8 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
 	 */
 	if ((ret = ruleset_extra(e->nft, e->cfg, flags)) == 1) {
 		log_warn("table inet jitd holds sets or chains this configuration does not make, "
-			 "or is persistent and no longer owned: rebuilding it from scratch");
+			 "its persistence is not what table_owner wants, or it is dormant: "
+			 "rebuilding it from scratch");
 		ret = ruleset_delete(b);
 	}
 	return ret < 0 ? ret : ruleset_build(b, e->cfg, flags);

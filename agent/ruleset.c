@@ -1364,10 +1364,17 @@ int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flag
 	if ((ret = nft_table_view(nft, RULESET_TABLE, &v)))
 		return ret;
 	wanted(cfg, &n_sets, &n_chains);
-	/* Each wanted one is there at most once, so any surplus is something cfg would not make. */
+	/*
+	 * Each wanted one is there at most once, so any surplus is something cfg would not make.
+	 * Persistence differing either way: no message changes it on a table that is not an
+	 * orphan. Dormant: waking it marks it so in the kernel, which then refuses a new base
+	 * chain in the same transaction (Linux 6.9, and the stable kernels since 2024), so one
+	 * whose chain was also deleted could never be rebuilt in place.
+	 */
 	ret = v.table && (sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains ||
-		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & ~table_flags &
-			RULESET_TABLE_F_PERSIST));
+		((nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) ^ table_flags) &
+			RULESET_TABLE_F_PERSIST) ||
+		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT));
 	nft_table_view_free(&v);
 	return ret;
 }

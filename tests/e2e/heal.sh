@@ -125,6 +125,22 @@ pass "a dormant table is woken and that audited in $(($(now_ms) - start)) ms"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 status_json | jq -e '.kernel.in_sync' >/dev/null || fail "status: not in sync after the wake"
+# Dormant and its base chain deleted, in one transaction: a woken table takes no new base chain
+# in the same transaction (Linux 6.9 and the stable kernels since 2024), so it is rebuilt.
+n=$(event_repairs)
+in_ns "$SRV" nft -f - <<'NFT'
+add table inet jitd { flags dormant; }
+flush chain inet jitd input
+delete chain inet jitd input
+NFT
+wait_until 5 "the table woken" awake
+wait_until 5 "the input chain back" \
+	sh -c "ip netns exec '$SRV' nft -j list chain inet jitd input | grep -q '\"drop\"'"
+audited "a dormant table without its chain" "$n"
+wait_until 5 "the grant's element back" has_elem allow4_addr "192.0.2.2 tcp 22"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "a dormant table whose chain was deleted is rebuilt, the grant back"
 # Made dormant while jitd is stopped (the table stays: it is not owned): the start finds it so.
 stop_jitd TERM
 in_ns "$SRV" nft add table inet jitd '{ flags dormant; }'

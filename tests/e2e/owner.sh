@@ -58,3 +58,18 @@ expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 grep -q "rebuilding it from scratch" "$TMP/jitd.log" || fail "the start does not say it rebuilt"
 pass "the start rebuilds the table unowned and not persistent, the grant restored"
+
+log "ownership taken again: table_owner true after an unowned run"
+# The unowned table is not persistent and no orphan: it cannot be claimed in place, so the
+# start rebuilds it owned, in one transaction, and restores the grant.
+stop_jitd TERM
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"table_owner": true'
+start_jitd
+status_json | jq -e '.kernel.owned and .kernel.in_sync and ([.grants[].id] == ["owned-1"])' \
+	>/dev/null || fail "owned start after an unowned run: $(status_json | jq -c '.kernel')"
+grep -q "cannot keep an owned table" "$TMP/jitd.log" && fail "jitd fell back to an unowned table"
+in_ns "$SRV" nft delete table inet jitd 2>/dev/null && fail "nft delete table succeeded"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant's element is not back: $(host_elems)"
+pass "the start rebuilds the table owned, the grant restored"
