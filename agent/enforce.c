@@ -2841,7 +2841,8 @@ static void expire(struct enforce *e, bool model_too)
 	 * kernel still holds, and a revocation would find none to delete. Read again.
 	 */
 	if (e->gap_measured && (step > STEP_DETECT_MS || step < -STEP_DETECT_MS)) {
-		snprintf(why, sizeof(why), "wall clock stepped %+lld s", (long long)step / 1000);
+		snprintf(why, sizeof(why), "wall clock stepped %+lld s",
+			(long long)(step + (step < 0 ? -500 : 500)) / 1000);
 		log_info("%s: the kernel's elements read again", why);
 		e->suspend_gap_ms = gap;
 		expire_grants(e, now);
@@ -3986,6 +3987,10 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	commits = e->commits;
 	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
+	/* The clocks as the restore left the model: a step before the first tick is one too. */
+	e->suspend_gap_ms = clock_ms(CLOCK_BOOTTIME) - clock_ms(CLOCK_MONOTONIC);
+	e->wall_gap_ms = enforce_now_ms() - clock_ms(CLOCK_BOOTTIME);
+	e->gap_measured = true;
 	/*
 	 * The restore read every grant set and left them in line, as a full check does. It stands
 	 * for one if the generations since its read are its own transactions, none of anyone

@@ -67,12 +67,13 @@ log "wall clock 1000 s forward, then a grant revoked"
 sign --src 2001:db8:1::2 --port 22 --for 120 --jti fresh6 | submit - >/dev/null ||
 	fail "the IPv6 grant is refused"
 has_elem allow6_addr "2001:db8:1::2 tcp 22" || fail "the IPv6 grant is not in the kernel"
+logged=$(grep -c "wall clock stepped +1000 s" "$TMP/jitd.log" || true)
 step 1000000
 sleep 1.5
 "$JITCTL_BIN" -s "$SOCK" revoke fresh6 >/dev/null || fail "revoking the IPv6 grant failed"
 lacks_elem allow6_addr "2001:db8:1::2 tcp 22" ||
 	fail "the revoked grant's element is still in the kernel: $(host_elems)"
 expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
-grep -q "wall clock stepped +1000 s" "$TMP/jitd.log" || fail "the step is not logged"
-still_granted "after a 1000 s step forward and another grant's revocation"
+[ "$(grep -c "wall clock stepped +1000 s" "$TMP/jitd.log")" -gt "$logged" ] ||
+	fail "the step is not logged"
 pass "a revocation after a step forward removes the grant's element"
