@@ -1025,6 +1025,9 @@ static int cut_journal(struct store *s, const char *state_dir, off_t good, size_
 			"end; kept as %s and cut there (the grants recorded after the damage are "
 			"lost to this agent, none opens)", state_dir, JOURNAL, records, aside);
 	}
+	/* With deletions found beyond the damage, the cut is a rewrite (apply_late_deletions). */
+	if (s->n_late_del)
+		return 0;
 	if (ftruncate(s->jfd, good) < 0 || fsync(s->jfd) < 0)
 		return -errno;
 	return 0;
@@ -1043,29 +1046,69 @@ static int encode_onto(struct store *s, char op, const char *jti, const char *to
 	size_t len, const char *annex, unsigned char **buf, size_t *used, size_t *at);
 
 /*
- * The deletions late_deletions found, appended again to the cut journal and made durable
- * before anything else happens: the grants they ended stay ended, at this start and the next.
+ * The journal cut at good with the deletions late_deletions found appended again, in one step:
+ * a new file holding [0, good) and the deletions is made durable and renamed over the journal.
+ * Cutting first and appending after would lose the only copy of the deletions (in the bytes
+ * cut) to a crash, or to a failed write that fails this start, and the next start would
+ * bring back the grants they ended. The grants they name go from memory once it holds.
  */
-static int apply_late_deletions(struct store *s, const char *state_dir)
+static int apply_late_deletions(struct store *s, const char *state_dir, off_t good)
 {
+	static const char tmp[] = JOURNAL ".tmp";
 	unsigned char *buf = NULL;
 	size_t used = 0, records = 0;
-	int ret = 0;
+	off_t in = 0, out = 0;
+	int fd = -1, twin = -1, ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++)
 		if (find(s, s->late_del[i]) && !(ret = encode_onto(s, 'D', s->late_del[i], NULL,
 			0, NULL, &buf, &used, NULL)))
 			records++;
-	if (ret == 0 && records)
-		ret = append_raw(s, buf, used, records, true);
-	free(buf);
-	if (ret == 0 && records) {
-		for (size_t i = 0; i < s->n_late_del; i++)
-			mem_del(s, s->late_del[i]);
+	if (ret)
+		goto out;
+	fd = openat(s->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	while (!ret && in < good) {
+		ssize_t n = copy_file_range(s->jfd, &in, fd, &out, (size_t)(good - in), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = n < 0 ? -errno : -EIO;
+	}
+	if (!ret && lseek(fd, good, SEEK_SET) < 0)
+		ret = -errno;
+	if (!ret && used)
+		ret = write_all(fd, buf, used);
+	if (!ret && (fsync(fd) < 0 || renameat(s->dirfd, tmp, s->dirfd, JOURNAL) < 0 ||
+		fsync(s->dirfd) < 0))
+		ret = -errno;
+	if (!ret)
+		ret = syncer_open_twin(s->dirfd, JOURNAL, fd, &twin);
+	if (ret)
+		goto out;
+	close(s->jfd);
+	close(s->jtwin);
+	s->jfd = fd;
+	s->jtwin = twin;
+	fd = -1;
+	s->jsize = good + (off_t)used;
+	s->jrecords += records;
+	for (size_t i = 0; i < s->n_late_del; i++)
+		mem_del(s, s->late_del[i]);
+	if (records)
 		log_warn("state: %zu grant(s) ended after the damage in %s/%s stay ended (their "
 			"deletions, found beyond it, are recorded again)", records, state_dir,
 			JOURNAL);
+out:
+	if (fd >= 0) {
+		close(fd);
+		(void)unlinkat(s->dirfd, tmp, 0);
 	}
+	free(buf);
 	free_late_deletions(s);
 	return ret;
 }
@@ -1133,7 +1176,7 @@ int store_open(const char *state_dir, struct store **out)
 		ret = -errno;
 		goto fail;
 	}
-	if (s->n_late_del && (ret = apply_late_deletions(s, state_dir)))
+	if (s->n_late_del && (ret = apply_late_deletions(s, state_dir, good)))
 		goto fail;
 	/*
 	 * What survived a damaged snapshot goes into a sound one, which replaces the damaged file.
