@@ -368,8 +368,8 @@ int main(int argc, char **argv)
 		die_closing(&ctl, &http, "cannot open the audit trail in %s: %s", cfg->state_dir,
 			strerror(-ret));
 	if ((ret = recover_audit(store, audit)))
-		die_closing(&ctl, &http, "cannot restore the audit trail in %s from the journal: "
-			"%s", cfg->state_dir, strerror(-ret));
+		die_closing(&ctl, &http, "cannot restore the audit trail in %s from the journal, "
+			"or then replace a damaged snapshot: %s", cfg->state_dir, strerror(-ret));
 	if ((ret = activity_new(&activity)))
 		die_closing(&ctl, &http, "cannot keep activity: %s", strerror(-ret));
 	/* Without conntrack jitd still enforces; it cannot count or cut flows. */
