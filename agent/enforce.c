@@ -2164,11 +2164,14 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 		withdrawn++;
 	}
 	if (withdrawn) {
+		int gret;
+
 		note_error(e, "state: cannot make %zu grant(s) durable: %s", withdrawn,
 			strerror(-sync_ret));
 		/* Rare: the whole table is planned again rather than each grant's groups kept. */
-		if (all_groups(e, &groups, &n_groups) ||
-			sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
+		if ((gret = all_groups(e, &groups, &n_groups)))
+			snprintf(kerr, sizeof(kerr), "%s", strerror(-gret));
+		if (gret || sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
 			note_error(e, "kernel: cannot withdraw grants that are not durable: %s", kerr);
 		free(groups);
 		if (audit_sync(e->audit))

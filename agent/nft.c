@@ -255,7 +255,7 @@ static int send_batch(struct nft_batch *b)
 
 		if (setsockopt(mnl_socket_get_fd(b->nft->nl), SOL_SOCKET, SO_SNDBUFFORCE, &want,
 			sizeof(want)) == 0)
-			b->nft->sndbuf = 2 * (size_t)want; /* the kernel doubles what it is given */
+			b->nft->sndbuf = socket_sndbuf(b->nft->nl);
 	}
 	msg.msg_name = &snl;
 	msg.msg_namelen = sizeof(snl);

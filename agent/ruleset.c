@@ -1629,7 +1629,7 @@ int ruleset_raw_from(struct nftnl_set_elem *e, const char *set, struct ruleset_r
 	 * matches: in an allow set it lets every source in. Deleted by its flag.
 	 */
 	if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
-		(nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_CATCHALL)) {
+		(nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & RULESET_SET_ELEM_CATCHALL)) {
 		out->set = set;
 		out->catchall = true;
 		return 0;
@@ -1659,7 +1659,7 @@ int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t 
 		if (s && e) {
 			if (v[i].catchall)
 				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS,
-					NFT_SET_ELEM_CATCHALL);
+					RULESET_SET_ELEM_CATCHALL);
 			else
 				nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, v[i].key, v[i].klen);
 			if (v[i].elen)

@@ -167,6 +167,8 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
  */
 #define RULESET_TABLE_F_OWNER 0x2u   /* NFT_TABLE_F_OWNER */
 #define RULESET_TABLE_F_PERSIST 0x4u /* NFT_TABLE_F_PERSIST */
+/* NFT_SET_ELEM_CATCHALL, an enum value (Linux 5.13's uapi), hence the number too. */
+#define RULESET_SET_ELEM_CATCHALL 0x2u
 /* Appends the deletion of the whole table (jitctl teardown, tests). */
 int ruleset_delete(struct nft_batch *b);
 /*
