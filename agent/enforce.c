@@ -2825,36 +2825,32 @@ static void expire(struct enforce *e, bool model_too)
 	step = wall - e->wall_gap_ms;
 	e->wall_gap_ms = wall;
 
+	why[0] = '\0';
 	/*
 	 * The kernel's element timeouts stood still while the machine was suspended: without this,
 	 * a grant with 1 h left, suspended for 2 h, would stay open for 3 h of real time.
 	 */
 	/* gap is 0 on a machine that never slept: "not measured yet" needs its own mark. */
-	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS) {
+	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS)
 		snprintf(why, sizeof(why), "resume after %lld s suspended",
 			(long long)(gap - e->suspend_gap_ms) / 1000);
-		e->suspend_gap_ms = gap;
-		expire_grants(e, now);
-		(void)enforce_reconcile(e, false, why);
-		return;
-	}
 	/*
 	 * The model's elements end at wall-clock times, the kernel's timeouts and the grants do
 	 * not move with the clock: after a step forward the model would drop elements the
-	 * kernel still holds, and a revocation would find none to delete. Read again.
+	 * kernel still holds, and a revocation would find none to delete.
 	 */
-	if (e->gap_measured && (step > STEP_DETECT_MS || step < -STEP_DETECT_MS)) {
+	else if (e->gap_measured && (step > STEP_DETECT_MS || step < -STEP_DETECT_MS))
 		snprintf(why, sizeof(why), "wall clock stepped %+lld s",
 			(long long)(step + (step < 0 ? -500 : 500)) / 1000);
-		log_info("%s: the kernel's elements read again", why);
-		e->suspend_gap_ms = gap;
-		expire_grants(e, now);
-		(void)enforce_reconcile(e, false, why);
-		return;
-	}
 	e->suspend_gap_ms = gap;
 	e->gap_measured = true;
 	expire_grants(e, now);
+	/* Either: the kernel's elements read again, the model from them. */
+	if (why[0]) {
+		log_info("%s: the kernel's elements read again", why);
+		(void)enforce_reconcile(e, false, why);
+		return;
+	}
 	if (model_too) {
 		model_expire(e, now);
 		retry_drops(e);
