@@ -972,11 +972,26 @@ static void note_legacy(struct store *s, const char *state_dir)
  * A copy of the journal as it is, before damage found in it is cut off: for a post-mortem, as
  * for the snapshot. Made with copy_file_range, in the kernel; made durable before the cut.
  */
-static int copy_journal(const struct store *s, char *aside, size_t size)
+/* The journal's first len bytes into fd, from its start: 0 or -errno. */
+static int copy_head(const struct store *s, int fd, off_t len)
 {
 	off_t in = 0, out = 0;
+
+	while (in < len) {
+		ssize_t n = copy_file_range(s->jfd, &in, fd, &out, (size_t)(len - in), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+	}
+	return 0;
+}
+
+static int copy_journal(const struct store *s, char *aside, size_t size)
+{
 	struct stat st;
-	int fd, ret = 0;
+	int fd, ret;
 
 	snprintf(aside, size, JOURNAL ".corrupt-%lld", (long long)time(NULL));
 	if (fstat(s->jfd, &st) < 0)
@@ -984,14 +999,7 @@ static int copy_journal(const struct store *s, char *aside, size_t size)
 	fd = openat(s->dirfd, aside, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	while (!ret && in < st.st_size) {
-		ssize_t n = copy_file_range(s->jfd, &in, fd, &out, (size_t)(st.st_size - in), 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			ret = n < 0 ? -errno : -EIO;
-	}
+	ret = copy_head(s, fd, st.st_size);
 	if (!ret && (fsync(fd) < 0 || fsync(s->dirfd) < 0))
 		ret = -errno;
 	close(fd);
@@ -1057,7 +1065,6 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 	static const char tmp[] = JOURNAL ".tmp";
 	unsigned char *buf = NULL;
 	size_t used = 0, records = 0;
-	off_t in = 0, out = 0;
 	int fd = -1, twin = -1, ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++)
@@ -1071,14 +1078,7 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 		ret = -errno;
 		goto out;
 	}
-	while (!ret && in < good) {
-		ssize_t n = copy_file_range(s->jfd, &in, fd, &out, (size_t)(good - in), 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			ret = n < 0 ? -errno : -EIO;
-	}
+	ret = copy_head(s, fd, good);
 	if (!ret && lseek(fd, good, SEEK_SET) < 0)
 		ret = -errno;
 	if (!ret && used)
