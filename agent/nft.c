@@ -275,12 +275,20 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 	const uint32_t first = b->begin->nlmsg_seq;
 	size_t acked = 0;
 	int failed = 0;
+	bool whole = false;
 
 	while (acked < b->n) {
 		struct nlmsghdr *nlh; /* mutable only because mnl_attr_for_each wants it so */
 		ssize_t len;
-		int rest, r = poll(&pfd, 1, ACK_TIMEOUT_MS);
+		int rest, r = poll(&pfd, 1, whole ? 0 : ACK_TIMEOUT_MS);
 
+		/*
+		 * The kernel answers a batch within the send, so once it has answered for the whole
+		 * batch (refused before its messages, as without CAP_NET_ADMIN, or a commit that
+		 * failed) whatever else it had to say is already queued: its verdict is known.
+		 */
+		if (r == 0 && whole)
+			return failed;
 		if (r == 0) {
 			snprintf(err, NFT_ERRLEN, "no answer from the kernel for %zu of %zu changes",
 				b->n - acked, b->n);
@@ -306,8 +314,10 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 			if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_pid != b->nft->portid ||
 				nlh->nlmsg_seq - first > b->end_seq - first)
 				continue;
-			if (((const struct nlmsgerr *)mnl_nlmsg_get_payload(nlh))->error)
+			if (((const struct nlmsgerr *)mnl_nlmsg_get_payload(nlh))->error) {
 				note_error(b, nlh, &failed, err);
+				whole |= nlh->nlmsg_seq == first || nlh->nlmsg_seq == b->end_seq;
+			}
 			acked++;
 		}
 	}

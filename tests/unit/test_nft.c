@@ -9,13 +9,16 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
+#include <linux/capability.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netlink.h>
@@ -123,10 +126,65 @@ static void test_batch_larger_than_send_buffer(void **state)
 	nft_close(&n);
 }
 
+/* Sets whether CAP_NET_ADMIN is in this thread's effective set (it stays permitted). */
+static void net_admin_effective(bool on)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	assert_int_equal(syscall(SYS_capget, &hdr, data), 0);
+	if (on)
+		data[0].effective |= 1u << CAP_NET_ADMIN;
+	else
+		data[0].effective &= ~(1u << CAP_NET_ADMIN);
+	assert_int_equal(syscall(SYS_capset, &hdr, data), 0);
+}
+
+/*
+ * A batch the kernel refuses as a whole is answered on its begin message alone (here: the
+ * sender lacks CAP_NET_ADMIN). That answer is the verdict: its reason, and nothing applied.
+ */
+static void test_batch_refused_whole(void **state)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nft_batch *b;
+	struct nlmsghdr *nlh;
+	struct nft *n;
+	char err[NFT_ERRLEN];
+	bool exists = true;
+	int ret;
+
+	(void)state;
+	if (!own_namespace)
+		skip();
+	assert_non_null(t);
+	assert_int_equal(nft_open(&n), 0);
+	assert_int_equal(nft_batch_new(n, &b), 0);
+	/* Two messages: one ack, the begin's, must not pass for all of them. */
+	for (int i = 0; i < 2; i++) {
+		nftnl_table_set_str(t, NFTNL_TABLE_NAME, i ? TABLE "_refused" : TABLE "_refused0");
+		assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET,
+			NLM_F_CREATE, "table"));
+		nftnl_table_nlmsg_build_payload(nlh, t);
+	}
+	net_admin_effective(false);
+	ret = nft_batch_commit(b, err);
+	net_admin_effective(true);
+	assert_int_equal(ret, -EPERM);
+	assert_false(nft_batch_unanswered(b));
+	assert_non_null(strstr(err, strerror(EPERM)));
+	assert_int_equal(nft_table_exists(n, TABLE "_refused", &exists), 0);
+	assert_false(exists);
+	nft_batch_free(b);
+	nftnl_table_free(t);
+	nft_close(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_batch_larger_than_send_buffer),
+		cmocka_unit_test(test_batch_refused_whole),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
