@@ -191,5 +191,14 @@ int main(int argc, char **argv)
 	fprintf(stderr, "jitctl: unknown command '%s'; try 'jitctl --help'\n", argv[0]);
 out:
 	json_decref(root);
+	/* Output cut short (a full disk, say) must not read as success. */
+	if (rc == JITCTL_OK) {
+		int e = fflush(stdout) ? errno : ferror(stdout) ? EIO : 0;
+
+		if (e) {
+			fprintf(stderr, "jitctl: writing the output: %s\n", strerror(e));
+			rc = JITCTL_REFUSED;
+		}
+	}
 	return rc;
 }

@@ -175,12 +175,10 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("grant", json, rep)))
 		goto out;
-	if (json) {
-		json_dumpf(json_object_get(rep, "grant"), stdout, JSON_INDENT(2));
-		printf("\n");
-	} else {
+	if (json)
+		ret = jitctl_print_member("grant", rep, "grant");
+	else
 		jitctl_print_grant(json_object_get(rep, "grant"));
-	}
 out:
 	json_decref(jsrc);
 	json_decref(jports);
@@ -248,7 +246,8 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 		if (json_array_size(pending)) {
 			printf("restart needed for:");
 			json_array_foreach(pending, i, v)
-				printf("%s %s", i ? "," : "", json_string_value(v));
+				printf("%s %s", i ? "," : "", json_is_string(v) ?
+					json_string_value(v) : "?");
 			printf(" (changed in the file; applied at the next start)\n");
 		}
 	}

@@ -60,6 +60,14 @@ static int report_exists(bool json, const char *dir, const char *kid)
 		path);
 }
 
+static bool utf8_text(const char *s)
+{
+	json_t *t = json_string(s);
+
+	json_decref(t);
+	return t != NULL;
+}
+
 static void print_keys(bool json, const char *dir, const char *kid)
 {
 	char key[PATH_MAX], pem[PATH_MAX];
@@ -127,6 +135,11 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if (!*dir) {
 		fprintf(stderr, "jitctl keygen: --dir: empty\n");
+		goto usage;
+	}
+	/* JSON holds only UTF-8: found out before the keys are written, not after. */
+	if (json && !utf8_text(dir)) {
+		fprintf(stderr, "jitctl keygen: --dir is not UTF-8, which --json cannot print\n");
 		goto usage;
 	}
 	ret = keys_generate(dir, kid);

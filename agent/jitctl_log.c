@@ -226,8 +226,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl log: only the newest %zu events are shown\n",
 			json_array_size(events));
 	if (json) {
-		json_dumpf(events, stdout, JSON_INDENT(2));
-		printf("\n");
+		ret = jitctl_print_member("log", rep, "events");
 	} else if (csv) {
 		print_csv(events);
 	} else {

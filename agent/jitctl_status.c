@@ -320,7 +320,7 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 	head = strlen(PROTO_STATUS_HEAD);
 	/* The document as the agent wrote it: parsing it here would only print it again. */
 	if (json && len > head + 2 && !memcmp(line, PROTO_STATUS_HEAD, head) &&
-		!memcmp(line + len - 2, "}\n", 2)) {
+		line[head] == '{' && !memcmp(line + len - 2, "}\n", 2)) {
 		if (fwrite(line + head, 1, len - head - 2, stdout) != len - head - 2 ||
 			putchar('\n') == EOF || fflush(stdout)) {
 			fprintf(stderr, "jitctl status: cannot write the status: %s\n",
@@ -345,7 +345,7 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 		goto out;
 	}
 	if (json) {
-		json_dumpf(st, stdout, JSON_INDENT(2));
+		json_dumpf(st, stdout, JSON_COMPACT);
 		printf("\n");
 	} else {
 		print_status(st);

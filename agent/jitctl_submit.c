@@ -82,6 +82,12 @@ void jitctl_print_refusal(const char *cmd, bool json, const char *code, const ch
 	if (json) {
 		json_t *o = json_pack("{s:s, s:s}", "error", code, "message", msg);
 
+		/* Only a message that is not UTF-8 (a path, say) can fail: it goes to stderr. */
+		if (!o) {
+			o = json_pack("{s:s, s:s}", "error", code, "message",
+				"the message is not UTF-8 text; it was printed to stderr");
+			fprintf(stderr, "jitctl %s: refused: %s: %s\n", cmd, code, msg);
+		}
 		if (o)
 			json_dumpf(o, stdout, JSON_INDENT(2));
 		printf("\n");
@@ -115,6 +121,18 @@ int jitctl_check_reply(const char *cmd, bool json, const json_t *reply)
 		return JITCTL_OK;
 	jitctl_print_refusal(cmd, json, code ? code : "internal", msg ? msg : "");
 	return JITCTL_REFUSED;
+}
+
+int jitctl_print_member(const char *cmd, const json_t *reply, const char *key)
+{
+	const json_t *v = json_object_get(reply, key);
+
+	if (!json_is_object(v) && !json_is_array(v))
+		return jitctl_refuse(cmd, true, JIT_ERR_INTERNAL, "the agent's reply holds no %s",
+			key);
+	json_dumpf(v, stdout, JSON_INDENT(2));
+	printf("\n");
+	return JITCTL_OK;
 }
 
 const char *jitctl_str(const json_t *o, const char *key)
@@ -206,13 +224,10 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 		goto out;
 	if ((ret = jitctl_check_reply("submit", json, rep)))
 		goto out;
-	if (json) {
-		json_dumpf(json_object_get(rep, "grant"), stdout, JSON_INDENT(2));
-		printf("\n");
-	} else {
+	if (json)
+		ret = jitctl_print_member("submit", rep, "grant");
+	else
 		jitctl_print_grant(json_object_get(rep, "grant"));
-	}
-	ret = JITCTL_OK;
 out:
 	json_decref(req);
 	json_decref(rep);

@@ -60,6 +60,11 @@ int jitctl_refuse(const char *cmd, bool json, int code, const char *fmt, ...)
 void jitctl_print_grant(const json_t *grant);
 /* o's string member key, or "-": a missing one must not reach printf as NULL. */
 const char *jitctl_str(const json_t *o, const char *key);
+/*
+ * --json: prints reply's member key (an object or array) and returns JITCTL_OK; an "ok" reply
+ * without it is refused as internal (JITCTL_REFUSED).
+ */
+int jitctl_print_member(const char *cmd, const json_t *reply, const char *key);
 /* For a reply with "ok": false, prints the refusal and returns JITCTL_REFUSED; else JITCTL_OK. */
 int jitctl_check_reply(const char *cmd, bool json, const json_t *reply);
 

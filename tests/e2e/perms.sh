@@ -42,6 +42,12 @@ expect_exit 1 permission_denied "group member: revoke" -- as_reader revoke perm-
 expect_exit 3 "Permission denied" "not in the group: status" -- as_other status
 no_allow_elems || fail "a refused caller changed the kernel"
 pass "kernel untouched by the refused callers"
+# Output cut short (a full disk: /dev/full) is not a success.
+rc=0
+"$JITCTL_BIN" -s "$SOCK" log --json >/dev/full 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "writing the output: No space left on device" "$TMP/err" ||
+	fail "log --json to a full disk: exit $rc; $(cat "$TMP/err")"
+pass "log --json to a full disk: exit 1, said on stderr"
 
 log "break-glass as root"
 expect_exit 2 "" "grant without --reason" -- "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60
@@ -113,6 +119,11 @@ jq -e --arg d "$kd" '.error == "duplicate" and
 	.message == "refusing to overwrite existing \($d)/k4.key"' "$TMP/out" >/dev/null &&
 	[ ! -s "$TMP/err" ] || fail "keygen --json over k4: $(cat "$TMP/out" "$TMP/err")"
 pass "keygen --json over an existing key: duplicate, on stdout only"
+# JSON cannot name a directory that is not UTF-8: refused before any key is written.
+expect_exit 2 "not UTF-8" "keygen --json into a directory not UTF-8" -- \
+	"$JITCTL_BIN" keygen --kid k6 --dir "$kd/"$'\xff' --json
+[ ! -e "$kd/"$'\xff' ] && [ ! -s "$TMP/out" ] ||
+	fail "keygen --json wrote into a directory not UTF-8"
 # The made-up user cannot write in root's 0700 directory.
 expect_exit 1 "" "keygen --json where the user may not write" -- \
 	setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups -- \
