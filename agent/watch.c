@@ -76,6 +76,7 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 	struct timeval tv = { (time_t)cfg->reconcile_interval, 0 };
 	uint32_t start, gen;
 	struct watch *w;
+	bool caught_up;
 	int ret;
 
 	*out = NULL;
@@ -86,11 +87,13 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 		goto fail;
 	/*
 	 * The restore was a full check. Events follow on from it if the generation is still the
-	 * one it left, read now that the monitor listens: a transaction since, anyone's, leaves
-	 * the first periodic check a full one.
+	 * one it left, read now that the monitor listens. A transaction since, anyone's, was not
+	 * heard: it may have flushed the table, so the full check runs at the loop's first turn,
+	 * not reconcile_interval later.
 	 */
-	if (enforce_start_gen(enf, &start) && nft_gen_id(enforce_nft(enf), &gen) == 0 &&
-		gen == start)
+	caught_up = enforce_start_gen(enf, &start) && nft_gen_id(enforce_nft(enf), &gen) == 0 &&
+		gen == start;
+	if (caught_up)
 		nft_monitor_mark(w->mon, gen);
 	w->ev = event_new(base, nft_monitor_fd(w->mon), EV_READ | EV_PERSIST, watch_event_cb, w);
 	w->timer = event_new(base, -1, EV_PERSIST, watch_timer_cb, w);
@@ -98,6 +101,8 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 		ret = -ENOMEM;
 		goto fail;
 	}
+	if (!caught_up)
+		event_active(w->timer, EV_TIMEOUT, 1);
 	*out = w;
 	return 0;
 fail:

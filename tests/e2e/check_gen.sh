@@ -60,8 +60,12 @@ has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its eleme
 
 log "a change between the restore and the first event heard: the first periodic check reads everything"
 # A test build pauses after its restore ($JITD_TEST_START_PAUSE_FILE); nft adds an element
-# meanwhile, before jitd's event socket exists. Only the generation shows it.
+# meanwhile, before jitd's event socket exists. Only the generation shows it, and the check it
+# calls for runs at once: reconcile_interval is an hour here.
 stop_jitd
+write_config drop '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"reconcile_interval": "PT1H", "log_level": "debug"'
 lines=$(wc -l <"$TMP/jitd.log")
 restored=$(count "restored ")
 repairs=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
