@@ -1644,12 +1644,31 @@ static void pending_free(struct pending *p)
 	free(p);
 }
 
-/* Replay ids are written lazily (replay_add_lazy): durable before any record goes. */
-static int drop_now(struct enforce *e, const char *jti)
+/*
+ * Replay ids are written lazily (replay_add_lazy), so the ids go durable first: a record keeps
+ * its grant's id burned until then. Not at any price: a record that stays restores its grant
+ * at the next start, which is access, while an id that is not durable only lets its token in
+ * again if someone sends it before replay.db is rewritten. A failed sync is said, and the
+ * record goes all the same.
+ */
+static void sync_before_drop(struct enforce *e, const char *jti, size_t n)
 {
 	int ret = replay_sync(e->replay);
 
-	return ret ? ret : store_del(e->store, jti);
+	if (ret && jti)
+		log_warn("replay: the id '%s' is not durable (%s) as its record goes: a restart "
+			"before replay.db is rewritten would take its token again", jti,
+			strerror(-ret));
+	else if (ret)
+		log_warn("replay: ids not durable (%s) as the records of %zu grant(s) go: a "
+			"restart before replay.db is rewritten would take their tokens again",
+			strerror(-ret), n);
+}
+
+static int drop_now(struct enforce *e, const char *jti)
+{
+	sync_before_drop(e, jti, 1);
+	return store_del(e->store, jti);
 }
 
 /*
@@ -1691,7 +1710,10 @@ static void drop_records(struct enforce *e, const char *const *jti, size_t n)
 	char **nv;
 	int ret;
 
-	if (!n || (!(ret = replay_sync(e->replay)) && !(ret = store_del_many(e->store, jti, n))))
+	if (!n)
+		return;
+	sync_before_drop(e, NULL, n);
+	if (!(ret = store_del_many(e->store, jti, n)))
 		return;
 	note_error(e, "state: cannot drop the records of %zu grant(s): %s; retrying every second "
 		"(a restart before then restores them)", n, strerror(-ret));

@@ -397,6 +397,8 @@ void replay_close(struct replay **r)
 {
 	if (!r || !*r)
 		return;
+	/* The last chance to heal: not paced. */
+	(*r)->heal_failed_us = 0;
 	if (replay_sync(*r))
 		log_warn("replay: cannot sync %s", (*r)->path);
 	for (size_t i = 0; i < (*r)->cap; i++)

@@ -145,6 +145,16 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 	grep -q "revocation 'rv-d-revocation-1' applied, its id not durable" "$TMP/jitd.log" ||
 		fail "the log does not say the id is not durable"
-	rm -f "$JITD_TEST_REPLAY_SYNC_FAIL_FILE"
 	pass "a revocation applies while replay.db fails; the log says its id is not durable"
+	# The grant's record goes all the same: kept, it would restore the grant at the next
+	# start. The disk still failing at the stop, the start after finds rv-d revoked.
+	grep -q "replay: the id 'rv-d' is not durable" "$TMP/jitd.log" ||
+		fail "the log does not say rv-d's id is not durable as its record goes"
+	stop_jitd TERM
+	rm -f "$JITD_TEST_REPLAY_SYNC_FAIL_FILE"
+	start_jitd
+	"$JITCTL_BIN" -s "$SOCK" status --json | jq -e '[.grants[].id] | index("rv-d") == null' \
+		>/dev/null || fail "rv-d came back at the restart"
+	lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "rv-d is in the kernel after the restart"
+	pass "its record went while replay.db failed: the restart does not bring rv-d back"
 fi
