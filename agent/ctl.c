@@ -284,6 +284,7 @@ static json_t *do_revoke(struct client *c, json_t *req)
 	const json_t *term = json_object_get(req, "terminate");
 	struct jit_error err = { 0 };
 	struct revoke_result res;
+	json_t *rep;
 	int ret;
 
 	if (!id || (term && !json_is_boolean(term)))
@@ -292,8 +293,11 @@ static json_t *do_revoke(struct client *c, json_t *req)
 	ret = enforce_revoke_id(c->ctl->enf, id, json_is_true(term), c->peer, &res, &err);
 	if (ret)
 		return proto_error(ret, err.msg);
-	return json_pack("{s:b, s:s, s:b, s:I}", "ok", 1, "revoked", res.grant_id, "terminate",
-		res.terminate, "flows_terminated", (json_int_t)res.flows_terminated);
+	if ((rep = status_revoke_json(&res)) && json_object_set_new(rep, "ok", json_true())) {
+		json_decref(rep);
+		rep = NULL;
+	}
+	return rep;
 }
 
 /* Ports as "22" or "22/tcp"; one for both protocols becomes two single-protocol entries. */

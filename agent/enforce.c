@@ -3294,6 +3294,18 @@ out:
 	return ret;
 }
 
+static int cut_flows(struct enforce *e, const struct grant *g, long *flows)
+{
+	if (!e->ct)
+		return -ENOPROTOOPT;
+#ifdef JITD_TEST_HOOKS
+	/* $JITD_TEST_CUT_FAIL_FILE holding 1: the next cut fails, as when ctnetlink errs. */
+	if (testhook_number("JITD_TEST_CUT_FAIL_FILE", true, 0) > 0)
+		return -EIO;
+#endif
+	return conntrack_flows(e->ct, g, true, flows);
+}
+
 /* Removes grant i from the kernel and the state; with terminate, cuts its flows afterwards. */
 static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *peer,
 	const char *why, struct revoke_result *res, struct jit_error *err)
@@ -3333,11 +3345,17 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 		terminate ? " (terminating its flows)" : "");
 	(void)audit(e, "grant.revoked", &g, NULL, peer, 0, why, -1);
 	e->metrics.grants_revoked++;
-	/* After the elements are gone, so a cut client cannot simply come back in. */
+	/*
+	 * After the elements are gone, so a cut client cannot simply come back in. A cut that
+	 * failed is said in the reply: sessions that live on must not read as "there were none".
+	 */
 	if (terminate) {
-		if (!e->ct || (ret = conntrack_flows(e->ct, &g, true, &flows))) {
-			note_error(e, "conntrack: cannot cut the flows of '%s': %s", g.jti,
+		if ((ret = cut_flows(e, &g, &flows))) {
+			snprintf(res->terminate_error, sizeof(res->terminate_error), "%s",
 				e->ct ? strerror(-ret) : "conntrack unavailable");
+			res->flows_terminated = -1;
+			note_error(e, "conntrack: cannot cut the flows of '%s': %s", g.jti,
+				res->terminate_error);
 			ret = 0; /* the access itself is gone: the revocation stands */
 		} else {
 			res->flows_terminated = flows;

@@ -619,8 +619,7 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 		send_error(req, status_of(ret), ret, err.msg);
 		return;
 	}
-	send_json(req, 200, json_pack("{s:s, s:b, s:I}", "revoked", res.grant_id, "terminate",
-		res.terminate, "flows_terminated", (json_int_t)res.flows_terminated));
+	send_json(req, 200, status_revoke_json(&res));
 }
 
 static void stream_free(struct stream *s)

@@ -57,10 +57,15 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 		json_dumpf(rep, stdout, JSON_INDENT(2));
 		printf("\n");
 	} else {
+		const json_t *cut = json_object_get(rep, "flows_terminated");
+
 		printf("revoked grant %s", jitctl_str(rep, "revoked"));
-		if (terminate)
+		if (terminate && json_is_integer(cut))
 			printf("; %" JSON_INTEGER_FORMAT " connection(s) cut",
-				json_integer_value(json_object_get(rep, "flows_terminated")));
+				json_integer_value(cut));
+		else if (terminate)
+			printf("; its connections could NOT be cut (%s): they live on",
+				jitctl_str(rep, "terminate_error"));
 		printf("\n");
 	}
 out:

@@ -627,6 +627,20 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 	return pr.err;
 }
 
+json_t *status_revoke_json(const struct revoke_result *res)
+{
+	json_t *o = json_pack("{s:s, s:b, s:o}", "revoked", res->grant_id, "terminate",
+		res->terminate, "flows_terminated", res->flows_terminated < 0 ? json_null() :
+		json_integer((json_int_t)res->flows_terminated));
+
+	if (o && res->flows_terminated < 0 && json_object_set_new(o, "terminate_error",
+		json_string(res->terminate_error))) {
+		json_decref(o);
+		o = NULL;
+	}
+	return o;
+}
+
 static json_t *sources_json(const struct port_policy *pp)
 {
 	json_t *a = json_array();

@@ -86,7 +86,8 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 struct revoke_result {
 	char grant_id[257];	/* the revoked grant's jti */
 	bool terminate;		/* established flows were asked to be cut */
-	long flows_terminated;	/* conntrack entries deleted (0 without terminate) */
+	long flows_terminated;	/* conntrack entries deleted (0 without terminate, -1: failed) */
+	char terminate_error[128]; /* why the flows could not be cut, when they could not */
 };
 
 /*

@@ -31,6 +31,12 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 /* The settings a restart still owes (enforce_restart_pending) as a new JSON array; NULL: OOM. */
 json_t *status_restart_pending(const struct enforce *e);
 /*
+ * A revocation's reply: {"revoked", "terminate", "flows_terminated"}, the count null and
+ * "terminate_error" added when the flows could not be cut. NULL when out of memory.
+ */
+struct revoke_result;
+json_t *status_revoke_json(const struct revoke_result *res);
+/*
  * Once a reply of len bytes has been written to its peer: a large one (status at 100,000 grants
  * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse, leaving the agent at
  * that high-water mark. It goes back to the system here.

@@ -157,4 +157,37 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 		>/dev/null || fail "rv-d came back at the restart"
 	lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "rv-d is in the kernel after the restart"
 	pass "its record went while replay.db failed: the restart does not bring rv-d back"
+
+	log "revoke --terminate whose cut fails (test builds): said, not taken for no flows"
+	export JITD_TEST_CUT_FAIL_FILE=$TMP/cut-fail
+	stop_jitd TERM
+	start_jitd
+	sign --src 192.0.2.3 --port 22 --for 120 --jti rv-f | submit - >/dev/null ||
+		fail "rv-f refused"
+	session_open "$C1" 192.0.2.1 22 192.0.2.3
+	session_say f-before
+	echo 1 >"$JITD_TEST_CUT_FAIL_FILE"
+	out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-f --terminate --json) ||
+		fail "revoke --terminate with the cut failing: $out"
+	echo "$out" | jq -e '.revoked == "rv-f" and .terminate == true and
+		.flows_terminated == null and .terminate_error == "Input/output error"' \
+		>/dev/null ||
+		fail "revoke --terminate with the cut failing: $out"
+	lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "rv-f is still in the kernel"
+	session_say f-after
+	session_close
+	"$JITCTL_BIN" -s "$SOCK" status --json | jq -e '.agent.last_error |
+		test("cannot cut the flows of .rv-f.: Input/output error")' >/dev/null ||
+		fail "status does not say the cut failed"
+	pass "the grant is revoked, the reply says the cut failed and why, the session lives on"
+	sign --src 192.0.2.3 --port 22 --for 120 --jti rv-g | submit - >/dev/null ||
+		fail "rv-g refused"
+	echo 1 >"$JITD_TEST_CUT_FAIL_FILE"
+	out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-g --terminate) ||
+		fail "revoke --terminate with the cut failing: $out"
+	want="revoked grant rv-g; its connections could NOT be cut (Input/output error):"
+	want+=" they live on"
+	[ "$out" = "$want" ] ||
+		fail "jitctl revoke --terminate with the cut failing said: $out"
+	pass "jitctl revoke says so too"
 fi

@@ -283,6 +283,12 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 	return evbuffer_add(out, doc, sizeof(doc) - 1) ? -ENOMEM : 0;
 }
 
+json_t *status_revoke_json(const struct revoke_result *res)
+{
+	return json_pack("{s:s, s:b, s:I}", "revoked", res->grant_id, "terminate", res->terminate,
+		"flows_terminated", (json_int_t)res->flows_terminated);
+}
+
 /* The real one trims the heap after large replies: nothing for the stand-in to give back. */
 void status_release_memory(size_t len)
 {
