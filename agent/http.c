@@ -1470,11 +1470,16 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	/*
 	 * Bound now, so that an address in use stops the start before the table is touched;
 	 * listening only from http_attach, so that no request waits in the backlog meanwhile.
+	 * Free bind: the unit starts before the network, when no interface has the address yet,
+	 * and a start that failed on it would leave the protected ports open.
 	 */
 	if ((h->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
 		setsockopt(h->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 		/* As evconnlistener_new_bind did: accepted connections inherit it. */
 		setsockopt(h->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+		(ss.ss_family == AF_INET6 ?
+			setsockopt(h->fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one)) :
+			setsockopt(h->fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one))) < 0 ||
 		bind(h->fd, (struct sockaddr *)&ss, sl) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "%s", strerror(errno));

@@ -13,8 +13,8 @@ setup_net
 setup_keys
 ca fleet-ca
 ca rogue-ca
-cert fleet-ca jitd-server \
-	$'subjectAltName=IP:192.0.2.1,IP:198.51.100.1,IP:2001:db8:1::1,IP:::1,IP:127.0.0.1\nextendedKeyUsage=serverAuth'
+san=subjectAltName=IP:192.0.2.1,IP:198.51.100.1,IP:2001:db8:1::1,IP:::1,IP:127.0.0.1
+cert fleet-ca jitd-server "$san,IP:192.0.2.50,IP:2001:db8:1::50"$'\nextendedKeyUsage=serverAuth'
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 cert rogue-ca intruder 'extendedKeyUsage=clientAuth'
 
@@ -495,3 +495,21 @@ write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"
 in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 ||
 	fail "--check-config refused the working TLS configuration: $(cat "$TMP/out")"
 pass "--check-config accepts the working TLS configuration"
+
+log "an address no interface has yet (a boot before the network): jitd starts all the same"
+# The unit starts before network-pre.target; a start that failed to bind would leave the
+# protected ports open until a restart came after the address.
+for a in 192.0.2.50/24 '2001:db8:1::50/64'; do
+	ip=${a%/*}
+	[ "$ip" = 192.0.2.50 ] || ip="[$ip]"
+	write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"}]' \
+		'"listen": {"address": "'$ip':7443", "tls_cert": "'$PKI/jitd-server.pem'",
+		  "tls_key": "'$PKI/jitd-server.key'", "client_ca": "'$PKI/fleet-ca.pem'"}'
+	start_jitd
+	expect_connect drop "$C1" 192.0.2.1 22
+	ip -n "$SRV" addr add "$a" dev c1 nodad
+	URL=https://$ip:7443
+	wait_until 5 "the address $a usable" in_ns "$C1" ping -c1 -W1 "${a%/*}"
+	expect 200 - "metrics at $ip, added after the start" "$C1" controller-1 GET /metrics
+	stop_jitd TERM
+done
