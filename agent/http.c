@@ -564,7 +564,8 @@ static void post_batch(struct http *h, struct evhttp_request *req, const struct 
 		goto out;
 	}
 	if (h->rl && p->sa && n > 1 &&
-		!ratelimit_take(h->rl, p->client, enforce_now_ms(), (unsigned)n - 1, &retry)) {
+		!ratelimit_take(h->rl, p->client, clock_mono_us() / 1000, (unsigned)n - 1,
+			&retry)) {
 		rate_limited(h, req, p, retry, "too many grants from");
 		goto out;
 	}
@@ -1091,7 +1092,8 @@ static void request_cb(struct evhttp_request *req, void *arg)
 			"client CA signs");
 		return;
 	}
-	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.client, enforce_now_ms(), &retry)) {
+	/* The monotonic clock: a wall clock stepped back would stop every bucket refilling. */
+	if (h->rl && p.sa && !ratelimit_allow(h->rl, p.client, clock_mono_us() / 1000, &retry)) {
 		rate_limited(h, req, &p, retry, "too many requests from");
 		return;
 	}

@@ -77,3 +77,22 @@ expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
 [ "$(grep -c "wall clock stepped +1000 s" "$TMP/jitd.log")" -gt "$logged" ] ||
 	fail "the step is not logged"
 pass "a revocation after a step forward removes the grant's element"
+
+log "the endpoint's rate limit after a step back"
+# Buckets refill by the monotonic clock: by the wall clock, a step back would leave a bucket
+# spent before it without a token until the wall clock came round again (here 1000 s).
+stop_jitd TERM
+write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true, "rate_limit": 1}'
+start_jitd
+metrics() {
+	in_ns "$SRV" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
+		http://127.0.0.1:7080/metrics
+}
+codes=$(metrics),$(metrics),$(metrics)
+[ "$codes" = 200,200,429 ] || fail "rate_limit 1 (burst 2) before the step: $codes"
+step -1000000
+sleep 1.2
+code=$(metrics)
+[ "$code" = 200 ] || fail "1.2 s after a step back, the spent client got $code"
+pass "the rate limit refills across a step back: 200,200,429, then 200 1.2 s later"
