@@ -51,17 +51,41 @@ int jit_err_from_name(const char *name)
 	return JIT_ERR_INTERNAL;
 }
 
+/*
+ * The length of s without a UTF-8 sequence its end cut short: a message that quotes a claim
+ * (UTF-8, up to 256 bytes) is cut at a byte count, and JSON (jansson) takes no broken text.
+ */
+static size_t utf8_whole(const char *s, size_t len)
+{
+	size_t i = len, cont = 0;
+	unsigned char lead;
+
+	while (i > 0 && cont < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		cont++;
+	}
+	if (i == 0 || (lead = (unsigned char)s[i - 1]) < 0xc0)
+		return len;
+	/* A lead byte of 2, 3 or 4 bytes, with fewer continuation bytes than it needs. */
+	if (cont + 1 < (lead >= 0xf0 ? 4u : lead >= 0xe0 ? 3u : 2u))
+		return i - 1;
+	return len;
+}
+
 int jit_fail(struct jit_error *e, int code, const char *fmt, ...)
 {
 	va_list ap;
+	int n;
 
 	if (!e)
 		return code;
 	e->code = code;
 	va_start(ap, fmt);
 	/* A truncated message is still a correct (shorter) explanation; the code carries the meaning. */
-	(void)vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	n = vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
+	if (n >= (int)sizeof(e->msg))
+		e->msg[utf8_whole(e->msg, sizeof(e->msg) - 1)] = '\0';
 	return code;
 }
 

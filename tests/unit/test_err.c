@@ -34,6 +34,38 @@ static void fail_records(void **state __attribute__((unused)))
 	assert_int_equal(jit_fail(NULL, JIT_ERR_BUSY, "no record"), JIT_ERR_BUSY);
 }
 
+/* Cut at 255 bytes, a message ends on a whole UTF-8 character: JSON takes it. */
+static void fail_cuts_whole_characters(void **state __attribute__((unused)))
+{
+	static const char *chars[] = { "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x94\x91" };
+	struct jit_error e;
+	char claim[300];
+
+	for (size_t c = 0; c < sizeof(chars) / sizeof(chars[0]); c++) {
+		size_t w = strlen(chars[c]);
+
+		/* Each offset of the cut within a character, for each width. */
+		for (size_t pad = 0; pad < w; pad++) {
+			size_t len = 0;
+			json_t *j;
+
+			for (; len + w < sizeof(claim); len += w)
+				memcpy(claim + len, chars[c], w);
+			claim[len] = '\0';
+			jit_fail(&e, JIT_ERR_REPLAY, "%.*sgrant '%s' was already used", (int)pad,
+				"xxx", claim);
+			assert_true(strlen(e.msg) > sizeof(e.msg) - 1 - w);
+			assert_non_null(j = json_string(e.msg));
+			json_decref(j);
+		}
+	}
+	/* ASCII is cut at the last byte, as before. */
+	memset(claim, 'a', sizeof(claim) - 1);
+	claim[sizeof(claim) - 1] = '\0';
+	jit_fail(&e, JIT_ERR_REPLAY, "%s", claim);
+	assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
+}
+
 static void shown_is_printable_and_bounded(void **state __attribute__((unused)))
 {
 	char buf[JIT_SHOWN_LEN], long_text[200];
@@ -63,6 +95,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(names_round_trip),
 		cmocka_unit_test(fail_records),
+		cmocka_unit_test(fail_cuts_whole_characters),
 		cmocka_unit_test(shown_is_printable_and_bounded),
 		cmocka_unit_test(json_types_named),
 	};
