@@ -4,10 +4,21 @@
 # trail) and the group jitd are left in place, as RPM packages leave state they created.
 set -e
 
+# A restart stops the running jitd before the new one checks the configuration: one the new
+# version refuses would leave no agent, the ports closed and no grant able to open them. The
+# running one is left running instead, and the administrator told.
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	if [ "$1" -ge 1 ]; then
-		systemctl try-restart jitd.service >/dev/null 2>&1 || true
+		if systemctl --quiet is-active jitd.service &&
+			! jitd --check-config >/dev/null; then
+			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
+				"--check-config, above), so the jitd that runs was NOT restarted: it" \
+				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
+				"systemctl restart jitd" >&2
+		else
+			systemctl try-restart jitd.service >/dev/null 2>&1 || true
+		fi
 	fi
 fi
 exit 0

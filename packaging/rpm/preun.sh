@@ -12,12 +12,15 @@ elif command -v systemctl >/dev/null 2>&1; then
 	systemctl --no-reload disable jitd.service >/dev/null 2>&1 || true
 fi
 
-# Our own binary, not whatever jitctl comes first in PATH.
+# Our own binary, not whatever jitctl comes first in PATH. The default socket, not the
+# configuration's: jitd is stopped, and a configuration that cannot be read would refuse the
+# teardown and leave the ports closed with nothing to open them. A jitd still running anywhere
+# in this network namespace holds its lock, which teardown asks whatever the socket.
 jitctl=/usr/bin/jitctl
 if [ ! -x "$jitctl" ]; then
 	echo "jitd: $jitctl is missing; if table inet jitd exists, remove it with:" \
 		"nft delete table inet jitd" >&2
-elif ! "$jitctl" teardown; then
+elif ! "$jitctl" -s /run/jitd/jitd.sock teardown; then
 	echo "jitd: WARNING: 'jitctl teardown' failed: table inet jitd may still" \
 		"close the protected ports. Stop jitd, then: nft delete table inet jitd" >&2
 fi

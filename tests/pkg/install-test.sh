@@ -31,6 +31,9 @@ version=$(dpkg-deb -f "$deb" Version)
 export DEBIAN_FRONTEND=noninteractive
 APT=(apt-get -y -q -o DPkg::Lock::Timeout=300)
 TMP=$(mktemp -d /tmp/pkg-jitd-test.XXXXXX)
+# The removal runs in a network namespace of the test's own, holding a table inet jitd for the
+# prerm to delete: the host's ruleset is never touched.
+NS=jitd-pkgtest-$$
 group_before=$(getent group jitd >/dev/null && echo yes || echo no)
 CHECKS=0
 FILES=()
@@ -55,6 +58,7 @@ cleanup() {
 		echo "install-test: purging jitd after a failure" >&2
 		"${APT[@]}" purge jitd >/dev/null 2>&1
 	fi
+	ip netns del "$NS" 2>/dev/null
 	if [ "$placed_key" = yes ]; then
 		rm -f /etc/jitd/keys.d/pkgtest.pem
 		rmdir /etc/jitd/keys.d /etc/jitd 2>/dev/null
@@ -172,22 +176,29 @@ mkdir -m 0700 "$TMP/keys"
 have_teardown=$(/usr/bin/jitctl teardown --help >/dev/null 2>&1 && echo yes || echo no)
 
 purge() {
-	echo "--- apt-get purge jitd"
-	logged purge.log "apt-get purge" "${APT[@]}" purge jitd
+	echo "--- apt-get purge jitd (in a network namespace holding table inet jitd)"
+	ip netns add "$NS"
+	ip netns exec "$NS" nft add table inet jitd
+	# A configuration jitctl cannot read must not keep the table (and the ports closed).
+	echo '{ "control_socket": ' >/etc/jitd/jitd.json
+	logged purge.log "apt-get purge" ip netns exec "$NS" "${APT[@]}" purge jitd
 	grep -E 'inet jitd|^jitd: ' "$TMP/purge.log" || true
 	# Without the subcommand (an older jitctl) prerm warns and goes on; that is all it can do.
 	if [ "$have_teardown" = yes ]; then
 		if grep -q 'WARNING' "$TMP/purge.log"; then
 			fail "removal warned"
 		fi
-		grep -q 'table inet jitd does not exist' "$TMP/purge.log" ||
-			fail "prerm did not run jitctl teardown"
+		grep -q 'removed table inet jitd' "$TMP/purge.log" ||
+			fail "prerm did not remove table inet jitd"
+		! ip netns exec "$NS" nft list table inet jitd >/dev/null 2>&1 ||
+			fail "table inet jitd is still there after the removal"
 	fi
+	ip netns del "$NS"
 	return 0
 }
 purge
 ! known || fail "jitd is still known to dpkg"
-pass "apt-get purge removed jitd"
+pass "apt-get purge removed jitd, and its table though the configuration was broken"
 
 left=()
 for f in "${owned[@]}" "${FILES[@]}" /etc/jitd /var/lib/jitd /run/jitd \
