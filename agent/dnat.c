@@ -125,8 +125,27 @@ static int parse_annex(const char *annex, const struct dnat_pair *p, size_t n,
 	return 0;
 }
 
+void dnat_reserve(struct dnat_used *u, const char *annex, size_t len)
+{
+	size_t tag = strlen(ANNEX_TAG), i;
+
+	if (!annex || len < tag || strncmp(annex, ANNEX_TAG, tag))
+		return;
+	for (i = tag; i < len;) {
+		unsigned long v = 0;
+		size_t digits = 0;
+
+		for (; i < len && annex[i] >= '0' && annex[i] <= '9' && digits < 5; i++, digits++)
+			v = v * 10 + (unsigned long)(annex[i] - '0');
+		if (!digits || v > 65535 || (i < len && annex[i] != ','))
+			return;
+		use(u, (uint16_t)v);
+		i++;
+	}
+}
+
 int dnat_restore(const struct config *c, struct grant *g, const char *annex, struct dnat_used *u,
-	struct jit_error *e)
+	const struct dnat_used *reserved, struct jit_error *e)
 {
 	struct dnat_pair p[DNAT_MAX_PAIRS];
 	size_t n = dnat_pairs(c, g, p);
@@ -141,9 +160,16 @@ int dnat_restore(const struct config *c, struct grant *g, const char *annex, str
 					    jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
 	ret = parse_annex(annex, p, n, u, ports);
 	if (ret) {
+		struct dnat_used busy = *u;
+
+		/* Not a port a record still to come takes back: it would lose it, or its grant. */
+		for (size_t i = 0; reserved && i < sizeof(busy.bits); i++)
+			busy.bits[i] |= reserved->bits[i];
 		free(ports);
-		ret = dnat_allocate(c, g, u, e);
-		return ret ? ret : 1;
+		if ((ret = dnat_allocate(c, g, &busy, e)))
+			return ret;
+		dnat_mark(u, g);
+		return 1;
 	}
 	free(g->dnat_ports);
 	g->dnat_ports = ports;

@@ -220,6 +220,7 @@ struct enforce {
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
+	struct dnat_used *restore_reserved;	/* every record's recorded ports */
 	struct rerec *rerecord;
 	size_t n_rerecord, cap_rerecord;
 	/* Ids of grants gone from the books and the kernel whose records could not be dropped. */
@@ -3028,9 +3029,9 @@ static int restore_ports(struct enforce *e, struct grant *g, const char *token, 
 	struct rerec *nv, *r;
 	int ret;
 
-	if (!e->restore_used)
+	if (!e->restore_used || !e->restore_reserved)
 		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
-	if ((ret = dnat_restore(e->cfg, g, annex, e->restore_used, err)) <= 0)
+	if ((ret = dnat_restore(e->cfg, g, annex, e->restore_used, e->restore_reserved, err)) <= 0)
 		return ret;
 	log_warn("state: grant '%s' gets new gateway ports: the configuration changed", g->jti);
 	if (dnat_annex(g, buf, sizeof(buf)) ||
@@ -3073,7 +3074,8 @@ static void rerecord(struct enforce *e)
 	e->rerecord = NULL;
 	e->n_rerecord = e->cap_rerecord = 0;
 	free(e->restore_used);
-	e->restore_used = NULL;
+	free(e->restore_reserved);
+	e->restore_used = e->restore_reserved = NULL;
 }
 
 #define RESTORE_KEEP 0
@@ -3267,6 +3269,9 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	 * grants must not cost a start 100,000 fsyncs.
 	 */
 	audit_defer(e->audit, true);
+	/* Every recorded gateway port first: one record given new ports must not take another's. */
+	for (size_t i = 0; e->restore_reserved && i < n; i++)
+		dnat_reserve(e->restore_reserved, items[i].annex, items[i].annex_len);
 	for (size_t i = 0; i < n; i++) {
 		/* Kept grants move down to e->n_grants, never past their own slot. */
 		if ((ret = restore_item(e, &items[i], &parsed[i], &pass.slot[i], pass.now_ms)) < 0)
@@ -3558,6 +3563,7 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 	int ret, resync_ret = 0;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
+	e->restore_reserved = calloc(1, sizeof(*e->restore_reserved));
 	ret = restore_records(e, threads, &resync_ret);
 	rerecord(e);
 	if (ret == -EAGAIN)

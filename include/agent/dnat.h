@@ -51,12 +51,18 @@ void dnat_mark(struct dnat_used *u, const struct grant *g);
 int dnat_allocate(const struct config *c, struct grant *g, struct dnat_used *u,
 	struct jit_error *e);
 /*
+ * Marks the ports a recorded allocation names (annex, len bytes, not NUL-terminated; may be
+ * NULL), whatever their ranges: a restore reserves every record's before it takes any back.
+ */
+void dnat_reserve(struct dnat_used *u, const char *annex, size_t len);
+/*
  * Takes back a recorded allocation (annex, may be NULL) when it still fits the configuration
- * and no other grant holds its ports; otherwise allocates anew. 0: as recorded; 1: allocated
- * anew (the caller records it); or dnat_allocate's errors.
+ * and no other grant holds its ports (u); otherwise allocates anew, from ports neither in u
+ * nor in reserved (may be NULL), so that a record restored later keeps its own. Marks them in
+ * u. 0: as recorded; 1: allocated anew (the caller records it); or dnat_allocate's errors.
  */
 int dnat_restore(const struct config *c, struct grant *g, const char *annex, struct dnat_used *u,
-	struct jit_error *e);
+	const struct dnat_used *reserved, struct jit_error *e);
 /* Whether g's allocation still fits c: one port per pair, each in its pair's range. */
 bool dnat_fits(const struct config *c, const struct grant *g);
 /*

@@ -254,3 +254,29 @@ echo "$out" | grep -q "3 forwarded target(s), 2 grant(s) removed" || fail "reloa
 pass "reload: both grants with ports outside the new range revoked, their elements gone"
 expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
 stop_jitd
+
+log "restart with a narrower dnat range: the grants whose ports still fit keep them"
+# Records in the order applied: gw-h holds 50000, gw-i 50001, gw-j 50002. With the range cut to
+# 50001-50002, gw-h's port no longer fits, and no port is free for it: refused, not given
+# 50001 from under gw-i (which would then take gw-j's, and gw-j find none).
+gw_config both 50000-50002
+start_jitd
+for g in h:192.0.2.2 i:192.0.2.3 j:192.0.2.4; do
+	sign --src "${g#*:}" --dst 10.1.0.6 --port 22 --for 120 --jti "gw-${g%%:*}" |
+		submit - >/dev/null || fail "gw-${g%%:*} refused"
+done
+ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
+[ "$ports" = '{"gw-h":50000,"gw-i":50001,"gw-j":50002}' ] || fail "ports given: $ports"
+stop_jitd
+gw_config both 50001-50002
+start_jitd
+ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
+[ "$ports" = '{"gw-i":50001,"gw-j":50002}' ] || fail "ports after the restart: $ports"
+want_dnat="192.0.2.3 tcp 50001 : 10.1.0.6 22
+192.0.2.4 tcp 50002 : 10.1.0.6 22"
+[ "$(set_elems dnat4)" = "$want_dnat" ] || fail "dnat4 after the restart: $(set_elems dnat4)"
+grep -q "every gateway port of 50001-50002 is granted" "$TMP/jitd.log" ||
+	fail "gw-h's refusal is not logged"
+pass "gw-i and gw-j keep 50001 and 50002; gw-h, outside the range, is not restored"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 50001
+stop_jitd
