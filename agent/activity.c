@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <malloc.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -132,16 +133,33 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
 	return 0;
 }
 
+/*
+ * A grant counts once for a port whatever its protocols: under ipproto 0, which a "*" port's
+ * row reads (its TCP and UDP counts added would count a grant for both twice).
+ */
+static int note_port(struct activity *a, const uint16_t *seen, size_t n_seen, uint16_t port,
+	const char *user, int64_t when)
+{
+	for (size_t i = 0; i < n_seen; i++)
+		if (seen[i] == port)
+			return 0;
+	return note_one(a, port, 0, user, when, true);
+}
+
 int activity_note(struct activity *a, const struct grant *g, int64_t when)
 {
+	uint16_t seen[GRANT_MAX_PORTS];
 	int ret = 0;
 
 	/* Per host port: a gateway grant's ports are its targets', not this host's. */
 	if (g->n_dst)
 		return 0;
-	for (size_t i = 0; ret == 0 && i < g->n_ports; i++)
+	for (size_t i = 0; ret == 0 && i < g->n_ports; i++) {
 		ret = note_one(a, g->ports[i].port, port_proto_ipproto(g->ports[i].proto), g->sub,
 			when, true);
+		if (ret == 0 && (ret = note_port(a, seen, i, g->ports[i].port, g->sub, when)) == 0)
+			seen[i] = g->ports[i].port;
+	}
 	return ret;
 }
 
@@ -169,9 +187,11 @@ static bool event_is(const json_t *ev, const char *name)
 
 int activity_note_event(struct activity *a, const json_t *ev)
 {
+	const char *user = json_string_value(json_object_get(ev, "sub"));
 	int64_t when = event_time(ev);
+	uint16_t seen[GRANT_MAX_PORTS];
+	size_t i, n_seen = 0;
 	const json_t *p;
-	size_t i;
 	int ret = 0;
 
 	if (!event_is(ev, "grant.applied") || when <= 0 ||
@@ -184,11 +204,12 @@ int activity_note_event(struct activity *a, const json_t *ev)
 		if (!json_is_string(p) || port_spec_parse(json_string_value(p), &port, &mask))
 			continue;
 		if (mask & PORT_PROTO_TCP)
-			ret = note_one(a, port, port_proto_ipproto(PORT_PROTO_TCP),
-				json_string_value(json_object_get(ev, "sub")), when, true);
+			ret = note_one(a, port, IPPROTO_TCP, user, when, true);
 		if (ret == 0 && (mask & PORT_PROTO_UDP))
-			ret = note_one(a, port, port_proto_ipproto(PORT_PROTO_UDP),
-				json_string_value(json_object_get(ev, "sub")), when, true);
+			ret = note_one(a, port, IPPROTO_UDP, user, when, true);
+		if (ret == 0 && n_seen < GRANT_MAX_PORTS &&
+			(ret = note_port(a, seen, n_seen, port, user, when)) == 0)
+			seen[n_seen++] = port;
 		if (ret)
 			break;
 	}

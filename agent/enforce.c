@@ -182,6 +182,7 @@ struct enforce {
 	struct activity *activity;
 	struct conntrack *ct;
 	int64_t started;
+	int64_t started_mono_us;	/* uptime's start: the wall clock may step */
 	char last_error[256];
 	struct grant *grants;
 	/*
@@ -4011,6 +4012,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	/* What store_open found, before the restore removes what it cost from the kernel. */
 	audit_state_damage(e);
 	e->started = enforce_now_ms() / 1000;
+	e->started_mono_us = clock_mono_us();
 	e->metrics.reload_applied_at = e->started;
 	if (e->cfg->table_owner)
 		e->table_flags = RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST;
@@ -4215,6 +4217,11 @@ void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting)
 int64_t enforce_started(const struct enforce *e)
 {
 	return e->started;
+}
+
+int64_t enforce_uptime(const struct enforce *e)
+{
+	return (clock_mono_us() - e->started_mono_us) / 1000000;
 }
 
 const char *enforce_last_error(const struct enforce *e)

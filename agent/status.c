@@ -668,38 +668,39 @@ static json_t *ports_json(const struct config *cfg, struct activity *act,
 
 	for (size_t i = 0; a && i < cfg->n_ports; i++) {
 		const struct port_policy *pp = &cfg->ports[i];
-		struct port_activity sum = { 0 }, one;
+		struct port_activity sum;
 		char dur[32] = "";
 		int active = 0;
 		json_t *o;
 
-		for (size_t j = 0; j < n; j++)
-			for (size_t p = 0; p < g[j].n_ports; p++)
-				active += !g[j].n_dst && g[j].ports[p].port == pp->port &&
+		/* A grant counts once, also on a "*" port, whose row is its TCP and UDP both. */
+		for (size_t j = 0; j < n; j++) {
+			bool hit = false;
+
+			for (size_t p = 0; p < g[j].n_ports && !hit; p++)
+				hit = !g[j].n_dst && g[j].ports[p].port == pp->port &&
 					(g[j].ports[p].proto & pp->protos);
-		/* A "*" port is one row: its TCP and UDP activity together. */
-		for (unsigned bit = PORT_PROTO_TCP; bit <= PORT_PROTO_UDP; bit <<= 1) {
-			if (!(pp->protos & bit))
-				continue;
-			activity_port(act, pp->port, port_proto_ipproto(bit), now, &one);
-			sum.grants_7d += one.grants_7d;
-			if (one.last_access > sum.last_access) {
-				sum.last_access = one.last_access;
-				memcpy(sum.last_user, one.last_user, sizeof(sum.last_user));
-			}
+			active += hit;
 		}
+		/* ipproto 0: each grant once for the port, whatever its protocols. */
+		activity_port(act, pp->port, port_proto_ipproto(pp->protos), now, &sum);
 		duration_format(pp->max_duration, dur, sizeof(dur));
 		o = json_pack("{s:i, s:s, s:s, s:I, s:o, s:i, s:i}", "port", pp->port, "protocol",
 			port_proto_name(pp->protos), "max_duration", dur, "max_duration_seconds",
 			(json_int_t)pp->max_duration, "allowed_sources", sources_json(pp),
 			"active_grants", active, "grants_7d", (int)sum.grants_7d);
-		if (o) {
-			json_object_set_new(o, "last_access",
-				sum.last_access ? time_json(sum.last_access) : json_null());
+		if (o && (json_object_set_new(o, "last_access",
+			sum.last_access ? time_json(sum.last_access) : json_null()) ||
 			json_object_set_new(o, "last_user",
-				sum.last_access ? json_string(sum.last_user) : json_null());
+				sum.last_access ? json_string(sum.last_user) : json_null()))) {
+			json_decref(o);
+			o = NULL;
 		}
-		json_array_append_new(a, o);
+		/* A row left out would read as a port jitd does not protect: out of memory. */
+		if (!o || json_array_append_new(a, o)) {
+			json_decref(a);
+			return NULL;
+		}
 	}
 	return a;
 }
@@ -742,11 +743,17 @@ static json_t *targets_json(const struct config *cfg, const struct grant *g, siz
 		if (o && t->dnat) {
 			snprintf(range, sizeof(range), "%u-%u", (unsigned)t->dnat_lo,
 				(unsigned)t->dnat_hi);
-			json_object_set_new(o, "dnat", json_pack("{s:s, s:o}", "listen_port_range",
-				range, "address", t->dnat_address[0] ? json_string(t->dnat_address) :
-								      json_null()));
+			if (json_object_set_new(o, "dnat", json_pack("{s:s, s:o}",
+				"listen_port_range", range, "address", t->dnat_address[0] ?
+				json_string(t->dnat_address) : json_null()))) {
+				json_decref(o);
+				o = NULL;
+			}
 		}
-		json_array_append_new(a, o);
+		if (!o || json_array_append_new(a, o)) {
+			json_decref(a);
+			return NULL;
+		}
 	}
 	return a;
 }
@@ -787,7 +794,7 @@ static json_t *text_json(const char *s)
 	return json_string(buf);
 }
 
-static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
+static json_t *agent_json(const struct enforce *e, bool conntrack)
 {
 	const struct store_damage *d = enforce_state_damage(e);
 	const char *err = enforce_last_error(e), *refused;
@@ -796,7 +803,7 @@ static json_t *agent_json(const struct enforce *e, int64_t now, bool conntrack)
 	refused = enforce_reload_refused(e, &refused_at);
 	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:o, s:o, s:o, s:b, s:o}", "version",
 		JITD_VERSION, "started_at", time_json(started), "uptime",
-		(json_int_t)(now - started), "config", enforce_config_path(e), "config_loaded_at",
+		(json_int_t)enforce_uptime(e), "config", enforce_config_path(e), "config_loaded_at",
 		time_json(enforce_config_loaded_at(e)),
 		"reload_refused", refused ? json_pack("{s:o, s:o}", "at", time_json(refused_at),
 			"error", text_json(refused)) : json_null(),
@@ -1028,7 +1035,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	w_value(&w, "host_id", json_string(cfg->host_id));
 	w_value(&w, "mode", json_string(mode_name(cfg->mode)));
 	w_value(&w, "time", time_json(now));
-	w_value(&w, "agent", agent_json(e, now, ct != NULL));
+	w_value(&w, "agent", agent_json(e, ct != NULL));
 	w_value(&w, "endpoint", enforce_endpoint_json(e, now));
 	w_value(&w, "deny_action", json_string(cfg->deny_action == DENY_REJECT ? "reject" :
 									     "drop"));

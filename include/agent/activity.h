@@ -28,13 +28,16 @@ struct port_activity {
 int activity_new(struct activity **out);
 /* A rebuild still running is stopped, not waited out. NULLs *a; accepts NULL. */
 void activity_free(struct activity **a);
-/* A grant was applied at `when`: counts once for each (port, protocol) it opens. 0 or -ENOMEM. */
+/*
+ * A grant was applied at `when`: counts once for each (port, protocol) it opens, and once for
+ * each port under ipproto 0 (what a port open to TCP and UDP both reads). 0 or -ENOMEM.
+ */
 int activity_note(struct activity *a, const struct grant *g, int64_t when);
 /* The same from an audit record; events other than grant.applied are ignored. 0 or -ENOMEM. */
 int activity_note_event(struct activity *a, const json_t *ev);
 /*
- * Activity of (port, ipproto) as of now; zeroed when there was none. Waits for a rebuild still
- * running (activity_rebuild).
+ * Activity of (port, ipproto) as of now, ipproto 0 for the port whatever the protocol; zeroed
+ * when there was none. Waits for a rebuild still running (activity_rebuild).
  */
 void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out);

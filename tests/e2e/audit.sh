@@ -111,6 +111,18 @@ check_activity "live"
 stop_jitd TERM
 start_jitd
 check_activity "after a restart"
+# A port last granted 10 days ago: none in 7 days, but its last access and user are still
+# known after a restart (a record the trail holds from then, added while jitd is stopped).
+stop_jitd TERM
+old=$(($(date +%s) - 10 * 86400))
+old_time=$(date -u -d "@$old" +%Y-%m-%dT%H:%M:%SZ)
+printf '{"ts":%d,"time":"%s","event":"grant.applied","grant":"au-old","sub":"carol",%s}\n' \
+	"$old" "$old_time" '"sources":["192.0.2.9"],"ports":["3389/tcp"]' >>"$file"
+start_jitd
+status_json | jq -e --arg t "$old_time" '.ports[] | select(.port == 3389) |
+	.grants_7d == 0 and .last_user == "carol" and .last_access == $t' >/dev/null ||
+	fail "port 3389 after a restart: $(status_json | jq -c '.ports[] | select(.port == 3389)')"
+pass "after a restart, a port last granted 10 days ago: 0 in 7 days, last access and user kept"
 jq -s -e 'any(.[]; .event == "agent.stopped")' "$file" >/dev/null || fail "agent.stopped not audited"
 pass "agent.stopped audited"
 

@@ -45,6 +45,10 @@ log "wall clock 2000 s back (1000 s behind)"
 step -2000000
 sleep 1.5
 still_granted "after a 2000 s step back"
+# Uptime is monotonic: by the wall clock it would be some 1000 s below zero now.
+status_json | jq -e '.agent.uptime >= 0 and .agent.uptime < 600' >/dev/null ||
+	fail "uptime after the step back: $(status_json | jq .agent.uptime)"
+pass "uptime after the step back: $(status_json | jq .agent.uptime) s"
 # A stray element makes jitd repair the allow set, re-adding granted elements if needed: the
 # clock must not give the grant more time in the process.
 in_ns "$SRV" nft add element inet jitd allow4_addr_4 '{ 192.0.2.4 . tcp . 22 timeout 1h }'

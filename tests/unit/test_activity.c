@@ -180,12 +180,58 @@ static void withdrawn_grants_do_not_count(void **state)
 	rmdir(dir);
 }
 
+/*
+ * A grant for a port's TCP and UDP both counts once for the port (ipproto 0, what a "*" port's
+ * row reads) and once for each protocol; so does its record read back from the trail.
+ */
+static void both_protocols_count_once(void **state)
+{
+	struct prefix src;
+	struct port_spec ports[] = { { .port = 53, .proto = PORT_PROTO_TCP },
+		{ .port = 53, .proto = PORT_PROTO_UDP }, { .port = 22, .proto = PORT_PROTO_TCP } };
+	char dir[64], path[128], jti[] = "dns", sub[] = "alice", iss[] = "ctl", kid[] = "k1";
+	struct grant g = { .jti = jti, .iss = iss, .sub = sub, .kid = kid, .exp = 1800000000,
+		.src = &src, .n_src = 1, .ports = ports, .n_ports = 3 };
+	struct port_activity pa;
+	struct activity *act;
+	struct audit *audit;
+	int64_t now = (int64_t)time(NULL);
+
+	(void)state;
+	assert_int_equal(prefix_parse("192.0.2.7", &src), 0);
+	snprintf(dir, sizeof(dir), "/tmp/test_activity.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(audit_open(dir, NULL, &audit), 0);
+	assert_int_equal(audit_log(audit, &(struct audit_rec){ .event = "grant.applied",
+		.grant = &g, .peer = "uid=0", .count = -1 }), 0);
+	for (int rebuilt = 0; rebuilt < 2; rebuilt++) {
+		assert_int_equal(activity_new(&act), 0);
+		if (rebuilt)
+			assert_int_equal(activity_rebuild(act, audit, 0), 0);
+		else
+			assert_int_equal(activity_note(act, &g, now), 0);
+		activity_port(act, 53, 0, now, &pa);
+		assert_int_equal(pa.grants_7d, 1);
+		assert_string_equal(pa.last_user, "alice");
+		activity_port(act, 53, IPPROTO_UDP, now, &pa);
+		assert_int_equal(pa.grants_7d, 1);
+		activity_port(act, 22, 0, now, &pa);
+		assert_int_equal(pa.grants_7d, 1);
+		activity_free(&act);
+	}
+	audit_close(&audit);
+	snprintf(path, sizeof(path), "%s/audit.jsonl", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(rebuild_counts_every_record),
 		cmocka_unit_test(free_while_rebuilding),
 		cmocka_unit_test(withdrawn_grants_do_not_count),
+		cmocka_unit_test(both_protocols_count_once),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

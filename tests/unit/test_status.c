@@ -81,6 +81,11 @@ int64_t enforce_started(const struct enforce *e __attribute__((unused)))
 	return 0;
 }
 
+int64_t enforce_uptime(const struct enforce *e __attribute__((unused)))
+{
+	return 0;
+}
+
 const char *enforce_last_error(const struct enforce *e __attribute__((unused)))
 {
 	return "";
