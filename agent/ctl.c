@@ -625,7 +625,14 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
 			reply(c, proto_error(JIT_ERR_TOO_LARGE, "request exceeds 64 KiB"));
 		return;
 	}
-	if (proto_decode(line, len, &req, &err)) {
+	/*
+	 * One request per connection: a second line sent with it would go unanswered and undone
+	 * without a word, so neither is done (a line that comes later is never read).
+	 */
+	if (evbuffer_get_length(in)) {
+		reply(c, proto_error(JIT_ERR_BAD_REQUEST, "one request per connection: data after "
+			"the request's line (nothing done)"));
+	} else if (proto_decode(line, len, &req, &err)) {
 		reply(c, proto_error(err.code, err.msg));
 	} else {
 		json_t *msg = dispatch(c, req);
@@ -660,25 +667,42 @@ static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
  * kept for a few seconds; a renamed user shows under the old name that long at most.
  */
 #define USER_CACHE_SEC 10
+/* The most a user's or group's entry may take (a member list): beyond it, no such entry. */
+#define NSS_BUF_MAX (1u << 20)
 
 static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
 {
 	struct passwd pw, *res = NULL;
 	int64_t now = clock_mono_us() / 1000000;
-	char buf[1024];
+	size_t cap = 1024;
+	char *buf = NULL;
+	int r = ENOMEM;
 
 	if (ctl->user_at && ctl->user_uid == uid && now - ctl->user_at < USER_CACHE_SEC) {
 		snprintf(out, len, "%s", ctl->user);
 		return;
 	}
-	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) || !res) {
+	for (;;) {
+		char *nb = realloc(buf, cap);
+
+		if (!nb)
+			break;
+		buf = nb;
+		r = getpwuid_r(uid, &pw, buf, cap, &res);
+		if (r != ERANGE || cap >= NSS_BUF_MAX)
+			break;
+		cap *= 2;
+	}
+	if (r || !res) {
 		snprintf(out, len, "uid:%u", (unsigned)uid);
+		free(buf);
 		return;
 	}
 	snprintf(out, len, "%s", pw.pw_name);
 	snprintf(ctl->user, sizeof(ctl->user), "%s", pw.pw_name);
 	ctl->user_uid = uid;
 	ctl->user_at = now ? now : 1;
+	free(buf);
 }
 
 /* Who is at the other end, as the kernel says (SO_PEERCRED), not the client. */
@@ -803,13 +827,29 @@ static int claim_path(const char *path)
 static int resolve_group(const char *name, gid_t *gid)
 {
 	struct group gr, *res = NULL;
-	char buf[4096], *end;
+	char *buf = NULL, *end;
 	unsigned long n;
+	size_t len = 4096;
+	int r = ENOMEM;
 
-	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) == 0 && res) {
+	/* A group with many members does not fit 4 KiB (ERANGE): it is still the group. */
+	for (;;) {
+		char *nb = realloc(buf, len);
+
+		if (!nb)
+			break;
+		buf = nb;
+		r = getgrnam_r(name, &gr, buf, len, &res);
+		if (r != ERANGE || len >= NSS_BUF_MAX)
+			break;
+		len *= 2;
+	}
+	if (r == 0 && res) {
 		*gid = gr.gr_gid;
+		free(buf);
 		return 0;
 	}
+	free(buf);
 	n = strtoul(name, &end, 10);
 	if (*name && !*end && n < (gid_t)-1) {
 		*gid = (gid_t)n;

@@ -81,6 +81,20 @@ pass "control_connections holds for a member, root gets in: $(cat "$TMP/member" 
 	fail "trickling control client: $(cat "$TMP/out")"
 grep -q "not done within 10 s; closing" "$TMP/jitd.log" || fail "the cut is not logged"
 pass "a control client trickling its request is cut at 10 s: $(cat "$TMP/out")"
+# One request per connection: a second line sent with the first is refused, and neither done.
+id=$(status_json | jq -r '.grants[0].id')
+/usr/bin/python3 - "$SOCK" "$id" >"$TMP/out" 2>&1 <<'PY' || fail "$(cat "$TMP/out")"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(5)
+s.sendall(json.dumps({"op": "revoke", "id": sys.argv[2]}).encode() + b'\n{"op":"status"}\n')
+reply = json.loads(s.makefile().readline())
+if reply.get("error") != "bad_request":
+    sys.exit("two lines at once: %s" % reply)
+print(reply["message"])
+PY
+status_json | jq -e --arg id "$id" '[.grants[].id] | index($id) != null' >/dev/null ||
+	fail "the revocation sent with a second line was done"
+pass "two requests on one connection: bad_request, the revocation not done ($(cat "$TMP/out"))"
 status_json | jq -e '(.grants | length) == 2' >/dev/null || fail "status after the limits"
 pass "agent healthy"
 
