@@ -175,17 +175,21 @@ static int recv_line(int fd, char **out, size_t *outlen, char **nl, int64_t dead
 			break;
 		scanned = len;
 		if (len == cap) {
+			/* Up to the limit and its newline, not the next power of two (512 MiB). */
+			size_t grown = cap * 2 > PROTO_MAX_REPLY + 1 ? PROTO_MAX_REPLY + 1 :
+				cap * 2;
+
 			if (cap > PROTO_MAX_REPLY) {
 				ret = -EMSGSIZE;
 				goto out;
 			}
-			tmp = realloc(buf, cap * 2);
+			tmp = realloc(buf, grown);
 			if (!tmp) {
 				ret = -ENOMEM;
 				goto out;
 			}
 			buf = tmp;
-			cap *= 2;
+			cap = grown;
 		}
 		r = recv(fd, buf + len, cap - len, MSG_DONTWAIT);
 		if (r > 0) {
