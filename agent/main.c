@@ -304,7 +304,7 @@ int main(int argc, char **argv)
 	struct opts o = { 0 };
 	char kerr[256], msg[512];
 	int64_t now;
-	int ret;
+	int ret, status = 0;
 
 	(void)mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 	(void)mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
@@ -404,7 +404,9 @@ int main(int argc, char **argv)
 		evsignal_add(sigint, NULL) || evsignal_add(sighup, NULL) || event_add(expire, &tick))
 		die_closing(&ctl, &http, "cannot register events");
 	if ((wd_usec = sdnotify_watchdog_usec())) {
-		/* Twice per interval, as sd_watchdog_enabled(3) advises. */
+		/* Twice per interval, as sd_watchdog_enabled(3) advises; a zero tick would spin. */
+		if (wd_usec < 2000)
+			wd_usec = 2000;
 		wd_tick = (struct timeval){ (time_t)(wd_usec / 2 / 1000000),
 			(suseconds_t)(wd_usec / 2 % 1000000) };
 		if (!(watchdog = event_new(base, -1, EV_PERSIST, jitd_watchdog_cb, NULL)) ||
@@ -412,7 +414,8 @@ int main(int argc, char **argv)
 			die_closing(&ctl, &http, "cannot register the watchdog timer");
 	}
 	/* Only now are the deny rules in the kernel: what systemd orders sshd after. */
-	(void)sdnotify_send("READY=1");
+	if ((ret = sdnotify_send("READY=1")))
+		log_err("cannot tell systemd that jitd is ready: %s", strerror(-ret));
 	log_info("ready: host %s, %zu protected port(s)%s, control socket %s", cfg->host_id,
 		cfg->n_ports, targets_note(cfg, note, sizeof(note)), cfg->control_socket);
 	audit_agent(audit, "agent.started", "version " JITD_VERSION);
@@ -431,7 +434,11 @@ int main(int argc, char **argv)
 	 */
 	(void)malloc_trim(0);
 
-	event_base_dispatch(base);
+	/* A loop that failed (not a signal) exits 1: Restart=on-failure brings jitd back. */
+	if (event_base_dispatch(base) < 0) {
+		log_err("the event loop failed: %s; stopping", strerror(errno));
+		status = 1;
+	}
 	(void)sdnotify_send("STOPPING=1");
 
 	if (watchdog)
@@ -455,5 +462,5 @@ int main(int argc, char **argv)
 	nft_close(&nft);
 	event_base_free(base);
 	config_free(cfg);
-	return 0;
+	return status;
 }

@@ -39,7 +39,9 @@ int sdnotify_send(const char *state)
 
 	if (!path || !*path)
 		return 0;
-	if ((path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sun.sun_path))
+	/* A path needs its NUL in sun_path; an abstract name has none and may fill it. */
+	if ((path[0] != '/' && path[0] != '@') || strlen(path) > sizeof(sun.sun_path) ||
+		(path[0] == '/' && strlen(path) == sizeof(sun.sun_path)))
 		return -EINVAL;
 	memcpy(sun.sun_path, path, strlen(path));
 	/* A leading '@' names the abstract namespace, whose addresses start with a NUL byte. */
