@@ -3270,9 +3270,13 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	 * grants must not cost a start 100,000 fsyncs.
 	 */
 	audit_defer(e->audit, true);
-	/* Every recorded gateway port first: one record given new ports must not take another's. */
+	/*
+	 * Every recorded gateway port first, of the records that parsed (a record run out or no
+	 * longer admitted holds none): one given new ports must not take another's.
+	 */
 	for (size_t i = 0; e->restore_reserved && i < n; i++)
-		dnat_reserve(e->restore_reserved, items[i].annex, items[i].annex_len);
+		if (!parsed[i].local && !parsed[i].ret)
+			dnat_reserve(e->restore_reserved, items[i].annex, items[i].annex_len);
 	for (size_t i = 0; i < n; i++) {
 		/* Kept grants move down to e->n_grants, never past their own slot. */
 		if ((ret = restore_item(e, &items[i], &parsed[i], &pass.slot[i], pass.now_ms)) < 0)

@@ -279,4 +279,19 @@ grep -q "every gateway port of 50001-50002 is granted" "$TMP/jitd.log" ||
 	fail "gw-h's refusal is not logged"
 pass "gw-i and gw-j keep 50001 and 50002; gw-h, outside the range, is not restored"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 50001
+# A record that ran out while jitd was stopped holds no port: gw-k's 50000 goes to gw-j, whose
+# 50002 the range 50000-50001 no longer has.
+stop_jitd
+gw_config both 50000-50002
+start_jitd
+out=$(sign --src 192.0.2.5 --dst 10.1.0.6 --port 22 --for 3 --jti gw-k | submit - --json) ||
+	fail "gw-k refused: $out"
+echo "$out" | jq -e '.dnat[0].gateway_port == 50000' >/dev/null || fail "gw-k: $out"
+stop_jitd
+sleep 4
+gw_config both 50000-50001
+start_jitd
+ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
+[ "$ports" = '{"gw-i":50001,"gw-j":50000}' ] || fail "ports after gw-k ran out: $ports"
+pass "gw-k's port, its grant run out meanwhile, goes to gw-j; gw-i keeps 50001"
 stop_jitd
