@@ -27,6 +27,7 @@ struct watch {
 	struct enforce *enf;
 	struct nft_monitor *mon;
 	struct event *ev, *timer;
+	struct event *first;	/* a check at once, when the start missed a transaction */
 	unsigned skipped;	/* periodic checks skipped since the last full one */
 };
 
@@ -101,8 +102,12 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 		ret = -ENOMEM;
 		goto fail;
 	}
-	if (!caught_up)
-		event_active(w->timer, EV_TIMEOUT, 1);
+	/* Its own one-shot event: activating the periodic one would put its next tick back. */
+	if (!caught_up && (!(w->first = evtimer_new(base, watch_timer_cb, w)) ||
+		event_add(w->first, &(struct timeval){ 0, 0 }))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
 	*out = w;
 	return 0;
 fail:
@@ -118,6 +123,8 @@ void watch_close(struct watch **w)
 		event_free((*w)->ev);
 	if ((*w)->timer)
 		event_free((*w)->timer);
+	if ((*w)->first)
+		event_free((*w)->first);
 	nft_monitor_close(&(*w)->mon);
 	free(*w);
 	*w = NULL;
