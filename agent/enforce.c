@@ -182,7 +182,8 @@ struct enforce {
 	struct activity *activity;
 	struct conntrack *ct;
 	int64_t started;
-	int64_t started_mono_us;	/* uptime's start: the wall clock may step */
+	int64_t started_boot_ms;	/* uptime's start: the wall clock may step */
+	int64_t undurable_warned_us;	/* sync_before_drop's last warning (monotonic) */
 	char last_error[256];
 	struct grant *grants;
 	/*
@@ -1656,7 +1657,13 @@ static void pending_free(struct pending *p)
 static void sync_before_drop(struct enforce *e, const char *jti, size_t n)
 {
 	int ret = replay_sync(e->replay);
+	int64_t now_us = clock_mono_us();
 
+	/* retry_drops comes back every second, for each record it holds: once a minute is enough. */
+	if (ret && e->undurable_warned_us && now_us - e->undurable_warned_us < 60000000)
+		return;
+	if (ret)
+		e->undurable_warned_us = now_us;
 	if (ret && jti)
 		log_warn("replay: the id '%s' is not durable (%s) as its record goes: a restart "
 			"before replay.db is rewritten would take its token again", jti,
@@ -4016,7 +4023,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	/* What store_open found, before the restore removes what it cost from the kernel. */
 	audit_state_damage(e);
 	e->started = enforce_now_ms() / 1000;
-	e->started_mono_us = clock_mono_us();
+	e->started_boot_ms = clock_ms(CLOCK_BOOTTIME);
 	e->metrics.reload_applied_at = e->started;
 	if (e->cfg->table_owner)
 		e->table_flags = RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST;
@@ -4225,7 +4232,7 @@ int64_t enforce_started(const struct enforce *e)
 
 int64_t enforce_uptime(const struct enforce *e)
 {
-	return (clock_mono_us() - e->started_mono_us) / 1000000;
+	return (clock_ms(CLOCK_BOOTTIME) - e->started_boot_ms) / 1000;
 }
 
 const char *enforce_last_error(const struct enforce *e)

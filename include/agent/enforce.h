@@ -194,7 +194,7 @@ void enforce_queue(const struct enforce *e, size_t *verifying, size_t *waiting);
 bool enforce_table_owned(const struct enforce *e);
 /* When the agent started (seconds since the epoch), and its last operational error ("" if none). */
 int64_t enforce_started(const struct enforce *e);
-/* Seconds since the start, by the monotonic clock (a stepped wall clock does not move it). */
+/* Seconds since the start, suspended time included (CLOCK_BOOTTIME: a wall-clock step is not). */
 int64_t enforce_uptime(const struct enforce *e);
 const char *enforce_last_error(const struct enforce *e);
 /*
