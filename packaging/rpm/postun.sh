@@ -10,8 +10,9 @@ set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	if [ "$1" -ge 1 ]; then
+		# Under the unit's descriptor limit, not the installer's (LimitNOFILE=).
 		if systemctl --quiet is-active jitd.service &&
-			! jitd --check-config >/dev/null; then
+			! (ulimit -n 131072 2>/dev/null; jitd --check-config >/dev/null); then
 			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \
 				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
