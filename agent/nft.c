@@ -267,7 +267,10 @@ static int send_batch(struct nft_batch *b)
 	return ret;
 }
 
-/* Reads until every message has been acknowledged (ok or error) or the deadline passes. */
+/*
+ * Reads until every message has been acknowledged (ok or error), the kernel has answered for
+ * the whole batch, or the deadline passes.
+ */
 static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE * 4];

@@ -120,9 +120,10 @@ jq -e --arg d "$kd" '.error == "duplicate" and
 	[ ! -s "$TMP/err" ] || fail "keygen --json over k4: $(cat "$TMP/out" "$TMP/err")"
 pass "keygen --json over an existing key: duplicate, on stdout only"
 # JSON cannot name a directory that is not UTF-8: refused before any key is written.
+mkdir "$kd/"$'\xff'
 expect_exit 2 "not UTF-8" "keygen --json into a directory not UTF-8" -- \
 	"$JITCTL_BIN" keygen --kid k6 --dir "$kd/"$'\xff' --json
-[ ! -e "$kd/"$'\xff' ] && [ ! -s "$TMP/out" ] ||
+[ -z "$(ls -A "$kd/"$'\xff')" ] && [ ! -s "$TMP/out" ] ||
 	fail "keygen --json wrote into a directory not UTF-8"
 # The made-up user cannot write in root's 0700 directory.
 expect_exit 1 "" "keygen --json where the user may not write" -- \
