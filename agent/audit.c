@@ -10,12 +10,12 @@
 #include <unistd.h>
 
 #include "agent/audit.h"
-#include "agent/dirsync.h"
 #include "agent/lineappend.h"
 #include "agent/printer.h"
 #include "agent/store.h"
 #include "agent/syncer.h"
 #include "agent/testhook.h"
+#include "common/dirsync.h"
 #include "common/events.h"
 #include "common/log.h"
 #include "common/grant.h"

@@ -8,11 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent/dirsync.h"
 #include "agent/lineappend.h"
 #include "agent/replay.h"
 #include "agent/testhook.h"
 #include "common/clock.h"
+#include "common/dirsync.h"
 #include "common/err.h"
 #include "common/log.h"
 

@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/dirsync.h"
 #include "common/err.h"
 #include "common/keys.h"
 
@@ -354,8 +355,16 @@ int keys_generate(const char *dir, const char *kid)
 	}
 	if ((ret = generate(&pkey)) || (ret = write_pem(key_path, 0600, pkey, true)))
 		goto out;
-	/* A private key without its public half would be refused next time as existing. */
+	/*
+	 * A private key without its public half would be refused next time as existing. The
+	 * names are made durable too: a crash must not lose keys keygen said it wrote.
+	 */
 	if ((ret = write_pem(pub_path, 0644, pkey, false))) {
+		unlink(key_path);
+		goto out;
+	}
+	if ((ret = dirsync_parent(pub_path))) {
+		unlink(pub_path);
 		unlink(key_path);
 		goto out;
 	}

@@ -1,5 +1,5 @@
-#ifndef JITD_AGENT_DIRSYNC_H
-#define JITD_AGENT_DIRSYNC_H
+#ifndef JITD_COMMON_DIRSYNC_H
+#define JITD_COMMON_DIRSYNC_H
 
 /*
  * Makes durable the directory entry of path (a file just created, or renamed into place): an

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent/dirsync.h"
+#include "common/dirsync.h"
 
 int dirsync_parent(const char *path)
 {
