@@ -363,7 +363,11 @@ int keys_generate(const char *dir, const char *kid)
 		unlink(key_path);
 		goto out;
 	}
-	if ((ret = dirsync_parent(pub_path))) {
+	/*
+	 * A directory that may be written but not read (0300), or a file system that cannot
+	 * sync one (EINVAL), keeps the keys as before: only a failed sync removes them.
+	 */
+	if ((ret = dirsync_parent(pub_path)) && ret != -EACCES && ret != -EINVAL) {
 		unlink(pub_path);
 		unlink(key_path);
 		goto out;
