@@ -1654,13 +1654,14 @@ static void pending_free(struct pending *p)
  * again if someone sends it before replay.db is rewritten. A failed sync is said, and the
  * record goes all the same.
  */
-static void sync_before_drop(struct enforce *e, const char *jti, size_t n)
+static void sync_before_drop(struct enforce *e, const char *jti, size_t n, bool retry)
 {
 	int ret = replay_sync(e->replay);
 	int64_t now_us = clock_mono_us();
 
 	/* retry_drops comes back every second, for each record it holds: once a minute is enough. */
-	if (ret && e->undurable_warned_us && now_us - e->undurable_warned_us < 60000000)
+	if (ret && retry && e->undurable_warned_us &&
+		now_us - e->undurable_warned_us < 60000000)
 		return;
 	if (ret)
 		e->undurable_warned_us = now_us;
@@ -1674,9 +1675,9 @@ static void sync_before_drop(struct enforce *e, const char *jti, size_t n)
 			strerror(-ret), n);
 }
 
-static int drop_now(struct enforce *e, const char *jti)
+static int drop_now(struct enforce *e, const char *jti, bool retry)
 {
-	sync_before_drop(e, jti, 1);
+	sync_before_drop(e, jti, 1, retry);
 	return store_del(e->store, jti);
 }
 
@@ -1691,7 +1692,7 @@ static void drop_record(struct enforce *e, const char *jti)
 	char **nv, *id;
 	int ret;
 
-	if (!(ret = drop_now(e, jti)))
+	if (!(ret = drop_now(e, jti, false)))
 		return;
 	note_error(e, "state: cannot drop the record of '%s': %s; retrying every second (a "
 		"restart before then restores the grant)", jti, strerror(-ret));
@@ -1721,7 +1722,7 @@ static void drop_records(struct enforce *e, const char *const *jti, size_t n)
 
 	if (!n)
 		return;
-	sync_before_drop(e, NULL, n);
+	sync_before_drop(e, NULL, n, false);
 	if (!(ret = store_del_many(e->store, jti, n)))
 		return;
 	note_error(e, "state: cannot drop the records of %zu grant(s): %s; retrying every second "
@@ -1757,7 +1758,7 @@ static void retry_drops(struct enforce *e)
 			free(jti);
 			continue;
 		}
-		if (drop_now(e, jti)) {
+		if (drop_now(e, jti, true)) {
 			e->undropped[kept++] = jti;
 			continue;
 		}
