@@ -128,6 +128,8 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	# Every fsync of replay.db fails (a test hook, as a failing disk): the revocation still
 	# ends the grant; only its own id is not durable, and a replay of it would revoke again.
 	export JITD_TEST_REPLAY_SYNC_FAIL_FILE=$TMP/replay-fail
+	# The next section's hook too, so that this restart serves both: its file comes later.
+	export JITD_TEST_CUT_FAIL_FILE=$TMP/cut-fail
 	stop_jitd TERM
 	start_jitd
 	sign --src 192.0.2.3 --port 22 --for 120 --jti rv-d | submit - >/dev/null ||
@@ -159,9 +161,6 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	pass "its record went while replay.db failed: the restart does not bring rv-d back"
 
 	log "revoke --terminate whose cut fails (test builds): said, not taken for no flows"
-	export JITD_TEST_CUT_FAIL_FILE=$TMP/cut-fail
-	stop_jitd TERM
-	start_jitd
 	sign --src 192.0.2.3 --port 22 --for 120 --jti rv-f | submit - >/dev/null ||
 		fail "rv-f refused"
 	session_open "$C1" 192.0.2.1 22 192.0.2.3
