@@ -33,15 +33,26 @@ echo "== clang libFuzzer: seed/regression corpus, then 15 s per harness"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz_revoke fuzz_proto \
 	fuzz_http fuzz_store
+fuzz_failed() {
+	tail -n 60 "$2" >&2
+	echo "test.sh: fuzz_$1 failed (its crash input is named above)" >&2
+	rm -f "$2"
+	exit 1
+}
 for name in jws grant config revoke proto http store; do
 	f=build-fuzz/tests/fuzz_$name
+	# The harness's own status decides (a pipe into tail would hide a crash: no pipefail in sh);
+	# the end of its output is shown when it fails.
+	log=$(mktemp /tmp/jitd-fuzz-log.XXXXXX)
 	# Every input in tests/fuzz/corpus/NAME once (seeds, and crashes kept as regressions)...
-	"$f" -runs=0 "tests/fuzz/corpus/$name" 2>&1 | tail -n 1
+	"$f" -runs=0 "tests/fuzz/corpus/$name" >"$log" 2>&1 || fuzz_failed "$name corpus" "$log"
+	tail -n 1 "$log"
 	# ...then a bounded search; what it finds goes to a scratch directory, not the repository.
 	scratch=$(mktemp -d /tmp/jitd-fuzz.XXXXXX)
 	"$f" -max_total_time=15 -rss_limit_mb=1024 -print_final_stats=0 "$scratch" \
-		"tests/fuzz/corpus/$name" 2>&1 | tail -n 2
-	rm -rf "$scratch"
+		"tests/fuzz/corpus/$name" >"$log" 2>&1 || fuzz_failed "$name search" "$log"
+	tail -n 2 "$log"
+	rm -rf "$scratch" "$log"
 done
 echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"
 ./scripts/build.sh build-release -DCMAKE_C_COMPILER=gcc >/dev/null
