@@ -85,7 +85,8 @@ start_jitd
 wait "$planter" || fail "nft could not add the element during the pause"
 [ ! -e "$JITD_TEST_START_PAUSE_FILE" ] || fail "jitd did not take the pause"
 wait_until 4 "the element added during the pause removed" lacks_elem allow4_addr "192.0.2.5 tcp 22"
-first=$(tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -m1 -o -e "$SKIP" -e "$FULL")
+# grep -m1 stops reading early: from a pipe, tail could die of SIGPIPE under pipefail.
+first=$(grep -m1 -o -e "$SKIP" -e "$FULL" <(tail -n +"$((lines + 1))" "$TMP/jitd.log"))
 [ "$first" = "$FULL" ] || fail "the first periodic check after the restart was '$first', not a full one"
 jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[$n:] |
 	any(.message | startswith("periodic check"))' "$TMP/state/audit.jsonl" >/dev/null ||

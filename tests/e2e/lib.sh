@@ -14,7 +14,8 @@ set -euo pipefail
 : "${JITCTL_BIN:?set JITCTL_BIN to the jitctl binary}"
 : "${TCPPROBE_BIN:?set TCPPROBE_BIN to the tcpprobe binary}"
 
-E2E_TAG="jitd-e2e-$$"
+# run.sh's pid when it runs this script (through timeout): the names it checks for leftovers.
+E2E_TAG="jitd-e2e-${E2E_RUN_ID:-$$}"
 SRV="$E2E_TAG-srv"
 C1="$E2E_TAG-c1"
 C2="$E2E_TAG-c2"
@@ -38,14 +39,60 @@ fail() {
 }
 pass() { CHECKS=$((CHECKS + 1)); printf 'ok %d - %s\n' "$CHECKS" "$*"; }
 
+# "STATE PPID" of process $1 from /proc (no procps on a minimal system); nothing if it is gone.
+proc_state() {
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+	st=${st##*) } # the command name, in parentheses, may hold spaces
+	printf '%s\n' "${st% "${st#* * }"}"
+}
+
+# Is $1 a child of this shell still running? One that ended (bash reaps at once and keeps the
+# status for wait) may have left its pid to some other process by now: never signal it.
+is_child() { local s; s=$(proc_state "$1"); [ "${s#* }" = "$$" ]; }
+
+# Waits at most $2 seconds for child $1 to end; 0 if it did.
+wait_gone() {
+	local i
+	for ((i = 0; i < $2 * 5; i++)); do
+		case $(proc_state "$1") in
+		Z* | "") return 0 ;;
+		esac
+		sleep 0.2
+	done
+	return 1
+}
+
 e2e_cleanup() {
 	local rc=$?
 	set +e
-	exec 7>&- 2>/dev/null
-	for p in "${BG_PIDS[@]}" $JITD_PID; do
-		kill "$p" 2>/dev/null
+	exec 7>&- # (a redirection on exec alone would hold for the rest of the shell)
+	# A jitd still running at the end is stopped as stop_jitd would: its SIGTERM must end in a
+	# clean exit 0 (LeakSanitizer's report included), whatever the test checked before.
+	# A jitd that died since the last check is caught here too: wait returns its status.
+	if [ -n "$JITD_PID" ]; then
+		local jrc=0
+		if is_child "$JITD_PID"; then
+			kill -TERM "$JITD_PID" 2>/dev/null
+			if ! wait_gone "$JITD_PID" 20; then
+				printf 'FAIL: jitd did not exit within 20 s of SIGTERM\n' >&2
+				kill -KILL "$JITD_PID" 2>/dev/null
+				rc=1
+			fi
+		fi
+		wait "$JITD_PID" 2>/dev/null || jrc=$?
+		if [ "$rc" -eq 0 ] && [ "$jrc" -ne 0 ]; then
+			printf 'FAIL: jitd ended with status %d (at the final SIGTERM or before)\n' \
+				"$jrc" >&2
+			tail -n 30 "$TMP/jitd.log" >&2
+			rc=1
+		fi
+	fi
+	for p in "${BG_PIDS[@]}"; do
+		is_child "$p" && kill "$p" 2>/dev/null
 	done
-	for p in "${BG_PIDS[@]}" $JITD_PID; do
+	for p in "${BG_PIDS[@]}"; do
+		is_child "$p" && ! wait_gone "$p" 10 && kill -KILL "$p"
 		wait "$p" 2>/dev/null
 	done
 	# A process still inside a namespace would keep it (and its table) alive after `ip netns del`.
@@ -69,7 +116,7 @@ e2e_cleanup() {
 	exit "$rc"
 }
 trap e2e_cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
 
 # Polls CMD (every 0.2 s) until it succeeds or SECONDS_MAX pass. Never unbounded.
 wait_until() {

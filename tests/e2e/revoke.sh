@@ -14,7 +14,10 @@ start_listeners 22
 start_jitd
 
 flows_from() { # conntrack's own count of TCP flows from $1 to port 22 (independent witness)
-	in_ns "$SRV" conntrack -L -p tcp -s "$1" --dport 22 2>/dev/null | grep -c . || true
+	local out
+	out=$(in_ns "$SRV" conntrack -L -p tcp -s "$1" --dport 22 2>/dev/null) ||
+		fail "conntrack -L failed: no count to trust"
+	grep -c . <<<"$out" || true
 }
 
 log "local revoke without --terminate: access ends, the open session lives on"

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Runs one end-to-end test script, then checks that it left nothing behind: no namespace, no
-# jitd process, and (the host is never touched) no table inet jitd in the caller's namespace.
+# Runs one end-to-end test script, then checks that it left nothing behind: no namespace, and
+# (the host is never touched) no table inet jitd in the caller's namespace. The script's own
+# clean-up stops jitd and every process it started.
 set -uo pipefail
 
 script=${1:?usage: run.sh TEST_SCRIPT}
@@ -8,17 +9,28 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "e2e: must run as root (network namespaces, nftables)" >&2
 	exit 1
 fi
-for tool in ip nft jq ping; do
+for tool in ip nft jq ping conntrack curl openssl python3 timeout; do
 	command -v "$tool" >/dev/null || { echo "e2e: missing tool: $tool" >&2; exit 1; }
 done
 host_table_before=$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)
 
-bash "$script" &
+# Under ctest's own TIMEOUT (240 s), which kills without a word: a script that runs too long
+# gets SIGTERM first, so that its clean-up removes what it made. TERM or HUP to run.sh goes to
+# the script too.
+export E2E_RUN_ID=$$
+timeout -k 20 200 bash "$script" &
 pid=$!
-wait "$pid"
-rc=$?
+trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP
+rc=0
+# A trapped signal interrupts wait (status > 128): wait again for the script's clean-up.
+while :; do
+	wait "$pid"
+	rc=$?
+	kill -0 "$pid" 2>/dev/null || break
+done
+[ "$rc" -eq 124 ] && echo "e2e: $script ran out of its 200 s: stopped" >&2
 
-leftover=$(ip netns list | awk '{print $1}' | grep -E "^jitd-e2e-$pid-" || true)
+leftover=$(ip netns list | awk '{print $1}' | grep -E "^jitd-e2e-$$-" || true)
 if [ -n "$leftover" ]; then
 	echo "e2e: $script left namespaces behind: $leftover" >&2
 	for ns in $leftover; do ip netns del "$ns"; done
