@@ -415,9 +415,11 @@ static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg
 			continue;
 		}
 		*intr |= dump_interrupted(buf, len);
+		/* The kernel's error sets errno; a failing callback (memory, a parse) does not. */
+		errno = 0;
 		ret = mnl_cb_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg);
 	} while (ret > 0);
-	return ret < 0 ? -errno : 0;
+	return ret < 0 ? (errno ? -errno : -EPROTO) : 0;
 }
 
 /* The same, an interrupted result retried rather than trusted. */
@@ -588,8 +590,19 @@ int nft_set_elems_each(struct nft *n, const char *table, const char *set,
 /* What the kernel holds of one table: its attributes, sets, chains and rules (nft_table_view). */
 struct view_dump {
 	struct nft_table_view *v;
+	const char *table;
 	int what;	/* NFT_MSG_GET* being dumped */
 };
+
+/*
+ * Whether an object the dump returned is table's. The kernel filters set and rule dumps by the
+ * table the request names, but answers a chain dump with every table of the family: another
+ * inet table's chains (Debian's own "inet filter") must not read as jitd's.
+ */
+static bool of_table(const struct view_dump *d, const char *table)
+{
+	return table && !strcmp(table, d->table);
+}
 
 static int view_cb(const struct nlmsghdr *nlh, void *arg)
 {
@@ -602,33 +615,42 @@ static int view_cb(const struct nlmsghdr *nlh, void *arg)
 			return MNL_CB_ERROR;
 		return nftnl_table_nlmsg_parse(nlh, v->table) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
 	case NFT_MSG_GETSET: {
-		struct nftnl_set *s = nftnl_set_alloc();
+		struct nftnl_set *s = v->sets ? nftnl_set_alloc() : NULL; /* (view_reset's OOM) */
 
 		if (!s || nftnl_set_nlmsg_parse(nlh, s) < 0) {
 			nftnl_set_free(s);
 			return MNL_CB_ERROR;
 		}
-		nftnl_set_list_add_tail(s, v->sets);
+		if (of_table(d, nftnl_set_get_str(s, NFTNL_SET_TABLE)))
+			nftnl_set_list_add_tail(s, v->sets);
+		else
+			nftnl_set_free(s);
 		return MNL_CB_OK;
 	}
 	case NFT_MSG_GETCHAIN: {
-		struct nftnl_chain *c = nftnl_chain_alloc();
+		struct nftnl_chain *c = v->chains ? nftnl_chain_alloc() : NULL;
 
 		if (!c || nftnl_chain_nlmsg_parse(nlh, c) < 0) {
 			nftnl_chain_free(c);
 			return MNL_CB_ERROR;
 		}
-		nftnl_chain_list_add_tail(c, v->chains);
+		if (of_table(d, nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE)))
+			nftnl_chain_list_add_tail(c, v->chains);
+		else
+			nftnl_chain_free(c);
 		return MNL_CB_OK;
 	}
 	default: {
-		struct nftnl_rule *r = nftnl_rule_alloc();
+		struct nftnl_rule *r = v->rules ? nftnl_rule_alloc() : NULL;
 
 		if (!r || nftnl_rule_nlmsg_parse(nlh, r) < 0) {
 			nftnl_rule_free(r);
 			return MNL_CB_ERROR;
 		}
-		nftnl_rule_list_add_tail(r, v->rules);
+		if (of_table(d, nftnl_rule_get_str(r, NFTNL_RULE_TABLE)))
+			nftnl_rule_list_add_tail(r, v->rules);
+		else
+			nftnl_rule_free(r);
 		return MNL_CB_OK;
 	}
 	}
@@ -689,12 +711,12 @@ int nft_table_view(struct nft *n, const char *table, struct nft_table_view *v)
 		goto out;
 	}
 	for (size_t i = 0; ret == 0 && i < sizeof(what) / sizeof(what[0]); i++) {
-		struct view_dump d = { .v = v, .what = what[i] };
+		struct view_dump d = { .v = v, .table = table, .what = what[i] };
 		uint16_t flags = what[i] == NFT_MSG_GETTABLE ? NLM_F_ACK : NLM_F_DUMP;
 		struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, (uint16_t)what[i], NFPROTO_INET,
 			flags, 0);
 
-		/* Every request names the table: the kernel answers for it alone. */
+		/* Every request names the table; view_cb drops what the kernel adds (chains). */
 		mnl_attr_put_strz(nlh, what[i] == NFT_MSG_GETTABLE ? NFTA_TABLE_NAME :
 			what[i] == NFT_MSG_GETSET ? NFTA_SET_TABLE :
 			what[i] == NFT_MSG_GETCHAIN ? NFTA_CHAIN_TABLE : NFTA_RULE_TABLE, table);
