@@ -1274,28 +1274,48 @@ static int elems_match(struct nft *nft, const char *name, struct nftnl_set *want
 	return ret;
 }
 
-static bool set_matches(struct nftnl_set_list *sets, const struct set_shape *sh)
+/*
+ * What the kernel holds under a wanted set's or chain's name. MENDABLE: it differs only in what
+ * its own message changes in place (a set's collection interval, an earlier jitd's; a chain's
+ * policy); DIFFERS: in what no message changes (type, flags, concatenation, hook, priority).
+ */
+enum shape_state { SHAPE_MISSING, SHAPE_DIFFERS, SHAPE_MENDABLE, SHAPE_SAME };
+
+/* The concatenation's field lengths: pipapo matches by them, not by the key's type. */
+static bool same_fields(struct nftnl_set *s, const struct set_shape *sh)
+{
+	uint32_t want = (uint32_t)strlen((const char *)sh->fields), have = 0;
+	const void *f = nftnl_set_is_set(s, NFTNL_SET_DESC_CONCAT) ?
+		nftnl_set_get_data(s, NFTNL_SET_DESC_CONCAT, &have) : NULL;
+
+	return have == want && (!want || (f && !memcmp(f, sh->fields, want)));
+}
+
+static enum shape_state set_state(struct nftnl_set_list *sets, const struct set_shape *sh)
 {
 	struct nftnl_set_list_iter *it = nftnl_set_list_iter_create(sets);
+	enum shape_state st = SHAPE_MISSING;
 	struct nftnl_set *s;
-	bool same = false;
 
 	while (it && (s = nftnl_set_list_iter_next(it))) {
 		if (strcmp(nftnl_set_get_str(s, NFTNL_SET_NAME), sh->name))
 			continue;
-		same = nftnl_set_get_u32(s, NFTNL_SET_FLAGS) == sh->flags &&
+		bool data = !sh->data_len ||
+			(nftnl_set_get_u32(s, NFTNL_SET_DATA_TYPE) == sh->data_type &&
+			 nftnl_set_get_u32(s, NFTNL_SET_DATA_LEN) == sh->data_len);
+
+		st = !(nftnl_set_get_u32(s, NFTNL_SET_FLAGS) == sh->flags &&
 			nftnl_set_get_u32(s, NFTNL_SET_KEY_TYPE) == sh->key_type &&
 			nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN) == sh->key_len &&
-			(!sh->data_len ||
-				(nftnl_set_get_u32(s, NFTNL_SET_DATA_TYPE) == sh->data_type &&
-					nftnl_set_get_u32(s, NFTNL_SET_DATA_LEN) == sh->data_len)) &&
-			(!(sh->flags & NFT_SET_TIMEOUT) ||
-				nftnl_set_get_u32(s, NFTNL_SET_GC_INTERVAL) == GRANT_SET_GC_MS);
+			same_fields(s, sh) && data) ? SHAPE_DIFFERS :
+			(sh->flags & NFT_SET_TIMEOUT) &&
+			nftnl_set_get_u32(s, NFTNL_SET_GC_INTERVAL) != GRANT_SET_GC_MS ?
+			SHAPE_MENDABLE : SHAPE_SAME;
 		break;
 	}
 	if (it)
 		nftnl_set_list_iter_destroy(it);
-	return same;
+	return st;
 }
 
 static size_t sets_count(struct nftnl_set_list *sets)
@@ -1310,25 +1330,26 @@ static size_t sets_count(struct nftnl_set_list *sets)
 	return n;
 }
 
-static bool chain_matches(struct nftnl_chain_list *list, const struct chain_shape *sh)
+static enum shape_state chain_state(struct nftnl_chain_list *list, const struct chain_shape *sh)
 {
 	struct nftnl_chain_list_iter *it = nftnl_chain_list_iter_create(list);
+	enum shape_state st = SHAPE_MISSING;
 	struct nftnl_chain *c;
-	bool same = false;
 
 	while (it && (c = nftnl_chain_list_iter_next(it))) {
 		if (strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_NAME), sh->name))
 			continue;
-		same = nftnl_chain_is_set(c, NFTNL_CHAIN_TYPE) &&
+		st = !(nftnl_chain_is_set(c, NFTNL_CHAIN_TYPE) &&
 			!strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TYPE), sh->type) &&
 			nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM) == sh->hook &&
-			nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO) == sh->prio &&
-			nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) == NF_ACCEPT;
+			nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO) == sh->prio) ? SHAPE_DIFFERS :
+			nftnl_chain_get_u32(c, NFTNL_CHAIN_POLICY) != NF_ACCEPT ? SHAPE_MENDABLE :
+			SHAPE_SAME;
 		break;
 	}
 	if (it)
 		nftnl_chain_list_iter_destroy(it);
-	return same;
+	return st;
 }
 
 static size_t chains_count(struct nftnl_chain_list *list)
@@ -1365,13 +1386,24 @@ int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flag
 		return ret;
 	wanted(cfg, &n_sets, &n_chains);
 	/*
+	 * A wanted set or chain of another shape: the messages that make the table do not change
+	 * it (the kernel refuses a set of the same name and another kind, or keeps it).
+	 */
+	ret = 0;
+	for (size_t i = 0; i < SET__COUNT && !ret; i++)
+		ret = (shapes[i].need & needs(cfg)) &&
+			set_state(v.sets, &shapes[i]) == SHAPE_DIFFERS;
+	for (size_t i = 0; i < CHAIN__COUNT && !ret; i++)
+		ret = (chains[i].need & needs(cfg)) &&
+			chain_state(v.chains, &chains[i]) == SHAPE_DIFFERS;
+	/*
 	 * Each wanted one is there at most once, so any surplus is something cfg would not make.
 	 * Persistence differing either way: no message changes it on a table that is not an
 	 * orphan. Dormant: waking it marks it so in the kernel, which then refuses a new base
 	 * chain in the same transaction (Linux 6.9, and the stable kernels since 2024), so one
 	 * whose chain was also deleted could never be rebuilt in place.
 	 */
-	ret = v.table && (sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains ||
+	ret = v.table && (ret || sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains ||
 		((nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) ^ table_flags) &
 			RULESET_TABLE_F_PERSIST) ||
 		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT));
@@ -1433,7 +1465,7 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 	}
 	wanted(cfg, &n_sets, &n_chains);
 	for (size_t i = 0; i < SET__COUNT; i++) {
-		if ((shapes[i].need & need) && !set_matches(v.sets, &shapes[i])) {
+		if ((shapes[i].need & need) && set_state(v.sets, &shapes[i]) != SHAPE_SAME) {
 			*differs = "a set is missing or differs (type, flags or collection interval)";
 			goto out;
 		}
@@ -1445,7 +1477,7 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 	for (size_t i = 0; i < CHAIN__COUNT; i++) {
 		if (!(chains[i].need & need))
 			continue;
-		if (!chain_matches(v.chains, &chains[i])) {
+		if (chain_state(v.chains, &chains[i]) != SHAPE_SAME) {
 			*differs = "a chain is missing or differs";
 			goto out;
 		}

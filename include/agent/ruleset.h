@@ -139,9 +139,10 @@ int ruleset_host_kind(const struct prefix *src);
 int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags);
 /*
  * 1 when the kernel's table holds a set or chain that ruleset_build(cfg) would not make (a mode
- * or dnat change since it was built), is persistent where table_flags is not or the other way
- * round (no message changes that on a table that is not an orphan), or is dormant: the table
- * must then be rebuilt from scratch. 0 or -errno.
+ * or dnat change since it was built), one it makes under that name but of another shape (type,
+ * flags, concatenation, hook: the messages that build it cannot change that), is persistent
+ * where table_flags is not or the other way round (no message changes that on a table that is
+ * not an orphan), or is dormant: the table must then be rebuilt from scratch. 0 or -errno.
  */
 int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags);
 /* Whether cfg's table has the set(s) for elements of kind (enum ruleset_kind). */

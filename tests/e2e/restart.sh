@@ -150,3 +150,19 @@ jq -s -e '[.[] | select(.event == "grant.revoked") | {grant, sub, peer, code,
 grep -q "grant revoked: jti=by-ctl2-a sub=bob (start: not restored: " "$TMP/jitd.log" ||
 	fail "jitd did not log why it dropped the grants"
 pass "the trail has each of them revoked by jitd at the start (unknown_key, the user named)"
+
+log "a chain of jitd's name with another priority is rebuilt, with the table"
+# No message changes a base chain's hook or priority: in place, the repair would fail each time.
+stop_jitd TERM
+input_prio() { kernel_json | jq '.nftables[] | .chain? | select(. and .name == "input") | .prio'; }
+prio=$(input_prio)
+in_ns "$SRV" nft flush chain inet jitd input
+in_ns "$SRV" nft delete chain inet jitd input
+in_ns "$SRV" nft add chain inet jitd input "{ type filter hook input priority $((prio + 5)); }"
+expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
+start_jitd
+[ "$(input_prio)" = "$prio" ] ||
+	fail "the input chain's priority is $(input_prio), not $prio"
+expect_connect reject "$C2" -b 198.51.100.2 198.51.100.1 22
+has_elem allow4_addr "192.0.2.20 tcp 22" || fail "the grant was lost: $(host_elems)"
+pass "the table rebuilt: the chain's priority is jitd's again, the port closed, the grant kept"
