@@ -54,7 +54,8 @@ write_config drop '[]' \
 	"limits": {"max_grants": 1}, "replay_cache_max": 2'
 start_jitd
 # The cache's two places: this grant's id (until its exp and the 5 s skew), the revocation's.
-sign --src 192.0.2.3 --port 22 --for 2 --jti short >"$TMP/short"
+# 3 s: exp is whole seconds and a grant needs 1 s left, so 2 s could leave it less than that.
+sign --src 192.0.2.3 --port 22 --for 3 --jti short >"$TMP/short"
 code=$(post /v1/grants "$TMP/short")
 [ "$code" = 201 ] || fail "the short grant: $code $(cat "$TMP/body")"
 "$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes later \
