@@ -323,6 +323,18 @@ static int64_t grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms,
 	return now_ms + (e->deadline[i] - boot_ms);
 }
 
+/*
+ * The wall clock, in s, as grant i's own time runs: exp less the time it has left. The new
+ * policy judges what the grant still holds (a clock stepped back since it was applied would
+ * have it ask for more than its maximum, one stepped forward for less).
+ */
+static int64_t grant_now_s(const struct enforce *e, size_t i, int64_t boot_ms)
+{
+	int64_t left = e->deadline[i] - boot_ms;
+
+	return e->grants[i].exp - (left > 0 ? left / 1000 : 0);
+}
+
 int64_t enforce_now_ms(void)
 {
 	struct timespec ts;
@@ -3827,7 +3839,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	struct plan p = { 0 };
 	struct keys_seen keys = { 0 };
 	const char **ids = NULL;
-	int64_t now = enforce_now_ms();
+	int64_t now, boot;
 	bool hooked = false;
 	int ret;
 
@@ -3862,6 +3874,9 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		log_warn("reload: changed but applied only at the next start: %s", pending);
 	if ((ret = keep_running(e->started_cfg, nc)))
 		goto fail;
+	/* Read after the file and the settling: either may take a while on a slow disk. */
+	now = enforce_now_ms();
+	boot = clock_ms(CLOCK_BOOTTIME);
 	/* Grants the new policy would not admit now leave with it, in the same transaction. */
 	if (!(dropped = calloc(e->n_grants + 1, sizeof(*dropped))) ||
 		!(ids = calloc(e->n_grants + 1, sizeof(*ids)))) {
@@ -3869,7 +3884,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		goto fail;
 	}
 	for (size_t i = e->n_grants; i-- > 0;) {
-		if (!policy_check(nc, &e->grants[i], now / 1000, &jerr)) {
+		if (!policy_check(nc, &e->grants[i], grant_now_s(e, i, boot), &jerr)) {
 			if (!dnat_fits(nc, &e->grants[i]))
 				jit_fail(&jerr, JIT_ERR_DESTINATION_NOT_PROTECTED, "its gateway ports "
 					"(dnat) are no longer in the configured ranges");

@@ -54,6 +54,10 @@ pass "uptime after the step back: $(status_json | jq .agent.uptime) s"
 in_ns "$SRV" nft add element inet jitd allow4_addr_4 '{ 192.0.2.4 . tcp . 22 timeout 1h }'
 wait_until 5 "the stray element removed" lacks_elem allow4_addr "192.0.2.4 tcp 22"
 still_granted "after a repair with the clock 1000 s behind"
+# The reload judges what the grant still holds, not exp less a clock 1000 s behind (some 1270 s,
+# beyond the port's 10 minutes).
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+still_granted "after a reload with the clock 1000 s behind"
 refused not_yet_valid duration_exceeds_max
 pass "a grant signed now is judged by jitd's clock: refused"
 
