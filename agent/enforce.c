@@ -3358,7 +3358,25 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 	}
 	deadline = e->deadline[i];
 	grants_remove(e, i);
-	if ((ret = sync_removed(e, &g, deadline, groups, n_groups, kerr, sizeof(kerr)))) {
+	e->unanswered = false;
+	if ((ret = sync_removed(e, &g, deadline, groups, n_groups, kerr, sizeof(kerr))) &&
+		e->unanswered) {
+		/*
+		 * The kernel takes a batch as it is sent: most likely the elements are gone. Put
+		 * back in the books, the grant would have the next check add them again; the
+		 * revocation stands, and the kernel is brought to the books now, past the stale
+		 * acks (or, failing that, by the next check: the commit left jitd unsure).
+		 */
+		log_warn("revocation of '%s': %s; the kernel is checked again", g.jti, kerr);
+		kerr[0] = '\0';
+		if ((ret = resync(e)) ||
+			(ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr))))
+			note_error(e, "kernel: cannot confirm the revocation of '%s' now (%s): "
+				"its elements go at the next check", g.jti,
+				kerr[0] ? kerr : strerror(-ret));
+		ret = 0;
+	}
+	if (ret) {
 		struct grant back;
 
 		/* Still in the kernel, so still a grant: keep the books true. */
@@ -3503,8 +3521,17 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 		goto refused;
 	}
 	snprintf(why, sizeof(why), "revocation %s from %s", rv.jti, rv.iss);
-	if ((ret = revoke_at(e, (size_t)i, rv.terminate, peer, why, res, err)))
+	if ((ret = revoke_at(e, (size_t)i, rv.terminate, peer, why, res, err))) {
+		/* Nothing was revoked: the same token must be taken when the controller retries. */
+		if (replay_forget(e->replay, rv.jti)) {
+			char msg[sizeof(err->msg)];
+
+			memcpy(msg, err->msg, sizeof(msg));
+			jit_fail(err, err->code, "%s; send a new revocation (this one's id is "
+				"spent)", msg);
+		}
 		goto refused;
+	}
 	revoke_clear(&rv);
 	return 0;
 refused:

@@ -151,3 +151,18 @@ submit "$TMP/unanswered" >"$TMP/out" 2>&1 || fail "the same grant again: $(cat "
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "not in the kernel the second time"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "its id was not burned: the same token applies now"
+
+log "a revocation whose acks are lost"
+echo 1 >"$JITD_TEST_ACKS_LOST_FILE"
+"$JITCTL_BIN" -s "$SOCK" revoke unanswered >"$TMP/out" 2>&1 ||
+	fail "the revocation whose acks went unread: $(cat "$TMP/out")"
+[ ! -e "$JITD_TEST_ACKS_LOST_FILE" ] || fail "jitd did not take the lost acks"
+# The kernel took the batch: the grant stays revoked, in the books too (put back, it would
+# have the next check add its element again).
+lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "the revoked grant's element stayed"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
+	fail "status: $(status_json | jq -c '.grants | map(.id)')"
+jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "unanswered")' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the revocation is not audited"
+pass "revoked, audited, its element gone past the stale acks"
