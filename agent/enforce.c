@@ -214,6 +214,7 @@ struct enforce {
 	 * start-up restore that stands for one (enforce_open).
 	 */
 	bool unsure;
+	bool model_lost;	/* the model could not follow a commit: unsure until a full read */
 	bool unanswered;	/* the last commit failed without the kernel's verdict */
 	/* Transactions the kernel took, and the generation the start-up restore left (see there). */
 	uint64_t commits;
@@ -790,6 +791,7 @@ static int resync(struct enforce *e)
 	elems_free(&e->model);
 	e->model = r.elems;
 	model_sort(e);
+	e->model_lost = false;
 	return 0;
 }
 
@@ -940,7 +942,7 @@ static int model_apply(struct enforce *e, struct plan *p, int64_t now_ms)
 static void model_follow(struct enforce *e, int fix_failed)
 {
 	if (fix_failed && resync(e))
-		e->unsure = true;
+		e->unsure = e->model_lost = true;
 }
 
 /* Brings the given groups of the kernel in line with the live grants, in one transaction. */
@@ -1753,31 +1755,53 @@ static void drop_records(struct enforce *e, const char *const *jti, size_t n)
 
 static ssize_t find_index(const struct enforce *e, const char *jti);
 
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
 /*
- * The records drop_record could not drop, again; those dropped now leave the list. A grant
- * taken back is not burned: sent again and applied meanwhile, its id has a live record now,
- * which is not the one to drop (the one that was is gone with the store's rewrite).
+ * The records drop_record could not drop, again, all at once as drop_records does: one sync, one
+ * write and one fdatasync, not one of each a record on the loop once the disk takes them. A
+ * grant taken back is not burned: sent again and applied meanwhile, its id has a live record
+ * now, which is not the one to drop (the one that was is gone with the store's rewrite). That
+ * is looked up by the grants' hashes, sorted once: not a walk of every grant for each id.
  */
 static void retry_drops(struct enforce *e)
 {
+	uint32_t *live = e->n_undropped > 1 ? malloc(e->n_grants * sizeof(*live) + 1) : NULL;
 	size_t kept = 0;
 
+	for (size_t i = 0; live && i < e->n_grants; i++)
+		live[i] = e->keys[i].jti_hash;
+	if (live)
+		qsort(live, e->n_grants, sizeof(*live), cmp_u32);
 	for (size_t i = 0; i < e->n_undropped; i++) {
 		char *jti = e->undropped[i];
+		uint32_t h = jti_hash(jti);
 
-		if (find_index(e, jti) >= 0) {
+		if ((!live || bsearch(&h, live, e->n_grants, sizeof(h), cmp_u32)) &&
+			find_index(e, jti) >= 0) {
 			log_info("state: '%s' was applied again; its earlier record is gone", jti);
 			free(jti);
 			continue;
 		}
-		if (drop_now(e, jti, true)) {
-			e->undropped[kept++] = jti;
-			continue;
-		}
-		log_info("state: the record of '%s' is dropped now", jti);
-		free(jti);
+		e->undropped[kept++] = jti;
 	}
+	free(live);
 	e->n_undropped = kept;
+	if (!kept)
+		return;
+	sync_before_drop(e, kept == 1 ? e->undropped[0] : NULL, kept, true);
+	if (store_del_many(e->store, (const char *const *)e->undropped, kept))
+		return;
+	for (size_t i = 0; i < kept; i++) {
+		log_info("state: the record of '%s' is dropped now", e->undropped[i]);
+		free(e->undropped[i]);
+	}
+	e->n_undropped = 0;
 }
 
 /*
@@ -2048,8 +2072,14 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 		struct grant *g = pending_grant(v[i]);
 
 		if ((ret = added[i]) || (ret = grant_groups(e, g, &groups, &n_groups))) {
-			v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
-				"cannot remember grant id '%s': %s", v[i]->jti, strerror(-ret));
+			/* Each grant of the group saw room in the cache; together they overfill. */
+			if (ret == -ENOBUFS)
+				v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_BUSY,
+					"the replay cache is full; retry later");
+			else
+				v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
+					"cannot remember grant id '%s': %s", v[i]->jti,
+					strerror(-ret));
 			take_back(e, v, n, v[i]);
 			continue;
 		}
@@ -2591,6 +2621,7 @@ static void run_group(struct enforce *e)
 			struct pending *next = p->next;
 
 			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "out of memory");
+			refused(e, "grant", p->jti[0] ? p->jti : NULL, p->peer, &p->err);
 			p->done(p->arg, p->ret, NULL, &p->err);
 			pending_free(p);
 			p = next;
@@ -2784,7 +2815,7 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 {
 	int64_t now_ms = enforce_now_ms();
 	unsigned char rnd[8];
-	char jti[32], *text = NULL;
+	char jti[32] = "", *text = NULL;
 	struct pending p = { 0 }, *pp = &p;
 	struct sync_req sr = { .fd = { -1, -1 } };
 	json_t *claims = NULL;
@@ -2834,7 +2865,7 @@ int enforce_grant_local(struct enforce *e, const struct local_request *r, const 
 out:
 	/* commit_group audits its own refusals. */
 	if (ret && !committed)
-		refused(e, "grant", jti, peer, err);
+		refused(e, "grant", jti[0] ? jti : NULL, peer, err);
 	grant_clear(&p.local);
 	free(p.peer);
 	free(text);
@@ -3703,7 +3734,7 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		(long long)(p.del.n + n_raw + p.add.n));
 out:
 	/* Read in full and brought in line, unless it failed or left strays to the next check. */
-	e->unsure = ret || e->strays.n;
+	e->unsure = ret || e->strays.n || e->model_lost;
 	if (ret) {
 		note_error(e, "repair (%s): %s", trigger, err[0] ? err : strerror(-ret));
 		log_err("cannot repair table inet jitd (%s): %s", trigger, err[0] ? err : strerror(-ret));
@@ -4097,7 +4128,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	 * for one if the generations since its read are its own transactions, none of anyone
 	 * else's in between: each transaction adds exactly one.
 	 */
-	if (have_gen && !e->strays.n && nft_gen_id(e->nft, &e->start_gen) == 0 &&
+	if (have_gen && !e->strays.n && !e->model_lost && nft_gen_id(e->nft, &e->start_gen) == 0 &&
 		e->start_gen - gen == e->commits - commits) {
 		e->start_gen_known = true;
 		e->unsure = false;
