@@ -3225,10 +3225,14 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 
 	/* r->local, not the token: its page has left memory and need not come back for this. */
 	if (r->local) {
-		json_t *claims = json_loadb(it->token, it->len, JSON_REJECT_DUPLICATES, NULL);
+		json_error_t jerr;
+		json_t *claims = json_loadb(it->token, it->len, JSON_REJECT_DUPLICATES, &jerr);
 
+		/* Out of memory is no verdict on the record: INTERNAL keeps it (below). */
 		ret = claims && json_is_true(json_object_get(claims, LOCAL_MARK)) ?
 			check_local(e, claims, now_ms, &g, &err) :
+			!claims && json_error_code(&jerr) == json_error_out_of_memory ?
+			jit_fail(&err, JIT_ERR_INTERNAL, "out of memory") :
 			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
 		json_decref(claims);
 	} else if (!(ret = r->ret)) {

@@ -52,6 +52,8 @@ static int parse_header(const unsigned char *buf, size_t len, json_t **out, stru
 	if (memchr(buf, '\0', len))
 		return MALFORMED(e, "token: header contains a NUL byte");
 	*out = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*out && json_error_code(&jerr) == json_error_out_of_memory)
+		return jit_fail(e, JIT_ERR_INTERNAL, "out of memory"); /* no verdict on the token */
 	if (!*out)
 		return MALFORMED(e, "token: header is not valid JSON: %s", jit_shown(jerr.text, why));
 	if (!json_is_object(*out))
@@ -158,6 +160,8 @@ int jws_claims(const struct jws *j, json_t **out, struct jit_error *e)
 	if (memchr(j->payload, '\0', j->payload_len))
 		return MALFORMED(e, "claims: contain a NUL byte");
 	*out = json_loadb((const char *)j->payload, j->payload_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!*out && json_error_code(&jerr) == json_error_out_of_memory)
+		return jit_fail(e, JIT_ERR_INTERNAL, "out of memory");
 	if (!*out)
 		return MALFORMED(e, "claims: not valid JSON: %s", jit_shown(jerr.text, buf));
 	if (!json_is_object(*out)) {

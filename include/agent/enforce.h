@@ -46,7 +46,9 @@ struct enforce_deps {
  * Makes table inet jitd match cfg (one transaction; live grant elements kept), then restores the
  * recorded grants that still verify and removes kernel elements no grant stands behind. Returns
  * 0 or -errno; err explains a kernel refusal, or (-EAGAIN) that a recorded grant cannot be
- * checked now (a key file unreadable for a passing reason, no memory): then nothing is dropped.
+ * checked now (a key file unreadable for a passing reason, no memory): then the start fails,
+ * and no grant is dropped for it (the records found run out or no longer admitted before it
+ * are, as at any start).
  */
 int enforce_open(const struct enforce_deps *deps, struct enforce **out, char *err, size_t errlen);
 void enforce_close(struct enforce **e);
