@@ -546,32 +546,35 @@ static bool torn_tail(const unsigned char *p, size_t len, off_t good)
  * it. A deletion among them ended a grant (revoked, expired, withdrawn) that the records before
  * the damage still hold, and that grant must not come back: every whole, sound 'D' record after
  * the damage, wherever it starts, is found by its checksum and kept to apply once the journal
- * is cut (apply_late_deletions).
+ * is cut (apply_late_deletions). *sound: how many sound records of any kind it found there.
  */
-static int late_deletions(struct store *s, const unsigned char *p, size_t len, off_t from)
+static int late_deletions(struct store *s, const unsigned char *p, size_t len, off_t from,
+	size_t *sound)
 {
 	size_t o = (size_t)from + 1;
 
+	*sound = 0;
 	while (o + HDR < len) {
 		uint32_t pl = record_fits(p, len, (off_t)o);
 		const unsigned char *d = p + o + HDR;
 		char **v;
 		int ret;
 
-		if (!pl || d[0] != 'D' || pl - 1 > GRANT_MAX_STRING ||
-			memchr(d + 1, '\0', pl - 1) ||
-			(ret = record_sound(s, p + o, pl)) == -EBADMSG) {
+		if (!pl || (ret = record_sound(s, p + o, pl)) == -EBADMSG) {
 			o++;
 			continue;
 		}
 		if (ret)
 			return ret;
-		if (!(v = realloc(s->late_del, (s->n_late_del + 1) * sizeof(*v))))
-			return -ENOMEM;
-		s->late_del = v;
-		if (!(v[s->n_late_del] = strndup((const char *)d + 1, pl - 1)))
-			return -ENOMEM;
-		s->n_late_del++;
+		(*sound)++;
+		if (d[0] == 'D' && pl - 1 <= GRANT_MAX_STRING && !memchr(d + 1, '\0', pl - 1)) {
+			if (!(v = realloc(s->late_del, (s->n_late_del + 1) * sizeof(*v))))
+				return -ENOMEM;
+			s->late_del = v;
+			if (!(v[s->n_late_del] = strndup((const char *)d + 1, pl - 1)))
+				return -ENOMEM;
+			s->n_late_del++;
+		}
 		o += HDR + pl;
 	}
 	return 0;
@@ -626,8 +629,16 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		(*records)++;
 		release_behind(p, &done, (size_t)*good);
 	}
-	if (!ret && *bad && !*torn && file == IN_JOURNAL)
-		ret = late_deletions(s, p, len, *good);
+	/*
+	 * A sound record after the bad one: no crash tears a file in the middle, whatever length
+	 * the bad record's header claims (one that runs past the end passes for a torn tail).
+	 */
+	if (!ret && *bad && file == IN_JOURNAL) {
+		size_t sound;
+
+		if (!(ret = late_deletions(s, p, len, *good, &sound)) && sound)
+			*torn = false;
+	}
 	if (!ret && file == IN_JOURNAL)
 		ret = copy_notes(s, p);
 	unmap_file(p, len);
@@ -668,9 +679,17 @@ static int append_raw(struct store *s, const unsigned char *buf, size_t n, size_
 	if (ret == -EIO)
 		s->suspect = true;
 	if (ret) {
-		/* A half-written record would only be a torn tail, but the next append follows it. */
-		if (ftruncate(s->jfd, s->jsize) < 0 || lseek(s->jfd, s->jsize, SEEK_SET) < 0)
+		/*
+		 * A half-written record would only be a torn tail, but the next append follows it.
+		 * The offset goes back even when the cut fails; what stays beyond the next record
+		 * is then damage, so the journal is rewritten before it is written again.
+		 */
+		bool cut = ftruncate(s->jfd, s->jsize) == 0;
+
+		if (lseek(s->jfd, s->jsize, SEEK_SET) < 0 || !cut) {
 			log_warn("state: cannot cut the journal back after: %s", strerror(-ret));
+			s->suspect = true;
+		}
 		return ret;
 	}
 	/* Synced, it carries every earlier write with it. */

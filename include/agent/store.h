@@ -15,7 +15,8 @@
  * 4096 records and at least as many as there are live grants, a snapshot,
  * state_dir/grants.snap (temporary file, fsync, rename, fsync of the directory), replaces it.
  * Each record carries its length and a SHA-256-based checksum: a torn journal tail (a crash
- * mid-append) is cut off, a damaged snapshot is reported and moved aside; neither can add a
+ * mid-append) is cut off, a damaged snapshot is reported and kept under a second name
+ * (grants.snap.corrupt-TIME, .N when taken) until a sound one replaces it; neither can add a
  * grant, since only records whose checksum holds are read. Memory holds each grant's id and
  * where its record is; tokens are read back from the files (mapped) when they are walked or
  * compacted.

@@ -426,6 +426,42 @@ static void test_journal_damage_keeps_later_deletions(void **state)
 	store_close(&st);
 }
 
+/*
+ * A record's length damaged so that it claims to run past the end of the file, as a torn last
+ * append would: sound records follow it, so it is damage, and the deletion among them holds.
+ */
+static void test_damaged_length_is_no_torn_tail(void **state)
+{
+	static const unsigned char claim[4] = { 0, 0, 0x9c, 0x40 }; /* 40,000 bytes */
+	struct store *st;
+	struct stat sb;
+	off_t before;
+	int fd;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "");
+	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
+	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	before = sb.st_size;
+	assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
+	assert_int_equal(store_del(st, "p"), 0);
+	store_close(&st);
+	fd = open(at("grants.journal"), O_WRONLY);
+	assert_true(fd >= 0);
+	/* r's header: its payload length (the first 4 bytes), big-endian. */
+	assert_int_equal(pwrite(fd, claim, sizeof(claim), before), (ssize_t)sizeof(claim));
+	close(fd);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-q;");
+	/* Damage, not a torn tail: found and shown (the copy's name may be taken this second). */
+	assert_int_equal(store_damage(st)->count, 1);
+	st = reopen(st);
+	assert_tokens(st, "tok-q;");
+	assert_int_equal(store_del(st, "q"), 0);
+	store_close(&st);
+}
+
 /* A byte of the snapshot's last record's payload changed: the records before it stay sound. */
 static void damage_snapshot_end(void)
 {
@@ -1183,6 +1219,7 @@ int main(void)
 		cmocka_unit_test(test_zero_tail),
 		cmocka_unit_test(test_journal_damage),
 		cmocka_unit_test(test_journal_damage_keeps_later_deletions),
+		cmocka_unit_test(test_damaged_length_is_no_torn_tail),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
 		cmocka_unit_test(test_compaction_leaves_damage_out),
