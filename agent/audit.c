@@ -83,6 +83,33 @@ static int reopen(struct audit *a)
 	return a->fd >= 0 ? 0 : open_file(a);
 }
 
+static int append_line(struct audit *a, const char *line, size_t len);
+
+/*
+ * A trail a crash left mid-line (or ending in the zeros a file system can leave) gets its
+ * newline at the start, whatever else is recovered: the next line must stand alone, not run on
+ * from the fragment and be skipped with it. A failure only costs that line: jitd still starts.
+ */
+static void end_torn_line(struct audit *a)
+{
+	char last = '\n';
+	ssize_t n = 0;
+	int fd, ret = 0;
+
+	if (!a->size)
+		return;
+	if ((fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+		(n = pread(fd, &last, 1, (off_t)a->size - 1)) != 1)
+		ret = n < 0 || fd < 0 ? -errno : -EIO;
+	if (fd >= 0)
+		close(fd);
+	if (!ret && last != '\n' && !(ret = append_line(a, "\n", 1)))
+		log_warn("audit: %s ended mid-line: a newline ends it", a->path);
+	if (ret)
+		log_warn("audit: cannot check or end the last line of %s: %s", a->path,
+			strerror(-ret));
+}
+
 int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out)
 {
 	struct audit *a = calloc(1, sizeof(*a));
@@ -103,6 +130,7 @@ int audit_open(const char *state_dir, const struct audit_opts *o, struct audit *
 		audit_close(&a);
 		return ret;
 	}
+	end_torn_line(a);
 	openlog("jitd", LOG_PID, LOG_AUTHPRIV);
 	*out = a;
 	return 0;
@@ -383,6 +411,22 @@ static void print_rec(struct printer *pr, const struct audit_rec *r, int64_t now
 	pr_raw(pr, "}\n");
 }
 
+/*
+ * One line appended, a->size kept to the file's own: a failed append may leave a fragment it
+ * could only end, not cut (line_append), and the copies' offsets count from the real end.
+ */
+static int append_line(struct audit *a, const char *line, size_t len)
+{
+	struct stat st;
+	int ret = line_append(a->fd, line, len);
+
+	if (!ret)
+		a->size += len;
+	else if (fstat(a->fd, &st) == 0)
+		a->size = (uint64_t)st.st_size;
+	return ret;
+}
+
 int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 {
 	int64_t now = (int64_t)time(NULL);
@@ -414,9 +458,8 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 		if (r[noted].note && (ret = make_note(a, a->size + at[noted], pr.p + at[noted],
 			at[noted + 1] - at[noted], r[noted].note)))
 			goto out;
-	if ((ret = line_append(a->fd, pr.p, pr.len)))
+	if ((ret = append_line(a, pr.p, pr.len)))
 		goto out;
-	a->size += pr.len;
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
 		goto out;
@@ -681,16 +724,12 @@ static bool noted_line_there(const struct audit_snapshot *t, const unsigned char
 static int end_line(struct audit *a, const struct audit_snapshot *t)
 {
 	char last = '\n';
-	int ret;
 
 	if (a->size && pread(t->fd[t->n - 1], &last, 1, (off_t)a->size - 1) != 1)
 		return -EIO;
 	if (last == '\n')
 		return 0;
-	if ((ret = line_append(a->fd, "\n", 1)))
-		return ret;
-	a->size++;
-	return 0;
+	return append_line(a, "\n", 1);
 }
 
 /*
@@ -785,8 +824,7 @@ int audit_recover(struct audit *a, const struct store_note *v, size_t n, size_t 
 			a->recovered_ino = a->ino;
 			a->recovered_at = a->size;
 		}
-		if (!(ret = line_append(a->fd, line, len))) {
-			a->size += len;
+		if (!(ret = append_line(a, line, len))) {
 			a->dirty = true;
 			(*restored)++;
 		}

@@ -150,6 +150,9 @@ static int append(struct replay *r, const char *line, bool sync)
 {
 	int ret = line_append(r->fd, line, strlen(line));
 
+	/* A fragment may stay at the end, or a real I/O error left the file unknown: rewrite it. */
+	if (ret == -EIO)
+		r->failed = true;
 	if (ret)
 		return ret;
 	r->dirty = true;
@@ -241,6 +244,8 @@ static int compact(struct replay *r)
 			fprintf(f, "A %" PRId64 " %s\n", r->slots[i].until, r->slots[i].jti);
 	if (fflush(f))
 		ret = -errno;
+	else if (ferror(f))
+		ret = -EIO; /* an earlier flush failed: its buffer is lost; only ferror says so */
 	else
 		ret = sync_fd(fileno(f));
 	if (fclose(f) && !ret)
@@ -470,6 +475,8 @@ void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t 
 		r->dirty = true;
 		goto out;
 	}
+	if (ret == -EIO)
+		r->failed = true; /* as in append */
 	/* Nothing of the group reached the file (line_append cuts a torn write off). */
 	for (size_t i = n; i-- > 0;) {
 		struct entry *e;

@@ -8,7 +8,8 @@
  * Replay protection: every accepted grant or revocation id (jti) is remembered until a time
  * (its exp plus the clock skew), in state_dir/replay.db, appended and fsync'd before the caller
  * acts on it, so a restart does not reopen the window. Lines: "A UNTIL JTI" and "F JTI"
- * (forget); the file is compacted on open.
+ * (forget); the file is rewritten at open when it is missing, ends mid-line, holds a line it
+ * cannot read, or more dead lines than half its live ones (plus 1024).
  */
 struct replay;
 

@@ -333,6 +333,42 @@ static void test_torn_line(void **state)
 	assert_int_equal(lines, 2);
 }
 
+/* A trail a crash left mid-line: the first line after the start stands alone all the same. */
+static void test_crash_left_a_fragment(void **state)
+{
+	static const char before[] = "{\"event\":\"grant.applied\",\"grant\":\"whole\"}\n"
+		"{\"event\":\"grant.app";
+	struct fixture *f = *state;
+	char path[128], line[1024];
+	json_t *last = NULL;
+	struct audit *a;
+	int lines = 0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs(before, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "config.loaded",
+		.count = -1 }), 0);
+	audit_close(&a);
+
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp)) {
+		json_decref(last);
+		last = json_loads(line, 0, NULL);
+		lines++;
+	}
+	fclose(fp);
+	assert_int_equal(lines, 3); /* the whole line, the fragment alone, the new record */
+	assert_non_null(last);
+	assert_string_equal(json_string_value(json_object_get(last, "event")), "config.loaded");
+	json_decref(last);
+}
+
 static void test_rotation(void **state)
 {
 	struct fixture *f = *state;
@@ -813,6 +849,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_line_as_jansson, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_filters_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crash_left_a_fragment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation_fails_then_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation_fills_a_gap, setup, teardown),
