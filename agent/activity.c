@@ -216,15 +216,24 @@ int activity_note_event(struct activity *a, const json_t *ev)
 	return ret;
 }
 
+#define ACTIVITY_WAIT_MS 1000
+
+static void settle_within(struct activity *a, int wait_ms);
+
 void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out)
 {
 	const struct port_hist *h;
 
-	activity_settle(a, true);
-	h = find(a, port, ipproto);
+	/*
+	 * A status in the first moments waits a little for the trail's reading, not for all of
+	 * it: a trail of millions of records would hold the loop (grants, the watchdog) up.
+	 */
+	settle_within(a, ACTIVITY_WAIT_MS);
 	memset(out, 0, sizeof(*out));
-	if (!h)
+	if ((out->pending = a->rb != NULL))
+		return;
+	if (!(h = find(a, port, ipproto)))
 		return;
 	for (size_t i = 0; i < h->n; i++)
 		if (h->when[i] > now - ACTIVITY_WINDOW_SEC && h->when[i] <= now)
@@ -421,15 +430,29 @@ out:
 	return ret;
 }
 
-void activity_settle(struct activity *a, bool wait)
+/* activity_settle, waiting at most wait_ms (-1: for as long as it takes). */
+static void settle_within(struct activity *a, int wait_ms)
 {
 	struct rebuild *r = a->rb;
+	struct timespec until;
 	int ret;
 
-	if (!r || (!wait && !atomic_load(&r->done)))
+	if (!r || (!wait_ms && !atomic_load(&r->done)))
 		return;
+	if (wait_ms > 0 && !atomic_load(&r->done)) {
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += wait_ms / 1000;
+		until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		if (pthread_clockjoin_np(r->thread, NULL, CLOCK_MONOTONIC, &until))
+			return; /* still reading: the next one takes it */
+	} else {
+		pthread_join(r->thread, NULL);
+	}
 	a->rb = NULL;
-	pthread_join(r->thread, NULL);
 	/* Cancelled: jitd is stopping, and the history goes with it. */
 	if (r->ret != -ECANCELED && ((ret = r->ret) || (ret = merge(a, r->found))))
 		log_warn("cannot read the audit trail: %s; recent activity starts from now",
@@ -437,4 +460,9 @@ void activity_settle(struct activity *a, bool wait)
 	rebuild_free(r);
 	/* The scan peaked well above what the history holds; glibc would keep the freed heap. */
 	(void)malloc_trim(0);
+}
+
+void activity_settle(struct activity *a, bool wait)
+{
+	settle_within(a, wait ? -1 : 0);
 }

@@ -81,7 +81,7 @@ static const char *fit(const char *s, size_t width, char *buf, size_t len)
 static void print_ports(const json_t *ports, const char *mode)
 {
 	const json_t *p;
-	char src[256], user[16];
+	char src[256], user[16], week[24];
 	size_t i;
 
 	printf("\nProtected ports:\n");
@@ -95,17 +95,25 @@ static void print_ports(const json_t *ports, const char *mode)
 	}
 	printf("  %-5s %-5s %-6s %-6s %-6s %-20s %-12s %s\n", "PORT", "PROTO", "MAX", "ACTIVE",
 		"7 DAYS", "LAST ACCESS", "LAST USER", "ALLOWED SOURCES");
-	json_array_foreach(ports, i, p)
+	json_array_foreach(ports, i, p) {
+		const json_t *n = json_object_get(p, "grants_7d");
+
+		/* null while jitd still reads its audit trail at the start: not known yet. */
+		if (json_is_integer(n))
+			snprintf(week, sizeof(week), "%" JSON_INTEGER_FORMAT,
+				json_integer_value(n));
+		else
+			snprintf(week, sizeof(week), "-");
 		printf("  %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
-			" %-6" JSON_INTEGER_FORMAT " %-20s %-12s %s\n",
+			" %-6s %-20s %-12s %s\n",
 			json_integer_value(json_object_get(p, "port")), jitctl_str(p, "protocol"),
 			jitctl_str(p, "max_duration"),
-			json_integer_value(json_object_get(p, "active_grants")),
-			json_integer_value(json_object_get(p, "grants_7d")),
+			json_integer_value(json_object_get(p, "active_grants")), week,
 			jitctl_str(p, "last_access"),
 			fit(jitctl_str(p, "last_user"), 12, user, sizeof(user)),
 			fit(join(json_object_get(p, "allowed_sources"), src, sizeof(src)), 30, src,
 				sizeof(src)));
+	}
 }
 
 /*

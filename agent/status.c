@@ -685,10 +685,12 @@ static json_t *ports_json(const struct config *cfg, struct activity *act,
 		/* ipproto 0: each grant once for the port, whatever its protocols. */
 		activity_port(act, pp->port, port_proto_ipproto(pp->protos), now, &sum);
 		duration_format(pp->max_duration, dur, sizeof(dur));
-		o = json_pack("{s:i, s:s, s:s, s:I, s:o, s:i, s:i}", "port", pp->port, "protocol",
+		o = json_pack("{s:i, s:s, s:s, s:I, s:o, s:i, s:o}", "port", pp->port, "protocol",
 			port_proto_name(pp->protos), "max_duration", dur, "max_duration_seconds",
 			(json_int_t)pp->max_duration, "allowed_sources", sources_json(pp),
-			"active_grants", active, "grants_7d", (int)sum.grants_7d);
+			"active_grants", active, "grants_7d", sum.pending ? json_null() :
+			json_integer(sum.grants_7d));
+		/* pending: the trail is still being read at the start; null, not a wrong 0. */
 		if (o && (json_object_set_new(o, "last_access",
 			sum.last_access ? time_json(sum.last_access) : json_null()) ||
 			json_object_set_new(o, "last_user",

@@ -22,6 +22,7 @@ struct port_activity {
 	unsigned grants_7d;
 	int64_t last_access;	/* seconds since the epoch; 0 = never */
 	char last_user[GRANT_MAX_STRING + 1];
+	bool pending;		/* the trail is still being read: nothing is known yet */
 };
 
 /* Returns 0 or -ENOMEM. */
@@ -37,7 +38,8 @@ int activity_note(struct activity *a, const struct grant *g, int64_t when);
 int activity_note_event(struct activity *a, const json_t *ev);
 /*
  * Activity of (port, ipproto) as of now, ipproto 0 for the port whatever the protocol; zeroed
- * when there was none. Waits for a rebuild still running (activity_rebuild).
+ * when there was none. Waits up to a second for a rebuild still running (activity_rebuild);
+ * still running then, out is zeroed with pending set.
  */
 void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out);
