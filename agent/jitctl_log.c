@@ -10,7 +10,8 @@
 #include "common/events.h"
 
 static const char *const csv_fields[] = { "time", "event", "grant", "sub", "iss", "kid",
-	"sources", "ports", "expires_at", "reason", "peer", "code", "message", "count" };
+	"sources", "ports", "destinations", "gateway_ports", "expires_at", "reason", "peer", "code",
+	"withdrawn", "message", "count" };
 
 static void log_usage(FILE *f)
 {
@@ -67,7 +68,10 @@ static long long parse_since(const char *s, time_t now)
 	return -1;
 }
 
-/* A member as text: lists joined by one space, numbers in decimal, absent as "". */
+/*
+ * A member as text: lists joined by one space, numbers in decimal, true and false as such,
+ * absent as "".
+ */
 static void field_text(const json_t *v, char *buf, size_t len)
 {
 	const json_t *x;
@@ -78,11 +82,20 @@ static void field_text(const json_t *v, char *buf, size_t len)
 		snprintf(buf, len, "%s", json_string_value(v));
 	} else if (json_is_integer(v)) {
 		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	} else if (json_is_boolean(v)) {
+		snprintf(buf, len, "%s", json_is_true(v) ? "true" : "false");
 	} else if (json_is_array(v)) {
 		json_array_foreach(v, i, x) {
-			int n = snprintf(buf + used, len - used, "%s%s", i ? " " : "",
-				json_string_value(x) ? json_string_value(x) : "");
+			char item[24];
+			int n;
 
+			/* A gateway port is a number. */
+			if (json_is_integer(x))
+				snprintf(item, sizeof(item), "%" JSON_INTEGER_FORMAT,
+					json_integer_value(x));
+			n = snprintf(buf + used, len - used, "%s%s", i ? " " : "",
+				json_is_integer(x) ? item : json_string_value(x) ?
+				json_string_value(x) : "");
 			if (n < 0 || (size_t)n >= len - used)
 				break;
 			used += (size_t)n;

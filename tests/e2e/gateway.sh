@@ -163,6 +163,15 @@ expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 50000
 grep -q 'connect to 192.0.2.1:50000 for 10.1.0.6:22/tcp' "$TMP/state/audit.jsonl" ||
 	fail "the audit record lacks the connection details"
 pass "audit: grant.applied says where to connect"
+"$JITCTL_BIN" -s "$SOCK" log --grant gw-d --event grant.applied --csv >"$TMP/gw.csv" ||
+	fail "jitctl log --csv failed"
+python3 - "$TMP/gw.csv" <<'PY' || fail "the CSV lacks the gateway columns: $(cat "$TMP/gw.csv")"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1], newline="")))
+assert len(rows) == 1, rows
+assert rows[0]["destinations"] == "10.1.0.6" and rows[0]["gateway_ports"] == "50000", rows[0]
+PY
+pass "log --csv: the destination and the gateway port have their columns"
 status_json | jq -e '.grants[] | select(.id == "gw-d") | .dnat[0].connect == "192.0.2.1:50000"' \
 	>/dev/null || fail "status lacks the connection details"
 pass "status: gw-d shows connect 192.0.2.1:50000"
