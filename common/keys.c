@@ -152,7 +152,13 @@ static int read_public(int fd, const char *kid, const char *path, EVP_PKEY **out
 		goto out;
 	}
 	if (!(*out = PEM_read_PUBKEY(fp, NULL, NULL, NULL))) {
-		ret = UNKNOWN(e, "key '%s': %s is not a PEM public key", kid, path);
+		/* A read or an allocation that failed says nothing of the key: not a verdict. */
+		if (ferror(fp))
+			ret = unreadable(e, kid, path, EIO);
+		else if (ERR_GET_REASON(ERR_peek_last_error()) == ERR_R_MALLOC_FAILURE)
+			ret = unreadable(e, kid, path, ENOMEM);
+		else
+			ret = UNKNOWN(e, "key '%s': %s is not a PEM public key", kid, path);
 		goto out;
 	}
 	if (EVP_PKEY_base_id(*out) != EVP_PKEY_ED25519) {
