@@ -60,6 +60,7 @@ struct activity {
 	struct port_hist *v;
 	size_t n, cap;
 	struct rebuild *rb;
+	bool waited;	/* a status has waited for rb once: the next ones do not */
 };
 
 int activity_new(struct activity **out)
@@ -227,9 +228,15 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 
 	/*
 	 * A status in the first moments waits a little for the trail's reading, not for all of
-	 * it: a trail of millions of records would hold the loop (grants, the watchdog) up.
+	 * it: a trail of millions of records would hold the loop (grants, the watchdog) up. Once
+	 * in all: a status asks for each port, and each would wait again.
 	 */
-	settle_within(a, ACTIVITY_WAIT_MS);
+	if (a->rb && !a->waited) {
+		settle_within(a, ACTIVITY_WAIT_MS);
+		a->waited = a->rb != NULL;
+	} else {
+		settle_within(a, 0);
+	}
 	memset(out, 0, sizeof(*out));
 	if ((out->pending = a->rb != NULL))
 		return;
@@ -424,6 +431,7 @@ int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
 		goto out;
 	}
 	a->rb = r;
+	a->waited = false;
 	return 0;
 out:
 	rebuild_free(r);

@@ -38,8 +38,8 @@ int activity_note(struct activity *a, const struct grant *g, int64_t when);
 int activity_note_event(struct activity *a, const json_t *ev);
 /*
  * Activity of (port, ipproto) as of now, ipproto 0 for the port whatever the protocol; zeroed
- * when there was none. Waits up to a second for a rebuild still running (activity_rebuild);
- * still running then, out is zeroed with pending set.
+ * when there was none. The first call while a rebuild runs (activity_rebuild) waits up to a
+ * second for it, the next ones not at all; while it still runs, out is zeroed with pending set.
  */
 void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out);
