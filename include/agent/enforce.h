@@ -97,6 +97,9 @@ struct revoke_result {
  * replay cache, and revokes the grant it names: its access goes at once (other grants covering the
  * same sources keep theirs), and with "terminate" its established flows are cut. Returns 0 and
  * fills *res, or a negative enum jit_err (JIT_ERR_NOT_FOUND when no such grant is active).
+ * JIT_ERR_KERNEL also when the kernel did not answer and could not be read back: the grant is
+ * revoked all the same (the batch was most likely applied), its elements, should they remain,
+ * removed by the next check; its flows are not cut then.
  */
 int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
 	struct revoke_result *res, struct jit_error *err);
