@@ -46,6 +46,7 @@ struct audit {
 	 */
 	uint64_t recovered_ino;
 	uint64_t recovered_at;
+	bool unended;		/* a failed append may have left a fragment without its newline */
 	bool syslog_there;	/* _PATH_LOG was a socket when last looked at */
 	int64_t syslog_checked;	/* when that was; 0: never */
 };
@@ -70,6 +71,7 @@ static int open_file(struct audit *a)
 	}
 	a->size = (uint64_t)st.st_size;
 	a->ino = (uint64_t)st.st_ino;
+	a->unended = false; /* a fragment stays at the end of the file rotated away */
 	return 0;
 }
 
@@ -413,16 +415,25 @@ static void print_rec(struct printer *pr, const struct audit_rec *r, int64_t now
 
 /*
  * One line appended, a->size kept to the file's own: a failed append may leave a fragment it
- * could only end, not cut (line_append), and the copies' offsets count from the real end.
+ * could not cut (line_append), and the copies' offsets count from the real end. A fragment
+ * perhaps left unended is ended before the next line, or that line is not written either.
  */
 static int append_line(struct audit *a, const char *line, size_t len)
 {
 	struct stat st;
-	int ret = line_append(a->fd, line, len);
+	int ret = 0;
 
-	if (!ret)
+	if (a->unended && !(ret = line_append(a->fd, "\n", 1))) {
+		a->size++;
+		a->unended = false;
+	}
+	if (!ret && !(ret = line_append(a->fd, line, len))) {
 		a->size += len;
-	else if (fstat(a->fd, &st) == 0)
+		return 0;
+	}
+	if (ret == -EIO)
+		a->unended = true;
+	if (fstat(a->fd, &st) == 0)
 		a->size = (uint64_t)st.st_size;
 	return ret;
 }

@@ -150,7 +150,7 @@ static int append(struct replay *r, const char *line, bool sync)
 {
 	int ret = line_append(r->fd, line, strlen(line));
 
-	/* A fragment may stay at the end, or a real I/O error left the file unknown: rewrite it. */
+	/* Part of the line may be in the file, or an I/O error left it unknown: rewrite it. */
 	if (ret == -EIO)
 		r->failed = true;
 	if (ret)
