@@ -60,8 +60,8 @@ static int check_stat(const struct stat *stp, const char *kid, const char *path,
 	if (st.st_mode & (S_IWGRP | S_IWOTH))
 		return UNKNOWN(e, "key '%s': %s is writable by group or others", kid, path);
 	if (st.st_uid != 0 && st.st_uid != geteuid())
-		return UNKNOWN(e, "key '%s': %s is owned by uid %u, not root", kid, path,
-			(unsigned)st.st_uid);
+		return UNKNOWN(e, "key '%s': %s is owned by uid %u, not root nor jitd's user", kid,
+			path, (unsigned)st.st_uid);
 	if (st.st_size > KEY_FILE_MAX)
 		return UNKNOWN(e, "key '%s': %s is larger than %d bytes", kid, path, KEY_FILE_MAX);
 	return 0;
@@ -152,10 +152,18 @@ static int read_public(int fd, const char *kid, const char *path, EVP_PKEY **out
 		goto out;
 	}
 	if (!(*out = PEM_read_PUBKEY(fp, NULL, NULL, NULL))) {
-		/* A read or an allocation that failed says nothing of the key: not a verdict. */
+		/*
+		 * A read or an allocation that failed says nothing of the key: not a verdict. The
+		 * allocation's error may lie under the decoders' own in the queue.
+		 */
+		bool oom = false;
+		unsigned long code;
+
+		while ((code = ERR_get_error()))
+			oom |= ERR_GET_REASON(code) == ERR_R_MALLOC_FAILURE;
 		if (ferror(fp))
 			ret = unreadable(e, kid, path, EIO);
-		else if (ERR_GET_REASON(ERR_peek_last_error()) == ERR_R_MALLOC_FAILURE)
+		else if (oom)
 			ret = unreadable(e, kid, path, ENOMEM);
 		else
 			ret = UNKNOWN(e, "key '%s': %s is not a PEM public key", kid, path);
