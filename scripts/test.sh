@@ -36,7 +36,7 @@ cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz
 fuzz_failed() {
 	tail -n 60 "$2" >&2
 	echo "test.sh: fuzz_$1 failed (its crash input is named above)" >&2
-	rm -f "$2"
+	rm -rf "$2" "${scratch:-}"
 	exit 1
 }
 for name in jws grant config revoke proto http store; do

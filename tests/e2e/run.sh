@@ -28,7 +28,10 @@ while :; do
 	rc=$?
 	kill -0 "$pid" 2>/dev/null || break
 done
-[ "$rc" -eq 124 ] && echo "e2e: $script ran out of its 200 s: stopped" >&2
+case $rc in
+124) echo "e2e: $script ran out of its 200 s: stopped" >&2 ;;
+137) echo "e2e: $script ran out of its 200 s and did not stop on SIGTERM: killed" >&2 ;;
+esac
 
 leftover=$(ip netns list | awk '{print $1}' | grep -E "^jitd-e2e-$$-" || true)
 if [ -n "$leftover" ]; then
