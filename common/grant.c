@@ -27,14 +27,17 @@
  * What a claim string must not hold (jansson has made sure it is UTF-8): the C0 and C1
  * controls, which terminals act on (C1's CSI, U+009B, as ESC [ does); line and paragraph
  * separators, which break log lines; the bidirectional marks, embeddings, overrides and
- * isolates (U+200E-F, U+202A-E, U+2066-9), which make a printed name read as another
- * ("\u202egro.elpmaxe@ecila"). NULL when s[i..] starts with none of them.
+ * isolates (U+200E-F, U+202A-E, U+2066-9) and the Arabic letter mark (U+061C, which acts as
+ * U+200F does), which make a printed name read as another ("\u202egro.elpmaxe@ecila"). NULL
+ * when s[i..] starts with none of them.
  */
 static const char *unsafe_at(const unsigned char *s, size_t n, size_t i)
 {
 	if (s[i] < 0x20 || s[i] == 0x7f || (s[i] == 0xc2 && i + 1 < n && s[i + 1] >= 0x80 &&
 		s[i + 1] <= 0x9f))
 		return "a control character";
+	if (s[i] == 0xd8 && i + 1 < n && s[i + 1] == 0x9c)
+		return "a bidirectional formatting character";
 	if (s[i] != 0xe2 || i + 2 >= n)
 		return NULL;
 	if (s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9))

@@ -681,8 +681,11 @@ static void test_types(void **state)
 		"claim 'sub': contains a bidirectional formatting character");
 	expect(with("jti", json_string("g\xe2\x80\x8f" "1")), JIT_ERR_MALFORMED,
 		"claim 'jti': contains a bidirectional formatting character");
-	/* Other UTF-8 stays: names are not ASCII everywhere (U+00E9; U+2014 and U+20AC). */
+	expect(with("sub", json_string("a\xd8\x9c" "b")), JIT_ERR_MALFORMED,
+		"claim 'sub': contains a bidirectional formatting character");
+	/* Other UTF-8 stays: names are not ASCII everywhere (U+00E9, U+0627; U+2014, U+20AC). */
 	grant_clear((struct grant[]){ accept(with("sub", json_string("ren\xc3\xa9" "e"))) });
+	grant_clear((struct grant[]){ accept(with("sub", json_string("\xd8\xa7" "b"))) });
 	grant_clear((struct grant[]){ accept(with("reason",
 		json_string("a \xe2\x80\x94 \xe2\x82\xac" "5"))) });
 	expect(with("reason", json_integer(1)), JIT_ERR_MALFORMED, "claim 'reason'");
