@@ -393,11 +393,15 @@ static void test_journal_damage(void **state)
  * Damage before the journal's end: the records after it go, but a deletion among them (a grant
  * revoked after the damaged record was written) still applies, at this start and the next.
  */
-static void test_journal_damage_keeps_later_deletions(void **state)
+/*
+ * A journal of p, q and r, then p's deletion; n bytes of buf written over it at r's record
+ * (its 12-byte header, then its payload) plus off.
+ */
+static void journal_damaged_at_r(const void *buf, size_t n, off_t off)
 {
 	struct store *st;
 	struct stat sb;
-	off_t before;
+	off_t r;
 	int fd;
 
 	assert_int_equal(store_open(dir, &st), 0);
@@ -405,15 +409,23 @@ static void test_journal_damage_keeps_later_deletions(void **state)
 	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
 	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	before = sb.st_size;
+	r = sb.st_size;
 	assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
 	assert_int_equal(store_del(st, "p"), 0);
 	store_close(&st);
 	fd = open(at("grants.journal"), O_WRONLY);
 	assert_true(fd >= 0);
-	/* A byte of r's payload (after its 12-byte header): p's deletion, after it, stays whole. */
-	assert_int_equal(pwrite(fd, "!", 1, before + 13), 1);
+	assert_int_equal(pwrite(fd, buf, n, r + off), (ssize_t)n);
 	close(fd);
+}
+
+static void test_journal_damage_keeps_later_deletions(void **state)
+{
+	struct store *st;
+	struct stat sb;
+
+	/* A byte of r's payload: p's deletion, after it, stays whole. */
+	journal_damaged_at_r("!", 1, 13);
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-q;");
 	assert_int_equal(store_damage(st)->count, 1);
@@ -434,24 +446,9 @@ static void test_damaged_length_is_no_torn_tail(void **state)
 {
 	static const unsigned char claim[4] = { 0, 0, 0x9c, 0x40 }; /* 40,000 bytes */
 	struct store *st;
-	struct stat sb;
-	off_t before;
-	int fd;
 
-	assert_int_equal(store_open(dir, &st), 0);
-	assert_tokens(st, "");
-	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
-	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
-	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	before = sb.st_size;
-	assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
-	assert_int_equal(store_del(st, "p"), 0);
-	store_close(&st);
-	fd = open(at("grants.journal"), O_WRONLY);
-	assert_true(fd >= 0);
 	/* r's header: its payload length (the first 4 bytes), big-endian. */
-	assert_int_equal(pwrite(fd, claim, sizeof(claim), before), (ssize_t)sizeof(claim));
-	close(fd);
+	journal_damaged_at_r(claim, sizeof(claim), 0);
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-q;");
 	/* Damage, not a torn tail: found and shown (the copy's name may be taken this second). */
