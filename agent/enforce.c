@@ -3377,7 +3377,7 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 {
 	struct group *groups = NULL;
 	size_t n_groups = 0;
-	char kerr[NFT_ERRLEN] = "", unconfirmed[NFT_ERRLEN] = "";
+	char kerr[NFT_ERRLEN] = "";
 	struct grant g;
 	int64_t deadline;
 	long flows = 0;
@@ -3401,16 +3401,17 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 		 * back in the books, the grant would have the next check add them again; the
 		 * revocation stands, and the kernel is brought to the books now, past the stale
 		 * acks. Failing that, the next check does it (the commit left jitd unsure), and
-		 * the reply must not say the access is gone.
+		 * the reply says the kernel did not confirm it.
 		 */
 		log_warn("revocation of '%s': %s; the kernel is checked again", g.jti, kerr);
 		kerr[0] = '\0';
 		if ((ret = resync(e)) ||
 			(ret = sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))) {
-			snprintf(unconfirmed, sizeof(unconfirmed), "%s",
+			/* Cut to fit: the kernel's own text can be longer. */
+			snprintf(res->unconfirmed, sizeof(res->unconfirmed), "%.127s",
 				kerr[0] ? kerr : strerror(-ret));
-			note_error(e, "kernel: cannot confirm the revocation of '%s' now (%s): "
-				"its elements go at the next check", g.jti, unconfirmed);
+			note_error(e, "kernel: cannot confirm the revocation of '%.64s' now (%s): "
+				"its elements go at the next check", g.jti, res->unconfirmed);
 		}
 		ret = 0;
 	}
@@ -3431,12 +3432,6 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 		terminate ? " (terminating its flows)" : "");
 	(void)audit(e, "grant.revoked", &g, NULL, peer, 0, why, -1);
 	e->metrics.grants_revoked++;
-	if (unconfirmed[0]) {
-		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel did not answer (%s): '%s' is "
-			"revoked here, but its elements may stay until the next check of the table "
-			"(its connections are not cut)", unconfirmed, g.jti);
-		goto out;
-	}
 	/*
 	 * After the elements are gone, so a cut client cannot simply come back in. A cut that
 	 * failed is said in the reply: sessions that live on must not read as "there were none".

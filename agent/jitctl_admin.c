@@ -66,6 +66,9 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 		else if (terminate)
 			printf("; its connections could NOT be cut (%s): they live on",
 				jitctl_str(rep, "terminate_error"));
+		if (json_object_get(rep, "kernel_unconfirmed"))
+			printf("; the kernel did not confirm it (%s): its elements may stay until "
+				"jitd's next check", jitctl_str(rep, "kernel_unconfirmed"));
 		printf("\n");
 	}
 out:

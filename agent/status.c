@@ -633,8 +633,9 @@ json_t *status_revoke_json(const struct revoke_result *res)
 		res->terminate, "flows_terminated", res->flows_terminated < 0 ? json_null() :
 		json_integer((json_int_t)res->flows_terminated));
 
-	if (o && res->flows_terminated < 0 && json_object_set_new(o, "terminate_error",
-		json_string(res->terminate_error))) {
+	if (o && ((res->flows_terminated < 0 && json_object_set_new(o, "terminate_error",
+		json_string(res->terminate_error))) || (res->unconfirmed[0] &&
+		json_object_set_new(o, "kernel_unconfirmed", json_string(res->unconfirmed))))) {
 		json_decref(o);
 		o = NULL;
 	}

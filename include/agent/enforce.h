@@ -90,6 +90,12 @@ struct revoke_result {
 	bool terminate;		/* established flows were asked to be cut */
 	long flows_terminated;	/* conntrack entries deleted (0 without terminate, -1: failed) */
 	char terminate_error[128]; /* why the flows could not be cut, when they could not */
+	/*
+	 * The kernel did not answer the removal and could not be read back: why. The grant is
+	 * revoked all the same (the batch was most likely applied); its elements, should they
+	 * remain, go at the next check.
+	 */
+	char unconfirmed[128];
 };
 
 /*
@@ -97,9 +103,7 @@ struct revoke_result {
  * replay cache, and revokes the grant it names: its access goes at once (other grants covering the
  * same sources keep theirs), and with "terminate" its established flows are cut. Returns 0 and
  * fills *res, or a negative enum jit_err (JIT_ERR_NOT_FOUND when no such grant is active).
- * JIT_ERR_KERNEL also when the kernel did not answer and could not be read back: the grant is
- * revoked all the same (the batch was most likely applied), its elements, should they remain,
- * removed by the next check; its flows are not cut then.
+ * A removal the kernel did not confirm still revokes: res->unconfirmed says why.
  */
 int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
 	struct revoke_result *res, struct jit_error *err);
