@@ -415,19 +415,14 @@ static void print_rec(struct printer *pr, const struct audit_rec *r, int64_t now
 
 /*
  * One line appended, a->size kept to the file's own: a failed append may leave a fragment it
- * could not cut (line_append), and the copies' offsets count from the real end. A fragment
- * perhaps left unended is ended before the next line, or that line is not written either.
+ * could not cut (line_append), and the copies' offsets count from the real end.
  */
 static int append_line(struct audit *a, const char *line, size_t len)
 {
 	struct stat st;
-	int ret = 0;
+	int ret = line_append(a->fd, line, len);
 
-	if (a->unended && !(ret = line_append(a->fd, "\n", 1))) {
-		a->size++;
-		a->unended = false;
-	}
-	if (!ret && !(ret = line_append(a->fd, line, len))) {
+	if (!ret) {
 		a->size += len;
 		return 0;
 	}
@@ -436,6 +431,23 @@ static int append_line(struct audit *a, const char *line, size_t len)
 	if (fstat(a->fd, &st) == 0)
 		a->size = (uint64_t)st.st_size;
 	return ret;
+}
+
+/*
+ * A fragment a failed append may have left unended is ended before anything more is written
+ * (else the next line runs on from it, and both are skipped), and before the offsets of the
+ * next lines' copies are taken. Failing, nothing more is written.
+ */
+static int end_fragment(struct audit *a)
+{
+	int ret;
+
+	if (!a->unended)
+		return 0;
+	if ((ret = append_line(a, "\n", 1)))
+		return ret;
+	a->unended = false;
+	return 0;
 }
 
 int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
@@ -464,6 +476,8 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 		goto out;
 	/* A group's lines stay together, in the file they are noted in. */
 	if (a->size && a->size + pr.len > a->max_bytes && (ret = rotate(a)))
+		goto out;
+	if ((ret = end_fragment(a)))
 		goto out;
 	for (; noted < n; noted++)
 		if (r[noted].note && (ret = make_note(a, a->size + at[noted], pr.p + at[noted],
@@ -735,12 +749,14 @@ static bool noted_line_there(const struct audit_snapshot *t, const unsigned char
 static int end_line(struct audit *a, const struct audit_snapshot *t)
 {
 	char last = '\n';
+	int ret;
 
 	if (a->size && pread(t->fd[t->n - 1], &last, 1, (off_t)a->size - 1) != 1)
 		return -EIO;
-	if (last == '\n')
-		return 0;
-	return append_line(a, "\n", 1);
+	if (last != '\n' && (ret = append_line(a, "\n", 1)))
+		return ret;
+	a->unended = false; /* read, not guessed */
+	return 0;
 }
 
 /*

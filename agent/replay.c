@@ -475,9 +475,12 @@ void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t 
 		r->dirty = true;
 		goto out;
 	}
+	/*
+	 * Nothing of the group reached the file (line_append cuts a torn write off), or, on
+	 * -EIO, the file is rewritten from memory without it before anything more (as in append).
+	 */
 	if (ret == -EIO)
-		r->failed = true; /* as in append */
-	/* Nothing of the group reached the file (line_append cuts a torn write off). */
+		r->failed = true;
 	for (size_t i = n; i-- > 0;) {
 		struct entry *e;
 

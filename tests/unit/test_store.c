@@ -390,10 +390,6 @@ static void test_journal_damage(void **state)
 }
 
 /*
- * Damage before the journal's end: the records after it go, but a deletion among them (a grant
- * revoked after the damaged record was written) still applies, at this start and the next.
- */
-/*
  * A journal of p, q and r, then p's deletion; n bytes of buf written over it at r's record
  * (its 12-byte header, then its payload) plus off.
  */
@@ -419,6 +415,10 @@ static void journal_damaged_at_r(const void *buf, size_t n, off_t off)
 	close(fd);
 }
 
+/*
+ * Damage before the journal's end: the records after it go, but a deletion among them (a grant
+ * revoked after the damaged record was written) still applies, at this start and the next.
+ */
 static void test_journal_damage_keeps_later_deletions(void **state)
 {
 	struct store *st;
