@@ -95,7 +95,7 @@ echo "$out" | jq -e '.message | endswith("for destination 10.1.0.6 port 22/tcp, 
 pass "kernel: fwd4 and dnat4 still empty"
 
 log "a gateway grant opens one source to one machine, until it expires"
-sign --src 192.0.2.2 --dst 10.1.0.5 --port 22 --for 6 --jti gw-a | submit - >/dev/null ||
+sign --src 192.0.2.2 --dst 10.1.0.5 --port 22 --for 10 --jti gw-a | submit - >/dev/null ||
 	fail "gw-a refused"
 [ "$(set_elems fwd4)" = "192.0.2.2 10.1.0.5 tcp 22" ] || fail "fwd4: $(set_elems fwd4)"
 pass "kernel: fwd4 holds 192.0.2.2 . 10.1.0.5 . tcp . 22"
@@ -104,7 +104,7 @@ session_open "$C1" 10.1.0.5 22 192.0.2.2	# before the refused connects' timeouts
 session_say before-expiry
 expect_connect drop "$C1" -b 192.0.2.3 10.1.0.5 22
 expect_connect drop "$C1" -b 192.0.2.2 10.1.0.6 22
-wait_until 12 "gw-a to expire" status_has_no_grants
+wait_until 16 "gw-a to expire" status_has_no_grants
 wait_until 5 "fwd4 to empty" set_is fwd4 ""
 pass "kernel: the element expired on its own"
 session_say after-expiry
