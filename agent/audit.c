@@ -85,31 +85,25 @@ static int reopen(struct audit *a)
 	return a->fd >= 0 ? 0 : open_file(a);
 }
 
-static int append_line(struct audit *a, const char *line, size_t len);
-
 /*
- * A trail a crash left mid-line (or ending in the zeros a file system can leave) gets its
- * newline at the start, whatever else is recovered: the next line must stand alone, not run on
- * from the fragment and be skipped with it. A failure only costs that line: jitd still starts.
+ * A trail a crash left mid-line (or ending in the zeros a file system can leave) is marked as
+ * a failed append marks it: end_fragment ends the line before the next record, whatever else
+ * is recovered. Unreadable, it is taken as mid-line: an empty line costs nothing.
  */
-static void end_torn_line(struct audit *a)
+static void find_torn_line(struct audit *a)
 {
 	char last = '\n';
-	ssize_t n = 0;
-	int fd, ret = 0;
+	int fd;
 
 	if (!a->size)
 		return;
 	if ((fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
-		(n = pread(fd, &last, 1, (off_t)a->size - 1)) != 1)
-		ret = n < 0 || fd < 0 ? -errno : -EIO;
+		pread(fd, &last, 1, (off_t)a->size - 1) != 1)
+		last = '\0';
 	if (fd >= 0)
 		close(fd);
-	if (!ret && last != '\n' && !(ret = append_line(a, "\n", 1)))
-		log_warn("audit: %s ended mid-line: a newline ends it", a->path);
-	if (ret)
-		log_warn("audit: cannot check or end the last line of %s: %s", a->path,
-			strerror(-ret));
+	if ((a->unended = last != '\n'))
+		log_warn("audit: %s may end mid-line: the next record starts a line", a->path);
 }
 
 int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out)
@@ -132,7 +126,7 @@ int audit_open(const char *state_dir, const struct audit_opts *o, struct audit *
 		audit_close(&a);
 		return ret;
 	}
-	end_torn_line(a);
+	find_torn_line(a);
 	openlog("jitd", LOG_PID, LOG_AUTHPRIV);
 	*out = a;
 	return 0;
