@@ -811,27 +811,67 @@ static int commit_batch(struct enforce *e, struct nft_batch *b, char *kerr)
 	return ret;
 }
 
-/* Removes the elements the last resync found that jitd cannot have written: *removed of them. */
-static int drop_strays(struct enforce *e, size_t *removed, char *err, size_t errlen)
+#ifdef JITD_TEST_HOOKS
+/*
+ * Test builds: $JITD_TEST_STRAY_RACE_FILE holding 1 takes the first of the strays about to be
+ * removed out in a transaction of its own, as if it had run out since it was read.
+ */
+static void test_hook_stray_race(struct enforce *e)
 {
 	char kerr[NFT_ERRLEN] = "";
 	struct nft_batch *b = NULL;
-	int ret;
+
+	if (test_hook_read("JITD_TEST_STRAY_RACE_FILE") <= 0)
+		return;
+	if (nft_batch_new(e->nft, &b) || ruleset_raw_delete(b, e->strays.v, 1) ||
+		nft_batch_commit(b, kerr))
+		log_warn("test hook: cannot remove a stray first: %s", kerr);
+	nft_batch_free(b);
+}
+#else
+static void test_hook_stray_race(struct enforce *e)
+{
+	(void)e;
+}
+#endif
+
+/*
+ * Removes the elements the last resync found that jitd cannot have written: *removed of them.
+ * One of them that runs out before the batch fails it whole (ENOENT), which would keep the
+ * others, a catch-all among them, until the next full check: the sets are read again and the
+ * rest removed, as sync_groups retries its own race with expiry.
+ */
+static int drop_strays(struct enforce *e, size_t *removed, char *err, size_t errlen)
+{
+	int ret = 0;
 
 	*removed = 0;
-	if (!e->strays.n)
-		return 0;
-	if (!(ret = nft_batch_new(e->nft, &b)) &&
-		!(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)))
-		ret = commit_batch(e, b, kerr);
-	nft_batch_free(b);
-	if (ret) {
+	for (int attempt = 0; attempt < COMMIT_ATTEMPTS && e->strays.n; attempt++) {
+		char kerr[NFT_ERRLEN] = "";
+		struct nft_batch *b = NULL;
+
+		if (!(ret = nft_batch_new(e->nft, &b)) &&
+			!(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n))) {
+			test_hook_stray_race(e);
+			ret = commit_batch(e, b, kerr);
+		}
+		nft_batch_free(b);
+		if (ret == 0) {
+			*removed += e->strays.n;
+			e->strays.n = 0;
+			break;
+		}
 		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
-		return ret;
+		if (ret != -ENOENT)
+			break;
+		log_info("kernel: removing elements jitd did not write: %s; re-reading the sets",
+			err);
+		if (resync(e))
+			break;
+		if (!e->strays.n)
+			ret = 0; /* the one that ran out was the last */
 	}
-	*removed = e->strays.n;
-	e->strays.n = 0;
-	return 0;
+	return ret;
 }
 
 static int commit_plan(struct enforce *e, const struct plan *p, int64_t now_ms, char *err,
