@@ -729,12 +729,12 @@ static bool add_bitwise(struct nftnl_rule *r, const void *mask, uint32_t len)
 	return expr_add(r, e);
 }
 
-static bool add_ct_state(struct nftnl_rule *r)
+static bool add_ct(struct nftnl_rule *r, uint32_t key)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("ct");
 
 	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, key);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
 	}
 	return expr_add(r, e);
@@ -807,12 +807,23 @@ static bool add_saddr(struct nftnl_rule *r, int family)
 				   add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, REG(0));
 }
 
+/*
+ * ct state established,related ct direction original accept. Only the direction in which the
+ * flow began: once a revocation with "terminate" deletes a flow's entry, the server's next
+ * segment (loose TCP pickup, any UDP datagram) makes a new entry that runs the other way, and
+ * the client's packets, its replies, would pass here as established for as long as they flow.
+ * Replies go through the port and grant checks instead. One to the host's own connection comes
+ * to the port it left from, which the stack does not pick while a service is bound to it, and
+ * leaves at the next rule.
+ */
 static bool rule_ct(struct nftnl_rule *r, const void *arg __attribute__((unused)))
 {
 	uint32_t zero = 0, mask = NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED);
+	uint8_t original = IP_CT_DIR_ORIGINAL;
 
-	return add_ct_state(r) && add_bitwise(r, &mask, sizeof(mask)) &&
-		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero)) && add_verdict(r, NF_ACCEPT);
+	return add_ct(r, NFT_CT_STATE) && add_bitwise(r, &mask, sizeof(mask)) &&
+		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero)) && add_ct(r, NFT_CT_DIRECTION) &&
+		add_cmp(r, NFT_CMP_EQ, &original, sizeof(original)) && add_verdict(r, NF_ACCEPT);
 }
 
 static bool rule_unprotected(struct nftnl_rule *r, const void *arg __attribute__((unused)))

@@ -8,9 +8,12 @@
 setup_net
 setup_keys
 write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
+	  {"port": 2222, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 start_listeners 22
+ip netns exec "$SRV" /usr/bin/python3 "$(dirname "$0")/pusher.py" serve 0.0.0.0 2222 &
+BG_PIDS+=($!)
 start_jitd
 
 flows_from() { # conntrack's own count of TCP flows from $1 to port 22 (independent witness)
@@ -125,6 +128,29 @@ jq -s -e 'any(.[]; .event == "flows.terminated" and .grant == "rv-s"
 pass "audit: flows.terminated, with the controller as peer"
 no_allow_elems || fail "allow sets not empty: $(host_elems)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "revocation with --terminate of a flow whose server sends first"
+# Once the flow's entry is gone, the server's next segment makes conntrack pick the flow up
+# again, the other way round: the client's packets are then the entry's replies, "established".
+# They must still meet the grants, not pass as established.
+sign --src 192.0.2.3 --port 2222 --for 120 --jti rv-push | submit - >/dev/null ||
+	fail "rv-push refused"
+ip netns exec "$C1" /usr/bin/python3 "$(dirname "$0")/pusher.py" client 192.0.2.3 192.0.2.1 \
+	2222 30 >"$TMP/push.out" 2>&1 &
+push_pid=$!
+BG_PIDS+=($push_pid)
+pushes() { grep -c '^got' "$TMP/push.out" || true; }
+wait_until 5 "the server's pushes to arrive" sh -c "[ \$(grep -c '^got' '$TMP/push.out') -ge 3 ]"
+"$JITCTL_BIN" -s "$SOCK" revoke rv-push --terminate >/dev/null || fail "revoke rv-push failed"
+n=$(pushes)
+ended() { grep -qE '^(failed|silent|done)' "$TMP/push.out"; }
+wait_until 8 "the pushed session to end" ended
+grep -qE '^(failed|silent)' "$TMP/push.out" ||
+	fail "the session lives on: $(tail -3 "$TMP/push.out")"
+[ "$(pushes)" -le $((n + 2)) ] ||
+	fail "the client still answered $(($(pushes) - n)) pushes after the revocation"
+pass "a session whose server sends first is cut too: $(tail -1 "$TMP/push.out")"
+wait "$push_pid" 2>/dev/null || true
 
 if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	log "a signed revocation while replay.db cannot be made durable (test builds)"
