@@ -46,6 +46,8 @@
  */
 #define HTTP_MAX_BODY (64 * 1024)
 #define HTTP_MAX_HEADERS (8 * 1024)
+/* A connection's unread input, at most: the next request whole, and some of the one after. */
+#define HTTP_INPUT_MAX (HTTP_MAX_HEADERS + HTTP_MAX_BODY + 16 * 1024)
 #define HTTP_BACKLOG 128
 #define RATE_SLOTS 4096
 /* Floods are logged, not audited: one line per interval, so they cannot fill the disk. */
@@ -1224,6 +1226,12 @@ static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 		/* Calls conn_closed_cb, which frees gives_way and counts it gone. */
 		evhttp_connection_free(gives_way->evcon);
 	}
+	/*
+	 * While evhttp writes a reply it reads on with no callback, into the input buffer: a
+	 * client that pipelines requests and reads no replies would fill memory. One request whole
+	 * (evhttp keeps a body in the buffer until all of it came) plus some is enough.
+	 */
+	bufferevent_setwatermark(bev, EV_READ, 0, HTTP_INPUT_MAX);
 	bufferevent_incref(bev);
 	h->pending[h->n_pending++] = bev;
 	event_active(h->adopt, EV_TIMEOUT, 0);

@@ -49,6 +49,33 @@ all_in_kernel() {
 		sort) <(allow_elems allow4_addr) >/dev/null
 }
 
+log "a client that pipelines requests and reads no reply"
+# While a reply cannot be written, jitd must stop reading that connection, not keep what comes
+# in memory: the client pushes up to 64 MiB of requests for 4 s (listen.timeout is 5 s).
+hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$JITD_PID/status"; }
+before=$(hwm)
+in_ns "$SRV" /usr/bin/python3 - >"$TMP/flood" 2>&1 <<'PY' || fail "flood: $(cat "$TMP/flood")"
+import select, socket, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", 7080))
+s.setblocking(False)
+chunk = b"GET /v1/flood HTTP/1.1\r\nHost: jitd\r\n\r\n" * 1024
+sent, end = 0, time.monotonic() + 4
+while sent < 64 << 20 and time.monotonic() < end:
+    if select.select([], [s], [], 0.2)[1]:
+        try:
+            sent += s.send(chunk)
+        except BlockingIOError:
+            pass
+print(sent)
+PY
+sent=$(cat "$TMP/flood") grown=$(($(hwm) - before))
+[ "$sent" -lt $((8 << 20)) ] || fail "jitd read $sent bytes it could not answer"
+[ "$grown" -lt $((16 << 10)) ] || fail "jitd's peak memory grew by $grown KiB"
+pass "jitd took $sent bytes from a client that reads nothing; its peak memory grew by $grown KiB"
+"$JITCTL_BIN" -s "$SOCK" status >/dev/null || fail "jitd no longer answers"
+
 log "$N grants, signed with PyJWT, in batches over HTTP"
 in_ns "$SRV" /usr/bin/python3 - "$TMP/signer/ctl.key" "$HOST_ID" "$N" <<'PY' || fail "loading the grants"
 import http.client, json, sys, time
