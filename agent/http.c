@@ -503,6 +503,7 @@ static json_t *batch_grants(struct http *h, struct evhttp_request *req, const st
 	struct jit_error err = { .code = JIT_ERR_BAD_REQUEST };
 	size_t n = evbuffer_get_length(in);
 	json_t *doc = NULL, *grants;
+	const char *body;
 	json_error_t je;
 	size_t i;
 	int status = 400;
@@ -512,8 +513,13 @@ static json_t *batch_grants(struct http *h, struct evhttp_request *req, const st
 		snprintf(err.msg, sizeof(err.msg), "Content-Type must be application/json");
 		goto refuse;
 	}
-	doc = json_loadb(n ? (const char *)evbuffer_pullup(in, -1) : "", n, JSON_REJECT_DUPLICATES,
-		&je);
+	if (!(body = n ? (const char *)evbuffer_pullup(in, -1) : "")) {
+		status = 500;
+		err.code = JIT_ERR_INTERNAL;
+		snprintf(err.msg, sizeof(err.msg), "out of memory");
+		goto refuse;
+	}
+	doc = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
 	if (!doc) {
 		char shown[JIT_SHOWN_LEN];
 
@@ -1472,6 +1478,12 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	evhttp_set_allowed_methods(h->eh, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_max_headers_size(h->eh, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(h->eh, HTTP_MAX_BODY);
+	/*
+	 * A body over the limit is read and dropped before the close: closed with it unread, the
+	 * kernel resets the connection and the client sees that instead of the 413. The deadline
+	 * (listen.timeout) bounds how long.
+	 */
+	(void)evhttp_set_flags(h->eh, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_timeout(h->eh, (int)l->timeout);
 	if ((ret = bind_address(l, &ss, &sl))) {
 		snprintf(err, errlen, "%s is not a numeric address", l->host);

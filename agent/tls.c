@@ -31,6 +31,19 @@ static int fail(char *err, size_t errlen, const char *what, const char *path)
 	return -EINVAL;
 }
 
+/*
+ * An encrypted tls_key fails to load: OpenSSL's default would ask for its passphrase on the
+ * terminal, and a reload (on the event loop) would wait there.
+ */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)arg;
+	return 0;
+}
+
 int tls_server_ctx(const struct listen_config *l, SSL_CTX **out, char *err, size_t errlen)
 {
 	STACK_OF(X509_NAME) *names = NULL;
@@ -53,6 +66,7 @@ int tls_server_ctx(const struct listen_config *l, SSL_CTX **out, char *err, size
 		ret = fail(err, errlen, "cannot load tls_cert", l->tls_cert);
 		goto out;
 	}
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 	if (SSL_CTX_use_PrivateKey_file(ctx, l->tls_key, SSL_FILETYPE_PEM) != 1) {
 		ret = fail(err, errlen, "cannot load tls_key", l->tls_key);
 		goto out;
