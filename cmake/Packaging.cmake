@@ -95,6 +95,9 @@ set(CPACK_RPM_PACKAGE_RELOCATABLE OFF)
 set(CPACK_RPM_SPEC_MORE_DEFINE
 	"%define _build_id_links none\n%define packager ${JITD_PACKAGE_CONTACT}")
 set(CPACK_RPM_PACKAGE_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION}")
+# %post creates the group with groupadd under set -e (systemctl and systemd-tmpfiles it looks
+# for first): a transaction that installs jitd before shadow-utils must order them.
+set(CPACK_RPM_PACKAGE_REQUIRES_POST /usr/sbin/groupadd)
 set(CPACK_RPM_POST_INSTALL_SCRIPT_FILE ${PROJECT_SOURCE_DIR}/packaging/rpm/post.sh)
 set(CPACK_RPM_PRE_UNINSTALL_SCRIPT_FILE ${PROJECT_SOURCE_DIR}/packaging/rpm/preun.sh)
 set(CPACK_RPM_POST_UNINSTALL_SCRIPT_FILE ${PROJECT_SOURCE_DIR}/packaging/rpm/postun.sh)

@@ -23,8 +23,14 @@ fi
 
 [ "$1" -eq 1 ] || exit 0
 
+# Under the unit's descriptor limit, as it will run (systemctl show needs a running systemd;
+# LimitNOFILE=131072 otherwise); the packaged binary, not whatever jitd comes first in PATH.
+lim=$(systemctl show -p LimitNOFILESoft --value jitd.service 2>/dev/null) || lim=
+if [ "$lim" = infinity ]; then
+	lim=unlimited
+fi
 have_key=no
-if out=$(jitd --check-config); then
+if out=$(ulimit -n "${lim:-131072}" 2>/dev/null || true; /usr/sbin/jitd --check-config); then
 	case $out in
 	*", 0 trusted key(s))") ;;
 	*" trusted key(s))") have_key=yes ;;

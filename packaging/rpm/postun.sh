@@ -10,14 +10,15 @@ set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	if [ "$1" -ge 1 ]; then
-		# Under the unit's descriptor limit, not the installer's (LimitNOFILE=).
-		lim=$(systemctl show -p LimitNOFILE --value jitd.service 2>/dev/null) || lim=
+		# Under the unit's descriptor limit (the soft one, which jitd checks), not the
+		# installer's; the packaged binary, not whatever jitd comes first in PATH.
+		lim=$(systemctl show -p LimitNOFILESoft --value jitd.service 2>/dev/null) || lim=
 		if [ "$lim" = infinity ]; then
 			lim=unlimited
 		fi
 		if systemctl --quiet is-active jitd.service &&
-			! (ulimit -n "${lim:-131072}" 2>/dev/null
-			jitd --check-config >/dev/null); then
+			! (ulimit -n "${lim:-131072}" 2>/dev/null || true
+			/usr/sbin/jitd --check-config >/dev/null); then
 			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \
 				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
