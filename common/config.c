@@ -359,9 +359,23 @@ static int set_always(const json_t *root, struct config *c, struct jit_error *e)
 {
 	const json_t *v = json_object_get(root, "always_allow");
 
+	int ret;
+
 	if (!v)
 		return 0;
-	return get_prefixes(v, "always_allow", NULL, &c->always_allow, &c->n_always_allow, e);
+	if ((ret = get_prefixes(v, "always_allow", NULL, &c->always_allow, &c->n_always_allow, e)))
+		return ret;
+	/*
+	 * Every source of a family, for good: the protected ports open to all, which no one
+	 * writes on purpose into a list of exceptions. A port no one needs closed leaves ports.
+	 */
+	for (size_t i = 0; i < c->n_always_allow; i++)
+		if (c->always_allow[i].len == 0)
+			return BAD(e, "always_allow[%zu]: a prefix of length 0 lets every %s "
+				"source reach every protected port; to stop protecting a port, "
+				"remove it from ports", i,
+				c->always_allow[i].family == AF_INET ? "IPv4" : "IPv6");
+	return 0;
 }
 
 static int port_number(const json_t *o, const char *where, struct port_policy *pp,

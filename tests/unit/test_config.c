@@ -407,6 +407,12 @@ static void test_prefixes(void **state)
 	parse_bad("{'always_allow':['*']}", "always_allow[0]: '*' is not a prefix");
 	parse_bad("{'always_allow':[24]}",
 		"always_allow[0]: expected a prefix string, not an integer");
+	parse_bad("{'always_allow':['192.0.2.0/24','0.0.0.0/0']}",
+		"always_allow[1]: a prefix of length 0 lets every IPv4 source reach every "
+		"protected port");
+	parse_bad("{'always_allow':['::/0']}", "lets every IPv6 source");
+	/* Mapped: 0.0.0.0/0 as the kernel's inet family sees it. */
+	parse_bad("{'always_allow':['::ffff:0.0.0.0/96']}", "lets every IPv4 source");
 }
 
 static void test_port_entries(void **state)
