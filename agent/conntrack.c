@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <ifaddrs.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,10 @@ struct dump {
 	size_t n_hosts;
 	size_t *wide, n_wide, wide_cap;
 	size_t *cand, n_cand, cand_cap; /* one entry's candidates, grants[] indexes */
+	/* This namespace's addresses, read with the index: a host grant's flows end at one. */
+	struct prefix *local;
+	size_t n_local;
+	bool any_local;		/* they could not be read: every address passes for local */
 };
 
 /* libnl returns negative NLE_* codes; jitd speaks -errno. */
@@ -202,23 +207,84 @@ static bool tuple_source(const struct nfnl_ct *ct, int dir, struct prefix *host)
 }
 
 /*
+ * This namespace's own addresses, as the input chain's "local": every interface's, and all of
+ * loopback. Unreadable, every address counts as local, so that a revocation cuts too much
+ * rather than too little.
+ */
+static void read_local(struct dump *d)
+{
+	struct ifaddrs *all = NULL, *a;
+	size_t n = 0;
+
+	if (getifaddrs(&all)) {
+		d->any_local = true;
+		return;
+	}
+	for (a = all; a; a = a->ifa_next)
+		n += a->ifa_addr != NULL;
+	if (!(d->local = calloc(n + 1, sizeof(*d->local)))) {
+		d->any_local = true;
+		goto out;
+	}
+	for (a = all; a; a = a->ifa_next) {
+		struct prefix *p = &d->local[d->n_local];
+
+		if (!a->ifa_addr)
+			continue;
+		const void *sa = a->ifa_addr;
+
+		if (a->ifa_addr->sa_family == AF_INET) {
+			p->family = AF_INET;
+			p->len = 32;
+			memcpy(p->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+			d->n_local++;
+		} else if (a->ifa_addr->sa_family == AF_INET6) {
+			p->family = AF_INET6;
+			p->len = 128;
+			memcpy(p->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+			d->n_local++;
+		}
+	}
+out:
+	freeifaddrs(all);
+}
+
+static bool is_local(const struct dump *d, const struct prefix *host)
+{
+	static const struct prefix loopback4 = { AF_INET, 8, { 127 } };
+
+	if (d->any_local || prefix_contains(&loopback4, host))
+		return true;
+	for (size_t i = 0; i < d->n_local; i++)
+		if (prefix_contains(&d->local[i], host))
+			return true;
+	return false;
+}
+
+/*
  * The remote end normally opened the flow: its address is the original source and the local
  * port the reply's source, i.e. after any DNAT, as jitd's input chain saw it. But once an
  * entry is deleted, conntrack (nf_conntrack_tcp_loose, the default) picks the flow up again
  * from whichever packet comes next; if the local server sends first, the new entry runs the
  * other way, and that flow is the grant's too.
  */
-static bool entry_matches(const struct grant *g, const struct nfnl_ct *ct, uint8_t proto)
+static bool entry_matches(const struct dump *d, const struct grant *g, const struct nfnl_ct *ct,
+	uint8_t proto)
 {
 	struct prefix host;
 
 	for (int dir = 0; dir < 2; dir++) {
 		/* dir 0: opened by the granted source; 1: picked up again the other way. */
 		if (!port_match(g, proto, nfnl_ct_get_src_port(ct, !dir)) ||
-			!tuple_source(ct, dir, &host) || !src_match(g, &host))
+			!tuple_source(ct, dir, &host) || !src_match(g, &host) ||
+			!tuple_source(ct, !dir, &host))
 			continue;
-		/* A gateway grant's flows lead to its destinations (after any DNAT). */
-		if (!g->n_dst || (tuple_source(ct, !dir, &host) && dst_match(g, &host)))
+		/*
+		 * A gateway grant's flows lead to its destinations (after any DNAT); a host
+		 * grant's end here, not at a machine behind (a gateway grant's flow from the same
+		 * source to the same port, a container's published port).
+		 */
+		if (g->n_dst ? dst_match(g, &host) : is_local(d, &host))
 			return true;
 	}
 	return false;
@@ -263,6 +329,10 @@ static int cmp_index(const void *a, const void *b)
 
 static void index_free(struct dump *d)
 {
+	free(d->local);
+	d->local = NULL;
+	d->n_local = 0;
+	d->any_local = false;
 	free(d->hosts);
 	free(d->wide);
 	free(d->cand);
@@ -376,6 +446,8 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return;
+	if (!d->hosts && !d->local && !d->any_local)
+		read_local(d);
 	if ((!d->hosts && (ret = build_index(d))) || (ret = candidates(d, ct))) {
 		if (!d->err)
 			d->err = ret;
@@ -386,7 +458,7 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 	for (size_t c = 0; c < d->n_cand; c++) {
 		size_t i = d->cand[c];
 
-		if (!entry_matches(&d->grants[i], ct, proto))
+		if (!entry_matches(d, &d->grants[i], ct, proto))
 			continue;
 		if (d->counts) {
 			d->counts[i] += live;

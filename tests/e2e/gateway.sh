@@ -150,6 +150,24 @@ session_cut fwd-after-terminate
 session_close
 [ "$(fwd_count)" -eq 0 ] || fail "fwd4 not empty: $(set_elems fwd4)"
 
+log "revoking a host grant with --terminate leaves a forwarded flow from its source alone"
+# Same source, same port: the host grant's flows end at this host, the forwarded one at C2.
+sign --src 192.0.2.3 --port 22 --for 120 --jti gw-host | submit - >/dev/null ||
+	fail "gw-host refused"
+sign --src 192.0.2.3 --dst 10.1.0.5 --port 22 --for 120 --jti gw-fwd | submit - >/dev/null ||
+	fail "gw-fwd refused"
+session_open "$C1" 10.1.0.5 22 192.0.2.3
+session_say fwd-kept-before
+counts=$("$JITCTL_BIN" -s "$SOCK" status --json | jq -cS '[.grants[] | {(.id): .flows}] | add')
+[ "$counts" = '{"gw-fwd":1,"gw-host":0}' ] || fail "status flow counts: $counts"
+out=$("$JITCTL_BIN" -s "$SOCK" revoke gw-host --terminate --json) || fail "revoke --terminate: $out"
+echo "$out" | jq -e '.flows_terminated == 0' >/dev/null || fail "revoke reply: $out"
+session_say fwd-kept-after
+pass "the host grant's revocation cut nothing of the gateway grant's session"
+"$JITCTL_BIN" -s "$SOCK" revoke gw-fwd --terminate >/dev/null || fail "revoke gw-fwd failed"
+session_cut fwd-kept-cut
+session_close
+
 log "DNAT: a gateway port for the granted source only"
 out=$(sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-d | submit - --json) ||
 	fail "gw-d refused: $out"
