@@ -545,10 +545,21 @@ static int kill_hits(struct conntrack *c, struct dump *d, long *count)
 		return ret;
 	for (size_t i = 0; i < d->n_hits; i++) {
 		r = nlerr(nfnl_ct_del(c->sk, d->hits[i], 0));
-		if (r == 0)
+		if (r == 0) {
 			(*count)++;
-		else if (r != -ENOENT && !ret)
+			continue;
+		}
+		if (r == -ENOENT)
+			continue;
+		if (!ret)
 			ret = r;
+		/*
+		 * A receive that failed may leave the delete's ack on the socket, where the next
+		 * request would read it as its own and fail: the rest go on a new socket.
+		 */
+		c->stale = true;
+		if (ready(c))
+			break;
 	}
 	return ret;
 }
