@@ -717,6 +717,16 @@ static int check_dnat(const struct config *c, size_t i, struct jit_error *e)
 				(unsigned)t->dnat_hi, (unsigned)pp->port,
 				port_proto_name(pp->protos & t->protos), j);
 	}
+	/*
+	 * The map takes a granted source's connections to any of the gateway's addresses: one to
+	 * the controller endpoint would reach the target instead, and that source could no
+	 * longer revoke or ask for anything there while the grant lasts.
+	 */
+	if (c->listen.enabled && (t->protos & PORT_PROTO_TCP) && c->listen.port >= t->dnat_lo &&
+		c->listen.port <= t->dnat_hi)
+		return BAD(e, "targets[%zu].dnat.listen_port_range: %u-%u contains the controller "
+			      "endpoint's port %u/tcp (listen.address)", i, (unsigned)t->dnat_lo,
+			(unsigned)t->dnat_hi, (unsigned)c->listen.port);
 	return 0;
 }
 

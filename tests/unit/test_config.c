@@ -823,6 +823,12 @@ static void test_dnat_overlap(void **state)
 		  DNAT("10.3.0.5", "50000-50999") "]}",
 		"targets[1].dnat.listen_port_range: 50000-50999 contains the protected port "
 		"50010/tcp (ports[1])");
+	parse_bad("{'mode':'gateway','listen':{'address':'127.0.0.1:50443',"
+		  "'insecure_plaintext':true},'targets':[" DNAT("10.3.0.5", "50000-50999") "]}",
+		"targets[0].dnat.listen_port_range: 50000-50999 contains the controller endpoint's "
+		"port 50443/tcp (listen.address)");
+	config_free(parse_ok("{'mode':'gateway','listen':{'address':'127.0.0.1:51000',"
+		"'insecure_plaintext':true},'targets':[" DNAT("10.3.0.5", "50000-50999") "]}"));
 }
 
 static void test_find_target(void **state)
