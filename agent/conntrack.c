@@ -53,6 +53,8 @@ struct dump {
 	size_t n;
 	long *counts;		/* counting: per grant, TCP only when ESTABLISHED */
 	struct nfnl_ct **hits;	/* killing: one reference per entry of grants[0] */
+	const struct grant *keep; /* killing: grants whose entries stay, n_keep of them */
+	size_t n_keep;
 	size_t n_hits, cap;
 	int err;		/* first failure inside the callback, as -errno */
 	/*
@@ -438,6 +440,15 @@ static int candidates(struct dump *d, const struct nfnl_ct *ct)
 	return 0;
 }
 
+/* Whether another grant still lets ct's flow in: it is that grant's too, and stays. */
+static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto)
+{
+	for (size_t i = 0; i < d->n_keep; i++)
+		if (entry_matches(d, &d->keep[i], ct, proto))
+			return true;
+	return false;
+}
+
 static void match(struct dump *d, struct nfnl_ct *ct)
 {
 	uint8_t proto = nfnl_ct_get_proto(ct);
@@ -464,6 +475,8 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 			d->counts[i] += live;
 			continue;
 		}
+		if (kept(d, ct, proto))
+			break;
 		/* One reference per entry, whichever grant it belongs to. */
 		if ((ret = keep_hit(d, ct)) && !d->err)
 			d->err = ret;
@@ -566,12 +579,20 @@ static int kill_hits(struct conntrack *c, struct dump *d, long *count)
 
 int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long *count)
 {
-	struct dump d = {.grants = g, .n = 1};
+	if (!kill) {
+		*count = 0;
+		return conntrack_count_many(c, g, 1, count);
+	}
+	return conntrack_cut(c, g, NULL, 0, count);
+}
+
+int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
+	size_t n_keep, long *count)
+{
+	struct dump d = {.grants = g, .n = 1, .keep = keep, .n_keep = n_keep};
 	int ret, r;
 
 	*count = 0;
-	if (!kill)
-		return conntrack_count_many(c, g, 1, count);
 	/* A dump that failed part-way still cuts what it found: the error is reported anyway. */
 	ret = dump(c, &d);
 	if ((r = kill_hits(c, &d, count)) && !ret)

@@ -14,7 +14,8 @@ static void revoke_usage(FILE *f)
 	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] revoke GRANT_ID [--terminate] [--json]\n\n"
 		   "Ends an active grant at once (root only). Other grants covering the same\n"
 		   "sources keep their access. Established sessions live on, as on expiry,\n"
-		   "unless --terminate is given: then the connections the grant let in are cut.\n\n"
+		   "unless --terminate is given: then the connections the grant let in are cut,\n"
+		   "but for those another active grant lets in too.\n\n"
 		   "  --terminate  also cut the grant's established connections (conntrack)\n"
 		   "  --json       print the agent's reply as JSON\n");
 }

@@ -35,6 +35,12 @@ void conntrack_close(struct conntrack **c);
  * On error *count is 0 when counting, and the number deleted all the same when killing.
  */
 int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long *count);
+/*
+ * conntrack_flows with kill, but an entry that one of keep[0..n_keep) also matches stays: the
+ * revocation of g leaves the sessions another live grant lets in.
+ */
+int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
+	size_t n_keep, long *count);
 /* conntrack_flows without kill for n grants in one dump: counts[i] for grants[i], 0 on error. */
 int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts);
 

@@ -106,6 +106,23 @@ session_cut c-after-terminate
 session_close
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 
+log "revocation with --terminate while another grant still lets the session in"
+sign --src 192.0.2.3 --port 22 --for 120 --jti rv-k | submit - >/dev/null || fail "rv-k refused"
+sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-k-wide | submit - >/dev/null ||
+	fail "rv-k-wide refused"
+session_open "$C1" 192.0.2.1 22 192.0.2.3
+session_say k-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-k --terminate --json) || fail "revoke rv-k: $out"
+echo "$out" | jq -e '.revoked == "rv-k" and .flows_terminated == 0' >/dev/null ||
+	fail "revoke reply: $out"
+[ "$(flows_from 192.0.2.3)" -ge 1 ] || fail "conntrack lost the flow rv-k-wide lets in"
+session_say k-after-narrow
+pass "the session rv-k-wide still lets in is not cut"
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-k-wide --terminate --json) || fail "revoke: $out"
+echo "$out" | jq -e '.flows_terminated >= 1' >/dev/null || fail "revoke reply: $out"
+session_cut k-after-wide
+session_close
+
 log "a signed revocation with \"terminate\", posted by a controller, cuts the session"
 sign --src 192.0.2.3 --port 22 --for 120 --jti rv-s | submit - >/dev/null || fail "rv-s refused"
 session_open "$C1" 192.0.2.1 22 192.0.2.3
