@@ -3958,6 +3958,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", jerr.msg);
 		goto refused;
 	}
+	for (size_t at = 0; config_warning(nc, &at, jerr.msg, sizeof(jerr.msg));)
+		log_warn("reload: %s: %s", e->config_path, jerr.msg);
 	ret = JIT_ERR_BAD_CONFIG;
 	if (!ruleset_same_shape(e->cfg, nc)) {
 		snprintf(err, errlen, "%s: \"mode\", or whether any target maps ports (dnat), "

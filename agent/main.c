@@ -192,6 +192,8 @@ static int check_config(const struct config *cfg, const char *path)
 		fprintf(stderr, "jitd: %s: listen: warning: %s (%s)\n", path, msg,
 			cfg->listen.tls_cert);
 	SSL_CTX_free(tls);
+	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
+		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
 	keys = keys_check_dir(cfg->keys_dir, stderr);
 	for (size_t i = 0; i < cfg->n_issuers; i++) {
 		struct jit_error why = { 0 };
@@ -321,6 +323,8 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return ret;
 	}
+	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
+		log_warn("%s: %s", o.config_path, msg);
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
 	/* A reload request before the loop can serve it must not kill the agent (the default). */

@@ -359,23 +359,9 @@ static int set_always(const json_t *root, struct config *c, struct jit_error *e)
 {
 	const json_t *v = json_object_get(root, "always_allow");
 
-	int ret;
-
 	if (!v)
 		return 0;
-	if ((ret = get_prefixes(v, "always_allow", NULL, &c->always_allow, &c->n_always_allow, e)))
-		return ret;
-	/*
-	 * Every source of a family, for good: the protected ports open to all, which no one
-	 * writes on purpose into a list of exceptions. A port no one needs closed leaves ports.
-	 */
-	for (size_t i = 0; i < c->n_always_allow; i++)
-		if (c->always_allow[i].len == 0)
-			return BAD(e, "always_allow[%zu]: a prefix of length 0 lets every %s "
-				"source reach every protected port; to stop protecting a port, "
-				"remove it from ports", i,
-				c->always_allow[i].family == AF_INET ? "IPv4" : "IPv6");
-	return 0;
+	return get_prefixes(v, "always_allow", NULL, &c->always_allow, &c->n_always_allow, e);
 }
 
 static int port_number(const json_t *o, const char *where, struct port_policy *pp,
@@ -717,16 +703,6 @@ static int check_dnat(const struct config *c, size_t i, struct jit_error *e)
 				(unsigned)t->dnat_hi, (unsigned)pp->port,
 				port_proto_name(pp->protos & t->protos), j);
 	}
-	/*
-	 * The map takes a granted source's connections to any of the gateway's addresses: one to
-	 * the controller endpoint would reach the target instead, and that source could no
-	 * longer revoke or ask for anything there while the grant lasts.
-	 */
-	if (c->listen.enabled && (t->protos & PORT_PROTO_TCP) && c->listen.port >= t->dnat_lo &&
-		c->listen.port <= t->dnat_hi)
-		return BAD(e, "targets[%zu].dnat.listen_port_range: %u-%u contains the controller "
-			      "endpoint's port %u/tcp (listen.address)", i, (unsigned)t->dnat_lo,
-			(unsigned)t->dnat_hi, (unsigned)c->listen.port);
 	return 0;
 }
 
@@ -1095,6 +1071,45 @@ out:
 	if (fd >= 0)
 		close(fd);
 	return ret;
+}
+
+/*
+ * Settings that load but are most likely mistakes. Warned of, not refused: a file an earlier
+ * jitd took must not keep a newer one from starting (its deny rules) after an upgrade.
+ */
+bool config_warning(const struct config *c, size_t *at, char *buf, size_t len)
+{
+	size_t n = c->n_always_allow;
+
+	for (; *at < n + c->n_targets; (*at)++) {
+		const struct target_policy *t = *at < n ? NULL : &c->targets[*at - n];
+		size_t i = *at;
+
+		/* Every source of a family, for good: no one means that as an exception. */
+		if (!t && c->always_allow[i].len == 0) {
+			snprintf(buf, len, "always_allow[%zu]: a prefix of length 0 lets every "
+				"%s source reach every protected port (to stop protecting a port, "
+				"remove it from ports)", i,
+				c->always_allow[i].family == AF_INET ? "IPv4" : "IPv6");
+			(*at)++;
+			return true;
+		}
+		/*
+		 * The map takes a granted source's connections to any of the gateway's
+		 * addresses: one to the controller endpoint would reach the target instead.
+		 */
+		if (t && t->dnat && c->listen.enabled && (t->protos & PORT_PROTO_TCP) &&
+			c->listen.port >= t->dnat_lo && c->listen.port <= t->dnat_hi) {
+			snprintf(buf, len, "targets[%zu].dnat.listen_port_range: %u-%u holds the "
+				"controller endpoint's port %u/tcp (listen.address): a granted "
+				"source's connections to it would reach the target", i - n,
+				(unsigned)t->dnat_lo, (unsigned)t->dnat_hi,
+				(unsigned)c->listen.port);
+			(*at)++;
+			return true;
+		}
+	}
+	return false;
 }
 
 void config_free(struct config *c)

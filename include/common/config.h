@@ -129,6 +129,11 @@ struct config {
 int config_parse(const char *json, size_t len, struct config **out, struct jit_error *e);
 /* Reads path (at most CONFIG_MAX_BYTES) and parses it. Same returns; I/O errors name the path. */
 int config_load(const char *path, struct config **out, struct jit_error *e);
+/*
+ * The next setting of c that loads but is most likely a mistake, said in buf: true, or false
+ * when none is left. *at starts at 0 and moves on with each call.
+ */
+bool config_warning(const struct config *c, size_t *at, char *buf, size_t len);
 void config_free(struct config *c);
 /* The policy entry for port, or NULL if the port is not protected. */
 const struct port_policy *config_find_port(const struct config *c, uint16_t port);

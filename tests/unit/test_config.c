@@ -407,12 +407,6 @@ static void test_prefixes(void **state)
 	parse_bad("{'always_allow':['*']}", "always_allow[0]: '*' is not a prefix");
 	parse_bad("{'always_allow':[24]}",
 		"always_allow[0]: expected a prefix string, not an integer");
-	parse_bad("{'always_allow':['192.0.2.0/24','0.0.0.0/0']}",
-		"always_allow[1]: a prefix of length 0 lets every IPv4 source reach every "
-		"protected port");
-	parse_bad("{'always_allow':['::/0']}", "lets every IPv6 source");
-	/* Mapped: 0.0.0.0/0 as the kernel's inet family sees it. */
-	parse_bad("{'always_allow':['::ffff:0.0.0.0/96']}", "lets every IPv4 source");
 }
 
 static void test_port_entries(void **state)
@@ -823,12 +817,42 @@ static void test_dnat_overlap(void **state)
 		  DNAT("10.3.0.5", "50000-50999") "]}",
 		"targets[1].dnat.listen_port_range: 50000-50999 contains the protected port "
 		"50010/tcp (ports[1])");
-	parse_bad("{'mode':'gateway','listen':{'address':'127.0.0.1:50443',"
-		  "'insecure_plaintext':true},'targets':[" DNAT("10.3.0.5", "50000-50999") "]}",
-		"targets[0].dnat.listen_port_range: 50000-50999 contains the controller endpoint's "
-		"port 50443/tcp (listen.address)");
-	config_free(parse_ok("{'mode':'gateway','listen':{'address':'127.0.0.1:51000',"
-		"'insecure_plaintext':true},'targets':[" DNAT("10.3.0.5", "50000-50999") "]}"));
+}
+
+/* warned N TEXT: config_warning gives N warnings for text, the first holding needle. */
+static void warned(const char *text, size_t n, const char *needle)
+{
+	struct config *c = parse_ok(text);
+	char msg[256];
+	size_t at = 0, got = 0;
+
+	while (config_warning(c, &at, msg, sizeof(msg))) {
+		if (!got && needle && !strstr(msg, needle))
+			fail_msg("warning '%s' does not hold '%s'", msg, needle);
+		got++;
+	}
+	assert_int_equal(got, n);
+	config_free(c);
+}
+
+static void test_warnings(void **state)
+{
+	(void)state;
+	warned("{'always_allow':['192.0.2.0/24']}", 0, NULL);
+	warned("{'always_allow':['192.0.2.0/24','0.0.0.0/0']}", 1,
+		"always_allow[1]: a prefix of length 0 lets every IPv4 source reach every "
+		"protected port");
+	warned("{'always_allow':['::/0','0.0.0.0/0']}", 2, "always_allow[0]: a prefix of length "
+		"0 lets every IPv6 source");
+	/* Mapped: 0.0.0.0/0 as the kernel's inet family sees it. */
+	warned("{'always_allow':['::ffff:0.0.0.0/96']}", 1, "lets every IPv4 source");
+	warned("{'mode':'gateway','listen':{'address':'127.0.0.1:50443',"
+		  "'insecure_plaintext':true},'targets':[" T22 "," DNAT("10.3.0.5", "50000-50999")
+		  "]}", 1, "targets[1].dnat.listen_port_range: 50000-50999 holds the controller "
+		  "endpoint's port 50443/tcp (listen.address)");
+	warned("{'mode':'gateway','listen':{'address':'127.0.0.1:51000',"
+		"'insecure_plaintext':true},'targets':[" DNAT("10.3.0.5", "50000-50999") "]}", 0,
+		NULL);
 }
 
 static void test_find_target(void **state)
@@ -976,6 +1000,7 @@ int main(void)
 		cmocka_unit_test(test_dnat),
 		cmocka_unit_test(test_dnat_errors),
 		cmocka_unit_test(test_dnat_overlap),
+		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_find_target),
 		cmocka_unit_test_setup_teardown(test_load, make_dir, remove_dir),
 	};
