@@ -1478,12 +1478,6 @@ int http_open(struct event_base *base, const struct config *cfg, struct http **o
 	evhttp_set_allowed_methods(h->eh, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_max_headers_size(h->eh, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(h->eh, HTTP_MAX_BODY);
-	/*
-	 * A body over the limit is read and dropped before the close: closed with it unread, the
-	 * kernel resets the connection and the client sees that instead of the 413. The deadline
-	 * (listen.timeout) bounds how long.
-	 */
-	(void)evhttp_set_flags(h->eh, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_timeout(h->eh, (int)l->timeout);
 	if ((ret = bind_address(l, &ss, &sl))) {
 		snprintf(err, errlen, "%s is not a numeric address", l->host);
