@@ -807,23 +807,43 @@ static bool add_saddr(struct nftnl_rule *r, int family)
 				   add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, REG(0));
 }
 
+/* ct state established,related: the mask test both ct rules begin with. */
+static bool add_ct_established(struct nftnl_rule *r)
+{
+	uint32_t zero = 0, mask = NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED);
+
+	return add_ct(r, NFT_CT_STATE) && add_bitwise(r, &mask, sizeof(mask)) &&
+		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero));
+}
+
 /*
  * ct state established,related ct direction original accept. Only the direction in which the
- * flow began: once a revocation with "terminate" deletes a flow's entry, the server's next
- * segment (loose TCP pickup, any UDP datagram) makes a new entry that runs the other way, and
- * the client's packets, its replies, would pass here as established for as long as they flow.
- * Replies go through the port and grant checks instead. One to the host's own connection comes
- * to the port it left from, which the stack does not pick while a service is bound to it, and
- * leaves at the next rule.
+ * flow began: once a revocation with "terminate" deletes a TCP flow's entry, the server's next
+ * segment makes conntrack pick the flow up again (nf_conntrack_tcp_loose) the other way round,
+ * and the client's packets, now its replies, would pass here as established for as long as the
+ * server talks. Replies go through the port and grant checks instead; one to a connection this
+ * host (or a machine behind it) opened itself leaves at the next rules, unless it left from a
+ * protected port.
  */
 static bool rule_ct(struct nftnl_rule *r, const void *arg __attribute__((unused)))
 {
-	uint32_t zero = 0, mask = NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED);
 	uint8_t original = IP_CT_DIR_ORIGINAL;
 
-	return add_ct(r, NFT_CT_STATE) && add_bitwise(r, &mask, sizeof(mask)) &&
-		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero)) && add_ct(r, NFT_CT_DIRECTION) &&
+	return add_ct_established(r) && add_ct(r, NFT_CT_DIRECTION) &&
 		add_cmp(r, NFT_CMP_EQ, &original, sizeof(original)) && add_verdict(r, NF_ACCEPT);
+}
+
+/*
+ * ct state established,related meta l4proto != tcp accept: replies of any other protocol still
+ * pass. A UDP service speaks from its own port (WireGuard, IKE, NTP do to their peers), and a
+ * datagram cannot tell a reply from a flow picked up the other way.
+ */
+static bool rule_ct_not_tcp(struct nftnl_rule *r, const void *arg __attribute__((unused)))
+{
+	uint8_t tcp = IPPROTO_TCP;
+
+	return add_ct_established(r) && add_meta(r, NFT_META_L4PROTO, NFT_REG_1) &&
+		add_cmp(r, NFT_CMP_NEQ, &tcp, sizeof(tcp)) && add_verdict(r, NF_ACCEPT);
 }
 
 static bool rule_unprotected(struct nftnl_rule *r, const void *arg __attribute__((unused)))
@@ -1044,6 +1064,7 @@ static size_t rule_specs(const struct config *cfg, size_t chain, struct rule_spe
 		return n;
 	}
 	out[n++] = (struct rule_spec){ rule_ct, NULL, "rule ct state" };
+	out[n++] = (struct rule_spec){ rule_ct_not_tcp, NULL, "rule ct state not tcp" };
 	if (chain == CHAIN_INPUT)
 		out[n++] = (struct rule_spec){ rule_unprotected, NULL, "rule unprotected ports" };
 	out[n++] = (struct rule_spec){ rule_always, &v4, "rule always4" };
