@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_conntrack_tcp.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
@@ -19,6 +20,7 @@
 
 #include "agent/conntrack.h"
 #include "common/array.h"
+#include "common/config.h"
 #include "common/grant.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -68,7 +70,12 @@ struct dump {
 	size_t n_hosts;
 	size_t *wide, n_wide, wide_cap;
 	size_t *cand, n_cand, cand_cap; /* one entry's candidates, grants[] indexes */
-	/* This namespace's addresses, read with the index: a host grant's flows end at one. */
+	/*
+	 * Whether an entry's server end is elsewhere, not this host: an address of the configured
+	 * targets (cfg, may be NULL) or one a DNAT sent the flow to, that is none of this
+	 * namespace's own (read with the index). A host grant's flows are all the others.
+	 */
+	const struct config *cfg;
 	struct prefix *local;
 	size_t n_local;
 	bool any_local;		/* they could not be read: every address passes for local */
@@ -209,9 +216,8 @@ static bool tuple_source(const struct nfnl_ct *ct, int dir, struct prefix *host)
 }
 
 /*
- * This namespace's own addresses, as the input chain's "local": every interface's, and all of
- * loopback. Unreadable, every address counts as local, so that a revocation cuts too much
- * rather than too little.
+ * This namespace's own addresses: every interface's, and all of loopback. Unreadable, every
+ * address counts as local, so that a revocation cuts too much rather than too little.
  */
 static void read_local(struct dump *d)
 {
@@ -264,6 +270,23 @@ static bool is_local(const struct dump *d, const struct prefix *host)
 }
 
 /*
+ * Whether ct's server end (host) is provably another machine: a DNAT's or a target's address
+ * that is none of this host's. Not "not local": the input chain also takes what no interface
+ * holds (a local route over a whole prefix, broadcast, multicast, TPROXY), and such a host
+ * grant's flow must be cut.
+ */
+static bool elsewhere(const struct dump *d, const struct nfnl_ct *ct, const struct prefix *host)
+{
+	bool target = false;
+
+	for (size_t i = 0; d->cfg && i < d->cfg->n_targets && !target; i++)
+		target = prefix_contains(&d->cfg->targets[i].addr, host);
+	if (!target && !(nfnl_ct_get_status(ct) & IPS_DST_NAT))
+		return false;
+	return !is_local(d, host);
+}
+
+/*
  * The remote end normally opened the flow: its address is the original source and the local
  * port the reply's source, i.e. after any DNAT, as jitd's input chain saw it. But once an
  * entry is deleted, conntrack (nf_conntrack_tcp_loose, the default) picks the flow up again
@@ -286,7 +309,7 @@ static bool entry_matches(const struct dump *d, const struct grant *g, const str
 		 * grant's end here, not at a machine behind (a gateway grant's flow from the same
 		 * source to the same port, a container's published port).
 		 */
-		if (g->n_dst ? dst_match(g, &host) : is_local(d, &host))
+		if (g->n_dst ? dst_match(g, &host) : !elsewhere(d, ct, &host))
 			return true;
 	}
 	return false;
@@ -581,15 +604,15 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
 {
 	if (!kill) {
 		*count = 0;
-		return conntrack_count_many(c, g, 1, count);
+		return conntrack_count_many(c, NULL, g, 1, count);
 	}
-	return conntrack_cut(c, g, NULL, 0, count);
+	return conntrack_cut(c, NULL, g, NULL, 0, count);
 }
 
-int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
-	size_t n_keep, long *count)
+int conntrack_cut(struct conntrack *c, const struct config *cfg, const struct grant *g,
+	const struct grant *keep, size_t n_keep, long *count)
 {
-	struct dump d = {.grants = g, .n = 1, .keep = keep, .n_keep = n_keep};
+	struct dump d = {.grants = g, .n = 1, .keep = keep, .n_keep = n_keep, .cfg = cfg};
 	int ret, r;
 
 	*count = 0;
@@ -603,9 +626,10 @@ int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant
 	return ret;
 }
 
-int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts)
+int conntrack_count_many(struct conntrack *c, const struct config *cfg, const struct grant *grants,
+	size_t n, long *counts)
 {
-	struct dump d = {.grants = grants, .n = n, .counts = counts};
+	struct dump d = {.grants = grants, .n = n, .counts = counts, .cfg = cfg};
 	int ret = 0;
 
 	if (n == 0)

@@ -106,6 +106,19 @@ session_cut c-after-terminate
 session_close
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 
+log "revocation with --terminate of a session to an address no interface holds"
+# A local route over a whole prefix (AnyIP): the input chain takes it as this host's, and so
+# must the cut, though no interface lists the address.
+ip -n "$SRV" route add local 203.0.113.0/24 dev lo
+ip -n "$C1" route add 203.0.113.0/24 via 192.0.2.1
+sign --src 192.0.2.3 --port 22 --for 120 --jti rv-any | submit - >/dev/null || fail "rv-any refused"
+session_open "$C1" 203.0.113.7 22 192.0.2.3
+session_say any-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-any --terminate --json) || fail "revoke rv-any: $out"
+echo "$out" | jq -e '.flows_terminated == 1' >/dev/null || fail "revoke reply: $out"
+session_cut any-after
+session_close
+
 log "revocation with --terminate while another grant still lets the session in"
 sign --src 192.0.2.3 --port 22 --for 120 --jti rv-k | submit - >/dev/null || fail "rv-k refused"
 sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-k-wide | submit - >/dev/null ||
