@@ -37,6 +37,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/err.h"
+#include "common/grant.h"
 #include "common/log.h"
 #include "common/proto.h"
 
@@ -198,20 +199,58 @@ static void send_body(struct evhttp_request *req, int status, struct evbuffer *b
 	evbuffer_free(body);
 }
 
-static void send_json(struct evhttp_request *req, int status, json_t *doc)
+/* {"KEY":"ID"}: an id holds no control character (grant_claim_id), only quotes to escape. */
+static int add_id_object(struct evbuffer *out, const char *key, const char *id)
+{
+	if (evbuffer_add_printf(out, "{\"%s\":\"", key) < 0)
+		return -1;
+	for (; *id; id++)
+		if ((*id == '"' || *id == '\\') ? evbuffer_add_printf(out, "\\%c", *id) < 0 :
+			evbuffer_add(out, id, 1))
+			return -1;
+	return evbuffer_add(out, "\"}", 2);
+}
+
+/*
+ * What took effect, when its reply cannot be built (out of memory): its status and id alone.
+ * Never 500 "internal", which says nothing was applied: the controller would count the grant
+ * as refused, and its retry would meet 409.
+ */
+static void send_applied(struct evhttp_request *req, int status, const char *key, const char *id)
+{
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+
+	evbuffer_drain(out, evbuffer_get_length(out));
+	if (add_id_object(out, key, id) || evbuffer_add(out, "\n", 1))
+		evbuffer_drain(out, evbuffer_get_length(out));
+	json_headers(req);
+	evhttp_send_reply(req, status, NULL, NULL);
+}
+
+/* doc (NULL: out of memory building it); what cannot be sent is 500, or send_applied's with key. */
+static void send_json_or(struct evhttp_request *req, int status, json_t *doc, const char *key,
+	const char *id)
 {
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	struct evbuffer *out = evbuffer_new();
 
 	json_decref(doc);
 	if (!text || !out || evbuffer_add(out, text, strlen(text)) || evbuffer_add(out, "\n", 1)) {
-		evhttp_send_error(req, 500, NULL);
 		if (out)
 			evbuffer_free(out);
+		if (key)
+			send_applied(req, status, key, id);
+		else
+			evhttp_send_error(req, 500, NULL);
 	} else {
 		send_body(req, status, out);
 	}
 	free(text);
+}
+
+static void send_json(struct evhttp_request *req, int status, json_t *doc)
+{
+	send_json_or(req, status, doc, NULL, NULL);
 }
 
 /* 201 and the grant as status prints it. */
@@ -220,9 +259,9 @@ static void send_grant(struct evhttp_request *req, struct enforce *enf, const st
 	struct evbuffer *out = evbuffer_new();
 
 	if (!out || status_grant_write(enf, g, out) || evbuffer_add(out, "\n", 1)) {
-		evhttp_send_error(req, 500, NULL);
 		if (out)
 			evbuffer_free(out);
+		send_applied(req, 201, "id", g->jti);
 		return;
 	}
 	send_body(req, 201, out);
@@ -477,6 +516,15 @@ static void batch_item_result(struct batch_item *it, int ret, const struct grant
 		bad = !text || evbuffer_add(it->out, text, strlen(text));
 		free(text);
 	}
+	if (bad && !ret) {
+		/* Applied: said with its id alone, never as internal (see send_applied). */
+		evbuffer_drain(it->out, evbuffer_get_length(it->out));
+		if (evbuffer_add_printf(it->out, "{\"status\":201,\"grant\":") < 0 ||
+			add_id_object(it->out, "id", g->jti) || evbuffer_add(it->out, "}", 1))
+			bad = true;
+		else
+			bad = false;
+	}
 	if (bad) {
 		/* The grant's fate is in the audit trail; the reply must still be JSON. */
 		evbuffer_drain(it->out, evbuffer_get_length(it->out));
@@ -628,7 +676,7 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 		send_error(req, status_of(ret), ret, err.msg);
 		return;
 	}
-	send_json(req, 200, status_revoke_json(&res));
+	send_json_or(req, 200, status_revoke_json(&res), "revoked", res.grant_id);
 }
 
 static void stream_free(struct stream *s)
