@@ -1,5 +1,4 @@
 #include <errno.h>
-#include <ifaddrs.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +18,8 @@
 #include <netlink/socket.h>
 
 #include "agent/conntrack.h"
+#include "agent/localaddr.h"
 #include "common/array.h"
-#include "common/config.h"
 #include "common/grant.h"
 #include "common/port.h"
 #include "common/prefix.h"
@@ -55,7 +54,7 @@ struct dump {
 	size_t n;
 	long *counts;		/* counting: per grant, TCP only when ESTABLISHED */
 	struct nfnl_ct **hits;	/* killing: one reference per entry of grants[0] */
-	const struct grant *keep; /* killing: grants whose entries stay, n_keep of them */
+	const struct grant **keep; /* killing: grants whose entries stay, n_keep of them */
 	size_t n_keep;
 	size_t n_hits, cap;
 	int err;		/* first failure inside the callback, as -errno */
@@ -71,14 +70,12 @@ struct dump {
 	size_t *wide, n_wide, wide_cap;
 	size_t *cand, n_cand, cand_cap; /* one entry's candidates, grants[] indexes */
 	/*
-	 * Whether an entry's server end is elsewhere, not this host: an address of the configured
-	 * targets (cfg, may be NULL) or one a DNAT sent the flow to, that is none of this
-	 * namespace's own (read with the index). A host grant's flows are all the others.
+	 * What this namespace takes as its own (read with the index): a host grant's flows end
+	 * there, a gateway grant's do not.
 	 */
-	const struct config *cfg;
-	struct prefix *local;
-	size_t n_local;
-	bool any_local;		/* they could not be read: every address passes for local */
+	struct localaddr local;
+	bool local_read;
+	bool any_local;		/* it could not be read: every address passes for either */
 };
 
 /* libnl returns negative NLE_* codes; jitd speaks -errno. */
@@ -216,74 +213,25 @@ static bool tuple_source(const struct nfnl_ct *ct, int dir, struct prefix *host)
 }
 
 /*
- * This namespace's own addresses: every interface's, and all of loopback. Unreadable, every
- * address counts as local, so that a revocation cuts too much rather than too little.
+ * Unreadable, every address passes for local and for not alike: a cut takes too much rather
+ * than too little.
  */
 static void read_local(struct dump *d)
 {
-	struct ifaddrs *all = NULL, *a;
-	size_t n = 0;
-
-	if (getifaddrs(&all)) {
-		d->any_local = true;
-		return;
-	}
-	for (a = all; a; a = a->ifa_next)
-		n += a->ifa_addr != NULL;
-	if (!(d->local = calloc(n + 1, sizeof(*d->local)))) {
-		d->any_local = true;
-		goto out;
-	}
-	for (a = all; a; a = a->ifa_next) {
-		struct prefix *p = &d->local[d->n_local];
-
-		if (!a->ifa_addr)
-			continue;
-		const void *sa = a->ifa_addr;
-
-		if (a->ifa_addr->sa_family == AF_INET) {
-			p->family = AF_INET;
-			p->len = 32;
-			memcpy(p->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-			d->n_local++;
-		} else if (a->ifa_addr->sa_family == AF_INET6) {
-			p->family = AF_INET6;
-			p->len = 128;
-			memcpy(p->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-			d->n_local++;
-		}
-	}
-out:
-	freeifaddrs(all);
-}
-
-static bool is_local(const struct dump *d, const struct prefix *host)
-{
-	static const struct prefix loopback4 = { AF_INET, 8, { 127 } };
-
-	if (d->any_local || prefix_contains(&loopback4, host))
-		return true;
-	for (size_t i = 0; i < d->n_local; i++)
-		if (prefix_contains(&d->local[i], host))
-			return true;
-	return false;
+	d->local_read = true;
+	d->any_local = localaddr_read(&d->local) != 0;
 }
 
 /*
- * Whether ct's server end (host) is provably another machine: a DNAT's or a target's address
- * that is none of this host's. Not "not local": the input chain also takes what no interface
- * holds (a local route over a whole prefix, broadcast, multicast, TPROXY), and such a host
- * grant's flow must be cut.
+ * Whether the flow's server end (host) is where g's flows end: here for a host grant (the
+ * input chain), at one of its destinations and not here for a gateway grant (the forward
+ * chain; a session to the gateway's own address in a target's prefix is a host grant's).
  */
-static bool elsewhere(const struct dump *d, const struct nfnl_ct *ct, const struct prefix *host)
+static bool ends_at(const struct dump *d, const struct grant *g, const struct prefix *host)
 {
-	bool target = false;
-
-	for (size_t i = 0; d->cfg && i < d->cfg->n_targets && !target; i++)
-		target = prefix_contains(&d->cfg->targets[i].addr, host);
-	if (!target && !(nfnl_ct_get_status(ct) & IPS_DST_NAT))
-		return false;
-	return !is_local(d, host);
+	if (!g->n_dst)
+		return d->any_local || localaddr_has(&d->local, host);
+	return dst_match(g, host) && (d->any_local || !localaddr_has(&d->local, host));
 }
 
 /*
@@ -304,12 +252,8 @@ static bool entry_matches(const struct dump *d, const struct grant *g, const str
 			!tuple_source(ct, dir, &host) || !src_match(g, &host) ||
 			!tuple_source(ct, !dir, &host))
 			continue;
-		/*
-		 * A gateway grant's flows lead to its destinations (after any DNAT); a host
-		 * grant's end here, not at a machine behind (a gateway grant's flow from the same
-		 * source to the same port, a container's published port).
-		 */
-		if (g->n_dst ? dst_match(g, &host) : !elsewhere(d, ct, &host))
+		/* The server end, after any DNAT: a forwarded flow is not a host grant's. */
+		if (ends_at(d, g, &host))
 			return true;
 	}
 	return false;
@@ -354,10 +298,8 @@ static int cmp_index(const void *a, const void *b)
 
 static void index_free(struct dump *d)
 {
-	free(d->local);
-	d->local = NULL;
-	d->n_local = 0;
-	d->any_local = false;
+	localaddr_free(&d->local);
+	d->local_read = d->any_local = false;
 	free(d->hosts);
 	free(d->wide);
 	free(d->cand);
@@ -467,7 +409,7 @@ static int candidates(struct dump *d, const struct nfnl_ct *ct)
 static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto)
 {
 	for (size_t i = 0; i < d->n_keep; i++)
-		if (entry_matches(d, &d->keep[i], ct, proto))
+		if (entry_matches(d, d->keep[i], ct, proto))
 			return true;
 	return false;
 }
@@ -480,7 +422,7 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return;
-	if (!d->hosts && !d->local && !d->any_local)
+	if (!d->local_read)
 		read_local(d);
 	if ((!d->hosts && (ret = build_index(d))) || (ret = candidates(d, ct))) {
 		if (!d->err)
@@ -604,32 +546,77 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
 {
 	if (!kill) {
 		*count = 0;
-		return conntrack_count_many(c, NULL, g, 1, count);
+		return conntrack_count_many(c, g, 1, count);
 	}
-	return conntrack_cut(c, NULL, g, NULL, 0, count);
+	return conntrack_cut(c, g, NULL, 0, count);
 }
 
-int conntrack_cut(struct conntrack *c, const struct config *cfg, const struct grant *g,
-	const struct grant *keep, size_t n_keep, long *count)
+/* Whether two prefixes share an address: one holds the other. */
+static bool overlap(const struct prefix *a, const struct prefix *b)
 {
-	struct dump d = {.grants = g, .n = 1, .keep = keep, .n_keep = n_keep, .cfg = cfg};
+	return prefix_contains(a, b) || prefix_contains(b, a);
+}
+
+/*
+ * The grants of keep[0..n) that could share a flow with g: of its kind (a host grant's flows
+ * are never a gateway grant's), a port and a source in common. Checked once here, not for
+ * every entry against every grant. NULL with *n_out 0 when none; -ENOMEM.
+ */
+static int keep_candidates(const struct grant *g, const struct grant *keep, size_t n,
+	const struct grant ***out, size_t *n_out)
+{
+	const struct grant **v = NULL;
+	size_t k = 0;
+
+	*out = NULL;
+	*n_out = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct grant *o = &keep[i];
+		bool port = false, src = false;
+
+		if (!o->n_dst != !g->n_dst)
+			continue;
+		for (size_t p = 0; p < o->n_ports && !port; p++)
+			for (size_t q = 0; q < g->n_ports && !port; q++)
+				port = o->ports[p].port == g->ports[q].port &&
+					o->ports[p].proto == g->ports[q].proto;
+		for (size_t a = 0; a < o->n_src && port && !src; a++)
+			for (size_t b = 0; b < g->n_src && !src; b++)
+				src = overlap(&o->src[a], &g->src[b]);
+		if (!port || !src)
+			continue;
+		if (!v && !(v = calloc(n - i, sizeof(*v))))
+			return -ENOMEM;
+		v[k++] = o;
+	}
+	*out = v;
+	*n_out = k;
+	return 0;
+}
+
+int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
+	size_t n_keep, long *count)
+{
+	struct dump d = {.grants = g, .n = 1};
 	int ret, r;
 
 	*count = 0;
+	if ((ret = keep_candidates(g, keep, n_keep, &d.keep, &d.n_keep)))
+		return ret;
 	/* A dump that failed part-way still cuts what it found: the error is reported anyway. */
 	ret = dump(c, &d);
 	if ((r = kill_hits(c, &d, count)) && !ret)
 		ret = r;
 	dump_reset(&d);
 	free(d.hits);
+	free(d.keep);
 	index_free(&d);
 	return ret;
 }
 
-int conntrack_count_many(struct conntrack *c, const struct config *cfg, const struct grant *grants,
-	size_t n, long *counts)
+int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts)
 {
-	struct dump d = {.grants = grants, .n = n, .counts = counts, .cfg = cfg};
+	struct dump d = {.grants = grants, .n = n, .counts = counts};
 	int ret = 0;
 
 	if (n == 0)

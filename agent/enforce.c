@@ -3409,7 +3409,7 @@ static int cut_flows(struct enforce *e, const struct grant *g, long *flows)
 		return -EIO;
 #endif
 	/* g has left the grants: those still there keep the sessions they let in. */
-	return conntrack_cut(e->ct, e->cfg, g, e->grants, e->n_grants, flows);
+	return conntrack_cut(e->ct, g, e->grants, e->n_grants, flows);
 }
 
 /* Removes grant i from the kernel and the state; with terminate, cuts its flows afterwards. */

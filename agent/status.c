@@ -1015,7 +1015,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	 * before the kernel's view is read.
 	 */
 	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
-		conntrack_count_many(ct, cfg, g, n, flows)) {
+		conntrack_count_many(ct, g, n, flows)) {
 		free(flows);
 		flows = NULL;
 	}

@@ -4,7 +4,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct config;
 struct grant;
 
 /*
@@ -40,13 +39,9 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
  * conntrack_flows with kill, but an entry that one of keep[0..n_keep) also matches stays: the
  * revocation of g leaves the sessions another live grant lets in.
  */
-int conntrack_cut(struct conntrack *c, const struct config *cfg, const struct grant *g,
-	const struct grant *keep, size_t n_keep, long *count);
-/*
- * conntrack_flows without kill for n grants in one dump: counts[i] for grants[i], 0 on error.
- * cfg (may be NULL) names the targets: a host grant's flow never ends at one of them.
- */
-int conntrack_count_many(struct conntrack *c, const struct config *cfg, const struct grant *grants,
-	size_t n, long *counts);
+int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
+	size_t n_keep, long *count);
+/* conntrack_flows without kill for n grants in one dump: counts[i] for grants[i], 0 on error. */
+int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts);
 
 #endif

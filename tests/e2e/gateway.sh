@@ -167,6 +167,19 @@ pass "the host grant's revocation cut nothing of the gateway grant's session"
 "$JITCTL_BIN" -s "$SOCK" revoke gw-fwd --terminate >/dev/null || fail "revoke gw-fwd failed"
 session_cut fwd-kept-cut
 session_close
+# A forwarded flow to a machine that is no target (SRV routes 10.2.0.5, an address of C2's):
+# nothing of jitd's guards it, and it is no host grant's either.
+ip -n "$C2" addr add 10.2.0.5/32 dev eth0
+ip -n "$SRV" route add 10.2.0.5/32 via 10.1.0.5
+sign --src 192.0.2.3 --port 22 --for 120 --jti gw-host2 | submit - >/dev/null ||
+	fail "gw-host2 refused"
+session_open "$C1" 10.2.0.5 22 192.0.2.3
+session_say routed-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke gw-host2 --terminate --json) || fail "revoke: $out"
+echo "$out" | jq -e '.flows_terminated == 0' >/dev/null || fail "revoke reply: $out"
+session_say routed-after
+pass "a routed session to a machine that is no target is no host grant's to cut"
+session_close
 
 log "DNAT: a gateway port for the granted source only"
 out=$(sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-d | submit - --json) ||
