@@ -296,10 +296,15 @@ static int cmp_index(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void index_free(struct dump *d)
+/* The dump's own: kept across a failed index and a retried dump, read once. */
+static void local_free(struct dump *d)
 {
 	localaddr_free(&d->local);
 	d->local_read = d->any_local = false;
+}
+
+static void index_free(struct dump *d)
+{
 	free(d->hosts);
 	free(d->wide);
 	free(d->cand);
@@ -611,6 +616,7 @@ int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant
 	free(d.hits);
 	free(d.keep);
 	index_free(&d);
+	local_free(&d);
 	return ret;
 }
 
@@ -625,6 +631,7 @@ int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t
 	if ((ret = dump(c, &d)))
 		memset(counts, 0, n * sizeof(*counts));
 	index_free(&d);
+	local_free(&d);
 out:
 	return ret;
 }

@@ -38,6 +38,24 @@ static int attr_cb(const struct nlattr *a, void *arg)
 	return MNL_CB_OK;
 }
 
+/* The dump's end: a change noticed only in its last pass, or an error that ended it early. */
+static int done_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct reading *r = arg;
+	int err;
+
+	if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
+		r->intr = true;
+	if (mnl_nlmsg_get_payload_len(nlh) >= sizeof(err)) {
+		memcpy(&err, mnl_nlmsg_get_payload(nlh), sizeof(err));
+		if (err < 0) {
+			r->err = err;
+			return MNL_CB_ERROR;
+		}
+	}
+	return MNL_CB_STOP;
+}
+
 static int route_cb(const struct nlmsghdr *nlh, void *arg)
 {
 	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
@@ -51,10 +69,16 @@ static int route_cb(const struct nlmsghdr *nlh, void *arg)
 		r->intr = true;
 	if (mnl_attr_parse(nlh, sizeof(*rtm), attr_cb, tb) < 0)
 		return MNL_CB_OK;
+	if (rtm->rtm_type != RTN_LOCAL && rtm->rtm_type != RTN_BROADCAST &&
+		rtm->rtm_type != RTN_ANYCAST && rtm->rtm_type != RTN_MULTICAST)
+		return MNL_CB_OK;
+	/*
+	 * Any table: IPv6 without multiple tables keeps its local routes in main, a VRF in its
+	 * own. But a catch-all elsewhere (TPROXY's "local default dev lo table 100", taken only
+	 * for marked packets) would make every address this host's: that one is passed over.
+	 */
 	table = tb[RTA_TABLE] ? mnl_attr_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
-	if (table != RT_TABLE_LOCAL || (rtm->rtm_type != RTN_LOCAL &&
-		rtm->rtm_type != RTN_BROADCAST && rtm->rtm_type != RTN_ANYCAST &&
-		rtm->rtm_type != RTN_MULTICAST))
+	if (table != RT_TABLE_LOCAL && rtm->rtm_dst_len == 0)
 		return MNL_CB_OK;
 	alen = rtm->rtm_family == AF_INET ? 4 : rtm->rtm_family == AF_INET6 ? 16 : 0;
 	if (!alen || rtm->rtm_dst_len > alen * 8 ||
@@ -76,6 +100,8 @@ static int route_cb(const struct nlmsghdr *nlh, void *arg)
 
 static int dump_once(struct mnl_socket *nl, struct reading *r)
 {
+	/* Not const: mnl_cb_run2 takes it so, though it only reads it. */
+	static mnl_cb_t ctl[NLMSG_MIN_TYPE] = { [NLMSG_DONE] = done_cb };
 	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
 	uint32_t seq = (uint32_t)time(NULL), portid = mnl_socket_get_portid(nl);
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
@@ -94,7 +120,7 @@ static int dump_once(struct mnl_socket *nl, struct reading *r)
 		if ((len = mnl_socket_recvfrom(nl, buf, sizeof(buf))) < 0)
 			return -errno;
 		errno = 0;
-		ret = mnl_cb_run(buf, (size_t)len, seq, portid, route_cb, r);
+		ret = mnl_cb_run2(buf, (size_t)len, seq, portid, route_cb, r, ctl, NLMSG_MIN_TYPE);
 	} while (ret > 0);
 	if (ret < 0)
 		return r->err ? r->err : errno ? -errno : -EPROTO;
@@ -105,7 +131,7 @@ int localaddr_read(struct localaddr *out)
 {
 	struct reading r = { .l = out };
 	struct mnl_socket *nl;
-	int ret = -EINTR;
+	int ret = 0;
 
 	memset(out, 0, sizeof(*out));
 	if (!(nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC)))
@@ -114,12 +140,14 @@ int localaddr_read(struct localaddr *out)
 		ret = -errno;
 		goto out;
 	}
-	for (int i = 0; i < DUMP_TRIES && ret == -EINTR; i++) {
+	/* Only a whole dump the kernel marked interrupted is asked again; any error ends it. */
+	for (int i = 0; i < DUMP_TRIES; i++) {
 		out->n = 0;
 		r.intr = false;
 		r.err = 0;
-		if (!(ret = dump_once(nl, &r)) && r.intr)
-			ret = -EINTR;
+		if ((ret = dump_once(nl, &r)) || !r.intr)
+			break;
+		ret = -EINTR;
 	}
 out:
 	mnl_socket_close(nl);

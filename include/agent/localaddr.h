@@ -7,10 +7,11 @@
 #include "common/prefix.h"
 
 /*
- * What this network namespace takes as its own, as the input hook sees it (nft's "fib daddr
- * type local"): the kernel's local routing table, every family. Not only the interfaces'
- * addresses: a local route may hold a whole prefix (AnyIP), and broadcast and multicast
- * destinations are delivered here too.
+ * What this network namespace takes as its own, as the input hook sees it: the kernel's local,
+ * broadcast, anycast and multicast routes, every family and table (IPv6 without multiple
+ * tables keeps them in main, a VRF in its own), and the multicast ranges. Not only the
+ * interfaces' addresses: a local route may hold a whole prefix (AnyIP). A catch-all local
+ * route outside the local table (TPROXY's) is not counted: it would make every address local.
  */
 struct localaddr {
 	struct prefix *v;
