@@ -199,15 +199,28 @@ static void send_body(struct evhttp_request *req, int status, struct evbuffer *b
 	evbuffer_free(body);
 }
 
-/* {"KEY":"ID"}: an id holds no control character (grant_claim_id), only quotes to escape. */
+/*
+ * s as the inside of a JSON string, without jansson (whose allocations just failed): quotes
+ * and backslashes escaped, a control character (none in an id, grant_claim_id) as a space.
+ */
+static int add_json_text(struct evbuffer *out, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		int r = c == '"' || c == '\\' ? evbuffer_add_printf(out, "\\%c", c) < 0 :
+			evbuffer_add(out, c < 0x20 || c == 0x7f ? " " : s, 1);
+
+		if (r)
+			return -1;
+	}
+	return 0;
+}
+
+/* {"KEY":"ID"} */
 static int add_id_object(struct evbuffer *out, const char *key, const char *id)
 {
-	if (evbuffer_add_printf(out, "{\"%s\":\"", key) < 0)
+	if (evbuffer_add_printf(out, "{\"%s\":\"", key) < 0 || add_json_text(out, id))
 		return -1;
-	for (; *id; id++)
-		if ((*id == '"' || *id == '\\') ? evbuffer_add_printf(out, "\\%c", *id) < 0 :
-			evbuffer_add(out, id, 1))
-			return -1;
 	return evbuffer_add(out, "\"}", 2);
 }
 
@@ -227,30 +240,20 @@ static void send_applied(struct evhttp_request *req, int status, const char *key
 	evhttp_send_reply(req, status, NULL, NULL);
 }
 
-/* doc (NULL: out of memory building it); what cannot be sent is 500, or send_applied's with key. */
-static void send_json_or(struct evhttp_request *req, int status, json_t *doc, const char *key,
-	const char *id)
+static void send_json(struct evhttp_request *req, int status, json_t *doc)
 {
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	struct evbuffer *out = evbuffer_new();
 
 	json_decref(doc);
 	if (!text || !out || evbuffer_add(out, text, strlen(text)) || evbuffer_add(out, "\n", 1)) {
+		evhttp_send_error(req, 500, NULL);
 		if (out)
 			evbuffer_free(out);
-		if (key)
-			send_applied(req, status, key, id);
-		else
-			evhttp_send_error(req, 500, NULL);
 	} else {
 		send_body(req, status, out);
 	}
 	free(text);
-}
-
-static void send_json(struct evhttp_request *req, int status, json_t *doc)
-{
-	send_json_or(req, status, doc, NULL, NULL);
 }
 
 /* 201 and the grant as status prints it. */
@@ -454,6 +457,7 @@ struct batch_item {
 struct batch {
 	struct submission s;	/* the request, on the waiting list while the reply is owed */
 	size_t n, left;		/* left: unsettled grants, plus one while submitting */
+	size_t applied;		/* grants that took effect */
 	struct batch_item item[];
 };
 
@@ -482,7 +486,17 @@ static void batch_reply(struct batch *b)
 fail:
 	if (out)
 		evbuffer_free(out);
-	evhttp_send_error(b->s.req, 500, NULL);
+	/* Not internal when some took effect (see send_applied): how many, in req's own buffer. */
+	if (!b->applied) {
+		evhttp_send_error(b->s.req, 500, NULL);
+		return;
+	}
+	out = evhttp_request_get_output_buffer(b->s.req);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	if (evbuffer_add_printf(out, "{\"results\":null,\"applied\":%zu}\n", b->applied) < 0)
+		evbuffer_drain(out, evbuffer_get_length(out));
+	json_headers(b->s.req);
+	evhttp_send_reply(b->s.req, 200, NULL, NULL);
 }
 
 static void batch_settled(struct batch *b)
@@ -505,6 +519,7 @@ static void batch_item_result(struct batch_item *it, int ret, const struct grant
 	json_t *doc;
 	int bad;
 
+	it->b->applied += !ret;
 	if (!ret) {
 		bad = evbuffer_add_printf(it->out, "{\"status\":201,\"grant\":") < 0 ||
 			status_grant_write(enf, g, it->out) || evbuffer_add(it->out, "}", 1);
@@ -660,6 +675,39 @@ out:
 	json_decref(grants);
 }
 
+/*
+ * 200 and the revocation's result; out of memory, the same fields written by hand (a failed
+ * cut must be said all the same), never 500 internal (see send_applied).
+ */
+static void send_revoked(struct evhttp_request *req, const struct revoke_result *res)
+{
+	json_t *doc = status_revoke_json(res);
+	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	char flows[32] = "null";
+
+	json_decref(doc);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	if (text && !evbuffer_add(out, text, strlen(text)) && !evbuffer_add(out, "\n", 1))
+		goto send;
+	evbuffer_drain(out, evbuffer_get_length(out));
+	if (res->flows_terminated >= 0)
+		snprintf(flows, sizeof(flows), "%ld", res->flows_terminated);
+	if (evbuffer_add(out, "{\"revoked\":\"", 12) || add_json_text(out, res->grant_id) ||
+		evbuffer_add_printf(out, "\",\"terminate\":%s,\"flows_terminated\":%s",
+			res->terminate ? "true" : "false", flows) < 0 ||
+		(res->flows_terminated < 0 && (evbuffer_add(out, ",\"terminate_error\":\"", 20) ||
+			add_json_text(out, res->terminate_error) || evbuffer_add(out, "\"", 1))) ||
+		(res->unconfirmed[0] && (evbuffer_add(out, ",\"kernel_unconfirmed\":\"", 23) ||
+			add_json_text(out, res->unconfirmed) || evbuffer_add(out, "\"", 1))) ||
+		evbuffer_add(out, "}\n", 2))
+		evbuffer_drain(out, evbuffer_get_length(out));
+send:
+	free(text);
+	json_headers(req);
+	evhttp_send_reply(req, 200, NULL, NULL);
+}
+
 static void post_revocation(struct http *h, struct evhttp_request *req, const struct peer *p)
 {
 	struct jit_error err = { 0 };
@@ -676,7 +724,7 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 		send_error(req, status_of(ret), ret, err.msg);
 		return;
 	}
-	send_json_or(req, 200, status_revoke_json(&res), "revoked", res.grant_id);
+	send_revoked(req, &res);
 }
 
 static void stream_free(struct stream *s)
