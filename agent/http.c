@@ -199,29 +199,44 @@ static void send_body(struct evhttp_request *req, int status, struct evbuffer *b
 	evbuffer_free(body);
 }
 
-/*
- * s as the inside of a JSON string, without jansson (whose allocations just failed): quotes
- * and backslashes escaped, a control character (none in an id, grant_claim_id) as a space.
- */
-static int add_json_text(struct evbuffer *out, const char *s)
+/* proto_put_string's put into an evbuffer: strings written without jansson's allocations. */
+static int put_evbuffer(const char *b, size_t n, void *out)
 {
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		int r = c == '"' || c == '\\' ? evbuffer_add_printf(out, "\\%c", c) < 0 :
-			evbuffer_add(out, c < 0x20 || c == 0x7f ? " " : s, 1);
-
-		if (r)
-			return -1;
-	}
-	return 0;
+	return evbuffer_add(out, b, n);
 }
 
-/* {"KEY":"ID"} */
+/* ,"KEY":TEXT: true, or false when it could not all be written. */
+static bool add_text_member(struct evbuffer *out, const char *key, const char *text)
+{
+	return evbuffer_add_printf(out, ",\"%s\":", key) >= 0 &&
+		!proto_put_string(text, put_evbuffer, out);
+}
+
+/* {"KEY":ID} */
 static int add_id_object(struct evbuffer *out, const char *key, const char *id)
 {
-	if (evbuffer_add_printf(out, "{\"%s\":\"", key) < 0 || add_json_text(out, id))
+	if (evbuffer_add_printf(out, "{\"%s\":", key) < 0 ||
+		proto_put_string(id, put_evbuffer, out))
 		return -1;
-	return evbuffer_add(out, "\"}", 2);
+	return evbuffer_add(out, "}", 1);
+}
+
+/* The request's own output buffer, emptied: a reply written there needs no allocation of ours. */
+static struct evbuffer *own_buffer(struct evhttp_request *req)
+{
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+
+	evbuffer_drain(out, evbuffer_get_length(out));
+	return out;
+}
+
+/* Sends what own_buffer holds; written only in part (failed, when not ok), an empty body. */
+static void send_own(struct evhttp_request *req, int status, bool ok)
+{
+	if (!ok)
+		(void)own_buffer(req);
+	json_headers(req);
+	evhttp_send_reply(req, status, NULL, NULL);
 }
 
 /*
@@ -231,13 +246,9 @@ static int add_id_object(struct evbuffer *out, const char *key, const char *id)
  */
 static void send_applied(struct evhttp_request *req, int status, const char *key, const char *id)
 {
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	struct evbuffer *out = own_buffer(req);
 
-	evbuffer_drain(out, evbuffer_get_length(out));
-	if (add_id_object(out, key, id) || evbuffer_add(out, "\n", 1))
-		evbuffer_drain(out, evbuffer_get_length(out));
-	json_headers(req);
-	evhttp_send_reply(req, status, NULL, NULL);
+	send_own(req, status, !add_id_object(out, key, id) && !evbuffer_add(out, "\n", 1));
 }
 
 static void send_json(struct evhttp_request *req, int status, json_t *doc)
@@ -491,12 +502,8 @@ fail:
 		evhttp_send_error(b->s.req, 500, NULL);
 		return;
 	}
-	out = evhttp_request_get_output_buffer(b->s.req);
-	evbuffer_drain(out, evbuffer_get_length(out));
-	if (evbuffer_add_printf(out, "{\"results\":null,\"applied\":%zu}\n", b->applied) < 0)
-		evbuffer_drain(out, evbuffer_get_length(out));
-	json_headers(b->s.req);
-	evhttp_send_reply(b->s.req, 200, NULL, NULL);
+	send_own(b->s.req, 200, evbuffer_add_printf(own_buffer(b->s.req),
+		"{\"results\":null,\"applied\":%zu}\n", b->applied) >= 0);
 }
 
 static void batch_settled(struct batch *b)
@@ -534,11 +541,8 @@ static void batch_item_result(struct batch_item *it, int ret, const struct grant
 	if (bad && !ret) {
 		/* Applied: said with its id alone, never as internal (see send_applied). */
 		evbuffer_drain(it->out, evbuffer_get_length(it->out));
-		if (evbuffer_add_printf(it->out, "{\"status\":201,\"grant\":") < 0 ||
-			add_id_object(it->out, "id", g->jti) || evbuffer_add(it->out, "}", 1))
-			bad = true;
-		else
-			bad = false;
+		bad = evbuffer_add_printf(it->out, "{\"status\":201,\"grant\":") < 0 ||
+			add_id_object(it->out, "id", g->jti) || evbuffer_add(it->out, "}", 1);
 	}
 	if (bad) {
 		/* The grant's fate is in the audit trail; the reply must still be JSON. */
@@ -683,29 +687,27 @@ static void send_revoked(struct evhttp_request *req, const struct revoke_result 
 {
 	json_t *doc = status_revoke_json(res);
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	struct evbuffer *out = own_buffer(req);
 	char flows[32] = "null";
+	bool ok = text && !evbuffer_add(out, text, strlen(text)) && !evbuffer_add(out, "\n", 1);
 
 	json_decref(doc);
-	evbuffer_drain(out, evbuffer_get_length(out));
-	if (text && !evbuffer_add(out, text, strlen(text)) && !evbuffer_add(out, "\n", 1))
-		goto send;
-	evbuffer_drain(out, evbuffer_get_length(out));
-	if (res->flows_terminated >= 0)
-		snprintf(flows, sizeof(flows), "%ld", res->flows_terminated);
-	if (evbuffer_add(out, "{\"revoked\":\"", 12) || add_json_text(out, res->grant_id) ||
-		evbuffer_add_printf(out, "\",\"terminate\":%s,\"flows_terminated\":%s",
-			res->terminate ? "true" : "false", flows) < 0 ||
-		(res->flows_terminated < 0 && (evbuffer_add(out, ",\"terminate_error\":\"", 20) ||
-			add_json_text(out, res->terminate_error) || evbuffer_add(out, "\"", 1))) ||
-		(res->unconfirmed[0] && (evbuffer_add(out, ",\"kernel_unconfirmed\":\"", 23) ||
-			add_json_text(out, res->unconfirmed) || evbuffer_add(out, "\"", 1))) ||
-		evbuffer_add(out, "}\n", 2))
-		evbuffer_drain(out, evbuffer_get_length(out));
-send:
 	free(text);
-	json_headers(req);
-	evhttp_send_reply(req, 200, NULL, NULL);
+	if (!ok) {
+		out = own_buffer(req);
+		if (res->flows_terminated >= 0)
+			snprintf(flows, sizeof(flows), "%ld", res->flows_terminated);
+		ok = !evbuffer_add(out, "{\"revoked\":", 11) &&
+			!proto_put_string(res->grant_id, put_evbuffer, out) &&
+			evbuffer_add_printf(out, ",\"terminate\":%s,\"flows_terminated\":%s",
+				res->terminate ? "true" : "false", flows) >= 0 &&
+			(res->flows_terminated >= 0 || add_text_member(out, "terminate_error",
+				res->terminate_error)) &&
+			(!res->unconfirmed[0] || add_text_member(out, "kernel_unconfirmed",
+				res->unconfirmed)) &&
+			!evbuffer_add(out, "}\n", 2);
+	}
+	send_own(req, 200, ok);
 }
 
 static void post_revocation(struct http *h, struct evhttp_request *req, const struct peer *p)
