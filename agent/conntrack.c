@@ -556,10 +556,24 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
 	return conntrack_cut(c, g, NULL, 0, count);
 }
 
-/* Whether two prefixes share an address: one holds the other. */
-static bool overlap(const struct prefix *a, const struct prefix *b)
+/* Whether o and g name a port in common (each port_spec is one protocol's). */
+static bool shares_port(const struct grant *o, const struct grant *g)
 {
-	return prefix_contains(a, b) || prefix_contains(b, a);
+	for (size_t q = 0; q < g->n_ports; q++)
+		if (port_match(o, port_proto_ipproto(g->ports[q].proto), g->ports[q].port))
+			return true;
+	return false;
+}
+
+/* Whether o and g name a source address in common: one prefix holds the other. */
+static bool shares_src(const struct grant *o, const struct grant *g)
+{
+	for (size_t a = 0; a < o->n_src; a++)
+		for (size_t b = 0; b < g->n_src; b++)
+			if (prefix_contains(&o->src[a], &g->src[b]) ||
+				prefix_contains(&g->src[b], &o->src[a]))
+				return true;
+	return false;
 }
 
 /*
@@ -577,18 +591,8 @@ static int keep_candidates(const struct grant *g, const struct grant *keep, size
 	*n_out = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct grant *o = &keep[i];
-		bool port = false, src = false;
 
-		if (!o->n_dst != !g->n_dst)
-			continue;
-		for (size_t p = 0; p < o->n_ports && !port; p++)
-			for (size_t q = 0; q < g->n_ports && !port; q++)
-				port = o->ports[p].port == g->ports[q].port &&
-					o->ports[p].proto == g->ports[q].proto;
-		for (size_t a = 0; a < o->n_src && port && !src; a++)
-			for (size_t b = 0; b < g->n_src && !src; b++)
-				src = overlap(&o->src[a], &g->src[b]);
-		if (!port || !src)
+		if (!o->n_dst != !g->n_dst || !shares_port(o, g) || !shares_src(o, g))
 			continue;
 		if (!v && !(v = calloc(n - i, sizeof(*v))))
 			return -ENOMEM;
