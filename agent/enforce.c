@@ -16,6 +16,7 @@
 #include "agent/conntrack.h"
 #include "agent/dnat.h"
 #include "agent/enforce.h"
+#include "agent/fdbudget.h"
 #include "agent/group.h"
 #include "agent/metrics.h"
 #include "agent/nft.h"
@@ -3972,6 +3973,11 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			"replay cache holds (%zu; replay_cache_max changes at the next start): "
 			"restart jitd to raise it", e->config_path, nc->max_grants,
 			e->started_cfg->replay_cache_max);
+		goto refused;
+	}
+	/* The endpoint keeps its started listen settings; control_connections applies now. */
+	if (fdbudget_check(nc->control_connections, &e->started_cfg->listen, why, sizeof(why))) {
+		snprintf(err, errlen, "%s: %s", e->config_path, why);
 		goto refused;
 	}
 	if (e->endpoint_hook.prepare &&

@@ -8,7 +8,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -18,6 +17,7 @@
 #include "agent/conntrack.h"
 #include "agent/ctl.h"
 #include "agent/enforce.h"
+#include "agent/fdbudget.h"
 #include "agent/http.h"
 #include "agent/netnslock.h"
 #include "agent/nft.h"
@@ -131,31 +131,6 @@ static void audit_agent(struct audit *a, const char *event, const char *message)
 
 	if (audit_log(a, &rec))
 		log_warn("audit: cannot record %s", event);
-}
-
-/* Descriptors beside the clients': journal, trail, replay cache, sockets, key files, spools. */
-#define FD_RESERVE 128
-
-/*
- * Every controller and control-socket client holds a descriptor. Short of them, accept pauses,
- * but key files can no longer be opened either: every grant would be refused as internal and
- * every reload refused. A configuration that asks for more than the process may open is refused
- * at start (and by --check-config) rather than found out under load.
- */
-static int descriptors_short(const struct config *cfg, char *msg, size_t len)
-{
-	unsigned long long need = (unsigned long long)cfg->control_connections +
-		CTL_ROOT_RESERVE + FD_RESERVE +
-		(cfg->listen.enabled ? cfg->listen.max_connections : 0);
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
-		need <= rl.rlim_cur)
-		return 0;
-	snprintf(msg, len, "listen.max_connections and limits.control_connections need %llu file "
-		"descriptors with jitd's own, and this process may open %llu (RLIMIT_NOFILE; "
-		"LimitNOFILE= in the unit)", need, (unsigned long long)rl.rlim_cur);
-	return -EMFILE;
 }
 
 /* ", 3 forwarded target(s)" in gateway mode; "" on a host, whose messages stay as they were. */
@@ -316,7 +291,7 @@ int main(int argc, char **argv)
 	if (o.verbose)
 		log_keep_debug();
 	log_set_level(cfg->log_level);
-	if (descriptors_short(cfg, msg, sizeof(msg)))
+	if (fdbudget_check(cfg->control_connections, &cfg->listen, msg, sizeof(msg)))
 		errx(1, "%s", msg);
 	if (o.check_only) {
 		ret = check_config(cfg, o.config_path);

@@ -121,3 +121,24 @@ out=$(prlimit --nofile=100 "$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || rc=$
 prlimit --nofile=200 "$JITD_BIN" -c "$CONFIG" --check-config >/dev/null 2>&1 ||
 	fail "check-config refused under 200 descriptors"
 pass "refused under 100 descriptors (3 control connections, 4 for root, 128 of jitd's own), accepted under 200"
+
+log "descriptors: a reload asking for more than the running jitd may open"
+# control_connections applies at a reload (the endpoint's max_connections waits for a restart).
+soft=$(prlimit --pid "$JITD_PID" --nofile --raw --noheadings -o SOFT)
+prlimit --pid "$JITD_PID" --nofile=200: || fail "cannot lower jitd's descriptor limit"
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "*", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"limits": {"max_grants": 2, "max_sources_per_grant": 2, "max_ports_per_grant": 1,
+	  "control_connections": 100}, "control_group": "4242"'
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 || rc=$?
+want="need 232 file descriptors with jitd's own, and this process may open 200"
+[ "$rc" -eq 1 ] && grep -q "bad_config: .*$want" "$TMP/reload" ||
+	fail "the reload under 200 descriptors: exit $rc: $(cat "$TMP/reload")"
+status_json | jq -e '.agent.reload_refused.error | test("need 232 file descriptors")' >/dev/null ||
+	fail "status does not show the refused reload: $(status_json | jq -c .agent)"
+pass "$(cat "$TMP/reload")"
+prlimit --pid "$JITD_PID" --nofile="$soft": || fail "cannot restore jitd's descriptor limit"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 ||
+	fail "the same reload under $soft descriptors: $(cat "$TMP/reload")"
+pass "applied under $soft descriptors"
