@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -258,6 +259,7 @@ int main(int argc, char **argv)
 {
 	struct timeval tick = { EXPIRE_INTERVAL_SEC, 0 };
 	struct event *sigterm, *sigint, *sighup, *expire, *watchdog = NULL;
+	sigset_t hup;
 	struct timeval wd_tick;
 	uint64_t wd_usec;
 	struct enforce_deps deps = { 0 };
@@ -302,8 +304,14 @@ int main(int argc, char **argv)
 		log_warn("%s: %s", o.config_path, msg);
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
-	/* A reload request before the loop can serve it must not kill the agent (the default). */
-	signal(SIGHUP, SIG_IGN);
+	/*
+	 * A reload request before the loop can serve it must not kill the agent (the default),
+	 * nor be lost: the file may have changed since it was read above. Blocked, it waits for
+	 * the loop's handler; the threads started meanwhile inherit the mask and never take it.
+	 */
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	(void)pthread_sigmask(SIG_BLOCK, &hup, NULL);
 	now = enforce_now_ms() / 1000;
 	if (!(base = loop_new()))
 		errx(1, "cannot create the event loop");
@@ -382,6 +390,7 @@ int main(int argc, char **argv)
 	if (!sigterm || !sigint || !sighup || !expire || evsignal_add(sigterm, NULL) ||
 		evsignal_add(sigint, NULL) || evsignal_add(sighup, NULL) || event_add(expire, &tick))
 		die_closing(&ctl, &http, "cannot register events");
+	(void)pthread_sigmask(SIG_UNBLOCK, &hup, NULL);
 	if ((wd_usec = sdnotify_watchdog_usec())) {
 		/* Twice per interval, as sd_watchdog_enabled(3) advises; a zero tick would spin. */
 		if (wd_usec < 2000)

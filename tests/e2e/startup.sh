@@ -103,6 +103,11 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	JITD_PID=$!
 	paused() { [ "$(grep -c "restored " "$TMP/jitd.log")" -gt "$restored" ]; }
 	wait_until 10 "the restore, then the pause" paused
+	# The file edited after jitd read it, and a SIGHUP sent before it serves: held, not lost.
+	write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M",
+	  "allowed_sources": ["*"]}, {"port": 2222, "protocol": "tcp", "max_duration": "PT10M",
+	  "allowed_sources": ["*"]}]'
+	kill -HUP "$JITD_PID"
 	rc=0
 	timeout 10 "$JITCTL_BIN" -s "$SOCK" status >"$TMP/out" 2>&1 || rc=$?
 	[ "$rc" -eq 3 ] && grep -q "Connection refused" "$TMP/out" ||
@@ -122,4 +127,9 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	pass "a second jitd and teardown during the start both find it running"
 	wait_until 10 "jitd serving after the pause" status_json
 	pass "served once started"
+	reloaded() { status_json | jq -e '[.ports[].port] == [22, 2222]' >/dev/null; }
+	wait_until 5 "the reload asked for during the start" reloaded
+	kill -0 "$JITD_PID" || fail "the SIGHUP during the start ended jitd"
+	pass "a SIGHUP during the start is a reload once jitd serves: ports $(status_json |
+		jq -c '[.ports[].port]')"
 fi
