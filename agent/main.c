@@ -433,8 +433,6 @@ int main(int argc, char **argv)
 		event_free(watchdog);
 	event_free(expire);
 	event_free(sighup);
-	event_free(sigint);
-	event_free(sigterm);
 	http_close(&http);
 	ctl_close(&ctl);
 	watch_close(&watch);
@@ -448,6 +446,12 @@ int main(int argc, char **argv)
 	netnslock_release(&nslock);
 	store_close(&store);
 	nft_close(&nft);
+	/*
+	 * Freed last: freeing them restores the default action, and a second SIGTERM or ^C
+	 * while the closes above finish their records would end jitd before they are written.
+	 */
+	event_free(sigint);
+	event_free(sigterm);
 	event_base_free(base);
 	config_free(cfg);
 	return status;
