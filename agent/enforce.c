@@ -3030,8 +3030,9 @@ static void expire_grants(struct enforce *e, int64_t now)
  * verification per record, and a grant whose key went too is named all the same. One whose
  * claims cannot be read is named by its id.
  */
+/* *exp: the grant's, when its record names it; else 0. */
 static void audit_not_restored(struct enforce *e, const struct store_item *it, bool local,
-	const struct jit_error *why)
+	const struct jit_error *why, int64_t *exp)
 {
 	bool expired = why->code == JIT_ERR_EXPIRED;
 	struct jit_error err = { 0 };
@@ -3046,6 +3047,7 @@ static void audit_not_restored(struct enforce *e, const struct store_item *it, b
 	else if (!jws_decode(it->token, it->len, &j, &err))
 		(void)jws_claims(&j, &claims, &err);
 	named = claims && !grant_parse_claims(claims, &g, &err) && !strcmp(g.jti, it->jti);
+	*exp = named ? g.exp : 0;
 	if (expired)
 		snprintf(msg, sizeof(msg), "expired while jitd was not running");
 	else
@@ -3262,6 +3264,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
 	char *annex = NULL;
+	int64_t exp;
 	int ret;
 
 	/* r->local, not the token: its page has left memory and need not come back for this. */
@@ -3305,7 +3308,17 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		return -EAGAIN;
 	}
 	if (ret) {
-		audit_not_restored(e, it, r->local, &err);
+		audit_not_restored(e, it, r->local, &err, &exp);
+		/*
+		 * Its id outlives the record (synced before the record goes): replay.db may have
+		 * lost the id to the crash before this start, and a key or port back in the
+		 * configuration later must not make the token usable a second time.
+		 */
+		if (!r->local && exp && exp + (int64_t)e->cfg->clock_skew >= now_ms / 1000 &&
+			(ret = replay_add_lazy(e->replay, it->jti,
+				exp + (int64_t)e->cfg->clock_skew)) && ret != -EEXIST)
+			log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
+				strerror(-ret));
 		return RESTORE_DROP;
 	}
 	/*
@@ -3391,9 +3404,11 @@ out:
 		free(parsed[i].err);
 	free(parsed);
 	store_items_end(e->store, &items);
-	if (n_drop && (dropped = store_del_many(e->store, (const char *const *)drop, n_drop)))
-		log_warn("state: cannot drop %zu record(s) no longer valid: %s", n_drop,
-			strerror(-dropped));
+	/* Their ids durable first (restore_item), as before every drop of a record. */
+	if (n_drop && ((dropped = replay_sync(e->replay)) ||
+		(dropped = store_del_many(e->store, (const char *const *)drop, n_drop))))
+		log_warn("state: cannot drop %zu record(s) no longer valid: %s; kept until the "
+			"next start", n_drop, strerror(-dropped));
 	for (size_t i = 0; i < n_drop; i++)
 		free(drop[i]);
 	free(drop);
