@@ -1423,11 +1423,24 @@ bool store_contains(struct store *s, const char *jti)
 }
 
 /*
- * A drop the journal does not take after a failed sync (the store suspect) still leaves memory,
- * so that the rewrite that must come before any other write (writable) leaves the record out;
- * until it is done a restart would bring the record back, and a call again, for a record no
- * longer in memory, is answered by that rewrite. Otherwise (a full disk refused the append,
- * which leaves nothing behind) the record stays, and a call again appends the drop again.
+ * After a failed sync (the store suspect) a drop leaves memory before the rewrite that must
+ * come before any other write (writable): the new snapshot then leaves the records out and no
+ * drop need follow it. Rewritten with them, a crash before their drops were durable would
+ * bring back grants withdrawn because their group's sync failed. Until the rewrite is done a
+ * restart would bring the records back, and a call again, for records no longer in memory, is
+ * answered by that rewrite.
+ */
+static int drop_suspect(struct store *s, const char *const *jti, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mem_del(s, jti[i]);
+	return writable(s);
+}
+
+/*
+ * A drop the journal did not take: if its own sync failed (the store suspect now), the records
+ * leave memory all the same, as in drop_suspect. Otherwise (a full disk refused the append,
+ * which leaves nothing behind) they stay, and a call again appends the drop again.
  */
 static int drop_failed(struct store *s, const char *const *jti, size_t n, int ret)
 {
@@ -1445,9 +1458,11 @@ int store_del(struct store *s, const char *jti)
 	if (testhook_exists("JITD_TEST_DEL_FAIL_FILE"))
 		return drop_failed(s, &jti, 1, -ENOSPC);
 #endif
+	if (s->suspect)
+		return drop_suspect(s, &jti, 1);
 	if (!find(s, jti))
-		return writable(s);
-	if ((ret = writable(s)) || (ret = append(s, 'D', jti, NULL, 0)))
+		return 0;
+	if ((ret = append(s, 'D', jti, NULL, 0)))
 		return drop_failed(s, &jti, 1, ret);
 	mem_del(s, jti);
 	return maybe_compact(s);
@@ -1457,13 +1472,15 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 {
 	unsigned char *buf = NULL;
 	size_t used = 0, records = 0;
-	int ret = writable(s);
+	int ret = 0;
 
 #ifdef JITD_TEST_HOOKS
 	/* As in store_del: the journal refuses the dropped records, as a full disk. */
 	if (testhook_exists("JITD_TEST_DEL_FAIL_FILE"))
 		return drop_failed(s, jti, n, -ENOSPC);
 #endif
+	if (s->suspect)
+		return drop_suspect(s, jti, n);
 	for (size_t i = 0; ret == 0 && i < n; i++)
 		if (find(s, jti[i]) &&
 			!(ret = encode_onto(s, 'D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
