@@ -17,6 +17,7 @@
 #include "agent/testhook.h"
 #include "common/dirsync.h"
 #include "common/events.h"
+#include "common/proto.h"
 #include "common/log.h"
 #include "common/grant.h"
 
@@ -268,19 +269,9 @@ static int rotate(struct audit *a)
  */
 static void put_text(struct printer *pr, const char *v)
 {
-	json_t *valid = json_string(v);
 	char buf[512];
-	size_t j = 0;
 
-	if (valid) {
-		json_decref(valid);
-		pr_string(pr, v);
-		return;
-	}
-	for (size_t i = 0; v[i] && j < sizeof(buf) - 1; i++)
-		buf[j++] = (unsigned char)v[i] < 0x80 ? v[i] : '?';
-	buf[j] = '\0';
-	pr_string(pr, buf);
+	pr_string(pr, proto_text(v, buf, sizeof(buf)));
 }
 
 /* ,"key":"value", omitted for NULL. key is one of this file's names: nothing to escape. */

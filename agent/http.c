@@ -283,7 +283,10 @@ static void send_grant(struct evhttp_request *req, struct enforce *enf, const st
 
 static void send_error(struct evhttp_request *req, int status, int code, const char *msg)
 {
-	send_json(req, status, json_pack("{s:s, s:s}", "error", jit_err_name(code), "message", msg));
+	char buf[1024];
+
+	send_json(req, status, json_pack("{s:s, s:s}", "error", jit_err_name(code), "message",
+		proto_text(msg, buf, sizeof(buf))));
 }
 
 /*

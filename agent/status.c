@@ -785,16 +785,9 @@ json_t *status_restart_pending(const struct enforce *e)
  */
 static json_t *text_json(const char *s)
 {
-	json_t *v = json_string(s);
 	char buf[1024];
-	size_t j = 0;
 
-	if (v)
-		return v;
-	for (size_t i = 0; s[i] && j < sizeof(buf) - 1; i++)
-		buf[j++] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
-	buf[j] = '\0';
-	return json_string(buf);
+	return json_string(proto_text(s, buf, sizeof(buf)));
 }
 
 static json_t *agent_json(const struct enforce *e, bool conntrack)

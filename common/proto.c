@@ -63,8 +63,25 @@ char *proto_encode(const json_t *msg)
 
 json_t *proto_error(int code, const char *msg)
 {
+	char buf[1024];
+
 	return json_pack("{s:b, s:s, s:s}", "ok", 0, "error", jit_err_name(code), "message",
-		msg ? msg : "");
+		msg ? proto_text(msg, buf, sizeof(buf)) : "");
+}
+
+const char *proto_text(const char *s, char *buf, size_t len)
+{
+	json_t *valid = json_string(s);
+	size_t j = 0;
+
+	if (valid) {
+		json_decref(valid);
+		return s;
+	}
+	for (size_t i = 0; s[i] && j < len - 1; i++)
+		buf[j++] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+	buf[j] = '\0';
+	return buf;
 }
 
 int proto_put_string(const char *s, json_dump_callback_t put, void *arg)

@@ -34,8 +34,18 @@ struct jit_error;
 int proto_decode(const char *buf, size_t len, json_t **out, struct jit_error *e);
 /* Serialises msg compactly with a trailing newline. Returns a malloc'ed string or NULL. */
 char *proto_encode(const json_t *msg);
-/* {"ok":false,"error":name,"message":msg} (new reference, NULL on OOM). */
+/*
+ * {"ok":false,"error":name,"message":msg} (new reference, NULL on OOM); msg as proto_text
+ * gives it, so that a message quoting bytes that are not UTF-8 (a path, a cut claim) still
+ * makes a reply.
+ */
 json_t *proto_error(int code, const char *msg);
+/*
+ * Text jitd writes into JSON that may not be UTF-8 (a path, a message cut at a byte count):
+ * s when jansson takes it as a string, else s in ASCII, '?' for every byte above 0x7f, cut to
+ * fit buf (len > 0).
+ */
+const char *proto_text(const char *s, char *buf, size_t len);
 
 /*
  * s as a JSON string, quoted, exactly as jansson's JSON_COMPACT dump prints it (", \\ and

@@ -118,6 +118,26 @@ static void test_encode_error(void **state)
 	free(text);
 }
 
+/*
+ * A message that is not UTF-8 (a value cut inside a character, a path) still makes an error
+ * reply: without one the control socket closed without a word.
+ */
+static void test_error_not_utf8(void **state)
+{
+	json_t *err = proto_error(JIT_ERR_BAD_CONFIG, "deny_action: 'a\xc3' in /etc/\xff.json");
+	char buf[8];
+
+	assert_non_null(err);
+	assert_string_equal(json_string_value(json_object_get(err, "message")),
+		"deny_action: 'a?' in /etc/?.json");
+	assert_string_equal(json_string_value(json_object_get(err, "error")), "bad_config");
+	json_decref(err);
+	/* Valid text as it is, whatever its length; the ASCII copy cut to its buffer. */
+	assert_string_equal(proto_text("caf\xc3\xa9 au lait", buf, sizeof(buf)),
+		"caf\xc3\xa9 au lait");
+	assert_string_equal(proto_text("caf\xc3 au lait", buf, sizeof(buf)), "caf? au");
+}
+
 /* A one-shot server in a child: accepts one connection, reads one line, sends reply bytes. */
 struct server {
 	char path[108];
@@ -297,6 +317,7 @@ int main(void)
 		cmocka_unit_test(test_decode_error_shown),
 		cmocka_unit_test(test_decode_size),
 		cmocka_unit_test(test_encode_error),
+		cmocka_unit_test(test_error_not_utf8),
 		cmocka_unit_test(test_put_string),
 		cmocka_unit_test(test_time_format),
 		cmocka_unit_test(test_call),
