@@ -23,6 +23,7 @@
 #include "agent/audit.h"
 #include "agent/ctl.h"
 #include "agent/enforce.h"
+#include "agent/printer.h"
 #include "agent/status.h"
 #include "agent/testhook.h"
 #include "agent/wake.h"
@@ -213,17 +214,33 @@ static bool may_change(const struct client *c)
 	return c->uid == 0;
 }
 
-/* {"ok":true,"grant":{...}} and its newline, the grant printed as status prints it; or NULL. */
+/*
+ * {"ok":true,"grant":{...}} and its newline, the grant printed as status prints it. Short of
+ * memory for that, {"ok":true,"grant":{"id":ID}}: the grant took effect, and "internal" would
+ * say that nothing was applied. NULL when not even that can be written.
+ */
 static struct evbuffer *grant_line(struct client *c, const struct grant *g)
 {
 	static const char head[] = "{\"ok\":true,\"grant\":";
 	struct evbuffer *line = evbuffer_new();
+	struct printer pr;
+	char block[512];
 
-	if (line && !evbuffer_add(line, head, sizeof(head) - 1) &&
+	if (!line)
+		return NULL;
+	if (!evbuffer_add(line, head, sizeof(head) - 1) &&
 		!status_grant_write(c->ctl->enf, g, line) && !evbuffer_add(line, "}\n", 2))
 		return line;
-	if (line)
-		evbuffer_free(line);
+	evbuffer_drain(line, evbuffer_get_length(line));
+	printer_init(&pr, line, block, sizeof(block));
+	pr_raw(&pr, head);
+	pr_raw(&pr, "{\"id\":");
+	pr_string(&pr, g->jti);
+	pr_raw(&pr, "}}\n");
+	pr_flush(&pr);
+	if (!pr.err)
+		return line;
+	evbuffer_free(line);
 	return NULL;
 }
 
@@ -242,7 +259,7 @@ static void submitted_cb(void *arg, int ret, const struct grant *g, const struct
 	else if ((line = grant_line(c, g)))
 		reply_buffer(c, line);
 	else
-		reply(c, proto_error(JIT_ERR_INTERNAL, "out of memory writing the reply"));
+		client_free(c); /* applied: closed without a word rather than "internal" */
 }
 
 /* NULL when the answer is on its way (submitted_cb). */
@@ -265,17 +282,25 @@ static json_t *do_submit(struct client *c, json_t *req)
 
 static json_t *do_reload(struct client *c, json_t *req)
 {
-	char msg[256];
+	char msg[256], path[1024];
+	json_t *rep;
 	int ret;
 
 	log_info("control: reload requested by %s", c->peer);
 	if ((ret = enforce_reload(c->ctl->enf, msg, sizeof(msg))))
 		return proto_error(ret, msg);
-	return json_pack("{s:b, s:s, s:I, s:I, s:i, s:o}", "ok", 1, "config",
-		enforce_config_path(c->ctl->enf), "ports",
+	rep = json_pack("{s:b, s:s, s:I, s:I, s:i, s:o}", "ok", 1, "config",
+		proto_text(enforce_config_path(c->ctl->enf), path, sizeof(path)), "ports",
 		(json_int_t)enforce_config(c->ctl->enf)->n_ports, "targets",
 		(json_int_t)enforce_config(c->ctl->enf)->n_targets, "grants_removed", atoi(msg),
 		"restart_pending", status_restart_pending(c->ctl->enf));
+	/* Applied: short of memory, said without the details rather than as "internal". */
+	if (!rep && (c->written = evbuffer_new()) &&
+		evbuffer_add(c->written, "{\"ok\":true}\n", 12)) {
+		evbuffer_free(c->written);
+		c->written = NULL;
+	}
+	return rep;
 }
 
 static json_t *do_revoke(struct client *c, json_t *req)
@@ -284,7 +309,6 @@ static json_t *do_revoke(struct client *c, json_t *req)
 	const json_t *term = json_object_get(req, "terminate");
 	struct jit_error err = { 0 };
 	struct revoke_result res;
-	json_t *rep;
 	int ret;
 
 	if (!id || (term && !json_is_boolean(term)))
@@ -293,11 +317,13 @@ static json_t *do_revoke(struct client *c, json_t *req)
 	ret = enforce_revoke_id(c->ctl->enf, id, json_is_true(term), c->peer, &res, &err);
 	if (ret)
 		return proto_error(ret, err.msg);
-	if ((rep = status_revoke_json(&res)) && json_object_set_new(rep, "ok", json_true())) {
-		json_decref(rep);
-		rep = NULL;
+	/* Done: said by hand, or, with no memory even for that, not at all (never internal). */
+	if ((c->written = evbuffer_new()) &&
+		status_revoke_write(&res, "\"ok\":true,", c->written)) {
+		evbuffer_free(c->written);
+		c->written = NULL;
 	}
-	return rep;
+	return NULL;
 }
 
 /* Ports as "22" or "22/tcp"; one for both protocols becomes two single-protocol entries. */
@@ -365,8 +391,8 @@ static json_t *do_grant(struct client *c, json_t *req)
 	ret = enforce_grant_local(c->ctl->enf, &r, c->peer, &g, &err);
 	if (ret)
 		return proto_error(ret, err.msg);
-	if (!(c->written = grant_line(c, g)))
-		return proto_error(JIT_ERR_INTERNAL, "out of memory writing the reply");
+	/* Applied: without memory for a line, closed without a word rather than "internal". */
+	c->written = grant_line(c, g);
 	return NULL;
 }
 

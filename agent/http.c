@@ -205,13 +205,6 @@ static int put_evbuffer(const char *b, size_t n, void *out)
 	return evbuffer_add(out, b, n);
 }
 
-/* ,"KEY":TEXT: true, or false when it could not all be written. */
-static bool add_text_member(struct evbuffer *out, const char *key, const char *text)
-{
-	return evbuffer_add_printf(out, ",\"%s\":", key) >= 0 &&
-		!proto_put_string(text, put_evbuffer, out);
-}
-
 /* {"KEY":ID} */
 static int add_id_object(struct evbuffer *out, const char *key, const char *id)
 {
@@ -682,35 +675,10 @@ out:
 	json_decref(grants);
 }
 
-/*
- * 200 and the revocation's result; out of memory, the same fields written by hand (a failed
- * cut must be said all the same), never 500 internal (see send_applied).
- */
+/* 200 and the revocation's result, written by hand (status_revoke_write): never 500 internal. */
 static void send_revoked(struct evhttp_request *req, const struct revoke_result *res)
 {
-	json_t *doc = status_revoke_json(res);
-	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	struct evbuffer *out = own_buffer(req);
-	char flows[32] = "null";
-	bool ok = text && !evbuffer_add(out, text, strlen(text)) && !evbuffer_add(out, "\n", 1);
-
-	json_decref(doc);
-	free(text);
-	if (!ok) {
-		out = own_buffer(req);
-		if (res->flows_terminated >= 0)
-			snprintf(flows, sizeof(flows), "%ld", res->flows_terminated);
-		ok = !evbuffer_add(out, "{\"revoked\":", 11) &&
-			!proto_put_string(res->grant_id, put_evbuffer, out) &&
-			evbuffer_add_printf(out, ",\"terminate\":%s,\"flows_terminated\":%s",
-				res->terminate ? "true" : "false", flows) >= 0 &&
-			(res->flows_terminated >= 0 || add_text_member(out, "terminate_error",
-				res->terminate_error)) &&
-			(!res->unconfirmed[0] || add_text_member(out, "kernel_unconfirmed",
-				res->unconfirmed)) &&
-			!evbuffer_add(out, "}\n", 2);
-	}
-	send_own(req, 200, ok);
+	send_own(req, 200, !status_revoke_write(res, "", own_buffer(req)));
 }
 
 static void post_revocation(struct http *h, struct evhttp_request *req, const struct peer *p)

@@ -627,19 +627,28 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 	return pr.err;
 }
 
-json_t *status_revoke_json(const struct revoke_result *res)
+int status_revoke_write(const struct revoke_result *res, const char *head, struct evbuffer *out)
 {
-	json_t *o = json_pack("{s:s, s:b, s:o}", "revoked", res->grant_id, "terminate",
-		res->terminate, "flows_terminated", res->flows_terminated < 0 ? json_null() :
-		json_integer((json_int_t)res->flows_terminated));
+	struct printer pr;
+	char block[1024], text[sizeof(res->terminate_error) + sizeof(res->unconfirmed)];
 
-	if (o && ((res->flows_terminated < 0 && json_object_set_new(o, "terminate_error",
-		json_string(res->terminate_error))) || (res->unconfirmed[0] &&
-		json_object_set_new(o, "kernel_unconfirmed", json_string(res->unconfirmed))))) {
-		json_decref(o);
-		o = NULL;
+	printer_init(&pr, out, block, sizeof(block));
+	pr_printf(&pr, "{%s\"revoked\":", head);
+	pr_string(&pr, res->grant_id);
+	pr_printf(&pr, ",\"terminate\":%s,\"flows_terminated\":",
+		res->terminate ? "true" : "false");
+	pr_int(&pr, res->flows_terminated >= 0, res->flows_terminated);
+	if (res->flows_terminated < 0) {
+		pr_raw(&pr, ",\"terminate_error\":");
+		pr_string(&pr, proto_text(res->terminate_error, text, sizeof(text)));
 	}
-	return o;
+	if (res->unconfirmed[0]) {
+		pr_raw(&pr, ",\"kernel_unconfirmed\":");
+		pr_string(&pr, proto_text(res->unconfirmed, text, sizeof(text)));
+	}
+	pr_raw(&pr, "}\n");
+	pr_flush(&pr);
+	return pr.err;
 }
 
 static json_t *sources_json(const struct port_policy *pp)

@@ -31,11 +31,15 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 /* The settings a restart still owes (enforce_restart_pending) as a new JSON array; NULL: OOM. */
 json_t *status_restart_pending(const struct enforce *e);
 /*
- * A revocation's reply: {"revoked", "terminate", "flows_terminated"}, the count null and
- * "terminate_error" added when the flows could not be cut. NULL when out of memory.
+ * A revocation's reply and its newline: {HEAD"revoked", "terminate", "flows_terminated"}, the
+ * count null and "terminate_error" added when the flows could not be cut, "kernel_unconfirmed"
+ * when the kernel did not answer. head: "" or members, each with its comma. Written by hand,
+ * into out, so that a revocation that took effect is said with what a cut did even when
+ * memory is short (never "internal", which says nothing was done). 0, or -ENOMEM with a
+ * partial object in out.
  */
 struct revoke_result;
-json_t *status_revoke_json(const struct revoke_result *res);
+int status_revoke_write(const struct revoke_result *res, const char *head, struct evbuffer *out);
 /*
  * Once a reply of len bytes has been written to its peer: a large one (status at 100,000 grants
  * is a 35 MB buffer) leaves freed heap that glibc would keep for reuse, leaving the agent at
