@@ -14,6 +14,7 @@
 #include "agent/printer.h"
 #include "agent/store.h"
 #include "agent/syncer.h"
+#include "agent/syslogcopy.h"
 #include "agent/testhook.h"
 #include "common/dirsync.h"
 #include "common/events.h"
@@ -24,8 +25,6 @@
 #define DEFAULT_MAX_BYTES (10u * 1024 * 1024)
 #define DEFAULT_KEEP 5
 #define MAX_LINE (256 * 1024)	/* longer is damage: audit_log writes far less */
-/* How often a missing syslog socket is looked for again. */
-#define SYSLOG_RECHECK_SEC 10
 
 struct audit {
 	char path[4096];
@@ -48,8 +47,7 @@ struct audit {
 	uint64_t recovered_ino;
 	uint64_t recovered_at;
 	bool unended;		/* a failed append may have left a fragment without its newline */
-	bool syslog_there;	/* _PATH_LOG was a socket when last looked at */
-	int64_t syslog_checked;	/* when that was; 0: never */
+	struct syslog_copy *sys;
 };
 
 static int open_file(struct audit *a)
@@ -128,7 +126,10 @@ int audit_open(const char *state_dir, const struct audit_opts *o, struct audit *
 		return ret;
 	}
 	find_torn_line(a);
-	openlog("jitd", LOG_PID, LOG_AUTHPRIV);
+	if ((ret = syslog_copy_open(_PATH_LOG, "jitd", "audit ", &a->sys))) {
+		audit_close(&a);
+		return ret;
+	}
 	*out = a;
 	return 0;
 }
@@ -143,6 +144,7 @@ void audit_close(struct audit **a)
 		close((*a)->fd);
 	if ((*a)->twin >= 0)
 		close((*a)->twin);
+	syslog_copy_close(&(*a)->sys);
 	free(*a);
 	*a = NULL;
 }
@@ -334,24 +336,6 @@ int audit_unsynced_fd(struct audit *a, int *fd)
 	return syncer_take(a->twin, &a->dirty, fd);
 }
 
-/*
- * While nothing listens on _PATH_LOG (containers, minimal VMs), glibc's syslog(3) creates,
- * connects and closes a socket for every line: 3% of the machine under sustained load, for
- * copies that go nowhere. They are sent while the socket exists, looked for at most every
- * SYSLOG_RECHECK_SEC, so that a syslog daemon started later is found.
- */
-static bool syslog_reachable(struct audit *a, int64_t now)
-{
-	struct stat st;
-
-	if (!a->syslog_checked || now < a->syslog_checked ||
-		now - a->syslog_checked >= SYSLOG_RECHECK_SEC) {
-		a->syslog_checked = now;
-		a->syslog_there = !stat(_PATH_LOG, &st) && S_ISSOCK(st.st_mode);
-	}
-	return a->syslog_there;
-}
-
 /* A note: the file's inode and where the line starts in it (8 bytes each, big-endian), the line. */
 #define NOTE_AT 16
 
@@ -473,12 +457,10 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
 		goto out;
-	if (!syslog_reachable(a, now))
-		goto out;
 	for (size_t i = 0; i < n; i++) {
 		pr.p[at[i + 1] - 1] = '\0'; /* the newline */
 		sanitize(pr.p + at[i]);
-		syslog(r[i].code ? LOG_WARNING : LOG_INFO, "audit %s", pr.p + at[i]);
+		syslog_copy_send(a->sys, r[i].code ? LOG_WARNING : LOG_INFO, pr.p + at[i], now);
 	}
 out:
 	/* A failure means none is recorded, as far as the caller knows: no note stands. */
