@@ -533,14 +533,23 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 	}
 	for (unsigned n = a->keep + 1; n-- > 0;) {
 		struct stat st;
-		int fd;
+		int fd, ret;
 
 		rotated(a, n, path, sizeof(path));
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		/*
+		 * A file not there yet is no loss; one that cannot be opened now (out of
+		 * descriptors) is: a query or a rebuild without it would say less than the
+		 * trail holds, and the trail check after a failed sync would write its lines
+		 * again.
+		 */
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && errno == ENOENT)
 			continue;
-		if (fstat(fd, &st) < 0) {
-			close(fd);
-			continue;
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			ret = -errno;
+			if (fd >= 0)
+				close(fd);
+			audit_snapshot_free(&s);
+			return ret;
 		}
 		s->fd[s->n] = fd;
 		s->ino[s->n] = (uint64_t)st.st_ino;

@@ -39,11 +39,6 @@
 /* A log reply must fit PROTO_MAX_REPLY: the newest events win, the reply says it was cut. */
 #define LOG_MAX_EVENTS 50000
 /*
- * Log queries read on threads of their own, at most this many at once: each holds up to
- * LOG_MAX_EVENTS parsed events (tens of MB) while it runs; more get "busy".
- */
-#define LOG_JOBS_MAX 2
-/*
  * Replies to users other than root that have not left whole: each holds its rest in memory (a
  * status: about 25 MB at 100,000 grants; a log query: up to tens of MB) until its client reads
  * it or PROTO_TIMEOUT_MS ends, so the group's readers, not reading, could pin gigabytes. At
@@ -574,7 +569,7 @@ static json_t *do_log(struct client *c, json_t *req)
 		(sub && !json_is_string(sub)) || (event && !json_is_string(event)))
 		return proto_error(JIT_ERR_BAD_REQUEST, "log takes an optional \"since\" integer "
 			"and optional \"grant\", \"sub\" and \"event\" strings");
-	if (ctl->n_jobs >= LOG_JOBS_MAX)
+	if (ctl->n_jobs >= CTL_LOG_JOBS_MAX)
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
 	if (held_full(c))
 		return held_busy();

@@ -3990,8 +3990,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			e->started_cfg->replay_cache_max);
 		goto refused;
 	}
-	/* The endpoint keeps its started listen settings; control_connections applies now. */
-	if (fdbudget_check(nc->control_connections, &e->started_cfg->listen, why, sizeof(why))) {
+	/* The endpoint and the trail keep their started settings; control_connections applies. */
+	if (fdbudget_check(e->started_cfg, nc->control_connections, why, sizeof(why))) {
 		snprintf(err, errlen, "%s: %s", e->config_path, why);
 		goto refused;
 	}

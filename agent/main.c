@@ -293,7 +293,7 @@ int main(int argc, char **argv)
 	if (o.verbose)
 		log_keep_debug();
 	log_set_level(cfg->log_level);
-	if (fdbudget_check(cfg->control_connections, &cfg->listen, msg, sizeof(msg)))
+	if (fdbudget_check(cfg, cfg->control_connections, msg, sizeof(msg)))
 		errx(1, "%s", msg);
 	if (o.check_only) {
 		ret = check_config(cfg, o.config_path);

@@ -6,6 +6,12 @@
  * may read, and so fill the table, but must not shut root's revoke or grant out.
  */
 #define CTL_ROOT_RESERVE 4
+/*
+ * Log queries read on threads of their own, at most this many at once: each holds up to
+ * LOG_MAX_EVENTS parsed events (tens of MB) and a descriptor per file of the audit trail while
+ * it runs; more get "busy".
+ */
+#define CTL_LOG_JOBS_MAX 2
 
 struct config;
 struct ctl;

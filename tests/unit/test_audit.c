@@ -553,6 +553,34 @@ static void test_snapshot(void **state)
 }
 
 /*
+ * A file of the trail that is there but cannot be opened now (here a link to itself: ELOOP, as
+ * EMFILE would be when descriptors run short) fails the snapshot, and the query, rather than
+ * leaving the file out: a reader would take what is left for the whole trail.
+ */
+static void test_snapshot_unopenable_file(void **state)
+{
+	struct fixture *f = *state;
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 3 };
+	struct audit_snapshot *snap = NULL;
+	struct audit *a;
+	char path[128];
+	bool trunc;
+
+	assert_int_equal(audit_open(f->dir, &o, &a), 0);
+	log_ids(a, 0, 10);
+	snprintf(path, sizeof(path), "%s/audit.jsonl.2", f->dir);
+	assert_int_equal(symlink("audit.jsonl.2", path), 0);
+	assert_int_equal(audit_snapshot(a, &snap), -ELOOP);
+	assert_null(snap);
+	assert_null(audit_query(a, &(struct audit_filter){ 0 }, 100, &trunc));
+	/* A file that is not there (.1, .3) is no loss. */
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(audit_snapshot(a, &snap), 0);
+	audit_snapshot_free(&snap);
+	audit_close(&a);
+}
+
+/*
  * A damaged line, a NUL in it (a crash on a file system that leaves zeros), is skipped whole,
  * even when what comes before the NUL is a record; and it does not move the snapshot's bound:
  * lines written after the snapshot stay out of it.
@@ -854,6 +882,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rotation_fails_then_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rotation_fills_a_gap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_unopenable_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_damaged_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover_after_failed_sync, setup, teardown),
