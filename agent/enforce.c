@@ -2984,7 +2984,6 @@ static void expire_grants(struct enforce *e, int64_t now)
 	int64_t boot = clock_ms(CLOCK_BOOTTIME);
 	size_t *gone = NULL, n = 0, cap = 0;
 	const char **jti = NULL;
-	int ret;
 
 	for (size_t i = e->n_grants; i-- > 0;) {
 		size_t *ng;
@@ -3010,10 +3009,12 @@ static void expire_grants(struct enforce *e, int64_t now)
 		jti[k] = g->jti;
 	}
 	audit_deferred_sync(e);
-	/* Their ids must outlive their records (replay_add_lazy). */
-	if ((ret = replay_sync(e->replay)) || (ret = store_del_many(e->store, jti, n)))
-		log_warn("state: cannot drop the records of %zu expired grant(s): %s", n,
-			strerror(-ret));
+	/*
+	 * Retried every second until the journal takes them, as a revocation's: left behind, a
+	 * record restores its grant at a start whose clock was stepped back, and is audited
+	 * as expired a second time at any other.
+	 */
+	drop_records(e, jti, n);
 	/* Highest index first: grants_remove moves the last grant into the hole. */
 	for (size_t k = 0; k < n; k++)
 		grants_remove(e, gone[k]);

@@ -5,8 +5,9 @@
 # and its id not burned; the refusal is audited. Grants that were answered stay. When the
 # journal refuses a revoked grant's dropped record ($JITD_TEST_DEL_FAIL_FILE, as a full disk),
 # the revocation stands in the kernel, status says so, and the drop is retried every second
-# until it holds, so that a restart then does not bring the grant back. The same holds for the
-# records a reload drops together (a key taken out of keys_dir): refused together, retried.
+# until it holds, so that a restart then does not bring the grant back (nor audit an expired
+# grant's expiry again). The same holds for the records a reload drops together (a key taken
+# out of keys_dir): refused together, retried.
 # When the kernel's acks of a group's transaction are not read ($JITD_TEST_ACKS_LOST_FILE: they
 # stay in the socket, as after a timeout), the kernel took it all the same: its grants are
 # refused, and their elements withdrawn at once, past the stale acks.
@@ -166,3 +167,20 @@ status_json | jq -e '.grants | map(.id) == ["before"]' >/dev/null ||
 jq -s -e 'any(.[]; .event == "grant.revoked" and .grant == "unanswered")' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the revocation is not audited"
 pass "revoked, audited, its element gone past the stale acks"
+
+log "an expired grant whose record cannot be dropped"
+touch "$JITD_TEST_DEL_FAIL_FILE"
+sign --src 192.0.2.7 --port 22 --for 2 --jti short | submit - >/dev/null ||
+	fail "grant short refused"
+wait_until 10 "short to expire" grep -q "grant expired: jti=short" "$TMP/jitd.log"
+status_json | jq -e '.agent.last_error | test("cannot drop the records of 1 grant")' >/dev/null ||
+	fail "status: $(status_json | jq -c .agent.last_error)"
+rm -f "$JITD_TEST_DEL_FAIL_FILE"
+wait_until 5 "the expired record retried" grep -q "the record of 'short' is dropped now" \
+	"$TMP/jitd.log"
+stop_jitd TERM
+start_jitd
+expired=$(jq -s '[.[] | select(.event == "grant.expired" and .grant == "short")] | length' \
+	"$TMP/state/audit.jsonl")
+[ "$expired" -eq 1 ] || fail "short audited as expired $expired times"
+pass "dropped once the journal takes it: no record left for a start to find"
