@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -237,10 +238,16 @@ out:
 	return 0;
 }
 
-/* A stream socket connected to the Unix socket at path (flags: SOCK_NONBLOCK or 0); -errno. */
-static int unix_connect(const char *path, int flags, int *out)
+/*
+ * A stream socket connected to the Unix socket at path (flags: SOCK_NONBLOCK or 0); -errno.
+ * Blocking, a connect waits while the listener's backlog is full (an agent whose loop stalls):
+ * until deadline (ms, clock_mono_us's; 0: none), then -ETIMEDOUT.
+ */
+static int unix_connect(const char *path, int flags, int64_t deadline, int *out)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int64_t left = deadline - clock_mono_us() / 1000;
+	struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000 * 1000) };
 	int fd, ret = 0;
 
 	*out = -1;
@@ -249,8 +256,15 @@ static int unix_connect(const char *path, int flags, int *out)
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0)) < 0)
 		return -errno;
+	/* The kernel waits for room in the backlog up to the send timeout (unix_stream_connect). */
+	if (deadline && (left <= 0 ||
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)) {
+		ret = left <= 0 ? -ETIMEDOUT : -errno;
+		close(fd);
+		return ret;
+	}
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
+		ret = deadline && errno == EAGAIN ? -ETIMEDOUT : -errno;
 		close(fd);
 		return ret;
 	}
@@ -260,7 +274,7 @@ static int unix_connect(const char *path, int flags, int *out)
 
 int proto_listening(const char *path)
 {
-	int fd, ret = unix_connect(path, SOCK_NONBLOCK, &fd);
+	int fd, ret = unix_connect(path, SOCK_NONBLOCK, 0, &fd);
 
 	if (!ret)
 		close(fd);
@@ -302,7 +316,7 @@ int proto_call_line(const char *path, const json_t *request, char **line, size_t
 	*len = 0;
 	if (!(text = proto_encode(request)))
 		return -ENOMEM;
-	if ((ret = unix_connect(path, 0, &fd)))
+	if ((ret = unix_connect(path, 0, deadline, &fd)))
 		goto out;
 	if ((ret = send_all(fd, text, strlen(text), deadline)))
 		goto out;

@@ -231,6 +231,34 @@ static void test_call_unreachable(void **state)
 	json_decref(req);
 }
 
+/*
+ * An agent whose loop stalls stops accepting, and its backlog fills: a client's connect then
+ * waits for room, which the exchange's deadline must bound too (10 s here).
+ */
+static void test_call_backlog_full(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[] = "/tmp/jitd-test-proto.XXXXXX";
+	json_t *req = json_pack("{s:s}", "op", "status"), *rep = (json_t *)1;
+	int lfd, cfd;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/s", dir);
+	assert_true((lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 0), 0);
+	/* Never accepted: with a backlog of 0, one waiting connection fills it. */
+	assert_true((cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) >= 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(proto_call(sa.sun_path, req, &rep), -ETIMEDOUT);
+	assert_null(rep);
+	close(cfd);
+	close(lfd);
+	unlink(sa.sun_path);
+	rmdir(dir);
+	json_decref(req);
+}
+
 struct sbuf {
 	char b[4096];
 	size_t n;
@@ -322,6 +350,7 @@ int main(void)
 		cmocka_unit_test(test_time_format),
 		cmocka_unit_test(test_call),
 		cmocka_unit_test(test_call_unreachable),
+		cmocka_unit_test(test_call_backlog_full),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
