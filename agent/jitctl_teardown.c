@@ -87,8 +87,10 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			return jitctl_refuse("teardown", json, JIT_ERR_AGENT_RUNNING,
 				"jitd is running (it listens on %s, or is starting there); "
 				"stop it first: systemctl stop jitd", path);
+		/* A user kept out of the socket's directory or lock: root's command. */
 		if (ret < 0)
-			return jitctl_refuse("teardown", json, JIT_ERR_INTERNAL,
+			return jitctl_refuse("teardown", json, ret == -EACCES || ret == -EPERM ?
+				JIT_ERR_PERMISSION : JIT_ERR_INTERNAL,
 				"cannot tell whether jitd is running (%s: %s); nothing removed",
 				path, strerror(-ret));
 	}

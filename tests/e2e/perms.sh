@@ -40,6 +40,9 @@ expect_exit 1 permission_denied "group member: submit" -- as_reader submit - <<<
 expect_exit 1 permission_denied "group member: grant" -- as_reader grant --src 192.0.2.2 --port 22 --for 60 --reason x
 expect_exit 1 permission_denied "group member: revoke" -- as_reader revoke perm-1
 expect_exit 3 "Permission denied" "not in the group: status" -- as_other status
+# teardown probes the socket before anything: a user it keeps out is told permission_denied.
+expect_exit 1 '"error": "permission_denied"' "not in the group: teardown --json" -- \
+	as_other teardown --json
 no_allow_elems || fail "a refused caller changed the kernel"
 pass "kernel untouched by the refused callers"
 # Output cut short (a full disk: /dev/full) is not a success.
