@@ -2968,8 +2968,13 @@ static void expire(struct enforce *e, bool model_too)
 		return;
 	}
 	if (model_too) {
+		int ret;
+
 		model_expire(e, now);
 		retry_drops(e);
+		if ((ret = replay_tidy(e->replay, now / 1000)))
+			log_warn("replay: cannot rewrite replay.db without its dead lines: %s; "
+				"trying again in a minute", strerror(-ret));
 	}
 }
 

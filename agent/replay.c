@@ -36,6 +36,7 @@ struct replay {
 	bool failed;	/* an fsync failed: rewritten before anything counts as durable */
 	int heal_ret;		/* the last rewrite's failure (0: none), and when (paced) */
 	int64_t heal_failed_us;
+	size_t lines;		/* in the file: live ids' and dead ones' (replay_tidy) */
 	char path[4096];
 };
 
@@ -156,6 +157,7 @@ static int append(struct replay *r, const char *line, bool sync)
 	if (ret)
 		return ret;
 	r->dirty = true;
+	r->lines++;
 	return sync ? replay_sync(r) : 0;
 }
 
@@ -173,6 +175,27 @@ static int sync_fd(int fd)
 static int compact(struct replay *r);
 
 /*
+ * The file rewritten from memory, durable, and appends going on in the new one. Rewritten but
+ * not opened again, appends would go to the old file, gone from the directory: marked failed,
+ * so that the next sync rewrites it again before anything counts as durable.
+ */
+static int rewrite_file(struct replay *r)
+{
+	int fd, ret;
+
+	if ((ret = compact(r)))
+		return ret;
+	if ((fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+		r->failed = true;
+		return -errno;
+	}
+	close(r->fd);
+	r->fd = fd;
+	r->failed = r->dirty = false;
+	return 0;
+}
+
+/*
  * After a failed fsync, the file holds whatever the disk kept of what was written since the
  * last good one, and Linux tells each open file of a writeback error once: the next fsync
  * says 0 over lines that may be gone. So the file is rewritten from memory (every live id, the
@@ -180,17 +203,11 @@ static int compact(struct replay *r);
  */
 static int heal(struct replay *r)
 {
-	int fd, ret;
+	int ret = rewrite_file(r);
 
-	if ((ret = compact(r)))
-		return ret;
-	if ((fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		return -errno;
-	close(r->fd);
-	r->fd = fd;
-	r->failed = r->dirty = false;
-	log_info("replay: %s rewritten after a failed sync", r->path);
-	return 0;
+	if (!ret)
+		log_info("replay: %s rewritten after a failed sync", r->path);
+	return ret;
 }
 
 /*
@@ -198,6 +215,8 @@ static int heal(struct replay *r)
  * fsyncs, on the event loop, and a group withdrawn on a failing disk forgets its ids one by one.
  */
 #define HEAL_RETRY_US 1000000
+/* replay_tidy's rewrite that failed (a full disk) is not tried again for a minute. */
+#define TIDY_RETRY_US 60000000
 
 static int heal_paced(struct replay *r)
 {
@@ -252,9 +271,12 @@ static int compact(struct replay *r)
 		ret = -errno;
 	if (!ret && rename(tmp, r->path) < 0)
 		ret = -errno;
-	if (ret)
+	if (ret) {
 		unlink(tmp);
-	return ret ? ret : dirsync_parent(r->path);
+		return ret;
+	}
+	r->lines = r->live;
+	return dirsync_parent(r->path);
 }
 
 /*
@@ -366,7 +388,26 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 	 * next line appended would run on from it and be lost with it.
 	 */
 	*rewrite = garbage || torn || lines - r->live > DEAD_LINES_KEPT(r->live);
+	r->lines = lines;
 	return ret;
+}
+
+int replay_tidy(struct replay *r, int64_t now)
+{
+	size_t before = r->lines;
+
+	if (r->failed || r->lines <= r->live || r->lines - r->live <= DEAD_LINES_KEPT(r->live))
+		return 0;
+	if (r->heal_ret && clock_mono_us() - r->heal_failed_us < TIDY_RETRY_US)
+		return 0;
+	prune(r, now);
+	if ((r->heal_ret = rewrite_file(r))) {
+		r->heal_failed_us = clock_mono_us();
+		return r->heal_ret;
+	}
+	log_info("replay: %s rewritten: %zu live id(s), %zu line(s) before", r->path, r->live,
+		before);
+	return 0;
 }
 
 int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out)
@@ -473,6 +514,8 @@ void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t 
 		goto out;
 	if (!(ret = line_append(r->fd, buf, len))) {
 		r->dirty = true;
+		for (size_t i = 0; i < n; i++)
+			r->lines += !res[i];
 		goto out;
 	}
 	/*

@@ -39,6 +39,14 @@ struct replay_id {
 void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int *res);
 /* Makes every id written so far durable. 0 or -errno. */
 int replay_sync(struct replay *r);
+/*
+ * Once the file holds more dead lines (ids expired, forgotten or superseded while jitd runs)
+ * than the start would keep, rewrites it with the live ids, as the start does: without this,
+ * replay.db grew by a line per grant for as long as jitd ran, and a full state_dir then kept
+ * the next start from its own rewrite. A rewrite that failed is tried again a minute later.
+ * For the expiry tick; now: wall seconds. 0, or -errno of a rewrite tried now and failed.
+ */
+int replay_tidy(struct replay *r, int64_t now);
 /* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */
 int replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);

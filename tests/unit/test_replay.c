@@ -328,6 +328,53 @@ static void test_rewrite_only_when_worth_it(void **state)
 	assert_int_equal(count_lines(f->db), 11); /* the unreadable line is gone */
 }
 
+/*
+ * While jitd runs, the lines of ids forgotten, or pruned from a full cache, are rewritten away
+ * once they pass what a start would keep (live / 2 + 1,024), not kept until the next start:
+ * the file stays bounded however long jitd runs, and the live ids stay durable.
+ */
+static void test_tidy_while_running(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+	char id[32];
+
+	assert_int_equal(replay_open(f->dir, 2000, NOW, &r), 0);
+	for (int i = 0; i < 600; i++) {
+		snprintf(id, sizeof(id), "gone-%d", i);
+		assert_int_equal(replay_add(r, id, NOW + 100), 0);
+		assert_int_equal(replay_forget(r, id), 0);
+	}
+	/* 1,200 dead lines: more than a start keeps (1,024 beside one live id), so rewritten. */
+	assert_int_equal(count_lines(f->db), 1200);
+	assert_int_equal(replay_add(r, "kept", NOW + 1000), 0);
+	assert_int_equal(replay_tidy(r, NOW), 0);
+	assert_int_equal(count_lines(f->db), 1);
+	/* Below the bound nothing is rewritten. */
+	assert_int_equal(replay_add(r, "more", NOW + 1000), 0);
+	assert_int_equal(replay_tidy(r, NOW), 0);
+	assert_int_equal(count_lines(f->db), 2);
+	/* A full cache pruned at a later check: the expired ids' lines go with the next tidy. */
+	for (int i = 0; i < 1998; i++) {
+		snprintf(id, sizeof(id), "short-%d", i);
+		assert_int_equal(replay_add_lazy(r, id, NOW + 10), 0);
+	}
+	assert_int_equal(replay_check(r, "late", NOW + 20), 0);
+	assert_int_equal(replay_count(r), 2);
+	assert_int_equal(replay_tidy(r, NOW + 20), 0);
+	assert_int_equal(count_lines(f->db), 2);
+	/* Appends go on in the rewritten file, and a restart still refuses every live id. */
+	assert_int_equal(replay_add(r, "after", NOW + 1000), 0);
+	replay_close(&r);
+	assert_int_equal(count_lines(f->db), 3);
+	assert_int_equal(replay_open(f->dir, 2000, NOW + 20, &r), 0);
+	assert_int_equal(replay_check(r, "kept", NOW + 20), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "more", NOW + 20), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "after", NOW + 20), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "gone-1", NOW + 20), 0);
+	replay_close(&r);
+}
+
 static void test_busy_when_full(void **state)
 {
 	struct fixture *f = *state;
@@ -505,6 +552,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rewrite_only_when_worth_it, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tidy_while_running, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstones_reclaimed, setup, teardown),
