@@ -203,6 +203,19 @@ static void reply(struct client *c, json_t *msg)
 	reply_buffer(c, line);
 }
 
+/*
+ * A grant or revocation refused here, before it reaches enforce: logged, audited and counted as
+ * the refusals enforce makes are (a member of the group trying, root's malformed request).
+ */
+static json_t *refuse(struct client *c, bool revocation, int code, const char *msg)
+{
+	struct jit_error err = { .code = code };
+
+	snprintf(err.msg, sizeof(err.msg), "%s", msg);
+	enforce_refuse(c->ctl->enf, revocation, c->peer, &err);
+	return proto_error(code, msg);
+}
+
 /* Changing calls are root's; the socket's group may only read (status, log). */
 static bool may_change(const struct client *c)
 {
@@ -265,7 +278,7 @@ static json_t *do_submit(struct client *c, json_t *req)
 	int ret;
 
 	if (!json_is_string(tok))
-		return proto_error(JIT_ERR_BAD_REQUEST, "submit needs a \"token\" string");
+		return refuse(c, false, JIT_ERR_BAD_REQUEST, "submit needs a \"token\" string");
 	/* The JSON length, not strlen: a "\u0000" must not cut trailing garbage off the token. */
 	ret = enforce_submit(c->ctl->enf, json_string_value(tok), json_string_length(tok), c->peer,
 		submitted_cb, c, &err);
@@ -307,7 +320,7 @@ static json_t *do_revoke(struct client *c, json_t *req)
 	int ret;
 
 	if (!id || (term && !json_is_boolean(term)))
-		return proto_error(JIT_ERR_BAD_REQUEST,
+		return refuse(c, true, JIT_ERR_BAD_REQUEST,
 			"revoke needs an \"id\" string and an optional \"terminate\" boolean");
 	ret = enforce_revoke_id(c->ctl->enf, id, json_is_true(term), c->peer, &res, &err);
 	if (ret)
@@ -360,23 +373,25 @@ static json_t *do_grant(struct client *c, json_t *req)
 
 	if (!json_is_array(src) || !json_is_array(ports) || !json_is_integer(dur) ||
 		json_integer_value(dur) <= 0 || !reason || !*reason)
-		return proto_error(JIT_ERR_BAD_REQUEST, "grant needs \"src\" and \"ports\" arrays, "
-			"a positive \"duration\" and a \"reason\"");
+		return refuse(c, false, JIT_ERR_BAD_REQUEST, "grant needs \"src\" and \"ports\" "
+			"arrays, a positive \"duration\" and a \"reason\"");
 	/* No port allows more, and exp is computed from it: bounded before any arithmetic. */
 	if (json_integer_value(dur) > CONFIG_MAX_MAX_DURATION) {
 		char msg[96];
 
 		snprintf(msg, sizeof(msg), "\"duration\": %lld s is longer than any port may "
 			"allow (%d s)", (long long)json_integer_value(dur), CONFIG_MAX_MAX_DURATION);
-		return proto_error(JIT_ERR_DURATION_EXCEEDS_MAX, msg);
+		return refuse(c, false, JIT_ERR_DURATION_EXCEEDS_MAX, msg);
 	}
 	if (json_array_size(src) == 0 || json_array_size(src) > GRANT_MAX_SOURCES)
-		return proto_error(JIT_ERR_BAD_REQUEST, "grant needs 1 to 64 sources");
+		return refuse(c, false, JIT_ERR_BAD_REQUEST, "grant needs 1 to 64 sources");
 	json_array_foreach(src, i, v)
 		if (!json_is_string(v) || prefix_parse(json_string_value(v), &pfx[i]))
-			return proto_error(JIT_ERR_BAD_REQUEST, "a source is not an address or prefix");
+			return refuse(c, false, JIT_ERR_BAD_REQUEST,
+				"a source is not an address or prefix");
 	if (parse_local_ports(ports, ps, GRANT_MAX_PORTS, &r.n_ports))
-		return proto_error(JIT_ERR_BAD_REQUEST, "ports must be 1 to 64 of PORT[/PROTO]");
+		return refuse(c, false, JIT_ERR_BAD_REQUEST,
+			"ports must be 1 to 64 of PORT[/PROTO]");
 	r.src = pfx;
 	r.n_src = json_array_size(src);
 	r.ports = ps;
@@ -625,8 +640,13 @@ static json_t *dispatch(struct client *c, json_t *req)
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(op, ops[i].op))
 			continue;
+		if (ops[i].changes && !may_change(c) && !strcmp(op, "reload")) {
+			log_warn("control: reload refused: %s is not root", c->peer);
+			return proto_error(JIT_ERR_PERMISSION, "only root may reload");
+		}
 		if (ops[i].changes && !may_change(c))
-			return proto_error(JIT_ERR_PERMISSION, "only root may change grants");
+			return refuse(c, !strcmp(op, "revoke"), JIT_ERR_PERMISSION,
+				"only root may change grants");
 		return ops[i].fn(c, req);
 	}
 	return proto_error(JIT_ERR_BAD_REQUEST, "unknown op");

@@ -40,6 +40,12 @@ expect_exit 1 permission_denied "group member: submit" -- as_reader submit - <<<
 expect_exit 1 permission_denied "group member: grant" -- as_reader grant --src 192.0.2.2 --port 22 --for 60 --reason x
 expect_exit 1 permission_denied "group member: revoke" -- as_reader revoke perm-1
 expect_exit 3 "Permission denied" "not in the group: status" -- as_other status
+# The members' refused changes are in the trail, with their peer, as any refusal.
+jq -s -e '([.[] | select(.event == "grant.refused" and .code == "permission_denied" and
+	(.peer | test("4243")))] | length) == 2 and ([.[] | select(.event == "revocation.refused"
+	and .code == "permission_denied")] | length) == 1' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the refused changes in the trail: $(grep -c refused "$TMP/state/audit.jsonl")"
+pass "the member's refused submit, grant and revoke are audited"
 # teardown probes the socket before anything: a user it keeps out is told permission_denied.
 expect_exit 1 '"error": "permission_denied"' "not in the group: teardown --json" -- \
 	as_other teardown --json
