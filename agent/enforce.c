@@ -2257,6 +2257,26 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_
 	free(ok);
 }
 
+/*
+ * The records of a group whose sync failed, dropped together before each grant is taken back:
+ * with the store suspect they all leave memory before the one rewrite the drop makes
+ * (drop_suspect). One by one, the first drop's rewrite would copy the others into the new,
+ * synced snapshot, and a crash before their own drops brought them back. Out of memory, each
+ * is dropped on its own (take_back).
+ */
+static void drop_group_records(struct enforce *e, struct pending **v, size_t n)
+{
+	const char **ids = calloc(n + 1, sizeof(*ids));
+	size_t k = 0;
+
+	for (size_t i = 0; ids && i < n; i++)
+		if (!v[i]->ret && v[i]->idx >= 0)
+			ids[k++] = v[i]->jti;
+	if (ids)
+		drop_records(e, ids, k);
+	free(ids);
+}
+
 /* A group's records and audit lines are durable (sync_ret 0), or could not be made so. */
 static void settle_group(struct enforce *e, struct pending **v, size_t n, int sync_ret)
 {
@@ -2265,8 +2285,10 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 	char kerr[NFT_ERRLEN] = "";
 	int64_t now_ms = enforce_now_ms();
 
-	if (sync_ret)
+	if (sync_ret) {
 		store_sync_failed(e->store);
+		drop_group_records(e, v, n);
+	}
 	for (size_t i = 0; sync_ret && i < n; i++) {
 		struct pending *p = v[i];
 

@@ -14,6 +14,7 @@
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE JITD_TEST_ACKS_LOST_FILE
+export JITD_TEST_HOLD_FILE=$TMP/hold
 JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
 JITD_TEST_DEL_FAIL_FILE=$TMP/delfail
 JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost
@@ -184,3 +185,34 @@ expired=$(jq -s '[.[] | select(.event == "grant.expired" and .grant == "short")]
 	"$TMP/state/audit.jsonl")
 [ "$expired" -eq 1 ] || fail "short audited as expired $expired times"
 pass "dropped once the journal takes it: no record left for a start to find"
+
+# Two grants of one group whose sync fails: both records leave the state before the rewrite
+# that the failed sync calls for, so the new snapshot never holds either (one at a time, the
+# first drop's rewrite copied the second into it, and a crash before its own drop record was
+# durable brought it back).
+log "a group of two whose sync fails"
+sign --src 192.0.2.8 --port 22 --for 200 --jti pair-1 >"$TMP/pair-1"
+sign --src 192.0.2.9 --port 22 --for 250 --jti pair-2 >"$TMP/pair-2"
+touch "$JITD_TEST_HOLD_FILE"
+submit "$TMP/pair-1" --json >"$TMP/out1" 2>&1 &
+p1=$!
+submit "$TMP/pair-2" --json >"$TMP/out2" 2>&1 &
+p2=$!
+# Verified at once, then held together until the hold goes.
+sleep 2
+echo 1 >"$JITD_TEST_SYNC_FAIL_FILE"
+rm -f "$JITD_TEST_HOLD_FILE"
+wait "$p1" || true
+wait "$p2" || true
+for i in 1 2; do
+	jq -e --arg id "pair-$i" '.error == "internal" and
+		(.message | contains($id) and contains("durable"))' "$TMP/out$i" >/dev/null ||
+		fail "pair-$i: $(cat "$TMP/out$i")"
+done
+! grep -qa "pair-" "$TMP/state/grants.snap" ||
+	fail "a withdrawn grant's record is in the rewritten snapshot"
+stop_jitd TERM
+start_jitd
+status_json | jq -e '[.grants[].id | select(startswith("pair-"))] == []' >/dev/null ||
+	fail "a withdrawn grant came back: $(status_json | jq -c '[.grants[].id]')"
+pass "both refused, neither in the rewritten snapshot nor back after a restart"
