@@ -3383,7 +3383,7 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	struct restored *parsed = NULL;
 	size_t n = 0, n_drop = 0, base = e->n_grants;
 	char **drop = NULL;
-	int ret, dropped;
+	int ret;
 
 	if ((ret = store_items(e->store, &items, &n)))
 		return ret;
@@ -3432,11 +3432,11 @@ out:
 		free(parsed[i].err);
 	free(parsed);
 	store_items_end(e->store, &items);
-	/* Their ids durable first (restore_item), as before every drop of a record. */
-	if (n_drop && ((dropped = replay_sync(e->replay)) ||
-		(dropped = store_del_many(e->store, (const char *const *)drop, n_drop))))
-		log_warn("state: cannot drop %zu record(s) no longer valid: %s; kept until the "
-			"next start", n_drop, strerror(-dropped));
+	/*
+	 * Their ids made durable first (restore_item), as before every drop; a journal that
+	 * refuses the drop is tried again every second (retry_drops).
+	 */
+	drop_records(e, (const char *const *)drop, n_drop);
 	for (size_t i = 0; i < n_drop; i++)
 		free(drop[i]);
 	free(drop);
