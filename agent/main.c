@@ -432,7 +432,6 @@ int main(int argc, char **argv)
 	if (watchdog)
 		event_free(watchdog);
 	event_free(expire);
-	event_free(sighup);
 	http_close(&http);
 	ctl_close(&ctl);
 	watch_close(&watch);
@@ -447,9 +446,11 @@ int main(int argc, char **argv)
 	store_close(&store);
 	nft_close(&nft);
 	/*
-	 * Freed last: freeing them restores the default action, and a second SIGTERM or ^C
-	 * while the closes above finish their records would end jitd before they are written.
+	 * Freed last: freeing them restores the action they found, the default (SIGHUP was
+	 * blocked, not ignored), and a second SIGTERM, a ^C or a reload while the closes above
+	 * finish their records would end jitd before they are written.
 	 */
+	event_free(sighup);
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(base);
