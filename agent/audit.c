@@ -573,10 +573,12 @@ int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 		ssize_t n;
 		FILE *f;
 
+		/* A file left out would be read as a trail without it (see audit_snapshot). */
 		if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0 || !(f = fdopen(fd, "re"))) {
+			ret = errno ? -errno : -ENOMEM;
 			if (fd >= 0)
 				close(fd);
-			continue;
+			break;
 		}
 		/*
 		 * Lines appended since the snapshot are not its business: counted in bytes read, as
@@ -593,6 +595,8 @@ int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 				ret = cb(ev, arg);
 			json_decref(ev);
 		}
+		if (ret == 0 && ferror(f))
+			ret = -EIO;
 		fclose(f);
 	}
 	free(line);
