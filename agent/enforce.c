@@ -2994,7 +2994,7 @@ static void expire(struct enforce *e, bool model_too)
 
 		model_expire(e, now);
 		retry_drops(e);
-		if ((ret = replay_tidy(e->replay, now / 1000)))
+		if ((ret = replay_tidy(e->replay)))
 			log_warn("replay: cannot rewrite replay.db without its dead lines: %s; "
 				"trying again in a minute", strerror(-ret));
 	}

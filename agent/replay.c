@@ -175,9 +175,10 @@ static int sync_fd(int fd)
 static int compact(struct replay *r);
 
 /*
- * The file rewritten from memory, durable, and appends going on in the new one. Rewritten but
- * not opened again, appends would go to the old file, gone from the directory: marked failed,
- * so that the next sync rewrites it again before anything counts as durable.
+ * The file rewritten from memory, durable, and appends going on in the new one. Renamed into
+ * place but not opened again, or its directory entry not durable, what follows would go to the
+ * old file (gone from the directory) or to one a crash may undo: marked failed, so that the
+ * next sync rewrites it again before anything counts as durable.
  */
 static int rewrite_file(struct replay *r)
 {
@@ -191,8 +192,9 @@ static int rewrite_file(struct replay *r)
 	}
 	close(r->fd);
 	r->fd = fd;
-	r->failed = r->dirty = false;
-	return 0;
+	r->dirty = false;
+	r->failed = (ret = dirsync_parent(r->path)) != 0;
+	return ret;
 }
 
 /*
@@ -243,7 +245,10 @@ int replay_sync(struct replay *r)
 	return 0;
 }
 
-/* Rewrites the file with the live entries only: tmp + fsync + rename + fsync of the directory. */
+/*
+ * Rewrites the file with the live entries only: tmp + fsync + rename. The caller makes the
+ * rename durable (dirsync_parent) once it writes to the new file.
+ */
 static int compact(struct replay *r)
 {
 	char tmp[4200];
@@ -276,7 +281,7 @@ static int compact(struct replay *r)
 		return ret;
 	}
 	r->lines = r->live;
-	return dirsync_parent(r->path);
+	return 0;
 }
 
 /*
@@ -392,7 +397,7 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 	return ret;
 }
 
-int replay_tidy(struct replay *r, int64_t now)
+int replay_tidy(struct replay *r)
 {
 	size_t before = r->lines;
 
@@ -400,7 +405,6 @@ int replay_tidy(struct replay *r, int64_t now)
 		return 0;
 	if (r->heal_ret && clock_mono_us() - r->heal_failed_us < TIDY_RETRY_US)
 		return 0;
-	prune(r, now);
 	if ((r->heal_ret = rewrite_file(r))) {
 		r->heal_failed_us = clock_mono_us();
 		return r->heal_ret;
@@ -425,7 +429,8 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 		ret = -ENAMETOOLONG;
 		goto fail;
 	}
-	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite)) || (rewrite && (ret = compact(r))))
+	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite)) ||
+		(rewrite && ((ret = compact(r)) || (ret = dirsync_parent(r->path)))))
 		goto fail;
 	r->fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	if (r->fd < 0) {

@@ -40,13 +40,15 @@ void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t 
 /* Makes every id written so far durable. 0 or -errno. */
 int replay_sync(struct replay *r);
 /*
- * Once the file holds more dead lines (ids expired, forgotten or superseded while jitd runs)
- * than the start would keep, rewrites it with the live ids, as the start does: without this,
- * replay.db grew by a line per grant for as long as jitd ran, and a full state_dir then kept
- * the next start from its own rewrite. A rewrite that failed is tried again a minute later.
- * For the expiry tick; now: wall seconds. 0, or -errno of a rewrite tried now and failed.
+ * Once the file holds more dead lines (ids pruned from a full cache, forgotten or superseded
+ * while jitd runs) than the start would keep, rewrites it with the ids in memory, as the start
+ * does: without this, replay.db grew by a line per grant for as long as jitd ran, and a full
+ * state_dir then kept the next start from its own rewrite. Expired ids are not pruned for it:
+ * a wall clock stepped forward by mistake must not make the file forget ids a correction
+ * brings back into their time. A rewrite that failed is tried again a minute later. For the
+ * expiry tick. 0, or -errno of a rewrite tried now and failed.
  */
-int replay_tidy(struct replay *r, int64_t now);
+int replay_tidy(struct replay *r);
 /* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */
 int replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);
