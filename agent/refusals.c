@@ -15,12 +15,18 @@ void refusals_init(struct refusals *r, int64_t window_ms)
 /*
  * "https 192.0.2.7:50412 cn=controller-1" -> "https 192.0.2.7 cn=controller-1": a client opens
  * a connection per request from a new port, so the port would make each one a source of its
- * own. Other names (the control socket's) are kept as they are.
+ * own. For the same reason "uid=4243 pid=812 user=bob" (the control socket's, a jitctl process
+ * per request) -> "uid=4243 user=bob". Other names are kept as they are.
  */
 static void source_of(const char *peer, char *out, size_t len)
 {
 	const char *addr = strchr(peer, ' '), *end, *port;
 
+	if (!strncmp(peer, "uid=", 4) && addr && !strncmp(addr, " pid=", 5)) {
+		end = addr + 1 + strcspn(addr + 1, " ");
+		snprintf(out, len, "%.*s%s", (int)(addr - peer), peer, end);
+		return;
+	}
 	if (strncmp(peer, "http", 4) || !addr) {
 		snprintf(out, len, "%s", peer);
 		return;

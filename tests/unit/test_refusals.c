@@ -33,6 +33,8 @@ static void test_limit_then_counted(void **state)
 	assert_false(admit(&r, 1004, 2, false, JIT_ERR_MALFORMED, "https 192.0.2.9:5 cn=x"));
 	assert_false(admit(&r, 1005, 2, false, JIT_ERR_BAD_SIGNATURE, "http 127.0.0.1:40004"));
 	assert_false(admit(&r, 1006, 2, true, JIT_ERR_MALFORMED, "uid=0 pid=7 user=root"));
+	/* jitctl runs as a new process each time: the pid does not make another source. */
+	assert_false(admit(&r, 1006, 2, true, JIT_ERR_MALFORMED, "uid=0 pid=8 user=root"));
 	assert_int_equal(refusals_due(&r), 1000 + W);
 	/* Nothing is taken before the window ends. */
 	assert_false(refusals_take(&r, 1000 + W - 1, false, &t));
@@ -57,8 +59,9 @@ static void test_limit_then_counted(void **state)
 	assert_int_equal(t.source[0].count, 1);
 	assert_true(refusals_take(&r, 1000 + W, false, &t));
 	assert_true(t.revocation);
-	assert_int_equal(t.count, 1);
-	assert_string_equal(t.source[0].name, "uid=0 pid=7 user=root");
+	assert_int_equal(t.count, 2);
+	assert_int_equal(t.n_sources, 1);
+	assert_string_equal(t.source[0].name, "uid=0 user=root");
 	assert_false(refusals_take(&r, 1000 + W, false, &t));
 	assert_int_equal(refusals_due(&r), -1);
 
