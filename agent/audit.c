@@ -595,7 +595,8 @@ int audit_snapshot_foreach(struct audit_snapshot *s, int64_t since,
 				ret = cb(ev, arg);
 			json_decref(ev);
 		}
-		if (ret == 0 && ferror(f))
+		/* An error getline did not flag (out of memory) also ends the file short. */
+		if (ret == 0 && (ferror(f) || (at < s->size[i] && !feof(f))))
 			ret = -EIO;
 		fclose(f);
 	}
