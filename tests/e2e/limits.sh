@@ -3,10 +3,15 @@
 
 setup_net
 setup_keys
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "*", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"limits": {"max_grants": 2, "max_sources_per_grant": 2, "max_ports_per_grant": 1,
-	  "control_connections": 3}, "control_group": "4242"'
+# limits_config MAX_GRANTS CONTROL_CONNECTIONS: the test's configuration, with those limits.
+limits_config() {
+	local port='{"port": 22, "protocol": "*", "max_duration": "PT10M",
+	  "allowed_sources": ["*"]}'
+	write_config drop '[]' "[$port]" "\"limits\": {\"max_grants\": $1,
+	  \"max_sources_per_grant\": 2, \"max_ports_per_grant\": 1,
+	  \"control_connections\": $2}, \"control_group\": \"4242\""
+}
+limits_config 2 3
 start_listeners 22
 start_jitd
 # refused CODE ARGS...: a grant signed with ARGS is refused with CODE and changes nothing.
@@ -101,10 +106,7 @@ pass "agent healthy"
 log "a reload raising limits.max_grants beyond the running replay cache"
 # The cache holds 4 (twice the limit at the start) until a restart; 5 grants cannot fit it.
 cp "$CONFIG" "$TMP/config.before"
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "*", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"limits": {"max_grants": 5, "max_sources_per_grant": 2, "max_ports_per_grant": 1,
-	  "control_connections": 3}, "control_group": "4242"'
+limits_config 5 3
 rc=0
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "bad_config: .*limits.max_grants 5 is more than the running replay cache holds (4" \
@@ -127,10 +129,7 @@ log "descriptors: a reload asking for more than the running jitd may open"
 # control_connections applies at a reload (the endpoint's max_connections waits for a restart).
 soft=$(prlimit --pid "$JITD_PID" --nofile --raw --noheadings -o SOFT)
 prlimit --pid "$JITD_PID" --nofile=200: || fail "cannot lower jitd's descriptor limit"
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "*", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"limits": {"max_grants": 2, "max_sources_per_grant": 2, "max_ports_per_grant": 1,
-	  "control_connections": 100}, "control_group": "4242"'
+limits_config 2 100
 rc=0
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 || rc=$?
 want="need 260 file descriptors with jitd's own, and this process may open 200"
