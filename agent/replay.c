@@ -260,8 +260,10 @@ static int compact(struct replay *r)
 	if (fd < 0)
 		return -errno;
 	if (!(f = fdopen(fd, "w"))) {
+		ret = -errno;
 		close(fd);
-		return -errno;
+		unlink(tmp);
+		return ret;
 	}
 	for (size_t i = 0; i < r->cap; i++)
 		if (r->slots[i].jti && r->slots[i].jti != TOMB)
@@ -429,8 +431,12 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 		ret = -ENAMETOOLONG;
 		goto fail;
 	}
+	/*
+	 * The directory synced at every start, rewritten or not: a rewrite whose rename a stop
+	 * left undurable must not have ids appended to it as if they were.
+	 */
 	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite)) ||
-		(rewrite && ((ret = compact(r)) || (ret = dirsync_parent(r->path)))))
+		(rewrite && (ret = compact(r))) || (ret = dirsync_parent(r->path)))
 		goto fail;
 	r->fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	if (r->fd < 0) {
