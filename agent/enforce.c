@@ -1992,14 +1992,17 @@ static void unpush(struct enforce *e, struct pending **v, size_t n, struct pendi
 }
 
 /*
- * Undoes what commit_admitted did for one grant: out of the books (if pushed), its record, its
- * id (forgetting an id never added is a no-op). The caller syncs the kernel.
+ * Undoes what commit_admitted did for one grant: out of the books (if pushed), its record
+ * (unless record_gone: dropped with its group's already), its id (forgetting an id never added
+ * is a no-op). The caller syncs the kernel.
  */
-static void take_back(struct enforce *e, struct pending **v, size_t n, struct pending *p)
+static void take_back(struct enforce *e, struct pending **v, size_t n, struct pending *p,
+	bool record_gone)
 {
 	if (p->idx >= 0)
 		unpush(e, v, n, p);
-	drop_record(e, p->jti);
+	if (!record_gone)
+		drop_record(e, p->jti);
 	if (replay_forget(e->replay, p->jti))
 		log_warn("replay: cannot forget '%s'; that grant id stays unusable", p->jti);
 }
@@ -2121,12 +2124,12 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 				v[i]->ret = jit_fail(&v[i]->err, storage_code(ret),
 					"cannot remember grant id '%s': %s", v[i]->jti,
 					strerror(-ret));
-			take_back(e, v, n, v[i]);
+			take_back(e, v, n, v[i], false);
 			continue;
 		}
 		if (grants_push(e, g)) {
 			v[i]->ret = jit_fail(&v[i]->err, JIT_ERR_INTERNAL, "out of memory");
-			take_back(e, v, n, v[i]);
+			take_back(e, v, n, v[i], false);
 			continue;
 		}
 		v[i]->idx = (ssize_t)e->n_grants - 1;
@@ -2145,7 +2148,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 		for (size_t i = 0; i < n; i++) {
 			/* added[i] is spent: it marks the grants taken back here. */
 			if ((added[i] = v[i]->idx >= 0))
-				take_back(e, v, n, v[i]);
+				take_back(e, v, n, v[i], false);
 		}
 		/*
 		 * Unanswered, the batch may have been applied: the elements of grants refused
@@ -2187,7 +2190,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 			continue;
 		v[i]->ret = jit_fail(&v[i]->err, storage_code(ret ? ret : -EIO),
 			"cannot write the audit trail for '%s'; nothing applied", v[i]->jti);
-		take_back(e, v, n, v[i]);
+		take_back(e, v, n, v[i], false);
 		withdrawn++;
 	}
 	if (withdrawn && sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
@@ -2261,20 +2264,22 @@ static void commit_group(struct enforce *e, struct pending **v, size_t n, int64_
  * The records of a group whose sync failed, dropped together before each grant is taken back:
  * with the store suspect they all leave memory before the one rewrite the drop makes
  * (drop_suspect). One by one, the first drop's rewrite would copy the others into the new,
- * synced snapshot, and a crash before their own drops brought them back. Out of memory, each
- * is dropped on its own (take_back).
+ * synced snapshot, and a crash before their own drops brought them back. Whether they were
+ * dropped: out of memory, each is dropped on its own (take_back).
  */
-static void drop_group_records(struct enforce *e, struct pending **v, size_t n)
+static bool drop_group_records(struct enforce *e, struct pending **v, size_t n)
 {
 	const char **ids = calloc(n + 1, sizeof(*ids));
 	size_t k = 0;
 
-	for (size_t i = 0; ids && i < n; i++)
+	if (!ids)
+		return false;
+	for (size_t i = 0; i < n; i++)
 		if (!v[i]->ret && v[i]->idx >= 0)
 			ids[k++] = v[i]->jti;
-	if (ids)
-		drop_records(e, ids, k);
+	drop_records(e, ids, k);
 	free(ids);
+	return true;
 }
 
 /* A group's records and audit lines are durable (sync_ret 0), or could not be made so. */
@@ -2284,10 +2289,11 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 	size_t n_groups = 0, withdrawn = 0;
 	char kerr[NFT_ERRLEN] = "";
 	int64_t now_ms = enforce_now_ms();
+	bool dropped = false;
 
 	if (sync_ret) {
 		store_sync_failed(e->store);
-		drop_group_records(e, v, n);
+		dropped = drop_group_records(e, v, n);
 	}
 	for (size_t i = 0; sync_ret && i < n; i++) {
 		struct pending *p = v[i];
@@ -2296,7 +2302,7 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 			continue;
 		p->ret = jit_fail(&p->err, storage_code(sync_ret), "cannot make grant '%s' durable: "
 			"%s; nothing applied", p->jti, strerror(-sync_ret));
-		take_back(e, v, n, p);
+		take_back(e, v, n, p, dropped);
 		refused_rec(e, "grant", p->jti, p->peer, &p->err, true);
 		withdrawn++;
 	}
