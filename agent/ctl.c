@@ -23,7 +23,6 @@
 #include "agent/audit.h"
 #include "agent/ctl.h"
 #include "agent/enforce.h"
-#include "agent/printer.h"
 #include "agent/status.h"
 #include "agent/testhook.h"
 #include "agent/wake.h"
@@ -231,8 +230,6 @@ static struct evbuffer *grant_line(struct client *c, const struct grant *g)
 {
 	static const char head[] = "{\"ok\":true,\"grant\":";
 	struct evbuffer *line = evbuffer_new();
-	struct printer pr;
-	char block[512];
 
 	if (!line)
 		return NULL;
@@ -240,13 +237,8 @@ static struct evbuffer *grant_line(struct client *c, const struct grant *g)
 		!status_grant_write(c->ctl->enf, g, line) && !evbuffer_add(line, "}\n", 2))
 		return line;
 	evbuffer_drain(line, evbuffer_get_length(line));
-	printer_init(&pr, line, block, sizeof(block));
-	pr_raw(&pr, head);
-	pr_raw(&pr, "{\"id\":");
-	pr_string(&pr, g->jti);
-	pr_raw(&pr, "}}\n");
-	pr_flush(&pr);
-	if (!pr.err)
+	if (!evbuffer_add(line, head, sizeof(head) - 1) && !status_id_write(g->jti, line) &&
+		!evbuffer_add(line, "}\n", 2))
 		return line;
 	evbuffer_free(line);
 	return NULL;
@@ -618,17 +610,20 @@ static json_t *do_log(struct client *c, json_t *req)
 	return NULL;
 }
 
+/* Changing calls are root's; what one of another user is refused as (READS: none). */
+enum refused_as { READS, AS_GRANT, AS_REVOCATION, AS_RELOAD };
+
 static const struct {
 	const char *op;
-	bool changes;
+	enum refused_as changes;
 	json_t *(*fn)(struct client *c, json_t *req);
 } ops[] = {
-	{ "status", false, do_status },
-	{ "log", false, do_log },
-	{ "submit", true, do_submit },
-	{ "revoke", true, do_revoke },
-	{ "grant", true, do_grant },
-	{ "reload", true, do_reload },
+	{ "status", READS, do_status },
+	{ "log", READS, do_log },
+	{ "submit", AS_GRANT, do_submit },
+	{ "revoke", AS_REVOCATION, do_revoke },
+	{ "grant", AS_GRANT, do_grant },
+	{ "reload", AS_RELOAD, do_reload },
 };
 
 static json_t *dispatch(struct client *c, json_t *req)
@@ -640,14 +635,14 @@ static json_t *dispatch(struct client *c, json_t *req)
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(op, ops[i].op))
 			continue;
-		if (ops[i].changes && !may_change(c) && !strcmp(op, "reload")) {
+		if (ops[i].changes == READS || may_change(c))
+			return ops[i].fn(c, req);
+		if (ops[i].changes == AS_RELOAD) {
 			log_warn("control: reload refused: %s is not root", c->peer);
 			return proto_error(JIT_ERR_PERMISSION, "only root may reload");
 		}
-		if (ops[i].changes && !may_change(c))
-			return refuse(c, !strcmp(op, "revoke"), JIT_ERR_PERMISSION,
-				"only root may change grants");
-		return ops[i].fn(c, req);
+		return refuse(c, ops[i].changes == AS_REVOCATION, JIT_ERR_PERMISSION,
+			"only root may change grants");
 	}
 	return proto_error(JIT_ERR_BAD_REQUEST, "unknown op");
 }

@@ -199,21 +199,6 @@ static void send_body(struct evhttp_request *req, int status, struct evbuffer *b
 	evbuffer_free(body);
 }
 
-/* proto_put_string's put into an evbuffer: strings written without jansson's allocations. */
-static int put_evbuffer(const char *b, size_t n, void *out)
-{
-	return evbuffer_add(out, b, n);
-}
-
-/* {"KEY":ID} */
-static int add_id_object(struct evbuffer *out, const char *key, const char *id)
-{
-	if (evbuffer_add_printf(out, "{\"%s\":", key) < 0 ||
-		proto_put_string(id, put_evbuffer, out))
-		return -1;
-	return evbuffer_add(out, "}", 1);
-}
-
 /* The request's own output buffer, emptied: a reply written there needs no allocation of ours. */
 static struct evbuffer *own_buffer(struct evhttp_request *req)
 {
@@ -233,15 +218,15 @@ static void send_own(struct evhttp_request *req, int status, bool ok)
 }
 
 /*
- * What took effect, when its reply cannot be built (out of memory): its status and id alone.
- * Never 500 "internal", which says nothing was applied: the controller would count the grant
- * as refused, and its retry would meet 409.
+ * A grant that took effect, when its reply cannot be built (out of memory): 201 and its id
+ * alone. Never 500 "internal", which says nothing was applied: the controller would count the
+ * grant as refused, and its retry would meet 409.
  */
-static void send_applied(struct evhttp_request *req, int status, const char *key, const char *id)
+static void send_applied(struct evhttp_request *req, const char *jti)
 {
 	struct evbuffer *out = own_buffer(req);
 
-	send_own(req, status, !add_id_object(out, key, id) && !evbuffer_add(out, "\n", 1));
+	send_own(req, 201, !status_id_write(jti, out) && !evbuffer_add(out, "\n", 1));
 }
 
 static void send_json(struct evhttp_request *req, int status, json_t *doc)
@@ -268,7 +253,7 @@ static void send_grant(struct evhttp_request *req, struct enforce *enf, const st
 	if (!out || status_grant_write(enf, g, out) || evbuffer_add(out, "\n", 1)) {
 		if (out)
 			evbuffer_free(out);
-		send_applied(req, 201, "id", g->jti);
+		send_applied(req, g->jti);
 		return;
 	}
 	send_body(req, 201, out);
@@ -538,7 +523,7 @@ static void batch_item_result(struct batch_item *it, int ret, const struct grant
 		/* Applied: said with its id alone, never as internal (see send_applied). */
 		evbuffer_drain(it->out, evbuffer_get_length(it->out));
 		bad = evbuffer_add_printf(it->out, "{\"status\":201,\"grant\":") < 0 ||
-			add_id_object(it->out, "id", g->jti) || evbuffer_add(it->out, "}", 1);
+			status_id_write(g->jti, it->out) || evbuffer_add(it->out, "}", 1);
 	}
 	if (bad) {
 		/* The grant's fate is in the audit trail; the reply must still be JSON. */

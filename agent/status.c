@@ -627,6 +627,19 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 	return pr.err;
 }
 
+int status_id_write(const char *jti, struct evbuffer *out)
+{
+	struct printer pr;
+	char block[512];
+
+	printer_init(&pr, out, block, sizeof(block));
+	pr_raw(&pr, "{\"id\":");
+	pr_string(&pr, jti);
+	pr_raw(&pr, "}");
+	pr_flush(&pr);
+	return pr.err;
+}
+
 int status_revoke_write(const struct revoke_result *res, const char *head, struct evbuffer *out)
 {
 	struct printer pr;

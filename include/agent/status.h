@@ -28,6 +28,11 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent);
  * kernel just acknowledged, not a read-back. 0, or -ENOMEM with a partial object in out.
  */
 int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer *out);
+/*
+ * {"id":JTI}: a grant that took effect, when its whole object cannot be written (out of
+ * memory), never "internal", which says nothing was applied. 0, or -ENOMEM.
+ */
+int status_id_write(const char *jti, struct evbuffer *out);
 /* The settings a restart still owes (enforce_restart_pending) as a new JSON array; NULL: OOM. */
 json_t *status_restart_pending(const struct enforce *e);
 /*

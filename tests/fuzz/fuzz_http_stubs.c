@@ -283,6 +283,11 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 	return evbuffer_add(out, doc, sizeof(doc) - 1) ? -ENOMEM : 0;
 }
 
+int status_id_write(const char *jti, struct evbuffer *out)
+{
+	return evbuffer_add_printf(out, "{\"id\":\"%s\"}", jti) < 0 ? -ENOMEM : 0;
+}
+
 int status_revoke_write(const struct revoke_result *res, const char *head, struct evbuffer *out)
 {
 	return evbuffer_add_printf(out, "{%s\"revoked\":\"fuzz-grant\",\"terminate\":%s}\n", head,
