@@ -457,7 +457,7 @@ int audit_log_many(struct audit *a, const struct audit_rec *r, size_t n)
 	a->dirty = true;
 	if (!a->deferred && (ret = audit_sync(a)))
 		goto out;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; syslog_copy_ready(a->sys, now) && i < n; i++) {
 		pr.p[at[i + 1] - 1] = '\0'; /* the newline */
 		sanitize(pr.p + at[i]);
 		syslog_copy_send(a->sys, r[i].code ? LOG_WARNING : LOG_INFO, pr.p + at[i], now);

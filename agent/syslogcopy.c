@@ -61,7 +61,7 @@ void syslog_copy_close(struct syslog_copy **s)
 }
 
 /* A clock stepped back tries again at once rather than after the step. */
-static bool connected(struct syslog_copy *s, int64_t now)
+bool syslog_copy_ready(struct syslog_copy *s, int64_t now)
 {
 	if (s->fd >= 0)
 		return true;
@@ -83,7 +83,7 @@ void syslog_copy_send(struct syslog_copy *s, int priority, const char *msg, int6
 	struct tm tm;
 	int n;
 
-	if (!connected(s, now))
+	if (!syslog_copy_ready(s, now))
 		return;
 	if (localtime_r(&t, &tm))
 		(void)strftime(stamp, sizeof(stamp), "%h %e %T", &tm);
@@ -104,7 +104,7 @@ void syslog_copy_send(struct syslog_copy *s, int priority, const char *msg, int6
 			break;
 		/* The daemon restarted (a new socket at the path): connected again, once. */
 		disconnect(s);
-		if (attempt || !connected(s, now))
+		if (attempt || !syslog_copy_ready(s, now))
 			return;
 	}
 	s->dropped++;

@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_SYSLOGCOPY_H
 #define JITD_AGENT_SYSLOGCOPY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /*
@@ -22,6 +23,11 @@ int syslog_copy_open(const char *path, const char *ident, const char *prefix,
 	struct syslog_copy **out);
 /* NULLs *s; accepts NULL. */
 void syslog_copy_close(struct syslog_copy **s);
+/*
+ * Whether a line would be sent (connected, or found now): the caller may spare the lines'
+ * preparation when not. now: wall seconds.
+ */
+bool syslog_copy_ready(struct syslog_copy *s, int64_t now);
 /* "<PRI>Mmm dd hh:mm:ss IDENT[PID]: PREFIXmsg", as syslog(3) sends it; now: wall seconds. */
 void syslog_copy_send(struct syslog_copy *s, int priority, const char *msg, int64_t now);
 /* Lines dropped since the last that went through (for tests). */
