@@ -288,11 +288,13 @@ static int compact(struct replay *r)
 
 /*
  * Lines that no longer stand for an entry (expired, forgotten, superseded, unreadable) beyond
- * which the file is rewritten at open. Below it, rewriting and fsyncing every live id at every
- * start cost more than the lines it saves (at 100,000 ids, 100 ms of a restart); above it the
- * file stays within half again its live lines.
+ * which the file is rewritten (at open, and by replay_tidy). Below it, rewriting and fsyncing
+ * every live id at every start cost more than the lines it saves (at 100,000 ids, 100 ms of a
+ * restart); above it the file stays within half again its live lines.
  */
 #define DEAD_LINES_KEPT(live) ((live) / 2 + 1024)
+/* Whether a file of lines lines (live ids' and dead ones') holds more dead ones than that. */
+#define TOO_MANY_DEAD(lines, live) ((lines) > (live) + DEAD_LINES_KEPT(live))
 
 /*
  * Slots for a file of size bytes, made at once before reading it: doubling from 1,024 to
@@ -394,7 +396,7 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 	 * Garbage goes at once, or every start would warn of it again; a torn line too, or the
 	 * next line appended would run on from it and be lost with it.
 	 */
-	*rewrite = garbage || torn || lines - r->live > DEAD_LINES_KEPT(r->live);
+	*rewrite = garbage || torn || TOO_MANY_DEAD(lines, r->live);
 	r->lines = lines;
 	return ret;
 }
@@ -403,7 +405,7 @@ int replay_tidy(struct replay *r)
 {
 	size_t before = r->lines;
 
-	if (r->failed || r->lines <= r->live || r->lines - r->live <= DEAD_LINES_KEPT(r->live))
+	if (r->failed || !TOO_MANY_DEAD(r->lines, r->live))
 		return 0;
 	if (r->heal_ret && clock_mono_us() - r->heal_failed_us < TIDY_RETRY_US)
 		return 0;
