@@ -56,6 +56,8 @@ struct dump {
 	struct nfnl_ct **hits;	/* killing: one reference per entry of grants[0] */
 	const struct grant **keep; /* killing: grants whose entries stay, n_keep of them */
 	size_t n_keep;
+	const struct prefix *always; /* killing: clients whose entries stay, n_always of them */
+	size_t n_always;
 	size_t n_hits, cap;
 	int err;		/* first failure inside the callback, as -errno */
 	/*
@@ -239,17 +241,17 @@ static bool ends_at(const struct dump *d, const struct grant *g, const struct pr
  * port the reply's source, i.e. after any DNAT, as jitd's input chain saw it. But once an
  * entry is deleted, conntrack (nf_conntrack_tcp_loose, the default) picks the flow up again
  * from whichever packet comes next; if the local server sends first, the new entry runs the
- * other way, and that flow is the grant's too.
+ * other way, and that flow is the grant's too. *client is the end that is g's source.
  */
 static bool entry_matches(const struct dump *d, const struct grant *g, const struct nfnl_ct *ct,
-	uint8_t proto)
+	uint8_t proto, struct prefix *client)
 {
 	struct prefix host;
 
 	for (int dir = 0; dir < 2; dir++) {
 		/* dir 0: opened by the granted source; 1: picked up again the other way. */
 		if (!port_match(g, proto, nfnl_ct_get_src_port(ct, !dir)) ||
-			!tuple_source(ct, dir, &host) || !src_match(g, &host) ||
+			!tuple_source(ct, dir, client) || !src_match(g, client) ||
 			!tuple_source(ct, !dir, &host))
 			continue;
 		/* The server end, after any DNAT: a forwarded flow is not a host grant's. */
@@ -410,11 +412,20 @@ static int candidates(struct dump *d, const struct nfnl_ct *ct)
 	return 0;
 }
 
-/* Whether another grant still lets ct's flow in: it is that grant's too, and stays. */
-static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto)
+/*
+ * Whether ct's flow is let in all the same: by another grant, or by the always-allow rule,
+ * which comes before the grants' in both chains (a bastion's sessions are nobody's grant).
+ */
+static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto,
+	const struct prefix *client)
 {
+	struct prefix other;
+
+	for (size_t i = 0; i < d->n_always; i++)
+		if (prefix_contains(&d->always[i], client))
+			return true;
 	for (size_t i = 0; i < d->n_keep; i++)
-		if (entry_matches(d, d->keep[i], ct, proto))
+		if (entry_matches(d, d->keep[i], ct, proto, &other))
 			return true;
 	return false;
 }
@@ -422,6 +433,7 @@ static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto)
 static void match(struct dump *d, struct nfnl_ct *ct)
 {
 	uint8_t proto = nfnl_ct_get_proto(ct);
+	struct prefix client;
 	bool live;
 	int ret;
 
@@ -439,13 +451,13 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 	for (size_t c = 0; c < d->n_cand; c++) {
 		size_t i = d->cand[c];
 
-		if (!entry_matches(d, &d->grants[i], ct, proto))
+		if (!entry_matches(d, &d->grants[i], ct, proto, &client))
 			continue;
 		if (d->counts) {
 			d->counts[i] += live;
 			continue;
 		}
-		if (kept(d, ct, proto))
+		if (kept(d, ct, proto, &client))
 			break;
 		/* One reference per entry, whichever grant it belongs to. */
 		if ((ret = keep_hit(d, ct)) && !d->err)
@@ -553,7 +565,7 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
 		*count = 0;
 		return conntrack_count_many(c, g, 1, count);
 	}
-	return conntrack_cut(c, g, NULL, 0, count);
+	return conntrack_cut(c, g, NULL, 0, NULL, 0, count);
 }
 
 /* Whether o and g name a port in common (each port_spec is one protocol's). */
@@ -604,9 +616,9 @@ static int keep_candidates(const struct grant *g, const struct grant *keep, size
 }
 
 int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
-	size_t n_keep, long *count)
+	size_t n_keep, const struct prefix *always, size_t n_always, long *count)
 {
-	struct dump d = {.grants = g, .n = 1};
+	struct dump d = {.grants = g, .n = 1, .always = always, .n_always = n_always};
 	int ret, r;
 
 	*count = 0;

@@ -3458,8 +3458,9 @@ static int cut_flows(struct enforce *e, const struct grant *g, long *flows)
 	if (testhook_number("JITD_TEST_CUT_FAIL_FILE", true, 0) > 0)
 		return -EIO;
 #endif
-	/* g has left the grants: those still there keep the sessions they let in. */
-	return conntrack_cut(e->ct, g, e->grants, e->n_grants, flows);
+	/* g has left the grants: those still there, and always_allow, keep what they let in. */
+	return conntrack_cut(e->ct, g, e->grants, e->n_grants, e->cfg->always_allow,
+		e->cfg->n_always_allow, flows);
 }
 
 /* Removes grant i from the kernel and the state; with terminate, cuts its flows afterwards. */

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 struct grant;
+struct prefix;
 
 /*
  * The conntrack entries of the connections grants let in, through ctnetlink (libnl-nf-3), in
@@ -36,11 +37,12 @@ void conntrack_close(struct conntrack **c);
  */
 int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long *count);
 /*
- * conntrack_flows with kill, but an entry that one of keep[0..n_keep) also matches stays: the
- * revocation of g leaves the sessions another live grant lets in.
+ * conntrack_flows with kill, but an entry that one of keep[0..n_keep) also matches stays, and
+ * so does one whose end in g's sources is inside one of always[0..n_always): the revocation of
+ * g leaves the sessions another live grant or the always-allowed sources let in.
  */
 int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
-	size_t n_keep, long *count);
+	size_t n_keep, const struct prefix *always, size_t n_always, long *count);
 /* conntrack_flows without kill for n grants in one dump: counts[i] for grants[i], 0 on error. */
 int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts);
 

@@ -1,13 +1,16 @@
 # Revocation on live TCP sessions: without "terminate" access ends at once but an open session
 # lives on (as on expiry); with it, the session is cut by a reset at once. Other grants covering
-# the same source keep theirs. Last, a controller's signed revocation with "terminate", posted
-# to the controller endpoint (plain HTTP on loopback), cuts its grant's session the same way.
+# the same source keep theirs, and so do always_allow's sources. Last, a controller's signed
+# revocation with "terminate", posted to the controller endpoint (plain HTTP on loopback), cuts
+# its grant's session the same way.
 # (The other refusals of signed revocations are in https.sh and the unit tests.)
 . "$(dirname "$0")/lib.sh"
 
 setup_net
+# A bastion: always allowed, its sessions are nobody's grant to cut.
+ip -n "$C1" addr add 192.0.2.8/24 dev eth0
 setup_keys
-write_config drop '[]' \
+write_config drop '["192.0.2.8/32"]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
 	  {"port": 2222, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
@@ -134,6 +137,18 @@ pass "the session rv-k-wide still lets in is not cut"
 out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-k-wide --terminate --json) || fail "revoke: $out"
 echo "$out" | jq -e '.flows_terminated >= 1' >/dev/null || fail "revoke reply: $out"
 session_cut k-after-wide
+session_close
+
+log "revocation with --terminate of a grant whose source holds an always-allowed one"
+sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-b | submit - >/dev/null || fail "rv-b refused"
+session_open "$C1" 192.0.2.1 22 192.0.2.8
+session_say b-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-b --terminate --json) || fail "revoke rv-b: $out"
+echo "$out" | jq -e '.revoked == "rv-b" and .flows_terminated == 0' >/dev/null ||
+	fail "revoke reply: $out"
+[ "$(flows_from 192.0.2.8)" -ge 1 ] || fail "conntrack lost the always-allowed source's flow"
+session_say b-after
+pass "the always-allowed source's session is not cut"
 session_close
 
 log "a signed revocation with \"terminate\", posted by a controller, cuts the session"
