@@ -902,6 +902,17 @@ out:
 }
 
 /*
+ * A change that failed, wherever: a withdrawal that never reached the kernel (out of memory
+ * for its plan or batch) leaves elements no grant stands for. The kernel is read in full
+ * within seconds (watch.c), not at the next periodic check, which may be skipped.
+ */
+static int change_failed(struct enforce *e, int ret)
+{
+	e->unsure = true;
+	return ret;
+}
+
+/*
  * Adds sorted elements to the sorted model, keeping it sorted. 0 or -ENOMEM. In place, from
  * the back: a group commit at 100,000 grants must not copy the whole model (and with large
  * arrays mapped, fault in a fresh copy of it); only elements sorting after the first added
@@ -998,20 +1009,22 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 
 		if ((ret = plan_build(e, groups, n_groups, now, &p))) {
 			snprintf(err, errlen, "%s", strerror(-ret));
-			return ret;
+			return change_failed(e, ret);
 		}
 		ret = commit_plan(e, &p, now, err, errlen);
 		if (ret == 0)
 			model_follow(e, model_apply(e, &p, now));
 		plan_free(&p);
+		if (ret == 0)
+			return 0;
 		/* Only a race with the kernel's own expiry is worth another look. */
 		if (ret != -ENOENT && ret != -EEXIST)
-			return ret;
+			return change_failed(e, ret);
 		log_debug("kernel: %s; re-reading the allow sets and retrying", err);
 		if (resync(e))
-			return ret;
+			return change_failed(e, ret);
 	}
-	return ret;
+	return change_failed(e, ret);
 }
 
 /*
@@ -1156,7 +1169,7 @@ static int sync_cheap(struct enforce *e, int planned, struct plan *p, int64_t no
 		/* A plan that could not be made (out of memory) said nothing yet. */
 		if (planned < 0)
 			snprintf(err, errlen, "%s", strerror(-ret));
-		return ret;
+		return change_failed(e, ret);
 	}
 	if (ret == 0)
 		return 0;
@@ -2312,8 +2325,10 @@ static void settle_group(struct enforce *e, struct pending **v, size_t n, int sy
 		note_error(e, "state: cannot make %zu grant(s) durable: %s", withdrawn,
 			strerror(-sync_ret));
 		/* Rare: the whole table is planned again rather than each grant's groups kept. */
-		if ((gret = all_groups(e, &groups, &n_groups)))
+		if ((gret = all_groups(e, &groups, &n_groups))) {
 			snprintf(kerr, sizeof(kerr), "%s", strerror(-gret));
+			(void)change_failed(e, gret);
+		}
 		if (gret || sync_groups(e, groups, n_groups, kerr, sizeof(kerr)))
 			note_error(e, "kernel: cannot withdraw grants that are not durable: %s", kerr);
 		free(groups);
@@ -3786,6 +3801,14 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	bool exists;
 	int ret;
 
+#ifdef JITD_TEST_HOOKS
+	/* $JITD_TEST_REPAIR_FAIL_FILE holding 1: the next check fails, as a dump interrupted. */
+	if (testhook_number("JITD_TEST_REPAIR_FAIL_FILE", true, 0) > 0) {
+		ret = -EINTR;
+		snprintf(err, sizeof(err), "cannot read the ruleset: %s", strerror(-ret));
+		goto out;
+	}
+#endif
 	if ((ret = nft_table_exists(e->nft, RULESET_TABLE, &exists))) {
 		snprintf(err, sizeof(err), "cannot read the ruleset: %s", strerror(-ret));
 		goto out;

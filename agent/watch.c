@@ -28,8 +28,21 @@ struct watch {
 	struct nft_monitor *mon;
 	struct event *ev, *timer;
 	struct event *first;	/* a check at once, when the start missed a transaction */
+	struct event *retry;	/* every second: a check while the enforcer is unsure */
 	unsigned skipped;	/* periodic checks skipped since the last full one */
+	unsigned retry_wait;	/* seconds between retries now: 1, 2, 4, ... (0: sure) */
+	unsigned retry_left;	/* seconds until the next */
+	unsigned interval;	/* reconcile_interval, the longest wait */
 };
+
+/* Reads every grant set and the structure, and repairs; the events go on from gen. */
+static void full_check(struct watch *w, bool have_gen, uint32_t gen, const char *trigger)
+{
+	w->skipped = 0;
+	/* Read at gen or later and left in line: the events go on from there. */
+	if (!enforce_reconcile(w->enf, false, trigger) && have_gen && !enforce_unsure(w->enf))
+		nft_monitor_mark(w->mon, gen);
+}
 
 static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -63,12 +76,43 @@ static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)
 			"since the last full check", gen);
 		return;
 	}
-	w->skipped = 0;
 	log_debug("periodic check: reading every grant set from the kernel");
-	/* Read at gen or later and left in line: the events go on from there. */
-	if (!enforce_reconcile(w->enf, false, "periodic check") && have_gen &&
-		!enforce_unsure(w->enf))
-		nft_monitor_mark(w->mon, gen);
+	full_check(w, have_gen, gen, "periodic check");
+}
+
+/*
+ * A repair that failed (a flushed table whose rebuild hit a passing error: every protected
+ * port unfiltered meanwhile) or a change the enforcer could not finish (a withdrawn grant's
+ * elements perhaps still in the kernel) leaves it unsure: it is checked again a second later,
+ * then after 2, 4, ... seconds up to reconcile_interval, rather than at the next periodic
+ * check only, reconcile_interval away and perhaps skipped; a kernel that keeps refusing is
+ * not read in full every second.
+ */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct watch *w = arg;
+	uint32_t gen;
+	bool have_gen;
+
+	if (!enforce_unsure(w->enf)) {
+		w->retry_wait = w->retry_left = 0;
+		return;
+	}
+	if (w->retry_left > 0) {
+		w->retry_left--;
+		return;
+	}
+	w->retry_wait = w->retry_wait ? w->retry_wait * 2 : 1;
+	if (w->retry_wait > w->interval)
+		w->retry_wait = w->interval;
+	w->retry_left = w->retry_wait - 1;
+	/* Pending events first, as for the periodic check: their repair may settle it. */
+	watch_event_cb(nft_monitor_fd(w->mon), EV_READ, w);
+	if (!enforce_unsure(w->enf))
+		return;
+	log_debug("unsure of the kernel: reading every grant set again");
+	have_gen = nft_gen_id(enforce_nft(w->enf), &gen) == 0;
+	full_check(w, have_gen, gen, "repair retried");
 }
 
 int watch_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
@@ -84,6 +128,7 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 	if (!(w = calloc(1, sizeof(*w))))
 		return -ENOMEM;
 	w->enf = enf;
+	w->interval = (unsigned)cfg->reconcile_interval;
 	if ((ret = nft_monitor_open(&w->mon)))
 		goto fail;
 	/*
@@ -98,7 +143,9 @@ int watch_open(struct event_base *base, const struct config *cfg, struct enforce
 		nft_monitor_mark(w->mon, gen);
 	w->ev = event_new(base, nft_monitor_fd(w->mon), EV_READ | EV_PERSIST, watch_event_cb, w);
 	w->timer = event_new(base, -1, EV_PERSIST, watch_timer_cb, w);
-	if (!w->ev || !w->timer || event_add(w->ev, NULL) || event_add(w->timer, &tv)) {
+	w->retry = event_new(base, -1, EV_PERSIST, retry_cb, w);
+	if (!w->ev || !w->timer || !w->retry || event_add(w->ev, NULL) ||
+		event_add(w->timer, &tv) || event_add(w->retry, &(struct timeval){ 1, 0 })) {
 		ret = -ENOMEM;
 		goto fail;
 	}
@@ -125,6 +172,8 @@ void watch_close(struct watch **w)
 		event_free((*w)->timer);
 	if ((*w)->first)
 		event_free((*w)->first);
+	if ((*w)->retry)
+		event_free((*w)->retry);
 	nft_monitor_close(&(*w)->mon);
 	free(*w);
 	*w = NULL;

@@ -14,7 +14,9 @@ struct watch;
  * (ENOBUFS) mean a full comparison. A timer compares again every cfg->reconcile_interval
  * seconds, as a second line of defence; it skips the comparison while the events account for
  * every transaction since the last full one (generation ids) and the enforcer is sure of the
- * kernel, but at most FULL_CHECK_EVERY - 1 times in a row. 0 or -errno.
+ * kernel, but at most FULL_CHECK_EVERY - 1 times in a row. While the enforcer is unsure of
+ * the kernel (a repair or a change failed), a check runs 1, 2, 4, ... seconds apart, up to
+ * reconcile_interval, until one succeeds. 0 or -errno.
  */
 int watch_open(struct event_base *base, const struct config *cfg, struct enforce *enf,
 	struct watch **out);

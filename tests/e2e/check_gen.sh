@@ -70,6 +70,7 @@ lines=$(wc -l <"$TMP/jitd.log")
 restored=$(count "restored ")
 repairs=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
 export JITD_TEST_START_PAUSE_FILE=$TMP/startpause
+export JITD_TEST_REPAIR_FAIL_FILE=$TMP/repairfail	# for the next section
 echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
 (
 	for ((i = 0; i < 100; i++)); do
@@ -101,3 +102,21 @@ jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the structure's repair is not audited"
 pass "the input chain flushed during the pause is restored by the same check, logged and audited"
 has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
+
+log "a repair that fails is tried again within seconds, not at the next periodic check"
+# The table flushed away and the repair its event calls for failing once (a test hook, as a
+# dump interrupted): every protected port stands open until a check succeeds, and the next
+# periodic one is an hour away here.
+repairs=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
+echo 1 >"$JITD_TEST_REPAIR_FAIL_FILE"
+in_ns "$SRV" nft flush ruleset
+failed="cannot repair table inet jitd (nftables event): cannot read the ruleset"
+wait_until 5 "the failed repair logged" grep -qF "$failed" "$TMP/jitd.log"
+[ ! -e "$JITD_TEST_REPAIR_FAIL_FILE" ] || fail "the repair did not take the hook"
+wait_until 5 "the grant's element back" has_elem allow4_addr "192.0.2.4 tcp 22"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[$n:] |
+	any(.message | startswith("repair retried: table inet jitd was missing, recreated"))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the retried repair is not audited"
+status_json | jq -e '.kernel.in_sync' >/dev/null || fail "status says not in sync"
+pass "the failed repair is retried at once: the table rebuilt, the grant back, audited"
