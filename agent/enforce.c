@@ -3544,17 +3544,26 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 	 * failed is said in the reply: sessions that live on must not read as "there were none".
 	 */
 	if (terminate) {
-		if ((ret = cut_flows(e, &g, &flows))) {
-			snprintf(res->terminate_error, sizeof(res->terminate_error), "%s",
-				e->ct ? strerror(-ret) : "conntrack unavailable");
+		ret = cut_flows(e, &g, &flows);
+		/* A cut that failed part-way cut what it counts all the same: on record too. */
+		if (ret == 0 || flows > 0) {
+			e->metrics.flows_terminated += (uint64_t)flows;
+			(void)audit(e, "flows.terminated", &g, NULL, peer, 0, ret ?
+				"cut short: the other flows live on" : NULL, flows);
+		}
+		if (ret) {
+			char n[32] = "";
+
+			if (flows > 0)
+				snprintf(n, sizeof(n), " after %ld cut", flows);
+			snprintf(res->terminate_error, sizeof(res->terminate_error), "%s%s",
+				e->ct ? strerror(-ret) : "conntrack unavailable", n);
 			res->flows_terminated = -1;
 			note_error(e, "conntrack: cannot cut the flows of '%s': %s", g.jti,
 				res->terminate_error);
 			ret = 0; /* the access itself is gone: the revocation stands */
 		} else {
 			res->flows_terminated = flows;
-			e->metrics.flows_terminated += (uint64_t)flows;
-			(void)audit(e, "flows.terminated", &g, NULL, peer, 0, NULL, flows);
 		}
 	}
 	ret = 0;
