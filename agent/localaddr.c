@@ -10,6 +10,7 @@
 #include <linux/rtnetlink.h>
 
 #include "agent/localaddr.h"
+#include "agent/nldump.h"
 #include "common/array.h"
 
 /* An interrupted dump (NLM_F_DUMP_INTR: the table changed meanwhile) is read again. */
@@ -38,24 +39,6 @@ static int attr_cb(const struct nlattr *a, void *arg)
 	return MNL_CB_OK;
 }
 
-/* The dump's end: a change noticed only in its last pass, or an error that ended it early. */
-static int done_cb(const struct nlmsghdr *nlh, void *arg)
-{
-	struct reading *r = arg;
-	int err;
-
-	if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
-		r->intr = true;
-	if (mnl_nlmsg_get_payload_len(nlh) >= sizeof(err)) {
-		memcpy(&err, mnl_nlmsg_get_payload(nlh), sizeof(err));
-		if (err < 0) {
-			r->err = err;
-			return MNL_CB_ERROR;
-		}
-	}
-	return MNL_CB_STOP;
-}
-
 static int route_cb(const struct nlmsghdr *nlh, void *arg)
 {
 	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
@@ -65,8 +48,6 @@ static int route_cb(const struct nlmsghdr *nlh, void *arg)
 	uint32_t table;
 	size_t alen;
 
-	if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
-		r->intr = true;
 	if (mnl_attr_parse(nlh, sizeof(*rtm), attr_cb, tb) < 0)
 		return MNL_CB_OK;
 	if (rtm->rtm_type != RTN_LOCAL && rtm->rtm_type != RTN_BROADCAST &&
@@ -100,8 +81,6 @@ static int route_cb(const struct nlmsghdr *nlh, void *arg)
 
 static int dump_once(struct mnl_socket *nl, struct reading *r)
 {
-	/* Not const: mnl_cb_run2 takes it so, though it only reads it. */
-	static mnl_cb_t ctl[NLMSG_MIN_TYPE] = { [NLMSG_DONE] = done_cb };
 	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
 	uint32_t seq = (uint32_t)time(NULL), portid = mnl_socket_get_portid(nl);
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
@@ -119,8 +98,7 @@ static int dump_once(struct mnl_socket *nl, struct reading *r)
 	do {
 		if ((len = mnl_socket_recvfrom(nl, buf, sizeof(buf))) < 0)
 			return -errno;
-		errno = 0;
-		ret = mnl_cb_run2(buf, (size_t)len, seq, portid, route_cb, r, ctl, NLMSG_MIN_TYPE);
+		ret = nldump_run(buf, (size_t)len, seq, portid, route_cb, r, &r->intr);
 	} while (ret > 0);
 	if (ret < 0)
 		return r->err ? r->err : errno ? -errno : -EPROTO;

@@ -23,6 +23,7 @@
 #include <linux/netlink.h>
 
 #include "agent/nft.h"
+#include "agent/nldump.h"
 #include "agent/testhook.h"
 #include "common/array.h"
 
@@ -365,21 +366,6 @@ bool nft_batch_unanswered(const struct nft_batch *b)
 	return b->unanswered;
 }
 
-static int dump_interrupted(const char *buf, ssize_t len)
-{
-	const struct nlmsghdr *nlh;
-	int rest = (int)len;
-
-	for (nlh = (const void *)buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest))
-		if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
-			return 1;
-	return 0;
-}
-
-/*
- * Runs one dump request and feeds every reply to cb; *intr: NLM_F_DUMP_INTR, the ruleset
- * changed while the kernel was answering.
- */
 /* Whether a datagram holds a message of this conversation (seq). */
 static bool has_seq(const char *buf, ssize_t len, uint32_t seq)
 {
@@ -392,6 +378,10 @@ static bool has_seq(const char *buf, ssize_t len, uint32_t seq)
 	return false;
 }
 
+/*
+ * Runs one dump request and feeds every reply to cb; *intr: NLM_F_DUMP_INTR, the ruleset
+ * changed while the kernel was answering.
+ */
 static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg, bool *intr)
 {
 	char buf[DUMP_BUFSIZE];
@@ -414,10 +404,8 @@ static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg
 			ret = 1;
 			continue;
 		}
-		*intr |= dump_interrupted(buf, len);
 		/* The kernel's error sets errno; a failing callback (memory, a parse) does not. */
-		errno = 0;
-		ret = mnl_cb_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg);
+		ret = nldump_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg, intr);
 	} while (ret > 0);
 	return ret < 0 ? (errno ? -errno : -EPROTO) : 0;
 }
