@@ -24,6 +24,14 @@ if known; then
 	echo "install-test: jitd is already installed here; this test needs a host without it" >&2
 	exit 1
 fi
+# A key left in /etc/jitd/keys.d (purge keeps the administrator's keys) would have the first
+# install enable jitd and, under systemd, start it on this host: its ports closed.
+if [ -e /etc/jitd ] || [ -L /etc/jitd ]; then
+	echo "install-test: /etc/jitd exists (left by an earlier jitd?); this test needs a host" \
+		"without it" >&2
+	exit 1
+fi
+host_table_before=$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)
 deb=$(realpath "$deb")
 probe=$(realpath "$probe")
 version=$(dpkg-deb -f "$deb" Version)
@@ -69,6 +77,13 @@ cleanup() {
 		groupdel jitd
 	fi
 	rm -rf "$TMP"
+	# As tests/e2e/run.sh: the host's ruleset is never the test's to change.
+	if [ "$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)" != \
+		"$host_table_before" ]; then
+		echo "install-test: the host's table inet jitd changed" \
+			"($host_table_before before)" >&2
+		[ "$rc" -ne 0 ] || rc=1
+	fi
 	if [ "$rc" -eq 0 ]; then
 		printf 'PASS: install-test (%d checks)\n' "$CHECKS"
 	fi
