@@ -20,7 +20,20 @@ jitctl=/usr/bin/jitctl
 if [ ! -x "$jitctl" ]; then
 	echo "jitd: $jitctl is missing; if table inet jitd exists, remove it with:" \
 		"nft delete table inet jitd" >&2
-elif ! "$jitctl" -s /run/jitd/jitd.sock teardown; then
+elif out=$("$jitctl" -s /run/jitd/jitd.sock teardown 2>&1); then
+	echo "$out"
+else
+	echo "$out" >&2
+	case $out in
+	*"jitctl teardown: jitd is running"*)
+		# Erased anyway, it would run on from a deleted binary, the ports closed, with
+		# neither jitctl nor the unit left to stop it or open them: a failing %preun keeps
+		# the package, as the .deb's prerm does.
+		echo "jitd: jitd still runs (it was not stopped), so jitd is NOT removed. Stop it" \
+			"(systemctl stop jitd), then remove the package again." >&2
+		exit 1
+		;;
+	esac
 	echo "jitd: WARNING: 'jitctl teardown' failed: table inet jitd may still" \
 		"close the protected ports. Stop jitd, then: nft delete table inet jitd" >&2
 fi
