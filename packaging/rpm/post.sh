@@ -15,11 +15,12 @@ fi
 if ! getent group jitd >/dev/null; then
 	groupadd -r jitd
 fi
+# Its status is not the install's to fail on: one bad line elsewhere, or a container, makes
+# it exit non-zero; the directory is what counts.
 if command -v systemd-tmpfiles >/dev/null 2>&1; then
-	systemd-tmpfiles --create /usr/lib/tmpfiles.d/jitd.conf
-else
-	[ -d /var/lib/jitd ] || { mkdir -m 0700 /var/lib/jitd && chgrp jitd /var/lib/jitd; }
+	systemd-tmpfiles --create /usr/lib/tmpfiles.d/jitd.conf || true
 fi
+[ -d /var/lib/jitd ] || { mkdir -m 0700 /var/lib/jitd && chgrp jitd /var/lib/jitd; }
 
 [ "$1" -eq 1 ] || exit 0
 
