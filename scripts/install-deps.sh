@@ -13,4 +13,5 @@ apt-get install -y -qq --no-install-recommends \
 	libmnl-dev libnftnl-dev libjansson-dev libevent-dev libssl-dev \
 	libnl-3-dev libnl-nf-3-dev libsystemd-dev \
 	libcmocka-dev \
-	nftables iproute2 iputils-ping jq openssl ca-certificates conntrack python3 python3-jwt python3-cryptography curl iperf3 e2fsprogs util-linux mount >/dev/null
+	nftables iproute2 iputils-ping jq openssl ca-certificates conntrack python3 python3-jwt \
+	python3-cryptography curl iperf3 e2fsprogs util-linux mount procps >/dev/null

@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "e2e: must run as root (network namespaces, nftables)" >&2
 	exit 1
 fi
-for tool in ip nft jq ping conntrack curl openssl python3 timeout; do
+for tool in ip nft jq ping conntrack curl openssl python3 timeout sysctl; do
 	command -v "$tool" >/dev/null || { echo "e2e: missing tool: $tool" >&2; exit 1; }
 done
 host_table_before=$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)
