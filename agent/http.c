@@ -1080,6 +1080,7 @@ static void deadline_start(struct http *h, struct evhttp_connection *evcon, int 
 	struct conn_deadline *d = calloc(1, sizeof(*d));
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
+	int ret;
 
 	if (!d || !(d->timer = evtimer_new(evhttp_connection_get_base(evcon), deadline_cb, d))) {
 		/* The idle timeout still holds; only the trickle goes unbounded for this one. */
@@ -1092,8 +1093,9 @@ static void deadline_start(struct http *h, struct evhttp_connection *evcon, int 
 	/* Without its address (or memory), it counts for no client and never gives way. */
 	if (!getpeername(fd, (struct sockaddr *)&ss, &sl))
 		client_of(fd, (struct sockaddr *)&ss, d);
-	if (connshare_join(h->share, d->has_client ? d->client : NULL, d, &d->share))
-		log_warn("controller endpoint: a connection counts for no client (out of memory)");
+	if ((ret = connshare_join(h->share, d->has_client ? d->client : NULL, d, &d->share)))
+		log_warn("controller endpoint: a connection counts for no client (%s)",
+			ret == -ENOSPC ? "the endpoint is full" : strerror(-ret));
 	LIST_INSERT_HEAD(&h->deadlines, d, entry);
 	deadline_arm(d);
 }
