@@ -924,11 +924,12 @@ int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const
 				return 0;
 			if (errno == EINTR)
 				continue;
-			/* ENOBUFS: events were lost, so anything may have happened. */
-			if (errno == ENOBUFS) {
-				*drift |= NFT_DRIFT_STRUCTURE;
-				m->gap = true;
-			}
+			/*
+			 * ENOBUFS: events were lost, so anything may have happened. So with any
+			 * other failure (ENOSPC: a message cut short), which loses what it held.
+			 */
+			*drift |= NFT_DRIFT_STRUCTURE;
+			m->gap = true;
 			return -errno;
 		}
 		if (test_hook_drop_events())

@@ -57,7 +57,7 @@ static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 		log_warn("nftables events: %s", strerror(-ret));
 	if (drift)
 		(void)enforce_reconcile(w->enf, drift & NFT_DRIFT_STRUCTURE,
-			ret == -ENOBUFS ? "nftables events were lost" : "nftables event");
+			ret ? "nftables events were lost" : "nftables event");
 }
 
 static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)

@@ -107,8 +107,9 @@ int nft_monitor_fd(const struct nft_monitor *m);
 #define NFT_DRIFT_STRUCTURE 2u	/* anything else in the table: table, chains, rules, sets */
 /*
  * Drains the pending events and ORs into *drift what changed in table (family inet) by anyone
- * but own_portid. Lost events (-ENOBUFS, also returned) count as NFT_DRIFT_STRUCTURE: the caller
- * must compare everything. elem_sets is NULL-terminated. 0 or -errno.
+ * but own_portid. Lost events (-ENOBUFS, also returned), and a read that failed otherwise, count
+ * as NFT_DRIFT_STRUCTURE: the caller must compare everything. elem_sets is NULL-terminated.
+ * 0 or -errno.
  */
 int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const *elem_sets,
 	uint32_t own_portid, unsigned *drift);
