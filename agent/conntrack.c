@@ -589,11 +589,9 @@ static bool shares_src(const struct grant *o, const struct grant *g)
 }
 
 /*
- * The grants of keep[0..n) that could share a flow with g: a port and a source in common.
- * Checked once here, not for every entry against every grant. Of either kind: a host grant's
- * flows are never a gateway grant's while the local addresses are known, which entry_matches
- * decides, but when they cannot be read every flow passes for both. NULL with *n_out 0 when
- * none; -ENOMEM.
+ * The grants of keep[0..n) that could share a flow with g: of its kind (a host grant's flows
+ * are never a gateway grant's), a port and a source in common. Checked once here, not for
+ * every entry against every grant. NULL with *n_out 0 when none; -ENOMEM.
  */
 static int keep_candidates(const struct grant *g, const struct grant *keep, size_t n,
 	const struct grant ***out, size_t *n_out)
@@ -606,7 +604,7 @@ static int keep_candidates(const struct grant *g, const struct grant *keep, size
 	for (size_t i = 0; i < n; i++) {
 		const struct grant *o = &keep[i];
 
-		if (!shares_port(o, g) || !shares_src(o, g))
+		if (!o->n_dst != !g->n_dst || !shares_port(o, g) || !shares_src(o, g))
 			continue;
 		if (!v && !(v = calloc(n - i, sizeof(*v))))
 			return -ENOMEM;
