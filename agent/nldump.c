@@ -32,8 +32,8 @@ static int done_cb(const struct nlmsghdr *nlh, void *arg __attribute__((unused))
 	return MNL_CB_STOP;
 }
 
-int nldump_run(const void *buf, size_t len, uint32_t seq, uint32_t portid, mnl_cb_t cb,
-	void *arg, bool *intr)
+int nldump_run(void *buf, size_t len, uint32_t seq, uint32_t portid, mnl_cb_t cb, void *arg,
+	bool *intr)
 {
 	/*
 	 * mnl_cb_run2 passes over a control message whose slot here is NULL, without libmnl's
@@ -41,12 +41,19 @@ int nldump_run(const void *buf, size_t len, uint32_t seq, uint32_t portid, mnl_c
 	 * Not const: mnl_cb_run2 takes it so, though it only reads it.
 	 */
 	static mnl_cb_t ctl[NLMSG_MIN_TYPE] = { [NLMSG_ERROR] = error_cb, [NLMSG_DONE] = done_cb };
-	const struct nlmsghdr *nlh;
+	struct nlmsghdr *nlh;
 	int rest = (int)len;
 
+	/*
+	 * libmnl fails a message marked interrupted (EINTR) before any callback, leaving the rest
+	 * of the dump unread: on the socket, where the kernel answers the next dump request with
+	 * EBUSY. Noted and cleared, the dump is read to its end and the caller asks again.
+	 */
 	for (nlh = buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest))
-		if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
+		if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) {
+			nlh->nlmsg_flags &= (uint16_t)~NLM_F_DUMP_INTR;
 			*intr = true;
+		}
 	errno = 0;
 	return mnl_cb_run2(buf, len, seq, portid, cb, arg, ctl, NLMSG_MIN_TYPE);
 }
