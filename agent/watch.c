@@ -30,10 +30,17 @@ struct watch {
 	struct event *first;	/* a check at once, when the start missed a transaction */
 	struct event *retry;	/* every second: a check while the enforcer is unsure */
 	unsigned skipped;	/* periodic checks skipped since the last full one */
-	unsigned retry_wait;	/* seconds between retries now: 1, 2, 4, ... (0: sure) */
+	unsigned retry_wait;	/* seconds between retries now: 1, 2, 4, ... (0: none yet) */
 	unsigned retry_left;	/* seconds until the next */
 	unsigned interval;	/* reconcile_interval, the longest wait */
 };
+
+/* Sure of the kernel again: the next time it is not, retries start from a second. */
+static void retry_reset(struct watch *w)
+{
+	if (!enforce_unsure(w->enf))
+		w->retry_wait = w->retry_left = 0;
+}
 
 /* Reads every grant set and the structure, and repairs; the events go on from gen. */
 static void full_check(struct watch *w, bool have_gen, uint32_t gen, const char *trigger)
@@ -42,6 +49,7 @@ static void full_check(struct watch *w, bool have_gen, uint32_t gen, const char 
 	/* Read at gen or later and left in line: the events go on from there. */
 	if (!enforce_reconcile(w->enf, false, trigger) && have_gen && !enforce_unsure(w->enf))
 		nft_monitor_mark(w->mon, gen);
+	retry_reset(w);
 }
 
 static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -55,9 +63,11 @@ static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 		nft_portid(enforce_nft(w->enf)), &drift);
 	if (ret && ret != -ENOBUFS)
 		log_warn("nftables events: %s", strerror(-ret));
-	if (drift)
+	if (drift) {
 		(void)enforce_reconcile(w->enf, drift & NFT_DRIFT_STRUCTURE,
 			ret ? "nftables events were lost" : "nftables event");
+		retry_reset(w);
+	}
 }
 
 static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -84,13 +94,14 @@ static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)
  * A repair that failed (a flushed table whose rebuild hit a passing error: every protected
  * port unfiltered meanwhile) or a change the enforcer could not finish (a withdrawn grant's
  * elements perhaps still in the kernel) leaves it unsure: it is checked again a second later,
- * then after 2, 4, ... seconds up to reconcile_interval, rather than at the next periodic
- * check only, reconcile_interval away and perhaps skipped; a kernel that keeps refusing is
- * not read in full every second.
+ * then after 2, 4, ... seconds, rather than at the next periodic check only, which may be
+ * up to an hour away. From a wait of reconcile_interval on, the periodic check alone goes on
+ * (it never skips while unsure): a kernel that keeps refusing is not read twice as often.
  */
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct watch *w = arg;
+	unsigned next;
 	uint32_t gen;
 	bool have_gen;
 
@@ -102,10 +113,11 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 		w->retry_left--;
 		return;
 	}
-	w->retry_wait = w->retry_wait ? w->retry_wait * 2 : 1;
-	if (w->retry_wait > w->interval)
-		w->retry_wait = w->interval;
-	w->retry_left = w->retry_wait - 1;
+	next = w->retry_wait ? w->retry_wait * 2 : 1;
+	if (w->retry_wait && next >= w->interval)
+		return;
+	w->retry_wait = next;
+	w->retry_left = next - 1;
 	/* Pending events first, as for the periodic check: their repair may settle it. */
 	watch_event_cb(nft_monitor_fd(w->mon), EV_READ, w);
 	if (!enforce_unsure(w->enf))
