@@ -6,6 +6,13 @@ set -e
 
 [ "$1" -eq 0 ] || exit 0
 
+# Whether it was enabled, for an erase refused below: the package then stays, and so must jitd
+# at the next boot.
+enabled=no
+if command -v systemctl >/dev/null 2>&1 &&
+	systemctl -q is-enabled jitd.service >/dev/null 2>&1; then
+	enabled=yes
+fi
 if [ -d /run/systemd/system ]; then
 	systemctl --no-reload disable --now jitd.service >/dev/null 2>&1 || true
 elif command -v systemctl >/dev/null 2>&1; then
@@ -31,6 +38,9 @@ else
 		# the package, as the .deb's prerm does.
 		echo "jitd: jitd still runs (it was not stopped), so jitd is NOT removed. Stop it" \
 			"(systemctl stop jitd), then remove the package again." >&2
+		if [ "$enabled" = yes ]; then
+			systemctl --no-reload enable jitd.service >/dev/null 2>&1 || true
+		fi
 		exit 1
 		;;
 	esac
