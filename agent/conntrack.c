@@ -56,7 +56,7 @@ struct dump {
 	struct nfnl_ct **hits;	/* killing: one reference per entry of grants[0] */
 	const struct grant **keep; /* killing: grants whose entries stay, n_keep of them */
 	size_t n_keep;
-	const struct prefix *always; /* killing: clients whose entries stay, n_always of them */
+	const struct prefix *always; /* clients whose entries are nobody's grant's, n_always */
 	size_t n_always;
 	size_t n_hits, cap;
 	int err;		/* first failure inside the callback, as -errno */
@@ -413,17 +413,22 @@ static int candidates(struct dump *d, const struct nfnl_ct *ct)
 }
 
 /*
- * Whether ct's flow is let in all the same: by another grant, or by the always-allow rule,
- * which comes before the grants' in both chains (a bastion's sessions are nobody's grant).
+ * Whether client is always let in: the always-allow rule comes before the grants' in both
+ * chains, so its sessions are nobody's grant's, neither counted nor cut (a bastion's).
  */
-static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto,
-	const struct prefix *client)
+static bool always_allowed(const struct dump *d, const struct prefix *client)
 {
-	struct prefix other;
-
 	for (size_t i = 0; i < d->n_always; i++)
 		if (prefix_contains(&d->always[i], client))
 			return true;
+	return false;
+}
+
+/* Whether ct's flow is let in all the same, by another grant. */
+static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto)
+{
+	struct prefix other;
+
 	for (size_t i = 0; i < d->n_keep; i++)
 		if (entry_matches(d, d->keep[i], ct, proto, &other))
 			return true;
@@ -451,13 +456,14 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 	for (size_t c = 0; c < d->n_cand; c++) {
 		size_t i = d->cand[c];
 
-		if (!entry_matches(d, &d->grants[i], ct, proto, &client))
+		if (!entry_matches(d, &d->grants[i], ct, proto, &client) ||
+			always_allowed(d, &client))
 			continue;
 		if (d->counts) {
 			d->counts[i] += live;
 			continue;
 		}
-		if (kept(d, ct, proto, &client))
+		if (kept(d, ct, proto))
 			break;
 		/* One reference per entry, whichever grant it belongs to. */
 		if ((ret = keep_hit(d, ct)) && !d->err)
@@ -563,7 +569,7 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
 {
 	if (!kill) {
 		*count = 0;
-		return conntrack_count_many(c, g, 1, count);
+		return conntrack_count_many(c, g, 1, NULL, 0, count);
 	}
 	return conntrack_cut(c, g, NULL, 0, NULL, 0, count);
 }
@@ -636,9 +642,11 @@ int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant
 	return ret;
 }
 
-int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n, long *counts)
+int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n,
+	const struct prefix *always, size_t n_always, long *counts)
 {
-	struct dump d = {.grants = grants, .n = n, .counts = counts};
+	struct dump d = {.grants = grants, .n = n, .counts = counts, .always = always,
+		.n_always = n_always};
 	int ret = 0;
 
 	if (n == 0)

@@ -1030,7 +1030,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	 * before the kernel's view is read.
 	 */
 	if (ct && n && (flows = calloc(n, sizeof(*flows))) &&
-		conntrack_count_many(ct, g, n, flows)) {
+		conntrack_count_many(ct, g, n, cfg->always_allow, cfg->n_always_allow, flows)) {
 		free(flows);
 		flows = NULL;
 	}

@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (many)
-		r = conntrack_count_many(ct, g, n, counts);
+		r = conntrack_count_many(ct, g, n, NULL, 0, counts);
 	else
 		r = conntrack_flows(ct, &g[0], !strcmp(argv[1], "kill"), &counts[0]);
 	if (r) {

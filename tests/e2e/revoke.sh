@@ -143,6 +143,8 @@ log "revocation with --terminate of a grant whose source holds an always-allowed
 sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-b | submit - >/dev/null || fail "rv-b refused"
 session_open "$C1" 192.0.2.1 22 192.0.2.8
 session_say b-before
+flows=$(status_json | jq '.grants[] | select(.id == "rv-b") | .flows')
+[ "$flows" = 0 ] || fail "status counts $flows flow(s) of the always-allowed source as rv-b's"
 out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-b --terminate --json) || fail "revoke rv-b: $out"
 echo "$out" | jq -e '.revoked == "rv-b" and .flows_terminated == 0' >/dev/null ||
 	fail "revoke reply: $out"
