@@ -80,8 +80,8 @@ cleanup() {
 	# As tests/e2e/run.sh: the host's ruleset is never the test's to change.
 	if [ "$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)" != \
 		"$host_table_before" ]; then
-		echo "install-test: the host's table inet jitd changed" \
-			"($host_table_before before)" >&2
+		echo "install-test: the host's table inet jitd changed ($host_table_before" \
+			"before); if it closes your ports: nft delete table inet jitd" >&2
 		[ "$rc" -ne 0 ] || rc=1
 	fi
 	if [ "$rc" -eq 0 ]; then
