@@ -6,7 +6,7 @@
  */
 #include "../../agent/http.c"
 
-#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <time.h>
 
@@ -82,14 +82,32 @@ static struct fuzz *fuzz_setup(void)
 	return &f;
 }
 
+/*
+ * Non-blocking, the handshake waited for with poll: a blocking connect fails with EINTR when
+ * libFuzzer's -timeout alarm (SIGALRM, without SA_RESTART) comes during it. On loopback the
+ * kernel completes the handshake before accept.
+ */
 static int client_connect(const struct fuzz *f)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), err = 0, n;
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	socklen_t el = sizeof(err);
 
-	/* Blocking: on loopback the kernel completes the handshake before accept. */
-	if (fd < 0 || connect(fd, (const struct sockaddr *)&f->addr, sizeof(f->addr)) ||
-		fcntl(fd, F_SETFL, O_NONBLOCK))
+	if (fd < 0)
+		fail("socket");
+	if (connect(fd, (const struct sockaddr *)&f->addr, sizeof(f->addr)) && errno != EINPROGRESS)
 		fail("connect");
+	while ((n = poll(&p, 1, 10000)) < 0 && errno == EINTR)
+		;
+	if (n <= 0) {
+		if (n == 0)
+			errno = ETIMEDOUT;
+		fail("connect: poll");
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) || err) {
+		errno = err ? err : errno;
+		fail("connect");
+	}
 	return fd;
 }
 
