@@ -412,7 +412,7 @@ static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg
 
 /* The same, an interrupted result retried rather than trusted. */
 static int dump(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg,
-	void (*reset)(void *))
+	int (*reset)(void *))
 {
 	for (int attempt = 0; attempt < NFT_DUMP_TRIES; attempt++) {
 		bool intr;
@@ -420,8 +420,8 @@ static int dump(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg,
 
 		if (ret || !intr)
 			return ret;
-		if (reset)
-			reset(arg);
+		if (reset && (ret = reset(arg)))
+			return ret;
 	}
 	return -EINTR;
 }
@@ -497,17 +497,21 @@ static struct nftnl_set *set_named(const char *table, const char *set)
 	return s;
 }
 
-/* A retried dump must not append to the interrupted one's elements: start from a fresh set. */
-static void set_reset(void *arg)
+/*
+ * A retried dump must not append to the interrupted one's elements: start from a fresh set.
+ * 0 or -ENOMEM, which ends the dump (kept, the old set would read each element twice).
+ */
+static int set_reset(void *arg)
 {
 	struct nftnl_set **s = arg;
 	struct nftnl_set *fresh = set_named(nftnl_set_get_str(*s, NFTNL_SET_TABLE),
 		nftnl_set_get_str(*s, NFTNL_SET_NAME));
 
 	if (!fresh)
-		return; /* keeps the old set; the retry limit still ends the loop */
+		return -ENOMEM;
 	nftnl_set_free(*s);
 	*s = fresh;
+	return 0;
 }
 
 int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl_set **out)
@@ -644,8 +648,8 @@ static int view_cb(const struct nlmsghdr *nlh, void *arg)
 	}
 }
 
-/* A retried dump starts over: drop what the interrupted one collected. */
-static void view_reset(void *arg)
+/* A retried dump starts over: drop what the interrupted one collected. 0 or -ENOMEM. */
+static int view_reset(void *arg)
 {
 	struct view_dump *d = arg;
 	struct nft_table_view *v = d->v;
@@ -655,18 +659,19 @@ static void view_reset(void *arg)
 		if (v->table)
 			nftnl_table_free(v->table);
 		v->table = NULL;
-		break;
+		return 0;
 	case NFT_MSG_GETSET:
 		nftnl_set_list_free(v->sets);
 		v->sets = nftnl_set_list_alloc();
-		break;
+		return v->sets ? 0 : -ENOMEM;
 	case NFT_MSG_GETCHAIN:
 		nftnl_chain_list_free(v->chains);
 		v->chains = nftnl_chain_list_alloc();
-		break;
+		return v->chains ? 0 : -ENOMEM;
 	default:
 		nftnl_rule_list_free(v->rules);
 		v->rules = nftnl_rule_list_alloc();
+		return v->rules ? 0 : -ENOMEM;
 	}
 }
 
