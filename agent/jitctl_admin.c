@@ -65,7 +65,7 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 			printf("; %" JSON_INTEGER_FORMAT " connection(s) cut",
 				json_integer_value(cut));
 		else if (terminate)
-			printf("; its connections could NOT be cut (%s): they live on",
+			printf("; its connections could NOT be cut (%s): those not cut live on",
 				jitctl_str(rep, "terminate_error"));
 		if (json_object_get(rep, "kernel_unconfirmed"))
 			printf("; the kernel did not confirm it (%s): its elements may stay until "
