@@ -68,6 +68,35 @@ static void add_table_and_set(struct nft *n, const char *table)
 	nftnl_table_free(t);
 }
 
+/* n addresses from 10.0.0.0 into table's SET, PER_MSG a message, each with comment if any. */
+static void add_elements(struct nft_batch *b, const char *table, uint32_t n, const char *comment,
+	size_t comment_len)
+{
+	for (uint32_t i = 0; i < n; i += PER_MSG) {
+		struct nftnl_set *s = nftnl_set_alloc();
+		struct nlmsghdr *nlh;
+
+		assert_non_null(s);
+		nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+		nftnl_set_set_str(s, NFTNL_SET_NAME, SET);
+		for (uint32_t k = i; k < i + PER_MSG; k++) {
+			struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+			uint32_t addr = htonl(0x0a000000u + k);
+
+			assert_non_null(e);
+			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &addr, sizeof(addr));
+			if (comment)
+				nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, comment,
+					(uint32_t)comment_len);
+			nftnl_set_elem_add(s, e);
+		}
+		assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWSETELEM, NFPROTO_INET,
+			NLM_F_CREATE, "elements"));
+		nftnl_set_elems_nlmsg_build_payload(nlh, s);
+		nftnl_set_free(s);
+	}
+}
+
 /*
  * The kernel takes a batch as one datagram, refused when longer than the socket's send buffer
  * (16 MiB as jitd opens it): a restore of some 400,000 grant elements is. Here some 18 MB.
@@ -88,27 +117,7 @@ static void test_batch_larger_than_send_buffer(void **state)
 	assert_int_equal(nft_open(&n), 0);
 	add_table_and_set(n, TABLE);
 	assert_int_equal(nft_batch_new(n, &b), 0);
-	for (uint32_t i = 0; i < N_ELEMS; i += PER_MSG) {
-		struct nftnl_set *s = nftnl_set_alloc();
-		struct nlmsghdr *nlh;
-
-		assert_non_null(s);
-		nftnl_set_set_str(s, NFTNL_SET_TABLE, TABLE);
-		nftnl_set_set_str(s, NFTNL_SET_NAME, SET);
-		for (uint32_t k = i; k < i + PER_MSG; k++) {
-			struct nftnl_set_elem *e = nftnl_set_elem_alloc();
-			uint32_t addr = htonl(0x0a000000u + k);
-
-			assert_non_null(e);
-			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &addr, sizeof(addr));
-			nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, comment, sizeof(comment));
-			nftnl_set_elem_add(s, e);
-		}
-		assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWSETELEM, NFPROTO_INET,
-			NLM_F_CREATE, "elements"));
-		nftnl_set_elems_nlmsg_build_payload(nlh, s);
-		nftnl_set_free(s);
-	}
+	add_elements(b, TABLE, N_ELEMS, comment, sizeof(comment));
 	ret = nft_batch_commit(b, err);
 	if (ret)
 		print_error("commit: %s\n", err);
@@ -175,26 +184,7 @@ static void test_dump_ended_early(void **state)
 	add_table_and_set(n, TABLE "_gone");
 	assert_int_equal(nft_batch_new(n, &b), 0);
 	/* Some 20,000 elements: a dozen parts or more of a dump. */
-	for (uint32_t i = 0; i < 20000; i += PER_MSG) {
-		struct nftnl_set *s = nftnl_set_alloc();
-		struct nlmsghdr *nlh;
-
-		assert_non_null(s);
-		nftnl_set_set_str(s, NFTNL_SET_TABLE, TABLE "_gone");
-		nftnl_set_set_str(s, NFTNL_SET_NAME, SET);
-		for (uint32_t k = i; k < i + PER_MSG; k++) {
-			struct nftnl_set_elem *e = nftnl_set_elem_alloc();
-			uint32_t addr = htonl(0x0a000000u + k);
-
-			assert_non_null(e);
-			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &addr, sizeof(addr));
-			nftnl_set_elem_add(s, e);
-		}
-		assert_non_null(nlh = nft_batch_msg(b, NFT_MSG_NEWSETELEM, NFPROTO_INET,
-			NLM_F_CREATE, "elements"));
-		nftnl_set_elems_nlmsg_build_payload(nlh, s);
-		nftnl_set_free(s);
-	}
+	add_elements(b, TABLE "_gone", 20000, NULL, 0);
 	assert_int_equal(nft_batch_commit(b, err), 0);
 	nft_batch_free(b);
 	ret = nft_set_elems_each(n, TABLE "_gone", SET, delete_at_first_part, &parts);
