@@ -105,10 +105,9 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 	uint32_t gen;
 	bool have_gen;
 
-	if (!enforce_unsure(w->enf)) {
-		w->retry_wait = w->retry_left = 0;
+	retry_reset(w);
+	if (!enforce_unsure(w->enf))
 		return;
-	}
 	if (w->retry_left > 0) {
 		w->retry_left--;
 		return;
