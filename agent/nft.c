@@ -366,14 +366,18 @@ bool nft_batch_unanswered(const struct nft_batch *b)
 	return b->unanswered;
 }
 
-/* Whether a datagram holds a message of this conversation (seq). */
-static bool has_seq(const char *buf, ssize_t len, uint32_t seq)
+/*
+ * Whether a datagram holds a message of this conversation (seq); with end, its last one:
+ * NLMSG_DONE or NLMSG_ERROR.
+ */
+static bool has_seq(const char *buf, ssize_t len, uint32_t seq, bool end)
 {
 	const struct nlmsghdr *nlh;
 	int rest = (int)len;
 
 	for (nlh = (const void *)buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest))
-		if (nlh->nlmsg_seq == seq)
+		if (nlh->nlmsg_seq == seq && (!end || nlh->nlmsg_type == NLMSG_DONE ||
+					      nlh->nlmsg_type == NLMSG_ERROR))
 			return true;
 	return false;
 }
@@ -385,6 +389,7 @@ static bool has_seq(const char *buf, ssize_t len, uint32_t seq)
 static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg, bool *intr)
 {
 	char buf[DUMP_BUFSIZE];
+	ssize_t len;
 	int ret;
 
 	*intr = false;
@@ -392,22 +397,32 @@ static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg
 	if (mnl_socket_sendto(n->nl, req, req->nlmsg_len) < 0)
 		return -errno;
 	do {
-		ssize_t len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf));
-
-		if (len < 0)
+		if ((len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf))) < 0)
 			return -errno;
 		/*
 		 * Acks a commit gave up on (nft_batch_unanswered) may come before the dump's
 		 * answer: another conversation's, passed over rather than taken for a failure.
 		 */
-		if (!has_seq(buf, len, req->nlmsg_seq)) {
+		if (!has_seq(buf, len, req->nlmsg_seq, false)) {
 			ret = 1;
 			continue;
 		}
 		/* The kernel's error sets errno; a failing callback (memory, a parse) does not. */
 		ret = nldump_run(buf, (size_t)len, req->nlmsg_seq, n->portid, cb, arg, intr);
 	} while (ret > 0);
-	return ret < 0 ? (errno ? -errno : -EPROTO) : 0;
+	if (!ret)
+		return 0;
+	ret = errno ? -errno : -EPROTO;
+	/*
+	 * A callback that failed part-way leaves the rest of a dump in the socket, where the
+	 * kernel answers the next dump request with EBUSY: it is read to its end and let go.
+	 * Only a dump is sure to end so; a lone reply's may have nothing after it.
+	 */
+	if (req->nlmsg_flags & NLM_F_DUMP)
+		while (!has_seq(buf, len, req->nlmsg_seq, true))
+			if ((len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf))) < 0)
+				break;
+	return ret;
 }
 
 /* The same, an interrupted result retried rather than trusted. */
@@ -538,7 +553,7 @@ int nft_set_dump(struct nft *n, const char *table, const char *set, struct nftnl
 struct elems_each {
 	int (*fn)(struct nftnl_set *part, void *arg);
 	void *arg;
-	int err;	/* fn's, or parsing's: the rest of the dump is read, not passed on */
+	int err;	/* fn's, or parsing's: the dump ends there (dump_once reads the rest) */
 };
 
 static int elems_part_cb(const struct nlmsghdr *nlh, void *arg)
@@ -546,8 +561,6 @@ static int elems_part_cb(const struct nlmsghdr *nlh, void *arg)
 	struct elems_each *d = arg;
 	struct nftnl_set *part;
 
-	if (d->err)
-		return MNL_CB_OK;
 	if (!(part = nftnl_set_alloc()))
 		d->err = -ENOMEM;
 	else if (nftnl_set_elems_nlmsg_parse(nlh, part) < 0)
@@ -555,7 +568,7 @@ static int elems_part_cb(const struct nlmsghdr *nlh, void *arg)
 	else
 		d->err = d->fn(part, d->arg);
 	nftnl_set_free(part);
-	return MNL_CB_OK;
+	return d->err ? MNL_CB_ERROR : MNL_CB_OK;
 }
 
 int nft_set_elems_each(struct nft *n, const char *table, const char *set,
@@ -574,9 +587,9 @@ int nft_set_elems_each(struct nft *n, const char *table, const char *set,
 	nftnl_set_elems_nlmsg_build_payload(nlh, s);
 	nftnl_set_free(s);
 	ret = dump_once(n, nlh, elems_part_cb, &d, &intr);
-	if (!ret)
-		ret = d.err ? d.err : intr ? -EINTR : 0;
-	return ret;
+	if (d.err)
+		return d.err;
+	return ret ? ret : intr ? -EINTR : 0;
 }
 
 /* What the kernel holds of one table: its attributes, sets, chains and rules (nft_table_view). */

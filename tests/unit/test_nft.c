@@ -198,6 +198,50 @@ static void test_dump_ended_early(void **state)
 	nft_close(&n);
 }
 
+static int fail_at_first_part(struct nftnl_set *part, void *arg)
+{
+	(void)part;
+	++*(int *)arg;
+	return -ENOMEM;
+}
+
+static int count_part(struct nftnl_set *part, void *arg)
+{
+	(void)part;
+	++*(int *)arg;
+	return 0;
+}
+
+/*
+ * A callback that fails at a dump's first part ends the read there, and the rest of the dump
+ * does not stay in the socket: the kernel would answer the next dump request with EBUSY.
+ */
+static void test_dump_callback_failed(void **state)
+{
+	struct nft_batch *b;
+	struct nft *n;
+	char err[NFT_ERRLEN];
+	int parts = 0;
+
+	(void)state;
+	if (!own_namespace)
+		skip();
+	assert_int_equal(nft_open(&n), 0);
+	add_table_and_set(n, TABLE "_fail");
+	assert_int_equal(nft_batch_new(n, &b), 0);
+	add_elements(b, TABLE "_fail", 20000, NULL, 0);
+	assert_int_equal(nft_batch_commit(b, err), 0);
+	nft_batch_free(b);
+	assert_int_equal(nft_set_elems_each(n, TABLE "_fail", SET, fail_at_first_part, &parts),
+		-ENOMEM);
+	assert_int_equal(parts, 1);
+	parts = 0;
+	assert_int_equal(nft_set_elems_each(n, TABLE "_fail", SET, count_part, &parts), 0);
+	print_message("the next dump read whole: %d part(s)\n", parts);
+	assert_true(parts > 1);
+	nft_close(&n);
+}
+
 /* Sets whether CAP_NET_ADMIN is in this thread's effective set (it stays permitted). */
 static void net_admin_effective(bool on)
 {
@@ -258,6 +302,7 @@ int main(void)
 		cmocka_unit_test(test_batch_larger_than_send_buffer),
 		cmocka_unit_test(test_batch_refused_whole),
 		cmocka_unit_test(test_dump_ended_early),
+		cmocka_unit_test(test_dump_callback_failed),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
