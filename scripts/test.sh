@@ -33,10 +33,13 @@ echo "== clang libFuzzer: seed/regression corpus, then 15 s per harness"
 cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DJITD_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j"$jobs" --target fuzz_jws fuzz_grant fuzz_config fuzz_revoke fuzz_proto \
 	fuzz_http fuzz_store
+# A fuzz run's log and scratch corpus go, however the run ends (an INT or TERM too).
+log="" scratch=""
+trap 'rm -rf "$log" "$scratch"' EXIT
+trap 'exit 130' INT TERM
 fuzz_failed() {
 	tail -n 60 "$2" >&2
 	echo "test.sh: fuzz_$1 failed (its crash input is named above)" >&2
-	rm -rf "$2" "${scratch:-}"
 	exit 1
 }
 for name in jws grant config revoke proto http store; do
@@ -55,6 +58,7 @@ for name in jws grant config revoke proto http store; do
 		"tests/fuzz/corpus/$name" >"$log" 2>&1 || fuzz_failed "$name search" "$log"
 	tail -n 2 "$log"
 	rm -rf "$scratch" "$log"
+	log="" scratch=""
 done
 echo "== gcc, optimised build (RelWithDebInfo, FORTIFY_SOURCE)"
 ./scripts/build.sh build-release -DCMAKE_C_COMPILER=gcc >/dev/null
