@@ -507,13 +507,15 @@ static void put_elements(struct printer *pr, const struct grant *g)
  * A grant's object, printed: what jansson's JSON_COMPACT prints for it, member for member. At
  * 100,000 grants, building and dumping a jansson object per grant was most of a status. What
  * comes from outside (the claims, a configured address) goes through pr_string; the
- * rest is formatted here and needs no escape. flows < 0: not known (conntrack unavailable).
+ * rest is formatted here and needs no escape. end_ms: when its access ends by the clock as it
+ * reads now_ms (enforce_grant_end_ms); flows < 0: not known (conntrack unavailable).
  * With elements, the reply to a submit: the elements the grant asked for, last.
  */
 static void print_grant(struct printer *pr, const struct config *cfg, const struct grant *g,
-	int64_t now_ms, int64_t left, long flows, bool elements)
+	int64_t now_ms, int64_t end_ms, int64_t left, long flows, bool elements)
 {
-	int64_t in = g->exp - now_ms / 1000;
+	/* To the nearest second: exp itself, but for the milliseconds between two clock reads. */
+	int64_t end = (end_ms + 500) / 1000, in = end - now_ms / 1000;
 
 	pr_raw(pr, "{\"id\":");
 	pr_string(pr, g->jti);
@@ -532,7 +534,7 @@ static void print_grant(struct printer *pr, const struct config *cfg, const stru
 	pr_raw(pr, "],\"issued_at\":");
 	pr_stamp(pr, 0, g->iat);
 	pr_raw(pr, ",\"expires_at\":");
-	pr_stamp(pr, 1, g->exp);
+	pr_stamp(pr, 1, end);
 	pr_raw(pr, ",\"expires_in\":");
 	pr_int(pr, true, in > 0 ? in : 0);
 	pr_raw(pr, ",\"kernel_expires_in\":");
@@ -621,7 +623,9 @@ int status_grant_write(struct enforce *e, const struct grant *g, struct evbuffer
 		kv.present = false; /* kernel_expires_in: null, "not known" */
 	kview_sort(&kv);
 	printer_init(&pr, out, block, sizeof(block));
-	print_grant(&pr, cfg, g, kv.now_ms, grant_kernel_left(&kv, cfg, g), -1, true);
+	/* Just applied: it ends at exp (a clock step since would be milliseconds old). */
+	print_grant(&pr, cfg, g, kv.now_ms, g->exp * 1000, grant_kernel_left(&kv, cfg, g), -1,
+		true);
 	pr_flush(&pr);
 	kview_free(&kv);
 	return pr.err;
@@ -1078,7 +1082,8 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 		oom_check(&w, oom);
 		if (i)
 			w_raw(&w, ",");
-		print_grant(&w.pr, cfg, &g[i], kv.now_ms, left[i], flows ? flows[i] : -1, false);
+		print_grant(&w.pr, cfg, &g[i], kv.now_ms, enforce_grant_end_ms(e, i, kv.now_ms),
+			left[i], flows ? flows[i] : -1, false);
 	}
 	w_close(&w, "]}");
 	pr_flush(&w.pr);

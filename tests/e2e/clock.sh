@@ -15,13 +15,22 @@ step() {
 }
 # still_granted: the element is there with about the time the grant had (300 s minus elapsed).
 still_granted() {
-	local left
+	local left g
 	has_elem allow4_addr "192.0.2.2 tcp 22" || fail "$1: the grant's element is gone"
 	left=$(elem_expires allow4_addr 192.0.2.2)
 	[ "$left" -le 300 ] && [ "$left" -ge 270 ] || fail "$1: the element has $left s left"
 	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
-	status_json | jq -e '[.grants[].id] == ["before"]' >/dev/null || fail "$1: grant not active: $(status_json | jq -c .grants)"
-	pass "$1: the grant keeps its element and time ($left s)"
+	status_json >"$TMP/status"
+	jq -e '[.grants[].id] == ["before"]' "$TMP/status" >/dev/null ||
+		fail "$1: grant not active: $(jq -c .grants "$TMP/status")"
+	# Status tells the grant's own time too, not exp less the stepped clock (0 s or 1300 s).
+	g=$(jq -c '.grants[0] | [.expires_at, .expires_in]' "$TMP/status")
+	jq -e --argjson k "$left" '.grants[0] | .expires_in <= $k + 2 and .expires_in >= $k - 2' \
+		"$TMP/status" >/dev/null || fail "$1: status says $g, the kernel $left s"
+	jq -e '(.grants[0].expires_at | fromdate) - (.time | fromdate) - .grants[0].expires_in |
+		fabs <= 1' "$TMP/status" >/dev/null ||
+		fail "$1: status says $g at $(jq -c .time "$TMP/status")"
+	pass "$1: the grant keeps its element and time ($left s; status $g)"
 }
 # refused CODE...: a grant signed now is refused with one of the codes.
 refused() {

@@ -51,6 +51,12 @@ const struct grant *enforce_grants(const struct enforce *e __attribute__((unused
 	return NULL;
 }
 
+int64_t enforce_grant_end_ms(const struct enforce *e __attribute__((unused)),
+	size_t i __attribute__((unused)), int64_t now_ms)
+{
+	return now_ms;
+}
+
 struct nft *enforce_nft(const struct enforce *e __attribute__((unused)))
 {
 	return NULL;
@@ -461,8 +467,8 @@ static void printer_across_blocks(void **state __attribute__((unused)))
 		g.exp = iat[i] + 86400 * (int64_t)(i % 2);
 		if (i)
 			pr_raw(&pr, ",");
-		print_grant(&pr, &cfg, &g, kv.now_ms, grant_kernel_left(&kv, &cfg, &g), (long)i,
-			false);
+		print_grant(&pr, &cfg, &g, kv.now_ms, g.exp * 1000,
+			grant_kernel_left(&kv, &cfg, &g), (long)i, false);
 	}
 	pr_raw(&pr, "]");
 	pr_flush(&pr);
@@ -482,6 +488,38 @@ static void printer_across_blocks(void **state __attribute__((unused)))
 	}
 	assert_string_equal(json_string_value(json_object_get(json_array_get(v, 1),
 		"expires_at")), "1970-01-02T00:00:00Z");
+	json_decref(v);
+	evbuffer_free(out);
+}
+
+/*
+ * A grant keeps its time when the wall clock is stepped: 1000 s forward, one with 300 s left
+ * has exp 700 s behind the clock, yet ends 300 s from now, and says so.
+ */
+static void grant_time_is_its_own(void **state __attribute__((unused)))
+{
+	char jti[] = "j", iss[] = "ctl", sub[] = "bob", kid[] = "k1", reason[] = "", block[256];
+	struct port_spec port = { 22, PORT_PROTO_TCP };
+	struct prefix src;
+	struct grant g = { .jti = jti, .iss = iss, .sub = sub, .kid = kid, .reason = reason,
+		.src = &src, .n_src = 1, .ports = &port, .n_ports = 1,
+		.iat = stub_now_ms / 1000 - 1000, .exp = stub_now_ms / 1000 - 700 };
+	struct config cfg = { 0 };
+	struct evbuffer *out = evbuffer_new();
+	char at[32];
+	struct printer pr;
+	json_t *v;
+
+	assert_int_equal(prefix_parse("192.0.2.7", &src), 0);
+	assert_non_null(out);
+	assert_int_equal(proto_time_format(stub_now_ms / 1000 + 300, at, sizeof(at)), 0);
+	printer_init(&pr, out, block, sizeof(block));
+	print_grant(&pr, &cfg, &g, stub_now_ms, stub_now_ms + 300000 - 1, -1, -1, false);
+	pr_flush(&pr);
+	assert_int_equal(pr.err, 0);
+	v = parse(out);
+	assert_int_equal(json_integer_value(json_object_get(v, "expires_in")), 300);
+	assert_string_equal(json_string_value(json_object_get(v, "expires_at")), at);
 	json_decref(v);
 	evbuffer_free(out);
 }
@@ -614,6 +652,7 @@ int main(void)
 		cmocka_unit_test(in_sync_agrees_with_oracle),
 		cmocka_unit_test(grant_reply_reads_back),
 		cmocka_unit_test(printer_across_blocks),
+		cmocka_unit_test(grant_time_is_its_own),
 		cmocka_unit_test(integers_print_exactly),
 		cmocka_unit_test(text_cut_mid_character),
 		cmocka_unit_test(kernel_elements_read_back),
