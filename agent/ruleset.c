@@ -1232,7 +1232,25 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* A set's elements as sorted text: key bytes and the interval-end flag. */
+static int any_expr(struct nftnl_expr *x __attribute__((unused)), void *arg __attribute__((unused)))
+{
+	return -1;
+}
+
+/*
+ * Whether an element carries stateful expressions of its own (a quota, a limit): the kernel
+ * takes them even in a set declared without any, and a lookup that hits one past its bound
+ * breaks the rule instead of giving its verdict. jitd writes none.
+ */
+static bool elem_has_expr(struct nftnl_set_elem *e)
+{
+	return nftnl_set_elem_expr_foreach(e, any_expr, NULL) < 0;
+}
+
+/*
+ * A set's elements as sorted text: key bytes, the interval-end flag, and whether the element
+ * carries expressions of its own (jitd's never do).
+ */
 static char *elems_text(struct nftnl_set *s)
 {
 	struct nftnl_set_elems_iter *it = nftnl_set_elems_iter_create(s);
@@ -1258,7 +1276,7 @@ static char *elems_text(struct nftnl_set *s)
 		if (!nv)
 			goto out;
 		v = nv;
-		if (!(v[n] = malloc(2 * (klen + elen) + 4)))
+		if (!(v[n] = malloc(2 * (klen + elen) + 5)))
 			goto out;
 		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS))
 			flags = nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS);
@@ -1268,7 +1286,8 @@ static char *elems_text(struct nftnl_set *s)
 			v[n][o++] = '-';
 		for (uint32_t b = 0; b < elen; b++)
 			o += (size_t)sprintf(v[n] + o, "%02x", end[b]);
-		strcpy(v[n] + o, flags & NFT_SET_ELEM_INTERVAL_END ? "e;" : ";");
+		strcpy(v[n] + o, flags & NFT_SET_ELEM_INTERVAL_END ? "e" : "");
+		strcat(v[n] + o, elem_has_expr(e) ? "x;" : ";");
 		len += strlen(v[n++]);
 	}
 	if (n)
@@ -1336,10 +1355,15 @@ static enum shape_state set_state(struct nftnl_set_list *sets, const struct set_
 			(nftnl_set_get_u32(s, NFTNL_SET_DATA_TYPE) == sh->data_type &&
 			 nftnl_set_get_u32(s, NFTNL_SET_DATA_LEN) == sh->data_len);
 
+		/*
+		 * jitd's sets carry no expressions: a set-wide quota or limit would break the rules
+		 * that look it up (a deny rule among them) once past its bound.
+		 */
 		st = !(nftnl_set_get_u32(s, NFTNL_SET_FLAGS) == sh->flags &&
 			nftnl_set_get_u32(s, NFTNL_SET_KEY_TYPE) == sh->key_type &&
 			nftnl_set_get_u32(s, NFTNL_SET_KEY_LEN) == sh->key_len &&
-			same_fields(s, sh) && data) ? SHAPE_DIFFERS :
+			same_fields(s, sh) && data &&
+			nftnl_set_expr_foreach(s, any_expr, NULL) == 0) ? SHAPE_DIFFERS :
 			(sh->flags & NFT_SET_TIMEOUT) &&
 			nftnl_set_get_u32(s, NFTNL_SET_GC_INTERVAL) != GRANT_SET_GC_MS ?
 			SHAPE_MENDABLE : SHAPE_SAME;
@@ -1498,7 +1522,8 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 	wanted(cfg, &n_sets, &n_chains);
 	for (size_t i = 0; i < SET__COUNT; i++) {
 		if ((shapes[i].need & need) && set_state(v.sets, &shapes[i]) != SHAPE_SAME) {
-			*differs = "a set is missing or differs (type, flags or collection interval)";
+			*differs = "a set is missing or differs (type, flags, expressions or "
+				"collection interval)";
 			goto out;
 		}
 	}
@@ -1745,6 +1770,12 @@ int ruleset_raw_delete(struct nft_batch *b, const struct ruleset_raw *v, size_t 
 	return 0;
 }
 
+/* The bytes of a (protocol . port) key part that the registers leave zero: 3 after each. */
+static bool padding_zero(const uint8_t *pp)
+{
+	return !pp[1] && !pp[2] && !pp[3] && !pp[6] && !pp[7];
+}
+
 int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned shard,
 	int64_t now_ms, struct ruleset_elem *out)
 {
@@ -1766,6 +1797,13 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
 	/* One (protocol, port) per element: jitd never writes a range of them. */
 	if (key[off + alen] != end[off + alen] || memcmp(&key[off + alen + 4], &end[off + alen + 4], 2))
 		return -EINVAL;
+	/*
+	 * Not jitd's either, and so strays, deleted by their exact keys: an element that would
+	 * pass for a grant's while a quota or limit of its own throttles it, or whose padding is
+	 * not zero (it matches no packet, and a deletion jitd writes would not match it).
+	 */
+	if (elem_has_expr(e) || !padding_zero(&key[off + alen]) || !padding_zero(&end[off + alen]))
+		return -EINVAL;
 	out->kind = (uint8_t)kind;
 	out->family = family;
 	memcpy(out->lo, key, alen);
@@ -1782,7 +1820,7 @@ int ruleset_elem_parse(struct nftnl_set_elem *e, int kind, int family, unsigned 
 	out->port = ntohs(port);
 	if (kind == RULESET_DNAT) {
 		data = nftnl_set_elem_get(e, NFTNL_SET_ELEM_DATA, &dlen);
-		if (!data || dlen != 8)
+		if (!data || dlen != 8 || data[6] || data[7])
 			return -EINVAL;
 		memcpy(out->dlo, data, 4);
 		memcpy(out->dhi, data, 4);

@@ -115,6 +115,25 @@ gc_once_a_minute
 expect_connect ok "$C1" 192.0.2.1 22
 pass "the grant sets are collected once a minute again and the grant kept its access"
 
+log "a table put back with a quota on the protected ports' set is rebuilt"
+# The kernel runs a set's stateful expressions on each lookup that hits: past the quota the
+# deny rules break instead of dropping, and the port is open to anyone. No key differs.
+stop_jitd TERM
+in_ns "$SRV" nft list table inet jitd |
+	sed '/^\tset protected {$/a\		quota 0 bytes' >"$TMP/quota-table.nft"
+grep -q "quota 0 bytes" "$TMP/quota-table.nft" || fail "no set protected to put a quota on"
+in_ns "$SRV" nft delete table inet jitd
+in_ns "$SRV" nft -f "$TMP/quota-table.nft" || fail "nft did not take the table with a quota"
+expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
+start_jitd
+grep -q "table inet jitd: a set is missing or differs" "$TMP/jitd.log" ||
+	fail "jitd did not say a set differed: $(grep 'table inet jitd' "$TMP/jitd.log")"
+in_ns "$SRV" nft list set inet jitd protected | grep quota &&
+	fail "the protected ports' set still has a quota"
+expect_connect reject "$C2" -b 198.51.100.2 198.51.100.1 22
+expect_connect ok "$C1" 192.0.2.1 22
+pass "the quota is gone, the port closed to others again, the grant kept its access"
+
 log "a key file removed while jitd is stopped takes the grants it signed with it"
 # Interleaved in the journal: the restore looks a key up once per pass, never past a refusal.
 # Sources apart, so that each grant is an element of its own.

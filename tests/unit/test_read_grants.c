@@ -15,8 +15,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 
+#include <libnftnl/expr.h>
 #include <libnftnl/set.h>
 
 #include "agent/nft.h"
@@ -189,6 +191,40 @@ static void reader_failure_ends_it(void **state __attribute__((unused)))
 	assert_int_equal(k.seen, 5);
 }
 
+/*
+ * What a reading takes for jitd's element and what for a stray: one with a stateful expression
+ * of its own (a quota that would throttle the grant it passes for), or with padding that is
+ * not zero (it matches no packet, and jitd's deletion of it would not match it), is a stray.
+ */
+static void strays_by_expression_or_padding(void **state __attribute__((unused)))
+{
+	const unsigned i = 7, shard = i % RULESET_ADDR_SHARDS;
+	struct nftnl_set_elem *e = elem(i);
+	struct ruleset_elem re;
+	struct nftnl_expr *x;
+	uint32_t klen;
+	uint8_t key[12];
+
+	assert_int_equal(ruleset_elem_parse(e, RULESET_HOST_ADDR, AF_INET, shard, NOW_MS, &re), 0);
+	assert_int_equal(re.port, 22);
+	assert_non_null(x = nftnl_expr_alloc("quota"));
+	nftnl_set_elem_add_expr(e, x);
+	assert_int_equal(ruleset_elem_parse(e, RULESET_HOST_ADDR, AF_INET, shard, NOW_MS, &re),
+		-EINVAL);
+	nftnl_set_elem_free(e);
+	for (size_t pad = 5; pad < 12; pad++) {
+		if (pad == 8 || pad == 9)
+			continue; /* the port */
+		e = elem(i);
+		memcpy(key, nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &klen), sizeof(key));
+		key[pad] = 1;
+		nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, sizeof(key));
+		assert_int_equal(ruleset_elem_parse(e, RULESET_HOST_ADDR, AF_INET, shard, NOW_MS,
+			&re), -EINVAL);
+		nftnl_set_elem_free(e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -196,6 +232,7 @@ int main(void)
 		cmocka_unit_test(interrupted_reads_again),
 		cmocka_unit_test(interrupted_every_time),
 		cmocka_unit_test(reader_failure_ends_it),
+		cmocka_unit_test(strays_by_expression_or_padding),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
