@@ -3621,10 +3621,14 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	ssize_t i;
 	int ret;
 
-	expire(e, false);
+	/*
+	 * The token first: settling every queued sync and walking every grant (expire) is for a
+	 * revocation that may end one, not for whatever anyone posts.
+	 */
 	if ((ret = revoke_verify(token, len, &ctx, &rv, err)) ||
 		(ret = policy_check_issuer(e->cfg, rv.kid, rv.iss, err)))
 		goto refused;
+	expire(e, false);
 	if ((ret = replay_check(e->replay, rv.jti, ctx.now))) {
 		ret = ret == JIT_ERR_BUSY ?
 			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
