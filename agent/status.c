@@ -821,11 +821,16 @@ static json_t *agent_json(const struct enforce *e, bool conntrack)
 	const struct store_damage *d = enforce_state_damage(e);
 	const char *err = enforce_last_error(e), *refused;
 	int64_t started = enforce_started(e), refused_at;
+	json_t *config;
 
 	refused = enforce_reload_refused(e, &refused_at);
-	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:o, s:o, s:o, s:b, s:o}", "version",
+	/* A path need not be UTF-8 (jitd -c): as text_json writes it, rather than no status. */
+	config = json_string(enforce_config_path(e));
+	if (!config)
+		config = text_json(enforce_config_path(e));
+	return json_pack("{s:s, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "version",
 		JITD_VERSION, "started_at", time_json(started), "uptime",
-		(json_int_t)enforce_uptime(e), "config", enforce_config_path(e), "config_loaded_at",
+		(json_int_t)enforce_uptime(e), "config", config, "config_loaded_at",
 		time_json(enforce_config_loaded_at(e)),
 		"reload_refused", refused ? json_pack("{s:o, s:o}", "at", time_json(refused_at),
 			"error", text_json(refused)) : json_null(),

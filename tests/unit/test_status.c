@@ -72,9 +72,11 @@ struct activity *enforce_activity(const struct enforce *e __attribute__((unused)
 	return NULL;
 }
 
+static const char *stub_config_path = "";
+
 const char *enforce_config_path(const struct enforce *e __attribute__((unused)))
 {
-	return "";
+	return stub_config_path;
 }
 
 bool enforce_table_owned(const struct enforce *e __attribute__((unused)))
@@ -524,6 +526,21 @@ static void grant_time_is_its_own(void **state __attribute__((unused)))
 	evbuffer_free(out);
 }
 
+/* jitd -c takes any path: one that is not UTF-8 is shown, not a status that fails whole. */
+static void config_path_not_utf8(void **state __attribute__((unused)))
+{
+	struct enforce e = { 0 };
+	json_t *agent;
+
+	stub_config_path = "/etc/jitd/caf\xe9.json";
+	agent = agent_json(&e, false);
+	stub_config_path = "";
+	assert_non_null(agent);
+	assert_string_equal(json_string_value(json_object_get(agent, "config")),
+		"/etc/jitd/caf?.json");
+	json_decref(agent);
+}
+
 static void integers_print_exactly(void **state __attribute__((unused)))
 {
 	static const long long values[] = { 0, 7, -7, 65535, LLONG_MAX, LLONG_MIN };
@@ -653,6 +670,7 @@ int main(void)
 		cmocka_unit_test(grant_reply_reads_back),
 		cmocka_unit_test(printer_across_blocks),
 		cmocka_unit_test(grant_time_is_its_own),
+		cmocka_unit_test(config_path_not_utf8),
 		cmocka_unit_test(integers_print_exactly),
 		cmocka_unit_test(text_cut_mid_character),
 		cmocka_unit_test(kernel_elements_read_back),
