@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -141,6 +142,19 @@ static int set_path(const json_t *root, const char *key, const char *where, cons
 	if (strlen(s) >= PATH_MAX)
 		return BAD(e, "%s: longer than %d bytes", where, PATH_MAX - 1);
 	return copy_str(dst, s, e);
+}
+
+/*
+ * A unix socket's address holds 107 bytes of path: a longer one would pass here, and
+ * --check-config with it, then stop the next start (ENAMETOOLONG).
+ */
+static int check_socket_path(const char *path, struct jit_error *e)
+{
+	const size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+
+	if (strlen(path) > max)
+		return BAD(e, "control_socket: longer than %zu bytes (a unix socket's path)", max);
+	return 0;
 }
 
 static int set_deny(const json_t *root, struct config *c, struct jit_error *e)
@@ -951,6 +965,7 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 			e)) ||
 		(ret = set_path(root, "control_socket", "control_socket", DEFAULT_CONTROL_SOCKET,
 			&c->control_socket, e)) ||
+		(ret = check_socket_path(c->control_socket, e)) ||
 		(ret = set_deny(root, c, e)) ||
 		(ret = set_skew(root, c, e)) ||
 		(ret = set_reconcile(root, c, e)) ||

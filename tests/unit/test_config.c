@@ -360,6 +360,11 @@ static void test_strings(void **state)
 	parse_bad("{'state_dir':'./x'}", "state_dir: './x' is not an absolute path");
 	parse_bad("{'control_socket':['/run']}", "control_socket: expected a string, not an array");
 	parse_bad("{'control_socket':'jitd.sock'}", "control_socket: 'jitd.sock' is not");
+	/* 107 bytes of path fit a unix socket's address; 108 do not. */
+	snprintf(big, sizeof(big), "{\"control_socket\":\"/%0106d\"}", 0);
+	config_free(parse_ok(big));
+	snprintf(big, sizeof(big), "{\"control_socket\":\"/%0107d\"}", 0);
+	parse_bad(big, "control_socket: longer than 107 bytes (a unix socket's path)");
 	parse_bad("{'deny_action':'DROP'}", "deny_action: 'DROP' is neither drop nor reject");
 	parse_bad("{'deny_action':'accept'}", "deny_action: 'accept'");
 	parse_bad("{'deny_action':true}", "deny_action: expected a string, not a boolean");
