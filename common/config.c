@@ -560,7 +560,7 @@ static int set_mode(const json_t *root, struct config *c, struct jit_error *e)
 static bool port_digits(const char *s, size_t n, unsigned long *v)
 {
 	*v = 0;
-	if (n < 1 || n > 5 || strspn(s, "0123456789") < n)
+	if (n < 1 || n > 5 || strspn(s, "0123456789") < n || (n > 1 && s[0] == '0'))
 		return false;
 	for (size_t i = 0; i < n; i++)
 		*v = *v * 10 + (unsigned long)(s[i] - '0');
@@ -852,7 +852,8 @@ static int parse_address(const char *s, struct listen_config *l, struct jit_erro
 	l->host[n] = '\0';
 	errno = 0;
 	port = strtoul(colon + 1, &end, 10);
-	if (*end || errno || port < 1 || port > 65535 || colon[1] == '+' || colon[1] == '-')
+	/* Digits only, no leading zero: strtoul would also take " +7443" or "007443". */
+	if (*end || errno || port < 1 || port > 65535 || colon[1] < '1' || colon[1] > '9')
 		return BAD(e, "listen.address: '%.16s' is not a port number", colon + 1);
 	l->port = (uint16_t)port;
 	if (inet_pton(AF_INET, l->host, buf) == 1) {

@@ -333,6 +333,9 @@ static void test_listen(void **state)
 	parse_bad("{'listen':{'address':'127.0.0.1:65536'}}", "is not a port number");
 	parse_bad("{'listen':{'address':'127.0.0.1:+80'}}", "is not a port number");
 	parse_bad("{'listen':{'address':'127.0.0.1:80x'}}", "is not a port number");
+	parse_bad("{'listen':{'address':'127.0.0.1: 80'}}", "is not a port number");
+	parse_bad("{'listen':{'address':'127.0.0.1:\\t80'}}", "is not a port number");
+	parse_bad("{'listen':{'address':'127.0.0.1:080'}}", "is not a port number");
 	parse_bad("{'listen':{'address':7443}}", "listen.address: expected a string");
 	parse_bad("{'listen':{'address':'127.0.0.1:80','insecure_plaintext':true,"
 		  "'max_connections':0}}", "listen.max_connections: 0 is outside");
@@ -763,7 +766,7 @@ static void test_dnat(void **state)
 static void test_dnat_errors(void **state)
 {
 	static const char *const ranges[] = { "50000", "50000-", "-50000", "a-b", "1 -2", "+1-2",
-		"1-+2", "1-2-3", "123456-123457", "0x10-0x20", "" };
+		"1-+2", "1-2-3", "123456-123457", "0x10-0x20", "", "050000-050999", "1-02" };
 	char doc[160], needle[96];
 
 	gw_bad("{'address':'2001:db8::5','port':22,'max_duration':1,"
