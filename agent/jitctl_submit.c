@@ -43,9 +43,11 @@ static int read_input(const char *path, char **out, size_t *outlen, size_t max)
 		ret = -ENOMEM;
 		goto out;
 	}
+	errno = 0;
 	len = fread(buf, 1, max + 1, f);
 	if (ferror(f)) {
-		ret = -EIO;
+		/* The read's own reason: a directory given for FILE is EISDIR, not a disk's EIO. */
+		ret = errno ? -errno : -EIO;
 		goto out;
 	}
 	if (len > max) {

@@ -59,6 +59,7 @@ rc=0
 pass "log --json to a full disk: exit 1, said on stderr"
 
 log "break-glass as root"
+expect_exit 2 "/tmp: Is a directory" "submit of a directory" -- "$JITCTL_BIN" -s "$SOCK" submit /tmp
 expect_exit 2 "" "grant without --reason" -- "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60
 expect_exit 1 duration_exceeds_max "grant over the port's maximum" -- \
 	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for PT20M --reason "too long"
