@@ -541,6 +541,22 @@ static bool torn_tail(const unsigned char *p, size_t len, off_t good)
 	return true;
 }
 
+/* d (pl bytes) as a deletion ('D' and a grant's id), kept to apply once the journal is cut. */
+static int keep_deletion(struct store *s, const unsigned char *d, uint32_t pl)
+{
+	char **v;
+
+	if (d[0] != 'D' || pl - 1 > GRANT_MAX_STRING || memchr(d + 1, '\0', pl - 1))
+		return 0;
+	if (!(v = realloc(s->late_del, (s->n_late_del + 1) * sizeof(*v))))
+		return -ENOMEM;
+	s->late_del = v;
+	if (!(v[s->n_late_del] = strndup((const char *)d + 1, pl - 1)))
+		return -ENOMEM;
+	s->n_late_del++;
+	return 0;
+}
+
 /*
  * Damage before the journal's end cuts it there (cut_journal), and the records after it go with
  * it. A deletion among them ended a grant (revoked, expired, withdrawn) that the records before
@@ -556,25 +572,15 @@ static int late_deletions(struct store *s, const unsigned char *p, size_t len, o
 	*sound = 0;
 	while (o + HDR < len) {
 		uint32_t pl = record_fits(p, len, (off_t)o);
-		const unsigned char *d = p + o + HDR;
-		char **v;
 		int ret;
 
 		if (!pl || (ret = record_sound(s, p + o, pl)) == -EBADMSG) {
 			o++;
 			continue;
 		}
-		if (ret)
+		if (ret || (ret = keep_deletion(s, p + o + HDR, pl)))
 			return ret;
 		(*sound)++;
-		if (d[0] == 'D' && pl - 1 <= GRANT_MAX_STRING && !memchr(d + 1, '\0', pl - 1)) {
-			if (!(v = realloc(s->late_del, (s->n_late_del + 1) * sizeof(*v))))
-				return -ENOMEM;
-			s->late_del = v;
-			if (!(v[s->n_late_del] = strndup((const char *)d + 1, pl - 1)))
-				return -ENOMEM;
-			s->n_late_del++;
-		}
 		o += HDR + pl;
 	}
 	return 0;
@@ -609,9 +615,14 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		 */
 		if (!(pl = record_fits(p, len, *good)) ||
 			(ret = record_sound(s, hdr, pl)) == -EBADMSG) {
-			ret = 0;
 			*bad = true;
 			*torn = torn_tail(p, len, *good);
+			/*
+			 * The damaged record itself may be a grant's end, which the records before
+			 * it cannot tell: whole, and reading as a deletion, it still deletes (a bit
+			 * flipped in its id names no grant, and one torn from a crash was asked).
+			 */
+			ret = pl && file == IN_JOURNAL ? keep_deletion(s, hdr + HDR, pl) : 0;
 			break;
 		}
 		if (ret)

@@ -439,6 +439,43 @@ static void test_journal_damage_keeps_later_deletions(void **state)
 }
 
 /*
+ * A deletion's own record damaged (a byte of its checksum): the records before it still hold the
+ * grant it ended, which must not come back, whether the deletion is the journal's last record
+ * (read as a torn tail) or sound records follow it.
+ */
+static void test_damaged_deletion_still_deletes(void **state)
+{
+	for (int last = 0; last < 2; last++) {
+		struct store *st;
+		struct stat sb;
+		off_t d;
+		int fd;
+
+		assert_int_equal(store_open(dir, &st), 0);
+		assert_tokens(st, "");
+		assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
+		assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
+		assert_int_equal(stat(at("grants.journal"), &sb), 0);
+		d = sb.st_size;
+		assert_int_equal(store_del(st, "p"), 0);
+		if (!last)
+			assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
+		store_close(&st);
+		fd = open(at("grants.journal"), O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, "!", 1, d + 4), 1);
+		close(fd);
+		assert_int_equal(store_open(dir, &st), 0);
+		/* r, after the damage, goes with it (fail closed); p stays deleted. */
+		assert_tokens(st, "tok-q;");
+		st = reopen(st);
+		assert_tokens(st, "tok-q;");
+		assert_int_equal(store_del(st, "q"), 0);
+		store_close(&st);
+	}
+}
+
+/*
  * A record's length damaged so that it claims to run past the end of the file, as a torn last
  * append would: sound records follow it, so it is damage, and the deletion among them holds.
  */
@@ -1264,6 +1301,7 @@ int main(void)
 		cmocka_unit_test(test_journal_damage),
 		cmocka_unit_test(test_journal_damage_keeps_later_deletions),
 		cmocka_unit_test(test_damaged_length_is_no_torn_tail),
+		cmocka_unit_test(test_damaged_deletion_still_deletes),
 		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_snapshot_damage_outlives_failed_compaction),
 		cmocka_unit_test(test_compaction_leaves_damage_out),
