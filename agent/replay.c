@@ -18,6 +18,13 @@
 
 #define JTI_MAX 256
 #define MIN_SLOTS 1024	/* a power of two, as every table size */
+/*
+ * A start keeps the ids whose time ran out up to a day before its clock. A clock wrongly ahead
+ * at boot (an RTC off by hours, before NTP) would otherwise drop, for good with the next
+ * rewrite, ids of tokens still valid once the clock is right: each could then be used again.
+ * A running jitd prunes only when the cache is full; a day is the longest a grant can last.
+ */
+#define LOAD_LOOKBACK_S (24 * 3600)
 
 struct entry {
 	char *jti;	/* NULL: free slot; TOMB: deleted slot (keeps probe chains intact) */
@@ -378,7 +385,7 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 		if (!memchr(line, '\0', (size_t)n))
 			kind = parse_line(line, &until, &jti);
 		if (kind == 'A') {
-			if (until >= now)
+			if (until >= now - LOAD_LOOKBACK_S)
 				ret = put(r, jti, until);
 		} else if (kind == 'F') {
 			if ((e = lookup(r, jti)))

@@ -18,6 +18,8 @@
 #include "common/err.h"
 
 #define NOW 1800000000
+/* Ran out more than the day a start looks back (LOAD_LOOKBACK_S): gone at the start. */
+#define LONG_AGO (NOW - 24 * 3600 - 1)
 
 struct fixture {
 	char dir[64];
@@ -85,7 +87,35 @@ static void test_survives_restart(void **state)
 	assert_int_equal(replay_check(r, "kept", NOW + 10), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "short", NOW + 10), 0);
 	assert_int_equal(replay_check(r, "forgotten", NOW + 10), 0);
-	assert_int_equal(replay_count(r), 1);
+	/* short's time is over, yet within the day a start looks back: held, and no replay. */
+	assert_int_equal(replay_count(r), 2);
+	replay_close(&r);
+}
+
+/*
+ * A start whose clock is wrongly ahead (an RTC hours off, before NTP) keeps the ids it takes
+ * for expired: once the clock is right, their tokens may still be valid, and are replays.
+ */
+static void test_start_with_clock_ahead(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r;
+	FILE *fp;
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "g", NOW + 600), 0);
+	replay_close(&r);
+	/* An unreadable line, so that the next start rewrites the file with what it keeps. */
+	fp = fopen(f->db, "a");
+	assert_non_null(fp);
+	fputs("nonsense line\n", fp);
+	fclose(fp);
+	/* Six hours ahead: g's time looks over. */
+	assert_int_equal(replay_open(f->dir, 10, NOW + 6 * 3600, &r), 0);
+	replay_close(&r);
+	/* The clock right again, the file rewritten at that start. */
+	assert_int_equal(replay_open(f->dir, 10, NOW + 60, &r), 0);
+	assert_int_equal(replay_check(r, "g", NOW + 60), JIT_ERR_REPLAY);
 	replay_close(&r);
 }
 
@@ -212,7 +242,7 @@ static void test_compaction_and_garbage(void **state)
 
 	fp = fopen(f->db, "w");
 	assert_non_null(fp);
-	fprintf(fp, "A %d old\nnonsense line\nA %d live\nF gone\nA %d torn", NOW - 1, NOW + 100,
+	fprintf(fp, "A %d old\nnonsense line\nA %d live\nF gone\nA %d torn", LONG_AGO, NOW + 100,
 		NOW + 100);
 	fclose(fp);
 	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
@@ -301,7 +331,7 @@ static void test_rewrite_only_when_worth_it(void **state)
 	for (int i = 0; i < 10; i++)
 		fprintf(fp, "A %d live-%d\n", NOW + 100, i);
 	for (int i = 0; i < 1000; i++)
-		fprintf(fp, "A %d old-%d\n", NOW - 1, i);
+		fprintf(fp, "A %d old-%d\n", LONG_AGO, i);
 	fclose(fp);
 	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
 	assert_int_equal(replay_count(r), 10);
@@ -550,6 +580,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_add_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_start_with_clock_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group_write_fails, setup, teardown),
