@@ -193,6 +193,16 @@ pass "dropped once the journal takes it: no record left for a start to find"
 # first drop's rewrite copied the second into it, and a crash before its own drop record was
 # durable brought it back).
 log "a group of two whose sync fails"
+# An endpoint, for /metrics: jitd_grants_waiting says when both are verified and held.
+stop_jitd TERM
+write_config drop '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
+start_jitd
+held_both() {
+	[ "$(in_ns "$SRV" curl -sS --max-time 5 http://127.0.0.1:7080/metrics |
+		awk '$1 == "jitd_grants_waiting" { print $2 }')" = 2 ]
+}
 sign --src 192.0.2.8 --port 22 --for 200 --jti pair-1 >"$TMP/pair-1"
 sign --src 192.0.2.9 --port 22 --for 250 --jti pair-2 >"$TMP/pair-2"
 touch "$JITD_TEST_HOLD_FILE"
@@ -200,8 +210,8 @@ submit "$TMP/pair-1" --json >"$TMP/out1" 2>&1 &
 p1=$!
 submit "$TMP/pair-2" --json >"$TMP/out2" 2>&1 &
 p2=$!
-# Verified at once, then held together until the hold goes.
-sleep 2
+# Verified, then held together until the hold goes.
+wait_until 30 "both grants verified and held (jitd_grants_waiting 2)" held_both
 echo 1 >"$JITD_TEST_SYNC_FAIL_FILE"
 rm -f "$JITD_TEST_HOLD_FILE"
 wait "$p1" || true
@@ -211,6 +221,7 @@ for i in 1 2; do
 		(.message | contains($id) and contains("durable"))' "$TMP/out$i" >/dev/null ||
 		fail "pair-$i: $(cat "$TMP/out$i")"
 done
+[ -e "$TMP/state/grants.snap" ] || fail "no snapshot was rewritten after the failed sync"
 ! grep -qa "pair-" "$TMP/state/grants.snap" ||
 	fail "a withdrawn grant's record is in the rewritten snapshot"
 stop_jitd TERM
