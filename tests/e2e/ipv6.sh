@@ -35,6 +35,16 @@ session_say v6-after-expiry
 expect_connect drop "$C1" 2001:db8:1::1 22
 
 log "port 3389 allows only 2001:db8:2::/48 and 10.0.0.0/8"
+# An IPv6 source outside the port's IPv6 prefix, and one prefix wider than it, are refused.
+before=$(kernel_json | strip_expires)
+for src in 2001:db8:1::2 2001:db8::/47; do
+	rc=0
+	sign --src "$src" --port 3389 --for 30 | submit - --json >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && [ "$(jq -r .error "$TMP/out")" = source_not_allowed ] ||
+		fail "a grant from $src for 3389: exit $rc, $(cat "$TMP/out")"
+done
+[ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused IPv6 grant changed the kernel"
+pass "2001:db8:1::2 and 2001:db8::/47 refused for 3389 (source_not_allowed), the kernel unchanged"
 sign --src 2001:db8:2::2 --port 3389 --for 30 --jti v6-2 | submit - >/dev/null || fail "submit refused"
 has_elem "$(addr_set 2001:db8:2::2)" "2001:db8:2::2 tcp 3389" ||
 	fail "2001:db8:2::2 is not in $(addr_set 2001:db8:2::2): $(host_elems)"
