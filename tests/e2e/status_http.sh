@@ -230,10 +230,14 @@ got = s.recv(4096)
 assert got.startswith(b"HTTP/1.1 200"), got[:80]
 if mode == "abandon":
     while len(got) < 16384:
-        got += s.recv(4096)
+        b = s.recv(4096)
+        if not b:
+            sys.exit("closed after %d bytes, before the client left" % len(got))
+        got += b
     s.close()
     sys.exit(0)
-time.sleep(5)
+# Well past listen.timeout (5 s): the same figure would race jitd's own timer.
+time.sleep(8)
 while True:
     try:
         b = s.recv(65536)
