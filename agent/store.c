@@ -125,6 +125,7 @@ struct store {
 	/* Deletions found after damage before the journal's end (late_deletions). */
 	char **late_del;
 	size_t n_late_del;
+	bool late_del_damaged;	/* the first of them is the damaged record itself */
 };
 
 /* Damage found in the files: logged, and kept for status, which an operator reads first. */
@@ -623,6 +624,7 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 			 * flipped in its id names no grant, and one torn from a crash was asked).
 			 */
 			ret = pl && file == IN_JOURNAL ? keep_deletion(s, hdr + HDR, pl) : 0;
+			s->late_del_damaged = s->n_late_del > 0;
 			break;
 		}
 		if (ret)
@@ -1078,6 +1080,7 @@ static void free_late_deletions(struct store *s)
 	free(s->late_del);
 	s->late_del = NULL;
 	s->n_late_del = 0;
+	s->late_del_damaged = false;
 }
 
 static int encode_onto(struct store *s, char op, const char *jti, const char *token,
@@ -1097,10 +1100,22 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 	size_t used = 0, records = 0;
 	int fd = -1, twin = -1, ret = 0;
 
-	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++)
-		if (find(s, s->late_del[i]) && !(ret = encode_onto(s, 'D', s->late_del[i], NULL,
-			0, NULL, &buf, &used, NULL)))
+	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++) {
+		if (!find(s, s->late_del[i]))
+			continue;
+		/*
+		 * Read from a damaged record, the id may be another grant's (a changed byte): it
+		 * ends all the same (fail closed), and is shown as damage, naming it.
+		 */
+		if (!i && s->late_del_damaged)
+			found_damage(s, "state: a damaged record of %s/%s reads as the end "
+				"of grant '%.64s', which stays ended (had a byte of it changed, "
+				"that grant lost its access early)", state_dir, JOURNAL,
+				s->late_del[i]);
+		if (!(ret = encode_onto(s, 'D', s->late_del[i], NULL, 0, NULL, &buf, &used,
+			NULL)))
 			records++;
+	}
 	if (ret)
 		goto out;
 	fd = openat(s->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);

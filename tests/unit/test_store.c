@@ -468,6 +468,12 @@ static void test_damaged_deletion_still_deletes(void **state)
 		assert_int_equal(store_open(dir, &st), 0);
 		/* r, after the damage, goes with it (fail closed); p stays deleted. */
 		assert_tokens(st, "tok-q;");
+		/*
+		 * Shown as damage, naming the grant it ended, also when read as a torn tail (and
+		 * after the cut's own finding when records followed it).
+		 */
+		assert_int_equal(store_damage(st)->count, last ? 1 : 2);
+		assert_non_null(strstr(store_damage(st)->last, "reads as the end of grant 'p'"));
 		st = reopen(st);
 		assert_tokens(st, "tok-q;");
 		assert_int_equal(store_del(st, "q"), 0);
