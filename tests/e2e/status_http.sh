@@ -215,7 +215,7 @@ PY
 fi
 
 # client.py MODE OUT HOST PORT [CA CERT KEY]: asks for the status and reads 16 KiB of it, then
-# goes away (abandon), or reads 4 KiB, stops reading for 5 s, then reads what is left until the
+# goes away (abandon), or reads 4 KiB, stops reading for 8 s, then reads what is left until the
 # connection ends, and writes how many bytes it got to OUT (stall).
 cat >"$TMP/client.py" <<'PY'
 import socket, ssl, sys, time
