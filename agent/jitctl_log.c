@@ -1,4 +1,5 @@
 /* jitctl log: the agent's audit trail, filtered, as a table, JSON or RFC 4180 CSV. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,31 +41,41 @@ static void log_usage(FILE *f)
 		   "                spreadsheet would run as a formula starts with ')\n");
 }
 
-/* "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these. */
+/* A moment, as seconds since the epoch; one before it is the epoch (the whole trail). */
+static long long since_epoch(long long t)
+{
+	return t < 0 ? 0 : t;
+}
+
+/*
+ * "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these, -2 for
+ * an ISO 8601 duration longer than the parser reads (366 days).
+ */
 static long long parse_since(const char *s, time_t now)
 {
 	char *end;
 	unsigned long long n = strtoull(s, &end, 10);
 	uint64_t secs;
 	struct tm tm;
+	int ret;
 
 	/* At most 10^12 units: no overflow in any unit, and far beyond the epoch in days. */
 	if (end != s && end[0] && !end[1] && n <= 1000000000000ULL) {
 		switch (end[0]) {
-		case 'd': return (long long)now - (long long)n * 86400;
-		case 'h': return (long long)now - (long long)n * 3600;
-		case 'm': return (long long)now - (long long)n * 60;
-		case 's': return (long long)now - (long long)n;
+		case 'd': return since_epoch((long long)now - (long long)n * 86400);
+		case 'h': return since_epoch((long long)now - (long long)n * 3600);
+		case 'm': return since_epoch((long long)now - (long long)n * 60);
+		case 's': return since_epoch((long long)now - (long long)n);
 		}
 	}
-	if (s[0] == 'P' && !duration_parse(s, &secs))
-		return (long long)now - (long long)secs;
+	if (s[0] == 'P' && (ret = duration_parse(s, &secs)) != -EINVAL)
+		return ret ? -2 : since_epoch((long long)now - (long long)secs);
 	memset(&tm, 0, sizeof(tm));
 	if ((end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm)) && !*end)
-		return (long long)timegm(&tm);
+		return since_epoch((long long)timegm(&tm));
 	memset(&tm, 0, sizeof(tm));
 	if ((end = strptime(s, "%Y-%m-%d", &tm)) && !*end)
-		return (long long)timegm(&tm);
+		return since_epoch((long long)timegm(&tm));
 	return -1;
 }
 
@@ -197,7 +208,13 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
-			if ((since = parse_since(optarg, time(NULL))) < 0) {
+			if ((since = parse_since(optarg, time(NULL))) == -2) {
+				fprintf(stderr, "jitctl log: --since '%s' is longer than an "
+					"ISO 8601 duration may be here (P366D); say 400d, or a "
+					"date\n", optarg);
+				return JITCTL_USAGE;
+			}
+			if (since < 0) {
 				fprintf(stderr, "jitctl log: --since '%s' is not 7d, 24h, 30m, PT1H "
 						"or a date (YYYY-MM-DD)\n", optarg);
 				return JITCTL_USAGE;

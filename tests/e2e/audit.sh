@@ -46,7 +46,8 @@ log "jitctl log"
 "$JITCTL_BIN" -s "$SOCK" log --since 1h --json | jq -e "length == $(jq length "$TMP/all.json")" >/dev/null ||
 	fail "--since 1h lost events"
 "$JITCTL_BIN" -s "$SOCK" log --since 2099-01-01 --json | jq -e 'length == 0' >/dev/null || fail "--since in the future returned events"
-for since in 7d 30m 3600s PT1H; do
+# Before 1970 is the whole trail (not a usage error).
+for since in 7d 30m 3600s PT1H 30000d 1969-12-31; do
 	"$JITCTL_BIN" -s "$SOCK" log --since "$since" --json |
 		jq -e "length == $(jq length "$TMP/all.json")" >/dev/null || fail "--since $since lost events"
 done
@@ -55,6 +56,10 @@ done
 rc=0
 "$JITCTL_BIN" -s "$SOCK" log --since yesterday >/dev/null 2>"$TMP/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "is not 7d, 24h, 30m" "$TMP/err" || fail "--since yesterday: exit $rc, $(cat "$TMP/err")"
+rc=0
+"$JITCTL_BIN" -s "$SOCK" log --since P400D >/dev/null 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "P366D); say 400d" "$TMP/err" ||
+	fail "--since P400D: exit $rc, $(cat "$TMP/err")"
 pass "--json returns every event; --grant and --since (days, minutes, seconds, ISO 8601, dates) filter"
 # --user and --event, alone and together with the others, against the file itself.
 want=$(jq -s -c '[.[] | select(.sub == "bob, \"the admin\"") | .grant + " " + .event]' "$file")
