@@ -248,10 +248,15 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 
 		if (targets)
 			snprintf(tn, sizeof(tn), ", %lld forwarded target(s)", (long long)targets);
-		printf("reloaded %s: %lld protected port(s)%s, %lld grant(s) removed\n",
-			jitctl_str(rep, "config"),
-			(long long)json_integer_value(json_object_get(rep, "ports")), tn,
-			(long long)json_integer_value(json_object_get(rep, "grants_removed")));
+		/* Short of memory, the agent answers {"ok":true} alone: the reload took effect. */
+		if (!json_is_integer(json_object_get(rep, "ports")))
+			printf("reloaded (the agent could not say more: see jitctl status)\n");
+		else
+			printf("reloaded %s: %lld protected port(s)%s, %lld grant(s) removed\n",
+				jitctl_str(rep, "config"),
+				(long long)json_integer_value(json_object_get(rep, "ports")), tn,
+				(long long)json_integer_value(json_object_get(rep,
+					"grants_removed")));
 		if (json_array_size(pending)) {
 			printf("restart needed for:");
 			json_array_foreach(pending, i, v)
