@@ -940,6 +940,15 @@ static const struct route routes[] = {
 	{ "/metrics", EVHTTP_REQ_GET, get_metrics },
 };
 
+/* Whether path is one of the routes that change grants (every POST route). */
+static bool routes_change(const char *path)
+{
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (routes[i].method == EVHTTP_REQ_POST && !strcmp(path, routes[i].path))
+			return true;
+	return false;
+}
+
 static bool addr_loopback(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)
@@ -1151,9 +1160,15 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	 * closed: what the reload took away must not live on in a keep-alive connection.
 	 */
 	if (tls_mutual(h->tls.ctx) && !p.verified) {
+		struct jit_error err = { .code = JIT_ERR_PERMISSION };
+
+		snprintf(err.msg, sizeof(err.msg),
+			"no client certificate the endpoint's client CA signs");
+		/* A grant or revocation refused so is audited like any other (peer, code). */
+		if (method == EVHTTP_REQ_POST && path && routes_change(path))
+			enforce_refuse(h->enf, !strcmp(path, "/v1/revocations"), p.name, &err);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-		send_error(req, 403, JIT_ERR_PERMISSION, "no client certificate the endpoint's "
-			"client CA signs");
+		send_error(req, 403, err.code, err.msg);
 		return;
 	}
 	/* The monotonic clock: a wall clock stepped back would stop every bucket refilling. */

@@ -198,7 +198,10 @@ got=$(keepalive_then ka-ca)
 [ "$got" = "403 permission_denied closed" ] ||
 	fail "the old CA's keep-alive connection after the CA changed: $got"
 lacks_elem allow4_addr "10.9.0.4 tcp 22" || fail "a grant on the old CA's keep-alive connection applied"
-pass "the old CA's keep-alive connection from before the reload is refused and closed: $got"
+jq -s -e 'any(.[]; .event == "grant.refused" and .code == "permission_denied" and
+	(.message | contains("client CA")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the refusal on the old CA's keep-alive connection is not audited"
+pass "the old CA's keep-alive connection from before the reload: refused, closed, audited: $got"
 # The new connection's 000 above is any failed connection: the server's TLS alert says why
 # (after the keep-alive connection's turn, which must come within listen.timeout of its last
 # reply). openssl s_client writes nothing, so no reset can overtake the alert (TLS 1.3 sends it
