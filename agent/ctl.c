@@ -631,20 +631,23 @@ static json_t *dispatch(struct client *c, json_t *req)
 	const char *op = json_string_value(json_object_get(req, "op"));
 
 	if (!op)
-		return proto_error(JIT_ERR_BAD_REQUEST, "request needs an \"op\" string");
+		return refuse(c, false, JIT_ERR_BAD_REQUEST, "request needs an \"op\" string");
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(op, ops[i].op))
 			continue;
 		if (ops[i].changes == READS || may_change(c))
 			return ops[i].fn(c, req);
 		if (ops[i].changes == AS_RELOAD) {
-			log_warn("control: reload refused: %s is not root", c->peer);
-			return proto_error(JIT_ERR_PERMISSION, "only root may reload");
+			struct jit_error err = { .code = JIT_ERR_PERMISSION };
+
+			snprintf(err.msg, sizeof(err.msg), "only root may reload");
+			enforce_refuse_reload(c->ctl->enf, c->peer, &err);
+			return proto_error(err.code, err.msg);
 		}
 		return refuse(c, ops[i].changes == AS_REVOCATION, JIT_ERR_PERMISSION,
 			"only root may change grants");
 	}
-	return proto_error(JIT_ERR_BAD_REQUEST, "unknown op");
+	return refuse(c, false, JIT_ERR_BAD_REQUEST, "unknown op");
 }
 
 static void ctl_read_cb(struct bufferevent *bev, void *arg)
@@ -656,9 +659,13 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
 	size_t len;
 	char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
 
+	/*
+	 * Input refused before its op is known is audited as a grant's refusal, as the endpoint
+	 * does with a body it cannot read: bad input leaves a record, whoever sent it.
+	 */
 	if (!line) {
 		if (evbuffer_get_length(in) > PROTO_MAX_MESSAGE)
-			reply(c, proto_error(JIT_ERR_TOO_LARGE, "request exceeds 64 KiB"));
+			reply(c, refuse(c, false, JIT_ERR_TOO_LARGE, "request exceeds 64 KiB"));
 		return;
 	}
 	/*
@@ -666,10 +673,10 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
 	 * without a word, so neither is done (a line that comes later is never read).
 	 */
 	if (evbuffer_get_length(in)) {
-		reply(c, proto_error(JIT_ERR_BAD_REQUEST, "one request per connection: data after "
-			"the request's line (nothing done)"));
+		reply(c, refuse(c, false, JIT_ERR_BAD_REQUEST, "one request per connection: data "
+			"after the request's line (nothing done)"));
 	} else if (proto_decode(line, len, &req, &err)) {
-		reply(c, proto_error(err.code, err.msg));
+		reply(c, refuse(c, false, err.code, err.msg));
 	} else {
 		json_t *msg = dispatch(c, req);
 		struct evbuffer *written = c->written;

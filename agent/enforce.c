@@ -1662,6 +1662,15 @@ void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
 	refused(e, revocation ? "revocation" : "grant", NULL, peer, err);
 }
 
+void enforce_refuse_reload(struct enforce *e, const char *peer, const struct jit_error *err)
+{
+	/* Unauthenticated as any refusal that names no grant: within the same per-minute share. */
+	if (!refusal_audited(e, false, err, peer))
+		return;
+	log_warn("reload refused: %s: %s (peer=%s)", jit_err_name(err->code), err->msg, peer);
+	(void)audit(e, "config.refused", NULL, NULL, peer, err->code, err->msg, -1);
+}
+
 /* A full state directory is the operator's to fix, and worth a code of its own. */
 static int storage_code(int errno_ret)
 {

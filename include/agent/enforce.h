@@ -117,6 +117,8 @@ int enforce_revoke_id(struct enforce *e, const char *grant_id, bool terminate, c
  */
 void enforce_refuse(struct enforce *e, bool revocation, const char *peer,
 	const struct jit_error *err);
+/* A reload asked by someone who may not: audited as config.refused, with the peer. */
+void enforce_refuse_reload(struct enforce *e, const char *peer, const struct jit_error *err);
 
 /*
  * Puts the kernel back in line with the grants after someone else changed table inet jitd:

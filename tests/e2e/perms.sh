@@ -39,13 +39,17 @@ expect_exit 0 "" "group member: log" -- as_reader log --json
 expect_exit 1 permission_denied "group member: submit" -- as_reader submit - <<<"$token"
 expect_exit 1 permission_denied "group member: grant" -- as_reader grant --src 192.0.2.2 --port 22 --for 60 --reason x
 expect_exit 1 permission_denied "group member: revoke" -- as_reader revoke perm-1
+expect_exit 1 permission_denied "group member: reload" -- as_reader reload
 expect_exit 3 "Permission denied" "not in the group: status" -- as_other status
 # The members' refused changes are in the trail, with their peer, as any refusal.
 jq -s -e '([.[] | select(.event == "grant.refused" and .code == "permission_denied" and
 	(.peer | test("4243")))] | length) == 2 and ([.[] | select(.event == "revocation.refused"
 	and .code == "permission_denied")] | length) == 1' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the refused changes in the trail: $(grep -c refused "$TMP/state/audit.jsonl")"
-pass "the member's refused submit, grant and revoke are audited"
+jq -s -e 'any(.[]; .event == "config.refused" and .code == "permission_denied" and
+	(.peer | test("4243")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the member's refused reload is not in the trail"
+pass "the member's refused submit, grant, revoke and reload are audited"
 # teardown probes the socket before anything: a user it keeps out is told permission_denied.
 expect_exit 1 '"error": "permission_denied"' "not in the group: teardown --json" -- \
 	as_other teardown --json
@@ -78,6 +82,21 @@ print(s.makefile().readline(), end="")' "$SOCK")
 [ -n "$reply" ] && echo "$reply" | jq -e '.error == "duration_exceeds_max"' >/dev/null ||
 	fail "a duration of 2^63-1 s: $reply"
 pass "grant request with a duration of 2^63-1 s: $(echo "$reply" | jq -r .message)"
+# Input refused before its op is known leaves a record too: not JSON, then two lines at once.
+for req in 'not json' '{"op":"status"}\n{"op":"status"}' '{"op":"frobnicate"}'; do
+	reply=$(/usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode().decode("unicode_escape").encode() + b"\n")
+print(s.makefile().readline(), end="")' "$SOCK" "$req")
+	echo "$reply" | jq -e '.error == "bad_request"' >/dev/null || fail "$req: $reply"
+done
+jq -s -e '[.[] | select(.event == "grant.refused" and .code == "bad_request" and
+	(.peer | test("user=root")))] | length == 3' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the malformed requests in the trail: $(jq -c 'select(.code == "bad_request")' \
+		"$TMP/state/audit.jsonl")"
+pass "a request that is not JSON, two at once and an unknown op: bad_request, each audited"
 no_allow_elems || fail "a refused local grant changed the kernel"
 expect_connect drop "$C1" 192.0.2.1 22
 "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60 --reason "INC-42 sshd down" --json >"$TMP/g.json" ||
