@@ -156,6 +156,22 @@ static void delete_table(const char *table)
 	nft_close(&other);
 }
 
+/* A socket, and table's SET of 20,000 elements: a dozen parts or more of a dump. */
+static struct nft *open_with_big_set(const char *table)
+{
+	struct nft_batch *b;
+	struct nft *n;
+	char err[NFT_ERRLEN];
+
+	assert_int_equal(nft_open(&n), 0);
+	add_table_and_set(n, table);
+	assert_int_equal(nft_batch_new(n, &b), 0);
+	add_elements(b, table, 20000, NULL, 0);
+	assert_int_equal(nft_batch_commit(b, err), 0);
+	nft_batch_free(b);
+	return n;
+}
+
 static int delete_at_first_part(struct nftnl_set *part, void *arg)
 {
 	int *parts = arg;
@@ -172,21 +188,13 @@ static int delete_at_first_part(struct nftnl_set *part, void *arg)
  */
 static void test_dump_ended_early(void **state)
 {
-	struct nft_batch *b;
 	struct nft *n;
-	char err[NFT_ERRLEN];
 	int parts = 0, ret;
 
 	(void)state;
 	if (!own_namespace)
 		skip();
-	assert_int_equal(nft_open(&n), 0);
-	add_table_and_set(n, TABLE "_gone");
-	assert_int_equal(nft_batch_new(n, &b), 0);
-	/* Some 20,000 elements: a dozen parts or more of a dump. */
-	add_elements(b, TABLE "_gone", 20000, NULL, 0);
-	assert_int_equal(nft_batch_commit(b, err), 0);
-	nft_batch_free(b);
+	n = open_with_big_set(TABLE "_gone");
 	ret = nft_set_elems_each(n, TABLE "_gone", SET, delete_at_first_part, &parts);
 	print_message("%d part(s) read before the dump ended\n", parts);
 	assert_int_equal(ret, -ENOENT);
@@ -218,20 +226,13 @@ static int count_part(struct nftnl_set *part, void *arg)
  */
 static void test_dump_callback_failed(void **state)
 {
-	struct nft_batch *b;
 	struct nft *n;
-	char err[NFT_ERRLEN];
 	int parts = 0;
 
 	(void)state;
 	if (!own_namespace)
 		skip();
-	assert_int_equal(nft_open(&n), 0);
-	add_table_and_set(n, TABLE "_fail");
-	assert_int_equal(nft_batch_new(n, &b), 0);
-	add_elements(b, TABLE "_fail", 20000, NULL, 0);
-	assert_int_equal(nft_batch_commit(b, err), 0);
-	nft_batch_free(b);
+	n = open_with_big_set(TABLE "_fail");
 	assert_int_equal(nft_set_elems_each(n, TABLE "_fail", SET, fail_at_first_part, &parts),
 		-ENOMEM);
 	assert_int_equal(parts, 1);

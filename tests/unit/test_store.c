@@ -393,19 +393,25 @@ static void test_journal_damage(void **state)
  * A journal of p, q and r, then p's deletion; n bytes of buf written over it at r's record
  * (its 12-byte header, then its payload) plus off.
  */
+/* An empty store given p and q: the journal's length after them (where the next record goes). */
+static off_t open_with_pq(struct store **st)
+{
+	struct stat sb;
+
+	assert_int_equal(store_open(dir, st), 0);
+	assert_tokens(*st, "");
+	assert_int_equal(store_put(*st, "p", "tok-p", 5), 0);
+	assert_int_equal(store_put(*st, "q", "tok-q", 5), 0);
+	assert_int_equal(stat(at("grants.journal"), &sb), 0);
+	return sb.st_size;
+}
+
 static void journal_damaged_at_r(const void *buf, size_t n, off_t off)
 {
 	struct store *st;
-	struct stat sb;
-	off_t r;
+	off_t r = open_with_pq(&st);
 	int fd;
 
-	assert_int_equal(store_open(dir, &st), 0);
-	assert_tokens(st, "");
-	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
-	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
-	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	r = sb.st_size;
 	assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
 	assert_int_equal(store_del(st, "p"), 0);
 	store_close(&st);
@@ -447,16 +453,9 @@ static void test_damaged_deletion_still_deletes(void **state)
 {
 	for (int last = 0; last < 2; last++) {
 		struct store *st;
-		struct stat sb;
-		off_t d;
+		off_t d = open_with_pq(&st);
 		int fd;
 
-		assert_int_equal(store_open(dir, &st), 0);
-		assert_tokens(st, "");
-		assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
-		assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
-		assert_int_equal(stat(at("grants.journal"), &sb), 0);
-		d = sb.st_size;
 		assert_int_equal(store_del(st, "p"), 0);
 		if (!last)
 			assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
