@@ -50,6 +50,17 @@ jq -s -e 'any(.[]; .event == "config.refused" and .code == "permission_denied" a
 	(.peer | test("4243")))' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the member's refused reload is not in the trail"
 pass "the member's refused submit, grant, revoke and reload are audited"
+# Reloads a member keeps asking for go to jitd's log, ten a minute to the trail: 25 in a few
+# seconds (within at most two minutes) leave at most 20 records.
+for i in $(seq 24); do
+	as_reader reload >/dev/null 2>&1 && fail "a member's reload was taken"
+done
+n=$(jq -s '[.[] | select(.event == "config.refused" and (.peer | test("4243")))] | length' \
+	"$TMP/state/audit.jsonl")
+[ "$n" -ge 10 ] && [ "$n" -le 20 ] || fail "25 refused reloads left $n config.refused records"
+[ "$(grep -c "reload refused: permission_denied" "$TMP/jitd.log")" -eq 25 ] ||
+	fail "not every refused reload is in jitd's log"
+pass "25 refused reloads: $n in the trail, every one in jitd's log"
 # teardown probes the socket before anything: a user it keeps out is told permission_denied.
 expect_exit 1 '"error": "permission_denied"' "not in the group: teardown --json" -- \
 	as_other teardown --json
