@@ -23,8 +23,9 @@ static void log_usage(FILE *f)
 		   "Shows the agent's audit trail, oldest first: every grant applied, refused,\n"
 		   "expired or revoked, and the agent's own start and stop. The filters combine.\n\n"
 		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s, or an\n"
-		   "                ISO 8601 duration such as PT1H) or a date (YYYY-MM-DD or\n"
-		   "                YYYY-MM-DDTHH:MM:SSZ, UTC)\n"
+		   "                ISO 8601 duration such as PT1H, at most P366D) or a date\n"
+		   "                (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC); before 1970 is\n"
+		   "                the whole trail\n"
 		   "  --grant ID    only the events of one grant\n"
 		   "  --user SUB    only the events of one user (the grants' \"sub\", exactly)\n"
 		   "  --event NAME  only one kind of event:");

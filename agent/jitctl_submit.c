@@ -149,15 +149,16 @@ void jitctl_print_grant(const json_t *g)
 	const json_t *el;
 	size_t i;
 
+	/* Short of memory, the agent answers with the grant's id alone: it took effect. */
+	if (!json_is_integer(json_object_get(g, "expires_in"))) {
+		printf("applied grant %s (the agent could not say more: see jitctl status)\n",
+			jitctl_str(g, "id"));
+		return;
+	}
 	printf("applied grant %s for %s (issuer %s, key %s)\n", jitctl_str(g, "id"),
 		jitctl_str(g, "sub"), jitctl_str(g, "iss"), jitctl_str(g, "kid"));
-	/* Short of memory, the agent answers with the grant's id alone: it took effect. */
-	if (json_is_integer(json_object_get(g, "expires_in")))
-		printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n",
-			jitctl_str(g, "expires_at"),
-			json_integer_value(json_object_get(g, "expires_in")));
-	else
-		printf("  (the agent could not say more: see jitctl status)\n");
+	printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n", jitctl_str(g, "expires_at"),
+		json_integer_value(json_object_get(g, "expires_in")));
 	json_array_foreach(json_object_get(g, "elements"), i, el) {
 		/* A gateway grant's element is per destination: name it, or rows look doubled. */
 		if (json_is_string(json_object_get(el, "destination")))
