@@ -1086,6 +1086,15 @@ static void free_late_deletions(struct store *s)
 static int encode_onto(struct store *s, char op, const char *jti, const char *token,
 	size_t len, const char *annex, unsigned char **buf, size_t *used, size_t *at);
 
+/* Whether a late deletion after the i-th names the same grant. */
+static bool named_later(const struct store *s, size_t i)
+{
+	for (size_t k = i + 1; k < s->n_late_del; k++)
+		if (!strcmp(s->late_del[k], s->late_del[i]))
+			return true;
+	return false;
+}
+
 /*
  * The journal cut at good with the deletions late_deletions found appended again, in one step:
  * a new file holding [0, good) and the deletions is made durable and renamed over the journal.
@@ -1101,7 +1110,8 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 	int fd = -1, twin = -1, ret = 0;
 
 	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++) {
-		if (!find(s, s->late_del[i]))
+		/* Once each: a sound deletion after the damage may name the damaged one's grant. */
+		if (!find(s, s->late_del[i]) || named_later(s, i))
 			continue;
 		/*
 		 * Read from a damaged record, the id may be another grant's (a changed byte): it
