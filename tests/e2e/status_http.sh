@@ -206,12 +206,20 @@ PY
 	two_or_gone() { log_threads_are 2 || ! kill -0 "$MEMBER" 2>/dev/null; }
 	wait_until 10 "the member's two log queries on their threads" two_or_gone
 	log_threads_are 2 || fail "the member's log queries: $(cat "$TMP/member-logs")"
+	# Root's query is not kept out by the member's two: it runs on the one kept for root.
+	"$JITCTL_BIN" -s "$SOCK" log --json >"$TMP/root-log" 2>&1 &
+	ROOTLOG=$!
+	BG_PIDS+=("$ROOTLOG")
+	wait_until 10 "root's log query on a third thread" log_threads_are 3
 	touch "$TMP/go"
 	member_told() { grep -q "busy" "$TMP/member-logs" || ! kill -0 "$MEMBER" 2>/dev/null; }
 	wait_until 8 "the member's status answered" member_told
 	rm -f "$JITD_TEST_LOG_HOLD_FILE"
 	wait "$MEMBER" || fail "the member's log queries: $(cat "$TMP/member-logs")"
 	pass "$(paste -sd, "$TMP/member-logs")"
+	wait "$ROOTLOG" && jq -e 'type == "array"' "$TMP/root-log" >/dev/null ||
+		fail "root's log query beside the member's two: $(head -c 300 "$TMP/root-log")"
+	pass "root's log query ran beside the member's two and was answered"
 fi
 
 # client.py MODE OUT HOST PORT [CA CERT KEY]: asks for the status and reads 16 KiB of it, then
