@@ -2542,7 +2542,13 @@ static void audit_deferred_sync(struct enforce *e)
 	trail_check_due(e);
 }
 
-/* Before a compaction drops the notes: what they carried must be in the trail, durable. */
+/*
+ * Before a compaction drops the notes: what they carried must be in the trail, durable. And the
+ * grants' ids in replay.db (group commits write them there without an fsync): a compaction
+ * leaves out a record found damaged, the last copy of its grant's id outside replay.db.
+ * Best effort: a replay.db that cannot be synced is healed on its own path (replay_sync), and
+ * must not stop the journal from being compacted.
+ */
 static int trail_durable(void *arg)
 {
 	struct enforce *e = arg;
@@ -2554,7 +2560,11 @@ static int trail_durable(void *arg)
 		return audit_lost(e->audit);
 	if (audit_lost(e->audit) && (ret = trail_restore(e)))
 		return ret;
-	return audit_sync_now(e->audit);
+	if ((ret = audit_sync_now(e->audit)))
+		return ret;
+	if ((ret = replay_sync(e->replay)))
+		log_warn("replay: cannot sync replay.db before a compaction: %s", strerror(-ret));
+	return 0;
 }
 
 /* sync_audit_behind's request is done. */
