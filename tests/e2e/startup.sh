@@ -97,7 +97,8 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	log "a client during the start"
 	stop_jitd
 	export JITD_TEST_START_PAUSE_FILE=$TMP/startpause
-	echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
+	# Long enough for all that follows under a loaded ASan build (a second jitd starts in it).
+	echo 8000 >"$JITD_TEST_START_PAUSE_FILE"
 	restored=$(grep -c "restored " "$TMP/jitd.log")
 	ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
 	JITD_PID=$!
@@ -125,7 +126,7 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 		fail "teardown during the start: exit $rc: $(cat "$TMP/out")"
 	no_table && fail "teardown during the start removed the table"
 	pass "a second jitd and teardown during the start both find it running"
-	wait_until 10 "jitd serving after the pause" status_json
+	wait_until 20 "jitd serving after the pause" status_json
 	pass "served once started"
 	reloaded() { status_json | jq -e '[.ports[].port] == [22, 2222]' >/dev/null; }
 	wait_until 5 "the reload asked for during the start" reloaded
