@@ -576,7 +576,7 @@ static json_t *do_log(struct client *c, json_t *req)
 		(sub && !json_is_string(sub)) || (event && !json_is_string(event)))
 		return proto_error(JIT_ERR_BAD_REQUEST, "log takes an optional \"since\" integer "
 			"and optional \"grant\", \"sub\" and \"event\" strings");
-	if (ctl->n_jobs >= CTL_LOG_JOBS_MAX + (c->uid == 0))
+	if (ctl->n_jobs >= CTL_LOG_JOBS_MAX + (c->uid == 0 ? CTL_LOG_JOBS_ROOT : 0))
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
 	if (held_full(c))
 		return held_busy();

@@ -12,7 +12,7 @@
  * The trail's readers at once: the log queries, the activity rebuild, the trail's check. Each
  * holds a descriptor per file (audit.keep + 1) and another for the one it reads.
  */
-#define TRAIL_READERS (CTL_LOG_JOBS_MAX + 2)
+#define TRAIL_READERS (CTL_LOG_JOBS_MAX + CTL_LOG_JOBS_ROOT + 2)
 
 int fdbudget_check(const struct config *started, unsigned control_connections, char *msg,
 	size_t len)

@@ -13,6 +13,7 @@
  * control_group, who may run two, cannot keep root from reading the trail.
  */
 #define CTL_LOG_JOBS_MAX 2
+#define CTL_LOG_JOBS_ROOT 1	/* the one more for root */
 
 struct config;
 struct ctl;

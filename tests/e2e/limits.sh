@@ -118,12 +118,12 @@ cp "$TMP/config.before" "$CONFIG"
 log "descriptors: a configuration that needs more than the process may open"
 rc=0
 out=$(prlimit --nofile=100 "$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || rc=$?
-[ "$rc" -eq 1 ] && grep -q "need 163 file descriptors with jitd's own, and this process may open 100" \
+[ "$rc" -eq 1 ] && grep -q "need 170 file descriptors with jitd's own, and this process may open 100" \
 	<<<"$out" || fail "check-config under 100 descriptors: exit $rc: $out"
 prlimit --nofile=200 "$JITD_BIN" -c "$CONFIG" --check-config >/dev/null 2>&1 ||
 	fail "check-config refused under 200 descriptors"
 pass "refused under 100 descriptors (3 control connections, 4 for root, 128 of jitd's own," \
-	"4 readers of 6 trail files and one more each), accepted under 200"
+	"5 readers of 6 trail files and one more each), accepted under 200"
 
 log "descriptors: a reload asking for more than the running jitd may open"
 # control_connections applies at a reload (the endpoint's max_connections waits for a restart).
@@ -132,10 +132,10 @@ prlimit --pid "$JITD_PID" --nofile=200: || fail "cannot lower jitd's descriptor 
 limits_config 2 100
 rc=0
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 || rc=$?
-want="need 260 file descriptors with jitd's own, and this process may open 200"
+want="need 267 file descriptors with jitd's own, and this process may open 200"
 [ "$rc" -eq 1 ] && grep -q "bad_config: .*$want" "$TMP/reload" ||
 	fail "the reload under 200 descriptors: exit $rc: $(cat "$TMP/reload")"
-status_json | jq -e '.agent.reload_refused.error | test("need 260 file descriptors")' >/dev/null ||
+status_json | jq -e '.agent.reload_refused.error | test("need 267 file descriptors")' >/dev/null ||
 	fail "status does not show the refused reload: $(status_json | jq -c .agent)"
 pass "$(cat "$TMP/reload")"
 prlimit --pid "$JITD_PID" --nofile="$soft": || fail "cannot restore jitd's descriptor limit"

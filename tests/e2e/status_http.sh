@@ -207,7 +207,7 @@ PY
 	wait_until 10 "the member's two log queries on their threads" two_or_gone
 	log_threads_are 2 || fail "the member's log queries: $(cat "$TMP/member-logs")"
 	# Root's query is not kept out by the member's two: it runs on the one kept for root.
-	"$JITCTL_BIN" -s "$SOCK" log --json >"$TMP/root-log" 2>&1 &
+	"$JITCTL_BIN" -s "$SOCK" log --json >"$TMP/root-log" 2>"$TMP/root-log.err" &
 	ROOTLOG=$!
 	BG_PIDS+=("$ROOTLOG")
 	wait_until 10 "root's log query on a third thread" log_threads_are 3
@@ -218,7 +218,8 @@ PY
 	wait "$MEMBER" || fail "the member's log queries: $(cat "$TMP/member-logs")"
 	pass "$(paste -sd, "$TMP/member-logs")"
 	wait "$ROOTLOG" && jq -e 'type == "array"' "$TMP/root-log" >/dev/null ||
-		fail "root's log query beside the member's two: $(head -c 300 "$TMP/root-log")"
+		fail "root's log query beside the member's two: $(head -c 300 "$TMP/root-log" \
+			"$TMP/root-log.err")"
 	pass "root's log query ran beside the member's two and was answered"
 fi
 
