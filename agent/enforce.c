@@ -176,9 +176,6 @@ static int test_hook_trail(int ret)
 struct rerec;
 
 struct enforce {
-	/* Reloads refused to members of control_group this minute (enforce_refuse_reload). */
-	int64_t reload_refused_minute;
-	unsigned reload_refused_n;
 	const struct config *cfg;
 	const char *config_path;
 	struct nft *nft;
@@ -257,6 +254,9 @@ struct enforce {
 	int64_t trail_restore_wait_ms;	/* before it runs again: doubles while it fails */
 	/* Refusals that name no grant, beyond audit.unverified_per_minute: counted (refused). */
 	struct refusals refusals;
+	/* Reloads refused to members of control_group this minute (enforce_refuse_reload). */
+	int64_t reload_refused_minute;
+	unsigned reload_refused_n;
 	struct event *refusals_timer;
 	struct event *damage_event;	/* the store found damage: audit it from the loop */
 	unsigned long damage_audited;	/* the store's findings audited so far */

@@ -620,8 +620,9 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 			*torn = torn_tail(p, len, *good);
 			/*
 			 * The damaged record itself may be a grant's end, which the records before
-			 * it cannot tell: whole, and reading as a deletion, it still deletes (a bit
-			 * flipped in its id names no grant, and one torn from a crash was asked).
+			 * it cannot tell: whole, and reading as a deletion, it still deletes (one
+			 * torn from a crash was asked; a changed byte in its id may end another
+			 * grant early: fail closed, and reported in apply_late_deletions).
 			 */
 			ret = pl && file == IN_JOURNAL ? keep_deletion(s, hdr + HDR, pl) : 0;
 			s->late_del_damaged = s->n_late_del > 0;
