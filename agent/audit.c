@@ -60,12 +60,18 @@ static int open_file(struct audit *a)
 		return -errno;
 	if (fstat(a->fd, &st) < 0)
 		ret = -errno;
-	else
-		ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin);
+	else if (!(ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin)))
+		/*
+		 * A file just made (the first start, a rotation, a retry after a failed one)
+		 * keeps its name before a line in it is taken as durable, as the journal does.
+		 */
+		ret = dirsync_parent(a->path);
 	if (ret) {
 		/* All or nothing: the next line tries again (reopen). */
+		if (a->twin >= 0)
+			close(a->twin);
 		close(a->fd);
-		a->fd = -1;
+		a->fd = a->twin = -1;
 		return ret;
 	}
 	a->size = (uint64_t)st.st_size;
@@ -256,10 +262,8 @@ static int rotate(struct audit *a)
 		(void)reopen(a);
 		return ret;
 	}
-	if ((ret = open_file(a)))
-		return ret;
-	/* The new names durable before a line goes into the new file. */
-	return dirsync_parent(a->path);
+	/* The new names durable before a line goes into the new file: open_file syncs them. */
+	return open_file(a);
 }
 
 /*
