@@ -116,8 +116,14 @@ sign --src 2001:db8:1::2 --dst 2001:db8:10::5 --port 22 --for 120 --jti gw-6 | s
 	fail "gw-6 refused"
 expect_connect ok "$C1" 2001:db8:10::5 22
 expect_connect drop "$C1" 2001:db8:10::6 22
+# The machine beside it answers once granted: its drop above was the table's, not the path's.
+sign --src 2001:db8:1::2 --dst 2001:db8:10::6 --port 22 --for 120 --jti gw-6b |
+	submit - >/dev/null || fail "gw-6b refused"
+expect_connect ok "$C1" 2001:db8:10::6 22
 "$JITCTL_BIN" -s "$SOCK" revoke gw-6 >/dev/null || fail "revoke gw-6 failed"
+"$JITCTL_BIN" -s "$SOCK" revoke gw-6b >/dev/null || fail "revoke gw-6b failed"
 expect_connect drop "$C1" 2001:db8:10::5 22
+expect_connect drop "$C1" 2001:db8:10::6 22
 
 log "overlapping grants: disjoint boxes, each point with the latest expiry"
 sign --src 192.0.2.0/24 --dst 10.1.0.5 --port 22 --for 60 --jti gw-broad | submit - >/dev/null ||
