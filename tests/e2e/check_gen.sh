@@ -46,14 +46,24 @@ pass "skipped: $(count "$SKIP") periodic checks, $(count "$FULL") in full; jitd'
 log "events missed: the next periodic check reads everything"
 # Two or three checks after a full one: six or more skips would follow if the generations were
 # ignored, longer than the wait below.
+lines=$(wc -l <"$TMP/jitd.log")
 touch "$JITD_TEST_DROP_EVENTS_FILE"
 in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.3 . tcp . 22 timeout 1h }'
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "the planted element is not in the kernel"
 wait_until 4 "the element nobody granted removed" lacks_elem allow4_addr "192.0.2.3 tcp 22"
 rm -f "$JITD_TEST_DROP_EVENTS_FILE"
+# The full check that repaired it must not be the forced one (after nine skipped in a row): that
+# one would find the element whatever the generations said.
+run=$(awk -v from="$lines" -v skip="$SKIP" -v full="$FULL" '
+	index($0, full) { last = n; n = 0; next }
+	index($0, skip) { n++; next }
+	NR > from && index($0, "drift repaired: periodic check") { print last; exit }' \
+	"$TMP/jitd.log")
+[ -n "$run" ] && [ "$run" -lt 9 ] ||
+	fail "the repair's full check did not follow fewer than nine skipped ones: '$run'"
 jq -s -e 'any(.[]; .event == "drift.repaired" and (.message | startswith("periodic check")))' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the repair was not the periodic check's"
-pass "removed by the periodic check, its events never seen"
+pass "removed by the periodic check, its events never seen (a full check after $run skipped)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
