@@ -67,12 +67,15 @@ out:
 	return 0;
 }
 
-/* A token file ends with a newline; the agent gets exactly the token. */
+/*
+ * A token file ends with a newline; the agent gets exactly the token. A NUL byte is not space
+ * (strchr finds the terminator): a file padded with them is refused, not cleaned.
+ */
 static char *trim(char *s, size_t *len)
 {
-	while (*len && strchr(" \t\r\n", s[*len - 1]))
+	while (*len && s[*len - 1] && strchr(" \t\r\n", s[*len - 1]))
 		s[--*len] = '\0';
-	while (*len && strchr(" \t\r\n", *s)) {
+	while (*len && *s && strchr(" \t\r\n", *s)) {
 		s++;
 		--*len;
 	}
@@ -222,8 +225,9 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 		return JITCTL_USAGE;
 	}
 	token = trim(buf, &len);
-	if (!(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
-		/* jansson refuses strings that are not UTF-8; no grant can be that. */
+	if (memchr(token, '\0', len) ||
+		!(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
+		/* Not UTF-8 (which jansson refuses) or holding NUL: no grant can be that. */
 		jitctl_print_refusal("submit", json, jit_err_name(JIT_ERR_MALFORMED), "token is not text");
 		ret = JITCTL_REFUSED;
 		goto out;
