@@ -76,6 +76,11 @@ pass "log --json to a full disk: exit 1, said on stderr"
 log "break-glass as root"
 expect_exit 2 "/tmp: Is a directory" "submit of a directory" -- "$JITCTL_BIN" -s "$SOCK" submit /tmp
 expect_exit 2 "" "grant without --reason" -- "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60
+for list in "--port 22," "--port ,22" "--port 22,,3389" "--src 192.0.2.2,"; do
+	# shellcheck disable=SC2086 # an option and its value
+	expect_exit 2 "has an empty item" "grant $list" -- "$JITCTL_BIN" -s "$SOCK" grant \
+		--src 192.0.2.2 --port 22 $list --for 60 --reason "a typo"
+done
 expect_exit 1 duration_exceeds_max "grant over the port's maximum" -- \
 	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for PT20M --reason "too long"
 expect_exit 1 source_not_allowed "grant outside allowed_sources" -- \
