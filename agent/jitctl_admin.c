@@ -214,8 +214,9 @@ static void reload_usage(FILE *f)
 		   "controller endpoint's TLS files are loaded again (a renewed certificate). An\n"
 		   "invalid file, or TLS files that do not load, are refused and the running\n"
 		   "configuration stays. New keys in keys_dir need no reload. Settings only a\n"
-		   "restart applies (host_id, state_dir, the sockets, listen, audit, table_owner;\n"
-		   "jitd(8) lists them all) are named when the file changed them.\n\n"
+		   "restart applies (host_id, state_dir, the sockets, listen, audit.max_bytes and\n"
+		   "audit.keep, table_owner; jitd(8) lists them all) are named when the file\n"
+		   "changed them.\n\n"
 		   "  --json  print the agent's reply as JSON\n");
 }
 
