@@ -446,6 +446,9 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 	if ((err = keys_load_private(arg[S_KEY], &key))) {
 		fprintf(stderr, "jitctl sign: --key %s: %s\n", arg[S_KEY],
 			err == -EINVAL ? "not an Ed25519 private key" : strerror(-err));
+		/* A file named on the command line that cannot be read is a usage error. */
+		if (err != -EINVAL && err != -ENOMEM)
+			ret = JITCTL_USAGE;
 		goto out;
 	}
 	if (!arg[S_JTI]) {

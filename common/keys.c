@@ -258,11 +258,17 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 int keys_load_private(const char *path, EVP_PKEY **out)
 {
 	FILE *fp = NULL;
+	struct stat st;
 	int fd, ret;
 
 	*out = NULL;
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
 		ret = -errno;
+		goto out;
+	}
+	/* A directory opens; its read's EISDIR would be lost in PEM's "no key". */
+	if ((ret = fstat(fd, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? -EISDIR : 0)) {
+		close(fd);
 		goto out;
 	}
 	if (!(fp = fdopen(fd, "r"))) {

@@ -151,6 +151,14 @@ expect_exit 1 "refusing to overwrite existing $kd/k2.key" "keygen over a planted
 pass "nothing was written through the link"
 expect_exit 2 "not a key id" "keygen with a path as kid" -- "$JITCTL_BIN" keygen --kid ../k3 --dir "$kd"
 [ ! -e "$TMP/k3.key" ] || fail "keygen wrote outside --dir"
+# sign's --key: a file that cannot be read is a usage error (2), one that is not a key refused (1).
+signargs=(--kid k1 --aud "$HOST_ID" --sub alice --src 192.0.2.2 --port 22 --for 60)
+expect_exit 2 "$kd/nokey.key: No such file or directory" "sign with a missing --key" -- \
+	"$JITCTL_BIN" sign --key "$kd/nokey.key" "${signargs[@]}"
+expect_exit 2 "$kd: Is a directory" "sign with a directory as --key" -- \
+	"$JITCTL_BIN" sign --key "$kd" "${signargs[@]}"
+expect_exit 1 "not an Ed25519 private key" "sign with a public key as --key" -- \
+	"$JITCTL_BIN" sign --key "$kd/k1.pem" "${signargs[@]}"
 
 log "jitctl keygen --json: the paths, or the refusal's stable code"
 expect_exit 0 "" "keygen --json k4" -- "$JITCTL_BIN" keygen --kid k4 --dir "$kd" --json

@@ -1066,11 +1066,13 @@ static void test_keys_generate(void **state)
 	assert_int_equal(keys_generate(dir, ""), -EINVAL);
 	assert_int_equal(keys_generate("/nonexistent/dir", "x"), -ENOENT);
 
-	/* keys_load_private: the public file, a missing file, an Ed448 key. */
+	/* keys_load_private: the public file, a missing file, a directory, an Ed448 key. */
 	assert_int_equal(keys_load_private(pem, &p), -EINVAL);
 	assert_null(p);
 	snprintf(path, sizeof(path), "%s/missing.key", dir);
 	assert_int_equal(keys_load_private(path, &p), -ENOENT);
+	assert_int_equal(keys_load_private(dir, &p), -EISDIR);
+	assert_null(p);
 	snprintf(path, sizeof(path), "%s/ed448.key", dir);
 	assert_non_null(f = fopen(path, "w"));
 	assert_int_equal(PEM_write_PrivateKey(f, ed448, NULL, NULL, 0, NULL, NULL), 1);
