@@ -3117,38 +3117,48 @@ static void expire_grants(struct enforce *e, int64_t now)
  * claims cannot be read is named by its id.
  */
 /* *exp: the grant's, when its record names it; else 0. */
-static void audit_not_restored(struct enforce *e, const struct store_item *it, bool local,
-	const struct jit_error *why, int64_t *exp)
+/*
+ * The claims of a record that was not restored, unverified (they are jitd's own journal's,
+ * checked when admitted): *g when they parse and name the record's id, else false.
+ */
+static bool record_claims(const struct store_item *it, bool local, struct grant *g)
 {
-	bool expired = why->code == JIT_ERR_EXPIRED;
 	struct jit_error err = { 0 };
-	struct grant g = { 0 };
 	struct jws j = { 0 };
 	json_t *claims = NULL;
-	char msg[sizeof(why->msg) + 64];
 	bool named;
 
 	if (local)
 		claims = json_loadb(it->token, it->len, JSON_REJECT_DUPLICATES, NULL);
 	else if (!jws_decode(it->token, it->len, &j, &err))
 		(void)jws_claims(&j, &claims, &err);
-	named = claims && !grant_parse_claims(claims, &g, &err) && !strcmp(g.jti, it->jti);
-	*exp = named ? g.exp : 0;
+	named = claims && !grant_parse_claims(claims, g, &err) && !strcmp(g->jti, it->jti);
+	if (!named)
+		grant_clear(g);
+	json_decref(claims);
+	jws_clear(&j);
+	return named;
+}
+
+/* g: the record's claims (record_claims), or NULL when they could not be read. */
+static void audit_not_restored(struct enforce *e, const struct store_item *it,
+	const struct grant *g, const struct jit_error *why)
+{
+	bool expired = why->code == JIT_ERR_EXPIRED;
+	char msg[sizeof(why->msg) + 64];
+
 	if (expired)
 		snprintf(msg, sizeof(msg), "expired while jitd was not running");
 	else
 		snprintf(msg, sizeof(msg), "start: not restored: %s", why->msg);
 	log_info("grant %s: jti=%s sub=%s (%s)", expired ? "expired" : "revoked", it->jti,
-		named ? g.sub : "?", msg);
-	(void)audit(e, expired ? "grant.expired" : "grant.revoked", named ? &g : NULL,
-		named ? NULL : it->jti, expired ? NULL : "jitd", expired ? 0 : why->code, msg, -1);
+		g ? g->sub : "?", msg);
+	(void)audit(e, expired ? "grant.expired" : "grant.revoked", g, g ? NULL : it->jti,
+		expired ? NULL : "jitd", expired ? 0 : why->code, msg, -1);
 	if (expired)
 		e->metrics.grants_expired++;
 	else
 		e->metrics.grants_revoked++;
-	grant_clear(&g);
-	json_decref(claims);
-	jws_clear(&j);
 }
 
 /*
@@ -3344,13 +3354,59 @@ static void restore_range(void *arg, size_t begin, size_t end)
  * parsed grant, at or past e->n_grants, which this takes (and leaves zeroed).
  * RESTORE_KEEP, RESTORE_DROP (no longer valid), -EAGAIN (it cannot be checked now) or -ENOMEM.
  */
+/*
+ * A record that did not pass its check at the start: dropped and audited (RESTORE_DROP), or
+ * -EAGAIN when nothing is known of it (INTERNAL), for the start to fail rather than lose it.
+ */
+static int not_restored(struct enforce *e, const struct store_item *it, bool local,
+	struct jit_error *err, int64_t now_ms)
+{
+	struct grant g = { 0 };
+	bool named = record_claims(it, local, &g);
+	int ret;
+
+	/*
+	 * A grant whose time ran out while jitd was stopped expired, whatever else its check
+	 * found first (a key rotated away, a port no longer protected, a key file unreadable
+	 * now): it is audited so, and cannot hold the start up.
+	 */
+	if (named && err->code != JIT_ERR_EXPIRED && g.exp * 1000 - now_ms < MIN_TIME_LEFT_MS)
+		(void)jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g.jti);
+	if (err->code == JIT_ERR_INTERNAL) {
+		/*
+		 * Out of memory, or a key file that could not be read now: nothing is known about
+		 * the grant. Dropping it would lose it; the start fails instead, the kernel keeps
+		 * its elements to their own timeouts, and the next start (systemd restarts jitd)
+		 * checks it again.
+		 */
+		log_err("state: cannot check recorded grant now: %s; not starting, so that it is "
+			"not dropped", err->msg);
+		ret = -EAGAIN;
+		goto out;
+	}
+	audit_not_restored(e, it, named ? &g : NULL, err);
+	/*
+	 * Its id outlives the record (synced before the record goes): replay.db may have lost
+	 * the id to the crash before this start, and a key or port back in the configuration
+	 * later must not make the token usable a second time.
+	 */
+	if (!local && named && g.exp + (int64_t)e->cfg->clock_skew >= now_ms / 1000 &&
+		(ret = replay_add_lazy(e->replay, it->jti, g.exp + (int64_t)e->cfg->clock_skew)) &&
+		ret != -EEXIST)
+		log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
+			strerror(-ret));
+	ret = RESTORE_DROP;
+out:
+	grant_clear(&g);
+	return ret;
+}
+
 static int restore_item(struct enforce *e, const struct store_item *it, struct restored *r,
 	struct grant *slot, int64_t now_ms)
 {
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
 	char *annex = NULL;
-	int64_t exp;
 	int ret;
 
 	/* r->local, not the token: its page has left memory and need not come back for this. */
@@ -3382,31 +3438,8 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		if (ret)
 			grant_clear(&g);
 	}
-	if (ret && err.code == JIT_ERR_INTERNAL) {
-		/*
-		 * Out of memory, or a key file that could not be read now: nothing is known about
-		 * the grant. Dropping it would lose it; the start fails instead, the kernel keeps
-		 * its elements to their own timeouts, and the next start (systemd restarts jitd)
-		 * checks it again.
-		 */
-		log_err("state: cannot check recorded grant now: %s; not starting, so that it is "
-			"not dropped", err.msg);
-		return -EAGAIN;
-	}
-	if (ret) {
-		audit_not_restored(e, it, r->local, &err, &exp);
-		/*
-		 * Its id outlives the record (synced before the record goes): replay.db may have
-		 * lost the id to the crash before this start, and a key or port back in the
-		 * configuration later must not make the token usable a second time.
-		 */
-		if (!r->local && exp && exp + (int64_t)e->cfg->clock_skew >= now_ms / 1000 &&
-			(ret = replay_add_lazy(e->replay, it->jti,
-				exp + (int64_t)e->cfg->clock_skew)) && ret != -EEXIST)
-			log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
-				strerror(-ret));
-		return RESTORE_DROP;
-	}
+	if (ret)
+		return not_restored(e, it, r->local, &err, now_ms);
 	/*
 	 * A lost replay file must not make a restored grant's token usable a second time (synced
 	 * once for all at the end of restore).

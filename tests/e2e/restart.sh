@@ -144,6 +144,11 @@ install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
 sign2() {
 	"$JITCTL_BIN" sign --key "$TMP/signer/ctl2.key" --kid ctl2 --aud "$HOST_ID" --sub bob "$@"
 }
+# One of the key's grants also runs out while jitd is stopped: that one expired (its time
+# decides, not the key found missing first).
+sign2 --src 192.0.2.40 --port 22 --for 3 --jti by-ctl2-brief | submit - >/dev/null ||
+	fail "brief grant signed by ctl2 refused"
+brief_at=$SECONDS
 sign2 --src 192.0.2.10 --port 22 --for 120 --jti by-ctl2-a | submit - >/dev/null ||
 	fail "grant signed by ctl2 refused"
 sign --src 192.0.2.20 --port 22 --for 120 --jti by-ctl-b | submit - >/dev/null ||
@@ -153,6 +158,7 @@ sign2 --src 192.0.2.30 --port 22 --for 120 --jti by-ctl2-c | submit - >/dev/null
 has_elem allow4_addr "192.0.2.30 tcp 22" || fail "ctl2's grant is not in the kernel: $(host_elems)"
 stop_jitd TERM
 rm "$TMP/keys.d/ctl2.pem"
+sleep $((brief_at + 4 - SECONDS > 0 ? brief_at + 4 - SECONDS : 0))
 start_jitd
 lacks_elem allow4_addr "192.0.2.10 tcp 22" || fail "a grant of the removed key was restored"
 lacks_elem allow4_addr "192.0.2.30 tcp 22" || fail "a grant of the removed key was restored"
@@ -171,6 +177,10 @@ jq -s -e '[.[] | select(.event == "grant.revoked") | {grant, sub, peer, code,
 grep -q "grant revoked: jti=by-ctl2-a sub=bob (start: not restored: " "$TMP/jitd.log" ||
 	fail "jitd did not log why it dropped the grants"
 pass "the trail has each of them revoked by jitd at the start (unknown_key, the user named)"
+jq -s -e 'any(.[]; .event == "grant.expired" and .grant == "by-ctl2-brief"
+	and .message == "expired while jitd was not running")' "$TMP/state/audit.jsonl" \
+	>/dev/null || fail "the key's grant that ran out meanwhile is not audited as expired"
+pass "the key's grant that ran out while jitd was stopped is audited as expired, not revoked"
 
 log "a chain of jitd's name with another priority is rebuilt, with the table"
 # No message changes a base chain's hook or priority: in place, the repair would fail each time.
