@@ -783,10 +783,21 @@ static bool test_hook_drop_events(void)
 {
 	return testhook_exists("JITD_TEST_DROP_EVENTS_FILE");
 }
+
+/* The event socket's buffer from $JITD_TEST_MONITOR_RCVBUF_FILE: small, it overruns (ENOBUFS). */
+static int test_hook_monitor_rcvbuf(void)
+{
+	return (int)testhook_number("JITD_TEST_MONITOR_RCVBUF_FILE", false, SOCK_BUFSIZE);
+}
 #else
 static bool test_hook_drop_events(void)
 {
 	return false;
+}
+
+static int test_hook_monitor_rcvbuf(void)
+{
+	return SOCK_BUFSIZE;
 }
 #endif
 
@@ -818,7 +829,7 @@ int nft_monitor_open(struct nft_monitor **out)
 		goto fail;
 	}
 	/* A `nft flush ruleset` on a big ruleset is a burst; an overrun still only means resync. */
-	set_bufsize(m->nl, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUFSIZE);
+	set_bufsize(m->nl, SO_RCVBUFFORCE, SO_RCVBUF, test_hook_monitor_rcvbuf());
 	*out = m;
 	return 0;
 fail:
@@ -929,6 +940,23 @@ static unsigned event_drift(const struct nlmsghdr *nlh, const char *table,
 	return NFT_DRIFT_STRUCTURE;
 }
 
+/*
+ * After ENOBUFS the kernel drops every event for this socket until its queue is empty, telling
+ * no one: a change made after the caller's comparison has read the kernel would go unseen
+ * until the periodic check. What is queued is read and thrown away (the caller compares
+ * everything anyway). Bounded: while the socket is congested its queue only shrinks, and its
+ * buffer (SOCK_BUFSIZE) holds fewer skbs than this.
+ */
+#define DRAIN_ROUNDS 65536
+
+static void drain(struct nft_monitor *m)
+{
+	for (int rounds = 0; rounds < DRAIN_ROUNDS; rounds++)
+		if (mnl_socket_recvfrom(m->nl, m->buf, NFT_NLMSG_MAXSIZE) < 0 &&
+			errno != EINTR && errno != ENOBUFS)
+			return;
+}
+
 int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const *elem_sets,
 	uint32_t own_portid, unsigned *drift)
 {
@@ -946,9 +974,13 @@ int nft_monitor_read(struct nft_monitor *m, const char *table, const char *const
 			 * ENOBUFS: events were lost, so anything may have happened. So with any
 			 * other failure (ENOSPC: a message cut short), which loses what it held.
 			 */
+			int ret = -errno;
+
 			*drift |= NFT_DRIFT_STRUCTURE;
 			m->gap = true;
-			return -errno;
+			if (ret == -ENOBUFS)
+				drain(m);
+			return ret;
 		}
 		if (test_hook_drop_events())
 			continue;

@@ -61,10 +61,18 @@ static void watch_event_cb(evutil_socket_t fd, short what, void *arg)
 	/* Sets whose elements are grants; a change anywhere else is a change of structure. */
 	ret = nft_monitor_read(w->mon, RULESET_TABLE, ruleset_grant_sets(),
 		nft_portid(enforce_nft(w->enf)), &drift);
-	if (ret && ret != -ENOBUFS)
+	if (ret == -ENOBUFS)
+		log_debug("nftables events were lost (ENOBUFS): comparing the table with the "
+			"kernel");
+	else if (ret)
 		log_warn("nftables events: %s", strerror(-ret));
+	/*
+	 * Lost events call for a comparison, not a rebuild: the loss may be jitd's own repair of
+	 * 100,000 elements overflowing the socket with its own events, or another table's
+	 * churn, and a table found right is left alone and nothing is audited.
+	 */
 	if (drift) {
-		(void)enforce_reconcile(w->enf, drift & NFT_DRIFT_STRUCTURE,
+		(void)enforce_reconcile(w->enf, !ret && (drift & NFT_DRIFT_STRUCTURE),
 			ret ? "nftables events were lost" : "nftables event");
 		retry_reset(w);
 	}

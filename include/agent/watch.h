@@ -11,7 +11,7 @@ struct watch;
  * table inet jitd as soon as anyone else touches it (`nft flush ruleset`, as nftables.service
  * does on start and reload; a deleted table, chain, rule or element; an element nobody granted).
  * Events caused by jitd's own socket are ignored, so a repair cannot trigger itself. Lost events
- * (ENOBUFS) mean a full comparison. A timer compares again every cfg->reconcile_interval
+ * (ENOBUFS) mean a full comparison, not a rebuild. A timer compares again every cfg->reconcile_interval
  * seconds, as a second line of defence; it skips the comparison while the events account for
  * every transaction since the last full one (generation ids) and the enforcer is sure of the
  * kernel, but at most FULL_CHECK_EVERY - 1 times in a row. While the enforcer is unsure of
