@@ -65,6 +65,8 @@ if [ -z "$deb" ] || [ -z "$rpm" ]; then
 	echo "package.sh: cpack made no .deb or no .rpm" >&2
 	exit 1
 fi
+# Only this build's packages in $out: install-test.sh takes the one jitd_*.deb there.
+rm -f "$out"/jitd_*.deb "$out"/jitd-*.rpm
 cp "$deb" "$rpm" "$out/"
 deb=$out/$(basename "$deb")
 rpm=$out/$(basename "$rpm")
@@ -104,7 +106,12 @@ echo "=== rpmlint"
 rc=0
 rpmlint -c packaging/rpm/rpmlint.toml "$rpm" >"$work/rpmlint.log" 2>&1 || rc=$?
 cat "$work/rpmlint.log"
-[ "$rc" -eq 0 ] && grep -q '^ *1 packages and 0 specfiles checked' "$work/rpmlint.log"
+# Two commands, not one AND list: set -e ignores a failure left of && (rpmlint's errors).
+if [ "$rc" -ne 0 ]; then
+	echo "package.sh: rpmlint failed (exit $rc)" >&2
+	exit 1
+fi
+grep -q '^ *1 packages and 0 specfiles checked' "$work/rpmlint.log"
 echo "  no errors"
 
 echo "=== packages in $out"
