@@ -95,7 +95,10 @@ trap 'exit 130' INT TERM
 running_jitd() {
 	local p
 	for p in /proc/[0-9]*; do
-		[ "$(readlink "$p/exe" 2>/dev/null)" = /usr/sbin/jitd ] && return 0
+		# " (deleted)": the binary a removal unlinked, whose process still runs.
+		case $(readlink "$p/exe" 2>/dev/null) in
+		"/usr/sbin/jitd" | "/usr/sbin/jitd (deleted)") return 0 ;;
+		esac
 	done
 	return 1
 }
