@@ -1038,8 +1038,10 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 }
 
 /*
- * Whether a and b (same group) would not stay two elements of their own in desired(): they
- * overlap, or they adjoin with the same expiry (ranges_disjoint merges those).
+ * Whether a and b (same group) might not stay two elements of their own in desired(): they
+ * overlap, or they adjoin. desired() merges adjoining ranges whose grants end together, and an
+ * expiry read back from the kernel (or computed a millisecond apart) cannot tell that here:
+ * adjoining ranges take the full plan, whatever their exp_ms.
  */
 static bool touch(const struct ruleset_elem *a, const struct ruleset_elem *b)
 {
@@ -1060,7 +1062,7 @@ static bool touch(const struct ruleset_elem *a, const struct ruleset_elem *b)
 			if (++next[i])
 				break;
 		if (i != (size_t)-1 && !memcmp(next, y->lo, alen))
-			return a->exp_ms == b->exp_ms;
+			return true;
 	}
 	return false;
 }
