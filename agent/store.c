@@ -457,11 +457,9 @@ static void unmap_file(const unsigned char *p, size_t len)
  */
 static void release(const unsigned char *p, size_t from, size_t to)
 {
-	static size_t page;
-	size_t a, b;
+	/* Not kept in a static: restore threads call this at once (a data race, if benign). */
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), a, b;
 
-	if (!page)
-		page = (size_t)sysconf(_SC_PAGESIZE);
 	a = from / page * page;
 	b = to / page * page;
 	/* Only memory is at stake: a failure leaves the pages where they were. */

@@ -61,10 +61,12 @@ typedef void (*enforce_done_fn)(void *arg, int ret, const struct grant *applied,
 	const struct jit_error *err);
 /*
  * Takes one compact JWS grant. Its signature is verified on a worker thread; grants verified
- * together are committed together (group commit): one journal fdatasync, one kernel
- * transaction, one audit fsync for the group, each grant acknowledged through done only after
- * all three. On any error the kernel and the state are unchanged for that grant; a grant that
- * cannot be audited is not applied. peer names the submitter for the audit trail.
+ * together are committed together (group commit): one kernel transaction and one journal
+ * fdatasync for the group, the journal carrying a copy of each audit line, each grant
+ * acknowledged through done only after both; the trail's own fsync follows within TRAIL_SYNC_MS
+ * for every group since (a group whose lines have no copy in the journal, one with a refusal,
+ * waits for it too). On any error the kernel and the state are unchanged for that grant; a
+ * grant that cannot be audited is not applied. peer names the submitter for the audit trail.
  * Returns 0 when the grant is on its way (done follows, never before this returns), or a
  * negative enum jit_err with err set if it could not even be queued (done is not called).
  */
