@@ -4389,12 +4389,30 @@ static void cancel_pending(struct enforce *e)
 		e->ready = p;
 		rest = next;
 	}
+	/*
+	 * As commit_group would: a grant whose verification failed keeps its own verdict (an
+	 * expired grant of a trusted key says so), and one a trusted key signed (or root's local
+	 * grant) is named, so that its refusal is audited one by one, not counted with unsigned
+	 * input. An unverified job has no grant yet (jti NULL). One fsync for them all.
+	 */
+	if (e->ready && e->audit)
+		audit_defer(e->audit, true);
 	while ((p = e->ready)) {
+		const char *id = p->job && p->job->ret ? NULL : pending_grant(p)->jti;
+
 		e->ready = p->next;
-		p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL, "the agent is stopping; retry");
-		refused(e, "grant", NULL, p->peer, &p->err);
+		if (p->job && (p->ret = p->job->ret))
+			p->err = p->job->err;
+		else
+			p->ret = jit_fail(&p->err, JIT_ERR_INTERNAL,
+				"the agent is stopping; retry");
+		refused(e, "grant", id, p->peer, &p->err);
 		p->done(p->arg, p->ret, NULL, &p->err);
 		pending_free(p);
+	}
+	if (e->audit) {
+		audit_defer(e->audit, false);
+		(void)audit_sync(e->audit);
 	}
 	e->ready_tail = NULL;
 	e->n_ready = e->in_flight = 0;

@@ -137,3 +137,32 @@ expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 jq -s -e 'any(.[]; .event == "grant.refused" and .grant == "by-ctl2" and .code == "unknown_key")' \
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the refusal of by-ctl2 is not audited"
 pass "refused: $(jq -r .message "$TMP/ctl2.out")"
+
+log "grants held when jitd stops: refused, each audited as what it is"
+# One verified (a trusted key's: named in its record), one its key signed for another host (its
+# own verdict kept, not a bare internal error).
+sign --src 192.0.2.4 --port 22 --for 300 --jti held-at-stop >"$TMP/stop1.jws"
+sign --src 192.0.2.5 --port 22 --for 300 --jti held-other-host --aud other-host >"$TMP/stop2.jws"
+touch "$JITD_TEST_HOLD_FILE"
+for k in 1 2; do
+	(
+		rc=0
+		submit "$TMP/stop$k.jws" --json >"$TMP/stop$k.out" 2>&1 || rc=$?
+		echo "$rc" >"$TMP/stop$k.rc"
+	) &
+	BG_PIDS+=($!)
+done
+held_two() { read_metrics && [ "$(metric jitd_grants_waiting)" = 2 ]; }
+wait_until 10 "both held" held_two
+stop_jitd TERM
+rm -f "$JITD_TEST_HOLD_FILE"
+wait_until 10 "both answered" test -s "$TMP/stop1.rc" -a -s "$TMP/stop2.rc"
+# The stop closes the control connections: the clients may hear nothing, but nothing applied.
+[ "$(cat "$TMP/stop1.rc")" != 0 ] && [ "$(cat "$TMP/stop2.rc")" != 0 ] ||
+	fail "held at the stop: $(cat "$TMP/stop1.out" "$TMP/stop2.out")"
+jq -s -e '[.[] | select(.event == "grant.refused") | {grant, code}] |
+	any(. == {"grant": "held-at-stop", "code": "internal"}) and
+	any(. == {"grant": null, "code": "wrong_audience"})' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the refusals at the stop: $(jq -c \
+	'select(.event == "grant.refused") | {grant, code, peer}' "$TMP/state/audit.jsonl")"
+pass "the verified grant refused by name (internal), the other with its own verdict"
