@@ -22,7 +22,8 @@ if [ -d /run/systemd/system ]; then
 			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \
 				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
-				"systemctl restart jitd" >&2
+				"systemctl restart jitd. Until then the next start (a reboot)" \
+				"fails, and leaves the protected ports unguarded." >&2
 		else
 			systemctl try-restart jitd.service >/dev/null 2>&1 || true
 		fi
