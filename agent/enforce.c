@@ -197,7 +197,7 @@ struct enforce {
 	/* Per grant, what a scan of every grant compares first (see grant_key). */
 	struct grant_key *keys;
 	size_t n_grants, cap_grants;
-	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last tick */
+	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC when last read in line */
 	int64_t wall_gap_ms;	/* the wall clock - CLOCK_BOOTTIME at the last tick */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
 	const struct config *started_cfg; /* the caller's: what restart-only settings still are */
@@ -3028,10 +3028,16 @@ static void expire(struct enforce *e, bool model_too)
 	 * The kernel's element timeouts stood still while the machine was suspended: without this,
 	 * a grant with 1 h left, suspended for 2 h, would stay open for 3 h of real time.
 	 */
-	/* gap is 0 on a machine that never slept: "not measured yet" needs its own mark. */
-	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS)
+	/*
+	 * gap is 0 on a machine that never slept: "not measured yet" needs its own mark. The
+	 * baseline moves only when the kernel is read again for it: short suspends add up, each
+	 * under SUSPEND_DETECT_MS, until together they are worth the read.
+	 */
+	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS) {
 		snprintf(why, sizeof(why), "resume after %lld s suspended",
 			(long long)(gap - e->suspend_gap_ms) / 1000);
+		e->suspend_gap_ms = gap;
+	}
 	/*
 	 * The model's elements end at wall-clock times, the kernel's timeouts and the grants do
 	 * not move with the clock: after a step forward the model would drop elements the
@@ -3040,7 +3046,8 @@ static void expire(struct enforce *e, bool model_too)
 	else if (e->gap_measured && (step > STEP_DETECT_MS || step < -STEP_DETECT_MS))
 		snprintf(why, sizeof(why), "wall clock stepped %+lld s",
 			(long long)(step + (step < 0 ? -500 : 500)) / 1000);
-	e->suspend_gap_ms = gap;
+	if (!e->gap_measured)
+		e->suspend_gap_ms = gap;
 	e->gap_measured = true;
 	expire_grants(e, now);
 	/* Either: the kernel's elements read again, the model from them. */

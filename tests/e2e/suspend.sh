@@ -34,3 +34,20 @@ pass "resume repair and expiry audited"
 status_json | jq -e '[.grants[].id] == ["long"] and .kernel.in_sync' >/dev/null ||
 	fail "status after the resume: $(status_json | jq -c '[.grants[].id], .kernel.in_sync')"
 pass "status: only the long grant, in sync"
+
+log "short suspends add up"
+# Each under the 2 s that marks a resume, so that none alone calls for a read: together (3 s)
+# they put the kernel's timeouts past the grants' ends by more than its tolerance (1.5 s).
+for k in 1 2; do
+	echo 1500 >"$JITD_TEST_SUSPEND_FILE"
+	wait_until 5 "suspend $k taken" test ! -e "$JITD_TEST_SUSPEND_FILE"
+done
+resumed() {
+	jq -s -e 'any(.[]; .event == "drift.repaired" and
+		(.message | test("resume after 3 s suspended")))' "$TMP/state/audit.jsonl" \
+		>/dev/null
+}
+wait_until 5 "the two suspends found together" resumed
+status_json | jq -e '[.grants[].id] == ["long"] and .kernel.in_sync' >/dev/null ||
+	fail "status after the short suspends: $(status_json | jq -c '.kernel.in_sync')"
+pass "two 1.5 s suspends: the kernel read again once they add up to 3 s, the timeout mended"
