@@ -133,9 +133,9 @@ pass "the failed repair is retried at once: the table rebuilt, the grant back, a
 
 log "events lost (ENOBUFS) to another table's burst: a comparison, and nothing rebuilt or audited"
 # A test build gives the event socket a tiny buffer ($JITD_TEST_MONITOR_RCVBUF_FILE), and one
-# nft transaction adds 3000 elements to a table of its own: each is an event, and the socket
-# overruns. jitd's table is untouched, so the loss must cost a read, not a rebuild (new
-# handles) and a drift.repaired record saying the structure was re-applied.
+# nft transaction adds 3000 elements to a table of its own while jitd is stopped: each is an
+# event, and the socket overruns. jitd's table is untouched, so the loss must cost a read, not
+# a rebuild (new handles) and a drift.repaired record saying the structure was re-applied.
 stop_jitd
 export JITD_TEST_MONITOR_RCVBUF_FILE=$TMP/rcvbuf
 echo 4096 >"$JITD_TEST_MONITOR_RCVBUF_FILE"
@@ -155,7 +155,13 @@ lines=$(wc -l <"$TMP/jitd.log")
 		echo "add element inet other burst { 10.$((i / 256 + 100)).$((i % 256)).1 }"
 	done
 } >"$TMP/burst.nft"
-in_ns "$SRV" nft -f "$TMP/burst.nft"
+# jitd stopped (SIGSTOP) meanwhile: the kernel coalesces the events into few skbs, which a
+# jitd reading as they come could keep up with.
+kill -STOP "$JITD_PID"
+rc=0
+in_ns "$SRV" nft -f "$TMP/burst.nft" || rc=$?
+kill -CONT "$JITD_PID"
+[ "$rc" -eq 0 ] || fail "nft could not add the burst (exit $rc)"
 # grep reads the new lines from a process substitution: a pipe from tail, which grep -q may
 # leave early, could fail under pipefail (SIGPIPE) and pass the negated check below.
 since_lines() { tail -n +"$((lines + 1))" "$TMP/jitd.log"; }
