@@ -310,25 +310,19 @@ out:
 	return ret;
 }
 
-/*
- * Creates path (never replacing anything, never through a symlink) and writes one PEM to it. On
- * failure nothing is left behind: a half-written key (0 bytes, say) must not look usable.
- */
-static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, bool private)
+/* Writes one PEM to fd (which it keeps open) and syncs it. */
+static int fill_pem(int fd, mode_t mode, EVP_PKEY *key, bool private)
 {
 	FILE *fp = NULL;
-	int fd, ok, ret;
+	int dupfd, ok, ret;
 
-	if ((fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode)) < 0) {
-		ret = -errno;
-		goto out;
-	}
 	/* The umask may only narrow the mode; the public half is meant to be world-readable. */
-	if (fchmod(fd, mode) || !(fp = fdopen(fd, "w"))) {
+	if (fchmod(fd, mode) || (dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -errno;
+	if (!(fp = fdopen(dupfd, "w"))) {
 		ret = -errno;
-		close(fd);
-		unlink(path);
-		goto out;
+		close(dupfd);
+		return ret;
 	}
 	/* Unbuffered, so that no copy of the private key is left in a freed stdio buffer. */
 	if (private && setvbuf(fp, NULL, _IONBF, 0)) {
@@ -339,17 +333,97 @@ static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, bool private)
 		ok = PEM_write_PrivateKey(fp, key, NULL, NULL, 0, NULL, NULL);
 	else
 		ok = PEM_write_PUBKEY(fp, key);
-	if (ok != 1 || fflush(fp) || fsync(fileno(fp))) {
+	if (ok != 1 || fflush(fp) || fsync(fd)) {
 		ret = ok != 1 ? -EIO : -errno;
 		goto out;
 	}
 	ret = 0;
 out:
-	if (fp && fclose(fp) && !ret)
+	if (fclose(fp) && !ret)
 		ret = -errno;
-	if (fp && ret)
-		unlink(path);
 	ERR_clear_error();
+	return ret;
+}
+
+/*
+ * Creates path (never replacing anything, never through a symlink) and writes one PEM to it. On
+ * failure nothing is left behind: a half-written key (0 bytes, say) must not look usable. Only
+ * where an unnamed file cannot be made: a crash mid-write leaves the name (see keys_generate).
+ */
+static int named_pem(const char *path, mode_t mode, EVP_PKEY *key, bool private)
+{
+	int fd, ret;
+
+	if ((fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode)) < 0)
+		return -errno;
+	if ((ret = fill_pem(fd, mode, key, private)))
+		unlink(path);
+	close(fd);
+	return ret;
+}
+
+/* One PEM in an unnamed file in dir (O_TMPFILE), written and synced: *out, for name_pem. */
+static int unnamed_pem(const char *dir, mode_t mode, EVP_PKEY *key, bool private, int *out)
+{
+	int fd, ret;
+
+	*out = -1;
+	if ((fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, mode)) < 0)
+		return -errno;
+	if ((ret = fill_pem(fd, mode, key, private))) {
+		close(fd);
+		return ret;
+	}
+	*out = fd;
+	return 0;
+}
+
+/*
+ * Gives the unnamed file fd the name path: never replacing anything there, a dangling symlink
+ * included (EEXIST). Through /proc, as an unprivileged user may; without /proc, AT_EMPTY_PATH,
+ * which needs CAP_DAC_READ_SEARCH.
+ */
+static int name_pem(int fd, const char *path)
+{
+	char proc[64];
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (!linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW))
+		return 0;
+	if (errno == ENOENT && !linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH))
+		return 0;
+	return -errno;
+}
+
+/*
+ * Both halves are written and synced unnamed, then named: a crash while writing leaves no file
+ * (no empty KID.key, refused as existing at the next keygen and as "not a key" by sign).
+ */
+static int write_pair(const char *dir, const char *key_path, const char *pub_path,
+	EVP_PKEY *key)
+{
+	int kfd = -1, pfd = -1, ret;
+
+	if ((ret = unnamed_pem(dir, 0600, key, true, &kfd)) ||
+		(ret = unnamed_pem(dir, 0644, key, false, &pfd)))
+		goto out;
+	if ((ret = name_pem(kfd, key_path)))
+		goto out;
+	/* A private key without its public half would be refused next time as existing. */
+	if ((ret = name_pem(pfd, pub_path)))
+		unlink(key_path);
+out:
+	if (kfd >= 0)
+		close(kfd);
+	if (pfd >= 0)
+		close(pfd);
+	/* A file system without O_TMPFILE: named at once (EISDIR from kernels before 3.11). */
+	if (ret == -EOPNOTSUPP || ret == -EISDIR) {
+		if ((ret = named_pem(key_path, 0600, key, true)))
+			return ret;
+		if ((ret = named_pem(pub_path, 0644, key, false)))
+			unlink(key_path);
+	}
 	return ret;
 }
 
@@ -373,19 +447,12 @@ int keys_generate(const char *dir, const char *kid)
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
-	if ((ret = generate(&pkey)) || (ret = write_pem(key_path, 0600, pkey, true)))
+	if ((ret = generate(&pkey)) || (ret = write_pair(dir, key_path, pub_path, pkey)))
 		goto out;
 	/*
-	 * A private key without its public half would be refused next time as existing. The
-	 * names are made durable too: a crash must not lose keys keygen said it wrote.
-	 */
-	if ((ret = write_pem(pub_path, 0644, pkey, false))) {
-		unlink(key_path);
-		goto out;
-	}
-	/*
-	 * A directory that may be written but not read (0300), or a file system that cannot
-	 * sync one (EINVAL), keeps the keys as before: only a failed sync removes them.
+	 * The names are made durable too: a crash must not lose keys keygen said it wrote. A
+	 * directory that may be written but not read (0300), or a file system that cannot sync
+	 * one (EINVAL), keeps the keys as before: only a failed sync removes them.
 	 */
 	if ((ret = dirsync_parent(pub_path)) && ret != -EACCES && ret != -EINVAL) {
 		unlink(pub_path);

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
 #include <limits.h>
@@ -1008,6 +1009,20 @@ static void read_file(const char *path, char *buf, size_t len)
 	fclose(f);
 }
 
+/* How many entries dir holds, "." and ".." aside. */
+static int dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	closedir(d);
+	return n;
+}
+
 static void test_keys_generate(void **state)
 {
 	char dir[] = "/tmp/jitd-test-keygen-XXXXXX", path[PATH_MAX], pem[PATH_MAX];
@@ -1024,6 +1039,8 @@ static void test_keys_generate(void **state)
 
 	assert_non_null(mkdtemp(dir));
 	assert_int_equal(keys_generate(dir, "gen-1"), 0);
+	/* The two files and nothing else (written unnamed, then named: no temporary left). */
+	assert_int_equal(dir_entries(dir), 2);
 	snprintf(path, sizeof(path), "%s/gen-1.key", dir);
 	snprintf(pem, sizeof(pem), "%s/gen-1.pem", dir);
 	assert_int_equal(stat(path, &st), 0);
@@ -1060,6 +1077,17 @@ static void test_keys_generate(void **state)
 	assert_int_equal(access(path, F_OK), -1);
 	snprintf(path, sizeof(path), "%s/half.pem", dir);
 	assert_int_equal(unlink(path), 0);
+
+	/* A dangling symlink in the private key's place: refused, nothing written through it. */
+	snprintf(path, sizeof(path), "%s/link.key", dir);
+	snprintf(before, sizeof(before), "%s/planted", dir);
+	assert_int_equal(symlink(before, path), 0);
+	assert_int_equal(keys_generate(dir, "link"), -EEXIST);
+	assert_int_equal(access(before, F_OK), -1);
+	snprintf(before, sizeof(before), "%s/link.pem", dir);
+	assert_int_equal(access(before, F_OK), -1);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(dir_entries(dir), 2);
 
 	assert_int_equal(keys_generate(dir, "../escape"), -EINVAL);
 	assert_int_equal(keys_generate(dir, ".hidden"), -EINVAL);
