@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,19 +108,31 @@ static struct port_hist *find_or_add(struct activity *a, uint16_t port, uint8_t 
 	return h;
 }
 
+/*
+ * Notes a grant applied at when (the wall clock then). take_last: it is the port's last access,
+ * being the last noted (live, or in the trail's order), whatever its time says: a grant
+ * stamped by a clock that ran ahead must not keep later ones from being the last.
+ */
 static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const char *user,
-	int64_t when, bool ties_win)
+	int64_t when, bool take_last)
 {
 	struct port_hist *h = find_or_add(a, port, ipproto);
-	int64_t *when_v;
+	int64_t *when_v, newest = INT64_MIN, base;
 	size_t kept = 0;
 
 	if (!h)
 		return -ENOMEM;
 	if (h->n == h->cap) {
-		/* Prune before growing: the list only ever needs the last 7 days. */
+		/*
+		 * Prune before growing: the list only ever needs the last 7 days, counted back from
+		 * this grant's time, or from the newest already noted when that is earlier (one
+		 * grant stamped days ahead must not prune the genuine week).
+		 */
 		for (size_t i = 0; i < h->n; i++)
-			if (h->when[i] > when - ACTIVITY_WINDOW_SEC)
+			newest = h->when[i] > newest ? h->when[i] : newest;
+		base = h->n && newest < when ? newest : when;
+		for (size_t i = 0; i < h->n; i++)
+			if (h->when[i] > base - ACTIVITY_WINDOW_SEC)
 				h->when[kept++] = h->when[i];
 		h->n = kept;
 	}
@@ -127,7 +140,7 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
 		return -ENOMEM;
 	h->when = when_v;
 	h->when[h->n++] = when;
-	if (when > h->last_access || (ties_win && when == h->last_access)) {
+	if (take_last) {
 		h->last_access = when;
 		snprintf(h->last_user, sizeof(h->last_user), "%s", user ? user : "");
 	}
@@ -242,8 +255,9 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 		return;
 	if (!(h = find(a, port, ipproto)))
 		return;
+	/* One stamped ahead of now (a clock stepped back since) was applied within the week too. */
 	for (size_t i = 0; i < h->n; i++)
-		if (h->when[i] > now - ACTIVITY_WINDOW_SEC && h->when[i] <= now)
+		if (h->when[i] > now - ACTIVITY_WINDOW_SEC)
 			out->grants_7d++;
 	out->last_access = h->last_access;
 	snprintf(out->last_user, sizeof(out->last_user), "%s", h->last_user);
@@ -382,19 +396,22 @@ static void *rebuild_main(void *arg)
 	return NULL;
 }
 
-/* The older history into a: grants noted live since the start stay the last access on a tie. */
+/* The older history into a: a grant noted live since the start stays the last access. */
 static int merge(struct activity *a, const struct activity *old)
 {
 	for (size_t i = 0; i < old->n; i++) {
 		const struct port_hist *o = &old->v[i];
+		struct port_hist *h;
 
 		for (size_t k = 0; k < o->n; k++) {
-			bool last = o->when[k] == o->last_access;
-			int ret = note_one(a, o->port, o->ipproto, last ? o->last_user : NULL,
-				o->when[k], false);
+			int ret = note_one(a, o->port, o->ipproto, NULL, o->when[k], false);
 
 			if (ret)
 				return ret;
+		}
+		if (o->last_access && (h = find(a, o->port, o->ipproto)) && !h->last_access) {
+			h->last_access = o->last_access;
+			memcpy(h->last_user, o->last_user, sizeof(h->last_user));
 		}
 	}
 	return 0;

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "agent/activity.h"
 #include "agent/audit.h"
 #include "common/grant.h"
@@ -227,6 +229,55 @@ static void both_protocols_count_once(void **state)
 	rmdir(dir);
 }
 
+/*
+ * A clock that ran ahead, then stepped back: the grant stamped ahead is not the last access
+ * once a later one is noted (live, and in the trail's order), it counts within the week, and
+ * it does not prune the genuine week from a full list.
+ */
+static void clock_ran_ahead(void **state)
+{
+	struct prefix src;
+	struct port_spec port = { .port = 22, .proto = PORT_PROTO_TCP };
+	char jti[16], sub[16], iss[] = "ctl", kid[] = "k1";
+	struct grant g = { .jti = jti, .iss = iss, .sub = sub, .kid = kid, .exp = 1800000000,
+		.src = &src, .n_src = 1, .ports = &port, .n_ports = 1 };
+	int64_t now = 1790000000, ahead = now + 8 * 86400;
+	struct port_activity pa;
+	struct activity *act;
+
+	(void)state;
+	assert_int_equal(prefix_parse("192.0.2.7", &src), 0);
+	assert_int_equal(activity_new(&act), 0);
+	/* Sixteen genuine grants (a port's list is full at 16), then one stamped 8 days ahead. */
+	snprintf(sub, sizeof(sub), "alice");
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(activity_note(act, &g, now - 3600 - i), 0);
+	snprintf(sub, sizeof(sub), "mallory");
+	assert_int_equal(activity_note(act, &g, ahead), 0);
+	snprintf(sub, sizeof(sub), "bob");
+	assert_int_equal(activity_note(act, &g, now), 0);
+	activity_port(act, 22, IPPROTO_TCP, now, &pa);
+	assert_int_equal(pa.grants_7d, 18);
+	assert_string_equal(pa.last_user, "bob");
+	assert_int_equal(pa.last_access, now);
+	activity_free(&act);
+
+	/* The trail's order decides too, whatever the stamps say. */
+	assert_int_equal(activity_new(&act), 0);
+	for (int i = 0; i < 2; i++) {
+		json_t *ev = json_pack("{s:s, s:I, s:s, s:[s]}", "event", "grant.applied", "ts",
+			(json_int_t)(i ? now : ahead), "sub", i ? "bob" : "mallory", "ports", "22/tcp");
+
+		assert_non_null(ev);
+		assert_int_equal(activity_note_event(act, ev), 0);
+		json_decref(ev);
+	}
+	activity_port(act, 22, IPPROTO_TCP, now, &pa);
+	assert_int_equal(pa.grants_7d, 2);
+	assert_string_equal(pa.last_user, "bob");
+	activity_free(&act);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +285,7 @@ int main(void)
 		cmocka_unit_test(free_while_rebuilding),
 		cmocka_unit_test(withdrawn_grants_do_not_count),
 		cmocka_unit_test(both_protocols_count_once),
+		cmocka_unit_test(clock_ran_ahead),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
