@@ -109,12 +109,13 @@ static struct port_hist *find_or_add(struct activity *a, uint16_t port, uint8_t 
 }
 
 /*
- * Notes a grant applied at when (the wall clock then). take_last: it is the port's last access,
- * being the last noted (live, or in the trail's order), whatever its time says: a grant
- * stamped by a clock that ran ahead must not keep later ones from being the last.
+ * Notes a grant applied at when (the wall clock then). take_last: it may be the port's last
+ * access, which is the latest stamp, but for one stamped after now (a clock that ran ahead
+ * before it was stepped back), which any grant noted after it replaces: the trail's order alone
+ * cannot say (a line put back after a failed sync comes after later ones).
  */
 static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const char *user,
-	int64_t when, bool take_last)
+	int64_t when, bool take_last, int64_t now)
 {
 	struct port_hist *h = find_or_add(a, port, ipproto);
 	int64_t *when_v, newest = INT64_MIN, base;
@@ -140,7 +141,7 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
 		return -ENOMEM;
 	h->when = when_v;
 	h->when[h->n++] = when;
-	if (take_last) {
+	if (take_last && (when >= h->last_access || h->last_access > now)) {
 		h->last_access = when;
 		snprintf(h->last_user, sizeof(h->last_user), "%s", user ? user : "");
 	}
@@ -152,12 +153,12 @@ static int note_one(struct activity *a, uint16_t port, uint8_t ipproto, const ch
  * row reads (its TCP and UDP counts added would count a grant for both twice).
  */
 static int note_port(struct activity *a, const uint16_t *seen, size_t n_seen, uint16_t port,
-	const char *user, int64_t when)
+	const char *user, int64_t when, int64_t now)
 {
 	for (size_t i = 0; i < n_seen; i++)
 		if (seen[i] == port)
 			return 0;
-	return note_one(a, port, 0, user, when, true);
+	return note_one(a, port, 0, user, when, true, now);
 }
 
 int activity_note(struct activity *a, const struct grant *g, int64_t when)
@@ -170,8 +171,9 @@ int activity_note(struct activity *a, const struct grant *g, int64_t when)
 		return 0;
 	for (size_t i = 0; ret == 0 && i < g->n_ports; i++) {
 		ret = note_one(a, g->ports[i].port, port_proto_ipproto(g->ports[i].proto), g->sub,
-			when, true);
-		if (ret == 0 && (ret = note_port(a, seen, i, g->ports[i].port, g->sub, when)) == 0)
+			when, true, when);
+		if (ret == 0 &&
+			(ret = note_port(a, seen, i, g->ports[i].port, g->sub, when, when)) == 0)
 			seen[i] = g->ports[i].port;
 	}
 	return ret;
@@ -202,7 +204,7 @@ static bool event_is(const json_t *ev, const char *name)
 int activity_note_event(struct activity *a, const json_t *ev)
 {
 	const char *user = json_string_value(json_object_get(ev, "sub"));
-	int64_t when = event_time(ev);
+	int64_t when = event_time(ev), now;
 	uint16_t seen[GRANT_MAX_PORTS];
 	size_t i, n_seen = 0;
 	const json_t *p;
@@ -211,6 +213,8 @@ int activity_note_event(struct activity *a, const json_t *ev)
 	if (!event_is(ev, "grant.applied") || when <= 0 ||
 		json_object_get(ev, "destinations"))
 		return 0;
+	/* What "after now" means for the last access (note_one): the clock as the trail is read. */
+	now = (int64_t)time(NULL);
 	json_array_foreach(json_object_get(ev, "ports"), i, p) {
 		unsigned mask;
 		uint16_t port;
@@ -218,11 +222,11 @@ int activity_note_event(struct activity *a, const json_t *ev)
 		if (!json_is_string(p) || port_spec_parse(json_string_value(p), &port, &mask))
 			continue;
 		if (mask & PORT_PROTO_TCP)
-			ret = note_one(a, port, IPPROTO_TCP, user, when, true);
+			ret = note_one(a, port, IPPROTO_TCP, user, when, true, now);
 		if (ret == 0 && (mask & PORT_PROTO_UDP))
-			ret = note_one(a, port, IPPROTO_UDP, user, when, true);
+			ret = note_one(a, port, IPPROTO_UDP, user, when, true, now);
 		if (ret == 0 && n_seen < GRANT_MAX_PORTS &&
-			(ret = note_port(a, seen, n_seen, port, user, when)) == 0)
+			(ret = note_port(a, seen, n_seen, port, user, when, now)) == 0)
 			seen[n_seen++] = port;
 		if (ret)
 			break;
@@ -404,7 +408,7 @@ static int merge(struct activity *a, const struct activity *old)
 		struct port_hist *h;
 
 		for (size_t k = 0; k < o->n; k++) {
-			int ret = note_one(a, o->port, o->ipproto, NULL, o->when[k], false);
+			int ret = note_one(a, o->port, o->ipproto, NULL, o->when[k], false, 0);
 
 			if (ret)
 				return ret;
