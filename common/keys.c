@@ -280,7 +280,8 @@ int keys_load_private(const char *path, EVP_PKEY **out)
 		EVP_PKEY_base_id(*out) != EVP_PKEY_ED25519) {
 		EVP_PKEY_free(*out);
 		*out = NULL;
-		ret = -EINVAL;
+		/* A read that failed is not a file that holds no key. */
+		ret = ferror(fp) ? -EIO : -EINVAL;
 		goto out;
 	}
 	ret = 0;
@@ -403,12 +404,16 @@ static int write_pair(const char *dir, const char *key_path, const char *pub_pat
 	EVP_PKEY *key)
 {
 	int kfd = -1, pfd = -1, ret;
+	bool linked_none = false;
 
 	if ((ret = unnamed_pem(dir, 0600, key, true, &kfd)) ||
 		(ret = unnamed_pem(dir, 0644, key, false, &pfd)))
 		goto out;
-	if ((ret = name_pem(kfd, key_path)))
+	/* ENOENT naming the first: no /proc, no CAP_DAC_READ_SEARCH (the fallback below). */
+	if ((ret = name_pem(kfd, key_path))) {
+		linked_none = true;
 		goto out;
+	}
 	/* A private key without its public half would be refused next time as existing. */
 	if ((ret = name_pem(pfd, pub_path)))
 		unlink(key_path);
@@ -417,8 +422,11 @@ out:
 		close(kfd);
 	if (pfd >= 0)
 		close(pfd);
-	/* A file system without O_TMPFILE: named at once (EISDIR from kernels before 3.11). */
-	if (ret == -EOPNOTSUPP || ret == -EISDIR) {
+	/*
+	 * A file system without O_TMPFILE (EISDIR from kernels before 3.11), or no way to name an
+	 * unnamed file: the files are named at once, as before.
+	 */
+	if (ret == -EOPNOTSUPP || ret == -EISDIR || (linked_none && ret == -ENOENT)) {
 		if ((ret = named_pem(key_path, 0600, key, true)))
 			return ret;
 		if ((ret = named_pem(pub_path, 0644, key, false)))
