@@ -3035,7 +3035,7 @@ static void expire(struct enforce *e, bool model_too)
 	 */
 	if (e->gap_measured && gap - e->suspend_gap_ms > SUSPEND_DETECT_MS) {
 		snprintf(why, sizeof(why), "resume after %lld s suspended",
-			(long long)(gap - e->suspend_gap_ms) / 1000);
+			(long long)(gap - e->suspend_gap_ms + 500) / 1000);
 		e->suspend_gap_ms = gap;
 	}
 	/*
@@ -3118,15 +3118,6 @@ static void expire_grants(struct enforce *e, int64_t now)
 }
 
 /*
- * A recorded grant the start no longer admits (its key removed, the policy tightened since) is
- * in the trail as a reload's removal is; one that ran out while jitd was not running, as any
- * expiry. Its claims name it without its key: the record is jitd's own, checksummed, and its
- * signature held when it was written (the restore trusts it as much), so no second Ed25519
- * verification per record, and a grant whose key went too is named all the same. One whose
- * claims cannot be read is named by its id.
- */
-/* *exp: the grant's, when its record names it; else 0. */
-/*
  * The claims of a record that was not restored, unverified (they are jitd's own journal's,
  * checked when admitted): *g when they parse and name the record's id, else false.
  */
@@ -3149,7 +3140,15 @@ static bool record_claims(const struct store_item *it, bool local, struct grant 
 	return named;
 }
 
-/* g: the record's claims (record_claims), or NULL when they could not be read. */
+/*
+ * A recorded grant the start no longer admits (its key removed, the policy tightened since) is
+ * in the trail as a reload's removal is; one that ran out while jitd was not running, as any
+ * expiry. Its claims name it without its key: the record is jitd's own, checksummed, and its
+ * signature held when it was written (the restore trusts it as much), so no second Ed25519
+ * verification per record, and a grant whose key went too is named all the same. One whose
+ * claims cannot be read is named by its id.
+ * g: the record's claims (record_claims), or NULL when they could not be read.
+ */
 static void audit_not_restored(struct enforce *e, const struct store_item *it,
 	const struct grant *g, const struct jit_error *why)
 {
@@ -3358,12 +3357,6 @@ static void restore_range(void *arg, size_t begin, size_t end)
 }
 
 /*
- * One record, in the store's order: a local grant (claims, no signature) is checked here, a
- * gateway grant takes back its ports, the grant id is remembered and the grant kept. slot: its
- * parsed grant, at or past e->n_grants, which this takes (and leaves zeroed).
- * RESTORE_KEEP, RESTORE_DROP (no longer valid), -EAGAIN (it cannot be checked now) or -ENOMEM.
- */
-/*
  * A record that did not pass its check at the start: dropped and audited (RESTORE_DROP), or
  * -EAGAIN when nothing is known of it (INTERNAL), for the start to fail rather than lose it.
  */
@@ -3410,6 +3403,12 @@ out:
 	return ret;
 }
 
+/*
+ * One record, in the store's order: a local grant (claims, no signature) is checked here, a
+ * gateway grant takes back its ports, the grant id is remembered and the grant kept. slot: its
+ * parsed grant, at or past e->n_grants, which this takes (and leaves zeroed).
+ * RESTORE_KEEP, RESTORE_DROP (no longer valid), -EAGAIN (it cannot be checked now) or -ENOMEM.
+ */
 static int restore_item(struct enforce *e, const struct store_item *it, struct restored *r,
 	struct grant *slot, int64_t now_ms)
 {
