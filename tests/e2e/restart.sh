@@ -144,11 +144,6 @@ install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
 sign2() {
 	"$JITCTL_BIN" sign --key "$TMP/signer/ctl2.key" --kid ctl2 --aud "$HOST_ID" --sub bob "$@"
 }
-# One of the key's grants also runs out while jitd is stopped: that one expired (its time
-# decides, not the key found missing first).
-sign2 --src 192.0.2.40 --port 22 --for 3 --jti by-ctl2-brief | submit - >/dev/null ||
-	fail "brief grant signed by ctl2 refused"
-brief_at=$SECONDS
 sign2 --src 192.0.2.10 --port 22 --for 120 --jti by-ctl2-a | submit - >/dev/null ||
 	fail "grant signed by ctl2 refused"
 sign --src 192.0.2.20 --port 22 --for 120 --jti by-ctl-b | submit - >/dev/null ||
@@ -156,6 +151,12 @@ sign --src 192.0.2.20 --port 22 --for 120 --jti by-ctl-b | submit - >/dev/null |
 sign2 --src 192.0.2.30 --port 22 --for 120 --jti by-ctl2-c | submit - >/dev/null ||
 	fail "grant signed by ctl2 refused"
 has_elem allow4_addr "192.0.2.30 tcp 22" || fail "ctl2's grant is not in the kernel: $(host_elems)"
+# One of the key's grants also runs out while jitd is stopped: that one expired (its time
+# decides, not the key found missing first). Last, just before the stop, so that it is still
+# live then (3 s, whole seconds: 2 s or more).
+sign2 --src 192.0.2.40 --port 22 --for 3 --jti by-ctl2-brief >"$TMP/brief.jws"
+submit "$TMP/brief.jws" >/dev/null || fail "brief grant signed by ctl2 refused"
+brief_at=$SECONDS
 stop_jitd TERM
 rm "$TMP/keys.d/ctl2.pem"
 sleep $((brief_at + 4 - SECONDS > 0 ? brief_at + 4 - SECONDS : 0))
