@@ -349,7 +349,7 @@ out:
 /*
  * Creates path (never replacing anything, never through a symlink) and writes one PEM to it. On
  * failure nothing is left behind: a half-written key (0 bytes, say) must not look usable. Only
- * where an unnamed file cannot be made: a crash mid-write leaves the name (see keys_generate).
+ * where an unnamed file cannot be made or named: a crash mid-write leaves the name (write_pair).
  */
 static int named_pem(const char *path, mode_t mode, EVP_PKEY *key, bool private)
 {

@@ -73,6 +73,9 @@ e2e_cleanup() {
 	if [ -n "$JITD_PID" ]; then
 		local jrc=0
 		if is_child "$JITD_PID"; then
+			# A test interrupted while it held jitd stopped (SIGSTOP) must not leave the
+			# SIGTERM pending.
+			kill -CONT "$JITD_PID" 2>/dev/null
 			kill -TERM "$JITD_PID" 2>/dev/null
 			if ! wait_gone "$JITD_PID" 20; then
 				printf 'FAIL: jitd did not exit within 20 s of SIGTERM\n' >&2
