@@ -157,18 +157,18 @@ for k in range(8):
 PY
 mapfile -t adj <"$TMP/adj"
 [ "${#adj[@]}" -eq 16 ] || fail "signed ${#adj[@]} tokens, not 16"
-for ((k = 0; k < 16; k += 2)); do
-	submit - <<<"${adj[k]}" >/dev/null || fail "adj-a$((k / 2)) refused"
-done
-fulls=$(full_checks)
-wait_until 15 "a full periodic check after the first of each pair" full_checked "$fulls"
-wait_until 5 "the check after it" checked "$(all_checks)"
-for ((k = 1; k < 16; k += 2)); do
-	submit - <<<"${adj[k]}" >/dev/null || fail "adj-b$((k / 2)) refused"
-done
-fulls=$(full_checks)
-wait_until 15 "a full periodic check after the second of each pair" full_checked "$fulls"
-wait_until 5 "the check after it" checked "$(all_checks)"
+# submit_half FIRST WHAT: tokens FIRST, FIRST + 2, ..., then a full check and the one after it.
+submit_half() {
+	local k fulls
+	for ((k = $1; k < 16; k += 2)); do
+		submit - <<<"${adj[k]}" >/dev/null || fail "$2: token $k refused"
+	done
+	fulls=$(full_checks)
+	wait_until 15 "a full periodic check after $2" full_checked "$fulls"
+	wait_until 5 "the check after it" checked "$(all_checks)"
+}
+submit_half 0 "the first of each pair"
+submit_half 1 "the second of each pair"
 repaired=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
 [ "$repaired" -eq 0 ] || fail "a full check repaired what the short path made: $(jq -c \
 	'select(.event == "drift.repaired")' "$TMP/state/audit.jsonl")"
