@@ -95,18 +95,16 @@ static void grant_usage(FILE *f)
 
 /*
  * Splits a comma list into a JSON array of strings, checking each item with check. An empty
- * item ("22,,23", a trailing comma) is refused, as jitctl sign refuses it: strtok_r would skip
- * it, and a typo is likelier than a wish.
+ * item is refused, as jitctl sign refuses it (jitctl_list_gap).
  */
 static json_t *split_list(const char *list, int (*check)(const char *item), const char *what)
 {
-	size_t n = strlen(list);
 	char *copy = strdup(list), *save = NULL, *item;
 	json_t *a = json_array();
 
 	if (!copy || !a)
 		goto fail;
-	if (n && (list[0] == ',' || list[n - 1] == ',' || strstr(list, ",,"))) {
+	if (jitctl_list_gap(list)) {
 		fprintf(stderr, "jitctl grant: %s list '%s' has an empty item\n", what, list);
 		goto fail;
 	}

@@ -252,20 +252,19 @@ static int add_port(const char *item, json_t *arr)
 
 /*
  * Splits the comma list s (the value of --opt) into a new array in *out, one fn call per item.
- * strtok_r would skip empty items silently; "22,,23" is more likely a typo than a wish, so it is
- * refused. On -EINVAL the offending item has been reported with what it should have been.
+ * An empty item (or list) is refused (jitctl_list_gap). On -EINVAL the offending item has been
+ * reported with what it should have been.
  */
 static int parse_list(const char *opt, const char *s, item_fn fn, const char *what, json_t **out)
 {
 	char *copy = NULL, *item, *save;
-	size_t n = strlen(s);
 	int ret;
 
 	if (!(*out = json_array())) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (!n || s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,")) {
+	if (!*s || jitctl_list_gap(s)) {
 		fprintf(stderr, "jitctl sign: --%s '%s': empty item in the list\n", opt, s);
 		ret = -EINVAL;
 		goto out;

@@ -147,6 +147,13 @@ const char *jitctl_str(const json_t *o, const char *key)
 	return s ? s : "-";
 }
 
+bool jitctl_list_gap(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n && (s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,"));
+}
+
 void jitctl_print_grant(const json_t *g)
 {
 	const json_t *el;

@@ -61,6 +61,11 @@ void jitctl_print_grant(const json_t *grant);
 /* o's string member key, or "-": a missing one must not reach printf as NULL. */
 const char *jitctl_str(const json_t *o, const char *key);
 /*
+ * Whether the comma list s has an empty item (a leading or trailing comma, two together):
+ * strtok_r would skip it, and "22,,23" is likelier a typo than a wish. "" has none.
+ */
+bool jitctl_list_gap(const char *s);
+/*
  * --json: prints reply's member key (an object or array) and returns JITCTL_OK; an "ok" reply
  * without it is refused as internal (JITCTL_REFUSED).
  */
