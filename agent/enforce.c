@@ -4401,7 +4401,7 @@ static void cancel_pending(struct enforce *e)
 	 * grant) is named, so that its refusal is audited one by one, not counted with unsigned
 	 * input. An unverified job has no grant yet (jti NULL). One fsync for them all.
 	 */
-	if (e->ready && e->audit)
+	if (e->audit)
 		audit_defer(e->audit, true);
 	while ((p = e->ready)) {
 		const char *id = p->job && p->job->ret ? NULL : pending_grant(p)->jti;

@@ -404,16 +404,12 @@ static int write_pair(const char *dir, const char *key_path, const char *pub_pat
 	EVP_PKEY *key)
 {
 	int kfd = -1, pfd = -1, ret;
-	bool linked_none = false;
 
 	if ((ret = unnamed_pem(dir, 0600, key, true, &kfd)) ||
 		(ret = unnamed_pem(dir, 0644, key, false, &pfd)))
 		goto out;
-	/* ENOENT naming the first: no /proc, no CAP_DAC_READ_SEARCH (the fallback below). */
-	if ((ret = name_pem(kfd, key_path))) {
-		linked_none = true;
+	if ((ret = name_pem(kfd, key_path)))
 		goto out;
-	}
 	/* A private key without its public half would be refused next time as existing. */
 	if ((ret = name_pem(pfd, pub_path)))
 		unlink(key_path);
@@ -424,9 +420,10 @@ out:
 		close(pfd);
 	/*
 	 * A file system without O_TMPFILE (EISDIR from kernels before 3.11), or no way to name an
-	 * unnamed file: the files are named at once, as before.
+	 * unnamed file (ENOENT: no /proc, no CAP_DAC_READ_SEARCH): the files are named at once, as
+	 * before. A DIR that is not there fails that way too, with the same ENOENT.
 	 */
-	if (ret == -EOPNOTSUPP || ret == -EISDIR || (linked_none && ret == -ENOENT)) {
+	if (ret == -EOPNOTSUPP || ret == -EISDIR || ret == -ENOENT) {
 		if ((ret = named_pem(key_path, 0600, key, true)))
 			return ret;
 		if ((ret = named_pem(pub_path, 0644, key, false)))
