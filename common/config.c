@@ -1066,6 +1066,12 @@ static int slurp(int fd, const char *path, char **buf, size_t *len, struct jit_e
 
 int config_load(const char *path, struct config **out, struct jit_error *e)
 {
+	return config_load_raw(path, out, NULL, NULL, e);
+}
+
+int config_load_raw(const char *path, struct config **out, char **raw, size_t *raw_len,
+	struct jit_error *e)
+{
 	struct jit_error perr = { 0 };
 	char *buf = NULL;
 	size_t len = 0;
@@ -1082,11 +1088,39 @@ int config_load(const char *path, struct config **out, struct jit_error *e)
 	/* The caller prints only the message, so it must say which file. */
 	if ((ret = config_parse(buf, len, out, &perr)))
 		jit_fail(e, ret, "%s: %s", path, perr.msg);
+	else if (raw) {
+		*raw = buf;
+		*raw_len = len;
+		buf = NULL;
+	}
 out:
 	free(buf);
 	if (fd >= 0)
 		close(fd);
 	return ret;
+}
+
+const char *config_state_dir_hint(const char *path, char *buf, size_t len)
+{
+	json_t *root = NULL, *v;
+	const char *dir = DEFAULT_STATE_DIR;
+	char *text = NULL;
+	size_t n = 0;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) >= 0 &&
+		!check_file(fd, path, &(struct jit_error){ 0 }) &&
+		!slurp(fd, path, &text, &n, &(struct jit_error){ 0 }) &&
+		(root = json_loadb(text, n, 0, NULL)) &&
+		json_is_string(v = json_object_get(root, "state_dir")) &&
+		json_string_value(v)[0] == '/')
+		dir = json_string_value(v);
+	snprintf(buf, len, "%s", dir);
+	json_decref(root);
+	free(text);
+	if (fd >= 0)
+		close(fd);
+	return buf;
 }
 
 /*

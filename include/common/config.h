@@ -129,6 +129,15 @@ struct config {
 int config_parse(const char *json, size_t len, struct config **out, struct jit_error *e);
 /* Reads path (at most CONFIG_MAX_BYTES) and parses it. Same returns; I/O errors name the path. */
 int config_load(const char *path, struct config **out, struct jit_error *e);
+/* config_load, and on success *raw (the caller frees) holds the *raw_len bytes it parsed. */
+int config_load_raw(const char *path, struct config **out, char **raw, size_t *raw_len,
+	struct jit_error *e);
+/*
+ * Where the file at path keeps its state: its "state_dir" when it is a JSON document naming an
+ * absolute one, however the rest of it fails to load; otherwise the default. Written into buf,
+ * which is returned. For what a start that refuses the file still needs (agent/lockdown.h).
+ */
+const char *config_state_dir_hint(const char *path, char *buf, size_t len);
 /*
  * The next setting of c that loads but is most likely a mistake, said in buf: true, or false
  * when none is left. *at starts at 0 and moves on with each call.

@@ -909,6 +909,8 @@ static char tmpdir[] = "/tmp/jitd-test-config.XXXXXX";
 
 static int make_dir(void **state)
 {
+	/* A new name each test: mkdtemp wrote the last one over the template. */
+	memcpy(tmpdir + sizeof(tmpdir) - 7, "XXXXXX", 6);
 	return mkdtemp(tmpdir) ? 0 : -1;
 }
 
@@ -979,6 +981,54 @@ static void test_load(void **state)
 	free(big);
 }
 
+/* The bytes a start parsed are what lockdown.json keeps (agent/lockdown.h). */
+static void test_load_raw(void **state)
+{
+	struct jit_error e = { 0 };
+	struct config *c = NULL;
+	const char *path = write_file("raw.json", example, strlen(example), 0600);
+	char *raw = (char *)1;
+	size_t len = 0;
+
+	assert_int_equal(config_load_raw(path, &c, &raw, &len, &e), 0);
+	assert_int_equal(len, strlen(example));
+	assert_memory_equal(raw, example, len);
+	config_free(c);
+	free(raw);
+	raw = NULL;
+	path = write_file("rawbad.json", "{\"portz\":1}", 11, 0600);
+	assert_int_equal(config_load_raw(path, &c, &raw, &len, &e), JIT_ERR_BAD_CONFIG);
+	assert_null(c);
+	assert_null(raw);
+}
+
+static void test_state_dir_hint(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *want;
+	} cases[] = {
+		{ "{\"state_dir\": \"/srv/jitd\", \"portz\": 1}", "/srv/jitd" },
+		{ "{\"state_dir\": \"relative\"}", "/var/lib/jitd" },
+		{ "{\"state_dir\": 7}", "/var/lib/jitd" },
+		{ "[\"/srv/jitd\"]", "/var/lib/jitd" },
+		{ "{\"state_dir\": \"/srv/jitd\"", "/var/lib/jitd" },
+		{ "{}", "/var/lib/jitd" },
+	};
+	char buf[64], missing[160];
+	const char *path;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		path = write_file("hint.json", cases[i].text, strlen(cases[i].text), 0600);
+		assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), cases[i].want);
+	}
+	/* A file jitd would not read at all names nothing either. */
+	path = write_file("hintgw.json", cases[0].text, strlen(cases[0].text), 0620);
+	assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), "/var/lib/jitd");
+	snprintf(missing, sizeof(missing), "%s/missing.json", tmpdir);
+	assert_string_equal(config_state_dir_hint(missing, buf, sizeof(buf)), "/var/lib/jitd");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1011,6 +1061,8 @@ int main(void)
 		cmocka_unit_test(test_warnings),
 		cmocka_unit_test(test_find_target),
 		cmocka_unit_test_setup_teardown(test_load, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_load_raw, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_state_dir_hint, make_dir, remove_dir),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
