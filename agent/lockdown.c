@@ -1,0 +1,152 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/audit.h"
+#include "agent/lockdown.h"
+#include "agent/nft.h"
+#include "agent/ruleset.h"
+#include "common/config.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#define LOCKDOWN_TMP LOCKDOWN_FILE ".tmp"
+
+int lockdown_save(const char *state_dir, const char *raw, size_t len)
+{
+	int dfd, fd = -1, ret = 0;
+	size_t off = 0;
+	ssize_t n;
+
+	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -errno;
+	if ((fd = openat(dfd, LOCKDOWN_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
+			O_CLOEXEC, 0600)) < 0 || fchmod(fd, 0600) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	while (off < len) {
+		if ((n = write(fd, raw + off, len - off)) < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	/* Renamed only once durable, and the name made durable: a crash leaves the old record. */
+	if (fsync(fd) < 0 || renameat(dfd, LOCKDOWN_TMP, dfd, LOCKDOWN_FILE) < 0 ||
+		fsync(dfd) < 0)
+		ret = -errno;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (ret && fd >= 0)
+		(void)unlinkat(dfd, LOCKDOWN_TMP, 0);
+	close(dfd);
+	return ret;
+}
+
+/* One transaction; an owned table, as the agent makes it, needs Linux 6.9's PERSIST to stay. */
+static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT_ERRLEN])
+{
+	uint32_t flags = cfg->table_owner ? RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST : 0;
+	struct nft_batch *b = NULL;
+	int ret;
+
+	for (;;) {
+		if ((ret = nft_batch_new(nft, &b)) || (ret = ruleset_build(b, cfg, flags)))
+			break;
+		/* Without PERSIST the kernel would delete an owned table as this process exits. */
+		if ((ret = nft_batch_commit(b, kerr)) != -EOPNOTSUPP || !flags)
+			break;
+		flags = 0;
+		kerr[0] = '\0';
+		nft_batch_free(b);
+		b = NULL;
+	}
+	nft_batch_free(b);
+	return ret;
+}
+
+/*
+ * Into the directory's trail, unless a jitd holds the directory (store.c's lock): then that
+ * jitd writes the trail, and this process must not write beside it.
+ */
+static void record(const char *state_dir, const struct config *cfg, const char *why,
+	const char *what)
+{
+	const struct audit_opts o = { .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
+	struct audit *a = NULL;
+	struct audit_rec rec = { .event = "agent.lockdown", .count = -1 };
+	char text[2048];
+	int dfd;
+
+	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return;
+	snprintf(text, sizeof(text), "%s; %s", why, what);
+	rec.message = text;
+	if (flock(dfd, LOCK_EX | LOCK_NB) < 0 || audit_open(state_dir, &o, &a) ||
+		audit_log(a, &rec))
+		log_warn("audit: cannot record agent.lockdown in %s", state_dir);
+	audit_close(&a);
+	close(dfd);
+}
+
+int lockdown_apply(const char *state_dir, const char *why, char *msg, size_t len)
+{
+	char path[PATH_MAX], kerr[NFT_ERRLEN] = "", targets[48] = "";
+	struct jit_error jerr = { 0 };
+	struct config *cfg = NULL;
+	struct nft *nft = NULL;
+	struct stat st;
+	bool exists;
+	int ret;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
+		sizeof(path)) {
+		snprintf(msg, len, "%s/%s: %s", state_dir, LOCKDOWN_FILE, strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	if (stat(path, &st) < 0 && errno == ENOENT) {
+		snprintf(msg, len, "no configuration was served here before (no %s): no table "
+			"made, the protected ports are as the host's ruleset leaves them", path);
+		return LOCKDOWN_NO_RECORD;
+	}
+	if (config_load(path, &cfg, &jerr)) {
+		snprintf(msg, len, "the last configuration served cannot be read: %s", jerr.msg);
+		return -EINVAL;
+	}
+	if ((ret = nft_open(&nft)) || (ret = nft_table_exists(nft, RULESET_TABLE, &exists))) {
+		snprintf(msg, len, "cannot read the kernel's tables: %s", strerror(-ret));
+		goto out;
+	}
+	if (exists) {
+		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
+		ret = LOCKDOWN_TABLE_THERE;
+		goto out;
+	}
+	if ((ret = build(nft, cfg, kerr))) {
+		snprintf(msg, len, "cannot build table inet jitd from %s: %s", path,
+			kerr[0] ? kerr : strerror(-ret));
+		goto out;
+	}
+	if (cfg->mode & CONFIG_MODE_GATEWAY)
+		snprintf(targets, sizeof(targets), " and %zu forwarded target(s)", cfg->n_targets);
+	snprintf(msg, len, "table inet jitd built from %s, the configuration last served: "
+		"%zu protected port(s)%s closed; no grants until a start restores them", path,
+		cfg->n_ports, targets);
+	record(state_dir, cfg, why, msg);
+	ret = LOCKDOWN_BUILT;
+out:
+	nft_close(&nft);
+	config_free(cfg);
+	return ret;
+}

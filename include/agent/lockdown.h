@@ -1,0 +1,35 @@
+#ifndef JITD_AGENT_LOCKDOWN_H
+#define JITD_AGENT_LOCKDOWN_H
+
+#include <stddef.h>
+
+/*
+ * Failing closed when jitd cannot start. The kernel forgets table inet jitd at a reboot, and a
+ * jitd that then refuses its configuration (a typo a refused reload kept, a file an upgraded
+ * binary reads differently) or cannot read its keys, state or TLS files would leave the
+ * protected ports as the host's own ruleset leaves them: open. So every start that served, and
+ * every reload applied, keeps the configuration it enforced, byte for byte, as
+ * STATE_DIR/lockdown.json; a start that fails builds from it the deny table that configuration
+ * makes (its protected ports, targets and always_allow sources, no grants) when the kernel holds
+ * no table inet jitd, and exits as it would have. A table already there (a restart: its grants
+ * keep running out in the kernel) is left alone, and a host where jitd never served (no record)
+ * gets none: no agent that never served closes a port.
+ */
+#define LOCKDOWN_FILE "lockdown.json"
+
+/* Keeps raw (a configuration just enforced) as state_dir's record: written, synced, renamed. */
+int lockdown_save(const char *state_dir, const char *raw, size_t len);
+
+enum lockdown_result {
+	LOCKDOWN_BUILT = 1,	/* the table is in the kernel now */
+	LOCKDOWN_NO_RECORD = 2, /* state_dir holds none: jitd never served there */
+	LOCKDOWN_TABLE_THERE = 3, /* left as it is */
+};
+/*
+ * Builds the table state_dir's record makes unless the kernel holds one already (one
+ * transaction), and audits it there with why (the start's failure) when no other jitd holds
+ * the directory. A LOCKDOWN_* result, or -errno; msg says what happened, for the log.
+ */
+int lockdown_apply(const char *state_dir, const char *why, char *msg, size_t len);
+
+#endif
