@@ -18,6 +18,7 @@
 #include "agent/enforce.h"
 #include "agent/fdbudget.h"
 #include "agent/group.h"
+#include "agent/lockdown.h"
 #include "agent/metrics.h"
 #include "agent/nft.h"
 #include "agent/ranges.h"
@@ -4105,9 +4106,10 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		struct jit_error why;
 	} *dropped = NULL;
 	struct config *nc = NULL;
+	char *raw = NULL;
 	struct group *groups = NULL;
 	struct nft_batch *b = NULL;
-	size_t n_groups = 0, n_dropped = 0;
+	size_t n_groups = 0, n_dropped = 0, raw_len = 0;
 	struct plan p = { 0 };
 	struct keys_seen keys = { 0 };
 	const char **ids = NULL;
@@ -4119,7 +4121,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	e->unanswered = false;
 	/* A reload may drop grants: those still settling are answered first. */
 	settle_all(e);
-	if ((ret = config_load(e->config_path, &nc, &jerr))) {
+	if ((ret = config_load_raw(e->config_path, &nc, &raw, &raw_len, &jerr))) {
 		snprintf(err, errlen, "%s", jerr.msg);
 		goto refused;
 	}
@@ -4248,6 +4250,10 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		"%zu grant(s) removed", e->config_path, nc->n_ports, nc->n_targets, n_dropped);
 	log_info("%s", why);
 	(void)audit(e, "config.loaded", NULL, NULL, NULL, 0, why, -1);
+	if ((ret = lockdown_save(e->started_cfg->state_dir, raw, raw_len)))
+		log_warn("reload: cannot keep the configuration in %s/%s, which a start that fails "
+			"would close the ports with: %s", e->started_cfg->state_dir, LOCKDOWN_FILE,
+			strerror(-ret));
 	snprintf(err, errlen, "%zu", n_dropped);
 	ret = 0;
 	goto out;
@@ -4287,6 +4293,7 @@ out:
 	free(dropped);
 	free(ids);
 	free(keys.v);
+	free(raw);
 	return ret;
 }
 

@@ -1,4 +1,5 @@
 #include <err.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +21,7 @@
 #include "agent/enforce.h"
 #include "agent/fdbudget.h"
 #include "agent/http.h"
+#include "agent/lockdown.h"
 #include "agent/netnslock.h"
 #include "agent/nft.h"
 #include "agent/replay.h"
@@ -146,7 +148,7 @@ static const char *targets_note(const struct config *cfg, char *buf, size_t len)
 /*
  * --check-config: what the start would refuse, found before it. Besides the file itself, the
  * controller endpoint's certificate, key and client CA are loaded (a key that does not match
- * its certificate fails here, in the unit's ExecStartPre, not after the agent has started),
+ * its certificate fails here, before a package restarts the agent, not as it starts),
  * and the trusted keys are counted; a key "issuers" binds that cannot be used is warned of.
  * Exits 0 or 1.
  */
@@ -204,16 +206,49 @@ static int check_config(const struct config *cfg, const char *path)
 	return 0;
 }
 
-/* errx once the sockets exist: a start that fails takes them with it rather than leave files. */
-static void __attribute__((noreturn, format(printf, 3, 4)))
-die_closing(struct ctl **ctl, struct http **http, const char *fmt, ...)
+/* What a start that fails lets go of; each is NULL until opened. */
+struct starting {
+	const struct opts *opts;
+	struct config **cfg;
+	struct ctl **ctl;
+	struct http **http;
+	struct store **store;
+	struct audit **audit;
+	struct enforce **enf;
+};
+
+/*
+ * Every start that fails ends here, saying why. Its sockets go with it rather than leave files;
+ * the state directory is let go (for the lockdown's audit line) unless the enforcer's threads
+ * may use it, and then the ports fail closed: the deny table of the last configuration served,
+ * if the kernel holds none (agent/lockdown.h). Once the enforcer is open it holds the table.
+ */
+static void __attribute__((noreturn, format(printf, 2, 3)))
+start_failed(const struct starting *s, const char *fmt, ...)
 {
+	char why[1024], dir[PATH_MAX], msg[PATH_MAX + 256];
 	va_list ap;
 
-	http_close(http);
-	ctl_close(ctl);
 	va_start(ap, fmt);
-	verrx(1, fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	warnx("%s", why);
+	/* A check that fails touches nothing. */
+	if (s->opts->check_only)
+		exit(1);
+	http_close(s->http);
+	ctl_close(s->ctl);
+	if (!*s->enf) {
+		audit_close(s->audit);
+		store_close(s->store);
+	}
+	if (*s->cfg)
+		snprintf(dir, sizeof(dir), "%s", (*s->cfg)->state_dir);
+	else
+		config_state_dir_hint(s->opts->config_path, dir, sizeof(dir));
+	(void)lockdown_apply(dir, why, msg, sizeof(msg));
+	warnx("lockdown: %s", msg);
+	exit(1);
 }
 
 /*
@@ -269,6 +304,8 @@ int main(int argc, char **argv)
 	struct conntrack *ct = NULL;
 	struct replay *replay = NULL;
 	struct config *cfg = NULL;
+	char *cfg_raw = NULL;
+	size_t cfg_raw_len = 0;
 	struct enforce *enf = NULL;
 	struct store *store = NULL;
 	struct netnslock *nslock = NULL;
@@ -281,6 +318,8 @@ int main(int argc, char **argv)
 	struct watch *watch = NULL;
 	struct nft *nft = NULL;
 	struct opts o = { 0 };
+	const struct starting start = { .opts = &o, .cfg = &cfg, .ctl = &ctl, .http = &http,
+		.store = &store, .audit = &audit, .enf = &enf };
 	char kerr[256], msg[512];
 	int64_t now;
 	int ret, status = 0;
@@ -288,15 +327,16 @@ int main(int argc, char **argv)
 	(void)mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 	(void)mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
 	parse_opts(argc, argv, &o);
-	if (config_load(o.config_path, &cfg, &jerr))
-		errx(1, "%s", jerr.msg);
+	if (config_load_raw(o.config_path, &cfg, &cfg_raw, &cfg_raw_len, &jerr))
+		start_failed(&start, "%s", jerr.msg);
 	if (o.verbose)
 		log_keep_debug();
 	log_set_level(cfg->log_level);
 	if (fdbudget_check(cfg, cfg->control_connections, msg, sizeof(msg)))
-		errx(1, "%s", msg);
+		start_failed(&start, "%s", msg);
 	if (o.check_only) {
 		ret = check_config(cfg, o.config_path);
+		free(cfg_raw);
 		config_free(cfg);
 		return ret;
 	}
@@ -314,31 +354,31 @@ int main(int argc, char **argv)
 	(void)pthread_sigmask(SIG_BLOCK, &hup, NULL);
 	now = enforce_now_ms() / 1000;
 	if (!(base = loop_new()))
-		errx(1, "cannot create the event loop");
+		start_failed(&start, "cannot create the event loop");
 	/*
 	 * Every socket first (bound, not yet listened on): one that cannot be had, or another
-	 * jitd holding the control socket's lock, stops the start before any state or port is
-	 * touched.
+	 * jitd holding the control socket's lock, stops the start before any state is touched.
 	 */
 	if ((ret = ctl_open(base, cfg, &ctl)))
-		errx(1, "cannot listen on %s: %s", cfg->control_socket, ret == -EADDRINUSE ?
-			"another jitd runs there (it listens, or holds its .lock)" : strerror(-ret));
+		start_failed(&start, "cannot listen on %s: %s", cfg->control_socket,
+			ret == -EADDRINUSE ? "another jitd runs there (it listens, or holds its "
+			".lock)" : strerror(-ret));
 	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg))))
-		die_closing(&ctl, &http, "cannot open the controller endpoint on %s:%u: %s",
+		start_failed(&start, "cannot open the controller endpoint on %s:%u: %s",
 			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 	if ((ret = nft_open(&nft)))
-		die_closing(&ctl, &http, "cannot open the nf_tables netlink socket: %s",
+		start_failed(&start, "cannot open the nf_tables netlink socket: %s",
 			strerror(-ret));
 	if ((ret = store_open(cfg->state_dir, &store)))
-		die_closing(&ctl, &http, "cannot open state directory %s: %s", cfg->state_dir,
+		start_failed(&start, "cannot open state directory %s: %s", cfg->state_dir,
 			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
 	/* A jitd with its own socket and state would still share the table: one per namespace. */
 	if ((ret = netnslock_take(base, NETNSLOCK_RETRY_SEC, &nslock, &holder)) == -EADDRINUSE)
-		die_closing(&ctl, &http, "another jitd (%s) runs in this network namespace, and "
+		start_failed(&start, "another jitd (%s) runs in this network namespace, and "
 			"table inet jitd is the namespace's: stop it first",
 			netnslock_pid_text(&holder, note, sizeof(note)));
 	if (ret)
-		die_closing(&ctl, &http, "cannot take the network namespace's lock (@%s): %s",
+		start_failed(&start, "cannot take the network namespace's lock (@%s): %s",
 			NETNSLOCK_NAME, strerror(-ret));
 	if (holder.held)
 		log_warn("the network namespace's lock (@%s) is held by %s (%s): ignored, so a "
@@ -348,17 +388,17 @@ int main(int argc, char **argv)
 			 "a process of a user other than root and jitd's own",
 			 netnslock_pid_text(&holder, note, sizeof(note)), NETNSLOCK_RETRY_SEC);
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
-		die_closing(&ctl, &http, "cannot open the replay cache in %s: %s", cfg->state_dir,
+		start_failed(&start, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			strerror(-ret));
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
-		die_closing(&ctl, &http, "cannot open the audit trail in %s: %s", cfg->state_dir,
+		start_failed(&start, "cannot open the audit trail in %s: %s", cfg->state_dir,
 			strerror(-ret));
 	if ((ret = recover_audit(store, audit)))
-		die_closing(&ctl, &http, "cannot restore the audit trail in %s from the journal, "
+		start_failed(&start, "cannot restore the audit trail in %s from the journal, "
 			"or then replace a damaged snapshot: %s", cfg->state_dir, strerror(-ret));
 	if ((ret = activity_new(&activity)))
-		die_closing(&ctl, &http, "cannot keep activity: %s", strerror(-ret));
+		start_failed(&start, "cannot keep activity: %s", strerror(-ret));
 	/* Without conntrack jitd still enforces; it cannot count or cut flows. */
 	if ((ret = conntrack_open(&ct)))
 		log_warn("conntrack unavailable (%s): flows are not counted and cannot be cut",
@@ -371,16 +411,22 @@ int main(int argc, char **argv)
 		.store = store, .replay = replay, .audit = audit, .activity = activity, .ct = ct,
 		.base = base };
 	if ((ret = enforce_open(&deps, &enf, kerr, sizeof(kerr))))
-		die_closing(&ctl, &http, "cannot start enforcing: %s",
+		start_failed(&start, "cannot start enforcing: %s",
 			kerr[0] ? kerr : strerror(-ret));
+	/* What a start that fails at the next boot closes the ports with (agent/lockdown.h). */
+	if ((ret = lockdown_save(cfg->state_dir, cfg_raw, cfg_raw_len)))
+		log_warn("cannot keep the configuration in %s/%s, which a start that fails would "
+			"close the ports with: %s", cfg->state_dir, LOCKDOWN_FILE, strerror(-ret));
+	free(cfg_raw);
+	cfg_raw = NULL;
 	/* Before anything can be granted: from here on, whoever touches the table is undone. */
 	if ((ret = watch_open(base, cfg, enf, &watch)))
-		die_closing(&ctl, &http, "cannot watch nftables events: %s", strerror(-ret));
+		start_failed(&start, "cannot watch nftables events: %s", strerror(-ret));
 	if ((ret = ctl_attach(ctl, enf)))
-		die_closing(&ctl, &http, "cannot listen on %s: %s", cfg->control_socket,
+		start_failed(&start, "cannot listen on %s: %s", cfg->control_socket,
 			strerror(-ret));
 	if ((ret = http_attach(http, enf, msg, sizeof(msg))))
-		die_closing(&ctl, &http, "cannot listen on the controller endpoint %s:%u: %s",
+		start_failed(&start, "cannot listen on the controller endpoint %s:%u: %s",
 			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 
 	sigterm = evsignal_new(base, SIGTERM, jitd_signal_cb, base);
@@ -389,7 +435,7 @@ int main(int argc, char **argv)
 	expire = event_new(base, -1, EV_PERSIST, jitd_expire_cb, enf);
 	if (!sigterm || !sigint || !sighup || !expire || evsignal_add(sigterm, NULL) ||
 		evsignal_add(sigint, NULL) || evsignal_add(sighup, NULL) || event_add(expire, &tick))
-		die_closing(&ctl, &http, "cannot register events");
+		start_failed(&start, "cannot register events");
 	(void)pthread_sigmask(SIG_UNBLOCK, &hup, NULL);
 	if ((wd_usec = sdnotify_watchdog_usec())) {
 		/* Twice per interval, as sd_watchdog_enabled(3) advises; a zero tick would spin. */
@@ -399,7 +445,7 @@ int main(int argc, char **argv)
 			(suseconds_t)(wd_usec / 2 % 1000000) };
 		if (!(watchdog = event_new(base, -1, EV_PERSIST, jitd_watchdog_cb, NULL)) ||
 			event_add(watchdog, &wd_tick))
-			die_closing(&ctl, &http, "cannot register the watchdog timer");
+			start_failed(&start, "cannot register the watchdog timer");
 	}
 	/* Only now are the deny rules in the kernel: what systemd orders sshd after. */
 	if ((ret = sdnotify_send("READY=1")))

@@ -341,3 +341,18 @@ ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add'
 [ "$ports" = '{"gw-i":50001,"gw-j":50000}' ] || fail "ports after gw-k ran out: $ports"
 pass "gw-k's port, its grant run out meanwhile, goes to gw-j; gw-i keeps 50001"
 stop_jitd
+
+# A start that fails after a boot closes the forwarded targets too (agent/lockdown.h).
+log "lockdown: the targets of the configuration last served closed, no grants"
+in_ns "$SRV" nft delete table inet jitd
+expect_connect ok "$C1" -b 192.0.2.3 10.1.0.5 22
+jq '. + {"typo": 1}' "$CONFIG" >"$TMP/typo.json"
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$TMP/typo.json" >"$TMP/fail.log" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "lockdown: .*: 1 protected port(s) and 3 forwarded target(s) closed" \
+	"$TMP/fail.log" || fail "the failed start: exit $rc: $(cat "$TMP/fail.log")"
+expect_connect drop "$C1" -b 192.0.2.3 10.1.0.5 22
+expect_connect drop "$C1" -b 192.0.2.3 10.1.0.6 22
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:10::5 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "$(grep -m1 "lockdown:" "$TMP/fail.log")"

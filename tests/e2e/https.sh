@@ -484,7 +484,7 @@ in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && grep -q "only on a loopback address" "$TMP/out" ||
 	fail "plain HTTP on a network address was accepted: $(cat "$TMP/out")"
 pass "plain HTTP on a network address is a configuration error"
-# --check-config (the unit's ExecStartPre) loads the TLS files as the start would.
+# --check-config (what the packages ask before a restart) loads the TLS files as the start would.
 check_listen() { # check_listen WHAT MESSAGE LISTEN_JSON
 	local rc=0
 	write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"}]' "$3"

@@ -1,0 +1,134 @@
+# A start that fails closes the ports: every start that served and every reload applied keeps
+# its configuration, byte for byte, in state_dir/lockdown.json, and a start that fails (a file
+# it refuses, a control socket it cannot have) builds the deny table of that configuration when
+# the kernel holds no table inet jitd, as after a boot (simulated: the table deleted). A table
+# already there is left as it is, grants and all; a state directory where jitd never served
+# gets no table; --check-config touches nothing. The next good start takes the table over and
+# restores the grants.
+. "$(dirname "$0")/lib.sh"
+
+e2e_default_setup drop
+RECORD="$TMP/state/lockdown.json"
+cmp -s "$CONFIG" "$RECORD" || fail "lockdown.json is not the configuration served"
+[ "$(stat -c %a "$RECORD")" = 600 ] || fail "lockdown.json mode $(stat -c %a "$RECORD")"
+pass "the start kept its configuration as lockdown.json (0600)"
+sign --src 192.0.2.2 --port 22 --for 600 --jti kept | submit - >/dev/null || fail "grant refused"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+stop_jitd
+cp "$CONFIG" "$TMP/good.json"
+# Valid JSON that names its state_dir, refused for a key jitd does not know.
+jq '. + {"typo": 1}' "$TMP/good.json" >"$CONFIG"
+
+# fails_with PATTERN: a start that exits 1 and says PATTERN ($TMP/fail.log holds all of it).
+fails_with() {
+	local rc=0
+	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -qF -- "$1" "$TMP/fail.log" ||
+		fail "start: exit $rc, wanted 1 and '$1': $(cat "$TMP/fail.log")"
+}
+# protected: the protected set's elements, "PROTO PORT" lines, sorted.
+protected() {
+	kernel_json | jq -r '.nftables[] | select(.set? and .set.name == "protected")
+		| .set.elem[] | .concat | map(tostring) | join(" ")' | sort
+}
+
+log "a refused configuration with the table in the kernel (a restart): left as it is"
+before=$(kernel_json | strip_expires)
+fails_with "lockdown: table inet jitd is in the kernel: left as it is"
+grep -q "typo" "$TMP/fail.log" || fail "the refusal is not said: $(cat "$TMP/fail.log")"
+[ "$(kernel_json | strip_expires)" = "$before" ] || fail "the failed start changed the table"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "table and grant untouched"
+
+log "the same after a boot (no table): the ports are closed by the configuration last served"
+in_ns "$SRV" nft delete table inet jitd
+# Control: without the table port 22 is open to anyone, which is what the lockdown must undo.
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+BUILT="lockdown: table inet jitd built from $RECORD, the configuration last served"
+fails_with "$BUILT: 2 protected port(s)"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+no_allow_elems || fail "the lockdown table holds grants: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 3389
+expect_connect ok "$C2" -b 198.51.100.3 198.51.100.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 8080
+jq -e -s --arg t typo '[.[] | select(.event == "agent.lockdown")] | length == 1 and
+	(.[0].message | contains($t) and contains("no grants"))' "$TMP/state/audit.jsonl" \
+	>/dev/null || fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
+pass "22 and 3389 closed, always_allow and unprotected ports open, no grants; audited with why"
+
+log "--check-config of the refused file touches nothing"
+in_ns "$SRV" nft delete table inet jitd
+rc=0
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && ! grep -q lockdown "$TMP/out" ||
+	fail "--check-config: exit $rc: $(cat "$TMP/out")"
+! kernel_json >/dev/null 2>&1 || fail "--check-config made a table"
+pass "--check-config: exit 1, no table"
+
+log "a start that fails past the file (its control socket's path taken) locks down too"
+cp "$TMP/good.json" "$CONFIG"
+touch "$SOCK"
+fails_with "lockdown: table inet jitd built from $RECORD"
+grep -q "cannot listen on $SOCK" "$TMP/fail.log" || fail "why: $(cat "$TMP/fail.log")"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "$(grep -m1 "cannot listen" "$TMP/fail.log"), then $(grep -m1 "lockdown:" "$TMP/fail.log")"
+rm -f "$SOCK"
+
+log "where jitd never served (another state_dir, no record): no table"
+in_ns "$SRV" nft delete table inet jitd
+mkdir -m 0700 "$TMP/state2"
+jq --arg d "$TMP/state2" '. + {"typo": 1, "state_dir": $d}' "$TMP/good.json" >"$CONFIG"
+fails_with "lockdown: no configuration was served here before (no $TMP/state2/lockdown.json)"
+! kernel_json >/dev/null 2>&1 || fail "a table without a record"
+pass "no record: exit 1, no table"
+if [ ! -e /var/lib/jitd/lockdown.json ]; then
+	echo '{ "state_dir": ' >"$CONFIG"
+	fails_with "no configuration was served here before (no /var/lib/jitd/lockdown.json)"
+	pass "a file that is not JSON: the default state directory is asked"
+fi
+
+log "the next good start takes the lockdown table over and restores the grant"
+cp "$TMP/good.json" "$CONFIG"
+touch "$SOCK"
+fails_with "lockdown: table inet jitd built from $RECORD"
+rm -f "$SOCK"
+start_jitd
+grep -q "table inet jitd is in place: left as it is" "$TMP/jitd.log" ||
+	fail "the lockdown table was not taken as it is: $(tail -n 20 "$TMP/jitd.log")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant was not restored: $(host_elems)"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "served again: table kept, grant restored"
+
+log "a reload applied is the new record; one refused is not"
+jq '.ports += [{"port": 2222, "protocol": "tcp", "max_duration": "PT10M",
+	"allowed_sources": ["*"]}]' "$TMP/good.json" >"$CONFIG"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+cmp -s "$CONFIG" "$RECORD" || fail "lockdown.json is not the reloaded configuration"
+cp "$CONFIG" "$TMP/reloaded.json"
+jq '. + {"typo": 1}' "$TMP/reloaded.json" >"$CONFIG"
+rc=0
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "a reload with an unknown key applied"
+cmp -s "$TMP/reloaded.json" "$RECORD" || fail "a refused reload changed lockdown.json"
+pass "lockdown.json follows the reload applied, not the one refused"
+stop_jitd
+in_ns "$SRV" nft delete table inet jitd
+fails_with "$BUILT: 3 protected port(s)"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 2222\ntcp 3389')" ] || fail "protected set: $(protected)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "the boot after the reload closes 22, 2222 and 3389"
+
+log "an owned table (table_owner) stays after the lockdown's process exits"
+jq '. + {"table_owner": true}' "$TMP/good.json" >"$CONFIG"
+start_jitd
+cmp -s "$CONFIG" "$RECORD" || fail "lockdown.json is not the owner configuration"
+stop_jitd
+in_ns "$SRV" nft delete table inet jitd
+jq '. + {"typo": 1}' "$TMP/good.json" >"$CONFIG"
+fails_with "lockdown: table inet jitd built from $RECORD"
+kernel_json >/dev/null || fail "the owned lockdown table went with its process"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+pass "the owned lockdown table stays after its process exits (PERSIST, or unowned before 6.9)"
