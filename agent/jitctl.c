@@ -176,7 +176,8 @@ int main(int argc, char **argv)
 		o.socket = socket;
 		o.socket_named = true;
 	}
-	if ((rc = read_config(config ? config : CONFIG_DEFAULT_PATH, config != NULL, &o, &root)))
+	o.config_path = config ? config : CONFIG_DEFAULT_PATH;
+	if ((rc = read_config(o.config_path, config != NULL, &o, &root)))
 		return rc;
 	rc = JITCTL_USAGE;
 	if (!argc) {

@@ -1,13 +1,16 @@
 /* jitctl teardown: removes jitd's protection explicitly (package removal runs it). */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "agent/jitctl.h"
+#include "agent/lockdown.h"
 #include "agent/netnslock.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
+#include "common/config.h"
 #include "common/err.h"
 #include "common/proto.h"
 
@@ -19,21 +22,27 @@ static void teardown_usage(FILE *f)
 		   "Refused while the agent listens on its control socket, or holds this\n"
 		   "network namespace's lock (@" NETNSLOCK_NAME "): stop it first\n"
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
-		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n\n"
-		   "  --json  print {\"table\",\"removed\"}, or {\"error\",\"message\"},\n"
-		   "          as JSON\n");
+		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n"
+		   "Also removes STATE_DIR/lockdown.json (STATE_DIR from the configuration),\n"
+		   "from which a start of jitd that fails would close the ports again.\n\n"
+		   "  --json  print {\"table\",\"removed\",\"lockdown_removed\"}, or\n"
+		   "          {\"error\",\"message\"}, as JSON\n");
 }
 
-static void print_done(bool json, bool removed)
+static void print_done(bool json, bool removed, bool record, const char *dir)
 {
 	json_t *o;
 
 	if (!json) {
 		printf(removed ? "removed table inet jitd: jitd no longer closes the protected "
 				 "ports\n" : "table inet jitd does not exist: nothing to remove\n");
+		if (record)
+			printf("removed %s/%s: a start of jitd that fails no longer closes them\n",
+				dir, LOCKDOWN_FILE);
 		return;
 	}
-	if ((o = json_pack("{s:s, s:b}", "table", "inet " RULESET_TABLE, "removed", removed)))
+	if ((o = json_pack("{s:s, s:b, s:b}", "table", "inet " RULESET_TABLE, "removed", removed,
+			"lockdown_removed", record)))
 		json_dumpf(o, stdout, JSON_INDENT(2));
 	printf("\n");
 	json_decref(o);
@@ -47,7 +56,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct nft_batch *b = NULL;
-	char err[NFT_ERRLEN] = "";
+	char err[NFT_ERRLEN] = "", dir[PATH_MAX];
 	struct nft *n = NULL;
 	bool exists, json = false;
 	struct netnslock_who who;
@@ -127,7 +136,12 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			JIT_ERR_KERNEL, "%s", err[0] ? err : strerror(-ret));
 		goto out;
 	}
-	print_done(json, exists);
+	/* The table is gone: a record left behind is said, not a failure of the teardown. */
+	config_state_dir_hint(o->config_path, dir, sizeof(dir));
+	if ((ret = lockdown_forget(dir)) < 0)
+		fprintf(stderr, "jitctl teardown: cannot remove %s/%s: %s: a start of jitd that "
+			"fails would close the ports again\n", dir, LOCKDOWN_FILE, strerror(-ret));
+	print_done(json, exists, ret == 1, dir);
 	rc = JITCTL_OK;
 out:
 	nft_batch_free(b);

@@ -54,6 +54,20 @@ out:
 	return ret;
 }
 
+int lockdown_forget(const char *state_dir)
+{
+	int dfd, ret = 1;
+
+	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (unlinkat(dfd, LOCKDOWN_FILE, 0) < 0)
+		ret = errno == ENOENT ? 0 : -errno;
+	else if (fsync(dfd) < 0)
+		ret = -errno;
+	close(dfd);
+	return ret;
+}
+
 /* One transaction; an owned table, as the agent makes it, needs Linux 6.9's PERSIST to stay. */
 static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT_ERRLEN])
 {

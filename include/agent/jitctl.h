@@ -24,6 +24,7 @@ struct jitctl_opts {
 	const char *group;  /* the configuration's control_group, for hints */
 	bool socket_named;  /* -s */
 	bool config_unread; /* jitd's configuration is there but could not be read */
+	const char *config_path; /* -c, else the default */
 };
 
 int cmd_status(const struct jitctl_opts *o, int argc, char **argv);

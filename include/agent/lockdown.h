@@ -19,6 +19,11 @@
 
 /* Keeps raw (a configuration just enforced) as state_dir's record: written, synced, renamed. */
 int lockdown_save(const char *state_dir, const char *raw, size_t len);
+/*
+ * Removes state_dir's record, durably (jitctl teardown: jitd is to close nothing any more).
+ * 1 removed, 0 there was none, or -errno.
+ */
+int lockdown_forget(const char *state_dir);
 
 enum lockdown_result {
 	LOCKDOWN_BUILT = 1,	/* the table is in the kernel now */

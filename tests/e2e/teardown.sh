@@ -1,7 +1,8 @@
 # jitctl teardown: refused while the agent runs (also found without -s, through the
 # configuration's control_socket), even at its connection limit where it answers
 # nobody; after a stop (which leaves the ports closed) it
-# deletes table inet jitd in one transaction and nothing else; a second run is a no-op.
+# deletes table inet jitd in one transaction and nothing else, and the state_dir's lockdown.json
+# (what a start that fails would close the ports with); a second run is a no-op.
 # With --json, each outcome is one JSON object on stdout (agent_running, removed true/false).
 . "$(dirname "$0")/lib.sh"
 
@@ -62,20 +63,26 @@ kernel_json >/dev/null || fail "SIGTERM removed the table"
 expect_connect drop "$C1" 192.0.2.1 22
 pass "stopped agent: table and deny rule stay"
 
-in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown --json >"$TMP/out" 2>&1 ||
+# -c: the record removed is the test's own (with -s alone, jitctl would read the host's
+# /etc/jitd/jitd.json for its state_dir).
+[ -e "$TMP/state/lockdown.json" ] || fail "no lockdown.json before the teardown"
+in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
 	fail "teardown: $(cat "$TMP/out")"
-jq -e '. == {"table": "inet jitd", "removed": true}' "$TMP/out" >/dev/null ||
-	fail "teardown --json said: $(cat "$TMP/out")"
+jq -e '. == {"table": "inet jitd", "removed": true, "lockdown_removed": true}' "$TMP/out" \
+	>/dev/null || fail "teardown --json said: $(cat "$TMP/out")"
+[ ! -e "$TMP/state/lockdown.json" ] || fail "lockdown.json still there after teardown"
 ! kernel_json >/dev/null 2>&1 || fail "table inet jitd still there after teardown"
 [ "$(in_ns "$SRV" nft -j list table inet other)" = "$other_before" ] || fail "teardown changed table inet other"
-pass "table inet jitd deleted, table inet other untouched"
+pass "table inet jitd and lockdown.json deleted, table inet other untouched"
 expect_connect ok "$C1" 192.0.2.1 22
 pass "port 22 no longer closed by jitd"
-in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || fail "second teardown: $(cat "$TMP/out")"
+in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown >"$TMP/out" 2>&1 ||
+	fail "second teardown: $(cat "$TMP/out")"
 grep -q "nothing to remove" "$TMP/out" || fail "second teardown said: $(cat "$TMP/out")"
 pass "second teardown: nothing to remove, exit 0"
-in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown --json >"$TMP/out" 2>&1 ||
+in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
 	fail "third teardown: $(cat "$TMP/out")"
-jq -e '. == {"table": "inet jitd", "removed": false}' "$TMP/out" >/dev/null ||
+jq -e '. == {"table": "inet jitd", "removed": false, "lockdown_removed": false}' "$TMP/out" \
+	>/dev/null ||
 	fail "third teardown --json said: $(cat "$TMP/out")"
 pass "teardown --json without the table: removed false, exit 0"
