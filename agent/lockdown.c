@@ -76,7 +76,7 @@ static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT
 	int ret;
 
 	for (;;) {
-		if ((ret = nft_batch_new(nft, &b)) || (ret = ruleset_build(b, cfg, flags)))
+		if ((ret = nft_batch_new(nft, &b)) || (ret = ruleset_build_new(b, cfg, flags)))
 			break;
 		/* Without PERSIST the kernel would delete an owned table as this process exits. */
 		if ((ret = nft_batch_commit(b, kerr)) != -EOPNOTSUPP || !flags)
@@ -114,11 +114,13 @@ static void record(const char *state_dir, const struct config *cfg, const char *
 	close(dfd);
 }
 
-int lockdown_apply(const char *state_dir, const char *why, char *msg, size_t len)
+int lockdown_apply(const char *state_dir, const struct config *now, const char *why, char *msg,
+	size_t len)
 {
-	char path[PATH_MAX], kerr[NFT_ERRLEN] = "", targets[48] = "";
+	char path[PATH_MAX], kerr[NFT_ERRLEN] = "", targets[48] = "", from[PATH_MAX + 64];
 	struct jit_error jerr = { 0 };
-	struct config *cfg = NULL;
+	struct config *rec = NULL;
+	const struct config *cfg;
 	struct nft *nft = NULL;
 	struct stat st;
 	bool exists;
@@ -134,10 +136,15 @@ int lockdown_apply(const char *state_dir, const char *why, char *msg, size_t len
 			"made, the protected ports are as the host's ruleset leaves them", path);
 		return LOCKDOWN_NO_RECORD;
 	}
-	if (config_load(path, &cfg, &jerr)) {
+	/* The file just read is the policy wanted now; the record, what was enforced last. */
+	if (now)
+		snprintf(from, sizeof(from), "the configuration this start read");
+	else if (config_load(path, &rec, &jerr)) {
 		snprintf(msg, len, "the last configuration served cannot be read: %s", jerr.msg);
 		return -EINVAL;
-	}
+	} else
+		snprintf(from, sizeof(from), "%s, the configuration last served", path);
+	cfg = now ? now : rec;
 	if ((ret = nft_open(&nft)) || (ret = nft_table_exists(nft, RULESET_TABLE, &exists))) {
 		snprintf(msg, len, "cannot read the kernel's tables: %s", strerror(-ret));
 		goto out;
@@ -147,20 +154,26 @@ int lockdown_apply(const char *state_dir, const char *why, char *msg, size_t len
 		ret = LOCKDOWN_TABLE_THERE;
 		goto out;
 	}
-	if ((ret = build(nft, cfg, kerr))) {
-		snprintf(msg, len, "cannot build table inet jitd from %s: %s", path,
+	/* EEXIST: another made it since it was looked for, and it stays as it is. */
+	if ((ret = build(nft, cfg, kerr)) == -EEXIST) {
+		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
+		ret = LOCKDOWN_TABLE_THERE;
+		goto out;
+	}
+	if (ret) {
+		snprintf(msg, len, "cannot build table inet jitd from %s: %s", from,
 			kerr[0] ? kerr : strerror(-ret));
 		goto out;
 	}
 	if (cfg->mode & CONFIG_MODE_GATEWAY)
 		snprintf(targets, sizeof(targets), " and %zu forwarded target(s)", cfg->n_targets);
-	snprintf(msg, len, "table inet jitd built from %s, the configuration last served: "
-		"%zu protected port(s)%s closed; no grants until a start restores them", path,
-		cfg->n_ports, targets);
-	record(state_dir, cfg, why, msg);
+	snprintf(msg, len, "table inet jitd built from %s: %zu protected port(s)%s closed; no "
+		"grants until a start restores them", from, cfg->n_ports, targets);
+	if (why)
+		record(state_dir, cfg, why, msg);
 	ret = LOCKDOWN_BUILT;
 out:
 	nft_close(&nft);
-	config_free(cfg);
+	config_free(rec);
 	return ret;
 }

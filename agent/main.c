@@ -215,23 +215,25 @@ struct starting {
 	struct store **store;
 	struct audit **audit;
 	struct enforce **enf;
+	/*
+	 * The journal's audit lines were being put back into the trail: a line added after them
+	 * would hide from the next start those already put back (audit_recover reads the end).
+	 */
+	const bool *trail_restoring;
 };
 
 /*
  * Every start that fails ends here, saying why. Its sockets go with it rather than leave files;
  * the state directory is let go (for the lockdown's audit line) unless the enforcer's threads
- * may use it, and then the ports fail closed: the deny table of the last configuration served,
- * if the kernel holds none (agent/lockdown.h). Once the enforcer is open it holds the table.
+ * may use it, and then, with lock_down, the ports fail closed: the deny table of the file read
+ * (or else of the last configuration served), if the kernel holds none (agent/lockdown.h).
+ * Once the enforcer is open it holds the table.
  */
-static void __attribute__((noreturn, format(printf, 2, 3)))
-start_failed(const struct starting *s, const char *fmt, ...)
+static void __attribute__((noreturn))
+start_ends(const struct starting *s, bool lock_down, const char *why)
 {
-	char why[1024], dir[PATH_MAX], msg[PATH_MAX + 256];
-	va_list ap;
+	char dir[PATH_MAX], msg[2 * PATH_MAX + 256];
 
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
 	warnx("%s", why);
 	/* A check that fails touches nothing. */
 	if (s->opts->check_only)
@@ -246,9 +248,40 @@ start_failed(const struct starting *s, const char *fmt, ...)
 		snprintf(dir, sizeof(dir), "%s", (*s->cfg)->state_dir);
 	else
 		config_state_dir_hint(s->opts->config_path, dir, sizeof(dir));
-	(void)lockdown_apply(dir, why, msg, sizeof(msg));
-	warnx("lockdown: %s", msg);
+	if (lock_down) {
+		(void)lockdown_apply(dir, *s->cfg, *s->trail_restoring ? NULL : why, msg,
+			sizeof(msg));
+		warnx("lockdown: %s", msg);
+	}
 	exit(1);
+}
+
+static void __attribute__((noreturn, format(printf, 2, 3)))
+start_failed(const struct starting *s, const char *fmt, ...)
+{
+	char why[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	start_ends(s, true, why);
+}
+
+/*
+ * Another jitd holds what this one needs (its control socket's lock, the state directory, the
+ * network namespace's lock): the table is that one's, and nothing of the kernel is touched.
+ */
+static void __attribute__((noreturn, format(printf, 2, 3)))
+start_taken(const struct starting *s, const char *fmt, ...)
+{
+	char why[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	start_ends(s, false, why);
 }
 
 /*
@@ -318,8 +351,10 @@ int main(int argc, char **argv)
 	struct watch *watch = NULL;
 	struct nft *nft = NULL;
 	struct opts o = { 0 };
+	bool trail_restoring = false;
 	const struct starting start = { .opts = &o, .cfg = &cfg, .ctl = &ctl, .http = &http,
-		.store = &store, .audit = &audit, .enf = &enf };
+		.store = &store, .audit = &audit, .enf = &enf,
+		.trail_restoring = &trail_restoring };
 	char kerr[256], msg[512];
 	int64_t now;
 	int ret, status = 0;
@@ -359,22 +394,27 @@ int main(int argc, char **argv)
 	 * Every socket first (bound, not yet listened on): one that cannot be had, or another
 	 * jitd holding the control socket's lock, stops the start before any state is touched.
 	 */
-	if ((ret = ctl_open(base, cfg, &ctl)))
+	if ((ret = ctl_open(base, cfg, &ctl)) == -EADDRINUSE)
+		start_taken(&start, "cannot listen on %s: another jitd runs there (it listens, or "
+			"holds its .lock)", cfg->control_socket);
+	if (ret)
 		start_failed(&start, "cannot listen on %s: %s", cfg->control_socket,
-			ret == -EADDRINUSE ? "another jitd runs there (it listens, or holds its "
-			".lock)" : strerror(-ret));
+			strerror(-ret));
 	if ((ret = http_open(base, cfg, &http, msg, sizeof(msg))))
 		start_failed(&start, "cannot open the controller endpoint on %s:%u: %s",
 			cfg->listen.host, (unsigned)cfg->listen.port, msg);
 	if ((ret = nft_open(&nft)))
 		start_failed(&start, "cannot open the nf_tables netlink socket: %s",
 			strerror(-ret));
-	if ((ret = store_open(cfg->state_dir, &store)))
+	if ((ret = store_open(cfg->state_dir, &store)) == -EBUSY)
+		start_taken(&start, "cannot open state directory %s: another jitd uses it",
+			cfg->state_dir);
+	if (ret)
 		start_failed(&start, "cannot open state directory %s: %s", cfg->state_dir,
-			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
+			strerror(-ret));
 	/* A jitd with its own socket and state would still share the table: one per namespace. */
 	if ((ret = netnslock_take(base, NETNSLOCK_RETRY_SEC, &nslock, &holder)) == -EADDRINUSE)
-		start_failed(&start, "another jitd (%s) runs in this network namespace, and "
+		start_taken(&start, "another jitd (%s) runs in this network namespace, and "
 			"table inet jitd is the namespace's: stop it first",
 			netnslock_pid_text(&holder, note, sizeof(note)));
 	if (ret)
@@ -394,9 +434,11 @@ int main(int argc, char **argv)
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		start_failed(&start, "cannot open the audit trail in %s: %s", cfg->state_dir,
 			strerror(-ret));
+	trail_restoring = true;
 	if ((ret = recover_audit(store, audit)))
 		start_failed(&start, "cannot restore the audit trail in %s from the journal, "
 			"or then replace a damaged snapshot: %s", cfg->state_dir, strerror(-ret));
+	trail_restoring = false;
 	if ((ret = activity_new(&activity)))
 		start_failed(&start, "cannot keep activity: %s", strerror(-ret));
 	/* Without conntrack jitd still enforces; it cannot count or cut flows. */

@@ -279,7 +279,8 @@ const char *const *ruleset_grant_sets(void)
 	return names;
 }
 
-static int add_table(struct nft_batch *b, uint32_t flags)
+/* excl: the table must not exist (NLM_F_EXCL), or the kernel refuses the batch (EEXIST). */
+static int add_table(struct nft_batch *b, uint32_t flags, bool excl)
 {
 	struct nftnl_table *t = nftnl_table_alloc();
 	struct nlmsghdr *nlh;
@@ -293,7 +294,8 @@ static int add_table(struct nft_batch *b, uint32_t flags)
 	 * protected port open) would stay so through a rebuild.
 	 */
 	nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, flags);
-	nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET, NLM_F_CREATE, "create table inet jitd");
+	nlh = nft_batch_msg(b, NFT_MSG_NEWTABLE, NFPROTO_INET,
+		NLM_F_CREATE | (excl ? NLM_F_EXCL : 0), "create table inet jitd");
 	if (nlh)
 		nftnl_table_nlmsg_build_payload(nlh, t);
 	nftnl_table_free(t);
@@ -1123,15 +1125,15 @@ static int add_rules(struct nft_batch *b, const struct config *cfg, size_t chain
 
 int ruleset_claim(struct nft_batch *b, uint32_t table_flags)
 {
-	return table_flags ? add_table(b, table_flags) : 0;
+	return table_flags ? add_table(b, table_flags, false) : 0;
 }
 
-int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags)
+static int build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags, bool excl)
 {
 	unsigned need = needs(cfg);
 	int ret;
 
-	if ((ret = add_table(b, table_flags)))
+	if ((ret = add_table(b, table_flags, excl)))
 		return ret;
 	for (uint32_t i = 0; i < SET__COUNT; i++)
 		if ((shapes[i].need & need) && (ret = add_set(b, &shapes[i], i + 1)))
@@ -1154,6 +1156,16 @@ int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_
 		if ((chains[i].need & need) && (ret = add_rules(b, cfg, i)))
 			return ret;
 	return 0;
+}
+
+int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags)
+{
+	return build(b, cfg, table_flags, false);
+}
+
+int ruleset_build_new(struct nft_batch *b, const struct config *cfg, uint32_t table_flags)
+{
+	return build(b, cfg, table_flags, true);
 }
 
 /*

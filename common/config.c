@@ -1100,16 +1100,21 @@ out:
 	return ret;
 }
 
+/*
+ * Whatever else is wrong with the file, its permissions and owner included: they concern what
+ * it configures, and the record found through it is checked as a configuration is.
+ */
 const char *config_state_dir_hint(const char *path, char *buf, size_t len)
 {
 	json_t *root = NULL, *v;
 	const char *dir = DEFAULT_STATE_DIR;
 	char *text = NULL;
+	struct stat st;
 	size_t n = 0;
 	int fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) >= 0 &&
-		!check_file(fd, path, &(struct jit_error){ 0 }) &&
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) >= 0 &&
+		!fstat(fd, &st) && S_ISREG(st.st_mode) &&
 		!slurp(fd, path, &text, &n, &(struct jit_error){ 0 }) &&
 		(root = json_loadb(text, n, 0, NULL)) &&
 		json_is_string(v = json_object_get(root, "state_dir")) &&

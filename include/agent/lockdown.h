@@ -3,17 +3,19 @@
 
 #include <stddef.h>
 
+struct config;
+
 /*
  * Failing closed when jitd cannot start. The kernel forgets table inet jitd at a reboot, and a
  * jitd that then refuses its configuration (a typo a refused reload kept, a file an upgraded
  * binary reads differently) or cannot read its keys, state or TLS files would leave the
  * protected ports as the host's own ruleset leaves them: open. So every start that served, and
  * every reload applied, keeps the configuration it enforced, byte for byte, as
- * STATE_DIR/lockdown.json; a start that fails builds from it the deny table that configuration
- * makes (its protected ports, targets and always_allow sources, no grants) when the kernel holds
- * no table inet jitd, and exits as it would have. A table already there (a restart: its grants
- * keep running out in the kernel) is left alone, and a host where jitd never served (no record)
- * gets none: no agent that never served closes a port.
+ * STATE_DIR/lockdown.json; a start that fails, when the kernel holds no table inet jitd, builds
+ * the deny table (protected ports, targets and always_allow sources; no grants) of the file it
+ * read, if that loaded, or else of the record, and exits as it would have. A table already
+ * there (a restart: its grants keep running out in the kernel) is left alone, and a host where
+ * jitd never served (no record) gets none: no agent that never served closes a port.
  */
 #define LOCKDOWN_FILE "lockdown.json"
 
@@ -31,10 +33,13 @@ enum lockdown_result {
 	LOCKDOWN_TABLE_THERE = 3, /* left as it is */
 };
 /*
- * Builds the table state_dir's record makes unless the kernel holds one already (one
- * transaction), and audits it there with why (the start's failure) when no other jitd holds
- * the directory. A LOCKDOWN_* result, or -errno; msg says what happened, for the log.
+ * When state_dir holds a record and the kernel no table: builds the table of now (the file the
+ * start loaded; NULL when it did not) or else of the record, in one transaction that fails if
+ * a table appeared meanwhile, and audits it there with why (the start's failure; NULL: not
+ * audited) when no other jitd holds the directory. A LOCKDOWN_* result, or -errno; msg says
+ * what happened, for the log.
  */
-int lockdown_apply(const char *state_dir, const char *why, char *msg, size_t len);
+int lockdown_apply(const char *state_dir, const struct config *now, const char *why, char *msg,
+	size_t len);
 
 #endif

@@ -138,6 +138,11 @@ int ruleset_host_kind(const struct prefix *src);
  */
 int ruleset_build(struct nft_batch *b, const struct config *cfg, uint32_t table_flags);
 /*
+ * ruleset_build for a table that must not exist yet: should one appear after the caller looked,
+ * the kernel refuses the whole batch (-EEXIST) rather than rewrite another's rules and sets.
+ */
+int ruleset_build_new(struct nft_batch *b, const struct config *cfg, uint32_t table_flags);
+/*
  * 1 when the kernel's table holds a set or chain that ruleset_build(cfg) would not make (a mode
  * or dnat change since it was built), one it makes under that name but of another shape (type,
  * flags, concatenation, hook: the messages that build it cannot change that), is persistent

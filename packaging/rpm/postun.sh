@@ -23,7 +23,10 @@ if [ -d /run/systemd/system ]; then
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \
 				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
 				"systemctl restart jitd. Until then the next start (a reboot)" \
-				"fails, and leaves the protected ports unguarded." >&2
+				"fails: it closes the protected ports with the configuration" \
+				"last served if it can read that (only always_allow sources reach" \
+				"them, no agent), and leaves them unguarded if not (the same" \
+				"file)." >&2
 		else
 			systemctl try-restart jitd.service >/dev/null 2>&1 || true
 		fi

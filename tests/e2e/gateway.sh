@@ -345,7 +345,12 @@ stop_jitd
 # A start that fails after a boot closes the forwarded targets too (agent/lockdown.h).
 log "lockdown: the targets of the configuration last served closed, no grants"
 in_ns "$SRV" nft delete table inet jitd
+# Controls: without the table each of these is open, so each drop below is the lockdown's.
 expect_connect ok "$C1" -b 192.0.2.3 10.1.0.5 22
+expect_connect ok "$C1" -b 192.0.2.3 10.1.0.6 22
+expect_connect ok "$C1" -b 2001:db8:1::2 2001:db8:10::5 22
+# SRV itself listens on no 22: refused (RST) when open, silence (drop) when closed.
+expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 22
 jq '. + {"typo": 1}' "$CONFIG" >"$TMP/typo.json"
 rc=0
 timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$TMP/typo.json" >"$TMP/fail.log" 2>&1 || rc=$?

@@ -14,6 +14,16 @@ cmp -s "$CONFIG" "$RECORD" || fail "lockdown.json is not the configuration serve
 pass "the start kept its configuration as lockdown.json (0600)"
 sign --src 192.0.2.2 --port 22 --for 600 --jti kept | submit - >/dev/null || fail "grant refused"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+
+# The control socket's lock is a file: a second jitd in another namespace finds it taken.
+log "a start stopped by another jitd's lock touches no kernel"
+ip netns add "$B2"
+rc=0
+timeout 20 ip netns exec "$B2" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "another jitd runs there" "$TMP/fail.log" &&
+	! grep -q lockdown "$TMP/fail.log" || fail "second jitd: exit $rc: $(cat "$TMP/fail.log")"
+! in_ns "$B2" nft list table inet jitd >/dev/null 2>&1 || fail "a table made in $B2"
+pass "a second jitd in another namespace: exit 1, no lockdown, no table there"
 stop_jitd
 cp "$CONFIG" "$TMP/good.json"
 # Valid JSON that names its state_dir, refused for a key jitd does not know.
@@ -66,12 +76,15 @@ in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
 ! kernel_json >/dev/null 2>&1 || fail "--check-config made a table"
 pass "--check-config: exit 1, no table"
 
-log "a start that fails past the file (its control socket's path taken) locks down too"
-cp "$TMP/good.json" "$CONFIG"
+# The file loaded, and it protects 2222 besides: that is the policy wanted, not the record's.
+log "a start that fails past the file (its control socket's path taken) locks down to the file"
+READ="lockdown: table inet jitd built from the configuration this start read"
+jq '.ports += [{"port": 2222, "protocol": "tcp", "max_duration": "PT10M",
+	"allowed_sources": ["*"]}]' "$TMP/good.json" >"$CONFIG"
 touch "$SOCK"
-fails_with "lockdown: table inet jitd built from $RECORD"
+fails_with "$READ: 3 protected port(s)"
 grep -q "cannot listen on $SOCK" "$TMP/fail.log" || fail "why: $(cat "$TMP/fail.log")"
-[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 2222\ntcp 3389')" ] || fail "protected set: $(protected)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "$(grep -m1 "cannot listen" "$TMP/fail.log"), then $(grep -m1 "lockdown:" "$TMP/fail.log")"
 rm -f "$SOCK"
@@ -92,7 +105,7 @@ fi
 log "the next good start takes the lockdown table over and restores the grant"
 cp "$TMP/good.json" "$CONFIG"
 touch "$SOCK"
-fails_with "lockdown: table inet jitd built from $RECORD"
+fails_with "$READ: 2 protected port(s)"
 rm -f "$SOCK"
 start_jitd
 grep -q "table inet jitd is in place: left as it is" "$TMP/jitd.log" ||
@@ -132,3 +145,11 @@ fails_with "lockdown: table inet jitd built from $RECORD"
 kernel_json >/dev/null || fail "the owned lockdown table went with its process"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "the owned lockdown table stays after its process exits (PERSIST, or unowned before 6.9)"
+jq '. + {"table_owner": true}' "$TMP/good.json" >"$CONFIG"
+: >"$TMP/jitd.log"
+start_jitd
+grep -q "table inet jitd is in place: left as it is" "$TMP/jitd.log" ||
+	fail "the owned lockdown table was not taken as it is: $(tail -n 20 "$TMP/jitd.log")"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+stop_jitd
+pass "an owning jitd takes the lockdown table over and restores the grant"
