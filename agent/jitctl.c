@@ -119,6 +119,8 @@ static int read_config(const char *path, bool named, struct jitctl_opts *o, json
 			"control_socket and control_group must be strings";
 		goto unread;
 	}
+	if (s)
+		o->config_socket = json_string_value(s);
 	if (s && !o->socket_named)
 		o->socket = json_string_value(s);
 	if (g)
@@ -143,7 +145,8 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct jitctl_opts o = { .socket = JITCTL_DEFAULT_SOCKET, .group = DEFAULT_GROUP };
+	struct jitctl_opts o = { .socket = JITCTL_DEFAULT_SOCKET, .group = DEFAULT_GROUP,
+		.config_socket = JITCTL_DEFAULT_SOCKET };
 	static char status_name[] = "status";
 	char *status_argv[] = { status_name, NULL };
 	const char *socket = NULL, *config = NULL;
@@ -177,6 +180,7 @@ int main(int argc, char **argv)
 		o.socket_named = true;
 	}
 	o.config_path = config ? config : CONFIG_DEFAULT_PATH;
+	o.config_named = config != NULL;
 	if ((rc = read_config(o.config_path, config != NULL, &o, &root)))
 		return rc;
 	rc = JITCTL_USAGE;

@@ -24,7 +24,8 @@ static void teardown_usage(FILE *f)
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n"
 		   "Also removes STATE_DIR/lockdown.json (STATE_DIR from the configuration),\n"
-		   "from which a start of jitd that fails would close the ports again.\n\n"
+		   "from which a start of jitd that fails would close the ports again; with\n"
+		   "-s and no -c, only when the configuration's control_socket is SOCKET.\n\n"
 		   "  --json  print {\"table\",\"removed\",\"lockdown_removed\"}, or\n"
 		   "          {\"error\",\"message\"}, as JSON\n");
 }
@@ -136,9 +137,18 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			JIT_ERR_KERNEL, "%s", err[0] ? err : strerror(-ret));
 		goto out;
 	}
-	/* The table is gone: a record left behind is said, not a failure of the teardown. */
+	/*
+	 * The table is gone: a record left behind is said, not a failure of the teardown. -s
+	 * naming another socket than the configuration's is another jitd's teardown (in another
+	 * namespace, say), and the record that file leads to is not that jitd's.
+	 */
 	config_state_dir_hint(o->config_path, dir, sizeof(dir));
-	if ((ret = lockdown_forget(dir)) < 0)
+	if (o->socket_named && !o->config_named && strcmp(o->socket, o->config_socket)) {
+		fprintf(stderr, "jitctl teardown: %s/%s left: -s names another jitd than %s "
+			"(name its configuration with -c to remove its record)\n", dir,
+			LOCKDOWN_FILE, o->config_path);
+		ret = 0;
+	} else if ((ret = lockdown_forget(dir)) < 0)
 		fprintf(stderr, "jitctl teardown: cannot remove %s/%s: %s: a start of jitd that "
 			"fails would close the ports again\n", dir, LOCKDOWN_FILE, strerror(-ret));
 	print_done(json, exists, ret == 1, dir);

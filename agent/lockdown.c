@@ -120,49 +120,63 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	char path[PATH_MAX], kerr[NFT_ERRLEN] = "", targets[48] = "", from[PATH_MAX + 64];
 	struct jit_error jerr = { 0 };
 	struct config *rec = NULL;
-	const struct config *cfg;
+	const struct config *cfg = NULL;
 	struct nft *nft = NULL;
-	struct stat st;
 	bool exists;
-	int ret;
+	int ret, refused;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
 		sizeof(path)) {
 		snprintf(msg, len, "%s/%s: %s", state_dir, LOCKDOWN_FILE, strerror(ENAMETOOLONG));
 		return -ENAMETOOLONG;
 	}
-	if (stat(path, &st) < 0 && errno == ENOENT) {
+	/*
+	 * The record is what says jitd served here, so it must be read whatever is built: one
+	 * that cannot be (damaged, refused, a directory jitd cannot search) says nothing.
+	 */
+	if (access(path, F_OK) < 0 && errno == ENOENT) {
 		snprintf(msg, len, "no configuration was served here before (no %s): no table "
 			"made, the protected ports are as the host's ruleset leaves them", path);
 		return LOCKDOWN_NO_RECORD;
 	}
-	/* The file just read is the policy wanted now; the record, what was enforced last. */
-	if (now)
-		snprintf(from, sizeof(from), "the configuration this start read");
-	else if (config_load(path, &rec, &jerr)) {
-		snprintf(msg, len, "the last configuration served cannot be read: %s", jerr.msg);
+	if (config_load(path, &rec, &jerr)) {
+		snprintf(msg, len, "the last configuration served cannot be read, no table made: "
+			"%s", jerr.msg);
 		return -EINVAL;
-	} else
-		snprintf(from, sizeof(from), "%s, the configuration last served", path);
-	cfg = now ? now : rec;
+	}
 	if ((ret = nft_open(&nft)) || (ret = nft_table_exists(nft, RULESET_TABLE, &exists))) {
 		snprintf(msg, len, "cannot read the kernel's tables: %s", strerror(-ret));
 		goto out;
+	}
+	/*
+	 * The file just read is the policy wanted now; the record, what the kernel took last,
+	 * stands in when that did not load or the kernel refuses it.
+	 */
+	for (int i = now ? 0 : 1; !exists && i < 2; i++) {
+		cfg = i ? rec : now;
+		if (i)
+			snprintf(from, sizeof(from), "%s, the configuration last served", path);
+		else
+			snprintf(from, sizeof(from), "the configuration this start read");
+		kerr[0] = '\0';
+		if (!(ret = build(nft, cfg, kerr)))
+			break;
+		/* EEXIST, or EPERM when owned: another made it since it was looked for. */
+		refused = ret;
+		if ((ret = nft_table_exists(nft, RULESET_TABLE, &exists)) || exists)
+			break;
+		log_warn("lockdown: cannot build table inet jitd from %s: %s", from,
+			kerr[0] ? kerr : strerror(-refused));
+		ret = -EIO;
 	}
 	if (exists) {
 		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
 		ret = LOCKDOWN_TABLE_THERE;
 		goto out;
 	}
-	/* EEXIST: another made it since it was looked for, and it stays as it is. */
-	if ((ret = build(nft, cfg, kerr)) == -EEXIST) {
-		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
-		ret = LOCKDOWN_TABLE_THERE;
-		goto out;
-	}
 	if (ret) {
-		snprintf(msg, len, "cannot build table inet jitd from %s: %s", from,
-			kerr[0] ? kerr : strerror(-ret));
+		snprintf(msg, len, "no table made: %s", ret == -EIO ? "the kernel refused each "
+			"(above)" : strerror(-ret));
 		goto out;
 	}
 	if (cfg->mode & CONFIG_MODE_GATEWAY)

@@ -1101,20 +1101,19 @@ out:
 }
 
 /*
- * Whatever else is wrong with the file, its permissions and owner included: they concern what
- * it configures, and the record found through it is checked as a configuration is.
+ * Not from a file that check_file refuses: whoever may write that one could send the lookup to
+ * a directory that holds no record, and a start that fails would then leave the ports open.
  */
 const char *config_state_dir_hint(const char *path, char *buf, size_t len)
 {
 	json_t *root = NULL, *v;
 	const char *dir = DEFAULT_STATE_DIR;
 	char *text = NULL;
-	struct stat st;
 	size_t n = 0;
 	int fd;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) >= 0 &&
-		!fstat(fd, &st) && S_ISREG(st.st_mode) &&
+		!check_file(fd, path, &(struct jit_error){ 0 }) &&
 		!slurp(fd, path, &text, &n, &(struct jit_error){ 0 }) &&
 		(root = json_loadb(text, n, 0, NULL)) &&
 		json_is_string(v = json_object_get(root, "state_dir")) &&

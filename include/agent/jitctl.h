@@ -25,6 +25,9 @@ struct jitctl_opts {
 	bool socket_named;  /* -s */
 	bool config_unread; /* jitd's configuration is there but could not be read */
 	const char *config_path; /* -c, else the default */
+	bool config_named;	 /* -c */
+	/* the configuration's control_socket, else the default (unread too) */
+	const char *config_socket;
 };
 
 int cmd_status(const struct jitctl_opts *o, int argc, char **argv);

@@ -133,10 +133,10 @@ int config_load(const char *path, struct config **out, struct jit_error *e);
 int config_load_raw(const char *path, struct config **out, char **raw, size_t *raw_len,
 	struct jit_error *e);
 /*
- * Where the file at path keeps its state: its "state_dir" when it is a regular file holding a
- * JSON document that names an absolute one, however else it fails to load (its mode and owner
- * included); otherwise the default. Written into buf, which is returned. For what a start that
- * refuses the file still needs, and jitctl teardown (agent/lockdown.h).
+ * Where the file at path keeps its state: its "state_dir" when it is a JSON document naming an
+ * absolute one, however else it fails to load, but for its mode and owner (a file that only
+ * root may write); otherwise the default. Written into buf, which is returned. For what a start
+ * that refuses the file still needs, and jitctl teardown (agent/lockdown.h).
  */
 const char *config_state_dir_hint(const char *path, char *buf, size_t len);
 /*

@@ -96,6 +96,21 @@ jq --arg d "$TMP/state2" '. + {"typo": 1, "state_dir": $d}' "$TMP/good.json" >"$
 fails_with "lockdown: no configuration was served here before (no $TMP/state2/lockdown.json)"
 ! kernel_json >/dev/null 2>&1 || fail "a table without a record"
 pass "no record: exit 1, no table"
+# A file that loads is no record either: the start fails past it, and still nothing is made.
+jq --arg d "$TMP/state2" '. + {"state_dir": $d}' "$TMP/good.json" >"$CONFIG"
+touch "$SOCK"
+fails_with "lockdown: no configuration was served here before (no $TMP/state2/lockdown.json)"
+! kernel_json >/dev/null 2>&1 || fail "a table without a record, from the file read"
+pass "a file that loads, no record: exit 1, no table"
+# A damaged record says nothing either, the file that loaded notwithstanding.
+cp "$RECORD" "$TMP/record.saved"
+echo '{ damaged' >"$RECORD"
+cp "$TMP/good.json" "$CONFIG"
+fails_with "lockdown: the last configuration served cannot be read, no table made"
+! kernel_json >/dev/null 2>&1 || fail "a table from a damaged record's state directory"
+cp "$TMP/record.saved" "$RECORD"
+rm -f "$SOCK"
+pass "a damaged record: exit 1, no table"
 if [ ! -e /var/lib/jitd/lockdown.json ]; then
 	echo '{ "state_dir": ' >"$CONFIG"
 	fails_with "no configuration was served here before (no /var/lib/jitd/lockdown.json)"

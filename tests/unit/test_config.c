@@ -1022,9 +1022,9 @@ static void test_state_dir_hint(void **state)
 		path = write_file("hint.json", cases[i].text, strlen(cases[i].text), 0600);
 		assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), cases[i].want);
 	}
-	/* A mode that keeps jitd from using the file does not hide where its state is. */
+	/* A file others may write cannot send the lookup elsewhere. */
 	path = write_file("hintgw.json", cases[0].text, strlen(cases[0].text), 0620);
-	assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), "/srv/jitd");
+	assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), "/var/lib/jitd");
 	snprintf(missing, sizeof(missing), "%s/missing.json", tmpdir);
 	assert_string_equal(config_state_dir_hint(missing, buf, sizeof(buf)), "/var/lib/jitd");
 	assert_string_equal(config_state_dir_hint(tmpdir, buf, sizeof(buf)), "/var/lib/jitd");
