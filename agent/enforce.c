@@ -4250,10 +4250,11 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		"%zu grant(s) removed", e->config_path, nc->n_ports, nc->n_targets, n_dropped);
 	log_info("%s", why);
 	(void)audit(e, "config.loaded", NULL, NULL, NULL, 0, why, -1);
+	/* Status's last error: the record, stale, would lock down without what this added. */
 	if ((ret = lockdown_save(e->started_cfg->state_dir, raw, raw_len)))
-		log_warn("reload: cannot keep the configuration in %s/%s, which a start that fails "
-			"would close the ports with: %s", e->started_cfg->state_dir, LOCKDOWN_FILE,
-			strerror(-ret));
+		note_error(e, "reload: cannot keep the configuration in %s/%s, which a start that "
+			"fails would close the ports with: %s", e->started_cfg->state_dir,
+			LOCKDOWN_FILE, strerror(-ret));
 	snprintf(err, errlen, "%zu", n_dropped);
 	ret = 0;
 	goto out;

@@ -25,7 +25,8 @@ static void teardown_usage(FILE *f)
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n"
 		   "Also removes STATE_DIR/lockdown.json (STATE_DIR from the configuration),\n"
 		   "from which a start of jitd that fails would close the ports again; with\n"
-		   "-s and no -c, only when the configuration's control_socket is SOCKET.\n\n"
+		   "-s and no -c, only when SOCKET is the configuration's control_socket or\n"
+		   "the default.\n\n"
 		   "  --json  print {\"table\",\"removed\",\"lockdown_removed\"}, or\n"
 		   "          {\"error\",\"message\"}, as JSON\n");
 }
@@ -140,10 +141,13 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	/*
 	 * The table is gone: a record left behind is said, not a failure of the teardown. -s
 	 * naming another socket than the configuration's is another jitd's teardown (in another
-	 * namespace, say), and the record that file leads to is not that jitd's.
+	 * namespace, say), and the record that file leads to is not that jitd's; but for the
+	 * default socket, the packages' own teardown, which no jitd anywhere holds now (its lock
+	 * is a file, asked above).
 	 */
 	config_state_dir_hint(o->config_path, dir, sizeof(dir));
-	if (o->socket_named && !o->config_named && strcmp(o->socket, o->config_socket)) {
+	if (o->socket_named && !o->config_named && strcmp(o->socket, o->config_socket) &&
+		strcmp(o->socket, JITCTL_DEFAULT_SOCKET)) {
 		fprintf(stderr, "jitctl teardown: %s/%s left: -s names another jitd than %s "
 			"(name its configuration with -c to remove its record)\n", dir,
 			LOCKDOWN_FILE, o->config_path);

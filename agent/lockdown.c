@@ -68,18 +68,25 @@ int lockdown_forget(const char *state_dir)
 	return ret;
 }
 
-/* One transaction; an owned table, as the agent makes it, needs Linux 6.9's PERSIST to stay. */
-static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT_ERRLEN])
+/*
+ * One transaction; an owned table, as the agent makes it, needs Linux 6.9's PERSIST to stay.
+ * *unanswered: it failed without the kernel's verdict, and may have been applied.
+ */
+static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT_ERRLEN],
+	bool *unanswered)
 {
 	uint32_t flags = cfg->table_owner ? RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST : 0;
 	struct nft_batch *b = NULL;
 	int ret;
 
+	*unanswered = false;
 	for (;;) {
 		if ((ret = nft_batch_new(nft, &b)) || (ret = ruleset_build_new(b, cfg, flags)))
 			break;
 		/* Without PERSIST the kernel would delete an owned table as this process exits. */
-		if ((ret = nft_batch_commit(b, kerr)) != -EOPNOTSUPP || !flags)
+		ret = nft_batch_commit(b, kerr);
+		*unanswered = ret && nft_batch_unanswered(b);
+		if (ret != -EOPNOTSUPP || !flags)
 			break;
 		flags = 0;
 		kerr[0] = '\0';
@@ -118,11 +125,12 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	size_t len)
 {
 	char path[PATH_MAX], kerr[NFT_ERRLEN] = "", targets[48] = "", from[PATH_MAX + 64];
+	char refusals[2 * (NFT_ERRLEN + PATH_MAX + 64)] = "";
 	struct jit_error jerr = { 0 };
 	struct config *rec = NULL;
 	const struct config *cfg = NULL;
 	struct nft *nft = NULL;
-	bool exists;
+	bool exists, unanswered = false;
 	int ret, refused;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
@@ -159,30 +167,35 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		else
 			snprintf(from, sizeof(from), "the configuration this start read");
 		kerr[0] = '\0';
-		if (!(ret = build(nft, cfg, kerr)))
+		if (!(ret = build(nft, cfg, kerr, &unanswered)))
 			break;
-		/* EEXIST, or EPERM when owned: another made it since it was looked for. */
+		/*
+		 * EEXIST, or EPERM when owned: another made it since it was looked for. After a
+		 * commit whose answer was lost, the table found is this one's.
+		 */
 		refused = ret;
 		if ((ret = nft_table_exists(nft, RULESET_TABLE, &exists)) || exists)
 			break;
-		log_warn("lockdown: cannot build table inet jitd from %s: %s", from,
+		snprintf(refusals + strlen(refusals), sizeof(refusals) - strlen(refusals),
+			"%s%s: %s", refusals[0] ? "; " : "", from,
 			kerr[0] ? kerr : strerror(-refused));
 		ret = -EIO;
 	}
-	if (exists) {
+	if (exists && !unanswered) {
 		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
 		ret = LOCKDOWN_TABLE_THERE;
 		goto out;
 	}
-	if (ret) {
-		snprintf(msg, len, "no table made: %s", ret == -EIO ? "the kernel refused each "
-			"(above)" : strerror(-ret));
+	if (ret && !exists) {
+		snprintf(msg, len, "no table made: %s", ret == -EIO && refusals[0] ? refusals :
+			strerror(-ret));
 		goto out;
 	}
 	if (cfg->mode & CONFIG_MODE_GATEWAY)
 		snprintf(targets, sizeof(targets), " and %zu forwarded target(s)", cfg->n_targets);
-	snprintf(msg, len, "table inet jitd built from %s: %zu protected port(s)%s closed; no "
-		"grants until a start restores them", from, cfg->n_ports, targets);
+	snprintf(msg, len, "table inet jitd built from %s%s: %zu protected port(s)%s closed; no "
+		"grants until a start restores them", from, unanswered ? " (the kernel's answer "
+		"was lost, and the table is there)" : "", cfg->n_ports, targets);
 	if (why)
 		record(state_dir, cfg, why, msg);
 	ret = LOCKDOWN_BUILT;

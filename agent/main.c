@@ -362,6 +362,15 @@ int main(int argc, char **argv)
 	(void)mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 	(void)mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
 	parse_opts(argc, argv, &o);
+	/*
+	 * A reload request before the loop can serve it must not kill the agent (the default),
+	 * nor a start that fails before it has closed the ports, nor be lost: the file may change
+	 * after it is read below. Blocked, it waits for the loop's handler; the threads started
+	 * meanwhile inherit the mask and never take it.
+	 */
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	(void)pthread_sigmask(SIG_BLOCK, &hup, NULL);
 	if (config_load_raw(o.config_path, &cfg, &cfg_raw, &cfg_raw_len, &jerr))
 		start_failed(&start, "%s", jerr.msg);
 	if (o.verbose)
@@ -379,14 +388,6 @@ int main(int argc, char **argv)
 		log_warn("%s: %s", o.config_path, msg);
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
-	/*
-	 * A reload request before the loop can serve it must not kill the agent (the default),
-	 * nor be lost: the file may have changed since it was read above. Blocked, it waits for
-	 * the loop's handler; the threads started meanwhile inherit the mask and never take it.
-	 */
-	sigemptyset(&hup);
-	sigaddset(&hup, SIGHUP);
-	(void)pthread_sigmask(SIG_BLOCK, &hup, NULL);
 	now = enforce_now_ms() / 1000;
 	if (!(base = loop_new()))
 		start_failed(&start, "cannot create the event loop");
