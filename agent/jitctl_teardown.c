@@ -152,7 +152,10 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			"(name its configuration with -c to remove its record)\n", dir,
 			LOCKDOWN_FILE, o->config_path);
 		ret = 0;
-	} else if ((ret = lockdown_forget(dir)) < 0)
+	} else if ((ret = lockdown_forget(dir)) == -EBUSY)
+		fprintf(stderr, "jitctl teardown: %s/%s left: a running jitd uses %s\n", dir,
+			LOCKDOWN_FILE, dir);
+	else if (ret < 0)
 		fprintf(stderr, "jitctl teardown: cannot remove %s/%s: %s: a start of jitd that "
 			"fails would close the ports again\n", dir, LOCKDOWN_FILE, strerror(-ret));
 	print_done(json, exists, ret == 1, dir);

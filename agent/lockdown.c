@@ -60,7 +60,10 @@ int lockdown_forget(const char *state_dir)
 
 	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	if (unlinkat(dfd, LOCKDOWN_FILE, 0) < 0)
+	/* store.c's lock: a jitd that holds the directory runs, and its record stays. */
+	if (flock(dfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK)
+		ret = -EBUSY;
+	else if (unlinkat(dfd, LOCKDOWN_FILE, 0) < 0)
 		ret = errno == ENOENT ? 0 : -errno;
 	else if (fsync(dfd) < 0)
 		ret = -errno;
@@ -187,8 +190,13 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		goto out;
 	}
 	if (ret && !exists) {
-		snprintf(msg, len, "no table made: %s", ret == -EIO && refusals[0] ? refusals :
-			strerror(-ret));
+		/* -EIO is the refusals'; anything else, the tables could not be read after one. */
+		if (ret != -EIO || !refusals[0])
+			snprintf(refusals + strlen(refusals), sizeof(refusals) - strlen(refusals),
+				"%s%sthe kernel's tables cannot be read: %s",
+				refusals[0] ? "; " : "", unanswered ? "its answer was lost, and " : "",
+				strerror(-ret));
+		snprintf(msg, len, "no table made: %s", refusals);
 		goto out;
 	}
 	if (cfg->mode & CONFIG_MODE_GATEWAY)

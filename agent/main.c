@@ -458,7 +458,7 @@ int main(int argc, char **argv)
 			kerr[0] ? kerr : strerror(-ret));
 	/* What a start that fails at the next boot closes the ports with (agent/lockdown.h). */
 	if ((ret = lockdown_save(cfg->state_dir, cfg_raw, cfg_raw_len)))
-		log_warn("cannot keep the configuration in %s/%s, which a start that fails would "
+		log_err("cannot keep the configuration in %s/%s, which a start that fails would "
 			"close the ports with: %s", cfg->state_dir, LOCKDOWN_FILE, strerror(-ret));
 	free(cfg_raw);
 	cfg_raw = NULL;

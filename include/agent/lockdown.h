@@ -23,7 +23,7 @@ struct config;
 int lockdown_save(const char *state_dir, const char *raw, size_t len);
 /*
  * Removes state_dir's record, durably (jitctl teardown: jitd is to close nothing any more).
- * 1 removed, 0 there was none, or -errno.
+ * 1 removed, 0 there was none, -EBUSY a running jitd holds the directory, or -errno.
  */
 int lockdown_forget(const char *state_dir);
 

@@ -24,6 +24,14 @@ timeout 20 ip netns exec "$B2" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 ||
 	! grep -q lockdown "$TMP/fail.log" || fail "second jitd: exit $rc: $(cat "$TMP/fail.log")"
 ! in_ns "$B2" nft list table inet jitd >/dev/null 2>&1 || fail "a table made in $B2"
 pass "a second jitd in another namespace: exit 1, no lockdown, no table there"
+# A teardown there, for a configuration naming another socket but this state_dir: no jitd is
+# found at that socket or in that namespace, and the running one's record must stay.
+jq --arg s "$TMP/run2/jitd.sock" '.control_socket = $s' "$CONFIG" >"$TMP/other.json"
+in_ns "$B2" "$JITCTL_BIN" -c "$TMP/other.json" teardown >"$TMP/out" 2>&1 ||
+	fail "teardown in $B2: $(cat "$TMP/out")"
+grep -q "lockdown.json left: a running jitd uses $TMP/state" "$TMP/out" && [ -e "$RECORD" ] ||
+	fail "teardown in $B2: $(cat "$TMP/out")"
+pass "a teardown elsewhere leaves the running jitd's lockdown.json"
 stop_jitd
 cp "$CONFIG" "$TMP/good.json"
 # Valid JSON that names its state_dir, refused for a key jitd does not know.
