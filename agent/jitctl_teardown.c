@@ -142,8 +142,8 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	 * The table is gone: a record left behind is said, not a failure of the teardown. -s
 	 * naming another socket than the configuration's is another jitd's teardown (in another
 	 * namespace, say), and the record that file leads to is not that jitd's; but for the
-	 * default socket, the packages' own teardown, which no jitd anywhere holds now (its lock
-	 * is a file, asked above).
+	 * default socket, the packages' own teardown. Whichever, a record whose directory a
+	 * running jitd holds stays (lockdown_forget).
 	 */
 	config_state_dir_hint(o->config_path, dir, sizeof(dir));
 	if (o->socket_named && !o->config_named && strcmp(o->socket, o->config_socket) &&

@@ -15,7 +15,8 @@ struct config;
  * the deny table (protected ports, targets and always_allow sources; no grants) of the file it
  * read, if that loaded, or else of the record, and exits as it would have. A table already
  * there (a restart: its grants keep running out in the kernel) is left alone, and a host where
- * jitd never served (no record) gets none: no agent that never served closes a port.
+ * jitd never served (no record, or one that cannot be read) gets none: no agent that never
+ * served closes a port.
  */
 #define LOCKDOWN_FILE "lockdown.json"
 
@@ -33,11 +34,11 @@ enum lockdown_result {
 	LOCKDOWN_TABLE_THERE = 3, /* left as it is */
 };
 /*
- * When state_dir holds a record and the kernel no table: builds the table of now (the file the
- * start loaded; NULL when it did not) or else of the record, in one transaction that fails if
- * a table appeared meanwhile, and audits it there with why (the start's failure; NULL: not
- * audited) when no other jitd holds the directory. A LOCKDOWN_* result, or -errno; msg says
- * what happened, for the log.
+ * When state_dir holds a record it can read and the kernel no table: builds the table of now
+ * (the file the start loaded; NULL when it did not) or else, when there is none or the kernel
+ * refuses it, of the record, each in one transaction that fails if a table appeared meanwhile,
+ * and audits it there with why (the start's failure; NULL: not audited) when no other jitd
+ * holds the directory. A LOCKDOWN_* result, or -errno; msg says what happened, for the log.
  */
 int lockdown_apply(const char *state_dir, const struct config *now, const char *why, char *msg,
 	size_t len);
