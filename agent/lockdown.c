@@ -54,16 +54,31 @@ out:
 	return ret;
 }
 
+/*
+ * The directory, under store.c's lock: its descriptor, or -EBUSY while a jitd holds it (that
+ * jitd runs: its trail and record are its own), or -errno. A file system that cannot lock a
+ * directory is used all the same, as store.c does.
+ */
+static int lock_dir(const char *state_dir)
+{
+	int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dfd < 0)
+		return -errno;
+	if (flock(dfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+		close(dfd);
+		return -EBUSY;
+	}
+	return dfd;
+}
+
 int lockdown_forget(const char *state_dir)
 {
 	int dfd, ret = 1;
 
-	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	/* store.c's lock: a jitd that holds the directory runs, and its record stays. */
-	if (flock(dfd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK)
-		ret = -EBUSY;
-	else if (unlinkat(dfd, LOCKDOWN_FILE, 0) < 0)
+	if ((dfd = lock_dir(state_dir)) < 0)
+		return dfd == -ENOENT ? 0 : dfd;
+	if (unlinkat(dfd, LOCKDOWN_FILE, 0) < 0)
 		ret = errno == ENOENT ? 0 : -errno;
 	else if (fsync(dfd) < 0)
 		ret = -errno;
@@ -100,10 +115,7 @@ static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT
 	return ret;
 }
 
-/*
- * Into the directory's trail, unless a jitd holds the directory (store.c's lock): then that
- * jitd writes the trail, and this process must not write beside it.
- */
+/* Into the directory's trail, unless a jitd holds it (lock_dir) and writes that trail itself. */
 static void record(const char *state_dir, const struct config *cfg, const char *why,
 	const char *what)
 {
@@ -113,15 +125,14 @@ static void record(const char *state_dir, const struct config *cfg, const char *
 	char text[2048];
 	int dfd;
 
-	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		return;
 	snprintf(text, sizeof(text), "%s; %s", why, what);
 	rec.message = text;
-	if (flock(dfd, LOCK_EX | LOCK_NB) < 0 || audit_open(state_dir, &o, &a) ||
+	if ((dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
 		audit_log(a, &rec))
 		log_warn("audit: cannot record agent.lockdown in %s", state_dir);
 	audit_close(&a);
-	close(dfd);
+	if (dfd >= 0)
+		close(dfd);
 }
 
 int lockdown_apply(const char *state_dir, const struct config *now, const char *why, char *msg,

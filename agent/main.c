@@ -229,11 +229,15 @@ struct starting {
  * (or else of the last configuration served), if the kernel holds none (agent/lockdown.h).
  * Once the enforcer is open it holds the table.
  */
-static void __attribute__((noreturn))
-start_ends(const struct starting *s, bool lock_down, const char *why)
+static void __attribute__((noreturn, format(printf, 3, 4)))
+start_ends(const struct starting *s, bool lock_down, const char *fmt, ...)
 {
-	char dir[PATH_MAX], msg[2 * PATH_MAX + 256];
+	char why[1024], dir[PATH_MAX], msg[2 * PATH_MAX + 256];
+	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
 	warnx("%s", why);
 	/* A check that fails touches nothing. */
 	if (s->opts->check_only)
@@ -256,33 +260,12 @@ start_ends(const struct starting *s, bool lock_down, const char *why)
 	exit(1);
 }
 
-static void __attribute__((noreturn, format(printf, 2, 3)))
-start_failed(const struct starting *s, const char *fmt, ...)
-{
-	char why[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	start_ends(s, true, why);
-}
-
+#define start_failed(s, ...) start_ends((s), true, __VA_ARGS__)
 /*
  * Another jitd holds what this one needs (its control socket's lock, the state directory, the
  * network namespace's lock): the table is that one's, and nothing of the kernel is touched.
  */
-static void __attribute__((noreturn, format(printf, 2, 3)))
-start_taken(const struct starting *s, const char *fmt, ...)
-{
-	char why[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	start_ends(s, false, why);
-}
+#define start_taken(s, ...) start_ends((s), false, __VA_ARGS__)
 
 /*
  * The audit lines of the last grants before a crash may be only in the journal, which was made
