@@ -4094,6 +4094,12 @@ static void reload_refused(struct enforce *e, const char *why)
 	e->reload_refused_at = enforce_now_ms() / 1000;
 }
 
+static void warn_reload(void *arg, const char *msg)
+{
+	(void)arg;
+	log_warn("reload: %s", msg);
+}
+
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
@@ -4127,6 +4133,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	}
 	for (size_t at = 0; config_warning(nc, &at, jerr.msg, sizeof(jerr.msg));)
 		log_warn("reload: %s: %s", e->config_path, jerr.msg);
+	(void)keys_survey(nc, warn_reload, NULL);
 	ret = JIT_ERR_BAD_CONFIG;
 	if (!ruleset_same_shape(e->cfg, nc)) {
 		snprintf(err, errlen, "%s: \"mode\", or whether any target maps ports (dnat), "

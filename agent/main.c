@@ -145,6 +145,18 @@ static const char *targets_note(const struct config *cfg, char *buf, size_t len)
 	return buf;
 }
 
+static void warn_stderr(void *path, const char *msg)
+{
+	fprintf(stderr, "jitd: %s: warning: %s\n", *(const char **)path, msg);
+}
+
+/* At a start, the journal says what --check-config would have warned of. */
+static void warn_log(void *arg, const char *msg)
+{
+	(void)arg;
+	log_warn("%s", msg);
+}
+
 /*
  * --check-config: what the start would refuse, found before it. Besides the file itself, the
  * controller endpoint's certificate, key and client CA are loaded (a key that does not match
@@ -157,7 +169,7 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX *tls = NULL;
 	char note[64], msg[512];
 	int64_t not_after;
-	size_t keys, bound = 0;
+	size_t keys;
 
 	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
 		tls_server_ctx(&cfg->listen, &tls, msg, sizeof(msg))) {
@@ -172,35 +184,7 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX_free(tls);
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
-	keys = keys_check_dir(cfg->keys_dir, stderr);
-	for (size_t i = 0; i < cfg->n_issuers; i++) {
-		struct jit_error why = { 0 };
-		EVP_PKEY *pub = NULL;
-
-		if (keys_load_public(cfg->keys_dir, cfg->issuers[i].kid, &pub, &why))
-			fprintf(stderr, "jitd: %s: warning: issuers.%s: %s\n", path,
-				cfg->issuers[i].kid, why.msg);
-		else
-			bound++;
-		EVP_PKEY_free(pub);
-	}
-	/*
-	 * With issuers, a key it does not bind signs nothing jitd admits (unknown_key): only the
-	 * bound ones count, as the packages' first start asks how many keys can sign a grant.
-	 */
-	if (cfg->n_issuers && keys > bound)
-		fprintf(stderr, "jitd: %s: warning: %zu usable key(s) in %s bound to no issuer in "
-			"\"issuers\": their grants are refused\n", path, keys - bound, cfg->keys_dir);
-	if (cfg->n_issuers)
-		keys = bound;
-	/*
-	 * Unbound, each key may sign under any iss, and the trail's iss is whatever a grant
-	 * claims: one controller's key can pass for another's. Harmless with one key.
-	 */
-	if (!cfg->n_issuers && keys > 1)
-		fprintf(stderr, "jitd: %s: warning: %zu trusted keys and no \"issuers\": each may "
-			"sign under any iss (bind each key id to its controller's issuer)\n", path,
-			keys);
+	keys = keys_survey(cfg, warn_stderr, &path);
 	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,
 		cfg->n_ports, targets_note(cfg, note, sizeof(note)), keys);
 	return 0;
@@ -369,6 +353,7 @@ int main(int argc, char **argv)
 	}
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		log_warn("%s: %s", o.config_path, msg);
+	(void)keys_survey(cfg, warn_log, NULL);
 	/* A client that goes away mid-reply must not kill the agent. */
 	signal(SIGPIPE, SIG_IGN);
 	now = enforce_now_ms() / 1000;

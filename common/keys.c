@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/config.h"
 #include "common/dirsync.h"
 #include "common/err.h"
 #include "common/keys.h"
@@ -470,14 +472,28 @@ out:
 	return ret;
 }
 
-size_t keys_check_dir(const char *keys_dir, FILE *warn)
+/* warn's line, formatted: a key survey has nothing better to do with one that does not fit. */
+static void __attribute__((format(printf, 3, 4)))
+say(keys_warn_fn *warn, void *arg, const char *fmt, ...)
+{
+	char msg[2 * PATH_MAX + 128];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	warn(arg, msg);
+}
+
+/* Every <kid>.pem in keys_dir loaded as a grant naming it would load it: how many can be. */
+static size_t usable_in_dir(const char *keys_dir, keys_warn_fn *warn, void *arg)
 {
 	DIR *d = opendir(keys_dir);
 	struct dirent *de;
 	size_t usable = 0;
 
 	if (!d) {
-		fprintf(warn, "jitd: warning: keys_dir %s: %s\n", keys_dir, strerror(errno));
+		say(warn, arg, "keys_dir %s: %s", keys_dir, strerror(errno));
 		return 0;
 	}
 	while ((de = readdir(d))) {
@@ -490,12 +506,12 @@ size_t keys_check_dir(const char *keys_dir, FILE *warn)
 			continue;
 		snprintf(kid, sizeof(kid), "%.*s", (int)(len - 4), de->d_name);
 		if (len - 4 > KEYS_KID_MAX || !keys_kid_valid(kid)) {
-			fprintf(warn, "jitd: warning: %s/%s: not a key id, so no grant can name it\n",
-				keys_dir, de->d_name);
+			say(warn, arg, "%s/%s: not a key id, so no grant can name it", keys_dir,
+				de->d_name);
 			continue;
 		}
 		if (keys_load_public(keys_dir, kid, &key, &e)) {
-			fprintf(warn, "jitd: warning: %s/%s: %s\n", keys_dir, de->d_name, e.msg);
+			say(warn, arg, "%s/%s: %s", keys_dir, de->d_name, e.msg);
 			continue;
 		}
 		EVP_PKEY_free(key);
@@ -503,7 +519,37 @@ size_t keys_check_dir(const char *keys_dir, FILE *warn)
 	}
 	closedir(d);
 	if (!usable)
-		fprintf(warn, "jitd: warning: no usable key in %s: every signed grant is refused\n",
-			keys_dir);
+		say(warn, arg, "no usable key in %s: every signed grant is refused", keys_dir);
 	return usable;
+}
+
+size_t keys_survey(const struct config *cfg, keys_warn_fn *warn, void *arg)
+{
+	size_t keys = usable_in_dir(cfg->keys_dir, warn, arg), bound = 0;
+
+	for (size_t i = 0; i < cfg->n_issuers; i++) {
+		struct jit_error why = { 0 };
+		EVP_PKEY *pub = NULL;
+
+		if (keys_load_public(cfg->keys_dir, cfg->issuers[i].kid, &pub, &why))
+			say(warn, arg, "issuers.%s: %s", cfg->issuers[i].kid, why.msg);
+		else
+			bound++;
+		EVP_PKEY_free(pub);
+	}
+	/* With issuers, a key it does not bind signs nothing jitd admits (unknown_key). */
+	if (cfg->n_issuers) {
+		if (keys > bound)
+			say(warn, arg, "%zu usable key(s) in %s bound to no issuer in \"issuers\": "
+				"their grants are refused", keys - bound, cfg->keys_dir);
+		return bound;
+	}
+	/*
+	 * Unbound, each key may sign under any iss, and the trail's iss is whatever a grant
+	 * claims: one controller's key can pass for another's. Harmless with one key.
+	 */
+	if (keys > 1)
+		say(warn, arg, "%zu trusted keys and no \"issuers\": each may sign under any iss "
+			"(bind each key id to its controller's issuer)", keys);
+	return keys;
 }

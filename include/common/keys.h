@@ -3,9 +3,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <openssl/evp.h>
 
+struct config;
 struct jit_error;
 
 #define KEYS_KID_MAX 64
@@ -28,12 +28,16 @@ int keys_load_private(const char *path, EVP_PKEY **out);
  */
 int keys_generate(const char *dir, const char *kid);
 
+typedef void keys_warn_fn(void *arg, const char *msg);
+
 /*
- * For jitd --check-config: every <kid>.pem in keys_dir loaded as a grant naming it would load it.
- * Keys are read when grants name them and may be added while jitd runs, so what cannot be used
- * is a line on warn (each such file, an unreadable keys_dir, none usable), not an error.
- * Returns how many can be used.
+ * What cfg's trusted keys let through, for --check-config, each start and each reload: every
+ * <kid>.pem in keys_dir loaded as a grant naming it would load it, and every key "issuers"
+ * binds. Keys are read when grants name them and may be added while jitd runs, so what cannot
+ * be used is a line on warn (each such file, an unreadable keys_dir, none usable, a bound key
+ * that cannot be loaded, keys bound to no issuer, several keys and no issuers), not an error.
+ * Returns how many keys can sign a grant jitd admits (with issuers, only the bound ones).
  */
-size_t keys_check_dir(const char *keys_dir, FILE *warn);
+size_t keys_survey(const struct config *cfg, keys_warn_fn *warn, void *arg);
 
 #endif

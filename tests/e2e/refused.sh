@@ -103,4 +103,23 @@ grep -q ", 1 trusted key(s))$" "$TMP/out" &&
 	grep -q "warning: $TMP/keys.d/.hidden.pem: not a key id" "$TMP/err" ||
 	fail "unusable keys: $(cat "$TMP/out" "$TMP/err")"
 pass "jitd --check-config warns of each key no grant could use, counts the one that can"
+# Since the unit runs no --check-config before the start, the agent's journal says the same:
+# at a reload, and at the next start (a restart: the table and grants carry over).
+lines=$(wc -l <"$TMP/jitd.log")
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+tail -n +"$((lines + 1))" "$TMP/jitd.log" >"$TMP/log.reload"
+grep -q "reload: $TMP/keys.d/loose.pem: .*writable" "$TMP/log.reload" &&
+	grep -q "reload: $TMP/keys.d/junk.pem: " "$TMP/log.reload" &&
+	grep -q "reload: $TMP/keys.d/.hidden.pem: not a key id" "$TMP/log.reload" ||
+	fail "the reload's log: $(cat "$TMP/log.reload")"
+pass "a reload logs each key no grant could use"
+stop_jitd
+lines=$(wc -l <"$TMP/jitd.log")
+start_jitd
+tail -n +"$((lines + 1))" "$TMP/jitd.log" >"$TMP/log.start"
+grep -q "$TMP/keys.d/loose.pem: .*writable" "$TMP/log.start" &&
+	grep -q "$TMP/keys.d/junk.pem: " "$TMP/log.start" &&
+	grep -q "$TMP/keys.d/.hidden.pem: not a key id" "$TMP/log.start" ||
+	fail "the start's log: $(cat "$TMP/log.start")"
+pass "a start logs each key no grant could use"
 rm -f "$TMP/keys.d/loose.pem" "$TMP/keys.d/junk.pem" "$TMP/keys.d/.hidden.pem"
