@@ -1078,7 +1078,12 @@ int config_load_raw(const char *path, struct config **out, char **raw, size_t *r
 	int fd, ret;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/*
+	 * O_NONBLOCK: a FIFO put in the file's place must not hang the open until a writer comes
+	 * (a start would never reach its lockdown, a reload would stall the loop): check_file
+	 * refuses it. A regular file's reads ignore the flag.
+	 */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		ret = BAD(e, "%s: %s", path, strerror(errno));
 		goto out;

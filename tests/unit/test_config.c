@@ -967,6 +967,11 @@ static void test_load(void **state)
 	snprintf(missing, sizeof(missing), "%s/missing.json", tmpdir);
 	load_bad(missing, strerror(ENOENT));
 	load_bad(tmpdir, "not a regular file");
+	/* A FIFO with no writer is refused at once, not waited on. */
+	snprintf(missing, sizeof(missing), "%s/fifo.json", tmpdir);
+	assert_int_equal(mkfifo(missing, 0600), 0);
+	load_bad(missing, "not a regular file");
+	unlink(missing);
 	big = malloc(CONFIG_MAX_BYTES + 1);
 	assert_non_null(big);
 	memset(big, ' ', CONFIG_MAX_BYTES + 1);
