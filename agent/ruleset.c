@@ -1646,6 +1646,16 @@ static int put_elem(struct nftnl_set *s, const struct ruleset_elem *re, int64_t 
 #define ELEMS_CHUNK 1024
 #endif
 
+/*
+ * An element to add with less time left than this is left out: a kernel without e0c47281723f
+ * ("netfilter: nf_tables: elements with timeout below CONFIG_HZ never expire", 2024) rounds a
+ * timeout under one tick (10 ms at HZ=100) to none, and the element would never expire. Its
+ * grant loses these last moments instead, which errs closed; grants are admitted with a
+ * second or more left, so only an element re-added in its grant's last moments (a range split
+ * by another grant, a repair) is concerned.
+ */
+#define MIN_TIMEOUT_MS 50
+
 /* One message series per (set, direction): kind, family and shard decide the set. */
 static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n, int kind,
 	int family, unsigned shard, bool add, int64_t now_ms)
@@ -1668,10 +1678,12 @@ static int elems_for(struct nft_batch *b, const struct ruleset_elem *v, size_t n
 
 		if (v[i].kind != kind || v[i].family != family || ruleset_elem_shard(&v[i]) != shard)
 			continue;
+		if (add && left < MIN_TIMEOUT_MS)
+			continue;
 		if (v[i].ipproto != IPPROTO_TCP && v[i].ipproto != IPPROTO_UDP)
 			ret = -EINVAL;
 		else
-			ret = put_elem(s, &v[i], add ? (left > 0 ? left : 1) : 0);
+			ret = put_elem(s, &v[i], add ? left : 0);
 		if (ret == 0 && ++count == ELEMS_CHUNK) {
 			ret = send_elems(b, s, count, type, what);
 			nftnl_set_free(s);

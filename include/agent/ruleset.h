@@ -180,7 +180,8 @@ int ruleset_delete(struct nft_batch *b);
 /*
  * Appends deletions then additions of allow-set elements (deletions first, so a changed range
  * or timeout is delete + add in the same transaction). Added elements get timeout
- * exp_ms - now_ms (at least 1 ms). Returns 0 or -ENOMEM / -EINVAL.
+ * exp_ms - now_ms; one with less than 50 ms left is not added (under a kernel tick, an old
+ * kernel would keep it for ever). Returns 0 or -ENOMEM / -EINVAL.
  */
 int ruleset_elems(struct nft_batch *b, const struct ruleset_elem *del, size_t n_del,
 	const struct ruleset_elem *add, size_t n_add, int64_t now_ms);

@@ -4,9 +4,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "agent/nft.h"
 #include "agent/ruleset.h"
 
 /* Byte order is the contract: the model, status and the kernel's ranges sort as memcmp does. */
@@ -88,11 +90,47 @@ static void test_addrs_edges(void **state)
 	assert_true(ruleset_elem_cmp_addrs(&a, &b) > 0);
 }
 
+/*
+ * An element added with a timeout under one kernel tick would never expire on a kernel
+ * without e0c47281723f: one with less than 50 ms left is not sent at all. Deletions always are.
+ * Only the batch is built (a netlink socket, no transaction): nothing needs root.
+ */
+static void test_no_timeout_under_a_tick(void **state)
+{
+	const struct { int64_t left; size_t msgs; } cases[] = {
+		{ -5, 0 }, { 0, 0 }, { 1, 0 }, { 49, 0 }, { 50, 1 }, { 60000, 1 },
+	};
+	const int64_t now = 1800000000000LL;
+	struct ruleset_elem e = { .kind = RULESET_HOST_ADDR, .ipproto = IPPROTO_TCP, .port = 22,
+		.family = AF_INET, .lo = { 192, 0, 2, 1 }, .hi = { 192, 0, 2, 1 } };
+	struct nft_batch *b = NULL;
+	struct nft *n = NULL;
+
+	(void)state;
+	assert_int_equal(nft_open(&n), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		e.exp_ms = now + cases[i].left;
+		assert_int_equal(nft_batch_new(n, &b), 0);
+		assert_int_equal(ruleset_elems(b, NULL, 0, &e, 1, now), 0);
+		if (nft_batch_count(b) != cases[i].msgs)
+			fail_msg("%lld ms left: %zu messages, not %zu", (long long)cases[i].left,
+				nft_batch_count(b), cases[i].msgs);
+		nft_batch_free(b);
+	}
+	e.exp_ms = now + 1;
+	assert_int_equal(nft_batch_new(n, &b), 0);
+	assert_int_equal(ruleset_elems(b, &e, 1, NULL, 0, now), 0);
+	assert_int_equal(nft_batch_count(b), 1);
+	nft_batch_free(b);
+	nft_close(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_addrs_order_as_bytes),
 		cmocka_unit_test(test_addrs_edges),
+		cmocka_unit_test(test_no_timeout_under_a_tick),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
