@@ -238,15 +238,12 @@ int activity_note_event(struct activity *a, const json_t *ev)
 
 static void settle_within(struct activity *a, int wait_ms);
 
-void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
-	struct port_activity *out)
+void activity_ready(struct activity *a)
 {
-	const struct port_hist *h;
-
 	/*
 	 * A status in the first moments waits a little for the trail's reading, not for all of
 	 * it: a trail of millions of records would hold the loop (grants, the watchdog) up. Once
-	 * in all: a status asks for each port, and each would wait again.
+	 * in all: the next statuses would each wait again.
 	 */
 	if (a->rb && !a->waited) {
 		settle_within(a, ACTIVITY_WAIT_MS);
@@ -254,6 +251,13 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 	} else {
 		settle_within(a, 0);
 	}
+}
+
+void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
+	struct port_activity *out)
+{
+	const struct port_hist *h;
+
 	memset(out, 0, sizeof(*out));
 	if ((out->pending = a->rb != NULL))
 		return;

@@ -343,9 +343,15 @@ static int64_t grant_now_s(const struct enforce *e, size_t i, int64_t boot_ms)
 	return e->grants[i].exp - (left > 0 ? left / 1000 : 0);
 }
 
-int64_t enforce_grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms)
+int64_t enforce_grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms,
+	int64_t boot_ms)
 {
-	return grant_end_ms(e, i, now_ms, clock_ms(CLOCK_BOOTTIME));
+	return grant_end_ms(e, i, now_ms, boot_ms);
+}
+
+int64_t enforce_boot_ms(void)
+{
+	return clock_ms(CLOCK_BOOTTIME);
 }
 
 int64_t enforce_now_ms(void)

@@ -56,11 +56,16 @@ static const char *human(const json_t *secs, char *buf, size_t len)
 
 static void print_kernel(const json_t *k, const char *deny)
 {
+	json_int_t foreign = json_integer_value(json_object_get(k, "foreign_elements"));
+
 	printf("Kernel:         table %s %s%s", jitctl_str(k, "table"),
 		json_is_true(json_object_get(k, "present")) ? "present" : "MISSING",
 		json_is_true(json_object_get(k, "owned")) ? " (owned by jitd)" : "");
 	printf(", %s", json_is_true(json_object_get(k, "in_sync")) ? "in sync" :
 		"NOT IN SYNC with the agent's grants");
+	if (foreign)
+		printf(" (%" JSON_INTEGER_FORMAT " element%s jitd did not write)", foreign,
+			foreign == 1 ? "" : "s");
 	printf(", %" JSON_INTEGER_FORMAT " packets %s\n",
 		json_integer_value(json_object_get(k, "denied_packets")),
 		!strcmp(deny, "reject") ? "rejected" : "dropped");

@@ -60,7 +60,8 @@ struct kview {
 	size_t n, cap;
 	struct ruleset_elem *extra;
 	size_t n_extra, extra_cap;
-	int64_t now_ms;
+	size_t foreign;		/* elements jitd cannot have written: never in sync */
+	int64_t now_ms, boot_ms;	/* read together: a grant's end is one minus the other */
 };
 
 static const struct ruleset_elem *kref_elem(const struct kview *kv, const struct kref *r)
@@ -163,11 +164,20 @@ static int kview_add(struct kview *kv, const struct ruleset_elem *re)
 	return kview_push(kv, KREF_EXTRA | (uint32_t)kv->n_extra++, re->exp_ms);
 }
 
-/* What jitd could not have written is not a grant's: the status shows what grants have. */
+/*
+ * What jitd could not have written (no timeout, a range of ports, a catch-all) is no grant's:
+ * it is not listed, but counted, and the kernel is then not in sync (jitd removes it at its
+ * next check, or cannot even name it).
+ */
 static int read_cb(void *arg, const char *set __attribute__((unused)),
 	const struct ruleset_elem *re, const struct ruleset_raw *raw __attribute__((unused)))
 {
-	return re ? kview_add(arg, re) : 0;
+	struct kview *kv = arg;
+
+	if (re)
+		return kview_add(kv, re);
+	kv->foreign++;
+	return 0;
 }
 
 static void read_restart(void *arg)
@@ -176,6 +186,7 @@ static void read_restart(void *arg)
 
 	kv->n = 0;
 	kv->n_extra = 0;
+	kv->foreign = 0;
 }
 
 /*
@@ -192,6 +203,7 @@ static void kview_read(struct nft *n, const struct config *cfg, const struct rul
 	kv->model = model;
 	kv->nm = nm;
 	kv->now_ms = enforce_now_ms();
+	kv->boot_ms = enforce_boot_ms();
 	if (nft_table_exists(n, RULESET_TABLE, &kv->present) || !kv->present)
 		return;
 	if (nm >= KREF_EXTRA) {
@@ -693,6 +705,8 @@ static json_t *ports_json(const struct config *cfg, struct activity *act,
 {
 	json_t *a = json_array();
 
+	/* Once: a rebuild joining between two rows would give the status two states. */
+	activity_ready(act);
 	for (size_t i = 0; a && i < cfg->n_ports; i++) {
 		const struct port_policy *pp = &cfg->ports[i];
 		struct port_activity sum;
@@ -868,7 +882,7 @@ static bool kernel_in_sync(const struct kview *kv)
 	const int64_t soon = kv->now_ms + SYNC_TOLERANCE_MS;
 	size_t i;
 
-	if (!kv->present)
+	if (!kv->present || kv->foreign)
 		return false;
 	for (i = 0; i < kv->n; i++) {
 		const struct kref *r = &kv->r[i];
@@ -1073,7 +1087,9 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	w_value(&w, "table", json_string("inet " RULESET_TABLE));
 	w_value(&w, "present", json_boolean(kv.present));
 	w_value(&w, "owned", json_boolean(enforce_table_owned(e)));
-	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv)));
+	/* Nor while a change failed or the model lost the kernel, until jitd has read it again. */
+	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv) && !enforce_unsure(e)));
+	w_value(&w, "foreign_elements", json_integer((json_int_t)kv.foreign));
 	w_value(&w, "denied_packets", json_integer((json_int_t)kv.denied));
 	w_open(&w, "elements", "[");
 	for (size_t i = 0; !w.pr.err && i < kv.n; i++) {
@@ -1087,7 +1103,8 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 		oom_check(&w, oom);
 		if (i)
 			w_raw(&w, ",");
-		print_grant(&w.pr, cfg, &g[i], kv.now_ms, enforce_grant_end_ms(e, i, kv.now_ms),
+		print_grant(&w.pr, cfg, &g[i], kv.now_ms,
+			enforce_grant_end_ms(e, i, kv.now_ms, kv.boot_ms),
 			left[i], flows ? flows[i] : -1, false);
 	}
 	w_close(&w, "]}");

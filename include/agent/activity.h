@@ -37,9 +37,15 @@ int activity_note(struct activity *a, const struct grant *g, int64_t when);
 /* The same from an audit record; events other than grant.applied are ignored. 0 or -ENOMEM. */
 int activity_note_event(struct activity *a, const json_t *ev);
 /*
+ * Takes a rebuild (activity_rebuild) that has finished into the history, once per status
+ * before its activity_port calls, so that all its rows are of one state. The first call while
+ * the rebuild runs waits up to a second for it, the next ones not at all.
+ */
+void activity_ready(struct activity *a);
+/*
  * Activity of (port, ipproto) as of now, ipproto 0 for the port whatever the protocol; zeroed
- * when there was none. The first call while a rebuild runs (activity_rebuild) waits up to a
- * second for it, the next ones not at all; while it still runs, out is zeroed with pending set.
+ * when there was none; while a rebuild runs (activity_ready did not take it), zeroed with
+ * pending set.
  */
 void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out);

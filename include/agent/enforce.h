@@ -173,10 +173,14 @@ void enforce_expire(struct enforce *e);
 const struct config *enforce_config(const struct enforce *e);
 const struct grant *enforce_grants(const struct enforce *e, size_t *n);
 /*
- * When grant i of enforce_grants ends, in wall-clock ms as the clock reads now_ms: its exp,
- * unless the wall clock was stepped since it was applied (the grant keeps its time).
+ * When grant i of enforce_grants ends, in wall-clock ms as the clock reads now_ms at boot_ms
+ * (enforce_boot_ms, read with it): its exp, unless the wall clock was stepped since it was
+ * applied (the grant keeps its time).
  */
-int64_t enforce_grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms);
+int64_t enforce_grant_end_ms(const struct enforce *e, size_t i, int64_t now_ms,
+	int64_t boot_ms);
+/* CLOCK_BOOTTIME in ms, the clock grants' own time runs on. */
+int64_t enforce_boot_ms(void);
 /*
  * The elements jitd believes the kernel holds (expired ones may linger), always sorted by kind,
  * family, protocol and port, then destination and source range: status searches it as it is.

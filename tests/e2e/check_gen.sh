@@ -178,3 +178,28 @@ status_json >/dev/null
 in_ns "$SRV" nft delete table inet other
 has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
 pass "ENOBUFS heard; the table kept its handles, no drift.repaired in the trail or the log"
+
+log "an element jitd cannot have written (no timeout), its events unheard: status is not in sync"
+# jitd's next check is an hour away and the events are thrown away: only the status's own read
+# of the kernel can see it. It is counted, not listed (it is no grant's), until a reload
+# removes it.
+touch "$JITD_TEST_DROP_EVENTS_FILE"
+in_ns "$SRV" nft add element inet jitd allow4_addr_3 '{ 192.0.2.6 . tcp . 22 }'
+status_json >"$TMP/status.json"
+jq -e '(.kernel.in_sync | not) and .kernel.foreign_elements == 1 and
+	([.kernel.elements[] | select(.source == "192.0.2.6")] == [])' "$TMP/status.json" \
+	>/dev/null || fail "status with a foreign element: $(jq -c .kernel "$TMP/status.json")"
+"$JITCTL_BIN" -s "$SOCK" status >"$TMP/status.txt" || fail "jitctl status: $(cat "$TMP/status.txt")"
+grep -q "NOT IN SYNC with the agent's grants (1 element jitd did not write)" "$TMP/status.txt" ||
+	fail "jitctl status: $(grep Kernel "$TMP/status.txt")"
+said=$(grep -o "NOT IN SYNC.*write)" "$TMP/status.txt")
+pass "status: $(jq -c '.kernel | {in_sync, foreign_elements}' "$TMP/status.json"); $said"
+rm -f "$JITD_TEST_DROP_EVENTS_FILE"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+status_json | jq -e '.kernel.in_sync and .kernel.foreign_elements == 0' >/dev/null ||
+	fail "after the reload: $(status_json | jq -c '.kernel | {in_sync, foreign_elements}')"
+in_ns "$SRV" nft -j list set inet jitd allow4_addr_3 |
+	jq -e '[.nftables[].set? | select(.) | .elem // [] | .[] | tostring |
+		select(contains("192.0.2.6"))] == []' >/dev/null ||
+	fail "the foreign element is still there"
+pass "a reload removed it: in sync, none counted"

@@ -82,6 +82,7 @@ static void assert_all_counted(struct audit *audit)
 
 	assert_int_equal(activity_new(&act), 0);
 	assert_int_equal(activity_rebuild(act, audit, 0), 0);
+	activity_ready(act);
 	activity_port(act, 22, IPPROTO_TCP, (int64_t)time(NULL), &pa);
 	assert_int_equal(pa.grants_7d, RECORDS);
 	assert_true(pa.last_access > 0);
@@ -171,6 +172,7 @@ static void withdrawn_grants_do_not_count(void **state)
 	}
 	assert_int_equal(activity_new(&act), 0);
 	assert_int_equal(activity_rebuild(act, audit, 0), 0);
+	activity_ready(act);
 	activity_port(act, 22, IPPROTO_TCP, (int64_t)time(NULL), &pa);
 	/* w-1, w-2's second application and w-6; in one second, the last counted is dave's. */
 	assert_int_equal(pa.grants_7d, 3);
@@ -214,6 +216,7 @@ static void both_protocols_count_once(void **state)
 			assert_int_equal(activity_rebuild(act, audit, 0), 0);
 		else
 			assert_int_equal(activity_note(act, &g, now), 0);
+		activity_ready(act);
 		activity_port(act, 53, 0, now, &pa);
 		assert_int_equal(pa.grants_7d, 1);
 		assert_string_equal(pa.last_user, "alice");

@@ -52,9 +52,20 @@ const struct grant *enforce_grants(const struct enforce *e __attribute__((unused
 }
 
 int64_t enforce_grant_end_ms(const struct enforce *e __attribute__((unused)),
-	size_t i __attribute__((unused)), int64_t now_ms)
+	size_t i __attribute__((unused)), int64_t now_ms,
+	int64_t boot_ms __attribute__((unused)))
 {
 	return now_ms;
+}
+
+int64_t enforce_boot_ms(void)
+{
+	return 0;
+}
+
+bool enforce_unsure(const struct enforce *e __attribute__((unused)))
+{
+	return false;
 }
 
 struct nft *enforce_nft(const struct enforce *e __attribute__((unused)))
@@ -284,6 +295,13 @@ static void kernel_view_refers_to_model(void **state __attribute__((unused)))
 	kview_sort(&kv);
 	assert_int_equal(kv.n_extra, 0);
 	assert_true(kernel_in_sync(&kv));
+	/* One jitd cannot have written (no timeout, a catch-all) is no grant's: never in sync. */
+	assert_int_equal(read_cb(&kv, "allow4_addr_1", NULL, NULL), 0);
+	assert_int_equal(kv.foreign, 1);
+	assert_int_equal(kv.n, 2);
+	assert_false(kernel_in_sync(&kv));
+	read_restart(&kv);
+	assert_int_equal(kv.foreign, 0);
 	kview_free(&kv);
 }
 
