@@ -711,8 +711,26 @@ static ssize_t spool_read(int fd, void *buf, size_t len, off_t off)
 	}
 	return pread(fd, buf, len, off);
 }
+
+/*
+ * Test builds only: while $JITD_TEST_SPOOL_OPEN_FAIL_FILE exists, the spool cannot be made
+ * (as in a file system without O_TMPFILE), so that the status is sent from memory.
+ */
+static int spool_open(const char *dir)
+{
+	if (testhook_exists("JITD_TEST_SPOOL_OPEN_FAIL_FILE")) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return open(dir, O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+}
 #else
 #define spool_read pread
+
+static int spool_open(const char *dir)
+{
+	return open(dir, O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+}
 #endif
 
 /*
@@ -743,8 +761,19 @@ static void stream_pump(struct evhttp_connection *evcon, void *arg)
 		if (evbuffer_commit_space(piece, &v, 1))
 			goto fail;
 	} else {
-		piece = s->rest;
-		s->rest = NULL;
+		/*
+		 * What the spool could not take, a piece at a time too: the stream stays counted
+		 * among those being sent until its last piece, and each piece re-arms the
+		 * connection's timeout (libevent 2.1 arms the read timeout only then), so that
+		 * a client reading a large document steadily is not cut off.
+		 */
+		if (!(piece = evbuffer_new()) ||
+			evbuffer_remove_buffer(s->rest, piece, STATUS_PIECE) < 0)
+			goto fail;
+		if (!evbuffer_get_length(s->rest)) {
+			evbuffer_free(s->rest);
+			s->rest = NULL;
+		}
 	}
 	last = s->off == s->spooled && !s->rest;
 	if (last)
@@ -859,8 +888,7 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	s->req = req;
 	s->evcon = evhttp_request_get_connection(req);
 	/* O_EXCL: the file can never be linked into the directory. */
-	s->fd = open(enforce_config(h->enf)->state_dir, O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC,
-		0600);
+	s->fd = spool_open(enforce_config(h->enf)->state_dir);
 	if (s->fd < 0 && !warned) {
 		log_warn("controller endpoint: cannot spool the status in %s (%s); it is built in "
 			 "memory", enforce_config(h->enf)->state_dir, strerror(errno));
@@ -885,7 +913,10 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	stream_pump(NULL, s);
 }
 
-/* Prometheus text format, under the same rule as status (it counts who was refused why). */
+/*
+ * Prometheus text format, over mutual TLS or to any loopback client: counts, not who holds
+ * access from where, so a local scraper need not run as root.
+ */
 static void get_metrics(struct http *h, struct evhttp_request *req, const struct peer *p)
 {
 	struct metrics_gauges g = { .denied_packets = -1, .started = enforce_started(h->enf) };

@@ -9,9 +9,11 @@ struct http;
 /*
  * The controller endpoint (libevent evhttp, TLS through OpenSSL) on cfg->listen.address:
  *   POST /v1/grants       compact JWS (application/jwt)  -> 201 the applied grant
+ *   POST /v1/grants/batch {"grants": [JWS, ...]}         -> 200 each grant's result
  *   POST /v1/revocations  compact JWS, typ jit-revoke+jwt -> 200 what was revoked
- *   GET  /v1/status       the status document (mutual TLS or loopback clients only)
- *   GET  /metrics         Prometheus text format (same rule as status)
+ *   GET  /v1/status       the status document (mutual TLS, or loopback clients whose socket
+ *                         is root's or jitd's own user's)
+ *   GET  /metrics         Prometheus text format (mutual TLS, or any loopback client)
  * Errors are {"error":"<jit_err_name>","message":"..."} with the HTTP status README.md lists
  * (requests libevent refuses before any handler runs get its own bare replies, as README says).
  * Bounded: header and body size, per-connection timeouts, concurrent connections, requests per

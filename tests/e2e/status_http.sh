@@ -5,17 +5,20 @@
 # listen.timeout, must take its spool file with it (four are sent at once at most; a fifth is
 # told to retry); in test builds, a spool that cannot be read back must end its connection at
 # once, and a status that runs out of memory midway must be answered as an error or cut short,
-# over the control socket too; and the agent must serve the next status and exit clean (under
-# ASan: no leak). A reload that moves state_dir waits for the restart: statuses are still
-# spooled in the directory jitd opened. Over the control socket, replies a member of
+# over the control socket too, and a status with no spool file to be had is sent from memory,
+# still a piece at a time and four at most; and the agent must serve the next status and exit
+# clean (under ASan: no leak). A reload that moves state_dir waits for the restart: statuses
+# are still spooled in the directory jitd opened. Over the control socket, replies a member of
 # control_group does not read are held in memory, two at most at once.
 # The server namespace's own TCP buffers are made small, so that a few hundred grants take many
 # pieces and turns of the loop.
 . "$(dirname "$0")/lib.sh"
 
 N=800
-# Test builds: reading a spool back fails while this file exists (agent/http.c, spool_read).
+# Test builds: reading a spool back fails while this file exists (agent/http.c, spool_read);
+# no spool can be made while the second one does (spool_open).
 export JITD_TEST_SPOOL_FAIL_FILE=$TMP/spool-fail JITD_TEST_STATUS_OOM_FILE=$TMP/status-oom
+export JITD_TEST_SPOOL_OPEN_FAIL_FILE=$TMP/spool-open-fail
 # Test builds: while this file exists, a log query waits on its thread (jitd-log).
 export JITD_TEST_LOG_HOLD_FILE=$TMP/log-hold
 setup_net
@@ -224,8 +227,8 @@ PY
 fi
 
 # client.py MODE OUT HOST PORT [CA CERT KEY]: asks for the status and reads 16 KiB of it, then
-# goes away (abandon), or reads 4 KiB, stops reading for 8 s, then reads what is left until the
-# connection ends, and writes how many bytes it got to OUT (stall).
+# goes away (abandon), or reads 4 KiB (then OUT.started exists), stops reading for 8 s, then
+# reads what is left until the connection ends, and writes how many bytes it got to OUT (stall).
 cat >"$TMP/client.py" <<'PY'
 import socket, ssl, sys, time
 mode, out, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -237,6 +240,8 @@ if len(sys.argv) > 5:
 s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: jitd\r\n\r\n")
 got = s.recv(4096)
 assert got.startswith(b"HTTP/1.1 200"), got[:80]
+if mode == "stall":
+    open(out + ".started", "w").close()
 if mode == "abandon":
     while len(got) < 16384:
         b = s.recv(4096)
@@ -338,6 +343,51 @@ status_oom_checks() {
 	next_status_whole
 }
 
+# memory_checks (test builds, listen.timeout 60 s): with no spool file to be had (a test hook,
+# as on a file system without O_TMPFILE), the document is sent from memory, still a piece at a
+# time: whole, with its Content-Length, warned of once; four at most at once (each held in
+# memory until read), a fifth is told to retry; the four stalled ones get all of it.
+memory_checks() {
+	local code len size i started stalled=()
+	log "no spool file (test builds): sent from memory, a piece at a time, four at most"
+	touch "$JITD_TEST_SPOOL_OPEN_FAIL_FILE"
+	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -D "$TMP/hdr" -o "$TMP/body" \
+		-w '%{http_code}' "$URL/v1/status")
+	len=$(tr -d '\r' <"$TMP/hdr" | sed -n 's/^[Cc]ontent-[Ll]ength: //p')
+	size=$(stat -c %s "$TMP/body")
+	[ "$code" = 200 ] && [ "$len" = "$size" ] &&
+		[ "$(jq '.grants | length' "$TMP/body")" = "$N" ] ||
+		fail "from memory: HTTP $code, Content-Length $len, $size bytes"
+	grep -q "cannot spool the status in $TMP/state (Operation not supported)" "$TMP/jitd.log" ||
+		fail "not warned that the status is built in memory"
+	pass "whole from memory: Content-Length $len, warned"
+	rm -f "$TMP"/memstall.*
+	for i in 1 2 3 4; do
+		ip netns exec "$SRV" /usr/bin/python3 "$TMP/client.py" stall "$TMP/memstall.$i" \
+			"${PY_TLS[@]}" &
+		stalled[i]=$!
+		BG_PIDS+=($!)
+	done
+	started() { [ "$(find "$TMP" -maxdepth 1 -name 'memstall.*.started' | wc -l)" = 4 ]; }
+	wait_until 10 "four statuses from memory started" started
+	code=$(in_ns "$SRV" curl -sS --max-time 10 "${CURL_TLS[@]}" -o "$TMP/body" \
+		-w '%{http_code}' "$URL/v1/status")
+	[ "$code" = 503 ] && [ "$(jq -r .error "$TMP/body")" = busy ] ||
+		fail "a fifth status while four are sent from memory: HTTP $code" \
+			"$(head -c 200 "$TMP/body")"
+	pass "a fifth at once: 503 busy"
+	for i in 1 2 3 4; do
+		wait "${stalled[i]}" || fail "stalled client $i"
+		[ "$(cat "$TMP/memstall.$i")" -gt "$size" ] ||
+			fail "stalled client $i got $(cat "$TMP/memstall.$i") bytes," \
+				"the body is $size"
+	done
+	pass "the stalled clients got it all once they read:" \
+		"$(cat "$TMP"/memstall.[1-4] | tr '\n' ' ')"
+	rm -f "$JITD_TEST_SPOOL_OPEN_FAIL_FILE"
+	next_status_whole
+}
+
 next_status_whole() {
 	local code
 	code=$(in_ns "$SRV" curl -sS --max-time 20 "${CURL_TLS[@]}" -o "$TMP/body" \
@@ -417,6 +467,7 @@ over() {
 	start_jitd
 	spool_fail_checks
 	status_oom_checks
+	memory_checks
 	stop_jitd TERM
 	pass "clean exit (under ASan: no leak)"
 }
