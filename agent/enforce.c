@@ -4118,7 +4118,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		struct jit_error why;
 	} *dropped = NULL;
 	struct config *nc = NULL;
-	char *raw = NULL;
+	char *raw = NULL, *moved_to = NULL;	/* the file's state_dir, when a restart moves it */
 	struct group *groups = NULL;
 	struct nft_batch *b = NULL;
 	size_t n_groups = 0, n_dropped = 0, raw_len = 0;
@@ -4166,6 +4166,11 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	restart_only(e->started_cfg, nc, pending, sizeof(pending));
 	if (pending[0])
 		log_warn("reload: changed but applied only at the next start: %s", pending);
+	if (strcmp(nc->state_dir, e->started_cfg->state_dir) &&
+		!(moved_to = strdup(nc->state_dir))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
 	if ((ret = keep_running(e->started_cfg, nc)))
 		goto fail;
 	/* Read after the file and the settling: either may take a while on a slow disk. */
@@ -4268,6 +4273,12 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		note_error(e, "reload: cannot keep the configuration in %s/%s, which a start that "
 			"fails would close the ports with: %s", e->started_cfg->state_dir,
 			LOCKDOWN_FILE, strerror(-ret));
+	/* The next start looks in the new state_dir: with no record there, one that fails opens. */
+	if (moved_to && (ret = lockdown_save_ahead(moved_to, raw, raw_len)))
+		note_error(e, "reload: state_dir moves to %s at the next start, and the "
+			"configuration cannot be kept there as %s (%s): a start that fails there "
+			"after a boot would leave the ports open", moved_to, LOCKDOWN_FILE,
+			ret == -EBUSY ? "another jitd uses it" : strerror(-ret));
 	snprintf(err, errlen, "%zu", n_dropped);
 	ret = 0;
 	goto out;
@@ -4308,6 +4319,7 @@ out:
 	free(ids);
 	free(keys.v);
 	free(raw);
+	free(moved_to);
 	return ret;
 }
 

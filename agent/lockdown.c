@@ -72,6 +72,20 @@ static int lock_dir(const char *state_dir)
 	return dfd;
 }
 
+int lockdown_save_ahead(const char *state_dir, const char *raw, size_t len)
+{
+	int dfd, ret;
+
+	/* Made as store_open makes it at the start; a jitd that uses it keeps its own record. */
+	if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if ((dfd = lock_dir(state_dir)) < 0)
+		return dfd;
+	ret = lockdown_save(state_dir, raw, len);
+	close(dfd);
+	return ret;
+}
+
 int lockdown_forget(const char *state_dir)
 {
 	int dfd, ret = 1;

@@ -23,6 +23,12 @@ struct config;
 /* Keeps raw (a configuration just enforced) as state_dir's record: written, synced, renamed. */
 int lockdown_save(const char *state_dir, const char *raw, size_t len);
 /*
+ * The same in the state_dir a reload applied moves to at the next start (made 0700 if
+ * missing), so that a start that fails there after a boot finds a record: 0, -EBUSY while
+ * another jitd holds that directory, or -errno.
+ */
+int lockdown_save_ahead(const char *state_dir, const char *raw, size_t len);
+/*
  * Removes state_dir's record, durably (jitctl teardown: jitd is to close nothing any more).
  * 1 removed, 0 there was none, -EBUSY a running jitd holds the directory, or -errno.
  */

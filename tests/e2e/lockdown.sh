@@ -157,6 +157,24 @@ fails_with "$BUILT: 3 protected port(s)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "the boot after the reload closes 22, 2222 and 3389"
 
+log "a reload that moves state_dir (at the next start) keeps the record in the new one too"
+cp "$TMP/reloaded.json" "$CONFIG"
+start_jitd
+jq --arg d "$TMP/state3" '.state_dir = $d' "$TMP/reloaded.json" >"$CONFIG"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+cmp -s "$CONFIG" "$TMP/state3/lockdown.json" && cmp -s "$CONFIG" "$RECORD" ||
+	fail "the moved record: $(ls -l "$TMP/state3" 2>&1)"
+[ "$(stat -c %a "$TMP/state3")" = 700 ] || fail "state3 made $(stat -c %a "$TMP/state3")"
+pass "the record in both directories, the new one made 0700"
+stop_jitd
+in_ns "$SRV" nft delete table inet jitd
+touch "$SOCK"
+fails_with "$READ: 3 protected port(s)"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 2222\ntcp 3389')" ] || fail "protected set: $(protected)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+rm -f "$SOCK"
+pass "a start there that fails after a boot closes 22, 2222 and 3389"
+
 log "an owned table (table_owner) stays after the lockdown's process exits"
 jq '. + {"table_owner": true}' "$TMP/good.json" >"$CONFIG"
 start_jitd
