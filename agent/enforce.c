@@ -1445,6 +1445,85 @@ static int grants_push(struct enforce *e, struct grant *g)
 		enforce_now_ms()));
 }
 
+/* The wall clock in ms as a recorded grant is judged: grant_recorded_now's rule. */
+static int64_t recorded_now_ms(const struct enforce *e, const struct grant *g, int64_t now_ms)
+{
+	int64_t at = grant_recorded_now(g, now_ms / 1000, e->cfg->clock_skew);
+
+	return at > now_ms / 1000 ? at * 1000 : now_ms;
+}
+
+static bool same_set(const struct ruleset_elem *a, const struct ruleset_elem *b)
+{
+	return a->kind == b->kind && a->family == b->family && a->ipproto == b->ipproto &&
+		a->port == b->port;
+}
+
+/*
+ * When the live model element that covers want's range ends (an address two grants share is
+ * one element, with the longer's time), or -1 when the model holds none. Ranges of one set do
+ * not overlap in the kernel: the one that covers want starts where want does (at or after
+ * where want sorts) or is the last live one to start before it.
+ */
+static int64_t covering_end(const struct enforce *e, const struct ruleset_elem *want,
+	int64_t now_ms)
+{
+	size_t alen = want->family == AF_INET ? 4 : 16, at = model_lower(e, want);
+	int64_t end = -1;
+
+	for (size_t i = at; i < e->model.n && same_set(&e->model.v[i], want) &&
+		!memcmp(e->model.v[i].lo, want->lo, alen); i++)
+		if (memcmp(e->model.v[i].hi, want->hi, alen) >= 0 && e->model.v[i].exp_ms > end)
+			end = e->model.v[i].exp_ms;
+	/* Expired elements may linger beside the live one until the next tick. */
+	for (size_t i = at; end <= now_ms && i-- > 0 && same_set(&e->model.v[i], want);) {
+		const struct ruleset_elem *m = &e->model.v[i];
+
+		if (m->exp_ms <= now_ms)
+			continue;
+		if (memcmp(m->hi, want->hi, alen) >= 0 && memcmp(m->lo, want->lo, alen) <= 0)
+			end = m->exp_ms;
+		break;
+	}
+	return end > now_ms ? end : -1;
+}
+
+/*
+ * When a restored host grant's access ends (wall-clock ms): exp, unless the kernel kept its
+ * elements (a restart, not a boot) with less time. They count down on the kernel's clock
+ * since the grant was applied, while exp is judged by a wall clock that may have been
+ * stepped back since, or be behind at a start before NTP has set it: that must not lengthen
+ * the grant. A kernel that holds only part of it (after a boot: none) caps nothing.
+ */
+static int64_t restored_end_ms(const struct enforce *e, const struct grant *g, int64_t now_ms)
+{
+	static const unsigned protos[] = { PORT_PROTO_TCP, PORT_PROTO_UDP };
+	/* A clock behind its iat: no more than the time it had when it was issued. */
+	int64_t end = g->exp * 1000 - (recorded_now_ms(e, g, now_ms) - now_ms), held = INT64_MAX;
+
+	if (g->n_dst)
+		return end;
+	for (size_t s = 0; s < g->n_src; s++)
+		for (size_t q = 0; q < g->n_ports; q++)
+			for (size_t k = 0; k < 2; k++) {
+				struct port_spec ps = g->ports[q];
+				struct grant one = *g;
+				struct ruleset_elem want;
+				int64_t at;
+
+				if (!(ps.proto & protos[k]))
+					continue;
+				ps.proto = protos[k];
+				one.ports = &ps;
+				want = host_elem(&one, s, 0, 0);
+				if ((at = covering_end(e, &want, now_ms)) < 0)
+					return end;
+				if (at < held)
+					held = at;
+			}
+	return held < end ? held : end;
+}
+
 /* Grant i leaves the grants (its storage is the caller's now); the last one takes its place. */
 static struct grant grants_take(struct enforce *e, size_t i)
 {
@@ -1466,7 +1545,8 @@ static void grants_remove(struct enforce *e, size_t i)
 
 /*
  * A recorded grant, as it restores: claims, a still trusted key, policy and freshness (its
- * signature was verified when it was received, see grant_verify_recorded).
+ * signature was verified when it was received, see grant_verify_recorded), at the time
+ * recorded_now_ms says.
  */
 static int check_recorded(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
 	const char *trusted_kid, struct jws_verifier *jv, struct grant *g, struct jit_error *err)
@@ -1483,6 +1563,7 @@ static int check_recorded(const struct enforce *e, const char *token, size_t len
 
 	if ((ret = grant_verify_recorded(token, len, &ctx, g, err)))
 		return ret;
+	now_ms = recorded_now_ms(e, g, now_ms);
 	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		goto fail;
 	/* Skew lets a just-expired grant verify; it must still not open anything. */
@@ -3462,7 +3543,9 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	ret = replay_add_lazy(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
 	if (ret && ret != -EEXIST)
 		log_warn("replay: cannot remember restored grant '%s': %s", g.jti, strerror(-ret));
-	if (grants_push(e, &g)) {
+	now_ms = enforce_now_ms();
+	if (grants_push_until(e, &g, clock_ms(CLOCK_BOOTTIME) +
+		(restored_end_ms(e, &g, now_ms) - now_ms))) {
 		grant_clear(&g);
 		return -ENOMEM;
 	}
@@ -4339,6 +4422,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		return -ENOMEM;
 	e->cfg = e->started_cfg = d->cfg;
 	e->unsure = true; /* until the kernel has been read in full */
+	/* Test builds: a clock step (or suspend) written before the start is the restore's too. */
+	test_hook_poll();
 	refusals_init(&e->refusals, test_hook_refusals_window());
 	e->config_path = d->config_path;
 	e->nft = d->nft;

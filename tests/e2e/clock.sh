@@ -1,8 +1,10 @@
 # Wall-clock steps. Grants already applied keep their time: a step forward does not end them, a
 # step back does not lengthen them, not even when a repair re-adds their elements, and a
-# revocation after a step still removes the grant's element. New grants
-# are judged by the clock as it is (with clock_skew). A test build (-DJITD_TEST_HOOKS=ON) lets the
-# test step jitd's wall clock alone ($JITD_TEST_CLOCK_STEP_FILE); the host's clock is not touched.
+# revocation after a step still removes the grant's element. New grants are judged by the clock
+# as it is (with clock_skew). A restart with the clock behind a grant's iat restores it with no
+# more time than the kernel kept, or after a boot than it was issued with. A test build
+# (-DJITD_TEST_HOOKS=ON) lets the test step jitd's wall clock alone ($JITD_TEST_CLOCK_STEP_FILE,
+# taken at the start too); the host's clock is not touched.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_CLOCK_STEP_FILE
@@ -113,3 +115,34 @@ sleep 1.2
 code=$(metrics)
 [ "$code" = 200 ] || fail "1.2 s after a step back, the spent client got $code"
 pass "the rate limit refills across a step back: 200,200,429, then 200 1.2 s later"
+
+log "a restart with the wall clock 100 s behind the grant's iat: restored, with the kernel's time"
+# Before NTP has set it at a boot, or stepped back while jitd was stopped. The grant (300 s,
+# issued seconds ago) was admitted when jitd's clock was past its iat: it is neither refused as
+# not yet valid nor given exp less that clock, 100 s more than it has. The kernel kept its
+# element (a restart, not a boot): that time is the grant's.
+before=$(elem_expires allow4_addr 192.0.2.2)
+stop_jitd TERM
+echo -100000 >"$JITD_TEST_CLOCK_STEP_FILE"
+start_jitd
+[ ! -e "$JITD_TEST_CLOCK_STEP_FILE" ] || fail "the start did not take the clock step"
+has_elem allow4_addr "192.0.2.2 tcp 22" ||
+	fail "the grant was not restored: $(grep "jti=before" "$TMP/jitd.log" | tail -n 1)"
+left=$(elem_expires allow4_addr 192.0.2.2)
+[ "$left" -le "$before" ] || fail "the restored element has $left s, the kernel had $before"
+status_json | jq -e --argjson k "$left" '[.grants[] | select(.id == "before") |
+	.expires_in <= $k + 2] == [true]' >/dev/null ||
+	fail "status after the restart: $(status_json | jq -c '[.grants[] | [.id, .expires_in]]')"
+pass "restored with the kernel's $left s (it had $before), not 100 s more; status agrees"
+
+log "the same after a boot (no table): no more than the 300 s it was issued with"
+stop_jitd TERM
+in_ns "$SRV" nft delete table inet jitd
+echo -100000 >"$JITD_TEST_CLOCK_STEP_FILE"
+start_jitd
+has_elem allow4_addr "192.0.2.2 tcp 22" ||
+	fail "the grant was not restored: $(grep "jti=before" "$TMP/jitd.log" | tail -n 1)"
+left=$(elem_expires allow4_addr 192.0.2.2)
+[ "$left" -le 300 ] && [ "$left" -ge "$((before - 30))" ] ||
+	fail "restored after a boot with $left s (the grant was issued with 300)"
+pass "restored with $left s, not exp less a clock 100 s behind"

@@ -948,6 +948,30 @@ static void test_verify_recorded(void **state)
 	ctx.trusted_kid = NULL;
 	free(orphan);
 	free(tok);
+
+	/*
+	 * A clock behind the grant's iat (or its nbf less the skew) now: the token from outside is
+	 * not yet valid, the recorded one was admitted when the clock was past them and is judged
+	 * at them; it still runs out at exp.
+	 */
+	tok = token(with("iat", json_integer(NOW + 500)));
+	expect_tok(tok, JIT_ERR_NOT_YET_VALID, "claim 'iat'");
+	assert_int_equal(verify_recorded(tok, NULL, &g), 0);
+	free(tok);
+	tok = token(with("nbf", json_integer(NOW + 500)));
+	expect_tok(tok, JIT_ERR_NOT_YET_VALID, "claim 'nbf'");
+	assert_int_equal(verify_recorded(tok, NULL, &g), 0);
+	free(tok);
+	g = (struct grant){ .iat = NOW + 500, .nbf = NOW + 900, .exp = NOW + 3600 };
+	assert_true(grant_recorded_now(&g, NOW, SKEW) == NOW + 900 - SKEW);
+	g.nbf = 0;
+	assert_true(grant_recorded_now(&g, NOW, SKEW) == NOW + 500);
+	assert_true(grant_recorded_now(&g, NOW + 600, SKEW) == NOW + 600);
+	ctx.now = NOW + 3600 + SKEW;
+	tok = token(claims());
+	assert_int_equal(verify_recorded(tok, NULL, &g), JIT_ERR_EXPIRED);
+	ctx.now = NOW;
+	free(tok);
 }
 
 /* A packed grant says what it said before, from one block, and still owns its gateway ports. */
