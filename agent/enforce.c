@@ -1445,14 +1445,6 @@ static int grants_push(struct enforce *e, struct grant *g)
 		enforce_now_ms()));
 }
 
-/* The wall clock in ms as a recorded grant is judged: grant_recorded_now's rule. */
-static int64_t recorded_now_ms(const struct enforce *e, const struct grant *g, int64_t now_ms)
-{
-	int64_t at = grant_recorded_now(g, now_ms / 1000, e->cfg->clock_skew);
-
-	return at > now_ms / 1000 ? at * 1000 : now_ms;
-}
-
 static bool same_set(const struct ruleset_elem *a, const struct ruleset_elem *b)
 {
 	return a->kind == b->kind && a->family == b->family && a->ipproto == b->ipproto &&
@@ -1498,8 +1490,7 @@ static int64_t covering_end(const struct enforce *e, const struct ruleset_elem *
 static int64_t restored_end_ms(const struct enforce *e, const struct grant *g, int64_t now_ms)
 {
 	static const unsigned protos[] = { PORT_PROTO_TCP, PORT_PROTO_UDP };
-	/* A clock behind its iat: no more than the time it had when it was issued. */
-	int64_t end = g->exp * 1000 - (recorded_now_ms(e, g, now_ms) - now_ms), held = INT64_MAX;
+	int64_t end = g->exp * 1000, held = INT64_MAX;
 
 	if (g->n_dst)
 		return end;
@@ -1545,8 +1536,7 @@ static void grants_remove(struct enforce *e, size_t i)
 
 /*
  * A recorded grant, as it restores: claims, a still trusted key, policy and freshness (its
- * signature was verified when it was received, see grant_verify_recorded), at the time
- * recorded_now_ms says.
+ * signature was verified when it was received, see grant_verify_recorded).
  */
 static int check_recorded(const struct enforce *e, const char *token, size_t len, int64_t now_ms,
 	const char *trusted_kid, struct jws_verifier *jv, struct grant *g, struct jit_error *err)
@@ -1563,7 +1553,6 @@ static int check_recorded(const struct enforce *e, const char *token, size_t len
 
 	if ((ret = grant_verify_recorded(token, len, &ctx, g, err)))
 		return ret;
-	now_ms = recorded_now_ms(e, g, now_ms);
 	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		goto fail;
 	/* Skew lets a just-expired grant verify; it must still not open anything. */

@@ -77,19 +77,11 @@ struct grant_verify_ctx {
 int grant_verify(const char *token, size_t len, const struct grant_verify_ctx *ctx,
 	struct grant *out, struct jit_error *e);
 /*
- * The time a recorded grant is judged at, in s: now, but no earlier than its iat, nor than
- * its nbf less the skew. jitd admitted it when its clock was past both, and real time only
- * moves on: a clock behind them now (before NTP has set it at a boot, or stepped back) is
- * wrong, and must neither refuse the grant as not yet valid nor make its time look longer
- * than it was when issued.
- */
-int64_t grant_recorded_now(const struct grant *g, int64_t now, uint64_t clock_skew);
-/*
  * grant_verify for a token jitd itself verified before it recorded it (state_dir, written by
  * jitd alone, checksummed): everything but the signature arithmetic. The key must still be a
  * trusted key (a removed or loosened key file refuses the grant), and claims, audience and
- * time are checked as on receipt, the time at grant_recorded_now. For restoring 100,000
- * grants at start-up in well under a second; never for a token from outside.
+ * time are checked as on receipt. For restoring 100,000 grants at start-up in well under a
+ * second; never for a token from outside.
  */
 int grant_verify_recorded(const char *token, size_t len, const struct grant_verify_ctx *ctx,
 	struct grant *out, struct jit_error *e);

@@ -950,27 +950,11 @@ static void test_verify_recorded(void **state)
 	free(tok);
 
 	/*
-	 * A clock behind the grant's iat (or its nbf less the skew) now: the token from outside is
-	 * not yet valid, the recorded one was admitted when the clock was past them and is judged
-	 * at them; it still runs out at exp.
+	 * A clock behind the grant's iat now (a boot before NTP): the recorded token is judged by
+	 * it as one from outside, not yet valid. Its time cannot be known: closed, not open.
 	 */
 	tok = token(with("iat", json_integer(NOW + 500)));
-	expect_tok(tok, JIT_ERR_NOT_YET_VALID, "claim 'iat'");
-	assert_int_equal(verify_recorded(tok, NULL, &g), 0);
-	free(tok);
-	tok = token(with("nbf", json_integer(NOW + 500)));
-	expect_tok(tok, JIT_ERR_NOT_YET_VALID, "claim 'nbf'");
-	assert_int_equal(verify_recorded(tok, NULL, &g), 0);
-	free(tok);
-	g = (struct grant){ .iat = NOW + 500, .nbf = NOW + 900, .exp = NOW + 3600 };
-	assert_true(grant_recorded_now(&g, NOW, SKEW) == NOW + 900 - SKEW);
-	g.nbf = 0;
-	assert_true(grant_recorded_now(&g, NOW, SKEW) == NOW + 500);
-	assert_true(grant_recorded_now(&g, NOW + 600, SKEW) == NOW + 600);
-	ctx.now = NOW + 3600 + SKEW;
-	tok = token(claims());
-	assert_int_equal(verify_recorded(tok, NULL, &g), JIT_ERR_EXPIRED);
-	ctx.now = NOW;
+	assert_int_equal(verify_recorded(tok, NULL, &g), JIT_ERR_NOT_YET_VALID);
 	free(tok);
 }
 
