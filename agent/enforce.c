@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -4172,6 +4173,15 @@ static void reload_refused(struct enforce *e, const char *why)
 	e->reload_refused_at = enforce_now_ms() / 1000;
 }
 
+/* Whether a and b name one directory: the same string, or the same one by another path. */
+static bool same_dir(const char *a, const char *b)
+{
+	struct stat x, y;
+
+	return !strcmp(a, b) || (!stat(a, &x) && !stat(b, &y) && x.st_dev == y.st_dev &&
+		x.st_ino == y.st_ino);
+}
+
 static void warn_reload(void *arg, const char *msg)
 {
 	(void)arg;
@@ -4238,7 +4248,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	restart_only(e->started_cfg, nc, pending, sizeof(pending));
 	if (pending[0])
 		log_warn("reload: changed but applied only at the next start: %s", pending);
-	if (strcmp(nc->state_dir, e->started_cfg->state_dir) &&
+	if (!same_dir(nc->state_dir, e->started_cfg->state_dir) &&
 		!(moved_to = strdup(nc->state_dir))) {
 		ret = -ENOMEM;
 		goto fail;

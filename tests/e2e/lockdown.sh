@@ -160,6 +160,11 @@ pass "the boot after the reload closes 22, 2222 and 3389"
 log "a reload that moves state_dir (at the next start) keeps the record in the new one too"
 cp "$TMP/reloaded.json" "$CONFIG"
 start_jitd
+# The same directory by another spelling is not a move: no record "ahead", no false alarm.
+jq --arg d "$TMP/state/." '.state_dir = $d' "$TMP/reloaded.json" >"$CONFIG"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
+! grep -q "state_dir moves to" "$TMP/jitd.log" ||
+	fail "the same state_dir taken for a move: $(grep "state_dir moves to" "$TMP/jitd.log")"
 jq --arg d "$TMP/state3" '.state_dir = $d' "$TMP/reloaded.json" >"$CONFIG"
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
 cmp -s "$CONFIG" "$TMP/state3/lockdown.json" && cmp -s "$CONFIG" "$RECORD" ||
