@@ -220,6 +220,12 @@ struct enforce {
 	 */
 	bool unsure;
 	bool model_lost;	/* the model could not follow a commit: unsure until a full read */
+	/*
+	 * A change failed for good, or the model lost the kernel: until a full read has put
+	 * things right, status does not call the kernel in sync (unsure is also set by races
+	 * with expiry that a re-read and a retry settled).
+	 */
+	bool doubt;
 	bool unanswered;	/* the last commit failed without the kernel's verdict */
 	/* Transactions the kernel took, and the generation the start-up restore left (see there). */
 	uint64_t commits;
@@ -926,7 +932,7 @@ out:
  */
 static int change_failed(struct enforce *e, int ret)
 {
-	e->unsure = true;
+	e->unsure = e->doubt = true;
 	return ret;
 }
 
@@ -1012,7 +1018,7 @@ static int model_apply(struct enforce *e, struct plan *p, int64_t now_ms)
 static void model_follow(struct enforce *e, int fix_failed)
 {
 	if (fix_failed && resync(e))
-		e->unsure = e->model_lost = true;
+		e->unsure = e->model_lost = e->doubt = true;
 }
 
 /* Brings the given groups of the kernel in line with the live grants, in one transaction. */
@@ -4029,6 +4035,8 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 out:
 	/* Read in full and brought in line, unless it failed or left strays to the next check. */
 	e->unsure = ret || e->strays.n || e->model_lost;
+	if (!e->unsure)
+		e->doubt = false;
 	if (ret) {
 		note_error(e, "repair (%s): %s", trigger, err[0] ? err : strerror(-ret));
 		log_err("cannot repair table inet jitd (%s): %s", trigger, err[0] ? err : strerror(-ret));
@@ -4606,6 +4614,11 @@ struct nft *enforce_nft(const struct enforce *e)
 bool enforce_unsure(const struct enforce *e)
 {
 	return e->unsure;
+}
+
+bool enforce_in_doubt(const struct enforce *e)
+{
+	return e->doubt;
 }
 
 bool enforce_start_gen(const struct enforce *e, uint32_t *gen)

@@ -1088,7 +1088,7 @@ int status_write(struct enforce *e, struct evbuffer *out, int fd, size_t *sent)
 	w_value(&w, "present", json_boolean(kv.present));
 	w_value(&w, "owned", json_boolean(enforce_table_owned(e)));
 	/* Nor while a change failed or the model lost the kernel, until jitd has read it again. */
-	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv) && !enforce_unsure(e)));
+	w_value(&w, "in_sync", json_boolean(kernel_in_sync(&kv) && !enforce_in_doubt(e)));
 	w_value(&w, "foreign_elements", json_integer((json_int_t)kv.foreign));
 	w_value(&w, "denied_packets", json_integer((json_int_t)kv.denied));
 	w_open(&w, "elements", "[");

@@ -195,6 +195,11 @@ struct nft *enforce_nft(const struct enforce *e);
  */
 bool enforce_unsure(const struct enforce *e);
 /*
+ * Whether a change failed for good (or the model lost the kernel) since the last full read
+ * that left the kernel in line: then the model may not be what the live grants want.
+ */
+bool enforce_in_doubt(const struct enforce *e);
+/*
  * The ruleset's generation right after the start-up restore, when that restore read the kernel
  * in full and left it in line (so enforce_unsure was false from then) and nobody else's
  * transaction came in between: a full check at *gen. False when that is not known.
