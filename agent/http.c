@@ -767,8 +767,14 @@ static void stream_pump(struct evhttp_connection *evcon, void *arg)
 		 * connection's timeout (libevent 2.1 arms the read timeout only then), so that
 		 * a client reading a large document steadily is not cut off.
 		 */
+		size_t want = evbuffer_get_length(s->rest);
+
+		if (want > STATUS_PIECE)
+			want = STATUS_PIECE;
+		/* libevent 2.1 copies a chain it moves in part and ignores a failed copy. */
 		if (!(piece = evbuffer_new()) ||
-			evbuffer_remove_buffer(s->rest, piece, STATUS_PIECE) < 0)
+			evbuffer_remove_buffer(s->rest, piece, want) != (int)want ||
+			evbuffer_get_length(piece) != want)
 			goto fail;
 		if (!evbuffer_get_length(s->rest)) {
 			evbuffer_free(s->rest);
