@@ -16,8 +16,9 @@ struct prefix;
  * the local server sent after a kill, the reply's source and the original source port. So a
  * local outgoing connection bound to a protected port as its source port counts as well.
  * A gateway grant's entry must also have its other end inside one of g->dst.
- * Functions return 0 or -errno: -EPERM without CAP_NET_ADMIN, -EOPNOTSUPP without
- * nf_conntrack_netlink, -ENOMEM, -EIO for anything else.
+ * Functions return 0 or -errno: -EPERM without CAP_NET_ADMIN, -ENOMEM, -EIO for anything
+ * else, a kernel without nf_conntrack_netlink among it (nfnetlink answers EINVAL for a
+ * subsystem it does not have).
  */
 struct conntrack;
 
