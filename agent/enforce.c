@@ -1488,19 +1488,18 @@ static int64_t covering_end(const struct enforce *e, const struct ruleset_elem *
 }
 
 /*
- * When a restored host grant's access ends (wall-clock ms): exp, unless the kernel kept its
- * elements (a restart, not a boot) with less time. They count down on the kernel's clock
- * since the grant was applied, while exp is judged by a wall clock that may have been
- * stepped back since, or be behind at a start before NTP has set it: that must not lengthen
- * the grant. A kernel that holds only part of it (after a boot: none) caps nothing.
+ * When the kernel's elements of a host grant run out (wall-clock ms, the earliest of them),
+ * or -1 when it does not hold every one (after a boot: none) or the grant is a gateway's.
+ * They count down on the kernel's clock since the grant was applied, whatever the wall clock
+ * did since.
  */
-static int64_t restored_end_ms(const struct enforce *e, const struct grant *g, int64_t now_ms)
+static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, int64_t now_ms)
 {
 	static const unsigned protos[] = { PORT_PROTO_TCP, PORT_PROTO_UDP };
-	int64_t end = g->exp * 1000, held = INT64_MAX;
+	int64_t held = INT64_MAX;
 
 	if (g->n_dst)
-		return end;
+		return -1;
 	for (size_t s = 0; s < g->n_src; s++)
 		for (size_t q = 0; q < g->n_ports; q++)
 			for (size_t k = 0; k < 2; k++) {
@@ -1515,11 +1514,65 @@ static int64_t restored_end_ms(const struct enforce *e, const struct grant *g, i
 				one.ports = &ps;
 				want = host_elem(&one, s, 0, 0);
 				if ((at = covering_end(e, &want, now_ms)) < 0)
-					return end;
+					return -1;
 				if (at < held)
 					held = at;
 			}
-	return held < end ? held : end;
+	return held == INT64_MAX ? -1 : held;
+}
+
+/*
+ * When a restored grant's access ends (wall-clock ms): exp, but no later than the kernel's
+ * elements of it when it kept them (a restart, not a boot): a wall clock stepped back since
+ * the grant was applied, or behind at a start before NTP has set it, must not lengthen it.
+ */
+static int64_t restored_end_ms(const struct enforce *e, const struct grant *g, int64_t now_ms)
+{
+	int64_t end = g->exp * 1000, held = kernel_held_end(e, g, now_ms);
+
+	return held >= 0 && held < end ? held : end;
+}
+
+/* Said in the log: the wall clock's verdict was overruled by the kernel's time. */
+static void by_kernel(const struct grant *g, int64_t end_ms, int64_t now_ms, const char *clock)
+{
+	log_info("grant '%s' restored with the %lld s the kernel kept for it; the wall clock "
+		"refused it: %s", g->jti, (long long)((end_ms - now_ms) / 1000), clock);
+}
+
+/* The verdicts a wall clock that is wrong gives a recorded grant. */
+static bool clock_verdict(int ret)
+{
+	return ret == JIT_ERR_NOT_YET_VALID || ret == JIT_ERR_EXPIRED ||
+		ret == JIT_ERR_DURATION_EXCEEDS_MAX;
+}
+
+/*
+ * A recorded host grant the wall clock refused at the start (not yet valid, expired, longer
+ * than its port allows; g parsed with no time check) while the kernel kept every element of
+ * it: a restart after the clock was stepped, not a boot. It is judged again at its own time,
+ * exp less what the kernel has left, as a reload judges grants (grant_now_s). 0 with
+ * *end_ms (when its access ends, the kernel's time), else -1 with g cleared: the first
+ * verdict stands. After a boot nothing tells its time (the clock may be days behind, the
+ * grant long over): refused, closed.
+ */
+static int judge_by_kernel(const struct enforce *e, struct grant *g, int64_t now_ms,
+	int64_t *end_ms)
+{
+	struct jit_error why = { 0 };
+	int64_t held, own;
+
+	held = kernel_held_end(e, g, now_ms);
+	own = g->exp - (held - now_ms) / 1000;
+	if (held < 0 || held - now_ms < MIN_TIME_LEFT_MS ||
+		grant_check_time(g->iat, g->nbf, g->exp, &(struct grant_verify_ctx){ .now = own,
+			.clock_skew = e->cfg->clock_skew }, &why) ||
+		policy_check(e->cfg, g, own, &why)) {
+		grant_clear(g);
+		return -1;
+	}
+	*end_ms = held;
+	return 0;
 }
 
 /* Grant i leaves the grants (its storage is the caller's now); the last one takes its place. */
@@ -2993,19 +3046,32 @@ fail:
 }
 
 /* Claims of a local grant, checked as strictly as a signed one, minus the signature. */
-static int check_local(const struct enforce *e, const json_t *claims, int64_t now_ms,
-	struct grant *g, struct jit_error *err)
+/* A local grant's claims, as a grant of kid "local". */
+static int parse_local(const json_t *claims, struct grant *g, struct jit_error *err)
 {
 	int ret;
 
 	if ((ret = grant_parse_claims(claims, g, err)))
 		return ret;
 	if (!(g->kid = strdup("local"))) {
-		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
-		goto fail;
+		grant_clear(g);
+		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 	}
 	g->local = true;
-	if ((ret = policy_check(e->cfg, g, now_ms / 1000, err)))
+	return 0;
+}
+
+static int check_local(const struct enforce *e, const json_t *claims, int64_t now_ms,
+	struct grant *g, struct jit_error *err)
+{
+	int ret;
+
+	if ((ret = parse_local(claims, g, err)))
+		return ret;
+	/* Its iat too, as a signed grant's: a boot with the clock behind it restores nothing. */
+	if ((ret = grant_check_time(g->iat, g->nbf, g->exp, &(struct grant_verify_ctx){
+			.now = now_ms / 1000, .clock_skew = e->cfg->clock_skew }, err)) ||
+		(ret = policy_check(e->cfg, g, now_ms / 1000, err)))
 		goto fail;
 	if (g->exp * 1000 - now_ms < MIN_TIME_LEFT_MS) {
 		ret = jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g->jti);
@@ -3499,6 +3565,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
 	char *annex = NULL;
+	int64_t end = 0;	/* when its access ends (wall-clock ms), if the kernel said */
 	int ret;
 
 	/* r->local, not the token: its page has left memory and need not come back for this. */
@@ -3512,10 +3579,22 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 			!claims && json_error_code(&jerr) == json_error_out_of_memory ?
 			jit_fail(&err, JIT_ERR_INTERNAL, "out of memory") :
 			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
+		if (clock_verdict(ret) && !parse_local(claims, &g, &(struct jit_error){ 0 }) &&
+			!judge_by_kernel(e, &g, now_ms, &end)) {
+			by_kernel(&g, end, now_ms, err.msg);
+			ret = 0;
+		}
 		json_decref(claims);
 	} else if (!(ret = r->ret)) {
 		g = *slot;
 		memset(slot, 0, sizeof(*slot));
+	} else if (clock_verdict(ret) && !grant_verify_recorded(it->token, it->len,
+			&(struct grant_verify_ctx){ .keys_dir = e->cfg->keys_dir,
+			.host_id = e->cfg->host_id, .clock_skew = UINT64_MAX }, &g, &err) &&
+			!judge_by_kernel(e, &g, now_ms, &end)) {
+		/* Above, every time check open (the widest skew): judged at the grant's own. */
+		by_kernel(&g, end, now_ms, r->err ? r->err->msg : "");
+		ret = 0;
 	} else if (r->err) {
 		err = *r->err;
 	} else {
@@ -3539,9 +3618,9 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	ret = replay_add_lazy(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
 	if (ret && ret != -EEXIST)
 		log_warn("replay: cannot remember restored grant '%s': %s", g.jti, strerror(-ret));
-	now_ms = enforce_now_ms();
-	if (grants_push_until(e, &g, clock_ms(CLOCK_BOOTTIME) +
-		(restored_end_ms(e, &g, now_ms) - now_ms))) {
+	if (!end)
+		end = restored_end_ms(e, &g, now_ms);
+	if (grants_push_until(e, &g, clock_ms(CLOCK_BOOTTIME) + (end - enforce_now_ms()))) {
 		grant_clear(&g);
 		return -ENOMEM;
 	}

@@ -140,16 +140,40 @@ status_json | jq -e --argjson k "$left" '[.grants[] | select(.id == "before") |
 	.expires_in <= $k + 2] == [true]' >/dev/null ||
 	fail "status after the restart: $(status_json | jq -c '[.grants[] | [.id, .expires_in]]')"
 pass "restored with the kernel's $left s (it had $before), not $back s more; status agrees"
+# A local grant (jitctl grant) too, judged at the restarts below as the signed one is.
+"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.5 --port 22 --for 300 --reason clock \
+	>"$TMP/out" 2>&1 || fail "jitctl grant: $(cat "$TMP/out")"
+has_elem allow4_addr "192.0.2.5 tcp 22" || fail "the local grant is not in the kernel"
 
-log "a boot with the clock 100 s behind the grant's iat: not restored, nothing opens"
+log "a restart with the clock 100 s behind the grants' iat: restored by the kernel's time"
+# The wall clock refuses both (not yet valid), but the kernel kept every element: a restart, not
+# a boot. Judged at their own time, exp less what
+# the kernel has left, as a reload does, they keep it; dropping them would close ports that
+# valid grants hold open.
+before=$(elem_expires allow4_addr 192.0.2.2)
+lines=$(wc -l <"$TMP/jitd.log")
+stop_jitd TERM
+echo -100000 >"$JITD_TEST_CLOCK_STEP_FILE"
+start_jitd
+has_elem allow4_addr "192.0.2.2 tcp 22" && has_elem allow4_addr "192.0.2.5 tcp 22" ||
+	fail "not restored: $(tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -i grant)"
+left=$(elem_expires allow4_addr 192.0.2.2)
+[ "$left" -le "$before" ] || fail "the restored element has $left s, the kernel had $before"
+kept="s the kernel kept for it; the wall clock refused it: claim 'iat'"
+[ "$(tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -c "$kept")" = 2 ] ||
+	fail "the log: $(tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -i grant)"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "both restored with the kernel's time ($left s for the signed one), logged"
+
+log "a boot with the clock 100 s behind the grants' iat: not restored, nothing opens"
 # Its time cannot be known (the clock may be days behind, the grant long over): refused as not
 # yet valid, as a token from outside would be, and its element is not put back.
 stop_jitd TERM
 in_ns "$SRV" nft delete table inet jitd
 echo -100000 >"$JITD_TEST_CLOCK_STEP_FILE"
 start_jitd
-grep -q "jti=before .*not restored: claim 'iat'" "$TMP/jitd.log" ||
-	fail "the grant's refusal: $(grep "jti=before" "$TMP/jitd.log" | tail -n 1)"
+[ "$(grep -c "not restored: claim 'iat'" "$TMP/jitd.log")" = 2 ] ||
+	fail "the refusals: $(grep "not restored" "$TMP/jitd.log")"
 no_allow_elems || fail "an element after the boot: $(host_elems)"
 expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
-pass "refused as not yet valid, no element, port 22 closed"
+pass "both refused as not yet valid (the local one too), no element, port 22 closed"
