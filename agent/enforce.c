@@ -891,8 +891,11 @@ static int drop_strays(struct enforce *e, size_t *removed, char *err, size_t err
 			break;
 		log_info("kernel: removing elements jitd did not write: %s; re-reading the sets",
 			err);
-		if (resync(e))
+		/* What the failed reading left of the strays is not all of them: a full check. */
+		if (resync(e)) {
+			e->model_lost = e->unsure = true;
 			break;
+		}
 		if (!e->strays.n)
 			ret = 0; /* the one that ran out was the last */
 	}
@@ -4461,8 +4464,11 @@ fail:
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* The kernel refused it (or, unanswered, is brought back below): they are live again. */
 	for (size_t i = 0; i < n_dropped; i++)
-		if (grants_push_until(e, &dropped[i].g, dropped[i].until))
+		if (grants_push_until(e, &dropped[i].g, dropped[i].until)) {
+			/* Out of the books, its elements still in the kernel: not in sync. */
+			(void)change_failed(e, -ENOMEM);
 			grant_clear(&dropped[i].g);
+		}
 	if (hooked)
 		e->endpoint_hook.finish(e->endpoint_hook.arg, false);
 	config_free(nc);
