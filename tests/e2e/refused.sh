@@ -95,12 +95,15 @@ cp "$TMP/keys.d/ctl.pem" "$TMP/keys.d/loose.pem"
 chmod 0664 "$TMP/keys.d/loose.pem"
 echo "not a key" >"$TMP/keys.d/junk.pem"
 cp "$TMP/keys.d/ctl.pem" "$TMP/keys.d/.hidden.pem"
+# key_warnings FILE PREFIX: FILE warns of each of the three, each after PREFIX.
+key_warnings() {
+	grep -q "$2$TMP/keys.d/loose.pem: .*writable" "$1" &&
+		grep -q "$2$TMP/keys.d/junk.pem: " "$1" &&
+		grep -q "$2$TMP/keys.d/.hidden.pem: not a key id" "$1"
+}
 "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
 	fail "jitd --check-config refused unusable keys: $(cat "$TMP/out" "$TMP/err")"
-grep -q ", 1 trusted key(s))$" "$TMP/out" &&
-	grep -q "warning: $TMP/keys.d/loose.pem: .*writable" "$TMP/err" &&
-	grep -q "warning: $TMP/keys.d/junk.pem: " "$TMP/err" &&
-	grep -q "warning: $TMP/keys.d/.hidden.pem: not a key id" "$TMP/err" ||
+grep -q ", 1 trusted key(s))$" "$TMP/out" && key_warnings "$TMP/err" "warning: " ||
 	fail "unusable keys: $(cat "$TMP/out" "$TMP/err")"
 pass "jitd --check-config warns of each key no grant could use, counts the one that can"
 # Since the unit runs no --check-config before the start, the agent's journal says the same:
@@ -108,18 +111,12 @@ pass "jitd --check-config warns of each key no grant could use, counts the one t
 lines=$(wc -l <"$TMP/jitd.log")
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
 tail -n +"$((lines + 1))" "$TMP/jitd.log" >"$TMP/log.reload"
-grep -q "reload: $TMP/keys.d/loose.pem: .*writable" "$TMP/log.reload" &&
-	grep -q "reload: $TMP/keys.d/junk.pem: " "$TMP/log.reload" &&
-	grep -q "reload: $TMP/keys.d/.hidden.pem: not a key id" "$TMP/log.reload" ||
-	fail "the reload's log: $(cat "$TMP/log.reload")"
+key_warnings "$TMP/log.reload" "reload: " || fail "the reload's log: $(cat "$TMP/log.reload")"
 pass "a reload logs each key no grant could use"
 stop_jitd
 lines=$(wc -l <"$TMP/jitd.log")
 start_jitd
 tail -n +"$((lines + 1))" "$TMP/jitd.log" >"$TMP/log.start"
-grep -q "$TMP/keys.d/loose.pem: .*writable" "$TMP/log.start" &&
-	grep -q "$TMP/keys.d/junk.pem: " "$TMP/log.start" &&
-	grep -q "$TMP/keys.d/.hidden.pem: not a key id" "$TMP/log.start" ||
-	fail "the start's log: $(cat "$TMP/log.start")"
+key_warnings "$TMP/log.start" "jitd: " || fail "the start's log: $(cat "$TMP/log.start")"
 pass "a start logs each key no grant could use"
 rm -f "$TMP/keys.d/loose.pem" "$TMP/keys.d/junk.pem" "$TMP/keys.d/.hidden.pem"

@@ -343,6 +343,18 @@ status_oom_checks() {
 	next_status_whole
 }
 
+# start_stalled NAME: four clients that stop reading (client.py stall), their pids in the
+# caller's stalled[1..4], what each got in $TMP/NAME.1..4.
+start_stalled() {
+	local i
+	for i in 1 2 3 4; do
+		ip netns exec "$SRV" /usr/bin/python3 "$TMP/client.py" stall "$TMP/$1.$i" \
+			"${PY_TLS[@]}" &
+		stalled[i]=$!
+		BG_PIDS+=($!)
+	done
+}
+
 # memory_checks (test builds, listen.timeout 60 s): with no spool file to be had (a test hook,
 # as on a file system without O_TMPFILE), the document is sent from memory, still a piece at a
 # time: whole, with its Content-Length, warned of once; four at most at once (each held in
@@ -362,12 +374,7 @@ memory_checks() {
 		fail "not warned that the status is built in memory"
 	pass "whole from memory: Content-Length $len, warned"
 	rm -f "$TMP"/memstall.*
-	for i in 1 2 3 4; do
-		ip netns exec "$SRV" /usr/bin/python3 "$TMP/client.py" stall "$TMP/memstall.$i" \
-			"${PY_TLS[@]}" &
-		stalled[i]=$!
-		BG_PIDS+=($!)
-	done
+	start_stalled memstall
 	started() { [ "$(find "$TMP" -maxdepth 1 -name 'memstall.*.started' | wc -l)" = 4 ]; }
 	wait_until 10 "four statuses from memory started" started
 	code=$(in_ns "$SRV" curl -sS --max-time 10 "${CURL_TLS[@]}" -o "$TMP/body" \
@@ -427,12 +434,7 @@ streaming_checks() {
 	pass "three abandoned statuses left no spool file open"
 
 	log "clients that stop reading until listen.timeout (5 s): four at most at once"
-	for i in 1 2 3 4; do
-		ip netns exec "$SRV" /usr/bin/python3 "$TMP/client.py" stall "$TMP/stalled.$i" \
-			"${PY_TLS[@]}" &
-		stalled[i]=$!
-		BG_PIDS+=($!)
-	done
+	start_stalled stalled
 	wait_until 5 "four stalled statuses' spool files open" four_spools
 	pass "the stalled statuses are sent from their spool files"
 	code=$(in_ns "$SRV" curl -sS --max-time 10 "${CURL_TLS[@]}" -D "$TMP/hdr" -o "$TMP/body" \
