@@ -1536,48 +1536,6 @@ static int64_t restored_end_ms(const struct enforce *e, const struct grant *g, i
 	return held >= 0 && held < end ? held : end;
 }
 
-/* Said in the log: the wall clock's verdict was overruled by the kernel's time. */
-static void by_kernel(const struct grant *g, int64_t end_ms, int64_t now_ms, const char *clock)
-{
-	log_info("grant '%s' restored with the %lld s the kernel kept for it; the wall clock "
-		"refused it: %s", g->jti, (long long)((end_ms - now_ms) / 1000), clock);
-}
-
-/* The verdicts a wall clock that is wrong gives a recorded grant. */
-static bool clock_verdict(int ret)
-{
-	return ret == JIT_ERR_NOT_YET_VALID || ret == JIT_ERR_EXPIRED ||
-		ret == JIT_ERR_DURATION_EXCEEDS_MAX;
-}
-
-/*
- * A recorded host grant the wall clock refused at the start (not yet valid, expired, longer
- * than its port allows; g parsed with no time check) while the kernel kept every element of
- * it: a restart after the clock was stepped, not a boot. It is judged again at its own time,
- * exp less what the kernel has left, as a reload judges grants (grant_now_s). 0 with
- * *end_ms (when its access ends, the kernel's time), else -1 with g cleared: the first
- * verdict stands. After a boot nothing tells its time (the clock may be days behind, the
- * grant long over): refused, closed.
- */
-static int judge_by_kernel(const struct enforce *e, struct grant *g, int64_t now_ms,
-	int64_t *end_ms)
-{
-	struct jit_error why = { 0 };
-	int64_t held, own;
-
-	held = kernel_held_end(e, g, now_ms);
-	own = g->exp - (held - now_ms) / 1000;
-	if (held < 0 || held - now_ms < MIN_TIME_LEFT_MS ||
-		grant_check_time(g->iat, g->nbf, g->exp, &(struct grant_verify_ctx){ .now = own,
-			.clock_skew = e->cfg->clock_skew }, &why) ||
-		policy_check(e->cfg, g, own, &why)) {
-		grant_clear(g);
-		return -1;
-	}
-	*end_ms = held;
-	return 0;
-}
-
 /* Grant i leaves the grants (its storage is the caller's now); the last one takes its place. */
 static struct grant grants_take(struct enforce *e, size_t i)
 {
@@ -3568,7 +3526,6 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
 	char *annex = NULL;
-	int64_t end = 0;	/* when its access ends (wall-clock ms), if the kernel said */
 	int ret;
 
 	/* r->local, not the token: its page has left memory and need not come back for this. */
@@ -3582,22 +3539,10 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 			!claims && json_error_code(&jerr) == json_error_out_of_memory ?
 			jit_fail(&err, JIT_ERR_INTERNAL, "out of memory") :
 			jit_fail(&err, JIT_ERR_MALFORMED, "unreadable local grant record");
-		if (clock_verdict(ret) && !parse_local(claims, &g, &(struct jit_error){ 0 }) &&
-			!judge_by_kernel(e, &g, now_ms, &end)) {
-			by_kernel(&g, end, now_ms, err.msg);
-			ret = 0;
-		}
 		json_decref(claims);
 	} else if (!(ret = r->ret)) {
 		g = *slot;
 		memset(slot, 0, sizeof(*slot));
-	} else if (clock_verdict(ret) && !grant_verify_recorded(it->token, it->len,
-			&(struct grant_verify_ctx){ .keys_dir = e->cfg->keys_dir,
-			.host_id = e->cfg->host_id, .clock_skew = UINT64_MAX }, &g, &err) &&
-			!judge_by_kernel(e, &g, now_ms, &end)) {
-		/* Above, every time check open (the widest skew): judged at the grant's own. */
-		by_kernel(&g, end, now_ms, r->err ? r->err->msg : "");
-		ret = 0;
 	} else if (r->err) {
 		err = *r->err;
 	} else {
@@ -3621,9 +3566,9 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	ret = replay_add_lazy(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
 	if (ret && ret != -EEXIST)
 		log_warn("replay: cannot remember restored grant '%s': %s", g.jti, strerror(-ret));
-	if (!end)
-		end = restored_end_ms(e, &g, now_ms);
-	if (grants_push_until(e, &g, clock_ms(CLOCK_BOOTTIME) + (end - enforce_now_ms()))) {
+	now_ms = enforce_now_ms();
+	if (grants_push_until(e, &g, clock_ms(CLOCK_BOOTTIME) +
+		(restored_end_ms(e, &g, now_ms) - now_ms))) {
 		grant_clear(&g);
 		return -ENOMEM;
 	}
