@@ -3007,28 +3007,18 @@ fail:
 }
 
 /* Claims of a local grant, checked as strictly as a signed one, minus the signature. */
-/* A local grant's claims, as a grant of kid "local". */
-static int parse_local(const json_t *claims, struct grant *g, struct jit_error *err)
+static int check_local(const struct enforce *e, const json_t *claims, int64_t now_ms,
+	struct grant *g, struct jit_error *err)
 {
 	int ret;
 
 	if ((ret = grant_parse_claims(claims, g, err)))
 		return ret;
 	if (!(g->kid = strdup("local"))) {
-		grant_clear(g);
-		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
+		goto fail;
 	}
 	g->local = true;
-	return 0;
-}
-
-static int check_local(const struct enforce *e, const json_t *claims, int64_t now_ms,
-	struct grant *g, struct jit_error *err)
-{
-	int ret;
-
-	if ((ret = parse_local(claims, g, err)))
-		return ret;
 	/* Its iat too, as a signed grant's: a boot with the clock behind it restores nothing. */
 	if ((ret = grant_check_time(g->iat, g->nbf, g->exp, &(struct grant_verify_ctx){
 			.now = now_ms / 1000, .clock_skew = e->cfg->clock_skew }, err)) ||
