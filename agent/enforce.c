@@ -1498,29 +1498,21 @@ static int64_t covering_end(const struct enforce *e, const struct ruleset_elem *
  */
 static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, int64_t now_ms)
 {
-	static const unsigned protos[] = { PORT_PROTO_TCP, PORT_PROTO_UDP };
 	int64_t held = INT64_MAX;
 
 	if (g->n_dst)
 		return -1;
+	/* Each element as desired_host plans it: one per source and port (one protocol each). */
 	for (size_t s = 0; s < g->n_src; s++)
-		for (size_t q = 0; q < g->n_ports; q++)
-			for (size_t k = 0; k < 2; k++) {
-				struct port_spec ps = g->ports[q];
-				struct grant one = *g;
-				struct ruleset_elem want;
-				int64_t at;
+		for (size_t q = 0; q < g->n_ports; q++) {
+			struct ruleset_elem want = host_elem(g, s, q, 0);
+			int64_t at = covering_end(e, &want, now_ms);
 
-				if (!(ps.proto & protos[k]))
-					continue;
-				ps.proto = protos[k];
-				one.ports = &ps;
-				want = host_elem(&one, s, 0, 0);
-				if ((at = covering_end(e, &want, now_ms)) < 0)
-					return -1;
-				if (at < held)
-					held = at;
-			}
+			if (at < 0)
+				return -1;
+			if (at < held)
+				held = at;
+		}
 	return held == INT64_MAX ? -1 : held;
 }
 
