@@ -1835,11 +1835,11 @@ static void pending_free(struct pending *p)
 }
 
 /*
- * Replay ids are written lazily (replay_add_lazy), so the ids go durable first: a record keeps
- * its grant's id burned until then. Not at any price: a record that stays restores its grant
- * at the next start, which is access, while an id that is not durable only lets its token in
- * again if someone sends it before replay.db is rewritten. A failed sync is said, and the
- * record goes all the same.
+ * Replay ids are written lazily (replay_add_lazy_many, replay_keep), so the ids go durable
+ * first: a record keeps its grant's id burned until then. Not at any price: a record that
+ * stays restores its grant at the next start, which is access, while an id that is not
+ * durable only lets its token in again if someone sends it before replay.db is rewritten. A
+ * failed sync is said, and the record goes all the same.
  */
 static void sync_before_drop(struct enforce *e, const char *jti, size_t n, bool retry)
 {
@@ -2135,8 +2135,7 @@ static void take_back(struct enforce *e, struct pending **v, size_t n, struct pe
 		unpush(e, v, n, p);
 	if (!record_gone)
 		drop_record(e, p->jti);
-	if (replay_forget(e->replay, p->jti))
-		log_warn("replay: cannot forget '%s'; that grant id stays unusable", p->jti);
+	replay_forget(e->replay, p->jti);
 }
 
 static void fail_all(struct pending **v, size_t n, int code, const char *what, const char *why)
@@ -2243,7 +2242,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 	for (size_t i = 0; i < n; i++)
 		ids[i] = (struct replay_id){ v[i]->jti,
 			pending_grant(v[i])->exp + (int64_t)e->cfg->clock_skew };
-	replay_add_lazy_many(e->replay, ids, n, added);
+	replay_add_lazy_many(e->replay, ids, n, enforce_now_ms() / 1000, added);
 	for (size_t i = 0; i < n; i++) {
 		struct grant *g = pending_grant(v[i]);
 
@@ -3486,7 +3485,7 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 	 * later must not make the token usable a second time.
 	 */
 	if (!local && named && g.exp + (int64_t)e->cfg->clock_skew >= now_ms / 1000 &&
-		(ret = replay_add_lazy(e->replay, it->jti, g.exp + (int64_t)e->cfg->clock_skew)) &&
+		(ret = replay_keep(e->replay, it->jti, g.exp + (int64_t)e->cfg->clock_skew)) &&
 		ret != -EEXIST)
 		log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
 			strerror(-ret));
@@ -3545,7 +3544,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	 * A lost replay file must not make a restored grant's token usable a second time (synced
 	 * once for all at the end of restore).
 	 */
-	ret = replay_add_lazy(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
+	ret = replay_keep(e->replay, g.jti, g.exp + (int64_t)e->cfg->clock_skew);
 	if (ret && ret != -EEXIST)
 		log_warn("replay: cannot remember restored grant '%s': %s", g.jti, strerror(-ret));
 	now_ms = enforce_now_ms();
@@ -3838,14 +3837,11 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 			 * controller must retry, and the revocation's own id is forgotten so that
 			 * the same token is taken then.
 			 */
-			bool spent = replay_forget(e->replay, rv.jti) != 0;
-
+			replay_forget(e->replay, rv.jti);
 			ret = jit_fail(err, ret == -ENOBUFS ? JIT_ERR_BUSY : JIT_ERR_INTERNAL,
 				"no active grant '%.64s', and its id cannot be remembered to refuse "
-				"it: %s; %s", rv.revokes, ret == -ENOBUFS ?
-				"the replay cache is full" : strerror(-ret), spent ?
-				"send a new revocation later (this one's id is spent)" :
-				"retry later");
+				"it: %s; retry later", rv.revokes, ret == -ENOBUFS ?
+				"the replay cache is full" : strerror(-ret));
 			goto refused;
 		}
 		ret = jit_fail(err, JIT_ERR_NOT_FOUND,
@@ -3855,13 +3851,7 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	snprintf(why, sizeof(why), "revocation %s from %s", rv.jti, rv.iss);
 	if ((ret = revoke_at(e, (size_t)i, rv.terminate, peer, why, res, err))) {
 		/* Nothing was revoked: the same token must be taken when the controller retries. */
-		if (replay_forget(e->replay, rv.jti)) {
-			char msg[sizeof(err->msg)];
-
-			memcpy(msg, err->msg, sizeof(msg));
-			jit_fail(err, err->code, "%s; send a new revocation (this one's id is "
-				"spent)", msg);
-		}
+		replay_forget(e->replay, rv.jti);
 		goto refused;
 	}
 	revoke_clear(&rv);

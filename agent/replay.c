@@ -494,11 +494,18 @@ int replay_check(struct replay *r, const char *jti, int64_t now)
 /* "A UNTIL JTI\n": the sign, 20 digits, two spaces, a jti, the newline. */
 #define ADD_LINE_MAX (JTI_MAX + 32)
 
-void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int *res)
+/*
+ * A full cache is pruned once of the ids expired by now before an id is refused room (each id
+ * of a group found room at its replay_check, but together they may overfill it; INT64_MIN
+ * prunes nothing). room: never refused room (replay_keep).
+ */
+static void add_many(struct replay *r, const struct replay_id *ids, size_t n, int64_t now,
+	bool room, int *res)
 {
 	/* Each id's expiry before the group, to put back if the write fails; INT64_MIN: none. */
 	int64_t *was = calloc(n + 1, sizeof(*was));
 	char *buf = malloc(n * ADD_LINE_MAX + 1);
+	bool pruned = false;
 	size_t len = 0;
 	int ret;
 
@@ -520,7 +527,11 @@ void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t 
 			res[i] = -EEXIST;
 			continue;
 		}
-		if (!e && r->live >= r->max) {
+		if (!e && r->live >= r->max && !room && !pruned && now != INT64_MIN) {
+			prune(r, now);
+			pruned = true;
+		}
+		if (!e && r->live >= r->max && !room) {
 			res[i] = -ENOBUFS;
 			continue;
 		}
@@ -562,12 +573,18 @@ out:
 	free(buf);
 }
 
-static int add(struct replay *r, const char *jti, int64_t until, bool sync)
+void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int64_t now,
+	int *res)
+{
+	add_many(r, ids, n, now, false, res);
+}
+
+static int add(struct replay *r, const char *jti, int64_t until, bool room, bool sync)
 {
 	const struct replay_id id = { jti, until };
 	int ret;
 
-	replay_add_lazy_many(r, &id, 1, &ret);
+	add_many(r, &id, 1, INT64_MIN, room, &ret);
 	/* An id already there is durable only once what was written of it is. */
 	if (sync && (!ret || ret == -EEXIST)) {
 		int err = replay_sync(r);
@@ -580,36 +597,38 @@ static int add(struct replay *r, const char *jti, int64_t until, bool sync)
 
 int replay_add(struct replay *r, const char *jti, int64_t until)
 {
-	return add(r, jti, until, true);
+	return add(r, jti, until, false, true);
 }
 
-int replay_add_lazy(struct replay *r, const char *jti, int64_t until)
+int replay_keep(struct replay *r, const char *jti, int64_t until)
 {
-	return add(r, jti, until, false);
+	return add(r, jti, until, true, false);
 }
 
-int replay_forget(struct replay *r, const char *jti)
+void replay_forget(struct replay *r, const char *jti)
 {
 	char line[JTI_MAX + 8];
 	struct entry *e = lookup(r, jti);
 	int ret;
 
 	if (!e)
-		return 0;
-	if (r->failed) {
-		/* The rewrite from memory is what will be on disk: it must leave the id out. */
-		int64_t until = e->until;
-
-		drop(r, e);
-		if ((ret = heal_paced(r)) && put(r, jti, until))
-			log_warn("replay: '%s' forgotten in memory only", jti);
-		return ret;
-	}
-	snprintf(line, sizeof(line), "F %s\n", jti);
-	if ((ret = append(r, line, true)))
-		return ret;
+		return;
+	/*
+	 * Out of memory whatever the disk does: the id's grant was not applied, and an id kept
+	 * only because a disk failed refused the controller's retry as replay once the disk was
+	 * mended. A line the file still holds refuses the id after a restart at worst (closed),
+	 * and goes with the next rewrite, made from memory.
+	 */
 	drop(r, e);
-	return 0;
+	if (r->failed)
+		ret = heal_paced(r);
+	else {
+		snprintf(line, sizeof(line), "F %s\n", jti);
+		ret = append(r, line, true);
+	}
+	if (ret)
+		log_warn("replay: '%s' forgotten in memory only (%s): a restart before %s is "
+			"rewritten refuses it", jti, strerror(-ret), r->path);
 }
 
 size_t replay_count(const struct replay *r)

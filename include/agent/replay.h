@@ -19,24 +19,34 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 void replay_close(struct replay **r);
 /* 0 when jti may be accepted, JIT_ERR_REPLAY when it is remembered, JIT_ERR_BUSY when full. */
 int replay_check(struct replay *r, const char *jti, int64_t now);
-/* Durably remembers jti until `until`. 0, -EEXIST, -ENOBUFS (full), -EINVAL or -errno. */
-int replay_add(struct replay *r, const char *jti, int64_t until);
 /*
- * The same, written but not yet fsync'd: for a grant whose own record in the state journal is
- * durable, which brings its id back on start anyway. The id must be durable before that record
- * goes (replay_sync before store_del): the group commit saves one fsync per group this way.
+ * Durably remembers jti until `until`. 0, -EEXIST, -ENOBUFS (full: replay_check makes room),
+ * -EINVAL or -errno.
  */
-int replay_add_lazy(struct replay *r, const char *jti, int64_t until);
+int replay_add(struct replay *r, const char *jti, int64_t until);
 struct replay_id {
 	const char *jti;
 	int64_t until;
 };
 /*
- * replay_add_lazy for a group, with one write: res[i] is what replay_add_lazy would have
- * returned for ids[i], taken in order. If the write fails, no id of the group is added and
- * each res[i] that was 0 is its error.
+ * replay_add for a group, written with one write but not yet fsync'd: for grants whose own
+ * records in the state journal are durable, which bring their ids back on start anyway. The ids
+ * must be durable before those records go (replay_sync before store_del): the group commit
+ * saves one fsync per group this way. res[i] is ids[i]'s outcome, taken in order; a full cache
+ * is pruned of the ids expired by now before one is refused -ENOBUFS. If the write fails, no
+ * id of the group is added and each res[i] that was 0 is its error.
  */
-void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int *res);
+void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t n, int64_t now,
+	int *res);
+/*
+ * The id of a grant a start restores, or drops while its token is still valid: written, not
+ * fsync'd (synced once the start is done), and never refused for want of room. Its record may
+ * be the only trace of the id left (replay.db loses the lines a power loss caught unsynced),
+ * and a start finds the cache full on any busy node (it keeps the last day's ids): a revoked
+ * grant's token, or a dropped one's, must not apply a second time. The cache holds at most the
+ * records more than replay_cache_max then; new ids are busy until pruning makes room.
+ */
+int replay_keep(struct replay *r, const char *jti, int64_t until);
 /* Makes every id written so far durable. 0 or -errno. */
 int replay_sync(struct replay *r);
 /*
@@ -49,8 +59,12 @@ int replay_sync(struct replay *r);
  * expiry tick. 0, or -errno of a rewrite tried now and failed.
  */
 int replay_tidy(struct replay *r);
-/* Undoes replay_add for an id whose grant was not applied after all. 0 or -errno. */
-int replay_forget(struct replay *r, const char *jti);
+/*
+ * Undoes replay_add for an id whose grant was not applied after all: gone from memory at once;
+ * a failure to record that on disk is logged (a restart before the file is rewritten refuses
+ * the id).
+ */
+void replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);
 /* For tests: slots in use (live ids and tombstones, which a lookup walks past) and in all. */
 void replay_table(const struct replay *r, size_t *used, size_t *cap);
