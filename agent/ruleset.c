@@ -287,7 +287,10 @@ static int add_table(struct nft_batch *b, uint32_t flags, bool excl)
 
 	if (!t)
 		return -ENOMEM;
-	nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE);
+	if (nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE) < 0) {
+		nftnl_table_free(t);
+		return -ENOMEM;
+	}
 	/*
 	 * Always sent, 0 too: the kernel leaves an existing table's flags as they are when the
 	 * attribute is absent, and a table someone made dormant (its hooks unregistered: every
@@ -308,8 +311,11 @@ static struct nftnl_set *set_new(const char *name)
 
 	if (!s)
 		return NULL;
-	nftnl_set_set_str(s, NFTNL_SET_TABLE, RULESET_TABLE);
-	nftnl_set_set_str(s, NFTNL_SET_NAME, name);
+	if (nftnl_set_set_str(s, NFTNL_SET_TABLE, RULESET_TABLE) < 0 ||
+		nftnl_set_set_str(s, NFTNL_SET_NAME, name) < 0) {
+		nftnl_set_free(s);
+		return NULL;
+	}
 	nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
 	return s;
 }
@@ -1585,9 +1591,16 @@ int ruleset_delete(struct nft_batch *b)
 	struct nftnl_table *t = nftnl_table_alloc();
 	struct nlmsghdr *nlh;
 
+	/*
+	 * libnftnl copies the name, and leaves it out when the copy fails: the kernel takes a
+	 * DELTABLE without a name for "delete every table of the family", the host's own too.
+	 */
 	if (!t)
 		return -ENOMEM;
-	nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE);
+	if (nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE) < 0) {
+		nftnl_table_free(t);
+		return -ENOMEM;
+	}
 	nlh = nft_batch_msg(b, NFT_MSG_DELTABLE, NFPROTO_INET, 0, "delete table inet jitd");
 	if (nlh)
 		nftnl_table_nlmsg_build_payload(nlh, t);
