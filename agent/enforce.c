@@ -117,11 +117,12 @@ static bool test_hook_hold(void)
 
 /*
  * $JITD_TEST_START_PAUSE_FILE holding N (at most 10,000): jitd sleeps N ms after its restore,
- * before the events are heard, so that a test can change the ruleset in between.
+ * before the events are heard, so that a test can change the ruleset in between. The same
+ * with $JITD_TEST_PLACE_PAUSE_FILE after a start found its table in place, before the restore.
  */
-static void test_hook_start_pause(void)
+static void test_hook_pause(const char *name)
 {
-	long long ms = test_hook_read("JITD_TEST_START_PAUSE_FILE");
+	long long ms = test_hook_read(name);
 
 	if (ms > 0 && ms <= 10000)
 		(void)usleep((useconds_t)(ms * 1000));
@@ -160,8 +161,9 @@ static bool test_hook_hold(void)
 	return false;
 }
 
-static void test_hook_start_pause(void)
+static void test_hook_pause(const char *name)
 {
+	(void)name;
 }
 
 static int64_t test_hook_refusals_window(void)
@@ -831,8 +833,8 @@ static int commit_batch(struct enforce *e, struct nft_batch *b, char *kerr)
 	e->unanswered = ret && nft_batch_unanswered(b);
 	if (ret)
 		e->unsure = true;
-	else
-		e->commits++;
+	else if (nft_batch_count(b))
+		e->commits++;	/* an empty batch sends nothing: no generation */
 	return ret;
 }
 
@@ -4449,22 +4451,28 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->metrics.reload_applied_at = e->started;
 	if (e->cfg->table_owner)
 		e->table_flags = RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST;
+	/*
+	 * The generation before the table is read: a table found in place is left as it is (a
+	 * claim at most, often nothing sent), so a change someone makes after this read is seen
+	 * only by the generations (below).
+	 */
+	have_gen = nft_gen_id(e->nft, &gen) == 0;
+	commits = e->commits;
 	ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, &differs);
 	if (ret < 0) {
 		snprintf(err, errlen, "reading table inet jitd: %s", strerror(-ret));
 		goto fail;
 	}
 	e->in_place = ret == 1;
-	if (e->in_place)
+	if (e->in_place) {
 		log_info("table inet jitd is in place: left as it is");
-	else if (strcmp(differs, "table inet jitd is missing"))
+		test_hook_pause("JITD_TEST_PLACE_PAUSE_FILE");
+	} else if (strcmp(differs, "table inet jitd is missing"))
 		log_info("table inet jitd: %s; bringing it in line (one transaction)", differs);
 	ret = build_table(e, err, errlen);
 	e->in_place = false; /* from here on a rebuild rebuilds */
 	if (ret)
 		goto fail;
-	have_gen = nft_gen_id(e->nft, &gen) == 0;
-	commits = e->commits;
 	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
 	/* The clocks as the restore left the model: a step before the first tick is one too. */
@@ -4472,8 +4480,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	e->wall_gap_ms = enforce_now_ms() - clock_ms(CLOCK_BOOTTIME);
 	e->gap_measured = true;
 	/*
-	 * The restore read every grant set and left them in line, as a full check does. It stands
-	 * for one if the generations since its read are its own transactions, none of anyone
+	 * The table's read and the restore's (every grant set, left in line) stand for a full
+	 * check if the generations since the first are jitd's own transactions, none of anyone
 	 * else's in between: each transaction adds exactly one.
 	 */
 	if (have_gen && !e->strays.n && !e->model_lost && nft_gen_id(e->nft, &e->start_gen) == 0 &&
@@ -4481,7 +4489,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		e->start_gen_known = true;
 		e->unsure = false;
 	}
-	test_hook_start_pause();
+	test_hook_pause("JITD_TEST_START_PAUSE_FILE");
 	if (!(e->group_timer = evtimer_new(d->base, group_timer_cb, e)) ||
 		!(e->trail_timer = evtimer_new(d->base, trail_timer_cb, e)) ||
 		!(e->refusals_timer = evtimer_new(d->base, refusals_timer_cb, e)) ||

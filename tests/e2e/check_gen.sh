@@ -6,7 +6,8 @@
 # ($JITD_TEST_DROP_EVENTS_FILE): an element nobody granted, added then, must still be found by
 # the very next periodic check, not by the forced full one nine intervals later. The start-up
 # restore, which reads everything too, counts as a full check; a change made before the events
-# are heard (an element, a flushed chain) is found by the first periodic check.
+# are heard (an element, a flushed chain), even just after the start read its table, is found
+# by the first periodic check.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_DROP_EVENTS_FILE
@@ -22,6 +23,10 @@ sign --src 192.0.2.2 --port 22 --for 300 --jti g1 | submit - >/dev/null || fail 
 
 count() { grep -c "$1" "$TMP/jitd.log" || true; }
 at_least() { [ "$(count "$1")" -ge "$2" ]; }
+input_has_rules() {
+	in_ns "$SRV" nft -j list chain inet jitd input |
+		jq -e '[.nftables[].rule // empty] | length > 0' >/dev/null
+}
 SKIP="periodic check skipped"
 FULL="periodic check: reading every grant set"
 
@@ -103,8 +108,7 @@ jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[
 	any(.message | startswith("periodic check"))' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the periodic check's repair is not audited"
 pass "the first periodic check read everything and removed it"
-wait_until 4 "the flushed input chain restored" sh -c \
-	"ip netns exec '$SRV' nft -j list chain inet jitd input | jq -e '[.nftables[].rule // empty] | length > 0'"
+wait_until 4 "the flushed input chain restored" input_has_rules
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 grep -q "table inet jitd: the rules differ" "$TMP/jitd.log" || fail "the chain's difference is not logged"
 jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[$n:] |
@@ -112,6 +116,38 @@ jq -s -e --argjson n "$repairs" '[.[] | select(.event == "drift.repaired")] | .[
 	"$TMP/state/audit.jsonl" >/dev/null || fail "the structure's repair is not audited"
 pass "the input chain flushed during the pause is restored by the same check, logged and audited"
 has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
+
+log "a change after a start read its table in place, before the restore: the first check reads all"
+# A table found in place is left as it is (nothing is sent for it with table_owner off): only
+# the generation, read before the table, shows a change made after that read. A test build
+# pauses there ($JITD_TEST_PLACE_PAUSE_FILE) while nft flushes the input chain.
+stop_jitd
+lines=$(wc -l <"$TMP/jitd.log")
+PLACED="table inet jitd is in place: left as it is"
+placed=$(count "$PLACED")
+export JITD_TEST_PLACE_PAUSE_FILE=$TMP/placepause
+echo 3000 >"$JITD_TEST_PLACE_PAUSE_FILE"
+(
+	for ((i = 0; i < 100; i++)); do
+		if [ "$(count "$PLACED")" -gt "$placed" ]; then
+			in_ns "$SRV" nft flush chain inet jitd input
+			exit
+		fi
+		sleep 0.05
+	done
+	exit 1
+) &
+planter=$!
+start_jitd
+wait "$planter" || fail "nft could not flush the chain during the pause"
+[ ! -e "$JITD_TEST_PLACE_PAUSE_FILE" ] || fail "jitd did not take the pause"
+wait_until 4 "the input chain flushed after the table's read restored" input_has_rules
+first=$(grep -m1 -o -e "$SKIP" -e "$FULL" <(tail -n +"$((lines + 1))" "$TMP/jitd.log"))
+[ "$first" = "$FULL" ] ||
+	fail "the first periodic check after the restart was '$first', not a full one"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+has_elem allow4_addr "192.0.2.4 tcp 22" || fail "the second grant lost its element"
+pass "the input chain flushed between the table's read and the restore is restored at once"
 
 log "a repair that fails is tried again within seconds, not at the next periodic check"
 # The table flushed away and the repair its event calls for failing once (a test hook, as a
