@@ -674,19 +674,38 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* A durable append's own fdatasync: 0 or -errno. */
+static int journal_datasync(int fd)
+{
+#ifdef JITD_TEST_HOOKS
+	/* Test builds: while $JITD_TEST_JOURNAL_SYNC_FAIL_FILE exists, as a disk losing writes. */
+	if (testhook_exists("JITD_TEST_JOURNAL_SYNC_FAIL_FILE"))
+		return -EIO;
+#endif
+	return fdatasync(fd) < 0 ? -errno : 0;
+}
+
 /*
  * Records already encoded back to back, in one write; durable before return unless the caller
  * makes them durable itself (store_write_many), with one fdatasync. On failure the journal is
- * cut back to where it was, so that none of them can come back on start.
+ * cut back to where it was, so that none of them can come back on start; but drops (D) written
+ * whole whose sync failed stay: the store is suspect, so nothing is appended after them before
+ * a rewrite, and cut, they would be gone from the page cache too, where a restart before the
+ * rewrite (jitd's, not the machine's) would still have found them: the grants they end came
+ * back with it.
  */
 static int append_raw(struct store *s, const unsigned char *buf, size_t n, size_t records,
-	bool durable)
+	bool durable, bool drops)
 {
 	int ret = write_all(s->jfd, buf, n);
 
-	if (!ret && durable && fdatasync(s->jfd) < 0) {
-		ret = -errno;
+	if (!ret && durable && (ret = journal_datasync(s->jfd))) {
 		s->suspect = true;
+		if (drops) {
+			s->jsize += (off_t)n;
+			s->jrecords += records;
+			return ret;
+		}
 	}
 	if (ret == -EIO)
 		s->suspect = true;
@@ -719,7 +738,7 @@ static int append(struct store *s, char op, const char *jti, const char *token, 
 
 	if ((ret = encode(s, op, jti, token, len, NULL, &rec, &n)))
 		return ret;
-	ret = append_raw(s, rec, n, 1, true);
+	ret = append_raw(s, rec, n, 1, true, op == 'D');
 	free(rec);
 	return ret;
 }
@@ -1395,7 +1414,7 @@ static int put_many(struct store *s, const struct store_rec *r, size_t n, bool d
 		ret = encode_onto(s, 'P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
 			&used, &at[i]);
 	if (ret == 0 && n)
-		ret = append_raw(s, buf, used, n, durable);
+		ret = append_raw(s, buf, used, n, durable, false);
 	/* Each record's payload length, from its header, for the entry that points at it. */
 	for (; ret == 0 && done < n; done++) {
 		const unsigned char *h = buf + at[done];
@@ -1521,7 +1540,7 @@ int store_del_many(struct store *s, const char *const *jti, size_t n)
 			!(ret = encode_onto(s, 'D', jti[i], NULL, 0, NULL, &buf, &used, NULL)))
 			records++;
 	if (ret == 0 && records)
-		ret = append_raw(s, buf, used, records, true);
+		ret = append_raw(s, buf, used, records, true, true);
 	free(buf);
 	if (ret)
 		return drop_failed(s, jti, n, ret);
@@ -1644,7 +1663,7 @@ int store_write_notes(struct store *s, const struct store_note *v, size_t n)
 			NULL, &buf, &used, NULL)))
 			records++;
 	if (ret == 0 && records)
-		ret = append_raw(s, buf, used, records, false);
+		ret = append_raw(s, buf, used, records, false, false);
 	free(buf);
 	return ret;
 }

@@ -726,6 +726,49 @@ static void test_drop_left_out_of_rewrite(void **state)
 	store_close(&st);
 }
 
+#ifdef JITD_TEST_HOOKS
+/*
+ * A drop written whole whose own sync failed stays in the journal (the page cache at least):
+ * cut back, a restart of jitd before the rewrite brought back the grant it ended, a revoked
+ * one among them. The hook makes the journal's fdatasync report EIO without a disk.
+ */
+static void test_drop_kept_after_its_sync_failed(void **state)
+{
+	char fail[600];
+	struct store *st;
+
+	snprintf(fail, sizeof(fail), "%s", at("fail"));
+	assert_int_equal(setenv("JITD_TEST_JOURNAL_SYNC_FAIL_FILE", fail, 1), 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
+	fclose(fopen(fail, "w"));
+	assert_int_equal(store_del(st, "a"), -EIO);
+	assert_false(store_contains(st, "a"));
+	st = reopen(st);
+	assert_tokens(st, "tok-b;tok-c;");
+	/* The same for several at once. */
+	assert_int_equal(store_del_many(st, (const char *const[]){ "b" }, 1), -EIO);
+	st = reopen(st);
+	assert_tokens(st, "tok-c;");
+	/* A grant's own record whose sync failed is cut: its grant was refused. */
+	assert_int_equal(store_put(st, "d", "tok-d", 5), -EIO);
+	unlink(fail);
+	st = reopen(st);
+	assert_tokens(st, "tok-c;");
+	assert_int_equal(store_del(st, "c"), 0);
+	store_close(&st);
+	unsetenv("JITD_TEST_JOURNAL_SYNC_FAIL_FILE");
+}
+#else
+static void test_drop_kept_after_its_sync_failed(void **state)
+{
+	(void)state;
+	skip();
+}
+#endif
+
 static int count_cb(const char *token, size_t len, const char *annex __attribute__((unused)),
 	void *arg)
 {
@@ -1312,6 +1355,7 @@ int main(void)
 		cmocka_unit_test(test_compaction_leaves_damage_out),
 		cmocka_unit_test(test_rewritten_after_failed_sync),
 		cmocka_unit_test(test_drop_left_out_of_rewrite),
+		cmocka_unit_test(test_drop_kept_after_its_sync_failed),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_release),
