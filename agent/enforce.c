@@ -1030,7 +1030,7 @@ static void model_follow(struct enforce *e, int fix_failed)
 static int sync_groups(struct enforce *e, const struct group *groups, size_t n_groups, char *err,
 	size_t errlen)
 {
-	int ret = -EAGAIN;
+	int ret = -EAGAIN, reread;
 
 	for (int attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
 		int64_t now = enforce_now_ms();
@@ -1050,8 +1050,15 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 		if (ret != -ENOENT && ret != -EEXIST)
 			return change_failed(e, ret);
 		log_debug("kernel: %s; re-reading the allow sets and retrying", err);
-		if (resync(e))
+		if ((reread = resync(e))) {
+			/* The reason to give up is the read's; the refusal it followed says why. */
+			char was[200];
+
+			snprintf(was, sizeof(was), "%s", err);
+			snprintf(err, errlen, "cannot re-read the allow sets (%s) after: %s",
+				strerror(-reread), was);
 			return change_failed(e, ret);
+		}
 	}
 	return change_failed(e, ret);
 }
