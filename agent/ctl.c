@@ -375,13 +375,24 @@ static json_t *do_grant(struct client *c, json_t *req)
 			"allow (%d s)", (long long)json_integer_value(dur), CONFIG_MAX_MAX_DURATION);
 		return refuse(c, false, JIT_ERR_DURATION_EXCEEDS_MAX, msg);
 	}
-	if (json_array_size(src) == 0 || json_array_size(src) > GRANT_MAX_SOURCES)
+	/* Too many is the limit's code, as for a signed grant (grant.c). */
+	if (json_array_size(src) > GRANT_MAX_SOURCES) {
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "%zu sources, at most %d allowed", json_array_size(src),
+			GRANT_MAX_SOURCES);
+		return refuse(c, false, JIT_ERR_TOO_LARGE, msg);
+	}
+	if (json_array_size(src) == 0)
 		return refuse(c, false, JIT_ERR_BAD_REQUEST, "grant needs 1 to 64 sources");
 	json_array_foreach(src, i, v)
 		if (!json_is_string(v) || prefix_parse(json_string_value(v), &pfx[i]))
 			return refuse(c, false, JIT_ERR_BAD_REQUEST,
 				"a source is not an address or prefix");
-	if (parse_local_ports(ports, ps, GRANT_MAX_PORTS, &r.n_ports))
+	if ((ret = parse_local_ports(ports, ps, GRANT_MAX_PORTS, &r.n_ports)) == -E2BIG)
+		return refuse(c, false, JIT_ERR_TOO_LARGE,
+			"more than 64 port/protocol pairs (a port for both protocols is two)");
+	if (ret)
 		return refuse(c, false, JIT_ERR_BAD_REQUEST,
 			"ports must be 1 to 64 of PORT[/PROTO]");
 	r.src = pfx;
@@ -574,8 +585,8 @@ static json_t *do_log(struct client *c, json_t *req)
 
 	if ((since && !json_is_integer(since)) || (grant && !json_is_string(grant)) ||
 		(sub && !json_is_string(sub)) || (event && !json_is_string(event)))
-		return proto_error(JIT_ERR_BAD_REQUEST, "log takes an optional \"since\" integer "
-			"and optional \"grant\", \"sub\" and \"event\" strings");
+		return refuse(c, false, JIT_ERR_BAD_REQUEST, "log takes an optional \"since\" "
+			"integer and optional \"grant\", \"sub\" and \"event\" strings");
 	if (ctl->n_jobs >= CTL_LOG_JOBS_MAX + (c->uid == 0 ? CTL_LOG_JOBS_ROOT : 0))
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
 	if (held_full(c))

@@ -1,4 +1,5 @@
 /* jitctl revoke and jitctl grant: the local, root-only calls that change grants. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,7 +177,12 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl grant: --src, --port, --for and --reason are required\n");
 		return JITCTL_USAGE;
 	}
-	if (duration_parse(dur, &secs) || secs == 0) {
+	if ((c = duration_parse(dur, &secs)) == -ERANGE) {
+		fprintf(stderr, "jitctl grant: --for '%s' is longer than %llu s\n", dur,
+			(unsigned long long)DURATION_MAX_SECS);
+		return JITCTL_USAGE;
+	}
+	if (c || secs == 0) {
 		fprintf(stderr, "jitctl grant: --for '%s' is not a duration (PT30M, 600)\n", dur);
 		return JITCTL_USAGE;
 	}

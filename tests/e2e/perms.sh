@@ -98,8 +98,10 @@ print(s.makefile().readline(), end="")' "$SOCK")
 [ -n "$reply" ] && echo "$reply" | jq -e '.error == "duration_exceeds_max"' >/dev/null ||
 	fail "a duration of 2^63-1 s: $reply"
 pass "grant request with a duration of 2^63-1 s: $(echo "$reply" | jq -r .message)"
-# Input refused before its op is known leaves a record too: not JSON, then two lines at once.
-for req in 'not json' '{"op":"status"}\n{"op":"status"}' '{"op":"frobnicate"}'; do
+# Input refused before its op is known leaves a record too: not JSON, then two lines at once;
+# and a log query with a malformed member.
+for req in 'not json' '{"op":"status"}\n{"op":"status"}' '{"op":"frobnicate"}' \
+	'{"op":"log","since":"yesterday"}'; do
 	reply=$(/usr/bin/python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -109,10 +111,18 @@ print(s.makefile().readline(), end="")' "$SOCK" "$req")
 	echo "$reply" | jq -e '.error == "bad_request"' >/dev/null || fail "$req: $reply"
 done
 jq -s -e '[.[] | select(.event == "grant.refused" and .code == "bad_request" and
-	(.peer | test("user=root")))] | length == 3' "$TMP/state/audit.jsonl" >/dev/null ||
+	(.peer | test("user=root")))] | length == 4' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the malformed requests in the trail: $(jq -c 'select(.code == "bad_request")' \
 		"$TMP/state/audit.jsonl")"
-pass "a request that is not JSON, two at once and an unknown op: bad_request, each audited"
+pass "a request that is not JSON, two at once, an unknown op, a bad log query: bad_request, audited"
+# More sources or port/protocol pairs than any grant may carry: the limit's code, as for a
+# signed grant (a port for both protocols is two pairs).
+many=$(seq -s, -f "192.0.2.%g" 1 65)
+expect_exit 1 too_large "a local grant of 65 sources" -- \
+	"$JITCTL_BIN" -s "$SOCK" grant --src "$many" --port 22 --for 60 --reason "too many"
+many=$(seq -s, -f "%g/*" 1 33)
+expect_exit 1 too_large "a local grant of 33 ports for both protocols" -- \
+	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port "$many" --for 60 --reason "too many"
 no_allow_elems || fail "a refused local grant changed the kernel"
 expect_connect drop "$C1" 192.0.2.1 22
 "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60 --reason "INC-42 sshd down" --json >"$TMP/g.json" ||
