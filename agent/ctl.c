@@ -101,9 +101,13 @@ struct client {
 	struct evbuffer *written; /* a reply written, not built (status), to send as it is */
 	size_t reply_len;
 	uid_t uid;		/* from SO_PEERCRED: the kernel's word, not the client's */
+	pid_t pid;
+	bool named;		/* user and peer hold the user's name (peer_name) */
 	char user[64];
 	char peer[128];
 };
+
+static void peer_name(struct client *c);
 
 static void client_free(struct client *c)
 {
@@ -210,6 +214,7 @@ static json_t *refuse(struct client *c, bool revocation, int code, const char *m
 {
 	struct jit_error err = { .code = code };
 
+	peer_name(c);
 	snprintf(err.msg, sizeof(err.msg), "%s", msg);
 	enforce_refuse(c->ctl->enf, revocation, c->peer, &err);
 	return proto_error(code, msg);
@@ -646,6 +651,9 @@ static json_t *dispatch(struct client *c, json_t *req)
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 		if (strcmp(op, ops[i].op))
 			continue;
+		/* A read names no one: its peer is the uid and pid (no NSS lookup on the loop). */
+		if (ops[i].changes != READS)
+			peer_name(c);
 		if (ops[i].changes == READS || may_change(c))
 			return ops[i].fn(c, req);
 		if (ops[i].changes == AS_RELOAD) {
@@ -767,7 +775,12 @@ static int peer_cred(int fd, struct ucred *cred)
 	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &sl) < 0 ? -errno : 0;
 }
 
-/* Who is on the other end, as the kernel says. A failure leaves the client unprivileged. */
+/*
+ * Who is on the other end, as the kernel says. A failure leaves the client unprivileged. The
+ * user's name comes later, for what changes or is refused (peer_name): with passwd in a
+ * directory (sssd, LDAP) a lookup may wait on the network, and a group member's status must
+ * not hold the loop up for it.
+ */
 static void peer_identify(int fd, struct client *c)
 {
 	struct ucred cred;
@@ -776,12 +789,23 @@ static void peer_identify(int fd, struct client *c)
 	if (peer_cred(fd, &cred)) {
 		snprintf(c->user, sizeof(c->user), "unknown");
 		snprintf(c->peer, sizeof(c->peer), "unknown");
+		c->named = true;
 		return;
 	}
 	c->uid = cred.uid;
-	user_name(c->ctl, cred.uid, c->user, sizeof(c->user));
-	snprintf(c->peer, sizeof(c->peer), "uid=%u pid=%d user=%s", (unsigned)cred.uid,
-		(int)cred.pid, c->user);
+	c->pid = cred.pid;
+	snprintf(c->user, sizeof(c->user), "uid:%u", (unsigned)cred.uid);
+	snprintf(c->peer, sizeof(c->peer), "uid=%u pid=%d", (unsigned)cred.uid, (int)cred.pid);
+}
+
+static void peer_name(struct client *c)
+{
+	if (c->named)
+		return;
+	c->named = true;
+	user_name(c->ctl, c->uid, c->user, sizeof(c->user));
+	snprintf(c->peer, sizeof(c->peer), "uid=%u pid=%d user=%s", (unsigned)c->uid,
+		(int)c->pid, c->user);
 }
 
 /*
