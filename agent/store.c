@@ -229,7 +229,10 @@ static void mem_del(struct store *s, const char *jti)
 	}
 }
 
-/* Takes a copy of jti; where its record is replaces an earlier one for the same jti. */
+/*
+ * Takes a copy of jti; where its record is replaces an earlier one for the same jti. Out of
+ * memory, the earlier one stays.
+ */
 static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, uint32_t plen)
 {
 	char *j = strdup(jti);
@@ -238,7 +241,6 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 
 	if (!j)
 		return -ENOMEM;
-	mem_del(s, jti);
 	if (!(e = array_reserve(s->v, &s->cap, s->n + 1, sizeof(*e), 64))) {
 		free(j);
 		return -ENOMEM;
@@ -248,6 +250,7 @@ static int mem_put(struct store *s, const char *jti, uint8_t file, off_t off, ui
 		free(j);
 		return -ENOMEM;
 	}
+	mem_del(s, jti);
 	h = hash(j) & (s->nbuckets - 1);
 	s->v[s->n] = (struct entry){ .jti = j, .off = off, .plen = plen, .file = file,
 		.next = s->bucket[h] };
@@ -1403,16 +1406,19 @@ static int encode_onto(struct store *s, char op, const char *jti, const char *to
 static int put_many(struct store *s, const struct store_rec *r, size_t n, bool durable)
 {
 	size_t *at = calloc(n + 1, sizeof(*at)), used = 0, done = 0;
+	bool *had = calloc(n + 1, sizeof(*had));
 	unsigned char *buf = NULL;
 	off_t base;
-	int ret = at ? writable(s) : -ENOMEM;
+	int ret = at && had ? writable(s) : -ENOMEM;
 
 	/* After writable: a rewrite empties the journal. */
 	base = s->jsize;
 
-	for (size_t i = 0; ret == 0 && i < n; i++)
+	for (size_t i = 0; ret == 0 && i < n; i++) {
+		had[i] = find(s, r[i].jti) != NULL;
 		ret = encode_onto(s, 'P', r[i].jti, r[i].token, r[i].len, r[i].annex, &buf,
 			&used, &at[i]);
+	}
 	if (ret == 0 && n)
 		ret = append_raw(s, buf, used, n, durable, false);
 	/* Each record's payload length, from its header, for the entry that points at it. */
@@ -1424,13 +1430,21 @@ static int put_many(struct store *s, const struct store_rec *r, size_t n, bool d
 	free(buf);
 	free(at);
 	if (ret && done) {
-		/* Durable but not all in memory (out of memory): take every one of them back. */
+		/*
+		 * Durable but not all in memory (out of memory): take the new ones back. A record
+		 * written again (a restored grant's new gateway ports) is a live grant's: it keeps
+		 * its entry, the new record's or, where that failed, the old one's (the journal's
+		 * later record is the one a start reads); a drop would end it at the next start.
+		 */
 		for (size_t i = 0; i < n; i++) {
+			if (had[i])
+				continue;
 			if (append(s, 'D', r[i].jti, NULL, 0))
 				log_warn("state: cannot drop the record of '%s'", r[i].jti);
 			mem_del(s, r[i].jti);
 		}
 	}
+	free(had);
 	if (ret)
 		return ret;
 	return maybe_compact(s);
