@@ -4269,6 +4269,13 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		ret = -ENOMEM;
 		goto fail;
 	}
+	/* Nothing but the lockdown record follows it (below): the rest is the operator's move. */
+	if (moved_to)
+		log_warn("reload: state_dir moves to %s at the next start: stop jitd and move "
+			"%s's grants.journal, grants.snap, replay.db and audit.jsonl there "
+			"first, or that start ends the active grants and forgets the grant ids "
+			"used so far (a token still valid could be applied again)", moved_to,
+			e->started_cfg->state_dir);
 	if ((ret = keep_running(e->started_cfg, nc)))
 		goto fail;
 	/* Read after the file and the settling: either may take a while on a slow disk. */

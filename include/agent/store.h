@@ -16,10 +16,10 @@
  * state_dir/grants.snap (temporary file, fsync, rename, fsync of the directory), replaces it.
  * Each record carries its length and a SHA-256-based checksum: a torn journal tail (a crash
  * mid-append) is cut off, a damaged snapshot is reported and kept under a second name
- * (grants.snap.corrupt-TIME, .N when taken) until a sound one replaces it; neither can add a
- * grant, since only records whose checksum holds are read. Memory holds each grant's id and
- * where its record is; tokens are read back from the files (mapped) when they are walked or
- * compacted.
+ * (grants.snap.corrupt-TIME, .N when taken; when the directory allows one) until a sound one
+ * replaces it; neither can add a grant, since only records whose checksum holds are read.
+ * Memory holds each grant's id and where its record is; tokens are read back from the files
+ * (mapped) when they are walked or compacted.
  */
 struct store;
 

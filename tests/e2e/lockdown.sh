@@ -170,7 +170,10 @@ jq --arg d "$TMP/state3" '.state_dir = $d' "$TMP/reloaded.json" >"$CONFIG"
 cmp -s "$CONFIG" "$TMP/state3/lockdown.json" && cmp -s "$CONFIG" "$RECORD" ||
 	fail "the moved record: $(ls -l "$TMP/state3" 2>&1)"
 [ "$(stat -c %a "$TMP/state3")" = 700 ] || fail "state3 made $(stat -c %a "$TMP/state3")"
-pass "the record in both directories, the new one made 0700"
+# Nothing else follows: the log says what to move before the restart.
+grep -q "state_dir moves to $TMP/state3 at the next start: stop jitd and move" "$TMP/jitd.log" ||
+	fail "no warning of what the move leaves behind"
+pass "the record in both directories, the new one made 0700; the log says what to move"
 stop_jitd
 in_ns "$SRV" nft delete table inet jitd
 touch "$SOCK"
