@@ -40,6 +40,15 @@ cleanup()
 	fi
 }
 trap cleanup EXIT
+# dash runs no EXIT trap on a signal it does not trap itself.
+trap 'exit 130' INT TERM
+
+# rpmbuild expands macros in scriptlets, comments too: a systemd macro named there fails the
+# build wherever those macros are defined (Fedora, RHEL, openSUSE), though not here.
+if grep -n % packaging/rpm/*.sh >&2; then
+	echo "package.sh: a percent sign in an RPM scriptlet (above)" >&2
+	exit 1
+fi
 
 # One build tree per package: the unit directory is an install path, fixed at configure time
 # (/lib/systemd/system for the Debian 12 .deb, /usr/lib/systemd/system for the .rpm; see

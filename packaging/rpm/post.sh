@@ -1,6 +1,8 @@
-# jitd %post ($1: 1 on install, 2 or more on upgrade). POSIX sh: Debian's rpm has no systemd
-# macros, so these are the literal forms of %sysusers_create, %tmpfiles_create and
-# %systemd_post; the restart on upgrade is in %postun, as %systemd_postun_with_restart does.
+# jitd post scriptlet ($1: 1 on install, 2 or more on upgrade). POSIX sh: Debian's rpm has no
+# systemd macros, so these are the literal forms of the sysusers_create, tmpfiles_create and
+# systemd_post macros; the restart on upgrade is in postun, as systemd_postun_with_restart
+# does. No percent sign in these scripts: rpmbuild expands macros in them, comments too (the
+# systemd macros, where defined, fail the build when called without their arguments).
 #
 # jitd closes the protected ports (SSH by default) as soon as it runs. Without a trusted
 # controller key no grant can ever open them again, so a first install enables and starts
@@ -27,8 +29,9 @@ fi
 # Under the unit's descriptor limit, as it will run (systemctl show needs a running systemd;
 # LimitNOFILE=131072 otherwise); the packaged binary, not whatever jitd comes first in PATH.
 lim=$(systemctl show -p LimitNOFILESoft --value jitd.service 2>/dev/null) || lim=
+# infinity is nr_open to systemd; the shell cannot set "unlimited" (above nr_open).
 if [ "$lim" = infinity ]; then
-	lim=unlimited
+	lim=$(cat /proc/sys/fs/nr_open 2>/dev/null || true)
 fi
 have_key=no
 if out=$(ulimit -n "${lim:-131072}" 2>/dev/null || true; /usr/sbin/jitd --check-config); then

@@ -1,5 +1,5 @@
-# jitd %postun ($1: 0 on erase, 1 or more on upgrade). On upgrade: restart jitd if it runs
-# (%systemd_postun_with_restart); stopping it leaves table inet jitd, so the ports stay closed
+# jitd postun scriptlet ($1: 0 on erase, 1 or more on upgrade). On upgrade: restart jitd if it runs
+# (systemd_postun_with_restart); stopping it leaves table inet jitd, so the ports stay closed
 # across the restart. On erase, RPM has no purge: /var/lib/jitd (grants, replay cache, audit
 # trail) and the group jitd are left in place, as RPM packages leave state they created.
 set -e
@@ -13,8 +13,9 @@ if [ -d /run/systemd/system ]; then
 		# Under the unit's descriptor limit (the soft one, which jitd checks), not the
 		# installer's; the packaged binary, not whatever jitd comes first in PATH.
 		lim=$(systemctl show -p LimitNOFILESoft --value jitd.service 2>/dev/null) || lim=
+		# infinity is nr_open to systemd; the shell cannot set "unlimited" (above nr_open).
 		if [ "$lim" = infinity ]; then
-			lim=unlimited
+			lim=$(cat /proc/sys/fs/nr_open 2>/dev/null || true)
 		fi
 		if systemctl --quiet is-active jitd.service &&
 			! (ulimit -n "${lim:-131072}" 2>/dev/null || true

@@ -1,7 +1,7 @@
-# jitd %preun ($1: 0 on erase, 1 or more on upgrade). On erase: stop and disable jitd, then
+# jitd preun scriptlet ($1: 0 on erase, 1 or more on upgrade). On erase: stop and disable jitd, then
 # delete its table (stopping jitd alone leaves table inet jitd in place and the protected ports
 # closed, which would lock out every administrator once the package is gone). On upgrade
-# nothing is stopped: %postun restarts jitd, and the table keeps the ports closed meanwhile.
+# nothing is stopped: postun restarts jitd, and the table keeps the ports closed meanwhile.
 set -e
 
 [ "$1" -eq 0 ] || exit 0
@@ -34,7 +34,7 @@ else
 	case $out in
 	*"jitctl teardown: jitd is running"*)
 		# Erased anyway, it would run on from a deleted binary, the ports closed, with
-		# neither jitctl nor the unit left to stop it or open them: a failing %preun keeps
+		# neither jitctl nor the unit left to stop it or open them: a failing preun keeps
 		# the package, as the .deb's prerm does.
 		echo "jitd: jitd still runs (it was not stopped), so jitd is NOT removed. Stop it" \
 			"(systemctl stop jitd), then remove the package again." >&2

@@ -270,6 +270,21 @@ pass "with a controller key jitd is enabled (and not started: systemd is not run
 logged install.log "apt-get install --reinstall" "${APT[@]}" install --reinstall "$deb"
 [ -L "$wants" ] || fail "an upgrade disabled jitd"
 pass "an upgrade (reinstall) keeps jitd enabled"
+# Removed (its links stay), then installed again once the key has become one jitd refuses:
+# not enabled again, as on a first install. The removal's teardown runs in a namespace.
+echo "--- apt-get remove jitd (in a network namespace), the key made group-writable, install"
+ip netns add "$NS"
+logged remove.log "apt-get remove" ip netns exec "$NS" "${APT[@]}" remove jitd
+ip netns del "$NS"
+chmod 0664 /etc/jitd/keys.d/pkgtest.pem
+logged install.log "apt-get install" "${APT[@]}" install "$deb"
+grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" ||
+	fail "installed again without a usable key, postinst said: $(cat "$TMP/install.log")"
+if [ -e "$wants" ] || [ -L "$wants" ]; then
+	fail "installed again without a usable key, jitd was enabled again"
+fi
+chmod 0644 /etc/jitd/keys.d/pkgtest.pem
+pass "installed again after a remove with no usable key: disabled, and the warning says why"
 purge
 if [ -e "$wants" ] || [ -L "$wants" ]; then
 	fail "purge left $wants"
