@@ -64,6 +64,9 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# The unit's ExecReload=/bin/kill: procps on Debian, priority important, not essential (a
+# minimal system with systemd may lack it). RPM distributions have it from util-linux.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS procps)
 # jitd talks netlink itself; nft only helps to look at its table or remove it by hand.
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS nftables)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
