@@ -244,7 +244,23 @@ fi
 wants=/etc/systemd/system/multi-user.target.wants/jitd.service
 install -d -m 0755 /etc/jitd/keys.d
 placed_key=yes
-# First a key jitd would refuse (writable by its group): as good as none.
+# First a sound key in a directory only another user may read: root reads it, the unit (root
+# with CAP_NET_ADMIN alone) cannot, and the check must see it as the unit does.
+install -m 0644 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
+chown nobody /etc/jitd/keys.d
+chmod 0700 /etc/jitd/keys.d
+echo "--- apt-get install $deb (a controller key in a directory only nobody may read)"
+logged install.log "apt-get install" "${APT[@]}" install "$deb"
+grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" ||
+	fail "postinst counted a key the unit cannot read: $(cat "$TMP/install.log")"
+if [ -e "$wants" ] || [ -L "$wants" ]; then
+	fail "jitd was enabled with a key the unit cannot read"
+fi
+pass "a key only full root can read: not enabled (checked as the unit runs jitd)"
+purge
+chown root /etc/jitd/keys.d
+chmod 0755 /etc/jitd/keys.d
+# Then a key jitd would refuse (writable by its group): as good as none.
 install -m 0664 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
 echo "--- apt-get install $deb (a controller key jitd refuses: group-writable)"
 logged install.log "apt-get install" "${APT[@]}" install "$deb"
