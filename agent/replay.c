@@ -552,9 +552,13 @@ static void add_many(struct replay *r, const struct replay_id *ids, size_t n, in
 	/*
 	 * Nothing of the group reached the file (line_append cuts a torn write off), or, on
 	 * -EIO, the file is rewritten from memory without it before anything more (as in append).
+	 * Ids that must be kept (room: a start's restored grants, whose records may be their only
+	 * trace) stay in memory, and the next sync rewrites the file from memory with them.
 	 */
-	if (ret == -EIO)
+	if (ret == -EIO || room)
 		r->failed = true;
+	if (room)
+		goto out;
 	for (size_t i = n; i-- > 0;) {
 		struct entry *e;
 

@@ -40,7 +40,8 @@ void replay_add_lazy_many(struct replay *r, const struct replay_id *ids, size_t 
 	int *res);
 /*
  * The id of a grant a start restores, or drops while its token is still valid: written, not
- * fsync'd (synced once the start is done), and never refused for want of room. Its record may
+ * fsync'd (synced once the start is done), and never refused for want of room; kept in memory
+ * when the write fails, and the file rewritten from memory at the next replay_sync. Its record may
  * be the only trace of the id left (replay.db loses the lines a power loss caught unsynced),
  * and a start finds the cache full on any busy node (it keeps the last day's ids): a revoked
  * grant's token, or a dropped one's, must not apply a second time. The cache holds at most the

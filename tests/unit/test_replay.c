@@ -474,6 +474,56 @@ static void test_keep_beyond_full(void **state)
 	replay_close(&r);
 }
 
+/* Whether the file holds the line, whole. */
+static bool file_has(const char *path, const char *want)
+{
+	char line[128];
+	bool found = false;
+	FILE *fp = fopen(path, "r");
+
+	assert_non_null(fp);
+	while (!found && fgets(line, sizeof(line), fp))
+		found = !strcmp(line, want);
+	fclose(fp);
+	return found;
+}
+
+/*
+ * A restored grant's id whose write fails stays in memory, and the next sync rewrites the file
+ * from memory with it: rolled back, a revoked grant's token applied again after a start on a
+ * full disk that found its line lost.
+ */
+static void test_keep_write_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct rlimit old, lim;
+	struct replay *r;
+	struct stat st;
+	char line[64];
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + 5; /* less than the id's line */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(replay_keep(r, "restored", NOW + 600), 0);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(replay_check(r, "restored", NOW), JIT_ERR_REPLAY);
+	snprintf(line, sizeof(line), "A %d restored\n", NOW + 600);
+	assert_false(file_has(f->db, line));
+	assert_int_equal(replay_sync(r), 0);
+	assert_true(file_has(f->db, line));
+	replay_close(&r);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_check(r, "restored", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "first", NOW), JIT_ERR_REPLAY);
+	replay_close(&r);
+}
+
 static void test_many(void **state)
 {
 	struct fixture *f = *state;
@@ -537,20 +587,6 @@ static void test_tombstones_reclaimed(void **state)
 }
 
 #ifdef JITD_TEST_HOOKS
-/* Whether the file holds the line, whole. */
-static bool file_has(const char *path, const char *want)
-{
-	char line[128];
-	bool found = false;
-	FILE *fp = fopen(path, "r");
-
-	assert_non_null(fp);
-	while (!found && fgets(line, sizeof(line), fp))
-		found = !strcmp(line, want);
-	fclose(fp);
-	return found;
-}
-
 static ino_t inode_of(const char *path)
 {
 	struct stat st;
@@ -643,6 +679,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_busy_when_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_prunes_when_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keep_beyond_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keep_write_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstones_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_sync_rewrites, setup, teardown),
