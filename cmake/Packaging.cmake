@@ -111,6 +111,7 @@ set(CPACK_RPM_CHANGELOG_FILE ${PROJECT_BINARY_DIR}/packaging/rpm-changelog)
 # conflict with filesystem on install where the modes differ.
 set(CPACK_RPM_EXCLUDE_FROM_AUTO_FILELIST_ADDITION
 	/usr/sbin
+	/usr/libexec
 	/usr/lib/systemd
 	/usr/lib/systemd/system
 	/usr/lib/sysusers.d

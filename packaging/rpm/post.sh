@@ -26,38 +26,10 @@ fi
 
 [ "$1" -eq 1 ] || exit 0
 
-# "$@" as the unit runs jitd, where this host lets a mount namespace be made (not in most
-# containers: there, as it is): root with no capability but CAP_NET_ADMIN (so no DAC override:
-# a key in a directory another user keeps to itself is unreadable), group jitd, and /home,
-# /root, /run/user, /tmp and /var/tmp hidden (ProtectHome=, PrivateTmp=). Checked as full root
-# in the installer's view, a key the unit cannot read counted as one, and jitd closed SSH with
-# none it could use; a TLS file it cannot read restarted it into a loop on upgrade.
-as_unit()
-{
-	if unshare --mount --propagation private true 2>/dev/null &&
-		command -v setpriv >/dev/null 2>&1 && getent group jitd >/dev/null; then
-		unshare --mount --propagation private sh -c '
-			for d in /home /root /run/user /tmp /var/tmp; do
-				[ ! -d "$d" ] || mount -t tmpfs -o mode=0000,size=4k none "$d" ||
-					true
-			done 2>/dev/null
-			exec setpriv --regid jitd --clear-groups --inh-caps=-all \
-				--bounding-set=-all,+net_admin -- "$@"' sh "$@"
-		return
-	fi
-	"$@"
-}
-
-# Under the unit's descriptor limit, as it will run (systemctl show needs a running systemd;
-# LimitNOFILE=131072 otherwise); the packaged binary, not whatever jitd comes first in PATH.
-lim=$(systemctl show -p LimitNOFILESoft --value jitd.service 2>/dev/null) || lim=
-# infinity is nr_open to systemd; the shell cannot set "unlimited" (above nr_open).
-if [ "$lim" = infinity ]; then
-	lim=$(cat /proc/sys/fs/nr_open 2>/dev/null || true)
-fi
+# jitd --check-config as the unit runs jitd: its descriptor limit and its restrictions (the
+# helper says which and why).
 have_key=no
-if out=$(ulimit -n "${lim:-131072}" 2>/dev/null || true
-	as_unit /usr/sbin/jitd --check-config); then
+if out=$(/usr/libexec/jitd/check-config); then
 	case $out in
 	*", 0 trusted key(s))") ;;
 	*" trusted key(s))") have_key=yes ;;

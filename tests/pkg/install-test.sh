@@ -69,6 +69,9 @@ cleanup() {
 		ip netns exec "$NS" "${APT[@]}" purge jitd >/dev/null 2>&1
 	fi
 	ip netns del "$NS" 2>/dev/null
+	if [ "$unit_copy" = yes ]; then
+		rm -f /etc/systemd/system/jitd.service
+	fi
 	if [ "$placed_key" = yes ]; then
 		rm -f /etc/jitd/keys.d/pkgtest.pem
 		rmdir /etc/jitd/keys.d /etc/jitd 2>/dev/null
@@ -127,6 +130,7 @@ expect_file 755 /usr/sbin/jitd
 expect_file 755 /usr/bin/jitctl
 expect_file 644 "$unitdir/jitd.service"
 expect_file 644 /etc/jitd/jitd.json
+expect_file 755 /usr/libexec/jitd/check-config
 expect_file 644 /usr/lib/sysusers.d/jitd.conf
 expect_file 644 /usr/lib/tmpfiles.d/jitd.conf
 expect_file 644 /usr/share/man/man8/jitd.8.gz
@@ -136,7 +140,7 @@ expect_file 644 /usr/share/bash-completion/completions/jitctl
 expect_file 644 /usr/share/doc/jitd/copyright
 expect_file 644 /usr/share/doc/jitd/changelog.gz
 expect_file 644 /usr/share/doc/jitd/README.md.gz
-pass "binaries, unit ($unitdir), config, sysusers.d, tmpfiles.d, man pages, completion, docs"
+pass "binaries, check helper, unit ($unitdir), config, sysusers.d, tmpfiles.d, man, docs..."
 
 dpkg-query -W -f='${Conffiles}\n' jitd | grep -q '^ /etc/jitd/jitd.json ' ||
 	fail "/etc/jitd/jitd.json is not a conffile"
@@ -242,6 +246,14 @@ if [ -d /run/systemd/system ]; then
 	exit 0
 fi
 wants=/etc/systemd/system/multi-user.target.wants/jitd.service
+# not_enabled WHAT: the last install printed the no-key warning and left no enable link.
+not_enabled() {
+	grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" ||
+		fail "$1: postinst did not warn: $(cat "$TMP/install.log")"
+	if [ -e "$wants" ] || [ -L "$wants" ]; then
+		fail "$1: jitd was enabled"
+	fi
+}
 install -d -m 0755 /etc/jitd/keys.d
 placed_key=yes
 # First a sound key in a directory only another user may read: root reads it, the unit (root
@@ -251,11 +263,7 @@ chown nobody /etc/jitd/keys.d
 chmod 0700 /etc/jitd/keys.d
 echo "--- apt-get install $deb (a controller key in a directory only nobody may read)"
 logged install.log "apt-get install" "${APT[@]}" install "$deb"
-grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" ||
-	fail "postinst counted a key the unit cannot read: $(cat "$TMP/install.log")"
-if [ -e "$wants" ] || [ -L "$wants" ]; then
-	fail "jitd was enabled with a key the unit cannot read"
-fi
+not_enabled "a key the unit cannot read"
 pass "a key only full root can read: not enabled (checked as the unit runs jitd)"
 purge
 chown root /etc/jitd/keys.d
@@ -264,12 +272,9 @@ chmod 0755 /etc/jitd/keys.d
 install -m 0664 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
 echo "--- apt-get install $deb (a controller key jitd refuses: group-writable)"
 logged install.log "apt-get install" "${APT[@]}" install "$deb"
-grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" &&
-	grep -q 'pkgtest.pem: .*writable' "$TMP/install.log" ||
-	fail "postinst counted a key jitd refuses: $(cat "$TMP/install.log")"
-if [ -e "$wants" ] || [ -L "$wants" ]; then
-	fail "jitd was enabled with a key it cannot use"
-fi
+not_enabled "a key jitd refuses"
+grep -q 'pkgtest.pem: .*writable' "$TMP/install.log" ||
+	fail "jitd's warning does not say why: $(cat "$TMP/install.log")"
 pass "a key jitd would refuse: not enabled, and jitd's warning says why"
 purge
 chmod 0644 /etc/jitd/keys.d/pkgtest.pem
@@ -287,19 +292,23 @@ logged install.log "apt-get install --reinstall" "${APT[@]}" install --reinstall
 [ -L "$wants" ] || fail "an upgrade disabled jitd"
 pass "an upgrade (reinstall) keeps jitd enabled"
 # Removed (its links stay), then installed again once the key has become one jitd refuses:
-# not enabled again, as on a first install. The removal's teardown runs in a namespace.
+# not enabled again, as on a first install. The removal's teardown runs in a namespace. The
+# administrator keeps a full copy of the unit (systemctl edit --full): the removal then masks
+# nothing, which must not make the install look like an upgrade.
 echo "--- apt-get remove jitd (in a network namespace), the key made group-writable, install"
+cp /lib/systemd/system/jitd.service /etc/systemd/system/jitd.service
+unit_copy=yes
 ip netns add "$NS"
 logged remove.log "apt-get remove" ip netns exec "$NS" "${APT[@]}" remove jitd
 ip netns del "$NS"
+[ ! -e /var/lib/systemd/deb-systemd-helper-masked/jitd.service ] ||
+	fail "the removal masked jitd though the administrator keeps a copy of the unit"
 chmod 0664 /etc/jitd/keys.d/pkgtest.pem
 logged install.log "apt-get install" "${APT[@]}" install "$deb"
-grep -q 'jitd was installed but NOT enabled and NOT started' "$TMP/install.log" ||
-	fail "installed again without a usable key, postinst said: $(cat "$TMP/install.log")"
-if [ -e "$wants" ] || [ -L "$wants" ]; then
-	fail "installed again without a usable key, jitd was enabled again"
-fi
+not_enabled "installed again without a usable key"
 chmod 0644 /etc/jitd/keys.d/pkgtest.pem
+rm -f /etc/systemd/system/jitd.service
+unit_copy=no
 pass "installed again after a remove with no usable key: disabled, and the warning says why"
 purge
 if [ -e "$wants" ] || [ -L "$wants" ]; then
