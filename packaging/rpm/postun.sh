@@ -10,8 +10,10 @@ set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	if [ "$1" -ge 1 ]; then
-		# The new version's check, as the unit runs jitd (the helper is the new package's).
+		# The new version's check, as the unit runs jitd (the helper is the new package's;
+		# a downgrade to a version without it restarts unchecked, as that version would).
 		if systemctl --quiet is-active jitd.service &&
+			[ -x /usr/libexec/jitd/check-config ] &&
 			! /usr/libexec/jitd/check-config >/dev/null; then
 			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \

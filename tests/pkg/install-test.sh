@@ -46,6 +46,7 @@ group_before=$(getent group jitd >/dev/null && echo yes || echo no)
 CHECKS=0
 FILES=()
 placed_key=no
+unit_copy=no
 
 pass() { CHECKS=$((CHECKS + 1)); printf 'ok %d - %s\n' "$CHECKS" "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
