@@ -10,11 +10,12 @@ set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 	if [ "$1" -ge 1 ]; then
-		# The new version's check, as the unit runs jitd (the helper is the new package's;
-		# a downgrade to a version without it restarts unchecked, as that version would).
-		if systemctl --quiet is-active jitd.service &&
-			[ -x /usr/libexec/jitd/check-config ] &&
-			! /usr/libexec/jitd/check-config >/dev/null; then
+		# The new version's check, as the unit runs jitd (the helper is the new package's).
+		# A downgrade to a version without the helper has removed it by now: that version's
+		# binary checks, plainly (a refusal, even a false one, keeps the running jitd).
+		check=/usr/libexec/jitd/check-config
+		[ -x "$check" ] || check="/usr/sbin/jitd --check-config"
+		if systemctl --quiet is-active jitd.service && ! $check >/dev/null; then
 			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \
 				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
