@@ -37,13 +37,15 @@ bool keys_kid_valid(const char *kid)
 /*
  * A key file that a system call could not read: untrusted (JIT_ERR_UNKNOWN_KEY) when the error
  * says something about the file, JIT_ERR_INTERNAL when it only says the moment was bad (out of
- * descriptors or memory, an I/O error, an interruption), so that no caller takes a passing
- * failure for a removed key and drops the grants it signed.
+ * descriptors or memory, an I/O error, an interruption, a network file system's stale handle or
+ * lost server), so that no caller takes a passing failure for a removed key and drops the
+ * grants it signed.
  */
 static int unreadable(struct jit_error *e, const char *kid, const char *path, int err)
 {
 	switch (err) {
 	case EMFILE: case ENFILE: case ENOMEM: case ENOBUFS: case EIO: case EINTR: case EAGAIN:
+	case ESTALE: case ETIMEDOUT: case ENOLINK: case ENOTCONN: case EHOSTDOWN:
 		return jit_fail(e, JIT_ERR_INTERNAL, "key '%s': %s cannot be read now: %s", kid,
 			path, strerror(err));
 	default:
