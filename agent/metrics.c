@@ -118,8 +118,8 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 		m->grants_refused);
 	scalar(&o, "jitd_grants_expired_total", "counter", "Grants that reached their expiry.",
 		m->grants_expired);
-	scalar(&o, "jitd_grants_revoked_total", "counter", "Grants ended by a revocation.",
-		m->grants_revoked);
+	scalar(&o, "jitd_grants_revoked_total", "counter", "Grants ended early: by a revocation, "
+		"or dropped by a reload or a start (policy, key, issuer).", m->grants_revoked);
 	by_code(&o, "jitd_revocations_refused_total", "Revocations refused, by error code.",
 		m->revocations_refused);
 	scalar(&o, "jitd_flows_terminated_total", "counter",
