@@ -279,18 +279,30 @@ const char *const *ruleset_grant_sets(void)
 	return names;
 }
 
+/*
+ * Table inet jitd, named, or NULL. libnftnl copies the name and leaves it out of the message
+ * when the copy fails: the kernel takes a DELTABLE without a name for "delete every table of
+ * the family", the host's own too.
+ */
+static struct nftnl_table *table_new(void)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+
+	if (t && nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE) < 0) {
+		nftnl_table_free(t);
+		return NULL;
+	}
+	return t;
+}
+
 /* excl: the table must not exist (NLM_F_EXCL), or the kernel refuses the batch (EEXIST). */
 static int add_table(struct nft_batch *b, uint32_t flags, bool excl)
 {
-	struct nftnl_table *t = nftnl_table_alloc();
+	struct nftnl_table *t = table_new();
 	struct nlmsghdr *nlh;
 
 	if (!t)
 		return -ENOMEM;
-	if (nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE) < 0) {
-		nftnl_table_free(t);
-		return -ENOMEM;
-	}
 	/*
 	 * Always sent, 0 too: the kernel leaves an existing table's flags as they are when the
 	 * attribute is absent, and a table someone made dormant (its hooks unregistered: every
@@ -1588,19 +1600,11 @@ out:
 
 int ruleset_delete(struct nft_batch *b)
 {
-	struct nftnl_table *t = nftnl_table_alloc();
+	struct nftnl_table *t = table_new();
 	struct nlmsghdr *nlh;
 
-	/*
-	 * libnftnl copies the name, and leaves it out when the copy fails: the kernel takes a
-	 * DELTABLE without a name for "delete every table of the family", the host's own too.
-	 */
 	if (!t)
 		return -ENOMEM;
-	if (nftnl_table_set_str(t, NFTNL_TABLE_NAME, RULESET_TABLE) < 0) {
-		nftnl_table_free(t);
-		return -ENOMEM;
-	}
 	nlh = nft_batch_msg(b, NFT_MSG_DELTABLE, NFPROTO_INET, 0, "delete table inet jitd");
 	if (nlh)
 		nftnl_table_nlmsg_build_payload(nlh, t);
