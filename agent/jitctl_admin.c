@@ -159,7 +159,7 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	json_t *req = NULL, *rep = NULL, *jsrc = NULL, *jports = NULL;
 	bool json = false;
 	uint64_t secs;
-	int c, ret = JITCTL_USAGE;
+	int c, parsed, ret = JITCTL_USAGE;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -177,12 +177,12 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl grant: --src, --port, --for and --reason are required\n");
 		return JITCTL_USAGE;
 	}
-	if ((c = duration_parse(dur, &secs)) == -ERANGE) {
+	if ((parsed = duration_parse(dur, &secs)) == -ERANGE) {
 		fprintf(stderr, "jitctl grant: --for '%s' is longer than %llu s\n", dur,
 			(unsigned long long)DURATION_MAX_SECS);
 		return JITCTL_USAGE;
 	}
-	if (c || secs == 0) {
+	if (parsed || secs == 0) {
 		fprintf(stderr, "jitctl grant: --for '%s' is not a duration (PT30M, 600)\n", dur);
 		return JITCTL_USAGE;
 	}

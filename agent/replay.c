@@ -527,13 +527,15 @@ static void add_many(struct replay *r, const struct replay_id *ids, size_t n, in
 			res[i] = -EEXIST;
 			continue;
 		}
-		if (!e && r->live >= r->max && !room && !pruned && now != INT64_MIN) {
-			prune(r, now);
-			pruned = true;
-		}
-		if (!e && r->live >= r->max && !room) {
-			res[i] = -ENOBUFS;
-			continue;
+		if (!e && !room && r->live >= r->max) {
+			if (!pruned && now != INT64_MIN) {
+				prune(r, now);
+				pruned = true;
+			}
+			if (r->live >= r->max) {
+				res[i] = -ENOBUFS;
+				continue;
+			}
 		}
 		was[i] = e ? e->until : INT64_MIN;
 		if ((res[i] = put(r, ids[i].jti, ids[i].until)))
