@@ -1047,6 +1047,11 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 int ctl_attach(struct ctl *c, struct enforce *enf)
 {
 	c->enf = enf;
+#ifdef JITD_TEST_HOOKS
+	/* Test builds: $JITD_TEST_ATTACH_FAIL_FILE present, a start fails after it enforces. */
+	if (testhook_exists("JITD_TEST_ATTACH_FAIL_FILE"))
+		return -EIO;
+#endif
 	/* A controller sends grants in bursts: room for them before they are accepted. */
 	if (!(c->lev = evconnlistener_new(c->base, ctl_accept_cb, c, LEV_OPT_CLOSE_ON_FREE |
 		LEV_OPT_CLOSE_ON_EXEC, 128, c->fd)))

@@ -129,19 +129,24 @@ static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT
 	return ret;
 }
 
-/* Into the directory's trail, unless a jitd holds it (lock_dir) and writes that trail itself. */
-static void record(const char *state_dir, const struct config *cfg, const char *why,
-	const char *what)
+/*
+ * Into trail, the caller's open trail of state_dir (it holds the directory), or else into the
+ * directory's, unless another jitd holds it (lock_dir) and writes that trail itself.
+ */
+static void record(const char *state_dir, struct audit *trail, const struct config *cfg,
+	const char *why, const char *what)
 {
 	const struct audit_opts o = { .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	struct audit *a = NULL;
 	struct audit_rec rec = { .event = "agent.lockdown", .count = -1 };
 	char text[2048];
-	int dfd;
+	int dfd = -1;
 
 	snprintf(text, sizeof(text), "%s; %s", why, what);
 	rec.message = text;
-	if ((dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
+	/* Synced here: the caller exits next, and its trail may defer syncs to a group's end. */
+	if (trail ? audit_log(trail, &rec) || audit_sync_now(trail) :
+		(dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
 		audit_log(a, &rec))
 		log_warn("audit: cannot record agent.lockdown in %s", state_dir);
 	audit_close(&a);
@@ -149,8 +154,8 @@ static void record(const char *state_dir, const struct config *cfg, const char *
 		close(dfd);
 }
 
-int lockdown_apply(const char *state_dir, const struct config *now, const char *why, char *msg,
-	size_t len)
+int lockdown_apply(const char *state_dir, const struct config *now, const char *why,
+	struct audit *trail, char *msg, size_t len)
 {
 	char path[PATH_MAX], kerr[NFT_ERRLEN] = "", targets[48] = "", from[PATH_MAX + 64];
 	char refusals[2 * (NFT_ERRLEN + PATH_MAX + 64)] = "";
@@ -230,7 +235,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		"grants until a start restores them", from, unanswered ? " (the kernel's answer "
 		"was lost, and the table is there)" : "", cfg->n_ports, targets);
 	if (why)
-		record(state_dir, cfg, why, msg);
+		record(state_dir, trail, cfg, why, msg);
 	ret = LOCKDOWN_BUILT;
 out:
 	nft_close(&nft);

@@ -209,9 +209,10 @@ struct starting {
 /*
  * Every start that fails ends here, saying why. Its sockets go with it rather than leave files;
  * the state directory is let go (for the lockdown's audit line) unless the enforcer's threads
- * may use it, and then, with lock_down, the ports fail closed: the deny table of the file read
- * (or else of the last configuration served), if the kernel holds none (agent/lockdown.h).
- * Once the enforcer is open it holds the table.
+ * may use it (the line then goes into the trail still open), and then, with lock_down, the
+ * ports fail closed: the deny table of the file read (or else of the last configuration
+ * served), if the kernel holds none (agent/lockdown.h). Once the enforcer is open it holds the
+ * table.
  */
 static void __attribute__((noreturn, format(printf, 3, 4)))
 start_ends(const struct starting *s, bool lock_down, const char *fmt, ...)
@@ -237,8 +238,8 @@ start_ends(const struct starting *s, bool lock_down, const char *fmt, ...)
 	else
 		config_state_dir_hint(s->opts->config_path, dir, sizeof(dir));
 	if (lock_down) {
-		(void)lockdown_apply(dir, *s->cfg, *s->trail_restoring ? NULL : why, msg,
-			sizeof(msg));
+		(void)lockdown_apply(dir, *s->cfg, *s->trail_restoring ? NULL : why,
+			*s->enf ? *s->audit : NULL, msg, sizeof(msg));
 		warnx("lockdown: %s", msg);
 	}
 	exit(1);

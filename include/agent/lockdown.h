@@ -3,6 +3,7 @@
 
 #include <stddef.h>
 
+struct audit;
 struct config;
 
 /*
@@ -43,10 +44,11 @@ enum lockdown_result {
  * When state_dir holds a record it can read and the kernel no table: builds the table of now
  * (the file the start loaded; NULL when it did not) or else, when there is none or the kernel
  * refuses it, of the record, each in one transaction that fails if a table appeared meanwhile,
- * and audits it there with why (the start's failure; NULL: not audited) when no other jitd
- * holds the directory. A LOCKDOWN_* result, or -errno; msg says what happened, for the log.
+ * and audits it there with why (the start's failure; NULL: not audited): into trail when the
+ * caller holds the directory and has its trail open, else when no other jitd holds it. A
+ * LOCKDOWN_* result, or -errno; msg says what happened, for the log.
  */
-int lockdown_apply(const char *state_dir, const struct config *now, const char *why, char *msg,
-	size_t len);
+int lockdown_apply(const char *state_dir, const struct config *now, const char *why,
+	struct audit *trail, char *msg, size_t len);
 
 #endif

@@ -202,3 +202,35 @@ grep -q "table inet jitd is in place: left as it is" "$TMP/jitd.log" ||
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 stop_jitd
 pass "an owning jitd takes the lockdown table over and restores the grant"
+
+# A start that fails once it enforces: its enforcer holds the state directory, so the lockdown's
+# audit line goes into the trail it has open. The table deleted during its pause (a test build
+# pauses after the restore, $JITD_TEST_START_PAUSE_FILE; a test build's control socket then
+# fails to listen, $JITD_TEST_ATTACH_FAIL_FILE) stands for one gone in between.
+log "a start failing after it enforces, its table gone: closed, and audited in its own trail"
+in_ns "$SRV" nft delete table inet jitd
+cp "$TMP/good.json" "$CONFIG"
+export JITD_TEST_START_PAUSE_FILE=$TMP/startpause JITD_TEST_ATTACH_FAIL_FILE=$TMP/attachfail
+echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
+touch "$JITD_TEST_ATTACH_FAIL_FILE"
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 &
+late=$!
+for _ in $(seq 100); do
+	[ -e "$JITD_TEST_START_PAUSE_FILE" ] || break
+	sleep 0.05
+done
+[ ! -e "$JITD_TEST_START_PAUSE_FILE" ] || fail "jitd did not take the pause"
+in_ns "$SRV" nft delete table inet jitd
+wait "$late" || rc=$?
+rm -f "$JITD_TEST_ATTACH_FAIL_FILE"
+unset JITD_TEST_START_PAUSE_FILE JITD_TEST_ATTACH_FAIL_FILE
+[ "$rc" -eq 1 ] && grep -qF "lockdown: table inet jitd built from the configuration this start" \
+	"$TMP/fail.log" || fail "start: exit $rc: $(cat "$TMP/fail.log")"
+! grep -q "cannot record" "$TMP/fail.log" || fail "not audited: $(cat "$TMP/fail.log")"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
+jq -e -s '[.[] | select(.event == "agent.lockdown")] | last | .message
+	| contains("cannot listen on") and contains("no grants")' "$TMP/state/audit.jsonl" \
+	>/dev/null || fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
+pass "22 and 3389 closed; the line is in the trail the failed start held"

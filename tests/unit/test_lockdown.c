@@ -76,12 +76,13 @@ static void test_apply_without_kernel(void **state)
 	static const char bad[] = "{\"portz\": 1}";
 	char msg[512];
 
-	assert_int_equal(lockdown_apply(dir, NULL, "why", msg, sizeof(msg)), LOCKDOWN_NO_RECORD);
+	assert_int_equal(lockdown_apply(dir, NULL, "why", NULL, msg, sizeof(msg)),
+		LOCKDOWN_NO_RECORD);
 	if (!strstr(msg, "no configuration was served here before") || !strstr(msg, dir))
 		fail_msg("message: %s", msg);
 	/* A record this jitd cannot read builds nothing, and says why. */
 	assert_int_equal(lockdown_save(dir, bad, strlen(bad)), 0);
-	assert_int_equal(lockdown_apply(dir, NULL, "why", msg, sizeof(msg)), -EINVAL);
+	assert_int_equal(lockdown_apply(dir, NULL, "why", NULL, msg, sizeof(msg)), -EINVAL);
 	if (!strstr(msg, "cannot be read") || !strstr(msg, "portz"))
 		fail_msg("message: %s", msg);
 }
