@@ -185,7 +185,7 @@ static void sign_usage(FILE *f)
 		   "  --iss ISS               issuer (default jitctl)\n"
 		   "  --jti ID                token id (default 32 random hex digits)\n"
 		   "  --reason TEXT           why, for the agent's audit log\n"
-		   "  --not-before DURATION   valid only from now + DURATION\n"
+		   "  --not-before DURATION   valid only from now + DURATION (less than --for)\n"
 		   "  -h, --help              show this help\n\n"
 		   "Durations are ISO 8601 (PT10M, PT3H, P1D) or seconds. Ports default to tcp.\n"
 		   "If an option is repeated the last one wins. Nothing but syntax is checked here:\n"
@@ -438,6 +438,12 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		goto usage;
 	if (!valid_for) {
 		fprintf(stderr, "jitctl sign: --for '%s': must be at least 1 s\n", arg[S_FOR]);
+		goto usage;
+	}
+	/* Both count from now: an agent refuses a window that closes before it opens. */
+	if (not_before >= valid_for) {
+		fprintf(stderr, "jitctl sign: --not-before '%s' is not before the end, --for '%s' "
+			"(both count from now)\n", arg[S_NBF], arg[S_FOR]);
 		goto usage;
 	}
 

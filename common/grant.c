@@ -324,6 +324,16 @@ int grant_check_time(int64_t iat, int64_t nbf, int64_t exp, const struct grant_v
 		(int64_t)ctx->clock_skew;
 	int64_t now = ctx->now;
 
+	/*
+	 * A window that closes before it opens is a broken issuer, not a timing problem: said
+	 * first, so that the code does not depend on the clock (not_yet_valid invites a retry).
+	 */
+	if (exp <= iat)
+		return MALFORMED(e, "claim 'exp': %lld is not after iat %lld", (long long)exp,
+			(long long)iat);
+	if (nbf && exp <= nbf)
+		return MALFORMED(e, "claim 'exp': %lld is not after nbf %lld", (long long)exp,
+			(long long)nbf);
 	if (exp + skew <= now)
 		return jit_fail(e, JIT_ERR_EXPIRED, "claim 'exp': expired at %lld, now is %lld",
 			(long long)exp, (long long)now);
@@ -335,13 +345,6 @@ int grant_check_time(int64_t iat, int64_t nbf, int64_t exp, const struct grant_v
 		return jit_fail(e, JIT_ERR_NOT_YET_VALID,
 			"claim 'iat': issued at %lld, now is %lld", (long long)iat,
 			(long long)now);
-	if (exp <= iat)
-		return MALFORMED(e, "claim 'exp': %lld is not after iat %lld", (long long)exp,
-			(long long)iat);
-	/* A window that closes before it opens is a broken issuer, not a timing problem. */
-	if (nbf && exp <= nbf)
-		return MALFORMED(e, "claim 'exp': %lld is not after nbf %lld", (long long)exp,
-			(long long)nbf);
 	return 0;
 }
 

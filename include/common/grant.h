@@ -87,7 +87,9 @@ int grant_verify_recorded(const char *token, size_t len, const struct grant_veri
 	struct grant *out, struct jit_error *e);
 /*
  * Parses the claims object alone (types, required claims, src, dst and ports syntax). Used by
- * grant_verify after the signature, and by tests. Returns 0 or JIT_ERR_MALFORMED.
+ * grant_verify after the signature, and by tests. Returns 0, JIT_ERR_MALFORMED, JIT_ERR_TOO_LARGE
+ * (over 64 entries in src, dst or ports, or port/protocol pairs) or JIT_ERR_INTERNAL (out of
+ * memory).
  */
 int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error *e);
 
@@ -120,8 +122,8 @@ int grant_claim_aud(const json_t *c, struct jit_error *e);
 int grant_check_audience(const json_t *claims, const char *host_id, struct jit_error *e);
 /*
  * Times from grant_claim_time (nbf 0 when absent) against ctx->now with ctx->clock_skew:
- * JIT_ERR_EXPIRED, JIT_ERR_NOT_YET_VALID (nbf or iat in the future), JIT_ERR_MALFORMED (exp not
- * after iat or nbf).
+ * JIT_ERR_MALFORMED (exp not after iat or nbf, whatever the clock), JIT_ERR_EXPIRED or
+ * JIT_ERR_NOT_YET_VALID (nbf or iat in the future).
  */
 int grant_check_time(int64_t iat, int64_t nbf, int64_t exp, const struct grant_verify_ctx *ctx,
 	struct jit_error *e);

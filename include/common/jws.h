@@ -27,7 +27,8 @@ struct jws {
 /*
  * Splits and strictly decodes a compact JWS (exactly three segments, canonical base64url, header
  * a JSON object without duplicate names, signature exactly 64 bytes). Does not look at header
- * values. Returns 0, JIT_ERR_TOO_LARGE (len > JWS_MAX_TOKEN) or JIT_ERR_MALFORMED.
+ * values. Returns 0, JIT_ERR_TOO_LARGE (len > JWS_MAX_TOKEN), JIT_ERR_MALFORMED or
+ * JIT_ERR_INTERNAL (out of memory).
  */
 int jws_decode(const char *token, size_t len, struct jws *out, struct jit_error *e);
 /*
@@ -38,7 +39,10 @@ int jws_decode(const char *token, size_t len, struct jws *out, struct jit_error 
  */
 int jws_check_header(const struct jws *j, const char *want_typ, const char **kid,
 	struct jit_error *e);
-/* Ed25519 verification of the signing input. Returns 0 or JIT_ERR_BAD_SIGNATURE. */
+/*
+ * Ed25519 verification of the signing input. Returns 0, JIT_ERR_BAD_SIGNATURE or
+ * JIT_ERR_INTERNAL (the verification could not be set up: out of memory).
+ */
 int jws_verify(const struct jws *j, EVP_PKEY *pub, struct jit_error *e);
 /*
  * What a thread that verifies many tokens keeps from one to the next, one jws_verifier per

@@ -16,9 +16,9 @@ craft() {
 }
 now=$(date +%s)
 hdr='{"alg":"EdDSA","typ":"jit-grant+jwt","kid":"ctl"}'
-claims() { # claims JTI EXP [extra members]
+claims() { # claims JTI EXP [extra members]; issued at $IAT, or now
 	printf '{"iss":"e2e","aud":"%s","sub":"bob","jti":"%s","iat":%d,"exp":%d,"src":["192.0.2.2"],"ports":[{"port":22,"protocol":"tcp"}]%s}' \
-		"$HOST_ID" "$1" "$now" "$2" "${3:-}"
+		"$HOST_ID" "$1" "${IAT:-$now}" "$2" "${3:-}"
 }
 
 log "a grant made by openssl, not jitctl, is accepted"
@@ -42,8 +42,13 @@ refuse() {
 }
 
 refuse wrong_audience "grant for another host" < <(sign --src 192.0.2.2 --port 22 --for 60 --aud other-host)
-refuse expired "grant that expired an hour ago" < <(craft "$hdr" "$(claims old $((now - 3600)))")
-refuse not_yet_valid "grant valid only in 10 min" < <(sign --src 192.0.2.2 --port 22 --for 60 --not-before 600)
+refuse expired "grant that expired an hour ago" < <(craft "$hdr" "$(IAT=$((now - 7200)) claims old $((now - 3600)))")
+refuse not_yet_valid "grant valid only in 10 min" < <(sign --src 192.0.2.2 --port 22 --for 660 --not-before 600)
+rc=0
+sign --src 192.0.2.2 --port 22 --for 600 --not-before 600 >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "not-before '600' is not before the end" "$TMP/out" ||
+	fail "jitctl sign of a window never open: exit $rc: $(cat "$TMP/out")"
+pass "jitctl sign refuses a window that closes as it opens (exit 2)"
 refuse port_not_protected "port 2222 (not protected)" < <(sign --src 192.0.2.2 --port 2222 --for 60)
 refuse port_not_protected "22/udp (only tcp protected)" < <(sign --src 192.0.2.2 --port 22/udp --for 60)
 refuse source_not_allowed "3389 from outside 10.0.0.0/8" < <(sign --src 192.0.2.2 --port 3389 --for 60)

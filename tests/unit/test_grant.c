@@ -615,6 +615,9 @@ static void test_time(void **state)
 	expect_at(times(NOW, 0, NOW), SKEW, JIT_ERR_MALFORMED, "not after iat");
 	expect_at(times(NOW + 10, 0, NOW + 5), SKEW, JIT_ERR_MALFORMED, "not after iat");
 	expect_at(times(NOW - 10, NOW + 30, NOW + 20), SKEW, JIT_ERR_MALFORMED, "not after nbf");
+	/* The same whatever the clock: not expired, nor not yet valid (which invites a retry). */
+	expect_at(times(NOW - 100, 0, NOW - 200), SKEW, JIT_ERR_MALFORMED, "not after iat");
+	expect_at(times(NOW, NOW + 3600, NOW + 1800), SKEW, JIT_ERR_MALFORMED, "not after nbf");
 	/* A huge skew neither overflows nor turns expired grants into valid ones forever. */
 	expect_at(times(NOW - 100, 0, NOW - 50), UINT64_MAX, 0, NULL);
 	expect_at(times(NOW - 100, 0, 253402300799LL), SKEW, 0, NULL);
