@@ -180,7 +180,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 			"made, the protected ports are as the host's ruleset leaves them", path);
 		return LOCKDOWN_NO_RECORD;
 	}
-	if (config_load(path, &rec, &jerr)) {
+	if (config_load_record(path, &rec, &jerr)) {
 		snprintf(msg, len, "the last configuration served cannot be read, no table made: "
 			"%s", jerr.msg);
 		return -EINVAL;

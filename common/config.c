@@ -102,7 +102,8 @@ static bool host_id_valid(const char *s)
 	return n >= 1 && n <= HOST_ID_MAX && strspn(s, HOST_ID_CHARS) == n;
 }
 
-static int set_host_id(const json_t *root, struct config *c, struct jit_error *e)
+/* resolve: an unset host_id becomes the host name; else it stays NULL (config_load_record). */
+static int set_host_id(const json_t *root, bool resolve, struct config *c, struct jit_error *e)
 {
 	const json_t *v = json_object_get(root, "host_id");
 	char name[HOST_NAME_MAX + 1] = "";
@@ -116,6 +117,8 @@ static int set_host_id(const json_t *root, struct config *c, struct jit_error *e
 			return BAD(e, "host_id: '%.64s' is not 1-253 of A-Z a-z 0-9 . _ -", s);
 		return copy_str(&c->host_id, s, e);
 	}
+	if (!resolve)
+		return 0;
 	/* gethostname may leave the name unterminated when it is truncated. */
 	if (gethostname(name, sizeof(name) - 1))
 		return BAD(e, "host_id: not set, and gethostname failed: %s", strerror(errno));
@@ -953,14 +956,14 @@ static int set_limits(json_t *root, struct config *c, struct jit_error *e)
 	return 0;
 }
 
-static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
+static int parse_doc(json_t *root, bool resolve_host, struct config *c, struct jit_error *e)
 {
 	int ret;
 
 	if (!json_is_object(root))
 		return BAD(e, "expected a JSON object, not %s", jit_json_type(root));
 	if ((ret = check_keys(root, top_keys, ARRAY_LEN(top_keys), NULL, e)) ||
-		(ret = set_host_id(root, c, e)) ||
+		(ret = set_host_id(root, resolve_host, c, e)) ||
 		(ret = set_path(root, "keys_dir", "keys_dir", DEFAULT_KEYS_DIR, &c->keys_dir, e)) ||
 		(ret = set_path(root, "state_dir", "state_dir", DEFAULT_STATE_DIR, &c->state_dir,
 			e)) ||
@@ -984,7 +987,8 @@ static int parse_doc(json_t *root, struct config *c, struct jit_error *e)
 	return 0;
 }
 
-int config_parse(const char *json, size_t len, struct config **out, struct jit_error *e)
+static int parse(const char *json, size_t len, bool resolve_host, struct config **out,
+	struct jit_error *e)
 {
 	struct config *c = NULL;
 	json_t *root = NULL;
@@ -1011,7 +1015,7 @@ int config_parse(const char *json, size_t len, struct config **out, struct jit_e
 		ret = OOM(e);
 		goto out;
 	}
-	if ((ret = parse_doc(root, c, e)))
+	if ((ret = parse_doc(root, resolve_host, c, e)))
 		goto out;
 	*out = c;
 	c = NULL;
@@ -1020,6 +1024,11 @@ out:
 	config_free(c);
 	json_decref(root);
 	return ret;
+}
+
+int config_parse(const char *json, size_t len, struct config **out, struct jit_error *e)
+{
+	return parse(json, len, true, out, e);
 }
 
 /*
@@ -1064,13 +1073,8 @@ static int slurp(int fd, const char *path, char **buf, size_t *len, struct jit_e
 	return 0;
 }
 
-int config_load(const char *path, struct config **out, struct jit_error *e)
-{
-	return config_load_raw(path, out, NULL, NULL, e);
-}
-
-int config_load_raw(const char *path, struct config **out, char **raw, size_t *raw_len,
-	struct jit_error *e)
+static int load(const char *path, bool resolve_host, struct config **out, char **raw,
+	size_t *raw_len, struct jit_error *e)
 {
 	struct jit_error perr = { 0 };
 	char *buf = NULL;
@@ -1091,7 +1095,7 @@ int config_load_raw(const char *path, struct config **out, char **raw, size_t *r
 	if ((ret = check_file(fd, path, e)) || (ret = slurp(fd, path, &buf, &len, e)))
 		goto out;
 	/* The caller prints only the message, so it must say which file. */
-	if ((ret = config_parse(buf, len, out, &perr)))
+	if ((ret = parse(buf, len, resolve_host, out, &perr)))
 		jit_fail(e, ret, "%s: %s", path, perr.msg);
 	else if (raw) {
 		*raw = buf;
@@ -1103,6 +1107,22 @@ out:
 	if (fd >= 0)
 		close(fd);
 	return ret;
+}
+
+int config_load(const char *path, struct config **out, struct jit_error *e)
+{
+	return load(path, true, out, NULL, NULL, e);
+}
+
+int config_load_raw(const char *path, struct config **out, char **raw, size_t *raw_len,
+	struct jit_error *e)
+{
+	return load(path, true, out, raw, raw_len, e);
+}
+
+int config_load_record(const char *path, struct config **out, struct jit_error *e)
+{
+	return load(path, false, out, NULL, NULL, e);
 }
 
 /*

@@ -133,6 +133,12 @@ int config_load(const char *path, struct config **out, struct jit_error *e);
 int config_load_raw(const char *path, struct config **out, char **raw, size_t *raw_len,
 	struct jit_error *e);
 /*
+ * config_load for a configuration kept to close the ports with (agent/lockdown.h): an unset
+ * host_id is left NULL, not the host name, which the deny table does not need and which may be
+ * unusable at a boot ("(none)", a name DHCP gave with a space) just when the table is wanted.
+ */
+int config_load_record(const char *path, struct config **out, struct jit_error *e);
+/*
  * Where the file at path keeps its state: its "state_dir" when it is a JSON document naming an
  * absolute one, however else it fails to load, but for its mode and owner (a file that only
  * root may write); otherwise the default. Written into buf, which is returned. For what a start

@@ -234,3 +234,22 @@ jq -e -s '[.[] | select(.event == "agent.lockdown")] | last | .message
 	| contains("cannot listen on") and contains("no grants")' "$TMP/state/audit.jsonl" \
 	>/dev/null || fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
 pass "22 and 3389 closed; the line is in the trail the failed start held"
+
+# A record without host_id (the host name stands in) still closes the ports at a boot whose
+# host name jitd cannot use (the kernel's "(none)", a name given with a space): the deny table
+# does not need it. Its own UTS namespace gives this jitd such a name.
+log "a record without host_id, a boot with a host name jitd cannot use: closed all the same"
+jq 'del(.host_id)' "$TMP/good.json" >"$CONFIG"
+start_jitd
+stop_jitd
+cmp -s "$CONFIG" "$RECORD" || fail "lockdown.json is not the configuration without host_id"
+in_ns "$SRV" nft delete table inet jitd
+rc=0
+timeout 20 ip netns exec "$SRV" unshare --uts sh -c 'echo "bad name" >/proc/sys/kernel/hostname &&
+	exec "$0" -c "$1"' "$JITD_BIN" "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -qF "the host name 'bad name' is not usable" "$TMP/fail.log" &&
+	grep -qF "lockdown: table inet jitd built from $RECORD" "$TMP/fail.log" ||
+	fail "start: exit $rc: $(cat "$TMP/fail.log")"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "22 and 3389 closed by the record, whatever the host name"
