@@ -3250,20 +3250,20 @@ static bool record_claims(const struct store_item *it, bool local, struct grant 
  * claims cannot be read is named by its id.
  * g: the record's claims (record_claims), or NULL when they could not be read.
  */
-static void audit_not_restored(struct enforce *e, const struct store_item *it,
-	const struct grant *g, const struct jit_error *why)
+static void audit_not_restored(struct enforce *e, const char *jti, const struct grant *g,
+	int code, const char *why)
 {
-	bool expired = why->code == JIT_ERR_EXPIRED;
-	char msg[sizeof(why->msg) + 64];
+	bool expired = code == JIT_ERR_EXPIRED;
+	char msg[sizeof(((struct jit_error *)0)->msg) + 64];
 
 	if (expired)
 		snprintf(msg, sizeof(msg), "expired while jitd was not running");
 	else
-		snprintf(msg, sizeof(msg), "start: not restored: %s", why->msg);
-	log_info("grant %s: jti=%s sub=%s (%s)", expired ? "expired" : "revoked", it->jti,
+		snprintf(msg, sizeof(msg), "start: not restored: %s", why);
+	log_info("grant %s: jti=%s sub=%s (%s)", expired ? "expired" : "revoked", jti,
 		g ? g->sub : "?", msg);
-	(void)audit(e, expired ? "grant.expired" : "grant.revoked", g, g ? NULL : it->jti,
-		expired ? NULL : "jitd", expired ? 0 : why->code, msg, -1);
+	(void)audit(e, expired ? "grant.expired" : "grant.revoked", g, g ? NULL : jti,
+		expired ? NULL : "jitd", expired ? 0 : code, msg, -1);
 	if (expired)
 		e->metrics.grants_expired++;
 	else
@@ -3458,11 +3458,51 @@ static void restore_range(void *arg, size_t begin, size_t end)
 }
 
 /*
- * A record that did not pass its check at the start: dropped and audited (RESTORE_DROP), or
- * -EAGAIN when nothing is known of it (INTERNAL), for the start to fail rather than lose it.
+ * The records a start no longer admits: audited and dropped once the kernel holds the rest
+ * (restore), never by a start that fails. id[i] is the record's; g[i] its claims when they
+ * could be read (named[i]), with the refusal's code and message.
+ */
+struct drops {
+	char **id;
+	struct grant *g;
+	bool *named;
+	int *code;
+	char **why;
+	size_t n;
+};
+
+static int drops_reserve(struct drops *d, size_t n)
+{
+	if (!(d->id = calloc(n, sizeof(*d->id))) || !(d->g = calloc(n, sizeof(*d->g))) ||
+		!(d->named = calloc(n, sizeof(*d->named))) ||
+		!(d->code = calloc(n, sizeof(*d->code))) || !(d->why = calloc(n, sizeof(*d->why))))
+		return -ENOMEM;
+	return 0;
+}
+
+static void drops_free(struct drops *d)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		free(d->id[i]);
+		grant_clear(&d->g[i]);
+		free(d->why[i]);
+	}
+	free(d->id);
+	free(d->g);
+	free(d->named);
+	free(d->code);
+	free(d->why);
+	*d = (struct drops){ 0 };
+}
+
+/*
+ * A record that did not pass its check at the start: put in d to be dropped and audited
+ * (RESTORE_DROP), or -EAGAIN when nothing is known of it (INTERNAL), for the start to fail
+ * rather than lose it. Without memory to keep it there, the record stays, to be judged again
+ * at the next start.
  */
 static int not_restored(struct enforce *e, const struct store_item *it, bool local,
-	struct jit_error *err, int64_t now_ms)
+	struct jit_error *err, int64_t now_ms, struct drops *d)
 {
 	struct grant g = { 0 };
 	bool named = record_claims(it, local, &g);
@@ -3487,7 +3527,6 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 		ret = -EAGAIN;
 		goto out;
 	}
-	audit_not_restored(e, it, named ? &g : NULL, err);
 	/*
 	 * Its id outlives the record (synced before the record goes): replay.db may have lost
 	 * the id to the crash before this start, and a key or port back in the configuration
@@ -3499,6 +3538,15 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 		log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
 			strerror(-ret));
 	ret = RESTORE_DROP;
+	if (!(d->id[d->n] = strdup(it->jti)) || !(d->why[d->n] = strdup(err->msg))) {
+		free(d->id[d->n]);
+		d->id[d->n] = NULL;
+		goto out;
+	}
+	d->named[d->n] = named;
+	d->code[d->n] = err->code;
+	d->g[d->n++] = g;
+	return ret;
 out:
 	grant_clear(&g);
 	return ret;
@@ -3511,7 +3559,7 @@ out:
  * RESTORE_KEEP, RESTORE_DROP (no longer valid), -EAGAIN (it cannot be checked now) or -ENOMEM.
  */
 static int restore_item(struct enforce *e, const struct store_item *it, struct restored *r,
-	struct grant *slot, int64_t now_ms)
+	struct grant *slot, int64_t now_ms, struct drops *d)
 {
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
@@ -3548,7 +3596,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 			grant_clear(&g);
 	}
 	if (ret)
-		return not_restored(e, it, r->local, &err, now_ms);
+		return not_restored(e, it, r->local, &err, now_ms, d);
 	/*
 	 * A lost replay file must not make a restored grant's token usable a second time (synced
 	 * once for all at the end of restore).
@@ -3574,22 +3622,22 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 
 /*
  * Every record: parsed in parallel (while the caller's thread first reads the kernel's
- * elements into the model), then taken in order. Records no longer valid are dropped together
- * once the walk is over (one journal write). *resync_ret: how that read went, when it
- * returns 0.
+ * elements into the model), then taken in order. The records no longer valid go into
+ * *dropped (the caller audits and drops them, and frees it), however the walk ends.
+ * *resync_ret: how that read went, when it returns 0.
  */
-static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
+static int restore_records(struct enforce *e, unsigned threads, int *resync_ret,
+	struct drops *dropped)
 {
 	struct restore_pass pass = { .e = e, .now_ms = enforce_now_ms() };
 	struct store_item *items = NULL;
 	struct restored *parsed = NULL;
-	size_t n = 0, n_drop = 0, base = e->n_grants;
-	char **drop = NULL;
+	size_t n = 0, base = e->n_grants;
 	int ret;
 
 	if ((ret = store_items(e->store, &items, &n)))
 		return ret;
-	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || !(drop = calloc(n + 1, sizeof(*drop))) ||
+	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || drops_reserve(dropped, n + 1) ||
 		grants_reserve(e, base + n)) {
 		ret = -ENOMEM;
 		goto out;
@@ -3604,12 +3652,6 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 	verifier_run(threads, n, RESTORE_CHUNK, restore_range, &pass, restore_lead);
 	*resync_ret = pass.resync_ret;
 	/*
-	 * The records dropped here (run out, no longer admitted) are audited one line each and
-	 * made durable with one fsync, as the expiry tick's are: a key removed from under 100,000
-	 * grants must not cost a start 100,000 fsyncs.
-	 */
-	audit_defer(e->audit, true);
-	/*
 	 * Every recorded gateway port first, of the records that parsed (a record run out or no
 	 * longer admitted holds none): one given new ports must not take another's.
 	 */
@@ -3618,15 +3660,12 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret)
 			dnat_reserve(e->restore_reserved, items[i].annex, items[i].annex_len);
 	for (size_t i = 0; i < n; i++) {
 		/* Kept grants move down to e->n_grants, never past their own slot. */
-		if ((ret = restore_item(e, &items[i], &parsed[i], &pass.slot[i], pass.now_ms)) < 0)
+		if ((ret = restore_item(e, &items[i], &parsed[i], &pass.slot[i], pass.now_ms,
+			dropped)) < 0)
 			goto out;
-		/* Without memory for its id a record stays, to be dropped at the next start. */
-		if (ret == RESTORE_DROP && (drop[n_drop] = strdup(items[i].jti)))
-			n_drop++;
 	}
 	ret = 0;
 out:
-	audit_deferred_sync(e);
 	/* Slots no kept grant took: zeroed, or what a failed parse or an interrupted pass left. */
 	for (size_t i = e->n_grants; pass.slot && i < base + n; i++)
 		grant_clear(&e->grants[i]);
@@ -3634,14 +3673,6 @@ out:
 		free(parsed[i].err);
 	free(parsed);
 	store_items_end(e->store, &items);
-	/*
-	 * Their ids made durable first (restore_item), as before every drop; a journal that
-	 * refuses the drop is tried again every second (retry_drops).
-	 */
-	drop_records(e, (const char *const *)drop, n_drop);
-	for (size_t i = 0; i < n_drop; i++)
-		free(drop[i]);
-	free(drop);
 	return ret;
 }
 
@@ -3942,12 +3973,13 @@ out:
 static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen)
 {
 	struct group *groups = NULL;
+	struct drops dropped = { 0 };
 	size_t n_groups = 0, stray, raw = 0;
 	int ret, resync_ret = 0;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
 	e->restore_reserved = calloc(1, sizeof(*e->restore_reserved));
-	ret = restore_records(e, threads, &resync_ret);
+	ret = restore_records(e, threads, &resync_ret, &dropped);
 	rerecord(e);
 	if (ret == -EAGAIN)
 		snprintf(err, errlen, "a recorded grant cannot be checked now (logged above); "
@@ -3972,6 +4004,30 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 	if (ret == 0 && raw)
 		log_warn("kernel: removed %zu element(s) jitd cannot have written", raw);
 out:
+	/*
+	 * Only once the kernel no longer holds their elements: a start that fails leaves them
+	 * there, and a record dropped would leave an element no start removes but as a stray, nor
+	 * restores should the cause be mended (a key put back). Their ids were made durable first
+	 * (restore_item), as before every drop; a journal that refuses the drop is tried again
+	 * every second (retry_drops).
+	 */
+	if (ret == 0 && dropped.n) {
+		/*
+		 * One line each, made durable with one fsync, as the expiry tick's are: a key
+		 * removed from under 100,000 grants must not cost a start 100,000 fsyncs.
+		 */
+		audit_defer(e->audit, true);
+		for (size_t i = 0; i < dropped.n; i++)
+			audit_not_restored(e, dropped.id[i],
+				dropped.named[i] ? &dropped.g[i] : NULL, dropped.code[i],
+				dropped.why[i]);
+		audit_deferred_sync(e);
+		drop_records(e, (const char *const *)dropped.id, dropped.n);
+	} else if (dropped.n) {
+		log_warn("state: the records of %zu grant(s) not restored are kept, for the next "
+			"start to judge again", dropped.n);
+	}
+	drops_free(&dropped);
 	free(groups);
 	return ret;
 }
