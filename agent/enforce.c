@@ -2098,7 +2098,10 @@ static int admit(struct enforce *e, struct pending *p, struct pending **accepted
 		return jit_fail(err, JIT_ERR_TOO_LARGE, "%zu source(s) and %zu port(s); at most %zu "
 			"and %zu per grant (limits)", g->n_src, g->n_ports, e->cfg->max_sources,
 			e->cfg->max_ports);
-	/* Remembered before anything opens (below): no crash can make a token work twice. */
+	/*
+	 * Remembered (written) before anything opens and durable before the answer (below): a
+	 * crash cannot make an answered token work twice.
+	 */
 	if ((ret = replay_check(e->replay, g->jti, now_ms / 1000)))
 		return ret == JIT_ERR_BUSY ?
 			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
@@ -3825,6 +3828,7 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	};
 	struct revocation rv = { 0 };
 	char why[GRANT_MAX_STRING * 2 + 64];
+	bool used;
 	ssize_t i;
 	int ret;
 
@@ -3836,19 +3840,28 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 		(ret = policy_check_issuer(e->cfg, rv.kid, rv.iss, err)))
 		goto refused;
 	expire(e, false);
-	if ((ret = replay_check(e->replay, rv.jti, ctx.now))) {
-		ret = ret == JIT_ERR_BUSY ?
-			jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later") :
-			jit_fail(err, JIT_ERR_REPLAY, "revocation '%s' was already used", rv.jti);
+	if ((ret = replay_check(e->replay, rv.jti, ctx.now)) == JIT_ERR_BUSY) {
+		ret = jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later");
 		goto refused;
 	}
 	/*
-	 * A revocation replayed only revokes again: its own id need not be durable first. When
-	 * replay.db cannot be written (a failing disk: replay_add then fails until it is
-	 * rewritten), the revocation still ends the grant, rather than every one being refused
-	 * while the grants they would end stay open.
+	 * A revocation replayed only revokes again, so a used one still ends its grant if that
+	 * is active: a crash after its id was written and before the grant's record was dropped
+	 * (or a restart while the journal refused the drop) restores the grant, and the
+	 * controller, never answered, sends the same token again.
 	 */
-	if ((ret = replay_add(e->replay, rv.jti, rv.exp + (int64_t)e->cfg->clock_skew)) &&
+	if ((used = ret) && find_index(e, rv.revokes) < 0) {
+		ret = jit_fail(err, JIT_ERR_REPLAY, "revocation '%s' was already used", rv.jti);
+		goto refused;
+	}
+	/*
+	 * Its own id need not be durable first. When replay.db cannot be written (a failing
+	 * disk: replay_add then fails until it is rewritten), the revocation still ends the
+	 * grant, rather than every one being refused while the grants they would end stay open.
+	 */
+	if (used)
+		ret = 0;
+	else if ((ret = replay_add(e->replay, rv.jti, rv.exp + (int64_t)e->cfg->clock_skew)) &&
 		(ret == -ENOBUFS || ret == -ENOMEM || ret == -EINVAL)) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember revocation id: %s",
 			strerror(-ret));
@@ -3891,7 +3904,8 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	snprintf(why, sizeof(why), "revocation %s from %s", rv.jti, rv.iss);
 	if ((ret = revoke_at(e, (size_t)i, rv.terminate, peer, why, res, err))) {
 		/* Nothing was revoked: the same token must be taken when the controller retries. */
-		replay_forget(e->replay, rv.jti);
+		if (!used)
+			replay_forget(e->replay, rv.jti);
 		goto refused;
 	}
 	revoke_clear(&rv);
