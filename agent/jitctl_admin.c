@@ -52,7 +52,8 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl revoke: GRANT_ID is not text\n");
 		return JITCTL_USAGE;
 	}
-	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("revoke", json, rep)))
+	if ((ret = jitctl_call(o, req, &rep)) ||
+		(ret = jitctl_check_reply("revoke", json, rep, NULL, JSON_NULL)))
 		goto out;
 	if (json) {
 		json_object_del(rep, "ok");
@@ -195,10 +196,11 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl grant: --reason is not valid UTF-8 text\n");
 		goto out;
 	}
-	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("grant", json, rep)))
+	if ((ret = jitctl_call(o, req, &rep)) ||
+		(ret = jitctl_check_reply("grant", json, rep, "grant", JSON_OBJECT)))
 		goto out;
 	if (json)
-		ret = jitctl_print_member("grant", rep, "grant");
+		ret = jitctl_print_member(rep, "grant");
 	else
 		jitctl_print_grant(json_object_get(rep, "grant"));
 out:
@@ -248,7 +250,8 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 		return JITCTL_USAGE;
 	}
 	req = json_pack("{s:s}", "op", "reload");
-	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("reload", json, rep)))
+	if ((ret = jitctl_call(o, req, &rep)) ||
+		(ret = jitctl_check_reply("reload", json, rep, NULL, JSON_NULL)))
 		goto out;
 	if (json) {
 		json_object_del(rep, "ok");

@@ -250,14 +250,15 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl log: --grant, --user or --event is not UTF-8 text\n");
 		goto out;
 	}
-	if ((ret = jitctl_call(o, req, &rep)) || (ret = jitctl_check_reply("log", json, rep)))
+	if ((ret = jitctl_call(o, req, &rep)) ||
+		(ret = jitctl_check_reply("log", json, rep, "events", JSON_ARRAY)))
 		goto out;
 	events = json_object_get(rep, "events");
 	if (json_is_true(json_object_get(rep, "truncated")))
 		fprintf(stderr, "jitctl log: only the newest %zu events are shown\n",
 			json_array_size(events));
 	if (json) {
-		ret = jitctl_print_member("log", rep, "events");
+		ret = jitctl_print_member(rep, "events");
 	} else if (csv) {
 		print_csv(events);
 	} else {

@@ -349,14 +349,8 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 		goto out;
 	}
 	st = json_object_get(rep, "status");
-	if ((ret = jitctl_check_reply("status", json, rep)))
+	if ((ret = jitctl_check_reply("status", json, rep, "status", JSON_OBJECT)))
 		goto out;
-	if (!json_is_object(st)) {
-		jitctl_print_refusal("status", json, "internal",
-			"the agent's reply holds no status");
-		ret = JITCTL_REFUSED;
-		goto out;
-	}
 	if (json) {
 		json_dumpf(st, stdout, JSON_COMPACT);
 		printf("\n");

@@ -117,25 +117,32 @@ int jitctl_refuse(const char *cmd, bool json, int code, const char *fmt, ...)
 	return JITCTL_REFUSED;
 }
 
-int jitctl_check_reply(const char *cmd, bool json, const json_t *reply)
+int jitctl_check_reply(const char *cmd, bool json, const json_t *reply, const char *member,
+	json_type type)
 {
 	const char *code = json_string_value(json_object_get(reply, "error"));
 	const char *msg = json_string_value(json_object_get(reply, "message"));
+	const json_t *ok = json_object_get(reply, "ok"), *v = json_object_get(reply, member);
 
-	if (json_is_true(json_object_get(reply, "ok")))
+	/*
+	 * Not jitd's answer, whatever the output: an "ok" that is no boolean, or one without
+	 * what it answers (a submit taken for refused, exit 1, may have been applied).
+	 */
+	if (!json_is_boolean(ok) ||
+		(json_is_true(ok) && member && (!v || json_typeof(v) != type))) {
+		fprintf(stderr, "jitctl %s: the agent sent no valid reply (%s)\n", cmd,
+			json_is_boolean(ok) ? "no result in it" : "no \"ok\" in it");
+		return JITCTL_UNREACHABLE;
+	}
+	if (json_is_true(ok))
 		return JITCTL_OK;
 	jitctl_print_refusal(cmd, json, code ? code : "internal", msg ? msg : "");
 	return JITCTL_REFUSED;
 }
 
-int jitctl_print_member(const char *cmd, const json_t *reply, const char *key)
+int jitctl_print_member(const json_t *reply, const char *key)
 {
-	const json_t *v = json_object_get(reply, key);
-
-	if (!json_is_object(v) && !json_is_array(v))
-		return jitctl_refuse(cmd, true, JIT_ERR_INTERNAL, "the agent's reply holds no %s",
-			key);
-	json_dumpf(v, stdout, JSON_INDENT(2));
+	json_dumpf(json_object_get(reply, key), stdout, JSON_INDENT(2));
 	printf("\n");
 	return JITCTL_OK;
 }
@@ -241,10 +248,10 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if ((ret = jitctl_call(o, req, &rep)))
 		goto out;
-	if ((ret = jitctl_check_reply("submit", json, rep)))
+	if ((ret = jitctl_check_reply("submit", json, rep, "grant", JSON_OBJECT)))
 		goto out;
 	if (json)
-		ret = jitctl_print_member("submit", rep, "grant");
+		ret = jitctl_print_member(rep, "grant");
 	else
 		jitctl_print_grant(json_object_get(rep, "grant"));
 out:

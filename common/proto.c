@@ -305,6 +305,31 @@ int proto_lock_held(const char *socket_path)
 	return ret;
 }
 
+/*
+ * After the reply's line, the agent closes: whatever comes before that (a second line, a
+ * byte) is a broken agent or not jitd, however late it comes (-EPROTO).
+ */
+static int recv_eof(int fd, int64_t deadline)
+{
+	char c;
+	ssize_t r;
+	int ret;
+
+	for (;;) {
+		if ((r = recv(fd, &c, 1, MSG_DONTWAIT)) > 0)
+			return -EPROTO;
+		/* A reset after the whole reply still ends it: nothing more came. */
+		if (r == 0 || errno == ECONNRESET)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		if ((ret = wait_fd(fd, POLLIN, deadline)))
+			return ret;
+	}
+}
+
 int proto_call_line(const char *path, const json_t *request, char **line, size_t *len)
 {
 	int64_t deadline = clock_mono_us() / 1000 + PROTO_TIMEOUT_MS;
@@ -322,8 +347,9 @@ int proto_call_line(const char *path, const json_t *request, char **line, size_t
 		goto out;
 	if ((ret = recv_line(fd, &buf, &n, &nl, deadline)))
 		goto out;
-	if (nl && (size_t)(nl - buf) + 1 != n) {
-		ret = -EPROTO; /* one request, one reply: anything after the line is a broken agent */
+	/* One request, one reply: anything after the line is a broken agent. */
+	if (nl && ((size_t)(nl - buf) + 1 != n || (ret = recv_eof(fd, deadline)))) {
+		ret = ret ? ret : -EPROTO;
 		goto out;
 	}
 	if (n > PROTO_MAX_REPLY + 1) {

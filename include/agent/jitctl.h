@@ -69,12 +69,14 @@ const char *jitctl_str(const json_t *o, const char *key);
  * strtok_r would skip it, and "22,,23" is likelier a typo than a wish. "" has none.
  */
 bool jitctl_list_gap(const char *s);
+/* --json: prints reply's member key, which jitctl_check_reply found, and returns JITCTL_OK. */
+int jitctl_print_member(const json_t *reply, const char *key);
 /*
- * --json: prints reply's member key (an object or array) and returns JITCTL_OK; an "ok" reply
- * without it is refused as internal (JITCTL_REFUSED).
+ * For a reply with "ok": false, prints the refusal and returns JITCTL_REFUSED; with "ok": true
+ * and member (NULL: none is needed) of the JSON type, JITCTL_OK. Anything else is no reply of
+ * jitd's: said on stderr, JITCTL_UNREACHABLE (exit 3) in every output mode.
  */
-int jitctl_print_member(const char *cmd, const json_t *reply, const char *key);
-/* For a reply with "ok": false, prints the refusal and returns JITCTL_REFUSED; else JITCTL_OK. */
-int jitctl_check_reply(const char *cmd, bool json, const json_t *reply);
+int jitctl_check_reply(const char *cmd, bool json, const json_t *reply, const char *member,
+	json_type type);
 
 #endif

@@ -65,7 +65,8 @@ int proto_time_format(int64_t secs, char *buf, size_t len);
  * Client side: connects to the Unix socket at path, sends request, reads one reply line.
  * Returns 0 and a new reference in *reply; -errno when the agent cannot be reached or the
  * exchange fails (-ETIMEDOUT after PROTO_TIMEOUT_MS, the connect included, -EPROTO for an
- * unparseable reply or a connection closed without one, -EMSGSIZE over PROTO_MAX_REPLY,
+ * unparseable reply, anything after its line before the agent closes, or a connection closed
+ * without one, -EMSGSIZE over PROTO_MAX_REPLY,
  * -ENAMETOOLONG for a path that does not fit sockaddr_un).
  */
 int proto_call(const char *path, const json_t *request, json_t **reply);

@@ -138,14 +138,17 @@ static void test_error_not_utf8(void **state)
 	assert_string_equal(proto_text("caf\xc3 au lait", buf, sizeof(buf)), "caf? au");
 }
 
-/* A one-shot server in a child: accepts one connection, reads one line, sends reply bytes. */
+/*
+ * A one-shot server in a child: accepts one connection, reads one line, sends reply bytes,
+ * and then, when late is not NULL, those a moment later (in a write of their own).
+ */
 struct server {
 	char path[108];
 	char dir[64];
 	pid_t pid;
 };
 
-static void server_start(struct server *s, const char *reply, size_t len)
+static void server_start(struct server *s, const char *reply, size_t len, const char *late)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd;
@@ -170,6 +173,10 @@ static void server_start(struct server *s, const char *reply, size_t len)
 			;
 		if (len)
 			(void)!write(c, reply, len);
+		if (late) {
+			usleep(200000);
+			(void)!write(c, late, strlen(late));
+		}
 		_exit(0);
 	}
 	close(fd);
@@ -185,17 +192,22 @@ static void server_stop(struct server *s)
 	rmdir(s->dir);
 }
 
-static int call_with_reply(const char *reply, size_t len, json_t **out)
+static int call_with_late(const char *reply, size_t len, const char *late, json_t **out)
 {
 	json_t *req = json_pack("{s:s}", "op", "status");
 	struct server s;
 	int ret;
 
-	server_start(&s, reply, len);
+	server_start(&s, reply, len, late);
 	ret = proto_call(s.path, req, out);
 	server_stop(&s);
 	json_decref(req);
 	return ret;
+}
+
+static int call_with_reply(const char *reply, size_t len, json_t **out)
+{
+	return call_with_late(reply, len, NULL, out);
 }
 
 static void test_call(void **state)
@@ -214,6 +226,9 @@ static void test_call(void **state)
 	assert_int_equal(call_with_reply("nonsense\n", 9, &rep), -EPROTO);
 	assert_int_equal(call_with_reply("[1]\n", 4, &rep), -EPROTO);
 	assert_int_equal(call_with_reply("{}\n{}\n", 6, &rep), -EPROTO);
+	assert_null(rep);
+	/* Also when what follows the line comes in a write of its own, before the close. */
+	assert_int_equal(call_with_late(ok, strlen(ok), "{}\n", &rep), -EPROTO);
 	assert_null(rep);
 }
 

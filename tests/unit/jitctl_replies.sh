@@ -1,0 +1,76 @@
+#!/bin/bash
+# jitctl against a stand-in for the agent (a one-shot Python server on a socket of its own):
+# a reply that is not jitd's (an "ok" that is no boolean, "ok": true without what it answers,
+# a second line after the reply, however late) exits 3 and prints nothing on stdout, in every
+# output mode; a refusal exits 1. No root, no namespaces.
+# Usage: jitctl_replies.sh JITCTL
+set -euo pipefail
+JITCTL=$1
+TMP=$(mktemp -d /tmp/jitd-replies.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+SOCK=$TMP/jitd.sock
+echo "a.b.c" >"$TMP/token"
+failed=0
+
+# answer REPLY [LATE]: serves one connection on $SOCK: reads the request's line, writes REPLY,
+# then (0.2 s later) LATE, and closes. Ready when it returns.
+answer() {
+	rm -f "$SOCK"
+	timeout 20 python3 - "$SOCK" "$1" "${2:-}" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1]); s.listen(1)
+open(sys.argv[1] + ".ready", "w").close()
+c, _ = s.accept()
+buf = b""
+while b"\n" not in buf:
+    d = c.recv(4096)
+    if not d:
+        break
+    buf += d
+c.sendall(sys.argv[2].encode())
+if sys.argv[3]:
+    time.sleep(0.2)
+    c.sendall(sys.argv[3].encode())
+c.close()
+PY
+	for _ in $(seq 100); do
+		[ -e "$SOCK.ready" ] && break
+		sleep 0.05
+	done
+	rm -f "$SOCK.ready"
+}
+# expect RC WHAT REPLY LATE CMD...: jitctl CMD against REPLY (then LATE) exits RC; with 3,
+# nothing on stdout and "no valid reply" on stderr.
+expect() {
+	local want=$1 what=$2 rc=0
+	answer "$3" "$4"
+	shift 4
+	"$JITCTL" -s "$SOCK" "$@" >"$TMP/out" 2>"$TMP/err" || rc=$?
+	wait
+	if [ "$rc" != "$want" ] || { [ "$want" = 3 ] && { [ -s "$TMP/out" ] ||
+		! grep -q "no valid reply" "$TMP/err"; }; }; then
+		echo "not ok - $what: jitctl $*: exit $rc (want $want):" \
+			"$(cat "$TMP/out" "$TMP/err")"
+		failed=1
+	else
+		echo "ok - $what: jitctl $*: exit $rc"
+	fi
+}
+
+for mode in "" --json; do
+	expect 3 "\"ok\" a string" '{"ok":"true","grant":{"id":"g"}}'$'\n' "" \
+		submit $mode "$TMP/token"
+	expect 3 "no grant in an ok reply" '{"ok":true}'$'\n' "" submit $mode "$TMP/token"
+	expect 3 "no status in an ok reply" '{"ok":true}'$'\n' "" status $mode
+	expect 3 "a status that is no object" '{"ok":true,"status":[]}'$'\n' "" status $mode
+	expect 1 "a refusal" '{"ok":false,"error":"replay","message":"used"}'$'\n' "" \
+		submit $mode "$TMP/token"
+done
+for mode in "" --json --csv; do
+	expect 3 "no events in an ok reply" '{"ok":true}'$'\n' "" log $mode
+	expect 3 "events that are no array" '{"ok":true,"events":{}}'$'\n' "" log $mode
+done
+expect 0 "a whole status" '{"ok":true,"status":{}}'$'\n' "" status --json
+expect 3 "a second line, late" '{"ok":true,"status":{}}'$'\n' '{"ok":true}'$'\n' status --json
+exit $failed
