@@ -87,6 +87,11 @@ uint32_t source_addr(uint64_t idx)
 	return (10u << 24) + (uint32_t)(2 * idx);
 }
 
+int64_t exp_offset(uint64_t idx)
+{
+	return (int64_t)(idx % 60) * 10;
+}
+
 void format_addr(uint32_t a, char *buf, size_t len)
 {
 	snprintf(buf, len, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);

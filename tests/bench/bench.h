@@ -27,6 +27,10 @@ uint64_t quantile(const uint64_t *sorted, size_t n, double q);
 /* The address of source number idx: 10.0.0.0 + 2 * idx, so that no two are adjacent (jitd
  * merges adjacent ranges with the same expiry, which would hide a missing element). */
 uint32_t source_addr(uint64_t idx);
+/* What grant number idx adds to its phase's expiry (s): 0 to 590 in steps of 10, 60 grants a
+ * cycle. With one expiry for all, the witness could not tell an element that carries another
+ * grant's timeout; 10 s apart, any grant within 59 of it is further off than its tolerance. */
+int64_t exp_offset(uint64_t idx);
 void format_addr(uint32_t addr, char *buf, size_t len);
 /* Reads a whole file (or stdin for "-") into a NUL-terminated malloc'ed buffer; NULL on error. */
 char *read_all(const char *path, size_t *len);

@@ -25,7 +25,7 @@ struct pool {
 	const char *kid, *aud;
 	uint64_t first;		/* source and jti index of tokens[0] */
 	size_t count;
-	int64_t exp;		/* the same expiry for all: the verifier knows what to expect */
+	int64_t exp;		/* grant idx expires at exp + exp_offset(idx) */
 	unsigned port;
 	char **tokens;
 	atomic_size_t next;
@@ -35,13 +35,14 @@ struct pool {
 static char *sign_one(struct pool *p, json_t *header, uint64_t idx, int64_t iat)
 {
 	char src[16], jti[32], *payload, *tok = NULL;
+	json_int_t exp = (json_int_t)(p->exp + exp_offset(idx));
 	json_t *claims;
 
 	format_addr(source_addr(idx), src, sizeof(src));
 	snprintf(jti, sizeof(jti), "bench-%llu", (unsigned long long)idx);
 	claims = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:[s], s:[{s:i, s:s}]}", "iss", "bench",
-		"aud", p->aud, "sub", "bench", "jti", jti, "iat", (json_int_t)iat, "exp",
-		(json_int_t)p->exp, "src", src, "ports", "port", (int)p->port, "protocol", "tcp");
+		"aud", p->aud, "sub", "bench", "jti", jti, "iat", (json_int_t)iat, "exp", exp,
+		"src", src, "ports", "port", (int)p->port, "protocol", "tcp");
 	if (!claims || !(payload = json_dumps(claims, JSON_COMPACT))) {
 		json_decref(claims);
 		return NULL;
@@ -288,10 +289,12 @@ static int write_granted(const char *path, const struct run *r)
 	if (!f)
 		return -errno;
 	for (size_t i = 0; i < r->pool->count; i++) {
+		uint64_t idx = r->pool->first + i;
+
 		if (!r->ok[i])
 			continue;
-		format_addr(source_addr(r->pool->first + i), src, sizeof(src));
-		fprintf(f, "%s %lld\n", src, (long long)r->pool->exp);
+		format_addr(source_addr(idx), src, sizeof(src));
+		fprintf(f, "%s %lld\n", src, (long long)(r->pool->exp + exp_offset(idx)));
 	}
 	return fclose(f) ? -errno : 0;
 }
@@ -303,9 +306,11 @@ static void submit_usage(void)
 		"https://A:P\n"
 		"         --first IDX --count N [--for SECS] [--port 22] [--conns C] [--seconds S]\n"
 		"         [--batch B] [--cert C --certkey K --ca CA] [--granted FILE]\n"
-		"  Signs N grants (source 10.0.0.0 + 2*idx, jti bench-idx) before the clock starts,\n"
-		"  then submits them over C connections (one request at a time each), for at most S\n"
-		"  seconds; with --batch (HTTP or HTTPS), B grants per POST /v1/grants/batch.\n");
+		"  Signs N grants (source 10.0.0.0 + 2*idx, jti bench-idx, for SECS + 10 *\n"
+		"  (idx %% 60) seconds) before the clock starts, then submits them over C\n"
+		"  connections (one request at a time each), for at most S seconds; with --batch\n"
+		"  (HTTP or HTTPS), B grants per POST /v1/grants/batch. --granted FILE: each\n"
+		"  applied grant's source and exp.\n");
 }
 
 /*
