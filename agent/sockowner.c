@@ -89,7 +89,7 @@ int sockowner_peer_uid(int fd, uid_t *uid)
 	struct nlmsghdr *nlh;
 	struct found f = { 0 };
 	int fam_ours, fam_theirs, ret;
-	unsigned seq, portid;
+	unsigned seq, portid = 0;
 	ssize_t n;
 
 	if (getsockname(fd, (struct sockaddr *)&ours, &lo) < 0 ||
@@ -191,7 +191,7 @@ int sockowner_abstract_uid(const char *name, uid_t *uid)
 	struct mnl_socket *nl = NULL;
 	struct unix_diag_req *req;
 	struct nlmsghdr *nlh;
-	unsigned seq, portid;
+	unsigned seq, portid = 0;
 	int ret;
 	ssize_t n;
 
