@@ -49,6 +49,38 @@ static long long since_epoch(long long t)
 }
 
 /*
+ * s as a UTC date, YYYY-MM-DD, or with THH:MM:SSZ: exactly those digits, and a day the
+ * calendar has (glibc's strptime takes 1 to 4 digits of year, and timegm turns February 31
+ * into March 3). Whether it is one; *t: its seconds since the epoch.
+ */
+static bool parse_date(const char *s, long long *t)
+{
+	static const char date[] = "dddd-dd-dd", stamp[] = "dddd-dd-ddTdd:dd:ddZ";
+	const char *shape = strlen(s) == strlen(date) ? date : stamp;
+	struct tm tm = { 0 }, back;
+
+	if (strlen(s) != strlen(shape))
+		return false;
+	for (size_t i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? s[i] < '0' || s[i] > '9' : s[i] != shape[i])
+			return false;
+	tm.tm_year = atoi(s) - 1900;
+	tm.tm_mon = atoi(s + 5) - 1;
+	tm.tm_mday = atoi(s + 8);
+	if (shape == stamp) {
+		tm.tm_hour = atoi(s + 11);
+		tm.tm_min = atoi(s + 14);
+		tm.tm_sec = atoi(s + 17);
+	}
+	back = tm;
+	*t = (long long)timegm(&back);
+	/* Normalised into another day or time: not one the calendar has. */
+	return back.tm_year == tm.tm_year && back.tm_mon == tm.tm_mon &&
+		back.tm_mday == tm.tm_mday && back.tm_hour == tm.tm_hour &&
+		back.tm_min == tm.tm_min && back.tm_sec == tm.tm_sec;
+}
+
+/*
  * "7d", "24h", "30m", "90s", an ISO 8601 duration, or a UTC date. -1 if none of these, -2 for
  * an ISO 8601 duration longer than the parser reads (366 days).
  */
@@ -56,12 +88,15 @@ static long long parse_since(const char *s, time_t now)
 {
 	char *end;
 	unsigned long long n = strtoull(s, &end, 10);
+	long long date;
 	uint64_t secs;
-	struct tm tm;
 	int ret;
 
-	/* At most 10^12 units: no overflow in any unit, and far beyond the epoch in days. */
-	if (end != s && end[0] && !end[1] && n <= 1000000000000ULL) {
+	/*
+	 * Digits only (strtoull also takes spaces and a sign). At most 10^12 units: no overflow
+	 * in any unit, and far beyond the epoch in days.
+	 */
+	if (s[0] >= '0' && s[0] <= '9' && end[0] && !end[1] && n <= 1000000000000ULL) {
 		switch (end[0]) {
 		case 'd': return since_epoch((long long)now - (long long)n * 86400);
 		case 'h': return since_epoch((long long)now - (long long)n * 3600);
@@ -71,48 +106,58 @@ static long long parse_since(const char *s, time_t now)
 	}
 	if (s[0] == 'P' && (ret = duration_parse(s, &secs)) != -EINVAL)
 		return ret ? -2 : since_epoch((long long)now - (long long)secs);
-	memset(&tm, 0, sizeof(tm));
-	if ((end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm)) && !*end)
-		return since_epoch((long long)timegm(&tm));
-	memset(&tm, 0, sizeof(tm));
-	if ((end = strptime(s, "%Y-%m-%d", &tm)) && !*end)
-		return since_epoch((long long)timegm(&tm));
-	return -1;
+	/* A date before 1970 reads the whole trail. */
+	return parse_date(s, &date) ? since_epoch(date) : -1;
 }
 
 /*
- * A member as text: lists joined by one space, numbers in decimal, true and false as such,
- * absent as "".
+ * A member as text, whole (a gateway grant's ports run to thousands): lists joined by one
+ * space, numbers in decimal, true and false as such, absent as "". The caller frees it; NULL
+ * when out of memory.
  */
-static void field_text(const json_t *v, char *buf, size_t len)
+static char *field_text(const json_t *v)
 {
 	const json_t *x;
-	size_t i, used = 0;
+	char *s = NULL;
+	size_t i, len = 0;
+	FILE *f = open_memstream(&s, &len);
 
-	buf[0] = '\0';
+	if (!f)
+		return NULL;
 	if (json_is_string(v)) {
-		snprintf(buf, len, "%s", json_string_value(v));
+		fputs(json_string_value(v), f);
 	} else if (json_is_integer(v)) {
-		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		fprintf(f, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 	} else if (json_is_boolean(v)) {
-		snprintf(buf, len, "%s", json_is_true(v) ? "true" : "false");
+		fputs(json_is_true(v) ? "true" : "false", f);
 	} else if (json_is_array(v)) {
 		json_array_foreach(v, i, x) {
-			char item[24];
-			int n;
-
+			if (i)
+				fputc(' ', f);
 			/* A gateway port is a number. */
 			if (json_is_integer(x))
-				snprintf(item, sizeof(item), "%" JSON_INTEGER_FORMAT,
-					json_integer_value(x));
-			n = snprintf(buf + used, len - used, "%s%s", i ? " " : "",
-				json_is_integer(x) ? item : json_string_value(x) ?
-				json_string_value(x) : "");
-			if (n < 0 || (size_t)n >= len - used)
-				break;
-			used += (size_t)n;
+				fprintf(f, "%" JSON_INTEGER_FORMAT, json_integer_value(x));
+			else if (json_string_value(x))
+				fputs(json_string_value(x), f);
 		}
 	}
+	if (ferror(f) | fclose(f)) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* field_text cut to fit buf, for a table's column; -ENOMEM. */
+static int field_cut(const json_t *v, char *buf, size_t len)
+{
+	char *s = field_text(v);
+
+	if (!s)
+		return -ENOMEM;
+	snprintf(buf, len, "%s", s);
+	free(s);
+	return 0;
 }
 
 /*
@@ -139,11 +184,11 @@ static void csv_field(const char *s)
 	putchar('"');
 }
 
-static void print_csv(const json_t *events)
+static int print_csv(const json_t *events)
 {
-	char buf[4096];
 	const json_t *ev;
 	size_t i, n = sizeof(csv_fields) / sizeof(csv_fields[0]);
+	char *text;
 
 	for (size_t f = 0; f < n; f++)
 		printf("%s%s", f ? "," : "", csv_fields[f]);
@@ -152,14 +197,17 @@ static void print_csv(const json_t *events)
 		for (size_t f = 0; f < n; f++) {
 			if (f)
 				putchar(',');
-			field_text(json_object_get(ev, csv_fields[f]), buf, sizeof(buf));
-			csv_field(buf);
+			if (!(text = field_text(json_object_get(ev, csv_fields[f]))))
+				return -ENOMEM;
+			csv_field(text);
+			free(text);
 		}
 		printf("\r\n");
 	}
+	return 0;
 }
 
-static void print_table(const json_t *events)
+static int print_table(const json_t *events)
 {
 	char grant[64], sub[64], src[64], ports[64], detail[512], code[64], msg[256], peer[128];
 	const json_t *ev;
@@ -168,13 +216,14 @@ static void print_table(const json_t *events)
 	printf("%-20s %-18s %-16s %-10s %-15s %-8s %s\n", "TIME", "EVENT", "GRANT", "USER",
 		"SOURCES", "PORTS", "DETAIL");
 	json_array_foreach(events, i, ev) {
-		field_text(json_object_get(ev, "grant"), grant, sizeof(grant));
-		field_text(json_object_get(ev, "sub"), sub, sizeof(sub));
-		field_text(json_object_get(ev, "sources"), src, sizeof(src));
-		field_text(json_object_get(ev, "ports"), ports, sizeof(ports));
-		field_text(json_object_get(ev, "code"), code, sizeof(code));
-		field_text(json_object_get(ev, "message"), msg, sizeof(msg));
-		field_text(json_object_get(ev, "peer"), peer, sizeof(peer));
+		if (field_cut(json_object_get(ev, "grant"), grant, sizeof(grant)) ||
+			field_cut(json_object_get(ev, "sub"), sub, sizeof(sub)) ||
+			field_cut(json_object_get(ev, "sources"), src, sizeof(src)) ||
+			field_cut(json_object_get(ev, "ports"), ports, sizeof(ports)) ||
+			field_cut(json_object_get(ev, "code"), code, sizeof(code)) ||
+			field_cut(json_object_get(ev, "message"), msg, sizeof(msg)) ||
+			field_cut(json_object_get(ev, "peer"), peer, sizeof(peer)))
+			return -ENOMEM;
 		snprintf(detail, sizeof(detail), "%s%s%s%s%s", code, *code && *msg ? ": " : "", msg,
 			(*code || *msg) && *peer ? "; " : "", peer);
 		printf("%-20.20s %-18.18s %-16.16s %-10.10s %-15.15s %-8.8s %s\n",
@@ -185,6 +234,7 @@ static void print_table(const json_t *events)
 			*grant ? grant : "-", *sub ? sub : "-", *src ? src : "-",
 			*ports ? ports : "-", *detail ? detail : "-");
 	}
+	return 0;
 }
 
 int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
@@ -259,10 +309,9 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 			json_array_size(events));
 	if (json) {
 		ret = jitctl_print_member(rep, "events");
-	} else if (csv) {
-		print_csv(events);
-	} else {
-		print_table(events);
+	} else if ((csv ? print_csv(events) : print_table(events)) < 0) {
+		fprintf(stderr, "jitctl log: out of memory\n");
+		ret = JITCTL_REFUSED;
 	}
 out:
 	json_decref(req);

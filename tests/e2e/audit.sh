@@ -54,8 +54,15 @@ done
 "$JITCTL_BIN" -s "$SOCK" log --since 2099-01-01T00:00:00Z --json | jq -e 'length == 0' >/dev/null ||
 	fail "--since a future time returned events"
 rc=0
-"$JITCTL_BIN" -s "$SOCK" log --since yesterday >/dev/null 2>"$TMP/err" || rc=$?
-[ "$rc" -eq 2 ] && grep -q "is not 7d, 24h, 30m" "$TMP/err" || fail "--since yesterday: exit $rc, $(cat "$TMP/err")"
+# Not a date the calendar has, a two-digit year, a sign or a space: usage errors, not another
+# moment (glibc's strptime and timegm would take each).
+for since in yesterday 2025-02-31 2023-02-29 24-06-01 2025-06-01T24:00:00Z " 7d" +7d -0d; do
+	rc=0
+	"$JITCTL_BIN" -s "$SOCK" log --since "$since" >/dev/null 2>"$TMP/err" || rc=$?
+	[ "$rc" -eq 2 ] && grep -q "is not 7d, 24h, 30m" "$TMP/err" ||
+		fail "--since '$since': exit $rc, $(cat "$TMP/err")"
+done
+"$JITCTL_BIN" -s "$SOCK" log --since 2024-02-29 --json >/dev/null || fail "--since 2024-02-29"
 rc=0
 "$JITCTL_BIN" -s "$SOCK" log --since P400D >/dev/null 2>"$TMP/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "P366D); say 400d" "$TMP/err" ||

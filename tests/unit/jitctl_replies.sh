@@ -2,7 +2,8 @@
 # jitctl against a stand-in for the agent (a one-shot Python server on a socket of its own):
 # a reply that is not jitd's (an "ok" that is no boolean, "ok": true without what it answers,
 # a second line after the reply, however late) exits 3 and prints nothing on stdout, in every
-# output mode; a refusal exits 1. No root, no namespaces.
+# output mode; a refusal exits 1; a long list is written whole in --csv. No root, no
+# namespaces.
 # Usage: jitctl_replies.sh JITCTL
 set -euo pipefail
 JITCTL=$1
@@ -73,4 +74,16 @@ for mode in "" --json --csv; do
 done
 expect 0 "a whole status" '{"ok":true,"status":{}}'$'\n' "" status --json
 expect 3 "a second line, late" '{"ok":true,"status":{}}'$'\n' '{"ok":true}'$'\n' status --json
+# A gateway grant's ports run to thousands: --csv writes the list whole.
+ports=$(seq 40000 41199 | paste -sd,)
+answer '{"ok":true,"events":[{"event":"grant.applied","gateway_ports":['"$ports"']}]}'$'\n'
+"$JITCTL" -s "$SOCK" log --csv >"$TMP/out" 2>"$TMP/err" || true
+wait
+if [ "$(tail -n 1 "$TMP/out" | tr ',' '\n' | grep -c '^40000 .* 41199$')" = 1 ] &&
+	[ "$(tail -n 1 "$TMP/out" | grep -o '4[01][0-9][0-9][0-9]' | wc -l)" = 1200 ]; then
+	echo "ok - 1200 gateway ports whole in --csv"
+else
+	echo "not ok - 1200 gateway ports in --csv: $(tail -c 200 "$TMP/out") $(cat "$TMP/err")"
+	failed=1
+fi
 exit $failed
