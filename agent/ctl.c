@@ -973,9 +973,19 @@ static int take_lock(const char *path, int *fd)
 		return ret;
 	if ((*fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
 		return -errno;
-	if (flock(*fd, LOCK_EX | LOCK_NB) == 0)
-		return 0;
-	ret = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+	/*
+	 * Another jitd holds it for good; jitctl teardown's look (proto_lock_held) for a moment.
+	 * Taken for another jitd, that look would make this start give up without the lockdown:
+	 * so a few tries, 250 ms in all, before saying so.
+	 */
+	for (int i = 0; i < 10; i++) {
+		if (flock(*fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if ((ret = errno) != EWOULDBLOCK)
+			break;
+		usleep(25000);
+	}
+	ret = ret == EWOULDBLOCK ? -EADDRINUSE : -ret;
 	close(*fd);
 	return ret;
 }
