@@ -121,6 +121,12 @@ static void client_free(struct client *c)
 	if (c->held)
 		c->ctl->n_held--;
 	enforce_clients(c->ctl->enf, -1);
+	/*
+	 * libevent closes the socket from a finalizer behind whatever else this pass of the loop
+	 * runs (a status built, a check): the end is said now, for jitctl reads to the close.
+	 */
+	if (bufferevent_getfd(c->bev) >= 0)
+		(void)shutdown(bufferevent_getfd(c->bev), SHUT_RDWR);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	event_free(c->deadline);

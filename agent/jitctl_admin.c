@@ -53,7 +53,7 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 		return JITCTL_USAGE;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||
-		(ret = jitctl_check_reply("revoke", json, rep, NULL, JSON_NULL)))
+		(ret = jitctl_check_reply("revoke", json, rep, "revoked", JSON_STRING)))
 		goto out;
 	if (json) {
 		json_object_del(rep, "ok");

@@ -188,8 +188,9 @@ static void sign_usage(FILE *f)
 		   "  --not-before DURATION   valid only from now + DURATION (less than --for)\n"
 		   "  -h, --help              show this help\n\n"
 		   "Durations are ISO 8601 (PT10M, PT3H, P1D) or seconds. Ports default to tcp.\n"
-		   "If an option is repeated the last one wins. Nothing but syntax is checked here:\n"
-		   "the agent decides whether it accepts the token.\n");
+		   "If an option is repeated the last one wins. Nothing but syntax and that the\n"
+		   "window opens before it closes is checked here: the agent decides whether it\n"
+		   "accepts the token.\n");
 }
 
 /* Indexes into sign's option table; the required ones (for a grant) come first. */

@@ -144,8 +144,11 @@ static void record(const char *state_dir, struct audit *trail, const struct conf
 
 	snprintf(text, sizeof(text), "%s; %s", why, what);
 	rec.message = text;
-	/* Synced here: the caller exits next, and its trail may defer syncs to a group's end. */
-	if (trail ? audit_log(trail, &rec) || audit_sync_now(trail) :
+	/*
+	 * Synced here: the caller exits next, and its trail may defer syncs to a group's end
+	 * (audit_sync: this line's, not an earlier loss audit_sync_now would repeat).
+	 */
+	if (trail ? audit_log(trail, &rec) || audit_sync(trail) :
 		(dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
 		audit_log(a, &rec))
 		log_warn("audit: cannot record agent.lockdown in %s", state_dir);

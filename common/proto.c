@@ -307,7 +307,8 @@ int proto_lock_held(const char *socket_path)
 
 /*
  * After the reply's line, the agent closes: whatever comes before that (a second line, a
- * byte) is a broken agent or not jitd, however late it comes (-EPROTO).
+ * byte) is a broken agent or not jitd, however late it comes (-EPROTO). The reply is whole:
+ * a close that the deadline does not see is no failure of the call.
  */
 static int recv_eof(int fd, int64_t deadline)
 {
@@ -326,7 +327,7 @@ static int recv_eof(int fd, int64_t deadline)
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -errno;
 		if ((ret = wait_fd(fd, POLLIN, deadline)))
-			return ret;
+			return ret == -ETIMEDOUT ? 0 : ret;
 	}
 }
 

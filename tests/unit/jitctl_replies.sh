@@ -67,6 +67,7 @@ for mode in "" --json; do
 	expect 3 "a status that is no object" '{"ok":true,"status":[]}'$'\n' "" status $mode
 	expect 1 "a refusal" '{"ok":false,"error":"replay","message":"used"}'$'\n' "" \
 		submit $mode "$TMP/token"
+	expect 3 "no id in an ok revoke" '{"ok":true}'$'\n' "" revoke $mode some-id
 done
 for mode in "" --json --csv; do
 	expect 3 "no events in an ok reply" '{"ok":true}'$'\n' "" log $mode
