@@ -306,9 +306,9 @@ int proto_lock_held(const char *socket_path)
 }
 
 /*
- * After the reply's line, the agent closes: whatever comes before that (a second line, a
- * byte) is a broken agent or not jitd, however late it comes (-EPROTO). The reply is whole:
- * a close that the deadline does not see is no failure of the call.
+ * After the reply's line, the agent closes: whatever comes before that and the deadline (a
+ * second line, a byte) is a broken agent or not jitd (-EPROTO). The reply is whole: a close
+ * that the deadline does not see is no failure of the call.
  */
 static int recv_eof(int fd, int64_t deadline)
 {
