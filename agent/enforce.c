@@ -3462,39 +3462,29 @@ static void restore_range(void *arg, size_t begin, size_t end)
 
 /*
  * The records a start no longer admits: audited and dropped once the kernel holds the rest
- * (restore), never by a start that fails. id[i] is the record's; g[i] its claims when they
- * could be read (named[i]), with the refusal's code and message.
+ * (restore), never by a start that fails. Grown as they come: most starts have none.
  */
-struct drops {
-	char **id;
-	struct grant *g;
-	bool *named;
-	int *code;
-	char **why;
-	size_t n;
+struct drop {
+	char *id;	/* the record's */
+	struct grant g;	/* its claims when they could be read (named) */
+	bool named;
+	int code;	/* the refusal's */
+	char *why;
 };
 
-static int drops_reserve(struct drops *d, size_t n)
-{
-	if (!(d->id = calloc(n, sizeof(*d->id))) || !(d->g = calloc(n, sizeof(*d->g))) ||
-		!(d->named = calloc(n, sizeof(*d->named))) ||
-		!(d->code = calloc(n, sizeof(*d->code))) || !(d->why = calloc(n, sizeof(*d->why))))
-		return -ENOMEM;
-	return 0;
-}
+struct drops {
+	struct drop *v;
+	size_t n, cap;
+};
 
 static void drops_free(struct drops *d)
 {
 	for (size_t i = 0; i < d->n; i++) {
-		free(d->id[i]);
-		grant_clear(&d->g[i]);
-		free(d->why[i]);
+		free(d->v[i].id);
+		grant_clear(&d->v[i].g);
+		free(d->v[i].why);
 	}
-	free(d->id);
-	free(d->g);
-	free(d->named);
-	free(d->code);
-	free(d->why);
+	free(d->v);
 	*d = (struct drops){ 0 };
 }
 
@@ -3507,6 +3497,7 @@ static void drops_free(struct drops *d)
 static int not_restored(struct enforce *e, const struct store_item *it, bool local,
 	struct jit_error *err, int64_t now_ms, struct drops *d)
 {
+	struct drop *v;
 	struct grant g = { 0 };
 	bool named = record_claims(it, local, &g);
 	int ret;
@@ -3541,14 +3532,17 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 		log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
 			strerror(-ret));
 	ret = RESTORE_DROP;
-	if (!(d->id[d->n] = strdup(it->jti)) || !(d->why[d->n] = strdup(err->msg))) {
-		free(d->id[d->n]);
-		d->id[d->n] = NULL;
+	if (!(v = array_reserve(d->v, &d->cap, d->n + 1, sizeof(*v), 16)))
+		goto out;
+	d->v = v;
+	v[d->n] = (struct drop){ .id = strdup(it->jti), .named = named, .code = err->code,
+		.why = strdup(err->msg) };
+	if (!v[d->n].id || !v[d->n].why) {
+		free(v[d->n].id);
+		free(v[d->n].why);
 		goto out;
 	}
-	d->named[d->n] = named;
-	d->code[d->n] = err->code;
-	d->g[d->n++] = g;
+	v[d->n++].g = g;
 	return ret;
 out:
 	grant_clear(&g);
@@ -3640,8 +3634,7 @@ static int restore_records(struct enforce *e, unsigned threads, int *resync_ret,
 
 	if ((ret = store_items(e->store, &items, &n)))
 		return ret;
-	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || drops_reserve(dropped, n + 1) ||
-		grants_reserve(e, base + n)) {
+	if (!(parsed = calloc(n + 1, sizeof(*parsed))) || grants_reserve(e, base + n)) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -3988,6 +3981,7 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 {
 	struct group *groups = NULL;
 	struct drops dropped = { 0 };
+	const char **ids;
 	size_t n_groups = 0, stray, raw = 0;
 	int ret, resync_ret = 0;
 
@@ -4025,18 +4019,22 @@ out:
 	 * (restore_item), as before every drop; a journal that refuses the drop is tried again
 	 * every second (retry_drops).
 	 */
-	if (ret == 0 && dropped.n) {
+	/* Without memory for the list of ids, kept as by a start that fails. */
+	if (ret == 0 && dropped.n && (ids = calloc(dropped.n, sizeof(*ids)))) {
 		/*
 		 * One line each, made durable with one fsync, as the expiry tick's are: a key
 		 * removed from under 100,000 grants must not cost a start 100,000 fsyncs.
 		 */
 		audit_defer(e->audit, true);
-		for (size_t i = 0; i < dropped.n; i++)
-			audit_not_restored(e, dropped.id[i],
-				dropped.named[i] ? &dropped.g[i] : NULL, dropped.code[i],
-				dropped.why[i]);
+		for (size_t i = 0; i < dropped.n; i++) {
+			const struct drop *x = &dropped.v[i];
+
+			audit_not_restored(e, x->id, x->named ? &x->g : NULL, x->code, x->why);
+			ids[i] = x->id;
+		}
 		audit_deferred_sync(e);
-		drop_records(e, (const char *const *)dropped.id, dropped.n);
+		drop_records(e, ids, dropped.n);
+		free(ids);
 	} else if (dropped.n) {
 		log_warn("state: the records of %zu grant(s) not restored are kept, for the next "
 			"start to judge again", dropped.n);
