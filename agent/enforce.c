@@ -3474,7 +3474,8 @@ struct drop {
 
 struct drops {
 	struct drop *v;
-	size_t n, cap;
+	const char **ids;	/* v[i].id: what drop_records takes, kept beside them */
+	size_t n, cap, cap_ids;
 };
 
 static void drops_free(struct drops *d)
@@ -3485,18 +3486,20 @@ static void drops_free(struct drops *d)
 		free(d->v[i].why);
 	}
 	free(d->v);
+	free(d->ids);
 	*d = (struct drops){ 0 };
 }
 
 /*
  * A record that did not pass its check at the start: put in d to be dropped and audited
  * (RESTORE_DROP), or -EAGAIN when nothing is known of it (INTERNAL), for the start to fail
- * rather than lose it. Without memory to keep it there, the record stays, to be judged again
- * at the next start.
+ * rather than lose it; -ENOMEM when d cannot take it (the start fails, keeping the record: a
+ * start that went on would remove its elements and leave the record behind).
  */
 static int not_restored(struct enforce *e, const struct store_item *it, bool local,
 	struct jit_error *err, int64_t now_ms, struct drops *d)
 {
+	const char **ids;
 	struct drop *v;
 	struct grant g = { 0 };
 	bool named = record_claims(it, local, &g);
@@ -3531,10 +3534,13 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 		ret != -EEXIST)
 		log_warn("replay: cannot remember dropped grant '%s': %s", it->jti,
 			strerror(-ret));
-	ret = RESTORE_DROP;
+	ret = -ENOMEM;
 	if (!(v = array_reserve(d->v, &d->cap, d->n + 1, sizeof(*v), 16)))
 		goto out;
 	d->v = v;
+	if (!(ids = array_reserve(d->ids, &d->cap_ids, d->n + 1, sizeof(*ids), 16)))
+		goto out;
+	d->ids = ids;
 	v[d->n] = (struct drop){ .id = strdup(it->jti), .named = named, .code = err->code,
 		.why = strdup(err->msg) };
 	if (!v[d->n].id || !v[d->n].why) {
@@ -3542,8 +3548,9 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 		free(v[d->n].why);
 		goto out;
 	}
+	ids[d->n] = v[d->n].id;
 	v[d->n++].g = g;
-	return ret;
+	return RESTORE_DROP;
 out:
 	grant_clear(&g);
 	return ret;
@@ -3981,7 +3988,6 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 {
 	struct group *groups = NULL;
 	struct drops dropped = { 0 };
-	const char **ids;
 	size_t n_groups = 0, stray, raw = 0;
 	int ret, resync_ret = 0;
 
@@ -4019,8 +4025,7 @@ out:
 	 * (restore_item), as before every drop; a journal that refuses the drop is tried again
 	 * every second (retry_drops).
 	 */
-	/* Without memory for the list of ids, kept as by a start that fails. */
-	if (ret == 0 && dropped.n && (ids = calloc(dropped.n, sizeof(*ids)))) {
+	if (ret == 0 && dropped.n) {
 		/*
 		 * One line each, made durable with one fsync, as the expiry tick's are: a key
 		 * removed from under 100,000 grants must not cost a start 100,000 fsyncs.
@@ -4030,11 +4035,9 @@ out:
 			const struct drop *x = &dropped.v[i];
 
 			audit_not_restored(e, x->id, x->named ? &x->g : NULL, x->code, x->why);
-			ids[i] = x->id;
 		}
 		audit_deferred_sync(e);
-		drop_records(e, ids, dropped.n);
-		free(ids);
+		drop_records(e, dropped.ids, dropped.n);
 	} else if (dropped.n) {
 		log_warn("state: the records of %zu grant(s) not restored are kept, for the next "
 			"start to judge again", dropped.n);
