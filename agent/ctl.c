@@ -111,6 +111,8 @@ static void peer_name(struct client *c);
 
 static void client_free(struct client *c)
 {
+	int fd = bufferevent_getfd(c->bev);
+
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -125,8 +127,8 @@ static void client_free(struct client *c)
 	 * libevent closes the socket from a finalizer behind whatever else this pass of the loop
 	 * runs (a status built, a check): the end is said now, for jitctl reads to the close.
 	 */
-	if (bufferevent_getfd(c->bev) >= 0)
-		(void)shutdown(bufferevent_getfd(c->bev), SHUT_RDWR);
+	if (fd >= 0)
+		(void)shutdown(fd, SHUT_RDWR);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	event_free(c->deadline);

@@ -140,7 +140,7 @@ static void record(const char *state_dir, struct audit *trail, const struct conf
 	struct audit *a = NULL;
 	struct audit_rec rec = { .event = "agent.lockdown", .count = -1 };
 	char text[2048];
-	int dfd = -1;
+	int dfd = -1, ret;
 
 	snprintf(text, sizeof(text), "%s; %s", why, what);
 	rec.message = text;
@@ -148,9 +148,12 @@ static void record(const char *state_dir, struct audit *trail, const struct conf
 	 * Synced here: the caller exits next, and its trail may defer syncs to a group's end
 	 * (audit_sync: this line's, not an earlier loss audit_sync_now would repeat).
 	 */
-	if (trail ? audit_log(trail, &rec) || audit_sync(trail) :
-		(dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
-		audit_log(a, &rec))
+	if (trail)
+		ret = audit_log(trail, &rec) || audit_sync(trail);
+	else
+		ret = (dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
+			audit_log(a, &rec);
+	if (ret)
 		log_warn("audit: cannot record agent.lockdown in %s", state_dir);
 	audit_close(&a);
 	if (dfd >= 0)

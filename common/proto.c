@@ -349,10 +349,12 @@ int proto_call_line(const char *path, const json_t *request, char **line, size_t
 	if ((ret = recv_line(fd, &buf, &n, &nl, deadline)))
 		goto out;
 	/* One request, one reply: anything after the line is a broken agent. */
-	if (nl && ((size_t)(nl - buf) + 1 != n || (ret = recv_eof(fd, deadline)))) {
-		ret = ret ? ret : -EPROTO;
+	if (nl && (size_t)(nl - buf) + 1 != n)
+		ret = -EPROTO;
+	else if (nl)
+		ret = recv_eof(fd, deadline);
+	if (ret)
 		goto out;
-	}
 	if (n > PROTO_MAX_REPLY + 1) {
 		ret = -EMSGSIZE;
 		goto out;
