@@ -328,6 +328,12 @@ sign() {
 }
 
 submit() { "$JITCTL_BIN" -s "$SOCK" submit "$@"; }
+# post_jwt PATH FILE: FILE's token posted to the plain-HTTP endpoint on 127.0.0.1:7080 in $SRV,
+# as a controller does; the HTTP status printed, the body in $TMP/body.
+post_jwt() {
+	in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
+		-H 'Content-Type: application/jwt' --data-binary "@$2" "http://127.0.0.1:7080$1"
+}
 status_json() { "$JITCTL_BIN" -s "$SOCK" status --json; }
 status_has_no_grants() { status_json | jq -e '.grants == []'; }
 

@@ -207,33 +207,37 @@ pass "an owning jitd takes the lockdown table over and restores the grant"
 # audit line goes into the trail it has open. The table deleted during its pause (a test build
 # pauses after the restore, $JITD_TEST_START_PAUSE_FILE; a test build's control socket then
 # fails to listen, $JITD_TEST_ATTACH_FAIL_FILE) stands for one gone in between.
-log "a start failing after it enforces, its table gone: closed, and audited in its own trail"
-in_ns "$SRV" nft delete table inet jitd
-cp "$TMP/good.json" "$CONFIG"
-export JITD_TEST_START_PAUSE_FILE=$TMP/startpause JITD_TEST_ATTACH_FAIL_FILE=$TMP/attachfail
-echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
-touch "$JITD_TEST_ATTACH_FAIL_FILE"
-rc=0
-timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 &
-late=$!
-for _ in $(seq 100); do
-	[ -e "$JITD_TEST_START_PAUSE_FILE" ] || break
-	sleep 0.05
-done
-[ ! -e "$JITD_TEST_START_PAUSE_FILE" ] || fail "jitd did not take the pause"
-in_ns "$SRV" nft delete table inet jitd
-wait "$late" || rc=$?
-rm -f "$JITD_TEST_ATTACH_FAIL_FILE"
-unset JITD_TEST_START_PAUSE_FILE JITD_TEST_ATTACH_FAIL_FILE
-[ "$rc" -eq 1 ] && grep -qF "lockdown: table inet jitd built from the configuration this start" \
-	"$TMP/fail.log" || fail "start: exit $rc: $(cat "$TMP/fail.log")"
-! grep -q "cannot record" "$TMP/fail.log" || fail "not audited: $(cat "$TMP/fail.log")"
-[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
-expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
-jq -e -s '[.[] | select(.event == "agent.lockdown")] | last | .message
-	| contains("cannot listen on") and contains("no grants")' "$TMP/state/audit.jsonl" \
-	>/dev/null || fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
-pass "22 and 3389 closed; the line is in the trail the failed start held"
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	log "a start failing after it enforces, its table gone: closed, audited in its own trail"
+	in_ns "$SRV" nft delete table inet jitd
+	cp "$TMP/good.json" "$CONFIG"
+	lines=$(jq -s '[.[] | select(.event == "agent.lockdown")] | length' \
+		"$TMP/state/audit.jsonl")
+	export JITD_TEST_START_PAUSE_FILE=$TMP/startpause JITD_TEST_ATTACH_FAIL_FILE=$TMP/attachfail
+	echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
+	touch "$JITD_TEST_ATTACH_FAIL_FILE"
+	rc=0
+	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 &
+	late=$!
+	wait_until 5 "jitd to take the pause" test ! -e "$JITD_TEST_START_PAUSE_FILE"
+	in_ns "$SRV" nft delete table inet jitd
+	wait "$late" || rc=$?
+	rm -f "$JITD_TEST_ATTACH_FAIL_FILE"
+	unset JITD_TEST_START_PAUSE_FILE JITD_TEST_ATTACH_FAIL_FILE
+	[ "$rc" -eq 1 ] && grep -qF "$READ" "$TMP/fail.log" ||
+		fail "start: exit $rc: $(cat "$TMP/fail.log")"
+	! grep -q "cannot record" "$TMP/fail.log" || fail "not audited: $(cat "$TMP/fail.log")"
+	[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+	expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
+	# One line more than before, and it is this start's.
+	jq -e -s --argjson n "$lines" '[.[] | select(.event == "agent.lockdown")] | .[$n:]
+		| length == 1 and (.[0].message | contains("cannot listen on") and
+		contains("no grants"))' "$TMP/state/audit.jsonl" >/dev/null ||
+		fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
+	pass "22 and 3389 closed; the line is in the trail the failed start held"
+else
+	log "skipped: a start failing after it enforces (needs -DJITD_TEST_HOOKS=ON)"
+fi
 
 # A record without host_id (the host name stands in) still closes the ports at a boot whose
 # host name jitd cannot use (the kernel's "(none)", a name given with a space): the deny table

@@ -164,23 +164,29 @@ sleep $((brief_at + 4 - SECONDS > 0 ? brief_at + 4 - SECONDS : 0))
 # the one removing their elements) keeps their records and audits nothing: a record dropped
 # by a start that failed before that commit would leave its element in the kernel with no
 # grant behind it, and nothing to restore should the key come back.
-echo 1 >"$TMP/ackslost"
-rc=0
-JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost timeout 30 ip netns exec "$SRV" "$JITD_BIN" \
-	-c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
-[ "$rc" -eq 1 ] && grep -q "the records of 3 grant(s) not restored are kept" "$TMP/fail.log" ||
-	fail "the start with lost acks: exit $rc: $(cat "$TMP/fail.log")"
-ended='select((.event == "grant.revoked" or .event == "grant.expired") and
-	(.grant // "" | startswith("by-ctl2")))'
-[ -z "$(jq -c "$ended" "$TMP/state/audit.jsonl")" ] ||
-	fail "the failed start audited: $(jq -c "$ended" "$TMP/state/audit.jsonl")"
-install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
-start_jitd
-status_json | jq -e '[.grants[].id] | index("by-ctl2-a") != null and index("by-ctl2-c") != null' \
-	>/dev/null || fail "the key back, status: $(status_json | jq -c '[.grants[].id]')"
-pass "a start that fails keeps the records it would drop: the key back, the grants are restored"
-stop_jitd TERM
-rm "$TMP/keys.d/ctl2.pem"
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	echo 1 >"$TMP/ackslost"
+	rc=0
+	JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost timeout 30 ip netns exec "$SRV" "$JITD_BIN" \
+		-c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] &&
+		grep -q "the records of 3 grant(s) not restored are kept" "$TMP/fail.log" ||
+		fail "the start with lost acks: exit $rc: $(cat "$TMP/fail.log")"
+	ended='select((.event == "grant.revoked" or .event == "grant.expired") and
+		(.grant // "" | startswith("by-ctl2")))'
+	[ -z "$(jq -c "$ended" "$TMP/state/audit.jsonl")" ] ||
+		fail "the failed start audited: $(jq -c "$ended" "$TMP/state/audit.jsonl")"
+	install -m 0644 "$TMP/signer/ctl2.pem" "$TMP/keys.d/ctl2.pem"
+	start_jitd
+	status_json | jq -e '[.grants[].id] | index("by-ctl2-a") != null and
+		index("by-ctl2-c") != null' >/dev/null ||
+		fail "the key back, status: $(status_json | jq -c '[.grants[].id]')"
+	pass "a start that fails keeps the records it would drop: the key back, they are restored"
+	stop_jitd TERM
+	rm "$TMP/keys.d/ctl2.pem"
+else
+	log "skipped: a start whose first commit fails (needs -DJITD_TEST_HOOKS=ON)"
+fi
 start_jitd
 lacks_elem allow4_addr "192.0.2.10 tcp 22" || fail "a grant of the removed key was restored"
 lacks_elem allow4_addr "192.0.2.30 tcp 22" || fail "a grant of the removed key was restored"

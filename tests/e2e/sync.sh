@@ -237,17 +237,11 @@ pass "both refused, neither in the rewritten snapshot nor back after a restart"
 # refuses that drop (or a crash in between) restores the grant, and the controller, never
 # answered, sends the same revocation again. Used, it still ends a grant that is active.
 log "a revocation sent again after a restart brought its grant back ends it again"
-# post_rv: the revocation, as a controller posts it; $TMP/body holds the answer, the status printed.
-post_rv() {
-	in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
-		-H 'Content-Type: application/jwt' --data-binary "@$TMP/rv-back" \
-		http://127.0.0.1:7080/v1/revocations
-}
 sign --src 192.0.2.6 --port 22 --for 300 --jti back | submit - >/dev/null || fail "grant refused"
 "$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes back \
 	--for 300 >"$TMP/rv-back"
 touch "$JITD_TEST_DEL_FAIL_FILE"
-code=$(post_rv)
+code=$(post_jwt /v1/revocations "$TMP/rv-back")
 [ "$code" = 200 ] || fail "the revocation: HTTP $code $(cat "$TMP/body")"
 lacks_elem allow4_addr "192.0.2.6 tcp 22" || fail "the revoked grant stayed in the kernel"
 stop_jitd KILL
@@ -255,11 +249,11 @@ rm -f "$JITD_TEST_DEL_FAIL_FILE"
 start_jitd
 has_elem allow4_addr "192.0.2.6 tcp 22" ||
 	fail "the grant whose drop the journal refused was not restored: $(host_elems)"
-code=$(post_rv)
+code=$(post_jwt /v1/revocations "$TMP/rv-back")
 [ "$code" = 200 ] && jq -e '.revoked == "back"' "$TMP/body" >/dev/null ||
 	fail "the revocation again: HTTP $code $(cat "$TMP/body")"
 lacks_elem allow4_addr "192.0.2.6 tcp 22" || fail "the revocation sent again left the grant"
-code=$(post_rv)
+code=$(post_jwt /v1/revocations "$TMP/rv-back")
 [ "$code" = 409 ] && jq -e '.error == "replay"' "$TMP/body" >/dev/null ||
 	fail "the revocation a third time, its grant gone: HTTP $code $(cat "$TMP/body")"
 pass "the same revocation ends the restored grant; once it is gone, it is a replay"

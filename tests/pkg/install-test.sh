@@ -310,7 +310,7 @@ not_enabled "installed again without a usable key"
 chmod 0644 /etc/jitd/keys.d/pkgtest.pem
 rm -f /etc/systemd/system/jitd.service
 unit_copy=no
-pass "installed again after a remove with no usable key: disabled, and the warning says why"
+pass "installed again after a remove with no usable key: disabled, and warned"
 purge
 if [ -e "$wants" ] || [ -L "$wants" ]; then
 	fail "purge left $wants"

@@ -500,6 +500,7 @@ static void test_keep_write_fails(void **state)
 	struct replay *r;
 	struct stat st;
 	char line[64];
+	int ret;
 
 	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
 	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
@@ -509,9 +510,11 @@ static void test_keep_write_fails(void **state)
 	lim.rlim_cur = (rlim_t)st.st_size + 5; /* less than the id's line */
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	signal(SIGXFSZ, SIG_IGN);
-	assert_int_equal(replay_keep(r, "restored", NOW + 600), 0);
+	ret = replay_keep(r, "restored", NOW + 600);
+	/* Restored before any assertion: a failing one must not leave the limit to the next. */
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(ret, 0);
 	assert_int_equal(replay_check(r, "restored", NOW), JIT_ERR_REPLAY);
 	snprintf(line, sizeof(line), "A %d restored\n", NOW + 600);
 	assert_false(file_has(f->db, line));
