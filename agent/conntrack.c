@@ -424,11 +424,32 @@ static bool always_allowed(const struct dump *d, const struct prefix *client)
 	return false;
 }
 
-/* Whether ct's flow is let in all the same, by another grant. */
-static bool kept(const struct dump *d, const struct nfnl_ct *ct, uint8_t proto)
+/*
+ * Whether ct came in through one of g's gateway ports (DNAT). No other grant holds that port:
+ * once g's mapping is gone, the flow picked up again reaches the gateway itself, not the
+ * machine behind it, whatever else lets its source reach that machine.
+ */
+static bool through_mapping(const struct grant *g, const struct nfnl_ct *ct)
+{
+	uint16_t port;
+
+	if (!g->n_dnat_ports || !(nfnl_ct_get_status(ct) & IPS_DST_NAT))
+		return false;
+	port = nfnl_ct_get_dst_port(ct, 0);
+	for (size_t i = 0; i < g->n_dnat_ports; i++)
+		if (g->dnat_ports[i] == port)
+			return true;
+	return false;
+}
+
+/* Whether ct's flow, g's, is let in all the same, by another grant. */
+static bool kept(const struct dump *d, const struct grant *g, const struct nfnl_ct *ct,
+	uint8_t proto)
 {
 	struct prefix other;
 
+	if (through_mapping(g, ct))
+		return false;
 	for (size_t i = 0; i < d->n_keep; i++)
 		if (entry_matches(d, d->keep[i], ct, proto, &other))
 			return true;
@@ -463,7 +484,7 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 			d->counts[i] += live;
 			continue;
 		}
-		if (kept(d, ct, proto))
+		if (kept(d, &d->grants[i], ct, proto))
 			break;
 		/* One reference per entry, whichever grant it belongs to. */
 		if ((ret = keep_hit(d, ct)) && !d->err)

@@ -53,6 +53,9 @@ set_elems() {
 		+ (if \$v then \" : \" + (\$v.concat | map($(member)) | join(\" \")) else \"\" end)" | sort
 }
 fwd_count() { set_elems fwd4 | grep -c . || true; }
+gateway_port() {
+	status_json | jq -r --arg id "$1" '.grants[] | select(.id == $id) | .dnat[0].gateway_port'
+}
 # For wait_until, which runs its command again each time: a "$(...)" in its arguments would be
 # read once, before the first try.
 set_is() { [ "$(set_elems "$1")" = "$2" ]; }
@@ -187,6 +190,24 @@ session_say routed-after
 pass "a routed session to a machine that is no target is no host grant's to cut"
 session_close
 
+log "revoking a DNAT grant with --terminate cuts what came in through its gateway port"
+# gw-t2 lets the same source reach the same machine, through its own port: not that session's.
+sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-t1 | submit - >/dev/null ||
+	fail "gw-t1 refused"
+sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-t2 | submit - >/dev/null ||
+	fail "gw-t2 refused"
+[ "$(gateway_port gw-t1) $(gateway_port gw-t2)" = "50000 50001" ] ||
+	fail "gateway ports: $(gateway_port gw-t1) $(gateway_port gw-t2)"
+session_open "$C1" 192.0.2.1 50000 192.0.2.2
+session_say dnat-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke gw-t1 --terminate --json) || fail "revoke --terminate: $out"
+echo "$out" | jq -e '.flows_terminated == 1' >/dev/null || fail "revoke reply: $out"
+session_cut dnat-after-terminate
+session_close
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 50001
+"$JITCTL_BIN" -s "$SOCK" revoke gw-t2 >/dev/null || fail "revoke gw-t2 failed"
+[ -z "$(set_elems dnat4)" ] || fail "dnat4 after the revocations: $(set_elems dnat4)"
+
 log "DNAT: a gateway port for the granted source only"
 out=$(sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-d | submit - --json) ||
 	fail "gw-d refused: $out"
@@ -225,7 +246,6 @@ pass "jitctl status: mode, protected targets and the connect line"
 
 sign --src 192.0.2.3 --dst 10.1.0.6 --port 22 --for 14 --jti gw-e | submit - >/dev/null ||
 	fail "gw-e refused"
-gateway_port() { status_json | jq -r --arg id "$1" '.grants[] | select(.id == $id) | .dnat[0].gateway_port'; }
 [ "$(gateway_port gw-e)" = 50001 ] || fail "gw-e got $(gateway_port gw-e), not 50001"
 pass "a second grant gets the next port, 50001"
 refuse busy --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60
