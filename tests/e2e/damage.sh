@@ -55,7 +55,7 @@ jq -s -e '[.[] | select(.event == "state.damaged")] | length == 1 and (.[0] | .p
 	and .count == 1 and (.message | test("grants.journal is damaged after [0-9]+ good record")))' \
 	"$TMP/state/audit.jsonl" >/dev/null ||
 	fail "no state.damaged record: $(grep state.damaged "$TMP/state/audit.jsonl")"
-"$JITCTL_BIN" -s "$SOCK" log --event state.damaged | grep -q "grants.journal is damaged" ||
+grep -q "grants.journal is damaged" <<<"$("$JITCTL_BIN" -s "$SOCK" log --event state.damaged)" ||
 	fail "jitctl log --event state.damaged does not show it"
 pass "the trail has one state.damaged record for it (jitctl log --event state.damaged)"
 expect_connect ok "$C1" 192.0.2.1 22

@@ -19,7 +19,8 @@ ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_source
 listen='"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 write_config drop '[]' "$ports" "$listen, \"issuers\": {\"ctl\": \"https://ctl.example\", \"team\": \"https://team.example\"}"
 start_listeners 22
-out=$("$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || fail "--check-config: $out"
+check_config() { in_ns "$SRV" "$JITD_BIN" -c "$CONFIG" --check-config; }
+out=$(check_config 2>&1) || fail "--check-config: $out"
 grep -q "no \"issuers\"" <<<"$out" && fail "--check-config warns with issuers set: $out"
 start_jitd
 
@@ -112,7 +113,7 @@ pass "removed at the reload and audited: $(jq -r 'select(.grant == "good") | .ev
 
 log "--check-config warns of a bound key it cannot find"
 write_config drop '[]' "$ports" "\"issuers\": {\"ctl\": \"https://ctl.example\", \"gone\": \"x\"}"
-"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+check_config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
 grep -q "warning: issuers.gone: " "$TMP/err" || fail "no warning: $(cat "$TMP/err")"
 pass "$(cat "$TMP/err")"
 # Counted as the packages' first install asks: only keys that can sign an admitted grant.
@@ -120,17 +121,17 @@ grep -q "warning: 1 usable key(s) in $TMP/keys.d bound to no issuer" "$TMP/err" 
 	grep -q ", 1 trusted key(s))$" "$TMP/out" ||
 	fail "the count with issuers: $(cat "$TMP/out" "$TMP/err")"
 write_config drop '[]' "$ports" "\"issuers\": {\"gone\": \"x\"}"
-"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+check_config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
 grep -q ", 0 trusted key(s))$" "$TMP/out" ||
 	fail "issuers binding only a missing key: $(cat "$TMP/out" "$TMP/err")"
 pass "with issuers only bound keys count: $(cat "$TMP/out")"
 log "--check-config warns of two trusted keys that no issuers binds"
 write_config drop '[]' "$ports"
-"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+check_config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
 grep -q 'warning: 2 trusted keys and no "issuers": each may sign under any iss' "$TMP/err" ||
 	fail "no warning: $(cat "$TMP/err")"
 pass "$(cat "$TMP/err")"
 rm "$TMP/keys.d/ops.pem"
-"$JITD_BIN" -c "$CONFIG" --check-config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
+check_config >"$TMP/out" 2>"$TMP/err" || fail "--check-config: $(cat "$TMP/err")"
 [ ! -s "$TMP/err" ] || fail "a warning with one key: $(cat "$TMP/err")"
 pass "none with one trusted key"

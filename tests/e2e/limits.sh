@@ -117,10 +117,10 @@ cp "$TMP/config.before" "$CONFIG"
 
 log "descriptors: a configuration that needs more than the process may open"
 rc=0
-out=$(prlimit --nofile=100 "$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || rc=$?
+out=$(in_ns "$SRV" prlimit --nofile=100 "$JITD_BIN" -c "$CONFIG" --check-config 2>&1) || rc=$?
 [ "$rc" -eq 1 ] && grep -q "need 170 file descriptors with jitd's own, and this process may open 100" \
 	<<<"$out" || fail "check-config under 100 descriptors: exit $rc: $out"
-prlimit --nofile=200 "$JITD_BIN" -c "$CONFIG" --check-config >/dev/null 2>&1 ||
+in_ns "$SRV" prlimit --nofile=200 "$JITD_BIN" -c "$CONFIG" --check-config >/dev/null 2>&1 ||
 	fail "check-config refused under 200 descriptors"
 pass "refused under 100 descriptors (3 control connections, 4 for root, 128 of jitd's own," \
 	"5 readers of 6 trail files and one more each), accepted under 200"

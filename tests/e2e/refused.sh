@@ -86,11 +86,11 @@ log "a bad configuration is refused before the kernel is touched"
 sed 's/"port": 3389/"port": 22/' "$CONFIG" >"$TMP/bad.json"
 chmod 0600 "$TMP/bad.json"
 rc=0
-msg=$("$JITD_BIN" --check-config -c "$TMP/bad.json" 2>&1) || rc=$?
+msg=$(in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/bad.json" 2>&1) || rc=$?
 [ "$rc" -ne 0 ] || fail "jitd --check-config accepted a second entry for port 22"
 echo "$msg" | grep -q 'ports\[1\]' || fail "config error does not name the key: $msg"
 pass "jitd --check-config refuses a duplicate port: $msg"
-"$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
 	fail "jitd --check-config refuses the good config"
 grep -q ", 1 trusted key(s))$" "$TMP/out" && [ ! -s "$TMP/err" ] ||
 	fail "the good config's check: $(cat "$TMP/out" "$TMP/err")"
@@ -106,7 +106,7 @@ key_warnings() {
 		grep -q "$2$TMP/keys.d/junk.pem: " "$1" &&
 		grep -q "$2$TMP/keys.d/.hidden.pem: not a key id" "$1"
 }
-"$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
 	fail "jitd --check-config refused unusable keys: $(cat "$TMP/out" "$TMP/err")"
 grep -q ", 1 trusted key(s))$" "$TMP/out" && key_warnings "$TMP/err" "warning: " ||
 	fail "unusable keys: $(cat "$TMP/out" "$TMP/err")"

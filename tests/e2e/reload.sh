@@ -29,7 +29,7 @@ refused_line="^Reload refused: [0-9TZ:-]+: .*70000.* \(the configuration loaded 
 refused_line+=" stays in force\)$"
 status_json | jq -e '.agent.reload_refused.error | test("70000")' >/dev/null &&
 	status_json | jq -e '.agent.config_loaded_at == .agent.started_at' >/dev/null &&
-	"$JITCTL_BIN" -s "$SOCK" status | grep -qE "$refused_line" ||
+	grep -qE "$refused_line" <<<"$("$JITCTL_BIN" -s "$SOCK" status)" ||
 	fail "status after the refused reload: $(status_json | jq -c .agent)"
 pass "status: the refusal, why, and that the configuration loaded at the start stays"
 rc=0
@@ -50,8 +50,10 @@ kill -HUP "$JITD_PID"
 ports_are() { [ "$(protected_ports)" = "$1" ]; }
 wait_until 5 "the reload applied" ports_are '[22,2222]'
 pass "protected ports now 22 and 2222: $(protected_ports)"
+text=$("$JITCTL_BIN" -s "$SOCK" status) || fail "jitctl status failed: $text"
 status_json | jq -e '.agent.reload_refused == null and .agent.config_loaded_at != null' \
-	>/dev/null && ! "$JITCTL_BIN" -s "$SOCK" status | grep -q "^Reload refused" ||
+	>/dev/null && grep -q "^Protected ports:" <<<"$text" &&
+	! grep -q "^Reload refused" <<<"$text" ||
 	fail "status after an applied reload still shows a refusal: $(status_json | jq -c .agent)"
 pass "status: the applied reload clears the refusal"
 lacks_elem allow6_addr "2001:db8:2::2 tcp 3389" || fail "the 3389 grant's element survived the reload"
@@ -129,7 +131,7 @@ wait_until 5 "the reload's warning" \
 	fail "the reload took the new host_id: $(status_json | jq -r .host_id)"
 status_json | jq -e '.agent.restart_pending == ["host_id", "reconcile_interval", "table_owner"]' >/dev/null ||
 	fail "status's restart_pending: $(status_json | jq -c .agent.restart_pending)"
-"$JITCTL_BIN" -s "$SOCK" status | grep -qx \
+grep -qx <<<"$("$JITCTL_BIN" -s "$SOCK" status)" \
 	"Restart needed: host_id, reconcile_interval, table_owner (changed in the file; applied at the next start)" ||
 	fail "jitctl status does not say a restart is needed: $("$JITCTL_BIN" -s "$SOCK" status)"
 # Owed at every reload until the restart, not only at the one that met the change.

@@ -127,8 +127,8 @@ in_ns "$SRV" nft -f "$TMP/quota-table.nft" || fail "nft did not take the table w
 expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 22
 lines=$(wc -l <"$TMP/jitd.log")
 start_jitd
-tail -n +"$((lines + 1))" "$TMP/jitd.log" |
-	grep -q "table inet jitd: a set is missing or differs (type, flags, expressions" ||
+grep -q "table inet jitd: a set is missing or differs (type, flags, expressions" \
+	<(tail -n +"$((lines + 1))" "$TMP/jitd.log") ||
 	fail "jitd did not say a set differed: $(grep 'table inet jitd' "$TMP/jitd.log")"
 in_ns "$SRV" nft list set inet jitd protected | grep quota &&
 	fail "the protected ports' set still has a quota"

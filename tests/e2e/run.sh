@@ -1,7 +1,7 @@
 #!/bin/bash
-# Runs one end-to-end test script, then checks that it left nothing behind: no namespace, and
-# (the host is never touched) no table inet jitd in the caller's namespace. The script's own
-# clean-up stops jitd and every process it started.
+# Runs one end-to-end test script, then checks that it left nothing behind: no namespace, no
+# temporary directory, and (the host is never touched) the same tables in the caller's
+# namespace as before. The script's own clean-up stops jitd and every process it started.
 set -uo pipefail
 
 script=${1:?usage: run.sh TEST_SCRIPT}
@@ -12,7 +12,9 @@ fi
 for tool in ip nft jq ping conntrack curl openssl python3 timeout sysctl; do
 	command -v "$tool" >/dev/null || { echo "e2e: missing tool: $tool" >&2; exit 1; }
 done
-host_table_before=$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)
+# The tables, not their contents: a host's own rules (a fail2ban set) may change meanwhile.
+host_tables() { nft list tables 2>&1 | sort; }
+host_tables_before=$(host_tables)
 
 # Under ctest's own TIMEOUT (240 s), which kills without a word: a script that runs too long
 # gets SIGTERM first, so that its clean-up removes what it made. TERM or HUP to run.sh goes to
@@ -39,9 +41,20 @@ if [ -n "$leftover" ]; then
 	for ns in $leftover; do ip netns del "$ns"; done
 	rc=1
 fi
-host_table_after=$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)
-if [ "$host_table_before" != "$host_table_after" ]; then
-	echo "e2e: $script changed the host's ruleset (table inet jitd $host_table_before -> $host_table_after)" >&2
+leftover=$(find /tmp -maxdepth 1 -name "jitd-e2e-$$.*" 2>/dev/null)
+if [ -n "$leftover" ]; then
+	echo "e2e: $script left temporary files behind: $leftover" >&2
+	rc=1
+fi
+host_tables_after=$(host_tables)
+if [ "$host_tables_before" != "$host_tables_after" ]; then
+	echo "e2e: $script changed the host's ruleset: tables before [$(paste -sd, \
+		<<<"$host_tables_before")], after [$(paste -sd, <<<"$host_tables_after")]" >&2
+	# A deny table the test made would lock the host out: it goes (never one it had before).
+	if ! grep -qx "table inet jitd" <<<"$host_tables_before" &&
+		grep -qx "table inet jitd" <<<"$host_tables_after"; then
+		nft delete table inet jitd
+	fi
 	rc=1
 fi
 exit "$rc"

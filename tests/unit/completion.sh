@@ -37,8 +37,13 @@ commands=$("$JITCTL" --help | sed -n '/^Commands/,/^$/p' | awk 'NR > 1 && NF { p
 same "commands" "$(offer jitctl "")" "$commands"
 for c in $commands; do
 	[ "$c" = help ] && continue
+	if ! help=$("$JITCTL" "$c" --help 2>&1) || [ -z "$help" ]; then
+		echo "FAIL - jitctl $c --help: $help"
+		failed=1
+		continue
+	fi
 	same "$c's options" "$(offer jitctl "$c" -- | tr ' ' '\n' | grep -vx -- --help |
-		paste -sd' ')" "$("$JITCTL" "$c" --help 2>&1 | long_opts)"
+		paste -sd' ')" "$(long_opts <<<"$help")"
 done
 same "after --socket=PATH" "$(offer jitctl --socket = /run/x status --j)" "--json"
 same "after -s PATH" "$(offer jitctl -s /run/x status --j)" "--json"
