@@ -38,8 +38,8 @@ static void usage(FILE *f)
 		   "  -s, --socket PATH  agent control socket (default: CONFIG's control_socket,\n"
 		   "                     else " JITCTL_DEFAULT_SOCKET ")\n"
 		   "  -c, --config FILE  jitd's configuration, read for control_socket and\n"
-		   "                     control_group (default " CONFIG_DEFAULT_PATH ",\n"
-		   "                     if present)\n"
+		   "                     control_group, and by teardown for state_dir\n"
+		   "                     (default " CONFIG_DEFAULT_PATH ", if present)\n"
 		   "  -h, --help         show this help\n"
 		   "  -V, --version      show the version\n\n"
 		   "Commands (default: status):\n");
