@@ -118,7 +118,9 @@ static bool test_hook_hold(void)
 /*
  * $JITD_TEST_START_PAUSE_FILE holding N (at most 10,000): jitd sleeps N ms after its restore,
  * before the events are heard, so that a test can change the ruleset in between. The same
- * with $JITD_TEST_PLACE_PAUSE_FILE after a start found its table in place, before the restore.
+ * with $JITD_TEST_PLACE_PAUSE_FILE after a start found its table in place, before the restore,
+ * and $JITD_TEST_REVOKE_PAUSE_FILE after a revoked grant's record is dropped, before the kernel
+ * changes, so that a test can kill jitd in between.
  */
 static void test_hook_pause(const char *name)
 {
@@ -3713,6 +3715,14 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 		goto out;
 	}
+	/*
+	 * The record goes first, durable before the kernel changes: a crash in between leaves
+	 * elements with no record, which the next start removes, where the other order left a
+	 * record that restored the revoked grant. One the disk refuses is retried (drop_record);
+	 * the access ends now all the same.
+	 */
+	drop_record(e, g.jti);
+	test_hook_pause("JITD_TEST_REVOKE_PAUSE_FILE");
 	deadline = e->deadline[i];
 	grants_remove(e, i);
 	e->unanswered = false;
@@ -3740,14 +3750,16 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 	if (ret) {
 		struct grant back;
 
-		/* Still in the kernel, so still a grant: keep the books true. */
+		/*
+		 * Still in the kernel, so still a grant: keep the books true. Its record is gone
+		 * (unless the disk refused the drop): a restart ends it, as asked.
+		 */
 		if (grant_copy(&g, &back) == 0 && grants_push_until(e, &back, deadline))
 			grant_clear(&back);
 		ret = jit_fail(err, JIT_ERR_KERNEL, "the kernel refused the change: %s", kerr);
 		note_error(e, "kernel: %s", err->msg);
 		goto out;
 	}
-	drop_record(e, g.jti);
 	snprintf(res->grant_id, sizeof(res->grant_id), "%s", g.jti);
 	res->terminate = terminate;
 	log_info("grant revoked: jti=%s sub=%s peer=%s%s", g.jti, g.sub, peer,
@@ -3903,7 +3915,7 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	}
 	snprintf(why, sizeof(why), "revocation %s from %s", rv.jti, rv.iss);
 	if ((ret = revoke_at(e, (size_t)i, rv.terminate, peer, why, res, err))) {
-		/* Nothing was revoked: the same token must be taken when the controller retries. */
+		/* The grant is still in force: the same token must be taken when sent again. */
 		if (!used)
 			replay_forget(e->replay, rv.jti);
 		goto refused;

@@ -10,11 +10,13 @@
 # out of keys_dir): refused together, retried.
 # When the kernel's acks of a group's transaction are not read ($JITD_TEST_ACKS_LOST_FILE: they
 # stay in the socket, as after a timeout), the kernel took it all the same: its grants are
-# refused, and their elements withdrawn at once, past the stale acks.
+# refused, and their elements withdrawn at once, past the stale acks. A revoked grant's record is
+# dropped before the kernel changes: jitd killed in between ($JITD_TEST_REVOKE_PAUSE_FILE holds
+# it there), the next start removes the element and does not restore the grant.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE JITD_TEST_ACKS_LOST_FILE
-export JITD_TEST_HOLD_FILE=$TMP/hold
+export JITD_TEST_HOLD_FILE=$TMP/hold JITD_TEST_REVOKE_PAUSE_FILE=$TMP/rvpause
 JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
 JITD_TEST_DEL_FAIL_FILE=$TMP/delfail
 JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost
@@ -257,3 +259,26 @@ code=$(post_jwt /v1/revocations "$TMP/rv-back")
 [ "$code" = 409 ] && jq -e '.error == "replay"' "$TMP/body" >/dev/null ||
 	fail "the revocation a third time, its grant gone: HTTP $code $(cat "$TMP/body")"
 pass "the same revocation ends the restored grant; once it is gone, it is a replay"
+
+log "jitd killed after a revocation dropped its record, before the kernel changed"
+ip -n "$C1" addr add 192.0.2.7/32 dev eth0
+sign --src 192.0.2.7 --port 22 --for 300 --jti killed | submit - >/dev/null || fail "grant refused"
+has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the grant is not in the kernel"
+expect_connect ok "$C1" -b 192.0.2.7 192.0.2.1 22
+echo 5000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
+"$JITCTL_BIN" -s "$SOCK" revoke killed >"$TMP/out" 2>&1 &
+rv_pid=$!
+BG_PIDS+=("$rv_pid")
+wait_until 5 "jitd to pause in the revocation" sh -c "[ ! -e '$JITD_TEST_REVOKE_PAUSE_FILE' ]"
+stop_jitd KILL
+rc=0
+wait "$rv_pid" || rc=$?
+[ "$rc" -ne 0 ] || fail "jitctl revoke succeeded though jitd was killed: $(cat "$TMP/out")"
+# The kill came before the kernel change: the element is still there, its record is not.
+has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the element went before the kill: $(host_elems)"
+start_jitd
+lacks_elem allow4_addr "192.0.2.7 tcp 22" || fail "the revoked grant came back: $(host_elems)"
+status_json | jq -e '[.grants[].id] | index("killed") == null' >/dev/null ||
+	fail "status after the restart: $(status_json | jq -c '.grants | map(.id)')"
+expect_connect drop "$C1" -b 192.0.2.7 192.0.2.1 22
+pass "the next start removed its element and did not restore it"
