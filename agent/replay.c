@@ -345,9 +345,9 @@ static char parse_line(char *line, int64_t *until, char **jti)
 
 /*
  * *rewrite: the file is absent, ends torn, holds an unreadable line or too many dead lines
- * (see above).
+ * (see above). *whole: the length of its whole lines, -1 when it is absent.
  */
-static int load(struct replay *r, int64_t now, bool *rewrite)
+static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 {
 	FILE *f = fopen(r->path, "re");
 	size_t lines = 0, size = 0;
@@ -358,8 +358,10 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 	int ret = 0;
 
 	*rewrite = true;
+	*whole = -1;
 	if (!f)
 		return errno == ENOENT ? 0 : -errno;
+	*whole = 0;
 	if (fstat(fileno(f), &st) == 0 && (ret = reserve(r, st.st_size))) {
 		fclose(f);
 		return ret;
@@ -381,6 +383,7 @@ static int load(struct replay *r, int64_t now, bool *rewrite)
 			break;
 		}
 		lines++;
+		*whole += n;
 		/* parse_line reads up to the first NUL: the line must not end sooner. */
 		if (!memchr(line, '\0', (size_t)n))
 			kind = parse_line(line, &until, &jti);
@@ -429,6 +432,7 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 {
 	struct replay *r = calloc(1, sizeof(*r));
 	bool rewrite;
+	off_t whole;
 	int ret;
 
 	*out = NULL;
@@ -444,8 +448,20 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 	 * The directory synced at every start, rewritten or not: a rewrite whose rename a stop
 	 * left undurable must not have ids appended to it as if they were.
 	 */
-	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite)) ||
-		(rewrite && (ret = compact(r))) || (ret = dirsync_parent(r->path)))
+	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite, &whole)))
+		goto fail;
+	if (rewrite && (ret = compact(r))) {
+		/*
+		 * A full disk must not keep jitd from starting (and from serving revocations): the
+		 * file serves as it is, a torn tail cut off (which takes no room) so that the next
+		 * line does not run on from it; replay_tidy takes the dead lines later.
+		 */
+		if (whole < 0 || truncate(r->path, whole) < 0)
+			goto fail;
+		log_warn("replay: cannot rewrite %s (%s); going on with it as it is", r->path,
+			strerror(-ret));
+	}
+	if ((ret = dirsync_parent(r->path)))
 		goto fail;
 	r->fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	if (r->fd < 0) {

@@ -1,7 +1,8 @@
 # A full state directory: jitd refuses grants with storage_full, applies nothing, burns no
 # grant id, leaves no partial record, stays up (status over HTTP too, though it cannot be
-# spooled), and takes the same grant once there is room.
-# The state directory is a 512 KiB tmpfs mounted in jitd's own mount namespace only.
+# spooled), and takes the same grant once there is room. A restart with it full starts,
+# restores the grant and cuts replay.db's torn tail, which it cannot rewrite.
+# The state directory is a 512 KiB tmpfs mounted in the test's own mount namespace only.
 . "$(dirname "$0")/lib.sh"
 
 setup_net
@@ -9,15 +10,23 @@ setup_keys
 write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 start_listeners 22
-# unshare: the mount exists for jitd alone and disappears with it; nothing on the host changes.
-ip netns exec "$SRV" unshare -m --propagation private sh -c \
-	'mount -t tmpfs -o size=512k,mode=0700 jitd-e2e-state "$1" && exec "$2" -c "$3"' \
-	sh "$TMP/state" "$JITD_BIN" "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
-JITD_PID=$!
-wait_until 10 "jitd answering" "$JITCTL_BIN" -s "$SOCK" status --json
-in_jitd_mnt() { nsenter -t "$JITD_PID" -m -- "$@"; }
+# The mount namespace's holder (unshare: the mount disappears with it; nothing on the host
+# changes); jitd joins it and SRV's network namespace.
+ip netns exec "$SRV" unshare -m --propagation private sleep 600 &
+HOLDER=$!
+BG_PIDS+=("$HOLDER")
+holding() { [ "$(cat "/proc/$HOLDER/comm" 2>/dev/null)" = sleep ]; }
+wait_until 5 "the mount namespace" holding
+in_jitd_mnt() { nsenter -t "$HOLDER" -m -- "$@"; }
+in_jitd_mnt mount -t tmpfs -o size=512k,mode=0700 jitd-e2e-state "$TMP/state"
+start_jitd_mnt() {
+	nsenter -t "$HOLDER" -m -n -- "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
+	JITD_PID=$!
+	wait_until 10 "jitd answering" "$JITCTL_BIN" -s "$SOCK" status --json
+}
+start_jitd_mnt
 in_jitd_mnt sh -c "df -k '$TMP/state' | grep -q jitd-e2e-state" || fail "state dir is not the tmpfs"
-pass "state_dir is a 512 KiB tmpfs private to jitd"
+pass "state_dir is a 512 KiB tmpfs in the test's own mount namespace"
 
 log "fill it"
 in_jitd_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
@@ -56,3 +65,23 @@ in_jitd_mnt rm -f "$TMP/state/fill"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "not in the kernel"
 expect_connect ok "$C1" 192.0.2.1 22
 pass "the grant refused for lack of space applies once there is room"
+
+log "a restart with the state dir full starts, restores the grant, cuts replay.db's torn tail"
+stop_jitd TERM
+printf 'A 1 tor' | in_jitd_mnt sh -c "cat >>'$TMP/state/replay.db'"
+in_jitd_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
+lines=$(wc -l <"$TMP/jitd.log")
+start_jitd_mnt
+status_json | jq -e '[.grants[].id] == ["full-1"]' >/dev/null ||
+	fail "status after the restart: $(status_json | jq -c '.grants | map(.id)')"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant is not restored"
+expect_connect ok "$C1" 192.0.2.1 22
+grep -q "replay: cannot rewrite $TMP/state/replay.db (No space left on device)" \
+	<(tail -n +"$((lines + 1))" "$TMP/jitd.log") || fail "no warning of the rewrite"
+[ "$(in_jitd_mnt tail -c 1 "$TMP/state/replay.db" | od -An -c | tr -d ' ')" = '\n' ] ||
+	fail "replay.db still ends torn: $(in_jitd_mnt tail -c 20 "$TMP/state/replay.db")"
+pass "started on a full disk: the grant restored, replay.db cut to its whole lines"
+"$JITCTL_BIN" -s "$SOCK" revoke full-1 >/dev/null || fail "revoke on a full disk failed"
+lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "the revoked grant is still in the kernel"
+expect_connect drop "$C1" 192.0.2.1 22
+pass "a revocation ends the access on a full disk"

@@ -193,6 +193,47 @@ static void test_add_group(void **state)
 	replay_close(&r);
 }
 
+/*
+ * A start whose rewrite cannot be written (a full disk) goes on with the file as it is, its
+ * torn tail cut off: failing, jitd would serve no revocation until room was made.
+ */
+static void test_open_when_rewrite_fails(void **state)
+{
+	struct fixture *f = *state;
+	char whole[128];
+	struct rlimit old, lim;
+	struct replay *r = NULL;
+	struct stat st;
+	FILE *db;
+	int ret;
+
+	snprintf(whole, sizeof(whole), "A %d a\nA %d b\n", NOW + 600, NOW + 600);
+	assert_non_null(db = fopen(f->db, "w"));
+	assert_true(fprintf(db, "%sA %d tor", whole, NOW + 600) > 0);
+	assert_int_equal(fclose(db), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 1; /* no rewrite fits; a cut needs no room */
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	ret = replay_open(f->dir, 10, NOW, &r);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(ret, 0);
+	assert_int_equal(replay_check(r, "a", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_check(r, "b", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_count(r), 2);
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_int_equal(st.st_size, strlen(whole));
+	/* The next line starts on a line of its own. */
+	assert_int_equal(replay_add(r, "c", NOW + 600), 0);
+	replay_close(&r);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_check(r, "c", NOW), JIT_ERR_REPLAY);
+	assert_int_equal(replay_count(r), 3);
+	replay_close(&r);
+}
+
 /* A group whose write fails leaves nothing behind: in memory, in the file, after a restart. */
 static void test_add_group_write_fails(void **state)
 {
@@ -674,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_start_with_clock_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_when_rewrite_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group_write_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_lines, setup, teardown),
