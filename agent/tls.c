@@ -171,20 +171,31 @@ out:
 void tls_peer_cn(SSL *ssl, char *buf, size_t len)
 {
 	X509 *cert = ssl ? peer_certificate(ssl) : NULL;
-	char cn[256] = "";
+	const X509_NAME *name;
+	unsigned char *cn = NULL;
 	size_t n = 0;
+	int at, cn_len;
 
 	if (len)
 		buf[0] = '\0';
-	if (!cert || !len)
+	if (!cert || !len || !(name = X509_get_subject_name(cert)) ||
+		(at = X509_NAME_get_index_by_NID(name, NID_commonName, -1)) < 0)
 		goto out;
-	if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn,
-		sizeof(cn)) < 0)
+	/*
+	 * As UTF-8 and whole: the raw bytes of a BMPString start with a NUL, and a NUL inside
+	 * a UTF8String would cut "ctl-a\0x" to another controller's "ctl-a".
+	 */
+	cn_len = ASN1_STRING_to_UTF8(&cn, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)));
+	if (cn_len < 0) {
+		ERR_clear_error();
 		goto out;
+	}
 	/* The CN goes into audit lines and syslog: no control characters, no quotes. */
-	for (const char *p = cn; *p && n + 1 < len; p++)
-		buf[n++] = (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') ? *p : '_';
+	for (int i = 0; i < cn_len && n + 1 < len; i++)
+		buf[n++] = (cn[i] > 0x20 && cn[i] < 0x7f && cn[i] != '"' && cn[i] != '\\') ?
+			(char)cn[i] : '_';
 	buf[n] = '\0';
 out:
+	OPENSSL_free(cn);
 	X509_free(cert);
 }

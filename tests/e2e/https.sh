@@ -17,6 +17,14 @@ san=subjectAltName=IP:192.0.2.1,IP:198.51.100.1,IP:2001:db8:1::1,IP:::1,IP:127.0
 cert fleet-ca jitd-server "$san,IP:192.0.2.50,IP:2001:db8:1::50"$'\nextendedKeyUsage=serverAuth'
 cert fleet-ca controller-1 'extendedKeyUsage=clientAuth'
 cert rogue-ca intruder 'extendedKeyUsage=clientAuth'
+# A controller whose CN is a BMPString ("ctl-\u20ac": its raw bytes begin with a NUL).
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -utf8 -subj "/CN=ctl-€" \
+	-config <(printf '[req]\ndistinguished_name=dn\nstring_mask=default\n[dn]\n') \
+	-keyout "$PKI/ctl-bmp.key" -out "$PKI/ctl-bmp.csr" 2>/dev/null
+openssl x509 -req -in "$PKI/ctl-bmp.csr" -CA "$PKI/fleet-ca.pem" -CAkey "$PKI/fleet-ca.key" \
+	-CAcreateserial -days 1 -extfile <(echo 'extendedKeyUsage=clientAuth') \
+	-out "$PKI/ctl-bmp.pem" 2>/dev/null
+openssl asn1parse -in "$PKI/ctl-bmp.pem" | grep -q BMPSTRING || fail "ctl-bmp's CN is no BMPString"
 
 listen='"listen": {"address": "0.0.0.0:7443", "tls_cert": "'$PKI/jitd-server.pem'",
   "tls_key": "'$PKI/jitd-server.key'", "client_ca": "'$PKI/fleet-ca.pem'",
@@ -177,6 +185,16 @@ grep -qE '^jitd_kernel_transaction_seconds_count [2-9]' "$TMP/body" ||
 [ "$(sed -n 's/^jitd_denied_packets_total //p' "$TMP/body")" = "$(denied_packets)" ] ||
 	fail "denied packets differ from the kernel counter"
 pass "every outcome above is counted, denied packets match the kernel counter"
+
+log "a controller whose certificate's CN is a BMPString"
+sign --src 203.0.113.9 --port 22 --for 120 --jti https-bmp >"$TMP/gbmp"
+expect 201 - "grant from a controller whose CN is a BMPString" "$C1" ctl-bmp POST /v1/grants \
+	"$TMP/gbmp"
+jq -s -e 'any(.[]; .event == "grant.applied" and .grant == "https-bmp"
+	and (.peer | test(" cn=ctl-___$")))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "grant.applied lacks the BMPString CN: $(grep https-bmp "$TMP/state/audit.jsonl")"
+pass "audit: a BMPString CN as UTF-8, the bytes beyond ASCII shown as _"
+"$JITCTL_BIN" -s "$SOCK" revoke https-bmp >/dev/null || fail "revoke https-bmp failed"
 
 log "batch: several grants in one POST /v1/grants/batch, each with its own result"
 sign --src 192.0.2.2 --port 22 --for 120 --jti batch-1 >"$TMP/b1"
