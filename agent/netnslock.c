@@ -65,9 +65,10 @@ static int ask_holder(struct ucred *cred)
 
 /*
  * Who holds the name: 0 and *who (held false when no socket listens or is bound on it), or
- * -errno. The kernel says whose socket it is. When it cannot (no unix_diag, or before Linux
- * 5.3), the credentials the holder listened with stand in, which the kernel also keeps; a
- * holder that does not answer (its backlog full) is then held by whoever: unsure.
+ * -errno. The kernel says whose socket it is. When it cannot (no unix_diag, before Linux 5.3,
+ * or the query refused: an LSM's EPERM), the credentials the holder listened with stand in,
+ * which the kernel also keeps; a holder that does not answer (its backlog full) is then held
+ * by whoever: unsure. Failing instead, any user's socket on the name kept jitd from starting.
  */
 static int who_holds(struct netnslock_who *who)
 {
@@ -81,8 +82,8 @@ static int who_holds(struct netnslock_who *who)
 		who->jitd = sockowner_trusted(uid);
 		return 0;
 	}
-	if (ret != -EOPNOTSUPP)
-		return ret == -ENOENT ? 0 : ret;
+	if (ret == -ENOENT)
+		return 0;
 	if (!asked) {
 		who->held = true;
 		who->jitd = sockowner_trusted(cred.uid);
