@@ -171,7 +171,7 @@ out:
 void tls_peer_cn(SSL *ssl, char *buf, size_t len)
 {
 	X509 *cert = ssl ? peer_certificate(ssl) : NULL;
-	const X509_NAME *name;
+	X509_NAME *name; /* not const: OpenSSL 1.1.1's X509_NAME_get_index_by_NID takes none */
 	unsigned char *cn = NULL;
 	size_t n = 0;
 	int at, cn_len;
