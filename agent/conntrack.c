@@ -477,8 +477,9 @@ static void match(struct dump *d, struct nfnl_ct *ct)
 	for (size_t c = 0; c < d->n_cand; c++) {
 		size_t i = d->cand[c];
 
+		/* Not an always-allowed client's, unless it came through the grant's mapping. */
 		if (!entry_matches(d, &d->grants[i], ct, proto, &client) ||
-			always_allowed(d, &client))
+			(always_allowed(d, &client) && !through_mapping(&d->grants[i], ct)))
 			continue;
 		if (d->counts) {
 			d->counts[i] += live;

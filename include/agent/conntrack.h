@@ -41,8 +41,8 @@ int conntrack_flows(struct conntrack *c, const struct grant *g, bool kill, long 
  * conntrack_flows with kill, but an entry that one of keep[0..n_keep) also matches stays, and
  * so does one whose end in g's sources is inside one of always[0..n_always): the revocation of
  * g leaves the sessions another live grant or the always-allowed sources let in. An entry that
- * came in through one of g's gateway ports (DNAT) is no other grant's: without g's mapping the
- * flow no longer reaches the machine behind.
+ * came in through one of g's gateway ports (DNAT) is no other grant's, nor left to always_allow:
+ * without g's mapping the flow no longer reaches the machine behind.
  */
 int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant *keep,
 	size_t n_keep, const struct prefix *always, size_t n_always, long *count);

@@ -7,11 +7,11 @@
 
 setup_gateway_net
 setup_keys
-# gw_config MODE DNAT_RANGE
+# gw_config MODE DNAT_RANGE [ALWAYS_ALLOW]
 gw_config() {
 	local ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
 	[ "$1" = gateway ] && ports=""
-	write_config drop '[]' "$ports" \
+	write_config drop "${3:-[]}" "$ports" \
 		'"mode": "'"$1"'",
   "targets": [
     {"address": "10.1.0.0/24", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"]},
@@ -207,6 +207,19 @@ session_close
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 50001
 "$JITCTL_BIN" -s "$SOCK" revoke gw-t2 >/dev/null || fail "revoke gw-t2 failed"
 [ -z "$(set_elems dnat4)" ] || fail "dnat4 after the revocations: $(set_elems dnat4)"
+# An always_allow source's sessions are nobody's grant's, but not one through a grant's mapping.
+gw_config both 50000-50001 '["192.0.2.3"]'
+"$JITCTL_BIN" -s "$SOCK" reload >/dev/null || fail "reload with always_allow failed"
+sign --src 192.0.2.3 --dst 10.1.0.6 --port 22 --for 60 --jti gw-aa | submit - >/dev/null ||
+	fail "gw-aa refused"
+session_open "$C1" 192.0.2.1 "$(gateway_port gw-aa)" 192.0.2.3
+session_say dnat-always-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke gw-aa --terminate --json) || fail "revoke --terminate: $out"
+echo "$out" | jq -e '.flows_terminated == 1' >/dev/null || fail "revoke reply: $out"
+session_cut dnat-always-after-terminate
+session_close
+gw_config both 50000-50001
+"$JITCTL_BIN" -s "$SOCK" reload >/dev/null || fail "reload without always_allow failed"
 
 log "DNAT: a gateway port for the granted source only"
 out=$(sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-d | submit - --json) ||
