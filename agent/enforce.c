@@ -1968,7 +1968,12 @@ static void retry_drops(struct enforce *e)
 
 		if ((!live || bsearch(&h, live, e->n_grants, sizeof(h), cmp_u32)) &&
 			find_index(e, jti) >= 0) {
-			log_info("state: '%s' was applied again; its earlier record is gone", jti);
+			/*
+			 * Applied again after it was taken back (the record that was to go went
+			 * with the store's rewrite), or still in force: its revocation's kernel
+			 * change was refused after the drop was.
+			 */
+			log_info("state: '%s' is in force again; its record is not dropped", jti);
 			free(jti);
 			continue;
 		}
