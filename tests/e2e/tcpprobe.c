@@ -10,6 +10,8 @@
  *
  * Exit codes say *how* a connection failed, so tests can tell a drop from a reject:
  *   0 success, 1 timed out (packets dropped), 2 refused or reset, 3 any other error, 64 usage.
+ * For connect, 1 and 2 are the handshake's alone: a connection made whose echo then fails (a
+ * listener that closed it, or went away) is 3, never taken for a drop or a reject.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -216,8 +218,9 @@ static int do_connect(const char *src, const char *addr, const char *port, int t
 	ret = exchange(fd, "probe", timeout_ms);
 	close(fd);
 	if (ret) {
-		fprintf(stderr, "tcpprobe: echo from %s port %s: %s\n", addr, port, strerror(-ret));
-		return exit_for(-ret);
+		fprintf(stderr, "tcpprobe: connected, but no echo from %s port %s: %s\n", addr,
+			port, strerror(-ret));
+		return EXIT_ERROR;
 	}
 	printf("connected\n");
 	return 0;
