@@ -23,12 +23,14 @@ start_jitd
 cat >"$TMP/churn.py" <<'PY'
 import http.client, json, multiprocessing, sys, time
 import jwt
-key_file, host_id, secs, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+key_file, host_id, secs, out, ok_log = (sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4],
+                                        sys.argv[5])
 per = 32
 key = open(key_file, "rb").read()
 def run(t):
     c = http.client.HTTPConnection("127.0.0.1", 7080, timeout=30)
-    end, ok, wrong, refused, n = time.monotonic() + secs, [], [], [], 0
+    end, ok, wrong, refused, n, last_exp = time.monotonic() + secs, [], [], [], 0, 0
+    log = open(ok_log, "a", buffering=1)
     while time.monotonic() < end:
         now, batch = int(time.time()), []
         # Several grants a request: while one group settles, the next ones wait, verified.
@@ -54,11 +56,14 @@ def run(t):
                 wrong.append("%s/%s answered as %s/%s" % (jti, src, body.get("id"), body.get("sources")))
             else:
                 ok.append(jti)
-    return ok, wrong, refused
+                last_exp = max(last_exp, now + 6 + int(jti.split("-")[2]) % 3)
+                log.write(jti + "\n")  # one line a write: what root revokes meanwhile
+    return ok, wrong, refused, last_exp
 with multiprocessing.Pool(8) as pool:
     res = pool.map(run, range(8))
-json.dump({k: sum((r[i] for r in res), []) for i, k in enumerate(("ok", "wrong", "refused"))},
-          open(out, "w"))
+doc = {k: sum((r[i] for r in res), []) for i, k in enumerate(("ok", "wrong", "refused"))}
+doc["last_exp"] = max(r[3] for r in res)
+json.dump(doc, open(out, "w"))
 PY
 
 # A test build also fails a group's fdatasync now and then (JITD_TEST_SYNC_FAIL_FILE): its
@@ -66,11 +71,14 @@ PY
 FAILS=0
 [ "${JITD_TEST_HOOKS:-0}" = 1 ] && FAILS=1
 log "8 connections posting 6-8 s grants, 32 a request, for $SECS s; root revokes some meanwhile"
+: >"$TMP/ok.log"
 ip netns exec "$SRV" /usr/bin/python3 "$TMP/churn.py" "$TMP/signer/ctl.key" "$HOST_ID" "$SECS" \
-	"$TMP/churn.json" &
+	"$TMP/churn.json" "$TMP/ok.log" &
 CLIENT=$!
 BG_PIDS+=("$CLIENT")
 # Each revocation, found or not, first answers the groups settling and removes expired grants.
+# Its target is a grant answered 201 a moment ago (the client's log), so that how fast grants
+# are posted does not decide whether any revocation finds one.
 revoked=0
 revoked_ids=()
 for ((k = 0; k < 20 * SECS; k++)); do
@@ -78,7 +86,7 @@ for ((k = 0; k < 20 * SECS; k++)); do
 	case $(proc_state "$CLIENT") in Z* | "") break ;; esac
 	sleep 0.05
 	[ "$FAILS" = 1 ] && [ $((k % 5)) = 0 ] && echo 1 >"$TMP/sync-fail"
-	id="churn-$((k % 16))-$((2 * k + 1))"
+	id=$(tail -n 1 "$TMP/ok.log")
 	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null 2>&1 &&
 		revoked=$((revoked + 1)) && revoked_ids+=("$id")
 	kill -0 "$JITD_PID" 2>/dev/null || fail "jitd died"
@@ -90,9 +98,14 @@ rm -f "$TMP/sync-fail"
 # grant answered 201 (each grant has a source of its own), none of a grant refused (taken back
 # as its sync failed) or revoked. Elements that ran out meanwhile are simply not there.
 allow_elems allow4_addr >"$TMP/elems"
-# Grants posted in the last 6 s are still in force: an empty set would check nothing.
-[ -s "$TMP/elems" ] && [ "$(cat "$TMP/elems")" != "$NO_SET" ] ||
-	fail "allow4_addr holds nothing right after the churn: $(cat "$TMP/elems")"
+[ "$(cat "$TMP/elems")" != "$NO_SET" ] || fail "no allow4_addr set in the kernel"
+# The last grants are in force for seconds yet: an empty set then would check nothing. (On a
+# machine so slow that all ran out before the read, the check is said to be empty.)
+if [ "$(date +%s)" -lt "$(($(jq .last_exp "$TMP/churn.json") - 1))" ]; then
+	[ -s "$TMP/elems" ] || fail "allow4_addr holds nothing while grants are in force"
+elif [ ! -s "$TMP/elems" ]; then
+	log "every grant ran out before the kernel was read: the witness below is empty"
+fi
 printf '%s\n' "${revoked_ids[@]}" >"$TMP/revoked_ids"
 # shellcheck disable=SC2016
 src_of='capture("^churn-(?<t>[0-9]+)-(?<n>[0-9]+)$") | (.t | tonumber) as $t | (.n | tonumber) as $n

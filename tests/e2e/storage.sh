@@ -12,7 +12,8 @@ write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"
 start_listeners 22
 # The mount namespace's holder (unshare: the mount disappears with it; nothing on the host
 # changes); jitd joins it and SRV's network namespace.
-ip netns exec "$SRV" unshare -m --propagation private sleep 600 &
+# 230 s: outlives run.sh's 200 + 20 s, no more, should a kill leave it behind.
+ip netns exec "$SRV" unshare -m --propagation private sleep 230 &
 HOLDER=$!
 BG_PIDS+=("$HOLDER")
 holding() { [ "$(cat "/proc/$HOLDER/comm" 2>/dev/null)" = sleep ]; }

@@ -265,7 +265,8 @@ ip -n "$C1" addr add 192.0.2.7/32 dev eth0
 sign --src 192.0.2.7 --port 22 --for 300 --jti killed | submit - >/dev/null || fail "grant refused"
 has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the grant is not in the kernel"
 expect_connect ok "$C1" -b 192.0.2.7 192.0.2.1 22
-echo 5000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
+# The hook's longest pause: the kill must land inside it, however slow this machine.
+echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
 "$JITCTL_BIN" -s "$SOCK" revoke killed >"$TMP/out" 2>&1 &
 rv_pid=$!
 BG_PIDS+=("$rv_pid")

@@ -30,7 +30,8 @@ write_config drop '[]' \
 start_listeners 22
 
 # The mount namespace's holder; jitd joins it and SRV's network namespace.
-ip netns exec "$SRV" unshare -m --propagation private sleep 600 &
+# 230 s: outlives run.sh's 200 + 20 s, no more, should a kill leave it behind.
+ip netns exec "$SRV" unshare -m --propagation private sleep 230 &
 HOLDER=$!
 BG_PIDS+=("$HOLDER")
 holding() { [ "$(cat "/proc/$HOLDER/comm" 2>/dev/null)" = sleep ]; }
