@@ -300,8 +300,10 @@ int ranges_disjoint2(const struct box *in, size_t n, size_t alen, struct box **o
 				act[kept++] = act[a];
 		nact = kept;
 		/* Every dlo is a cut: a box not in yet starts here or later. */
+		/* A box whose dhi is below its dlo spans no slice, as before the sweep. */
 		for (; next < n && memcmp(order[next].dlo, pt[k], 16) <= 0; next++)
-			act[nact++] = order[next].i;
+			if (!ends_before(&in[order[next].i], alen, pt[k]))
+				act[nact++] = order[next].i;
 		/* In input order, as every box was tried before. */
 		qsort(act, nact, sizeof(*act), cmp_index);
 		for (size_t a = 0; a < nact; a++) {

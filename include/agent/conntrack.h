@@ -48,8 +48,8 @@ int conntrack_cut(struct conntrack *c, const struct grant *g, const struct grant
 	size_t n_keep, const struct prefix *always, size_t n_always, long *count);
 /*
  * conntrack_flows without kill for n grants in one dump: counts[i] for grants[i], 0 on error;
- * an entry whose end in a grant's sources is inside one of always[0..n_always) is not counted,
- * as conntrack_cut does not cut it.
+ * an entry whose end in a grant's sources is inside one of always[0..n_always) is not counted
+ * (but for one through the grant's own gateway port), as conntrack_cut does not cut it.
  */
 int conntrack_count_many(struct conntrack *c, const struct grant *grants, size_t n,
 	const struct prefix *always, size_t n_always, long *counts);

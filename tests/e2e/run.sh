@@ -46,8 +46,9 @@ fi
 leftover=$(find /tmp -maxdepth 1 -name "jitd-e2e-$$.*" 2>/dev/null)
 if [ -n "$leftover" ]; then
 	echo "e2e: $script left temporary files behind: $leftover" >&2
-	# Gone, so that a later run given the same pid is not blamed for them.
-	rm -rf $leftover
+	# Gone, so that a later run given the same pid is not blamed for them. One name a line:
+	# /tmp is anyone's, and a name with a space or a * must not widen what goes.
+	while IFS= read -r d; do rm -rf -- "$d"; done <<<"$leftover"
 	rc=1
 fi
 host_tables_after=$(host_tables)

@@ -396,6 +396,17 @@ static void test_boxes_example(void **state)
 	assert_int_equal(ranges_disjoint2(in, 0, 4, &out, &nout), 0);
 	assert_null(out);
 	assert_int_equal(nout, 0);
+	/* A box whose destinations run backwards covers nothing, beside the first box. */
+	{
+		const struct box odd[] = {
+			in[0], box4("192.0.2.9", "192.0.2.9", "10.1.0.5", "10.1.0.4", 3 * H),
+		};
+
+		assert_int_equal(ranges_disjoint2(odd, 2, 4, &out, &nout), 0);
+		assert_int_equal(nout, 1);
+		assert_memory_equal(&out[0], &in[0], sizeof(in[0]));
+		free(out);
+	}
 }
 
 /* Same sources on neighbouring destinations become one box; a gap keeps them apart. */
