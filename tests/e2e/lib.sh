@@ -301,6 +301,27 @@ e2e_owner_setup() {
 	start_jitd
 }
 
+# --- a mount namespace of the test's own, for a state_dir on a file system the test makes ------
+
+# mnt_holder: a process holding a private mount namespace in SRV's network namespace (unshare:
+# its mounts go with it; nothing on the host changes). in_mnt runs a command in it;
+# start_jitd_mnt starts jitd in it and in SRV's network namespace.
+HOLDER=""
+holding() { [ "$(cat "/proc/$HOLDER/comm" 2>/dev/null)" = sleep ]; }
+mnt_holder() {
+	# 230 s: outlives run.sh's 200 + 20 s, no more, should a kill leave it behind.
+	ip netns exec "$SRV" unshare -m --propagation private sleep 230 &
+	HOLDER=$!
+	BG_PIDS+=("$HOLDER")
+	wait_until 5 "the mount namespace" holding
+}
+in_mnt() { nsenter -t "$HOLDER" -m -- "$@"; }
+start_jitd_mnt() {
+	nsenter -t "$HOLDER" -m -n -- "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
+	JITD_PID=$!
+	wait_until 10 "jitd answering" "$JITCTL_BIN" -s "$SOCK" status --json
+}
+
 # --- a throwaway PKI for the HTTPS endpoint, in $PKI -----------------------------------------
 
 PKI="$TMP/pki"

@@ -10,29 +10,16 @@ setup_keys
 write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 start_listeners 22
-# The mount namespace's holder (unshare: the mount disappears with it; nothing on the host
-# changes); jitd joins it and SRV's network namespace.
-# 230 s: outlives run.sh's 200 + 20 s, no more, should a kill leave it behind.
-ip netns exec "$SRV" unshare -m --propagation private sleep 230 &
-HOLDER=$!
-BG_PIDS+=("$HOLDER")
-holding() { [ "$(cat "/proc/$HOLDER/comm" 2>/dev/null)" = sleep ]; }
-wait_until 5 "the mount namespace" holding
-in_jitd_mnt() { nsenter -t "$HOLDER" -m -- "$@"; }
-in_jitd_mnt mount -t tmpfs -o size=512k,mode=0700 jitd-e2e-state "$TMP/state"
-start_jitd_mnt() {
-	nsenter -t "$HOLDER" -m -n -- "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
-	JITD_PID=$!
-	wait_until 10 "jitd answering" "$JITCTL_BIN" -s "$SOCK" status --json
-}
+mnt_holder
+in_mnt mount -t tmpfs -o size=512k,mode=0700 jitd-e2e-state "$TMP/state"
 start_jitd_mnt
-in_jitd_mnt sh -c "df -k '$TMP/state' | grep -q jitd-e2e-state" || fail "state dir is not the tmpfs"
+in_mnt sh -c "df -k '$TMP/state' | grep -q jitd-e2e-state" || fail "state dir is not the tmpfs"
 pass "state_dir is a 512 KiB tmpfs in the test's own mount namespace"
 
 log "fill it"
-in_jitd_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
+in_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
 sign --src 192.0.2.2 --port 22 --for 120 --jti full-1 >"$TMP/g1"
-journal_size() { in_jitd_mnt stat -c %s "$TMP/state/grants.journal"; }
+journal_size() { in_mnt stat -c %s "$TMP/state/grants.journal"; }
 journal_before=$(journal_size)
 before=$(kernel_json | jq -S 'walk(if type == "object" then del(.expires) else . end)')
 rc=0
@@ -47,7 +34,7 @@ pass "kernel unchanged, nothing applied"
 # A half-written journal record would be cut off on the next start, but must not even be there.
 [ "$(journal_size)" = "$journal_before" ] ||
 	fail "the journal changed: $journal_before -> $(journal_size) bytes"
-[ -z "$(in_jitd_mnt find "$TMP/state" -name '.*.tmp')" ] || fail "a partial snapshot was left"
+[ -z "$(in_mnt find "$TMP/state" -name '.*.tmp')" ] || fail "a partial snapshot was left"
 status_json | jq -e '.grants == []' >/dev/null || fail "status shows a grant"
 pass "no partial record, agent up, no grant"
 # Status over HTTP is spooled in state_dir (status_http); what the full disk cannot take is
@@ -61,7 +48,7 @@ pass "status over HTTP is whole with the state dir full"
 expect_connect drop "$C1" 192.0.2.1 22
 
 log "make room: the same grant is accepted (its id was not burned)"
-in_jitd_mnt rm -f "$TMP/state/fill"
+in_mnt rm -f "$TMP/state/fill"
 "$JITCTL_BIN" -s "$SOCK" submit "$TMP/g1" >"$TMP/out" 2>&1 || fail "after making room: $(cat "$TMP/out")"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "not in the kernel"
 expect_connect ok "$C1" 192.0.2.1 22
@@ -69,8 +56,8 @@ pass "the grant refused for lack of space applies once there is room"
 
 log "a restart with the state dir full starts, restores the grant, cuts replay.db's torn tail"
 stop_jitd TERM
-printf 'A 1 tor' | in_jitd_mnt sh -c "cat >>'$TMP/state/replay.db'"
-in_jitd_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
+printf 'A 1 tor' | in_mnt sh -c "cat >>'$TMP/state/replay.db'"
+in_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
 lines=$(wc -l <"$TMP/jitd.log")
 start_jitd_mnt
 status_json | jq -e '[.grants[].id] == ["full-1"]' >/dev/null ||
@@ -79,8 +66,8 @@ has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant is not restored"
 expect_connect ok "$C1" 192.0.2.1 22
 grep -q "replay: cannot rewrite $TMP/state/replay.db (No space left on device)" \
 	<(tail -n +"$((lines + 1))" "$TMP/jitd.log") || fail "no warning of the rewrite"
-[ "$(in_jitd_mnt tail -c 1 "$TMP/state/replay.db" | od -An -c | tr -d ' ')" = '\n' ] ||
-	fail "replay.db still ends torn: $(in_jitd_mnt tail -c 20 "$TMP/state/replay.db")"
+[ "$(in_mnt tail -c 1 "$TMP/state/replay.db" | od -An -c | tr -d ' ')" = '\n' ] ||
+	fail "replay.db still ends torn: $(in_mnt tail -c 20 "$TMP/state/replay.db")"
 pass "started on a full disk: the grant restored, replay.db cut to its whole lines"
 "$JITCTL_BIN" -s "$SOCK" revoke full-1 >/dev/null || fail "revoke on a full disk failed"
 lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "the revoked grant is still in the kernel"

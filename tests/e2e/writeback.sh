@@ -29,14 +29,7 @@ write_config drop '[]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
 start_listeners 22
 
-# The mount namespace's holder; jitd joins it and SRV's network namespace.
-# 230 s: outlives run.sh's 200 + 20 s, no more, should a kill leave it behind.
-ip netns exec "$SRV" unshare -m --propagation private sleep 230 &
-HOLDER=$!
-BG_PIDS+=("$HOLDER")
-holding() { [ "$(cat "/proc/$HOLDER/comm" 2>/dev/null)" = sleep ]; }
-wait_until 5 "the mount namespace" holding
-in_mnt() { nsenter -t "$HOLDER" -m -- "$@"; }
+mnt_holder
 mkdir -p "$TMP/disk"
 in_mnt mount -t tmpfs -o size=4m,mode=0700 jitd-e2e-disk "$TMP/disk"
 # Inode tables written now, few inodes: nothing writes to the image behind the test's back.
@@ -47,11 +40,6 @@ in_mnt chmod 0700 "$TMP/state"
 in_mnt sh -c "df -k '$TMP/state' | grep -q '^/dev/loop'" || fail "state dir is not the loop file system"
 pass "state_dir is an ext4 on a loop device, in the test's own mount namespace"
 
-start_jitd_mnt() {
-	nsenter -t "$HOLDER" -m -n -- "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
-	JITD_PID=$!
-	wait_until 10 "jitd answering" "$JITCTL_BIN" -s "$SOCK" status --json
-}
 start_jitd_mnt
 sign --src 10.77.0.1 --port 22 --for 300 --jti w0 | submit - >/dev/null || fail "grant refused"
 has_elem allow4_addr "10.77.0.1 tcp 22" || fail "the first grant is not in the kernel"
