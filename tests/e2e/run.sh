@@ -46,9 +46,9 @@ fi
 leftover=$(find /tmp -maxdepth 1 -name "jitd-e2e-$$.*" 2>/dev/null)
 if [ -n "$leftover" ]; then
 	echo "e2e: $script left temporary files behind: $leftover" >&2
-	# Gone, so that a later run given the same pid is not blamed for them. One name a line:
-	# /tmp is anyone's, and a name with a space or a * must not widen what goes.
-	while IFS= read -r d; do rm -rf -- "$d"; done <<<"$leftover"
+	# Gone, so that a later run given the same pid is not blamed for them. By find itself:
+	# /tmp is anyone's, and a name with a space, a * or a newline must not widen what goes.
+	find /tmp -maxdepth 1 -name "jitd-e2e-$$.*" -exec rm -rf -- {} +
 	rc=1
 fi
 host_tables_after=$(host_tables)
