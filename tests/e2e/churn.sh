@@ -6,8 +6,9 @@
 # another grant (a test build aborts on such a reply, and fails a group's fdatasync now and
 # then, so that grants are taken back too). Every reply must be the grant that was posted (its
 # id and source); afterwards every grant answered 201 has a grant.applied record, status agrees
-# with the kernel (nft -j: every element a 201 grant's, none a refused or revoked one's), and once
-# every grant ran out the kernel holds no element.
+# with the kernel (nft -j: every element of the one-address sets, where all these /32 grants go,
+# a 201 grant's, none a refused or revoked one's), and once every grant ran out the kernel holds
+# no element.
 . "$(dirname "$0")/lib.sh"
 
 SECS=10

@@ -191,7 +191,8 @@ pass "a routed session to a machine that is no target is no host grant's to cut"
 session_close
 
 log "revoking a DNAT grant with --terminate cuts what came in through its gateway port"
-# gw-t2 lets the same source reach the same machine, through its own port: not that session's.
+# gw-t2 lets the same source reach the same machine, through its own port, and kept the session
+# under the old rule; what it maps afterwards is checked by a new connection through 50001.
 sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-t1 | submit - >/dev/null ||
 	fail "gw-t1 refused"
 sign --src 192.0.2.2 --dst 10.1.0.6 --port 22 --for 60 --jti gw-t2 | submit - >/dev/null ||

@@ -431,8 +431,7 @@ write_config drop '[]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true}'
 start_jitd
 sign --src 192.0.2.3 --port 22 --for 120 --jti plain-1 >"$TMP/p1"
-code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
-	-H 'Content-Type: application/jwt' --data-binary "@$TMP/p1" http://127.0.0.1:7080/v1/grants)
+code=$(post_jwt /v1/grants "$TMP/p1")
 [ "$code" = 201 ] || fail "plain HTTP grant: $code $(cat "$TMP/body")"
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "plain HTTP grant not in the kernel"
 pass "grant over plain HTTP on loopback applies"

@@ -67,9 +67,7 @@ revocation_refused() {
 	before=$(refusals_of "$5")
 	"$JITCTL_BIN" sign --key "$TMP/signer/$1.key" --kid "$1" --aud "$HOST_ID" --revokes good \
 		--for 60 --jti "$3" --iss "$2" >"$TMP/rv" || fail "cannot sign $3"
-	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
-		-H 'Content-Type: application/jwt' --data-binary "@$TMP/rv" \
-		http://127.0.0.1:7080/v1/revocations)
+	code=$(post_jwt /v1/revocations "$TMP/rv")
 	[ "$code" = "$4" ] && [ "$(jq -r .error "$TMP/body")" = "$5" ] ||
 		fail "$6: HTTP $code $(cat "$TMP/body")"
 	has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant went with $6"
@@ -88,8 +86,7 @@ sign --src 192.0.2.4 --port 22 --for 300 --jti good2 --iss https://ctl.example |
 	fail "the second grant under ctl's issuer was refused"
 "$JITCTL_BIN" sign --key "$TMP/signer/team.key" --kid team --aud "$HOST_ID" --revokes good2 \
 	--for 60 --jti rv-team --iss https://team.example >"$TMP/rv" || fail "cannot sign rv-team"
-code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
-	-H 'Content-Type: application/jwt' --data-binary "@$TMP/rv" http://127.0.0.1:7080/v1/revocations)
+code=$(post_jwt /v1/revocations "$TMP/rv")
 [ "$code" = 200 ] || fail "team's revocation of ctl's grant: HTTP $code $(cat "$TMP/body")"
 lacks_elem allow4_addr "192.0.2.4 tcp 22" || fail "team's revocation left good2 in the kernel"
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "team's revocation of good2 took good with it"

@@ -181,6 +181,8 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	status_json | jq -e '[.grants[].id] | index("by-ctl2-a") != null and
 		index("by-ctl2-c") != null' >/dev/null ||
 		fail "the key back, status: $(status_json | jq -c '[.grants[].id]')"
+	has_elem allow4_addr "192.0.2.10 tcp 22" && has_elem allow4_addr "192.0.2.30 tcp 22" ||
+		fail "the key back, not in the kernel: $(host_elems)"
 	pass "a start that fails keeps the records it would drop: the key back, they are restored"
 	stop_jitd TERM
 	rm "$TMP/keys.d/ctl2.pem"

@@ -160,8 +160,7 @@ session_say s-before
 [ "$(flows_from 192.0.2.3)" -ge 1 ] || fail "conntrack shows no flow from 192.0.2.3"
 "$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes rv-s \
 	--terminate --for 60 --jti rv-s-revocation >"$TMP/rs" || fail "cannot sign the revocation"
-code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
-	-H 'Content-Type: application/jwt' --data-binary "@$TMP/rs" http://127.0.0.1:7080/v1/revocations)
+code=$(post_jwt /v1/revocations "$TMP/rs")
 [ "$code" = 200 ] && jq -e '.revoked == "rv-s" and .terminate == true and .flows_terminated >= 1' \
 	"$TMP/body" >/dev/null || fail "signed revocation with terminate: HTTP $code $(cat "$TMP/body")"
 pass "POST /v1/revocations with terminate: $(jq .flows_terminated "$TMP/body") flow(s) terminated"
@@ -214,9 +213,7 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	touch "$JITD_TEST_REPLAY_SYNC_FAIL_FILE"
 	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes rv-d \
 		--for 60 --jti rv-d-revocation-1 >"$TMP/rd" || fail "cannot sign the revocation"
-	code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' \
-		-H 'Content-Type: application/jwt' --data-binary "@$TMP/rd" \
-		http://127.0.0.1:7080/v1/revocations)
+	code=$(post_jwt /v1/revocations "$TMP/rd")
 	[ "$code" = 200 ] && jq -e '.revoked == "rv-d"' "$TMP/body" >/dev/null ||
 		fail "revocation with replay.db failing: HTTP $code $(cat "$TMP/body")"
 	lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "rv-d is still in the kernel"

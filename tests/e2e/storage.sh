@@ -16,8 +16,9 @@ start_jitd_mnt
 in_mnt sh -c "df -k '$TMP/state' | grep -q jitd-e2e-state" || fail "state dir is not the tmpfs"
 pass "state_dir is a 512 KiB tmpfs in the test's own mount namespace"
 
+fill_state() { in_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"; }
 log "fill it"
-in_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
+fill_state
 sign --src 192.0.2.2 --port 22 --for 120 --jti full-1 >"$TMP/g1"
 journal_size() { in_mnt stat -c %s "$TMP/state/grants.journal"; }
 journal_before=$(journal_size)
@@ -57,7 +58,7 @@ pass "the grant refused for lack of space applies once there is room"
 log "a restart with the state dir full starts, restores the grant, cuts replay.db's torn tail"
 stop_jitd TERM
 printf 'A 1 tor' | in_mnt sh -c "cat >>'$TMP/state/replay.db'"
-in_mnt sh -c "dd if=/dev/zero of='$TMP/state/fill' bs=4k 2>/dev/null; true"
+fill_state
 lines=$(wc -l <"$TMP/jitd.log")
 start_jitd_mnt
 status_json | jq -e '[.grants[].id] == ["full-1"]' >/dev/null ||

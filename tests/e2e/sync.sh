@@ -270,7 +270,7 @@ echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
 "$JITCTL_BIN" -s "$SOCK" revoke killed >"$TMP/out" 2>&1 &
 rv_pid=$!
 BG_PIDS+=("$rv_pid")
-wait_until 5 "jitd to pause in the revocation" sh -c "[ ! -e '$JITD_TEST_REVOKE_PAUSE_FILE' ]"
+wait_until 5 "jitd to pause in the revocation" test ! -e "$JITD_TEST_REVOKE_PAUSE_FILE"
 stop_jitd KILL
 rc=0
 wait "$rv_pid" || rc=$?
