@@ -41,6 +41,19 @@
 #define MAX_PAYLOAD (1 + GRANT_MAX_STRING + 1 + JWS_MAX_TOKEN + 1 + STORE_MAX_ANNEX)
 /* A note's record: 'N', the offset its covered mark names (8 bytes, big-endian), the note. */
 #define NOTE_HDR 9
+/*
+ * The first record of a snapshot, and of each journal that follows it: a deletion of an id no
+ * grant can have (a control character) that names the snapshot's epoch, 16 hex digits. A
+ * compaction renames its snapshot into place, then empties the journal: jitd stopped between
+ * the two left the old journal beside the new snapshot, and replayed over it, the old records
+ * brought back grants dropped from memory alone (after a failed sync, or a damaged record). A
+ * journal that does not open with its snapshot's epoch is older than the snapshot, which holds
+ * every grant it did. As a deletion, a jitd from before epochs reads it as nothing.
+ */
+#define EPOCH_ID "\001epoch "
+#define EPOCH_DIGITS 16
+#define EPOCH_PAYLOAD (1 + sizeof(EPOCH_ID) - 1 + EPOCH_DIGITS)
+#define EPOCH_ID_SIZE (sizeof(EPOCH_ID) + EPOCH_DIGITS) /* with its NUL */
 /* A snapshot is written in chunks of this much. */
 #define COPY_CHUNK (1024 * 1024)
 /* A walk through a mapped file gives back what it has read every this many bytes (release). */
@@ -126,6 +139,9 @@ struct store {
 	char **late_del;
 	size_t n_late_del;
 	bool late_del_damaged;	/* the first of them is the damaged record itself */
+	/* Epochs (EPOCH_ID): the snapshot's and the journal's (0: none), and the highest seen. */
+	uint64_t snap_epoch, journal_epoch, epoch;
+	bool stale_journal;	/* older than the snapshot: not loaded (journal_stale) */
 };
 
 /* Damage found in the files: logged, and kept for status, which an operator reads first. */
@@ -400,6 +416,57 @@ static int load_note(struct store *s, const unsigned char *p, size_t n, uint8_t 
 	return 0;
 }
 
+/* The epoch an epoch record's payload (p, n bytes) names, or 0 if it is none. */
+static uint64_t epoch_of(const unsigned char *p, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *d = p + EPOCH_PAYLOAD - EPOCH_DIGITS;
+	uint64_t e = 0;
+
+	if (n != EPOCH_PAYLOAD || p[0] != 'D' || memcmp(p + 1, EPOCH_ID, sizeof(EPOCH_ID) - 1))
+		return 0;
+	for (size_t i = 0; i < EPOCH_DIGITS; i++) {
+		const char *h = d[i] ? strchr(hex, d[i]) : NULL;
+
+		if (!h)
+			return 0;
+		e = e << 4 | (uint64_t)(h - hex);
+	}
+	return e;
+}
+
+/* The id an epoch record deletes. */
+static void epoch_id(char id[EPOCH_ID_SIZE], uint64_t epoch)
+{
+	snprintf(id, EPOCH_ID_SIZE, EPOCH_ID "%016llx", (unsigned long long)epoch);
+}
+
+/* An epoch record (HDR and its payload) in *out, *outlen bytes: 0 or -errno. */
+static int encode_epoch(struct store *s, uint64_t epoch, unsigned char **out, size_t *outlen)
+{
+	char id[EPOCH_ID_SIZE];
+
+	epoch_id(id, epoch);
+	return encode(s, 'D', id, NULL, 0, NULL, out, outlen);
+}
+
+/* Only the first record of a file: anywhere else jitd never wrote it, damage. */
+static int load_epoch(struct store *s, const unsigned char *p, size_t n, uint8_t file,
+	off_t off)
+{
+	uint64_t e = epoch_of(p, n);
+
+	if (!e || off)
+		return -EINVAL;
+	if (file == IN_SNAPSHOT)
+		s->snap_epoch = e;
+	else
+		s->journal_epoch = e;
+	if (e > s->epoch)
+		s->epoch = e;
+	return 0;
+}
+
 /* Applies one verified payload, the record at off in file, to the in-memory set. */
 static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint8_t file,
 	off_t off)
@@ -412,6 +479,8 @@ static int apply_payload(struct store *s, const unsigned char *p, size_t n, uint
 		return load_note(s, p, n, file, off);
 	if (n < 2 || (p[0] != 'P' && p[0] != 'D'))
 		return -EINVAL;
+	if (p[0] == 'D' && p[1] == EPOCH_ID[0])
+		return load_epoch(s, p, n, file, off);
 	if (p[0] == 'D') {
 		if ((jl = n - 1) > GRANT_MAX_STRING || memchr(p + 1, '\0', jl))
 			return -EINVAL;
@@ -589,6 +658,29 @@ static int late_deletions(struct store *s, const unsigned char *p, size_t len, o
 }
 
 /*
+ * Whether the journal (p, len bytes) is older than the snapshot (EPOCH_ID): the snapshot has
+ * an epoch, and the journal's first record, whole and sound, is not that epoch's. A first
+ * record damaged is damage, as anywhere (load). 0, or why no checksum could be computed.
+ */
+static int journal_stale(struct store *s, const unsigned char *p, size_t len, bool *stale)
+{
+	uint32_t pl;
+	uint64_t e;
+	int ret;
+
+	*stale = false;
+	if (!s->snap_epoch || !(pl = record_fits(p, len, 0)))
+		return 0;
+	if ((ret = record_sound(s, p, pl)))
+		return ret == -EBADMSG ? 0 : ret;
+	e = epoch_of(p + HDR, pl);
+	*stale = e != s->snap_epoch;
+	if (e > s->epoch)
+		s->epoch = e;
+	return 0;
+}
+
+/*
  * Reads records from fd until the end or the first that is short or fails its checksum.
  * *good is the offset after the last good record; *bad tells whether anything followed it,
  * and *torn whether that is only a torn tail (torn_tail) rather than damage.
@@ -608,6 +700,11 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 	*torn = false;
 	if ((ret = map_file(fd, &p, &len)))
 		return ret;
+	if (file == IN_JOURNAL && ((ret = journal_stale(s, p, len, &s->stale_journal)) ||
+		s->stale_journal)) {
+		unmap_file(p, len);
+		return ret;
+	}
 	while ((size_t)*good < len) {
 		const unsigned char *hdr = p + *good;
 
@@ -849,26 +946,57 @@ static void drop_damaged(struct store *s, const off_t *moved)
 }
 
 /*
- * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory),
- * then an empty journal. A crash in between replays the old journal over the new snapshot, which
- * gives the same set. The records are copied as they are, from the files they are in, each
- * checked against its checksum first. Notes are not: the guard first makes what they stand for
- * durable.
+ * The journal emptied, then opened with the snapshot's epoch, durably: 0 or -errno. Whoever
+ * sees it fail marks the store suspect: a record appended to a journal without its epoch would
+ * be taken for an older journal's at the next start, and lost.
+ */
+static int reset_journal(struct store *s)
+{
+	unsigned char *rec;
+	size_t n;
+	int ret;
+
+	if ((ret = encode_epoch(s, s->snap_epoch, &rec, &n)))
+		return ret;
+	s->jsize = 0;
+	s->jrecords = 0;
+	if (ftruncate(s->jfd, 0) < 0 || lseek(s->jfd, 0, SEEK_SET) < 0)
+		ret = -errno;
+	if (!ret && !(ret = write_all(s->jfd, rec, n)) && fsync(s->jfd) < 0)
+		ret = -errno;
+	free(rec);
+	if (ret)
+		return ret;
+	s->jsize = (off_t)n;
+	s->journal_epoch = s->snap_epoch;
+	return 0;
+}
+
+/*
+ * Every live record into a new snapshot (temporary file, fsync, rename, fsync of the directory)
+ * under a new epoch, then an empty journal opened with it. A crash in between leaves the old
+ * journal, without that epoch, beside the new snapshot: the next start leaves it out. The
+ * records are copied as they are, from the files they are in, each checked against its
+ * checksum first. Notes are not: the guard first makes what they stand for durable.
  */
 static int compact(struct store *s)
 {
 	struct entry_at *order = NULL;
-	unsigned char *buf = NULL;
+	unsigned char *buf = NULL, *mark = NULL;
 	off_t *moved = NULL;
 	size_t used = 0, done[2] = { 0 };
 	struct files f;
-	off_t at = 0;
+	off_t at;
 	int fd, ret;
 
 	if (s->guard && (ret = s->guard(s->guard_arg)))
 		return ret;
-	if ((ret = map_files(s, &f)))
+	if ((ret = encode_epoch(s, s->epoch + 1, &mark, &used)))
 		return ret;
+	if ((ret = map_files(s, &f))) {
+		free(mark);
+		return ret;
+	}
 	fd = openat(s->dirfd, SNAPSHOT_TMP, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
 		0600);
 	if (fd < 0 || !(buf = malloc(COPY_CHUNK)) || !(moved = calloc(s->n + 1, sizeof(*moved))) ||
@@ -876,6 +1004,8 @@ static int compact(struct store *s)
 		ret = fd < 0 ? -errno : -ENOMEM;
 		goto out;
 	}
+	memcpy(buf, mark, used);
+	at = (off_t)used;
 	for (size_t k = 0; !ret && k < s->n; k++) {
 		size_t i = order ? order[k].i : k;
 		const unsigned char *r = record_at(&f, &s->v[i]);
@@ -926,13 +1056,11 @@ static int compact(struct store *s)
 		s->v[i].off = moved[i];
 	}
 	drop_damaged(s, moved);
-	if (ftruncate(s->jfd, 0) < 0 || lseek(s->jfd, 0, SEEK_SET) < 0 || fsync(s->jfd) < 0) {
-		ret = -errno;
+	s->snap_epoch = ++s->epoch;
+	if ((ret = reset_journal(s))) {
 		s->suspect = true;
 		goto out;
 	}
-	s->jsize = 0;
-	s->jrecords = 0;
 	s->unsynced = false;
 	s->covered = 0;
 	s->gen++;
@@ -943,6 +1071,7 @@ out:
 	free(order);
 	free(moved);
 	free(buf);
+	free(mark);
 	return ret;
 }
 
@@ -1121,7 +1250,9 @@ static bool named_later(const struct store *s, size_t i)
  * a new file holding [0, good) and the deletions is made durable and renamed over the journal.
  * Cutting first and appending after would lose the only copy of the deletions (in the bytes
  * cut) to a crash, or to a failed write that fails this start, and the next start would
- * bring back the grants they ended. The grants they name go from memory once it holds.
+ * bring back the grants they ended. The grants they name go from memory once it holds. A
+ * journal cut at its first record gets its snapshot's epoch first (pair_journal): without it,
+ * the next start would take it for an older journal, and leave the deletions out.
  */
 static int apply_late_deletions(struct store *s, const char *state_dir, off_t good)
 {
@@ -1129,7 +1260,12 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 	unsigned char *buf = NULL;
 	size_t used = 0, records = 0;
 	int fd = -1, twin = -1, ret = 0;
+	char id[EPOCH_ID_SIZE];
 
+	if (!good && s->snap_epoch) {
+		epoch_id(id, s->snap_epoch);
+		ret = encode_onto(s, 'D', id, NULL, 0, NULL, &buf, &used, NULL);
+	}
 	for (size_t i = 0; ret == 0 && i < s->n_late_del; i++) {
 		/* Once each: a sound deletion after the damage may name the damaged one's grant. */
 		if (!find(s, s->late_del[i]) || named_later(s, i))
@@ -1173,6 +1309,8 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 	fd = -1;
 	s->jsize = good + (off_t)used;
 	s->jrecords += records;
+	if (!good && s->snap_epoch)
+		s->journal_epoch = s->snap_epoch;
 	for (size_t i = 0; i < s->n_late_del; i++)
 		mem_del(s, s->late_del[i]);
 	if (records)
@@ -1187,6 +1325,30 @@ out:
 	free(buf);
 	free_late_deletions(s);
 	return ret;
+}
+
+/*
+ * A snapshot with an epoch needs a journal that opens with it before anything is appended
+ * (reset_journal): an older journal, left by a stop between a compaction's two steps, whose
+ * every grant the snapshot holds; one a stop left empty between the truncation and its epoch;
+ * one whose first record was damaged, cut there (apply_late_deletions puts the epoch before
+ * the deletions it keeps).
+ */
+static void pair_journal(struct store *s, const char *state_dir)
+{
+	int ret;
+
+	if (!s->snap_epoch || s->journal_epoch == s->snap_epoch)
+		return;
+	if (s->stale_journal)
+		log_warn("state: %s/%s is older than %s (jitd stopped between the two steps of a "
+			"compaction): the snapshot holds every grant it did; it is emptied",
+			state_dir, JOURNAL, SNAPSHOT);
+	if ((ret = reset_journal(s))) {
+		log_warn("state: cannot empty %s/%s: %s (it is rewritten before anything more is "
+			"written to it)", state_dir, JOURNAL, strerror(-ret));
+		s->suspect = true;
+	}
 }
 
 int store_open(const char *state_dir, struct store **out)
@@ -1247,13 +1409,15 @@ int store_open(const char *state_dir, struct store **out)
 		(bad && (ret = cut_journal(s, state_dir, good, records, torn))))
 		goto fail;
 	s->jsize = good;
-	s->jrecords = records;
+	/* An epoch is no change: compactions come after so many changes (maybe_compact). */
+	s->jrecords = records - (s->journal_epoch ? 1 : 0);
 	if (lseek(s->jfd, good, SEEK_SET) < 0) {
 		ret = -errno;
 		goto fail;
 	}
 	if (s->n_late_del && (ret = apply_late_deletions(s, state_dir, good)))
 		goto fail;
+	pair_journal(s, state_dir);
 	/*
 	 * What survived a damaged snapshot goes into a sound one, which replaces the damaged file.
 	 * The compaction empties the journal: while it holds notes not yet put back into the

@@ -26,6 +26,24 @@ static const char *at(const char *name)
 	return path;
 }
 
+/*
+ * Whether the journal is as a compaction leaves it: one record, the snapshot's epoch (a 12-byte
+ * header, then 'D', "\001epoch " and 16 hex digits), no grant's.
+ */
+static bool journal_emptied(void)
+{
+	unsigned char buf[64];
+	ssize_t n;
+	int fd = open(at("grants.journal"), O_RDONLY);
+
+	assert_true(fd >= 0);
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	return n == 36 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0 && buf[3] == 24 &&
+		!memcmp(buf + 12, "D\001epoch ", 8) &&
+		strspn((char *)buf + 20, "0123456789abcdef") >= 16;
+}
+
 #define STORE_KEEP 0
 #define STORE_REMOVE 1
 
@@ -527,7 +545,7 @@ static void test_snapshot(void **state)
 	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	assert_int_equal(sb.st_size, 0);
+	assert_true(journal_emptied());
 	assert_int_equal(store_put(st, "r", "tok-r", 5), 0);
 	st = reopen(st);
 	assert_tokens(st, "tok-p;tok-q;tok-r;");
@@ -670,7 +688,7 @@ static void test_rewritten_after_failed_sync(void **state)
 	/* The drop asked again: answered by the rewrite, which holds now. */
 	assert_int_equal(store_del(st, "a"), 0);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	assert_int_equal(sb.st_size, 0);
+	assert_true(journal_emptied());
 	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
 	st = reopen(st);
 	assert_tokens(st, "tok-b;tok-c;");
@@ -711,18 +729,158 @@ static void test_drop_left_out_of_rewrite(void **state)
 	assert_int_equal(store_del(st, "b"), 0);
 	assert_false(store_contains(st, "b"));
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	assert_int_equal(sb.st_size, 0);
+	assert_true(journal_emptied());
 	assert_true(file_holds("grants.snap", "tok-a"));
 	assert_false(file_holds("grants.snap", "tok-b"));
 	/* The same for a drop of several records at once. */
 	store_sync_failed(st);
 	assert_int_equal(store_del_many(st, (const char *const[]){ "c" }, 1), 0);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
-	assert_int_equal(sb.st_size, 0);
+	assert_true(journal_emptied());
 	assert_false(file_holds("grants.snap", "tok-c"));
 	st = reopen(st);
 	assert_tokens(st, "tok-a;");
 	assert_int_equal(store_del(st, "a"), 0);
+	store_close(&st);
+}
+
+/* file's whole content (at most 4 KiB) into buf: its length. */
+static size_t read_whole(const char *file, char *buf, size_t size)
+{
+	ssize_t n;
+	int fd = open(at(file), O_RDONLY);
+
+	assert_true(fd >= 0);
+	n = read(fd, buf, size);
+	close(fd);
+	assert_true(n >= 0 && (size_t)n < size);
+	return (size_t)n;
+}
+
+/* file holding buf (n bytes) from its byte from on: what was before from is gone. */
+static void write_whole(const char *file, const char *buf, size_t n, size_t from)
+{
+	int fd = open(at(file), O_WRONLY | O_TRUNC);
+
+	assert_true(fd >= 0 && from <= n);
+	assert_int_equal(write(fd, buf + from, n - from), (ssize_t)(n - from));
+	close(fd);
+}
+
+/*
+ * A compaction renames its snapshot into place, then empties the journal. jitd stopped in
+ * between (here: the journal written back as it was) must not replay the old journal over the
+ * new snapshot: a drop after a failed sync left memory alone, and its grant came back.
+ */
+static void test_old_journal_left_out(void **state)
+{
+	char old[4096];
+	size_t n;
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
+	n = read_whole("grants.journal", old, sizeof(old));
+	store_sync_failed(st);
+	assert_int_equal(store_del(st, "b"), 0);
+	assert_true(journal_emptied());
+	store_close(&st);
+	write_whole("grants.journal", old, n, 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-a;tok-c;");
+	/* The old journal is emptied, and what is written now is read back. */
+	assert_true(journal_emptied());
+	assert_int_equal(store_put(st, "d", "tok-d", 5), 0);
+	st = reopen(st);
+	assert_tokens(st, "tok-a;tok-c;tok-d;");
+	assert_int_equal(store_del_many(st, (const char *const[]){ "a", "c", "d" }, 3), 0);
+	st = reopen(st);
+	assert_tokens(st, "");
+	store_close(&st);
+}
+
+/*
+ * jitd stopped after a compaction emptied the journal and before the epoch was in it: the next
+ * start puts the epoch first, or what it appends would be taken for an older journal's. The
+ * epoch pairs the journal with a snapshot; without one the journal is all there is.
+ */
+static void test_emptied_journal_gets_its_epoch(void **state)
+{
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_compact(st), 0);
+	store_close(&st);
+	assert_int_equal(truncate(at("grants.journal"), 0), 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_true(journal_emptied());
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	st = reopen(st);
+	assert_tokens(st, "tok-a;tok-b;");
+	/* With its snapshot gone, a journal with an epoch is still read: all there is. */
+	store_close(&st);
+	assert_int_equal(unlink(at("grants.snap")), 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-b;");
+	assert_int_equal(store_del(st, "b"), 0);
+	store_close(&st);
+}
+
+/*
+ * The journal's epoch damaged: the journal is cut there, and the deletions found after it stay,
+ * recorded again after the epoch (a journal without it would be left out at the next start).
+ */
+static void test_damaged_epoch(void **state)
+{
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(store_del(st, "a"), 0);
+	store_close(&st);
+	damage_record("grants.journal", "epoch");
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-b;");
+	st = reopen(st);
+	assert_tokens(st, "tok-b;");
+	assert_int_equal(store_del(st, "b"), 0);
+	store_close(&st);
+}
+
+/*
+ * State from before epochs (here: the new files with their epochs cut off) is read whole, the
+ * journal over the snapshot, as it was written; the next compaction gives both an epoch.
+ */
+static void test_state_before_epochs(void **state)
+{
+	char buf[4096];
+	struct store *st;
+
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
+	assert_int_equal(store_compact(st), 0);
+	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
+	assert_int_equal(store_del(st, "a"), 0);
+	store_close(&st);
+	write_whole("grants.snap", buf, read_whole("grants.snap", buf, sizeof(buf)), 36);
+	write_whole("grants.journal", buf, read_whole("grants.journal", buf, sizeof(buf)), 36);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-b;tok-c;");
+	assert_int_equal(store_put(st, "d", "tok-d", 5), 0);
+	st = reopen(st);
+	assert_tokens(st, "tok-b;tok-c;tok-d;");
+	assert_int_equal(store_compact(st), 0);
+	assert_true(journal_emptied());
+	assert_int_equal(store_del(st, "b"), 0);
+	st = reopen(st);
+	assert_tokens(st, "tok-c;tok-d;");
+	assert_int_equal(store_del_many(st, (const char *const[]){ "c", "d" }, 2), 0);
 	store_close(&st);
 }
 
@@ -844,7 +1002,7 @@ static void test_compaction_pace(void **state)
 		snprintf(tok, sizeof(tok), "t%d", i);
 		assert_int_equal(store_put(st, jti, tok, strlen(tok)), 0);
 	}
-	assert_int_equal(journal_size(), 0); /* 4096 records, 4096 live: into the snapshot */
+	assert_true(journal_emptied()); /* 4096 records, 4096 live: into the snapshot */
 	for (int i = 4096; i < 8192; i++) {
 		snprintf(jti, sizeof(jti), "p%d", i);
 		snprintf(tok, sizeof(tok), "t%d", i);
@@ -1067,7 +1225,7 @@ static void test_walk_removes(void **state)
 	}
 	assert_int_equal(walk(st, keep_odd, &n), 0);
 	assert_int_equal(n, 5000);
-	assert_int_equal(journal_size(), 0); /* the walk's removals were compacted after it */
+	assert_true(journal_emptied()); /* the walk's removals were compacted after it */
 	n = 0;
 	assert_int_equal(walk(st, keep_odd, &n), 0);
 	assert_int_equal(n, 5000);
@@ -1356,6 +1514,10 @@ int main(void)
 		cmocka_unit_test(test_rewritten_after_failed_sync),
 		cmocka_unit_test(test_drop_left_out_of_rewrite),
 		cmocka_unit_test(test_drop_kept_after_its_sync_failed),
+		cmocka_unit_test(test_old_journal_left_out),
+		cmocka_unit_test(test_emptied_journal_gets_its_epoch),
+		cmocka_unit_test(test_damaged_epoch),
+		cmocka_unit_test(test_state_before_epochs),
 		cmocka_unit_test(test_many),
 		cmocka_unit_test(test_compaction_pace),
 		cmocka_unit_test(test_release),
