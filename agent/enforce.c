@@ -1029,8 +1029,8 @@ static void model_follow(struct enforce *e, int fix_failed)
 }
 
 /* Brings the given groups of the kernel in line with the live grants, in one transaction. */
-static int sync_groups(struct enforce *e, const struct group *groups, size_t n_groups, char *err,
-	size_t errlen)
+static int sync_groups_removing(struct enforce *e, const struct group *groups, size_t n_groups,
+	size_t *removed, char *err, size_t errlen)
 {
 	int ret = -EAGAIN, reread;
 
@@ -1045,6 +1045,8 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 		ret = commit_plan(e, &p, now, err, errlen);
 		if (ret == 0)
 			model_follow(e, model_apply(e, &p, now));
+		if (ret == 0 && removed)
+			*removed = p.del.n;
 		plan_free(&p);
 		if (ret == 0)
 			return 0;
@@ -1063,6 +1065,12 @@ static int sync_groups(struct enforce *e, const struct group *groups, size_t n_g
 		}
 	}
 	return change_failed(e, ret);
+}
+
+static int sync_groups(struct enforce *e, const struct group *groups, size_t n_groups, char *err,
+	size_t errlen)
+{
+	return sync_groups_removing(e, groups, n_groups, NULL, err, errlen);
 }
 
 /*
@@ -4000,12 +4008,29 @@ out:
 	return ret;
 }
 
+/*
+ * Access a start ended is audited as the periodic check's repairs are: an element with no
+ * record behind it (its revocation's record dropped before the kernel refused the change, a
+ * journal cut at damage, an element someone added) otherwise closed with no line in the trail
+ * after the grant.applied that opened it.
+ */
+static void audit_start_removals(struct enforce *e, size_t n, size_t not_restored)
+{
+	char what[200];
+
+	snprintf(what, sizeof(what), "start: %zu element(s) no restored grant stands behind "
+		"removed%s", n, not_restored ? " (with those of the grants not restored, each "
+		"audited)" : "");
+	log_warn("drift repaired: %s", what);
+	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what, (long long)n);
+}
+
 /* Restores recorded grants and removes kernel elements that no grant stands behind. */
 static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen)
 {
 	struct group *groups = NULL;
 	struct drops dropped = { 0 };
-	size_t n_groups = 0, stray, raw = 0;
+	size_t n_groups = 0, stray, raw = 0, removed = 0;
 	int ret, resync_ret = 0;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
@@ -4027,13 +4052,15 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 	if (ret == 0 && drop_strays(e, &raw, err, errlen))
 		log_warn("kernel: cannot remove elements jitd did not write: %s", err);
 	if (ret == 0)
-		ret = sync_groups(e, groups, n_groups, err, errlen);
+		ret = sync_groups_removing(e, groups, n_groups, &removed, err, errlen);
 	e->repairing = false;
 	if (ret == 0)
 		log_info("restored %zu grant(s); kernel held %zu element(s), now %zu", e->n_grants,
 			stray, e->model.n);
 	if (ret == 0 && raw)
 		log_warn("kernel: removed %zu element(s) jitd cannot have written", raw);
+	if (ret == 0 && removed + raw)
+		audit_start_removals(e, removed + raw, dropped.n);
 out:
 	/*
 	 * Only once the kernel no longer holds their elements: a start that fails leaves them

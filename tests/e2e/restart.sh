@@ -29,7 +29,10 @@ start_jitd
 lacks_elem allow4_addr "192.0.2.3 tcp 22" || fail "stray element survived the restart: $(host_elems)"
 lacks_source allow4 198.51.100.2 ||
 	fail "a port range (an element jitd cannot have written) survived the restart"
-pass "kernel: stray element removed on start"
+jq -s -e 'map(select(.event == "drift.repaired" and (.message | startswith("start: "))))
+	| length == 1 and .[0].count == 2' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the start's removals are not audited: $(grep drift "$TMP/state/audit.jsonl")"
+pass "kernel: stray element removed on start, and audited"
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "granted element lost on restart: $(host_elems)"
 left=$(elem_expires allow4_addr 192.0.2.2)

@@ -282,4 +282,9 @@ lacks_elem allow4_addr "192.0.2.7 tcp 22" || fail "the revoked grant came back: 
 status_json | jq -e '[.grants[].id] | index("killed") == null' >/dev/null ||
 	fail "status after the restart: $(status_json | jq -c '.grants | map(.id)')"
 expect_connect drop "$C1" -b 192.0.2.7 192.0.2.1 22
-pass "the next start removed its element and did not restore it"
+# The trail says so: the access ended with no grant.revoked line (its record was gone).
+jq -s -e 'map(select(.event == "drift.repaired")) | last |
+	(.message | startswith("start: 1 element(s) ")) and .count == 1' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the start's removal is not audited: $(grep drift "$TMP/state/audit.jsonl")"
+pass "the next start removed its element, audited, and did not restore it"
