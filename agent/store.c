@@ -42,13 +42,14 @@
 /* A note's record: 'N', the offset its covered mark names (8 bytes, big-endian), the note. */
 #define NOTE_HDR 9
 /*
- * The first record of a snapshot, and of each journal that follows it: a deletion of an id no
- * grant can have (a control character) that names the snapshot's epoch, 16 hex digits. A
- * compaction renames its snapshot into place, then empties the journal: jitd stopped between
- * the two left the old journal beside the new snapshot, and replayed over it, the old records
- * brought back grants dropped from memory alone (after a failed sync, or a damaged record). A
- * journal that does not open with its snapshot's epoch is older than the snapshot, which holds
- * every grant it did. As a deletion, a jitd from before epochs reads it as nothing.
+ * The first record of a snapshot, and of each journal: a deletion of an id no grant can have (a
+ * control character) that names an epoch, 16 hex digits. A compaction renames its snapshot into
+ * place, then empties the journal: jitd stopped between the two left the old journal beside the
+ * new snapshot, and replayed over it, the old records brought back grants dropped from memory
+ * alone (after a failed sync, or a damaged record). A journal that opens with another epoch than
+ * its snapshot's is older than the snapshot, which holds every grant it did. One that opens with
+ * no epoch was written by a jitd from before epochs, which reads an epoch as a deletion of
+ * nothing (a rollback): it is read over the snapshot, as that jitd would.
  */
 #define EPOCH_ID "\001epoch "
 #define EPOCH_DIGITS 16
@@ -659,8 +660,8 @@ static int late_deletions(struct store *s, const unsigned char *p, size_t len, o
 
 /*
  * Whether the journal (p, len bytes) is older than the snapshot (EPOCH_ID): the snapshot has
- * an epoch, and the journal's first record, whole and sound, is not that epoch's. A first
- * record damaged is damage, as anywhere (load). 0, or why no checksum could be computed.
+ * an epoch, and the journal's first record, whole and sound, is another epoch. A first record
+ * damaged is damage, as anywhere (load). 0, or why no checksum could be computed.
  */
 static int journal_stale(struct store *s, const unsigned char *p, size_t len, bool *stale)
 {
@@ -674,7 +675,7 @@ static int journal_stale(struct store *s, const unsigned char *p, size_t len, bo
 	if ((ret = record_sound(s, p, pl)))
 		return ret == -EBADMSG ? 0 : ret;
 	e = epoch_of(p + HDR, pl);
-	*stale = e != s->snap_epoch;
+	*stale = e && e != s->snap_epoch;
 	if (e > s->epoch)
 		s->epoch = e;
 	return 0;
@@ -946,17 +947,17 @@ static void drop_damaged(struct store *s, const off_t *moved)
 }
 
 /*
- * The journal emptied, then opened with the snapshot's epoch, durably: 0 or -errno. Whoever
- * sees it fail marks the store suspect: a record appended to a journal without its epoch would
- * be taken for an older journal's at the next start, and lost.
+ * The journal emptied, then opened with epoch (the snapshot's), durably: 0 or -errno. Whoever
+ * sees it fail marks the store suspect, so that no record is appended to it before a rewrite
+ * gives it an epoch.
  */
-static int reset_journal(struct store *s)
+static int reset_journal(struct store *s, uint64_t epoch)
 {
 	unsigned char *rec;
 	size_t n;
 	int ret;
 
-	if ((ret = encode_epoch(s, s->snap_epoch, &rec, &n)))
+	if ((ret = encode_epoch(s, epoch, &rec, &n)))
 		return ret;
 	s->jsize = 0;
 	s->jrecords = 0;
@@ -968,7 +969,9 @@ static int reset_journal(struct store *s)
 	if (ret)
 		return ret;
 	s->jsize = (off_t)n;
-	s->journal_epoch = s->snap_epoch;
+	s->journal_epoch = epoch;
+	if (epoch > s->epoch)
+		s->epoch = epoch;
 	return 0;
 }
 
@@ -987,7 +990,7 @@ static int compact(struct store *s)
 	size_t used = 0, done[2] = { 0 };
 	struct files f;
 	off_t at;
-	int fd, ret;
+	int fd, ret, dir_ret;
 
 	if (s->guard && (ret = s->guard(s->guard_arg)))
 		return ret;
@@ -1040,13 +1043,21 @@ static int compact(struct store *s)
 		ret = -errno;
 	if (!ret && renameat(s->dirfd, SNAPSHOT_TMP, s->dirfd, SNAPSHOT) < 0)
 		ret = -errno;
-	if (!ret && fsync(s->dirfd) < 0)
-		ret = -errno;
 	if (ret) {
 		(void)unlinkat(s->dirfd, SNAPSHOT_TMP, 0);
 		goto out;
 	}
-	/* The new file is the snapshot now: every record is in it, at its new place. */
+	/*
+	 * Renamed, the new file is the snapshot now, for the next start too (jitd's, not the
+	 * machine's): every record is in it, at its new place, and its epoch is the one to go on
+	 * with. A record appended to the journal under the old epoch would be left out.
+	 */
+	dir_ret = fsync(s->dirfd) < 0 ? -errno : 0;
+#ifdef JITD_TEST_HOOKS
+	/* $JITD_TEST_STATE_DIR_SYNC_FAIL_FILE present: that sync fails, as on a failing disk. */
+	if (testhook_exists("JITD_TEST_STATE_DIR_SYNC_FAIL_FILE"))
+		dir_ret = -EIO;
+#endif
 	if (s->sfd >= 0)
 		close(s->sfd);
 	s->sfd = fd;
@@ -1057,7 +1068,12 @@ static int compact(struct store *s)
 	}
 	drop_damaged(s, moved);
 	s->snap_epoch = ++s->epoch;
-	if ((ret = reset_journal(s))) {
+	/*
+	 * Until the rename is durable, a power loss may bring back the old snapshot, which needs
+	 * the old journal: it stays as it is, and nothing is appended to it (suspect) before a
+	 * rewrite that holds.
+	 */
+	if ((ret = dir_ret) || (ret = reset_journal(s, s->snap_epoch))) {
 		s->suspect = true;
 		goto out;
 	}
@@ -1328,23 +1344,27 @@ out:
 }
 
 /*
- * A snapshot with an epoch needs a journal that opens with it before anything is appended
- * (reset_journal): an older journal, left by a stop between a compaction's two steps, whose
- * every grant the snapshot holds; one a stop left empty between the truncation and its epoch;
- * one whose first record was damaged, cut there (apply_late_deletions puts the epoch before
- * the deletions it keeps).
+ * A journal gets its epoch before anything is appended to it (reset_journal): an older one than
+ * the snapshot, left by a stop between a compaction's two steps, whose every grant the
+ * snapshot holds, is emptied first; an empty one (new, or left empty by a stop between the
+ * truncation and its epoch, or cut at its first record) takes the snapshot's epoch, or a new
+ * one without a snapshot. One written by a jitd from before epochs keeps its records, and gets
+ * an epoch at the next compaction. apply_late_deletions puts the epoch before the deletions it
+ * keeps in a journal cut at its first record.
  */
 static void pair_journal(struct store *s, const char *state_dir)
 {
 	int ret;
 
-	if (!s->snap_epoch || s->journal_epoch == s->snap_epoch)
+	if (s->journal_epoch && (!s->snap_epoch || s->journal_epoch == s->snap_epoch))
 		return;
 	if (s->stale_journal)
 		log_warn("state: %s/%s is older than %s (jitd stopped between the two steps of a "
 			"compaction): the snapshot holds every grant it did; it is emptied",
 			state_dir, JOURNAL, SNAPSHOT);
-	if ((ret = reset_journal(s))) {
+	else if (s->jsize)
+		return;
+	if ((ret = reset_journal(s, s->snap_epoch ? s->snap_epoch : s->epoch + 1))) {
 		log_warn("state: cannot empty %s/%s: %s (it is rewritten before anything more is "
 			"written to it)", state_dir, JOURNAL, strerror(-ret));
 		s->suspect = true;
