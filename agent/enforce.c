@@ -697,15 +697,49 @@ static bool same_elem(const struct ruleset_elem *a, const struct ruleset_elem *b
 		a->to_port == b->to_port && d <= EXP_TOLERANCE_MS && d >= -EXP_TOLERANCE_MS;
 }
 
-/* What a commit deletes and adds; the model follows it in place (model_apply). */
+/*
+ * What a commit deletes and adds; the model follows it in place (model_apply). removed: host
+ * elements among del that no wanted element overlaps, access ended rather than reshaped or
+ * given another timeout.
+ */
 struct plan {
 	struct elems del, add;
+	size_t removed;
 };
+
+/* Whether a and b (one group) share an address: their source ranges overlap. */
+static bool overlap(const struct ruleset_elem *a, const struct ruleset_elem *b)
+{
+	size_t alen = a->family == AF_INET ? 4 : 16;
+
+	return memcmp(a->hi, b->lo, alen) >= 0 && memcmp(b->hi, a->lo, alen) >= 0;
+}
 
 static void plan_free(struct plan *p)
 {
 	elems_free(&p->del);
 	elems_free(&p->add);
+}
+
+/*
+ * Whether a host element plan_group deletes before the j-th wanted one (in address order) ends
+ * access: no wanted element overlaps it. Both sides are disjoint ranges in one dimension, so
+ * only the wanted ones on either side of it can. Gateway elements (boxes, mappings) are not
+ * counted.
+ */
+static bool host_removal(const struct wants *w, const struct group *g, size_t j,
+	const struct ruleset_elem *have)
+{
+	struct ruleset_elem want;
+
+	if (g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
+		return false;
+	for (size_t k = j ? j - 1 : 0; k <= j && k < w->n; k++) {
+		want_at(w, g, k, &want);
+		if (overlap(&want, have))
+			return false;
+	}
+	return true;
 }
 
 /*
@@ -741,6 +775,7 @@ static int plan_group(const struct enforce *e, const struct group *g, int64_t no
 		if (i < nh && have[i].exp_ms <= now_ms) {
 			i++;
 		} else if (c < 0) {
+			p->removed += host_removal(&w, g, j, &have[i]);
 			ret = elems_push(&p->del, &have[i++]);
 		} else if (c > 0) {
 			ret = elems_push(&p->add, &want);
@@ -1046,7 +1081,7 @@ static int sync_groups_removing(struct enforce *e, const struct group *groups, s
 		if (ret == 0)
 			model_follow(e, model_apply(e, &p, now));
 		if (ret == 0 && removed)
-			*removed = p.del.n;
+			*removed = p.removed;
 		plan_free(&p);
 		if (ret == 0)
 			return 0;
@@ -1085,7 +1120,7 @@ static bool touch(const struct ruleset_elem *a, const struct ruleset_elem *b)
 	uint8_t next[16];
 	size_t i;
 
-	if (memcmp(a->hi, b->lo, alen) >= 0 && memcmp(b->hi, a->lo, alen) >= 0)
+	if (overlap(a, b))
 		return true;
 	if (a->kind == RULESET_HOST_ADDR) /* one element per address, never merged */
 		return false;
@@ -4012,15 +4047,16 @@ out:
  * Access a start ended is audited as the periodic check's repairs are: an element with no
  * record behind it (its revocation's record dropped before the kernel refused the change, a
  * journal cut at damage, an element someone added) otherwise closed with no line in the trail
- * after the grant.applied that opened it.
+ * after the grant.applied that opened it. n: the elements jitd cannot have written, and the
+ * host elements no restored grant overlaps (plan_group); an element replaced by the restored
+ * grants' own (another timeout, another shape) is no removal.
  */
-static void audit_start_removals(struct enforce *e, size_t n, size_t not_restored)
+static void audit_start_removals(struct enforce *e, size_t n)
 {
 	char what[200];
 
-	snprintf(what, sizeof(what), "start: %zu element(s) no restored grant stands behind "
-		"removed%s", n, not_restored ? " (with those of the grants not restored, each "
-		"audited)" : "");
+	snprintf(what, sizeof(what), "start: %zu element(s) no restored grant overlaps removed",
+		n);
 	log_warn("drift repaired: %s", what);
 	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what, (long long)n);
 }
@@ -4059,8 +4095,9 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 			stray, e->model.n);
 	if (ret == 0 && raw)
 		log_warn("kernel: removed %zu element(s) jitd cannot have written", raw);
-	if (ret == 0 && removed + raw)
-		audit_start_removals(e, removed + raw, dropped.n);
+	/* The strays' own commit holds even when the start fails after it. */
+	if (removed + raw)
+		audit_start_removals(e, removed + raw);
 out:
 	/*
 	 * Only once the kernel no longer holds their elements: a start that fails leaves them

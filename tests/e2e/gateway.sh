@@ -373,6 +373,10 @@ gw_config both 50000-50001
 start_jitd
 ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
 [ "$ports" = '{"gw-i":50001,"gw-j":50000}' ] || fail "ports after gw-k ran out: $ports"
+# A restored grant's element replaced (gw-j's mapping moved) is no access a start ended.
+jq -s -e 'all(.[]; .event != "drift.repaired" or (.message | startswith("start: ") | not))' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "a start audited a removal: $(grep drift "$TMP/state/audit.jsonl")"
 pass "gw-k's port, its grant run out meanwhile, goes to gw-j; gw-i keeps 50001"
 stop_jitd
 
