@@ -681,6 +681,25 @@ static int journal_stale(struct store *s, const unsigned char *p, size_t len, bo
 	return 0;
 }
 
+static void free_late_deletions(struct store *s);
+
+/*
+ * A stale journal's grants are taken from the snapshot, but its deletions still apply: one that
+ * a jitd from before epochs appended after a rollback may name a grant the snapshot holds, and
+ * a deletion opens nothing. Every sound one is found by its checksum, from the first byte on,
+ * as after damage (late_deletions).
+ */
+static int stale_deletions(struct store *s, const unsigned char *p, size_t len)
+{
+	size_t sound;
+	int ret = late_deletions(s, p, len, -1, &sound);
+
+	for (size_t i = 0; !ret && i < s->n_late_del; i++)
+		mem_del(s, s->late_del[i]);
+	free_late_deletions(s);
+	return ret;
+}
+
 /*
  * Reads records from fd until the end or the first that is short or fails its checksum.
  * *good is the offset after the last good record; *bad tells whether anything followed it,
@@ -703,6 +722,8 @@ static int load(struct store *s, int fd, uint8_t file, off_t *good, size_t *reco
 		return ret;
 	if (file == IN_JOURNAL && ((ret = journal_stale(s, p, len, &s->stale_journal)) ||
 		s->stale_journal)) {
+		if (!ret)
+			ret = stale_deletions(s, p, len);
 		unmap_file(p, len);
 		return ret;
 	}
@@ -1344,9 +1365,11 @@ out:
 }
 
 /*
- * A journal gets its epoch before anything is appended to it (reset_journal): an older one than
- * the snapshot, left by a stop between a compaction's two steps, whose every grant the
- * snapshot holds, is emptied first; an empty one (new, or left empty by a stop between the
+ * A journal gets its epoch before anything is appended to it. One older than the snapshot (a
+ * stop between a compaction's two steps) is rewritten, with a new snapshot, before anything
+ * more is written (suspect): the rename of the snapshot it is older than may not be durable
+ * (its directory's sync failed), and emptied now, a power loss could bring back the old
+ * snapshot beside an empty journal. An empty one (new, or left empty by a stop between the
  * truncation and its epoch, or cut at its first record) takes the snapshot's epoch, or a new
  * one without a snapshot. One written by a jitd from before epochs keeps its records, and gets
  * an epoch at the next compaction. apply_late_deletions puts the epoch before the deletions it
@@ -1358,11 +1381,15 @@ static void pair_journal(struct store *s, const char *state_dir)
 
 	if (s->journal_epoch && (!s->snap_epoch || s->journal_epoch == s->snap_epoch))
 		return;
-	if (s->stale_journal)
+	if (s->stale_journal) {
 		log_warn("state: %s/%s is older than %s (jitd stopped between the two steps of a "
-			"compaction): the snapshot holds every grant it did; it is emptied",
-			state_dir, JOURNAL, SNAPSHOT);
-	else if (s->jsize)
+			"compaction): its grants are taken from the snapshot, its deletions still "
+			"apply; both are rewritten before anything more is written", state_dir,
+			JOURNAL, SNAPSHOT);
+		s->suspect = true;
+		return;
+	}
+	if (s->jsize)
 		return;
 	if ((ret = reset_journal(s, s->snap_epoch ? s->snap_epoch : s->epoch + 1))) {
 		log_warn("state: cannot empty %s/%s: %s (it is rewritten before anything more is "
