@@ -699,8 +699,8 @@ static bool same_elem(const struct ruleset_elem *a, const struct ruleset_elem *b
 
 /*
  * What a commit deletes and adds; the model follows it in place (model_apply). removed: host
- * elements among del that no wanted element overlaps, access ended rather than reshaped or
- * given another timeout.
+ * elements among del whose range the wanted ones do not cover whole, access ended rather than
+ * reshaped or given another timeout.
  */
 struct plan {
 	struct elems del, add;
@@ -723,21 +723,34 @@ static void plan_free(struct plan *p)
 
 /*
  * Whether a host element plan_group deletes before the j-th wanted one (in address order) ends
- * access: no wanted element overlaps it. Both sides are disjoint ranges in one dimension, so
- * only the wanted ones on either side of it can. Gateway elements (boxes, mappings) are not
- * counted.
+ * access to part of its range: the wanted elements do not cover all of it. Both sides are
+ * disjoint ranges in one dimension: the wanted ones from j - 1 on, up to the first that reaches
+ * its end, are the only ones that can (each is looked at for at most two deleted elements, the
+ * ones its ends fall in). Gateway elements (boxes, mappings) are not counted.
  */
 static bool host_removal(const struct wants *w, const struct group *g, size_t j,
 	const struct ruleset_elem *have)
 {
+	size_t alen = g->family == AF_INET ? 4 : 16;
 	struct ruleset_elem want;
+	uint8_t from[16];
 
 	if (g->kind != RULESET_HOST && g->kind != RULESET_HOST_ADDR)
 		return false;
-	for (size_t k = j ? j - 1 : 0; k <= j && k < w->n; k++) {
+	/* from: the first address of have's range not yet found covered. */
+	memcpy(from, have->lo, alen);
+	for (size_t k = j ? j - 1 : 0; k < w->n; k++) {
 		want_at(w, g, k, &want);
-		if (overlap(&want, have))
+		if (memcmp(want.hi, from, alen) < 0)
+			continue;
+		if (memcmp(want.lo, from, alen) > 0)
+			return true;
+		if (memcmp(want.hi, have->hi, alen) >= 0)
 			return false;
+		/* want ends inside have's range, so one past it is an address: no carry out. */
+		memcpy(from, want.hi, alen);
+		for (size_t i = alen; i-- > 0 && !++from[i];)
+			;
 	}
 	return true;
 }
@@ -4048,15 +4061,16 @@ out:
  * record behind it (its revocation's record dropped before the kernel refused the change, a
  * journal cut at damage, an element someone added) otherwise closed with no line in the trail
  * after the grant.applied that opened it. n: the elements jitd cannot have written, and the
- * host elements no restored grant overlaps (plan_group); an element replaced by the restored
- * grants' own (another timeout, another shape) is no removal.
+ * host elements whose range the restored grants' own in their set do not cover whole
+ * (plan_group); an element they replace (another timeout, another shape) is no removal. The
+ * elements of grants the start does not restore count too: those grants are audited each.
  */
 static void audit_start_removals(struct enforce *e, size_t n)
 {
 	char what[200];
 
-	snprintf(what, sizeof(what), "start: %zu element(s) no restored grant overlaps removed",
-		n);
+	snprintf(what, sizeof(what), "start: %zu element(s) the restored grants do not cover "
+		"removed", n);
 	log_warn("drift repaired: %s", what);
 	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what, (long long)n);
 }

@@ -288,3 +288,27 @@ jq -s -e 'map(select(.event == "drift.repaired")) | last |
 	"$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the start's removal is not audited: $(grep drift "$TMP/state/audit.jsonl")"
 pass "the next start removed its element, audited, and did not restore it"
+
+log "the same for a range whose element held a narrower, shorter grant's addresses too"
+# One element: the narrow grant's range is inside the wide one's, which lasts longer. The next
+# start keeps the narrow range; the rest of the element is access ended, audited as one.
+sign --src 198.18.0.0/29 --port 22 --for 300 --jti wide | submit - >/dev/null || fail "refused"
+sign --src 198.18.0.0/30 --port 22 --for 200 --jti narrow | submit - >/dev/null || fail "refused"
+[ "$(allow_elems allow4)" = "198.18.0.0/29 tcp 22" ] ||
+	fail "not one element: $(allow_elems allow4)"
+echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
+"$JITCTL_BIN" -s "$SOCK" revoke wide >"$TMP/out" 2>&1 &
+rv_pid=$!
+BG_PIDS+=("$rv_pid")
+wait_until 5 "jitd to pause in the revocation" test ! -e "$JITD_TEST_REVOKE_PAUSE_FILE"
+stop_jitd KILL
+wait "$rv_pid" || true
+repairs=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
+start_jitd
+[ "$(allow_elems allow4)" = "198.18.0.0/30 tcp 22" ] ||
+	fail "after the restart: $(allow_elems allow4)"
+jq -s -e --argjson n "$repairs" 'map(select(.event == "drift.repaired")) | .[$n:] |
+	length == 1 and (.[0].message | startswith("start: 1 element(s) ")) and .[0].count == 1' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the start's removal is not audited: $(grep drift "$TMP/state/audit.jsonl")"
+pass "the wide range cut back to the narrow grant's, the removal audited"
