@@ -1529,55 +1529,86 @@ static bool same_set(const struct ruleset_elem *a, const struct ruleset_elem *b)
 }
 
 /*
- * When the live model element that covers want's range ends (an address two grants share is
- * one element, with the longer's time), or -1 when the model holds none. Ranges of one set do
- * not overlap in the kernel: the one that covers want starts where want does (at or after
- * where want sorts) or is the last live one to start before it.
+ * When the earliest of the live model elements that hold part of host element want's range
+ * ends, or -1 when none does. Each of them holds its addresses for every grant covering them,
+ * want's grant among them, until the longest of those ends (an address two grants share is one
+ * element, with the longer's time): the earliest is a bound on want's grant's end, its range
+ * split among others' or not. Ranges of one set do not overlap in the kernel: the last live
+ * element to start before want may reach into it, the others start inside it. Expired elements
+ * may linger beside the live ones until the next tick.
  */
-static int64_t covering_end(const struct enforce *e, const struct ruleset_elem *want,
+static int64_t host_held_end(const struct enforce *e, const struct ruleset_elem *want,
 	int64_t now_ms)
 {
 	size_t alen = want->family == AF_INET ? 4 : 16, at = model_lower(e, want);
-	int64_t end = -1;
+	const struct ruleset_elem *v = e->model.v;
+	int64_t end = INT64_MAX;
 
-	for (size_t i = at; i < e->model.n && same_set(&e->model.v[i], want) &&
-		!memcmp(e->model.v[i].lo, want->lo, alen); i++)
-		if (memcmp(e->model.v[i].hi, want->hi, alen) >= 0 && e->model.v[i].exp_ms > end)
-			end = e->model.v[i].exp_ms;
-	/* Expired elements may linger beside the live one until the next tick. */
-	for (size_t i = at; end <= now_ms && i-- > 0 && same_set(&e->model.v[i], want);) {
-		const struct ruleset_elem *m = &e->model.v[i];
-
-		if (m->exp_ms <= now_ms)
+	for (size_t i = at; i-- > 0 && same_set(&v[i], want);) {
+		if (v[i].exp_ms <= now_ms)
 			continue;
-		if (memcmp(m->hi, want->hi, alen) >= 0 && memcmp(m->lo, want->lo, alen) <= 0)
-			end = m->exp_ms;
+		if (memcmp(v[i].hi, want->lo, alen) >= 0)
+			end = v[i].exp_ms;
 		break;
 	}
-	return end > now_ms ? end : -1;
+	for (size_t i = at; i < e->model.n && same_set(&v[i], want) &&
+		memcmp(v[i].lo, want->hi, alen) <= 0; i++)
+		if (v[i].exp_ms > now_ms && v[i].exp_ms < end)
+			end = v[i].exp_ms;
+	return end == INT64_MAX ? -1 : end;
 }
 
 /*
- * When the kernel's elements of a host grant run out (wall-clock ms, the earliest of them),
- * or -1 when it does not hold every one (after a boot: none) or the grant is a gateway's.
- * They count down on the kernel's clock since the grant was applied, whatever the wall clock
- * did since.
+ * The same for a gateway grant's box want, found only when a live element starts at want's
+ * corner (first source, first destination), which it then holds: a box split among others'
+ * elsewhere is not looked for (boxes sort by destination, then source, and finding every one
+ * that reaches into want would take a walk over the group for each).
+ */
+static int64_t box_held_end(const struct enforce *e, const struct ruleset_elem *want,
+	int64_t now_ms)
+{
+	size_t alen = want->family == AF_INET ? 4 : 16;
+	const struct ruleset_elem *v = e->model.v;
+
+	for (size_t i = model_lower(e, want); i > 0 && same_set(&v[i - 1], want) &&
+		!memcmp(v[i - 1].dlo, want->dlo, alen) && !memcmp(v[i - 1].lo, want->lo, alen); i--)
+		if (v[i - 1].exp_ms > now_ms)
+			return v[i - 1].exp_ms;
+	for (size_t i = model_lower(e, want); i < e->model.n && same_set(&v[i], want) &&
+		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen); i++)
+		if (v[i].exp_ms > now_ms)
+			return v[i].exp_ms;
+	return -1;
+}
+
+/*
+ * When the kernel's elements of a grant run out (wall-clock ms, the earliest bound its
+ * elements give, host_held_end and box_held_end), or -1 when it holds none of them (after a
+ * boot). They count down on the kernel's clock since the grant was applied, whatever the wall
+ * clock did since.
  */
 static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, int64_t now_ms)
 {
 	int64_t held = INT64_MAX;
 
-	if (g->n_dst)
-		return -1;
-	/* Each element as desired_host plans it: one per source and port (one protocol each). */
+	/* Each element as desired() plans it alone: per source (and destination) and port. */
 	for (size_t s = 0; s < g->n_src; s++)
 		for (size_t q = 0; q < g->n_ports; q++) {
 			struct ruleset_elem want = host_elem(g, s, q, 0);
-			int64_t at = covering_end(e, &want, now_ms);
+			int64_t at = g->n_dst ? -1 : host_held_end(e, &want, now_ms);
 
-			if (at < 0)
-				return -1;
-			if (at < held)
+			for (size_t d = 0; d < g->n_dst; d++) {
+				int64_t box;
+
+				if (g->dst[d].family != g->src[s].family)
+					continue;
+				want.kind = RULESET_FORWARD;
+				prefix_range(&g->dst[d], want.dlo, want.dhi);
+				box = box_held_end(e, &want, now_ms);
+				if (box >= 0 && (at < 0 || box < at))
+					at = box;
+			}
+			if (at >= 0 && at < held)
 				held = at;
 		}
 	return held == INT64_MAX ? -1 : held;

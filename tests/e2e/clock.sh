@@ -104,6 +104,12 @@ stop_jitd TERM
 write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M"}]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true, "rate_limit": 1}'
 start_jitd
+# For the restart below: a narrow, longer grant splits a wide one's range, so that no element
+# covers the wide one whole; signed now, while the clock is right.
+sign --src 198.18.0.0/29 --port 22 --for 200 --jti wide | submit - >/dev/null || fail "refused"
+sign --src 198.18.0.0/30 --port 22 --for 300 --jti narrow | submit - >/dev/null || fail "refused"
+[ "$(allow_elems allow4)" = "198.18.0.0/30 tcp 22
+198.18.0.4/30 tcp 22" ] || fail "the wide range is not split: $(allow_elems allow4)"
 metrics() {
 	in_ns "$SRV" curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
 		http://127.0.0.1:7080/metrics
@@ -120,14 +126,16 @@ log "a restart with the wall clock stepped back to the grant's iat: it keeps the
 # Stepped back while jitd was stopped, or not yet set at the start, but not behind the grant's
 # iat (less clock_skew): exp less that clock would give it the step's seconds more than its
 # element has left, and the restore would re-add the element with them. The kernel kept it (a
-# restart, not a boot): its time is the grant's.
-iat=$(status_json | jq '.grants[] | select(.id == "before") | .issued_at | fromdate')
+# restart, not a boot): its time is the grant's. The step is to the latest grant's iat, and at
+# least 8 s; the wide grant's range is split, its end bounded by its own piece.
+iat=$(status_json | jq '[.grants[].issued_at | fromdate] | max')
 back=$(($(date +%s) - iat - 1))
-if [ "$back" -lt 3 ]; then
-	sleep $((4 - back))
+if [ "$back" -lt 8 ]; then
+	sleep $((9 - back))
 	back=$(($(date +%s) - iat - 1))
 fi
 before=$(elem_expires allow4_addr 192.0.2.2)
+wide=$(elem_expires allow4 198.18.0.4/30)
 stop_jitd TERM
 echo "-$((back * 1000))" >"$JITD_TEST_CLOCK_STEP_FILE"
 start_jitd
@@ -140,6 +148,13 @@ status_json | jq -e --argjson k "$left" '[.grants[] | select(.id == "before") |
 	.expires_in <= $k + 2] == [true]' >/dev/null ||
 	fail "status after the restart: $(status_json | jq -c '[.grants[] | [.id, .expires_in]]')"
 pass "restored with the kernel's $left s (it had $before), not $back s more; status agrees"
+left=$(elem_expires allow4 198.18.0.4/30)
+[ -n "$left" ] && [ "$left" -le "$wide" ] ||
+	fail "the wide grant's own piece has ${left:-no} s after the restart, the kernel had $wide"
+pass "the wide grant, split by the narrow one, restored with its piece's $left s ($wide before)"
+for g in wide narrow; do
+	"$JITCTL_BIN" -s "$SOCK" revoke "$g" >/dev/null || fail "revoking $g failed"
+done
 # A local grant (jitctl grant) too, judged at the boot below as the signed one is.
 "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.5 --port 22 --for 300 --reason clock \
 	>"$TMP/out" 2>&1 || fail "jitctl grant: $(cat "$TMP/out")"
