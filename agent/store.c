@@ -681,23 +681,77 @@ static int journal_stale(struct store *s, const unsigned char *p, size_t len, bo
 	return 0;
 }
 
-static void free_late_deletions(struct store *s);
+/* A sound grant record of a stale journal, by id then place (stale_deletions). */
+struct stale_rec {
+	const unsigned char *id;
+	size_t len;
+	size_t off;
+	bool del;
+};
+
+static int cmp_stale_rec(const void *a, const void *b)
+{
+	const struct stale_rec *x = a, *y = b;
+	int c = memcmp(x->id, y->id, x->len < y->len ? x->len : y->len);
+
+	if (!c)
+		c = (x->len > y->len) - (x->len < y->len);
+	return c ? c : (x->off > y->off) - (x->off < y->off);
+}
 
 /*
- * A stale journal's grants are taken from the snapshot, but its deletions still apply: one that
- * a jitd from before epochs appended after a rollback may name a grant the snapshot holds, and
- * a deletion opens nothing. Every sound one is found by its checksum, from the first byte on,
- * as after damage (late_deletions).
+ * A stale journal's grants are taken from the snapshot, but a grant whose last record in it is
+ * a deletion ends: a jitd from before epochs, after a rollback, may have appended that deletion
+ * for a grant the snapshot holds, and a deletion opens nothing. Its last record, not any: a
+ * grant taken back and sent again (a record, its deletion, the record again) is live, and in
+ * the snapshot. Every sound record counts, found by its checksum from the first byte on, as
+ * after damage (late_deletions).
  */
 static int stale_deletions(struct store *s, const unsigned char *p, size_t len)
 {
-	size_t sound;
-	int ret = late_deletions(s, p, len, -1, &sound);
+	struct stale_rec *v = NULL, *nv;
+	size_t n = 0, cap = 0, o = 0;
+	char jti[GRANT_MAX_STRING + 1];
 
-	for (size_t i = 0; !ret && i < s->n_late_del; i++)
-		mem_del(s, s->late_del[i]);
-	free_late_deletions(s);
-	return ret;
+	while (o + HDR < len) {
+		uint32_t pl = record_fits(p, len, (off_t)o);
+		const unsigned char *d = p + o + HDR, *nul;
+		int ret;
+
+		if (!pl || (ret = record_sound(s, p + o, pl)) == -EBADMSG) {
+			o++;
+			continue;
+		}
+		if (ret) {
+			free(v);
+			return ret;
+		}
+		nul = d[0] == 'P' ? memchr(d + 1, '\0', pl - 1) : NULL;
+		if ((d[0] == 'D' && d[1] != EPOCH_ID[0]) || nul) {
+			if (!(nv = array_reserve(v, &cap, n + 1, sizeof(*v), 64))) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			v[n++] = (struct stale_rec){ d + 1, nul ? (size_t)(nul - d - 1) : pl - 1, o,
+				d[0] == 'D' };
+		}
+		o += HDR + pl;
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_stale_rec);
+	for (size_t i = 0; i < n; i++) {
+		/* The last of an id's records: is it a deletion? */
+		if ((i + 1 < n && v[i + 1].len == v[i].len && !memcmp(v[i + 1].id, v[i].id,
+			v[i].len)) || !v[i].del || v[i].len > GRANT_MAX_STRING ||
+			memchr(v[i].id, '\0', v[i].len))
+			continue;
+		memcpy(jti, v[i].id, v[i].len);
+		jti[v[i].len] = '\0';
+		mem_del(s, jti);
+	}
+	free(v);
+	return 0;
 }
 
 /*

@@ -793,9 +793,9 @@ static void write_whole(const char *file, const char *buf, size_t n, size_t from
  * A compaction renames its snapshot into place, then empties the journal. jitd stopped in
  * between (here: the journal written back as it was) must not replay the old journal over the
  * new snapshot: a drop after a failed sync left memory alone, and its grant came back. The old
- * journal opens with the epoch of the compaction before, each a new one. Its deletions still
- * apply: a jitd from before epochs, after a rollback, appends to it (here: a deletion of a,
- * copied from a journal this store wrote).
+ * journal opens with the epoch of the compaction before, each a new one. A grant whose last
+ * record in it is a deletion ends: a jitd from before epochs, after a rollback, appends to it
+ * (here: records copied from a journal this store wrote).
  */
 static void test_old_journal_left_out(void **state)
 {
@@ -823,16 +823,24 @@ static void test_old_journal_left_out(void **state)
 	assert_false(file_holds("grants.journal", "tok-b"));
 	st = reopen(st);
 	assert_tokens(st, "tok-a;tok-c;tok-d;");
-	/* The rollback: a's deletion appended to the old journal, beside a snapshot holding a. */
+	/*
+	 * a's deletion, then its record again (taken back, sent again), after the old journal's
+	 * records, beside a snapshot holding a: its last record is the grant's, and it stays.
+	 */
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(store_del(st, "a"), 0);
-	m = read_whole("grants.journal", now, sizeof(now));
-	assert_true(m > 36 && n + m - 36 < sizeof(old));
-	memcpy(old + n, now + 36, m - 36);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
+	m = read_whole("grants.journal", now, sizeof(now));
+	assert_true(m > 36 + 14 && n + m - 36 < sizeof(old) && !memcmp(now + 48, "Da", 2));
+	memcpy(old + n, now + 36, m - 36);
 	assert_int_equal(store_compact(st), 0);
 	store_close(&st);
 	write_whole("grants.journal", old, n + m - 36, 0);
+	assert_int_equal(store_open(dir, &st), 0);
+	assert_tokens(st, "tok-a;tok-c;tok-d;");
+	store_close(&st);
+	/* The rollback: a's deletion alone appended (a jitd from before epochs): a ends. */
+	write_whole("grants.journal", old, n + 14, 0);
 	assert_int_equal(store_open(dir, &st), 0);
 	assert_tokens(st, "tok-c;tok-d;");
 	st = reopen(st);
@@ -953,9 +961,10 @@ static void test_compaction_fails_after_rename(void **state)
 	unlink(fail);
 	/* The old journal stays: a power loss may bring back the old snapshot, which needs it. */
 	assert_true(file_holds("grants.journal", "tok-x"));
-	/* A restart now: the new snapshot holds both. */
+	/* A restart now: the new snapshot holds both; the journal, older, waits for a write. */
 	st = reopen(st);
 	assert_tokens(st, "tok-x;tok-y;");
+	assert_true(file_holds("grants.journal", "tok-x"));
 	fclose(fopen(fail, "w"));
 	assert_int_equal(store_compact(st), -EIO);
 	unlink(fail);
