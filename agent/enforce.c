@@ -1528,14 +1528,23 @@ static bool same_set(const struct ruleset_elem *a, const struct ruleset_elem *b)
 		a->port == b->port;
 }
 
+/* addr (alen bytes, big-endian) plus one; the caller knows it is not the last address. */
+static void addr_next(uint8_t *addr, size_t alen)
+{
+	for (size_t i = alen; i-- > 0 && !++addr[i];)
+		;
+}
+
 /*
- * When the earliest of the live model elements that hold part of host element want's range
- * ends, or -1 when none does. Each of them holds its addresses for every grant covering them,
- * want's grant among them, until the longest of those ends (an address two grants share is one
+ * When the earliest of the live model elements that hold host element want's range between
+ * them ends, or -1 when they leave an address of it out. Each holds its addresses for every
+ * grant covering them until the longest of those ends (an address two grants share is one
  * element, with the longer's time): the earliest is a bound on want's grant's end, its range
- * split among others' or not. Ranges of one set do not overlap in the kernel: the last live
- * element to start before want may reach into it, the others start inside it. Expired elements
- * may linger beside the live ones until the next tick.
+ * split among others' or not. Held only in part, the range may be another grant's alone (a
+ * record whose grant never reached the kernel: jitd stopped between the two), which says
+ * nothing of this one. Ranges of one set do not overlap in the kernel: the last live element
+ * to start before want may hold its first addresses, the others start inside it. Expired
+ * elements may linger beside the live ones until the next tick.
  */
 static int64_t host_held_end(const struct enforce *e, const struct ruleset_elem *want,
 	int64_t now_ms)
@@ -1543,48 +1552,62 @@ static int64_t host_held_end(const struct enforce *e, const struct ruleset_elem 
 	size_t alen = want->family == AF_INET ? 4 : 16, at = model_lower(e, want);
 	const struct ruleset_elem *v = e->model.v;
 	int64_t end = INT64_MAX;
+	uint8_t from[16];
 
+	/* from: the first address of want's range not yet found held. */
+	memcpy(from, want->lo, alen);
 	for (size_t i = at; i-- > 0 && same_set(&v[i], want);) {
 		if (v[i].exp_ms <= now_ms)
 			continue;
-		if (memcmp(v[i].hi, want->lo, alen) >= 0)
+		if (memcmp(v[i].hi, want->lo, alen) >= 0) {
+			if (memcmp(v[i].hi, want->hi, alen) >= 0)
+				return v[i].exp_ms;
 			end = v[i].exp_ms;
+			memcpy(from, v[i].hi, alen);
+			addr_next(from, alen);
+		}
 		break;
 	}
-	for (size_t i = at; i < e->model.n && same_set(&v[i], want) &&
-		memcmp(v[i].lo, want->hi, alen) <= 0; i++)
-		if (v[i].exp_ms > now_ms && v[i].exp_ms < end)
+	for (size_t i = at; i < e->model.n && same_set(&v[i], want); i++) {
+		if (v[i].exp_ms <= now_ms)
+			continue;
+		if (memcmp(v[i].lo, from, alen) > 0)
+			return -1;
+		if (v[i].exp_ms < end)
 			end = v[i].exp_ms;
-	return end == INT64_MAX ? -1 : end;
+		if (memcmp(v[i].hi, want->hi, alen) >= 0)
+			return end;
+		memcpy(from, v[i].hi, alen);
+		addr_next(from, alen);
+	}
+	return -1;
 }
 
 /*
- * The same for a gateway grant's box want, found only when a live element starts at want's
- * corner (first source, first destination), which it then holds: a box split among others'
- * elsewhere is not looked for (boxes sort by destination, then source, and finding every one
- * that reaches into want would take a walk over the group for each).
+ * The same for a gateway grant's box want, found only when one live element that starts at
+ * want's corner (first source, first destination) holds all of it: a box split among others'
+ * is not looked for (boxes sort by destination, then source, and finding the pieces would take
+ * a walk over the group for each grant).
  */
 static int64_t box_held_end(const struct enforce *e, const struct ruleset_elem *want,
 	int64_t now_ms)
 {
-	size_t alen = want->family == AF_INET ? 4 : 16;
+	size_t alen = want->family == AF_INET ? 4 : 16, at = model_lower(e, want);
 	const struct ruleset_elem *v = e->model.v;
 
-	for (size_t i = model_lower(e, want); i > 0 && same_set(&v[i - 1], want) &&
-		!memcmp(v[i - 1].dlo, want->dlo, alen) && !memcmp(v[i - 1].lo, want->lo, alen); i--)
-		if (v[i - 1].exp_ms > now_ms)
-			return v[i - 1].exp_ms;
-	for (size_t i = model_lower(e, want); i < e->model.n && same_set(&v[i], want) &&
+	/* Those that start at the corner sort by their ends: before want or from it on. */
+	for (size_t i = at; i < e->model.n && same_set(&v[i], want) &&
 		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen); i++)
-		if (v[i].exp_ms > now_ms)
+		if (v[i].exp_ms > now_ms && memcmp(v[i].hi, want->hi, alen) >= 0 &&
+			memcmp(v[i].dhi, want->dhi, alen) >= 0)
 			return v[i].exp_ms;
 	return -1;
 }
 
 /*
- * When the kernel's elements of a grant run out (wall-clock ms, the earliest bound its
- * elements give, host_held_end and box_held_end), or -1 when it holds none of them (after a
- * boot). They count down on the kernel's clock since the grant was applied, whatever the wall
+ * When the kernel's elements of a grant run out (wall-clock ms, the earliest bound they give,
+ * host_held_end and box_held_end), or -1 when they do not hold every range of it (after a boot:
+ * none). They count down on the kernel's clock since the grant was applied, whatever the wall
  * clock did since.
  */
 static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, int64_t now_ms)
@@ -1595,21 +1618,24 @@ static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, i
 	for (size_t s = 0; s < g->n_src; s++)
 		for (size_t q = 0; q < g->n_ports; q++) {
 			struct ruleset_elem want = host_elem(g, s, q, 0);
-			int64_t at = g->n_dst ? -1 : host_held_end(e, &want, now_ms);
+			int64_t at;
 
+			if (!g->n_dst) {
+				if ((at = host_held_end(e, &want, now_ms)) < 0)
+					return -1;
+				if (at < held)
+					held = at;
+			}
 			for (size_t d = 0; d < g->n_dst; d++) {
-				int64_t box;
-
 				if (g->dst[d].family != g->src[s].family)
 					continue;
 				want.kind = RULESET_FORWARD;
 				prefix_range(&g->dst[d], want.dlo, want.dhi);
-				box = box_held_end(e, &want, now_ms);
-				if (box >= 0 && (at < 0 || box < at))
-					at = box;
+				if ((at = box_held_end(e, &want, now_ms)) < 0)
+					return -1;
+				if (at < held)
+					held = at;
 			}
-			if (at >= 0 && at < held)
-				held = at;
 		}
 	return held == INT64_MAX ? -1 : held;
 }
@@ -4100,8 +4126,8 @@ static void audit_start_removals(struct enforce *e, size_t n)
 {
 	char what[200];
 
-	snprintf(what, sizeof(what), "start: %zu element(s) the restored grants do not cover "
-		"removed", n);
+	snprintf(what, sizeof(what), "start: %zu element(s) removed that no restored grant's "
+		"own in their set cover", n);
 	log_warn("drift repaired: %s", what);
 	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what, (long long)n);
 }
