@@ -260,33 +260,46 @@ code=$(post_jwt /v1/revocations "$TMP/rv-back")
 	fail "the revocation a third time, its grant gone: HTTP $code $(cat "$TMP/body")"
 pass "the same revocation ends the restored grant; once it is gone, it is a replay"
 
+# kill_in_revocation JTI: jitd killed inside JTI's revocation, after the grant's record is
+# dropped and before the kernel changes, held there by the hook's longest pause (the kill must
+# land inside it, however slow this machine); jitctl revoke's exit status in rv_rc.
+kill_in_revocation() {
+	echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
+	"$JITCTL_BIN" -s "$SOCK" revoke "$1" >"$TMP/out" 2>&1 &
+	rv_pid=$!
+	BG_PIDS+=("$rv_pid")
+	wait_until 5 "jitd to pause in the revocation" test ! -e "$JITD_TEST_REVOKE_PAUSE_FILE"
+	stop_jitd KILL
+	rv_rc=0
+	wait "$rv_pid" || rv_rc=$?
+}
+AUDIT=$TMP/state/audit.jsonl
+repairs() { jq -s '[.[] | select(.event == "drift.repaired")] | length' "$AUDIT"; }
+# start_removal_audited N: after the first N drift.repaired lines, one: a start's, of 1 element.
+start_removal_audited() {
+	jq -s -e --argjson n "$1" 'map(select(.event == "drift.repaired")) | .[$n:] |
+		length == 1 and (.[0].message | startswith("start: 1 element(s) ")) and
+		.[0].count == 1' "$AUDIT" >/dev/null
+}
+
 log "jitd killed after a revocation dropped its record, before the kernel changed"
 ip -n "$C1" addr add 192.0.2.7/32 dev eth0
 sign --src 192.0.2.7 --port 22 --for 300 --jti killed | submit - >/dev/null || fail "grant refused"
 has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the grant is not in the kernel"
 expect_connect ok "$C1" -b 192.0.2.7 192.0.2.1 22
-# The hook's longest pause: the kill must land inside it, however slow this machine.
-echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
-"$JITCTL_BIN" -s "$SOCK" revoke killed >"$TMP/out" 2>&1 &
-rv_pid=$!
-BG_PIDS+=("$rv_pid")
-wait_until 5 "jitd to pause in the revocation" test ! -e "$JITD_TEST_REVOKE_PAUSE_FILE"
-stop_jitd KILL
-rc=0
-wait "$rv_pid" || rc=$?
-[ "$rc" -ne 0 ] || fail "jitctl revoke succeeded though jitd was killed: $(cat "$TMP/out")"
+kill_in_revocation killed
+[ "$rv_rc" -ne 0 ] || fail "jitctl revoke succeeded though jitd was killed: $(cat "$TMP/out")"
 # The kill came before the kernel change: the element is still there, its record is not.
 has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the element went before the kill: $(host_elems)"
+repairs=$(repairs)
 start_jitd
 lacks_elem allow4_addr "192.0.2.7 tcp 22" || fail "the revoked grant came back: $(host_elems)"
 status_json | jq -e '[.grants[].id] | index("killed") == null' >/dev/null ||
 	fail "status after the restart: $(status_json | jq -c '.grants | map(.id)')"
 expect_connect drop "$C1" -b 192.0.2.7 192.0.2.1 22
 # The trail says so: the access ended with no grant.revoked line (its record was gone).
-jq -s -e 'map(select(.event == "drift.repaired")) | last |
-	(.message | startswith("start: 1 element(s) ")) and .count == 1' \
-	"$TMP/state/audit.jsonl" >/dev/null ||
-	fail "the start's removal is not audited: $(grep drift "$TMP/state/audit.jsonl")"
+start_removal_audited "$repairs" ||
+	fail "the start's removal is not audited: $(grep drift "$AUDIT")"
 pass "the next start removed its element, audited, and did not restore it"
 
 log "the same for a range whose element held a narrower, shorter grant's addresses too"
@@ -296,19 +309,11 @@ sign --src 198.18.0.0/29 --port 22 --for 300 --jti wide | submit - >/dev/null ||
 sign --src 198.18.0.0/30 --port 22 --for 200 --jti narrow | submit - >/dev/null || fail "refused"
 [ "$(allow_elems allow4)" = "198.18.0.0/29 tcp 22" ] ||
 	fail "not one element: $(allow_elems allow4)"
-echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
-"$JITCTL_BIN" -s "$SOCK" revoke wide >"$TMP/out" 2>&1 &
-rv_pid=$!
-BG_PIDS+=("$rv_pid")
-wait_until 5 "jitd to pause in the revocation" test ! -e "$JITD_TEST_REVOKE_PAUSE_FILE"
-stop_jitd KILL
-wait "$rv_pid" || true
-repairs=$(jq -s '[.[] | select(.event == "drift.repaired")] | length' "$TMP/state/audit.jsonl")
+kill_in_revocation wide
+repairs=$(repairs)
 start_jitd
 [ "$(allow_elems allow4)" = "198.18.0.0/30 tcp 22" ] ||
 	fail "after the restart: $(allow_elems allow4)"
-jq -s -e --argjson n "$repairs" 'map(select(.event == "drift.repaired")) | .[$n:] |
-	length == 1 and (.[0].message | startswith("start: 1 element(s) ")) and .[0].count == 1' \
-	"$TMP/state/audit.jsonl" >/dev/null ||
-	fail "the start's removal is not audited: $(grep drift "$TMP/state/audit.jsonl")"
+start_removal_audited "$repairs" ||
+	fail "the start's removal is not audited: $(grep drift "$AUDIT")"
 pass "the wide range cut back to the narrow grant's, the removal audited"
