@@ -1585,30 +1585,40 @@ static int64_t host_held_end(const struct enforce *e, const struct ruleset_elem 
 
 /*
  * The same for a gateway grant's box want, found only when one live element that starts at
- * want's corner (first source, first destination) holds all of it: a box split among others'
- * is not looked for (boxes sort by destination, then source, and finding the pieces would take
- * a walk over the group for each grant).
+ * want's corner (first source, first destination) holds all of it; -1 when one starts there
+ * and does not (want was split), -2 when none starts there: a box the kernel merged with the
+ * grant's neighbouring one (adjoining destinations or sources, one end) starts at that one's
+ * corner. Boxes split among others' are not looked for (boxes sort by destination, then source,
+ * and finding the pieces would take a walk over the group for each grant).
  */
 static int64_t box_held_end(const struct enforce *e, const struct ruleset_elem *want,
 	int64_t now_ms)
 {
+	bool started = false;
+
 	size_t alen = want->family == AF_INET ? 4 : 16, at = model_lower(e, want);
 	const struct ruleset_elem *v = e->model.v;
 
 	/* Those that start at the corner sort by their ends: before want or from it on. */
+	for (size_t i = at; i-- > 0 && same_set(&v[i], want) &&
+		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen);)
+		started |= v[i].exp_ms > now_ms;
 	for (size_t i = at; i < e->model.n && same_set(&v[i], want) &&
-		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen); i++)
-		if (v[i].exp_ms > now_ms && memcmp(v[i].hi, want->hi, alen) >= 0 &&
-			memcmp(v[i].dhi, want->dhi, alen) >= 0)
+		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen); i++) {
+		if (v[i].exp_ms <= now_ms)
+			continue;
+		if (memcmp(v[i].hi, want->hi, alen) >= 0 && memcmp(v[i].dhi, want->dhi, alen) >= 0)
 			return v[i].exp_ms;
-	return -1;
+		started = true;
+	}
+	return started ? -1 : -2;
 }
 
 /*
  * When the kernel's elements of a grant run out (wall-clock ms, the earliest bound they give,
  * host_held_end and box_held_end), or -1 when they do not hold every range of it (after a boot:
- * none). They count down on the kernel's clock since the grant was applied, whatever the wall
- * clock did since.
+ * none; a gateway box merged into its neighbour's is held by that one's). They count down on
+ * the kernel's clock since the grant was applied, whatever the wall clock did since.
  */
 static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, int64_t now_ms)
 {
@@ -1631,9 +1641,9 @@ static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, i
 					continue;
 				want.kind = RULESET_FORWARD;
 				prefix_range(&g->dst[d], want.dlo, want.dhi);
-				if ((at = box_held_end(e, &want, now_ms)) < 0)
+				if ((at = box_held_end(e, &want, now_ms)) == -1)
 					return -1;
-				if (at < held)
+				if (at >= 0 && at < held)
 					held = at;
 			}
 		}

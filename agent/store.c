@@ -1437,9 +1437,9 @@ static void pair_journal(struct store *s, const char *state_dir)
 		return;
 	if (s->stale_journal) {
 		log_warn("state: %s/%s is older than %s (jitd stopped between the two steps of a "
-			"compaction): its grants are taken from the snapshot, its deletions still "
-			"apply; both are rewritten before anything more is written", state_dir,
-			JOURNAL, SNAPSHOT);
+			"compaction): its grants are taken from the snapshot, and those whose "
+			"last record in it is a deletion end; both are rewritten before anything "
+			"more is written", state_dir, JOURNAL, SNAPSHOT);
 		s->suspect = true;
 		return;
 	}
