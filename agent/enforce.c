@@ -119,8 +119,9 @@ static bool test_hook_hold(void)
  * $JITD_TEST_START_PAUSE_FILE holding N (at most 10,000): jitd sleeps N ms after its restore,
  * before the events are heard, so that a test can change the ruleset in between. The same
  * with $JITD_TEST_PLACE_PAUSE_FILE after a start found its table in place, before the restore,
- * and $JITD_TEST_REVOKE_PAUSE_FILE after a revoked grant's record is dropped, before the kernel
- * changes, so that a test can kill jitd in between.
+ * $JITD_TEST_REVOKE_PAUSE_FILE after a revoked grant's record is dropped, before the kernel
+ * changes, and $JITD_TEST_APPLY_PAUSE_FILE after a group's records are written, before the
+ * kernel changes, so that a test can kill jitd in between.
  */
 static void test_hook_pause(const char *name)
 {
@@ -1584,41 +1585,81 @@ static int64_t host_held_end(const struct enforce *e, const struct ruleset_elem 
 }
 
 /*
- * The same for a gateway grant's box want, found only when one live element that starts at
- * want's corner (first source, first destination) holds all of it; -1 when one starts there
- * and does not (want was split), -2 when none starts there: a box the kernel merged with the
- * grant's neighbouring one (adjoining destinations or sources, one end) starts at that one's
- * corner. Boxes split among others' are not looked for (boxes sort by destination, then source,
- * and finding the pieces would take a walk over the group for each grant).
+ * The live box that starts at gateway box want's corner (first source, first destination) and
+ * holds all of it, or NULL; *started: whether a live one starts there at all (then want was
+ * split). Boxes split among others' are not looked for (boxes sort by destination, then
+ * source, and finding the pieces would take a walk over the group for each grant).
  */
-static int64_t box_held_end(const struct enforce *e, const struct ruleset_elem *want,
-	int64_t now_ms)
+static const struct ruleset_elem *box_at_corner(const struct enforce *e,
+	const struct ruleset_elem *want, int64_t now_ms, bool *started)
 {
-	bool started = false;
-
 	size_t alen = want->family == AF_INET ? 4 : 16, at = model_lower(e, want);
 	const struct ruleset_elem *v = e->model.v;
 
+	*started = false;
 	/* Those that start at the corner sort by their ends: before want or from it on. */
 	for (size_t i = at; i-- > 0 && same_set(&v[i], want) &&
 		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen);)
-		started |= v[i].exp_ms > now_ms;
+		*started |= v[i].exp_ms > now_ms;
 	for (size_t i = at; i < e->model.n && same_set(&v[i], want) &&
 		!memcmp(v[i].dlo, want->dlo, alen) && !memcmp(v[i].lo, want->lo, alen); i++) {
 		if (v[i].exp_ms <= now_ms)
 			continue;
 		if (memcmp(v[i].hi, want->hi, alen) >= 0 && memcmp(v[i].dhi, want->dhi, alen) >= 0)
-			return v[i].exp_ms;
-		started = true;
+			return &v[i];
+		*started = true;
 	}
-	return started ? -1 : -2;
+	return NULL;
+}
+
+/* Gateway grant g's box for its source s, destination d and port q. */
+static struct ruleset_elem grant_box(const struct grant *g, size_t s, size_t d, size_t q)
+{
+	struct ruleset_elem want = host_elem(g, s, q, 0);
+
+	want.kind = RULESET_FORWARD;
+	prefix_range(&g->dst[d], want.dlo, want.dhi);
+	return want;
+}
+
+/*
+ * When the box that holds gateway grant g's box want ends, or -1 when the kernel does not hold
+ * it whole: one that starts at its corner, or, when none starts there, one of g's own other
+ * boxes' that holds it too (the kernel merges a grant's adjoining destinations or sources that
+ * end together into one box, which starts at the first one's corner).
+ */
+static int64_t box_held_end(const struct enforce *e, const struct grant *g,
+	const struct ruleset_elem *want, size_t q, int64_t now_ms)
+{
+	size_t alen = want->family == AF_INET ? 4 : 16;
+	bool started;
+	const struct ruleset_elem *m = box_at_corner(e, want, now_ms, &started);
+
+	if (m || started)
+		return m ? m->exp_ms : -1;
+	for (size_t s = 0; s < g->n_src; s++)
+		for (size_t d = 0; d < g->n_dst; d++) {
+			struct ruleset_elem other;
+
+			if (g->src[s].family != want->family || g->dst[d].family != want->family)
+				continue;
+			other = grant_box(g, s, d, q);
+			if (!(m = box_at_corner(e, &other, now_ms, &started)))
+				continue;
+			if (memcmp(m->lo, want->lo, alen) <= 0 &&
+				memcmp(m->hi, want->hi, alen) >= 0 &&
+				memcmp(m->dlo, want->dlo, alen) <= 0 &&
+				memcmp(m->dhi, want->dhi, alen) >= 0)
+				return m->exp_ms;
+		}
+	return -1;
 }
 
 /*
  * When the kernel's elements of a grant run out (wall-clock ms, the earliest bound they give,
  * host_held_end and box_held_end), or -1 when they do not hold every range of it (after a boot:
- * none; a gateway box merged into its neighbour's is held by that one's). They count down on
- * the kernel's clock since the grant was applied, whatever the wall clock did since.
+ * none). They count down on the kernel's clock since the grant was applied, whatever the wall
+ * clock did since.
  */
 static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, int64_t now_ms)
 {
@@ -1639,11 +1680,10 @@ static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, i
 			for (size_t d = 0; d < g->n_dst; d++) {
 				if (g->dst[d].family != g->src[s].family)
 					continue;
-				want.kind = RULESET_FORWARD;
-				prefix_range(&g->dst[d], want.dlo, want.dhi);
-				if ((at = box_held_end(e, &want, now_ms)) == -1)
+				want = grant_box(g, s, d, q);
+				if ((at = box_held_end(e, g, &want, q, now_ms)) < 0)
 					return -1;
-				if (at >= 0 && at < held)
+				if (at < held)
 					held = at;
 			}
 		}
@@ -2380,6 +2420,7 @@ static void commit_admitted(struct enforce *e, struct pending **v, size_t n, int
 		goto out;
 	}
 	*write_us = clock_mono_us() - t0;
+	test_hook_pause("JITD_TEST_APPLY_PAUSE_FILE");
 	/* The group's ids with one write; v[i]'s outcome in added[i]. */
 	for (size_t i = 0; i < n; i++)
 		ids[i] = (struct replay_id){ v[i]->jti,

@@ -401,8 +401,31 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	[ -n "$left" ] && [ "$left" -le "$before" ] ||
 		fail "gw-pair's box has ${left:-no} s after the restart, the kernel had $before"
 	pass "gw-pair restored with its box's $left s ($before before), not 8 s more"
+
+	log "(test build) a gateway grant whose record was written, not its boxes"
+	# jitd killed between the two (a test hook pauses there): a shorter grant's box at one of
+	# its corners, none at the other, says nothing of its time.
+	export JITD_TEST_APPLY_PAUSE_FILE=$TMP/applypause
+	stop_jitd TERM
+	start_jitd
+	sign --src 192.0.2.10 --dst 10.1.0.2 --port 22 --for 60 --jti gw-short |
+		submit - >/dev/null || fail "gw-short refused"
+	sign --src 192.0.2.10 --dst 10.1.0.2,10.1.0.200 --port 22 --for 300 --jti gw-unapplied \
+		>"$TMP/unapplied.jws"
+	echo 10000 >"$JITD_TEST_APPLY_PAUSE_FILE"
+	"$JITCTL_BIN" -s "$SOCK" submit "$TMP/unapplied.jws" >"$TMP/out" 2>&1 &
+	sub_pid=$!
+	BG_PIDS+=("$sub_pid")
+	wait_until 5 "jitd to pause in the commit" test ! -e "$JITD_TEST_APPLY_PAUSE_FILE"
+	stop_jitd KILL
+	wait "$sub_pid" || true
+	start_jitd
+	status_json | jq -e '[.grants[] | select(.id == "gw-unapplied") | .expires_in > 250] ==
+		[true]' >/dev/null ||
+		fail "restored: $(status_json | jq -c '[.grants[] | [.id, .expires_in]]')"
+	pass "gw-unapplied restored with its own time, not gw-short's 60 s"
 	stop_jitd
-	unset JITD_TEST_CLOCK_STEP_FILE
+	unset JITD_TEST_CLOCK_STEP_FILE JITD_TEST_APPLY_PAUSE_FILE
 else
 	log "skipped: a restart with the clock stepped back (needs -DJITD_TEST_HOOKS=ON)"
 fi

@@ -12,11 +12,14 @@
 # stay in the socket, as after a timeout), the kernel took it all the same: its grants are
 # refused, and their elements withdrawn at once, past the stale acks. A revoked grant's record is
 # dropped before the kernel changes: jitd killed in between ($JITD_TEST_REVOKE_PAUSE_FILE holds
-# it there), the next start removes the element and does not restore the grant.
+# it there), the next start removes the element and does not restore the grant. A grant's record
+# is written before the kernel changes: jitd killed in between ($JITD_TEST_APPLY_PAUSE_FILE),
+# the next start restores it with its own time, not that of another grant's element beside it.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_SYNC_FAIL_FILE JITD_TEST_DEL_FAIL_FILE JITD_TEST_ACKS_LOST_FILE
 export JITD_TEST_HOLD_FILE=$TMP/hold JITD_TEST_REVOKE_PAUSE_FILE=$TMP/rvpause
+export JITD_TEST_APPLY_PAUSE_FILE=$TMP/applypause
 JITD_TEST_SYNC_FAIL_FILE=$TMP/syncfail
 JITD_TEST_DEL_FAIL_FILE=$TMP/delfail
 JITD_TEST_ACKS_LOST_FILE=$TMP/ackslost
@@ -317,3 +320,24 @@ start_jitd
 start_removal_audited "$repairs" ||
 	fail "the start's removal is not audited: $(grep drift "$AUDIT")"
 pass "the wide range cut back to the narrow grant's, the removal audited"
+
+log "jitd killed after a grant's record was written, before the kernel changed"
+# A shorter grant's element holds part of its range: that says nothing of this grant's time.
+sign --src 198.18.1.0/30 --port 22 --for 60 --jti short | submit - >/dev/null || fail "refused"
+sign --src 198.18.1.0/29 --port 22 --for 600 --jti unapplied >"$TMP/unapplied.jws"
+echo 10000 >"$JITD_TEST_APPLY_PAUSE_FILE"
+"$JITCTL_BIN" -s "$SOCK" submit "$TMP/unapplied.jws" >"$TMP/out" 2>&1 &
+sub_pid=$!
+BG_PIDS+=("$sub_pid")
+wait_until 5 "jitd to pause in the commit" test ! -e "$JITD_TEST_APPLY_PAUSE_FILE"
+stop_jitd KILL
+wait "$sub_pid" || true
+holds_match allow4 '^198\.18\.1\.0/30 tcp 22$' && lacks_match allow4 '^198\.18\.1\.4' ||
+	fail "the kernel before the restart: $(allow_elems allow4)"
+start_jitd
+status_json | jq -e '[.grants[] | select(.id == "unapplied") | .expires_in > 500] == [true]' \
+	>/dev/null || fail "restored: $(status_json | jq -c '[.grants[] | [.id, .expires_in]]')"
+# Both halves end with it now: one element.
+left=$(elem_expires allow4 198.18.1.0/29)
+[ -n "$left" ] && [ "$left" -gt 500 ] || fail "its element: ${left:-none} s: $(allow_elems allow4)"
+pass "restored with its own $left s, not the 60 s of the element beside it"
