@@ -881,7 +881,8 @@ static void test_emptied_journal_gets_its_epoch(void **state)
 
 /*
  * The journal's epoch damaged: the journal is cut there, and the deletions found after it stay,
- * recorded again after the epoch (a journal without it would be left out at the next start).
+ * recorded again after the epoch (without it, a stop inside the next compaction would have the
+ * journal replayed over the new snapshot, as one from before epochs).
  */
 static void test_damaged_epoch(void **state)
 {
