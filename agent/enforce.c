@@ -1622,21 +1622,34 @@ static struct ruleset_elem grant_box(const struct grant *g, size_t s, size_t d, 
 	return want;
 }
 
+/* Whether box m holds all of box want. */
+static bool box_holds(const struct ruleset_elem *m, const struct ruleset_elem *want)
+{
+	size_t alen = want->family == AF_INET ? 4 : 16;
+
+	return memcmp(m->lo, want->lo, alen) <= 0 && memcmp(m->hi, want->hi, alen) >= 0 &&
+		memcmp(m->dlo, want->dlo, alen) <= 0 && memcmp(m->dhi, want->dhi, alen) >= 0;
+}
+
 /*
  * When the box that holds gateway grant g's box want ends, or -1 when the kernel does not hold
  * it whole: one that starts at its corner, or, when none starts there, one of g's own other
  * boxes' that holds it too (the kernel merges a grant's adjoining destinations or sources that
- * end together into one box, which starts at the first one's corner).
+ * end together into one box, which starts at the first one's corner). *merged: the last box
+ * found so, tried first: a grant's boxes merged into one are each found in it at once, not by
+ * a search over the grant's corners each (64 sources by 64 destinations would be 4096 each).
  */
 static int64_t box_held_end(const struct enforce *e, const struct grant *g,
-	const struct ruleset_elem *want, size_t q, int64_t now_ms)
+	const struct ruleset_elem *want, size_t q, int64_t now_ms,
+	const struct ruleset_elem **merged)
 {
-	size_t alen = want->family == AF_INET ? 4 : 16;
 	bool started;
 	const struct ruleset_elem *m = box_at_corner(e, want, now_ms, &started);
 
 	if (m || started)
 		return m ? m->exp_ms : -1;
+	if (*merged && box_holds(*merged, want))
+		return (*merged)->exp_ms;
 	for (size_t s = 0; s < g->n_src; s++)
 		for (size_t d = 0; d < g->n_dst; d++) {
 			struct ruleset_elem other;
@@ -1644,13 +1657,11 @@ static int64_t box_held_end(const struct enforce *e, const struct grant *g,
 			if (g->src[s].family != want->family || g->dst[d].family != want->family)
 				continue;
 			other = grant_box(g, s, d, q);
-			if (!(m = box_at_corner(e, &other, now_ms, &started)))
-				continue;
-			if (memcmp(m->lo, want->lo, alen) <= 0 &&
-				memcmp(m->hi, want->hi, alen) >= 0 &&
-				memcmp(m->dlo, want->dlo, alen) <= 0 &&
-				memcmp(m->dhi, want->dhi, alen) >= 0)
+			m = box_at_corner(e, &other, now_ms, &started);
+			if (m && box_holds(m, want)) {
+				*merged = m;
 				return m->exp_ms;
+			}
 		}
 	return -1;
 }
@@ -1666,8 +1677,10 @@ static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, i
 	int64_t held = INT64_MAX;
 
 	/* Each element as desired() plans it alone: per source (and destination) and port. */
-	for (size_t s = 0; s < g->n_src; s++)
-		for (size_t q = 0; q < g->n_ports; q++) {
+	for (size_t q = 0; q < g->n_ports; q++) {
+		const struct ruleset_elem *merged = NULL;
+
+		for (size_t s = 0; s < g->n_src; s++) {
 			struct ruleset_elem want = host_elem(g, s, q, 0);
 			int64_t at;
 
@@ -1681,12 +1694,13 @@ static int64_t kernel_held_end(const struct enforce *e, const struct grant *g, i
 				if (g->dst[d].family != g->src[s].family)
 					continue;
 				want = grant_box(g, s, d, q);
-				if ((at = box_held_end(e, g, &want, q, now_ms)) < 0)
+				if ((at = box_held_end(e, g, &want, q, now_ms, &merged)) < 0)
 					return -1;
 				if (at < held)
 					held = at;
 			}
 		}
+	}
 	return held == INT64_MAX ? -1 : held;
 }
 
