@@ -722,6 +722,13 @@ static void plan_free(struct plan *p)
 	elems_free(&p->add);
 }
 
+/* addr (alen bytes, big-endian) plus one; the caller knows it is not the last address. */
+static void addr_next(uint8_t *addr, size_t alen)
+{
+	for (size_t i = alen; i-- > 0 && !++addr[i];)
+		;
+}
+
 /*
  * Whether a host element plan_group deletes before the j-th wanted one (in address order) ends
  * access to part of its range: the wanted elements do not cover all of it. Both sides are
@@ -750,8 +757,7 @@ static bool host_removal(const struct wants *w, const struct group *g, size_t j,
 			return false;
 		/* want ends inside have's range, so one past it is an address: no carry out. */
 		memcpy(from, want.hi, alen);
-		for (size_t i = alen; i-- > 0 && !++from[i];)
-			;
+		addr_next(from, alen);
 	}
 	return true;
 }
@@ -1527,13 +1533,6 @@ static bool same_set(const struct ruleset_elem *a, const struct ruleset_elem *b)
 {
 	return a->kind == b->kind && a->family == b->family && a->ipproto == b->ipproto &&
 		a->port == b->port;
-}
-
-/* addr (alen bytes, big-endian) plus one; the caller knows it is not the last address. */
-static void addr_next(uint8_t *addr, size_t alen)
-{
-	for (size_t i = alen; i-- > 0 && !++addr[i];)
-		;
 }
 
 /*
