@@ -412,13 +412,7 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 		submit - >/dev/null || fail "gw-short refused"
 	sign --src 192.0.2.10 --dst 10.1.0.2,10.1.0.200 --port 22 --for 300 --jti gw-unapplied \
 		>"$TMP/unapplied.jws"
-	echo 10000 >"$JITD_TEST_APPLY_PAUSE_FILE"
-	"$JITCTL_BIN" -s "$SOCK" submit "$TMP/unapplied.jws" >"$TMP/out" 2>&1 &
-	sub_pid=$!
-	BG_PIDS+=("$sub_pid")
-	wait_until 5 "jitd to pause in the commit" test ! -e "$JITD_TEST_APPLY_PAUSE_FILE"
-	stop_jitd KILL
-	wait "$sub_pid" || true
+	kill_in_pause "$JITD_TEST_APPLY_PAUSE_FILE" "the commit" submit "$TMP/unapplied.jws"
 	start_jitd
 	status_json | jq -e '[.grants[] | select(.id == "gw-unapplied") | .expires_in > 250] ==
 		[true]' >/dev/null ||

@@ -279,6 +279,23 @@ stop_jitd() {
 	fi
 }
 
+# kill_in_pause HOOK_FILE WHAT ARGS...: jitd killed while the test hook HOOK_FILE names holds it
+# inside `jitctl ARGS` (WHAT, for the wait's message), run in the background; the hook's longest
+# pause, so that the kill lands inside it however slow this machine. jitctl's output in
+# $TMP/out, its exit status in pause_rc.
+kill_in_pause() {
+	local file=$1 what=$2 pid
+	shift 2
+	echo 10000 >"$file"
+	"$JITCTL_BIN" -s "$SOCK" "$@" >"$TMP/out" 2>&1 &
+	pid=$!
+	BG_PIDS+=("$pid")
+	wait_until 5 "jitd to pause in $what" test ! -e "$file"
+	stop_jitd KILL
+	pause_rc=0
+	wait "$pid" || pause_rc=$?
+}
+
 # The standard set-up most tests want.
 e2e_default_setup() {
 	setup_net

@@ -264,18 +264,8 @@ code=$(post_jwt /v1/revocations "$TMP/rv-back")
 pass "the same revocation ends the restored grant; once it is gone, it is a replay"
 
 # kill_in_revocation JTI: jitd killed inside JTI's revocation, after the grant's record is
-# dropped and before the kernel changes, held there by the hook's longest pause (the kill must
-# land inside it, however slow this machine); jitctl revoke's exit status in rv_rc.
-kill_in_revocation() {
-	echo 10000 >"$JITD_TEST_REVOKE_PAUSE_FILE"
-	"$JITCTL_BIN" -s "$SOCK" revoke "$1" >"$TMP/out" 2>&1 &
-	rv_pid=$!
-	BG_PIDS+=("$rv_pid")
-	wait_until 5 "jitd to pause in the revocation" test ! -e "$JITD_TEST_REVOKE_PAUSE_FILE"
-	stop_jitd KILL
-	rv_rc=0
-	wait "$rv_pid" || rv_rc=$?
-}
+# dropped and before the kernel changes; jitctl revoke's exit status in pause_rc.
+kill_in_revocation() { kill_in_pause "$JITD_TEST_REVOKE_PAUSE_FILE" "the revocation" revoke "$1"; }
 AUDIT=$TMP/state/audit.jsonl
 repairs() { jq -s '[.[] | select(.event == "drift.repaired")] | length' "$AUDIT"; }
 # start_removal_audited N: after the first N drift.repaired lines, one: a start's, of 1 element.
@@ -291,7 +281,7 @@ sign --src 192.0.2.7 --port 22 --for 300 --jti killed | submit - >/dev/null || f
 has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the grant is not in the kernel"
 expect_connect ok "$C1" -b 192.0.2.7 192.0.2.1 22
 kill_in_revocation killed
-[ "$rv_rc" -ne 0 ] || fail "jitctl revoke succeeded though jitd was killed: $(cat "$TMP/out")"
+[ "$pause_rc" -ne 0 ] || fail "jitctl revoke succeeded though jitd was killed: $(cat "$TMP/out")"
 # The kill came before the kernel change: the element is still there, its record is not.
 has_elem allow4_addr "192.0.2.7 tcp 22" || fail "the element went before the kill: $(host_elems)"
 repairs=$(repairs)
@@ -325,13 +315,7 @@ log "jitd killed after a grant's record was written, before the kernel changed"
 # A shorter grant's element holds part of its range: that says nothing of this grant's time.
 sign --src 198.18.1.0/30 --port 22 --for 60 --jti short | submit - >/dev/null || fail "refused"
 sign --src 198.18.1.0/29 --port 22 --for 600 --jti unapplied >"$TMP/unapplied.jws"
-echo 10000 >"$JITD_TEST_APPLY_PAUSE_FILE"
-"$JITCTL_BIN" -s "$SOCK" submit "$TMP/unapplied.jws" >"$TMP/out" 2>&1 &
-sub_pid=$!
-BG_PIDS+=("$sub_pid")
-wait_until 5 "jitd to pause in the commit" test ! -e "$JITD_TEST_APPLY_PAUSE_FILE"
-stop_jitd KILL
-wait "$sub_pid" || true
+kill_in_pause "$JITD_TEST_APPLY_PAUSE_FILE" "the commit" submit "$TMP/unapplied.jws"
 holds_match allow4 '^198\.18\.1\.0/30 tcp 22$' && lacks_match allow4 '^198\.18\.1\.4' ||
 	fail "the kernel before the restart: $(allow_elems allow4)"
 start_jitd
