@@ -35,8 +35,6 @@
 #include "common/prefix.h"
 #include "common/proto.h"
 
-/* A log reply must fit PROTO_MAX_REPLY: the newest events win, the reply says it was cut. */
-#define LOG_MAX_EVENTS 50000
 /*
  * Replies to users other than root that have not left whole: each holds its rest in memory (a
  * status: about 25 MB at 100,000 grants; a log query: up to tens of MB) until its client reads
@@ -80,6 +78,7 @@ struct log_job {
 	struct audit_snapshot *snap;
 	int64_t since;
 	char *grant, *sub, *event;	/* NULL: not narrowed by it */
+	size_t limit;		/* the newest this many at most */
 	char *line;		/* the reply, with its newline; NULL: out of memory */
 	size_t len;
 	pthread_t thread;
@@ -507,7 +506,7 @@ static void *log_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "jitd-log");
 	test_hook_log_hold(j->ctl);
-	events = audit_snapshot_query(j->snap, &f, LOG_MAX_EVENTS, &truncated);
+	events = audit_snapshot_query(j->snap, &f, j->limit, &truncated);
 	msg = events ? json_pack("{s:b, s:o, s:b}", "ok", 1, "events", events, "truncated",
 			       truncated) :
 		       proto_error(JIT_ERR_INTERNAL, "cannot read the audit trail");
@@ -592,14 +591,22 @@ static void log_done_cb(void *arg)
 static json_t *do_log(struct client *c, json_t *req)
 {
 	const json_t *since = json_object_get(req, "since"), *grant = json_object_get(req, "grant"),
-		     *sub = json_object_get(req, "sub"), *event = json_object_get(req, "event");
+		     *sub = json_object_get(req, "sub"), *event = json_object_get(req, "event"),
+		     *limit = json_object_get(req, "limit");
 	struct ctl *ctl = c->ctl;
 	struct log_job *j;
 
 	if ((since && !json_is_integer(since)) || (grant && !json_is_string(grant)) ||
-		(sub && !json_is_string(sub)) || (event && !json_is_string(event)))
-		return refuse(c, false, JIT_ERR_BAD_REQUEST, "log takes an optional \"since\" "
-			"integer and optional \"grant\", \"sub\" and \"event\" strings");
+		(sub && !json_is_string(sub)) || (event && !json_is_string(event)) ||
+		(limit && (!json_is_integer(limit) || json_integer_value(limit) < 1 ||
+			json_integer_value(limit) > PROTO_LOG_MAX_EVENTS))) {
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "log takes an optional \"since\" integer, optional "
+			"\"grant\", \"sub\" and \"event\" strings and an optional \"limit\" from "
+			"1 to %d", PROTO_LOG_MAX_EVENTS);
+		return refuse(c, false, JIT_ERR_BAD_REQUEST, msg);
+	}
 	if (ctl->n_jobs >= CTL_LOG_JOBS_MAX + (c->uid == 0 ? CTL_LOG_JOBS_ROOT : 0))
 		return proto_error(JIT_ERR_BUSY, "other log queries are running; try again");
 	if (held_full(c))
@@ -621,6 +628,7 @@ static json_t *do_log(struct client *c, json_t *req)
 	j->ctl = ctl;
 	j->c = c;
 	j->since = since ? json_integer_value(since) : 0;
+	j->limit = limit ? (size_t)json_integer_value(limit) : PROTO_LOG_MAX_EVENTS;
 	if (pthread_create(&j->thread, NULL, log_main, j)) {
 		log_job_free(j);
 		return proto_error(JIT_ERR_BUSY, "cannot start a log query now; try again");

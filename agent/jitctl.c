@@ -23,6 +23,7 @@ static const struct {
 	{ "revoke", cmd_revoke, "Ends an active grant at once, optionally cutting its sessions" },
 	{ "grant", cmd_grant, "Break-glass: opens a port locally, within policy (root only)" },
 	{ "log", cmd_log, "Shows the audit trail (--json, --csv)" },
+	{ "audit", cmd_log, "The same as log" },
 	{ "reload", cmd_reload, "Has the agent re-read its configuration (root only)" },
 	{ "keygen", cmd_keygen, "Generates an Ed25519 key pair for signing grants" },
 	{ "sign", cmd_sign, "Prints a grant or revocation signed with a private key" },

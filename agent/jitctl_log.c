@@ -9,6 +9,7 @@
 #include "agent/jitctl.h"
 #include "common/duration.h"
 #include "common/events.h"
+#include "common/proto.h"
 
 static const char *const csv_fields[] = { "time", "event", "grant", "sub", "iss", "kid",
 	"sources", "ports", "destinations", "gateway_ports", "expires_at", "reason", "peer", "code",
@@ -19,9 +20,10 @@ static void log_usage(FILE *f)
 	size_t col = 39; /* columns used so far on the line the names start on */
 
 	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] log [--since WHEN] [--grant ID]\n"
-		   "                  [--user SUB] [--event NAME] [--json|--csv]\n\n"
+		   "                  [--user SUB] [--event NAME] [--limit N] [--json|--csv]\n\n"
 		   "Shows the agent's audit trail, oldest first: every grant applied, refused,\n"
-		   "expired or revoked, and the agent's own start and stop. The filters combine.\n\n"
+		   "expired or revoked, and the agent's own start and stop. The filters combine.\n"
+		   "'jitctl audit' is the same command.\n\n"
 		   "  --since WHEN  only events since a relative time (7d, 24h, 30m, 90s, or an\n"
 		   "                ISO 8601 duration such as PT1H, at most P366D) or a date\n"
 		   "                (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC); before 1970 is\n"
@@ -37,9 +39,12 @@ static void log_usage(FILE *f)
 		fprintf(f, " %s%s", audit_event_names[i], i + 1 < audit_event_count ? "," : "");
 		col += strlen(audit_event_names[i]) + 2;
 	}
-	fprintf(f, "\n  --json        the events as a JSON array\n"
+	fprintf(f, "\n  --limit N     only the newest N of the events the filters let through\n"
+		   "                (1 to %d, the most a reply holds)\n"
+		   "  --json        the events as a JSON array\n"
 		   "  --csv         RFC 4180 CSV with a header row, for spreadsheets (a field a\n"
-		   "                spreadsheet would run as a formula starts with ')\n");
+		   "                spreadsheet would run as a formula starts with ')\n",
+		PROTO_LOG_MAX_EVENTS);
 }
 
 /* A moment, as seconds since the epoch; one before it is the epoch (the whole trail). */
@@ -246,6 +251,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		{ "event", required_argument, NULL, 'e' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "csv", no_argument, NULL, 'c' },
+		{ "limit", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -253,6 +259,8 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	json_t *req = NULL, *rep = NULL, *events;
 	bool json = false, csv = false;
 	long long since = -1;
+	unsigned long limit = 0;	/* 0: the agent's cap */
+	char *end;
 	int c, ret = JITCTL_USAGE;
 
 	optind = 0;
@@ -281,6 +289,18 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 			}
 			event = optarg;
 			break;
+		case 'l':
+			/* Digits only: strtoul also takes spaces and a sign. */
+			errno = 0;
+			end = optarg;
+			if (optarg[0] >= '0' && optarg[0] <= '9')
+				limit = strtoul(optarg, &end, 10);
+			if (errno || !limit || *end || limit > PROTO_LOG_MAX_EVENTS) {
+				fprintf(stderr, "jitctl log: --limit '%s' is not a number from 1 "
+						"to %d\n", optarg, PROTO_LOG_MAX_EVENTS);
+				return JITCTL_USAGE;
+			}
+			break;
 		case 'j': json = true; break;
 		case 'c': csv = true; break;
 		case 'h': log_usage(stdout); return JITCTL_OK;
@@ -296,7 +316,8 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		(since >= 0 && json_object_set_new(req, "since", json_integer(since))) ||
 		(grant && json_object_set_new(req, "grant", json_string(grant))) ||
 		(user && json_object_set_new(req, "sub", json_string(user))) ||
-		(event && json_object_set_new(req, "event", json_string(event)))) {
+		(event && json_object_set_new(req, "event", json_string(event))) ||
+		(limit && json_object_set_new(req, "limit", json_integer((json_int_t)limit)))) {
 		fprintf(stderr, "jitctl log: --grant, --user or --event is not UTF-8 text\n");
 		goto out;
 	}
@@ -304,7 +325,8 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		(ret = jitctl_check_reply("log", json, rep, "events", JSON_ARRAY)))
 		goto out;
 	events = json_object_get(rep, "events");
-	if (json_is_true(json_object_get(rep, "truncated")))
+	/* Cut at the agent's cap, not at the --limit asked for. */
+	if (json_is_true(json_object_get(rep, "truncated")) && !limit)
 		fprintf(stderr, "jitctl log: only the newest %zu events are shown\n",
 			json_array_size(events));
 	if (json) {

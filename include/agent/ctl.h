@@ -8,7 +8,7 @@
 #define CTL_ROOT_RESERVE 4
 /*
  * Log queries read on threads of their own, at most this many at once, and one more for root:
- * each holds up to LOG_MAX_EVENTS parsed events (tens of MB) and a descriptor per file of the
+ * each holds up to PROTO_LOG_MAX_EVENTS parsed events (tens of MB) and a descriptor per file of the
  * audit trail while it runs; more get "busy". The one more is root's, so that members of
  * control_group, who may run two, cannot keep root from reading the trail.
  */

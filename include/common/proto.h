@@ -20,6 +20,11 @@ struct jit_error;
 #define PROTO_MAX_REPLY (256 * 1024 * 1024)
 #define PROTO_TIMEOUT_MS 10000
 /*
+ * A log reply holds at most this many events, the newest (it must fit PROTO_MAX_REPLY); the
+ * reply says it was cut. A request's "limit" is from 1 to this.
+ */
+#define PROTO_LOG_MAX_EVENTS 50000
+/*
  * A status reply that succeeded begins with exactly these bytes and ends with "}\n": the agent
  * writes it so (status_write), and jitctl status --json passes the document between them on
  * as it came instead of parsing 35 MB only to print it again.

@@ -86,6 +86,24 @@ rc=0
 [ "$rc" -eq 2 ] && grep -q "is not an event name" "$TMP/err" ||
 	fail "--event grant.aplied: exit $rc, $(cat "$TMP/err")"
 pass "--user (exactly) and --event filter, combined with each other and --since and --grant"
+# --limit: the newest N of what the filters let through, oldest first, and no note of a cut;
+# `jitctl audit` is the same command.
+"$JITCTL_BIN" -s "$SOCK" log --limit 2 --json 2>"$TMP/err" | jq -c . >"$TMP/lim.json" &&
+	[ "$(cat "$TMP/lim.json")" = "$(jq -c '.[-2:]' "$TMP/all.json")" ] && [ ! -s "$TMP/err" ] ||
+	fail "--limit 2: $(cat "$TMP/lim.json" "$TMP/err")"
+"$JITCTL_BIN" -s "$SOCK" audit --event grant.applied --limit 1 --json | jq -c . >"$TMP/lim.json" &&
+	[ "$(cat "$TMP/lim.json")" = "$(jq -c '[.[] | select(.event == "grant.applied")][-1:]' \
+		"$TMP/all.json")" ] && jq -e 'length == 1' "$TMP/lim.json" >/dev/null ||
+	fail "audit --event grant.applied --limit 1: $(cat "$TMP/lim.json")"
+"$JITCTL_BIN" -s "$SOCK" log --limit 50000 --json | jq -e "length == $(jq length "$TMP/all.json")" \
+	>/dev/null || fail "--limit 50000 lost events"
+for limit in 0 50001 -1 " 2" 2x; do
+	rc=0
+	"$JITCTL_BIN" -s "$SOCK" log --limit "$limit" >/dev/null 2>"$TMP/err" || rc=$?
+	[ "$rc" -eq 2 ] && grep -q "is not a number from 1 to 50000" "$TMP/err" ||
+		fail "--limit '$limit': exit $rc, $(cat "$TMP/err")"
+done
+pass "--limit keeps the newest events the filters let through; 'jitctl audit' is 'jitctl log'"
 # The table an operator reads: a header, then one line per event with its code and peer.
 "$JITCTL_BIN" -s "$SOCK" log >"$TMP/log.txt" || fail "jitctl log failed"
 [ "$(wc -l <"$TMP/log.txt")" -eq $(($(jq length "$TMP/all.json") + 1)) ] &&

@@ -99,9 +99,10 @@ print(s.makefile().readline(), end="")' "$SOCK")
 	fail "a duration of 2^63-1 s: $reply"
 pass "grant request with a duration of 2^63-1 s: $(echo "$reply" | jq -r .message)"
 # Input refused before its op is known leaves a record too: not JSON, then two lines at once;
-# and a log query with a malformed member.
+# and log queries with a malformed member (a limit of none, one past the cap, not a number).
 for req in 'not json' '{"op":"status"}\n{"op":"status"}' '{"op":"frobnicate"}' \
-	'{"op":"log","since":"yesterday"}'; do
+	'{"op":"log","since":"yesterday"}' '{"op":"log","limit":0}' '{"op":"log","limit":50001}' \
+	'{"op":"log","limit":"5"}'; do
 	reply=$(/usr/bin/python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -111,10 +112,10 @@ print(s.makefile().readline(), end="")' "$SOCK" "$req")
 	echo "$reply" | jq -e '.error == "bad_request"' >/dev/null || fail "$req: $reply"
 done
 jq -s -e '[.[] | select(.event == "grant.refused" and .code == "bad_request" and
-	(.peer | test("user=root")))] | length == 4' "$TMP/state/audit.jsonl" >/dev/null ||
+	(.peer | test("user=root")))] | length == 7' "$TMP/state/audit.jsonl" >/dev/null ||
 	fail "the malformed requests in the trail: $(jq -c 'select(.code == "bad_request")' \
 		"$TMP/state/audit.jsonl")"
-pass "a request that is not JSON, two at once, an unknown op, a bad log query: bad_request, audited"
+pass "a request that is not JSON, two at once, an unknown op, bad log queries: bad_request, audited"
 # More sources or port/protocol pairs than any grant may carry: the limit's code, as for a
 # signed grant (a port for both protocols is two pairs).
 many=$(seq -s, -f "192.0.2.%g" 1 65)
