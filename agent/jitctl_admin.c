@@ -16,7 +16,8 @@ static void revoke_usage(FILE *f)
 		   "Ends an active grant at once (root only). Other grants covering the same\n"
 		   "sources keep their access. Established sessions live on, as on expiry,\n"
 		   "unless --terminate is given: then the connections the grant let in are cut,\n"
-		   "but for those another active grant or always_allow lets in too.\n\n"
+		   "but for those another active grant or always_allow lets in too (a session\n"
+		   "through the grant's own DNAT gateway port is cut all the same).\n\n"
 		   "  --terminate  also cut the grant's established connections (conntrack)\n"
 		   "  --json       print the agent's reply as JSON\n");
 }
