@@ -4491,22 +4491,92 @@ static void warn_reload(void *arg, const char *msg)
 	log_warn("reload: %s", msg);
 }
 
+/* A grant a reload drops: why, and its deadline should it come back (the reload failing). */
+struct reload_drop {
+	struct grant g;
+	int64_t until;
+	struct jit_error why;
+};
+
+/* A grant a reload gave new gateway ports: its index and old ones, put back if it fails. */
+struct reload_moved {
+	size_t i;
+	uint16_t *ports;
+	uint32_t n;
+};
+
+/*
+ * Gateway grants the new file admits but would not give the ports they hold (a target that
+ * gained or lost dnat, a range that moved) get new ones, as a restart gives them: the lowest
+ * free beside every other grant's, kept or dropped. One whose range is full is dropped, its
+ * reason dnat_allocate's. Their records keep the old ports, so the next start gives them new
+ * ones again (restore_ports). *moved is the caller's to free, failure or not.
+ */
+static int reload_ports(struct enforce *e, const struct config *nc, struct reload_drop *dropped,
+	size_t *n_dropped, struct reload_moved **moved, size_t *n_moved)
+{
+	struct dnat_used *u = calloc(1, sizeof(*u));
+	struct reload_moved *nv;
+	int ret = 0;
+
+	if (!u)
+		return -ENOMEM;
+	for (size_t i = 0; i < e->n_grants; i++)
+		if (dnat_fits(nc, &e->grants[i]))
+			dnat_mark(u, &e->grants[i]);
+	for (size_t i = 0; i < *n_dropped; i++)
+		dnat_mark(u, &dropped[i].g);
+	/* Upwards: one dropped here takes the last one's place, looked at next; those before stay. */
+	for (size_t i = 0; i < e->n_grants;) {
+		struct grant *g = &e->grants[i];
+		struct jit_error jerr = { 0 };
+		struct reload_moved old = { i, g->dnat_ports, g->n_dnat_ports };
+
+		if (dnat_fits(nc, g)) {
+			i++;
+			continue;
+		}
+		if (!(nv = realloc(*moved, (*n_moved + 1) * sizeof(*nv)))) {
+			ret = -ENOMEM;
+			break;
+		}
+		*moved = nv;
+		/* dnat_allocate frees what it replaces: the old ports stay with old. */
+		g->dnat_ports = NULL;
+		g->n_dnat_ports = 0;
+		if ((ret = dnat_allocate(nc, g, u, &jerr))) {
+			g->dnat_ports = old.ports;
+			g->n_dnat_ports = old.n;
+			if (ret == JIT_ERR_INTERNAL) {
+				ret = -ENOMEM;
+				break;
+			}
+			dropped[*n_dropped].why = jerr;
+			dropped[*n_dropped].until = e->deadline[i];
+			dropped[(*n_dropped)++].g = grants_take(e, i);
+			ret = 0;
+			continue;
+		}
+		nv[(*n_moved)++] = old;
+		i++;
+	}
+	free(u);
+	return ret;
+}
+
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
 	const char *fail_why = NULL;	/* what to report when it is neither kerr nor an errno */
 	struct jit_error jerr = { 0 };
-	/* The grants the new policy drops: why, and their deadlines should they come back. */
-	struct dropped {
-		struct grant g;
-		int64_t until;
-		struct jit_error why;
-	} *dropped = NULL;
+	struct reload_drop *dropped = NULL;	/* the grants the new policy drops */
+	struct reload_moved *moved = NULL;
+	const struct config *running = e->cfg;
 	struct config *nc = NULL;
 	char *raw = NULL, *moved_to = NULL;	/* the file's state_dir, when a restart moves it */
 	struct group *groups = NULL;
 	struct nft_batch *b = NULL;
-	size_t n_groups = 0, n_dropped = 0, raw_len = 0;
+	size_t n_groups = 0, n_dropped = 0, n_moved = 0, raw_len = 0;
 	struct plan p = { 0 };
 	struct keys_seen keys = { 0 };
 	const char **ids = NULL;
@@ -4576,10 +4646,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	}
 	for (size_t i = e->n_grants; i-- > 0;) {
 		if (!policy_check(nc, &e->grants[i], grant_now_s(e, i, boot), &jerr)) {
-			if (!dnat_fits(nc, &e->grants[i]))
-				jit_fail(&jerr, JIT_ERR_DESTINATION_NOT_PROTECTED, "its gateway ports "
-					"(dnat) are no longer in the configured ranges");
-			else if (!(ret = key_trusted(&keys, nc, &e->grants[i], &jerr)))
+			if (!(ret = key_trusted(&keys, nc, &e->grants[i], &jerr)))
 				continue;
 			else if (ret == -ENOMEM)
 				goto fail;
@@ -4594,10 +4661,17 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		dropped[n_dropped].until = e->deadline[i];
 		dropped[n_dropped++].g = grants_take(e, i);
 	}
+	if ((ret = reload_ports(e, nc, dropped, &n_dropped, &moved, &n_moved)))
+		goto fail;
 	for (int attempt = 0;; attempt++) {
-		if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
-			(ret = plan_build(e, groups, n_groups, now, &p)) ||
-			(ret = nft_batch_new(e->nft, &b)) ||
+		if ((ret = resync(e)))
+			goto fail;
+		/* The elements the new file wants: its gateway pairs, not the running one's. */
+		e->cfg = nc;
+		if (!(ret = all_groups(e, &groups, &n_groups)))
+			ret = plan_build(e, groups, n_groups, now, &p);
+		e->cfg = running;
+		if (ret || (ret = nft_batch_new(e->nft, &b)) ||
 			(ret = ruleset_build(b, nc, e->table_flags)) ||
 			(ret = ruleset_raw_delete(b, e->strays.v, e->strays.n)) ||
 			(ret = ruleset_elems(b, p.del.v, p.del.n, p.add.v, p.add.n, now)))
@@ -4646,6 +4720,12 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	drop_records(e, ids, n_dropped);
 	for (size_t i = 0; i < n_dropped; i++)
 		grant_clear(&dropped[i].g);
+	for (size_t i = 0; i < n_moved; i++) {
+		log_warn("reload: grant '%s' gets new gateway ports: the configuration changed "
+			"them (jitctl status shows them)", e->grants[moved[i].i].jti);
+		free(moved[i].ports);
+	}
+	n_moved = 0;
 	e->cfg = nc;
 	config_free(e->owned_cfg);
 	e->owned_cfg = nc;
@@ -4683,6 +4763,14 @@ fail:
 	note_error(e, "reload: %s", err);
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* The kernel refused it (or, unanswered, is brought back below): they are live again. */
+	for (size_t i = 0; i < n_moved; i++) {
+		struct grant *g = &e->grants[moved[i].i];
+
+		free(g->dnat_ports);
+		g->dnat_ports = moved[i].ports;
+		g->n_dnat_ports = moved[i].n;
+	}
+	n_moved = 0;
 	for (size_t i = 0; i < n_dropped; i++)
 		if (grants_push_until(e, &dropped[i].g, dropped[i].until)) {
 			/* Out of the books, its elements still in the kernel: not in sync. */
@@ -4711,6 +4799,7 @@ out:
 	plan_free(&p);
 	free(groups);
 	free(dropped);
+	free(moved);
 	free(ids);
 	free(keys.v);
 	free(raw);

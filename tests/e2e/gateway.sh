@@ -312,7 +312,7 @@ wait_until 10 "dnat4 to be repaired" set_is dnat4 "$want_dnat"
 pass "kernel: dnat4 and fwd4 repaired after nft flush ruleset"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 50000
 
-log "reload: leaving gateway mode waits for a restart; a moved dnat range takes its grants along"
+log "reload: leaving gateway mode waits for a restart; a moved dnat range moves its grants' ports"
 write_config drop '[]' '[{"port": 22, "max_duration": "PT10M"}]'
 rc=0
 out=$("$JITCTL_BIN" -s "$SOCK" reload 2>&1) || rc=$?
@@ -326,13 +326,68 @@ echo "$out" | grep -q ": 0 protected port(s), 3 forwarded target(s), 0 grant(s) 
 [ "$(set_elems protected)" = "" ] && [ "$(set_elems dnat4)" = "$want_dnat" ] ||
 	fail "kernel after reload: protected $(set_elems protected), dnat4 $(set_elems dnat4)"
 pass "reload from both to gateway (same table shape): host ports gone, gateway grants kept"
+# As a restart would: both grants kept, each given a port of the new range (which gets which
+# is the grants' order); the kernel maps each to its own machine at once.
 gw_config both 51000-51001
 out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
-echo "$out" | grep -q "3 forwarded target(s), 2 grant(s) removed" || fail "reload said: $out"
-[ -z "$(set_elems dnat4)" ] && [ "$(fwd_count)" -eq 0 ] ||
+echo "$out" | grep -q "3 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
+want_dnat=$(status_json | jq -r '.grants[] | "\(.sources[0]) tcp \(.dnat[0].gateway_port) : 10.1.0.6 22"' |
+	sort)
+[ "$(echo "$want_dnat" | awk '{print $3}' | sort | xargs)" = "51000 51001" ] ||
+	fail "ports after the move: $want_dnat"
+[ "$(set_elems dnat4)" = "$want_dnat" ] && [ "$(fwd_count)" -eq 2 ] ||
 	fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
-pass "reload: both grants with ports outside the new range revoked, their elements gone"
+[ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] || fail "the new ports are not logged"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 "$(gateway_port gw-f)"
 expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
+pass "reload: a moved dnat range gives both grants a port in it, mapped in the kernel; 50000 closed"
+# A range of one port: one grant takes it, the other finds none and is revoked (busy), audited.
+gw_config both 51002-51002
+out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
+echo "$out" | grep -q "3 forwarded target(s), 1 grant(s) removed" || fail "reload said: $out"
+kept=$(status_json | jq -r '.grants[] | "\(.id) \(.sources[0]) \(.dnat[0].gateway_port)"')
+[ "$(echo "$kept" | grep -c .)" -eq 1 ] && [ "$(echo "$kept" | cut -d' ' -f3)" = 51002 ] ||
+	fail "grants after the second move: $kept"
+gone_id=gw-f
+[ "${kept%% *}" = gw-f ] && gone_id=gw-g
+jq -s -e --arg id "$gone_id" 'any(.[]; .event == "grant.revoked" and .grant == $id and
+	.code == "busy" and (.message | test("every gateway port of 51002-51002 is granted")))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "$gone_id's revocation: $(grep "$gone_id" "$TMP/state/audit.jsonl")"
+[ "$(set_elems dnat4)" = "$(echo "$kept" | cut -d' ' -f2) tcp 51002 : 10.1.0.6 22" ] &&
+	[ "$(fwd_count)" -eq 1 ] || fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
+pass "reload: a full range revokes the grant it has no port for ($gone_id: busy), audited"
+# A routed machine's target that gains dnat gives its grant a port, mapped at once; losing it
+# again keeps the grant, routed as before.
+sign --src 192.0.2.3 --dst 10.1.0.5 --port 22 --for 120 --jti gw-m | submit - >/dev/null ||
+	fail "gw-m refused"
+[ "$(gateway_port gw-m)" = null ] || fail "gw-m has a gateway port: $(gateway_port gw-m)"
+write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
+	'"mode": "both",
+  "targets": [
+    {"address": "10.1.0.0/24", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"]},
+    {"address": "2001:db8:10::/64", "port": 22, "max_duration": "PT10M"},
+    {"address": "10.1.0.6", "port": 22, "max_duration": "PT5M", "allowed_sources": ["192.0.2.0/24"],
+     "dnat": {"listen_port_range": "51002-51002", "address": "192.0.2.1"}},
+    {"address": "10.1.0.5", "port": 22, "max_duration": "PT5M", "allowed_sources": ["192.0.2.0/24"],
+     "dnat": {"listen_port_range": "51003-51003", "address": "192.0.2.1"}}]'
+out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
+echo "$out" | grep -q "4 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
+[ "$(gateway_port gw-m)" = 51003 ] || fail "gw-m's port: $(gateway_port gw-m)"
+set_elems dnat4 | grep -qx "192.0.2.3 tcp 51003 : 10.1.0.5 22" || fail "dnat4: $(set_elems dnat4)"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 51003
+gw_config both 51002-51002
+out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
+echo "$out" | grep -q "3 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
+[ "$(gateway_port gw-m)" = null ] && ! set_elems dnat4 | grep -q 51003 ||
+	fail "gw-m after losing dnat: $(gateway_port gw-m), dnat4 $(set_elems dnat4)"
+expect_connect ok "$C1" -b 192.0.2.3 10.1.0.5 22
+expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 51003
+pass "reload: a target that gains dnat maps its grant's port at once; losing it keeps the grant"
+for id in gw-m "${kept%% *}"; do
+	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null || fail "revoke $id failed"
+done
+[ -z "$(set_elems dnat4)" ] && [ "$(fwd_count)" -eq 0 ] ||
+	fail "kernel after the revocations: $(set_elems dnat4) / $(set_elems fwd4)"
 stop_jitd
 
 log "restart with a narrower dnat range: the grants whose ports still fit keep them"
