@@ -4526,7 +4526,7 @@ static int reload_ports(struct enforce *e, const struct config *nc, struct reloa
 			dnat_mark(u, &e->grants[i]);
 	for (size_t i = 0; i < *n_dropped; i++)
 		dnat_mark(u, &dropped[i].g);
-	/* Upwards: one dropped here takes the last one's place, looked at next; those before stay. */
+	/* Upwards: one dropped here takes the last one's place, looked at next; the rest stay. */
 	for (size_t i = 0; i < e->n_grants;) {
 		struct grant *g = &e->grants[i];
 		struct jit_error jerr = { 0 };

@@ -331,13 +331,14 @@ pass "reload from both to gateway (same table shape): host ports gone, gateway g
 gw_config both 51000-51001
 out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
 echo "$out" | grep -q "3 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
-want_dnat=$(status_json | jq -r '.grants[] | "\(.sources[0]) tcp \(.dnat[0].gateway_port) : 10.1.0.6 22"' |
-	sort)
+want_dnat=$(status_json |
+	jq -r '.grants[] | "\(.sources[0]) tcp \(.dnat[0].gateway_port) : 10.1.0.6 22"' | sort)
 [ "$(echo "$want_dnat" | awk '{print $3}' | sort | xargs)" = "51000 51001" ] ||
 	fail "ports after the move: $want_dnat"
 [ "$(set_elems dnat4)" = "$want_dnat" ] && [ "$(fwd_count)" -eq 2 ] ||
 	fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
-[ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] || fail "the new ports are not logged"
+[ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] ||
+	fail "the new ports are not logged"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 "$(gateway_port gw-f)"
 expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
 pass "reload: a moved dnat range gives both grants a port in it, mapped in the kernel; 50000 closed"
@@ -352,17 +353,19 @@ gone_id=gw-f
 [ "${kept%% *}" = gw-f ] && gone_id=gw-g
 jq -s -e --arg id "$gone_id" 'any(.[]; .event == "grant.revoked" and .grant == $id and
 	.code == "busy" and (.message | test("every gateway port of 51002-51002 is granted")))' \
-	"$TMP/state/audit.jsonl" >/dev/null || fail "$gone_id's revocation: $(grep "$gone_id" "$TMP/state/audit.jsonl")"
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "$gone_id's revocation: $(grep "$gone_id" "$TMP/state/audit.jsonl")"
 [ "$(set_elems dnat4)" = "$(echo "$kept" | cut -d' ' -f2) tcp 51002 : 10.1.0.6 22" ] &&
-	[ "$(fwd_count)" -eq 1 ] || fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
+	[ "$(fwd_count)" -eq 1 ] ||
+	fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
 pass "reload: a full range revokes the grant it has no port for ($gone_id: busy), audited"
 # A routed machine's target that gains dnat gives its grant a port, mapped at once; losing it
 # again keeps the grant, routed as before.
 sign --src 192.0.2.3 --dst 10.1.0.5 --port 22 --for 120 --jti gw-m | submit - >/dev/null ||
 	fail "gw-m refused"
 [ "$(gateway_port gw-m)" = null ] || fail "gw-m has a gateway port: $(gateway_port gw-m)"
-write_config drop '[]' '[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]' \
-	'"mode": "both",
+ports='[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]}]'
+write_config drop '[]' "$ports" '"mode": "both",
   "targets": [
     {"address": "10.1.0.0/24", "port": 22, "max_duration": "PT10M", "allowed_sources": ["192.0.2.0/24"]},
     {"address": "2001:db8:10::/64", "port": 22, "max_duration": "PT10M"},
