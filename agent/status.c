@@ -571,7 +571,10 @@ static void print_grant(struct printer *pr, const struct config *cfg, const stru
 /*
  * The elements that can cover g, from what the kernel acknowledged last (the enforcer's model,
  * sorted by group and address): a reply to a grant must cost neither a dump of every element
- * in the table nor a walk over the model, so each (source, port) is a binary search.
+ * in the table nor a walk over the model, so each (source, port) is a binary search. Elements
+ * that ran out stay in the model until the next tick, beside what replaced them (a grant
+ * renewed as the last one ends): they are not the kernel's, and would make a grant it holds
+ * look not held.
  */
 static int kview_model(struct enforce *e, const struct grant *g, struct kview *kv)
 {
@@ -593,7 +596,7 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 		const struct ruleset_elem forward = { .kind = RULESET_FORWARD };
 
 		for (size_t i = ruleset_elem_lower(m, n, &forward); i < n; i++)
-			if (kview_push(kv, (uint32_t)i, m[i].exp_ms))
+			if (m[i].exp_ms > kv->now_ms && kview_push(kv, (uint32_t)i, m[i].exp_ms))
 				return -ENOMEM;
 		return 0;
 	}
@@ -607,15 +610,20 @@ static int kview_model(struct enforce *e, const struct grant *g, struct kview *k
 			size_t alen = key.family == AF_INET ? 4 : 16, i;
 
 			prefix_range(&g->src[s], key.lo, key.hi);
-			/* Back to the first element of the group that still reaches key.lo. */
+			/*
+			 * Back to the first element of the group that still reaches key.lo: live
+			 * ones do not overlap, but one that ran out may sit inside a live one.
+			 */
 			i = ruleset_elem_lower(m, n, &key);
 			while (i > 0 && !cmp_group(&m[i - 1], key.kind, key.family, key.ipproto,
-				key.port) && memcmp(m[i - 1].hi, key.lo, alen) >= 0)
+				key.port) && (m[i - 1].exp_ms <= kv->now_ms ||
+				memcmp(m[i - 1].hi, key.lo, alen) >= 0))
 				i--;
 			for (; i < n && !cmp_group(&m[i], key.kind, key.family, key.ipproto,
 				key.port) &&
 				memcmp(m[i].lo, key.hi, alen) <= 0; i++) {
-				if (memcmp(m[i].hi, key.lo, alen) >= 0 &&
+				if (m[i].exp_ms > kv->now_ms &&
+					memcmp(m[i].hi, key.lo, alen) >= 0 &&
 					kview_push(kv, (uint32_t)i, m[i].exp_ms))
 					return -ENOMEM;
 			}

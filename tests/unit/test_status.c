@@ -544,6 +544,48 @@ static void grant_time_is_its_own(void **state __attribute__((unused)))
 	evbuffer_free(out);
 }
 
+/*
+ * A grant renewed as the last one ends: the old element, run out, stays in the model until the
+ * next tick, beside the new one (the same range), or inside a live wider one that precedes it.
+ * Neither is the kernel's: the reply says the kernel holds the grant for the live one's time.
+ */
+static void grant_reply_past_stale_elements(void **state __attribute__((unused)))
+{
+	char jti[] = "r", iss[] = "ctl", sub[] = "bob", kid[] = "k1";
+	struct port_spec port = { 22, PORT_PROTO_TCP };
+	struct prefix src, wide, inside;
+	struct grant g = { .jti = jti, .iss = iss, .sub = sub, .kid = kid, .src = &src, .n_src = 1,
+		.ports = &port, .n_ports = 1, .iat = stub_now_ms / 1000,
+		.exp = stub_now_ms / 1000 + 60 };
+	const char *srcs[] = { "10.0.0.5", "10.0.0.5" }, *walls[] = { "10.0.0.5", "10.0.0.0/24" },
+		   *stales[] = { "10.0.0.5", "10.0.0.3" };
+	struct config cfg = { 0 };
+
+	for (size_t c = 0; c < 2; c++) {
+		struct ruleset_elem m[2];
+		struct enforce e = { .cfg = &cfg, .model = m, .n_model = 2 };
+		struct evbuffer *out = evbuffer_new();
+		json_t *v;
+
+		assert_non_null(out);
+		assert_int_equal(prefix_parse(srcs[c], &src), 0);
+		assert_int_equal(prefix_parse(walls[c], &wide), 0);
+		assert_int_equal(prefix_parse(stales[c], &inside), 0);
+		for (size_t i = 0; i < 2; i++) {
+			m[i] = (struct ruleset_elem){ .kind = (uint8_t)ruleset_host_kind(&src),
+				.ipproto = IPPROTO_TCP, .port = 22, .family = AF_INET,
+				.exp_ms = i ? stub_now_ms - 100 : stub_now_ms + 60000 };
+			prefix_range(i ? &inside : &wide, m[i].lo, m[i].hi);
+		}
+		qsort(m, 2, sizeof(*m), ruleset_elem_cmp);
+		assert_int_equal(status_grant_write(&e, &g, out), 0);
+		v = parse(out);
+		assert_int_equal(json_integer_value(json_object_get(v, "kernel_expires_in")), 60);
+		json_decref(v);
+		evbuffer_free(out);
+	}
+}
+
 /* jitd -c takes any path: one that is not UTF-8 is shown, not a status that fails whole. */
 static void config_path_not_utf8(void **state __attribute__((unused)))
 {
@@ -688,6 +730,7 @@ int main(void)
 		cmocka_unit_test(grant_reply_reads_back),
 		cmocka_unit_test(printer_across_blocks),
 		cmocka_unit_test(grant_time_is_its_own),
+		cmocka_unit_test(grant_reply_past_stale_elements),
 		cmocka_unit_test(config_path_not_utf8),
 		cmocka_unit_test(integers_print_exactly),
 		cmocka_unit_test(text_cut_mid_character),
