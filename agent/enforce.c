@@ -3953,13 +3953,23 @@ static int revoke_at(struct enforce *e, size_t i, bool terminate, const char *pe
 	 * failed is said in the reply: sessions that live on must not read as "there were none".
 	 */
 	if (terminate) {
+		char msg[160];
+
 		ret = cut_flows(e, &g, &flows);
-		/* A cut that failed part-way cut what it counts all the same: on record too. */
-		if (ret == 0 || flows > 0) {
+		if (flows > 0)
 			e->metrics.flows_terminated += (uint64_t)flows;
-			(void)audit(e, "flows.terminated", &g, NULL, peer, 0, ret ?
-				"cut short: the other flows live on" : NULL, flows);
-		}
+		/*
+		 * On record whatever came of it: a cut that failed part-way cut what it counts,
+		 * and one that cut nothing must not leave the trail silent on sessions that were
+		 * to end and live on.
+		 */
+		if (ret)
+			snprintf(msg, sizeof(msg), "%s (%s): the %sflows live on",
+				flows > 0 ? "cut short" : "not cut",
+				e->ct ? strerror(-ret) : "conntrack unavailable",
+				flows > 0 ? "other " : "");
+		(void)audit(e, "flows.terminated", &g, NULL, peer, 0, ret ? msg : NULL,
+			flows > 0 ? flows : 0);
 		if (ret) {
 			char n[32] = "";
 

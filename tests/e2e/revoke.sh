@@ -251,7 +251,13 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	"$JITCTL_BIN" -s "$SOCK" status --json | jq -e '.agent.last_error |
 		test("cannot cut the flows of .rv-f.: Input/output error")' >/dev/null ||
 		fail "status does not say the cut failed"
-	pass "the grant is revoked, the reply says the cut failed and why, the session lives on"
+	# The trail says so too: a cut asked for and failed is not silence.
+	jq -s -e '[.[] | select(.event == "flows.terminated" and .grant == "rv-f")] |
+		length == 1 and .[0].count == 0 and
+		.[0].message == "not cut (Input/output error): the flows live on"' \
+		"$TMP/state/audit.jsonl" >/dev/null ||
+		fail "rv-f's failed cut in the trail: $(grep rv-f "$TMP/state/audit.jsonl")"
+	pass "revoked; the reply, status and trail say the cut failed and why; the session lives"
 	sign --src 192.0.2.3 --port 22 --for 120 --jti rv-g | submit - >/dev/null ||
 		fail "rv-g refused"
 	echo 1 >"$JITD_TEST_CUT_FAIL_FILE"
