@@ -4518,9 +4518,10 @@ struct reload_moved {
 /*
  * Gateway grants the new file admits but would not give the ports they hold (a target that
  * gained or lost dnat, a range that moved) get new ones, as a restart gives them: the lowest
- * free beside every other grant's, kept or dropped. One whose range is full is dropped, its
- * reason dnat_allocate's. Their records keep the old ports, so the next start gives them new
- * ones again (restore_ports). *moved is the caller's to free, failure or not.
+ * free beside the kept grants' that fit. One whose range is full is dropped, its reason
+ * dnat_allocate's. A dropped grant's port may go to another in the same transaction, as at a
+ * start: its mapping is deleted before the new one is added, and the map is keyed by source.
+ * *moved is the caller's to free, failure or not; reload_rerecord records the new ports.
  */
 static int reload_ports(struct enforce *e, const struct config *nc, struct reload_drop *dropped,
 	size_t *n_dropped, struct reload_moved **moved, size_t *n_moved)
@@ -4534,8 +4535,6 @@ static int reload_ports(struct enforce *e, const struct config *nc, struct reloa
 	for (size_t i = 0; i < e->n_grants; i++)
 		if (dnat_fits(nc, &e->grants[i]))
 			dnat_mark(u, &e->grants[i]);
-	for (size_t i = 0; i < *n_dropped; i++)
-		dnat_mark(u, &dropped[i].g);
 	/* Upwards: one dropped here takes the last one's place, looked at next; the rest stay. */
 	for (size_t i = 0; i < e->n_grants;) {
 		struct grant *g = &e->grants[i];
@@ -4574,6 +4573,67 @@ static int reload_ports(struct enforce *e, const struct config *nc, struct reloa
 	return ret;
 }
 
+/* A moved grant's jti and new ports as recorded, found by jti in the walk over the records. */
+struct moved_rec {
+	const char *jti;
+	char *annex;
+	bool done;
+};
+
+static int moved_rec_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct moved_rec *)a)->jti, ((const struct moved_rec *)b)->jti);
+}
+
+/*
+ * Records the new ports of the grants a reload moved, in one write, with their tokens from the
+ * store: else the next start would take back a recorded port that came back into its range,
+ * from under the grant a later reload gave it to. A failure is logged: that start then gives
+ * them ports again, as it does after a change made while jitd was stopped.
+ */
+static void reload_rerecord(struct enforce *e, const struct reload_moved *moved, size_t n)
+{
+	struct moved_rec *by = calloc(n, sizeof(*by));
+	struct store_rec *recs = calloc(n, sizeof(*recs));
+	struct store_item *v = NULL;
+	size_t nv = 0, k = 0;
+	int ret = by && recs ? 0 : -ENOMEM;
+
+	for (size_t i = 0; !ret && i < n; i++) {
+		const struct grant *g = &e->grants[moved[i].i];
+		char buf[DNAT_ANNEX_MAX];
+
+		by[i].jti = g->jti;
+		if (dnat_annex(g, buf, sizeof(buf)))
+			ret = -ENOSPC;
+		else if (buf[0] && !(by[i].annex = strdup(buf)))
+			ret = -ENOMEM;
+	}
+	if (!ret) {
+		qsort(by, n, sizeof(*by), moved_rec_cmp);
+		ret = store_items(e->store, &v, &nv);
+	}
+	for (size_t j = 0; !ret && j < nv; j++) {
+		struct moved_rec key = { .jti = v[j].jti }, *m;
+
+		if (!(m = bsearch(&key, by, n, sizeof(*by), moved_rec_cmp)) || m->done)
+			continue;
+		recs[k++] = (struct store_rec){ v[j].jti, v[j].token, v[j].len, m->annex };
+		m->done = true;
+	}
+	if (!ret && k)
+		ret = store_put_many(e->store, recs, k);
+	if (ret || k < n)
+		log_warn("state: cannot record the new gateway ports of %zu grant(s): %s; the "
+			"next start gives them ports again", ret ? n : n - k,
+			ret ? strerror(-ret) : "no record");
+	store_items_end(e->store, &v);
+	for (size_t i = 0; by && i < n; i++)
+		free(by[i].annex);
+	free(by);
+	free(recs);
+}
+
 int enforce_reload(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "", why[GRANT_MAX_STRING + 64], pending[RESTART_PENDING_LEN];
@@ -4596,8 +4656,12 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 
 	/* Set by this reload's commits only (see the failure below). */
 	e->unanswered = false;
-	/* A reload may drop grants: those still settling are answered first. */
-	settle_all(e);
+	/*
+	 * A reload may drop grants: those still settling are answered first (expire settles),
+	 * and those that ran out since the last tick go, as a start drops them: else one could
+	 * take the last free gateway port from a live grant (reload_ports).
+	 */
+	expire(e, false);
 	if ((ret = config_load_raw(e->config_path, &nc, &raw, &raw_len, &jerr))) {
 		snprintf(err, errlen, "%s", jerr.msg);
 		goto refused;
@@ -4735,6 +4799,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 			"them (jitctl status shows them)", e->grants[moved[i].i].jti);
 		free(moved[i].ports);
 	}
+	if (n_moved)
+		reload_rerecord(e, moved, n_moved);
 	n_moved = 0;
 	e->cfg = nc;
 	config_free(e->owned_cfg);

@@ -342,6 +342,16 @@ want_dnat=$(status_json |
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 "$(gateway_port gw-f)"
 expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
 pass "reload: a moved dnat range gives both grants a port in it, mapped in the kernel; 50000 closed"
+# Recorded: a restart with the same file gives each the port the reload gave it, not again.
+ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
+stop_jitd
+start_jitd
+[ "$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')" = "$ports" ] &&
+	[ "$(set_elems dnat4)" = "$want_dnat" ] ||
+	fail "after a restart: $(status_json | jq -c '[.grants[].dnat]') / $(set_elems dnat4)"
+[ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] ||
+	fail "the restart gave ports again: $(grep "gets new gateway ports" "$TMP/jitd.log")"
+pass "a restart after it keeps the ports the reload gave ($ports)"
 # A range of one port: one grant takes it, the other finds none and is revoked (busy), audited.
 gw_config both 51002-51002
 out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
