@@ -205,7 +205,7 @@ struct enforce {
 	struct grant_key *keys;
 	size_t n_grants, cap_grants;
 	int64_t suspend_gap_ms;	/* CLOCK_BOOTTIME - CLOCK_MONOTONIC when last read in line */
-	int64_t wall_gap_ms;	/* the wall clock - CLOCK_BOOTTIME at the last tick */
+	int64_t wall_gap_ms;	/* the wall clock - CLOCK_BOOTTIME when last read in line */
 	struct config *owned_cfg;	/* a reloaded config (the first one is the caller's) */
 	const struct config *started_cfg; /* the caller's: what restart-only settings still are */
 	char restart_pending[RESTART_PENDING_LEN]; /* those the file changed (restart_only) */
@@ -3309,7 +3309,6 @@ static void expire(struct enforce *e, bool model_too)
 	gap = clock_ms(CLOCK_BOOTTIME) - clock_ms(CLOCK_MONOTONIC);
 	wall = now - clock_ms(CLOCK_BOOTTIME);
 	step = wall - e->wall_gap_ms;
-	e->wall_gap_ms = wall;
 
 	why[0] = '\0';
 	/*
@@ -3329,7 +3328,10 @@ static void expire(struct enforce *e, bool model_too)
 	/*
 	 * The model's elements end at wall-clock times, the kernel's timeouts and the grants do
 	 * not move with the clock: after a step forward the model would drop elements the
-	 * kernel still holds, and a revocation would find none to delete.
+	 * kernel still holds, and a revocation would find none to delete. Measured from the
+	 * clock as it was at the last read, as suspends are: steps each under STEP_DETECT_MS
+	 * (ntpd's of a few hundred ms, a hypervisor's periodic sync) add up until together they
+	 * are worth the read.
 	 */
 	else if (e->gap_measured && (step > STEP_DETECT_MS || step < -STEP_DETECT_MS))
 		snprintf(why, sizeof(why), "wall clock stepped %+lld s",
@@ -3340,6 +3342,7 @@ static void expire(struct enforce *e, bool model_too)
 	expire_grants(e, now);
 	/* Either: the kernel's elements read again, the model from them. */
 	if (why[0]) {
+		e->wall_gap_ms = wall;
 		log_info("%s: the kernel's elements read again", why);
 		(void)enforce_reconcile(e, false, why);
 		return;

@@ -97,6 +97,17 @@ expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
 	fail "the step is not logged"
 pass "a revocation after a step forward removes the grant's element"
 
+log "two steps forward, each under the 2 s jitd reads the kernel again for"
+# Each alone is let pass; together (3 s) they are a step the model must be read again for.
+logged=$(grep -c "wall clock stepped" "$TMP/jitd.log" || true)
+step 1500
+sleep 1.5
+[ "$(grep -c "wall clock stepped" "$TMP/jitd.log")" -eq "$logged" ] ||
+	fail "a 1.5 s step alone made jitd read the kernel again: $(tail -n 3 "$TMP/jitd.log")"
+step 1500
+wait_until 5 "the two steps taken together" grep -q "wall clock stepped +3 s" "$TMP/jitd.log"
+pass "two 1.5 s steps add up to a 3 s step: the kernel read again"
+
 log "the endpoint's rate limit after a step back"
 # Buckets refill by the monotonic clock: by the wall clock, a step back would leave a bucket
 # spent before it without a token until the wall clock came round again (here 1000 s).
