@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -4504,6 +4505,37 @@ static void warn_reload(void *arg, const char *msg)
 	log_warn("reload: %s", msg);
 }
 
+/*
+ * Whether a reload may read nc's keys_dir as the keys it trusts: a directory jitd can search.
+ * One it cannot (a typo, a directory it may not enter, a disk that fails) reads as every key
+ * removed, and would revoke every signed grant: refused while there is one (root's local
+ * grants have no key). An operator who means to end them all empties the directory. 0, or
+ * JIT_ERR_BAD_CONFIG with why in err.
+ */
+static int keys_dir_usable(const struct enforce *e, const struct config *nc, char *err,
+	size_t errlen)
+{
+	struct stat st;
+	size_t i;
+	int why;
+
+	for (i = 0; i < e->n_grants && e->grants[i].local; i++)
+		;
+	if (i == e->n_grants)
+		return 0;
+	if (stat(nc->keys_dir, &st))
+		why = errno;
+	else if (!S_ISDIR(st.st_mode))
+		why = ENOTDIR;
+	else
+		why = faccessat(AT_FDCWD, nc->keys_dir, X_OK, AT_EACCESS) ? errno : 0;
+	if (!why)
+		return 0;
+	snprintf(err, errlen, "keys_dir %s: %s: every signed grant would be revoked (to end them "
+		"all, empty the directory instead)", nc->keys_dir, strerror(why));
+	return JIT_ERR_BAD_CONFIG;
+}
+
 /* A grant a reload drops: why, and its deadline should it come back (the reload failing). */
 struct reload_drop {
 	struct grant g;
@@ -4672,6 +4704,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	for (size_t at = 0; config_warning(nc, &at, jerr.msg, sizeof(jerr.msg));)
 		log_warn("reload: %s: %s", e->config_path, jerr.msg);
 	(void)keys_survey(nc, warn_reload, NULL);
+	if ((ret = keys_dir_usable(e, nc, err, errlen)))
+		goto refused;
 	ret = JIT_ERR_BAD_CONFIG;
 	if (!ruleset_same_shape(e->cfg, nc)) {
 		snprintf(err, errlen, "%s: \"mode\", or whether any target maps ports (dnat), "

@@ -114,6 +114,29 @@ status_json | jq -e '([.grants[].id] | length == 2) and any(.grants[]; .id == "k
 	fail "status after the key's removal: $(status_json | jq -c '[.grants[].id]')"
 pass "the other key's grant and root's local grant (no key) stay"
 
+log "a keys_dir jitd cannot enter: the reload is refused, not every signed grant revoked"
+cp "$CONFIG" "$TMP/keys-ok.json"
+before=$(kernel_json | strip_expires)
+for dir in "$TMP/keys.typo:No such file or directory" "$TMP/keys-ok.json:Not a directory"; do
+	jq --arg d "${dir%%:*}" '.keys_dir = $d' "$TMP/keys-ok.json" >"$CONFIG"
+	rc=0
+	"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -q "bad_config" "$TMP/out" &&
+		grep -qF "keys_dir ${dir%%:*}: ${dir#*:}: every signed grant would be revoked" \
+			"$TMP/out" ||
+		fail "reload with keys_dir ${dir%%:*}: exit $rc, $(cat "$TMP/out")"
+	jq -s -e --arg d "${dir%%:*}" 'any(.[]; .event == "config.refused" and
+		(.message | contains("keys_dir " + $d + ": ")))' "$TMP/state/audit.jsonl" \
+		>/dev/null || fail "the refusal is not audited"
+done
+cp "$TMP/keys-ok.json" "$CONFIG"
+[ "$(kernel_json | strip_expires)" = "$before" ] || fail "a refused reload changed the kernel"
+status_json | jq -e '[.grants[].id] | length == 2 and index("keep") != null' >/dev/null ||
+	fail "grants after the refused reloads: $(status_json | jq -c '[.grants[].id]')"
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" || fail "the reload after: $(cat "$TMP/out")"
+grep -q "0 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
+pass "a missing keys_dir and a file as keys_dir: refused, audited, grants and kernel unchanged"
+
 
 log "a new host_id waits for the restart, which checks the grants in force against it"
 sign --src 192.0.2.6 --port 22 --for 300 --jti old-aud | submit - >/dev/null ||
