@@ -4556,10 +4556,12 @@ struct reload_moved {
  * free beside the kept grants' that fit. One whose range is full is dropped, its reason
  * dnat_allocate's. A dropped grant's port may go to another in the same transaction, as at a
  * start: its mapping is deleted before the new one is added, and the map is keyed by source.
+ * A grant that ran out (now, boot: the reload's clocks), gone at the next tick, takes none.
  * *moved is the caller's to free, failure or not; reload_rerecord records the new ports.
  */
-static int reload_ports(struct enforce *e, const struct config *nc, struct reload_drop *dropped,
-	size_t *n_dropped, struct reload_moved **moved, size_t *n_moved)
+static int reload_ports(struct enforce *e, const struct config *nc, int64_t now, int64_t boot,
+	struct reload_drop *dropped, size_t *n_dropped, struct reload_moved **moved,
+	size_t *n_moved)
 {
 	struct dnat_used *u = calloc(1, sizeof(*u));
 	struct reload_moved *nv;
@@ -4568,7 +4570,7 @@ static int reload_ports(struct enforce *e, const struct config *nc, struct reloa
 	if (!u)
 		return -ENOMEM;
 	for (size_t i = 0; i < e->n_grants; i++)
-		if (dnat_fits(nc, &e->grants[i]))
+		if (grant_end_ms(e, i, now, boot) > now && dnat_fits(nc, &e->grants[i]))
 			dnat_mark(u, &e->grants[i]);
 	/* Upwards: one dropped here takes the last one's place, looked at next; the rest stay. */
 	for (size_t i = 0; i < e->n_grants;) {
@@ -4576,7 +4578,7 @@ static int reload_ports(struct enforce *e, const struct config *nc, struct reloa
 		struct jit_error jerr = { 0 };
 		struct reload_moved old = { i, g->dnat_ports, g->n_dnat_ports };
 
-		if (dnat_fits(nc, g)) {
+		if (grant_end_ms(e, i, now, boot) <= now || dnat_fits(nc, g)) {
 			i++;
 			continue;
 		}
@@ -4608,11 +4610,15 @@ static int reload_ports(struct enforce *e, const struct config *nc, struct reloa
 	return ret;
 }
 
-/* A moved grant's jti and new ports as recorded, found by jti in the walk over the records. */
+/*
+ * A moved grant's jti and new ports, found by jti in the walk over the records; its token
+ * copied from there, since the write comes after the walk (a suspect store rewrites itself
+ * first, which it cannot do while a walk is open).
+ */
 struct moved_rec {
 	const char *jti;
-	char *annex;
-	bool done;
+	char *annex, *token;
+	size_t len;
 };
 
 static int moved_rec_cmp(const void *a, const void *b)
@@ -4651,20 +4657,27 @@ static void reload_rerecord(struct enforce *e, const struct reload_moved *moved,
 	for (size_t j = 0; !ret && j < nv; j++) {
 		struct moved_rec key = { .jti = v[j].jti }, *m;
 
-		if (!(m = bsearch(&key, by, n, sizeof(*by), moved_rec_cmp)) || m->done)
+		if (!(m = bsearch(&key, by, n, sizeof(*by), moved_rec_cmp)) || m->token)
 			continue;
-		recs[k++] = (struct store_rec){ v[j].jti, v[j].token, v[j].len, m->annex };
-		m->done = true;
+		if (!(m->token = strndup(v[j].token, v[j].len)))
+			ret = -ENOMEM;
+		m->len = v[j].len;
 	}
+	store_items_end(e->store, &v);
+	for (size_t i = 0; !ret && i < n; i++)
+		if (by[i].token)
+			recs[k++] = (struct store_rec){ by[i].jti, by[i].token, by[i].len,
+				by[i].annex };
 	if (!ret && k)
 		ret = store_put_many(e->store, recs, k);
 	if (ret || k < n)
 		log_warn("state: cannot record the new gateway ports of %zu grant(s): %s; the "
 			"next start gives them ports again", ret ? n : n - k,
 			ret ? strerror(-ret) : "no record");
-	store_items_end(e->store, &v);
-	for (size_t i = 0; by && i < n; i++)
+	for (size_t i = 0; by && i < n; i++) {
 		free(by[i].annex);
+		free(by[i].token);
+	}
 	free(by);
 	free(recs);
 }
@@ -4689,14 +4702,13 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	bool hooked = false;
 	int ret;
 
-	/* Set by this reload's commits only (see the failure below). */
-	e->unanswered = false;
 	/*
 	 * A reload may drop grants: those still settling are answered first (expire settles),
-	 * and those that ran out since the last tick go, as a start drops them: else one could
-	 * take the last free gateway port from a live grant (reload_ports).
+	 * and those that ran out since the last tick go, as a start drops them.
 	 */
 	expire(e, false);
+	/* Set by this reload's commits only (see the failure below), not expire's reconcile. */
+	e->unanswered = false;
 	if ((ret = config_load_raw(e->config_path, &nc, &raw, &raw_len, &jerr))) {
 		snprintf(err, errlen, "%s", jerr.msg);
 		goto refused;
@@ -4772,7 +4784,7 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		dropped[n_dropped].until = e->deadline[i];
 		dropped[n_dropped++].g = grants_take(e, i);
 	}
-	if ((ret = reload_ports(e, nc, dropped, &n_dropped, &moved, &n_moved)))
+	if ((ret = reload_ports(e, nc, now, boot, dropped, &n_dropped, &moved, &n_moved)))
 		goto fail;
 	for (int attempt = 0;; attempt++) {
 		if ((ret = resync(e)))
