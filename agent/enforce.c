@@ -3679,6 +3679,22 @@ static void drops_free(struct drops *d)
 }
 
 /*
+ * 0 when dir is a directory jitd can search, else why not as an errno: missing (a typo), not a
+ * directory, not searchable, or a disk that fails. Keys are opened by path in it, so such a
+ * keys_dir reads as every key removed, which it says nothing about.
+ */
+static int keys_dir_errno(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st))
+		return errno;
+	if (!S_ISDIR(st.st_mode))
+		return ENOTDIR;
+	return faccessat(AT_FDCWD, dir, X_OK, AT_EACCESS) ? errno : 0;
+}
+
+/*
  * A record that did not pass its check at the start: put in d to be dropped and audited
  * (RESTORE_DROP), or -EAGAIN when nothing is known of it (INTERNAL), for the start to fail
  * rather than lose it; -ENOMEM when d cannot take it (the start fails, keeping the record: a
@@ -3691,7 +3707,7 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 	struct drop *v;
 	struct grant g = { 0 };
 	bool named = record_claims(it, local, &g);
-	int ret;
+	int ret, why;
 
 	/*
 	 * A grant whose time ran out while jitd was stopped expired, whatever else its check
@@ -3700,6 +3716,13 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 	 */
 	if (named && err->code != JIT_ERR_EXPIRED && g.exp * 1000 - now_ms < MIN_TIME_LEFT_MS)
 		(void)jit_fail(err, JIT_ERR_EXPIRED, "grant '%s' has no time left", g.jti);
+	/*
+	 * Its key not found in a keys_dir jitd cannot enter: nothing is known of the key, as when
+	 * its file cannot be read now (a typo in keys_dir would else end every signed grant).
+	 */
+	if (err->code == JIT_ERR_UNKNOWN_KEY && (why = keys_dir_errno(e->cfg->keys_dir)))
+		(void)jit_fail(err, JIT_ERR_INTERNAL, "its key cannot be looked for: "
+			"keys_dir %s: %s", e->cfg->keys_dir, strerror(why));
 	if (err->code == JIT_ERR_INTERNAL) {
 		/*
 		 * Out of memory, or a key file that could not be read now: nothing is known about
@@ -4506,30 +4529,20 @@ static void warn_reload(void *arg, const char *msg)
 }
 
 /*
- * Whether a reload may read nc's keys_dir as the keys it trusts: a directory jitd can search.
- * One it cannot (a typo, a directory it may not enter, a disk that fails) reads as every key
- * removed, and would revoke every signed grant: refused while there is one (root's local
- * grants have no key). An operator who means to end them all empties the directory. 0, or
- * JIT_ERR_BAD_CONFIG with why in err.
+ * Whether a reload may read nc's keys_dir as the keys it trusts: a directory jitd can search
+ * (keys_dir_errno). One it cannot reads as every key removed, and would revoke every signed
+ * grant: refused while there is one (root's local grants have no key). An operator who means
+ * to end them all empties the directory. 0, or JIT_ERR_BAD_CONFIG with why in err.
  */
 static int keys_dir_usable(const struct enforce *e, const struct config *nc, char *err,
 	size_t errlen)
 {
-	struct stat st;
 	size_t i;
 	int why;
 
 	for (i = 0; i < e->n_grants && e->grants[i].local; i++)
 		;
-	if (i == e->n_grants)
-		return 0;
-	if (stat(nc->keys_dir, &st))
-		why = errno;
-	else if (!S_ISDIR(st.st_mode))
-		why = ENOTDIR;
-	else
-		why = faccessat(AT_FDCWD, nc->keys_dir, X_OK, AT_EACCESS) ? errno : 0;
-	if (!why)
+	if (i == e->n_grants || !(why = keys_dir_errno(nc->keys_dir)))
 		return 0;
 	snprintf(err, errlen, "keys_dir %s: %s: every signed grant would be revoked (to end them "
 		"all, empty the directory instead)", nc->keys_dir, strerror(why));

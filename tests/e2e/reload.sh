@@ -137,6 +137,21 @@ status_json | jq -e '[.grants[].id] | length == 2 and index("keep") != null' >/d
 grep -q "0 grant(s) removed" "$TMP/out" || fail "reload said: $(cat "$TMP/out")"
 pass "a missing keys_dir and a file as keys_dir: refused, audited, grants and kernel unchanged"
 
+log "a start with a keys_dir jitd cannot enter fails, rather than end every signed grant"
+stop_jitd TERM
+jq --arg d "$TMP/keys.typo" '.keys_dir = $d' "$TMP/keys-ok.json" >"$CONFIG"
+rc=0
+ip netns exec "$SRV" timeout 30 "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] || fail "jitd started (or died otherwise, status $rc) with keys_dir missing"
+grep -qF "its key cannot be looked for: keys_dir $TMP/keys.typo: No such file or directory" \
+	"$TMP/jitd.log" || fail "the failed start does not say why: $(tail -n 5 "$TMP/jitd.log")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the failed start took keep's element"
+cp "$TMP/keys-ok.json" "$CONFIG"
+start_jitd
+status_json | jq -e '[.grants[].id] | length == 2 and index("keep") != null' >/dev/null ||
+	fail "grants after the good start: $(status_json | jq -c '[.grants[].id]')"
+pass "the start fails (exit 1, said why), the kernel keeps keep; the next good start restores it"
+
 
 log "a new host_id waits for the restart, which checks the grants in force against it"
 sign --src 192.0.2.6 --port 22 --for 300 --jti old-aud | submit - >/dev/null ||
