@@ -258,7 +258,8 @@ not_enabled() {
 install -d -m 0755 /etc/jitd/keys.d
 placed_key=yes
 # First a sound key in a directory only another user may read: root reads it, the unit (root
-# with CAP_NET_ADMIN alone) cannot, and the check must see it as the unit does.
+# with CAP_NET_ADMIN and CAP_NET_BIND_SERVICE alone) cannot, and the check must see it as the
+# unit does.
 install -m 0644 "$TMP/keys/pkgtest.pem" /etc/jitd/keys.d/pkgtest.pem
 chown nobody /etc/jitd/keys.d
 chmod 0700 /etc/jitd/keys.d
@@ -297,7 +298,7 @@ pass "an upgrade (reinstall) keeps jitd enabled"
 # administrator keeps a full copy of the unit (systemctl edit --full): the removal then masks
 # nothing, which must not make the install look like an upgrade.
 echo "--- apt-get remove jitd (in a network namespace), the key made group-writable, install"
-cp /lib/systemd/system/jitd.service /etc/systemd/system/jitd.service
+cp "$unitdir/jitd.service" /etc/systemd/system/jitd.service
 unit_copy=yes
 ip netns add "$NS"
 logged remove.log "apt-get remove" ip netns exec "$NS" "${APT[@]}" remove jitd
