@@ -849,6 +849,8 @@ static bool root_on_loopback(struct evhttp_request *req, const struct peer *p)
 	return false;
 }
 
+static void deadline_streaming(struct http *h, struct evhttp_connection *evcon);
+
 /*
  * Status names who has access to what: authenticated controllers and root on the host only.
  *
@@ -915,6 +917,7 @@ static void get_status(struct http *h, struct evhttp_request *req, const struct 
 	snprintf(len, sizeof(len), "%zu", size);
 	json_headers(req);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
+	deadline_streaming(h, s->evcon);
 	evhttp_send_reply_start(req, 200, "OK");
 	stream_pump(NULL, s);
 }
@@ -1037,13 +1040,22 @@ static void peer_identify(const struct http *h, struct evhttp_request *req, stru
  * it: a client trickling a TLS handshake or a request one byte at a time held its connection,
  * and max_connections of them the whole endpoint, before any certificate or rate limit was asked
  * (or, on keep-alive, after one quick request). So each whole request must also come within
- * listen.timeout of the accept, or of the connection's last reply. From a request to its reply
- * the deadline rests: that time is jitd's.
+ * listen.timeout of the accept, or of the connection's last reply. From a request until its
+ * reply is made the deadline rests: that time is jitd's. A reply made but not taken is the
+ * client's time again: a client that pipelined requests and read their replies a little at a
+ * time (each read restarting the write timeout) held its connections in jitd's turn, where
+ * none gives way, and max_connections of them kept a controller out. The deadline, checked
+ * every listen.timeout while jitd holds the request, finds such a reply: the connection may
+ * give way from then on, and is cut at the next check if the reply has not left. A status
+ * streamed is left to the write timeout: a large one read steadily takes longer.
  */
 struct conn_deadline {
 	struct http *h;
 	struct evhttp_connection *evcon;
 	struct event *timer;
+	struct evhttp_request *req;	/* in jitd's turn until its reply has left; else NULL */
+	bool streaming;			/* req is a status, streamed */
+	bool unread;			/* req's reply was found made, not taken */
 	struct connshare_conn *share;	/* idle while the deadline runs; NULL: not shared */
 	uint8_t client[16];		/* client_of, once: it asks the kernel on loopback */
 	bool has_client;
@@ -1064,6 +1076,15 @@ static struct conn_deadline *deadline_of(struct http *h, struct evhttp_connectio
 	return NULL;
 }
 
+/* evcon's request is a status, streamed: its time is the write timeout's (deadline_cb). */
+static void deadline_streaming(struct http *h, struct evhttp_connection *evcon)
+{
+	struct conn_deadline *d = deadline_of(h, evcon);
+
+	if (d)
+		d->streaming = true;
+}
+
 /* evcon closed: its deadline goes. */
 static void deadline_free(struct http *h, struct evhttp_connection *evcon)
 {
@@ -1077,25 +1098,45 @@ static void deadline_free(struct http *h, struct evhttp_connection *evcon)
 	free(d);
 }
 
-/* The client's turn: its next whole request within listen.timeout. Idle until then. */
-static void deadline_arm(struct conn_deadline *d)
+/* The next check of the connection, listen.timeout from now. */
+static void deadline_set(struct conn_deadline *d)
 {
 	const struct timeval tv = { (time_t)d->h->l->timeout, 0 };
 
 	if (evtimer_add(d->timer, &tv))
 		log_warn("controller endpoint: cannot set a connection's deadline");
+}
+
+/* The client's turn: its next whole request within listen.timeout. Idle until then. */
+static void deadline_arm(struct conn_deadline *d)
+{
+	deadline_set(d);
 	if (d->share) {
 		connshare_idle(d->h->share, d->share, true);
 		listen_if_room(d->h);
 	}
 }
 
-/* No whole request in time: nothing of ours is pending on it, so evhttp may free it now. */
+/*
+ * No whole request in time, or a reply not taken in time: nothing of ours is pending on it
+ * (a reply made is evhttp's), so evhttp may free it now. A request jitd still holds (its
+ * reply not made: evhttp gives it a code only then) or a status streamed is checked again.
+ */
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn_deadline *d = arg;
 
-	flood_note(d->h, "no whole request within listen.timeout of the connection or its reply");
+	if (d->req && (d->streaming || !evhttp_request_get_response_code(d->req))) {
+		deadline_set(d);
+		return;
+	}
+	if (d->req && !d->unread) {
+		d->unread = true;
+		deadline_arm(d);
+		return;
+	}
+	flood_note(d->h, d->req ? "a reply not taken within listen.timeout of the next check" :
+		"no whole request within listen.timeout of the connection or its reply");
 	d->h->counted.cut_deadline++;
 	/* Calls conn_closed_cb, which frees d. */
 	evhttp_connection_free(d->evcon);
@@ -1159,28 +1200,50 @@ static void reply_sent_cb(struct evhttp_request *req, void *arg)
 
 	if (len)
 		status_release_memory((size_t)strtoull(len, NULL, 10));
-	if (d)
+	if (d) {
+		d->req = NULL;
+		d->streaming = d->unread = false;
 		deadline_arm(d);
+	}
 }
 
+static void route(struct http *h, struct evhttp_request *req, struct conn_deadline *d);
+
+/*
+ * jitd's turn until the reply is made, the client's again once it has: at once for a reply
+ * made here (all but a grant's, a revocation's and a status streamed), else at a check
+ * (deadline_cb). route may end the connection (and d with it) before it returns.
+ */
 static void request_cb(struct evhttp_request *req, void *arg)
 {
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	enum evhttp_cmd_type method = evhttp_request_get_command(req);
-	struct conn_deadline *d;
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct http *h = arg;
-	struct peer p = { 0 };
-	unsigned retry;
-	bool known = false;
+	struct conn_deadline *d = deadline_of(h, evcon);
 
-	/* jitd's turn until the reply has left (reply_sent_cb), however it is sent. */
-	d = deadline_of(h, evhttp_request_get_connection(req));
 	if (d) {
-		evtimer_del(d->timer);
+		d->req = req;
+		d->streaming = d->unread = false;
+		deadline_set(d);
 		if (d->share)
 			connshare_idle(h->share, d->share, false);
 	}
 	evhttp_request_set_on_complete_cb(req, reply_sent_cb, d);
+	route(h, req, d);
+	if ((d = deadline_of(h, evcon)) && d->req == req && !d->streaming &&
+		evhttp_request_get_response_code(req)) {
+		d->unread = true;
+		deadline_arm(d);
+	}
+}
+
+static void route(struct http *h, struct evhttp_request *req, struct conn_deadline *d)
+{
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	struct peer p = { 0 };
+	unsigned retry;
+	bool known = false;
+
 	peer_identify(h, req, &p);
 	/* Without a deadline (out of memory), its address alone. */
 	if (d && d->has_client)

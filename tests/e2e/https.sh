@@ -333,6 +333,51 @@ PY
 in_ns "$C1" python3 "$TMP/idle.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" \
 	"$PKI/controller-1.key" >"$TMP/idle.out" 2>&1 || fail "connection limit: $(cat "$TMP/idle.out")"
 pass "max_connections holds and is shared: $(paste -sd, "$TMP/idle.out")"
+# One client fills the endpoint with connections that each pipeline 2000 requests and take the
+# replies a little at a time, every read inside the write timeout: each connection is always
+# busy with a reply, none idle. A reply made is the client's time, not jitd's: another client
+# is still served at once.
+cat >"$TMP/slowread.py" <<'PY'
+import socket, ssl, sys, threading, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+def conn(src, timeout=5):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    s.settimeout(timeout)
+    s.bind((src, 0))
+    s.connect(("192.0.2.1", 7443))
+    return s
+held = [ctx.wrap_socket(conn("192.0.2.4"), server_hostname="192.0.2.1") for _ in range(4)]
+for s in held:
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * 2000)
+stop = threading.Event()
+def take_slowly(s):
+    while not stop.is_set():
+        try:
+            if not s.recv(256):
+                return
+        except OSError:
+            return
+        stop.wait(1)
+for s in held:
+    threading.Thread(target=take_slowly, args=(s,), daemon=True).start()
+time.sleep(2)
+start = time.monotonic()
+s = conn("192.0.2.5", 8)
+try:
+    ctx.wrap_socket(s, server_hostname="192.0.2.1").close()
+except socket.timeout:
+    sys.exit("a new client waited %.1f s" % (time.monotonic() - start))
+print("another client served in %.1f s" % (time.monotonic() - start))
+stop.set()
+for s in held:
+    s.close()
+PY
+in_ns "$C1" python3 "$TMP/slowread.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" \
+	"$PKI/controller-1.key" >"$TMP/slowread.out" 2>&1 ||
+	fail "replies taken slowly kept a client out: $(cat "$TMP/slowread.out")"
+pass "replies taken slowly on every connection: $(cat "$TMP/slowread.out")"
 # A client trickling its handshake, a byte a second, restarts the idle timeout with each byte;
 # the handshake and the first request must still be done within the timeout of the accept.
 in_ns "$C1" /usr/bin/python3 "$(dirname "$0")/trickle.py" 192.0.2.1:7443 1 8 5 \
