@@ -1,5 +1,5 @@
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -3681,17 +3681,19 @@ static void drops_free(struct drops *d)
 /*
  * 0 when dir is a directory jitd can search, else why not as an errno: missing (a typo), not a
  * directory, not searchable, or a disk that fails. Keys are opened by path in it, so such a
- * keys_dir reads as every key removed, which it says nothing about.
+ * keys_dir reads as every key removed, which it says nothing about. Asked as the key loader
+ * asks, with a path through it ("dir/."): the same credentials and capabilities, where
+ * faccessat(AT_EACCESS) may meet a seccomp filter that predates faccessat2 (EPERM).
  */
 static int keys_dir_errno(const char *dir)
 {
+	char path[PATH_MAX];
 	struct stat st;
+	int n = snprintf(path, sizeof(path), "%s/.", dir);
 
-	if (stat(dir, &st))
-		return errno;
-	if (!S_ISDIR(st.st_mode))
-		return ENOTDIR;
-	return faccessat(AT_FDCWD, dir, X_OK, AT_EACCESS) ? errno : 0;
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return ENAMETOOLONG;
+	return stat(path, &st) ? errno : 0;
 }
 
 /*

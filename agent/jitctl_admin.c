@@ -219,11 +219,11 @@ static void reload_usage(FILE *f)
 		   "valid file is applied in one transaction; grants the new policy would not\n"
 		   "admit, or whose key is no longer trusted, are removed and audited; the\n"
 		   "controller endpoint's TLS files are loaded again (a renewed certificate). An\n"
-		   "invalid file, or TLS files that do not load, are refused and the running\n"
-		   "configuration stays. New keys in keys_dir need no reload. Settings only a\n"
-		   "restart applies (host_id, state_dir, the sockets, listen, audit.max_bytes and\n"
-		   "audit.keep, table_owner; jitd(8) lists them all) are named when the file\n"
-		   "changed them.\n\n"
+		   "invalid file, TLS files that do not load, or a keys_dir jitd cannot enter\n"
+		   "while a signed grant is active are refused and the running configuration\n"
+		   "stays. New keys in keys_dir need no reload. Settings only a restart applies\n"
+		   "(host_id, state_dir, the sockets, listen, audit.max_bytes and audit.keep,\n"
+		   "table_owner; jitd(8) lists them all) are named when the file changed them.\n\n"
 		   "  --json  print the agent's reply as JSON\n");
 }
 
