@@ -97,9 +97,10 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 		>"$work/verify/jitd.service"
 	systemd-analyze verify --man=no "$work/verify/jitd.service"
 	echo "  ok"
-	# The README reports this figure: keep the unit at an exposure of 2.0 or lower.
+	# The README reports this figure: keep the unit at an exposure of 2.1 or lower (2.0 before
+	# CAP_NET_BIND_SERVICE, for a controller endpoint on a port below 1024).
 	echo "=== systemd-analyze security (offline)"
-	systemd-analyze security --offline=true --threshold=20 "$work/verify/jitd.service" \
+	systemd-analyze security --offline=true --threshold=21 "$work/verify/jitd.service" \
 		>"$work/security.txt" || { cat "$work/security.txt"; exit 1; }
 	tail -n 1 "$work/security.txt"
 else
