@@ -1,5 +1,4 @@
 #include <errno.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -3676,24 +3675,6 @@ static void drops_free(struct drops *d)
 	free(d->v);
 	free(d->ids);
 	*d = (struct drops){ 0 };
-}
-
-/*
- * 0 when dir is a directory jitd can search, else why not as an errno: missing (a typo), not a
- * directory, not searchable, or a disk that fails. Keys are opened by path in it, so such a
- * keys_dir reads as every key removed, which it says nothing about. Asked as the key loader
- * asks, with a path through it ("dir/."): the same credentials and capabilities, where
- * faccessat(AT_EACCESS) may meet a seccomp filter that predates faccessat2 (EPERM).
- */
-static int keys_dir_errno(const char *dir)
-{
-	char path[PATH_MAX];
-	struct stat st;
-	int n = snprintf(path, sizeof(path), "%s/.", dir);
-
-	if (n < 0 || (size_t)n >= sizeof(path))
-		return ENAMETOOLONG;
-	return stat(path, &st) ? errno : 0;
 }
 
 /*

@@ -170,6 +170,7 @@ static int check_config(const struct config *cfg, const char *path)
 	char note[64], msg[512];
 	int64_t not_after;
 	size_t keys;
+	int err;
 
 	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
 		tls_server_ctx(&cfg->listen, &tls, msg, sizeof(msg))) {
@@ -185,6 +186,13 @@ static int check_config(const struct config *cfg, const char *path)
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
 	keys = keys_survey(cfg, warn_stderr, &path);
+	/* Stricter than a start (one with no records serves): a package's upgrade trusts this. */
+	if ((err = keys_dir_errno(cfg->keys_dir))) {
+		fprintf(stderr, "jitd: %s: keys_dir %s: %s: no key can be looked for there (a "
+			"reload to it is refused while signed grants are active, and a start with "
+			"recorded signed grants fails)\n", path, cfg->keys_dir, strerror(err));
+		return 1;
+	}
 	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,
 		cfg->n_ports, targets_note(cfg, note, sizeof(note)), keys);
 	return 0;

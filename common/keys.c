@@ -525,6 +525,18 @@ static size_t usable_in_dir(const char *keys_dir, keys_warn_fn *warn, void *arg)
 	return usable;
 }
 
+int keys_dir_errno(const char *keys_dir)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	/* Room for the longest key's path, as keys_load_public builds it: else none loads. */
+	if (strlen(keys_dir) + sizeof("/.pem") + KEYS_KID_MAX > sizeof(path))
+		return ENAMETOOLONG;
+	snprintf(path, sizeof(path), "%s/.", keys_dir);
+	return stat(path, &st) ? errno : 0;
+}
+
 size_t keys_survey(const struct config *cfg, keys_warn_fn *warn, void *arg)
 {
 	size_t keys = usable_in_dir(cfg->keys_dir, warn, arg), bound = 0;

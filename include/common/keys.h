@@ -39,5 +39,13 @@ typedef void keys_warn_fn(void *arg, const char *msg);
  * Returns how many keys can sign a grant jitd admits (with issuers, only the bound ones).
  */
 size_t keys_survey(const struct config *cfg, keys_warn_fn *warn, void *arg);
+/*
+ * 0 when keys_dir is a directory jitd can look for keys in, else why not as an errno: missing (a
+ * typo), not a directory, not searchable, or a disk that fails. Asked as keys_load_public asks,
+ * with a path through it: the same credentials and capabilities. Such a keys_dir reads as
+ * every key removed, which it says nothing about: a reload to it is refused and a start with
+ * signed records fails (agent/enforce.c), and --check-config refuses it.
+ */
+int keys_dir_errno(const char *keys_dir);
 
 #endif

@@ -95,6 +95,15 @@ in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>"$TMP/err" ||
 grep -q ", 1 trusted key(s))$" "$TMP/out" && [ ! -s "$TMP/err" ] ||
 	fail "the good config's check: $(cat "$TMP/out" "$TMP/err")"
 pass "jitd --check-config accepts the good config: $(cat "$TMP/out")"
+# A keys_dir jitd cannot enter is an error: a reload to it is refused, a start may fail.
+jq --arg d "$TMP/keys.typo" '.keys_dir = $d' "$CONFIG" >"$TMP/typo.json"
+rc=0
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/typo.json" >"$TMP/out" 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$TMP/out" ] &&
+	grep -qF "keys_dir $TMP/keys.typo: No such file or directory: no key can be looked for" \
+		"$TMP/err" ||
+	fail "check of a missing keys_dir: exit $rc, $(cat "$TMP/out" "$TMP/err")"
+pass "jitd --check-config refuses a keys_dir it cannot enter"
 # Keys that no grant could use are warnings: the agent still starts (keys may come later).
 cp "$TMP/keys.d/ctl.pem" "$TMP/keys.d/loose.pem"
 chmod 0664 "$TMP/keys.d/loose.pem"
