@@ -392,15 +392,22 @@ static void waiting_remove(struct submission *s)
 	LIST_REMOVE(s, entry);
 }
 
+static void reply_made(struct http *h, struct evhttp_connection *evcon,
+	struct evhttp_request *req);
+
 static void submitted_cb(void *arg, int ret, const struct grant *g, const struct jit_error *err)
 {
 	struct submission *s = arg;
+	struct evhttp_request *req = s->req;
+	struct evhttp_connection *evcon = req ? evhttp_request_get_connection(req) : NULL;
 
-	if (s->req && ret)
-		send_error(s->req, status_of(ret), ret, err->msg);
-	else if (s->req)
-		send_grant(s->req, s->h->enf, g);
+	if (req && ret)
+		send_error(req, status_of(ret), ret, err->msg);
+	else if (req)
+		send_grant(req, s->h->enf, g);
 	waiting_remove(s);
+	if (req)
+		reply_made(s->h, evcon, req);
 	free(s);
 }
 
@@ -492,8 +499,12 @@ static void batch_settled(struct batch *b)
 	if (--b->left)
 		return;
 	if (b->s.req) {
+		struct evhttp_request *req = b->s.req;
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+
 		batch_reply(b);
 		waiting_remove(&b->s);
+		reply_made(b->s.h, evcon, req);
 	}
 	batch_free(b);
 }
@@ -1143,6 +1154,23 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * req's reply has been made (not streamed) on evcon: the client's time from now, and the
+ * connection may give way (the newest idle of its client's: the last of them to). Sending may
+ * have ended the connection (out of memory): evcon is looked up by address, and req touched
+ * only while it is still its deadline's.
+ */
+static void reply_made(struct http *h, struct evhttp_connection *evcon,
+	struct evhttp_request *req)
+{
+	struct conn_deadline *d = deadline_of(h, evcon);
+
+	if (d && d->req == req && !d->streaming && evhttp_request_get_response_code(req)) {
+		d->unread = true;
+		deadline_arm(d);
+	}
+}
+
+/*
  * The client a connection counts as for the rate limit and the fair share: its address's, and
  * on loopback, which every local user reaches, root's and jitd's own user's sockets each a
  * client of their own, so that another local user cannot spend a local controller's budget or
@@ -1229,11 +1257,7 @@ static void request_cb(struct evhttp_request *req, void *arg)
 	}
 	evhttp_request_set_on_complete_cb(req, reply_sent_cb, d);
 	route(h, req, d);
-	if ((d = deadline_of(h, evcon)) && d->req == req && !d->streaming &&
-		evhttp_request_get_response_code(req)) {
-		d->unread = true;
-		deadline_arm(d);
-	}
+	reply_made(h, evcon, req);
 }
 
 static void route(struct http *h, struct evhttp_request *req, struct conn_deadline *d)

@@ -156,7 +156,8 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g)
 			(unsigned long long)ep->connections);
 		head(&o, "jitd_http_connections_closed_total", "counter",
 			"Connections the endpoint closed to protect itself: no whole request "
-			"within listen.timeout (deadline), an idle one for a new connection at "
+			"within listen.timeout or a reply not taken (deadline), an idle one for a "
+			"new connection at "
 			"listen.max_connections (gave_way), or a new one with no place "
 			"(over_limit).");
 		series(&o, "jitd_http_connections_closed_total", "reason", "deadline",
