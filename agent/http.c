@@ -1055,10 +1055,11 @@ static void peer_identify(const struct http *h, struct evhttp_request *req, stru
  * reply is made the deadline rests: that time is jitd's. A reply made but not taken is the
  * client's time again: a client that pipelined requests and read their replies a little at a
  * time (each read restarting the write timeout) held its connections in jitd's turn, where
- * none gives way, and max_connections of them kept a controller out. The deadline, checked
- * every listen.timeout while jitd holds the request, finds such a reply: the connection may
- * give way from then on, and is cut at the next check if the reply has not left. A status
- * streamed is left to the write timeout: a large one read steadily takes longer.
+ * none gives way, and max_connections of them kept a controller out. Once a reply is made
+ * (reply_made) the connection may give way, and it is cut if the reply has not left within
+ * listen.timeout. While jitd holds a request the deadline is only checked again (a reply made
+ * on a path that does not say so is found there). A status streamed is left to the write
+ * timeout: a large one read steadily takes longer.
  */
 struct conn_deadline {
 	struct http *h;
@@ -1238,9 +1239,9 @@ static void reply_sent_cb(struct evhttp_request *req, void *arg)
 static void route(struct http *h, struct evhttp_request *req, struct conn_deadline *d);
 
 /*
- * jitd's turn until the reply is made, the client's again once it has: at once for a reply
- * made here (all but a grant's, a revocation's and a status streamed), else at a check
- * (deadline_cb). route may end the connection (and d with it) before it returns.
+ * jitd's turn until the reply is made, the client's again once it has (reply_made): here for
+ * a reply route makes, from submitted_cb or batch_settled for a grant's or a batch's, never
+ * for a status streamed. route may end the connection (and d with it) before it returns.
  */
 static void request_cb(struct evhttp_request *req, void *arg)
 {

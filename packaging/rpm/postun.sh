@@ -18,9 +18,10 @@ if [ -d /run/systemd/system ]; then
 		if systemctl --quiet is-active jitd.service && ! $check >/dev/null; then
 			echo "jitd: WARNING: the new jitd refuses the configuration (jitd" \
 				"--check-config, above), so the jitd that runs was NOT restarted: it" \
-				"goes on with the old version. Mend /etc/jitd/jitd.json, then:" \
-				"systemctl restart jitd. Until then the next start (a reboot)" \
-				"fails: it closes the protected ports with the configuration" \
+				"goes on with the old version. Mend what the check names" \
+				"(/etc/jitd/jitd.json, or what it points to), then: systemctl" \
+				"restart jitd. Until then the next start (a reboot) may fail: one" \
+				"that does closes the protected ports with the configuration" \
 				"last served if it can read that (only always_allow sources reach" \
 				"them, no agent), and leaves them unguarded if not (the same" \
 				"file)." >&2
