@@ -876,6 +876,8 @@ static int resync(struct enforce *e)
 	e->model = r.elems;
 	model_sort(e);
 	e->model_lost = false;
+	/* The model's ends are the kernel's, by the wall clock now: steps count from here. */
+	e->wall_gap_ms = enforce_now_ms() - clock_ms(CLOCK_BOOTTIME);
 	return 0;
 }
 

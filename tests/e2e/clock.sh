@@ -107,6 +107,19 @@ sleep 1.5
 step 1500
 wait_until 5 "the two steps taken together" grep -q "wall clock stepped +3 s" "$TMP/jitd.log"
 pass "two 1.5 s steps add up to a 3 s step: the kernel read again"
+# A re-read for another reason (a reload's) takes the model's ends from the clock as it is then:
+# steps count from there. -1.5, a reload, +1.5, +1.0: 2.5 s from the reload's read (the
+# model's ends 2.5 s early), though only 1.0 from the read before it.
+logged=$(grep -c "wall clock stepped +3 s" "$TMP/jitd.log")
+step -1500
+sleep 1.5
+"$JITCTL_BIN" -s "$SOCK" reload >/dev/null || fail "reload failed"
+step 1500
+sleep 1.5
+step 1000
+stepped_3s() { [ "$(grep -c "wall clock stepped +3 s" "$TMP/jitd.log")" -gt "$logged" ]; }
+wait_until 5 "the steps since the reload's read taken together" stepped_3s
+pass "steps count from the last read of the kernel, a reload's too"
 
 log "the endpoint's rate limit after a step back"
 # Buckets refill by the monotonic clock: by the wall clock, a step back would leave a bucket
