@@ -242,6 +242,25 @@ static int print_table(const json_t *events)
 	return 0;
 }
 
+/* rep's "events" cut to the newest n, in *events; JITCTL_REFUSED when out of memory. */
+static int keep_newest(json_t *rep, size_t n, json_t **events)
+{
+	size_t from = json_array_size(*events) - n;
+	json_t *cut = json_array();
+
+	for (size_t i = from; cut && i < from + n; i++)
+		if (json_array_append(cut, json_array_get(*events, i))) {
+			json_decref(cut);
+			cut = NULL;
+		}
+	if (!cut || json_object_set_new(rep, "events", cut)) {
+		fprintf(stderr, "jitctl log: out of memory\n");
+		return JITCTL_REFUSED;
+	}
+	*events = cut;
+	return 0;
+}
+
 int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -325,6 +344,9 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		(ret = jitctl_check_reply("log", json, rep, "events", JSON_ARRAY)))
 		goto out;
 	events = json_object_get(rep, "events");
+	/* An agent older than "limit" ignores it: the newest limit of what it sent, then. */
+	if (limit && json_array_size(events) > limit && (ret = keep_newest(rep, limit, &events)))
+		goto out;
 	/* Cut at the agent's cap, not at the --limit asked for. */
 	if (json_is_true(json_object_get(rep, "truncated")) && !limit)
 		fprintf(stderr, "jitctl log: only the newest %zu events are shown\n",

@@ -75,6 +75,16 @@ for mode in "" --json --csv; do
 done
 expect 0 "a whole status" '{"ok":true,"status":{}}'$'\n' "" status --json
 expect 3 "a second line, late" '{"ok":true,"status":{}}'$'\n' '{"ok":true}'$'\n' status --json
+# An agent that does not know "limit" sends more: jitctl keeps the newest.
+answer '{"ok":true,"events":[{"event":"a"},{"event":"b"},{"event":"c"}],"truncated":false}'$'\n'
+"$JITCTL" -s "$SOCK" log --limit 2 --json >"$TMP/out" 2>"$TMP/err" || true
+wait
+if [ "$(tr -d ' \n' <"$TMP/out")" = '[{"event":"b"},{"event":"c"}]' ]; then
+	echo "ok - --limit 2 keeps the newest two of three an older agent sent"
+else
+	echo "not ok - --limit 2 of three: $(cat "$TMP/out" "$TMP/err")"
+	failed=1
+fi
 # A gateway grant's ports run to thousands: --csv writes the list whole.
 ports=$(seq 40000 41199 | paste -sd,)
 answer '{"ok":true,"events":[{"event":"grant.applied","gateway_ports":['"$ports"']}]}'$'\n'
