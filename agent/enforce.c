@@ -864,10 +864,12 @@ static void read_restart(void *arg)
 static int resync(struct enforce *e)
 {
 	struct reading r = { .e = e };
+	/* One moment for the model's ends and the step baseline (a step during the read). */
+	int64_t now = enforce_now_ms(), boot = clock_ms(CLOCK_BOOTTIME);
 	int ret;
 
 	e->strays.n = 0;
-	ret = ruleset_read_grants(e->nft, e->cfg, enforce_now_ms(), read_cb, read_restart, &r);
+	ret = ruleset_read_grants(e->nft, e->cfg, now, read_cb, read_restart, &r);
 	if (ret) {
 		elems_free(&r.elems);
 		return ret;
@@ -876,8 +878,8 @@ static int resync(struct enforce *e)
 	e->model = r.elems;
 	model_sort(e);
 	e->model_lost = false;
-	/* The model's ends are the kernel's, by the wall clock now: steps count from here. */
-	e->wall_gap_ms = enforce_now_ms() - clock_ms(CLOCK_BOOTTIME);
+	/* The model's ends are the kernel's, by the wall clock then: steps count from there. */
+	e->wall_gap_ms = now - boot;
 	return 0;
 }
 
@@ -4787,6 +4789,8 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 	for (int attempt = 0;; attempt++) {
 		if ((ret = resync(e)))
 			goto fail;
+		/* The clock of the read, not the file's: elements' ends agree with the baseline. */
+		now = enforce_now_ms();
 		/* The elements the new file wants: its gateway pairs, not the running one's. */
 		e->cfg = nc;
 		if (!(ret = all_groups(e, &groups, &n_groups)))
@@ -4816,7 +4820,6 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		free(groups);
 		groups = NULL;
 		n_groups = 0;
-		now = enforce_now_ms();
 	}
 	e->strays.n = 0;
 	model_follow(e, model_apply(e, &p, now));

@@ -296,13 +296,14 @@ kill_in_pause() {
 	wait "$pid" || pause_rc=$?
 }
 
-# The standard set-up most tests want.
+# The standard set-up most tests want: e2e_default_setup [DENY_ACTION [EXTRA_MEMBERS_JSON]].
 e2e_default_setup() {
 	setup_net
 	setup_keys
 	write_config "${1:-drop}" '["198.51.100.3"]' \
 		'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M", "allowed_sources": ["*"]},
-		  {"port": 3389, "protocol": "TCP", "max_duration": "PT1H", "allowed_sources": ["10.0.0.0/8", "2001:db8:2::/48"]}]'
+		  {"port": 3389, "protocol": "TCP", "max_duration": "PT1H", "allowed_sources": ["10.0.0.0/8", "2001:db8:2::/48"]}]' \
+		"${2:-}"
 	start_listeners 22 3389 8080
 	start_jitd
 }
