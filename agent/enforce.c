@@ -4149,7 +4149,8 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
 	if ((ret = ruleset_extra(e->nft, e->cfg, flags)) == 1) {
 		log_warn("table inet jitd holds sets or chains this configuration does not make "
 			 "(or of another shape under jitd's names), its persistence is not what "
-			 "table_owner wants, or it is dormant: rebuilding it from scratch");
+			 "table_owner wants, it is dormant, or it has no jitd mark (another "
+			 "program made it): rebuilding it from scratch");
 		ret = ruleset_delete(b);
 	}
 	return ret < 0 ? ret : ruleset_build(b, e->cfg, flags);

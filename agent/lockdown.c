@@ -101,11 +101,12 @@ int lockdown_forget(const char *state_dir)
 }
 
 /*
- * One transaction; an owned table, as the agent makes it, needs Linux 6.9's PERSIST to stay.
- * *unanswered: it failed without the kernel's verdict, and may have been applied.
+ * One transaction, which first deletes the table found when replace; an owned table, as the
+ * agent makes it, needs Linux 6.9's PERSIST to stay. *unanswered: it failed without the
+ * kernel's verdict, and may have been applied.
  */
-static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT_ERRLEN],
-	bool *unanswered)
+static int build(struct nft *nft, const struct config *cfg, bool replace,
+	char kerr[static NFT_ERRLEN], bool *unanswered)
 {
 	uint32_t flags = cfg->table_owner ? RULESET_TABLE_F_OWNER | RULESET_TABLE_F_PERSIST : 0;
 	struct nft_batch *b = NULL;
@@ -113,7 +114,8 @@ static int build(struct nft *nft, const struct config *cfg, char kerr[static NFT
 
 	*unanswered = false;
 	for (;;) {
-		if ((ret = nft_batch_new(nft, &b)) || (ret = ruleset_build_new(b, cfg, flags)))
+		if ((ret = nft_batch_new(nft, &b)) || (replace && (ret = ruleset_delete(b))) ||
+			(ret = ruleset_build_new(b, cfg, flags)))
 			break;
 		/* Without PERSIST the kernel would delete an owned table as this process exits. */
 		ret = nft_batch_commit(b, kerr);
@@ -169,8 +171,8 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	struct config *rec = NULL;
 	const struct config *cfg = NULL;
 	struct nft *nft = NULL;
-	bool exists, unanswered = false;
-	int ret, refused;
+	bool unanswered = false;
+	int ret, refused, found = RULESET_TABLE_NONE, state;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
 		sizeof(path)) {
@@ -191,55 +193,68 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 			"%s", jerr.msg);
 		return -EINVAL;
 	}
-	if ((ret = nft_open(&nft)) || (ret = nft_table_exists(nft, RULESET_TABLE, &exists))) {
+	if ((ret = nft_open(&nft)) || (ret = ruleset_table_state(nft)) < 0) {
 		snprintf(msg, len, "cannot read the kernel's tables: %s", strerror(-ret));
 		goto out;
 	}
 	/*
+	 * A table a jitd made since the boot (a restart: its grants keep running out there) is
+	 * left as it is. One without jitd's mark is another program's: a saved ruleset loaded at
+	 * the boot brings back the grants and ports of the day it was saved, which this start
+	 * cannot check, so it is replaced, in the same transaction that builds the deny table.
+	 */
+	state = found = ret;
+	/*
 	 * The file just read is the policy wanted now; the record, what the kernel took last,
 	 * stands in when that did not load or the kernel refuses it.
 	 */
-	for (int i = now ? 0 : 1; !exists && i < 2; i++) {
+	for (int i = now ? 0 : 1; state != RULESET_TABLE_JITDS && i < 2; i++) {
 		cfg = i ? rec : now;
 		if (i)
 			snprintf(from, sizeof(from), "%s, the configuration last served", path);
 		else
 			snprintf(from, sizeof(from), "the configuration this start read");
 		kerr[0] = '\0';
-		if (!(ret = build(nft, cfg, kerr, &unanswered)))
+		if (!(ret = build(nft, cfg, state == RULESET_TABLE_OTHER, kerr, &unanswered)))
 			break;
 		/*
-		 * EEXIST, or EPERM when owned: another made it since it was looked for. After a
-		 * commit whose answer was lost, the table found is this one's.
+		 * EEXIST, or EPERM when owned: another made it since it was looked for, or owns the
+		 * one found. After a commit whose answer was lost, the table found is this one's.
 		 */
 		refused = ret;
-		if ((ret = nft_table_exists(nft, RULESET_TABLE, &exists)) || exists)
+		if ((ret = ruleset_table_state(nft)) < 0)
+			break;
+		if ((state = ret) == RULESET_TABLE_JITDS)
 			break;
 		snprintf(refusals + strlen(refusals), sizeof(refusals) - strlen(refusals),
 			"%s%s: %s", refusals[0] ? "; " : "", from,
 			kerr[0] ? kerr : strerror(-refused));
 		ret = -EIO;
 	}
-	if (exists && !unanswered) {
+	if (state == RULESET_TABLE_JITDS && !unanswered) {
 		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
 		ret = LOCKDOWN_TABLE_THERE;
 		goto out;
 	}
-	if (ret && !exists) {
+	if (ret && state != RULESET_TABLE_JITDS) {
 		/* -EIO is the refusals'; anything else, the tables could not be read after one. */
 		if (ret != -EIO || !refusals[0])
 			snprintf(refusals + strlen(refusals), sizeof(refusals) - strlen(refusals),
 				"%s%sthe kernel's tables cannot be read: %s",
 				refusals[0] ? "; " : "", unanswered ? "its answer was lost, and " : "",
 				strerror(-ret));
-		snprintf(msg, len, "no table made: %s", refusals);
+		snprintf(msg, len, "%s: %s", state == RULESET_TABLE_OTHER ? "a table inet jitd no "
+			"jitd made (no jitd mark) is in the kernel, and could not be replaced" :
+			"no table made", refusals);
 		goto out;
 	}
 	if (cfg->mode & CONFIG_MODE_GATEWAY)
 		snprintf(targets, sizeof(targets), " and %zu forwarded target(s)", cfg->n_targets);
-	snprintf(msg, len, "table inet jitd built from %s%s: %zu protected port(s)%s closed; no "
-		"grants until a start restores them", from, unanswered ? " (the kernel's answer "
-		"was lost, and the table is there)" : "", cfg->n_ports, targets);
+	snprintf(msg, len, "table inet jitd %s from %s%s: %zu protected port(s)%s closed; no "
+		"grants until a start restores them", found == RULESET_TABLE_OTHER ? "that no jitd "
+		"made (no jitd mark: a saved ruleset loaded at the boot?) replaced by one built" :
+		"built", from, unanswered ? " (the kernel's answer was lost, and the table is "
+		"there)" : "", cfg->n_ports, targets);
 	if (why)
 		record(state_dir, trail, cfg, why, msg);
 	ret = LOCKDOWN_BUILT;

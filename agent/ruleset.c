@@ -13,6 +13,7 @@
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
+#include <libnftnl/udata.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_nat.h>
@@ -295,14 +296,78 @@ static struct nftnl_table *table_new(void)
 	return t;
 }
 
-/* excl: the table must not exist (NLM_F_EXCL), or the kernel refuses the batch (EEXIST). */
+/*
+ * jitd's mark, in the user data of every table it makes: a type of its own, which nft neither
+ * prints nor makes. The kernel forgets every table at a boot, so a table inet jitd without it
+ * is another program's: most often a saved ruleset (`nft list ruleset` written to
+ * /etc/nftables.conf) loaded at the boot, with the grants and ports of the day it was saved.
+ * nft's own types count up from 0 (its comment); this one is far above them.
+ */
+#define TABLE_MARK_TYPE 0xa7
+#define TABLE_MARK "jitd"
+
+static int set_mark(struct nftnl_table *t)
+{
+	struct nftnl_udata_buf *u = nftnl_udata_buf_alloc(32);
+	int ret = -ENOMEM;
+
+	if (u && nftnl_udata_put(u, TABLE_MARK_TYPE, sizeof(TABLE_MARK) - 1, TABLE_MARK) &&
+		nftnl_table_set_data(t, NFTNL_TABLE_USERDATA, nftnl_udata_buf_data(u),
+			nftnl_udata_buf_len(u)) == 0)
+		ret = 0;
+	nftnl_udata_buf_free(u);
+	return ret;
+}
+
+static int mark_cb(const struct nftnl_udata *attr, void *data)
+{
+	if (nftnl_udata_type(attr) == TABLE_MARK_TYPE &&
+		nftnl_udata_len(attr) == sizeof(TABLE_MARK) - 1 &&
+		!memcmp(nftnl_udata_get(attr), TABLE_MARK, sizeof(TABLE_MARK) - 1))
+		*(bool *)data = true;
+	return 0;
+}
+
+static bool has_mark(const struct nftnl_table *t)
+{
+	const void *data;
+	uint32_t len = 0;
+	bool marked = false;
+
+	if (!nftnl_table_is_set(t, NFTNL_TABLE_USERDATA) ||
+		!(data = nftnl_table_get_data(t, NFTNL_TABLE_USERDATA, &len)))
+		return false;
+	/* Data that does not parse as TLVs is not jitd's. */
+	return nftnl_udata_parse(data, len, mark_cb, &marked) >= 0 && marked;
+}
+
+int ruleset_table_state(struct nft *nft)
+{
+	struct nft_table_view v;
+	int ret;
+
+	if ((ret = nft_table_view(nft, RULESET_TABLE, &v)))
+		return ret;
+	ret = !v.table ? RULESET_TABLE_NONE : has_mark(v.table) ? RULESET_TABLE_JITDS :
+		RULESET_TABLE_OTHER;
+	nft_table_view_free(&v);
+	return ret;
+}
+
+/*
+ * excl: the table must not exist (NLM_F_EXCL), or the kernel refuses the batch (EEXIST). The
+ * mark goes with every message: a table that exists keeps its user data (the kernel updates
+ * only flags), and one made new gets it.
+ */
 static int add_table(struct nft_batch *b, uint32_t flags, bool excl)
 {
 	struct nftnl_table *t = table_new();
 	struct nlmsghdr *nlh;
 
-	if (!t)
+	if (!t || set_mark(t)) {
+		nftnl_table_free(t);
 		return -ENOMEM;
+	}
 	/*
 	 * Always sent, 0 too: the kernel leaves an existing table's flags as they are when the
 	 * attribute is absent, and a table someone made dormant (its hooks unregistered: every
@@ -1487,12 +1552,15 @@ int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flag
 	 * Persistence differing either way: no message changes it on a table that is not an
 	 * orphan. Dormant: waking it marks it so in the kernel, which then refuses a new base
 	 * chain in the same transaction (Linux 6.9, and the stable kernels since 2024), so one
-	 * whose chain was also deleted could never be rebuilt in place.
+	 * whose chain was also deleted could never be rebuilt in place. Without jitd's mark:
+	 * another program's table, whose user data no message changes, and whose grants no
+	 * jitd gave (the caller restores its own).
 	 */
 	ret = v.table && (ret || sets_count(v.sets) > n_sets || chains_count(v.chains) > n_chains ||
 		((nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) ^ table_flags) &
 			RULESET_TABLE_F_PERSIST) ||
-		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT));
+		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT) ||
+		!has_mark(v.table));
 	nft_table_view_free(&v);
 	return ret;
 }
@@ -1589,6 +1657,12 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 		((ret = fixed_match(nft, cfg, RULESET_SET_TARGETS4, want_targets, AF_INET)) <= 0 ||
 		(ret = fixed_match(nft, cfg, RULESET_SET_TARGETS6, want_targets, AF_INET6)) <= 0))
 		goto fixed;
+	/* Last: what else differs says more. */
+	if (!has_mark(v.table)) {
+		*differs = "table inet jitd has no jitd mark: another program made it (a saved "
+			"ruleset loaded at the boot?), or a jitd older than the mark";
+		goto out;
+	}
 	ret = 1;
 fixed:
 	if (ret == 0)

@@ -14,10 +14,12 @@ struct config;
  * every reload applied, keeps the configuration it enforced, byte for byte, as
  * STATE_DIR/lockdown.json; a start that fails, when the kernel holds no table inet jitd, builds
  * the deny table (protected ports, targets and always_allow sources; no grants) of the file it
- * read, if that loaded, or else of the record, and exits as it would have. A table already
- * there (a restart: its grants keep running out in the kernel) is left alone, and a host where
- * jitd never served (no record, or one that cannot be read) gets none: no agent that never
- * served closes a port.
+ * read, if that loaded, or else of the record, and exits as it would have. A table a jitd made
+ * since the boot (a restart: its grants keep running out in the kernel) is left alone; one
+ * without jitd's mark (ruleset_table_state: a saved ruleset loaded at the boot, with the
+ * grants of the day it was saved) is replaced in the same transaction. A host where jitd never
+ * served (no record, or one that cannot be read) gets none: no agent that never served closes
+ * a port.
  */
 #define LOCKDOWN_FILE "lockdown.json"
 
@@ -41,9 +43,10 @@ enum lockdown_result {
 	LOCKDOWN_TABLE_THERE = 3, /* left as it is */
 };
 /*
- * When state_dir holds a record it can read and the kernel no table: builds the table of now
- * (the file the start loaded; NULL when it did not) or else, when there is none or the kernel
- * refuses it, of the record, each in one transaction that fails if a table appeared meanwhile,
+ * When state_dir holds a record it can read and the kernel no table a jitd made: builds the
+ * table of now (the file the start loaded; NULL when it did not) or else, when there is none or
+ * the kernel refuses it, of the record, each in one transaction (deleting the unmarked table
+ * found first) that fails if a table appeared meanwhile,
  * and audits it there with why (the start's failure; NULL: not audited): into trail when the
  * caller holds the directory and has its trail open, else when no other jitd holds it. A
  * LOCKDOWN_* result, or -errno; msg says what happened, for the log.

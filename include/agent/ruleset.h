@@ -147,20 +147,29 @@ int ruleset_build_new(struct nft_batch *b, const struct config *cfg, uint32_t ta
  * or dnat change since it was built), one it makes under that name but of another shape (type,
  * flags, concatenation, hook: the messages that build it cannot change that), is persistent
  * where table_flags is not or the other way round (no message changes that on a table that is
- * not an orphan), or is dormant: the table must then be rebuilt from scratch. 0 or -errno.
+ * not an orphan), is dormant, or has no jitd mark (ruleset_table_state): the table must then be
+ * rebuilt from scratch. 0 or -errno.
  */
 int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags);
 /* Whether cfg's table has the set(s) for elements of kind (enum ruleset_kind). */
 int ruleset_wants(const struct config *cfg, int kind);
 /* Whether two configs make tables of the same shape (same sets and chains). */
 int ruleset_same_shape(const struct config *a, const struct config *b);
+/*
+ * Whether the kernel holds table inet jitd, and whether a jitd made it (a mark in its user data
+ * that nft neither prints nor makes): a saved ruleset loaded at a boot brings back a table of
+ * another day, unmarked. RULESET_TABLE_NONE, _JITDS or _OTHER; or -errno.
+ */
+enum { RULESET_TABLE_NONE = 1, RULESET_TABLE_JITDS = 2, RULESET_TABLE_OTHER = 3 };
+int ruleset_table_state(struct nft *nft);
 /* Claims an existing table with table_flags (ownership), changing nothing else; 0 flags: no-op. */
 int ruleset_claim(struct nft_batch *b, uint32_t table_flags);
 /*
  * Whether the kernel already holds exactly what ruleset_build would make of cfg: table flags,
- * sets and their types, chain, rules (compared as libnftnl renders them) and the fixed sets'
- * elements. The allow sets' elements are not looked at. 1: in place; 0: not, *differs says
- * what first differed; -errno. Lets a restart leave a table that is right untouched.
+ * sets and their types, chain, rules (compared as libnftnl renders them), the fixed sets'
+ * elements and jitd's mark. The allow sets' elements are not looked at. 1: in place; 0: not,
+ * *differs says what first differed; -errno. Lets a restart leave a table that is right
+ * untouched.
  */
 int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
 	const char **differs);

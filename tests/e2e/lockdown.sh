@@ -2,7 +2,8 @@
 # its configuration, byte for byte, in state_dir/lockdown.json, and a start that fails (a file
 # it refuses, a control socket it cannot have) builds the deny table of that configuration when
 # the kernel holds no table inet jitd, as after a boot (simulated: the table deleted). A table
-# already there is left as it is, grants and all; a state directory where jitd never served
+# a jitd made is left as it is, grants and all, and one without jitd's mark (a saved ruleset
+# loaded at the boot) replaced; a state directory where jitd never served
 # gets no table; --check-config touches nothing. The next good start takes the table over and
 # restores the grants.
 . "$(dirname "$0")/lib.sh"
@@ -139,6 +140,51 @@ has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant was not restored: $(h
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 pass "served again: table kept, grant restored"
+
+log "a table a saved ruleset brings back at a boot (no jitd mark) is replaced, not trusted"
+# `nft list ruleset` saved to /etc/nftables.conf and loaded at the boot brings back the grants
+# and ports of the day it was saved, which a start that fails cannot check. The boot is the
+# table deleted and put back by nft; the grant stands for one long expired.
+stop_jitd
+in_ns "$SRV" nft list table inet jitd >"$TMP/saved.nft"
+put_back_saved() {
+	in_ns "$SRV" nft delete table inet jitd
+	in_ns "$SRV" nft -f "$TMP/saved.nft" || fail "nft did not take the saved table back"
+	has_elem allow4_addr "192.0.2.2 tcp 22" ||
+		fail "the saved table has no grant: $(host_elems)"
+}
+put_back_saved
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+jq '. + {"typo": 1}' "$TMP/good.json" >"$CONFIG"
+n=$(jq -s '[.[] | select(.event == "agent.lockdown")] | length' "$TMP/state/audit.jsonl")
+fails_with "lockdown: table inet jitd that no jitd made (no jitd mark: a saved ruleset loaded \
+at the boot?) replaced by one built from $RECORD, the configuration last served: 2 protected"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+no_allow_elems || fail "the grant of the saved table is still there: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+jq -e -s --argjson n "$n" '[.[] | select(.event == "agent.lockdown")] | length == $n + 1 and
+	(.[-1].message | contains("no jitd mark"))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
+pass "the saved table's grant gone, 22 and 3389 closed; audited"
+# A start that serves finds the same: it rebuilds the table and restores its own grants, and
+# the table it leaves is one a failing start trusts (a restart).
+cp "$TMP/good.json" "$CONFIG"
+put_back_saved
+lines=$(wc -l <"$TMP/jitd.log")
+start_jitd
+# What it says first is what else differs: nft puts the rules back in another form.
+grep -q "or it has no jitd mark (another program made it): rebuilding it from scratch" \
+	<(tail -n +"$((lines + 1))" "$TMP/jitd.log") ||
+	fail "the start did not rebuild the saved table: $(grep 'table inet' "$TMP/jitd.log")"
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant was not restored: $(host_elems)"
+stop_jitd
+jq '. + {"typo": 1}' "$TMP/good.json" >"$CONFIG"
+fails_with "lockdown: table inet jitd is in the kernel: left as it is"
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+cp "$TMP/good.json" "$CONFIG"
+start_jitd
+pass "a start rebuilds the saved table, restores the grant, and marks the table as a jitd's"
 
 log "a reload applied is the new record; one refused is not"
 jq '.ports += [{"port": 2222, "protocol": "tcp", "max_duration": "PT10M",
