@@ -249,7 +249,7 @@ static int set_owner(const json_t *root, struct config *c, struct jit_error *e)
 static int set_issuers(const json_t *root, struct config *c, struct jit_error *e)
 {
 	json_t *o = json_object_get(root, "issuers"), *v;
-	const char *kid, *iss;
+	const char *kid, *iss, *what;
 	char shown[JIT_SHOWN_LEN];
 	size_t n;
 	int ret;
@@ -276,6 +276,10 @@ static int set_issuers(const json_t *root, struct config *c, struct jit_error *e
 		iss = json_string_value(v);
 		if (!iss[0] || strlen(iss) > GRANT_MAX_STRING)
 			return BAD(e, "issuers.%s: an issuer is 1-%d bytes", kid, GRANT_MAX_STRING);
+		/* No grant's iss can hold it (grant_claim_string): each would be refused. */
+		if ((what = grant_string_unsafe(iss, strlen(iss))))
+			return BAD(e, "issuers.%s: contains %s, which no grant's iss may hold", kid,
+				what);
 		/* Counted first: config_free frees what was copied if the second copy fails. */
 		c->n_issuers++;
 		if ((ret = copy_str(&k->kid, kid, e)) || (ret = copy_str(&k->iss, iss, e)))

@@ -49,6 +49,15 @@ static const char *unsafe_at(const unsigned char *s, size_t n, size_t i)
 	return NULL;
 }
 
+const char *grant_string_unsafe(const char *s, size_t n)
+{
+	const char *what = NULL;
+
+	for (size_t i = 0; i < n && !what; i++)
+		what = unsafe_at((const unsigned char *)s, n, i);
+	return what;
+}
+
 /* iss, sub, jti and reason end up in log lines and on terminals: refused outright. */
 int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
 	struct jit_error *e)
@@ -68,9 +77,8 @@ int grant_claim_string(const json_t *c, const char *name, bool required, char **
 	if (n > GRANT_MAX_STRING)
 		return MALFORMED(e, "claim '%s': %zu bytes, at most %d allowed", name, n,
 			GRANT_MAX_STRING);
-	for (size_t i = 0; i < n; i++)
-		if ((what = unsafe_at((const unsigned char *)s, n, i)))
-			return MALFORMED(e, "claim '%s': contains %s", name, what);
+	if ((what = grant_string_unsafe(s, n)))
+		return MALFORMED(e, "claim '%s': contains %s", name, what);
 	if (!(*dst = strdup(s)))
 		return OOM(e);
 	return 0;

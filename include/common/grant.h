@@ -100,6 +100,11 @@ int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error
  */
 
 /*
+ * What the n bytes of UTF-8 at s hold that a claim string may not (a control character, a line
+ * or paragraph separator, a bidirectional formatting character), or NULL.
+ */
+const char *grant_string_unsafe(const char *s, size_t n);
+/*
  * Claim `name` as a new string in *dst: at most GRANT_MAX_STRING bytes, no control characters,
  * not empty if required. Absent and optional: 0, *dst untouched. JIT_ERR_MALFORMED or
  * JIT_ERR_INTERNAL (out of memory).

@@ -544,6 +544,12 @@ static void test_issuers(void **state)
 	parse_bad("{'issuers': {'a/b': 'x'}}", "issuers: 'a/b' is not a key id");
 	parse_bad("{'issuers': {'ctl': 1}}", "issuers.ctl: expected a string, not an integer");
 	parse_bad("{'issuers': {'ctl': ''}}", "issuers.ctl: an issuer is 1-");
+	/* What no grant's iss can hold: every grant from ctl would be refused. */
+	parse_bad("{'issuers': {'ctl': 'https://ctl.example\\t'}}",
+		"issuers.ctl: contains a control character, which no grant's iss may hold");
+	parse_bad("{'issuers': {'ctl': 'ops\\u202e'}}",
+		"issuers.ctl: contains a bidirectional formatting character");
+	parse_bad("{'issuers': {'ctl': 'a\\u2028b'}}", "issuers.ctl: contains a line or paragraph");
 	parse_bad("{'issuers': {'ctl': 'a', 'ctl': 'b'}}", "duplicate");
 }
 
