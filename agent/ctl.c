@@ -944,8 +944,11 @@ static int resolve_group(const char *name, gid_t *gid)
 		return 0;
 	}
 	free(buf);
+	/* Digits only: strtoul would also take " 1001", "+1001" and "-4294967295" (1). */
+	if (!*name || strspn(name, "0123456789") != strlen(name))
+		return -ENOENT;
 	n = strtoul(name, &end, 10);
-	if (*name && !*end && n < (gid_t)-1) {
+	if (!*end && n < (gid_t)-1) {
 		*gid = (gid_t)n;
 		return 0;
 	}

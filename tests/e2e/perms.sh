@@ -20,6 +20,18 @@ chmod 0711 "$TMP" "$TMP/run"
 install -m 0755 "$JITCTL_BIN" "$TMP/jitctl"
 [ "$(stat -c '%a %g' "$SOCK")" = "660 $READER_GID" ] || fail "socket mode/group: $(stat -c '%a %g' "$SOCK")"
 pass "control socket is 0660, group $READER_GID"
+# A gid is digits only: strtoul reads "-18446744073709547374" as 4242 (2^64 - 4242).
+stop_jitd
+cp "$CONFIG" "$TMP/perms.json"
+jq '.control_group = "-18446744073709547374"' "$TMP/perms.json" >"$CONFIG"
+start_jitd
+[ "$(stat -c %g "$SOCK")" != "$READER_GID" ] &&
+	grep -q "group '-18446744073709547374' does not exist" "$TMP/jitd.log" ||
+	fail "a signed gid: socket group $(stat -c %g "$SOCK"); $(grep control: "$TMP/jitd.log")"
+pass "a gid with a sign names no group: the socket is root's alone"
+stop_jitd
+cp "$TMP/perms.json" "$CONFIG"
+start_jitd
 
 as_reader() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --groups=$READER_GID -- "$TMP/jitctl" -s "$SOCK" "$@"; }
 as_other() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups -- "$TMP/jitctl" -s "$SOCK" "$@"; }
