@@ -194,7 +194,10 @@ static int check_range(uint64_t secs, const char *path, const char *shown, uint6
 	return 0;
 }
 
-/* A duration is an ISO 8601 string ("PT3H") or integer seconds, within [min, max]. */
+/*
+ * A duration is an ISO 8601 string of the form PnDTnHnMnS ("PT3H"; duration_parse), integer
+ * seconds, or a string of digits (seconds), within [min, max].
+ */
 static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_t max,
 	uint64_t *secs, struct jit_error *e)
 {
@@ -220,8 +223,9 @@ static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_
 	if (ret == -ERANGE)
 		*secs = UINT64_MAX;
 	else if (ret)
-		return BAD(e, "%s: %s is not a duration (ISO 8601 such as PT3H, or seconds)", path,
-			shown);
+		return BAD(e, "%s: %s is not a duration (ISO 8601 of days, hours, minutes "
+			"and seconds in whole numbers, such as PT3H or P1DT12H; or whole "
+			"seconds)", path, shown);
 	return check_range(*secs, path, shown, min, max, e);
 }
 
