@@ -215,6 +215,12 @@ int dnat_describe(const struct config *c, const struct grant *g, char *buf, size
 	return 0;
 }
 
+const char *dnat_annex_ports(const char *annex)
+{
+	return annex && !strncmp(annex, ANNEX_TAG, strlen(ANNEX_TAG)) ? annex + strlen(ANNEX_TAG) :
+		"";
+}
+
 int dnat_annex(const struct grant *g, char *buf, size_t len)
 {
 	size_t o = 0;

@@ -1811,6 +1811,24 @@ static int audit(struct enforce *e, const char *event, const struct grant *g,
 	});
 }
 
+/*
+ * A gateway grant given new ports while it stays active (a reload, or a start after a change
+ * made while jitd was stopped: a range that moved, a target that gained or lost dnat): the
+ * grant.applied line names its old ones, so the trail says which ports reach its machines now
+ * (gateway_ports) and which no longer do (was: "P1,P2", "" for none).
+ */
+static void audit_remapped(struct enforce *e, const struct grant *g, const char *was,
+	const char *when)
+{
+	char what[DNAT_ANNEX_MAX + 128];
+
+	snprintf(what, sizeof(what), "%s: new gateway ports, the configuration changed them "
+		"(were: %s)", when, was[0] ? was : "none");
+	log_warn("%s: grant '%s' gets new gateway ports (were: %s): the configuration changed "
+		"them", when, g->jti, was[0] ? was : "none");
+	(void)audit(e, "grant.remapped", g, NULL, "jitd", 0, what, -1);
+}
+
 /* Prefixes as "a,b,c", cut short (never mid-prefix) when buf is full. */
 static void prefix_list(const struct prefix *v, size_t n, char *buf, size_t len)
 {
@@ -3527,7 +3545,7 @@ static int restore_ports(struct enforce *e, struct grant *g, const char *token, 
 		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 	if ((ret = dnat_restore(e->cfg, g, annex, e->restore_used, e->restore_reserved, err)) <= 0)
 		return ret;
-	log_warn("state: grant '%s' gets new gateway ports: the configuration changed", g->jti);
+	audit_remapped(e, g, dnat_annex_ports(annex), "start");
 	if (dnat_annex(g, buf, sizeof(buf)) ||
 		!(nv = array_reserve(e->rerecord, &e->cap_rerecord, e->n_rerecord + 1,
 			sizeof(*nv), 16)))
@@ -4226,13 +4244,20 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 {
 	struct group *groups = NULL;
 	struct drops dropped = { 0 };
-	size_t n_groups = 0, stray, raw = 0, removed = 0;
+	size_t n_groups = 0, stray, raw = 0, removed = 0, remapped;
 	int ret, resync_ret = 0;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
 	e->restore_reserved = calloc(1, sizeof(*e->restore_reserved));
+	/* grant.remapped lines (restore_ports): one fsync for all, as a reload's. */
+	audit_defer(e->audit, true);
 	ret = restore_records(e, threads, &resync_ret, &dropped);
+	remapped = e->n_rerecord;
 	rerecord(e);
+	if (remapped)
+		audit_deferred_sync(e);
+	else
+		audit_defer(e->audit, false);
 	if (ret == -EAGAIN)
 		snprintf(err, errlen, "a recorded grant cannot be checked now (logged above); "
 			"not started, so that it is not dropped");
@@ -4841,15 +4866,20 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		ids[i] = g->jti;
 		e->metrics.grants_revoked++;
 	}
+	for (size_t i = 0; i < n_moved; i++) {
+		char was[DNAT_ANNEX_MAX] = "";
+
+		for (size_t j = 0, o = 0; j < moved[i].n && o + 7 < sizeof(was); j++)
+			o += (size_t)snprintf(was + o, sizeof(was) - o, "%s%u", j ? "," : "",
+				(unsigned)moved[i].ports[j]);
+		audit_remapped(e, &e->grants[moved[i].i], was, "configuration reload");
+	}
 	audit_deferred_sync(e);
 	drop_records(e, ids, n_dropped);
 	for (size_t i = 0; i < n_dropped; i++)
 		grant_clear(&dropped[i].g);
-	for (size_t i = 0; i < n_moved; i++) {
-		log_warn("reload: grant '%s' gets new gateway ports: the configuration changed "
-			"them (jitctl status shows them)", e->grants[moved[i].i].jti);
+	for (size_t i = 0; i < n_moved; i++)
 		free(moved[i].ports);
-	}
 	if (n_moved)
 		reload_rerecord(e, moved, n_moved);
 	n_moved = 0;

@@ -3,9 +3,9 @@
 #include "common/events.h"
 
 const char *const audit_event_names[] = { "grant.applied", "grant.refused", "grant.revoked",
-	"grant.expired", "revocation.refused", "flows.terminated", "config.loaded",
-	"config.refused", "drift.repaired", "state.damaged", "agent.started", "agent.stopped",
-	"agent.lockdown" };
+	"grant.expired", "grant.remapped", "revocation.refused", "flows.terminated",
+	"config.loaded", "config.refused", "drift.repaired", "state.damaged", "agent.started",
+	"agent.stopped", "agent.lockdown" };
 const size_t audit_event_count = sizeof(audit_event_names) / sizeof(audit_event_names[0]);
 
 bool audit_event_known(const char *name)

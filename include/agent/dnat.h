@@ -74,5 +74,7 @@ int dnat_describe(const struct config *c, const struct grant *g, char *buf, size
 /* The annex recording g's allocation ("" for none). 0 or -ENOSPC. */
 int dnat_annex(const struct grant *g, char *buf, size_t len);
 #define DNAT_ANNEX_MAX (8 + 6 * DNAT_MAX_PAIRS)
+/* The ports a recorded allocation (annex, NUL-terminated; may be NULL) names, "P1,P2", or "". */
+const char *dnat_annex_ports(const char *annex);
 
 #endif

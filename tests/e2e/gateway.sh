@@ -328,6 +328,7 @@ echo "$out" | grep -q ": 0 protected port(s), 3 forwarded target(s), 0 grant(s) 
 pass "reload from both to gateway (same table shape): host ports gone, gateway grants kept"
 # As a restart would: both grants kept, each given a port of the new range (which gets which
 # is the grants' order); the kernel maps each to its own machine at once.
+was=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
 gw_config both 51000-51001
 out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
 echo "$out" | grep -q "3 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
@@ -339,6 +340,17 @@ want_dnat=$(status_json |
 	fail "kernel after reload: $(set_elems dnat4) / $(set_elems fwd4)"
 [ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] ||
 	fail "the new ports are not logged"
+# remapped FILTER [JQ_ARGS...]: FILTER over the array of grant.remapped records.
+remapped() {
+	local f=$1
+	shift
+	jq -s "$@" "[.[] | select(.event == \"grant.remapped\")] | $f" "$TMP/state/audit.jsonl"
+}
+now=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
+remapped 'length == 2 and all(.[]; .peer == "jitd" and .gateway_ports == [$now[.grant]] and
+	.message == "configuration reload: new gateway ports, the configuration changed them " +
+	"(were: \($was[.grant]))")' --argjson was "$was" --argjson now "$now" -e >/dev/null ||
+	fail "grant.remapped: $(remapped . -c) (were $was, now $now)"
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 "$(gateway_port gw-f)"
 expect_connect reject "$C1" -b 192.0.2.2 192.0.2.1 50000
 pass "reload: a moved dnat range gives both grants a port in it, mapped in the kernel; 50000 closed"
@@ -349,7 +361,8 @@ start_jitd
 [ "$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')" = "$ports" ] &&
 	[ "$(set_elems dnat4)" = "$want_dnat" ] ||
 	fail "after a restart: $(status_json | jq -c '[.grants[].dnat]') / $(set_elems dnat4)"
-[ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] ||
+[ "$(grep -c "gets new gateway ports" "$TMP/jitd.log")" -eq 2 ] &&
+	[ "$(remapped length)" -eq 2 ] ||
 	fail "the restart gave ports again: $(grep "gets new gateway ports" "$TMP/jitd.log")"
 pass "a restart after it keeps the ports the reload gave ($ports)"
 # A range of one port: one grant takes it, the other finds none and is revoked (busy), audited.
@@ -386,6 +399,8 @@ write_config drop '[]' "$ports" '"mode": "both",
 out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
 echo "$out" | grep -q "4 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
 [ "$(gateway_port gw-m)" = 51003 ] || fail "gw-m's port: $(gateway_port gw-m)"
+remapped 'any(.[]; .grant == "gw-m" and .gateway_ports == [51003] and
+	(.message | endswith("(were: none)")))' -e >/dev/null || fail "gw-m: $(remapped . -c)"
 set_elems dnat4 | grep -qx "192.0.2.3 tcp 51003 : 10.1.0.5 22" || fail "dnat4: $(set_elems dnat4)"
 expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 51003
 gw_config both 51002-51002
@@ -393,9 +408,12 @@ out=$("$JITCTL_BIN" -s "$SOCK" reload) || fail "reload failed: $out"
 echo "$out" | grep -q "3 forwarded target(s), 0 grant(s) removed" || fail "reload said: $out"
 [ "$(gateway_port gw-m)" = null ] && ! set_elems dnat4 | grep -q 51003 ||
 	fail "gw-m after losing dnat: $(gateway_port gw-m), dnat4 $(set_elems dnat4)"
+remapped 'any(.[]; .grant == "gw-m" and .gateway_ports == [] and
+	(.message | endswith("(were: 51003)")))' -e >/dev/null || fail "gw-m: $(remapped . -c)"
 expect_connect ok "$C1" -b 192.0.2.3 10.1.0.5 22
 expect_connect reject "$C1" -b 192.0.2.3 192.0.2.1 51003
 pass "reload: a target that gains dnat maps its grant's port at once; losing it keeps the grant"
+pass "each new port audited as grant.remapped, with the old one"
 for id in gw-m "${kept%% *}"; do
 	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null || fail "revoke $id failed"
 done
@@ -441,6 +459,10 @@ gw_config both 50000-50001
 start_jitd
 ports=$(status_json | jq -c '[.grants[] | {(.id): .dnat[0].gateway_port}] | add')
 [ "$ports" = '{"gw-i":50001,"gw-j":50000}' ] || fail "ports after gw-k ran out: $ports"
+remapped '[.[] | select(.message | startswith("start: "))] | length == 1 and
+	.[0].grant == "gw-j" and .[0].gateway_ports == [50000] and
+	(.[0].message | endswith("(were: 50002)"))' -e >/dev/null ||
+	fail "the start's grant.remapped: $(remapped . -c)"
 # A restored grant's element replaced (gw-j's mapping moved) is no access a start ended.
 jq -s -e 'all(.[]; .event != "drift.repaired" or (.message | startswith("start: ") | not))' \
 	"$TMP/state/audit.jsonl" >/dev/null ||
