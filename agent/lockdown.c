@@ -171,8 +171,8 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	struct config *rec = NULL;
 	const struct config *cfg = NULL;
 	struct nft *nft = NULL;
-	bool unanswered = false;
-	int ret, refused, found = RULESET_TABLE_NONE, state;
+	bool unanswered = false, again = false, replaced = false;
+	int ret, refused, state, prev;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
 		sizeof(path)) {
@@ -203,7 +203,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	 * the boot brings back the grants and ports of the day it was saved, which this start
 	 * cannot check, so it is replaced, in the same transaction that builds the deny table.
 	 */
-	state = found = ret;
+	state = ret;
 	/*
 	 * The file just read is the policy wanted now; the record, what the kernel took last,
 	 * stands in when that did not load or the kernel refuses it.
@@ -215,8 +215,10 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		else
 			snprintf(from, sizeof(from), "the configuration this start read");
 		kerr[0] = '\0';
-		if (!(ret = build(nft, cfg, state == RULESET_TABLE_OTHER, kerr, &unanswered)))
+		if (!(ret = build(nft, cfg, state == RULESET_TABLE_OTHER, kerr, &unanswered))) {
+			replaced = state == RULESET_TABLE_OTHER;
 			break;
+		}
 		/*
 		 * EEXIST, or EPERM when owned: another made it since it was looked for, or owns the
 		 * one found. After a commit whose answer was lost, the table found is this one's.
@@ -224,8 +226,18 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		refused = ret;
 		if ((ret = ruleset_table_state(nft)) < 0)
 			break;
+		prev = state;
 		if ((state = ret) == RULESET_TABLE_JITDS)
 			break;
+		/*
+		 * Another's table came or went meanwhile (EEXIST, ENOENT): the same policy once
+		 * more, as the state is now, rather than the record's for a refusal it was not.
+		 */
+		if (state != prev && !again) {
+			again = true;
+			i--;
+			continue;
+		}
 		snprintf(refusals + strlen(refusals), sizeof(refusals) - strlen(refusals),
 			"%s%s: %s", refusals[0] ? "; " : "", from,
 			kerr[0] ? kerr : strerror(-refused));
@@ -251,7 +263,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	if (cfg->mode & CONFIG_MODE_GATEWAY)
 		snprintf(targets, sizeof(targets), " and %zu forwarded target(s)", cfg->n_targets);
 	snprintf(msg, len, "table inet jitd %s from %s%s: %zu protected port(s)%s closed; no "
-		"grants until a start restores them", found == RULESET_TABLE_OTHER ? "that no jitd "
+		"grants until a start restores them", replaced ? "that no jitd "
 		"made (no jitd mark: a saved ruleset loaded at the boot?) replaced by one built" :
 		"built", from, unanswered ? " (the kernel's answer was lost, and the table is "
 		"there)" : "", cfg->n_ports, targets);

@@ -319,26 +319,25 @@ static int set_mark(struct nftnl_table *t)
 	return ret;
 }
 
-static int mark_cb(const struct nftnl_udata *attr, void *data)
-{
-	if (nftnl_udata_type(attr) == TABLE_MARK_TYPE &&
-		nftnl_udata_len(attr) == sizeof(TABLE_MARK) - 1 &&
-		!memcmp(nftnl_udata_get(attr), TABLE_MARK, sizeof(TABLE_MARK) - 1))
-		*(bool *)data = true;
-	return 0;
-}
-
+/*
+ * Walked here, not with nftnl_udata_parse: libnftnl 1.2.4's trusts each TLV's length, and
+ * anyone who may change the ruleset can write a table's user data. One that runs past its end
+ * is not jitd's.
+ */
 static bool has_mark(const struct nftnl_table *t)
 {
-	const void *data;
+	const uint8_t *d;
 	uint32_t len = 0;
-	bool marked = false;
 
 	if (!nftnl_table_is_set(t, NFTNL_TABLE_USERDATA) ||
-		!(data = nftnl_table_get_data(t, NFTNL_TABLE_USERDATA, &len)))
+		!(d = nftnl_table_get_data(t, NFTNL_TABLE_USERDATA, &len)))
 		return false;
-	/* Data that does not parse as TLVs is not jitd's. */
-	return nftnl_udata_parse(data, len, mark_cb, &marked) >= 0 && marked;
+	for (uint32_t off = 0; len - off >= 2 && len - off - 2 >= d[off + 1];
+		off += 2u + d[off + 1])
+		if (d[off] == TABLE_MARK_TYPE && d[off + 1] == sizeof(TABLE_MARK) - 1 &&
+			!memcmp(d + off + 2, TABLE_MARK, sizeof(TABLE_MARK) - 1))
+			return true;
+	return false;
 }
 
 int ruleset_table_state(struct nft *nft)
@@ -364,7 +363,13 @@ static int add_table(struct nft_batch *b, uint32_t flags, bool excl)
 	struct nftnl_table *t = table_new();
 	struct nlmsghdr *nlh;
 
-	if (!t || set_mark(t)) {
+	if (!t)
+		return -ENOMEM;
+#ifdef JITD_TEST_HOOKS
+	/* Test builds: a table as a jitd before the mark made it. */
+	if (!getenv("JITD_TEST_NO_MARK"))
+#endif
+	if (set_mark(t)) {
 		nftnl_table_free(t);
 		return -ENOMEM;
 	}
@@ -1661,6 +1666,7 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 	if (!has_mark(v.table)) {
 		*differs = "table inet jitd has no jitd mark: another program made it (a saved "
 			"ruleset loaded at the boot?), or a jitd older than the mark";
+		ret = 0;
 		goto out;
 	}
 	ret = 1;

@@ -185,6 +185,32 @@ expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 cp "$TMP/good.json" "$CONFIG"
 start_jitd
 pass "a start rebuilds the saved table, restores the grant, and marks the table as a jitd's"
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	# An upgrade: the table an older jitd made has the same sets and rules, only no mark. The
+	# start must not take it as in place, or the next start that fails would replace it.
+	log "(test build) a table as a jitd before the mark made it: rebuilt, marked, at the start"
+	stop_jitd
+	in_ns "$SRV" nft delete table inet jitd
+	JITD_TEST_NO_MARK=1 start_jitd
+	has_elem allow4_addr "192.0.2.2 tcp 22" ||
+		fail "no grant in the unmarked table: $(host_elems)"
+	stop_jitd
+	lines=$(wc -l <"$TMP/jitd.log")
+	start_jitd
+	tail -n +"$((lines + 1))" "$TMP/jitd.log" >"$TMP/start.log"
+	grep -q "table inet jitd: table inet jitd has no jitd mark" "$TMP/start.log" ||
+		fail "the unmarked table was taken as it is: $(cat "$TMP/start.log")"
+	has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant was not restored: $(host_elems)"
+	stop_jitd
+	jq '. + {"typo": 1}' "$TMP/good.json" >"$CONFIG"
+	fails_with "lockdown: table inet jitd is in the kernel: left as it is"
+	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+	cp "$TMP/good.json" "$CONFIG"
+	start_jitd
+	pass "an older jitd's table is rebuilt with the mark, and kept by a start that fails"
+else
+	log "skipped: a table as a jitd before the mark made it (needs -DJITD_TEST_HOOKS=ON)"
+fi
 
 log "a reload applied is the new record; one refused is not"
 jq '.ports += [{"port": 2222, "protocol": "tcp", "max_duration": "PT10M",
