@@ -253,7 +253,7 @@ static int set_owner(const json_t *root, struct config *c, struct jit_error *e)
 static int set_issuers(const json_t *root, struct config *c, struct jit_error *e)
 {
 	json_t *o = json_object_get(root, "issuers"), *v;
-	const char *kid, *iss, *what;
+	const char *kid, *iss;
 	char shown[JIT_SHOWN_LEN];
 	size_t n;
 	int ret;
@@ -280,10 +280,6 @@ static int set_issuers(const json_t *root, struct config *c, struct jit_error *e
 		iss = json_string_value(v);
 		if (!iss[0] || strlen(iss) > GRANT_MAX_STRING)
 			return BAD(e, "issuers.%s: an issuer is 1-%d bytes", kid, GRANT_MAX_STRING);
-		/* No grant's iss can hold it (grant_claim_string): each would be refused. */
-		if ((what = grant_string_unsafe(iss, strlen(iss))))
-			return BAD(e, "issuers.%s: contains %s, which no grant's iss may hold", kid,
-				what);
 		/* Counted first: config_free frees what was copied if the second copy fails. */
 		c->n_issuers++;
 		if ((ret = copy_str(&k->kid, kid, e)) || (ret = copy_str(&k->iss, iss, e)))
@@ -1168,9 +1164,26 @@ bool config_warning(const struct config *c, size_t *at, char *buf, size_t len)
 {
 	size_t n = c->n_always_allow;
 
-	for (; *at < n + c->n_targets; (*at)++) {
-		const struct target_policy *t = *at < n ? NULL : &c->targets[*at - n];
+	for (; *at < n + c->n_targets + c->n_issuers; (*at)++) {
+		const struct target_policy *t = *at < n || *at >= n + c->n_targets ? NULL :
+			&c->targets[*at - n];
 		size_t i = *at;
+		const char *what;
+
+		/*
+		 * No grant's iss can hold what grant_claim_string refuses: every grant of that
+		 * key would be refused (wrong_issuer or malformed).
+		 */
+		if (i >= n + c->n_targets) {
+			const struct key_issuer *k = &c->issuers[i - n - c->n_targets];
+
+			if (!(what = grant_string_unsafe(k->iss, strlen(k->iss))))
+				continue;
+			snprintf(buf, len, "issuers.%s: contains %s, which no grant's iss may "
+				"hold: every grant of key %s is refused", k->kid, what, k->kid);
+			(*at)++;
+			return true;
+		}
 
 		/* Every source of a family, for good: no one means that as an exception. */
 		if (!t && c->always_allow[i].len == 0) {
