@@ -24,9 +24,10 @@ static void teardown_usage(FILE *f)
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
 		   "Nothing else in the ruleset is touched. Succeeds when there is no table.\n"
 		   "Also removes STATE_DIR/lockdown.json (STATE_DIR from the configuration),\n"
-		   "from which a start of jitd that fails would close the ports again; with\n"
-		   "-s and no -c, only when SOCKET is the configuration's control_socket or\n"
-		   "the default.\n\n"
+		   "from which a start of jitd that fails would close the ports again, and\n"
+		   "records the deletion (agent.teardown) in STATE_DIR/audit.jsonl; with -s\n"
+		   "and no -c, only when SOCKET is the configuration's control_socket or the\n"
+		   "default.\n\n"
 		   "  --json  print {\"table\",\"removed\",\"lockdown_removed\"}, or\n"
 		   "          {\"error\",\"message\"}, as JSON\n");
 }
@@ -62,7 +63,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	struct nft *n = NULL;
 	bool exists, json = false;
 	struct netnslock_who who;
-	int c, ret, rc;
+	int c, ret, rc, noted = 0;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -152,12 +153,18 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 			"(name its configuration with -c to remove its record)\n", dir,
 			LOCKDOWN_FILE, o->config_path);
 		ret = 0;
-	} else if ((ret = lockdown_forget(dir)) == -EBUSY)
+	} else if ((ret = lockdown_forget(dir, exists ? "jitctl teardown: table inet jitd "
+			"deleted; the protected ports are as the host's ruleset leaves them, and "
+			"the active grants ended" : NULL, &noted)) == -EBUSY) {
 		fprintf(stderr, "jitctl teardown: %s/%s left: a running jitd uses %s\n", dir,
 			LOCKDOWN_FILE, dir);
-	else if (ret < 0)
+	} else if (ret < 0) {
 		fprintf(stderr, "jitctl teardown: cannot remove %s/%s: %s: a start of jitd that "
 			"fails would close the ports again\n", dir, LOCKDOWN_FILE, strerror(-ret));
+	}
+	if (noted)
+		fprintf(stderr, "jitctl teardown: cannot record agent.teardown in %s/audit.jsonl: "
+			"%s\n", dir, strerror(-noted));
 	print_done(json, exists, ret == 1, dir);
 	rc = JITCTL_OK;
 out:

@@ -86,7 +86,30 @@ int lockdown_save_ahead(const char *state_dir, const char *raw, size_t len)
 	return ret;
 }
 
-int lockdown_forget(const char *state_dir)
+/*
+ * The trail's last word was jitd's agent.stopped, "ports remain closed": the teardown that
+ * opened them is root's act, and its line goes after it, under the same lock. Never rotated
+ * here: the limits are the configuration's, which the teardown need not read, and a rotation
+ * by other limits could remove files the configuration keeps. One line past them is rotated
+ * at jitd's next write.
+ */
+static int teardown_note(const char *state_dir, const char *note)
+{
+	static const struct audit_opts no_rotation = { .max_bytes = UINT64_MAX };
+	struct audit_rec rec = { .event = "agent.teardown", .message = note, .count = -1 };
+	struct audit *a = NULL;
+	char peer[64];
+	int ret;
+
+	snprintf(peer, sizeof(peer), "uid=%u pid=%ld", (unsigned)getuid(), (long)getpid());
+	rec.peer = peer;
+	if (!(ret = audit_open(state_dir, &no_rotation, &a)))
+		ret = audit_log(a, &rec);
+	audit_close(&a);
+	return ret;
+}
+
+int lockdown_forget(const char *state_dir, const char *note, int *noted)
 {
 	int dfd, ret = 1;
 
@@ -96,6 +119,8 @@ int lockdown_forget(const char *state_dir)
 		ret = errno == ENOENT ? 0 : -errno;
 	else if (fsync(dfd) < 0)
 		ret = -errno;
+	if (note)
+		*noted = teardown_note(state_dir, note);
 	close(dfd);
 	return ret;
 }

@@ -32,10 +32,14 @@ int lockdown_save(const char *state_dir, const char *raw, size_t len);
  */
 int lockdown_save_ahead(const char *state_dir, const char *raw, size_t len);
 /*
- * Removes state_dir's record, durably (jitctl teardown: jitd is to close nothing any more).
- * 1 removed, 0 there was none, -EBUSY a running jitd holds the directory, or -errno.
+ * Removes state_dir's record, durably (jitctl teardown: jitd is to close nothing any more), and
+ * with note (the table was deleted; NULL: it was not there) audits agent.teardown with it into
+ * the directory's trail, naming the caller's uid and pid: *noted 0, or -errno (left as it is
+ * when nothing was to be audited or the directory could not be had). 1 removed, 0 there was
+ * none, -EBUSY a running jitd holds the directory, or -errno; a directory that does not exist
+ * holds neither record nor trail (0).
  */
-int lockdown_forget(const char *state_dir);
+int lockdown_forget(const char *state_dir, const char *note, int *noted);
 
 enum lockdown_result {
 	LOCKDOWN_BUILT = 1,	/* the table is in the kernel now */

@@ -74,6 +74,12 @@ jq -e '. == {"table": "inet jitd", "removed": true, "lockdown_removed": true}' "
 ! kernel_json >/dev/null 2>&1 || fail "table inet jitd still there after teardown"
 [ "$(in_ns "$SRV" nft -j list table inet other)" = "$other_before" ] || fail "teardown changed table inet other"
 pass "table inet jitd and lockdown.json deleted, table inet other untouched"
+# The trail's last word was agent.stopped ("ports remain closed"): the teardown says otherwise.
+tail -n 1 "$TMP/state/audit.jsonl" | jq -e '.event == "agent.teardown" and
+	(.peer | startswith("uid=0 pid=")) and
+	(.message | startswith("jitctl teardown: table inet jitd deleted"))' >/dev/null ||
+	fail "the trail's last line: $(tail -n 2 "$TMP/state/audit.jsonl")"
+pass "the teardown audited as agent.teardown, after agent.stopped"
 expect_connect ok "$C1" 192.0.2.1 22
 pass "port 22 no longer closed by jitd"
 # -s alone, naming a socket the default configuration does not: no record of that file's.
@@ -87,4 +93,6 @@ in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
 jq -e '. == {"table": "inet jitd", "removed": false, "lockdown_removed": false}' "$TMP/out" \
 	>/dev/null ||
 	fail "third teardown --json said: $(cat "$TMP/out")"
-pass "teardown --json without the table: removed false, exit 0"
+[ "$(grep -c '"agent.teardown"' "$TMP/state/audit.jsonl")" -eq 1 ] ||
+	fail "a teardown with no table audited: $(grep agent.teardown "$TMP/state/audit.jsonl")"
+pass "teardown --json without the table: removed false, exit 0, nothing audited"
