@@ -237,6 +237,7 @@ struct enforce {
 	uint32_t start_gen;
 	bool start_gen_known;
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
+	bool no_mark;		/* the kernel keeps no table user data: the mark is not asked */
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
 	struct dnat_used *restore_reserved;	/* every record's recorded ports */
@@ -3524,10 +3525,13 @@ static void damage_event_cb(evutil_socket_t fd, short what, void *arg)
 	audit_state_damage(arg);
 }
 
-/* A restored grant whose gateway ports changed: recorded again after the walk. */
+/*
+ * A restored grant whose gateway ports changed: recorded again, and audited, once the start
+ * has put them in the kernel. i: its index in e->grants once kept (restore_item).
+ */
 struct rerec {
-	char *jti, *token, *annex;
-	size_t len;
+	char *jti, *token, *annex, *was;
+	size_t len, i;
 };
 
 /*
@@ -3545,7 +3549,6 @@ static int restore_ports(struct enforce *e, struct grant *g, const char *token, 
 		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 	if ((ret = dnat_restore(e->cfg, g, annex, e->restore_used, e->restore_reserved, err)) <= 0)
 		return ret;
-	audit_remapped(e, g, dnat_annex_ports(annex), "start");
 	if (dnat_annex(g, buf, sizeof(buf)) ||
 		!(nv = array_reserve(e->rerecord, &e->cap_rerecord, e->n_rerecord + 1,
 			sizeof(*nv), 16)))
@@ -3553,33 +3556,52 @@ static int restore_ports(struct enforce *e, struct grant *g, const char *token, 
 	e->rerecord = nv;
 	r = &nv[e->n_rerecord];
 	*r = (struct rerec){ strdup(g->jti), strndup(token, len), buf[0] ? strdup(buf) : NULL,
-		len };
-	if (!r->jti || !r->token || (buf[0] && !r->annex)) {
+		strdup(dnat_annex_ports(annex)), len, SIZE_MAX };
+	if (!r->jti || !r->token || (buf[0] && !r->annex) || !r->was) {
 		free(r->jti);
 		free(r->token);
 		free(r->annex);
+		free(r->was);
 		return jit_fail(err, JIT_ERR_INTERNAL, "out of memory");
 	}
 	e->n_rerecord++;
 	return 0;
 }
 
-/* Records the grants restore_ports gave new ports, in one write. */
-static void rerecord(struct enforce *e)
+/*
+ * The grants restore_ports gave new ports, once the start has mapped them (applied): recorded
+ * in one write, and audited with one fsync. A start that fails forgets them: the kernel still
+ * maps the old ports, and the next start gives the new ones again.
+ */
+static void rerecord(struct enforce *e, bool applied)
 {
-	struct store_rec *recs = calloc(e->n_rerecord + 1, sizeof(*recs));
+	struct store_rec *recs = applied ? calloc(e->n_rerecord + 1, sizeof(*recs)) : NULL;
 	int ret = recs ? 0 : -ENOMEM;
 
 	for (size_t i = 0; recs && i < e->n_rerecord; i++)
 		recs[i] = (struct store_rec){ e->rerecord[i].jti, e->rerecord[i].token,
 			e->rerecord[i].len, e->rerecord[i].annex };
-	if (e->n_rerecord && (ret || (ret = store_put_many(e->store, recs, e->n_rerecord))))
+	if (applied && e->n_rerecord &&
+		(ret || (ret = store_put_many(e->store, recs, e->n_rerecord))))
 		log_warn("state: cannot record the new gateway ports of %zu grant(s): %s",
 			e->n_rerecord, strerror(-ret));
+	if (applied && e->n_rerecord) {
+		audit_defer(e->audit, true);
+		for (size_t i = 0; i < e->n_rerecord; i++) {
+			const struct rerec *r = &e->rerecord[i];
+			ssize_t k = r->i < e->n_grants && !strcmp(e->grants[r->i].jti, r->jti) ?
+				(ssize_t)r->i : find_index(e, r->jti);
+
+			if (k >= 0)
+				audit_remapped(e, &e->grants[k], r->was, "start");
+		}
+		audit_deferred_sync(e);
+	}
 	for (size_t i = 0; i < e->n_rerecord; i++) {
 		free(e->rerecord[i].jti);
 		free(e->rerecord[i].token);
 		free(e->rerecord[i].annex);
+		free(e->rerecord[i].was);
 	}
 	free(recs);
 	free(e->rerecord);
@@ -3784,6 +3806,8 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 	struct jit_error err = { 0 };
 	struct grant g = { 0 };
 	char *annex = NULL;
+	size_t rerecords = e->n_rerecord;
+	bool remapped = false;
 	int ret;
 
 	/* r->local, not the token: its page has left memory and need not come back for this. */
@@ -3814,6 +3838,7 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		free(annex);
 		if (ret)
 			grant_clear(&g);
+		remapped = !ret && e->n_rerecord > rerecords;
 	}
 	if (ret)
 		return not_restored(e, it, r->local, &err, now_ms, d);
@@ -3830,6 +3855,8 @@ static int restore_item(struct enforce *e, const struct store_item *it, struct r
 		grant_clear(&g);
 		return -ENOMEM;
 	}
+	if (remapped)
+		e->rerecord[e->n_rerecord - 1].i = e->n_grants - 1;
 	return RESTORE_KEEP;
 }
 
@@ -4164,7 +4191,7 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
 	 * the whole table, in the same transaction that builds it again; the caller re-reads the
 	 * (then empty) grant sets and restores every grant.
 	 */
-	if ((ret = ruleset_extra(e->nft, e->cfg, flags)) == 1) {
+	if ((ret = ruleset_extra(e->nft, e->cfg, flags, !e->no_mark)) == 1) {
 		log_warn("table inet jitd holds sets or chains this configuration does not make "
 			 "(or of another shape under jitd's names), its persistence is not what "
 			 "table_owner wants, it is dormant, or it has no jitd mark (another "
@@ -4244,20 +4271,12 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 {
 	struct group *groups = NULL;
 	struct drops dropped = { 0 };
-	size_t n_groups = 0, stray, raw = 0, removed = 0, remapped;
+	size_t n_groups = 0, stray, raw = 0, removed = 0;
 	int ret, resync_ret = 0;
 
 	e->restore_used = calloc(1, sizeof(*e->restore_used));
 	e->restore_reserved = calloc(1, sizeof(*e->restore_reserved));
-	/* grant.remapped lines (restore_ports): one fsync for all, as a reload's. */
-	audit_defer(e->audit, true);
 	ret = restore_records(e, threads, &resync_ret, &dropped);
-	remapped = e->n_rerecord;
-	rerecord(e);
-	if (remapped)
-		audit_deferred_sync(e);
-	else
-		audit_defer(e->audit, false);
 	if (ret == -EAGAIN)
 		snprintf(err, errlen, "a recorded grant cannot be checked now (logged above); "
 			"not started, so that it is not dropped");
@@ -4284,6 +4303,7 @@ static int restore(struct enforce *e, unsigned threads, char *err, size_t errlen
 	if (removed + raw)
 		audit_start_removals(e, removed + raw);
 out:
+	rerecord(e, ret == 0);
 	/*
 	 * Only once the kernel no longer holds their elements: a start that fails leaves them
 	 * there, and a record dropped would leave an element no start removes but as a stray, nor
@@ -4341,7 +4361,8 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	 * socket existed (while a start restores) or in events that were lost: a full check
 	 * compares the structure too, so that such a change is found by it rather than never.
 	 */
-	if (!rebuild && (ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, &differs)) != 1) {
+	if (!rebuild && (ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, !e->no_mark,
+		&differs)) != 1) {
 		if (ret < 0) {
 			snprintf(err, sizeof(err), "cannot read the ruleset: %s", strerror(-ret));
 			goto out;
@@ -4969,7 +4990,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	const char *differs;
 	struct enforce *e;
 	uint64_t commits;
-	bool have_gen;
+	bool have_gen, was_in_place;
 	uint32_t gen;
 	int ret;
 
@@ -5005,7 +5026,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	 */
 	have_gen = nft_gen_id(e->nft, &gen) == 0;
 	commits = e->commits;
-	ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, &differs);
+	ret = ruleset_in_place(e->nft, e->cfg, e->table_flags, true, &differs);
 	if (ret < 0) {
 		snprintf(err, errlen, "reading table inet jitd: %s", strerror(-ret));
 		goto fail;
@@ -5016,10 +5037,22 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		test_hook_pause("JITD_TEST_PLACE_PAUSE_FILE");
 	} else if (strcmp(differs, "table inet jitd is missing"))
 		log_info("table inet jitd: %s; bringing it in line (one transaction)", differs);
+	was_in_place = e->in_place;
 	ret = build_table(e, err, errlen);
 	e->in_place = false; /* from here on a rebuild rebuilds */
 	if (ret)
 		goto fail;
+	/*
+	 * The table just made has the mark it was sent, unless the kernel keeps no table user data
+	 * (before Linux 5.10): then no table has one, and the checks from now on must not rebuild
+	 * it for want of one, as the start just did.
+	 */
+	if (!was_in_place && ruleset_table_state(e->nft) == RULESET_TABLE_OTHER) {
+		e->no_mark = true;
+		log_warn("this kernel keeps no table user data (Linux 5.10 and later do): table "
+			 "inet jitd cannot carry jitd's mark, so a start that fails cannot tell it "
+			 "from a saved ruleset's table, and replaces it");
+	}
 	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
 	/* The clocks as the restore left the model: a step before the first tick is one too. */

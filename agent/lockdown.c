@@ -252,8 +252,11 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		if ((ret = ruleset_table_state(nft)) < 0)
 			break;
 		prev = state;
-		if ((state = ret) == RULESET_TABLE_JITDS)
+		if ((state = ret) == RULESET_TABLE_JITDS) {
+			/* An answer lost, the commit applied: what it did is what was sent. */
+			replaced = unanswered && prev == RULESET_TABLE_OTHER;
 			break;
+		}
 		/*
 		 * Another's table came or went meanwhile (EEXIST, ENOENT): the same policy once
 		 * more, as the state is now, rather than the record's for a refusal it was not.

@@ -1532,7 +1532,8 @@ static void wanted(const struct config *cfg, size_t *n_sets, size_t *n_chains)
 		*n_chains += !!(chains[i].need & need);
 }
 
-int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags)
+int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags,
+	bool want_mark)
 {
 	struct nft_table_view v;
 	size_t n_sets, n_chains;
@@ -1565,7 +1566,7 @@ int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flag
 		((nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) ^ table_flags) &
 			RULESET_TABLE_F_PERSIST) ||
 		(nftnl_table_get_u32(v.table, NFTNL_TABLE_FLAGS) & NFT_TABLE_F_DORMANT) ||
-		!has_mark(v.table));
+		(want_mark && !has_mark(v.table)));
 	nft_table_view_free(&v);
 	return ret;
 }
@@ -1592,7 +1593,7 @@ static int want_protected_any(const struct config *cfg, int family __attribute__
 }
 
 int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
-	const char **differs)
+	bool want_mark, const char **differs)
 {
 	struct nft_table_view v;
 	unsigned need = needs(cfg);
@@ -1663,7 +1664,7 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 		(ret = fixed_match(nft, cfg, RULESET_SET_TARGETS6, want_targets, AF_INET6)) <= 0))
 		goto fixed;
 	/* Last: what else differs says more. */
-	if (!has_mark(v.table)) {
+	if (want_mark && !has_mark(v.table)) {
 		*differs = "table inet jitd has no jitd mark: another program made it (a saved "
 			"ruleset loaded at the boot?), or a jitd older than the mark";
 		ret = 0;

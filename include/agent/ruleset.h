@@ -147,10 +147,12 @@ int ruleset_build_new(struct nft_batch *b, const struct config *cfg, uint32_t ta
  * or dnat change since it was built), one it makes under that name but of another shape (type,
  * flags, concatenation, hook: the messages that build it cannot change that), is persistent
  * where table_flags is not or the other way round (no message changes that on a table that is
- * not an orphan), is dormant, or has no jitd mark (ruleset_table_state): the table must then be
- * rebuilt from scratch. 0 or -errno.
+ * not an orphan), is dormant, or has no jitd mark (ruleset_table_state) when want_mark (false:
+ * the kernel keeps no table user data, before Linux 5.10): the table must then be rebuilt from
+ * scratch. 0 or -errno.
  */
-int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags);
+int ruleset_extra(struct nft *nft, const struct config *cfg, uint32_t table_flags,
+	bool want_mark);
 /* Whether cfg's table has the set(s) for elements of kind (enum ruleset_kind). */
 int ruleset_wants(const struct config *cfg, int kind);
 /* Whether two configs make tables of the same shape (same sets and chains). */
@@ -167,12 +169,12 @@ int ruleset_claim(struct nft_batch *b, uint32_t table_flags);
 /*
  * Whether the kernel already holds exactly what ruleset_build would make of cfg: table flags,
  * sets and their types, chain, rules (compared as libnftnl renders them), the fixed sets'
- * elements and jitd's mark. The allow sets' elements are not looked at. 1: in place; 0: not,
- * *differs says what first differed; -errno. Lets a restart leave a table that is right
- * untouched.
+ * elements and, when want_mark, jitd's mark. The allow sets' elements are not looked at. 1: in
+ * place; 0: not, *differs says what first differed; -errno. Lets a restart leave a table that
+ * is right untouched.
  */
 int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_flags,
-	const char **differs);
+	bool want_mark, const char **differs);
 
 /*
  * Table ownership (Linux 6.9+): while jitd's socket owns the table no other process can change
