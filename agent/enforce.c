@@ -3707,6 +3707,9 @@ struct drops {
 	struct drop *v;
 	const char **ids;	/* v[i].id: what drop_records takes, kept beside them */
 	size_t n, cap, cap_ids;
+	/* keys_dir_errno, asked once: a key removed leaves a record per grant it signed. */
+	int keys_dir_why;
+	bool keys_dir_asked;
 };
 
 static void drops_free(struct drops *d)
@@ -3747,7 +3750,11 @@ static int not_restored(struct enforce *e, const struct store_item *it, bool loc
 	 * Its key not found in a keys_dir jitd cannot enter: nothing is known of the key, as when
 	 * its file cannot be read now (a typo in keys_dir would else end every signed grant).
 	 */
-	if (err->code == JIT_ERR_UNKNOWN_KEY && (why = keys_dir_errno(e->cfg->keys_dir)))
+	if (err->code == JIT_ERR_UNKNOWN_KEY && !d->keys_dir_asked) {
+		d->keys_dir_why = keys_dir_errno(e->cfg->keys_dir);
+		d->keys_dir_asked = true;
+	}
+	if (err->code == JIT_ERR_UNKNOWN_KEY && (why = d->keys_dir_why))
 		(void)jit_fail(err, JIT_ERR_INTERNAL, "its key cannot be looked for: "
 			"keys_dir %s: %s", e->cfg->keys_dir, strerror(why));
 	if (err->code == JIT_ERR_INTERNAL) {
