@@ -155,7 +155,8 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 		ret = 0;
 	} else if ((ret = lockdown_forget(dir, exists ? "jitctl teardown: table inet jitd "
 			"deleted; the protected ports are as the host's ruleset leaves them, and "
-			"the active grants ended" : NULL, &noted)) == -EBUSY) {
+			"the active grants' access ended (a start of jitd restores those not "
+			"expired)" : NULL, &noted)) == -EBUSY) {
 		fprintf(stderr, "jitctl teardown: %s/%s left: a running jitd uses %s\n", dir,
 			LOCKDOWN_FILE, dir);
 	} else if (ret < 0) {

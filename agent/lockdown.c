@@ -101,10 +101,15 @@ static int teardown_note(const char *state_dir, const char *note)
 	char peer[64];
 	int ret;
 
+	mode_t mask;
+
 	snprintf(peer, sizeof(peer), "uid=%u pid=%ld", (unsigned)getuid(), (long)getpid());
 	rec.peer = peer;
+	/* A trail made here (the file gone): the mode the packaged unit's UMask gives jitd's. */
+	mask = umask(0077);
 	if (!(ret = audit_open(state_dir, &no_rotation, &a)))
 		ret = audit_log(a, &rec);
+	umask(mask);
 	audit_close(&a);
 	return ret;
 }
@@ -113,8 +118,11 @@ int lockdown_forget(const char *state_dir, const char *note, int *noted)
 {
 	int dfd, ret = 1;
 
-	if ((dfd = lock_dir(state_dir)) < 0)
+	if ((dfd = lock_dir(state_dir)) < 0) {
+		if (note)
+			*noted = dfd;
 		return dfd == -ENOENT ? 0 : dfd;
+	}
 	if (unlinkat(dfd, LOCKDOWN_FILE, 0) < 0)
 		ret = errno == ENOENT ? 0 : -errno;
 	else if (fsync(dfd) < 0)

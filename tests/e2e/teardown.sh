@@ -96,3 +96,13 @@ jq -e '. == {"table": "inet jitd", "removed": false, "lockdown_removed": false}'
 [ "$(grep -c '"agent.teardown"' "$TMP/state/audit.jsonl")" -eq 1 ] ||
 	fail "a teardown with no table audited: $(grep agent.teardown "$TMP/state/audit.jsonl")"
 pass "teardown --json without the table: removed false, exit 0, nothing audited"
+# A table whose state_dir is gone (removed by hand, or purged first): deleted all the same, and
+# the line it cannot write said.
+in_ns "$SRV" nft add table inet jitd
+jq --arg d "$TMP/gone" '.state_dir = $d' "$CONFIG" >"$TMP/gone.json"
+in_ns "$SRV" "$JITCTL_BIN" -c "$TMP/gone.json" teardown >"$TMP/out" 2>&1 ||
+	fail "teardown without a state_dir: $(cat "$TMP/out")"
+grep -q "cannot record agent.teardown in $TMP/gone/audit.jsonl: No such file or directory" \
+	"$TMP/out" && ! kernel_json >/dev/null 2>&1 && [ ! -e "$TMP/gone" ] ||
+	fail "teardown without a state_dir said: $(cat "$TMP/out")"
+pass "a state_dir that is gone: the table deleted, the line it cannot write said"
