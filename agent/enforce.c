@@ -4998,7 +4998,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	struct enforce *e;
 	uint64_t commits;
 	bool have_gen, was_in_place;
-	uint32_t gen;
+	uint32_t gen, gen_now;
 	int ret;
 
 	*out = NULL;
@@ -5052,14 +5052,22 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	/*
 	 * The table just made has the mark it was sent, unless the kernel keeps no table user data
 	 * (before Linux 5.10): then no table has one, and the checks from now on must not rebuild
-	 * it for want of one, as the start just did.
+	 * it for want of one, as the start just did. Only when the generations show no one else's
+	 * transaction since the first read: an unmarked table someone put in meanwhile is theirs,
+	 * and the next full check rebuilds it.
 	 */
-	if (!was_in_place && ruleset_table_state(e->nft) == RULESET_TABLE_OTHER) {
+	if (!was_in_place && (ret = ruleset_table_state(e->nft)) == RULESET_TABLE_OTHER &&
+		have_gen && nft_gen_id(e->nft, &gen_now) == 0 &&
+		gen_now - gen == e->commits - commits) {
 		e->no_mark = true;
 		log_warn("this kernel keeps no table user data (Linux 5.10 and later do): table "
 			 "inet jitd cannot carry jitd's mark, so a start that fails cannot tell it "
 			 "from a saved ruleset's table, and replaces it");
+	} else if (ret < 0) {
+		log_warn("cannot read table inet jitd back for its mark (%s): taken as kept",
+			strerror(-ret));
 	}
+	ret = 0;
 	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
 	/* The clocks as the restore left the model: a step before the first tick is one too. */
