@@ -4208,10 +4208,39 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
 	return ret < 0 ? ret : ruleset_build(b, e->cfg, flags);
 }
 
+/*
+ * A table jitd has just built or claimed has the mark it was sent, unless the kernel keeps no
+ * table user data (before Linux 5.10): then no table has one, and the checks must stop asking
+ * for it, or each would rebuild the table. Only when the generations since gen are jitd's own
+ * transactions (commits since): an unmarked table someone put in meanwhile is theirs, and the
+ * next check rebuilds it, and looks again.
+ */
+static void check_mark_kept(struct enforce *e, uint32_t gen, uint64_t commits)
+{
+	uint32_t now;
+	int ret = ruleset_table_state(e->nft);
+
+	if (ret < 0) {
+		log_warn("cannot read table inet jitd back for its mark (%s): taken as kept",
+			strerror(-ret));
+		return;
+	}
+	if (ret != RULESET_TABLE_OTHER || nft_gen_id(e->nft, &now) ||
+		now - gen != e->commits - commits)
+		return;
+	e->no_mark = true;
+	log_warn("this kernel keeps no table user data (Linux 5.10 and later do): table inet jitd "
+		 "cannot carry jitd's mark, so a start that fails cannot tell it from a saved "
+		 "ruleset's table, and replaces it");
+}
+
 static int build_table(struct enforce *e, char *err, size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "";
 	struct nft_batch *b = NULL;
+	uint64_t commits = e->commits;
+	uint32_t gen = 0;
+	bool have_gen = !e->no_mark && nft_gen_id(e->nft, &gen) == 0;
 	int ret;
 
 	if ((ret = nft_batch_new(e->nft, &b)))
@@ -4247,6 +4276,8 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 			goto out;
 		ret = commit_batch(e, b, kerr);
 	}
+	if (!ret && have_gen)
+		check_mark_kept(e, gen, commits);
 out:
 	if (ret)
 		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
@@ -4997,8 +5028,8 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	const char *differs;
 	struct enforce *e;
 	uint64_t commits;
-	bool have_gen, was_in_place;
-	uint32_t gen, gen_now;
+	bool have_gen;
+	uint32_t gen;
 	int ret;
 
 	*out = NULL;
@@ -5044,30 +5075,10 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		test_hook_pause("JITD_TEST_PLACE_PAUSE_FILE");
 	} else if (strcmp(differs, "table inet jitd is missing"))
 		log_info("table inet jitd: %s; bringing it in line (one transaction)", differs);
-	was_in_place = e->in_place;
 	ret = build_table(e, err, errlen);
 	e->in_place = false; /* from here on a rebuild rebuilds */
 	if (ret)
 		goto fail;
-	/*
-	 * The table just made has the mark it was sent, unless the kernel keeps no table user data
-	 * (before Linux 5.10): then no table has one, and the checks from now on must not rebuild
-	 * it for want of one, as the start just did. Only when the generations show no one else's
-	 * transaction since the first read: an unmarked table someone put in meanwhile is theirs,
-	 * and the next full check rebuilds it.
-	 */
-	if (!was_in_place && (ret = ruleset_table_state(e->nft)) == RULESET_TABLE_OTHER &&
-		have_gen && nft_gen_id(e->nft, &gen_now) == 0 &&
-		gen_now - gen == e->commits - commits) {
-		e->no_mark = true;
-		log_warn("this kernel keeps no table user data (Linux 5.10 and later do): table "
-			 "inet jitd cannot carry jitd's mark, so a start that fails cannot tell it "
-			 "from a saved ruleset's table, and replaces it");
-	} else if (ret < 0) {
-		log_warn("cannot read table inet jitd back for its mark (%s): taken as kept",
-			strerror(-ret));
-	}
-	ret = 0;
 	if ((ret = restore(e, d->verify_threads, err, errlen)))
 		goto fail;
 	/* The clocks as the restore left the model: a step before the first tick is one too. */
