@@ -18,7 +18,8 @@ static void teardown_usage(FILE *f)
 {
 	fprintf(f, "Usage: jitctl [-s SOCKET] [-c CONFIG] teardown [--json]\n\n"
 		   "Deletes nftables table 'inet jitd' in one transaction (root only): the\n"
-		   "protected ports are then no longer closed by jitd, and active grants end.\n"
+		   "protected ports are then no longer closed by jitd, and the access of\n"
+		   "active grants ends (a start of jitd restores those not expired).\n"
 		   "Refused while the agent listens on its control socket, or holds this\n"
 		   "network namespace's lock (@" NETNSLOCK_NAME "): stop it first\n"
 		   "(systemctl stop jitd), since stopping jitd alone leaves the ports closed.\n"
