@@ -4209,9 +4209,9 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
 }
 
 /*
- * A table jitd has just built or claimed has the mark it was sent, unless the kernel keeps no
- * table user data (before Linux 5.10): then no table has one, and the checks must stop asking
- * for it, or each would rebuild the table. Only when the generations since gen are jitd's own
+ * A table jitd has just built has the mark it was sent, unless the kernel keeps no table user
+ * data (before Linux 5.10): then no table has one, and the checks must stop asking for it, or
+ * each would rebuild the table. Only when the generations since gen are jitd's own
  * transactions (commits since): an unmarked table someone put in meanwhile is theirs, and the
  * next check rebuilds it, and looks again.
  */
@@ -4240,7 +4240,11 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 	struct nft_batch *b = NULL;
 	uint64_t commits = e->commits;
 	uint32_t gen = 0;
-	bool have_gen = !e->no_mark && nft_gen_id(e->nft, &gen) == 0;
+	/*
+	 * Not for a table found in place: it was read with its mark (the kernel keeps it), and a
+	 * claim reads nothing again, so a table put in since would look like the one built.
+	 */
+	bool have_gen = !e->no_mark && !e->in_place && nft_gen_id(e->nft, &gen) == 0;
 	int ret;
 
 	if ((ret = nft_batch_new(e->nft, &b)))

@@ -218,6 +218,40 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 		fail "the unmarked table was taken as it is: $(cat "$TMP/start.log")"
 	kept_by_a_failing_start
 	pass "an older jitd's table is rebuilt with the mark, and kept by a start that fails"
+	# A table found in place, then replaced by an unmarked copy before the start claims it (a
+	# test build pauses there): that is someone else's table, not a kernel that loses the mark.
+	log "(test build) a table replaced between the start's read and its claim"
+	stop_jitd
+	in_ns "$SRV" nft list table inet jitd >"$TMP/copy.nft"
+	lines=$(wc -l <"$TMP/jitd.log")
+	export JITD_TEST_PLACE_PAUSE_FILE=$TMP/placepause
+	echo 3000 >"$JITD_TEST_PLACE_PAUSE_FILE"
+	(
+		for ((i = 0; i < 100; i++)); do
+			t=$(tail -n +"$((lines + 1))" "$TMP/jitd.log")
+			if grep -q "table inet jitd is in place" <<<"$t"; then
+				in_ns "$SRV" nft delete table inet jitd
+				in_ns "$SRV" nft -f "$TMP/copy.nft"
+				exit
+			fi
+			sleep 0.05
+		done
+		exit 1
+	) &
+	planter=$!
+	start_jitd
+	wait "$planter" || fail "nft could not replace the table during the pause"
+	unset JITD_TEST_PLACE_PAUSE_FILE
+	copy_rebuilt() {
+		local t
+		t=$(tail -n +"$((lines + 1))" "$TMP/jitd.log")
+		grep -q "rebuilding it from scratch" <<<"$t"
+	}
+	wait_until 5 "the copy rebuilt" copy_rebuilt
+	! tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep "keeps no table user data" ||
+		fail "the replaced table was taken for a kernel that loses the mark"
+	kept_by_a_failing_start
+	pass "the copy is rebuilt with the mark, and the mark still asked for"
 else
 	log "skipped: a table as a jitd before the mark made it (needs -DJITD_TEST_HOOKS=ON)"
 fi
