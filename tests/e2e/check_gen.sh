@@ -123,24 +123,7 @@ log "a change after a start read its table in place, before the restore: the fir
 # pauses there ($JITD_TEST_PLACE_PAUSE_FILE) while nft flushes the input chain.
 stop_jitd
 lines=$(wc -l <"$TMP/jitd.log")
-PLACED="table inet jitd is in place: left as it is"
-placed=$(count "$PLACED")
-export JITD_TEST_PLACE_PAUSE_FILE=$TMP/placepause
-echo 3000 >"$JITD_TEST_PLACE_PAUSE_FILE"
-(
-	for ((i = 0; i < 100; i++)); do
-		if [ "$(count "$PLACED")" -gt "$placed" ]; then
-			in_ns "$SRV" nft flush chain inet jitd input
-			exit
-		fi
-		sleep 0.05
-	done
-	exit 1
-) &
-planter=$!
-start_jitd
-wait "$planter" || fail "nft could not flush the chain during the pause"
-[ ! -e "$JITD_TEST_PLACE_PAUSE_FILE" ] || fail "jitd did not take the pause"
+start_jitd_in_place_pause in_ns "$SRV" nft flush chain inet jitd input
 wait_until 4 "the input chain flushed after the table's read restored" input_has_rules
 first=$(grep -m1 -o -e "$SKIP" -e "$FULL" <(tail -n +"$((lines + 1))" "$TMP/jitd.log"))
 [ "$first" = "$FULL" ] ||

@@ -268,6 +268,33 @@ start_jitd() {
 	fail "jitd did not answer on $SOCK within 10s"
 }
 
+# start_jitd_in_place_pause CMD...: (test builds) a start of jitd held 3 s once it has found its
+# table in place ($JITD_TEST_PLACE_PAUSE_FILE), while CMD runs: a change between the start's read
+# of the table and what it does next. Fails if CMD could not run there.
+start_jitd_in_place_pause() {
+	local lines planter
+	lines=$(wc -l <"$TMP/jitd.log")
+	export JITD_TEST_PLACE_PAUSE_FILE=$TMP/placepause
+	echo 3000 >"$JITD_TEST_PLACE_PAUSE_FILE"
+	(
+		local i t
+		for ((i = 0; i < 100; i++)); do
+			t=$(tail -n +"$((lines + 1))" "$TMP/jitd.log")
+			if grep -q "table inet jitd is in place: left as it is" <<<"$t"; then
+				"$@"
+				exit
+			fi
+			sleep 0.05
+		done
+		exit 1
+	) &
+	planter=$!
+	start_jitd
+	wait "$planter" || fail "could not run during the start's pause: $*"
+	[ ! -e "$JITD_TEST_PLACE_PAUSE_FILE" ] || fail "jitd did not take the pause"
+	unset JITD_TEST_PLACE_PAUSE_FILE
+}
+
 # stop_jitd [SIGNAL]: a SIGTERM must end in a clean exit 0 (which, under ASan, includes LeakSanitizer).
 stop_jitd() {
 	local sig=${1:-TERM} rc=0

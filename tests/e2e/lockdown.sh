@@ -224,24 +224,10 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	stop_jitd
 	in_ns "$SRV" nft list table inet jitd >"$TMP/copy.nft"
 	lines=$(wc -l <"$TMP/jitd.log")
-	export JITD_TEST_PLACE_PAUSE_FILE=$TMP/placepause
-	echo 3000 >"$JITD_TEST_PLACE_PAUSE_FILE"
-	(
-		for ((i = 0; i < 100; i++)); do
-			t=$(tail -n +"$((lines + 1))" "$TMP/jitd.log")
-			if grep -q "table inet jitd is in place" <<<"$t"; then
-				in_ns "$SRV" nft delete table inet jitd
-				in_ns "$SRV" nft -f "$TMP/copy.nft"
-				exit
-			fi
-			sleep 0.05
-		done
-		exit 1
-	) &
-	planter=$!
-	start_jitd
-	wait "$planter" || fail "nft could not replace the table during the pause"
-	unset JITD_TEST_PLACE_PAUSE_FILE
+	replace_with_copy() {
+		in_ns "$SRV" nft delete table inet jitd && in_ns "$SRV" nft -f "$TMP/copy.nft"
+	}
+	start_jitd_in_place_pause replace_with_copy
 	copy_rebuilt() {
 		local t
 		t=$(tail -n +"$((lines + 1))" "$TMP/jitd.log")
