@@ -944,7 +944,7 @@ static int resolve_group(const char *name, gid_t *gid)
 		return 0;
 	}
 	free(buf);
-	/* Digits only: strtoul would also take " 1001", "+1001" and "-4294967295" (1). */
+	/* Digits only: strtoul also takes " 1001", "+1001" and "-18446744073709547374" (4242). */
 	if (!*name || strspn(name, "0123456789") != strlen(name))
 		return -ENOENT;
 	n = strtoul(name, &end, 10);

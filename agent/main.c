@@ -219,8 +219,8 @@ struct starting {
  * the state directory is let go (for the lockdown's audit line) unless the enforcer's threads
  * may use it (the line then goes into the trail still open), and then, with lock_down, the
  * ports fail closed: the deny table of the file read (or else of the last configuration
- * served), if the kernel holds none (agent/lockdown.h). Once the enforcer is open it holds the
- * table.
+ * served), if the kernel holds none a jitd made (agent/lockdown.h). Once the enforcer is open
+ * it holds the table.
  */
 static void __attribute__((noreturn, format(printf, 3, 4)))
 start_ends(const struct starting *s, bool lock_down, const char *fmt, ...)

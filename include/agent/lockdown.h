@@ -12,14 +12,14 @@ struct config;
  * binary reads differently) or cannot read its keys, state or TLS files would leave the
  * protected ports as the host's own ruleset leaves them: open. So every start that served, and
  * every reload applied, keeps the configuration it enforced, byte for byte, as
- * STATE_DIR/lockdown.json; a start that fails, when the kernel holds no table inet jitd, builds
- * the deny table (protected ports, targets and always_allow sources; no grants) of the file it
- * read, if that loaded, or else of the record, and exits as it would have. A table a jitd made
- * since the boot (a restart: its grants keep running out in the kernel) is left alone; one
- * without jitd's mark (ruleset_table_state: a saved ruleset loaded at the boot, with the
- * grants of the day it was saved) is replaced in the same transaction. A host where jitd never
- * served (no record, or one that cannot be read) gets none: no agent that never served closes
- * a port.
+ * STATE_DIR/lockdown.json; a start that fails, when the kernel holds no table inet jitd a jitd
+ * made, builds the deny table (protected ports, targets and always_allow sources; no grants) of
+ * the file it read, if that loaded, or else of the record, and exits as it would have. A table
+ * a jitd made since the boot (a restart: its grants keep running out in the kernel) is left
+ * alone; one without jitd's mark (ruleset_table_state: a saved ruleset loaded at the boot, with
+ * the grants of the day it was saved) is replaced in the same transaction. A host where jitd
+ * never served (no record, or one that cannot be read) gets none: no agent that never served
+ * closes a port.
  */
 #define LOCKDOWN_FILE "lockdown.json"
 
