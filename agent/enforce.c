@@ -3571,8 +3571,9 @@ static int restore_ports(struct enforce *e, struct grant *g, const char *token, 
 /*
  * The grants restore_ports gave new ports, once the start has mapped them (applied): recorded
  * in one write, and audited with one fsync. A start that fails forgets them, and the next start
- * gives the new ones again: the kernel maps the old ports still, unless the answer to the
- * commit that mapped the new ones was lost (then they may be mapped, unrecorded, until then).
+ * gives the new ones again: the kernel maps the old ports still (none, if the start built the
+ * table anew), unless the answer to the commit that mapped the new ones was lost (then they
+ * may be mapped, unrecorded, until then).
  */
 static void rerecord(struct enforce *e, bool applied)
 {
