@@ -221,20 +221,34 @@ const char *dnat_annex_ports(const char *annex)
 		"";
 }
 
-int dnat_annex(const struct grant *g, char *buf, size_t len)
+int dnat_ports_text(const uint16_t *ports, size_t n, char *buf, size_t len)
 {
 	size_t o = 0;
 
 	if (!len)
 		return -ENOSPC;
 	buf[0] = '\0';
-	for (size_t i = 0; i < g->n_dnat_ports; i++) {
-		int w = snprintf(buf + o, len - o, "%s%u", i ? "," : ANNEX_TAG,
-			(unsigned)g->dnat_ports[i]);
+	for (size_t i = 0; i < n; i++) {
+		int w = snprintf(buf + o, len - o, "%s%u", i ? "," : "", (unsigned)ports[i]);
 
 		if (w < 0 || (size_t)w >= len - o)
 			return -ENOSPC;
 		o += (size_t)w;
 	}
 	return 0;
+}
+
+int dnat_annex(const struct grant *g, char *buf, size_t len)
+{
+	size_t tag = strlen(ANNEX_TAG);
+
+	if (!len)
+		return -ENOSPC;
+	buf[0] = '\0';
+	if (!g->n_dnat_ports)
+		return 0;
+	if (len <= tag)
+		return -ENOSPC;
+	memcpy(buf, ANNEX_TAG, tag);
+	return dnat_ports_text(g->dnat_ports, g->n_dnat_ports, buf + tag, len - tag);
 }

@@ -4932,11 +4932,9 @@ int enforce_reload(struct enforce *e, char *err, size_t errlen)
 		e->metrics.grants_revoked++;
 	}
 	for (size_t i = 0; i < n_moved; i++) {
-		char was[DNAT_ANNEX_MAX] = "";
+		char was[DNAT_ANNEX_MAX];
 
-		for (size_t j = 0, o = 0; j < moved[i].n && o + 7 < sizeof(was); j++)
-			o += (size_t)snprintf(was + o, sizeof(was) - o, "%s%u", j ? "," : "",
-				(unsigned)moved[i].ports[j]);
+		(void)dnat_ports_text(moved[i].ports, moved[i].n, was, sizeof(was));
 		audit_remapped(e, &e->grants[moved[i].i], was, "configuration reload");
 	}
 	audit_deferred_sync(e);

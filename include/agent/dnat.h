@@ -71,6 +71,8 @@ bool dnat_fits(const struct config *c, const struct grant *g);
  * names no address); "" for none. 0 or -ENOSPC.
  */
 int dnat_describe(const struct config *c, const struct grant *g, char *buf, size_t len);
+/* Ports as "P1,P2" ("" for none), as an annex and the audit trail show them. 0 or -ENOSPC. */
+int dnat_ports_text(const uint16_t *ports, size_t n, char *buf, size_t len);
 /* The annex recording g's allocation ("" for none). 0 or -ENOSPC. */
 int dnat_annex(const struct grant *g, char *buf, size_t len);
 #define DNAT_ANNEX_MAX (8 + 6 * DNAT_MAX_PAIRS)
