@@ -238,6 +238,7 @@ struct enforce {
 	bool start_gen_known;
 	bool in_place;		/* at start: the kernel's table is already what cfg wants */
 	bool no_mark;		/* the kernel keeps no table user data: the mark is not asked */
+	bool mark_kept;		/* it does (a table read back with its mark): not asked again */
 	/* During restore: gateway ports taken so far, and grants whose ports must be recorded anew. */
 	struct dnat_used *restore_used;
 	struct dnat_used *restore_reserved;	/* every record's recorded ports */
@@ -4227,6 +4228,7 @@ static void check_mark_kept(struct enforce *e, uint32_t gen, uint64_t commits)
 			strerror(-ret));
 		return;
 	}
+	e->mark_kept = ret == RULESET_TABLE_JITDS;
 	if (ret != RULESET_TABLE_OTHER || nft_gen_id(e->nft, &now) ||
 		now - gen != e->commits - commits)
 		return;
@@ -4244,9 +4246,11 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 	uint32_t gen = 0;
 	/*
 	 * Not for a table found in place: it was read with its mark (the kernel keeps it), and a
-	 * claim reads nothing again, so a table put in since would look like the one built.
+	 * claim reads nothing again, so a table put in since would look like the one built. Nor
+	 * once the answer is known either way: the kernel does not change its mind.
 	 */
-	bool have_gen = !e->no_mark && !e->in_place && nft_gen_id(e->nft, &gen) == 0;
+	bool have_gen = !e->no_mark && !e->mark_kept && !e->in_place &&
+		nft_gen_id(e->nft, &gen) == 0;
 	int ret;
 
 	if ((ret = nft_batch_new(e->nft, &b)))
