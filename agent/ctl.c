@@ -315,17 +315,42 @@ static json_t *do_reload(struct client *c, json_t *req)
 	return rep;
 }
 
+/*
+ * Why `id` cannot be a grant's id, or NULL: what a signed grant's jti may not hold (grant_claim_id)
+ * is refused before it reaches the log, the trail or a reader's terminal as a name.
+ */
+static const char *not_an_id(const json_t *id)
+{
+	const char *s = json_string_value(id), *what;
+	size_t n = json_string_length(id);
+
+	if (!n)
+		return "it is empty";
+	if (n > GRANT_MAX_STRING || strlen(s) != n)
+		return "it is longer than any grant's";
+	if ((what = grant_string_unsafe(s, n)))
+		return what;
+	return strchr(s, ' ') ? "a space" : NULL;
+}
+
 static json_t *do_revoke(struct client *c, json_t *req)
 {
-	const char *id = json_string_value(json_object_get(req, "id"));
+	const json_t *jid = json_object_get(req, "id");
+	const char *id = json_string_value(jid), *bad;
 	const json_t *term = json_object_get(req, "terminate");
 	struct jit_error err = { 0 };
 	struct revoke_result res;
+	char msg[128];
 	int ret;
 
 	if (!id || (term && !json_is_boolean(term)))
 		return refuse(c, true, JIT_ERR_BAD_REQUEST,
 			"revoke needs an \"id\" string and an optional \"terminate\" boolean");
+	if ((bad = not_an_id(jid))) {
+		snprintf(msg, sizeof(msg), "revoke's \"id\" is no grant's id: %s%s",
+			strncmp(bad, "it ", 3) ? "it contains " : "", bad);
+		return refuse(c, true, JIT_ERR_BAD_REQUEST, msg);
+	}
 	ret = enforce_revoke_id(c->ctl->enf, id, json_is_true(term), c->peer, &res, &err);
 	if (ret)
 		return proto_error(ret, err.msg);

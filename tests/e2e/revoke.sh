@@ -42,6 +42,18 @@ rc=0
 "$JITCTL_BIN" -s "$SOCK" revoke rv-a 2>"$TMP/err" || rc=$?
 [ "$rc" -eq 1 ] && grep -q "not_found" "$TMP/err" || fail "second revoke: exit $rc, $(cat "$TMP/err")"
 pass "revoking an unknown grant is refused with not_found"
+# An id no grant can have (a jti holds no control character) is refused as such, and neither
+# its line break nor the line after it reaches the trail.
+rc=0
+"$JITCTL_BIN" -s "$SOCK" revoke $'x\n<3>jitd: grant y applied' 2>"$TMP/err" || rc=$?
+err=$(cat "$TMP/err")
+want="bad_request: revoke's \"id\" is no grant's id: it contains a control character"
+[ "$rc" -eq 1 ] && [[ $err == *"$want"* ]] ||
+	fail "revoke of an id with a line break: exit $rc, $err"
+refusal=$(jq -c 'select(.event == "revocation.refused" and .code == "bad_request")' \
+	"$TMP/state/audit.jsonl")
+[ -n "$refusal" ] && [[ $refusal != *applied* ]] || fail "its refusal in the trail: '$refusal'"
+pass "revoking an id with a control character is refused with bad_request, audited without it"
 
 log "overlap: revoking the narrow grant leaves the broad one's access intact"
 sign --src 192.0.2.0/24 --port 22 --for 120 --jti rv-broad | submit - >/dev/null || fail "rv-broad refused"
