@@ -153,7 +153,11 @@ static char *field_text(const json_t *v)
 	return s;
 }
 
-/* field_text cut to fit buf, for a table's column; -ENOMEM. */
+/*
+ * field_text cut to fit buf, for a table's column; -ENOMEM. jitd writes no control character
+ * into the trail, but the trail is a file: one put there by hand would reach the reader's
+ * terminal as an escape sequence, so each is shown as '?'.
+ */
 static int field_cut(const json_t *v, char *buf, size_t len)
 {
 	char *s = field_text(v);
@@ -161,6 +165,9 @@ static int field_cut(const json_t *v, char *buf, size_t len)
 	if (!s)
 		return -ENOMEM;
 	snprintf(buf, len, "%s", s);
+	for (char *p = buf; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	free(s);
 	return 0;
 }

@@ -148,7 +148,16 @@ old=$(($(date +%s) - 10 * 86400))
 old_time=$(date -u -d "@$old" +%Y-%m-%dT%H:%M:%SZ)
 printf '{"ts":%d,"time":"%s","event":"grant.applied","grant":"au-old","sub":"carol",%s}\n' \
 	"$old" "$old_time" '"sources":["192.0.2.9"],"ports":["3389/tcp"]' >>"$file"
+# And one with terminal escapes, which jitd never writes: the table shows each as '?'.
+printf '{"ts":%d,"time":"%s","event":"grant.refused","grant":"au-esc","sub":"%s",%s}\n' \
+	"$old" "$old_time" 'e\u001b]2;x\u0007' '"code":"malformed","message":"\u001b[2J"' >>"$file"
 start_jitd
+"$JITCTL_BIN" -s "$SOCK" log --grant au-esc >"$TMP/esc.txt" ||
+	fail "jitctl log --grant au-esc failed"
+grep -qF 'e?]2;x?' "$TMP/esc.txt" && grep -qF 'malformed: ?[2J' "$TMP/esc.txt" &&
+	! LC_ALL=C grep -q $'[\x01-\x1f]' "$TMP/esc.txt" ||
+	fail "escapes in the table: $(cat -v "$TMP/esc.txt")"
+pass "the table shows a control character a hand put in the trail as '?'"
 status_json | jq -e --arg t "$old_time" '.ports[] | select(.port == 3389) |
 	.grants_7d == 0 and .last_user == "carol" and .last_access == $t' >/dev/null ||
 	fail "port 3389 after a restart: $(status_json | jq -c '.ports[] | select(.port == 3389)')"
