@@ -9,6 +9,7 @@
 #include "agent/jitctl.h"
 #include "common/duration.h"
 #include "common/events.h"
+#include "common/grant.h"
 #include "common/proto.h"
 
 static const char *const csv_fields[] = { "time", "event", "grant", "sub", "iss", "kid",
@@ -150,14 +151,16 @@ static char *field_text(const json_t *v)
 		free(s);
 		return NULL;
 	}
+	/*
+	 * jitd writes none of what a claim may not hold into the trail, but the trail is a file:
+	 * a control character put there by hand would reach the reader's terminal as an escape
+	 * sequence, and a bidi override would make a name read as another. Each is shown as '?'.
+	 */
+	grant_string_defuse(s);
 	return s;
 }
 
-/*
- * field_text cut to fit buf, for a table's column; -ENOMEM. jitd writes no control character
- * into the trail, but the trail is a file: one put there by hand would reach the reader's
- * terminal as an escape sequence, so each is shown as '?'.
- */
+/* field_text cut to fit buf, for a table's column; -ENOMEM. */
 static int field_cut(const json_t *v, char *buf, size_t len)
 {
 	char *s = field_text(v);
@@ -165,9 +168,6 @@ static int field_cut(const json_t *v, char *buf, size_t len)
 	if (!s)
 		return -ENOMEM;
 	snprintf(buf, len, "%s", s);
-	for (char *p = buf; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
 	free(s);
 	return 0;
 }
@@ -222,6 +222,7 @@ static int print_csv(const json_t *events)
 static int print_table(const json_t *events)
 {
 	char grant[64], sub[64], src[64], ports[64], detail[512], code[64], msg[256], peer[128];
+	char when[32], event[32];
 	const json_t *ev;
 	size_t i;
 
@@ -234,16 +235,15 @@ static int print_table(const json_t *events)
 			field_cut(json_object_get(ev, "ports"), ports, sizeof(ports)) ||
 			field_cut(json_object_get(ev, "code"), code, sizeof(code)) ||
 			field_cut(json_object_get(ev, "message"), msg, sizeof(msg)) ||
-			field_cut(json_object_get(ev, "peer"), peer, sizeof(peer)))
+			field_cut(json_object_get(ev, "peer"), peer, sizeof(peer)) ||
+			field_cut(json_object_get(ev, "time"), when, sizeof(when)) ||
+			field_cut(json_object_get(ev, "event"), event, sizeof(event)))
 			return -ENOMEM;
 		snprintf(detail, sizeof(detail), "%s%s%s%s%s", code, *code && *msg ? ": " : "", msg,
 			(*code || *msg) && *peer ? "; " : "", peer);
 		printf("%-20.20s %-18.18s %-16.16s %-10.10s %-15.15s %-8.8s %s\n",
-			json_string_value(json_object_get(ev, "time")) ?
-				json_string_value(json_object_get(ev, "time")) : "-",
-			json_string_value(json_object_get(ev, "event")) ?
-				json_string_value(json_object_get(ev, "event")) : "-",
-			*grant ? grant : "-", *sub ? sub : "-", *src ? src : "-",
+			*when ? when : "-", *event ? event : "-", *grant ? grant : "-",
+			*sub ? sub : "-", *src ? src : "-",
 			*ports ? ports : "-", *detail ? detail : "-");
 	}
 	return 0;

@@ -58,6 +58,21 @@ const char *grant_string_unsafe(const char *s, size_t n)
 	return what;
 }
 
+void grant_string_defuse(char *s)
+{
+	unsigned char *u = (unsigned char *)s;
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n; i++) {
+		/* unsafe_at matches from a lead byte: 1, 2 (0xc2, 0xd8) or 3 (0xe2) bytes. */
+		size_t len = u[i] < 0x80 ? 1 : u[i] < 0xe0 ? 2 : 3;
+
+		if (unsafe_at(u, n, i))
+			for (size_t j = 0; j < len; j++)
+				u[i + j] = '?';
+	}
+}
+
 /* iss, sub, jti and reason end up in log lines and on terminals: refused outright. */
 int grant_claim_string(const json_t *c, const char *name, bool required, char **dst,
 	struct jit_error *e)

@@ -104,6 +104,8 @@ int grant_parse_claims(const json_t *claims, struct grant *out, struct jit_error
  * or paragraph separator, a bidirectional formatting character), or NULL.
  */
 const char *grant_string_unsafe(const char *s, size_t n);
+/* Each byte of what grant_string_unsafe finds in s (UTF-8, NUL-terminated) made '?'. */
+void grant_string_defuse(char *s);
 /*
  * Claim `name` as a new string in *dst: at most GRANT_MAX_STRING bytes, no control characters,
  * not empty if required. Absent and optional: 0, *dst untouched. JIT_ERR_MALFORMED or

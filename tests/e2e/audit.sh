@@ -148,16 +148,26 @@ old=$(($(date +%s) - 10 * 86400))
 old_time=$(date -u -d "@$old" +%Y-%m-%dT%H:%M:%SZ)
 printf '{"ts":%d,"time":"%s","event":"grant.applied","grant":"au-old","sub":"carol",%s}\n' \
 	"$old" "$old_time" '"sources":["192.0.2.9"],"ports":["3389/tcp"]' >>"$file"
-# And one with terminal escapes, which jitd never writes: the table shows each as '?'.
-printf '{"ts":%d,"time":"%s","event":"grant.refused","grant":"au-esc","sub":"%s",%s}\n' \
-	"$old" "$old_time" 'e\u001b]2;x\u0007' '"code":"malformed","message":"\u001b[2J"' >>"$file"
+# And one with terminal escapes (C0, C1's CSI) and a bidi override, which jitd never writes:
+# the table and the CSV show each of their bytes as '?'.
+printf '{"ts":%d,"time":"%s","event":"%s","grant":"au-esc","sub":"%s",%s}\n' "$old" \
+	'\u001b]0;t\u0007' '\u009b2J' 'e\u001b]2;x\u0007\u202e' \
+	'"code":"malformed","message":"\u001b[2J"' >>"$file"
 start_jitd
+# unsafe FILE: it holds a control character (but CR and LF) or U+202E.
+unsafe() {
+	LC_ALL=C grep -qP '[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80\xae' "$1"
+}
 "$JITCTL_BIN" -s "$SOCK" log --grant au-esc >"$TMP/esc.txt" ||
 	fail "jitctl log --grant au-esc failed"
-grep -qF 'e?]2;x?' "$TMP/esc.txt" && grep -qF 'malformed: ?[2J' "$TMP/esc.txt" &&
-	! LC_ALL=C grep -q $'[\x01-\x1f]' "$TMP/esc.txt" ||
-	fail "escapes in the table: $(cat -v "$TMP/esc.txt")"
-pass "the table shows a control character a hand put in the trail as '?'"
+grep -qF '?]0;t? ' "$TMP/esc.txt" && grep -qF ' ??2J ' "$TMP/esc.txt" &&
+	grep -qF ' e?]2;x???? ' "$TMP/esc.txt" && grep -qF 'malformed: ?[2J' "$TMP/esc.txt" &&
+	! unsafe "$TMP/esc.txt" || fail "escapes in the table: $(cat -v "$TMP/esc.txt")"
+"$JITCTL_BIN" -s "$SOCK" log --grant au-esc --csv >"$TMP/esc.csv" ||
+	fail "jitctl log --grant au-esc --csv failed"
+grep -qF 'e?]2;x????' "$TMP/esc.csv" && ! unsafe "$TMP/esc.csv" ||
+	fail "escapes in the CSV: $(cat -v "$TMP/esc.csv")"
+pass "the table and the CSV show what a hand put in the trail that a claim may not hold as '?'"
 status_json | jq -e --arg t "$old_time" '.ports[] | select(.port == 3389) |
 	.grants_7d == 0 and .last_user == "carol" and .last_access == $t' >/dev/null ||
 	fail "port 3389 after a restart: $(status_json | jq -c '.ports[] | select(.port == 3389)')"

@@ -1153,9 +1153,22 @@ static void test_kid_valid(void **state)
 	assert_true(keys_kid_valid(kid));
 }
 
+/* What a claim may not hold, shown to a reader: each of its bytes '?', the rest as it was. */
+static void test_string_defuse(void **state)
+{
+	char s[] = "a\x1b[1\x7f" "b\xc2\x9b" "c\xe2\x80\xae" "d\xd8\x9c" "e\xe2\x80\xa8"
+		   "ren\xc3\xa9" "e \xe2\x80\x94 \xd8\xa7\xe2\x80";
+
+	(void)state;
+	grant_string_defuse(s);
+	assert_string_equal(s, "a?[1?b??c???d??e???ren\xc3\xa9" "e \xe2\x80\x94 \xd8\xa7\xe2\x80");
+	assert_null(grant_string_unsafe(s, strlen(s)));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_string_defuse),
 		cmocka_unit_test(test_valid),
 		cmocka_unit_test(test_positive_variants),
 		cmocka_unit_test(test_dst),
