@@ -246,7 +246,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		if (i)
 			snprintf(from, sizeof(from), "%s, the configuration last served", path);
 		else
-			snprintf(from, sizeof(from), "the configuration this start read");
+			snprintf(from, sizeof(from), "the configuration file just read");
 		kerr[0] = '\0';
 		if (!(ret = build(nft, cfg, state == RULESET_TABLE_OTHER, kerr, &unanswered))) {
 			replaced = state == RULESET_TABLE_OTHER;

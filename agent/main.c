@@ -53,17 +53,21 @@
 struct opts {
 	const char *config_path;
 	bool check_only;
+	bool lockdown_only;
 	bool verbose;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: jitd [-c CONFIG] [--check-config] [-v] [--help] [--version]\n"
+		"Usage: jitd [-c CONFIG] [--check-config | --lockdown] [-v] [--help] [--version]\n"
 		"Just-in-time access agent: keeps management ports closed in nftables table\n"
 		"'inet jitd' and opens them for signed, time-bounded grants.\n\n"
 		"  -c, --config PATH   configuration file (default %s)\n"
 		"  -t, --check-config  validate the configuration and exit\n"
+		"      --lockdown      close the ports as a start that fails does, when the\n"
+		"                      kernel holds no table a jitd made, and exit (the unit\n"
+		"                      runs it after every stop)\n"
 		"  -v, --verbose       log debug messages\n"
 		"  -h, --help          show this help\n"
 		"  -V, --version       show the version\n",
@@ -75,6 +79,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 't' },
+		{ "lockdown", no_argument, NULL, 'L' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -87,6 +92,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		switch (ch) {
 		case 'c': o->config_path = optarg; break;
 		case 't': o->check_only = true; break;
+		case 'L': o->lockdown_only = true; break;
 		case 'v': o->verbose = true; break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("jitd %s\n", JITD_VERSION); exit(0);
@@ -96,6 +102,11 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 	if (optind != argc) {
 		fprintf(stderr, "jitd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
+		exit(2);
+	}
+	if (o->check_only && o->lockdown_only) {
+		fprintf(stderr, "jitd: --check-config touches nothing, --lockdown the kernel: "
+			"give one\n");
 		exit(2);
 	}
 }
@@ -196,6 +207,53 @@ static int check_config(const struct config *cfg, const char *path)
 	printf("%s: configuration OK (%zu protected port(s)%s, %zu trusted key(s))\n", path,
 		cfg->n_ports, targets_note(cfg, note, sizeof(note)), keys);
 	return 0;
+}
+
+/* systemd's word for how the service ended (systemd.exec(5)), or NULL: shown, so only a word. */
+static const char *service_word(const char *name)
+{
+	const char *v = getenv(name);
+	size_t n = v ? strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+		     : 0;
+
+	return n && n <= 32 && !v[n] ? v : NULL;
+}
+
+/*
+ * --lockdown: what a start that fails does to the kernel (agent/lockdown.h), alone. The unit
+ * runs it after every stop: a jitd killed before its own failure path could run (a read fault
+ * in a mapped state file is a SIGBUS; the OOM killer; any crash) leaves no table after a boot,
+ * and the protected ports as the host's ruleset leaves them. After a stop that kept the table
+ * (every other one) it finds the table there and changes nothing. 0, or 1 when the ports could
+ * not be closed.
+ */
+static int lockdown_only(const struct opts *o)
+{
+	const char *result = service_word("SERVICE_RESULT"), *code = service_word("EXIT_CODE");
+	const char *status = service_word("EXIT_STATUS");
+	char dir[PATH_MAX], why[256], msg[2 * PATH_MAX + 256];
+	struct jit_error jerr = { 0 };
+	struct config *cfg = NULL;
+	int ret;
+
+	/* Refused, it is the record's turn, as in a start that fails. */
+	if (config_load(o->config_path, &cfg, &jerr))
+		warnx("%s", jerr.msg);
+	if (cfg)
+		snprintf(dir, sizeof(dir), "%s", cfg->state_dir);
+	else
+		config_state_dir_hint(o->config_path, dir, sizeof(dir));
+	if (result)
+		snprintf(why, sizeof(why), "jitd ended (systemd: %s%s%s%s%s) with no table a jitd "
+			"made in the kernel", result, code ? ", " : "", code ? code : "",
+			status ? " " : "", status ? status : "");
+	else
+		snprintf(why, sizeof(why), "jitd --lockdown found no table a jitd made in the "
+			"kernel");
+	ret = lockdown_apply(dir, cfg, why, NULL, msg, sizeof(msg));
+	warnx("lockdown: %s", msg);
+	config_free(cfg);
+	return ret < 0 ? 1 : 0;
 }
 
 /* What a start that fails lets go of; each is NULL until opened. */
@@ -338,6 +396,8 @@ int main(int argc, char **argv)
 	(void)mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 	(void)mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
 	parse_opts(argc, argv, &o);
+	if (o.lockdown_only)
+		return lockdown_only(&o);
 	/*
 	 * A reload request before the loop can serve it must not kill the agent (the default),
 	 * nor a start that fails before it has closed the ports, nor be lost: the file may change

@@ -87,7 +87,7 @@ pass "--check-config: exit 1, no table"
 
 # The file loaded, and it protects 2222 besides: that is the policy wanted, not the record's.
 log "a start that fails past the file (its control socket's path taken) locks down to the file"
-READ="lockdown: table inet jitd built from the configuration this start read"
+READ="lockdown: table inet jitd built from the configuration file just read"
 jq '.ports += [{"port": 2222, "protocol": "tcp", "max_duration": "PT10M",
 	"allowed_sources": ["*"]}]' "$TMP/good.json" >"$CONFIG"
 touch "$SOCK"
@@ -361,3 +361,41 @@ timeout 20 ip netns exec "$SRV" unshare --uts sh -c 'echo "bad name" >/proc/sys/
 [ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
 expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "22 and 3389 closed by the record, whatever the host name"
+
+# The unit's ExecStopPost: a jitd killed before its own failure path could run (a read fault in
+# a mapped state file is a SIGBUS; the OOM killer) leaves no table after a boot.
+log "jitd --lockdown (the unit runs it after every stop): a boot's missing table is built"
+cp "$TMP/good.json" "$CONFIG"
+in_ns "$SRV" nft delete table inet jitd
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+n=$(jq -s '[.[] | select(.event == "agent.lockdown")] | length' "$TMP/state/audit.jsonl")
+# after_stop RESULT CODE STATUS: jitd --lockdown as systemd runs it; its exit status in rc.
+after_stop() {
+	rc=0
+	SERVICE_RESULT=$1 EXIT_CODE=$2 EXIT_STATUS=$3 timeout 20 \
+		ip netns exec "$SRV" "$JITD_BIN" --lockdown -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+}
+after_stop signal killed BUS
+[ "$rc" -eq 0 ] && grep -qF "${READ#lockdown: }: 2 protected port(s)" "$TMP/out" ||
+	fail "jitd --lockdown: exit $rc: $(cat "$TMP/out")"
+[ "$(protected)" = "$(printf 'tcp 22\ntcp 3389')" ] || fail "protected set: $(protected)"
+no_allow_elems || fail "the lockdown table holds grants: $(host_elems)"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C2" -b 198.51.100.3 198.51.100.1 22
+jq -e -s --argjson n "$n" '[.[] | select(.event == "agent.lockdown")] | length == $n + 1 and
+	(.[-1].message | startswith("jitd ended (systemd: signal, killed BUS) with no table"))' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "audit: $(grep lockdown "$TMP/state/audit.jsonl")"
+pass "22 and 3389 closed, always_allow open, no grants; audited with how jitd ended"
+before=$(kernel_json | strip_expires)
+after_stop success exited 0
+[ "$rc" -eq 0 ] && grep -qF "lockdown: table inet jitd is in the kernel: left as it is" \
+	"$TMP/out" && [ "$(kernel_json | strip_expires)" = "$before" ] ||
+	fail "jitd --lockdown over the table: exit $rc: $(cat "$TMP/out")"
+jq -e -s --argjson n "$n" '[.[] | select(.event == "agent.lockdown")] | length == $n + 1' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "a lockdown over the table was audited"
+pass "after a stop that kept the table: left as it is, nothing audited"
+rc=0
+"$JITD_BIN" --lockdown --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] || fail "--lockdown with --check-config: exit $rc: $(cat "$TMP/out")"
+pass "--lockdown with --check-config is a usage error"
