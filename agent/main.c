@@ -26,6 +26,7 @@
 #include "agent/nft.h"
 #include "agent/replay.h"
 #include "agent/sdnotify.h"
+#include "agent/statetrust.h"
 #include "agent/status.h"
 #include "agent/store.h"
 #include "agent/tls.h"
@@ -196,6 +197,12 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX_free(tls);
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
+	if (statetrust_dir(cfg->state_dir, msg, sizeof(msg)) == -EPERM) {
+		fprintf(stderr, "jitd: %s: state_dir: %s: whoever may write it could give "
+			"themselves access (make it root's, and writable only by its owner)\n",
+			path, msg);
+		return 1;
+	}
 	keys = keys_survey(cfg, warn_stderr, &path);
 	/* Stricter than a start (one with no records serves): a package's upgrade trusts this. */
 	if ((err = keys_dir_errno(cfg->keys_dir))) {
@@ -447,6 +454,9 @@ int main(int argc, char **argv)
 	if ((ret = store_open(cfg->state_dir, &store)) == -EBUSY)
 		start_taken(&start, "cannot open state directory %s: another jitd uses it",
 			cfg->state_dir);
+	if (ret == -EPERM)
+		start_failed(&start, "cannot use state directory %s: others than its owner may "
+			"write it, or a file in it (the line before says which)", cfg->state_dir);
 	if (ret)
 		start_failed(&start, "cannot open state directory %s: %s", cfg->state_dir,
 			strerror(-ret));
@@ -467,7 +477,7 @@ int main(int argc, char **argv)
 			 netnslock_pid_text(&holder, note, sizeof(note)), NETNSLOCK_RETRY_SEC);
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		start_failed(&start, "cannot open the replay cache in %s: %s", cfg->state_dir,
-			strerror(-ret));
+			ret == -EPERM ? "others than its owner may write it" : strerror(-ret));
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		start_failed(&start, "cannot open the audit trail in %s: %s", cfg->state_dir,

@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "agent/lineappend.h"
 #include "agent/replay.h"
+#include "agent/statetrust.h"
 #include "agent/testhook.h"
 #include "common/clock.h"
 #include "common/dirsync.h"
@@ -431,6 +433,7 @@ int replay_tidy(struct replay *r)
 int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out)
 {
 	struct replay *r = calloc(1, sizeof(*r));
+	char msg[PATH_MAX + 64];
 	bool rewrite;
 	off_t whole;
 	int ret;
@@ -468,6 +471,12 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 		ret = -errno;
 		goto fail;
 	}
+	/* Ids it holds are refused as replays; ids taken out of it can be used again. */
+	if ((ret = statetrust_fd(r->fd, r->path, msg, sizeof(msg))) == -EPERM)
+		log_err("replay: %s: whoever may write it could use a revoked grant's token "
+			"again (make it root's, and writable only by its owner)", msg);
+	if (ret)
+		goto fail;
 	*out = r;
 	return 0;
 fail:

@@ -1,6 +1,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "agent/statetrust.h"
 #include "agent/store.h"
 #include "agent/syncer.h"
 #include "agent/testhook.h"
@@ -1193,6 +1195,19 @@ static int keep_aside(const struct store *s, int fd, char *aside, size_t size)
 	return -EEXIST;
 }
 
+/* statetrust_fd of state_dir/name, said here: -EPERM stops the start (agent/statetrust.h). */
+static int trusted(int fd, const char *state_dir, const char *name)
+{
+	char path[PATH_MAX], msg[PATH_MAX + 64];
+	int ret;
+
+	snprintf(path, sizeof(path), "%s%s%s", state_dir, name ? "/" : "", name ? name : "");
+	if ((ret = statetrust_fd(fd, path, msg, sizeof(msg))) == -EPERM)
+		log_err("state: %s: whoever may write it could give themselves access (make it "
+			"root's, and writable only by its owner)", msg);
+	return ret;
+}
+
 static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 {
 	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -1205,6 +1220,8 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
 	s->sfd = fd; /* where the loaded entries' records are */
+	if ((ret = trusted(fd, state_dir, SNAPSHOT)))
+		return ret;
 	ret = load(s, fd, IN_SNAPSHOT, &good, &records, &bad, &torn);
 	*damaged = bad;
 	if (ret || !bad)
@@ -1493,11 +1510,15 @@ int store_open(const char *state_dir, struct store **out)
 		log_warn("state: cannot lock %s (%s): a second jitd using it would not be stopped",
 			state_dir, strerror(errno));
 	}
+	if ((ret = trusted(s->dirfd, state_dir, NULL)))
+		goto fail;
 	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
 			 0600)) < 0) {
 		ret = -errno;
 		goto fail;
 	}
+	if ((ret = trusted(s->jfd, state_dir, JOURNAL)))
+		goto fail;
 	/* A journal just created must keep its name before a grant in it is acknowledged. */
 	if (fsync(s->dirfd) < 0) {
 		ret = -errno;

@@ -155,6 +155,51 @@ jq -e '[.[] | select(.event == "grant.applied" and .sub == "root" and (.peer | t
 	"$TMP/log.json" >/dev/null || fail "audit does not record the local grant with its user: $(cat "$TMP/log.json")"
 pass "audit records the break-glass grant with the local user"
 
+log "a state directory, or a file a start reads in it, that others may write: refused"
+# A start restores the journal's grants unsigned (checked before they were recorded; a local
+# grant has none) and takes replay.db's ids as used: whoever may write them can let themselves in.
+stop_jitd
+before=$(kernel_json | strip_expires)
+# state_refused FILE MODE_OR_OWNER WANT...: FILE (under the state directory) given MODE_OR_OWNER,
+# a start exits 1 saying each WANT and leaves the table as it is; then FILE is as it was.
+state_refused() {
+	local f=$TMP/state$1 how=$2 was rc=0 want
+	shift 2
+	was=$(stat -c '%a %u' "$f")
+	case $how in
+	uid=*) chown "${how#uid=}" "$f" ;;
+	*) chmod "$how" "$f" ;;
+	esac
+	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+	chmod "${was% *}" "$f"
+	chown "${was#* }" "$f"
+	[ "$rc" -eq 1 ] || fail "a start with $f $how: exit $rc: $(cat "$TMP/fail.log")"
+	for want in "$@" "lockdown: table inet jitd is in the kernel: left as it is"; do
+		grep -qF -- "$want" "$TMP/fail.log" ||
+			fail "a start with $f $how does not say '$want': $(cat "$TMP/fail.log")"
+	done
+	[ "$(kernel_json | strip_expires)" = "$before" ] ||
+		fail "a start with $f $how changed the table"
+}
+state_refused "" o+w "state: $TMP/state is writable by group or others: whoever may write" \
+	"cannot use state directory $TMP/state: others than its owner may write it"
+rc=0
+chmod g+w "$TMP/state"
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+chmod g-w "$TMP/state"
+[ "$rc" -eq 1 ] && grep -qF "state_dir: $TMP/state is writable by group or others" "$TMP/out" ||
+	fail "--check-config of a state directory the group may write: exit $rc: $(cat "$TMP/out")"
+state_refused /grants.journal g+w "state: $TMP/state/grants.journal is writable by group or others"
+state_refused /grants.journal uid=$OTHER_UID \
+	"state: $TMP/state/grants.journal is owned by uid $OTHER_UID, not root nor jitd's user"
+state_refused /replay.db o+w "replay: $TMP/state/replay.db is writable by group or others" \
+	"cannot open the replay cache in $TMP/state: others than its owner may write it"
+pass "a state directory others may write, a journal, one of another owner, a replay.db: refused"
+start_jitd
+status_json | jq -e --arg id "$id" '.grants | map(.id) == [$id]' >/dev/null ||
+	fail "the local grant was not restored once the modes were mended"
+pass "mended, the start serves and restores the grant"
+
 log "jitctl keygen: modes, no overwrite, no following a planted link"
 kd="$TMP/keygen"
 mkdir -m 0700 "$kd"

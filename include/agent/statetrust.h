@@ -1,0 +1,20 @@
+#ifndef JITD_AGENT_STATETRUST_H
+#define JITD_AGENT_STATETRUST_H
+
+#include <stddef.h>
+
+/*
+ * Whoever can write jitd's state can give themselves access: a start restores the journal's
+ * grants without checking their signatures again (they were checked before they were recorded)
+ * and a local grant has none, and replay.db says which ids were used. So the state directory,
+ * and each file a start reads from it, must be root's (or jitd's user's) and writable by no
+ * one else, as the configuration and the trusted keys must. The packaged unit's
+ * StateDirectory= is; a state_dir of the operator's own choosing may not be.
+ */
+
+/* fd (path, for the message) is such: 0, or -EPERM with msg saying why, or -errno. */
+int statetrust_fd(int fd, const char *path, char *msg, size_t len);
+/* The same of the directory dir, when it exists (0 when it does not). */
+int statetrust_dir(const char *dir, char *msg, size_t len);
+
+#endif
