@@ -213,18 +213,16 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		return -ENAMETOOLONG;
 	}
 	/*
-	 * The record is what says jitd served here, so it must be read whatever is built: one
-	 * that cannot be (damaged, refused, a directory jitd cannot search) says nothing.
+	 * Another jitd holds the state directory (store_open's lock): the table, or the lack of
+	 * one, is that jitd's to mind. A caller with the trail open holds the lock itself.
 	 */
-	if (access(path, F_OK) < 0 && errno == ENOENT) {
-		snprintf(msg, len, "no configuration was served here before (no %s): no table "
-			"made, the protected ports are as the host's ruleset leaves them", path);
-		return LOCKDOWN_NO_RECORD;
-	}
-	if (config_load_record(path, &rec, &jerr)) {
-		snprintf(msg, len, "the last configuration served cannot be read, no table made: "
-			"%s", jerr.msg);
-		return -EINVAL;
+	if (!trail) {
+		if ((ret = lock_dir(state_dir)) == -EBUSY) {
+			snprintf(msg, len, "a running jitd uses %s: nothing made", state_dir);
+			return LOCKDOWN_HELD;
+		}
+		if (ret >= 0)
+			close(ret);
 	}
 	if ((ret = nft_open(&nft)) || (ret = ruleset_table_state(nft)) < 0) {
 		snprintf(msg, len, "cannot read the kernel's tables: %s", strerror(-ret));
@@ -232,11 +230,32 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	}
 	/*
 	 * A table a jitd made since the boot (a restart: its grants keep running out there) is
-	 * left as it is. One without jitd's mark is another program's: a saved ruleset loaded at
-	 * the boot brings back the grants and ports of the day it was saved, which this start
-	 * cannot check, so it is replaced, in the same transaction that builds the deny table.
+	 * left as it is, whatever the record. One without jitd's mark is another program's: a
+	 * saved ruleset loaded at the boot brings back the grants and ports of the day it was
+	 * saved, which this start cannot check, so it is replaced, in the same transaction that
+	 * builds the deny table.
 	 */
-	state = ret;
+	if ((state = ret) == RULESET_TABLE_JITDS) {
+		snprintf(msg, len, "table inet jitd is in the kernel: left as it is");
+		ret = LOCKDOWN_TABLE_THERE;
+		goto out;
+	}
+	/*
+	 * The record is what says jitd served here, so it must be read whatever is built: one
+	 * that cannot be (damaged, refused, a directory jitd cannot search) says nothing.
+	 */
+	if (access(path, F_OK) < 0 && errno == ENOENT) {
+		snprintf(msg, len, "no configuration was served here before (no %s): no table "
+			"made, the protected ports are as the host's ruleset leaves them", path);
+		ret = LOCKDOWN_NO_RECORD;
+		goto out;
+	}
+	if (config_load_record(path, &rec, &jerr)) {
+		snprintf(msg, len, "the last configuration served cannot be read, no table made: "
+			"%s", jerr.msg);
+		ret = -EINVAL;
+		goto out;
+	}
 	/*
 	 * The file just read is the policy wanted now; the record, what the kernel took last,
 	 * stands in when that did not load or the kernel refuses it.

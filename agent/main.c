@@ -230,9 +230,11 @@ static const char *service_word(const char *name)
  * --lockdown: what a start that fails does to the kernel (agent/lockdown.h), alone. The unit
  * runs it after every stop: a jitd killed before its own failure path could run (a read fault
  * in a mapped state file is a SIGBUS; the OOM killer; any crash) leaves no table after a boot,
- * and the protected ports as the host's ruleset leaves them. After a stop that kept the table
- * (every other one) it finds the table there and changes nothing. 0, or 1 when the ports could
- * not be closed.
+ * and the protected ports as the host's ruleset leaves them. A jitd that ended by itself (a
+ * stop, a start that failed or found another jitd) did what it had to, and a table replaced
+ * after every stop would end every grant on a kernel that keeps no mark: under systemd only a
+ * jitd killed by a signal is followed (EXIT_CODE killed or dumped). 0, or 1 when the ports
+ * could not be closed.
  */
 static int lockdown_only(const struct opts *o)
 {
@@ -243,6 +245,14 @@ static int lockdown_only(const struct opts *o)
 	struct config *cfg = NULL;
 	int ret;
 
+	if (o->verbose)
+		log_keep_debug();
+	if (getenv("SERVICE_RESULT") &&
+		(!code || (strcmp(code, "killed") && strcmp(code, "dumped")))) {
+		warnx("lockdown: jitd ended by itself (systemd: %s, %s %s): nothing to do",
+			result ? result : "?", code ? code : "?", status ? status : "?");
+		return 0;
+	}
 	/* Refused, it is the record's turn, as in a start that fails. */
 	if (config_load(o->config_path, &cfg, &jerr))
 		warnx("%s", jerr.msg);
