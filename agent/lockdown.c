@@ -13,6 +13,7 @@
 #include "agent/lockdown.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
+#include "agent/statetrust.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -204,7 +205,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	struct config *rec = NULL;
 	const struct config *cfg = NULL;
 	struct nft *nft = NULL;
-	bool unanswered = false, again = false, replaced = false;
+	bool unanswered = false, again = false, replaced = false, untrusted;
 	int ret, refused, state, prev;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
@@ -242,15 +243,20 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	}
 	/*
 	 * The record is what says jitd served here, so it must be read whatever is built: one
-	 * that cannot be (damaged, refused, a directory jitd cannot search) says nothing.
+	 * that cannot be (damaged, refused, a directory jitd cannot search) says nothing. But in
+	 * a directory others may write (a start refuses it: agent/statetrust.h) they may have
+	 * taken it away: the file just read decides alone.
 	 */
+	untrusted = now && statetrust_dir(state_dir, kerr, sizeof(kerr)) == -EPERM;
 	if (access(path, F_OK) < 0 && errno == ENOENT) {
-		snprintf(msg, len, "no configuration was served here before (no %s): no table "
-			"made, the protected ports are as the host's ruleset leaves them", path);
-		ret = LOCKDOWN_NO_RECORD;
-		goto out;
-	}
-	if (config_load_record(path, &rec, &jerr)) {
+		if (!untrusted) {
+			snprintf(msg, len, "no configuration was served here before (no %s): no "
+				"table made, the protected ports are as the host's ruleset leaves "
+				"them", path);
+			ret = LOCKDOWN_NO_RECORD;
+			goto out;
+		}
+	} else if (config_load_record(path, &rec, &jerr) && !untrusted) {
 		snprintf(msg, len, "the last configuration served cannot be read, no table made: "
 			"%s", jerr.msg);
 		ret = -EINVAL;
@@ -260,7 +266,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	 * The file just read is the policy wanted now; the record, what the kernel took last,
 	 * stands in when that did not load or the kernel refuses it.
 	 */
-	for (int i = now ? 0 : 1; state != RULESET_TABLE_JITDS && i < 2; i++) {
+	for (int i = now ? 0 : 1; state != RULESET_TABLE_JITDS && i < 2 && (i ? rec : now); i++) {
 		cfg = i ? rec : now;
 		if (i)
 			snprintf(from, sizeof(from), "%s, the configuration last served", path);

@@ -464,9 +464,6 @@ int main(int argc, char **argv)
 	if ((ret = store_open(cfg->state_dir, &store)) == -EBUSY)
 		start_taken(&start, "cannot open state directory %s: another jitd uses it",
 			cfg->state_dir);
-	if (ret == -EPERM)
-		start_failed(&start, "cannot use state directory %s: others than its owner may "
-			"write it, or a file in it (the line before says which)", cfg->state_dir);
 	if (ret)
 		start_failed(&start, "cannot open state directory %s: %s", cfg->state_dir,
 			strerror(-ret));
@@ -487,7 +484,7 @@ int main(int argc, char **argv)
 			 netnslock_pid_text(&holder, note, sizeof(note)), NETNSLOCK_RETRY_SEC);
 	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
 		start_failed(&start, "cannot open the replay cache in %s: %s", cfg->state_dir,
-			ret == -EPERM ? "others than its owner may write it" : strerror(-ret));
+			strerror(-ret));
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		start_failed(&start, "cannot open the audit trail in %s: %s", cfg->state_dir,

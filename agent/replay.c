@@ -352,6 +352,7 @@ static char parse_line(char *line, int64_t *until, char **jti)
 static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 {
 	FILE *f = fopen(r->path, "re");
+	char msg[PATH_MAX + 64];
 	size_t lines = 0, size = 0;
 	bool garbage = false, torn = false;
 	char *line = NULL, *jti;
@@ -364,7 +365,14 @@ static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 	if (!f)
 		return errno == ENOENT ? 0 : -errno;
 	*whole = 0;
-	if (fstat(fileno(f), &st) == 0 && (ret = reserve(r, st.st_size))) {
+	/*
+	 * Before a line is read: ids taken out of it could be used again, and the file read is
+	 * the one to judge (a rewrite below would replace it with one of jitd's own).
+	 */
+	if ((ret = statetrust_fd(fileno(f), r->path, msg, sizeof(msg))) == -EPERM)
+		log_err("replay: %s: whoever may write it could use a revoked grant's token "
+			"again (make it root's, and writable only by its owner)", msg);
+	if (ret || (fstat(fileno(f), &st) == 0 && (ret = reserve(r, st.st_size)))) {
 		fclose(f);
 		return ret;
 	}
@@ -433,7 +441,6 @@ int replay_tidy(struct replay *r)
 int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out)
 {
 	struct replay *r = calloc(1, sizeof(*r));
-	char msg[PATH_MAX + 64];
 	bool rewrite;
 	off_t whole;
 	int ret;
@@ -471,12 +478,6 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 		ret = -errno;
 		goto fail;
 	}
-	/* Ids it holds are refused as replays; ids taken out of it can be used again. */
-	if ((ret = statetrust_fd(r->fd, r->path, msg, sizeof(msg))) == -EPERM)
-		log_err("replay: %s: whoever may write it could use a revoked grant's token "
-			"again (make it root's, and writable only by its owner)", msg);
-	if (ret)
-		goto fail;
 	*out = r;
 	return 0;
 fail:

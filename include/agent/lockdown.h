@@ -48,8 +48,9 @@ enum lockdown_result {
 	LOCKDOWN_HELD = 4,	/* another jitd holds state_dir: nothing done */
 };
 /*
- * When state_dir holds a record it can read, the kernel no table a jitd made, and no other jitd
- * the directory (unless the caller holds it: trail): builds the
+ * When state_dir holds a record it can read (or is a directory others may write, who may have
+ * taken the record away, and the file loaded), the kernel no table a jitd made, and no other
+ * jitd the directory (unless the caller holds it: trail): builds the
  * table of now (the file the start loaded; NULL when it did not) or else, when there is none or
  * the kernel refuses it, of the record, each in one transaction (deleting the unmarked table
  * found first) that fails if a table appeared meanwhile,

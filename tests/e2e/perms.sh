@@ -182,7 +182,7 @@ state_refused() {
 		fail "a start with $f $how changed the table"
 }
 state_refused "" o+w "state: $TMP/state is writable by group or others: whoever may write" \
-	"cannot use state directory $TMP/state: others than its owner may write it"
+	"cannot open state directory $TMP/state: Operation not permitted"
 rc=0
 chmod g+w "$TMP/state"
 in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
@@ -192,9 +192,28 @@ chmod g-w "$TMP/state"
 state_refused /grants.journal g+w "state: $TMP/state/grants.journal is writable by group or others"
 state_refused /grants.journal uid=$OTHER_UID \
 	"state: $TMP/state/grants.journal is owned by uid $OTHER_UID, not root nor jitd's user"
+# A line no id is in makes the start rewrite replay.db as jitd's own: the one read is judged.
+echo x >>"$TMP/state/replay.db"
 state_refused /replay.db o+w "replay: $TMP/state/replay.db is writable by group or others" \
-	"cannot open the replay cache in $TMP/state: others than its owner may write it"
+	"cannot open the replay cache in $TMP/state: Operation not permitted"
 pass "a state directory others may write, a journal, one of another owner, a replay.db: refused"
+# After a boot, the record taken away (whoever may write the directory may): the ports are
+# closed all the same, by the file.
+in_ns "$SRV" nft delete table inet jitd
+mv "$TMP/state/lockdown.json" "$TMP/lockdown.json.saved"
+chmod o+w "$TMP/state"
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+chmod o-w "$TMP/state"
+mv "$TMP/lockdown.json.saved" "$TMP/state/lockdown.json"
+built="lockdown: table inet jitd built from the configuration file just read"
+[ "$rc" -eq 1 ] && grep -qF "$built" "$TMP/fail.log" ||
+	fail "a start with the record gone: exit $rc: $(cat "$TMP/fail.log")"
+kernel_json | jq -e '[.nftables[] | select(.set? and .set.name == "protected") | .set.elem[]
+	| .concat | map(tostring) | join(" ")] == ["tcp 22"]' >/dev/null ||
+	fail "protected set after the lockdown: $(kernel_json | jq -c .)"
+expect_connect drop "$C1" 192.0.2.1 22
+pass "a boot, the directory others may write and the record gone: the file's deny table is built"
 start_jitd
 status_json | jq -e --arg id "$id" '.grants | map(.id) == [$id]' >/dev/null ||
 	fail "the local grant was not restored once the modes were mended"
