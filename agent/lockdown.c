@@ -215,9 +215,11 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	}
 	/*
 	 * Another jitd holds the state directory (store_open's lock): the table, or the lack of
-	 * one, is that jitd's to mind. A caller with the trail open holds the lock itself.
+	 * one, is that jitd's to mind. A caller with the trail open holds the lock itself. In a
+	 * directory others may write (agent/statetrust.h), whoever holds it need not be a jitd.
 	 */
-	if (!trail) {
+	untrusted = statetrust_dir(state_dir, kerr, sizeof(kerr)) == -EPERM;
+	if (!trail && !untrusted) {
 		if ((ret = lock_dir(state_dir)) == -EBUSY) {
 			snprintf(msg, len, "a running jitd uses %s: nothing made", state_dir);
 			return LOCKDOWN_HELD;
@@ -247,7 +249,7 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	 * a directory others may write (a start refuses it: agent/statetrust.h) they may have
 	 * taken it away: the file just read decides alone.
 	 */
-	untrusted = now && statetrust_dir(state_dir, kerr, sizeof(kerr)) == -EPERM;
+	untrusted = untrusted && now;
 	if (access(path, F_OK) < 0 && errno == ENOENT) {
 		if (!untrusted) {
 			snprintf(msg, len, "no configuration was served here before (no %s): no "

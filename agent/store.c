@@ -1497,6 +1497,12 @@ int store_open(const char *state_dir, struct store **out)
 		goto fail;
 	}
 	/*
+	 * First: in a directory others may write, its lock may be theirs, not another jitd's, and
+	 * a start stopped by it would close no port.
+	 */
+	if ((ret = trusted(s->dirfd, state_dir, NULL)))
+		goto fail;
+	/*
 	 * Two agents appending to one journal would write over each other's records. The lock is
 	 * on the directory itself: no file to leave behind, and released by any exit. A file
 	 * system that cannot lock a directory (NFS emulates flock with fcntl locks, which need
@@ -1510,8 +1516,6 @@ int store_open(const char *state_dir, struct store **out)
 		log_warn("state: cannot lock %s (%s): a second jitd using it would not be stopped",
 			state_dir, strerror(errno));
 	}
-	if ((ret = trusted(s->dirfd, state_dir, NULL)))
-		goto fail;
 	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
 			 0600)) < 0) {
 		ret = -errno;

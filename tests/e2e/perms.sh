@@ -197,13 +197,17 @@ echo x >>"$TMP/state/replay.db"
 state_refused /replay.db o+w "replay: $TMP/state/replay.db is writable by group or others" \
 	"cannot open the replay cache in $TMP/state: Operation not permitted"
 pass "a state directory others may write, a journal, one of another owner, a replay.db: refused"
-# After a boot, the record taken away (whoever may write the directory may): the ports are
-# closed all the same, by the file.
+# After a boot, the record taken away and the directory's lock held (whoever may write the
+# directory may do both; the lock is what says another jitd uses it): the ports are closed all
+# the same, by the file.
 in_ns "$SRV" nft delete table inet jitd
 mv "$TMP/state/lockdown.json" "$TMP/lockdown.json.saved"
 chmod o+w "$TMP/state"
+exec {held}<"$TMP/state"
+flock -x -n "$held" || fail "cannot lock $TMP/state"
 rc=0
 timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+exec {held}<&-
 chmod o-w "$TMP/state"
 mv "$TMP/lockdown.json.saved" "$TMP/state/lockdown.json"
 built="lockdown: table inet jitd built from the configuration file just read"
@@ -213,7 +217,7 @@ kernel_json | jq -e '[.nftables[] | select(.set? and .set.name == "protected") |
 	| .concat | map(tostring) | join(" ")] == ["tcp 22"]' >/dev/null ||
 	fail "protected set after the lockdown: $(kernel_json | jq -c .)"
 expect_connect drop "$C1" 192.0.2.1 22
-pass "a boot, the directory others may write and the record gone: the file's deny table is built"
+pass "a boot, the directory others may write, its record gone, its lock held: the file's deny table"
 start_jitd
 status_json | jq -e --arg id "$id" '.grants | map(.id) == [$id]' >/dev/null ||
 	fail "the local grant was not restored once the modes were mended"
