@@ -14,4 +14,5 @@ apt-get install -y -qq --no-install-recommends \
 	libnl-3-dev libnl-nf-3-dev libsystemd-dev \
 	libcmocka-dev \
 	nftables iproute2 iputils-ping jq openssl ca-certificates conntrack python3 python3-jwt \
-	python3-cryptography curl iperf3 e2fsprogs util-linux mount procps >/dev/null
+	python3-cryptography curl iperf3 e2fsprogs util-linux mount procps \
+	systemd >/dev/null
