@@ -34,6 +34,27 @@ if out=$(/usr/libexec/jitd/check-config); then
 	*", 0 trusted key(s))") ;;
 	*" trusted key(s))") have_key=yes ;;
 	esac
+else
+	have_key=refused
+fi
+if [ "$have_key" = refused ]; then
+	cat >&2 <<'EOF'
+
+************************************************************************************
+* jitd was installed but NOT enabled and NOT started.
+*
+* jitd --check-config refuses the configuration (its error above says why): a jitd
+* started now would not serve, and no grant could open the ports it closes.
+*
+* To start it, mend what the check says, make sure a controller's public key is in
+* /etc/jitd/keys.d (jitctl keygen on the controller makes one), run
+*   jitd --check-config
+* and, once it says OK with at least one trusted key:
+*   systemctl enable --now jitd
+************************************************************************************
+
+EOF
+	exit 0
 fi
 if [ "$have_key" = no ]; then
 	cat >&2 <<'EOF'
