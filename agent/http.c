@@ -259,6 +259,23 @@ static void send_grant(struct evhttp_request *req, struct enforce *enf, const st
 	send_body(req, 201, out);
 }
 
+/*
+ * A refusal's message as the client gets it. unknown_key's and internal's may name keys_dir's
+ * files, their owners and modes (common/keys.c): the log and the trail keep those, and so does
+ * a controller proven by its client certificate; any other client (an endpoint without
+ * client_ca, plain HTTP on loopback) gets the code and a message that names no file.
+ */
+static const char *outside(const struct http *h, int code, const char *msg)
+{
+	if (tls_mutual(h->tls.ctx))
+		return msg;
+	if (code == JIT_ERR_UNKNOWN_KEY)
+		return "the token's key (its kid, under its issuer) is not one this host trusts";
+	if (code == JIT_ERR_INTERNAL)
+		return "nothing was applied, for a reason of this host's (in its log): retry later";
+	return msg;
+}
+
 static void send_error(struct evhttp_request *req, int status, int code, const char *msg)
 {
 	char buf[1024];
@@ -402,7 +419,7 @@ static void submitted_cb(void *arg, int ret, const struct grant *g, const struct
 	struct evhttp_connection *evcon = req ? evhttp_request_get_connection(req) : NULL;
 
 	if (req && ret)
-		send_error(req, status_of(ret), ret, err->msg);
+		send_error(req, status_of(ret), ret, outside(s->h, ret, err->msg));
 	else if (req)
 		send_grant(req, s->h->enf, g);
 	waiting_remove(s);
@@ -432,7 +449,7 @@ static void post_grant(struct http *h, struct evhttp_request *req, const struct 
 	free(token);
 	if (ret) {
 		free(s);
-		send_error(req, status_of(ret), ret, err.msg);
+		send_error(req, status_of(ret), ret, outside(h, ret, err.msg));
 		return;
 	}
 	waiting_add(h, s);
@@ -524,7 +541,7 @@ static void batch_item_result(struct batch_item *it, int ret, const struct grant
 			status_grant_write(enf, g, it->out) || evbuffer_add(it->out, "}", 1);
 	} else {
 		doc = json_pack("{s:i, s:s, s:s}", "status", status_of(ret), "error",
-			jit_err_name(ret), "message", err->msg);
+			jit_err_name(ret), "message", outside(it->b->s.h, ret, err->msg));
 		text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 		json_decref(doc);
 		bad = !text || evbuffer_add(it->out, text, strlen(text));
@@ -690,7 +707,7 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 	ret = enforce_revoke_token(h->enf, token, len, p->name, &res, &err);
 	free(token);
 	if (ret) {
-		send_error(req, status_of(ret), ret, err.msg);
+		send_error(req, status_of(ret), ret, outside(h, ret, err.msg));
 		return;
 	}
 	send_revoked(req, &res);

@@ -122,6 +122,13 @@ mkdir -p "$TMP/forger"
 "$JITCTL_BIN" sign --key "$TMP/forger/ctl.key" --kid ctl --aud "$HOST_ID" --sub mallory \
 	--src 192.0.2.3 --port 22 --for 120 >"$TMP/forged"
 expect 401 bad_signature "a grant signed by another key" "$C1" controller-1 POST /v1/grants "$TMP/forged"
+# A key id no file has: a controller proven by its certificate is told where jitd looked.
+"$JITCTL_BIN" sign --key "$TMP/forger/ctl.key" --kid nokey --aud "$HOST_ID" --sub mallory \
+	--src 192.0.2.3 --port 22 --for 120 >"$TMP/nokey"
+expect 401 unknown_key "a grant of a key id no file has" "$C1" controller-1 POST /v1/grants \
+	"$TMP/nokey"
+jq -e --arg d "$TMP/keys.d" '.message | contains($d)' "$TMP/body" >/dev/null ||
+	fail "the message to a proven controller: $(cat "$TMP/body")"
 sign --src 192.0.2.3 --port 3389 --for 120 >"$TMP/unprotected"
 expect 403 port_not_protected "a grant for a port that is not protected" \
 	"$C1" controller-1 POST /v1/grants "$TMP/unprotected"
@@ -171,6 +178,7 @@ metric 'jitd_active_grants 0'
 metric 'jitd_grants_refused_total{code="replay"} 2'
 metric 'jitd_grants_refused_total{code="too_large"} 1'
 metric 'jitd_grants_refused_total{code="bad_signature"} 1'
+metric 'jitd_grants_refused_total{code="unknown_key"} 1'
 metric 'jitd_grants_refused_total{code="port_not_protected"} 1'
 metric 'jitd_grants_refused_total{code="bad_request"} 1'
 metric 'jitd_grants_refused_total{code="malformed"} 1'
@@ -480,6 +488,19 @@ code=$(post_jwt /v1/grants "$TMP/p1")
 [ "$code" = 201 ] || fail "plain HTTP grant: $code $(cat "$TMP/body")"
 has_elem allow4_addr "192.0.2.3 tcp 22" || fail "plain HTTP grant not in the kernel"
 pass "grant over plain HTTP on loopback applies"
+# To a client nothing proves, a refusal names no file of keys_dir (the trail does).
+mkdir -p "$TMP/stranger"
+"$JITCTL_BIN" keygen --kid ctl --dir "$TMP/stranger" >/dev/null
+"$JITCTL_BIN" sign --key "$TMP/stranger/ctl.key" --kid nokey --aud "$HOST_ID" --sub eve \
+	--src 192.0.2.3 --port 22 --for 120 --jti plain-nokey >"$TMP/nokey"
+code=$(post_jwt /v1/grants "$TMP/nokey")
+[ "$code" = 401 ] && jq -e --arg d "$TMP/keys.d" '.error == "unknown_key" and
+	(.message | contains($d) | not)' "$TMP/body" >/dev/null ||
+	fail "a grant of an unknown key id over plain HTTP: $code $(cat "$TMP/body")"
+jq -s -e --arg d "$TMP/keys.d" 'any(.[]; .event == "grant.refused" and .code == "unknown_key"
+	and (.message | contains($d)))' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the trail lacks the refusal with its path"
+pass "an unknown key id over plain HTTP: 401 unknown_key, keys_dir in the trail, not the reply"
 code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http://127.0.0.1:7080/v1/status)
 [ "$code" = 200 ] && jq -e '[.grants[].id] == ["plain-1"]' "$TMP/body" >/dev/null ||
 	fail "plain HTTP status: $code"
