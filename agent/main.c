@@ -204,6 +204,8 @@ static int check_config(const struct config *cfg, const char *path)
 			path, msg);
 		return 1;
 	}
+	if (statetrust_dir_readable(cfg->state_dir, msg, sizeof(msg)))
+		fprintf(stderr, "jitd: %s: state_dir: warning: %s\n", path, msg);
 	keys = keys_survey(cfg, warn_stderr, &path);
 	/* Stricter than a start (one with no records serves): a package's upgrade trusts this. */
 	if ((err = keys_dir_errno(cfg->keys_dir))) {

@@ -22,6 +22,18 @@ int statetrust_fd(int fd, const char *path, char *msg, size_t len)
 	return -EPERM;
 }
 
+bool statetrust_dir_readable(const char *dir, char *msg, size_t len)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0 || !(st.st_mode & (S_IRGRP | S_IROTH)))
+		return false;
+	snprintf(msg, len, "%s may be read by group or others: whoever may read it may hold its "
+		"lock, which a start takes for another jitd's, and stops without closing a port "
+		"(make it 0700)", dir);
+	return true;
+}
+
 int statetrust_dir(const char *dir, char *msg, size_t len)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;

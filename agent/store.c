@@ -1471,6 +1471,7 @@ static void pair_journal(struct store *s, const char *state_dir)
 
 int store_open(const char *state_dir, struct store **out)
 {
+	char note[PATH_MAX + 256];
 	struct store *s;
 	bool bad, torn, damaged = false;
 	size_t records;
@@ -1502,6 +1503,8 @@ int store_open(const char *state_dir, struct store **out)
 	 */
 	if ((ret = trusted(s->dirfd, state_dir, NULL)))
 		goto fail;
+	if (statetrust_dir_readable(state_dir, note, sizeof(note)))
+		log_warn("state: %s", note);
 	/*
 	 * Two agents appending to one journal would write over each other's records. The lock is
 	 * on the directory itself: no file to leave behind, and released by any exit. A file

@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_STATETRUST_H
 #define JITD_AGENT_STATETRUST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -16,5 +17,11 @@
 int statetrust_fd(int fd, const char *path, char *msg, size_t len);
 /* The same of the directory dir, when it exists (0 when it does not). */
 int statetrust_dir(const char *dir, char *msg, size_t len);
+/*
+ * Whether the directory dir may be read by group or others, said in msg: whoever may read it
+ * may hold its lock, which a start takes for another jitd's (it then stops without closing a
+ * port). A warning, not a refusal: a directory made so before is kept.
+ */
+bool statetrust_dir_readable(const char *dir, char *msg, size_t len);
 
 #endif

@@ -229,7 +229,8 @@ start_listeners() {
 
 # A controller key pair; only the public half goes to jitd's keys_dir.
 setup_keys() {
-	mkdir -p "$TMP/signer" "$TMP/keys.d" "$TMP/state" "$TMP/run"
+	mkdir -p "$TMP/signer" "$TMP/keys.d" "$TMP/run"
+	mkdir -p -m 0700 "$TMP/state"
 	"$JITCTL_BIN" keygen --kid ctl --dir "$TMP/signer" >/dev/null
 	cp "$TMP/signer/ctl.pem" "$TMP/keys.d/ctl.pem"
 	chmod 0644 "$TMP/keys.d/ctl.pem"

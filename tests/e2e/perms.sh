@@ -181,6 +181,14 @@ state_refused() {
 	[ "$(kernel_json | strip_expires)" = "$before" ] ||
 		fail "a start with $f $how changed the table"
 }
+# One others may read is taken, with a warning: whoever may read it may hold its lock.
+chmod 0755 "$TMP/state"
+rc=0
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+chmod 0700 "$TMP/state"
+[ "$rc" -eq 0 ] && grep -qF "state_dir: warning: $TMP/state may be read by group or others" \
+	"$TMP/out" || fail "--check-config of a state directory others may read: $(cat "$TMP/out")"
+pass "--check-config warns of a state directory others may read (its lock), and accepts it"
 state_refused "" o+w "state: $TMP/state is writable by group or others: whoever may write" \
 	"cannot open state directory $TMP/state: Operation not permitted"
 rc=0

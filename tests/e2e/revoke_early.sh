@@ -42,7 +42,7 @@ pass "the revoked grant is refused two days on: $(jq -r .message "$TMP/body")"
 log "an early revocation whose id the full replay cache cannot remember"
 stop_jitd
 rm -rf "${TMP:?}/state"
-mkdir -p "$TMP/state"
+mkdir -p -m 0700 "$TMP/state"
 write_config drop '[]' \
 	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
 	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
