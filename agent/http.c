@@ -124,6 +124,7 @@ struct peer {
 struct submission {
 	struct http *h;
 	struct evhttp_request *req;	/* NULL: the endpoint closed; drop the answer */
+	bool proven;	/* its client's certificate verified when it asked (see outside) */
 	LIST_ENTRY(submission) entry;
 };
 
@@ -261,18 +262,19 @@ static void send_grant(struct evhttp_request *req, struct enforce *enf, const st
 
 /*
  * A refusal's message as the client gets it. unknown_key's and internal's may name keys_dir's
- * files, their owners and modes (common/keys.c): the log and the trail keep those, and so does
- * a controller proven by its client certificate; any other client (an endpoint without
- * client_ca, plain HTTP on loopback) gets the code and a message that names no file.
+ * files, their owners and modes (common/keys.c): a controller proven by its client certificate
+ * when it asked (not the endpoint's context when the reply leaves: a reload may add client_ca
+ * meanwhile) gets them; any other client (an endpoint without client_ca, plain HTTP on
+ * loopback) gets the code and a message that names no file.
  */
-static const char *outside(const struct http *h, int code, const char *msg)
+static const char *outside(bool proven, int code, const char *msg)
 {
-	if (tls_mutual(h->tls.ctx))
+	if (proven)
 		return msg;
 	if (code == JIT_ERR_UNKNOWN_KEY)
 		return "the token's key (its kid, under its issuer) is not one this host trusts";
 	if (code == JIT_ERR_INTERNAL)
-		return "nothing was applied, for a reason of this host's (in its log): retry later";
+		return "nothing was applied, for a reason of this host's: retry later";
 	return msg;
 }
 
@@ -419,7 +421,7 @@ static void submitted_cb(void *arg, int ret, const struct grant *g, const struct
 	struct evhttp_connection *evcon = req ? evhttp_request_get_connection(req) : NULL;
 
 	if (req && ret)
-		send_error(req, status_of(ret), ret, outside(s->h, ret, err->msg));
+		send_error(req, status_of(ret), ret, outside(s->proven, ret, err->msg));
 	else if (req)
 		send_grant(req, s->h->enf, g);
 	waiting_remove(s);
@@ -445,11 +447,12 @@ static void post_grant(struct http *h, struct evhttp_request *req, const struct 
 	}
 	s->h = h;
 	s->req = req;
+	s->proven = p->verified;
 	ret = enforce_submit(h->enf, token, len, p->name, submitted_cb, s, &err);
 	free(token);
 	if (ret) {
 		free(s);
-		send_error(req, status_of(ret), ret, outside(h, ret, err.msg));
+		send_error(req, status_of(ret), ret, outside(p->verified, ret, err.msg));
 		return;
 	}
 	waiting_add(h, s);
@@ -541,7 +544,7 @@ static void batch_item_result(struct batch_item *it, int ret, const struct grant
 			status_grant_write(enf, g, it->out) || evbuffer_add(it->out, "}", 1);
 	} else {
 		doc = json_pack("{s:i, s:s, s:s}", "status", status_of(ret), "error",
-			jit_err_name(ret), "message", outside(it->b->s.h, ret, err->msg));
+			jit_err_name(ret), "message", outside(it->b->s.proven, ret, err->msg));
 		text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 		json_decref(doc);
 		bad = !text || evbuffer_add(it->out, text, strlen(text));
@@ -659,6 +662,7 @@ static void post_batch(struct http *h, struct evhttp_request *req, const struct 
 	}
 	b->s.h = h;
 	b->s.req = req;
+	b->s.proven = p->verified;
 	b->n = n;
 	b->left = n + 1;
 	for (size_t i = 0; i < n; i++) {
@@ -707,7 +711,7 @@ static void post_revocation(struct http *h, struct evhttp_request *req, const st
 	ret = enforce_revoke_token(h->enf, token, len, p->name, &res, &err);
 	free(token);
 	if (ret) {
-		send_error(req, status_of(ret), ret, outside(h, ret, err.msg));
+		send_error(req, status_of(ret), ret, outside(p->verified, ret, err.msg));
 		return;
 	}
 	send_revoked(req, &res);

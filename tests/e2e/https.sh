@@ -498,8 +498,8 @@ code=$(post_jwt /v1/grants "$TMP/nokey")
 	(.message | contains($d) | not)' "$TMP/body" >/dev/null ||
 	fail "a grant of an unknown key id over plain HTTP: $code $(cat "$TMP/body")"
 jq -s -e --arg d "$TMP/keys.d" 'any(.[]; .event == "grant.refused" and .code == "unknown_key"
-	and (.message | contains($d)))' "$TMP/state/audit.jsonl" >/dev/null ||
-	fail "the trail lacks the refusal with its path"
+	and (.peer | startswith("http 127.0.0.1:")) and (.message | contains($d)))' \
+	"$TMP/state/audit.jsonl" >/dev/null || fail "the trail lacks the refusal with its path"
 pass "an unknown key id over plain HTTP: 401 unknown_key, keys_dir in the trail, not the reply"
 code=$(in_ns "$SRV" curl -sS --max-time 10 -o "$TMP/body" -w '%{http_code}' http://127.0.0.1:7080/v1/status)
 [ "$code" = 200 ] && jq -e '[.grants[].id] == ["plain-1"]' "$TMP/body" >/dev/null ||
