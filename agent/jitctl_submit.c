@@ -110,10 +110,8 @@ int jitctl_refuse(const char *cmd, bool json, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (json)
-		jitctl_print_refusal(cmd, true, jit_err_name(code), msg);
-	else
-		fprintf(stderr, "jitctl %s: %s\n", cmd, msg);
+	/* As the agent's refusals are said: with the stable code, which scripts match. */
+	jitctl_print_refusal(cmd, json, jit_err_name(code), msg);
 	return JITCTL_REFUSED;
 }
 

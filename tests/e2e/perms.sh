@@ -239,7 +239,8 @@ expect_exit 0 "private key: $kd/k1.key" "keygen k1" -- "$JITCTL_BIN" keygen --ki
 	fail "keygen modes: key $(stat -c %a "$kd/k1.key"), pem $(stat -c %a "$kd/k1.pem")"
 pass "the private key is 0600, the public one 0644"
 sum=$(sha256sum "$kd/k1.key" "$kd/k1.pem")
-expect_exit 1 "refusing to overwrite existing $kd/k1.key" "keygen k1 again" -- \
+expect_exit 1 "jitctl keygen: refused: duplicate: refusing to overwrite existing $kd/k1.key" \
+	"keygen k1 again" -- \
 	"$JITCTL_BIN" keygen --kid k1 --dir "$kd"
 [ "$(sha256sum "$kd/k1.key" "$kd/k1.pem")" = "$sum" ] || fail "a second keygen changed k1's files"
 pass "k1's files are unchanged"

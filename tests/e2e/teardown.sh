@@ -14,7 +14,9 @@ other_before=$(in_ns "$SRV" nft -j list table inet other)
 
 rc=0
 in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 || rc=$?
-[ "$rc" -eq 1 ] && grep -q "jitd is running" "$TMP/out" || fail "teardown with the agent up: exit $rc: $(cat "$TMP/out")"
+# The stable code: the packages' prerm and preun match this line to keep a running jitd's package.
+[ "$rc" -eq 1 ] && grep -q "^jitctl teardown: refused: agent_running: jitd is running" "$TMP/out" ||
+	fail "teardown with the agent up: exit $rc: $(cat "$TMP/out")"
 kernel_json >/dev/null || fail "table gone after a refused teardown"
 pass "refused while jitd runs; table kept"
 rc=0
