@@ -154,7 +154,13 @@ int main(int argc, char **argv)
 	json_t *root = NULL;
 	int c, rc;
 
-	/* '+': options after the command name belong to the command. */
+	/*
+	 * The commands take their options before or after their operands, as their synopses
+	 * show ("revoke ID --terminate"); POSIXLY_CORRECT would stop each command's getopt at
+	 * its first operand. '+' keeps it for jitctl's own options: those after the command name
+	 * belong to the command.
+	 */
+	(void)unsetenv("POSIXLY_CORRECT");
 	while ((c = getopt_long(argc, argv, "+s:c:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':

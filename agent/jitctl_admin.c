@@ -89,11 +89,13 @@ static void grant_usage(FILE *f)
 		   "Break-glass access without a controller (root only): opens the ports for the\n"
 		   "sources within the same policy as a signed grant (protected port, allowed\n"
 		   "sources, maximum duration). The grant is audited with your user name.\n\n"
-		   "  --src PREFIX[,...]         source addresses or prefixes\n"
-		   "  --port PORT[/PROTO][,...]  ports; PROTO tcp (default), udp or * (both)\n"
+		   "  --src PREFIX[,...]         source addresses or prefixes, comma-separated\n"
+		   "  --port PORT[/PROTO][,...]  ports, comma-separated; PROTO tcp (default), udp\n"
+		   "                             or * (both)\n"
 		   "  --for DURATION             ISO 8601 (PT30M) or seconds\n"
 		   "  --reason TEXT              why (required: break-glass must be explained)\n"
-		   "  --json                     print the applied grant, or the error, as JSON\n");
+		   "  --json                     print the applied grant, or the error, as JSON\n\n"
+		   "Each option once: several sources or ports go in one, comma-separated.\n");
 }
 
 /*
@@ -146,6 +148,19 @@ static int check_port(const char *s)
 	return port_spec_parse(s, &port, &mask);
 }
 
+/*
+ * An option given twice: the last would win silently, and "--src A --src B" would open B alone
+ * while its caller believes both open. Several sources or ports go comma-separated in one.
+ */
+static bool given_twice(const char *was, const char *name)
+{
+	if (!was)
+		return false;
+	fprintf(stderr, "jitctl grant: --%s given twice (several go in one, comma-separated)\n",
+		name);
+	return true;
+}
+
 int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -157,7 +172,7 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *src = NULL, *ports = NULL, *dur = NULL, *reason = NULL;
+	const char *src = NULL, *ports = NULL, *dur = NULL, *reason = NULL, **slot;
 	json_t *req = NULL, *rep = NULL, *jsrc = NULL, *jports = NULL;
 	bool json = false;
 	uint64_t secs;
@@ -166,16 +181,24 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 's': src = optarg; break;
-		case 'p': ports = optarg; break;
-		case 'f': dur = optarg; break;
-		case 'r': reason = optarg; break;
+		case 's': case 'p': case 'f': case 'r':
+			slot = c == 's' ? &src : c == 'p' ? &ports : c == 'f' ? &dur : &reason;
+			if (given_twice(*slot, c == 's' ? "src" : c == 'p' ? "port" :
+				c == 'f' ? "for" : "reason"))
+				return JITCTL_USAGE;
+			*slot = optarg;
+			break;
 		case 'j': json = true; break;
 		case 'h': grant_usage(stdout); return JITCTL_OK;
 		default: grant_usage(stderr); return JITCTL_USAGE;
 		}
 	}
-	if (optind != argc || !src || !ports || !dur || !reason || !*reason) {
+	if (optind != argc) {
+		fprintf(stderr, "jitctl grant: unexpected argument '%s' (several sources or ports "
+			"go comma-separated)\n", argv[optind]);
+		return JITCTL_USAGE;
+	}
+	if (!src || !ports || !dur || !reason || !*reason) {
 		fprintf(stderr, "jitctl grant: --src, --port, --for and --reason are required\n");
 		return JITCTL_USAGE;
 	}

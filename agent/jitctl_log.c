@@ -319,6 +319,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 			/* Digits only: strtoul also takes spaces and a sign. */
 			errno = 0;
 			end = optarg;
+			limit = 0; /* an empty value must not keep an earlier --limit's */
 			if (optarg[0] >= '0' && optarg[0] <= '9')
 				limit = strtoul(optarg, &end, 10);
 			if (errno || !limit || *end || limit > PROTO_LOG_MAX_EVENTS) {

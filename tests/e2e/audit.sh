@@ -103,6 +103,10 @@ for limit in 0 50001 -1 " 2" 2x; do
 	[ "$rc" -eq 2 ] && grep -q "is not a number from 1 to 50000" "$TMP/err" ||
 		fail "--limit '$limit': exit $rc, $(cat "$TMP/err")"
 done
+rc=0
+"$JITCTL_BIN" -s "$SOCK" log --limit 5 --limit '' >/dev/null 2>"$TMP/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "is not a number from 1 to 50000" "$TMP/err" ||
+	fail "--limit 5 --limit '': exit $rc, $(cat "$TMP/err")"
 pass "--limit keeps the newest events the filters let through; 'jitctl audit' is 'jitctl log'"
 # The table an operator reads: a header, then one line per event with its code and peer.
 "$JITCTL_BIN" -s "$SOCK" log >"$TMP/log.txt" || fail "jitctl log failed"

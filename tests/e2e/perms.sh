@@ -89,10 +89,18 @@ log "break-glass as root"
 expect_exit 2 "/tmp: Is a directory" "submit of a directory" -- "$JITCTL_BIN" -s "$SOCK" submit /tmp
 expect_exit 2 "" "grant without --reason" -- "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for 60
 for list in "--port 22," "--port ,22" "--port 22,,3389" "--src 192.0.2.2,"; do
-	# shellcheck disable=SC2086 # an option and its value
+	other="--src 192.0.2.2"
+	[ "${list%% *}" = --src ] && other="--port 22"
+	# shellcheck disable=SC2086 # options and their values
 	expect_exit 2 "has an empty item" "grant $list" -- "$JITCTL_BIN" -s "$SOCK" grant \
-		--src 192.0.2.2 --port 22 $list --for 60 --reason "a typo"
+		$other $list --for 60 --reason "a typo"
 done
+# A second value would win silently, and a space instead of a comma would leave one out.
+expect_exit 2 "jitctl grant: --src given twice (several go in one, comma-separated)" \
+	"grant with --src twice" -- "$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 \
+	--src 192.0.2.3 --port 22 --for 60 --reason x
+expect_exit 2 "jitctl grant: unexpected argument '3389'" "grant of two ports with a space" -- \
+	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 3389 --for 60 --reason x
 expect_exit 1 duration_exceeds_max "grant over the port's maximum" -- \
 	"$JITCTL_BIN" -s "$SOCK" grant --src 192.0.2.2 --port 22 --for PT20M --reason "too long"
 expect_exit 1 source_not_allowed "grant outside allowed_sources" -- \
@@ -250,6 +258,8 @@ expect_exit 1 "refusing to overwrite existing $kd/k2.key" "keygen over a planted
 [ ! -e "$TMP/planted-target" ] && [ ! -e "$kd/k2.pem" ] || fail "keygen wrote through the link"
 pass "nothing was written through the link"
 expect_exit 2 "not a key id" "keygen with a path as kid" -- "$JITCTL_BIN" keygen --kid ../k3 --dir "$kd"
+expect_exit 2 "jitctl keygen: --json=yes: unknown, ambiguous, or given a value it takes none of" \
+	"keygen --json=yes" -- "$JITCTL_BIN" keygen --json=yes --kid k3 --dir "$kd"
 [ ! -e "$TMP/k3.key" ] || fail "keygen wrote outside --dir"
 # sign's --key: a file that cannot be read is a usage error (2), one that is not a key refused (1).
 signargs=(--kid k1 --aud "$HOST_ID" --sub alice --src 192.0.2.2 --port 22 --for 60)

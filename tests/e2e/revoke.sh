@@ -30,8 +30,10 @@ log "local revoke without --terminate: access ends, the open session lives on"
 sign --src 192.0.2.2 --port 22 --for 120 --jti rv-a | submit - >/dev/null || fail "grant rv-a refused"
 session_open "$C1" 192.0.2.1 22
 session_say a-before
-out=$("$JITCTL_BIN" -s "$SOCK" revoke rv-a) || fail "jitctl revoke failed: $out"
-[ "$out" = "revoked grant rv-a" ] || fail "unexpected revoke output: $out"
+# Its option after the id, as the synopsis has it, even where POSIXLY_CORRECT is set.
+out=$(POSIXLY_CORRECT=1 "$JITCTL_BIN" -s "$SOCK" revoke rv-a --json) ||
+	fail "jitctl revoke failed: $out"
+[ "$(jq -r .revoked <<<"$out")" = rv-a ] || fail "unexpected revoke output: $out"
 lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "element still in the kernel after revoke: $(host_elems)"
 pass "kernel: element removed at once by the revocation"
 session_say a-after-revoke
