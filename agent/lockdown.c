@@ -216,10 +216,11 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	/*
 	 * Another jitd holds the state directory (store_open's lock): the table, or the lack of
 	 * one, is that jitd's to mind. A caller with the trail open holds the lock itself. In a
-	 * directory others may write (agent/statetrust.h), whoever holds it need not be a jitd.
+	 * directory others may write, or read (agent/statetrust.h), whoever holds it need not be
+	 * a jitd.
 	 */
 	untrusted = statetrust_dir(state_dir, kerr, sizeof(kerr)) == -EPERM;
-	if (!trail && !untrusted) {
+	if (!trail && !untrusted && !statetrust_dir_readable(state_dir, kerr, sizeof(kerr))) {
 		if ((ret = lock_dir(state_dir)) == -EBUSY) {
 			snprintf(msg, len, "a running jitd uses %s: nothing made", state_dir);
 			return LOCKDOWN_HELD;

@@ -464,7 +464,12 @@ int main(int argc, char **argv)
 	if ((ret = nft_open(&nft)))
 		start_failed(&start, "cannot open the nf_tables netlink socket: %s",
 			strerror(-ret));
-	if ((ret = store_open(cfg->state_dir, &store)) == -EBUSY)
+	/* A lock whoever may read the directory may hold says nothing (agent/statetrust.h). */
+	if ((ret = store_open(cfg->state_dir, &store)) == -EBUSY &&
+		statetrust_dir_readable(cfg->state_dir, msg, sizeof(msg)))
+		start_failed(&start, "cannot open state directory %s: its lock is held, by another "
+			"jitd or by anyone: %s", cfg->state_dir, msg);
+	if (ret == -EBUSY)
 		start_taken(&start, "cannot open state directory %s: another jitd uses it",
 			cfg->state_dir);
 	if (ret)

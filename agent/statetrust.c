@@ -29,8 +29,7 @@ bool statetrust_dir_readable(const char *dir, char *msg, size_t len)
 	if (stat(dir, &st) < 0 || !(st.st_mode & (S_IRGRP | S_IROTH)))
 		return false;
 	snprintf(msg, len, "%s may be read by group or others: whoever may read it may hold its "
-		"lock, which a start takes for another jitd's, and stops without closing a port "
-		"(make it 0700)", dir);
+		"lock, and keep jitd from starting (make it 0700)", dir);
 	return true;
 }
 

@@ -19,8 +19,10 @@ int statetrust_fd(int fd, const char *path, char *msg, size_t len);
 int statetrust_dir(const char *dir, char *msg, size_t len);
 /*
  * Whether the directory dir may be read by group or others, said in msg: whoever may read it
- * may hold its lock, which a start takes for another jitd's (it then stops without closing a
- * port). A warning, not a refusal: a directory made so before is kept.
+ * may hold its lock, which otherwise says another jitd uses it. Such a lock is not trusted: a
+ * start that finds it held fails (closing the ports as a failing start does) rather than stop
+ * as taken, and the lockdown does not ask it. A warning, not a refusal: a directory made so
+ * before is kept, and serves while nobody holds its lock.
  */
 bool statetrust_dir_readable(const char *dir, char *msg, size_t len);
 

@@ -213,6 +213,22 @@ echo x >>"$TMP/state/replay.db"
 state_refused /replay.db o+w "replay: $TMP/state/replay.db is writable by group or others" \
 	"cannot open the replay cache in $TMP/state: Operation not permitted"
 pass "a state directory others may write, a journal, one of another owner, a replay.db: refused"
+# After a boot, a directory others may read with its lock held (by the test shell): not taken for
+# another jitd's, which would stop the start with no table; the start fails and closes the ports.
+in_ns "$SRV" nft delete table inet jitd
+chmod 0755 "$TMP/state"
+exec {held}<"$TMP/state"
+flock -x -n "$held" || fail "cannot lock $TMP/state"
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+exec {held}<&-
+chmod 0700 "$TMP/state"
+[ "$rc" -eq 1 ] && grep -qF "cannot open state directory $TMP/state: its lock is held, by another \
+jitd or by anyone: $TMP/state may be read by group or others" "$TMP/fail.log" &&
+	grep -qF "lockdown: table inet jitd built from the configuration file just read" \
+	"$TMP/fail.log" || fail "a start with the lock held: exit $rc: $(cat "$TMP/fail.log")"
+expect_connect drop "$C1" 192.0.2.1 22
+pass "a boot, a directory others may read, its lock held: the start fails, the deny table built"
 # After a boot, the record taken away and the directory's lock held (whoever may write the
 # directory may do both; the lock is what says another jitd uses it): the ports are closed all
 # the same, by the file.
