@@ -95,7 +95,8 @@ static void grant_usage(FILE *f)
 		   "  --for DURATION             ISO 8601 (PT30M) or seconds\n"
 		   "  --reason TEXT              why (required: break-glass must be explained)\n"
 		   "  --json                     print the applied grant, or the error, as JSON\n\n"
-		   "Each option once: several sources or ports go in one, comma-separated.\n");
+		   "--src, --port, --for and --reason once each: several sources or ports go\n"
+		   "in one, comma-separated.\n");
 }
 
 /*

@@ -30,10 +30,13 @@ static void bad_option(const char *cmd, int c, char **argv)
 {
 	const char *opt = argv[optind - 1];
 
-	/* optopt of a long option given a value it takes none of is its val: not a short one. */
+	/*
+	 * optopt of a long option given a value it takes none of is its val, not a short option;
+	 * but in a cluster of short ones ("-xk") argv[optind - 1] is still the word before it.
+	 */
 	if (c == ':')
 		fprintf(stderr, "jitctl %s: %s: missing argument\n", cmd, opt);
-	else if (!strncmp(opt, "--", 2))
+	else if (!strncmp(opt, "--", 2) && (strchr(opt, '=') || !optopt || optopt >= 256))
 		fprintf(stderr, "jitctl %s: %s: unknown, ambiguous, or given a value it takes "
 			"none of\n", cmd, opt);
 	else if (optopt && optopt < 256)
