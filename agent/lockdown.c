@@ -11,6 +11,7 @@
 
 #include "agent/audit.h"
 #include "agent/lockdown.h"
+#include "agent/netnslock.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
 #include "agent/statetrust.h"
@@ -206,6 +207,8 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	const struct config *cfg = NULL;
 	struct nft *nft = NULL;
 	bool unanswered = false, again = false, replaced = false, untrusted;
+	struct netnslock_who who;
+	char pid[32];
 	int ret, refused, state, prev;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", state_dir, LOCKDOWN_FILE) >=
@@ -227,6 +230,15 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		}
 		if (ret >= 0)
 			close(ret);
+	} else if (!trail && !netnslock_holder(&who) && who.held && who.jitd &&
+		who.pid != getpid()) {
+		/*
+		 * There, the namespace's lock (agent/netnslock.h), which no other user can pass
+		 * for a jitd's: its table, unmarked on a kernel before 5.10, is its own to mind.
+		 */
+		snprintf(msg, len, "a running jitd (%s) holds this network namespace's lock: "
+			"nothing made", netnslock_pid_text(&who, pid, sizeof(pid)));
+		return LOCKDOWN_HELD;
 	}
 	if ((ret = nft_open(&nft)) || (ret = ruleset_table_state(nft)) < 0) {
 		snprintf(msg, len, "cannot read the kernel's tables: %s", strerror(-ret));

@@ -254,6 +254,27 @@ start_jitd
 status_json | jq -e --arg id "$id" '.grants | map(.id) == [$id]' >/dev/null ||
 	fail "the local grant was not restored once the modes were mended"
 pass "mended, the start serves and restores the grant"
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	# On a kernel before 5.10 jitd's table has no mark. A second jitd with its own socket and
+	# the same directory, one others may read (whose lock says nothing), fails; its lockdown
+	# must find the first one by the namespace's lock and leave that table, grants and all.
+	log "(test build) a second jitd, a directory others may read, the first table unmarked"
+	stop_jitd
+	JITD_TEST_NO_MARK=1 start_jitd
+	before=$(kernel_json | strip_expires)
+	jq --arg s "$TMP/run/second.sock" '.control_socket = $s' "$CONFIG" >"$TMP/second.json"
+	chmod 0755 "$TMP/state"
+	rc=0
+	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$TMP/second.json" >"$TMP/fail.log" 2>&1 ||
+		rc=$?
+	chmod 0700 "$TMP/state"
+	[ "$rc" -eq 1 ] && grep -qF "holds this network namespace's lock: nothing made" \
+		"$TMP/fail.log" || fail "the second jitd: exit $rc: $(cat "$TMP/fail.log")"
+	[ "$(kernel_json | strip_expires)" = "$before" ] ||
+		fail "the second jitd changed the first one's table"
+	pass "the second jitd fails and leaves the first one's table: $(grep -m1 lockdown: \
+		"$TMP/fail.log")"
+fi
 
 log "jitctl keygen: modes, no overwrite, no following a planted link"
 kd="$TMP/keygen"
