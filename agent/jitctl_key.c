@@ -28,18 +28,22 @@
 /* getopt's own messages would start with argv[0], the bare command name: say it our way. */
 static void bad_option(const char *cmd, int c, char **argv)
 {
-	const char *opt = argv[optind - 1];
-
+	const char *opt = argv[optind - 1], *cur = argv[optind];
 	/*
-	 * optopt of a long option given a value it takes none of is its val, not a short option;
-	 * but in a cluster of short ones ("-xk") argv[optind - 1] is still the word before it.
+	 * Inside a cluster of short options ("-xk", x not its last) getopt has not moved on, so
+	 * argv[optind - 1] is still the word before the cluster, whatever it was.
 	 */
+	bool in_cluster = optopt > 0 && optopt < 256 && cur && cur[0] == '-' && cur[1] &&
+		cur[1] != '-' && strchr(cur + 1, optopt);
+
+	/* optopt of a long option given a value it takes none of is its val, not a short one. */
 	if (c == ':')
 		fprintf(stderr, "jitctl %s: %s: missing argument\n", cmd, opt);
-	else if (!strncmp(opt, "--", 2) && (strchr(opt, '=') || !optopt || optopt >= 256))
+	else if (!in_cluster && !strncmp(opt, "--", 2) &&
+		(strchr(opt, '=') || !optopt || optopt >= 256))
 		fprintf(stderr, "jitctl %s: %s: unknown, ambiguous, or given a value it takes "
 			"none of\n", cmd, opt);
-	else if (optopt && optopt < 256)
+	else if (optopt > 0 && optopt < 256)
 		fprintf(stderr, "jitctl %s: -%c: unknown option\n", cmd, optopt);
 	else
 		fprintf(stderr, "jitctl %s: %s: unknown or ambiguous option\n", cmd, opt);

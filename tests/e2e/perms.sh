@@ -299,6 +299,8 @@ expect_exit 2 "jitctl keygen: --json=yes: unknown, ambiguous, or given a value i
 	"keygen --json=yes" -- "$JITCTL_BIN" keygen --json=yes --kid k3 --dir "$kd"
 expect_exit 2 "jitctl keygen: -x: unknown option" "keygen --json -xk" -- \
 	"$JITCTL_BIN" keygen --json -xk --kid k3 --dir "$kd"
+expect_exit 2 "jitctl keygen: -x: unknown option" "keygen --kid=k3 -xk" -- \
+	"$JITCTL_BIN" keygen --kid=k3 -xk --dir "$kd"
 [ ! -e "$TMP/k3.key" ] || fail "keygen wrote outside --dir"
 # sign's --key: a file that cannot be read is a usage error (2), one that is not a key refused (1).
 signargs=(--kid k1 --aud "$HOST_ID" --sub alice --src 192.0.2.2 --port 22 --for 60)
