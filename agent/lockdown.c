@@ -230,11 +230,13 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		}
 		if (ret >= 0)
 			close(ret);
-	} else if (!trail && !netnslock_holder(&who) && who.held && who.jitd &&
+	} else if (!trail && !netnslock_holder(&who) && who.held && who.jitd && who.pid > 0 &&
 		who.pid != getpid()) {
 		/*
 		 * There, the namespace's lock (agent/netnslock.h), which no other user can pass
 		 * for a jitd's: its table, unmarked on a kernel before 5.10, is its own to mind.
+		 * Its pid must be known: a failing start still holds the lock itself, and anyone
+		 * may fill its backlog so that it cannot say whose it is (pid 0).
 		 */
 		snprintf(msg, len, "a running jitd (%s) holds this network namespace's lock: "
 			"nothing made", netnslock_pid_text(&who, pid, sizeof(pid)));

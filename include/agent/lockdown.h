@@ -45,12 +45,13 @@ enum lockdown_result {
 	LOCKDOWN_BUILT = 1,	/* the table is in the kernel now */
 	LOCKDOWN_NO_RECORD = 2, /* state_dir holds none: jitd never served there */
 	LOCKDOWN_TABLE_THERE = 3, /* left as it is */
-	LOCKDOWN_HELD = 4,	/* another jitd holds state_dir: nothing done */
+	LOCKDOWN_HELD = 4,	/* another jitd holds state_dir, or the namespace: nothing done */
 };
 /*
  * When state_dir holds a record it can read (or is a directory others may write, who may have
  * taken the record away, and the file loaded), the kernel no table a jitd made, and no other
- * jitd the directory (unless the caller holds it: trail): builds the
+ * jitd the directory (unless the caller holds it: trail; in a directory others may write or
+ * read, whose lock anyone may hold, the network namespace's lock instead): builds the
  * table of now (the file the start loaded; NULL when it did not) or else, when there is none or
  * the kernel refuses it, of the record, each in one transaction (deleting the unmarked table
  * found first) that fails if a table appeared meanwhile,
