@@ -25,28 +25,31 @@
 
 #define JTI_BYTES 16 /* 128 bits: a random jti never collides with an active one in practice */
 
-/* getopt's own messages would start with argv[0], the bare command name: say it our way. */
-static void bad_option(const char *cmd, int c, char **argv)
+/*
+ * getopt's own messages would start with argv[0], the bare command name: say it our way. at is
+ * optind before the call that failed: getopt moves past a word once it is done with it, so
+ * when it has not, the error is inside a cluster of short options ("-xk", argv[optind]),
+ * whatever the word before it was. Otherwise the word that failed is argv[optind - 1]; there
+ * optopt of a long option given a value it takes none of is its val, not a short option.
+ */
+static void bad_option(const char *cmd, int c, char **argv, int at)
 {
-	const char *opt = argv[optind - 1], *cur = argv[optind];
-	/*
-	 * Inside a cluster of short options ("-xk", x not its last) getopt has not moved on, so
-	 * argv[optind - 1] is still the word before the cluster, whatever it was.
-	 */
-	bool in_cluster = optopt > 0 && optopt < 256 && cur && cur[0] == '-' && cur[1] &&
-		cur[1] != '-' && strchr(cur + 1, optopt);
+	bool inside = optind == at && argv[optind];
+	const char *word = inside ? argv[optind] : argv[optind - 1];
 
-	/* optopt of a long option given a value it takes none of is its val, not a short one. */
 	if (c == ':')
-		fprintf(stderr, "jitctl %s: %s: missing argument\n", cmd, opt);
-	else if (!in_cluster && !strncmp(opt, "--", 2) &&
-		(strchr(opt, '=') || !optopt || optopt >= 256))
+		fprintf(stderr, "jitctl %s: %s: missing argument\n", cmd, argv[optind - 1]);
+	else if (inside && optopt > 0 && optopt < 128)
+		fprintf(stderr, "jitctl %s: -%c: unknown option\n", cmd, optopt);
+	else if (inside)
+		fprintf(stderr, "jitctl %s: %s: unknown option\n", cmd, word);
+	else if (!strncmp(word, "--", 2))
 		fprintf(stderr, "jitctl %s: %s: unknown, ambiguous, or given a value it takes "
-			"none of\n", cmd, opt);
-	else if (optopt > 0 && optopt < 256)
+			"none of\n", cmd, word);
+	else if (optopt > 0 && optopt < 128)
 		fprintf(stderr, "jitctl %s: -%c: unknown option\n", cmd, optopt);
 	else
-		fprintf(stderr, "jitctl %s: %s: unknown or ambiguous option\n", cmd, opt);
+		fprintf(stderr, "jitctl %s: %s: unknown or ambiguous option\n", cmd, word);
 	fprintf(stderr, "Try 'jitctl %s --help'.\n", cmd);
 }
 
@@ -108,10 +111,10 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 	};
 	const char *kid = NULL, *dir = NULL;
 	bool json = false;
-	int c, ret;
+	int at, c, ret;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 'k':
 			kid = optarg;
@@ -126,7 +129,7 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 			keygen_usage(stdout);
 			return JITCTL_OK;
 		default:
-			bad_option("keygen", c, argv);
+			bad_option("keygen", c, argv, at);
 			return JITCTL_USAGE;
 		}
 	}
@@ -374,11 +377,11 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 	uint64_t valid_for = 0, not_before = 0;
 	bool bad = false, revocation, terminate = false;
 	EVP_PKEY *key = NULL;
-	int c, i, err, ret;
+	int at, c, i, err, ret;
 	time_t now;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		if (c >= S_VAL && c < S_VAL + S__COUNT) {
 			/* Last wins: tests override one claim of a ready-made command line. */
 			arg[c - S_VAL] = optarg;
@@ -392,7 +395,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 			sign_usage(stdout);
 			return JITCTL_OK;
 		}
-		bad_option("sign", c, argv);
+		bad_option("sign", c, argv, at);
 		return JITCTL_USAGE;
 	}
 

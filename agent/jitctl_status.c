@@ -326,8 +326,10 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 		fprintf(stderr, "jitctl status: unexpected argument '%s'\n", argv[optind]);
 		return JITCTL_USAGE;
 	}
-	if (!(req = json_pack("{s:s}", "op", "status")))
+	if (!(req = json_pack("{s:s}", "op", "status"))) {
+		fprintf(stderr, "jitctl status: out of memory\n");
 		return JITCTL_REFUSED;
+	}
 	if ((ret = jitctl_call_line(o, req, &line, &len)))
 		goto out;
 	head = strlen(PROTO_STATUS_HEAD);

@@ -301,6 +301,10 @@ expect_exit 2 "jitctl keygen: -x: unknown option" "keygen --json -xk" -- \
 	"$JITCTL_BIN" keygen --json -xk --kid k3 --dir "$kd"
 expect_exit 2 "jitctl keygen: -x: unknown option" "keygen --kid=k3 -xk" -- \
 	"$JITCTL_BIN" keygen --kid=k3 -xk --dir "$kd"
+expect_exit 2 "jitctl keygen: --help=x: unknown, ambiguous" "keygen --help=x -h" -- \
+	"$JITCTL_BIN" keygen --help=x -h
+expect_exit 2 "jitctl keygen: -é: unknown option" "keygen --kid=k3 -é" -- \
+	"$JITCTL_BIN" keygen --kid=k3 -é --dir "$kd"
 [ ! -e "$TMP/k3.key" ] || fail "keygen wrote outside --dir"
 # sign's --key: a file that cannot be read is a usage error (2), one that is not a key refused (1).
 signargs=(--kid k1 --aud "$HOST_ID" --sub alice --src 192.0.2.2 --port 22 --for 60)
