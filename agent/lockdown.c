@@ -58,7 +58,8 @@ out:
 
 /*
  * The directory, under store.c's lock: its descriptor, or -EBUSY while a jitd holds it (that
- * jitd runs: its trail and record are its own), or -errno. A file system that cannot lock a
+ * jitd runs: its trail and record are its own; in a directory others may read, anyone may
+ * hold it: see lockdown_apply), or -errno. A file system that cannot lock a
  * directory is used all the same, as store.c does.
  */
 static int lock_dir(const char *state_dir)
@@ -168,7 +169,8 @@ static int build(struct nft *nft, const struct config *cfg, bool replace,
 
 /*
  * Into trail, the caller's open trail of state_dir (it holds the directory), or else into the
- * directory's, unless another jitd holds it (lock_dir) and writes that trail itself.
+ * directory's, unless another process holds its lock (lock_dir): a jitd, which writes that
+ * trail itself, or in a directory others may read anyone, and then the line is not written.
  */
 static void record(const char *state_dir, struct audit *trail, const struct config *cfg,
 	const char *why, const char *what)
