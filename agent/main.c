@@ -180,6 +180,7 @@ static void warn_log(void *arg, const char *msg)
 static int check_config(const struct config *cfg, const char *path)
 {
 	SSL_CTX *tls = NULL;
+	static const char *const restored[] = { STORE_JOURNAL, STORE_SNAPSHOT, REPLAY_FILE };
 	char note[64], msg[512];
 	int64_t not_after;
 	size_t keys;
@@ -198,7 +199,11 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX_free(tls);
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
-	if (statetrust_dir(cfg->state_dir, msg, sizeof(msg)) == -EPERM) {
+	/* A start refuses the directory and each of these files (an upgrade restarts on OK). */
+	err = statetrust_dir(cfg->state_dir, msg, sizeof(msg));
+	for (size_t i = 0; err != -EPERM && i < sizeof(restored) / sizeof(*restored); i++)
+		err = statetrust_file(cfg->state_dir, restored[i], msg, sizeof(msg));
+	if (err == -EPERM) {
 		fprintf(stderr, "jitd: %s: state_dir: %s: whoever may write it could give "
 			"themselves access (make it root's, and writable only by its owner)\n",
 			path, msg);

@@ -351,7 +351,9 @@ static char parse_line(char *line, int64_t *until, char **jti)
  */
 static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 {
-	FILE *f = fopen(r->path, "re");
+	/* O_NONBLOCK: a FIFO in its place is refused below (statetrust_fd), not waited on. */
+	int fd = open(r->path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), err;
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
 	char msg[PATH_MAX + 64];
 	size_t lines = 0, size = 0;
 	bool garbage = false, torn = false;
@@ -362,14 +364,18 @@ static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 
 	*rewrite = true;
 	*whole = -1;
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
+	if (!f) {
+		err = errno;
+		if (fd >= 0)
+			close(fd);
+		return err == ENOENT ? 0 : -err;
+	}
 	*whole = 0;
 	/*
 	 * Before a line is read: ids taken out of it could be used again, and the file read is
 	 * the one to judge (a rewrite below would replace it with one of jitd's own).
 	 */
-	if ((ret = statetrust_fd(fileno(f), r->path, msg, sizeof(msg))) == -EPERM)
+	if ((ret = statetrust_fd(fileno(f), S_IFREG, r->path, msg, sizeof(msg))) == -EPERM)
 		log_err("replay: %s: whoever may write it could use a revoked grant's token "
 			"again (make it root's, and writable only by its owner)", msg);
 	if (ret || (fstat(fileno(f), &st) == 0 && (ret = reserve(r, st.st_size)))) {
@@ -450,7 +456,8 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 		return -ENOMEM;
 	r->fd = -1;
 	r->max = max_entries ? max_entries : 1;
-	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/replay.db", state_dir) >= sizeof(r->path)) {
+	if ((size_t)snprintf(r->path, sizeof(r->path), "%s/" REPLAY_FILE, state_dir) >=
+		sizeof(r->path)) {
 		ret = -ENAMETOOLONG;
 		goto fail;
 	}

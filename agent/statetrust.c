@@ -1,24 +1,23 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent/statetrust.h"
+#include "common/filetrust.h"
 
-int statetrust_fd(int fd, const char *path, char *msg, size_t len)
+int statetrust_fd(int fd, mode_t type, const char *path, char *msg, size_t len)
 {
 	struct stat st;
+	char why[64];
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		snprintf(msg, len, "%s is writable by group or others", path);
-	else if (st.st_uid != 0 && st.st_uid != geteuid())
-		snprintf(msg, len, "%s is owned by uid %u, not root nor jitd's user", path,
-			(unsigned)st.st_uid);
-	else
+	if (!filetrust_fault(&st, type, why, sizeof(why)))
 		return 0;
+	snprintf(msg, len, "%s is %s", path, why);
 	return -EPERM;
 }
 
@@ -33,13 +32,28 @@ bool statetrust_dir_readable(const char *dir, char *msg, size_t len)
 	return true;
 }
 
+int statetrust_file(const char *dir, const char *name, char *msg, size_t len)
+{
+	char path[PATH_MAX];
+	int fd, ret;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	/* O_NONBLOCK: a FIFO in the file's place is refused, not waited on. */
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	ret = statetrust_fd(fd, S_IFREG, path, msg, len);
+	close(fd);
+	return ret;
+}
+
 int statetrust_dir(const char *dir, char *msg, size_t len)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;
 
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	ret = statetrust_fd(fd, dir, msg, len);
+	ret = statetrust_fd(fd, S_IFDIR, dir, msg, len);
 	close(fd);
 	return ret;
 }

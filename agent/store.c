@@ -26,8 +26,8 @@
 #include "common/jws.h"
 #include "common/log.h"
 
-#define JOURNAL "grants.journal"
-#define SNAPSHOT "grants.snap"
+#define JOURNAL STORE_JOURNAL
+#define SNAPSHOT STORE_SNAPSHOT
 #define SNAPSHOT_TMP ".grants.snap.tmp"
 #define LEGACY_DIR "grants" /* one file per grant, before the journal */
 /*
@@ -1202,7 +1202,7 @@ static int trusted(int fd, const char *state_dir, const char *name)
 	int ret;
 
 	snprintf(path, sizeof(path), "%s%s%s", state_dir, name ? "/" : "", name ? name : "");
-	if ((ret = statetrust_fd(fd, path, msg, sizeof(msg))) == -EPERM)
+	if ((ret = statetrust_fd(fd, name ? S_IFREG : S_IFDIR, path, msg, sizeof(msg))) == -EPERM)
 		log_err("state: %s: whoever may write it could give themselves access (make it "
 			"root's, and writable only by its owner)", msg);
 	return ret;
@@ -1210,7 +1210,8 @@ static int trusted(int fd, const char *state_dir, const char *name)
 
 static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 {
-	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO in its place is refused (trusted), not waited on. */
+	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	char aside[64];
 	size_t records;
 	off_t good;

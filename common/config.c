@@ -14,6 +14,7 @@
 #include "common/config.h"
 #include "common/duration.h"
 #include "common/err.h"
+#include "common/filetrust.h"
 #include "common/grant.h"
 #include "common/keys.h"
 #include "common/log.h"
@@ -1042,15 +1043,12 @@ int config_parse(const char *json, size_t len, struct config **out, struct jit_e
 static int check_file(int fd, const char *path, struct jit_error *e)
 {
 	struct stat st;
+	char why[64];
 
 	if (fstat(fd, &st))
 		return BAD(e, "%s: %s", path, strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return BAD(e, "%s: not a regular file", path);
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		return BAD(e, "%s: writable by group or others", path);
-	if (st.st_uid != 0 && st.st_uid != geteuid())
-		return BAD(e, "%s: owned by uid %u, not root", path, (unsigned)st.st_uid);
+	if (filetrust_fault(&st, S_IFREG, why, sizeof(why)))
+		return BAD(e, "%s: %s", path, why);
 	return 0;
 }
 

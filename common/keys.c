@@ -18,6 +18,7 @@
 #include "common/config.h"
 #include "common/dirsync.h"
 #include "common/err.h"
+#include "common/filetrust.h"
 #include "common/keys.h"
 
 #define UNKNOWN(e, ...) jit_fail((e), JIT_ERR_UNKNOWN_KEY, __VA_ARGS__)
@@ -57,16 +58,11 @@ static int unreadable(struct jit_error *e, const char *kid, const char *path, in
 static int check_stat(const struct stat *stp, const char *kid, const char *path,
 	struct jit_error *e)
 {
-	const struct stat st = *stp;
+	char why[64];
 
-	if (!S_ISREG(st.st_mode))
-		return UNKNOWN(e, "key '%s': %s is not a regular file", kid, path);
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		return UNKNOWN(e, "key '%s': %s is writable by group or others", kid, path);
-	if (st.st_uid != 0 && st.st_uid != geteuid())
-		return UNKNOWN(e, "key '%s': %s is owned by uid %u, not root nor jitd's user", kid,
-			path, (unsigned)st.st_uid);
-	if (st.st_size > KEY_FILE_MAX)
+	if (filetrust_fault(stp, S_IFREG, why, sizeof(why)))
+		return UNKNOWN(e, "key '%s': %s is %s", kid, path, why);
+	if (stp->st_size > KEY_FILE_MAX)
 		return UNKNOWN(e, "key '%s': %s is larger than %d bytes", kid, path, KEY_FILE_MAX);
 	return 0;
 }

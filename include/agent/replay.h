@@ -13,6 +13,9 @@
  */
 struct replay;
 
+/* The file in state_dir that says which ids were used. */
+#define REPLAY_FILE "replay.db"
+
 /* Loads state_dir/replay.db (created 0600 if absent), dropping expired ids. 0 or -errno. */
 int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out);
 /* NULLs *r; accepts NULL. */

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /*
  * Whoever can write jitd's state can give themselves access: a start restores the journal's
@@ -13,8 +14,13 @@
  * StateDirectory= is; a state_dir of the operator's own choosing may not be.
  */
 
-/* fd (path, for the message) is such: 0, or -EPERM with msg saying why, or -errno. */
-int statetrust_fd(int fd, const char *path, char *msg, size_t len);
+/*
+ * fd (path, for the message) is such, and of type (S_IFREG or S_IFDIR): 0, or -EPERM with msg
+ * saying why (common/filetrust.h), or -errno.
+ */
+int statetrust_fd(int fd, mode_t type, const char *path, char *msg, size_t len);
+/* The same of the file dir/name, when it exists (0 when it does not). */
+int statetrust_file(const char *dir, const char *name, char *msg, size_t len);
 /* The same of the directory dir, when it exists (0 when it does not). */
 int statetrust_dir(const char *dir, char *msg, size_t len);
 /*

@@ -23,6 +23,10 @@
  */
 struct store;
 
+/* The files in state_dir whose records a start restores, unsigned (agent/statetrust.h). */
+#define STORE_JOURNAL "grants.journal"
+#define STORE_SNAPSHOT "grants.snap"
+
 /*
  * Creates state_dir (0700) if needed, locks it (flock, held until store_close) and loads the
  * snapshot and journal. 0, -EBUSY when another store (another jitd) holds it, or -errno.

@@ -169,18 +169,22 @@ log "a state directory, or a file a start reads in it, that others may write: re
 stop_jitd
 before=$(kernel_json | strip_expires)
 # state_refused FILE MODE_OR_OWNER WANT...: FILE (under the state directory) given MODE_OR_OWNER,
-# a start exits 1 saying each WANT and leaves the table as it is; then FILE is as it was.
+# --check-config refuses it (a package's upgrade restarts on its OK), and a start exits 1 saying
+# each WANT and leaves the table as it is; then FILE is as it was.
 state_refused() {
-	local f=$TMP/state$1 how=$2 was rc=0 want
+	local f=$TMP/state$1 how=$2 was rc=0 checked=0 want
 	shift 2
 	was=$(stat -c '%a %u' "$f")
 	case $how in
 	uid=*) chown "${how#uid=}" "$f" ;;
 	*) chmod "$how" "$f" ;;
 	esac
+	in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || checked=$?
 	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
 	chmod "${was% *}" "$f"
 	chown "${was#* }" "$f"
+	[ "$checked" -eq 1 ] && grep -qF "state_dir: $f is " "$TMP/out" ||
+		fail "--check-config with $f $how: exit $checked: $(cat "$TMP/out")"
 	[ "$rc" -eq 1 ] || fail "a start with $f $how: exit $rc: $(cat "$TMP/fail.log")"
 	for want in "$@" "lockdown: table inet jitd is in the kernel: left as it is"; do
 		grep -qF -- "$want" "$TMP/fail.log" ||
@@ -213,6 +217,17 @@ echo x >>"$TMP/state/replay.db"
 state_refused /replay.db o+w "replay: $TMP/state/replay.db is writable by group or others" \
 	"cannot open the replay cache in $TMP/state: Operation not permitted"
 pass "a state directory others may write, a journal, one of another owner, a replay.db: refused"
+# A FIFO in a state file's place (only root could put it there): refused as not a regular file,
+# by --check-config and by a start, neither waiting on it for a writer.
+for name in grants.snap replay.db; do
+	f=$TMP/state/$name
+	[ ! -e "$f" ] || mv "$f" "$f.kept"
+	mkfifo -m 0600 "$f"
+	state_refused "/$name" 0600 "$f is not a regular file"
+	rm "$f"
+	[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
+done
+pass "a FIFO as the snapshot or replay.db: refused, not waited on"
 # After a boot, a directory others may read with its lock held (by the test shell): not taken for
 # another jitd's, which would stop the start with no table; the start fails and closes the ports.
 in_ns "$SRV" nft delete table inet jitd
