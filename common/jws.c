@@ -248,8 +248,8 @@ int jws_check_header(const struct jws *j, const char *want_typ, const char **kid
 	if ((ret = get_string(j->header, "kid", &k, e)))
 		return ret;
 	if (!keys_kid_valid(k))
-		return BAD_HEADER(e, "header: kid '%s' is not 1-64 of A-Z a-z 0-9 . _ -",
-			jit_shown(k, buf));
+		return BAD_HEADER(e, "header: kid '%s' is not 1-64 of A-Z a-z 0-9 . _ - not "
+			"starting with '.'", jit_shown(k, buf));
 	*kid = k;
 	return 0;
 }

@@ -367,6 +367,9 @@ static void test_header_kid(void **state)
 		snprintf(h, sizeof(h), KID_HDR, bad[i]);
 		check_header(h, JIT_ERR_BAD_HEADER, "kid");
 	}
+	/* Four letters of the set: the message must name the rule they break. */
+	snprintf(h, sizeof(h), KID_HDR, ".ctl");
+	check_header(h, JIT_ERR_BAD_HEADER, "not starting with '.'");
 	check_header("{\"alg\":\"EdDSA\",\"typ\":\"jit-grant+jwt\"}", JIT_ERR_BAD_HEADER,
 		"'kid' is missing");
 	check_header("{\"alg\":\"EdDSA\",\"typ\":\"jit-grant+jwt\",\"kid\":7}", JIT_ERR_BAD_HEADER,
