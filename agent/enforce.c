@@ -56,6 +56,8 @@
 #define COMMIT_ATTEMPTS 4
 /* Reloads refused to members of control_group that the trail records each minute. */
 #define RELOAD_REFUSALS_AUDITED 10
+/* The replay cache's ids that early revocations may hold beyond a day: a quarter of it. */
+#define FAR_IDS_MAX(cfg) (((cfg)->replay_cache_max + 3) / 4)
 
 /* The elements one change can touch: one set's (protocol, port). Compared with memcmp. */
 struct group {
@@ -4101,7 +4103,8 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	};
 	struct revocation rv = { 0 };
 	char why[GRANT_MAX_STRING * 2 + 64];
-	bool used;
+	const int64_t skew = e->cfg->clock_skew, day = ctx.now + CONFIG_MAX_MAX_DURATION;
+	bool used, full;
 	ssize_t i;
 	int ret;
 
@@ -4113,7 +4116,13 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 		(ret = policy_check_issuer(e->cfg, rv.kid, rv.iss, err)))
 		goto refused;
 	expire(e, false);
-	if ((ret = replay_check(e->replay, rv.jti, ctx.now)) == JIT_ERR_BUSY) {
+	ret = replay_check(e->replay, rv.jti, ctx.now);
+	/*
+	 * A full cache refuses only a revocation with no active grant to end. One that has ends
+	 * it without its own id remembered (sent again, it only revokes again), rather than
+	 * leave access open until the grant's exp while the cache is full.
+	 */
+	if ((full = ret == JIT_ERR_BUSY) && find_index(e, rv.revokes) < 0) {
 		ret = jit_fail(err, JIT_ERR_BUSY, "the replay cache is full; retry later");
 		goto refused;
 	}
@@ -4123,7 +4132,7 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	 * (or a restart while the journal refused the drop) restores the grant, and the
 	 * controller, never answered, sends the same token again.
 	 */
-	if ((used = ret) && find_index(e, rv.revokes) < 0) {
+	if ((used = ret == JIT_ERR_REPLAY) && find_index(e, rv.revokes) < 0) {
 		ret = jit_fail(err, JIT_ERR_REPLAY, "revocation '%s' was already used", rv.jti);
 		goto refused;
 	}
@@ -4132,9 +4141,14 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	 * disk: replay_add then fails until it is rewritten), the revocation still ends the
 	 * grant, rather than every one being refused while the grants they would end stay open.
 	 */
-	if (used)
+	/*
+	 * Its own id: at most a day, whatever its exp. Sent again later, it only revokes again,
+	 * or burns an id already burned; held longer, it would be an id beyond a day (below)
+	 * that no quota counts.
+	 */
+	if (used || full)
 		ret = 0;
-	else if ((ret = replay_add(e->replay, rv.jti, rv.exp + (int64_t)e->cfg->clock_skew)) &&
+	else if ((ret = replay_add(e->replay, rv.jti, (rv.exp < day ? rv.exp : day) + skew)) &&
 		(ret == -ENOBUFS || ret == -ENOMEM || ret == -EINVAL)) {
 		ret = jit_fail(err, JIT_ERR_INTERNAL, "cannot remember revocation id: %s",
 			strerror(-ret));
@@ -4143,6 +4157,9 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	if (ret)
 		log_warn("replay: revocation '%s' applied, its id not durable: %s", rv.jti,
 			strerror(-ret));
+	if (full)
+		log_warn("replay: revocation '%s' applied, its id not remembered: the replay cache "
+			"is full", rv.jti);
 	if ((i = find_index(e, rv.revokes)) < 0) {
 		/*
 		 * The grant may still be on its way, or not valid yet (nbf): its id is burned for as
@@ -4150,24 +4167,39 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 		 * that is later (a controller revoking a grant scheduled further ahead gives the
 		 * revocation the grant's exp), so that a revocation that overtook its grant wins.
 		 */
-		int64_t until = ctx.now + CONFIG_MAX_MAX_DURATION;
-
-		if (rv.exp > until)
-			until = rv.exp;
+		int64_t until = rv.exp > day ? rv.exp : day;
 		/* replay_check first: it makes room in a full cache, as for any new id. */
-		ret = replay_check(e->replay, rv.revokes, ctx.now) == JIT_ERR_BUSY ? -ENOBUFS :
-			replay_add(e->replay, rv.revokes, until + (int64_t)e->cfg->clock_skew);
+		int known = replay_check(e->replay, rv.revokes, ctx.now);
+
+		/*
+		 * An id held beyond a day outlives every grant's, which the cache turns over within
+		 * one: such ids may fill at most a quarter of it, or any controller key could, with
+		 * revocations signed years ahead, fill it for good (a restart keeps them) and leave
+		 * every grant and every early revocation busy. Also for an id already remembered,
+		 * which this would hold longer.
+		 */
+		if (known == JIT_ERR_BUSY)
+			ret = -ENOBUFS;
+		else if (until > day &&
+			replay_count_beyond(e->replay, day + skew) >= FAR_IDS_MAX(e->cfg))
+			ret = -EDQUOT;
+		else
+			ret = replay_add(e->replay, rv.revokes, until + skew);
 		if (ret && ret != -EEXIST) {
 			/*
 			 * Not remembered, the grant would be admitted when it arrives: the
 			 * controller must retry, and the revocation's own id is forgotten so that
 			 * the same token is taken then.
 			 */
+			const char *why_not = ret == -ENOBUFS ? "the replay cache is full" :
+				ret == -EDQUOT ? "ids held beyond a day fill their quarter of the "
+				"replay cache (an exp within a day needs no room there)" :
+				strerror(-ret);
+
 			replay_forget(e->replay, rv.jti);
-			ret = jit_fail(err, ret == -ENOBUFS ? JIT_ERR_BUSY : JIT_ERR_INTERNAL,
-				"no active grant '%.64s', and its id cannot be remembered to refuse "
-				"it: %s; retry later", rv.revokes, ret == -ENOBUFS ?
-				"the replay cache is full" : strerror(-ret));
+			ret = jit_fail(err, ret == -ENOBUFS || ret == -EDQUOT ? JIT_ERR_BUSY :
+				JIT_ERR_INTERNAL, "no active grant '%.64s', and its id cannot be "
+				"remembered to refuse it: %s; retry later", rv.revokes, why_not);
 			goto refused;
 		}
 		ret = jit_fail(err, JIT_ERR_NOT_FOUND,

@@ -670,6 +670,15 @@ void replay_forget(struct replay *r, const char *jti)
 			"rewritten refuses it", jti, strerror(-ret), r->path);
 }
 
+size_t replay_count_beyond(const struct replay *r, int64_t t)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < r->cap; i++)
+		n += r->slots[i].jti && r->slots[i].jti != TOMB && r->slots[i].until > t;
+	return n;
+}
+
 size_t replay_count(const struct replay *r)
 {
 	return r->live;

@@ -70,6 +70,8 @@ int replay_tidy(struct replay *r);
  */
 void replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);
+/* The ids remembered beyond t: a walk of the whole table, for what is rare (far revocations). */
+size_t replay_count_beyond(const struct replay *r, int64_t t);
 /* For tests: slots in use (live ids and tombstones, which a lookup walks past) and in all. */
 void replay_table(const struct replay *r, size_t *used, size_t *cap);
 

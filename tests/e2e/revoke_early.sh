@@ -70,3 +70,61 @@ code=$(post_jwt /v1/grants "$TMP/later")
 	fail "the revoked grant after the retried revocation: $code $(cat "$TMP/body")"
 lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "the revoked grant is in the kernel"
 pass "the grant it revoked is refused when it arrives"
+
+log "a revocation of an active grant with the replay cache full"
+stop_jitd
+rm -rf "${TMP:?}/state"
+mkdir -p -m 0700 "$TMP/state"
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
+	"limits": {"max_grants": 1}, "replay_cache_max": 1'
+start_jitd
+# The cache's one place: this grant's id, for 300 s and the skew.
+sign --src 192.0.2.2 --port 22 --for 300 --jti full >"$TMP/full"
+code=$(post_jwt /v1/grants "$TMP/full")
+[ "$code" = 201 ] && has_elem allow4_addr "192.0.2.2 tcp 22" ||
+	fail "the grant that fills the cache: $code $(cat "$TMP/body")"
+"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes full \
+	--for PT10M --jti rv-full >"$TMP/rv-full"
+code=$(post_jwt /v1/revocations "$TMP/rv-full")
+[ "$code" = 200 ] ||
+	fail "the revocation of the active grant, the cache full: $code $(cat "$TMP/body")"
+lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "the revoked grant is still in the kernel"
+expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
+grep -qF "replay: revocation 'rv-full' applied, its id not remembered: the replay cache is full" \
+	"$TMP/jitd.log" || fail "jitd does not log the unremembered id"
+pass "a full cache does not keep an active grant's access: 200, the element gone"
+
+log "revocations signed far ahead hold at most a quarter of the replay cache"
+stop_jitd
+rm -rf "${TMP:?}/state"
+mkdir -p -m 0700 "$TMP/state"
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
+	"limits": {"max_grants": 1}, "replay_cache_max": 8'
+start_jitd
+# far N FOR: a revocation of grant far-N, its exp FOR on; posted, its code in $code.
+far() {
+	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" \
+		--revokes "far-$1" --for "$2" --jti "rv-far-$1" >"$TMP/rv-far-$1"
+	code=$(post_jwt /v1/revocations "$TMP/rv-far-$1")
+}
+# Two of the cache's eight places may be held beyond a day: far-1's and far-2's ids.
+for n in 1 2; do
+	far "$n" P300D
+	[ "$code" = 404 ] || fail "early revocation $n, 300 days ahead: $code $(cat "$TMP/body")"
+done
+far 3 P300D
+[ "$code" = 503 ] && jq -e '.error == "busy" and (.message | test("quarter of the replay cache"))' \
+	"$TMP/body" >/dev/null || fail "a third revocation 300 days ahead: $code $(cat "$TMP/body")"
+pass "a third revocation 300 days ahead: 503 busy, $(jq -r .message "$TMP/body")"
+far 4 PT10M
+[ "$code" = 404 ] ||
+	fail "an early revocation within the day, the quarter full: $code $(cat "$TMP/body")"
+sign --src 192.0.2.2 --port 22 --for 300 --jti after-far >"$TMP/after-far"
+code=$(post_jwt /v1/grants "$TMP/after-far")
+[ "$code" = 201 ] && has_elem allow4_addr "192.0.2.2 tcp 22" ||
+	fail "a grant after the far revocations: $code $(cat "$TMP/body")"
+pass "a revocation within the day and a grant still find room: 404, 201"
