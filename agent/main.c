@@ -183,7 +183,7 @@ static int check_config(const struct config *cfg, const char *path)
 	static const char *const restored[] = { STORE_JOURNAL, STORE_SNAPSHOT, REPLAY_FILE };
 	char note[64], msg[512];
 	int64_t not_after;
-	size_t keys;
+	size_t keys, i;
 	int err;
 
 	if (cfg->listen.enabled && !cfg->listen.insecure_plaintext &&
@@ -199,14 +199,22 @@ static int check_config(const struct config *cfg, const char *path)
 	SSL_CTX_free(tls);
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
-	/* A start refuses the directory and each of these files (an upgrade restarts on OK). */
+	/*
+	 * A start refuses the directory and each of these files, or fails to open them (an upgrade
+	 * restarts on OK): a missing one is all that passes.
+	 */
 	err = statetrust_dir(cfg->state_dir, msg, sizeof(msg));
-	for (size_t i = 0; err != -EPERM && i < sizeof(restored) / sizeof(*restored); i++)
+	for (i = 0; !err && i < sizeof(restored) / sizeof(*restored); i++)
 		err = statetrust_file(cfg->state_dir, restored[i], msg, sizeof(msg));
 	if (err == -EPERM) {
 		fprintf(stderr, "jitd: %s: state_dir: %s: whoever may write it could give "
-			"themselves access (make it root's, and writable only by its owner)\n",
-			path, msg);
+			"themselves access (%s)\n", path, msg, i ? STATETRUST_FIX_FILE :
+			STATETRUST_FIX_DIR);
+		return 1;
+	}
+	if (err) {
+		fprintf(stderr, "jitd: %s: state_dir: %s%s%s: %s (a start would fail on it)\n",
+			path, cfg->state_dir, i ? "/" : "", i ? restored[i - 1] : "", strerror(-err));
 		return 1;
 	}
 	if (statetrust_dir_readable(cfg->state_dir, msg, sizeof(msg)))

@@ -377,7 +377,7 @@ static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 	 */
 	if ((ret = statetrust_fd(fileno(f), S_IFREG, r->path, msg, sizeof(msg))) == -EPERM)
 		log_err("replay: %s: whoever may write it could use a revoked grant's token "
-			"again (make it root's, and writable only by its owner)", msg);
+			"again (" STATETRUST_FIX_FILE ")", msg);
 	if (ret || (fstat(fileno(f), &st) == 0 && (ret = reserve(r, st.st_size)))) {
 		fclose(f);
 		return ret;

@@ -1203,8 +1203,8 @@ static int trusted(int fd, const char *state_dir, const char *name)
 
 	snprintf(path, sizeof(path), "%s%s%s", state_dir, name ? "/" : "", name ? name : "");
 	if ((ret = statetrust_fd(fd, name ? S_IFREG : S_IFDIR, path, msg, sizeof(msg))) == -EPERM)
-		log_err("state: %s: whoever may write it could give themselves access (make it "
-			"root's, and writable only by its owner)", msg);
+		log_err("state: %s: whoever may write it could give themselves access (%s)", msg,
+			name ? STATETRUST_FIX_FILE : STATETRUST_FIX_DIR);
 	return ret;
 }
 

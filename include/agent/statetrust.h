@@ -14,6 +14,10 @@
  * StateDirectory= is; a state_dir of the operator's own choosing may not be.
  */
 
+/* What a message of a refused directory or file tells the operator to do. */
+#define STATETRUST_FIX_DIR "make it root's, and writable only by its owner"
+#define STATETRUST_FIX_FILE "make it a regular file of root's, writable only by its owner"
+
 /*
  * fd (path, for the message) is such, and of type (S_IFREG or S_IFDIR): 0, or -EPERM with msg
  * saying why (common/filetrust.h), or -errno.

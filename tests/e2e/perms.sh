@@ -228,6 +228,18 @@ for name in grants.snap replay.db; do
 	[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
 done
 pass "a FIFO as the snapshot or replay.db: refused, not waited on"
+# A link in the snapshot's place, which a start does not follow (it fails on ELOOP): whatever
+# stops a start fails --check-config too, not only a refusal of its own.
+f=$TMP/state/grants.snap
+[ ! -e "$f" ] || mv "$f" "$f.kept"
+ln -s grants.journal "$f"
+rc=0
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+rm "$f"
+[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
+[ "$rc" -eq 1 ] && grep -qF "state_dir: $f: Too many levels of symbolic links (a start would fail" \
+	"$TMP/out" || fail "--check-config with a link as the snapshot: exit $rc: $(cat "$TMP/out")"
+pass "--check-config fails on a link as the snapshot, as a start does"
 # After a boot, a directory others may read with its lock held (by the test shell): not taken for
 # another jitd's, which would stop the start with no table; the start fails and closes the ports.
 in_ns "$SRV" nft delete table inet jitd
