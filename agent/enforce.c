@@ -56,8 +56,6 @@
 #define COMMIT_ATTEMPTS 4
 /* Reloads refused to members of control_group that the trail records each minute. */
 #define RELOAD_REFUSALS_AUDITED 10
-/* The replay cache's ids that early revocations may hold beyond a day: a quarter of it. */
-#define FAR_IDS_MAX(cfg) (((cfg)->replay_cache_max + 3) / 4)
 
 /* The elements one change can touch: one set's (protocol, port). Compared with memcmp. */
 struct group {
@@ -4092,6 +4090,17 @@ refused:
 	return ret;
 }
 
+/*
+ * The ids early revocations may hold beyond a day: a quarter of the cache (as it was sized at
+ * the start), and never the places limits.max_grants needs; none in a cache of fewer than 4.
+ */
+static size_t far_ids_max(const struct enforce *e)
+{
+	size_t max = replay_max(e->replay), grants = e->cfg->max_grants;
+
+	return max <= grants ? 0 : max / 4 < max - grants ? max / 4 : max - grants;
+}
+
 int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const char *peer,
 	struct revoke_result *res, struct jit_error *err)
 {
@@ -4176,12 +4185,13 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 		 * one: such ids may fill at most a quarter of it, or any controller key could, with
 		 * revocations signed years ahead, fill it for good (a restart keeps them) and leave
 		 * every grant and every early revocation busy. Also for an id already remembered,
-		 * which this would hold longer.
+		 * which this would hold longer; not for one held as long already (the same
+		 * revocation sent again once its own id is forgotten, or another for the same id).
 		 */
 		if (known == JIT_ERR_BUSY)
 			ret = -ENOBUFS;
-		else if (until > day &&
-			replay_count_beyond(e->replay, day + skew) >= FAR_IDS_MAX(e->cfg))
+		else if (until > day && replay_until(e->replay, rv.revokes) < until + skew &&
+			replay_count_beyond(e->replay, day + skew) >= far_ids_max(e))
 			ret = -EDQUOT;
 		else
 			ret = replay_add(e->replay, rv.revokes, until + skew);

@@ -670,6 +670,18 @@ void replay_forget(struct replay *r, const char *jti)
 			"rewritten refuses it", jti, strerror(-ret), r->path);
 }
 
+int64_t replay_until(const struct replay *r, const char *jti)
+{
+	const struct entry *e = lookup(r, jti);
+
+	return e ? e->until : INT64_MIN;
+}
+
+size_t replay_max(const struct replay *r)
+{
+	return r->max;
+}
+
 size_t replay_count_beyond(const struct replay *r, int64_t t)
 {
 	size_t n = 0;

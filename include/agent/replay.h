@@ -70,6 +70,10 @@ int replay_tidy(struct replay *r);
  */
 void replay_forget(struct replay *r, const char *jti);
 size_t replay_count(const struct replay *r);
+/* Until when jti is remembered, INT64_MIN when it is not. */
+int64_t replay_until(const struct replay *r, const char *jti);
+/* The ids the cache holds at most: replay_cache_max as at the start (a reload does not move it). */
+size_t replay_max(const struct replay *r);
 /* The ids remembered beyond t: a walk of the whole table, for what is rare (far revocations). */
 size_t replay_count_beyond(const struct replay *r, int64_t t);
 /* For tests: slots in use (live ids and tombstones, which a lookup walks past) and in all. */

@@ -116,10 +116,23 @@ for n in 1 2; do
 	far "$n" P300D
 	[ "$code" = 404 ] || fail "early revocation $n, 300 days ahead: $code $(cat "$TMP/body")"
 done
+# A reload that raises replay_cache_max waits for a restart: so does the quarter.
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
+	"limits": {"max_grants": 1}, "replay_cache_max": 800'
+"$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
 far 3 P300D
 [ "$code" = 503 ] && jq -e '.error == "busy" and (.message | test("quarter of the replay cache"))' \
 	"$TMP/body" >/dev/null || fail "a third revocation 300 days ahead: $code $(cat "$TMP/body")"
 pass "a third revocation 300 days ahead: 503 busy, $(jq -r .message "$TMP/body")"
+# Another revocation of far-1, held less long than far-1 already is: no new place, taken.
+"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" --revokes far-1 \
+	--for P200D --jti rv-far-1-again >"$TMP/rv-far-1-again"
+code=$(post_jwt /v1/revocations "$TMP/rv-far-1-again")
+[ "$code" = 404 ] ||
+	fail "another revocation of far-1, the quarter full: $code $(cat "$TMP/body")"
+pass "another revocation of an id already held as long: 404, the quarter full or not"
 far 4 PT10M
 [ "$code" = 404 ] ||
 	fail "an early revocation within the day, the quarter full: $code $(cat "$TMP/body")"
