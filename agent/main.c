@@ -2,6 +2,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -180,7 +181,12 @@ static void warn_log(void *arg, const char *msg)
 static int check_config(const struct config *cfg, const char *path)
 {
 	SSL_CTX *tls = NULL;
-	static const char *const restored[] = { STORE_JOURNAL, STORE_SNAPSHOT, REPLAY_FILE };
+	/* As a start opens them: the journal and replay.db are written too. */
+	static const struct {
+		const char *name;
+		int flags;
+	} restored[] = { { STORE_JOURNAL, O_RDWR }, { STORE_SNAPSHOT, O_RDONLY },
+		{ REPLAY_FILE, O_RDWR } };
 	char note[64], msg[512];
 	int64_t not_after;
 	size_t keys, i;
@@ -200,21 +206,22 @@ static int check_config(const struct config *cfg, const char *path)
 	for (size_t at = 0; config_warning(cfg, &at, msg, sizeof(msg));)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
 	/*
-	 * A start refuses the directory and each of these files, or fails to open them (an upgrade
-	 * restarts on OK): a missing one is all that passes.
+	 * A start refuses the directory and each of these files, or fails to open a file (an
+	 * upgrade restarts on OK): a missing one is all that passes. A directory that cannot be
+	 * opened here is left to the start, which may see another (PrivateTmp=).
 	 */
 	err = statetrust_dir(cfg->state_dir, msg, sizeof(msg));
 	for (i = 0; !err && i < sizeof(restored) / sizeof(*restored); i++)
-		err = statetrust_file(cfg->state_dir, restored[i], msg, sizeof(msg));
+		err = statetrust_file(cfg->state_dir, restored[i].name, restored[i].flags, msg,
+			sizeof(msg));
 	if (err == -EPERM) {
 		fprintf(stderr, "jitd: %s: state_dir: %s: whoever may write it could give "
 			"themselves access (%s)\n", path, msg, i ? STATETRUST_FIX_FILE :
 			STATETRUST_FIX_DIR);
 		return 1;
 	}
-	if (err) {
-		fprintf(stderr, "jitd: %s: state_dir: %s%s%s: %s (a start would fail on it)\n",
-			path, cfg->state_dir, i ? "/" : "", i ? restored[i - 1] : "", strerror(-err));
+	if (err && i) {
+		fprintf(stderr, "jitd: %s: state_dir: %s (a start would fail on it)\n", path, msg);
 		return 1;
 	}
 	if (statetrust_dir_readable(cfg->state_dir, msg, sizeof(msg)))

@@ -352,7 +352,7 @@ static char parse_line(char *line, int64_t *until, char **jti)
 static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 {
 	/* O_NONBLOCK: a FIFO in its place is refused below (statetrust_fd), not waited on. */
-	int fd = open(r->path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), err;
+	int fd = open(r->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), err;
 	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
 	char msg[PATH_MAX + 64];
 	size_t lines = 0, size = 0;

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,16 +33,30 @@ bool statetrust_dir_readable(const char *dir, char *msg, size_t len)
 	return true;
 }
 
-int statetrust_file(const char *dir, const char *name, char *msg, size_t len)
+/*
+ * open's failure of path, said in msg. -EPERM stays statetrust_fd's refusal: an open refused
+ * with EPERM (a security module, an immutable file) is -EACCES, msg saying what it was.
+ */
+static int open_failed(const char *path, char *msg, size_t len)
+{
+	int err = errno;
+
+	snprintf(msg, len, "%s: %s", path, strerror(err));
+	return err == EPERM ? -EACCES : -err;
+}
+
+int statetrust_file(const char *dir, const char *name, int flags, char *msg, size_t len)
 {
 	char path[PATH_MAX];
 	int fd, ret;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
+		snprintf(msg, len, "%s/%s: %s", dir, name, strerror(ENAMETOOLONG));
 		return -ENAMETOOLONG;
+	}
 	/* O_NONBLOCK: a FIFO in the file's place is refused, not waited on. */
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if ((fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : open_failed(path, msg, len);
 	ret = statetrust_fd(fd, S_IFREG, path, msg, len);
 	close(fd);
 	return ret;
@@ -52,7 +67,7 @@ int statetrust_dir(const char *dir, char *msg, size_t len)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;
 
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return errno == ENOENT ? 0 : open_failed(dir, msg, len);
 	ret = statetrust_fd(fd, S_IFDIR, dir, msg, len);
 	close(fd);
 	return ret;

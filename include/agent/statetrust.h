@@ -23,9 +23,13 @@
  * saying why (common/filetrust.h), or -errno.
  */
 int statetrust_fd(int fd, mode_t type, const char *path, char *msg, size_t len);
-/* The same of the file dir/name, when it exists (0 when it does not). */
-int statetrust_file(const char *dir, const char *name, char *msg, size_t len);
-/* The same of the directory dir, when it exists (0 when it does not). */
+/*
+ * The same of the file dir/name opened as a start opens it (flags: O_RDONLY, O_RDWR; never a
+ * link), when it exists (0 when it does not). An open that fails is said in msg too, and is
+ * never -EPERM (-EACCES then).
+ */
+int statetrust_file(const char *dir, const char *name, int flags, char *msg, size_t len);
+/* The same of the directory dir, when it exists (0 when it does not), opened as statetrust_file. */
 int statetrust_dir(const char *dir, char *msg, size_t len);
 /*
  * Whether the directory dir may be read by group or others, said in msg: whoever may read it

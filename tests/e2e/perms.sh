@@ -228,18 +228,39 @@ for name in grants.snap replay.db; do
 	[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
 done
 pass "a FIFO as the snapshot or replay.db: refused, not waited on"
-# A link in the snapshot's place, which a start does not follow (it fails on ELOOP): whatever
-# stops a start fails --check-config too, not only a refusal of its own.
-f=$TMP/state/grants.snap
-[ ! -e "$f" ] || mv "$f" "$f.kept"
-ln -s grants.journal "$f"
-rc=0
-in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
-rm "$f"
-[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
-[ "$rc" -eq 1 ] && grep -qF "state_dir: $f: Too many levels of symbolic links (a start would fail" \
-	"$TMP/out" || fail "--check-config with a link as the snapshot: exit $rc: $(cat "$TMP/out")"
-pass "--check-config fails on a link as the snapshot, as a start does"
+# A link in the snapshot's or replay.db's place, which a start does not follow (it fails on
+# ELOOP): whatever stops a start fails --check-config too, not only a refusal of its own.
+for name in grants.snap replay.db; do
+	f=$TMP/state/$name
+	[ ! -e "$f" ] || mv "$f" "$f.kept"
+	ln -s grants.journal "$f"
+	rc=0 started=0
+	in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+	timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || started=$?
+	rm "$f"
+	[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
+	[ "$rc" -eq 1 ] &&
+		grep -qF "state_dir: $f: Too many levels of symbolic links (a start" "$TMP/out" ||
+		fail "--check-config with a link as $name: exit $rc: $(cat "$TMP/out")"
+	[ "$started" -eq 1 ] && grep -qF "Too many levels of symbolic links" "$TMP/fail.log" ||
+		fail "a start with a link as $name: exit $started: $(cat "$TMP/fail.log")"
+done
+pass "--check-config fails on a link as the snapshot or replay.db, as a start does"
+# A journal root may only read: without DAC override (as the unit runs jitd) a start cannot
+# open it for writing, and --check-config, run the same way, says so.
+nodac=(setpriv --bounding-set=-dac_override,-dac_read_search --)
+chmod 0400 "$TMP/state/grants.journal"
+rc=0 started=0
+in_ns "$SRV" "${nodac[@]}" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+timeout 20 ip netns exec "$SRV" "${nodac[@]}" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 ||
+	started=$?
+chmod 0600 "$TMP/state/grants.journal"
+[ "$rc" -eq 1 ] &&
+	grep -qF "state_dir: $TMP/state/grants.journal: Permission denied (a start" "$TMP/out" ||
+	fail "--check-config of a journal root may only read: exit $rc: $(cat "$TMP/out")"
+[ "$started" -eq 1 ] && grep -qF "Permission denied" "$TMP/fail.log" ||
+	fail "a start with a journal root may only read: exit $started: $(cat "$TMP/fail.log")"
+pass "a journal root may only read, without DAC override: --check-config fails as the start does"
 # After a boot, a directory others may read with its lock held (by the test shell): not taken for
 # another jitd's, which would stop the start with no table; the start fails and closes the ports.
 in_ns "$SRV" nft delete table inet jitd
