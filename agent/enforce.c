@@ -4202,6 +4202,10 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 			 * the same token is taken then.
 			 */
 			const char *why_not = ret == -ENOBUFS ? "the replay cache is full" :
+				ret == -EDQUOT && !far_ids_max(e) ? "this replay cache keeps no "
+				"place for ids held beyond a day (replay_cache_max is below 4, or "
+				"no larger than limits.max_grants); send it once the grant is "
+				"active" :
 				ret == -EDQUOT ? "ids held beyond a day fill their quarter of the "
 				"replay cache (an exp within a day needs no room there)" :
 				strerror(-ret);

@@ -141,3 +141,20 @@ code=$(post_jwt /v1/grants "$TMP/after-far")
 [ "$code" = 201 ] && has_elem allow4_addr "192.0.2.2 tcp 22" ||
 	fail "a grant after the far revocations: $code $(cat "$TMP/body")"
 pass "a revocation within the day and a grant still find room: 404, 201"
+
+log "a replay cache no larger than limits.max_grants keeps no place beyond a day"
+stop_jitd
+rm -rf "${TMP:?}/state"
+mkdir -p -m 0700 "$TMP/state"
+write_config drop '[]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
+	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
+	"limits": {"max_grants": 4}, "replay_cache_max": 4'
+start_jitd
+far 5 P300D
+[ "$code" = 503 ] && jq -e '.error == "busy" and (.message | test("keeps no place"))' \
+	"$TMP/body" >/dev/null ||
+	fail "a revocation 300 days ahead, no place: $code $(cat "$TMP/body")"
+far 6 PT10M
+[ "$code" = 404 ] || fail "a revocation within the day, no far place: $code $(cat "$TMP/body")"
+pass "there, one 300 days ahead is 503 saying so, one within the day 404"
