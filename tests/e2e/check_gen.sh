@@ -97,6 +97,7 @@ echo 3000 >"$JITD_TEST_START_PAUSE_FILE"
 	in_ns "$SRV" nft flush chain inet jitd input
 ) &
 planter=$!
+BG_PIDS+=("$planter")	# stopped with the rest if the start fails before the wait
 start_jitd
 wait "$planter" || fail "nft could not add the element during the pause"
 [ ! -e "$JITD_TEST_START_PAUSE_FILE" ] || fail "jitd did not take the pause"

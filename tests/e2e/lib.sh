@@ -290,6 +290,7 @@ start_jitd_in_place_pause() {
 		exit 1
 	) &
 	planter=$!
+	BG_PIDS+=("$planter")	# stopped with the rest if the start fails before the wait
 	start_jitd
 	wait "$planter" || fail "could not run during the start's pause: $*"
 	[ ! -e "$JITD_TEST_PLACE_PAUSE_FILE" ] || fail "jitd did not take the pause"
@@ -480,9 +481,12 @@ host_elems() {
 	local set
 	for set in $HOST_SETS; do allow_elems "$set" | sed "s/^/$set /"; done
 }
+# A listing that failed to read (allow_elems' status) never passes for one without elements.
 no_allow_elems() {
-	local set
-	for set in $HOST_SETS; do [ -z "$(allow_elems "$set")" ] || return 1; done
+	local set elems
+	for set in $HOST_SETS; do
+		elems=$(allow_elems "$set") && [ -z "$elems" ] || return 1
+	done
 }
 # Element lists are read whole before grep looks at them: `grep -q` at the end of a pipe quits
 # at the first match, the writer may still be writing, and under pipefail its SIGPIPE turns a
@@ -491,24 +495,24 @@ has_elem() { local elems; elems=$(allow_elems "$1") && grep -qxF "$2" <<<"$elems
 # holds_match SET ERE / lacks_match SET ERE: the set is there and some / no element line matches.
 holds_match() {
 	local elems
-	elems=$(allow_elems "$1")
+	elems=$(allow_elems "$1") || return 1
 	[ "$elems" != "$NO_SET" ] && grep -qE "$2" <<<"$elems"
 }
 lacks_match() {
 	local elems
-	elems=$(allow_elems "$1")
+	elems=$(allow_elems "$1") || return 1
 	[ "$elems" != "$NO_SET" ] && ! grep -qE "$2" <<<"$elems"
 }
 # lacks_source SET SOURCE: the set is there and holds no element whose source is SOURCE
 # (whatever its protocol and port, a range of ports included).
 lacks_source() {
 	local elems
-	elems=$(allow_elems "$1")
+	elems=$(allow_elems "$1") || return 1
 	[ "$elems" != "$NO_SET" ] && ! awk -v s="$2" '$1 == s { f = 1 } END { exit !f }' <<<"$elems"
 }
 lacks_elem() {
 	local elems
-	elems=$(allow_elems "$1")
+	elems=$(allow_elems "$1") || return 1
 	[ "$elems" != "$NO_SET" ] && ! grep -qxF "$2" <<<"$elems"
 }
 

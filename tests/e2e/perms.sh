@@ -33,8 +33,15 @@ stop_jitd
 cp "$TMP/perms.json" "$CONFIG"
 start_jitd
 
-as_reader() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --groups=$READER_GID -- "$TMP/jitctl" -s "$SOCK" "$@"; }
-as_other() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups -- "$TMP/jitctl" -s "$SOCK" "$@"; }
+# In the test's namespace, as every command here: teardown, refused or not, speaks netlink.
+as_reader() {
+	in_ns "$SRV" setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --groups=$READER_GID -- \
+		"$TMP/jitctl" -s "$SOCK" "$@"
+}
+as_other() {
+	in_ns "$SRV" setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups -- \
+		"$TMP/jitctl" -s "$SOCK" "$@"
+}
 # expect_exit CODE ERROR DESCRIPTION -- CMD...: exit status and, for refusals, the error code.
 expect_exit() {
 	local want=$1 code=$2 what=$3 rc=0
