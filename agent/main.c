@@ -181,13 +181,13 @@ static void warn_log(void *arg, const char *msg)
 static int check_config(const struct config *cfg, const char *path)
 {
 	SSL_CTX *tls = NULL;
-	/* As a start opens them: the journal and replay.db are written too. */
+	/* As a start opens them: the journal read and written, replay.db appended to. */
 	static const struct {
 		const char *name;
 		int flags;
 	} restored[] = { { STORE_JOURNAL, O_RDWR }, { STORE_SNAPSHOT, O_RDONLY },
-		{ REPLAY_FILE, O_RDWR } };
-	char note[64], msg[512];
+		{ REPLAY_FILE, O_RDWR | O_APPEND } };
+	char note[64], msg[PATH_MAX + 128];
 	int64_t not_after;
 	size_t keys, i;
 	int err;
@@ -207,8 +207,8 @@ static int check_config(const struct config *cfg, const char *path)
 		fprintf(stderr, "jitd: %s: warning: %s\n", path, msg);
 	/*
 	 * A start refuses the directory and each of these files, or fails to open a file (an
-	 * upgrade restarts on OK): a missing one is all that passes. A directory that cannot be
-	 * opened here is left to the start, which may see another (PrivateTmp=).
+	 * upgrade restarts on OK): a missing one is all that passes. A directory this process
+	 * may not enter is left to the start, which may see another (PrivateTmp=).
 	 */
 	err = statetrust_dir(cfg->state_dir, msg, sizeof(msg));
 	for (i = 0; !err && i < sizeof(restored) / sizeof(*restored); i++)
@@ -220,7 +220,7 @@ static int check_config(const struct config *cfg, const char *path)
 			STATETRUST_FIX_DIR);
 		return 1;
 	}
-	if (err && i) {
+	if (err && (i || err != -EACCES)) {
 		fprintf(stderr, "jitd: %s: state_dir: %s (a start would fail on it)\n", path, msg);
 		return 1;
 	}
