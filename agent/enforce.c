@@ -4201,19 +4201,23 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 			 * controller must retry, and the revocation's own id is forgotten so that
 			 * the same token is taken then.
 			 */
-			const char *why_not = ret == -ENOBUFS ? "the replay cache is full" :
-				ret == -EDQUOT && !far_ids_max(e) ? "this replay cache keeps no "
-				"place for ids held beyond a day (replay_cache_max is below 4, or "
-				"no larger than limits.max_grants); send it once the grant is "
-				"active" :
-				ret == -EDQUOT ? "ids held beyond a day fill their quarter of the "
-				"replay cache (an exp within a day needs no room there)" :
-				strerror(-ret);
+			const char *why_not = strerror(-ret);
 
+			if (ret == -ENOBUFS)
+				why_not = "the replay cache is full; retry later";
+			else if (ret == -EDQUOT && !far_ids_max(e))
+				why_not = "this replay cache keeps no place for ids held beyond "
+					"a day (replay_cache_max is below 4, or no larger than "
+					"limits.max_grants); send it once the grant is active";
+			else if (ret == -EDQUOT)
+				why_not = "ids held beyond a day fill the places the replay cache "
+					"keeps for them (a quarter of it, at most what "
+					"limits.max_grants leaves); retry later";
 			replay_forget(e->replay, rv.jti);
 			ret = jit_fail(err, ret == -ENOBUFS || ret == -EDQUOT ? JIT_ERR_BUSY :
 				JIT_ERR_INTERNAL, "no active grant '%.64s', and its id cannot be "
-				"remembered to refuse it: %s; retry later", rv.revokes, why_not);
+				"remembered to refuse it: %s%s", rv.revokes, why_not,
+				ret == -ENOBUFS || ret == -EDQUOT ? "" : "; retry later");
 			goto refused;
 		}
 		ret = jit_fail(err, JIT_ERR_NOT_FOUND,

@@ -181,12 +181,15 @@ static void warn_log(void *arg, const char *msg)
 static int check_config(const struct config *cfg, const char *path)
 {
 	SSL_CTX *tls = NULL;
-	/* As a start opens them: the journal read and written, replay.db appended to. */
+	/*
+	 * As a start opens them, read and written: replay.db is appended to, and rewritten (renamed
+	 * over, truncated), which an append-only file (chattr +a) refuses as O_RDWR does here.
+	 */
 	static const struct {
 		const char *name;
 		int flags;
 	} restored[] = { { STORE_JOURNAL, O_RDWR }, { STORE_SNAPSHOT, O_RDONLY },
-		{ REPLAY_FILE, O_RDWR | O_APPEND } };
+		{ REPLAY_FILE, O_RDWR } };
 	char note[64], msg[PATH_MAX + 128];
 	int64_t not_after;
 	size_t keys, i;

@@ -62,12 +62,37 @@ int statetrust_file(const char *dir, const char *name, int flags, char *msg, siz
 	return ret;
 }
 
+/*
+ * A directory not there yet: a start makes it (mkdir, the last level only), unless the name
+ * is a link to nothing or its parent is missing. 0, or -ENOENT with msg saying why.
+ */
+static int absent_dir(const char *dir, char *msg, size_t len)
+{
+	const char *slash = strrchr(dir, '/');
+	struct stat st;
+
+	char parent[PATH_MAX];
+
+	if (lstat(dir, &st) == 0) {
+		snprintf(msg, len, "%s: a link to nothing", dir);
+		return -ENOENT;
+	}
+	if (errno != ENOENT || !slash || slash == dir)
+		return 0;
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir), dir);
+	if (stat(parent, &st) == 0 || errno != ENOENT)
+		return 0;
+	snprintf(msg, len, "%s: its parent %s is missing (a start makes only the last level)", dir,
+		parent);
+	return -ENOENT;
+}
+
 int statetrust_dir(const char *dir, char *msg, size_t len)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;
 
 	if (fd < 0)
-		return errno == ENOENT ? 0 : open_failed(dir, msg, len);
+		return errno == ENOENT ? absent_dir(dir, msg, len) : open_failed(dir, msg, len);
 	ret = statetrust_fd(fd, S_IFDIR, dir, msg, len);
 	close(fd);
 	return ret;

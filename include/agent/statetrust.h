@@ -29,7 +29,10 @@ int statetrust_fd(int fd, mode_t type, const char *path, char *msg, size_t len);
  * never -EPERM (-EACCES then).
  */
 int statetrust_file(const char *dir, const char *name, int flags, char *msg, size_t len);
-/* The same of the directory dir, when it exists (0 when it does not), opened as statetrust_file. */
+/*
+ * The same of the directory dir, when it exists, opened as statetrust_file; when it does not,
+ * 0 if a start can make it, else -ENOENT (a link to nothing, no parent) with msg saying why.
+ */
 int statetrust_dir(const char *dir, char *msg, size_t len);
 /*
  * Whether the directory dir may be read by group or others, said in msg: whoever may read it

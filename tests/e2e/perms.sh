@@ -253,13 +253,19 @@ for name in grants.snap replay.db; do
 		fail "a start with a link as $name: exit $started: $(cat "$TMP/fail.log")"
 done
 pass "--check-config fails on a link as the snapshot or replay.db, as a start does"
-# A state_dir that is a file: no start can use it, whoever runs it.
-jq --arg d "$TMP/state/grants.journal" '.state_dir = $d' "$CONFIG" >"$TMP/notdir.json"
-rc=0
-in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/notdir.json" >"$TMP/out" 2>&1 || rc=$?
-[ "$rc" -eq 1 ] && grep -qF "state_dir: $TMP/state/grants.journal: Not a directory" "$TMP/out" ||
-	fail "--check-config with a file as state_dir: exit $rc: $(cat "$TMP/out")"
-pass "--check-config fails on a state_dir that is a file"
+# A state_dir no start can use or make, whoever runs it: a file, a link to nothing, a missing
+# parent (a start makes only the last level).
+ln -s "$TMP/nowhere" "$TMP/dangling"
+for bad in "$TMP/state/grants.journal:Not a directory" "$TMP/dangling:a link to nothing" \
+	"$TMP/no/state:its parent $TMP/no is missing"; do
+	jq --arg d "${bad%%:*}" '.state_dir = $d' "$CONFIG" >"$TMP/baddir.json"
+	rc=0
+	in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/baddir.json" >"$TMP/out" 2>&1 || rc=$?
+	[ "$rc" -eq 1 ] && grep -qF "state_dir: ${bad%%:*}: ${bad#*:}" "$TMP/out" ||
+		fail "--check-config with state_dir ${bad%%:*}: exit $rc: $(cat "$TMP/out")"
+done
+rm "$TMP/dangling"
+pass "--check-config fails on a state_dir that is a file, a link to nothing, or has no parent"
 # A journal root may only read: without DAC override (as the unit runs jitd) a start cannot
 # open it for writing, and --check-config, run the same way, says so.
 nodac=(setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-dac_override,-dac_read_search --)

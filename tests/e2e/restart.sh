@@ -5,8 +5,8 @@
 
 e2e_default_setup drop
 
+signed_at=$SECONDS	# before the signature: its exp may be up to a second short of 60 s on
 sign --src 192.0.2.2 --port 22 --for 60 --jti keep | submit - >/dev/null || fail "grant refused"
-signed_at=$SECONDS
 expect_connect ok "$C1" 192.0.2.1 22
 session_open "$C1" 192.0.2.1 22
 session_say before-crash

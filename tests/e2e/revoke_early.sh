@@ -123,7 +123,8 @@ write_config drop '[]' \
 	"limits": {"max_grants": 1}, "replay_cache_max": 800'
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
 far 3 P300D
-[ "$code" = 503 ] && jq -e '.error == "busy" and (.message | test("quarter of the replay cache"))' \
+[ "$code" = 503 ] &&
+	jq -e '.error == "busy" and (.message | test("places the replay cache keeps"))' \
 	"$TMP/body" >/dev/null || fail "a third revocation 300 days ahead: $code $(cat "$TMP/body")"
 pass "a third revocation 300 days ahead: 503 busy, $(jq -r .message "$TMP/body")"
 # Another revocation of far-1, held less long than far-1 already is: no new place, taken.
