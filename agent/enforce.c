@@ -4239,24 +4239,58 @@ refused:
 	return ret;
 }
 
-/* The table as cfg wants it: claimed if it is in place, else built (see build_table). */
-static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags)
+/* Every live grant's elements as an empty table would need them: build_batch's refill. */
+static int plan_refill(struct enforce *e, int64_t now_ms, struct plan *p)
+{
+	struct elems kept = e->model;
+	struct group *groups = NULL;
+	size_t n_groups = 0;
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	e->model = (struct elems){ 0 };
+	if (!(ret = all_groups(e, &groups, &n_groups)))
+		ret = plan_build(e, groups, n_groups, now_ms, p);
+	e->model = kept;
+	free(groups);
+	return ret;
+}
+
+/*
+ * The table as cfg wants it: claimed if it is in place, else built (see build_table). With
+ * refill, a table deleted to be built again takes every live grant's elements (planned into
+ * refill, against an empty table) in the same transaction: a second one after it would leave
+ * every grant out of the kernel in between, and for good if it failed. *refilled: how many.
+ */
+static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags,
+	struct plan *refill, int64_t now_ms, size_t *refilled)
 {
 	int ret;
 
+	*refilled = 0;
 	if (e->in_place)
 		return ruleset_claim(b, flags);
 	/*
 	 * A set or chain the config does not want (the mode changed, or dnat went away) goes with
-	 * the whole table, in the same transaction that builds it again; the caller re-reads the
-	 * (then empty) grant sets and restores every grant.
+	 * the whole table, in the same transaction that builds it again; without refill, the
+	 * caller re-reads the (then empty) grant sets and restores every grant.
 	 */
 	if ((ret = ruleset_extra(e->nft, e->cfg, flags, !e->no_mark)) == 1) {
 		log_warn("table inet jitd holds sets or chains this configuration does not make "
 			 "(or of another shape under jitd's names), its persistence is not what "
 			 "table_owner wants, it is dormant, or it has no jitd mark (another "
-			 "program made it): rebuilding it from scratch");
-		ret = ruleset_delete(b);
+			 "program made it): rebuilding it from scratch%s", refill ?
+			 ", its grants' elements with it" : "");
+		if ((ret = ruleset_delete(b)) || (ret = ruleset_build(b, e->cfg, flags)))
+			return ret;
+		if (!refill)
+			return 0;
+		/* Planned here, where it is needed: a second call (no owner flag) plans again. */
+		plan_free(refill);
+		if ((ret = plan_refill(e, now_ms, refill)))
+			return ret;
+		*refilled = refill->add.n;
+		return ruleset_elems(b, NULL, 0, refill->add.v, refill->add.n, now_ms);
 	}
 	return ret < 0 ? ret : ruleset_build(b, e->cfg, flags);
 }
@@ -4288,10 +4322,17 @@ static void check_mark_kept(struct enforce *e, uint32_t gen, uint64_t commits)
 		 "ruleset's table, and replaces it");
 }
 
-static int build_table(struct enforce *e, char *err, size_t errlen)
+/*
+ * refill: a table deleted to be built again takes every live grant's elements in the same
+ * transaction (the periodic check's repair); without it (a start) the restore adds them.
+ */
+static int build_table(struct enforce *e, bool refill, size_t *refilled, char *err,
+	size_t errlen)
 {
 	char kerr[NFT_ERRLEN] = "";
 	struct nft_batch *b = NULL;
+	struct plan p = { 0 };
+	int64_t now = enforce_now_ms();
 	uint64_t commits = e->commits;
 	uint32_t gen = 0;
 	/*
@@ -4310,7 +4351,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 	 * re-added rule, nothing for a watcher to see. Ownership is a property of the socket,
 	 * so an owned table is claimed again, with a message that touches nothing else.
 	 */
-	if ((ret = build_batch(e, b, e->table_flags)))
+	if ((ret = build_batch(e, b, e->table_flags, refill ? &p : NULL, now, refilled)))
 		goto out;
 #ifdef JITD_TEST_HOOKS
 	/* Test builds: answer as a kernel before 6.9 would, to test the fallback on any kernel. */
@@ -4332,7 +4373,8 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 		b = NULL;
 		kerr[0] = '\0';
 		e->in_place = false; /* it was checked with the owner flag, which it will not get */
-		if ((ret = nft_batch_new(e->nft, &b)) || (ret = build_batch(e, b, 0)))
+		if ((ret = nft_batch_new(e->nft, &b)) ||
+			(ret = build_batch(e, b, 0, refill ? &p : NULL, now, refilled)))
 			goto out;
 		ret = commit_batch(e, b, kerr);
 	}
@@ -4341,6 +4383,7 @@ static int build_table(struct enforce *e, char *err, size_t errlen)
 out:
 	if (ret)
 		snprintf(err, errlen, "%s", kerr[0] ? kerr : strerror(-ret));
+	plan_free(&p);
 	nft_batch_free(b);
 	return ret;
 }
@@ -4436,7 +4479,7 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	char err[NFT_ERRLEN] = "", what[256];
 	const char *differs = NULL;
 	struct group *groups = NULL;
-	size_t n_groups = 0, n_raw = 0;
+	size_t n_groups = 0, n_raw = 0, refilled = 0;
 	struct plan p = { 0 };
 	bool exists;
 	int ret;
@@ -4469,7 +4512,7 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		rebuild = true;
 	}
 	/* The table, its chain, rules and fixed sets as the config says; live elements kept. */
-	if (rebuild && (ret = build_table(e, err, sizeof(err))))
+	if (rebuild && (ret = build_table(e, true, &refilled, err, sizeof(err))))
 		goto out;
 	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
 		(ret = plan_build(e, groups, n_groups, enforce_now_ms(), &p))) {
@@ -4489,7 +4532,8 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		goto out; /* failed, or only foreign elements whose removal failed (logged above) */
 	snprintf(what, sizeof(what), "%s: %s; %zu element(s) nobody granted removed, %zu granted "
 		"element(s) restored", trigger, !exists ? "table inet jitd was missing, recreated" :
-		rebuild ? "table structure re-applied" : "table intact", p.del.n + n_raw, p.add.n);
+		rebuild ? "table structure re-applied" : "table intact", p.del.n + n_raw,
+		refilled + p.add.n);
 	/* build_table's commit, or the strays' own, when the plan had nothing to commit */
 	if ((rebuild || n_raw) && !p.del.n && !p.add.n)
 		e->metrics.drift_repairs++;
@@ -5086,6 +5130,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 	const char *differs;
 	struct enforce *e;
 	uint64_t commits;
+	size_t refilled;
 	bool have_gen;
 	uint32_t gen;
 	int ret;
@@ -5133,7 +5178,7 @@ int enforce_open(const struct enforce_deps *d, struct enforce **out, char *err, 
 		test_hook_pause("JITD_TEST_PLACE_PAUSE_FILE");
 	} else if (strcmp(differs, "table inet jitd is missing"))
 		log_info("table inet jitd: %s; bringing it in line (one transaction)", differs);
-	ret = build_table(e, err, errlen);
+	ret = build_table(e, false, &refilled, err, errlen);
 	e->in_place = false; /* from here on a rebuild rebuilds */
 	if (ret)
 		goto fail;

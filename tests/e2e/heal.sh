@@ -176,6 +176,41 @@ expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "a table made dormant while jitd was stopped is woken at its start"
 
+log "nft add chain inet jitd stray: rebuilt, its grants in the same transaction"
+# A table with a chain this configuration does not make is deleted and built again. Its grants'
+# elements go in with it: a second transaction would leave every grant out of the kernel in
+# between (and until a retry, had it failed). Witness: nft monitor, which prints each
+# transaction's changes and then its "# new generation" line.
+mon=$TMP/monitor
+# ip execs timeout, which passes a signal on to nft; line-buffered, as the file is read while
+# it writes.
+ip netns exec "$SRV" timeout 30 stdbuf -oL nft monitor >"$mon" 2>&1 &
+monitor=$!
+BG_PIDS+=("$monitor")
+# Ready once it reports a change made after it started (a table of the test's own, not jitd's).
+monitor_hears() {
+	in_ns "$SRV" nft add table inet e2e_mark && in_ns "$SRV" nft delete table inet e2e_mark &&
+		grep -q "^add table inet e2e_mark" "$mon"
+}
+wait_until 5 "nft monitor listening" monitor_hears
+n=$(event_repairs)
+in_ns "$SRV" nft add chain inet jitd stray
+no_stray() { ! in_ns "$SRV" nft list chain inet jitd stray >/dev/null 2>&1; }
+wait_until 5 "the chain nobody made gone" no_stray
+audited "a chain nobody made" "$n"
+wait_until 5 "the grant's element back" has_elem allow4_addr "192.0.2.2 tcp 22"
+kill "$monitor"
+wait "$monitor" || true
+rebuild=$(awk '/^delete table inet jitd$/ { on = 1 }
+	on { print } on && /^# new generation/ { exit }' "$mon")
+grep -q "^# new generation" <<<"$rebuild" || fail "no rebuild seen by nft monitor: $(cat "$mon")"
+elem='^(add|create) element inet jitd allow4_addr_2 \{ 192\.0\.2\.2 \. tcp \. 22 '
+grep -qE "$elem" <<<"$rebuild" ||
+	fail "the grant's element is not in the rebuild's transaction: $rebuild"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+pass "the table rebuilt with the grant's element in one transaction (nft monitor)"
+
 log "nft flush chain inet jitd input"
 start=$(now_ms) n=$(event_repairs)
 in_ns "$SRV" nft flush chain inet jitd input
