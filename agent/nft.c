@@ -388,15 +388,27 @@ static bool has_seq(const char *buf, ssize_t len, uint32_t seq, bool end)
  */
 static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg, bool *intr)
 {
+	struct pollfd pfd = { .fd = mnl_socket_get_fd(n->nl), .events = POLLIN };
 	char buf[DUMP_BUFSIZE];
 	ssize_t len;
-	int ret;
+	int ret, r;
 
 	*intr = false;
 	req->nlmsg_seq = n->seq++;
 	if (mnl_socket_sendto(n->nl, req, req->nlmsg_len) < 0)
 		return -errno;
 	do {
+		/*
+		 * A wait, not a blocking read: the kernel drops, without a word, what it would send
+		 * a socket whose queue a batch's acks overran (congested until a read empties it).
+		 * A request whose answer was dropped so must fail, not hold the loop for good.
+		 */
+		if ((r = poll(&pfd, 1, ACK_TIMEOUT_MS)) < 0 && errno == EINTR) {
+			ret = 1;
+			continue;
+		}
+		if (r <= 0)
+			return r ? -errno : -ETIMEDOUT;
 		if ((len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf))) < 0)
 			return -errno;
 		/*
