@@ -4285,10 +4285,18 @@ static int build_batch(struct enforce *e, struct nft_batch *b, uint32_t flags,
 			return ret;
 		if (!refill)
 			return 0;
-		/* Planned here, where it is needed: a second call (no owner flag) plans again. */
+		/*
+		 * Planned here, where it is needed: a second call (no owner flag) plans again. One
+		 * that fails must not keep the table as it is (dormant, it filters nothing): built
+		 * without the elements, which the caller's repair then puts back.
+		 */
 		plan_free(refill);
-		if ((ret = plan_refill(e, now_ms, refill)))
-			return ret;
+		if ((ret = plan_refill(e, now_ms, refill))) {
+			log_warn("cannot plan the grants' elements for the rebuilt table (%s): "
+				"built without them, put back after", strerror(-ret));
+			plan_free(refill);
+			return 0;
+		}
 		*refilled = refill->add.n;
 		return ruleset_elems(b, NULL, 0, refill->add.v, refill->add.n, now_ms);
 	}
@@ -4512,7 +4520,18 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		rebuild = true;
 	}
 	/* The table, its chain, rules and fixed sets as the config says; live elements kept. */
-	if (rebuild && (ret = build_table(e, true, &refilled, err, sizeof(err))))
+	/*
+	 * A rebuild that failed with the grants' elements in it (a kernel refusing the larger
+	 * commit, memory for its batch) is tried again without them: the table must not stay as
+	 * it is (dormant, it filters nothing), and the grants are put back below.
+	 */
+	if (rebuild && (ret = build_table(e, true, &refilled, err, sizeof(err))) && refilled) {
+		log_warn("table inet jitd: the rebuild with %zu granted element(s) failed (%s): "
+			"rebuilding it without them", refilled, err);
+		err[0] = '\0';
+		ret = build_table(e, false, &refilled, err, sizeof(err));
+	}
+	if (rebuild && ret)
 		goto out;
 	if ((ret = resync(e)) || (ret = all_groups(e, &groups, &n_groups)) ||
 		(ret = plan_build(e, groups, n_groups, enforce_now_ms(), &p))) {
@@ -4539,7 +4558,7 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 		e->metrics.drift_repairs++;
 	log_warn("drift repaired: %s", what);
 	(void)audit(e, "drift.repaired", NULL, NULL, NULL, 0, what,
-		(long long)(p.del.n + n_raw + p.add.n));
+		(long long)(p.del.n + n_raw + refilled + p.add.n));
 out:
 	/* Read in full and brought in line, unless it failed or left strays to the next check. */
 	e->unsure = ret || e->strays.n || e->model_lost;

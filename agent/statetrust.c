@@ -68,16 +68,23 @@ int statetrust_file(const char *dir, const char *name, int flags, char *msg, siz
  */
 static int absent_dir(const char *dir, char *msg, size_t len)
 {
-	const char *slash = strrchr(dir, '/');
-	struct stat st;
-
+	size_t n = strlen(dir);
 	char parent[PATH_MAX];
+	const char *slash;
+	struct stat st;
 
 	if (lstat(dir, &st) == 0) {
 		snprintf(msg, len, "%s: a link to nothing", dir);
 		return -ENOENT;
 	}
-	if (errno != ENOENT || !slash || slash == dir)
+	if (errno != ENOENT)
+		return 0;
+	/* mkdir takes "/var/lib/jitd/" as "/var/lib/jitd": its parent is /var/lib. */
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	for (slash = dir + n - 1; slash > dir && *slash != '/'; slash--)
+		;
+	if (slash == dir)
 		return 0;
 	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir), dir);
 	if (stat(parent, &st) == 0 || errno != ENOENT)

@@ -207,6 +207,10 @@ grep -q "^# new generation" <<<"$rebuild" || fail "no rebuild seen by nft monito
 elem='^(add|create) element inet jitd allow4_addr_2 \{ 192\.0\.2\.2 \. tcp \. 22 '
 grep -qE "$elem" <<<"$rebuild" ||
 	fail "the grant's element is not in the rebuild's transaction: $rebuild"
+jq -s -e '[.[] | select(.event == "drift.repaired")] | last
+	| .count == 1 and (.message | test("1 granted element\\(s\\) restored"))' \
+	"$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the rebuild's repair record: $(grep drift "$TMP/state/audit.jsonl" | tail -1)"
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "the table rebuilt with the grant's element in one transaction (nft monitor)"

@@ -265,6 +265,11 @@ for bad in "$TMP/state/grants.journal:Not a directory" "$TMP/dangling:a link to 
 		fail "--check-config with state_dir ${bad%%:*}: exit $rc: $(cat "$TMP/out")"
 done
 rm "$TMP/dangling"
+# One a start makes (its last level missing), spelled with a trailing slash: taken, not made.
+jq --arg d "$TMP/fresh/" '.state_dir = $d' "$CONFIG" >"$TMP/baddir.json"
+in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/baddir.json" >"$TMP/out" 2>&1 ||
+	fail "--check-config with state_dir $TMP/fresh/: $(cat "$TMP/out")"
+[ ! -e "$TMP/fresh" ] || fail "--check-config made $TMP/fresh"
 pass "--check-config fails on a state_dir that is a file, a link to nothing, or has no parent"
 # A journal root may only read: without DAC override (as the unit runs jitd) a start cannot
 # open it for writing, and --check-config, run the same way, says so.
