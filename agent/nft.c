@@ -476,6 +476,9 @@ int nft_table_exists(struct nft *n, const char *table, bool *exists)
 	ret = dump(n, nlh, table_cb, exists, NULL);
 	if (ret == -ENOENT)
 		ret = 0;
+	/* A reply whose ack never came says nothing a caller may act on. */
+	else if (ret)
+		*exists = false;
 	return ret;
 }
 

@@ -1651,8 +1651,12 @@ int ruleset_in_place(struct nft *nft, const struct config *cfg, uint32_t table_f
 		*differs = "the table holds chains jitd did not make";
 		goto out;
 	}
-	if (nft_counter_get(nft, RULESET_TABLE, RULESET_COUNTER_DENIED, &packets, &bytes)) {
-		*differs = "the counter is missing";
+	/* Only ENOENT says it is missing: any other error is a read that failed. */
+	if ((ret = nft_counter_get(nft, RULESET_TABLE, RULESET_COUNTER_DENIED, &packets, &bytes))) {
+		if (ret == -ENOENT) {
+			*differs = "the counter is missing";
+			ret = 0;
+		}
 		goto out;
 	}
 	if ((ret = fixed_match(nft, cfg, RULESET_SET_PROTECTED, want_protected_any, 0)) <= 0 ||

@@ -68,25 +68,29 @@ int statetrust_file(const char *dir, const char *name, int flags, char *msg, siz
  */
 static int absent_dir(const char *dir, char *msg, size_t len)
 {
+	char name[PATH_MAX], parent[PATH_MAX];
 	size_t n = strlen(dir);
-	char parent[PATH_MAX];
 	const char *slash;
 	struct stat st;
 
-	if (lstat(dir, &st) == 0) {
+	/*
+	 * mkdir takes "/var/lib/jitd/" as "/var/lib/jitd", and so must the checks: lstat follows
+	 * a link named with a trailing slash, and its parent is /var/lib.
+	 */
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	snprintf(name, sizeof(name), "%.*s", (int)n, dir);
+	if (lstat(name, &st) == 0) {
 		snprintf(msg, len, "%s: a link to nothing", dir);
 		return -ENOENT;
 	}
 	if (errno != ENOENT)
 		return 0;
-	/* mkdir takes "/var/lib/jitd/" as "/var/lib/jitd": its parent is /var/lib. */
-	while (n > 1 && dir[n - 1] == '/')
-		n--;
-	for (slash = dir + n - 1; slash > dir && *slash != '/'; slash--)
+	for (slash = name + n - 1; slash > name && *slash != '/'; slash--)
 		;
-	if (slash == dir)
+	if (slash == name)
 		return 0;
-	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir), dir);
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - name), name);
 	if (stat(parent, &st) == 0 || errno != ENOENT)
 		return 0;
 	snprintf(msg, len, "%s: its parent %s is missing (a start makes only the last level)", dir,

@@ -257,7 +257,7 @@ pass "--check-config fails on a link as the snapshot or replay.db, as a start do
 # parent (a start makes only the last level).
 ln -s "$TMP/nowhere" "$TMP/dangling"
 for bad in "$TMP/state/grants.journal:Not a directory" "$TMP/dangling:a link to nothing" \
-	"$TMP/no/state:its parent $TMP/no is missing"; do
+	"$TMP/dangling/:a link to nothing" "$TMP/no/state:its parent $TMP/no is missing"; do
 	jq --arg d "${bad%%:*}" '.state_dir = $d' "$CONFIG" >"$TMP/baddir.json"
 	rc=0
 	in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/baddir.json" >"$TMP/out" 2>&1 || rc=$?
