@@ -7,6 +7,23 @@
 # answered 404 as if the id would be refused, and the same token is taken once there is room.
 . "$(dirname "$0")/lib.sh"
 
+# configure MAX_GRANTS REPLAY_CACHE_MAX: port 22 for an hour, the endpoint on loopback.
+configure() {
+	local port='{"port": 22, "protocol": "tcp", "max_duration": "PT1H",'
+	port+=' "allowed_sources": ["*"]}'
+	write_config drop '[]' "[$port]" \
+		'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
+		"limits": {"max_grants": '"$1"'}, "replay_cache_max": '"$2"
+}
+# restart_with MAX_GRANTS REPLAY_CACHE_MAX: jitd again with an empty state directory.
+restart_with() {
+	stop_jitd
+	rm -rf "${TMP:?}/state"
+	mkdir -p -m 0700 "$TMP/state"
+	configure "$1" "$2"
+	start_jitd
+}
+
 export JITD_TEST_CLOCK_STEP_FILE
 JITD_TEST_CLOCK_STEP_FILE=$TMP/step
 setup_net
@@ -40,14 +57,7 @@ expect_connect drop "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "the revoked grant is refused two days on: $(jq -r .message "$TMP/body")"
 
 log "an early revocation whose id the full replay cache cannot remember"
-stop_jitd
-rm -rf "${TMP:?}/state"
-mkdir -p -m 0700 "$TMP/state"
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
-	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
-	"limits": {"max_grants": 1}, "replay_cache_max": 2'
-start_jitd
+restart_with 1 2
 # The cache's two places: this grant's id (until its exp and the 5 s skew), the revocation's.
 # 3 s: exp is whole seconds and a grant needs 1 s left, so 2 s could leave it less than that.
 sign --src 192.0.2.3 --port 22 --for 3 --jti short >"$TMP/short"
@@ -72,14 +82,7 @@ lacks_elem allow4_addr "192.0.2.2 tcp 22" || fail "the revoked grant is in the k
 pass "the grant it revoked is refused when it arrives"
 
 log "a revocation of an active grant with the replay cache full"
-stop_jitd
-rm -rf "${TMP:?}/state"
-mkdir -p -m 0700 "$TMP/state"
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
-	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
-	"limits": {"max_grants": 1}, "replay_cache_max": 1'
-start_jitd
+restart_with 1 1
 # The cache's one place: this grant's id, for 300 s and the skew.
 sign --src 192.0.2.2 --port 22 --for 300 --jti full >"$TMP/full"
 code=$(post_jwt /v1/grants "$TMP/full")
@@ -97,14 +100,7 @@ grep -qF "replay: revocation 'rv-full' applied, its id not remembered: the repla
 pass "a full cache does not keep an active grant's access: 200, the element gone"
 
 log "revocations signed far ahead hold at most a quarter of the replay cache"
-stop_jitd
-rm -rf "${TMP:?}/state"
-mkdir -p -m 0700 "$TMP/state"
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
-	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
-	"limits": {"max_grants": 1}, "replay_cache_max": 8'
-start_jitd
+restart_with 1 8
 # far N FOR: a revocation of grant far-N, its exp FOR on; posted, its code in $code.
 far() {
 	"$JITCTL_BIN" sign --key "$TMP/signer/ctl.key" --kid ctl --aud "$HOST_ID" \
@@ -117,10 +113,7 @@ for n in 1 2; do
 	[ "$code" = 404 ] || fail "early revocation $n, 300 days ahead: $code $(cat "$TMP/body")"
 done
 # A reload that raises replay_cache_max waits for a restart: so does the quarter.
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
-	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
-	"limits": {"max_grants": 1}, "replay_cache_max": 800'
+configure 1 800
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || fail "reload: $(cat "$TMP/out")"
 far 3 P300D
 [ "$code" = 503 ] &&
@@ -144,14 +137,7 @@ code=$(post_jwt /v1/grants "$TMP/after-far")
 pass "a revocation within the day and a grant still find room: 404, 201"
 
 log "a replay cache no larger than limits.max_grants keeps no place beyond a day"
-stop_jitd
-rm -rf "${TMP:?}/state"
-mkdir -p -m 0700 "$TMP/state"
-write_config drop '[]' \
-	'[{"port": 22, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]' \
-	'"listen": {"address": "127.0.0.1:7080", "insecure_plaintext": true},
-	"limits": {"max_grants": 4}, "replay_cache_max": 4'
-start_jitd
+restart_with 4 4
 far 5 P300D
 [ "$code" = 503 ] && jq -e '.error == "busy" and (.message | test("keeps no place"))' \
 	"$TMP/body" >/dev/null ||
