@@ -55,11 +55,15 @@ static int open_file(struct audit *a)
 	struct stat st;
 	int ret;
 
-	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+	/* O_NONBLOCK: a FIFO in the trail's place is refused (ENXIO, or below), not waited on. */
+	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+		0640);
 	if (a->fd < 0)
 		return -errno;
 	if (fstat(a->fd, &st) < 0)
 		ret = -errno;
+	else if (!S_ISREG(st.st_mode))
+		ret = -EINVAL;
 	else if (!(ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin)))
 		/*
 		 * A file just made (the first start, a rotation, a retry after a failed one)
@@ -546,7 +550,7 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 		 * trail holds, and the trail check after a failed sync would write its lines
 		 * again.
 		 */
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && errno == ENOENT)
+		if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 && errno == ENOENT)
 			continue;
 		if (fd < 0 || fstat(fd, &st) < 0) {
 			ret = -errno;

@@ -30,8 +30,9 @@ int statetrust_fd(int fd, mode_t type, const char *path, char *msg, size_t len);
  */
 int statetrust_file(const char *dir, const char *name, int flags, char *msg, size_t len);
 /*
- * The same of the directory dir, when it exists, opened as statetrust_file; when it does not,
- * 0 if a start can make it, else -ENOENT (a link to nothing, no parent) with msg saying why.
+ * The same of the directory dir, when it exists (through a link, as a start opens it; an open
+ * that fails said as statetrust_file says it); when it does not, 0 if a start can make it,
+ * else -ENOENT (a link to nothing, no parent) with msg saying why.
  */
 int statetrust_dir(const char *dir, char *msg, size_t len);
 /*

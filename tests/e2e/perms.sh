@@ -235,6 +235,17 @@ for name in grants.snap replay.db; do
 	[ ! -e "$f.kept" ] || mv "$f.kept" "$f"
 done
 pass "a FIFO as the snapshot or replay.db: refused, not waited on"
+# Nor is the trail's (which --check-config does not judge: it holds no grant).
+f=$TMP/state/audit.jsonl
+mv "$f" "$f.kept"
+mkfifo -m 0600 "$f"
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+rm "$f"
+mv "$f.kept" "$f"
+[ "$rc" -eq 1 ] && grep -qF "cannot open the audit trail" "$TMP/fail.log" ||
+	fail "a start with a FIFO as audit.jsonl: exit $rc: $(cat "$TMP/fail.log")"
+pass "a FIFO as audit.jsonl: the start fails, not waited on"
 # A link in the snapshot's or replay.db's place, which a start does not follow (it fails on
 # ELOOP): whatever stops a start fails --check-config too, not only a refusal of its own.
 for name in grants.snap replay.db; do
