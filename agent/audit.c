@@ -56,8 +56,8 @@ static int open_file(struct audit *a)
 	int ret;
 
 	/* O_NONBLOCK: a FIFO in the trail's place is refused (ENXIO, or below), not waited on. */
-	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-		0640);
+	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+		O_CLOEXEC, 0640);
 	if (a->fd < 0)
 		return -errno;
 	if (fstat(a->fd, &st) < 0)
@@ -106,7 +106,7 @@ static void find_torn_line(struct audit *a)
 
 	if (!a->size)
 		return;
-	if ((fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+	if ((fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0 ||
 		pread(fd, &last, 1, (off_t)a->size - 1) != 1)
 		last = '\0';
 	if (fd >= 0)
@@ -550,7 +550,8 @@ int audit_snapshot(struct audit *a, struct audit_snapshot **out)
 		 * trail holds, and the trail check after a failed sync would write its lines
 		 * again.
 		 */
-		if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 && errno == ENOENT)
+		if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0 &&
+			errno == ENOENT)
 			continue;
 		if (fd < 0 || fstat(fd, &st) < 0) {
 			ret = -errno;

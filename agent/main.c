@@ -224,7 +224,8 @@ static int check_config(const struct config *cfg, const char *path)
 		return 1;
 	}
 	if (err && (i || err != -EACCES)) {
-		fprintf(stderr, "jitd: %s: state_dir: %s (a start cannot use it)\n", path, msg);
+		fprintf(stderr, "jitd: %s: state_dir: %s (a start fails on it, at once or at its "
+			"first rewrite)\n", path, msg);
 		return 1;
 	}
 	if (statetrust_dir_readable(cfg->state_dir, msg, sizeof(msg)))

@@ -56,7 +56,9 @@ int syncer_open_twin(int dirfd, const char *name, int fd, int *out)
 	int twin;
 
 	*out = -1;
-	if ((twin = openat(dirfd, name, O_RDONLY | O_CLOEXEC)) < 0)
+	/* As the file was opened: whatever was put in its place since must not be waited on. */
+	if ((twin = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+			O_CLOEXEC)) < 0)
 		return -errno;
 	if (fstat(fd, &a) < 0 || fstat(twin, &b) < 0) {
 		int ret = -errno;
