@@ -170,6 +170,29 @@ static int append(struct replay *r, const char *line, bool sync)
 	return sync ? replay_sync(r) : 0;
 }
 
+/*
+ * replay.db opened to append to, by name again (after load read it, or a rewrite renamed
+ * over it): a FIFO put in its place since is refused as load refuses one, not waited on.
+ * The descriptor, or -errno.
+ */
+static int open_append(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	struct stat st;
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		ret = -errno;
+	else if (!S_ISREG(st.st_mode))
+		ret = -EINVAL;
+	else
+		return fd;
+	close(fd);
+	return ret;
+}
+
 /* fsync of replay.db, or of its rewrite: 0 or -errno. */
 static int sync_fd(int fd)
 {
@@ -195,9 +218,9 @@ static int rewrite_file(struct replay *r)
 
 	if ((ret = compact(r)))
 		return ret;
-	if ((fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+	if ((fd = open_append(r->path)) < 0) {
 		r->failed = true;
-		return -errno;
+		return fd;
 	}
 	close(r->fd);
 	r->fd = fd;
@@ -480,9 +503,9 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 	}
 	if ((ret = dirsync_parent(r->path)))
 		goto fail;
-	r->fd = open(r->path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-	if (r->fd < 0) {
-		ret = -errno;
+	if ((r->fd = open_append(r->path)) < 0) {
+		ret = r->fd;
+		r->fd = -1;
 		goto fail;
 	}
 	*out = r;
