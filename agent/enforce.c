@@ -4149,11 +4149,9 @@ int enforce_revoke_token(struct enforce *e, const char *token, size_t len, const
 	 * Its own id need not be durable first. When replay.db cannot be written (a failing
 	 * disk: replay_add then fails until it is rewritten), the revocation still ends the
 	 * grant, rather than every one being refused while the grants they would end stay open.
-	 */
-	/*
-	 * Its own id: at most a day, whatever its exp. Sent again later, it only revokes again,
-	 * or burns an id already burned; held longer, it would be an id beyond a day (below)
-	 * that no quota counts.
+	 * It is kept at most a day, whatever its exp: sent again later, it only revokes again, or
+	 * burns an id already burned; held longer, it would be an id beyond a day (below) that no
+	 * quota counts.
 	 */
 	if (used || full)
 		ret = 0;
