@@ -12,6 +12,7 @@
 #include "agent/audit.h"
 #include "agent/lineappend.h"
 #include "agent/printer.h"
+#include "agent/statefile.h"
 #include "agent/store.h"
 #include "agent/syncer.h"
 #include "agent/syslogcopy.h"
@@ -55,16 +56,13 @@ static int open_file(struct audit *a)
 	struct stat st;
 	int ret;
 
-	/* O_NONBLOCK: a FIFO in the trail's place is refused (ENXIO, or below), not waited on. */
-	a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
-		O_CLOEXEC, 0640);
-	if (a->fd < 0)
-		return -errno;
-	if (fstat(a->fd, &st) < 0)
-		ret = -errno;
-	else if (!S_ISREG(st.st_mode))
-		ret = -EINVAL;
-	else if (!(ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin)))
+	a->fd = statefile_open(AT_FDCWD, a->path, O_WRONLY | O_APPEND | O_CREAT, 0640, &st);
+	if (a->fd < 0) {
+		ret = a->fd;
+		a->fd = -1;
+		return ret;
+	}
+	if (!(ret = syncer_open_twin(AT_FDCWD, a->path, a->fd, &a->twin)))
 		/*
 		 * A file just made (the first start, a rotation, a retry after a failed one)
 		 * keeps its name before a line in it is taken as durable, as the journal does.

@@ -14,6 +14,7 @@
 #include "agent/netnslock.h"
 #include "agent/nft.h"
 #include "agent/ruleset.h"
+#include "agent/statefile.h"
 #include "agent/statetrust.h"
 #include "common/config.h"
 #include "common/err.h"
@@ -29,9 +30,8 @@ int lockdown_save(const char *state_dir, const char *raw, size_t len)
 
 	if ((dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -errno;
-	if ((fd = openat(dfd, LOCKDOWN_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW |
-			O_CLOEXEC, 0600)) < 0 || fchmod(fd, 0600) < 0) {
-		ret = -errno;
+	if ((fd = statefile_create(dfd, LOCKDOWN_TMP)) < 0) {
+		ret = fd;
 		goto out;
 	}
 	while (off < len) {

@@ -11,6 +11,7 @@
 
 #include "agent/lineappend.h"
 #include "agent/replay.h"
+#include "agent/statefile.h"
 #include "agent/statetrust.h"
 #include "agent/testhook.h"
 #include "common/clock.h"
@@ -177,20 +178,7 @@ static int append(struct replay *r, const char *line, bool sync)
  */
 static int open_append(const char *path)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	struct stat st;
-	int ret;
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0)
-		ret = -errno;
-	else if (!S_ISREG(st.st_mode))
-		ret = -EINVAL;
-	else
-		return fd;
-	close(fd);
-	return ret;
+	return statefile_open(AT_FDCWD, path, O_WRONLY | O_APPEND, 0, NULL);
 }
 
 /* fsync of replay.db, or of its rewrite: 0 or -errno. */
@@ -288,9 +276,8 @@ static int compact(struct replay *r)
 	int fd, ret = 0;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", r->path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
+	if ((fd = statefile_create(AT_FDCWD, tmp)) < 0)
+		return fd;
 	if (!(f = fdopen(fd, "w"))) {
 		ret = -errno;
 		close(fd);

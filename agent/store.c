@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "agent/statefile.h"
 #include "agent/statetrust.h"
 #include "agent/store.h"
 #include "agent/syncer.h"
@@ -1077,11 +1078,10 @@ static int compact(struct store *s)
 		free(mark);
 		return ret;
 	}
-	fd = openat(s->dirfd, SNAPSHOT_TMP, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-		0600);
+	fd = statefile_create(s->dirfd, SNAPSHOT_TMP);
 	if (fd < 0 || !(buf = malloc(COPY_CHUNK)) || !(moved = calloc(s->n + 1, sizeof(*moved))) ||
 		walk_order(s, &order)) {
-		ret = fd < 0 ? -errno : -ENOMEM;
+		ret = fd < 0 ? fd : -ENOMEM;
 		goto out;
 	}
 	memcpy(buf, mark, used);
@@ -1394,9 +1394,8 @@ static int apply_late_deletions(struct store *s, const char *state_dir, off_t go
 	}
 	if (ret)
 		goto out;
-	fd = openat(s->dirfd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		ret = -errno;
+	if ((fd = statefile_create(s->dirfd, tmp)) < 0) {
+		ret = fd;
 		goto out;
 	}
 	ret = copy_head(s, fd, good);

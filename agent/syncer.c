@@ -10,6 +10,7 @@
 
 #include <event2/event.h>
 
+#include "agent/statefile.h"
 #include "agent/syncer.h"
 #include "agent/wake.h"
 #include "common/clock.h"
@@ -57,10 +58,9 @@ int syncer_open_twin(int dirfd, const char *name, int fd, int *out)
 
 	*out = -1;
 	/* As the file was opened: whatever was put in its place since must not be waited on. */
-	if ((twin = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
-			O_CLOEXEC)) < 0)
-		return -errno;
-	if (fstat(fd, &a) < 0 || fstat(twin, &b) < 0) {
+	if ((twin = statefile_open(dirfd, name, O_RDONLY, 0, &b)) < 0)
+		return twin;
+	if (fstat(fd, &a) < 0) {
 		int ret = -errno;
 
 		close(twin);

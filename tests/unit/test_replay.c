@@ -234,6 +234,33 @@ static void test_open_when_rewrite_fails(void **state)
 	replay_close(&r);
 }
 
+/* A FIFO left at the rewrite's temporary name is replaced, not waited on by the start. */
+static void test_rewrite_over_fifo(void **state)
+{
+	struct fixture *f = *state;
+	char whole[128], tmp[128];
+	struct replay *r = NULL;
+	struct stat st;
+	FILE *db;
+
+	snprintf(whole, sizeof(whole), "A %d a\n", NOW + 600);
+	assert_non_null(db = fopen(f->db, "w"));
+	assert_true(fprintf(db, "%sA %d tor", whole, NOW + 600) > 0);
+	assert_int_equal(fclose(db), 0);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", f->db);
+	assert_int_equal(mkfifo(tmp, 0600), 0);
+	alarm(20);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	alarm(0);
+	assert_int_equal(replay_check(r, "a", NOW), JIT_ERR_REPLAY);
+	/* Rewritten: the torn tail gone, the rewrite renamed over the file. */
+	assert_int_equal(stat(f->db, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_size, strlen(whole));
+	assert_int_not_equal(lstat(tmp, &st), 0);
+	replay_close(&r);
+}
+
 /* A group whose write fails leaves nothing behind: in memory, in the file, after a restart. */
 static void test_add_group_write_fails(void **state)
 {
@@ -716,6 +743,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_when_rewrite_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rewrite_over_fifo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_add_group_write_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_compaction_and_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_lines, setup, teardown),
