@@ -245,7 +245,26 @@ rm "$f"
 mv "$f.kept" "$f"
 [ "$rc" -eq 1 ] && grep -qF "cannot open the audit trail" "$TMP/fail.log" ||
 	fail "a start with a FIFO as audit.jsonl: exit $rc: $(cat "$TMP/fail.log")"
-pass "a FIFO as audit.jsonl: the start fails, not waited on"
+[ "$(kernel_json | strip_expires)" = "$before" ] ||
+	fail "a start with a FIFO as audit.jsonl changed the table"
+pass "a FIFO as audit.jsonl: the start fails, not waited on, the table left as it is"
+# A FIFO at a rewrite's temporary name (left by root, or a crash of something else): a start
+# that rewrites replay.db (a line with no id) and saves lockdown.json makes each file anew
+# rather than wait on the FIFO for a reader, and serves (start_jitd fails after 10 s).
+echo x >>"$TMP/state/replay.db"
+for name in replay.db.tmp lockdown.json.tmp; do
+	mkfifo -m 0600 "$TMP/state/$name"
+done
+start_jitd
+for name in replay.db.tmp lockdown.json.tmp; do
+	[ ! -e "$TMP/state/$name" ] || fail "$name is left after the start: $(ls -l "$TMP/state")"
+done
+grep -qx x "$TMP/state/replay.db" && fail "the start did not rewrite replay.db"
+cmp -s "$TMP/state/lockdown.json" "$CONFIG" || fail "lockdown.json is not the configuration"
+[ "$(kernel_json | strip_expires)" = "$before" ] ||
+	fail "a start over FIFOs at the temporary names changed the table"
+stop_jitd
+pass "FIFOs at replay.db's and lockdown.json's temporary names: replaced, the start serves"
 # A link in the snapshot's or replay.db's place, which a start does not follow (it fails on
 # ELOOP): whatever stops a start fails --check-config too, not only a refusal of its own.
 for name in grants.snap replay.db; do
