@@ -20,8 +20,8 @@ int statefile_open(int dirfd, const char *name, int flags, mode_t mode, struct s
 /*
  * A new, empty regular file at dirfd/name, of mode 0600, open to read and write: the temporary
  * file of a rewrite, renamed over the real one once durable. Whatever was at the name is
- * removed first (a rewrite a crash left, or anything else): with O_EXCL, nothing put there
- * since is opened. The descriptor, or -errno.
+ * removed first (a rewrite a crash left, or anything else but a directory: -EISDIR): with
+ * O_EXCL, nothing put there since is opened. The descriptor, or -errno.
  */
 int statefile_create(int dirfd, const char *name);
 

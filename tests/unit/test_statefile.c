@@ -83,7 +83,7 @@ static void fresh(int fd, const char *name)
 static void create_replaces(void **state __attribute__((unused)))
 {
 	char buf[16] = "";
-	int dfd = dir_fd();
+	int dfd = dir_fd(), fd;
 	FILE *f;
 
 	alarm(20);
@@ -101,6 +101,11 @@ static void create_replaces(void **state __attribute__((unused)))
 	write_file("old.tmp", "stale bytes", 0644);
 	fresh(statefile_create(dfd, "old.tmp"), "old.tmp");
 	fresh(statefile_create(dfd, "new.tmp"), "new.tmp");
+	/* 0600 whatever the umask took from it. */
+	umask(0277);
+	fd = statefile_create(dfd, "masked.tmp");
+	umask(022);
+	fresh(fd, "masked.tmp");
 	/* What cannot be removed is said, not written into. */
 	assert_int_equal(mkdir(at("dir.tmp"), 0700), 0);
 	assert_int_equal(statefile_create(dfd, "dir.tmp"), -EISDIR);
