@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -1414,6 +1415,28 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 	h->n_pending = 0;
 }
 
+/*
+ * A TLS connection's input or output taken: what OpenSSL still holds decrypted is read now, as
+ * far as reading is on. libevent 2.1's TLS bufferevent stops reading at the input limit
+ * (HTTP_INPUT_MAX) mid record, the rest of it left inside OpenSSL; and when reading is turned
+ * on again (the watermark cleared, or evhttp done with a reply: it turns reading off for each
+ * request) it only waits for the socket, which a client that sent everything and waits for its
+ * replies never makes readable again. The requests after would wait until listen.timeout cut
+ * the connection. Its read event made active does what the socket's readiness would, and
+ * libevent reads only what its own checks let it (ev_read: bufferevent_struct.h, the only way
+ * in). Output is taken when a reply has gone, just before evhttp turns reading on again;
+ * input, when evhttp takes a chunked body's pieces as they come, reading on all the while.
+ */
+static void tls_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct bufferevent *bev = arg;
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+	(void)buf;
+	if (info->n_deleted && ssl && SSL_is_init_finished(ssl) && SSL_has_pending(ssl))
+		event_active(&bev->ev_read, EV_READ, 1);
+}
+
 static struct bufferevent *new_bev(struct http *h, struct event_base *base)
 {
 	struct bufferevent *bev;
@@ -1425,8 +1448,15 @@ static struct bufferevent *new_bev(struct http *h, struct event_base *base)
 		return NULL;
 	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 		BEV_OPT_CLOSE_ON_FREE);
-	if (!bev)
+	if (!bev) {
 		SSL_free(ssl);
+		return NULL;
+	}
+	if (!evbuffer_add_cb(bufferevent_get_input(bev), tls_drained_cb, bev) ||
+		!evbuffer_add_cb(bufferevent_get_output(bev), tls_drained_cb, bev)) {
+		bufferevent_free(bev);
+		return NULL;
+	}
 	return bev;
 }
 

@@ -386,6 +386,41 @@ in_ns "$C1" python3 "$TMP/slowread.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pe
 	"$PKI/controller-1.key" >"$TMP/slowread.out" 2>&1 ||
 	fail "replies taken slowly kept a client out: $(cat "$TMP/slowread.out")"
 pass "replies taken slowly on every connection: $(cat "$TMP/slowread.out")"
+# Requests pipelined past the connection's input limit (HTTP_INPUT_MAX, 88 KiB) in one send:
+# reading stops there, mid TLS record, and must start again once evhttp has taken what it read.
+# Every request is answered (404, or 429 past the rate limit), none left waiting for bytes the
+# socket will not signal again (the connection would be cut at listen.timeout, 3 s).
+cat >"$TMP/pipeline.py" <<'PY'
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+n = 4000
+s = socket.socket()
+s.bind(("192.0.2.3", 0))
+s.settimeout(10)
+s.connect(("192.0.2.1", 7443))
+t = ctx.wrap_socket(s, server_hostname="192.0.2.1")
+t.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * n)
+got, count, why = b"", 0, ""
+while count < n:
+    try:
+        d = t.recv(65536)
+    except socket.timeout:
+        why = ", then nothing for 10 s"
+        break
+    if not d:
+        why = ", then the connection closed"
+        break
+    got += d
+    count = got.count(b"HTTP/1.1 ")
+t.close()
+print("%d of %d requests (%d bytes) answered%s" % (count, n, 28 * n, why))
+sys.exit(0 if count == n else 1)
+PY
+in_ns "$C1" python3 "$TMP/pipeline.py" "$PKI/fleet-ca.pem" "$PKI/controller-1.pem" \
+	"$PKI/controller-1.key" >"$TMP/pipeline.out" 2>&1 ||
+	fail "requests pipelined past the input limit over TLS: $(cat "$TMP/pipeline.out")"
+pass "pipelined past the input limit over TLS: $(cat "$TMP/pipeline.out")"
 # A client trickling its handshake, a byte a second, restarts the idle timeout with each byte;
 # the handshake and the first request must still be done within the timeout of the accept.
 in_ns "$C1" /usr/bin/python3 "$(dirname "$0")/trickle.py" 192.0.2.1:7443 1 8 5 \
