@@ -42,11 +42,14 @@
  * this many, their next status or log query gets "busy". Root's are not counted.
  */
 #define HELD_REPLIES_MAX 2
+/* After accept fails (out of descriptors), the listener pauses this long rather than spin. */
+#define ACCEPT_PAUSE_MS 1000
 
 struct ctl {
 	struct event_base *base;
 	int lock_fd;		/* PATH.lock, held for jitd's life: see proto_lock_held */
 	struct evconnlistener *lev;
+	struct event *resume;	/* turns lev on again after a failed accept's pause */
 	int fd;			/* bound, until ctl_attach listens on it */
 	struct enforce *enf;
 	struct client *clients;	/* all connected, so that closing can let go of each */
@@ -921,10 +924,29 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 	bufferevent_enable(c->bev, EV_READ);
 }
 
+/*
+ * accept failed for a reason that does not pass at once (EMFILE, ENFILE, ENOMEM): libevent
+ * leaves the listener on, and the connection waiting keeps the socket readable, so the loop
+ * would spin on it, a log line each time. It pauses instead, as the controller endpoint's does.
+ */
 static void ctl_error_cb(struct evconnlistener *lev, void *arg)
 {
-	/* EMFILE and friends: the listener keeps running; the next accept may succeed. */
-	log_warn("control: accept: %s", strerror(errno));
+	struct ctl *c = arg;
+	struct timeval pause = { ACCEPT_PAUSE_MS / 1000, (ACCEPT_PAUSE_MS % 1000) * 1000 };
+
+	log_warn("control: accept: %s; pausing for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
+	evconnlistener_disable(lev);
+	if (evtimer_add(c->resume, &pause))
+		evconnlistener_enable(lev); /* no timer: spinning beats never accepting again */
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ctl *c = arg;
+
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(c->lev);
 }
 
 /* A live agent listening on path means this one must not steal its socket. */
@@ -1106,6 +1128,8 @@ int ctl_attach(struct ctl *c, struct enforce *enf)
 	if (testhook_exists("JITD_TEST_ATTACH_FAIL_FILE"))
 		return -EIO;
 #endif
+	if (!(c->resume = evtimer_new(c->base, resume_cb, c)))
+		return -ENOMEM;
 	/* A controller sends grants in bursts: room for them before they are accepted. */
 	if (!(c->lev = evconnlistener_new(c->base, ctl_accept_cb, c, LEV_OPT_CLOSE_ON_FREE |
 		LEV_OPT_CLOSE_ON_EXEC, 128, c->fd)))
@@ -1123,6 +1147,8 @@ void ctl_close(struct ctl **c)
 		evconnlistener_free((*c)->lev);
 	else
 		close((*c)->fd);
+	if ((*c)->resume)
+		event_free((*c)->resume);
 	while ((*c)->clients)
 		client_free((*c)->clients);
 	/* Queries still reading finish first (their clients are gone: freed with them). */

@@ -142,3 +142,22 @@ prlimit --pid "$JITD_PID" --nofile="$soft": || fail "cannot restore jitd's descr
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/reload" 2>&1 ||
 	fail "the same reload under $soft descriptors: $(cat "$TMP/reload")"
 pass "applied under $soft descriptors"
+# Out of descriptors, the control socket's accept fails: the listener pauses (1 s) and says so
+# once a pause, rather than spin on the connection waiting, a log line each time round the
+# loop; given descriptors again, it accepts again. The limit is the lowest descriptor free, so
+# that the accept's cannot be had.
+lines=$(wc -l <"$TMP/jitd.log")
+free=0
+while [ -e "/proc/$JITD_PID/fd/$free" ] && [ "$free" -lt 100000 ]; do
+	free=$((free + 1))
+done
+prlimit --pid "$JITD_PID" --nofile="$free": || fail "cannot lower jitd's descriptor limit to $free"
+rc=0
+timeout 3 "$JITCTL_BIN" -s "$SOCK" status >/dev/null 2>&1 || rc=$?
+prlimit --pid "$JITD_PID" --nofile="$soft": || fail "cannot restore jitd's descriptor limit"
+said=$(tail -n +"$((lines + 1))" "$TMP/jitd.log" |
+	grep -c "control: accept: Too many open files") || true
+[ "$rc" -ne 0 ] && [ "$said" -ge 1 ] && [ "$said" -le 10 ] ||
+	fail "out of descriptors for 3 s: jitctl exit $rc, accept failures logged $said times"
+wait_until 5 "jitctl status once descriptors are back" "$JITCTL_BIN" -s "$SOCK" status
+pass "out of descriptors, the control socket paused ($said failed accepts in 3 s), then served"
