@@ -81,6 +81,7 @@ cleanup() {
 		groupdel jitd
 	fi
 	rm -rf "$TMP"
+	[ -z "${dropin_conf:-}" ] || rm -f "$dropin_conf"
 	# As tests/e2e/run.sh: the host's ruleset is never the test's to change.
 	if [ "$(nft list table inet jitd >/dev/null 2>&1 && echo present || echo absent)" != \
 		"$host_table_before" ]; then
@@ -176,6 +177,29 @@ out=$(/usr/bin/jitctl --version)
 pass "jitd --version and jitctl --version print $version"
 /usr/sbin/jitd --check-config -c /etc/jitd/jitd.json || fail "the shipped configuration is refused"
 pass "jitd --check-config accepts the shipped /etc/jitd/jitd.json"
+
+# The maintainer scripts' check runs jitd as the unit does, with the unit's own arguments: a
+# drop-in whose ExecStart= gives -c has that file checked, not the shipped one, which an upgrade
+# would otherwise find good and restart into a refusal. A stand-in systemctl shows the unit's
+# argv as systemd 252 does (no systemd runs here). The file is outside the temporary
+# directories, which the check hides as the unit does.
+mkdir -p "$TMP/stub"
+printf '%s\n' '#!/bin/sh' \
+	'[ "$*" = "show -p ExecStart --value jitd.service" ] || exit 1' \
+	'echo "{ path=/usr/sbin/jitd ; argv[]=/usr/sbin/jitd -c $STUB_CONF ; ignore_errors=no ; \
+start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }"' >"$TMP/stub/systemctl"
+chmod 0755 "$TMP/stub/systemctl"
+dropin_conf=/run/jitd-pkgtest-$$.json
+echo '{"portz": 1}' >"$dropin_conf"
+chmod 0600 "$dropin_conf"
+rc=0
+out=$(STUB_CONF=$dropin_conf PATH=$TMP/stub:$PATH /usr/libexec/jitd/check-config 2>&1) || rc=$?
+[ "$rc" -eq 1 ] && grep -qF "$dropin_conf: unknown key 'portz'" <<<"$out" ||
+	fail "the packaged check of a unit started with -c $dropin_conf: exit $rc: $out"
+out=$(STUB_CONF=/etc/jitd/jitd.json PATH=$TMP/stub:$PATH /usr/libexec/jitd/check-config 2>&1) ||
+	fail "the packaged check of a unit started with -c /etc/jitd/jitd.json: $out"
+rm -f "$dropin_conf"
+pass "the packaged check takes the unit's -c: a drop-in's file refused, the shipped one accepted"
 
 command -v systemd-analyze >/dev/null ||
 	fail "systemd-analyze not found (scripts/install-deps.sh installs systemd)"
