@@ -57,10 +57,12 @@ struct ctl {
 	unsigned n_held;	/* see HELD_REPLIES_MAX */
 	time_t refused_logged;	/* at most one "too many clients" line a minute */
 	time_t late_logged;	/* at most one "client cut at its deadline" line a minute */
-	/* The last peer's user name, reused for USER_CACHE_SEC (see user_name). */
-	uid_t user_uid;
-	int64_t user_at;	/* CLOCK_MONOTONIC seconds; 0: nothing cached */
-	char user[64];
+	/* The last peers' user names, each reused for USER_CACHE_SEC (see user_name). */
+	struct user_seen {
+		uid_t uid;
+		int64_t at;	/* CLOCK_MONOTONIC seconds; 0: an empty slot */
+		char name[64];	/* or "uid:N": no such user, said as that */
+	} users[8];
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	/* Log queries on their threads; done ones are answered when the loop is woken. */
 	struct wake *wake;
@@ -769,8 +771,11 @@ static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
 /*
  * The user name is what the audit trail shows beside the uid, which decides. Looking it up
  * reads /etc/passwd through NSS: six system calls, 20 us of a grant's 1 ms on the control
- * socket (ad hoc). A controller's connections all come from one uid, so the last name found is
- * kept for a few seconds; a renamed user shows under the old name that long at most.
+ * socket (ad hoc), and with users in a directory (sssd, LDAP) a wait on the network, on the
+ * loop. A controller's connections all come from one uid, so a name found is kept for a few
+ * seconds, and so is a uid no database knows; a renamed user shows under the old name that
+ * long at most. Several are kept: a group member whose refusals are named between root's
+ * grants would otherwise have each of them looked up again.
  */
 #define USER_CACHE_SEC 10
 /* The most a user's or group's entry may take (a member list): beyond it, no such entry. */
@@ -780,13 +785,21 @@ static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
 {
 	struct passwd pw, *res = NULL;
 	int64_t now = clock_mono_us() / 1000000;
+	struct user_seen *slot = &ctl->users[0];
 	size_t cap = 1024;
 	char *buf = NULL;
 	int r = ENOMEM;
 
-	if (ctl->user_at && ctl->user_uid == uid && now - ctl->user_at < USER_CACHE_SEC) {
-		snprintf(out, len, "%s", ctl->user);
-		return;
+	for (size_t i = 0; i < sizeof(ctl->users) / sizeof(ctl->users[0]); i++) {
+		struct user_seen *u = &ctl->users[i];
+
+		if (u->at && u->uid == uid && now - u->at < USER_CACHE_SEC) {
+			snprintf(out, len, "%s", u->name);
+			return;
+		}
+		/* The one to reuse: an empty slot, or else the one found longest ago. */
+		if (slot->at && (!u->at || u->at < slot->at))
+			slot = u;
 	}
 	for (;;) {
 		char *nb = realloc(buf, cap);
@@ -799,15 +812,14 @@ static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
 			break;
 		cap *= 2;
 	}
-	if (r || !res) {
-		snprintf(out, len, "uid:%u", (unsigned)uid);
-		free(buf);
-		return;
-	}
-	snprintf(out, len, "%s", pw.pw_name);
-	snprintf(ctl->user, sizeof(ctl->user), "%s", pw.pw_name);
-	ctl->user_uid = uid;
-	ctl->user_at = now ? now : 1;
+	/* No such user, or no answer (out of memory): the uid, kept as a name would be. */
+	if (r || !res)
+		snprintf(slot->name, sizeof(slot->name), "uid:%u", (unsigned)uid);
+	else
+		snprintf(slot->name, sizeof(slot->name), "%s", pw.pw_name);
+	snprintf(out, len, "%s", slot->name);
+	slot->uid = uid;
+	slot->at = now ? now : 1;
 	free(buf);
 }
 
