@@ -1419,13 +1419,15 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
  * A TLS connection's input or output taken: what OpenSSL still holds decrypted is read now, as
  * far as reading is on. libevent 2.1's TLS bufferevent stops reading at the input limit
  * (HTTP_INPUT_MAX) mid record, the rest of it left inside OpenSSL; and when reading is turned
- * on again (the watermark cleared, or evhttp done with a reply: it turns reading off for each
- * request) it only waits for the socket, which a client that sent everything and waits for its
- * replies never makes readable again. The requests after would wait until listen.timeout cut
- * the connection. Its read event made active does what the socket's readiness would, and
- * libevent reads only what its own checks let it (ev_read: bufferevent_struct.h, the only way
- * in). Output is taken when a reply has gone, just before evhttp turns reading on again;
- * input, when evhttp takes a chunked body's pieces as they come, reading on all the while.
+ * on again (the watermark cleared, or a reply queued: evhttp turns reading off while a request
+ * is handled, and on again, with no read callback, as it queues the reply) it only re-adds the
+ * socket's event, which a client that sent everything and waits for its replies never makes
+ * readable again. The requests after would wait until listen.timeout cut the connection. Its
+ * read event made active does what the socket's readiness would, with libevent's own checks
+ * (ev_read: bufferevent_struct.h, the only way in): while a request waits for its reply (a
+ * grant on a verifier thread) reading is off, and nothing is read. Output is taken as a reply
+ * is written, reading on again by then; input, as evhttp takes a chunked body's pieces with
+ * reading on.
  */
 static void tls_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
