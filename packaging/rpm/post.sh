@@ -26,6 +26,11 @@ fi
 
 [ "$1" -eq 1 ] || exit 0
 
+# Before the check: it asks systemd for the unit's arguments (a drop-in's -c), which a unit
+# not loaded yet would not show.
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || true
+fi
 # jitd --check-config as the unit runs jitd: its descriptor limit and its restrictions (the
 # helper says which and why).
 have_key=no

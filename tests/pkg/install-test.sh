@@ -198,8 +198,15 @@ out=$(STUB_CONF=$dropin_conf PATH=$TMP/stub:$PATH /usr/libexec/jitd/check-config
 	fail "the packaged check of a unit started with -c $dropin_conf: exit $rc: $out"
 out=$(STUB_CONF=/etc/jitd/jitd.json PATH=$TMP/stub:$PATH /usr/libexec/jitd/check-config 2>&1) ||
 	fail "the packaged check of a unit started with -c /etc/jitd/jitd.json: $out"
+# A variable systemd expands at the start only: the file is not known, and the check refuses.
+rc=0
+# shellcheck disable=SC2016 # the unit's text, unexpanded
+out=$(STUB_CONF='$JITD_CONF' PATH=$TMP/stub:$PATH /usr/libexec/jitd/check-config 2>&1) || rc=$?
+[ "$rc" -eq 1 ] && grep -qF "ExecStart= holds a variable" <<<"$out" ||
+	fail "the packaged check of a unit started with -c \$JITD_CONF: exit $rc: $out"
 rm -f "$dropin_conf"
-pass "the packaged check takes the unit's -c: a drop-in's file refused, the shipped one accepted"
+pass "the packaged check takes the unit's -c: a drop-in's file refused, the shipped one" \
+	"accepted, a variable refused"
 
 command -v systemd-analyze >/dev/null ||
 	fail "systemd-analyze not found (scripts/install-deps.sh installs systemd)"
