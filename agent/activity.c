@@ -62,7 +62,20 @@ struct activity {
 	size_t n, cap;
 	struct rebuild *rb;
 	bool waited;	/* a status has waited for rb once: the next ones do not */
+	/*
+	 * A rebuild that failed (the trail unreadable at the start): the week before it is not
+	 * known, so no count of the week is either until this wall-clock second.
+	 */
+	int64_t unknown_until;
 };
+
+static void rebuild_failed(struct activity *a, int err)
+{
+	log_warn("cannot read the audit trail: %s; recent activity starts from now, and the "
+		"grants of the last 7 days are not shown for 7 days",
+		strerror(err < 0 ? -err : EIO));
+	a->unknown_until = (int64_t)time(NULL) + ACTIVITY_WINDOW_SEC;
+}
 
 int activity_new(struct activity **out)
 {
@@ -203,7 +216,9 @@ static bool event_is(const json_t *ev, const char *name)
 
 int activity_note_event(struct activity *a, const json_t *ev)
 {
-	const char *user = json_string_value(json_object_get(ev, "sub"));
+	const json_t *sub = json_object_get(ev, "sub");
+	const char *user = json_string_value(sub);
+	char safe[GRANT_MAX_STRING + 1];
 	int64_t when = event_time(ev), now;
 	uint16_t seen[GRANT_MAX_PORTS];
 	size_t i, n_seen = 0;
@@ -213,6 +228,18 @@ int activity_note_event(struct activity *a, const json_t *ev)
 	if (!event_is(ev, "grant.applied") || when <= 0 ||
 		json_object_get(ev, "destinations"))
 		return 0;
+	/*
+	 * The trail is a file: a sub no grant could carry (too long for last_user, whose cut
+	 * could split a character and fail the status's JSON) is shown as "?", and what a
+	 * terminal would act on as '?', as jitctl log shows it.
+	 */
+	if (user && json_string_length(sub) > GRANT_MAX_STRING) {
+		user = "?";
+	} else if (user) {
+		snprintf(safe, sizeof(safe), "%s", user);
+		grant_string_defuse(safe);
+		user = safe;
+	}
 	/* What "after now" means for the last access (note_one): the clock as the trail is read. */
 	now = (int64_t)time(NULL);
 	json_array_foreach(json_object_get(ev, "ports"), i, p) {
@@ -261,6 +288,7 @@ void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t n
 	memset(out, 0, sizeof(*out));
 	if ((out->pending = a->rb != NULL))
 		return;
+	out->week_unknown = a->unknown_until && now < a->unknown_until;
 	if (!(h = find(a, port, ipproto)))
 		return;
 	/* One stamped ahead of now (a clock stepped back since) was applied within the week too. */
@@ -460,6 +488,8 @@ int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
 	return 0;
 out:
 	rebuild_free(r);
+	if (ret)
+		rebuild_failed(a, ret);
 	return ret;
 }
 
@@ -488,8 +518,7 @@ static void settle_within(struct activity *a, int wait_ms)
 	a->rb = NULL;
 	/* Cancelled: jitd is stopping, and the history goes with it. */
 	if (r->ret != -ECANCELED && ((ret = r->ret) || (ret = merge(a, r->found))))
-		log_warn("cannot read the audit trail: %s; recent activity starts from now",
-			strerror(ret < 0 ? -ret : EIO));
+		rebuild_failed(a, ret);
 	rebuild_free(r);
 	/* The scan peaked well above what the history holds; glibc would keep the freed heap. */
 	(void)malloc_trim(0);

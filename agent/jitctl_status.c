@@ -7,6 +7,7 @@
 
 #include "agent/jitctl.h"
 #include "common/duration.h"
+#include "common/grant.h"
 #include "common/proto.h"
 
 static void status_usage(FILE *f)
@@ -102,20 +103,27 @@ static void print_ports(const json_t *ports, const char *mode)
 		"7 DAYS", "LAST ACCESS", "LAST USER", "ALLOWED SOURCES");
 	json_array_foreach(ports, i, p) {
 		const json_t *n = json_object_get(p, "grants_7d");
+		char last[GRANT_MAX_STRING + 1];
 
-		/* null while jitd still reads its audit trail at the start: not known yet. */
+		/*
+		 * null while jitd still reads its audit trail at the start, or for a week after a
+		 * start that could not: not known.
+		 */
 		if (json_is_integer(n))
 			snprintf(week, sizeof(week), "%" JSON_INTEGER_FORMAT,
 				json_integer_value(n));
 		else
 			snprintf(week, sizeof(week), "-");
+		/* From the trail, a file: what a terminal would act on is shown as '?'. */
+		snprintf(last, sizeof(last), "%s", jitctl_str(p, "last_user"));
+		grant_string_defuse(last);
 		printf("  %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
 			" %-6s %-20s %-12s %s\n",
 			json_integer_value(json_object_get(p, "port")), jitctl_str(p, "protocol"),
 			jitctl_str(p, "max_duration"),
 			json_integer_value(json_object_get(p, "active_grants")), week,
 			jitctl_str(p, "last_access"),
-			fit(jitctl_str(p, "last_user"), 12, user, sizeof(user)),
+			fit(last, 12, user, sizeof(user)),
 			fit(join(json_object_get(p, "allowed_sources"), src, sizeof(src)), 30, src,
 				sizeof(src)));
 	}

@@ -737,9 +737,12 @@ static json_t *ports_json(const struct config *cfg, struct activity *act,
 		o = json_pack("{s:i, s:s, s:s, s:I, s:o, s:i, s:o}", "port", pp->port, "protocol",
 			port_proto_name(pp->protos), "max_duration", dur, "max_duration_seconds",
 			(json_int_t)pp->max_duration, "allowed_sources", sources_json(pp),
-			"active_grants", active, "grants_7d", sum.pending ? json_null() :
-			json_integer(sum.grants_7d));
-		/* pending: the trail is still being read at the start; null, not a wrong 0. */
+			"active_grants", active, "grants_7d", sum.pending || sum.week_unknown ?
+			json_null() : json_integer(sum.grants_7d));
+		/*
+		 * pending: the trail is still being read at the start; week_unknown: it could not
+		 * be, less than a week ago. null, not a wrong 0.
+		 */
 		if (o && (json_object_set_new(o, "last_access",
 			sum.last_access ? time_json(sum.last_access) : json_null()) ||
 			json_object_set_new(o, "last_user",

@@ -23,6 +23,8 @@ struct port_activity {
 	int64_t last_access;	/* seconds since the epoch; 0 = never */
 	char last_user[GRANT_MAX_STRING + 1];
 	bool pending;		/* the trail is still being read: nothing is known yet */
+	/* It could not be read at the start, a week ago at most: grants_7d is not known. */
+	bool week_unknown;
 };
 
 /* Returns 0 or -ENOMEM. */
@@ -45,7 +47,7 @@ void activity_ready(struct activity *a);
 /*
  * Activity of (port, ipproto) as of now, ipproto 0 for the port whatever the protocol; zeroed
  * when there was none; while a rebuild runs (activity_ready did not take it), zeroed with
- * pending set.
+ * pending set; within a week of a rebuild that failed, with week_unknown set.
  */
 void activity_port(struct activity *a, uint16_t port, uint8_t ipproto, int64_t now,
 	struct port_activity *out);
@@ -56,7 +58,8 @@ struct audit;
  * of its own: at 100,000 records that is 0.4 s, which start-up must not wait for. Grants noted
  * meanwhile count as well; what the trail held when this was called is read, nothing later.
  * The result joins the history when activity_port needs it or activity_settle finds it done.
- * 0 or -errno (then the history starts from now).
+ * 0 or -errno (then the history starts from now: said in the log, and grants_7d not known
+ * for a week, week_unknown; so too when the thread's read fails).
  */
 int activity_rebuild(struct activity *a, struct audit *audit, int64_t since);
 /* Takes a finished rebuild into the history; with wait, waits for it first. */

@@ -179,6 +179,50 @@ pass "after a restart, a port last granted 10 days ago: 0 in 7 days, last access
 jq -s -e 'any(.[]; .event == "agent.stopped")' "$file" >/dev/null || fail "agent.stopped not audited"
 pass "agent.stopped audited"
 
+log "recent activity from a trail jitd did not write, or cannot read"
+# A hand's grant.applied lines: one whose sub holds what a terminal acts on (ESC, BEL, U+202E),
+# the newest for 3389, and one whose sub is longer than any grant's (257 bytes, a character
+# across the cut), the newest for 22. Status shows the first as '?'s, the second as "?", and
+# neither breaks the status's JSON (a cut character did: every status failed).
+stop_jitd TERM
+now=$(date +%s)
+printf '{"ts":%d,"time":"%s","event":"grant.applied","grant":"au-hand1","sub":"%s",%s}\n' \
+	"$((old + 60))" "$(date -u -d "@$((old + 60))" +%Y-%m-%dT%H:%M:%SZ)" \
+	'd\u001b]0;x\u0007\u202e' '"sources":["192.0.2.9"],"ports":["3389/tcp"]' >>"$file"
+printf '{"ts":%d,"time":"%s","event":"grant.applied","grant":"au-hand2","sub":"%s",%s}\n' \
+	"$now" "$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)" "$(printf 'a%.0s' {1..255})\u00e9" \
+	'"sources":["192.0.2.9"],"ports":["22/tcp"]' >>"$file"
+start_jitd
+status_json >"$TMP/status.json" || fail "status after the hand's lines: $(cat "$TMP/status.json")"
+jq -e '(.ports[] | select(.port == 3389) | .last_user == "d?]0;x????") and
+	(.ports[] | select(.port == 22) | .last_user == "?")' "$TMP/status.json" >/dev/null ||
+	fail "last users from the hand's lines: $(jq -c '[.ports[] | {port, last_user}]' \
+	"$TMP/status.json")"
+"$JITCTL_BIN" -s "$SOCK" status >"$TMP/status.txt" || fail "jitctl status failed"
+! unsafe "$TMP/status.txt" || fail "escapes in jitctl status: $(cat -v "$TMP/status.txt")"
+pass "a trail's sub jitd could not have written: '?'s in status, and the status whole"
+# A rotated file the start cannot read (mode 0, and jitd without DAC override, as the unit runs
+# it): the week before is not known, so grants_7d is null, not a count of what came since.
+stop_jitd TERM
+mv "$file" "$file.1"
+chmod 0 "$file.1"
+lines=$(wc -l <"$TMP/jitd.log")
+ip netns exec "$SRV" setpriv --inh-caps=-all --ambient-caps=-all \
+	--bounding-set=-dac_override,-dac_read_search -- "$JITD_BIN" -c "$CONFIG" \
+	>>"$TMP/jitd.log" 2>&1 &
+JITD_PID=$!
+wait_until 10 "jitd without DAC override to serve" status_json
+tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -qF "cannot read the audit trail: Permission \
+denied; recent activity starts from now" || fail "the unreadable trail is not said: $(tail -n \
++"$((lines + 1))" "$TMP/jitd.log")"
+status_json | jq -e '[.ports[] | .grants_7d == null] | all' >/dev/null ||
+	fail "grants_7d with the trail unreadable: $(status_json | jq -c '[.ports[] | {port,
+	grants_7d}]')"
+pass "a trail the start cannot read: grants_7d null on every port, not 0"
+stop_jitd TERM
+chmod 0640 "$file.1"
+start_jitd
+
 log_threads() { grep -lx jitd-log /proc/"$JITD_PID"/task/*/comm 2>/dev/null | grep -c . || true; }
 log_threads_are() { [ "$(log_threads)" -eq "$1" ]; }
 if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then

@@ -298,6 +298,37 @@ static void clock_ran_ahead(void **state)
 	activity_free(&act);
 }
 
+/*
+ * The trail is a file: a sub no grant could carry is shown as '?'s where a terminal would act
+ * on it, and whole as "?" when longer than a claim may be (a cut could split a character).
+ */
+static void trail_sub_shown_safe(void **state)
+{
+	char longest[GRANT_MAX_STRING + 1], over[GRANT_MAX_STRING + 2];
+	int64_t now = (int64_t)time(NULL);
+	struct port_activity pa;
+	struct activity *act;
+
+	(void)state;
+	assert_int_equal(activity_new(&act), 0);
+	note_record(act, "d\x1b]0;x\x07\xe2\x80\xae\xc2\x9b", now - 60);
+	activity_port(act, 22, IPPROTO_TCP, now, &pa);
+	assert_string_equal(pa.last_user, "d?]0;x??????");
+	memset(longest, 'a', GRANT_MAX_STRING);
+	longest[GRANT_MAX_STRING] = '\0';
+	note_record(act, longest, now - 30);
+	activity_port(act, 22, IPPROTO_TCP, now, &pa);
+	assert_string_equal(pa.last_user, longest);
+	/* One byte over, the last character two bytes across the cut. */
+	memset(over, 'a', GRANT_MAX_STRING - 1);
+	memcpy(over + GRANT_MAX_STRING - 1, "\xc3\xa9", 3);
+	note_record(act, over, now - 10);
+	activity_port(act, 22, IPPROTO_TCP, now, &pa);
+	assert_string_equal(pa.last_user, "?");
+	assert_int_equal(pa.grants_7d, 3);
+	activity_free(&act);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,6 +337,7 @@ int main(void)
 		cmocka_unit_test(withdrawn_grants_do_not_count),
 		cmocka_unit_test(both_protocols_count_once),
 		cmocka_unit_test(clock_ran_ahead),
+		cmocka_unit_test(trail_sub_shown_safe),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
