@@ -1423,11 +1423,13 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
  * is handled, and on again, with no read callback, as it queues the reply) it only re-adds the
  * socket's event, which a client that sent everything and waits for its replies never makes
  * readable again. The requests after would wait until listen.timeout cut the connection. Its
- * read event made active does what the socket's readiness would, with libevent's own checks
- * (ev_read: bufferevent_struct.h, the only way in): while a request waits for its reply (a
- * grant on a verifier thread) reading is off, and nothing is read. Output is taken as a reply
- * is written, reading on again by then; input, as evhttp takes a chunked body's pieces with
- * reading on.
+ * read event made active does what the socket's readiness would (ev_read: bufferevent_struct.h,
+ * the only way in). Output is taken as a reply is written, reading on again by then; input, as
+ * evhttp takes a chunked body's pieces with reading on. Never while reading is off: a request
+ * waiting for its reply (a grant on a verifier thread) has evhttp's read callback still set,
+ * and bytes read then would abort jitd (evhttp's "illegal connection state"). libevent reads
+ * nothing then either (bytes_to_read), and turning reading off also cancels an activation made
+ * while the request was parsed (event_del); the check here keeps that true by itself.
  */
 static void tls_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -1435,7 +1437,8 @@ static void tls_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);
 
 	(void)buf;
-	if (info->n_deleted && ssl && SSL_is_init_finished(ssl) && SSL_has_pending(ssl))
+	if (info->n_deleted && (bufferevent_get_enabled(bev) & EV_READ) && ssl &&
+		SSL_is_init_finished(ssl) && SSL_has_pending(ssl))
 		event_active(&bev->ev_read, EV_READ, 1);
 }
 

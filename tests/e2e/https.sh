@@ -390,8 +390,8 @@ pass "replies taken slowly on every connection: $(cat "$TMP/slowread.out")"
 # reading stops there, mid TLS record, and must start again once evhttp has taken what it read.
 # Every request is answered (404, or 429 past the rate limit), none left waiting for bytes the
 # socket will not signal again (the connection would be cut at listen.timeout, 3 s). The first
-# is a grant with an empty body, which waits for a verifier thread (a 400 after): meanwhile
-# what OpenSSL holds must not be read as the next request's.
+# is a grant with an empty body, which waits for a verifier thread (a 400 after): the requests
+# after it are answered after it, in order.
 cat >"$TMP/pipeline.py" <<'PY'
 import socket, ssl, sys
 ctx = ssl.create_default_context(cafile=sys.argv[1])
