@@ -469,8 +469,10 @@ int activity_rebuild(struct activity *a, struct audit *audit, int64_t since)
 	struct rebuild *r = calloc(1, sizeof(*r));
 	int ret;
 
-	if (!r)
+	if (!r) {
+		rebuild_failed(a, -ENOMEM);
 		return -ENOMEM;
+	}
 	r->since = since;
 	atomic_init(&r->done, false);
 	atomic_init(&r->stop, false);

@@ -1427,7 +1427,7 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
  * the only way in). Output is taken as a reply is written, reading on again by then; input, as
  * evhttp takes a chunked body's pieces with reading on. Never while reading is off: a request
  * waiting for its reply (a grant on a verifier thread) has evhttp's read callback still set,
- * and bytes read then would abort jitd (evhttp's "illegal connection state"). libevent reads
+ * and bytes read then would end jitd (evhttp's "illegal connection state": exit 1). libevent reads
  * nothing then either (bytes_to_read), and turning reading off also cancels an activation made
  * while the request was parsed (event_del); the check here keeps that true by itself.
  */
