@@ -1211,7 +1211,8 @@ static int trusted(int fd, const char *state_dir, const char *name)
 static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 {
 	/* O_NONBLOCK: a FIFO in its place is refused (trusted), not waited on. */
-	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
+		O_NOCTTY);
 	char aside[64];
 	size_t records;
 	off_t good;
@@ -1519,8 +1520,9 @@ int store_open(const char *state_dir, struct store **out)
 		log_warn("state: cannot lock %s (%s): a second jitd using it would not be stopped",
 			state_dir, strerror(errno));
 	}
-	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-			 0600)) < 0) {
+	/* As statefile_open, but the kind judged by trusted, which says why (agent/statefile.h). */
+	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+			O_NONBLOCK | O_NOCTTY, 0600)) < 0) {
 		ret = -errno;
 		goto fail;
 	}

@@ -7,7 +7,9 @@
 /*
  * How jitd opens a file in its state directory. Root, or jitd's user, may have left anything at
  * one of its names (a FIFO, a device, a link): none of it may hold up a start or the event loop,
- * or be written through. dirfd is AT_FDCWD when name is a path.
+ * or be written through. dirfd is AT_FDCWD when name is a path. The opens a start judges with a
+ * message of their own (the journal and snapshot in store.c, replay.db's load, statetrust.c)
+ * use the same flags and refuse what is not a regular file after, saying so.
  */
 
 /*
