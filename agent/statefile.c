@@ -12,7 +12,10 @@ int statefile_open(int dirfd, const char *name, int flags, mode_t mode, struct s
 
 	if (!st)
 		st = &own;
-	/* O_NONBLOCK: a FIFO is refused below, not waited on; no regular file heeds it. */
+	/*
+	 * O_NONBLOCK: a FIFO is refused below, not waited on. A regular file heeds it only while
+	 * another process's lease on it is broken: the open fails then (EWOULDBLOCK), not waits.
+	 */
 	if ((fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
 			mode)) < 0)
 		return -errno;

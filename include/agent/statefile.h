@@ -7,9 +7,10 @@
 /*
  * How jitd opens a file in its state directory. Root, or jitd's user, may have left anything at
  * one of its names (a FIFO, a device, a link): none of it may hold up a start or the event loop,
- * or be written through. dirfd is AT_FDCWD when name is a path. The opens a start judges with a
- * message of their own (the journal and snapshot in store.c, replay.db's load, statetrust.c)
- * use the same flags and refuse what is not a regular file after, saying so.
+ * or be written through. dirfd is AT_FDCWD when name is a path. The opens judged with a message
+ * of their own (a start's of the journal and snapshot in store.c and of replay.db in replay.c;
+ * --check-config's in statetrust.c) use the same flags and refuse what is not a regular file
+ * after, saying so. (lockdown.json is read as a configuration file, through a link too.)
  */
 
 /*
