@@ -104,7 +104,7 @@ static void find_torn_line(struct audit *a)
 
 	if (!a->size)
 		return;
-	if ((fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0 ||
+	if ((fd = statefile_open_any(AT_FDCWD, a->path, O_RDONLY, 0)) < 0 ||
 		pread(fd, &last, 1, (off_t)a->size - 1) != 1)
 		last = '\0';
 	if (fd >= 0)

@@ -361,8 +361,8 @@ static char parse_line(char *line, int64_t *until, char **jti)
  */
 static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 {
-	/* O_NONBLOCK: a FIFO in its place is refused below (statetrust_fd), not waited on. */
-	int fd = open(r->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC), err;
+	/* A FIFO in its place is refused below (statetrust_fd), not waited on. */
+	int fd = statefile_open_any(AT_FDCWD, r->path, O_RDONLY, 0), err;
 	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
 	char msg[PATH_MAX + 64];
 	size_t lines = 0, size = 0;
@@ -375,7 +375,7 @@ static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 	*rewrite = true;
 	*whole = -1;
 	if (!f) {
-		err = errno;
+		err = fd < 0 ? -fd : errno;
 		if (fd >= 0)
 			close(fd);
 		return err == ENOENT ? 0 : -err;

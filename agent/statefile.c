@@ -5,6 +5,17 @@
 
 #include "agent/statefile.h"
 
+int statefile_open_any(int dirfd, const char *name, int flags, mode_t mode)
+{
+	/*
+	 * O_NONBLOCK: a FIFO is refused by the caller, not waited on. A regular file heeds it only
+	 * while another process's lease on it is broken: the open fails then (EWOULDBLOCK).
+	 */
+	int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, mode);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int statefile_open(int dirfd, const char *name, int flags, mode_t mode, struct stat *st)
 {
 	struct stat own;
@@ -12,13 +23,8 @@ int statefile_open(int dirfd, const char *name, int flags, mode_t mode, struct s
 
 	if (!st)
 		st = &own;
-	/*
-	 * O_NONBLOCK: a FIFO is refused below, not waited on. A regular file heeds it only while
-	 * another process's lease on it is broken: the open fails then (EWOULDBLOCK), not waits.
-	 */
-	if ((fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-			mode)) < 0)
-		return -errno;
+	if ((fd = statefile_open_any(dirfd, name, flags, mode)) < 0)
+		return fd;
 	if (fstat(fd, st) < 0)
 		ret = -errno;
 	else if (!S_ISREG(st->st_mode))

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/statefile.h"
 #include "agent/statetrust.h"
 #include "common/filetrust.h"
 
@@ -37,10 +38,8 @@ bool statetrust_dir_readable(const char *dir, char *msg, size_t len)
  * open's failure of path, said in msg. -EPERM stays statetrust_fd's refusal: an open refused
  * with EPERM (a security module, an immutable file) is -EACCES, msg saying what it was.
  */
-static int open_failed(const char *path, char *msg, size_t len)
+static int open_failed(const char *path, int err, char *msg, size_t len)
 {
-	int err = errno;
-
 	snprintf(msg, len, "%s: %s", path, strerror(err));
 	return err == EPERM ? -EACCES : -err;
 }
@@ -54,9 +53,8 @@ int statetrust_file(const char *dir, const char *name, int flags, char *msg, siz
 		snprintf(msg, len, "%s/%s: %s", dir, name, strerror(ENAMETOOLONG));
 		return -ENAMETOOLONG;
 	}
-	/* O_NONBLOCK: a FIFO in the file's place is refused, not waited on. */
-	if ((fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0)
-		return errno == ENOENT ? 0 : open_failed(path, msg, len);
+	if ((fd = statefile_open_any(AT_FDCWD, path, flags, 0)) < 0)
+		return fd == -ENOENT ? 0 : open_failed(path, -fd, msg, len);
 	ret = statetrust_fd(fd, S_IFREG, path, msg, len);
 	close(fd);
 	return ret;
@@ -103,7 +101,8 @@ int statetrust_dir(const char *dir, char *msg, size_t len)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret;
 
 	if (fd < 0)
-		return errno == ENOENT ? absent_dir(dir, msg, len) : open_failed(dir, msg, len);
+		return errno == ENOENT ? absent_dir(dir, msg, len) : open_failed(dir, errno, msg,
+			len);
 	ret = statetrust_fd(fd, S_IFDIR, dir, msg, len);
 	close(fd);
 	return ret;

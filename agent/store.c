@@ -1210,9 +1210,8 @@ static int trusted(int fd, const char *state_dir, const char *name)
 
 static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 {
-	/* O_NONBLOCK: a FIFO in its place is refused (trusted), not waited on. */
-	int fd = openat(s->dirfd, SNAPSHOT, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
-		O_NOCTTY);
+	/* A FIFO in its place is refused (trusted), not waited on. */
+	int fd = statefile_open_any(s->dirfd, SNAPSHOT, O_RDONLY, 0);
 	char aside[64];
 	size_t records;
 	off_t good;
@@ -1220,7 +1219,7 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 	int ret;
 
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return fd == -ENOENT ? 0 : fd;
 	s->sfd = fd; /* where the loaded entries' records are */
 	if ((ret = trusted(fd, state_dir, SNAPSHOT)))
 		return ret;
@@ -1520,10 +1519,10 @@ int store_open(const char *state_dir, struct store **out)
 		log_warn("state: cannot lock %s (%s): a second jitd using it would not be stopped",
 			state_dir, strerror(errno));
 	}
-	/* As statefile_open, but the kind judged by trusted, which says why (agent/statefile.h). */
-	if ((s->jfd = openat(s->dirfd, JOURNAL, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-			O_NONBLOCK | O_NOCTTY, 0600)) < 0) {
-		ret = -errno;
+	/* Its kind judged by trusted, which says why. */
+	if ((s->jfd = statefile_open_any(s->dirfd, JOURNAL, O_RDWR | O_CREAT, 0600)) < 0) {
+		ret = s->jfd;
+		s->jfd = -1;
 		goto fail;
 	}
 	if ((ret = trusted(s->jfd, state_dir, JOURNAL)))

@@ -7,11 +7,17 @@
 /*
  * How jitd opens a file in its state directory. Root, or jitd's user, may have left anything at
  * one of its names (a FIFO, a device, a link): none of it may hold up a start or the event loop,
- * or be written through. dirfd is AT_FDCWD when name is a path. The opens judged with a message
- * of their own (a start's of the journal and snapshot in store.c and of replay.db in replay.c;
- * --check-config's in statetrust.c) use the same flags and refuse what is not a regular file
- * after, saying so. (lockdown.json is read as a configuration file, through a link too.)
+ * or be written through. dirfd is AT_FDCWD when name is a path. (lockdown.json is read as a
+ * configuration file, through a link too.)
  */
+
+/*
+ * dirfd/name opened with flags (O_CREAT: of mode), never through a link, as a terminal, or
+ * waited on, whatever it is: for a caller that judges its kind itself, with a message of its
+ * own (a start's opens of the journal, the snapshot and replay.db; --check-config's). The
+ * descriptor, or -errno.
+ */
+int statefile_open_any(int dirfd, const char *name, int flags, mode_t mode);
 
 /*
  * dirfd/name as a regular file, opened with flags (O_CREAT: of mode) and never through a
