@@ -269,13 +269,32 @@ static int send_batch(struct nft_batch *b)
 }
 
 /*
+ * One read of n's socket, waiting at most ms for it: a wait, not a blocking read, because the
+ * kernel drops, without a word, what it would send a socket whose queue a batch's acks overran
+ * (congested until a read empties it), and a request whose answer was dropped so must fail,
+ * not hold the loop for good. The length read, -ETIMEDOUT, or -errno.
+ */
+static ssize_t recv_within(struct nft *n, void *buf, size_t len, int ms)
+{
+	struct pollfd pfd = { .fd = mnl_socket_get_fd(n->nl), .events = POLLIN };
+	ssize_t got;
+	int r;
+
+	while ((r = poll(&pfd, 1, ms)) < 0 && errno == EINTR)
+		;
+	if (r <= 0)
+		return r ? -errno : -ETIMEDOUT;
+	got = mnl_socket_recvfrom(n->nl, buf, len);
+	return got < 0 ? -errno : got;
+}
+
+/*
  * Reads until every message has been acknowledged (ok or error), the kernel has answered for
  * the whole batch, or the deadline passes.
  */
 static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE * 4];
-	struct pollfd pfd = { .fd = mnl_socket_get_fd(b->nft->nl), .events = POLLIN };
 	const uint32_t first = b->begin->nlmsg_seq;
 	size_t acked = 0;
 	int failed = 0;
@@ -283,29 +302,24 @@ static int digest_acks(struct nft_batch *b, char err[static NFT_ERRLEN])
 
 	while (acked < b->n) {
 		struct nlmsghdr *nlh; /* mutable only because mnl_attr_for_each wants it so */
-		ssize_t len;
-		int rest, r = poll(&pfd, 1, whole ? 0 : ACK_TIMEOUT_MS);
+		ssize_t len = recv_within(b->nft, buf, sizeof(buf), whole ? 0 : ACK_TIMEOUT_MS);
+		int rest;
 
 		/*
 		 * The kernel answers a batch within the send, so once it has answered for the whole
 		 * batch (refused before its messages, as without CAP_NET_ADMIN, or a commit that
 		 * failed) whatever else it had to say is already queued: its verdict is known.
 		 */
-		if (r == 0 && whole)
+		if (len == -ETIMEDOUT && whole)
 			return failed;
-		if (r == 0) {
+		if (len == -ETIMEDOUT)
 			snprintf(err, NFT_ERRLEN, "no answer from the kernel for %zu of %zu changes",
 				b->n - acked, b->n);
-			b->unanswered = true;
-			return -ETIMEDOUT;
-		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		len = r < 0 ? -1 : mnl_socket_recvfrom(b->nft->nl, buf, sizeof(buf));
+		else if (len < 0)
+			snprintf(err, NFT_ERRLEN, "reading kernel acks: %s", strerror((int)-len));
 		if (len < 0) {
-			snprintf(err, NFT_ERRLEN, "reading kernel acks: %s", strerror(errno));
 			b->unanswered = true;
-			return -errno;
+			return (int)len;
 		}
 		rest = (int)len;
 		for (nlh = (void *)buf; mnl_nlmsg_ok(nlh, rest); nlh = mnl_nlmsg_next(nlh, &rest)) {
@@ -388,29 +402,17 @@ static bool has_seq(const char *buf, ssize_t len, uint32_t seq, bool end)
  */
 static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg, bool *intr)
 {
-	struct pollfd pfd = { .fd = mnl_socket_get_fd(n->nl), .events = POLLIN };
 	char buf[DUMP_BUFSIZE];
 	ssize_t len;
-	int ret, r;
+	int ret;
 
 	*intr = false;
 	req->nlmsg_seq = n->seq++;
 	if (mnl_socket_sendto(n->nl, req, req->nlmsg_len) < 0)
 		return -errno;
 	do {
-		/*
-		 * A wait, not a blocking read: the kernel drops, without a word, what it would send
-		 * a socket whose queue a batch's acks overran (congested until a read empties it).
-		 * A request whose answer was dropped so must fail, not hold the loop for good.
-		 */
-		if ((r = poll(&pfd, 1, ACK_TIMEOUT_MS)) < 0 && errno == EINTR) {
-			ret = 1;
-			continue;
-		}
-		if (r <= 0)
-			return r ? -errno : -ETIMEDOUT;
-		if ((len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf))) < 0)
-			return -errno;
+		if ((len = recv_within(n, buf, sizeof(buf), ACK_TIMEOUT_MS)) < 0)
+			return (int)len;
 		/*
 		 * Acks a commit gave up on (nft_batch_unanswered) may come before the dump's
 		 * answer: another conversation's, passed over rather than taken for a failure.
@@ -432,7 +434,7 @@ static int dump_once(struct nft *n, struct nlmsghdr *req, mnl_cb_t cb, void *arg
 	 */
 	if (req->nlmsg_flags & NLM_F_DUMP)
 		while (!has_seq(buf, len, req->nlmsg_seq, true))
-			if ((len = mnl_socket_recvfrom(n->nl, buf, sizeof(buf))) < 0)
+			if ((len = recv_within(n, buf, sizeof(buf), ACK_TIMEOUT_MS)) < 0)
 				break;
 	return ret;
 }
