@@ -1434,11 +1434,14 @@ static void adopt_cb(evutil_socket_t fd, short what, void *arg)
 static void tls_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct bufferevent *bev = arg;
-	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	SSL *ssl;
 
 	(void)buf;
-	if (info->n_deleted && (bufferevent_get_enabled(bev) & EV_READ) && ssl &&
-		SSL_is_init_finished(ssl) && SSL_has_pending(ssl))
+	/* Called at every add and drain of both buffers: the cheap tests first. */
+	if (!info->n_deleted || !(bufferevent_get_enabled(bev) & EV_READ))
+		return;
+	ssl = bufferevent_openssl_get_ssl(bev);
+	if (ssl && SSL_is_init_finished(ssl) && SSL_has_pending(ssl))
 		event_active(&bev->ev_read, EV_READ, 1);
 }
 

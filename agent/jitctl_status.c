@@ -114,7 +114,10 @@ static void print_ports(const json_t *ports, const char *mode)
 				json_integer_value(n));
 		else
 			snprintf(week, sizeof(week), "-");
-		/* From the trail, a file: what a terminal would act on is shown as '?'. */
+		/*
+		 * From the trail, a file: what a terminal would act on is shown as '?'. jitd sends
+		 * it so already; an older one, or another agent on this socket, may not.
+		 */
 		snprintf(last, sizeof(last), "%s", jitctl_str(p, "last_user"));
 		grant_string_defuse(last);
 		printf("  %-5" JSON_INTEGER_FORMAT " %-5s %-6s %-6" JSON_INTEGER_FORMAT
