@@ -207,11 +207,7 @@ stop_jitd TERM
 mv "$file" "$file.1"
 chmod 0 "$file.1"
 lines=$(wc -l <"$TMP/jitd.log")
-ip netns exec "$SRV" setpriv --inh-caps=-all --ambient-caps=-all \
-	--bounding-set=-dac_override,-dac_read_search -- "$JITD_BIN" -c "$CONFIG" \
-	>>"$TMP/jitd.log" 2>&1 &
-JITD_PID=$!
-wait_until 10 "jitd without DAC override to serve" status_json
+start_jitd "${NODAC[@]}"
 tail -n +"$((lines + 1))" "$TMP/jitd.log" | grep -qF "cannot read the audit trail: Permission \
 denied; recent activity starts from now" || fail "the unreadable trail is not said: $(tail -n \
 +"$((lines + 1))" "$TMP/jitd.log")"

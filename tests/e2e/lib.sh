@@ -255,8 +255,13 @@ EOF
 	chmod 0600 "$CONFIG"
 }
 
+# Root without DAC override, as the packaged unit runs jitd: a file root may not read is unread.
+NODAC=(setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-dac_override,-dac_read_search --)
+
+# start_jitd [WRAPPER...]: jitd in the server's namespace (run by WRAPPER, say "${NODAC[@]}"),
+# answering on its socket within 10 s.
 start_jitd() {
-	ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
+	ip netns exec "$SRV" "$@" "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
 	JITD_PID=$!
 	local i
 	for ((i = 0; i < 50; i++)); do

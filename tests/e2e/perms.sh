@@ -303,11 +303,10 @@ in_ns "$SRV" "$JITD_BIN" --check-config -c "$TMP/baddir.json" >"$TMP/out" 2>&1 |
 pass "--check-config fails on a state_dir that is a file, a link to nothing, or has no parent"
 # A journal root may only read: without DAC override (as the unit runs jitd) a start cannot
 # open it for writing, and --check-config, run the same way, says so.
-nodac=(setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-dac_override,-dac_read_search --)
 chmod 0400 "$TMP/state/grants.journal"
 rc=0 started=0
-in_ns "$SRV" "${nodac[@]}" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
-timeout 20 ip netns exec "$SRV" "${nodac[@]}" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 ||
+in_ns "$SRV" "${NODAC[@]}" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
+timeout 20 ip netns exec "$SRV" "${NODAC[@]}" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 ||
 	started=$?
 chmod 0600 "$TMP/state/grants.journal"
 [ "$rc" -eq 1 ] &&
