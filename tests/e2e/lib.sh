@@ -135,6 +135,14 @@ wait_until() {
 }
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# own_run NS CMD...: CMD in network namespace NS under an empty /run of its own (a private mount
+# namespace that goes with CMD): jitctl teardown asks the default socket, /run/jitd/jitd.sock,
+# too, where a host's own jitd would answer for the test's.
+own_run() {
+	local ns=$1; shift
+	ip netns exec "$ns" unshare -m --propagation private sh -c \
+		'mount -t tmpfs -o mode=0755 jitd-e2e-run /run && exec "$@"' sh "$@"
+}
 # Background jobs call `ip netns exec` directly, never through a function: a backgrounded
 # function is a subshell, and killing its pid would leave the real process running.
 

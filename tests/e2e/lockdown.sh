@@ -28,7 +28,7 @@ pass "a second jitd in another namespace: exit 1, no lockdown, no table there"
 # A teardown there, for a configuration naming another socket but this state_dir: no jitd is
 # found at that socket or in that namespace, and the running one's record must stay.
 jq --arg s "$TMP/run2/jitd.sock" '.control_socket = $s' "$CONFIG" >"$TMP/other.json"
-in_ns "$B2" "$JITCTL_BIN" -c "$TMP/other.json" teardown >"$TMP/out" 2>&1 ||
+own_run "$B2" "$JITCTL_BIN" -c "$TMP/other.json" teardown >"$TMP/out" 2>&1 ||
 	fail "teardown in $B2: $(cat "$TMP/out")"
 grep -q "lockdown.json left: a running jitd uses $TMP/state" "$TMP/out" && [ -e "$RECORD" ] ||
 	fail "teardown in $B2: $(cat "$TMP/out")"

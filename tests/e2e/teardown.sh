@@ -1,6 +1,6 @@
 # jitctl teardown: refused while the agent runs (also found without -s, through the
-# configuration's control_socket), even at its connection limit where it answers
-# nobody; after a stop (which leaves the ports closed) it
+# configuration's control_socket, or at the default socket), even at its connection limit
+# where it answers nobody; after a stop (which leaves the ports closed) it
 # deletes table inet jitd in one transaction and nothing else, and the state_dir's lockdown.json
 # (what a start that fails would close the ports with); a second run is a no-op.
 # With --json, each outcome is one JSON object on stdout (agent_running, removed true/false).
@@ -65,10 +65,26 @@ kernel_json >/dev/null || fail "SIGTERM removed the table"
 expect_connect drop "$C1" 192.0.2.1 22
 pass "stopped agent: table and deny rule stay"
 
+# The default socket is asked too (a jitd started before its file moved control_socket still
+# listens there): a listener at /run/jitd/jitd.sock, in own_run's /run, stands in for it.
+rc=0
+own_run "$SRV" python3 -c '
+import os, socket, subprocess, sys
+os.mkdir("/run/jitd")
+s = socket.socket(socket.AF_UNIX)
+s.bind("/run/jitd/jitd.sock")
+s.listen(1)
+sys.exit(subprocess.run(sys.argv[1:]).returncode)' "$JITCTL_BIN" -c "$CONFIG" teardown \
+	>"$TMP/out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "^jitctl teardown: refused: agent_running: jitd is running (it \
+listens on /run/jitd/jitd.sock," "$TMP/out" ||
+	fail "teardown with a jitd at the default socket: exit $rc: $(cat "$TMP/out")"
+kernel_json >/dev/null || fail "table gone after a refused teardown"
+pass "a jitd at the default socket: -c teardown refused; table kept"
 # -c: the record removed is the test's own (with -s alone, jitctl would read the host's
 # /etc/jitd/jitd.json for its state_dir).
 [ -e "$TMP/state/lockdown.json" ] || fail "no lockdown.json before the teardown"
-in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
+own_run "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
 	fail "teardown: $(cat "$TMP/out")"
 jq -e '. == {"table": "inet jitd", "removed": true, "lockdown_removed": true}' "$TMP/out" \
 	>/dev/null || fail "teardown --json said: $(cat "$TMP/out")"
@@ -90,7 +106,7 @@ in_ns "$SRV" "$JITCTL_BIN" -s "$SOCK" teardown >"$TMP/out" 2>&1 ||
 grep -q "nothing to remove" "$TMP/out" && grep -q "left: -s names another jitd than" "$TMP/out" ||
 	fail "second teardown said: $(cat "$TMP/out")"
 pass "second teardown: nothing to remove, another jitd's record left, exit 0"
-in_ns "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
+own_run "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
 	fail "third teardown: $(cat "$TMP/out")"
 jq -e '. == {"table": "inet jitd", "removed": false, "lockdown_removed": false}' "$TMP/out" \
 	>/dev/null ||
@@ -102,7 +118,7 @@ pass "teardown --json without the table: removed false, exit 0, nothing audited"
 # the line it cannot write said.
 in_ns "$SRV" nft add table inet jitd
 jq --arg d "$TMP/gone" '.state_dir = $d' "$CONFIG" >"$TMP/gone.json"
-in_ns "$SRV" "$JITCTL_BIN" -c "$TMP/gone.json" teardown >"$TMP/out" 2>&1 ||
+own_run "$SRV" "$JITCTL_BIN" -c "$TMP/gone.json" teardown >"$TMP/out" 2>&1 ||
 	fail "teardown without a state_dir: $(cat "$TMP/out")"
 grep -q "cannot record agent.teardown in $TMP/gone/audit.jsonl: No such file or directory" \
 	"$TMP/out" && ! kernel_json >/dev/null 2>&1 && [ ! -e "$TMP/gone" ] ||
