@@ -14,7 +14,8 @@
 /*
  * dirfd/name opened with flags (O_CREAT: of mode), never through a link, as a terminal, or
  * waited on, whatever it is: for a caller that judges its kind itself, with a message of its
- * own (a start's opens of the journal, the snapshot and replay.db; --check-config's). The
+ * own (a start's opens of the journal, the snapshot and replay.db; --check-config's), or that
+ * opened it as a regular file just before (the trail's read of its last byte). The
  * descriptor, or -errno.
  */
 int statefile_open_any(int dirfd, const char *name, int flags, mode_t mode);
