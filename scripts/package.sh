@@ -16,7 +16,7 @@ out=${1:-build-packages}
 
 export DEBIAN_FRONTEND=noninteractive
 scripts/install-deps.sh
-apt-get install -y -qq --no-install-recommends \
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
 	dpkg-dev fakeroot file lintian rpm rpmlint >/dev/null
 
 mkdir -p "$out"
