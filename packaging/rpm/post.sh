@@ -27,7 +27,8 @@ fi
 [ "$1" -eq 1 ] || exit 0
 
 # Before the check: it asks systemd for the unit's arguments (a drop-in's -c), which a unit
-# not loaded yet would not show.
+# not loaded yet would not show. The one reload: enabling (links only) needs none before the
+# start.
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
 fi
@@ -87,7 +88,6 @@ if command -v systemctl >/dev/null 2>&1; then
 	systemctl --no-reload enable jitd.service >/dev/null 2>&1 || true
 fi
 if [ -d /run/systemd/system ]; then
-	systemctl daemon-reload >/dev/null 2>&1 || true
 	systemctl start jitd.service ||
 		echo "jitd: the service did not start; see: journalctl -u jitd" >&2
 else
