@@ -187,13 +187,16 @@ static void record(const char *state_dir, struct audit *trail, const struct conf
 	 * Synced here: the caller exits next, and its trail may defer syncs to a group's end
 	 * (audit_sync: this line's, not an earlier loss audit_sync_now would repeat).
 	 */
-	if (trail)
-		ret = audit_log(trail, &rec) || audit_sync(trail);
-	else
-		ret = (dfd = lock_dir(state_dir)) < 0 || audit_open(state_dir, &o, &a) ||
-			audit_log(a, &rec);
-	if (ret)
-		log_warn("audit: cannot record agent.lockdown in %s", state_dir);
+	if (trail) {
+		if (!(ret = audit_log(trail, &rec)))
+			ret = audit_sync(trail);
+	} else if ((ret = dfd = lock_dir(state_dir)) >= 0 &&
+		!(ret = audit_open(state_dir, &o, &a))) {
+		ret = audit_log(a, &rec);
+	}
+	if (ret < 0)
+		log_warn("audit: cannot record agent.lockdown in %s: %s", state_dir,
+			strerror(-ret));
 	audit_close(&a);
 	if (dfd >= 0)
 		close(dfd);

@@ -141,13 +141,14 @@ static void jitd_expire_cb(evutil_socket_t fd, short what, void *arg)
 	activity_settle(enforce_activity(arg), false);
 }
 
-/* Lifecycle events go to the audit trail too; a failure there is already logged by audit. */
+/* Lifecycle events go to the audit trail too; audit_log leaves saying why to its caller. */
 static void audit_agent(struct audit *a, const char *event, const char *message)
 {
 	const struct audit_rec rec = { .event = event, .message = message, .count = -1 };
+	int ret;
 
-	if (audit_log(a, &rec))
-		log_warn("audit: cannot record %s", event);
+	if ((ret = audit_log(a, &rec)))
+		log_warn("audit: cannot record %s: %s", event, strerror(-ret));
 }
 
 /* ", 3 forwarded target(s)" in gateway mode; "" on a host, whose messages stay as they were. */
@@ -433,7 +434,7 @@ int main(int argc, char **argv)
 	const struct starting start = { .opts = &o, .cfg = &cfg, .ctl = &ctl, .http = &http,
 		.store = &store, .audit = &audit, .enf = &enf,
 		.trail_restoring = &trail_restoring };
-	char kerr[256], msg[512];
+	char kerr[256], msg[512], why[PATH_MAX + 256] = "";
 	int64_t now;
 	int ret, status = 0;
 
@@ -489,7 +490,7 @@ int main(int argc, char **argv)
 		start_failed(&start, "cannot open the nf_tables netlink socket: %s",
 			strerror(-ret));
 	/* A lock whoever may read the directory may hold says nothing (agent/statetrust.h). */
-	if ((ret = store_open(cfg->state_dir, &store)) == -EBUSY &&
+	if ((ret = store_open(cfg->state_dir, &store, why, sizeof(why))) == -EBUSY &&
 		statetrust_dir_readable(cfg->state_dir, msg, sizeof(msg)))
 		start_failed(&start, "cannot open state directory %s: its lock is held, by another "
 			"jitd or by anyone: %s", cfg->state_dir, msg);
@@ -498,7 +499,7 @@ int main(int argc, char **argv)
 			cfg->state_dir);
 	if (ret)
 		start_failed(&start, "cannot open state directory %s: %s", cfg->state_dir,
-			strerror(-ret));
+			why[0] ? why : strerror(-ret));
 	/* A jitd with its own socket and state would still share the table: one per namespace. */
 	if ((ret = netnslock_take(base, NETNSLOCK_RETRY_SEC, &nslock, &holder)) == -EADDRINUSE)
 		start_taken(&start, "another jitd (%s) runs in this network namespace, and "
@@ -514,9 +515,10 @@ int main(int argc, char **argv)
 			 "a process whose user this kernel cannot tell" :
 			 "a process of a user other than root and jitd's own",
 			 netnslock_pid_text(&holder, note, sizeof(note)), NETNSLOCK_RETRY_SEC);
-	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay)))
+	if ((ret = replay_open(cfg->state_dir, cfg->replay_cache_max, now, &replay, why,
+		sizeof(why))))
 		start_failed(&start, "cannot open the replay cache in %s: %s", cfg->state_dir,
-			strerror(-ret));
+			why[0] ? why : strerror(-ret));
 	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		start_failed(&start, "cannot open the audit trail in %s: %s", cfg->state_dir,

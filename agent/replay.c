@@ -359,7 +359,8 @@ static char parse_line(char *line, int64_t *until, char **jti)
  * *rewrite: the file is absent, ends torn, holds an unreadable line or too many dead lines
  * (see above). *whole: the length of its whole lines, -1 when it is absent.
  */
-static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
+static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole, char *why,
+	size_t why_len)
 {
 	/* A FIFO in its place is refused below (statetrust_fd), not waited on. */
 	int fd = statefile_open_any(AT_FDCWD, r->path, O_RDONLY, 0), err;
@@ -385,8 +386,8 @@ static int load(struct replay *r, int64_t now, bool *rewrite, off_t *whole)
 	 * Before a line is read: ids taken out of it could be used again, and the file read is
 	 * the one to judge (a rewrite below would replace it with one of jitd's own).
 	 */
-	if ((ret = statetrust_fd(fileno(f), S_IFREG, r->path, msg, sizeof(msg))) == -EPERM)
-		log_err("replay: %s: whoever may write it could use a revoked grant's token "
+	if ((ret = statetrust_fd(fileno(f), S_IFREG, r->path, msg, sizeof(msg))) == -EPERM && why)
+		snprintf(why, why_len, "%s: whoever may write it could use a revoked grant's token "
 			"again (" STATETRUST_FIX_FILE ")", msg);
 	if (ret || (fstat(fileno(f), &st) == 0 && (ret = reserve(r, st.st_size)))) {
 		fclose(f);
@@ -454,7 +455,8 @@ int replay_tidy(struct replay *r)
 	return 0;
 }
 
-int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out)
+int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out,
+	char *why, size_t why_len)
 {
 	struct replay *r = calloc(1, sizeof(*r));
 	bool rewrite;
@@ -475,7 +477,7 @@ int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct r
 	 * The directory synced at every start, rewritten or not: a rewrite whose rename a stop
 	 * left undurable must not have ids appended to it as if they were.
 	 */
-	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite, &whole)))
+	if ((ret = rebuild(r, MIN_SLOTS)) || (ret = load(r, now, &rewrite, &whole, why, why_len)))
 		goto fail;
 	if (rewrite && (ret = compact(r))) {
 		/*

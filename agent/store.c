@@ -1195,20 +1195,25 @@ static int keep_aside(const struct store *s, int fd, char *aside, size_t size)
 	return -EEXIST;
 }
 
-/* statetrust_fd of state_dir/name, said here: -EPERM stops the start (agent/statetrust.h). */
-static int trusted(int fd, const char *state_dir, const char *name)
+/*
+ * statetrust_fd of state_dir/name: -EPERM stops the start (agent/statetrust.h), why (unless
+ * NULL) saying why for store_open's caller.
+ */
+static int trusted(int fd, const char *state_dir, const char *name, char *why, size_t why_len)
 {
 	char path[PATH_MAX], msg[PATH_MAX + 64];
 	int ret;
 
 	snprintf(path, sizeof(path), "%s%s%s", state_dir, name ? "/" : "", name ? name : "");
-	if ((ret = statetrust_fd(fd, name ? S_IFREG : S_IFDIR, path, msg, sizeof(msg))) == -EPERM)
-		log_err("state: %s: whoever may write it could give themselves access (%s)", msg,
-			name ? STATETRUST_FIX_FILE : STATETRUST_FIX_DIR);
+	if ((ret = statetrust_fd(fd, name ? S_IFREG : S_IFDIR, path, msg, sizeof(msg))) == -EPERM &&
+		why)
+		snprintf(why, why_len, "%s: whoever may write it could give themselves access (%s)",
+			msg, name ? STATETRUST_FIX_FILE : STATETRUST_FIX_DIR);
 	return ret;
 }
 
-static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
+static int load_snapshot(struct store *s, const char *state_dir, bool *damaged, char *why,
+	size_t why_len)
 {
 	/* A FIFO in its place is refused (trusted), not waited on. */
 	int fd = statefile_open_any(s->dirfd, SNAPSHOT, O_RDONLY, 0);
@@ -1221,7 +1226,7 @@ static int load_snapshot(struct store *s, const char *state_dir, bool *damaged)
 	if (fd < 0)
 		return fd == -ENOENT ? 0 : fd;
 	s->sfd = fd; /* where the loaded entries' records are */
-	if ((ret = trusted(fd, state_dir, SNAPSHOT)))
+	if ((ret = trusted(fd, state_dir, SNAPSHOT, why, why_len)))
 		return ret;
 	ret = load(s, fd, IN_SNAPSHOT, &good, &records, &bad, &torn);
 	*damaged = bad;
@@ -1469,7 +1474,7 @@ static void pair_journal(struct store *s, const char *state_dir)
 	}
 }
 
-int store_open(const char *state_dir, struct store **out)
+int store_open(const char *state_dir, struct store **out, char *why, size_t why_len)
 {
 	char note[PATH_MAX + 256];
 	struct store *s;
@@ -1501,7 +1506,7 @@ int store_open(const char *state_dir, struct store **out)
 	 * First: in a directory others may write, its lock may be theirs, not another jitd's, and
 	 * a start stopped by it would close no port.
 	 */
-	if ((ret = trusted(s->dirfd, state_dir, NULL)))
+	if ((ret = trusted(s->dirfd, state_dir, NULL, why, why_len)))
 		goto fail;
 	if (statetrust_dir_readable(state_dir, note, sizeof(note)))
 		log_warn("state: %s", note);
@@ -1525,7 +1530,7 @@ int store_open(const char *state_dir, struct store **out)
 		s->jfd = -1;
 		goto fail;
 	}
-	if ((ret = trusted(s->jfd, state_dir, JOURNAL)))
+	if ((ret = trusted(s->jfd, state_dir, JOURNAL, why, why_len)))
 		goto fail;
 	/* A journal just created must keep its name before a grant in it is acknowledged. */
 	if (fsync(s->dirfd) < 0) {
@@ -1534,7 +1539,7 @@ int store_open(const char *state_dir, struct store **out)
 	}
 	if ((ret = syncer_open_twin(s->dirfd, JOURNAL, s->jfd, &s->jtwin)))
 		goto fail;
-	if ((ret = load_snapshot(s, state_dir, &damaged)) ||
+	if ((ret = load_snapshot(s, state_dir, &damaged, why, why_len)) ||
 		(ret = load(s, s->jfd, IN_JOURNAL, &good, &records, &bad, &torn)) ||
 		(bad && (ret = cut_journal(s, state_dir, good, records, torn))))
 		goto fail;

@@ -16,8 +16,13 @@ struct replay;
 /* The file in state_dir that says which ids were used. */
 #define REPLAY_FILE "replay.db"
 
-/* Loads state_dir/replay.db (created 0600 if absent), dropping expired ids. 0 or -errno. */
-int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out);
+/*
+ * Loads state_dir/replay.db (created 0600 if absent), dropping expired ids. 0 or -errno:
+ * -EPERM when the file is not to be trusted, why (unless NULL) then saying why, for the caller
+ * to say once.
+ */
+int replay_open(const char *state_dir, size_t max_entries, int64_t now, struct replay **out,
+	char *why, size_t why_len);
 /* NULLs *r; accepts NULL. */
 void replay_close(struct replay **r);
 /* 0 when jti may be accepted, JIT_ERR_REPLAY when it is remembered, JIT_ERR_BUSY when full. */

@@ -29,9 +29,11 @@ struct store;
 
 /*
  * Creates state_dir (0700) if needed, locks it (flock, held until store_close) and loads the
- * snapshot and journal. 0, -EBUSY when another store (another jitd) holds it, or -errno.
+ * snapshot and journal. 0, -EBUSY when another store (another jitd) holds it, or -errno:
+ * -EPERM when the directory, the journal or the snapshot is not to be trusted, why (unless
+ * NULL) then saying which and why, for the caller to say once.
  */
-int store_open(const char *state_dir, struct store **out);
+int store_open(const char *state_dir, struct store **out, char *why, size_t why_len);
 /* Closes and NULLs *s; accepts NULL. */
 void store_close(struct store **s);
 /* Writes a snapshot now and empties the journal (also done as the journal grows). 0 or -errno. */

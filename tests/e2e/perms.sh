@@ -208,21 +208,23 @@ chmod 0700 "$TMP/state"
 [ "$rc" -eq 0 ] && grep -qF "state_dir: warning: $TMP/state may be read by group or others" \
 	"$TMP/out" || fail "--check-config of a state directory others may read: $(cat "$TMP/out")"
 pass "--check-config warns of a state directory others may read (its lock), and accepts it"
-state_refused "" o+w "state: $TMP/state is writable by group or others: whoever may write" \
-	"cannot open state directory $TMP/state: Operation not permitted"
+# The reason said once, by the start, and so into agent.lockdown's record after a boot.
+state_refused "" o+w "cannot open state directory $TMP/state: $TMP/state is writable by group \
+or others: whoever may write it could give themselves access (make it root's"
 rc=0
 chmod g+w "$TMP/state"
 in_ns "$SRV" "$JITD_BIN" --check-config -c "$CONFIG" >"$TMP/out" 2>&1 || rc=$?
 chmod g-w "$TMP/state"
 [ "$rc" -eq 1 ] && grep -qF "state_dir: $TMP/state is writable by group or others" "$TMP/out" ||
 	fail "--check-config of a state directory the group may write: exit $rc: $(cat "$TMP/out")"
-state_refused /grants.journal g+w "state: $TMP/state/grants.journal is writable by group or others"
-state_refused /grants.journal uid=$OTHER_UID \
-	"state: $TMP/state/grants.journal is owned by uid $OTHER_UID, not root nor jitd's user"
+state_refused /grants.journal g+w "cannot open state directory $TMP/state: \
+$TMP/state/grants.journal is writable by group or others: whoever may write it"
+state_refused /grants.journal uid=$OTHER_UID "cannot open state directory $TMP/state: \
+$TMP/state/grants.journal is owned by uid $OTHER_UID, not root nor jitd's user"
 # A line no id is in makes the start rewrite replay.db as jitd's own: the one read is judged.
 echo x >>"$TMP/state/replay.db"
-state_refused /replay.db o+w "replay: $TMP/state/replay.db is writable by group or others" \
-	"cannot open the replay cache in $TMP/state: Operation not permitted"
+state_refused /replay.db o+w "cannot open the replay cache in $TMP/state: \
+$TMP/state/replay.db is writable by group or others: whoever may write it could use a revoked"
 pass "a state directory others may write, a journal, one of another owner, a replay.db: refused"
 # A FIFO in a state file's place (only root could put it there): refused as not a regular file,
 # by --check-config and by a start, neither waiting on it for a writer.
@@ -352,6 +354,23 @@ kernel_json | jq -e '[.nftables[] | select(.set? and .set.name == "protected") |
 	fail "protected set after the lockdown: $(kernel_json | jq -c .)"
 expect_connect drop "$C1" 192.0.2.1 22
 pass "a boot, the directory others may write, its record gone, its lock held: the file's deny table"
+# After a boot, a journal the group may write: the ports closed, and the reason (said once, by
+# the start) is the trail's agent.lockdown record's too.
+in_ns "$SRV" nft delete table inet jitd
+chmod g+w "$TMP/state/grants.journal"
+rc=0
+timeout 20 ip netns exec "$SRV" "$JITD_BIN" -c "$CONFIG" >"$TMP/fail.log" 2>&1 || rc=$?
+chmod g-w "$TMP/state/grants.journal"
+[ "$rc" -eq 1 ] && grep -qF "$built" "$TMP/fail.log" ||
+	fail "a start with the journal the group may write: exit $rc: $(cat "$TMP/fail.log")"
+[ "$(grep -c "grants.journal is writable by group or others" "$TMP/fail.log")" -eq 1 ] ||
+	fail "the journal's fault not said once: $(cat "$TMP/fail.log")"
+tail -n 1 "$TMP/state/audit.jsonl" | jq -e --arg w "cannot open state directory $TMP/state: \
+$TMP/state/grants.journal is writable by group or others: whoever may write it could give \
+themselves access" '.event == "agent.lockdown" and (.message | startswith($w))' >/dev/null ||
+	fail "the trail's last line: $(tail -n 1 "$TMP/state/audit.jsonl")"
+expect_connect drop "$C1" 192.0.2.1 22
+pass "a boot, a journal the group may write: the deny table, agent.lockdown saying why"
 start_jitd
 status_json | jq -e --arg id "$id" '.grants | map(.id) == [$id]' >/dev/null ||
 	fail "the local grant was not restored once the modes were mended"

@@ -178,7 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	empty_dir();
 	if (write_files(data, size))
 		abort();
-	if (!store_open(dir, &st)) {
+	if (!store_open(dir, &st, NULL, 0)) {
 		fuzz_store_sum += walk(st);
 		(void)store_notes_done(st);
 		if (!store_put(st, "fuzz", "a.b.c", 5))

@@ -56,7 +56,7 @@ static void test_add_check(void **state)
 	struct fixture *f = *state;
 	struct replay *r;
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "g1", NOW), 0);
 	assert_int_equal(replay_add(r, "g1", NOW + 60), 0);
 	assert_int_equal(replay_check(r, "g1", NOW), JIT_ERR_REPLAY);
@@ -76,14 +76,14 @@ static void test_survives_restart(void **state)
 	struct fixture *f = *state;
 	struct replay *r;
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "kept", NOW + 600), 0);
 	assert_int_equal(replay_add(r, "short", NOW + 5), 0);
 	assert_int_equal(replay_add(r, "forgotten", NOW + 600), 0);
 	replay_forget(r, "forgotten");
 	replay_close(&r);
 
-	assert_int_equal(replay_open(f->dir, 10, NOW + 10, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW + 10, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "kept", NOW + 10), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "short", NOW + 10), 0);
 	assert_int_equal(replay_check(r, "forgotten", NOW + 10), 0);
@@ -102,7 +102,7 @@ static void test_start_with_clock_ahead(void **state)
 	struct replay *r;
 	FILE *fp;
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "g", NOW + 600), 0);
 	replay_close(&r);
 	/* An unreadable line, so that the next start rewrites the file with what it keeps. */
@@ -111,10 +111,10 @@ static void test_start_with_clock_ahead(void **state)
 	fputs("nonsense line\n", fp);
 	fclose(fp);
 	/* Six hours ahead: g's time looks over. */
-	assert_int_equal(replay_open(f->dir, 10, NOW + 6 * 3600, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW + 6 * 3600, &r, NULL, 0), 0);
 	replay_close(&r);
 	/* The clock right again, the file rewritten at that start. */
-	assert_int_equal(replay_open(f->dir, 10, NOW + 60, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW + 60, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "g", NOW + 60), JIT_ERR_REPLAY);
 	replay_close(&r);
 }
@@ -133,7 +133,7 @@ static void test_torn_line(void **state)
 	struct stat st;
 	int ret;
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
 	assert_int_equal(stat(f->db, &st), 0);
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
@@ -150,7 +150,7 @@ static void test_torn_line(void **state)
 	assert_int_equal(replay_add(r, "next", NOW + 600), 0);
 	replay_close(&r);
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "first", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "next", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "torn", NOW), 0);
@@ -176,7 +176,7 @@ static void test_add_group(void **state)
 	int res[8];
 	struct replay *r;
 
-	assert_int_equal(replay_open(f->dir, 4, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 4, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "old", NOW + 60), 0);
 	replay_add_lazy_many(r, ids, 8, NOW, res);
 	for (size_t i = 0; i < 8; i++)
@@ -184,7 +184,7 @@ static void test_add_group(void **state)
 	assert_int_equal(replay_sync(r), 0);
 	replay_close(&r);
 
-	assert_int_equal(replay_open(f->dir, 4, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 4, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_count(r), 4);
 	assert_int_equal(replay_check(r, "a", NOW + 800), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "old", NOW + 100), JIT_ERR_REPLAY);
@@ -216,7 +216,7 @@ static void test_open_when_rewrite_fails(void **state)
 	lim.rlim_cur = 1; /* no rewrite fits; a cut needs no room */
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	signal(SIGXFSZ, SIG_IGN);
-	ret = replay_open(f->dir, 10, NOW, &r);
+	ret = replay_open(f->dir, 10, NOW, &r, NULL, 0);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	signal(SIGXFSZ, SIG_DFL);
 	assert_int_equal(ret, 0);
@@ -228,9 +228,32 @@ static void test_open_when_rewrite_fails(void **state)
 	/* The next line starts on a line of its own. */
 	assert_int_equal(replay_add(r, "c", NOW + 600), 0);
 	replay_close(&r);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "c", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_count(r), 3);
+	replay_close(&r);
+}
+
+/* A replay.db group or others may write is refused; why says so, for the start to say. */
+static void test_untrusted(void **state)
+{
+	struct fixture *f = *state;
+	struct replay *r = NULL;
+	char why[1024] = "", want[1024];
+
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
+	replay_close(&r);
+	assert_int_equal(chmod(f->db, 0602), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, why, sizeof(why)), -EPERM);
+	assert_null(r);
+	snprintf(want, sizeof(want), "%s is writable by group or others: whoever may write it "
+		"could use a revoked grant's token again (make it a regular file of root's, "
+		"writable only by its owner)", f->db);
+	assert_string_equal(why, want);
+	assert_int_equal(chmod(f->db, 0600), 0);
+	why[0] = '\0';
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, why, sizeof(why)), 0);
+	assert_string_equal(why, "");
 	replay_close(&r);
 }
 
@@ -250,7 +273,7 @@ static void test_rewrite_over_fifo(void **state)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", f->db);
 	assert_int_equal(mkfifo(tmp, 0600), 0);
 	alarm(20);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	alarm(0);
 	assert_int_equal(replay_check(r, "a", NOW), JIT_ERR_REPLAY);
 	/* Rewritten: the torn tail gone, the rewrite renamed over the file. */
@@ -272,7 +295,7 @@ static void test_add_group_write_fails(void **state)
 	struct stat st;
 	int res[4];
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
 	assert_int_equal(stat(f->db, &st), 0);
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
@@ -294,7 +317,7 @@ static void test_add_group_write_fails(void **state)
 	assert_int_equal(st.st_size, lim.rlim_cur - 20);
 	replay_close(&r);
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_count(r), 1);
 	assert_int_equal(replay_check(r, "first", NOW + 700), 0);
 	assert_int_equal(replay_check(r, "x", NOW), 0);
@@ -313,7 +336,7 @@ static void test_compaction_and_garbage(void **state)
 	fprintf(fp, "A %d old\nnonsense line\nA %d live\nF gone\nA %d torn", LONG_AGO, NOW + 100,
 		NOW + 100);
 	fclose(fp);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "live", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "old", NOW), 0);
 	replay_close(&r);
@@ -324,7 +347,7 @@ static void test_compaction_and_garbage(void **state)
 		"A 99999999999999999999 bad3\nA%d bad4\nB %d bad5\n", NOW + 100, NOW + 100,
 		NOW + 100, NOW + 100, NOW + 100);
 	fclose(fp);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_count(r), 1);
 	assert_int_equal(replay_check(r, "two", NOW), 0);
 	assert_int_equal(replay_check(r, "bad2", NOW), 0);
@@ -360,7 +383,7 @@ static void test_damaged_lines(void **state)
 	fprintf(fp, "A %d third\n", NOW + 100);
 	fclose(fp);
 	for (int round = 0; round < 2; round++) {
-		assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+		assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 		assert_int_equal(replay_check(r, "first", NOW), JIT_ERR_REPLAY);
 		assert_int_equal(replay_check(r, "second", NOW), JIT_ERR_REPLAY);
 		assert_int_equal(replay_check(r, "third", NOW), JIT_ERR_REPLAY);
@@ -401,7 +424,7 @@ static void test_rewrite_only_when_worth_it(void **state)
 	for (int i = 0; i < 1000; i++)
 		fprintf(fp, "A %d old-%d\n", LONG_AGO, i);
 	fclose(fp);
-	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 100, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_count(r), 10);
 	assert_int_equal(replay_add(r, "new", NOW + 100), 0);
 	replay_close(&r);
@@ -412,7 +435,7 @@ static void test_rewrite_only_when_worth_it(void **state)
 	for (int i = 0; i < 100; i++)
 		fprintf(fp, "F old-%d\n", i);
 	fclose(fp);
-	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 100, NOW, &r, NULL, 0), 0);
 	replay_close(&r);
 	assert_int_equal(count_lines(f->db), 11); /* 1,100 dead lines > 11 / 2 + 1,024 */
 
@@ -420,7 +443,7 @@ static void test_rewrite_only_when_worth_it(void **state)
 	assert_non_null(fp);
 	fprintf(fp, "what is this\n");
 	fclose(fp);
-	assert_int_equal(replay_open(f->dir, 100, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 100, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "new", NOW), JIT_ERR_REPLAY);
 	replay_close(&r);
 	assert_int_equal(count_lines(f->db), 11); /* the unreadable line is gone */
@@ -438,7 +461,7 @@ static void test_tidy_while_running(void **state)
 	struct stat before, after;
 	char id[32];
 
-	assert_int_equal(replay_open(f->dir, 2000, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 2000, NOW, &r, NULL, 0), 0);
 	for (int i = 0; i < 600; i++) {
 		snprintf(id, sizeof(id), "gone-%d", i);
 		assert_int_equal(replay_add(r, id, NOW + 100), 0);
@@ -469,7 +492,7 @@ static void test_tidy_while_running(void **state)
 	assert_int_equal(replay_add(r, "after", NOW + 1000), 0);
 	replay_close(&r);
 	assert_int_equal(count_lines(f->db), 3);
-	assert_int_equal(replay_open(f->dir, 2000, NOW + 20, &r), 0);
+	assert_int_equal(replay_open(f->dir, 2000, NOW + 20, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "kept", NOW + 20), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "more", NOW + 20), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "after", NOW + 20), JIT_ERR_REPLAY);
@@ -482,7 +505,7 @@ static void test_busy_when_full(void **state)
 	struct fixture *f = *state;
 	struct replay *r;
 
-	assert_int_equal(replay_open(f->dir, 2, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 2, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "a", NOW + 10), 0);
 	assert_int_equal(replay_add(r, "b", NOW + 100), 0);
 	assert_int_equal(replay_check(r, "c", NOW), JIT_ERR_BUSY);
@@ -505,7 +528,7 @@ static void test_group_prunes_when_full(void **state)
 	struct replay *r;
 	int res[2];
 
-	assert_int_equal(replay_open(f->dir, 3, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 3, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "old", NOW + 5), 0);
 	assert_int_equal(replay_add(r, "live", NOW + 600), 0);
 	assert_int_equal(replay_check(r, "x", NOW + 10), 0);
@@ -528,7 +551,7 @@ static void test_keep_beyond_full(void **state)
 	struct fixture *f = *state;
 	struct replay *r;
 
-	assert_int_equal(replay_open(f->dir, 2, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 2, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "a", NOW + 600), 0);
 	assert_int_equal(replay_add(r, "b", NOW + 600), 0);
 	assert_int_equal(replay_keep(r, "restored", NOW + 600), 0);
@@ -537,7 +560,7 @@ static void test_keep_beyond_full(void **state)
 	assert_int_equal(replay_check(r, "new", NOW), JIT_ERR_BUSY);
 	assert_int_equal(replay_sync(r), 0);
 	replay_close(&r);
-	assert_int_equal(replay_open(f->dir, 2, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 2, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "restored", NOW), JIT_ERR_REPLAY);
 	replay_close(&r);
 }
@@ -570,7 +593,7 @@ static void test_keep_write_fails(void **state)
 	char line[64];
 	int ret;
 
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "first", NOW + 600), 0);
 	assert_int_equal(stat(f->db, &st), 0);
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
@@ -589,7 +612,7 @@ static void test_keep_write_fails(void **state)
 	assert_int_equal(replay_sync(r), 0);
 	assert_true(file_has(f->db, line));
 	replay_close(&r);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "restored", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "first", NOW), JIT_ERR_REPLAY);
 	replay_close(&r);
@@ -601,7 +624,7 @@ static void test_many(void **state)
 	struct replay *r;
 	char id[32];
 
-	assert_int_equal(replay_open(f->dir, 200000, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 200000, NOW, &r, NULL, 0), 0);
 	/*
 	 * Lazy: the table is what this tests, and 100,000 fdatasyncs took 20-40 s of a slow disk
 	 * (over the unit tests' 60 s limit under ASan in CI). test_survives_restart covers the sync.
@@ -633,7 +656,7 @@ static void test_tombstones_reclaimed(void **state)
 	char id[32];
 	int n = 0;
 
-	assert_int_equal(replay_open(f->dir, 1000, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 1000, NOW, &r, NULL, 0), 0);
 	for (int round = 0; round < 12; round++) {
 		int64_t now = NOW + 10 * round;
 
@@ -681,7 +704,7 @@ static void test_failed_sync_rewrites(void **state)
 
 	snprintf(fail, sizeof(fail), "%s/fail", f->dir);
 	assert_int_equal(setenv("JITD_TEST_REPLAY_SYNC_FAIL_FILE", fail, 1), 0);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_add(r, "a", NOW + 60), 0);
 	ino = inode_of(f->db);
 	fclose(fopen(fail, "w"));
@@ -719,7 +742,7 @@ static void test_failed_sync_rewrites(void **state)
 	assert_false(file_has(f->db, line));
 	assert_int_equal(replay_check(r, "c", NOW), 0);
 	replay_close(&r);
-	assert_int_equal(replay_open(f->dir, 10, NOW, &r), 0);
+	assert_int_equal(replay_open(f->dir, 10, NOW, &r, NULL, 0), 0);
 	assert_int_equal(replay_check(r, "a", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "b", NOW), JIT_ERR_REPLAY);
 	assert_int_equal(replay_check(r, "c", NOW), 0);
@@ -738,6 +761,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_add_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_untrusted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_with_clock_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),

@@ -143,7 +143,7 @@ static struct store *reopen(struct store *st)
 {
 	store_close(&st);
 	assert_null(st);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	return st;
 }
 
@@ -171,9 +171,9 @@ static void test_locked(void **state)
 	struct store *st, *other = NULL;
 
 	(void)state;
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
-	assert_int_equal(store_open(dir, &other), -EBUSY);
+	assert_int_equal(store_open(dir, &other, NULL, 0), -EBUSY);
 	assert_null(other);
 	assert_tokens(st, "tok-a;");
 	/* Released by the close: the next store has it, and the record. */
@@ -183,12 +183,35 @@ static void test_locked(void **state)
 	store_close(&st);
 }
 
+/* A journal group or others may write is refused; why says which and why, for the start. */
+static void test_untrusted(void **state)
+{
+	struct store *st = NULL;
+	char why[1024] = "", want[1024];
+
+	(void)state;
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
+	store_close(&st);
+	assert_int_equal(chmod(at("grants.journal"), 0620), 0);
+	assert_int_equal(store_open(dir, &st, why, sizeof(why)), -EPERM);
+	assert_null(st);
+	snprintf(want, sizeof(want), "%s is writable by group or others: whoever may write it "
+		"could give themselves access (make it a regular file of root's, writable only by "
+		"its owner)", at("grants.journal"));
+	assert_string_equal(why, want);
+	assert_int_equal(chmod(at("grants.journal"), 0600), 0);
+	why[0] = '\0';
+	assert_int_equal(store_open(dir, &st, why, sizeof(why)), 0);
+	assert_string_equal(why, "");
+	store_close(&st);
+}
+
 static void test_journal(void **state)
 {
 	struct store *st;
 	struct seen s = { .remove = "tok-b" };
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
@@ -218,7 +241,7 @@ static void test_group(void **state)
 	struct stat sb;
 	off_t before;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
 	before = sb.st_size;
 	assert_int_equal(store_put_many(st, recs, 3), 0);
@@ -254,7 +277,8 @@ static int write_two(void)
 {
 	struct store *st;
 
-	if (store_open(dir, &st) || store_put(st, "x", "tok-x", 5) || store_put(st, "y", "tok-y", 5))
+	if (store_open(dir, &st, NULL, 0) || store_put(st, "x", "tok-x", 5) ||
+		store_put(st, "y", "tok-y", 5))
 		return -1;
 	store_close(&st);
 	return 0;
@@ -268,7 +292,7 @@ static int open_without_digest(void)
 	struct store *st = NULL;
 
 	setenv("OPENSSL_CONF", null_conf, 1);
-	return store_open(dir, &st) == -EIO && !st ? 0 : -1;
+	return store_open(dir, &st, NULL, 0) == -EIO && !st ? 0 : -1;
 }
 
 /*
@@ -294,7 +318,7 @@ static void test_no_digest_keeps_journal(void **state __attribute__((unused)))
 	assert_int_equal(after.st_size, before.st_size);
 	assert_int_equal(unlink(null_conf), 0);
 	/* With the digest, both records are there. */
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-x;tok-y;");
 	assert_int_equal(store_del(st, "x"), 0);
 	assert_int_equal(store_del(st, "y"), 0);
@@ -321,14 +345,14 @@ static void test_torn_tail(void **state)
 	struct store *st;
 	struct stat sb;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
 	assert_int_equal(store_put(st, "y", "tok-y", 5), 0);
 	store_close(&st);
 	/* A crash in the middle of the last append. */
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
 	assert_int_equal(truncate(path, sb.st_size - 3), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-x;");
 	/* Expected after a crash: no copy for a post-mortem. */
 	assert_int_equal(count_named("grants.journal.corrupt-"), copies);
@@ -351,7 +375,7 @@ static void test_zero_tail(void **state)
 	off_t size;
 	int fd;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "u", "tok-u", 5), 0);
 	store_close(&st);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
@@ -360,7 +384,7 @@ static void test_zero_tail(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, zeros, sizeof(zeros)), sizeof(zeros));
 	close(fd);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-u;");
 	assert_int_equal(count_named("grants.journal.corrupt-"), copies);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
@@ -385,7 +409,7 @@ static void test_journal_damage(void **state)
 	bool copy_whole = false;
 	int fd;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "m", "tok-m", 5), 0);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
 	before = sb.st_size;
@@ -398,7 +422,7 @@ static void test_journal_damage(void **state)
 	assert_int_equal(pwrite(fd, "!", 1, before + 13), 1);
 	close(fd);
 	assert_int_equal(stat(path, &damaged), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-m;");
 	assert_int_equal(count_named("grants.journal.corrupt-"), copies + 1);
 	/* Status shows it (store_damage), not only the log. */
@@ -438,7 +462,7 @@ static off_t open_with_pq(struct store **st)
 {
 	struct stat sb;
 
-	assert_int_equal(store_open(dir, st), 0);
+	assert_int_equal(store_open(dir, st, NULL, 0), 0);
 	assert_tokens(*st, "");
 	assert_int_equal(store_put(*st, "p", "tok-p", 5), 0);
 	assert_int_equal(store_put(*st, "q", "tok-q", 5), 0);
@@ -475,7 +499,7 @@ static void test_journal_damage_keeps_later_deletions(void **state)
 	/* A FIFO left at the temporary file's name is replaced, not written into. */
 	assert_int_equal(mkfifo(at("grants.journal.tmp"), 0600), 0);
 	alarm(20);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	alarm(0);
 	assert_tokens(st, "tok-q;");
 	assert_int_equal(store_damage(st)->count, 1);
@@ -508,7 +532,7 @@ static void test_damaged_deletion_still_deletes(void **state)
 		assert_true(fd >= 0);
 		assert_int_equal(pwrite(fd, "!", 1, d + 4), 1);
 		close(fd);
-		assert_int_equal(store_open(dir, &st), 0);
+		assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 		/* r, after the damage, goes with it (fail closed); p stays deleted. */
 		assert_tokens(st, "tok-q;");
 		/*
@@ -535,7 +559,7 @@ static void test_damaged_length_is_no_torn_tail(void **state)
 
 	/* r's header: its payload length (the first 4 bytes), big-endian. */
 	journal_damaged_at_r(claim, sizeof(claim), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-q;");
 	/* Damage, not a torn tail: found and shown (the copy's name may be taken this second). */
 	assert_int_equal(store_damage(st)->count, 1);
@@ -566,7 +590,7 @@ static void test_snapshot(void **state)
 	struct dirent *de;
 	bool aside = false;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
 	assert_int_equal(store_put(st, "q", "tok-q", 5), 0);
 	/* A FIFO left at the temporary file's name is replaced, not written into. */
@@ -582,7 +606,7 @@ static void test_snapshot(void **state)
 	store_close(&st);
 	/* Damage the second snapshot record's payload: the first survives, the file moves aside. */
 	damage_snapshot_end();
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-p;tok-r;");
 	assert_int_equal(store_damage(st)->count, 1);
 	assert_non_null(strstr(store_damage(st)->last, "grants.snap is corrupt after "));
@@ -610,7 +634,7 @@ static void test_snapshot_damage_outlives_failed_compaction(void **state)
 {
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_compact(st), 0);
@@ -618,10 +642,10 @@ static void test_snapshot_damage_outlives_failed_compaction(void **state)
 	store_close(&st);
 	damage_snapshot_end();
 	assert_int_equal(mkdir(at(".grants.snap.tmp"), 0700), 0);
-	assert_int_not_equal(store_open(dir, &st), 0);
+	assert_int_not_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_null(st);
 	assert_int_equal(rmdir(at(".grants.snap.tmp")), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-a;tok-c;");
 	st = reopen(st);
 	assert_tokens(st, "tok-a;tok-c;");
@@ -662,7 +686,7 @@ static void test_compaction_leaves_damage_out(void **state)
 	struct store *st;
 	int hooked = 0;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_compact(st), 0);
@@ -699,7 +723,7 @@ static void test_rewritten_after_failed_sync(void **state)
 	struct store *st;
 	struct stat sb;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	store_sync_failed(st);
@@ -751,7 +775,7 @@ static void test_drop_left_out_of_rewrite(void **state)
 	struct store *st;
 	struct stat sb;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
@@ -811,7 +835,7 @@ static void test_old_journal_left_out(void **state)
 	size_t n, m;
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
@@ -823,7 +847,7 @@ static void test_old_journal_left_out(void **state)
 	assert_true(journal_emptied());
 	store_close(&st);
 	write_whole("grants.journal", old, n, 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-a;tok-c;");
 	/* Left as it is until a write: the new snapshot's rename may not be durable yet. */
 	assert_true(file_holds("grants.journal", "tok-b"));
@@ -844,12 +868,12 @@ static void test_old_journal_left_out(void **state)
 	assert_int_equal(store_compact(st), 0);
 	store_close(&st);
 	write_whole("grants.journal", old, n + m - 36, 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-a;tok-c;tok-d;");
 	store_close(&st);
 	/* The rollback: a's deletion alone appended (a jitd from before epochs): a ends. */
 	write_whole("grants.journal", old, n + 14, 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-c;tok-d;");
 	st = reopen(st);
 	assert_tokens(st, "tok-c;tok-d;");
@@ -868,12 +892,12 @@ static void test_emptied_journal_gets_its_epoch(void **state)
 {
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_compact(st), 0);
 	store_close(&st);
 	assert_int_equal(truncate(at("grants.journal"), 0), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_true(journal_emptied());
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	st = reopen(st);
@@ -881,7 +905,7 @@ static void test_emptied_journal_gets_its_epoch(void **state)
 	/* With its snapshot gone, a journal with an epoch is still read: all there is. */
 	store_close(&st);
 	assert_int_equal(unlink(at("grants.snap")), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-b;");
 	assert_int_equal(store_del(st, "b"), 0);
 	store_close(&st);
@@ -896,14 +920,14 @@ static void test_damaged_epoch(void **state)
 {
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(store_del(st, "a"), 0);
 	store_close(&st);
 	damage_record("grants.journal", "epoch");
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-b;");
 	assert_true(journal_paired());
 	st = reopen(st);
@@ -922,7 +946,7 @@ static void test_state_before_epochs(void **state)
 	char buf[4096];
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_compact(st), 0);
@@ -930,11 +954,11 @@ static void test_state_before_epochs(void **state)
 	assert_int_equal(store_del(st, "a"), 0);
 	store_close(&st);
 	write_whole("grants.journal", buf, read_whole("grants.journal", buf, sizeof(buf)), 36);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-b;tok-c;");
 	store_close(&st);
 	write_whole("grants.snap", buf, read_whole("grants.snap", buf, sizeof(buf)), 36);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-b;tok-c;");
 	assert_int_equal(store_put(st, "d", "tok-d", 5), 0);
 	st = reopen(st);
@@ -962,7 +986,7 @@ static void test_compaction_fails_after_rename(void **state)
 
 	snprintf(fail, sizeof(fail), "%s", at("dirfail"));
 	assert_int_equal(setenv("JITD_TEST_STATE_DIR_SYNC_FAIL_FILE", fail, 1), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
 	assert_int_equal(store_put(st, "y", "tok-y", 5), 0);
 	fclose(fopen(fail, "w"));
@@ -999,7 +1023,7 @@ static void test_drop_kept_after_its_sync_failed(void **state)
 
 	snprintf(fail, sizeof(fail), "%s", at("fail"));
 	assert_int_equal(setenv("JITD_TEST_JOURNAL_SYNC_FAIL_FILE", fail, 1), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put(st, "a", "tok-a", 5), 0);
 	assert_int_equal(store_put(st, "b", "tok-b", 5), 0);
 	assert_int_equal(store_put(st, "c", "tok-c", 5), 0);
@@ -1055,7 +1079,7 @@ static void test_many(void **state)
 	char jti[16], tok[16];
 	size_t n = 0;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	for (int i = 0; i < 300; i++) {
 		snprintf(jti, sizeof(jti), "g%d", i);
 		snprintf(tok, sizeof(tok), "t%d", i);
@@ -1103,7 +1127,7 @@ static void test_compaction_pace(void **state)
 	size_t n = 0;
 	off_t before;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_compact(st), 0); /* what earlier tests left: out of the count */
 	for (int i = 0; i < 4096; i++) {
 		snprintf(jti, sizeof(jti), "p%d", i);
@@ -1177,7 +1201,7 @@ static struct store *open_big(void)
 	char jti[16], tok[BIG_LEN + 1];
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_compact(st), 0);
 	for (int i = 0; i < BIG_N; i++) {
 		snprintf(jti, sizeof(jti), "b%d", i);
@@ -1282,7 +1306,7 @@ static void test_annex(void **state)
 	struct store *st;
 
 	(void)state;
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_put_many(st, r, 2), 0);
 	st = reopen(st);
 	assert_int_equal(walk(st, find_annex, want), 0);
@@ -1324,7 +1348,7 @@ static void test_walk_removes(void **state)
 	size_t n = 0;
 
 	(void)state;
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(store_compact(st), 0);
 	for (int i = 0; i < 10000; i++) {
 		snprintf(jti, sizeof(jti), "w%d", i);
@@ -1411,7 +1435,7 @@ static void test_notes(void **state)
 	struct store_mark m;
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_notes(st, "");
 	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
 	assert_int_equal(write_note(st, "line-1"), 0);
@@ -1457,7 +1481,7 @@ static void test_uncovered_notes(void **state)
 	struct store_mark m;
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_uncovered(st, "");
 	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
 	assert_int_equal(write_note(st, "line-1"), 0);
@@ -1488,7 +1512,7 @@ static void test_uncovered_damage_found_once(void **state)
 {
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	/* An empty journal, so that the notes are in the first page damage_record reads. */
 	assert_int_equal(store_compact(st), 0);
 	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
@@ -1525,7 +1549,7 @@ static void test_notes_compaction(void **state)
 	struct store_mark old;
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	store_set_compact_guard(st, guard, NULL);
 	assert_int_equal(store_put(st, "x", "tok-x", 5), 0);
 	assert_int_equal(write_note(st, "before"), 0);
@@ -1551,14 +1575,14 @@ static void test_notes_torn(void **state)
 	struct store *st;
 	struct stat sb;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_int_equal(write_note(st, "whole"), 0);
 	assert_int_equal(write_note(st, "torn"), 0);
 	assert_int_equal(store_sync(st), 0);
 	store_close(&st);
 	assert_int_equal(stat(at("grants.journal"), &sb), 0);
 	assert_int_equal(truncate(path, sb.st_size - 2), 0);
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_notes(st, "whole;");
 	assert_int_equal(store_notes_done(st), 0);
 	store_close(&st);
@@ -1574,7 +1598,7 @@ static void test_snapshot_damage_keeps_notes(void **state)
 {
 	struct store *st;
 
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_notes(st, "");
 	assert_tokens(st, "");
 	assert_int_equal(store_put(st, "p", "tok-p", 5), 0);
@@ -1584,7 +1608,7 @@ static void test_snapshot_damage_keeps_notes(void **state)
 	assert_int_equal(store_sync(st), 0);
 	store_close(&st);
 	damage_snapshot_end();
-	assert_int_equal(store_open(dir, &st), 0);
+	assert_int_equal(store_open(dir, &st, NULL, 0), 0);
 	assert_tokens(st, "tok-p;");
 	assert_notes(st, "line-1;");
 	/* This start ends before store_notes_done: the next one still has the notes. */
@@ -1609,6 +1633,7 @@ int main(void)
 		cmocka_unit_test(test_no_digest_keeps_journal),
 		cmocka_unit_test(test_journal),
 		cmocka_unit_test(test_locked),
+		cmocka_unit_test(test_untrusted),
 		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_zero_tail),
