@@ -113,6 +113,18 @@ static void find_torn_line(struct audit *a)
 		log_warn("audit: %s may end mid-line: the next record starts a line", a->path);
 }
 
+/* Where the copy goes: /dev/log, or in test builds $JITD_TEST_SYSLOG_PATH, a test's socket. */
+static const char *syslog_path(void)
+{
+#ifdef JITD_TEST_HOOKS
+	const char *test = getenv("JITD_TEST_SYSLOG_PATH");
+
+	if (test)
+		return test;
+#endif
+	return _PATH_LOG;
+}
+
 int audit_open(const char *state_dir, const struct audit_opts *o, struct audit **out)
 {
 	struct audit *a = calloc(1, sizeof(*a));
@@ -134,7 +146,8 @@ int audit_open(const char *state_dir, const struct audit_opts *o, struct audit *
 		return ret;
 	}
 	find_torn_line(a);
-	if ((ret = syslog_copy_open(_PATH_LOG, "jitd", "audit ", &a->sys))) {
+	if ((!o || !o->no_syslog) &&
+		(ret = syslog_copy_open(syslog_path(), "jitd", "audit ", &a->sys))) {
 		audit_close(&a);
 		return ret;
 	}

@@ -4589,8 +4589,8 @@ static void restart_only(const struct config *o, const struct config *n, char *l
 		{ DIFF_STR(o->control_socket, n->control_socket), "control_socket" },
 		{ DIFF_STR(o->control_group, n->control_group), "control_group" },
 		{ o->replay_cache_max != n->replay_cache_max, "replay_cache_max" },
-		{ o->audit_max_bytes != n->audit_max_bytes || o->audit_keep != n->audit_keep,
-			"audit" },
+		{ o->audit_max_bytes != n->audit_max_bytes || o->audit_keep != n->audit_keep ||
+			o->audit_syslog != n->audit_syslog, "audit" },
 		{ o->reconcile_interval != n->reconcile_interval, "reconcile_interval" },
 		/* The running table's flags: claimed or not at the start (e->table_flags). */
 		{ o->table_owner != n->table_owner, "table_owner" },

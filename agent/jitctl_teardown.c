@@ -157,7 +157,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	} else if ((ret = lockdown_forget(dir, exists ? "jitctl teardown: table inet jitd "
 			"deleted; the protected ports are as the host's ruleset leaves them, and "
 			"the active grants' access ended (a start of jitd restores those not "
-			"expired)" : NULL, &noted)) == -EBUSY) {
+			"expired)" : NULL, o->no_syslog, &noted)) == -EBUSY) {
 		fprintf(stderr, "jitctl teardown: %s/%s left: a running jitd uses %s\n", dir,
 			LOCKDOWN_FILE, dir);
 	} else if (ret < 0) {

@@ -96,9 +96,9 @@ int lockdown_save_ahead(const char *state_dir, const char *raw, size_t len)
  * by other limits could remove files the configuration keeps. One line past them is rotated
  * at jitd's next write.
  */
-static int teardown_note(const char *state_dir, const char *note)
+static int teardown_note(const char *state_dir, const char *note, bool no_syslog)
 {
-	static const struct audit_opts no_rotation = { .max_bytes = UINT64_MAX };
+	const struct audit_opts no_rotation = { .max_bytes = UINT64_MAX, .no_syslog = no_syslog };
 	struct audit_rec rec = { .event = "agent.teardown", .message = note, .count = -1 };
 	struct audit *a = NULL;
 	char peer[64];
@@ -117,7 +117,7 @@ static int teardown_note(const char *state_dir, const char *note)
 	return ret;
 }
 
-int lockdown_forget(const char *state_dir, const char *note, int *noted)
+int lockdown_forget(const char *state_dir, const char *note, bool no_syslog, int *noted)
 {
 	int dfd, ret = 1;
 
@@ -131,7 +131,7 @@ int lockdown_forget(const char *state_dir, const char *note, int *noted)
 	else if (fsync(dfd) < 0)
 		ret = -errno;
 	if (note)
-		*noted = teardown_note(state_dir, note);
+		*noted = teardown_note(state_dir, note, no_syslog);
 	close(dfd);
 	return ret;
 }
@@ -175,7 +175,8 @@ static int build(struct nft *nft, const struct config *cfg, bool replace,
 static void record(const char *state_dir, struct audit *trail, const struct config *cfg,
 	const char *why, const char *what)
 {
-	const struct audit_opts o = { .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep };
+	const struct audit_opts o = { .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep,
+		.no_syslog = !cfg->audit_syslog };
 	struct audit *a = NULL;
 	struct audit_rec rec = { .event = "agent.lockdown", .count = -1 };
 	char text[2048];
@@ -350,8 +351,9 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 		"made (no jitd mark: a saved ruleset loaded at the boot?) replaced by one built" :
 		"built", from, unanswered ? " (the kernel's answer was lost, and the table is "
 		"there)" : "", cfg->n_ports, targets);
+	/* The trail's settings (audit.syslog too): the file's, the latest, when it loaded. */
 	if (why)
-		record(state_dir, trail, cfg, why, msg);
+		record(state_dir, trail, now ? now : cfg, why, msg);
 	ret = LOCKDOWN_BUILT;
 out:
 	nft_close(&nft);

@@ -63,6 +63,8 @@ void syslog_copy_close(struct syslog_copy **s)
 /* A clock stepped back tries again at once rather than after the step. */
 bool syslog_copy_ready(struct syslog_copy *s, int64_t now)
 {
+	if (!s)
+		return false;
 	if (s->fd >= 0)
 		return true;
 	if (s->tried && now >= s->tried && now - s->tried < RECHECK_SEC)

@@ -51,7 +51,8 @@ static const char *const top_keys[] = { "host_id", "keys_dir", "state_dir", "con
 	"targets", "issuers" };
 static const char *const limit_keys[] = { "max_grants", "max_sources_per_grant",
 	"max_ports_per_grant", "control_connections" };
-static const char *const audit_keys[] = { "max_bytes", "keep", "unverified_per_minute" };
+static const char *const audit_keys[] = { "max_bytes", "keep", "unverified_per_minute",
+	"syslog" };
 static const char *const listen_keys[] = { "address", "tls_cert", "tls_key", "client_ca",
 	"insecure_plaintext", "max_connections", "timeout", "rate_limit" };
 static const char *const port_keys[] = { "port", "protocol", "max_duration", "allowed_sources" };
@@ -800,6 +801,7 @@ static int set_log_level(const json_t *root, struct config *c, struct jit_error 
 static int set_access(json_t *root, struct config *c, struct jit_error *e)
 {
 	json_t *g = json_object_get(root, "control_group"), *a = json_object_get(root, "audit");
+	const json_t *v;
 	long long n;
 	int ret;
 
@@ -834,6 +836,11 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 		1000000, &n, e)))
 		return ret;
 	c->audit_unverified_per_minute = (unsigned)n;
+	/* On unless asked: a host's own log (authpriv) is where most operators look first. */
+	v = a ? json_object_get(a, "syslog") : NULL;
+	if (v && !json_is_boolean(v))
+		return BAD(e, "audit.syslog: expected a boolean, not %s", jit_json_type(v));
+	c->audit_syslog = !v || json_is_true(v);
 	return 0;
 }
 

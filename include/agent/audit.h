@@ -22,6 +22,7 @@ struct audit;
 struct audit_opts {
 	uint64_t max_bytes;	/* 0: 10 MiB */
 	unsigned keep;		/* 0: 5 */
+	bool no_syslog;		/* no copy to syslog (audit.syslog false) */
 };
 
 struct audit_rec {

@@ -1,6 +1,7 @@
 #ifndef JITD_AGENT_LOCKDOWN_H
 #define JITD_AGENT_LOCKDOWN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct audit;
@@ -35,12 +36,12 @@ int lockdown_save_ahead(const char *state_dir, const char *raw, size_t len);
 /*
  * Removes state_dir's record, durably (jitctl teardown: jitd is to close nothing any more), and
  * with note (the table was deleted; NULL: it was not there) audits agent.teardown with it into
- * the directory's trail, naming the caller's uid and pid: *noted 0, or -errno, the directory's
- * too (left as it is when nothing was to be audited). 1 removed, 0 there was none, -EBUSY a
- * running jitd holds the directory, or -errno; a directory that does not exist holds neither
- * record nor trail (0).
+ * the directory's trail (copied to syslog unless no_syslog), naming the caller's uid and pid:
+ * *noted 0, or -errno, the directory's too (left as it is when nothing was to be audited).
+ * 1 removed, 0 there was none, -EBUSY a running jitd holds the directory, or -errno; a
+ * directory that does not exist holds neither record nor trail (0).
  */
-int lockdown_forget(const char *state_dir, const char *note, int *noted);
+int lockdown_forget(const char *state_dir, const char *note, bool no_syslog, int *noted);
 
 enum lockdown_result {
 	LOCKDOWN_BUILT = 1,	/* the table is in the kernel now */

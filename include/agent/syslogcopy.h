@@ -25,7 +25,7 @@ int syslog_copy_open(const char *path, const char *ident, const char *prefix,
 void syslog_copy_close(struct syslog_copy **s);
 /*
  * Whether a line would be sent (connected, or found now): the caller may spare the lines'
- * preparation when not. now: wall seconds.
+ * preparation when not. now: wall seconds. s NULL (no copy): false.
  */
 bool syslog_copy_ready(struct syslog_copy *s, int64_t now);
 /* "<PRI>Mmm dd hh:mm:ss IDENT[PID]: PREFIXmsg", as syslog(3) sends it; now: wall seconds. */

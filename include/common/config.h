@@ -98,6 +98,7 @@ struct config {
 	unsigned audit_keep;	  /* rotated audit files kept */
 	/* refusals naming no grant audited one by one in a minute; the rest counted */
 	unsigned audit_unverified_per_minute;
+	bool audit_syslog;	  /* the trail copied to syslog (authpriv) */
 	enum deny_action deny_action;
 	uint64_t clock_skew; /* seconds */
 	uint64_t reconcile_interval; /* seconds between full comparisons with the kernel */

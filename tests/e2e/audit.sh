@@ -1,7 +1,8 @@
 # The audit trail: every decision of the test is one JSON line in state_dir/audit.jsonl, and
 # `jitctl log` gives it back filtered (time, grant, user, kind of event), as JSON and as CSV
 # that a real CSV parser reads. Per-port activity in `jitctl status` (grants in 7 days, last
-# access, last user) survives a restart.
+# access, last user) survives a restart. Each record is copied to syslog unless audit.syslog
+# is false (test builds: towards a socket of the test's own).
 . "$(dirname "$0")/lib.sh"
 
 # Test builds: while this file exists, a log query waits on its thread (jitd-log).
@@ -218,6 +219,41 @@ pass "a trail the start cannot read: grants_7d null on every port, not 0"
 stop_jitd TERM
 chmod 0640 "$file.1"
 start_jitd
+
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	log "the copy to syslog: on unless audit.syslog is false"
+	syslog_standin
+	stop_jitd TERM
+	jq 'del(.audit.syslog)' "$CONFIG" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
+	chmod 0600 "$CONFIG"
+	start_jitd
+	sign --src 192.0.2.5 --port 22 --for 60 --jti au-syslog --sub carol | submit - >/dev/null ||
+		fail "au-syslog refused"
+	syslog_read_up_to mark-1
+	# authpriv.info (<86>), a syslog(3) timestamp, jitd's pid, then the trail's own line.
+	want='^<86>[A-Z][a-z]{2} [ 1-3][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} jitd\['"$JITD_PID"'\]: '
+	want+='audit \{.*"event":"grant\.applied".*"grant":"au-syslog"'
+	grep -qE "$want" "$TMP/syslog.txt" ||
+		fail "grant.applied not copied to syslog: $(cat "$TMP/syslog.txt")"
+	pass "by default each record is copied to syslog (authpriv): grant.applied as in the trail"
+	stop_jitd TERM
+	# Its agent.stopped read before the file is emptied, not after.
+	syslog_read_up_to mark-stopped
+	jq '.audit.syslog = false' "$CONFIG" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
+	chmod 0600 "$CONFIG"
+	: >"$TMP/syslog.txt"
+	start_jitd
+	sign --src 192.0.2.5 --port 22 --for 60 --jti au-nosyslog | submit - >/dev/null ||
+		fail "au-nosyslog refused"
+	stop_jitd TERM
+	syslog_read_up_to mark-2
+	[ "$(cat "$TMP/syslog.txt")" = mark-2 ] ||
+		fail "copied to syslog with audit.syslog false: $(cat "$TMP/syslog.txt")"
+	jq -s -e 'any(.[]; .grant == "au-nosyslog")' "$file" >/dev/null ||
+		fail "au-nosyslog is not in the trail: $(tail -n 3 "$file")"
+	pass "with audit.syslog false nothing is copied (a start, a grant, a stop); the trail whole"
+	start_jitd
+fi
 
 log_threads() { grep -lx jitd-log /proc/"$JITD_PID"/task/*/comm 2>/dev/null | grep -c . || true; }
 log_threads_are() { [ "$(log_threads)" -eq "$1" ]; }

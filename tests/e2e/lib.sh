@@ -260,6 +260,10 @@ write_config() {
   "always_allow": $2$ports$extra
 }
 EOF
+	# The test's made-up records stay out of the host's syslog (audit.sh turns the copy on,
+	# towards a socket of its own), also when EXTRA_MEMBERS_JSON has an "audit" of its own.
+	jq '.audit.syslog //= false' "$CONFIG" >"$CONFIG.new"
+	mv "$CONFIG.new" "$CONFIG"
 	chmod 0600 "$CONFIG"
 }
 
@@ -380,6 +384,30 @@ start_jitd_mnt() {
 	nsenter -t "$HOLDER" -m -n -- "$JITD_BIN" -c "$CONFIG" >>"$TMP/jitd.log" 2>&1 &
 	JITD_PID=$!
 	wait_until 10 "jitd answering" "$JITCTL_BIN" -s "$SOCK" status --json
+}
+
+# --- a stand-in for /dev/log (test builds: $JITD_TEST_SYSLOG_PATH) ----------------------------
+
+# syslog_standin: a datagram socket of the test's own, each datagram one line of
+# $TMP/syslog.txt; JITD_TEST_SYSLOG_PATH exported towards it for jitd and jitctl.
+syslog_standin() {
+	/usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "ab", buffering=0) as out:
+    while True:
+        out.write(s.recv(65536) + b"\n")' "$TMP/syslog.sock" "$TMP/syslog.txt" &
+	BG_PIDS+=($!)
+	wait_until 5 "the syslog stand-in" test -S "$TMP/syslog.sock"
+	export JITD_TEST_SYSLOG_PATH=$TMP/syslog.sock
+}
+# syslog_read_up_to MARK: MARK sent to the stand-in and read back, after all sent before it.
+syslog_read_up_to() {
+	python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(sys.argv[2].encode(), sys.argv[1])' \
+		"$TMP/syslog.sock" "$1"
+	wait_until 5 "the syslog stand-in to read $1" grep -qx "$1" "$TMP/syslog.txt"
 }
 
 # --- a throwaway PKI for the HTTPS endpoint, in $PKI -----------------------------------------

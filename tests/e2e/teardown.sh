@@ -84,6 +84,8 @@ pass "a jitd at the default socket: -c teardown refused; table kept"
 # -c: the record removed is the test's own (with -s alone, jitctl would read the host's
 # /etc/jitd/jitd.json for its state_dir).
 [ -e "$TMP/state/lockdown.json" ] || fail "no lockdown.json before the teardown"
+# Test builds: its agent.teardown record, not copied to syslog (the file's audit.syslog false).
+[ "${JITD_TEST_HOOKS:-0}" = 0 ] || syslog_standin
 own_run "$SRV" "$JITCTL_BIN" -c "$CONFIG" teardown --json >"$TMP/out" 2>&1 ||
 	fail "teardown: $(cat "$TMP/out")"
 jq -e '. == {"table": "inet jitd", "removed": true, "lockdown_removed": true}' "$TMP/out" \
@@ -98,6 +100,12 @@ tail -n 1 "$TMP/state/audit.jsonl" | jq -e '.event == "agent.teardown" and
 	(.message | startswith("jitctl teardown: table inet jitd deleted"))' >/dev/null ||
 	fail "the trail's last line: $(tail -n 2 "$TMP/state/audit.jsonl")"
 pass "the teardown audited as agent.teardown, after agent.stopped"
+if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
+	syslog_read_up_to mark
+	[ "$(cat "$TMP/syslog.txt")" = mark ] ||
+		fail "copied to syslog with audit.syslog false: $(cat "$TMP/syslog.txt")"
+	pass "with audit.syslog false, agent.teardown is not copied to syslog"
+fi
 expect_connect ok "$C1" 192.0.2.1 22
 pass "port 22 no longer closed by jitd"
 # -s alone, naming a socket the default configuration does not: no record of that file's.

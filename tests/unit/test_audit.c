@@ -26,6 +26,9 @@ struct fixture {
 	char dir[64];
 };
 
+/* The tests' made-up records stay out of the host's syslog. */
+static const struct audit_opts quiet = { .no_syslog = true };
+
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -71,7 +74,7 @@ static void test_grant_record(void **state)
 	char path[128];
 
 	assert_int_equal(prefix_parse("192.0.2.0/24", &src), 0);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	assert_int_equal(audit_log(a, &rec), 0);
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
 	assert_int_equal(stat(path, &st), 0);
@@ -158,7 +161,7 @@ static void test_line_as_jansson(void **state)
 	assert_int_equal(prefix_parse("192.0.2.0/24", &src[0]), 0);
 	assert_int_equal(prefix_parse("2001:db8::1", &src[1]), 0);
 	assert_int_equal(prefix_parse("10.0.0.5", &dst), 0);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.applied", .grant = &g,
 		.peer = "uid=0 pid=1 user=root", .count = -1 }), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.refused",
@@ -225,7 +228,7 @@ static void test_filters_and_garbage(void **state)
 	fprintf(fp, "{\"ts\":100,\"event\":\"grant.applied\",\"grant\":\"old\",\"sub\":\"alice\"}\n"
 		"not json\n");
 	fclose(fp);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.refused",
 		.grant_id = "x", .code = "expired", .message = "bad\nline\x01", .count = -1 }), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "flows.terminated",
@@ -301,7 +304,7 @@ static void test_torn_line(void **state)
 	FILE *fp;
 
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "grant.applied",
 		.grant_id = "first", .count = -1 }), 0);
 	assert_int_equal(stat(path, &st), 0);
@@ -350,7 +353,7 @@ static void test_crash_left_a_fragment(void **state)
 	assert_non_null(fp);
 	assert_int_equal(fputs(before, fp) >= 0, 1);
 	assert_int_equal(fclose(fp), 0);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	assert_int_equal(audit_log(a, &(struct audit_rec){ .event = "config.loaded",
 		.count = -1 }), 0);
 	audit_close(&a);
@@ -372,7 +375,7 @@ static void test_crash_left_a_fragment(void **state)
 static void test_rotation(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 65536, .keep = 2 };
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 2, .no_syslog = true };
 	char id[32], path[128];
 	struct audit *a;
 	bool trunc;
@@ -426,7 +429,7 @@ static void assert_content(const char *name, const char *want)
 static void test_rotation_fills_a_gap(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 65536, .keep = 3 };
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 3, .no_syslog = true };
 	char id[32], one[128], two[128], three[128];
 	struct audit *a;
 	struct stat st;
@@ -463,7 +466,7 @@ static void test_rotation_fills_a_gap(void **state)
 static void test_rotation_fails_then_recovers(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 65536, .keep = 1 };
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 1, .no_syslog = true };
 	char id[32], dir1[128], inside[160];
 	struct audit *a;
 	bool trunc, failed = false;
@@ -524,7 +527,7 @@ static void log_ids(struct audit *a, int from, int to)
 static void test_snapshot(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 65536, .keep = 3 };
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 3, .no_syslog = true };
 	struct audit_snapshot *snap;
 	json_t *before = json_array(), *seen = json_array();
 	struct audit *a;
@@ -560,7 +563,7 @@ static void test_snapshot(void **state)
 static void test_snapshot_unopenable_file(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 65536, .keep = 3 };
+	const struct audit_opts o = { .max_bytes = 65536, .keep = 3, .no_syslog = true };
 	struct audit_snapshot *snap = NULL;
 	struct audit *a;
 	char path[128];
@@ -597,7 +600,7 @@ static void test_snapshot_damaged_line(void **state)
 	FILE *fp;
 
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	log_ids(a, 0, 2);
 	fp = fopen(path, "a");
 	assert_non_null(fp);
@@ -668,7 +671,7 @@ static void test_recover(void **state)
 	size_t restored;
 
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	log_noted(a, "kept", &n1);
 	assert_int_equal(stat(path, &st), 0);
 	log_noted(a, "lost-1", &n2);
@@ -678,7 +681,7 @@ static void test_recover(void **state)
 	/* The crash: the last two lines gone, and a few bytes of the first of them left. */
 	assert_int_equal(truncate(path, st.st_size + 10), 0);
 
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	const struct store_note v[] = { n1, n2, n3 };
 	assert_int_equal(audit_recover(a, v, 3, &restored), 0);
 	assert_int_equal(restored, 2);
@@ -717,7 +720,7 @@ static void test_recover_after_failed_sync(void **state)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/audit.jsonl", f->dir);
-	assert_int_equal(audit_open(f->dir, NULL, &a), 0);
+	assert_int_equal(audit_open(f->dir, &quiet, &a), 0);
 	log_noted(a, "kept", &n1);
 	log_noted(a, "gone", &n2);
 	memcpy(&at, n2.p + 8, sizeof(at));
@@ -757,7 +760,7 @@ static void test_recover_after_failed_sync(void **state)
 static void test_recover_rotated(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 4096, .keep = 2 };
+	const struct audit_opts o = { .max_bytes = 4096, .keep = 2, .no_syslog = true };
 	struct store_note n = { 0 };
 	struct audit *a;
 	size_t restored;
@@ -805,7 +808,7 @@ static void assert_noted_at(const struct fixture *f, const struct store_note *n)
 static void test_log_group(void **state)
 {
 	struct fixture *f = *state;
-	const struct audit_opts o = { .max_bytes = 4096, .keep = 2 };
+	const struct audit_opts o = { .max_bytes = 4096, .keep = 2, .no_syslog = true };
 	struct store_note probe = { 0 }, n[3] = { 0 };
 	struct audit_rec r[3];
 	struct rlimit old, lim;

@@ -220,17 +220,23 @@ static void test_access_keys(void **state)
 	assert_int_equal(c->audit_max_bytes, 10 * 1024 * 1024);
 	assert_int_equal(c->audit_keep, 5);
 	assert_int_equal(c->audit_unverified_per_minute, 60);
+	assert_true(c->audit_syslog);
 	config_free(c);
 	c = parse_ok("{'limits':{'max_grants':5}}");
 	assert_int_equal(c->replay_cache_max, 10);
 	config_free(c);
 	c = parse_ok("{'control_group':'4242','replay_cache_max':7,'limits':{'max_grants':7},"
-		     "'audit':{'max_bytes':65536,'keep':2,'unverified_per_minute':0}}");
+		     "'audit':{'max_bytes':65536,'keep':2,'unverified_per_minute':0,"
+		     "'syslog':false}}");
 	assert_string_equal(c->control_group, "4242");
 	assert_int_equal(c->replay_cache_max, 7);
 	assert_int_equal(c->audit_max_bytes, 65536);
 	assert_int_equal(c->audit_keep, 2);
 	assert_int_equal(c->audit_unverified_per_minute, 0);
+	assert_false(c->audit_syslog);
+	config_free(c);
+	c = parse_ok("{'audit':{'syslog':true}}");
+	assert_true(c->audit_syslog);
 	config_free(c);
 	parse_bad("{'control_group':''}", "control_group");
 	parse_bad("{'control_group':7}", "control_group");
@@ -243,6 +249,7 @@ static void test_access_keys(void **state)
 	parse_bad("{'audit':{'unverified_per_minute':1000001}}",
 		"audit.unverified_per_minute: 1000001 is outside");
 	parse_bad("{'audit':{'kept':1}}", "audit: unknown key 'kept'");
+	parse_bad("{'audit':{'syslog':1}}", "audit.syslog: expected a boolean, not an integer");
 }
 
 static void test_listen(void **state)
