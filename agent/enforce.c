@@ -5093,9 +5093,9 @@ fail:
 	snprintf(err, errlen, "%s", kerr[0] ? kerr : fail_why ? fail_why : strerror(-ret));
 	/* The file was valid: the kernel's refusal, or a failure of jitd's own, is what to report. */
 	ret = kerr[0] ? JIT_ERR_KERNEL : JIT_ERR_INTERNAL;
-	log_err("reload failed, the running configuration stays: %s", err);
 	reload_refused(e, err);
-	note_error(e, "reload: %s", err);
+	/* Logged once, by note_error; agent.last_error says what the log says. */
+	note_error(e, "reload failed, the running configuration stays: %s", err);
 	(void)audit(e, "config.refused", NULL, NULL, NULL, ret, err, -1);
 	/* The kernel refused it (or, unanswered, is brought back below): they are live again. */
 	for (size_t i = 0; i < n_moved; i++) {

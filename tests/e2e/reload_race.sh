@@ -65,6 +65,13 @@ rc=0
 "$JITCTL_BIN" -s "$SOCK" reload >"$TMP/out" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "test hook" "$TMP/out" || fail "the refused reload: exit $rc: $(cat "$TMP/out")"
 rm -f "$JITD_TEST_RELOAD_FAIL_FILE"
+# Said once in the log, as agent.last_error says it.
+failed="reload failed, the running configuration stays: test hook: Operation not permitted"
+[ "$(grep -c "test hook: Operation not permitted" "$TMP/jitd.log")" -eq 1 ] &&
+	grep -qF "$failed" "$TMP/jitd.log" ||
+	fail "the refused reload in the log: $(cat "$TMP/jitd.log")"
+status_json | jq -e --arg f "$failed" '.agent.last_error == $f' >/dev/null ||
+	fail "last_error: $(status_json | jq -c .agent.last_error)"
 status_json | jq -e '.grants | map(.id) | sort == ["back", "keep"]' >/dev/null ||
 	fail "status: $(status_json | jq -c '.grants | map(.id)')"
 pass "refused ($(cat "$TMP/out")); both grants still in the books"
