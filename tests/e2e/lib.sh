@@ -9,6 +9,9 @@
 # jitd runs in SRV with its own config, keys, state and control socket under a temp directory.
 # The kernel witness is the official reader: `nft -j list table inet jitd` inside SRV.
 set -euo pipefail
+# The modes the tests expect (audit.jsonl 0640 as jitd makes it; scripts that other uids run)
+# are the default umask's, whatever the caller's (sudo keeps a user's 027 or 077).
+umask 022
 
 : "${JITD_BIN:?set JITD_BIN to the jitd binary}"
 : "${JITCTL_BIN:?set JITCTL_BIN to the jitctl binary}"
