@@ -194,7 +194,8 @@ struct enforce {
 	int64_t started;
 	int64_t started_boot_ms;	/* uptime's start: the wall clock may step */
 	int64_t undurable_warned_us;	/* sync_before_drop's last warning (monotonic) */
-	char last_error[256];
+	/* Room for a kernel's or a refused reload's reason (NFT_ERRLEN) and words before it. */
+	char last_error[NFT_ERRLEN + 128];
 	struct grant *grants;
 	/*
 	 * Per grant, when it ends on CLOCK_BOOTTIME (ms), fixed when it was applied: the kernel's
