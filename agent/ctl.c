@@ -976,7 +976,10 @@ static int claim_path(const char *path)
 	return unlink(path) < 0 ? -errno : 0;
 }
 
-/* The group that may read: a name or a decimal gid. -ENOENT when there is no such group. */
+/*
+ * The group that may read: a name or a decimal gid. -ENOENT when there is no such group, or
+ * getgrnam_r's own -errno (NSS unreachable, out of memory), which says nothing of the group.
+ */
 static int resolve_group(const char *name, gid_t *gid)
 {
 	struct group gr, *res = NULL;
@@ -1004,14 +1007,15 @@ static int resolve_group(const char *name, gid_t *gid)
 	}
 	free(buf);
 	/* Digits only: strtoul also takes " 1001", "+1001" and "-18446744073709547374" (4242). */
-	if (!*name || strspn(name, "0123456789") != strlen(name))
-		return -ENOENT;
-	n = strtoul(name, &end, 10);
-	if (!*end && n < (gid_t)-1) {
-		*gid = (gid_t)n;
-		return 0;
+	if (*name && strspn(name, "0123456789") == strlen(name)) {
+		n = strtoul(name, &end, 10);
+		if (!*end && n < (gid_t)-1) {
+			*gid = (gid_t)n;
+			return 0;
+		}
 	}
-	return -ENOENT;
+	/* Not found is 0 with no entry (glibc); some NSS modules say ENOENT or ESRCH. */
+	return r && r != ENOENT && r != ESRCH ? -r : -ENOENT;
 }
 
 /*
@@ -1121,9 +1125,12 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 	 * Then opened to the reading group, if it exists; otherwise root alone keeps it. Under the
 	 * systemd unit (Group=jitd, no CAP_CHOWN) the socket is born with that group already.
 	 */
-	if (resolve_group(cfg->control_group, &gid))
+	if ((ret = resolve_group(cfg->control_group, &gid)) == -ENOENT)
 		log_warn("control: group '%s' does not exist; only root can use %s",
 			cfg->control_group, path);
+	else if (ret)
+		log_warn("control: cannot look group '%s' up (%s); only root can use %s",
+			cfg->control_group, strerror(-ret), path);
 	else if ((stat(path, &st) < 0 || (st.st_gid != gid && chown(path, (uid_t)-1, gid) < 0)) ||
 		chmod(path, 0660) < 0)
 		log_warn("control: cannot give group '%s' access to %s: %s", cfg->control_group,
