@@ -2,8 +2,8 @@
 # jitctl against a stand-in for the agent (a one-shot Python server on a socket of its own):
 # a reply that is not jitd's (an "ok" that is no boolean, "ok": true without what it answers,
 # a second line after the reply, however late) exits 3 and prints nothing on stdout, in every
-# output mode; a refusal exits 1; a long list is written whole in --csv. No root, no
-# namespaces.
+# output mode; a refusal exits 1; a last user that is not defused is, by jitctl status; a long
+# list is written whole in --csv. No root, no namespaces.
 # Usage: jitctl_replies.sh JITCTL
 set -euo pipefail
 JITCTL=$1
@@ -83,6 +83,17 @@ if [ "$(tr -d ' \n' <"$TMP/out")" = '[{"event":"b"},{"event":"c"}]' ]; then
 	echo "ok - --limit 2 keeps the newest two of three an older agent sent"
 else
 	echo "not ok - --limit 2 of three: $(cat "$TMP/out" "$TMP/err")"
+	failed=1
+fi
+# A last user from an agent that does not defuse it (an older one): what a terminal would act
+# on, an escape sequence or a bidi override, is shown as '?'.
+answer '{"ok":true,"status":{"ports":[{"port":22,"last_user":"\u001b[31mx\u202e"}]}}'$'\n'
+"$JITCTL" -s "$SOCK" status >"$TMP/out" 2>"$TMP/err" || true
+wait
+if grep -qF ' ?[31mx??? ' "$TMP/out" && ! LC_ALL=C grep -q $'\033\\|\xe2\x80\xae' "$TMP/out"; then
+	echo "ok - a last user's escape and bidi override shown as '?'"
+else
+	echo "not ok - a last user's escape and bidi override: $(cat -v "$TMP/out" "$TMP/err")"
 	failed=1
 fi
 # A gateway grant's ports run to thousands: --csv writes the list whole.
