@@ -86,15 +86,15 @@ int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **
 
 /*
  * control_socket and control_group from jitd's configuration, so that a jitd moved elsewhere is
- * found (and teardown does not take a running one for stopped), and audit.syslog for the
- * record teardown writes. Only those members are read: the agent judges the rest. The default
- * file may be absent (the defaults hold), or unreadable or broken (o->config_unread, said
- * unless -s named the socket; keygen and sign need no agent, teardown refuses); a named one
- * must be read. 0, or JITCTL_USAGE having said why.
+ * found (and teardown does not take a running one for stopped). Only those two members are
+ * read: the agent judges the rest. The default file may be absent (the defaults hold), or
+ * unreadable or broken (o->config_unread, said unless -s named the socket; keygen and sign
+ * need no agent, teardown refuses); a named one must be read. 0, or JITCTL_USAGE having said
+ * why.
  */
 static int read_config(const char *path, bool named, struct jitctl_opts *o, json_t **root)
 {
-	const json_t *s = NULL, *g = NULL, *a = NULL;
+	const json_t *s = NULL, *g = NULL;
 	FILE *f = fopen(path, "re");
 	const char *why;
 	json_error_t je;
@@ -115,7 +115,6 @@ static int read_config(const char *path, bool named, struct jitctl_opts *o, json
 	if (json_is_object(*root)) {
 		s = json_object_get(*root, "control_socket");
 		g = json_object_get(*root, "control_group");
-		a = json_object_get(*root, "audit");
 	}
 	if (!json_is_object(*root) || (s && !json_is_string(s)) || (g && !json_is_string(g))) {
 		why = !*root ? je.text : !json_is_object(*root) ? "not a JSON object" :
@@ -128,8 +127,6 @@ static int read_config(const char *path, bool named, struct jitctl_opts *o, json
 		o->socket = json_string_value(s);
 	if (g)
 		o->group = json_string_value(g);
-	/* Only a false the agent would take too: anything else is its to refuse. */
-	o->no_syslog = json_is_false(json_object_get(a, "syslog"));
 	return 0;
 unread:
 	if (named || !o->socket_named)

@@ -62,7 +62,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	struct nft_batch *b = NULL;
 	char err[NFT_ERRLEN] = "", dir[PATH_MAX];
 	struct nft *n = NULL;
-	bool exists, json = false;
+	bool exists, json = false, no_syslog;
 	struct netnslock_who who;
 	int c, ret, rc, noted = 0;
 
@@ -147,7 +147,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	 * default socket, the packages' own teardown. Whichever, a record whose directory a
 	 * running jitd holds stays (lockdown_forget).
 	 */
-	config_state_dir_hint(o->config_path, dir, sizeof(dir));
+	config_state_dir_hint(o->config_path, dir, sizeof(dir), &no_syslog);
 	if (o->socket_named && !o->config_named && strcmp(o->socket, o->config_socket) &&
 		strcmp(o->socket, JITCTL_DEFAULT_SOCKET)) {
 		fprintf(stderr, "jitctl teardown: %s/%s left: -s names another jitd than %s "
@@ -157,7 +157,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	} else if ((ret = lockdown_forget(dir, exists ? "jitctl teardown: table inet jitd "
 			"deleted; the protected ports are as the host's ruleset leaves them, and "
 			"the active grants' access ended (a start of jitd restores those not "
-			"expired)" : NULL, o->no_syslog, &noted)) == -EBUSY) {
+			"expired)" : NULL, no_syslog, &noted)) == -EBUSY) {
 		fprintf(stderr, "jitctl teardown: %s/%s left: a running jitd uses %s\n", dir,
 			LOCKDOWN_FILE, dir);
 	} else if (ret < 0) {

@@ -287,7 +287,7 @@ static int lockdown_only(const struct opts *o)
 	if (cfg)
 		snprintf(dir, sizeof(dir), "%s", cfg->state_dir);
 	else
-		config_state_dir_hint(o->config_path, dir, sizeof(dir));
+		config_state_dir_hint(o->config_path, dir, sizeof(dir), NULL);
 	if (result)
 		snprintf(why, sizeof(why), "jitd ended (systemd: %s%s%s%s%s) with no table a jitd "
 			"made in the kernel", result, code ? ", " : "", code ? code : "",
@@ -347,7 +347,7 @@ start_ends(const struct starting *s, bool lock_down, const char *fmt, ...)
 	if (*s->cfg)
 		snprintf(dir, sizeof(dir), "%s", (*s->cfg)->state_dir);
 	else
-		config_state_dir_hint(s->opts->config_path, dir, sizeof(dir));
+		config_state_dir_hint(s->opts->config_path, dir, sizeof(dir), NULL);
 	if (lock_down) {
 		(void)lockdown_apply(dir, *s->cfg, *s->trail_restoring ? NULL : why,
 			*s->enf ? *s->audit : NULL, msg, sizeof(msg));

@@ -1136,9 +1136,10 @@ int config_load_record(const char *path, struct config **out, struct jit_error *
 
 /*
  * Not from a file that check_file refuses: whoever may write that one could send the lookup to
- * a directory that holds no record, and a start that fails would then leave the ports open.
+ * a directory that holds no record (a start that fails would then leave the ports open), or
+ * keep jitctl teardown's record out of syslog.
  */
-const char *config_state_dir_hint(const char *path, char *buf, size_t len)
+const char *config_state_dir_hint(const char *path, char *buf, size_t len, bool *no_syslog)
 {
 	json_t *root = NULL, *v;
 	const char *dir = DEFAULT_STATE_DIR;
@@ -1146,13 +1147,20 @@ const char *config_state_dir_hint(const char *path, char *buf, size_t len)
 	size_t n = 0;
 	int fd;
 
+	if (no_syslog)
+		*no_syslog = false;
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) >= 0 &&
 		!check_file(fd, path, &(struct jit_error){ 0 }) &&
 		!slurp(fd, path, &text, &n, &(struct jit_error){ 0 }) &&
-		(root = json_loadb(text, n, 0, NULL)) &&
-		json_is_string(v = json_object_get(root, "state_dir")) &&
-		json_string_value(v)[0] == '/')
-		dir = json_string_value(v);
+		(root = json_loadb(text, n, 0, NULL))) {
+		if (json_is_string(v = json_object_get(root, "state_dir")) &&
+			json_string_value(v)[0] == '/')
+			dir = json_string_value(v);
+		/* Only a false the agent would take too: anything else is its to refuse. */
+		if (no_syslog)
+			*no_syslog = json_is_false(json_object_get(json_object_get(root, "audit"),
+				"syslog"));
+	}
 	snprintf(buf, len, "%s", dir);
 	json_decref(root);
 	free(text);

@@ -28,7 +28,6 @@ struct jitctl_opts {
 	bool config_named;	 /* -c */
 	/* the configuration's control_socket, else the default (unread too) */
 	const char *config_socket;
-	bool no_syslog;		/* the configuration's audit.syslog is false (teardown's record) */
 };
 
 int cmd_status(const struct jitctl_opts *o, int argc, char **argv);

@@ -142,10 +142,11 @@ int config_load_record(const char *path, struct config **out, struct jit_error *
 /*
  * Where the file at path keeps its state: its "state_dir" when it is a JSON document naming an
  * absolute one, however else it fails to load, but for its mode and owner (a file that only
- * root may write); otherwise the default. Written into buf, which is returned. For what a start
- * that refuses the file still needs, and jitctl teardown (agent/lockdown.h).
+ * root may write); otherwise the default. Written into buf, which is returned; *no_syslog
+ * (unless NULL): whether that same document sets audit.syslog false. For what a start that
+ * refuses the file still needs, and jitctl teardown (agent/lockdown.h).
  */
-const char *config_state_dir_hint(const char *path, char *buf, size_t len);
+const char *config_state_dir_hint(const char *path, char *buf, size_t len, bool *no_syslog);
 /*
  * The next setting of c that loads but is most likely a mistake, said in buf: true, or false
  * when none is left. *at starts at 0 and moves on with each call.

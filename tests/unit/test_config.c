@@ -1031,27 +1031,42 @@ static void test_state_dir_hint(void **state)
 	static const struct {
 		const char *text;
 		const char *want;
+		bool no_syslog;
 	} cases[] = {
-		{ "{\"state_dir\": \"/srv/jitd\", \"portz\": 1}", "/srv/jitd" },
-		{ "{\"state_dir\": \"relative\"}", "/var/lib/jitd" },
-		{ "{\"state_dir\": 7}", "/var/lib/jitd" },
-		{ "[\"/srv/jitd\"]", "/var/lib/jitd" },
-		{ "{\"state_dir\": \"/srv/jitd\"", "/var/lib/jitd" },
-		{ "{}", "/var/lib/jitd" },
+		{ "{\"state_dir\": \"/srv/jitd\", \"portz\": 1}", "/srv/jitd", false },
+		{ "{\"state_dir\": \"relative\"}", "/var/lib/jitd", false },
+		{ "{\"state_dir\": 7}", "/var/lib/jitd", false },
+		{ "[\"/srv/jitd\"]", "/var/lib/jitd", false },
+		{ "{\"state_dir\": \"/srv/jitd\"", "/var/lib/jitd", false },
+		{ "{}", "/var/lib/jitd", false },
+		{ "{\"audit\": {\"syslog\": false}, \"state_dir\": \"/srv/jitd\"}", "/srv/jitd",
+			true },
+		{ "{\"audit\": {\"syslog\": \"no\"}}", "/var/lib/jitd", false },
+		{ "{\"audit\": false}", "/var/lib/jitd", false },
 	};
 	char buf[64], missing[160];
-	const char *path;
+	const char *path, *quiet = cases[6].text;
+	bool no_syslog;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		path = write_file("hint.json", cases[i].text, strlen(cases[i].text), 0600);
-		assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), cases[i].want);
+		no_syslog = !cases[i].no_syslog;
+		assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf), &no_syslog),
+			cases[i].want);
+		assert_int_equal(no_syslog, cases[i].no_syslog);
+		assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf), NULL),
+			cases[i].want);
 	}
-	/* A file others may write cannot send the lookup elsewhere. */
-	path = write_file("hintgw.json", cases[0].text, strlen(cases[0].text), 0620);
-	assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf)), "/var/lib/jitd");
+	/* A file others may write cannot send the lookup elsewhere, nor keep the copy off. */
+	path = write_file("hintgw.json", quiet, strlen(quiet), 0620);
+	no_syslog = true;
+	assert_string_equal(config_state_dir_hint(path, buf, sizeof(buf), &no_syslog),
+		"/var/lib/jitd");
+	assert_false(no_syslog);
 	snprintf(missing, sizeof(missing), "%s/missing.json", tmpdir);
-	assert_string_equal(config_state_dir_hint(missing, buf, sizeof(buf)), "/var/lib/jitd");
-	assert_string_equal(config_state_dir_hint(tmpdir, buf, sizeof(buf)), "/var/lib/jitd");
+	assert_string_equal(config_state_dir_hint(missing, buf, sizeof(buf), NULL),
+		"/var/lib/jitd");
+	assert_string_equal(config_state_dir_hint(tmpdir, buf, sizeof(buf), NULL), "/var/lib/jitd");
 }
 
 int main(void)
