@@ -17,6 +17,7 @@
 #include "agent/syncer.h"
 #include "agent/syslogcopy.h"
 #include "agent/testhook.h"
+#include "common/config.h"
 #include "common/dirsync.h"
 #include "common/events.h"
 #include "common/proto.h"
@@ -111,6 +112,12 @@ static void find_torn_line(struct audit *a)
 		close(fd);
 	if ((a->unended = last != '\n'))
 		log_warn("audit: %s may end mid-line: the next record starts a line", a->path);
+}
+
+struct audit_opts audit_opts_of(const struct config *c)
+{
+	return (struct audit_opts){ .max_bytes = c->audit_max_bytes, .keep = c->audit_keep,
+		.no_syslog = !c->audit_syslog };
 }
 
 /* Where the copy goes: /dev/log, or in test builds $JITD_TEST_SYSLOG_PATH, a test's socket. */

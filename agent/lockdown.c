@@ -175,8 +175,7 @@ static int build(struct nft *nft, const struct config *cfg, bool replace,
 static void record(const char *state_dir, struct audit *trail, const struct config *cfg,
 	const char *why, const char *what)
 {
-	const struct audit_opts o = { .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep,
-		.no_syslog = !cfg->audit_syslog };
+	const struct audit_opts o = audit_opts_of(cfg);
 	struct audit *a = NULL;
 	struct audit_rec rec = { .event = "agent.lockdown", .count = -1 };
 	char text[2048];

@@ -519,8 +519,7 @@ int main(int argc, char **argv)
 		sizeof(why))))
 		start_failed(&start, "cannot open the replay cache in %s: %s", cfg->state_dir,
 			why[0] ? why : strerror(-ret));
-	aopts = (struct audit_opts){ .max_bytes = cfg->audit_max_bytes, .keep = cfg->audit_keep,
-		.no_syslog = !cfg->audit_syslog };
+	aopts = audit_opts_of(cfg);
 	if ((ret = audit_open(cfg->state_dir, &aopts, &audit)))
 		start_failed(&start, "cannot open the audit trail in %s: %s", cfg->state_dir,
 			strerror(-ret));

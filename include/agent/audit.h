@@ -7,12 +7,14 @@
 
 #include <jansson.h>
 
+struct config;
 struct grant;
 struct store_note;
 
 /*
  * The audit trail: one compact JSON object per line in state_dir/audit.jsonl (0640), written and
- * fsync'd before audit_log returns (or audit_sync, see audit_defer), plus one syslog line (authpriv). When the file would pass
+ * fsync'd before audit_log returns (or audit_sync, see audit_defer), plus one syslog line
+ * (authpriv) unless no_syslog. When the file would pass
  * max_bytes it becomes audit.jsonl.1 (.1 -> .2, ... keep files at most). Record members, absent
  * ones omitted: time (UTC RFC 3339), ts (seconds), event, grant, sub, iss, kid, sources, ports,
  * expires_at, reason, peer, code, message, count.
@@ -24,6 +26,9 @@ struct audit_opts {
 	unsigned keep;		/* 0: 5 */
 	bool no_syslog;		/* no copy to syslog (audit.syslog false) */
 };
+
+/* The trail's options as the configuration c sets them ("audit"). */
+struct audit_opts audit_opts_of(const struct config *c);
 
 struct audit_rec {
 	const char *event;
