@@ -90,6 +90,21 @@ static int get_string(const json_t *v, const char *path, const char **s, struct 
 	return 0;
 }
 
+/* A boolean member, or def when absent (obj NULL: absent too). */
+static int get_bool(const json_t *obj, const char *key, const char *path, bool def, bool *out,
+	struct jit_error *e)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	*out = def;
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v))
+		return BAD(e, "%s: expected a boolean, not %s", path, jit_json_type(v));
+	*out = json_is_true(v);
+	return 0;
+}
+
 static int copy_str(char **dst, const char *s, struct jit_error *e)
 {
 	if (!(*dst = strdup(s)))
@@ -233,19 +248,11 @@ static int get_duration(const json_t *v, const char *path, uint64_t min, uint64_
 
 static int set_owner(const json_t *root, struct config *c, struct jit_error *e)
 {
-	const json_t *v = json_object_get(root, "table_owner");
-
 	/*
 	 * Off unless asked: nft before 1.1 misprints the flags of a table that outlived its owner
 	 * (Debian 12's nft on a 6.9+ kernel), which breaks `nft -j` readers while jitd is stopped.
 	 */
-	c->table_owner = false;
-	if (!v)
-		return 0;
-	if (!json_is_boolean(v))
-		return BAD(e, "table_owner: expected a boolean, not %s", jit_json_type(v));
-	c->table_owner = json_is_true(v);
-	return 0;
+	return get_bool(root, "table_owner", "table_owner", false, &c->table_owner, e);
 }
 
 /*
@@ -801,7 +808,6 @@ static int set_log_level(const json_t *root, struct config *c, struct jit_error 
 static int set_access(json_t *root, struct config *c, struct jit_error *e)
 {
 	json_t *g = json_object_get(root, "control_group"), *a = json_object_get(root, "audit");
-	const json_t *v;
 	long long n;
 	int ret;
 
@@ -837,11 +843,7 @@ static int set_access(json_t *root, struct config *c, struct jit_error *e)
 		return ret;
 	c->audit_unverified_per_minute = (unsigned)n;
 	/* On unless asked: a host's own log (authpriv) is where most operators look first. */
-	v = a ? json_object_get(a, "syslog") : NULL;
-	if (v && !json_is_boolean(v))
-		return BAD(e, "audit.syslog: expected a boolean, not %s", jit_json_type(v));
-	c->audit_syslog = !v || json_is_true(v);
-	return 0;
+	return get_bool(a, "syslog", "audit.syslog", true, &c->audit_syslog, e);
 }
 
 /* "192.0.2.1:7443" or "[2001:db8::1]:7443": numeric only, since a name would need DNS at boot. */
@@ -903,10 +905,9 @@ static int set_listen(json_t *root, struct config *c, struct jit_error *e)
 		return BAD(e, "listen.address: missing (e.g. \"0.0.0.0:7443\")");
 	if ((ret = get_string(v, "listen.address", &s, e)) || (ret = parse_address(s, l, e)))
 		return ret;
-	v = json_object_get(o, "insecure_plaintext");
-	if (v && !json_is_boolean(v))
-		return BAD(e, "listen.insecure_plaintext: expected a boolean, not %s", jit_json_type(v));
-	l->insecure_plaintext = json_is_true(v);
+	if ((ret = get_bool(o, "insecure_plaintext", "listen.insecure_plaintext", false,
+		&l->insecure_plaintext, e)))
+		return ret;
 	if ((json_object_get(o, "tls_cert") &&
 		(ret = set_path(o, "tls_cert", "listen.tls_cert", NULL, &l->tls_cert, e))) ||
 		(json_object_get(o, "tls_key") &&
