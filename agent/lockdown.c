@@ -224,8 +224,8 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	/*
 	 * Another jitd holds the state directory (store_open's lock): the table, or the lack of
 	 * one, is that jitd's to mind. A caller with the trail open holds the lock itself. In a
-	 * directory others may write, or read (agent/statetrust.h), whoever holds it need not be
-	 * a jitd.
+	 * directory others may write, or read, or another user owns (agent/statetrust.h),
+	 * whoever holds it need not be a jitd.
 	 */
 	untrusted = statetrust_dir(state_dir, kerr, sizeof(kerr)) == -EPERM;
 	if (!trail && !untrusted && !statetrust_dir_readable(state_dir, kerr, sizeof(kerr))) {
@@ -266,8 +266,8 @@ int lockdown_apply(const char *state_dir, const struct config *now, const char *
 	/*
 	 * The record is what says jitd served here, so it must be read whatever is built: one
 	 * that cannot be (damaged, refused, a directory jitd cannot search) says nothing. But in
-	 * a directory others may write (a start refuses it: agent/statetrust.h) they may have
-	 * taken it away: the file just read decides alone.
+	 * a directory others may write, or another user owns (a start refuses it:
+	 * agent/statetrust.h), they may have taken it away: the file just read decides alone.
 	 */
 	untrusted = untrusted && now;
 	if (access(path, F_OK) < 0 && errno == ENOENT) {

@@ -20,8 +20,8 @@ struct config;
  * alone; one without jitd's mark (ruleset_table_state: a saved ruleset loaded at the boot, with
  * the grants of the day it was saved) is replaced in the same transaction. A host where jitd
  * never served (no record, or one that cannot be read) gets none: no agent that never served
- * closes a port; but in a state directory others may write, who may have taken the record
- * away, the file read decides alone.
+ * closes a port; but in a state directory others may write, or another user owns, who may
+ * have taken the record away, the file read decides alone.
  */
 #define LOCKDOWN_FILE "lockdown.json"
 
@@ -50,11 +50,12 @@ enum lockdown_result {
 	LOCKDOWN_HELD = 4,	/* another jitd holds state_dir, or the namespace: nothing done */
 };
 /*
- * When state_dir holds a record it can read (or is a directory others may write, who may have
- * taken the record away, and the file loaded), the kernel no table a jitd made, and no other
- * jitd the directory (unless the caller holds it: trail; in a directory others may write or
- * read, whose lock anyone may hold, the network namespace's lock instead, held by a jitd whose
- * pid is known and not the caller's): builds the
+ * When state_dir holds a record it can read (or is a directory others may write, or another
+ * user owns, who may have taken the record away, and the file loaded), the kernel no table a
+ * jitd made, and no other jitd the directory (unless the caller holds it: trail; in a
+ * directory others may write or read, or another user owns, whose lock another may hold, the
+ * network namespace's lock instead, held by a jitd whose pid is known and not the caller's):
+ * builds the
  * table of now (the file the start loaded; NULL when it did not) or else, when there is none or
  * the kernel refuses it, of the record, each in one transaction (deleting the unmarked table
  * found first) that fails if a table appeared meanwhile,
