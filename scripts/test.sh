@@ -42,22 +42,23 @@ fuzz_failed() {
 	echo "test.sh: fuzz_$1 failed (its crash input is named above)" >&2
 	exit 1
 }
+# A crash or timeout input goes into build-fuzz/, not the checkout's top directory.
+artifacts=-artifact_prefix=build-fuzz/
 for name in jws grant config revoke proto http store; do
 	f=build-fuzz/tests/fuzz_$name
 	# The harness's own status decides (a pipe into tail would hide a crash: no pipefail in sh);
 	# the end of its output is shown when it fails.
 	log=$(mktemp /tmp/jitd-fuzz-log.XXXXXX)
 	# Every input in tests/fuzz/corpus/NAME once (seeds, and crashes kept as regressions)...
-	# An input that hangs is a failure, not 20 minutes (libFuzzer's default -timeout) each. A
-	# crash or timeout input is written into build-fuzz/, not the checkout's top directory.
-	"$f" -runs=0 -timeout=10 -artifact_prefix=build-fuzz/ "tests/fuzz/corpus/$name" \
-		>"$log" 2>&1 || fuzz_failed "$name corpus" "$log"
+	# An input that hangs is a failure, not 20 minutes (libFuzzer's default -timeout) each.
+	"$f" -runs=0 -timeout=10 "$artifacts" "tests/fuzz/corpus/$name" >"$log" 2>&1 ||
+		fuzz_failed "$name corpus" "$log"
 	tail -n 1 "$log"
 	# ...then a bounded search; what it finds goes to a scratch directory, not the repository.
 	scratch=$(mktemp -d /tmp/jitd-fuzz.XXXXXX)
-	"$f" -max_total_time=15 -timeout=10 -rss_limit_mb=1024 -print_final_stats=0 \
-		-artifact_prefix=build-fuzz/ "$scratch" \
-		"tests/fuzz/corpus/$name" >"$log" 2>&1 || fuzz_failed "$name search" "$log"
+	"$f" -max_total_time=15 -timeout=10 -rss_limit_mb=1024 -print_final_stats=0 "$artifacts" \
+		"$scratch" "tests/fuzz/corpus/$name" >"$log" 2>&1 ||
+		fuzz_failed "$name search" "$log"
 	tail -n 2 "$log"
 	rm -rf "$scratch" "$log"
 	log="" scratch=""

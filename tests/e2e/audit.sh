@@ -224,8 +224,7 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	log "the copy to syslog: on unless audit.syslog is false"
 	syslog_standin
 	stop_jitd TERM
-	jq 'del(.audit.syslog)' "$CONFIG" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
-	chmod 0600 "$CONFIG"
+	config_edit 'del(.audit.syslog)'
 	start_jitd
 	sign --src 192.0.2.5 --port 22 --for 60 --jti au-syslog --sub carol | submit - >/dev/null ||
 		fail "au-syslog refused"
@@ -239,8 +238,7 @@ if [ "${JITD_TEST_HOOKS:-0}" = 1 ]; then
 	stop_jitd TERM
 	# Its agent.stopped read before the file is emptied, not after.
 	syslog_read_up_to mark-stopped
-	jq '.audit.syslog = false' "$CONFIG" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
-	chmod 0600 "$CONFIG"
+	config_edit '.audit.syslog = false'
 	: >"$TMP/syslog.txt"
 	start_jitd
 	sign --src 192.0.2.5 --port 22 --for 60 --jti au-nosyslog | submit - >/dev/null ||

@@ -34,7 +34,7 @@ healed() {
 	audited "$what" "$3"
 	pass "$what repaired and audited in $(($(now_ms) - start)) ms (bounded poll, 200 ms steps)"
 	left=$(elem_expires allow4_addr 192.0.2.2)
-	[ -n "$left" ] && [ "$left" -ge $((300 - (SECONDS - signed_at) - 2)) ] &&
+	[ -n "$left" ] && [ "$left" -ge "$(least_left 300 "$signed_at")" ] &&
 		[ "$left" -le 300 ] ||
 		fail "after $what the element expires in '$left' s, not the grant's remaining time"
 	expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22

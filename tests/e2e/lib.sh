@@ -265,7 +265,12 @@ write_config() {
 EOF
 	# The test's made-up records stay out of the host's syslog (audit.sh turns the copy on,
 	# towards a socket of its own), also when EXTRA_MEMBERS_JSON has an "audit" of its own.
-	jq '.audit.syslog //= false' "$CONFIG" >"$CONFIG.new"
+	config_edit '.audit.syslog //= false'
+}
+
+# config_edit FILTER: $CONFIG rewritten by jq FILTER, mode 0600 as write_config leaves it.
+config_edit() {
+	jq "$1" "$CONFIG" >"$CONFIG.new"
 	mv "$CONFIG.new" "$CONFIG"
 	chmod 0600 "$CONFIG"
 }
@@ -407,7 +412,7 @@ with open(sys.argv[2], "ab", buffering=0) as out:
 }
 # syslog_read_up_to MARK: MARK sent to the stand-in and read back, after all sent before it.
 syslog_read_up_to() {
-	python3 -c 'import socket, sys
+	/usr/bin/python3 -c 'import socket, sys
 socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(sys.argv[2].encode(), sys.argv[1])' \
 		"$TMP/syslog.sock" "$1"
 	wait_until 5 "the syslog stand-in to read $1" grep -qx "$1" "$TMP/syslog.txt"
@@ -504,6 +509,10 @@ addr_set() {
 	esac
 }
 
+# least_left SECS SINCE: the least time an element given SECS when SECONDS was SINCE may have
+# left now: SECS less the seconds gone since (not a guess at how long the test takes), less 2
+# for rounding.
+least_left() { echo $(($1 - (SECONDS - $2) - 2)); }
 # Seconds left on the allow element whose source text is $2 in set $1 ("" when absent).
 elem_expires() {
 	kernel_json | jq -r --arg set "$1" --arg src "$2" "

@@ -37,8 +37,7 @@ pass "kernel: stray element removed on start, and audited"
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 has_elem allow4_addr "192.0.2.2 tcp 22" || fail "granted element lost on restart: $(host_elems)"
 left=$(elem_expires allow4_addr 192.0.2.2)
-# 60 s less the seconds gone since (not a guess at how long the test takes), 2 for rounding.
-want=$((60 - (SECONDS - signed_at) - 2))
+want=$(least_left 60 "$signed_at")
 [ "$left" -ge "$want" ] && [ "$left" -le 60 ] ||
 	fail "restored element expires in $left s, want $want..60"
 pass "kernel: granted element kept with ${left}s left"
