@@ -778,7 +778,10 @@ static void ctl_event_cb(struct bufferevent *bev, short what, void *arg)
  * grants would otherwise have each of them looked up again.
  */
 #define USER_CACHE_SEC 10
-/* The most a user's or group's entry may take (a member list): beyond it, no such entry. */
+/*
+ * The most a user's or group's entry may take (a member list): beyond it, a user is no such
+ * entry, and a group one that cannot be looked up (resolve_group: -EOVERFLOW).
+ */
 #define NSS_BUF_MAX (1u << 20)
 
 static void user_name(struct ctl *ctl, uid_t uid, char *out, size_t len)
@@ -978,7 +981,8 @@ static int claim_path(const char *path)
 
 /*
  * The group that may read: a name or a decimal gid. -ENOENT when there is no such group, or
- * getgrnam_r's own -errno (NSS unreachable, out of memory), which says nothing of the group.
+ * getgrnam_r's own -errno (NSS unreachable, out of memory), or -EOVERFLOW for an entry past
+ * NSS_BUF_MAX: none of which says the group is missing.
  */
 static int resolve_group(const char *name, gid_t *gid)
 {
@@ -992,8 +996,10 @@ static int resolve_group(const char *name, gid_t *gid)
 	for (;;) {
 		char *nb = realloc(buf, len);
 
-		if (!nb)
+		if (!nb) {
+			r = ENOMEM;
 			break;
+		}
 		buf = nb;
 		r = getgrnam_r(name, &gr, buf, len, &res);
 		if (r != ERANGE || len >= NSS_BUF_MAX)
@@ -1014,6 +1020,9 @@ static int resolve_group(const char *name, gid_t *gid)
 			return 0;
 		}
 	}
+	/* Larger than NSS_BUF_MAX: "Numerical result out of range" would say nothing. */
+	if (r == ERANGE)
+		return -EOVERFLOW;
 	/* Not found is 0 with no entry (glibc); some NSS modules say ENOENT or ESRCH. */
 	return r && r != ENOENT && r != ESRCH ? -r : -ENOENT;
 }
@@ -1125,16 +1134,20 @@ int ctl_open(struct event_base *base, const struct config *cfg, struct ctl **out
 	 * Then opened to the reading group, if it exists; otherwise root alone keeps it. Under the
 	 * systemd unit (Group=jitd, no CAP_CHOWN) the socket is born with that group already.
 	 */
-	if ((ret = resolve_group(cfg->control_group, &gid)) == -ENOENT)
+	if ((ret = resolve_group(cfg->control_group, &gid)) == -ENOENT) {
 		log_warn("control: group '%s' does not exist; only root can use %s",
 			cfg->control_group, path);
-	else if (ret)
+	} else if (ret) {
+		char big[64];
+
+		snprintf(big, sizeof(big), "its entry takes more than %u KiB", NSS_BUF_MAX / 1024);
 		log_warn("control: cannot look group '%s' up (%s); only root can use %s",
-			cfg->control_group, strerror(-ret), path);
-	else if ((stat(path, &st) < 0 || (st.st_gid != gid && chown(path, (uid_t)-1, gid) < 0)) ||
-		chmod(path, 0660) < 0)
+			cfg->control_group, ret == -EOVERFLOW ? big : strerror(-ret), path);
+	} else if ((stat(path, &st) < 0 ||
+		(st.st_gid != gid && chown(path, (uid_t)-1, gid) < 0)) || chmod(path, 0660) < 0) {
 		log_warn("control: cannot give group '%s' access to %s: %s", cfg->control_group,
 			path, strerror(errno));
+	}
 	*out = c;
 	return 0;
 }
