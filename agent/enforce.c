@@ -4492,8 +4492,8 @@ int enforce_reconcile(struct enforce *e, bool rebuild, const char *trigger)
 	int ret;
 
 #ifdef JITD_TEST_HOOKS
-	/* $JITD_TEST_REPAIR_FAIL_FILE holding 1: the next check fails, as a dump interrupted. */
-	if (testhook_number("JITD_TEST_REPAIR_FAIL_FILE", true, 0) > 0) {
+	/* $JITD_TEST_REPAIR_FAIL_FILE holding 1: checks fail while it does (a dump interrupted). */
+	if (testhook_number("JITD_TEST_REPAIR_FAIL_FILE", false, 0) > 0) {
 		ret = -EINTR;
 		snprintf(err, sizeof(err), "cannot read the ruleset: %s", strerror(-ret));
 		goto out;
