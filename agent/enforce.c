@@ -4563,10 +4563,10 @@ out:
 	e->unsure = ret || e->strays.n || e->model_lost;
 	if (!e->unsure)
 		e->doubt = false;
-	if (ret) {
-		note_error(e, "repair (%s): %s", trigger, err[0] ? err : strerror(-ret));
-		log_err("cannot repair table inet jitd (%s): %s", trigger, err[0] ? err : strerror(-ret));
-	}
+	/* Logged once, by note_error: agent.last_error says what the log says. */
+	if (ret)
+		note_error(e, "cannot repair table inet jitd (%s): %s", trigger,
+			err[0] ? err : strerror(-ret));
 	plan_free(&p);
 	free(groups);
 	return ret;
