@@ -102,7 +102,7 @@ static void watch_timer_cb(evutil_socket_t fd, short what, void *arg)
  * A repair that failed (a flushed table whose rebuild hit a passing error: every protected
  * port unfiltered meanwhile) or a change the enforcer could not finish (a withdrawn grant's
  * elements perhaps still in the kernel) leaves it unsure: it is checked again a second later,
- * then after 2, 4, ... seconds, rather than at the next periodic check only, which may be
+ * then after 1, 2, 4, ... seconds more, rather than at the next periodic check only, which may be
  * up to an hour away. From a wait of reconcile_interval on, the periodic check alone goes on
  * (it never skips while unsure): a kernel that keeps refusing is not read twice as often.
  */
