@@ -276,6 +276,11 @@ int keys_load_private(const char *path, EVP_PKEY **out)
 		close(fd);
 		goto out;
 	}
+	/* Unbuffered, as fill_pem writes it: fclose would free a buffer holding the key's PEM. */
+	if (setvbuf(fp, NULL, _IONBF, 0)) {
+		ret = -EIO;
+		goto out;
+	}
 	if (!(*out = PEM_read_PrivateKey(fp, NULL, no_passphrase, NULL)) ||
 		EVP_PKEY_base_id(*out) != EVP_PKEY_ED25519) {
 		EVP_PKEY_free(*out);
