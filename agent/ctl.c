@@ -55,8 +55,9 @@ struct ctl {
 	struct client *clients;	/* all connected, so that closing can let go of each */
 	unsigned n_clients;
 	unsigned n_held;	/* see HELD_REPLIES_MAX */
-	time_t refused_logged;	/* at most one "too many clients" line a minute */
-	time_t late_logged;	/* at most one "client cut at its deadline" line a minute */
+	/* Monotonic (µs), as once_a_minute keeps them: a wall clock set back would mute them. */
+	int64_t refused_logged;	/* at most one "too many clients" line a minute */
+	int64_t late_logged;	/* at most one "client cut at its deadline" line a minute */
 	/* The last peers' user names, each reused for USER_CACHE_SEC (see user_name). */
 	struct user_seen {
 		uid_t uid;
@@ -867,6 +868,17 @@ static void peer_name(struct client *c)
 		(int)c->pid, c->user);
 }
 
+/* Whether a line throttled to one a minute may be logged now; if so, *last moves to now. */
+static bool once_a_minute(int64_t *last)
+{
+	int64_t now = clock_mono_us();
+
+	if (*last && now - *last < 60 * 1000000LL)
+		return false;
+	*last = now;
+	return true;
+}
+
 /*
  * The read and write timeouts restart with every byte: a client sending its request, or reading
  * its reply, a byte at a time held its place (and a status reply's memory) for as long as it
@@ -877,11 +889,9 @@ static void ctl_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *c = arg;
 
-	if (time(NULL) - c->ctl->late_logged >= 60) {
+	if (once_a_minute(&c->ctl->late_logged))
 		log_warn("control: %s not done within %d s; closing", c->peer,
 			PROTO_TIMEOUT_MS / 1000);
-		c->ctl->late_logged = time(NULL);
-	}
 	client_free(c);
 }
 
@@ -903,11 +913,9 @@ static void ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct
 	/* Each client is served within PROTO_TIMEOUT_MS, so a full table empties on its own. */
 	if (ctl->n_clients >= limit &&
 		(ctl->n_clients >= limit + CTL_ROOT_RESERVE || !peer_is_root(fd))) {
-		if (time(NULL) - ctl->refused_logged >= 60) {
+		if (once_a_minute(&ctl->refused_logged))
 			log_warn("control: %u clients connected (limits.control_connections); "
 				 "refusing more", ctl->n_clients);
-			ctl->refused_logged = time(NULL);
-		}
 		close(fd);
 		return;
 	}
