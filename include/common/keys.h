@@ -44,7 +44,8 @@ size_t keys_survey(const struct config *cfg, keys_warn_fn *warn, void *arg);
  * typo), not a directory, not searchable, or a disk that fails. Asked as keys_load_public asks,
  * with a path through it: the same credentials and capabilities. Such a keys_dir reads as
  * every key removed, which it says nothing about: a reload to it is refused and a start with
- * signed records fails (agent/enforce.c), and --check-config refuses it.
+ * signed records fails (agent/enforce_reload.c, agent/enforce_restore.c), and --check-config
+ * refuses it.
  */
 int keys_dir_errno(const char *keys_dir);
 

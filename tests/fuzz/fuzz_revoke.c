@@ -59,7 +59,7 @@ static void init(void)
 	atexit(cleanup);
 }
 
-/* What enforce.c relies on: strings it logs and looks up, bounded and free of controls. */
+/* What enforce_revoke.c relies on: strings it logs and looks up, bounded and free of controls. */
 static void check_string(const char *s)
 {
 	size_t n;
