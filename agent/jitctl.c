@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,44 @@ static int cmd_help(const struct jitctl_opts *o, int argc, char **argv)
 {
 	usage(stdout);
 	return JITCTL_OK;
+}
+
+int jitctl_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "jitctl%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'jitctl%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
+	return JITCTL_USAGE;
+}
+
+/*
+ * getopt's own messages would start with argv[0], the bare command name: said our way. at is
+ * optind before the call that failed: getopt moves past a word once it is done with it, so
+ * when it has not, the error is inside a cluster of short options ("-xk", argv[optind]),
+ * whatever the word before it was. Otherwise the word that failed is argv[optind - 1]; there
+ * optopt of a long option given a value it takes none of is its val, not a short option.
+ */
+int jitctl_bad_option(const char *cmd, int c, char **argv, int at)
+{
+	bool inside = optind == at && argv[optind];
+	const char *word = inside ? argv[optind] : argv[optind - 1];
+
+	if (c == ':')
+		return jitctl_usage_error(cmd, "%s: missing argument", argv[optind - 1]);
+	if (inside && optopt > 0 && optopt < 128)
+		return jitctl_usage_error(cmd, "-%c: unknown option", optopt);
+	if (inside)
+		return jitctl_usage_error(cmd, "%s: unknown option", word);
+	if (!strncmp(word, "--", 2))
+		return jitctl_usage_error(cmd, "%s: unknown, ambiguous, or given a value it takes "
+			"none of", word);
+	if (optopt > 0 && optopt < 128)
+		return jitctl_usage_error(cmd, "-%c: unknown option", optopt);
+	return jitctl_usage_error(cmd, "%s: unknown or ambiguous option", word);
 }
 
 int jitctl_unreachable(const struct jitctl_opts *o, int ret)
@@ -153,7 +192,7 @@ int main(int argc, char **argv)
 	char *status_argv[] = { status_name, NULL };
 	const char *socket = NULL, *config = NULL;
 	json_t *root = NULL;
-	int c, rc;
+	int at, c, rc;
 
 	/*
 	 * The commands take their options before or after their operands, as their synopses
@@ -162,7 +201,7 @@ int main(int argc, char **argv)
 	 * belong to the command.
 	 */
 	(void)unsetenv("POSIXLY_CORRECT");
-	while ((c = getopt_long(argc, argv, "+s:c:hV", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, "+:s:c:hV", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 's':
 			socket = optarg;
@@ -177,8 +216,7 @@ int main(int argc, char **argv)
 			printf("jitctl %s\n", JITD_VERSION);
 			return JITCTL_OK;
 		default:
-			usage(stderr);
-			return JITCTL_USAGE;
+			return jitctl_bad_option(NULL, c, argv, at);
 		}
 	}
 	argc -= optind;
@@ -201,7 +239,7 @@ int main(int argc, char **argv)
 			rc = commands[i].fn(&o, argc, argv);
 			goto out;
 		}
-	fprintf(stderr, "jitctl: unknown command '%s'; try 'jitctl --help'\n", argv[0]);
+	rc = jitctl_usage_error(NULL, "unknown command '%s'", argv[0]);
 out:
 	json_decref(root);
 	/* Output cut short (a full disk, say) must not read as success. */

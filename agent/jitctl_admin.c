@@ -32,27 +32,23 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 	};
 	bool terminate = false, json = false;
 	json_t *req = NULL, *rep = NULL;
-	int c, ret;
+	int at, c, ret;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 't': terminate = true; break;
 		case 'j': json = true; break;
 		case 'h': revoke_usage(stdout); return JITCTL_OK;
-		default: revoke_usage(stderr); return JITCTL_USAGE;
+		default: return jitctl_bad_option("revoke", c, argv, at);
 		}
 	}
-	if (argc - optind != 1) {
-		fprintf(stderr, "jitctl revoke: expected one GRANT_ID\n");
-		return JITCTL_USAGE;
-	}
+	if (argc - optind != 1)
+		return jitctl_usage_error("revoke", "expected one GRANT_ID");
 	req = json_pack("{s:s, s:s, s:b}", "op", "revoke", "id", argv[optind], "terminate",
 		terminate);
-	if (!req) {
-		fprintf(stderr, "jitctl revoke: GRANT_ID is not text\n");
-		return JITCTL_USAGE;
-	}
+	if (!req)
+		return jitctl_usage_error("revoke", "GRANT_ID is not text");
 	if ((ret = jitctl_call(o, req, &rep)) ||
 		(ret = jitctl_check_reply("revoke", json, rep, "revoked", JSON_STRING)))
 		goto out;
@@ -111,19 +107,19 @@ static json_t *split_list(const char *list, int (*check)(const char *item), cons
 	if (!copy || !a)
 		goto fail;
 	if (jitctl_list_gap(list)) {
-		fprintf(stderr, "jitctl grant: %s list '%s' has an empty item\n", what, list);
+		(void)jitctl_usage_error("grant", "%s list '%s' has an empty item", what, list);
 		goto fail;
 	}
 	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
 		if (check(item)) {
-			fprintf(stderr, "jitctl grant: %s '%s' is not valid\n", what, item);
+			(void)jitctl_usage_error("grant", "%s '%s' is not valid", what, item);
 			goto fail;
 		}
 		if (json_array_append_new(a, json_string(item)))
 			goto fail;
 	}
 	if (json_array_size(a) == 0) {
-		fprintf(stderr, "jitctl grant: %s list is empty\n", what);
+		(void)jitctl_usage_error("grant", "%s list is empty", what);
 		goto fail;
 	}
 	free(copy);
@@ -157,7 +153,7 @@ static bool given_twice(const char *was, const char *name)
 {
 	if (!was)
 		return false;
-	fprintf(stderr, "jitctl grant: --%s given twice (several go in one, comma-separated)\n",
+	(void)jitctl_usage_error("grant", "--%s given twice (several go in one, comma-separated)",
 		name);
 	return true;
 }
@@ -177,10 +173,10 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	json_t *req = NULL, *rep = NULL, *jsrc = NULL, *jports = NULL;
 	bool json = false;
 	uint64_t secs;
-	int c, parsed, ret = JITCTL_USAGE;
+	int at, c, parsed, ret = JITCTL_USAGE;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 's': case 'p': case 'f': case 'r':
 			slot = c == 's' ? &src : c == 'p' ? &ports : c == 'f' ? &dur : &reason;
@@ -191,34 +187,28 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 			break;
 		case 'j': json = true; break;
 		case 'h': grant_usage(stdout); return JITCTL_OK;
-		default: grant_usage(stderr); return JITCTL_USAGE;
+		default: return jitctl_bad_option("grant", c, argv, at);
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "jitctl grant: unexpected argument '%s' (several sources or ports "
-			"go comma-separated)\n", argv[optind]);
-		return JITCTL_USAGE;
-	}
-	if (!src || !ports || !dur || !reason || !*reason) {
-		fprintf(stderr, "jitctl grant: --src, --port, --for and --reason are required\n");
-		return JITCTL_USAGE;
-	}
-	if ((parsed = duration_parse(dur, &secs)) == -ERANGE) {
-		fprintf(stderr, "jitctl grant: --for '%s' is longer than %llu s\n", dur,
+	if (optind != argc)
+		return jitctl_usage_error("grant", "unexpected argument '%s' (several sources or "
+			"ports go comma-separated)", argv[optind]);
+	if (!src || !ports || !dur || !reason || !*reason)
+		return jitctl_usage_error("grant", "--src, --port, --for and --reason are "
+			"required");
+	if ((parsed = duration_parse(dur, &secs)) == -ERANGE)
+		return jitctl_usage_error("grant", "--for '%s' is longer than %llu s", dur,
 			(unsigned long long)DURATION_MAX_SECS);
-		return JITCTL_USAGE;
-	}
-	if (parsed || secs == 0) {
-		fprintf(stderr, "jitctl grant: --for '%s' is not a duration (PT30M, 600)\n", dur);
-		return JITCTL_USAGE;
-	}
+	if (parsed || secs == 0)
+		return jitctl_usage_error("grant", "--for '%s' is not a duration (PT30M, 600)",
+			dur);
 	if (!(jsrc = split_list(src, check_prefix, "source")) ||
 		!(jports = split_list(ports, check_port, "port")))
 		goto out;
 	req = json_pack("{s:s, s:O, s:O, s:I, s:s}", "op", "grant", "src", jsrc, "ports", jports,
 		"duration", (json_int_t)secs, "reason", reason);
 	if (!req) {
-		fprintf(stderr, "jitctl grant: --reason is not valid UTF-8 text\n");
+		(void)jitctl_usage_error("grant", "--reason is not valid UTF-8 text");
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||
@@ -260,20 +250,18 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 	};
 	json_t *req = NULL, *rep = NULL;
 	bool json = false;
-	int c, ret;
+	int at, c, ret;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 'j': json = true; break;
 		case 'h': reload_usage(stdout); return JITCTL_OK;
-		default: reload_usage(stderr); return JITCTL_USAGE;
+		default: return jitctl_bad_option("reload", c, argv, at);
 		}
 	}
-	if (optind != argc) {
-		reload_usage(stderr);
-		return JITCTL_USAGE;
-	}
+	if (optind != argc)
+		return jitctl_usage_error("reload", "unexpected argument '%s'", argv[optind]);
 	req = json_pack("{s:s}", "op", "reload");
 	if ((ret = jitctl_call(o, req, &rep)) ||
 		(ret = jitctl_check_reply("reload", json, rep, NULL, JSON_NULL)))

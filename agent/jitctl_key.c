@@ -25,34 +25,6 @@
 
 #define JTI_BYTES 16 /* 128 bits: a random jti never collides with an active one in practice */
 
-/*
- * getopt's own messages would start with argv[0], the bare command name: say it our way. at is
- * optind before the call that failed: getopt moves past a word once it is done with it, so
- * when it has not, the error is inside a cluster of short options ("-xk", argv[optind]),
- * whatever the word before it was. Otherwise the word that failed is argv[optind - 1]; there
- * optopt of a long option given a value it takes none of is its val, not a short option.
- */
-static void bad_option(const char *cmd, int c, char **argv, int at)
-{
-	bool inside = optind == at && argv[optind];
-	const char *word = inside ? argv[optind] : argv[optind - 1];
-
-	if (c == ':')
-		fprintf(stderr, "jitctl %s: %s: missing argument\n", cmd, argv[optind - 1]);
-	else if (inside && optopt > 0 && optopt < 128)
-		fprintf(stderr, "jitctl %s: -%c: unknown option\n", cmd, optopt);
-	else if (inside)
-		fprintf(stderr, "jitctl %s: %s: unknown option\n", cmd, word);
-	else if (!strncmp(word, "--", 2))
-		fprintf(stderr, "jitctl %s: %s: unknown, ambiguous, or given a value it takes "
-			"none of\n", cmd, word);
-	else if (optopt > 0 && optopt < 128)
-		fprintf(stderr, "jitctl %s: -%c: unknown option\n", cmd, optopt);
-	else
-		fprintf(stderr, "jitctl %s: %s: unknown or ambiguous option\n", cmd, word);
-	fprintf(stderr, "Try 'jitctl %s --help'.\n", cmd);
-}
-
 static void keygen_usage(FILE *f)
 {
 	fprintf(f, "usage: jitctl keygen --kid KID --dir DIR [--json]\n"
@@ -129,8 +101,7 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 			keygen_usage(stdout);
 			return JITCTL_OK;
 		default:
-			bad_option("keygen", c, argv, at);
-			return JITCTL_USAGE;
+			return jitctl_bad_option("keygen", c, argv, at);
 		}
 	}
 	if (optind < argc) {
@@ -395,8 +366,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 			sign_usage(stdout);
 			return JITCTL_OK;
 		}
-		bad_option("sign", c, argv, at);
-		return JITCTL_USAGE;
+		return jitctl_bad_option("sign", c, argv, at);
 	}
 
 	/* Everything the command line alone can get wrong is a usage error, before any I/O. */

@@ -287,32 +287,26 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	long long since = -1;
 	unsigned long limit = 0;	/* 0: the agent's cap */
 	char *end;
-	int c, ret = JITCTL_USAGE;
+	int at, c, ret = JITCTL_USAGE;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 's':
-			if ((since = parse_since(optarg, time(NULL))) == -2) {
-				fprintf(stderr, "jitctl log: --since '%s' is longer than an "
+			if ((since = parse_since(optarg, time(NULL))) == -2)
+				return jitctl_usage_error("log", "--since '%s' is longer than an "
 					"ISO 8601 duration may be here (P366D); say 400d, or a "
-					"date\n", optarg);
-				return JITCTL_USAGE;
-			}
-			if (since < 0) {
-				fprintf(stderr, "jitctl log: --since '%s' is not 7d, 24h, 30m, PT1H "
-						"or a date (YYYY-MM-DD)\n", optarg);
-				return JITCTL_USAGE;
-			}
+					"date", optarg);
+			if (since < 0)
+				return jitctl_usage_error("log", "--since '%s' is not 7d, 24h, "
+					"30m, PT1H or a date (YYYY-MM-DD)", optarg);
 			break;
 		case 'g': grant = optarg; break;
 		case 'u': user = optarg; break;
 		case 'e':
-			if (!audit_event_known(optarg)) {
-				fprintf(stderr, "jitctl log: --event '%s' is not an event name (see "
-						"--help)\n", optarg);
-				return JITCTL_USAGE;
-			}
+			if (!audit_event_known(optarg))
+				return jitctl_usage_error("log", "--event '%s' is not an event "
+					"name (see --help)", optarg);
 			event = optarg;
 			break;
 		case 'l':
@@ -322,23 +316,20 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 			limit = 0; /* an empty value must not keep an earlier --limit's */
 			if (optarg[0] >= '0' && optarg[0] <= '9')
 				limit = strtoul(optarg, &end, 10);
-			if (errno || !limit || *end || limit > PROTO_LOG_MAX_EVENTS) {
-				fprintf(stderr, "jitctl log: --limit '%s' is not a number from 1 "
-						"to %d\n", optarg, PROTO_LOG_MAX_EVENTS);
-				return JITCTL_USAGE;
-			}
+			if (errno || !limit || *end || limit > PROTO_LOG_MAX_EVENTS)
+				return jitctl_usage_error("log", "--limit '%s' is not a number "
+					"from 1 to %d", optarg, PROTO_LOG_MAX_EVENTS);
 			break;
 		case 'j': json = true; break;
 		case 'c': csv = true; break;
 		case 'h': log_usage(stdout); return JITCTL_OK;
-		default: log_usage(stderr); return JITCTL_USAGE;
+		default: return jitctl_bad_option("log", c, argv, at);
 		}
 	}
-	if (optind != argc || (json && csv)) {
-		fprintf(stderr, "jitctl log: %s\n", json && csv ? "--json and --csv exclude each other" :
-			"unexpected argument");
-		return JITCTL_USAGE;
-	}
+	if (optind != argc)
+		return jitctl_usage_error("log", "unexpected argument '%s'", argv[optind]);
+	if (json && csv)
+		return jitctl_usage_error("log", "--json and --csv exclude each other");
 	if (!(req = json_pack("{s:s}", "op", "log")) ||
 		(since >= 0 && json_object_set_new(req, "since", json_integer(since))) ||
 		(grant && json_object_set_new(req, "grant", json_string(grant))) ||

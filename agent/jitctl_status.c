@@ -317,10 +317,10 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 	char *line = NULL;
 	size_t len = 0, head;
 	bool json = false;
-	int c, ret;
+	int at, c, ret;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 'j':
 			json = true;
@@ -329,14 +329,11 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 			status_usage(stdout);
 			return JITCTL_OK;
 		default:
-			status_usage(stderr);
-			return JITCTL_USAGE;
+			return jitctl_bad_option("status", c, argv, at);
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "jitctl status: unexpected argument '%s'\n", argv[optind]);
-		return JITCTL_USAGE;
-	}
+	if (optind != argc)
+		return jitctl_usage_error("status", "unexpected argument '%s'", argv[optind]);
 	if (!(req = json_pack("{s:s}", "op", "status"))) {
 		fprintf(stderr, "jitctl status: out of memory\n");
 		return JITCTL_REFUSED;

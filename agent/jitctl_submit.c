@@ -204,10 +204,10 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 	char *buf = NULL, *token;
 	bool json = false;
 	size_t len = 0;
-	int c, ret;
+	int at, c, ret;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 'j':
 			json = true;
@@ -216,14 +216,11 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 			submit_usage(stdout);
 			return JITCTL_OK;
 		default:
-			submit_usage(stderr);
-			return JITCTL_USAGE;
+			return jitctl_bad_option("submit", c, argv, at);
 		}
 	}
-	if (argc - optind != 1) {
-		fprintf(stderr, "jitctl submit: expected one FILE (or - for standard input)\n");
-		return JITCTL_USAGE;
-	}
+	if (argc - optind != 1)
+		return jitctl_usage_error("submit", "expected one FILE (or - for standard input)");
 	ret = read_input(argv[optind], &buf, &len, SUBMIT_MAX_INPUT);
 	if (ret == -EFBIG) {
 		char msg[128];

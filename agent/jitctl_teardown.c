@@ -64,20 +64,18 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	struct nft *n = NULL;
 	bool exists, json = false, no_syslog;
 	struct netnslock_who who;
-	int c, ret, rc, noted = 0;
+	int at, c, ret, rc, noted = 0;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
 		switch (c) {
 		case 'j': json = true; break;
 		case 'h': teardown_usage(stdout); return JITCTL_OK;
-		default: teardown_usage(stderr); return JITCTL_USAGE;
+		default: return jitctl_bad_option("teardown", c, argv, at);
 		}
 	}
-	if (optind != argc) {
-		teardown_usage(stderr);
-		return JITCTL_USAGE;
-	}
+	if (optind != argc)
+		return jitctl_usage_error("teardown", "unexpected argument '%s'", argv[optind]);
 	/*
 	 * A running agent would go on believing its table is there, and put it back. Where it
 	 * listens is -s, or its configuration's control_socket; the default path is asked too

@@ -45,6 +45,17 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv);
  * why to stderr and returns JITCTL_UNREACHABLE.
  */
 int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply);
+/*
+ * A usage error, said as every command says one: "jitctl CMD: why" (cmd NULL: jitctl's own
+ * options and commands), then where the help is. Returns JITCTL_USAGE.
+ */
+int jitctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * An option getopt_long refused, as jitctl_usage_error says it. The optstring starts with ':' (so
+ * that getopt says nothing itself, and a missing value is c ':'); at is optind before the call
+ * that returned c. Returns JITCTL_USAGE.
+ */
+int jitctl_bad_option(const char *cmd, int c, char **argv, int at);
 /* Says why the agent could not be asked (err: -errno, -EPROTO for no valid reply). */
 int jitctl_unreachable(const struct jitctl_opts *o, int err);
 /* The same, with the reply line unparsed (proto_call_line); *line is the caller's to free. */

@@ -1,0 +1,55 @@
+#!/bin/bash
+# Every jitctl usage error is said one way, on stderr only: "jitctl CMD: why", then
+# "Try 'jitctl CMD --help'." (no CMD for jitctl's own options), exit 2, nothing on stdout. No
+# agent is asked: each error comes before any call. No root, no namespaces.
+# Usage: jitctl_usage.sh JITCTL
+set -euo pipefail
+JITCTL=$1
+TMP=$(mktemp -d /tmp/jitd-usage.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+failed=0
+n=0
+
+# expect NAME WHY ARGS...: jitctl -s (a socket nobody serves) ARGS exits 2, prints nothing on
+# stdout, and on stderr exactly "jitctl[ NAME]: WHY" and "Try 'jitctl[ NAME] --help'.".
+expect() {
+	local name=$1 why=$2 rc=0 prefix="jitctl"
+	shift 2
+	[ -n "$name" ] && prefix="jitctl $name"
+	"$JITCTL" -s "$TMP/none.sock" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null || rc=$?
+	n=$((n + 1))
+	printf '%s: %s\nTry '\''%s --help'\''.\n' "$prefix" "$why" "$prefix" >"$TMP/want"
+	if [ "$rc" != 2 ] || [ -s "$TMP/out" ] || ! cmp -s "$TMP/want" "$TMP/err"; then
+		echo "not ok $n - jitctl $*: exit $rc (want 2); stdout: $(cat "$TMP/out");" \
+			"stderr: $(cat "$TMP/err")"
+		failed=1
+	else
+		echo "ok $n - jitctl $*: $(head -1 "$TMP/err")"
+	fi
+}
+
+bogus="--bogus: unknown, ambiguous, or given a value it takes none of"
+expect "" "$bogus" --bogus
+expect "" "--socket: missing argument" --socket
+expect "" "unknown command 'nosuch'" nosuch
+for cmd in status submit revoke grant log reload keygen sign teardown; do
+	expect "$cmd" "$bogus" "$cmd" --bogus
+done
+expect log "$bogus" audit --bogus
+expect status "-x: unknown option" status -x
+expect log "--limit: missing argument" log --limit
+expect status "unexpected argument 'extra'" status extra
+expect submit "expected one FILE (or - for standard input)" submit
+expect revoke "expected one GRANT_ID" revoke
+expect reload "unexpected argument 'extra'" reload extra
+expect teardown "unexpected argument 'extra'" teardown extra
+expect log "unexpected argument 'extra'" log extra
+expect log "--json and --csv exclude each other" log --json --csv
+expect grant "--src given twice (several go in one, comma-separated)" \
+	grant --src 192.0.2.1 --src 192.0.2.2
+expect grant "--src, --port, --for and --reason are required" grant --src 192.0.2.1
+expect keygen "missing --kid" keygen --dir "$TMP"
+expect sign "--kid: missing argument" sign --kid
+expect status "--json=yes: unknown, ambiguous, or given a value it takes none of" status --json=yes
+[ "$failed" = 0 ] && echo "PASS: jitctl_usage.sh ($n checks)"
+exit "$failed"
