@@ -75,10 +75,14 @@ void sort_u64(uint64_t *v, size_t n)
 
 void print_stats(const char *prefix, uint64_t *v, size_t n)
 {
+	uint64_t p50, p99;
+
 	sort_u64(v, n);
+	p50 = quantile(v, n, 0.50);
+	p99 = quantile(v, n, 0.99);
 	printf("%s_n=%zu\n", prefix, n);
-	printf("%s_p50_us=%.1f\n", prefix, (double)quantile(v, n, 0.50) / 1e3);
-	printf("%s_p99_us=%.1f\n", prefix, (double)quantile(v, n, 0.99) / 1e3);
+	printf("%s_p50_us=%.1f\n", prefix, (double)p50 / 1e3);
+	printf("%s_p99_us=%.1f\n", prefix, (double)p99 / 1e3);
 	printf("%s_max_us=%.1f\n", prefix, n ? (double)v[n - 1] / 1e3 : 0.0);
 }
 
