@@ -281,7 +281,8 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *grant = NULL, *user = NULL, *event = NULL;
+	/* "log" or "audit", as typed: a usage error names the command the user ran. */
+	const char *cmd = argv[0], *grant = NULL, *user = NULL, *event = NULL;
 	json_t *req = NULL, *rep = NULL, *events;
 	bool json = false, csv = false;
 	long long since = -1;
@@ -294,18 +295,18 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		switch (c) {
 		case 's':
 			if ((since = parse_since(optarg, time(NULL))) == -2)
-				return jitctl_usage_error("log", "--since '%s' is longer than an "
+				return jitctl_usage_error(cmd, "--since '%s' is longer than an "
 					"ISO 8601 duration may be here (P366D); say 400d, or a "
 					"date", optarg);
 			if (since < 0)
-				return jitctl_usage_error("log", "--since '%s' is not 7d, 24h, "
+				return jitctl_usage_error(cmd, "--since '%s' is not 7d, 24h, "
 					"30m, PT1H or a date (YYYY-MM-DD)", optarg);
 			break;
 		case 'g': grant = optarg; break;
 		case 'u': user = optarg; break;
 		case 'e':
 			if (!audit_event_known(optarg))
-				return jitctl_usage_error("log", "--event '%s' is not an event "
+				return jitctl_usage_error(cmd, "--event '%s' is not an event "
 					"name (see --help)", optarg);
 			event = optarg;
 			break;
@@ -317,26 +318,26 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 			if (optarg[0] >= '0' && optarg[0] <= '9')
 				limit = strtoul(optarg, &end, 10);
 			if (errno || !limit || *end || limit > PROTO_LOG_MAX_EVENTS)
-				return jitctl_usage_error("log", "--limit '%s' is not a number "
+				return jitctl_usage_error(cmd, "--limit '%s' is not a number "
 					"from 1 to %d", optarg, PROTO_LOG_MAX_EVENTS);
 			break;
 		case 'j': json = true; break;
 		case 'c': csv = true; break;
 		case 'h': log_usage(stdout); return JITCTL_OK;
-		default: return jitctl_bad_option("log", c, argv, at);
+		default: return jitctl_bad_option(cmd, c, argv, at);
 		}
 	}
 	if (optind != argc)
-		return jitctl_usage_error("log", "unexpected argument '%s'", argv[optind]);
+		return jitctl_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
 	if (json && csv)
-		return jitctl_usage_error("log", "--json and --csv exclude each other");
+		return jitctl_usage_error(cmd, "--json and --csv exclude each other");
 	if (!(req = json_pack("{s:s}", "op", "log")) ||
 		(since >= 0 && json_object_set_new(req, "since", json_integer(since))) ||
 		(grant && json_object_set_new(req, "grant", json_string(grant))) ||
 		(user && json_object_set_new(req, "sub", json_string(user))) ||
 		(event && json_object_set_new(req, "event", json_string(event))) ||
 		(limit && json_object_set_new(req, "limit", json_integer((json_int_t)limit)))) {
-		fprintf(stderr, "jitctl log: --grant, --user or --event is not UTF-8 text\n");
+		(void)jitctl_usage_error(cmd, "--grant, --user or --event is not UTF-8 text");
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||

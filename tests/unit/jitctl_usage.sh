@@ -35,7 +35,7 @@ expect "" "unknown command 'nosuch'" nosuch
 for cmd in status submit revoke grant log reload keygen sign teardown; do
 	expect "$cmd" "$bogus" "$cmd" --bogus
 done
-expect log "$bogus" audit --bogus
+expect audit "$bogus" audit --bogus
 expect status "-x: unknown option" status -x
 expect log "--limit: missing argument" log --limit
 expect status "unexpected argument 'extra'" status extra
@@ -45,6 +45,17 @@ expect reload "unexpected argument 'extra'" reload extra
 expect teardown "unexpected argument 'extra'" teardown extra
 expect log "unexpected argument 'extra'" log extra
 expect log "--json and --csv exclude each other" log --json --csv
+expect audit "--limit '0' is not a number from 1 to 50000" audit --limit 0
+expect log "--event 'nosuch' is not an event name (see --help)" log --event nosuch
+expect log "--grant, --user or --event is not UTF-8 text" log --user $'\xff'
+expect revoke "expected one GRANT_ID" revoke a b
+expect submit "expected one FILE (or - for standard input)" submit a b
+expect grant "unexpected argument 'extra' (several sources or ports go comma-separated)" \
+	grant --src 192.0.2.1 extra
+expect grant "--for 'soon' is not a duration (PT30M, 600)" \
+	grant --src 192.0.2.1 --port 22 --for soon --reason r
+expect keygen "'extra': unexpected argument" keygen --kid k --dir "$TMP" extra
+expect sign "'extra': unexpected argument" sign extra
 expect grant "--src given twice (several go in one, comma-separated)" \
 	grant --src 192.0.2.1 --src 192.0.2.2
 expect grant "--src, --port, --for and --reason are required" grant --src 192.0.2.1
