@@ -1,0 +1,123 @@
+/*
+ * What jitctl's commands share about the agent's answers: a reply checked for being jitd's, a
+ * refusal said (on stderr, or as JSON), an applied grant printed; and the comma lists they take.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent/jitctl.h"
+#include "common/err.h"
+
+void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg)
+{
+	if (json) {
+		json_t *o = json_pack("{s:s, s:s}", "error", code, "message", msg);
+
+		/* Only a message that is not UTF-8 (a path, say) can fail: it goes to stderr. */
+		if (!o) {
+			o = json_pack("{s:s, s:s}", "error", code, "message",
+				"the message is not UTF-8 text; it was printed to stderr");
+			fprintf(stderr, "jitctl %s: refused: %s: %s\n", cmd, code, msg);
+		}
+		if (o)
+			json_dumpf(o, stdout, JSON_INDENT(2));
+		printf("\n");
+		json_decref(o);
+		return;
+	}
+	fprintf(stderr, "jitctl %s: refused: %s: %s\n", cmd, code, msg);
+}
+
+int jitctl_refuse(const char *cmd, bool json, int code, const char *fmt, ...)
+{
+	char msg[2 * PATH_MAX]; /* a path or two, and words */
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* As the agent's refusals are said: with the stable code, which scripts match. */
+	jitctl_print_refusal(cmd, json, jit_err_name(code), msg);
+	return JITCTL_REFUSED;
+}
+
+int jitctl_check_reply(const char *cmd, bool json, const json_t *reply, const char *member,
+	json_type type)
+{
+	const char *code = json_string_value(json_object_get(reply, "error"));
+	const char *msg = json_string_value(json_object_get(reply, "message"));
+	const json_t *ok = json_object_get(reply, "ok"), *v = json_object_get(reply, member);
+
+	/*
+	 * Not jitd's answer, whatever the output: an "ok" that is no boolean, or one without
+	 * what it answers (a submit taken for refused, exit 1, may have been applied).
+	 */
+	if (!json_is_boolean(ok) ||
+		(json_is_true(ok) && member && (!v || json_typeof(v) != type))) {
+		fprintf(stderr, "jitctl %s: the agent sent no valid reply (%s)\n", cmd,
+			json_is_boolean(ok) ? "no result in it" : "no \"ok\" in it");
+		return JITCTL_UNREACHABLE;
+	}
+	if (json_is_true(ok))
+		return JITCTL_OK;
+	jitctl_print_refusal(cmd, json, code ? code : "internal", msg ? msg : "");
+	return JITCTL_REFUSED;
+}
+
+int jitctl_print_member(const json_t *reply, const char *key)
+{
+	json_dumpf(json_object_get(reply, key), stdout, JSON_INDENT(2));
+	printf("\n");
+	return JITCTL_OK;
+}
+
+const char *jitctl_str(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "-";
+}
+
+bool jitctl_list_gap(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n && (s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,"));
+}
+
+void jitctl_print_grant(const json_t *g)
+{
+	const json_t *el;
+	size_t i;
+
+	/* Short of memory, the agent answers with the grant's id alone: it took effect. */
+	if (!json_is_integer(json_object_get(g, "expires_in"))) {
+		printf("applied grant %s (the agent could not say more: see jitctl status)\n",
+			jitctl_str(g, "id"));
+		return;
+	}
+	printf("applied grant %s for %s (issuer %s, key %s)\n", jitctl_str(g, "id"),
+		jitctl_str(g, "sub"), jitctl_str(g, "iss"), jitctl_str(g, "kid"));
+	printf("  expires %s (in %" JSON_INTEGER_FORMAT " s)\n", jitctl_str(g, "expires_at"),
+		json_integer_value(json_object_get(g, "expires_in")));
+	json_array_foreach(json_object_get(g, "elements"), i, el) {
+		/* A gateway grant's element is per destination: name it, or rows look doubled. */
+		if (json_is_string(json_object_get(el, "destination")))
+			printf("  allow %s -> %s port %" JSON_INTEGER_FORMAT "/%s\n",
+				jitctl_str(el, "source"), jitctl_str(el, "destination"),
+				json_integer_value(json_object_get(el, "port")),
+				jitctl_str(el, "protocol"));
+		else
+			printf("  allow %s -> %" JSON_INTEGER_FORMAT "/%s\n",
+				jitctl_str(el, "source"),
+				json_integer_value(json_object_get(el, "port")),
+				jitctl_str(el, "protocol"));
+	}
+	/* Where the user connects when the grant was given gateway ports (DNAT). */
+	json_array_foreach(json_object_get(g, "dnat"), i, el)
+		printf("  connect to %s -> %s/%s\n", jitctl_str(el, "connect"),
+			jitctl_str(el, "to"), jitctl_str(el, "protocol"));
+}
