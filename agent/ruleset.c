@@ -897,17 +897,24 @@ static bool add_saddr(struct nftnl_rule *r, int family)
 				   add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, REG(0));
 }
 
-/* ct state established,related: the mask test both ct rules begin with. */
+/*
+ * ct state established: the mask test both ct rules begin with. Not related: the first packet
+ * of a connection a conntrack helper expects (FTP data, IRC DCC, SIP media: set up by another
+ * table's "ct helper") is related, to whatever port the expected connection names, which the
+ * far end or a local user may choose; to a protected port it must meet the grants. ICMP errors
+ * about a flow, the other related packets, carry no protected port or target: no rule here
+ * drops them.
+ */
 static bool add_ct_established(struct nftnl_rule *r)
 {
-	uint32_t zero = 0, mask = NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED);
+	uint32_t zero = 0, mask = NF_CT_STATE_BIT(IP_CT_ESTABLISHED);
 
 	return add_ct(r, NFT_CT_STATE) && add_bitwise(r, &mask, sizeof(mask)) &&
 		add_cmp(r, NFT_CMP_NEQ, &zero, sizeof(zero));
 }
 
 /*
- * ct state established,related ct direction original accept. Only the direction in which the
+ * ct state established ct direction original accept. Only the direction in which the
  * flow began: once a revocation with "terminate" deletes a TCP flow's entry, the server's next
  * segment makes conntrack pick the flow up again (nf_conntrack_tcp_loose) the other way round,
  * and the client's packets, now its replies, would pass here as established for as long as the
@@ -924,7 +931,7 @@ static bool rule_ct(struct nftnl_rule *r, const void *arg __attribute__((unused)
 }
 
 /*
- * ct state established,related meta l4proto != tcp accept: replies of any other protocol still
+ * ct state established meta l4proto != tcp accept: replies of any other protocol still
  * pass. A UDP service speaks from its own port (WireGuard, IKE, NTP do to their peers), and a
  * datagram cannot tell a reply from a flow picked up the other way.
  */
