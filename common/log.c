@@ -1,11 +1,13 @@
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "common/log.h"
 
-static enum log_level threshold = LOG_LVL_INFO;
+/* Atomic: a reload sets it on the loop while a worker thread may log (wake.c's warning). */
+static atomic_int threshold = LOG_LVL_INFO;
 static bool keep_debug;
 
 /* This thread's lines while held (log_hold): a group's "grant applied" lines, one write. */
@@ -18,13 +20,14 @@ static __thread struct {
 
 void log_set_level(enum log_level lvl)
 {
-	threshold = keep_debug ? LOG_LVL_DEBUG : lvl;
+	atomic_store_explicit(&threshold, keep_debug ? LOG_LVL_DEBUG : (int)lvl,
+		memory_order_relaxed);
 }
 
 void log_keep_debug(void)
 {
 	keep_debug = true;
-	threshold = LOG_LVL_DEBUG;
+	atomic_store_explicit(&threshold, LOG_LVL_DEBUG, memory_order_relaxed);
 }
 
 static void flush_held(void)
@@ -50,7 +53,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (lvl > threshold)
+	if ((int)lvl > atomic_load_explicit(&threshold, memory_order_relaxed))
 		return;
 	va_start(ap, fmt);
 	(void)vsnprintf(line, sizeof(line), fmt, ap);
