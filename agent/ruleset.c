@@ -1066,7 +1066,8 @@ static bool rule_deny_tcp(struct nftnl_rule *r, const void *arg)
  * In drop mode, a TCP segment without SYN to a protected port that no rule accepted belongs to a
  * flow conntrack no longer knows: one a revocation with "terminate" cut. A reset ends the
  * client's session at once instead of leaving it to retransmit for minutes. A stray ACK to a
- * closed or an open port gets a reset from the stack anyway, so this tells a scanner nothing.
+ * closed or an open port gets a reset from the stack anyway, so on a host this tells a scanner
+ * nothing; to a gateway's target it shows the prefix and port guarded (the README says so).
  */
 static bool rule_reset_stale(struct nftnl_rule *r, const void *arg)
 {

@@ -23,7 +23,8 @@ struct prefix;
  *                    flags interval, timeout }                  grants from wider prefixes
  *   counter denied
  *   chain input { type filter hook input priority 0; policy accept;
- *     ct state established,related accept
+ *     ct state established ct direction original accept
+ *     ct state established meta l4proto != tcp accept   (not related: see add_ct_established)
  *     meta l4proto . th dport != @protected return
  *     ip saddr @always4 accept;  ip6 saddr @always6 accept
  *     ip saddr & 0.0.0.15 == K ip saddr . meta l4proto . th dport @allow4_addr_K accept;
@@ -36,7 +37,7 @@ struct prefix;
  *   set targets4/6 { ipv4_addr|ipv6_addr . inet_proto . inet_service; flags interval }  config
  *   set fwd4/6     { saddr . daddr . inet_proto . inet_service; flags interval, timeout } grants
  *   chain forward { type filter hook forward priority 0; policy accept;
- *     ct state established,related accept;  ip saddr @always4 accept (ip6 likewise)
+ *     the same two ct state rules;  ip saddr @always4 accept (ip6 likewise)
  *     ip saddr . ip daddr . meta l4proto . th dport @fwd4 accept (ip6 likewise)
  *     ip daddr . meta l4proto . th dport @targets4 counter name denied drop|reject (ip6 likewise) }
  *

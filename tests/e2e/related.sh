@@ -1,10 +1,10 @@
 # A connection a conntrack helper expects ("ct state related") meets the grants like a new one
 # when it goes to a protected port. The test's own table in SRV assigns the FTP helper to SRV's
 # connections to port 21 (as an admin's table may); SRV's "PORT" command naming its port 22
-# makes the kernel expect a connection from the FTP server to 22 (seen in
-# /proc/net/nf_conntrack_expect). Without a grant that connection is dropped, the expectation
-# used up by it; with one it connects. ICMP errors about a flow, also related, still come in,
-# and no rule of jitd's accepts ct state related (nft -j).
+# makes the kernel expect a connection from the FTP server to 22 (seen by conntrack -L expect).
+# Without a grant that connection is dropped, the expectation used up by it; with one it
+# connects. ICMP errors about a flow, also related, still come in, and no rule of jitd's
+# accepts ct state related (nft -j).
 . "$(dirname "$0")/lib.sh"
 
 e2e_default_setup
@@ -45,10 +45,13 @@ for line in ("USER anonymous\r\n", "PORT 198,51,100,1,%d,%d\r\n" % (port >> 8, p
 s.close()
 PY
 }
-# expecting PORT: the kernel expects 198.51.100.2 to connect to 198.51.100.1 PORT.
+# expecting PORT: the kernel expects 198.51.100.2 to connect to 198.51.100.1 PORT (conntrack,
+# the tool, which run.sh requires: /proc/net/nf_conntrack_expect is not in every kernel).
 expecting() {
-	in_ns "$SRV" grep -qE "src=198\.51\.100\.2 dst=198\.51\.100\.1 sport=[0-9]+ dport=$1 " \
-		/proc/net/nf_conntrack_expect
+	local out
+	out=$(in_ns "$SRV" conntrack -L expect 2>/dev/null) || return 1
+	grep -qE "^[0-9]+ proto=6 src=198\.51\.100\.2 dst=198\.51\.100\.1 sport=[0-9]+ dport=$1 " \
+		<<<"$out"
 }
 
 port_command 22 || fail "the FTP control connection failed"
