@@ -46,10 +46,12 @@ s.close()
 PY
 }
 # expecting PORT: the kernel expects 198.51.100.2 to connect to 198.51.100.1 PORT (conntrack,
-# the tool, which run.sh requires: /proc/net/nf_conntrack_expect is not in every kernel).
+# the tool, which run.sh requires: /proc/net/nf_conntrack_expect is not in every kernel). A
+# listing that fails ends the test: read as "none", it would pass the checks that one is gone.
 expecting() {
 	local out
-	out=$(in_ns "$SRV" conntrack -L expect 2>/dev/null) || return 1
+	out=$(in_ns "$SRV" conntrack -L expect 2>/dev/null) ||
+		fail "conntrack -L expect failed in SRV"
 	grep -qE "^[0-9]+ proto=6 src=198\.51\.100\.2 dst=198\.51\.100\.1 sport=[0-9]+ dport=$1 " \
 		<<<"$out"
 }
