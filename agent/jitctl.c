@@ -229,7 +229,6 @@ int main(int argc, char **argv)
 	o.config_named = config != NULL;
 	if ((rc = read_config(o.config_path, config != NULL, &o, &root)))
 		return rc;
-	rc = JITCTL_USAGE;
 	if (!argc) {
 		rc = cmd_status(&o, 1, status_argv);
 		goto out;
