@@ -66,8 +66,14 @@ int jitctl_usage_error(const char *cmd, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry 'jitctl%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
+	fprintf(stderr, "\n");
+	jitctl_try_help(cmd);
 	return JITCTL_USAGE;
+}
+
+void jitctl_try_help(const char *cmd)
+{
+	fprintf(stderr, "Try 'jitctl%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
 }
 
 /*

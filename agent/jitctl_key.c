@@ -105,7 +105,7 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "jitctl keygen: '%s': unexpected argument\n", argv[optind]);
+		fprintf(stderr, "jitctl keygen: unexpected argument '%s'\n", argv[optind]);
 		goto usage;
 	}
 	if (!kid || !dir) {
@@ -138,7 +138,7 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 	print_keys(json, dir, kid);
 	return JITCTL_OK;
 usage:
-	fprintf(stderr, "Try 'jitctl keygen --help'.\n");
+	jitctl_try_help("keygen");
 	return JITCTL_USAGE;
 }
 
@@ -371,7 +371,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 
 	/* Everything the command line alone can get wrong is a usage error, before any I/O. */
 	if (optind < argc) {
-		fprintf(stderr, "jitctl sign: '%s': unexpected argument\n", argv[optind]);
+		fprintf(stderr, "jitctl sign: unexpected argument '%s'\n", argv[optind]);
 		goto usage;
 	}
 	revocation = arg[S_REVOKES] != NULL;
@@ -505,7 +505,7 @@ nomem:
 	goto out;
 usage:
 	ret = JITCTL_USAGE;
-	fprintf(stderr, "Try 'jitctl sign --help'.\n");
+	jitctl_try_help("sign");
 out:
 	EVP_PKEY_free(key);
 	json_decref(aud);

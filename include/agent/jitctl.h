@@ -51,6 +51,11 @@ int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **rep
  */
 int jitctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*
+ * Where the help is, the usage error's last line: alone for a command that says every usage
+ * error it found (sign's missing options) before it.
+ */
+void jitctl_try_help(const char *cmd);
+/*
  * An option getopt_long refused, as jitctl_usage_error says it. The optstring starts with ':' (so
  * that getopt says nothing itself, and a missing value is c ':'); at is optind before the call
  * that returned c. Returns JITCTL_USAGE.

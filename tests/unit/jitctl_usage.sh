@@ -54,8 +54,8 @@ expect grant "unexpected argument 'extra' (several sources or ports go comma-sep
 	grant --src 192.0.2.1 extra
 expect grant "--for 'soon' is not a duration (PT30M, 600)" \
 	grant --src 192.0.2.1 --port 22 --for soon --reason r
-expect keygen "'extra': unexpected argument" keygen --kid k --dir "$TMP" extra
-expect sign "'extra': unexpected argument" sign extra
+expect keygen "unexpected argument 'extra'" keygen --kid k --dir "$TMP" extra
+expect sign "unexpected argument 'extra'" sign extra
 expect grant "--src given twice (several go in one, comma-separated)" \
 	grant --src 192.0.2.1 --src 192.0.2.2
 expect grant "--src, --port, --for and --reason are required" grant --src 192.0.2.1
