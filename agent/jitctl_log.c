@@ -250,7 +250,7 @@ static int print_table(const json_t *events)
 }
 
 /* rep's "events" cut to the newest n, in *events; JITCTL_REFUSED when out of memory. */
-static int keep_newest(json_t *rep, size_t n, json_t **events)
+static int keep_newest(const char *cmd, json_t *rep, size_t n, json_t **events)
 {
 	size_t from = json_array_size(*events) - n;
 	json_t *cut = json_array();
@@ -261,7 +261,7 @@ static int keep_newest(json_t *rep, size_t n, json_t **events)
 			cut = NULL;
 		}
 	if (!cut || json_object_set_new(rep, "events", cut)) {
-		fprintf(stderr, "jitctl log: out of memory\n");
+		fprintf(stderr, "jitctl %s: out of memory\n", cmd);
 		return JITCTL_REFUSED;
 	}
 	*events = cut;
@@ -281,7 +281,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	/* "log" or "audit", as typed: a usage error names the command the user ran. */
+	/* "log" or "audit", as typed: every message names the command the user ran. */
 	const char *cmd = argv[0], *grant = NULL, *user = NULL, *event = NULL;
 	json_t *req = NULL, *rep = NULL, *events;
 	bool json = false, csv = false;
@@ -341,20 +341,21 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||
-		(ret = jitctl_check_reply("log", json, rep, "events", JSON_ARRAY)))
+		(ret = jitctl_check_reply(cmd, json, rep, "events", JSON_ARRAY)))
 		goto out;
 	events = json_object_get(rep, "events");
 	/* An agent older than "limit" ignores it: the newest limit of what it sent, then. */
-	if (limit && json_array_size(events) > limit && (ret = keep_newest(rep, limit, &events)))
+	if (limit && json_array_size(events) > limit &&
+		(ret = keep_newest(cmd, rep, limit, &events)))
 		goto out;
 	/* Cut at the agent's cap, not at the --limit asked for. */
 	if (json_is_true(json_object_get(rep, "truncated")) && !limit)
-		fprintf(stderr, "jitctl log: only the newest %zu events are shown\n",
+		fprintf(stderr, "jitctl %s: only the newest %zu events are shown\n", cmd,
 			json_array_size(events));
 	if (json) {
 		ret = jitctl_print_member(rep, "events");
 	} else if ((csv ? print_csv(events) : print_table(events)) < 0) {
-		fprintf(stderr, "jitctl log: out of memory\n");
+		fprintf(stderr, "jitctl %s: out of memory\n", cmd);
 		ret = JITCTL_REFUSED;
 	}
 out:

@@ -85,6 +85,20 @@ else
 	echo "not ok - --limit 2 of three: $(cat "$TMP/out" "$TMP/err")"
 	failed=1
 fi
+# `jitctl audit` is `jitctl log` by another name: what it says names the command as typed.
+answer '{"ok":true,"events":[{"event":"a"}],"truncated":true}'$'\n'
+"$JITCTL" -s "$SOCK" audit --json >"$TMP/out" 2>"$TMP/err" || true
+wait
+answer '{"ok":false,"error":"internal","message":"m"}'$'\n'
+"$JITCTL" -s "$SOCK" audit >"$TMP/out" 2>>"$TMP/err" || true
+wait
+if [ "$(cat "$TMP/err")" = "jitctl audit: only the newest 1 events are shown
+jitctl audit: refused: internal: m" ]; then
+	echo "ok - jitctl audit's notes and refusals say 'jitctl audit'"
+else
+	echo "not ok - jitctl audit's notes and refusals: $(cat "$TMP/err")"
+	failed=1
+fi
 # A last user from an agent that does not defuse it (an older one): what a terminal would act
 # on, an escape sequence or a bidi override, is shown as '?'.
 answer '{"ok":true,"status":{"ports":[{"port":22,"last_user":"\u001b[31mx\u202e"}]}}'$'\n'
