@@ -79,13 +79,17 @@ void jitctl_try_help(const char *cmd)
 /*
  * getopt's own messages would start with argv[0], the bare command name: said our way. at is
  * optind before the call that failed: getopt moves past a word once it is done with it, so
- * when it has not, the error is inside a cluster of short options ("-xk", argv[optind]),
- * whatever the word before it was. Otherwise the word that failed is argv[optind - 1]; there
- * optopt of a long option given a value it takes none of is its val, not a short option.
+ * when it has not, the error is inside a cluster of short options ("-xk", argv[optind]).
+ * It may have skipped operands to reach that word ("revoke ID -é"): then optind is past at,
+ * and the word before is an operand, never an option word as it is when getopt is done with
+ * the word that failed. Otherwise the word that failed is argv[optind - 1]; there optopt of a
+ * long option given a value it takes none of is its val, not a short option.
  */
 int jitctl_bad_option(const char *cmd, int c, char **argv, int at)
 {
-	bool inside = optind == at && argv[optind];
+	const char *before = optind > 0 ? argv[optind - 1] : NULL;
+	bool inside = argv[optind] && (optind == at || !before || before[0] != '-' ||
+		!before[1]);
 	const char *word = inside ? argv[optind] : argv[optind - 1];
 
 	if (c == ':')

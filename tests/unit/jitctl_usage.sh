@@ -62,5 +62,13 @@ expect grant "--src, --port, --for and --reason are required" grant --src 192.0.
 expect keygen "missing --kid" keygen --dir "$TMP"
 expect sign "--kid: missing argument" sign --kid
 expect status "--json=yes: unknown, ambiguous, or given a value it takes none of" status --json=yes
+# The word that failed, when getopt skipped an operand to reach it: -é is two bytes, no optopt
+# jitctl names, so the word is named, not the operand before it.
+expect revoke "-é: unknown option" revoke ID -é
+expect revoke "-é: unknown option" revoke -é ID
+expect status "-é: unknown option" status --json -é
+expect revoke "-x: unknown option" revoke ID -x
+expect revoke "$bogus" revoke ID --bogus
+expect revoke "$bogus" revoke ID --bogus other
 [ "$failed" = 0 ] && echo "PASS: jitctl_usage.sh ($n checks)"
 exit "$failed"
