@@ -48,10 +48,12 @@ PY
 # expecting PORT: the kernel expects 198.51.100.2 to connect to 198.51.100.1 PORT (conntrack,
 # the tool, which run.sh requires: /proc/net/nf_conntrack_expect is not in every kernel). A
 # listing that fails ends the test: read as "none", it would pass the checks that one is gone.
+# Its reason goes to the test's own stderr (fd 8): wait_until sends the polled command's away.
+exec 8>&2
 expecting() {
 	local out
 	out=$(in_ns "$SRV" conntrack -L expect 2>/dev/null) ||
-		fail "conntrack -L expect failed in SRV"
+		fail "conntrack -L expect failed in SRV" 2>&8
 	grep -qE "^[0-9]+ proto=6 src=198\.51\.100\.2 dst=198\.51\.100\.1 sport=[0-9]+ dport=$1 " \
 		<<<"$out"
 }
