@@ -16,7 +16,7 @@ void jitctl_print_refusal(const char *cmd, bool json, const char *code, const ch
 	if (json) {
 		json_t *o = json_pack("{s:s, s:s}", "error", code, "message", msg);
 
-		/* Only a message that is not UTF-8 (a path, say) can fail: it goes to stderr. */
+		/* A message that is not UTF-8 (a path, say) fails: it goes to stderr. */
 		if (!o) {
 			o = json_pack("{s:s, s:s}", "error", code, "message",
 				"the message is not UTF-8 text; it was printed to stderr");

@@ -109,13 +109,9 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 	if (argc - optind != 1)
 		return jitctl_usage_error("submit", "expected one FILE (or - for standard input)");
 	ret = read_input(argv[optind], &buf, &len, SUBMIT_MAX_INPUT);
-	if (ret == -EFBIG) {
-		char msg[128];
-
-		snprintf(msg, sizeof(msg), "token exceeds %d bytes", JWS_MAX_TOKEN);
-		jitctl_print_refusal("submit", json, jit_err_name(JIT_ERR_TOO_LARGE), msg);
-		return JITCTL_REFUSED;
-	}
+	if (ret == -EFBIG)
+		return jitctl_refuse("submit", json, JIT_ERR_TOO_LARGE, "token exceeds %d bytes",
+			JWS_MAX_TOKEN);
 	if (ret) {
 		fprintf(stderr, "jitctl submit: %s: %s\n", argv[optind], strerror(-ret));
 		return JITCTL_USAGE;
@@ -124,8 +120,7 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 	if (memchr(token, '\0', len) ||
 		!(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
 		/* Not UTF-8 (which jansson refuses) or holding NUL: no grant can be that. */
-		jitctl_print_refusal("submit", json, jit_err_name(JIT_ERR_MALFORMED), "token is not text");
-		ret = JITCTL_REFUSED;
+		ret = jitctl_refuse("submit", json, JIT_ERR_MALFORMED, "token is not text");
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)))

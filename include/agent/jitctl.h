@@ -67,8 +67,9 @@ int jitctl_unreachable(const struct jitctl_opts *o, int err);
 int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **line,
 	size_t *len);
 /*
- * Shared by the commands that change grants: a refusal as "jitctl CMD: refused: CODE: MSG" on
- * stderr, or {"error","message"} on stdout with json; an applied grant as readable lines.
+ * A refusal, the agent's (CODE its stable name) or jitctl's own: "jitctl CMD: refused: CODE: MSG"
+ * on stderr, or {"error","message"} on stdout with json (a MSG that is not UTF-8 goes to
+ * stderr then, and the JSON says so).
  */
 void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg);
 /*

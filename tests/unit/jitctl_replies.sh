@@ -99,6 +99,21 @@ else
 	echo "not ok - jitctl audit's notes and refusals: $(cat "$TMP/err")"
 	failed=1
 fi
+# What submit refuses itself, before asking: said as the agent's refusals are, with the code.
+printf 'a.\xff.c\n' >"$TMP/nottext"
+head -c 70000 /dev/zero | tr '\0' a >"$TMP/huge"
+for f in nottext:malformed:'token is not text' huge:too_large:'token exceeds 16384 bytes'; do
+	rc=0
+	"$JITCTL" -s "$TMP/none.sock" submit --json "$TMP/${f%%:*}" >"$TMP/out" 2>"$TMP/err" ||
+		rc=$?
+	want="{\"error\":\"$(cut -d: -f2 <<<"$f")\",\"message\":\"${f##*:}\"}"
+	if [ "$rc" = 1 ] && [ "$(jq -c . "$TMP/out")" = "$want" ] && [ ! -s "$TMP/err" ]; then
+		echo "ok - submit refuses ${f%%:*} itself: $want"
+	else
+		echo "not ok - submit of ${f%%:*}: exit $rc: $(cat "$TMP/out" "$TMP/err")"
+		failed=1
+	fi
+done
 # A last user from an agent that does not defuse it (an older one): what a terminal would act
 # on, an escape sequence or a bidi override, is shown as '?'.
 answer '{"ok":true,"status":{"ports":[{"port":22,"last_user":"\u001b[31mx\u202e"}]}}'$'\n'
