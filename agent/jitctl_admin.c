@@ -95,39 +95,53 @@ static void grant_usage(FILE *f)
 		   "in one, comma-separated.\n");
 }
 
+static int out_of_memory(void)
+{
+	fprintf(stderr, "jitctl grant: out of memory\n");
+	return JITCTL_REFUSED;
+}
+
 /*
- * Splits a comma list into a JSON array of strings, checking each item with check. An empty
- * item is refused, as jitctl sign refuses it (jitctl_list_gap).
+ * Splits a comma list into *out, a JSON array of strings, checking each item with check. An
+ * empty item is refused, as jitctl sign refuses it (jitctl_list_gap). JITCTL_OK, or the exit
+ * status, said.
  */
-static json_t *split_list(const char *list, int (*check)(const char *item), const char *what)
+static int split_list(const char *list, int (*check)(const char *item), const char *what,
+	json_t **out)
 {
 	char *copy = strdup(list), *save = NULL, *item;
 	json_t *a = json_array();
+	int ret = JITCTL_USAGE;
 
-	if (!copy || !a)
-		goto fail;
+	if (!copy || !a) {
+		ret = out_of_memory();
+		goto out;
+	}
 	if (jitctl_list_gap(list)) {
 		(void)jitctl_usage_error("grant", "%s list '%s' has an empty item", what, list);
-		goto fail;
+		goto out;
 	}
 	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
 		if (check(item)) {
 			(void)jitctl_usage_error("grant", "%s '%s' is not valid", what, item);
-			goto fail;
+			goto out;
 		}
-		if (json_array_append_new(a, json_string(item)))
-			goto fail;
+		if (json_array_append_new(a, json_string(item))) {
+			ret = out_of_memory();
+			goto out;
+		}
 	}
 	if (json_array_size(a) == 0) {
 		(void)jitctl_usage_error("grant", "%s list is empty", what);
-		goto fail;
+		goto out;
 	}
-	free(copy);
-	return a;
-fail:
+	*out = a;
+	a = NULL;
+	ret = JITCTL_OK;
+out:
 	free(copy);
 	json_decref(a);
-	return NULL;
+	return ret;
 }
 
 static int check_prefix(const char *s)
@@ -202,13 +216,18 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	if (parsed || secs == 0)
 		return jitctl_usage_error("grant", "--for '%s' is not a duration (PT30M, 600)",
 			dur);
-	if (!(jsrc = split_list(src, check_prefix, "source")) ||
-		!(jports = split_list(ports, check_port, "port")))
+	if ((parsed = jitctl_text_check(reason)) == -ENOMEM)
+		return out_of_memory();
+	if (parsed)
+		return jitctl_usage_error("grant", "--reason is not valid UTF-8 text");
+	if ((ret = split_list(src, check_prefix, "source", &jsrc)) ||
+		(ret = split_list(ports, check_port, "port", &jports)))
 		goto out;
+	/* Every string in it was checked: only memory can fail it. */
 	req = json_pack("{s:s, s:O, s:O, s:I, s:s}", "op", "grant", "src", jsrc, "ports", jports,
 		"duration", (json_int_t)secs, "reason", reason);
 	if (!req) {
-		(void)jitctl_usage_error("grant", "--reason is not valid UTF-8 text");
+		ret = out_of_memory();
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||

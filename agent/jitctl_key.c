@@ -46,14 +46,6 @@ static int report_exists(bool json, const char *dir, const char *kid)
 		path);
 }
 
-static bool utf8_text(const char *s)
-{
-	json_t *t = json_string(s);
-
-	json_decref(t);
-	return t != NULL;
-}
-
 static void print_keys(bool json, const char *dir, const char *kid)
 {
 	char key[PATH_MAX], pem[PATH_MAX];
@@ -123,7 +115,11 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 		goto usage;
 	}
 	/* JSON holds only UTF-8: found out before the keys are written, not after. */
-	if (json && !utf8_text(dir)) {
+	if (json && (ret = jitctl_text_check(dir)) == -ENOMEM) {
+		fprintf(stderr, "jitctl keygen: out of memory\n");
+		return JITCTL_REFUSED;
+	}
+	if (json && ret) {
 		fprintf(stderr, "jitctl keygen: --dir is not UTF-8, which --json cannot print\n");
 		goto usage;
 	}
@@ -289,21 +285,6 @@ static int parse_duration(const char *opt, const char *s, uint64_t *secs)
 	return ret ? -EINVAL : 0;
 }
 
-/*
- * jansson refuses strings that are not UTF-8, which would otherwise surface as a vague failure
- * to build the claims. 0, -EILSEQ or -ENOMEM.
- */
-static int check_text(const char *s)
-{
-	json_t *v = json_string(s);
-	int ret = 0;
-
-	if (!v)
-		ret = (v = json_string_nocheck(s)) ? -EILSEQ : -ENOMEM;
-	json_decref(v);
-	return ret;
-}
-
 /* 32 lowercase hex digits from the CSPRNG into buf. 0 or -EIO. */
 static int random_jti(char buf[static 2 * JTI_BYTES + 1])
 {
@@ -403,7 +384,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 		goto usage;
 	}
 	for (i = 0; i < S__COUNT; i++) {
-		if (i == S_KEY || !arg[i] || !(err = check_text(arg[i])))
+		if (i == S_KEY || !arg[i] || !(err = jitctl_text_check(arg[i])))
 			continue;
 		if (err == -ENOMEM)
 			goto nomem;

@@ -2,6 +2,7 @@
  * What jitctl's commands share about the agent's answers: a reply checked for being jitd's, a
  * refusal said (on stderr, or as JSON), an applied grant printed; and the comma lists they take.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -79,6 +80,17 @@ const char *jitctl_str(const json_t *o, const char *key)
 	const char *s = json_string_value(json_object_get(o, key));
 
 	return s ? s : "-";
+}
+
+int jitctl_text_check(const char *s)
+{
+	json_t *v = json_string(s);
+	int ret = 0;
+
+	if (!v)
+		ret = (v = json_string_nocheck(s)) ? -EILSEQ : -ENOMEM;
+	json_decref(v);
+	return ret;
 }
 
 bool jitctl_list_gap(const char *s)

@@ -73,12 +73,18 @@ int jitctl_call_line(const struct jitctl_opts *o, const json_t *request, char **
  */
 void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg);
 /*
- * A refusal jitctl decides itself (teardown, keygen): "jitctl CMD: MSG" on stderr, or with json
- * {"error","message"} on stdout with code's stable name. Returns JITCTL_REFUSED.
+ * A refusal jitctl decides itself (teardown, keygen, submit), said as jitctl_print_refusal says
+ * one, with code's stable name. Returns JITCTL_REFUSED.
  */
 int jitctl_refuse(const char *cmd, bool json, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* An applied grant as readable lines. */
 void jitctl_print_grant(const json_t *grant);
+/*
+ * Whether s is text jansson takes (UTF-8): 0, -EILSEQ, or -ENOMEM. Found before a request is
+ * built, or a failure to build it says nothing of why.
+ */
+int jitctl_text_check(const char *s);
 /* o's string member key, or "-": a missing one must not reach printf as NULL. */
 const char *jitctl_str(const json_t *o, const char *key);
 /*

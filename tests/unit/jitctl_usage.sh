@@ -60,6 +60,9 @@ expect grant "--src given twice (several go in one, comma-separated)" \
 	grant --src 192.0.2.1 --src 192.0.2.2
 expect grant "--src, --port, --for and --reason are required" grant --src 192.0.2.1
 expect keygen "missing --kid" keygen --dir "$TMP"
+expect keygen "--dir is not UTF-8, which --json cannot print" keygen --kid k --dir $'\xff' --json
+expect grant "--reason is not valid UTF-8 text" \
+	grant --src 192.0.2.1 --port 22 --for 60 --reason $'\xff'
 expect sign "--kid: missing argument" sign --kid
 expect status "--json=yes: unknown, ambiguous, or given a value it takes none of" status --json=yes
 # The word that failed, when getopt skipped an operand to reach it: -é is two bytes, no optopt
