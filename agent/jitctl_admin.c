@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "agent/jitctl.h"
-#include "common/duration.h"
 #include "common/port.h"
 #include "common/prefix.h"
 
@@ -101,62 +100,20 @@ static int out_of_memory(void)
 	return JITCTL_REFUSED;
 }
 
-/*
- * Splits a comma list into *out, a JSON array of strings, checking each item with check. An
- * empty item is refused, as jitctl sign refuses it (jitctl_list_gap). JITCTL_OK, or the exit
- * status, said.
- */
-static int split_list(const char *list, int (*check)(const char *item), const char *what,
-	json_t **out)
-{
-	char *copy = strdup(list), *save = NULL, *item;
-	json_t *a = json_array();
-	int ret = JITCTL_USAGE;
-
-	if (!copy || !a) {
-		ret = out_of_memory();
-		goto out;
-	}
-	if (jitctl_list_gap(list)) {
-		(void)jitctl_usage_error("grant", "%s list '%s' has an empty item", what, list);
-		goto out;
-	}
-	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-		if (check(item)) {
-			(void)jitctl_usage_error("grant", "%s '%s' is not valid", what, item);
-			goto out;
-		}
-		if (json_array_append_new(a, json_string(item))) {
-			ret = out_of_memory();
-			goto out;
-		}
-	}
-	if (json_array_size(a) == 0) {
-		(void)jitctl_usage_error("grant", "%s list is empty", what);
-		goto out;
-	}
-	*out = a;
-	a = NULL;
-	ret = JITCTL_OK;
-out:
-	free(copy);
-	json_decref(a);
-	return ret;
-}
-
-static int check_prefix(const char *s)
+/* The agent reads the items as strings, as typed: checked here, so that a typo is a usage error. */
+static int add_src(const char *item, json_t *arr)
 {
 	struct prefix p;
 
-	return prefix_parse(s, &p);
+	return prefix_parse(item, &p) ? -EINVAL : jitctl_list_add(item, arr);
 }
 
-static int check_port(const char *s)
+static int add_port(const char *item, json_t *arr)
 {
 	unsigned mask;
 	uint16_t port;
 
-	return port_spec_parse(s, &port, &mask);
+	return port_spec_parse(item, &port, &mask) ? -EINVAL : jitctl_list_add(item, arr);
 }
 
 /*
@@ -187,7 +144,7 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	json_t *req = NULL, *rep = NULL, *jsrc = NULL, *jports = NULL;
 	bool json = false;
 	uint64_t secs;
-	int at, c, parsed, ret = JITCTL_USAGE;
+	int at, c, err, ret = JITCTL_USAGE;
 
 	optind = 0;
 	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
@@ -210,19 +167,25 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	if (!src || !ports || !dur || !reason || !*reason)
 		return jitctl_usage_error("grant", "--src, --port, --for and --reason are "
 			"required");
-	if ((parsed = duration_parse(dur, &secs)) == -ERANGE)
-		return jitctl_usage_error("grant", "--for '%s' is longer than %llu s", dur,
-			(unsigned long long)DURATION_MAX_SECS);
-	if (parsed || secs == 0)
-		return jitctl_usage_error("grant", "--for '%s' is not a duration (PT30M, 600)",
-			dur);
-	if ((parsed = jitctl_text_check(reason)) == -ENOMEM)
+	if (jitctl_duration("grant", "for", dur, &secs)) {
+		jitctl_try_help("grant");
+		return JITCTL_USAGE;
+	}
+	if (secs == 0)
+		return jitctl_usage_error("grant", "--for '%s' is shorter than 1 s", dur);
+	if ((err = jitctl_text_check(reason)) == -ENOMEM)
 		return out_of_memory();
-	if (parsed)
+	if (err)
 		return jitctl_usage_error("grant", "--reason is not valid UTF-8 text");
-	if ((ret = split_list(src, check_prefix, "source", &jsrc)) ||
-		(ret = split_list(ports, check_port, "port", &jports)))
+	if ((err = jitctl_split_list("grant", "src", src, add_src, JITCTL_PREFIX_WHAT, &jsrc)) ||
+		(err = jitctl_split_list("grant", "port", ports, add_port, JITCTL_PORT_WHAT,
+			&jports))) {
+		if (err == -ENOMEM)
+			ret = out_of_memory();
+		else
+			jitctl_try_help("grant");
 		goto out;
+	}
 	/* Every string in it was checked: only memory can fail it. */
 	req = json_pack("{s:s, s:O, s:O, s:I, s:s}", "op", "grant", "src", jsrc, "ports", jports,
 		"duration", (json_int_t)secs, "reason", reason);

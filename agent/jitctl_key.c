@@ -14,7 +14,6 @@
 #include <openssl/rand.h>
 
 #include "agent/jitctl.h"
-#include "common/duration.h"
 #include "common/err.h"
 #include "common/grant.h"
 #include "common/jws.h"
@@ -106,12 +105,12 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	/* The kid becomes a file name here and on every agent: only what keys_load_public takes. */
 	if (!keys_kid_valid(kid)) {
-		fprintf(stderr, "jitctl keygen: --kid '%s': not a key id (1-%d of A-Z a-z 0-9 . _ -, "
-				"not starting with '.')\n", kid, KEYS_KID_MAX);
+		fprintf(stderr, "jitctl keygen: --kid '%s' is not a key id (1-%d of A-Z a-z 0-9 "
+				". _ -, not starting with '.')\n", kid, KEYS_KID_MAX);
 		goto usage;
 	}
 	if (!*dir) {
-		fprintf(stderr, "jitctl keygen: --dir: empty\n");
+		fprintf(stderr, "jitctl keygen: --dir is empty\n");
 		goto usage;
 	}
 	/* JSON holds only UTF-8: found out before the keys are written, not after. */
@@ -202,14 +201,6 @@ static bool grant_only(int i)
 	return i == S_SUB || i == S_SRC || i == S_PORT || i == S_REASON || i == S_DST;
 }
 
-/* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */
-typedef int (*item_fn)(const char *item, json_t *arr);
-
-static int add_string(const char *item, json_t *arr)
-{
-	return json_array_append_new(arr, json_string(item)) ? -ENOMEM : 0;
-}
-
 /* The canonical text, so that the token says exactly what the agent will enforce. */
 static int add_src(const char *item, json_t *arr)
 {
@@ -218,7 +209,7 @@ static int add_src(const char *item, json_t *arr)
 
 	if (prefix_parse(item, &p) || prefix_format(&p, buf, sizeof(buf)))
 		return -EINVAL;
-	return add_string(buf, arr);
+	return jitctl_list_add(buf, arr);
 }
 
 static int add_port(const char *item, json_t *arr)
@@ -230,59 +221,6 @@ static int add_port(const char *item, json_t *arr)
 		return -EINVAL;
 	return json_array_append_new(arr, json_pack("{s:i, s:s}", "port", (int)port, "protocol",
 		port_proto_name(mask))) ? -ENOMEM : 0;
-}
-
-/*
- * Splits the comma list s (the value of --opt) into a new array in *out, one fn call per item.
- * An empty item (or list) is refused (jitctl_list_gap). On -EINVAL the offending item has been
- * reported with what it should have been.
- */
-static int parse_list(const char *opt, const char *s, item_fn fn, const char *what, json_t **out)
-{
-	char *copy = NULL, *item, *save;
-	int ret;
-
-	if (!(*out = json_array())) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	if (!*s || jitctl_list_gap(s)) {
-		fprintf(stderr, "jitctl sign: --%s '%s': empty item in the list\n", opt, s);
-		ret = -EINVAL;
-		goto out;
-	}
-	if (!(copy = strdup(s))) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-		ret = fn(item, *out);
-		if (ret == -EINVAL)
-			fprintf(stderr, "jitctl sign: --%s '%s': %s\n", opt, item, what);
-		if (ret)
-			goto out;
-	}
-	ret = 0;
-out:
-	if (ret) {
-		json_decref(*out);
-		*out = NULL;
-	}
-	free(copy);
-	return ret;
-}
-
-static int parse_duration(const char *opt, const char *s, uint64_t *secs)
-{
-	int ret = duration_parse(s, secs);
-
-	if (ret == -ERANGE)
-		fprintf(stderr, "jitctl sign: --%s '%s': longer than %llu s\n", opt, s,
-			(unsigned long long)DURATION_MAX_SECS);
-	else if (ret)
-		fprintf(stderr, "jitctl sign: --%s '%s': not a duration (ISO 8601 like PT10M, "
-				"or seconds)\n", opt, s);
-	return ret ? -EINVAL : 0;
 }
 
 /* 32 lowercase hex digits from the CSPRNG into buf. 0 or -EIO. */
@@ -380,7 +318,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 	 * could not test that the agent refuses a kid such as "../keys.d/ctl".
 	 */
 	if (!*arg[S_KID]) {
-		fprintf(stderr, "jitctl sign: --kid: empty\n");
+		fprintf(stderr, "jitctl sign: --kid is empty\n");
 		goto usage;
 	}
 	for (i = 0; i < S__COUNT; i++) {
@@ -388,22 +326,23 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 			continue;
 		if (err == -ENOMEM)
 			goto nomem;
-		fprintf(stderr, "jitctl sign: --%s: not valid UTF-8\n", longopts[i].name);
+		fprintf(stderr, "jitctl sign: --%s is not valid UTF-8 text\n", longopts[i].name);
 		goto usage;
 	}
-	if ((err = parse_list("aud", arg[S_AUD], add_string, "not a host id", &aud)) ||
-		(!revocation && ((err = parse_list("src", arg[S_SRC], add_src,
-			"not an IP address or prefix (host bits must be zero)", &src)) ||
-		(err = parse_list("port", arg[S_PORT], add_port,
-			"not a port (1-65535)[/tcp|udp|*]", &ports)) ||
-		(arg[S_DST] && (err = parse_list("dst", arg[S_DST], add_src,
-			"not an IP address or prefix (host bits must be zero)", &dst))))))
+	if ((err = jitctl_split_list("sign", "aud", arg[S_AUD], jitctl_list_add, "a host id",
+		&aud)) ||
+		(!revocation && ((err = jitctl_split_list("sign", "src", arg[S_SRC], add_src,
+			JITCTL_PREFIX_WHAT, &src)) ||
+		(err = jitctl_split_list("sign", "port", arg[S_PORT], add_port, JITCTL_PORT_WHAT,
+			&ports)) ||
+		(arg[S_DST] && (err = jitctl_split_list("sign", "dst", arg[S_DST], add_src,
+			JITCTL_PREFIX_WHAT, &dst))))))
 		goto fail;
-	if (parse_duration("for", arg[S_FOR], &valid_for) ||
-		(arg[S_NBF] && parse_duration("not-before", arg[S_NBF], &not_before)))
+	if (jitctl_duration("sign", "for", arg[S_FOR], &valid_for) ||
+		(arg[S_NBF] && jitctl_duration("sign", "not-before", arg[S_NBF], &not_before)))
 		goto usage;
 	if (!valid_for) {
-		fprintf(stderr, "jitctl sign: --for '%s': must be at least 1 s\n", arg[S_FOR]);
+		fprintf(stderr, "jitctl sign: --for '%s' is shorter than 1 s\n", arg[S_FOR]);
 		goto usage;
 	}
 	/* Both count from now: an agent refuses a window that closes before it opens. */

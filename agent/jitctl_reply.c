@@ -1,15 +1,18 @@
 /*
  * What jitctl's commands share about the agent's answers: a reply checked for being jitd's, a
- * refusal said (on stderr, or as JSON), an applied grant printed; and the comma lists they take.
+ * refusal said (on stderr, or as JSON), an applied grant printed; and about their options: the
+ * comma lists and durations they take, and text that must be UTF-8.
  */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent/jitctl.h"
+#include "common/duration.h"
 #include "common/err.h"
 
 void jitctl_print_refusal(const char *cmd, bool json, const char *code, const char *msg)
@@ -80,6 +83,63 @@ const char *jitctl_str(const json_t *o, const char *key)
 	const char *s = json_string_value(json_object_get(o, key));
 
 	return s ? s : "-";
+}
+
+int jitctl_list_add(const char *item, json_t *arr)
+{
+	return json_array_append_new(arr, json_string(item)) ? -ENOMEM : 0;
+}
+
+int jitctl_split_list(const char *cmd, const char *opt, const char *s, jitctl_item_fn fn,
+	const char *what, json_t **out)
+{
+	char *copy = NULL, *item, *save;
+	int ret = -EINVAL;
+
+	if (!(*out = json_array())) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (!*s) {
+		fprintf(stderr, "jitctl %s: --%s is empty\n", cmd, opt);
+		goto out;
+	}
+	if (jitctl_list_gap(s)) {
+		fprintf(stderr, "jitctl %s: --%s '%s' has an empty item\n", cmd, opt, s);
+		goto out;
+	}
+	if (!(copy = strdup(s))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		ret = fn(item, *out);
+		if (ret == -EINVAL)
+			fprintf(stderr, "jitctl %s: --%s '%s' is not %s\n", cmd, opt, item, what);
+		if (ret)
+			goto out;
+	}
+	ret = 0;
+out:
+	if (ret) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	free(copy);
+	return ret;
+}
+
+int jitctl_duration(const char *cmd, const char *opt, const char *s, uint64_t *secs)
+{
+	int ret = duration_parse(s, secs);
+
+	if (ret == -ERANGE)
+		fprintf(stderr, "jitctl %s: --%s '%s' is longer than %llu s\n", cmd, opt, s,
+			(unsigned long long)DURATION_MAX_SECS);
+	else if (ret)
+		fprintf(stderr, "jitctl %s: --%s '%s' is not a duration (ISO 8601 like PT30M, or "
+			"seconds)\n", cmd, opt, s);
+	return ret ? -EINVAL : 0;
 }
 
 int jitctl_text_check(const char *s)

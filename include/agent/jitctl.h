@@ -2,6 +2,7 @@
 #define JITD_AGENT_JITCTL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -92,6 +93,22 @@ const char *jitctl_str(const json_t *o, const char *key);
  * strtok_r would skip it, and "22,,23" is likelier a typo than a wish. "" has none.
  */
 bool jitctl_list_gap(const char *s);
+/* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */
+typedef int (*jitctl_item_fn)(const char *item, json_t *arr);
+/* The item fn that adds the item as it is, a string. */
+int jitctl_list_add(const char *item, json_t *arr);
+/* What a source or port item is when it is not one, for jitctl_split_list. */
+#define JITCTL_PREFIX_WHAT "an IP address or prefix (host bits must be zero)"
+#define JITCTL_PORT_WHAT "a port (1-65535)[/tcp|udp|*]"
+/*
+ * Splits the comma list s, the value of --opt, into a new array in *out, one fn call per item.
+ * An empty list or item is refused (jitctl_list_gap). 0; -EINVAL, said ("jitctl CMD: --opt
+ * 'ITEM' is not WHAT"; where the help is is the caller's to add); -ENOMEM, not said.
+ */
+int jitctl_split_list(const char *cmd, const char *opt, const char *s, jitctl_item_fn fn,
+	const char *what, json_t **out);
+/* --opt's duration (ISO 8601 or seconds) in *secs: 0, or -EINVAL, said as jitctl_split_list. */
+int jitctl_duration(const char *cmd, const char *opt, const char *s, uint64_t *secs);
 /* --json: prints reply's member key, which jitctl_check_reply found, and returns JITCTL_OK. */
 int jitctl_print_member(const json_t *reply, const char *key);
 /*

@@ -52,7 +52,7 @@ expect revoke "expected one GRANT_ID" revoke a b
 expect submit "expected one FILE (or - for standard input)" submit a b
 expect grant "unexpected argument 'extra' (several sources or ports go comma-separated)" \
 	grant --src 192.0.2.1 extra
-expect grant "--for 'soon' is not a duration (PT30M, 600)" \
+expect grant "--for 'soon' is not a duration (ISO 8601 like PT30M, or seconds)" \
 	grant --src 192.0.2.1 --port 22 --for soon --reason r
 expect keygen "unexpected argument 'extra'" keygen --kid k --dir "$TMP" extra
 expect sign "unexpected argument 'extra'" sign extra
@@ -60,6 +60,22 @@ expect grant "--src given twice (several go in one, comma-separated)" \
 	grant --src 192.0.2.1 --src 192.0.2.2
 expect grant "--src, --port, --for and --reason are required" grant --src 192.0.2.1
 expect keygen "missing --kid" keygen --dir "$TMP"
+# Lists and durations: grant and sign share the checks, and say them alike.
+sign=(sign --key "$TMP/none.key" --kid k --aud h --sub s)
+for cmd in grant sign; do
+	pre=(grant --reason r)
+	[ "$cmd" = sign ] && pre=("${sign[@]}")
+	expect "$cmd" "--src '10.0.0.1/8' is not an IP address or prefix (host bits must be zero)" \
+		"${pre[@]}" --src 10.0.0.1/8 --port 22 --for 60
+	expect "$cmd" "--port '70000' is not a port (1-65535)[/tcp|udp|*]" \
+		"${pre[@]}" --src 10.0.0.1 --port 22,70000 --for 60
+	expect "$cmd" "--port '22,,23' has an empty item" \
+		"${pre[@]}" --src 10.0.0.1 --port 22,,23 --for 60
+	expect "$cmd" "--src is empty" "${pre[@]}" --src '' --port 22 --for 60
+	expect "$cmd" "--for '0' is shorter than 1 s" "${pre[@]}" --src 10.0.0.1 --port 22 --for 0
+	expect "$cmd" "--for 'P2000D' is longer than 31622400 s" \
+		"${pre[@]}" --src 10.0.0.1 --port 22 --for P2000D
+done
 expect keygen "--dir is not UTF-8, which --json cannot print" keygen --kid k --dir $'\xff' --json
 expect grant "--reason is not valid UTF-8 text" \
 	grant --src 192.0.2.1 --port 22 --for 60 --reason $'\xff'
