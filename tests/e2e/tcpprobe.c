@@ -1,5 +1,5 @@
 /*
- * tcpprobe: the TCP end of the end-to-end tests. One binary, three roles:
+ * tcpprobe: the TCP and UDP ends of the end-to-end tests. One binary, five roles:
  *
  *   tcpprobe listen ADDR PORT            echo server (every line comes back), runs until killed
  *   tcpprobe connect [-b SRC] [-t MS] ADDR PORT
@@ -7,15 +7,27 @@
  *   tcpprobe session [-b SRC] [-t MS] ADDR PORT
  *                                        one long-lived connection: for every line read on
  *                                        stdin, send it and wait for its echo; prints "ok LINE"
+ *   tcpprobe udp-listen ADDR PORT        UDP echo server (every datagram back to its sender, from
+ *                                        the address it came to), runs until killed
+ *   tcpprobe udp-ask [-b SRC] [-t MS] ADDR PORT
+ *                                        one datagram on a connected UDP socket, then its echo
  *
  * Exit codes say *how* a connection failed, so tests can tell a drop from a reject:
  *   0 success, 1 timed out (packets dropped), 2 refused or reset, 3 any other error, 64 usage.
  * For connect, 1 and 2 are the handshake's alone: a connection made whose echo then fails (a
  * listener that closed it, or went away) is 3, never taken for a drop or a reject.
+ * udp-ask has no handshake: 1 is no echo in time (the datagram or its echo dropped), 2 an ICMP
+ * port unreachable, which a connected UDP socket reports as ECONNREFUSED (a reject rule's and a
+ * closed port's alike), and an echo of other bytes 3.
  */
+/* accept4 and struct in6_pktinfo are GNU's: the build defines it, this file alone may not. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +93,12 @@ static int wait_fd(int fd, short events, long long deadline)
 	}
 }
 
-/* Non-blocking connect bounded by timeout_ms; returns a connected fd or -errno. */
-static int dial(const char *src, const char *addr, const char *port, int timeout_ms)
+/*
+ * Non-blocking connect bounded by timeout_ms; returns a connected fd or -errno. A SOCK_DGRAM
+ * connect only fixes the peer, sending nothing: it and the wait return at once (resolve's
+ * stream hint gives the same numeric address either way).
+ */
+static int dial(const char *src, const char *addr, const char *port, int type, int timeout_ms)
 {
 	struct addrinfo *dst = NULL, *bind_ai = NULL;
 	long long deadline = now_ms() + timeout_ms;
@@ -93,7 +109,7 @@ static int dial(const char *src, const char *addr, const char *port, int timeout
 		ret = -EINVAL;
 		goto out;
 	}
-	fd = socket(dst->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(dst->ai_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		ret = -errno;
 		goto out;
@@ -155,6 +171,38 @@ static int exchange(int fd, const char *line, int timeout_ms)
 	return memcmp(in, out, n) ? -EIO : 0;
 }
 
+/*
+ * Sends line + '\n' as one datagram and waits for the same datagram back. 0 or -errno: an ICMP
+ * port unreachable is -ECONNREFUSED, no echo in time -ETIMEDOUT, any other datagram -EIO.
+ */
+static int udp_exchange(int fd, const char *line, int timeout_ms)
+{
+	char out[LINE_MAX_LEN + 2], in[LINE_MAX_LEN + 3];
+	long long deadline = now_ms() + timeout_ms;
+	size_t n = (size_t)snprintf(out, sizeof(out), "%s\n", line);
+	ssize_t r;
+
+	if (n >= sizeof(out))
+		return -EMSGSIZE;
+	r = send(fd, out, n, 0);
+	if (r < 0)
+		return -errno;
+	if ((size_t)r != n)
+		return -EIO;
+	for (;;) {
+		int ret = wait_fd(fd, POLLIN, deadline);
+
+		if (ret)
+			return ret;
+		/* A byte more than was sent: a longer datagram, cut, must not pass for the echo. */
+		r = recv(fd, in, n + 1, 0);
+		if (r >= 0)
+			return (size_t)r == n && !memcmp(in, out, n) ? 0 : -EIO;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+}
+
 static int do_listen(const char *addr, const char *port)
 {
 	struct pollfd p[MAX_CLIENTS + 1];
@@ -207,9 +255,76 @@ static int do_listen(const char *addr, const char *port)
 	}
 }
 
+/*
+ * The socket is bound to the wildcard (ADDR "::" serves IPv4 too), but the echo must leave from
+ * the address the datagram came to, which need not be the source the route picks: the asker's
+ * connected socket takes datagrams from its peer's address alone. The kernel says which address
+ * that was (IPV6_PKTINFO, for IPv4 on a dual-stack socket as a mapped address; IP_PKTINFO on an
+ * IPv4 socket), and the same control message given back to sendmsg sends from it.
+ */
+static int want_pktinfo(int fd, int family)
+{
+	int one = 1;
+
+	if (family == AF_INET6)
+		return setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+	return setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+}
+
+static int do_udp_listen(const char *addr, const char *port)
+{
+	struct addrinfo *ai = NULL;
+	int fd;
+
+	if (resolve(addr, port, 1, &ai))
+		return EXIT_USAGE;
+	fd = socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || want_pktinfo(fd, ai->ai_family) || bind(fd, ai->ai_addr, ai->ai_addrlen)) {
+		fprintf(stderr, "tcpprobe: udp-listen %s port %s: %s\n", addr, port,
+			strerror(errno));
+		freeaddrinfo(ai);
+		return EXIT_ERROR;
+	}
+	freeaddrinfo(ai);
+	printf("listening\n");
+	fflush(stdout);
+	for (;;) {
+		union {
+			char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+			struct cmsghdr align;
+		} ctl;
+		struct sockaddr_storage peer;
+		char buf[4096];
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+		struct msghdr m = {
+			.msg_name = &peer,
+			.msg_namelen = sizeof(peer),
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = ctl.buf,
+			.msg_controllen = sizeof(ctl.buf),
+		};
+		ssize_t r = recvmsg(fd, &m, 0);
+
+		if (r < 0) {
+			/* An unconnected socket is told of no ICMP error: anything else is real. */
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "tcpprobe: udp-listen: %s\n", strerror(errno));
+			close(fd);
+			return EXIT_ERROR;
+		}
+		/* Echo it all (one over 4 KiB comes back cut); an echo not sent is simply lost. */
+		iov.iov_len = (size_t)r;
+		if (!m.msg_controllen)
+			m.msg_control = NULL;
+		sendmsg(fd, &m, MSG_DONTWAIT);
+	}
+}
+
 static int do_connect(const char *src, const char *addr, const char *port, int timeout_ms)
 {
-	int fd = dial(src, addr, port, timeout_ms), ret;
+	int fd = dial(src, addr, port, SOCK_STREAM, timeout_ms), ret;
 
 	if (fd < 0) {
 		fprintf(stderr, "tcpprobe: connect %s port %s: %s\n", addr, port, strerror(-fd));
@@ -229,7 +344,7 @@ static int do_connect(const char *src, const char *addr, const char *port, int t
 static int do_session(const char *src, const char *addr, const char *port, int timeout_ms)
 {
 	char line[LINE_MAX_LEN + 2];
-	int fd = dial(src, addr, port, timeout_ms), ret = 0;
+	int fd = dial(src, addr, port, SOCK_STREAM, timeout_ms), ret = 0;
 
 	if (fd < 0) {
 		fprintf(stderr, "tcpprobe: connect %s port %s: %s\n", addr, port, strerror(-fd));
@@ -252,10 +367,31 @@ static int do_session(const char *src, const char *addr, const char *port, int t
 	return ret;
 }
 
+/* One datagram and its echo; the exit code says whether it was dropped or refused. */
+static int do_udp_ask(const char *src, const char *addr, const char *port, int timeout_ms)
+{
+	int fd = dial(src, addr, port, SOCK_DGRAM, timeout_ms), ret;
+
+	if (fd < 0) {
+		fprintf(stderr, "tcpprobe: udp-ask %s port %s: %s\n", addr, port, strerror(-fd));
+		return exit_for(-fd);
+	}
+	ret = udp_exchange(fd, "probe", timeout_ms);
+	close(fd);
+	if (ret) {
+		fprintf(stderr, "tcpprobe: udp-ask %s port %s: no echo: %s\n", addr, port,
+			strerror(-ret));
+		return exit_for(-ret);
+	}
+	printf("echoed\n");
+	return 0;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: tcpprobe listen ADDR PORT\n"
-			"       tcpprobe connect|session [-b SRC] [-t TIMEOUT_MS] ADDR PORT\n");
+	fprintf(stderr, "usage: tcpprobe listen|udp-listen ADDR PORT\n"
+			"       tcpprobe connect|session|udp-ask [-b SRC] [-t TIMEOUT_MS]"
+			" ADDR PORT\n");
 }
 
 int main(int argc, char **argv)
@@ -286,6 +422,10 @@ int main(int argc, char **argv)
 		return do_connect(src, argv[optind], argv[optind + 1], timeout_ms);
 	if (!strcmp(cmd, "session"))
 		return do_session(src, argv[optind], argv[optind + 1], timeout_ms);
+	if (!strcmp(cmd, "udp-listen"))
+		return do_udp_listen(argv[optind], argv[optind + 1]);
+	if (!strcmp(cmd, "udp-ask"))
+		return do_udp_ask(src, argv[optind], argv[optind + 1], timeout_ms);
 	usage();
 	return EXIT_USAGE;
 }
