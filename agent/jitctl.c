@@ -71,6 +71,12 @@ int jitctl_usage_error(const char *cmd, const char *fmt, ...)
 	return JITCTL_USAGE;
 }
 
+int jitctl_out_of_memory(const char *cmd)
+{
+	fprintf(stderr, "jitctl %s: out of memory\n", cmd);
+	return JITCTL_REFUSED;
+}
+
 void jitctl_try_help(const char *cmd)
 {
 	fprintf(stderr, "Try 'jitctl%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");

@@ -2,8 +2,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "agent/jitctl.h"
 #include "common/port.h"
@@ -31,7 +29,7 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 	};
 	bool terminate = false, json = false;
 	json_t *req = NULL, *rep = NULL;
-	int at, c, ret;
+	int at, c, err, ret;
 
 	optind = 0;
 	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
@@ -44,10 +42,14 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if (argc - optind != 1)
 		return jitctl_usage_error("revoke", "expected one GRANT_ID");
+	if ((err = jitctl_text_check(argv[optind])) == -ENOMEM)
+		return jitctl_out_of_memory("revoke");
+	if (err)
+		return jitctl_usage_error("revoke", "GRANT_ID is not text");
 	req = json_pack("{s:s, s:s, s:b}", "op", "revoke", "id", argv[optind], "terminate",
 		terminate);
 	if (!req)
-		return jitctl_usage_error("revoke", "GRANT_ID is not text");
+		return jitctl_out_of_memory("revoke");
 	if ((ret = jitctl_call(o, req, &rep)) ||
 		(ret = jitctl_check_reply("revoke", json, rep, "revoked", JSON_STRING)))
 		goto out;
@@ -92,12 +94,6 @@ static void grant_usage(FILE *f)
 		   "  --json                     print the applied grant, or the error, as JSON\n\n"
 		   "--src, --port, --for and --reason once each: several sources or ports go\n"
 		   "in one, comma-separated.\n");
-}
-
-static int out_of_memory(void)
-{
-	fprintf(stderr, "jitctl grant: out of memory\n");
-	return JITCTL_REFUSED;
 }
 
 /* The agent reads the items as strings, as typed: checked here, so that a typo is a usage error. */
@@ -174,14 +170,14 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	if (secs == 0)
 		return jitctl_usage_error("grant", "--for '%s' is shorter than 1 s", dur);
 	if ((err = jitctl_text_check(reason)) == -ENOMEM)
-		return out_of_memory();
+		return jitctl_out_of_memory("grant");
 	if (err)
-		return jitctl_usage_error("grant", "--reason is not valid UTF-8 text");
+		return jitctl_usage_error("grant", "--reason is not UTF-8 text");
 	if ((err = jitctl_split_list("grant", "src", src, add_src, JITCTL_PREFIX_WHAT, &jsrc)) ||
 		(err = jitctl_split_list("grant", "port", ports, add_port, JITCTL_PORT_WHAT,
 			&jports))) {
 		if (err == -ENOMEM)
-			ret = out_of_memory();
+			ret = jitctl_out_of_memory("grant");
 		else
 			jitctl_try_help("grant");
 		goto out;
@@ -190,7 +186,7 @@ int cmd_grant(const struct jitctl_opts *o, int argc, char **argv)
 	req = json_pack("{s:s, s:O, s:O, s:I, s:s}", "op", "grant", "src", jsrc, "ports", jports,
 		"duration", (json_int_t)secs, "reason", reason);
 	if (!req) {
-		ret = out_of_memory();
+		ret = jitctl_out_of_memory("grant");
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||
@@ -244,7 +240,8 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if (optind != argc)
 		return jitctl_usage_error("reload", "unexpected argument '%s'", argv[optind]);
-	req = json_pack("{s:s}", "op", "reload");
+	if (!(req = json_pack("{s:s}", "op", "reload")))
+		return jitctl_out_of_memory("reload");
 	if ((ret = jitctl_call(o, req, &rep)) ||
 		(ret = jitctl_check_reply("reload", json, rep, NULL, JSON_NULL)))
 		goto out;

@@ -114,10 +114,8 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 		goto usage;
 	}
 	/* JSON holds only UTF-8: found out before the keys are written, not after. */
-	if (json && (ret = jitctl_text_check(dir)) == -ENOMEM) {
-		fprintf(stderr, "jitctl keygen: out of memory\n");
-		return JITCTL_REFUSED;
-	}
+	if (json && (ret = jitctl_text_check(dir)) == -ENOMEM)
+		return jitctl_out_of_memory("keygen");
 	if (json && ret) {
 		fprintf(stderr, "jitctl keygen: --dir is not UTF-8, which --json cannot print\n");
 		goto usage;
@@ -302,13 +300,13 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	for (i = 0; revocation && i < S__COUNT; i++) {
 		if (arg[i] && grant_only(i)) {
-			fprintf(stderr, "jitctl sign: --%s: not allowed with --revokes\n",
+			fprintf(stderr, "jitctl sign: --%s is not allowed with --revokes\n",
 				longopts[i].name);
 			bad = true;
 		}
 	}
 	if (!revocation && terminate) {
-		fprintf(stderr, "jitctl sign: --terminate: only with --revokes\n");
+		fprintf(stderr, "jitctl sign: --terminate is allowed with --revokes only\n");
 		bad = true;
 	}
 	if (bad)
@@ -326,7 +324,7 @@ int cmd_sign(const struct jitctl_opts *o, int argc, char **argv)
 			continue;
 		if (err == -ENOMEM)
 			goto nomem;
-		fprintf(stderr, "jitctl sign: --%s is not valid UTF-8 text\n", longopts[i].name);
+		fprintf(stderr, "jitctl sign: --%s is not UTF-8 text\n", longopts[i].name);
 		goto usage;
 	}
 	if ((err = jitctl_split_list("sign", "aud", arg[S_AUD], jitctl_list_add, "a host id",
@@ -420,8 +418,7 @@ fail:
 	if (err != -ENOMEM)
 		goto usage;
 nomem:
-	fprintf(stderr, "jitctl sign: out of memory\n");
-	ret = JITCTL_REFUSED;
+	ret = jitctl_out_of_memory("sign");
 	goto out;
 usage:
 	ret = JITCTL_USAGE;

@@ -260,10 +260,8 @@ static int keep_newest(const char *cmd, json_t *rep, size_t n, json_t **events)
 			json_decref(cut);
 			cut = NULL;
 		}
-	if (!cut || json_object_set_new(rep, "events", cut)) {
-		fprintf(stderr, "jitctl %s: out of memory\n", cmd);
-		return JITCTL_REFUSED;
-	}
+	if (!cut || json_object_set_new(rep, "events", cut))
+		return jitctl_out_of_memory(cmd);
 	*events = cut;
 	return 0;
 }
@@ -288,7 +286,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	long long since = -1;
 	unsigned long limit = 0;	/* 0: the agent's cap */
 	char *end;
-	int at, c, ret = JITCTL_USAGE;
+	int at, c, err, ret = JITCTL_USAGE;
 
 	optind = 0;
 	for (at = 1; (c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1; at = optind) {
@@ -331,13 +329,23 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 		return jitctl_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
 	if (json && csv)
 		return jitctl_usage_error(cmd, "--json and --csv exclude each other");
+	/* Checked first (an --event is a known name), so that only memory fails the request. */
+	for (int i = 0; i < 2; i++) {
+		const char *text = i ? user : grant;
+
+		if (text && (err = jitctl_text_check(text)) == -ENOMEM)
+			return jitctl_out_of_memory(cmd);
+		if (text && err)
+			return jitctl_usage_error(cmd, "--%s is not UTF-8 text",
+				i ? "user" : "grant");
+	}
 	if (!(req = json_pack("{s:s}", "op", "log")) ||
 		(since >= 0 && json_object_set_new(req, "since", json_integer(since))) ||
 		(grant && json_object_set_new(req, "grant", json_string(grant))) ||
 		(user && json_object_set_new(req, "sub", json_string(user))) ||
 		(event && json_object_set_new(req, "event", json_string(event))) ||
 		(limit && json_object_set_new(req, "limit", json_integer((json_int_t)limit)))) {
-		(void)jitctl_usage_error(cmd, "--grant, --user or --event is not UTF-8 text");
+		ret = jitctl_out_of_memory(cmd);
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)) ||
@@ -355,8 +363,7 @@ int cmd_log(const struct jitctl_opts *o, int argc, char **argv)
 	if (json) {
 		ret = jitctl_print_member(rep, "events");
 	} else if ((csv ? print_csv(events) : print_table(events)) < 0) {
-		fprintf(stderr, "jitctl %s: out of memory\n", cmd);
-		ret = JITCTL_REFUSED;
+		ret = jitctl_out_of_memory(cmd);
 	}
 out:
 	json_decref(req);

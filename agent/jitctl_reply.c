@@ -85,6 +85,14 @@ const char *jitctl_str(const json_t *o, const char *key)
 	return s ? s : "-";
 }
 
+/* Whether the comma list s has an empty item (a leading or trailing comma, two together). */
+static bool list_gap(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n && (s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,"));
+}
+
 int jitctl_list_add(const char *item, json_t *arr)
 {
 	return json_array_append_new(arr, json_string(item)) ? -ENOMEM : 0;
@@ -104,7 +112,7 @@ int jitctl_split_list(const char *cmd, const char *opt, const char *s, jitctl_it
 		fprintf(stderr, "jitctl %s: --%s is empty\n", cmd, opt);
 		goto out;
 	}
-	if (jitctl_list_gap(s)) {
+	if (list_gap(s)) {
 		fprintf(stderr, "jitctl %s: --%s '%s' has an empty item\n", cmd, opt, s);
 		goto out;
 	}
@@ -151,13 +159,6 @@ int jitctl_text_check(const char *s)
 		ret = (v = json_string_nocheck(s)) ? -EILSEQ : -ENOMEM;
 	json_decref(v);
 	return ret;
-}
-
-bool jitctl_list_gap(const char *s)
-{
-	size_t n = strlen(s);
-
-	return n && (s[0] == ',' || s[n - 1] == ',' || strstr(s, ",,"));
 }
 
 void jitctl_print_grant(const json_t *g)

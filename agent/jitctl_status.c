@@ -334,10 +334,8 @@ int cmd_status(const struct jitctl_opts *o, int argc, char **argv)
 	}
 	if (optind != argc)
 		return jitctl_usage_error("status", "unexpected argument '%s'", argv[optind]);
-	if (!(req = json_pack("{s:s}", "op", "status"))) {
-		fprintf(stderr, "jitctl status: out of memory\n");
-		return JITCTL_REFUSED;
-	}
+	if (!(req = json_pack("{s:s}", "op", "status")))
+		return jitctl_out_of_memory("status");
 	if ((ret = jitctl_call_line(o, req, &line, &len)))
 		goto out;
 	head = strlen(PROTO_STATUS_HEAD);

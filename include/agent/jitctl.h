@@ -62,6 +62,8 @@ void jitctl_try_help(const char *cmd);
  * that returned c. Returns JITCTL_USAGE.
  */
 int jitctl_bad_option(const char *cmd, int c, char **argv, int at);
+/* "jitctl CMD: out of memory", a refusal of jitctl's own (exit 1). Returns JITCTL_REFUSED. */
+int jitctl_out_of_memory(const char *cmd);
 /* Says why the agent could not be asked (err: -errno, -EPROTO for no valid reply). */
 int jitctl_unreachable(const struct jitctl_opts *o, int err);
 /* The same, with the reply line unparsed (proto_call_line); *line is the caller's to free. */
@@ -88,11 +90,6 @@ void jitctl_print_grant(const json_t *grant);
 int jitctl_text_check(const char *s);
 /* o's string member key, or "-": a missing one must not reach printf as NULL. */
 const char *jitctl_str(const json_t *o, const char *key);
-/*
- * Whether the comma list s has an empty item (a leading or trailing comma, two together):
- * strtok_r would skip it, and "22,,23" is likelier a typo than a wish. "" has none.
- */
-bool jitctl_list_gap(const char *s);
 /* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */
 typedef int (*jitctl_item_fn)(const char *item, json_t *arr);
 /* The item fn that adds the item as it is, a string. */
@@ -102,8 +99,9 @@ int jitctl_list_add(const char *item, json_t *arr);
 #define JITCTL_PORT_WHAT "a port (1-65535)[/tcp|udp|*]"
 /*
  * Splits the comma list s, the value of --opt, into a new array in *out, one fn call per item.
- * An empty list or item is refused (jitctl_list_gap). 0; -EINVAL, said ("jitctl CMD: --opt
- * 'ITEM' is not WHAT"; where the help is is the caller's to add); -ENOMEM, not said.
+ * An empty list or item is refused: strtok_r would skip an empty item, and "22,,23" is likelier
+ * a typo than a wish. 0; -EINVAL, said ("jitctl CMD: --opt 'ITEM' is not WHAT"; where the help
+ * is is the caller's to add); -ENOMEM, not said.
  */
 int jitctl_split_list(const char *cmd, const char *opt, const char *s, jitctl_item_fn fn,
 	const char *what, json_t **out);

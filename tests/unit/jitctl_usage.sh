@@ -47,7 +47,9 @@ expect log "unexpected argument 'extra'" log extra
 expect log "--json and --csv exclude each other" log --json --csv
 expect audit "--limit '0' is not a number from 1 to 50000" audit --limit 0
 expect log "--event 'nosuch' is not an event name (see --help)" log --event nosuch
-expect log "--grant, --user or --event is not UTF-8 text" log --user $'\xff'
+expect log "--user is not UTF-8 text" log --user $'\xff'
+expect audit "--grant is not UTF-8 text" audit --grant $'\xfe' --user $'\xff'
+expect revoke "GRANT_ID is not text" revoke $'\xff'
 expect revoke "expected one GRANT_ID" revoke a b
 expect submit "expected one FILE (or - for standard input)" submit a b
 expect grant "unexpected argument 'extra' (several sources or ports go comma-separated)" \
@@ -76,8 +78,13 @@ for cmd in grant sign; do
 	expect "$cmd" "--for 'P2000D' is longer than 31622400 s" \
 		"${pre[@]}" --src 10.0.0.1 --port 22 --for P2000D
 done
+expect sign "--dst is not UTF-8 text" "${sign[@]}" --src 10.0.0.1 --port 22 --for 60 --dst $'\xff'
+expect sign "--src is not allowed with --revokes" \
+	sign --key "$TMP/none.key" --kid k --aud h --for 60 --revokes g --src 10.0.0.1
+expect sign "--terminate is allowed with --revokes only" \
+	"${sign[@]}" --src 10.0.0.1 --port 22 --for 60 --terminate
 expect keygen "--dir is not UTF-8, which --json cannot print" keygen --kid k --dir $'\xff' --json
-expect grant "--reason is not valid UTF-8 text" \
+expect grant "--reason is not UTF-8 text" \
 	grant --src 192.0.2.1 --port 22 --for 60 --reason $'\xff'
 expect sign "--kid: missing argument" sign --kid
 expect status "--json=yes: unknown, ambiguous, or given a value it takes none of" status --json=yes
