@@ -6,10 +6,14 @@
 #include <string.h>
 
 #include "agent/jitctl.h"
+#include "common/cliopt.h"
 #include "common/config.h"
 #include "common/proto.h"
 
 #define DEFAULT_GROUP "jitd"
+#define WHO_MAX 64 /* "jitctl " and a command's name, as typed (log or audit) */
+
+_Static_assert(JITCTL_USAGE == CLIOPT_USAGE, "one exit status for a usage error");
 
 static int cmd_help(const struct jitctl_opts *o, int argc, char **argv);
 
@@ -58,16 +62,23 @@ static int cmd_help(const struct jitctl_opts *o, int argc, char **argv)
 	return JITCTL_OK;
 }
 
+/* "jitctl" or "jitctl CMD": what the user typed to get to the error. */
+static const char *who(const char *cmd, char buf[static WHO_MAX])
+{
+	if (!cmd)
+		return "jitctl";
+	snprintf(buf, WHO_MAX, "jitctl %s", cmd);
+	return buf;
+}
+
 int jitctl_usage_error(const char *cmd, const char *fmt, ...)
 {
+	char buf[WHO_MAX];
 	va_list ap;
 
-	fprintf(stderr, "jitctl%s%s: ", cmd ? " " : "", cmd ? cmd : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	(void)cliopt_vusage_error(who(cmd, buf), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n");
-	jitctl_try_help(cmd);
 	return JITCTL_USAGE;
 }
 
@@ -79,37 +90,16 @@ int jitctl_out_of_memory(const char *cmd)
 
 void jitctl_try_help(const char *cmd)
 {
-	fprintf(stderr, "Try 'jitctl%s%s --help'.\n", cmd ? " " : "", cmd ? cmd : "");
+	char buf[WHO_MAX];
+
+	cliopt_try_help(who(cmd, buf));
 }
 
-/*
- * getopt's own messages would start with argv[0], the bare command name: said our way. at is
- * optind before the call that failed: getopt moves past a word once it is done with it, so
- * when it has not, the error is inside a cluster of short options ("-xk", argv[optind]).
- * It may have skipped operands to reach that word ("revoke ID -é"): then optind is past at,
- * and the word before is an operand, never an option word as it is when getopt is done with
- * the word that failed. Otherwise the word that failed is argv[optind - 1]; there optopt of a
- * long option given a value it takes none of is its val, not a short option.
- */
 int jitctl_bad_option(const char *cmd, int c, char **argv, int at)
 {
-	const char *before = optind > 0 ? argv[optind - 1] : NULL;
-	bool inside = argv[optind] && (optind == at || !before || before[0] != '-' ||
-		!before[1]);
-	const char *word = inside ? argv[optind] : argv[optind - 1];
+	char buf[WHO_MAX];
 
-	if (c == ':')
-		return jitctl_usage_error(cmd, "%s: missing argument", argv[optind - 1]);
-	if (inside && optopt > 0 && optopt < 128)
-		return jitctl_usage_error(cmd, "-%c: unknown option", optopt);
-	if (inside)
-		return jitctl_usage_error(cmd, "%s: unknown option", word);
-	if (!strncmp(word, "--", 2))
-		return jitctl_usage_error(cmd, "%s: unknown, ambiguous, or given a value it takes "
-			"none of", word);
-	if (optopt > 0 && optopt < 128)
-		return jitctl_usage_error(cmd, "-%c: unknown option", optopt);
-	return jitctl_usage_error(cmd, "%s: unknown or ambiguous option", word);
+	return cliopt_bad_option(who(cmd, buf), c, argv, at);
 }
 
 int jitctl_unreachable(const struct jitctl_opts *o, int ret)

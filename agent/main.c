@@ -32,6 +32,7 @@
 #include "agent/store.h"
 #include "agent/tls.h"
 #include "agent/watch.h"
+#include "common/cliopt.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "common/keys.h"
@@ -59,9 +60,9 @@ struct opts {
 	bool verbose;
 };
 
-static void usage(FILE *f)
+static void usage(void)
 {
-	fprintf(f,
+	printf(
 		"Usage: jitd [-c CONFIG] [--check-config | --lockdown] [-v] [--help] [--version]\n"
 		"Just-in-time access agent: keeps management ports closed in nftables table\n"
 		"'inet jitd' and opens them for signed, time-bounded grants.\n\n"
@@ -88,30 +89,25 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int ch;
+	int at, ch;
 
 	o->config_path = CONFIG_DEFAULT_PATH;
-	while ((ch = getopt_long(argc, argv, "c:tvhV", longopts, NULL)) != -1) {
+	for (at = 1; (ch = getopt_long(argc, argv, ":c:tvhV", longopts, NULL)) != -1; at = optind) {
 		switch (ch) {
 		case 'c': o->config_path = optarg; break;
 		case 't': o->check_only = true; break;
 		case 'L': o->lockdown_only = true; break;
 		case 'v': o->verbose = true; break;
-		case 'h': usage(stdout); exit(0);
+		case 'h': usage(); exit(0);
 		case 'V': printf("jitd %s\n", JITD_VERSION); exit(0);
-		default: usage(stderr); exit(2);
+		default: exit(cliopt_bad_option("jitd", ch, argv, at));
 		}
 	}
-	if (optind != argc) {
-		fprintf(stderr, "jitd: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
-		exit(2);
-	}
-	if (o->check_only && o->lockdown_only) {
-		fprintf(stderr, "jitd: --check-config touches nothing, --lockdown the kernel: "
-			"give one\n");
-		exit(2);
-	}
+	if (optind != argc)
+		exit(cliopt_usage_error("jitd", "unexpected argument '%s'", argv[optind]));
+	if (o->check_only && o->lockdown_only)
+		exit(cliopt_usage_error("jitd", "--check-config touches nothing, --lockdown the "
+			"kernel: give one"));
 }
 
 static void jitd_signal_cb(evutil_socket_t sig, short what, void *arg)

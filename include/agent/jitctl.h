@@ -47,20 +47,11 @@ int cmd_reload(const struct jitctl_opts *o, int argc, char **argv);
  */
 int jitctl_call(const struct jitctl_opts *o, const json_t *request, json_t **reply);
 /*
- * A usage error, said as every command says one: "jitctl CMD: why" (cmd NULL: jitctl's own
- * options and commands), then where the help is. Returns JITCTL_USAGE.
+ * Usage errors as common/cliopt.h says them, for "jitctl CMD" (cmd NULL: jitctl's own options
+ * and commands). jitctl_usage_error and jitctl_bad_option return JITCTL_USAGE.
  */
 int jitctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/*
- * Where the help is, the usage error's last line: alone for a command that says every usage
- * error it found (sign's missing options) before it.
- */
 void jitctl_try_help(const char *cmd);
-/*
- * An option getopt_long refused, as jitctl_usage_error says it. The optstring starts with ':' (so
- * that getopt says nothing itself, and a missing value is c ':'); at is optind before the call
- * that returned c. Returns JITCTL_USAGE.
- */
 int jitctl_bad_option(const char *cmd, int c, char **argv, int at);
 /* "jitctl CMD: out of memory", a refusal of jitctl's own (exit 1). Returns JITCTL_REFUSED. */
 int jitctl_out_of_memory(const char *cmd);
