@@ -45,7 +45,7 @@ int cmd_revoke(const struct jitctl_opts *o, int argc, char **argv)
 	if ((err = jitctl_text_check(argv[optind])) == -ENOMEM)
 		return jitctl_out_of_memory("revoke");
 	if (err)
-		return jitctl_usage_error("revoke", "GRANT_ID is not text");
+		return jitctl_usage_error("revoke", "GRANT_ID is not UTF-8 text");
 	req = json_pack("{s:s, s:s, s:b}", "op", "revoke", "id", argv[optind], "terminate",
 		terminate);
 	if (!req)

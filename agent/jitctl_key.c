@@ -45,7 +45,8 @@ static int report_exists(bool json, const char *dir, const char *kid)
 		path);
 }
 
-static void print_keys(bool json, const char *dir, const char *kid)
+/* JITCTL_OK, or JITCTL_REFUSED: out of memory for the JSON, the keys written all the same. */
+static int print_keys(bool json, const char *dir, const char *kid)
 {
 	char key[PATH_MAX], pem[PATH_MAX];
 	json_t *o;
@@ -55,12 +56,19 @@ static void print_keys(bool json, const char *dir, const char *kid)
 	if (!json) {
 		printf("private key: %s\n", key);
 		printf("public key:  %s (copy it into the agent's keys_dir to trust it)\n", pem);
-		return;
+		return JITCTL_OK;
 	}
-	if ((o = json_pack("{s:s, s:s, s:s}", "kid", kid, "private_key", key, "public_key", pem)))
-		json_dumpf(o, stdout, JSON_INDENT(2));
+	/* --dir was checked as text: only memory can fail it, and the keys are there. */
+	if (!(o = json_pack("{s:s, s:s, s:s}", "kid", kid, "private_key", key, "public_key",
+		pem))) {
+		fprintf(stderr, "jitctl keygen: out of memory for the JSON; the key pair is "
+			"written: %s, %s\n", key, pem);
+		return JITCTL_REFUSED;
+	}
+	json_dumpf(o, stdout, JSON_INDENT(2));
 	printf("\n");
 	json_decref(o);
+	return JITCTL_OK;
 }
 
 int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
@@ -128,8 +136,7 @@ int cmd_keygen(const struct jitctl_opts *o, int argc, char **argv)
 			JIT_ERR_PERMISSION : JIT_ERR_INTERNAL, "writing key pair '%s' in %s: %s",
 			kid, dir, strerror(-ret));
 	}
-	print_keys(json, dir, kid);
-	return JITCTL_OK;
+	return print_keys(json, dir, kid);
 usage:
 	jitctl_try_help("keygen");
 	return JITCTL_USAGE;

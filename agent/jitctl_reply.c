@@ -150,15 +150,20 @@ int jitctl_duration(const char *cmd, const char *opt, const char *s, uint64_t *s
 	return ret ? -EINVAL : 0;
 }
 
-int jitctl_text_check(const char *s)
+int jitctl_textn_check(const char *s, size_t len)
 {
-	json_t *v = json_string(s);
+	json_t *v = json_stringn(s, len);
 	int ret = 0;
 
 	if (!v)
-		ret = (v = json_string_nocheck(s)) ? -EILSEQ : -ENOMEM;
+		ret = (v = json_stringn_nocheck(s, len)) ? -EILSEQ : -ENOMEM;
 	json_decref(v);
 	return ret;
+}
+
+int jitctl_text_check(const char *s)
+{
+	return jitctl_textn_check(s, strlen(s));
 }
 
 void jitctl_print_grant(const json_t *g)

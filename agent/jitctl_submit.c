@@ -117,10 +117,13 @@ int cmd_submit(const struct jitctl_opts *o, int argc, char **argv)
 		return JITCTL_USAGE;
 	}
 	token = trim(buf, &len);
-	if (memchr(token, '\0', len) ||
-		!(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
-		/* Not UTF-8 (which jansson refuses) or holding NUL: no grant can be that. */
+	/* Not UTF-8 (which jansson refuses) or holding NUL: no grant can be that. */
+	if (memchr(token, '\0', len) || (ret = jitctl_textn_check(token, len)) == -EILSEQ) {
 		ret = jitctl_refuse("submit", json, JIT_ERR_MALFORMED, "token is not text");
+		goto out;
+	}
+	if (ret || !(req = json_pack("{s:s, s:s%}", "op", "submit", "token", token, len))) {
+		ret = jitctl_out_of_memory("submit");
 		goto out;
 	}
 	if ((ret = jitctl_call(o, req, &rep)))

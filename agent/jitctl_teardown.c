@@ -33,7 +33,8 @@ static void teardown_usage(FILE *f)
 		   "          {\"error\",\"message\"}, as JSON\n");
 }
 
-static void print_done(bool json, bool removed, bool record, const char *dir)
+/* JITCTL_OK, or JITCTL_REFUSED: out of memory for the JSON, the work done all the same. */
+static int print_done(bool json, bool removed, bool record, const char *dir)
 {
 	json_t *o;
 
@@ -43,13 +44,18 @@ static void print_done(bool json, bool removed, bool record, const char *dir)
 		if (record)
 			printf("removed %s/%s: a start of jitd that fails no longer closes them\n",
 				dir, LOCKDOWN_FILE);
-		return;
+		return JITCTL_OK;
 	}
-	if ((o = json_pack("{s:s, s:b, s:b}", "table", "inet " RULESET_TABLE, "removed", removed,
-			"lockdown_removed", record)))
-		json_dumpf(o, stdout, JSON_INDENT(2));
+	if (!(o = json_pack("{s:s, s:b, s:b}", "table", "inet " RULESET_TABLE, "removed",
+		removed, "lockdown_removed", record))) {
+		fprintf(stderr, "jitctl teardown: out of memory for the JSON; table inet %s %s\n",
+			RULESET_TABLE, removed ? "is removed" : "did not exist");
+		return JITCTL_REFUSED;
+	}
+	json_dumpf(o, stdout, JSON_INDENT(2));
 	printf("\n");
 	json_decref(o);
+	return JITCTL_OK;
 }
 
 int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
@@ -165,8 +171,7 @@ int cmd_teardown(const struct jitctl_opts *o, int argc, char **argv)
 	if (noted)
 		fprintf(stderr, "jitctl teardown: cannot record agent.teardown in %s/audit.jsonl: "
 			"%s\n", dir, strerror(-noted));
-	print_done(json, exists, ret == 1, dir);
-	rc = JITCTL_OK;
+	rc = print_done(json, exists, ret == 1, dir);
 out:
 	nft_batch_free(b);
 	nft_close(&n);

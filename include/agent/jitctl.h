@@ -2,6 +2,7 @@
 #define JITD_AGENT_JITCTL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -79,6 +80,8 @@ void jitctl_print_grant(const json_t *grant);
  * built, or a failure to build it says nothing of why.
  */
 int jitctl_text_check(const char *s);
+/* The same for len bytes at s, which need not end in NUL. */
+int jitctl_textn_check(const char *s, size_t len);
 /* o's string member key, or "-": a missing one must not reach printf as NULL. */
 const char *jitctl_str(const json_t *o, const char *key);
 /* Adds one list item to arr. 0, -EINVAL (not valid syntax) or -ENOMEM. */

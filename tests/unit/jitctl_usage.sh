@@ -49,7 +49,7 @@ expect audit "--limit '0' is not a number from 1 to 50000" audit --limit 0
 expect log "--event 'nosuch' is not an event name (see --help)" log --event nosuch
 expect log "--user is not UTF-8 text" log --user $'\xff'
 expect audit "--grant is not UTF-8 text" audit --grant $'\xfe' --user $'\xff'
-expect revoke "GRANT_ID is not text" revoke $'\xff'
+expect revoke "GRANT_ID is not UTF-8 text" revoke $'\xff'
 expect revoke "expected one GRANT_ID" revoke a b
 expect submit "expected one FILE (or - for standard input)" submit a b
 expect grant "unexpected argument 'extra' (several sources or ports go comma-separated)" \
