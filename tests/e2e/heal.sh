@@ -1,9 +1,11 @@
 # Self-healing: whatever another tool does to table inet jitd — `nft flush ruleset` (what
 # Debian's nftables.service does on start and reload), deleting the table, deleting a granted
-# element, adding one nobody granted, flushing the chain — jitd undoes it at once from the
-# nftables event stream (within a bounded wait; the time is printed, not judged), granted access
-# keeps its remaining time, nothing else opens, each repair is audited, and repairs do not feed
-# on themselves.
+# element, adding one nobody granted, flushing the chain; and changes that would open ports: an
+# address put into always4 or always6, a protected port deleted, an accept rule inserted at the
+# top of the chain, IPv6 elements nobody granted — jitd undoes it at once from the nftables event
+# stream (within a bounded wait; the time is printed, not judged), granted access keeps its
+# remaining time, nothing else opens, each repair is audited, and repairs do not feed on
+# themselves.
 . "$(dirname "$0")/lib.sh"
 
 export JITD_TEST_STRAY_RACE_FILE=$TMP/strayrace
@@ -216,6 +218,120 @@ jq -s -e '[.[] | select(.event == "drift.repaired")] | last
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
 expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
 pass "the table rebuilt with the grant's element in one transaction (nft monitor)"
+
+log "tampering that opens ports: always-allowed sources, protected ports, rules, IPv6 strays"
+# Each change below opens port 22 to a source nobody granted. jitd is held (SIGSTOP) while it is
+# made, so that what it opens is shown open with no race against the repair; its events wait in
+# the socket, and once jitd runs again (SIGCONT) they alone repair it (within the wait, well
+# under the periodic check's 30 s, and the records say "nftables event"). Traffic is judged
+# only after the kernel shows the repair.
+# shape: the input chain, its rules and the fixed sets (protected ports, always-allowed
+# sources), without handles: what a repair must give back as it was.
+shape() {
+	kernel_json | jq -S -c '[.nftables[] | (.chain?, .rule?, (.set? | select(.) |
+		select(.name | test("^(protected|always[46])$")))) | select(.) | del(.handle)]'
+}
+shape_is() { [ "$(shape)" = "$1" ]; }
+# fixed_has SET JSON / fixed_lacks SET JSON: the fixed set is there and holds / lacks the
+# element JSON, exactly as nft -j prints it.
+fixed_has() {
+	kernel_json | jq -e --arg s "$1" --argjson v "$2" '[.nftables[] | .set? | select(.) |
+		select(.name == $s)] | length == 1 and (.[0].elem // [] | any(. == $v))' >/dev/null
+}
+fixed_lacks() {
+	kernel_json | jq -e --arg s "$1" --argjson v "$2" '[.nftables[] | .set? | select(.) |
+		select(.name == $s)] | length == 1 and (.[0].elem // [] | any(. == $v) | not)' \
+		>/dev/null
+}
+# repaired_as N ERE: an event-stream drift.repaired record beyond the first N says ERE.
+repaired_as() {
+	jq -s -e --argjson n "$1" --arg re "$2" '[.[] | select(.event == "drift.repaired" and
+		(.message | startswith("nftables event")))] | .[$n:] | any(.message | test($re))' \
+		"$TMP/state/audit.jsonl" >/dev/null
+}
+# hold: jitd stopped, the shape and the repairs so far noted; release: jitd running again.
+hold() {
+	was=$(shape)
+	jq -e 'any(.[]; has("expr"))' <<<"$was" >/dev/null ||
+		fail "the chain's rules are not in the shape read: $was"
+	n=$(event_repairs)
+	kill -STOP "$JITD_PID"
+}
+release() { kill -CONT "$JITD_PID"; start=$(now_ms); }
+# restored WHAT ERE: the shape back as it was before the hold, the repair audited (saying ERE).
+restored() {
+	wait_until 10 "the table's shape back after $1" shape_is "$was"
+	audited "$1" "$n"
+	repaired_as "$n" "$2" ||
+		fail "$1: no record says '$2': $(grep drift "$TMP/state/audit.jsonl" | tail -1)"
+	pass "$1 undone and audited in $(($(now_ms) - start)) ms (bounded poll, 200 ms steps)"
+}
+structure="table structure re-applied"
+
+hold
+in_ns "$SRV" nft add element inet jitd always4 '{ 192.0.2.3 }'
+fixed_has always4 '"192.0.2.3"' || fail "192.0.2.3 did not go into always4"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+release
+wait_until 10 "192.0.2.3 out of always4" fixed_lacks always4 '"192.0.2.3"'
+fixed_has always4 '"198.51.100.3"' || fail "the configured always4 source is gone"
+restored "an address added to always4" "$structure"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C2" -b 198.51.100.3 198.51.100.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+
+hold
+in_ns "$SRV" nft add element inet jitd always6 '{ 2001:db8:1::2 }'
+fixed_has always6 '"2001:db8:1::2"' || fail "2001:db8:1::2 did not go into always6"
+expect_connect ok "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+release
+wait_until 10 "2001:db8:1::2 out of always6" fixed_lacks always6 '"2001:db8:1::2"'
+restored "an address added to always6" "$structure"
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+
+hold
+in_ns "$SRV" nft delete element inet jitd protected '{ tcp . 22 }'
+fixed_lacks protected '{"concat": ["tcp", 22]}' || fail "tcp . 22 is still in protected"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+release
+wait_until 10 "tcp . 22 back in protected" fixed_has protected '{"concat": ["tcp", 22]}'
+restored "a protected port deleted" "$structure"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+
+hold
+in_ns "$SRV" nft insert rule inet jitd input accept
+shape_is "$was" && fail "the inserted rule does not show in the shape read"
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+release
+restored "an accept rule inserted at the top of the input chain" "$structure"
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+
+# IPv6 strays, as for IPv4 above: the address's own set, and a range.
+strays="[1-9][0-9]* element\\(s\\) nobody granted removed"
+v6set=$(addr_set 2001:db8:1::2)
+hold
+in_ns "$SRV" nft add element inet jitd "$v6set" '{ 2001:db8:1::2 . tcp . 22 timeout 1h }'
+has_elem allow6_addr "2001:db8:1::2 tcp 22" || fail "the stray is not in $v6set: $(host_elems)"
+expect_connect ok "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+release
+wait_until 10 "the IPv6 stray removed" lacks_elem allow6_addr "2001:db8:1::2 tcp 22"
+restored "an IPv6 element nobody granted" "$strays"
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+hold
+in_ns "$SRV" nft add element inet jitd allow6 '{ 2001:db8:1::/64 . tcp . 22 timeout 1h }'
+has_elem allow6 "2001:db8:1::/64 tcp 22" || fail "the stray range is not in allow6: $(host_elems)"
+expect_connect ok "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+release
+wait_until 10 "the IPv6 stray range removed" lacks_source allow6 2001:db8:1::/64
+restored "an IPv6 range nobody granted" "$strays"
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+expect_connect ok "$C1" -b 192.0.2.2 192.0.2.1 22
+session_say "after-tampering"
 
 log "nft flush chain inet jitd input"
 start=$(now_ms) n=$(event_repairs)
