@@ -50,3 +50,29 @@ has_elem "$(addr_set 2001:db8:2::2)" "2001:db8:2::2 tcp 3389" ||
 	fail "2001:db8:2::2 is not in $(addr_set 2001:db8:2::2): $(host_elems)"
 expect_connect ok "$C2" 2001:db8:2::1 3389
 expect_connect drop "$C2" 2001:db8:2::1 22
+
+log "an IPv6 always_allow source reaches the protected ports without a grant"
+# 2001:db8:1::2 (C1) added to always_allow beside 198.51.100.3, at a start; it holds no grant
+# (v6-1 and the grants of its address expired above).
+expect_connect drop "$C1" 2001:db8:1::1 22
+stop_jitd TERM
+config_edit '.always_allow += ["2001:db8:1::2"]'
+start_jitd
+# always_elems SET: the elements of always4 or always6 as nft prints them, one a line.
+always_elems() {
+	kernel_json | jq -r --arg set "$1" '.nftables[] | select(.set? and .set.name == $set)
+		| (.set.elem // [])[] | if type == "string" then .
+		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)"
+		elif has("range") then "\(.range[0])-\(.range[1])" else tostring end'
+}
+[ "$(always_elems always6)" = 2001:db8:1::2 ] ||
+	fail "always6 holds '$(always_elems always6 | tr '\n' ' ')', want 2001:db8:1::2 alone"
+[ "$(always_elems always4)" = 198.51.100.3 ] ||
+	fail "always4 holds '$(always_elems always4 | tr '\n' ' ')', want 198.51.100.3 alone"
+lacks_source "$(addr_set 2001:db8:1::2)" 2001:db8:1::2 && [ -z "$(allow_elems allow6)" ] ||
+	fail "a grant element covers 2001:db8:1::2: $(host_elems)"
+pass "kernel: always6 holds 2001:db8:1::2, always4 only 198.51.100.3, no grant element for it"
+expect_connect ok "$C1" 2001:db8:1::1 22
+expect_connect ok "$C1" 2001:db8:1::1 3389
+expect_connect drop "$C2" 2001:db8:2::1 22	# another IPv6 source, its grant for 3389 only
+expect_connect drop "$C1" 192.0.2.1 22	# the same client's IPv4 is not always allowed

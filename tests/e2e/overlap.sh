@@ -68,3 +68,42 @@ wait_until 15 "C's range to expire" c_gone
 expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 22
 no_allow_elems || fail "allow sets not empty after every grant expired: $(host_elems)"
 pass "kernel: every range and element expired at its own time"
+
+log "IPv6: A6: 2001:db8:1::/64 for 8 s; E6: 2001:db8:1::/96 inside it for 14 s"
+# The same split over IPv6 (allow6), with sources at the edges of the two ranges: the /96's
+# last address, and the first and last of what the /64 keeps beyond it. Added to C1 here.
+IN_LAST=2001:db8:1::ffff:ffff
+OUT_FIRST=2001:db8:1::1:0:0
+OUT_LAST=2001:db8:1:0:ffff:ffff:ffff:ffff
+OUTER="$OUT_FIRST-$OUT_LAST"	# A6's /64 less E6's /96, as nft prints the interval
+for a in "$IN_LAST" "$OUT_FIRST" "$OUT_LAST"; do
+	ip -n "$C1" addr add "$a/64" dev eth0 nodad
+done
+a6_gone() { lacks_match allow6 "^$OUTER "; }
+e6_gone() { lacks_match allow6 '^2001:db8:1:'; }
+sign --src 2001:db8:1::/64 --port 22 --for 8 --jti A6 | submit - >/dev/null || fail "A6 refused"
+sign --src 2001:db8:1::/96 --port 22 --for 14 --jti E6 | submit - >/dev/null || fail "E6 refused"
+[ "$(elems allow6)" = "2001:db8:1::/96 $OUTER " ] ||
+	fail "want 2 disjoint allow6 ranges, kernel has: $(elems allow6)"
+[ -z "$(elems allow6_addr)$(elems allow4)$(elems allow4_addr)" ] ||
+	fail "IPv6 prefix grants put elements in other sets: $(host_elems | tr '\n' ';')"
+in_range allow6 2001:db8:1::/96 8 14
+in_range allow6 "$OUTER" 1 8
+pass "kernel: allow6 ranges $(elems allow6)with their own expiries"
+expect_connect ok "$C1" -b "$IN_LAST" 2001:db8:1::1 22
+expect_connect ok "$C1" -b "$OUT_FIRST" 2001:db8:1::1 22
+expect_connect ok "$C1" -b "$OUT_LAST" 2001:db8:1::1 22
+
+log "IPv6: after A6 (8 s) expires"
+wait_until 15 "A6's range to expire" a6_gone
+has_elem allow6 "2001:db8:1::/96 tcp 22" || fail "E6's range expired with A6's: $(elems allow6)"
+pass "kernel: A6's range gone, E6's range remains"
+expect_connect ok "$C1" -b "$IN_LAST" 2001:db8:1::1 22	# E6 still covers it
+expect_connect drop "$C1" -b "$OUT_FIRST" 2001:db8:1::1 22
+expect_connect drop "$C1" -b "$OUT_LAST" 2001:db8:1::1 22
+
+log "IPv6: after E6 (14 s) expires"
+wait_until 15 "E6's range to expire" e6_gone
+expect_connect drop "$C1" -b "$IN_LAST" 2001:db8:1::1 22
+no_allow_elems || fail "allow sets not empty after every grant expired: $(host_elems)"
+pass "kernel: both IPv6 ranges expired at their own times"

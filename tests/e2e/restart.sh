@@ -233,3 +233,68 @@ start_jitd
 expect_connect reject "$C2" -b 198.51.100.2 198.51.100.1 22
 has_elem allow4_addr "192.0.2.20 tcp 22" || fail "the grant was lost: $(host_elems)"
 pass "the table rebuilt: the chain's priority is jitd's again, the port closed, the grant kept"
+
+log "a policy tightened while jitd is stopped takes effect at its start"
+# Each recorded token is judged again by the start's policy, not only by its key: one the new
+# file no longer admits is ended as a reload would end it (kernel, status, trail, traffic),
+# and the one it still admits keeps its access. A fresh file first (drop, 8443 protected too).
+stop_jitd TERM
+write_config drop '["198.51.100.3"]' \
+	'[{"port": 22, "protocol": "tcp", "max_duration": "PT10M",
+	   "allowed_sources": ["192.0.2.0/24"]},
+	  {"port": 3389, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]},
+	  {"port": 8443, "protocol": "tcp", "max_duration": "PT1H", "allowed_sources": ["*"]}]'
+start_jitd
+# The grants still live from above would hold 192.0.2.2's element too: A's must be A's alone.
+for id in $(status_json | jq -r '.grants[].id'); do
+	"$JITCTL_BIN" -s "$SOCK" revoke "$id" >/dev/null || fail "revoke $id failed"
+done
+no_allow_elems || fail "elements left after revoking every grant: $(host_elems)"
+# A and C: port 22 from 192.0.2.2 and .3, inside 192.0.2.0/24; B: 3389 for 30 min (max 1 h);
+# D: 8443. Sources one address each, so that each grant is an element of its own.
+sign --src 192.0.2.2 --port 22 --for 300 --jti tight-a | submit - >/dev/null || fail "A refused"
+sign --src 192.0.2.3 --port 22 --for 300 --jti tight-c | submit - >/dev/null || fail "C refused"
+sign --src 198.51.100.2 --port 3389 --for 1800 --jti tight-b | submit - >/dev/null ||
+	fail "B refused"
+sign --src 198.51.100.2 --port 8443 --for 300 --jti tight-d | submit - >/dev/null ||
+	fail "D refused"
+for e in "192.0.2.2 tcp 22" "192.0.2.3 tcp 22" "198.51.100.2 tcp 3389" \
+	"198.51.100.2 tcp 8443"; do
+	has_elem allow4_addr "$e" || fail "grant element $e not in the kernel: $(host_elems)"
+done
+pass "kernel: the four grants' elements before the stop"
+expect_connect ok "$C1" 192.0.2.1 22
+expect_connect ok "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect ok "$C2" -b 198.51.100.2 198.51.100.1 3389
+stop_jitd TERM
+# 22 narrowed to 192.0.2.2 alone (C's source outside), 3389's maximum cut to 10 min (B has
+# about 30 left), 8443 no longer protected.
+config_edit '.ports |= map(if .port == 22 then .allowed_sources = ["192.0.2.2"]
+	elif .port == 3389 then .max_duration = "PT10M" else . end | select(.port != 8443))'
+start_jitd
+has_elem allow4_addr "192.0.2.2 tcp 22" || fail "the grant still admitted was lost: $(host_elems)"
+for e in "192.0.2.3 tcp 22" "198.51.100.2 tcp 3389" "198.51.100.2 tcp 8443"; do
+	lacks_elem allow4_addr "$e" || fail "a grant no longer admitted kept $e: $(host_elems)"
+done
+status_json | jq -e '[.grants[].id] == ["tight-a"]' >/dev/null ||
+	fail "status after the start: $(status_json | jq -c '[.grants[].id]')"
+pass "kernel and status: only the grant the tightened policy still admits is restored"
+jq -s -e '[.[] | select(.event == "grant.revoked" and (.grant | startswith("tight-")))
+	| .grant as $g | {grant, sub, peer, code,
+	  why: (.message | startswith("start: not restored: ")),
+	  names: (.message | contains({"tight-b": "maximum for port 3389/tcp",
+		"tight-c": "source 192.0.2.3 is not allowed", "tight-d": "port 8443/tcp"}[$g]))}]
+	| sort_by(.grant) == [
+	{"grant": "tight-b", "sub": "alice", "peer": "jitd", "code": "duration_exceeds_max",
+	 "why": true, "names": true},
+	{"grant": "tight-c", "sub": "alice", "peer": "jitd", "code": "source_not_allowed",
+	 "why": true, "names": true},
+	{"grant": "tight-d", "sub": "alice", "peer": "jitd", "code": "port_not_protected",
+	 "why": true, "names": true}]' "$TMP/state/audit.jsonl" >/dev/null ||
+	fail "the grants the policy no longer admits are not audited as such: $(jq -c \
+		'select(.event == "grant.revoked" and (.grant | startswith("tight-")))' \
+		"$TMP/state/audit.jsonl")"
+pass "the trail has B, C and D revoked by jitd at the start, each with its refusal's code"
+expect_connect ok "$C1" 192.0.2.1 22
+expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+expect_connect drop "$C2" -b 198.51.100.2 198.51.100.1 3389
