@@ -1,8 +1,8 @@
 # Revocation on live TCP sessions: without "terminate" access ends at once but an open session
-# lives on (as on expiry); with it, the session is cut by a reset at once. Other grants covering
-# the same source keep theirs, and so do always_allow's sources. Last, a controller's signed
-# revocation with "terminate", posted to the controller endpoint (plain HTTP on loopback), cuts
-# its grant's session the same way.
+# lives on (as on expiry); with it, the session is cut by a reset at once, over IPv4 and IPv6
+# (conntrack -L in SRV as the witness). Other grants covering the same source keep theirs, and
+# so do always_allow's sources. Last, a controller's signed revocation with "terminate", posted
+# to the controller endpoint (plain HTTP on loopback), cuts its grant's session the same way.
 # (The other refusals of signed revocations are in https.sh and the unit tests.)
 . "$(dirname "$0")/lib.sh"
 
@@ -122,6 +122,41 @@ pass "conntrack: the flow is gone"
 session_cut c-after-terminate
 session_close
 expect_connect drop "$C1" -b 192.0.2.3 192.0.2.1 22
+
+log "IPv6: without --terminate the session lives on, with it the session is cut"
+sign --src 2001:db8:1::2 --port 22 --for 120 --jti rv6-a | submit - >/dev/null ||
+	fail "rv6-a refused"
+has_elem allow6_addr "2001:db8:1::2 tcp 22" || fail "rv6-a is not in the kernel: $(host_elems)"
+session_open "$C1" 2001:db8:1::1 22 2001:db8:1::2
+session_say a6-before
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv6-a --json) || fail "revoke rv6-a: $out"
+echo "$out" | jq -e '.revoked == "rv6-a" and .terminate == false' >/dev/null ||
+	fail "revoke reply: $out"
+lacks_elem allow6_addr "2001:db8:1::2 tcp 22" || fail "rv6-a still in the kernel: $(host_elems)"
+pass "kernel: the IPv6 element removed at once by the revocation"
+session_say a6-after-revoke
+[ "$(flows_from 2001:db8:1::2)" -ge 1 ] || fail "conntrack lost the IPv6 flow without --terminate"
+pass "conntrack: the IPv6 flow is kept by a revocation without --terminate"
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
+session_close
+sign --src 2001:db8:1::2 --port 22 --for 120 --jti rv6-c | submit - >/dev/null ||
+	fail "rv6-c refused"
+session_open "$C1" 2001:db8:1::1 22 2001:db8:1::2
+session_say c6-before
+flows=$(status_json | jq '.grants[] | select(.id == "rv6-c") | .flows')
+[ "$flows" -ge 1 ] 2>/dev/null || fail "status counts '$flows' flow(s) for rv6-c, want >= 1"
+pass "status counts the IPv6 session for rv6-c ($flows)"
+# At least this session's flow; the closed session's entry (same source, same port) goes too.
+out=$("$JITCTL_BIN" -s "$SOCK" revoke rv6-c --terminate --json) || fail "revoke rv6-c: $out"
+echo "$out" | jq -e '.revoked == "rv6-c" and .terminate == true and .flows_terminated >= 1' \
+	>/dev/null || fail "revoke reply: $out"
+pass "jitctl revoke --terminate (IPv6): $(echo "$out" | jq .flows_terminated) flow(s) terminated"
+[ "$(flows_from 2001:db8:1::2)" -eq 0 ] ||
+	fail "conntrack still holds the IPv6 flow: $(in_ns "$SRV" conntrack -L -f ipv6 2>/dev/null)"
+pass "conntrack: the IPv6 flow is gone"
+session_cut c6-after-terminate
+session_close
+expect_connect drop "$C1" -b 2001:db8:1::2 2001:db8:1::1 22
 
 log "revocation with --terminate of a session to an address no interface holds"
 # A local route over a whole prefix (AnyIP): the input chain takes it as this host's, and so
