@@ -48,8 +48,9 @@ static int print_done(bool json, bool removed, bool record, const char *dir)
 	}
 	if (!(o = json_pack("{s:s, s:b, s:b}", "table", "inet " RULESET_TABLE, "removed",
 		removed, "lockdown_removed", record))) {
-		fprintf(stderr, "jitctl teardown: out of memory for the JSON; table inet %s %s\n",
-			RULESET_TABLE, removed ? "is removed" : "did not exist");
+		fprintf(stderr, "jitctl teardown: out of memory for the JSON; table inet %s %s%s\n",
+			RULESET_TABLE, removed ? "is removed" : "did not exist",
+			record ? ", and so is " LOCKDOWN_FILE : "");
 		return JITCTL_REFUSED;
 	}
 	json_dumpf(o, stdout, JSON_INDENT(2));

@@ -9,6 +9,8 @@ TMP=$(mktemp -d /tmp/jitd-usage.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 failed=0
 n=0
+# jitd keeps it (it takes no operands); with it, getopt would stop at "extra" below.
+unset POSIXLY_CORRECT
 
 # expect WHY ARGS...: jitd ARGS exits 2, prints nothing on stdout, and on stderr exactly
 # "jitd: WHY" and "Try 'jitd --help'.".
