@@ -28,30 +28,6 @@ wait_until 5 "listener on 10.1.0.5" in_ns "$C2" "$TCPPROBE_BIN" connect 127.0.0.
 wait_until 5 "listener on 10.1.0.6" in_ns "$B2" "$TCPPROBE_BIN" connect 127.0.0.1 22
 start_jitd
 
-# Elements of a set as "MEMBER MEMBER ..." lines (ranges lo-hi, prefixes a/len), sorted; for a
-# map, " : " and the value's members follow. A set (or table) that is not there prints a line
-# saying so: "empty" must never be what a missing set looks like.
-member() {
-	printf '%s' '(if type == "string" or type == "number" then tostring
-		elif has("range") then "\(.range[0])-\(.range[1])"
-		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)" else tostring end)'
-}
-set_elems() {
-	local doc
-	doc=$(kernel_json 2>/dev/null) &&
-		echo "$doc" | jq -e --arg set "$1" '[.nftables[] | (.set? // .map?) | select(.) |
-			select(.name == $set)] | length == 1' >/dev/null || {
-		echo "$NO_SET"
-		return 0
-	}
-	echo "$doc" | jq -r --arg set "$1" "
-		.nftables[] | select((.set? // .map?) and ((.set // .map).name == \$set))
-		| ((.set // .map).elem // [])[]
-		| (if type == \"array\" then . else [., null] end) as [\$k, \$v]
-		| (\$k | if type == \"object\" and has(\"elem\") then .elem.val else . end | .concat
-			| map($(member)) | join(\" \"))
-		+ (if \$v then \" : \" + (\$v.concat | map($(member)) | join(\" \")) else \"\" end)" | sort
-}
 fwd_count() { set_elems fwd4 | grep -c . || true; }
 gateway_port() {
 	status_json | jq -r --arg id "$1" '.grants[] | select(.id == $id) | .dnat[0].gateway_port'

@@ -39,54 +39,12 @@ wait_until 5 "listener on 10.1.0.6" in_ns "$B2" "$TCPPROBE_BIN" connect 127.0.0.
 wait_until 5 "UDP listener on 10.1.0.5" in_ns "$C2" "$TCPPROBE_BIN" udp-ask -t 200 127.0.0.1 5353
 start_jitd
 
-# gateway.sh's, for single-member sets (always4) too: elements of a set or map as "MEMBER MEMBER
-# ..." lines, sorted; for a map, " : " and the value's members follow. A set that is not there
-# prints $NO_SET, never "empty".
-member() {
-	printf '%s' '(if type == "string" or type == "number" then tostring
-		elif has("range") then "\(.range[0])-\(.range[1])"
-		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)" else tostring end)'
-}
-set_elems() {
-	local doc
-	doc=$(kernel_json 2>/dev/null) &&
-		echo "$doc" | jq -e --arg set "$1" '[.nftables[] | (.set? // .map?) | select(.) |
-			select(.name == $set)] | length == 1' >/dev/null || {
-		echo "$NO_SET"
-		return 0
-	}
-	echo "$doc" | jq -r --arg set "$1" "
-		.nftables[] | select((.set? // .map?) and ((.set // .map).name == \$set))
-		| ((.set // .map).elem // [])[]
-		| (if type == \"array\" then . else [., null] end) as [\$k, \$v]
-		| (\$k | if type == \"object\" and has(\"elem\") then .elem.val else . end
-			| if type == \"object\" and has(\"concat\") then .concat else [.] end
-			| map($(member)) | join(\" \"))
-		+ (if \$v then \" : \" + (\$v.concat | map($(member)) | join(\" \"))
-			else \"\" end)" | sort
-}
 # For wait_until, which runs its command again each time.
 set_is() { [ "$(set_elems "$1")" = "$2" ]; }
 set_lacks() {
 	local elems
 	elems=$(set_elems "$1")
 	[ "$elems" != "$NO_SET" ] && ! grep -qxF "$2" <<<"$elems"
-}
-
-# (from udp.sh) expect_udp RESULT NS [tcpprobe udp-ask args...]: ok (echoed), drop (no answer
-# within 1.5 s) or reject (ICMP port unreachable: ECONNREFUSED on the connected socket).
-expect_udp() {
-	local want=$1 ns=$2 rc=0 code
-	shift 2
-	in_ns "$ns" "$TCPPROBE_BIN" udp-ask -t 1500 "$@" >/dev/null 2>&1 || rc=$?
-	case $want in
-	ok) code=0 ;;
-	drop) code=1 ;;
-	reject) code=2 ;;
-	*) fail "expect_udp: unknown expectation $want" ;;
-	esac
-	[ "$rc" -eq "$code" ] || fail "UDP from $ns ($*): wanted $want (exit $code), got exit $rc"
-	pass "UDP from $ns to $* -> $want"
 }
 
 # Repairs made from the nftables event stream, as heal.sh reads them: the periodic check (every

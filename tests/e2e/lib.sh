@@ -499,6 +499,33 @@ allow_elems() {
 		    (.[1] | tostring), (.[2] | tostring) ] | join(" ")' | sort
 }
 
+# Elements of any set or map as "MEMBER MEMBER ..." lines (ranges lo-hi, prefixes a/len),
+# sorted; for a map, " : " and the value's members follow. A set (or table) that is not there
+# prints NO_SET: "empty" must never be what a missing set looks like.
+member() {
+	printf '%s' '(if type == "string" or type == "number" then tostring
+		elif has("range") then "\(.range[0])-\(.range[1])"
+		elif has("prefix") then "\(.prefix.addr)/\(.prefix.len)" else tostring end)'
+}
+set_elems() {
+	local doc
+	doc=$(kernel_json 2>/dev/null) &&
+		echo "$doc" | jq -e --arg set "$1" '[.nftables[] | (.set? // .map?) | select(.) |
+			select(.name == $set)] | length == 1' >/dev/null || {
+		echo "$NO_SET"
+		return 0
+	}
+	echo "$doc" | jq -r --arg set "$1" "
+		.nftables[] | select((.set? // .map?) and ((.set // .map).name == \$set))
+		| ((.set // .map).elem // [])[]
+		| (if type == \"array\" then . else [., null] end) as [\$k, \$v]
+		| (\$k | if type == \"object\" and has(\"elem\") then .elem.val else . end
+			| if type == \"object\" and has(\"concat\") then .concat else [.] end
+			| map($(member)) | join(\" \"))
+		+ (if \$v then \" : \" + (\$v.concat | map($(member)) | join(\" \"))
+			else \"\" end)" | sort
+}
+
 # The one-address set an address's element is in: allow4_addr_K, K its last byte's low bits.
 addr_set() {
 	local last
@@ -571,20 +598,25 @@ lacks_elem() {
 
 # --- traffic ------------------------------------------------------------------------------------
 
-# expect_connect RESULT NS [tcpprobe connect args...]; RESULT is ok, drop (timeout) or reject.
-expect_connect() {
-	local want=$1 ns=$2 rc=0 code
-	shift 2
-	in_ns "$ns" "$TCPPROBE_BIN" connect -t 1500 "$@" >/dev/null 2>&1 || rc=$?
+# probe_expect ROLE WHAT RESULT NS [tcpprobe ROLE args...]: RESULT is ok, drop (no answer
+# within 1.5 s) or reject (a reset, or an ICMP port unreachable: ECONNREFUSED).
+probe_expect() {
+	local role=$1 what=$2 want=$3 ns=$4 rc=0 code
+	shift 4
+	in_ns "$ns" "$TCPPROBE_BIN" "$role" -t 1500 "$@" >/dev/null 2>&1 || rc=$?
 	case $want in
 	ok) code=0 ;;
 	drop) code=1 ;;
 	reject) code=2 ;;
-	*) fail "expect_connect: unknown expectation $want" ;;
+	*) fail "expect_$role: unknown expectation $want" ;;
 	esac
-	[ "$rc" -eq "$code" ] || fail "connect from $ns ($*): wanted $want (exit $code), got exit $rc"
-	pass "connect from $ns to $* -> $want"
+	[ "$rc" -eq "$code" ] || fail "$what from $ns ($*): wanted $want (exit $code), got exit $rc"
+	pass "$what from $ns to $* -> $want"
 }
+# expect_connect RESULT NS [tcpprobe connect args...]: a TCP connection and one echoed line.
+expect_connect() { probe_expect connect connect "$@"; }
+# expect_udp RESULT NS [tcpprobe udp-ask args...]: one datagram and its echo.
+expect_udp() { probe_expect udp-ask UDP "$@"; }
 
 # A long-lived session from NS: session_open NS ADDR PORT [SRC]; then session_say WORD.
 # One session at a time; session_close ends it so that another can be opened.

@@ -9,22 +9,6 @@
 # unreachable (IPv4 and IPv6), the granted ones still echoing.
 . "$(dirname "$0")/lib.sh"
 
-# expect_udp RESULT NS [tcpprobe udp-ask args...]; RESULT ok (echoed), drop (no answer within
-# 1.5 s) or reject (ICMP port unreachable, ECONNREFUSED on the connected socket).
-expect_udp() {
-	local want=$1 ns=$2 rc=0 code
-	shift 2
-	in_ns "$ns" "$TCPPROBE_BIN" udp-ask -t 1500 "$@" >/dev/null 2>&1 || rc=$?
-	case $want in
-	ok) code=0 ;;
-	drop) code=1 ;;
-	reject) code=2 ;;
-	*) fail "expect_udp: unknown expectation $want" ;;
-	esac
-	[ "$rc" -eq "$code" ] || fail "UDP from $ns ($*): wanted $want (exit $code), got exit $rc"
-	pass "UDP from $ns to $* -> $want"
-}
-
 # UDP echo listeners in SRV on every address, each answering on loopback before jitd starts
 # (once it runs, loopback to a protected port is dropped like any other source).
 start_udp_listeners() {
