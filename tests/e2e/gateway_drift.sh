@@ -89,6 +89,9 @@ expect_connect ok "$C1" -b 192.0.2.4 10.1.0.6 22
 expect_connect ok "$C1" -b 2001:db8:1::4 2001:db8:10::5 22
 expect_udp ok "$C1" -b 192.0.2.4 10.1.0.5 5353
 expect_udp ok "$C1" -b 2001:db8:1::4 2001:db8:10::5 5353
+# The "*" target's TCP half: nothing listens on C2's 5353/tcp, so a SYN let through is C2's
+# reset (a drop would time out).
+expect_connect reject "$C1" -b 2001:db8:1::4 2001:db8:10::5 5353
 [ -z "$(set_elems fwd4)" ] && [ -z "$(set_elems fwd6)" ] ||
 	fail "forward elements appeared: fwd4 $(set_elems fwd4), fwd6 $(set_elems fwd6)"
 pass "kernel: fwd4 and fwd6 still empty: always4/always6 let them in"
@@ -197,6 +200,11 @@ jq -e 'length == 4 and all(.[]; (any(.[]; has("drop")) | not) and
 		else any(.[]; .reject? == {"type": "icmpx", "expr": "port-unreachable"}) end)
 	and ([.[] | select(any(.[]; .reject?.type == "tcp reset"))] | length == 2)' \
 	<<<"$rules" >/dev/null || fail "the forward chain's deny rules: $rules"
+# TCP meets the reset first: for each family, the first of its two rules is TCP's.
+jq -e '. as $r | all("@targets4", "@targets6"; . as $s
+	| [$r[] | select(any(.[]; .match?.right? == $s)) | any(.[]; .reject?.type == "tcp reset")]
+	| index(true) == 0)' <<<"$rules" >/dev/null ||
+	fail "the forward chain's first rejecting rule of a family is not TCP's reset: $rules"
 pass "kernel: the forward chain's deny rules for targets4/6 reject (TCP: tcp reset), none drops"
 expect_connect reject "$C1" -b 192.0.2.3 10.1.0.5 22
 expect_connect reject "$C1" -b 192.0.2.3 10.1.0.6 22
